@@ -1,0 +1,151 @@
+//! The catalog: systems (chips and how they are packaged), models (architecture shapes) and
+//! numeric precisions, as data.
+//!
+//! The built-in catalog is compiled from the TOML files under `data/`, where every figure
+//! carries the URL it was taken from. A user extends or overrides it with a TOML file in the
+//! same shape ([`Catalog::extend_from_toml`]); an entry whose `id` already exists replaces the
+//! built-in one. This crate does no IO: callers hand it text.
+
+mod model;
+mod precision;
+mod system;
+
+pub use model::{AttentionKind, Model};
+pub use precision::{Precision, UnknownPrecision};
+pub use system::{Price, System, SystemKind, WaferMesh};
+
+use serde::Deserialize;
+
+/// Errors from reading catalog data or looking an entry up.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The TOML text did not parse or a field had the wrong type; the message names the line,
+    /// column and field, as the `toml` parser reports them.
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// An entry parsed but its values cannot describe a real system or model.
+    #[error("{origin}: entry `{id}`: {message}")]
+    Invalid {
+        origin: String,
+        id: String,
+        message: String,
+    },
+    /// No system with this id.
+    #[error("unknown hardware `{id}`; known: {known}")]
+    UnknownSystem { id: String, known: String },
+    /// No model with this id.
+    #[error("unknown model `{id}`; known: {known}")]
+    UnknownModel { id: String, known: String },
+}
+
+/// The whole catalog: every system and model known, in file order.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    systems: Vec<System>,
+    models: Vec<Model>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    system: Vec<System>,
+    #[serde(default)]
+    model: Vec<Model>,
+}
+
+const BUILTIN_SYSTEMS: &str = include_str!("../data/systems.toml");
+const BUILTIN_MODELS: &str = include_str!("../data/models.toml");
+
+impl Catalog {
+    /// The catalog compiled into the binary.
+    ///
+    /// # Errors
+    /// Only if the compiled-in data is malformed, which the crate's tests rule out.
+    pub fn builtin() -> Result<Self, CatalogError> {
+        let mut catalog = Catalog {
+            systems: Vec::new(),
+            models: Vec::new(),
+        };
+        catalog.extend_from_toml(BUILTIN_SYSTEMS, "built-in systems.toml")?;
+        catalog.extend_from_toml(BUILTIN_MODELS, "built-in models.toml")?;
+        Ok(catalog)
+    }
+
+    /// Adds the `[[system]]` and `[[model]]` entries of `text` (named `origin` in errors).
+    /// An entry with an id already present replaces it.
+    ///
+    /// # Errors
+    /// A parse error names the line and field; a semantic error names the entry and field.
+    pub fn extend_from_toml(&mut self, text: &str, origin: &str) -> Result<(), CatalogError> {
+        let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        for s in file.system {
+            s.check().map_err(|message| CatalogError::Invalid {
+                origin: origin.to_string(),
+                id: s.id.clone(),
+                message,
+            })?;
+            match self.systems.iter_mut().find(|x| x.id == s.id) {
+                Some(slot) => *slot = s,
+                None => self.systems.push(s),
+            }
+        }
+        for m in file.model {
+            m.check().map_err(|message| CatalogError::Invalid {
+                origin: origin.to_string(),
+                id: m.id.clone(),
+                message,
+            })?;
+            match self.models.iter_mut().find(|x| x.id == m.id) {
+                Some(slot) => *slot = m,
+                None => self.models.push(m),
+            }
+        }
+        Ok(())
+    }
+
+    /// All systems, in catalog order.
+    pub fn systems(&self) -> &[System] {
+        &self.systems
+    }
+
+    /// All models, in catalog order.
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    /// The system with this id.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownSystem`], listing the ids that exist.
+    pub fn system(&self, id: &str) -> Result<&System, CatalogError> {
+        self.systems
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| CatalogError::UnknownSystem {
+                id: id.to_string(),
+                known: join_ids(self.systems.iter().map(|s| s.id.as_str())),
+            })
+    }
+
+    /// The model with this id.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownModel`], listing the ids that exist.
+    pub fn model(&self, id: &str) -> Result<&Model, CatalogError> {
+        self.models
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| CatalogError::UnknownModel {
+                id: id.to_string(),
+                known: join_ids(self.models.iter().map(|m| m.id.as_str())),
+            })
+    }
+}
+
+fn join_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    ids.collect::<Vec<_>>().join(", ")
+}

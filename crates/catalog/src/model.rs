@@ -1,0 +1,192 @@
+//! Models: the architecture shapes that set weight bytes, FLOPs and KV-cache size per token.
+
+use crate::Precision;
+use serde::{Deserialize, Serialize};
+
+/// How attention keys and values are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// Multi-head attention: one K and V per query head.
+    Mha,
+    /// Grouped-query attention: `kv_heads` K/V heads shared by groups of query heads.
+    Gqa,
+    /// Multi-head latent attention (DeepSeek-V2/V3): one compressed latent of
+    /// `kv_lora_rank + qk_rope_dim` values per token per layer.
+    Mla,
+}
+
+/// One model architecture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// Short id used on the command line, e.g. `llama-3.1-70b`.
+    pub id: String,
+    /// Model family.
+    #[serde(default)]
+    pub family: String,
+    /// All parameters, in billions (every expert counted).
+    pub total_params_b: f64,
+    /// Parameters used for one token, in billions (routed experts chosen plus shared ones).
+    pub active_params_b: f64,
+    /// Transformer layers.
+    pub layers: u32,
+    /// Hidden (model) width.
+    pub hidden: u32,
+    /// Query heads.
+    pub heads: u32,
+    /// Key/value heads (equal to `heads` for MHA).
+    pub kv_heads: u32,
+    /// Width of one attention head (query/key width for MLA).
+    pub head_dim: u32,
+    /// Feed-forward width (per expert for mixture-of-experts models).
+    pub ffn_hidden: u32,
+    /// Vocabulary size.
+    #[serde(default)]
+    pub vocab: u32,
+    /// Routed experts per MoE layer (absent for dense models).
+    pub experts: Option<u32>,
+    /// Routed experts chosen per token.
+    pub experts_per_token: Option<u32>,
+    /// Shared (always-on) experts per MoE layer.
+    pub shared_experts: Option<u32>,
+    /// Layers that carry routed experts.
+    pub moe_layers: Option<u32>,
+    /// Attention family.
+    pub attention: AttentionKind,
+    /// The attention as published, where it says more than the family.
+    #[serde(default)]
+    pub attention_detail: String,
+    /// MLA latent width.
+    pub kv_lora_rank: Option<u32>,
+    /// MLA decoupled RoPE key width.
+    pub qk_rope_dim: Option<u32>,
+    /// Window of the local (sliding or chunked) attention layers, in tokens.
+    pub sliding_window: Option<u32>,
+    /// One layer in every `global_every` attends to the whole context; the others are local.
+    pub global_every: Option<u32>,
+    /// Longest context the model accepts.
+    pub max_context: u64,
+    /// The precision its weights are published in, where not 16-bit.
+    pub native_precision: Option<Precision>,
+    /// Where the shapes come from.
+    pub sources: Vec<String>,
+    /// Caveats.
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl Model {
+    /// Whether the model routes tokens to experts.
+    pub fn is_moe(&self) -> bool {
+        self.experts.unwrap_or(0) > 1
+    }
+
+    /// Parameters of one routed expert (a gated feed-forward block: gate, up and down).
+    pub fn expert_params(&self) -> f64 {
+        3.0 * f64::from(self.hidden) * f64::from(self.ffn_hidden)
+    }
+
+    /// Parameters held in routed experts, all layers together.
+    pub fn routed_expert_params(&self) -> f64 {
+        if !self.is_moe() {
+            return 0.0;
+        }
+        let layers = f64::from(self.moe_layers.unwrap_or(self.layers));
+        layers * f64::from(self.experts.unwrap_or(0)) * self.expert_params()
+    }
+
+    /// Parameters every token uses whatever the routing (attention, dense layers, shared
+    /// experts, embeddings and head).
+    pub fn dense_params(&self) -> f64 {
+        (self.total_params_b * 1e9 - self.routed_expert_params()).max(0.0)
+    }
+
+    /// Expected routed-expert parameters read by one forward pass over `tokens` tokens,
+    /// with uniform routing: each layer touches E·(1 − (1 − k/E)^tokens) distinct experts.
+    pub fn touched_expert_params(&self, tokens: f64) -> f64 {
+        if !self.is_moe() {
+            return 0.0;
+        }
+        let e = f64::from(self.experts.unwrap_or(1));
+        let k = f64::from(self.experts_per_token.unwrap_or(1)).min(e);
+        let touched = e * (1.0 - (1.0 - k / e).powf(tokens.max(0.0)));
+        let layers = f64::from(self.moe_layers.unwrap_or(self.layers));
+        layers * touched * self.expert_params()
+    }
+
+    /// Layers whose attention spans the whole context.
+    pub fn global_layers(&self) -> f64 {
+        match (self.sliding_window, self.global_every) {
+            (Some(_), Some(n)) if n > 0 => (f64::from(self.layers) / f64::from(n)).ceil(),
+            _ => f64::from(self.layers),
+        }
+    }
+
+    /// Attended tokens summed over layers for a token at position `ctx`: global layers see
+    /// the whole context, local layers at most their window.
+    pub fn attended_tokens(&self, ctx: f64) -> f64 {
+        let global = self.global_layers();
+        let local = f64::from(self.layers) - global;
+        let window = f64::from(self.sliding_window.unwrap_or(0));
+        global * ctx + local * ctx.min(window)
+    }
+
+    /// Values cached per attended token per layer (keys and values, or the MLA latent).
+    pub fn kv_values_per_token_layer(&self) -> f64 {
+        match self.attention {
+            AttentionKind::Mla => {
+                f64::from(self.kv_lora_rank.unwrap_or(512) + self.qk_rope_dim.unwrap_or(64))
+            }
+            AttentionKind::Mha | AttentionKind::Gqa => {
+                2.0 * f64::from(self.kv_heads) * f64::from(self.head_dim)
+            }
+        }
+    }
+
+    /// KV-cache bytes held for one sequence of `ctx` tokens at precision `kv`.
+    pub fn kv_bytes(&self, ctx: f64, kv: Precision) -> f64 {
+        self.attended_tokens(ctx) * self.kv_values_per_token_layer() * kv.bytes()
+    }
+
+    /// Attention FLOPs (scores and weighted sum) for one new token at position `ctx`:
+    /// 2·2·heads·head_dim per attended token per layer.
+    pub fn attention_flops(&self, ctx: f64) -> f64 {
+        let width = match self.attention {
+            // Absorbed MLA attends in the latent space: scores over latent+rope, output over
+            // the latent (DeepSeek-V2 paper, section 2.1.2, https://arxiv.org/abs/2405.04434).
+            AttentionKind::Mla => {
+                f64::from(2 * self.kv_lora_rank.unwrap_or(512) + self.qk_rope_dim.unwrap_or(64))
+                    / 2.0
+            }
+            _ => f64::from(self.head_dim),
+        };
+        4.0 * f64::from(self.heads) * width * self.attended_tokens(ctx)
+    }
+
+    /// The weight precision used when none is asked for.
+    pub fn default_precision(&self) -> Precision {
+        self.native_precision.unwrap_or(Precision::Bf16)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 {
+            return Err("fields `layers`, `hidden`, `heads` and `kv_heads` must be above 0".into());
+        }
+        if !(self.active_params_b > 0.0 && self.active_params_b <= self.total_params_b) {
+            return Err(
+                "field `active_params_b` must be above 0 and at most `total_params_b`".into(),
+            );
+        }
+        if self.is_moe() && self.experts_per_token.is_none() {
+            return Err("a model with `experts` needs `experts_per_token`".into());
+        }
+        if self.routed_expert_params() > self.total_params_b * 1e9 * 1.02 {
+            return Err("routed experts (moe_layers x experts x 3 x hidden x ffn_hidden) exceed `total_params_b`".into());
+        }
+        if self.sources.is_empty() {
+            return Err("field `sources` must name at least one URL".into());
+        }
+        Ok(())
+    }
+}

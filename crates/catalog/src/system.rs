@@ -1,0 +1,209 @@
+//! Systems: one accelerator chip (or one wafer) and how it is packaged and sold.
+
+use crate::Precision;
+use serde::{Deserialize, Serialize};
+
+/// The architecture family, which decides which part of the performance model applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemKind {
+    /// A GPU with off-chip HBM (NVIDIA, AMD).
+    Gpu,
+    /// A wafer-scale engine: weights and KV cache live in on-wafer SRAM (Cerebras).
+    Wafer,
+    /// A language processing unit: weights in on-chip SRAM spread over many chips (Groq).
+    Lpu,
+    /// A reconfigurable dataflow unit with SRAM, HBM and DDR tiers (SambaNova).
+    Rdu,
+}
+
+impl SystemKind {
+    /// The lower-case name used in files and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Gpu => "gpu",
+            SystemKind::Wafer => "wafer",
+            SystemKind::Lpu => "lpu",
+            SystemKind::Rdu => "rdu",
+        }
+    }
+}
+
+/// Dense (non-sparse) peak tensor throughput per chip, in TFLOP/s (TOP/s for int8), by the
+/// precision of the operands. A missing entry means the chip has no native support.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseTflops {
+    /// bf16/fp16 operands.
+    pub bf16: Option<f64>,
+    /// fp8 operands.
+    pub fp8: Option<f64>,
+    /// int8 operands.
+    pub int8: Option<f64>,
+    /// fp4 operands.
+    pub fp4: Option<f64>,
+}
+
+/// The core mesh of a wafer-scale engine, which sets on-wafer communication distances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaferMesh {
+    /// Cores along the x axis of the 2-D mesh.
+    pub cores_x: u32,
+    /// Cores along the y axis.
+    pub cores_y: u32,
+    /// Core clock in GHz.
+    pub clock_ghz: f64,
+    /// SRAM per core in KB.
+    pub sram_per_core_kb: f64,
+    /// 16-bit multiply-accumulates per core per cycle (the SIMD width).
+    pub fmac_per_cycle: f64,
+    /// Where these mesh figures come from.
+    pub sources: Vec<String>,
+}
+
+impl WaferMesh {
+    /// Cores on the wafer.
+    pub fn cores(&self) -> f64 {
+        f64::from(self.cores_x) * f64::from(self.cores_y)
+    }
+
+    /// Dense 16-bit peak of one core in FLOP/s (two FLOPs per multiply-accumulate).
+    pub fn core_flops(&self) -> f64 {
+        2.0 * self.fmac_per_cycle * self.clock_ghz * 1e9
+    }
+}
+
+/// What a system costs: a purchase price amortised over a life, a rental rate, or both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Purchase price of one whole system (`chips_per_system` chips), in US dollars.
+    pub capex_usd_per_system: Option<f64>,
+    /// Years over which the purchase is amortised.
+    pub life_years: Option<f64>,
+    /// Rental price per chip-hour (per wafer-hour for wafers), in US dollars.
+    pub rent_usd_per_chip_hour: Option<f64>,
+    /// Where these prices come from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Caveats: list price against street price, date, what the price covers.
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// One kind of system in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    /// Short id used on the command line, e.g. `h100-sxm`, `cs3`.
+    pub id: String,
+    /// Maker.
+    pub vendor: String,
+    /// Architecture family.
+    pub kind: SystemKind,
+    /// The product a chip is sold in, e.g. `DGX/HGX H100`.
+    pub system: String,
+    /// Off-chip memory per chip in GB (0 when weights live only in SRAM).
+    #[serde(default)]
+    pub memory_gb: f64,
+    /// Off-chip memory bandwidth per chip in TB/s.
+    #[serde(default)]
+    pub memory_bw_tb_s: f64,
+    /// On-chip SRAM per chip in GB (for GPUs: the L2 cache).
+    #[serde(default)]
+    pub sram_gb: f64,
+    /// On-chip SRAM bandwidth per chip in TB/s, where published.
+    #[serde(default)]
+    pub sram_bw_tb_s: f64,
+    /// Dense peak throughput by operand precision.
+    #[serde(default)]
+    pub dense_tflops: DenseTflops,
+    /// Name of the chip-to-chip fabric.
+    #[serde(default)]
+    pub interconnect: String,
+    /// Chip-to-chip bandwidth per chip in GB/s (both directions together).
+    pub interconnect_gb_s: Option<f64>,
+    /// Chips joined by the fast fabric (the NVLink domain); defaults to `chips_per_system`.
+    pub scale_up_chips: Option<u32>,
+    /// Power per chip at full load in W.
+    pub chip_power_w: Option<f64>,
+    /// Chips (or wafers) in one system as sold.
+    pub chips_per_system: u32,
+    /// Power of one whole system at full load in kW (host, fans and networking included).
+    pub system_power_kw: Option<f64>,
+    /// The core mesh, for wafer-scale engines.
+    pub mesh: Option<WaferMesh>,
+    /// Purchase and rental prices.
+    pub price: Option<Price>,
+    /// Where the hardware figures come from.
+    pub sources: Vec<String>,
+    /// What is derived, uncertain or assumed.
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl System {
+    /// Dense peak FLOP/s per chip for matrix products whose operands are stored in `p`, and the
+    /// precision the product actually runs in: a chip without native support for `p` runs the
+    /// product in the next wider format it supports (weight-only quantisation).
+    pub fn flops(&self, p: Precision) -> Option<(f64, Precision)> {
+        let t = &self.dense_tflops;
+        let order: &[(Option<f64>, Precision)] = match p {
+            Precision::Fp4 | Precision::Int4 => &[
+                (t.fp4, Precision::Fp4),
+                (t.fp8, Precision::Fp8),
+                (t.int8, Precision::Int8),
+                (t.bf16, Precision::Bf16),
+            ],
+            Precision::Fp8 => &[
+                (t.fp8, Precision::Fp8),
+                (t.int8, Precision::Int8),
+                (t.bf16, Precision::Bf16),
+            ],
+            Precision::Int8 => &[
+                (t.int8, Precision::Int8),
+                (t.fp8, Precision::Fp8),
+                (t.bf16, Precision::Bf16),
+            ],
+            Precision::Bf16 | Precision::Fp16 => &[(t.bf16, Precision::Bf16)],
+        };
+        order.iter().find_map(|(v, q)| v.map(|tf| (tf * 1e12, *q)))
+    }
+
+    /// Chips joined by the fast fabric.
+    pub fn scale_up(&self) -> u32 {
+        self.scale_up_chips.unwrap_or(self.chips_per_system).max(1)
+    }
+
+    /// Memory that can hold weights per chip, in bytes: HBM where there is any, else SRAM.
+    pub fn weight_memory_bytes(&self) -> f64 {
+        if self.memory_gb > 0.0 {
+            self.memory_gb * 1e9
+        } else {
+            self.sram_gb * 1e9
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.chips_per_system == 0 {
+            return Err("field `chips_per_system` must be at least 1".into());
+        }
+        if self.memory_gb <= 0.0 && self.sram_gb <= 0.0 {
+            return Err("needs `memory_gb` or `sram_gb` above 0 to hold weights".into());
+        }
+        if self.memory_gb > 0.0 && self.memory_bw_tb_s <= 0.0 {
+            return Err("field `memory_bw_tb_s` must be above 0 when `memory_gb` is".into());
+        }
+        if self.flops(Precision::Bf16).is_none() && self.kind != SystemKind::Wafer {
+            return Err("field `dense_tflops` needs at least a `bf16` figure".into());
+        }
+        if self.kind == SystemKind::Wafer && self.mesh.is_none() {
+            return Err("a wafer-scale system needs a `mesh` table".into());
+        }
+        if self.sources.is_empty() {
+            return Err("field `sources` must name at least one URL".into());
+        }
+        Ok(())
+    }
+}

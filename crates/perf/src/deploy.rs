@@ -1,0 +1,364 @@
+//! A deployment (model on system with a layout) and its memory fit; dispatch of the
+//! step-time physics by system kind.
+
+use crate::{gpu, sram, wafer, Params, PerfError};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use switchyard_catalog::{AttentionKind, Model, Precision, System, SystemKind};
+
+/// How the chips of a deployment are split: `tp` chips share each layer (tensor parallel,
+/// experts spread over the same chips), `pp` groups of layers run as a pipeline (wafers in a
+/// pipeline for wafer-scale engines), and `dp` independent replicas serve side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    /// Tensor-parallel degree within a replica.
+    pub tp: u32,
+    /// Pipeline stages within a replica.
+    pub pp: u32,
+    /// Replicas.
+    pub dp: u32,
+}
+
+impl Layout {
+    /// A single replica with `tp` x `pp` chips.
+    pub fn replica(tp: u32, pp: u32) -> Self {
+        Layout { tp, pp, dp: 1 }
+    }
+
+    /// Chips in one replica.
+    pub fn replica_chips(&self) -> u32 {
+        self.tp * self.pp
+    }
+
+    /// Chips in the whole deployment.
+    pub fn chips(&self) -> u32 {
+        self.tp * self.pp * self.dp
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tp{}-pp{}", self.tp, self.pp)?;
+        if self.dp > 1 {
+            write!(f, "-dp{}", self.dp)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Layout {
+    type Err = String;
+    /// Parses `tp8`, `pp4`, `tp2-pp2`, `tp4-dp2`, `tp2pp2`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut layout = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 1,
+        };
+        let mut rest = s.trim().to_ascii_lowercase();
+        if rest.is_empty() {
+            return Err("empty layout".into());
+        }
+        while !rest.is_empty() {
+            rest = rest.trim_start_matches(['-', 'x', '*']).to_string();
+            let (key, slot) = if let Some(r) = rest.strip_prefix("tp") {
+                (r.to_string(), &mut layout.tp)
+            } else if let Some(r) = rest.strip_prefix("pp") {
+                (r.to_string(), &mut layout.pp)
+            } else if let Some(r) = rest.strip_prefix("dp") {
+                (r.to_string(), &mut layout.dp)
+            } else {
+                return Err(format!(
+                    "layout `{s}`: expected parts like tp8, pp4, dp2 (joined by `-`)"
+                ));
+            };
+            let digits: String = key.chars().take_while(char::is_ascii_digit).collect();
+            let n: u32 = digits
+                .parse()
+                .map_err(|_| format!("layout `{s}`: a number must follow tp, pp or dp"))?;
+            if n == 0 {
+                return Err(format!("layout `{s}`: degrees must be at least 1"));
+            }
+            *slot = n;
+            rest = key[digits.len()..].to_string();
+        }
+        Ok(layout)
+    }
+}
+
+/// Speculative decoding: a draft proposes tokens that the target verifies in one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Speculative {
+    /// Mean tokens emitted per target step (accepted drafts plus the target's own token).
+    pub tokens_per_step: f64,
+    /// Draft cost per target step, as a fraction of a target step.
+    pub draft_cost: f64,
+}
+
+impl Speculative {
+    /// From an acceptance rate `a` per drafted token and a draft length `k`: the expected
+    /// tokens per step is (1 − a^(k+1)) / (1 − a) (Leviathan et al., eq. 1,
+    /// <https://arxiv.org/abs/2211.17192>).
+    pub fn from_acceptance(a: f64, k: u32, draft_cost: f64) -> Self {
+        let a = a.clamp(0.0, 0.999);
+        Speculative {
+            tokens_per_step: (1.0 - a.powi(k as i32 + 1)) / (1.0 - a),
+            draft_cost,
+        }
+    }
+}
+
+/// What limits a step: the resource whose time dominates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bound {
+    /// Streaming weights and KV cache from memory.
+    MemoryBandwidth,
+    /// Tensor-core or core arithmetic.
+    Compute,
+    /// Collectives and hops between chips.
+    Interconnect,
+    /// Layer-serial latency across a wafer's core mesh or a chip group.
+    MeshLatency,
+    /// Fixed per-step overheads.
+    Overhead,
+}
+
+impl Bound {
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::MemoryBandwidth => "memory-bw",
+            Bound::Compute => "compute",
+            Bound::Interconnect => "interconnect",
+            Bound::MeshLatency => "mesh-latency",
+            Bound::Overhead => "overhead",
+        }
+    }
+}
+
+/// The time of one decode step and what bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Step {
+    /// Seconds between two tokens of one sequence.
+    pub time: f64,
+    /// The dominant term.
+    pub bound: Bound,
+}
+
+/// Memory use per chip (per wafer) of a deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Bytes of memory that may hold weights, activations and KV cache, per chip.
+    pub usable_per_chip: f64,
+    /// Weight bytes per chip.
+    pub weights_per_chip: f64,
+    /// Activation workspace per chip.
+    pub activations_per_chip: f64,
+    /// Bytes left for the KV cache per chip (negative when the weights do not fit).
+    pub kv_free_per_chip: f64,
+    /// Tokens of context the KV cache of one replica holds (for full-attention layers).
+    pub kv_tokens_per_replica: f64,
+    /// Whether the weights and workspace fit.
+    pub fits: bool,
+}
+
+/// One model deployed on some chips of one system.
+#[derive(Debug, Clone)]
+pub struct Deployment<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// The system.
+    pub system: &'a System,
+    /// How the chips are split.
+    pub layout: Layout,
+    /// Weight precision.
+    pub weights: Precision,
+    /// KV-cache precision.
+    pub kv: Precision,
+    /// Speculative decoding, off by default.
+    pub speculative: Option<Speculative>,
+}
+
+impl<'a> Deployment<'a> {
+    /// A deployment, checking that the layout can exist on the system.
+    ///
+    /// # Errors
+    /// [`PerfError::BadLayout`] for a layout the system cannot host, and
+    /// [`PerfError::NoPrecision`] for a precision it cannot run.
+    pub fn new(
+        model: &'a Model,
+        system: &'a System,
+        layout: Layout,
+        weights: Precision,
+    ) -> Result<Self, PerfError> {
+        let bad = |why: String| PerfError::BadLayout {
+            layout: layout.to_string(),
+            system: system.id.clone(),
+            why,
+        };
+        if layout.tp == 0 || layout.pp == 0 || layout.dp == 0 {
+            return Err(bad("every degree must be at least 1".into()));
+        }
+        if layout.pp > model.layers {
+            return Err(bad(format!(
+                "{} has only {} layers to split into {} stages",
+                model.id, model.layers, layout.pp
+            )));
+        }
+        match system.kind {
+            SystemKind::Wafer | SystemKind::Lpu if layout.tp > 1 => {
+                return Err(bad(format!(
+                    "a {} system splits a model by layers only; use pp (e.g. pp{})",
+                    system.kind.name(),
+                    layout.tp * layout.pp
+                )));
+            }
+            SystemKind::Gpu | SystemKind::Rdu if layout.tp > system.scale_up() => {
+                return Err(bad(format!(
+                    "tensor parallelism beyond the {}-chip fast fabric; use tp{} or less and pp for more chips",
+                    system.scale_up(),
+                    system.scale_up()
+                )));
+            }
+            SystemKind::Gpu | SystemKind::Rdu if layout.tp > model.heads => {
+                return Err(bad(format!(
+                    "{} has only {} attention heads to split",
+                    model.id, model.heads
+                )));
+            }
+            _ => {}
+        }
+        if system.kind != SystemKind::Wafer && system.flops(weights).is_none() {
+            return Err(PerfError::NoPrecision {
+                system: system.id.clone(),
+                precision: weights.to_string(),
+            });
+        }
+        let kv = if weights.bytes() < 2.0 && system.dense_tflops.fp8.is_some() {
+            Precision::Fp8
+        } else {
+            Precision::Bf16
+        };
+        Ok(Deployment {
+            model,
+            system,
+            layout,
+            weights,
+            kv,
+            speculative: None,
+        })
+    }
+
+    /// The same deployment with speculative decoding.
+    #[must_use]
+    pub fn with_speculative(mut self, spec: Option<Speculative>) -> Self {
+        self.speculative = spec;
+        self
+    }
+
+    /// Total weight bytes of the model at the deployment's precision.
+    pub fn weight_bytes(&self) -> f64 {
+        self.model.total_params_b * 1e9 * self.weights.bytes()
+    }
+
+    /// Fraction of one sequence's KV cache that one chip of a replica holds. GQA/MHA heads
+    /// split over tensor-parallel chips until each holds one KV head; an MLA latent is
+    /// shared by all heads, so every tensor-parallel chip holds all of it.
+    pub fn kv_share_per_chip(&self) -> f64 {
+        let tp_split = match self.model.attention {
+            AttentionKind::Mla => 1.0,
+            _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
+        };
+        1.0 / (tp_split * f64::from(self.layout.pp))
+    }
+
+    /// Memory use per chip and how much KV cache fits.
+    pub fn memory(&self, p: &Params) -> Memory {
+        let chips = f64::from(self.layout.replica_chips());
+        let (usable, activations) = match self.system.kind {
+            SystemKind::Gpu | SystemKind::Rdu => (
+                self.system.weight_memory_bytes() * p.gpu_mem_usable,
+                p.activation_bytes,
+            ),
+            SystemKind::Wafer => (self.system.weight_memory_bytes() * p.wafer_sram_usable, 0.0),
+            SystemKind::Lpu => (self.system.weight_memory_bytes() * p.lpu_sram_usable, 0.0),
+        };
+        let weights = self.weight_bytes() / chips;
+        let free = usable - weights - activations;
+        let per_token = self.model.kv_bytes(1.0, self.kv) * self.kv_share_per_chip();
+        Memory {
+            usable_per_chip: usable,
+            weights_per_chip: weights,
+            activations_per_chip: activations,
+            kv_free_per_chip: free,
+            kv_tokens_per_replica: (free / per_token).max(0.0),
+            fits: free > 0.0,
+        }
+    }
+
+    /// Sequences of `ctx` tokens whose KV cache fits in one replica at once.
+    pub fn max_sequences(&self, p: &Params, ctx: f64) -> f64 {
+        let m = self.memory(p);
+        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv) * self.kv_share_per_chip();
+        (m.kv_free_per_chip / per_seq).max(0.0).floor()
+    }
+
+    /// One decode step of a replica running `batch` sequences at mean context `ctx`: the
+    /// time between two tokens of each sequence. Speculative decoding verifies several
+    /// tokens per step and divides the step among the tokens it accepts.
+    pub fn decode_step(&self, p: &Params, batch: f64, ctx: f64) -> Step {
+        let batch = batch.max(1.0);
+        let (q, overhead) = match self.speculative {
+            Some(s) => (s.tokens_per_step + 1.0, 1.0 + s.draft_cost),
+            None => (1.0, 1.0),
+        };
+        let step = match self.system.kind {
+            SystemKind::Gpu => gpu::decode_step(self, p, batch, q, ctx),
+            SystemKind::Wafer => wafer::decode_step(self, p, batch, q, ctx),
+            SystemKind::Lpu | SystemKind::Rdu => sram::decode_step(self, p, batch, q, ctx),
+        };
+        match self.speculative {
+            Some(s) => Step {
+                time: step.time * overhead / s.tokens_per_step,
+                bound: step.bound,
+            },
+            None => step,
+        }
+    }
+
+    /// Time for one replica to prefill `tokens` prompt tokens of a single request alone.
+    pub fn prefill(&self, p: &Params, tokens: f64) -> f64 {
+        match self.system.kind {
+            SystemKind::Gpu => gpu::prefill(self, p, tokens),
+            SystemKind::Wafer => wafer::prefill(self, p, tokens),
+            SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, tokens),
+        }
+    }
+
+    /// Replica time per prompt token when prefill is batched into busy decode steps
+    /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
+    /// whole replica working on it.
+    pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
+        let flops = 2.0 * self.model.active_params_b * 1e9 + self.model.attention_flops(isl / 2.0);
+        let chips = f64::from(self.layout.replica_chips());
+        match self.system.kind {
+            SystemKind::Wafer => {
+                let mesh = self
+                    .system
+                    .mesh
+                    .as_ref()
+                    .map_or(1.0, |m| m.cores() * m.core_flops());
+                flops / (chips * mesh * p.wafer_prefill_eff)
+            }
+            _ => {
+                let (peak, _) = self
+                    .system
+                    .flops(self.weights)
+                    .unwrap_or((1e12, Precision::Bf16));
+                flops / (chips * peak * p.gpu_prefill_flops_eff)
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Choosing a layout and producing the figures a user asks for: the one entry point the
+//! command line, the planner and the validation use.
+
+use crate::{Deployment, Economics, Layout, Memory, Operating, Params, PerfError, Speculative};
+use serde::Serialize;
+use switchyard_catalog::{Model, Precision, System, SystemKind};
+
+/// What to ask of a model on a system. Unset fields are chosen: the chip count is the fewest
+/// that fit, the layout the best for the objective, the precision the model's own.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// The system.
+    pub system: &'a System,
+    /// Chips (wafers) in the deployment.
+    pub chips: Option<u32>,
+    /// Weight precision.
+    pub precision: Option<Precision>,
+    /// A fixed layout.
+    pub layout: Option<Layout>,
+    /// Requests in flight.
+    pub concurrency: f64,
+    /// Prompt tokens per request.
+    pub isl: f64,
+    /// Output tokens per request.
+    pub osl: f64,
+    /// Speculative decoding.
+    pub speculative: Option<Speculative>,
+    /// Time-per-output-token limit for the peak-throughput search.
+    pub tpot_limit: Option<f64>,
+}
+
+/// What the layout search optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Per-user speed at the query's concurrency.
+    Latency,
+    /// Throughput at the best concurrency within the TPOT limit.
+    Throughput,
+}
+
+/// Everything an estimate reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// Model id.
+    pub model: String,
+    /// System id.
+    pub system: String,
+    /// The layout chosen.
+    pub layout: Layout,
+    /// Chips (wafers) used.
+    pub chips: u32,
+    /// Weight precision.
+    pub precision: Precision,
+    /// KV-cache precision.
+    pub kv_precision: Precision,
+    /// Memory per chip.
+    pub memory: Memory,
+    /// Requests one replica can hold in its KV cache at the query's lengths.
+    pub max_concurrency_per_replica: f64,
+    /// Serving at the query's concurrency.
+    pub at: Operating,
+    /// Energy and cost at the query's concurrency.
+    pub at_economics: Economics,
+    /// Serving at the highest throughput (within the TPOT limit, if any).
+    pub peak: Operating,
+    /// Energy and cost at peak throughput.
+    pub peak_economics: Economics,
+}
+
+fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
+    (0..31).map(|i| 1u32 << i).take_while(move |&x| x <= n)
+}
+
+/// Every layout of exactly `chips` chips that the system can host.
+fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
+    let mut out = Vec::new();
+    let tps: Vec<u32> = match system.kind {
+        SystemKind::Wafer | SystemKind::Lpu => vec![1],
+        SystemKind::Gpu | SystemKind::Rdu => {
+            powers_of_two_upto(system.scale_up().min(model.heads).min(chips)).collect()
+        }
+    };
+    for tp in tps {
+        for pp in 1..=chips / tp {
+            if chips % (tp * pp) == 0 && pp <= model.layers {
+                out.push(Layout {
+                    tp,
+                    pp,
+                    dp: chips / (tp * pp),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn fits(d: &Deployment<'_>, p: &Params, isl: f64, osl: f64) -> bool {
+    d.memory(p).fits && d.max_sequences(p, isl + osl) >= 1.0
+}
+
+/// The fewest chips (wafers) on which some layout fits, at lengths `isl` + `osl`.
+pub fn min_chips(
+    model: &Model,
+    system: &System,
+    precision: Precision,
+    p: &Params,
+    isl: f64,
+    osl: f64,
+) -> Option<u32> {
+    let mut n = 1;
+    while n <= 65_536 {
+        let ok = layouts(model, system, n).into_iter().any(|l| {
+            Deployment::new(model, system, l, precision)
+                .is_ok_and(|d| l.dp == 1 && fits(&d, p, isl, osl))
+        });
+        if ok {
+            return Some(n);
+        }
+        // Grow linearly while small, then geometrically: SRAM machines need hundreds of chips.
+        n = if n < 64 { n + 1 } else { n + n / 8 };
+    }
+    None
+}
+
+/// The chip count used when none is given: for GPUs and RDUs the system's natural unit (up to
+/// 8 GPUs, or one rack of RDUs), doubled until the model fits; for wafers and LPUs the fewest
+/// that fit.
+fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32> {
+    let need = min_chips(q.model, q.system, precision, p, q.isl, q.osl)?;
+    Some(match q.system.kind {
+        SystemKind::Gpu | SystemKind::Rdu => {
+            let mut n = q
+                .system
+                .chips_per_system
+                .min(if q.system.kind == SystemKind::Gpu {
+                    8
+                } else {
+                    u32::MAX
+                });
+            while n < need {
+                n *= 2;
+            }
+            n
+        }
+        SystemKind::Wafer | SystemKind::Lpu => need,
+    })
+}
+
+/// The best deployment for `q` under `objective`.
+///
+/// # Errors
+/// A layout the system cannot host, or a model that does not fit (naming the fewest chips
+/// that would).
+pub fn best_deployment<'a>(
+    q: &Query<'a>,
+    p: &Params,
+    objective: Objective,
+) -> Result<Deployment<'a>, PerfError> {
+    let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
+    let unit = if q.system.kind == SystemKind::Wafer {
+        "wafers"
+    } else {
+        "chips"
+    };
+    let too_small = |chips: u32, why: String| PerfError::DoesNotFit {
+        model: q.model.id.clone(),
+        system: q.system.id.clone(),
+        precision: precision.to_string(),
+        chips,
+        why,
+        min_chips: min_chips(q.model, q.system, precision, p, q.isl, q.osl).unwrap_or(0),
+        unit,
+    };
+    let chips = match (q.chips, q.layout) {
+        (Some(n), _) => n,
+        (None, Some(l)) => l.chips(),
+        (None, None) => default_chips(q, precision, p).ok_or_else(|| {
+            too_small(
+                0,
+                "no layout of up to 65,536 chips holds the weights".into(),
+            )
+        })?,
+    };
+    if chips == 0 {
+        return Err(PerfError::BadInput(
+            "the chip count must be at least 1".into(),
+        ));
+    }
+    let candidates = match q.layout {
+        Some(l) if l.chips() == chips => vec![l],
+        Some(l) if l.dp == 1 && chips % l.replica_chips() == 0 => {
+            vec![Layout {
+                dp: chips / l.replica_chips(),
+                ..l
+            }]
+        }
+        Some(l) => {
+            return Err(PerfError::BadLayout {
+                layout: l.to_string(),
+                system: q.system.id.clone(),
+                why: format!("it uses {} chips but {chips} were given", l.chips()),
+            })
+        }
+        None => layouts(q.model, q.system, chips),
+    };
+    let mut best: Option<(f64, Deployment<'a>)> = None;
+    let mut first_err = None;
+    for l in candidates {
+        let d = match Deployment::new(q.model, q.system, l, precision) {
+            Ok(d) => d.with_speculative(q.speculative),
+            Err(e) => {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        };
+        if !fits(&d, p, q.isl, q.osl) {
+            continue;
+        }
+        let score = match objective {
+            Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
+            Objective::Throughput => {
+                d.max_throughput(p, q.isl, q.osl, q.tpot_limit)
+                    .throughput_tok_s
+            }
+        };
+        if best.as_ref().is_none_or(|(s, _)| score > *s * 1.0001) {
+            best = Some((score, d));
+        }
+    }
+    match (best, first_err) {
+        (Some((_, d)), _) => Ok(d),
+        (None, Some(e)) if q.layout.is_some() => Err(e),
+        (None, _) => {
+            let per_chip = q.system.weight_memory_bytes() / 1e9;
+            let weights = q.model.total_params_b * precision.bytes();
+            Err(too_small(
+                chips,
+                format!("weights take {weights:.0} GB against {per_chip:.0} GB per chip"),
+            ))
+        }
+    }
+}
+
+/// The full estimate for `q`.
+///
+/// # Errors
+/// As [`best_deployment`].
+pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estimate, PerfError> {
+    let d = best_deployment(q, p, objective)?;
+    let at = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
+    let peak = d.max_throughput(p, q.isl, q.osl, q.tpot_limit);
+    let util = |op: &Operating| op.throughput_tok_s / peak.throughput_tok_s.max(f64::MIN_POSITIVE);
+    Ok(Estimate {
+        model: q.model.id.clone(),
+        system: q.system.id.clone(),
+        layout: d.layout,
+        chips: d.layout.chips(),
+        precision: d.weights,
+        kv_precision: d.kv,
+        memory: d.memory(p),
+        max_concurrency_per_replica: d.max_sequences(p, q.isl + q.osl),
+        at_economics: d.economics(p, &at, util(&at)),
+        peak_economics: d.economics(p, &peak, 1.0),
+        at,
+        peak,
+    })
+}

@@ -1,0 +1,61 @@
+//! The performance model: how a model runs on a system.
+//!
+//! Given a [`Deployment`] (model, system, layout, precisions) the model answers how much memory
+//! it needs, how long a prefill and a decode step take, and from those the time to first
+//! token, per-user speed and throughput at a concurrency, energy per token and cost per
+//! million tokens. It is the only source of timing in Switchyard: the simulator, the emulated
+//! providers and the planner all call it.
+//!
+//! Three physics share one interface, chosen by [`SystemKind`]:
+//! GPUs are a roofline over HBM and tensor cores plus fabric collectives ([`gpu`]); wafer-scale
+//! engines are layer-serial over a 2-D core mesh whose latency grows with mesh distance
+//! ([`wafer`]); SRAM chips and dataflow units pay a per-layer latency across chips ([`sram`]).
+//! The module is pure: no IO, no printing, no clocks.
+
+mod deploy;
+mod estimate;
+mod gpu;
+mod params;
+mod serve;
+mod sram;
+pub mod validate;
+mod wafer;
+
+pub use deploy::{Bound, Deployment, Layout, Memory, Speculative, Step};
+pub use estimate::{best_deployment, estimate, Estimate, Objective, Query};
+pub use params::Params;
+pub use serve::{Economics, Operating};
+pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};
+
+/// Errors from building or estimating a deployment. Each message says what is wrong and
+/// what would work.
+#[derive(Debug, thiserror::Error)]
+pub enum PerfError {
+    /// A catalog lookup failed.
+    #[error(transparent)]
+    Catalog(#[from] switchyard_catalog::CatalogError),
+    /// The layout cannot exist on this system.
+    #[error("layout {layout} is impossible on {system}: {why}")]
+    BadLayout {
+        layout: String,
+        system: String,
+        why: String,
+    },
+    /// The model does not fit in the memory of the chips given.
+    #[error("{model} at {precision} does not fit on {chips} x {system}: {why}; it needs at least {min_chips} {unit}")]
+    DoesNotFit {
+        model: String,
+        system: String,
+        precision: String,
+        chips: u32,
+        why: String,
+        min_chips: u32,
+        unit: &'static str,
+    },
+    /// The system cannot run this precision at all.
+    #[error("{system} has no {precision} support and no wider format to fall back to")]
+    NoPrecision { system: String, precision: String },
+    /// An input value is out of range.
+    #[error("{0}")]
+    BadInput(String),
+}

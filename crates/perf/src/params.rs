@@ -1,0 +1,157 @@
+//! The fitted and assumed parameters of the performance model, in one place.
+//!
+//! Every value here is either an efficiency (a fraction of a published peak that software
+//! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
+//! it comes from. `examples/fit.rs` reproduces the fitted ones from the reference points.
+//! Nothing in the model looks up a data point: the same formulas serve every system and model.
+
+use serde::Serialize;
+
+/// Parameters of the physics. [`Params::default`] is the calibrated set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    // ---- GPUs -------------------------------------------------------------------------
+    /// Fraction of peak HBM bandwidth reached when streaming weights and KV cache in decode.
+    /// STREAM-style measurements reach 85-92% (hardware.csv notes: H100 87-89%, H200 84-86%,
+    /// GB200 92%); serving kernels reach a little less. Fitted to the GPU throughput rows.
+    pub gpu_bw_eff: f64,
+    /// Fraction of dense peak FLOP/s reached by the batched matrix products of decode.
+    /// Fitted to the max-throughput rows (TensorRT-LLM and MLPerf offline).
+    pub gpu_decode_flops_eff: f64,
+    /// Fraction of dense peak FLOP/s reached by prefill. Fitted to the TensorRT-LLM
+    /// first-token latencies at 2,048 input tokens.
+    pub gpu_prefill_flops_eff: f64,
+    /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
+    /// Fitted to the batch-1 rows.
+    pub gpu_step_overhead_s: f64,
+    /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds
+    /// (NCCL small-message latency on NVLink is a few microseconds, https://github.com/NVIDIA/nccl-tests).
+    pub allreduce_latency_s: f64,
+    /// Fraction of the fabric's per-chip bandwidth (both directions) that one direction of a
+    /// ring all-reduce achieves.
+    pub fabric_eff: f64,
+    /// Latency to pass activations between two pipeline stages on GPUs, in seconds.
+    pub gpu_stage_hop_s: f64,
+    /// Fraction of HBM that may hold weights, activations and KV cache (the rest is runtime,
+    /// CUDA graphs and fragmentation; vLLM's `gpu_memory_utilization` defaults to 0.9).
+    pub gpu_mem_usable: f64,
+    /// Largest batch one engine runs (TensorRT-LLM's `max_batch_size` default is 2048;
+    /// vLLM's `max_num_seqs` 256-1024).
+    pub max_batch: u32,
+    /// Activation workspace per chip, in bytes, reserved on top of weights and KV.
+    pub activation_bytes: f64,
+
+    // ---- Wafer-scale engines -------------------------------------------------------------
+    /// Dependent communication phases per transformer layer on the wafer (QKV projection,
+    /// attention, output projection, gate/up, down): each ends in a reduction or broadcast
+    /// across the cores that hold the layer.
+    pub wafer_phases_per_layer: f64,
+    /// Fixed cost of one phase (router ramp-up, synchronisation, kernel switch), in seconds.
+    /// Fitted to the Cerebras and WaferLLM per-user speeds.
+    pub wafer_phase_s: f64,
+    /// Time per mesh hop of a reduction wavefront, in seconds. One 32-bit wavelet moves one
+    /// hop per cycle (https://sdk.cerebras.net/computing-with-cerebras); a reduction pays the
+    /// region's side in hops at each phase (the L in WaferLLM's PLMR model,
+    /// https://arxiv.org/abs/2502.04563). Fitted.
+    pub wafer_hop_s: f64,
+    /// Fraction of a core's peak multiply-accumulate rate reached by matrix-vector products
+    /// (weights stream from the core's SRAM through a 4- or 8-wide SIMD unit). Fitted.
+    pub wafer_core_eff: f64,
+    /// Fraction of the wafer's 16-bit peak reached while streaming a prompt through the layer
+    /// pipeline. Fitted to the Cerebras time-to-first-token rows, which are measured through
+    /// the public API and so include its network path.
+    pub wafer_prefill_eff: f64,
+    /// Latency of passing activations from one wafer to the next in a pipeline, in seconds
+    /// (system I/O over 100 GbE links and the SwarmX fabric). Fitted.
+    pub wafer_link_s: f64,
+    /// Fraction of wafer SRAM that can hold weights and KV cache; the rest holds code,
+    /// activations and routing buffers.
+    pub wafer_sram_usable: f64,
+
+    // ---- SRAM chips (Groq LPU) and dataflow units (SambaNova RDU) --------------------------
+    /// Fixed latency of one transformer layer on an LPU chip group, in seconds. Fitted to the
+    /// Groq per-user speeds.
+    pub lpu_layer_s: f64,
+    /// Latency of one chip-to-chip crossing on the LPU fabric, paid once per chip a layer spans.
+    pub lpu_chip_hop_s: f64,
+    /// Fraction of LPU SRAM usable for weights.
+    pub lpu_sram_usable: f64,
+    /// Fixed latency of one layer on an RDU, in seconds (a fused dataflow kernel per layer).
+    /// Fitted to the SambaNova per-user speeds.
+    pub rdu_layer_s: f64,
+    /// Fraction of an RDU's HBM bandwidth reached when streaming weights.
+    pub rdu_bw_eff: f64,
+
+    // ---- Serving assumptions -------------------------------------------------------------
+    /// Tokens accepted per target-model step with speculative decoding when a row says only
+    /// "yes" (draft length 4-5 at 70-80% acceptance gives about 3: Leviathan et al.,
+    /// https://arxiv.org/abs/2211.17192, eq. 1).
+    pub spec_tokens_per_step: f64,
+    /// Cost of the draft model per target step, as a fraction of a target step.
+    pub spec_draft_cost: f64,
+    /// Time-per-output-token limit applied to rows whose concurrency is `server`, in seconds:
+    /// MLPerf's server scenario holds p99 TPOT under 40-200 ms depending on the benchmark.
+    pub server_tpot_s: f64,
+    /// Input length assumed when a row gives none.
+    pub default_isl: u32,
+    /// Output length assumed when a row gives none.
+    pub default_osl: u32,
+
+    // ---- Energy and cost -----------------------------------------------------------------
+    /// Power at idle as a fraction of full-load power (GPU servers idle at roughly a third
+    /// of nameplate; assumption).
+    pub idle_power_frac: f64,
+    /// Host, fan and network overhead on chip power where a system's power is not published.
+    pub host_overhead: f64,
+    /// Power usage effectiveness of the facility: 1.10 for a modern liquid-cooled AI
+    /// datacentre (https://research-viewer.pages.dev/orbital-ai-datacenters-3/pages/terrestrial-pue/).
+    pub pue: f64,
+    /// Electricity price in USD per kWh: US large datacentres pay $0.065-0.090 blended
+    /// (https://research-viewer.pages.dev/pages/terrestrial-energy-cost).
+    pub usd_per_kwh: f64,
+    /// Amortisation life in years where a price gives none.
+    pub life_years: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            gpu_bw_eff: 0.80,
+            gpu_decode_flops_eff: 0.55,
+            gpu_prefill_flops_eff: 0.55,
+            gpu_step_overhead_s: 1.0e-3,
+            allreduce_latency_s: 8.0e-6,
+            fabric_eff: 0.35,
+            gpu_stage_hop_s: 20.0e-6,
+            gpu_mem_usable: 0.90,
+            max_batch: 2048,
+            activation_bytes: 2.0e9,
+
+            wafer_phases_per_layer: 5.0,
+            wafer_phase_s: 1.5e-6,
+            wafer_hop_s: 2.0e-9,
+            wafer_core_eff: 0.15,
+            wafer_prefill_eff: 0.02,
+            wafer_link_s: 20.0e-6,
+            wafer_sram_usable: 0.85,
+
+            lpu_layer_s: 38.0e-6,
+            lpu_chip_hop_s: 3.0e-6,
+            lpu_sram_usable: 0.90,
+            rdu_layer_s: 10.0e-6,
+            rdu_bw_eff: 0.8,
+
+            spec_tokens_per_step: 3.0,
+            spec_draft_cost: 0.25,
+            server_tpot_s: 0.15,
+            default_isl: 1024,
+            default_osl: 512,
+
+            idle_power_frac: 0.35,
+            host_overhead: 1.35,
+            pue: 1.10,
+            usd_per_kwh: 0.08,
+            life_years: 5.0,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! From step times to serving figures: time to first token, per-user speed and throughput
+//! at a concurrency under continuous batching, the best throughput under a latency limit,
+//! and energy and cost per token.
+
+use crate::{Bound, Deployment, Params};
+use serde::Serialize;
+
+/// The deployment serving a steady closed-loop load of `concurrency` requests, each with
+/// `isl` prompt tokens and `osl` output tokens.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Operating {
+    /// Requests in flight across the whole deployment.
+    pub concurrency: f64,
+    /// Time to first token in seconds.
+    pub ttft_s: f64,
+    /// Time per output token in seconds, including the decode steps slowed by other
+    /// requests' prefill chunks.
+    pub tpot_s: f64,
+    /// Output tokens per second seen by one user.
+    pub user_tok_s: f64,
+    /// Output tokens per second of the whole deployment.
+    pub throughput_tok_s: f64,
+    /// What bounds the decode step.
+    pub bound: Bound,
+}
+
+impl Deployment<'_> {
+    /// Steady state at `concurrency` requests in flight (spread evenly over the replicas).
+    ///
+    /// Continuous batching with chunked prefill: every step decodes one token for each of
+    /// the `c` requests of a replica, and each request needs `isl` prompt tokens of prefill
+    /// per `osl` output tokens, so a step also carries c·isl/osl prompt tokens from the
+    /// others (Agrawal et al., Sarathi-Serve, <https://arxiv.org/abs/2403.02310>).
+    pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
+        let dp = f64::from(self.layout.dp);
+        let c = (concurrency / dp).max(1.0);
+        let osl = osl.max(1.0);
+        let step = self.decode_step(p, c, isl + osl / 2.0);
+        let others = (c - 1.0).max(0.0);
+        let tpot = step.time + others * isl / osl * self.prefill_token_cost(p, isl);
+        let ttft = self.prefill(p, isl) + if others > 0.0 { step.time } else { 0.0 };
+        Operating {
+            concurrency: c * dp,
+            ttft_s: ttft,
+            tpot_s: tpot,
+            user_tok_s: 1.0 / tpot,
+            throughput_tok_s: c * dp / tpot,
+            bound: step.bound,
+        }
+    }
+
+    /// The highest throughput whose time per output token stays within `tpot_limit` (none:
+    /// no limit), searching concurrencies up to what the KV cache and the engine's batch
+    /// limit allow.
+    pub fn max_throughput(
+        &self,
+        p: &Params,
+        isl: f64,
+        osl: f64,
+        tpot_limit: Option<f64>,
+    ) -> Operating {
+        let dp = f64::from(self.layout.dp);
+        let per_replica_cap = self
+            .max_sequences(p, isl + osl)
+            .min(f64::from(p.max_batch) * f64::from(self.layout.pp))
+            .max(1.0);
+        let mut best = self.at_concurrency(p, dp, isl, osl);
+        let mut c = 1.0_f64;
+        loop {
+            let op = self.at_concurrency(p, c * dp, isl, osl);
+            let ok = tpot_limit.is_none_or(|l| op.tpot_s <= l);
+            if ok && op.throughput_tok_s > best.throughput_tok_s {
+                best = op;
+            }
+            if c >= per_replica_cap {
+                break;
+            }
+            c = (c * 1.25).ceil().min(per_replica_cap);
+        }
+        best
+    }
+
+    /// Power drawn by the deployment's chips at full load, in W, from the system's published
+    /// power (or its chips' power with host overhead).
+    pub fn full_power_w(&self, p: &Params) -> Option<f64> {
+        let s = self.system;
+        let per_chip = match (s.system_power_kw, s.chip_power_w) {
+            (Some(kw), _) => kw * 1000.0 / f64::from(s.chips_per_system),
+            (None, Some(w)) => w * p.host_overhead,
+            (None, None) => return None,
+        };
+        Some(per_chip * f64::from(self.layout.chips()))
+    }
+
+    /// Energy and cost of serving at `op`, where `utilisation` is the fraction of the
+    /// deployment's peak throughput in use (power scales linearly from idle to full).
+    pub fn economics(&self, p: &Params, op: &Operating, utilisation: f64) -> Economics {
+        let u = utilisation.clamp(0.0, 1.0);
+        let power = self
+            .full_power_w(p)
+            .map(|w| w * (p.idle_power_frac + (1.0 - p.idle_power_frac) * u));
+        let facility_w = power.map(|w| w * p.pue);
+        let joules = facility_w.map(|w| w / op.throughput_tok_s);
+        let chips = f64::from(self.layout.chips());
+        let hardware_per_hour = self.system.price.as_ref().and_then(|pr| {
+            pr.rent_usd_per_chip_hour.map(|r| r * chips).or_else(|| {
+                pr.capex_usd_per_system.map(|c| {
+                    let life = pr.life_years.unwrap_or(p.life_years);
+                    c / f64::from(self.system.chips_per_system) * chips / (life * 8760.0)
+                })
+            })
+        });
+        let energy_per_hour = facility_w.map(|w| w / 1000.0 * p.usd_per_kwh);
+        let usd_per_hour = match (hardware_per_hour, energy_per_hour) {
+            (Some(h), Some(e)) => Some(h + e),
+            (Some(h), None) => Some(h),
+            _ => None,
+        };
+        Economics {
+            power_w: power,
+            joules_per_token: joules,
+            usd_per_hour,
+            usd_per_mtok: usd_per_hour.map(|h| h / (op.throughput_tok_s * 3600.0) * 1e6),
+        }
+    }
+}
+
+/// Energy and money per token.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Economics {
+    /// IT power of the deployment's chips at this load, in W.
+    pub power_w: Option<f64>,
+    /// Facility energy (IT power times PUE) per output token, in J.
+    pub joules_per_token: Option<f64>,
+    /// Hardware (rent or amortised purchase) plus electricity, in USD per hour.
+    pub usd_per_hour: Option<f64>,
+    /// USD per million output tokens.
+    pub usd_per_mtok: Option<f64>,
+}

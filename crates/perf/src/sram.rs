@@ -1,0 +1,54 @@
+//! Physics of SRAM chips (Groq LPU) and dataflow units (SambaNova RDU).
+//!
+//! An LPU holds the weights only in on-chip SRAM, so a model spans as many chips as its
+//! weights need; a layer's work is statically scheduled across the chips that hold it, and
+//! the token pays a fixed per-layer latency plus one chip-to-chip crossing per chip the
+//! layer spans. An RDU fuses each layer into one dataflow pipeline and streams its weights
+//! from HBM, so a layer costs a fixed latency plus its per-socket bytes over HBM bandwidth
+//! (Prabhakar et al., "SambaNova SN40L", <https://arxiv.org/abs/2405.07518>).
+
+use crate::{gpu, Bound, Deployment, Params, Step};
+use switchyard_catalog::SystemKind;
+
+pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
+    let chips = f64::from(d.layout.replica_chips());
+    let layers = f64::from(d.model.layers);
+    let tokens = batch * q;
+    let flops =
+        tokens * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(ctx)) / chips;
+    let compute = flops / (gpu::peak(d) * p.gpu_decode_flops_eff);
+    let (fixed, memory) = match d.system.kind {
+        SystemKind::Lpu => {
+            let per_layer_chips = (chips / layers).max(1.0);
+            (
+                layers * (p.lpu_layer_s + p.lpu_chip_hop_s * per_layer_chips),
+                0.0,
+            )
+        }
+        _ => {
+            let bytes = ((d.model.dense_params() + d.model.touched_expert_params(tokens))
+                * d.weights.bytes()
+                + batch * d.model.kv_bytes(ctx, d.kv))
+                / chips;
+            (
+                layers * p.rdu_layer_s,
+                bytes / (d.system.memory_bw_tb_s * 1e12 * p.rdu_bw_eff),
+            )
+        }
+    };
+    let time = fixed + memory.max(compute);
+    let bound = if fixed > memory.max(compute) {
+        Bound::MeshLatency
+    } else if compute > memory {
+        Bound::Compute
+    } else {
+        Bound::MemoryBandwidth
+    };
+    Step { time, bound }
+}
+
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
+    let chips = f64::from(d.layout.replica_chips());
+    let flops = n * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(n / 2.0));
+    decode_step(d, p, 1.0, 1.0, n).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
+}

@@ -1,0 +1,307 @@
+//! Validation against published measurements: predict every row of a points file (the
+//! columns of `reference/points.csv`) and score the model by mean absolute percentage error.
+//!
+//! Reading rules, applied to every row alike (no row is looked up by id):
+//! - a blank count takes the default chip count of [`crate::estimate`];
+//! - a blank precision takes the model's own; `parallel` `tpN`/`ppN` fixes the layout, `ep`
+//!   or blank lets the search choose;
+//! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
+//!   and `unknown` leave it off;
+//! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` the
+//!   peak under the server TPOT limit, a number the closed-loop load at that many requests;
+//!   a per-user or TTFT row with no concurrency is a single request;
+//! - blank lengths take the default input and output lengths.
+
+use crate::{estimate, Catalog, Objective, Params, Query, Speculative};
+use serde::{Deserialize, Serialize};
+
+/// One published measurement, in the columns of `points.csv`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Point {
+    /// Row id.
+    pub id: String,
+    /// System id in the catalog.
+    pub hardware: String,
+    /// Chips or wafers, when stated.
+    #[serde(default)]
+    pub count: String,
+    /// Model id in the catalog.
+    pub model: String,
+    /// Weight precision, when stated.
+    #[serde(default)]
+    pub precision: String,
+    /// Layout, when stated (`tp8`, `pp4`, `ep`).
+    #[serde(default)]
+    pub parallel: String,
+    /// `none`, `yes` or `unknown`.
+    #[serde(default)]
+    pub speculative: String,
+    /// A number, `offline`, `server` or blank.
+    #[serde(default)]
+    pub concurrency: String,
+    /// Prompt length.
+    #[serde(default)]
+    pub isl: String,
+    /// Output length.
+    #[serde(default)]
+    pub osl: String,
+    /// What was measured.
+    pub metric: String,
+    /// The published value.
+    pub value: f64,
+}
+
+/// Which group a row's error counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    /// Wafer-scale per-user speed and TTFT.
+    WaferLatency,
+    /// SRAM chips and dataflow units: per-user speed and TTFT.
+    SramLatency,
+    /// GPU per-user speed, TTFT and TPOT.
+    GpuLatency,
+    /// GPU throughput.
+    GpuThroughput,
+    /// Throughput of non-GPU systems.
+    OtherThroughput,
+}
+
+impl Group {
+    /// Every group, in report order.
+    pub const ALL: [Group; 5] = [
+        Group::WaferLatency,
+        Group::SramLatency,
+        Group::GpuLatency,
+        Group::GpuThroughput,
+        Group::OtherThroughput,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::WaferLatency => "wafer-scale per-user speed and TTFT",
+            Group::SramLatency => "SRAM machines per-user speed and TTFT",
+            Group::GpuLatency => "GPU per-user speed, TTFT and TPOT",
+            Group::GpuThroughput => "GPU throughput",
+            Group::OtherThroughput => "non-GPU throughput",
+        }
+    }
+}
+
+/// The outcome for one row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Row id.
+    pub id: String,
+    /// Metric.
+    pub metric: String,
+    /// Group, where the row was modelled.
+    pub group: Option<Group>,
+    /// Published value.
+    pub published: f64,
+    /// Predicted value, or the reason the row was skipped.
+    pub predicted: Result<f64, String>,
+    /// Layout used, for the report.
+    pub layout: String,
+}
+
+impl Outcome {
+    /// Signed error in percent of the published value.
+    pub fn error_pct(&self) -> Option<f64> {
+        self.predicted
+            .as_ref()
+            .ok()
+            .map(|p| (p - self.published) / self.published * 100.0)
+    }
+}
+
+/// Summary over all rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Mean absolute percentage error over the modelled rows.
+    pub mape: f64,
+    /// Rows modelled.
+    pub n: usize,
+    /// Rows skipped.
+    pub skipped: usize,
+    /// MAPE and row count per group.
+    pub groups: Vec<(Group, f64, usize)>,
+}
+
+fn opt_num(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok()
+}
+
+/// Predicts one row.
+pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
+    let mut out = Outcome {
+        id: row.id.clone(),
+        metric: row.metric.clone(),
+        group: None,
+        published: row.value,
+        predicted: Err(String::new()),
+        layout: String::new(),
+    };
+    match predict_inner(cat, p, row) {
+        Ok((v, g, layout)) => {
+            out.predicted = Ok(v);
+            out.group = Some(g);
+            out.layout = layout;
+        }
+        Err(why) => out.predicted = Err(why),
+    }
+    out
+}
+
+fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, String), String> {
+    let system = cat.system(row.hardware.trim()).map_err(|e| e.to_string())?;
+    let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
+    let precision = match row.precision.trim() {
+        "" => None,
+        s => Some(
+            s.parse()
+                .map_err(|e: switchyard_catalog::UnknownPrecision| e.to_string())?,
+        ),
+    };
+    let chips = match row.count.trim() {
+        "" => None,
+        s => Some(
+            s.parse::<u32>()
+                .map_err(|_| format!("count `{s}` is not a whole number"))?,
+        ),
+    };
+    let layout = match row.parallel.trim() {
+        "" | "ep" => None,
+        s => Some(s.parse().map_err(|e: String| e)?),
+    };
+    let speculative = match row.speculative.trim() {
+        "yes" => Some(Speculative {
+            tokens_per_step: p.spec_tokens_per_step,
+            draft_cost: p.spec_draft_cost,
+        }),
+        _ => None,
+    };
+    let conc = row.concurrency.trim();
+    let isl = opt_num(&row.isl).unwrap_or(f64::from(p.default_isl));
+    let osl = opt_num(&row.osl).unwrap_or(f64::from(p.default_osl));
+    let metric = row.metric.trim();
+    let is_gpu = system.kind == crate::SystemKind::Gpu;
+    let (objective, group) = match metric {
+        "decode_tok_s_per_user" | "ttft_s" | "tpot_ms" => (
+            Objective::Latency,
+            match system.kind {
+                crate::SystemKind::Gpu => Group::GpuLatency,
+                crate::SystemKind::Wafer => Group::WaferLatency,
+                _ => Group::SramLatency,
+            },
+        ),
+        "throughput_tok_s" | "throughput_tok_s_per_chip" => (
+            Objective::Throughput,
+            if is_gpu {
+                Group::GpuThroughput
+            } else {
+                Group::OtherThroughput
+            },
+        ),
+        other => return Err(format!("metric `{other}` is not modelled")),
+    };
+    let tpot_limit = (conc == "server").then_some(p.server_tpot_s);
+    let concurrency = opt_num(conc).unwrap_or(1.0);
+    let q = Query {
+        model,
+        system,
+        chips,
+        precision,
+        layout,
+        concurrency,
+        isl,
+        osl,
+        speculative,
+        tpot_limit,
+    };
+    // Rows at a stated concurrency are judged at that load; peak rows search the load.
+    let objective = if opt_num(conc).is_some() && objective == Objective::Throughput {
+        Objective::Latency
+    } else {
+        objective
+    };
+    let e = estimate(&q, p, objective).map_err(|e| e.to_string())?;
+    let peak_row = matches!(conc, "" | "offline" | "server");
+    let op = if peak_row && objective == Objective::Throughput {
+        e.peak
+    } else {
+        e.at
+    };
+    let op = if metric == "tpot_ms" && conc == "server" {
+        e.peak
+    } else {
+        op
+    };
+    let value = match metric {
+        "decode_tok_s_per_user" => op.user_tok_s,
+        "ttft_s" => op.ttft_s,
+        "tpot_ms" => op.tpot_s * 1000.0,
+        "throughput_tok_s" => op.throughput_tok_s,
+        _ => op.throughput_tok_s / f64::from(e.chips),
+    };
+    Ok((
+        value,
+        group,
+        format!("{}x{} {}", e.chips, e.system, e.layout),
+    ))
+}
+
+/// Parses a points file.
+///
+/// # Errors
+/// The line and field at fault.
+pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for (i, rec) in reader.deserialize::<Point>().enumerate() {
+        let row = rec.map_err(|e| {
+            let line = e.position().map_or(i + 2, |pos| pos.line() as usize);
+            format!("line {line}: {e}")
+        })?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Predicts every row and summarises.
+pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary) {
+    let outcomes: Vec<Outcome> = rows.iter().map(|r| predict(cat, p, r)).collect();
+    let errs: Vec<(Group, f64)> = outcomes
+        .iter()
+        .filter_map(|o| Some((o.group?, o.error_pct()?.abs())))
+        .collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let all: Vec<f64> = errs.iter().map(|(_, e)| *e).collect();
+    let groups = Group::ALL
+        .iter()
+        .filter_map(|g| {
+            let v: Vec<f64> = errs
+                .iter()
+                .filter(|(h, _)| h == g)
+                .map(|(_, e)| *e)
+                .collect();
+            (!v.is_empty()).then(|| (*g, mean(&v), v.len()))
+        })
+        .collect();
+    let summary = Summary {
+        mape: mean(&all),
+        n: all.len(),
+        skipped: outcomes.len() - all.len(),
+        groups,
+    };
+    (outcomes, summary)
+}

@@ -1,0 +1,78 @@
+//! Wafer-scale physics (Cerebras WSE): weights stay in the SRAM of the cores that use them,
+//! so a token's latency is not weight bytes over SRAM bandwidth. It is set by the layers
+//! running one after another across the core mesh, each layer spread over a region of the
+//! wafer, and by the hops between wafers of a pipeline.
+//!
+//! Per layer, a token passes `wafer_phases_per_layer` dependent phases (projections,
+//! attention, MLP), each ending in a reduction across the layer's region. A reduction
+//! wavefront crosses the region's side, so its latency grows with mesh distance: the L
+//! (latency) constraint of WaferLLM's PLMR device model (He et al., OSDI 2025,
+//! <https://arxiv.org/abs/2502.04563>), with one hop per cycle per wavelet
+//! (<https://sdk.cerebras.net/computing-with-cerebras>). The arithmetic of the layer is
+//! shared by the region's cores at `wafer_core_eff` of their SIMD peak.
+
+use crate::{Bound, Deployment, Params, Step};
+
+/// The parts of one token's pass, per wafer stage.
+struct Pass {
+    mesh: f64,
+    compute: f64,
+    links: f64,
+}
+
+fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
+    let Some(mesh) = d.system.mesh.as_ref() else {
+        return Pass {
+            mesh: f64::INFINITY,
+            compute: 0.0,
+            links: 0.0,
+        };
+    };
+    let pp = f64::from(d.layout.pp);
+    let layers = f64::from(d.model.layers);
+    let per_wafer = (layers / pp).ceil();
+    // The layers on a wafer share its cores evenly; each layer's region is a square patch.
+    let region = mesh.cores() / per_wafer;
+    let side = region.sqrt();
+    let phase = p.wafer_phase_s + p.wafer_hop_s * side;
+    let mesh_latency = per_wafer * p.wafer_phases_per_layer * phase;
+    let flops_per_layer =
+        tokens * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(ctx)) / layers;
+    let compute = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
+    Pass {
+        mesh: mesh_latency,
+        compute,
+        links: p.wafer_link_s,
+    }
+}
+
+/// One decode step of a pipeline of `pp` wafers running `batch` sequences: `pp` micro-batches
+/// keep the wafers busy; a token crosses every wafer and the link after it (the last link
+/// returns it to the host that samples the next token).
+pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
+    let pp = f64::from(d.layout.pp);
+    let micro = (batch / pp).max(1.0);
+    let s = pass(d, p, micro * q, ctx);
+    let time = pp * (s.mesh + s.compute + s.links);
+    let bound = if s.links > s.mesh.max(s.compute) {
+        Bound::Interconnect
+    } else if s.compute > s.mesh {
+        Bound::Compute
+    } else {
+        Bound::MeshLatency
+    };
+    Step { time, bound }
+}
+
+/// Prefill of `n` tokens: the prompt streams through the layer pipeline, so the slowest
+/// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
+    let pp = f64::from(d.layout.pp);
+    let first = pass(d, p, 1.0, n / 2.0);
+    let Some(mesh) = d.system.mesh.as_ref() else {
+        return f64::INFINITY;
+    };
+    let flops = n * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(n / 2.0)) / pp;
+    let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
+    pp * (first.mesh + first.links) + stream
+}

@@ -1,0 +1,64 @@
+//! The `switchyard` command line: the only place that reads files and prints.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod predict;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Serve, predict, simulate and plan LLM inference across wafer-scale and GPU fleets.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+struct Cli {
+    /// A TOML file of extra `[[system]]` and `[[model]]` entries (same id replaces built-in).
+    #[arg(long, global = true, value_name = "FILE")]
+    catalog: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Predict how one model runs on one system.
+    Estimate(predict::EstimateArgs),
+    /// Every system side by side for one model, each at its best layout.
+    Compare(predict::CompareArgs),
+    /// Predict published measurements and report the error.
+    Validate(predict::ValidateArgs),
+    /// List the catalog with sources.
+    Catalog(predict::CatalogArgs),
+}
+
+/// An error that is the user's to fix: printed as one line, exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = predict::load_catalog(cli.catalog.as_deref()).and_then(|cat| match cli.command {
+        Command::Estimate(a) => predict::estimate(&cat, &a),
+        Command::Compare(a) => predict::compare(&cat, &a),
+        Command::Validate(a) => predict::validate(&cat, &a),
+        Command::Catalog(a) => predict::catalog(&cat, &a),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The prediction commands: `estimate`, `compare`, `validate` and `catalog`.
+
+use crate::UsageError;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use std::fmt::Write as _;
+use std::path::Path;
+use switchyard_perf::validate::{self, Group};
+use switchyard_perf::{
+    Catalog, Estimate, Layout, Objective, Params, PerfError, Precision, Query, Speculative,
+};
+
+/// The repository's copy of the published measurements, compiled in so that `validate`
+/// needs nothing outside the binary.
+const BUILTIN_POINTS: &str = include_str!("../../../reference/points.csv");
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.to_string()))
+}
+
+/// The built-in catalog, extended by the user's file if one is given.
+pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
+    let mut cat = Catalog::builtin().context("built-in catalog")?;
+    if let Some(path) = extra {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        cat.extend_from_toml(&text, &path.display().to_string())
+            .map_err(usage)?;
+    }
+    Ok(cat)
+}
+
+/// Options shared by `estimate` and `compare`.
+#[derive(Debug, Args)]
+pub struct Workload {
+    /// Weight precision: bf16, fp16, fp8, int8, fp4, int4 (default: the model's own).
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 1.0)]
+    concurrency: f64,
+    /// Prompt tokens per request.
+    #[arg(long, default_value_t = 1024.0)]
+    isl: f64,
+    /// Output tokens per request.
+    #[arg(long, default_value_t = 512.0)]
+    osl: f64,
+    /// Speculative decoding with this acceptance rate per drafted token (e.g. 0.8).
+    #[arg(long, value_name = "RATE")]
+    speculative: Option<f64>,
+    /// Tokens drafted per step with --speculative.
+    #[arg(long, default_value_t = 4)]
+    draft_len: u32,
+    /// Limit on time per output token for the peak-throughput search, in ms.
+    #[arg(long, value_name = "MS")]
+    tpot_limit_ms: Option<f64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Workload {
+    fn check(&self) -> Result<()> {
+        if !(self.concurrency >= 1.0 && self.concurrency.is_finite()) {
+            return Err(usage("--concurrency must be at least 1"));
+        }
+        if !(self.isl >= 1.0 && self.osl >= 1.0 && self.isl.is_finite() && self.osl.is_finite()) {
+            return Err(usage("--isl and --osl must be at least 1"));
+        }
+        if let Some(a) = self.speculative {
+            if !(0.0..1.0).contains(&a) {
+                return Err(usage(
+                    "--speculative takes an acceptance rate from 0 to below 1, e.g. 0.8",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn query<'a>(&self, cat: &'a Catalog, model: &str, hardware: &str) -> Result<Query<'a>> {
+        let p = Params::default();
+        Ok(Query {
+            model: cat.model(model).map_err(usage)?,
+            system: cat.system(hardware).map_err(usage)?,
+            chips: None,
+            precision: self.precision,
+            layout: None,
+            concurrency: self.concurrency,
+            isl: self.isl,
+            osl: self.osl,
+            speculative: self
+                .speculative
+                .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_cost)),
+            tpot_limit: self.tpot_limit_ms.map(|ms| ms / 1000.0),
+        })
+    }
+}
+
+/// `switchyard estimate`.
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// Model id (see `switchyard catalog models`).
+    #[arg(long)]
+    model: String,
+    /// System id (see `switchyard catalog systems`).
+    #[arg(long)]
+    hardware: String,
+    /// Chips (wafers for wafer-scale systems); default: the fewest that fit.
+    #[arg(long)]
+    chips: Option<u32>,
+    /// Layout, e.g. tp8, pp4, tp4-pp2 (default: the best for per-user speed).
+    #[arg(long)]
+    layout: Option<String>,
+    #[command(flatten)]
+    workload: Workload,
+}
+
+fn perf_err(e: PerfError) -> anyhow::Error {
+    usage(e)
+}
+
+/// Runs `estimate`.
+pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
+    a.workload.check()?;
+    let mut q = a.workload.query(cat, &a.model, &a.hardware)?;
+    q.chips = a.chips;
+    q.layout = match &a.layout {
+        Some(s) => Some(s.parse::<Layout>().map_err(usage)?),
+        None => None,
+    };
+    let p = Params::default();
+    let e = switchyard_perf::estimate(&q, &p, Objective::Latency).map_err(perf_err)?;
+    if a.workload.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", render_estimate(&e, &q));
+    }
+    Ok(())
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
+    let unit = if q.system.kind == switchyard_perf::SystemKind::Wafer {
+        "wafer"
+    } else {
+        "chip"
+    };
+    let m = &e.memory;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} on {} x {} ({}), layout {}",
+        e.model, e.chips, e.system, q.system.system, e.layout
+    );
+    let _ = writeln!(
+        s,
+        "precision       {} weights, {} KV cache",
+        e.precision, e.kv_precision
+    );
+    let _ = writeln!(
+        s,
+        "memory per {unit}  weights {:.1} GB + workspace {:.1} GB of {:.1} GB usable; KV room {:.1} GB",
+        m.weights_per_chip / 1e9,
+        m.activations_per_chip / 1e9,
+        m.usable_per_chip / 1e9,
+        m.kv_free_per_chip / 1e9
+    );
+    let _ = writeln!(
+        s,
+        "KV capacity     {:.0} tokens per replica; {:.0} requests of {}+{} tokens",
+        m.kv_tokens_per_replica, e.max_concurrency_per_replica, q.isl, q.osl
+    );
+    let _ = writeln!(
+        s,
+        "at concurrency {} (isl {}, osl {}):",
+        e.at.concurrency, q.isl, q.osl
+    );
+    let _ = writeln!(s, "  TTFT            {:.3} s", e.at.ttft_s);
+    let _ = writeln!(
+        s,
+        "  per-user speed  {:.1} tok/s (TPOT {:.2} ms, bound by {})",
+        e.at.user_tok_s,
+        e.at.tpot_s * 1000.0,
+        e.at.bound.name()
+    );
+    let _ = writeln!(s, "  throughput      {:.1} tok/s", e.at.throughput_tok_s);
+    let _ = writeln!(
+        s,
+        "  energy          {} J/token",
+        opt(e.at_economics.joules_per_token, 3)
+    );
+    let _ = writeln!(
+        s,
+        "  cost            ${} per million tokens",
+        opt(e.at_economics.usd_per_mtok, 3)
+    );
+    let _ = writeln!(
+        s,
+        "peak throughput  {:.0} tok/s at concurrency {:.0} (TPOT {:.1} ms, {} J/token, ${} per million tokens)",
+        e.peak.throughput_tok_s,
+        e.peak.concurrency,
+        e.peak.tpot_s * 1000.0,
+        opt(e.peak_economics.joules_per_token, 3),
+        opt(e.peak_economics.usd_per_mtok, 3)
+    );
+    s
+}
+
+/// `switchyard compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Model id.
+    #[arg(long)]
+    model: String,
+    /// Only these systems (comma-separated ids); default: every system in the catalog.
+    #[arg(long, value_delimiter = ',')]
+    hardware: Vec<String>,
+    #[command(flatten)]
+    workload: Workload,
+}
+
+/// Runs `compare`.
+pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
+    a.workload.check()?;
+    cat.model(&a.model).map_err(usage)?;
+    let p = Params::default();
+    let ids: Vec<String> = if a.hardware.is_empty() {
+        cat.systems().iter().map(|s| s.id.clone()).collect()
+    } else {
+        a.hardware.clone()
+    };
+    let mut rows = Vec::new();
+    for id in &ids {
+        let q = a.workload.query(cat, &a.model, id)?;
+        rows.push((
+            id.clone(),
+            switchyard_perf::estimate(&q, &p, Objective::Latency),
+        ));
+    }
+    if a.workload.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, r)| match r {
+                Ok(e) => serde_json::to_value(e).unwrap_or_default(),
+                Err(err) => serde_json::json!({ "system": id, "error": err.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} at concurrency {}, {} in / {} out tokens; each system at its fastest layout on the fewest chips that fit",
+        a.model, a.workload.concurrency, a.workload.isl, a.workload.osl
+    );
+    println!(
+        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>9}",
+        "system",
+        "chips",
+        "layout",
+        "prec",
+        "TTFT ms",
+        "tok/s/user",
+        "bound",
+        "peak tok/s",
+        "peak/chip",
+        "J/token",
+        "$/Mtok"
+    );
+    for (id, r) in rows {
+        match r {
+            Ok(e) => println!(
+                "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>11.0} {:>10.0} {:>9} {:>9}",
+                id,
+                e.chips,
+                e.layout.to_string(),
+                e.precision.name(),
+                e.at.ttft_s * 1000.0,
+                e.at.user_tok_s,
+                e.at.bound.name(),
+                e.peak.throughput_tok_s,
+                e.peak.throughput_tok_s / f64::from(e.chips),
+                opt(e.peak_economics.joules_per_token, 3),
+                opt(e.peak_economics.usd_per_mtok, 3)
+            ),
+            Err(err) => println!("{id:<10} -- {err}"),
+        }
+    }
+    println!("peak = highest throughput the KV cache allows; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    Ok(())
+}
+
+/// `switchyard validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// A CSV in the columns of reference/points.csv (default: the built-in copy).
+    #[arg(long, value_name = "FILE")]
+    points: Option<std::path::PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `validate`.
+pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
+    let (name, text) = match &a.points {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?,
+        ),
+        None => (
+            "built-in reference/points.csv".to_string(),
+            BUILTIN_POINTS.to_string(),
+        ),
+    };
+    let rows = validate::parse_points(&text).map_err(|e| usage(format!("{name}: {e}")))?;
+    let p = Params::default();
+    let (outcomes, summary) = validate::run(cat, &p, &rows);
+    if a.json {
+        let v = serde_json::json!({
+            "points": outcomes.iter().map(|o| serde_json::json!({
+                "id": o.id, "metric": o.metric, "group": o.group, "published": o.published,
+                "predicted": o.predicted.as_ref().ok(), "skipped": o.predicted.as_ref().err(),
+                "error_pct": o.error_pct(), "layout": o.layout,
+            })).collect::<Vec<_>>(),
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<46} {:<27} {:>12} {:>12} {:>8}  {}",
+        "id", "metric", "published", "predicted", "error%", "deployment"
+    );
+    for o in &outcomes {
+        match &o.predicted {
+            Ok(v) => println!(
+                "{:<46} {:<27} {:>12.4} {:>12.4} {:>+8.1}  {}",
+                o.id,
+                o.metric,
+                o.published,
+                v,
+                o.error_pct().unwrap_or(0.0),
+                o.layout
+            ),
+            Err(why) => println!(
+                "{:<46} {:<27} {:>12.4} {:>12} {:>8}  skipped: {why}",
+                o.id, o.metric, o.published, "-", "-"
+            ),
+        }
+    }
+    for (g, mape, n) in &summary.groups {
+        println!(
+            "group {:<40} MAPE {:.1}% over {} points",
+            Group::name(*g),
+            mape,
+            n
+        );
+    }
+    println!(
+        "MAPE {:.1}% over {} points, {} skipped",
+        summary.mape, summary.n, summary.skipped
+    );
+    Ok(())
+}
+
+/// What `catalog` lists.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Listing {
+    /// Systems.
+    Systems,
+    /// Models.
+    Models,
+}
+
+/// `switchyard catalog`.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// What to list (default: both).
+    what: Option<Listing>,
+}
+
+/// Runs `catalog`.
+pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
+    if matches!(a.what, None | Some(Listing::Systems)) {
+        println!(
+            "{:<10} {:<6} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8}  {}",
+            "system", "kind", "mem GB", "TB/s", "bf16 TF", "fp8 TF", "chips", "kW", "product"
+        );
+        for s in cat.systems() {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
+            let mem = if s.memory_gb > 0.0 {
+                s.memory_gb
+            } else {
+                s.sram_gb
+            };
+            println!(
+                "{:<10} {:<6} {:>8.1} {:>8} {:>9} {:>9} {:>6} {:>8}  {}",
+                s.id,
+                s.kind.name(),
+                mem,
+                if s.memory_bw_tb_s > 0.0 {
+                    format!("{:.2}", s.memory_bw_tb_s)
+                } else {
+                    format!("{:.0}", s.sram_bw_tb_s)
+                },
+                f(s.dense_tflops.bf16),
+                f(s.dense_tflops.fp8),
+                s.chips_per_system,
+                s.system_power_kw.map_or("-".into(), |k| format!("{k:.1}")),
+                s.system
+            );
+            println!("{:<10}   sources: {}", "", s.sources.join(" "));
+            if let Some(pr) = &s.price {
+                println!(
+                    "{:<10}   price: capex {} per system, rent {} per chip-hour; {}",
+                    "",
+                    pr.capex_usd_per_system
+                        .map_or("n/a".into(), |c| format!("${c:.0}")),
+                    pr.rent_usd_per_chip_hour
+                        .map_or("n/a".into(), |r| format!("${r:.2}")),
+                    pr.sources.join(" ")
+                );
+            }
+        }
+    }
+    if matches!(a.what, None | Some(Listing::Models)) {
+        println!(
+            "{:<30} {:>8} {:>8} {:>7} {:>6} {:<5} {:>9}",
+            "model", "total B", "active B", "layers", "hidden", "attn", "KV KB/tok"
+        );
+        for m in cat.models() {
+            println!(
+                "{:<30} {:>8.1} {:>8.1} {:>7} {:>6} {:<5} {:>9.1}",
+                m.id,
+                m.total_params_b,
+                m.active_params_b,
+                m.layers,
+                m.hidden,
+                format!("{:?}", m.attention).to_lowercase(),
+                m.kv_bytes(1.0, Precision::Bf16) / 1e3
+            );
+            println!("{:<30}   sources: {}", "", m.sources.join(" "));
+        }
+    }
+    Ok(())
+}
