@@ -208,7 +208,7 @@ impl<'a> Deployment<'a> {
             )));
         }
         match system.kind {
-            SystemKind::Wafer | SystemKind::Lpu if layout.tp > 1 => {
+            SystemKind::Wafer if layout.tp > 1 => {
                 return Err(bad(format!(
                     "a {} system splits a model by layers only; use pp (e.g. pp{})",
                     system.kind.name(),

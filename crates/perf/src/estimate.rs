@@ -76,6 +76,19 @@ fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
 /// Every layout of exactly `chips` chips that the system can host.
 fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     let mut out = Vec::new();
+    if system.kind == SystemKind::Lpu {
+        // An LPU model spans many chips per layer on a flat, statically scheduled fabric: one
+        // replica over all chips, layers split into as many stages as divide evenly.
+        let pp = (1..=chips.min(model.layers))
+            .rev()
+            .find(|pp| chips % pp == 0)
+            .unwrap_or(1);
+        return vec![Layout {
+            tp: chips / pp,
+            pp,
+            dp: 1,
+        }];
+    }
     let tps: Vec<u32> = match system.kind {
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
         SystemKind::Gpu | SystemKind::Rdu => {

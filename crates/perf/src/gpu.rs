@@ -21,9 +21,7 @@ pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers
     }
     let link = d.system.interconnect_gb_s.unwrap_or(100.0) * 1e9 * p.fabric_eff;
     let bytes = tokens * f64::from(d.model.hidden) * ACT_BYTES;
-    2.0 * layers
-        * (p.allreduce_latency_s * (tp - 1.0).log2().max(1.0)
-            + 2.0 * (tp - 1.0) / tp * bytes / link)
+    2.0 * layers * (p.allreduce_latency_s + 2.0 * (tp - 1.0) / tp * bytes / link)
 }
 
 /// Peak FLOP/s per chip for the deployment's weights.

@@ -10,7 +10,9 @@
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` the
 //!   peak under the server TPOT limit, a number the closed-loop load at that many requests;
 //!   a per-user or TTFT row with no concurrency is a single request;
-//! - blank lengths take the default input and output lengths.
+//! - blank lengths take the default input and output lengths;
+//! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
+//!   it says where on the throughput-latency curve it was measured.
 
 use crate::{estimate, Catalog, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
@@ -206,6 +208,9 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         ),
         other => return Err(format!("metric `{other}` is not modelled")),
     };
+    if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
+        return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
+    }
     let tpot_limit = (conc == "server").then_some(p.server_tpot_s);
     let concurrency = opt_num(conc).unwrap_or(1.0);
     let q = Query {

@@ -1,0 +1,163 @@
+//! The catalog's data and its TOML extension.
+
+use switchyard_catalog::{Catalog, CatalogError, Precision, SystemKind};
+
+#[test]
+fn builtin_has_the_required_systems_and_models() {
+    let cat = Catalog::builtin().expect("built-in catalog parses");
+    for id in [
+        "cs2", "cs3", "a100-sxm", "h100-sxm", "h200", "b200", "b300", "gb200", "gb300", "mi300x",
+        "mi325x", "mi355x", "groq-lpu", "sn40l",
+    ] {
+        assert!(cat.system(id).is_ok(), "system {id} missing");
+    }
+    for id in [
+        "llama-3.1-8b",
+        "llama-3.1-70b",
+        "llama-3.1-405b",
+        "deepseek-r1",
+        "gpt-oss-120b",
+        "kimi-k2.6",
+        "glm-4.7",
+    ] {
+        assert!(cat.model(id).is_ok(), "model {id} missing");
+    }
+    assert_eq!(cat.models().len(), 22);
+}
+
+#[test]
+fn every_entry_cites_a_url() {
+    let cat = Catalog::builtin().expect("catalog");
+    for s in cat.systems() {
+        assert!(s.sources.iter().all(|u| u.starts_with("http")), "{}", s.id);
+        if let Some(p) = &s.price {
+            assert!(
+                !p.sources.is_empty() && p.sources.iter().all(|u| u.starts_with("http")),
+                "{} price",
+                s.id
+            );
+        }
+        if let Some(m) = &s.mesh {
+            assert!(!m.sources.is_empty(), "{} mesh", s.id);
+        }
+    }
+    for m in cat.models() {
+        assert!(m.sources.iter().all(|u| u.starts_with("http")), "{}", m.id);
+    }
+}
+
+#[test]
+fn moe_split_matches_published_totals() {
+    let cat = Catalog::builtin().expect("catalog");
+    // DeepSeek-R1: 671B total, 37B active (config.json).
+    let m = cat.model("deepseek-r1").expect("model");
+    let active = m.dense_params() + m.touched_expert_params(1.0);
+    assert!((active / 1e9 - 37.0).abs() < 1.5, "active {}", active / 1e9);
+    assert!(m.touched_expert_params(1e6) > 0.99 * m.routed_expert_params());
+    let dense = cat.model("llama-3.1-70b").expect("model");
+    assert_eq!(dense.routed_expert_params(), 0.0);
+}
+
+#[test]
+fn kv_sizes_follow_the_attention_kind() {
+    let cat = Catalog::builtin().expect("catalog");
+    // Llama 3.1 70B: 80 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes = 327,680 bytes.
+    let l = cat.model("llama-3.1-70b").expect("model");
+    assert_eq!(l.kv_bytes(1.0, Precision::Bf16), 327_680.0);
+    // DeepSeek MLA: 61 layers x (512 + 64) x 2 bytes.
+    let d = cat.model("deepseek-r1").expect("model");
+    assert_eq!(d.kv_bytes(1.0, Precision::Bf16), 61.0 * 576.0 * 2.0);
+    // gpt-oss: half the layers slide over 128 tokens, so long contexts cost about half.
+    let g = cat.model("gpt-oss-120b").expect("model");
+    let ratio =
+        g.kv_bytes(100_000.0, Precision::Bf16) / (100_000.0 * g.kv_bytes(1.0, Precision::Bf16));
+    assert!((ratio - 0.5).abs() < 0.01, "{ratio}");
+}
+
+#[test]
+fn a_user_file_adds_and_replaces_entries() {
+    let mut cat = Catalog::builtin().expect("catalog");
+    let text = r#"
+[[system]]
+id = "h100-sxm"
+vendor = "NVIDIA"
+kind = "gpu"
+system = "test node"
+memory_gb = 96.0
+memory_bw_tb_s = 4.0
+dense_tflops = { bf16 = 1000.0 }
+chips_per_system = 4
+sources = ["https://example.org/spec"]
+
+[[system]]
+id = "my-chip"
+vendor = "Acme"
+kind = "gpu"
+system = "Acme box"
+memory_gb = 48.0
+memory_bw_tb_s = 1.0
+dense_tflops = { bf16 = 200.0 }
+chips_per_system = 2
+sources = ["https://example.org/acme"]
+"#;
+    let before = cat.systems().len();
+    cat.extend_from_toml(text, "user.toml").expect("extends");
+    assert_eq!(cat.systems().len(), before + 1);
+    assert_eq!(cat.system("h100-sxm").expect("replaced").memory_gb, 96.0);
+    assert_eq!(cat.system("my-chip").expect("added").kind, SystemKind::Gpu);
+}
+
+#[test]
+fn a_bad_file_names_its_line_and_field() {
+    let mut cat = Catalog::builtin().expect("catalog");
+    let text = "[[system]]\nid = \"x\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = \"lots\"\n";
+    let err = cat
+        .extend_from_toml(text, "user.toml")
+        .expect_err("bad type");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("user.toml") && msg.contains("line 6") && msg.contains("memory_gb"),
+        "{msg}"
+    );
+
+    let missing = "[[model]]\nid = \"m\"\nlayers = 2\n";
+    let msg = cat
+        .extend_from_toml(missing, "m.toml")
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        msg.contains("m.toml") && msg.contains("missing field"),
+        "{msg}"
+    );
+
+    let semantic = "[[system]]\nid = \"y\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nchips_per_system = 0\nsources = [\"https://a\"]\n";
+    let msg = cat
+        .extend_from_toml(semantic, "s.toml")
+        .expect_err("semantic")
+        .to_string();
+    assert!(
+        msg.contains("`y`") && msg.contains("chips_per_system"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_ids_list_what_exists() {
+    let cat = Catalog::builtin().expect("catalog");
+    match cat.system("h900") {
+        Err(CatalogError::UnknownSystem { known, .. }) => {
+            assert!(known.contains("h100-sxm") && known.contains("cs3"))
+        }
+        other => panic!("expected UnknownSystem, got {other:?}"),
+    }
+    assert!(cat.model("llama-9").is_err());
+}
+
+#[test]
+fn precisions_parse_and_size() {
+    assert_eq!("FP8".parse::<Precision>().expect("fp8"), Precision::Fp8);
+    assert_eq!("mxfp4".parse::<Precision>().expect("fp4"), Precision::Fp4);
+    assert!("fp3".parse::<Precision>().is_err());
+    assert_eq!(Precision::Bf16.bytes(), 2.0);
+    assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);
+}

@@ -1,0 +1,313 @@
+//! Properties of the performance model that must hold whatever the fitted values.
+
+use proptest::prelude::*;
+use switchyard_perf::validate::{parse_points, run};
+use switchyard_perf::{
+    best_deployment, estimate, Catalog, Deployment, Layout, Objective, Params, PerfError,
+    Precision, Query, Speculative,
+};
+
+fn cat() -> Catalog {
+    Catalog::builtin().expect("catalog")
+}
+
+fn query<'a>(cat: &'a Catalog, model: &str, system: &str, chips: Option<u32>) -> Query<'a> {
+    Query {
+        model: cat.model(model).expect("model"),
+        system: cat.system(system).expect("system"),
+        chips,
+        precision: None,
+        layout: None,
+        concurrency: 1.0,
+        isl: 1024.0,
+        osl: 512.0,
+        speculative: None,
+        tpot_limit: None,
+    }
+}
+
+#[test]
+fn wafers_needed_for_llama_bf16() {
+    let cat = cat();
+    let p = Params::default();
+    let d70 = best_deployment(
+        &query(&cat, "llama-3.1-70b", "cs3", None),
+        &p,
+        Objective::Latency,
+    )
+    .expect("fits");
+    assert_eq!(d70.layout.chips(), 4);
+    let d8 = best_deployment(
+        &query(&cat, "llama-3.1-8b", "cs3", None),
+        &p,
+        Objective::Latency,
+    )
+    .expect("fits");
+    assert_eq!(d8.layout.chips(), 1);
+    let err = best_deployment(
+        &query(&cat, "llama-3.1-70b", "cs3", Some(3)),
+        &p,
+        Objective::Latency,
+    )
+    .expect_err("3 wafers are too few");
+    match err {
+        PerfError::DoesNotFit { min_chips, .. } => assert_eq!(min_chips, 4),
+        other => panic!("expected DoesNotFit, got {other}"),
+    }
+}
+
+#[test]
+fn fit_edge_cases() {
+    let cat = cat();
+    let p = Params::default();
+    // 405B at bf16 is 812 GB: more than one 8 x 80 GB node, less than two.
+    let q = query(&cat, "llama-3.1-405b", "h100-sxm", Some(8));
+    assert!(matches!(
+        best_deployment(&q, &p, Objective::Latency),
+        Err(PerfError::DoesNotFit { .. })
+    ));
+    assert!(best_deployment(
+        &query(&cat, "llama-3.1-405b", "h100-sxm", Some(16)),
+        &p,
+        Objective::Latency
+    )
+    .is_ok());
+    // At fp8 the same model fits one node.
+    let mut q8 = query(&cat, "llama-3.1-405b", "h100-sxm", Some(8));
+    q8.precision = Some(Precision::Fp8);
+    assert!(best_deployment(&q8, &p, Objective::Latency).is_ok());
+    // A100 has no fp8 units: fp8 weights run as weight-only quantisation on bf16 units.
+    let a = cat.system("a100-sxm").expect("a100");
+    assert_eq!(
+        a.flops(Precision::Fp8).map(|(_, q)| q),
+        Some(Precision::Bf16)
+    );
+    // KV capacity shrinks with longer requests.
+    let d = Deployment::new(
+        cat.model("llama-3.1-8b").expect("m"),
+        cat.system("h100-sxm").expect("s"),
+        Layout::replica(1, 1),
+        Precision::Bf16,
+    )
+    .expect("deployment");
+    assert!(d.max_sequences(&p, 1000.0) > d.max_sequences(&p, 8000.0));
+    assert!(d.memory(&p).fits);
+}
+
+#[test]
+fn impossible_layouts_are_refused_with_a_reason() {
+    let cat = cat();
+    let m = cat.model("llama-3.1-70b").expect("m");
+    let wafer = cat.system("cs3").expect("s");
+    let err = Deployment::new(m, wafer, Layout::replica(2, 2), Precision::Bf16)
+        .expect_err("tp on a wafer");
+    assert!(err.to_string().contains("pp4"), "{err}");
+    let gpu = cat.system("h100-sxm").expect("s");
+    let err = Deployment::new(m, gpu, Layout::replica(16, 1), Precision::Bf16)
+        .expect_err("tp16 over NVLink");
+    assert!(err.to_string().contains("tp8"), "{err}");
+    assert!("tp4-pp2"
+        .parse::<Layout>()
+        .is_ok_and(|l| l.tp == 4 && l.pp == 2));
+    assert!("tq4".parse::<Layout>().is_err());
+    assert!("tp0".parse::<Layout>().is_err());
+}
+
+#[test]
+fn published_headline_cs3_against_h100() {
+    let cat = cat();
+    let p = Params::default();
+    let cs3 = estimate(
+        &query(&cat, "llama-3.1-70b", "cs3", None),
+        &p,
+        Objective::Latency,
+    )
+    .expect("cs3");
+    assert_eq!(cs3.chips, 4);
+    assert!(cs3.at.user_tok_s > 400.0, "CS-3 x4: {}", cs3.at.user_tok_s);
+    let h100 = estimate(
+        &query(&cat, "llama-3.1-70b", "h100-sxm", Some(8)),
+        &p,
+        Objective::Latency,
+    )
+    .expect("h100");
+    assert!(h100.at.user_tok_s < 150.0, "8xH100: {}", h100.at.user_tok_s);
+}
+
+#[test]
+fn more_chips_never_slow_batch_one() {
+    let cat = cat();
+    let p = Params::default();
+    for (model, system, counts) in [
+        ("llama-3.1-8b", "h100-sxm", vec![1, 2, 4, 8]),
+        ("llama-3.1-70b", "h200", vec![2, 4, 8, 16]),
+        ("llama-3.1-70b", "cs3", vec![4, 5, 8]),
+        ("deepseek-r1", "b200", vec![8, 16]),
+        ("llama-3.1-70b", "sn40l", vec![8, 16]),
+    ] {
+        let mut last = 0.0;
+        for n in counts {
+            let e = estimate(&query(&cat, model, system, Some(n)), &p, Objective::Latency)
+                .expect("fits");
+            assert!(
+                e.at.user_tok_s >= last * 0.999,
+                "{model} on {n} x {system}: {} < {last}",
+                e.at.user_tok_s
+            );
+            last = e.at.user_tok_s;
+        }
+    }
+}
+
+#[test]
+fn moe_decodes_faster_than_the_same_size_dense() {
+    let cat = cat();
+    let p = Params::default();
+    let moe = cat.model("qwen3-235b-a22b").expect("m");
+    let mut dense = moe.clone();
+    dense.experts = None;
+    dense.experts_per_token = None;
+    dense.active_params_b = dense.total_params_b;
+    let s = cat.system("h200").expect("s");
+    let a = Deployment::new(moe, s, Layout::replica(8, 1), Precision::Fp8).expect("d");
+    let b = Deployment::new(&dense, s, Layout::replica(8, 1), Precision::Fp8).expect("d");
+    assert!(a.decode_step(&p, 1.0, 1000.0).time < 0.7 * b.decode_step(&p, 1.0, 1000.0).time);
+    // At a large batch nearly every expert is touched, so the bytes streamed converge.
+    assert!(moe.touched_expert_params(512.0) > 0.95 * moe.routed_expert_params());
+}
+
+#[test]
+fn speculative_decoding_speeds_a_latency_bound_wafer() {
+    let cat = cat();
+    let p = Params::default();
+    let m = cat.model("llama-3.1-70b").expect("m");
+    let s = cat.system("cs3").expect("s");
+    let plain = Deployment::new(m, s, Layout::replica(1, 4), Precision::Bf16).expect("d");
+    let spec = plain
+        .clone()
+        .with_speculative(Some(Speculative::from_acceptance(0.8, 4, 0.1)));
+    assert!(
+        spec.at_concurrency(&p, 1.0, 1024.0, 512.0).user_tok_s
+            > plain.at_concurrency(&p, 1.0, 1024.0, 512.0).user_tok_s
+    );
+    let s = Speculative::from_acceptance(0.0, 4, 0.1);
+    assert!((s.tokens_per_step - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn throughput_limit_is_respected_and_costs_are_positive() {
+    let cat = cat();
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("llama-3.1-8b").expect("m"),
+        cat.system("h100-sxm").expect("s"),
+        Layout::replica(1, 1),
+        Precision::Fp8,
+    )
+    .expect("d");
+    let free = d.max_throughput(&p, 1024.0, 512.0, None);
+    let tight = d.max_throughput(&p, 1024.0, 512.0, Some(0.03));
+    assert!(tight.tpot_s <= 0.03 && tight.throughput_tok_s <= free.throughput_tok_s);
+    let econ = d.economics(&p, &free, 1.0);
+    assert!(econ.joules_per_token.is_some_and(|j| j > 0.0));
+    assert!(econ.usd_per_mtok.is_some_and(|c| c > 0.0));
+}
+
+#[test]
+fn validation_runs_every_reference_row() {
+    let rows = parse_points(include_str!("../../../reference/points.csv")).expect("points");
+    assert_eq!(rows.len(), 101);
+    let (outcomes, s) = run(&cat(), &Params::default(), &rows);
+    assert!(outcomes.iter().all(|o| o
+        .predicted
+        .as_ref()
+        .map_or(true, |v| v.is_finite() && *v > 0.0)));
+    assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
+    // A ratchet, not the goal: the error must not grow past today's level.
+    assert!(s.mape < 105.0, "MAPE {}", s.mape);
+}
+
+#[test]
+fn a_bad_points_file_names_the_line() {
+    let text = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\na,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,fast\n";
+    let err = parse_points(text).expect_err("bad value");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+fn deployments(cat: &Catalog) -> Vec<Deployment<'_>> {
+    let mk = |m: &str, s: &str, l: Layout, p: Precision| {
+        Deployment::new(cat.model(m).expect("m"), cat.system(s).expect("s"), l, p).expect("d")
+    };
+    vec![
+        mk(
+            "llama-3.1-8b",
+            "h100-sxm",
+            Layout::replica(1, 1),
+            Precision::Bf16,
+        ),
+        mk(
+            "llama-3.1-70b",
+            "h200",
+            Layout::replica(4, 2),
+            Precision::Fp8,
+        ),
+        mk("deepseek-r1", "b200", Layout::replica(8, 1), Precision::Fp4),
+        mk(
+            "llama-3.1-70b",
+            "cs3",
+            Layout::replica(1, 4),
+            Precision::Bf16,
+        ),
+        mk(
+            "llama-3.1-8b",
+            "groq-lpu",
+            Layout::replica(3, 27),
+            Precision::Bf16,
+        ),
+        mk(
+            "llama-3.1-70b",
+            "sn40l",
+            Layout::replica(16, 1),
+            Precision::Bf16,
+        ),
+        mk(
+            "gpt-oss-120b",
+            "mi355x",
+            Layout::replica(2, 1),
+            Precision::Fp4,
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn a_larger_batch_never_shortens_a_step(b in 1.0f64..2048.0, extra in 0.0f64..2048.0, ctx in 1.0f64..32768.0) {
+        let cat = cat();
+        let p = Params::default();
+        for d in deployments(&cat) {
+            let small = d.decode_step(&p, b, ctx).time;
+            let large = d.decode_step(&p, b + extra, ctx).time;
+            prop_assert!(large >= small * (1.0 - 1e-9), "{} on {}: {large} < {small}", d.model.id, d.system.id);
+        }
+    }
+
+    #[test]
+    fn longer_context_never_speeds_decode(b in 1.0f64..512.0, ctx in 1.0f64..32768.0, extra in 0.0f64..65536.0) {
+        let cat = cat();
+        let p = Params::default();
+        for d in deployments(&cat) {
+            let short = d.decode_step(&p, b, ctx).time;
+            let long = d.decode_step(&p, b, ctx + extra).time;
+            prop_assert!(long >= short * (1.0 - 1e-9), "{} on {}", d.model.id, d.system.id);
+        }
+    }
+
+    #[test]
+    fn longer_prompts_take_longer(n in 1.0f64..16384.0, extra in 1.0f64..16384.0) {
+        let cat = cat();
+        let p = Params::default();
+        for d in deployments(&cat) {
+            prop_assert!(d.prefill(&p, n + extra) >= d.prefill(&p, n));
+        }
+    }
+}
