@@ -80,7 +80,7 @@ impl Catalog {
     pub fn extend_from_toml(&mut self, text: &str, origin: &str) -> Result<(), CatalogError> {
         let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Parse {
             origin: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: one_line(text, &e),
         })?;
         for s in file.system {
             s.check().map_err(|message| CatalogError::Invalid {
@@ -143,6 +143,27 @@ impl Catalog {
                 id: id.to_string(),
                 known: join_ids(self.models.iter().map(|m| m.id.as_str())),
             })
+    }
+}
+
+/// A TOML error as one line: `line L, column C: message`.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            match source.split_once('=') {
+                Some((key, _)) => format!(
+                    "line {line}, column {column}, field `{}`: {msg}",
+                    key.trim()
+                ),
+                None => format!("line {line}, column {column} (`{source}`): {msg}"),
+            }
+        }
+        None => msg,
     }
 }
 

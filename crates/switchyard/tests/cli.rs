@@ -1,0 +1,209 @@
+//! The `switchyard` binary as a user runs it.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn estimate_reports_layout_fit_and_figures() {
+    let o = run(&["estimate", "--model", "llama-3.1-70b", "--hardware", "cs3"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in [
+        "4 x cs3",
+        "tp1-pp4",
+        "TTFT",
+        "per-user speed",
+        "throughput",
+        "J/token",
+        "per million tokens",
+    ] {
+        assert!(out.contains(needle), "missing {needle} in\n{out}");
+    }
+}
+
+#[test]
+fn estimate_json_is_machine_readable() {
+    let o = run(&[
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "1",
+        "--precision",
+        "fp8",
+        "--concurrency",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["chips"], 1);
+    assert_eq!(v["precision"], "fp8");
+    assert!(v["at"]["throughput_tok_s"]
+        .as_f64()
+        .is_some_and(|t| t > v["at"]["user_tok_s"].as_f64().unwrap_or(f64::MAX)));
+    assert!(v["at_economics"]["usd_per_mtok"]
+        .as_f64()
+        .is_some_and(|c| c > 0.0));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_status_two() {
+    for (args, needle) in [
+        (
+            vec!["estimate", "--model", "llama-9", "--hardware", "cs3"],
+            "unknown model `llama-9`; known:",
+        ),
+        (
+            vec!["estimate", "--model", "llama-3.1-8b", "--hardware", "tpu9"],
+            "unknown hardware `tpu9`",
+        ),
+        (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-70b",
+                "--hardware",
+                "cs3",
+                "--chips",
+                "2",
+            ],
+            "needs at least 4 wafers",
+        ),
+        (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-70b",
+                "--hardware",
+                "cs3",
+                "--layout",
+                "tp4",
+            ],
+            "use pp",
+        ),
+        (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--concurrency",
+                "0",
+            ],
+            "--concurrency",
+        ),
+        (
+            vec!["validate", "--points", "/nonexistent/points.csv"],
+            "/nonexistent/points.csv",
+        ),
+    ] {
+        let o = run(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn compare_lists_wafer_and_gpu_side_by_side() {
+    let o = run(&["compare", "--model", "llama-3.1-70b"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let speed = |id: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .expect("row");
+        line.split_whitespace()
+            .nth(5)
+            .and_then(|v| v.parse().ok())
+            .expect("tok/s/user column")
+    };
+    assert!(speed("cs3") > 400.0);
+    assert!(speed("h100-sxm") < 150.0);
+    assert!(out.contains("mesh-latency") || out.contains("compute"));
+    assert!(out.contains("memory-bw"));
+}
+
+#[test]
+fn validate_ends_with_the_summary_line() {
+    let o = run(&["validate"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    let last = out.lines().last().expect("output");
+    assert!(
+        last.starts_with("MAPE ") && last.contains("% over ") && last.ends_with(" skipped"),
+        "{last}"
+    );
+    assert!(out.contains("skipped: "));
+}
+
+#[test]
+fn validate_reads_a_user_file_and_names_bad_lines() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let good = dir.join("good.csv");
+    std::fs::write(
+        &good,
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n\
+         x,cs3,1,llama-3.1-8b,bf16,,none,,,,decode_tok_s_per_user,1800,vendor,https://a,2024,\n\
+         y,cs3,1,llama-3.1-8b,bf16,,none,,,,joules,1,vendor,https://a,2024,\n",
+    )
+    .expect("write");
+    let o = run(&["validate", "--points", good.to_str().expect("path")]);
+    let (out, _) = text(&o);
+    assert!(
+        out.trim_end().ends_with("MAPE") || out.contains("over 1 points, 1 skipped"),
+        "{out}"
+    );
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n").expect("write");
+    let o = run(&["validate", "--points", bad.to_str().expect("path")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("bad.csv") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn catalog_lists_sources_and_takes_a_user_file() {
+    let o = run(&["catalog", "systems"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.contains("cs3") && out.contains("sources: https://"));
+    let dir = std::env::temp_dir().join(format!("switchyard-cat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("extra.toml");
+    std::fs::write(&bad, "[[model]]\nid = \"m\"\nlayers = \"many\"\n").expect("write");
+    let o = run(&[
+        "--catalog",
+        bad.to_str().expect("path"),
+        "catalog",
+        "models",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("extra.toml") && err.contains("line 3") && err.contains("layers"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
