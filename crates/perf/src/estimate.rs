@@ -81,7 +81,7 @@ fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
         // replica over all chips, layers split into as many stages as divide evenly.
         let pp = (1..=chips.min(model.layers))
             .rev()
-            .find(|pp| chips % pp == 0)
+            .find(|pp| chips.is_multiple_of(*pp))
             .unwrap_or(1);
         return vec![Layout {
             tp: chips / pp,
@@ -97,7 +97,7 @@ fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     };
     for tp in tps {
         for pp in 1..=chips / tp {
-            if chips % (tp * pp) == 0 && pp <= model.layers {
+            if chips.is_multiple_of(tp * pp) && pp <= model.layers {
                 out.push(Layout {
                     tp,
                     pp,
@@ -203,7 +203,7 @@ pub fn best_deployment<'a>(
     }
     let candidates = match q.layout {
         Some(l) if l.chips() == chips => vec![l],
-        Some(l) if l.dp == 1 && chips % l.replica_chips() == 0 => {
+        Some(l) if l.dp == 1 && chips.is_multiple_of(l.replica_chips()) => {
             vec![Layout {
                 dp: chips / l.replica_chips(),
                 ..l

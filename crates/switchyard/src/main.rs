@@ -1,6 +1,6 @@
 //! The `switchyard` command line: the only place that reads files and prints.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::print_literal)]
 
 mod predict;
 
