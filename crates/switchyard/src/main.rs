@@ -2,6 +2,19 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::print_literal)]
 
+/// Prints a line to standard output; a closed pipe (`switchyard compare | head`) ends the
+/// process quietly instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod predict;
 
 use clap::{Parser, Subcommand};

@@ -131,9 +131,9 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
     let p = Params::default();
     let e = switchyard_perf::estimate(&q, &p, Objective::Latency).map_err(perf_err)?;
     if a.workload.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        out!("{}", serde_json::to_string_pretty(&e)?);
     } else {
-        print!("{}", render_estimate(&e, &q));
+        out!("{}", render_estimate(&e, &q).trim_end());
     }
     Ok(())
 }
@@ -213,7 +213,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Model id.
-    #[arg(long)]
+    #[arg(long, default_value = "llama-3.1-70b")]
     model: String,
     /// Only these systems (comma-separated ids); default: every system in the catalog.
     #[arg(long, value_delimiter = ',')]
@@ -248,14 +248,14 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
                 Err(err) => serde_json::json!({ "system": id, "error": err.to_string() }),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{} at concurrency {}, {} in / {} out tokens; each system at its fastest layout on the fewest chips that fit",
         a.model, a.workload.concurrency, a.workload.isl, a.workload.osl
     );
-    println!(
+    out!(
         "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>9}",
         "system",
         "chips",
@@ -271,7 +271,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     );
     for (id, r) in rows {
         match r {
-            Ok(e) => println!(
+            Ok(e) => out!(
                 "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>11.0} {:>10.0} {:>9} {:>9}",
                 id,
                 e.chips,
@@ -285,10 +285,10 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
                 opt(e.peak_economics.joules_per_token, 3),
                 opt(e.peak_economics.usd_per_mtok, 3)
             ),
-            Err(err) => println!("{id:<10} -- {err}"),
+            Err(err) => out!("{id:<10} -- {err}"),
         }
     }
-    println!("peak = highest throughput the KV cache allows; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    out!("peak = highest throughput the KV cache allows; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     Ok(())
 }
 
@@ -327,16 +327,21 @@ pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
             })).collect::<Vec<_>>(),
             "summary": summary,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{:<46} {:<27} {:>12} {:>12} {:>8}  {}",
-        "id", "metric", "published", "predicted", "error%", "deployment"
+        "id",
+        "metric",
+        "published",
+        "predicted",
+        "error%",
+        "deployment"
     );
     for o in &outcomes {
         match &o.predicted {
-            Ok(v) => println!(
+            Ok(v) => out!(
                 "{:<46} {:<27} {:>12.4} {:>12.4} {:>+8.1}  {}",
                 o.id,
                 o.metric,
@@ -345,23 +350,29 @@ pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
                 o.error_pct().unwrap_or(0.0),
                 o.layout
             ),
-            Err(why) => println!(
+            Err(why) => out!(
                 "{:<46} {:<27} {:>12.4} {:>12} {:>8}  skipped: {why}",
-                o.id, o.metric, o.published, "-", "-"
+                o.id,
+                o.metric,
+                o.published,
+                "-",
+                "-"
             ),
         }
     }
     for (g, mape, n) in &summary.groups {
-        println!(
+        out!(
             "group {:<40} MAPE {:.1}% over {} points",
             Group::name(*g),
             mape,
             n
         );
     }
-    println!(
+    out!(
         "MAPE {:.1}% over {} points, {} skipped",
-        summary.mape, summary.n, summary.skipped
+        summary.mape,
+        summary.n,
+        summary.skipped
     );
     Ok(())
 }
@@ -385,9 +396,17 @@ pub struct CatalogArgs {
 /// Runs `catalog`.
 pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
     if matches!(a.what, None | Some(Listing::Systems)) {
-        println!(
+        out!(
             "{:<10} {:<6} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8}  {}",
-            "system", "kind", "mem GB", "TB/s", "bf16 TF", "fp8 TF", "chips", "kW", "product"
+            "system",
+            "kind",
+            "mem GB",
+            "TB/s",
+            "bf16 TF",
+            "fp8 TF",
+            "chips",
+            "kW",
+            "product"
         );
         for s in cat.systems() {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
@@ -396,7 +415,7 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
             } else {
                 s.sram_gb
             };
-            println!(
+            out!(
                 "{:<10} {:<6} {:>8.1} {:>8} {:>9} {:>9} {:>6} {:>8}  {}",
                 s.id,
                 s.kind.name(),
@@ -412,9 +431,9 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                 s.system_power_kw.map_or("-".into(), |k| format!("{k:.1}")),
                 s.system
             );
-            println!("{:<10}   sources: {}", "", s.sources.join(" "));
+            out!("{:<10}   sources: {}", "", s.sources.join(" "));
             if let Some(pr) = &s.price {
-                println!(
+                out!(
                     "{:<10}   price: capex {} per system, rent {} per chip-hour; {}",
                     "",
                     pr.capex_usd_per_system
@@ -427,12 +446,18 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
         }
     }
     if matches!(a.what, None | Some(Listing::Models)) {
-        println!(
+        out!(
             "{:<30} {:>8} {:>8} {:>7} {:>6} {:<5} {:>9}",
-            "model", "total B", "active B", "layers", "hidden", "attn", "KV KB/tok"
+            "model",
+            "total B",
+            "active B",
+            "layers",
+            "hidden",
+            "attn",
+            "KV KB/tok"
         );
         for m in cat.models() {
-            println!(
+            out!(
                 "{:<30} {:>8.1} {:>8.1} {:>7} {:>6} {:<5} {:>9.1}",
                 m.id,
                 m.total_params_b,
@@ -442,7 +467,7 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                 format!("{:?}", m.attention).to_lowercase(),
                 m.kv_bytes(1.0, Precision::Bf16) / 1e3
             );
-            println!("{:<30}   sources: {}", "", m.sources.join(" "));
+            out!("{:<30}   sources: {}", "", m.sources.join(" "));
         }
     }
     Ok(())
