@@ -82,27 +82,18 @@ impl Catalog {
             origin: origin.to_string(),
             message: one_line(text, &e),
         })?;
+        let invalid = |id: &str, message: String| CatalogError::Invalid {
+            origin: origin.to_string(),
+            id: id.to_string(),
+            message,
+        };
         for s in file.system {
-            s.check().map_err(|message| CatalogError::Invalid {
-                origin: origin.to_string(),
-                id: s.id.clone(),
-                message,
-            })?;
-            match self.systems.iter_mut().find(|x| x.id == s.id) {
-                Some(slot) => *slot = s,
-                None => self.systems.push(s),
-            }
+            s.check().map_err(|m| invalid(&s.id, m))?;
+            upsert(&mut self.systems, s, |x| x.id.as_str());
         }
         for m in file.model {
-            m.check().map_err(|message| CatalogError::Invalid {
-                origin: origin.to_string(),
-                id: m.id.clone(),
-                message,
-            })?;
-            match self.models.iter_mut().find(|x| x.id == m.id) {
-                Some(slot) => *slot = m,
-                None => self.models.push(m),
-            }
+            m.check().map_err(|e| invalid(&m.id, e))?;
+            upsert(&mut self.models, m, |x| x.id.as_str());
         }
         Ok(())
     }
@@ -143,6 +134,14 @@ impl Catalog {
                 id: id.to_string(),
                 known: join_ids(self.models.iter().map(|m| m.id.as_str())),
             })
+    }
+}
+
+/// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.
+fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
+    match list.iter().position(|x| id(x) == id(&item)) {
+        Some(i) => list[i] = item,
+        None => list.push(item),
     }
 }
 
