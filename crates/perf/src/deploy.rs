@@ -337,11 +337,18 @@ impl<'a> Deployment<'a> {
         }
     }
 
+    /// FLOPs of one token's forward pass at context position `ctx`: two per active
+    /// parameter (one multiply-accumulate) plus attention over the context (Kaplan et al.,
+    /// <https://arxiv.org/abs/2001.08361>, table 1).
+    pub fn token_flops(&self, ctx: f64) -> f64 {
+        2.0 * self.model.active_params_b * 1e9 + self.model.attention_flops(ctx)
+    }
+
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
     /// whole replica working on it.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
-        let flops = 2.0 * self.model.active_params_b * 1e9 + self.model.attention_flops(isl / 2.0);
+        let flops = self.token_flops(isl / 2.0);
         let chips = f64::from(self.layout.replica_chips());
         match self.system.kind {
             SystemKind::Wafer => {
@@ -352,13 +359,7 @@ impl<'a> Deployment<'a> {
                     .map_or(1.0, |m| m.cores() * m.core_flops());
                 flops / (chips * mesh * p.wafer_prefill_eff)
             }
-            _ => {
-                let (peak, _) = self
-                    .system
-                    .flops(self.weights)
-                    .unwrap_or((1e12, Precision::Bf16));
-                flops / (chips * peak * p.gpu_prefill_flops_eff)
-            }
+            _ => flops / (chips * gpu::peak(self) * p.gpu_prefill_flops_eff),
         }
     }
 }

@@ -43,8 +43,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
     let mem = (w_bytes + kv_bytes) / bw;
-    let flops =
-        tokens * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(ctx)) / chips;
+    let flops = tokens * d.token_flops(ctx) / chips;
     let comp = flops / (peak(d) * p.gpu_decode_flops_eff);
     let comm = allreduce_time(d, p, tokens, f64::from(d.model.layers) / pp);
     let stage = mem.max(comp) + comm;
@@ -68,7 +67,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let tp = f64::from(d.layout.tp);
     let pp = f64::from(d.layout.pp);
     // Causal attention over a prompt of n tokens: the mean token attends to n/2 others.
-    let flops = n * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(n / 2.0));
+    let flops = n * d.token_flops(n / 2.0);
     let comp = flops / (tp * peak(d) * p.gpu_prefill_flops_eff);
     let w_bytes =
         (d.model.dense_params() + d.model.touched_expert_params(n)) * d.weights.bytes() / tp;

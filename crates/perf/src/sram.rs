@@ -14,8 +14,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let chips = f64::from(d.layout.replica_chips());
     let layers = f64::from(d.model.layers);
     let tokens = batch * q;
-    let flops =
-        tokens * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(ctx)) / chips;
+    let flops = tokens * d.token_flops(ctx) / chips;
     let compute = flops / (gpu::peak(d) * p.gpu_decode_flops_eff);
     let (fixed, memory) = match d.system.kind {
         SystemKind::Lpu => {
@@ -49,6 +48,6 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let chips = f64::from(d.layout.replica_chips());
-    let flops = n * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(n / 2.0));
+    let flops = n * d.token_flops(n / 2.0);
     decode_step(d, p, 1.0, 1.0, n).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
 }

@@ -36,8 +36,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
     let side = region.sqrt();
     let phase = p.wafer_phase_s + p.wafer_hop_s * side;
     let mesh_latency = per_wafer * p.wafer_phases_per_layer * phase;
-    let flops_per_layer =
-        tokens * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(ctx)) / layers;
+    let flops_per_layer = tokens * d.token_flops(ctx) / layers;
     let compute = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
     Pass {
         mesh: mesh_latency,
@@ -72,7 +71,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let flops = n * (2.0 * d.model.active_params_b * 1e9 + d.model.attention_flops(n / 2.0)) / pp;
+    let flops = n * d.token_flops(n / 2.0) / pp;
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
     pp * (first.mesh + first.links) + stream
 }

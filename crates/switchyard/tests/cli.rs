@@ -9,6 +9,15 @@ fn run(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
+/// Writes `contents` to a fresh file named `name` under the system temp folder.
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write");
+    path
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -159,24 +168,19 @@ fn validate_ends_with_the_summary_line() {
 
 #[test]
 fn validate_reads_a_user_file_and_names_bad_lines() {
-    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let good = dir.join("good.csv");
-    std::fs::write(
-        &good,
+    let good = temp_file(
+        "good.csv",
         "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n\
          x,cs3,1,llama-3.1-8b,bf16,,none,,,,decode_tok_s_per_user,1800,vendor,https://a,2024,\n\
          y,cs3,1,llama-3.1-8b,bf16,,none,,,,joules,1,vendor,https://a,2024,\n",
-    )
-    .expect("write");
+    );
     let o = run(&["validate", "--points", good.to_str().expect("path")]);
     let (out, _) = text(&o);
     assert!(
         out.trim_end().ends_with("MAPE") || out.contains("over 1 points, 1 skipped"),
         "{out}"
     );
-    let bad = dir.join("bad.csv");
-    std::fs::write(&bad, "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n").expect("write");
+    let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n");
     let o = run(&["validate", "--points", bad.to_str().expect("path")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
@@ -189,10 +193,7 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(out.contains("cs3") && out.contains("sources: https://"));
-    let dir = std::env::temp_dir().join(format!("switchyard-cat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let bad = dir.join("extra.toml");
-    std::fs::write(&bad, "[[model]]\nid = \"m\"\nlayers = \"many\"\n").expect("write");
+    let bad = temp_file("extra.toml", "[[model]]\nid = \"m\"\nlayers = \"many\"\n");
     let o = run(&[
         "--catalog",
         bad.to_str().expect("path"),
