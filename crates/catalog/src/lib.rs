@@ -80,7 +80,7 @@ impl Catalog {
     pub fn extend_from_toml(&mut self, text: &str, origin: &str) -> Result<(), CatalogError> {
         let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Parse {
             origin: origin.to_string(),
-            message: one_line(text, &e),
+            message: toml_error_line(text, &e),
         })?;
         let invalid = |id: &str, message: String| CatalogError::Invalid {
             origin: origin.to_string(),
@@ -145,8 +145,9 @@ fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
     }
 }
 
-/// A TOML error as one line: `line L, column C: message`.
-fn one_line(text: &str, e: &toml::de::Error) -> String {
+/// A TOML parse error as one line naming the line, column and field at fault, so that every
+/// TOML reader in the workspace reports its errors the same way.
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {

@@ -24,7 +24,35 @@ pub struct Operating {
     pub bound: Bound,
 }
 
+/// The work of one engine step of one replica under continuous batching: every running
+/// sequence past its prompt decodes one token, and prompt chunks ride along.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Batch {
+    /// Sequences decoding one token each.
+    pub decode_seqs: u32,
+    /// Mean context length of the decoding sequences, in tokens.
+    pub decode_ctx: f64,
+    /// Prompt tokens prefilled in this step, over all sequences.
+    pub prefill_tokens: u32,
+    /// Mean context position of those prompt tokens.
+    pub prefill_ctx: f64,
+}
+
 impl Deployment<'_> {
+    /// Time of one engine step of one replica, composed from the two primitives: a step with
+    /// only prompt tokens is a prefill; a step that decodes also carries its prompt chunks at
+    /// the chunked-prefill cost per token, as in [`Deployment::at_concurrency`].
+    pub fn step_time(&self, p: &Params, b: &Batch) -> f64 {
+        match (b.decode_seqs, b.prefill_tokens) {
+            (0, 0) => 0.0,
+            (0, n) => self.prefill(p, f64::from(n)),
+            (s, n) => {
+                self.decode_step(p, f64::from(s), b.decode_ctx).time
+                    + f64::from(n) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
+            }
+        }
+    }
+
     /// Steady state at `concurrency` requests in flight (spread evenly over the replicas).
     ///
     /// Continuous batching with chunked prefill: every step decodes one token for each of
@@ -95,12 +123,19 @@ impl Deployment<'_> {
     /// Energy and cost of serving at `op`, where `utilisation` is the fraction of the
     /// deployment's peak throughput in use (power scales linearly from idle to full).
     pub fn economics(&self, p: &Params, op: &Operating, utilisation: f64) -> Economics {
+        self.economics_at(p, op.throughput_tok_s, utilisation)
+    }
+
+    /// Energy and cost of producing `throughput_tok_s` output tokens per second while the
+    /// chips are busy a fraction `utilisation` of the time; the simulator calls this with the
+    /// throughput and busy time it measured.
+    pub fn economics_at(&self, p: &Params, throughput_tok_s: f64, utilisation: f64) -> Economics {
         let u = utilisation.clamp(0.0, 1.0);
         let power = self
             .full_power_w(p)
             .map(|w| w * (p.idle_power_frac + (1.0 - p.idle_power_frac) * u));
         let facility_w = power.map(|w| w * p.pue);
-        let joules = facility_w.map(|w| w / op.throughput_tok_s);
+        let joules = facility_w.map(|w| w / throughput_tok_s);
         let chips = f64::from(self.layout.chips());
         let hardware_per_hour = self.system.price.as_ref().and_then(|pr| {
             pr.rent_usd_per_chip_hour.map(|r| r * chips).or_else(|| {
@@ -120,7 +155,7 @@ impl Deployment<'_> {
             power_w: power,
             joules_per_token: joules,
             usd_per_hour,
-            usd_per_mtok: usd_per_hour.map(|h| h / (op.throughput_tok_s * 3600.0) * 1e6),
+            usd_per_mtok: usd_per_hour.map(|h| h / (throughput_tok_s * 3600.0) * 1e6),
         }
     }
 }

@@ -1,0 +1,453 @@
+//! The replica engine: one model replica serving requests with continuous batching.
+//!
+//! The engine is a state machine with no clock. Its driver calls [`Replica::start_step`],
+//! which plans the next batch and returns how long that step takes, waits that long (in
+//! virtual time in the simulator, on the wall clock in the gateway's emulated provider), then
+//! calls [`Replica::finish_step`], which advances every sequence in the batch and reports
+//! tokens and completions. Step times come only from the performance model through
+//! [`StepTime`]; the engine itself holds no latency formula.
+//!
+//! Scheduling follows the continuous-batching engines in use today (Orca, OSDI 2022; vLLM,
+//! SOSP 2023; Sarathi-Serve's chunked prefill, OSDI 2024): every step, running sequences go
+//! first, each decoding one token or taking the next chunk of its prompt within a per-step
+//! token budget; waiting requests are admitted in arrival order while the batch, the budget
+//! and the KV cache allow. The KV cache is paged in fixed-size blocks; when a running
+//! sequence needs a block and none is free, the most recently admitted sequence is preempted
+//! and later recomputed from its prompt and the tokens it had produced (vLLM's recompute
+//! policy).
+
+use std::collections::VecDeque;
+use switchyard_perf::{Batch, Deployment, Params};
+
+/// The source of step times. The performance model implements it through [`Physics`];
+/// tests may supply their own.
+pub trait StepTime {
+    /// Seconds one step of `batch` takes.
+    fn step_time(&self, batch: &Batch) -> f64;
+}
+
+/// The performance model as a step-time source: a one-replica deployment and its parameters.
+#[derive(Debug, Clone)]
+pub struct Physics<'a> {
+    /// One replica of the deployment (its `dp` is ignored).
+    pub deployment: Deployment<'a>,
+    /// The model's parameters.
+    pub params: &'a Params,
+}
+
+impl StepTime for Physics<'_> {
+    fn step_time(&self, batch: &Batch) -> f64 {
+        self.deployment.step_time(self.params, batch)
+    }
+}
+
+/// Engine limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    /// Most sequences running at once.
+    pub max_batch: u32,
+    /// Most tokens (prompt chunks plus one per decoding sequence) in one step.
+    pub token_budget: u32,
+    /// Tokens per KV-cache block.
+    pub block_tokens: u32,
+    /// KV-cache blocks the replica holds.
+    pub kv_blocks: u32,
+}
+
+impl EngineConfig {
+    /// Block size of 16 tokens, vLLM's default, which keeps internal fragmentation under one
+    /// block per sequence.
+    pub const BLOCK_TOKENS: u32 = 16;
+    /// Tokens per step: large enough that a typical prompt is prefilled in one or two steps,
+    /// small enough that a long prompt does not stall decoding for long.
+    pub const TOKEN_BUDGET: u32 = 8192;
+
+    /// Limits for one replica of `d`: the KV cache is what the performance model says fits
+    /// after the weights; the batch limit is the model's engine limit per pipeline stage.
+    pub fn for_deployment(d: &Deployment<'_>, p: &Params) -> Self {
+        let kv_tokens = d.memory(p).kv_tokens_per_replica;
+        let blocks = (kv_tokens / f64::from(Self::BLOCK_TOKENS)).floor();
+        EngineConfig {
+            max_batch: p.max_batch.saturating_mul(d.layout.pp).max(1),
+            token_budget: Self::TOKEN_BUDGET,
+            block_tokens: Self::BLOCK_TOKENS,
+            // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
+            kv_blocks: blocks.clamp(0.0, f64::from(u32::MAX)) as u32,
+        }
+    }
+
+    /// Blocks that `tokens` tokens of context occupy.
+    pub fn blocks_for(&self, tokens: u32) -> u32 {
+        tokens.div_ceil(self.block_tokens.max(1))
+    }
+}
+
+/// A request as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The caller's handle for the request; events carry it back.
+    pub id: u64,
+    /// Prompt tokens.
+    pub prompt: u32,
+    /// Output tokens to produce (at least one).
+    pub output: u32,
+}
+
+/// What happened to a request during a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The request entered a batch for the first time (its queueing ends).
+    Scheduled(u64),
+    /// The first output token is out.
+    FirstToken(u64),
+    /// A later output token is out.
+    Token(u64),
+    /// The last token is out; the request left the engine.
+    Finished(u64),
+    /// The request lost its KV cache to make room and went back to the queue.
+    Preempted(u64),
+}
+
+/// Why the engine refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Prompt plus output needs more KV blocks than the whole replica has.
+    TooLong {
+        /// Blocks the request would need.
+        needed: u32,
+        /// Blocks the replica has.
+        capacity: u32,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::TooLong { needed, capacity } => write!(
+                f,
+                "the request needs {needed} KV blocks and the replica holds {capacity}"
+            ),
+        }
+    }
+}
+
+/// One sequence in the engine.
+#[derive(Debug, Clone, Copy)]
+struct Seq {
+    id: u64,
+    prompt: u32,
+    output: u32,
+    /// Tokens to prefill before decoding: the prompt, plus produced tokens after preemption.
+    target: u32,
+    /// Tokens whose KV is in the cache.
+    kv: u32,
+    /// Output tokens produced so far.
+    generated: u32,
+    /// KV blocks held.
+    blocks: u32,
+    /// Tokens this sequence processes in the current step (0: not in the step).
+    chunk: u32,
+    scheduled: bool,
+}
+
+impl Seq {
+    fn decoding(&self) -> bool {
+        self.kv >= self.target
+    }
+}
+
+/// Counters since the engine was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// Steps run.
+    pub steps: u64,
+    /// Seconds spent in steps.
+    pub busy_s: f64,
+    /// Preemptions.
+    pub preemptions: u64,
+    /// Output tokens produced.
+    pub tokens_out: u64,
+    /// Prompt tokens prefilled, including recomputation.
+    pub tokens_prefilled: u64,
+}
+
+/// One replica: a queue, a running batch and a paged KV cache.
+#[derive(Debug, Clone)]
+pub struct Replica<S> {
+    physics: S,
+    config: EngineConfig,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    free_blocks: u32,
+    in_step: bool,
+    step_s: f64,
+    counters: Counters,
+}
+
+impl<S: StepTime> Replica<S> {
+    /// An idle replica.
+    pub fn new(physics: S, config: EngineConfig) -> Self {
+        Replica {
+            physics,
+            config,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            free_blocks: config.kv_blocks,
+            in_step: false,
+            step_s: 0.0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The engine limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The step-time source.
+    pub fn physics(&self) -> &S {
+        &self.physics
+    }
+
+    /// Queues a request; it joins the next step that has room.
+    ///
+    /// # Errors
+    /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
+    pub fn submit(&mut self, r: Request) -> Result<(), Refusal> {
+        let needed = self
+            .config
+            .blocks_for(r.prompt.max(1).saturating_add(r.output.max(1)));
+        if needed > self.config.kv_blocks {
+            return Err(Refusal::TooLong {
+                needed,
+                capacity: self.config.kv_blocks,
+            });
+        }
+        let prompt = r.prompt.max(1);
+        self.waiting.push_back(Seq {
+            id: r.id,
+            prompt,
+            output: r.output.max(1),
+            target: prompt,
+            kv: 0,
+            generated: 0,
+            blocks: 0,
+            chunk: 0,
+            scheduled: false,
+        });
+        Ok(())
+    }
+
+    /// Whether a step is under way (between `start_step` and `finish_step`).
+    pub fn in_step(&self) -> bool {
+        self.in_step
+    }
+
+    /// Requests waiting for a first step or re-admission.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Requests in the running batch.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Requests in the engine, waiting or running.
+    pub fn outstanding(&self) -> usize {
+        self.waiting.len() + self.running.len()
+    }
+
+    /// KV blocks in use.
+    pub fn used_blocks(&self) -> u32 {
+        self.config.kv_blocks - self.free_blocks
+    }
+
+    /// Counters since the engine was made.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Plans the next step and returns its duration in seconds, or `None` when there is
+    /// nothing to do. Preemptions decided while planning are reported to `sink` at once.
+    /// Calling it again before [`Replica::finish_step`] returns `None`.
+    pub fn start_step(&mut self, sink: &mut impl FnMut(Event)) -> Option<f64> {
+        if self.in_step {
+            return None;
+        }
+        let block = self.config.block_tokens.max(1);
+        let mut budget = self.config.token_budget;
+        let mut preempted = false;
+        let mut i = 0;
+        while i < self.running.len() {
+            let s = self.running[i];
+            let want = if s.decoding() {
+                1
+            } else {
+                (s.target - s.kv).min(budget)
+            };
+            if want == 0 || want > budget {
+                i += 1;
+                continue;
+            }
+            let need = (s.kv + want).div_ceil(block).saturating_sub(s.blocks);
+            // Free blocks by preempting from the back (the latest admitted) until this
+            // sequence's next tokens fit, preempting itself if it is the last.
+            while need > self.free_blocks {
+                let Some(victim) = self.running.pop() else {
+                    break;
+                };
+                preempted = true;
+                self.requeue(victim, sink);
+                if self.running.len() == i {
+                    break;
+                }
+            }
+            if self.running.len() == i {
+                break;
+            }
+            let s = &mut self.running[i];
+            s.blocks += need;
+            self.free_blocks -= need;
+            s.chunk = want;
+            budget -= want;
+            i += 1;
+        }
+        // Admit waiting requests in order, unless this step had to preempt: admitting
+        // would only take the blocks back from the sequences that just lost theirs.
+        // An empty batch admits regardless, or the engine would stall with work queued.
+        while (!preempted || self.running.is_empty())
+            && budget > 0
+            && self.running.len() < self.config.max_batch as usize
+        {
+            let Some(front) = self.waiting.front() else {
+                break;
+            };
+            let want = front.target.min(budget);
+            let need = want.div_ceil(block);
+            if need > self.free_blocks {
+                break;
+            }
+            let Some(mut s) = self.waiting.pop_front() else {
+                break;
+            };
+            s.blocks = need;
+            s.chunk = want;
+            self.free_blocks -= need;
+            budget -= want;
+            if !s.scheduled {
+                s.scheduled = true;
+                sink(Event::Scheduled(s.id));
+            }
+            self.running.push(s);
+        }
+        let mut batch = Batch::default();
+        let (mut decode_ctx, mut prefill_pos) = (0.0, 0.0);
+        for s in self.running.iter().filter(|s| s.chunk > 0) {
+            if s.decoding() {
+                batch.decode_seqs += 1;
+                decode_ctx += f64::from(s.kv);
+            } else {
+                batch.prefill_tokens += s.chunk;
+                prefill_pos += f64::from(s.chunk) * (f64::from(s.kv) + f64::from(s.chunk) / 2.0);
+            }
+        }
+        if batch.decode_seqs == 0 && batch.prefill_tokens == 0 {
+            return None;
+        }
+        if batch.decode_seqs > 0 {
+            batch.decode_ctx = decode_ctx / f64::from(batch.decode_seqs);
+        }
+        if batch.prefill_tokens > 0 {
+            batch.prefill_ctx = prefill_pos / f64::from(batch.prefill_tokens);
+        }
+        let t = self.physics.step_time(&batch).max(0.0);
+        self.in_step = true;
+        self.step_s = t;
+        Some(t)
+    }
+
+    /// Ends the step begun by [`Replica::start_step`]: every sequence in it advances, and
+    /// tokens and completions go to `sink` in batch order. Does nothing if no step is under
+    /// way.
+    pub fn finish_step(&mut self, sink: &mut impl FnMut(Event)) {
+        if !self.in_step {
+            return;
+        }
+        self.in_step = false;
+        self.counters.steps += 1;
+        self.counters.busy_s += self.step_s;
+        let mut freed = 0;
+        let counters = &mut self.counters;
+        self.running.retain_mut(|s| {
+            if s.chunk == 0 {
+                return true;
+            }
+            let chunk = std::mem::take(&mut s.chunk);
+            let was_decoding = s.decoding();
+            s.kv += chunk;
+            if !was_decoding {
+                counters.tokens_prefilled += u64::from(chunk);
+                if s.kv < s.target {
+                    return true;
+                }
+            }
+            // A decode step, or the step that completes a (re)fill, produces one token.
+            s.generated += 1;
+            counters.tokens_out += 1;
+            if s.generated == 1 {
+                sink(Event::FirstToken(s.id));
+            } else {
+                sink(Event::Token(s.id));
+            }
+            if s.generated >= s.output {
+                sink(Event::Finished(s.id));
+                freed += s.blocks;
+                return false;
+            }
+            true
+        });
+        self.free_blocks += freed;
+    }
+
+    /// Takes every request out of the engine, as when the replica fails, and returns their
+    /// ids: running first, then waiting. The step under way, if any, is abandoned.
+    pub fn drain(&mut self) -> Vec<u64> {
+        let ids = self
+            .running
+            .drain(..)
+            .chain(self.waiting.drain(..))
+            .map(|s| s.id)
+            .collect();
+        self.free_blocks = self.config.kv_blocks;
+        self.in_step = false;
+        ids
+    }
+
+    /// Removes one request (its client went away). Returns whether it was here.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            let s = self.running.remove(i);
+            self.free_blocks += s.blocks;
+            return true;
+        }
+        if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            self.waiting.remove(i);
+            return true;
+        }
+        false
+    }
+
+    fn requeue(&mut self, mut s: Seq, sink: &mut impl FnMut(Event)) {
+        self.free_blocks += s.blocks;
+        self.counters.preemptions += 1;
+        s.blocks = 0;
+        s.chunk = 0;
+        s.kv = 0;
+        // Recompute the prompt and every token produced so far; the pass that finishes
+        // produces the next token.
+        s.target = s.prompt + s.generated;
+        sink(Event::Preempted(s.id));
+        self.waiting.push_front(s);
+    }
+}

@@ -1,0 +1,281 @@
+//! The replica engine against a step-time source whose every step takes one second, so
+//! that times count steps, and against the performance model.
+
+use proptest::prelude::*;
+use switchyard_perf::{Batch, Catalog, Deployment, Layout, Params, Precision};
+use switchyard_replica::{EngineConfig, Event, Physics, Refusal, Replica, Request, StepTime};
+
+#[derive(Debug, Clone, Default)]
+struct Unit;
+
+impl StepTime for Unit {
+    fn step_time(&self, _: &Batch) -> f64 {
+        1.0
+    }
+}
+
+fn config(max_batch: u32, budget: u32, blocks: u32) -> EngineConfig {
+    EngineConfig {
+        max_batch,
+        token_budget: budget,
+        block_tokens: 16,
+        kv_blocks: blocks,
+    }
+}
+
+/// Runs the engine until idle; returns (time, event) pairs with time counted in steps.
+fn run<S: StepTime>(r: &mut Replica<S>) -> Vec<(f64, Event)> {
+    let mut t = 0.0;
+    let mut out = Vec::new();
+    loop {
+        let mut ev = Vec::new();
+        let Some(dt) = r.start_step(&mut |e| ev.push(e)) else {
+            break;
+        };
+        out.extend(ev.into_iter().map(|e| (t, e)));
+        t += dt;
+        r.finish_step(&mut |e| out.push((t, e)));
+    }
+    out
+}
+
+fn time_of(events: &[(f64, Event)], want: Event) -> f64 {
+    events
+        .iter()
+        .find(|(_, e)| *e == want)
+        .map(|(t, _)| *t)
+        .expect("event present")
+}
+
+#[test]
+fn a_lone_request_takes_one_prefill_step_then_one_step_per_token() {
+    let mut r = Replica::new(Unit, config(8, 8192, 1000));
+    r.submit(Request {
+        id: 7,
+        prompt: 100,
+        output: 5,
+    })
+    .expect("fits");
+    let ev = run(&mut r);
+    assert_eq!(time_of(&ev, Event::Scheduled(7)), 0.0);
+    assert_eq!(time_of(&ev, Event::FirstToken(7)), 1.0);
+    assert_eq!(time_of(&ev, Event::Finished(7)), 5.0);
+    let tokens = ev.iter().filter(|(_, e)| *e == Event::Token(7)).count();
+    assert_eq!(tokens, 4);
+    assert_eq!(r.used_blocks(), 0);
+    assert_eq!(r.counters().tokens_out, 5);
+}
+
+#[test]
+fn long_prompts_are_prefilled_in_chunks_of_the_budget() {
+    let mut r = Replica::new(Unit, config(8, 1000, 10_000));
+    r.submit(Request {
+        id: 1,
+        prompt: 2500,
+        output: 1,
+    })
+    .expect("fits");
+    let ev = run(&mut r);
+    // 1000 + 1000 + 500 tokens: the first token comes out of the third step.
+    assert_eq!(time_of(&ev, Event::FirstToken(1)), 3.0);
+    assert_eq!(time_of(&ev, Event::Finished(1)), 3.0);
+}
+
+#[test]
+fn decoding_sequences_share_steps_with_a_new_prompt() {
+    /// Records the batch of every step.
+    #[derive(Debug)]
+    struct Spy<'a>(&'a std::cell::RefCell<Vec<Batch>>);
+    impl StepTime for Spy<'_> {
+        fn step_time(&self, b: &Batch) -> f64 {
+            self.0.borrow_mut().push(*b);
+            1.0
+        }
+    }
+    let seen = std::cell::RefCell::new(Vec::new());
+    let mut r = Replica::new(Spy(&seen), config(8, 8192, 10_000));
+    r.submit(Request {
+        id: 1,
+        prompt: 10,
+        output: 10,
+    })
+    .expect("fits");
+    let mut sink = |_| {};
+    r.start_step(&mut sink);
+    r.finish_step(&mut sink);
+    r.submit(Request {
+        id: 2,
+        prompt: 300,
+        output: 2,
+    })
+    .expect("fits");
+    r.start_step(&mut sink);
+    let shapes = seen.borrow();
+    assert_eq!(shapes[0].prefill_tokens, 10);
+    assert_eq!(shapes[0].decode_seqs, 0);
+    assert_eq!(shapes[1].decode_seqs, 1);
+    assert_eq!(shapes[1].prefill_tokens, 300);
+    assert!((shapes[1].decode_ctx - 10.0).abs() < 1e-9);
+    assert!((shapes[1].prefill_ctx - 150.0).abs() < 1e-9);
+}
+
+#[test]
+fn the_batch_limit_queues_the_rest() {
+    let mut r = Replica::new(Unit, config(2, 8192, 10_000));
+    for id in 0..3 {
+        r.submit(Request {
+            id,
+            prompt: 16,
+            output: 4,
+        })
+        .expect("fits");
+    }
+    let ev = run(&mut r);
+    assert_eq!(time_of(&ev, Event::Scheduled(0)), 0.0);
+    assert_eq!(time_of(&ev, Event::Scheduled(1)), 0.0);
+    // The third waits until the first two finish after four steps.
+    assert_eq!(time_of(&ev, Event::Scheduled(2)), 4.0);
+    assert_eq!(time_of(&ev, Event::Finished(2)), 8.0);
+}
+
+#[test]
+fn a_full_cache_preempts_the_latest_and_recomputes_it() {
+    // 8 blocks of 16 tokens: two sequences of 48 prompt tokens (3 blocks each) grow until
+    // they need 9 blocks between them.
+    let mut r = Replica::new(Unit, config(8, 8192, 8));
+    for id in 0..2 {
+        r.submit(Request {
+            id,
+            prompt: 48,
+            output: 60,
+        })
+        .expect("fits");
+    }
+    let ev = run(&mut r);
+    let preempted: Vec<u64> = ev
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Preempted(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(!preempted.is_empty());
+    assert_eq!(preempted[0], 1, "the latest admitted goes first");
+    for id in 0..2 {
+        let firsts = ev
+            .iter()
+            .filter(|(_, e)| *e == Event::FirstToken(id))
+            .count();
+        let tokens = ev.iter().filter(|(_, e)| *e == Event::Token(id)).count();
+        assert_eq!((firsts, tokens), (1, 59), "request {id}");
+    }
+    assert_eq!(r.counters().preemptions, preempted.len() as u64);
+    assert_eq!(r.used_blocks(), 0);
+    assert_eq!(r.outstanding(), 0);
+}
+
+#[test]
+fn a_request_larger_than_the_cache_is_refused() {
+    let mut r = Replica::new(Unit, config(8, 8192, 4));
+    let err = r
+        .submit(Request {
+            id: 1,
+            prompt: 60,
+            output: 10,
+        })
+        .expect_err("too long");
+    assert_eq!(
+        err,
+        Refusal::TooLong {
+            needed: 5,
+            capacity: 4
+        }
+    );
+}
+
+#[test]
+fn drain_and_cancel_free_everything() {
+    let mut r = Replica::new(Unit, config(1, 8192, 100));
+    for id in 0..3 {
+        r.submit(Request {
+            id,
+            prompt: 20,
+            output: 5,
+        })
+        .expect("fits");
+    }
+    let mut sink = |_| {};
+    r.start_step(&mut sink);
+    assert!(r.cancel(2));
+    assert!(!r.cancel(2));
+    assert_eq!(r.drain(), vec![0, 1]);
+    assert_eq!(r.used_blocks(), 0);
+    assert!(!r.in_step());
+    assert_eq!(r.start_step(&mut sink), None);
+}
+
+#[test]
+fn step_times_come_from_the_performance_model() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("llama-3.1-8b").expect("model"),
+        cat.system("h100-sxm").expect("system"),
+        Layout::replica(1, 1),
+        Precision::Bf16,
+    )
+    .expect("deployment");
+    let cfg = EngineConfig::for_deployment(&d, &p);
+    assert!(cfg.kv_blocks > 1000);
+    let mut r = Replica::new(
+        Physics {
+            deployment: d.clone(),
+            params: &p,
+        },
+        cfg,
+    );
+    r.submit(Request {
+        id: 0,
+        prompt: 1000,
+        output: 3,
+    })
+    .expect("fits");
+    let mut sink = |_| {};
+    let t = r.start_step(&mut sink).expect("a step");
+    assert!((t - d.prefill(&p, 1000.0)).abs() < 1e-12);
+    r.finish_step(&mut sink);
+    let t = r.start_step(&mut sink).expect("a step");
+    assert!((t - d.decode_step(&p, 1.0, 1000.0).time).abs() < 1e-12);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever the load and cache size, every request gets exactly one first token,
+    /// output − 1 further tokens and one completion, and the cache ends empty.
+    #[test]
+    fn every_request_completes_exactly_once(
+        reqs in prop::collection::vec((1u32..400, 1u32..80), 1..40),
+        blocks in 60u32..400,
+        batch in 1u32..16,
+        budget in 64u32..1024,
+    ) {
+        let mut r = Replica::new(Unit, config(batch, budget, blocks));
+        let mut accepted = Vec::new();
+        for (id, (prompt, output)) in reqs.iter().enumerate() {
+            let req = Request { id: id as u64, prompt: *prompt, output: *output };
+            if r.submit(req).is_ok() {
+                accepted.push(req);
+            }
+        }
+        let ev = run(&mut r);
+        for req in &accepted {
+            let count = |want: Event| ev.iter().filter(|(_, e)| *e == want).count();
+            prop_assert_eq!(count(Event::FirstToken(req.id)), 1);
+            prop_assert_eq!(count(Event::Token(req.id)), req.output as usize - 1);
+            prop_assert_eq!(count(Event::Finished(req.id)), 1);
+            prop_assert_eq!(count(Event::Scheduled(req.id)), 1);
+        }
+        prop_assert_eq!(r.used_blocks(), 0);
+        prop_assert_eq!(r.outstanding(), 0);
+    }
+}

@@ -1,0 +1,378 @@
+//! The router: which deployment serves the next request, and which ones to avoid.
+//!
+//! One library for the live gateway and the simulator, so that a policy tried in simulation
+//! is the policy that serves. It sees only what a gateway can see: the requests it has in
+//! flight per target, the time to first token and time per output token it observed, the
+//! failures it saw, and the figures it was configured with (weights, prices, priorities,
+//! predicted latency and capacity from the performance model). It holds no clock: callers
+//! pass the time in seconds, wall or virtual.
+//!
+//! Health is passive, as in Envoy's outlier detection and LiteLLM's cool-downs: a target that
+//! fails `eject_after` times in a row is ejected for `cooldown_s`, then tried again. When
+//! every eligible target is ejected the router still answers with one of them (Envoy's panic
+//! routing), since refusing outright would turn a brief blip into lost requests.
+
+use serde::Deserialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// A routing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Each target in turn.
+    RoundRobin,
+    /// The fewest requests in flight relative to capacity.
+    LeastOutstanding,
+    /// The lowest expected time to the last token: observed (or predicted) time to first
+    /// token plus output time, plus the queueing its load implies.
+    Latency,
+    /// Random in proportion to configured weights.
+    Weighted,
+    /// The cheapest target with spare capacity, spilling to the next cheapest.
+    Cost,
+    /// The most preferred target with spare capacity, spilling over in order.
+    Priority,
+}
+
+impl Policy {
+    /// Every policy, for help texts.
+    pub const ALL: [Policy; 6] = [
+        Policy::RoundRobin,
+        Policy::LeastOutstanding,
+        Policy::Latency,
+        Policy::Weighted,
+        Policy::Cost,
+        Policy::Priority,
+    ];
+
+    /// The policy's name in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastOutstanding => "least-outstanding",
+            Policy::Latency => "latency",
+            Policy::Weighted => "weighted",
+            Policy::Cost => "cost",
+            Policy::Priority => "priority",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown policy name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown routing policy `{0}`; known: round-robin, least-outstanding, latency, weighted, cost, priority")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for Policy {
+    type Err = UnknownPolicy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+/// A deployment the router can send requests to, with its configured figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Name, for reports and error messages.
+    pub name: String,
+    /// Share for the weighted policy.
+    pub weight: f64,
+    /// Price for the cost policy, USD per million output tokens.
+    pub usd_per_mtok: f64,
+    /// Preference for the priority policy: lower goes first.
+    pub priority: u32,
+    /// Traffic classes the target takes; empty takes every class.
+    pub classes: Vec<String>,
+    /// Predicted time to first token when lightly loaded, in seconds.
+    pub ttft_s: f64,
+    /// Predicted time per output token, in seconds.
+    pub tpot_s: f64,
+    /// Requests the target serves concurrently before they start to queue.
+    pub capacity: f64,
+}
+
+impl Target {
+    /// A target with neutral figures: weight 1, free, priority 0, every class, unknown
+    /// latency (zero), capacity 1.
+    pub fn named(name: &str) -> Self {
+        Target {
+            name: name.to_string(),
+            weight: 1.0,
+            usd_per_mtok: 0.0,
+            priority: 0,
+            classes: Vec::new(),
+            ttft_s: 0.0,
+            tpot_s: 0.0,
+            capacity: 1.0,
+        }
+    }
+
+    fn takes(&self, class: Option<&str>) -> bool {
+        self.classes.is_empty() || class.is_some_and(|c| self.classes.iter().any(|x| x == c))
+    }
+}
+
+/// Passive health settings.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Consecutive failures that eject a target.
+    pub eject_after: u32,
+    /// Seconds an ejected target is left alone.
+    pub cooldown_s: f64,
+}
+
+impl Default for Health {
+    /// Three failures in a row, then 30 s out: quick enough to route around an outage within
+    /// a handful of requests, long enough not to hammer a provider that is down.
+    fn default() -> Self {
+        Health {
+            eject_after: 3,
+            cooldown_s: 30.0,
+        }
+    }
+}
+
+/// What the router has seen of one target.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// Requests sent and not yet ended.
+    pub outstanding: u32,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed.
+    pub failures: u64,
+    /// Times the target was ejected.
+    pub ejections: u64,
+    /// Moving average of observed time to first token, seconds.
+    pub ttft_s: Option<f64>,
+    /// Moving average of observed time per output token, seconds.
+    pub tpot_s: Option<f64>,
+    consecutive_failures: u32,
+    ejected_until: f64,
+}
+
+/// Weight of the newest observation in the moving averages: about the last ten requests
+/// count, so a slowing provider shows within seconds at production rates.
+const EWMA_ALPHA: f64 = 0.1;
+
+/// Output tokens assumed when a request does not say how many it wants.
+const DEFAULT_OUTPUT_TOKENS: f64 = 256.0;
+
+/// What a request asks of the router.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    /// Its traffic class, if any.
+    pub class: Option<&'a str>,
+    /// Output tokens it expects (`max_tokens`), if known.
+    pub output_tokens: Option<u32>,
+    /// Targets already tried for this request.
+    pub exclude: &'a [usize],
+}
+
+/// The router over a fixed list of targets.
+#[derive(Debug, Clone)]
+pub struct Router {
+    policy: Policy,
+    targets: Vec<Target>,
+    seen: Vec<Observed>,
+    health: Health,
+    next: usize,
+    rng: u64,
+}
+
+impl Router {
+    /// A router; `seed` drives the weighted policy's draws, so simulation is repeatable.
+    pub fn new(policy: Policy, targets: Vec<Target>, health: Health, seed: u64) -> Self {
+        let n = targets.len();
+        Router {
+            policy,
+            targets,
+            seen: vec![Observed::default(); n],
+            health,
+            next: 0,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The targets, in configuration order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// What the router has seen of target `i`.
+    pub fn observed(&self, i: usize) -> &Observed {
+        &self.seen[i]
+    }
+
+    /// Whether target `i` is ejected at `now`.
+    pub fn is_ejected(&self, i: usize, now: f64) -> bool {
+        self.seen[i].ejected_until > now
+    }
+
+    /// The target for a request, or `None` when no target takes its class or every one was
+    /// already tried.
+    pub fn pick(&mut self, now: f64, ask: &Ask<'_>) -> Option<usize> {
+        let eligible = |i: &usize| !ask.exclude.contains(i) && self.targets[*i].takes(ask.class);
+        let mut pool: Vec<usize> = (0..self.targets.len())
+            .filter(eligible)
+            .filter(|&i| !self.is_ejected(i, now))
+            .collect();
+        if pool.is_empty() {
+            pool = (0..self.targets.len()).filter(eligible).collect();
+            // Panic routing: the one whose cool-down ends first.
+            return pool.into_iter().min_by(|&a, &b| {
+                self.seen[a]
+                    .ejected_until
+                    .total_cmp(&self.seen[b].ejected_until)
+            });
+        }
+        let load =
+            |i: usize| f64::from(self.seen[i].outstanding) / self.targets[i].capacity.max(1e-9);
+        let spare = |i: usize| f64::from(self.seen[i].outstanding) < self.targets[i].capacity;
+        let by = |key: &dyn Fn(usize) -> f64, pool: &[usize]| {
+            pool.iter()
+                .copied()
+                .min_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)))
+        };
+        let chosen = match self.policy {
+            Policy::RoundRobin => {
+                let n = self.targets.len();
+                let start = self.next;
+                let pick = (0..n).map(|k| (start + k) % n).find(|i| pool.contains(i));
+                if let Some(i) = pick {
+                    self.next = (i + 1) % n;
+                }
+                pick
+            }
+            Policy::LeastOutstanding => by(&load, &pool),
+            Policy::Latency => {
+                let n = ask.output_tokens.map_or(DEFAULT_OUTPUT_TOKENS, f64::from);
+                let cost = |i: usize| self.expected_latency(i, n);
+                by(&cost, &pool)
+            }
+            Policy::Weighted => {
+                let total: f64 = pool.iter().map(|&i| self.targets[i].weight.max(0.0)).sum();
+                let mut x = self.uniform() * total;
+                let mut pick = pool.last().copied();
+                for &i in &pool {
+                    x -= self.targets[i].weight.max(0.0);
+                    if x < 0.0 {
+                        pick = Some(i);
+                        break;
+                    }
+                }
+                pick
+            }
+            Policy::Cost | Policy::Priority => {
+                let rank = |i: usize| match self.policy {
+                    Policy::Cost => self.targets[i].usd_per_mtok,
+                    _ => f64::from(self.targets[i].priority),
+                };
+                let open: Vec<usize> = pool.iter().copied().filter(|&i| spare(i)).collect();
+                if open.is_empty() {
+                    by(&load, &pool)
+                } else {
+                    by(&rank, &open)
+                }
+            }
+        };
+        chosen
+    }
+
+    /// Expected seconds until the last of `n` output tokens on target `i`: time to first token
+    /// (observed, else predicted), output time, and the wait its queue implies when more
+    /// requests are in flight than it serves at once (each excess request holds a slot for one
+    /// service time, spread over `capacity` slots).
+    pub fn expected_latency(&self, i: usize, n: f64) -> f64 {
+        let t = &self.targets[i];
+        let s = &self.seen[i];
+        let ttft = s.ttft_s.unwrap_or(t.ttft_s);
+        let tpot = s.tpot_s.unwrap_or(t.tpot_s);
+        let service = ttft + n * tpot;
+        let cap = t.capacity.max(1e-9);
+        let excess = (f64::from(s.outstanding) + 1.0 - cap).max(0.0);
+        service + excess / cap * service
+    }
+
+    /// A request went to target `i`.
+    pub fn dispatched(&mut self, i: usize) {
+        let s = &mut self.seen[i];
+        s.outstanding += 1;
+        s.requests += 1;
+    }
+
+    /// Target `i` produced the first token after `ttft_s`.
+    pub fn first_token(&mut self, i: usize, ttft_s: f64) {
+        let s = &mut self.seen[i];
+        s.ttft_s = Some(ewma(s.ttft_s, ttft_s));
+    }
+
+    /// A request on target `i` ended well; `tpot_s` is its time per output token, when it
+    /// produced more than one.
+    pub fn succeeded(&mut self, i: usize, tpot_s: Option<f64>) {
+        let s = &mut self.seen[i];
+        s.outstanding = s.outstanding.saturating_sub(1);
+        s.consecutive_failures = 0;
+        if let Some(t) = tpot_s {
+            s.tpot_s = Some(ewma(s.tpot_s, t));
+        }
+    }
+
+    /// A request on target `i` failed at `now` (connect error, 429, 5xx, timeout). Returns
+    /// whether this failure ejected the target.
+    pub fn failed(&mut self, i: usize, now: f64) -> bool {
+        let health = self.health;
+        let s = &mut self.seen[i];
+        s.outstanding = s.outstanding.saturating_sub(1);
+        s.failures += 1;
+        s.consecutive_failures += 1;
+        if s.consecutive_failures >= health.eject_after && s.ejected_until <= now {
+            s.ejected_until = now + health.cooldown_s;
+            s.ejections += 1;
+            s.consecutive_failures = 0;
+            return true;
+        }
+        false
+    }
+
+    /// A request on target `i` ended without a verdict on the target (the client left).
+    pub fn abandoned(&mut self, i: usize) {
+        let s = &mut self.seen[i];
+        s.outstanding = s.outstanding.saturating_sub(1);
+    }
+
+    /// A uniform draw in [0, 1) from SplitMix64 (Steele, Lea and Flood, OOPSLA 2014): the
+    /// weighted policy needs only a fast repeatable stream, not a cryptographic one.
+    fn uniform(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // The top 53 bits fill a double's mantissa exactly.
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn ewma(old: Option<f64>, x: f64) -> f64 {
+    match old {
+        Some(o) => o + EWMA_ALPHA * (x - o),
+        None => x,
+    }
+}

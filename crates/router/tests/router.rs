@@ -1,0 +1,206 @@
+//! Routing policies and passive health.
+
+use switchyard_router::{Ask, Health, Policy, Router, Target};
+
+fn target(name: &str, f: impl FnOnce(&mut Target)) -> Target {
+    let mut t = Target::named(name);
+    f(&mut t);
+    t
+}
+
+fn three() -> Vec<Target> {
+    vec![
+        target("a", |_| {}),
+        target("b", |_| {}),
+        target("c", |_| {}),
+    ]
+}
+
+#[test]
+fn policies_parse_by_name_and_unknown_names_list_the_known() {
+    for p in Policy::ALL {
+        assert_eq!(p.name().parse::<Policy>().expect("parses"), p);
+    }
+    let err = "fastest".parse::<Policy>().expect_err("unknown");
+    assert!(err.to_string().contains("least-outstanding"));
+}
+
+#[test]
+fn round_robin_cycles_and_skips_excluded_targets() {
+    let mut r = Router::new(Policy::RoundRobin, three(), Health::default(), 1);
+    let picks: Vec<usize> = (0..6)
+        .map(|_| r.pick(0.0, &Ask::default()).expect("a target"))
+        .collect();
+    assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    let ask = Ask {
+        exclude: &[0, 1],
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &ask), Some(2));
+    let all = Ask {
+        exclude: &[0, 1, 2],
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &all), None);
+}
+
+#[test]
+fn least_outstanding_weighs_load_by_capacity() {
+    let targets = vec![
+        target("small", |t| t.capacity = 2.0),
+        target("big", |t| t.capacity = 20.0),
+    ];
+    let mut r = Router::new(Policy::LeastOutstanding, targets, Health::default(), 1);
+    let mut counts = [0; 2];
+    for _ in 0..22 {
+        let i = r.pick(0.0, &Ask::default()).expect("a target");
+        r.dispatched(i);
+        counts[i] += 1;
+    }
+    assert_eq!(counts, [2, 20]);
+}
+
+#[test]
+fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
+    let targets = vec![
+        target("wafer", |t| {
+            t.ttft_s = 0.2;
+            t.tpot_s = 0.002;
+            t.capacity = 4.0;
+        }),
+        target("gpu", |t| {
+            t.ttft_s = 0.5;
+            t.tpot_s = 0.02;
+            t.capacity = 64.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
+    let ask = Ask {
+        output_tokens: Some(200),
+        ..Ask::default()
+    };
+    let mut picks = Vec::new();
+    for _ in 0..40 {
+        let i = r.pick(0.0, &ask).expect("a target");
+        r.dispatched(i);
+        picks.push(i);
+    }
+    // wafer: 0.6 s per request, gpu 4.5 s: the wafer takes requests until its queue of
+    // excess requests makes it slower than an idle GPU slot.
+    assert_eq!(picks[0], 0);
+    assert!(picks.contains(&1));
+    let wafer = picks.iter().filter(|&&i| i == 0).count();
+    assert!((20..=40).contains(&wafer), "wafer took {wafer}");
+    // Observed latency replaces the prediction: a wafer seen to be slow loses its lead.
+    let mut r2 = Router::new(Policy::Latency, r.targets().to_vec(), Health::default(), 1);
+    for _ in 0..50 {
+        r2.first_token(0, 10.0);
+    }
+    assert_eq!(r2.pick(0.0, &ask), Some(1));
+}
+
+#[test]
+fn weighted_draws_follow_the_weights_and_repeat_for_a_seed() {
+    let targets = vec![
+        target("a", |t| t.weight = 3.0),
+        target("b", |t| t.weight = 1.0),
+    ];
+    let draw = |seed| {
+        let mut r = Router::new(Policy::Weighted, targets.clone(), Health::default(), seed);
+        (0..20_000)
+            .map(|_| r.pick(0.0, &Ask::default()).expect("a target"))
+            .collect::<Vec<_>>()
+    };
+    let a = draw(7);
+    assert_eq!(a, draw(7));
+    assert_ne!(a, draw(8));
+    let share = a.iter().filter(|&&i| i == 0).count() as f64 / a.len() as f64;
+    assert!((share - 0.75).abs() < 0.01, "share {share}");
+}
+
+#[test]
+fn cost_takes_the_cheapest_with_room_then_spills() {
+    let targets = vec![
+        target("dear", |t| {
+            t.usd_per_mtok = 2.0;
+            t.capacity = 10.0;
+        }),
+        target("cheap", |t| {
+            t.usd_per_mtok = 0.5;
+            t.capacity = 3.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Cost, targets, Health::default(), 1);
+    let mut picks = Vec::new();
+    for _ in 0..5 {
+        let i = r.pick(0.0, &Ask::default()).expect("a target");
+        r.dispatched(i);
+        picks.push(i);
+    }
+    assert_eq!(picks, vec![1, 1, 1, 0, 0]);
+}
+
+#[test]
+fn priority_respects_classes_and_falls_back_in_order() {
+    let targets = vec![
+        target("gpu", |t| t.priority = 1),
+        target("wafer", |t| {
+            t.priority = 0;
+            t.classes = vec!["interactive".into()];
+        }),
+    ];
+    let mut r = Router::new(Policy::Priority, targets, Health::default(), 1);
+    let interactive = Ask {
+        class: Some("interactive"),
+        ..Ask::default()
+    };
+    let batch = Ask {
+        class: Some("batch"),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &interactive), Some(1));
+    assert_eq!(r.pick(0.0, &batch), Some(0));
+    // The preferred target failed for this request: the next in order takes it.
+    let retry = Ask {
+        exclude: &[1],
+        ..interactive
+    };
+    assert_eq!(r.pick(0.0, &retry), Some(0));
+}
+
+#[test]
+fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
+    let health = Health {
+        eject_after: 3,
+        cooldown_s: 30.0,
+    };
+    let mut r = Router::new(Policy::Priority, three(), health, 1);
+    for k in 0..3 {
+        r.dispatched(0);
+        let ejected = r.failed(0, 10.0);
+        assert_eq!(ejected, k == 2);
+    }
+    assert!(r.is_ejected(0, 39.9));
+    assert!(!r.is_ejected(0, 40.0));
+    assert_eq!(r.pick(20.0, &Ask::default()), Some(1));
+    assert_eq!(r.pick(40.0, &Ask::default()), Some(0));
+    assert_eq!(r.observed(0).ejections, 1);
+    assert_eq!(r.observed(0).outstanding, 0);
+    // A success in between resets the run of failures.
+    r.dispatched(1);
+    r.failed(1, 50.0);
+    r.dispatched(1);
+    r.failed(1, 50.0);
+    r.dispatched(1);
+    r.succeeded(1, Some(0.01));
+    r.dispatched(1);
+    assert!(!r.failed(1, 50.0));
+    // With every target ejected, the one back soonest still gets the request.
+    for (i, t) in [(0, 100.0), (1, 101.0), (2, 102.0)] {
+        for _ in 0..3 {
+            r.dispatched(i);
+            r.failed(i, t);
+        }
+    }
+    assert_eq!(r.pick(110.0, &Ask::default()), Some(0));
+}
