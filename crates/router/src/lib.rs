@@ -296,18 +296,18 @@ impl Router {
     }
 
     /// Expected seconds until the last of `n` output tokens on target `i`: time to first token
-    /// (observed, else predicted), output time, and the wait its queue implies when more
-    /// requests are in flight than it serves at once (each excess request holds a slot for one
-    /// service time, spread over `capacity` slots).
+    /// plus output time (observed, else predicted), stretched by the target's load. Each
+    /// request in flight takes a share 1/capacity of the target, and a step slows as its
+    /// batch fills, so the estimate grows by that share per request; past capacity the
+    /// same term is the wait for a slot. Growing smoothly with load spreads requests over
+    /// targets of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
         let ttft = s.ttft_s.unwrap_or(t.ttft_s);
         let tpot = s.tpot_s.unwrap_or(t.tpot_s);
         let service = ttft + n * tpot;
-        let cap = t.capacity.max(1e-9);
-        let excess = (f64::from(s.outstanding) + 1.0 - cap).max(0.0);
-        service + excess / cap * service
+        service * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
     }
 
     /// A request went to target `i`.

@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod predict;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Validate(predict::ValidateArgs),
     /// List the catalog with sources.
     Catalog(predict::CatalogArgs),
+    /// Simulate a fleet under a workload: trace replay, routing, failures.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// An error that is the user's to fix: printed as one line, exit status 2.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => predict::compare(&cat, &a),
         Command::Validate(a) => predict::validate(&cat, &a),
         Command::Catalog(a) => predict::catalog(&cat, &a),
+        Command::Simulate(a) => simulate::simulate(&cat, &a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

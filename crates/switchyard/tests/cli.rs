@@ -208,3 +208,102 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+fn out_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-sim-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
+    let dir = out_dir("builtin");
+    let o = run(&[
+        "simulate",
+        "--requests",
+        "2000",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in [
+        "by provider",
+        "by class",
+        "cs3",
+        "h100",
+        "interactive",
+        "goodput",
+    ] {
+        assert!(out.contains(needle), "missing {needle} in\n{out}");
+    }
+    let csv = std::fs::read_to_string(dir.join("requests.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 2001);
+    assert!(csv.starts_with("id,class,provider"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("json"))
+            .expect("valid JSON");
+    assert_eq!(json["arrivals"], 2000);
+    assert_eq!(json["providers"].as_array().map(Vec::len), Some(2));
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("Time to first token"));
+    assert!(!html.contains("<script"));
+}
+
+#[test]
+fn simulate_outputs_are_byte_identical_for_a_seed() {
+    let go = |name: &str, seed: &str| {
+        let dir = out_dir(name);
+        let o = run(&[
+            "simulate",
+            "--scenario",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/outage.toml"),
+            "--requests",
+            "3000",
+            "--rate-x",
+            "4",
+            "--seed",
+            seed,
+            "--out",
+            dir.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        ["requests.csv", "summary.json", "report.html"]
+            .map(|f| std::fs::read(dir.join(f)).expect("output"))
+    };
+    let a = go("a", "5");
+    let b = go("b", "5");
+    let c = go("c", "6");
+    assert_eq!(a, b);
+    assert_ne!(a[0], c[0]);
+}
+
+#[test]
+fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
+    let path = temp_file(
+        "bad-scenario.toml",
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"tpu-v9\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n",
+    );
+    let o = run(&["simulate", "--scenario", path.to_str().expect("utf-8")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad-scenario.toml"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("field `system`"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let o = run(&[
+        "simulate",
+        "--trace",
+        path.to_str().expect("utf-8"),
+        "--requests",
+        "10",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("arrived_at"),
+        "{err}"
+    );
+}

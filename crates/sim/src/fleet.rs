@@ -1,0 +1,889 @@
+//! The discrete-event loop: arrivals, routing, replica steps and failures in virtual time.
+//!
+//! Events sit in one binary heap ordered by time and then by insertion, so ties resolve the
+//! same way every run. Only the next arrival is ever queued, each replica has at most one step
+//! in flight, and a request's state is freed when it ends: memory grows with the fleet and the
+//! requests in flight, not with the length of the run.
+//!
+//! Requests reach providers through the shared router exactly as the gateway sends them: the
+//! router picks a provider from what it has observed; inside a provider the pool's balancer
+//! sends the request to the replica with the fewest requests (a provider's own load
+//! balancer). A request whose provider fails before its first token is retried on another
+//! provider, up to the attempt limit; one that fails after its first token has reached the
+//! client ends as failed, as a broken stream would.
+
+use crate::scenario::{Failure, Scenario};
+use crate::stats::{Bin, FailureCount, Group, Histogram, Little, Record, Summary};
+use crate::workload::{Arrival, Workload};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use switchyard_perf::Params;
+use switchyard_replica::{Event, Physics, Replica, Request};
+use switchyard_router::{Ask, Router};
+
+/// Options of a run that are not part of the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Time bins in the report's time series (about; the run may overrun its horizon).
+    pub bins: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { bins: 120 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Arrival,
+    Step { pool: u32, slot: u32, epoch: u32 },
+    FailureStart(u32),
+    FailureEnd(u32),
+}
+
+/// A scheduled event. Times are non-negative, and the bit patterns of non-negative doubles
+/// order as the numbers do, so the heap compares two integers instead of two floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ev {
+    key: (u64, u64),
+    kind: Kind,
+}
+
+impl Ev {
+    fn t(&self) -> f64 {
+        f64::from_bits(self.key.0)
+    }
+}
+
+impl PartialOrd for Ev {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ev {
+    /// Reversed, so that the max-heap yields the earliest event first (ties: first pushed).
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.key.cmp(&self.key)
+    }
+}
+
+/// Index of the replica with the fewest requests among those up: a segment tree over
+/// (requests, index), so a pick and an update cost O(log n) on a thousand-replica pool.
+#[derive(Debug, Clone)]
+struct LoadTree {
+    size: usize,
+    nodes: Vec<(u32, u32)>,
+}
+
+impl LoadTree {
+    const DOWN: u32 = u32::MAX;
+
+    fn new(n: usize) -> Self {
+        let size = n.next_power_of_two().max(1);
+        let mut nodes = vec![(Self::DOWN, u32::MAX); 2 * size];
+        for i in 0..n {
+            nodes[size + i] = (0, i as u32);
+        }
+        let mut t = LoadTree { size, nodes };
+        for k in (1..size).rev() {
+            t.nodes[k] = t.nodes[2 * k].min(t.nodes[2 * k + 1]);
+        }
+        t
+    }
+
+    fn set(&mut self, i: usize, v: u32) {
+        let mut k = self.size + i;
+        // Most steps leave a replica's request count as it was.
+        if self.nodes[k].0 == v {
+            return;
+        }
+        self.nodes[k].0 = v;
+        while k > 1 {
+            k /= 2;
+            self.nodes[k] = self.nodes[2 * k].min(self.nodes[2 * k + 1]);
+        }
+    }
+
+    fn best(&self) -> Option<usize> {
+        let (v, i) = self.nodes[1];
+        (v != Self::DOWN).then_some(i as usize)
+    }
+}
+
+#[derive(Debug)]
+struct Slot<'a> {
+    engine: Replica<Physics<'a>>,
+    up: bool,
+    busy: bool,
+    epoch: u32,
+    step_s: f64,
+    busy_s: f64,
+}
+
+#[derive(Debug)]
+struct Pool<'a> {
+    slots: Vec<Slot<'a>>,
+    tree: LoadTree,
+    down: bool,
+    slow: f64,
+    preemptions: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    id: u64,
+    a: Arrival,
+    attempts: u32,
+    tried: u64,
+    provider: u32,
+    slot: u32,
+    dispatched_at: f64,
+    queue_s: Option<f64>,
+    first_at: Option<f64>,
+    fallback: bool,
+}
+
+/// Statistics of one (provider, class) cell.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    completed: u64,
+    failed: u64,
+    good: u64,
+    fallbacks_in: u64,
+    queue: Histogram,
+    ttft: Histogram,
+    tpot: Histogram,
+    e2e: Histogram,
+    prompt_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Cell {
+    fn merge(&mut self, o: &Cell) {
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.good += o.good;
+        self.fallbacks_in += o.fallbacks_in;
+        self.queue.merge(&o.queue);
+        self.ttft.merge(&o.ttft);
+        self.tpot.merge(&o.tpot);
+        self.e2e.merge(&o.e2e);
+        self.prompt_tokens += o.prompt_tokens;
+        self.output_tokens += o.output_tokens;
+    }
+
+    fn group(&self, name: &str, duration: f64) -> Group {
+        let requests = self.completed + self.failed;
+        Group {
+            name: name.to_string(),
+            requests,
+            completed: self.completed,
+            failed: self.failed,
+            goodput: if requests > 0 {
+                self.good as f64 / requests as f64
+            } else {
+                0.0
+            },
+            fallbacks_in: self.fallbacks_in,
+            queue_s: self.queue.summary(),
+            ttft_s: self.ttft.summary(),
+            tpot_s: self.tpot.summary(),
+            e2e_s: self.e2e.summary(),
+            prompt_tokens: self.prompt_tokens,
+            output_tokens: self.output_tokens,
+            throughput_tok_s: if duration > 0.0 {
+                self.output_tokens as f64 / duration
+            } else {
+                0.0
+            },
+            utilization: None,
+            preemptions: None,
+            joules_per_token: None,
+            usd_per_mtok: None,
+        }
+    }
+}
+
+/// Reasons a request fails, as they appear in reports.
+mod reason {
+    pub const NO_PROVIDER: &str = "no provider takes its class";
+    pub const DOWN: &str = "every provider tried was down";
+    pub const MID_STREAM: &str = "provider failed after the first token";
+    pub const TOO_LONG: &str = "prompt and output exceed the replica's KV cache";
+}
+
+/// Latency histograms of the run, for charts: TTFT and end-to-end per provider.
+#[derive(Debug, Clone, Default)]
+pub struct Distributions {
+    /// Per provider, in scenario order: time to first token.
+    pub ttft: Vec<Histogram>,
+    /// Per provider: end-to-end latency.
+    pub e2e: Vec<Histogram>,
+    /// Per class: time to first token.
+    pub class_ttft: Vec<Histogram>,
+}
+
+struct Sim<'s, 'a, F> {
+    scn: &'s Scenario<'a>,
+    params: &'a Params,
+    now: f64,
+    seq: u64,
+    heap: BinaryHeap<Ev>,
+    pools: Vec<Pool<'a>>,
+    router: Router,
+    reqs: Vec<Req>,
+    free: Vec<u32>,
+    events: Vec<Event>,
+    exclude: Vec<usize>,
+    cells: Vec<Cell>,
+    unrouted: Vec<Cell>,
+    windows: Vec<(f64, f64, Cell)>,
+    failures: BTreeMap<(usize, &'static str), u64>,
+    in_system: u64,
+    area: f64,
+    last_t: f64,
+    sojourn: f64,
+    arrivals: u64,
+    ended: u64,
+    bin_s: f64,
+    bins: Vec<Bin>,
+    end_t: f64,
+    sink: F,
+}
+
+/// Runs a scenario. Each request's outcome goes to `sink` when it ends, in order of ending;
+/// `progress` is called now and then with the share of arrivals produced (0 to 1).
+pub fn simulate<'a, F: FnMut(&Record<'_>)>(
+    scn: &Scenario<'a>,
+    params: &'a Params,
+    opts: RunOptions,
+    sink: F,
+    progress: &mut dyn FnMut(f64),
+) -> (Summary, Distributions) {
+    let mut workload = Workload::new(scn.workload.clone(), scn.trace.clone(), scn.seed);
+    let expected = workload.expected_requests();
+    let horizon = workload.horizon().unwrap_or(60.0).max(1e-3);
+    let pools = scn
+        .providers
+        .iter()
+        .map(|p| Pool {
+            slots: (0..p.replicas)
+                .map(|_| Slot {
+                    engine: Replica::new(
+                        Physics {
+                            deployment: p.deployment.clone(),
+                            params,
+                        },
+                        p.engine,
+                    ),
+                    up: true,
+                    busy: false,
+                    epoch: 0,
+                    step_s: 0.0,
+                    busy_s: 0.0,
+                })
+                .collect(),
+            tree: LoadTree::new(p.replicas as usize),
+            down: false,
+            slow: 1.0,
+            preemptions: 0,
+        })
+        .collect();
+    let router = Router::new(
+        scn.policy,
+        scn.providers.iter().map(|p| p.target.clone()).collect(),
+        scn.health,
+        scn.seed,
+    );
+    let nc = scn.classes.len();
+    let mut sim = Sim {
+        scn,
+        params,
+        now: 0.0,
+        seq: 0,
+        heap: BinaryHeap::new(),
+        pools,
+        router,
+        reqs: Vec::new(),
+        free: Vec::new(),
+        events: Vec::new(),
+        exclude: Vec::new(),
+        cells: vec![Cell::default(); scn.providers.len() * nc],
+        unrouted: vec![Cell::default(); nc],
+        windows: scn
+            .failures
+            .iter()
+            .map(|f| {
+                let (a, b) = match *f {
+                    Failure::Outage { start, end, .. } | Failure::Slowdown { start, end, .. } => {
+                        (start, end)
+                    }
+                    Failure::Replica { start, end, .. } => (start, end.unwrap_or(f64::INFINITY)),
+                };
+                (a, b, Cell::default())
+            })
+            .collect(),
+        failures: BTreeMap::new(),
+        in_system: 0,
+        area: 0.0,
+        last_t: 0.0,
+        sojourn: 0.0,
+        arrivals: 0,
+        ended: 0,
+        bin_s: horizon / opts.bins.max(1) as f64,
+        bins: Vec::new(),
+        end_t: 0.0,
+        sink,
+    };
+    for (i, f) in scn.failures.iter().enumerate() {
+        let (start, end) = match *f {
+            Failure::Outage { start, end, .. } | Failure::Slowdown { start, end, .. } => {
+                (start, Some(end))
+            }
+            Failure::Replica { start, end, .. } => (start, end),
+        };
+        sim.push(start, Kind::FailureStart(i as u32));
+        if let Some(e) = end {
+            sim.push(e, Kind::FailureEnd(i as u32));
+        }
+    }
+    let mut next = workload.next();
+    if let Some(a) = next {
+        sim.push(a.at, Kind::Arrival);
+    }
+    let step = expected.map_or(u64::MAX, |n| (n / 100).max(1));
+    while let Some(ev) = sim.heap.pop() {
+        // Failure events after the last request add nothing to the run.
+        if next.is_none() && sim.in_system == 0 && !matches!(ev.kind, Kind::Step { .. }) {
+            continue;
+        }
+        sim.advance(ev.t());
+        match ev.kind {
+            Kind::Arrival => {
+                if let Some(a) = next.take() {
+                    sim.arrive(a);
+                    if sim.arrivals.is_multiple_of(step) {
+                        if let Some(n) = expected {
+                            progress(sim.arrivals as f64 / n.max(1) as f64);
+                        }
+                    }
+                }
+                next = workload.next();
+                if let Some(a) = next {
+                    sim.push(a.at.max(sim.now), Kind::Arrival);
+                }
+            }
+            Kind::Step { pool, slot, epoch } => sim.step_done(pool as usize, slot as usize, epoch),
+            Kind::FailureStart(i) => sim.failure(i as usize, true),
+            Kind::FailureEnd(i) => sim.failure(i as usize, false),
+        }
+    }
+    progress(1.0);
+    sim.finish()
+}
+
+impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
+    fn push(&mut self, t: f64, kind: Kind) {
+        self.seq += 1;
+        self.heap.push(Ev {
+            key: (t.max(0.0).to_bits(), self.seq),
+            kind,
+        });
+    }
+
+    /// Moves the clock to `t`, integrating requests in the system and closing time bins.
+    fn advance(&mut self, t: f64) {
+        let t = t.max(self.now);
+        self.area += self.in_system as f64 * (t - self.last_t);
+        self.last_t = t;
+        self.now = t;
+        while (self.bins.len() as f64) * self.bin_s <= t {
+            if let Some(b) = self.bins.last_mut() {
+                b.queued = self
+                    .pools
+                    .iter()
+                    .flat_map(|p| &p.slots)
+                    .map(|s| s.engine.waiting() as u64)
+                    .sum();
+                b.in_system = self.in_system;
+            }
+            let start_s = self.bins.len() as f64 * self.bin_s;
+            self.bins.push(Bin {
+                start_s,
+                arrivals: 0,
+                completed: 0,
+                failed: 0,
+                tokens: vec![0; self.pools.len()],
+                queued: 0,
+                in_system: 0,
+                mean_ttft_s: None,
+                fallbacks: vec![0; self.pools.len()],
+                ttft_sum: 0.0,
+            });
+        }
+    }
+
+    fn bin(&mut self) -> &mut Bin {
+        let i = ((self.now / self.bin_s) as usize).min(self.bins.len().saturating_sub(1));
+        &mut self.bins[i]
+    }
+
+    fn arrive(&mut self, a: Arrival) {
+        let id = self.arrivals;
+        self.arrivals += 1;
+        self.in_system += 1;
+        self.bin().arrivals += 1;
+        let r = Req {
+            id,
+            a,
+            attempts: 0,
+            tried: 0,
+            provider: u32::MAX,
+            slot: u32::MAX,
+            dispatched_at: self.now,
+            queue_s: None,
+            first_at: None,
+            fallback: false,
+        };
+        let k = match self.free.pop() {
+            Some(k) => {
+                self.reqs[k as usize] = r;
+                k
+            }
+            None => {
+                self.reqs.push(r);
+                (self.reqs.len() - 1) as u32
+            }
+        };
+        self.dispatch(k);
+    }
+
+    /// Routes request `k` to a provider and a replica, retrying on providers that are down.
+    fn dispatch(&mut self, k: u32) {
+        loop {
+            let r = self.reqs[k as usize];
+            self.exclude.clear();
+            self.exclude
+                .extend((0..self.pools.len()).filter(|&i| i < 64 && r.tried & (1 << i) != 0));
+            let ask = Ask {
+                class: Some(self.scn.classes[r.a.class].name.as_str()),
+                output_tokens: Some(r.a.output),
+                exclude: &self.exclude,
+            };
+            let Some(p) = self.router.pick(self.now, &ask) else {
+                let why = if r.attempts == 0 {
+                    reason::NO_PROVIDER
+                } else {
+                    reason::DOWN
+                };
+                self.end(k, Some(why));
+                return;
+            };
+            self.router.dispatched(p);
+            let r = &mut self.reqs[k as usize];
+            r.attempts += 1;
+            r.tried |= 1u64 << p.min(63);
+            r.provider = p as u32;
+            r.dispatched_at = self.now;
+            r.fallback = r.attempts > 1;
+            let pool = &mut self.pools[p];
+            let slot = if pool.down { None } else { pool.tree.best() };
+            let Some(s) = slot else {
+                // Connection refused: the gateway sees it at once and falls back.
+                self.router.failed(p, self.now);
+                if self.reqs[k as usize].attempts >= self.scn.max_attempts {
+                    self.end(k, Some(reason::DOWN));
+                    return;
+                }
+                continue;
+            };
+            let req = Request {
+                id: u64::from(k),
+                prompt: r.a.prompt,
+                output: r.a.output,
+            };
+            r.slot = s as u32;
+            if pool.slots[s].engine.submit(req).is_err() {
+                self.router.abandoned(p);
+                self.end(k, Some(reason::TOO_LONG));
+                return;
+            }
+            let n = pool.slots[s].engine.outstanding() as u32;
+            pool.tree.set(s, n);
+            if !pool.slots[s].busy {
+                self.start(p, s);
+            }
+            return;
+        }
+    }
+
+    fn start(&mut self, p: usize, s: usize) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let pool = &mut self.pools[p];
+        let slot = &mut pool.slots[s];
+        let dt = slot.engine.start_step(&mut |e| events.push(e));
+        match dt {
+            Some(dt) => {
+                let dt = dt * pool.slow;
+                slot.busy = true;
+                slot.step_s = dt;
+                let epoch = slot.epoch;
+                self.push(
+                    self.now + dt,
+                    Kind::Step {
+                        pool: p as u32,
+                        slot: s as u32,
+                        epoch,
+                    },
+                );
+            }
+            None => slot.busy = false,
+        }
+        self.handle(p, &events);
+        self.events = events;
+    }
+
+    fn step_done(&mut self, p: usize, s: usize, epoch: u32) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let pool = &mut self.pools[p];
+        let slot = &mut pool.slots[s];
+        if slot.epoch != epoch || !slot.up {
+            self.events = events;
+            return;
+        }
+        slot.busy = false;
+        slot.busy_s += slot.step_s;
+        let before = slot.engine.counters().tokens_out;
+        slot.engine.finish_step(&mut |e| {
+            if !matches!(e, Event::Token(_)) {
+                events.push(e);
+            }
+        });
+        let made = slot.engine.counters().tokens_out - before;
+        let n = slot.engine.outstanding() as u32;
+        pool.tree.set(s, n);
+        self.bin().tokens[p] += made;
+        self.handle(p, &events);
+        self.events = events;
+        self.start(p, s);
+    }
+
+    fn handle(&mut self, p: usize, events: &[Event]) {
+        for &e in events {
+            match e {
+                Event::Scheduled(k) => {
+                    let r = &mut self.reqs[k as usize];
+                    if r.queue_s.is_none() {
+                        r.queue_s = Some(self.now - r.a.at);
+                    }
+                }
+                Event::FirstToken(k) => {
+                    let r = &mut self.reqs[k as usize];
+                    r.first_at = Some(self.now);
+                    let seen = self.now - r.dispatched_at;
+                    self.router.first_token(p, seen);
+                }
+                Event::Finished(k) => {
+                    let r = self.reqs[k as usize];
+                    let tpot = r
+                        .first_at
+                        .filter(|_| r.a.output > 1)
+                        .map(|f| (self.now - f) / f64::from(r.a.output - 1));
+                    self.router.succeeded(p, tpot);
+                    self.end(k as u32, None);
+                }
+                Event::Preempted(_) => self.pools[p].preemptions += 1,
+                Event::Token(_) => {}
+            }
+        }
+    }
+
+    /// A provider or replica failed under request `k`: retry it elsewhere if no token has
+    /// reached the client yet.
+    fn lost(&mut self, k: u32) {
+        let r = self.reqs[k as usize];
+        self.router.failed(r.provider as usize, self.now);
+        if r.first_at.is_some() {
+            self.end(k, Some(reason::MID_STREAM));
+        } else if r.attempts >= self.scn.max_attempts {
+            self.end(k, Some(reason::DOWN));
+        } else {
+            let r = &mut self.reqs[k as usize];
+            r.queue_s = None;
+            self.dispatch(k);
+        }
+    }
+
+    fn take_down(&mut self, p: usize, s: usize) -> Vec<u64> {
+        let slot = &mut self.pools[p].slots[s];
+        slot.epoch = slot.epoch.wrapping_add(1);
+        slot.busy = false;
+        slot.up = false;
+        let ids = slot.engine.drain();
+        self.pools[p].tree.set(s, LoadTree::DOWN);
+        ids
+    }
+
+    fn bring_up(&mut self, p: usize, s: usize) {
+        let slot = &mut self.pools[p].slots[s];
+        slot.up = true;
+        let n = slot.engine.outstanding() as u32;
+        self.pools[p].tree.set(s, n);
+    }
+
+    fn failure(&mut self, i: usize, starts: bool) {
+        match self.scn.failures[i] {
+            Failure::Outage { provider: p, .. } => {
+                self.pools[p].down = starts;
+                for s in 0..self.pools[p].slots.len() {
+                    if starts {
+                        for k in self.take_down(p, s) {
+                            self.lost(k as u32);
+                        }
+                    } else {
+                        self.bring_up(p, s);
+                    }
+                }
+            }
+            Failure::Replica {
+                provider: p,
+                replica: s,
+                ..
+            } => {
+                if starts {
+                    for k in self.take_down(p, s) {
+                        self.lost(k as u32);
+                    }
+                } else {
+                    self.bring_up(p, s);
+                }
+            }
+            Failure::Slowdown {
+                provider: p,
+                factor,
+                ..
+            } => self.pools[p].slow = if starts { factor } else { 1.0 },
+        }
+    }
+
+    /// Request `k` leaves the system, completed (`why` is `None`) or failed.
+    fn end(&mut self, k: u32, why: Option<&'static str>) {
+        let r = self.reqs[k as usize];
+        self.free.push(k);
+        self.in_system -= 1;
+        self.ended += 1;
+        self.end_t = self.now;
+        let e2e = self.now - r.a.at;
+        self.sojourn += e2e;
+        let class = &self.scn.classes[r.a.class];
+        let provider = (r.provider != u32::MAX).then_some(r.provider as usize);
+        let ttft = r.first_at.map(|f| f - r.a.at);
+        let tpot = r
+            .first_at
+            .filter(|_| r.a.output > 1 && why.is_none())
+            .map(|f| (self.now - f) / f64::from(r.a.output - 1));
+        let nc = self.scn.classes.len();
+        let good = why.is_none()
+            && class.ttft_s.is_none_or(|l| ttft.is_some_and(|t| t <= l))
+            && class.tpot_s.is_none_or(|l| tpot.is_none_or(|t| t <= l));
+        let record = |cell: &mut Cell| match why {
+            None => {
+                cell.completed += 1;
+                cell.queue.record(r.queue_s.unwrap_or(0.0));
+                if let Some(t) = ttft {
+                    cell.ttft.record(t);
+                }
+                if let Some(t) = tpot {
+                    cell.tpot.record(t);
+                }
+                cell.e2e.record(e2e);
+                cell.prompt_tokens += u64::from(r.a.prompt);
+                cell.output_tokens += u64::from(r.a.output);
+                cell.good += u64::from(good);
+                cell.fallbacks_in += u64::from(r.fallback);
+            }
+            Some(_) => cell.failed += 1,
+        };
+        record(match provider {
+            Some(p) => &mut self.cells[p * nc + r.a.class],
+            None => &mut self.unrouted[r.a.class],
+        });
+        for (a, b, cell) in &mut self.windows {
+            if r.a.at >= *a && r.a.at < *b {
+                record(cell);
+            }
+        }
+        match why {
+            None => {
+                let bin = self.bin();
+                bin.completed += 1;
+                bin.ttft_sum += ttft.unwrap_or(0.0);
+                if let (Some(p), true) = (provider, r.fallback) {
+                    bin.fallbacks[p] += 1;
+                }
+            }
+            Some(w) => {
+                *self.failures.entry((r.a.class, w)).or_insert(0) += 1;
+                self.bin().failed += 1;
+            }
+        }
+        let name = provider.map_or("", |p| self.scn.providers[p].name.as_str());
+        let rec = Record {
+            id: r.id,
+            class: &class.name,
+            provider: name,
+            replica: provider.map(|_| r.slot).filter(|&s| s != u32::MAX),
+            arrival_s: r.a.at,
+            prompt: r.a.prompt,
+            output: r.a.output,
+            attempts: r.attempts,
+            failure: why,
+            queue_s: r.queue_s,
+            ttft_s: ttft,
+            tpot_s: tpot,
+            e2e_s: e2e,
+        };
+        (self.sink)(&rec);
+    }
+
+    fn finish(mut self) -> (Summary, Distributions) {
+        let end = self.end_t.max(1e-9);
+        // Close the last bin's snapshot.
+        if let Some(b) = self.bins.last_mut() {
+            b.in_system = self.in_system;
+        }
+        for b in &mut self.bins {
+            b.mean_ttft_s = (b.completed > 0).then(|| b.ttft_sum / b.completed as f64);
+        }
+        let failure_windows = self
+            .windows
+            .iter()
+            .zip(&self.scn.failures)
+            .map(|((a, b, cell), f)| {
+                let (what, p) = match *f {
+                    Failure::Outage { provider, .. } => ("outage", provider),
+                    Failure::Replica { provider, .. } => ("replica failure", provider),
+                    Failure::Slowdown { provider, .. } => ("slowdown", provider),
+                };
+                let name = format!(
+                    "{what} of {} ({a:.0}-{} s)",
+                    self.scn.providers[p].name,
+                    if b.is_finite() {
+                        format!("{b:.0}")
+                    } else {
+                        "end".into()
+                    }
+                );
+                cell.group(&name, (b.min(end) - a).max(1e-9))
+            })
+            .collect();
+        let nc = self.scn.classes.len();
+        let np = self.pools.len();
+        let mut providers = Vec::new();
+        let mut dist = Distributions::default();
+        for p in 0..np {
+            let mut c = Cell::default();
+            for k in 0..nc {
+                c.merge(&self.cells[p * nc + k]);
+            }
+            let mut g = c.group(&self.scn.providers[p].name, end);
+            let pool = &self.pools[p];
+            let busy: f64 = pool.slots.iter().map(|s| s.busy_s).sum();
+            let util = busy / (pool.slots.len() as f64 * end);
+            g.utilization = Some(util);
+            g.preemptions = Some(pool.preemptions);
+            if g.throughput_tok_s > 0.0 {
+                let mut d = self.scn.providers[p].deployment.clone();
+                d.layout.dp = self.scn.providers[p].replicas;
+                let e = d.economics_at(self.params, g.throughput_tok_s, util);
+                g.joules_per_token = e.joules_per_token;
+                g.usd_per_mtok = e.usd_per_mtok;
+            }
+            dist.ttft.push(c.ttft.clone());
+            dist.e2e.push(c.e2e.clone());
+            providers.push(g);
+        }
+        let mut classes = Vec::new();
+        let mut fleet = Cell::default();
+        for k in 0..nc {
+            let mut c = self.unrouted[k].clone();
+            for p in 0..np {
+                c.merge(&self.cells[p * nc + k]);
+            }
+            fleet.merge(&c);
+            dist.class_ttft.push(c.ttft.clone());
+            classes.push(c.group(&self.scn.classes[k].name, end));
+        }
+        let cells = (0..np)
+            .map(|p| {
+                (0..nc)
+                    .map(|k| {
+                        self.cells[p * nc + k].group(
+                            &format!(
+                                "{}/{}",
+                                self.scn.providers[p].name, self.scn.classes[k].name
+                            ),
+                            end,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut fleet_g = fleet.group("fleet", end);
+        let busy: f64 = self
+            .pools
+            .iter()
+            .flat_map(|p| &p.slots)
+            .map(|s| s.busy_s)
+            .sum();
+        let slots: usize = self.pools.iter().map(|p| p.slots.len()).sum();
+        fleet_g.utilization = Some(busy / (slots.max(1) as f64 * end));
+        fleet_g.preemptions = Some(self.pools.iter().map(|p| p.preemptions).sum());
+        let steps = self
+            .pools
+            .iter()
+            .flat_map(|p| &p.slots)
+            .map(|s| s.engine.counters().steps)
+            .sum();
+        let failures = self
+            .failures
+            .iter()
+            .map(|(&(c, w), &n)| FailureCount {
+                class: self.scn.classes[c].name.clone(),
+                reason: w.to_string(),
+                count: n,
+            })
+            .collect();
+        let summary = Summary {
+            scenario: self.scn.name.clone(),
+            seed: self.scn.seed,
+            policy: self.scn.policy.name().to_string(),
+            arrivals: self.arrivals,
+            completed: fleet.completed,
+            failed: fleet.failed,
+            duration_s: end,
+            fleet: fleet_g,
+            providers,
+            classes,
+            cells,
+            little: Little {
+                arrival_rate: self.arrivals as f64 / end,
+                mean_in_system: self.area / end,
+                mean_time_in_system: if self.ended > 0 {
+                    self.sojourn / self.ended as f64
+                } else {
+                    0.0
+                },
+            },
+            failures,
+            failure_windows,
+            bin_s: self.bin_s,
+            bins: self.bins,
+            steps,
+        };
+        (summary, dist)
+    }
+}

@@ -1,0 +1,47 @@
+//! The fleet simulator: replicas of the replica engine behind the shared router, driven by a
+//! workload in virtual time, with outages, replica failures and slow-downs.
+//!
+//! Pure: it reads no files and prints nothing. The caller parses the scenario and trace
+//! text with [`ScenarioFile::parse`] and [`parse_trace`], resolves it against the catalog,
+//! runs [`simulate`] with a sink for per-request records, and renders the [`Summary`] as it
+//! likes ([`report::html`] gives the HTML report). The same scenario and seed give the same
+//! outputs, byte for byte.
+
+mod fleet;
+pub mod report;
+mod rng;
+mod scenario;
+mod stats;
+mod workload;
+
+pub use fleet::{simulate, Distributions, RunOptions};
+pub use rng::Rng;
+pub use scenario::{
+    ArrivalSection, Class, ClassSection, Failure, FailureSection, LengthSection, Overrides,
+    Provider, ProviderSection, RouterSection, Scenario, ScenarioFile, WorkloadSection,
+};
+pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, Summary};
+pub use workload::{parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec};
+
+/// Errors in a scenario or a trace. Each names the file, the line and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The scenario file is malformed or refers to something that does not exist.
+    #[error("{origin}: {message}")]
+    Scenario {
+        /// The file.
+        origin: String,
+        /// Where and what.
+        message: String,
+    },
+    /// A trace file is malformed.
+    #[error("{origin}: line {line}: {message}")]
+    Trace {
+        /// The file.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}

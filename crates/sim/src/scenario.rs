@@ -1,0 +1,711 @@
+//! Scenario files: the fleet, the router, the workload, the traffic classes and the
+//! failures of one simulation, in TOML.
+//!
+//! Parsing is in two passes. Serde checks shapes and types, and the TOML parser names the line
+//! and field of any mismatch; [`ScenarioFile::resolve`] then checks meaning (known systems and
+//! models, layouts that exist, providers that failures refer to) and names the line of the
+//! offending entry from the spans it kept.
+
+use crate::workload::{Arrivals, Lengths, TraceRow, WorkloadSpec};
+use crate::SimError;
+use serde::Deserialize;
+use std::ops::Range;
+use switchyard_perf::{best_deployment, Catalog, Deployment, Layout, Objective, Params, Query};
+use switchyard_replica::EngineConfig;
+use switchyard_router::{Health, Policy, Target};
+use toml::Spanned;
+
+/// A scenario file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// A short name for reports.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seed of every random draw.
+    #[serde(default)]
+    pub seed: u64,
+    /// The model every provider serves unless it names its own.
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
+    /// Last arrival time in seconds (default: the end of the trace, or `requests`).
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Routing across providers.
+    #[serde(default)]
+    pub router: RouterSection,
+    /// The providers, each a pool of identical replicas.
+    #[serde(rename = "provider")]
+    pub providers: Vec<Spanned<ProviderSection>>,
+    /// Arrivals and lengths.
+    pub workload: Spanned<WorkloadSection>,
+    /// Traffic classes with their latency targets.
+    #[serde(default, rename = "class")]
+    pub classes: Vec<ClassSection>,
+    /// Outages, replica failures and slow-downs.
+    #[serde(default, rename = "failure")]
+    pub failures: Vec<Spanned<FailureSection>>,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSection {
+    /// The routing policy.
+    pub policy: Policy,
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    /// Consecutive failures that eject a provider.
+    pub eject_after: u32,
+    /// Seconds an ejected provider is left alone.
+    pub cooldown_s: f64,
+}
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        let h = Health::default();
+        RouterSection {
+            policy: Policy::Latency,
+            max_attempts: 3,
+            eject_after: h.eject_after,
+            cooldown_s: h.cooldown_s,
+        }
+    }
+}
+
+/// `[[provider]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Name in reports.
+    pub name: String,
+    /// System id from the catalog.
+    pub system: String,
+    /// Model id (default: the scenario's).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Replicas in the pool.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Chips (or wafers) per replica (default: the fewest that fit).
+    #[serde(default)]
+    pub chips: Option<u32>,
+    /// Layout of one replica, such as `tp8` or `pp4`.
+    #[serde(default)]
+    pub layout: Option<String>,
+    /// Weight precision (default: the model's native one).
+    #[serde(default)]
+    pub precision: Option<String>,
+    /// Share under the weighted policy.
+    #[serde(default = "unit")]
+    pub weight: f64,
+    /// Preference under the priority policy: lower first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Classes this provider takes (default: all).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Price for the cost policy and reports, USD per million output tokens (default: the
+    /// catalog's price through the performance model).
+    #[serde(default)]
+    pub usd_per_mtok: Option<f64>,
+    /// Engine batch limit (default: the performance model's).
+    #[serde(default)]
+    pub max_batch: Option<u32>,
+    /// Engine tokens per step.
+    #[serde(default)]
+    pub token_budget: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+/// `[workload]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSection {
+    /// A CSV trace to replay, relative to the scenario file.
+    #[serde(default)]
+    pub trace: Option<String>,
+    /// Speed-up of the trace's arrival times.
+    #[serde(default = "unit")]
+    pub rate_x: f64,
+    /// Most requests to produce.
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// Synthetic arrivals (instead of a trace's times).
+    #[serde(default)]
+    pub arrival: Option<ArrivalSection>,
+    /// Prompt lengths (default: the trace's).
+    #[serde(default)]
+    pub prompt: Option<LengthSection>,
+    /// Output lengths (default: the trace's).
+    #[serde(default)]
+    pub output: Option<LengthSection>,
+}
+
+/// `arrival = { process = "poisson", rate = 5.0 }` and its kin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrivalSection {
+    /// `poisson`, `gamma` or `diurnal`.
+    pub process: String,
+    /// Mean requests per second.
+    pub rate: f64,
+    /// Coefficient of variation of the gaps (`gamma`).
+    #[serde(default)]
+    pub cv: Option<f64>,
+    /// Relative swing of the rate (`diurnal`).
+    #[serde(default)]
+    pub swing: Option<f64>,
+    /// Period in seconds (`diurnal`).
+    #[serde(default)]
+    pub period_s: Option<f64>,
+}
+
+/// `prompt = { dist = "lognormal", median = 1000, sigma = 1.0 }` and its kin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LengthSection {
+    /// `fixed`, `exponential`, `lognormal` or `trace`.
+    pub dist: String,
+    /// Tokens (`fixed`).
+    #[serde(default)]
+    pub tokens: Option<u32>,
+    /// Mean tokens (`exponential`).
+    #[serde(default)]
+    pub mean: Option<f64>,
+    /// Median tokens (`lognormal`).
+    #[serde(default)]
+    pub median: Option<f64>,
+    /// σ of ln(tokens) (`lognormal`).
+    #[serde(default)]
+    pub sigma: Option<f64>,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSection {
+    /// Name, as providers' `classes` and requests refer to it.
+    pub name: String,
+    /// Share of requests.
+    #[serde(default = "unit")]
+    pub share: f64,
+    /// Time-to-first-token target in milliseconds.
+    #[serde(default)]
+    pub ttft_ms: Option<f64>,
+    /// Time-per-output-token target in milliseconds.
+    #[serde(default)]
+    pub tpot_ms: Option<f64>,
+}
+
+/// `[[failure]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureSection {
+    /// `outage` (the whole provider), `replica` (one replica) or `slowdown`.
+    pub kind: String,
+    /// The provider's name.
+    pub provider: String,
+    /// Which replica (`replica`).
+    #[serde(default)]
+    pub replica: Option<u32>,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End (default for `replica`: never recovers).
+    #[serde(default)]
+    pub end_s: Option<f64>,
+    /// Step-time multiplier (`slowdown`).
+    #[serde(default)]
+    pub factor: Option<f64>,
+}
+
+/// A traffic class with its targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Class {
+    /// Name.
+    pub name: String,
+    /// Time-to-first-token target, seconds.
+    pub ttft_s: Option<f64>,
+    /// Time-per-output-token target, seconds.
+    pub tpot_s: Option<f64>,
+}
+
+/// A failure in the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failure {
+    /// Every replica of a provider is down from `start` to `end`.
+    Outage {
+        /// Provider index.
+        provider: usize,
+        /// Seconds.
+        start: f64,
+        /// Seconds.
+        end: f64,
+    },
+    /// One replica is down from `start`, back at `end` if given.
+    Replica {
+        /// Provider index.
+        provider: usize,
+        /// Replica index within the provider.
+        replica: usize,
+        /// Seconds.
+        start: f64,
+        /// Seconds.
+        end: Option<f64>,
+    },
+    /// A provider's steps take `factor` times as long from `start` to `end`.
+    Slowdown {
+        /// Provider index.
+        provider: usize,
+        /// Step-time multiplier.
+        factor: f64,
+        /// Seconds.
+        start: f64,
+        /// Seconds.
+        end: f64,
+    },
+}
+
+/// One provider, resolved: a one-replica deployment and how many replicas.
+#[derive(Debug, Clone)]
+pub struct Provider<'a> {
+    /// Name.
+    pub name: String,
+    /// One replica.
+    pub deployment: Deployment<'a>,
+    /// Replicas in the pool.
+    pub replicas: u32,
+    /// Engine limits of each replica.
+    pub engine: EngineConfig,
+    /// What the router knows of the pool.
+    pub target: Target,
+}
+
+/// A scenario resolved against the catalog: everything the simulator needs.
+#[derive(Debug, Clone)]
+pub struct Scenario<'a> {
+    /// Name for reports.
+    pub name: String,
+    /// Seed.
+    pub seed: u64,
+    /// Providers.
+    pub providers: Vec<Provider<'a>>,
+    /// Routing policy.
+    pub policy: Policy,
+    /// Passive health.
+    pub health: Health,
+    /// Tries per request.
+    pub max_attempts: u32,
+    /// Traffic classes (at least one).
+    pub classes: Vec<Class>,
+    /// Failures.
+    pub failures: Vec<Failure>,
+    /// The workload.
+    pub workload: WorkloadSpec,
+    /// Trace rows (empty without a trace).
+    pub trace: Vec<TraceRow>,
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Trace speed-up.
+    pub rate_x: Option<f64>,
+    /// Most requests.
+    pub requests: Option<u64>,
+}
+
+impl ScenarioFile {
+    /// Parses scenario TOML; `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// [`SimError::Scenario`] naming the line, column and field.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SimError> {
+        toml::from_str(text).map_err(|e| SimError::Scenario {
+            origin: origin.to_string(),
+            message: switchyard_catalog::toml_error_line(text, &e),
+        })
+    }
+
+    /// Resolves the file against the catalog. `trace` holds the rows of the file's trace
+    /// (the caller reads it) or of a trace given on the command line; `text` is the file's
+    /// text, for line numbers.
+    ///
+    /// # Errors
+    /// [`SimError::Scenario`] naming the line and field of the first entry that makes no
+    /// sense.
+    pub fn resolve<'a>(
+        &self,
+        text: &str,
+        origin: &str,
+        catalog: &'a Catalog,
+        params: &Params,
+        trace: Option<Vec<TraceRow>>,
+        over: &Overrides,
+    ) -> Result<Scenario<'a>, SimError> {
+        let fail = |span: Range<usize>, field: &str, message: String| {
+            let before = &text[..span.start.min(text.len())];
+            SimError::Scenario {
+                origin: origin.to_string(),
+                message: format!(
+                    "line {}, field `{field}`: {message}",
+                    before.matches('\n').count() + 1
+                ),
+            }
+        };
+        let wspan = self.workload.span();
+        let w = self.workload.get_ref();
+        let trace = trace.unwrap_or_default();
+        let classes: Vec<Class> = if self.classes.is_empty() {
+            vec![Class {
+                name: "default".into(),
+                ttft_s: None,
+                tpot_s: None,
+            }]
+        } else {
+            self.classes
+                .iter()
+                .map(|c| Class {
+                    name: c.name.clone(),
+                    ttft_s: c.ttft_ms.map(|v| v / 1000.0),
+                    tpot_s: c.tpot_ms.map(|v| v / 1000.0),
+                })
+                .collect()
+        };
+        let workload = self
+            .workload_spec(w, &trace, &classes, over)
+            .map_err(|(f, m)| fail(wspan.clone(), f, m))?;
+        let probe = crate::workload::Workload::new(workload.clone(), trace.clone(), 0);
+        let (isl, osl) = probe.mean_lengths();
+        if self.providers.is_empty() {
+            return Err(fail(
+                0..0,
+                "provider",
+                "a scenario needs at least one [[provider]]".into(),
+            ));
+        }
+        let mut providers = Vec::new();
+        for sp in &self.providers {
+            let span = sp.span();
+            let s = sp.get_ref();
+            let err = |field: &str, m: String| {
+                fail(span.clone(), field, format!("provider `{}`: {m}", s.name))
+            };
+            if providers.iter().any(|p: &Provider<'_>| p.name == s.name) {
+                return Err(err("name", "two providers have this name".into()));
+            }
+            let model_id = s
+                .model
+                .clone()
+                .or_else(|| self.model.as_ref().map(|m| m.get_ref().clone()))
+                .ok_or_else(|| err("model", "no model: set `model` here or at the top".into()))?;
+            let model = catalog
+                .model(&model_id)
+                .map_err(|e| err("model", e.to_string()))?;
+            let system = catalog
+                .system(&s.system)
+                .map_err(|e| err("system", e.to_string()))?;
+            let precision = s.precision.as_deref().map(str::parse).transpose().map_err(
+                |e: switchyard_catalog::UnknownPrecision| err("precision", e.to_string()),
+            )?;
+            let layout = s
+                .layout
+                .as_deref()
+                .map(str::parse::<Layout>)
+                .transpose()
+                .map_err(|e| err("layout", e.to_string()))?;
+            if s.replicas == 0 {
+                return Err(err("replicas", "must be at least 1".into()));
+            }
+            for c in &s.classes {
+                if !classes.iter().any(|k| &k.name == c) {
+                    return Err(err("classes", format!("no [[class]] named `{c}`")));
+                }
+            }
+            let tpot_limit = classes
+                .iter()
+                .filter(|c| s.classes.is_empty() || s.classes.contains(&c.name))
+                .filter_map(|c| c.tpot_s)
+                .min_by(f64::total_cmp);
+            let q = Query {
+                model,
+                system,
+                chips: s.chips,
+                precision,
+                layout: layout.map(|l| Layout { dp: 1, ..l }),
+                concurrency: 1.0,
+                isl,
+                osl,
+                speculative: None,
+                tpot_limit,
+            };
+            let d = best_deployment(&q, params, Objective::Throughput).map_err(|e| {
+                err(
+                    if s.layout.is_some() {
+                        "layout"
+                    } else {
+                        "system"
+                    },
+                    e.to_string(),
+                )
+            })?;
+            let mut d = d;
+            d.layout.dp = 1;
+            let mut engine = EngineConfig::for_deployment(&d, params);
+            if let Some(b) = s.max_batch {
+                engine.max_batch = b.max(1);
+            }
+            if let Some(b) = s.token_budget {
+                engine.token_budget = b.max(1);
+            }
+            if engine.kv_blocks == 0 {
+                return Err(err(
+                    "system",
+                    format!(
+                        "{} leaves no memory for the KV cache on {} chips",
+                        model.id,
+                        d.layout.replica_chips()
+                    ),
+                ));
+            }
+            let peak = d.max_throughput(params, isl, osl, tpot_limit);
+            let per_replica = peak.concurrency.min(f64::from(engine.max_batch)).max(1.0);
+            let usd = s.usd_per_mtok.or_else(|| {
+                let mut pool = d.clone();
+                pool.layout.dp = s.replicas;
+                let op = pool.max_throughput(params, isl, osl, tpot_limit);
+                pool.economics(params, &op, 1.0).usd_per_mtok
+            });
+            let target = Target {
+                name: s.name.clone(),
+                weight: s.weight,
+                usd_per_mtok: usd.unwrap_or(0.0),
+                priority: s.priority,
+                classes: s.classes.clone(),
+                ttft_s: d.prefill(params, isl),
+                tpot_s: d.at_concurrency(params, 1.0, isl, osl).tpot_s,
+                capacity: per_replica * f64::from(s.replicas),
+            };
+            providers.push(Provider {
+                name: s.name.clone(),
+                deployment: d,
+                replicas: s.replicas,
+                engine,
+                target,
+            });
+        }
+        let mut failures = Vec::new();
+        for sf in &self.failures {
+            let span = sf.span();
+            let f = sf.get_ref();
+            let err = |field: &str, m: String| fail(span.clone(), field, m);
+            let provider = providers
+                .iter()
+                .position(|p| p.name == f.provider)
+                .ok_or_else(|| err("provider", format!("no provider named `{}`", f.provider)))?;
+            if f.start_s.is_nan() || f.start_s < 0.0 {
+                return Err(err("start_s", "must be a time of at least 0".into()));
+            }
+            let need_end = || -> Result<f64, SimError> {
+                match f.end_s {
+                    Some(e) if e > f.start_s => Ok(e),
+                    Some(_) => Err(err("end_s", "must come after start_s".into())),
+                    None => Err(err("end_s", format!("a `{}` failure needs an end", f.kind))),
+                }
+            };
+            failures.push(match f.kind.as_str() {
+                "outage" => Failure::Outage {
+                    provider,
+                    start: f.start_s,
+                    end: need_end()?,
+                },
+                "replica" => {
+                    let replica = f
+                        .replica
+                        .ok_or_else(|| err("replica", "which replica fails? (0-based)".into()))?;
+                    if replica >= providers[provider].replicas {
+                        return Err(err(
+                            "replica",
+                            format!(
+                                "provider `{}` has {} replicas",
+                                f.provider, providers[provider].replicas
+                            ),
+                        ));
+                    }
+                    if f.end_s.is_some() {
+                        need_end()?;
+                    }
+                    Failure::Replica {
+                        provider,
+                        replica: replica as usize,
+                        start: f.start_s,
+                        end: f.end_s,
+                    }
+                }
+                "slowdown" => {
+                    let factor = f
+                        .factor
+                        .ok_or_else(|| err("factor", "a slowdown needs a factor".into()))?;
+                    if factor.is_nan() || factor <= 0.0 {
+                        return Err(err("factor", "must be positive".into()));
+                    }
+                    Failure::Slowdown {
+                        provider,
+                        factor,
+                        start: f.start_s,
+                        end: need_end()?,
+                    }
+                }
+                other => {
+                    return Err(err(
+                        "kind",
+                        format!("unknown failure kind `{other}`; known: outage, replica, slowdown"),
+                    ))
+                }
+            });
+        }
+        if self.router.max_attempts == 0 {
+            return Err(fail(
+                0..0,
+                "router.max_attempts",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(Scenario {
+            name: self.name.clone().unwrap_or_else(|| origin.to_string()),
+            seed: over.seed.unwrap_or(self.seed),
+            providers,
+            policy: self.router.policy,
+            health: Health {
+                eject_after: self.router.eject_after.max(1),
+                cooldown_s: self.router.cooldown_s.max(0.0),
+            },
+            max_attempts: self.router.max_attempts,
+            classes,
+            failures,
+            workload,
+            trace,
+        })
+    }
+
+    fn workload_spec(
+        &self,
+        w: &WorkloadSection,
+        trace: &[TraceRow],
+        classes: &[Class],
+        over: &Overrides,
+    ) -> Result<WorkloadSpec, (&'static str, String)> {
+        let has_trace = !trace.is_empty();
+        let arrivals = match &w.arrival {
+            None if has_trace => Arrivals::Trace {
+                rate_x: over.rate_x.unwrap_or(w.rate_x),
+            },
+            None => {
+                return Err((
+                    "arrival",
+                    "the workload needs a `trace` or an `arrival` process".into(),
+                ))
+            }
+            Some(a) => {
+                // Synthetic rates scale with --rate-x too.
+                let rate = a.rate * over.rate_x.unwrap_or(1.0);
+                if !(rate > 0.0 && rate.is_finite()) {
+                    return Err(("arrival.rate", "must be a positive rate".into()));
+                }
+                match a.process.as_str() {
+                    "poisson" => Arrivals::Poisson { rate },
+                    "gamma" => {
+                        let cv =
+                            a.cv.ok_or(("arrival.cv", "a gamma process needs `cv`".to_string()))?;
+                        if cv.is_nan() || cv <= 0.0 {
+                            return Err(("arrival.cv", "must be positive".into()));
+                        }
+                        Arrivals::Gamma { rate, cv }
+                    }
+                    "diurnal" => {
+                        let swing = a.swing.unwrap_or(0.5);
+                        if !(0.0..=1.0).contains(&swing) {
+                            return Err(("arrival.swing", "must be between 0 and 1".into()));
+                        }
+                        Arrivals::Diurnal {
+                            rate,
+                            swing,
+                            period_s: a.period_s.unwrap_or(86_400.0),
+                        }
+                    }
+                    other => {
+                        return Err((
+                            "arrival.process",
+                            format!("unknown process `{other}`; known: poisson, gamma, diurnal"),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Arrivals::Trace { rate_x } = arrivals {
+            if !(rate_x > 0.0 && rate_x.is_finite()) {
+                return Err(("rate_x", "must be a positive factor".into()));
+            }
+        }
+        let lengths = |l: &Option<LengthSection>,
+                       field: &'static str,
+                       col: fn(&TraceRow) -> u32| {
+            match l {
+                None if has_trace => Ok(if matches!(arrivals, Arrivals::Trace { .. }) {
+                    Lengths::FromTrace
+                } else {
+                    Lengths::Empirical(trace.iter().map(col).collect())
+                }),
+                None => Err((field, "give a length distribution or a trace".to_string())),
+                Some(l) => match l.dist.as_str() {
+                    "fixed" => l
+                        .tokens
+                        .filter(|&t| t > 0)
+                        .map(Lengths::Fixed)
+                        .ok_or((field, "`fixed` needs `tokens` of at least 1".to_string())),
+                    "exponential" => l
+                        .mean
+                        .filter(|&m| m >= 1.0)
+                        .map(Lengths::Exponential)
+                        .ok_or((field, "`exponential` needs a `mean` of at least 1".to_string())),
+                    "lognormal" => match (l.median, l.sigma) {
+                        (Some(median), Some(sigma)) if median >= 1.0 && sigma >= 0.0 => {
+                            Ok(Lengths::LogNormal { median, sigma })
+                        }
+                        _ => Err((field, "`lognormal` needs `median` ≥ 1 and `sigma` ≥ 0".to_string())),
+                    },
+                    "trace" if has_trace => Ok(Lengths::Empirical(trace.iter().map(col).collect())),
+                    "trace" => Err((field, "`trace` lengths need a trace".to_string())),
+                    other => Err((
+                        field,
+                        format!("unknown distribution `{other}`; known: fixed, exponential, lognormal, trace"),
+                    )),
+                },
+            }
+        };
+        Ok(WorkloadSpec {
+            prompt: lengths(&w.prompt, "prompt", |r| r.prompt)?,
+            output: lengths(&w.output, "output", |r| r.output)?,
+            arrivals,
+            class_shares: classes
+                .iter()
+                .enumerate()
+                .map(|(i, _)| self.classes.get(i).map_or(1.0, |c| c.share.max(0.0)))
+                .collect(),
+            max_requests: over.requests.or(w.requests),
+            horizon_s: self.duration_s,
+        })
+    }
+}

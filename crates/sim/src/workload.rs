@@ -1,0 +1,382 @@
+//! Workloads: when requests arrive, how long their prompts and outputs are, and which
+//! traffic class each belongs to.
+//!
+//! Arrivals are synthetic (Poisson; Gamma-distributed gaps for bursts; a diurnal profile by
+//! thinning) or replayed from a trace with its times scaled. Lengths are fixed, exponential,
+//! log-normal, or drawn from a trace's own lengths. Requests are produced one at a time, so a
+//! run of ten million requests holds only the next one in memory.
+
+use crate::rng::Rng;
+use crate::SimError;
+
+/// One row of a request trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceRow {
+    /// Seconds from the start of the trace.
+    pub arrival_s: f64,
+    /// Prompt tokens.
+    pub prompt: u32,
+    /// Output tokens.
+    pub output: u32,
+}
+
+/// Column names accepted for each field (the splitwise/Vidur format first).
+const ARRIVAL: [&str; 3] = ["arrived_at", "arrival_s", "timestamp_s"];
+const PROMPT: [&str; 3] = ["num_prefill_tokens", "prompt_tokens", "input_length"];
+const OUTPUT: [&str; 3] = ["num_decode_tokens", "output_tokens", "output_length"];
+
+/// Parses a CSV trace with a header naming the arrival time (seconds), prompt and output
+/// token columns. `origin` names the file in errors, which give the line and column.
+///
+/// # Errors
+/// [`SimError::Trace`] naming the line and field of the first bad value.
+pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> {
+    let err = |line: usize, message: String| SimError::Trace {
+        origin: origin.to_string(),
+        line,
+        message,
+    };
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else {
+        return Err(err(1, "the file is empty".into()));
+    };
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let find = |names: &[&str; 3]| {
+        cols.iter().position(|c| names.contains(c)).ok_or_else(|| {
+            err(
+                1,
+                format!(
+                    "no column named {} in header `{header}`",
+                    names.join(" or ")
+                ),
+            )
+        })
+    };
+    let (a, p, o) = (find(&ARRIVAL)?, find(&PROMPT)?, find(&OUTPUT)?);
+    let mut rows = Vec::new();
+    let mut last = f64::NEG_INFINITY;
+    for (i, line) in lines {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let get = |k: usize| {
+            fields
+                .get(k)
+                .copied()
+                .ok_or_else(|| err(n, format!("field `{}` is missing", cols[k])))
+        };
+        let arrival: f64 = get(a)?
+            .parse()
+            .map_err(|_| err(n, format!("field `{}`: not a number", cols[a])))?;
+        if !arrival.is_finite() || arrival < last {
+            return Err(err(
+                n,
+                format!(
+                    "field `{}`: times must be finite and non-decreasing",
+                    cols[a]
+                ),
+            ));
+        }
+        last = arrival;
+        let tokens = |k: usize| -> Result<u32, SimError> {
+            let v: f64 = get(k)?
+                .parse()
+                .map_err(|_| err(n, format!("field `{}`: not a number", cols[k])))?;
+            if !(0.0..=1e9).contains(&v) {
+                return Err(err(n, format!("field `{}`: {v} is out of range", cols[k])));
+            }
+            Ok(v.round() as u32)
+        };
+        rows.push(TraceRow {
+            arrival_s: arrival,
+            prompt: tokens(p)?.max(1),
+            output: tokens(o)?.max(1),
+        });
+    }
+    if rows.is_empty() {
+        return Err(err(1, "the trace has no requests".into()));
+    }
+    Ok(rows)
+}
+
+/// How requests arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arrivals {
+    /// A Poisson process of `rate` requests per second.
+    Poisson {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// A renewal process with Gamma gaps: mean rate `rate`, coefficient of variation `cv`
+    /// of the gaps (1 is Poisson, above 1 bursty).
+    Gamma {
+        /// Requests per second.
+        rate: f64,
+        /// Coefficient of variation of the gaps.
+        cv: f64,
+    },
+    /// A Poisson process whose rate follows a sinusoid between `rate·(1−swing)` and
+    /// `rate·(1+swing)` over `period_s`, by thinning (Lewis and Shedler, 1979).
+    Diurnal {
+        /// Mean requests per second.
+        rate: f64,
+        /// Relative swing, 0 to 1.
+        swing: f64,
+        /// Period in seconds (a day: 86,400).
+        period_s: f64,
+    },
+    /// Replay of a trace's arrival times divided by `rate_x` (2 plays it twice as fast).
+    Trace {
+        /// Speed-up factor.
+        rate_x: f64,
+    },
+}
+
+/// A distribution of token counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lengths {
+    /// Always `n`.
+    Fixed(u32),
+    /// Exponential with the given mean, rounded up (so geometric on 1, 2, …).
+    Exponential(f64),
+    /// Log-normal with the given median and σ of the logarithm.
+    LogNormal {
+        /// Median tokens.
+        median: f64,
+        /// Standard deviation of ln(tokens).
+        sigma: f64,
+    },
+    /// Drawn uniformly from a list of observed lengths.
+    Empirical(Vec<u32>),
+    /// The length recorded on the trace row (trace replay only).
+    FromTrace,
+}
+
+impl Lengths {
+    fn draw(&self, rng: &mut Rng, row: Option<u32>) -> u32 {
+        let v = match self {
+            Lengths::Fixed(n) => f64::from(*n),
+            Lengths::Exponential(mean) => rng.exponential(*mean).ceil(),
+            Lengths::LogNormal { median, sigma } => (median * (sigma * rng.normal()).exp()).round(),
+            Lengths::Empirical(v) if !v.is_empty() => f64::from(v[rng.below(v.len())]),
+            Lengths::Empirical(_) => 1.0,
+            Lengths::FromTrace => f64::from(row.unwrap_or(1)),
+        };
+        v.clamp(1.0, 1e9) as u32
+    }
+
+    /// The distribution's mean, for sizing the router's predictions.
+    pub fn mean(&self, trace: &[u32]) -> f64 {
+        match self {
+            Lengths::Fixed(n) => f64::from(*n),
+            Lengths::Exponential(m) => *m,
+            Lengths::LogNormal { median, sigma } => median * (sigma * sigma / 2.0).exp(),
+            Lengths::Empirical(v) => mean_of(v),
+            Lengths::FromTrace => mean_of(trace),
+        }
+    }
+}
+
+fn mean_of(v: &[u32]) -> f64 {
+    if v.is_empty() {
+        return 1.0;
+    }
+    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
+}
+
+/// A request the workload produced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// Seconds from the start.
+    pub at: f64,
+    /// Prompt tokens.
+    pub prompt: u32,
+    /// Output tokens.
+    pub output: u32,
+    /// Index of its traffic class.
+    pub class: usize,
+}
+
+/// What a workload draws from. Arrivals stop after `max_requests` requests or at `horizon_s`
+/// seconds, whichever comes first, or at the end of the trace when replaying one. Class
+/// shares need not sum to one; they are normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    /// The arrival process.
+    pub arrivals: Arrivals,
+    /// Prompt lengths.
+    pub prompt: Lengths,
+    /// Output lengths.
+    pub output: Lengths,
+    /// Share of each traffic class, in class order.
+    pub class_shares: Vec<f64>,
+    /// Most requests to produce.
+    pub max_requests: Option<u64>,
+    /// Last arrival time, in seconds.
+    pub horizon_s: Option<f64>,
+}
+
+/// The stream of requests of a run.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    arrivals: Arrivals,
+    prompt: Lengths,
+    output: Lengths,
+    class_shares: Vec<f64>,
+    trace: Vec<TraceRow>,
+    max_requests: u64,
+    horizon_s: f64,
+    produced: u64,
+    clock: f64,
+    rng_time: Rng,
+    rng_len: Rng,
+    rng_class: Rng,
+}
+
+impl Workload {
+    /// A workload from its specification, the trace rows it replays or draws lengths from
+    /// (empty when none), and a seed.
+    pub fn new(spec: WorkloadSpec, trace: Vec<TraceRow>, seed: u64) -> Self {
+        let WorkloadSpec {
+            arrivals,
+            prompt,
+            output,
+            class_shares,
+            max_requests,
+            horizon_s,
+        } = spec;
+        let rng = Rng::new(seed);
+        let total: f64 = class_shares.iter().sum();
+        let class_shares = if total > 0.0 {
+            class_shares.iter().map(|s| s / total).collect()
+        } else {
+            vec![1.0]
+        };
+        Workload {
+            arrivals,
+            prompt,
+            output,
+            class_shares,
+            trace,
+            max_requests: max_requests.unwrap_or(u64::MAX),
+            horizon_s: horizon_s.unwrap_or(f64::INFINITY),
+            produced: 0,
+            clock: 0.0,
+            rng_time: rng.fork(1),
+            rng_len: rng.fork(2),
+            rng_class: rng.fork(3),
+        }
+    }
+
+    /// Mean prompt and output lengths, for sizing predictions.
+    pub fn mean_lengths(&self) -> (f64, f64) {
+        let p: Vec<u32> = self.trace.iter().map(|r| r.prompt).collect();
+        let o: Vec<u32> = self.trace.iter().map(|r| r.output).collect();
+        (self.prompt.mean(&p), self.output.mean(&o))
+    }
+
+    /// Expected number of requests, when it is known in advance (for progress reports).
+    pub fn expected_requests(&self) -> Option<u64> {
+        let by_time = match self.arrivals {
+            Arrivals::Trace { .. } => Some(self.trace.len() as u64),
+            Arrivals::Poisson { rate }
+            | Arrivals::Gamma { rate, .. }
+            | Arrivals::Diurnal { rate, .. } => self
+                .horizon_s
+                .is_finite()
+                .then_some((rate * self.horizon_s) as u64),
+        };
+        match (by_time, self.max_requests) {
+            (Some(n), m) => Some(n.min(m)),
+            (None, u64::MAX) => None,
+            (None, m) => Some(m),
+        }
+    }
+
+    /// The last arrival time the workload can produce, if bounded.
+    pub fn horizon(&self) -> Option<f64> {
+        match self.arrivals {
+            Arrivals::Trace { rate_x } => self
+                .trace
+                .last()
+                .map(|r| (r.arrival_s / rate_x).min(self.horizon_s)),
+            _ if self.horizon_s.is_finite() => Some(self.horizon_s),
+            Arrivals::Poisson { rate }
+            | Arrivals::Gamma { rate, .. }
+            | Arrivals::Diurnal { rate, .. } => {
+                (self.max_requests < u64::MAX).then(|| self.max_requests as f64 / rate)
+            }
+        }
+    }
+
+    fn class(&mut self) -> usize {
+        if self.class_shares.len() <= 1 {
+            return 0;
+        }
+        let mut x = self.rng_class.open01();
+        for (i, s) in self.class_shares.iter().enumerate() {
+            x -= s;
+            if x <= 0.0 {
+                return i;
+            }
+        }
+        self.class_shares.len() - 1
+    }
+}
+
+impl Iterator for Workload {
+    type Item = Arrival;
+
+    fn next(&mut self) -> Option<Arrival> {
+        if self.produced >= self.max_requests {
+            return None;
+        }
+        let (at, row) = match self.arrivals {
+            Arrivals::Trace { rate_x } => {
+                let row = *self.trace.get(self.produced as usize)?;
+                (row.arrival_s / rate_x, Some(row))
+            }
+            Arrivals::Poisson { rate } => {
+                self.clock += self.rng_time.exponential(1.0 / rate);
+                (self.clock, None)
+            }
+            Arrivals::Gamma { rate, cv } => {
+                // Gaps with mean 1/rate and coefficient of variation cv: shape 1/cv².
+                let k = 1.0 / (cv * cv);
+                self.clock += self.rng_time.gamma(k, 1.0 / (rate * k));
+                (self.clock, None)
+            }
+            Arrivals::Diurnal {
+                rate,
+                swing,
+                period_s,
+            } => {
+                let peak = rate * (1.0 + swing);
+                loop {
+                    self.clock += self.rng_time.exponential(1.0 / peak);
+                    let phase = std::f64::consts::TAU * self.clock / period_s;
+                    let now = rate * (1.0 + swing * phase.sin());
+                    if self.rng_time.open01() * peak <= now {
+                        break;
+                    }
+                }
+                (self.clock, None)
+            }
+        };
+        if at > self.horizon_s {
+            return None;
+        }
+        self.produced += 1;
+        let prompt = self.prompt.draw(&mut self.rng_len, row.map(|r| r.prompt));
+        let output = self.output.draw(&mut self.rng_len, row.map(|r| r.output));
+        let class = self.class();
+        Some(Arrival {
+            at,
+            prompt,
+            output,
+            class,
+        })
+    }
+}

@@ -1,0 +1,448 @@
+//! The simulator against queueing theory, its own accounting, the example scenarios and bad
+//! input.
+
+use switchyard_perf::{Batch, Catalog, Params};
+use switchyard_sim::{
+    parse_trace, simulate, Arrivals, Lengths, Overrides, Record, RunOptions, Scenario,
+    ScenarioFile, SimError, Summary, Workload, WorkloadSpec,
+};
+
+const CONV: &str = include_str!("../../../traces/splitwise_conv.csv");
+const WAFER_VS_GPU: &str = include_str!("../../../scenarios/wafer-vs-gpu.toml");
+const OUTAGE: &str = include_str!("../../../scenarios/outage.toml");
+
+fn resolve<'a>(
+    text: &str,
+    cat: &'a Catalog,
+    params: &Params,
+    trace: bool,
+) -> Result<Scenario<'a>, SimError> {
+    let file = ScenarioFile::parse(text, "test.toml")?;
+    let rows = trace.then(|| parse_trace(CONV, "splitwise_conv.csv").expect("trace"));
+    file.resolve(text, "test.toml", cat, params, rows, &Overrides::default())
+}
+
+fn run(scn: &Scenario<'_>, params: &Params) -> (Summary, String) {
+    let mut csv = String::new();
+    let (s, _) = simulate(
+        scn,
+        params,
+        RunOptions::default(),
+        |r: &Record<'_>| r.write_csv(&mut csv),
+        &mut |_| {},
+    );
+    (s, csv)
+}
+
+/// A single replica serving one request at a time: a single-server FIFO queue.
+fn single_server(rate: f64, output: &str) -> String {
+    format!(
+        r#"
+model = "llama-3.1-8b"
+seed = 11
+[[provider]]
+name = "q"
+system = "h100-sxm"
+chips = 1
+max_batch = 1
+[workload]
+requests = 1000000
+arrival = {{ process = "poisson", rate = {rate} }}
+prompt = {{ dist = "fixed", tokens = 1 }}
+output = {output}
+"#
+    )
+}
+
+/// Service time of a request with `n` output tokens on the single-server replica, from the
+/// performance model step by step: a one-token prefill, then n − 1 decode steps.
+fn service(scn: &Scenario<'_>, p: &Params, n: u32) -> f64 {
+    let d = &scn.providers[0].deployment;
+    let prefill = Batch {
+        prefill_tokens: 1,
+        prefill_ctx: 0.5,
+        ..Batch::default()
+    };
+    let mut s = d.step_time(p, &prefill);
+    for kv in 1..n {
+        let b = Batch {
+            decode_seqs: 1,
+            decode_ctx: f64::from(kv),
+            ..Batch::default()
+        };
+        s += d.step_time(p, &b);
+    }
+    s
+}
+
+#[test]
+fn m_d_1_mean_wait_matches_the_closed_form() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    // Probe the service time with any rate, then set the rate for a load of 0.5.
+    let probe = resolve(
+        &single_server(1.0, "{ dist = \"fixed\", tokens = 4 }"),
+        &cat,
+        &p,
+        false,
+    )
+    .expect("resolves");
+    let s = service(&probe, &p, 4);
+    let rho = 0.5;
+    let lambda = rho / s;
+    let scn = resolve(
+        &single_server(lambda, "{ dist = \"fixed\", tokens = 4 }"),
+        &cat,
+        &p,
+        false,
+    )
+    .expect("resolves");
+    let (sum, _) = run(&scn, &p);
+    assert_eq!(sum.completed, 1_000_000);
+    // M/D/1 (Pollaczek–Khinchine with zero service variance): Wq = ρS / (2(1 − ρ)).
+    let expected = rho * s / (2.0 * (1.0 - rho));
+    let measured = sum.fleet.queue_s.mean.expect("waits");
+    let err = (measured - expected).abs() / expected;
+    assert!(
+        err < 0.02,
+        "M/D/1: measured {measured}, expected {expected}"
+    );
+    // Every request's service is the same: end-to-end minus queueing is S.
+    let e2e = sum.fleet.e2e_s.mean.expect("e2e");
+    assert!(
+        ((e2e - measured) - s).abs() / s < 1e-6,
+        "service {}",
+        e2e - measured
+    );
+}
+
+#[test]
+fn m_m_1_mean_wait_matches_the_closed_form() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let m = 50.0;
+    let output = format!("{{ dist = \"exponential\", mean = {m} }}");
+    let probe = resolve(&single_server(1.0, &output), &cat, &p, false).expect("resolves");
+    // Output lengths are an exponential rounded up, so geometric: P(N = n) =
+    // e^{-(n-1)/m} − e^{-n/m}. The service-time moments follow from the step times.
+    let (mut es, mut es2, mut mass) = (0.0, 0.0, 0.0);
+    let mut s = service(&probe, &p, 1);
+    let d = &probe.providers[0].deployment;
+    for n in 1..4000u32 {
+        if n > 1 {
+            let b = Batch {
+                decode_seqs: 1,
+                decode_ctx: f64::from(n - 1),
+                ..Batch::default()
+            };
+            s += d.step_time(&p, &b);
+        }
+        let pr = (-(f64::from(n) - 1.0) / m).exp() - (-f64::from(n) / m).exp();
+        es += pr * s;
+        es2 += pr * s * s;
+        mass += pr;
+    }
+    assert!((mass - 1.0).abs() < 1e-9);
+    let cv2 = es2 / (es * es) - 1.0;
+    assert!(cv2 > 0.97, "service is close to exponential: cv² {cv2}");
+    let rho = 0.5;
+    let lambda = rho / es;
+    let scn = resolve(&single_server(lambda, &output), &cat, &p, false).expect("resolves");
+    let (sum, _) = run(&scn, &p);
+    let measured = sum.fleet.queue_s.mean.expect("waits");
+    // M/M/1: Wq = ρ / (μ − λ) = ρ·E[S] / (1 − ρ).
+    let mm1 = rho * es / (1.0 - rho);
+    let err = (measured - mm1).abs() / mm1;
+    assert!(err < 0.02, "M/M/1: measured {measured}, closed form {mm1}");
+    // And the exact M/G/1 value for this service distribution (Pollaczek–Khinchine).
+    let pk = lambda * es2 / (2.0 * (1.0 - rho));
+    assert!(
+        (measured - pk).abs() / pk < 0.02,
+        "P-K: measured {measured}, expected {pk}"
+    );
+}
+
+#[test]
+fn littles_law_holds_on_the_per_request_records() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let scn = resolve(WAFER_VS_GPU, &cat, &p, true).expect("resolves");
+    let (sum, csv) = run(&scn, &p);
+    assert_eq!(sum.arrivals, 19_366);
+    assert_eq!(sum.completed + sum.failed, sum.arrivals);
+    // W from the records themselves (last column), λ from the count and the run's length.
+    let e2e: Vec<f64> = csv
+        .lines()
+        .map(|l| l.rsplit(',').next().expect("e2e").parse().expect("number"))
+        .collect();
+    assert_eq!(e2e.len() as u64, sum.arrivals);
+    let w = e2e.iter().sum::<f64>() / e2e.len() as f64;
+    let lambda = e2e.len() as f64 / sum.duration_s;
+    let l = sum.little.mean_in_system;
+    assert!(
+        (l - lambda * w).abs() / l < 1e-3,
+        "L {l} against λW {}",
+        lambda * w
+    );
+    assert!(sum.fleet.goodput > 0.5 && sum.fleet.goodput <= 1.0);
+    assert!(sum.providers.iter().all(|g| g.requests > 0));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_outputs_and_another_seed_does_not() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let scn = resolve(WAFER_VS_GPU, &cat, &p, true).expect("resolves");
+    let (a, csv_a) = run(&scn, &p);
+    let (b, csv_b) = run(&scn, &p);
+    assert_eq!(a, b);
+    assert_eq!(csv_a, csv_b);
+    let mut other = scn.clone();
+    other.seed = 2;
+    let (_, csv_c) = run(&other, &p);
+    assert_ne!(csv_a, csv_c, "the seed draws the classes");
+}
+
+#[test]
+fn an_outage_moves_traffic_to_the_survivors_and_loses_no_request() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let scn = resolve(OUTAGE, &cat, &p, true).expect("resolves");
+    let (sum, csv) = run(&scn, &p);
+    assert_eq!(sum.completed + sum.failed, sum.arrivals);
+    let rows = csv.lines().count() as u64;
+    assert_eq!(rows, sum.arrivals, "one record per arrival");
+    let failed_rows = csv.lines().filter(|l| l.contains(",failed,")).count() as u64;
+    assert_eq!(failed_rows, sum.failed);
+    let by_reason: u64 = sum.failures.iter().map(|f| f.count).sum();
+    assert_eq!(by_reason, sum.failed);
+    let h200 = scn
+        .providers
+        .iter()
+        .position(|q| q.name == "h200")
+        .expect("h200");
+    // No tokens from the failed provider while it is down (bins fully inside the window).
+    for b in &sum.bins {
+        if b.start_s >= 1200.0 && b.start_s + sum.bin_s <= 1800.0 {
+            assert_eq!(b.tokens[h200], 0, "bin at {}", b.start_s);
+        }
+    }
+    // Requests that failed on it before their first token completed elsewhere.
+    let survivors_fallbacks: u64 = sum
+        .providers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != h200)
+        .map(|(_, g)| g.fallbacks_in)
+        .sum();
+    assert!(survivors_fallbacks > 0);
+    assert_eq!(sum.providers[h200].fallbacks_in, 0);
+    // The window's requests pay for it: the survivors are busier, so slower.
+    let w = &sum.failure_windows[0];
+    assert!(w.requests > 0);
+    assert!(
+        w.tpot_s.p99 > sum.fleet.tpot_s.p99,
+        "{:?} vs {:?}",
+        w.tpot_s,
+        sum.fleet.tpot_s
+    );
+}
+
+#[test]
+fn a_slowdown_costs_latency_and_a_dead_replica_sends_its_work_elsewhere() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let base = r#"
+model = "llama-3.1-8b"
+[[provider]]
+name = "gpu"
+system = "h100-sxm"
+chips = 1
+replicas = 2
+[workload]
+requests = 4000
+arrival = { process = "poisson", rate = 20.0 }
+prompt = { dist = "fixed", tokens = 500 }
+output = { dist = "fixed", tokens = 100 }
+"#;
+    let (calm, _) = run(&resolve(base, &cat, &p, false).expect("ok"), &p);
+    let slow = format!(
+        "{base}[[failure]]\nkind = \"slowdown\"\nprovider = \"gpu\"\nfactor = 3.0\nstart_s = 0\nend_s = 1000\n"
+    );
+    let (slowed, _) = run(&resolve(&slow, &cat, &p, false).expect("ok"), &p);
+    let tpot = |s: &Summary| s.fleet.tpot_s.p50.expect("tpot");
+    assert!(
+        tpot(&slowed) > 2.5 * tpot(&calm),
+        "{} vs {}",
+        tpot(&slowed),
+        tpot(&calm)
+    );
+    let dead = format!(
+        "{base}[[failure]]\nkind = \"replica\"\nprovider = \"gpu\"\nreplica = 1\nstart_s = 50\n"
+    );
+    let scn = resolve(&dead, &cat, &p, false).expect("ok");
+    let (s, csv) = run(&scn, &p);
+    assert_eq!(s.completed + s.failed, 4000);
+    // After the failure every completion is on replica 0.
+    for l in csv.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        let arrival: f64 = f[4].parse().expect("arrival");
+        if arrival > 60.0 && f[8] == "ok" {
+            assert_eq!(f[3], "0", "{l}");
+        }
+    }
+}
+
+#[test]
+fn a_small_kv_cache_preempts_and_still_completes_everything() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    // 70B in 16 bits fills most of four wafers' SRAM: long requests must take turns in the
+    // KV cache that is left.
+    let text = r#"
+model = "llama-3.1-70b"
+[[provider]]
+name = "tight"
+system = "cs3"
+[workload]
+requests = 300
+arrival = { process = "poisson", rate = 5.0 }
+prompt = { dist = "fixed", tokens = 3000 }
+output = { dist = "fixed", tokens = 400 }
+"#;
+    let scn = resolve(text, &cat, &p, false).expect("resolves");
+    let (s, _) = run(&scn, &p);
+    assert_eq!(s.completed, 300);
+    assert!(s.providers[0].preemptions.expect("counted") > 0);
+}
+
+#[test]
+fn workloads_have_the_rates_and_shapes_they_claim() {
+    let spec = |arrivals| WorkloadSpec {
+        arrivals,
+        prompt: Lengths::LogNormal {
+            median: 1000.0,
+            sigma: 0.5,
+        },
+        output: Lengths::Exponential(100.0),
+        class_shares: vec![3.0, 1.0],
+        max_requests: Some(200_000),
+        horizon_s: None,
+    };
+    let w: Vec<_> = Workload::new(spec(Arrivals::Poisson { rate: 10.0 }), Vec::new(), 1).collect();
+    let span = w.last().expect("some").at;
+    assert!((w.len() as f64 / span - 10.0).abs() < 0.1);
+    let share0 = w.iter().filter(|a| a.class == 0).count() as f64 / w.len() as f64;
+    assert!((share0 - 0.75).abs() < 0.01);
+    let mut prompts: Vec<u32> = w.iter().map(|a| a.prompt).collect();
+    prompts.sort_unstable();
+    let median = prompts[prompts.len() / 2];
+    assert!((980..=1020).contains(&median), "median {median}");
+    // Gamma gaps with cv 3: same rate, burstier.
+    let g: Vec<_> = Workload::new(
+        spec(Arrivals::Gamma {
+            rate: 10.0,
+            cv: 3.0,
+        }),
+        Vec::new(),
+        1,
+    )
+    .collect();
+    let gaps: Vec<f64> = g.windows(2).map(|x| x[1].at - x[0].at).collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    let var = gaps.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+    assert!((mean - 0.1).abs() < 0.005, "mean gap {mean}");
+    assert!(
+        (var.sqrt() / mean - 3.0).abs() < 0.15,
+        "cv {}",
+        var.sqrt() / mean
+    );
+    // Trace replay at twice the speed halves every time.
+    let rows = parse_trace(CONV, "conv").expect("trace");
+    let t = |rate_x| {
+        let s = WorkloadSpec {
+            arrivals: Arrivals::Trace { rate_x },
+            prompt: Lengths::FromTrace,
+            output: Lengths::FromTrace,
+            class_shares: vec![1.0],
+            max_requests: None,
+            horizon_s: None,
+        };
+        Workload::new(s, rows.clone(), 1).collect::<Vec<_>>()
+    };
+    let (a, b) = (t(1.0), t(2.0));
+    assert_eq!(a.len(), 19_366);
+    assert!((b[1000].at * 2.0 - a[1000].at).abs() < 1e-9);
+    assert_eq!((a[5].prompt, a[5].output), (rows[5].prompt, rows[5].output));
+}
+
+#[test]
+fn bad_scenarios_name_the_line_and_field() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let check = |text: &str, needles: &[&str]| {
+        let e = resolve(text, &cat, &p, false).expect_err("bad").to_string();
+        for n in needles {
+            assert!(e.contains(n), "`{n}` missing from: {e}");
+        }
+    };
+    let good = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\nrequests = 10\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
+    resolve(good, &cat, &p, false).expect("the base is good");
+    check(
+        &good.replace("system = \"h100-sxm\"", "system = \"h900\""),
+        &["test.toml", "line 2", "field `system`", "h900"],
+    );
+    check(
+        &good.replace("requests = 10", "requests = \"ten\""),
+        &["test.toml", "line 6", "requests"],
+    );
+    check(
+        &good.replace("rate = 1.0", "rate = 1.0, burst = 2"),
+        &["line 7", "burst"],
+    );
+    check(
+        &good.replace("\"poisson\"", "\"hawkes\""),
+        &["line 5", "arrival.process", "hawkes"],
+    );
+    check(
+        &format!(
+            "{good}[[failure]]\nkind = \"outage\"\nprovider = \"b\"\nstart_s = 1\nend_s = 2\n"
+        ),
+        &["line 10", "field `provider`", "no provider named `b`"],
+    );
+    check(
+        &format!(
+            "{good}[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 5\nend_s = 2\n"
+        ),
+        &["line 10", "end_s"],
+    );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nlayout = \"tp3x\""),
+        &["line 2", "layout"],
+    );
+}
+
+#[test]
+fn bad_traces_name_the_line_and_field() {
+    let e = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,x,5\n",
+        "t.csv",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(
+        e.contains("t.csv") && e.contains("line 3") && e.contains("num_prefill_tokens"),
+        "{e}"
+    );
+    let e = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n2.0,10,5\n1.0,10,5\n",
+        "t.csv",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(e.contains("line 3") && e.contains("non-decreasing"), "{e}");
+    let e = parse_trace("time,in,out\n", "t.csv")
+        .expect_err("bad")
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("arrived_at"), "{e}");
+}

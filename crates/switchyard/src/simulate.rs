@@ -1,0 +1,264 @@
+//! `switchyard simulate`: reads a scenario and its trace, runs the simulator, prints the
+//! summary and writes the per-request CSV, the JSON summary and the HTML report.
+
+use crate::UsageError;
+use anyhow::{Context, Result};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use switchyard_perf::{Catalog, Params};
+use switchyard_sim::{
+    parse_trace, report, simulate as run_sim, Group, Overrides, Record, RunOptions, ScenarioFile,
+    Summary,
+};
+
+/// The built-in scenario: a wafer-scale pool against a GPU pool on the conversation trace.
+const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/wafer-vs-gpu.toml");
+const DEFAULT_SCENARIO_NAME: &str = "scenarios/wafer-vs-gpu.toml";
+/// Traces compiled in, so that the built-in scenario runs anywhere.
+const BUILTIN_TRACES: [(&str, &str); 2] = [
+    (
+        "splitwise_conv.csv",
+        include_str!("../../../traces/splitwise_conv.csv"),
+    ),
+    (
+        "splitwise_code.csv",
+        include_str!("../../../traces/splitwise_code.csv"),
+    ),
+];
+
+/// Arguments of `simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Scenario file (TOML); without it, the built-in wafer-scale against GPU scenario.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Replay this CSV trace instead of the scenario's.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Speed up arrivals by this factor (trace times divided, synthetic rates multiplied).
+    #[arg(long, value_name = "FACTOR")]
+    rate_x: Option<f64>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Folder for requests.csv, summary.json and report.html.
+    #[arg(long, value_name = "DIR", default_value = "sim-out")]
+    out: PathBuf,
+    /// Print the JSON summary instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// No per-request CSV (long runs).
+    #[arg(long)]
+    no_csv: bool,
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+/// Runs `simulate`.
+pub fn simulate(cat: &Catalog, a: &SimulateArgs) -> Result<()> {
+    if let Some(x) = a.rate_x {
+        if !(x > 0.0 && x.is_finite()) {
+            return Err(usage(format!(
+                "--rate-x must be a positive factor, not {x}"
+            )));
+        }
+    }
+    let (text, origin, dir) = match &a.scenario {
+        Some(p) => (
+            read(p)?,
+            p.display().to_string(),
+            p.parent().map(Path::to_path_buf),
+        ),
+        None => (
+            DEFAULT_SCENARIO.to_string(),
+            DEFAULT_SCENARIO_NAME.to_string(),
+            None,
+        ),
+    };
+    let file = ScenarioFile::parse(&text, &origin).map_err(usage)?;
+    let trace_rows = match (&a.trace, &file.workload.get_ref().trace) {
+        (Some(p), _) => Some(parse_trace(&read(p)?, &p.display().to_string()).map_err(usage)?),
+        (None, Some(rel)) => {
+            let (body, name) = match &dir {
+                Some(d) => {
+                    let path = d.join(rel);
+                    (read(&path)?, path.display().to_string())
+                }
+                None => {
+                    let base = Path::new(rel)
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    let body = BUILTIN_TRACES
+                        .iter()
+                        .find(|(n, _)| *n == base)
+                        .map(|(_, t)| (*t).to_string())
+                        .ok_or_else(|| usage(format!("{origin}: no built-in trace `{rel}`")))?;
+                    (body, rel.clone())
+                }
+            };
+            Some(parse_trace(&body, &name).map_err(usage)?)
+        }
+        (None, None) => None,
+    };
+    let params = Params::default();
+    let over = Overrides {
+        seed: a.seed,
+        rate_x: a.rate_x,
+        requests: a.requests,
+    };
+    let scn = file
+        .resolve(&text, &origin, cat, &params, trace_rows, &over)
+        .map_err(usage)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let csv_path = a.out.join("requests.csv");
+    let mut csv = if a.no_csv {
+        None
+    } else {
+        let f = std::fs::File::create(&csv_path)
+            .with_context(|| format!("creating {}", csv_path.display()))?;
+        let mut w = BufWriter::new(f);
+        writeln!(w, "{}", Record::CSV_HEADER)?;
+        Some(w)
+    };
+    let mut line = String::new();
+    let mut io_err = None;
+    let sink = |r: &Record<'_>| {
+        if let Some(w) = csv.as_mut() {
+            line.clear();
+            r.write_csv(&mut line);
+            if let Err(e) = w.write_all(line.as_bytes()) {
+                io_err.get_or_insert(e);
+            }
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last = -1i64;
+    let mut progress = |f: f64| {
+        if !tty {
+            return;
+        }
+        let pct = (f * 100.0).floor() as i64;
+        if pct != last {
+            last = pct;
+            let filled = (pct / 4) as usize;
+            eprint!(
+                "\r[{}{}] {pct:>3}% of arrivals",
+                "#".repeat(filled),
+                " ".repeat(25 - filled.min(25))
+            );
+            if pct >= 100 {
+                eprintln!();
+            }
+        }
+    };
+    let (summary, dist) = run_sim(&scn, &params, RunOptions::default(), sink, &mut progress);
+    if let Some(e) = io_err {
+        return Err(e).with_context(|| format!("writing {}", csv_path.display()));
+    }
+    if let Some(mut w) = csv {
+        w.flush()
+            .with_context(|| format!("writing {}", csv_path.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&summary)?;
+    let json_path = a.out.join("summary.json");
+    std::fs::write(&json_path, format!("{json}\n"))
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let html_path = a.out.join("report.html");
+    std::fs::write(&html_path, report::html(&summary, &dist))
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    if a.json {
+        out!("{json}");
+        return Ok(());
+    }
+    print_summary(&summary);
+    out!("");
+    if !a.no_csv {
+        out!("per-request CSV: {}", csv_path.display());
+    }
+    out!("summary JSON:    {}", json_path.display());
+    out!("HTML report:     {}", html_path.display());
+    Ok(())
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{:.0}", x * 1000.0))
+}
+
+fn ms1(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{:.1}", x * 1000.0))
+}
+
+fn print_groups(title: &str, groups: &[&Group]) {
+    out!("{title}");
+    out!(
+        "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8}",
+        "name", "requests", "failed", "fallback", "goodput", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+        "E2E p99", "tok/s", "util", "preempt", "J/tok", "$/Mtok"
+    );
+    for g in groups {
+        out!(
+            "  {:<34} {:>8} {:>7} {:>8} {:>7.1}% {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>8} {:>8} {:>8}",
+            g.name,
+            g.requests,
+            g.failed,
+            g.fallbacks_in,
+            g.goodput * 100.0,
+            ms(g.ttft_s.p50),
+            ms(g.ttft_s.p99),
+            ms1(g.tpot_s.p50),
+            ms1(g.tpot_s.p99),
+            ms(g.e2e_s.p99),
+            g.throughput_tok_s,
+            g.utilization.map_or_else(|| "-".into(), |u| format!("{:.0}%", u * 100.0)),
+            g.preemptions.map_or_else(|| "-".into(), |n| n.to_string()),
+            g.joules_per_token.map_or_else(|| "-".into(), |j| format!("{j:.2}")),
+            g.usd_per_mtok.map_or_else(|| "-".into(), |c| format!("{c:.2}")),
+        );
+    }
+}
+
+fn print_summary(s: &Summary) {
+    out!(
+        "{}: {} requests over {:.0} s simulated ({} completed, {} failed), policy {}, seed {}",
+        s.scenario,
+        s.arrivals,
+        s.duration_s,
+        s.completed,
+        s.failed,
+        s.policy,
+        s.seed
+    );
+    out!("latencies in ms; goodput = share of requests within their class's TTFT and TPOT targets");
+    out!("");
+    let mut providers: Vec<&Group> = s.providers.iter().collect();
+    providers.push(&s.fleet);
+    print_groups("by provider", &providers);
+    out!("");
+    print_groups("by class", &s.classes.iter().collect::<Vec<_>>());
+    if !s.failure_windows.is_empty() {
+        out!("");
+        let mut rows: Vec<&Group> = s.failure_windows.iter().collect();
+        rows.push(&s.fleet);
+        print_groups(
+            "requests arriving during each failure, against the whole run",
+            &rows,
+        );
+    }
+    if !s.failures.is_empty() {
+        out!("");
+        out!("failed requests");
+        for f in &s.failures {
+            out!("  {:<14} {:>8}  {}", f.class, f.count, f.reason);
+        }
+    }
+}
