@@ -155,9 +155,9 @@ pub fn html(s: &Summary, d: &Distributions) -> String {
         ]
         .concat(),
     });
-    let t = |b: &crate::stats::Bin| b.start_s;
+    let t = |b: &Bin| b.start_s;
     // Queue lengths are snapshots at the end of each bin; rates are per bin.
-    let end = |b: &crate::stats::Bin| b.start_s + s.bin_s;
+    let end = |b: &Bin| b.start_s + s.bin_s;
     let queue = vec![
         Series {
             name: "waiting in replica queues".into(),
