@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod predict;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Catalog(predict::CatalogArgs),
     /// Simulate a fleet under a workload: trace replay, routing, failures.
     Simulate(simulate::SimulateArgs),
+    /// Serve the OpenAI-compatible gateway over real and emulated providers.
+    Serve(serve::ServeArgs),
 }
 
 /// An error that is the user's to fix: printed as one line, exit status 2.
@@ -60,12 +63,18 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
     let result = predict::load_catalog(cli.catalog.as_deref()).and_then(|cat| match cli.command {
         Command::Estimate(a) => predict::estimate(&cat, &a),
         Command::Compare(a) => predict::compare(&cat, &a),
         Command::Validate(a) => predict::validate(&cat, &a),
         Command::Catalog(a) => predict::catalog(&cat, &a),
         Command::Simulate(a) => simulate::simulate(&cat, &a),
+        Command::Serve(a) => serve::serve(cat, &a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+mod serve;
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)

@@ -1,0 +1,330 @@
+//! Gateway configuration: providers, public models mapped to deployments, timeouts,
+//! retries and limits, in TOML, with a built-in default that needs nothing from outside.
+//!
+//! API keys never live in the file: a provider names the environment variable that holds
+//! its key. Errors name the file, line and field.
+
+use crate::GatewayError;
+use serde::Deserialize;
+use std::ops::Range;
+use switchyard_router::{Health, Policy};
+use toml::Spanned;
+
+/// The built-in configuration: two emulated providers, a CS-3 wafer-scale pool and an H200
+/// GPU pool, serving `llama-3.1-8b` and `llama-3.1-70b`.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening address and request limits.
+    #[serde(default)]
+    pub server: Server,
+    /// Timeouts towards providers.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Retries and their budget.
+    #[serde(default)]
+    pub retries: Retries,
+    /// Passive health of deployments.
+    #[serde(default)]
+    pub health: Health,
+    /// Providers.
+    #[serde(rename = "provider")]
+    pub providers: Vec<Spanned<ProviderSection>>,
+    /// Public models.
+    #[serde(rename = "model")]
+    pub models: Vec<Spanned<ModelSection>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// `[timeouts]`, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Establishing a connection to a provider.
+    pub connect_ms: u64,
+    /// From sending a request to its first token (or, not streaming, its headers).
+    pub first_token_ms: u64,
+    /// The whole request.
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 2_000,
+            first_token_ms: 30_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+/// `[retries]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    /// Retries allowed per original request over time, so that retries cannot multiply an
+    /// outage's load (as linkerd's retry budget).
+    pub budget_ratio: f64,
+    /// Retries per second allowed regardless of the ratio, so a quiet gateway can still retry.
+    pub min_per_s: f64,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            min_per_s: 10.0,
+        }
+    }
+}
+
+/// `[[provider]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Name, as deployments refer to it.
+    pub name: String,
+    /// `openai` (any OpenAI-compatible server) or `emulated`.
+    pub kind: String,
+    /// Base URL of an `openai` provider, such as `https://api.example.com/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding an `openai` provider's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Catalog system of an `emulated` provider.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Replicas per model of an `emulated` provider.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Chips (or wafers) per replica of an `emulated` provider (default: the fewest that fit).
+    #[serde(default)]
+    pub chips: Option<u32>,
+    /// Faults an `emulated` provider injects, for tests and drills.
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Faults of an emulated provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of requests answered with a 500 error at once.
+    pub error_rate: f64,
+    /// Share of requests delayed by `spike_ms` before they start.
+    pub spike_rate: f64,
+    /// Length of a latency spike, ms.
+    pub spike_ms: u64,
+    /// Start of an outage, seconds after the provider starts: every request is refused
+    /// with 503 until `outage_end_s`.
+    pub outage_start_s: Option<f64>,
+    /// End of the outage.
+    pub outage_end_s: Option<f64>,
+}
+
+/// `[[model]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Public name clients ask for.
+    pub name: String,
+    /// Routing policy across the deployments.
+    #[serde(default = "latency")]
+    pub policy: Policy,
+    /// Where the model is served.
+    #[serde(rename = "deployment")]
+    pub deployments: Vec<DeploymentSection>,
+}
+
+fn latency() -> Policy {
+    Policy::Latency
+}
+
+/// `[[model.deployment]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSection {
+    /// Provider name.
+    pub provider: String,
+    /// The model's name at the provider (for `emulated`, a catalog model id); default: the
+    /// public name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Share under the weighted policy.
+    #[serde(default = "unit")]
+    pub weight: f64,
+    /// Price for the cost policy, USD per million output tokens.
+    #[serde(default)]
+    pub usd_per_mtok: Option<f64>,
+    /// Preference under the priority policy: lower first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Traffic classes this deployment takes (default: all).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Expected time to first token before any is observed, ms (emulated: predicted).
+    #[serde(default)]
+    pub ttft_ms: Option<f64>,
+    /// Expected time per output token before any is observed, ms (emulated: predicted).
+    #[serde(default)]
+    pub tpot_ms: Option<f64>,
+    /// Requests it serves at once before queueing (emulated: predicted).
+    #[serde(default)]
+    pub capacity: Option<f64>,
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+/// Where in a configuration text an error lies.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin<'t> {
+    pub text: &'t str,
+    pub name: &'t str,
+}
+
+impl Origin<'_> {
+    pub(crate) fn error(&self, span: Range<usize>, field: &str, message: String) -> GatewayError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        GatewayError::Config(format!(
+            "{}: line {}, field `{field}`: {message}",
+            self.name,
+            before.matches('\n').count() + 1
+        ))
+    }
+}
+
+impl Config {
+    /// Parses configuration TOML; `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] naming the line, column and field.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, GatewayError> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            GatewayError::Config(format!(
+                "{origin}: {}",
+                switchyard_catalog::toml_error_line(text, &e)
+            ))
+        })?;
+        let o = Origin { text, name: origin };
+        let mut names: Vec<&str> = Vec::new();
+        for p in &c.providers {
+            let s = p.get_ref();
+            let err =
+                |f: &str, m: String| o.error(p.span(), f, format!("provider `{}`: {m}", s.name));
+            if names.contains(&s.name.as_str()) {
+                return Err(err("name", "two providers have this name".into()));
+            }
+            names.push(&s.name);
+            match s.kind.as_str() {
+                "openai" => {
+                    let url = s.base_url.as_deref().ok_or_else(|| {
+                        err("base_url", "an `openai` provider needs a base_url".into())
+                    })?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err("base_url", format!("`{url}` is not an http(s) URL")));
+                    }
+                }
+                "emulated" => {
+                    if s.system.is_none() {
+                        return Err(err(
+                            "system",
+                            "an `emulated` provider needs a catalog system".into(),
+                        ));
+                    }
+                    if s.replicas == 0 {
+                        return Err(err("replicas", "must be at least 1".into()));
+                    }
+                    let f = s.faults;
+                    for (field, v) in [
+                        ("faults.error_rate", f.error_rate),
+                        ("faults.spike_rate", f.spike_rate),
+                    ] {
+                        if !(0.0..=1.0).contains(&v) {
+                            return Err(err(field, format!("{v} is not a share between 0 and 1")));
+                        }
+                    }
+                }
+                other => {
+                    return Err(err(
+                        "kind",
+                        format!("unknown provider kind `{other}`; known: openai, emulated"),
+                    ))
+                }
+            }
+        }
+        let mut models: Vec<&str> = Vec::new();
+        for m in &c.models {
+            let s = m.get_ref();
+            let err =
+                |f: &str, msg: String| o.error(m.span(), f, format!("model `{}`: {msg}", s.name));
+            if models.contains(&s.name.as_str()) {
+                return Err(err("name", "two models have this name".into()));
+            }
+            models.push(&s.name);
+            if s.deployments.is_empty() {
+                return Err(err(
+                    "deployment",
+                    "a model needs at least one [[model.deployment]]".into(),
+                ));
+            }
+            for d in &s.deployments {
+                if !names.contains(&d.provider.as_str()) {
+                    return Err(err(
+                        "deployment.provider",
+                        format!("no provider named `{}`", d.provider),
+                    ));
+                }
+            }
+        }
+        if c.models.is_empty() {
+            return Err(GatewayError::Config(format!(
+                "{origin}: no [[model]]: clients would have nothing to ask for"
+            )));
+        }
+        if c.retries.max_attempts == 0 {
+            return Err(GatewayError::Config(format!(
+                "{origin}: field `retries.max_attempts`: must be at least 1"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The built-in configuration.
+    ///
+    /// # Errors
+    /// Never in a released build; the built-in text is tested.
+    pub fn builtin() -> Result<Self, GatewayError> {
+        Config::parse(DEFAULT_CONFIG, "built-in gateway configuration")
+    }
+}

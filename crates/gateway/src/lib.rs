@@ -1,0 +1,312 @@
+//! The gateway: one OpenAI-compatible front door over every provider.
+//!
+//! Clients speak the OpenAI API; the gateway maps each public model to deployments on
+//! providers (any OpenAI-compatible server, or an emulated provider that runs the
+//! simulator's replica engine on the wall clock), picks one with the shared router library,
+//! and falls back to the next on connection errors, 429, 5xx and first-token timeouts before
+//! the first byte reaches the client. Once a stream has started, an upstream failure ends it
+//! with an error event the client can see.
+//!
+//! Only this crate knows HTTP; it prints nothing (logs go through `tracing`).
+
+pub mod api;
+pub mod config;
+pub mod emulated;
+pub mod metrics;
+mod proxy;
+mod server;
+pub mod sse;
+
+pub use config::Config;
+pub use server::serve;
+
+use crate::config::Origin;
+use emulated::EmuPool;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
+use switchyard_replica::{EngineConfig, Physics};
+use switchyard_router::{Router, Target};
+
+/// Errors building or running the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is wrong; the message names the file, line and field.
+    #[error("{0}")]
+    Config(String),
+    /// Listening or serving failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where a deployment's requests go.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// An OpenAI-compatible server.
+    OpenAi {
+        base_url: String,
+        api_key: Option<String>,
+    },
+    /// An emulated pool.
+    Emulated(Arc<EmuPool>),
+}
+
+/// One deployment of a public model.
+#[derive(Debug)]
+pub(crate) struct Deployment {
+    pub provider: String,
+    pub upstream_model: String,
+    pub backend: Backend,
+    pub labels: metrics::Labels,
+}
+
+/// A public model: its deployments and the router choosing among them.
+#[derive(Debug)]
+pub(crate) struct ModelRoute {
+    pub name: String,
+    pub router: Mutex<Router>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// A token bucket for retries: each original request adds `ratio` tokens, time adds
+/// `min_per_s` per second, a retry takes one; the bucket holds at most ten seconds' worth.
+#[derive(Debug)]
+pub(crate) struct RetryBudget {
+    tokens: f64,
+    last: Instant,
+    ratio: f64,
+    min_per_s: f64,
+    cap: f64,
+}
+
+impl RetryBudget {
+    fn new(ratio: f64, min_per_s: f64) -> Self {
+        let cap = (min_per_s * 10.0).max(1.0);
+        RetryBudget {
+            tokens: cap,
+            last: Instant::now(),
+            ratio,
+            min_per_s,
+            cap,
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.min_per_s).min(self.cap);
+    }
+
+    pub(crate) fn deposit(&mut self) {
+        self.refill();
+        self.tokens = (self.tokens + self.ratio).min(self.cap + self.ratio * 1000.0);
+    }
+
+    pub(crate) fn withdraw(&mut self) -> bool {
+        self.refill();
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The running gateway's state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) models: BTreeMap<String, ModelRoute>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) timeouts: config::Timeouts,
+    pub(crate) max_attempts: u32,
+    pub(crate) budget: Mutex<RetryBudget>,
+    pub(crate) max_body: usize,
+    pub(crate) started: Instant,
+    pub(crate) created_unix: u64,
+    pub(crate) listen: String,
+}
+
+impl Gateway {
+    /// Builds the gateway from a parsed configuration. Emulated providers start their replica
+    /// tasks, so this must run inside a tokio runtime. `text` and `origin` are the
+    /// configuration's text and file name, for errors.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for an emulated model or system the catalog does not know,
+    /// a model that does not fit, or an API key variable that is not set.
+    pub fn new(
+        config: &Config,
+        text: &str,
+        origin: &str,
+        catalog: &'static Catalog,
+        params: &'static Params,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let o = Origin { text, name: origin };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.timeouts.connect_ms))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))?;
+        let mut pools: BTreeMap<(String, String), (Arc<EmuPool>, Target)> = BTreeMap::new();
+        let mut models = BTreeMap::new();
+        for m in &config.models {
+            let ms = m.get_ref();
+            let mut deployments = Vec::new();
+            let mut targets = Vec::new();
+            for d in &ms.deployments {
+                let Some(ps) = config
+                    .providers
+                    .iter()
+                    .find(|p| p.get_ref().name == d.provider)
+                else {
+                    return Err(o.error(
+                        m.span(),
+                        "deployment.provider",
+                        format!("no provider named `{}`", d.provider),
+                    ));
+                };
+                let p = ps.get_ref();
+                let upstream = d.upstream_model.clone().unwrap_or_else(|| ms.name.clone());
+                let mut target = Target {
+                    name: p.name.clone(),
+                    weight: d.weight,
+                    usd_per_mtok: d.usd_per_mtok.unwrap_or(0.0),
+                    priority: d.priority,
+                    classes: d.classes.clone(),
+                    ttft_s: d.ttft_ms.unwrap_or(0.0) / 1000.0,
+                    tpot_s: d.tpot_ms.unwrap_or(0.0) / 1000.0,
+                    capacity: d.capacity.unwrap_or(64.0),
+                };
+                let backend = match p.kind.as_str() {
+                    "openai" => {
+                        let api_key = match &p.api_key_env {
+                            Some(var) => Some(std::env::var(var).map_err(|_| {
+                                o.error(ps.span(), "api_key_env", format!("provider `{}`: the environment variable `{var}` is not set", p.name))
+                            })?),
+                            None => None,
+                        };
+                        Backend::OpenAi {
+                            base_url: p
+                                .base_url
+                                .clone()
+                                .unwrap_or_default()
+                                .trim_end_matches('/')
+                                .to_string(),
+                            api_key,
+                        }
+                    }
+                    _ => {
+                        let key = (p.name.clone(), upstream.clone());
+                        if let Some((pool, predicted)) = pools.get(&key) {
+                            target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
+                            target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
+                            target.capacity = d.capacity.unwrap_or(predicted.capacity);
+                            Backend::Emulated(Arc::clone(pool))
+                        } else {
+                            let err = |f: &str, e: String| {
+                                o.error(ps.span(), f, format!("provider `{}`: {e}", p.name))
+                            };
+                            let model = catalog.model(&upstream).map_err(|e| {
+                                o.error(m.span(), "deployment.upstream_model", e.to_string())
+                            })?;
+                            let system = catalog
+                                .system(p.system.as_deref().unwrap_or_default())
+                                .map_err(|e| err("system", e.to_string()))?;
+                            let (isl, osl) =
+                                (f64::from(params.default_isl), f64::from(params.default_osl));
+                            let q = Query {
+                                model,
+                                system,
+                                chips: p.chips,
+                                precision: None,
+                                layout: None,
+                                concurrency: 1.0,
+                                isl,
+                                osl,
+                                speculative: None,
+                                tpot_limit: None,
+                            };
+                            let mut dep = best_deployment(&q, params, Objective::Throughput)
+                                .map_err(|e| err("system", e.to_string()))?;
+                            dep.layout.dp = 1;
+                            let engine = EngineConfig::for_deployment(&dep, params);
+                            let peak = dep.max_throughput(params, isl, osl, None);
+                            let predicted = Target {
+                                ttft_s: dep.prefill(params, isl),
+                                tpot_s: dep.at_concurrency(params, 1.0, isl, osl).tpot_s,
+                                capacity: peak.concurrency.max(1.0) * f64::from(p.replicas),
+                                ..target.clone()
+                            };
+                            target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
+                            target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
+                            target.capacity = d.capacity.unwrap_or(predicted.capacity);
+                            let pool = EmuPool::start(
+                                Physics {
+                                    deployment: dep,
+                                    params,
+                                },
+                                engine,
+                                p.replicas,
+                                p.faults,
+                            );
+                            pools.insert(key, (Arc::clone(&pool), predicted));
+                            Backend::Emulated(pool)
+                        }
+                    }
+                };
+                targets.push(target);
+                deployments.push(Deployment {
+                    provider: p.name.clone(),
+                    upstream_model: upstream,
+                    backend,
+                    labels: metrics::Labels {
+                        model: ms.name.clone(),
+                        provider: p.name.clone(),
+                    },
+                });
+            }
+            models.insert(
+                ms.name.clone(),
+                ModelRoute {
+                    name: ms.name.clone(),
+                    router: Mutex::new(Router::new(ms.policy, targets, config.health, 0)),
+                    deployments,
+                },
+            );
+        }
+        Ok(Arc::new(Gateway {
+            models,
+            client,
+            timeouts: config.timeouts,
+            max_attempts: config.retries.max_attempts,
+            budget: Mutex::new(RetryBudget::new(
+                config.retries.budget_ratio,
+                config.retries.min_per_s,
+            )),
+            max_body: config.server.max_body_bytes,
+            started: Instant::now(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            listen: config.server.listen.clone(),
+        }))
+    }
+
+    /// The address the configuration asks to listen on.
+    pub fn listen_addr(&self) -> &str {
+        &self.listen
+    }
+
+    /// Public model names.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+
+    pub(crate) fn now_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}

@@ -1,0 +1,129 @@
+//! HTTP: the routes, body limits, and the listener.
+
+use crate::api::{ApiError, Endpoint};
+use crate::proxy;
+use crate::Gateway;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The header a request may use to name its traffic class.
+pub const CLASS_HEADER: &str = "x-switchyard-class";
+
+async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, gw.max_body)
+        .await
+        .map_err(|_| ApiError::too_large(gw.max_body))
+}
+
+fn class_of(h: &HeaderMap) -> Option<String> {
+    h.get(CLASS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
+    let class = class_of(req.headers());
+    match read_body(&gw, req.into_body()).await {
+        Ok(b) => proxy::handle(gw, ep, class, b).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    completions(gw, Endpoint::Chat, req).await
+}
+
+async fn legacy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    completions(gw, Endpoint::Completions, req).await
+}
+
+async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+    let data: Vec<_> = gw
+        .models
+        .keys()
+        .map(|m| json!({"id": m, "object": "model", "created": gw.created_unix, "owned_by": "switchyard"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    let now = gw.now_s();
+    let models: serde_json::Map<String, serde_json::Value> = gw
+        .models
+        .values()
+        .map(|m| {
+            let r = m.router.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let deps: Vec<_> = m
+                .deployments
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let o = r.observed(i);
+                    json!({"provider": d.provider, "ejected": r.is_ejected(i, now),
+                           "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures})
+                })
+                .collect();
+            (m.name.clone(), json!(deps))
+        })
+        .collect();
+    axum::Json(json!({"status": "ok", "models": models})).into_response()
+}
+
+async fn metrics() -> Response {
+    match crate::metrics::handle() {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::no_route(req.uri().path()).into_response()
+}
+
+/// The gateway's routes.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(legacy))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// Serves until `shutdown` resolves. Small streamed writes go out at once (TCP_NODELAY), so
+/// no token waits for a delayed acknowledgement.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _ = crate::metrics::handle();
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app(gw))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

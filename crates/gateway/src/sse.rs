@@ -1,0 +1,63 @@
+//! Server-sent events: reading an upstream's `data:` payloads and writing ours.
+//!
+//! The reader follows the event-stream rules of the HTML standard that OpenAI-compatible
+//! servers use: lines end in LF, CR or CRLF; `data:` lines of one event join with newlines; a
+//! blank line ends the event; lines starting with `:` are comments (keep-alives).
+
+use bytes::{Bytes, BytesMut};
+
+/// Splits a byte stream into the data payloads of its events.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    buf: BytesMut,
+    data: Vec<u8>,
+    has_data: bool,
+}
+
+impl SseReader {
+    /// Feeds bytes; returns the payloads of the events they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+            // A CR at the very end may be the first half of a CRLF: wait for more.
+            if self.buf[end] == b'\r' && end + 1 == self.buf.len() {
+                break;
+            }
+            let skip = if self.buf[end] == b'\r' && self.buf.get(end + 1) == Some(&b'\n') {
+                2
+            } else {
+                1
+            };
+            let line = self.buf.split_to(end + skip);
+            let line = &line[..end];
+            if line.is_empty() {
+                if self.has_data {
+                    out.push(Bytes::from(std::mem::take(&mut self.data)));
+                    self.has_data = false;
+                }
+            } else if let Some(rest) = line.strip_prefix(b"data:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(rest);
+                self.has_data = true;
+            }
+            // Other fields (event, id, retry) and comments carry nothing we forward.
+        }
+        out
+    }
+}
+
+/// One SSE event carrying `payload`.
+pub fn event(payload: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(payload.len() + 8);
+    b.extend_from_slice(b"data: ");
+    b.extend_from_slice(payload);
+    b.extend_from_slice(b"\n\n");
+    Bytes::from(b)
+}
+
+/// The end-of-stream marker OpenAI clients wait for.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";

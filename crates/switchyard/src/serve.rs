@@ -1,0 +1,63 @@
+//! `switchyard serve`: the OpenAI-compatible gateway.
+
+use crate::UsageError;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use switchyard_gateway::config::DEFAULT_CONFIG;
+use switchyard_gateway::{serve as run_server, Config, Gateway};
+use switchyard_perf::{Catalog, Params};
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Gateway configuration (TOML); without it, two emulated providers (CS-3 and H200)
+    /// serving llama-3.1-8b and llama-3.1-70b.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the configuration (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+/// Runs `serve` until interrupted.
+pub fn serve(cat: Catalog, a: &ServeArgs) -> Result<()> {
+    let (text, origin) = match &a.config {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+        None => (
+            DEFAULT_CONFIG.to_string(),
+            "built-in gateway configuration".to_string(),
+        ),
+    };
+    let config = Config::parse(&text, &origin).map_err(|e| UsageError(e.to_string()))?;
+    // The gateway lives until the process ends; its emulated providers borrow the catalog.
+    let catalog: &'static Catalog = Box::leak(Box::new(cat));
+    let params: &'static Params = Box::leak(Box::new(Params::default()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let gw = Gateway::new(&config, &text, &origin, catalog, params)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let addr = a
+            .listen
+            .clone()
+            .unwrap_or_else(|| gw.listen_addr().to_string());
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| UsageError(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr()?;
+        out!(
+            "switchyard gateway on http://{local}/v1 serving {}",
+            gw.model_names().join(", ")
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        run_server(listener, gw, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,67 @@
+"""The official OpenAI Python SDK against a running Switchyard gateway, unchanged.
+
+Usage: python openai_sdk.py BASE_URL
+Exits non-zero, naming the check, at the first thing that does not hold.
+"""
+
+import sys
+
+import openai
+
+base_url = sys.argv[1]
+client = openai.OpenAI(base_url=base_url, api_key="unused-by-switchyard", max_retries=0)
+
+# models.list
+ids = sorted(m.id for m in client.models.list())
+assert ids == ["llama-3.1-70b", "llama-3.1-8b"], f"models.list: {ids}"
+
+# Chat completion, not streaming.
+r = client.chat.completions.create(
+    model="llama-3.1-8b",
+    messages=[{"role": "user", "content": "Say hello."}],
+    max_tokens=12,
+)
+assert r.object == "chat.completion", r
+assert r.choices[0].message.role == "assistant", r
+assert r.choices[0].message.content, r
+assert r.choices[0].finish_reason == "length", r
+assert r.usage.completion_tokens == 12, r.usage
+assert r.usage.prompt_tokens > 0, r.usage
+
+# Chat completion, streaming, with the usage chunk.
+chunks = list(
+    client.chat.completions.create(
+        model="llama-3.1-70b",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_completion_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-switchyard-class": "interactive"},
+    )
+)
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+assert text, chunks
+assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8, chunks[-1]
+finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+assert finishes == ["length"], finishes
+
+# Legacy completions, plain and streaming.
+c = client.completions.create(model="llama-3.1-8b", prompt="Once upon a time", max_tokens=5)
+assert c.object == "text_completion" and c.choices[0].text, c
+assert c.usage.completion_tokens == 5, c.usage
+parts = list(client.completions.create(model="llama-3.1-8b", prompt="x", max_tokens=4, stream=True))
+assert "".join(p.choices[0].text for p in parts if p.choices), parts
+
+# Typed errors.
+try:
+    client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    raise AssertionError("an unknown model must fail")
+except openai.NotFoundError as e:
+    assert e.status_code == 404 and "no-such-model" in str(e), e
+try:
+    client.chat.completions.create(model="llama-3.1-8b", messages=[], max_tokens=3)
+    raise AssertionError("empty messages must fail")
+except openai.BadRequestError as e:
+    assert e.status_code == 400, e
+
+print("openai SDK checks passed")
