@@ -1,0 +1,232 @@
+//! The gateway in process: configuration errors, the SSE reader, emulated timing against the
+//! performance model, injected faults, and class routing.
+
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Instant;
+use switchyard_gateway::sse::SseReader;
+use switchyard_gateway::{serve, Config, Gateway};
+use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
+
+fn statics() -> (&'static Catalog, &'static Params) {
+    (
+        Box::leak(Box::new(Catalog::builtin().expect("catalog"))),
+        Box::leak(Box::new(Params::default())),
+    )
+}
+
+/// Starts a gateway on a free port; returns its base URL.
+async fn start(text: &str) -> (String, Arc<Gateway>) {
+    let (cat, params) = statics();
+    let cfg = Config::parse(text, "test.toml").expect("config");
+    let gw = Gateway::new(&cfg, text, "test.toml", cat, params).expect("gateway");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(serve(l, Arc::clone(&gw), std::future::pending()));
+    (format!("http://{addr}/v1"), gw)
+}
+
+fn emulated(name: &str, system: &str, faults: &str) -> String {
+    format!(
+        "[[provider]]\nname = \"{name}\"\nkind = \"emulated\"\nsystem = \"{system}\"\nchips = 1\n[provider.faults]\n{faults}\n"
+    )
+}
+
+fn model(name: &str, deployments: &[(&str, &str)]) -> String {
+    let mut s = format!("[[model]]\nname = \"{name}\"\npolicy = \"priority\"\n");
+    for (p, extra) in deployments {
+        s += &format!("[[model.deployment]]\nprovider = \"{p}\"\nupstream_model = \"llama-3.1-8b\"\n{extra}\n");
+    }
+    s
+}
+
+#[test]
+fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
+    Config::builtin().expect("built-in parses");
+    let check = |text: &str, needles: &[&str]| {
+        let e = Config::parse(text, "g.toml").expect_err("bad").to_string();
+        for n in needles {
+            assert!(e.contains(n), "`{n}` missing from {e}");
+        }
+    };
+    let ok = format!(
+        "{}{}",
+        emulated("a", "h100-sxm", ""),
+        model("m", &[("a", "")])
+    );
+    Config::parse(&ok, "g.toml").expect("good");
+    check(
+        &ok.replace("kind = \"emulated\"", "kind = \"grpc\""),
+        &["g.toml", "line 1", "field `kind`", "grpc"],
+    );
+    check(
+        &ok.replace("provider = \"a\"\nupstream", "provider = \"b\"\nupstream"),
+        &["line 8", "no provider named `b`"],
+    );
+    check(
+        &ok.replace("chips = 1", "chips = \"one\""),
+        &["line 5", "chips"],
+    );
+    check(
+        &ok.replace(
+            "[provider.faults]\n",
+            "[provider.faults]\nerror_rate = 2.0\n",
+        ),
+        &["faults.error_rate"],
+    );
+    check(
+        "[[provider]]\nname = \"x\"\nkind = \"openai\"\n[[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"x\"\n",
+        &["line 1", "base_url"],
+    );
+}
+
+#[test]
+fn the_sse_reader_handles_split_lines_comments_and_multi_line_data() {
+    let mut r = SseReader::default();
+    let mut got = Vec::new();
+    for part in [
+        &b"data: {\"a\""[..],
+        b":1}\r",
+        b"\n\r\n: keep-alive\n\ndata: x\ndata: y\n",
+        b"\ndata: [DONE]\n\n",
+    ] {
+        got.extend(r.feed(part));
+    }
+    let got: Vec<String> = got
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(got, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let (cat, p) = statics();
+    let q = Query {
+        model: cat.model("llama-3.1-8b").expect("model"),
+        system: cat.system("h100-sxm").expect("system"),
+        chips: Some(1),
+        precision: None,
+        layout: None,
+        concurrency: 1.0,
+        isl: f64::from(p.default_isl),
+        osl: f64::from(p.default_osl),
+        speculative: None,
+        tpot_limit: None,
+    };
+    let d = best_deployment(&q, p, Objective::Throughput).expect("deployment");
+    let n = 60u32;
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    let resp = client
+        .post(format!("{url}/chat/completions"))
+        .body(format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{n},"stream":true}}"#
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut reader = SseReader::default();
+    let (mut first, mut last, mut count) = (None, None, 0u32);
+    while let Some(chunk) = stream.next().await {
+        for payload in reader.feed(&chunk.expect("chunk")) {
+            if payload.as_ref() != b"[DONE]" && payload.windows(9).any(|w| w == b"\"content\"") {
+                count += 1;
+                let t = t0.elapsed().as_secs_f64();
+                first.get_or_insert(t);
+                last = Some(t);
+            }
+        }
+    }
+    assert_eq!(count, n);
+    let (first, last) = (first.expect("tokens"), last.expect("tokens"));
+    // Predicted: n − 1 decode steps of a batch of one at growing context.
+    let predicted: f64 = (1..n)
+        .map(|k| d.decode_step(p, 1.0, 4.0 + f64::from(k)).time)
+        .sum();
+    let measured = last - first;
+    assert!(
+        (measured - predicted).abs() / predicted < 0.15,
+        "decode took {measured:.4} s, predicted {predicted:.4} s"
+    );
+    assert!(
+        first < 0.05 + d.prefill(p, 4.0) * 2.0,
+        "first token after {first:.4} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_fail_over_and_name_what_was_tried() {
+    let text = format!(
+        "{}{}{}",
+        emulated("broken", "h100-sxm", "error_rate = 1.0"),
+        emulated("down", "h100-sxm", "outage_start_s = 0.0"),
+        model("m", &[("broken", "priority = 0"), ("down", "priority = 1")])
+    );
+    let (url, _gw) = start(&text).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("all_deployments_failed"), "{body}");
+    assert!(
+        body.contains("broken: emulated provider error")
+            && body.contains("down: emulated provider unavailable"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
+    let text = format!(
+        "{}{}{}",
+        emulated("wafer", "h100-sxm", ""),
+        emulated("gpu", "h100-sxm", ""),
+        model(
+            "m",
+            &[
+                ("wafer", "priority = 1\nclasses = [\"interactive\"]"),
+                ("gpu", "priority = 0\nclasses = [\"batch\"]")
+            ]
+        )
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    for class in ["interactive", "interactive", "batch"] {
+        let r = client
+            .post(format!("{url}/chat/completions"))
+            .header("x-switchyard-class", class)
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 200);
+    }
+    let health = client
+        .get(url.replace("/v1", "/health"))
+        .send()
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    let deps = health["models"]["m"].as_array().expect("deployments");
+    assert_eq!(deps[0]["provider"], "wafer");
+    assert_eq!(deps[0]["requests"], 2, "{health}");
+    assert_eq!(deps[1]["requests"], 1, "{health}");
+}
