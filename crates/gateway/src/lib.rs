@@ -45,7 +45,9 @@ pub enum GatewayError {
 pub(crate) enum Backend {
     /// An OpenAI-compatible server.
     OpenAi {
-        base_url: String,
+        /// `{base_url}/chat/completions` and `{base_url}/completions`, parsed once.
+        chat_url: reqwest::Url,
+        completions_url: reqwest::Url,
         api_key: Option<String>,
     },
     /// An emulated pool.
@@ -145,6 +147,8 @@ impl Gateway {
         params: &'static Params,
     ) -> Result<Arc<Self>, GatewayError> {
         let o = Origin { text, name: origin };
+        // Deployments resolve their metric handles against the installed recorder.
+        let _ = metrics::handle();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.timeouts.connect_ms))
             .tcp_nodelay(true)
@@ -189,13 +193,20 @@ impl Gateway {
                             })?),
                             None => None,
                         };
+                        let base = p.base_url.clone().unwrap_or_default();
+                        let base = base.trim_end_matches('/');
+                        let url = |path: &str| {
+                            reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| {
+                                o.error(
+                                    ps.span(),
+                                    "base_url",
+                                    format!("provider `{}`: {e}", p.name),
+                                )
+                            })
+                        };
                         Backend::OpenAi {
-                            base_url: p
-                                .base_url
-                                .clone()
-                                .unwrap_or_default()
-                                .trim_end_matches('/')
-                                .to_string(),
+                            chat_url: url("/chat/completions")?,
+                            completions_url: url("/completions")?,
                             api_key,
                         }
                     }
@@ -263,10 +274,7 @@ impl Gateway {
                     provider: p.name.clone(),
                     upstream_model: upstream,
                     backend,
-                    labels: metrics::Labels {
-                        model: ms.name.clone(),
-                        provider: p.name.clone(),
-                    },
+                    labels: metrics::Labels::new(&ms.name, &p.name),
                 });
             }
             models.insert(

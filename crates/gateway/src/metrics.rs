@@ -5,7 +5,7 @@
 //! Prometheus way (dots as underscores, unit suffix); the rest are the gateway's own and carry
 //! the `switchyard_` prefix. Labels: `model` (the public name) and `provider`.
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -55,71 +55,91 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Labels of one deployment.
+/// The metrics of one deployment, resolved once so that a request pays no label
+/// allocation or registry lookup.
 #[derive(Debug, Clone)]
 pub struct Labels {
-    /// Public model name.
-    pub model: String,
-    /// Provider name.
-    pub provider: String,
+    in_flight: Gauge,
+    ttft: Histogram,
+    tpot: Histogram,
+    duration: Histogram,
+    errors: Counter,
+    ejections: Counter,
+    fallbacks: Counter,
+    outcomes: [(&'static str, Counter); 4],
+    tokens_in: Counter,
+    tokens_out: Counter,
 }
 
 impl Labels {
-    fn pairs(&self) -> [(&'static str, String); 2] {
-        [
-            ("model", self.model.clone()),
-            ("provider", self.provider.clone()),
-        ]
+    /// The handles for (`model`, `provider`). Install the recorder ([`handle`]) first.
+    pub fn new(model: &str, provider: &str) -> Self {
+        let l = [
+            ("model", model.to_string()),
+            ("provider", provider.to_string()),
+        ];
+        let with = |k: &'static str, v: &'static str| {
+            let mut x = l.to_vec();
+            x.push((k, v.to_string()));
+            x
+        };
+        Labels {
+            in_flight: gauge!(IN_FLIGHT, &l),
+            ttft: histogram!(TTFT, &l),
+            tpot: histogram!(TPOT, &l),
+            duration: histogram!(DURATION, &l),
+            errors: counter!(ERRORS, &l),
+            ejections: counter!(EJECTIONS, &l),
+            fallbacks: counter!(FALLBACKS, &l),
+            outcomes: ["ok", "client_error", "failed", "cancelled"]
+                .map(|o| (o, counter!(REQUESTS, &with("outcome", o)))),
+            tokens_in: counter!(TOKENS, &with("type", "input")),
+            tokens_out: counter!(TOKENS, &with("type", "output")),
+        }
     }
 
     /// A request was sent to the deployment.
     pub fn started(&self) {
-        gauge!(IN_FLIGHT, &self.pairs()).increment(1.0);
+        self.in_flight.increment(1.0);
     }
 
     /// A request on the deployment ended (any way).
     pub fn ended(&self) {
-        gauge!(IN_FLIGHT, &self.pairs()).decrement(1.0);
+        self.in_flight.decrement(1.0);
     }
 
     /// First token after `s` seconds.
     pub fn ttft(&self, s: f64) {
-        histogram!(TTFT, &self.pairs()).record(s);
+        self.ttft.record(s);
     }
 
     /// Time per output token.
     pub fn tpot(&self, s: f64) {
-        histogram!(TPOT, &self.pairs()).record(s);
+        self.tpot.record(s);
     }
 
     /// An attempt failed; `ejected` if that ejected the deployment.
     pub fn error(&self, ejected: bool) {
-        counter!(ERRORS, &self.pairs()).increment(1);
+        self.errors.increment(1);
         if ejected {
-            counter!(EJECTIONS, &self.pairs()).increment(1);
+            self.ejections.increment(1);
         }
     }
 
     /// A request was retried elsewhere after failing here.
     pub fn fallback(&self) {
-        counter!(FALLBACKS, &self.pairs()).increment(1);
+        self.fallbacks.increment(1);
     }
 
-    /// A request finished with `outcome` after `s` seconds, with its token counts.
+    /// A request finished with `outcome` (`ok`, `client_error`, `failed`, `cancelled`) after
+    /// `s` seconds, with its token counts.
     pub fn finished(&self, outcome: &'static str, s: f64, input: u64, output: u64) {
-        let [m, p] = self.pairs();
-        histogram!(DURATION, &[m.clone(), p.clone()]).record(s);
-        counter!(
-            REQUESTS,
-            &[m.clone(), p.clone(), ("outcome", outcome.to_string())]
-        )
-        .increment(1);
-        counter!(
-            TOKENS,
-            &[m.clone(), p.clone(), ("type", "input".to_string())]
-        )
-        .increment(input);
-        counter!(TOKENS, &[m, p, ("type", "output".to_string())]).increment(output);
+        self.duration.record(s);
+        if let Some((_, c)) = self.outcomes.iter().find(|(o, _)| *o == outcome) {
+            c.increment(1);
+        }
+        self.tokens_in.increment(input);
+        self.tokens_out.increment(output);
     }
 }
 

@@ -18,10 +18,10 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_router::Ask;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 /// Tokens an emulated provider writes when the request sets no limit.
@@ -50,7 +50,8 @@ enum Relay {
 }
 
 enum Started {
-    /// A stream whose first events are in hand.
+    /// A stream whose first events are in hand: framed SSE events from an emulated
+    /// provider, data payloads from an HTTP one.
     Stream(Vec<Bytes>, Relay),
     /// A whole answer.
     Full(StatusCode, Bytes, u64),
@@ -175,6 +176,7 @@ async fn attempt(
     d: &Deployment,
     ep: Endpoint,
     req: &ApiRequest,
+    raw: &Bytes,
     seq: u64,
 ) -> Result<Started, Failure> {
     let first = Duration::from_millis(gw.timeouts.first_token_ms);
@@ -227,12 +229,8 @@ async fn attempt(
                 limited: req.max_tokens.is_some(),
             };
             if req.stream {
-                let mut events = vec![fmt.chunk()];
-                if output == 1 {
-                    let _ = s.next().await;
-                    events.extend(fmt.ending());
-                }
-                return Ok(Started::Stream(events, Relay::Emu(s, fmt)));
+                let first = vec![fmt.chunk()];
+                return Ok(Started::Stream(first, Relay::Emu(s, fmt)));
             }
             let rest = async {
                 while let Some(e) = s.next().await {
@@ -251,14 +249,29 @@ async fn attempt(
                 ))),
             }
         }
-        Backend::OpenAi { base_url, api_key } => {
-            let mut body = req.body.clone();
-            body["model"] = Value::String(d.upstream_model.clone());
+        Backend::OpenAi {
+            chat_url,
+            completions_url,
+            api_key,
+        } => {
+            // The client's bytes go on unchanged unless the provider knows the model by
+            // another name.
+            let bytes = if d.upstream_model == req.model {
+                raw.clone()
+            } else {
+                let mut body = req.body.clone();
+                body["model"] = Value::String(d.upstream_model.clone());
+                Bytes::from(body.to_string())
+            };
+            let url = match ep {
+                Endpoint::Chat => chat_url.clone(),
+                Endpoint::Completions => completions_url.clone(),
+            };
             let mut rb = gw
                 .client
-                .post(format!("{base_url}{}", ep.path()))
+                .post(url)
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
+                .body(bytes);
             if let Some(k) = api_key {
                 rb = rb.bearer_auth(k);
             }
@@ -328,8 +341,7 @@ async fn attempt(
                                 "the stream began with an error event".into(),
                             ));
                         }
-                        let events = payloads.iter().map(|p| sse::event(p)).collect();
-                        return Ok(Started::Stream(events, Relay::Http(stream, reader)));
+                        return Ok(Started::Stream(payloads, Relay::Http(stream, reader)));
                     }
                 }
             }
@@ -416,7 +428,7 @@ pub(crate) async fn handle(
         let d = &route.deployments[i];
         d.labels.started();
         let t0 = Instant::now();
-        match attempt(&gw, d, ep, &req, seq).await {
+        match attempt(&gw, d, ep, &req, &body, seq).await {
             Ok(Started::Full(status, bytes, tokens)) => {
                 let elapsed = t0.elapsed().as_secs_f64();
                 let mut r = route
@@ -444,23 +456,24 @@ pub(crate) async fn handle(
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .first_token(i, ttft);
                 d.labels.ttft(ttft);
-                let (tx, rx) = mpsc::channel::<Bytes>(64);
-                tokio::spawn(pump(
+                let relayer = Relayer::new(
                     Arc::clone(&gw),
                     req.model.clone(),
                     i,
                     relay,
                     first,
-                    tx,
                     t0,
                     t_start,
                     req.prompt_tokens,
-                ));
+                );
+                // The relay runs inside the response body: each chunk the client's
+                // connection asks for pulls the next from the provider, with no task or
+                // channel between them, and a client that leaves drops the relay.
                 let body =
-                    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv()
+                    Body::from_stream(futures_util::stream::unfold(relayer, |mut r| async move {
+                        r.next()
                             .await
-                            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+                            .map(|b| (Ok::<_, std::convert::Infallible>(b), r))
                     }));
                 return Response::builder()
                     .status(StatusCode::OK)
@@ -498,139 +511,183 @@ pub(crate) async fn handle(
     ApiError::all_failed(&route.name, &why).into_response()
 }
 
-fn route_of<'g>(gw: &'g Gateway, model: &str) -> Option<&'g ModelRoute> {
-    gw.models.get(model)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn pump(
+/// A started stream, relayed chunk by chunk to the client, with its accounting.
+struct Relayer {
     gw: Arc<Gateway>,
     model: String,
     i: usize,
     relay: Relay,
-    first: Vec<Bytes>,
-    tx: mpsc::Sender<Bytes>,
+    queue: VecDeque<Bytes>,
     t0: Instant,
     t_start: Instant,
+    first_at: Instant,
     prompt_tokens: u32,
-) {
-    let Some(route) = route_of(&gw, &model) else {
-        return;
-    };
-    let d = &route.deployments[i];
-    let total = Duration::from_millis(gw.timeouts.total_ms);
-    let first_at = Instant::now();
-    let mut tokens: u64 = 1;
-    let mut outcome: Result<(), String> = Ok(());
-    let mut client_gone = false;
-    let mut done = first.last().is_some_and(|b| b.as_ref() == sse::DONE);
-    for b in first {
-        if tx.send(b).await.is_err() {
-            client_gone = true;
+    tokens: u64,
+    finished: bool,
+}
+
+impl Relayer {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        gw: Arc<Gateway>,
+        model: String,
+        i: usize,
+        relay: Relay,
+        first: Vec<Bytes>,
+        t0: Instant,
+        t_start: Instant,
+        prompt_tokens: u32,
+    ) -> Self {
+        let http = matches!(relay, Relay::Http(..));
+        let mut r = Relayer {
+            gw,
+            model,
+            i,
+            relay,
+            queue: VecDeque::new(),
+            t0,
+            t_start,
+            first_at: Instant::now(),
+            prompt_tokens,
+            tokens: 0,
+            finished: false,
+        };
+        if http {
+            r.absorb(first);
+        } else {
+            r.tokens = first.len() as u64;
+            r.queue.extend(first);
+        }
+        r
+    }
+
+    fn deployment(&self) -> Option<(&ModelRoute, &Deployment)> {
+        let route = self.gw.models.get(&self.model)?;
+        Some((route, route.deployments.get(self.i)?))
+    }
+
+    /// Queues an HTTP provider's data payloads, noticing the end and error events.
+    fn absorb(&mut self, payloads: Vec<Bytes>) {
+        for p in payloads {
+            if self.finished {
+                return;
+            }
+            if p.as_ref() == b"[DONE]" {
+                self.queue.push_back(Bytes::from_static(sse::DONE));
+                self.finish(Ok(()));
+            } else if p.starts_with(b"{\"error\"") {
+                self.queue.push_back(sse::event(&p));
+                self.finish(Err("the provider sent an error event".into()));
+            } else {
+                self.tokens += 1;
+                self.queue.push_back(sse::event(&p));
+            }
         }
     }
-    match relay {
-        Relay::Emu(mut s, mut fmt) => {
-            while !client_gone && !done {
-                let left = total.saturating_sub(t0.elapsed());
-                match timeout(left, s.next()).await {
+
+    /// The next bytes for the client, or `None` at the end.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.queue.pop_front() {
+                return Some(b);
+            }
+            if self.finished {
+                return None;
+            }
+            let total = Duration::from_millis(self.gw.timeouts.total_ms);
+            let left = total.saturating_sub(self.t0.elapsed());
+            let late = || format!("not done within {} ms", total.as_millis());
+            match &mut self.relay {
+                Relay::Emu(s, fmt) => match timeout(left, s.next()).await {
                     Ok(Some(EmuEvent::Token)) => {
-                        tokens += 1;
-                        if tx.send(fmt.chunk()).await.is_err() {
-                            client_gone = true;
-                        }
+                        self.tokens += 1;
+                        self.queue.push_back(fmt.chunk());
                     }
                     Ok(Some(EmuEvent::Done)) => {
-                        for b in fmt.ending() {
-                            if tx.send(b).await.is_err() {
-                                client_gone = true;
-                            }
-                        }
-                        done = true;
+                        self.queue.extend(fmt.ending());
+                        self.finish(Ok(()));
                     }
-                    Ok(None) => outcome = Err("the replica stopped".into()),
-                    Err(_) => outcome = Err(format!("not done within {} ms", total.as_millis())),
-                }
-                if outcome.is_err() {
-                    break;
-                }
-            }
-        }
-        Relay::Http(mut stream, mut reader) => {
-            while !client_gone && !done {
-                let left = total.saturating_sub(t0.elapsed());
-                match timeout(left, stream.next()).await {
+                    Ok(None) => self.finish(Err("the replica stopped".into())),
+                    Err(_) => self.finish(Err(late())),
+                },
+                Relay::Http(stream, reader) => match timeout(left, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
-                        for p in reader.feed(&chunk) {
-                            if p.as_ref() == b"[DONE]" {
-                                done = true;
-                            } else if p.starts_with(b"{\"error\"") {
-                                outcome = Err("the provider sent an error event".into());
-                            } else {
-                                tokens += 1;
-                            }
-                            if tx.send(sse::event(&p)).await.is_err() {
-                                client_gone = true;
-                                break;
-                            }
-                        }
-                        if outcome.is_err() {
-                            break;
-                        }
+                        let payloads = reader.feed(&chunk);
+                        self.absorb(payloads);
                     }
-                    Ok(Some(Err(e))) => {
-                        outcome = Err(without_url(&e));
-                        break;
-                    }
+                    Ok(Some(Err(e))) => self.finish(Err(without_url(&e))),
                     Ok(None) => {
-                        outcome = Err("the provider closed the stream before [DONE]".into());
-                        break;
+                        self.finish(Err("the provider closed the stream before [DONE]".into()));
                     }
-                    Err(_) => {
-                        outcome = Err(format!("not done within {} ms", total.as_millis()));
-                        break;
-                    }
-                }
+                    Err(_) => self.finish(Err(late())),
+                },
             }
         }
     }
-    let elapsed = t_start.elapsed().as_secs_f64();
-    let lock = || {
-        route
+
+    /// Ends the stream: records the outcome, and on failure queues the error event that
+    /// tells the client its stream broke.
+    fn finish(&mut self, outcome: Result<(), String>) {
+        self.finished = true;
+        let elapsed = self.t_start.elapsed().as_secs_f64();
+        let (tokens, prompt) = (self.tokens, u64::from(self.prompt_tokens));
+        let now = self.gw.now_s();
+        let Some((route, d)) = self.deployment() else {
+            return;
+        };
+        let mut r = route
             .router
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    if client_gone {
-        lock().abandoned(i);
-        d.labels
-            .finished("cancelled", elapsed, u64::from(prompt_tokens), tokens);
-    } else {
-        match outcome {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let event = match outcome {
             Ok(()) => {
-                let tpot =
-                    (tokens > 1).then(|| first_at.elapsed().as_secs_f64() / (tokens - 1) as f64);
-                lock().succeeded(i, tpot);
+                let tpot = (tokens > 1)
+                    .then(|| self.first_at.elapsed().as_secs_f64() / (tokens - 1) as f64);
+                r.succeeded(self.i, tpot);
+                drop(r);
                 if let Some(t) = tpot {
                     d.labels.tpot(t);
                 }
-                d.labels
-                    .finished("ok", elapsed, u64::from(prompt_tokens), tokens);
+                d.labels.finished("ok", elapsed, prompt, tokens);
+                None
             }
             Err(why) => {
-                let ejected = lock().failed(i, gw.now_s());
+                let ejected = r.failed(self.i, now);
+                drop(r);
                 d.labels.error(ejected);
-                tracing::warn!(model = %model, provider = %d.provider, reason = %why, "stream failed after its first token");
-                let _ = tx
-                    .send(error_event(&format!(
-                        "{} failed mid-stream: {why}",
-                        d.provider
-                    )))
-                    .await;
-                d.labels
-                    .finished("failed", elapsed, u64::from(prompt_tokens), tokens);
+                tracing::warn!(model = %self.model, provider = %d.provider, reason = %why, "stream failed after its first token");
+                d.labels.finished("failed", elapsed, prompt, tokens);
+                Some(error_event(&format!(
+                    "{} failed mid-stream: {why}",
+                    d.provider
+                )))
             }
+        };
+        d.labels.ended();
+        self.queue.extend(event);
+    }
+}
+
+impl Drop for Relayer {
+    /// A stream dropped before its end: the client went away.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let elapsed = self.t_start.elapsed().as_secs_f64();
+        if let Some((route, d)) = self.deployment() {
+            route
+                .router
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .abandoned(self.i);
+            d.labels.finished(
+                "cancelled",
+                elapsed,
+                u64::from(self.prompt_tokens),
+                self.tokens,
+            );
+            d.labels.ended();
         }
     }
-    d.labels.ended();
 }

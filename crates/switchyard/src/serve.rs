@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Address to listen on, overriding the configuration (port 0: any free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Worker threads (default: one per core). With 1 the gateway runs on a single-threaded
+    /// runtime, which wakes fastest when it has one core to itself.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 /// Runs `serve` until interrupted.
@@ -35,10 +39,20 @@ pub fn serve(cat: Catalog, a: &ServeArgs) -> Result<()> {
     // The gateway lives until the process ends; its emulated providers borrow the catalog.
     let catalog: &'static Catalog = Box::leak(Box::new(cat));
     let params: &'static Params = Box::leak(Box::new(Params::default()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = match a.workers {
+        Some(0) => return Err(UsageError("--workers must be at least 1".into()).into()),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("starting the runtime")?;
     rt.block_on(async move {
         let gw = Gateway::new(&config, &text, &origin, catalog, params)
             .map_err(|e| UsageError(e.to_string()))?;
