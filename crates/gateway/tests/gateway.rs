@@ -230,3 +230,63 @@ async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
     assert_eq!(deps[0]["requests"], 2, "{health}");
     assert_eq!(deps[1]["requests"], 1, "{health}");
 }
+
+/// An OpenAI-compatible upstream that answers with the request body it received, as the
+/// content of a chat completion, so a test can see what the gateway forwarded.
+async fn echo_upstream() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: String| async move {
+            let v = serde_json::json!({"id": "echo", "object": "chat.completion", "created": 0, "model": "echo",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": body}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
+            axum::Json(v)
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_field_reaches_the_upstream_as_sent() {
+    let up = echo_upstream().await;
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n[[model]]\nname = \"public\"\n[[model.deployment]]\nprovider = \"up\"\nupstream_model = \"private-name\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let sent = serde_json::json!({
+        "model": "public",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "response_format": {"type": "json_object"},
+        "stop": ["\n\n", "END"],
+        "n": 2,
+        "max_completion_tokens": 77,
+        "temperature": 0.3,
+        "a_field_from_the_future": {"x": [1, 2, 3]}
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(sent.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    let got: serde_json::Value = serde_json::from_str(
+        reply["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("echo"),
+    )
+    .expect("echoed json");
+    let mut want = sent.clone();
+    want["model"] = serde_json::json!("private-name");
+    assert_eq!(got, want);
+}
