@@ -377,6 +377,7 @@ pub(crate) async fn handle(
     gw: Arc<Gateway>,
     ep: Endpoint,
     class: Option<String>,
+    ttft_target_s: Option<f64>,
     body: Bytes,
 ) -> Response {
     let t_start = Instant::now();
@@ -411,6 +412,7 @@ pub(crate) async fn handle(
                 class: class.as_deref(),
                 output_tokens: req.max_tokens,
                 exclude: &tried,
+                ttft_target_s,
             };
             let i = r.pick(gw.now_s(), &ask);
             if let Some(i) = i {

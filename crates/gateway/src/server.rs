@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 
 /// The header a request may use to name its traffic class.
 pub const CLASS_HEADER: &str = "x-switchyard-class";
+/// The header a request may use to ask for a time to first token, in milliseconds.
+pub const TTFT_HEADER: &str = "x-switchyard-ttft-ms";
 
 async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, gw.max_body)
@@ -29,10 +31,31 @@ fn class_of(h: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+fn ttft_target_of(h: &HeaderMap) -> Result<Option<f64>, ApiError> {
+    let Some(v) = h.get(TTFT_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|ms| *ms > 0.0 && ms.is_finite())
+        .map(|ms| Some(ms / 1000.0))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("The `{TTFT_HEADER}` header must be a positive number of milliseconds."),
+                None,
+            )
+        })
+}
+
 async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     let class = class_of(req.headers());
+    let ttft = match ttft_target_of(req.headers()) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     match read_body(&gw, req.into_body()).await {
-        Ok(b) => proxy::handle(gw, ep, class, b).await,
+        Ok(b) => proxy::handle(gw, ep, class, ttft, b).await,
         Err(e) => e.into_response(),
     }
 }

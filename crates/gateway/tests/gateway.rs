@@ -290,3 +290,73 @@ async fn every_request_field_reaches_the_upstream_as_sent() {
     want["model"] = serde_json::json!("private-name");
     assert_eq!(got, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_stops_retries_from_multiplying_an_outage() {
+    // No budget beyond the single token the bucket starts with.
+    let text = format!(
+        "[retries]\nmax_attempts = 3\nbudget_ratio = 0.0\nmin_per_s = 0.0\n[health]\neject_after = 1000\n{}{}{}",
+        emulated("broken", "h100-sxm", "error_rate = 1.0"),
+        emulated("fine", "h100-sxm", ""),
+        model("m", &[("broken", "priority = 0"), ("fine", "priority = 1")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+            .send()
+    };
+    let first = send().await.expect("sent");
+    assert_eq!(first.status(), 200, "the one retry in the bucket is spent");
+    let second = send().await.expect("sent");
+    assert_eq!(second.status(), 503);
+    let body = second.text().await.expect("body");
+    assert!(body.contains("retry budget exhausted"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
+    let text = format!(
+        "{}{}{}",
+        emulated("a", "h100-sxm", ""),
+        emulated("b", "h100-sxm", ""),
+        model(
+            "m",
+            &[
+                ("a", "priority = 0\nttft_ms = 900"),
+                ("b", "priority = 1\nttft_ms = 50")
+            ]
+        )
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .header("x-switchyard-ttft-ms", "100")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let bad = client
+        .post(format!("{url}/chat/completions"))
+        .header("x-switchyard-ttft-ms", "soon")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad.status(), 400);
+    let health = client
+        .get(url.replace("/v1", "/health"))
+        .send()
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(health["models"]["m"][1]["requests"], 1, "{health}");
+    assert_eq!(health["models"]["m"][0]["requests"], 0, "{health}");
+}

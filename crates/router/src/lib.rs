@@ -178,6 +178,9 @@ pub struct Ask<'a> {
     pub output_tokens: Option<u32>,
     /// Targets already tried for this request.
     pub exclude: &'a [usize],
+    /// A time-to-first-token target in seconds: targets expected to meet it are preferred;
+    /// when none is, every eligible target stays in play.
+    pub ttft_target_s: Option<f64>,
 }
 
 /// The router over a fixed list of targets.
@@ -233,6 +236,16 @@ impl Router {
             .filter(eligible)
             .filter(|&i| !self.is_ejected(i, now))
             .collect();
+        if let Some(limit) = ask.ttft_target_s {
+            let meets: Vec<usize> = pool
+                .iter()
+                .copied()
+                .filter(|&i| self.expected_ttft(i) <= limit)
+                .collect();
+            if !meets.is_empty() {
+                pool = meets;
+            }
+        }
         if pool.is_empty() {
             pool = (0..self.targets.len()).filter(eligible).collect();
             // Panic routing: the one whose cool-down ends first.
@@ -308,6 +321,14 @@ impl Router {
         let tpot = s.tpot_s.unwrap_or(t.tpot_s);
         let service = ttft + n * tpot;
         service * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
+    }
+
+    /// Expected time to first token on target `i` for a new request: observed (else
+    /// predicted), stretched by load as in [`Router::expected_latency`].
+    pub fn expected_ttft(&self, i: usize) -> f64 {
+        let t = &self.targets[i];
+        let s = &self.seen[i];
+        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
     }
 
     /// A request went to target `i`.

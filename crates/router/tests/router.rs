@@ -204,3 +204,32 @@ fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
     }
     assert_eq!(r.pick(110.0, &Ask::default()), Some(0));
 }
+
+#[test]
+fn a_ttft_target_prefers_targets_expected_to_meet_it() {
+    let targets = vec![
+        target("cheap-slow", |t| {
+            t.usd_per_mtok = 0.2;
+            t.ttft_s = 2.0;
+            t.capacity = 100.0;
+        }),
+        target("dear-fast", |t| {
+            t.usd_per_mtok = 1.0;
+            t.ttft_s = 0.2;
+            t.capacity = 100.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Cost, targets, Health::default(), 1);
+    assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
+    let urgent = Ask {
+        ttft_target_s: Some(0.5),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &urgent), Some(1));
+    // A target nobody can meet leaves the policy to choose.
+    let impossible = Ask {
+        ttft_target_s: Some(0.01),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &impossible), Some(0));
+}

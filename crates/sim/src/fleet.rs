@@ -466,10 +466,13 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             self.exclude.clear();
             self.exclude
                 .extend((0..self.pools.len()).filter(|&i| i < 64 && r.tried & (1 << i) != 0));
+            let class = &self.scn.classes[r.a.class];
+            // A class asks for its TTFT target, as a gateway request can with a header.
             let ask = Ask {
-                class: Some(self.scn.classes[r.a.class].name.as_str()),
+                class: Some(class.name.as_str()),
                 output_tokens: Some(r.a.output),
                 exclude: &self.exclude,
+                ttft_target_s: class.ttft_s,
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
                 let why = if r.attempts == 0 {
