@@ -222,6 +222,8 @@ pub struct Distributions {
     pub e2e: Vec<Histogram>,
     /// Per class: time to first token.
     pub class_ttft: Vec<Histogram>,
+    /// Per class: time per output token.
+    pub class_tpot: Vec<Histogram>,
 }
 
 struct Sim<'s, 'a, F> {
@@ -818,6 +820,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             }
             fleet.merge(&c);
             dist.class_ttft.push(c.ttft.clone());
+            dist.class_tpot.push(c.tpot.clone());
             classes.push(c.group(&self.scn.classes[k].name, end));
         }
         let cells = (0..np)

@@ -15,6 +15,7 @@ macro_rules! out {
     }};
 }
 
+mod plan;
 mod predict;
 mod serve;
 mod simulate;
@@ -47,6 +48,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Serve the OpenAI-compatible gateway over real and emulated providers.
     Serve(serve::ServeArgs),
+    /// Plan phased capacity across providers, robust to losing any one.
+    Plan(plan::PlanArgs),
 }
 
 /// An error that is the user's to fix: printed as one line, exit status 2.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Catalog(a) => predict::catalog(&cat, &a),
         Command::Simulate(a) => simulate::simulate(&cat, &a),
         Command::Serve(a) => serve::serve(cat, &a),
+        Command::Plan(a) => plan::plan(&cat, &a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

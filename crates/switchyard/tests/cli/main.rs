@@ -309,3 +309,58 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         "{err}"
     );
 }
+
+#[test]
+fn plan_runs_the_builtin_scenario_and_writes_its_reports() {
+    let dir = std::env::temp_dir().join(format!("switchyard-plan-{}", std::process::id()));
+    let o = run(&["plan", "--out", dir.to_str().expect("utf-8")]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in [
+        "== phase 2026",
+        "== phase 2028",
+        "cerebras",
+        "N-1",
+        "confirmed",
+    ] {
+        assert!(out.contains(needle), "missing {needle} in\n{out}");
+    }
+    assert!(!out.contains("NO PLAN"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).expect("json"))
+            .expect("valid JSON");
+    assert_eq!(json["phases"].as_array().map(Vec::len), Some(3));
+    let html = std::fs::read_to_string(dir.join("plan.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("Megawatts used by provider"));
+    let o = run(&[
+        "plan",
+        "--lose",
+        "amd-cloud",
+        "--demand-x",
+        "0.5",
+        "--mw-is",
+        "it",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!out.contains("amd-cloud"), "{out}");
+}
+
+#[test]
+fn plan_rejects_bad_input_with_one_line() {
+    let o = run(&["plan", "--mw-is", "grid"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--mw-is"), "{err}");
+    let path = temp_file("bad-plan.toml", "[[phase]]\nname = \"p\"\n[[provider]]\nname = \"x\"\nsystems = [\"h100-sxm\"]\nmw = \"lots\"\n");
+    let o = run(&["plan", "--scenario", path.to_str().expect("utf-8")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad-plan.toml") && err.contains("line 6") && err.contains("mw"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,0 +1,223 @@
+//! Confirming a phase's plan by simulation: each class's fleet at peak demand, then, for
+//! each provider, the rest of the fleet at the N-1 share of demand.
+//!
+//! Fleets larger than `rules.confirm_replicas` are simulated scaled down: every pool keeps
+//! its share of replicas (at least one) and demand shrinks with capacity, so each replica sees
+//! the load the plan gives it. Pools of independent replicas behind a balancer behave alike at
+//! any size for the same per-replica load, and smaller pools smooth bursts less, so the
+//! check errs on the safe side.
+
+use crate::solve::Model;
+use crate::{NMinus1, PhasePlan};
+use switchyard_router::{Health, Policy, Target};
+use switchyard_sim::{
+    simulate, Arrivals, Class, Lengths, Provider, RunOptions, Scenario, WorkloadSpec,
+};
+
+/// Simulates options `chosen` (option index, replicas) of class `c` at `demand` output
+/// tokens/s; returns (percentile TTFT, percentile TPOT, goodput).
+fn run(
+    m: &Model<'_>,
+    c: usize,
+    chosen: &[(usize, u32)],
+    demand: f64,
+    seed: u64,
+) -> Option<(f64, f64, f64)> {
+    let class = &m.classes[c];
+    let total: u32 = chosen.iter().map(|(_, n)| n).sum();
+    if total == 0 || demand <= 0.0 {
+        return None;
+    }
+    let scale = (f64::from(m.rules.confirm_replicas) / f64::from(total)).min(1.0);
+    let mut providers = Vec::new();
+    let (mut cap_full, mut cap_sim) = (0.0, 0.0);
+    for &(i, n) in chosen {
+        let o = &m.options[i];
+        let r = ((f64::from(n) * scale).round() as u32).max(1);
+        cap_full += o.out.capacity_tok_s * f64::from(n);
+        cap_sim += o.out.capacity_tok_s * f64::from(r);
+        let mut t = Target::named(&format!("{}/{}", o.out.provider, o.out.system));
+        t.capacity = o.out.concurrency.max(1.0) * f64::from(r);
+        t.ttft_s = o.out.ttft_s;
+        t.tpot_s = o.out.tpot_s;
+        providers.push(Provider {
+            name: t.name.clone(),
+            deployment: o.deployment.clone(),
+            replicas: r,
+            engine: o.engine,
+            target: t,
+        });
+    }
+    let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);
+    let scn = Scenario {
+        name: class.name.clone(),
+        seed,
+        providers,
+        policy: Policy::LeastOutstanding,
+        health: Health::default(),
+        max_attempts: 1,
+        classes: vec![Class {
+            name: class.name.clone(),
+            ttft_s: Some(class.ttft_s),
+            tpot_s: Some(class.tpot_s),
+        }],
+        failures: Vec::new(),
+        workload: WorkloadSpec {
+            arrivals: Arrivals::Poisson { rate },
+            prompt: Lengths::Fixed(class.isl),
+            output: Lengths::Fixed(class.osl),
+            class_shares: vec![1.0],
+            max_requests: None,
+            horizon_s: Some(m.rules.confirm_s),
+        },
+        trace: Vec::new(),
+    };
+    let params = &m.providers[m.options[chosen[0].0].provider].params;
+    let (s, d) = simulate(&scn, params, RunOptions { bins: 10 }, |_| {}, &mut |_| {});
+    let q = class.percentile;
+    Some((
+        d.class_ttft.first()?.quantile(q)?,
+        d.class_tpot
+            .first()
+            .and_then(|h| h.quantile(q))
+            .unwrap_or(0.0),
+        s.fleet.goodput,
+    ))
+}
+
+/// One confirming simulation.
+struct Job {
+    class: usize,
+    chosen: Vec<(usize, u32)>,
+    demand: f64,
+    seed: u64,
+}
+
+/// Runs `jobs` on every core; results come back in job order, so the plan does not depend
+/// on which thread ran what.
+fn run_all(m: &Model<'_>, jobs: &[Job]) -> Vec<Option<(f64, f64, f64)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.len().max(1));
+    let mut out = vec![None; jobs.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..jobs.len())
+                        .step_by(threads)
+                        .map(|i| {
+                            (
+                                i,
+                                run(
+                                    m,
+                                    jobs[i].class,
+                                    &jobs[i].chosen,
+                                    jobs[i].demand,
+                                    jobs[i].seed,
+                                ),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(results) = h.join() {
+                for (i, r) in results {
+                    out[i] = r;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Fills the simulated figures and the N-1 table of `ph`; returns the simulations run.
+pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
+    let tol = 1.0 + m.rules.tolerance;
+    let of_class = |c: usize, skip: Option<usize>| -> Vec<(usize, u32)> {
+        ph.buys
+            .iter()
+            .filter(|b| {
+                m.options[b.option].class == c && Some(m.options[b.option].provider) != skip
+            })
+            .map(|b| (b.option, b.replicas))
+            .collect()
+    };
+    let ok = |class: &crate::solve::ClassM, r: (f64, f64, f64)| {
+        r.0 <= class.ttft_s * tol && r.1 <= class.tpot_s * tol
+    };
+    // Peak demand on each class's fleet, then each provider's loss at the N-1 share. A
+    // provider that serves nothing of a class leaves that class's fleet as it was, so its loss
+    // needs no simulation of its own.
+    let mut jobs = Vec::new();
+    for (c, class) in m.classes.iter().enumerate() {
+        jobs.push(Job {
+            class: c,
+            chosen: of_class(c, None),
+            demand: class.demand[k],
+            seed: 1 + k as u64,
+        });
+    }
+    let mut n1_jobs: Vec<Vec<Option<usize>>> = Vec::new();
+    for q in 0..m.providers.len() {
+        let mut row = Vec::new();
+        for (c, class) in m.classes.iter().enumerate() {
+            let rest = of_class(c, Some(q));
+            let kept = m.rules.n_minus_1 * class.demand[k];
+            if kept > 0.0 && rest.len() != of_class(c, None).len() {
+                row.push(Some(jobs.len()));
+                jobs.push(Job {
+                    class: c,
+                    chosen: rest,
+                    demand: kept,
+                    seed: 100 + k as u64,
+                });
+            } else {
+                row.push(None);
+            }
+        }
+        n1_jobs.push(row);
+    }
+    let results = run_all(m, &jobs);
+    let sims = results.iter().filter(|r| r.is_some()).count() as u32;
+    for (c, co) in ph.classes.iter_mut().enumerate() {
+        let class = &m.classes[c];
+        match results[c] {
+            Some(r) => {
+                co.sim_ttft_s = Some(r.0);
+                co.sim_tpot_s = Some(r.1);
+                co.sim_goodput = Some(r.2);
+                co.confirmed = ok(class, r);
+            }
+            None => co.confirmed = class.demand[k] <= 0.0,
+        }
+    }
+    let mut table = Vec::new();
+    for (q, prov) in m.providers.iter().enumerate() {
+        let mut rows = Vec::new();
+        for (c, class) in m.classes.iter().enumerate() {
+            let rest = of_class(c, Some(q));
+            let cap: f64 = rest
+                .iter()
+                .map(|&(i, n)| m.options[i].out.capacity_tok_s * f64::from(n))
+                .sum();
+            let d = class.demand[k];
+            let share = if d > 0.0 { (cap / d).min(1.0) } else { 1.0 };
+            let confirmed = match n1_jobs[q][c] {
+                Some(j) => results[j].is_some_and(|r| ok(class, r)),
+                // Nothing lost: the class's own peak simulation stands, at more demand than
+                // the N-1 share.
+                None => m.rules.n_minus_1 * d <= 0.0 || ph.classes[c].confirmed,
+            };
+            rows.push((class.name.clone(), share, confirmed));
+        }
+        table.push(NMinus1 {
+            lost: prov.name.clone(),
+            classes: rows,
+        });
+    }
+    ph.n_minus_1 = table;
+    sims
+}

@@ -1,0 +1,213 @@
+//! The capacity planner: per phase, how many systems of which kind from which provider,
+//! and how many replicas per traffic class, so that every class meets its latency targets at
+//! peak demand at the lowest cost, within each provider's power, with no provider carrying
+//! too much of any class, and with enough left after losing any one provider.
+//!
+//! Each (provider, system, class) is an option whose per-replica capacity at the class's
+//! targets, power and cost come from the performance model. A mixed-integer program (solved
+//! with `microlp`) picks replica counts per option. The plan is then confirmed by the
+//! simulator: each class's fleet at peak demand, and again without each provider at the N-1
+//! share of demand. Pure: no IO.
+
+mod confirm;
+pub mod report;
+mod scenario;
+mod solve;
+
+pub use scenario::{ClassSpec, MwIs, Phase, PlanFile, ProviderSpec, Rules, WhatIf};
+
+use serde::Serialize;
+
+/// Errors of planning.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The scenario is malformed or refers to something unknown.
+    #[error("{origin}: {message}")]
+    Scenario {
+        /// File.
+        origin: String,
+        /// Where and what.
+        message: String,
+    },
+    /// The solver failed for a reason other than infeasibility.
+    #[error("solver: {0}")]
+    Solver(String),
+}
+
+/// One option the solver may buy: replicas of a class's model on one provider's system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// Provider.
+    pub provider: String,
+    /// Catalog system.
+    pub system: String,
+    /// Class served.
+    pub class: String,
+    /// Replica layout, such as `tp8` or `pp4`.
+    pub layout: String,
+    /// Chips (or wafers) per replica.
+    pub chips: u32,
+    /// Systems per replica (chips over chips per system).
+    pub systems: f64,
+    /// Output tokens per second one replica serves within the class's targets, after headroom.
+    pub capacity_tok_s: f64,
+    /// Requests in flight per replica at that capacity.
+    pub concurrency: f64,
+    /// Predicted TTFT and TPOT at that load, seconds.
+    pub ttft_s: f64,
+    /// Predicted time per output token at that load.
+    pub tpot_s: f64,
+    /// Megawatts per replica as the provider counts them (IT or facility).
+    pub mw: f64,
+    /// USD per hour per replica (hardware and electricity at full load).
+    pub usd_per_hour: f64,
+}
+
+/// One bought option in a phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Buy {
+    /// Index into [`Plan::options`].
+    pub option: usize,
+    /// Replicas.
+    pub replicas: u32,
+    /// Whole systems they occupy.
+    pub systems: u32,
+}
+
+/// A provider's use in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderUse {
+    /// Provider.
+    pub provider: String,
+    /// Megawatts used, as the provider counts them.
+    pub mw_used: f64,
+    /// Megawatts available.
+    pub mw_available: f64,
+    /// Systems by catalog id.
+    pub systems: Vec<(String, u32)>,
+}
+
+/// A class's outcome in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassOutcome {
+    /// Class.
+    pub class: String,
+    /// Peak demand, output tokens per second.
+    pub demand_tok_s: f64,
+    /// Planned capacity within targets, output tokens per second.
+    pub capacity_tok_s: f64,
+    /// Capacity over demand, minus one.
+    pub headroom: f64,
+    /// Replicas.
+    pub replicas: u32,
+    /// Simulated percentile (the class's) of time to first token at peak, seconds.
+    pub sim_ttft_s: Option<f64>,
+    /// Simulated percentile of time per output token at peak, seconds.
+    pub sim_tpot_s: Option<f64>,
+    /// Share of simulated requests within both targets.
+    pub sim_goodput: Option<f64>,
+    /// Whether the simulation confirms the targets (within tolerance).
+    pub confirmed: bool,
+    /// USD per million output tokens at peak.
+    pub usd_per_mtok: f64,
+    /// Facility joules per output token at peak.
+    pub joules_per_token: f64,
+}
+
+/// Losing one provider in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct NMinus1 {
+    /// The provider lost.
+    pub lost: String,
+    /// Per class: share of demand the rest can serve within target (plan), and whether the
+    /// simulation of the rest at the N-1 share of demand meets the targets.
+    pub classes: Vec<(String, f64, bool)>,
+}
+
+/// One phase of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhasePlan {
+    /// Phase name.
+    pub phase: String,
+    /// What was bought.
+    pub buys: Vec<Buy>,
+    /// Providers' power and systems.
+    pub providers: Vec<ProviderUse>,
+    /// Classes.
+    pub classes: Vec<ClassOutcome>,
+    /// N-1 checks.
+    pub n_minus_1: Vec<NMinus1>,
+    /// Total USD per hour.
+    pub usd_per_hour: f64,
+    /// Why the phase could not be planned, if it could not.
+    pub infeasible: Option<String>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Scenario name.
+    pub scenario: String,
+    /// The rules applied.
+    pub rules: RulesOut,
+    /// Every option considered.
+    pub options: Vec<Candidate>,
+    /// Options that could not serve a class, and why.
+    pub rejected: Vec<String>,
+    /// The phases.
+    pub phases: Vec<PhasePlan>,
+    /// Simulations run to confirm the plan.
+    pub simulations: u32,
+}
+
+/// The rules as applied, for the report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RulesOut {
+    /// Largest share per provider.
+    pub max_share: f64,
+    /// N-1 share.
+    pub n_minus_1: f64,
+    /// Headroom.
+    pub headroom: f64,
+    /// Tolerance.
+    pub tolerance: f64,
+}
+
+/// Plans a scenario: solve every phase, then confirm it by simulation.
+///
+/// # Errors
+/// A scenario naming an unknown system or model, or a solver failure. An infeasible phase
+/// is not an error: its [`PhasePlan::infeasible`] says what is missing and which rule binds.
+pub fn plan(
+    file: &PlanFile,
+    text: &str,
+    origin: &str,
+    catalog: &switchyard_perf::Catalog,
+    params: &switchyard_perf::Params,
+    what_if: &WhatIf,
+) -> Result<Plan, PlanError> {
+    let systems = solve::systems_on_offer(file, text, origin, catalog, what_if)?;
+    let model = solve::Model::build(file, text, origin, catalog, &systems, params, what_if)?;
+    let mut phases = Vec::new();
+    let mut sims = 0;
+    for k in 0..model.phases.len() {
+        let mut ph = solve::phase(&model, k)?;
+        if ph.infeasible.is_none() {
+            sims += confirm::confirm(&model, k, &mut ph);
+        }
+        phases.push(ph);
+    }
+    Ok(Plan {
+        scenario: file.name.clone().unwrap_or_else(|| origin.to_string()),
+        rules: RulesOut {
+            max_share: model.rules.max_share,
+            n_minus_1: model.rules.n_minus_1,
+            headroom: model.rules.headroom,
+            tolerance: model.rules.tolerance,
+        },
+        options: model.options.iter().map(|o| o.out.clone()).collect(),
+        rejected: model.rejected.clone(),
+        phases,
+        simulations: sims,
+    })
+}

@@ -1,0 +1,249 @@
+//! The HTML report of a plan: megawatts by provider over the phases, capacity against
+//! demand, cost and energy per token, the purchases, and the N-1 table.
+
+use crate::Plan;
+use switchyard_report::{escape, page, stacked_bars, table, Axis, Section, Series, Table};
+
+/// The whole report page.
+pub fn html(p: &Plan) -> String {
+    let phases: Vec<&crate::PhasePlan> = p
+        .phases
+        .iter()
+        .filter(|ph| ph.infeasible.is_none())
+        .collect();
+    let cats: Vec<String> = phases.iter().map(|ph| ph.phase.clone()).collect();
+    let mut sections = Vec::new();
+    let mut notes = String::new();
+    for ph in p.phases.iter().filter(|ph| ph.infeasible.is_some()) {
+        notes += &format!(
+            "<p><strong>No plan for {}</strong>: {}</p>",
+            escape(&ph.phase),
+            escape(ph.infeasible.as_deref().unwrap_or(""))
+        );
+    }
+    if !notes.is_empty() {
+        sections.push(Section {
+            heading: "Infeasible phases".into(),
+            html: notes,
+        });
+    }
+    if !phases.is_empty() {
+        let providers: Vec<String> = phases[0]
+            .providers
+            .iter()
+            .map(|u| u.provider.clone())
+            .collect();
+        let mw: Vec<Series> = providers
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Series {
+                name: name.clone(),
+                points: phases
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ph)| (j as f64, ph.providers[i].mw_used))
+                    .collect(),
+            })
+            .collect();
+        let classes: Vec<String> = phases[0].classes.iter().map(|c| c.class.clone()).collect();
+        let per_class = |f: &dyn Fn(&crate::ClassOutcome) -> f64| -> Vec<Series> {
+            classes
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Series {
+                    name: name.clone(),
+                    points: phases
+                        .iter()
+                        .enumerate()
+                        .map(|(j, ph)| (j as f64, f(&ph.classes[i])))
+                        .collect(),
+                })
+                .collect()
+        };
+        let mut charts = stacked_bars(
+            "Megawatts used by provider",
+            &cats,
+            &Axis::linear("MW"),
+            &mw,
+        );
+        charts += &stacked_bars(
+            "Peak demand by class (output tokens/s)",
+            &cats,
+            &Axis::linear("tokens/s"),
+            &per_class(&|c| c.demand_tok_s),
+        );
+        charts += &stacked_bars(
+            "Planned capacity within target by class (output tokens/s)",
+            &cats,
+            &Axis::linear("tokens/s"),
+            &per_class(&|c| c.capacity_tok_s),
+        );
+        charts += &stacked_bars(
+            "Cost per million output tokens by class (USD, stacked)",
+            &cats,
+            &Axis::linear("USD per million tokens"),
+            &per_class(&|c| c.usd_per_mtok),
+        );
+        charts += &stacked_bars(
+            "Energy per output token by class (J, stacked)",
+            &cats,
+            &Axis::linear("joules per token"),
+            &per_class(&|c| c.joules_per_token),
+        );
+        sections.push(Section {
+            heading: "Over the phases".into(),
+            html: charts,
+        });
+    }
+    for ph in &phases {
+        let mut html = table(&Table {
+            headers: ["provider", "MW used", "MW available", "systems"]
+                .map(String::from)
+                .to_vec(),
+            rows: ph
+                .providers
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.provider.clone(),
+                        format!("{:.1}", u.mw_used),
+                        format!("{:.1}", u.mw_available),
+                        u.systems
+                            .iter()
+                            .map(|(s, n)| format!("{n} × {s}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ]
+                })
+                .collect(),
+        });
+        html += &table(&Table {
+            headers: [
+                "class",
+                "demand tok/s",
+                "capacity tok/s",
+                "headroom %",
+                "replicas",
+                "sim TTFT ms",
+                "sim TPOT ms",
+                "goodput %",
+                "confirmed",
+                "$/Mtok",
+                "J/token",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: ph
+                .classes
+                .iter()
+                .map(|c| {
+                    let ms = |v: Option<f64>| {
+                        v.map_or_else(|| "–".into(), |x| format!("{:.1}", x * 1000.0))
+                    };
+                    vec![
+                        c.class.clone(),
+                        format!("{:.0}", c.demand_tok_s),
+                        format!("{:.0}", c.capacity_tok_s),
+                        format!("{:.1}", c.headroom * 100.0),
+                        c.replicas.to_string(),
+                        ms(c.sim_ttft_s),
+                        ms(c.sim_tpot_s),
+                        c.sim_goodput
+                            .map_or_else(|| "–".into(), |g| format!("{:.1}", g * 100.0)),
+                        if c.confirmed {
+                            "yes".into()
+                        } else {
+                            "NO".into()
+                        },
+                        format!("{:.3}", c.usd_per_mtok),
+                        format!("{:.3}", c.joules_per_token),
+                    ]
+                })
+                .collect(),
+        });
+        html += &table(&Table {
+            headers: [
+                "provider",
+                "systems",
+                "system",
+                "layout",
+                "class",
+                "replicas",
+                "chips each",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: ph
+                .buys
+                .iter()
+                .map(|b| {
+                    let o = &p.options[b.option];
+                    vec![
+                        o.provider.clone(),
+                        b.systems.to_string(),
+                        o.system.clone(),
+                        o.layout.clone(),
+                        o.class.clone(),
+                        b.replicas.to_string(),
+                        o.chips.to_string(),
+                    ]
+                })
+                .collect(),
+        });
+        let mut headers = vec!["without".to_string()];
+        headers.extend(
+            ph.n_minus_1
+                .first()
+                .map(|n| {
+                    n.classes
+                        .iter()
+                        .map(|(c, _, _)| c.clone())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+        html += "<p>N-1: share of each class the remaining providers serve within target, and whether the simulation of the rest at the N-1 share of demand meets the targets.</p>";
+        html += &table(&Table {
+            headers,
+            rows: ph
+                .n_minus_1
+                .iter()
+                .map(|n| {
+                    let mut row = vec![n.lost.clone()];
+                    row.extend(n.classes.iter().map(|(_, s, ok)| {
+                        format!("{:.0}% {}", s * 100.0, if *ok { "ok" } else { "FAILS" })
+                    }));
+                    row
+                })
+                .collect(),
+        });
+        sections.push(Section {
+            heading: format!("Phase {}", ph.phase),
+            html,
+        });
+    }
+    if !p.rejected.is_empty() {
+        sections.push(Section {
+            heading: "Options that cannot serve a class".into(),
+            html: format!(
+                "<ul>{}</ul>",
+                p.rejected
+                    .iter()
+                    .map(|r| format!("<li>{}</li>", escape(r)))
+                    .collect::<String>()
+            ),
+        });
+    }
+    let subtitle = format!(
+        "largest share per provider {:.0}%, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity; {} confirming simulations",
+        p.rules.max_share * 100.0,
+        p.rules.n_minus_1 * 100.0,
+        p.rules.headroom * 100.0,
+        p.simulations
+    );
+    page(
+        &format!("Switchyard capacity plan: {}", p.scenario),
+        &subtitle,
+        &sections,
+    )
+}

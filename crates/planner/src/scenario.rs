@@ -1,0 +1,292 @@
+//! Planning scenarios: phases, providers with the power and systems they offer, traffic
+//! classes with demand and latency targets, and the diversification rules, in TOML.
+
+use crate::PlanError;
+use serde::Deserialize;
+use std::ops::Range;
+use toml::Spanned;
+
+/// A planning scenario as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// Name for reports.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Rules every plan must keep.
+    #[serde(default)]
+    pub rules: Rules,
+    /// The phases, in order.
+    #[serde(rename = "phase")]
+    pub phases: Vec<Spanned<Phase>>,
+    /// The providers.
+    #[serde(rename = "provider")]
+    pub providers: Vec<Spanned<ProviderSpec>>,
+    /// The traffic classes.
+    #[serde(rename = "class")]
+    pub classes: Vec<Spanned<ClassSpec>>,
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// Largest share of any class's demand one provider may carry.
+    pub max_share: f64,
+    /// Losing any one provider keeps at least this share of every class's demand within
+    /// target ("N-1").
+    pub n_minus_1: f64,
+    /// Replicas are planned to run at most at this share of their capacity at target, so
+    /// that bursts queue little.
+    pub headroom: f64,
+    /// A simulated percentile within its target times (1 + tolerance) confirms the plan.
+    pub tolerance: f64,
+    /// Whether providers' megawatts are `it` load or `facility` power, unless a provider says.
+    pub mw_is: MwIs,
+    /// Seconds of peak traffic each confirming simulation replays.
+    pub confirm_s: f64,
+    /// Most replicas a confirming simulation runs per class; larger fleets are simulated
+    /// scaled down, pools and demand alike.
+    pub confirm_replicas: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            max_share: 1.0,
+            n_minus_1: 0.0,
+            headroom: 0.8,
+            tolerance: 0.1,
+            mw_is: MwIs::Facility,
+            confirm_s: 60.0,
+            confirm_replicas: 48,
+        }
+    }
+}
+
+/// What a megawatt figure measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MwIs {
+    /// The chips' and hosts' own power.
+    It,
+    /// IT power times the facility's PUE.
+    Facility,
+}
+
+/// `[[phase]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Name, such as a year.
+    pub name: String,
+    /// When it starts (free text, for reports).
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+/// `[[provider]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Name.
+    pub name: String,
+    /// Catalog systems it offers.
+    pub systems: Vec<String>,
+    /// Megawatts available in each phase.
+    pub mw: Vec<f64>,
+    /// Megawatts contracted in each phase that must be used (take-or-pay); default none.
+    #[serde(default)]
+    pub committed_mw: Option<Vec<f64>>,
+    /// What `mw` measures (default: the rules').
+    #[serde(default)]
+    pub mw_is: Option<MwIs>,
+    /// Facility PUE (default: the performance model's).
+    #[serde(default)]
+    pub pue: Option<f64>,
+    /// Price per system, replacing the catalog's: purchase with a life, or rent per chip-hour.
+    #[serde(default)]
+    pub capex_usd_per_system: Option<f64>,
+    /// Years to amortise `capex_usd_per_system` over.
+    #[serde(default)]
+    pub life_years: Option<f64>,
+    /// Rent per chip-hour, USD.
+    #[serde(default)]
+    pub rent_usd_per_chip_hour: Option<f64>,
+    /// This provider's own cap on any class's share (default: the rules').
+    #[serde(default)]
+    pub max_share: Option<f64>,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    /// Name.
+    pub name: String,
+    /// Catalog model it uses.
+    pub model: String,
+    /// Prompt tokens per request.
+    pub isl: u32,
+    /// Output tokens per request.
+    pub osl: u32,
+    /// Time-to-first-token target, ms.
+    pub ttft_ms: f64,
+    /// Time-per-output-token target, ms.
+    pub tpot_ms: f64,
+    /// The share of requests that must meet both targets (0.9 for p90).
+    #[serde(default = "p90")]
+    pub percentile: f64,
+    /// Output tokens per second at peak, per phase.
+    pub demand_tok_s: Vec<f64>,
+}
+
+fn p90() -> f64 {
+    0.9
+}
+
+/// Changes asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct WhatIf {
+    /// Plan without this provider.
+    pub lose: Option<String>,
+    /// Multiply every demand.
+    pub demand_x: Option<f64>,
+    /// Read every provider's megawatts this way.
+    pub mw_is: Option<MwIs>,
+}
+
+/// The line where `field` is set inside the table at `span`, or the table's first line.
+pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usize {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let first = text[..start].matches('\n').count() + 1;
+    let key = field.rsplit('.').next().unwrap_or(field);
+    text[start..end]
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map_or(first, |i| first + i)
+}
+
+impl PlanFile {
+    /// Parses and checks a scenario; `origin` names the file in errors.
+    ///
+    /// # Errors
+    /// [`PlanError::Scenario`] naming the line and field.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PlanError> {
+        let f: PlanFile = toml::from_str(text).map_err(|e| PlanError::Scenario {
+            origin: origin.to_string(),
+            message: switchyard_catalog::toml_error_line(text, &e),
+        })?;
+        let err = |span: &Range<usize>, field: &str, m: String| PlanError::Scenario {
+            origin: origin.to_string(),
+            message: format!(
+                "line {}, field `{field}`: {m}",
+                line_of_field(text, span, field)
+            ),
+        };
+        let n = f.phases.len();
+        if n == 0 {
+            return Err(err(
+                &(0..0),
+                "phase",
+                "a scenario needs at least one [[phase]]".into(),
+            ));
+        }
+        for p in &f.providers {
+            let s = p.get_ref();
+            if s.mw.len() != n {
+                return Err(err(
+                    &p.span(),
+                    "mw",
+                    format!(
+                        "provider `{}` gives {} values for {n} phases",
+                        s.name,
+                        s.mw.len()
+                    ),
+                ));
+            }
+            if s.mw.iter().any(|m| !m.is_finite() || *m < 0.0) {
+                return Err(err(
+                    &p.span(),
+                    "mw",
+                    format!(
+                        "provider `{}`: megawatts must be finite and non-negative",
+                        s.name
+                    ),
+                ));
+            }
+            if let Some(c) = &s.committed_mw {
+                if c.len() != n
+                    || c.iter()
+                        .zip(&s.mw)
+                        .any(|(c, m)| !c.is_finite() || *c < 0.0 || c > m)
+                {
+                    return Err(err(&p.span(), "committed_mw", format!("provider `{}`: one value per phase, each between 0 and that phase's `mw`", s.name)));
+                }
+            }
+            if s.systems.is_empty() {
+                return Err(err(
+                    &p.span(),
+                    "systems",
+                    format!("provider `{}` offers no system", s.name),
+                ));
+            }
+        }
+        for c in &f.classes {
+            let s = c.get_ref();
+            if s.demand_tok_s.len() != n {
+                return Err(err(
+                    &c.span(),
+                    "demand_tok_s",
+                    format!(
+                        "class `{}` gives {} values for {n} phases",
+                        s.name,
+                        s.demand_tok_s.len()
+                    ),
+                ));
+            }
+            if s.demand_tok_s.iter().any(|d| !d.is_finite() || *d < 0.0) {
+                return Err(err(
+                    &c.span(),
+                    "demand_tok_s",
+                    format!("class `{}`: demand must be finite and non-negative", s.name),
+                ));
+            }
+            if !(s.percentile > 0.0 && s.percentile < 1.0) {
+                return Err(err(
+                    &c.span(),
+                    "percentile",
+                    format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
+                ));
+            }
+            if s.ttft_ms <= 0.0 || s.tpot_ms <= 0.0 || s.isl == 0 || s.osl == 0 {
+                return Err(err(
+                    &c.span(),
+                    "ttft_ms",
+                    format!("class `{}`: targets and lengths must be positive", s.name),
+                ));
+            }
+        }
+        let r = f.rules;
+        if !(0.0..=1.0).contains(&r.max_share) || !(0.0..=1.0).contains(&r.n_minus_1) {
+            return Err(err(
+                &(0..0),
+                "rules",
+                "max_share and n_minus_1 are shares between 0 and 1".into(),
+            ));
+        }
+        if !(r.headroom > 0.0 && r.headroom <= 1.0) {
+            return Err(err(
+                &(0..0),
+                "rules.headroom",
+                "a share above 0 and at most 1".into(),
+            ));
+        }
+        Ok(f)
+    }
+}

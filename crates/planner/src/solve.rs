@@ -1,0 +1,567 @@
+//! From a scenario to options, and per phase the cheapest mix of options that keeps every
+//! rule, by mixed-integer programming; when none exists, what is missing and which rule binds.
+
+use crate::scenario::{line_of_field, MwIs, PlanFile, Rules, WhatIf};
+use crate::{Buy, Candidate, ClassOutcome, PhasePlan, PlanError, ProviderUse};
+use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use switchyard_perf::{best_deployment, Catalog, Deployment, Objective, Params, Query, System};
+use switchyard_replica::EngineConfig;
+
+/// An option with what the simulator needs to run it.
+#[derive(Debug, Clone)]
+pub(crate) struct Opt<'a> {
+    pub out: Candidate,
+    pub deployment: Deployment<'a>,
+    pub engine: EngineConfig,
+    pub provider: usize,
+    pub class: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProviderM {
+    pub name: String,
+    pub mw: Vec<f64>,
+    pub committed: Vec<f64>,
+    pub max_share: f64,
+    pub params: Params,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ClassM {
+    pub name: String,
+    pub isl: u32,
+    pub osl: u32,
+    pub ttft_s: f64,
+    pub tpot_s: f64,
+    pub percentile: f64,
+    pub demand: Vec<f64>,
+}
+
+/// Everything the solver and the confirming simulations need.
+#[derive(Debug)]
+pub(crate) struct Model<'a> {
+    pub options: Vec<Opt<'a>>,
+    pub providers: Vec<ProviderM>,
+    pub classes: Vec<ClassM>,
+    pub phases: Vec<String>,
+    pub rules: Rules,
+    pub rejected: Vec<String>,
+}
+
+/// The systems each provider offers, with the provider's price in place of the catalog's.
+/// Returned in provider order; `lose` drops a provider.
+pub(crate) fn systems_on_offer(
+    file: &PlanFile,
+    text: &str,
+    origin: &str,
+    catalog: &Catalog,
+    what_if: &WhatIf,
+) -> Result<Vec<(usize, System)>, PlanError> {
+    let mut out = Vec::new();
+    if let Some(l) = &what_if.lose {
+        if !file.providers.iter().any(|p| &p.get_ref().name == l) {
+            let names: Vec<&str> = file
+                .providers
+                .iter()
+                .map(|p| p.get_ref().name.as_str())
+                .collect();
+            return Err(PlanError::Scenario {
+                origin: origin.to_string(),
+                message: format!(
+                    "--lose: no provider named `{l}`; known: {}",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    for (i, sp) in file.providers.iter().enumerate() {
+        let p = sp.get_ref();
+        if what_if.lose.as_deref() == Some(p.name.as_str()) {
+            continue;
+        }
+        for id in &p.systems {
+            let mut s = catalog
+                .system(id)
+                .map_err(|e| PlanError::Scenario {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "line {}, field `systems`: provider `{}`: {e}",
+                        line_of_field(text, &sp.span(), "systems"),
+                        p.name
+                    ),
+                })?
+                .clone();
+            if p.capex_usd_per_system.is_some() || p.rent_usd_per_chip_hour.is_some() {
+                let mut price = s.price.clone().unwrap_or_default();
+                price.capex_usd_per_system = p.capex_usd_per_system;
+                price.rent_usd_per_chip_hour = p.rent_usd_per_chip_hour;
+                if p.life_years.is_some() {
+                    price.life_years = p.life_years;
+                }
+                price.notes = format!("price set by the planning scenario for provider {}", p.name);
+                s.price = Some(price);
+            }
+            out.push((i, s));
+        }
+    }
+    Ok(out)
+}
+
+impl<'a> Model<'a> {
+    pub(crate) fn build(
+        file: &PlanFile,
+        text: &str,
+        origin: &str,
+        catalog: &'a Catalog,
+        systems: &'a [(usize, System)],
+        params: &Params,
+        what_if: &WhatIf,
+    ) -> Result<Self, PlanError> {
+        let rules = file.rules;
+        let x = what_if.demand_x.unwrap_or(1.0);
+        let classes: Vec<ClassM> = file
+            .classes
+            .iter()
+            .map(|c| {
+                let c = c.get_ref();
+                ClassM {
+                    name: c.name.clone(),
+                    isl: c.isl,
+                    osl: c.osl,
+                    ttft_s: c.ttft_ms / 1000.0,
+                    tpot_s: c.tpot_ms / 1000.0,
+                    percentile: c.percentile,
+                    demand: c.demand_tok_s.iter().map(|d| d * x).collect(),
+                }
+            })
+            .collect();
+        let mut providers = Vec::new();
+        let mut index = vec![usize::MAX; file.providers.len()];
+        for (i, sp) in file.providers.iter().enumerate() {
+            let p = sp.get_ref();
+            if what_if.lose.as_deref() == Some(p.name.as_str()) {
+                continue;
+            }
+            let mut pp = params.clone();
+            if let Some(pue) = p.pue {
+                pp.pue = pue;
+            }
+            index[i] = providers.len();
+            providers.push(ProviderM {
+                name: p.name.clone(),
+                mw: p.mw.clone(),
+                committed: p
+                    .committed_mw
+                    .clone()
+                    .unwrap_or_else(|| vec![0.0; p.mw.len()]),
+                max_share: p.max_share.unwrap_or(rules.max_share),
+                params: pp,
+            });
+        }
+        let mut options = Vec::new();
+        let mut rejected = Vec::new();
+        for (fi, system) in systems {
+            let pi = index[*fi];
+            let spec = file.providers[*fi].get_ref();
+            let mw_is = what_if.mw_is.or(spec.mw_is).unwrap_or(rules.mw_is);
+            let pp = &providers[pi].params;
+            for (ci, cs) in file.classes.iter().enumerate() {
+                let c = cs.get_ref();
+                let class = &classes[ci];
+                let model = catalog.model(&c.model).map_err(|e| PlanError::Scenario {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "line {}, field `model`: class `{}`: {e}",
+                        line_of_field(text, &cs.span(), "model"),
+                        c.name
+                    ),
+                })?;
+                let tag = format!("{} {} for {}", spec.name, system.id, c.name);
+                let (isl, osl) = (f64::from(c.isl), f64::from(c.osl));
+                let q = Query {
+                    model,
+                    system,
+                    chips: None,
+                    precision: None,
+                    layout: None,
+                    concurrency: 1.0,
+                    isl,
+                    osl,
+                    speculative: None,
+                    tpot_limit: Some(class.tpot_s),
+                };
+                let mut d = match best_deployment(&q, pp, Objective::Throughput) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        rejected.push(format!("{tag}: {e}"));
+                        continue;
+                    }
+                };
+                d.layout.dp = 1;
+                let engine = EngineConfig::for_deployment(&d, pp);
+                // The most throughput at which both targets hold, searching concurrency as
+                // the performance model's own peak search does.
+                let limit = d
+                    .max_sequences(pp, isl + osl)
+                    .min(f64::from(engine.max_batch))
+                    .max(1.0);
+                let mut best = None;
+                let mut conc = 1.0_f64;
+                loop {
+                    let op = d.at_concurrency(pp, conc, isl, osl);
+                    if op.tpot_s <= class.tpot_s && op.ttft_s <= class.ttft_s {
+                        best = Some(op);
+                    }
+                    if conc >= limit {
+                        break;
+                    }
+                    conc = (conc * 1.25).ceil().min(limit);
+                }
+                let Some(op) = best else {
+                    let one = d.at_concurrency(pp, 1.0, isl, osl);
+                    rejected.push(format!(
+                        "{tag}: misses the targets even alone (TTFT {:.0} ms against {:.0}, TPOT {:.1} ms against {:.1})",
+                        one.ttft_s * 1e3, class.ttft_s * 1e3, one.tpot_s * 1e3, class.tpot_s * 1e3
+                    ));
+                    continue;
+                };
+                let cap = op.throughput_tok_s * rules.headroom;
+                let Some(watts) = d.full_power_w(pp) else {
+                    rejected.push(format!("{tag}: no power figure for {}", system.id));
+                    continue;
+                };
+                let mw = watts / 1e6 * if mw_is == MwIs::Facility { pp.pue } else { 1.0 };
+                let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
+                    rejected.push(format!(
+                        "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
+                        system.id
+                    ));
+                    continue;
+                };
+                let chips = d.layout.replica_chips();
+                options.push(Opt {
+                    out: Candidate {
+                        provider: spec.name.clone(),
+                        system: system.id.clone(),
+                        class: c.name.clone(),
+                        layout: d.layout.to_string(),
+                        chips,
+                        systems: f64::from(chips) / f64::from(system.chips_per_system.max(1)),
+                        capacity_tok_s: cap,
+                        concurrency: op.concurrency * rules.headroom,
+                        ttft_s: op.ttft_s,
+                        tpot_s: op.tpot_s,
+                        mw,
+                        usd_per_hour: usd,
+                    },
+                    deployment: d,
+                    engine,
+                    provider: pi,
+                    class: ci,
+                });
+            }
+        }
+        Ok(Model {
+            options,
+            providers,
+            classes,
+            phases: file
+                .phases
+                .iter()
+                .map(|p| p.get_ref().name.clone())
+                .collect(),
+            rules,
+            rejected,
+        })
+    }
+}
+
+/// Which rules a solve applies (dropping some tells which one binds).
+#[derive(Debug, Clone, Copy)]
+struct Apply {
+    share: bool,
+    n1: bool,
+    power: bool,
+    commit: bool,
+}
+
+/// Replica counts per option, or `None` when infeasible.
+///
+/// Fleets run to thousands of replicas, where branch and bound over integers is slow and
+/// buys nothing: the linear relaxation is solved with `microlp` and every count rounded up.
+/// Rounding up only adds capacity, so demand and N-1 stay met; the upper-bound rules (power,
+/// largest share) are tightened by one replica per option before solving, so they still hold
+/// after rounding. The cost is at most one replica per option above the true optimum.
+fn solve(m: &Model<'_>, k: usize, a: Apply) -> Result<Option<Vec<u32>>, PlanError> {
+    let mut pb = Problem::new(OptimizationDirection::Minimize);
+    let vars: Vec<_> = m
+        .options
+        .iter()
+        .map(|o| pb.add_var(o.out.usd_per_hour, (0.0, f64::INFINITY)))
+        .collect();
+    let rules = m.rules;
+    for (c, class) in m.classes.iter().enumerate() {
+        let d = class.demand[k];
+        if d <= 0.0 {
+            continue;
+        }
+        let of_class = |keep: &dyn Fn(usize) -> bool| -> Vec<(microlp::Variable, f64)> {
+            m.options
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.class == c && keep(o.provider))
+                .map(|(i, o)| (vars[i], o.out.capacity_tok_s))
+                .collect()
+        };
+        pb.add_constraint(of_class(&|_| true), ComparisonOp::Ge, d);
+        if a.n1 && rules.n_minus_1 > 0.0 {
+            for q in 0..m.providers.len() {
+                pb.add_constraint(of_class(&|p| p != q), ComparisonOp::Ge, rules.n_minus_1 * d);
+            }
+        }
+        if a.share {
+            for (p, prov) in m.providers.iter().enumerate() {
+                if prov.max_share < 1.0 {
+                    let terms = of_class(&|x| x == p);
+                    let slack: f64 = terms.iter().map(|(_, cap)| cap).sum();
+                    pb.add_constraint(
+                        terms,
+                        ComparisonOp::Le,
+                        (prov.max_share * d - slack).max(0.0),
+                    );
+                }
+            }
+        }
+    }
+    for (p, prov) in m.providers.iter().enumerate() {
+        let terms: Vec<_> = m
+            .options
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.provider == p)
+            .map(|(i, o)| (vars[i], o.out.mw))
+            .collect();
+        if terms.is_empty() {
+            continue;
+        }
+        // Rounding up adds at most one replica per option.
+        let slack: f64 = terms.iter().map(|(_, mw)| mw).sum();
+        if a.commit && prov.committed[k] > 0.0 {
+            pb.add_constraint(terms.clone(), ComparisonOp::Ge, prov.committed[k] - slack);
+        }
+        if a.power {
+            pb.add_constraint(terms, ComparisonOp::Le, (prov.mw[k] - slack).max(0.0));
+        }
+    }
+    match pb.solve() {
+        Ok(outcome) => match outcome.solution() {
+            Some(s) => Ok(Some(
+                vars.iter()
+                    .map(|&v| {
+                        (s.var_value(v) - 1e-7)
+                            .ceil()
+                            .clamp(0.0, f64::from(u32::MAX)) as u32
+                    })
+                    .collect(),
+            )),
+            None => Ok(None),
+        },
+        Err(microlp::Error::Infeasible) => Ok(None),
+        Err(e) => Err(PlanError::Solver(e.to_string())),
+    }
+}
+
+/// Why phase `k` has no plan: classes nothing can serve, then the rule whose removal makes
+/// it feasible, then the power short.
+fn explain(m: &Model<'_>, k: usize) -> Result<String, PlanError> {
+    let phase = &m.phases[k];
+    let mut why = Vec::new();
+    for (c, class) in m.classes.iter().enumerate() {
+        if class.demand[k] > 0.0 && !m.options.iter().any(|o| o.class == c) {
+            why.push(format!(
+                "class `{}`: no system on offer meets TTFT {:.0} ms and TPOT {:.1} ms (see the rejected options)",
+                class.name, class.ttft_s * 1e3, class.tpot_s * 1e3
+            ));
+        }
+    }
+    if !why.is_empty() {
+        return Ok(format!("phase {phase}: {}", why.join("; ")));
+    }
+    let all = Apply {
+        share: true,
+        n1: true,
+        power: true,
+        commit: true,
+    };
+    for (label, a) in [
+        (
+            "a power commitment",
+            Apply {
+                commit: false,
+                ..all
+            },
+        ),
+        ("the N-1 rule", Apply { n1: false, ..all }),
+        (
+            "the largest-share rule",
+            Apply {
+                share: false,
+                ..all
+            },
+        ),
+        (
+            "the N-1 and largest-share rules together",
+            Apply {
+                n1: false,
+                share: false,
+                ..all
+            },
+        ),
+    ] {
+        if solve(m, k, a)?.is_some() {
+            return Ok(format!(
+                "phase {phase}: {label} binds: without it the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%)",
+                m.rules.n_minus_1 * 100.0,
+                m.rules.max_share * 100.0
+            ));
+        }
+    }
+    // Power: the megawatts each class needs at the most power-efficient option, against
+    // what is on offer.
+    let mut need = 0.0;
+    let mut parts = Vec::new();
+    for (c, class) in m.classes.iter().enumerate() {
+        let best = m
+            .options
+            .iter()
+            .filter(|o| o.class == c)
+            .map(|o| o.out.mw / o.out.capacity_tok_s)
+            .fold(f64::INFINITY, f64::min);
+        let mw = best * class.demand[k];
+        need += mw;
+        parts.push(format!("`{}` {:.1} MW", class.name, mw));
+    }
+    let have: f64 = m.providers.iter().map(|p| p.mw[k]).sum();
+    Ok(format!(
+        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {need:.1} MW ({}), providers offer {have:.1} MW; short by {:.1} MW or more",
+        parts.join(", "),
+        (need - have).max(0.0)
+    ))
+}
+
+/// Plans phase `k`.
+pub(crate) fn phase(m: &Model<'_>, k: usize) -> Result<PhasePlan, PlanError> {
+    let all = Apply {
+        share: true,
+        n1: true,
+        power: true,
+        commit: true,
+    };
+    let Some(x) = solve(m, k, all)? else {
+        return Ok(PhasePlan {
+            phase: m.phases[k].clone(),
+            buys: Vec::new(),
+            providers: Vec::new(),
+            classes: Vec::new(),
+            n_minus_1: Vec::new(),
+            usd_per_hour: 0.0,
+            infeasible: Some(explain(m, k)?),
+        });
+    };
+    let buys: Vec<Buy> = x
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| Buy {
+            option: i,
+            replicas: n,
+            systems: (f64::from(n) * m.options[i].out.systems).ceil() as u32,
+        })
+        .collect();
+    let providers = m
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(p, prov)| {
+            let mut systems: Vec<(String, u32)> = Vec::new();
+            let mut mw = 0.0;
+            for b in buys.iter().filter(|b| m.options[b.option].provider == p) {
+                let o = &m.options[b.option].out;
+                mw += o.mw * f64::from(b.replicas);
+                match systems.iter_mut().find(|(s, _)| s == &o.system) {
+                    Some(e) => e.1 += b.systems,
+                    None => systems.push((o.system.clone(), b.systems)),
+                }
+            }
+            ProviderUse {
+                provider: prov.name.clone(),
+                mw_used: mw,
+                mw_available: prov.mw[k],
+                systems,
+            }
+        })
+        .collect();
+    let classes = m
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, class)| {
+            let mine: Vec<&Buy> = buys
+                .iter()
+                .filter(|b| m.options[b.option].class == c)
+                .collect();
+            let cap: f64 = mine
+                .iter()
+                .map(|b| m.options[b.option].out.capacity_tok_s * f64::from(b.replicas))
+                .sum();
+            let d = class.demand[k];
+            let usd: f64 = mine
+                .iter()
+                .map(|b| m.options[b.option].out.usd_per_hour * f64::from(b.replicas))
+                .sum();
+            // Energy at the load peak demand puts on each option.
+            let load = if cap > 0.0 { d / cap } else { 0.0 };
+            let mut joules = 0.0;
+            for b in &mine {
+                let o = &m.options[b.option];
+                let per_replica = o.out.capacity_tok_s * load;
+                let util = per_replica / (o.out.capacity_tok_s / m.rules.headroom);
+                let e = o.deployment.economics_at(
+                    &m.providers[o.provider].params,
+                    per_replica.max(1e-9),
+                    util,
+                );
+                joules += e.joules_per_token.unwrap_or(0.0) * per_replica * f64::from(b.replicas);
+            }
+            ClassOutcome {
+                class: class.name.clone(),
+                demand_tok_s: d,
+                capacity_tok_s: cap,
+                headroom: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
+                replicas: mine.iter().map(|b| b.replicas).sum(),
+                sim_ttft_s: None,
+                sim_tpot_s: None,
+                sim_goodput: None,
+                confirmed: false,
+                usd_per_mtok: if d > 0.0 {
+                    usd / (d * 3600.0) * 1e6
+                } else {
+                    0.0
+                },
+                joules_per_token: if d > 0.0 { joules / d } else { 0.0 },
+            }
+        })
+        .collect();
+    Ok(PhasePlan {
+        phase: m.phases[k].clone(),
+        usd_per_hour: buys
+            .iter()
+            .map(|b| m.options[b.option].out.usd_per_hour * f64::from(b.replicas))
+            .sum(),
+        buys,
+        providers,
+        classes,
+        n_minus_1: Vec::new(),
+        infeasible: None,
+    })
+}

@@ -1,0 +1,260 @@
+//! The planner on the example scenario and on small scenarios that isolate one behaviour.
+
+use switchyard_perf::{Catalog, Params};
+use switchyard_planner::{plan, Plan, PlanError, PlanFile, WhatIf};
+
+const EXAMPLE: &str = include_str!("../../../scenarios/plan-750mw.toml");
+
+fn run(text: &str, what_if: &WhatIf) -> Result<Plan, PlanError> {
+    let cat = Catalog::builtin().expect("catalog");
+    let file = PlanFile::parse(text, "test.toml")?;
+    plan(&file, text, "test.toml", &cat, &Params::default(), what_if)
+}
+
+/// Two GPU providers and one class, small enough to plan in a blink.
+fn small(price_b: f64, demand: f64, n1: f64, mw_b: f64) -> String {
+    format!(
+        r#"
+[rules]
+n_minus_1 = {n1}
+confirm_s = 10
+confirm_replicas = 8
+[[phase]]
+name = "p1"
+[[provider]]
+name = "a"
+systems = ["h100-sxm"]
+mw = [5.0]
+rent_usd_per_chip_hour = 2.0
+[[provider]]
+name = "b"
+systems = ["h100-sxm"]
+mw = [{mw_b}]
+rent_usd_per_chip_hour = {price_b}
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 2000
+tpot_ms = 50
+demand_tok_s = [{demand}]
+"#
+    )
+}
+
+fn capacity_of(p: &Plan, provider: &str) -> f64 {
+    p.phases[0]
+        .buys
+        .iter()
+        .filter(|b| p.options[b.option].provider == provider)
+        .map(|b| p.options[b.option].capacity_tok_s * f64::from(b.replicas))
+        .sum()
+}
+
+#[test]
+fn the_example_plans_every_phase_and_simulation_confirms_targets_and_n_minus_1() {
+    let p = run(EXAMPLE, &WhatIf::default()).expect("plans");
+    assert_eq!(p.phases.len(), 3);
+    for ph in &p.phases {
+        assert!(ph.infeasible.is_none(), "{}: {:?}", ph.phase, ph.infeasible);
+        for c in &ph.classes {
+            assert!(
+                c.capacity_tok_s >= c.demand_tok_s,
+                "{} {}",
+                ph.phase,
+                c.class
+            );
+            assert!(
+                c.confirmed,
+                "{} {}: simulated TTFT {:?} TPOT {:?}",
+                ph.phase, c.class, c.sim_ttft_s, c.sim_tpot_s
+            );
+            assert!(c.sim_ttft_s.is_some() && c.sim_tpot_s.is_some());
+        }
+        for n in &ph.n_minus_1 {
+            for (class, share, ok) in &n.classes {
+                assert!(
+                    *share >= p.rules.n_minus_1 - 1e-9,
+                    "{} without {}: {class} {share}",
+                    ph.phase,
+                    n.lost
+                );
+                assert!(
+                    ok,
+                    "{} without {}: {class} fails in simulation",
+                    ph.phase, n.lost
+                );
+            }
+        }
+        for u in &ph.providers {
+            assert!(
+                u.mw_used <= u.mw_available + 1e-9,
+                "{} {}",
+                ph.phase,
+                u.provider
+            );
+        }
+        // The take-or-pay tranche is used.
+        let cerebras = ph
+            .providers
+            .iter()
+            .find(|u| u.provider == "cerebras")
+            .expect("cerebras");
+        assert!(
+            cerebras.mw_used > 0.99 * cerebras.mw_available,
+            "{}",
+            cerebras.mw_used
+        );
+    }
+    assert!(p.simulations > 0);
+    // The same scenario gives the same plan.
+    let again = run(EXAMPLE, &WhatIf::default()).expect("plans");
+    assert_eq!(format!("{:?}", p.phases), format!("{:?}", again.phases));
+}
+
+#[test]
+fn more_demand_never_lowers_capacity() {
+    let mut last = (0.0, 0.0);
+    for x in [0.5, 1.0, 2.0] {
+        let p = run(
+            EXAMPLE,
+            &WhatIf {
+                demand_x: Some(x),
+                ..WhatIf::default()
+            },
+        )
+        .expect("plans");
+        let ph = &p.phases[2];
+        if ph.infeasible.is_some() {
+            // Past what the power allows the plan says so, and never shrinks.
+            assert!(x > 1.0, "x {x}: {:?}", ph.infeasible);
+            break;
+        }
+        let cap: f64 = ph.classes.iter().map(|c| c.capacity_tok_s).sum();
+        let mw: f64 = ph.providers.iter().map(|u| u.mw_used).sum();
+        assert!(
+            cap >= last.0 && mw >= last.1 - 1e-6,
+            "x {x}: capacity {cap} MW {mw} after {last:?}"
+        );
+        last = (cap, mw);
+    }
+}
+
+#[test]
+fn a_cheaper_provider_never_loses_share() {
+    let mut last = 0.0;
+    for price in [4.0, 3.0, 2.0, 1.5, 1.0] {
+        let p = run(&small(price, 200_000.0, 0.0, 5.0), &WhatIf::default()).expect("plans");
+        assert!(p.phases[0].infeasible.is_none());
+        let b = capacity_of(&p, "b");
+        let total = b + capacity_of(&p, "a");
+        let share = b / total;
+        assert!(
+            share >= last - 1e-9,
+            "price {price}: share {share} after {last}"
+        );
+        last = share;
+    }
+    assert!(
+        last > 0.5,
+        "the cheaper provider ends up with most of it: {last}"
+    );
+}
+
+#[test]
+fn losing_a_provider_replans_or_says_what_breaks() {
+    // Enough power elsewhere: a plan without it.
+    let p = run(
+        &small(2.0, 100_000.0, 0.0, 5.0),
+        &WhatIf {
+            lose: Some("b".into()),
+            ..WhatIf::default()
+        },
+    )
+    .expect("plans");
+    assert!(p.phases[0].infeasible.is_none());
+    assert_eq!(capacity_of(&p, "b"), 0.0);
+    assert!(capacity_of(&p, "a") >= 100_000.0);
+    // Not enough: the phase says how much power is missing.
+    let p = run(
+        &small(2.0, 1.0e10, 0.0, 50.0),
+        &WhatIf {
+            lose: Some("b".into()),
+            ..WhatIf::default()
+        },
+    )
+    .expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("not enough power") && why.contains("short by"),
+        "{why}"
+    );
+    // An unknown provider is the user's mistake.
+    let e = run(
+        &small(2.0, 1.0, 0.0, 5.0),
+        &WhatIf {
+            lose: Some("zz".into()),
+            ..WhatIf::default()
+        },
+    )
+    .expect_err("unknown");
+    assert!(e.to_string().contains("no provider named `zz`"), "{e}");
+}
+
+#[test]
+fn an_infeasible_rule_is_named() {
+    // One provider with power, the other with none: N-1 at 50% cannot hold.
+    let p = run(&small(2.0, 100_000.0, 0.5, 0.0), &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(why.contains("N-1"), "{why}");
+    // A target nothing can meet names the class.
+    let text = small(2.0, 100_000.0, 0.0, 5.0).replace("tpot_ms = 50", "tpot_ms = 0.5");
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("class `chat`") && why.contains("TPOT"),
+        "{why}"
+    );
+    assert!(!p.rejected.is_empty());
+}
+
+#[test]
+fn bad_scenarios_name_the_line_and_field() {
+    let check = |text: &str, needles: &[&str]| {
+        let e = run(text, &WhatIf::default()).expect_err("bad").to_string();
+        for n in needles {
+            assert!(e.contains(n), "`{n}` missing from {e}");
+        }
+    };
+    let good = small(2.0, 1000.0, 0.0, 5.0);
+    run(&good, &WhatIf::default()).expect("good");
+    check(
+        &good.replace("mw = [5.0]", "mw = [5.0, 6.0]"),
+        &[
+            "test.toml",
+            "line 11",
+            "field `mw`",
+            "2 values for 1 phases",
+        ],
+    );
+    check(
+        &good.replace(
+            "systems = [\"h100-sxm\"]\nmw = [5.0]",
+            "systems = [\"h900\"]\nmw = [5.0]",
+        ),
+        &["line 10", "field `systems`", "h900"],
+    );
+    check(
+        &good.replace("isl = 1000", "isl = \"long\""),
+        &["line 21", "isl"],
+    );
+    check(
+        &good.replace("model = \"llama-3.1-8b\"", "model = \"llama-9\""),
+        &["line 20", "field `model`", "llama-9"],
+    );
+    check(
+        &good.replace("[rules]", "[rules]\nspeed = 3"),
+        &["line 3", "speed"],
+    );
+}

@@ -1,0 +1,196 @@
+//! `switchyard plan`: reads a planning scenario, plans every phase, confirms it by
+//! simulation, prints the plan and writes its JSON and HTML.
+
+use crate::UsageError;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use switchyard_perf::{Catalog, Params};
+use switchyard_planner::{plan as run_plan, report, MwIs, Plan, PlanFile, WhatIf};
+
+const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/plan-750mw.toml");
+
+/// Arguments of `plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Planning scenario (TOML); without it, the built-in 750 MW scenario.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Plan without this provider.
+    #[arg(long, value_name = "PROVIDER")]
+    lose: Option<String>,
+    /// Multiply every class's demand.
+    #[arg(long, value_name = "FACTOR")]
+    demand_x: Option<f64>,
+    /// Read every provider's megawatts as IT load or facility power.
+    #[arg(long, value_name = "it|facility")]
+    mw_is: Option<String>,
+    /// Folder for plan.json and plan.html.
+    #[arg(long, value_name = "DIR", default_value = "plan-out")]
+    out: PathBuf,
+    /// Print the JSON instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `plan`.
+pub fn plan(cat: &Catalog, a: &PlanArgs) -> Result<()> {
+    let (text, origin) = match &a.scenario {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+        None => (
+            DEFAULT_SCENARIO.to_string(),
+            "scenarios/plan-750mw.toml".to_string(),
+        ),
+    };
+    let mw_is = match a.mw_is.as_deref() {
+        None => None,
+        Some("it") => Some(MwIs::It),
+        Some("facility") => Some(MwIs::Facility),
+        Some(other) => {
+            return Err(
+                UsageError(format!("--mw-is takes `it` or `facility`, not `{other}`")).into(),
+            )
+        }
+    };
+    if let Some(x) = a.demand_x {
+        if !(x > 0.0 && x.is_finite()) {
+            return Err(
+                UsageError(format!("--demand-x must be a positive factor, not {x}")).into(),
+            );
+        }
+    }
+    let file = PlanFile::parse(&text, &origin).map_err(|e| UsageError(e.to_string()))?;
+    let what_if = WhatIf {
+        lose: a.lose.clone(),
+        demand_x: a.demand_x,
+        mw_is,
+    };
+    let params = Params::default();
+    let p = run_plan(&file, &text, &origin, cat, &params, &what_if)
+        .map_err(|e| UsageError(e.to_string()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let json = serde_json::to_string_pretty(&p)?;
+    let json_path = a.out.join("plan.json");
+    std::fs::write(&json_path, format!("{json}\n"))
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let html_path = a.out.join("plan.html");
+    std::fs::write(&html_path, report::html(&p))
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    if a.json {
+        out!("{json}");
+        return Ok(());
+    }
+    print_plan(&p);
+    out!("");
+    out!("plan JSON:   {}", json_path.display());
+    out!("HTML report: {}", html_path.display());
+    Ok(())
+}
+
+fn print_plan(p: &Plan) {
+    out!("{}", p.scenario);
+    out!(
+        "rules: largest share per provider {:.0}%, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity; {} confirming simulations",
+        p.rules.max_share * 100.0,
+        p.rules.n_minus_1 * 100.0,
+        p.rules.headroom * 100.0,
+        p.simulations
+    );
+    for ph in &p.phases {
+        out!("");
+        out!("== phase {}", ph.phase);
+        if let Some(why) = &ph.infeasible {
+            out!("  NO PLAN: {why}");
+            continue;
+        }
+        out!(
+            "  {:<16} {:>9} {:>9}  systems",
+            "provider",
+            "MW used",
+            "MW avail"
+        );
+        for u in &ph.providers {
+            let systems: Vec<String> = u
+                .systems
+                .iter()
+                .map(|(s, n)| format!("{n} x {s}"))
+                .collect();
+            out!(
+                "  {:<16} {:>9.1} {:>9.1}  {}",
+                u.provider,
+                u.mw_used,
+                u.mw_available,
+                systems.join(", ")
+            );
+        }
+        out!(
+            "  {:<20} {:>11} {:>11} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8} {:>7}",
+            "class",
+            "demand t/s",
+            "capacity",
+            "headroom",
+            "replicas",
+            "sim TTFT",
+            "sim TPOT",
+            "confirmed",
+            "$/Mtok",
+            "J/tok"
+        );
+        for c in &ph.classes {
+            let ms = |v: Option<f64>, d: usize| {
+                v.map_or_else(|| "-".into(), |x| format!("{:.d$} ms", x * 1000.0))
+            };
+            out!(
+                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>10} {:>10} {:>9} {:>8.3} {:>7.3}",
+                c.class,
+                c.demand_tok_s,
+                c.capacity_tok_s,
+                c.headroom * 100.0,
+                c.replicas,
+                ms(c.sim_ttft_s, 0),
+                ms(c.sim_tpot_s, 1),
+                if c.confirmed { "yes" } else { "NO" },
+                c.usd_per_mtok,
+                c.joules_per_token
+            );
+        }
+        out!("  buys:");
+        for b in &ph.buys {
+            let o = &p.options[b.option];
+            out!(
+                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} replicas of {} chips)",
+                o.provider,
+                b.systems,
+                o.system,
+                o.layout,
+                o.class,
+                b.replicas,
+                o.chips
+            );
+        }
+        out!("  N-1 (share of each class the rest serves within target; simulated at the N-1 share):");
+        for n in &ph.n_minus_1 {
+            let cells: Vec<String> = n
+                .classes
+                .iter()
+                .map(|(c, share, ok)| {
+                    format!(
+                        "{c} {:.0}% {}",
+                        share * 100.0,
+                        if *ok { "ok" } else { "FAILS" }
+                    )
+                })
+                .collect();
+            out!("    without {:<16} {}", n.lost, cells.join(", "));
+        }
+    }
+    if !p.rejected.is_empty() {
+        out!("");
+        out!("options that cannot serve a class:");
+        for r in &p.rejected {
+            out!("  {r}");
+        }
+    }
+}
