@@ -98,7 +98,10 @@ impl RetryBudget {
         let now = Instant::now();
         let dt = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + dt * self.min_per_s).min(self.cap);
+        // Time refills up to the cap; deposits above it (a busy gateway) are kept.
+        if self.tokens < self.cap {
+            self.tokens = (self.tokens + dt * self.min_per_s).min(self.cap);
+        }
     }
 
     pub(crate) fn deposit(&mut self) {

@@ -190,26 +190,31 @@ async fn attempt(
                 )));
             }
             let output = req.max_tokens.unwrap_or(EMULATED_DEFAULT_TOKENS);
-            let mut s = pool
-                .submit(req.prompt_tokens, output)
-                .await
-                .map_err(|e| match e {
-                    EmuError::TooLong(m) => client_error(&ApiError::invalid(
-                        format!("The request is too long for this model's context: {m}."),
-                        Some("messages"),
-                    )),
-                    other => Failure::Retry(other.to_string()),
-                })?;
-            match timeout(first, s.next()).await {
+            // One deadline covers admission (where an injected spike waits) and the first
+            // token, as it would for a real provider.
+            let started = timeout(first, async {
+                let mut s = pool.submit(req.prompt_tokens, output).await?;
+                let e = s.next().await;
+                Ok::<_, EmuError>((s, e))
+            })
+            .await;
+            let mut s = match started {
                 Err(_) => {
                     return Err(Failure::Retry(format!(
                         "no first token within {} ms",
                         first.as_millis()
                     )))
                 }
-                Ok(None) => return Err(Failure::Retry("the replica stopped".into())),
-                Ok(Some(_)) => {}
-            }
+                Ok(Err(EmuError::TooLong(m))) => {
+                    return Err(client_error(&ApiError::invalid(
+                        format!("The request is too long for this model's context: {m}."),
+                        Some("messages"),
+                    )))
+                }
+                Ok(Err(other)) => return Err(Failure::Retry(other.to_string())),
+                Ok(Ok((_, None))) => return Err(Failure::Retry("the replica stopped".into())),
+                Ok(Ok((s, Some(_)))) => s,
+            };
             let mut fmt = EmuFormat {
                 id: format!(
                     "{}-emu-{seq}",
@@ -399,47 +404,51 @@ pub(crate) async fn handle(
     let mut tried: Vec<usize> = Vec::new();
     let mut why: Vec<String> = Vec::new();
     while (tried.len() as u32) < gw.max_attempts {
+        let lock = || {
+            route
+                .router
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let ask = Ask {
+            class: class.as_deref(),
+            output_tokens: req.max_tokens,
+            exclude: &tried,
+            ttft_target_s,
+        };
+        let Some(i) = lock().pick(gw.now_s(), &ask) else {
+            break;
+        };
+        // A retry spends from the budget only when there is somewhere to send it.
         if !tried.is_empty() && !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false) {
             why.push("retry budget exhausted".into());
             break;
         }
-        let pick = {
-            let mut r = route
-                .router
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ask = Ask {
-                class: class.as_deref(),
-                output_tokens: req.max_tokens,
-                exclude: &tried,
-                ttft_target_s,
-            };
-            let i = r.pick(gw.now_s(), &ask);
-            if let Some(i) = i {
-                r.dispatched(i);
-            }
-            i
-        };
-        let Some(i) = pick else {
-            break;
-        };
+        lock().dispatched(i);
         if let Some(&prev) = tried.last() {
             route.deployments[prev].labels.fallback();
         }
         tried.push(i);
         let d = &route.deployments[i];
         d.labels.started();
+        // If the client leaves while the attempt is under way, the handler is dropped here;
+        // the guard then returns the in-flight slot.
+        let mut guard = InFlight {
+            route,
+            i,
+            armed: true,
+        };
         let t0 = Instant::now();
         match attempt(&gw, d, ep, &req, &body, seq).await {
             Ok(Started::Full(status, bytes, tokens)) => {
-                let elapsed = t0.elapsed().as_secs_f64();
-                let mut r = route
+                guard.armed = false;
+                // A whole answer says nothing about when its first token was ready, so it
+                // does not feed the router's TTFT average.
+                route
                     .router
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                r.first_token(i, elapsed);
-                r.succeeded(i, None);
-                drop(r);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .succeeded(i, None);
                 d.labels.ended();
                 d.labels.finished(
                     "ok",
@@ -451,6 +460,8 @@ pub(crate) async fn handle(
                     .into_response();
             }
             Ok(Started::Stream(first, relay)) => {
+                // From here the relay owns the slot and ends it.
+                guard.armed = false;
                 let ttft = t0.elapsed().as_secs_f64();
                 route
                     .router
@@ -485,6 +496,7 @@ pub(crate) async fn handle(
                     .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
             }
             Err(Failure::Client(status, bytes)) => {
+                guard.armed = false;
                 route
                     .router
                     .lock()
@@ -497,6 +509,7 @@ pub(crate) async fn handle(
                     .into_response();
             }
             Err(Failure::Retry(reason)) => {
+                guard.armed = false;
                 let ejected = route
                     .router
                     .lock()
@@ -511,6 +524,30 @@ pub(crate) async fn handle(
     }
     crate::metrics::unanswered(&req.model, "failed");
     ApiError::all_failed(&route.name, &why).into_response()
+}
+
+/// A request in flight on deployment `i` whose outcome is not known yet. Dropped armed (the
+/// client left mid-attempt), it tells the router and the in-flight gauge the request is gone.
+struct InFlight<'g> {
+    route: &'g ModelRoute,
+    i: usize,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.route
+                .router
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .abandoned(self.i);
+            if let Some(d) = self.route.deployments.get(self.i) {
+                d.labels.ended();
+                d.labels.finished("cancelled", 0.0, 0, 0);
+            }
+        }
+    }
 }
 
 /// A started stream, relayed chunk by chunk to the client, with its accounting.

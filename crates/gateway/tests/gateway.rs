@@ -360,3 +360,38 @@ async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
     assert_eq!(health["models"]["m"][1]["requests"], 1, "{health}");
     assert_eq!(health["models"]["m"][0]["requests"], 0, "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
+    let text = format!(
+        "{}{}",
+        emulated("slow", "h100-sxm", "spike_rate = 1.0\nspike_ms = 1500"),
+        model("m", &[("slow", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("client");
+    for stream in [false, true] {
+        let r = client
+            .post(format!("{url}/chat/completions"))
+            .body(format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":2,"stream":{stream}}}"#
+            ))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gives up first");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let health = reqwest::get(url.replace("/v1", "/health"))
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(health["models"]["m"][0]["requests"], 2, "{health}");
+    assert_eq!(health["models"]["m"][0]["in_flight"], 0, "{health}");
+    assert_eq!(health["models"]["m"][0]["failures"], 0, "{health}");
+}

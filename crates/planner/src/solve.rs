@@ -289,43 +289,75 @@ struct Apply {
 ///
 /// Fleets run to thousands of replicas, where branch and bound over integers is slow and
 /// buys nothing: the linear relaxation is solved with `microlp` and every count rounded up.
-/// Rounding up only adds capacity, so demand and N-1 stay met; the upper-bound rules (power,
-/// largest share) are tightened by one replica per option before solving, so they still hold
-/// after rounding. The cost is at most one replica per option above the true optimum.
+/// Rounding up only adds capacity, so demand and N-1 stay met. The upper-bound rules (power,
+/// largest share) are tightened by one replica of each kind the first solution buys, and the
+/// problem solved again, so that they still hold after rounding; a power commitment is met
+/// to within that same margin. The cost is at most one replica per kind bought above the
+/// true optimum.
 fn solve(m: &Model<'_>, k: usize, a: Apply) -> Result<Option<Vec<u32>>, PlanError> {
+    let Some(first) = relaxed(m, k, a, None)? else {
+        return Ok(None);
+    };
+    let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
+    let Some(x) = relaxed(m, k, a, Some(&support))? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        x.iter()
+            .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
+            .collect(),
+    ))
+}
+
+/// The linear relaxation; with `support`, upper bounds leave room for rounding up each
+/// option in it.
+fn relaxed(
+    m: &Model<'_>,
+    k: usize,
+    a: Apply,
+    support: Option<&[bool]>,
+) -> Result<Option<Vec<f64>>, PlanError> {
     let mut pb = Problem::new(OptimizationDirection::Minimize);
     let vars: Vec<_> = m
         .options
         .iter()
         .map(|o| pb.add_var(o.out.usd_per_hour, (0.0, f64::INFINITY)))
         .collect();
+    let used = |i: usize| support.is_some_and(|s| s[i]);
     let rules = m.rules;
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
         if d <= 0.0 {
             continue;
         }
-        let of_class = |keep: &dyn Fn(usize) -> bool| -> Vec<(microlp::Variable, f64)> {
+        let of_class = |keep: &dyn Fn(usize) -> bool| -> Vec<(usize, microlp::Variable, f64)> {
             m.options
                 .iter()
                 .enumerate()
                 .filter(|(_, o)| o.class == c && keep(o.provider))
-                .map(|(i, o)| (vars[i], o.out.capacity_tok_s))
+                .map(|(i, o)| (i, vars[i], o.out.capacity_tok_s))
                 .collect()
         };
-        pb.add_constraint(of_class(&|_| true), ComparisonOp::Ge, d);
+        let expr = |t: &[(usize, microlp::Variable, f64)]| -> Vec<(microlp::Variable, f64)> {
+            t.iter().map(|&(_, v, c)| (v, c)).collect()
+        };
+        pb.add_constraint(expr(&of_class(&|_| true)), ComparisonOp::Ge, d);
         if a.n1 && rules.n_minus_1 > 0.0 {
             for q in 0..m.providers.len() {
-                pb.add_constraint(of_class(&|p| p != q), ComparisonOp::Ge, rules.n_minus_1 * d);
+                pb.add_constraint(
+                    expr(&of_class(&|p| p != q)),
+                    ComparisonOp::Ge,
+                    rules.n_minus_1 * d,
+                );
             }
         }
         if a.share {
             for (p, prov) in m.providers.iter().enumerate() {
                 if prov.max_share < 1.0 {
                     let terms = of_class(&|x| x == p);
-                    let slack: f64 = terms.iter().map(|(_, cap)| cap).sum();
+                    let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
                     pb.add_constraint(
-                        terms,
+                        expr(&terms),
                         ComparisonOp::Le,
                         (prov.max_share * d - slack).max(0.0),
                     );
@@ -334,38 +366,34 @@ fn solve(m: &Model<'_>, k: usize, a: Apply) -> Result<Option<Vec<u32>>, PlanErro
         }
     }
     for (p, prov) in m.providers.iter().enumerate() {
-        let terms: Vec<_> = m
+        let terms: Vec<(usize, microlp::Variable, f64)> = m
             .options
             .iter()
             .enumerate()
             .filter(|(_, o)| o.provider == p)
-            .map(|(i, o)| (vars[i], o.out.mw))
+            .map(|(i, o)| (i, vars[i], o.out.mw))
             .collect();
         if terms.is_empty() {
             continue;
         }
-        // Rounding up adds at most one replica per option.
-        let slack: f64 = terms.iter().map(|(_, mw)| mw).sum();
+        let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
+        let expr: Vec<(microlp::Variable, f64)> = terms.iter().map(|&(_, v, w)| (v, w)).collect();
+        let cap = if a.power {
+            (prov.mw[k] - slack).max(0.0)
+        } else {
+            f64::INFINITY
+        };
         if a.commit && prov.committed[k] > 0.0 {
-            pb.add_constraint(terms.clone(), ComparisonOp::Ge, prov.committed[k] - slack);
+            pb.add_constraint(expr.clone(), ComparisonOp::Ge, prov.committed[k].min(cap));
         }
         if a.power {
-            pb.add_constraint(terms, ComparisonOp::Le, (prov.mw[k] - slack).max(0.0));
+            pb.add_constraint(expr, ComparisonOp::Le, cap);
         }
     }
     match pb.solve() {
-        Ok(outcome) => match outcome.solution() {
-            Some(s) => Ok(Some(
-                vars.iter()
-                    .map(|&v| {
-                        (s.var_value(v) - 1e-7)
-                            .ceil()
-                            .clamp(0.0, f64::from(u32::MAX)) as u32
-                    })
-                    .collect(),
-            )),
-            None => Ok(None),
-        },
+        Ok(outcome) => Ok(outcome
+            .solution()
+            .map(|s| vars.iter().map(|&v| s.var_value(v)).collect())),
         Err(microlp::Error::Infeasible) => Ok(None),
         Err(e) => Err(PlanError::Solver(e.to_string())),
     }

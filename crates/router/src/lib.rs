@@ -362,6 +362,11 @@ impl Router {
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.failures += 1;
+        // Failures while ejected (requests already in flight, panic routing) do not count
+        // towards the next ejection: a target back from its cool-down gets a fresh run.
+        if s.ejected_until > now {
+            return false;
+        }
         s.consecutive_failures += 1;
         if s.consecutive_failures >= health.eject_after && s.ejected_until <= now {
             s.ejected_until = now + health.cooldown_s;

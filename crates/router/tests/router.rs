@@ -233,3 +233,23 @@ fn a_ttft_target_prefers_targets_expected_to_meet_it() {
     };
     assert_eq!(r.pick(0.0, &impossible), Some(0));
 }
+
+#[test]
+fn failures_while_ejected_do_not_count_towards_the_next_ejection() {
+    let mut r = Router::new(Policy::Priority, three(), Health::default(), 1);
+    for _ in 0..3 {
+        r.dispatched(0);
+        r.failed(0, 0.0);
+    }
+    assert!(r.is_ejected(0, 1.0));
+    // Requests that were in flight fail during the cool-down.
+    for _ in 0..5 {
+        r.dispatched(0);
+        assert!(!r.failed(0, 5.0));
+    }
+    // Back after the cool-down, one failure is not yet three in a row.
+    r.dispatched(0);
+    assert!(!r.failed(0, 31.0));
+    assert!(!r.is_ejected(0, 31.0));
+    assert_eq!(r.observed(0).ejections, 1);
+}

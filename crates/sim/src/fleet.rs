@@ -115,6 +115,8 @@ impl LoadTree {
 struct Slot<'a> {
     engine: Replica<Physics<'a>>,
     up: bool,
+    /// Replica failures under way on this slot.
+    failures: u32,
     busy: bool,
     epoch: u32,
     step_s: f64,
@@ -126,7 +128,11 @@ struct Pool<'a> {
     slots: Vec<Slot<'a>>,
     tree: LoadTree,
     down: bool,
+    /// Outages under way on this pool.
+    outages: u32,
     slow: f64,
+    /// Slow-downs under way (failure index, factor); their product slows the pool.
+    slows: Vec<(usize, f64)>,
     preemptions: u64,
 }
 
@@ -280,6 +286,7 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                         p.engine,
                     ),
                     up: true,
+                    failures: 0,
                     busy: false,
                     epoch: 0,
                     step_s: 0.0,
@@ -288,7 +295,9 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                 .collect(),
             tree: LoadTree::new(p.replicas as usize),
             down: false,
+            outages: 0,
             slow: 1.0,
+            slows: Vec::new(),
             preemptions: 0,
         })
         .collect();
@@ -639,17 +648,34 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         self.pools[p].tree.set(s, n);
     }
 
+    /// A failure starts or ends. Failures may overlap: a replica is up only when neither an
+    /// outage of its provider nor a failure of its own is under way, and a pool's slow-down
+    /// is the product of those under way.
     fn failure(&mut self, i: usize, starts: bool) {
         match self.scn.failures[i] {
             Failure::Outage { provider: p, .. } => {
-                self.pools[p].down = starts;
-                for s in 0..self.pools[p].slots.len() {
-                    if starts {
-                        for k in self.take_down(p, s) {
-                            self.lost(k as u32);
+                let pool = &mut self.pools[p];
+                if starts {
+                    pool.outages += 1;
+                    pool.down = true;
+                    if pool.outages == 1 {
+                        for s in 0..self.pools[p].slots.len() {
+                            if self.pools[p].slots[s].failures == 0 {
+                                for k in self.take_down(p, s) {
+                                    self.lost(k as u32);
+                                }
+                            }
                         }
-                    } else {
-                        self.bring_up(p, s);
+                    }
+                } else {
+                    pool.outages = pool.outages.saturating_sub(1);
+                    if pool.outages == 0 {
+                        pool.down = false;
+                        for s in 0..self.pools[p].slots.len() {
+                            if self.pools[p].slots[s].failures == 0 {
+                                self.bring_up(p, s);
+                            }
+                        }
                     }
                 }
             }
@@ -658,19 +684,35 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 replica: s,
                 ..
             } => {
+                let outage = self.pools[p].outages > 0;
+                let slot = &mut self.pools[p].slots[s];
                 if starts {
-                    for k in self.take_down(p, s) {
-                        self.lost(k as u32);
+                    slot.failures += 1;
+                    if slot.failures == 1 && !outage {
+                        for k in self.take_down(p, s) {
+                            self.lost(k as u32);
+                        }
                     }
                 } else {
-                    self.bring_up(p, s);
+                    slot.failures = slot.failures.saturating_sub(1);
+                    if slot.failures == 0 && !outage {
+                        self.bring_up(p, s);
+                    }
                 }
             }
             Failure::Slowdown {
                 provider: p,
                 factor,
                 ..
-            } => self.pools[p].slow = if starts { factor } else { 1.0 },
+            } => {
+                let pool = &mut self.pools[p];
+                if starts {
+                    pool.slows.push((i, factor));
+                } else {
+                    pool.slows.retain(|&(j, _)| j != i);
+                }
+                pool.slow = pool.slows.iter().map(|&(_, f)| f).product();
+            }
         }
     }
 

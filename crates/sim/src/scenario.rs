@@ -389,6 +389,13 @@ impl ScenarioFile {
             .map_err(|(f, m)| fail(wspan.clone(), f, m))?;
         let probe = crate::workload::Workload::new(workload.clone(), trace.clone(), 0);
         let (isl, osl) = probe.mean_lengths();
+        if self.providers.len() > 64 {
+            return Err(fail(
+                self.providers[64].span(),
+                "provider",
+                "at most 64 providers per scenario (use replicas for large pools)".into(),
+            ));
+        }
         if self.providers.is_empty() {
             return Err(fail(
                 0..0,

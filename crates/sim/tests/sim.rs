@@ -446,3 +446,55 @@ fn bad_traces_name_the_line_and_field() {
         .to_string();
     assert!(e.contains("line 1") && e.contains("arrived_at"), "{e}");
 }
+
+#[test]
+fn overlapping_failures_do_not_end_each_other() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    // Replica 1 fails from 100 s to 400 s; the whole provider is out from 200 s to 300 s.
+    let text = r#"
+model = "llama-3.1-8b"
+[router]
+max_attempts = 1
+[[provider]]
+name = "gpu"
+system = "h100-sxm"
+chips = 1
+replicas = 2
+[workload]
+requests = 12000
+arrival = { process = "poisson", rate = 25.0 }
+prompt = { dist = "fixed", tokens = 200 }
+output = { dist = "fixed", tokens = 20 }
+[[failure]]
+kind = "replica"
+provider = "gpu"
+replica = 1
+start_s = 100
+end_s = 400
+[[failure]]
+kind = "outage"
+provider = "gpu"
+start_s = 200
+end_s = 300
+"#;
+    let scn = resolve(text, &cat, &p, false).expect("resolves");
+    let (s, csv) = run(&scn, &p);
+    assert_eq!(s.completed + s.failed, s.arrivals);
+    let mut after_outage_on_1 = 0;
+    let mut after_recovery_on_1 = 0;
+    for l in csv.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        let arrival: f64 = f[4].parse().expect("arrival");
+        if f[8] == "ok" && f[3] == "1" {
+            if (300.0..399.0).contains(&arrival) {
+                after_outage_on_1 += 1;
+            }
+            if arrival > 401.0 {
+                after_recovery_on_1 += 1;
+            }
+        }
+    }
+    assert_eq!(after_outage_on_1, 0, "replica 1 must stay down until 400 s");
+    assert!(after_recovery_on_1 > 0, "and come back after");
+}
