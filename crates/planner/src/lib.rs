@@ -100,6 +100,8 @@ pub struct ClassOutcome {
     pub headroom: f64,
     /// Replicas.
     pub replicas: u32,
+    /// The class's percentile: the share of requests that must meet both targets.
+    pub percentile: f64,
     /// Simulated percentile (the class's) of time to first token at peak, seconds.
     pub sim_ttft_s: Option<f64>,
     /// Simulated percentile of time per output token at peak, seconds.

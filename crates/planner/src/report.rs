@@ -146,6 +146,7 @@ pub fn html(p: &Plan) -> String {
                         format!("{:.0}", c.capacity_tok_s),
                         format!("{:.1}", c.headroom * 100.0),
                         c.replicas.to_string(),
+                        format!("p{}", (c.percentile * 100.0).round()),
                         ms(c.sim_ttft_s),
                         ms(c.sim_tpot_s),
                         c.sim_goodput

@@ -567,6 +567,7 @@ pub(crate) fn phase(m: &Model<'_>, k: usize) -> Result<PhasePlan, PlanError> {
                 capacity_tok_s: cap,
                 headroom: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
                 replicas: mine.iter().map(|b| b.replicas).sum(),
+                percentile: class.percentile,
                 sim_ttft_s: None,
                 sim_tpot_s: None,
                 sim_goodput: None,

@@ -126,12 +126,13 @@ fn print_plan(p: &Plan) {
             );
         }
         out!(
-            "  {:<20} {:>11} {:>11} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8} {:>7}",
+            "  {:<20} {:>11} {:>11} {:>8} {:>8} {:>5} {:>10} {:>10} {:>9} {:>8} {:>7}",
             "class",
             "demand t/s",
             "capacity",
             "headroom",
             "replicas",
+            "pct",
             "sim TTFT",
             "sim TPOT",
             "confirmed",
@@ -143,12 +144,13 @@ fn print_plan(p: &Plan) {
                 v.map_or_else(|| "-".into(), |x| format!("{:.d$} ms", x * 1000.0))
             };
             out!(
-                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>10} {:>10} {:>9} {:>8.3} {:>7.3}",
+                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>5} {:>10} {:>10} {:>9} {:>8.3} {:>7.3}",
                 c.class,
                 c.demand_tok_s,
                 c.capacity_tok_s,
                 c.headroom * 100.0,
                 c.replicas,
+                format!("p{}", (c.percentile * 100.0).round()),
                 ms(c.sim_ttft_s, 0),
                 ms(c.sim_tpot_s, 1),
                 if c.confirmed { "yes" } else { "NO" },
