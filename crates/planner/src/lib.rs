@@ -192,8 +192,15 @@ pub fn plan(
     let model = solve::Model::build(file, text, origin, catalog, &systems, params, what_if)?;
     let mut phases = Vec::new();
     let mut sims = 0;
+    let mut installed = solve::Installed::new();
     for k in 0..model.phases.len() {
-        let mut ph = solve::phase(&model, k)?;
+        let mut ph = solve::phase(&model, k, &installed)?;
+        for (p, u) in ph.providers.iter().enumerate() {
+            for (system, n) in &u.systems {
+                let e = installed.entry((p, system.clone())).or_insert(0);
+                *e = (*e).max(*n);
+            }
+        }
         if ph.infeasible.is_none() {
             sims += confirm::confirm(&model, k, &mut ph);
         }

@@ -48,6 +48,9 @@ pub struct Rules {
     /// Most replicas a confirming simulation runs per class; larger fleets are simulated
     /// scaled down, pools and demand alike.
     pub confirm_replicas: u32,
+    /// Systems bought in one phase stay in the next: each phase keeps at least as many of
+    /// each system from each provider as the phase before.
+    pub keep_installed: bool,
 }
 
 impl Default for Rules {
@@ -60,6 +63,7 @@ impl Default for Rules {
             mw_is: MwIs::Facility,
             confirm_s: 60.0,
             confirm_replicas: 48,
+            keep_installed: true,
         }
     }
 }

@@ -283,7 +283,11 @@ struct Apply {
     n1: bool,
     power: bool,
     commit: bool,
+    keep: bool,
 }
+
+/// Systems installed before a phase, by (provider index, system id).
+pub(crate) type Installed = std::collections::BTreeMap<(usize, String), u32>;
 
 /// Replica counts per option, or `None` when infeasible.
 ///
@@ -294,12 +298,17 @@ struct Apply {
 /// problem solved again, so that they still hold after rounding; a power commitment is met
 /// to within that same margin. The cost is at most one replica per kind bought above the
 /// true optimum.
-fn solve(m: &Model<'_>, k: usize, a: Apply) -> Result<Option<Vec<u32>>, PlanError> {
-    let Some(first) = relaxed(m, k, a, None)? else {
+fn solve(
+    m: &Model<'_>,
+    k: usize,
+    a: Apply,
+    installed: &Installed,
+) -> Result<Option<Vec<u32>>, PlanError> {
+    let Some(first) = relaxed(m, k, a, None, installed)? else {
         return Ok(None);
     };
     let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
-    let Some(x) = relaxed(m, k, a, Some(&support))? else {
+    let Some(x) = relaxed(m, k, a, Some(&support), installed)? else {
         return Ok(None);
     };
     Ok(Some(
@@ -316,6 +325,7 @@ fn relaxed(
     k: usize,
     a: Apply,
     support: Option<&[bool]>,
+    installed: &Installed,
 ) -> Result<Option<Vec<f64>>, PlanError> {
     let mut pb = Problem::new(OptimizationDirection::Minimize);
     let vars: Vec<_> = m
@@ -390,6 +400,20 @@ fn relaxed(
             pb.add_constraint(expr, ComparisonOp::Le, cap);
         }
     }
+    if a.keep && m.rules.keep_installed {
+        for ((p, system), &n) in installed {
+            let terms: Vec<(microlp::Variable, f64)> = m
+                .options
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.provider == *p && &o.out.system == system)
+                .map(|(i, o)| (vars[i], o.out.systems))
+                .collect();
+            if n > 0 && !terms.is_empty() {
+                pb.add_constraint(terms, ComparisonOp::Ge, f64::from(n));
+            }
+        }
+    }
     match pb.solve() {
         Ok(outcome) => Ok(outcome
             .solution()
@@ -401,7 +425,7 @@ fn relaxed(
 
 /// Why phase `k` has no plan: classes nothing can serve, then the rule whose removal makes
 /// it feasible, then the power short.
-fn explain(m: &Model<'_>, k: usize) -> Result<String, PlanError> {
+fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, PlanError> {
     let phase = &m.phases[k];
     let mut why = Vec::new();
     for (c, class) in m.classes.iter().enumerate() {
@@ -420,8 +444,13 @@ fn explain(m: &Model<'_>, k: usize) -> Result<String, PlanError> {
         n1: true,
         power: true,
         commit: true,
+        keep: true,
     };
     for (label, a) in [
+        (
+            "keeping the systems installed in earlier phases",
+            Apply { keep: false, ..all },
+        ),
         (
             "a power commitment",
             Apply {
@@ -446,7 +475,7 @@ fn explain(m: &Model<'_>, k: usize) -> Result<String, PlanError> {
             },
         ),
     ] {
-        if solve(m, k, a)?.is_some() {
+        if solve(m, k, a, installed)?.is_some() {
             return Ok(format!(
                 "phase {phase}: {label} binds: without it the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%)",
                 m.rules.n_minus_1 * 100.0,
@@ -478,14 +507,19 @@ fn explain(m: &Model<'_>, k: usize) -> Result<String, PlanError> {
 }
 
 /// Plans phase `k`.
-pub(crate) fn phase(m: &Model<'_>, k: usize) -> Result<PhasePlan, PlanError> {
+pub(crate) fn phase(
+    m: &Model<'_>,
+    k: usize,
+    installed: &Installed,
+) -> Result<PhasePlan, PlanError> {
     let all = Apply {
         share: true,
         n1: true,
         power: true,
         commit: true,
+        keep: true,
     };
-    let Some(x) = solve(m, k, all)? else {
+    let Some(x) = solve(m, k, all, installed)? else {
         return Ok(PhasePlan {
             phase: m.phases[k].clone(),
             buys: Vec::new(),
@@ -493,7 +527,7 @@ pub(crate) fn phase(m: &Model<'_>, k: usize) -> Result<PhasePlan, PlanError> {
             classes: Vec::new(),
             n_minus_1: Vec::new(),
             usd_per_hour: 0.0,
-            infeasible: Some(explain(m, k)?),
+            infeasible: Some(explain(m, k, installed)?),
         });
     };
     let buys: Vec<Buy> = x

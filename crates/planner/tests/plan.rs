@@ -258,3 +258,53 @@ fn bad_scenarios_name_the_line_and_field() {
         &["line 3", "speed"],
     );
 }
+
+#[test]
+fn systems_bought_in_one_phase_stay_in_the_next() {
+    let text = |keep: bool| {
+        format!(
+            r#"
+[rules]
+keep_installed = {keep}
+confirm_s = 5
+confirm_replicas = 4
+[[phase]]
+name = "big"
+[[phase]]
+name = "small"
+[[provider]]
+name = "a"
+systems = ["h100-sxm"]
+mw = [5.0, 5.0]
+rent_usd_per_chip_hour = 2.0
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 2000
+tpot_ms = 50
+demand_tok_s = [400000.0, 100000.0]
+"#
+        )
+    };
+    let systems = |p: &Plan, k: usize| -> u32 {
+        p.phases[k].providers[0]
+            .systems
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let kept = run(&text(true), &WhatIf::default()).expect("plans");
+    assert!(
+        systems(&kept, 1) >= systems(&kept, 0),
+        "{} then {}",
+        systems(&kept, 0),
+        systems(&kept, 1)
+    );
+    let free = run(&text(false), &WhatIf::default()).expect("plans");
+    assert!(
+        systems(&free, 1) < systems(&free, 0),
+        "without the rule the fleet shrinks with demand"
+    );
+}
