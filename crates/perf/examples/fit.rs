@@ -48,7 +48,12 @@ fn main() {
         ("fabric_eff", |p| &mut p.fabric_eff, 0.2, 0.8),
         ("wafer_phase_s", |p| &mut p.wafer_phase_s, 1e-8, 2e-5),
         ("wafer_hop_s", |p| &mut p.wafer_hop_s, 1e-10, 1e-7),
-        ("wafer_core_eff", |p| &mut p.wafer_core_eff, 0.01, 1.0),
+        (
+            "wafer_sram_read_eff",
+            |p| &mut p.wafer_sram_read_eff,
+            0.01,
+            1.0,
+        ),
         (
             "wafer_prefill_eff",
             |p| &mut p.wafer_prefill_eff,

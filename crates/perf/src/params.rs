@@ -54,8 +54,16 @@ pub struct Params {
     /// region's side in hops at each phase (the L in WaferLLM's PLMR model,
     /// https://arxiv.org/abs/2502.04563). Fitted.
     pub wafer_hop_s: f64,
-    /// Fraction of a core's peak multiply-accumulate rate reached by matrix-vector products
-    /// (weights stream from the core's SRAM through a 4- or 8-wide SIMD unit). Fitted.
+    /// Fraction of a core's SRAM read bandwidth (the wafer's published SRAM bandwidth over its
+    /// cores) reached while streaming the core's slice of the weights through its SIMD unit
+    /// once per step. At a few tokens per step this read, not the arithmetic, bounds each
+    /// layer; it does not grow with the tokens in the step, which is why verifying several
+    /// speculative tokens, or decoding a small batch, costs little more than one token.
+    /// Fitted to the Cerebras and WaferLLM per-user speeds.
+    pub wafer_sram_read_eff: f64,
+    /// Fraction of a core's peak multiply-accumulate rate reached once a step carries enough
+    /// tokens for the arithmetic to bound it (matrix-matrix on the SIMD unit). Assumed, as
+    /// GPU tensor-core efficiencies at large batch; no published wafer measurement isolates it.
     pub wafer_core_eff: f64,
     /// Fraction of the wafer's 16-bit peak reached while streaming a prompt through the layer
     /// pipeline. Fitted to the Cerebras time-to-first-token rows, which are measured through
@@ -128,11 +136,12 @@ impl Default for Params {
             activation_bytes: 2.0e9,
 
             wafer_phases_per_layer: 5.0,
-            wafer_phase_s: 1.84e-6,
-            wafer_hop_s: 0.73e-9,
-            wafer_core_eff: 0.149,
+            wafer_phase_s: 2.32e-6,
+            wafer_hop_s: 0.42e-9,
+            wafer_sram_read_eff: 0.143,
+            wafer_core_eff: 0.6,
             wafer_prefill_eff: 0.0135,
-            wafer_link_s: 1.2e-6,
+            wafer_link_s: 2.1e-6,
             wafer_sram_usable: 0.85,
 
             lpu_layer_s: 35.9e-6,

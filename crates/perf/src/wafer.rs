@@ -8,8 +8,12 @@
 //! wavefront crosses the region's side, so its latency grows with mesh distance: the L
 //! (latency) constraint of WaferLLM's PLMR device model (He et al., OSDI 2025,
 //! <https://arxiv.org/abs/2502.04563>), with one hop per cycle per wavelet
-//! (<https://sdk.cerebras.net/computing-with-cerebras>). The arithmetic of the layer is
-//! shared by the region's cores at `wafer_core_eff` of their SIMD peak.
+//! (<https://sdk.cerebras.net/computing-with-cerebras>). Inside a phase each core of the
+//! region streams its slice of the layer's weights from its own SRAM once per step and applies
+//! it to every token of the step: the step's work is the larger of that read (independent of
+//! the token count) and the arithmetic (proportional to it), a roofline per core rather than
+//! per wafer. The whole wafer's SRAM bandwidth never applies to one token, because the layers
+//! run one after another, each on its own region.
 
 use crate::{Bound, Deployment, Params, Step};
 
@@ -18,6 +22,8 @@ struct Pass {
     mesh: f64,
     compute: f64,
     links: f64,
+    /// Whether the per-core weight read, not the arithmetic, sets `compute`.
+    read_bound: bool,
 }
 
 fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
@@ -26,6 +32,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
             mesh: f64::INFINITY,
             compute: 0.0,
             links: 0.0,
+            read_bound: false,
         };
     };
     let pp = f64::from(d.layout.pp);
@@ -37,11 +44,18 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
     let phase = p.wafer_phase_s + p.wafer_hop_s * side;
     let mesh_latency = per_wafer * p.wafer_phases_per_layer * phase;
     let flops_per_layer = tokens * d.token_flops(ctx) / layers;
-    let compute = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
+    let arithmetic = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
+    let weight_bytes_per_layer = (d.model.dense_params() + d.model.touched_expert_params(tokens))
+        * d.weights.bytes()
+        / layers;
+    let core_bw = d.system.sram_bw_tb_s * 1e12 / mesh.cores();
+    let read = per_wafer * weight_bytes_per_layer / (region * core_bw * p.wafer_sram_read_eff);
+    let compute = arithmetic.max(read);
     Pass {
         mesh: mesh_latency,
         compute,
         links: p.wafer_link_s,
+        read_bound: read >= arithmetic,
     }
 }
 
@@ -55,6 +69,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let time = pp * (s.mesh + s.compute + s.links);
     let bound = if s.links > s.mesh.max(s.compute) {
         Bound::Interconnect
+    } else if s.compute > s.mesh && s.read_bound {
+        Bound::MemoryBandwidth
     } else if s.compute > s.mesh {
         Bound::Compute
     } else {
