@@ -20,13 +20,61 @@ pub struct TraceRow {
     pub output: u32,
 }
 
-/// Column names accepted for each field (the splitwise/Vidur format first).
-const ARRIVAL: [&str; 3] = ["arrived_at", "arrival_s", "timestamp_s"];
-const PROMPT: [&str; 3] = ["num_prefill_tokens", "prompt_tokens", "input_length"];
-const OUTPUT: [&str; 3] = ["num_decode_tokens", "output_tokens", "output_length"];
+/// Column names accepted for each field: the splitwise/Vidur format, then the Azure LLM
+/// inference trace's own (wall-clock `TIMESTAMP`).
+const ARRIVAL: [&str; 4] = ["arrived_at", "arrival_s", "timestamp_s", "TIMESTAMP"];
+const PROMPT: [&str; 4] = [
+    "num_prefill_tokens",
+    "prompt_tokens",
+    "input_length",
+    "ContextTokens",
+];
+const OUTPUT: [&str; 4] = [
+    "num_decode_tokens",
+    "output_tokens",
+    "output_length",
+    "GeneratedTokens",
+];
 
-/// Parses a CSV trace with a header naming the arrival time (seconds), prompt and output
-/// token columns. `origin` names the file in errors, which give the line and column.
+/// Seconds since 1970-01-01 of a `YYYY-MM-DD HH:MM:SS[.fraction]` wall-clock time (UTC
+/// assumed; only differences matter), by the days-from-civil count of the proleptic
+/// Gregorian calendar (Hinnant, "chrono-compatible low-level date algorithms").
+fn wall_clock_s(v: &str) -> Option<f64> {
+    let (date, time) = v.trim().split_once([' ', 'T'])?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut t = time.trim_end_matches('Z').split(':');
+    let (h, min): (f64, f64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+/// One line of a Mooncake-style JSON-lines trace (timestamps in milliseconds).
+#[derive(Debug, serde::Deserialize)]
+struct JsonRow {
+    timestamp: f64,
+    input_length: f64,
+    output_length: f64,
+}
+
+/// Parses a request trace: CSV with a header naming the arrival time (seconds from the start,
+/// or a wall-clock `TIMESTAMP` as in the Azure LLM inference traces, taken relative to the
+/// first row), prompt and output token columns; or JSON lines with `timestamp` (ms),
+/// `input_length` and `output_length` as in the Mooncake traces. `origin` names the file in
+/// errors, which give the line and field.
 ///
 /// # Errors
 /// [`SimError::Trace`] naming the line and field of the first bad value.
@@ -36,12 +84,15 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
         line,
         message,
     };
+    if text.trim_start().starts_with('{') {
+        return parse_json_lines(text, origin);
+    }
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(err(1, "the file is empty".into()));
     };
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    let find = |names: &[&str; 3]| {
+    let find = |names: &[&str; 4]| {
         cols.iter().position(|c| names.contains(c)).ok_or_else(|| {
             err(
                 1,
@@ -55,6 +106,7 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
     let (a, p, o) = (find(&ARRIVAL)?, find(&PROMPT)?, find(&OUTPUT)?);
     let mut rows = Vec::new();
     let mut last = f64::NEG_INFINITY;
+    let mut origin_s: Option<f64> = None;
     for (i, line) in lines {
         let n = i + 1;
         if line.trim().is_empty() {
@@ -67,9 +119,22 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
                 .copied()
                 .ok_or_else(|| err(n, format!("field `{}` is missing", cols[k])))
         };
-        let arrival: f64 = get(a)?
-            .parse()
-            .map_err(|_| err(n, format!("field `{}`: not a number", cols[a])))?;
+        let raw = get(a)?;
+        let arrival: f64 = match raw.parse::<f64>() {
+            Ok(v) => v,
+            Err(_) => {
+                let t = wall_clock_s(raw).ok_or_else(|| {
+                    err(
+                        n,
+                        format!(
+                            "field `{}`: `{raw}` is neither seconds nor a YYYY-MM-DD HH:MM:SS time",
+                            cols[a]
+                        ),
+                    )
+                })?;
+                t - *origin_s.get_or_insert(t)
+            }
+        };
         if !arrival.is_finite() || arrival < last {
             return Err(err(
                 n,
@@ -93,6 +158,48 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
             arrival_s: arrival,
             prompt: tokens(p)?.max(1),
             output: tokens(o)?.max(1),
+        });
+    }
+    if rows.is_empty() {
+        return Err(err(1, "the trace has no requests".into()));
+    }
+    Ok(rows)
+}
+
+fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> {
+    let err = |line: usize, message: String| SimError::Trace {
+        origin: origin.to_string(),
+        line,
+        message,
+    };
+    let mut rows = Vec::new();
+    let mut last = f64::NEG_INFINITY;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: JsonRow = serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?;
+        let at = r.timestamp / 1000.0;
+        if !at.is_finite() || at < last {
+            return Err(err(
+                n,
+                "field `timestamp`: times must be finite and non-decreasing".into(),
+            ));
+        }
+        last = at;
+        for (field, v) in [
+            ("input_length", r.input_length),
+            ("output_length", r.output_length),
+        ] {
+            if !(0.0..=1e9).contains(&v) {
+                return Err(err(n, format!("field `{field}`: {v} is out of range")));
+            }
+        }
+        rows.push(TraceRow {
+            arrival_s: at,
+            prompt: (r.input_length.round() as u32).max(1),
+            output: (r.output_length.round() as u32).max(1),
         });
     }
     if rows.is_empty() {

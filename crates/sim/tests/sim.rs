@@ -498,3 +498,34 @@ end_s = 300
     assert_eq!(after_outage_on_1, 0, "replica 1 must stay down until 400 s");
     assert!(after_recovery_on_1 > 0, "and come back after");
 }
+
+#[test]
+fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
+    let azure = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n2023-11-17 00:00:01.0,10,5\n";
+    let rows = parse_trace(azure, "azure.csv").expect("azure");
+    assert_eq!(rows[0].arrival_s, 0.0);
+    assert!(
+        (rows[1].arrival_s - 4.314579).abs() < 1e-6,
+        "{}",
+        rows[1].arrival_s
+    );
+    // Across midnight: 18:15:46.68 to 00:00:01 next day.
+    assert!(
+        (rows[2].arrival_s - (5.0 * 3600.0 + 44.0 * 60.0 + 14.31941)).abs() < 1e-3,
+        "{}",
+        rows[2].arrival_s
+    );
+    assert_eq!((rows[1].prompt, rows[1].output), (396, 109));
+    let bad = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\nyesterday,1,1\n";
+    let e = parse_trace(bad, "azure.csv").expect_err("bad").to_string();
+    assert!(e.contains("line 3") && e.contains("TIMESTAMP"), "{e}");
+    let mooncake = "{\"timestamp\": 0, \"input_length\": 6758, \"output_length\": 500, \"hash_ids\": [0, 1]}\n{\"timestamp\": 1500, \"input_length\": 7322, \"output_length\": 490, \"hash_ids\": [0]}\n";
+    let rows = parse_trace(mooncake, "m.jsonl").expect("mooncake");
+    assert_eq!(rows.len(), 2);
+    assert!((rows[1].arrival_s - 1.5).abs() < 1e-12);
+    assert_eq!(rows[0].prompt, 6758);
+    let e = parse_trace("{\"timestamp\": 0}\n", "m.jsonl")
+        .expect_err("bad")
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("input_length"), "{e}");
+}
