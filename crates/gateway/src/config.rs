@@ -200,6 +200,10 @@ pub struct DeploymentSection {
     /// Requests it serves at once before queueing (emulated: predicted).
     #[serde(default)]
     pub capacity: Option<f64>,
+    /// Longest request it takes, prompt plus output tokens (emulated: its KV cache); longer
+    /// requests go to other deployments.
+    #[serde(default)]
+    pub max_context: Option<u32>,
 }
 
 fn unit() -> f64 {

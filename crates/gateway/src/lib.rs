@@ -187,6 +187,7 @@ impl Gateway {
                     ttft_s: d.ttft_ms.unwrap_or(0.0) / 1000.0,
                     tpot_s: d.tpot_ms.unwrap_or(0.0) / 1000.0,
                     capacity: d.capacity.unwrap_or(64.0),
+                    max_context: d.max_context,
                 };
                 let backend = match p.kind.as_str() {
                     "openai" => {
@@ -219,6 +220,7 @@ impl Gateway {
                             target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
+                            target.max_context = d.max_context.or(predicted.max_context);
                             Backend::Emulated(Arc::clone(pool))
                         } else {
                             let err = |f: &str, e: String| {
@@ -253,11 +255,15 @@ impl Gateway {
                                 ttft_s: dep.prefill(params, isl),
                                 tpot_s: dep.at_concurrency(params, 1.0, isl, osl).tpot_s,
                                 capacity: peak.concurrency.max(1.0) * f64::from(p.replicas),
+                                max_context: Some(
+                                    engine.kv_blocks.saturating_mul(engine.block_tokens),
+                                ),
                                 ..target.clone()
                             };
                             target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
+                            target.max_context = d.max_context.or(predicted.max_context);
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,

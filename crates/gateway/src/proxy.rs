@@ -415,6 +415,7 @@ pub(crate) async fn handle(
             output_tokens: req.max_tokens,
             exclude: &tried,
             ttft_target_s,
+            prompt_tokens: Some(req.prompt_tokens),
         };
         let Some(i) = lock().pick(gw.now_s(), &ask) else {
             break;

@@ -11,10 +11,10 @@
 //! SOSP 2023; Sarathi-Serve's chunked prefill, OSDI 2024): every step, running sequences go
 //! first, each decoding one token or taking the next chunk of its prompt within a per-step
 //! token budget; waiting requests are admitted in arrival order while the batch, the budget
-//! and the KV cache allow. The KV cache is paged in fixed-size blocks; when a running
-//! sequence needs a block and none is free, the most recently admitted sequence is preempted
-//! and later recomputed from its prompt and the tokens it had produced (vLLM's recompute
-//! policy).
+//! and the KV cache allow, a request only when its whole prompt fits. The KV cache is paged in
+//! fixed-size blocks; when a running sequence needs a block and none is free, the most
+//! recently admitted sequence is preempted and later recomputed from its prompt and the
+//! tokens it had produced (vLLM's recompute policy).
 
 use std::collections::VecDeque;
 use switchyard_perf::{Batch, Deployment, Params};
@@ -324,7 +324,10 @@ impl<S: StepTime> Replica<S> {
                 break;
             };
             let want = front.target.min(budget);
-            let need = want.div_ceil(block);
+            // The whole prompt's blocks are taken at admission (as vLLM's block manager
+            // does), so a long prompt admitted in chunks cannot be starved of the blocks for
+            // its later chunks by requests admitted after it.
+            let need = front.target.div_ceil(block);
             if need > self.free_blocks {
                 break;
             }

@@ -99,6 +99,8 @@ pub struct Target {
     pub tpot_s: f64,
     /// Requests the target serves concurrently before they start to queue.
     pub capacity: f64,
+    /// Longest request (prompt plus output tokens) the target can hold; `None` is no limit.
+    pub max_context: Option<u32>,
 }
 
 impl Target {
@@ -114,11 +116,19 @@ impl Target {
             ttft_s: 0.0,
             tpot_s: 0.0,
             capacity: 1.0,
+            max_context: None,
         }
     }
 
     fn takes(&self, class: Option<&str>) -> bool {
         self.classes.is_empty() || class.is_some_and(|c| self.classes.iter().any(|x| x == c))
+    }
+
+    fn holds(&self, tokens: Option<u32>) -> bool {
+        match (self.max_context, tokens) {
+            (Some(max), Some(n)) => n <= max,
+            _ => true,
+        }
     }
 }
 
@@ -181,6 +191,9 @@ pub struct Ask<'a> {
     /// A time-to-first-token target in seconds: targets expected to meet it are preferred;
     /// when none is, every eligible target stays in play.
     pub ttft_target_s: Option<f64>,
+    /// Prompt tokens, when known: targets whose context cannot hold the prompt and the output
+    /// are not eligible.
+    pub prompt_tokens: Option<u32>,
 }
 
 /// The router over a fixed list of targets.
@@ -231,7 +244,14 @@ impl Router {
     /// The target for a request, or `None` when no target takes its class or every one was
     /// already tried.
     pub fn pick(&mut self, now: f64, ask: &Ask<'_>) -> Option<usize> {
-        let eligible = |i: &usize| !ask.exclude.contains(i) && self.targets[*i].takes(ask.class);
+        let tokens = ask
+            .prompt_tokens
+            .map(|p| p.saturating_add(ask.output_tokens.unwrap_or(0)));
+        let eligible = |i: &usize| {
+            !ask.exclude.contains(i)
+                && self.targets[*i].takes(ask.class)
+                && self.targets[*i].holds(tokens)
+        };
         let mut pool: Vec<usize> = (0..self.targets.len())
             .filter(eligible)
             .filter(|&i| !self.is_ejected(i, now))

@@ -253,3 +253,32 @@ fn failures_while_ejected_do_not_count_towards_the_next_ejection() {
     assert!(!r.is_ejected(0, 31.0));
     assert_eq!(r.observed(0).ejections, 1);
 }
+
+#[test]
+fn a_request_too_long_for_a_target_goes_where_it_fits() {
+    let targets = vec![
+        target("wafer", |t| {
+            t.priority = 0;
+            t.max_context = Some(8_000);
+        }),
+        target("gpu", |t| t.priority = 1),
+    ];
+    let mut r = Router::new(Policy::Priority, targets, Health::default(), 1);
+    let short = Ask {
+        prompt_tokens: Some(1_000),
+        output_tokens: Some(500),
+        ..Ask::default()
+    };
+    let long = Ask {
+        prompt_tokens: Some(30_000),
+        output_tokens: Some(500),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &short), Some(0));
+    assert_eq!(r.pick(0.0, &long), Some(1));
+    let only_wafer = Ask {
+        exclude: &[1],
+        ..long
+    };
+    assert_eq!(r.pick(0.0, &only_wafer), None);
+}

@@ -484,6 +484,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 output_tokens: Some(r.a.output),
                 exclude: &self.exclude,
                 ttft_target_s: class.ttft_s,
+                prompt_tokens: Some(r.a.prompt),
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
                 let why = if r.attempts == 0 {

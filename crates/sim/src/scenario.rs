@@ -504,6 +504,7 @@ impl ScenarioFile {
                 ttft_s: d.prefill(params, isl),
                 tpot_s: d.at_concurrency(params, 1.0, isl, osl).tpot_s,
                 capacity: per_replica * f64::from(s.replicas),
+                max_context: Some(engine.kv_blocks.saturating_mul(engine.block_tokens)),
             };
             providers.push(Provider {
                 name: s.name.clone(),
