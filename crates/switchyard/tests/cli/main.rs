@@ -229,6 +229,10 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
+    assert!(
+        err.is_empty(),
+        "no progress bar when standard error is not a terminal: {err}"
+    );
     for needle in [
         "by provider",
         "by class",
