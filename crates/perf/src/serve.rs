@@ -79,7 +79,7 @@ impl Deployment<'_> {
 
     /// The highest throughput whose time per output token stays within `tpot_limit` (none:
     /// no limit), searching concurrencies up to what the KV cache and the engine's batch
-    /// limit allow.
+    /// limit allow. When no load meets the limit, the lightest load (one request per replica).
     pub fn max_throughput(
         &self,
         p: &Params,
@@ -87,18 +87,35 @@ impl Deployment<'_> {
         osl: f64,
         tpot_limit: Option<f64>,
     ) -> Operating {
+        self.max_throughput_within(p, isl, osl, tpot_limit, None)
+            .unwrap_or_else(|| self.at_concurrency(p, f64::from(self.layout.dp), isl, osl))
+    }
+
+    /// The highest throughput at which both the time per output token and the time to first
+    /// token stay within their limits (none: no limit), or `None` when even one request per
+    /// replica misses them. Concurrency is searched in steps of a quarter up to what the KV
+    /// cache and the engine's batch limit allow.
+    pub fn max_throughput_within(
+        &self,
+        p: &Params,
+        isl: f64,
+        osl: f64,
+        tpot_limit: Option<f64>,
+        ttft_limit: Option<f64>,
+    ) -> Option<Operating> {
         let dp = f64::from(self.layout.dp);
         let per_replica_cap = self
             .max_sequences(p, isl + osl)
             .min(f64::from(p.max_batch) * f64::from(self.layout.pp))
             .max(1.0);
-        let mut best = self.at_concurrency(p, dp, isl, osl);
+        let mut best: Option<Operating> = None;
         let mut c = 1.0_f64;
         loop {
             let op = self.at_concurrency(p, c * dp, isl, osl);
-            let ok = tpot_limit.is_none_or(|l| op.tpot_s <= l);
-            if ok && op.throughput_tok_s > best.throughput_tok_s {
-                best = op;
+            let ok = tpot_limit.is_none_or(|l| op.tpot_s <= l)
+                && ttft_limit.is_none_or(|l| op.ttft_s <= l);
+            if ok && best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
+                best = Some(op);
             }
             if c >= per_replica_cap {
                 break;

@@ -199,24 +199,8 @@ impl<'a> Model<'a> {
                 };
                 d.layout.dp = 1;
                 let engine = EngineConfig::for_deployment(&d, pp);
-                // The most throughput at which both targets hold, searching concurrency as
-                // the performance model's own peak search does.
-                let limit = d
-                    .max_sequences(pp, isl + osl)
-                    .min(f64::from(engine.max_batch))
-                    .max(1.0);
-                let mut best = None;
-                let mut conc = 1.0_f64;
-                loop {
-                    let op = d.at_concurrency(pp, conc, isl, osl);
-                    if op.tpot_s <= class.tpot_s && op.ttft_s <= class.ttft_s {
-                        best = Some(op);
-                    }
-                    if conc >= limit {
-                        break;
-                    }
-                    conc = (conc * 1.25).ceil().min(limit);
-                }
+                let best =
+                    d.max_throughput_within(pp, isl, osl, Some(class.tpot_s), Some(class.ttft_s));
                 let Some(op) = best else {
                     let one = d.at_concurrency(pp, 1.0, isl, osl);
                     rejected.push(format!(
