@@ -49,6 +49,15 @@ fn ttft_target_of(h: &HeaderMap) -> Result<Option<f64>, ApiError> {
 }
 
 async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
+    // A declared length over the limit is refused before any of the body is read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gw.max_body as u64) {
+        return ApiError::too_large(gw.max_body).into_response();
+    }
     let class = class_of(req.headers());
     let ttft = match ttft_target_of(req.headers()) {
         Ok(t) => t,

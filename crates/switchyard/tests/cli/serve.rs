@@ -139,13 +139,42 @@ fn errors_have_the_openai_shape_and_status() {
     );
     assert_eq!(s, 404);
     assert!(b.contains("model_not_found"), "{b}");
-    let big = format!(
-        r#"{{"model":"llama-3.1-8b","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(5 << 20)
+    // A body declared over the 4 MiB limit is refused from its headers alone, before the
+    // client has sent it (so no unread bytes can reset the connection under the answer).
+    let mut raw = TcpStream::connect(&gw.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        raw,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        5 << 20
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("request_too_large"), "{answer}");
+    // A body over the limit without a declared length (chunked) is cut off while reading.
+    let mut raw = TcpStream::connect(&gw.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        raw,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let chunk = "x".repeat(1 << 20);
+    for _ in 0..5 {
+        if write!(raw, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 413"),
+        "{answer}"
     );
-    let (s, b) = http(&gw.addr, "POST", "/v1/chat/completions", &big);
-    assert_eq!(s, 413, "{b}");
-    assert!(b.contains("request_too_large"), "{b}");
     let (s, b) = http(&gw.addr, "GET", "/v2/nothing", "");
     assert_eq!(s, 404);
     assert!(b.contains("\"error\""), "{b}");
