@@ -145,6 +145,12 @@ fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
     }
 }
 
+/// The 1-based line of byte `offset` in `text` (clamped to its end): where a span kept by a
+/// TOML reader starts, for error messages.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
 /// A TOML parse error as one line naming the line, column and field at fault, so that every
 /// TOML reader in the workspace reports its errors the same way.
 pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
@@ -152,7 +158,7 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
+            let line = line_at(text, span.start);
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             let source = text.lines().nth(line - 1).unwrap_or("").trim();
             match source.split_once('=') {

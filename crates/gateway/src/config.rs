@@ -219,11 +219,10 @@ pub(crate) struct Origin<'t> {
 
 impl Origin<'_> {
     pub(crate) fn error(&self, span: Range<usize>, field: &str, message: String) -> GatewayError {
-        let before = &self.text[..span.start.min(self.text.len())];
         GatewayError::Config(format!(
             "{}: line {}, field `{field}`: {message}",
             self.name,
-            before.matches('\n').count() + 1
+            switchyard_catalog::line_at(self.text, span.start)
         ))
     }
 }

@@ -139,11 +139,7 @@ impl EmuPool {
             .draws
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g = g.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *g;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        switchyard_router::unit(switchyard_router::splitmix64(&mut g))
     }
 
     /// Whether the provider is inside its outage window now.

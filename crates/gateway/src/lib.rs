@@ -71,6 +71,16 @@ pub(crate) struct ModelRoute {
     pub deployments: Vec<Deployment>,
 }
 
+impl ModelRoute {
+    /// The router, locked. A panic elsewhere while it was held leaves counters that are
+    /// still usable, so a poisoned lock is taken over rather than propagated.
+    pub(crate) fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        self.router
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A token bucket for retries: each original request adds `ratio` tokens, time adds
 /// `min_per_s` per second, a retry takes one; the bucket holds at most ten seconds' worth.
 #[derive(Debug)]
@@ -209,8 +219,8 @@ impl Gateway {
                             })
                         };
                         Backend::OpenAi {
-                            chat_url: url("/chat/completions")?,
-                            completions_url: url("/completions")?,
+                            chat_url: url(api::Endpoint::Chat.path())?,
+                            completions_url: url(api::Endpoint::Completions.path())?,
                             api_key,
                         }
                     }
@@ -250,14 +260,12 @@ impl Gateway {
                                 .map_err(|e| err("system", e.to_string()))?;
                             dep.layout.dp = 1;
                             let engine = EngineConfig::for_deployment(&dep, params);
-                            let peak = dep.max_throughput(params, isl, osl, None);
+                            let priors = dep.router_priors(params, isl, osl, None);
                             let predicted = Target {
-                                ttft_s: dep.prefill(params, isl),
-                                tpot_s: dep.at_concurrency(params, 1.0, isl, osl).tpot_s,
-                                capacity: peak.concurrency.max(1.0) * f64::from(p.replicas),
-                                max_context: Some(
-                                    engine.kv_blocks.saturating_mul(engine.block_tokens),
-                                ),
+                                ttft_s: priors.ttft_s,
+                                tpot_s: priors.tpot_s,
+                                capacity: priors.concurrency * f64::from(p.replicas),
+                                max_context: Some(engine.max_context()),
                                 ..target.clone()
                             };
                             target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);

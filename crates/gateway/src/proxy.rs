@@ -404,12 +404,6 @@ pub(crate) async fn handle(
     let mut tried: Vec<usize> = Vec::new();
     let mut why: Vec<String> = Vec::new();
     while (tried.len() as u32) < gw.max_attempts {
-        let lock = || {
-            route
-                .router
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
         let ask = Ask {
             class: class.as_deref(),
             output_tokens: req.max_tokens,
@@ -417,7 +411,7 @@ pub(crate) async fn handle(
             ttft_target_s,
             prompt_tokens: Some(req.prompt_tokens),
         };
-        let Some(i) = lock().pick(gw.now_s(), &ask) else {
+        let Some(i) = route.router().pick(gw.now_s(), &ask) else {
             break;
         };
         // A retry spends from the budget only when there is somewhere to send it.
@@ -425,7 +419,7 @@ pub(crate) async fn handle(
             why.push("retry budget exhausted".into());
             break;
         }
-        lock().dispatched(i);
+        route.router().dispatched(i);
         if let Some(&prev) = tried.last() {
             route.deployments[prev].labels.fallback();
         }
@@ -445,11 +439,7 @@ pub(crate) async fn handle(
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
                 // does not feed the router's TTFT average.
-                route
-                    .router
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .succeeded(i, None);
+                route.router().succeeded(i, None);
                 d.labels.ended();
                 d.labels.finished(
                     "ok",
@@ -464,11 +454,7 @@ pub(crate) async fn handle(
                 // From here the relay owns the slot and ends it.
                 guard.armed = false;
                 let ttft = t0.elapsed().as_secs_f64();
-                route
-                    .router
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .first_token(i, ttft);
+                route.router().first_token(i, ttft);
                 d.labels.ttft(ttft);
                 let relayer = Relayer::new(
                     Arc::clone(&gw),
@@ -498,11 +484,7 @@ pub(crate) async fn handle(
             }
             Err(Failure::Client(status, bytes)) => {
                 guard.armed = false;
-                route
-                    .router
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .abandoned(i);
+                route.router().abandoned(i);
                 d.labels.ended();
                 d.labels
                     .finished("client_error", t_start.elapsed().as_secs_f64(), 0, 0);
@@ -511,11 +493,7 @@ pub(crate) async fn handle(
             }
             Err(Failure::Retry(reason)) => {
                 guard.armed = false;
-                let ejected = route
-                    .router
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .failed(i, gw.now_s());
+                let ejected = route.router().failed(i, gw.now_s());
                 d.labels.ended();
                 d.labels.error(ejected);
                 tracing::warn!(model = %req.model, provider = %d.provider, reason = %reason, "deployment failed; trying the next");
@@ -538,11 +516,7 @@ struct InFlight<'g> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.route
-                .router
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .abandoned(self.i);
+            self.route.router().abandoned(self.i);
             if let Some(d) = self.route.deployments.get(self.i) {
                 d.labels.ended();
                 d.labels.finished("cancelled", 0.0, 0, 0);
@@ -675,10 +649,7 @@ impl Relayer {
         let Some((route, d)) = self.deployment() else {
             return;
         };
-        let mut r = route
-            .router
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = route.router();
         let event = match outcome {
             Ok(()) => {
                 let tpot = (tokens > 1)
@@ -716,11 +687,7 @@ impl Drop for Relayer {
         }
         let elapsed = self.t_start.elapsed().as_secs_f64();
         if let Some((route, d)) = self.deployment() {
-            route
-                .router
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .abandoned(self.i);
+            route.router().abandoned(self.i);
             d.labels.finished(
                 "cancelled",
                 elapsed,

@@ -92,7 +92,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
         .models
         .values()
         .map(|m| {
-            let r = m.router.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = m.router();
             let deps: Vec<_> = m
                 .deployments
                 .iter()

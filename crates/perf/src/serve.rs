@@ -125,6 +125,26 @@ impl Deployment<'_> {
         best
     }
 
+    /// What a router is told of one replica before it has observed anything: time to first
+    /// token of a lone `isl`-token prompt, time per output token of a lone request, and the
+    /// requests in flight at the peak throughput under `tpot_limit` (at least one).
+    pub fn router_priors(
+        &self,
+        p: &Params,
+        isl: f64,
+        osl: f64,
+        tpot_limit: Option<f64>,
+    ) -> RouterPriors {
+        RouterPriors {
+            ttft_s: self.prefill(p, isl),
+            tpot_s: self.at_concurrency(p, 1.0, isl, osl).tpot_s,
+            concurrency: self
+                .max_throughput(p, isl, osl, tpot_limit)
+                .concurrency
+                .max(1.0),
+        }
+    }
+
     /// Power drawn by the deployment's chips at full load, in W, from the system's published
     /// power (or its chips' power with host overhead).
     pub fn full_power_w(&self, p: &Params) -> Option<f64> {
@@ -175,6 +195,17 @@ impl Deployment<'_> {
             usd_per_mtok: usd_per_hour.map(|h| h / (throughput_tok_s * 3600.0) * 1e6),
         }
     }
+}
+
+/// A deployment's predicted latency and capacity, as [`Deployment::router_priors`] gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RouterPriors {
+    /// Time to first token of a lone request, seconds.
+    pub ttft_s: f64,
+    /// Time per output token of a lone request, seconds.
+    pub tpot_s: f64,
+    /// Requests in flight at the peak throughput under the TPOT limit.
+    pub concurrency: f64,
 }
 
 /// Energy and money per token.

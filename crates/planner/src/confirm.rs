@@ -40,7 +40,7 @@ fn run(
         t.capacity = o.out.concurrency.max(1.0) * f64::from(r);
         t.ttft_s = o.out.ttft_s;
         t.tpot_s = o.out.tpot_s;
-        t.max_context = Some(o.engine.kv_blocks.saturating_mul(o.engine.block_tokens));
+        t.max_context = Some(o.engine.max_context());
         providers.push(Provider {
             name: t.name.clone(),
             deployment: o.deployment.clone(),

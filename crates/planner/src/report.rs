@@ -4,6 +4,9 @@
 use crate::Plan;
 use switchyard_report::{escape, page, stacked_bars, table, Axis, Section, Series, Table};
 
+/// One figure of a class in a phase, charted over the phases.
+type ClassFigure = fn(&crate::ClassOutcome) -> f64;
+
 /// The whole report page.
 pub fn html(p: &Plan) -> String {
     let phases: Vec<&crate::PhasePlan> = p
@@ -66,30 +69,29 @@ pub fn html(p: &Plan) -> String {
             &Axis::linear("MW"),
             &mw,
         );
-        charts += &stacked_bars(
-            "Peak demand by class (output tokens/s)",
-            &cats,
-            &Axis::linear("tokens/s"),
-            &per_class(&|c| c.demand_tok_s),
-        );
-        charts += &stacked_bars(
-            "Planned capacity within target by class (output tokens/s)",
-            &cats,
-            &Axis::linear("tokens/s"),
-            &per_class(&|c| c.capacity_tok_s),
-        );
-        charts += &stacked_bars(
-            "Cost per million output tokens by class (USD, stacked)",
-            &cats,
-            &Axis::linear("USD per million tokens"),
-            &per_class(&|c| c.usd_per_mtok),
-        );
-        charts += &stacked_bars(
-            "Energy per output token by class (J, stacked)",
-            &cats,
-            &Axis::linear("joules per token"),
-            &per_class(&|c| c.joules_per_token),
-        );
+        let by_class: [(&str, &str, ClassFigure); 4] = [
+            ("Peak demand by class (output tokens/s)", "tokens/s", |c| {
+                c.demand_tok_s
+            }),
+            (
+                "Planned capacity within target by class (output tokens/s)",
+                "tokens/s",
+                |c| c.capacity_tok_s,
+            ),
+            (
+                "Cost per million output tokens by class (USD, stacked)",
+                "USD per million tokens",
+                |c| c.usd_per_mtok,
+            ),
+            (
+                "Energy per output token by class (J, stacked)",
+                "joules per token",
+                |c| c.joules_per_token,
+            ),
+        ];
+        for (title, unit, f) in by_class {
+            charts += &stacked_bars(title, &cats, &Axis::linear(unit), &per_class(&f));
+        }
         sections.push(Section {
             heading: "Over the phases".into(),
             html: charts,

@@ -164,7 +164,7 @@ pub struct WhatIf {
 pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usize {
     let start = span.start.min(text.len());
     let end = span.end.clamp(start, text.len());
-    let first = text[..start].matches('\n').count() + 1;
+    let first = switchyard_catalog::line_at(text, start);
     let key = field.rsplit('.').next().unwrap_or(field);
     text[start..end]
         .lines()

@@ -270,6 +270,17 @@ struct Apply {
     keep: bool,
 }
 
+impl Apply {
+    /// Every rule.
+    const ALL: Apply = Apply {
+        share: true,
+        n1: true,
+        power: true,
+        commit: true,
+        keep: true,
+    };
+}
+
 /// Systems installed before a phase, by (provider index, system id).
 pub(crate) type Installed = std::collections::BTreeMap<(usize, String), u32>;
 
@@ -423,13 +434,7 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     if !why.is_empty() {
         return Ok(format!("phase {phase}: {}", why.join("; ")));
     }
-    let all = Apply {
-        share: true,
-        n1: true,
-        power: true,
-        commit: true,
-        keep: true,
-    };
+    let all = Apply::ALL;
     for (label, a) in [
         (
             "keeping the systems installed in earlier phases",
@@ -496,13 +501,7 @@ pub(crate) fn phase(
     k: usize,
     installed: &Installed,
 ) -> Result<PhasePlan, PlanError> {
-    let all = Apply {
-        share: true,
-        n1: true,
-        power: true,
-        commit: true,
-        keep: true,
-    };
+    let all = Apply::ALL;
     let Some(x) = solve(m, k, all, installed)? else {
         return Ok(PhasePlan {
             phase: m.phases[k].clone(),

@@ -76,6 +76,11 @@ impl EngineConfig {
         }
     }
 
+    /// Longest request, prompt plus output tokens, the KV cache can hold.
+    pub fn max_context(&self) -> u32 {
+        self.kv_blocks.saturating_mul(self.block_tokens)
+    }
+
     /// Blocks that `tokens` tokens of context occupy.
     pub fn blocks_for(&self, tokens: u32) -> u32 {
         tokens.div_ceil(self.block_tokens.max(1))

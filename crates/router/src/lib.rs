@@ -403,17 +403,26 @@ impl Router {
         s.outstanding = s.outstanding.saturating_sub(1);
     }
 
-    /// A uniform draw in [0, 1) from SplitMix64 (Steele, Lea and Flood, OOPSLA 2014): the
-    /// weighted policy needs only a fast repeatable stream, not a cryptographic one.
+    /// A uniform draw in [0, 1) for the weighted policy.
     fn uniform(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        // The top 53 bits fill a double's mantissa exactly.
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        unit(splitmix64(&mut self.rng))
     }
+}
+
+/// The next value of a SplitMix64 stream (Steele, Lea and Flood, OOPSLA 2014). Routing,
+/// simulated workloads and injected faults need only fast repeatable draws, not
+/// cryptographic ones; this is the one generator step they share.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// 64 random bits as a uniform draw in [0, 1): the top 53 bits fill a double's mantissa.
+pub fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn ewma(old: Option<f64>, x: f64) -> f64 {

@@ -127,8 +127,7 @@ struct Slot<'a> {
 struct Pool<'a> {
     slots: Vec<Slot<'a>>,
     tree: LoadTree,
-    down: bool,
-    /// Outages under way on this pool.
+    /// Outages under way on this pool; the provider refuses connections while any is.
     outages: u32,
     slow: f64,
     /// Slow-downs under way (failure index, factor); their product slows the pool.
@@ -148,6 +147,15 @@ struct Req {
     queue_s: Option<f64>,
     first_at: Option<f64>,
     fallback: bool,
+}
+
+impl Req {
+    /// Time per output token after the first, for a request whose last token came at `now`.
+    fn tpot_at(&self, now: f64) -> Option<f64> {
+        self.first_at
+            .filter(|_| self.a.output > 1)
+            .map(|f| (now - f) / f64::from(self.a.output - 1))
+    }
 }
 
 /// Statistics of one (provider, class) cell.
@@ -294,7 +302,6 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                 })
                 .collect(),
             tree: LoadTree::new(p.replicas as usize),
-            down: false,
             outages: 0,
             slow: 1.0,
             slows: Vec::new(),
@@ -503,7 +510,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             r.dispatched_at = self.now;
             r.fallback = r.attempts > 1;
             let pool = &mut self.pools[p];
-            let slot = if pool.down { None } else { pool.tree.best() };
+            let slot = if pool.outages > 0 {
+                None
+            } else {
+                pool.tree.best()
+            };
             let Some(s) = slot else {
                 // Connection refused: the gateway sees it at once and falls back.
                 self.router.failed(p, self.now);
@@ -602,11 +613,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     self.router.first_token(p, seen);
                 }
                 Event::Finished(k) => {
-                    let r = self.reqs[k as usize];
-                    let tpot = r
-                        .first_at
-                        .filter(|_| r.a.output > 1)
-                        .map(|f| (self.now - f) / f64::from(r.a.output - 1));
+                    let tpot = self.reqs[k as usize].tpot_at(self.now);
                     self.router.succeeded(p, tpot);
                     self.end(k as u32, None);
                 }
@@ -658,7 +665,6 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 let pool = &mut self.pools[p];
                 if starts {
                     pool.outages += 1;
-                    pool.down = true;
                     if pool.outages == 1 {
                         for s in 0..self.pools[p].slots.len() {
                             if self.pools[p].slots[s].failures == 0 {
@@ -671,7 +677,6 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 } else {
                     pool.outages = pool.outages.saturating_sub(1);
                     if pool.outages == 0 {
-                        pool.down = false;
                         for s in 0..self.pools[p].slots.len() {
                             if self.pools[p].slots[s].failures == 0 {
                                 self.bring_up(p, s);
@@ -729,10 +734,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let class = &self.scn.classes[r.a.class];
         let provider = (r.provider != u32::MAX).then_some(r.provider as usize);
         let ttft = r.first_at.map(|f| f - r.a.at);
-        let tpot = r
-            .first_at
-            .filter(|_| r.a.output > 1 && why.is_none())
-            .map(|f| (self.now - f) / f64::from(r.a.output - 1));
+        let tpot = r.tpot_at(self.now).filter(|_| why.is_none());
         let nc = self.scn.classes.len();
         let good = why.is_none()
             && class.ttft_s.is_none_or(|l| ttft.is_some_and(|t| t <= l))

@@ -15,13 +15,7 @@ impl Rng {
     /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut next = || switchyard_router::splitmix64(&mut x);
         Rng {
             s: [next(), next(), next(), next()],
         }
@@ -49,7 +43,7 @@ impl Rng {
 
     /// Uniform in (0, 1]: never zero, so that its logarithm is finite.
     pub fn open01(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        switchyard_router::unit(self.next_u64()) + 1.0 / (1u64 << 53) as f64
     }
 
     /// Uniform integer in `0..n` (n > 0), by Lemire's multiply-shift; the bias is below

@@ -355,15 +355,12 @@ impl ScenarioFile {
         trace: Option<Vec<TraceRow>>,
         over: &Overrides,
     ) -> Result<Scenario<'a>, SimError> {
-        let fail = |span: Range<usize>, field: &str, message: String| {
-            let before = &text[..span.start.min(text.len())];
-            SimError::Scenario {
-                origin: origin.to_string(),
-                message: format!(
-                    "line {}, field `{field}`: {message}",
-                    before.matches('\n').count() + 1
-                ),
-            }
+        let fail = |span: Range<usize>, field: &str, message: String| SimError::Scenario {
+            origin: origin.to_string(),
+            message: format!(
+                "line {}, field `{field}`: {message}",
+                switchyard_catalog::line_at(text, span.start)
+            ),
         };
         let wspan = self.workload.span();
         let w = self.workload.get_ref();
@@ -387,8 +384,7 @@ impl ScenarioFile {
         let workload = self
             .workload_spec(w, &trace, &classes, over)
             .map_err(|(f, m)| fail(wspan.clone(), f, m))?;
-        let probe = crate::workload::Workload::new(workload.clone(), trace.clone(), 0);
-        let (isl, osl) = probe.mean_lengths();
+        let (isl, osl) = workload.mean_lengths(&trace);
         if self.providers.len() > 64 {
             return Err(fail(
                 self.providers[64].span(),
@@ -487,8 +483,8 @@ impl ScenarioFile {
                     ),
                 ));
             }
-            let peak = d.max_throughput(params, isl, osl, tpot_limit);
-            let per_replica = peak.concurrency.min(f64::from(engine.max_batch)).max(1.0);
+            let priors = d.router_priors(params, isl, osl, tpot_limit);
+            let per_replica = priors.concurrency.min(f64::from(engine.max_batch)).max(1.0);
             let usd = s.usd_per_mtok.or_else(|| {
                 let mut pool = d.clone();
                 pool.layout.dp = s.replicas;
@@ -501,10 +497,10 @@ impl ScenarioFile {
                 usd_per_mtok: usd.unwrap_or(0.0),
                 priority: s.priority,
                 classes: s.classes.clone(),
-                ttft_s: d.prefill(params, isl),
-                tpot_s: d.at_concurrency(params, 1.0, isl, osl).tpot_s,
+                ttft_s: priors.ttft_s,
+                tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(s.replicas),
-                max_context: Some(engine.kv_blocks.saturating_mul(engine.block_tokens)),
+                max_context: Some(engine.max_context()),
             };
             providers.push(Provider {
                 name: s.name.clone(),

@@ -274,23 +274,25 @@ impl Lengths {
         v.clamp(1.0, 1e9) as u32
     }
 
-    /// The distribution's mean, for sizing the router's predictions.
-    pub fn mean(&self, trace: &[u32]) -> f64 {
+    /// The distribution's mean, for sizing the router's predictions; `column` reads the
+    /// length off a trace row for [`Lengths::FromTrace`].
+    pub fn mean(&self, trace: &[TraceRow], column: fn(&TraceRow) -> u32) -> f64 {
         match self {
             Lengths::Fixed(n) => f64::from(*n),
             Lengths::Exponential(m) => *m,
             Lengths::LogNormal { median, sigma } => median * (sigma * sigma / 2.0).exp(),
-            Lengths::Empirical(v) => mean_of(v),
-            Lengths::FromTrace => mean_of(trace),
+            Lengths::Empirical(v) => mean_of(v.iter().copied()),
+            Lengths::FromTrace => mean_of(trace.iter().map(column)),
         }
     }
 }
 
-fn mean_of(v: &[u32]) -> f64 {
-    if v.is_empty() {
+fn mean_of(v: impl ExactSizeIterator<Item = u32>) -> f64 {
+    let n = v.len();
+    if n == 0 {
         return 1.0;
     }
-    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
+    v.map(f64::from).sum::<f64>() / n as f64
 }
 
 /// A request the workload produced.
@@ -323,6 +325,17 @@ pub struct WorkloadSpec {
     pub max_requests: Option<u64>,
     /// Last arrival time, in seconds.
     pub horizon_s: Option<f64>,
+}
+
+impl WorkloadSpec {
+    /// Mean prompt and output lengths over `trace` (the rows the workload will use), without
+    /// building the workload.
+    pub fn mean_lengths(&self, trace: &[TraceRow]) -> (f64, f64) {
+        (
+            self.prompt.mean(trace, |r| r.prompt),
+            self.output.mean(trace, |r| r.output),
+        )
+    }
 }
 
 /// The stream of requests of a run.
@@ -375,13 +388,6 @@ impl Workload {
             rng_len: rng.fork(2),
             rng_class: rng.fork(3),
         }
-    }
-
-    /// Mean prompt and output lengths, for sizing predictions.
-    pub fn mean_lengths(&self) -> (f64, f64) {
-        let p: Vec<u32> = self.trace.iter().map(|r| r.prompt).collect();
-        let o: Vec<u32> = self.trace.iter().map(|r| r.output).collect();
-        (self.prompt.mean(&p), self.output.mean(&o))
     }
 
     /// Expected number of requests, when it is known in advance (for progress reports).
