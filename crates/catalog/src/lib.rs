@@ -9,10 +9,12 @@
 mod model;
 mod precision;
 mod system;
+mod workload;
 
 pub use model::{AttentionKind, Model};
 pub use precision::{Precision, UnknownPrecision};
 pub use system::{Price, System, SystemKind, WaferMesh};
+pub use workload::Workload;
 
 use serde::Deserialize;
 
@@ -43,6 +45,7 @@ pub enum CatalogError {
 pub struct Catalog {
     systems: Vec<System>,
     models: Vec<Model>,
+    workloads: Vec<Workload>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,10 +55,13 @@ struct CatalogFile {
     system: Vec<System>,
     #[serde(default)]
     model: Vec<Model>,
+    #[serde(default)]
+    workload: Vec<Workload>,
 }
 
 const BUILTIN_SYSTEMS: &str = include_str!("../data/systems.toml");
 const BUILTIN_MODELS: &str = include_str!("../data/models.toml");
+const BUILTIN_WORKLOADS: &str = include_str!("../data/workloads.toml");
 
 impl Catalog {
     /// The catalog compiled into the binary.
@@ -66,13 +72,15 @@ impl Catalog {
         let mut catalog = Catalog {
             systems: Vec::new(),
             models: Vec::new(),
+            workloads: Vec::new(),
         };
         catalog.extend_from_toml(BUILTIN_SYSTEMS, "built-in systems.toml")?;
         catalog.extend_from_toml(BUILTIN_MODELS, "built-in models.toml")?;
+        catalog.extend_from_toml(BUILTIN_WORKLOADS, "built-in workloads.toml")?;
         Ok(catalog)
     }
 
-    /// Adds the `[[system]]` and `[[model]]` entries of `text` (named `origin` in errors).
+    /// Adds the `[[system]]`, `[[model]]` and `[[workload]]` entries of `text` (named `origin` in errors).
     /// An entry with an id already present replaces it.
     ///
     /// # Errors
@@ -95,6 +103,13 @@ impl Catalog {
             m.check().map_err(|e| invalid(&m.id, e))?;
             upsert(&mut self.models, m, |x| x.id.as_str());
         }
+        for w in file.workload {
+            w.check().map_err(|e| invalid(&w.id, e))?;
+            if !self.models.iter().any(|m| m.id == w.model) {
+                return Err(invalid(&w.id, format!("field `model`: unknown model `{}`", w.model)));
+            }
+            upsert(&mut self.workloads, w, |x| x.id.as_str());
+        }
         Ok(())
     }
 
@@ -106,6 +121,19 @@ impl Catalog {
     /// All models, in catalog order.
     pub fn models(&self) -> &[Model] {
         &self.models
+    }
+
+    /// All benchmark workloads, in catalog order.
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+
+    /// The first workload of `suite` that runs `model`, if any: a suite benchmarks each model
+    /// on one dataset.
+    pub fn suite_workload(&self, suite: &str, model: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .find(|w| w.suite == suite && w.model == model)
     }
 
     /// The system with this id.

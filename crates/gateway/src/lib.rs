@@ -255,6 +255,7 @@ impl Gateway {
                                 osl,
                                 speculative: None,
                                 tpot_limit: None,
+                                ttft_limit: None,
                             };
                             let mut dep = best_deployment(&q, params, Objective::Throughput)
                                 .map_err(|e| err("system", e.to_string()))?;

@@ -121,6 +121,7 @@ async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
         osl: f64::from(p.default_osl),
         speculative: None,
         tpot_limit: None,
+        ttft_limit: None,
     };
     let d = best_deployment(&q, p, Objective::Throughput).expect("deployment");
     let n = 60u32;

@@ -351,6 +351,9 @@ impl<'a> Deployment<'a> {
         let flops = self.token_flops(isl / 2.0);
         let chips = f64::from(self.layout.replica_chips());
         match self.system.kind {
+            SystemKind::Gpu => {
+                gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff)
+            }
             SystemKind::Wafer => {
                 let mesh = self
                     .system

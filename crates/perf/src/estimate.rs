@@ -27,8 +27,19 @@ pub struct Query<'a> {
     pub osl: f64,
     /// Speculative decoding.
     pub speculative: Option<Speculative>,
-    /// Time-per-output-token limit for the peak-throughput search.
+    /// Time-per-output-token limit for the peak-throughput search, in seconds.
     pub tpot_limit: Option<f64>,
+    /// Time-to-first-token limit for the peak-throughput search, in seconds.
+    pub ttft_limit: Option<f64>,
+}
+
+impl Query<'_> {
+    /// The highest throughput of `d` within the query's limits; when even one request per
+    /// replica misses them, that lightest load.
+    fn peak(&self, d: &Deployment<'_>, p: &Params) -> Operating {
+        d.max_throughput_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
+            .unwrap_or_else(|| d.at_concurrency(p, f64::from(d.layout.dp), self.isl, self.osl))
+    }
 }
 
 /// What the layout search optimises.
@@ -36,7 +47,7 @@ pub struct Query<'a> {
 pub enum Objective {
     /// Per-user speed at the query's concurrency.
     Latency,
-    /// Throughput at the best concurrency within the TPOT limit.
+    /// Throughput at the best concurrency within the TPOT and TTFT limits.
     Throughput,
 }
 
@@ -63,7 +74,7 @@ pub struct Estimate {
     pub at: Operating,
     /// Energy and cost at the query's concurrency.
     pub at_economics: Economics,
-    /// Serving at the highest throughput (within the TPOT limit, if any).
+    /// Serving at the highest throughput (within the TPOT and TTFT limits, if any).
     pub peak: Operating,
     /// Energy and cost at peak throughput.
     pub peak_economics: Economics,
@@ -233,10 +244,7 @@ pub fn best_deployment<'a>(
         }
         let score = match objective {
             Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
-            Objective::Throughput => {
-                d.max_throughput(p, q.isl, q.osl, q.tpot_limit)
-                    .throughput_tok_s
-            }
+            Objective::Throughput => q.peak(&d, p).throughput_tok_s,
         };
         if best.as_ref().is_none_or(|(s, _)| score > *s * 1.0001) {
             best = Some((score, d));
@@ -263,7 +271,7 @@ pub fn best_deployment<'a>(
 pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estimate, PerfError> {
     let d = best_deployment(q, p, objective)?;
     let at = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
-    let peak = d.max_throughput(p, q.isl, q.osl, q.tpot_limit);
+    let peak = q.peak(&d, p);
     let util = |op: &Operating| op.throughput_tok_s / peak.throughput_tok_s.max(f64::MIN_POSITIVE);
     Ok(Estimate {
         model: q.model.id.clone(),

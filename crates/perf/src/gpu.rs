@@ -29,7 +29,35 @@ pub(crate) fn peak(d: &Deployment<'_>) -> f64 {
     d.system.flops(d.weights).map_or(1e12, |(f, _)| f)
 }
 
+/// Peak FLOP/s per chip for attention, whose operands are the activations and the KV cache:
+/// its products run at the KV cache's precision, not the weights' (FP4 weights do not make
+/// attention an FP4 product).
+pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
+    d.system.flops(d.kv).map_or_else(|| peak(d), |(f, _)| f)
+}
+
+/// Seconds of arithmetic, at efficiency `eff`, for `tokens` tokens at context position `ctx`
+/// on one chip of `chips`: projections at the weights' rate, attention at the KV cache's.
+pub(crate) fn arithmetic_time(
+    d: &Deployment<'_>,
+    tokens: f64,
+    ctx: f64,
+    chips: f64,
+    eff: f64,
+) -> f64 {
+    let linear = 2.0 * d.model.active_params_b * 1e9 / peak(d);
+    let attention = d.model.attention_flops(ctx) / attention_peak(d);
+    tokens * (linear + attention) / (chips * eff)
+}
+
 /// One decode step: `batch` sequences each verifying `q` tokens at mean context `ctx`.
+///
+/// The linear layers and attention run as separate kernels, one after the other, so each
+/// is its own roofline and their times add: the projections stream the weights once for the
+/// whole micro-batch and are bound by those bytes or by their matrix arithmetic; attention
+/// streams each sequence's KV cache and is bound by those bytes (its arithmetic is a few
+/// FLOPs per byte). Taking one roofline over the sum would let the KV stream hide behind the
+/// projections' arithmetic, which no serving engine does.
 pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
     let pp = f64::from(d.layout.pp);
     let chips = f64::from(d.layout.replica_chips());
@@ -37,20 +65,27 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     // so each stage works on batch/pp sequences at a time.
     let micro = (batch / pp).max(1.0);
     let tokens = micro * q;
+    let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
     let w_bytes = (d.model.dense_params() + d.model.touched_expert_params(tokens))
         * d.weights.bytes()
         / chips;
+    let linear_mem = w_bytes / bw;
+    let linear_comp =
+        tokens * 2.0 * d.model.active_params_b * 1e9 / chips / (peak(d) * p.gpu_decode_flops_eff);
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
-    let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
-    let mem = (w_bytes + kv_bytes) / bw;
-    let flops = tokens * d.token_flops(ctx) / chips;
-    let comp = flops / (peak(d) * p.gpu_decode_flops_eff);
+    let attn_mem = kv_bytes / bw;
+    let attn_comp = tokens * d.model.attention_flops(ctx)
+        / chips
+        / (attention_peak(d) * p.gpu_decode_flops_eff);
+    let mem = linear_mem + attn_mem;
+    let comp = linear_comp.max(linear_mem) - linear_mem + attn_comp.max(attn_mem) - attn_mem;
+    let work = linear_mem.max(linear_comp) + attn_mem.max(attn_comp);
     let comm = allreduce_time(d, p, tokens, f64::from(d.model.layers) / pp);
-    let stage = mem.max(comp) + comm;
+    let stage = work + comm;
     let time = pp * stage + (pp - 1.0) * p.gpu_stage_hop_s + p.gpu_step_overhead_s;
     let bound = if p.gpu_step_overhead_s > stage * pp {
         Bound::Overhead
-    } else if comm > mem.max(comp) {
+    } else if comm > work {
         Bound::Interconnect
     } else if comp > mem {
         Bound::Compute
@@ -67,8 +102,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let tp = f64::from(d.layout.tp);
     let pp = f64::from(d.layout.pp);
     // Causal attention over a prompt of n tokens: the mean token attends to n/2 others.
-    let flops = n * d.token_flops(n / 2.0);
-    let comp = flops / (tp * peak(d) * p.gpu_prefill_flops_eff);
+    let comp = arithmetic_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff);
     let w_bytes =
         (d.model.dense_params() + d.model.touched_expert_params(n)) * d.weights.bytes() / tp;
     let mem = w_bytes / (d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff);

@@ -8,9 +8,13 @@
 //! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
 //!   and `unknown` leave it off;
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` the
-//!   peak under the server TPOT limit, a number the closed-loop load at that many requests;
-//!   a per-user or TTFT row with no concurrency is a single request;
-//! - blank lengths take the default input and output lengths;
+//!   peak within the server scenario's latency limits, a number the closed-loop load at that
+//!   many requests; a per-user or TTFT row with no concurrency is a single request;
+//! - `offline` and `server` are MLPerf Inference's scenario names: where the catalog holds
+//!   MLPerf's workload for the row's model, blank lengths take its dataset's mean lengths and
+//!   `server` its p99 TTFT and TPOT limits (the mean TPOT held at
+//!   [`Params::server_mean_tpot_frac`] of the p99 limit);
+//! - other blank lengths take the default input and output lengths;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
 
@@ -185,8 +189,16 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         _ => None,
     };
     let conc = row.concurrency.trim();
-    let isl = opt_num(&row.isl).unwrap_or(f64::from(p.default_isl));
-    let osl = opt_num(&row.osl).unwrap_or(f64::from(p.default_osl));
+    let scenario = matches!(conc, "offline" | "server");
+    let workload = scenario
+        .then(|| cat.suite_workload("mlperf", &model.id))
+        .flatten();
+    let isl = opt_num(&row.isl)
+        .or(workload.map(|w| w.isl))
+        .unwrap_or(f64::from(p.default_isl));
+    let osl = opt_num(&row.osl)
+        .or(workload.map(|w| w.osl))
+        .unwrap_or(f64::from(p.default_osl));
     let metric = row.metric.trim();
     let is_gpu = system.kind == crate::SystemKind::Gpu;
     let (objective, group) = match metric {
@@ -211,7 +223,17 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
-    let tpot_limit = (conc == "server").then_some(p.server_tpot_s);
+    let server = conc == "server";
+    let tpot_limit = server.then(|| {
+        workload
+            .and_then(|w| w.server_tpot_ms)
+            .map_or(p.server_tpot_s, |ms| ms / 1000.0)
+            * p.server_mean_tpot_frac
+    });
+    let ttft_limit = server
+        .then(|| workload.and_then(|w| w.server_ttft_ms))
+        .flatten()
+        .map(|ms| ms / 1000.0);
     let concurrency = opt_num(conc).unwrap_or(1.0);
     let q = Query {
         model,
@@ -224,6 +246,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         osl,
         speculative,
         tpot_limit,
+        ttft_limit,
     };
     // Rows at a stated concurrency are judged at that load; peak rows search the load.
     let objective = if opt_num(conc).is_some() && objective == Objective::Throughput {

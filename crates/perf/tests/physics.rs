@@ -23,6 +23,7 @@ fn query<'a>(cat: &'a Catalog, model: &str, system: &str, chips: Option<u32>) ->
         osl: 512.0,
         speculative: None,
         tpot_limit: None,
+        ttft_limit: None,
     }
 }
 

@@ -189,6 +189,7 @@ impl<'a> Model<'a> {
                     osl,
                     speculative: None,
                     tpot_limit: Some(class.tpot_s),
+                    ttft_limit: None,
                 };
                 let mut d = match best_deployment(&q, pp, Objective::Throughput) {
                     Ok(d) => d,

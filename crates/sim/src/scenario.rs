@@ -453,6 +453,7 @@ impl ScenarioFile {
                 osl,
                 speculative: None,
                 tpot_limit,
+                ttft_limit: None,
             };
             let d = best_deployment(&q, params, Objective::Throughput).map_err(|e| {
                 err(

@@ -54,6 +54,9 @@ pub struct Workload {
     /// Limit on time per output token for the peak-throughput search, in ms.
     #[arg(long, value_name = "MS")]
     tpot_limit_ms: Option<f64>,
+    /// Limit on time to first token for the peak-throughput search, in ms.
+    #[arg(long, value_name = "MS")]
+    ttft_limit_ms: Option<f64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -66,6 +69,14 @@ impl Workload {
         }
         if !(self.isl >= 1.0 && self.osl >= 1.0 && self.isl.is_finite() && self.osl.is_finite()) {
             return Err(usage("--isl and --osl must be at least 1"));
+        }
+        for (flag, v) in [
+            ("--tpot-limit-ms", self.tpot_limit_ms),
+            ("--ttft-limit-ms", self.ttft_limit_ms),
+        ] {
+            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(usage(format!("{flag} must be above 0")));
+            }
         }
         if let Some(a) = self.speculative {
             if !(0.0..1.0).contains(&a) {
@@ -92,6 +103,7 @@ impl Workload {
                 .speculative
                 .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_cost)),
             tpot_limit: self.tpot_limit_ms.map(|ms| ms / 1000.0),
+            ttft_limit: self.ttft_limit_ms.map(|ms| ms / 1000.0),
         })
     }
 }

@@ -1,0 +1,54 @@
+//! Workloads: published benchmark datasets described by what the physics needs, their mean
+//! prompt and output lengths and the latency limits their server runs must hold.
+//!
+//! A published throughput means little without the lengths it was measured at. MLPerf
+//! Inference results, for example, give tokens per second on a fixed dataset per model and
+//! state neither length; the dataset's own statistics fill that gap, and its server
+//! scenario's limits say where on the throughput-latency curve the result sits.
+
+use serde::{Deserialize, Serialize};
+
+/// One benchmark workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Identifier, e.g. `mlperf-llama2-70b`.
+    pub id: String,
+    /// The benchmark suite whose scenarios (`offline`, `server`) it belongs to.
+    pub suite: String,
+    /// The catalog model the benchmark runs.
+    pub model: String,
+    /// Mean prompt length of the dataset, in tokens of the model's tokenizer.
+    pub isl: f64,
+    /// Mean output length, in tokens.
+    pub osl: f64,
+    /// The server scenario's limit on the 99th-percentile time to first token, in ms.
+    pub server_ttft_ms: Option<f64>,
+    /// The server scenario's limit on the 99th-percentile time per output token, in ms.
+    pub server_tpot_ms: Option<f64>,
+    /// Where each figure comes from.
+    pub sources: Vec<String>,
+    /// How the figures were obtained.
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl Workload {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(self.isl > 0.0 && self.osl > 0.0) {
+            return Err("fields `isl` and `osl` must be above 0".into());
+        }
+        for (name, v) in [
+            ("server_ttft_ms", self.server_ttft_ms),
+            ("server_tpot_ms", self.server_tpot_ms),
+        ] {
+            if v.is_some_and(|v| v.is_nan() || v <= 0.0) {
+                return Err(format!("field `{name}` must be above 0"));
+            }
+        }
+        if self.sources.is_empty() {
+            return Err("field `sources` must name at least one URL".into());
+        }
+        Ok(())
+    }
+}
