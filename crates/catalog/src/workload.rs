@@ -18,10 +18,10 @@ pub struct Workload {
     pub suite: String,
     /// The catalog model the benchmark runs.
     pub model: String,
-    /// Mean prompt length of the dataset, in tokens of the model's tokenizer.
-    pub isl: f64,
-    /// Mean output length, in tokens.
-    pub osl: f64,
+    /// Mean prompt length of the dataset, in tokens of the model's tokenizer, where known.
+    pub isl: Option<f64>,
+    /// Mean output length, in tokens, where known.
+    pub osl: Option<f64>,
     /// The server scenario's limit on the 99th-percentile time to first token, in ms.
     pub server_ttft_ms: Option<f64>,
     /// The server scenario's limit on the 99th-percentile time per output token, in ms.
@@ -35,10 +35,9 @@ pub struct Workload {
 
 impl Workload {
     pub(crate) fn check(&self) -> Result<(), String> {
-        if !(self.isl > 0.0 && self.osl > 0.0) {
-            return Err("fields `isl` and `osl` must be above 0".into());
-        }
         for (name, v) in [
+            ("isl", self.isl),
+            ("osl", self.osl),
             ("server_ttft_ms", self.server_ttft_ms),
             ("server_tpot_ms", self.server_tpot_ms),
         ] {

@@ -65,7 +65,6 @@ fn main() {
         ("lpu_chip_hop_s", |p| &mut p.lpu_chip_hop_s, 1e-8, 2e-5),
         ("rdu_layer_s", |p| &mut p.rdu_layer_s, 1e-7, 1e-4),
         ("rdu_bw_eff", |p| &mut p.rdu_bw_eff, 0.2, 1.0),
-        ("server_tpot_s", |p| &mut p.server_tpot_s, 0.02, 0.3),
     ];
     let mut p = Params::default();
     let (mut best, mut mape) = score(&cat, &p, &rows);

@@ -36,7 +36,8 @@ pub struct Params {
     /// CUDA graphs and fragmentation; vLLM's `gpu_memory_utilization` defaults to 0.9).
     pub gpu_mem_usable: f64,
     /// Largest batch one engine runs (TensorRT-LLM's `max_batch_size` default is 2048;
-    /// vLLM's `max_num_seqs` 256-1024).
+    /// vLLM's `max_num_seqs` 256-1024). It counts every sequence the replica holds: a deeper
+    /// pipeline splits the batch into micro-batches, it does not multiply it.
     pub max_batch: u32,
     /// Activation workspace per chip, in bytes, reserved on top of weights and KV.
     pub activation_bytes: f64,

@@ -106,7 +106,7 @@ impl Deployment<'_> {
         let dp = f64::from(self.layout.dp);
         let per_replica_cap = self
             .max_sequences(p, isl + osl)
-            .min(f64::from(p.max_batch) * f64::from(self.layout.pp))
+            .min(f64::from(p.max_batch))
             .max(1.0);
         let mut best: Option<Operating> = None;
         let mut c = 1.0_f64;

@@ -3,7 +3,11 @@
 //!
 //! Reading rules, applied to every row alike (no row is looked up by id):
 //! - a blank count takes the default chip count of [`crate::estimate`];
-//! - a blank precision takes the model's own; `parallel` `tpN`/`ppN` fixes the layout, `ep`
+//! - a blank precision takes the model's own, except on a GPU throughput row, where it takes
+//!   the narrowest floating-point format the GPU multiplies natively (FP4 on Blackwell, FP8
+//!   on Hopper and CDNA 3) when that is narrower: a throughput submission quantises to the
+//!   fastest format that keeps accuracy (MLPerf's closed division allows it within 99% or
+//!   99.9% of the reference accuracy); `parallel` `tpN`/`ppN` fixes the layout, `ep`
 //!   or blank lets the search choose;
 //! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
 //!   and `unknown` leave it off;
@@ -19,6 +23,7 @@
 //!   it says where on the throughput-latency curve it was measured.
 
 use crate::{estimate, Catalog, Objective, Params, Query, Speculative};
+use switchyard_catalog::Precision;
 use serde::{Deserialize, Serialize};
 
 /// One published measurement, in the columns of `points.csv`.
@@ -194,10 +199,10 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         .then(|| cat.suite_workload("mlperf", &model.id))
         .flatten();
     let isl = opt_num(&row.isl)
-        .or(workload.map(|w| w.isl))
+        .or(workload.and_then(|w| w.isl))
         .unwrap_or(f64::from(p.default_isl));
     let osl = opt_num(&row.osl)
-        .or(workload.map(|w| w.osl))
+        .or(workload.and_then(|w| w.osl))
         .unwrap_or(f64::from(p.default_osl));
     let metric = row.metric.trim();
     let is_gpu = system.kind == crate::SystemKind::Gpu;
@@ -219,6 +224,17 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
             },
         ),
         other => return Err(format!("metric `{other}` is not modelled")),
+    };
+    let precision = match precision {
+        None if is_gpu && objective == Objective::Throughput => {
+            let own = model.default_precision();
+            [Precision::Fp4, Precision::Fp8]
+                .into_iter()
+                .find(|&f| system.flops(f).is_some_and(|(_, native)| native == f))
+                .filter(|f| f.bytes() < own.bytes())
+                .or(Some(own))
+        }
+        given => given,
     };
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());

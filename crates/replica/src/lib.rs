@@ -63,12 +63,12 @@ impl EngineConfig {
     pub const TOKEN_BUDGET: u32 = 8192;
 
     /// Limits for one replica of `d`: the KV cache is what the performance model says fits
-    /// after the weights; the batch limit is the model's engine limit per pipeline stage.
+    /// after the weights; the batch limit is the engine's, whatever the pipeline depth.
     pub fn for_deployment(d: &Deployment<'_>, p: &Params) -> Self {
         let kv_tokens = d.memory(p).kv_tokens_per_replica;
         let blocks = (kv_tokens / f64::from(Self::BLOCK_TOKENS)).floor();
         EngineConfig {
-            max_batch: p.max_batch.saturating_mul(d.layout.pp).max(1),
+            max_batch: p.max_batch.max(1),
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
