@@ -396,12 +396,14 @@ pub enum Listing {
     Systems,
     /// Models.
     Models,
+    /// Benchmark workloads (dataset lengths and server limits).
+    Workloads,
 }
 
 /// `switchyard catalog`.
 #[derive(Debug, Args)]
 pub struct CatalogArgs {
-    /// What to list (default: both).
+    /// What to list (default: all).
     what: Option<Listing>,
 }
 
@@ -480,6 +482,32 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                 m.kv_bytes(1.0, Precision::Bf16) / 1e3
             );
             out!("{:<30}   sources: {}", "", m.sources.join(" "));
+        }
+    }
+    if matches!(a.what, None | Some(Listing::Workloads)) {
+        out!(
+            "{:<22} {:<7} {:<16} {:>8} {:>8} {:>9} {:>9}",
+            "workload",
+            "suite",
+            "model",
+            "isl",
+            "osl",
+            "TTFT ms",
+            "TPOT ms"
+        );
+        for w in cat.workloads() {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+            out!(
+                "{:<22} {:<7} {:<16} {:>8} {:>8} {:>9} {:>9}",
+                w.id,
+                w.suite,
+                w.model,
+                f(w.isl),
+                f(w.osl),
+                f(w.server_ttft_ms),
+                f(w.server_tpot_ms)
+            );
+            out!("{:<22}   sources: {}", "", w.sources.join(" "));
         }
     }
     Ok(())
