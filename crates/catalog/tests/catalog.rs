@@ -44,6 +44,62 @@ fn every_entry_cites_a_url() {
     for m in cat.models() {
         assert!(m.sources.iter().all(|u| u.starts_with("http")), "{}", m.id);
     }
+    for w in cat.workloads() {
+        assert!(
+            !w.sources.is_empty() && w.sources.iter().all(|u| u.starts_with("http")),
+            "{}",
+            w.id
+        );
+    }
+}
+
+#[test]
+fn mlperf_workloads_name_catalog_models_and_their_limits() {
+    let cat = Catalog::builtin().expect("catalog");
+    for model in [
+        "llama-2-70b",
+        "llama-3.1-405b",
+        "mixtral-8x7b",
+        "llama-3.1-8b",
+        "deepseek-r1",
+    ] {
+        let w = cat.suite_workload("mlperf", model).expect(model);
+        assert!(cat.model(&w.model).is_ok());
+        assert!(w.osl.is_some_and(|o| o > 0.0), "{model}");
+        assert!(
+            w.server_ttft_ms.is_some() && w.server_tpot_ms.is_some(),
+            "{model}"
+        );
+    }
+    // The long-context set is an order of magnitude longer than the chat set.
+    let long = cat.suite_workload("mlperf", "llama-3.1-405b").expect("405b");
+    let chat = cat.suite_workload("mlperf", "llama-2-70b").expect("70b");
+    assert!(long.isl.expect("isl") > 10.0 * chat.isl.expect("isl"));
+    assert!(cat.suite_workload("mlperf", "kimi-k2").is_none());
+    assert!(cat.suite_workload("other-suite", "llama-2-70b").is_none());
+}
+
+#[test]
+fn a_workload_must_name_a_known_model_and_sane_lengths() {
+    let mut cat = Catalog::builtin().expect("catalog");
+    let unknown = "[[workload]]\nid = \"w\"\nsuite = \"s\"\nmodel = \"nope\"\nisl = 10.0\nsources = [\"https://a\"]\n";
+    let msg = cat
+        .extend_from_toml(unknown, "w.toml")
+        .expect_err("unknown model")
+        .to_string();
+    assert!(
+        msg.contains("`w`") && msg.contains("model") && msg.contains("nope"),
+        "{msg}"
+    );
+    let negative = "[[workload]]\nid = \"w\"\nsuite = \"s\"\nmodel = \"llama-2-70b\"\nisl = -1.0\nsources = [\"https://a\"]\n";
+    let msg = cat
+        .extend_from_toml(negative, "w.toml")
+        .expect_err("negative isl")
+        .to_string();
+    assert!(msg.contains("isl"), "{msg}");
+    let good = "[[workload]]\nid = \"mine\"\nsuite = \"s\"\nmodel = \"llama-2-70b\"\nisl = 100.0\nosl = 50.0\nsources = [\"https://a\"]\n";
+    cat.extend_from_toml(good, "w.toml").expect("good workload");
+    assert_eq!(cat.suite_workload("s", "llama-2-70b").expect("added").isl, Some(100.0));
 }
 
 #[test]

@@ -121,6 +121,18 @@ fn bad_input_is_one_clear_line_and_status_two() {
             "--concurrency",
         ),
         (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--ttft-limit-ms",
+                "0",
+            ],
+            "--ttft-limit-ms",
+        ),
+        (
             vec!["validate", "--points", "/nonexistent/points.csv"],
             "/nonexistent/points.csv",
         ),
@@ -195,6 +207,10 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(out.contains("cs3") && out.contains("sources: https://"));
+    let o = run(&["catalog", "workloads"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.contains("mlperf-llama2-70b") && out.contains("sources: https://"));
     let bad = temp_file("extra.toml", "[[model]]\nid = \"m\"\nlayers = \"many\"\n");
     let o = run(&[
         "--catalog",
