@@ -106,7 +106,10 @@ impl Catalog {
         for w in file.workload {
             w.check().map_err(|e| invalid(&w.id, e))?;
             if !self.models.iter().any(|m| m.id == w.model) {
-                return Err(invalid(&w.id, format!("field `model`: unknown model `{}`", w.model)));
+                return Err(invalid(
+                    &w.id,
+                    format!("field `model`: unknown model `{}`", w.model),
+                ));
             }
             upsert(&mut self.workloads, w, |x| x.id.as_str());
         }

@@ -72,7 +72,9 @@ fn mlperf_workloads_name_catalog_models_and_their_limits() {
         );
     }
     // The long-context set is an order of magnitude longer than the chat set.
-    let long = cat.suite_workload("mlperf", "llama-3.1-405b").expect("405b");
+    let long = cat
+        .suite_workload("mlperf", "llama-3.1-405b")
+        .expect("405b");
     let chat = cat.suite_workload("mlperf", "llama-2-70b").expect("70b");
     assert!(long.isl.expect("isl") > 10.0 * chat.isl.expect("isl"));
     assert!(cat.suite_workload("mlperf", "kimi-k2").is_none());
@@ -99,7 +101,10 @@ fn a_workload_must_name_a_known_model_and_sane_lengths() {
     assert!(msg.contains("isl"), "{msg}");
     let good = "[[workload]]\nid = \"mine\"\nsuite = \"s\"\nmodel = \"llama-2-70b\"\nisl = 100.0\nosl = 50.0\nsources = [\"https://a\"]\n";
     cat.extend_from_toml(good, "w.toml").expect("good workload");
-    assert_eq!(cat.suite_workload("s", "llama-2-70b").expect("added").isl, Some(100.0));
+    assert_eq!(
+        cat.suite_workload("s", "llama-2-70b").expect("added").isl,
+        Some(100.0)
+    );
 }
 
 #[test]

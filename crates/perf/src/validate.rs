@@ -23,8 +23,8 @@
 //!   it says where on the throughput-latency curve it was measured.
 
 use crate::{estimate, Catalog, Objective, Params, Query, Speculative};
-use switchyard_catalog::Precision;
 use serde::{Deserialize, Serialize};
+use switchyard_catalog::{Precision, Workload};
 
 /// One published measurement, in the columns of `points.csv`.
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +144,19 @@ fn opt_num(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
+/// The limits on mean time per output token and mean time to first token, in seconds, that
+/// stand for a server scenario's p99 limits: the TPOT limit scaled by
+/// [`Params::server_mean_tpot_frac`] (the model predicts means), the TTFT limit as stated.
+/// Without a workload the TPOT limit is [`Params::server_tpot_s`] and there is no TTFT limit.
+pub fn server_limits(w: Option<&Workload>, p: &Params) -> (f64, Option<f64>) {
+    let tpot = w
+        .and_then(|w| w.server_tpot_ms)
+        .map_or(p.server_tpot_s, |ms| ms / 1000.0)
+        * p.server_mean_tpot_frac;
+    let ttft = w.and_then(|w| w.server_ttft_ms).map(|ms| ms / 1000.0);
+    (tpot, ttft)
+}
+
 /// Predicts one row.
 pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
     let mut out = Outcome {
@@ -239,17 +252,12 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
-    let server = conc == "server";
-    let tpot_limit = server.then(|| {
-        workload
-            .and_then(|w| w.server_tpot_ms)
-            .map_or(p.server_tpot_s, |ms| ms / 1000.0)
-            * p.server_mean_tpot_frac
-    });
-    let ttft_limit = server
-        .then(|| workload.and_then(|w| w.server_ttft_ms))
-        .flatten()
-        .map(|ms| ms / 1000.0);
+    let (tpot_limit, ttft_limit) = if conc == "server" {
+        let (tpot, ttft) = server_limits(workload, p);
+        (Some(tpot), ttft)
+    } else {
+        (None, None)
+    };
     let concurrency = opt_num(conc).unwrap_or(1.0);
     let q = Query {
         model,

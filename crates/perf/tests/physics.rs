@@ -250,7 +250,9 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
     let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
-    let w = cat.suite_workload("mlperf", "llama-2-70b").expect("workload");
+    let w = cat
+        .suite_workload("mlperf", "llama-2-70b")
+        .expect("workload");
     // The offline row is the peak throughput at the dataset's mean lengths.
     let q = Query {
         model: cat.model("llama-2-70b").expect("model"),
@@ -286,7 +288,11 @@ fn the_batch_limit_is_per_replica_whatever_the_pipeline_depth() {
     )
     .expect("deployment");
     let op = d.max_throughput(&p, 128.0, 128.0, None);
-    assert!(op.concurrency <= f64::from(p.max_batch), "{}", op.concurrency);
+    assert!(
+        op.concurrency <= f64::from(p.max_batch),
+        "{}",
+        op.concurrency
+    );
 }
 
 #[test]

@@ -39,12 +39,16 @@ pub struct Workload {
     /// Requests in flight.
     #[arg(long, default_value_t = 1.0)]
     concurrency: f64,
-    /// Prompt tokens per request.
-    #[arg(long, default_value_t = 1024.0)]
-    isl: f64,
-    /// Output tokens per request.
-    #[arg(long, default_value_t = 512.0)]
-    osl: f64,
+    /// Prompt tokens per request [default: 1024, or the workload's mean].
+    #[arg(long)]
+    isl: Option<f64>,
+    /// Output tokens per request [default: 512, or the workload's mean].
+    #[arg(long)]
+    osl: Option<f64>,
+    /// A benchmark workload (see `switchyard catalog workloads`): its dataset's mean lengths,
+    /// and its server scenario's latency limits for the peak-throughput search.
+    #[arg(long, value_name = "ID")]
+    workload: Option<String>,
     /// Speculative decoding with this acceptance rate per drafted token (e.g. 0.8).
     #[arg(long, value_name = "RATE")]
     speculative: Option<f64>,
@@ -67,7 +71,11 @@ impl Workload {
         if !(self.concurrency >= 1.0 && self.concurrency.is_finite()) {
             return Err(usage("--concurrency must be at least 1"));
         }
-        if !(self.isl >= 1.0 && self.osl >= 1.0 && self.isl.is_finite() && self.osl.is_finite()) {
+        if [self.isl, self.osl]
+            .into_iter()
+            .flatten()
+            .any(|v| !(v >= 1.0 && v.is_finite()))
+        {
             return Err(usage("--isl and --osl must be at least 1"));
         }
         for (flag, v) in [
@@ -88,8 +96,44 @@ impl Workload {
         Ok(())
     }
 
+    /// Prompt and output lengths and the TPOT and TTFT limits in seconds: the flags where
+    /// given, else the workload's, else the defaults.
+    fn resolve(&self, cat: &Catalog) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
+        let p = Params::default();
+        let w =
+            match &self.workload {
+                None => None,
+                Some(id) => Some(cat.workloads().iter().find(|w| &w.id == id).ok_or_else(
+                    || {
+                        let known: Vec<&str> =
+                            cat.workloads().iter().map(|w| w.id.as_str()).collect();
+                        usage(format!(
+                            "unknown workload `{id}`; known: {}",
+                            known.join(", ")
+                        ))
+                    },
+                )?),
+            };
+        let isl = self.isl.or(w.and_then(|w| w.isl)).unwrap_or(1024.0);
+        let osl = self.osl.or(w.and_then(|w| w.osl)).unwrap_or(512.0);
+        let (tpot, ttft) = match w {
+            Some(w) => {
+                let (tpot, ttft) = validate::server_limits(Some(w), &p);
+                (Some(tpot), ttft)
+            }
+            None => (None, None),
+        };
+        Ok((
+            isl,
+            osl,
+            self.tpot_limit_ms.map(|ms| ms / 1000.0).or(tpot),
+            self.ttft_limit_ms.map(|ms| ms / 1000.0).or(ttft),
+        ))
+    }
+
     fn query<'a>(&self, cat: &'a Catalog, model: &str, hardware: &str) -> Result<Query<'a>> {
         let p = Params::default();
+        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat)?;
         Ok(Query {
             model: cat.model(model).map_err(usage)?,
             system: cat.system(hardware).map_err(usage)?,
@@ -97,13 +141,13 @@ impl Workload {
             precision: self.precision,
             layout: None,
             concurrency: self.concurrency,
-            isl: self.isl,
-            osl: self.osl,
+            isl,
+            osl,
             speculative: self
                 .speculative
                 .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_cost)),
-            tpot_limit: self.tpot_limit_ms.map(|ms| ms / 1000.0),
-            ttft_limit: self.ttft_limit_ms.map(|ms| ms / 1000.0),
+            tpot_limit,
+            ttft_limit,
         })
     }
 }
@@ -211,13 +255,24 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "peak throughput  {:.0} tok/s at concurrency {:.0} (TPOT {:.1} ms, {} J/token, ${} per million tokens)",
+        "peak throughput  {:.0} tok/s at concurrency {:.0} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
         e.peak.throughput_tok_s,
         e.peak.concurrency,
         e.peak.tpot_s * 1000.0,
+        e.peak.ttft_s,
         opt(e.peak_economics.joules_per_token, 3),
         opt(e.peak_economics.usd_per_mtok, 3)
     );
+    let limits: Vec<String> = [
+        q.tpot_limit.map(|l| format!("TPOT {:.1} ms", l * 1000.0)),
+        q.ttft_limit.map(|l| format!("TTFT {l:.3} s")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !limits.is_empty() {
+        let _ = writeln!(s, "  within          {}", limits.join(", "));
+    }
     s
 }
 
@@ -263,9 +318,10 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    let (isl, osl, _, _) = a.workload.resolve(cat)?;
     out!(
-        "{} at concurrency {}, {} in / {} out tokens; each system at its fastest layout on the fewest chips that fit",
-        a.model, a.workload.concurrency, a.workload.isl, a.workload.osl
+        "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit",
+        a.model, a.workload.concurrency
     );
     out!(
         "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>9}",

@@ -46,6 +46,43 @@ fn estimate_reports_layout_fit_and_figures() {
 }
 
 #[test]
+fn estimate_takes_a_benchmark_workload() {
+    let args = |extra: &[&'static str]| {
+        let mut v = vec![
+            "estimate",
+            "--model",
+            "llama-2-70b",
+            "--hardware",
+            "h100-sxm",
+            "--chips",
+            "8",
+            "--precision",
+            "fp8",
+            "--workload",
+            "mlperf-llama2-70b",
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let o = run(&args(&[]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("isl 222.3, osl 294.45"), "{out}");
+    assert!(
+        out.contains("within          TPOT") && out.contains("TTFT 2.000 s"),
+        "{out}"
+    );
+    // Flags win over the workload.
+    let o = run(&args(&["--isl", "100", "--tpot-limit-ms", "50"]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("isl 100, osl 294.45") && out.contains("TPOT 50.0 ms"),
+        "{out}"
+    );
+}
+
+#[test]
 fn estimate_json_is_machine_readable() {
     let o = run(&[
         "estimate",
@@ -131,6 +168,18 @@ fn bad_input_is_one_clear_line_and_status_two() {
                 "0",
             ],
             "--ttft-limit-ms",
+        ),
+        (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+                "--workload",
+                "mlperf-nothing",
+            ],
+            "unknown workload `mlperf-nothing`; known: mlperf-llama2-70b",
         ),
         (
             vec!["validate", "--points", "/nonexistent/points.csv"],
