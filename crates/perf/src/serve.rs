@@ -65,8 +65,19 @@ impl Deployment<'_> {
         let osl = osl.max(1.0);
         let step = self.decode_step(p, c, isl + osl / 2.0);
         let others = (c - 1.0).max(0.0);
-        let tpot = step.time + others * isl / osl * self.prefill_token_cost(p, isl);
-        let ttft = self.prefill(p, isl) + if others > 0.0 { step.time } else { 0.0 };
+        let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
+        let tpot = step.time + prompt_share;
+        // A prompt waits for the prompts ahead of it: with arrivals spread at random (MLPerf's
+        // server scenario draws them from a Poisson process) and the replica spending a share
+        // rho of its time on prompts, the mean wait of an M/D/1 queue is rho/(2(1-rho)) of a
+        // prompt's service time (Pollaczek-Khinchine with zero service variance; Kleinrock,
+        // Queueing Systems vol. 1, 1975, eq. 5.73).
+        let ttft = if others > 0.0 {
+            let rho = (prompt_share / tpot).min(0.999);
+            (self.prefill(p, isl) + step.time) * (1.0 + rho / (2.0 * (1.0 - rho)))
+        } else {
+            self.prefill(p, isl)
+        };
         Operating {
             concurrency: c * dp,
             ttft_s: ttft,

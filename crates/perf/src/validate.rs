@@ -16,8 +16,8 @@
 //!   many requests; a per-user or TTFT row with no concurrency is a single request;
 //! - `offline` and `server` are MLPerf Inference's scenario names: where the catalog holds
 //!   MLPerf's workload for the row's model, blank lengths take its dataset's mean lengths and
-//!   `server` its p99 TTFT and TPOT limits (the mean TPOT held at
-//!   [`Params::server_mean_tpot_frac`] of the p99 limit);
+//!   `server` its p99 TTFT and TPOT limits (the means held at
+//!   [`Params::server_mean_ttft_frac`] and [`Params::server_mean_tpot_frac`] of them);
 //! - other blank lengths take the default input and output lengths;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
@@ -145,15 +145,17 @@ fn opt_num(s: &str) -> Option<f64> {
 }
 
 /// The limits on mean time per output token and mean time to first token, in seconds, that
-/// stand for a server scenario's p99 limits: the TPOT limit scaled by
-/// [`Params::server_mean_tpot_frac`] (the model predicts means), the TTFT limit as stated.
+/// stand for a server scenario's p99 limits, scaled by [`Params::server_mean_tpot_frac`] and
+/// [`Params::server_mean_ttft_frac`] because the model predicts means.
 /// Without a workload the TPOT limit is [`Params::server_tpot_s`] and there is no TTFT limit.
 pub fn server_limits(w: Option<&Workload>, p: &Params) -> (f64, Option<f64>) {
     let tpot = w
         .and_then(|w| w.server_tpot_ms)
         .map_or(p.server_tpot_s, |ms| ms / 1000.0)
         * p.server_mean_tpot_frac;
-    let ttft = w.and_then(|w| w.server_ttft_ms).map(|ms| ms / 1000.0);
+    let ttft = w
+        .and_then(|w| w.server_ttft_ms)
+        .map(|ms| ms / 1000.0 * p.server_mean_ttft_frac);
     (tpot, ttft)
 }
 

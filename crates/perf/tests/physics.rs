@@ -277,6 +277,28 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
 }
 
 #[test]
+fn prompts_queue_longer_as_load_grows() {
+    let cat = cat();
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("llama-3.1-70b").expect("model"),
+        cat.system("h100-sxm").expect("system"),
+        "tp8".parse().expect("layout"),
+        Precision::Fp8,
+    )
+    .expect("deployment");
+    let lone = d.prefill(&p, 8000.0);
+    let mut last = 0.0;
+    for c in [1.0, 2.0, 8.0, 32.0, 128.0, 512.0] {
+        let ttft = d.at_concurrency(&p, c, 8000.0, 500.0).ttft_s;
+        assert!(ttft >= last && ttft >= lone, "c {c}: {ttft} after {last}");
+        last = ttft;
+    }
+    // Long prompts at high load wait several prefill times, not one.
+    assert!(last > 2.0 * lone, "{last} against {lone}");
+}
+
+#[test]
 fn the_batch_limit_is_per_replica_whatever_the_pipeline_depth() {
     let cat = cat();
     let p = Params::default();

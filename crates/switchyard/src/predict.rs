@@ -271,7 +271,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     .flatten()
     .collect();
     if !limits.is_empty() {
-        let _ = writeln!(s, "  within          {}", limits.join(", "));
+        let _ = writeln!(s, "  within          {} (means)", limits.join(", "));
     }
     s
 }
