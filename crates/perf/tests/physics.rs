@@ -7,6 +7,23 @@ use switchyard_perf::{
     Precision, Query, Speculative,
 };
 
+/// A deployment of a built-in model on a built-in system, for tests that need one.
+fn deployment<'a>(
+    cat: &'a Catalog,
+    model: &str,
+    system: &str,
+    layout: &str,
+    precision: Precision,
+) -> Deployment<'a> {
+    Deployment::new(
+        cat.model(model).expect("model"),
+        cat.system(system).expect("system"),
+        layout.parse().expect("layout"),
+        precision,
+    )
+    .expect("deployment")
+}
+
 fn cat() -> Catalog {
     Catalog::builtin().expect("catalog")
 }
@@ -84,13 +101,7 @@ fn fit_edge_cases() {
         Some(Precision::Bf16)
     );
     // KV capacity shrinks with longer requests.
-    let d = Deployment::new(
-        cat.model("llama-3.1-8b").expect("m"),
-        cat.system("h100-sxm").expect("s"),
-        Layout::replica(1, 1),
-        Precision::Bf16,
-    )
-    .expect("deployment");
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-pp1", Precision::Bf16);
     assert!(d.max_sequences(&p, 1000.0) > d.max_sequences(&p, 8000.0));
     assert!(d.memory(&p).fits);
 }
@@ -199,13 +210,7 @@ fn speculative_decoding_speeds_a_latency_bound_wafer() {
 fn throughput_limit_is_respected_and_costs_are_positive() {
     let cat = cat();
     let p = Params::default();
-    let d = Deployment::new(
-        cat.model("llama-3.1-8b").expect("m"),
-        cat.system("h100-sxm").expect("s"),
-        Layout::replica(1, 1),
-        Precision::Fp8,
-    )
-    .expect("d");
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-pp1", Precision::Fp8);
     let free = d.max_throughput(&p, 1024.0, 512.0, None);
     let tight = d.max_throughput(&p, 1024.0, 512.0, Some(0.03));
     assert!(tight.tpot_s <= 0.03 && tight.throughput_tok_s <= free.throughput_tok_s);
@@ -280,13 +285,7 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
 fn prompts_queue_longer_as_load_grows() {
     let cat = cat();
     let p = Params::default();
-    let d = Deployment::new(
-        cat.model("llama-3.1-70b").expect("model"),
-        cat.system("h100-sxm").expect("system"),
-        "tp8".parse().expect("layout"),
-        Precision::Fp8,
-    )
-    .expect("deployment");
+    let d = deployment(&cat, "llama-3.1-70b", "h100-sxm", "tp8", Precision::Fp8);
     let lone = d.prefill(&p, 8000.0);
     let mut last = 0.0;
     for c in [1.0, 2.0, 8.0, 32.0, 128.0, 512.0] {
@@ -302,13 +301,7 @@ fn prompts_queue_longer_as_load_grows() {
 fn the_batch_limit_is_per_replica_whatever_the_pipeline_depth() {
     let cat = cat();
     let p = Params::default();
-    let d = Deployment::new(
-        cat.model("llama-3.1-8b").expect("model"),
-        cat.system("b200").expect("system"),
-        "tp1-pp8".parse().expect("layout"),
-        Precision::Fp8,
-    )
-    .expect("deployment");
+    let d = deployment(&cat, "llama-3.1-8b", "b200", "tp1-pp8", Precision::Fp8);
     let op = d.max_throughput(&p, 128.0, 128.0, None);
     assert!(
         op.concurrency <= f64::from(p.max_batch),
