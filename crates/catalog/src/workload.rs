@@ -26,6 +26,10 @@ pub struct Workload {
     pub server_ttft_ms: Option<f64>,
     /// The server scenario's limit on the 99th-percentile time per output token, in ms.
     pub server_tpot_ms: Option<f64>,
+    /// The interactive scenario's limit on the 99th-percentile time to first token, in ms.
+    pub interactive_ttft_ms: Option<f64>,
+    /// The interactive scenario's limit on the 99th-percentile time per output token, in ms.
+    pub interactive_tpot_ms: Option<f64>,
     /// Where each figure comes from.
     pub sources: Vec<String>,
     /// How the figures were obtained.
@@ -40,6 +44,8 @@ impl Workload {
             ("osl", self.osl),
             ("server_ttft_ms", self.server_ttft_ms),
             ("server_tpot_ms", self.server_tpot_ms),
+            ("interactive_ttft_ms", self.interactive_ttft_ms),
+            ("interactive_tpot_ms", self.interactive_tpot_ms),
         ] {
             if v.is_some_and(|v| v.is_nan() || v <= 0.0) {
                 return Err(format!("field `{name}` must be above 0"));

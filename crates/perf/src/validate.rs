@@ -11,13 +11,13 @@
 //!   or blank lets the search choose;
 //! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
 //!   and `unknown` leave it off;
-//! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` the
-//!   peak within the server scenario's latency limits, a number the closed-loop load at that
-//!   many requests; a per-user or TTFT row with no concurrency is a single request;
-//! - `offline` and `server` are MLPerf Inference's scenario names: where the catalog holds
-//!   MLPerf's workload for the row's model, blank lengths take its dataset's mean lengths and
-//!   `server` its p99 TTFT and TPOT limits (the means held at
-//!   [`Params::server_mean_ttft_frac`] and [`Params::server_mean_tpot_frac`] of them);
+//! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
+//!   `interactive` the peak within that scenario's latency limits, a number the closed-loop
+//!   load at that many requests; a per-user or TTFT row with no concurrency is a single
+//!   request;
+//! - `offline`, `server` and `interactive` are MLPerf Inference's scenario names: where the
+//!   catalog holds MLPerf's workload for the row's model, blank lengths take its dataset's mean
+//!   lengths and the latency scenarios its p99 TTFT and TPOT limits (see [`scenario_limits`]);
 //! - other blank lengths take the default input and output lengths;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
@@ -47,7 +47,7 @@ pub struct Point {
     /// `none`, `yes` or `unknown`.
     #[serde(default)]
     pub speculative: String,
-    /// A number, `offline`, `server` or blank.
+    /// A number, `offline`, `server`, `interactive` or blank.
     #[serde(default)]
     pub concurrency: String,
     /// Prompt length.
@@ -144,18 +144,32 @@ fn opt_num(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
+/// A latency-bounded scenario of a benchmark suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// MLPerf's server scenario.
+    Server,
+    /// MLPerf's interactive variant of it, with tighter limits.
+    Interactive,
+}
+
 /// The limits on mean time per output token and mean time to first token, in seconds, that
-/// stand for a server scenario's p99 limits, scaled by [`Params::server_mean_tpot_frac`] and
-/// [`Params::server_mean_ttft_frac`] because the model predicts means.
-/// Without a workload the TPOT limit is [`Params::server_tpot_s`] and there is no TTFT limit.
-pub fn server_limits(w: Option<&Workload>, p: &Params) -> (f64, Option<f64>) {
-    let tpot = w
-        .and_then(|w| w.server_tpot_ms)
-        .map_or(p.server_tpot_s, |ms| ms / 1000.0)
-        * p.server_mean_tpot_frac;
-    let ttft = w
-        .and_then(|w| w.server_ttft_ms)
-        .map(|ms| ms / 1000.0 * p.server_mean_ttft_frac);
+/// stand for a scenario's p99 limits, scaled by [`Params::server_mean_tpot_frac`] and
+/// [`Params::server_mean_ttft_frac`] because the model predicts means. An interactive
+/// scenario without limits of its own takes the server's; without a workload the TPOT limit
+/// is [`Params::server_tpot_s`] and there is no TTFT limit.
+pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> (f64, Option<f64>) {
+    let (tpot_ms, ttft_ms) = match w {
+        None => (None, None),
+        Some(w) => match scenario {
+            Scenario::Interactive if w.interactive_tpot_ms.is_some() => {
+                (w.interactive_tpot_ms, w.interactive_ttft_ms)
+            }
+            _ => (w.server_tpot_ms, w.server_ttft_ms),
+        },
+    };
+    let tpot = tpot_ms.map_or(p.server_tpot_s, |ms| ms / 1000.0) * p.server_mean_tpot_frac;
+    let ttft = ttft_ms.map(|ms| ms / 1000.0 * p.server_mean_ttft_frac);
     (tpot, ttft)
 }
 
@@ -209,8 +223,12 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         _ => None,
     };
     let conc = row.concurrency.trim();
-    let scenario = matches!(conc, "offline" | "server");
-    let workload = scenario
+    let scenario = match conc {
+        "server" => Some(Scenario::Server),
+        "interactive" => Some(Scenario::Interactive),
+        _ => None,
+    };
+    let workload = (scenario.is_some() || conc == "offline")
         .then(|| cat.suite_workload("mlperf", &model.id))
         .flatten();
     let isl = opt_num(&row.isl)
@@ -254,8 +272,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
-    let (tpot_limit, ttft_limit) = if conc == "server" {
-        let (tpot, ttft) = server_limits(workload, p);
+    let (tpot_limit, ttft_limit) = if let Some(sc) = scenario {
+        let (tpot, ttft) = scenario_limits(workload, sc, p);
         (Some(tpot), ttft)
     } else {
         (None, None)
@@ -281,13 +299,13 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         objective
     };
     let e = estimate(&q, p, objective).map_err(|e| e.to_string())?;
-    let peak_row = matches!(conc, "" | "offline" | "server");
+    let peak_row = conc.is_empty() || conc == "offline" || scenario.is_some();
     let op = if peak_row && objective == Objective::Throughput {
         e.peak
     } else {
         e.at
     };
-    let op = if metric == "tpot_ms" && conc == "server" {
+    let op = if metric == "tpot_ms" && scenario.is_some() {
         e.peak
     } else {
         op

@@ -250,7 +250,9 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
         "{header}off,h100-sxm,8,llama-2-70b,fp8,,none,offline,,,throughput_tok_s,1,x,x,x,x\n\
          srv,h100-sxm,8,llama-2-70b,fp8,,none,server,,,throughput_tok_s,1,x,x,x,x\n\
          given,h100-sxm,8,llama-2-70b,fp8,,none,offline,1024,294.45,throughput_tok_s,1,x,x,x,x\n\
-         blank,h100-sxm,8,llama-2-70b,fp8,,none,,,,throughput_tok_s,1,x,x,x,x\n"
+         blank,h100-sxm,8,llama-2-70b,fp8,,none,,,,throughput_tok_s,1,x,x,x,x\n\
+         inter,h100-sxm,8,llama-2-70b,fp8,,none,interactive,,,tpot_ms,1,x,x,x,x\n\
+         srvtpot,h100-sxm,8,llama-2-70b,fp8,,none,server,,,tpot_ms,1,x,x,x,x\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -279,6 +281,10 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
     assert!(v(2) < v(0), "1,024-token prompts are slower than 222");
     // A row that names no scenario keeps the generic defaults.
     assert!((v(3) - v(0)).abs() > 0.01 * v(0));
+    // The interactive scenario holds TPOT to its own, tighter limit.
+    let frac = p.server_mean_tpot_frac;
+    assert!(v(4) <= 40.0 * frac * (1.0 + 1e-9), "{}", v(4));
+    assert!(v(5) <= 200.0 * frac * (1.0 + 1e-9) && v(5) > v(4), "{}", v(5));
 }
 
 #[test]

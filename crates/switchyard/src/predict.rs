@@ -118,7 +118,8 @@ impl Workload {
         let osl = self.osl.or(w.and_then(|w| w.osl)).unwrap_or(512.0);
         let (tpot, ttft) = match w {
             Some(w) => {
-                let (tpot, ttft) = validate::server_limits(Some(w), &p);
+                let (tpot, ttft) =
+                    validate::scenario_limits(Some(w), validate::Scenario::Server, &p);
                 (Some(tpot), ttft)
             }
             None => (None, None),
