@@ -1,5 +1,5 @@
-//! The catalog: systems (chips and how they are packaged), models (architecture shapes) and
-//! numeric precisions, as data.
+//! The catalog: systems (chips and how they are packaged), models (architecture shapes),
+//! numeric precisions and benchmark workloads (dataset lengths and latency limits), as data.
 //!
 //! The built-in catalog is compiled from the TOML files under `data/`, where every figure
 //! carries the URL it was taken from. A user extends or overrides it with a TOML file in the
@@ -38,9 +38,12 @@ pub enum CatalogError {
     /// No model with this id.
     #[error("unknown model `{id}`; known: {known}")]
     UnknownModel { id: String, known: String },
+    /// No workload with this id.
+    #[error("unknown workload `{id}`; known: {known}")]
+    UnknownWorkload { id: String, known: String },
 }
 
-/// The whole catalog: every system and model known, in file order.
+/// The whole catalog: every system, model and workload known, in file order.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     systems: Vec<System>,
@@ -131,12 +134,24 @@ impl Catalog {
         &self.workloads
     }
 
-    /// The first workload of `suite` that runs `model`, if any: a suite benchmarks each model
-    /// on one dataset.
+    /// The workload of `suite` that runs `model`, if any: a suite benchmarks each model on one
+    /// dataset. Where several match, the last added wins, so a user's file overrides the
+    /// built-in entry even under a new id.
     pub fn suite_workload(&self, suite: &str, model: &str) -> Option<&Workload> {
         self.workloads
             .iter()
-            .find(|w| w.suite == suite && w.model == model)
+            .rfind(|w| w.suite == suite && w.model == model)
+    }
+
+    /// The workload with this id.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownWorkload`], listing the ids that exist.
+    pub fn workload(&self, id: &str) -> Result<&Workload, CatalogError> {
+        by_id(&self.workloads, id, |w| &w.id).map_err(|known| CatalogError::UnknownWorkload {
+            id: id.to_string(),
+            known,
+        })
     }
 
     /// The system with this id.
@@ -144,13 +159,10 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::UnknownSystem`], listing the ids that exist.
     pub fn system(&self, id: &str) -> Result<&System, CatalogError> {
-        self.systems
-            .iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| CatalogError::UnknownSystem {
-                id: id.to_string(),
-                known: join_ids(self.systems.iter().map(|s| s.id.as_str())),
-            })
+        by_id(&self.systems, id, |s| &s.id).map_err(|known| CatalogError::UnknownSystem {
+            id: id.to_string(),
+            known,
+        })
     }
 
     /// The model with this id.
@@ -158,14 +170,19 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::UnknownModel`], listing the ids that exist.
     pub fn model(&self, id: &str) -> Result<&Model, CatalogError> {
-        self.models
-            .iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| CatalogError::UnknownModel {
-                id: id.to_string(),
-                known: join_ids(self.models.iter().map(|m| m.id.as_str())),
-            })
+        by_id(&self.models, id, |m| &m.id).map_err(|known| CatalogError::UnknownModel {
+            id: id.to_string(),
+            known,
+        })
     }
+}
+
+/// The entry of `items` with this id, or the list of ids that exist.
+fn by_id<'a, T>(items: &'a [T], id: &str, key: impl Fn(&T) -> &String) -> Result<&'a T, String> {
+    items
+        .iter()
+        .find(|x| key(x) == id)
+        .ok_or_else(|| join_ids(items.iter().map(|x| key(x).as_str())))
 }
 
 /// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub struct Workload {
     /// Identifier, e.g. `mlperf-llama2-70b`.
     pub id: String,
-    /// The benchmark suite whose scenarios (`offline`, `server`) it belongs to.
+    /// The benchmark suite whose scenarios (`offline`, `server`, `interactive`) it belongs to.
     pub suite: String,
     /// The catalog model the benchmark runs.
     pub model: String,
@@ -47,9 +47,12 @@ impl Workload {
             ("interactive_ttft_ms", self.interactive_ttft_ms),
             ("interactive_tpot_ms", self.interactive_tpot_ms),
         ] {
-            if v.is_some_and(|v| v.is_nan() || v <= 0.0) {
-                return Err(format!("field `{name}` must be above 0"));
+            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(format!("field `{name}` must be a finite number above 0"));
             }
+        }
+        if self.suite.trim().is_empty() {
+            return Err("field `suite` must not be empty".into());
         }
         if self.sources.is_empty() {
             return Err("field `sources` must name at least one URL".into());

@@ -105,6 +105,21 @@ fn a_workload_must_name_a_known_model_and_sane_lengths() {
         cat.suite_workload("s", "llama-2-70b").expect("added").isl,
         Some(100.0)
     );
+    // A user's entry for MLPerf's Llama 2 70B under a new id overrides the built-in one.
+    let mine = "[[workload]]\nid = \"my-orca\"\nsuite = \"mlperf\"\nmodel = \"llama-2-70b\"\nisl = 300.0\nsources = [\"https://a\"]\n";
+    cat.extend_from_toml(mine, "w.toml").expect("override");
+    assert_eq!(
+        cat.suite_workload("mlperf", "llama-2-70b")
+            .expect("mine")
+            .id,
+        "my-orca"
+    );
+    assert!(cat.workload("mlperf-llama2-70b").is_ok());
+    let err = cat.workload("nope").expect_err("unknown").to_string();
+    assert!(
+        err.contains("unknown workload `nope`") && err.contains("my-orca"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -348,12 +348,12 @@ impl<'a> Deployment<'a> {
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
     /// whole replica working on it.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
-        let flops = self.token_flops(isl / 2.0);
         let chips = f64::from(self.layout.replica_chips());
+        if self.system.kind == SystemKind::Gpu {
+            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff);
+        }
+        let flops = self.token_flops(isl / 2.0);
         match self.system.kind {
-            SystemKind::Gpu => {
-                gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff)
-            }
             SystemKind::Wafer => {
                 let mesh = self
                     .system

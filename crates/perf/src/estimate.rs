@@ -34,11 +34,10 @@ pub struct Query<'a> {
 }
 
 impl Query<'_> {
-    /// The highest throughput of `d` within the query's limits; when even one request per
-    /// replica misses them, that lightest load.
-    fn peak(&self, d: &Deployment<'_>, p: &Params) -> Operating {
+    /// The highest throughput of `d` within the query's limits, or `None` when even one
+    /// request per replica misses them.
+    fn peak_within(&self, d: &Deployment<'_>, p: &Params) -> Option<Operating> {
         d.max_throughput_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
-            .unwrap_or_else(|| d.at_concurrency(p, f64::from(d.layout.dp), self.isl, self.osl))
     }
 }
 
@@ -74,8 +73,11 @@ pub struct Estimate {
     pub at: Operating,
     /// Energy and cost at the query's concurrency.
     pub at_economics: Economics,
-    /// Serving at the highest throughput (within the TPOT and TTFT limits, if any).
+    /// Serving at the highest throughput within the TPOT and TTFT limits, if any; when no
+    /// load meets them, at one request per replica (see `peak_meets_limits`).
     pub peak: Operating,
+    /// Whether `peak` meets the query's limits.
+    pub peak_meets_limits: bool,
     /// Energy and cost at peak throughput.
     pub peak_economics: Economics,
 }
@@ -244,7 +246,15 @@ pub fn best_deployment<'a>(
         }
         let score = match objective {
             Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
-            Objective::Throughput => q.peak(&d, p).throughput_tok_s,
+            // A layout that meets the limits beats any that does not.
+            Objective::Throughput => q.peak_within(&d, p).map_or_else(
+                || {
+                    d.at_concurrency(p, f64::from(d.layout.dp), q.isl, q.osl)
+                        .throughput_tok_s
+                        * 1e-9
+                },
+                |op| op.throughput_tok_s,
+            ),
         };
         if best.as_ref().is_none_or(|(s, _)| score > *s * 1.0001) {
             best = Some((score, d));
@@ -271,7 +281,9 @@ pub fn best_deployment<'a>(
 pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estimate, PerfError> {
     let d = best_deployment(q, p, objective)?;
     let at = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
-    let peak = q.peak(&d, p);
+    let within = q.peak_within(&d, p);
+    let peak_meets_limits = within.is_some();
+    let peak = within.unwrap_or_else(|| d.at_concurrency(p, f64::from(d.layout.dp), q.isl, q.osl));
     let util = |op: &Operating| op.throughput_tok_s / peak.throughput_tok_s.max(f64::MIN_POSITIVE);
     Ok(Estimate {
         model: q.model.id.clone(),
@@ -286,5 +298,6 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         peak_economics: d.economics(p, &peak, 1.0),
         at,
         peak,
+        peak_meets_limits,
     })
 }

@@ -36,6 +36,18 @@ pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
     d.system.flops(d.kv).map_or_else(|| peak(d), |(f, _)| f)
 }
 
+/// Seconds of projection arithmetic (two FLOPs per active parameter per token) for `tokens`
+/// tokens on one chip of `chips`, at the weights' rate and efficiency `eff`.
+fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
+    tokens * 2.0 * d.model.active_params_b * 1e9 / (chips * peak(d) * eff)
+}
+
+/// Seconds of attention arithmetic for `tokens` tokens at context position `ctx` on one chip
+/// of `chips`, at the KV cache's rate and efficiency `eff`.
+fn attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
+    tokens * d.model.attention_flops(ctx) / (chips * attention_peak(d) * eff)
+}
+
 /// Seconds of arithmetic, at efficiency `eff`, for `tokens` tokens at context position `ctx`
 /// on one chip of `chips`: projections at the weights' rate, attention at the KV cache's.
 pub(crate) fn arithmetic_time(
@@ -45,9 +57,7 @@ pub(crate) fn arithmetic_time(
     chips: f64,
     eff: f64,
 ) -> f64 {
-    let linear = 2.0 * d.model.active_params_b * 1e9 / peak(d);
-    let attention = d.model.attention_flops(ctx) / attention_peak(d);
-    tokens * (linear + attention) / (chips * eff)
+    linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
 }
 
 /// One decode step: `batch` sequences each verifying `q` tokens at mean context `ctx`.
@@ -69,17 +79,26 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let w_bytes = (d.model.dense_params() + d.model.touched_expert_params(tokens))
         * d.weights.bytes()
         / chips;
-    let linear_mem = w_bytes / bw;
-    let linear_comp =
-        tokens * 2.0 * d.model.active_params_b * 1e9 / chips / (peak(d) * p.gpu_decode_flops_eff);
+    let linear = (
+        w_bytes / bw,
+        linear_time(d, tokens, chips, p.gpu_decode_flops_eff),
+    );
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
-    let attn_mem = kv_bytes / bw;
-    let attn_comp = tokens * d.model.attention_flops(ctx)
-        / chips
-        / (attention_peak(d) * p.gpu_decode_flops_eff);
-    let mem = linear_mem + attn_mem;
-    let comp = linear_comp.max(linear_mem) - linear_mem + attn_comp.max(attn_mem) - attn_mem;
-    let work = linear_mem.max(linear_comp) + attn_mem.max(attn_comp);
+    let attention = (
+        kv_bytes / bw,
+        attention_time(d, tokens, ctx, chips, p.gpu_decode_flops_eff),
+    );
+    // Each kernel is bound by its own larger term; the step's bound is the kind of kernel
+    // time that dominates.
+    let (mut mem, mut comp) = (0.0, 0.0);
+    for (bytes, arithmetic) in [linear, attention] {
+        if arithmetic > bytes {
+            comp += arithmetic;
+        } else {
+            mem += bytes;
+        }
+    }
+    let work = mem + comp;
     let comm = allreduce_time(d, p, tokens, f64::from(d.model.layers) / pp);
     let stage = work + comm;
     let time = pp * stage + (pp - 1.0) * p.gpu_stage_hop_s + p.gpu_step_overhead_s;

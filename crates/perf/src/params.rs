@@ -36,8 +36,8 @@ pub struct Params {
     /// CUDA graphs and fragmentation; vLLM's `gpu_memory_utilization` defaults to 0.9).
     pub gpu_mem_usable: f64,
     /// Largest batch one engine runs (TensorRT-LLM's `max_batch_size` default is 2048;
-    /// vLLM's `max_num_seqs` 256-1024). It counts every sequence the replica holds: a deeper
-    /// pipeline splits the batch into micro-batches, it does not multiply it.
+    /// vLLM's `max_num_seqs` 256-1024). It counts every sequence the replica holds, which a
+    /// pipeline splits into one micro-batch per stage.
     pub max_batch: u32,
     /// Activation workspace per chip, in bytes, reserved on top of weights and KV.
     pub activation_bytes: f64,
@@ -112,7 +112,9 @@ pub struct Params {
     /// Mean time to first token of a server run as a fraction of its p99: queueing behind
     /// other prompts gives TTFT a long tail. Fitted to the MLPerf server runs that publish both
     /// (Llama 2 70B on 8×H100 276/461 ms, 8×H200 198/453 ms, 8×B200 526/1,570 ms; Llama 3.1
-    /// 405B on 8×B200 1.86/4.30 s: 0.34-0.60, mean 0.45).
+    /// 405B on 8×B200 1.86/4.30 s: 0.34-0.60, mean 0.45). A TTFT limit is applied as this
+    /// fraction of the p99 limit, which assumes that where TTFT binds its p99 sits at the
+    /// limit (the 405B runs on 8×H200 and 8×B200 reached 5.64 and 4.30 s of 6 s).
     pub server_mean_ttft_frac: f64,
     /// Input length assumed when a row gives none.
     pub default_isl: u32,

@@ -155,18 +155,13 @@ pub enum Scenario {
 
 /// The limits on mean time per output token and mean time to first token, in seconds, that
 /// stand for a scenario's p99 limits, scaled by [`Params::server_mean_tpot_frac`] and
-/// [`Params::server_mean_ttft_frac`] because the model predicts means. An interactive
-/// scenario without limits of its own takes the server's; without a workload the TPOT limit
-/// is [`Params::server_tpot_s`] and there is no TTFT limit.
+/// [`Params::server_mean_ttft_frac`] because the model predicts means. Without a stated TPOT
+/// limit it is [`Params::server_tpot_s`]; without a stated TTFT limit there is none.
 pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> (f64, Option<f64>) {
-    let (tpot_ms, ttft_ms) = match w {
-        None => (None, None),
-        Some(w) => match scenario {
-            Scenario::Interactive if w.interactive_tpot_ms.is_some() => {
-                (w.interactive_tpot_ms, w.interactive_ttft_ms)
-            }
-            _ => (w.server_tpot_ms, w.server_ttft_ms),
-        },
+    let (tpot_ms, ttft_ms) = match (w, scenario) {
+        (None, _) => (None, None),
+        (Some(w), Scenario::Interactive) => (w.interactive_tpot_ms, w.interactive_ttft_ms),
+        (Some(w), Scenario::Server) => (w.server_tpot_ms, w.server_ttft_ms),
     };
     let tpot = tpot_ms.map_or(p.server_tpot_s, |ms| ms / 1000.0) * p.server_mean_tpot_frac;
     let ttft = ttft_ms.map(|ms| ms / 1000.0 * p.server_mean_ttft_frac);
@@ -271,6 +266,14 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     };
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
+    }
+    if scenario == Some(Scenario::Interactive)
+        && workload.is_none_or(|w| w.interactive_tpot_ms.is_none())
+    {
+        return Err(format!(
+            "interactive scenario: the catalog holds no interactive limits for {}",
+            model.id
+        ));
     }
     let (tpot_limit, ttft_limit) = if let Some(sc) = scenario {
         let (tpot, ttft) = scenario_limits(workload, sc, p);

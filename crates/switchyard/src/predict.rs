@@ -96,24 +96,20 @@ impl Workload {
         Ok(())
     }
 
-    /// Prompt and output lengths and the TPOT and TTFT limits in seconds: the flags where
-    /// given, else the workload's, else the defaults.
-    fn resolve(&self, cat: &Catalog) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
+    /// Prompt and output lengths and the TPOT and TTFT limits in seconds for `model`: the
+    /// flags where given, else the workload's, else the defaults.
+    fn resolve(&self, cat: &Catalog, model: &str) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
         let p = Params::default();
-        let w =
-            match &self.workload {
-                None => None,
-                Some(id) => Some(cat.workloads().iter().find(|w| &w.id == id).ok_or_else(
-                    || {
-                        let known: Vec<&str> =
-                            cat.workloads().iter().map(|w| w.id.as_str()).collect();
-                        usage(format!(
-                            "unknown workload `{id}`; known: {}",
-                            known.join(", ")
-                        ))
-                    },
-                )?),
-            };
+        let w = match &self.workload {
+            None => None,
+            Some(id) => Some(cat.workload(id).map_err(usage)?),
+        };
+        if let Some(w) = w.filter(|w| w.model != model) {
+            return Err(usage(format!(
+                "workload `{}` runs `{}`, not `{model}`: pass --model {} or leave out --workload",
+                w.id, w.model, w.model
+            )));
+        }
         let isl = self.isl.or(w.and_then(|w| w.isl)).unwrap_or(1024.0);
         let osl = self.osl.or(w.and_then(|w| w.osl)).unwrap_or(512.0);
         let (tpot, ttft) = match w {
@@ -134,7 +130,7 @@ impl Workload {
 
     fn query<'a>(&self, cat: &'a Catalog, model: &str, hardware: &str) -> Result<Query<'a>> {
         let p = Params::default();
-        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat)?;
+        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat, model)?;
         Ok(Query {
             model: cat.model(model).map_err(usage)?,
             system: cat.system(hardware).map_err(usage)?,
@@ -264,25 +260,37 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         opt(e.peak_economics.joules_per_token, 3),
         opt(e.peak_economics.usd_per_mtok, 3)
     );
-    let limits: Vec<String> = [
-        q.tpot_limit.map(|l| format!("TPOT {:.1} ms", l * 1000.0)),
-        q.ttft_limit.map(|l| format!("TTFT {l:.3} s")),
+    if let Some(l) = limits_text(q.tpot_limit, q.ttft_limit) {
+        if e.peak_meets_limits {
+            let _ = writeln!(s, "  within          {l}");
+        } else {
+            let _ = writeln!(
+                s,
+                "  limits not met  even one request per replica misses {l}"
+            );
+        }
+    }
+    s
+}
+
+/// The limits on mean TPOT and TTFT as one phrase, when there are any.
+fn limits_text(tpot_limit: Option<f64>, ttft_limit: Option<f64>) -> Option<String> {
+    let parts: Vec<String> = [
+        tpot_limit.map(|l| format!("TPOT {:.1} ms", l * 1000.0)),
+        ttft_limit.map(|l| format!("TTFT {l:.3} s")),
     ]
     .into_iter()
     .flatten()
     .collect();
-    if !limits.is_empty() {
-        let _ = writeln!(s, "  within          {} (means)", limits.join(", "));
-    }
-    s
+    (!parts.is_empty()).then(|| format!("{} (means)", parts.join(", ")))
 }
 
 /// `switchyard compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Model id.
-    #[arg(long, default_value = "llama-3.1-70b")]
-    model: String,
+    /// Model id [default: the workload's model, else llama-3.1-70b].
+    #[arg(long)]
+    model: Option<String>,
     /// Only these systems (comma-separated ids); default: every system in the catalog.
     #[arg(long, value_delimiter = ',')]
     hardware: Vec<String>,
@@ -293,7 +301,12 @@ pub struct CompareArgs {
 /// Runs `compare`.
 pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     a.workload.check()?;
-    cat.model(&a.model).map_err(usage)?;
+    let model = match (&a.model, &a.workload.workload) {
+        (Some(m), _) => m.clone(),
+        (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
+        (None, None) => "llama-3.1-70b".to_string(),
+    };
+    cat.model(&model).map_err(usage)?;
     let p = Params::default();
     let ids: Vec<String> = if a.hardware.is_empty() {
         cat.systems().iter().map(|s| s.id.clone()).collect()
@@ -302,7 +315,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     };
     let mut rows = Vec::new();
     for id in &ids {
-        let q = a.workload.query(cat, &a.model, id)?;
+        let q = a.workload.query(cat, &model, id)?;
         rows.push((
             id.clone(),
             switchyard_perf::estimate(&q, &p, Objective::Latency),
@@ -319,10 +332,10 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let (isl, osl, _, _) = a.workload.resolve(cat)?;
+    let (isl, osl, tpot_limit, ttft_limit) = a.workload.resolve(cat, &model)?;
     out!(
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit",
-        a.model, a.workload.concurrency
+        model, a.workload.concurrency
     );
     out!(
         "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>9}",
@@ -357,7 +370,9 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
             Err(err) => out!("{id:<10} -- {err}"),
         }
     }
-    out!("peak = highest throughput the KV cache allows; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    let within =
+        limits_text(tpot_limit, ttft_limit).map_or(String::new(), |l| format!(" within {l}"));
+    out!("peak = highest throughput the KV cache allows{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     Ok(())
 }
 
@@ -543,26 +558,27 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
     }
     if matches!(a.what, None | Some(Listing::Workloads)) {
         out!(
-            "{:<22} {:<7} {:<16} {:>8} {:>8} {:>9} {:>9}",
+            "{:<22} {:<7} {:<16} {:>8} {:>8} {:>15} {:>15}",
             "workload",
             "suite",
             "model",
             "isl",
             "osl",
-            "TTFT ms",
-            "TPOT ms"
+            "server TTFT/TPOT",
+            "interactive"
         );
         for w in cat.workloads() {
-            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
+            let pair = |a: Option<f64>, b: Option<f64>| format!("{}/{} ms", f(a), f(b));
             out!(
-                "{:<22} {:<7} {:<16} {:>8} {:>8} {:>9} {:>9}",
+                "{:<22} {:<7} {:<16} {:>8} {:>8} {:>15} {:>15}",
                 w.id,
                 w.suite,
                 w.model,
-                f(w.isl),
-                f(w.osl),
-                f(w.server_ttft_ms),
-                f(w.server_tpot_ms)
+                w.isl.map_or("-".to_string(), |x| format!("{x:.1}")),
+                w.osl.map_or("-".to_string(), |x| format!("{x:.1}")),
+                pair(w.server_ttft_ms, w.server_tpot_ms),
+                pair(w.interactive_ttft_ms, w.interactive_tpot_ms)
             );
             out!("{:<22}   sources: {}", "", w.sources.join(" "));
         }

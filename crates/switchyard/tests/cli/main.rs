@@ -20,6 +20,11 @@ fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     path
 }
 
+/// A command line: `base` followed by `extra`.
+fn joined(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(extra).copied().collect()
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -48,21 +53,22 @@ fn estimate_reports_layout_fit_and_figures() {
 #[test]
 fn estimate_takes_a_benchmark_workload() {
     let args = |extra: &[&'static str]| {
-        let mut v = vec![
-            "estimate",
-            "--model",
-            "llama-2-70b",
-            "--hardware",
-            "h100-sxm",
-            "--chips",
-            "8",
-            "--precision",
-            "fp8",
-            "--workload",
-            "mlperf-llama2-70b",
-        ];
-        v.extend_from_slice(extra);
-        v
+        joined(
+            &[
+                "estimate",
+                "--model",
+                "llama-2-70b",
+                "--hardware",
+                "h100-sxm",
+                "--chips",
+                "8",
+                "--precision",
+                "fp8",
+                "--workload",
+                "mlperf-llama2-70b",
+            ],
+            extra,
+        )
     };
     let o = run(&args(&[]));
     let (out, err) = text(&o);
@@ -81,6 +87,23 @@ fn estimate_takes_a_benchmark_workload() {
         out.contains("isl 100, osl 294.45") && out.contains("TPOT 50.0 ms"),
         "{out}"
     );
+    // A limit no load can meet is said to be missed, not claimed as met.
+    let o = run(&args(&["--ttft-limit-ms", "0.001"]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("limits not met"), "{out}");
+    // compare takes the workload's model when none is named.
+    let o = run(&[
+        "compare",
+        "--workload",
+        "mlperf-llama2-70b",
+        "--hardware",
+        "h100-sxm,cs3",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("llama-2-70b at concurrency"), "{out}");
+    assert!(out.contains("within TPOT 146.0 ms"), "{out}");
 }
 
 #[test]
@@ -113,6 +136,18 @@ fn estimate_json_is_machine_readable() {
 
 #[test]
 fn bad_input_is_one_clear_line_and_status_two() {
+    let est8 = |extra: &[&'static str]| {
+        joined(
+            &[
+                "estimate",
+                "--model",
+                "llama-3.1-8b",
+                "--hardware",
+                "h100-sxm",
+            ],
+            extra,
+        )
+    };
     for (args, needle) in [
         (
             vec!["estimate", "--model", "llama-9", "--hardware", "cs3"],
@@ -146,41 +181,15 @@ fn bad_input_is_one_clear_line_and_status_two() {
             ],
             "use pp",
         ),
+        (est8(&["--concurrency", "0"]), "--concurrency"),
+        (est8(&["--ttft-limit-ms", "0"]), "--ttft-limit-ms"),
         (
-            vec![
-                "estimate",
-                "--model",
-                "llama-3.1-8b",
-                "--hardware",
-                "h100-sxm",
-                "--concurrency",
-                "0",
-            ],
-            "--concurrency",
-        ),
-        (
-            vec![
-                "estimate",
-                "--model",
-                "llama-3.1-8b",
-                "--hardware",
-                "h100-sxm",
-                "--ttft-limit-ms",
-                "0",
-            ],
-            "--ttft-limit-ms",
-        ),
-        (
-            vec![
-                "estimate",
-                "--model",
-                "llama-3.1-8b",
-                "--hardware",
-                "h100-sxm",
-                "--workload",
-                "mlperf-nothing",
-            ],
+            est8(&["--workload", "mlperf-nothing"]),
             "unknown workload `mlperf-nothing`; known: mlperf-llama2-70b",
+        ),
+        (
+            est8(&["--workload", "mlperf-llama2-70b"]),
+            "runs `llama-2-70b`, not `llama-3.1-8b`",
         ),
         (
             vec!["validate", "--points", "/nonexistent/points.csv"],
