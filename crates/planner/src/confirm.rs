@@ -72,6 +72,7 @@ fn run(
             horizon_s: Some(m.rules.confirm_s),
         },
         trace: Vec::new(),
+        warmup_s: None,
     };
     let params = &m.providers[m.options[chosen[0].0].provider].params;
     let (s, d) = simulate(&scn, params, RunOptions { bins: 10 }, |_| {}, &mut |_| {});

@@ -255,6 +255,8 @@ struct Sim<'s, 'a, F> {
     cells: Vec<Cell>,
     unrouted: Vec<Cell>,
     windows: Vec<(f64, f64, Cell)>,
+    /// Requests arriving after the warm-up, when the scenario sets one.
+    steady: Option<(f64, Cell)>,
     failures: BTreeMap<(usize, &'static str), u64>,
     in_system: u64,
     area: f64,
@@ -342,6 +344,7 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                 (a, b, Cell::default())
             })
             .collect(),
+        steady: scn.warmup_s.map(|w| (w, Cell::default())),
         failures: BTreeMap::new(),
         in_system: 0,
         area: 0.0,
@@ -766,6 +769,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 record(cell);
             }
         }
+        if let Some((w, cell)) = &mut self.steady {
+            if r.a.at >= *w {
+                record(cell);
+            }
+        }
         match why {
             None => {
                 let bin = self.bin();
@@ -931,6 +939,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             },
             failures,
             failure_windows,
+            steady: self.steady.as_ref().map(|(w, cell)| {
+                cell.group(
+                    &format!("arriving from {w:.0} s (after warm-up)"),
+                    (end - w).max(1e-9),
+                )
+            }),
             bin_s: self.bin_s,
             bins: self.bins,
             steps,

@@ -231,6 +231,12 @@ pub fn html(s: &Summary, d: &Distributions) -> String {
         heading: "Over time".into(),
         html: over_time.concat(),
     });
+    if let Some(steady) = &s.steady {
+        sections.push(Section {
+            heading: "Requests arriving after the warm-up, against the whole run".into(),
+            html: table(&group_table(&[steady, &s.fleet])),
+        });
+    }
     if !s.failure_windows.is_empty() {
         let mut rows: Vec<&Group> = s.failure_windows.iter().collect();
         rows.push(&s.fleet);

@@ -34,6 +34,10 @@ pub struct ScenarioFile {
     /// Last arrival time in seconds (default: the end of the trace, or `requests`).
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Seconds of warm-up: requests arriving earlier are simulated but also reported apart,
+    /// so that percentiles can leave out the start from an empty fleet.
+    #[serde(default)]
+    pub warmup_s: Option<Spanned<f64>>,
     /// Routing across providers.
     #[serde(default)]
     pub router: RouterSection,
@@ -314,6 +318,8 @@ pub struct Scenario<'a> {
     pub workload: WorkloadSpec,
     /// Trace rows (empty without a trace).
     pub trace: Vec<TraceRow>,
+    /// Requests arriving before this many seconds are left out of the steady-state group.
+    pub warmup_s: Option<f64>,
 }
 
 /// Overrides from the command line.
@@ -588,6 +594,27 @@ impl ScenarioFile {
                 "must be at least 1".into(),
             ));
         }
+        let warmup_s = match &self.warmup_s {
+            None => None,
+            Some(w) => {
+                let v = *w.get_ref();
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(fail(
+                        w.span(),
+                        "warmup_s",
+                        "must be a finite number of seconds, at least 0".into(),
+                    ));
+                }
+                if self.duration_s.is_some_and(|d| v >= d) {
+                    return Err(fail(
+                        w.span(),
+                        "warmup_s",
+                        "must end before `duration_s`".into(),
+                    ));
+                }
+                Some(v)
+            }
+        };
         Ok(Scenario {
             name: self.name.clone().unwrap_or_else(|| origin.to_string()),
             seed: over.seed.unwrap_or(self.seed),
@@ -602,6 +629,7 @@ impl ScenarioFile {
             failures,
             workload,
             trace,
+            warmup_s,
         })
     }
 

@@ -269,6 +269,8 @@ pub struct Summary {
     /// For each failure in the scenario, the requests that arrived while it lasted (a
     /// replica failure that never recovers counts to the end of the run).
     pub failure_windows: Vec<Group>,
+    /// The requests that arrived after the scenario's warm-up, when it sets one.
+    pub steady: Option<Group>,
     /// Seconds per time bin.
     pub bin_s: f64,
     /// Time series.

@@ -189,6 +189,34 @@ fn littles_law_holds_on_the_per_request_records() {
 }
 
 #[test]
+fn a_warm_up_is_reported_apart_from_the_whole_run() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = format!("warmup_s = 600\n{WAFER_VS_GPU}");
+    let scn = resolve(&text, &cat, &p, true).expect("resolves");
+    let (sum, csv) = run(&scn, &p);
+    let steady = sum.steady.expect("a warm-up gives a steady-state group");
+    // The group holds exactly the requests whose arrival (fifth column) is at 600 s or later.
+    let after = csv
+        .lines()
+        .filter(|l| {
+            let at: f64 = l
+                .split(',')
+                .nth(4)
+                .expect("arrival")
+                .parse()
+                .expect("number");
+            at >= 600.0
+        })
+        .count() as u64;
+    assert_eq!(steady.completed + steady.failed, after);
+    assert!(after > 0 && after < sum.arrivals);
+    assert!(resolve(WAFER_VS_GPU, &cat, &p, true)
+        .map(|s| run(&s, &p).0.steady.is_none())
+        .expect("resolves"));
+}
+
+#[test]
 fn the_same_seed_gives_the_same_outputs_and_another_seed_does_not() {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
@@ -419,6 +447,11 @@ fn bad_scenarios_name_the_line_and_field() {
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nlayout = \"tp3x\""),
         &["line 2", "layout"],
+    );
+    check(&format!("warmup_s = -1\n{good}"), &["line 1", "warmup_s"]);
+    check(
+        &format!("duration_s = 10\nwarmup_s = 20\n{good}"),
+        &["line 2", "warmup_s", "duration_s"],
     );
 }
 

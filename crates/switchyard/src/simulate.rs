@@ -245,6 +245,13 @@ fn print_summary(s: &Summary) {
     print_groups("by provider", &providers);
     out!("");
     print_groups("by class", &s.classes.iter().collect::<Vec<_>>());
+    if let Some(steady) = &s.steady {
+        out!("");
+        print_groups(
+            "requests arriving after the warm-up, against the whole run",
+            &[steady, &s.fleet],
+        );
+    }
     if !s.failure_windows.is_empty() {
         out!("");
         let mut rows: Vec<&Group> = s.failure_windows.iter().collect();
