@@ -86,6 +86,30 @@ impl ApiError {
         }
     }
 
+    /// 401 for a request without a valid key.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Missing or incorrect API key: send `Authorization: Bearer <key>` with a key this gateway knows.".into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+    }
+
+    /// 429 for a key over its request rate.
+    pub fn rate_limited(key: &str, per_minute: f64, retry_after_s: u64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Rate limit reached for key `{key}` ({per_minute} per minute). Try again in {retry_after_s} s."
+            ),
+            kind: "requests",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
     /// 413 for a body over the limit.
     pub fn too_large(limit: usize) -> Self {
         ApiError {

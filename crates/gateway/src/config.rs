@@ -36,6 +36,25 @@ pub struct Config {
     /// Public models.
     #[serde(rename = "model")]
     pub models: Vec<Spanned<ModelSection>>,
+    /// Client keys; none: the gateway is open.
+    #[serde(default, rename = "key")]
+    pub keys: Vec<Spanned<KeySection>>,
+}
+
+/// `[[key]]`: a client key, the models it may call and its request rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    /// Name, for errors and metrics.
+    pub name: String,
+    /// Environment variable holding the secret the client sends as a bearer token.
+    pub key_env: String,
+    /// Public models the key may call (default: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Requests per minute (default: no limit).
+    #[serde(default)]
+    pub requests_per_minute: Option<f64>,
 }
 
 /// `[server]`.

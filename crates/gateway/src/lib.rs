@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod emulated;
+pub mod keys;
 pub mod metrics;
 mod proxy;
 mod server;
@@ -134,6 +135,7 @@ impl RetryBudget {
 #[derive(Debug)]
 pub struct Gateway {
     pub(crate) models: BTreeMap<String, ModelRoute>,
+    pub(crate) keys: keys::Keys,
     pub(crate) client: reqwest::Client,
     pub(crate) timeouts: config::Timeouts,
     pub(crate) max_attempts: u32,
@@ -142,6 +144,57 @@ pub struct Gateway {
     pub(crate) started: Instant,
     pub(crate) created_unix: u64,
     pub(crate) listen: String,
+}
+
+/// The client keys of `config`, their secrets read from the environment.
+fn client_keys(
+    config: &Config,
+    o: &Origin<'_>,
+    models: &BTreeMap<String, ModelRoute>,
+) -> Result<keys::Keys, GatewayError> {
+    let mut out = keys::Keys::default();
+    let mut names = std::collections::BTreeSet::new();
+    let mut secrets = std::collections::BTreeSet::new();
+    for ks in &config.keys {
+        let k = ks.get_ref();
+        let err =
+            |field: &str, m: String| o.error(ks.span(), field, format!("key `{}`: {m}", k.name));
+        if !names.insert(k.name.clone()) {
+            return Err(err("name", "two keys have this name".into()));
+        }
+        let secret = std::env::var(&k.key_env)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                err(
+                    "key_env",
+                    format!("the environment variable `{}` is not set", k.key_env),
+                )
+            })?;
+        if !secrets.insert(secret.clone()) {
+            return Err(err("key_env", "another key has the same secret".into()));
+        }
+        if let Some(m) = k.models.iter().find(|m| !models.contains_key(*m)) {
+            return Err(err("models", format!("no [[model]] named `{m}`")));
+        }
+        if k.requests_per_minute
+            .is_some_and(|r| !(r >= 1.0 && r.is_finite()))
+        {
+            return Err(err(
+                "requests_per_minute",
+                "must be a finite number of at least 1".into(),
+            ));
+        }
+        out.insert(
+            secret.trim().to_string(),
+            keys::Key::new(
+                &k.name,
+                k.models.iter().cloned().collect(),
+                k.requests_per_minute,
+            ),
+        );
+    }
+    Ok(out)
 }
 
 impl Gateway {
@@ -304,8 +357,10 @@ impl Gateway {
                 },
             );
         }
+        let keys = client_keys(config, &o, &models)?;
         Ok(Arc::new(Gateway {
             models,
+            keys,
             client,
             timeouts: config.timeouts,
             max_attempts: config.retries.max_attempts,
@@ -320,6 +375,11 @@ impl Gateway {
                 .map_or(0, |d| d.as_secs()),
             listen: config.server.listen.clone(),
         }))
+    }
+
+    /// Whether requests must present a client key.
+    pub fn requires_keys(&self) -> bool {
+        self.keys.enabled()
     }
 
     /// The address the configuration asks to listen on.

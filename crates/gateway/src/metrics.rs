@@ -27,6 +27,8 @@ pub const FALLBACKS: &str = "switchyard_fallbacks_total";
 pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them.
 pub const TOKENS: &str = "switchyard_tokens_total";
+/// Requests per client key, by `key` (its name) and `outcome` (`accepted`, `rate_limited`).
+pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 
 /// Bucket bounds for time to first token and request duration: 5 ms to 2 minutes.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -144,6 +146,15 @@ impl Labels {
 }
 
 /// A request that no deployment answered.
+/// The request counter of client key `key` for `outcome`.
+pub fn key_requests(key: &str, outcome: &'static str) -> Counter {
+    counter!(
+        KEY_REQUESTS,
+        &[("key", key.to_string()), ("outcome", outcome.to_string())]
+    )
+}
+
+/// Counts a request answered without reaching a deployment.
 pub fn unanswered(model: &str, outcome: &'static str) {
     counter!(
         REQUESTS,

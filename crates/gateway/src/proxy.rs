@@ -381,6 +381,7 @@ fn without_url(e: &reqwest::Error) -> String {
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     ep: Endpoint,
+    key: Option<Arc<crate::keys::Key>>,
     class: Option<String>,
     ttft_target_s: Option<f64>,
     body: Bytes,
@@ -393,7 +394,12 @@ pub(crate) async fn handle(
             return e.into_response();
         }
     };
-    let Some(route) = gw.models.get(&req.model) else {
+    // A model the key may not use is answered as OpenAI answers one the caller cannot see.
+    let route = gw
+        .models
+        .get(&req.model)
+        .filter(|_| key.as_ref().is_none_or(|k| k.allows(&req.model)));
+    let Some(route) = route else {
         crate::metrics::unanswered(&req.model, "client_error");
         return ApiError::model_not_found(&req.model).into_response();
     };

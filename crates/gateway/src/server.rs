@@ -1,6 +1,7 @@
 //! HTTP: the routes, body limits, and the listener.
 
 use crate::api::{ApiError, Endpoint};
+use crate::keys::Key;
 use crate::proxy;
 use crate::Gateway;
 use axum::body::Body;
@@ -12,6 +13,7 @@ use axum::Router;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
 
 /// The header a request may use to name its traffic class.
@@ -48,6 +50,36 @@ fn ttft_target_of(h: &HeaderMap) -> Result<Option<f64>, ApiError> {
         })
 }
 
+/// The client key a request presents, when the gateway has keys; `Ok(None)` when it is open.
+fn key_of(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
+    if !gw.keys.enabled() {
+        return Ok(None);
+    }
+    let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    gw.keys.authenticate(auth).map(Some).inspect_err(|_| {
+        crate::metrics::unanswered("-", "unauthorized");
+    })
+}
+
+/// The request's key, authenticated and charged one request of its rate, or the response
+/// that refuses it.
+fn admit(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, Box<Response>> {
+    let Some(key) = key_of(gw, h).map_err(|e| Box::new(e.into_response()))? else {
+        return Ok(None);
+    };
+    match key.admit(Instant::now()) {
+        Ok(()) => Ok(Some(key)),
+        Err(wait_s) => {
+            crate::metrics::unanswered("-", "rate_limited");
+            let rpm = key.requests_per_minute.unwrap_or(0.0);
+            let mut r = ApiError::rate_limited(&key.name, rpm, wait_s).into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait_s));
+            Err(Box::new(r))
+        }
+    }
+}
+
 async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     // A declared length over the limit is refused before any of the body is read.
     let declared = req
@@ -58,13 +90,17 @@ async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     if declared.is_some_and(|n| n > gw.max_body as u64) {
         return ApiError::too_large(gw.max_body).into_response();
     }
+    let key = match admit(&gw, req.headers()) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
     let class = class_of(req.headers());
     let ttft = match ttft_target_of(req.headers()) {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
     match read_body(&gw, req.into_body()).await {
-        Ok(b) => proxy::handle(gw, ep, class, ttft, b).await,
+        Ok(b) => proxy::handle(gw, ep, key, class, ttft, b).await,
         Err(e) => e.into_response(),
     }
 }
@@ -77,10 +113,16 @@ async fn legacy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     completions(gw, Endpoint::Completions, req).await
 }
 
-async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+async fn models(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> Response {
+    // Listing the models spends none of a key's request rate, but needs a key all the same.
+    let key = match key_of(&gw, &h) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
     let data: Vec<_> = gw
         .models
         .keys()
+        .filter(|m| key.as_ref().is_none_or(|k| k.allows(m)))
         .map(|m| json!({"id": m, "object": "model", "created": gw.created_unix, "owned_by": "switchyard"}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()

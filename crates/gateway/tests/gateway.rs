@@ -396,3 +396,135 @@ async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
     assert_eq!(health["models"]["m"][0]["in_flight"], 0, "{health}");
     assert_eq!(health["models"]["m"][0]["failures"], 0, "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keys_authenticate_limit_models_and_rate() {
+    // Each nextest test runs in its own process, so these variables are this test's alone.
+    std::env::set_var("SWITCHYARD_TEST_KEY_A", "secret-a");
+    std::env::set_var("SWITCHYARD_TEST_KEY_B", "secret-b");
+    let keys = "[[key]]\nname = \"team-a\"\nkey_env = \"SWITCHYARD_TEST_KEY_A\"\nrequests_per_minute = 2\n\
+                [[key]]\nname = \"team-b\"\nkey_env = \"SWITCHYARD_TEST_KEY_B\"\nmodels = [\"small\"]\n";
+    let text = format!(
+        "{}{}{}{keys}",
+        emulated("gpu", "h100-sxm", ""),
+        model("small", &[("gpu", "")]),
+        model("big", &[("gpu", "")])
+    );
+    let (url, gw) = start(&text).await;
+    assert!(gw.requires_keys());
+    let client = reqwest::Client::new();
+    let ask = |key: Option<&'static str>, model: &'static str| {
+        let mut r = client.post(format!("{url}/chat/completions")).body(format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":2}}"#
+        ));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    // No key, or an unknown one: 401 in OpenAI's shape.
+    for key in [None, Some("secret-c")] {
+        let r = ask(key, "small").await.expect("sent");
+        assert_eq!(r.status(), 401);
+        let body: serde_json::Value =
+            serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    }
+    // team-b may use `small` only; `big` is answered as a model it cannot see.
+    assert_eq!(
+        ask(Some("secret-b"), "small").await.expect("sent").status(),
+        200
+    );
+    let r = ask(Some("secret-b"), "big").await.expect("sent");
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+    let listed: serde_json::Value = client
+        .get(format!("{url}/models"))
+        .bearer_auth("secret-b")
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).expect("json"))
+        .expect("body");
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["small"]);
+    // team-a may send two requests a minute: the third is refused with a retry time.
+    for _ in 0..2 {
+        assert_eq!(
+            ask(Some("secret-a"), "big").await.expect("sent").status(),
+            200
+        );
+    }
+    let r = ask(Some("secret-a"), "big").await.expect("sent");
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after");
+    assert!((1..=30).contains(&wait), "{wait}");
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("team-a")),
+        "{body}"
+    );
+    // team-b has no rate limit, so it is unaffected by team-a's.
+    assert_eq!(
+        ask(Some("secret-b"), "small").await.expect("sent").status(),
+        200
+    );
+}
+
+#[test]
+fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
+    let (cat, params) = statics();
+    let base = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _g = rt.enter();
+    let check = |keys: &str, needles: &[&str]| {
+        let text = format!("{base}{keys}");
+        let cfg = Config::parse(&text, "g.toml").expect("parses");
+        let e = Gateway::new(&cfg, &text, "g.toml", cat, params)
+            .expect_err("refused")
+            .to_string();
+        for n in needles {
+            assert!(e.contains(n), "`{n}` missing from {e}");
+        }
+    };
+    check(
+        "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_UNSET_VARIABLE\"\n",
+        &[
+            "g.toml",
+            "line 15",
+            "key_env",
+            "SWITCHYARD_TEST_UNSET_VARIABLE",
+        ],
+    );
+    std::env::set_var("SWITCHYARD_TEST_KEY_C", "secret-c");
+    check(
+        "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nrequests_per_minute = 0\n",
+        &["line 15", "requests_per_minute"],
+    );
+    check(
+        "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nmodels = [\"other\"]\n",
+        &["line 15", "models", "other"],
+    );
+}

@@ -1,6 +1,8 @@
 """The official OpenAI Python SDK against a running Switchyard gateway, unchanged.
 
-Usage: python openai_sdk.py BASE_URL
+Usage: python openai_sdk.py BASE_URL [keys]
+With `keys`, the gateway holds one key `sk-team-a` for llama-3.1-8b at two requests a minute
+(every request the key sends counts, refused or not), and the checks are those of client keys.
 Exits non-zero, naming the check, at the first thing that does not hold.
 """
 
@@ -9,6 +11,33 @@ import sys
 import openai
 
 base_url = sys.argv[1]
+
+if sys.argv[2:] == ["keys"]:
+    ask = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    stranger = openai.OpenAI(base_url=base_url, api_key="sk-unknown", max_retries=0)
+    try:
+        stranger.chat.completions.create(**ask)
+        raise AssertionError("an unknown key must fail")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401 and e.code == "invalid_api_key", e
+    team = openai.OpenAI(base_url=base_url, api_key="sk-team-a", max_retries=0)
+    ids = [m.id for m in team.models.list()]
+    assert ids == ["llama-3.1-8b"], f"models.list for the key: {ids}"
+    try:
+        team.chat.completions.create(**{**ask, "model": "llama-3.1-70b"})
+        raise AssertionError("a model outside the key's list must fail")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404, e
+    assert team.chat.completions.create(**ask).choices[0].message.content
+    try:
+        team.chat.completions.create(**ask)
+        raise AssertionError("a third request within the minute must be refused")
+    except openai.RateLimitError as e:
+        assert e.status_code == 429 and e.code == "rate_limit_exceeded", e
+        assert int(e.response.headers["retry-after"]) >= 1, e.response.headers
+    print("openai SDK key checks passed")
+    sys.exit(0)
+
 client = openai.OpenAI(base_url=base_url, api_key="unused-by-switchyard", max_retries=0)
 
 # models.list

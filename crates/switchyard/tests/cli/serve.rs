@@ -23,7 +23,13 @@ impl Drop for Gateway {
 
 /// Starts `switchyard serve` on a free port and waits for its address line.
 fn start(config: Option<&PathBuf>) -> Gateway {
+    start_with_env(config, &[])
+}
+
+/// As [`start`], with extra environment variables for the gateway process.
+fn start_with_env(config: Option<&PathBuf>, env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.envs(env.iter().copied());
     cmd.args(["serve", "--listen", "127.0.0.1:0"]);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
@@ -96,6 +102,29 @@ fn the_official_openai_sdk_works_unchanged() {
     let o = Command::new(python())
         .arg(script)
         .arg(format!("http://{}/v1", gw.addr))
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn the_openai_sdk_meets_client_keys_as_typed_errors() {
+    let config = format!(
+        "{}\n[[key]]\nname = \"team-a\"\nkey_env = \"SWITCHYARD_SDK_KEY\"\nmodels = [\"llama-3.1-8b\"]\nrequests_per_minute = 2\n",
+        include_str!("../../../gateway/src/default.toml")
+    );
+    let path = temp_file("keys.toml", &config);
+    let gw = start_with_env(Some(&path), &[("SWITCHYARD_SDK_KEY", "sk-team-a")]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cli/openai_sdk.py");
+    let o = Command::new(python())
+        .arg(script)
+        .arg(format!("http://{}/v1", gw.addr))
+        .arg("keys")
         .output()
         .expect("python runs");
     assert!(
