@@ -98,10 +98,17 @@ fn python() -> PathBuf {
 #[test]
 fn the_official_openai_sdk_works_unchanged() {
     let gw = start(None);
+    run_sdk_checks(&gw, &[]);
+}
+
+/// Runs `openai_sdk.py` against `gw` with `args` after the base URL; fails the test with the
+/// script's output if any check fails.
+fn run_sdk_checks(gw: &Gateway, args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cli/openai_sdk.py");
     let o = Command::new(python())
         .arg(script)
         .arg(format!("http://{}/v1", gw.addr))
+        .args(args)
         .output()
         .expect("python runs");
     assert!(
@@ -120,19 +127,7 @@ fn the_openai_sdk_meets_client_keys_as_typed_errors() {
     );
     let path = temp_file("keys.toml", &config);
     let gw = start_with_env(Some(&path), &[("SWITCHYARD_SDK_KEY", "sk-team-a")]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cli/openai_sdk.py");
-    let o = Command::new(python())
-        .arg(script)
-        .arg(format!("http://{}/v1", gw.addr))
-        .arg("keys")
-        .output()
-        .expect("python runs");
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    run_sdk_checks(&gw, &["keys"]);
 }
 
 #[test]
