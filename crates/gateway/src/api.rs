@@ -97,14 +97,19 @@ impl ApiError {
         }
     }
 
-    /// 429 for a key over its request rate.
-    pub fn rate_limited(key: &str, per_minute: f64, retry_after_s: u64) -> Self {
+    /// 429 for a key over its rate of `what` (`requests` or `tokens`).
+    pub fn rate_limited(
+        key: &str,
+        what: &'static str,
+        per_minute: f64,
+        retry_after_s: u64,
+    ) -> Self {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!(
-                "Rate limit reached for key `{key}` ({per_minute} per minute). Try again in {retry_after_s} s."
+                "Rate limit reached for key `{key}` ({per_minute} {what} per minute). Try again in {retry_after_s} s."
             ),
-            kind: "requests",
+            kind: what,
             param: None,
             code: Some("rate_limit_exceeded"),
         }

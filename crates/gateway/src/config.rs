@@ -55,6 +55,9 @@ pub struct KeySection {
     /// Requests per minute (default: no limit).
     #[serde(default)]
     pub requests_per_minute: Option<f64>,
+    /// Prompt and output tokens per minute (default: no limit).
+    #[serde(default)]
+    pub tokens_per_minute: Option<f64>,
 }
 
 /// `[server]`.

@@ -1,11 +1,14 @@
 //! Client keys: who may call the gateway, which public models each key may use, and how many
-//! requests per minute it may send.
+//! requests and tokens per minute it may spend.
 //!
 //! With no `[[key]]` in the configuration the gateway is open, as a local development server
 //! is. With keys, every request must carry `Authorization: Bearer <key>`; the secrets come from
-//! environment variables so that configuration files hold none. Each key's request rate is a
-//! token bucket that holds a minute's allowance and refills continuously, so a key may burst up
-//! to its per-minute limit and then sends at its average rate.
+//! environment variables so that configuration files hold none. Each limit is a bucket that
+//! holds a minute's allowance and refills continuously, so a key may burst up to its
+//! per-minute limit and then spends at its average rate. Requests are charged when they are
+//! admitted; tokens (prompt and output) when the request ends, since only then are they known,
+//! so a key may overshoot its token limit by what its requests in flight use, and is then
+//! refused until the debt is repaid.
 
 use crate::api::ApiError;
 use metrics::Counter;
@@ -22,30 +25,80 @@ pub struct Key {
     pub models: BTreeSet<String>,
     /// Requests per minute, if limited.
     pub requests_per_minute: Option<f64>,
-    bucket: Mutex<Bucket>,
+    /// Tokens (prompt and output) per minute, if limited.
+    pub tokens_per_minute: Option<f64>,
+    requests: Mutex<Bucket>,
+    tokens: Mutex<Bucket>,
     accepted: Counter,
     limited: Counter,
+    tokens_in: Counter,
+    tokens_out: Counter,
 }
 
+/// An allowance that refills at `per_minute / 60` a second up to `per_minute`.
 #[derive(Debug)]
 struct Bucket {
-    tokens: f64,
+    level: f64,
     at: Instant,
 }
 
+impl Bucket {
+    fn full(per_minute: Option<f64>) -> Mutex<Self> {
+        Mutex::new(Bucket {
+            level: per_minute.unwrap_or(0.0),
+            at: Instant::now(),
+        })
+    }
+
+    /// Refills for the time since the last look, then takes `amount` if the level is at
+    /// least `need`; otherwise says in how many whole seconds it will be.
+    fn take(&mut self, per_minute: f64, now: Instant, need: f64, amount: f64) -> Result<(), u64> {
+        let per_s = per_minute / 60.0;
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + elapsed * per_s).min(per_minute);
+        self.at = now;
+        if self.level >= need {
+            self.level -= amount;
+            Ok(())
+        } else {
+            Err(((need - self.level) / per_s).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+fn lock(m: &Mutex<Bucket>) -> std::sync::MutexGuard<'_, Bucket> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Which of a key's limits refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+}
+
 impl Key {
-    /// A key named `name` that may call `models` (empty: all) at up to `requests_per_minute`.
-    pub fn new(name: &str, models: BTreeSet<String>, requests_per_minute: Option<f64>) -> Self {
+    /// A key named `name` that may call `models` (empty: all) at up to `requests_per_minute`
+    /// requests and `tokens_per_minute` tokens.
+    pub fn new(
+        name: &str,
+        models: BTreeSet<String>,
+        requests_per_minute: Option<f64>,
+        tokens_per_minute: Option<f64>,
+    ) -> Self {
         Key {
             name: name.to_string(),
             models,
             requests_per_minute,
-            bucket: Mutex::new(Bucket {
-                tokens: requests_per_minute.unwrap_or(0.0),
-                at: Instant::now(),
-            }),
+            tokens_per_minute,
+            requests: Bucket::full(requests_per_minute),
+            tokens: Bucket::full(tokens_per_minute),
             accepted: crate::metrics::key_requests(name, "accepted"),
             limited: crate::metrics::key_requests(name, "rate_limited"),
+            tokens_in: crate::metrics::key_tokens(name, "input"),
+            tokens_out: crate::metrics::key_tokens(name, "output"),
         }
     }
 
@@ -54,28 +107,35 @@ impl Key {
         self.models.is_empty() || self.models.contains(model)
     }
 
-    /// Takes one request from the key's allowance at `now`, or says in how many whole seconds
-    /// one will be available.
-    pub fn admit(&self, now: Instant) -> Result<(), u64> {
-        let Some(rpm) = self.requests_per_minute else {
-            self.accepted.increment(1);
-            return Ok(());
-        };
-        let per_s = rpm / 60.0;
-        let mut b = self
-            .bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_s).min(rpm);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            self.accepted.increment(1);
-            Ok(())
-        } else {
-            self.limited.increment(1);
-            Err(((1.0 - b.tokens) / per_s).ceil().max(1.0) as u64)
+    /// Admits one request at `now`: the key must not owe tokens, and one request is taken
+    /// from its allowance. Otherwise the limit that refuses and the whole seconds until it
+    /// would admit.
+    pub fn admit(&self, now: Instant) -> Result<(), (Limit, u64)> {
+        if let Some(tpm) = self.tokens_per_minute {
+            // Nothing is taken here: tokens are charged when the request ends.
+            lock(&self.tokens)
+                .take(tpm, now, 0.0, 0.0)
+                .map_err(|s| (Limit::Tokens, s))
+                .inspect_err(|_| self.limited.increment(1))?;
+        }
+        if let Some(rpm) = self.requests_per_minute {
+            lock(&self.requests)
+                .take(rpm, now, 1.0, 1.0)
+                .map_err(|s| (Limit::Requests, s))
+                .inspect_err(|_| self.limited.increment(1))?;
+        }
+        self.accepted.increment(1);
+        Ok(())
+    }
+
+    /// Charges the tokens of a request that ended at `now`.
+    pub fn charge(&self, input: u64, output: u64, now: Instant) {
+        self.tokens_in.increment(input);
+        self.tokens_out.increment(output);
+        if let Some(tpm) = self.tokens_per_minute {
+            let spent = (input + output) as f64;
+            // Taking with no threshold always succeeds and may leave the bucket in debt.
+            let _ = lock(&self.tokens).take(tpm, now, f64::NEG_INFINITY, spent);
         }
     }
 }

@@ -177,13 +177,13 @@ fn client_keys(
         if let Some(m) = k.models.iter().find(|m| !models.contains_key(*m)) {
             return Err(err("models", format!("no [[model]] named `{m}`")));
         }
-        if k.requests_per_minute
-            .is_some_and(|r| !(r >= 1.0 && r.is_finite()))
-        {
-            return Err(err(
-                "requests_per_minute",
-                "must be a finite number of at least 1".into(),
-            ));
+        for (field, v) in [
+            ("requests_per_minute", k.requests_per_minute),
+            ("tokens_per_minute", k.tokens_per_minute),
+        ] {
+            if v.is_some_and(|r| !(r >= 1.0 && r.is_finite())) {
+                return Err(err(field, "must be a finite number of at least 1".into()));
+            }
         }
         out.insert(
             secret.trim().to_string(),
@@ -191,6 +191,7 @@ fn client_keys(
                 &k.name,
                 k.models.iter().cloned().collect(),
                 k.requests_per_minute,
+                k.tokens_per_minute,
             ),
         );
     }

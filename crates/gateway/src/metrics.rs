@@ -29,6 +29,8 @@ pub const EJECTIONS: &str = "switchyard_ejections_total";
 pub const TOKENS: &str = "switchyard_tokens_total";
 /// Requests per client key, by `key` (its name) and `outcome` (`accepted`, `rate_limited`).
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
+/// Tokens per client key, by `key` and `type` (`input`, `output`).
+pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
 
 /// Bucket bounds for time to first token and request duration: 5 ms to 2 minutes.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -151,6 +153,14 @@ pub fn key_requests(key: &str, outcome: &'static str) -> Counter {
     counter!(
         KEY_REQUESTS,
         &[("key", key.to_string()), ("outcome", outcome.to_string())]
+    )
+}
+
+/// The token counter of client key `key` for `kind` (`input` or `output`).
+pub fn key_tokens(key: &str, kind: &'static str) -> Counter {
+    counter!(
+        KEY_TOKENS,
+        &[("key", key.to_string()), ("type", kind.to_string())]
     )
 }
 

@@ -453,6 +453,9 @@ pub(crate) async fn handle(
                     u64::from(req.prompt_tokens),
                     tokens,
                 );
+                if let Some(k) = &key {
+                    k.charge(u64::from(req.prompt_tokens), tokens, Instant::now());
+                }
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
             }
@@ -462,7 +465,7 @@ pub(crate) async fn handle(
                 let ttft = t0.elapsed().as_secs_f64();
                 route.router().first_token(i, ttft);
                 d.labels.ttft(ttft);
-                let relayer = Relayer::new(
+                let mut relayer = Relayer::new(
                     Arc::clone(&gw),
                     req.model.clone(),
                     i,
@@ -472,6 +475,7 @@ pub(crate) async fn handle(
                     t_start,
                     req.prompt_tokens,
                 );
+                relayer.key = key.clone();
                 // The relay runs inside the response body: each chunk the client's
                 // connection asks for pulls the next from the provider, with no task or
                 // channel between them, and a client that leaves drops the relay.
@@ -544,6 +548,8 @@ struct Relayer {
     prompt_tokens: u32,
     tokens: u64,
     finished: bool,
+    /// The client key the stream's tokens are charged to, if any.
+    key: Option<Arc<crate::keys::Key>>,
 }
 
 impl Relayer {
@@ -571,6 +577,7 @@ impl Relayer {
             prompt_tokens,
             tokens: 0,
             finished: false,
+            key: None,
         };
         if http {
             r.absorb(first);
@@ -651,6 +658,9 @@ impl Relayer {
         self.finished = true;
         let elapsed = self.t_start.elapsed().as_secs_f64();
         let (tokens, prompt) = (self.tokens, u64::from(self.prompt_tokens));
+        if let Some(k) = &self.key {
+            k.charge(prompt, tokens, Instant::now());
+        }
         let now = self.gw.now_s();
         let Some((route, d)) = self.deployment() else {
             return;
@@ -690,6 +700,9 @@ impl Drop for Relayer {
     fn drop(&mut self) {
         if self.finished {
             return;
+        }
+        if let Some(k) = &self.key {
+            k.charge(u64::from(self.prompt_tokens), self.tokens, Instant::now());
         }
         let elapsed = self.t_start.elapsed().as_secs_f64();
         if let Some((route, d)) = self.deployment() {

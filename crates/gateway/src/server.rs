@@ -1,7 +1,7 @@
 //! HTTP: the routes, body limits, and the listener.
 
 use crate::api::{ApiError, Endpoint};
-use crate::keys::Key;
+use crate::keys::{Key, Limit};
 use crate::proxy;
 use crate::Gateway;
 use axum::body::Body;
@@ -69,10 +69,14 @@ fn admit(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, Box<Response>>
     };
     match key.admit(Instant::now()) {
         Ok(()) => Ok(Some(key)),
-        Err(wait_s) => {
+        Err((limit, wait_s)) => {
             crate::metrics::unanswered("-", "rate_limited");
-            let rpm = key.requests_per_minute.unwrap_or(0.0);
-            let mut r = ApiError::rate_limited(&key.name, rpm, wait_s).into_response();
+            let (what, per_minute) = match limit {
+                Limit::Requests => ("requests", key.requests_per_minute),
+                Limit::Tokens => ("tokens", key.tokens_per_minute),
+            };
+            let mut r = ApiError::rate_limited(&key.name, what, per_minute.unwrap_or(0.0), wait_s)
+                .into_response();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(wait_s));
             Err(Box::new(r))

@@ -397,6 +397,19 @@ async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
     assert_eq!(health["models"]["m"][0]["failures"], 0, "{health}");
 }
 
+/// A 429 answer's `Retry-After` seconds and its JSON body.
+async fn refused(r: reqwest::Response) -> (u64, serde_json::Value) {
+    assert_eq!(r.status(), 429);
+    let wait = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after");
+    let body = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    (wait, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_keys_authenticate_limit_models_and_rate() {
     // Each nextest test runs in its own process, so these variables are this test's alone.
@@ -464,17 +477,8 @@ async fn client_keys_authenticate_limit_models_and_rate() {
             200
         );
     }
-    let r = ask(Some("secret-a"), "big").await.expect("sent");
-    assert_eq!(r.status(), 429);
-    let wait: u64 = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("retry-after");
+    let (wait, body) = refused(ask(Some("secret-a"), "big").await.expect("sent")).await;
     assert!((1..=30).contains(&wait), "{wait}");
-    let body: serde_json::Value =
-        serde_json::from_str(&r.text().await.expect("body")).expect("json");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     assert!(
         body["error"]["message"]
@@ -487,6 +491,41 @@ async fn client_keys_authenticate_limit_models_and_rate() {
         ask(Some("secret-b"), "small").await.expect("sent").status(),
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_T", "secret-t");
+    let keys =
+        "[[key]]\nname = \"thrifty\"\nkey_env = \"SWITCHYARD_TEST_KEY_T\"\ntokens_per_minute = 60\n";
+    let text = format!(
+        "{}{}{keys}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let ask = |stream: bool| {
+        client
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth("secret-t")
+            .body(format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":40,"stream":{stream}}}"#
+            ))
+            .send()
+    };
+    // The first request is admitted with a full minute's allowance and spends 40 output
+    // tokens and its prompt; a streamed one is charged the same way when its stream ends.
+    let r = ask(true).await.expect("sent");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("stream");
+    assert!(body.contains("[DONE]"), "{body}");
+    let r = ask(false).await.expect("sent");
+    assert_eq!(r.status(), 200);
+    // Now in debt: refused as a token limit, with the seconds until it is repaid.
+    let (wait, body) = refused(ask(false).await.expect("sent")).await;
+    assert!(wait >= 1, "{wait}");
+    assert_eq!(body["error"]["type"], "tokens", "{body}");
 }
 
 #[test]
@@ -522,6 +561,10 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nrequests_per_minute = 0\n",
         &["line 15", "requests_per_minute"],
+    );
+    check(
+        "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\ntokens_per_minute = 0.5\n",
+        &["line 15", "tokens_per_minute"],
     );
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nmodels = [\"other\"]\n",
