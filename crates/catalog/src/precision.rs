@@ -72,12 +72,14 @@ impl FromStr for Precision {
     type Err = UnknownPrecision;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s.to_ascii_lowercase().as_str() {
-            "bf16" => Precision::Bf16,
-            "fp16" | "f16" | "16-bit" => Precision::Fp16,
-            "fp8" | "f8" => Precision::Fp8,
-            "int8" | "i8" => Precision::Int8,
-            "fp4" | "nvfp4" | "mxfp4" => Precision::Fp4,
-            "int4" | "i4" => Precision::Int4,
+            "bf16" | "bfloat16" => Precision::Bf16,
+            "fp16" | "f16" | "float16" | "16-bit" => Precision::Fp16,
+            "fp8" | "f8" | "fp8-e4m3" | "e4m3" | "fp8-e5m2" | "e5m2" | "mxfp8" | "w8a8-fp8" => {
+                Precision::Fp8
+            }
+            "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
+            "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
+            "int4" | "i4" | "w4a16" | "awq" | "gptq" => Precision::Int4,
             _ => return Err(UnknownPrecision(s.to_string())),
         })
     }

@@ -233,6 +233,17 @@ fn unknown_ids_list_what_exists() {
 fn precisions_parse_and_size() {
     assert_eq!("FP8".parse::<Precision>().expect("fp8"), Precision::Fp8);
     assert_eq!("mxfp4".parse::<Precision>().expect("fp4"), Precision::Fp4);
+    // The spellings published results use for the same formats.
+    for (alias, p) in [
+        ("bfloat16", Precision::Bf16),
+        ("float16", Precision::Fp16),
+        ("e4m3", Precision::Fp8),
+        ("W8A8", Precision::Int8),
+        ("nvfp4", Precision::Fp4),
+        ("w4a16", Precision::Int4),
+    ] {
+        assert_eq!(alias.parse::<Precision>().expect(alias), p);
+    }
     assert!("fp3".parse::<Precision>().is_err());
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);

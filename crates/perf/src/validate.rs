@@ -3,12 +3,14 @@
 //!
 //! Reading rules, applied to every row alike (no row is looked up by id):
 //! - a blank count takes the default chip count of [`crate::estimate`];
+//! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names; `ep` parts
+//!   (expert parallelism within those chips) are dropped, and a blank or `ep`-only cell lets
+//!   the search choose;
 //! - a blank precision takes the model's own, except on a GPU throughput row, where it takes
 //!   the narrowest floating-point format the GPU multiplies natively (FP4 on Blackwell, FP8
 //!   on Hopper and CDNA 3) when that is narrower: a throughput submission quantises to the
 //!   fastest format that keeps accuracy (MLPerf's closed division allows it within 99% or
-//!   99.9% of the reference accuracy); `parallel` `tpN`/`ppN` fixes the layout, `ep`
-//!   or blank lets the search choose;
+//!   99.9% of the reference accuracy);
 //! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
 //!   and `unknown` leave it off;
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
@@ -22,7 +24,7 @@
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
 
-use crate::{estimate, Catalog, Objective, Params, Query, Speculative};
+use crate::{estimate, Catalog, Layout, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
 use switchyard_catalog::{Precision, Workload};
 
@@ -168,6 +170,20 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
     (tpot, ttft)
 }
 
+/// The layout a `parallel` cell fixes, if any. Expert parallelism spreads the experts over
+/// the chips the other degrees already count, so `ep` parts (`ep`, `ep8`, `tp8-ep8`) add
+/// nothing to the layout and are dropped; what remains is read as `tp`/`pp`/`dp` degrees.
+fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
+    let kept: Vec<&str> = cell
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("ep"))
+        .collect();
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    kept.join("-").parse().map(Some)
+}
+
 /// Predicts one row.
 pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
     let mut out = Outcome {
@@ -206,10 +222,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
                 .map_err(|_| format!("count `{s}` is not a whole number"))?,
         ),
     };
-    let layout = match row.parallel.trim() {
-        "" | "ep" => None,
-        s => Some(s.parse().map_err(|e: String| e)?),
-    };
+    let layout = layout_of(&row.parallel)?;
     let speculative = match row.speculative.trim() {
         "yes" => Some(Speculative {
             tokens_per_step: p.spec_tokens_per_step,
