@@ -11,6 +11,9 @@
 //!   on Hopper and CDNA 3) when that is narrower: a throughput submission quantises to the
 //!   fastest format that keeps accuracy (MLPerf's closed division allows it within 99% or
 //!   99.9% of the reference accuracy);
+//! - metrics are `decode_tok_s_per_user`, `ttft_s`, `tpot_ms`, `throughput_tok_s` and
+//!   `throughput_tok_s_per_chip`, or another spelling of one of them (`ttft_ms`, `itl_ms`,
+//!   `tpot_s`, `throughput_tok_s_per_gpu`, ...) in its own unit;
 //! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
 //!   and `unknown` leave it off;
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
@@ -170,6 +173,21 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
     (tpot, ttft)
 }
 
+/// A metric name as the model computes it, and the factor from that metric's unit to the
+/// row's: published tables name the same quantity several ways (inter-token latency is the
+/// time per output token; TTFT in ms or s).
+fn canonical_metric(name: &str) -> (&str, f64) {
+    match name {
+        "ttft_ms" => ("ttft_s", 1000.0),
+        "tpot_s" | "itl_s" => ("tpot_ms", 1e-3),
+        "itl_ms" => ("tpot_ms", 1.0),
+        "output_tok_s_per_user" | "tok_s_per_user" => ("decode_tok_s_per_user", 1.0),
+        "output_throughput_tok_s" => ("throughput_tok_s", 1.0),
+        "throughput_tok_s_per_gpu" | "output_tok_s_per_gpu" => ("throughput_tok_s_per_chip", 1.0),
+        other => (other, 1.0),
+    }
+}
+
 /// The layout a `parallel` cell fixes, if any. Expert parallelism spreads the experts over
 /// the chips the other degrees already count, so `ep` parts (`ep`, `ep8`, `tp8-ep8`) add
 /// nothing to the layout and are dropped; what remains is read as `tp`/`pp`/`dp` degrees.
@@ -245,7 +263,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let osl = opt_num(&row.osl)
         .or(workload.and_then(|w| w.osl))
         .unwrap_or(f64::from(p.default_osl));
-    let metric = row.metric.trim();
+    let (metric, scale) = canonical_metric(row.metric.trim());
     let is_gpu = system.kind == crate::SystemKind::Gpu;
     let (objective, group) = match metric {
         "decode_tok_s_per_user" | "ttft_s" | "tpot_ms" => (
@@ -332,7 +350,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         "tpot_ms" => op.tpot_s * 1000.0,
         "throughput_tok_s" => op.throughput_tok_s,
         _ => op.throughput_tok_s / f64::from(e.chips),
-    };
+    } * scale;
     Ok((
         value,
         group,

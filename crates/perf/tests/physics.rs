@@ -400,3 +400,21 @@ fn parallel_cells_drop_expert_parallel_parts_and_keep_the_rest() {
     let why = out[3].predicted.as_ref().expect_err("bad layout");
     assert!(why.contains("tq4"), "{why}");
 }
+
+#[test]
+fn metric_spellings_in_other_units_give_the_same_prediction() {
+    let cat = cat();
+    let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
+    let row = |metric: &str| {
+        format!("{metric},h100-sxm,8,llama-3.1-70b,fp8,tp8,none,16,1000,200,{metric},1,x,x,x,x\n")
+    };
+    let names = ["ttft_s", "ttft_ms", "tpot_ms", "itl_ms", "tpot_s"];
+    let text: String = std::iter::once(header.to_string())
+        .chain(names.iter().map(|m| row(m)))
+        .collect();
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &Params::default(), &rows);
+    let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
+    assert!((v(1) - 1000.0 * v(0)).abs() < 1e-9 * v(1));
+    assert!((v(3) - v(2)).abs() < 1e-12 && (v(4) * 1000.0 - v(2)).abs() < 1e-9 * v(2));
+}
