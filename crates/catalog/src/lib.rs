@@ -154,25 +154,30 @@ impl Catalog {
         })
     }
 
-    /// The system with this id.
+    /// The system with this id or alias, written in any case (`H100` finds `h100-sxm`).
     ///
     /// # Errors
     /// [`CatalogError::UnknownSystem`], listing the ids that exist.
     pub fn system(&self, id: &str) -> Result<&System, CatalogError> {
-        by_id(&self.systems, id, |s| &s.id).map_err(|known| CatalogError::UnknownSystem {
-            id: id.to_string(),
-            known,
+        by_name(&self.systems, id, |s| &s.id, |s| &s.aliases).map_err(|known| {
+            CatalogError::UnknownSystem {
+                id: id.to_string(),
+                known,
+            }
         })
     }
 
-    /// The model with this id.
+    /// The model with this id or alias, or with a published name that reduces to one:
+    /// `meta-llama/Meta-Llama-3.1-70B-Instruct` finds `llama-3.1-70b`.
     ///
     /// # Errors
     /// [`CatalogError::UnknownModel`], listing the ids that exist.
     pub fn model(&self, id: &str) -> Result<&Model, CatalogError> {
-        by_id(&self.models, id, |m| &m.id).map_err(|known| CatalogError::UnknownModel {
-            id: id.to_string(),
-            known,
+        by_name(&self.models, id, |m| &m.id, |m| &m.aliases).map_err(|known| {
+            CatalogError::UnknownModel {
+                id: id.to_string(),
+                known,
+            }
         })
     }
 }
@@ -183,6 +188,62 @@ fn by_id<'a, T>(items: &'a [T], id: &str, key: impl Fn(&T) -> &String) -> Result
         .iter()
         .find(|x| key(x) == id)
         .ok_or_else(|| join_ids(items.iter().map(|x| key(x).as_str())))
+}
+
+/// The entry of `items` that `name` names: its id, one of its aliases, or either written as
+/// published names write it (any case, an organisation prefix, `_` for `-`, and suffixes such
+/// as `-Instruct` or `-v0.1`), as in `meta-llama/Meta-Llama-3.1-70B-Instruct`. Otherwise the
+/// list of ids that exist.
+fn by_name<'a, T>(
+    items: &'a [T],
+    name: &str,
+    id: impl Fn(&T) -> &String,
+    aliases: impl Fn(&T) -> &[String],
+) -> Result<&'a T, String> {
+    if let Ok(x) = by_id(items, name, &id) {
+        return Ok(x);
+    }
+    let want = normalized(name);
+    items
+        .iter()
+        .find(|x| normalized(id(x)) == want || aliases(x).iter().any(|a| normalized(a) == want))
+        .ok_or_else(|| join_ids(items.iter().map(|x| id(x).as_str())))
+}
+
+/// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces,
+/// without a leading `meta-` and trailing `-instruct`, `-chat`, `-hf`, `-it` or version tags.
+fn normalized(name: &str) -> String {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let mut s: String = base
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == ' ' { '-' } else { c })
+        .collect();
+    if let Some(rest) = s.strip_prefix("meta-") {
+        s = rest.to_string();
+    }
+    loop {
+        let before = s.len();
+        for suffix in ["-instruct", "-chat", "-hf", "-it"] {
+            if let Some(rest) = s.strip_suffix(suffix) {
+                s = rest.to_string();
+            }
+        }
+        // A version tag such as `-v0.1` or `-2507`.
+        if let Some((head, tail)) = s.rsplit_once('-') {
+            let tag = tail.strip_prefix('v').unwrap_or(tail);
+            let versionish = !tag.is_empty()
+                && tag.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && (tail.starts_with('v') || tag.len() == 4);
+            if versionish {
+                s = head.to_string();
+            }
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
 }
 
 /// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.

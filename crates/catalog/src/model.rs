@@ -22,6 +22,10 @@ pub enum AttentionKind {
 pub struct Model {
     /// Short id used on the command line, e.g. `llama-3.1-70b`.
     pub id: String,
+    /// Other names the model goes by, accepted wherever the id is (published names are also
+    /// matched loosely: see [`crate::Catalog::model`]).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Model family.
     #[serde(default)]
     pub family: String,

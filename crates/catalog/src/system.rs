@@ -98,6 +98,9 @@ pub struct Price {
 pub struct System {
     /// Short id used on the command line, e.g. `h100-sxm`, `cs3`.
     pub id: String,
+    /// Other names the system goes by (`h100`, `wse-3`), accepted wherever the id is.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Maker.
     pub vendor: String,
     /// Architecture family.

@@ -230,6 +230,47 @@ fn unknown_ids_list_what_exists() {
 }
 
 #[test]
+fn published_names_and_aliases_find_their_entries() {
+    let cat = Catalog::builtin().expect("catalog");
+    for (name, id) in [
+        ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b"),
+        ("deepseek-ai/DeepSeek-R1-0528", "deepseek-r1"),
+        (
+            "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+            "llama-4-maverick",
+        ),
+        ("openai/gpt-oss-120b", "gpt-oss-120b"),
+    ] {
+        assert_eq!(cat.model(name).expect(name).id, id);
+    }
+    for (name, id) in [
+        ("H100", "h100-sxm"),
+        ("WSE-3", "cs3"),
+        ("GB200-NVL72", "gb200"),
+    ] {
+        assert_eq!(cat.system(name).expect(name).id, id);
+    }
+    // Near misses are still refused: a size is never dropped.
+    assert!(cat.model("llama-3.1-7b").is_err());
+    assert!(cat.system("h300").is_err());
+    // No two entries answer to the same name.
+    let mut seen = std::collections::BTreeMap::new();
+    for s in cat.systems() {
+        for n in std::iter::once(&s.id).chain(&s.aliases) {
+            let owner = seen.insert(n.to_ascii_lowercase(), s.id.clone());
+            assert!(owner.is_none_or(|o| o == s.id), "{n} names two systems");
+        }
+    }
+    for m in cat.models() {
+        assert_eq!(cat.model(&m.id).expect("own id").id, m.id);
+        for a in &m.aliases {
+            assert_eq!(cat.model(a).expect("alias").id, m.id);
+        }
+    }
+}
+
+#[test]
 fn precisions_parse_and_size() {
     assert_eq!("FP8".parse::<Precision>().expect("fp8"), Precision::Fp8);
     assert_eq!("mxfp4".parse::<Precision>().expect("fp4"), Precision::Fp4);

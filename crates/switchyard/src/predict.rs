@@ -104,6 +104,8 @@ impl Workload {
             None => None,
             Some(id) => Some(cat.workload(id).map_err(usage)?),
         };
+        // The model may be given by an alias or a published name; compare catalog ids.
+        let model = cat.model(model).map_or(model, |m| m.id.as_str());
         if let Some(w) = w.filter(|w| w.model != model) {
             return Err(usage(format!(
                 "workload `{}` runs `{}`, not `{model}`: pass --model {} or leave out --workload",
