@@ -159,7 +159,7 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::UnknownSystem`], listing the ids that exist.
     pub fn system(&self, id: &str) -> Result<&System, CatalogError> {
-        by_name(&self.systems, id, |s| &s.id, |s| &s.aliases).map_err(|known| {
+        by_name(&self.systems, id, |s| &s.id, |s| &s.aliases, false).map_err(|known| {
             CatalogError::UnknownSystem {
                 id: id.to_string(),
                 known,
@@ -173,7 +173,7 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::UnknownModel`], listing the ids that exist.
     pub fn model(&self, id: &str) -> Result<&Model, CatalogError> {
-        by_name(&self.models, id, |m| &m.id, |m| &m.aliases).map_err(|known| {
+        by_name(&self.models, id, |m| &m.id, |m| &m.aliases, true).map_err(|known| {
             CatalogError::UnknownModel {
                 id: id.to_string(),
                 known,
@@ -191,28 +191,35 @@ fn by_id<'a, T>(items: &'a [T], id: &str, key: impl Fn(&T) -> &String) -> Result
 }
 
 /// The entry of `items` that `name` names: its id, one of its aliases, or either written as
-/// published names write it (any case, an organisation prefix, `_` for `-`, and suffixes such
-/// as `-Instruct` or `-v0.1`), as in `meta-llama/Meta-Llama-3.1-70B-Instruct`. Otherwise the
-/// list of ids that exist.
+/// published names write it (any case, an organisation prefix, `_` for `-`, and for models
+/// suffixes such as `-Instruct`, `-v0.1` or a `-0528` date), as in
+/// `meta-llama/Meta-Llama-3.1-70B-Instruct`. A loose name that fits more than one entry fits
+/// none. Otherwise the list of ids that exist.
 fn by_name<'a, T>(
     items: &'a [T],
     name: &str,
     id: impl Fn(&T) -> &String,
     aliases: impl Fn(&T) -> &[String],
+    model_names: bool,
 ) -> Result<&'a T, String> {
     if let Ok(x) = by_id(items, name, &id) {
         return Ok(x);
     }
-    let want = normalized(name);
-    items
+    let key = |n: &str| normalized(n, model_names);
+    let want = key(name);
+    let mut found = items
         .iter()
-        .find(|x| normalized(id(x)) == want || aliases(x).iter().any(|a| normalized(a) == want))
-        .ok_or_else(|| join_ids(items.iter().map(|x| id(x).as_str())))
+        .filter(|x| key(id(x)) == want || aliases(x).iter().any(|a| key(a) == want));
+    match (found.next(), found.next()) {
+        (Some(x), None) => Ok(x),
+        _ => Err(join_ids(items.iter().map(|x| id(x).as_str()))),
+    }
 }
 
-/// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces,
-/// without a leading `meta-` and trailing `-instruct`, `-chat`, `-hf`, `-it` or version tags.
-fn normalized(name: &str) -> String {
+/// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces.
+/// For models also without a leading `meta-` and trailing `-instruct`, `-chat`, `-hf`, `-it`,
+/// a dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
+fn normalized(name: &str, model_names: bool) -> String {
     let base = name.rsplit('/').next().unwrap_or(name);
     let mut s: String = base
         .trim()
@@ -220,6 +227,9 @@ fn normalized(name: &str) -> String {
         .chars()
         .map(|c| if c == '_' || c == ' ' { '-' } else { c })
         .collect();
+    if !model_names {
+        return s;
+    }
     if let Some(rest) = s.strip_prefix("meta-") {
         s = rest.to_string();
     }
@@ -230,13 +240,12 @@ fn normalized(name: &str) -> String {
                 s = rest.to_string();
             }
         }
-        // A version tag such as `-v0.1` or `-2507`.
         if let Some((head, tail)) = s.rsplit_once('-') {
-            let tag = tail.strip_prefix('v').unwrap_or(tail);
-            let versionish = !tag.is_empty()
-                && tag.chars().all(|c| c.is_ascii_digit() || c == '.')
-                && (tail.starts_with('v') || tag.len() == 4);
-            if versionish {
+            let dotted = tail.strip_prefix('v').is_some_and(|v| {
+                v.contains('.') && v.chars().all(|c| c.is_ascii_digit() || c == '.')
+            });
+            let date = tail.len() == 4 && tail.chars().all(|c| c.is_ascii_digit());
+            if dotted || date {
                 s = head.to_string();
             }
         }

@@ -79,7 +79,7 @@ impl FromStr for Precision {
             }
             "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
             "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
-            "int4" | "i4" | "w4a16" | "awq" | "gptq" => Precision::Int4,
+            "int4" | "i4" => Precision::Int4,
             _ => return Err(UnknownPrecision(s.to_string())),
         })
     }

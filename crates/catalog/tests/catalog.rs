@@ -181,6 +181,19 @@ sources = ["https://example.org/acme"]
     assert_eq!(cat.systems().len(), before + 1);
     assert_eq!(cat.system("h100-sxm").expect("replaced").memory_gb, 96.0);
     assert_eq!(cat.system("my-chip").expect("added").kind, SystemKind::Gpu);
+    // Loose lookups keep every digit of a system's name, and refuse a name two entries share.
+    let chip = |id: &str, alias: &str| {
+        format!("[[system]]\nid = \"{id}\"\naliases = [\"{alias}\"]\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 24.0\nmemory_bw_tb_s = 1.0\ndense_tflops = {{ bf16 = 100.0 }}\nchips_per_system = 1\nsources = [\"https://example.org\"]\n")
+    };
+    let two = format!("{}{}", chip("rtx-4090", "ada"), chip("rtx-5090", "ada"));
+    cat.extend_from_toml(&two, "user.toml").expect("extends");
+    assert_eq!(cat.system("RTX-4090").expect("case").id, "rtx-4090");
+    assert_eq!(cat.system("RTX_5090").expect("underscore").id, "rtx-5090");
+    assert!(cat.system("rtx").is_err());
+    assert!(
+        cat.system("ada").is_err(),
+        "an alias two systems share names neither"
+    );
 }
 
 #[test]
@@ -281,11 +294,12 @@ fn precisions_parse_and_size() {
         ("e4m3", Precision::Fp8),
         ("W8A8", Precision::Int8),
         ("nvfp4", Precision::Fp4),
-        ("w4a16", Precision::Int4),
     ] {
         assert_eq!(alias.parse::<Precision>().expect(alias), p);
     }
     assert!("fp3".parse::<Precision>().is_err());
+    // Weight-only 4-bit formats compute in 16 bits, which no one precision describes.
+    assert!("w4a16".parse::<Precision>().is_err());
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);
 }

@@ -95,7 +95,7 @@ impl Key {
             tokens_per_minute,
             requests: Bucket::full(requests_per_minute),
             tokens: Bucket::full(tokens_per_minute),
-            accepted: crate::metrics::key_requests(name, "accepted"),
+            accepted: crate::metrics::key_requests(name, "admitted"),
             limited: crate::metrics::key_requests(name, "rate_limited"),
             tokens_in: crate::metrics::key_tokens(name, "input"),
             tokens_out: crate::metrics::key_tokens(name, "output"),
@@ -140,10 +140,18 @@ impl Key {
     }
 }
 
-/// Every key, by secret.
-#[derive(Debug, Default)]
+/// Every key, by secret. Its `Debug` output names the keys and never shows a secret.
+#[derive(Default)]
 pub struct Keys {
     by_secret: HashMap<String, Arc<Key>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.by_secret.values().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        f.debug_struct("Keys").field("names", &names).finish()
+    }
 }
 
 impl Keys {
@@ -162,9 +170,11 @@ impl Keys {
     /// # Errors
     /// A 401 in OpenAI's shape when the header is missing, not a bearer token, or unknown.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Key>, ApiError> {
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
         authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .and_then(|secret| self.by_secret.get(secret.trim()))
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, secret)| self.by_secret.get(secret.trim()))
             .cloned()
             .ok_or_else(ApiError::unauthorized)
     }

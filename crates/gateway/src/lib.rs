@@ -164,7 +164,8 @@ fn client_keys(
         }
         let secret = std::env::var(&k.key_env)
             .ok()
-            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 err(
                     "key_env",
@@ -186,7 +187,7 @@ fn client_keys(
             }
         }
         out.insert(
-            secret.trim().to_string(),
+            secret,
             keys::Key::new(
                 &k.name,
                 k.models.iter().cloned().collect(),

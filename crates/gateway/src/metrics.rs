@@ -15,7 +15,8 @@ pub const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
 pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
 /// Whole request duration, seconds (`gen_ai.server.request.duration`).
 pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
-/// Requests answered, by `outcome` (`ok`, `client_error`, `failed`).
+/// Requests answered, by `outcome`: `ok`, `client_error`, `failed` and `cancelled` for those a
+/// deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
 pub const REQUESTS: &str = "switchyard_requests_total";
 /// Attempts on a deployment that failed (connect error, 429, 5xx, timeout, broken stream).
 pub const ERRORS: &str = "switchyard_upstream_errors_total";
@@ -27,7 +28,8 @@ pub const FALLBACKS: &str = "switchyard_fallbacks_total";
 pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them.
 pub const TOKENS: &str = "switchyard_tokens_total";
-/// Requests per client key, by `key` (its name) and `outcome` (`accepted`, `rate_limited`).
+/// Requests per client key, by `key` (its name) and `outcome`: `admitted` past the key's limits
+/// (the request may still be refused for its body or model), or `rate_limited`.
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 /// Tokens per client key, by `key` and `type` (`input`, `output`).
 pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
@@ -147,7 +149,6 @@ impl Labels {
     }
 }
 
-/// A request that no deployment answered.
 /// The request counter of client key `key` for `outcome`.
 pub fn key_requests(key: &str, outcome: &'static str) -> Counter {
     counter!(

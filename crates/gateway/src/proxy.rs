@@ -465,7 +465,7 @@ pub(crate) async fn handle(
                 let ttft = t0.elapsed().as_secs_f64();
                 route.router().first_token(i, ttft);
                 d.labels.ttft(ttft);
-                let mut relayer = Relayer::new(
+                let relayer = Relayer::new(
                     Arc::clone(&gw),
                     req.model.clone(),
                     i,
@@ -474,8 +474,8 @@ pub(crate) async fn handle(
                     t0,
                     t_start,
                     req.prompt_tokens,
+                    key.clone(),
                 );
-                relayer.key = key.clone();
                 // The relay runs inside the response body: each chunk the client's
                 // connection asks for pulls the next from the provider, with no task or
                 // channel between them, and a client that leaves drops the relay.
@@ -563,6 +563,7 @@ impl Relayer {
         t0: Instant,
         t_start: Instant,
         prompt_tokens: u32,
+        key: Option<Arc<crate::keys::Key>>,
     ) -> Self {
         let http = matches!(relay, Relay::Http(..));
         let mut r = Relayer {
@@ -577,7 +578,7 @@ impl Relayer {
             prompt_tokens,
             tokens: 0,
             finished: false,
-            key: None,
+            key,
         };
         if http {
             r.absorb(first);

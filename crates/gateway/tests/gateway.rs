@@ -425,6 +425,11 @@ async fn client_keys_authenticate_limit_models_and_rate() {
     );
     let (url, gw) = start(&text).await;
     assert!(gw.requires_keys());
+    let debug = format!("{gw:?}");
+    assert!(
+        debug.contains("team-a") && !debug.contains("secret-a"),
+        "{debug}"
+    );
     let client = reqwest::Client::new();
     let ask = |key: Option<&'static str>, model: &'static str| {
         let mut r = client.post(format!("{url}/chat/completions")).body(format!(
@@ -443,6 +448,15 @@ async fn client_keys_authenticate_limit_models_and_rate() {
             serde_json::from_str(&r.text().await.expect("body")).expect("json");
         assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
     }
+    // The scheme name is case-insensitive.
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .header("authorization", "bearer secret-b")
+        .body(r#"{"model":"small","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
     // team-b may use `small` only; `big` is answered as a model it cannot see.
     assert_eq!(
         ask(Some("secret-b"), "small").await.expect("sent").status(),

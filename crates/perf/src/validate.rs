@@ -192,9 +192,27 @@ fn canonical_metric(name: &str) -> (&str, f64) {
 /// the chips the other degrees already count, so `ep` parts (`ep`, `ep8`, `tp8-ep8`) add
 /// nothing to the layout and are dropped; what remains is read as `tp`/`pp`/`dp` degrees.
 fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
-    let kept: Vec<&str> = cell
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("ep"))
+    // Parts are separated by punctuation or written together (`tp8ep8`): a letter after a
+    // digit starts a new part.
+    let mut parts: Vec<String> = Vec::new();
+    let mut prev_digit = false;
+    for c in cell.chars() {
+        if !c.is_ascii_alphanumeric() {
+            prev_digit = false;
+            parts.push(String::new());
+            continue;
+        }
+        if parts.is_empty() || (prev_digit && c.is_ascii_alphabetic()) {
+            parts.push(String::new());
+        }
+        if let Some(p) = parts.last_mut() {
+            p.push(c.to_ascii_lowercase());
+        }
+        prev_digit = c.is_ascii_digit();
+    }
+    let kept: Vec<String> = parts
+        .into_iter()
+        .filter(|p| !p.is_empty() && !p.starts_with("ep"))
         .collect();
     if kept.is_empty() {
         return Ok(None);

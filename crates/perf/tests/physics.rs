@@ -388,7 +388,7 @@ fn parallel_cells_drop_expert_parallel_parts_and_keep_the_rest() {
     let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
     let text = format!(
         "{header}ep,h200,8,deepseek-r1,fp8,ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
-         tpep,h200,8,deepseek-r1,fp8,tp8-ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
+         tpep,h200,8,deepseek-r1,fp8,tp8ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
          spaced,h200,8,llama-3.1-70b,fp8,tp4 pp2,none,1,1000,100,decode_tok_s_per_user,1,x,x,x,x\n\
          bad,h200,8,llama-3.1-70b,fp8,tq4,none,1,1000,100,decode_tok_s_per_user,1,x,x,x,x\n"
     );

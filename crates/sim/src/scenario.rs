@@ -34,7 +34,7 @@ pub struct ScenarioFile {
     /// Last arrival time in seconds (default: the end of the trace, or `requests`).
     #[serde(default)]
     pub duration_s: Option<f64>,
-    /// Seconds of warm-up: requests arriving earlier are simulated but also reported apart,
+    /// Seconds of warm-up: requests arriving later are also reported as a group of their own,
     /// so that percentiles can leave out the start from an empty fleet.
     #[serde(default)]
     pub warmup_s: Option<Spanned<f64>>,
