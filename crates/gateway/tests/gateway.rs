@@ -28,6 +28,24 @@ async fn start(text: &str) -> (String, Arc<Gateway>) {
     (format!("http://{addr}/v1"), gw)
 }
 
+/// A two-token chat request for `model` carrying one extra header.
+async fn chat_with_header(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    (name, value): (&str, &str),
+) -> reqwest::Response {
+    client
+        .post(format!("{url}/chat/completions"))
+        .header(name, value)
+        .body(format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":2}}"#
+        ))
+        .send()
+        .await
+        .expect("sent")
+}
+
 fn emulated(name: &str, system: &str, faults: &str) -> String {
     format!(
         "[[provider]]\nname = \"{name}\"\nkind = \"emulated\"\nsystem = \"{system}\"\nchips = 1\n[provider.faults]\n{faults}\n"
@@ -333,13 +351,7 @@ async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
     );
     let (url, _gw) = start(&text).await;
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{url}/chat/completions"))
-        .header("x-switchyard-ttft-ms", "100")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .send()
-        .await
-        .expect("sent");
+    let r = chat_with_header(&client, &url, "m", ("x-switchyard-ttft-ms", "100")).await;
     assert_eq!(r.status(), 200);
     let bad = client
         .post(format!("{url}/chat/completions"))
@@ -449,13 +461,7 @@ async fn client_keys_authenticate_limit_models_and_rate() {
         assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
     }
     // The scheme name is case-insensitive.
-    let r = client
-        .post(format!("{url}/chat/completions"))
-        .header("authorization", "bearer secret-b")
-        .body(r#"{"model":"small","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .send()
-        .await
-        .expect("sent");
+    let r = chat_with_header(&client, &url, "small", ("authorization", "bearer secret-b")).await;
     assert_eq!(r.status(), 200);
     // team-b may use `small` only; `big` is answered as a model it cannot see.
     assert_eq!(
