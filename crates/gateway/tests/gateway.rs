@@ -591,3 +591,30 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
         &["line 15", "models", "other"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_may_speak_http2_without_tls() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    // Two streams on one connection, the second started while the first is under way.
+    let ask = || {
+        client
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"stream":true}"#)
+            .send()
+    };
+    let (a, b) = tokio::join!(ask(), ask());
+    for r in [a.expect("sent"), b.expect("sent")] {
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.expect("body").contains("[DONE]"));
+    }
+}
