@@ -130,10 +130,16 @@ pub struct ClassSpec {
     pub name: String,
     /// Catalog model it uses.
     pub model: String,
-    /// Prompt tokens per request.
-    pub isl: u32,
-    /// Output tokens per request.
-    pub osl: u32,
+    /// Prompt tokens per request (default: the workload's mean).
+    #[serde(default)]
+    pub isl: Option<u32>,
+    /// Output tokens per request (default: the workload's mean).
+    #[serde(default)]
+    pub osl: Option<u32>,
+    /// A benchmark workload of the catalog (`switchyard catalog workloads`) whose mean lengths
+    /// stand for this class's requests where `isl` or `osl` is not given.
+    #[serde(default)]
+    pub workload: Option<String>,
     /// Time-to-first-token target, ms.
     pub ttft_ms: f64,
     /// Time-per-output-token target, ms.
@@ -268,7 +274,14 @@ impl PlanFile {
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
                 ));
             }
-            if s.ttft_ms <= 0.0 || s.tpot_ms <= 0.0 || s.isl == 0 || s.osl == 0 {
+            if (s.isl.is_none() || s.osl.is_none()) && s.workload.is_none() {
+                return Err(err(
+                    &c.span(),
+                    "isl",
+                    format!("class `{}`: give `isl` and `osl`, or a `workload`", s.name),
+                ));
+            }
+            if s.ttft_ms <= 0.0 || s.tpot_ms <= 0.0 || s.isl == Some(0) || s.osl == Some(0) {
                 return Err(err(
                     &c.span(),
                     "ttft_ms",

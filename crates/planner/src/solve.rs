@@ -1,9 +1,10 @@
 //! From a scenario to options, and per phase the cheapest mix of options that keeps every
 //! rule, by mixed-integer programming; when none exists, what is missing and which rule binds.
 
-use crate::scenario::{line_of_field, MwIs, PlanFile, Rules, WhatIf};
+use crate::scenario::{line_of_field, ClassSpec, MwIs, PlanFile, Rules, WhatIf};
 use crate::{Buy, Candidate, ClassOutcome, PhasePlan, PlanError, ProviderUse};
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use switchyard_catalog::Workload;
 use switchyard_perf::{best_deployment, Catalog, Deployment, Objective, Params, Query, System};
 use switchyard_replica::EngineConfig;
 
@@ -107,6 +108,43 @@ pub(crate) fn systems_on_offer(
     Ok(out)
 }
 
+/// A class's prompt and output lengths: its own where given, else its workload's means
+/// (rounded to whole tokens). Errors name the field at fault.
+fn class_lengths(c: &ClassSpec, catalog: &Catalog) -> Result<(u32, u32), (&'static str, String)> {
+    let w = match &c.workload {
+        None => None,
+        Some(id) => {
+            let w = catalog
+                .workload(id)
+                .map_err(|e| ("workload", e.to_string()))?;
+            let model = catalog
+                .model(&c.model)
+                .map_or(c.model.as_str(), |m| m.id.as_str());
+            if w.model != model {
+                return Err((
+                    "workload",
+                    format!("workload `{id}` runs `{}`, not `{model}`", w.model),
+                ));
+            }
+            Some(w)
+        }
+    };
+    let mean = |given: Option<u32>, field: &'static str, of: fn(&Workload) -> Option<f64>| {
+        given
+            .or_else(|| w.and_then(of).map(|v| v.round().max(1.0) as u32))
+            .ok_or_else(|| {
+                (
+                    field,
+                    format!("no `{field}`, and the workload gives no mean"),
+                )
+            })
+    };
+    Ok((
+        mean(c.isl, "isl", |w| w.isl)?,
+        mean(c.osl, "osl", |w| w.osl)?,
+    ))
+}
+
 impl<'a> Model<'a> {
     pub(crate) fn build(
         file: &PlanFile,
@@ -122,19 +160,28 @@ impl<'a> Model<'a> {
         let classes: Vec<ClassM> = file
             .classes
             .iter()
-            .map(|c| {
-                let c = c.get_ref();
-                ClassM {
+            .map(|cs| {
+                let c = cs.get_ref();
+                let (isl, osl) =
+                    class_lengths(c, catalog).map_err(|(field, m)| PlanError::Scenario {
+                        origin: origin.to_string(),
+                        message: format!(
+                            "line {}, field `{field}`: class `{}`: {m}",
+                            line_of_field(text, &cs.span(), field),
+                            c.name
+                        ),
+                    })?;
+                Ok(ClassM {
                     name: c.name.clone(),
-                    isl: c.isl,
-                    osl: c.osl,
+                    isl,
+                    osl,
                     ttft_s: c.ttft_ms / 1000.0,
                     tpot_s: c.tpot_ms / 1000.0,
                     percentile: c.percentile,
                     demand: c.demand_tok_s.iter().map(|d| d * x).collect(),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, PlanError>>()?;
         let mut providers = Vec::new();
         let mut index = vec![usize::MAX; file.providers.len()];
         for (i, sp) in file.providers.iter().enumerate() {
@@ -177,7 +224,7 @@ impl<'a> Model<'a> {
                     ),
                 })?;
                 let tag = format!("{} {} for {}", spec.name, system.id, c.name);
-                let (isl, osl) = (f64::from(c.isl), f64::from(c.osl));
+                let (isl, osl) = (f64::from(class.isl), f64::from(class.osl));
                 let q = Query {
                     model,
                     system,

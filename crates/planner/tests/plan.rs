@@ -257,6 +257,49 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("[rules]", "[rules]\nspeed = 3"),
         &["line 3", "speed"],
     );
+    check(
+        &good.replace("isl = 1000\nosl = 200\n", ""),
+        &["line 18", "isl", "or a `workload`"],
+    );
+    check(
+        &good.replace("isl = 1000\n", "workload = \"mlperf-llama2-70b\"\n"),
+        &[
+            "line 21",
+            "field `workload`",
+            "runs `llama-2-70b`, not `llama-3.1-8b`",
+        ],
+    );
+    check(
+        &good.replace("isl = 1000\n", "workload = \"mlperf-none\"\n"),
+        &[
+            "line 21",
+            "field `workload`",
+            "unknown workload `mlperf-none`",
+        ],
+    );
+}
+
+#[test]
+fn a_class_may_take_its_lengths_from_a_benchmark_workload() {
+    let good = small(2.0, 1000.0, 0.0, 5.0);
+    let by_workload = good
+        .replace(
+            "model = \"llama-3.1-8b\"",
+            "model = \"meta-llama/Llama-3.1-8B-Instruct\"",
+        )
+        .replace(
+            "isl = 1000\nosl = 200\n",
+            "workload = \"mlperf-llama3.1-8b\"\n",
+        );
+    let stated = good
+        .replace("isl = 1000", "isl = 871")
+        .replace("osl = 200", "osl = 82");
+    let a = run(&by_workload, &WhatIf::default()).expect("plans");
+    let b = run(&stated, &WhatIf::default()).expect("plans");
+    // The workload's means (870.7 in, 81.6 out, rounded) plan exactly as the same numbers do.
+    assert_eq!(format!("{:?}", a.phases), format!("{:?}", b.phases));
+    let c = run(&good, &WhatIf::default()).expect("plans");
+    assert_ne!(format!("{:?}", a.phases), format!("{:?}", c.phases));
 }
 
 #[test]
