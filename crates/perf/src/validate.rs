@@ -23,6 +23,7 @@
 //! - `offline`, `server` and `interactive` are MLPerf Inference's scenario names: where the
 //!   catalog holds MLPerf's workload for the row's model, blank lengths take its dataset's mean
 //!   lengths and the latency scenarios its p99 TTFT and TPOT limits (see [`scenario_limits`]);
+//!   an `interactive` row whose model has no interactive limits in the catalog is skipped;
 //! - other blank lengths take the default input and output lengths;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
