@@ -300,17 +300,8 @@ impl Gateway {
                             let (isl, osl) =
                                 (f64::from(params.default_isl), f64::from(params.default_osl));
                             let q = Query {
-                                model,
-                                system,
                                 chips: p.chips,
-                                precision: None,
-                                layout: None,
-                                concurrency: 1.0,
-                                isl,
-                                osl,
-                                speculative: None,
-                                tpot_limit: None,
-                                ttft_limit: None,
+                                ..Query::new(model, system, isl, osl)
                             };
                             let mut dep = best_deployment(&q, params, Objective::Throughput)
                                 .map_err(|e| err("system", e.to_string()))?;

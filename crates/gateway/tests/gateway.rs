@@ -129,17 +129,13 @@ async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
     let (url, _gw) = start(&text).await;
     let (cat, p) = statics();
     let q = Query {
-        model: cat.model("llama-3.1-8b").expect("model"),
-        system: cat.system("h100-sxm").expect("system"),
         chips: Some(1),
-        precision: None,
-        layout: None,
-        concurrency: 1.0,
-        isl: f64::from(p.default_isl),
-        osl: f64::from(p.default_osl),
-        speculative: None,
-        tpot_limit: None,
-        ttft_limit: None,
+        ..Query::new(
+            cat.model("llama-3.1-8b").expect("model"),
+            cat.system("h100-sxm").expect("system"),
+            f64::from(p.default_isl),
+            f64::from(p.default_osl),
+        )
     };
     let d = best_deployment(&q, p, Objective::Throughput).expect("deployment");
     let n = 60u32;
@@ -226,13 +222,7 @@ async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
     let (url, _gw) = start(&text).await;
     let client = reqwest::Client::new();
     for class in ["interactive", "interactive", "batch"] {
-        let r = client
-            .post(format!("{url}/chat/completions"))
-            .header("x-switchyard-class", class)
-            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-            .send()
-            .await
-            .expect("sent");
+        let r = chat_with_header(&client, &url, "m", ("x-switchyard-class", class)).await;
         assert_eq!(r.status(), 200);
     }
     let health = client
@@ -353,13 +343,7 @@ async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
     let client = reqwest::Client::new();
     let r = chat_with_header(&client, &url, "m", ("x-switchyard-ttft-ms", "100")).await;
     assert_eq!(r.status(), 200);
-    let bad = client
-        .post(format!("{url}/chat/completions"))
-        .header("x-switchyard-ttft-ms", "soon")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .send()
-        .await
-        .expect("sent");
+    let bad = chat_with_header(&client, &url, "m", ("x-switchyard-ttft-ms", "soon")).await;
     assert_eq!(bad.status(), 400);
     let health = client
         .get(url.replace("/v1", "/health"))

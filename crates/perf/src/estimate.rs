@@ -33,11 +33,28 @@ pub struct Query<'a> {
     pub ttft_limit: Option<f64>,
 }
 
-impl Query<'_> {
-    /// The highest throughput of `d` within the query's limits, or `None` when even one
-    /// request per replica misses them.
-    fn peak_within(&self, d: &Deployment<'_>, p: &Params) -> Option<Operating> {
-        d.max_throughput_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
+impl<'a> Query<'a> {
+    /// `model` on `system` with `isl` prompt and `osl` output tokens, everything else chosen
+    /// by the search: one request, no speculation, no latency limits.
+    pub fn new(model: &'a Model, system: &'a System, isl: f64, osl: f64) -> Self {
+        Query {
+            model,
+            system,
+            chips: None,
+            precision: None,
+            layout: None,
+            concurrency: 1.0,
+            isl,
+            osl,
+            speculative: None,
+            tpot_limit: None,
+            ttft_limit: None,
+        }
+    }
+
+    /// The peak of `d` within the query's limits, and whether it meets them.
+    fn peak(&self, d: &Deployment<'_>, p: &Params) -> (Operating, bool) {
+        d.peak_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
     }
 }
 
@@ -247,14 +264,10 @@ pub fn best_deployment<'a>(
         let score = match objective {
             Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
             // A layout that meets the limits beats any that does not.
-            Objective::Throughput => q.peak_within(&d, p).map_or_else(
-                || {
-                    d.at_concurrency(p, f64::from(d.layout.dp), q.isl, q.osl)
-                        .throughput_tok_s
-                        * 1e-9
-                },
-                |op| op.throughput_tok_s,
-            ),
+            Objective::Throughput => match q.peak(&d, p) {
+                (op, true) => op.throughput_tok_s,
+                (op, false) => op.throughput_tok_s * 1e-9,
+            },
         };
         if best.as_ref().is_none_or(|(s, _)| score > *s * 1.0001) {
             best = Some((score, d));
@@ -281,9 +294,7 @@ pub fn best_deployment<'a>(
 pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estimate, PerfError> {
     let d = best_deployment(q, p, objective)?;
     let at = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
-    let within = q.peak_within(&d, p);
-    let peak_meets_limits = within.is_some();
-    let peak = within.unwrap_or_else(|| d.at_concurrency(p, f64::from(d.layout.dp), q.isl, q.osl));
+    let (peak, peak_meets_limits) = q.peak(&d, p);
     let util = |op: &Operating| op.throughput_tok_s / peak.throughput_tok_s.max(f64::MIN_POSITIVE);
     Ok(Estimate {
         model: q.model.id.clone(),

@@ -98,8 +98,26 @@ impl Deployment<'_> {
         osl: f64,
         tpot_limit: Option<f64>,
     ) -> Operating {
-        self.max_throughput_within(p, isl, osl, tpot_limit, None)
-            .unwrap_or_else(|| self.at_concurrency(p, f64::from(self.layout.dp), isl, osl))
+        self.peak_within(p, isl, osl, tpot_limit, None).0
+    }
+
+    /// The highest throughput within both limits and `true`; when even one request per
+    /// replica misses them, that lightest load and `false`.
+    pub fn peak_within(
+        &self,
+        p: &Params,
+        isl: f64,
+        osl: f64,
+        tpot_limit: Option<f64>,
+        ttft_limit: Option<f64>,
+    ) -> (Operating, bool) {
+        match self.max_throughput_within(p, isl, osl, tpot_limit, ttft_limit) {
+            Some(op) => (op, true),
+            None => (
+                self.at_concurrency(p, f64::from(self.layout.dp), isl, osl),
+                false,
+            ),
+        }
     }
 
     /// The highest throughput at which both the time per output token and the time to first

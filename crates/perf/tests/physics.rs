@@ -30,17 +30,13 @@ fn cat() -> Catalog {
 
 fn query<'a>(cat: &'a Catalog, model: &str, system: &str, chips: Option<u32>) -> Query<'a> {
     Query {
-        model: cat.model(model).expect("model"),
-        system: cat.system(system).expect("system"),
         chips,
-        precision: None,
-        layout: None,
-        concurrency: 1.0,
-        isl: 1024.0,
-        osl: 512.0,
-        speculative: None,
-        tpot_limit: None,
-        ttft_limit: None,
+        ..Query::new(
+            cat.model(model).expect("model"),
+            cat.system(system).expect("system"),
+            1024.0,
+            512.0,
+        )
     }
 }
 
@@ -263,17 +259,14 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
         .expect("workload");
     // The offline row is the peak throughput at the dataset's mean lengths.
     let q = Query {
-        model: cat.model("llama-2-70b").expect("model"),
-        system: cat.system("h100-sxm").expect("system"),
         chips: Some(8),
         precision: Some(Precision::Fp8),
-        layout: None,
-        concurrency: 1.0,
-        isl: w.isl.expect("isl"),
-        osl: w.osl.expect("osl"),
-        speculative: None,
-        tpot_limit: None,
-        ttft_limit: None,
+        ..Query::new(
+            cat.model("llama-2-70b").expect("model"),
+            cat.system("h100-sxm").expect("system"),
+            w.isl.expect("isl"),
+            w.osl.expect("osl"),
+        )
     };
     let direct = estimate(&q, &p, Objective::Throughput).expect("estimate");
     assert!((v(0) - direct.peak.throughput_tok_s).abs() < 1e-6 * v(0));

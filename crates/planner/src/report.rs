@@ -7,6 +7,22 @@ use switchyard_report::{escape, page, stacked_bars, table, Axis, Section, Series
 /// One figure of a class in a phase, charted over the phases.
 type ClassFigure = fn(&crate::ClassOutcome) -> f64;
 
+/// One series per name, its points the phases in order: `value(phase, index of the name)`.
+fn over_phases<P>(phases: &[P], names: &[String], value: impl Fn(&P, usize) -> f64) -> Vec<Series> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Series {
+            name: name.clone(),
+            points: phases
+                .iter()
+                .enumerate()
+                .map(|(j, ph)| (j as f64, value(ph, i)))
+                .collect(),
+        })
+        .collect()
+}
+
 /// The whole report page.
 pub fn html(p: &Plan) -> String {
     let phases: Vec<&crate::PhasePlan> = p
@@ -36,32 +52,10 @@ pub fn html(p: &Plan) -> String {
             .iter()
             .map(|u| u.provider.clone())
             .collect();
-        let mw: Vec<Series> = providers
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Series {
-                name: name.clone(),
-                points: phases
-                    .iter()
-                    .enumerate()
-                    .map(|(j, ph)| (j as f64, ph.providers[i].mw_used))
-                    .collect(),
-            })
-            .collect();
+        let mw = over_phases(&phases, &providers, |ph, i| ph.providers[i].mw_used);
         let classes: Vec<String> = phases[0].classes.iter().map(|c| c.class.clone()).collect();
         let per_class = |f: &dyn Fn(&crate::ClassOutcome) -> f64| -> Vec<Series> {
-            classes
-                .iter()
-                .enumerate()
-                .map(|(i, name)| Series {
-                    name: name.clone(),
-                    points: phases
-                        .iter()
-                        .enumerate()
-                        .map(|(j, ph)| (j as f64, f(&ph.classes[i])))
-                        .collect(),
-                })
-                .collect()
+            over_phases(&phases, &classes, |ph, i| f(&ph.classes[i]))
         };
         let mut charts = stacked_bars(
             "Megawatts used by provider",

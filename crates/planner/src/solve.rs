@@ -226,17 +226,8 @@ impl<'a> Model<'a> {
                 let tag = format!("{} {} for {}", spec.name, system.id, c.name);
                 let (isl, osl) = (f64::from(class.isl), f64::from(class.osl));
                 let q = Query {
-                    model,
-                    system,
-                    chips: None,
-                    precision: None,
-                    layout: None,
-                    concurrency: 1.0,
-                    isl,
-                    osl,
-                    speculative: None,
                     tpot_limit: Some(class.tpot_s),
-                    ttft_limit: None,
+                    ..Query::new(model, system, isl, osl)
                 };
                 let mut d = match best_deployment(&q, pp, Objective::Throughput) {
                     Ok(d) => d,

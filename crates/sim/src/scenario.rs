@@ -449,17 +449,11 @@ impl ScenarioFile {
                 .filter_map(|c| c.tpot_s)
                 .min_by(f64::total_cmp);
             let q = Query {
-                model,
-                system,
                 chips: s.chips,
                 precision,
                 layout: layout.map(|l| Layout { dp: 1, ..l }),
-                concurrency: 1.0,
-                isl,
-                osl,
-                speculative: None,
                 tpot_limit,
-                ttft_limit: None,
+                ..Query::new(model, system, isl, osl)
             };
             let d = best_deployment(&q, params, Objective::Throughput).map_err(|e| {
                 err(
