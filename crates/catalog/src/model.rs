@@ -106,6 +106,17 @@ impl Model {
         (self.total_params_b * 1e9 - self.routed_expert_params()).max(0.0)
     }
 
+    /// Routed-expert parameters one token uses: `experts_per_token` of the `experts` in each
+    /// MoE layer (zero for a dense model).
+    pub fn routed_active_params(&self) -> f64 {
+        if !self.is_moe() {
+            return 0.0;
+        }
+        let e = f64::from(self.experts.unwrap_or(1));
+        let k = f64::from(self.experts_per_token.unwrap_or(1)).min(e);
+        self.routed_expert_params() * k / e
+    }
+
     /// Expected routed-expert parameters read by one forward pass over `tokens` tokens,
     /// with uniform routing: each layer touches E·(1 − (1 − k/E)^tokens) distinct experts.
     pub fn touched_expert_params(&self, tokens: f64) -> f64 {

@@ -36,10 +36,16 @@ pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
     d.system.flops(d.kv).map_or_else(|| peak(d), |(f, _)| f)
 }
 
-/// Seconds of projection arithmetic (two FLOPs per active parameter per token) for `tokens`
-/// tokens on one chip of `chips`, at the weights' rate and efficiency `eff`.
+/// Seconds of matrix arithmetic (two FLOPs per parameter per token) over `params`
+/// parameters for `tokens` tokens on one chip of `chips`, at the weights' rate and
+/// efficiency `eff`.
+fn matmul_time(d: &Deployment<'_>, params: f64, tokens: f64, chips: f64, eff: f64) -> f64 {
+    tokens * 2.0 * params / (chips * peak(d) * eff)
+}
+
+/// Seconds of projection arithmetic over every active parameter.
 fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
-    tokens * 2.0 * d.model.active_params_b * 1e9 / (chips * peak(d) * eff)
+    matmul_time(d, d.model.active_params_b * 1e9, tokens, chips, eff)
 }
 
 /// Seconds of attention arithmetic for `tokens` tokens at context position `ctx` on one chip
@@ -60,14 +66,46 @@ pub(crate) fn arithmetic_time(
     linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
 }
 
+/// The weight kernels of one pass over `tokens` tokens on one chip of `chips`, each as
+/// (seconds streaming its weights, seconds of its arithmetic at efficiency `eff`): the dense
+/// projections (attention projections, dense layers, shared experts) and the routed experts,
+/// whose kernel streams every expert some token chose while each expert multiplies only its
+/// k/E share of the tokens.
+fn weight_kernels(
+    d: &Deployment<'_>,
+    p: &Params,
+    tokens: f64,
+    chips: f64,
+    eff: f64,
+) -> [(f64, f64); 2] {
+    let m = d.model;
+    let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
+    let stream = |params: f64| params * d.weights.bytes() / chips / bw;
+    let routed = m.routed_active_params();
+    [
+        (
+            stream(m.dense_params()),
+            matmul_time(d, m.active_params_b * 1e9 - routed, tokens, chips, eff),
+        ),
+        (
+            stream(m.touched_expert_params(tokens)),
+            matmul_time(d, routed, tokens, chips, eff),
+        ),
+    ]
+}
+
 /// One decode step: `batch` sequences each verifying `q` tokens at mean context `ctx`.
 ///
-/// The linear layers and attention run as separate kernels, one after the other, so each
-/// is its own roofline and their times add: the projections stream the weights once for the
-/// whole micro-batch and are bound by those bytes or by their matrix arithmetic; attention
-/// streams each sequence's KV cache and is bound by those bytes (its arithmetic is a few
-/// FLOPs per byte). Taking one roofline over the sum would let the KV stream hide behind the
-/// projections' arithmetic, which no serving engine does.
+/// The dense projections, the routed experts of a mixture-of-experts model and attention
+/// run as separate kernels, one after the other, so each is its own roofline and their
+/// times add. The dense projections stream their weights once for the whole micro-batch
+/// and are bound by those bytes or by their matrix arithmetic. The routed experts stream
+/// every expert some token chose, and each expert multiplies only its share of the tokens
+/// (k/E of them), so they stay bound by their bytes at batches where the dense projections
+/// are already bound by arithmetic. Attention streams each sequence's KV cache and is bound
+/// by those bytes (its arithmetic is a few FLOPs per byte). Taking one roofline over the
+/// sum would let the expert and KV streams hide behind the dense arithmetic, which no
+/// serving engine does.
 pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
     let pp = f64::from(d.layout.pp);
     let chips = f64::from(d.layout.replica_chips());
@@ -75,23 +113,16 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     // so each stage works on batch/pp sequences at a time.
     let micro = (batch / pp).max(1.0);
     let tokens = micro * q;
-    let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
-    let w_bytes = (d.model.dense_params() + d.model.touched_expert_params(tokens))
-        * d.weights.bytes()
-        / chips;
-    let linear = (
-        w_bytes / bw,
-        linear_time(d, tokens, chips, p.gpu_decode_flops_eff),
-    );
+    let [dense, experts] = weight_kernels(d, p, tokens, chips, p.gpu_decode_flops_eff);
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
-        kv_bytes / bw,
+        kv_bytes / (d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff),
         attention_time(d, tokens, ctx, chips, p.gpu_decode_flops_eff),
     );
     // Each kernel is bound by its own larger term; the step's bound is the kind of kernel
     // time that dominates.
     let (mut mem, mut comp) = (0.0, 0.0);
-    for (bytes, arithmetic) in [linear, attention] {
+    for (bytes, arithmetic) in [dense, experts, attention] {
         if arithmetic > bytes {
             comp += arithmetic;
         } else {
@@ -121,11 +152,14 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let tp = f64::from(d.layout.tp);
     let pp = f64::from(d.layout.pp);
     // Causal attention over a prompt of n tokens: the mean token attends to n/2 others.
-    let comp = arithmetic_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff);
-    let w_bytes =
-        (d.model.dense_params() + d.model.touched_expert_params(n)) * d.weights.bytes() / tp;
-    let mem = w_bytes / (d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff);
-    comp.max(mem)
+    // Each weight kernel is bound by its bytes or its arithmetic, as in a decode step;
+    // attention over the prompt is bound by its arithmetic.
+    let kernels: f64 = weight_kernels(d, p, n, tp, p.gpu_prefill_flops_eff)
+        .iter()
+        .map(|(bytes, arithmetic)| bytes.max(*arithmetic))
+        .sum();
+    kernels
+        + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, n, f64::from(d.model.layers))
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s

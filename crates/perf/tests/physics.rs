@@ -185,6 +185,41 @@ fn moe_decodes_faster_than_the_same_size_dense() {
 }
 
 #[test]
+fn routed_experts_stream_their_weights_even_when_the_dense_projections_are_compute_bound() {
+    // gpt-oss-120b at 2,048 tokens a step on one B200: nearly every expert is touched, so
+    // the expert kernel streams ~57 GB of FP4 weights, while the dense projections' bytes
+    // are small and their arithmetic is not. The two kernels run one after the other, so the
+    // step takes at least the dense arithmetic plus the expert stream; one roofline over
+    // both would let the stream hide behind the arithmetic.
+    let cat = cat();
+    let p = Params {
+        gpu_step_overhead_s: 0.0,
+        ..Params::default()
+    };
+    let m = cat.model("gpt-oss-120b").expect("m");
+    let s = cat.system("b200").expect("s");
+    let d = Deployment::new(m, s, Layout::replica(1, 1), Precision::Fp4).expect("d");
+    let tokens = 2048.0;
+    let bw = s.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
+    let (peak, _) = s.flops(Precision::Fp4).expect("fp4 peak");
+    let expert_stream = m.touched_expert_params(tokens) * 0.5 / bw;
+    let dense_arithmetic = 2.0 * tokens * (m.active_params_b * 1e9 - m.routed_active_params())
+        / (peak * p.gpu_decode_flops_eff);
+    let weights_stream = (m.dense_params() + m.touched_expert_params(tokens)) * 0.5 / bw;
+    let all_arithmetic = 2.0 * tokens * m.active_params_b * 1e9 / (peak * p.gpu_decode_flops_eff);
+    let step = d.decode_step(&p, tokens, 1.0).time;
+    assert!(
+        dense_arithmetic > m.dense_params() * 0.5 / bw,
+        "dense part compute-bound"
+    );
+    assert!(
+        step >= 0.999 * (dense_arithmetic + expert_stream),
+        "{step} s"
+    );
+    assert!(step > 1.1 * weights_stream.max(all_arithmetic), "{step} s");
+}
+
+#[test]
 fn speculative_decoding_speeds_a_latency_bound_wafer() {
     let cat = cat();
     let p = Params::default();
