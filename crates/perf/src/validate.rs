@@ -64,8 +64,39 @@ pub struct Point {
     pub osl: String,
     /// What was measured.
     pub metric: String,
-    /// The published value.
+    /// The published value. Thousands may be grouped with commas (`"21,805.8"`), as
+    /// published tables print them.
+    #[serde(deserialize_with = "grouped_number")]
     pub value: f64,
+}
+
+/// A number that may group its thousands with commas: `21,805.8` is 21805.8. Anything else
+/// that does not parse as a number is refused with what was found.
+fn grouped_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
+    let text = String::deserialize(de)?;
+    let t = text.trim();
+    let plain = match t.split_once('.') {
+        Some((whole, _)) if grouped(whole) => t.replace(',', ""),
+        None if grouped(t) => t.replace(',', ""),
+        _ => t.to_string(),
+    };
+    plain
+        .parse::<f64>()
+        .map_err(|_| serde::de::Error::custom(format!("field `value`: `{t}` is not a number")))
+}
+
+/// Whether `whole` is digits grouped in threes by commas (`21,805`), optionally signed.
+fn grouped(whole: &str) -> bool {
+    let digits = whole.strip_prefix('-').unwrap_or(whole);
+    let mut parts = digits.split(',');
+    let first = parts.next().unwrap_or("");
+    let rest: Vec<&str> = parts.collect();
+    !rest.is_empty()
+        && (1..=3).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_digit())
+        && rest
+            .iter()
+            .all(|p| p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Which group a row's error counts in.
@@ -385,11 +416,36 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("line 1: {e}"))?
+        .clone();
     let mut rows = Vec::new();
     for (i, rec) in reader.deserialize::<Point>().enumerate() {
         let row = rec.map_err(|e| {
-            let line = e.position().map_or(i + 2, |pos| pos.line() as usize);
-            format!("line {line}: {e}")
+            // The line from the record's byte offset: the reader's own line count is not
+            // always the record's line.
+            let line = e.position().map_or(i + 2, |pos| {
+                let at = usize::try_from(pos.byte())
+                    .unwrap_or(usize::MAX)
+                    .min(text.len());
+                1 + text.as_bytes()[..at]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+            });
+            match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => {
+                    match err
+                        .field()
+                        .and_then(|f| headers.get(usize::try_from(f).ok()?))
+                    {
+                        Some(field) => format!("line {line}, field `{field}`: {}", err.kind()),
+                        None => format!("line {line}, {}", err.kind()),
+                    }
+                }
+                _ => format!("line {line}: {e}"),
+            }
         })?;
         rows.push(row);
     }
