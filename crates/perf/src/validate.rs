@@ -376,9 +376,13 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         tpot_limit,
         ttft_limit,
     };
-    // Rows at a stated concurrency are judged at that load; peak rows search the load.
+    // Rows at a stated concurrency are judged at that load; peak rows search the load. A
+    // latency measured in a scenario run comes from the layout that run chose for its
+    // throughput.
     let objective = if opt_num(conc).is_some() && objective == Objective::Throughput {
         Objective::Latency
+    } else if scenario.is_some() {
+        Objective::Throughput
     } else {
         objective
     };
@@ -389,7 +393,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     } else {
         e.at
     };
-    let op = if metric == "tpot_ms" && scenario.is_some() {
+    // A latency measured in a scenario run is the latency at that run's load.
+    let op = if matches!(metric, "tpot_ms" | "ttft_s") && scenario.is_some() {
         e.peak
     } else {
         op

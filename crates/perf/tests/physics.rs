@@ -284,7 +284,8 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
          blank,h100-sxm,8,llama-2-70b,fp8,,none,,,,throughput_tok_s,1,x,x,x,x\n\
          inter,h100-sxm,8,llama-2-70b,fp8,,none,interactive,,,tpot_ms,1,x,x,x,x\n\
          srvtpot,h100-sxm,8,llama-2-70b,fp8,,none,server,,,tpot_ms,1,x,x,x,x\n\
-         nointer,b200,8,mixtral-8x7b,fp8,,none,interactive,,,throughput_tok_s,1,x,x,x,x\n"
+         nointer,b200,8,mixtral-8x7b,fp8,,none,interactive,,,throughput_tok_s,1,x,x,x,x\n\
+         srvttft,h100-sxm,8,llama-2-70b,fp8,,none,server,,,ttft_s,1,x,x,x,x\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -323,6 +324,21 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
     assert!(
         why.contains("interactive") && why.contains("mixtral-8x7b"),
         "{why}"
+    );
+    // A server run's TTFT is its TTFT under that run's load, queueing included, not a lone
+    // prompt's.
+    let q = Query {
+        tpot_limit: Some(0.200 * frac),
+        ttft_limit: Some(2.0 * p.server_mean_ttft_frac),
+        ..q
+    };
+    let direct = estimate(&q, &p, Objective::Throughput).expect("estimate");
+    assert!((v(7) - direct.peak.ttft_s).abs() < 1e-9, "{}", v(7));
+    assert!(
+        v(7) > direct.at.ttft_s,
+        "{} against {}",
+        v(7),
+        direct.at.ttft_s
     );
 }
 
