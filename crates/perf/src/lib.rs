@@ -24,7 +24,7 @@ mod wafer;
 pub use deploy::{Bound, Deployment, Layout, Memory, Speculative, Step};
 pub use estimate::{best_deployment, estimate, Estimate, Objective, Query};
 pub use params::Params;
-pub use serve::{Batch, Economics, Operating, RouterPriors};
+pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};
 
 /// Errors from building or estimating a deployment. Each message says what is wrong and

@@ -203,25 +203,28 @@ impl Deployment<'_> {
         let facility_w = power.map(|w| w * p.pue);
         let joules = facility_w.map(|w| w / throughput_tok_s);
         let chips = f64::from(self.layout.chips());
-        let hardware_per_hour = self.system.price.as_ref().and_then(|pr| {
-            pr.rent_usd_per_chip_hour.map(|r| r * chips).or_else(|| {
-                pr.capex_usd_per_system.map(|c| {
-                    let life = pr.life_years.unwrap_or(p.life_years);
-                    c / f64::from(self.system.chips_per_system) * chips / (life * 8760.0)
-                })
-            })
-        });
         let energy_per_hour = facility_w.map(|w| w / 1000.0 * p.usd_per_kwh);
-        let usd_per_hour = match (hardware_per_hour, energy_per_hour) {
-            (Some(h), Some(e)) => Some(h + e),
-            (Some(h), None) => Some(h),
-            _ => None,
-        };
+        // A published rental rate already pays the provider's power; an owned system pays
+        // its purchase over its life plus the electricity it draws.
+        let priced = self.system.price.as_ref().and_then(|pr| {
+            pr.rent_usd_per_chip_hour
+                .map(|r| (r * chips, CostBasis::Rent))
+                .or_else(|| {
+                    pr.capex_usd_per_system.map(|c| {
+                        let life = pr.life_years.unwrap_or(p.life_years);
+                        let capital =
+                            c / f64::from(self.system.chips_per_system) * chips / (life * 8760.0);
+                        (capital + energy_per_hour.unwrap_or(0.0), CostBasis::Owned)
+                    })
+                })
+        });
+        let usd_per_hour = priced.map(|(h, _)| h);
         Economics {
             power_w: power,
             joules_per_token: joules,
             usd_per_hour,
             usd_per_mtok: usd_per_hour.map(|h| h / (throughput_tok_s * 3600.0) * 1e6),
+            cost_basis: priced.map(|(_, b)| b),
         }
     }
 }
@@ -244,8 +247,33 @@ pub struct Economics {
     pub power_w: Option<f64>,
     /// Facility energy (IT power times PUE) per output token, in J.
     pub joules_per_token: Option<f64>,
-    /// Hardware (rent or amortised purchase) plus electricity, in USD per hour.
+    /// Hardware in USD per hour: the published rent, or the amortised purchase plus
+    /// electricity (see [`CostBasis`]).
     pub usd_per_hour: Option<f64>,
     /// USD per million output tokens.
     pub usd_per_mtok: Option<f64>,
+    /// What the cost is based on, when the system has a price.
+    pub cost_basis: Option<CostBasis>,
+}
+
+/// What a deployment's cost is based on. Systems differ in what is published: a cloud's
+/// hourly rate, a purchase price, or both; the rate wins where both are, since it is what a
+/// buyer of capacity pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostBasis {
+    /// A published hourly rental rate per chip, which includes the provider's power.
+    Rent,
+    /// The purchase price over the system's life, plus electricity at the facility's PUE.
+    Owned,
+}
+
+impl CostBasis {
+    /// The word printed beside a cost.
+    pub fn name(self) -> &'static str {
+        match self {
+            CostBasis::Rent => "rent",
+            CostBasis::Owned => "owned",
+        }
+    }
 }

@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use switchyard_perf::validate::{parse_points, run};
 use switchyard_perf::{
-    best_deployment, estimate, Catalog, Deployment, Layout, Objective, Params, PerfError,
-    Precision, Query, Speculative,
+    best_deployment, estimate, Catalog, CostBasis, Deployment, Layout, Objective, Params,
+    PerfError, Precision, Query, Speculative,
 };
 
 /// A deployment of a built-in model on a built-in system, for tests that need one.
@@ -202,14 +202,15 @@ fn routed_experts_stream_their_weights_even_when_the_dense_projections_are_compu
     let tokens = 2048.0;
     let bw = s.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
     let (peak, _) = s.flops(Precision::Fp4).expect("fp4 peak");
-    let expert_stream = m.touched_expert_params(tokens) * 0.5 / bw;
+    let expert_stream = m.touched_expert_params(tokens) * Precision::Fp4.bytes() / bw;
     let dense_arithmetic = 2.0 * tokens * (m.active_params_b * 1e9 - m.routed_active_params())
         / (peak * p.gpu_decode_flops_eff);
-    let weights_stream = (m.dense_params() + m.touched_expert_params(tokens)) * 0.5 / bw;
+    let weights_stream =
+        (m.dense_params() + m.touched_expert_params(tokens)) * Precision::Fp4.bytes() / bw;
     let all_arithmetic = 2.0 * tokens * m.active_params_b * 1e9 / (peak * p.gpu_decode_flops_eff);
     let step = d.decode_step(&p, tokens, 1.0).time;
     assert!(
-        dense_arithmetic > m.dense_params() * 0.5 / bw,
+        dense_arithmetic > m.dense_params() * Precision::Fp4.bytes() / bw,
         "dense part compute-bound"
     );
     assert!(
@@ -256,6 +257,37 @@ fn throughput_limit_is_respected_and_costs_are_positive() {
     let econ = d.economics(&p, &free, 1.0);
     assert!(econ.joules_per_token.is_some_and(|j| j > 0.0));
     assert!(econ.usd_per_mtok.is_some_and(|c| c > 0.0));
+}
+
+#[test]
+fn a_rented_system_pays_its_rate_and_an_owned_one_its_purchase_and_power() {
+    let cat = cat();
+    let p = Params::default();
+    // H100 has a published hourly rate: that is the whole cost, power included.
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-pp1", Precision::Fp8);
+    let rate = cat
+        .system("h100-sxm")
+        .expect("s")
+        .price
+        .as_ref()
+        .expect("price");
+    let e = d.economics_at(&p, 1000.0, 1.0);
+    assert_eq!(e.cost_basis, Some(CostBasis::Rent));
+    let r = rate.rent_usd_per_chip_hour.expect("rate");
+    assert!((e.usd_per_hour.expect("cost") - r).abs() < 1e-9);
+    // GB300 has only a purchase price: its amortisation plus the facility's electricity.
+    let s = cat.system("gb300").expect("s");
+    let price = s.price.as_ref().expect("price");
+    assert!(price.rent_usd_per_chip_hour.is_none());
+    let d = deployment(&cat, "llama-3.1-8b", "gb300", "tp1-pp1", Precision::Fp8);
+    let e = d.economics_at(&p, 1000.0, 1.0);
+    assert_eq!(e.cost_basis, Some(CostBasis::Owned));
+    let life = price.life_years.unwrap_or(p.life_years);
+    let capital = price.capex_usd_per_system.expect("capex")
+        / f64::from(s.chips_per_system)
+        / (life * 8760.0);
+    let power = d.full_power_w(&p).expect("power") * p.pue / 1000.0 * p.usd_per_kwh;
+    assert!((e.usd_per_hour.expect("cost") - (capital + power)).abs() < 1e-9);
 }
 
 #[test]

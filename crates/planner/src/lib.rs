@@ -59,7 +59,8 @@ pub struct Candidate {
     pub tpot_s: f64,
     /// Megawatts per replica as the provider counts them (IT or facility).
     pub mw: f64,
-    /// USD per hour per replica (hardware and electricity at full load).
+    /// USD per hour per replica at full load: the rent, or the amortised purchase plus
+    /// electricity.
     pub usd_per_hour: f64,
 }
 

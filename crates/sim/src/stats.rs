@@ -186,7 +186,8 @@ pub struct Group {
     pub preemptions: Option<u64>,
     /// Facility energy per output token, J (providers only; needs a power figure).
     pub joules_per_token: Option<f64>,
-    /// Hardware and electricity per million output tokens, USD (providers only; needs a price).
+    /// Cost per million output tokens, USD: the rent, or the amortised purchase plus
+    /// electricity (providers only; needs a price).
     pub usd_per_mtok: Option<f64>,
 }
 

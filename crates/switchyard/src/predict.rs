@@ -197,6 +197,15 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.digits$}"))
 }
 
+/// A cost with the basis it rests on (`1.904 rent`), so that rented and owned systems side
+/// by side are not read as the same kind of figure.
+fn cost(e: &switchyard_perf::Economics) -> String {
+    match (e.usd_per_mtok, e.cost_basis) {
+        (Some(c), Some(b)) => format!("{c:.3} {}", b.name()),
+        (c, _) => opt(c, 3),
+    }
+}
+
 fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let unit = if q.system.kind == switchyard_perf::SystemKind::Wafer {
         "wafer"
@@ -250,7 +259,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let _ = writeln!(
         s,
         "  cost            ${} per million tokens",
-        opt(e.at_economics.usd_per_mtok, 3)
+        cost(&e.at_economics)
     );
     let _ = writeln!(
         s,
@@ -260,7 +269,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         e.peak.tpot_s * 1000.0,
         e.peak.ttft_s,
         opt(e.peak_economics.joules_per_token, 3),
-        opt(e.peak_economics.usd_per_mtok, 3)
+        cost(&e.peak_economics)
     );
     if let Some(l) = limits_text(q.tpot_limit, q.ttft_limit) {
         if e.peak_meets_limits {
@@ -340,7 +349,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         model, a.workload.concurrency
     );
     out!(
-        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>9}",
+        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>13}",
         "system",
         "chips",
         "layout",
@@ -356,7 +365,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     for (id, r) in rows {
         match r {
             Ok(e) => out!(
-                "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>11.0} {:>10.0} {:>9} {:>9}",
+                "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>11.0} {:>10.0} {:>9} {:>13}",
                 id,
                 e.chips,
                 e.layout.to_string(),
@@ -367,7 +376,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
                 e.peak.throughput_tok_s,
                 e.peak.throughput_tok_s / f64::from(e.chips),
                 opt(e.peak_economics.joules_per_token, 3),
-                opt(e.peak_economics.usd_per_mtok, 3)
+                cost(&e.peak_economics)
             ),
             Err(err) => out!("{id:<10} -- {err}"),
         }
@@ -375,6 +384,10 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     let within =
         limits_text(tpot_limit, ttft_limit).map_or(String::new(), |l| format!(" within {l}"));
     out!("peak = highest throughput the KV cache allows{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    out!(
+        "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over {} years plus electricity at ${}/kWh",
+        p.life_years, p.usd_per_kwh
+    );
     Ok(())
 }
 
