@@ -67,14 +67,18 @@ impl Deployment<'_> {
         let others = (c - 1.0).max(0.0);
         let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
         let tpot = step.time + prompt_share;
-        // A prompt waits for the prompts ahead of it: with arrivals spread at random (MLPerf's
-        // server scenario draws them from a Poisson process) and the replica spending a share
-        // rho of its time on prompts, the mean wait of an M/D/1 queue is rho/(2(1-rho)) of a
-        // prompt's service time (Pollaczek-Khinchine with zero service variance; Kleinrock,
-        // Queueing Systems vol. 1, 1975, eq. 5.73).
+        // Under load a prompt arrives while a step is running and waits out the rest of it
+        // (half a step on average, steps being of near-constant length), then rides a step
+        // that carries its prefill beside the others' decodes: at least a whole time per
+        // output token. It also waits for the prompts ahead of it: with arrivals spread at
+        // random (MLPerf's server scenario draws them from a Poisson process) and the
+        // replica spending a share rho of its time on prompts, the mean wait of an M/D/1
+        // queue is rho/(2(1-rho)) of a prompt's service time (Pollaczek-Khinchine with zero
+        // service variance; Kleinrock, Queueing Systems vol. 1, 1975, eq. 5.73).
         let ttft = if others > 0.0 {
             let rho = (prompt_share / tpot).min(0.999);
-            (self.prefill(p, isl) + step.time) * (1.0 + rho / (2.0 * (1.0 - rho)))
+            let own = self.prefill(p, isl) + step.time;
+            tpot / 2.0 + own.max(tpot) + own * rho / (2.0 * (1.0 - rho))
         } else {
             self.prefill(p, isl)
         };

@@ -388,6 +388,12 @@ fn prompts_queue_longer_as_load_grows() {
     }
     // Long prompts at high load wait several prefill times, not one.
     assert!(last > 2.0 * lone, "{last} against {lone}");
+    // Short prompts under load still wait out the running step and ride a whole one: the
+    // MLPerf Llama 2 70B server runs publish mean TTFTs of 1.6-7 mean TPOTs.
+    for c in [64.0, 512.0] {
+        let op = d.at_concurrency(&p, c, 222.0, 294.0);
+        assert!(op.ttft_s >= 1.5 * op.tpot_s, "c {c}: {op:?}");
+    }
 }
 
 #[test]
