@@ -199,6 +199,9 @@ impl Model {
         if self.routed_expert_params() > self.total_params_b * 1e9 * 1.02 {
             return Err("routed experts (moe_layers x experts x 3 x hidden x ffn_hidden) exceed `total_params_b`".into());
         }
+        if self.routed_active_params() > self.active_params_b * 1e9 * 1.02 {
+            return Err("the experts a token uses (moe_layers x experts_per_token x 3 x hidden x ffn_hidden) exceed `active_params_b`".into());
+        }
         if self.sources.is_empty() {
             return Err("field `sources` must name at least one URL".into());
         }

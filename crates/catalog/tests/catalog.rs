@@ -228,6 +228,17 @@ fn a_bad_file_names_its_line_and_field() {
         msg.contains("`y`") && msg.contains("chips_per_system"),
         "{msg}"
     );
+
+    // A mixture of experts whose chosen experts alone outweigh its active parameters.
+    let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
+    let msg = cat
+        .extend_from_toml(moe, "moe.toml")
+        .expect_err("too many active experts")
+        .to_string();
+    assert!(
+        msg.contains("`moe`") && msg.contains("active_params_b"),
+        "{msg}"
+    );
 }
 
 #[test]

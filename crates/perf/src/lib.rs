@@ -7,9 +7,10 @@
 //! providers and the planner all call it.
 //!
 //! Three physics share one interface, chosen by [`SystemKind`]:
-//! GPUs are a roofline over HBM and tensor cores plus fabric collectives ([`gpu`]); wafer-scale
-//! engines are layer-serial over a 2-D core mesh whose latency grows with mesh distance
-//! ([`wafer`]); SRAM chips and dataflow units pay a per-layer latency across chips ([`sram`]).
+//! GPUs run kernels over HBM and tensor cores, each taking its stream plus its arithmetic,
+//! and fabric collectives ([`gpu`]); wafer-scale engines are layer-serial over a 2-D core mesh
+//! whose latency grows with mesh distance ([`wafer`]); SRAM chips and dataflow units pay a
+//! per-layer latency across chips ([`sram`]).
 //! The module is pure: no IO, no printing, no clocks.
 
 mod deploy;

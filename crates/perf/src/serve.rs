@@ -68,17 +68,23 @@ impl Deployment<'_> {
         let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
         let tpot = step.time + prompt_share;
         // Under load a prompt arrives while a step is running and waits out the rest of it
-        // (half a step on average, steps being of near-constant length), then rides a step
-        // that carries its prefill beside the others' decodes: at least a whole time per
-        // output token. It also waits for the prompts ahead of it: with arrivals spread at
-        // random (MLPerf's server scenario draws them from a Poisson process) and the
-        // replica spending a share rho of its time on prompts, the mean wait of an M/D/1
-        // queue is rho/(2(1-rho)) of a prompt's service time (Pollaczek-Khinchine with zero
-        // service variance; Kleinrock, Queueing Systems vol. 1, 1975, eq. 5.73).
+        // (half a step on average, steps being of near-constant length; with fewer than one
+        // other request in flight the replica is busy only that share of the time). It then
+        // rides a step that carries its prompt tokens beside the others' decodes: at least
+        // a whole time per output token. It also waits for the prompts ahead of it: with
+        // arrivals spread at random (MLPerf's server scenario draws them from a Poisson
+        // process) and the replica spending a share rho of its time on prompts, the mean
+        // wait of an M/D/1 queue is rho/(2(1-rho)) of a prompt's service time
+        // (Pollaczek-Khinchine with zero service variance; Kleinrock, Queueing Systems
+        // vol. 1, 1975, eq. 5.73), the service being the prompt's own work.
         let ttft = if others > 0.0 {
             let rho = (prompt_share / tpot).min(0.999);
-            let own = self.prefill(p, isl) + step.time;
-            tpot / 2.0 + own.max(tpot) + own * rho / (2.0 * (1.0 - rho))
+            // The prompt's own work: its pass less what a one-token pass costs (the weight
+            // stream and the fixed overheads, which the step pays anyway).
+            let own = (self.prefill(p, isl) - self.prefill(p, 1.0)).max(0.0);
+            others.min(1.0) * tpot / 2.0
+                + (step.time + own).max(tpot)
+                + own * rho / (2.0 * (1.0 - rho))
         } else {
             self.prefill(p, isl)
         };
@@ -251,8 +257,8 @@ pub struct Economics {
     pub power_w: Option<f64>,
     /// Facility energy (IT power times PUE) per output token, in J.
     pub joules_per_token: Option<f64>,
-    /// Hardware in USD per hour: the published rent, or the amortised purchase plus
-    /// electricity (see [`CostBasis`]).
+    /// Cost in USD per hour: the published rent, or the amortised purchase plus electricity
+    /// (see [`CostBasis`]).
     pub usd_per_hour: Option<f64>,
     /// USD per million output tokens.
     pub usd_per_mtok: Option<f64>,
@@ -268,7 +274,8 @@ pub struct Economics {
 pub enum CostBasis {
     /// A published hourly rental rate per chip, which includes the provider's power.
     Rent,
-    /// The purchase price over the system's life, plus electricity at the facility's PUE.
+    /// The purchase price over the system's life, plus electricity at the facility's PUE
+    /// (left out for a system with no published power figure).
     Owned,
 }
 

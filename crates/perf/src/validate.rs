@@ -70,33 +70,35 @@ pub struct Point {
     pub value: f64,
 }
 
-/// A number that may group its thousands with commas: `21,805.8` is 21805.8. Anything else
-/// that does not parse as a number is refused with what was found.
+/// A published value: a finite number above zero, whose thousands may be grouped with commas
+/// (`21,805.8` is 21805.8). A comma anywhere else (`0,125`, `21,80.5`, `1,234.5,6`) is
+/// refused rather than guessed at, as is zero, which no error can be measured against.
 fn grouped_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
     let text = String::deserialize(de)?;
     let t = text.trim();
-    let plain = match t.split_once('.') {
-        Some((whole, _)) if grouped(whole) => t.replace(',', ""),
-        None if grouped(t) => t.replace(',', ""),
-        _ => t.to_string(),
+    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+    let plain = if whole.contains(',') && grouped(whole) && !fraction.contains(',') {
+        t.replace(',', "")
+    } else {
+        t.to_string()
     };
-    plain
-        .parse::<f64>()
-        .map_err(|_| serde::de::Error::custom(format!("field `value`: `{t}` is not a number")))
+    match plain.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(serde::de::Error::custom(format!(
+            "field `value`: `{t}` is not a number above zero"
+        ))),
+    }
 }
 
-/// Whether `whole` is digits grouped in threes by commas (`21,805`), optionally signed.
+/// Whether `whole` is digits grouped in threes by commas (`21,805`), the first group not
+/// starting with a zero.
 fn grouped(whole: &str) -> bool {
-    let digits = whole.strip_prefix('-').unwrap_or(whole);
-    let mut parts = digits.split(',');
+    let mut parts = whole.split(',');
     let first = parts.next().unwrap_or("");
-    let rest: Vec<&str> = parts.collect();
-    !rest.is_empty()
-        && (1..=3).contains(&first.len())
+    (1..=3).contains(&first.len())
+        && !first.starts_with('0')
         && first.bytes().all(|b| b.is_ascii_digit())
-        && rest
-            .iter()
-            .all(|p| p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.all(|p| p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Which group a row's error counts in.
@@ -387,17 +389,12 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         objective
     };
     let e = estimate(&q, p, objective).map_err(|e| e.to_string())?;
+    // A scenario row's latency, too, is the latency at that run's load.
     let peak_row = conc.is_empty() || conc == "offline" || scenario.is_some();
     let op = if peak_row && objective == Objective::Throughput {
         e.peak
     } else {
         e.at
-    };
-    // A latency measured in a scenario run is the latency at that run's load.
-    let op = if matches!(metric, "tpot_ms" | "ttft_s") && scenario.is_some() {
-        e.peak
-    } else {
-        op
     };
     let value = match metric {
         "decode_tok_s_per_user" => op.user_tok_s,
@@ -429,15 +426,17 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     for (i, rec) in reader.deserialize::<Point>().enumerate() {
         let row = rec.map_err(|e| {
             // The line from the record's byte offset: the reader's own line count is not
-            // always the record's line.
+            // always the record's line. The offset may sit on the line ending before the
+            // record (a CRLF's `\n`, blank lines), so it first moves past those.
             let line = e.position().map_or(i + 2, |pos| {
-                let at = usize::try_from(pos.byte())
+                let bytes = text.as_bytes();
+                let mut at = usize::try_from(pos.byte())
                     .unwrap_or(usize::MAX)
-                    .min(text.len());
-                1 + text.as_bytes()[..at]
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count()
+                    .min(bytes.len());
+                while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+                    at += 1;
+                }
+                1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
             });
             match e.kind() {
                 csv::ErrorKind::Deserialize { err, .. } => {

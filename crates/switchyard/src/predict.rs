@@ -385,7 +385,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         limits_text(tpot_limit, ttft_limit).map_or(String::new(), |l| format!(" within {l}"));
     out!("peak = highest throughput the KV cache allows{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     out!(
-        "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over {} years plus electricity at ${}/kWh",
+        "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh",
         p.life_years, p.usd_per_kwh
     );
     Ok(())
