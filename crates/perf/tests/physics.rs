@@ -40,6 +40,26 @@ fn query<'a>(cat: &'a Catalog, model: &str, system: &str, chips: Option<u32>) ->
     }
 }
 
+/// MLPerf's Llama 2 70B on 8×H100 at FP8, at the dataset's mean lengths; with `server`, the
+/// server scenario's limits as the model applies them (means at their fractions of the p99s).
+fn mlperf_llama2_h100<'a>(cat: &'a Catalog, p: &Params, server: bool) -> Query<'a> {
+    let w = cat
+        .suite_workload("mlperf", "llama-2-70b")
+        .expect("workload");
+    Query {
+        chips: Some(8),
+        precision: Some(Precision::Fp8),
+        tpot_limit: server.then_some(0.200 * p.server_mean_tpot_frac),
+        ttft_limit: server.then_some(2.0 * p.server_mean_ttft_frac),
+        ..Query::new(
+            cat.model("llama-2-70b").expect("model"),
+            cat.system("h100-sxm").expect("system"),
+            w.isl.expect("isl"),
+            w.osl.expect("osl"),
+        )
+    }
+}
+
 #[test]
 fn wafers_needed_for_llama_bf16() {
     let cat = cat();
@@ -340,20 +360,8 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
     let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
-    let w = cat
-        .suite_workload("mlperf", "llama-2-70b")
-        .expect("workload");
     // The offline row is the peak throughput at the dataset's mean lengths.
-    let q = Query {
-        chips: Some(8),
-        precision: Some(Precision::Fp8),
-        ..Query::new(
-            cat.model("llama-2-70b").expect("model"),
-            cat.system("h100-sxm").expect("system"),
-            w.isl.expect("isl"),
-            w.osl.expect("osl"),
-        )
-    };
+    let q = mlperf_llama2_h100(&cat, &p, false);
     let direct = estimate(&q, &p, Objective::Throughput).expect("estimate");
     assert!((v(0) - direct.peak.throughput_tok_s).abs() < 1e-6 * v(0));
     // Server limits cost throughput; stated lengths win over the workload's.
@@ -377,11 +385,7 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
     );
     // A server run's TTFT is its TTFT under that run's load, queueing included, not a lone
     // prompt's.
-    let q = Query {
-        tpot_limit: Some(0.200 * frac),
-        ttft_limit: Some(2.0 * p.server_mean_ttft_frac),
-        ..q
-    };
+    let q = mlperf_llama2_h100(&cat, &p, true);
     let direct = estimate(&q, &p, Objective::Throughput).expect("estimate");
     assert!((v(7) - direct.peak.ttft_s).abs() < 1e-9, "{}", v(7));
     assert!(
@@ -411,22 +415,7 @@ fn prompts_queue_longer_as_load_grows() {
     // TPOT of 155 ms; the model at that run's operating point (its workload, limits and the
     // layout chosen for throughput) must land within 40% of that TTFT, where a lone
     // prompt's prefill is a fifth of it.
-    let cat2 = &cat;
-    let w = cat2
-        .suite_workload("mlperf", "llama-2-70b")
-        .expect("workload");
-    let q = Query {
-        chips: Some(8),
-        precision: Some(Precision::Fp8),
-        tpot_limit: Some(0.200 * p.server_mean_tpot_frac),
-        ttft_limit: Some(2.0 * p.server_mean_ttft_frac),
-        ..Query::new(
-            cat2.model("llama-2-70b").expect("model"),
-            cat2.system("h100-sxm").expect("system"),
-            w.isl.expect("isl"),
-            w.osl.expect("osl"),
-        )
-    };
+    let q = mlperf_llama2_h100(&cat, &p, true);
     let e = estimate(&q, &p, Objective::Throughput).expect("estimate");
     assert!(
         (0.6 * 0.276..1.4 * 0.276).contains(&e.peak.ttft_s),
