@@ -196,49 +196,32 @@ sources = ["https://example.org/acme"]
     );
 }
 
+/// The error a user file draws, which must name every one of `parts`.
+fn refused(cat: &mut Catalog, text: &str, file: &str, parts: &[&str]) {
+    let msg = cat
+        .extend_from_toml(text, file)
+        .expect_err("a bad file is refused")
+        .to_string();
+    assert!(parts.iter().all(|p| msg.contains(p)), "{msg}");
+}
+
 #[test]
 fn a_bad_file_names_its_line_and_field() {
     let mut cat = Catalog::builtin().expect("catalog");
     let text = "[[system]]\nid = \"x\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = \"lots\"\n";
-    let err = cat
-        .extend_from_toml(text, "user.toml")
-        .expect_err("bad type");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("user.toml") && msg.contains("line 6") && msg.contains("memory_gb"),
-        "{msg}"
+    refused(
+        &mut cat,
+        text,
+        "user.toml",
+        &["user.toml", "line 6", "memory_gb"],
     );
-
     let missing = "[[model]]\nid = \"m\"\nlayers = 2\n";
-    let msg = cat
-        .extend_from_toml(missing, "m.toml")
-        .expect_err("missing")
-        .to_string();
-    assert!(
-        msg.contains("m.toml") && msg.contains("missing field"),
-        "{msg}"
-    );
-
+    refused(&mut cat, missing, "m.toml", &["m.toml", "missing field"]);
     let semantic = "[[system]]\nid = \"y\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nchips_per_system = 0\nsources = [\"https://a\"]\n";
-    let msg = cat
-        .extend_from_toml(semantic, "s.toml")
-        .expect_err("semantic")
-        .to_string();
-    assert!(
-        msg.contains("`y`") && msg.contains("chips_per_system"),
-        "{msg}"
-    );
-
+    refused(&mut cat, semantic, "s.toml", &["`y`", "chips_per_system"]);
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
-    let msg = cat
-        .extend_from_toml(moe, "moe.toml")
-        .expect_err("too many active experts")
-        .to_string();
-    assert!(
-        msg.contains("`moe`") && msg.contains("active_params_b"),
-        "{msg}"
-    );
+    refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);
 }
 
 #[test]
