@@ -113,6 +113,11 @@ pub struct System {
     /// Off-chip memory bandwidth per chip in TB/s.
     #[serde(default)]
     pub memory_bw_tb_s: f64,
+    /// A third, slower memory tier per chip in GB that holds the weights the first two
+    /// cannot (SambaNova's DDR); none on most systems.
+    pub capacity_memory_gb: Option<f64>,
+    /// Bandwidth of that tier per chip in TB/s.
+    pub capacity_memory_bw_tb_s: Option<f64>,
     /// On-chip SRAM per chip in GB (for GPUs: the L2 cache).
     #[serde(default)]
     pub sram_gb: f64,
@@ -197,6 +202,13 @@ impl System {
         }
         if self.memory_gb > 0.0 && self.memory_bw_tb_s <= 0.0 {
             return Err("field `memory_bw_tb_s` must be above 0 when `memory_gb` is".into());
+        }
+        match (self.capacity_memory_gb, self.capacity_memory_bw_tb_s) {
+            (None, None) => {}
+            (Some(gb), Some(bw)) if gb > 0.0 && bw > 0.0 && self.memory_gb > 0.0 => {}
+            _ => {
+                return Err("fields `capacity_memory_gb` and `capacity_memory_bw_tb_s` come together, above 0, on a system with `memory_gb`".into())
+            }
         }
         if self.flops(Precision::Bf16).is_none() && self.kind != SystemKind::Wafer {
             return Err("field `dense_tflops` needs at least a `bf16` figure".into());

@@ -219,6 +219,14 @@ fn a_bad_file_names_its_line_and_field() {
     refused(&mut cat, missing, "m.toml", &["m.toml", "missing field"]);
     let semantic = "[[system]]\nid = \"y\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nchips_per_system = 0\nsources = [\"https://a\"]\n";
     refused(&mut cat, semantic, "s.toml", &["`y`", "chips_per_system"]);
+    // A capacity tier needs its bandwidth too.
+    let tier = "[[system]]\nid = \"z\"\nvendor = \"v\"\nkind = \"rdu\"\nsystem = \"s\"\nmemory_gb = 64.0\nmemory_bw_tb_s = 1.6\ncapacity_memory_gb = 1536.0\ndense_tflops = { bf16 = 600.0 }\nchips_per_system = 16\nsources = [\"https://a\"]\n";
+    refused(
+        &mut cat,
+        tier,
+        "t.toml",
+        &["`z`", "capacity_memory_bw_tb_s"],
+    );
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
     refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);

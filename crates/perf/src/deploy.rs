@@ -154,6 +154,9 @@ pub struct Memory {
     pub usable_per_chip: f64,
     /// Weight bytes per chip.
     pub weights_per_chip: f64,
+    /// Of those, the bytes held in the system's slower capacity tier (SambaNova's DDR)
+    /// because the main memory could not hold them; they stream from there every step.
+    pub spilled_per_chip: f64,
     /// Activation workspace per chip.
     pub activations_per_chip: f64,
     /// Bytes left for the KV cache per chip (negative when the weights do not fit).
@@ -286,11 +289,22 @@ impl<'a> Deployment<'a> {
             SystemKind::Lpu => (self.system.weight_memory_bytes() * p.lpu_sram_usable, 0.0),
         };
         let weights = self.weight_bytes() / chips;
-        let free = usable - weights - activations;
+        // Where the main memory cannot hold the weights beside the workspace, and the system
+        // has a capacity tier, the overflow goes there, and enough more to leave a reserve
+        // for the KV cache.
+        let capacity = self.system.capacity_memory_gb.unwrap_or(0.0) * 1e9 * p.gpu_mem_usable;
+        let spilled = if capacity > 0.0 && weights > usable - activations {
+            let resident_room = usable - activations - p.capacity_kv_reserve * usable;
+            (weights - resident_room).clamp(0.0, capacity)
+        } else {
+            0.0
+        };
+        let free = usable - (weights - spilled) - activations;
         let per_token = self.model.kv_bytes(1.0, self.kv) * self.kv_share_per_chip();
         Memory {
             usable_per_chip: usable,
             weights_per_chip: weights,
+            spilled_per_chip: spilled,
             activations_per_chip: activations,
             kv_free_per_chip: free,
             kv_tokens_per_replica: (free / per_token).max(0.0),

@@ -92,6 +92,10 @@ pub struct Params {
     pub rdu_layer_s: f64,
     /// Fraction of an RDU's HBM bandwidth reached when streaming weights.
     pub rdu_bw_eff: f64,
+    /// Fraction of the main memory kept for the KV cache when weights overflow into a
+    /// capacity tier (SambaNova's DDR): the layers that stream from the slow tier are the
+    /// price of room for sequences. Assumed: a tenth.
+    pub capacity_kv_reserve: f64,
 
     // ---- Serving assumptions -------------------------------------------------------------
     /// Tokens accepted per target-model step with speculative decoding when a row says only
@@ -167,6 +171,7 @@ impl Default for Params {
             lpu_sram_usable: 0.90,
             rdu_layer_s: 30.6e-6,
             rdu_bw_eff: 0.61,
+            capacity_kv_reserve: 0.10,
 
             spec_tokens_per_step: 4.0,
             spec_draft_cost: 0.25,

@@ -4,8 +4,9 @@
 //! weights need; a layer's work is statically scheduled across the chips that hold it, and
 //! the token pays a fixed per-layer latency plus one chip-to-chip crossing per chip the
 //! layer spans. An RDU fuses each layer into one dataflow pipeline and streams its weights
-//! from HBM, so a layer costs a fixed latency plus its per-socket bytes over HBM bandwidth
-//! (Prabhakar et al., "SambaNova SN40L", <https://arxiv.org/abs/2405.07518>).
+//! from HBM, so a layer costs a fixed latency plus its per-socket bytes over HBM bandwidth;
+//! weights beyond HBM sit in the DDR capacity tier and stream from there at its far lower
+//! bandwidth (Prabhakar et al., "SambaNova SN40L", <https://arxiv.org/abs/2405.07518>).
 
 use crate::{gpu, Bound, Deployment, Params, Step};
 use switchyard_catalog::SystemKind;
@@ -25,14 +26,20 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
             )
         }
         _ => {
-            let bytes = ((d.model.dense_params() + d.model.touched_expert_params(tokens))
+            let weights = (d.model.dense_params() + d.model.touched_expert_params(tokens))
                 * d.weights.bytes()
-                + batch * d.model.kv_bytes(ctx, d.kv))
                 / chips;
-            (
-                layers * p.rdu_layer_s,
-                bytes / (d.system.memory_bw_tb_s * 1e12 * p.rdu_bw_eff),
-            )
+            let kv = batch * d.model.kv_bytes(ctx, d.kv) / chips;
+            // The share of the weights held in the capacity tier streams from there, over
+            // its own channels, while the rest and the KV cache stream from HBM.
+            let m = d.memory(p);
+            let spilled = weights * (m.spilled_per_chip / m.weights_per_chip.max(1.0));
+            let hbm = (weights - spilled + kv) / (d.system.memory_bw_tb_s * 1e12 * p.rdu_bw_eff);
+            let slow = d
+                .system
+                .capacity_memory_bw_tb_s
+                .map_or(0.0, |bw| spilled / (bw * 1e12 * p.rdu_bw_eff));
+            (layers * p.rdu_layer_s, hbm.max(slow))
         }
     };
     let time = fixed + memory.max(compute);

@@ -123,6 +123,28 @@ fn fit_edge_cases() {
 }
 
 #[test]
+fn sambanova_weights_beyond_hbm_stream_from_its_ddr_tier() {
+    let cat = cat();
+    let p = Params::default();
+    let decode = |d: &Deployment<'_>| d.decode_step(&p, 1.0, 1000.0).time;
+    // 405B at bf16 (812 GB) fits the 16 sockets' HBM (57.6 GB usable each), not 8 sockets'.
+    let rack = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp16", Precision::Bf16);
+    let m = rack.memory(&p);
+    assert!(m.fits && m.spilled_per_chip == 0.0, "{m:?}");
+    // On 8 sockets the overflow, and a tenth of HBM kept for the KV cache, goes to DDR.
+    let half = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp8", Precision::Bf16);
+    let m = half.memory(&p);
+    let overflow = m.weights_per_chip - (m.usable_per_chip - m.activations_per_chip);
+    assert!(m.fits && m.spilled_per_chip > overflow, "{m:?}");
+    assert!((m.kv_free_per_chip - p.capacity_kv_reserve * m.usable_per_chip).abs() < 1.0);
+    // DDR's 0.1 TB/s against HBM's 1.6: the spilled half sets the pace, an order slower.
+    assert!(decode(&half) > 10.0 * decode(&rack));
+    // A GPU has no such tier: the same model on too few GPUs does not fit.
+    let q = query(&cat, "llama-3.1-405b", "h100-sxm", Some(8));
+    assert!(best_deployment(&q, &p, Objective::Latency).is_err());
+}
+
+#[test]
 fn impossible_layouts_are_refused_with_a_reason() {
     let cat = cat();
     let m = cat.model("llama-3.1-70b").expect("m");

@@ -227,11 +227,18 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let _ = writeln!(
         s,
         "memory per {unit}  weights {:.1} GB + workspace {:.1} GB of {:.1} GB usable; KV room {:.1} GB",
-        m.weights_per_chip / 1e9,
+        m.weights_per_chip / 1e9 - m.spilled_per_chip / 1e9,
         m.activations_per_chip / 1e9,
         m.usable_per_chip / 1e9,
         m.kv_free_per_chip / 1e9
     );
+    if m.spilled_per_chip > 0.0 {
+        let _ = writeln!(
+            s,
+            "capacity tier   weights {:.1} GB per {unit} beyond main memory, streamed from it every step",
+            m.spilled_per_chip / 1e9
+        );
+    }
     let _ = writeln!(
         s,
         "KV capacity     {:.0} tokens per replica; {:.0} requests of {}+{} tokens",
