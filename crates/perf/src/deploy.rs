@@ -254,6 +254,15 @@ impl<'a> Deployment<'a> {
         })
     }
 
+    /// The same deployment with its KV cache stored at `kv` (unchanged when `None`).
+    #[must_use]
+    pub fn with_kv(mut self, kv: Option<Precision>) -> Self {
+        if let Some(kv) = kv {
+            self.kv = kv;
+        }
+        self
+    }
+
     /// The same deployment with speculative decoding.
     #[must_use]
     pub fn with_speculative(mut self, spec: Option<Speculative>) -> Self {

@@ -17,6 +17,9 @@ pub struct Query<'a> {
     pub chips: Option<u32>,
     /// Weight precision.
     pub precision: Option<Precision>,
+    /// KV-cache precision (default: FP8 where the weights are narrower than 16 bits and the
+    /// chip computes in FP8, else BF16).
+    pub kv_precision: Option<Precision>,
     /// A fixed layout.
     pub layout: Option<Layout>,
     /// Requests in flight.
@@ -42,6 +45,7 @@ impl<'a> Query<'a> {
             system,
             chips: None,
             precision: None,
+            kv_precision: None,
             layout: None,
             concurrency: 1.0,
             isl,
@@ -147,7 +151,7 @@ fn fits(d: &Deployment<'_>, p: &Params, isl: f64, osl: f64) -> bool {
 pub fn min_chips(
     model: &Model,
     system: &System,
-    precision: Precision,
+    (precision, kv): (Precision, Option<Precision>),
     p: &Params,
     isl: f64,
     osl: f64,
@@ -156,6 +160,7 @@ pub fn min_chips(
     while n <= 65_536 {
         let ok = layouts(model, system, n).into_iter().any(|l| {
             Deployment::new(model, system, l, precision)
+                .map(|d| d.with_kv(kv))
                 .is_ok_and(|d| l.dp == 1 && fits(&d, p, isl, osl))
         });
         if ok {
@@ -171,7 +176,14 @@ pub fn min_chips(
 /// 8 GPUs, or one rack of RDUs), doubled until the model fits; for wafers and LPUs the fewest
 /// that fit.
 fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32> {
-    let need = min_chips(q.model, q.system, precision, p, q.isl, q.osl)?;
+    let need = min_chips(
+        q.model,
+        q.system,
+        (precision, q.kv_precision),
+        p,
+        q.isl,
+        q.osl,
+    )?;
     Some(match q.system.kind {
         SystemKind::Gpu | SystemKind::Rdu => {
             let mut n = q
@@ -213,7 +225,15 @@ pub fn best_deployment<'a>(
         precision: precision.to_string(),
         chips,
         why,
-        min_chips: min_chips(q.model, q.system, precision, p, q.isl, q.osl).unwrap_or(0),
+        min_chips: min_chips(
+            q.model,
+            q.system,
+            (precision, q.kv_precision),
+            p,
+            q.isl,
+            q.osl,
+        )
+        .unwrap_or(0),
         unit,
     };
     let chips = match (q.chips, q.layout) {
@@ -252,7 +272,7 @@ pub fn best_deployment<'a>(
     let mut first_err = None;
     for l in candidates {
         let d = match Deployment::new(q.model, q.system, l, precision) {
-            Ok(d) => d.with_speculative(q.speculative),
+            Ok(d) => d.with_speculative(q.speculative).with_kv(q.kv_precision),
             Err(e) => {
                 first_err.get_or_insert(e);
                 continue;

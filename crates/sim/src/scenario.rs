@@ -103,6 +103,9 @@ pub struct ProviderSection {
     /// Weight precision (default: the model's native one).
     #[serde(default)]
     pub precision: Option<String>,
+    /// KV-cache precision (default: the performance model's choice for the weights).
+    #[serde(default)]
+    pub kv_precision: Option<String>,
     /// Share under the weighted policy.
     #[serde(default = "unit")]
     pub weight: f64,
@@ -429,6 +432,14 @@ impl ScenarioFile {
             let precision = s.precision.as_deref().map(str::parse).transpose().map_err(
                 |e: switchyard_catalog::UnknownPrecision| err("precision", e.to_string()),
             )?;
+            let kv_precision = s
+                .kv_precision
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: switchyard_catalog::UnknownPrecision| {
+                    err("kv_precision", e.to_string())
+                })?;
             let layout = s
                 .layout
                 .as_deref()
@@ -451,6 +462,7 @@ impl ScenarioFile {
             let q = Query {
                 chips: s.chips,
                 precision,
+                kv_precision,
                 layout: layout.map(|l| Layout { dp: 1, ..l }),
                 tpot_limit,
                 ..Query::new(model, system, isl, osl)

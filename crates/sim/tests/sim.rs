@@ -448,6 +448,10 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nlayout = \"tp3x\""),
         &["line 2", "layout"],
     );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
+        &["line 2", "kv_precision", "fp3"],
+    );
     check(&format!("warmup_s = -1\n{good}"), &["line 1", "warmup_s"]);
     check(
         &format!("duration_s = 10\nwarmup_s = 20\n{good}"),

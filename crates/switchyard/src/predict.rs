@@ -36,6 +36,10 @@ pub struct Workload {
     /// Weight precision: bf16, fp16, fp8, int8, fp4, int4 (default: the model's own).
     #[arg(long)]
     precision: Option<Precision>,
+    /// KV-cache precision, the same names (default: fp8 with weights narrower than 16 bits
+    /// on chips that compute in fp8, else bf16).
+    #[arg(long, value_name = "PRECISION")]
+    kv_precision: Option<Precision>,
     /// Requests in flight.
     #[arg(long, default_value_t = 1.0)]
     concurrency: f64,
@@ -138,6 +142,7 @@ impl Workload {
             system: cat.system(hardware).map_err(usage)?,
             chips: None,
             precision: self.precision,
+            kv_precision: self.kv_precision,
             layout: None,
             concurrency: self.concurrency,
             isl,

@@ -108,20 +108,21 @@ fn estimate_takes_a_benchmark_workload() {
 
 #[test]
 fn estimate_json_is_machine_readable() {
-    let o = run(&[
-        "estimate",
-        "--model",
-        "llama-3.1-8b",
-        "--hardware",
-        "h100-sxm",
-        "--chips",
-        "1",
-        "--precision",
-        "fp8",
-        "--concurrency",
-        "16",
-        "--json",
-    ]);
+    // llama-3.1-8b on one H100, as JSON, with `extra` options.
+    let json = |extra: &[&'static str]| {
+        let base = [
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--chips",
+            "1",
+            "--json",
+        ];
+        run(&joined(&base, extra))
+    };
+    let o = json(&["--precision", "fp8", "--concurrency", "16"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["chips"], 1);
@@ -132,6 +133,26 @@ fn estimate_json_is_machine_readable() {
     assert!(v["at_economics"]["usd_per_mtok"]
         .as_f64()
         .is_some_and(|c| c > 0.0));
+    assert_eq!(v["at_economics"]["cost_basis"], "rent");
+    // The KV cache may be stored narrower than the weights: half the bytes, twice the room.
+    let kv = |precision: &'static str| {
+        let o = json(&["--kv-precision", precision]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let (bf16, fp8) = (kv("bf16"), kv("fp8"));
+    assert_eq!(
+        (bf16["precision"].as_str(), fp8["precision"].as_str()),
+        (Some("bf16"), Some("bf16"))
+    );
+    assert_eq!(fp8["kv_precision"], "fp8");
+    let room = |v: &serde_json::Value| v["memory"]["kv_tokens_per_replica"].as_f64().unwrap_or(0.0);
+    assert!(
+        (room(&fp8) / room(&bf16) - 2.0).abs() < 1e-6,
+        "{} against {}",
+        room(&fp8),
+        room(&bf16)
+    );
 }
 
 #[test]
