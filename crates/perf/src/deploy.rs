@@ -8,14 +8,19 @@ use std::str::FromStr;
 use switchyard_catalog::{AttentionKind, Model, Precision, System, SystemKind};
 
 /// How the chips of a deployment are split: `tp` chips share each layer (tensor parallel,
-/// experts spread over the same chips), `pp` groups of layers run as a pipeline (wafers in a
-/// pipeline for wafer-scale engines), and `dp` independent replicas serve side by side.
+/// the routed experts of a mixture of experts sliced over the same chips), `pp` groups of
+/// layers run as a pipeline (wafers in a pipeline for wafer-scale engines), `ep` groups of
+/// `tp` chips each serve their own share of the sequences while the routed experts are
+/// spread over all of them (expert parallelism with data-parallel attention, as DeepSeek
+/// and SGLang deploy it), and `dp` independent replicas serve side by side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Layout {
     /// Tensor-parallel degree within a replica.
     pub tp: u32,
     /// Pipeline stages within a replica.
     pub pp: u32,
+    /// Expert-parallel groups within a replica (1: none).
+    pub ep: u32,
     /// Replicas.
     pub dp: u32,
 }
@@ -23,23 +28,31 @@ pub struct Layout {
 impl Layout {
     /// A single replica with `tp` x `pp` chips.
     pub fn replica(tp: u32, pp: u32) -> Self {
-        Layout { tp, pp, dp: 1 }
+        Layout {
+            tp,
+            pp,
+            ep: 1,
+            dp: 1,
+        }
     }
 
     /// Chips in one replica.
     pub fn replica_chips(&self) -> u32 {
-        self.tp * self.pp
+        self.tp * self.pp * self.ep
     }
 
     /// Chips in the whole deployment.
     pub fn chips(&self) -> u32 {
-        self.tp * self.pp * self.dp
+        self.replica_chips() * self.dp
     }
 }
 
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tp{}-pp{}", self.tp, self.pp)?;
+        if self.ep > 1 {
+            write!(f, "-ep{}", self.ep)?;
+        }
         if self.dp > 1 {
             write!(f, "-dp{}", self.dp)?;
         }
@@ -49,13 +62,9 @@ impl fmt::Display for Layout {
 
 impl FromStr for Layout {
     type Err = String;
-    /// Parses `tp8`, `pp4`, `tp2-pp2`, `tp4-dp2`, `tp2pp2`.
+    /// Parses `tp8`, `pp4`, `tp2-pp2`, `tp4-dp2`, `tp2pp2`, `ep8`, `tp2-ep4`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut layout = Layout {
-            tp: 1,
-            pp: 1,
-            dp: 1,
-        };
+        let mut layout = Layout::replica(1, 1);
         let mut rest = s.trim().to_ascii_lowercase();
         if rest.is_empty() {
             return Err("empty layout".into());
@@ -68,15 +77,17 @@ impl FromStr for Layout {
                 (r.to_string(), &mut layout.pp)
             } else if let Some(r) = rest.strip_prefix("dp") {
                 (r.to_string(), &mut layout.dp)
+            } else if let Some(r) = rest.strip_prefix("ep") {
+                (r.to_string(), &mut layout.ep)
             } else {
                 return Err(format!(
-                    "layout `{s}`: expected parts like tp8, pp4, dp2 (joined by `-`)"
+                    "layout `{s}`: expected parts like tp8, pp4, ep8, dp2 (joined by `-`)"
                 ));
             };
             let digits: String = key.chars().take_while(char::is_ascii_digit).collect();
             let n: u32 = digits
                 .parse()
-                .map_err(|_| format!("layout `{s}`: a number must follow tp, pp or dp"))?;
+                .map_err(|_| format!("layout `{s}`: a number must follow tp, pp, ep or dp"))?;
             if n == 0 {
                 return Err(format!("layout `{s}`: degrees must be at least 1"));
             }
@@ -201,8 +212,36 @@ impl<'a> Deployment<'a> {
             system: system.id.clone(),
             why,
         };
-        if layout.tp == 0 || layout.pp == 0 || layout.dp == 0 {
+        if layout.tp == 0 || layout.pp == 0 || layout.ep == 0 || layout.dp == 0 {
             return Err(bad("every degree must be at least 1".into()));
+        }
+        if layout.ep > 1 {
+            let experts = model.experts.unwrap_or(0);
+            if system.kind != SystemKind::Gpu {
+                return Err(bad(format!(
+                    "expert parallelism is modelled on GPUs; a {} system spreads experts with its layers",
+                    system.kind.name()
+                )));
+            }
+            if !model.is_moe() {
+                return Err(bad(format!(
+                    "{} has no experts to spread; split it with tp and pp",
+                    model.id
+                )));
+            }
+            if layout.tp * layout.ep > experts {
+                return Err(bad(format!(
+                    "{} has only {experts} experts to spread over {} chips",
+                    model.id,
+                    layout.tp * layout.ep
+                )));
+            }
+            if layout.tp * layout.ep > system.scale_up() {
+                return Err(bad(format!(
+                    "expert parallelism beyond the {}-chip fast fabric",
+                    system.scale_up()
+                )));
+            }
         }
         if layout.pp > model.layers {
             return Err(bad(format!(
@@ -275,20 +314,31 @@ impl<'a> Deployment<'a> {
         self.model.total_params_b * 1e9 * self.weights.bytes()
     }
 
-    /// Fraction of one sequence's KV cache that one chip of a replica holds. GQA/MHA heads
-    /// split over tensor-parallel chips until each holds one KV head; an MLA latent is
-    /// shared by all heads, so every tensor-parallel chip holds all of it.
+    /// Fraction of one sequence's KV cache that one chip of a replica holds, averaged over
+    /// the replica's sequences. GQA/MHA heads split over tensor-parallel chips until each
+    /// holds one KV head; an MLA latent is shared by all heads, so every tensor-parallel chip
+    /// holds all of it; stages hold their layers; an expert-parallel group holds only its
+    /// own sequences.
     pub fn kv_share_per_chip(&self) -> f64 {
         let tp_split = match self.model.attention {
             AttentionKind::Mla => 1.0,
             _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
         };
-        1.0 / (tp_split * f64::from(self.layout.pp))
+        1.0 / (tp_split * f64::from(self.layout.pp) * f64::from(self.layout.ep))
+    }
+
+    /// Weight bytes per chip: the dense part over one stage's tensor-parallel group (each
+    /// expert-parallel group holds its own copy), the routed experts over all of a stage's
+    /// chips.
+    pub fn weights_per_chip(&self) -> f64 {
+        let group = f64::from(self.layout.tp * self.layout.pp);
+        let routed = self.model.routed_expert_params();
+        let dense = self.model.total_params_b * 1e9 - routed;
+        (dense / group + routed / (group * f64::from(self.layout.ep))) * self.weights.bytes()
     }
 
     /// Memory use per chip and how much KV cache fits.
     pub fn memory(&self, p: &Params) -> Memory {
-        let chips = f64::from(self.layout.replica_chips());
         let (usable, activations) = match self.system.kind {
             SystemKind::Gpu | SystemKind::Rdu => (
                 self.system.weight_memory_bytes() * p.gpu_mem_usable,
@@ -297,7 +347,7 @@ impl<'a> Deployment<'a> {
             SystemKind::Wafer => (self.system.weight_memory_bytes() * p.wafer_sram_usable, 0.0),
             SystemKind::Lpu => (self.system.weight_memory_bytes() * p.lpu_sram_usable, 0.0),
         };
-        let weights = self.weight_bytes() / chips;
+        let weights = self.weights_per_chip();
         // Where the main memory cannot hold the weights beside the workspace, and the system
         // has a capacity tier, the overflow goes there, and enough more to leave a reserve
         // for the KV cache.

@@ -26,6 +26,35 @@ pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers
     2.0 * layers * (p.allreduce_latency_s + 2.0 * (tp - 1.0) / tp * bytes / link)
 }
 
+/// Time of the all-to-all exchanges of expert parallelism over `layers` mixture-of-experts
+/// layers, for `tokens` tokens of one expert-parallel group: each token's activation goes
+/// to the groups holding its `k` experts and the results come back (dispatch and combine),
+/// each chip of the group sending its 1/tp share, (ep−1)/ep of it to other groups.
+pub(crate) fn all_to_all_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
+    let ep = f64::from(d.layout.ep);
+    if ep <= 1.0 {
+        return 0.0;
+    }
+    let tp = f64::from(d.layout.tp);
+    let k = f64::from(d.model.experts_per_token.unwrap_or(1));
+    let link = d.system.interconnect_gb_s.unwrap_or(100.0) * 1e9 * p.fabric_eff;
+    let bytes = tokens / tp * k * f64::from(d.model.hidden) * ACT_BYTES * (ep - 1.0) / ep;
+    2.0 * layers * (p.allreduce_latency_s + bytes / link)
+}
+
+/// How much more than its even share the busiest of `ep` expert-parallel groups receives
+/// when `assignments` token-to-expert choices land on them at random: the expected maximum
+/// of `ep` near-normal loads is the mean plus sqrt(2 ln ep) standard deviations (Gumbel's
+/// extreme-value limit), each load being binomial with n = assignments and p = 1/ep. At most
+/// `ep` (everything on one group).
+fn expert_imbalance(ep: f64, assignments: f64) -> f64 {
+    if ep <= 1.0 {
+        return 1.0;
+    }
+    let spread = (2.0 * ep.ln()).sqrt() * ((ep - 1.0) / assignments.max(1.0)).sqrt();
+    (1.0 + spread).min(ep)
+}
+
 /// Peak FLOP/s per chip for the deployment's weights.
 pub(crate) fn peak(d: &Deployment<'_>) -> f64 {
     d.system.flops(d.weights).map_or(1e12, |(f, _)| f)
@@ -68,36 +97,42 @@ pub(crate) fn arithmetic_time(
     linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
 }
 
-/// The weight kernels of one pass over `tokens` tokens on one chip of `chips`, each as
-/// (seconds streaming its weights, seconds of its arithmetic at efficiency `eff`): the dense
-/// projections (attention projections, dense layers, shared experts) and the routed experts,
-/// whose kernel streams every expert some token chose while each expert multiplies only its
-/// k/E share of the tokens.
+/// The weight kernels of one pass, per chip, each as (seconds streaming its weights,
+/// seconds of its arithmetic at efficiency `eff`): the dense projections (attention
+/// projections, dense layers, shared experts), which one expert-parallel group runs over
+/// its `group_chips` chips for its `group_tokens` tokens, and the routed experts, spread
+/// over the `ep` groups' chips, which see `expert_tokens` tokens from all of them. The
+/// expert kernel streams every expert some token chose while each expert multiplies only
+/// its k/E share of the tokens, and waits for the busiest group.
 fn weight_kernels(
     d: &Deployment<'_>,
     p: &Params,
-    tokens: f64,
-    chips: f64,
+    (group_tokens, expert_tokens): (f64, f64),
+    group_chips: f64,
     eff: f64,
 ) -> [(f64, f64); 2] {
     let m = d.model;
     let bw = d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
-    let stream = |params: f64| params * d.weights.bytes() / chips / bw;
+    let ep = f64::from(d.layout.ep);
+    let stream = |params: f64, chips: f64| params * d.weights.bytes() / chips / bw;
     let routed = m.routed_active_params();
+    let k = f64::from(m.experts_per_token.unwrap_or(1));
+    let busiest = expert_imbalance(ep, expert_tokens * k);
+    let touched = (m.touched_expert_params(expert_tokens) * busiest).min(m.routed_expert_params());
     [
         (
-            stream(m.dense_params()),
+            stream(m.dense_params(), group_chips),
             matmul_time(
                 d,
                 (m.active_params_b * 1e9 - routed).max(0.0),
-                tokens,
-                chips,
+                group_tokens,
+                group_chips,
                 eff,
             ),
         ),
         (
-            stream(m.touched_expert_params(tokens)),
-            matmul_time(d, routed, tokens, chips, eff),
+            stream(touched, group_chips * ep),
+            matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest,
         ),
     ]
 }
@@ -133,12 +168,16 @@ pub(crate) fn kernel_time(bytes_s: f64, arithmetic_s: f64) -> f64 {
 /// weights it streams.
 pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
     let pp = f64::from(d.layout.pp);
+    let ep = f64::from(d.layout.ep);
     let chips = f64::from(d.layout.replica_chips());
     // Pipeline stages each hold 1/pp of the layers; `pp` micro-batches keep them all busy,
-    // so each stage works on batch/pp sequences at a time.
+    // so each stage works on batch/pp sequences at a time, split over the expert-parallel
+    // groups.
     let micro = (batch / pp).max(1.0);
     let tokens = micro * q;
-    let [dense, experts] = weight_kernels(d, p, tokens, chips, p.gpu_decode_flops_eff);
+    let group = f64::from(d.layout.tp) * pp;
+    let [dense, experts] =
+        weight_kernels(d, p, (tokens / ep, tokens), group, p.gpu_decode_flops_eff);
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
         kv_bytes / (d.system.memory_bw_tb_s * 1e12 * p.gpu_bw_eff),
@@ -154,7 +193,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
         }
     }
     let work = mem + comp;
-    let comm = allreduce_time(d, p, tokens, f64::from(d.model.layers) / pp);
+    let comm = allreduce_time(d, p, tokens / ep, f64::from(d.model.layers) / pp)
+        + all_to_all_time(d, p, tokens / ep, moe_layers(d) / pp);
     let stage = work + comm;
     let time = pp * stage + (pp - 1.0) * p.gpu_stage_hop_s + p.gpu_step_overhead_s;
     let bound = if p.gpu_step_overhead_s > stage * pp {
@@ -177,13 +217,46 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let pp = f64::from(d.layout.pp);
     // Causal attention over a prompt of n tokens: the mean token attends to n/2 others.
     // The weight kernels as in a decode step; attention over the prompt is its arithmetic.
-    let kernels: f64 = weight_kernels(d, p, n, tp, p.gpu_prefill_flops_eff)
+    // A lone prompt runs in one expert-parallel group; its tokens still reach the experts
+    // of every group.
+    let kernels: f64 = weight_kernels(d, p, (n, n), tp, p.gpu_prefill_flops_eff)
         .iter()
         .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
         .sum();
     kernels
         + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, n, f64::from(d.model.layers))
+        + all_to_all_time(d, p, n, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s
+}
+
+/// Layers with routed experts.
+fn moe_layers(d: &Deployment<'_>) -> f64 {
+    if d.model.is_moe() {
+        f64::from(d.model.moe_layers.unwrap_or(d.model.layers))
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expert_imbalance;
+
+    #[test]
+    fn the_busiest_group_carries_more_the_fewer_the_choices() {
+        assert!((expert_imbalance(1.0, 8.0) - 1.0).abs() < 1e-12);
+        // One token's eight choices over eight groups: the busiest gets several.
+        let one = expert_imbalance(8.0, 8.0);
+        assert!(one > 2.5 && one <= 8.0, "{one}");
+        // A large batch spreads evenly.
+        assert!(expert_imbalance(8.0, 1e6) < 1.01);
+        let mut last = f64::INFINITY;
+        for a in [8.0, 64.0, 512.0, 4096.0] {
+            let f = expert_imbalance(8.0, a);
+            assert!(f < last && f >= 1.0, "{a}: {f}");
+            last = f;
+        }
+    }
 }

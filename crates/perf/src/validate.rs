@@ -222,9 +222,10 @@ fn canonical_metric(name: &str) -> (&str, f64) {
     }
 }
 
-/// The layout a `parallel` cell fixes, if any. Expert parallelism spreads the experts over
-/// the chips the other degrees already count, so `ep` parts (`ep`, `ep8`, `tp8-ep8`) add
-/// nothing to the layout and are dropped; what remains is read as `tp`/`pp`/`dp` degrees.
+/// The layout a `parallel` cell fixes, if any. Published cells count expert parallelism
+/// within the chips the other degrees already count (TensorRT-LLM's `--tp 8 --ep 8` is
+/// eight GPUs), where [`Layout::ep`] multiplies them, so `ep` parts (`ep`, `ep8`, `tp8-ep8`)
+/// are dropped and what remains is read as `tp`/`pp`/`dp` degrees.
 fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
     // Parts are separated by punctuation or written together (`tp8ep8`): a letter after a
     // digit starts a new part.

@@ -161,6 +161,64 @@ fn impossible_layouts_are_refused_with_a_reason() {
         .is_ok_and(|l| l.tp == 4 && l.pp == 2));
     assert!("tq4".parse::<Layout>().is_err());
     assert!("tp0".parse::<Layout>().is_err());
+    // Expert parallelism needs experts, a GPU, enough experts and the fast fabric.
+    let ep = |s: &str| s.parse::<Layout>().expect("layout");
+    let why = |m: &str, sys: &str, l: &str| {
+        Deployment::new(
+            cat.model(m).expect("m"),
+            cat.system(sys).expect("s"),
+            ep(l),
+            Precision::Fp8,
+        )
+        .expect_err(l)
+        .to_string()
+    };
+    assert!(why("llama-3.1-70b", "h100-sxm", "ep8").contains("no experts"));
+    assert!(why("mixtral-8x7b", "h100-sxm", "tp2-ep8").contains("only 8 experts"));
+    assert!(why("deepseek-r1", "h100-sxm", "tp2-ep8").contains("fast fabric"));
+    assert!(why("deepseek-r1", "sn40l", "ep8").contains("GPUs"));
+    let l = ep("tp2-ep4-pp2");
+    assert_eq!((l.tp, l.ep, l.pp, l.replica_chips()), (2, 4, 2, 16));
+    assert_eq!(l.to_string().parse::<Layout>(), Ok(l));
+}
+
+#[test]
+fn expert_parallel_groups_keep_their_own_kv_and_pay_for_the_exchange() {
+    let cat = cat();
+    let p = Params::default();
+    let tp = deployment(&cat, "deepseek-r1", "b200", "tp8", Precision::Fp4);
+    let ep = deployment(&cat, "deepseek-r1", "b200", "ep8", Precision::Fp4);
+    // Each group holds the dense weights whole and an eighth of the experts.
+    assert!(ep.weights_per_chip() > tp.weights_per_chip());
+    // An MLA latent is copied on every tensor-parallel chip; an expert-parallel group holds
+    // only its own sequences, so the same chips hold several times the context.
+    let room = |d: &Deployment<'_>| d.memory(&p).kv_tokens_per_replica;
+    assert!(
+        room(&ep) > 6.0 * room(&tp),
+        "{} against {}",
+        room(&ep),
+        room(&tp)
+    );
+    // The dispatch and combine cross the fabric: a slower fabric slows the expert-parallel
+    // step and leaves a single chip's step alone.
+    let slow = Params {
+        fabric_eff: p.fabric_eff / 4.0,
+        ..Params::default()
+    };
+    let step = |d: &Deployment<'_>, p: &Params| d.decode_step(p, 512.0, 2000.0).time;
+    assert!(step(&ep, &slow) > step(&ep, &p) * 1.01);
+    let lone = deployment(&cat, "gpt-oss-120b", "b200", "tp1", Precision::Fp4);
+    assert!((step(&lone, &slow) - step(&lone, &p)).abs() < 1e-12);
+    // The layout search leaves expert parallelism out; it is there when asked for.
+    let q = query(&cat, "deepseek-r1", "b200", Some(8));
+    let best = best_deployment(&q, &p, Objective::Throughput).expect("best");
+    assert_eq!(best.layout.ep, 1);
+    let asked = Query {
+        layout: Some("ep8".parse().expect("layout")),
+        ..q
+    };
+    let d = best_deployment(&asked, &p, Objective::Throughput).expect("asked");
+    assert_eq!(d.layout.ep, 8);
 }
 
 #[test]

@@ -168,7 +168,8 @@ pub struct EstimateArgs {
     /// Chips (wafers for wafer-scale systems); default: the fewest that fit.
     #[arg(long)]
     chips: Option<u32>,
-    /// Layout, e.g. tp8, pp4, tp4-pp2 (default: the best for per-user speed).
+    /// Layout, e.g. tp8, pp4, tp4-pp2, or ep8 for a mixture of experts (default: the best
+    /// tp/pp split for per-user speed).
     #[arg(long)]
     layout: Option<String>,
     #[command(flatten)]
