@@ -205,9 +205,10 @@ impl System {
         }
         match (self.capacity_memory_gb, self.capacity_memory_bw_tb_s) {
             (None, None) => {}
-            (Some(gb), Some(bw)) if gb > 0.0 && bw > 0.0 && self.memory_gb > 0.0 => {}
+            (Some(gb), Some(bw))
+                if gb > 0.0 && bw > 0.0 && self.memory_gb > 0.0 && self.kind == SystemKind::Rdu => {}
             _ => {
-                return Err("fields `capacity_memory_gb` and `capacity_memory_bw_tb_s` come together, above 0, on a system with `memory_gb`".into())
+                return Err("fields `capacity_memory_gb` and `capacity_memory_bw_tb_s` come together, above 0, on an `rdu` system with `memory_gb` (only its physics streams from that tier)".into())
             }
         }
         if self.flops(Precision::Bf16).is_none() && self.kind != SystemKind::Wafer {

@@ -227,6 +227,12 @@ fn a_bad_file_names_its_line_and_field() {
         "t.toml",
         &["`z`", "capacity_memory_bw_tb_s"],
     );
+    // Only the RDU's physics streams from that tier; a GPU given one is refused.
+    let gpu = tier.replace("\"rdu\"", "\"gpu\"").replace(
+        "capacity_memory_gb = 1536.0\n",
+        "capacity_memory_gb = 480.0\ncapacity_memory_bw_tb_s = 0.5\n",
+    );
+    refused(&mut cat, &gpu, "g.toml", &["`z`", "rdu"]);
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
     refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);

@@ -229,9 +229,9 @@ impl<'a> Deployment<'a> {
                     model.id
                 )));
             }
-            if layout.tp * layout.ep > experts {
+            if layout.tp * layout.ep > experts || !experts.is_multiple_of(layout.tp * layout.ep) {
                 return Err(bad(format!(
-                    "{} has only {experts} experts to spread over {} chips",
+                    "{} has {experts} experts, which do not spread evenly over {} chips",
                     model.id,
                     layout.tp * layout.ep
                 )));
@@ -339,6 +339,20 @@ impl<'a> Deployment<'a> {
 
     /// Memory use per chip and how much KV cache fits.
     pub fn memory(&self, p: &Params) -> Memory {
+        self.memory_with(p, true)
+    }
+
+    /// Whether the weights, the workspace and one sequence of `ctx` tokens fit in main
+    /// memory alone, with no capacity tier: how many chips a model needs.
+    pub(crate) fn fits_main_memory(&self, p: &Params, ctx: f64) -> bool {
+        let m = self.memory_with(p, false);
+        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv)
+            * self.kv_share_per_chip()
+            * f64::from(self.layout.ep);
+        m.fits && m.kv_free_per_chip >= per_seq
+    }
+
+    fn memory_with(&self, p: &Params, tier: bool) -> Memory {
         let (usable, activations) = match self.system.kind {
             SystemKind::Gpu | SystemKind::Rdu => (
                 self.system.weight_memory_bytes() * p.gpu_mem_usable,
@@ -351,10 +365,14 @@ impl<'a> Deployment<'a> {
         // Where the main memory cannot hold the weights beside the workspace, and the system
         // has a capacity tier, the overflow goes there, and enough more to leave a reserve
         // for the KV cache.
-        let capacity = self.system.capacity_memory_gb.unwrap_or(0.0) * 1e9 * p.gpu_mem_usable;
-        let spilled = if capacity > 0.0 && weights > usable - activations {
-            let resident_room = usable - activations - p.capacity_kv_reserve * usable;
-            (weights - resident_room).clamp(0.0, capacity)
+        let capacity = if tier {
+            self.system.capacity_memory_gb.unwrap_or(0.0) * 1e9 * p.gpu_mem_usable
+        } else {
+            0.0
+        };
+        let resident_room = (usable - activations - p.capacity_kv_reserve * usable).max(0.0);
+        let spilled = if capacity > 0.0 && weights > resident_room {
+            (weights - resident_room).clamp(0.0, capacity.min(weights))
         } else {
             0.0
         };
@@ -374,8 +392,10 @@ impl<'a> Deployment<'a> {
     /// Sequences of `ctx` tokens whose KV cache fits in one replica at once.
     pub fn max_sequences(&self, p: &Params, ctx: f64) -> f64 {
         let m = self.memory(p);
-        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv) * self.kv_share_per_chip();
-        (m.kv_free_per_chip / per_seq).max(0.0).floor()
+        // Each expert-parallel group holds whole sequences in its own memory.
+        let ep = f64::from(self.layout.ep);
+        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv) * self.kv_share_per_chip() * ep;
+        (m.kv_free_per_chip / per_seq).max(0.0).floor() * ep
     }
 
     /// One decode step of a replica running `batch` sequences at mean context `ctx`: the

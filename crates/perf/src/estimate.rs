@@ -146,7 +146,8 @@ fn fits(d: &Deployment<'_>, p: &Params, isl: f64, osl: f64) -> bool {
     d.memory(p).fits && d.max_sequences(p, isl + osl) >= 1.0
 }
 
-/// The fewest chips (wafers) on which some layout fits, at lengths `isl` + `osl`.
+/// The fewest chips (wafers) on which some layout fits in main memory, at lengths `isl` +
+/// `osl`: a capacity tier holds weights only on a chip count the user fixes.
 pub fn min_chips(
     model: &Model,
     system: &System,
@@ -160,7 +161,7 @@ pub fn min_chips(
         let ok = layouts(model, system, n).into_iter().any(|l| {
             Deployment::new(model, system, l, precision)
                 .map(|d| d.with_kv(kv))
-                .is_ok_and(|d| l.dp == 1 && fits(&d, p, isl, osl))
+                .is_ok_and(|d| l.dp == 1 && d.fits_main_memory(p, isl + osl))
         });
         if ok {
             return Some(n);

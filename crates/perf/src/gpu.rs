@@ -1,5 +1,6 @@
 //! GPU physics: the kernels of a step over HBM bandwidth and tensor-core FLOPs per chip,
-//! plus the tensor-parallel all-reduces and pipeline hops between chips.
+//! plus the tensor-parallel all-reduces, expert-parallel all-to-alls and pipeline hops
+//! between chips.
 //!
 //! Decode streams every weight a step touches and every sequence's KV cache once per step
 //! (Williams et al., "Roofline", CACM 2009; applied to LLM decode in Pope et al.,
@@ -64,7 +65,13 @@ pub(crate) fn peak(d: &Deployment<'_>) -> f64 {
 /// its products run at the KV cache's precision, not the weights' (FP4 weights do not make
 /// attention an FP4 product).
 pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
-    d.system.flops(d.kv).map_or_else(|| peak(d), |(f, _)| f)
+    // A KV cache stored in four bits is widened to at least eight for the products.
+    let kv = if d.kv.bytes() < 1.0 {
+        switchyard_catalog::Precision::Fp8
+    } else {
+        d.kv
+    };
+    d.system.flops(kv).map_or_else(|| peak(d), |(f, _)| f)
 }
 
 /// Seconds of matrix arithmetic (two FLOPs per parameter per token) over `params`
@@ -173,7 +180,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     // Pipeline stages each hold 1/pp of the layers; `pp` micro-batches keep them all busy,
     // so each stage works on batch/pp sequences at a time, split over the expert-parallel
     // groups.
-    let micro = (batch / pp).max(1.0);
+    // The busiest group runs at least one sequence.
+    let micro = (batch / (pp * ep)).max(1.0) * ep;
     let tokens = micro * q;
     let group = f64::from(d.layout.tp) * pp;
     let [dense, experts] =
@@ -210,7 +218,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 }
 
 /// Prefill of one request of `n` tokens alone: pipeline stages run one after another, so the
-/// pass takes the whole model's work over one stage's tensor-parallel group.
+/// pass takes the whole model's work over one stage's tensor-parallel group, its routed
+/// experts over all the expert-parallel groups of a stage.
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let n = n.max(1.0);
     let tp = f64::from(d.layout.tp);

@@ -127,10 +127,27 @@ fn sambanova_weights_beyond_hbm_stream_from_its_ddr_tier() {
     let cat = cat();
     let p = Params::default();
     let decode = |d: &Deployment<'_>| d.decode_step(&p, 1.0, 1000.0).time;
-    // 405B at bf16 (812 GB) fits the 16 sockets' HBM (57.6 GB usable each), not 8 sockets'.
+    // 405B at bf16 (812 GB) fits the 16 sockets' HBM (57.6 GB usable each), not 8 sockets',
+    // and 16 is the fewest the search counts on: the tier holds weights only on a chip count
+    // the user fixes. On 16 a sliver goes to DDR to keep a tenth of HBM for the KV cache,
+    // and streams beside the HBM share without slowing it.
+    let q = query(&cat, "llama-3.1-405b", "sn40l", None);
+    let d = best_deployment(&q, &p, Objective::Latency).expect("default");
+    assert_eq!(d.layout.chips(), 16);
+    // A model two and a half times larger (2 TB at bf16) fits neither one rack's HBM nor
+    // two: the default grows the socket count rather than stream from DDR.
+    let mut huge = cat.model("llama-3.1-405b").expect("m").clone();
+    huge.total_params_b *= 2.5;
+    huge.active_params_b *= 2.5;
+    let q = Query::new(&huge, cat.system("sn40l").expect("s"), 1024.0, 512.0);
+    let d = best_deployment(&q, &p, Objective::Latency).expect("default");
+    assert_eq!((d.layout.chips(), d.memory(&p).spilled_per_chip), (64, 0.0));
     let rack = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp16", Precision::Bf16);
     let m = rack.memory(&p);
-    assert!(m.fits && m.spilled_per_chip == 0.0, "{m:?}");
+    assert!(
+        m.fits && m.spilled_per_chip < 0.02 * m.weights_per_chip,
+        "{m:?}"
+    );
     // On 8 sockets the overflow, and a tenth of HBM kept for the KV cache, goes to DDR.
     let half = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp8", Precision::Bf16);
     let m = half.memory(&p);
@@ -174,7 +191,7 @@ fn impossible_layouts_are_refused_with_a_reason() {
         .to_string()
     };
     assert!(why("llama-3.1-70b", "h100-sxm", "ep8").contains("no experts"));
-    assert!(why("mixtral-8x7b", "h100-sxm", "tp2-ep8").contains("only 8 experts"));
+    assert!(why("mixtral-8x7b", "h100-sxm", "tp2-ep8").contains("do not spread evenly"));
     assert!(why("deepseek-r1", "h100-sxm", "tp2-ep8").contains("fast fabric"));
     assert!(why("deepseek-r1", "sn40l", "ep8").contains("GPUs"));
     let l = ep("tp2-ep4-pp2");
@@ -206,10 +223,21 @@ fn expert_parallel_groups_keep_their_own_kv_and_pay_for_the_exchange() {
         ..Params::default()
     };
     let step = |d: &Deployment<'_>, p: &Params| d.decode_step(p, 512.0, 2000.0).time;
+    // (ep8 is eight groups of one chip: it has no all-reduce, so all the slowdown is the
+    // exchange.)
     assert!(step(&ep, &slow) > step(&ep, &p) * 1.01);
-    let lone = deployment(&cat, "gpt-oss-120b", "b200", "tp1", Precision::Fp4);
-    assert!((step(&lone, &slow) - step(&lone, &p)).abs() < 1e-12);
-    // The layout search leaves expert parallelism out; it is there when asked for.
+    // Groups hold whole sequences: the count that fits is a multiple of the groups.
+    let n = ep.max_sequences(&p, 5000.0);
+    assert!(n >= 8.0 && n % 8.0 == 0.0, "{n}");
+    // One sequence keeps one group busy: a step at batch 1 costs the busiest group's work
+    // for that sequence, not an eighth of it.
+    let kv_only = |b: f64| {
+        let d = deployment(&cat, "deepseek-r1", "b200", "ep8", Precision::Fp4);
+        d.decode_step(&p, b, 100_000.0).time - d.decode_step(&p, b, 1.0).time
+    };
+    assert!((kv_only(1.0) - kv_only(8.0)).abs() < 1e-3 * kv_only(8.0));
+    // The layout search leaves expert parallelism out (see `estimate::layouts`); it is there
+    // when asked for.
     let q = query(&cat, "deepseek-r1", "b200", Some(8));
     let best = best_deployment(&q, &p, Objective::Throughput).expect("best");
     assert_eq!(best.layout.ep, 1);
