@@ -203,7 +203,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let work = mem + comp;
     let comm = allreduce_time(d, p, tokens / ep, f64::from(d.model.layers) / pp)
         + all_to_all_time(d, p, tokens / ep, moe_layers(d) / pp);
-    let stage = work + comm;
+    let stage = work + comm + f64::from(d.model.layers) / pp * p.gpu_layer_overhead_s;
     let time = pp * stage + (pp - 1.0) * p.gpu_stage_hop_s + p.gpu_step_overhead_s;
     let bound = if p.gpu_step_overhead_s > stage * pp {
         Bound::Overhead
@@ -236,6 +236,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
         + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, n, f64::from(d.model.layers))
         + all_to_all_time(d, p, n, moe_layers(d))
+        + f64::from(d.model.layers) * p.gpu_layer_overhead_s
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s
 }
