@@ -128,7 +128,7 @@ fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     // Expert-parallel layouts are modelled when asked for, not searched: the model's costs
     // for them (all-to-all at the fabric efficiency of an all-reduce, routing spread at
     // random) are optimistic. Searched, they lift the MLPerf DeepSeek-R1 rows, which ran
-    // expert-parallel, from +24..+140% to +49..+226% above their published throughput.
+    // expert-parallel, from +7..+74% to +43..+212% above their published throughput.
     for tp in tps {
         for pp in 1..=chips / tp {
             if chips.is_multiple_of(tp * pp) && pp <= model.layers {
