@@ -236,7 +236,6 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
         + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, n, f64::from(d.model.layers))
         + all_to_all_time(d, p, n, moe_layers(d))
-        + f64::from(d.model.layers) * p.gpu_layer_overhead_s
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s
 }

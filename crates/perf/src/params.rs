@@ -26,17 +26,19 @@ pub struct Params {
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
     pub gpu_step_overhead_s: f64,
-    /// Fixed time per layer of every pass, in seconds: a layer runs a dozen or more kernels
-    /// (norms, projections, rotary embedding, attention, activation, routing), and each
-    /// costs a few microseconds however little work it does, even replayed from a CUDA
+    /// Fixed time per layer of every decode step, in seconds: a layer runs a dozen or more
+    /// kernels (norms, projections, rotary embedding, attention, activation, routing), and
+    /// each costs a few microseconds however little work it does, even replayed from a CUDA
     /// graph. TensorRT-LLM measured CUDA graphs alone speeding batch-1 DeepSeek-R1 decoding
     /// 7.22x on 8xB200 (<https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/blogs/tech_blog/blog2_DeepSeek_R1_MTP_Implementation_and_Optimization.md>),
-    /// so launch-bound is what a small step is. Chosen on `points.csv`: from 0 to 20, 40, 80
-    /// and 120 µs its overall MAPE falls from 34.1% to 33.5, 33.3, 32.7 and 32.0% while its
-    /// GPU latency group (first-token times) rises from 12.5% to 13.0, 13.6, 15.5 and 17.2%;
-    /// 40 µs keeps that group near its level. `heldout.csv` moves the same way (37.5% to
-    /// 34.7, 32.5, 29.6 and 28.4%). The fitted per-layer latencies of the LPU (36 µs) and
-    /// RDU (31 µs) are of the same size.
+    /// so launch-bound is what a small step is. Prefill is left out: its kernels run long
+    /// enough for the next launches to hide behind them. At 40 µs, 8xH100 serve Llama 3.1
+    /// 70B at FP8 at 103 tok/s per user, under the 128 that Cerebras's launch slide gave the
+    /// best H100 cloud (`cs3-llama31-70b-launch` in `points.csv`; that cloud's own kernels
+    /// and speculation are not modelled). Both MAPEs fall further with larger values (0, 20,
+    /// 40, 80, 120 µs: `points.csv` 34.1, 33.5, 33.2, 32.6, 31.8%; `heldout.csv` 37.5, 34.6,
+    /// 32.5, 29.6, 28.3%), which would take H100 further under that figure. The fitted
+    /// per-layer latencies of the LPU (36 µs) and RDU (31 µs) are of the same size.
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds
     /// (NCCL small-message latency on NVLink is a few microseconds, https://github.com/NVIDIA/nccl-tests).

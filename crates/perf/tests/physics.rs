@@ -350,6 +350,26 @@ fn a_step_pays_for_the_expert_stream_and_the_dense_arithmetic_both() {
 }
 
 #[test]
+fn decode_pays_a_fixed_time_per_layer_and_prefill_does_not() {
+    let cat = cat();
+    let p = Params::default();
+    let none = Params {
+        gpu_layer_overhead_s: 0.0,
+        ..Params::default()
+    };
+    // Every layer of every stage, whatever the pipeline split.
+    for layout in ["tp8", "tp2-pp4"] {
+        let d = deployment(&cat, "llama-3.1-70b", "h100-sxm", layout, Precision::Fp8);
+        let extra = d.decode_step(&p, 1.0, 1000.0).time - d.decode_step(&none, 1.0, 1000.0).time;
+        assert!(
+            (extra - 80.0 * p.gpu_layer_overhead_s).abs() < 1e-12,
+            "{layout}: {extra}"
+        );
+        assert!((d.prefill(&p, 2048.0) - d.prefill(&none, 2048.0)).abs() < 1e-15);
+    }
+}
+
+#[test]
 fn speculative_decoding_speeds_a_latency_bound_wafer() {
     let cat = cat();
     let p = Params::default();
