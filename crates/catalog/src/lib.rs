@@ -217,8 +217,10 @@ fn by_name<'a, T>(
 }
 
 /// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces.
-/// For models also without a leading `meta-` and trailing `-instruct`, `-chat`, `-hf`, `-it`,
-/// a dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
+/// For systems also without a maker's name, a memory size or an SXM form, and without
+/// hyphens. For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
+/// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
+/// dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
     let base = name.rsplit('/').next().unwrap_or(name);
     let mut s: String = base
@@ -228,14 +230,55 @@ fn normalized(name: &str, model_names: bool) -> String {
         .map(|c| if c == '_' || c == ' ' { '-' } else { c })
         .collect();
     if !model_names {
-        return s;
+        // Systems as published: a maker's name (`NVIDIA H200`, `AMD Instinct MI300X`,
+        // `Cerebras CS-3`), a memory size or socket form (`H100 SXM5 80GB`) around the
+        // chip's name, and hyphens placed as each writer likes (`CS-3`, `cs3`).
+        const MAKERS: [&str; 7] = [
+            "nvidia",
+            "amd",
+            "instinct",
+            "cerebras",
+            "sambanova",
+            "groq",
+            "intel",
+        ];
+        let parts: Vec<&str> = s.split('-').filter(|t| !t.is_empty()).collect();
+        let memory = |t: &str| {
+            t.strip_suffix("gb")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let form = |t: &str| matches!(t, "sxm" | "sxm4" | "sxm5" | "sxm6");
+        let kept: Vec<&str> = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                // A maker's name goes only where something else is left to name the chip.
+                let maker = MAKERS.contains(t)
+                    && parts.len() > 1
+                    && (*i == 0 || parts[..*i].iter().all(|p| MAKERS.contains(p)));
+                !(maker || memory(t) || form(t))
+            })
+            .map(|(_, t)| *t)
+            .collect();
+        return if kept.is_empty() { s } else { kept.concat() };
     }
     if let Some(rest) = s.strip_prefix("meta-") {
         s = rest.to_string();
     }
     loop {
         let before = s.len();
-        for suffix in ["-instruct", "-chat", "-hf", "-it"] {
+        for suffix in [
+            "-instruct",
+            "-chat",
+            "-hf",
+            "-it",
+            "-instant",
+            "-versatile",
+            "-fp8",
+            "-fp4",
+            "-nvfp4",
+            "-bf16",
+        ] {
             if let Some(rest) = s.strip_suffix(suffix) {
                 s = rest.to_string();
             }

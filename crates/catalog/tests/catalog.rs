@@ -262,6 +262,10 @@ fn published_names_and_aliases_find_their_entries() {
             "llama-4-maverick",
         ),
         ("openai/gpt-oss-120b", "gpt-oss-120b"),
+        // Serving tiers and number formats in a provider's model name.
+        ("llama-3.1-8b-instant", "llama-3.1-8b"),
+        ("llama-3.3-70b-versatile", "llama-3.3-70b"),
+        ("nvidia/Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),
     ] {
         assert_eq!(cat.model(name).expect(name).id, id);
     }
@@ -269,12 +273,25 @@ fn published_names_and_aliases_find_their_entries() {
         ("H100", "h100-sxm"),
         ("WSE-3", "cs3"),
         ("GB200-NVL72", "gb200"),
+        // As published tables write them: maker, memory size, socket form, hyphens.
+        ("H100 SXM5 80GB", "h100-sxm"),
+        ("NVIDIA H200", "h200"),
+        ("B200 SXM 180GB", "b200"),
+        ("AMD Instinct MI300X", "mi300x"),
+        ("Cerebras CS-3", "cs3"),
+        ("CS3", "cs3"),
+        ("SambaNova SN40L", "sn40l"),
+        ("Groq LPU", "groq-lpu"),
+        ("NVIDIA GB200 NVL72", "gb200"),
     ] {
         assert_eq!(cat.system(name).expect(name).id, id);
     }
     // Near misses are still refused: a size is never dropped.
     assert!(cat.model("llama-3.1-7b").is_err());
     assert!(cat.system("h300").is_err());
+    // A maker's name alone, or a PCIe card the catalog does not hold, names nothing.
+    assert!(cat.system("NVIDIA").is_err());
+    assert!(cat.system("H100 PCIe 80GB").is_err());
     // No two entries answer to the same name.
     let mut seen = std::collections::BTreeMap::new();
     for s in cat.systems() {

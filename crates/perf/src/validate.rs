@@ -2,6 +2,9 @@
 //! columns of `reference/points.csv`) and score the model by mean absolute percentage error.
 //!
 //! Reading rules, applied to every row alike (no row is looked up by id):
+//! - `hardware` and `model` take catalog ids, aliases or published names (`NVIDIA H200`,
+//!   `H100 SXM5 80GB`, `meta-llama/Llama-3.3-70B-Instruct`); a hardware cell may state the
+//!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank;
 //! - a blank count takes the default chip count of [`crate::estimate`];
 //! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names; `ep` parts
 //!   (expert parallelism within those chips) are dropped, and a blank or `ep`-only cell lets
@@ -14,8 +17,9 @@
 //! - metrics are `decode_tok_s_per_user`, `ttft_s`, `tpot_ms`, `throughput_tok_s` and
 //!   `throughput_tok_s_per_chip`, or another spelling of one of them (`ttft_ms`, `itl_ms`,
 //!   `tpot_s`, `throughput_tok_s_per_gpu`, ...) in its own unit;
-//! - `speculative` `yes` turns speculative decoding on at the default tokens per step; `none`
-//!   and `unknown` leave it off;
+//! - `speculative` `yes` (any case) turns speculative decoding on at the default tokens per
+//!   step; `none`, `no` and `unknown` leave it off;
+//! - scenario names and other words are read in any case (`Offline`, `Server`);
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
 //!   `interactive` the peak within that scenario's latency limits, a number the closed-loop
 //!   load at that many requests; a per-user or TTFT row with no concurrency is a single
@@ -30,7 +34,7 @@
 
 use crate::{estimate, Catalog, Layout, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
-use switchyard_catalog::{Precision, Workload};
+use switchyard_catalog::{Precision, System, Workload};
 
 /// One published measurement, in the columns of `points.csv`.
 #[derive(Debug, Clone, Deserialize)]
@@ -215,7 +219,10 @@ fn canonical_metric(name: &str) -> (&str, f64) {
         "ttft_ms" => ("ttft_s", 1000.0),
         "tpot_s" | "itl_s" => ("tpot_ms", 1e-3),
         "itl_ms" => ("tpot_ms", 1.0),
-        "output_tok_s_per_user" | "tok_s_per_user" => ("decode_tok_s_per_user", 1.0),
+        "output_tok_s_per_user"
+        | "tok_s_per_user"
+        | "tokens_per_second_per_user"
+        | "output_tokens_per_second_per_user" => ("decode_tok_s_per_user", 1.0),
         "output_throughput_tok_s" => ("throughput_tok_s", 1.0),
         "throughput_tok_s_per_gpu" | "output_tok_s_per_gpu" => ("throughput_tok_s_per_chip", 1.0),
         other => (other, 1.0),
@@ -276,8 +283,40 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
     out
 }
 
+/// The system a `hardware` cell names, and a chip count it states in the same cell
+/// (`8xH100`, `H100x8`, `8 x H100`) when the name alone is not one.
+fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
+    let cell = cell.trim();
+    let whole = match cat.system(cell) {
+        Ok(s) => return Ok((s, None)),
+        Err(e) => e.to_string(),
+    };
+    let lower = cell.to_ascii_lowercase();
+    let split = |a: &str, b: &str| -> Option<(u32, String)> {
+        let (a, b) = (a.trim(), b.trim());
+        a.parse::<u32>()
+            .ok()
+            .map(|n| (n, b.to_string()))
+            .or_else(|| b.parse::<u32>().ok().map(|n| (n, a.to_string())))
+    };
+    let mut candidates = Vec::new();
+    for sep in ['x', '×', '*'] {
+        for pair in [lower.split_once(sep), lower.rsplit_once(sep)]
+            .into_iter()
+            .flatten()
+        {
+            candidates.extend(split(pair.0, pair.1));
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .find_map(|(n, name)| cat.system(&name).ok().map(|s| (s, Some(n))))
+        .ok_or(whole)
+}
+
 fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, String), String> {
-    let system = cat.system(row.hardware.trim()).map_err(|e| e.to_string())?;
+    let (system, stated_chips) = system_of(cat, &row.hardware)?;
     let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
     let precision = match row.precision.trim() {
         "" => None,
@@ -287,21 +326,22 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         ),
     };
     let chips = match row.count.trim() {
-        "" => None,
+        "" => stated_chips,
         s => Some(
             s.parse::<u32>()
                 .map_err(|_| format!("count `{s}` is not a whole number"))?,
         ),
     };
     let layout = layout_of(&row.parallel)?;
-    let speculative = match row.speculative.trim() {
-        "yes" => Some(Speculative {
+    let speculative = match row.speculative.trim().to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" => Some(Speculative {
             tokens_per_step: p.spec_tokens_per_step,
             draft_cost: p.spec_draft_cost,
         }),
         _ => None,
     };
-    let conc = row.concurrency.trim();
+    let conc_cell = row.concurrency.trim().to_ascii_lowercase();
+    let conc = conc_cell.as_str();
     let scenario = match conc {
         "server" => Some(Scenario::Server),
         "interactive" => Some(Scenario::Interactive),

@@ -665,6 +665,29 @@ fn parallel_cells_drop_expert_parallel_parts_and_keep_the_rest() {
 }
 
 #[test]
+fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
+    let cat = cat();
+    let p = Params::default();
+    let header =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
+    let text = format!(
+        "{header}a,8xH100,,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
+         b,H100 x 8,,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
+         c,h100-sxm,8,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
+         d,H100 SXM5 80GB,8,Llama-2-70B,FP8,TP2,No,Offline,,,throughput_tok_s,1\n\
+         e,h100-sxm,8,llama-2-70b,fp8,tp2,none,offline,,,throughput_tok_s,1\n\
+         f,MI300X,8,llama-3.1-70b,fp8,,Yes,1,1000,100,tokens_per_second_per_user,1\n\
+         g,mi300x,8,llama-3.1-70b,fp8,,yes,1,1000,100,decode_tok_s_per_user,1\n"
+    );
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &p, &rows);
+    let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
+    assert!((v(0) - v(2)).abs() < 1e-9 && (v(1) - v(2)).abs() < 1e-9);
+    assert!((v(3) - v(4)).abs() < 1e-9 * v(4));
+    assert!((v(5) - v(6)).abs() < 1e-9 * v(6));
+}
+
+#[test]
 fn metric_spellings_in_other_units_give_the_same_prediction() {
     let cat = cat();
     let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
