@@ -28,7 +28,9 @@
 //!   catalog holds MLPerf's workload for the row's model, blank lengths take its dataset's mean
 //!   lengths and the latency scenarios its p99 TTFT and TPOT limits (see [`scenario_limits`]);
 //!   an `interactive` row whose model has no interactive limits in the catalog is skipped;
-//! - other blank lengths take the default input and output lengths;
+//! - other blank lengths take the default input and output lengths; `1k` is 1,024 tokens;
+//! - a load may be written `64`, `bs64`, `batch 64`, `c=64` or `64 users`; a concurrency or
+//!   length that cannot be read skips the row with the reason, never a default;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
 
@@ -183,8 +185,59 @@ pub struct Summary {
     pub groups: Vec<(Group, f64, usize)>,
 }
 
-fn opt_num(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok()
+/// A token length: a number, or thousands of tokens written `1k`, `8K` (1,024 each, as
+/// benchmark names such as "1k/1k" mean); blank is `None`, anything else an error naming
+/// the column.
+fn length_of(cell: &str, column: &str) -> Result<Option<f64>, String> {
+    let t = cell.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let v = match t.strip_suffix('k') {
+        Some(k) => k.trim().parse::<f64>().map(|k| k * 1024.0),
+        None => t.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
+        _ => Err(format!("{column} `{}` is not a token count", cell.trim())),
+    }
+}
+
+/// A stated load: a number of requests in flight, possibly written `bs64`, `batch 64`,
+/// `c=64` or `64 users`; blank is `None`. Scenario names are read before this.
+fn concurrency_of(cell: &str) -> Result<Option<f64>, String> {
+    let t = cell.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let mut rest = t.as_str();
+    for prefix in [
+        "batch size",
+        "batch-size",
+        "batch",
+        "bs",
+        "concurrency",
+        "c",
+    ] {
+        if let Some(r) = rest.strip_prefix(prefix) {
+            rest = r;
+            break;
+        }
+    }
+    rest = rest.trim_start_matches([' ', '=', ':']);
+    for suffix in ["users", "requests", "streams", "concurrent"] {
+        if let Some(r) = rest.strip_suffix(suffix) {
+            rest = r;
+            break;
+        }
+    }
+    match rest.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
+        _ => Err(format!(
+            "concurrency `{}` is neither a number of requests nor offline, server or interactive",
+            cell.trim()
+        )),
+    }
 }
 
 /// A latency-bounded scenario of a benchmark suite.
@@ -350,12 +403,17 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let workload = (scenario.is_some() || conc == "offline")
         .then(|| cat.suite_workload("mlperf", &model.id))
         .flatten();
-    let isl = opt_num(&row.isl)
+    let isl = length_of(&row.isl, "isl")?
         .or(workload.and_then(|w| w.isl))
         .unwrap_or(f64::from(p.default_isl));
-    let osl = opt_num(&row.osl)
+    let osl = length_of(&row.osl, "osl")?
         .or(workload.and_then(|w| w.osl))
         .unwrap_or(f64::from(p.default_osl));
+    let stated = if scenario.is_some() || conc == "offline" {
+        None
+    } else {
+        concurrency_of(conc)?
+    };
     let (metric, scale) = canonical_metric(row.metric.trim());
     let is_gpu = system.kind == crate::SystemKind::Gpu;
     let (objective, group) = match metric {
@@ -405,7 +463,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     } else {
         (None, None)
     };
-    let concurrency = opt_num(conc).unwrap_or(1.0);
+    let concurrency = stated.unwrap_or(1.0);
     let q = Query {
         model,
         system,
@@ -423,7 +481,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     // Rows at a stated concurrency are judged at that load; peak rows search the load. A
     // latency measured in a scenario run comes from the layout that run chose for its
     // throughput.
-    let objective = if opt_num(conc).is_some() && objective == Objective::Throughput {
+    let objective = if stated.is_some() && objective == Objective::Throughput {
         Objective::Latency
     } else if scenario.is_some() {
         Objective::Throughput

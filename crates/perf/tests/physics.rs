@@ -677,7 +677,12 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
          d,H100 SXM5 80GB,8,Llama-2-70B,FP8,TP2,No,Offline,,,throughput_tok_s,1\n\
          e,h100-sxm,8,llama-2-70b,fp8,tp2,none,offline,,,throughput_tok_s,1\n\
          f,MI300X,8,llama-3.1-70b,fp8,,Yes,1,1000,100,tokens_per_second_per_user,1\n\
-         g,mi300x,8,llama-3.1-70b,fp8,,yes,1,1000,100,decode_tok_s_per_user,1\n"
+         g,mi300x,8,llama-3.1-70b,fp8,,yes,1,1000,100,decode_tok_s_per_user,1\n\
+         h,h100-sxm,8,llama-3.1-70b,fp8,tp8,,bs64,1k,2K,throughput_tok_s,1\n\
+         i,h100-sxm,8,llama-3.1-70b,fp8,tp8,,64,1024,2048,throughput_tok_s,1\n\
+         j,h100-sxm,8,llama-3.1-70b,fp8,tp8,,c=64,1024,2048,throughput_tok_s,1\n\
+         k,h100-sxm,8,llama-3.1-70b,fp8,tp8,,lots,1024,2048,throughput_tok_s,1\n\
+         l,h100-sxm,8,llama-3.1-70b,fp8,tp8,,64,long,2048,throughput_tok_s,1\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -685,6 +690,12 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
     assert!((v(0) - v(2)).abs() < 1e-9 && (v(1) - v(2)).abs() < 1e-9);
     assert!((v(3) - v(4)).abs() < 1e-9 * v(4));
     assert!((v(5) - v(6)).abs() < 1e-9 * v(6));
+    // Loads and lengths as benchmark names write them; what cannot be read is refused, not
+    // read as a default.
+    assert!((v(7) - v(8)).abs() < 1e-9 * v(8) && (v(9) - v(8)).abs() < 1e-9 * v(8));
+    let why = |i: usize| out[i].predicted.as_ref().expect_err("refused").clone();
+    assert!(why(10).contains("concurrency `lots`"), "{}", why(10));
+    assert!(why(11).contains("isl `long`"), "{}", why(11));
 }
 
 #[test]
