@@ -5,7 +5,8 @@
 //! - `hardware` and `model` take catalog ids, aliases or published names (`NVIDIA H200`,
 //!   `H100 SXM5 80GB`, `meta-llama/Llama-3.3-70B-Instruct`); a hardware cell may state the
 //!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank;
-//! - a blank count takes the default chip count of [`crate::estimate`];
+//! - a count may carry its unit (`8 GPUs`, `4 wafers`); a blank count takes the default chip
+//!   count of [`crate::estimate`];
 //! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names; `ep` parts
 //!   (expert parallelism within those chips) are dropped, and a blank or `ep`-only cell lets
 //!   the search choose;
@@ -183,6 +184,22 @@ pub struct Summary {
     pub skipped: usize,
     /// MAPE and row count per group.
     pub groups: Vec<(Group, f64, usize)>,
+}
+
+/// A chip count, possibly with its unit (`8`, `8 GPUs`, `4 wafers`, `16 sockets`, `8x`).
+fn count_of(cell: &str) -> Option<u32> {
+    let t = cell.trim().to_ascii_lowercase();
+    let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+    let unit = t[digits.len()..].trim();
+    let known = [
+        "", "x", "gpu", "gpus", "chip", "chips", "wafer", "wafers", "socket", "sockets", "rdu",
+        "rdus", "lpu", "lpus",
+    ];
+    if known.contains(&unit) {
+        digits.parse::<u32>().ok().filter(|n| *n > 0)
+    } else {
+        None
+    }
 }
 
 /// A token length: a number, or thousands of tokens written `1k`, `8K` (1,024 each, as
@@ -380,10 +397,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     };
     let chips = match row.count.trim() {
         "" => stated_chips,
-        s => Some(
-            s.parse::<u32>()
-                .map_err(|_| format!("count `{s}` is not a whole number"))?,
-        ),
+        s => Some(count_of(s).ok_or_else(|| format!("count `{s}` is not a whole number"))?),
     };
     let layout = layout_of(&row.parallel)?;
     let speculative = match row.speculative.trim().to_ascii_lowercase().as_str() {

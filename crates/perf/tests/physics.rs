@@ -672,7 +672,7 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
         "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
     let text = format!(
         "{header}a,8xH100,,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
-         b,H100 x 8,,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
+         b,H100 x 8,8 GPUs,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
          c,h100-sxm,8,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
          d,H100 SXM5 80GB,8,Llama-2-70B,FP8,TP2,No,Offline,,,throughput_tok_s,1\n\
          e,h100-sxm,8,llama-2-70b,fp8,tp2,none,offline,,,throughput_tok_s,1\n\
