@@ -5,6 +5,9 @@
 //! - `hardware` and `model` take catalog ids, aliases or published names (`NVIDIA H200`,
 //!   `H100 SXM5 80GB`, `meta-llama/Llama-3.3-70B-Instruct`); a hardware cell may state the
 //!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank;
+//! - `value` may group thousands with commas (`"21,805.8"`) and be marked approximate
+//!   (`~2600`) or as a bound (`>250`, `250+`); the number is taken. A value that cannot be
+//!   read skips its row, naming the line and column, and the other rows are still scored;
 //! - a count may carry its unit (`8 GPUs`, `4 wafers`); a blank count takes the default chip
 //!   count of [`crate::estimate`];
 //! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names; `ep` parts
@@ -71,29 +74,47 @@ pub struct Point {
     pub osl: String,
     /// What was measured.
     pub metric: String,
-    /// The published value. Thousands may be grouped with commas (`"21,805.8"`), as
-    /// published tables print them.
-    #[serde(deserialize_with = "grouped_number")]
-    pub value: f64,
+    /// The published value as written; [`Point::published`] reads it.
+    pub value: String,
+    /// The file line the row starts on (set by [`parse_points`]).
+    #[serde(skip)]
+    pub line: usize,
 }
 
-/// A published value: a finite number above zero, whose thousands may be grouped with commas
-/// (`21,805.8` is 21805.8). A comma anywhere else (`0,125`, `21,80.5`, `1,234.5,6`) is
-/// refused rather than guessed at, as is zero, which no error can be measured against.
-fn grouped_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
-    let text = String::deserialize(de)?;
-    let t = text.trim();
-    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
-    let plain = if whole.contains(',') && grouped(whole) && !fraction.contains(',') {
-        t.replace(',', "")
-    } else {
-        t.to_string()
-    };
-    match plain.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(serde::de::Error::custom(format!(
-            "field `value`: `{t}` is not a number above zero"
-        ))),
+impl Point {
+    /// The published value: a finite number above zero, whose thousands may be grouped with
+    /// commas (`21,805.8` is 21805.8), and which may be marked approximate (`~2600`) or as a
+    /// bound (`>250`, `250+`, `over 250`), as vendor pages write them; the number is taken.
+    /// A comma anywhere else (`0,125`, `21,80.5`, `1,234.5,6`) is refused rather than
+    /// guessed at, as is zero, which no error can be measured against.
+    ///
+    /// # Errors
+    /// What the cell holds, with its line and column.
+    pub fn published(&self) -> Result<f64, String> {
+        let raw = self.value.trim();
+        let mut t = raw.to_ascii_lowercase();
+        for mark in ["over ", "about ", "above ", "~", "≈", ">=", "≥", ">"] {
+            if let Some(r) = t.strip_prefix(mark) {
+                t = r.trim().to_string();
+                break;
+            }
+        }
+        if let Some(r) = t.strip_suffix('+') {
+            t = r.trim().to_string();
+        }
+        let (whole, fraction) = t.split_once('.').unwrap_or((&t, ""));
+        let plain = if whole.contains(',') && grouped(whole) && !fraction.contains(',') {
+            t.replace(',', "")
+        } else {
+            t.clone()
+        };
+        match plain.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(format!(
+                "line {}, field `value`: `{raw}` is not a number above zero",
+                self.line
+            )),
+        }
     }
 }
 
@@ -338,10 +359,17 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
         id: row.id.clone(),
         metric: row.metric.clone(),
         group: None,
-        published: row.value,
+        published: f64::NAN,
         predicted: Err(String::new()),
         layout: String::new(),
     };
+    match row.published() {
+        Ok(v) => out.published = v,
+        Err(why) => {
+            out.predicted = Err(why);
+            return out;
+        }
+    }
     match predict_inner(cat, p, row) {
         Ok((v, g, layout)) => {
             out.predicted = Ok(v);
@@ -536,23 +564,34 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         .headers()
         .map_err(|e| format!("line 1: {e}"))?
         .clone();
+    // The line from a record's byte offset: the reader's own line count is not always the
+    // record's line. The offset may sit on the line ending before the record (a CRLF's `\n`,
+    // blank lines), so it first moves past those.
+    let line_of = |pos: &csv::Position| {
+        let bytes = text.as_bytes();
+        let mut at = usize::try_from(pos.byte())
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
+    };
     let mut rows = Vec::new();
-    for (i, rec) in reader.deserialize::<Point>().enumerate() {
-        let row = rec.map_err(|e| {
-            // The line from the record's byte offset: the reader's own line count is not
-            // always the record's line. The offset may sit on the line ending before the
-            // record (a CRLF's `\n`, blank lines), so it first moves past those.
-            let line = e.position().map_or(i + 2, |pos| {
-                let bytes = text.as_bytes();
-                let mut at = usize::try_from(pos.byte())
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
-                    at += 1;
-                }
-                1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
-            });
-            match e.kind() {
+    let mut record = csv::StringRecord::new();
+    loop {
+        let fallback = rows.len() + 2;
+        let read = reader.read_record(&mut record).map_err(|e| {
+            let line = e.position().map_or(fallback, &line_of);
+            format!("line {line}: {e}")
+        })?;
+        if !read {
+            break;
+        }
+        let line = record.position().map_or(fallback, &line_of);
+        let mut row: Point = record
+            .deserialize(Some(&headers))
+            .map_err(|e| match e.kind() {
                 csv::ErrorKind::Deserialize { err, .. } => {
                     match err
                         .field()
@@ -563,8 +602,8 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
                     }
                 }
                 _ => format!("line {line}: {e}"),
-            }
-        })?;
+            })?;
+        row.line = line;
         rows.push(row);
     }
     Ok(rows)

@@ -568,33 +568,57 @@ fn the_batch_limit_is_per_replica_whatever_the_pipeline_depth() {
 
 #[test]
 fn a_bad_points_file_names_the_line() {
-    let text = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\na,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,fast\n";
-    let err = parse_points(text).expect_err("bad value");
-    assert!(err.contains("line 2, field `value`"), "{err}");
-    // A quoted first data row once came back as line 1 from the reader's own count.
+    let cat = cat();
+    let p = Params::default();
     let header =
         "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value";
-    let err = parse_points(&format!("{header}\na,cs3,one,x,,,,,,,m,\"1.5x\"\n")).expect_err("bad");
-    assert!(err.starts_with("line 2, field `value`: `1.5x`"), "{err}");
-    // Published tables group thousands with commas; a grouping that is not thousands is
-    // refused rather than guessed at.
-    let rows = parse_points(&format!("{header}\na,b200,8,llama-2-70b,,,,offline,,,throughput_tok_s,\"101,527.0\"\nb,b200,8,llama-2-70b,,,,offline,,,throughput_tok_s,\"1,234,567\"\n")).expect("grouped");
-    assert_eq!(rows[0].value, 101_527.0);
-    assert_eq!(rows[1].value, 1_234_567.0);
+    // A value that is not a number skips its row, naming the line and column; the other rows
+    // are still scored.
+    let reasons = |text: &str| -> Vec<Result<f64, String>> {
+        let rows = parse_points(text).expect("rows");
+        run(&cat, &p, &rows)
+            .0
+            .into_iter()
+            .map(|o| o.predicted)
+            .collect()
+    };
+    let out = reasons(&format!(
+        "{header}\na,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,fast\nb,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1800\n"
+    ));
+    let why = out[0].as_ref().expect_err("bad value");
+    assert!(why.starts_with("line 2, field `value`: `fast`"), "{why}");
+    assert!(out[1].is_ok());
+    // A quoted first data row once came back as line 1 from the reader's own count.
+    let out = reasons(&format!("{header}\na,cs3,one,x,,,,,,,m,\"1.5x\"\n"));
+    let why = out[0].as_ref().expect_err("bad");
+    assert!(why.starts_with("line 2, field `value`: `1.5x`"), "{why}");
+    // Published tables group thousands with commas and vendor pages mark approximations and
+    // bounds; a grouping that is not thousands is refused rather than guessed at.
+    let rows = parse_points(&format!(
+        "{header}\na,b,8,m,,,,,,,t,\"101,527.0\"\nb,b,8,m,,,,,,,t,\"1,234,567\"\nc,b,8,m,,,,,,,t,~2600\nd,b,8,m,,,,,,,t,>250\ne,b,8,m,,,,,,,t,250+\n"
+    ))
+    .expect("grouped");
+    let values: Vec<f64> = rows.iter().map(|r| r.published().expect("value")).collect();
+    assert_eq!(values, [101_527.0, 1_234_567.0, 2600.0, 250.0, 250.0]);
     for bad in ["21,80.5", "0,125", "1,234.5,6", "0", "-5", "NaN", "inf"] {
-        let err =
-            parse_points(&format!("{header}\na,b200,8,x,,,,,,,m,\"{bad}\"\n")).expect_err(bad);
+        let rows =
+            parse_points(&format!("{header}\na,b200,8,x,,,,,,,m,\"{bad}\"\n")).expect("rows");
+        let why = rows[0].published().expect_err(bad);
         assert!(
-            err.contains(&format!("line 2, field `value`: `{bad}` is not a number")),
-            "{err}"
+            why.contains(&format!("line 2, field `value`: `{bad}` is not a number")),
+            "{why}"
         );
     }
     // CRLF line endings, as the reference files have, and a blank line before the bad row.
-    let err = parse_points(&format!(
+    let rows = parse_points(&format!(
         "{header}\r\na,b200,8,x,,,,,,,m,5\r\n\r\nb,b200,8,x,,,,,,,m,\"5x\"\r\n"
     ))
-    .expect_err("bad");
-    assert!(err.starts_with("line 4, field `value`"), "{err}");
+    .expect("rows");
+    let why = rows[1].published().expect_err("bad");
+    assert!(why.starts_with("line 4, field `value`"), "{why}");
+    // A row that breaks the file's shape still stops the file, naming its line.
+    let err = parse_points(&format!("{header}\na,b,8,m,,,,,,,t,5,extra\n")).expect_err("shape");
+    assert!(err.starts_with("line 2"), "{err}");
 }
 
 fn deployments(cat: &Catalog) -> Vec<Deployment<'_>> {

@@ -463,10 +463,14 @@ pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
                 o.layout
             ),
             Err(why) => out!(
-                "{:<46} {:<27} {:>12.4} {:>12} {:>8}  skipped: {why}",
+                "{:<46} {:<27} {:>12} {:>12} {:>8}  skipped: {why}",
                 o.id,
                 o.metric,
-                o.published,
+                if o.published.is_finite() {
+                    format!("{:.4}", o.published)
+                } else {
+                    "-".to_string()
+                },
                 "-",
                 "-"
             ),

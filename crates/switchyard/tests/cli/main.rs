@@ -274,7 +274,18 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
         out.trim_end().ends_with("MAPE") || out.contains("over 1 points, 1 skipped"),
         "{out}"
     );
-    let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n");
+    // A value that is not a number skips its row, naming the line and column.
+    let odd = temp_file("odd.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n");
+    let o = run(&["validate", "--points", odd.to_str().expect("path")]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        out.contains("skipped: line 2, field `value`: `n/a`")
+            && out.contains("0 points, 1 skipped"),
+        "{out}"
+    );
+    // A file whose rows do not fit its header stops with the file and line.
+    let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1,2\n");
     let o = run(&["validate", "--points", bad.to_str().expect("path")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
