@@ -35,6 +35,14 @@ pub enum CatalogError {
     /// No system with this id.
     #[error("unknown hardware `{id}`; known: {known}")]
     UnknownSystem { id: String, known: String },
+    /// A system named with a memory size the catalog's entry does not have.
+    #[error("unknown hardware `{id}`: the catalog's `{system}` has {has} GB, not {named} GB")]
+    OtherMemory {
+        id: String,
+        system: String,
+        has: f64,
+        named: f64,
+    },
     /// No model with this id.
     #[error("unknown model `{id}`; known: {known}")]
     UnknownModel { id: String, known: String },
@@ -154,17 +162,37 @@ impl Catalog {
         })
     }
 
-    /// The system with this id or alias, written in any case (`H100` finds `h100-sxm`).
+    /// The system with this id or alias, written in any case (`H100` finds `h100-sxm`), or
+    /// with a published name that reduces to one (`NVIDIA H100 SXM5 80GB HBM3`). A memory
+    /// size in the name must be the entry's own, within a tenth: `A100 40GB` is refused, since
+    /// the catalog's A100 has 80 GB.
     ///
     /// # Errors
     /// [`CatalogError::UnknownSystem`], listing the ids that exist.
     pub fn system(&self, id: &str) -> Result<&System, CatalogError> {
-        by_name(&self.systems, id, |s| &s.id, |s| &s.aliases, false).map_err(|known| {
-            CatalogError::UnknownSystem {
-                id: id.to_string(),
-                known,
+        let unknown = |known| CatalogError::UnknownSystem {
+            id: id.to_string(),
+            known,
+        };
+        // A memory size in the name (`H100 SXM5 80GB`) must be the entry's own: `A100 40GB`
+        // is not the 80 GB part the catalog holds.
+        if let Ok(s) = by_name(&self.systems, id, |s| &s.id, |s| &s.aliases, false) {
+            if memory_sizes(id).1.is_empty() || named_exactly(s, id) {
+                return Ok(s);
             }
-        })
+        }
+        let (name, sizes) = memory_sizes(id);
+        let s = by_name(&self.systems, &name, |s| &s.id, |s| &s.aliases, false).map_err(unknown)?;
+        let fits = |gb: f64| (gb - s.memory_gb).abs() <= 0.1 * s.memory_gb.max(gb);
+        match sizes.iter().find(|gb| !fits(**gb)) {
+            None => Ok(s),
+            Some(gb) => Err(CatalogError::OtherMemory {
+                id: id.to_string(),
+                system: s.id.clone(),
+                has: s.memory_gb,
+                named: *gb,
+            }),
+        }
     }
 
     /// The model with this id or alias, or with a published name that reduces to one:
@@ -205,6 +233,22 @@ fn by_name<'a, T>(
     if let Ok(x) = by_id(items, name, &id) {
         return Ok(x);
     }
+    // The id or an alias in another case or spacing wins over any looser reading, so that a
+    // user's entry named like a loose form of another (`a100-40gb`) is still found.
+    let strict = |n: &str| -> String {
+        n.trim()
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c == '_' || c == ' ' { '-' } else { c })
+            .collect()
+    };
+    let exact = strict(name);
+    let mut same = items
+        .iter()
+        .filter(|x| strict(id(x)) == exact || aliases(x).iter().any(|a| strict(a) == exact));
+    if let (Some(x), None) = (same.next(), same.next()) {
+        return Ok(x);
+    }
     let key = |n: &str| normalized(n, model_names);
     let want = key(name);
     let mut found = items
@@ -217,8 +261,8 @@ fn by_name<'a, T>(
 }
 
 /// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces.
-/// For systems also without a maker's name, a memory size or an SXM form, and without
-/// hyphens. For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
+/// For systems also without a maker's name, an SXM form or an HBM generation, and without
+/// hyphens (memory sizes are checked apart, against the entry). For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
 /// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
 /// dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
@@ -243,11 +287,12 @@ fn normalized(name: &str, model_names: bool) -> String {
             "intel",
         ];
         let parts: Vec<&str> = s.split('-').filter(|t| !t.is_empty()).collect();
-        let memory = |t: &str| {
-            t.strip_suffix("gb")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        let form = |t: &str| {
+            matches!(
+                t,
+                "sxm" | "sxm4" | "sxm5" | "sxm6" | "hbm" | "hbm2" | "hbm2e" | "hbm3" | "hbm3e"
+            )
         };
-        let form = |t: &str| matches!(t, "sxm" | "sxm4" | "sxm5" | "sxm6");
         let kept: Vec<&str> = parts
             .iter()
             .enumerate()
@@ -256,7 +301,7 @@ fn normalized(name: &str, model_names: bool) -> String {
                 let maker = MAKERS.contains(t)
                     && parts.len() > 1
                     && (*i == 0 || parts[..*i].iter().all(|p| MAKERS.contains(p)));
-                !(maker || memory(t) || form(t))
+                !(maker || form(t))
             })
             .map(|(_, t)| *t)
             .collect();
@@ -295,6 +340,47 @@ fn normalized(name: &str, model_names: bool) -> String {
         if s.len() == before {
             return s;
         }
+    }
+}
+
+/// Whether `name` is the system's id or an alias in some case or spacing.
+fn named_exactly(s: &System, name: &str) -> bool {
+    let strict = |n: &str| n.trim().to_ascii_lowercase().replace([' ', '_'], "-");
+    let want = strict(name);
+    strict(&s.id) == want || s.aliases.iter().any(|a| strict(a) == want)
+}
+
+/// A system name without its memory sizes (`80GB`, `141 GB`), and those sizes in GB.
+fn memory_sizes(name: &str) -> (String, Vec<f64>) {
+    let lower = name.to_ascii_lowercase();
+    let mut sizes = Vec::new();
+    let mut kept = Vec::new();
+    let tokens: Vec<&str> = lower
+        .split([' ', '-', '_'])
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i];
+        let number = |s: &str| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|_| s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        };
+        if let Some(gb) = t.strip_suffix("gb").and_then(number) {
+            sizes.push(gb);
+        } else if tokens.get(i + 1) == Some(&"gb") && number(t).is_some() {
+            sizes.extend(number(t));
+            i += 1;
+        } else {
+            kept.push(t);
+        }
+        i += 1;
+    }
+    if sizes.is_empty() {
+        (name.to_string(), sizes)
+    } else {
+        (kept.join("-"), sizes)
     }
 }
 

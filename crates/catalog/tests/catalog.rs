@@ -292,6 +292,37 @@ fn published_names_and_aliases_find_their_entries() {
     // A maker's name alone, or a PCIe card the catalog does not hold, names nothing.
     assert!(cat.system("NVIDIA").is_err());
     assert!(cat.system("H100 PCIe 80GB").is_err());
+    // Memory sizes and HBM generations are read, and a size must be the entry's own.
+    for (name, id) in [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("AMD Instinct MI300X 192GB HBM3", "mi300x"),
+        ("A100-SXM4-80GB", "a100-sxm"),
+        ("B200 192 GB", "b200"),
+    ] {
+        assert_eq!(cat.system(name).expect(name).id, id);
+    }
+    let err = cat.system("NVIDIA A100-SXM4-40GB").expect_err("40 GB part");
+    assert!(err.to_string().contains("has 80 GB, not 40 GB"), "{err}");
+    // A user's entry named like a loose form of a built-in one is found by its own name.
+    let mut mine = cat.clone();
+    mine.extend_from_toml(
+        "[[system]]\nid = \"a100-40gb\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 40.0\nmemory_bw_tb_s = 1.6\ndense_tflops = { bf16 = 312.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n",
+        "mine.toml",
+    )
+    .expect("entry");
+    assert_eq!(mine.system("A100-40GB").expect("mine").id, "a100-40gb");
+    assert_eq!(mine.system("A100").expect("built-in").id, "a100-sxm");
+    // A model named with its checkpoint's number format says that format.
+    use switchyard_catalog::Precision;
+    assert_eq!(
+        Precision::in_model_name("nvidia/DeepSeek-R1-FP4"),
+        Some(Precision::Fp4)
+    );
+    assert_eq!(
+        Precision::in_model_name("Llama-3.1-405B-Instruct-FP8"),
+        Some(Precision::Fp8)
+    );
+    assert_eq!(Precision::in_model_name("gpt-oss-120b"), None);
     // No two entries answer to the same name.
     let mut seen = std::collections::BTreeMap::new();
     for s in cat.systems() {

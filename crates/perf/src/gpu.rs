@@ -203,9 +203,10 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let work = mem + comp;
     let comm = allreduce_time(d, p, tokens / ep, f64::from(d.model.layers) / pp)
         + all_to_all_time(d, p, tokens / ep, moe_layers(d) / pp);
-    let stage = work + comm + f64::from(d.model.layers) / pp * p.gpu_layer_overhead_s;
+    let launches = f64::from(d.model.layers) * p.gpu_layer_overhead_s;
+    let stage = work + comm + launches / pp;
     let time = pp * stage + (pp - 1.0) * p.gpu_stage_hop_s + p.gpu_step_overhead_s;
-    let bound = if p.gpu_step_overhead_s > stage * pp {
+    let bound = if p.gpu_step_overhead_s + launches > (work + comm) * pp {
         Bound::Overhead
     } else if comm > work {
         Bound::Interconnect

@@ -21,9 +21,11 @@
 //! - metrics are `decode_tok_s_per_user`, `ttft_s`, `tpot_ms`, `throughput_tok_s` and
 //!   `throughput_tok_s_per_chip`, or another spelling of one of them (`ttft_ms`, `itl_ms`,
 //!   `tpot_s`, `throughput_tok_s_per_gpu`, ...) in its own unit;
-//! - `speculative` `yes` (any case) turns speculative decoding on at the default tokens per
-//!   step; `none`, `no` and `unknown` leave it off;
-//! - scenario names and other words are read in any case (`Offline`, `Server`);
+//! - `speculative` `yes` or a method's name (`mtp`, `eagle3`, `medusa`, `draft`) turns
+//!   speculative decoding on at the default tokens per step; `none`, `no` and `unknown` (or
+//!   blank) leave it off; any other word skips the row with the reason;
+//! - scenario names, speculation words and metric names are read in any case (`Offline`,
+//!   `TTFT_ms`); a hardware cell's count of whole systems (`2x DGX H100`) counts their chips;
 //! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
 //!   `interactive` the peak within that scenario's latency limits, a number the closed-loop
 //!   load at that many requests; a per-user or TTFT row with no concurrency is a single
@@ -47,12 +49,12 @@ use switchyard_catalog::{Precision, System, Workload};
 pub struct Point {
     /// Row id.
     pub id: String,
-    /// System id in the catalog.
+    /// The system: a catalog id, alias or published name, possibly with a chip count.
     pub hardware: String,
     /// Chips or wafers, when stated.
     #[serde(default)]
     pub count: String,
-    /// Model id in the catalog.
+    /// The model: a catalog id, alias or published name.
     pub model: String,
     /// Weight precision, when stated.
     #[serde(default)]
@@ -60,7 +62,7 @@ pub struct Point {
     /// Layout, when stated (`tp8`, `pp4`, `ep`).
     #[serde(default)]
     pub parallel: String,
-    /// `none`, `yes` or `unknown`.
+    /// `yes` or a method (`mtp`, `eagle3`), `none`, or `unknown`.
     #[serde(default)]
     pub speculative: String,
     /// A number, `offline`, `server`, `interactive` or blank.
@@ -102,19 +104,24 @@ impl Point {
         if let Some(r) = t.strip_suffix('+') {
             t = r.trim().to_string();
         }
-        let (whole, fraction) = t.split_once('.').unwrap_or((&t, ""));
-        let plain = if whole.contains(',') && grouped(whole) && !fraction.contains(',') {
-            t.replace(',', "")
-        } else {
-            t.clone()
-        };
-        match plain.parse::<f64>() {
+        match without_thousands(&t).parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
             _ => Err(format!(
                 "line {}, field `value`: `{raw}` is not a number above zero",
                 self.line
             )),
         }
+    }
+}
+
+/// `t` without the commas that group its thousands (`1,024`), or unchanged when its commas
+/// do something else.
+fn without_thousands(t: &str) -> String {
+    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+    if whole.contains(',') && grouped(whole) && !fraction.contains(',') {
+        t.replace(',', "")
+    } else {
+        t.to_string()
     }
 }
 
@@ -231,6 +238,7 @@ fn length_of(cell: &str, column: &str) -> Result<Option<f64>, String> {
     if t.is_empty() {
         return Ok(None);
     }
+    let t = without_thousands(&t);
     let v = match t.strip_suffix('k') {
         Some(k) => k.trim().parse::<f64>().map(|k| k * 1024.0),
         None => t.parse::<f64>(),
@@ -263,13 +271,26 @@ fn concurrency_of(cell: &str) -> Result<Option<f64>, String> {
         }
     }
     rest = rest.trim_start_matches([' ', '=', ':']);
-    for suffix in ["users", "requests", "streams", "concurrent"] {
-        if let Some(r) = rest.strip_suffix(suffix) {
-            rest = r;
+    loop {
+        let before = rest.len();
+        for suffix in [
+            "users",
+            "user",
+            "requests",
+            "request",
+            "streams",
+            "stream",
+            "concurrent",
+        ] {
+            if let Some(r) = rest.trim_end().strip_suffix(suffix) {
+                rest = r;
+            }
+        }
+        if rest.len() == before {
             break;
         }
     }
-    match rest.trim().parse::<f64>() {
+    match without_thousands(rest.trim()).parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
         _ => Err(format!(
             "concurrency `{}` is neither a number of requests nor offline, server or interactive",
@@ -406,10 +427,26 @@ fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
             candidates.extend(split(pair.0, pair.1));
         }
     }
+    // A count of whole systems (`2x DGX H100`, `2x GB200 NVL72`, `4x SambaRack`) is that
+    // many times the system's chips.
+    let whole_systems = |name: &str| {
+        ["dgx", "hgx", "nvl", "rack", "node", "sn40l-16"]
+            .iter()
+            .any(|w| name.contains(w))
+    };
     candidates
         .into_iter()
         .filter(|(n, _)| *n > 0)
-        .find_map(|(n, name)| cat.system(&name).ok().map(|s| (s, Some(n))))
+        .find_map(|(n, name)| {
+            cat.system(&name).ok().map(|s| {
+                let chips = if whole_systems(&name) {
+                    n * s.chips_per_system
+                } else {
+                    n
+                };
+                (s, Some(chips))
+            })
+        })
         .ok_or(whole)
 }
 
@@ -417,7 +454,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let (system, stated_chips) = system_of(cat, &row.hardware)?;
     let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
     let precision = match row.precision.trim() {
-        "" => None,
+        "" => Precision::in_model_name(&row.model),
         s => Some(
             s.parse()
                 .map_err(|e: switchyard_catalog::UnknownPrecision| e.to_string())?,
@@ -425,15 +462,24 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     };
     let chips = match row.count.trim() {
         "" => stated_chips,
-        s => Some(count_of(s).ok_or_else(|| format!("count `{s}` is not a whole number"))?),
+        s => Some(count_of(s).ok_or_else(|| {
+            format!("count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers)")
+        })?),
     };
     let layout = layout_of(&row.parallel)?;
     let speculative = match row.speculative.trim().to_ascii_lowercase().as_str() {
-        "yes" | "on" | "true" => Some(Speculative {
+        "yes" | "y" | "on" | "true" | "mtp" | "eagle" | "eagle2" | "eagle-2" | "eagle3"
+        | "eagle-3" | "medusa" | "draft" | "specdec" | "speculative" => Some(Speculative {
             tokens_per_step: p.spec_tokens_per_step,
             draft_cost: p.spec_draft_cost,
         }),
-        _ => None,
+        "" | "none" | "no" | "n" | "off" | "false" | "unknown" | "n/a" | "-" => None,
+        _ => {
+            return Err(format!(
+                "speculative `{}` is neither yes (or a method: mtp, eagle, medusa, draft) nor none or unknown",
+                row.speculative.trim()
+            ))
+        }
     };
     let conc_cell = row.concurrency.trim().to_ascii_lowercase();
     let conc = conc_cell.as_str();
@@ -454,9 +500,10 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let stated = if scenario.is_some() || conc == "offline" {
         None
     } else {
-        concurrency_of(conc)?
+        concurrency_of(&row.concurrency)?
     };
-    let (metric, scale) = canonical_metric(row.metric.trim());
+    let metric_cell = row.metric.trim().to_ascii_lowercase();
+    let (metric, scale) = canonical_metric(&metric_cell);
     let is_gpu = system.kind == crate::SystemKind::Gpu;
     let (objective, group) = match metric {
         "decode_tok_s_per_user" | "ttft_s" | "tpot_ms" => (

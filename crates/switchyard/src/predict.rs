@@ -141,7 +141,8 @@ impl Workload {
             model: cat.model(model).map_err(usage)?,
             system: cat.system(hardware).map_err(usage)?,
             chips: None,
-            precision: self.precision,
+            // A model named with its number format (`…-FP8`) is that checkpoint.
+            precision: self.precision.or(Precision::in_model_name(model)),
             kv_precision: self.kv_precision,
             layout: None,
             concurrency: self.concurrency,
