@@ -176,12 +176,12 @@ impl Catalog {
         };
         // A memory size in the name (`H100 SXM5 80GB`) must be the entry's own: `A100 40GB`
         // is not the 80 GB part the catalog holds.
+        let (name, sizes) = memory_sizes(id);
         if let Ok(s) = by_name(&self.systems, id, |s| &s.id, |s| &s.aliases, false) {
-            if memory_sizes(id).1.is_empty() || named_exactly(s, id) {
+            if sizes.is_empty() || named_exactly(s, id) {
                 return Ok(s);
             }
         }
-        let (name, sizes) = memory_sizes(id);
         let s = by_name(&self.systems, &name, |s| &s.id, |s| &s.aliases, false).map_err(unknown)?;
         let fits = |gb: f64| (gb - s.memory_gb).abs() <= 0.1 * s.memory_gb.max(gb);
         match sizes.iter().find(|gb| !fits(**gb)) {
@@ -235,17 +235,10 @@ fn by_name<'a, T>(
     }
     // The id or an alias in another case or spacing wins over any looser reading, so that a
     // user's entry named like a loose form of another (`a100-40gb`) is still found.
-    let strict = |n: &str| -> String {
-        n.trim()
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c == '_' || c == ' ' { '-' } else { c })
-            .collect()
-    };
-    let exact = strict(name);
+    let exact = spelled(name);
     let mut same = items
         .iter()
-        .filter(|x| strict(id(x)) == exact || aliases(x).iter().any(|a| strict(a) == exact));
+        .filter(|x| spelled(id(x)) == exact || aliases(x).iter().any(|a| spelled(a) == exact));
     if let (Some(x), None) = (same.next(), same.next()) {
         return Ok(x);
     }
@@ -266,13 +259,7 @@ fn by_name<'a, T>(
 /// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
 /// dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    let mut s: String = base
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c == '_' || c == ' ' { '-' } else { c })
-        .collect();
+    let mut s = spelled(name.rsplit('/').next().unwrap_or(name));
     if !model_names {
         // Systems as published: a maker's name (`NVIDIA H200`, `AMD Instinct MI300X`,
         // `Cerebras CS-3`), a memory size or socket form (`H100 SXM5 80GB`) around the
@@ -345,9 +332,14 @@ fn normalized(name: &str, model_names: bool) -> String {
 
 /// Whether `name` is the system's id or an alias in some case or spacing.
 fn named_exactly(s: &System, name: &str) -> bool {
-    let strict = |n: &str| n.trim().to_ascii_lowercase().replace([' ', '_'], "-");
-    let want = strict(name);
-    strict(&s.id) == want || s.aliases.iter().any(|a| strict(a) == want)
+    let want = spelled(name);
+    spelled(&s.id) == want || s.aliases.iter().any(|a| spelled(a) == want)
+}
+
+/// A name in lower case with `-` for `_` and spaces: how ids and aliases compare when written
+/// in another case or spacing.
+fn spelled(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace([' ', '_'], "-")
 }
 
 /// A system name without its memory sizes (`80GB`, `141 GB`), and those sizes in GB.

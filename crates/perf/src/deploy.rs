@@ -346,10 +346,15 @@ impl<'a> Deployment<'a> {
     /// memory alone, with no capacity tier: how many chips a model needs.
     pub(crate) fn fits_main_memory(&self, p: &Params, ctx: f64) -> bool {
         let m = self.memory_with(p, false);
-        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv)
+        m.fits && m.kv_free_per_chip >= self.kv_per_sequence(ctx)
+    }
+
+    /// KV bytes per chip of one sequence of `ctx` tokens: each expert-parallel group holds
+    /// its own sequences whole.
+    fn kv_per_sequence(&self, ctx: f64) -> f64 {
+        self.model.kv_bytes(ctx.max(1.0), self.kv)
             * self.kv_share_per_chip()
-            * f64::from(self.layout.ep);
-        m.fits && m.kv_free_per_chip >= per_seq
+            * f64::from(self.layout.ep)
     }
 
     fn memory_with(&self, p: &Params, tier: bool) -> Memory {
@@ -392,10 +397,10 @@ impl<'a> Deployment<'a> {
     /// Sequences of `ctx` tokens whose KV cache fits in one replica at once.
     pub fn max_sequences(&self, p: &Params, ctx: f64) -> f64 {
         let m = self.memory(p);
-        // Each expert-parallel group holds whole sequences in its own memory.
-        let ep = f64::from(self.layout.ep);
-        let per_seq = self.model.kv_bytes(ctx.max(1.0), self.kv) * self.kv_share_per_chip() * ep;
-        (m.kv_free_per_chip / per_seq).max(0.0).floor() * ep
+        let per_group = (m.kv_free_per_chip / self.kv_per_sequence(ctx))
+            .max(0.0)
+            .floor();
+        per_group * f64::from(self.layout.ep)
     }
 
     /// One decode step of a replica running `batch` sequences at mean context `ctx`: the

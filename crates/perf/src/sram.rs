@@ -32,8 +32,14 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
             let kv = batch * d.model.kv_bytes(ctx, d.kv) / chips;
             // The share of the weights held in the capacity tier streams from there, over
             // its own channels, while the rest and the KV cache stream from HBM.
-            let m = d.memory(p);
-            let spilled = weights * (m.spilled_per_chip / m.weights_per_chip.max(1.0));
+            // Only a system with a capacity tier can spill; the rest skip the fit.
+            let spilled = match d.system.capacity_memory_bw_tb_s {
+                Some(_) => {
+                    let m = d.memory(p);
+                    weights * (m.spilled_per_chip / m.weights_per_chip.max(1.0))
+                }
+                None => 0.0,
+            };
             let hbm = (weights - spilled + kv) / (d.system.memory_bw_tb_s * 1e12 * p.rdu_bw_eff);
             let slow = d
                 .system
