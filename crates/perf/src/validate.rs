@@ -34,6 +34,10 @@
 //!   catalog holds MLPerf's workload for the row's model, blank lengths take its dataset's mean
 //!   lengths and the latency scenarios its p99 TTFT and TPOT limits (see [`scenario_limits`]);
 //!   an `interactive` row whose model has no interactive limits in the catalog is skipped;
+//! - a latency scenario's limits may be stated in the row's notes, as MLPerf states them
+//!   (`SLO p99 TTFT 450 ms / TPOT 40 ms`, in `ms` or `s`); those are the run's own and come
+//!   before the catalog's (a `server` row that ran under the interactive limits is judged
+//!   under them); other notes are not read;
 //! - other blank lengths take the default input and output lengths; `1k` is 1,024 tokens;
 //! - a load may be written `64`, `bs64`, `batch 64`, `c=64` or `64 users`; a concurrency or
 //!   length that cannot be read skips the row with the reason, never a default;
@@ -78,6 +82,10 @@ pub struct Point {
     pub metric: String,
     /// The published value as written; [`Point::published`] reads it.
     pub value: String,
+    /// Free text; a latency limit stated here (`SLO p99 TTFT 450 ms / TPOT 40 ms`) is the
+    /// run's own and overrides its scenario's.
+    #[serde(default)]
+    pub notes: String,
     /// The file line the row starts on (set by [`parse_points`]).
     #[serde(skip)]
     pub line: usize,
@@ -323,6 +331,33 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
     (tpot, ttft)
 }
 
+/// The p99 TTFT and TPOT limits, in seconds, a row's notes state for its run, written as
+/// `SLO p99 TTFT 450 ms / TPOT 40 ms` (any case; `s` or `ms`).
+fn stated_slo(notes: &str) -> Option<(f64, f64)> {
+    let t = notes.to_ascii_lowercase();
+    let at = t.find("slo p99 ttft")?;
+    let rest = &t[at + "slo p99 ttft".len()..];
+    let seconds = |text: &str| -> Option<f64> {
+        let text = text.trim_start();
+        let end = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let v: f64 = text[..end].parse().ok()?;
+        let unit = text[end..].trim_start();
+        if unit.starts_with("ms") {
+            Some(v / 1000.0)
+        } else if unit.starts_with('s') {
+            Some(v)
+        } else {
+            None
+        }
+    };
+    let ttft = seconds(rest)?;
+    let tp = rest.find("tpot")?;
+    let tpot = seconds(&rest[tp + 4..])?;
+    (ttft > 0.0 && tpot > 0.0).then_some((ttft, tpot))
+}
+
 /// A metric name as the model computes it, and the factor from that metric's unit to the
 /// row's: published tables name the same quantity several ways (inter-token latency is the
 /// time per output token; TTFT in ms or s).
@@ -538,19 +573,27 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
+    // A run's own limits, stated in its notes, come before its scenario's in the catalog.
+    let slo = scenario.and(stated_slo(&row.notes));
     if scenario == Some(Scenario::Interactive)
+        && slo.is_none()
         && workload.is_none_or(|w| w.interactive_tpot_ms.is_none())
     {
         return Err(format!(
-            "interactive scenario: the catalog holds no interactive limits for {}",
+            "interactive scenario: the catalog holds no interactive limits for {}, and the notes state none",
             model.id
         ));
     }
-    let (tpot_limit, ttft_limit) = if let Some(sc) = scenario {
-        let (tpot, ttft) = scenario_limits(workload, sc, p);
-        (Some(tpot), ttft)
-    } else {
-        (None, None)
+    let (tpot_limit, ttft_limit) = match (scenario, slo) {
+        (Some(_), Some((ttft_s, tpot_s))) => (
+            Some(tpot_s * p.server_mean_tpot_frac),
+            Some(ttft_s * p.server_mean_ttft_frac),
+        ),
+        (Some(sc), None) => {
+            let (tpot, ttft) = scenario_limits(workload, sc, p);
+            (Some(tpot), ttft)
+        }
+        (None, _) => (None, None),
     };
     let concurrency = stated.unwrap_or(1.0);
     let q = Query {

@@ -467,7 +467,7 @@ fn validation_runs_every_reference_row() {
     assert!(rows.iter().all(|r| r.published().is_ok()));
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 34.0, "MAPE {}", s.mape);
+    assert!(s.mape < 33.0, "MAPE {}", s.mape);
 }
 
 #[test]
@@ -539,6 +539,47 @@ fn mlperf_scenario_rows_take_the_workload_lengths_and_limits() {
         "{} against {}",
         v(7),
         direct.at.ttft_s
+    );
+}
+
+#[test]
+fn a_run_judged_under_the_limits_its_notes_state() {
+    let cat = cat();
+    let p = Params::default();
+    let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
+    let text = format!(
+        "{header}srv,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,Server run.\n\
+         tight,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,\"Interactive server SLO p99 TTFT 450 ms / TPOT 40 ms. Other text.\"\n\
+         thr,b200,8,llama-2-70b,fp4,,none,server,,,throughput_tok_s,1,x,x,x,x\n\
+         thrtight,b200,8,llama-2-70b,fp4,,none,server,,,throughput_tok_s,1,x,x,x,slo P99 TTFT 0.45 s / tpot 0.04 s\n\
+         mixtral,b200,8,mixtral-8x7b,fp8,,none,interactive,,,tpot_ms,1,x,x,x,SLO p99 TTFT 500 ms / TPOT 30 ms\n\
+         garbled,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT soon / TPOT 40 ms\n\
+         offline,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,SLO p99 TTFT 450 ms / TPOT 40 ms\n\
+         plain,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,x\n"
+    );
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &p, &rows);
+    let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
+    let frac = p.server_mean_tpot_frac;
+    // The server limit (200 ms p99) against the 40 ms the notes state, in either unit.
+    assert!(v(0) > 40.0 * frac * 1.01, "{}", v(0));
+    assert!(v(1) <= 40.0 * frac * (1.0 + 1e-9), "{}", v(1));
+    assert!(v(3) < v(2) * 0.99, "{} against {}", v(3), v(2));
+    // A stated limit lets an interactive row be modelled where the catalog has none.
+    assert!(v(4) <= 30.0 * frac * (1.0 + 1e-9), "{}", v(4));
+    // Notes that cannot be read as limits leave the scenario's own.
+    assert!(
+        (v(5) - v(0)).abs() < 1e-9 * v(0),
+        "{} against {}",
+        v(5),
+        v(0)
+    );
+    // An offline run has no latency limits, whatever its notes say.
+    assert!(
+        (v(6) - v(7)).abs() < 1e-9 * v(7),
+        "{} against {}",
+        v(6),
+        v(7)
     );
 }
 
