@@ -203,16 +203,13 @@ fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32>
     })
 }
 
-/// The best deployment for `q` under `objective`.
+/// Every deployment of `q` that fits: the layouts of the query's chip count (or its fixed
+/// layout), each with the query's speculation and KV precision.
 ///
 /// # Errors
 /// A layout the system cannot host, or a model that does not fit (naming the fewest chips
 /// that would).
-pub fn best_deployment<'a>(
-    q: &Query<'a>,
-    p: &Params,
-    objective: Objective,
-) -> Result<Deployment<'a>, PerfError> {
+fn fitting_deployments<'a>(q: &Query<'a>, p: &Params) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
     let unit = if q.system.kind == SystemKind::Wafer {
         "wafers"
@@ -268,19 +265,47 @@ pub fn best_deployment<'a>(
         }
         None => layouts(q.model, q.system, chips),
     };
-    let mut best: Option<(f64, Deployment<'a>)> = None;
+    let mut out = Vec::new();
     let mut first_err = None;
     for l in candidates {
-        let d = match Deployment::new(q.model, q.system, l, precision) {
-            Ok(d) => d.with_speculative(q.speculative).with_kv(q.kv_precision),
+        match Deployment::new(q.model, q.system, l, precision) {
+            Ok(d) => {
+                let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
+                if fits(&d, p, q.isl, q.osl) {
+                    out.push(d);
+                }
+            }
             Err(e) => {
                 first_err.get_or_insert(e);
-                continue;
             }
-        };
-        if !fits(&d, p, q.isl, q.osl) {
-            continue;
         }
+    }
+    match (out.is_empty(), first_err) {
+        (false, _) => Ok(out),
+        (true, Some(e)) if q.layout.is_some() => Err(e),
+        (true, _) => {
+            let per_chip = q.system.weight_memory_bytes() / 1e9;
+            let weights = q.model.total_params_b * precision.bytes();
+            Err(too_small(
+                chips,
+                format!("weights take {weights:.0} GB against {per_chip:.0} GB per chip"),
+            ))
+        }
+    }
+}
+
+/// The best deployment for `q` under `objective`.
+///
+/// # Errors
+/// A layout the system cannot host, or a model that does not fit (naming the fewest chips
+/// that would).
+pub fn best_deployment<'a>(
+    q: &Query<'a>,
+    p: &Params,
+    objective: Objective,
+) -> Result<Deployment<'a>, PerfError> {
+    let mut best: Option<(f64, Deployment<'a>)> = None;
+    for d in fitting_deployments(q, p)? {
         let score = match objective {
             Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
             // A layout that meets the limits beats any that does not.
@@ -293,18 +318,67 @@ pub fn best_deployment<'a>(
             best = Some((score, d));
         }
     }
-    match (best, first_err) {
-        (Some((_, d)), _) => Ok(d),
-        (None, Some(e)) if q.layout.is_some() => Err(e),
-        (None, _) => {
-            let per_chip = q.system.weight_memory_bytes() / 1e9;
-            let weights = q.model.total_params_b * precision.bytes();
-            Err(too_small(
-                chips,
-                format!("weights take {weights:.0} GB against {per_chip:.0} GB per chip"),
-            ))
+    // `fitting_deployments` returns at least one deployment or an error.
+    best.map(|(_, d)| d)
+        .ok_or_else(|| PerfError::BadInput("no deployment to choose from".into()))
+}
+
+/// One point of a throughput-interactivity frontier: a layout at a load.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontierPoint {
+    /// The layout.
+    pub layout: Layout,
+    /// Serving figures at this load.
+    pub op: Operating,
+    /// Output tokens per second per chip.
+    pub throughput_per_chip: f64,
+    /// Energy and cost at this load, the deployment kept busy at it.
+    pub economics: Economics,
+}
+
+/// The throughput-interactivity frontier of `q` on its chip count: over every layout that
+/// fits (or the query's fixed one) and every load from one request per replica to what the
+/// KV cache and the engine's batch limit allow (in steps of a quarter), the points no other
+/// point beats on both per-user speed and throughput. Sorted from the fastest per-user speed
+/// to the highest throughput. This is the curve InferenceMAX and AIConfigurator plot
+/// (throughput per GPU against tokens per second per user); the query's TPOT and TTFT
+/// limits drop the points that miss them.
+///
+/// # Errors
+/// As [`best_deployment`].
+pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Vec<FrontierPoint>, PerfError> {
+    let mut all = Vec::new();
+    for d in fitting_deployments(q, p)? {
+        let chips = f64::from(d.layout.chips());
+        for op in d.loads(p, q.isl, q.osl) {
+            let ok = q.tpot_limit.is_none_or(|l| op.tpot_s <= l)
+                && q.ttft_limit.is_none_or(|l| op.ttft_s <= l);
+            if ok {
+                all.push(FrontierPoint {
+                    layout: d.layout,
+                    throughput_per_chip: op.throughput_tok_s / chips,
+                    economics: d.economics(p, &op, 1.0),
+                    op,
+                });
+            }
         }
     }
+    // Fastest first; among equal speeds the higher throughput first. A point stays when it
+    // carries more than every faster point.
+    all.sort_by(|a, b| {
+        b.op.user_tok_s
+            .total_cmp(&a.op.user_tok_s)
+            .then(b.op.throughput_tok_s.total_cmp(&a.op.throughput_tok_s))
+    });
+    let mut best = f64::NEG_INFINITY;
+    all.retain(|f| {
+        let keep = f.op.throughput_tok_s > best * (1.0 + 1e-9);
+        if keep {
+            best = f.op.throughput_tok_s;
+        }
+        keep
+    });
+    Ok(all)
 }
 
 /// The full estimate for `q`.

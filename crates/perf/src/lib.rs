@@ -23,7 +23,9 @@ pub mod validate;
 mod wafer;
 
 pub use deploy::{Bound, Deployment, Layout, Memory, Speculative, Step};
-pub use estimate::{best_deployment, estimate, Estimate, Objective, Query};
+pub use estimate::{
+    best_deployment, estimate, frontier, Estimate, FrontierPoint, Objective, Query,
+};
 pub use params::Params;
 pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};

@@ -142,26 +142,35 @@ impl Deployment<'_> {
         tpot_limit: Option<f64>,
         ttft_limit: Option<f64>,
     ) -> Option<Operating> {
-        let dp = f64::from(self.layout.dp);
-        let per_replica_cap = self
-            .max_sequences(p, isl + osl)
-            .min(f64::from(p.max_batch))
-            .max(1.0);
         let mut best: Option<Operating> = None;
-        let mut c = 1.0_f64;
-        loop {
-            let op = self.at_concurrency(p, c * dp, isl, osl);
+        for op in self.loads(p, isl, osl) {
             let ok = tpot_limit.is_none_or(|l| op.tpot_s <= l)
                 && ttft_limit.is_none_or(|l| op.ttft_s <= l);
             if ok && best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
                 best = Some(op);
             }
-            if c >= per_replica_cap {
-                break;
-            }
-            c = (c * 1.25).ceil().min(per_replica_cap);
         }
         best
+    }
+
+    /// The deployment at every load the searches try: from one request per replica, in
+    /// steps of a quarter (rounded up), to what the KV cache and the engine's batch limit
+    /// allow.
+    pub fn loads<'s>(
+        &'s self,
+        p: &'s Params,
+        isl: f64,
+        osl: f64,
+    ) -> impl Iterator<Item = Operating> + 's {
+        let dp = f64::from(self.layout.dp);
+        let cap = self
+            .max_sequences(p, isl + osl)
+            .min(f64::from(p.max_batch))
+            .max(1.0);
+        let per_replica = std::iter::successors(Some(1.0_f64), move |&c| {
+            (c < cap).then(|| (c * 1.25).ceil().min(cap))
+        });
+        per_replica.map(move |c| self.at_concurrency(p, c * dp, isl, osl))
     }
 
     /// What a router is told of one replica before it has observed anything: time to first

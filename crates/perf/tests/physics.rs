@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use switchyard_perf::validate::{parse_points, run};
 use switchyard_perf::{
-    best_deployment, estimate, Bound, Catalog, CostBasis, Deployment, Layout, Objective, Params,
-    PerfError, Precision, Query, Speculative,
+    best_deployment, estimate, frontier, Bound, Catalog, CostBasis, Deployment, Layout, Objective,
+    Params, PerfError, Precision, Query, Speculative,
 };
 
 /// A deployment of a built-in model on a built-in system, for tests that need one.
@@ -812,4 +812,60 @@ fn metric_spellings_in_other_units_give_the_same_prediction() {
     let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
     assert!((v(1) - 1000.0 * v(0)).abs() < 1e-9 * v(1));
     assert!((v(3) - v(2)).abs() < 1e-12 && (v(4) * 1000.0 - v(2)).abs() < 1e-9 * v(2));
+}
+
+#[test]
+fn the_frontier_runs_from_the_fastest_user_to_the_peak_throughput() {
+    let cat = cat();
+    let p = Params::default();
+    let q = Query {
+        precision: Some(Precision::Fp8),
+        ..query(&cat, "llama-3.1-70b", "h100-sxm", Some(8))
+    };
+    let f = frontier(&q, &p).expect("frontier");
+    assert!(f.len() > 3, "{}", f.len());
+    // Each point is slower per user and carries more than the one before: none dominates
+    // another.
+    for w in f.windows(2) {
+        assert!(w[1].op.user_tok_s <= w[0].op.user_tok_s, "{w:?}");
+        assert!(w[1].op.throughput_tok_s > w[0].op.throughput_tok_s, "{w:?}");
+    }
+    // Its ends are the two answers the layout search gives: the best per-user speed of one
+    // request and the peak throughput over every layout.
+    let fastest = estimate(&q, &p, Objective::Latency).expect("estimate");
+    let peak = estimate(&q, &p, Objective::Throughput).expect("estimate");
+    let (first, last) = (&f[0], &f[f.len() - 1]);
+    assert!(
+        (first.op.user_tok_s - fastest.at.user_tok_s).abs() < 1e-9 * first.op.user_tok_s,
+        "{} against {}",
+        first.op.user_tok_s,
+        fastest.at.user_tok_s
+    );
+    assert!(
+        (last.op.throughput_tok_s - peak.peak.throughput_tok_s).abs()
+            < 1e-9 * last.op.throughput_tok_s,
+        "{} against {}",
+        last.op.throughput_tok_s,
+        peak.peak.throughput_tok_s
+    );
+    assert!((last.throughput_per_chip * 8.0 - last.op.throughput_tok_s).abs() < 1e-6);
+    // More than one layout is on it: fast layouts at light load, dense ones at heavy load.
+    assert!(f.iter().any(|x| x.layout != first.layout));
+    // A limit drops the points that miss it and keeps those that meet it.
+    let limited = Query {
+        tpot_limit: Some(0.030),
+        ..q.clone()
+    };
+    let g = frontier(&limited, &p).expect("frontier");
+    assert!(!g.is_empty() && g.len() < f.len());
+    assert!(g.iter().all(|x| x.op.tpot_s <= 0.030));
+    let within = estimate(&limited, &p, Objective::Throughput).expect("estimate");
+    let top = g[g.len() - 1].op.throughput_tok_s;
+    assert!((top - within.peak.throughput_tok_s).abs() < 1e-9 * top);
+    // A model that does not fit is the same error as for an estimate.
+    let big = query(&cat, "llama-3.1-405b", "h100-sxm", Some(2));
+    assert!(matches!(
+        frontier(&big, &p),
+        Err(PerfError::DoesNotFit { .. })
+    ));
 }

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use switchyard_perf::validate::{self, Group};
 use switchyard_perf::{
-    Catalog, Estimate, Layout, Objective, Params, PerfError, Precision, Query, Speculative,
+    Catalog, Estimate, FrontierPoint, Layout, Objective, Params, PerfError, Precision, Query,
+    Speculative,
 };
 
 /// The repository's copy of the published measurements, compiled in so that `validate`
@@ -173,6 +174,11 @@ pub struct EstimateArgs {
     /// tp/pp split for per-user speed).
     #[arg(long)]
     layout: Option<String>,
+    /// Print the throughput-interactivity frontier instead: over every layout of the chips
+    /// (or the one given) and every load, the points that no other beats on both per-user
+    /// speed and throughput, within the latency limits.
+    #[arg(long)]
+    frontier: bool,
     #[command(flatten)]
     workload: Workload,
 }
@@ -191,6 +197,15 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
         None => None,
     };
     let p = Params::default();
+    if a.frontier {
+        let points = switchyard_perf::frontier(&q, &p).map_err(perf_err)?;
+        if a.workload.json {
+            out!("{}", serde_json::to_string_pretty(&points)?);
+        } else {
+            out!("{}", render_frontier(&points, &q).trim_end());
+        }
+        return Ok(());
+    }
     let e = switchyard_perf::estimate(&q, &p, Objective::Latency).map_err(perf_err)?;
     if a.workload.json {
         out!("{}", serde_json::to_string_pretty(&e)?);
@@ -295,6 +310,58 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
             );
         }
     }
+    s
+}
+
+fn render_frontier(points: &[FrontierPoint], q: &Query<'_>) -> String {
+    let mut s = String::new();
+    let chips = points.first().map_or(0, |f| f.layout.chips());
+    let _ = writeln!(
+        s,
+        "{} on {} x {}, {} in / {} out tokens: the throughput-interactivity frontier",
+        q.model.id, chips, q.system.id, q.isl, q.osl
+    );
+    if let Some(l) = limits_text(q.tpot_limit, q.ttft_limit) {
+        let _ = writeln!(s, "within {l}");
+    }
+    if points.is_empty() {
+        let _ = writeln!(s, "no layout and load meets the limits");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:<15} {:>11} {:>10} {:>9} {:>9} {:>11} {:>10} {:<14} {:>9} {:>14}",
+        "layout",
+        "concurrency",
+        "tok/s/user",
+        "TPOT ms",
+        "TTFT ms",
+        "tok/s",
+        "tok/s/chip",
+        "bound",
+        "J/token",
+        "$/Mtok"
+    );
+    for f in points {
+        let _ = writeln!(
+            s,
+            "{:<15} {:>11.0} {:>10.1} {:>9.2} {:>9.1} {:>11.0} {:>10.1} {:<14} {:>9} {:>14}",
+            f.layout.to_string(),
+            f.op.concurrency,
+            f.op.user_tok_s,
+            f.op.tpot_s * 1000.0,
+            f.op.ttft_s * 1000.0,
+            f.op.throughput_tok_s,
+            f.throughput_per_chip,
+            f.op.bound.name(),
+            opt(f.economics.joules_per_token, 3),
+            cost(&f.economics)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "each row: a layout at a load that no other beats on both tok/s/user and tok/s; J/token and $/Mtok with the chips busy at that load"
+    );
     s
 }
 

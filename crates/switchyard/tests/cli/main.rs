@@ -156,6 +156,40 @@ fn estimate_json_is_machine_readable() {
 }
 
 #[test]
+fn estimate_draws_the_throughput_interactivity_frontier() {
+    let base = [
+        "estimate",
+        "--model",
+        "llama-3.1-70b",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "8",
+        "--precision",
+        "fp8",
+        "--frontier",
+    ];
+    let o = run(&base);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("throughput-interactivity frontier"), "{out}");
+    assert!(
+        out.contains("tok/s/chip") && out.contains("tp8-pp1"),
+        "{out}"
+    );
+    let o = run(&joined(&base, &["--json", "--tpot-limit-ms", "40"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let points = v.as_array().expect("an array of points");
+    assert!(points.len() > 2);
+    let speed = |i: usize| points[i]["op"]["user_tok_s"].as_f64().unwrap_or(0.0);
+    assert!(speed(0) > speed(points.len() - 1));
+    assert!(points
+        .iter()
+        .all(|x| x["op"]["tpot_s"].as_f64().is_some_and(|t| t <= 0.040)));
+}
+
+#[test]
 fn bad_input_is_one_clear_line_and_status_two() {
     let est8 = |extra: &[&'static str]| {
         joined(
