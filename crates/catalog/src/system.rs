@@ -92,6 +92,25 @@ pub struct Price {
     pub notes: String,
 }
 
+/// What microbenchmarks measured on a chip: the bandwidth a read stream reaches and the
+/// rate of a large matrix product, the achieved figures the datasheet peaks stand above.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measured {
+    /// Off-chip memory bandwidth of a read-only stream (STREAM's dot product) per chip, TB/s.
+    pub memory_read_bw_tb_s: Option<f64>,
+    /// Best rate of a large dense matrix product per chip, in TFLOP/s, at `gemm_precision`.
+    pub gemm_tflops: Option<f64>,
+    /// The operand precision of that product.
+    pub gemm_precision: Option<Precision>,
+    /// Where the measurements come from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// What was run, on what software.
+    #[serde(default)]
+    pub notes: String,
+}
+
 /// One kind of system in the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +163,8 @@ pub struct System {
     pub mesh: Option<WaferMesh>,
     /// Purchase and rental prices.
     pub price: Option<Price>,
+    /// Measured bandwidth and matrix rate, where published.
+    pub measured: Option<Measured>,
     /// Where the hardware figures come from.
     pub sources: Vec<String>,
     /// What is derived, uncertain or assumed.
@@ -177,6 +198,21 @@ impl System {
             Precision::Bf16 | Precision::Fp16 => &[(t.bf16, Precision::Bf16)],
         };
         order.iter().find_map(|(v, q)| v.map(|tf| (tf * 1e12, *q)))
+    }
+
+    /// The share of its datasheet peak that a large matrix product reaches on this chip,
+    /// where measured (the same share is assumed at every precision).
+    pub fn gemm_fraction(&self) -> Option<f64> {
+        let m = self.measured.as_ref()?;
+        let (peak, _) = self.flops(m.gemm_precision?)?;
+        Some(m.gemm_tflops? * 1e12 / peak)
+    }
+
+    /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.
+    pub fn read_bw_fraction(&self) -> Option<f64> {
+        let m = self.measured.as_ref()?;
+        (self.memory_bw_tb_s > 0.0)
+            .then(|| m.memory_read_bw_tb_s.map(|bw| bw / self.memory_bw_tb_s))?
     }
 
     /// Chips joined by the fast fabric.
@@ -219,6 +255,26 @@ impl System {
         }
         if self.sources.is_empty() {
             return Err("field `sources` must name at least one URL".into());
+        }
+        if let Some(m) = &self.measured {
+            if m.sources.is_empty() {
+                return Err("table `measured` must name its `sources`".into());
+            }
+            if m.gemm_tflops.is_some() != m.gemm_precision.is_some() {
+                return Err(
+                    "fields `measured.gemm_tflops` and `measured.gemm_precision` come together"
+                        .into(),
+                );
+            }
+            // A measurement above the datasheet peak is a typo, not a faster chip.
+            if !self.gemm_fraction().is_none_or(|f| f > 0.0 && f <= 1.0) {
+                return Err("field `measured.gemm_tflops` must be above 0 and at most the dense peak at `gemm_precision`".into());
+            }
+            if m.memory_read_bw_tb_s.is_some()
+                && !self.read_bw_fraction().is_some_and(|f| f > 0.0 && f <= 1.0)
+            {
+                return Err("field `measured.memory_read_bw_tb_s` must be above 0 and at most `memory_bw_tb_s`".into());
+            }
         }
         Ok(())
     }

@@ -236,6 +236,32 @@ fn a_bad_file_names_its_line_and_field() {
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
     refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);
+    // A measurement above the datasheet, or without its source, is refused.
+    let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
+    let measured = |table: &str| format!("{chip}[system.measured]\n{table}");
+    let fast =
+        measured("gemm_tflops = 2100.0\ngemm_precision = \"fp8\"\nsources = [\"https://m\"]\n");
+    refused(&mut cat, &fast, "f.toml", &["`w`", "gemm_tflops"]);
+    let stream = measured("memory_read_bw_tb_s = 3.5\nsources = [\"https://m\"]\n");
+    refused(&mut cat, &stream, "b.toml", &["`w`", "memory_read_bw_tb_s"]);
+    let unsourced = measured("memory_read_bw_tb_s = 2.7\n");
+    refused(&mut cat, &unsourced, "u.toml", &["`w`", "sources"]);
+    let alone = measured("gemm_tflops = 1400.0\nsources = [\"https://m\"]\n");
+    refused(&mut cat, &alone, "a.toml", &["`w`", "gemm_precision"]);
+}
+
+#[test]
+fn measured_figures_give_the_achieved_shares() {
+    let cat = Catalog::builtin().expect("catalog");
+    let h100 = cat.system("h100-sxm").expect("h100");
+    // 1,382.2 of 1,979 TFLOP/s at FP8, 3.18 of 3.35 TB/s.
+    let gemm = h100.gemm_fraction().expect("measured");
+    assert!((gemm - 1382.2 / 1979.0).abs() < 1e-9, "{gemm}");
+    let bw = h100.read_bw_fraction().expect("measured");
+    assert!((bw - 3.18 / 3.35).abs() < 1e-9, "{bw}");
+    // A chip nobody measured has neither.
+    let b300 = cat.system("b300").expect("b300");
+    assert!(b300.gemm_fraction().is_none() && b300.read_bw_fraction().is_none());
 }
 
 #[test]

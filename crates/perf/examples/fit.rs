@@ -20,7 +20,6 @@ fn main() {
     let cat = Catalog::builtin().expect("built-in catalog");
     let rows = parse_points(include_str!("../../../reference/points.csv")).expect("points");
     let knobs: Vec<Knob> = vec![
-        ("gpu_bw_eff", |p| &mut p.gpu_bw_eff, 0.8, 0.92),
         (
             "gpu_decode_flops_eff",
             |p| &mut p.gpu_decode_flops_eff,

@@ -467,7 +467,7 @@ fn validation_runs_every_reference_row() {
     assert!(rows.iter().all(|r| r.published().is_ok()));
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 33.0, "MAPE {}", s.mape);
+    assert!(s.mape < 32.0, "MAPE {}", s.mape);
 }
 
 #[test]
@@ -485,7 +485,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 33.5, "MAPE {}", s.mape);
+    assert!(s.mape < 28.5, "MAPE {}", s.mape);
 }
 
 #[test]

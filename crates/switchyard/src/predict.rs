@@ -629,6 +629,18 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                     pr.sources.join(" ")
                 );
             }
+            if let Some(m) = &s.measured {
+                out!(
+                    "{:<10}   measured: read stream {} TB/s, matrix product {} TFLOP/s{}; {}",
+                    "",
+                    m.memory_read_bw_tb_s
+                        .map_or("n/a".into(), |b| format!("{b:.2}")),
+                    m.gemm_tflops.map_or("n/a".into(), |g| format!("{g:.0}")),
+                    m.gemm_precision
+                        .map_or(String::new(), |p| format!(" at {p}")),
+                    m.sources.join(" ")
+                );
+            }
         }
     }
     if matches!(a.what, None | Some(Listing::Models)) {
