@@ -13,7 +13,7 @@ mod workload;
 
 pub use model::{AttentionKind, Model};
 pub use precision::{Precision, UnknownPrecision};
-pub use system::{Measured, Price, System, SystemKind, WaferMesh};
+pub use system::{DenseTflops, Measured, Price, System, SystemKind, WaferMesh};
 pub use workload::Workload;
 
 use serde::Deserialize;

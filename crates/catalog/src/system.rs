@@ -99,10 +99,10 @@ pub struct Price {
 pub struct Measured {
     /// Off-chip memory bandwidth of a read-only stream (STREAM's dot product) per chip, TB/s.
     pub memory_read_bw_tb_s: Option<f64>,
-    /// Best rate of a large dense matrix product per chip, in TFLOP/s, at `gemm_precision`.
-    pub gemm_tflops: Option<f64>,
-    /// The operand precision of that product.
-    pub gemm_precision: Option<Precision>,
+    /// Best rate of a large dense matrix product per chip, in TFLOP/s, by operand precision
+    /// (`bf16` holds a 16-bit measurement, FP16 or BF16).
+    #[serde(default)]
+    pub gemm_tflops: DenseTflops,
     /// Where the measurements come from.
     #[serde(default)]
     pub sources: Vec<String>,
@@ -200,12 +200,39 @@ impl System {
         order.iter().find_map(|(v, q)| v.map(|tf| (tf * 1e12, *q)))
     }
 
-    /// The share of its datasheet peak that a large matrix product reaches on this chip,
-    /// where measured (the same share is assumed at every precision).
-    pub fn gemm_fraction(&self) -> Option<f64> {
+    /// The share of its datasheet peak that a large matrix product with operands in `p`
+    /// reaches on this chip, where measured: the measurement at the precision the product
+    /// runs in, else the mean share of the precisions measured.
+    pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
         let m = self.measured.as_ref()?;
-        let (peak, _) = self.flops(m.gemm_precision?)?;
-        Some(m.gemm_tflops? * 1e12 / peak)
+        let shares = self.gemm_shares(m);
+        let (_, runs_in) = self.flops(p)?;
+        shares
+            .iter()
+            .find(|(q, _)| *q == runs_in)
+            .map(|(_, f)| *f)
+            .or_else(|| {
+                (!shares.is_empty())
+                    .then(|| shares.iter().map(|(_, f)| f).sum::<f64>() / shares.len() as f64)
+            })
+    }
+
+    /// Each measured matrix rate as a share of the datasheet peak at its precision.
+    fn gemm_shares(&self, m: &Measured) -> Vec<(Precision, f64)> {
+        let t = &m.gemm_tflops;
+        [
+            (t.bf16, Precision::Bf16),
+            (t.fp8, Precision::Fp8),
+            (t.int8, Precision::Int8),
+            (t.fp4, Precision::Fp4),
+        ]
+        .into_iter()
+        .filter_map(|(v, q)| {
+            let measured = v?;
+            let (peak, runs_in) = self.flops(q)?;
+            (runs_in == q).then(|| (q, measured * 1e12 / peak))
+        })
+        .collect()
     }
 
     /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.
@@ -260,15 +287,13 @@ impl System {
             if m.sources.is_empty() {
                 return Err("table `measured` must name its `sources`".into());
             }
-            if m.gemm_tflops.is_some() != m.gemm_precision.is_some() {
-                return Err(
-                    "fields `measured.gemm_tflops` and `measured.gemm_precision` come together"
-                        .into(),
-                );
-            }
-            // A measurement above the datasheet peak is a typo, not a faster chip.
-            if !self.gemm_fraction().is_none_or(|f| f > 0.0 && f <= 1.0) {
-                return Err("field `measured.gemm_tflops` must be above 0 and at most the dense peak at `gemm_precision`".into());
+            let t = &m.gemm_tflops;
+            let given = [t.bf16, t.fp8, t.int8, t.fp4].iter().flatten().count();
+            // A measurement above the datasheet peak is a typo, not a faster chip; one at a
+            // precision the chip has no peak for cannot be read as a share.
+            let shares = self.gemm_shares(m);
+            if shares.len() != given || shares.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0)) {
+                return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
             }
             if m.memory_read_bw_tb_s.is_some()
                 && !self.read_bw_fraction().is_some_and(|f| f > 0.0 && f <= 1.0)

@@ -239,15 +239,15 @@ fn a_bad_file_names_its_line_and_field() {
     // A measurement above the datasheet, or without its source, is refused.
     let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");
-    let fast =
-        measured("gemm_tflops = 2100.0\ngemm_precision = \"fp8\"\nsources = [\"https://m\"]\n");
+    let fast = measured("gemm_tflops = { fp8 = 2100.0 }\nsources = [\"https://m\"]\n");
     refused(&mut cat, &fast, "f.toml", &["`w`", "gemm_tflops"]);
     let stream = measured("memory_read_bw_tb_s = 3.5\nsources = [\"https://m\"]\n");
     refused(&mut cat, &stream, "b.toml", &["`w`", "memory_read_bw_tb_s"]);
     let unsourced = measured("memory_read_bw_tb_s = 2.7\n");
     refused(&mut cat, &unsourced, "u.toml", &["`w`", "sources"]);
-    let alone = measured("gemm_tflops = 1400.0\nsources = [\"https://m\"]\n");
-    refused(&mut cat, &alone, "a.toml", &["`w`", "gemm_precision"]);
+    // A precision the datasheet gives no peak for cannot be read as a share.
+    let fp4 = measured("gemm_tflops = { fp4 = 1400.0 }\nsources = [\"https://m\"]\n");
+    refused(&mut cat, &fp4, "a.toml", &["`w`", "gemm_tflops"]);
 }
 
 #[test]
@@ -255,13 +255,22 @@ fn measured_figures_give_the_achieved_shares() {
     let cat = Catalog::builtin().expect("catalog");
     let h100 = cat.system("h100-sxm").expect("h100");
     // 1,382.2 of 1,979 TFLOP/s at FP8, 3.18 of 3.35 TB/s.
-    let gemm = h100.gemm_fraction().expect("measured");
+    let gemm = h100.gemm_fraction(Precision::Fp8).expect("measured");
     assert!((gemm - 1382.2 / 1979.0).abs() < 1e-9, "{gemm}");
+    // Only FP8 was measured on H100: a 16-bit product takes its share.
+    assert_eq!(h100.gemm_fraction(Precision::Bf16), Some(gemm));
+    // GB200 was measured at two precisions, each its own share; 16-bit takes their mean.
+    let gb200 = cat.system("gb200").expect("gb200");
+    let fp8 = gb200.gemm_fraction(Precision::Fp8).expect("fp8");
+    let fp4 = gb200.gemm_fraction(Precision::Fp4).expect("fp4");
+    assert!((fp8 - 2906.9 / 5000.0).abs() < 1e-9 && (fp4 - 7627.6 / 10000.0).abs() < 1e-9);
+    let bf16 = gb200.gemm_fraction(Precision::Bf16).expect("bf16");
+    assert!((bf16 - (fp8 + fp4) / 2.0).abs() < 1e-12);
     let bw = h100.read_bw_fraction().expect("measured");
     assert!((bw - 3.18 / 3.35).abs() < 1e-9, "{bw}");
     // A chip nobody measured has neither.
     let b300 = cat.system("b300").expect("b300");
-    assert!(b300.gemm_fraction().is_none() && b300.read_bw_fraction().is_none());
+    assert!(b300.gemm_fraction(Precision::Fp8).is_none() && b300.read_bw_fraction().is_none());
 }
 
 #[test]

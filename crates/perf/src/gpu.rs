@@ -11,6 +11,7 @@
 //! (Patarasuk and Yuan, JPDC 2009) after a fixed latency.
 
 use crate::{Bound, Deployment, Params, Step};
+use switchyard_catalog::Precision;
 
 /// Bytes per activation value passed between chips (activations stay 16-bit).
 const ACT_BYTES: f64 = 2.0;
@@ -60,11 +61,12 @@ fn expert_imbalance(ep: f64, assignments: f64) -> f64 {
 /// datasheet peak times the share a measured product reaches on the chip, or
 /// [`Params::gemm_frac`] where none is measured.
 pub(crate) fn peak(d: &Deployment<'_>, p: &Params) -> f64 {
-    d.system.flops(d.weights).map_or(1e12, |(f, _)| f) * gemm_frac(d, p)
+    d.system.flops(d.weights).map_or(1e12, |(f, _)| f) * gemm_frac(d, p, d.weights)
 }
 
-fn gemm_frac(d: &Deployment<'_>, p: &Params) -> f64 {
-    d.system.gemm_fraction().unwrap_or(p.gemm_frac)
+/// The share of the datasheet peak a large product with operands in `precision` reaches.
+fn gemm_frac(d: &Deployment<'_>, p: &Params, precision: Precision) -> f64 {
+    d.system.gemm_fraction(precision).unwrap_or(p.gemm_frac)
 }
 
 /// The bandwidth a read stream achieves from HBM per chip, in bytes/s: the measured figure,
@@ -79,13 +81,13 @@ pub(crate) fn read_bw(d: &Deployment<'_>, p: &Params) -> f64 {
 pub(crate) fn attention_peak(d: &Deployment<'_>, p: &Params) -> f64 {
     // A KV cache stored in four bits is widened to at least eight for the products.
     let kv = if d.kv.bytes() < 1.0 {
-        switchyard_catalog::Precision::Fp8
+        Precision::Fp8
     } else {
         d.kv
     };
     d.system
         .flops(kv)
-        .map_or_else(|| peak(d, p), |(f, _)| f * gemm_frac(d, p))
+        .map_or_else(|| peak(d, p), |(f, _)| f * gemm_frac(d, p, kv))
 }
 
 /// Seconds of matrix arithmetic (two FLOPs per parameter per token) over `params`

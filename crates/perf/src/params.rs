@@ -20,19 +20,21 @@ pub struct Params {
     /// measurement, that is used instead. Not fitted.
     pub gpu_bw_eff: f64,
     /// Fraction of datasheet dense peak that a large matrix product reaches on a chip with no
-    /// measured product in the catalog: 0.69, the median of the four measured (MI300X 0.47 at
-    /// FP8, H200 0.67, H100 0.70, A100 0.82 at FP16; catalog `measured`). The achieved peak
+    /// measured product in the catalog: 0.69, the median of the measured (MI300X 0.47 at FP8,
+    /// GB200 0.58 at FP8 and 0.76 at FP4, H200 0.67, H100 0.70, A100 0.82 at FP16; catalog
+    /// `measured`). The achieved peak
     /// (datasheet times this share, or the chip's measurement) is what the FLOP efficiencies
     /// below are fractions of. The same share is taken for the SRAM machines' compute, which
     /// has no published measurement. Not fitted.
     pub gemm_frac: f64,
     /// Fraction of the achieved matrix peak (see [`Params::gemm_frac`]) reached by the
     /// batched matrix products of decode. Chosen, with the prefill figure, as the pair with
-    /// the lowest MAPE on `reference/points.csv` over a grid of 0.50-0.70 by 0.025 (31.4%; the
-    /// surface is flat within 0.2 points from 0.525 to 0.60). 0.575 of an achieved peak of
-    /// 0.69 is 0.40 of the datasheet peak.
+    /// the lowest MAPE on `reference/points.csv` over a grid (decode 0.45-0.70, prefill
+    /// 0.50-0.65, by 0.025 to 0.05): 31.8%, with the surface flat within 0.25 points from
+    /// 0.50 to 0.55. 0.50 of an achieved peak of 0.69 is 0.345 of the datasheet peak.
     pub gpu_decode_flops_eff: f64,
-    /// Fraction of the achieved matrix peak reached by prefill, chosen with the decode figure.
+    /// Fraction of the achieved matrix peak reached by prefill, chosen with the decode figure
+    /// (0.60: 0.41 of the datasheet peak where nothing is measured).
     pub gpu_prefill_flops_eff: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
@@ -174,8 +176,8 @@ impl Default for Params {
         Params {
             gpu_bw_eff: 0.90,
             gemm_frac: 0.69,
-            gpu_decode_flops_eff: 0.575,
-            gpu_prefill_flops_eff: 0.575,
+            gpu_decode_flops_eff: 0.50,
+            gpu_prefill_flops_eff: 0.60,
             gpu_step_overhead_s: 2.0e-3,
             gpu_layer_overhead_s: 40.0e-6,
             allreduce_latency_s: 10.0e-6,

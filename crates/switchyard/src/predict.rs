@@ -365,6 +365,24 @@ fn render_frontier(points: &[FrontierPoint], q: &Query<'_>) -> String {
     s
 }
 
+/// Measured matrix rates by precision, `1382 at fp8, 7628 at fp4`.
+fn gemm_text(t: &switchyard_catalog::DenseTflops) -> String {
+    let parts: Vec<String> = [
+        (t.bf16, "16-bit"),
+        (t.fp8, "fp8"),
+        (t.int8, "int8"),
+        (t.fp4, "fp4"),
+    ]
+    .iter()
+    .filter_map(|(v, name)| v.map(|v| format!("{v:.0} TFLOP/s at {name}")))
+    .collect();
+    if parts.is_empty() {
+        "n/a".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The limits on mean TPOT and TTFT as one phrase, when there are any.
 fn limits_text(tpot_limit: Option<f64>, ttft_limit: Option<f64>) -> Option<String> {
     let parts: Vec<String> = [
@@ -631,13 +649,11 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
             }
             if let Some(m) = &s.measured {
                 out!(
-                    "{:<10}   measured: read stream {} TB/s, matrix product {} TFLOP/s{}; {}",
+                    "{:<10}   measured: read stream {}, matrix product {}; {}",
                     "",
                     m.memory_read_bw_tb_s
-                        .map_or("n/a".into(), |b| format!("{b:.2}")),
-                    m.gemm_tflops.map_or("n/a".into(), |g| format!("{g:.0}")),
-                    m.gemm_precision
-                        .map_or(String::new(), |p| format!(" at {p}")),
+                        .map_or("n/a".into(), |b| format!("{b:.2} TB/s")),
+                    gemm_text(&m.gemm_tflops),
                     m.sources.join(" ")
                 );
             }
