@@ -13,7 +13,7 @@ mod workload;
 
 pub use model::{AttentionKind, Model};
 pub use precision::{Precision, UnknownPrecision};
-pub use system::{DenseTflops, Measured, Price, System, SystemKind, WaferMesh};
+pub use system::{DenseTflops, Measured, Price, Shares, System, SystemKind, WaferMesh};
 pub use workload::Workload;
 
 use serde::Deserialize;
@@ -97,6 +97,15 @@ impl Catalog {
     /// # Errors
     /// A parse error names the line and field; a semantic error names the entry and field.
     pub fn extend_from_toml(&mut self, text: &str, origin: &str) -> Result<(), CatalogError> {
+        // Entries are applied to a copy, which replaces the catalog only when the whole file
+        // is good: a file refused halfway leaves nothing of itself behind.
+        let mut next = self.clone();
+        next.apply(text, origin)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply(&mut self, text: &str, origin: &str) -> Result<(), CatalogError> {
         let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Parse {
             origin: origin.to_string(),
             message: toml_error_line(text, &e),
@@ -109,6 +118,25 @@ impl Catalog {
         for s in file.system {
             s.check().map_err(|m| invalid(&s.id, m))?;
             upsert(&mut self.systems, s, |x| x.id.as_str());
+        }
+        // Shares borrowed from a chip of the same die, looked up again after every file,
+        // which may have replaced either chip.
+        for i in 0..self.systems.len() {
+            let s = &self.systems[i];
+            let borrowed = match &s.same_silicon_as {
+                None => None,
+                Some(id) => {
+                    let die = self.systems.iter().find(|d| &d.id == id);
+                    let shares = die.and_then(|d| Some(d.own_shares(d.measured.as_ref()?)));
+                    Some(shares.ok_or_else(|| {
+                        invalid(
+                            &s.id,
+                            format!("field `same_silicon_as`: `{id}` is not a system with a `measured` table"),
+                        )
+                    })?)
+                }
+            };
+            self.systems[i].borrowed = borrowed;
         }
         for m in file.model {
             m.check().map_err(|e| invalid(&m.id, e))?;

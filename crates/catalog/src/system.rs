@@ -44,6 +44,30 @@ pub struct DenseTflops {
     pub fp4: Option<f64>,
 }
 
+impl DenseTflops {
+    /// The figures given, each with its precision (`bf16` standing for 16-bit).
+    pub fn entries(&self) -> impl Iterator<Item = (Precision, f64)> {
+        [
+            (Precision::Bf16, self.bf16),
+            (Precision::Fp8, self.fp8),
+            (Precision::Int8, self.int8),
+            (Precision::Fp4, self.fp4),
+        ]
+        .into_iter()
+        .filter_map(|(p, v)| Some((p, v?)))
+    }
+}
+
+/// A chip's measured figures as shares of its datasheet: by precision for the matrix rate,
+/// and for a read stream's bandwidth.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shares {
+    /// Share of the dense peak a large matrix product reaches, by the precision measured.
+    pub gemm: Vec<(Precision, f64)>,
+    /// Share of the memory bandwidth a read stream reaches.
+    pub read_bw: Option<f64>,
+}
+
 /// The core mesh of a wafer-scale engine, which sets on-wafer communication distances.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +189,13 @@ pub struct System {
     pub price: Option<Price>,
     /// Measured bandwidth and matrix rate, where published.
     pub measured: Option<Measured>,
+    /// The id of a measured chip with the same die (MI325X is MI300X's die with more memory):
+    /// where this chip has no `measured` table, that chip's measured shares of its datasheet
+    /// stand in, so that two chips of one die are not modelled with different efficiencies.
+    pub same_silicon_as: Option<String>,
+    /// The shares borrowed through `same_silicon_as`, filled in when the catalog is loaded.
+    #[serde(skip)]
+    pub(crate) borrowed: Option<Shares>,
     /// Where the hardware figures come from.
     pub sources: Vec<String>,
     /// What is derived, uncertain or assumed.
@@ -201,45 +232,53 @@ impl System {
     }
 
     /// The share of its datasheet peak that a large matrix product with operands in `p`
-    /// reaches on this chip, where measured: the measurement at the precision the product
-    /// runs in, else the mean share of the precisions measured.
+    /// reaches on this chip, where measured (on this chip, or on the chip of the same die):
+    /// the measurement at the precision the product runs in, else the mean share of the
+    /// precisions measured.
     pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
-        let m = self.measured.as_ref()?;
-        let shares = self.gemm_shares(m);
+        let shares = self.shares()?;
         let (_, runs_in) = self.flops(p)?;
         shares
+            .gemm
             .iter()
             .find(|(q, _)| *q == runs_in)
             .map(|(_, f)| *f)
             .or_else(|| {
-                (!shares.is_empty())
-                    .then(|| shares.iter().map(|(_, f)| f).sum::<f64>() / shares.len() as f64)
+                (!shares.gemm.is_empty()).then(|| {
+                    shares.gemm.iter().map(|(_, f)| f).sum::<f64>() / shares.gemm.len() as f64
+                })
             })
     }
 
-    /// Each measured matrix rate as a share of the datasheet peak at its precision.
-    fn gemm_shares(&self, m: &Measured) -> Vec<(Precision, f64)> {
-        let t = &m.gemm_tflops;
-        [
-            (t.bf16, Precision::Bf16),
-            (t.fp8, Precision::Fp8),
-            (t.int8, Precision::Int8),
-            (t.fp4, Precision::Fp4),
-        ]
-        .into_iter()
-        .filter_map(|(v, q)| {
-            let measured = v?;
-            let (peak, runs_in) = self.flops(q)?;
-            (runs_in == q).then(|| (q, measured * 1e12 / peak))
-        })
-        .collect()
+    /// The share of its datasheet memory bandwidth that a read stream reaches, where measured
+    /// (on this chip, or on the chip of the same die).
+    pub fn read_bw_fraction(&self) -> Option<f64> {
+        self.shares()?.read_bw
     }
 
-    /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.
-    pub fn read_bw_fraction(&self) -> Option<f64> {
-        let m = self.measured.as_ref()?;
-        (self.memory_bw_tb_s > 0.0)
-            .then(|| m.memory_read_bw_tb_s.map(|bw| bw / self.memory_bw_tb_s))?
+    /// This chip's measured shares, or those borrowed from the chip of the same die.
+    fn shares(&self) -> Option<Shares> {
+        match &self.measured {
+            Some(m) => Some(self.own_shares(m)),
+            None => self.borrowed.clone(),
+        }
+    }
+
+    /// Each measurement of `m` as a share of this chip's datasheet figure.
+    pub(crate) fn own_shares(&self, m: &Measured) -> Shares {
+        let gemm = m
+            .gemm_tflops
+            .entries()
+            .filter_map(|(q, measured)| {
+                let (peak, runs_in) = self.flops(q)?;
+                (runs_in == q).then(|| (q, measured * 1e12 / peak))
+            })
+            .collect();
+        let read_bw = m
+            .memory_read_bw_tb_s
+            .filter(|_| self.memory_bw_tb_s > 0.0)
+            .map(|bw| bw / self.memory_bw_tb_s);
+        Shares { gemm, read_bw }
     }
 
     /// Chips joined by the fast fabric.
@@ -284,19 +323,22 @@ impl System {
             return Err("field `sources` must name at least one URL".into());
         }
         if let Some(m) = &self.measured {
+            if self.kind != SystemKind::Gpu {
+                return Err("a `measured` table is read only for `gpu` systems".into());
+            }
             if m.sources.is_empty() {
                 return Err("table `measured` must name its `sources`".into());
             }
-            let t = &m.gemm_tflops;
-            let given = [t.bf16, t.fp8, t.int8, t.fp4].iter().flatten().count();
             // A measurement above the datasheet peak is a typo, not a faster chip; one at a
             // precision the chip has no peak for cannot be read as a share.
-            let shares = self.gemm_shares(m);
-            if shares.len() != given || shares.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0)) {
+            let shares = self.own_shares(m);
+            if shares.gemm.len() != m.gemm_tflops.entries().count()
+                || shares.gemm.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0))
+            {
                 return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
             }
             if m.memory_read_bw_tb_s.is_some()
-                && !self.read_bw_fraction().is_some_and(|f| f > 0.0 && f <= 1.0)
+                && !shares.read_bw.is_some_and(|f| f > 0.0 && f <= 1.0)
             {
                 return Err("field `measured.memory_read_bw_tb_s` must be above 0 and at most `memory_bw_tb_s`".into());
             }

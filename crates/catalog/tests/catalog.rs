@@ -198,11 +198,23 @@ sources = ["https://example.org/acme"]
 
 /// The error a user file draws, which must name every one of `parts`.
 fn refused(cat: &mut Catalog, text: &str, file: &str, parts: &[&str]) {
+    let before = (
+        cat.systems().len(),
+        cat.models().len(),
+        cat.workloads().len(),
+    );
     let msg = cat
         .extend_from_toml(text, file)
         .expect_err("a bad file is refused")
         .to_string();
     assert!(parts.iter().all(|p| msg.contains(p)), "{msg}");
+    // Nothing of a refused file stays behind.
+    let after = (
+        cat.systems().len(),
+        cat.models().len(),
+        cat.workloads().len(),
+    );
+    assert_eq!(before, after, "{msg}");
 }
 
 #[test]
@@ -248,6 +260,20 @@ fn a_bad_file_names_its_line_and_field() {
     // A precision the datasheet gives no peak for cannot be read as a share.
     let fp4 = measured("gemm_tflops = { fp4 = 1400.0 }\nsources = [\"https://m\"]\n");
     refused(&mut cat, &fp4, "a.toml", &["`w`", "gemm_tflops"]);
+    // Only the GPU physics reads a measurement.
+    let lpu = measured("memory_read_bw_tb_s = 2.7\nsources = [\"https://m\"]\n")
+        .replace("\"gpu\"", "\"lpu\"");
+    refused(&mut cat, &lpu, "l.toml", &["`w`", "gpu"]);
+    // A die to borrow from must exist and be measured.
+    let orphan = format!("{chip}same_silicon_as = \"h900\"\n");
+    refused(
+        &mut cat,
+        &orphan,
+        "o.toml",
+        &["`w`", "same_silicon_as", "h900"],
+    );
+    let unmeasured = format!("{chip}same_silicon_as = \"b300\"\n");
+    refused(&mut cat, &unmeasured, "o.toml", &["`w`", "b300"]);
 }
 
 #[test]
@@ -268,6 +294,17 @@ fn measured_figures_give_the_achieved_shares() {
     assert!((bf16 - (fp8 + fp4) / 2.0).abs() < 1e-12);
     let bw = h100.read_bw_fraction().expect("measured");
     assert!((bw - 3.18 / 3.35).abs() < 1e-9, "{bw}");
+    // A chip of a measured die takes that die's shares of its own datasheet.
+    let (mi300x, mi325x) = (
+        cat.system("mi300x").expect("mi300x"),
+        cat.system("mi325x").expect("mi325x"),
+    );
+    assert!(mi325x.measured.is_none());
+    assert_eq!(mi325x.read_bw_fraction(), mi300x.read_bw_fraction());
+    assert_eq!(
+        mi325x.gemm_fraction(Precision::Fp8),
+        mi300x.gemm_fraction(Precision::Fp8)
+    );
     // A chip nobody measured has neither.
     let b300 = cat.system("b300").expect("b300");
     assert!(b300.gemm_fraction(Precision::Fp8).is_none() && b300.read_bw_fraction().is_none());

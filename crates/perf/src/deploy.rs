@@ -448,7 +448,7 @@ impl<'a> Deployment<'a> {
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
-            return gpu::arithmetic_time(self, p, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff);
+            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff);
         }
         let flops = self.token_flops(isl / 2.0);
         match self.system.kind {
@@ -460,7 +460,7 @@ impl<'a> Deployment<'a> {
                     .map_or(1.0, |m| m.cores() * m.core_flops());
                 flops / (chips * mesh * p.wafer_prefill_eff)
             }
-            _ => flops / (chips * gpu::peak(self, p) * p.gpu_prefill_flops_eff),
+            _ => flops / (chips * gpu::peak(self) * p.gpu_prefill_flops_eff),
         }
     }
 }

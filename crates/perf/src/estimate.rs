@@ -332,53 +332,73 @@ pub struct FrontierPoint {
     pub op: Operating,
     /// Output tokens per second per chip.
     pub throughput_per_chip: f64,
-    /// Energy and cost at this load, the deployment kept busy at it.
+    /// Energy and cost at this load, the chips busy its share of the layout's peak within
+    /// the limits (as [`Estimate::at_economics`]).
     pub economics: Economics,
 }
 
+/// The throughput-interactivity frontier of a query: its chip count and its points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Frontier {
+    /// Chips (wafers) every point uses.
+    pub chips: u32,
+    /// From the fastest per-user speed to the highest throughput.
+    pub points: Vec<FrontierPoint>,
+}
+
 /// The throughput-interactivity frontier of `q` on its chip count: over every layout that
-/// fits (or the query's fixed one) and every load from one request per replica to what the
-/// KV cache and the engine's batch limit allow (in steps of a quarter), the points no other
-/// point beats on both per-user speed and throughput. Sorted from the fastest per-user speed
-/// to the highest throughput. This is the curve InferenceMAX and AIConfigurator plot
-/// (throughput per GPU against tokens per second per user); the query's TPOT and TTFT
-/// limits drop the points that miss them.
+/// fits (or the query's fixed one) and every load [`Deployment::loads`] tries, the points
+/// within the query's TPOT and TTFT limits that no other point beats on both per-user speed
+/// and throughput, sorted from the fastest per-user speed to the highest throughput. This is
+/// the curve InferenceMAX and AIConfigurator plot (throughput per GPU against tokens per
+/// second per user). Empty when no load meets the limits.
 ///
 /// # Errors
 /// As [`best_deployment`].
-pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Vec<FrontierPoint>, PerfError> {
-    let mut all = Vec::new();
-    for d in fitting_deployments(q, p)? {
-        let chips = f64::from(d.layout.chips());
-        for op in d.loads(p, q.isl, q.osl) {
-            let ok = q.tpot_limit.is_none_or(|l| op.tpot_s <= l)
-                && q.ttft_limit.is_none_or(|l| op.ttft_s <= l);
-            if ok {
-                all.push(FrontierPoint {
-                    layout: d.layout,
-                    throughput_per_chip: op.throughput_tok_s / chips,
-                    economics: d.economics(p, &op, 1.0),
-                    op,
-                });
-            }
-        }
+pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Frontier, PerfError> {
+    let deployments = fitting_deployments(q, p)?;
+    let chips = deployments.first().map_or(0, |d| d.layout.chips());
+    // Every load within the limits, with its deployment and that deployment's peak.
+    let mut all: Vec<(usize, Operating, f64)> = Vec::new();
+    for (i, d) in deployments.iter().enumerate() {
+        let ops: Vec<Operating> = d
+            .loads(p, q.isl, q.osl)
+            .filter(|op| op.within(q.tpot_limit, q.ttft_limit))
+            .collect();
+        let peak = ops
+            .iter()
+            .map(|op| op.throughput_tok_s)
+            .fold(f64::MIN_POSITIVE, f64::max);
+        all.extend(ops.into_iter().map(|op| (i, op, peak)));
     }
     // Fastest first; among equal speeds the higher throughput first. A point stays when it
     // carries more than every faster point.
-    all.sort_by(|a, b| {
-        b.op.user_tok_s
-            .total_cmp(&a.op.user_tok_s)
-            .then(b.op.throughput_tok_s.total_cmp(&a.op.throughput_tok_s))
+    all.sort_by(|(_, a, _), (_, b, _)| {
+        b.user_tok_s
+            .total_cmp(&a.user_tok_s)
+            .then(b.throughput_tok_s.total_cmp(&a.throughput_tok_s))
     });
     let mut best = f64::NEG_INFINITY;
-    all.retain(|f| {
-        let keep = f.op.throughput_tok_s > best * (1.0 + 1e-9);
+    all.retain(|(_, op, _)| {
+        let keep = op.throughput_tok_s > best * (1.0 + 1e-9);
         if keep {
-            best = f.op.throughput_tok_s;
+            best = op.throughput_tok_s;
         }
         keep
     });
-    Ok(all)
+    let points = all
+        .into_iter()
+        .map(|(i, op, peak)| {
+            let d = &deployments[i];
+            FrontierPoint {
+                layout: d.layout,
+                throughput_per_chip: op.throughput_tok_s / f64::from(chips.max(1)),
+                economics: d.economics(p, &op, op.throughput_tok_s / peak),
+                op,
+            }
+        })
+        .collect();
+    Ok(Frontier { chips, points })
 }
 
 /// The full estimate for `q`.

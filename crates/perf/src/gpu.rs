@@ -11,7 +11,6 @@
 //! (Patarasuk and Yuan, JPDC 2009) after a fixed latency.
 
 use crate::{Bound, Deployment, Params, Step};
-use switchyard_catalog::Precision;
 
 /// Bytes per activation value passed between chips (activations stay 16-bit).
 const ACT_BYTES: f64 = 2.0;
@@ -57,20 +56,14 @@ fn expert_imbalance(ep: f64, assignments: f64) -> f64 {
     (1.0 + spread).min(ep)
 }
 
-/// The achieved FLOP/s of a large matrix product per chip for the deployment's weights: the
-/// datasheet peak times the share a measured product reaches on the chip, or
-/// [`Params::gemm_frac`] where none is measured.
-pub(crate) fn peak(d: &Deployment<'_>, p: &Params) -> f64 {
-    d.system.flops(d.weights).map_or(1e12, |(f, _)| f) * gemm_frac(d, p, d.weights)
+/// Peak FLOP/s per chip for the deployment's weights.
+pub(crate) fn peak(d: &Deployment<'_>) -> f64 {
+    d.system.flops(d.weights).map_or(1e12, |(f, _)| f)
 }
 
-/// The share of the datasheet peak a large product with operands in `precision` reaches.
-fn gemm_frac(d: &Deployment<'_>, p: &Params, precision: Precision) -> f64 {
-    d.system.gemm_fraction(precision).unwrap_or(p.gemm_frac)
-}
-
-/// The bandwidth a read stream achieves from HBM per chip, in bytes/s: the measured figure,
-/// or the datasheet's times [`Params::gpu_bw_eff`].
+/// The bandwidth a read stream achieves from HBM per chip, in bytes/s: the catalog's
+/// measured figure (the chip's own, or that of the chip with the same die), or the
+/// datasheet's times [`Params::gpu_bw_eff`].
 pub(crate) fn read_bw(d: &Deployment<'_>, p: &Params) -> f64 {
     d.system.memory_bw_tb_s * 1e12 * d.system.read_bw_fraction().unwrap_or(p.gpu_bw_eff)
 }
@@ -78,61 +71,44 @@ pub(crate) fn read_bw(d: &Deployment<'_>, p: &Params) -> f64 {
 /// Peak FLOP/s per chip for attention, whose operands are the activations and the KV cache:
 /// its products run at the KV cache's precision, not the weights' (FP4 weights do not make
 /// attention an FP4 product).
-pub(crate) fn attention_peak(d: &Deployment<'_>, p: &Params) -> f64 {
+pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
     // A KV cache stored in four bits is widened to at least eight for the products.
     let kv = if d.kv.bytes() < 1.0 {
-        Precision::Fp8
+        switchyard_catalog::Precision::Fp8
     } else {
         d.kv
     };
-    d.system
-        .flops(kv)
-        .map_or_else(|| peak(d, p), |(f, _)| f * gemm_frac(d, p, kv))
+    d.system.flops(kv).map_or_else(|| peak(d), |(f, _)| f)
 }
 
 /// Seconds of matrix arithmetic (two FLOPs per parameter per token) over `params`
 /// parameters for `tokens` tokens on one chip of `chips`, at the weights' rate and
 /// efficiency `eff`.
-fn matmul_time(
-    d: &Deployment<'_>,
-    p: &Params,
-    params: f64,
-    tokens: f64,
-    chips: f64,
-    eff: f64,
-) -> f64 {
-    tokens * 2.0 * params / (chips * peak(d, p) * eff)
+fn matmul_time(d: &Deployment<'_>, params: f64, tokens: f64, chips: f64, eff: f64) -> f64 {
+    tokens * 2.0 * params / (chips * peak(d) * eff)
 }
 
 /// Seconds of projection arithmetic over every active parameter.
-fn linear_time(d: &Deployment<'_>, p: &Params, tokens: f64, chips: f64, eff: f64) -> f64 {
-    matmul_time(d, p, d.model.active_params_b * 1e9, tokens, chips, eff)
+fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
+    matmul_time(d, d.model.active_params_b * 1e9, tokens, chips, eff)
 }
 
 /// Seconds of attention arithmetic for `tokens` tokens at context position `ctx` on one chip
 /// of `chips`, at the KV cache's rate and efficiency `eff`.
-fn attention_time(
-    d: &Deployment<'_>,
-    p: &Params,
-    tokens: f64,
-    ctx: f64,
-    chips: f64,
-    eff: f64,
-) -> f64 {
-    tokens * d.model.attention_flops(ctx) / (chips * attention_peak(d, p) * eff)
+fn attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
+    tokens * d.model.attention_flops(ctx) / (chips * attention_peak(d) * eff)
 }
 
 /// Seconds of arithmetic, at efficiency `eff`, for `tokens` tokens at context position `ctx`
 /// on one chip of `chips`: projections at the weights' rate, attention at the KV cache's.
 pub(crate) fn arithmetic_time(
     d: &Deployment<'_>,
-    p: &Params,
     tokens: f64,
     ctx: f64,
     chips: f64,
     eff: f64,
 ) -> f64 {
-    linear_time(d, p, tokens, chips, eff) + attention_time(d, p, tokens, ctx, chips, eff)
+    linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
 }
 
 /// The weight kernels of one pass, per chip, each as (seconds streaming its weights,
@@ -162,7 +138,6 @@ fn weight_kernels(
             stream(m.dense_params(), group_chips),
             matmul_time(
                 d,
-                p,
                 (m.active_params_b * 1e9 - routed).max(0.0),
                 group_tokens,
                 group_chips,
@@ -171,7 +146,7 @@ fn weight_kernels(
         ),
         (
             stream(touched, group_chips * ep),
-            matmul_time(d, p, routed, expert_tokens, group_chips * ep, eff) * busiest,
+            matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest,
         ),
     ]
 }
@@ -221,7 +196,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
         kv_bytes / read_bw(d, p),
-        attention_time(d, p, tokens, ctx, chips, p.gpu_decode_flops_eff),
+        attention_time(d, tokens, ctx, chips, p.gpu_decode_flops_eff),
     );
     // The step's bound is the kind of kernel time that dominates.
     let (mut mem, mut comp) = (0.0, 0.0);
@@ -266,7 +241,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
         .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
         .sum();
     kernels
-        + attention_time(d, p, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
+        + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, n, f64::from(d.model.layers))
         + all_to_all_time(d, p, n, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s

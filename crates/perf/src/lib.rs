@@ -24,7 +24,7 @@ mod wafer;
 
 pub use deploy::{Bound, Deployment, Layout, Memory, Speculative, Step};
 pub use estimate::{
-    best_deployment, estimate, frontier, Estimate, FrontierPoint, Objective, Query,
+    best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,
 };
 pub use params::Params;
 pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};

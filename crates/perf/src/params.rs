@@ -19,22 +19,22 @@ pub struct Params {
     /// H100 0.95, H200 0.95, MI300X 0.75; catalog `measured`). Where a chip has its own
     /// measurement, that is used instead. Not fitted.
     pub gpu_bw_eff: f64,
-    /// Fraction of datasheet dense peak that a large matrix product reaches on a chip with no
-    /// measured product in the catalog: 0.69, the median of the measured (MI300X 0.47 at FP8,
-    /// GB200 0.58 at FP8 and 0.76 at FP4, H200 0.67, H100 0.70, A100 0.82 at FP16; catalog
-    /// `measured`). The achieved peak
-    /// (datasheet times this share, or the chip's measurement) is what the FLOP efficiencies
-    /// below are fractions of. The same share is taken for the SRAM machines' compute, which
-    /// has no published measurement. Not fitted.
-    pub gemm_frac: f64,
-    /// Fraction of the achieved matrix peak (see [`Params::gemm_frac`]) reached by the
-    /// batched matrix products of decode. Chosen, with the prefill figure, as the pair with
-    /// the lowest MAPE on `reference/points.csv` over a grid (decode 0.45-0.70, prefill
-    /// 0.50-0.65, by 0.025 to 0.05): 31.8%, with the surface flat within 0.25 points from
-    /// 0.50 to 0.55. 0.50 of an achieved peak of 0.69 is 0.345 of the datasheet peak.
+    /// Fraction of datasheet dense peak FLOP/s reached by the batched matrix products of
+    /// decode. Fitted (see [`Params::gpu_prefill_flops_eff`]).
+    ///
+    /// The catalog's measured matrix rates (large cuBLASLt/hipBLASLt products reach 0.47 of
+    /// the FP8 peak on MI300X, 0.67-0.70 on H200 and H100, 0.58 at FP8 and 0.76 at FP4 on
+    /// GB200, 0.82 at FP16 on A100) are not applied per chip. Tried as shares of the
+    /// datasheet, with these efficiencies refitted on top, they gave 32.7% on `points.csv`
+    /// and 32.7% on `heldout.csv`, against 31.9% and 31.3% with one share for every chip,
+    /// once chips of one die were held to the same share (MI325X is the MI300X die, B200
+    /// the GB200 one). A product's rate depends on the library version as much as on the
+    /// chip, and the MI300X figure is from an older ROCm than the MI325X results.
     pub gpu_decode_flops_eff: f64,
-    /// Fraction of the achieved matrix peak reached by prefill, chosen with the decode figure
-    /// (0.60: 0.41 of the datasheet peak where nothing is measured).
+    /// Fraction of datasheet dense peak FLOP/s reached by prefill. Chosen with the decode
+    /// figure as the pair with the lowest MAPE on `reference/points.csv` over a grid (decode
+    /// 0.24-0.38, prefill 0.32-0.44, by 0.02), with the measured read bandwidths in use:
+    /// 0.32 and 0.40 give 31.9%, and the surface is flat within 0.2 points from 0.26 to 0.34.
     pub gpu_prefill_flops_eff: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
@@ -175,9 +175,8 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             gpu_bw_eff: 0.90,
-            gemm_frac: 0.69,
-            gpu_decode_flops_eff: 0.50,
-            gpu_prefill_flops_eff: 0.60,
+            gpu_decode_flops_eff: 0.32,
+            gpu_prefill_flops_eff: 0.40,
             gpu_step_overhead_s: 2.0e-3,
             gpu_layer_overhead_s: 40.0e-6,
             allreduce_latency_s: 10.0e-6,

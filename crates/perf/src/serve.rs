@@ -24,6 +24,14 @@ pub struct Operating {
     pub bound: Bound,
 }
 
+impl Operating {
+    /// Whether the time per output token and the time to first token are within their limits
+    /// (none: no limit).
+    pub fn within(&self, tpot_limit: Option<f64>, ttft_limit: Option<f64>) -> bool {
+        tpot_limit.is_none_or(|l| self.tpot_s <= l) && ttft_limit.is_none_or(|l| self.ttft_s <= l)
+    }
+}
+
 /// The work of one engine step of one replica under continuous batching: every running
 /// sequence past its prompt decodes one token, and prompt chunks ride along.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -144,9 +152,9 @@ impl Deployment<'_> {
     ) -> Option<Operating> {
         let mut best: Option<Operating> = None;
         for op in self.loads(p, isl, osl) {
-            let ok = tpot_limit.is_none_or(|l| op.tpot_s <= l)
-                && ttft_limit.is_none_or(|l| op.ttft_s <= l);
-            if ok && best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
+            if op.within(tpot_limit, ttft_limit)
+                && best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s)
+            {
                 best = Some(op);
             }
         }

@@ -16,7 +16,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let layers = f64::from(d.model.layers);
     let tokens = batch * q;
     let flops = tokens * d.token_flops(ctx) / chips;
-    let compute = flops / (gpu::peak(d, p) * p.gpu_decode_flops_eff);
+    let compute = flops / (gpu::peak(d) * p.gpu_decode_flops_eff);
     let (fixed, memory) = match d.system.kind {
         SystemKind::Lpu => {
             let per_layer_chips = (chips / layers).max(1.0);
@@ -62,6 +62,5 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
     let chips = f64::from(d.layout.replica_chips());
     let flops = n * d.token_flops(n / 2.0);
-    decode_step(d, p, 1.0, 1.0, n).time
-        + flops / (chips * gpu::peak(d, p) * p.gpu_prefill_flops_eff)
+    decode_step(d, p, 1.0, 1.0, n).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
 }

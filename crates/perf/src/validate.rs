@@ -332,30 +332,52 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
 }
 
 /// The p99 TTFT and TPOT limits, in seconds, a row's notes state for its run, written as
-/// `SLO p99 TTFT 450 ms / TPOT 40 ms` (any case; `s` or `ms`).
-fn stated_slo(notes: &str) -> Option<(f64, f64)> {
+/// `SLO p99 TTFT 450 ms / TPOT 40 ms` (any case; `s` or `ms`; the TPOT limit follows the
+/// TTFT one after `/`, `,` or spaces). `Ok(None)` when the notes state no limits; an error
+/// when they start to (`SLO p99 TTFT`) but cannot be read, so that a garbled interactive
+/// limit does not fall back to the looser server one.
+fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
+    const OPENING: &str = "slo p99 ttft";
     let t = notes.to_ascii_lowercase();
-    let at = t.find("slo p99 ttft")?;
-    let rest = &t[at + "slo p99 ttft".len()..];
-    let seconds = |text: &str| -> Option<f64> {
+    let Some(at) = t.find(OPENING) else {
+        return Ok(None);
+    };
+    // A number and its unit, and the text after them.
+    let seconds = |text: &str| -> Option<(f64, usize)> {
+        let lead = text.len() - text.trim_start().len();
         let text = text.trim_start();
         let end = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
-        let v: f64 = text[..end].parse().ok()?;
-        let unit = text[end..].trim_start();
-        if unit.starts_with("ms") {
-            Some(v / 1000.0)
+        let v: f64 = text[..end]
+            .parse()
+            .ok()
+            .filter(|v: &f64| *v > 0.0 && v.is_finite())?;
+        let unit_at = text[end..].len() - text[end..].trim_start().len();
+        let unit = &text[end + unit_at..];
+        let (scale, len) = if unit.starts_with("ms") {
+            (1e-3, 2)
         } else if unit.starts_with('s') {
-            Some(v)
+            (1.0, 1)
         } else {
-            None
-        }
+            return None;
+        };
+        Some((v * scale, lead + end + unit_at + len))
     };
-    let ttft = seconds(rest)?;
-    let tp = rest.find("tpot")?;
-    let tpot = seconds(&rest[tp + 4..])?;
-    (ttft > 0.0 && tpot > 0.0).then_some((ttft, tpot))
+    let rest = &t[at + OPENING.len()..];
+    let read = || -> Option<(f64, f64)> {
+        let (ttft, used) = seconds(rest)?;
+        let after = rest[used..].trim_start_matches([' ', '/', ',']);
+        let (tpot, _) = seconds(after.strip_prefix("tpot")?)?;
+        Some((ttft, tpot))
+    };
+    read().map(Some).ok_or_else(|| {
+        let quoted: String = notes[at..].chars().take(48).collect();
+        format!(
+            "notes `{}` state latency limits that cannot be read (write `SLO p99 TTFT 450 ms / TPOT 40 ms`)",
+            quoted.trim()
+        )
+    })
 }
 
 /// A metric name as the model computes it, and the factor from that metric's unit to the
@@ -574,7 +596,10 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
     // A run's own limits, stated in its notes, come before its scenario's in the catalog.
-    let slo = scenario.and(stated_slo(&row.notes));
+    let slo = match scenario {
+        Some(_) => stated_slo(&row.notes)?,
+        None => None,
+    };
     if scenario == Some(Scenario::Interactive)
         && slo.is_none()
         && workload.is_none_or(|w| w.interactive_tpot_ms.is_none())

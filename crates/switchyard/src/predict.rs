@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use switchyard_perf::validate::{self, Group};
 use switchyard_perf::{
-    Catalog, Estimate, FrontierPoint, Layout, Objective, Params, PerfError, Precision, Query,
+    Catalog, Estimate, Frontier, Layout, Objective, Params, PerfError, Precision, Query,
     Speculative,
 };
 
@@ -177,7 +177,7 @@ pub struct EstimateArgs {
     /// Print the throughput-interactivity frontier instead: over every layout of the chips
     /// (or the one given) and every load, the points that no other beats on both per-user
     /// speed and throughput, within the latency limits.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "concurrency")]
     frontier: bool,
     #[command(flatten)]
     workload: Workload,
@@ -198,11 +198,11 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
     };
     let p = Params::default();
     if a.frontier {
-        let points = switchyard_perf::frontier(&q, &p).map_err(perf_err)?;
+        let f = switchyard_perf::frontier(&q, &p).map_err(perf_err)?;
         if a.workload.json {
-            out!("{}", serde_json::to_string_pretty(&points)?);
+            out!("{}", serde_json::to_string_pretty(&f)?);
         } else {
-            out!("{}", render_frontier(&points, &q).trim_end());
+            out!("{}", render_frontier(&f, &q).trim_end());
         }
         return Ok(());
     }
@@ -313,9 +313,9 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     s
 }
 
-fn render_frontier(points: &[FrontierPoint], q: &Query<'_>) -> String {
+fn render_frontier(f: &Frontier, q: &Query<'_>) -> String {
     let mut s = String::new();
-    let chips = points.first().map_or(0, |f| f.layout.chips());
+    let (chips, points) = (f.chips, &f.points);
     let _ = writeln!(
         s,
         "{} on {} x {}, {} in / {} out tokens: the throughput-interactivity frontier",
@@ -360,22 +360,28 @@ fn render_frontier(points: &[FrontierPoint], q: &Query<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "each row: a layout at a load that no other beats on both tok/s/user and tok/s; J/token and $/Mtok with the chips busy at that load"
+        "each row: a layout at a load that no other beats on both tok/s/user and tok/s; J/token and $/Mtok with the chips busy that load's share of the layout's peak"
     );
     s
 }
 
-/// Measured matrix rates by precision, `1382 at fp8, 7628 at fp4`.
-fn gemm_text(t: &switchyard_catalog::DenseTflops) -> String {
-    let parts: Vec<String> = [
-        (t.bf16, "16-bit"),
-        (t.fp8, "fp8"),
-        (t.int8, "int8"),
-        (t.fp4, "fp4"),
-    ]
-    .iter()
-    .filter_map(|(v, name)| v.map(|v| format!("{v:.0} TFLOP/s at {name}")))
-    .collect();
+/// A chip's measured matrix rates by precision with their shares of the datasheet peak,
+/// `1382 TFLOP/s at fp8 (0.70 of peak)`.
+fn gemm_text(s: &switchyard_catalog::System, t: &switchyard_catalog::DenseTflops) -> String {
+    let parts: Vec<String> = t
+        .entries()
+        .map(|(p, v)| {
+            let (unit, name) = match p {
+                Precision::Bf16 | Precision::Fp16 => ("TFLOP/s", "16-bit".to_string()),
+                Precision::Int8 | Precision::Int4 => ("TOP/s", p.to_string()),
+                _ => ("TFLOP/s", p.to_string()),
+            };
+            let share = s
+                .gemm_fraction(p)
+                .map_or(String::new(), |f| format!(" ({f:.2} of peak)"));
+            format!("{v:.0} {unit} at {name}{share}")
+        })
+        .collect();
     if parts.is_empty() {
         "n/a".into()
     } else {
@@ -647,13 +653,21 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                     pr.sources.join(" ")
                 );
             }
+            if let Some(die) = &s.same_silicon_as {
+                out!(
+                    "{:<10}   same die as {die}: its measured shares stand in for this chip's",
+                    ""
+                );
+            }
             if let Some(m) = &s.measured {
                 out!(
                     "{:<10}   measured: read stream {}, matrix product {}; {}",
                     "",
-                    m.memory_read_bw_tb_s
-                        .map_or("n/a".into(), |b| format!("{b:.2} TB/s")),
-                    gemm_text(&m.gemm_tflops),
+                    m.memory_read_bw_tb_s.map_or("n/a".into(), |b| format!(
+                        "{b:.2} TB/s ({:.2} of peak)",
+                        s.read_bw_fraction().unwrap_or(0.0)
+                    )),
+                    gemm_text(s, &m.gemm_tflops),
                     m.sources.join(" ")
                 );
             }

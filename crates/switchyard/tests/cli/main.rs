@@ -180,13 +180,25 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
     let o = run(&joined(&base, &["--json", "--tpot-limit-ms", "40"]));
     assert!(o.status.success(), "{:?}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let points = v.as_array().expect("an array of points");
+    assert_eq!(v["chips"], 8);
+    let points = v["points"].as_array().expect("an array of points");
     assert!(points.len() > 2);
     let speed = |i: usize| points[i]["op"]["user_tok_s"].as_f64().unwrap_or(0.0);
     assert!(speed(0) > speed(points.len() - 1));
     assert!(points
         .iter()
         .all(|x| x["op"]["tpot_s"].as_f64().is_some_and(|t| t <= 0.040)));
+    // Limits no load meets leave an empty frontier that still names its chips.
+    let o = run(&joined(&base, &["--ttft-limit-ms", "0.001"]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("on 8 x h100-sxm") && out.contains("no layout and load meets the limits"),
+        "{out}"
+    );
+    // A frontier spans the loads: a fixed one is refused, not ignored.
+    let o = run(&joined(&base, &["--concurrency", "4"]));
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
 }
 
 #[test]
