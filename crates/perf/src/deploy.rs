@@ -428,10 +428,18 @@ impl<'a> Deployment<'a> {
 
     /// Time for one replica to prefill `tokens` prompt tokens of a single request alone.
     pub fn prefill(&self, p: &Params, tokens: f64) -> f64 {
+        self.prefill_prompts(p, tokens, tokens / 2.0, 1)
+    }
+
+    /// Time of a step that prefills `tokens` prompt tokens, at mean context position `ctx`,
+    /// from `prompts` prompts and decodes nothing. Several prompts attend only within
+    /// themselves, and with expert parallelism they spread over the groups (each prompt
+    /// whole in one group).
+    pub fn prefill_prompts(&self, p: &Params, tokens: f64, ctx: f64, prompts: u32) -> f64 {
         match self.system.kind {
-            SystemKind::Gpu => gpu::prefill(self, p, tokens),
-            SystemKind::Wafer => wafer::prefill(self, p, tokens),
-            SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, tokens),
+            SystemKind::Gpu => gpu::prefill(self, p, tokens, ctx, f64::from(prompts.max(1))),
+            SystemKind::Wafer => wafer::prefill(self, p, tokens, ctx),
+            SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, tokens, ctx),
         }
     }
 

@@ -225,25 +225,25 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     Step { time, bound }
 }
 
-/// Prefill of one request of `n` tokens alone: pipeline stages run one after another, so the
-/// pass takes the whole model's work over one stage's tensor-parallel group, its routed
-/// experts over all the expert-parallel groups of a stage.
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
+/// A step of prompt tokens only: `n` tokens at mean context position `ctx`, from prompts
+/// spread over `groups` expert-parallel groups (one for a lone prompt, which a group holds
+/// whole). Pipeline stages run one after another, so the pass takes the whole model's work
+/// over one stage's tensor-parallel group; each group runs its share of the tokens through
+/// the dense projections and attention, while the routed experts of all groups see every
+/// token.
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64, groups: f64) -> f64 {
     let n = n.max(1.0);
     let tp = f64::from(d.layout.tp);
     let pp = f64::from(d.layout.pp);
-    // Causal attention over a prompt of n tokens: the mean token attends to n/2 others.
-    // The weight kernels as in a decode step; attention over the prompt is its arithmetic.
-    // A lone prompt runs in one expert-parallel group; its tokens still reach the experts
-    // of every group.
-    let kernels: f64 = weight_kernels(d, p, (n, n), tp, p.gpu_prefill_flops_eff)
+    let per_group = n / groups.clamp(1.0, f64::from(d.layout.ep));
+    let kernels: f64 = weight_kernels(d, p, (per_group, n), tp, p.gpu_prefill_flops_eff)
         .iter()
         .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
         .sum();
     kernels
-        + attention_time(d, n, n / 2.0, tp, p.gpu_prefill_flops_eff)
-        + allreduce_time(d, p, n, f64::from(d.model.layers))
-        + all_to_all_time(d, p, n, moe_layers(d))
+        + attention_time(d, per_group, ctx, tp, p.gpu_prefill_flops_eff)
+        + allreduce_time(d, p, per_group, f64::from(d.model.layers))
+        + all_to_all_time(d, p, per_group, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s
 }

@@ -44,16 +44,26 @@ pub struct Batch {
     pub prefill_tokens: u32,
     /// Mean context position of those prompt tokens.
     pub prefill_ctx: f64,
+    /// Prompts those tokens come from (0 is read as 1).
+    pub prefill_seqs: u32,
 }
 
 impl Deployment<'_> {
     /// Time of one engine step of one replica, composed from the two primitives: a step with
-    /// only prompt tokens is a prefill; a step that decodes also carries its prompt chunks at
-    /// the chunked-prefill cost per token, as in [`Deployment::at_concurrency`].
+    /// only prompt tokens is a prefill of those prompts; a step that decodes also carries its
+    /// prompt chunks at the chunked-prefill cost per token, as in
+    /// [`Deployment::at_concurrency`].
     pub fn step_time(&self, p: &Params, b: &Batch) -> f64 {
         match (b.decode_seqs, b.prefill_tokens) {
             (0, 0) => 0.0,
-            (0, n) => self.prefill(p, f64::from(n)),
+            (0, n) => {
+                let ctx = if b.prefill_ctx > 0.0 {
+                    b.prefill_ctx
+                } else {
+                    f64::from(n) / 2.0
+                };
+                self.prefill_prompts(p, f64::from(n), ctx, b.prefill_seqs)
+            }
             (s, n) => {
                 self.decode_step(p, f64::from(s), b.decode_ctx).time
                     + f64::from(n) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)

@@ -59,8 +59,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     Step { time, bound }
 }
 
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
     let chips = f64::from(d.layout.replica_chips());
-    let flops = n * d.token_flops(n / 2.0);
+    let flops = n * d.token_flops(ctx);
     decode_step(d, p, 1.0, 1.0, n).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
 }

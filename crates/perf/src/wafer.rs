@@ -81,13 +81,13 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 
 /// Prefill of `n` tokens: the prompt streams through the layer pipeline, so the slowest
 /// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64) -> f64 {
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
     let pp = f64::from(d.layout.pp);
-    let first = pass(d, p, 1.0, n / 2.0);
+    let first = pass(d, p, 1.0, ctx);
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let flops = n * d.token_flops(n / 2.0) / pp;
+    let flops = n * d.token_flops(ctx) / pp;
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
     pp * (first.mesh + first.links) + stream
 }

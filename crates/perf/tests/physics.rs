@@ -885,3 +885,32 @@ fn the_frontier_runs_from_the_fastest_user_to_the_peak_throughput() {
         Err(PerfError::DoesNotFit { .. })
     ));
 }
+
+#[test]
+fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
+    let cat = cat();
+    let p = Params::default();
+    let ep = deployment(&cat, "deepseek-r1", "h200", "ep8", Precision::Fp8);
+    let tp = deployment(&cat, "deepseek-r1", "h200", "tp8", Precision::Fp8);
+    // One prompt: the lone prefill.
+    assert!((ep.prefill_prompts(&p, 4096.0, 2048.0, 1) - ep.prefill(&p, 4096.0)).abs() < 1e-12);
+    // Eight prompts of 512 tokens each at the same context: eight groups share the dense
+    // work and attention; a tensor-parallel replica has one group to run them on.
+    let one = ep.prefill_prompts(&p, 4096.0, 256.0, 1);
+    let eight = ep.prefill_prompts(&p, 4096.0, 256.0, 8);
+    assert!(eight < 0.8 * one, "{eight} against {one}");
+    // More prompts than groups spread no further.
+    assert!((ep.prefill_prompts(&p, 4096.0, 256.0, 64) - eight).abs() < 1e-12);
+    let tp_one = tp.prefill_prompts(&p, 4096.0, 256.0, 1);
+    assert!((tp.prefill_prompts(&p, 4096.0, 256.0, 8) - tp_one).abs() < 1e-12);
+    // Short prompts attend over less than one long one of the same tokens.
+    assert!(tp_one < tp.prefill(&p, 4096.0));
+    // The engine's step carries the prompt count and mean position through.
+    let b = switchyard_perf::Batch {
+        prefill_tokens: 4096,
+        prefill_ctx: 256.0,
+        prefill_seqs: 8,
+        ..Default::default()
+    };
+    assert!((ep.step_time(&p, &b) - eight).abs() < 1e-12);
+}

@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub block_tokens: u32,
     /// KV-cache blocks the replica holds.
     pub kv_blocks: u32,
+    /// Most blocks one sequence may hold: with expert parallelism each group keeps its own
+    /// sequences' KV, so a sequence fits in one group's share of the blocks.
+    pub max_seq_blocks: u32,
 }
 
 impl EngineConfig {
@@ -67,18 +70,25 @@ impl EngineConfig {
     pub fn for_deployment(d: &Deployment<'_>, p: &Params) -> Self {
         let kv_tokens = d.memory(p).kv_tokens_per_replica;
         let blocks = (kv_tokens / f64::from(Self::BLOCK_TOKENS)).floor();
+        // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
+        let kv_blocks = blocks.clamp(0.0, f64::from(u32::MAX)) as u32;
         EngineConfig {
             max_batch: p.max_batch.max(1),
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
-            // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
-            kv_blocks: blocks.clamp(0.0, f64::from(u32::MAX)) as u32,
+            kv_blocks,
+            max_seq_blocks: kv_blocks / d.layout.ep.max(1),
         }
     }
 
     /// Longest request, prompt plus output tokens, the KV cache can hold.
     pub fn max_context(&self) -> u32 {
-        self.kv_blocks.saturating_mul(self.block_tokens)
+        self.seq_blocks().saturating_mul(self.block_tokens)
+    }
+
+    /// Most blocks one sequence can hold.
+    fn seq_blocks(&self) -> u32 {
+        self.max_seq_blocks.min(self.kv_blocks)
     }
 
     /// Blocks that `tokens` tokens of context occupy.
@@ -120,7 +130,7 @@ pub enum Refusal {
     TooLong {
         /// Blocks the request would need.
         needed: u32,
-        /// Blocks the replica has.
+        /// Blocks one sequence may hold (the whole cache, or one expert-parallel group's share).
         capacity: u32,
     },
 }
@@ -130,7 +140,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::TooLong { needed, capacity } => write!(
                 f,
-                "the request needs {needed} KV blocks and the replica holds {capacity}"
+                "the request needs {needed} KV blocks and one sequence may hold {capacity}"
             ),
         }
     }
@@ -222,10 +232,10 @@ impl<S: StepTime> Replica<S> {
         let needed = self
             .config
             .blocks_for(r.prompt.max(1).saturating_add(r.output.max(1)));
-        if needed > self.config.kv_blocks {
+        if needed > self.config.seq_blocks() {
             return Err(Refusal::TooLong {
                 needed,
-                capacity: self.config.kv_blocks,
+                capacity: self.config.seq_blocks(),
             });
         }
         let prompt = r.prompt.max(1);
@@ -357,6 +367,7 @@ impl<S: StepTime> Replica<S> {
                 decode_ctx += f64::from(s.kv);
             } else {
                 batch.prefill_tokens += s.chunk;
+                batch.prefill_seqs += 1;
                 prefill_pos += f64::from(s.chunk) * (f64::from(s.kv) + f64::from(s.chunk) / 2.0);
             }
         }

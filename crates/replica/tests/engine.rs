@@ -20,6 +20,7 @@ fn config(max_batch: u32, budget: u32, blocks: u32) -> EngineConfig {
         token_budget: budget,
         block_tokens: 16,
         kv_blocks: blocks,
+        max_seq_blocks: blocks,
     }
 }
 
@@ -112,6 +113,7 @@ fn decoding_sequences_share_steps_with_a_new_prompt() {
     r.start_step(&mut sink);
     let shapes = seen.borrow();
     assert_eq!(shapes[0].prefill_tokens, 10);
+    assert_eq!((shapes[0].prefill_seqs, shapes[1].prefill_seqs), (1, 1));
     assert_eq!(shapes[0].decode_seqs, 0);
     assert_eq!(shapes[1].decode_seqs, 1);
     assert_eq!(shapes[1].prefill_tokens, 300);
@@ -246,6 +248,69 @@ fn step_times_come_from_the_performance_model() {
     r.finish_step(&mut sink);
     let t = r.start_step(&mut sink).expect("a step");
     assert!((t - d.decode_step(&p, 1.0, 1000.0).time).abs() < 1e-12);
+}
+
+#[test]
+fn expert_parallel_groups_each_hold_their_own_sequences() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("deepseek-r1").expect("model"),
+        cat.system("h200").expect("system"),
+        "ep8".parse().expect("layout"),
+        Precision::Fp8,
+    )
+    .expect("deployment");
+    let cfg = EngineConfig::for_deployment(&d, &p);
+    // A sequence's KV lives in one of the eight groups: the longest request is an eighth of
+    // the replica's cache, and one just past it is refused.
+    assert_eq!(cfg.max_seq_blocks, cfg.kv_blocks / 8);
+    assert_eq!(cfg.max_context(), cfg.kv_blocks / 8 * cfg.block_tokens);
+    let mut r = Replica::new(
+        Physics {
+            deployment: d.clone(),
+            params: &p,
+        },
+        cfg,
+    );
+    let longest = cfg.max_context();
+    assert!(r
+        .submit(Request {
+            id: 0,
+            prompt: longest - 1,
+            output: 1
+        })
+        .is_ok());
+    assert!(matches!(
+        r.submit(Request {
+            id: 1,
+            prompt: longest,
+            output: 1
+        }),
+        Err(Refusal::TooLong { .. })
+    ));
+    // Eight prompts in one step spread over the groups: faster than one prompt as long.
+    let mut r = Replica::new(
+        Physics {
+            deployment: d.clone(),
+            params: &p,
+        },
+        cfg,
+    );
+    for id in 0..8 {
+        r.submit(Request {
+            id,
+            prompt: 512,
+            output: 2,
+        })
+        .expect("fits");
+    }
+    let t = r.start_step(&mut |_| {}).expect("a step");
+    assert!(
+        t < d.prefill(&p, 4096.0) * 0.8,
+        "{t} against {}",
+        d.prefill(&p, 4096.0)
+    );
 }
 
 proptest! {
