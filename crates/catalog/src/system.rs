@@ -253,7 +253,18 @@ impl System {
     /// The share of its datasheet memory bandwidth that a read stream reaches, where measured
     /// (on this chip, or on the chip of the same die).
     pub fn read_bw_fraction(&self) -> Option<f64> {
-        self.shares()?.read_bw
+        // Read on every decode step: no share table is built for it.
+        match &self.measured {
+            Some(m) => self.read_share(m),
+            None => self.borrowed.as_ref()?.read_bw,
+        }
+    }
+
+    /// `m`'s read bandwidth as a share of this chip's datasheet bandwidth.
+    fn read_share(&self, m: &Measured) -> Option<f64> {
+        m.memory_read_bw_tb_s
+            .filter(|_| self.memory_bw_tb_s > 0.0)
+            .map(|bw| bw / self.memory_bw_tb_s)
     }
 
     /// This chip's measured shares, or those borrowed from the chip of the same die.
@@ -274,11 +285,10 @@ impl System {
                 (runs_in == q).then(|| (q, measured * 1e12 / peak))
             })
             .collect();
-        let read_bw = m
-            .memory_read_bw_tb_s
-            .filter(|_| self.memory_bw_tb_s > 0.0)
-            .map(|bw| bw / self.memory_bw_tb_s);
-        Shares { gemm, read_bw }
+        Shares {
+            gemm,
+            read_bw: self.read_share(m),
+        }
     }
 
     /// Chips joined by the fast fabric.
