@@ -285,7 +285,8 @@ fn by_name<'a, T>(
 /// For systems also without a maker's name, an SXM form or an HBM generation, and without
 /// hyphens (memory sizes are checked apart, against the entry). For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
 /// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
-/// dotted version (`-v0.1`) or a four-digit date (`-0528`); a bare `-v3` is part of the name.
+/// dotted version (`-v0.1`) or a four-digit date (`-0528`), and without hyphens; a bare
+/// `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
     let mut s = spelled(name.rsplit('/').next().unwrap_or(name));
     if !model_names {
@@ -353,7 +354,10 @@ fn normalized(name: &str, model_names: bool) -> String {
             }
         }
         if s.len() == before {
-            return s;
+            // Hyphens placed as each writer likes (`llama3.1-8b`, Cerebras's id for
+            // `llama-3.1-8b`); two entries that then read alike make the name ambiguous,
+            // which is refused, not guessed.
+            return s.replace('-', "");
         }
     }
 }

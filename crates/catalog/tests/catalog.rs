@@ -311,6 +311,28 @@ fn measured_figures_give_the_achieved_shares() {
 }
 
 #[test]
+fn every_model_is_found_by_its_id_written_without_hyphens() {
+    let cat = Catalog::builtin().expect("catalog");
+    for m in cat.models() {
+        let loose = m.id.replace('-', "");
+        let found = cat.model(&loose).map(|f| f.id.as_str());
+        assert_eq!(found.ok(), Some(m.id.as_str()), "{loose}");
+        for a in &m.aliases {
+            assert_eq!(
+                cat.model(a).map(|f| f.id.as_str()).ok(),
+                Some(m.id.as_str()),
+                "{a}"
+            );
+        }
+    }
+    // Cerebras's own model id.
+    assert_eq!(
+        cat.model("llama3.1-8b").map(|m| m.id.as_str()).ok(),
+        Some("llama-3.1-8b")
+    );
+}
+
+#[test]
 fn unknown_ids_list_what_exists() {
     let cat = Catalog::builtin().expect("catalog");
     match cat.system("h900") {

@@ -19,8 +19,11 @@
 //!   fastest format that keeps accuracy (MLPerf's closed division allows it within 99% or
 //!   99.9% of the reference accuracy);
 //! - metrics are `decode_tok_s_per_user`, `ttft_s`, `tpot_ms`, `throughput_tok_s` and
-//!   `throughput_tok_s_per_chip`, or another spelling of one of them (`ttft_ms`, `itl_ms`,
-//!   `tpot_s`, `throughput_tok_s_per_gpu`, ...) in its own unit;
+//!   `throughput_tok_s_per_chip`, or another spelling of one of them in its own unit,
+//!   including the labels benchmark tools print (`Mean TTFT (ms)`, `Median ITL (ms)`,
+//!   `Output token throughput (tok/s)`); also a request's end-to-end latency (`E2EL (ms)`:
+//!   its first token, then `osl` − 1 more), total token throughput (prompt and output tokens,
+//!   `Total Token throughput (tok/s)`) and requests per second (see [`metric_of`]);
 //! - `speculative` `yes` or a method's name (`mtp`, `eagle3`, `medusa`, `draft`) turns
 //!   speculative decoding on at the default tokens per step; `none`, `no` and `unknown` (or
 //!   blank) leave it off; any other word skips the row with the reason;
@@ -380,22 +383,103 @@ fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
     })
 }
 
-/// A metric name as the model computes it, and the factor from that metric's unit to the
-/// row's: published tables name the same quantity several ways (inter-token latency is the
-/// time per output token; TTFT in ms or s).
-fn canonical_metric(name: &str) -> (&str, f64) {
-    match name {
-        "ttft_ms" => ("ttft_s", 1000.0),
-        "tpot_s" | "itl_s" => ("tpot_ms", 1e-3),
-        "itl_ms" => ("tpot_ms", 1.0),
-        "output_tok_s_per_user"
-        | "tok_s_per_user"
-        | "tokens_per_second_per_user"
-        | "output_tokens_per_second_per_user" => ("decode_tok_s_per_user", 1.0),
-        "output_throughput_tok_s" => ("throughput_tok_s", 1.0),
-        "throughput_tok_s_per_gpu" | "output_tok_s_per_gpu" => ("throughput_tok_s_per_chip", 1.0),
-        other => (other, 1.0),
+/// What a row measured, as the model computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// Output tokens per second seen by one user.
+    UserSpeed,
+    /// Time to first token.
+    Ttft,
+    /// Time per output token (inter-token latency).
+    Tpot,
+    /// A request's whole latency: first token, then the rest of its output.
+    EndToEnd,
+    /// Tokens per second of the deployment: output tokens, or prompt and output tokens
+    /// together, in all or per chip.
+    Throughput { total: bool, per_chip: bool },
+    /// Requests completed per second.
+    Requests,
+}
+
+impl Metric {
+    /// Whether the metric is a latency (judged at the row's load for one user).
+    fn is_latency(self) -> bool {
+        matches!(
+            self,
+            Metric::UserSpeed | Metric::Ttft | Metric::Tpot | Metric::EndToEnd
+        )
     }
+}
+
+/// Reads a metric name and the factor from the model's unit (seconds, tokens per second) to
+/// the row's. The names of `points.csv` (`decode_tok_s_per_user`, `ttft_s`, `tpot_ms`,
+/// `throughput_tok_s`, `throughput_tok_s_per_chip`) and the labels benchmark tools print
+/// are read alike, by their words in any case and punctuation: `TTFT (ms)`, `Mean ITL
+/// (ms)`, `Median E2EL (ms)`, `Output token throughput (tok/s)`, `Total Token throughput
+/// (tok/s)`, `Request throughput (req/s)`, `tok/s/user`, `tokens_per_second_per_gpu`. A
+/// latency names its unit (`ms` or `s`); a throughput that says neither output nor total
+/// counts output tokens; a mean, median or p50 is the model's mean, and other percentiles
+/// are refused.
+fn metric_of(name: &str) -> Result<(Metric, f64), String> {
+    let lower = name.trim().to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |w: &str| words.contains(&w);
+    let not_modelled = || format!("metric `{}` is not modelled", name.trim());
+    if let Some(p) = words
+        .iter()
+        .find(|w| w.len() > 1 && w.starts_with('p') && w[1..].chars().all(|c| c.is_ascii_digit()))
+    {
+        if *p != "p50" {
+            return Err(format!(
+                "metric `{}`: the model predicts means, not percentiles ({p})",
+                name.trim()
+            ));
+        }
+    }
+    let latency = |m: Metric| -> Result<(Metric, f64), String> {
+        if has("ms") {
+            Ok((m, 1000.0))
+        } else if has("s") || has("sec") || has("secs") || has("seconds") {
+            Ok((m, 1.0))
+        } else {
+            Err(format!(
+                "metric `{}` does not name its unit (ms or s)",
+                name.trim()
+            ))
+        }
+    };
+    if has("ttft") || (has("first") && has("token")) {
+        return latency(Metric::Ttft);
+    }
+    if has("e2el") || has("e2e") || (has("end") && has("to")) || (has("request") && has("latency"))
+    {
+        return latency(Metric::EndToEnd);
+    }
+    if has("tpot") || has("itl") || has("inter") || (has("time") && has("per") && has("output")) {
+        return latency(Metric::Tpot);
+    }
+    if has("req") || has("request") || has("requests") {
+        return if has("throughput") || has("s") || has("second") || has("sec") {
+            Ok((Metric::Requests, 1.0))
+        } else {
+            Err(not_modelled())
+        };
+    }
+    if has("user") || has("interactivity") || has("speed") {
+        return Ok((Metric::UserSpeed, 1.0));
+    }
+    let tokens = has("tok") || has("tokens") || has("token");
+    if has("throughput") || tokens {
+        let total = has("total") || (has("input") && has("output"));
+        let per_chip = ["gpu", "chip", "device", "accelerator", "wafer"]
+            .iter()
+            .any(|w| has(w));
+        return Ok((Metric::Throughput { total, per_chip }, 1.0));
+    }
+    Err(not_modelled())
 }
 
 /// The layout a `parallel` cell fixes, if any. Published cells count expert parallelism
@@ -559,27 +643,26 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     } else {
         concurrency_of(&row.concurrency)?
     };
-    let metric_cell = row.metric.trim().to_ascii_lowercase();
-    let (metric, scale) = canonical_metric(&metric_cell);
+    let (metric, scale) = metric_of(&row.metric)?;
     let is_gpu = system.kind == crate::SystemKind::Gpu;
-    let (objective, group) = match metric {
-        "decode_tok_s_per_user" | "ttft_s" | "tpot_ms" => (
+    let (objective, group) = if metric.is_latency() {
+        (
             Objective::Latency,
             match system.kind {
                 crate::SystemKind::Gpu => Group::GpuLatency,
                 crate::SystemKind::Wafer => Group::WaferLatency,
                 _ => Group::SramLatency,
             },
-        ),
-        "throughput_tok_s" | "throughput_tok_s_per_chip" => (
+        )
+    } else {
+        (
             Objective::Throughput,
             if is_gpu {
                 Group::GpuThroughput
             } else {
                 Group::OtherThroughput
             },
-        ),
-        other => return Err(format!("metric `{other}` is not modelled")),
+        )
     };
     let precision = match precision {
         None if is_gpu && objective == Objective::Throughput => {
@@ -592,7 +675,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         }
         given => given,
     };
-    if metric == "throughput_tok_s_per_chip" && chips.is_none() && conc.is_empty() {
+    let per_chip = matches!(metric, Metric::Throughput { per_chip: true, .. });
+    if per_chip && chips.is_none() && conc.is_empty() {
         return Err("per-chip throughput with neither a chip count nor a concurrency: the operating point is not stated".into());
     }
     // A run's own limits, stated in its notes, come before its scenario's in the catalog.
@@ -654,11 +738,20 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         e.at
     };
     let value = match metric {
-        "decode_tok_s_per_user" => op.user_tok_s,
-        "ttft_s" => op.ttft_s,
-        "tpot_ms" => op.tpot_s * 1000.0,
-        "throughput_tok_s" => op.throughput_tok_s,
-        _ => op.throughput_tok_s / f64::from(e.chips),
+        Metric::UserSpeed => op.user_tok_s,
+        Metric::Ttft => op.ttft_s,
+        Metric::Tpot => op.tpot_s,
+        Metric::EndToEnd => op.ttft_s + (osl - 1.0).max(0.0) * op.tpot_s,
+        Metric::Requests => op.throughput_tok_s / osl.max(1.0),
+        Metric::Throughput { total, per_chip } => {
+            let tokens = if total {
+                (isl + osl) / osl.max(1.0)
+            } else {
+                1.0
+            };
+            let chips = if per_chip { f64::from(e.chips) } else { 1.0 };
+            op.throughput_tok_s * tokens / chips
+        }
     } * scale;
     Ok((
         value,

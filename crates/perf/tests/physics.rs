@@ -914,3 +914,49 @@ fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
     };
     assert!((ep.step_time(&p, &b) - eight).abs() < 1e-12);
 }
+
+#[test]
+fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
+    let cat = cat();
+    let p = Params::default();
+    let header =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
+    let row =
+        |metric: &str| format!("r,h100-sxm,8,llama-3.1-70b,fp8,tp8,none,32,1000,200,{metric},1\n");
+    let metrics = [
+        "throughput_tok_s",
+        "Output token throughput (tok/s)",
+        "Total Token throughput (tok/s)",
+        "Request throughput (req/s)",
+        "ttft_s",
+        "Mean TTFT (ms)",
+        "tpot_ms",
+        "Median ITL (ms)",
+        "Mean E2EL (ms)",
+        "tok/s/user",
+        "P99 TTFT (ms)",
+        "TTFT",
+        "Mean accuracy",
+    ];
+    let text: String = std::iter::once(header.to_string())
+        .chain(metrics.iter().map(|m| row(m)))
+        .collect();
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &p, &rows);
+    let v = |i: usize| *out[i].predicted.as_ref().expect("modelled");
+    let (thr, ttft, tpot) = (v(0), v(4), v(6) / 1000.0);
+    assert!((v(1) - thr).abs() < 1e-9 * thr);
+    // Prompt and output tokens together: 1,200 for every 200 output tokens.
+    assert!((v(2) - thr * 6.0).abs() < 1e-9 * thr);
+    assert!((v(3) - thr / 200.0).abs() < 1e-9 * thr);
+    assert!((v(5) - ttft * 1000.0).abs() < 1e-9 * v(5));
+    assert!((v(7) - v(6)).abs() < 1e-9 * v(6));
+    // A request's latency: its first token, then 199 more.
+    let e2e = (ttft + 199.0 * tpot) * 1000.0;
+    assert!((v(8) - e2e).abs() < 1e-6 * e2e, "{} against {e2e}", v(8));
+    assert!((v(9) - 1.0 / tpot).abs() < 1e-9 * v(9));
+    let why = |i: usize| out[i].predicted.as_ref().expect_err("skipped").clone();
+    assert!(why(10).contains("percentiles"), "{}", why(10));
+    assert!(why(11).contains("unit"), "{}", why(11));
+    assert!(why(12).contains("not modelled"), "{}", why(12));
+}
