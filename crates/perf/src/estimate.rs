@@ -108,7 +108,7 @@ fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
 }
 
 /// Every layout of exactly `chips` chips that the system can host.
-fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
+pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     let mut out = Vec::new();
     if system.kind == SystemKind::Lpu {
         // An LPU model spans many chips per layer on a flat, statically scheduled fabric: one
@@ -209,7 +209,10 @@ fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32>
 /// # Errors
 /// A layout the system cannot host, or a model that does not fit (naming the fewest chips
 /// that would).
-fn fitting_deployments<'a>(q: &Query<'a>, p: &Params) -> Result<Vec<Deployment<'a>>, PerfError> {
+pub(crate) fn fitting_deployments<'a>(
+    q: &Query<'a>,
+    p: &Params,
+) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
     let unit = if q.system.kind == SystemKind::Wafer {
         "wafers"

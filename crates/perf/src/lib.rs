@@ -14,6 +14,7 @@
 //! The module is pure: no IO, no printing, no clocks.
 
 mod deploy;
+mod disagg;
 mod estimate;
 mod gpu;
 mod params;
@@ -23,6 +24,7 @@ pub mod validate;
 mod wafer;
 
 pub use deploy::{Bound, Deployment, Layout, Memory, Speculative, Step};
+pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,
 };

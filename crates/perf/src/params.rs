@@ -60,6 +60,11 @@ pub struct Params {
     /// Fraction of the fabric's per-chip bandwidth (both directions) that one direction of a
     /// ring all-reduce achieves.
     pub fabric_eff: f64,
+    /// Bandwidth per chip for moving KV caches between replicas that do not share a scale-up
+    /// fabric (disaggregated prefill and decode), in GB/s: one 400 Gb/s NIC per GPU, as in
+    /// DGX H100 and B200 (eight ConnectX-7 per eight GPUs,
+    /// <https://docs.nvidia.com/dgx/dgxh100-user-guide/introduction-to-dgxh100.html>). Assumed.
+    pub kv_network_gb_s: f64,
     /// Latency to pass activations between two pipeline stages on GPUs, in seconds.
     pub gpu_stage_hop_s: f64,
     /// Fraction of HBM that may hold weights, activations and KV cache (the rest is runtime,
@@ -181,6 +186,7 @@ impl Default for Params {
             gpu_layer_overhead_s: 40.0e-6,
             allreduce_latency_s: 10.0e-6,
             fabric_eff: 0.29,
+            kv_network_gb_s: 50.0,
             gpu_stage_hop_s: 20.0e-6,
             gpu_mem_usable: 0.90,
             max_batch: 2048,

@@ -960,3 +960,61 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!(why(11).contains("unit"), "{}", why(11));
     assert!(why(12).contains("not modelled"), "{}", why(12));
 }
+
+#[test]
+fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_tpot() {
+    let cat = cat();
+    let p = Params::default();
+    let q = Query {
+        precision: Some(Precision::Fp8),
+        isl: 8192.0,
+        osl: 256.0,
+        tpot_limit: Some(0.030),
+        ttft_limit: Some(1.5),
+        ..query(&cat, "llama-3.1-70b", "h100-sxm", Some(8))
+    };
+    let d = switchyard_perf::disaggregated(&q, &p)
+        .expect("fits")
+        .expect("a split meets the limits");
+    assert!(d.ttft_s <= 1.5 && d.tpot_s <= 0.030, "{d:?}");
+    let used = d.prefill.layout.replica_chips() * d.prefill.replicas
+        + d.decode.layout.replica_chips() * d.decode.replicas;
+    assert!(used == d.chips_used && used <= 8 && d.prefill.replicas >= 1 && d.decode.replicas >= 1);
+    assert!((d.throughput_tok_s - d.requests_per_s * 256.0).abs() < 1e-9 * d.throughput_tok_s);
+    // The rate is the slower pool's: neither pool completes more than the whole.
+    let prefill_cap = f64::from(d.prefill.replicas) * d.prefill.batch / d.prefill.pass_s;
+    let decode_cap = f64::from(d.decode.replicas) * d.decode.concurrency / (d.tpot_s * 256.0);
+    assert!(d.requests_per_s <= prefill_cap.min(decode_cap) * (1.0 + 1e-9));
+    // Long prompts would otherwise ride every decode step: under the same limits the split
+    // carries more than the aggregated peak (DistServe's finding).
+    let agg = estimate(&q, &p, Objective::Throughput).expect("estimate");
+    assert!(
+        d.throughput_tok_s > agg.peak.throughput_tok_s,
+        "{} against {}",
+        d.throughput_tok_s,
+        agg.peak.throughput_tok_s
+    );
+    // More chips never carry less.
+    let wider = Query {
+        chips: Some(16),
+        ..q.clone()
+    };
+    let w = switchyard_perf::disaggregated(&wider, &p)
+        .expect("fits")
+        .expect("meets");
+    assert!(w.requests_per_s >= d.requests_per_s);
+    // A TTFT no prefill pass can meet leaves no split.
+    let tight = Query {
+        ttft_limit: Some(0.001),
+        ..q.clone()
+    };
+    assert!(switchyard_perf::disaggregated(&tight, &p)
+        .expect("fits")
+        .is_none());
+    // A model that does not fit is the same error as for an estimate.
+    let big = query(&cat, "llama-3.1-405b", "h100-sxm", Some(2));
+    assert!(matches!(
+        switchyard_perf::disaggregated(&big, &p),
+        Err(PerfError::DoesNotFit { .. })
+    ));
+}

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use switchyard_perf::validate::{self, Group};
 use switchyard_perf::{
-    Catalog, Estimate, Frontier, Layout, Objective, Params, PerfError, Precision, Query,
-    Speculative,
+    Catalog, Disaggregated, Estimate, Frontier, Layout, Objective, Params, PerfError, Precision,
+    Query, Speculative,
 };
 
 /// The repository's copy of the published measurements, compiled in so that `validate`
@@ -179,6 +179,11 @@ pub struct EstimateArgs {
     /// speed and throughput, within the latency limits.
     #[arg(long, conflicts_with = "concurrency")]
     frontier: bool,
+    /// Split the chips into a prefill pool and a decode pool (disaggregated serving) for the
+    /// most requests per second within the latency limits, and show it beside the
+    /// aggregated peak on the same chips.
+    #[arg(long, conflicts_with_all = ["concurrency", "frontier"])]
+    disagg: bool,
     #[command(flatten)]
     workload: Workload,
 }
@@ -203,6 +208,17 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
             out!("{}", serde_json::to_string_pretty(&f)?);
         } else {
             out!("{}", render_frontier(&f, &q).trim_end());
+        }
+        return Ok(());
+    }
+    if a.disagg {
+        let split = switchyard_perf::disaggregated(&q, &p).map_err(perf_err)?;
+        let agg = switchyard_perf::estimate(&q, &p, Objective::Throughput).map_err(perf_err)?;
+        if a.workload.json {
+            let v = serde_json::json!({ "disaggregated": split, "aggregated": agg });
+            out!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            out!("{}", render_disagg(split.as_ref(), &agg, &q).trim_end());
         }
         return Ok(());
     }
@@ -361,6 +377,79 @@ fn render_frontier(f: &Frontier, q: &Query<'_>) -> String {
     let _ = writeln!(
         s,
         "each row: a layout at a load that no other beats on both tok/s/user and tok/s; J/token and $/Mtok with the chips busy that load's share of the layout's peak"
+    );
+    s
+}
+
+fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} on {} x {}, {} in / {} out tokens: prefill and decode on separate replicas",
+        q.model.id, agg.chips, q.system.id, q.isl, q.osl
+    );
+    if let Some(l) = limits_text(q.tpot_limit, q.ttft_limit) {
+        let _ = writeln!(s, "within {l}");
+    }
+    match split {
+        None => {
+            let _ = writeln!(
+                s,
+                "no split into prefill and decode replicas meets the limits"
+            );
+        }
+        Some(d) => {
+            let chips = |l: &Layout, n: u32| l.replica_chips() * n;
+            let _ = writeln!(
+                s,
+                "prefill      {} x {} ({} chips), {:.0} prompt{} a pass of {:.1} ms",
+                d.prefill.replicas,
+                d.prefill.layout,
+                chips(&d.prefill.layout, d.prefill.replicas),
+                d.prefill.batch,
+                if d.prefill.batch > 1.0 { "s" } else { "" },
+                d.prefill.pass_s * 1000.0
+            );
+            let _ = writeln!(
+                s,
+                "decode       {} x {} ({} chips), {:.0} requests each",
+                d.decode.replicas,
+                d.decode.layout,
+                chips(&d.decode.layout, d.decode.replicas),
+                d.decode.concurrency
+            );
+            let _ = writeln!(
+                s,
+                "KV transfer  {:.2} ms a request",
+                d.kv_transfer_s * 1000.0
+            );
+            let _ = writeln!(
+                s,
+                "TTFT {:.3} s, TPOT {:.2} ms ({:.1} tok/s per user)",
+                d.ttft_s,
+                d.tpot_s * 1000.0,
+                d.user_tok_s
+            );
+            let _ = writeln!(
+                s,
+                "throughput   {:.0} tok/s ({:.1} per chip, {:.2} requests/s; {} of {} chips used)",
+                d.throughput_tok_s, d.throughput_per_chip, d.requests_per_s, d.chips_used, d.chips
+            );
+        }
+    }
+    let verdict = if agg.peak_meets_limits {
+        ""
+    } else {
+        " (misses the limits)"
+    };
+    let _ = writeln!(
+        s,
+        "aggregated   {:.0} tok/s ({:.1} per chip) at {}, TTFT {:.3} s, TPOT {:.2} ms{verdict}",
+        agg.peak.throughput_tok_s,
+        agg.peak.throughput_tok_s / f64::from(agg.chips),
+        agg.layout,
+        agg.peak.ttft_s,
+        agg.peak.tpot_s * 1000.0
     );
     s
 }

@@ -25,6 +25,17 @@ fn joined(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
     base.iter().chain(extra).copied().collect()
 }
 
+/// Runs `args`, which must succeed and print every one of `needles`; returns the output.
+fn prints(args: &[&str], needles: &[&str]) -> String {
+    let o = run(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in needles {
+        assert!(out.contains(needle), "missing {needle} in\n{out}");
+    }
+    out
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -34,20 +45,18 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn estimate_reports_layout_fit_and_figures() {
-    let o = run(&["estimate", "--model", "llama-3.1-70b", "--hardware", "cs3"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    for needle in [
-        "4 x cs3",
-        "tp1-pp4",
-        "TTFT",
-        "per-user speed",
-        "throughput",
-        "J/token",
-        "per million tokens",
-    ] {
-        assert!(out.contains(needle), "missing {needle} in\n{out}");
-    }
+    prints(
+        &["estimate", "--model", "llama-3.1-70b", "--hardware", "cs3"],
+        &[
+            "4 x cs3",
+            "tp1-pp4",
+            "TTFT",
+            "per-user speed",
+            "throughput",
+            "J/token",
+            "per million tokens",
+        ],
+    );
 }
 
 #[test]
@@ -155,20 +164,27 @@ fn estimate_json_is_machine_readable() {
     );
 }
 
+/// `estimate` of Llama 3.1 70B at FP8 on one 8-GPU H100 node, with `extra` options.
+fn h100_node_70b(extra: &[&'static str]) -> Vec<&'static str> {
+    joined(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-70b",
+            "--hardware",
+            "h100-sxm",
+            "--chips",
+            "8",
+            "--precision",
+            "fp8",
+        ],
+        extra,
+    )
+}
+
 #[test]
 fn estimate_draws_the_throughput_interactivity_frontier() {
-    let base = [
-        "estimate",
-        "--model",
-        "llama-3.1-70b",
-        "--hardware",
-        "h100-sxm",
-        "--chips",
-        "8",
-        "--precision",
-        "fp8",
-        "--frontier",
-    ];
+    let base = h100_node_70b(&["--frontier"]);
     let o = run(&base);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -198,6 +214,40 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
     );
     // A frontier spans the loads: a fixed one is refused, not ignored.
     let o = run(&joined(&base, &["--concurrency", "4"]));
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}
+
+#[test]
+fn estimate_splits_prefill_and_decode_on_request() {
+    let base = h100_node_70b(&[
+        "--isl",
+        "8192",
+        "--osl",
+        "256",
+        "--tpot-limit-ms",
+        "30",
+        "--disagg",
+    ]);
+    prints(
+        &base,
+        &[
+            "prefill ",
+            "decode ",
+            "KV transfer",
+            "aggregated",
+            "per chip",
+        ],
+    );
+    let o = run(&joined(&base, &["--json"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["disaggregated"]["tpot_s"]
+        .as_f64()
+        .is_some_and(|t| t <= 0.030));
+    assert!(v["aggregated"]["peak"]["throughput_tok_s"]
+        .as_f64()
+        .is_some());
+    let o = run(&joined(&base, &["--frontier"]));
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
 }
 
