@@ -13,7 +13,7 @@ mod workload;
 
 pub use model::{AttentionKind, Model};
 pub use precision::{Precision, UnknownPrecision};
-pub use system::{DenseTflops, Measured, Price, Shares, System, SystemKind, WaferMesh};
+pub use system::{DenseTflops, Measured, Price, System, SystemKind, WaferMesh};
 pub use workload::Workload;
 
 use serde::Deserialize;
@@ -118,25 +118,6 @@ impl Catalog {
         for s in file.system {
             s.check().map_err(|m| invalid(&s.id, m))?;
             upsert(&mut self.systems, s, |x| x.id.as_str());
-        }
-        // Shares borrowed from a chip of the same die, looked up again after every file,
-        // which may have replaced either chip.
-        for i in 0..self.systems.len() {
-            let s = &self.systems[i];
-            let borrowed = match &s.same_silicon_as {
-                None => None,
-                Some(id) => {
-                    let die = self.systems.iter().find(|d| &d.id == id);
-                    let shares = die.and_then(|d| Some(d.own_shares(d.measured.as_ref()?)));
-                    Some(shares.ok_or_else(|| {
-                        invalid(
-                            &s.id,
-                            format!("field `same_silicon_as`: `{id}` is not a system with a `measured` table"),
-                        )
-                    })?)
-                }
-            };
-            self.systems[i].borrowed = borrowed;
         }
         for m in file.model {
             m.check().map_err(|e| invalid(&m.id, e))?;
@@ -285,8 +266,8 @@ fn by_name<'a, T>(
 /// For systems also without a maker's name, an SXM form or an HBM generation, and without
 /// hyphens (memory sizes are checked apart, against the entry). For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
 /// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
-/// dotted version (`-v0.1`) or a four-digit date (`-0528`), and without hyphens; a bare
-/// `-v3` is part of the name.
+/// dotted version (`-v0.1`) or a four-digit date (`-0528`), and read as tokens (see
+/// [`model_tokens`]); a bare `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
     let mut s = spelled(name.rsplit('/').next().unwrap_or(name));
     if !model_names {
@@ -354,12 +335,31 @@ fn normalized(name: &str, model_names: bool) -> String {
             }
         }
         if s.len() == before {
-            // Hyphens placed as each writer likes (`llama3.1-8b`, Cerebras's id for
-            // `llama-3.1-8b`); two entries that then read alike make the name ambiguous,
-            // which is refused, not guessed.
-            return s.replace('-', "");
+            return model_tokens(&s);
         }
     }
+}
+
+/// A model name as its tokens joined by hyphens, a token ending where a hyphen stands or a
+/// letter meets a digit: `llama3.1-8b` (Cerebras's id) and `llama-3.1-8b` both read
+/// `llama-3.1-8b`, while `llama-38b` stays apart from `llama-3-8b`.
+fn model_tokens(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut prev: Option<char> = None;
+    for c in name.chars() {
+        if c == '-' {
+            if !out.is_empty() && !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            if prev.is_some_and(|p| p.is_ascii_alphabetic()) && c.is_ascii_digit() {
+                out.push('-');
+            }
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    out.trim_end_matches('-').to_string()
 }
 
 /// Whether `name` is the system's id or an alias in some case or spacing.

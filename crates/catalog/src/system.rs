@@ -61,7 +61,7 @@ impl DenseTflops {
 /// A chip's measured figures as shares of its datasheet: by precision for the matrix rate,
 /// and for a read stream's bandwidth.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Shares {
+pub(crate) struct Shares {
     /// Share of the dense peak a large matrix product reaches, by the precision measured.
     pub gemm: Vec<(Precision, f64)>,
     /// Share of the memory bandwidth a read stream reaches.
@@ -189,13 +189,6 @@ pub struct System {
     pub price: Option<Price>,
     /// Measured bandwidth and matrix rate, where published.
     pub measured: Option<Measured>,
-    /// The id of a measured chip with the same die (MI325X is MI300X's die with more memory):
-    /// where this chip has no `measured` table, that chip's measured shares of its datasheet
-    /// stand in, so that two chips of one die are not modelled with different efficiencies.
-    pub same_silicon_as: Option<String>,
-    /// The shares borrowed through `same_silicon_as`, filled in when the catalog is loaded.
-    #[serde(skip)]
-    pub(crate) borrowed: Option<Shares>,
     /// Where the hardware figures come from.
     pub sources: Vec<String>,
     /// What is derived, uncertain or assumed.
@@ -232,11 +225,11 @@ impl System {
     }
 
     /// The share of its datasheet peak that a large matrix product with operands in `p`
-    /// reaches on this chip, where measured (on this chip, or on the chip of the same die):
-    /// the measurement at the precision the product runs in, else the mean share of the
-    /// precisions measured.
+    /// reaches on this chip, where measured: the measurement at the precision the product
+    /// runs in, else the mean share of the precisions measured. For reference: the model's
+    /// FLOP efficiencies are shares of the datasheet peak (see `switchyard-perf`'s `Params`).
     pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
-        let shares = self.shares()?;
+        let shares = self.own_shares(self.measured.as_ref()?);
         let (_, runs_in) = self.flops(p)?;
         shares
             .gemm
@@ -250,14 +243,10 @@ impl System {
             })
     }
 
-    /// The share of its datasheet memory bandwidth that a read stream reaches, where measured
-    /// (on this chip, or on the chip of the same die).
+    /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.
     pub fn read_bw_fraction(&self) -> Option<f64> {
         // Read on every decode step: no share table is built for it.
-        match &self.measured {
-            Some(m) => self.read_share(m),
-            None => self.borrowed.as_ref()?.read_bw,
-        }
+        self.read_share(self.measured.as_ref()?)
     }
 
     /// `m`'s read bandwidth as a share of this chip's datasheet bandwidth.
@@ -265,14 +254,6 @@ impl System {
         m.memory_read_bw_tb_s
             .filter(|_| self.memory_bw_tb_s > 0.0)
             .map(|bw| bw / self.memory_bw_tb_s)
-    }
-
-    /// This chip's measured shares, or those borrowed from the chip of the same die.
-    fn shares(&self) -> Option<Shares> {
-        match &self.measured {
-            Some(m) => Some(self.own_shares(m)),
-            None => self.borrowed.clone(),
-        }
     }
 
     /// Each measurement of `m` as a share of this chip's datasheet figure.

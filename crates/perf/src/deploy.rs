@@ -120,6 +120,37 @@ impl Speculative {
     }
 }
 
+/// Prompt tokens prefilled together in a pass that decodes nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prompts {
+    /// Prompt tokens in the pass, over all prompts.
+    pub tokens: f64,
+    /// Mean context position of those tokens (half the prompt for a whole prompt; more for
+    /// a chunk that resumes one).
+    pub ctx: f64,
+    /// Prompts the tokens come from.
+    pub count: u32,
+    /// Tokens of the largest prompt chunk.
+    pub longest: f64,
+}
+
+impl Prompts {
+    /// One whole prompt of `tokens` tokens.
+    pub fn one(tokens: f64) -> Self {
+        Prompts::equal(1, tokens)
+    }
+
+    /// `count` whole prompts of `tokens` tokens each.
+    pub fn equal(count: u32, tokens: f64) -> Self {
+        Prompts {
+            tokens: f64::from(count.max(1)) * tokens,
+            ctx: tokens / 2.0,
+            count: count.max(1),
+            longest: tokens,
+        }
+    }
+}
+
 /// What limits a step: the resource whose time dominates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -428,18 +459,17 @@ impl<'a> Deployment<'a> {
 
     /// Time for one replica to prefill `tokens` prompt tokens of a single request alone.
     pub fn prefill(&self, p: &Params, tokens: f64) -> f64 {
-        self.prefill_prompts(p, tokens, tokens / 2.0, 1)
+        self.prefill_prompts(p, &Prompts::one(tokens))
     }
 
-    /// Time of a step that prefills `tokens` prompt tokens, at mean context position `ctx`,
-    /// from `prompts` prompts and decodes nothing. Several prompts attend only within
-    /// themselves, and with expert parallelism they spread over the groups (each prompt
-    /// whole in one group).
-    pub fn prefill_prompts(&self, p: &Params, tokens: f64, ctx: f64, prompts: u32) -> f64 {
+    /// Time of a pass that prefills `prompts` and decodes nothing. Several prompts attend
+    /// only within themselves, and with expert parallelism they spread over the groups (each
+    /// prompt whole in one group, so the busiest group runs at least the longest).
+    pub fn prefill_prompts(&self, p: &Params, prompts: &Prompts) -> f64 {
         match self.system.kind {
-            SystemKind::Gpu => gpu::prefill(self, p, tokens, ctx, f64::from(prompts.max(1))),
-            SystemKind::Wafer => wafer::prefill(self, p, tokens, ctx),
-            SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, tokens, ctx),
+            SystemKind::Gpu => gpu::prefill(self, p, prompts),
+            SystemKind::Wafer => wafer::prefill(self, p, prompts.tokens, prompts.ctx),
+            SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, prompts),
         }
     }
 

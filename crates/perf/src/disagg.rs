@@ -11,7 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, layouts};
-use crate::{Deployment, Layout, Params, PerfError, Query};
+use crate::{Deployment, Layout, Params, PerfError, Prompts, Query};
 use serde::Serialize;
 
 /// The prefill pool.
@@ -25,6 +25,8 @@ pub struct PrefillPool {
     pub batch: f64,
     /// Time of one pass, in seconds.
     pub pass_s: f64,
+    /// Share of its capacity the pool is busy.
+    pub busy: f64,
 }
 
 /// The decode pool.
@@ -51,8 +53,9 @@ pub struct Disaggregated {
     pub decode: DecodePool,
     /// Time to move one prompt's KV cache from a prefill replica to a decode replica, s.
     pub kv_transfer_s: f64,
-    /// Time to first token, in seconds: half a pass waiting for the running one, its own
-    /// pass, and the KV transfer.
+    /// Time to first token, in seconds: half a pass waiting for the running one, the wait
+    /// behind the prompts queued ahead (M/D/1 at the pool's busy share), its own pass, and
+    /// the KV transfer.
     pub ttft_s: f64,
     /// Time per output token, in seconds: one decode step.
     pub tpot_s: f64,
@@ -73,6 +76,8 @@ struct PrefillRate {
     batch: f64,
     pass_s: f64,
     transfer_s: f64,
+    /// Time to first token before any queue: half a running pass, its own, the transfer.
+    ttft_s: f64,
     rate: f64,
 }
 
@@ -89,10 +94,9 @@ struct DecodeRate {
 /// sends its share over its own link, the fast fabric when both pools sit in one scale-up
 /// domain of `chips`, else the network ([`Params::kv_network_gb_s`]).
 fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
-    let per_chip_gb_s = if chips <= d.system.scale_up() {
-        d.system.interconnect_gb_s.unwrap_or(p.kv_network_gb_s) * p.fabric_eff
-    } else {
-        p.kv_network_gb_s
+    let per_chip_gb_s = match d.system.interconnect_gb_s {
+        Some(fabric) if chips <= d.system.scale_up() => fabric * p.fabric_eff,
+        _ => p.kv_network_gb_s,
     };
     let senders = f64::from(d.layout.replica_chips());
     d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
@@ -109,15 +113,15 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
     while batch <= cap {
         // Whole prompts, each at its own positions; with expert parallelism they spread over
         // the groups.
-        let prompts = batch as u32;
-        let pass_s = d.prefill_prompts(p, batch * q.isl, q.isl / 2.0, prompts);
-        let ttft = 1.5 * pass_s + transfer_s;
-        if q.ttft_limit.is_none_or(|l| ttft <= l) {
+        let pass_s = d.prefill_prompts(p, &Prompts::equal(batch as u32, q.isl));
+        let ttft_s = 1.5 * pass_s + transfer_s;
+        if q.ttft_limit.is_none_or(|l| ttft_s <= l) {
             within.push(PrefillRate {
                 layout: d.layout,
                 batch,
                 pass_s,
                 transfer_s,
+                ttft_s,
                 rate: batch / pass_s,
             });
         }
@@ -135,42 +139,29 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
 const PREFILL_RATE_SLACK: f64 = 0.02;
 
 fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRate> {
-    let cap = d
-        .max_sequences(p, q.isl + q.osl)
-        .min(f64::from(p.max_batch))
-        .max(1.0);
     let osl = q.osl.max(1.0);
-    let mut best: Option<DecodeRate> = None;
-    let mut c = 1.0_f64;
-    loop {
-        let tpot_s = d.decode_step(p, c, q.isl + osl / 2.0).time;
-        if q.tpot_limit.is_none_or(|l| tpot_s <= l) {
-            let rate = c / (tpot_s * osl);
-            if best.is_none_or(|b| rate > b.rate) {
-                best = Some(DecodeRate {
-                    layout: d.layout,
-                    concurrency: c,
-                    tpot_s,
-                    rate,
-                });
+    d.replica_loads(p, q.isl + osl)
+        .map(|c| {
+            let tpot_s = d.decode_step(p, c, q.isl + osl / 2.0).time;
+            DecodeRate {
+                layout: d.layout,
+                concurrency: c,
+                tpot_s,
+                rate: c / (tpot_s * osl),
             }
-        }
-        if c >= cap {
-            break;
-        }
-        c = (c * 1.25).ceil().min(cap);
-    }
-    best
+        })
+        .filter(|r| q.tpot_limit.is_none_or(|l| r.tpot_s <= l))
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
 }
 
 /// The split of the query's chips into a prefill pool and a decode pool, each of identical
 /// replicas with a layout of its own, that completes the most requests per second while
 /// the time to first token and the time per output token stay within the query's limits.
-/// `Ok(None)` when no split meets them (or the chips hold fewer than two replicas).
+/// `Ok(None)` when no split meets them.
 ///
 /// # Errors
-/// As [`crate::best_deployment`]: a layout the system cannot host, or a model that does not
-/// fit on the chips.
+/// As [`crate::best_deployment`] (a layout the system cannot host, a model that does not fit
+/// on the chips), and chips too few for two replicas.
 pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>, PerfError> {
     let all = fitting_deployments(q, p)?;
     let Some(first) = all.first() else {
@@ -189,6 +180,7 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
     };
     let mut prefills = Vec::new();
     let mut decodes = Vec::new();
+    let mut smallest: Option<u32> = None;
     for l in replicas {
         let Ok(d) = Deployment::new(q.model, q.system, l, precision) else {
             continue;
@@ -197,52 +189,103 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
         if !d.fits_main_memory(p, q.isl + q.osl) {
             continue;
         }
+        let k = l.replica_chips();
+        smallest = Some(smallest.map_or(k, |s| s.min(k)));
         prefills.extend(prefill_rate(&d, p, q, chips));
         decodes.extend(decode_rate(&d, p, q));
     }
-    let mut best: Option<(f64, u32, &PrefillRate, u32, &DecodeRate, u32)> = None;
+    if let Some(k) = smallest.filter(|k| k.saturating_mul(2) > chips) {
+        return Err(PerfError::BadInput(format!(
+            "disaggregated serving needs a prefill and a decode replica: {} needs {k} chips a replica on {}, so at least {}; {chips} were given",
+            q.model.id,
+            q.system.id,
+            2 * k
+        )));
+    }
+    let mut best: Option<Split<'_>> = None;
     for pr in &prefills {
         let kp = pr.layout.replica_chips();
+        // The most of its capacity the prefill pool may be busy: the share whose queue still
+        // keeps the first token within the limit (an M/D/1 wait of rho/(2(1-rho)) passes),
+        // or PREFILL_MAX_BUSY without one.
+        let busy = match q.ttft_limit {
+            None => PREFILL_MAX_BUSY,
+            Some(l) => {
+                let w = (l - pr.ttft_s) / pr.pass_s;
+                if w <= 0.0 {
+                    continue;
+                }
+                2.0 * w / (1.0 + 2.0 * w)
+            }
+        };
         for dr in &decodes {
             let kd = dr.layout.replica_chips();
-            let mut x = 1;
-            while x * kp + kd <= chips {
-                let y = (chips - x * kp) / kd;
-                let rate = (f64::from(x) * pr.rate).min(f64::from(y) * dr.rate);
+            let mut x = 1_u32;
+            while let Some(y) = x
+                .checked_mul(kp)
+                .and_then(|used| chips.checked_sub(used))
+                .map(|left| left / kd)
+                .filter(|y| *y >= 1)
+            {
+                let rate = (f64::from(x) * pr.rate * busy).min(f64::from(y) * dr.rate);
                 let used = x * kp + y * kd;
-                let better = best.is_none_or(|(r, u, ..)| {
-                    rate > r * (1.0 + 1e-9) || (rate > r * (1.0 - 1e-9) && used < u)
+                let better = best.as_ref().is_none_or(|b| {
+                    rate > b.rate * (1.0 + 1e-9) || (rate > b.rate * (1.0 - 1e-9) && used < b.used)
                 });
                 if better {
-                    best = Some((rate, used, pr, x, dr, y));
+                    best = Some(Split {
+                        rate,
+                        used,
+                        prefill: pr,
+                        x,
+                        decode: dr,
+                        y,
+                    });
                 }
                 x += 1;
             }
         }
     }
-    Ok(best.map(|(rate, used, pr, x, dr, y)| {
-        let throughput = rate * q.osl.max(1.0);
+    Ok(best.map(|b| {
+        let throughput = b.rate * q.osl.max(1.0);
+        let rho = b.rate / (f64::from(b.x) * b.prefill.rate);
         Disaggregated {
             chips,
-            chips_used: used,
+            chips_used: b.used,
             prefill: PrefillPool {
-                layout: pr.layout,
-                replicas: x,
-                batch: pr.batch,
-                pass_s: pr.pass_s,
+                layout: b.prefill.layout,
+                replicas: b.x,
+                batch: b.prefill.batch,
+                pass_s: b.prefill.pass_s,
+                busy: rho,
             },
             decode: DecodePool {
-                layout: dr.layout,
-                replicas: y,
-                concurrency: dr.concurrency,
+                layout: b.decode.layout,
+                replicas: b.y,
+                concurrency: b.decode.concurrency,
             },
-            kv_transfer_s: pr.transfer_s,
-            ttft_s: 1.5 * pr.pass_s + pr.transfer_s,
-            tpot_s: dr.tpot_s,
-            user_tok_s: 1.0 / dr.tpot_s,
-            requests_per_s: rate,
+            kv_transfer_s: b.prefill.transfer_s,
+            ttft_s: b.prefill.ttft_s + rho / (2.0 * (1.0 - rho)) * b.prefill.pass_s,
+            tpot_s: b.decode.tpot_s,
+            user_tok_s: 1.0 / b.decode.tpot_s,
+            requests_per_s: b.rate,
             throughput_tok_s: throughput,
             throughput_per_chip: throughput / f64::from(chips),
         }
     }))
 }
+
+/// A candidate split: `x` prefill replicas and `y` decode replicas and the rate they carry.
+struct Split<'r> {
+    rate: f64,
+    used: u32,
+    prefill: &'r PrefillRate,
+    x: u32,
+    decode: &'r DecodeRate,
+    y: u32,
+}
+
+/// The busiest a prefill pool is planned at when no TTFT limit says otherwise: at nine
+/// tenths a request waits 4.5 passes on average for the ones ahead of it (M/D/1), a queue
+/// that stays finite; at full load it would not.
+const PREFILL_MAX_BUSY: f64 = 0.9;

@@ -10,7 +10,7 @@
 //! A ring all-reduce of `n` bytes over `t` chips moves 2(t−1)/t·n bytes per chip
 //! (Patarasuk and Yuan, JPDC 2009) after a fixed latency.
 
-use crate::{Bound, Deployment, Params, Step};
+use crate::{Bound, Deployment, Params, Prompts, Step};
 
 /// Bytes per activation value passed between chips (activations stay 16-bit).
 const ACT_BYTES: f64 = 2.0;
@@ -225,23 +225,23 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     Step { time, bound }
 }
 
-/// A step of prompt tokens only: `n` tokens at mean context position `ctx`, from prompts
-/// spread over `groups` expert-parallel groups (one for a lone prompt, which a group holds
-/// whole). Pipeline stages run one after another, so the pass takes the whole model's work
-/// over one stage's tensor-parallel group; each group runs its share of the tokens through
-/// the dense projections and attention, while the routed experts of all groups see every
-/// token.
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64, groups: f64) -> f64 {
-    let n = n.max(1.0);
+/// A pass of prompt tokens only. Pipeline stages run one after another, so the pass takes
+/// the whole model's work over one stage's tensor-parallel group. With expert parallelism
+/// the prompts spread over the groups, each prompt whole in one: the busiest group runs
+/// an even share of the tokens or the longest prompt, whichever is more, through the dense
+/// projections and attention, while the routed experts of all groups see every token.
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
+    let n = prompts.tokens.max(1.0);
     let tp = f64::from(d.layout.tp);
     let pp = f64::from(d.layout.pp);
-    let per_group = n / groups.clamp(1.0, f64::from(d.layout.ep));
+    let groups = f64::from(prompts.count.clamp(1, d.layout.ep.max(1)));
+    let per_group = (n / groups).max(prompts.longest).min(n);
     let kernels: f64 = weight_kernels(d, p, (per_group, n), tp, p.gpu_prefill_flops_eff)
         .iter()
         .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
         .sum();
     kernels
-        + attention_time(d, per_group, ctx, tp, p.gpu_prefill_flops_eff)
+        + attention_time(d, per_group, prompts.ctx, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))
         + all_to_all_time(d, p, per_group, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s

@@ -2,7 +2,7 @@
 //! at a concurrency under continuous batching, the best throughput under a latency limit,
 //! and energy and cost per token.
 
-use crate::{Bound, Deployment, Params};
+use crate::{Bound, Deployment, Params, Prompts};
 use serde::Serialize;
 
 /// The deployment serving a steady closed-loop load of `concurrency` requests, each with
@@ -46,6 +46,8 @@ pub struct Batch {
     pub prefill_ctx: f64,
     /// Prompts those tokens come from (0 is read as 1).
     pub prefill_seqs: u32,
+    /// Tokens of the largest prompt chunk (0 is read as all of them).
+    pub prefill_longest: u32,
 }
 
 impl Deployment<'_> {
@@ -62,7 +64,19 @@ impl Deployment<'_> {
                 } else {
                     f64::from(n) / 2.0
                 };
-                self.prefill_prompts(p, f64::from(n), ctx, b.prefill_seqs)
+                let longest = match b.prefill_longest {
+                    0 => n,
+                    l => l.min(n),
+                };
+                self.prefill_prompts(
+                    p,
+                    &Prompts {
+                        tokens: f64::from(n),
+                        ctx,
+                        count: b.prefill_seqs.max(1),
+                        longest: f64::from(longest),
+                    },
+                )
             }
             (s, n) => {
                 self.decode_step(p, f64::from(s), b.decode_ctx).time
@@ -181,14 +195,21 @@ impl Deployment<'_> {
         osl: f64,
     ) -> impl Iterator<Item = Operating> + 's {
         let dp = f64::from(self.layout.dp);
+        self.replica_loads(p, isl + osl)
+            .map(move |c| self.at_concurrency(p, c * dp, isl, osl))
+    }
+
+    /// The requests in flight on one replica that the searches try: from one, in steps of
+    /// a quarter (rounded up), to what the KV cache holds at `ctx` tokens a sequence and the
+    /// engine's batch limit allows.
+    pub fn replica_loads(&self, p: &Params, ctx: f64) -> impl Iterator<Item = f64> {
         let cap = self
-            .max_sequences(p, isl + osl)
+            .max_sequences(p, ctx)
             .min(f64::from(p.max_batch))
             .max(1.0);
-        let per_replica = std::iter::successors(Some(1.0_f64), move |&c| {
+        std::iter::successors(Some(1.0_f64), move |&c| {
             (c < cap).then(|| (c * 1.25).ceil().min(cap))
-        });
-        per_replica.map(move |c| self.at_concurrency(p, c * dp, isl, osl))
+        })
     }
 
     /// What a router is told of one replica before it has observed anything: time to first

@@ -8,7 +8,7 @@
 //! weights beyond HBM sit in the DDR capacity tier and stream from there at its far lower
 //! bandwidth (Prabhakar et al., "SambaNova SN40L", <https://arxiv.org/abs/2405.07518>).
 
-use crate::{gpu, Bound, Deployment, Params, Step};
+use crate::{gpu, Bound, Deployment, Params, Prompts, Step};
 use switchyard_catalog::SystemKind;
 
 pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
@@ -59,8 +59,10 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     Step { time, bound }
 }
 
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
     let chips = f64::from(d.layout.replica_chips());
-    let flops = n * d.token_flops(ctx);
-    decode_step(d, p, 1.0, 1.0, n).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
+    let flops = prompts.tokens * d.token_flops(prompts.ctx);
+    // One pass over the layers reading the KV up to the end of the longest chunk.
+    let end = prompts.ctx + prompts.longest / 2.0;
+    decode_step(d, p, 1.0, 1.0, end).time + flops / (chips * gpu::peak(d) * p.gpu_prefill_flops_eff)
 }

@@ -335,8 +335,8 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
 }
 
 /// The p99 TTFT and TPOT limits, in seconds, a row's notes state for its run, written as
-/// `SLO p99 TTFT 450 ms / TPOT 40 ms` (any case; `s` or `ms`; the TPOT limit follows the
-/// TTFT one after `/`, `,` or spaces). `Ok(None)` when the notes state no limits; an error
+/// `SLO p99 TTFT 450 ms / TPOT 40 ms` (any case; `ms`, `s` or `sec`; the TPOT limit follows
+/// the TTFT one after `/`, `,`, `;` or spaces, perhaps as `p99 TPOT`). `Ok(None)` when the notes state no limits; an error
 /// when they start to (`SLO p99 TTFT`) but cannot be read, so that a garbled interactive
 /// limit does not fall back to the looser server one.
 fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
@@ -345,7 +345,7 @@ fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
     let Some(at) = t.find(OPENING) else {
         return Ok(None);
     };
-    // A number and its unit, and the text after them.
+    // A number and its unit word, and how much of `text` they take.
     let seconds = |text: &str| -> Option<(f64, usize)> {
         let lead = text.len() - text.trim_start().len();
         let text = text.trim_start();
@@ -356,21 +356,24 @@ fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
             .parse()
             .ok()
             .filter(|v: &f64| *v > 0.0 && v.is_finite())?;
-        let unit_at = text[end..].len() - text[end..].trim_start().len();
-        let unit = &text[end + unit_at..];
-        let (scale, len) = if unit.starts_with("ms") {
-            (1e-3, 2)
-        } else if unit.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return None;
+        let rest = &text[end..];
+        let gap = rest.len() - rest.trim_start().len();
+        let word: String = rest[gap..]
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        let scale = match word.as_str() {
+            "ms" | "msec" => 1e-3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            _ => return None,
         };
-        Some((v * scale, lead + end + unit_at + len))
+        Some((v * scale, lead + end + gap + word.len()))
     };
     let rest = &t[at + OPENING.len()..];
     let read = || -> Option<(f64, f64)> {
         let (ttft, used) = seconds(rest)?;
-        let after = rest[used..].trim_start_matches([' ', '/', ',']);
+        let after = rest[used..].trim_start_matches([' ', '/', ',', ';']);
+        let after = after.strip_prefix("p99").unwrap_or(after).trim_start();
         let (tpot, _) = seconds(after.strip_prefix("tpot")?)?;
         Some((ttft, tpot))
     };
@@ -394,11 +397,21 @@ enum Metric {
     Tpot,
     /// A request's whole latency: first token, then the rest of its output.
     EndToEnd,
-    /// Tokens per second of the deployment: output tokens, or prompt and output tokens
-    /// together, in all or per chip.
-    Throughput { total: bool, per_chip: bool },
+    /// Tokens per second of the deployment (output, prompt or both), in all or per chip.
+    Throughput { kind: Tokens, per_chip: bool },
     /// Requests completed per second.
     Requests,
+}
+
+/// Which tokens a throughput counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    /// Output tokens (what a throughput that names none counts).
+    Output,
+    /// Prompt tokens.
+    Input,
+    /// Prompt and output tokens together.
+    Total,
 }
 
 impl Metric {
@@ -418,8 +431,9 @@ impl Metric {
 /// (ms)`, `Median E2EL (ms)`, `Output token throughput (tok/s)`, `Total Token throughput
 /// (tok/s)`, `Request throughput (req/s)`, `tok/s/user`, `tokens_per_second_per_gpu`. A
 /// latency names its unit (`ms` or `s`); a throughput that says neither output nor total
-/// counts output tokens; a mean, median or p50 is the model's mean, and other percentiles
-/// are refused.
+/// counts output tokens, and a count of tokens that is no rate is refused; a mean, median
+/// or p50 is the model's mean, and other percentiles, spreads, extremes and rates per
+/// minute are refused.
 fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     let lower = name.trim().to_ascii_lowercase();
     let words: Vec<&str> = lower
@@ -428,16 +442,38 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         .collect();
     let has = |w: &str| words.contains(&w);
     let not_modelled = || format!("metric `{}` is not modelled", name.trim());
-    if let Some(p) = words
+    // Only means (or medians, which the model does not tell apart) are predicted: spreads,
+    // extremes and percentiles are not, nor rates per minute.
+    let percentile = |w: &str| {
+        (w.len() > 1
+            && w.starts_with('p')
+            && w[1..].chars().all(|c| c.is_ascii_digit())
+            && w != "p50")
+            || (w.ends_with("th")
+                && w[..w.len() - 2].chars().all(|c| c.is_ascii_digit())
+                && w.len() > 2)
+    };
+    let statistic = [
+        "std",
+        "stdev",
+        "stddev",
+        "max",
+        "maximum",
+        "min",
+        "minimum",
+        "peak",
+        "percentile",
+        "minute",
+        "minutes",
+    ];
+    if let Some(w) = words
         .iter()
-        .find(|w| w.len() > 1 && w.starts_with('p') && w[1..].chars().all(|c| c.is_ascii_digit()))
+        .find(|w| percentile(w) || statistic.contains(w))
     {
-        if *p != "p50" {
-            return Err(format!(
-                "metric `{}`: the model predicts means, not percentiles ({p})",
-                name.trim()
-            ));
-        }
+        return Err(format!(
+            "metric `{}`: the model predicts means, and rates per second, not `{w}`",
+            name.trim()
+        ));
     }
     let latency = |m: Metric| -> Result<(Metric, f64), String> {
         if has("ms") {
@@ -461,23 +497,38 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     if has("tpot") || has("itl") || has("inter") || (has("time") && has("per") && has("output")) {
         return latency(Metric::Tpot);
     }
-    if has("req") || has("request") || has("requests") {
-        return if has("throughput") || has("s") || has("second") || has("sec") {
+    let tokens = has("tok") || has("tokens") || has("token") || has("tps");
+    let rate = has("s") || has("sec") || has("second") || has("throughput") || has("tps");
+    if (has("req") || has("request") || has("requests")) && !tokens {
+        return if rate {
             Ok((Metric::Requests, 1.0))
         } else {
             Err(not_modelled())
         };
     }
-    if has("user") || has("interactivity") || has("speed") {
+    // Tokens per second of one request (LLMPerf's `request_output_throughput_token_per_s`)
+    // is what its user sees.
+    if has("user") || has("interactivity") || has("speed") || has("request") {
         return Ok((Metric::UserSpeed, 1.0));
     }
-    let tokens = has("tok") || has("tokens") || has("token");
-    if has("throughput") || tokens {
-        let total = has("total") || (has("input") && has("output"));
+    if tokens || has("throughput") {
+        // A count of tokens is not a rate.
+        if !rate {
+            return Err(not_modelled());
+        }
+        let input = has("input") || has("prompt");
+        let output = has("output") || has("generated") || has("generation");
+        let kind = if has("total") || (input && output) {
+            Tokens::Total
+        } else if input {
+            Tokens::Input
+        } else {
+            Tokens::Output
+        };
         let per_chip = ["gpu", "chip", "device", "accelerator", "wafer"]
             .iter()
             .any(|w| has(w));
-        return Ok((Metric::Throughput { total, per_chip }, 1.0));
+        return Ok((Metric::Throughput { kind, per_chip }, 1.0));
     }
     Err(not_modelled())
 }
@@ -743,11 +794,11 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         Metric::Tpot => op.tpot_s,
         Metric::EndToEnd => op.ttft_s + (osl - 1.0).max(0.0) * op.tpot_s,
         Metric::Requests => op.throughput_tok_s / osl.max(1.0),
-        Metric::Throughput { total, per_chip } => {
-            let tokens = if total {
-                (isl + osl) / osl.max(1.0)
-            } else {
-                1.0
+        Metric::Throughput { kind, per_chip } => {
+            let tokens = match kind {
+                Tokens::Output => 1.0,
+                Tokens::Input => isl / osl.max(1.0),
+                Tokens::Total => (isl + osl) / osl.max(1.0),
             };
             let chips = if per_chip { f64::from(e.chips) } else { 1.0 };
             op.throughput_tok_s * tokens / chips

@@ -556,7 +556,8 @@ fn a_run_judged_under_the_limits_its_notes_state() {
          garbled,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT soon / TPOT 40 ms\n\
          offline,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,SLO p99 TTFT 450 ms / TPOT 40 ms\n\
          plain,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,x\n\
-         mean,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 2 s. Mean TPOT 150 ms\n"
+         mean,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 2 s. Mean TPOT 150 ms\n\
+         spelled,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 0.45 sec; p99 TPOT 40 ms\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -580,6 +581,13 @@ fn a_run_judged_under_the_limits_its_notes_state() {
         .as_ref()
         .expect_err("a mean is not a limit");
     assert!(why.contains("cannot be read"), "{why}");
+    // Other ways of writing the same limits.
+    assert!(
+        (v(9) - v(1)).abs() < 1e-9 * v(1),
+        "{} against {}",
+        v(9),
+        v(1)
+    );
     // An offline run has no latency limits, whatever its notes say.
     assert!(
         (v(6) - v(7)).abs() < 1e-9 * v(7),
@@ -892,17 +900,29 @@ fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
     let p = Params::default();
     let ep = deployment(&cat, "deepseek-r1", "h200", "ep8", Precision::Fp8);
     let tp = deployment(&cat, "deepseek-r1", "h200", "tp8", Precision::Fp8);
+    let prompts = |tokens: f64, ctx: f64, count: u32, longest: f64| switchyard_perf::Prompts {
+        tokens,
+        ctx,
+        count,
+        longest,
+    };
     // One prompt: the lone prefill.
-    assert!((ep.prefill_prompts(&p, 4096.0, 2048.0, 1) - ep.prefill(&p, 4096.0)).abs() < 1e-12);
-    // Eight prompts of 512 tokens each at the same context: eight groups share the dense
-    // work and attention; a tensor-parallel replica has one group to run them on.
-    let one = ep.prefill_prompts(&p, 4096.0, 256.0, 1);
-    let eight = ep.prefill_prompts(&p, 4096.0, 256.0, 8);
+    let lone = ep.prefill_prompts(&p, &switchyard_perf::Prompts::one(4096.0));
+    assert!((lone - ep.prefill(&p, 4096.0)).abs() < 1e-12);
+    // Eight prompts of 512 tokens each: eight groups share the dense work and attention; a
+    // tensor-parallel replica has one group to run them on.
+    let one = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 1, 4096.0));
+    let eight = ep.prefill_prompts(&p, &switchyard_perf::Prompts::equal(8, 512.0));
     assert!(eight < 0.8 * one, "{eight} against {one}");
     // More prompts than groups spread no further.
-    assert!((ep.prefill_prompts(&p, 4096.0, 256.0, 64) - eight).abs() < 1e-12);
-    let tp_one = tp.prefill_prompts(&p, 4096.0, 256.0, 1);
-    assert!((tp.prefill_prompts(&p, 4096.0, 256.0, 8) - tp_one).abs() < 1e-12);
+    let many = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 64, 512.0));
+    assert!((many - eight).abs() < 1e-12);
+    // A long chunk among short ones holds its group: no faster than that chunk alone.
+    let skewed = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 8, 3600.0));
+    assert!(skewed > eight * 1.5, "{skewed} against {eight}");
+    let tp_one = tp.prefill_prompts(&p, &prompts(4096.0, 256.0, 1, 4096.0));
+    let tp_eight = tp.prefill_prompts(&p, &switchyard_perf::Prompts::equal(8, 512.0));
+    assert!((tp_eight - tp_one).abs() < 1e-12);
     // Short prompts attend over less than one long one of the same tokens.
     assert!(tp_one < tp.prefill(&p, 4096.0));
     // The engine's step carries the prompt count and mean position through.
@@ -910,6 +930,7 @@ fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
         prefill_tokens: 4096,
         prefill_ctx: 256.0,
         prefill_seqs: 8,
+        prefill_longest: 512,
         ..Default::default()
     };
     assert!((ep.step_time(&p, &b) - eight).abs() < 1e-12);
@@ -937,6 +958,11 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "P99 TTFT (ms)",
         "TTFT",
         "Mean accuracy",
+        "request_output_throughput_token_per_s",
+        "Input token throughput (tok/s)",
+        "Total input tokens",
+        "Std TTFT (ms)",
+        "Request throughput (req/min)",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -956,9 +982,21 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(8) - e2e).abs() < 1e-6 * e2e, "{} against {e2e}", v(8));
     assert!((v(9) - 1.0 / tpot).abs() < 1e-9 * v(9));
     let why = |i: usize| out[i].predicted.as_ref().expect_err("skipped").clone();
-    assert!(why(10).contains("percentiles"), "{}", why(10));
+    assert!(
+        why(10).contains("means") && why(10).contains("p99"),
+        "{}",
+        why(10)
+    );
     assert!(why(11).contains("unit"), "{}", why(11));
     assert!(why(12).contains("not modelled"), "{}", why(12));
+    // LLMPerf's tokens per second of one request is its user's speed.
+    assert!((v(13) - v(9)).abs() < 1e-9 * v(9));
+    // Prompt tokens: 1,000 for every 200 output tokens.
+    assert!((v(14) - thr * 5.0).abs() < 1e-9 * thr);
+    // A count of tokens, a spread and a rate per minute are not predicted.
+    assert!(why(15).contains("not modelled"), "{}", why(15));
+    assert!(why(16).contains("std"), "{}", why(16));
+    assert!(why(17).contains("min"), "{}", why(17));
 }
 
 #[test]
@@ -968,25 +1006,45 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
     let q = Query {
         precision: Some(Precision::Fp8),
         isl: 8192.0,
-        osl: 256.0,
-        tpot_limit: Some(0.030),
-        ttft_limit: Some(1.5),
-        ..query(&cat, "llama-3.1-70b", "h100-sxm", Some(8))
+        osl: 512.0,
+        tpot_limit: Some(0.020),
+        ttft_limit: Some(4.0),
+        ..query(&cat, "llama-3.1-70b", "h100-sxm", Some(32))
     };
     let d = switchyard_perf::disaggregated(&q, &p)
         .expect("fits")
         .expect("a split meets the limits");
-    assert!(d.ttft_s <= 1.5 && d.tpot_s <= 0.030, "{d:?}");
+    assert!(d.ttft_s <= 4.0 * (1.0 + 1e-9) && d.tpot_s <= 0.020, "{d:?}");
     let used = d.prefill.layout.replica_chips() * d.prefill.replicas
         + d.decode.layout.replica_chips() * d.decode.replicas;
-    assert!(used == d.chips_used && used <= 8 && d.prefill.replicas >= 1 && d.decode.replicas >= 1);
-    assert!((d.throughput_tok_s - d.requests_per_s * 256.0).abs() < 1e-9 * d.throughput_tok_s);
-    // The rate is the slower pool's: neither pool completes more than the whole.
-    let prefill_cap = f64::from(d.prefill.replicas) * d.prefill.batch / d.prefill.pass_s;
-    let decode_cap = f64::from(d.decode.replicas) * d.decode.concurrency / (d.tpot_s * 256.0);
-    assert!(d.requests_per_s <= prefill_cap.min(decode_cap) * (1.0 + 1e-9));
-    // Long prompts would otherwise ride every decode step: under the same limits the split
-    // carries more than the aggregated peak (DistServe's finding).
+    assert!(used == d.chips_used && used <= 32, "{d:?}");
+    // The pools' figures are the step physics' own: a pass of the batch of prompts, and a
+    // decode step of the decode replica's requests with no prompt chunks in it.
+    let m = cat.model("llama-3.1-70b").expect("m");
+    let s = cat.system("h100-sxm").expect("s");
+    let pre = Deployment::new(m, s, d.prefill.layout, Precision::Fp8).expect("d");
+    let pass = pre.prefill_prompts(
+        &p,
+        &switchyard_perf::Prompts::equal(d.prefill.batch as u32, 8192.0),
+    );
+    assert!((pass - d.prefill.pass_s).abs() < 1e-12);
+    let dec = Deployment::new(m, s, d.decode.layout, Precision::Fp8).expect("d");
+    let step = dec
+        .decode_step(&p, d.decode.concurrency, 8192.0 + 256.0)
+        .time;
+    assert!((step - d.tpot_s).abs() < 1e-12);
+    // The rate is the slower pool's, the prefill pool below full load, and the first token
+    // waits for the prompts queued ahead of it.
+    let prefill_cap = f64::from(d.prefill.replicas) * d.prefill.batch / pass;
+    let decode_cap = f64::from(d.decode.replicas) * d.decode.concurrency / (step * 512.0);
+    assert!(d.requests_per_s <= decode_cap * (1.0 + 1e-9));
+    assert!(d.requests_per_s < prefill_cap);
+    assert!((d.prefill.busy - d.requests_per_s / prefill_cap).abs() < 1e-9);
+    assert!(d.ttft_s > 1.5 * pass + d.kv_transfer_s);
+    assert!((d.throughput_tok_s - d.requests_per_s * 512.0).abs() < 1e-9 * d.throughput_tok_s);
+    // Long prompts would otherwise ride every decode step: under a tight TPOT limit the
+    // split carries more than the aggregated peak (DistServe's finding), and under a loose
+    // one it carries less, having given chips to prefill that decode could have used.
     let agg = estimate(&q, &p, Objective::Throughput).expect("estimate");
     assert!(
         d.throughput_tok_s > agg.peak.throughput_tok_s,
@@ -994,9 +1052,18 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
         d.throughput_tok_s,
         agg.peak.throughput_tok_s
     );
+    let loose = Query {
+        tpot_limit: Some(0.050),
+        ..q.clone()
+    };
+    let l = switchyard_perf::disaggregated(&loose, &p)
+        .expect("fits")
+        .expect("meets");
+    let agg = estimate(&loose, &p, Objective::Throughput).expect("estimate");
+    assert!(l.throughput_tok_s < agg.peak.throughput_tok_s);
     // More chips never carry less.
     let wider = Query {
-        chips: Some(16),
+        chips: Some(40),
         ..q.clone()
     };
     let w = switchyard_perf::disaggregated(&wider, &p)
@@ -1011,6 +1078,12 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
     assert!(switchyard_perf::disaggregated(&tight, &p)
         .expect("fits")
         .is_none());
+    // Chips for fewer than two replicas are refused, saying how many would do.
+    let one = query(&cat, "llama-3.1-70b", "cs3", None);
+    match switchyard_perf::disaggregated(&one, &p) {
+        Err(PerfError::BadInput(why)) => assert!(why.contains("at least 8"), "{why}"),
+        other => panic!("expected BadInput, got {other:?}"),
+    }
     // A model that does not fit is the same error as for an estimate.
     let big = query(&cat, "llama-3.1-405b", "h100-sxm", Some(2));
     assert!(matches!(

@@ -52,8 +52,9 @@ pub struct EngineConfig {
     pub block_tokens: u32,
     /// KV-cache blocks the replica holds.
     pub kv_blocks: u32,
-    /// Most blocks one sequence may hold: with expert parallelism each group keeps its own
-    /// sequences' KV, so a sequence fits in one group's share of the blocks.
+    /// Most blocks one sequence may hold (0: no limit beyond the cache): with expert
+    /// parallelism each group keeps its own sequences' KV, so a sequence fits in one group's
+    /// share of the blocks.
     pub max_seq_blocks: u32,
 }
 
@@ -77,7 +78,7 @@ impl EngineConfig {
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
-            max_seq_blocks: kv_blocks / d.layout.ep.max(1),
+            max_seq_blocks: (kv_blocks / d.layout.ep.max(1)).max(1),
         }
     }
 
@@ -88,7 +89,10 @@ impl EngineConfig {
 
     /// Most blocks one sequence can hold.
     fn seq_blocks(&self) -> u32 {
-        self.max_seq_blocks.min(self.kv_blocks)
+        match self.max_seq_blocks {
+            0 => self.kv_blocks,
+            n => n.min(self.kv_blocks),
+        }
     }
 
     /// Blocks that `tokens` tokens of context occupy.
@@ -368,6 +372,7 @@ impl<S: StepTime> Replica<S> {
             } else {
                 batch.prefill_tokens += s.chunk;
                 batch.prefill_seqs += 1;
+                batch.prefill_longest = batch.prefill_longest.max(s.chunk);
                 prefill_pos += f64::from(s.chunk) * (f64::from(s.kv) + f64::from(s.chunk) / 2.0);
             }
         }

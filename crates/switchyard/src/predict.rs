@@ -402,13 +402,14 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             let chips = |l: &Layout, n: u32| l.replica_chips() * n;
             let _ = writeln!(
                 s,
-                "prefill      {} x {} ({} chips), {:.0} prompt{} a pass of {:.1} ms",
+                "prefill      {} x {} ({} chips), {:.0} prompt{} a pass of {:.1} ms, {:.0}% busy",
                 d.prefill.replicas,
                 d.prefill.layout,
                 chips(&d.prefill.layout, d.prefill.replicas),
                 d.prefill.batch,
                 if d.prefill.batch > 1.0 { "s" } else { "" },
-                d.prefill.pass_s * 1000.0
+                d.prefill.pass_s * 1000.0,
+                d.prefill.busy * 100.0
             );
             let _ = writeln!(
                 s,
@@ -740,12 +741,6 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                     pr.rent_usd_per_chip_hour
                         .map_or("n/a".into(), |r| format!("${r:.2}")),
                     pr.sources.join(" ")
-                );
-            }
-            if let Some(die) = &s.same_silicon_as {
-                out!(
-                    "{:<10}   same die as {die}: its measured shares stand in for this chip's",
-                    ""
                 );
             }
             if let Some(m) = &s.measured {
