@@ -466,9 +466,9 @@ fn gemm_text(s: &switchyard_catalog::System, t: &switchyard_catalog::DenseTflops
                 Precision::Int8 | Precision::Int4 => ("TOP/s", p.to_string()),
                 _ => ("TFLOP/s", p.to_string()),
             };
-            let share = s
-                .gemm_fraction(p)
-                .map_or(String::new(), |f| format!(" ({f:.2} of peak)"));
+            let share = s.gemm_fraction(p).map_or(String::new(), |f| {
+                format!(" ({f:.2} of peak, for reference)")
+            });
             format!("{v:.0} {unit} at {name}{share}")
         })
         .collect();
@@ -748,7 +748,7 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                     "{:<10}   measured: read stream {}, matrix product {}; {}",
                     "",
                     m.memory_read_bw_tb_s.map_or("n/a".into(), |b| format!(
-                        "{b:.2} TB/s ({:.2} of peak)",
+                        "{b:.2} TB/s ({:.2} of peak, used by the model)",
                         s.read_bw_fraction().unwrap_or(0.0)
                     )),
                     gemm_text(s, &m.gemm_tflops),
