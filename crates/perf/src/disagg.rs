@@ -102,6 +102,9 @@ fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
     d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
 }
 
+/// The prompts a second one prefill replica of `d` completes, batching whole prompts as
+/// far as its KV room allows, at the batch chosen for it; `None` when even one prompt alone
+/// misses the TTFT limit.
 fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Option<PrefillRate> {
     let transfer_s = kv_transfer(d, p, q.isl, chips);
     let cap = d
@@ -138,6 +141,8 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
 /// The share of the best prefill rate a smaller batch may give up for its shorter passes.
 const PREFILL_RATE_SLACK: f64 = 0.02;
 
+/// The requests a second one decode replica of `d` completes at its best load within the
+/// TPOT limit, its steps carrying no prompt chunks; `None` when one request alone misses it.
 fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRate> {
     let osl = q.osl.max(1.0);
     d.replica_loads(p, q.isl + osl)
