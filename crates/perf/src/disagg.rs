@@ -11,7 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, layouts};
-use crate::{Deployment, Layout, Params, PerfError, Prompts, Query};
+use crate::{Deployment, Layout, Params, PerfError, Prompts, Query, SystemKind};
 use serde::Serialize;
 
 /// The prefill pool.
@@ -200,11 +200,20 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
         decodes.extend(decode_rate(&d, p, q));
     }
     if let Some(k) = smallest.filter(|k| k.saturating_mul(2) > chips) {
+        let unit = |n: u32| match (q.system.kind == SystemKind::Wafer, n == 1) {
+            (true, true) => "wafer",
+            (true, false) => "wafers",
+            (false, true) => "chip",
+            (false, false) => "chips",
+        };
         return Err(PerfError::BadInput(format!(
-            "disaggregated serving needs a prefill and a decode replica: {} needs {k} chips a replica on {}, so at least {}; {chips} were given",
+            "disaggregated serving needs a prefill and a decode replica: {} needs {k} {} a replica on {}, so at least {} (--chips {}); {chips} {} given",
             q.model.id,
+            unit(k),
             q.system.id,
-            2 * k
+            2 * k,
+            2 * k,
+            if chips == 1 { "was" } else { "were" }
         )));
     }
     let mut best: Option<Split<'_>> = None;
