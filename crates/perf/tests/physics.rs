@@ -1091,3 +1091,53 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
         Err(PerfError::DoesNotFit { .. })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Whatever the model, chips, lengths and limits: the frontier's points meet the limits
+    /// and none beats another on both speed and throughput; a disaggregated split meets the
+    /// limits, fits in the chips and carries what its slower pool completes.
+    #[test]
+    fn frontiers_and_splits_keep_their_promises(
+        which in 0usize..4,
+        chips in 1u32..17,
+        isl in 64.0f64..8192.0,
+        osl in 16.0f64..2048.0,
+        tpot_ms in prop::option::of(5.0f64..200.0),
+        ttft_s in prop::option::of(0.05f64..5.0),
+    ) {
+        let cat = cat();
+        let p = Params::default();
+        let (model, system) = [
+            ("llama-3.1-8b", "h100-sxm"),
+            ("llama-3.1-70b", "mi300x"),
+            ("mixtral-8x7b", "b200"),
+            ("llama-3.1-8b", "cs3"),
+        ][which];
+        let q = Query {
+            isl,
+            osl,
+            tpot_limit: tpot_ms.map(|t| t / 1000.0),
+            ttft_limit: ttft_s,
+            ..query(&cat, model, system, Some(chips))
+        };
+        if let Ok(f) = frontier(&q, &p) {
+            prop_assert_eq!(f.chips, chips);
+            for x in &f.points {
+                prop_assert!(x.op.within(q.tpot_limit, q.ttft_limit));
+            }
+            for w in f.points.windows(2) {
+                prop_assert!(w[1].op.user_tok_s <= w[0].op.user_tok_s);
+                prop_assert!(w[1].op.throughput_tok_s > w[0].op.throughput_tok_s);
+            }
+        }
+        if let Ok(Some(d)) = switchyard_perf::disaggregated(&q, &p) {
+            prop_assert!(d.chips_used <= chips);
+            prop_assert!(q.tpot_limit.is_none_or(|l| d.tpot_s <= l));
+            prop_assert!(q.ttft_limit.is_none_or(|l| d.ttft_s <= l * (1.0 + 1e-9)));
+            prop_assert!(d.prefill.busy > 0.0 && d.prefill.busy < 1.0);
+            let decode_cap = f64::from(d.decode.replicas) * d.decode.concurrency / (d.tpot_s * osl);
+            prop_assert!(d.requests_per_s <= decode_cap * (1.0 + 1e-9));
+        }
+    }
+}
