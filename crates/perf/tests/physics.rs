@@ -473,7 +473,7 @@ fn validation_runs_every_reference_row() {
 #[test]
 fn the_held_out_measurements_are_all_modelled() {
     let rows = parse_points(include_str!("../../../reference/heldout.csv")).expect("points");
-    assert_eq!(rows.len(), 29);
+    assert_eq!(rows.len(), 48);
     assert!(rows.iter().all(|r| r.published().is_ok()));
     let (outcomes, s) = run(&cat(), &Params::default(), &rows);
     for o in &outcomes {
