@@ -120,6 +120,17 @@ impl Speculative {
     }
 }
 
+/// What a system's chips are called in a count of `n`: wafers for wafer-scale engines,
+/// chips otherwise.
+pub fn unit_name(kind: SystemKind, n: u32) -> &'static str {
+    match (kind == SystemKind::Wafer, n == 1) {
+        (true, true) => "wafer",
+        (true, false) => "wafers",
+        (false, true) => "chip",
+        (false, false) => "chips",
+    }
+}
+
 /// Prompt tokens prefilled together in a pass that decodes nothing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prompts {

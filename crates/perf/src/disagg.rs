@@ -11,7 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, layouts};
-use crate::{Deployment, Layout, Params, PerfError, Prompts, Query, SystemKind};
+use crate::{unit_name, Deployment, Layout, Params, PerfError, Precision, Prompts, Query};
 use serde::Serialize;
 
 /// The prefill pool.
@@ -102,7 +102,7 @@ fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
     d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
 }
 
-/// The prompts a second one prefill replica of `d` completes, batching whole prompts as
+/// Prompts per second that one prefill replica of `d` completes, batching whole prompts as
 /// far as its KV room allows, at the batch chosen for it; `None` when even one prompt alone
 /// misses the TTFT limit.
 fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Option<PrefillRate> {
@@ -141,8 +141,8 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
 /// The share of the best prefill rate a smaller batch may give up for its shorter passes.
 const PREFILL_RATE_SLACK: f64 = 0.02;
 
-/// The requests a second one decode replica of `d` completes at its best load within the
-/// TPOT limit, its steps carrying no prompt chunks; `None` when one request alone misses it.
+/// Requests per second that one decode replica of `d` completes at its best load within
+/// the TPOT limit, its steps carrying no prompt chunks; `None` when one request alone misses it.
 fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRate> {
     let osl = q.osl.max(1.0);
     d.replica_loads(p, q.isl + osl)
@@ -164,58 +164,37 @@ fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRa
 /// the time to first token and the time per output token stay within the query's limits.
 /// `Ok(None)` when no split meets them.
 ///
+/// Without a chip count the query has as many chips as its default, or two of the smallest
+/// replicas that hold the model where the default holds fewer.
+///
 /// # Errors
 /// As [`crate::best_deployment`] (a layout the system cannot host, a model that does not fit
-/// on the chips), and chips too few for two replicas.
+/// on the chips), and a chip count too small for two replicas.
 pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>, PerfError> {
     let all = fitting_deployments(q, p)?;
     let Some(first) = all.first() else {
         return Ok(None);
     };
-    let chips = first.layout.chips();
     let precision = first.weights;
-    // A fixed layout is the replica of both pools; otherwise every replica of up to all the
-    // chips that holds the model.
-    let replicas: Vec<Layout> = match q.layout {
-        Some(l) => vec![Layout { dp: 1, ..l }],
-        None => (1..=chips)
-            .flat_map(|k| layouts(q.model, q.system, k))
-            .filter(|l| l.dp == 1)
-            .collect(),
-    };
-    let mut prefills = Vec::new();
-    let mut decodes = Vec::new();
-    let mut smallest: Option<u32> = None;
-    for l in replicas {
-        let Ok(d) = Deployment::new(q.model, q.system, l, precision) else {
-            continue;
-        };
-        let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
-        if !d.fits_main_memory(p, q.isl + q.osl) {
-            continue;
+    let mut chips = first.layout.chips();
+    let mut pools = pool_rates(q, p, precision, chips);
+    if let Some(k) = pools.smallest.filter(|k| k.saturating_mul(2) > chips) {
+        if q.chips.is_some() {
+            return Err(PerfError::BadInput(format!(
+                "disaggregated serving needs a prefill and a decode replica: {} needs {k} {} a replica on {}, so at least {} (--chips {}); {chips} {} given",
+                q.model.id,
+                unit_name(q.system.kind, k),
+                q.system.id,
+                2 * k,
+                2 * k,
+                if chips == 1 { "was" } else { "were" }
+            )));
         }
-        let k = l.replica_chips();
-        smallest = Some(smallest.map_or(k, |s| s.min(k)));
-        prefills.extend(prefill_rate(&d, p, q, chips));
-        decodes.extend(decode_rate(&d, p, q));
+        // Unless the chips are given, there are as many as two of the smallest replicas.
+        chips = 2 * k;
+        pools = pool_rates(q, p, precision, chips);
     }
-    if let Some(k) = smallest.filter(|k| k.saturating_mul(2) > chips) {
-        let unit = |n: u32| match (q.system.kind == SystemKind::Wafer, n == 1) {
-            (true, true) => "wafer",
-            (true, false) => "wafers",
-            (false, true) => "chip",
-            (false, false) => "chips",
-        };
-        return Err(PerfError::BadInput(format!(
-            "disaggregated serving needs a prefill and a decode replica: {} needs {k} {} a replica on {}, so at least {} (--chips {}); {chips} {} given",
-            q.model.id,
-            unit(k),
-            q.system.id,
-            2 * k,
-            2 * k,
-            if chips == 1 { "was" } else { "were" }
-        )));
-    }
+    let (prefills, decodes) = (pools.prefills, pools.decodes);
     let mut best: Option<Split<'_>> = None;
     for pr in &prefills {
         let kp = pr.layout.replica_chips();
@@ -287,6 +266,45 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
             throughput_per_chip: throughput / f64::from(chips),
         }
     }))
+}
+
+/// Every replica layout's best prefill and decode rates on up to `chips` chips, and the
+/// fewest chips a replica that holds the model takes.
+struct Pools {
+    prefills: Vec<PrefillRate>,
+    decodes: Vec<DecodeRate>,
+    smallest: Option<u32>,
+}
+
+fn pool_rates(q: &Query<'_>, p: &Params, precision: Precision, chips: u32) -> Pools {
+    // A fixed layout is the replica of both pools; otherwise every replica of up to all the
+    // chips that holds the model.
+    let replicas: Vec<Layout> = match q.layout {
+        Some(l) => vec![Layout { dp: 1, ..l }],
+        None => (1..=chips)
+            .flat_map(|k| layouts(q.model, q.system, k))
+            .filter(|l| l.dp == 1)
+            .collect(),
+    };
+    let mut pools = Pools {
+        prefills: Vec::new(),
+        decodes: Vec::new(),
+        smallest: None,
+    };
+    for l in replicas {
+        let Ok(d) = Deployment::new(q.model, q.system, l, precision) else {
+            continue;
+        };
+        let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
+        if !d.fits_main_memory(p, q.isl + q.osl) {
+            continue;
+        }
+        let k = l.replica_chips();
+        pools.smallest = Some(pools.smallest.map_or(k, |s| s.min(k)));
+        pools.prefills.extend(prefill_rate(&d, p, q, chips));
+        pools.decodes.extend(decode_rate(&d, p, q));
+    }
+    pools
 }
 
 /// A candidate split: `x` prefill replicas and `y` decode replicas and the rate they carry.

@@ -1,7 +1,9 @@
 //! Choosing a layout and producing the figures a user asks for: the one entry point the
 //! command line, the planner and the validation use.
 
-use crate::{Deployment, Economics, Layout, Memory, Operating, Params, PerfError, Speculative};
+use crate::{
+    unit_name, Deployment, Economics, Layout, Memory, Operating, Params, PerfError, Speculative,
+};
 use serde::Serialize;
 use switchyard_catalog::{Model, Precision, System, SystemKind};
 
@@ -214,18 +216,8 @@ pub(crate) fn fitting_deployments<'a>(
     p: &Params,
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
-    let unit = if q.system.kind == SystemKind::Wafer {
-        "wafers"
-    } else {
-        "chips"
-    };
-    let too_small = |chips: u32, why: String| PerfError::DoesNotFit {
-        model: q.model.id.clone(),
-        system: q.system.id.clone(),
-        precision: precision.to_string(),
-        chips,
-        why,
-        min_chips: min_chips(
+    let too_small = |chips: u32, why: String| {
+        let min = min_chips(
             q.model,
             q.system,
             (precision, q.kv_precision),
@@ -233,8 +225,16 @@ pub(crate) fn fitting_deployments<'a>(
             q.isl,
             q.osl,
         )
-        .unwrap_or(0),
-        unit,
+        .unwrap_or(0);
+        PerfError::DoesNotFit {
+            model: q.model.id.clone(),
+            system: q.system.id.clone(),
+            precision: precision.to_string(),
+            chips,
+            why,
+            min_chips: min,
+            unit: unit_name(q.system.kind, min),
+        }
     };
     let chips = match (q.chips, q.layout) {
         (Some(n), _) => n,

@@ -161,7 +161,7 @@ fn weight_kernels(
 /// Against the 58 GPU throughput rows of `reference/points.csv`, at unchanged efficiencies,
 /// the sum gives 39.9% MAPE and the maximum 46.9%, and the smooth maxima (a^n + b^n)^(1/n)
 /// in between do worse than the sum (n = 1.5: 43.2%, n = 2: 44.6%, n = 4: 46.2%); against
-/// the 21 of `reference/heldout.csv`, which nothing is fitted to, 24.9% against 28.5%. At
+/// the 21 GPU throughput rows `reference/heldout.csv` then held, which nothing is fitted to, 24.9% against 28.5%. At
 /// batch 1 the arithmetic adds 1-2% to the stream time (more when speculative decoding
 /// verifies several tokens a step).
 pub(crate) fn kernel_time(bytes_s: f64, arithmetic_s: f64) -> f64 {

@@ -23,7 +23,7 @@ mod sram;
 pub mod validate;
 mod wafer;
 
-pub use deploy::{Bound, Deployment, Layout, Memory, Prompts, Speculative, Step};
+pub use deploy::{unit_name, Bound, Deployment, Layout, Memory, Prompts, Speculative, Step};
 pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,

@@ -27,8 +27,8 @@ pub struct Params {
     /// GB200, 0.82 at FP16 on A100) are not applied per chip. Tried as each chip's share of
     /// its datasheet peak, with chips of one compute die held to one share as physics asks
     /// (MI325X with MI300X, B200 with GB200), and these efficiencies refitted on top, they
-    /// gave 32.7% on `points.csv` and 32.7% on `heldout.csv`, against 31.8% and 31.3% with
-    /// one share for every chip. A product's rate depends on the library version as much as
+    /// gave 32.7% on `points.csv` and 32.7% on the 29 rows `heldout.csv` then held, against
+    /// 31.9% and 31.3% with one share for every chip in the same setup. A product's rate depends on the library version as much as
     /// on the chip, and the MI300X figure is from an older ROCm than the MI325X results.
     pub gpu_decode_flops_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s reached by prefill. Chosen with the decode

@@ -466,6 +466,8 @@ fn validation_runs_every_reference_row() {
         .map_or(true, |v| v.is_finite() && *v > 0.0)));
     assert!(rows.iter().all(|r| r.published().is_ok()));
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
+    // The README gives the rows modelled; a change in them must change it too.
+    assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
     assert!(s.mape < 32.0, "MAPE {}", s.mape);
 }
@@ -1078,18 +1080,38 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
     assert!(switchyard_perf::disaggregated(&tight, &p)
         .expect("fits")
         .is_none());
-    // Chips for fewer than two replicas are refused, saying how many would do.
-    let one = query(&cat, "llama-3.1-70b", "cs3", None);
+    // Chips given for fewer than two replicas are refused, saying how many would do; with
+    // none given, there are two of the smallest replicas (the default is one on wafers).
+    let one = query(&cat, "llama-3.1-70b", "cs3", Some(4));
     match switchyard_perf::disaggregated(&one, &p) {
-        Err(PerfError::BadInput(why)) => assert!(why.contains("at least 8"), "{why}"),
+        Err(PerfError::BadInput(why)) => assert!(why.contains("at least 8 (--chips 8)"), "{why}"),
         other => panic!("expected BadInput, got {other:?}"),
     }
+    let unset = query(&cat, "llama-3.1-70b", "cs3", None);
+    let two = switchyard_perf::disaggregated(&unset, &p)
+        .expect("fits")
+        .expect("meets");
+    assert_eq!(
+        (two.chips, two.prefill.replicas, two.decode.replicas),
+        (8, 1, 1)
+    );
     // A model that does not fit is the same error as for an estimate.
     let big = query(&cat, "llama-3.1-405b", "h100-sxm", Some(2));
     assert!(matches!(
         switchyard_perf::disaggregated(&big, &p),
         Err(PerfError::DoesNotFit { .. })
     ));
+}
+
+#[test]
+fn a_roomy_query_has_a_frontier_and_a_split() {
+    let cat = cat();
+    let p = Params::default();
+    let q = query(&cat, "llama-3.1-8b", "h100-sxm", Some(8));
+    assert!(frontier(&q, &p).expect("fits").points.len() > 3);
+    assert!(switchyard_perf::disaggregated(&q, &p)
+        .expect("fits")
+        .is_some());
 }
 
 proptest! {
@@ -1124,10 +1146,12 @@ proptest! {
         if let Ok(f) = frontier(&q, &p) {
             prop_assert_eq!(f.chips, chips);
             for x in &f.points {
-                prop_assert!(x.op.within(q.tpot_limit, q.ttft_limit));
+                prop_assert!(q.tpot_limit.is_none_or(|l| x.op.tpot_s <= l));
+                prop_assert!(q.ttft_limit.is_none_or(|l| x.op.ttft_s <= l));
             }
+            // Strictly slower and strictly busier, point after point: none dominates another.
             for w in f.points.windows(2) {
-                prop_assert!(w[1].op.user_tok_s <= w[0].op.user_tok_s);
+                prop_assert!(w[1].op.user_tok_s < w[0].op.user_tok_s);
                 prop_assert!(w[1].op.throughput_tok_s > w[0].op.throughput_tok_s);
             }
         }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use switchyard_perf::validate::{self, Group};
 use switchyard_perf::{
-    Catalog, Disaggregated, Estimate, Frontier, Layout, Objective, Params, PerfError, Precision,
-    Query, Speculative,
+    unit_name, Catalog, Disaggregated, Estimate, Frontier, Layout, Objective, Params, PerfError,
+    Precision, Query, Speculative,
 };
 
 /// The repository's copy of the published measurements, compiled in so that `validate`
@@ -213,7 +213,13 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
     }
     if a.disagg {
         let split = switchyard_perf::disaggregated(&q, &p).map_err(perf_err)?;
-        let agg = switchyard_perf::estimate(&q, &p, Objective::Throughput).map_err(perf_err)?;
+        // Aggregated serving on the same chips as the split, which may be more than the
+        // default when the default holds fewer than two replicas.
+        let same = Query {
+            chips: split.map(|d| d.chips).or(q.chips),
+            ..q.clone()
+        };
+        let agg = switchyard_perf::estimate(&same, &p, Objective::Throughput).map_err(perf_err)?;
         if a.workload.json {
             let v = serde_json::json!({ "disaggregated": split, "aggregated": agg });
             out!("{}", serde_json::to_string_pretty(&v)?);
@@ -399,10 +405,13 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             );
         }
         Some(d) => {
-            let chips = |l: &Layout, n: u32| l.replica_chips() * n;
+            let chips = |l: &Layout, n: u32| {
+                let k = l.replica_chips() * n;
+                format!("{k} {}", unit_name(q.system.kind, k))
+            };
             let _ = writeln!(
                 s,
-                "prefill      {} x {} ({} chips), {:.0} prompt{} a pass of {:.1} ms, {:.0}% busy",
+                "prefill      {} x {} ({}), {:.0} prompt{} a pass of {:.1} ms, {:.0}% busy",
                 d.prefill.replicas,
                 d.prefill.layout,
                 chips(&d.prefill.layout, d.prefill.replicas),
@@ -413,7 +422,7 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             );
             let _ = writeln!(
                 s,
-                "decode       {} x {} ({} chips), {:.0} requests each",
+                "decode       {} x {} ({}), {:.0} requests each",
                 d.decode.replicas,
                 d.decode.layout,
                 chips(&d.decode.layout, d.decode.replicas),
@@ -433,8 +442,14 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             );
             let _ = writeln!(
                 s,
-                "throughput   {:.0} tok/s ({:.1} per chip, {:.2} requests/s; {} of {} chips used)",
-                d.throughput_tok_s, d.throughput_per_chip, d.requests_per_s, d.chips_used, d.chips
+                "throughput   {:.0} tok/s ({:.1} per {}, {:.2} requests/s; {} of {} {} used)",
+                d.throughput_tok_s,
+                d.throughput_per_chip,
+                unit_name(q.system.kind, 1),
+                d.requests_per_s,
+                d.chips_used,
+                d.chips,
+                unit_name(q.system.kind, d.chips)
             );
         }
     }
@@ -445,9 +460,10 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
     };
     let _ = writeln!(
         s,
-        "aggregated   {:.0} tok/s ({:.1} per chip) at {}, TTFT {:.3} s, TPOT {:.2} ms{verdict}",
+        "aggregated   {:.0} tok/s ({:.1} per {}) at {}, TTFT {:.3} s, TPOT {:.2} ms{verdict}",
         agg.peak.throughput_tok_s,
         agg.peak.throughput_tok_s / f64::from(agg.chips),
+        unit_name(q.system.kind, 1),
         agg.layout,
         agg.peak.ttft_s,
         agg.peak.tpot_s * 1000.0
@@ -466,9 +482,9 @@ fn gemm_text(s: &switchyard_catalog::System, t: &switchyard_catalog::DenseTflops
                 Precision::Int8 | Precision::Int4 => ("TOP/s", p.to_string()),
                 _ => ("TFLOP/s", p.to_string()),
             };
-            let share = s.gemm_fraction(p).map_or(String::new(), |f| {
-                format!(" ({f:.2} of peak, for reference)")
-            });
+            let share = s
+                .gemm_fraction(p)
+                .map_or(String::new(), |f| format!(" ({f:.2} of peak)"));
             format!("{v:.0} {unit} at {name}{share}")
         })
         .collect();
@@ -745,7 +761,7 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
             }
             if let Some(m) = &s.measured {
                 out!(
-                    "{:<10}   measured: read stream {}, matrix product {}; {}",
+                    "{:<10}   measured: read stream {}, matrix product (for reference) {}; {}",
                     "",
                     m.memory_read_bw_tb_s.map_or("n/a".into(), |b| format!(
                         "{b:.2} TB/s ({:.2} of peak, used by the model)",
