@@ -8,9 +8,9 @@
 //!
 //! Three physics share one interface, chosen by [`SystemKind`]:
 //! GPUs run kernels over HBM and tensor cores, each taking its stream plus its arithmetic,
-//! and fabric collectives ([`gpu`]); wafer-scale engines are layer-serial over a 2-D core mesh
-//! whose latency grows with mesh distance ([`wafer`]); SRAM chips and dataflow units pay a
-//! per-layer latency across chips ([`sram`]).
+//! and fabric collectives (`gpu`); wafer-scale engines are layer-serial over a 2-D core mesh
+//! whose latency grows with mesh distance (`wafer`); SRAM chips and dataflow units pay a
+//! per-layer latency across chips (`sram`).
 //! The module is pure: no IO, no printing, no clocks.
 
 mod deploy;

@@ -55,7 +55,7 @@ pub struct Params {
     /// per-layer latencies of the LPU (36 µs) and RDU (31 µs) are of the same size.
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds
-    /// (NCCL small-message latency on NVLink is a few microseconds, https://github.com/NVIDIA/nccl-tests).
+    /// (NCCL small-message latency on NVLink is a few microseconds, <https://github.com/NVIDIA/nccl-tests>).
     pub allreduce_latency_s: f64,
     /// Fraction of the fabric's per-chip bandwidth (both directions) that one direction of a
     /// ring all-reduce achieves.
@@ -86,9 +86,9 @@ pub struct Params {
     /// Fitted to the Cerebras and WaferLLM per-user speeds.
     pub wafer_phase_s: f64,
     /// Time per mesh hop of a reduction wavefront, in seconds. One 32-bit wavelet moves one
-    /// hop per cycle (https://sdk.cerebras.net/computing-with-cerebras); a reduction pays the
+    /// hop per cycle (<https://sdk.cerebras.net/computing-with-cerebras>); a reduction pays the
     /// region's side in hops at each phase (the L in WaferLLM's PLMR model,
-    /// https://arxiv.org/abs/2502.04563). Fitted.
+    /// <https://arxiv.org/abs/2502.04563>). Fitted.
     pub wafer_hop_s: f64,
     /// Fraction of a core's SRAM read bandwidth (the wafer's published SRAM bandwidth over its
     /// cores) reached while streaming the core's slice of the weights through its SIMD unit
@@ -141,7 +141,7 @@ pub struct Params {
     pub spec_draft_cost: f64,
     /// p99 time-per-output-token limit of a `server` row whose model has no MLPerf workload
     /// in the catalog, in seconds: 200 ms, MLPerf's limit for its Llama 2 70B and Mixtral
-    /// server scenarios (https://github.com/mlcommons/inference_policies/blob/master/inference_rules.adoc).
+    /// server scenarios (<https://github.com/mlcommons/inference_policies/blob/master/inference_rules.adoc>).
     pub server_tpot_s: f64,
     /// Mean time per output token of a server run as a fraction of its p99 limit, since the
     /// model predicts means. Fitted to the MLPerf Llama 2 70B server runs whose mean TPOT is
@@ -167,10 +167,10 @@ pub struct Params {
     /// Host, fan and network overhead on chip power where a system's power is not published.
     pub host_overhead: f64,
     /// Power usage effectiveness of the facility: 1.10 for a modern liquid-cooled AI
-    /// datacentre (https://research-viewer.pages.dev/orbital-ai-datacenters-3/pages/terrestrial-pue/).
+    /// datacentre (<https://research-viewer.pages.dev/orbital-ai-datacenters-3/pages/terrestrial-pue/>).
     pub pue: f64,
     /// Electricity price in USD per kWh: US large datacentres pay $0.065-0.090 blended
-    /// (https://research-viewer.pages.dev/pages/terrestrial-energy-cost).
+    /// (<https://research-viewer.pages.dev/pages/terrestrial-energy-cost>).
     pub usd_per_kwh: f64,
     /// Amortisation life in years where a price gives none.
     pub life_years: f64,

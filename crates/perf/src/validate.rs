@@ -23,7 +23,7 @@
 //!   including the labels benchmark tools print (`Mean TTFT (ms)`, `Median ITL (ms)`,
 //!   `Output token throughput (tok/s)`); also a request's end-to-end latency (`E2EL (ms)`:
 //!   its first token, then `osl` − 1 more), total token throughput (prompt and output tokens,
-//!   `Total Token throughput (tok/s)`) and requests per second (see [`metric_of`]);
+//!   `Total Token throughput (tok/s)`) and requests per second (see `metric_of`);
 //! - `speculative` `yes` or a method's name (`mtp`, `eagle3`, `medusa`, `draft`) turns
 //!   speculative decoding on at the default tokens per step; `none`, `no` and `unknown` (or
 //!   blank) leave it off; any other word skips the row with the reason;
