@@ -58,16 +58,6 @@ impl DenseTflops {
     }
 }
 
-/// A chip's measured figures as shares of its datasheet: by precision for the matrix rate,
-/// and for a read stream's bandwidth.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Shares {
-    /// Share of the dense peak a large matrix product reaches, by the precision measured.
-    pub gemm: Vec<(Precision, f64)>,
-    /// Share of the memory bandwidth a read stream reaches.
-    pub read_bw: Option<f64>,
-}
-
 /// The core mesh of a wafer-scale engine, which sets on-wafer communication distances.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,23 +219,20 @@ impl System {
     /// runs in, else the mean share of the precisions measured. For reference: the model's
     /// FLOP efficiencies are shares of the datasheet peak (see `switchyard-perf`'s `Params`).
     pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
-        let shares = self.own_shares(self.measured.as_ref()?);
+        let shares = self.gemm_shares(self.measured.as_ref()?);
         let (_, runs_in) = self.flops(p)?;
         shares
-            .gemm
             .iter()
             .find(|(q, _)| *q == runs_in)
             .map(|(_, f)| *f)
             .or_else(|| {
-                (!shares.gemm.is_empty()).then(|| {
-                    shares.gemm.iter().map(|(_, f)| f).sum::<f64>() / shares.gemm.len() as f64
-                })
+                (!shares.is_empty())
+                    .then(|| shares.iter().map(|(_, f)| f).sum::<f64>() / shares.len() as f64)
             })
     }
 
     /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.
     pub fn read_bw_fraction(&self) -> Option<f64> {
-        // Read on every decode step: no share table is built for it.
         self.read_share(self.measured.as_ref()?)
     }
 
@@ -256,20 +243,16 @@ impl System {
             .map(|bw| bw / self.memory_bw_tb_s)
     }
 
-    /// Each measurement of `m` as a share of this chip's datasheet figure.
-    pub(crate) fn own_shares(&self, m: &Measured) -> Shares {
-        let gemm = m
-            .gemm_tflops
+    /// Each measured matrix rate of `m` as a share of this chip's datasheet peak at its
+    /// precision (a precision the chip has no peak of its own for is left out).
+    fn gemm_shares(&self, m: &Measured) -> Vec<(Precision, f64)> {
+        m.gemm_tflops
             .entries()
             .filter_map(|(q, measured)| {
                 let (peak, runs_in) = self.flops(q)?;
                 (runs_in == q).then(|| (q, measured * 1e12 / peak))
             })
-            .collect();
-        Shares {
-            gemm,
-            read_bw: self.read_share(m),
-        }
+            .collect()
     }
 
     /// Chips joined by the fast fabric.
@@ -322,14 +305,14 @@ impl System {
             }
             // A measurement above the datasheet peak is a typo, not a faster chip; one at a
             // precision the chip has no peak for cannot be read as a share.
-            let shares = self.own_shares(m);
-            if shares.gemm.len() != m.gemm_tflops.entries().count()
-                || shares.gemm.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0))
+            let shares = self.gemm_shares(m);
+            if shares.len() != m.gemm_tflops.entries().count()
+                || shares.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0))
             {
                 return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
             }
             if m.memory_read_bw_tb_s.is_some()
-                && !shares.read_bw.is_some_and(|f| f > 0.0 && f <= 1.0)
+                && !self.read_share(m).is_some_and(|f| f > 0.0 && f <= 1.0)
             {
                 return Err("field `measured.memory_read_bw_tb_s` must be above 0 and at most `memory_bw_tb_s`".into());
             }

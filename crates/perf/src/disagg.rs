@@ -11,6 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, layouts};
+use crate::serve::{md1_max_busy, md1_wait};
 use crate::{unit_name, Deployment, Layout, Params, PerfError, Precision, Prompts, Query};
 use serde::Serialize;
 
@@ -112,11 +113,12 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
         .min(f64::from(p.max_batch))
         .floor();
     let mut within = Vec::new();
-    let mut batch = 1.0_f64;
-    while batch <= cap {
+    let mut prompts = 1_u32;
+    while f64::from(prompts) <= cap {
+        let batch = f64::from(prompts);
         // Whole prompts, each at its own positions; with expert parallelism they spread over
         // the groups.
-        let pass_s = d.prefill_prompts(p, &Prompts::equal(batch as u32, q.isl));
+        let pass_s = d.prefill_prompts(p, &Prompts::equal(prompts, q.isl));
         let ttft_s = 1.5 * pass_s + transfer_s;
         if q.ttft_limit.is_none_or(|l| ttft_s <= l) {
             within.push(PrefillRate {
@@ -128,7 +130,7 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
                 rate: batch / pass_s,
             });
         }
-        batch *= 2.0;
+        prompts = prompts.saturating_mul(2);
     }
     // The smallest batch within PREFILL_RATE_SLACK of the best rate: once a pass is bound by
     // arithmetic, doubling the prompts doubles the time to first token for almost no rate.
@@ -199,16 +201,16 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
     for pr in &prefills {
         let kp = pr.layout.replica_chips();
         // The most of its capacity the prefill pool may be busy: the share whose queue still
-        // keeps the first token within the limit (an M/D/1 wait of rho/(2(1-rho)) passes),
+        // keeps the first token within the limit (the M/D/1 wait of aggregated serving),
         // or PREFILL_MAX_BUSY without one.
         let busy = match q.ttft_limit {
             None => PREFILL_MAX_BUSY,
             Some(l) => {
-                let w = (l - pr.ttft_s) / pr.pass_s;
-                if w <= 0.0 {
+                let slack = (l - pr.ttft_s) / pr.pass_s;
+                if slack <= 0.0 {
                     continue;
                 }
-                2.0 * w / (1.0 + 2.0 * w)
+                md1_max_busy(slack)
             }
         };
         for dr in &decodes {
@@ -258,7 +260,7 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
                 concurrency: b.decode.concurrency,
             },
             kv_transfer_s: b.prefill.transfer_s,
-            ttft_s: b.prefill.ttft_s + rho / (2.0 * (1.0 - rho)) * b.prefill.pass_s,
+            ttft_s: b.prefill.ttft_s + md1_wait(b.prefill.pass_s, rho),
             tpot_s: b.decode.tpot_s,
             user_tok_s: 1.0 / b.decode.tpot_s,
             requests_per_s: b.rate,

@@ -58,6 +58,19 @@ impl<'a> Query<'a> {
         }
     }
 
+    /// The fewest chips on which the model fits at `precision` and the query's lengths (see
+    /// [`min_chips`]).
+    fn fewest_chips(&self, precision: Precision, p: &Params) -> Option<u32> {
+        min_chips(
+            self.model,
+            self.system,
+            (precision, self.kv_precision),
+            p,
+            self.isl,
+            self.osl,
+        )
+    }
+
     /// The peak of `d` within the query's limits, and whether it meets them.
     fn peak(&self, d: &Deployment<'_>, p: &Params) -> (Operating, bool) {
         d.peak_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
@@ -178,14 +191,7 @@ pub fn min_chips(
 /// 8 GPUs, or one rack of RDUs), doubled until the model fits; for wafers and LPUs the fewest
 /// that fit.
 fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32> {
-    let need = min_chips(
-        q.model,
-        q.system,
-        (precision, q.kv_precision),
-        p,
-        q.isl,
-        q.osl,
-    )?;
+    let need = q.fewest_chips(precision, p)?;
     Some(match q.system.kind {
         SystemKind::Gpu | SystemKind::Rdu => {
             let mut n = q
@@ -217,15 +223,7 @@ pub(crate) fn fitting_deployments<'a>(
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
     let too_small = |chips: u32, why: String| {
-        let min = min_chips(
-            q.model,
-            q.system,
-            (precision, q.kv_precision),
-            p,
-            q.isl,
-            q.osl,
-        )
-        .unwrap_or(0);
+        let min = q.fewest_chips(precision, p).unwrap_or(0);
         PerfError::DoesNotFit {
             model: q.model.id.clone(),
             system: q.system.id.clone(),

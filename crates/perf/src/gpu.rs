@@ -111,8 +111,8 @@ pub(crate) fn arithmetic_time(
     linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
 }
 
-/// The weight kernels of one pass, per chip, each as (seconds streaming its weights,
-/// seconds of its arithmetic at efficiency `eff`): the dense projections (attention
+/// The weight kernels of one pass, per chip, each as (seconds streaming its weights at `bw`
+/// bytes/s, seconds of its arithmetic at efficiency `eff`): the dense projections (attention
 /// projections, dense layers, shared experts), which one expert-parallel group runs over
 /// its `group_chips` chips for its `group_tokens` tokens, and the routed experts, spread
 /// over the `ep` groups' chips, which see `expert_tokens` tokens from all of them. The
@@ -120,13 +120,12 @@ pub(crate) fn arithmetic_time(
 /// its k/E share of the tokens, and waits for the busiest group.
 fn weight_kernels(
     d: &Deployment<'_>,
-    p: &Params,
+    bw: f64,
     (group_tokens, expert_tokens): (f64, f64),
     group_chips: f64,
     eff: f64,
 ) -> [(f64, f64); 2] {
     let m = d.model;
-    let bw = read_bw(d, p);
     let ep = f64::from(d.layout.ep);
     let stream = |params: f64, chips: f64| params * d.weights.bytes() / chips / bw;
     let routed = m.routed_active_params();
@@ -191,11 +190,12 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let micro = (batch / (pp * ep)).max(1.0) * ep;
     let tokens = micro * q;
     let group = f64::from(d.layout.tp) * pp;
+    let bw = read_bw(d, p);
     let [dense, experts] =
-        weight_kernels(d, p, (tokens / ep, tokens), group, p.gpu_decode_flops_eff);
+        weight_kernels(d, bw, (tokens / ep, tokens), group, p.gpu_decode_flops_eff);
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
-        kv_bytes / read_bw(d, p),
+        kv_bytes / bw,
         attention_time(d, tokens, ctx, chips, p.gpu_decode_flops_eff),
     );
     // The step's bound is the kind of kernel time that dominates.
@@ -236,10 +236,16 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let pp = f64::from(d.layout.pp);
     let groups = f64::from(prompts.count.clamp(1, d.layout.ep.max(1)));
     let per_group = (n / groups).max(prompts.longest).min(n);
-    let kernels: f64 = weight_kernels(d, p, (per_group, n), tp, p.gpu_prefill_flops_eff)
-        .iter()
-        .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
-        .sum();
+    let kernels: f64 = weight_kernels(
+        d,
+        read_bw(d, p),
+        (per_group, n),
+        tp,
+        p.gpu_prefill_flops_eff,
+    )
+    .iter()
+    .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
+    .sum();
     kernels
         + attention_time(d, per_group, prompts.ctx, tp, p.gpu_prefill_flops_eff)
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))

@@ -24,6 +24,19 @@ pub struct Operating {
     pub bound: Bound,
 }
 
+/// Mean wait in an M/D/1 queue, in seconds, for a server busy a share `rho` of its time
+/// with each job taking `service_s`: rho/(2(1-rho)) services (Pollaczek-Khinchine with zero
+/// service variance; Kleinrock, Queueing Systems vol. 1, 1975, eq. 5.73).
+pub(crate) fn md1_wait(service_s: f64, rho: f64) -> f64 {
+    service_s * rho / (2.0 * (1.0 - rho))
+}
+
+/// The busiest an M/D/1 server may be for its mean wait to stay within `slack` services:
+/// the inverse of [`md1_wait`], 2·slack/(1 + 2·slack).
+pub(crate) fn md1_max_busy(slack: f64) -> f64 {
+    2.0 * slack / (1.0 + 2.0 * slack)
+}
+
 impl Operating {
     /// Whether the time per output token and the time to first token are within their limits
     /// (none: no limit).
@@ -114,9 +127,7 @@ impl Deployment<'_> {
             // The prompt's own work: its pass less what a one-token pass costs (the weight
             // stream and the fixed overheads, which the step pays anyway).
             let own = (self.prefill(p, isl) - self.prefill(p, 1.0)).max(0.0);
-            others.min(1.0) * tpot / 2.0
-                + (step.time + own).max(tpot)
-                + own * rho / (2.0 * (1.0 - rho))
+            others.min(1.0) * tpot / 2.0 + (step.time + own).max(tpot) + md1_wait(own, rho)
         } else {
             self.prefill(p, isl)
         };

@@ -251,11 +251,7 @@ fn cost(e: &switchyard_perf::Economics) -> String {
 }
 
 fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
-    let unit = if q.system.kind == switchyard_perf::SystemKind::Wafer {
-        "wafer"
-    } else {
-        "chip"
-    };
+    let unit = unit_name(q.system.kind, 1);
     let m = &e.memory;
     let mut s = String::new();
     let _ = writeln!(

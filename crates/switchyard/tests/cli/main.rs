@@ -62,21 +62,9 @@ fn estimate_reports_layout_fit_and_figures() {
 #[test]
 fn estimate_takes_a_benchmark_workload() {
     let args = |extra: &[&'static str]| {
-        joined(
-            &[
-                "estimate",
-                "--model",
-                "llama-2-70b",
-                "--hardware",
-                "h100-sxm",
-                "--chips",
-                "8",
-                "--precision",
-                "fp8",
-                "--workload",
-                "mlperf-llama2-70b",
-            ],
-            extra,
+        h100_node(
+            "llama-2-70b",
+            &joined(&["--workload", "mlperf-llama2-70b"], extra),
         )
     };
     let o = run(&args(&[]));
@@ -164,13 +152,13 @@ fn estimate_json_is_machine_readable() {
     );
 }
 
-/// `estimate` of Llama 3.1 70B at FP8 on one 8-GPU H100 node, with `extra` options.
-fn h100_node_70b(extra: &[&'static str]) -> Vec<&'static str> {
+/// `estimate` of `model` at FP8 on one 8-GPU H100 node, with `extra` options.
+fn h100_node(model: &'static str, extra: &[&'static str]) -> Vec<&'static str> {
     joined(
         &[
             "estimate",
             "--model",
-            "llama-3.1-70b",
+            model,
             "--hardware",
             "h100-sxm",
             "--chips",
@@ -184,7 +172,7 @@ fn h100_node_70b(extra: &[&'static str]) -> Vec<&'static str> {
 
 #[test]
 fn estimate_draws_the_throughput_interactivity_frontier() {
-    let base = h100_node_70b(&["--frontier"]);
+    let base = h100_node("llama-3.1-70b", &["--frontier"]);
     let o = run(&base);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -219,15 +207,18 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
 
 #[test]
 fn estimate_splits_prefill_and_decode_on_request() {
-    let base = h100_node_70b(&[
-        "--isl",
-        "8192",
-        "--osl",
-        "256",
-        "--tpot-limit-ms",
-        "30",
-        "--disagg",
-    ]);
+    let base = h100_node(
+        "llama-3.1-70b",
+        &[
+            "--isl",
+            "8192",
+            "--osl",
+            "256",
+            "--tpot-limit-ms",
+            "30",
+            "--disagg",
+        ],
+    );
     prints(
         &base,
         &[
