@@ -13,6 +13,7 @@
 //! per-layer latency across chips (`sram`).
 //! The module is pure: no IO, no printing, no clocks.
 
+pub mod calibrate;
 mod deploy;
 mod disagg;
 mod estimate;
@@ -28,7 +29,7 @@ pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,
 };
-pub use params::Params;
+pub use params::{Params, ParamsError};
 pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};
 

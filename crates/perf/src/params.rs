@@ -2,15 +2,21 @@
 //!
 //! Every value here is either an efficiency (a fraction of a published peak that software
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
-//! it comes from. `examples/fit.rs` refits them to the reference points within physical
-//! bounds. Its optimum puts the GPU bandwidth efficiency and step overhead on their bounds for
-//! about one point of MAPE, so the values below were chosen with it, not copied from it.
+//! it comes from. [`crate::calibrate`] refits them to published points within physical
+//! bounds (`switchyard calibrate`); the values below were chosen with it, not copied from
+//! it, since its optimum on `reference/points.csv` puts some of them on their bounds for
+//! about one point of MAPE.
 //! Nothing in the model looks up a data point: the same formulas serve every system and model.
+//!
+//! A user's TOML file may set any of them ([`Params::from_toml`]): names as the fields
+//! below, values in their units; what a file leaves out keeps its default. `switchyard
+//! calibrate` writes such a file, fitted to the user's own measurements.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Parameters of the physics. [`Params::default`] is the calibrated set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     // ---- GPUs -------------------------------------------------------------------------
     /// Fraction of datasheet HBM bandwidth that streaming weights and KV cache reaches on a
@@ -54,11 +60,24 @@ pub struct Params {
     /// 29.6, 28.3%), which would take H100 further under that figure. The fitted
     /// per-layer latencies of the LPU (36 µs) and RDU (31 µs) are of the same size.
     pub gpu_layer_overhead_s: f64,
-    /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds
-    /// (NCCL small-message latency on NVLink is a few microseconds, <https://github.com/NVIDIA/nccl-tests>).
+    /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds. The
+    /// one-shot kernels inference engines use take 6-13 us on 8 x H100 for small messages,
+    /// NCCL through PyTorch about 20 (<https://github.com/sgl-project/sglang/pull/2904>,
+    /// <https://github.com/pytorch/helion/pull/245>). With [`Params::fabric_eff`] it times one
+    /// all-reduce of Llama 70B's decode at batch 96 on 8 x H100 at 20.5 us, against 21.0-22.3
+    /// measured (<https://github.com/pytorch/FBGEMM/pull/3139>; a test checks it). MI300X took
+    /// 32.9-35.1 us in the same measurement, which one latency for every fabric misses.
+    ///
+    /// Calibrating it freely (`switchyard calibrate --only allreduce_latency_s`) takes it to
+    /// 93 us, which lowers both MAPEs (`points.csv` 31.8 to 28.4%, `heldout.csv` 31.6 to
+    /// 26.9%): runs with wide tensor parallelism under a latency limit (Llama 3.1 405B and
+    /// DeepSeek-R1 server scenarios) cost more than the model gives them. An all-reduce that
+    /// slow contradicts the measurements above, so the missing cost is something else
+    /// (waiting for the slowest rank at each collective is one candidate) and stays
+    /// unmodelled.
     pub allreduce_latency_s: f64,
     /// Fraction of the fabric's per-chip bandwidth (both directions) that one direction of a
-    /// ring all-reduce achieves.
+    /// ring all-reduce achieves. Fitted to the GPU throughput rows with the latency above.
     pub fabric_eff: f64,
     /// Bandwidth per chip for moving KV caches between replicas that do not share a scale-up
     /// fabric (disaggregated prefill and decode), in GB/s: one 400 Gb/s NIC per GPU, as in
@@ -222,5 +241,270 @@ impl Default for Params {
             usd_per_kwh: 0.08,
             life_years: 5.0,
         }
+    }
+}
+
+/// The values a parameter may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Range {
+    /// A share of a peak or of a capacity: above 0, at most 1.
+    Fraction,
+    /// A share that may be 0: from 0 to 1.
+    Share,
+    /// A duration, size or price: 0 or more.
+    NonNegative,
+    /// Above 0.
+    Positive,
+    /// 1 or more (a count, a ratio of at least one).
+    AtLeastOne,
+}
+
+impl Range {
+    fn admits(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Range::Fraction => v > 0.0 && v <= 1.0,
+                Range::Share => (0.0..=1.0).contains(&v),
+                Range::NonNegative => v >= 0.0,
+                Range::Positive => v > 0.0,
+                Range::AtLeastOne => v >= 1.0,
+            }
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            Range::Fraction => "above 0 and at most 1",
+            Range::Share => "from 0 to 1",
+            Range::NonNegative => "0 or more",
+            Range::Positive => "above 0",
+            Range::AtLeastOne => "at least 1",
+        }
+    }
+}
+
+/// The range of every parameter, by field name. A test checks that every field has one.
+const RANGES: &[(&str, Range)] = &[
+    ("gpu_bw_eff", Range::Fraction),
+    ("gpu_decode_flops_eff", Range::Fraction),
+    ("gpu_prefill_flops_eff", Range::Fraction),
+    ("gpu_step_overhead_s", Range::NonNegative),
+    ("gpu_layer_overhead_s", Range::NonNegative),
+    ("allreduce_latency_s", Range::NonNegative),
+    ("fabric_eff", Range::Fraction),
+    ("kv_network_gb_s", Range::Positive),
+    ("gpu_stage_hop_s", Range::NonNegative),
+    ("gpu_mem_usable", Range::Fraction),
+    ("max_batch", Range::AtLeastOne),
+    ("activation_bytes", Range::NonNegative),
+    ("wafer_phases_per_layer", Range::Positive),
+    ("wafer_phase_s", Range::NonNegative),
+    ("wafer_hop_s", Range::NonNegative),
+    ("wafer_sram_read_eff", Range::Fraction),
+    ("wafer_core_eff", Range::Fraction),
+    ("wafer_prefill_eff", Range::Fraction),
+    ("wafer_link_s", Range::NonNegative),
+    ("wafer_sram_usable", Range::Fraction),
+    ("lpu_layer_s", Range::NonNegative),
+    ("lpu_chip_hop_s", Range::NonNegative),
+    ("lpu_sram_usable", Range::Fraction),
+    ("rdu_layer_s", Range::NonNegative),
+    ("rdu_bw_eff", Range::Fraction),
+    ("capacity_kv_reserve", Range::Share),
+    ("spec_tokens_per_step", Range::AtLeastOne),
+    ("spec_draft_cost", Range::NonNegative),
+    ("server_tpot_s", Range::Positive),
+    ("server_mean_tpot_frac", Range::Fraction),
+    ("server_mean_ttft_frac", Range::Fraction),
+    ("default_isl", Range::AtLeastOne),
+    ("default_osl", Range::AtLeastOne),
+    ("idle_power_frac", Range::Share),
+    ("host_overhead", Range::AtLeastOne),
+    ("pue", Range::AtLeastOne),
+    ("usd_per_kwh", Range::NonNegative),
+    ("life_years", Range::Positive),
+];
+
+/// A parameters file that cannot be used. Each message names the file, the line and the
+/// field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamsError {
+    /// The file is not TOML, names a field that does not exist, or gives a value of the
+    /// wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// Where the text came from (a path).
+        origin: String,
+        /// What is wrong, with its line.
+        message: String,
+    },
+    /// A value is outside what the physics admits.
+    #[error("{origin}: line {line}, field `{field}`: {value} is out of range: it must be {range}")]
+    OutOfRange {
+        /// Where the text came from (a path).
+        origin: String,
+        /// The line that sets the field (0 where the file does not set it).
+        line: usize,
+        /// The field.
+        field: String,
+        /// Its value.
+        value: f64,
+        /// The range it must be in.
+        range: &'static str,
+    },
+}
+
+impl Params {
+    /// Every parameter as (name, value), in name order, through its serialized form so that
+    /// no field can be missed.
+    pub fn values(&self) -> Vec<(String, f64)> {
+        let Ok(toml::Value::Table(t)) = toml::Value::try_from(self) else {
+            return Vec::new();
+        };
+        t.into_iter()
+            .filter_map(|(k, v)| {
+                let x = match v {
+                    toml::Value::Float(f) => f,
+                    toml::Value::Integer(i) => i as f64,
+                    _ => return None,
+                };
+                Some((k, x))
+            })
+            .collect()
+    }
+
+    /// The first parameter outside its range, as (name, value, what the range is).
+    pub fn check(&self) -> Result<(), (String, f64, &'static str)> {
+        for (name, v) in self.values() {
+            let range = RANGES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Range::Positive, |(_, r)| *r);
+            if !range.admits(v) {
+                return Err((name, v, range.says()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a parameters file: the defaults, with the fields the file sets replaced.
+    /// `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Params, ParamsError> {
+        let p: Params = toml::from_str(text).map_err(|e| ParamsError::Parse {
+            origin: origin.to_string(),
+            message: switchyard_catalog::toml_error_line(text, &e),
+        })?;
+        p.check()
+            .map_err(|(field, value, range)| ParamsError::OutOfRange {
+                origin: origin.to_string(),
+                line: line_setting(text, &field),
+                field,
+                value,
+                range,
+            })?;
+        Ok(p)
+    }
+
+    /// The parameters that differ from `base`, one `name = value` line each, in a form
+    /// [`Params::from_toml`] reads back exactly.
+    pub fn diff_toml(&self, base: &Params) -> String {
+        let theirs = base.values();
+        let mut out = String::new();
+        for ((name, v), (_, b)) in self.values().into_iter().zip(theirs) {
+            if v.to_bits() != b.to_bits() {
+                out.push_str(&format!("{name} = {}\n", Params::toml_value(&name, v)));
+            }
+        }
+        out
+    }
+
+    /// A parameter's value as a parameters file writes it: the shortest text that reads back
+    /// to the same number, and integer fields as integers.
+    pub fn toml_value(name: &str, v: f64) -> String {
+        if INTEGER_FIELDS.contains(&name) {
+            format!("{}", v as u64)
+        } else {
+            format!("{v:?}")
+        }
+    }
+}
+
+/// Fields stored as integers.
+const INTEGER_FIELDS: &[&str] = &["max_batch", "default_isl", "default_osl"];
+
+/// The line of `text` that sets `field` (`field = ...`), or 0 where none does.
+fn line_setting(text: &str, field: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_a_range_and_the_defaults_are_in_it() {
+        let names: Vec<String> = Params::default()
+            .values()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names.len(), RANGES.len(), "{names:?}");
+        for n in &names {
+            assert!(RANGES.iter().any(|(r, _)| r == n), "no range for {n}");
+        }
+        for i in INTEGER_FIELDS {
+            assert!(names.iter().any(|n| n == i), "{i}");
+        }
+        assert_eq!(Params::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_file_sets_only_what_it_names() {
+        let p = Params::from_toml("gpu_decode_flops_eff = 0.5\nmax_batch = 512\n", "p.toml")
+            .expect("valid");
+        assert_eq!(p.gpu_decode_flops_eff, 0.5);
+        assert_eq!(p.max_batch, 512);
+        let d = Params::default();
+        assert_eq!(p.gpu_prefill_flops_eff, d.gpu_prefill_flops_eff);
+        assert_eq!(
+            p.diff_toml(&d),
+            "gpu_decode_flops_eff = 0.5\nmax_batch = 512\n"
+        );
+        assert_eq!(Params::from_toml("", "p.toml").expect("valid"), d);
+    }
+
+    #[test]
+    fn a_diff_reads_back_exactly() {
+        let p = Params {
+            wafer_hop_s: 0.1 + 0.2,
+            gpu_step_overhead_s: 1.234_567_890_123e-3,
+            default_osl: 300,
+            ..Params::default()
+        };
+        let back = Params::from_toml(&p.diff_toml(&Params::default()), "d").expect("valid");
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_field() {
+        let e =
+            Params::from_toml("# fitted\ngpu_decode_eff = 0.5\n", "p.toml").expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.starts_with("p.toml: line 2"), "{msg}");
+        assert!(msg.contains("gpu_decode_eff"), "{msg}");
+        let e = Params::from_toml("pue = 1.2\nfabric_eff = 1.5\n", "p.toml").expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "p.toml: line 2, field `fabric_eff`: 1.5 is out of range: it must be above 0 and at most 1"
+        );
+        let e = Params::from_toml("max_batch = \"many\"\n", "p.toml").expect_err("refused");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        assert!(Params::from_toml("wafer_hop_s = -1e-9", "p").is_err());
+        assert!(Params::from_toml("pue = nan", "p").is_err());
     }
 }

@@ -30,6 +30,10 @@ struct Cli {
     /// A TOML file of extra `[[system]]` and `[[model]]` entries (same id replaces built-in).
     #[arg(long, global = true, value_name = "FILE")]
     catalog: Option<std::path::PathBuf>,
+    /// A TOML file of model parameters (efficiencies, latencies) that replace the calibrated
+    /// defaults, as `switchyard calibrate` writes.
+    #[arg(long, global = true, value_name = "FILE")]
+    params: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +46,9 @@ enum Command {
     Compare(predict::CompareArgs),
     /// Predict published measurements and report the error.
     Validate(predict::ValidateArgs),
+    /// Fit the model's efficiencies and latencies to measurements, and write them as a
+    /// parameters file for --params.
+    Calibrate(predict::CalibrateArgs),
     /// List the catalog with sources.
     Catalog(predict::CatalogArgs),
     /// Simulate a fleet under a workload: trace replay, routing, failures.
@@ -71,14 +78,18 @@ fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .init();
-    let result = predict::load_catalog(cli.catalog.as_deref()).and_then(|cat| match cli.command {
-        Command::Estimate(a) => predict::estimate(&cat, &a),
-        Command::Compare(a) => predict::compare(&cat, &a),
-        Command::Validate(a) => predict::validate(&cat, &a),
-        Command::Catalog(a) => predict::catalog(&cat, &a),
-        Command::Simulate(a) => simulate::simulate(&cat, &a),
-        Command::Serve(a) => serve::serve(cat, &a),
-        Command::Plan(a) => plan::plan(&cat, &a),
+    let result = predict::load_catalog(cli.catalog.as_deref()).and_then(|cat| {
+        let p = predict::load_params(cli.params.as_deref())?;
+        match cli.command {
+            Command::Estimate(a) => predict::estimate(&cat, &p, &a),
+            Command::Compare(a) => predict::compare(&cat, &p, &a),
+            Command::Validate(a) => predict::validate(&cat, &p, &a),
+            Command::Calibrate(a) => predict::calibrate(&cat, &p, &a),
+            Command::Catalog(a) => predict::catalog(&cat, &p, &a),
+            Command::Simulate(a) => simulate::simulate(&cat, &p, &a),
+            Command::Serve(a) => serve::serve(cat, p, &a),
+            Command::Plan(a) => plan::plan(&cat, &p, &a),
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

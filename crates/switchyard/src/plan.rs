@@ -33,7 +33,7 @@ pub struct PlanArgs {
 }
 
 /// Runs `plan`.
-pub fn plan(cat: &Catalog, a: &PlanArgs) -> Result<()> {
+pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
     let (text, origin) = match &a.scenario {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
@@ -67,8 +67,7 @@ pub fn plan(cat: &Catalog, a: &PlanArgs) -> Result<()> {
         demand_x: a.demand_x,
         mw_is,
     };
-    let params = Params::default();
-    let p = run_plan(&file, &text, &origin, cat, &params, &what_if)
+    let p = run_plan(&file, &text, &origin, cat, params, &what_if)
         .map_err(|e| UsageError(e.to_string()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let json = serde_json::to_string_pretty(&p)?;

@@ -103,8 +103,12 @@ impl Workload {
 
     /// Prompt and output lengths and the TPOT and TTFT limits in seconds for `model`: the
     /// flags where given, else the workload's, else the defaults.
-    fn resolve(&self, cat: &Catalog, model: &str) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
-        let p = Params::default();
+    fn resolve(
+        &self,
+        cat: &Catalog,
+        p: &Params,
+        model: &str,
+    ) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
         let w = match &self.workload {
             None => None,
             Some(id) => Some(cat.workload(id).map_err(usage)?),
@@ -122,7 +126,7 @@ impl Workload {
         let (tpot, ttft) = match w {
             Some(w) => {
                 let (tpot, ttft) =
-                    validate::scenario_limits(Some(w), validate::Scenario::Server, &p);
+                    validate::scenario_limits(Some(w), validate::Scenario::Server, p);
                 (Some(tpot), ttft)
             }
             None => (None, None),
@@ -135,9 +139,14 @@ impl Workload {
         ))
     }
 
-    fn query<'a>(&self, cat: &'a Catalog, model: &str, hardware: &str) -> Result<Query<'a>> {
-        let p = Params::default();
-        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat, model)?;
+    fn query<'a>(
+        &self,
+        cat: &'a Catalog,
+        p: &Params,
+        model: &str,
+        hardware: &str,
+    ) -> Result<Query<'a>> {
+        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat, p, model)?;
         Ok(Query {
             model: cat.model(model).map_err(usage)?,
             system: cat.system(hardware).map_err(usage)?,
@@ -193,17 +202,16 @@ fn perf_err(e: PerfError) -> anyhow::Error {
 }
 
 /// Runs `estimate`.
-pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
+pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
-    let mut q = a.workload.query(cat, &a.model, &a.hardware)?;
+    let mut q = a.workload.query(cat, p, &a.model, &a.hardware)?;
     q.chips = a.chips;
     q.layout = match &a.layout {
         Some(s) => Some(s.parse::<Layout>().map_err(usage)?),
         None => None,
     };
-    let p = Params::default();
     if a.frontier {
-        let f = switchyard_perf::frontier(&q, &p).map_err(perf_err)?;
+        let f = switchyard_perf::frontier(&q, p).map_err(perf_err)?;
         if a.workload.json {
             out!("{}", serde_json::to_string_pretty(&f)?);
         } else {
@@ -212,14 +220,14 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
         return Ok(());
     }
     if a.disagg {
-        let split = switchyard_perf::disaggregated(&q, &p).map_err(perf_err)?;
+        let split = switchyard_perf::disaggregated(&q, p).map_err(perf_err)?;
         // Aggregated serving on the same chips as the split, which may be more than the
         // default when the default holds fewer than two replicas.
         let same = Query {
             chips: split.map(|d| d.chips).or(q.chips),
             ..q.clone()
         };
-        let agg = switchyard_perf::estimate(&same, &p, Objective::Throughput).map_err(perf_err)?;
+        let agg = switchyard_perf::estimate(&same, p, Objective::Throughput).map_err(perf_err)?;
         if a.workload.json {
             let v = serde_json::json!({ "disaggregated": split, "aggregated": agg });
             out!("{}", serde_json::to_string_pretty(&v)?);
@@ -228,7 +236,7 @@ pub fn estimate(cat: &Catalog, a: &EstimateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let e = switchyard_perf::estimate(&q, &p, Objective::Latency).map_err(perf_err)?;
+    let e = switchyard_perf::estimate(&q, p, Objective::Latency).map_err(perf_err)?;
     if a.workload.json {
         out!("{}", serde_json::to_string_pretty(&e)?);
     } else {
@@ -517,7 +525,7 @@ pub struct CompareArgs {
 }
 
 /// Runs `compare`.
-pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
+pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     a.workload.check()?;
     let model = match (&a.model, &a.workload.workload) {
         (Some(m), _) => m.clone(),
@@ -525,7 +533,6 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         (None, None) => "llama-3.1-70b".to_string(),
     };
     cat.model(&model).map_err(usage)?;
-    let p = Params::default();
     let ids: Vec<String> = if a.hardware.is_empty() {
         cat.systems().iter().map(|s| s.id.clone()).collect()
     } else {
@@ -533,10 +540,10 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
     };
     let mut rows = Vec::new();
     for id in &ids {
-        let q = a.workload.query(cat, &model, id)?;
+        let q = a.workload.query(cat, p, &model, id)?;
         rows.push((
             id.clone(),
-            switchyard_perf::estimate(&q, &p, Objective::Latency),
+            switchyard_perf::estimate(&q, p, Objective::Latency),
         ));
     }
     if a.workload.json {
@@ -550,7 +557,7 @@ pub fn compare(cat: &Catalog, a: &CompareArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let (isl, osl, tpot_limit, ttft_limit) = a.workload.resolve(cat, &model)?;
+    let (isl, osl, tpot_limit, ttft_limit) = a.workload.resolve(cat, p, &model)?;
     out!(
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit",
         model, a.workload.concurrency
@@ -609,9 +616,10 @@ pub struct ValidateArgs {
     json: bool,
 }
 
-/// Runs `validate`.
-pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
-    let (name, text) = match &a.points {
+/// A points file by path, or the built-in copy of `reference/points.csv`: its name for
+/// reports and its rows.
+fn read_points(path: Option<&Path>) -> Result<(String, Vec<validate::Point>)> {
+    let (name, text) = match path {
         Some(path) => (
             path.display().to_string(),
             std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?,
@@ -622,8 +630,141 @@ pub fn validate(cat: &Catalog, a: &ValidateArgs) -> Result<()> {
         ),
     };
     let rows = validate::parse_points(&text).map_err(|e| usage(format!("{name}: {e}")))?;
-    let p = Params::default();
-    let (outcomes, summary) = validate::run(cat, &p, &rows);
+    Ok((name, rows))
+}
+
+/// The calibrated parameters, or those of the user's file over them.
+pub fn load_params(path: Option<&Path>) -> Result<Params> {
+    match path {
+        None => Ok(Params::default()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            Params::from_toml(&text, &path.display().to_string()).map_err(usage)
+        }
+    }
+}
+
+/// `switchyard calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Measurements to fit to, in the columns of reference/points.csv (default: the
+    /// built-in copy).
+    #[arg(long, value_name = "FILE")]
+    points: Option<std::path::PathBuf>,
+    /// Measurements kept out of the fit, scored before and after it: whether the fit
+    /// generalises.
+    #[arg(long, value_name = "FILE")]
+    check: Option<std::path::PathBuf>,
+    /// Move only these parameters, comma-separated (default: every one a calibration may
+    /// move; a wrong name lists them).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Write the fitted parameters to this file, for --params.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A parameter's value in four significant figures, in the notation that reads best for its
+/// size (efficiencies as decimals, latencies in seconds with an exponent).
+fn short(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-2 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// One line per group and one overall, as `validate` ends.
+fn summary_lines(s: &validate::Summary) -> Vec<(String, f64, usize)> {
+    let mut v: Vec<(String, f64, usize)> = s
+        .groups
+        .iter()
+        .map(|(g, m, n)| (format!("group {}", g.name()), *m, *n))
+        .collect();
+    v.push(("overall".to_string(), s.mape, s.n));
+    v
+}
+
+/// Runs `calibrate`.
+pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
+    let (name, rows) = read_points(a.points.as_deref())?;
+    let knobs = switchyard_perf::calibrate::select(a.only.as_deref()).map_err(usage)?;
+    let c = switchyard_perf::calibrate::calibrate(cat, p, &rows, &knobs)
+        .map_err(|e| usage(format!("{name}: {e}")))?;
+    let check = match &a.check {
+        None => None,
+        Some(path) => {
+            let (check_name, check_rows) = read_points(Some(path))?;
+            let (_, before) = validate::run(cat, p, &check_rows);
+            let (_, after) = validate::run(cat, &c.params, &check_rows);
+            Some((check_name, before, after))
+        }
+    };
+    let file = format!(
+        "# Model parameters fitted by `switchyard calibrate` to {name}: {} rows, MAPE {:.1}% before, {:.1}% after.\n\
+         # Parameters not named here keep their calibrated defaults. Use with --params.\n{}",
+        c.after.n,
+        c.before.mape,
+        c.after.mape,
+        c.params.diff_toml(&Params::default())
+    );
+    if let Some(path) = &a.out {
+        std::fs::write(path, &file).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "points": name,
+            "calibration": c,
+            "check": check.as_ref().map(|(n, b, a)| serde_json::json!({"points": n, "before": b, "after": a})),
+        });
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    out!(
+        "calibrated to {name}: {} rows modelled, {} skipped, {} predictions of the set",
+        c.after.n,
+        c.after.skipped,
+        c.evaluations
+    );
+    if c.moved.is_empty() {
+        out!("no parameter moved: the starting values fit these points best");
+    } else {
+        out!("{:<24} {:>12} {:>12}", "parameter", "before", "after");
+        for m in &c.moved {
+            out!("{:<24} {:>12} {:>12}", m.name, short(m.from), short(m.to));
+        }
+    }
+    let mut scored = vec![(name.clone(), &c.before, &c.after)];
+    if let Some((n, b, a)) = &check {
+        scored.push((format!("{n} (held out)"), b, a));
+    }
+    for (n, before, after) in scored {
+        out!("MAPE on {n}, before -> after:");
+        for ((label, b, k), (_, a, _)) in
+            summary_lines(before).into_iter().zip(summary_lines(after))
+        {
+            out!("  {label:<46} {b:>6.1}% -> {a:>6.1}% over {k} points");
+        }
+    }
+    match &a.out {
+        Some(path) => out!(
+            "wrote {} (use it with --params {})",
+            path.display(),
+            path.display()
+        ),
+        None => out!("\n{}", file.trim_end()),
+    }
+    Ok(())
+}
+
+/// Runs `validate`.
+pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
+    let (_, rows) = read_points(a.points.as_deref())?;
+    let (outcomes, summary) = validate::run(cat, p, &rows);
     if a.json {
         let v = serde_json::json!({
             "points": outcomes.iter().map(|o| serde_json::json!({
@@ -696,17 +837,19 @@ pub enum Listing {
     Models,
     /// Benchmark workloads (dataset lengths and server limits).
     Workloads,
+    /// The model's parameters in use, as a parameters file (not part of the default listing).
+    Params,
 }
 
 /// `switchyard catalog`.
 #[derive(Debug, Args)]
 pub struct CatalogArgs {
-    /// What to list (default: all).
+    /// What to list (default: systems, models and workloads).
     what: Option<Listing>,
 }
 
 /// Runs `catalog`.
-pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
+pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
     if matches!(a.what, None | Some(Listing::Systems)) {
         out!(
             "{:<10} {:<6} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8}  {}",
@@ -819,6 +962,20 @@ pub fn catalog(cat: &Catalog, a: &CatalogArgs) -> Result<()> {
                 pair(w.interactive_ttft_ms, w.interactive_tpot_ms)
             );
             out!("{:<22}   sources: {}", "", w.sources.join(" "));
+        }
+    }
+    if matches!(a.what, Some(Listing::Params)) {
+        let defaults = Params::default().values();
+        for ((name, v), (_, d)) in p.values().into_iter().zip(defaults) {
+            let text = Params::toml_value(&name, v);
+            if v.to_bits() == d.to_bits() {
+                out!("{name} = {text}");
+            } else {
+                out!(
+                    "{name} = {text}  # default {}",
+                    Params::toml_value(&name, d)
+                );
+            }
         }
     }
     Ok(())

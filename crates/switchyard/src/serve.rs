@@ -24,7 +24,7 @@ pub struct ServeArgs {
 }
 
 /// Runs `serve` until interrupted.
-pub fn serve(cat: Catalog, a: &ServeArgs) -> Result<()> {
+pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
     let (text, origin) = match &a.config {
         Some(p) => (
             std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
@@ -38,7 +38,7 @@ pub fn serve(cat: Catalog, a: &ServeArgs) -> Result<()> {
     let config = Config::parse(&text, &origin).map_err(|e| UsageError(e.to_string()))?;
     // The gateway lives until the process ends; its emulated providers borrow the catalog.
     let catalog: &'static Catalog = Box::leak(Box::new(cat));
-    let params: &'static Params = Box::leak(Box::new(Params::default()));
+    let params: &'static Params = Box::leak(Box::new(params));
     let rt = match a.workers {
         Some(0) => return Err(UsageError("--workers must be at least 1".into()).into()),
         Some(1) => tokio::runtime::Builder::new_current_thread()

@@ -64,7 +64,7 @@ fn read(path: &Path) -> Result<String> {
 }
 
 /// Runs `simulate`.
-pub fn simulate(cat: &Catalog, a: &SimulateArgs) -> Result<()> {
+pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> {
     if let Some(x) = a.rate_x {
         if !(x > 0.0 && x.is_finite()) {
             return Err(usage(format!(
@@ -110,14 +110,13 @@ pub fn simulate(cat: &Catalog, a: &SimulateArgs) -> Result<()> {
         }
         (None, None) => None,
     };
-    let params = Params::default();
     let over = Overrides {
         seed: a.seed,
         rate_x: a.rate_x,
         requests: a.requests,
     };
     let scn = file
-        .resolve(&text, &origin, cat, &params, trace_rows, &over)
+        .resolve(&text, &origin, cat, params, trace_rows, &over)
         .map_err(usage)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let csv_path = a.out.join("requests.csv");
@@ -161,7 +160,7 @@ pub fn simulate(cat: &Catalog, a: &SimulateArgs) -> Result<()> {
             }
         }
     };
-    let (summary, dist) = run_sim(&scn, &params, RunOptions::default(), sink, &mut progress);
+    let (summary, dist) = run_sim(&scn, params, RunOptions::default(), sink, &mut progress);
     if let Some(e) = io_err {
         return Err(e).with_context(|| format!("writing {}", csv_path.display()));
     }

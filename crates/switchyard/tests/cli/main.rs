@@ -405,6 +405,131 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+#[test]
+fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
+    // Two H100 throughputs, published 30% above what the defaults predict.
+    let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
+    let rows = [
+        "a,h100-sxm,8,llama-3.1-70b,fp8,tp8,none,64,2048,512,throughput_tok_s",
+        "b,h100-sxm,1,llama-3.1-8b,fp8,tp1,none,128,1024,1024,throughput_tok_s",
+    ];
+    let probe = temp_file(
+        "probe.csv",
+        &format!("{header}{},1,test,,,\n{},1,test,,,\n", rows[0], rows[1]),
+    );
+    let o = run(&[
+        "validate",
+        "--points",
+        probe.to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let predicted: Vec<f64> = v["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["predicted"].as_f64().expect("modelled"))
+        .collect();
+    let mine = temp_file(
+        "mine.csv",
+        &format!(
+            "{header}{},{},test,,,\n{},{},test,,,\n",
+            rows[0],
+            predicted[0] * 1.3,
+            rows[1],
+            predicted[1] * 1.3
+        ),
+    );
+    let fitted = temp_file("fitted.toml", "");
+    let mine_s = mine.to_str().expect("path");
+    let fitted_s = fitted.to_str().expect("path");
+    let out = prints(
+        &[
+            "calibrate",
+            "--points",
+            mine_s,
+            "--only",
+            "gpu_decode_flops_eff,gpu_prefill_flops_eff",
+            "--out",
+            fitted_s,
+        ],
+        &["gpu_decode_flops_eff", "before -> after", "wrote"],
+    );
+    let file = std::fs::read_to_string(&fitted).expect("written");
+    assert!(file.contains("gpu_decode_flops_eff = "), "{file}");
+    assert!(
+        !file.contains("wafer"),
+        "only what moved is written:\n{file}"
+    );
+    let overall = out
+        .lines()
+        .find(|l| l.contains("overall"))
+        .expect("overall line");
+    let after: f64 = overall
+        .split("->")
+        .nth(1)
+        .and_then(|t| t.trim().split('%').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("after MAPE");
+    assert!(after < 10.0, "{overall}");
+    // The file, given back with --params, predicts the points as calibrate said.
+    let o = run(&["--params", fitted_s, "validate", "--points", mine_s]);
+    let (v_out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        v_out
+            .trim_end()
+            .ends_with(&format!("MAPE {after:.1}% over 2 points, 0 skipped")),
+        "{v_out}\n{overall}"
+    );
+    // ... and the other commands use it: a faster H100 estimate than the defaults give.
+    let speed = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend([
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--json",
+        ]);
+        let o = run(&args);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["peak"]["throughput_tok_s"].as_f64().expect("peak")
+    };
+    assert!(speed(&["--params", fitted_s]) > speed(&[]) * 1.05);
+    let listed = prints(
+        &["--params", fitted_s, "catalog", "params"],
+        &["# default 0.32"],
+    );
+    assert!(listed.contains("max_batch = 2048\n"), "{listed}");
+    // A bad file or knob is one line naming what is wrong.
+    let bad = temp_file("bad.toml", "# mine\ngpu_prefill_flops_eff = 1.5\n");
+    let o = run(&[
+        "--params",
+        bad.to_str().expect("path"),
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("bad.toml: line 2, field `gpu_prefill_flops_eff`"),
+        "{err}"
+    );
+    let o = run(&["calibrate", "--points", mine_s, "--only", "speed"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("`speed` is not a parameter") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
 fn out_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("switchyard-sim-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,294 @@
+//! Fitting the model's named parameters to measurements: the built-in values to the
+//! published points, or a user's to their own stack.
+//!
+//! The same formulas serve every system, so what a calibration moves are the efficiencies
+//! and latencies of [`Params`], each within the range its physics allows ([`KNOBS`]); no
+//! value is attached to a data point. The search is coordinate descent with multiplicative
+//! steps, deterministic and a few thousand predictions long. It minimises the mean of the
+//! per-group MAPEs plus half the overall MAPE, so that a group with few rows (a handful of
+//! wafer-scale speeds beside fifty GPU throughputs) still counts. A step that would change
+//! which rows can be modelled is refused: a fit must not improve its score by losing rows.
+
+use crate::validate::{self, Point, Summary};
+use crate::{Catalog, Params};
+
+/// A parameter that a calibration may move, and the range it may move in.
+pub struct Knob {
+    /// The field of [`Params`].
+    pub name: &'static str,
+    /// Lowest value the search may take.
+    pub lo: f64,
+    /// Highest value the search may take.
+    pub hi: f64,
+    field: fn(&mut Params) -> &mut f64,
+}
+
+impl std::fmt::Debug for Knob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knob")
+            .field("name", &self.name)
+            .field("lo", &self.lo)
+            .field("hi", &self.hi)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Knob`] over the field `$name` of [`Params`], named as the field.
+macro_rules! knob {
+    ($name:ident, $lo:expr, $hi:expr) => {
+        Knob {
+            name: stringify!($name),
+            lo: $lo,
+            hi: $hi,
+            field: |p| &mut p.$name,
+        }
+    };
+}
+
+/// The parameters a calibration may move, with their ranges: efficiencies between a tenth
+/// and all of their peak, and latencies between a tenth and ten times their calibrated value
+/// (the wafer and SRAM-machine latencies, which are fitted, a wider span). The serving
+/// assumptions, memory shares and energy prices are not fitted: they are stated, not
+/// measured through throughput.
+pub const KNOBS: &[Knob] = &[
+    knob!(gpu_bw_eff, 0.5, 1.0),
+    knob!(gpu_decode_flops_eff, 0.1, 1.0),
+    knob!(gpu_prefill_flops_eff, 0.1, 1.0),
+    knob!(gpu_step_overhead_s, 1e-4, 2e-2),
+    knob!(gpu_layer_overhead_s, 4e-6, 4e-4),
+    knob!(allreduce_latency_s, 1e-6, 1e-4),
+    knob!(fabric_eff, 0.1, 1.0),
+    knob!(wafer_phase_s, 1e-8, 2e-5),
+    knob!(wafer_hop_s, 1e-11, 1e-7),
+    knob!(wafer_sram_read_eff, 0.01, 1.0),
+    knob!(wafer_prefill_eff, 0.001, 1.0),
+    knob!(wafer_link_s, 1e-7, 5e-4),
+    knob!(lpu_layer_s, 1e-6, 1e-4),
+    knob!(lpu_chip_hop_s, 1e-8, 2e-5),
+    knob!(rdu_layer_s, 1e-7, 1e-4),
+    knob!(rdu_bw_eff, 0.1, 1.0),
+];
+
+/// The factors one coordinate step tries, coarse to fine on both sides.
+const STEPS: [f64; 8] = [0.5, 0.7, 0.85, 0.93, 1.07, 1.18, 1.4, 2.0];
+
+/// Rounds over every knob at most; a round that improves nothing ends the search sooner.
+const MAX_ROUNDS: usize = 8;
+
+/// One parameter a calibration moved.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moved {
+    /// The field of [`Params`].
+    pub name: &'static str,
+    /// Its value before.
+    pub from: f64,
+    /// Its value after.
+    pub to: f64,
+}
+
+/// The result of a calibration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Calibration {
+    /// The fitted parameters.
+    pub params: Params,
+    /// The points as the starting parameters predict them.
+    pub before: Summary,
+    /// The points as the fitted parameters predict them.
+    pub after: Summary,
+    /// The parameters that moved, in [`KNOBS`] order.
+    pub moved: Vec<Moved>,
+    /// Predictions of the whole set the search made.
+    pub evaluations: usize,
+}
+
+/// What the search minimises (see the module header).
+fn objective(s: &Summary) -> f64 {
+    let groups = s.groups.iter().map(|(_, m, _)| *m).sum::<f64>() / s.groups.len().max(1) as f64;
+    groups + 0.5 * s.mape
+}
+
+/// The knobs named in `only` (all of [`KNOBS`] where `None`), or the names that are not knobs.
+pub fn select(only: Option<&[String]>) -> Result<Vec<&'static Knob>, String> {
+    let Some(names) = only else {
+        return Ok(KNOBS.iter().collect());
+    };
+    let mut chosen = Vec::new();
+    for n in names {
+        match KNOBS.iter().find(|k| k.name == n.trim()) {
+            Some(k) => chosen.push(k),
+            None => {
+                return Err(format!(
+                    "`{}` is not a parameter a calibration may move; these are: {}",
+                    n.trim(),
+                    KNOBS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                ))
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err("no parameters to move".into());
+    }
+    Ok(chosen)
+}
+
+/// Fits `knobs`, starting from `start`, to `rows`. Fails when no row can be modelled.
+pub fn calibrate(
+    cat: &Catalog,
+    start: &Params,
+    rows: &[Point],
+    knobs: &[&Knob],
+) -> Result<Calibration, String> {
+    let (_, before) = validate::run(cat, start, rows);
+    if before.n == 0 {
+        return Err(format!(
+            "none of the {} rows can be modelled, so there is nothing to fit to",
+            rows.len()
+        ));
+    }
+    let mut p = start.clone();
+    let mut best = before.clone();
+    let mut score = objective(&best);
+    let mut evaluations = 1;
+    for _ in 0..MAX_ROUNDS {
+        let mut improved = false;
+        for k in knobs {
+            for f in STEPS {
+                let mut trial = p.clone();
+                let v = (k.field)(&mut trial);
+                let next = (*v * f).clamp(k.lo, k.hi);
+                if next == *v {
+                    continue;
+                }
+                *v = next;
+                let (_, s) = validate::run(cat, &trial, rows);
+                evaluations += 1;
+                // Relative and absolute slack keep rounding noise from counting as progress.
+                if s.n == before.n && objective(&s) < score - 1e-9 * score.max(1.0) {
+                    score = objective(&s);
+                    best = s;
+                    p = trial;
+                    improved = true;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    let moved = KNOBS
+        .iter()
+        .filter_map(|k| {
+            let from = *(k.field)(&mut start.clone());
+            let to = *(k.field)(&mut p.clone());
+            (from.to_bits() != to.to_bits()).then_some(Moved {
+                name: k.name,
+                from,
+                to,
+            })
+        })
+        .collect();
+    Ok(Calibration {
+        params: p,
+        before,
+        after: best,
+        moved,
+        evaluations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points whose published values are the model's own predictions under `truth`.
+    fn synthetic(cat: &Catalog, truth: &Params) -> Vec<Point> {
+        let text = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n\
+            a,h100-sxm,8,llama-3.1-70b,fp8,,none,64,2048,512,throughput_tok_s,1,test,,,\n\
+            b,h100-sxm,8,llama-3.1-70b,fp8,,none,1,2048,512,decode_tok_s_per_user,1,test,,,\n\
+            c,b200,8,llama-3.1-8b,fp8,,none,256,1024,1024,throughput_tok_s,1,test,,,\n\
+            d,h200,1,llama-3.1-8b,fp8,,none,,128,2048,throughput_tok_s,1,test,,,\n\
+            e,h100-sxm,2,llama-3.1-8b,bf16,,none,16,4096,256,ttft_s,1,test,,,\n";
+        let mut rows = validate::parse_points(text).expect("valid");
+        let (outcomes, s) = validate::run(cat, truth, &rows);
+        assert_eq!(s.n, rows.len(), "{outcomes:?}");
+        for (r, o) in rows.iter_mut().zip(&outcomes) {
+            r.value = format!("{}", o.predicted.clone().expect("valid"));
+        }
+        rows
+    }
+
+    #[test]
+    fn a_calibration_recovers_the_parameters_that_made_the_points() {
+        let cat = Catalog::builtin().expect("valid");
+        let truth = Params {
+            gpu_decode_flops_eff: 0.55,
+            gpu_prefill_flops_eff: 0.6,
+            ..Params::default()
+        };
+        let rows = synthetic(&cat, &truth);
+        let knobs = select(Some(&[
+            "gpu_decode_flops_eff".to_string(),
+            "gpu_prefill_flops_eff".to_string(),
+        ]))
+        .expect("valid");
+        let c = calibrate(&cat, &Params::default(), &rows, &knobs).expect("valid");
+        assert!(c.before.mape > 5.0, "{}", c.before.mape);
+        assert!(c.after.mape < 1.5, "{}", c.after.mape);
+        let got = c.params.gpu_decode_flops_eff;
+        assert!((got - 0.55).abs() < 0.03, "{got}");
+        assert_eq!(c.moved.len(), 2, "{:?}", c.moved);
+        // Nothing outside the knobs moved.
+        let mut rest = c.params.clone();
+        rest.gpu_decode_flops_eff = Params::default().gpu_decode_flops_eff;
+        rest.gpu_prefill_flops_eff = Params::default().gpu_prefill_flops_eff;
+        assert_eq!(rest, Params::default());
+    }
+
+    #[test]
+    fn points_the_start_already_fits_move_nothing() {
+        let cat = Catalog::builtin().expect("valid");
+        let rows = synthetic(&cat, &Params::default());
+        let c = calibrate(
+            &cat,
+            &Params::default(),
+            &rows,
+            &select(None).expect("valid"),
+        )
+        .expect("valid");
+        assert!(c.moved.is_empty(), "{:?}", c.moved);
+        assert!(c.after.mape < 1e-6);
+    }
+
+    #[test]
+    fn knobs_stay_in_their_ranges_and_unknown_names_are_refused() {
+        for k in KNOBS {
+            let v = *(k.field)(&mut Params::default());
+            assert!(
+                k.lo <= v && v <= k.hi,
+                "{} = {v} outside [{}, {}]",
+                k.name,
+                k.lo,
+                k.hi
+            );
+        }
+        let e = select(Some(&["gpu_speed".to_string()])).expect_err("refused");
+        assert!(
+            e.contains("gpu_speed") && e.contains("gpu_decode_flops_eff"),
+            "{e}"
+        );
+        let cat = Catalog::builtin().expect("valid");
+        let rows = validate::parse_points(
+            "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n\
+             x,no-such-chip,,llama-3.1-8b,,,,,,,throughput_tok_s,5,test,,,\n",
+        )
+        .expect("valid");
+        let e = calibrate(
+            &cat,
+            &Params::default(),
+            &rows,
+            &select(None).expect("valid"),
+        )
+        .expect_err("refused");
+        assert!(e.contains("none of the 1 rows"), "{e}");
+    }
+}
