@@ -265,8 +265,9 @@ fn by_name<'a, T>(
 /// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces.
 /// For systems also without a maker's name, an SXM form or an HBM generation, and without
 /// hyphens (memory sizes are checked apart, against the entry). For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
-/// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), a
-/// dotted version (`-v0.1`) or a four-digit date (`-0528`), and read as tokens (see
+/// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), an
+/// MLPerf accuracy target or suite (`llama2-70b-99.9`, `llama3.1-8b-edge`), a
+/// release revision (`-v0.1`) or a four-digit date (`-0528`), and read as tokens (see
 /// [`model_tokens`]); a bare `-v3` is part of the name.
 fn normalized(name: &str, model_names: bool) -> String {
     let mut s = spelled(name.rsplit('/').next().unwrap_or(name));
@@ -274,7 +275,9 @@ fn normalized(name: &str, model_names: bool) -> String {
         // Systems as published: a maker's name (`NVIDIA H200`, `AMD Instinct MI300X`,
         // `Cerebras CS-3`), a memory size or socket form (`H100 SXM5 80GB`) around the
         // chip's name, and hyphens placed as each writer likes (`CS-3`, `cs3`).
-        const MAKERS: [&str; 7] = [
+        // Clouds that name their instances after the system (`Azure-GB300-NVL72`) count as
+        // makers here.
+        const MAKERS: [&str; 11] = [
             "nvidia",
             "amd",
             "instinct",
@@ -282,12 +285,30 @@ fn normalized(name: &str, model_names: bool) -> String {
             "sambanova",
             "groq",
             "intel",
+            "azure",
+            "aws",
+            "gcp",
+            "oci",
         ];
         let parts: Vec<&str> = s.split('-').filter(|t| !t.is_empty()).collect();
         let form = |t: &str| {
             matches!(
                 t,
-                "sxm" | "sxm4" | "sxm5" | "sxm6" | "hbm" | "hbm2" | "hbm2e" | "hbm3" | "hbm3e"
+                "sxm"
+                    | "sxm4"
+                    | "sxm5"
+                    | "sxm6"
+                    | "oam"
+                    | "hbm"
+                    | "hbm2"
+                    | "hbm2e"
+                    | "hbm3"
+                    | "hbm3e"
+                    // The host's processors, as MLPerf's system names add them
+                    // (`GB200-186GB_aarch64x72`).
+                    | "aarch64"
+                    | "arm64"
+                    | "x86"
             )
         };
         let kept: Vec<&str> = parts
@@ -320,14 +341,19 @@ fn normalized(name: &str, model_names: bool) -> String {
             "-fp4",
             "-nvfp4",
             "-bf16",
+            // MLPerf's benchmark names: an accuracy target and the edge suite.
+            "-99.9",
+            "-99",
+            "-edge",
         ] {
             if let Some(rest) = s.strip_suffix(suffix) {
                 s = rest.to_string();
             }
         }
         if let Some((head, tail)) = s.rsplit_once('-') {
-            let dotted = tail.strip_prefix('v').is_some_and(|v| {
-                v.contains('.') && v.chars().all(|c| c.is_ascii_digit() || c == '.')
+            // A release revision (`-v0.1`, `-v0.3`), not a generation (`DeepSeek-V3.1`).
+            let dotted = tail.strip_prefix("v0.").is_some_and(|v| {
+                !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')
             });
             let date = tail.len() == 4 && tail.chars().all(|c| c.is_ascii_digit());
             if dotted || date {

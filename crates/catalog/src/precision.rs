@@ -70,18 +70,30 @@ pub struct UnknownPrecision(pub String);
 
 impl FromStr for Precision {
     type Err = UnknownPrecision;
+    /// A format's name in any case, with `_` or spaces for `-` (`fp8_e4m3fn`) and a note in
+    /// brackets after it (`FP8 (E4M3)`). Weight-only formats (`W4A16`, AWQ, GPTQ) are
+    /// refused: their products run in 16 bits, which no one precision describes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "bf16" | "bfloat16" => Precision::Bf16,
-            "fp16" | "f16" | "float16" | "16-bit" => Precision::Fp16,
-            "fp8" | "f8" | "fp8-e4m3" | "e4m3" | "fp8-e5m2" | "e5m2" | "mxfp8" | "w8a8-fp8" => {
-                Precision::Fp8
-            }
-            "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
-            "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
-            "int4" | "i4" => Precision::Int4,
-            _ => return Err(UnknownPrecision(s.to_string())),
-        })
+        let cleaned = s
+            .split('(')
+            .next()
+            .unwrap_or(s)
+            .trim()
+            .to_ascii_lowercase()
+            .replace([' ', '_'], "-");
+        let named = |n: &str| {
+            Some(match n {
+                "bf16" | "bfloat16" => Precision::Bf16,
+                "fp16" | "f16" | "float16" | "half" | "16-bit" => Precision::Fp16,
+                "fp8" | "f8" | "float8" | "fp8-e4m3" | "fp8-e4m3fn" | "float8-e4m3fn" | "e4m3"
+                | "fp8-e5m2" | "e5m2" | "mxfp8" | "w8a8-fp8" | "fp8-dynamic" => Precision::Fp8,
+                "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
+                "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
+                "int4" | "i4" => Precision::Int4,
+                _ => return None,
+            })
+        };
+        named(&cleaned).ok_or_else(|| UnknownPrecision(s.to_string()))
     }
 }
 

@@ -337,6 +337,15 @@ fn published_names_and_aliases_find_their_entries() {
         ("llama-3.1-8b-instant", "llama-3.1-8b"),
         ("llama-3.3-70b-versatile", "llama-3.3-70b"),
         ("nvidia/Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),
+        // MLPerf's benchmark names, with an accuracy target or the edge suite.
+        ("llama2-70b-99", "llama-2-70b"),
+        ("llama2-70b-99.9", "llama-2-70b"),
+        ("llama3.1-405b", "llama-3.1-405b"),
+        ("llama3.1-8b-edge", "llama-3.1-8b"),
+        // Checkpoints of the same shapes as an entry are its aliases.
+        ("deepseek-ai/DeepSeek-V3", "deepseek-r1"),
+        ("deepseek-ai/DeepSeek-V3.1", "deepseek-r1"),
+        ("Qwen/Qwen2.5-72B-Instruct", "qwen2-72b"),
     ] {
         assert_eq!(cat.model(name).expect(name).id, id);
     }
@@ -354,15 +363,23 @@ fn published_names_and_aliases_find_their_entries() {
         ("SambaNova SN40L", "sn40l"),
         ("Groq LPU", "groq-lpu"),
         ("NVIDIA GB200 NVL72", "gb200"),
+        ("MI300X OAM", "mi300x"),
+        ("GroqCard", "groq-lpu"),
+        ("Azure GB300 NVL72", "gb300"),
+        // PCIe cards are their own entries, not the SXM parts.
+        ("H100 PCIe 80GB", "h100-pcie"),
+        ("NVIDIA H200 NVL", "h200-nvl"),
+        ("NVIDIA H100 80GB", "h100-sxm"),
     ] {
         assert_eq!(cat.system(name).expect(name).id, id);
     }
     // Near misses are still refused: a size is never dropped.
     assert!(cat.model("llama-3.1-7b").is_err());
     assert!(cat.system("h300").is_err());
-    // A maker's name alone, or a PCIe card the catalog does not hold, names nothing.
+    // A maker's name alone, or a card the catalog does not hold, names nothing.
     assert!(cat.system("NVIDIA").is_err());
-    assert!(cat.system("H100 PCIe 80GB").is_err());
+    assert!(cat.system("A100 PCIe 80GB").is_err());
+    assert!(cat.model("deepseek-v3.2").is_err());
     // Memory sizes and HBM generations are read, and a size must be the entry's own.
     for (name, id) in [
         ("NVIDIA H100 80GB HBM3", "h100-sxm"),
@@ -421,12 +438,18 @@ fn precisions_parse_and_size() {
         ("e4m3", Precision::Fp8),
         ("W8A8", Precision::Int8),
         ("nvfp4", Precision::Fp4),
+        ("FP8 (E4M3)", Precision::Fp8),
+        ("fp8_e4m3fn", Precision::Fp8),
+        ("Float8 E4M3FN", Precision::Fp8),
+        (" BF16 ", Precision::Bf16),
     ] {
         assert_eq!(alias.parse::<Precision>().expect(alias), p);
     }
     assert!("fp3".parse::<Precision>().is_err());
     // Weight-only 4-bit formats compute in 16 bits, which no one precision describes.
     assert!("w4a16".parse::<Precision>().is_err());
+    assert!("int4-awq".parse::<Precision>().is_err());
+    assert!("8-bit".parse::<Precision>().is_err());
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);
 }

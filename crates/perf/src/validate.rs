@@ -595,20 +595,65 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
 }
 
 /// The system a `hardware` cell names, and a chip count it states in the same cell
-/// (`8xH100`, `H100x8`, `8 x H100`) when the name alone is not one.
+/// (`8xH100`, `H100x8`, `8 x H100`) when the name alone is not one. A name in MLPerf's
+/// style, parts joined by `_` (`H200-SXM-141GBx8_TRT`, `8xMI300X_2xEPYC_9575F`,
+/// `GB200-NVL72_GB200-186GB_aarch64x72`), is read from the longest run of parts that names a
+/// system; runs of one length that name different systems name none.
 fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
     let cell = cell.trim();
+    let whole = match system_in(cat, cell) {
+        Ok(found) => return Ok(found),
+        Err(e) => e,
+    };
+    let parts: Vec<&str> = cell.split('_').filter(|p| !p.trim().is_empty()).collect();
+    for len in (1..parts.len()).rev() {
+        let mut found: Vec<(&System, Option<u32>)> = parts
+            .windows(len)
+            .filter_map(|run| system_in(cat, &run.join("-")).ok())
+            .collect();
+        if found.iter().any(|(s, _)| s.id != found[0].0.id) {
+            return Err(format!(
+                "`{cell}` names more than one system ({} and {})",
+                found[0].0.id,
+                found
+                    .iter()
+                    .find(|(s, _)| s.id != found[0].0.id)
+                    .map_or("", |(s, _)| &s.id)
+            ));
+        }
+        // A run that states a count says more than one that does not.
+        found.sort_by_key(|(_, n)| n.is_none());
+        if let Some(first) = found.into_iter().next() {
+            return Ok(first);
+        }
+    }
+    Err(whole)
+}
+
+/// Whether a name states a memory size (`141GB`, `80 GB`): a count after such a name counts
+/// chips of that size.
+fn sized(name: &str) -> bool {
+    let tokens: Vec<&str> = name.split([' ', '-', '_']).collect();
+    tokens.iter().enumerate().any(|(i, t)| {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        t.strip_suffix("gb").is_some_and(digits) || (*t == "gb" && i > 0 && digits(tokens[i - 1]))
+    })
+}
+
+/// [`system_of`] for one run of a name.
+fn system_in<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
     let whole = match cat.system(cell) {
         Ok(s) => return Ok((s, None)),
         Err(e) => e.to_string(),
     };
     let lower = cell.to_ascii_lowercase();
-    let split = |a: &str, b: &str| -> Option<(u32, String)> {
+    // (count, name, whether the count comes first)
+    let split = |a: &str, b: &str| -> Option<(u32, String, bool)> {
         let (a, b) = (a.trim(), b.trim());
         a.parse::<u32>()
             .ok()
-            .map(|n| (n, b.to_string()))
-            .or_else(|| b.parse::<u32>().ok().map(|n| (n, a.to_string())))
+            .map(|n| (n, b.to_string(), true))
+            .or_else(|| b.parse::<u32>().ok().map(|n| (n, a.to_string(), false)))
     };
     let mut candidates = Vec::new();
     for sep in ['x', '×', '*'] {
@@ -620,18 +665,20 @@ fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
         }
     }
     // A count of whole systems (`2x DGX H100`, `2x GB200 NVL72`, `4x SambaRack`) is that
-    // many times the system's chips.
-    let whole_systems = |name: &str| {
-        ["dgx", "hgx", "nvl", "rack", "node", "sn40l-16"]
-            .iter()
-            .any(|w| name.contains(w))
+    // many times the system's chips; a count after a memory size counts chips of that size
+    // (`GB300-NVL72-288GBx72`).
+    let whole_systems = |name: &str, first: bool| {
+        (first || !sized(name))
+            && ["dgx", "hgx", "nvl", "rack", "node", "sn40l-16"]
+                .iter()
+                .any(|w| name.contains(w))
     };
     candidates
         .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .find_map(|(n, name)| {
+        .filter(|(n, _, _)| *n > 0)
+        .find_map(|(n, name, first)| {
             cat.system(&name).ok().map(|s| {
-                let chips = if whole_systems(&name) {
+                let chips = if whole_systems(&name, first) {
                     n * s.chips_per_system
                 } else {
                     n

@@ -813,6 +813,41 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
 }
 
 #[test]
+fn mlperf_system_names_give_the_system_and_its_chips() {
+    let cat = cat();
+    let header =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
+    let cells = [
+        ("H200-SXM-141GBx8_TRT", "8xh200 "),
+        ("8xMI300X_2xEPYC_9575F", "8xmi300x "),
+        ("GB200-NVL72_GB200-186GB_aarch64x72_TRT", "72xgb200 "),
+        // A count after a memory size counts chips, even beside a rack's name.
+        ("Azure-GB300-NVL72_288GBx72", "72xgb300 "),
+        ("C880A_M8_B300_270GBx8_TRT", "8xb300 "),
+        // A count before a rack's name still counts racks.
+        ("2x GB200 NVL72", "144xgb200 "),
+    ];
+    let mut text = header.to_string();
+    for (i, (cell, _)) in cells.iter().enumerate() {
+        text.push_str(&format!(
+            "r{i},{cell},,llama-3.1-70b,fp8,,,offline,1000,100,throughput_tok_s,1\n"
+        ));
+    }
+    text.push_str("mixed,H100_MI300X,,llama-3.1-70b,fp8,,,offline,1000,100,throughput_tok_s,1\n");
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &Params::default(), &rows);
+    for ((cell, want), o) in cells.iter().zip(&out) {
+        assert!(o.predicted.is_ok(), "{cell}: {:?}", o.predicted);
+        assert!(o.layout.starts_with(want), "{cell}: {}", o.layout);
+    }
+    let why = out[cells.len()]
+        .predicted
+        .as_ref()
+        .expect_err("two systems");
+    assert!(why.contains("more than one system"), "{why}");
+}
+
+#[test]
 fn metric_spellings_in_other_units_give_the_same_prediction() {
     let cat = cat();
     let header = "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value,source_kind,source_url,date,notes\n";
