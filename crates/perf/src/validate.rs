@@ -397,6 +397,8 @@ enum Metric {
     Tpot,
     /// A request's whole latency: first token, then the rest of its output.
     EndToEnd,
+    /// Prompt tokens per second of one request's prefill: its prompt over its TTFT.
+    PrefillSpeed,
     /// Tokens per second of the deployment (output, prompt or both), in all or per chip.
     Throughput { kind: Tokens, per_chip: bool },
     /// Requests completed per second.
@@ -419,7 +421,11 @@ impl Metric {
     fn is_latency(self) -> bool {
         matches!(
             self,
-            Metric::UserSpeed | Metric::Ttft | Metric::Tpot | Metric::EndToEnd
+            Metric::UserSpeed
+                | Metric::Ttft
+                | Metric::Tpot
+                | Metric::EndToEnd
+                | Metric::PrefillSpeed
         )
     }
 }
@@ -475,6 +481,23 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             name.trim()
         ));
     }
+    // Rates per unit of power or money, and energy and cost, are outputs of the model but not
+    // what `validate` scores: published figures of them rest on bases (facility or chip
+    // power, rent or purchase) that a row does not state.
+    let per_power = has("per") && (has("w") || has("kw") || has("mw"));
+    if per_power
+        || [
+            "watt", "watts", "megawatt", "joule", "joules", "usd", "dollar", "dollars", "cost",
+            "price", "mtok",
+        ]
+        .iter()
+        .any(|w| has(w))
+    {
+        return Err(format!(
+            "metric `{}`: energy, cost and rates per watt or dollar are not validated",
+            name.trim()
+        ));
+    }
     let latency = |m: Metric| -> Result<(Metric, f64), String> {
         if has("ms") {
             Ok((m, 1000.0))
@@ -499,6 +522,30 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     }
     let tokens = has("tok") || has("tokens") || has("token") || has("tps");
     let rate = has("s") || has("sec") || has("second") || has("throughput") || has("tps");
+    // `prefill tok/s` is said of one prompt's speed and of a deployment's prompt throughput;
+    // only a name that says which is read.
+    if has("prefill") {
+        return if !rate {
+            Err(not_modelled())
+        } else if has("user") || has("request") || has("speed") {
+            Ok((Metric::PrefillSpeed, 1.0))
+        } else if has("input") || has("prompt") {
+            Ok((
+                Metric::Throughput {
+                    kind: Tokens::Input,
+                    per_chip: ["gpu", "chip", "device", "accelerator", "wafer"]
+                        .iter()
+                        .any(|w| has(w)),
+                },
+                1.0,
+            ))
+        } else {
+            Err(format!(
+                "metric `{}` is ambiguous: name it a prefill speed per request (a prompt's tokens over its TTFT) or an input token throughput (prompt tokens the deployment takes per second)",
+                name.trim()
+            ))
+        };
+    }
     if (has("req") || has("request") || has("requests")) && !tokens {
         return if rate {
             Ok((Metric::Requests, 1.0))
@@ -840,6 +887,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         Metric::Ttft => op.ttft_s,
         Metric::Tpot => op.tpot_s,
         Metric::EndToEnd => op.ttft_s + (osl - 1.0).max(0.0) * op.tpot_s,
+        Metric::PrefillSpeed => isl / op.ttft_s,
         Metric::Requests => op.throughput_tok_s / osl.max(1.0),
         Metric::Throughput { kind, per_chip } => {
             let tokens = match kind {

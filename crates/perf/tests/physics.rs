@@ -1000,6 +1000,11 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "Total input tokens",
         "Std TTFT (ms)",
         "Request throughput (req/min)",
+        "prefill_tok_s_per_user",
+        "prefill_tok_s",
+        "tok_s_per_mw",
+        "joules_per_token",
+        "Input prefill throughput (tok/s)",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -1034,6 +1039,13 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!(why(15).contains("not modelled"), "{}", why(15));
     assert!(why(16).contains("std"), "{}", why(16));
     assert!(why(17).contains("min"), "{}", why(17));
+    // A prompt's prefill speed is its 1,000 tokens over its TTFT; a prefill rate that does
+    // not say whose is refused, as are rates per watt and energy.
+    assert!((v(18) - 1000.0 / ttft).abs() < 1e-9 * v(18));
+    assert!(why(19).contains("ambiguous"), "{}", why(19));
+    assert!(why(20).contains("per watt"), "{}", why(20));
+    assert!(why(21).contains("energy"), "{}", why(21));
+    assert!((v(22) - v(14)).abs() < 1e-9 * v(14));
 }
 
 #[test]
