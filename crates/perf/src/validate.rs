@@ -225,21 +225,44 @@ pub struct Summary {
     pub groups: Vec<(Group, f64, usize)>,
 }
 
-/// A chip count, possibly with its unit (`8`, `8 GPUs`, `4 wafers`, `16 sockets`, `8x`).
-fn count_of(cell: &str) -> Option<u32> {
+/// A chip count, possibly with its unit (`8`, `8 GPUs`, `4 wafers`, `16 sockets`, `8x`), or a
+/// count of whole systems (`2 nodes`, `1 server`, `4 racks`), which is that many times the
+/// system's chips.
+fn count_of(cell: &str, system: &System) -> Option<u32> {
     let t = cell.trim().to_ascii_lowercase();
     let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
     let unit = t[digits.len()..].trim();
-    let known = [
+    let chips = [
         "", "x", "gpu", "gpus", "chip", "chips", "wafer", "wafers", "socket", "sockets", "rdu",
         "rdus", "lpu", "lpus",
     ];
-    if known.contains(&unit) {
-        digits.parse::<u32>().ok().filter(|n| *n > 0)
+    let systems = [
+        "node", "nodes", "system", "systems", "server", "servers", "rack", "racks",
+    ];
+    let n = digits.parse::<u32>().ok().filter(|n| *n > 0)?;
+    if chips.contains(&unit) {
+        Some(n)
+    } else if systems.contains(&unit) {
+        n.checked_mul(system.chips_per_system)
     } else {
         None
     }
 }
+
+/// Loads that mean the most a deployment carries, like a blank cell or `offline`.
+const PEAK_LOADS: [&str; 11] = [
+    "max",
+    "max load",
+    "max-load",
+    "maximum",
+    "saturation",
+    "saturated",
+    "peak",
+    "inf",
+    "infinite",
+    "unlimited",
+    "max throughput",
+];
 
 /// A token length: a number, or thousands of tokens written `1k`, `8K` (1,024 each, as
 /// benchmark names such as "1k/1k" mean); blank is `None`, anything else an error naming
@@ -585,11 +608,24 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
 /// eight GPUs), where [`Layout::ep`] multiplies them, so `ep` parts (`ep`, `ep8`, `tp8-ep8`)
 /// are dropped and what remains is read as `tp`/`pp`/`dp` degrees.
 fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
+    // Degrees as words (`tensor parallel 8`), a degree after `=` or a space (`TP=8`), and
+    // replicas as a count after `x` (`TP2 x 4`) are read as the short forms.
+    let mut words = cell.to_ascii_lowercase();
+    for (long, short) in [
+        ("tensor", "tp"),
+        ("pipeline", "pp"),
+        ("expert", "ep"),
+        ("data", "dp"),
+    ] {
+        for sep in [" ", "-", "_", ""] {
+            words = words.replace(&format!("{long}{sep}parallel"), short);
+        }
+    }
     // Parts are separated by punctuation or written together (`tp8ep8`): a letter after a
     // digit starts a new part.
     let mut parts: Vec<String> = Vec::new();
     let mut prev_digit = false;
-    for c in cell.chars() {
+    for c in words.chars() {
         if !c.is_ascii_alphanumeric() {
             prev_digit = false;
             parts.push(String::new());
@@ -603,9 +639,31 @@ fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
         }
         prev_digit = c.is_ascii_digit();
     }
-    let kept: Vec<String> = parts
+    let parts: Vec<String> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let mut joined: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        let next_is_number = parts
+            .get(i + 1)
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
+        match parts[i].as_str() {
+            "tp" | "pp" | "ep" | "dp" if next_is_number => {
+                joined.push(format!("{}{}", parts[i], parts[i + 1]));
+                i += 2;
+            }
+            "x" if next_is_number && !joined.is_empty() => {
+                joined.push(format!("dp{}", parts[i + 1]));
+                i += 2;
+            }
+            _ => {
+                joined.push(parts[i].clone());
+                i += 1;
+            }
+        }
+    }
+    let kept: Vec<String> = joined
         .into_iter()
-        .filter(|p| !p.is_empty() && !p.starts_with("ep"))
+        .filter(|p| !p.starts_with("ep"))
         .collect();
     if kept.is_empty() {
         return Ok(None);
@@ -748,8 +806,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     };
     let chips = match row.count.trim() {
         "" => stated_chips,
-        s => Some(count_of(s).ok_or_else(|| {
-            format!("count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers)")
+        s => Some(count_of(s, system).ok_or_else(|| {
+            format!("count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers) or of systems (2 nodes)")
         })?),
     };
     let layout = layout_of(&row.parallel)?;
@@ -783,7 +841,9 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let osl = length_of(&row.osl, "osl")?
         .or(workload.and_then(|w| w.osl))
         .unwrap_or(f64::from(p.default_osl));
-    let stated = if scenario.is_some() || conc == "offline" {
+    // A peak load stated in words is read as MLPerf's offline, without its dataset.
+    let peak_load = conc == "offline" || PEAK_LOADS.contains(&conc);
+    let stated = if scenario.is_some() || peak_load {
         None
     } else {
         concurrency_of(&row.concurrency)?
@@ -876,7 +936,7 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     };
     let e = estimate(&q, p, objective).map_err(|e| e.to_string())?;
     // A scenario row's latency, too, is the latency at that run's load.
-    let peak_row = conc.is_empty() || conc == "offline" || scenario.is_some();
+    let peak_row = conc.is_empty() || peak_load || scenario.is_some();
     let op = if peak_row && objective == Objective::Throughput {
         e.peak
     } else {

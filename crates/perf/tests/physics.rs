@@ -788,7 +788,11 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
          p,mi300x,8,llama-3.1-70b,fp8,,maybe,1,1000,100,decode_tok_s_per_user,1\n\
          q,h100-sxm,8,llama-3.1-70b,fp8,tp8,,64 concurrent users,\"1,024\",2048,throughput_tok_s,1\n\
          r,h100-sxm,1,llama-3.1-8b,fp8,,,1 user,2048,1,TTFT_ms,1\n\
-         s,h100-sxm,1,llama-3.1-8b,fp8,,,1,2048,1,ttft_ms,1\n"
+         s,h100-sxm,1,llama-3.1-8b,fp8,,,1,2048,1,ttft_ms,1\n\
+         t,h100-sxm,1 node,llama-3.1-70b,fp8,TP=8,,max load,1024,2048,throughput_tok_s,1\n\
+         u,h100-sxm,8,llama-3.1-70b,fp8,tensor parallel 8,,,1024,2048,throughput_tok_s,1\n\
+         v,h100-sxm,2 servers,llama-3.1-70b,fp8,TP2 x 8,,64,1024,2048,throughput_tok_s,1\n\
+         w,h100-sxm,16,llama-3.1-70b,fp8,tp2-dp8,,64,1024,2048,throughput_tok_s,1\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -810,6 +814,20 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
     assert!(why(15).contains("speculative `maybe`"), "{}", why(15));
     assert!((v(16) - v(8)).abs() < 1e-9 * v(8));
     assert!((v(17) - v(18)).abs() < 1e-9 * v(18));
+    // Whole systems as a count, degrees in words or after `=`, replicas after `x`, and a
+    // peak load in words.
+    assert!((v(19) - v(20)).abs() < 1e-9 * v(20));
+    assert!(
+        out[19].layout.starts_with("8xh100-sxm tp8-pp1"),
+        "{}",
+        out[19].layout
+    );
+    assert!((v(21) - v(22)).abs() < 1e-9 * v(22));
+    assert!(
+        out[21].layout.starts_with("16xh100-sxm tp2-pp1-dp8"),
+        "{}",
+        out[21].layout
+    );
 }
 
 #[test]
