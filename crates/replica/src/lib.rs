@@ -14,7 +14,10 @@
 //! and the KV cache allow, a request only when its whole prompt fits. The KV cache is paged in
 //! fixed-size blocks; when a running sequence needs a block and none is free, the most
 //! recently admitted sequence is preempted and later recomputed from its prompt and the
-//! tokens it had produced (vLLM's recompute policy).
+//! tokens it had produced (vLLM's recompute policy). With expert parallelism the replica's
+//! groups each serve their own sequences (attention data parallelism), so the cache is one
+//! pool of blocks per group: a request joins the group with the most free blocks, and a
+//! sequence that needs a block takes it from its own group, preempting only there.
 
 use std::collections::VecDeque;
 use switchyard_perf::{Batch, Deployment, Params};
@@ -50,12 +53,11 @@ pub struct EngineConfig {
     pub token_budget: u32,
     /// Tokens per KV-cache block.
     pub block_tokens: u32,
-    /// KV-cache blocks the replica holds.
+    /// KV-cache blocks the replica holds, over all its groups.
     pub kv_blocks: u32,
-    /// Most blocks one sequence may hold (0: no limit beyond the cache): with expert
-    /// parallelism each group keeps its own sequences' KV, so a sequence fits in one group's
-    /// share of the blocks.
-    pub max_seq_blocks: u32,
+    /// Groups that each keep their own sequences' KV in an equal share of the blocks: the
+    /// expert-parallel groups (0 is read as 1).
+    pub groups: u32,
 }
 
 impl EngineConfig {
@@ -78,7 +80,7 @@ impl EngineConfig {
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
-            max_seq_blocks: (kv_blocks / d.layout.ep.max(1)).max(1),
+            groups: d.layout.ep.max(1),
         }
     }
 
@@ -87,12 +89,18 @@ impl EngineConfig {
         self.seq_blocks().saturating_mul(self.block_tokens)
     }
 
-    /// Most blocks one sequence can hold.
+    /// Groups, at least one.
+    pub fn group_count(&self) -> u32 {
+        self.groups.max(1)
+    }
+
+    /// Blocks of each group's pool; one sequence holds at most this many.
+    pub fn group_blocks(&self) -> u32 {
+        self.kv_blocks / self.group_count()
+    }
+
     fn seq_blocks(&self) -> u32 {
-        match self.max_seq_blocks {
-            0 => self.kv_blocks,
-            n => n.min(self.kv_blocks),
-        }
+        self.group_blocks()
     }
 
     /// Blocks that `tokens` tokens of context occupy.
@@ -130,7 +138,7 @@ pub enum Event {
 /// Why the engine refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Prompt plus output needs more KV blocks than the whole replica has.
+    /// Prompt plus output needs more KV blocks than one group of the replica has.
     TooLong {
         /// Blocks the request would need.
         needed: u32,
@@ -164,6 +172,8 @@ struct Seq {
     generated: u32,
     /// KV blocks held.
     blocks: u32,
+    /// The group whose pool holds its blocks (set at admission).
+    group: usize,
     /// Tokens this sequence processes in the current step (0: not in the step).
     chunk: u32,
     scheduled: bool,
@@ -197,7 +207,8 @@ pub struct Replica<S> {
     config: EngineConfig,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
-    free_blocks: u32,
+    /// Free blocks of each group's pool.
+    free_blocks: Vec<u32>,
     in_step: bool,
     step_s: f64,
     counters: Counters,
@@ -211,7 +222,7 @@ impl<S: StepTime> Replica<S> {
             config,
             waiting: VecDeque::new(),
             running: Vec::new(),
-            free_blocks: config.kv_blocks,
+            free_blocks: vec![config.group_blocks(); config.group_count() as usize],
             in_step: false,
             step_s: 0.0,
             counters: Counters::default(),
@@ -251,6 +262,7 @@ impl<S: StepTime> Replica<S> {
             kv: 0,
             generated: 0,
             blocks: 0,
+            group: 0,
             chunk: 0,
             scheduled: false,
         });
@@ -279,7 +291,8 @@ impl<S: StepTime> Replica<S> {
 
     /// KV blocks in use.
     pub fn used_blocks(&self) -> u32 {
-        self.config.kv_blocks - self.free_blocks
+        let pools = self.config.group_blocks() * self.config.group_count();
+        pools - self.free_blocks.iter().sum::<u32>()
     }
 
     /// Counters since the engine was made.
@@ -310,24 +323,29 @@ impl<S: StepTime> Replica<S> {
                 continue;
             }
             let need = (s.kv + want).div_ceil(block).saturating_sub(s.blocks);
-            // Free blocks by preempting from the back (the latest admitted) until this
-            // sequence's next tokens fit, preempting itself if it is the last.
-            while need > self.free_blocks {
-                let Some(victim) = self.running.pop() else {
+            let g = s.group;
+            // Free blocks of its group by preempting that group's latest admitted sequences
+            // until this sequence's next tokens fit, preempting itself if it is the last.
+            let mut gone = false;
+            while need > self.free_blocks[g] {
+                let Some(j) = self.running.iter().rposition(|v| v.group == g) else {
                     break;
                 };
+                let victim = self.running.remove(j);
                 preempted = true;
                 self.requeue(victim, sink);
-                if self.running.len() == i {
+                if j == i {
+                    gone = true;
                     break;
                 }
             }
-            if self.running.len() == i {
-                break;
+            if gone {
+                // The next sequence has moved into place `i`.
+                continue;
             }
             let s = &mut self.running[i];
             s.blocks += need;
-            self.free_blocks -= need;
+            self.free_blocks[g] -= need;
             s.chunk = want;
             budget -= want;
             i += 1;
@@ -347,15 +365,23 @@ impl<S: StepTime> Replica<S> {
             // does), so a long prompt admitted in chunks cannot be starved of the blocks for
             // its later chunks by requests admitted after it.
             let need = front.target.div_ceil(block);
-            if need > self.free_blocks {
+            // The group with the most free blocks, the first of equals.
+            let Some((g, _)) = self
+                .free_blocks
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| **f >= need)
+                .max_by_key(|(g, f)| (**f, std::cmp::Reverse(*g)))
+            else {
                 break;
-            }
+            };
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
             };
             s.blocks = need;
+            s.group = g;
             s.chunk = want;
-            self.free_blocks -= need;
+            self.free_blocks[g] -= need;
             budget -= want;
             if !s.scheduled {
                 s.scheduled = true;
@@ -401,7 +427,7 @@ impl<S: StepTime> Replica<S> {
         self.in_step = false;
         self.counters.steps += 1;
         self.counters.busy_s += self.step_s;
-        let mut freed = 0;
+        let mut freed = vec![0; self.free_blocks.len()];
         let counters = &mut self.counters;
         self.running.retain_mut(|s| {
             if s.chunk == 0 {
@@ -426,12 +452,14 @@ impl<S: StepTime> Replica<S> {
             }
             if s.generated >= s.output {
                 sink(Event::Finished(s.id));
-                freed += s.blocks;
+                freed[s.group] += s.blocks;
                 return false;
             }
             true
         });
-        self.free_blocks += freed;
+        for (f, d) in self.free_blocks.iter_mut().zip(freed) {
+            *f += d;
+        }
     }
 
     /// Takes every request out of the engine, as when the replica fails, and returns their
@@ -443,7 +471,7 @@ impl<S: StepTime> Replica<S> {
             .chain(self.waiting.drain(..))
             .map(|s| s.id)
             .collect();
-        self.free_blocks = self.config.kv_blocks;
+        self.free_blocks = vec![self.config.group_blocks(); self.config.group_count() as usize];
         self.in_step = false;
         ids
     }
@@ -452,7 +480,7 @@ impl<S: StepTime> Replica<S> {
     pub fn cancel(&mut self, id: u64) -> bool {
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
             let s = self.running.remove(i);
-            self.free_blocks += s.blocks;
+            self.free_blocks[s.group] += s.blocks;
             return true;
         }
         if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
@@ -463,7 +491,7 @@ impl<S: StepTime> Replica<S> {
     }
 
     fn requeue(&mut self, mut s: Seq, sink: &mut impl FnMut(Event)) {
-        self.free_blocks += s.blocks;
+        self.free_blocks[s.group] += s.blocks;
         self.counters.preemptions += 1;
         s.blocks = 0;
         s.chunk = 0;

@@ -20,7 +20,7 @@ fn config(max_batch: u32, budget: u32, blocks: u32) -> EngineConfig {
         token_budget: budget,
         block_tokens: 16,
         kv_blocks: blocks,
-        max_seq_blocks: blocks,
+        groups: 1,
     }
 }
 
@@ -264,7 +264,7 @@ fn expert_parallel_groups_each_hold_their_own_sequences() {
     let cfg = EngineConfig::for_deployment(&d, &p);
     // A sequence's KV lives in one of the eight groups: the longest request is an eighth of
     // the replica's cache, and one just past it is refused.
-    assert_eq!(cfg.max_seq_blocks, cfg.kv_blocks / 8);
+    assert_eq!(cfg.group_blocks(), cfg.kv_blocks / 8);
     assert_eq!(cfg.max_context(), cfg.kv_blocks / 8 * cfg.block_tokens);
     let mut r = Replica::new(
         Physics {
@@ -343,4 +343,57 @@ proptest! {
         prop_assert_eq!(r.used_blocks(), 0);
         prop_assert_eq!(r.outstanding(), 0);
     }
+}
+
+#[test]
+fn each_group_admits_into_and_preempts_from_its_own_pool() {
+    // Two groups of four 16-token blocks.
+    let cfg = EngineConfig {
+        groups: 2,
+        ..config(16, 10_000, 8)
+    };
+    // Requests of 30 prompt tokens take two blocks each: they alternate between the groups,
+    // a, c in the first and b, d in the second.
+    let mut r = Replica::new(Unit, cfg);
+    for id in 0..4 {
+        r.submit(Request {
+            id,
+            prompt: 30,
+            output: 10,
+        })
+        .expect("fits");
+    }
+    let events = run(&mut r);
+    // The third decode needs a third block: the first group gives it up from its own latest
+    // sequence (c = 2), not from the latest overall (d = 3).
+    let first = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Preempted(id) => Some(*id),
+            _ => None,
+        })
+        .expect("a preemption");
+    assert_eq!(first, 2, "{events:?}");
+    let finished = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Finished(_)))
+        .count();
+    assert_eq!(finished, 4);
+    assert_eq!(r.used_blocks(), 0);
+
+    // Free blocks split over the groups do not admit a request that no one group can hold.
+    let mut r = Replica::new(Unit, cfg);
+    for (id, prompt) in [(0, 40), (1, 40), (2, 20)] {
+        r.submit(Request {
+            id,
+            prompt,
+            output: 1,
+        })
+        .expect("fits");
+    }
+    let mut first_step = Vec::new();
+    r.start_step(&mut |e| first_step.push(e)).expect("a step");
+    assert_eq!(first_step, vec![Event::Scheduled(0), Event::Scheduled(1)]);
+    assert_eq!(r.used_blocks(), 6);
+    assert_eq!(r.waiting(), 1);
 }
