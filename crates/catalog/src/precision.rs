@@ -74,13 +74,23 @@ impl FromStr for Precision {
     /// brackets after it (`FP8 (E4M3)`). Weight-only formats (`W4A16`, AWQ, GPTQ) are
     /// refused: their products run in 16 bits, which no one precision describes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let cleaned = s
-            .split('(')
-            .next()
-            .unwrap_or(s)
-            .trim()
-            .to_ascii_lowercase()
-            .replace([' ', '_'], "-");
+        let lower = s.to_ascii_lowercase();
+        // A note that names a weight-only scheme (`INT4 (AWQ)`) changes what the name means.
+        let (head, note) = lower.split_once('(').unwrap_or((&lower, ""));
+        if [
+            "awq",
+            "gptq",
+            "w4a16",
+            "w8a16",
+            "weight-only",
+            "weight only",
+        ]
+        .iter()
+        .any(|w| note.contains(w))
+        {
+            return Err(UnknownPrecision(s.to_string()));
+        }
+        let cleaned = head.trim().replace([' ', '_'], "-");
         let named = |n: &str| {
             Some(match n {
                 "bf16" | "bfloat16" => Precision::Bf16,

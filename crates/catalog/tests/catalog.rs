@@ -449,6 +449,7 @@ fn precisions_parse_and_size() {
     // Weight-only 4-bit formats compute in 16 bits, which no one precision describes.
     assert!("w4a16".parse::<Precision>().is_err());
     assert!("int4-awq".parse::<Precision>().is_err());
+    assert!("INT4 (AWQ)".parse::<Precision>().is_err());
     assert!("8-bit".parse::<Precision>().is_err());
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);

@@ -155,7 +155,9 @@ pub fn calibrate(
             for f in STEPS {
                 let mut trial = p.clone();
                 let v = (k.field)(&mut trial);
-                let next = (*v * f).clamp(k.lo, k.hi);
+                // A starting value outside the knob's range widens it rather than jumping.
+                let start_v = *(k.field)(&mut start.clone());
+                let next = (*v * f).clamp(k.lo.min(start_v), k.hi.max(start_v));
                 if next == *v {
                     continue;
                 }
@@ -236,6 +238,8 @@ mod tests {
         assert!(c.after.mape < 1.5, "{}", c.after.mape);
         let got = c.params.gpu_decode_flops_eff;
         assert!((got - 0.55).abs() < 0.03, "{got}");
+        let got = c.params.gpu_prefill_flops_eff;
+        assert!((got - 0.6).abs() < 0.06, "{got}");
         assert_eq!(c.moved.len(), 2, "{:?}", c.moved);
         // Nothing outside the knobs moved.
         let mut rest = c.params.clone();

@@ -4,13 +4,16 @@
 //! Reading rules, applied to every row alike (no row is looked up by id):
 //! - `hardware` and `model` take catalog ids, aliases or published names (`NVIDIA H200`,
 //!   `H100 SXM5 80GB`, `meta-llama/Llama-3.3-70B-Instruct`); a hardware cell may state the
-//!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank;
+//!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank, and may be an MLPerf
+//!   result folder's name (`H200-SXM-141GBx8_TRT`), read from its parts (see `system_of`);
 //! - `value` may group thousands with commas (`"21,805.8"`) and be marked approximate
 //!   (`~2600`) or as a bound (`>250`, `250+`); the number is taken. A value that cannot be
 //!   read skips its row, naming the line and column, and the other rows are still scored;
-//! - a count may carry its unit (`8 GPUs`, `4 wafers`); a blank count takes the default chip
+//! - a count may carry its unit (`8 GPUs`, `4 wafers`) or count whole systems (`2 nodes` of
+//!   an eight-GPU server, `1 rack` of a rack-scale one); a blank count takes the default chip
 //!   count of [`crate::estimate`];
-//! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names; `ep` parts
+//! - `parallel` fixes the tensor, pipeline and data-parallel degrees it names (`tp4-pp2`,
+//!   `TP=8`, `tensor parallel 8`, `TP2 x 4` for four replicas of two); `ep` parts
 //!   (expert parallelism within those chips) are dropped, and a blank or `ep`-only cell lets
 //!   the search choose;
 //! - a blank precision takes the model's own, except on a GPU throughput row, where it takes
@@ -23,13 +26,16 @@
 //!   including the labels benchmark tools print (`Mean TTFT (ms)`, `Median ITL (ms)`,
 //!   `Output token throughput (tok/s)`); also a request's end-to-end latency (`E2EL (ms)`:
 //!   its first token, then `osl` − 1 more), total token throughput (prompt and output tokens,
-//!   `Total Token throughput (tok/s)`) and requests per second (see `metric_of`);
+//!   `Total Token throughput (tok/s)`), requests per second and a prompt's prefill speed
+//!   (`prefill_tok_s_per_user`: its tokens over its TTFT; a prefill rate that does not say
+//!   whose is refused). Energy, cost and rates per watt are refused (see `metric_of`);
 //! - `speculative` `yes` or a method's name (`mtp`, `eagle3`, `medusa`, `draft`) turns
 //!   speculative decoding on at the default tokens per step; `none`, `no` and `unknown` (or
 //!   blank) leave it off; any other word skips the row with the reason;
 //! - scenario names, speculation words and metric names are read in any case (`Offline`,
 //!   `TTFT_ms`); a hardware cell's count of whole systems (`2x DGX H100`) counts their chips;
-//! - concurrency `offline` or blank (for throughput) is the peak throughput, `server` or
+//! - concurrency `offline`, a peak in words (`max`, `max load`, `saturation`) or blank (for
+//!   throughput) is the peak throughput, and a latency at such a load is the peak's; `server` or
 //!   `interactive` the peak within that scenario's latency limits, a number the closed-loop
 //!   load at that many requests; a per-user or TTFT row with no concurrency is a single
 //!   request;
@@ -236,9 +242,14 @@ fn count_of(cell: &str, system: &System) -> Option<u32> {
         "", "x", "gpu", "gpus", "chip", "chips", "wafer", "wafers", "socket", "sockets", "rdu",
         "rdus", "lpu", "lpus",
     ];
-    let systems = [
-        "node", "nodes", "system", "systems", "server", "servers", "rack", "racks",
-    ];
+    // A node or server is a system of at most eight chips, a rack one of more (GB200 NVL72,
+    // SambaRack): 18 nodes of an NVL72 are not 18 racks.
+    let rack_scale = system.chips_per_system > 8;
+    let systems: &[&str] = if rack_scale {
+        &["system", "systems", "rack", "racks"]
+    } else {
+        &["system", "systems", "node", "nodes", "server", "servers"]
+    };
     let n = digits.parse::<u32>().ok().filter(|n| *n > 0)?;
     if chips.contains(&unit) {
         Some(n)
@@ -327,7 +338,7 @@ fn concurrency_of(cell: &str) -> Result<Option<f64>, String> {
     match without_thousands(rest.trim()).parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
         _ => Err(format!(
-            "concurrency `{}` is neither a number of requests nor offline, server or interactive",
+            "concurrency `{}` is neither a number of requests nor offline, server, interactive or a peak (max, saturation)",
             cell.trim()
         )),
     }
@@ -507,7 +518,30 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     // Rates per unit of power or money, and energy and cost, are outputs of the model but not
     // what `validate` scores: published figures of them rest on bases (facility or chip
     // power, rent or purchase) that a row does not state.
-    let per_power = has("per") && (has("w") || has("kw") || has("mw"));
+    // A power unit divides a rate when `/` or the word `per` stands before it (`tok/s/MW`,
+    // `tok_s_per_w`); `w/ spec` is "with".
+    let per_power = ["w", "kw", "mw", "kwh", "gw"].iter().any(|u| {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(u).map(|i| i + from) {
+            from = at + u.len();
+            let whole = lower[..at]
+                .chars()
+                .last()
+                .is_none_or(|c| !c.is_ascii_alphanumeric())
+                && lower[from..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '/');
+            let before = lower[..at].trim_end().trim_end_matches(['_', '-']);
+            let per = before
+                .strip_suffix("per")
+                .is_some_and(|b| b.chars().last().is_none_or(|c| !c.is_ascii_alphanumeric()));
+            if whole && (before.ends_with('/') || per) {
+                return true;
+            }
+        }
+        false
+    });
     if per_power
         || [
             "watt", "watts", "megawatt", "joule", "joules", "usd", "dollar", "dollars", "cost",
@@ -545,6 +579,9 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     }
     let tokens = has("tok") || has("tokens") || has("token") || has("tps");
     let rate = has("s") || has("sec") || has("second") || has("throughput") || has("tps");
+    let per_chip = ["gpu", "chip", "device", "accelerator", "wafer"]
+        .iter()
+        .any(|w| has(w));
     // `prefill tok/s` is said of one prompt's speed and of a deployment's prompt throughput;
     // only a name that says which is read.
     if has("prefill") {
@@ -556,9 +593,7 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             Ok((
                 Metric::Throughput {
                     kind: Tokens::Input,
-                    per_chip: ["gpu", "chip", "device", "accelerator", "wafer"]
-                        .iter()
-                        .any(|w| has(w)),
+                    per_chip,
                 },
                 1.0,
             ))
@@ -595,9 +630,6 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         } else {
             Tokens::Output
         };
-        let per_chip = ["gpu", "chip", "device", "accelerator", "wafer"]
-            .iter()
-            .any(|w| has(w));
         return Ok((Metric::Throughput { kind, per_chip }, 1.0));
     }
     Err(not_modelled())
@@ -654,6 +686,15 @@ fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
             "x" if next_is_number && !joined.is_empty() => {
                 joined.push(format!("dp{}", parts[i + 1]));
                 i += 2;
+            }
+            // `TP2x4`: the letter after the digit split off `x4`.
+            x if !joined.is_empty()
+                && x.len() > 1
+                && x.starts_with('x')
+                && x[1..].chars().all(|c| c.is_ascii_digit()) =>
+            {
+                joined.push(format!("dp{}", &x[1..]));
+                i += 1;
             }
             _ => {
                 joined.push(parts[i].clone());
@@ -726,6 +767,13 @@ fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
                     .map_or("", |(s, _)| &s.id)
             ));
         }
+        let counts: Vec<u32> = found.iter().filter_map(|(_, n)| *n).collect();
+        if let Some(other) = counts.iter().find(|n| **n != counts[0]) {
+            return Err(format!(
+                "`{cell}` states two chip counts ({} and {other})",
+                counts[0]
+            ));
+        }
         // A run that states a count says more than one that does not.
         found.sort_by_key(|(_, n)| n.is_none());
         if let Some(first) = found.into_iter().next() {
@@ -782,14 +830,13 @@ fn system_in<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
         .into_iter()
         .filter(|(n, _, _)| *n > 0)
         .find_map(|(n, name, first)| {
-            cat.system(&name).ok().map(|s| {
-                let chips = if whole_systems(&name, first) {
-                    n * s.chips_per_system
-                } else {
-                    n
-                };
-                (s, Some(chips))
-            })
+            let s = cat.system(&name).ok()?;
+            let chips = if whole_systems(&name, first) {
+                n.checked_mul(s.chips_per_system)?
+            } else {
+                n
+            };
+            Some((s, Some(chips)))
         })
         .ok_or(whole)
 }
@@ -804,12 +851,17 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
                 .map_err(|e: switchyard_catalog::UnknownPrecision| e.to_string())?,
         ),
     };
-    let chips = match row.count.trim() {
-        "" => stated_chips,
-        s => Some(count_of(s, system).ok_or_else(|| {
-            format!("count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers) or of systems (2 nodes)")
-        })?),
-    };
+    let chips =
+        match row.count.trim() {
+            "" => stated_chips,
+            s => Some(count_of(s, system).ok_or_else(|| {
+                format!(
+                "count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers) or of {} systems ({})",
+                system.id,
+                if system.chips_per_system > 8 { "2 racks" } else { "2 nodes" }
+            )
+            })?),
+        };
     let layout = layout_of(&row.parallel)?;
     let speculative = match row.speculative.trim().to_ascii_lowercase().as_str() {
         "yes" | "y" | "on" | "true" | "mtp" | "eagle" | "eagle2" | "eagle-2" | "eagle3"
@@ -929,7 +981,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     // throughput.
     let objective = if stated.is_some() && objective == Objective::Throughput {
         Objective::Latency
-    } else if scenario.is_some() {
+    } else if scenario.is_some() || peak_load {
+        // A latency measured at a peak load is the latency of the peak operating point.
         Objective::Throughput
     } else {
         objective

@@ -792,7 +792,14 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
          t,h100-sxm,1 node,llama-3.1-70b,fp8,TP=8,,max load,1024,2048,throughput_tok_s,1\n\
          u,h100-sxm,8,llama-3.1-70b,fp8,tensor parallel 8,,,1024,2048,throughput_tok_s,1\n\
          v,h100-sxm,2 servers,llama-3.1-70b,fp8,TP2 x 8,,64,1024,2048,throughput_tok_s,1\n\
-         w,h100-sxm,16,llama-3.1-70b,fp8,tp2-dp8,,64,1024,2048,throughput_tok_s,1\n"
+         w,h100-sxm,16,llama-3.1-70b,fp8,tp2-dp8,,64,1024,2048,throughput_tok_s,1\n\
+         x,h100-sxm,16,llama-3.1-70b,fp8,TP2x8,,64,1024,2048,throughput_tok_s,1\n\
+         y,gb200,1 rack,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
+         z,gb200,72,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
+         aa,gb200,18 nodes,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
+         ab,h100-sxm,1 rack,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
+         ac,h100-sxm,8,llama-3.1-70b,fp8,,,saturation,1024,2048,ttft_ms,1\n\
+         ad,h100-sxm,8,llama-3.1-70b,fp8,,,1,1024,2048,ttft_ms,1\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -828,6 +835,14 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
         "{}",
         out[21].layout
     );
+    assert!((v(23) - v(22)).abs() < 1e-9 * v(22));
+    // A rack of an NVL72 is its 72 chips; nodes of a rack-scale system, or racks of a
+    // server, are not guessed at.
+    assert!((v(24) - v(25)).abs() < 1e-9 * v(25));
+    assert!(why(26).contains("2 racks"), "{}", why(26));
+    assert!(why(27).contains("2 nodes"), "{}", why(27));
+    // A latency at a peak load is the peak's, not a lone request's.
+    assert!(v(28) > 2.0 * v(29), "{} against {}", v(28), v(29));
 }
 
 #[test]
@@ -852,6 +867,9 @@ fn mlperf_system_names_give_the_system_and_its_chips() {
         ));
     }
     text.push_str("mixed,H100_MI300X,,llama-3.1-70b,fp8,,,offline,1000,100,throughput_tok_s,1\n");
+    text.push_str(
+        "counts,H100x8_H100x16,,llama-3.1-70b,fp8,,,offline,1000,100,throughput_tok_s,1\n",
+    );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &Params::default(), &rows);
     for ((cell, want), o) in cells.iter().zip(&out) {
@@ -863,6 +881,11 @@ fn mlperf_system_names_give_the_system_and_its_chips() {
         .as_ref()
         .expect_err("two systems");
     assert!(why.contains("more than one system"), "{why}");
+    let why = out[cells.len() + 1]
+        .predicted
+        .as_ref()
+        .expect_err("two counts");
+    assert!(why.contains("two chip counts"), "{why}");
 }
 
 #[test]
@@ -1023,6 +1046,9 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "tok_s_per_mw",
         "joules_per_token",
         "Input prefill throughput (tok/s)",
+        "tok/s/MW",
+        "tokens/s/W",
+        "output tokens per second w/ spec",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -1064,6 +1090,10 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!(why(20).contains("per watt"), "{}", why(20));
     assert!(why(21).contains("energy"), "{}", why(21));
     assert!((v(22) - v(14)).abs() < 1e-9 * v(14));
+    assert!(why(23).contains("per watt"), "{}", why(23));
+    assert!(why(24).contains("per watt"), "{}", why(24));
+    // `w/` is "with", not a watt.
+    assert!((v(25) - thr).abs() < 1e-9 * thr);
 }
 
 #[test]

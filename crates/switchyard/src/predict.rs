@@ -678,14 +678,33 @@ fn short(v: f64) -> String {
     }
 }
 
-/// One line per group and one overall, as `validate` ends.
-fn summary_lines(s: &validate::Summary) -> Vec<(String, f64, usize)> {
-    let mut v: Vec<(String, f64, usize)> = s
-        .groups
+/// A group's MAPE and rows, where it has rows.
+type Scored = Option<(f64, usize)>;
+
+/// One line per group either summary has and one overall, as `validate` ends: the label,
+/// and the score before and after.
+fn summary_lines(
+    before: &validate::Summary,
+    after: &validate::Summary,
+) -> Vec<(String, Scored, Scored)> {
+    let of = |s: &validate::Summary, g: Group| {
+        s.groups
+            .iter()
+            .find(|(h, _, _)| *h == g)
+            .map(|(_, m, n)| (*m, *n))
+    };
+    let mut v: Vec<_> = Group::ALL
         .iter()
-        .map(|(g, m, n)| (format!("group {}", g.name()), *m, *n))
+        .filter_map(|g| {
+            let (b, a) = (of(before, *g), of(after, *g));
+            (b.is_some() || a.is_some()).then(|| (format!("group {}", g.name()), b, a))
+        })
         .collect();
-    v.push(("overall".to_string(), s.mape, s.n));
+    v.push((
+        "overall".to_string(),
+        Some((before.mape, before.n)),
+        Some((after.mape, after.n)),
+    ));
     v
 }
 
@@ -744,10 +763,15 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
     }
     for (n, before, after) in scored {
         out!("MAPE on {n}, before -> after:");
-        for ((label, b, k), (_, a, _)) in
-            summary_lines(before).into_iter().zip(summary_lines(after))
-        {
-            out!("  {label:<46} {b:>6.1}% -> {a:>6.1}% over {k} points");
+        let cell = |x: Scored| x.map_or("-".to_string(), |(m, n)| format!("{m:.1}% over {n}"));
+        for (label, b, a) in summary_lines(before, after) {
+            out!("  {label:<46} {:>16} -> {}", cell(b), cell(a));
+        }
+        if after.n < before.n {
+            out!(
+                "  {} rows that were modelled before are skipped after",
+                before.n - after.n
+            );
         }
     }
     match &a.out {
