@@ -278,9 +278,11 @@ impl<'a> Deployment<'a> {
                     layout.tp * layout.ep
                 )));
             }
-            if layout.tp * layout.ep > system.scale_up() {
+            // Groups may span several scale-up domains (their all-to-all then crosses the
+            // network), but one group's tensor parallelism stays inside one.
+            if layout.tp > system.scale_up() {
                 return Err(bad(format!(
-                    "expert parallelism beyond the {}-chip fast fabric",
+                    "tensor parallelism within an expert-parallel group beyond the {}-chip fast fabric",
                     system.scale_up()
                 )));
             }
@@ -434,6 +436,12 @@ impl<'a> Deployment<'a> {
             kv_tokens_per_replica: (free / per_token).max(0.0),
             fits: free > 0.0,
         }
+    }
+
+    /// Most sequences one replica runs at once by its engines' batch limit: each
+    /// expert-parallel group is an engine of its own ([`Params::max_batch`] each).
+    pub fn batch_limit(&self, p: &Params) -> f64 {
+        f64::from(p.max_batch) * f64::from(self.layout.ep.max(1))
     }
 
     /// Sequences of `ctx` tokens whose KV cache fits in one replica at once.

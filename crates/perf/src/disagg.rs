@@ -93,11 +93,11 @@ struct DecodeRate {
 
 /// Seconds to send one prompt's KV cache from a prefill replica of `d`: each of its chips
 /// sends its share over its own link, the fast fabric when both pools sit in one scale-up
-/// domain of `chips`, else the network ([`Params::kv_network_gb_s`]).
+/// domain of `chips`, else the network ([`Params::network_gb_s`]).
 fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
     let per_chip_gb_s = match d.system.interconnect_gb_s {
         Some(fabric) if chips <= d.system.scale_up() => fabric * p.fabric_eff,
-        _ => p.kv_network_gb_s,
+        _ => p.network_gb_s,
     };
     let senders = f64::from(d.layout.replica_chips());
     d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
@@ -108,10 +108,7 @@ fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
 /// misses the TTFT limit.
 fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Option<PrefillRate> {
     let transfer_s = kv_transfer(d, p, q.isl, chips);
-    let cap = d
-        .max_sequences(p, q.isl)
-        .min(f64::from(p.max_batch))
-        .floor();
+    let cap = d.max_sequences(p, q.isl).min(d.batch_limit(p)).floor();
     let mut within = Vec::new();
     let mut prompts = 1_u32;
     while f64::from(prompts) <= cap {

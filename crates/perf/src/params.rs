@@ -82,11 +82,15 @@ pub struct Params {
     /// Fraction of the fabric's per-chip bandwidth (both directions) that one direction of a
     /// ring all-reduce achieves. Fitted to the GPU throughput rows with the latency above.
     pub fabric_eff: f64,
-    /// Bandwidth per chip for moving KV caches between replicas that do not share a scale-up
-    /// fabric (disaggregated prefill and decode), in GB/s: one 400 Gb/s NIC per GPU, as in
-    /// DGX H100 and B200 (eight ConnectX-7 per eight GPUs,
-    /// <https://docs.nvidia.com/dgx/dgxh100-user-guide/introduction-to-dgxh100.html>). Assumed.
-    pub kv_network_gb_s: f64,
+    /// Network bandwidth per chip between scale-up domains, in GB/s: one 400 Gb/s NIC per GPU,
+    /// as in DGX H100 and B200 (eight ConnectX-7 per eight GPUs,
+    /// <https://docs.nvidia.com/dgx/dgxh100-user-guide/introduction-to-dgxh100.html>). It
+    /// carries KV caches between disaggregated prefill and decode replicas and the share of an
+    /// expert-parallel all-to-all bound for groups in other domains. DeepEP's all-to-all
+    /// kernels reach 39-46 GB/s of such a NIC (<https://github.com/deepseek-ai/DeepEP>); with
+    /// activations counted at 16 bits both ways, 50 times a dispatch and combine at 64 and 256
+    /// H800s within 8% of DeepEP's (a test checks it).
+    pub network_gb_s: f64,
     /// Latency to pass activations between two pipeline stages on GPUs, in seconds.
     pub gpu_stage_hop_s: f64,
     /// Fraction of HBM that may hold weights, activations and KV cache (the rest is runtime,
@@ -94,7 +98,8 @@ pub struct Params {
     pub gpu_mem_usable: f64,
     /// Largest batch one engine runs (TensorRT-LLM's `max_batch_size` default is 2048;
     /// vLLM's `max_num_seqs` 256-1024). It counts every sequence the replica holds, which a
-    /// pipeline splits into one micro-batch per stage.
+    /// pipeline splits into one micro-batch per stage; with expert parallelism each group is
+    /// an engine of its own, with this limit each.
     pub max_batch: u32,
     /// Activation workspace per chip, in bytes, reserved on top of weights and KV.
     pub activation_bytes: f64,
@@ -208,7 +213,7 @@ impl Default for Params {
             gpu_layer_overhead_s: 40.0e-6,
             allreduce_latency_s: 10.0e-6,
             fabric_eff: 0.29,
-            kv_network_gb_s: 50.0,
+            network_gb_s: 50.0,
             gpu_stage_hop_s: 20.0e-6,
             gpu_mem_usable: 0.90,
             max_batch: 2048,
@@ -298,7 +303,7 @@ const RANGES: &[(&str, Range)] = &[
     ("gpu_layer_overhead_s", Range::NonNegative),
     ("allreduce_latency_s", Range::NonNegative),
     ("fabric_eff", Range::Fraction),
-    ("kv_network_gb_s", Range::Positive),
+    ("network_gb_s", Range::Positive),
     ("gpu_stage_hop_s", Range::NonNegative),
     ("gpu_mem_usable", Range::Fraction),
     ("max_batch", Range::AtLeastOne),

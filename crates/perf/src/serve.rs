@@ -214,10 +214,7 @@ impl Deployment<'_> {
     /// a quarter (rounded up), to what the KV cache holds at `ctx` tokens a sequence and the
     /// engine's batch limit allows.
     pub fn replica_loads(&self, p: &Params, ctx: f64) -> impl Iterator<Item = f64> {
-        let cap = self
-            .max_sequences(p, ctx)
-            .min(f64::from(p.max_batch))
-            .max(1.0);
+        let cap = self.max_sequences(p, ctx).min(self.batch_limit(p)).max(1.0);
         std::iter::successors(Some(1.0_f64), move |&c| {
             (c < cap).then(|| (c * 1.25).ceil().min(cap))
         })

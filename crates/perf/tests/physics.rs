@@ -178,7 +178,8 @@ fn impossible_layouts_are_refused_with_a_reason() {
         .is_ok_and(|l| l.tp == 4 && l.pp == 2));
     assert!("tq4".parse::<Layout>().is_err());
     assert!("tp0".parse::<Layout>().is_err());
-    // Expert parallelism needs experts, a GPU, enough experts and the fast fabric.
+    // Expert parallelism needs experts, a GPU, enough experts, and each group's tensor
+    // parallelism inside the fast fabric; the groups may span several domains.
     let ep = |s: &str| s.parse::<Layout>().expect("layout");
     let why = |m: &str, sys: &str, l: &str| {
         Deployment::new(
@@ -192,7 +193,14 @@ fn impossible_layouts_are_refused_with_a_reason() {
     };
     assert!(why("llama-3.1-70b", "h100-sxm", "ep8").contains("no experts"));
     assert!(why("mixtral-8x7b", "h100-sxm", "tp2-ep8").contains("do not spread evenly"));
-    assert!(why("deepseek-r1", "h100-sxm", "tp2-ep8").contains("fast fabric"));
+    assert!(why("deepseek-r1", "h100-sxm", "tp16-ep2").contains("fast fabric"));
+    assert!(Deployment::new(
+        cat.model("deepseek-r1").expect("m"),
+        cat.system("h100-sxm").expect("s"),
+        ep("tp2-ep8"),
+        Precision::Fp8
+    )
+    .is_ok());
     assert!(why("deepseek-r1", "sn40l", "ep8").contains("GPUs"));
     let l = ep("tp2-ep4-pp2");
     assert_eq!((l.tp, l.ep, l.pp, l.replica_chips()), (2, 4, 2, 16));

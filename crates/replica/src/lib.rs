@@ -47,7 +47,7 @@ impl StepTime for Physics<'_> {
 /// Engine limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineConfig {
-    /// Most sequences running at once.
+    /// Most sequences running at once, over all groups.
     pub max_batch: u32,
     /// Most tokens (prompt chunks plus one per decoding sequence) in one step.
     pub token_budget: u32,
@@ -76,7 +76,7 @@ impl EngineConfig {
         // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
         let kv_blocks = blocks.clamp(0.0, f64::from(u32::MAX)) as u32;
         EngineConfig {
-            max_batch: p.max_batch.max(1),
+            max_batch: p.max_batch.max(1).saturating_mul(d.layout.ep.max(1)),
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
