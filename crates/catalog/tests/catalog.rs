@@ -22,7 +22,7 @@ fn builtin_has_the_required_systems_and_models() {
     ] {
         assert!(cat.model(id).is_ok(), "model {id} missing");
     }
-    assert_eq!(cat.models().len(), 22);
+    assert_eq!(cat.models().len(), 33);
 }
 
 #[test]
@@ -346,6 +346,20 @@ fn published_names_and_aliases_find_their_entries() {
         ("deepseek-ai/DeepSeek-V3", "deepseek-r1"),
         ("deepseek-ai/DeepSeek-V3.1", "deepseek-r1"),
         ("Qwen/Qwen2.5-72B-Instruct", "qwen2-72b"),
+        ("Qwen/QwQ-32B", "qwen2.5-32b"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "qwen2.5-32b"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "llama-3.1-8b"),
+        ("zai-org/GLM-4.5", "glm-4.7"),
+        // Models that benchmarks run most, each from its config.
+        ("meta-llama/Llama-3.2-3B-Instruct", "llama-3.2-3b"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b"),
+        ("Qwen/Qwen3-30B-A3B-Instruct-2507", "qwen3-30b-a3b"),
+        ("google/gemma-3-27b-it", "gemma-3-27b"),
+        (
+            "Qwen/Qwen3-Coder-480B-A35B-Instruct",
+            "qwen3-coder-480b-a35b",
+        ),
+        ("mistralai/Mixtral-8x22B-Instruct-v0.1", "mixtral-8x22b"),
     ] {
         assert_eq!(cat.model(name).expect(name).id, id);
     }
