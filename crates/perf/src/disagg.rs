@@ -91,15 +91,16 @@ struct DecodeRate {
     rate: f64,
 }
 
-/// Seconds to send one prompt's KV cache from a prefill replica of `d`: each of its chips
-/// sends its share over its own link, the fast fabric when both pools sit in one scale-up
-/// domain of `chips`, else the network ([`Params::network_gb_s`]).
+/// Seconds to send one prompt's KV cache from a prefill replica of `d`: each chip that holds
+/// it sends its share over its own link, the fast fabric when both pools sit in one scale-up
+/// domain of `chips`, else the network ([`Params::network_gb_s`]). With expert parallelism
+/// a prompt's KV lives in one group, so only that group's chips send it.
 fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
     let per_chip_gb_s = match d.system.interconnect_gb_s {
         Some(fabric) if chips <= d.system.scale_up() => fabric * p.fabric_eff,
         _ => p.network_gb_s,
     };
-    let senders = f64::from(d.layout.replica_chips());
+    let senders = f64::from(d.layout.tp * d.layout.pp);
     d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
 }
 
@@ -320,3 +321,52 @@ struct Split<'r> {
 /// tenths a request waits 4.5 passes on average for the ones ahead of it (M/D/1), a queue
 /// that stays finite; at full load it would not.
 const PREFILL_MAX_BUSY: f64 = 0.9;
+
+#[cfg(test)]
+mod tests {
+    use super::kv_transfer;
+    use crate::{Catalog, Deployment, Layout, Params, Precision};
+
+    #[test]
+    fn a_prompts_kv_leaves_from_the_chips_that_hold_it() {
+        let cat = Catalog::builtin().expect("catalog");
+        let p = Params::default();
+        let d = |layout: Layout| {
+            Deployment::new(
+                cat.model("deepseek-r1").expect("model"),
+                cat.system("h100-sxm").expect("system"),
+                layout,
+                Precision::Fp8,
+            )
+            .expect("deployment")
+        };
+        // Between nodes: one expert-parallel group of one chip holds the prompt, however many
+        // groups the replica has, and sends it at one NIC's rate.
+        let wide = kv_transfer(
+            &d(Layout {
+                ep: 64,
+                ..Layout::replica(1, 1)
+            }),
+            &p,
+            2000.0,
+            128,
+        );
+        let m = cat.model("deepseek-r1").expect("model");
+        let one_nic = m.kv_bytes(2000.0, Precision::Fp8) / (p.network_gb_s * 1e9);
+        assert!(
+            (wide / one_nic - 1.0).abs() < 1e-9,
+            "{wide} against {one_nic}"
+        );
+        // Tensor parallelism splits the sending over the group's chips.
+        let tp2 = kv_transfer(
+            &d(Layout {
+                ep: 32,
+                ..Layout::replica(2, 1)
+            }),
+            &p,
+            2000.0,
+            128,
+        );
+        assert!((tp2 * 2.0 / one_nic - 1.0).abs() < 1e-9, "{tp2}");
+    }
+}
