@@ -331,42 +331,35 @@ mod tests {
     fn a_prompts_kv_leaves_from_the_chips_that_hold_it() {
         let cat = Catalog::builtin().expect("catalog");
         let p = Params::default();
-        let d = |layout: Layout| {
-            Deployment::new(
-                cat.model("deepseek-r1").expect("model"),
+        let m = cat.model("deepseek-r1").expect("model");
+        // Seconds to send a 2,000-token prompt between nodes from a replica of `ep` groups of
+        // `tp` chips.
+        let send = |tp: u32, ep: u32| {
+            let layout = Layout {
+                ep,
+                ..Layout::replica(tp, 1)
+            };
+            let d = Deployment::new(
+                m,
                 cat.system("h100-sxm").expect("system"),
                 layout,
                 Precision::Fp8,
             )
-            .expect("deployment")
+            .expect("deployment");
+            kv_transfer(&d, &p, 2000.0, 128)
         };
-        // Between nodes: one expert-parallel group of one chip holds the prompt, however many
-        // groups the replica has, and sends it at one NIC's rate.
-        let wide = kv_transfer(
-            &d(Layout {
-                ep: 64,
-                ..Layout::replica(1, 1)
-            }),
-            &p,
-            2000.0,
-            128,
-        );
-        let m = cat.model("deepseek-r1").expect("model");
+        // One group of one chip holds the prompt, however many groups the replica has, and
+        // sends it at one NIC's rate; tensor parallelism splits the sending over the group.
         let one_nic = m.kv_bytes(2000.0, Precision::Fp8) / (p.network_gb_s * 1e9);
         assert!(
-            (wide / one_nic - 1.0).abs() < 1e-9,
-            "{wide} against {one_nic}"
+            (send(1, 64) / one_nic - 1.0).abs() < 1e-9,
+            "{}",
+            send(1, 64)
         );
-        // Tensor parallelism splits the sending over the group's chips.
-        let tp2 = kv_transfer(
-            &d(Layout {
-                ep: 32,
-                ..Layout::replica(2, 1)
-            }),
-            &p,
-            2000.0,
-            128,
+        assert!(
+            (send(2, 32) * 2.0 / one_nic - 1.0).abs() < 1e-9,
+            "{}",
+            send(2, 32)
         );
-        assert!((tp2 * 2.0 / one_nic - 1.0).abs() < 1e-9, "{tp2}");
     }
 }
