@@ -91,17 +91,26 @@ struct DecodeRate {
     rate: f64,
 }
 
-/// Seconds to send one prompt's KV cache from a prefill replica of `d`: each chip that holds
-/// it sends its share over its own link, the fast fabric when both pools sit in one scale-up
-/// domain of `chips`, else the network ([`Params::network_gb_s`]). With expert parallelism
-/// a prompt's KV lives in one group, so only that group's chips send it.
+/// Seconds to send one prompt's KV cache from a prefill replica of `d` when both pools
+/// together hold `chips` chips: see [`Deployment::kv_send_s`].
 fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
-    let per_chip_gb_s = match d.system.interconnect_gb_s {
-        Some(fabric) if chips <= d.system.scale_up() => fabric * p.fabric_eff,
-        _ => p.network_gb_s,
-    };
-    let senders = f64::from(d.layout.tp * d.layout.pp);
-    d.model.kv_bytes(isl, d.kv) / (senders * per_chip_gb_s * 1e9)
+    d.kv_send_s(p, isl, chips <= d.system.scale_up())
+}
+
+impl Deployment<'_> {
+    /// Seconds for a replica of this deployment to send the KV cache of a `tokens`-token
+    /// prompt to another replica: each chip that holds it sends its share over its own link,
+    /// the fast fabric when both replicas sit in one scale-up domain (`same_domain`), else
+    /// the network ([`Params::network_gb_s`]). With expert parallelism a prompt's KV lives in
+    /// one group, so only that group's chips send it.
+    pub fn kv_send_s(&self, p: &Params, tokens: f64, same_domain: bool) -> f64 {
+        let per_chip_gb_s = match self.system.interconnect_gb_s {
+            Some(fabric) if same_domain => fabric * p.fabric_eff,
+            _ => p.network_gb_s,
+        };
+        let senders = f64::from(self.layout.tp * self.layout.pp);
+        self.model.kv_bytes(tokens, self.kv) / (senders * per_chip_gb_s * 1e9)
+    }
 }
 
 /// Prompts per second that one prefill replica of `d` completes, batching whole prompts as

@@ -47,6 +47,7 @@ fn run(
             replicas: r,
             engine: o.engine,
             target: t,
+            prefill: None,
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);

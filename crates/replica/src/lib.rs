@@ -269,6 +269,25 @@ impl<S: StepTime> Replica<S> {
         Ok(())
     }
 
+    /// Queues a request whose prompt was prefilled elsewhere and whose first output token is
+    /// out (disaggregated serving): its KV cache arrives with it, so it takes the prompt's
+    /// blocks at admission and decodes from its first step, producing the request's second
+    /// token onwards (a request of one output token is done where it was prefilled and is
+    /// not sent here). If it is later preempted, it is recomputed here like any other.
+    ///
+    /// # Errors
+    /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
+    pub fn submit_prefilled(&mut self, r: Request) -> Result<(), Refusal> {
+        self.submit(r)?;
+        if let Some(s) = self.waiting.back_mut() {
+            s.kv = s.target;
+            s.generated = 1;
+            // Its queueing was counted where it was prefilled.
+            s.scheduled = true;
+        }
+        Ok(())
+    }
+
     /// Whether a step is under way (between `start_step` and `finish_step`).
     pub fn in_step(&self) -> bool {
         self.in_step
@@ -360,7 +379,11 @@ impl<S: StepTime> Replica<S> {
             let Some(front) = self.waiting.front() else {
                 break;
             };
-            let want = front.target.min(budget);
+            let want = if front.decoding() {
+                1
+            } else {
+                front.target.min(budget)
+            };
             // The whole prompt's blocks are taken at admission (as vLLM's block manager
             // does), so a long prompt admitted in chunks cannot be starved of the blocks for
             // its later chunks by requests admitted after it.

@@ -397,3 +397,44 @@ fn each_group_admits_into_and_preempts_from_its_own_pool() {
     assert_eq!(r.used_blocks(), 6);
     assert_eq!(r.waiting(), 1);
 }
+
+#[derive(Debug, Clone, Default)]
+struct Recording(std::rc::Rc<std::cell::RefCell<Vec<Batch>>>);
+
+impl StepTime for Recording {
+    fn step_time(&self, b: &Batch) -> f64 {
+        self.0.borrow_mut().push(*b);
+        1.0
+    }
+}
+
+#[test]
+fn a_prefilled_request_decodes_from_its_first_step() {
+    let steps = Recording::default();
+    let mut r = Replica::new(steps.clone(), config(16, 10_000, 64));
+    r.submit_prefilled(Request {
+        id: 7,
+        prompt: 100,
+        output: 4,
+    })
+    .expect("fits");
+    let events = run(&mut r);
+    // No prompt pass: three decode steps at the prompt's context, making tokens 2 to 4.
+    let seen = steps.0.borrow();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen
+        .iter()
+        .all(|b| b.prefill_tokens == 0 && b.decode_seqs == 1));
+    assert!((seen[0].decode_ctx - 100.0).abs() < 1e-9);
+    let kinds: Vec<Event> = events.iter().map(|(_, e)| *e).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Event::Token(7),
+            Event::Token(7),
+            Event::Token(7),
+            Event::Finished(7)
+        ]
+    );
+    assert_eq!(r.used_blocks(), 0);
+}

@@ -11,13 +11,19 @@
 //! balancer). A request whose provider fails before its first token is retried on another
 //! provider, up to the attempt limit; one that fails after its first token has reached the
 //! client ends as failed, as a broken stream would.
+//!
+//! A disaggregated provider has two pools: a request's prompt runs on a replica of its
+//! prefill pool, which produces the first token; its KV cache then moves, in the time the
+//! performance model gives, to the decode replica with the fewest requests, which produces
+//! the rest. Outages and slow-downs of the provider hit both pools; a replica failure names a
+//! decode replica.
 
 use crate::scenario::{Failure, Scenario};
 use crate::stats::{Bin, FailureCount, Group, Histogram, Little, Record, Summary};
 use crate::workload::{Arrival, Workload};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
-use switchyard_perf::Params;
+use switchyard_perf::{Deployment, Params};
 use switchyard_replica::{Event, Physics, Replica, Request};
 use switchyard_router::{Ask, Router};
 
@@ -37,7 +43,13 @@ impl Default for RunOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Arrival,
-    Step { pool: u32, slot: u32, epoch: u32 },
+    Step {
+        pool: u32,
+        slot: u32,
+        epoch: u32,
+    },
+    /// Request `k`'s KV cache reaches its provider's decode pool.
+    Transfer(u32),
     FailureStart(u32),
     FailureEnd(u32),
 }
@@ -246,7 +258,13 @@ struct Sim<'s, 'a, F> {
     now: f64,
     seq: u64,
     heap: BinaryHeap<Ev>,
+    /// One pool per provider, in scenario order, then the prefill pools of disaggregated
+    /// providers.
     pools: Vec<Pool<'a>>,
+    /// The provider of each pool.
+    owner: Vec<usize>,
+    /// The prefill pool of each provider, if it has one.
+    prefill_of: Vec<Option<usize>>,
     router: Router,
     reqs: Vec<Req>,
     free: Vec<u32>,
@@ -282,34 +300,45 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
     let mut workload = Workload::new(scn.workload.clone(), scn.trace.clone(), scn.seed);
     let expected = workload.expected_requests();
     let horizon = workload.horizon().unwrap_or(60.0).max(1e-3);
-    let pools = scn
+    let pool = |deployment: &Deployment<'a>, replicas: u32, engine| Pool {
+        slots: (0..replicas)
+            .map(|_| Slot {
+                engine: Replica::new(
+                    Physics {
+                        deployment: deployment.clone(),
+                        params,
+                    },
+                    engine,
+                ),
+                up: true,
+                failures: 0,
+                busy: false,
+                epoch: 0,
+                step_s: 0.0,
+                busy_s: 0.0,
+            })
+            .collect(),
+        tree: LoadTree::new(replicas as usize),
+        outages: 0,
+        slow: 1.0,
+        slows: Vec::new(),
+        preemptions: 0,
+    };
+    let np = scn.providers.len();
+    let mut pools: Vec<Pool<'a>> = scn
         .providers
         .iter()
-        .map(|p| Pool {
-            slots: (0..p.replicas)
-                .map(|_| Slot {
-                    engine: Replica::new(
-                        Physics {
-                            deployment: p.deployment.clone(),
-                            params,
-                        },
-                        p.engine,
-                    ),
-                    up: true,
-                    failures: 0,
-                    busy: false,
-                    epoch: 0,
-                    step_s: 0.0,
-                    busy_s: 0.0,
-                })
-                .collect(),
-            tree: LoadTree::new(p.replicas as usize),
-            outages: 0,
-            slow: 1.0,
-            slows: Vec::new(),
-            preemptions: 0,
-        })
+        .map(|p| pool(&p.deployment, p.replicas, p.engine))
         .collect();
+    let mut owner: Vec<usize> = (0..np).collect();
+    let mut prefill_of = vec![None; np];
+    for (i, p) in scn.providers.iter().enumerate() {
+        if let Some(pp) = &p.prefill {
+            prefill_of[i] = Some(pools.len());
+            owner.push(i);
+            pools.push(pool(&pp.deployment, pp.replicas, pp.engine));
+        }
+    }
     let router = Router::new(
         scn.policy,
         scn.providers.iter().map(|p| p.target.clone()).collect(),
@@ -324,6 +353,8 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
         seq: 0,
         heap: BinaryHeap::new(),
         pools,
+        owner,
+        prefill_of,
         router,
         reqs: Vec::new(),
         free: Vec::new(),
@@ -396,6 +427,7 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                 }
             }
             Kind::Step { pool, slot, epoch } => sim.step_done(pool as usize, slot as usize, epoch),
+            Kind::Transfer(k) => sim.transferred(k),
             Kind::FailureStart(i) => sim.failure(i as usize, true),
             Kind::FailureEnd(i) => sim.failure(i as usize, false),
         }
@@ -435,11 +467,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 arrivals: 0,
                 completed: 0,
                 failed: 0,
-                tokens: vec![0; self.pools.len()],
+                tokens: vec![0; self.scn.providers.len()],
                 queued: 0,
                 in_system: 0,
                 mean_ttft_s: None,
-                fallbacks: vec![0; self.pools.len()],
+                fallbacks: vec![0; self.scn.providers.len()],
                 ttft_sum: 0.0,
             });
         }
@@ -512,12 +544,25 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             r.provider = p as u32;
             r.dispatched_at = self.now;
             r.fallback = r.attempts > 1;
-            let pool = &mut self.pools[p];
-            let slot = if pool.outages > 0 {
-                None
-            } else {
-                pool.tree.best()
+            // A disaggregated provider takes the prompt on its prefill pool, for the first
+            // token only, once it knows the whole request fits where it will decode.
+            let (q, output) = match self.prefill_of[p] {
+                Some(q) => (q, 1),
+                None => (p, r.a.output),
             };
+            if q != p
+                && self.scn.providers[p]
+                    .target
+                    .max_context
+                    .is_some_and(|m| r.a.prompt.saturating_add(r.a.output) > m)
+            {
+                self.router.abandoned(p);
+                self.end(k, Some(reason::TOO_LONG));
+                return;
+            }
+            let outage = self.pools[p].outages > 0;
+            let pool = &mut self.pools[q];
+            let slot = if outage { None } else { pool.tree.best() };
             let Some(s) = slot else {
                 // Connection refused: the gateway sees it at once and falls back.
                 self.router.failed(p, self.now);
@@ -530,7 +575,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let req = Request {
                 id: u64::from(k),
                 prompt: r.a.prompt,
-                output: r.a.output,
+                output,
             };
             r.slot = s as u32;
             if pool.slots[s].engine.submit(req).is_err() {
@@ -541,9 +586,42 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let n = pool.slots[s].engine.outstanding() as u32;
             pool.tree.set(s, n);
             if !pool.slots[s].busy {
-                self.start(p, s);
+                self.start(q, s);
             }
             return;
+        }
+    }
+
+    /// Request `k`'s KV cache has reached its provider's decode pool: it joins the replica
+    /// with the fewest requests there, or, with the pool down, is lost after its first token.
+    fn transferred(&mut self, k: u32) {
+        let r = self.reqs[k as usize];
+        let p = r.provider as usize;
+        let pool = &mut self.pools[p];
+        let slot = if pool.outages > 0 {
+            None
+        } else {
+            pool.tree.best()
+        };
+        let Some(s) = slot else {
+            self.lost(k);
+            return;
+        };
+        let req = Request {
+            id: u64::from(k),
+            prompt: r.a.prompt,
+            output: r.a.output,
+        };
+        if pool.slots[s].engine.submit_prefilled(req).is_err() {
+            self.router.abandoned(p);
+            self.end(k, Some(reason::TOO_LONG));
+            return;
+        }
+        self.reqs[k as usize].slot = s as u32;
+        let n = pool.slots[s].engine.outstanding() as u32;
+        pool.tree.set(s, n);
+        if !pool.slots[s].busy {
+            self.start(p, s);
         }
     }
 
@@ -594,13 +672,16 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let made = slot.engine.counters().tokens_out - before;
         let n = slot.engine.outstanding() as u32;
         pool.tree.set(s, n);
-        self.bin().tokens[p] += made;
+        let owner = self.owner[p];
+        self.bin().tokens[owner] += made;
         self.handle(p, &events);
         self.events = events;
         self.start(p, s);
     }
 
-    fn handle(&mut self, p: usize, events: &[Event]) {
+    /// Events of pool `q`'s replicas.
+    fn handle(&mut self, q: usize, events: &[Event]) {
+        let p = self.owner[q];
         for &e in events {
             match e {
                 Event::Scheduled(k) => {
@@ -615,12 +696,20 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     let seen = self.now - r.dispatched_at;
                     self.router.first_token(p, seen);
                 }
+                Event::Finished(k) if q != p && self.reqs[k as usize].a.output > 1 => {
+                    // The prompt is done: its KV cache leaves for the decode pool.
+                    let prompt = f64::from(self.reqs[k as usize].a.prompt);
+                    let send = self.scn.providers[p].prefill.as_ref().map_or(0.0, |pp| {
+                        pp.deployment.kv_send_s(self.params, prompt, pp.same_domain)
+                    });
+                    self.push(self.now + send, Kind::Transfer(k as u32));
+                }
                 Event::Finished(k) => {
                     let tpot = self.reqs[k as usize].tpot_at(self.now);
                     self.router.succeeded(p, tpot);
                     self.end(k as u32, None);
                 }
-                Event::Preempted(_) => self.pools[p].preemptions += 1,
+                Event::Preempted(_) => self.pools[q].preemptions += 1,
                 Event::Token(_) => {}
             }
         }
@@ -665,14 +754,18 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     fn failure(&mut self, i: usize, starts: bool) {
         match self.scn.failures[i] {
             Failure::Outage { provider: p, .. } => {
+                // The count lives on the provider's own pool; a prefill pool goes with it.
+                let pools: Vec<usize> = std::iter::once(p).chain(self.prefill_of[p]).collect();
                 let pool = &mut self.pools[p];
                 if starts {
                     pool.outages += 1;
                     if pool.outages == 1 {
-                        for s in 0..self.pools[p].slots.len() {
-                            if self.pools[p].slots[s].failures == 0 {
-                                for k in self.take_down(p, s) {
-                                    self.lost(k as u32);
+                        for &q in &pools {
+                            for s in 0..self.pools[q].slots.len() {
+                                if self.pools[q].slots[s].failures == 0 {
+                                    for k in self.take_down(q, s) {
+                                        self.lost(k as u32);
+                                    }
                                 }
                             }
                         }
@@ -680,9 +773,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 } else {
                     pool.outages = pool.outages.saturating_sub(1);
                     if pool.outages == 0 {
-                        for s in 0..self.pools[p].slots.len() {
-                            if self.pools[p].slots[s].failures == 0 {
-                                self.bring_up(p, s);
+                        for &q in &pools {
+                            for s in 0..self.pools[q].slots.len() {
+                                if self.pools[q].slots[s].failures == 0 {
+                                    self.bring_up(q, s);
+                                }
                             }
                         }
                     }
@@ -714,13 +809,15 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 factor,
                 ..
             } => {
-                let pool = &mut self.pools[p];
-                if starts {
-                    pool.slows.push((i, factor));
-                } else {
-                    pool.slows.retain(|&(j, _)| j != i);
+                for q in std::iter::once(p).chain(self.prefill_of[p]) {
+                    let pool = &mut self.pools[q];
+                    if starts {
+                        pool.slows.push((i, factor));
+                    } else {
+                        pool.slows.retain(|&(j, _)| j != i);
+                    }
+                    pool.slow = pool.slows.iter().map(|&(_, f)| f).product();
                 }
-                pool.slow = pool.slows.iter().map(|&(_, f)| f).product();
             }
         }
     }
@@ -839,7 +936,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             })
             .collect();
         let nc = self.scn.classes.len();
-        let np = self.pools.len();
+        let np = self.scn.providers.len();
         let mut providers = Vec::new();
         let mut dist = Distributions::default();
         for p in 0..np {
@@ -848,17 +945,38 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 c.merge(&self.cells[p * nc + k]);
             }
             let mut g = c.group(&self.scn.providers[p].name, end);
-            let pool = &self.pools[p];
-            let busy: f64 = pool.slots.iter().map(|s| s.busy_s).sum();
-            let util = busy / (pool.slots.len() as f64 * end);
+            // A disaggregated provider's figures cover both its pools.
+            let own: Vec<&Pool<'a>> = std::iter::once(p)
+                .chain(self.prefill_of[p])
+                .map(|q| &self.pools[q])
+                .collect();
+            let busy: f64 = own.iter().flat_map(|q| &q.slots).map(|s| s.busy_s).sum();
+            let slots: usize = own.iter().map(|q| q.slots.len()).sum();
+            let util = busy / (slots.max(1) as f64 * end);
             g.utilization = Some(util);
-            g.preemptions = Some(pool.preemptions);
+            g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
             if g.throughput_tok_s > 0.0 {
-                let mut d = self.scn.providers[p].deployment.clone();
-                d.layout.dp = self.scn.providers[p].replicas;
-                let e = d.economics_at(self.params, g.throughput_tok_s, util);
-                g.joules_per_token = e.joules_per_token;
-                g.usd_per_mtok = e.usd_per_mtok;
+                let provider = &self.scn.providers[p];
+                let pools = std::iter::once((&provider.deployment, provider.replicas, &own[0]))
+                    .chain(
+                        provider
+                            .prefill
+                            .iter()
+                            .zip(own.get(1))
+                            .map(|(pp, q)| (&pp.deployment, pp.replicas, q)),
+                    );
+                let (mut joules, mut usd) = (Some(0.0), Some(0.0));
+                for (d, replicas, q) in pools {
+                    let mut d = d.clone();
+                    d.layout.dp = replicas;
+                    let busy: f64 = q.slots.iter().map(|s| s.busy_s).sum();
+                    let u = busy / (q.slots.len().max(1) as f64 * end);
+                    let e = d.economics_at(self.params, g.throughput_tok_s, u);
+                    joules = joules.zip(e.joules_per_token).map(|(a, b)| a + b);
+                    usd = usd.zip(e.usd_per_mtok).map(|(a, b)| a + b);
+                }
+                g.joules_per_token = joules;
+                g.usd_per_mtok = usd;
             }
             dist.ttft.push(c.ttft.clone());
             dist.e2e.push(c.e2e.clone());

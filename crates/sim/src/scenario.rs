@@ -125,6 +125,17 @@ pub struct ProviderSection {
     /// Engine tokens per step.
     #[serde(default)]
     pub token_budget: Option<u32>,
+    /// Replicas of a separate prefill pool (disaggregated serving): prompts run there, their
+    /// KV caches move to the pool above, which then only decodes (default: none, each replica
+    /// does both).
+    #[serde(default)]
+    pub prefill_replicas: Option<u32>,
+    /// Chips per prefill replica (default: the fewest that fit).
+    #[serde(default)]
+    pub prefill_chips: Option<u32>,
+    /// Layout of one prefill replica (default: the fastest for one request).
+    #[serde(default)]
+    pub prefill_layout: Option<String>,
 }
 
 fn one() -> u32 {
@@ -296,6 +307,23 @@ pub struct Provider<'a> {
     pub engine: EngineConfig,
     /// What the router knows of the pool.
     pub target: Target,
+    /// A separate prefill pool, when the provider serves disaggregated; the pool above then
+    /// only decodes.
+    pub prefill: Option<PrefillPool<'a>>,
+}
+
+/// The prefill pool of a disaggregated provider.
+#[derive(Debug, Clone)]
+pub struct PrefillPool<'a> {
+    /// One prefill replica.
+    pub deployment: Deployment<'a>,
+    /// Replicas in the pool.
+    pub replicas: u32,
+    /// Engine limits of each replica.
+    pub engine: EngineConfig,
+    /// Whether both pools sit in one scale-up domain, so KV caches move over the fast fabric
+    /// rather than the network.
+    pub same_domain: bool,
 }
 
 /// A scenario resolved against the catalog: everything the simulator needs.
@@ -477,25 +505,31 @@ impl ScenarioFile {
                     e.to_string(),
                 )
             })?;
+            // One replica's engine, with the provider's limits; `field` is blamed when the
+            // weights leave no room for a KV cache.
+            let engine_of = |d: &mut Deployment<'a>, field: &str| {
+                d.layout.dp = 1;
+                let mut engine = EngineConfig::for_deployment(d, params);
+                if let Some(b) = s.max_batch {
+                    engine.max_batch = b.max(1);
+                }
+                if let Some(b) = s.token_budget {
+                    engine.token_budget = b.max(1);
+                }
+                if engine.kv_blocks == 0 {
+                    return Err(err(
+                        field,
+                        format!(
+                            "{} leaves no memory for the KV cache on {} chips",
+                            model.id,
+                            d.layout.replica_chips()
+                        ),
+                    ));
+                }
+                Ok(engine)
+            };
             let mut d = d;
-            d.layout.dp = 1;
-            let mut engine = EngineConfig::for_deployment(&d, params);
-            if let Some(b) = s.max_batch {
-                engine.max_batch = b.max(1);
-            }
-            if let Some(b) = s.token_budget {
-                engine.token_budget = b.max(1);
-            }
-            if engine.kv_blocks == 0 {
-                return Err(err(
-                    "system",
-                    format!(
-                        "{} leaves no memory for the KV cache on {} chips",
-                        model.id,
-                        d.layout.replica_chips()
-                    ),
-                ));
-            }
+            let engine = engine_of(&mut d, "system")?;
             let priors = d.router_priors(params, isl, osl, tpot_limit);
             let per_replica = priors.concurrency.min(f64::from(engine.max_batch)).max(1.0);
             let usd = s.usd_per_mtok.or_else(|| {
@@ -504,7 +538,7 @@ impl ScenarioFile {
                 let op = pool.max_throughput(params, isl, osl, tpot_limit);
                 pool.economics(params, &op, 1.0).usd_per_mtok
             });
-            let target = Target {
+            let mut target = Target {
                 name: s.name.clone(),
                 weight: s.weight,
                 usd_per_mtok: usd.unwrap_or(0.0),
@@ -515,12 +549,66 @@ impl ScenarioFile {
                 capacity: per_replica * f64::from(s.replicas),
                 max_context: Some(engine.max_context()),
             };
+            let prefill = match s.prefill_replicas {
+                None => {
+                    for (field, set) in [
+                        ("prefill_chips", s.prefill_chips.is_some()),
+                        ("prefill_layout", s.prefill_layout.is_some()),
+                    ] {
+                        if set {
+                            return Err(err(field, "needs prefill_replicas".into()));
+                        }
+                    }
+                    None
+                }
+                Some(0) => return Err(err("prefill_replicas", "must be at least 1".into())),
+                Some(n) => {
+                    let layout = s
+                        .prefill_layout
+                        .as_deref()
+                        .map(str::parse::<Layout>)
+                        .transpose()
+                        .map_err(|e| err("prefill_layout", e.to_string()))?;
+                    let q = Query {
+                        chips: s.prefill_chips,
+                        precision,
+                        kv_precision,
+                        layout: layout.map(|l| Layout { dp: 1, ..l }),
+                        ..Query::new(model, system, isl, osl)
+                    };
+                    let mut pd = best_deployment(&q, params, Objective::Latency).map_err(|e| {
+                        err(
+                            if s.prefill_layout.is_some() {
+                                "prefill_layout"
+                            } else {
+                                "prefill_chips"
+                            },
+                            e.to_string(),
+                        )
+                    })?;
+                    let pe = engine_of(&mut pd, "prefill_chips")?;
+                    let chips = n
+                        .saturating_mul(pd.layout.replica_chips())
+                        .saturating_add(s.replicas.saturating_mul(d.layout.replica_chips()));
+                    Some(PrefillPool {
+                        same_domain: chips <= system.scale_up(),
+                        deployment: pd,
+                        replicas: n,
+                        engine: pe,
+                    })
+                }
+            };
+            if let Some(pp) = &prefill {
+                // A request must fit where its prompt runs and where it decodes.
+                target.max_context = Some(engine.max_context().min(pp.engine.max_context()));
+            }
             providers.push(Provider {
                 name: s.name.clone(),
                 deployment: d,
                 replicas: s.replicas,
                 engine,
                 target,
+                prefill,
             });
         }
         let mut failures = Vec::new();

@@ -566,3 +566,77 @@ fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
         .to_string();
     assert!(e.contains("line 1") && e.contains("input_length"), "{e}");
 }
+
+#[test]
+fn a_disaggregated_provider_prefills_on_one_pool_and_decodes_on_the_other() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let workload = |rate: f64, requests: u32| {
+        format!(
+            "[workload]\nrequests = {requests}\narrival = {{ process = \"poisson\", rate = {rate} }}\n\
+             prompt = {{ dist = \"fixed\", tokens = 4000 }}\noutput = {{ dist = \"fixed\", tokens = 200 }}\n"
+        )
+    };
+    let split = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"pd\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 3\nprefill_replicas = 1\nprefill_chips = 1\n";
+    let joint = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"agg\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n";
+
+    // Alone, a request's first token comes from the prefill pass, and the rest from decode
+    // steps on another replica after its KV cache has moved.
+    let scn = resolve(&format!("{split}{}", workload(0.05, 40)), &cat, &p, false).expect("ok");
+    let (s, _) = run(&scn, &p);
+    assert_eq!(s.completed, 40);
+    let pre = scn.providers[0].prefill.as_ref().expect("a prefill pool");
+    let ttft = pre.deployment.prefill(&p, 4000.0);
+    let got = s.fleet.ttft_s.p50.expect("ttft");
+    assert!((got / ttft - 1.0).abs() < 0.05, "{got} against {ttft}");
+    let send = pre.deployment.kv_send_s(&p, 4000.0, pre.same_domain);
+    let step = scn.providers[0]
+        .deployment
+        .decode_step(&p, 1.0, 4100.0)
+        .time;
+    let e2e = s.fleet.e2e_s.p50.expect("e2e");
+    let want = ttft + send + 199.0 * step;
+    assert!((e2e / want - 1.0).abs() < 0.05, "{e2e} against {want}");
+
+    // Under load on the same four chips, decode steps that carry no prompts give a faster
+    // time per token than replicas that interleave both.
+    let (s_split, _) = run(
+        &resolve(&format!("{split}{}", workload(5.0, 600)), &cat, &p, false).expect("ok"),
+        &p,
+    );
+    let (s_joint, _) = run(
+        &resolve(&format!("{joint}{}", workload(5.0, 600)), &cat, &p, false).expect("ok"),
+        &p,
+    );
+    assert_eq!(s_split.completed, 600);
+    assert_eq!(s_joint.completed, 600);
+    let tpot = |s: &Summary| s.fleet.tpot_s.p50.expect("tpot");
+    assert!(
+        tpot(&s_split) < tpot(&s_joint),
+        "{} against {}",
+        tpot(&s_split),
+        tpot(&s_joint)
+    );
+
+    // An outage of the provider takes both pools down; a second provider takes the prompts
+    // that had not yet produced a token, and nothing goes unaccounted for.
+    let outage = format!(
+        "{split}[[provider]]\nname = \"spare\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n{}\
+         [[failure]]\nkind = \"outage\"\nprovider = \"pd\"\nstart_s = 100\nend_s = 200\n",
+        workload(5.0, 600)
+    );
+    let (s, csv) = run(&resolve(&outage, &cat, &p, false).expect("ok"), &p);
+    assert_eq!(s.completed + s.failed, 600);
+    assert_eq!(csv.lines().count(), 600);
+    assert!(s.providers[1].fallbacks_in > 0);
+
+    // Prefill settings need a prefill pool.
+    let bad = format!(
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"x\"\nsystem = \"h100-sxm\"\nprefill_chips = 1\n{}",
+        workload(1.0, 1)
+    );
+    let e = resolve(&bad, &cat, &p, false)
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("prefill_chips") && e.contains("line"), "{e}");
+}
