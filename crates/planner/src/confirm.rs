@@ -11,7 +11,7 @@ use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
 use switchyard_router::{Health, Policy, Target};
 use switchyard_sim::{
-    simulate, Arrivals, Class, Lengths, Provider, RunOptions, Scenario, WorkloadSpec,
+    simulate, Arrivals, Class, Lengths, PrefillPool, Provider, RunOptions, Scenario, WorkloadSpec,
 };
 
 /// Simulates options `chosen` (option index, replicas) of class `c` at `demand` output
@@ -41,13 +41,19 @@ fn run(
         t.ttft_s = o.out.ttft_s;
         t.tpot_s = o.out.tpot_s;
         t.max_context = Some(o.engine.max_context());
+        // A disaggregated unit brings its prefill pool, scaled with it.
         providers.push(Provider {
             name: t.name.clone(),
             deployment: o.deployment.clone(),
-            replicas: r,
+            replicas: r * o.per_unit,
             engine: o.engine,
             target: t,
-            prefill: None,
+            prefill: o.prefill.as_ref().map(|p| PrefillPool {
+                deployment: p.deployment.clone(),
+                replicas: r * p.replicas,
+                engine: p.engine,
+                same_domain: p.same_domain,
+            }),
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);
@@ -207,7 +213,12 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
                 .map(|&(i, n)| m.options[i].out.capacity_tok_s * f64::from(n))
                 .sum();
             let d = class.demand[k];
-            let share = if d > 0.0 { (cap / d).min(1.0) } else { 1.0 };
+            // An empty sum of floats is -0.0; a share is never below zero.
+            let share = if d > 0.0 {
+                (cap / d).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
             let confirmed = match n1_jobs[q][c] {
                 Some(j) => results[j].is_some_and(|r| ok(class, r)),
                 // Nothing lost: the class's own peak simulation stands, at more demand than

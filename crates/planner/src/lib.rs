@@ -34,7 +34,8 @@ pub enum PlanError {
     Solver(String),
 }
 
-/// One option the solver may buy: replicas of a class's model on one provider's system.
+/// One option the solver may buy: replicas of a class's model on one provider's system, or
+/// units of a prefill pool and a decode pool (disaggregated serving).
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     /// Provider.
@@ -43,9 +44,12 @@ pub struct Candidate {
     pub system: String,
     /// Class served.
     pub class: String,
-    /// Replica layout, such as `tp8` or `pp4`.
+    /// Replica layout, such as `tp8` or `pp4`; for a disaggregated unit, its two pools
+    /// (`2 x tp4-pp1 prefill + 3 x tp8-pp1 decode`).
     pub layout: String,
-    /// Chips (or wafers) per replica.
+    /// Whether one unit is a prefill pool and a decode pool rather than one replica.
+    pub disaggregated: bool,
+    /// Chips (or wafers) per replica (or unit).
     pub chips: u32,
     /// Systems per replica (chips over chips per system).
     pub systems: f64,

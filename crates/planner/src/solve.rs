@@ -5,17 +5,54 @@ use crate::scenario::{line_of_field, ClassSpec, MwIs, PlanFile, Rules, WhatIf};
 use crate::{Buy, Candidate, ClassOutcome, PhasePlan, PlanError, ProviderUse};
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 use switchyard_catalog::Workload;
-use switchyard_perf::{best_deployment, Catalog, Deployment, Objective, Params, Query, System};
+use switchyard_perf::{
+    best_deployment, disaggregated, Catalog, Deployment, Objective, Params, Query, System,
+};
 use switchyard_replica::EngineConfig;
 
-/// An option with what the simulator needs to run it.
+/// An option with what the simulator needs to run it. One unit bought is `per_unit`
+/// replicas of `deployment` and, for disaggregated serving, the prefill replicas beside them.
 #[derive(Debug, Clone)]
 pub(crate) struct Opt<'a> {
     pub out: Candidate,
     pub deployment: Deployment<'a>,
     pub engine: EngineConfig,
+    pub per_unit: u32,
+    pub prefill: Option<PrefillUnit<'a>>,
     pub provider: usize,
     pub class: usize,
+}
+
+/// The prefill pool of one disaggregated unit.
+#[derive(Debug, Clone)]
+pub(crate) struct PrefillUnit<'a> {
+    pub deployment: Deployment<'a>,
+    pub replicas: u32,
+    pub engine: EngineConfig,
+    /// Whether the unit's two pools share one scale-up domain.
+    pub same_domain: bool,
+}
+
+impl<'a> Opt<'a> {
+    /// The unit's pools: (one replica, replicas per unit).
+    pub fn pools(&self) -> impl Iterator<Item = (&Deployment<'a>, u32)> {
+        std::iter::once((&self.deployment, self.per_unit))
+            .chain(self.prefill.iter().map(|p| (&p.deployment, p.replicas)))
+    }
+
+    /// Joules per output token of one unit carrying `tok_s` at utilisation `util`: every
+    /// pool's power, since every token passes through each.
+    pub fn joules_per_token(&self, params: &Params, tok_s: f64, util: f64) -> f64 {
+        self.pools()
+            .map(|(d, n)| {
+                let mut d = d.clone();
+                d.layout.dp = n;
+                d.economics_at(params, tok_s, util)
+                    .joules_per_token
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +275,45 @@ impl<'a> Model<'a> {
                 };
                 d.layout.dp = 1;
                 let engine = EngineConfig::for_deployment(&d, pp);
+                let facility = if mw_is == MwIs::Facility { pp.pue } else { 1.0 };
+                let candidate = |layout: String, chips: u32| Candidate {
+                    provider: spec.name.clone(),
+                    system: system.id.clone(),
+                    class: c.name.clone(),
+                    disaggregated: false,
+                    layout,
+                    chips,
+                    systems: f64::from(chips) / f64::from(system.chips_per_system.max(1)),
+                    capacity_tok_s: 0.0,
+                    concurrency: 0.0,
+                    ttft_s: 0.0,
+                    tpot_s: 0.0,
+                    mw: 0.0,
+                    usd_per_hour: 0.0,
+                };
+                // Disaggregated prefill and decode, in units of two, four or eight of the
+                // aggregated replica's chips: the unit that carries the most per chip.
+                if let Some(o) = disaggregated_option(&q, &d, pp, class, rules.headroom, facility) {
+                    let (layout, chips) = (o.layout.clone(), o.chips);
+                    options.push(Opt {
+                        out: Candidate {
+                            disaggregated: true,
+                            capacity_tok_s: o.capacity_tok_s,
+                            concurrency: o.concurrency,
+                            ttft_s: o.ttft_s,
+                            tpot_s: o.tpot_s,
+                            mw: o.mw,
+                            usd_per_hour: o.usd_per_hour,
+                            ..candidate(layout, chips)
+                        },
+                        deployment: o.decode,
+                        engine: o.decode_engine,
+                        per_unit: o.decode_replicas,
+                        prefill: Some(o.prefill),
+                        provider: pi,
+                        class: ci,
+                    });
+                }
                 let best =
                     d.max_throughput_within(pp, isl, osl, Some(class.tpot_s), Some(class.ttft_s));
                 let Some(op) = best else {
@@ -253,7 +329,7 @@ impl<'a> Model<'a> {
                     rejected.push(format!("{tag}: no power figure for {}", system.id));
                     continue;
                 };
-                let mw = watts / 1e6 * if mw_is == MwIs::Facility { pp.pue } else { 1.0 };
+                let mw = watts / 1e6 * facility;
                 let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
                     rejected.push(format!(
                         "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
@@ -264,21 +340,18 @@ impl<'a> Model<'a> {
                 let chips = d.layout.replica_chips();
                 options.push(Opt {
                     out: Candidate {
-                        provider: spec.name.clone(),
-                        system: system.id.clone(),
-                        class: c.name.clone(),
-                        layout: d.layout.to_string(),
-                        chips,
-                        systems: f64::from(chips) / f64::from(system.chips_per_system.max(1)),
                         capacity_tok_s: cap,
                         concurrency: op.concurrency * rules.headroom,
                         ttft_s: op.ttft_s,
                         tpot_s: op.tpot_s,
                         mw,
                         usd_per_hour: usd,
+                        ..candidate(d.layout.to_string(), chips)
                     },
                     deployment: d,
                     engine,
+                    per_unit: 1,
+                    prefill: None,
                     provider: pi,
                     class: ci,
                 });
@@ -610,12 +683,12 @@ pub(crate) fn phase(
                 let o = &m.options[b.option];
                 let per_replica = o.out.capacity_tok_s * load;
                 let util = per_replica / (o.out.capacity_tok_s / m.rules.headroom);
-                let e = o.deployment.economics_at(
+                let j = o.joules_per_token(
                     &m.providers[o.provider].params,
                     per_replica.max(1e-9),
                     util,
                 );
-                joules += e.joules_per_token.unwrap_or(0.0) * per_replica * f64::from(b.replicas);
+                joules += j * per_replica * f64::from(b.replicas);
             }
             ClassOutcome {
                 class: class.name.clone(),
@@ -648,5 +721,115 @@ pub(crate) fn phase(
         classes,
         n_minus_1: Vec::new(),
         infeasible: None,
+    })
+}
+
+/// A disaggregated option's unit, priced.
+struct SplitUnit<'a> {
+    layout: String,
+    chips: u32,
+    capacity_tok_s: f64,
+    concurrency: f64,
+    ttft_s: f64,
+    tpot_s: f64,
+    mw: f64,
+    usd_per_hour: f64,
+    decode: Deployment<'a>,
+    decode_engine: EngineConfig,
+    decode_replicas: u32,
+    prefill: PrefillUnit<'a>,
+}
+
+/// The best disaggregated unit of `q` within `class`'s targets, in units of two, four or
+/// eight of `replica`'s chips (the aggregated replica), by output tokens per second per chip
+/// used; `None` where no split meets the targets or a pool has no power figure or price.
+fn disaggregated_option<'a>(
+    q: &Query<'a>,
+    replica: &Deployment<'a>,
+    pp: &Params,
+    class: &ClassM,
+    headroom: f64,
+    facility: f64,
+) -> Option<SplitUnit<'a>> {
+    let unit = replica.layout.replica_chips();
+    let split = [2u32, 4, 8]
+        .into_iter()
+        .filter_map(|k| {
+            // The prefill pool is sized by its queue, so its mean TTFT sits at the limit it is
+            // given: a percentile target is held as a mean at the ratio of mean to p99 TTFT
+            // measured in MLPerf server runs ([`Params::server_mean_ttft_frac`]), or the
+            // queue's tail would miss it.
+            let ttft = if class.percentile > 0.5 {
+                class.ttft_s * pp.server_mean_ttft_frac
+            } else {
+                class.ttft_s
+            };
+            let dq = Query {
+                chips: Some(unit.checked_mul(k)?),
+                precision: Some(replica.weights),
+                kv_precision: Some(replica.kv),
+                ttft_limit: Some(ttft),
+                ..q.clone()
+            };
+            disaggregated(&dq, pp).ok().flatten()
+        })
+        .max_by(|a, b| {
+            let per = |s: &switchyard_perf::Disaggregated| {
+                s.throughput_tok_s / f64::from(s.chips_used.max(1))
+            };
+            // Ties go to the smaller unit, which buys in finer steps.
+            per(a)
+                .total_cmp(&per(b))
+                .then(b.chips_used.cmp(&a.chips_used))
+        })?;
+    let pool = |layout: switchyard_perf::Layout| {
+        Deployment::new(
+            replica.model,
+            replica.system,
+            switchyard_perf::Layout { dp: 1, ..layout },
+            replica.weights,
+        )
+        .ok()
+        .map(|mut d| {
+            d.kv = replica.kv;
+            d
+        })
+    };
+    let (decode, prefill) = (pool(split.decode.layout)?, pool(split.prefill.layout)?);
+    let cap = split.throughput_tok_s * headroom;
+    let (mut watts, mut usd) = (0.0, 0.0);
+    for (d, n) in [
+        (&decode, split.decode.replicas),
+        (&prefill, split.prefill.replicas),
+    ] {
+        let mut d = d.clone();
+        d.layout.dp = n;
+        watts += d.full_power_w(pp)?;
+        usd += d.economics_at(pp, cap, 1.0).usd_per_hour?;
+    }
+    Some(SplitUnit {
+        layout: format!(
+            "{} x {} prefill + {} x {} decode",
+            split.prefill.replicas,
+            split.prefill.layout,
+            split.decode.replicas,
+            split.decode.layout
+        ),
+        chips: split.chips_used,
+        capacity_tok_s: cap,
+        concurrency: split.decode.concurrency * f64::from(split.decode.replicas) * headroom,
+        ttft_s: split.ttft_s,
+        tpot_s: split.tpot_s,
+        mw: watts / 1e6 * facility,
+        usd_per_hour: usd,
+        decode_engine: EngineConfig::for_deployment(&decode, pp),
+        decode_replicas: split.decode.replicas,
+        prefill: PrefillUnit {
+            engine: EngineConfig::for_deployment(&prefill, pp),
+            replicas: split.prefill.replicas,
+            same_domain: split.chips_used <= replica.system.scale_up(),
+            deployment: prefill,
+        },
+        decode,
     })
 }

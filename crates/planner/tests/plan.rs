@@ -351,3 +351,54 @@ demand_tok_s = [400000.0, 100000.0]
         "without the rule the fleet shrinks with demand"
     );
 }
+
+#[test]
+fn long_prompts_under_a_tight_tpot_buy_disaggregated_units_that_simulation_confirms() {
+    let text = r#"
+[rules]
+n_minus_1 = 0.0
+confirm_s = 20
+confirm_replicas = 8
+[[phase]]
+name = "p1"
+[[provider]]
+name = "a"
+systems = ["h100-sxm"]
+mw = [20.0]
+rent_usd_per_chip_hour = 2.0
+[[class]]
+name = "rag"
+model = "llama-3.1-70b"
+isl = 8192
+osl = 512
+ttft_ms = 4000
+tpot_ms = 22
+percentile = 0.5
+demand_tok_s = [100000.0]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    let offered: Vec<_> = p.options.iter().filter(|o| o.disaggregated).collect();
+    assert!(!offered.is_empty(), "{:?}", p.options);
+    let joint = p
+        .options
+        .iter()
+        .find(|o| !o.disaggregated)
+        .expect("an aggregated option");
+    let split = offered[0];
+    // The split carries more per dollar here, so the plan buys it, and the simulation of the
+    // units (their prefill pools included) meets the targets.
+    assert!(
+        split.capacity_tok_s / split.usd_per_hour > joint.capacity_tok_s / joint.usd_per_hour,
+        "{split:?} against {joint:?}"
+    );
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    assert!(
+        ph.buys.iter().all(|b| p.options[b.option].disaggregated),
+        "{:?}",
+        ph.buys
+    );
+    let c = &ph.classes[0];
+    assert!(c.confirmed, "{c:?}");
+    assert!(c.sim_tpot_s.is_some_and(|t| t <= 0.022 * 1.1), "{c:?}");
+}

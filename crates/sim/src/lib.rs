@@ -18,7 +18,7 @@ pub use fleet::{simulate, Distributions, RunOptions};
 pub use rng::Rng;
 pub use scenario::{
     ArrivalSection, Class, ClassSection, Failure, FailureSection, LengthSection, Overrides,
-    Provider, ProviderSection, RouterSection, Scenario, ScenarioFile, WorkloadSection,
+    PrefillPool, Provider, ProviderSection, RouterSection, Scenario, ScenarioFile, WorkloadSection,
 };
 pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, Summary};
 pub use workload::{parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec};

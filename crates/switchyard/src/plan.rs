@@ -161,13 +161,14 @@ fn print_plan(p: &Plan) {
         for b in &ph.buys {
             let o = &p.options[b.option];
             out!(
-                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} replicas of {} chips)",
+                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chips)",
                 o.provider,
                 b.systems,
                 o.system,
                 o.layout,
                 o.class,
                 b.replicas,
+                if o.disaggregated { "units" } else { "replicas" },
                 o.chips
             );
         }
