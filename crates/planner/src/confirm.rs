@@ -1,8 +1,9 @@
 //! Confirming a phase's plan by simulation: each class's fleet at peak demand, then, for
 //! each provider, the rest of the fleet at the N-1 share of demand.
 //!
-//! Fleets larger than `rules.confirm_replicas` are simulated scaled down: every pool keeps
-//! its share of replicas (at least one) and demand shrinks with capacity, so each replica sees
+//! Fleets larger than `rules.confirm_replicas` replicas are simulated scaled down: every pool
+//! keeps its share of replicas (at least one, or one disaggregated unit) and demand shrinks with
+//! capacity, so each replica sees
 //! the load the plan gives it. Pools of independent replicas behind a balancer behave alike at
 //! any size for the same per-replica load, and smaller pools smooth bursts less, so the
 //! check errs on the safe side.
@@ -24,7 +25,11 @@ fn run(
     seed: u64,
 ) -> Option<(f64, f64, f64)> {
     let class = &m.classes[c];
-    let total: u32 = chosen.iter().map(|(_, n)| n).sum();
+    // Scaled by replicas, not units: a disaggregated unit holds several.
+    let total: u32 = chosen
+        .iter()
+        .map(|&(i, n)| n.saturating_mul(m.options[i].replicas_per_unit()))
+        .sum();
     if total == 0 || demand <= 0.0 {
         return None;
     }

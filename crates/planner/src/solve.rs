@@ -40,6 +40,11 @@ impl<'a> Opt<'a> {
             .chain(self.prefill.iter().map(|p| (&p.deployment, p.replicas)))
     }
 
+    /// Replicas in one unit, both pools counted.
+    pub fn replicas_per_unit(&self) -> u32 {
+        self.pools().map(|(_, n)| n).sum()
+    }
+
     /// Joules per output token of one unit carrying `tok_s` at utilisation `util`: every
     /// pool's power, since every token passes through each.
     pub fn joules_per_token(&self, params: &Params, tok_s: f64, util: f64) -> f64 {
