@@ -45,7 +45,11 @@ fn run(
         t.capacity = o.out.concurrency.max(1.0) * f64::from(r);
         t.ttft_s = o.out.ttft_s;
         t.tpot_s = o.out.tpot_s;
-        t.max_context = Some(o.engine.max_context());
+        // A request must fit where its prompt runs and where it decodes, as the simulator's
+        // own providers say.
+        t.max_context = Some(o.prefill.as_ref().map_or(o.engine.max_context(), |p| {
+            o.engine.max_context().min(p.engine.max_context())
+        }));
         // A disaggregated unit brings its prefill pool, scaled with it.
         providers.push(Provider {
             name: t.name.clone(),

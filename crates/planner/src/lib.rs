@@ -73,7 +73,7 @@ pub struct Candidate {
 pub struct Buy {
     /// Index into [`Plan::options`].
     pub option: usize,
-    /// Replicas.
+    /// Replicas bought, or units for a disaggregated option.
     pub replicas: u32,
     /// Whole systems they occupy.
     pub systems: u32,
@@ -103,7 +103,7 @@ pub struct ClassOutcome {
     pub capacity_tok_s: f64,
     /// Capacity over demand, minus one.
     pub headroom: f64,
-    /// Replicas.
+    /// Replicas, those of both pools of disaggregated units counted.
     pub replicas: u32,
     /// The class's percentile: the share of requests that must meet both targets.
     pub percentile: f64,

@@ -165,7 +165,7 @@ pub fn html(p: &Plan) -> String {
                 "system",
                 "layout",
                 "class",
-                "replicas",
+                "replicas (units)",
                 "chips each",
             ]
             .map(String::from)
@@ -181,7 +181,11 @@ pub fn html(p: &Plan) -> String {
                         o.system.clone(),
                         o.layout.clone(),
                         o.class.clone(),
-                        b.replicas.to_string(),
+                        if o.disaggregated {
+                            format!("{} units", b.replicas)
+                        } else {
+                            b.replicas.to_string()
+                        },
                         o.chips.to_string(),
                     ]
                 })

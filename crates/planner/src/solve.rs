@@ -700,7 +700,10 @@ pub(crate) fn phase(
                 demand_tok_s: d,
                 capacity_tok_s: cap,
                 headroom: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
-                replicas: mine.iter().map(|b| b.replicas).sum(),
+                replicas: mine
+                    .iter()
+                    .map(|b| b.replicas * m.options[b.option].replicas_per_unit())
+                    .sum(),
                 percentile: class.percentile,
                 sim_ttft_s: None,
                 sim_tpot_s: None,

@@ -369,6 +369,16 @@ impl<S: StepTime> Replica<S> {
             budget -= want;
             i += 1;
         }
+        let groups = self.free_blocks.len().max(1);
+        let per_group = (self.config.max_batch as usize).div_ceil(groups);
+        // Sequences running in each group (one group: the batch limit above is its own).
+        let mut in_group = (groups > 1).then(|| {
+            let mut n = vec![0usize; groups];
+            for s in &self.running {
+                n[s.group] += 1;
+            }
+            n
+        });
         // Admit waiting requests in order, unless this step had to preempt: admitting
         // would only take the blocks back from the sequences that just lost theirs.
         // An empty batch admits regardless, or the engine would stall with work queued.
@@ -386,14 +396,18 @@ impl<S: StepTime> Replica<S> {
             };
             // The whole prompt's blocks are taken at admission (as vLLM's block manager
             // does), so a long prompt admitted in chunks cannot be starved of the blocks for
-            // its later chunks by requests admitted after it.
-            let need = front.target.div_ceil(block);
-            // The group with the most free blocks, the first of equals.
+            // its later chunks by requests admitted after it. A request that arrives prefilled
+            // also takes the block its first decode writes into.
+            let need = (front.kv + want)
+                .div_ceil(block)
+                .max(front.target.div_ceil(block));
+            // The group with the most free blocks, the first of equals, among those with room
+            // in their own batch (each group is an engine with an equal share of the limit).
             let Some((g, _)) = self
                 .free_blocks
                 .iter()
                 .enumerate()
-                .filter(|(_, f)| **f >= need)
+                .filter(|(g, f)| **f >= need && in_group.as_ref().is_none_or(|n| n[*g] < per_group))
                 .max_by_key(|(g, f)| (**f, std::cmp::Reverse(*g)))
             else {
                 break;
@@ -401,6 +415,9 @@ impl<S: StepTime> Replica<S> {
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
             };
+            if let Some(n) = in_group.as_mut() {
+                n[g] += 1;
+            }
             s.blocks = need;
             s.group = g;
             s.chunk = want;

@@ -438,3 +438,17 @@ fn a_prefilled_request_decodes_from_its_first_step() {
     );
     assert_eq!(r.used_blocks(), 0);
 }
+
+#[test]
+fn a_prefilled_request_takes_the_block_its_first_decode_writes() {
+    let mut r = Replica::new(Unit, config(16, 10_000, 64));
+    // 32 tokens fill two 16-token blocks exactly; the first decode writes the 33rd.
+    r.submit_prefilled(Request {
+        id: 1,
+        prompt: 32,
+        output: 3,
+    })
+    .expect("fits");
+    r.start_step(&mut |_| {}).expect("a step");
+    assert_eq!(r.used_blocks(), 3);
+}

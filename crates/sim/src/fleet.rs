@@ -159,6 +159,8 @@ struct Req {
     queue_s: Option<f64>,
     first_at: Option<f64>,
     fallback: bool,
+    /// Whether `slot` is a replica of a disaggregated provider's prefill pool.
+    in_prefill: bool,
 }
 
 impl Req {
@@ -498,6 +500,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             queue_s: None,
             first_at: None,
             fallback: false,
+            in_prefill: false,
         };
         let k = match self.free.pop() {
             Some(k) => {
@@ -560,9 +563,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 self.end(k, Some(reason::TOO_LONG));
                 return;
             }
-            let outage = self.pools[p].outages > 0;
+            // A disaggregated provider with no decode replica up refuses the request too: its
+            // prompt would produce a first token with nowhere to decode the rest.
+            let refuses =
+                self.pools[p].outages > 0 || (q != p && self.pools[p].tree.best().is_none());
             let pool = &mut self.pools[q];
-            let slot = if outage { None } else { pool.tree.best() };
+            let slot = if refuses { None } else { pool.tree.best() };
             let Some(s) = slot else {
                 // Connection refused: the gateway sees it at once and falls back.
                 self.router.failed(p, self.now);
@@ -578,6 +584,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 output,
             };
             r.slot = s as u32;
+            r.in_prefill = q != p;
             if pool.slots[s].engine.submit(req).is_err() {
                 self.router.abandoned(p);
                 self.end(k, Some(reason::TOO_LONG));
@@ -618,6 +625,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             return;
         }
         self.reqs[k as usize].slot = s as u32;
+        self.reqs[k as usize].in_prefill = false;
         let n = pool.slots[s].engine.outstanding() as u32;
         pool.tree.set(s, n);
         if !pool.slots[s].busy {
@@ -890,7 +898,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             id: r.id,
             class: &class.name,
             provider: name,
-            replica: provider.map(|_| r.slot).filter(|&s| s != u32::MAX),
+            // The replica that served it; a request that ended in a prefill pool names none,
+            // replica numbers being the provider's decode replicas.
+            replica: provider
+                .map(|_| r.slot)
+                .filter(|&s| s != u32::MAX && !r.in_prefill),
             arrival_s: r.a.at,
             prompt: r.a.prompt,
             output: r.a.output,

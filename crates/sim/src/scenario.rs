@@ -601,6 +601,23 @@ impl ScenarioFile {
             if let Some(pp) = &prefill {
                 // A request must fit where its prompt runs and where it decodes.
                 target.max_context = Some(engine.max_context().min(pp.engine.max_context()));
+                // Every token also passes through the prefill pool, which the price covers.
+                if s.usd_per_mtok.is_none() {
+                    let mut pool = d.clone();
+                    pool.layout.dp = s.replicas;
+                    let op = pool.max_throughput(params, isl, osl, tpot_limit);
+                    let mut pre = pp.deployment.clone();
+                    pre.layout.dp = pp.replicas;
+                    let both = pool
+                        .economics(params, &op, 1.0)
+                        .usd_per_mtok
+                        .zip(
+                            pre.economics_at(params, op.throughput_tok_s, 1.0)
+                                .usd_per_mtok,
+                        )
+                        .map(|(a, b)| a + b);
+                    target.usd_per_mtok = both.unwrap_or(0.0);
+                }
             }
             providers.push(Provider {
                 name: s.name.clone(),

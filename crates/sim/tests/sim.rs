@@ -640,3 +640,63 @@ fn a_disaggregated_provider_prefills_on_one_pool_and_decodes_on_the_other() {
         .to_string();
     assert!(e.contains("prefill_chips") && e.contains("line"), "{e}");
 }
+
+#[test]
+fn a_disaggregated_provider_without_a_decode_replica_refuses_rather_than_failing_mid_stream() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = r#"
+model = "llama-3.1-8b"
+[router]
+policy = "round-robin"
+[[provider]]
+name = "pd"
+system = "h100-sxm"
+chips = 1
+replicas = 1
+prefill_replicas = 1
+prefill_chips = 1
+[[provider]]
+name = "joint"
+system = "h100-sxm"
+chips = 1
+replicas = 2
+[workload]
+requests = 400
+arrival = { process = "poisson", rate = 4.0 }
+prompt = { dist = "fixed", tokens = 1000 }
+output = { dist = "fixed", tokens = 50 }
+[[failure]]
+kind = "replica"
+provider = "pd"
+replica = 0
+start_s = 10
+"#;
+    let (s, csv) = run(&resolve(text, &cat, &p, false).expect("ok"), &p);
+    assert_eq!(s.completed + s.failed, 400);
+    // Only the requests decoding when the replica failed are lost; later ones go elsewhere.
+    let mid: u64 = s
+        .failures
+        .iter()
+        .filter(|f| f.reason.contains("after the first token"))
+        .map(|f| f.count)
+        .sum();
+    assert!(mid <= 5, "{:?}", s.failures);
+    assert!(s.providers[1].fallbacks_in > 0, "{:?}", s.providers[1]);
+    assert_eq!(csv.lines().count(), 400);
+    // One-token requests end in the prefill pool and name no (decode) replica; longer ones
+    // name the decode replica that finished them.
+    let short = text
+        .replace("tokens = 50", "tokens = 1")
+        .replace(
+            "kind = \"replica\"",
+            "kind = \"slowdown\"\nfactor = 1.0\nend_s = 11",
+        )
+        .replace("replica = 0\n", "");
+    let (_, csv) = run(&resolve(&short, &cat, &p, false).expect("ok"), &p);
+    let pd: Vec<&str> = csv.lines().filter(|l| l.contains(",pd,")).collect();
+    assert!(!pd.is_empty());
+    for l in pd {
+        assert_eq!(l.split(',').nth(3), Some(""), "{l}");
+    }
+}
