@@ -341,6 +341,8 @@ fn normalized(name: &str, model_names: bool) -> String {
             "-fp4",
             "-nvfp4",
             "-bf16",
+            // How a quantised checkpoint's scales were chosen (`-FP8-dynamic`).
+            "-dynamic",
             // MLPerf's benchmark names: an accuracy target and the edge suite.
             "-99.9",
             "-99",

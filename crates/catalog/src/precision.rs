@@ -111,7 +111,12 @@ impl Precision {
     /// The number format a published model name ends with, if any: `DeepSeek-R1-FP4`,
     /// `Llama-3.1-405B-Instruct-FP8`. A name that says its format is that format's checkpoint.
     pub fn in_model_name(name: &str) -> Option<Precision> {
-        let last = name.trim().rsplit(['-', '_', ' ', '/']).next()?;
+        // `-FP8-dynamic` names how the scales were chosen after the format.
+        let mut parts = name.trim().rsplit(['-', '_', ' ', '/']);
+        let mut last = parts.next()?;
+        if last.eq_ignore_ascii_case("dynamic") {
+            last = parts.next()?;
+        }
         match last.to_ascii_lowercase().as_str() {
             "fp8" | "fp4" | "nvfp4" | "mxfp4" | "bf16" | "fp16" | "int8" | "int4" | "w8a8" => {
                 last.parse().ok()

@@ -337,6 +337,10 @@ fn published_names_and_aliases_find_their_entries() {
         ("llama-3.1-8b-instant", "llama-3.1-8b"),
         ("llama-3.3-70b-versatile", "llama-3.3-70b"),
         ("nvidia/Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),
+        (
+            "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic",
+            "llama-3.3-70b",
+        ),
         // MLPerf's benchmark names, with an accuracy target or the edge suite.
         ("llama2-70b-99", "llama-2-70b"),
         ("llama2-70b-99.9", "llama-2-70b"),
@@ -424,7 +428,12 @@ fn published_names_and_aliases_find_their_entries() {
         Precision::in_model_name("Llama-3.1-405B-Instruct-FP8"),
         Some(Precision::Fp8)
     );
+    assert_eq!(
+        Precision::in_model_name("RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"),
+        Some(Precision::Fp8)
+    );
     assert_eq!(Precision::in_model_name("gpt-oss-120b"), None);
+    assert_eq!(Precision::in_model_name("some-dynamic"), None);
     // No two entries answer to the same name.
     let mut seen = std::collections::BTreeMap::new();
     for s in cat.systems() {
