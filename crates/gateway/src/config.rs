@@ -150,6 +150,13 @@ pub struct ProviderSection {
     /// Faults an `emulated` provider injects, for tests and drills.
     #[serde(default)]
     pub faults: Faults,
+    /// Replicas of a separate prefill pool of an `emulated` provider (disaggregated serving:
+    /// prompts run there, then move to the replicas above, which only decode).
+    #[serde(default)]
+    pub prefill_replicas: Option<u32>,
+    /// Chips per prefill replica (default: the fewest that fit).
+    #[serde(default)]
+    pub prefill_chips: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -289,6 +296,12 @@ impl Config {
                     }
                     if s.replicas == 0 {
                         return Err(err("replicas", "must be at least 1".into()));
+                    }
+                    if s.prefill_replicas == Some(0) {
+                        return Err(err("prefill_replicas", "must be at least 1".into()));
+                    }
+                    if s.prefill_chips.is_some() && s.prefill_replicas.is_none() {
+                        return Err(err("prefill_chips", "needs prefill_replicas".into()));
                     }
                     let f = s.faults;
                     for (field, v) in [

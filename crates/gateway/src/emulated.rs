@@ -5,6 +5,10 @@
 //! to the requests' streams. Deadlines accumulate from the previous step's deadline rather
 //! than from when the task woke, so timer slack does not add up over a long generation.
 //! Faults (an error rate, latency spikes, an outage window) make it fail on purpose.
+//!
+//! A disaggregated pool runs each prompt on a prefill replica, which streams the first token;
+//! after the KV transfer time the performance model gives, the request moves, its stream with
+//! it, to the decode replica with the fewest requests, as in the simulator.
 
 use crate::config::Faults;
 use std::collections::HashMap;
@@ -37,20 +41,78 @@ pub enum EmuError {
     TooLong(String),
 }
 
+/// Where a request is served: the replica and its id there (it changes when the request
+/// moves from a prefill replica to a decode replica).
+type Location = Arc<Mutex<(Arc<EmuReplica>, u64)>>;
+
+/// A request's stream, and what a prefill replica needs to hand it on.
+struct Stream {
+    tx: mpsc::UnboundedSender<EmuEvent>,
+    /// Prompt and output tokens, and the stream's location, for a request that moves to a
+    /// decode replica after its first token.
+    handoff: Option<(u32, u32, Location)>,
+}
+
 struct Shared {
     engine: Replica<Physics<'static>>,
-    streams: HashMap<u64, mpsc::UnboundedSender<EmuEvent>>,
+    streams: HashMap<u64, Stream>,
     next_id: u64,
 }
 
 struct EmuReplica {
     state: Mutex<Shared>,
     wake: Notify,
+    /// For a prefill replica: where its requests decode.
+    decode: Option<Arc<DecodeStage>>,
+}
+
+impl EmuReplica {
+    /// The replica's state; a lock poisoned by a panicking holder is taken over, since the
+    /// engine's state is only changed through its own methods.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Shared {
+    /// A new request id on this replica.
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+}
+
+/// The decode replicas of a disaggregated pool, and how long a prompt's KV cache takes to
+/// reach them.
+struct DecodeStage {
+    replicas: Vec<Arc<EmuReplica>>,
+    /// A prefill replica's physics, which times the transfer.
+    prefill: Physics<'static>,
+    same_domain: bool,
+}
+
+/// The prefill pool of a disaggregated emulated provider.
+#[derive(Debug, Clone)]
+pub struct PrefillSpec {
+    /// One prefill replica.
+    pub physics: Physics<'static>,
+    /// Its engine limits.
+    pub config: EngineConfig,
+    /// Prefill replicas.
+    pub replicas: u32,
+    /// Whether both pools share one scale-up domain (the KV cache crosses the fabric, not
+    /// the network).
+    pub same_domain: bool,
 }
 
 /// A pool of emulated replicas of one model on one system.
 pub struct EmuPool {
     replicas: Vec<Arc<EmuReplica>>,
+    /// Prefill replicas, when the pool is disaggregated; requests start there.
+    prefill: Vec<Arc<EmuReplica>>,
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
@@ -60,6 +122,7 @@ impl std::fmt::Debug for EmuPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmuPool")
             .field("replicas", &self.replicas.len())
+            .field("prefill", &self.prefill.len())
             .field("faults", &self.faults)
             .finish()
     }
@@ -69,8 +132,7 @@ impl std::fmt::Debug for EmuPool {
 #[derive(Debug)]
 pub struct EmuStream {
     rx: mpsc::UnboundedReceiver<EmuEvent>,
-    replica: Arc<EmuReplica>,
-    id: u64,
+    at: Location,
     done: bool,
 }
 
@@ -94,43 +156,85 @@ impl EmuStream {
 impl Drop for EmuStream {
     fn drop(&mut self) {
         if !self.done {
-            if let Ok(mut s) = self.replica.state.lock() {
-                s.engine.cancel(self.id);
-                s.streams.remove(&self.id);
-            }
+            let (replica, id) = match self.at.lock() {
+                Ok(at) => (Arc::clone(&at.0), at.1),
+                Err(_) => return,
+            };
+            if let Ok(mut s) = replica.state.lock() {
+                s.engine.cancel(id);
+                s.streams.remove(&id);
+            };
         }
     }
 }
 
+/// Replicas running `config` on `physics`, each with its clock task; `decode` for prefill
+/// replicas.
+fn spawn_replicas(
+    physics: &Physics<'static>,
+    config: EngineConfig,
+    n: u32,
+    decode: Option<&Arc<DecodeStage>>,
+) -> Vec<Arc<EmuReplica>> {
+    (0..n.max(1))
+        .map(|_| {
+            let r = Arc::new(EmuReplica {
+                state: Mutex::new(Shared {
+                    engine: Replica::new(physics.clone(), config),
+                    streams: HashMap::new(),
+                    next_id: 0,
+                }),
+                wake: Notify::new(),
+                decode: decode.cloned(),
+            });
+            tokio::spawn(drive(Arc::clone(&r)));
+            r
+        })
+        .collect()
+}
+
+/// The replica with the fewest requests.
+fn least_loaded(replicas: &[Arc<EmuReplica>]) -> Option<Arc<EmuReplica>> {
+    replicas
+        .iter()
+        .min_by_key(|r| {
+            r.state
+                .lock()
+                .map(|s| s.engine.outstanding())
+                .unwrap_or(usize::MAX)
+        })
+        .cloned()
+}
+
 impl EmuPool {
-    /// Starts `replicas` replica tasks on the current tokio runtime.
+    /// Starts `replicas` replica tasks on the current tokio runtime, and with `prefill` a
+    /// prefill pool before them (disaggregated serving: the replicas then only decode).
     pub fn start(
         physics: Physics<'static>,
         config: EngineConfig,
         replicas: u32,
         faults: Faults,
+        prefill: Option<PrefillSpec>,
     ) -> Arc<Self> {
-        let pool = Arc::new(EmuPool {
-            replicas: (0..replicas.max(1))
-                .map(|_| {
-                    Arc::new(EmuReplica {
-                        state: Mutex::new(Shared {
-                            engine: Replica::new(physics.clone(), config),
-                            streams: HashMap::new(),
-                            next_id: 0,
-                        }),
-                        wake: Notify::new(),
-                    })
-                })
-                .collect(),
+        let replicas = spawn_replicas(&physics, config, replicas, None);
+        let prefill = match prefill {
+            None => Vec::new(),
+            Some(spec) => {
+                let stage = Arc::new(DecodeStage {
+                    replicas: replicas.clone(),
+                    prefill: spec.physics.clone(),
+                    same_domain: spec.same_domain,
+                });
+                spawn_replicas(&spec.physics, spec.config, spec.replicas, Some(&stage))
+            }
+        };
+        Arc::new(EmuPool {
+            replicas,
+            prefill,
             faults,
             started: Instant::now(),
             draws: Mutex::new(0x5EED),
-        });
-        for r in &pool.replicas {
-            tokio::spawn(drive(Arc::clone(r)));
-        }
-        pool
+        })
     }
 
     /// A uniform draw in [0, 1) for fault injection (SplitMix64; repeatable per process).
@@ -167,36 +271,49 @@ impl EmuPool {
         if self.faults.spike_rate > 0.0 && self.draw() < self.faults.spike_rate {
             tokio::time::sleep(Duration::from_millis(self.faults.spike_ms)).await;
         }
-        let replica = self
-            .replicas
-            .iter()
-            .min_by_key(|r| {
-                r.state
-                    .lock()
-                    .map(|s| s.engine.outstanding())
-                    .unwrap_or(usize::MAX)
-            })
-            .cloned()
-            .ok_or(EmuError::Outage)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = {
-            let mut s = replica
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let id = s.next_id;
-            s.next_id += 1;
-            s.engine
-                .submit(Request { id, prompt, output })
-                .map_err(|e| EmuError::TooLong(e.to_string()))?;
-            s.streams.insert(id, tx);
-            id
+        let disaggregated = !self.prefill.is_empty();
+        if disaggregated {
+            // It must fit where it will decode, not only where its prompt runs.
+            let fits = self.replicas.first().is_none_or(|r| {
+                r.state.lock().map_or(true, |s| {
+                    prompt.saturating_add(output) <= s.engine.config().max_context()
+                })
+            });
+            if !fits {
+                return Err(EmuError::TooLong(format!(
+                    "the request needs {} tokens of KV cache on a decode replica",
+                    prompt.saturating_add(output)
+                )));
+            }
+        }
+        let first = if disaggregated {
+            &self.prefill
+        } else {
+            &self.replicas
         };
+        let replica = least_loaded(first).ok_or(EmuError::Outage)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut s = replica.lock();
+        let id = s.fresh_id();
+        let at: Location = Arc::new(Mutex::new((Arc::clone(&replica), id)));
+        let (asked, handoff) = if disaggregated {
+            (1, Some((prompt, output, Arc::clone(&at))))
+        } else {
+            (output, None)
+        };
+        s.engine
+            .submit(Request {
+                id,
+                prompt,
+                output: asked,
+            })
+            .map_err(|e| EmuError::TooLong(e.to_string()))?;
+        s.streams.insert(id, Stream { tx, handoff });
+        drop(s);
         replica.wake.notify_one();
         Ok(EmuStream {
             rx,
-            replica,
-            id,
+            at,
             done: false,
         })
     }
@@ -207,13 +324,7 @@ impl EmuPool {
 async fn drive(r: Arc<EmuReplica>) {
     let mut deadline = Instant::now();
     loop {
-        let step = {
-            let mut s = r
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            s.engine.start_step(&mut |_| {})
-        };
+        let step = { r.lock().engine.start_step(&mut |_| {}) };
         let Some(dt) = step else {
             r.wake.notified().await;
             deadline = Instant::now();
@@ -223,25 +334,76 @@ async fn drive(r: Arc<EmuReplica>) {
         deadline =
             deadline.max(Instant::now() - Duration::from_millis(5)) + Duration::from_secs_f64(dt);
         tokio::time::sleep_until(deadline).await;
-        let mut s = r
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = r.lock();
         let Shared {
             engine, streams, ..
         } = &mut *s;
+        let mut moving = Vec::new();
         engine.finish_step(&mut |e| match e {
             Event::FirstToken(id) | Event::Token(id) => {
-                if let Some(tx) = streams.get(&id) {
-                    let _ = tx.send(EmuEvent::Token);
+                if let Some(st) = streams.get(&id) {
+                    let _ = st.tx.send(EmuEvent::Token);
                 }
             }
             Event::Finished(id) => {
-                if let Some(tx) = streams.remove(&id) {
-                    let _ = tx.send(EmuEvent::Done);
+                if let Some(st) = streams.remove(&id) {
+                    match st.handoff {
+                        Some((prompt, output, at)) if output > 1 => {
+                            moving.push((st.tx, prompt, output, at));
+                        }
+                        _ => {
+                            let _ = st.tx.send(EmuEvent::Done);
+                        }
+                    }
                 }
             }
             Event::Scheduled(_) | Event::Preempted(_) => {}
         });
+        drop(s);
+        if let Some(stage) = &r.decode {
+            for (tx, prompt, output, at) in moving {
+                tokio::spawn(hand_off(Arc::clone(stage), tx, prompt, output, at));
+            }
+        }
     }
+}
+
+/// Moves a prefilled request to the least-loaded decode replica once its KV cache has
+/// crossed over; its stream follows. A stream its client dropped in the meantime goes no
+/// further, and one no decode replica can take ends without its last event, as a broken
+/// upstream stream would.
+async fn hand_off(
+    stage: Arc<DecodeStage>,
+    tx: mpsc::UnboundedSender<EmuEvent>,
+    prompt: u32,
+    output: u32,
+    at: Location,
+) {
+    let send_s = stage.prefill.deployment.kv_send_s(
+        stage.prefill.params,
+        f64::from(prompt),
+        stage.same_domain,
+    );
+    tokio::time::sleep(Duration::from_secs_f64(send_s.max(0.0))).await;
+    if tx.is_closed() {
+        return;
+    }
+    let Some(replica) = least_loaded(&stage.replicas) else {
+        return;
+    };
+    {
+        let mut s = replica.lock();
+        let id = s.fresh_id();
+        if s.engine
+            .submit_prefilled(Request { id, prompt, output })
+            .is_err()
+        {
+            return;
+        }
+        s.streams.insert(id, Stream { tx, handoff: None });
+        if let Ok(mut here) = at.lock() {
+            *here = (Arc::clone(&replica), id);
+        }
+    }
+    replica.wake.notify_one();
 }

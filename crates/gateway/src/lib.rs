@@ -22,7 +22,7 @@ pub use config::Config;
 pub use server::serve;
 
 use crate::config::Origin;
-use emulated::EmuPool;
+use emulated::{EmuPool, PrefillSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -315,6 +315,41 @@ impl Gateway {
                                 max_context: Some(engine.max_context()),
                                 ..target.clone()
                             };
+                            let prefill = match p.prefill_replicas {
+                                None => None,
+                                Some(n) => {
+                                    let pq = Query {
+                                        chips: p.prefill_chips,
+                                        precision: Some(dep.weights),
+                                        kv_precision: Some(dep.kv),
+                                        ..Query::new(model, system, isl, osl)
+                                    };
+                                    let mut pd =
+                                        best_deployment(&pq, params, Objective::Latency)
+                                            .map_err(|e| err("prefill_chips", e.to_string()))?;
+                                    pd.layout.dp = 1;
+                                    let chips =
+                                        n.saturating_mul(pd.layout.replica_chips()).saturating_add(
+                                            p.replicas.saturating_mul(dep.layout.replica_chips()),
+                                        );
+                                    Some(PrefillSpec {
+                                        config: EngineConfig::for_deployment(&pd, params),
+                                        physics: Physics {
+                                            deployment: pd,
+                                            params,
+                                        },
+                                        replicas: n,
+                                        same_domain: chips <= system.scale_up(),
+                                    })
+                                }
+                            };
+                            let mut predicted = predicted;
+                            if let Some(spec) = &prefill {
+                                // A request must fit where its prompt runs and where it decodes.
+                                predicted.max_context = predicted
+                                    .max_context
+                                    .map(|m| m.min(spec.config.max_context()));
+                            }
                             target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
@@ -327,6 +362,7 @@ impl Gateway {
                                 engine,
                                 p.replicas,
                                 p.faults,
+                                prefill,
                             );
                             pools.insert(key, (Arc::clone(&pool), predicted));
                             Backend::Emulated(pool)

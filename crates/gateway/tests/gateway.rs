@@ -76,6 +76,14 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
     );
     Config::parse(&ok, "g.toml").expect("good");
     check(
+        &ok.replace("chips = 1\n", "chips = 1\nprefill_chips = 1\n"),
+        &["g.toml", "field `prefill_chips`", "needs prefill_replicas"],
+    );
+    check(
+        &ok.replace("chips = 1\n", "chips = 1\nprefill_replicas = 0\n"),
+        &["g.toml", "field `prefill_replicas`", "at least 1"],
+    );
+    check(
         &ok.replace("kind = \"emulated\"", "kind = \"grpc\""),
         &["g.toml", "line 1", "field `kind`", "grpc"],
     );
@@ -119,14 +127,8 @@ fn the_sse_reader_handles_split_lines_comments_and_multi_line_data() {
     assert_eq!(got, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
-    let text = format!(
-        "{}{}",
-        emulated("gpu", "h100-sxm", ""),
-        model("m", &[("gpu", "")])
-    );
-    let (url, _gw) = start(&text).await;
+/// The replica the gateway emulates for Llama 3.1 8B on one H100.
+fn one_h100_8b() -> switchyard_perf::Deployment<'static> {
     let (cat, p) = statics();
     let q = Query {
         chips: Some(1),
@@ -137,11 +139,14 @@ async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
             f64::from(p.default_osl),
         )
     };
-    let d = best_deployment(&q, p, Objective::Throughput).expect("deployment");
-    let n = 60u32;
-    let client = reqwest::Client::new();
+    best_deployment(&q, p, Objective::Throughput).expect("deployment")
+}
+
+/// Streams a chat completion of `n` tokens from model `m`; returns when each content token
+/// arrived (seconds from the request) and whether the stream ended with `[DONE]`.
+async fn token_times(url: &str, n: u32) -> (Vec<f64>, bool) {
     let t0 = Instant::now();
-    let resp = client
+    let resp = reqwest::Client::new()
         .post(format!("{url}/chat/completions"))
         .body(format!(
             r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{n},"stream":true}}"#
@@ -152,19 +157,33 @@ async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     let mut reader = SseReader::default();
-    let (mut first, mut last, mut count) = (None, None, 0u32);
+    let (mut times, mut done) = (Vec::new(), false);
     while let Some(chunk) = stream.next().await {
         for payload in reader.feed(&chunk.expect("chunk")) {
-            if payload.as_ref() != b"[DONE]" && payload.windows(9).any(|w| w == b"\"content\"") {
-                count += 1;
-                let t = t0.elapsed().as_secs_f64();
-                first.get_or_insert(t);
-                last = Some(t);
+            if payload.as_ref() == b"[DONE]" {
+                done = true;
+            } else if payload.windows(9).any(|w| w == b"\"content\"") {
+                times.push(t0.elapsed().as_secs_f64());
             }
         }
     }
-    assert_eq!(count, n);
-    let (first, last) = (first.expect("tokens"), last.expect("tokens"));
+    (times, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let (_, p) = statics();
+    let d = one_h100_8b();
+    let n = 60u32;
+    let (times, _) = token_times(&url, n).await;
+    assert_eq!(times.len(), n as usize);
+    let (first, last) = (times[0], times[times.len() - 1]);
     // Predicted: n − 1 decode steps of a batch of one at growing context.
     let predicted: f64 = (1..n)
         .map(|k| d.decode_step(p, 1.0, 4.0 + f64::from(k)).time)
@@ -601,4 +620,29 @@ async fn clients_may_speak_http2_without_tls() {
         assert_eq!(r.status(), 200);
         assert!(r.text().await.expect("body").contains("[DONE]"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disaggregated_emulated_provider_prefills_then_decodes_elsewhere_at_the_predicted_pace() {
+    let text = format!(
+        "[[provider]]\nname = \"pd\"\nkind = \"emulated\"\nsystem = \"h100-sxm\"\nchips = 1\nprefill_replicas = 1\nprefill_chips = 1\n{}",
+        model("m", &[("pd", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let (_, p) = statics();
+    let d = one_h100_8b();
+    let n = 40u32;
+    let (times, done) = token_times(&url, n).await;
+    // Every token arrives, the first from the prefill replica and the rest from a decode
+    // replica, at the pace of decode steps that carry no prompt.
+    assert!(done);
+    assert_eq!(times.len(), n as usize);
+    let predicted: f64 = (1..n)
+        .map(|k| d.decode_step(p, 1.0, 4.0 + f64::from(k)).time)
+        .sum();
+    let measured = times[times.len() - 1] - times[0];
+    assert!(
+        (measured - predicted).abs() / predicted < 0.2,
+        "decode took {measured:.4} s, predicted {predicted:.4} s"
+    );
 }
