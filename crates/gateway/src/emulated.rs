@@ -43,7 +43,15 @@ pub enum EmuError {
 
 /// Where a request is served: the replica and its id there (it changes when the request
 /// moves from a prefill replica to a decode replica).
-type Location = Arc<Mutex<(Arc<EmuReplica>, u64)>>;
+type Location = Arc<Mutex<Place>>;
+
+/// A request's replica and id there, and whether its client has gone.
+#[derive(Debug)]
+struct Place {
+    replica: Arc<EmuReplica>,
+    id: u64,
+    cancelled: bool,
+}
 
 /// A request's stream, and what a prefill replica needs to hand it on.
 struct Stream {
@@ -156,14 +164,18 @@ impl EmuStream {
 impl Drop for EmuStream {
     fn drop(&mut self) {
         if !self.done {
+            // Marked first, so that a hand-off under way sees the client gone and goes no
+            // further; the lock order is always the place, then a replica.
             let (replica, id) = match self.at.lock() {
-                Ok(at) => (Arc::clone(&at.0), at.1),
+                Ok(mut at) => {
+                    at.cancelled = true;
+                    (Arc::clone(&at.replica), at.id)
+                }
                 Err(_) => return,
             };
-            if let Ok(mut s) = replica.state.lock() {
-                s.engine.cancel(id);
-                s.streams.remove(&id);
-            };
+            let mut s = replica.lock();
+            s.engine.cancel(id);
+            s.streams.remove(&id);
         }
     }
 }
@@ -275,9 +287,7 @@ impl EmuPool {
         if disaggregated {
             // It must fit where it will decode, not only where its prompt runs.
             let fits = self.replicas.first().is_none_or(|r| {
-                r.state.lock().map_or(true, |s| {
-                    prompt.saturating_add(output) <= s.engine.config().max_context()
-                })
+                prompt.saturating_add(output) <= r.lock().engine.config().max_context()
             });
             if !fits {
                 return Err(EmuError::TooLong(format!(
@@ -295,7 +305,11 @@ impl EmuPool {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut s = replica.lock();
         let id = s.fresh_id();
-        let at: Location = Arc::new(Mutex::new((Arc::clone(&replica), id)));
+        let at: Location = Arc::new(Mutex::new(Place {
+            replica: Arc::clone(&replica),
+            id,
+            cancelled: false,
+        }));
         let (asked, handoff) = if disaggregated {
             (1, Some((prompt, output, Arc::clone(&at))))
         } else {
@@ -360,9 +374,15 @@ async fn drive(r: Arc<EmuReplica>) {
             Event::Scheduled(_) | Event::Preempted(_) => {}
         });
         drop(s);
-        if let Some(stage) = &r.decode {
-            for (tx, prompt, output, at) in moving {
-                tokio::spawn(hand_off(Arc::clone(stage), tx, prompt, output, at));
+        for (tx, prompt, output, at) in moving {
+            match &r.decode {
+                Some(stage) => {
+                    tokio::spawn(hand_off(Arc::clone(stage), tx, prompt, output, at));
+                }
+                // Only prefill replicas hand requests on; anything else ends here.
+                None => {
+                    let _ = tx.send(EmuEvent::Done);
+                }
             }
         }
     }
@@ -384,14 +404,19 @@ async fn hand_off(
         f64::from(prompt),
         stage.same_domain,
     );
-    tokio::time::sleep(Duration::from_secs_f64(send_s.max(0.0))).await;
-    if tx.is_closed() {
-        return;
-    }
+    tokio::time::sleep(Duration::try_from_secs_f64(send_s).unwrap_or(Duration::MAX)).await;
     let Some(replica) = least_loaded(&stage.replicas) else {
         return;
     };
     {
+        // The place stays locked until the request is on its decode replica, so a client
+        // leaving meanwhile either stops the move here or cancels it there.
+        let Ok(mut here) = at.lock() else {
+            return;
+        };
+        if here.cancelled {
+            return;
+        }
         let mut s = replica.lock();
         let id = s.fresh_id();
         if s.engine
@@ -401,9 +426,75 @@ async fn hand_off(
             return;
         }
         s.streams.insert(id, Stream { tx, handoff: None });
-        if let Ok(mut here) = at.lock() {
-            *here = (Arc::clone(&replica), id);
-        }
+        here.replica = Arc::clone(&replica);
+        here.id = id;
     }
     replica.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EmuEvent, EmuPool, PrefillSpec};
+    use crate::config::Faults;
+    use switchyard_perf::{Catalog, Layout, Params, Precision};
+    use switchyard_replica::{EngineConfig, Physics};
+
+    /// A disaggregated pool of one prefill and one decode replica of Llama 3.1 8B on an H100.
+    fn split() -> std::sync::Arc<EmuPool> {
+        let cat: &'static Catalog = Box::leak(Box::new(Catalog::builtin().expect("catalog")));
+        let params: &'static Params = Box::leak(Box::new(Params::default()));
+        let physics = Physics {
+            deployment: switchyard_perf::Deployment::new(
+                cat.model("llama-3.1-8b").expect("model"),
+                cat.system("h100-sxm").expect("system"),
+                Layout::replica(1, 1),
+                Precision::Bf16,
+            )
+            .expect("deployment"),
+            params,
+        };
+        let config = EngineConfig::for_deployment(&physics.deployment, params);
+        EmuPool::start(
+            physics.clone(),
+            config,
+            1,
+            Faults::default(),
+            Some(PrefillSpec {
+                physics,
+                config,
+                replicas: 1,
+                same_domain: true,
+            }),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_prompt_runs_on_the_prefill_replica_and_the_rest_on_the_decode_replica() {
+        let pool = split();
+        let mut s = pool.submit(500, 5).await.expect("starts");
+        let mut tokens = 0;
+        while let Some(e) = s.next().await {
+            match e {
+                EmuEvent::Token => tokens += 1,
+                EmuEvent::Done => break,
+            }
+        }
+        assert_eq!(tokens, 5);
+        let pre = pool.prefill[0].lock().engine.counters().to_owned();
+        let dec = pool.replicas[0].lock().engine.counters().to_owned();
+        assert_eq!((pre.tokens_prefilled, pre.tokens_out), (500, 1));
+        assert_eq!((dec.tokens_prefilled, dec.tokens_out), (0, 4));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_leaves_during_the_move_costs_the_decode_replica_nothing_more() {
+        let pool = split();
+        let mut s = pool.submit(4000, 200).await.expect("starts");
+        assert_eq!(s.next().await, Some(EmuEvent::Token));
+        drop(s);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let decode = pool.replicas[0].lock();
+        assert_eq!(decode.engine.outstanding(), 0);
+        assert!(decode.engine.counters().tokens_out < 199);
+    }
 }

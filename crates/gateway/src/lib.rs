@@ -349,6 +349,18 @@ impl Gateway {
                                 predicted.max_context = predicted
                                     .max_context
                                     .map(|m| m.min(spec.config.max_context()));
+                                // Its first token comes from a prefill pass, and the rest from
+                                // decode steps that carry no prompts.
+                                let pd = &spec.physics.deployment;
+                                predicted.ttft_s = pd.prefill(params, isl)
+                                    + pd.kv_send_s(params, isl, spec.same_domain);
+                                predicted.tpot_s = dep
+                                    .decode_step(
+                                        params,
+                                        priors.concurrency.max(1.0),
+                                        isl + osl / 2.0,
+                                    )
+                                    .time;
                             }
                             target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
