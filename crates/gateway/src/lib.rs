@@ -318,16 +318,9 @@ impl Gateway {
                             let prefill = match p.prefill_replicas {
                                 None => None,
                                 Some(n) => {
-                                    let pq = Query {
-                                        chips: p.prefill_chips,
-                                        precision: Some(dep.weights),
-                                        kv_precision: Some(dep.kv),
-                                        ..Query::new(model, system, isl, osl)
-                                    };
-                                    let mut pd =
-                                        best_deployment(&pq, params, Objective::Latency)
-                                            .map_err(|e| err("prefill_chips", e.to_string()))?;
-                                    pd.layout.dp = 1;
+                                    let pd = dep
+                                        .prefill_partner(params, p.prefill_chips, None, (isl, osl))
+                                        .map_err(|e| err("prefill_chips", e.to_string()))?;
                                     let chips =
                                         n.saturating_mul(pd.layout.replica_chips()).saturating_add(
                                             p.replicas.saturating_mul(dep.layout.replica_chips()),

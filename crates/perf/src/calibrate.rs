@@ -21,6 +21,7 @@ pub struct Knob {
     /// Highest value the search may take.
     pub hi: f64,
     field: fn(&mut Params) -> &mut f64,
+    read: fn(&Params) -> f64,
 }
 
 impl std::fmt::Debug for Knob {
@@ -41,6 +42,7 @@ macro_rules! knob {
             lo: $lo,
             hi: $hi,
             field: |p| &mut p.$name,
+            read: |p| p.$name,
         }
     };
 }
@@ -152,12 +154,12 @@ pub fn calibrate(
     for _ in 0..MAX_ROUNDS {
         let mut improved = false;
         for k in knobs {
+            // A starting value outside the knob's range widens it rather than jumping.
+            let (lo, hi) = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
             for f in STEPS {
                 let mut trial = p.clone();
                 let v = (k.field)(&mut trial);
-                // A starting value outside the knob's range widens it rather than jumping.
-                let start_v = *(k.field)(&mut start.clone());
-                let next = (*v * f).clamp(k.lo.min(start_v), k.hi.max(start_v));
+                let next = (*v * f).clamp(lo, hi);
                 if next == *v {
                     continue;
                 }
@@ -165,8 +167,9 @@ pub fn calibrate(
                 let (_, s) = validate::run(cat, &trial, rows);
                 evaluations += 1;
                 // Relative and absolute slack keep rounding noise from counting as progress.
-                if s.n == before.n && objective(&s) < score - 1e-9 * score.max(1.0) {
-                    score = objective(&s);
+                let o = objective(&s);
+                if s.n == before.n && o < score - 1e-9 * score.max(1.0) {
+                    score = o;
                     best = s;
                     p = trial;
                     improved = true;
@@ -180,8 +183,7 @@ pub fn calibrate(
     let moved = KNOBS
         .iter()
         .filter_map(|k| {
-            let from = *(k.field)(&mut start.clone());
-            let to = *(k.field)(&mut p.clone());
+            let (from, to) = ((k.read)(start), (k.read)(&p));
             (from.to_bits() != to.to_bits()).then_some(Moved {
                 name: k.name,
                 from,

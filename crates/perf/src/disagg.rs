@@ -91,12 +91,6 @@ struct DecodeRate {
     rate: f64,
 }
 
-/// Seconds to send one prompt's KV cache from a prefill replica of `d` when both pools
-/// together hold `chips` chips: see [`Deployment::kv_send_s`].
-fn kv_transfer(d: &Deployment<'_>, p: &Params, isl: f64, chips: u32) -> f64 {
-    d.kv_send_s(p, isl, chips <= d.system.scale_up())
-}
-
 impl Deployment<'_> {
     /// Seconds for a replica of this deployment to send the KV cache of a `tokens`-token
     /// prompt to another replica: each chip that holds it sends its share over its own link,
@@ -117,7 +111,7 @@ impl Deployment<'_> {
 /// far as its KV room allows, at the batch chosen for it; `None` when even one prompt alone
 /// misses the TTFT limit.
 fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Option<PrefillRate> {
-    let transfer_s = kv_transfer(d, p, q.isl, chips);
+    let transfer_s = d.kv_send_s(p, q.isl, chips <= d.system.scale_up());
     let cap = d.max_sequences(p, q.isl).min(d.batch_limit(p)).floor();
     let mut within = Vec::new();
     let mut prompts = 1_u32;
@@ -333,7 +327,6 @@ const PREFILL_MAX_BUSY: f64 = 0.9;
 
 #[cfg(test)]
 mod tests {
-    use super::kv_transfer;
     use crate::{Catalog, Deployment, Layout, Params, Precision};
 
     #[test]
@@ -355,7 +348,7 @@ mod tests {
                 Precision::Fp8,
             )
             .expect("deployment");
-            kv_transfer(&d, &p, 2000.0, 128)
+            d.kv_send_s(&p, 2000.0, false)
         };
         // One group of one chip holds the prompt, however many groups the replica has, and
         // sends it at one NIC's rate; tensor parallelism splits the sending over the group.

@@ -324,6 +324,33 @@ pub fn best_deployment<'a>(
         .ok_or_else(|| PerfError::BadInput("no deployment to choose from".into()))
 }
 
+impl<'a> Deployment<'a> {
+    /// A prefill replica to pair with this (decode) replica in disaggregated serving: the
+    /// same model, system and precisions, with `layout` where given, else the layout fastest
+    /// for one request on `chips` (default: the fewest that fit requests of `isl` + `osl`).
+    ///
+    /// # Errors
+    /// As [`best_deployment`].
+    pub fn prefill_partner(
+        &self,
+        p: &Params,
+        chips: Option<u32>,
+        layout: Option<Layout>,
+        (isl, osl): (f64, f64),
+    ) -> Result<Deployment<'a>, PerfError> {
+        let q = Query {
+            chips,
+            precision: Some(self.weights),
+            kv_precision: Some(self.kv),
+            layout: layout.map(|l| Layout { dp: 1, ..l }),
+            ..Query::new(self.model, self.system, isl, osl)
+        };
+        let mut d = best_deployment(&q, p, Objective::Latency)?;
+        d.layout.dp = 1;
+        Ok(d)
+    }
+}
+
 /// One point of a throughput-interactivity frontier: a layout at a load.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontierPoint {

@@ -367,9 +367,10 @@ pub enum ParamsError {
 }
 
 impl Params {
-    /// Every parameter as (name, value), in name order, through its serialized form so that
-    /// no field can be missed.
-    pub fn values(&self) -> Vec<(String, f64)> {
+    /// Every parameter as (name, value, the value as a parameters file writes it), in name
+    /// order, through its serialized form so that no field can be missed and integer fields
+    /// stay integers.
+    pub fn entries(&self) -> Vec<(String, f64, String)> {
         let Ok(toml::Value::Table(t)) = toml::Value::try_from(self) else {
             return Vec::new();
         };
@@ -380,14 +381,14 @@ impl Params {
                     toml::Value::Integer(i) => i as f64,
                     _ => return None,
                 };
-                Some((k, x))
+                Some((k, x, v.to_string()))
             })
             .collect()
     }
 
     /// The first parameter outside its range, as (name, value, what the range is).
     pub fn check(&self) -> Result<(), (String, f64, &'static str)> {
-        for (name, v) in self.values() {
+        for (name, v, _) in self.entries() {
             let range = RANGES
                 .iter()
                 .find(|(n, _)| *n == name)
@@ -420,29 +421,14 @@ impl Params {
     /// The parameters that differ from `base`, one `name = value` line each, in a form
     /// [`Params::from_toml`] reads back exactly.
     pub fn diff_toml(&self, base: &Params) -> String {
-        let theirs = base.values();
-        let mut out = String::new();
-        for ((name, v), (_, b)) in self.values().into_iter().zip(theirs) {
-            if v.to_bits() != b.to_bits() {
-                out.push_str(&format!("{name} = {}\n", Params::toml_value(&name, v)));
-            }
-        }
-        out
-    }
-
-    /// A parameter's value as a parameters file writes it: the shortest text that reads back
-    /// to the same number, and integer fields as integers.
-    pub fn toml_value(name: &str, v: f64) -> String {
-        if INTEGER_FIELDS.contains(&name) {
-            format!("{}", v as u64)
-        } else {
-            format!("{v:?}")
-        }
+        self.entries()
+            .into_iter()
+            .zip(base.entries())
+            .filter(|((_, v, _), (_, b, _))| v.to_bits() != b.to_bits())
+            .map(|((name, _, text), _)| format!("{name} = {text}\n"))
+            .collect()
     }
 }
-
-/// Fields stored as integers.
-const INTEGER_FIELDS: &[&str] = &["max_batch", "default_isl", "default_osl"];
 
 /// The line of `text` that sets `field` (`field = ...`, the key bare or quoted), or 0 where
 /// none does.
@@ -469,17 +455,19 @@ mod tests {
 
     #[test]
     fn every_field_has_a_range_and_the_defaults_are_in_it() {
-        let names: Vec<String> = Params::default()
-            .values()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let entries = Params::default().entries();
+        let names: Vec<String> = entries.iter().map(|(n, _, _)| n.clone()).collect();
         assert_eq!(names.len(), RANGES.len(), "{names:?}");
         for n in &names {
             assert!(RANGES.iter().any(|(r, _)| r == n), "no range for {n}");
         }
-        for i in INTEGER_FIELDS {
-            assert!(names.iter().any(|n| n == i), "{i}");
+        for i in ["max_batch", "default_isl", "default_osl"] {
+            assert!(
+                entries
+                    .iter()
+                    .any(|(n, _, text)| n == i && !text.contains('.')),
+                "{i}"
+            );
         }
         assert_eq!(Params::default().check(), Ok(()));
     }

@@ -298,26 +298,16 @@ impl<'a> Model<'a> {
                 };
                 // Disaggregated prefill and decode, in units of two, four or eight of the
                 // aggregated replica's chips: the unit that carries the most per chip.
-                if let Some(o) = disaggregated_option(&q, &d, pp, class, rules.headroom, facility) {
-                    let (layout, chips) = (o.layout.clone(), o.chips);
-                    options.push(Opt {
-                        out: Candidate {
-                            disaggregated: true,
-                            capacity_tok_s: o.capacity_tok_s,
-                            concurrency: o.concurrency,
-                            ttft_s: o.ttft_s,
-                            tpot_s: o.tpot_s,
-                            mw: o.mw,
-                            usd_per_hour: o.usd_per_hour,
-                            ..candidate(layout, chips)
-                        },
-                        deployment: o.decode,
-                        engine: o.decode_engine,
-                        per_unit: o.decode_replicas,
-                        prefill: Some(o.prefill),
-                        provider: pi,
-                        class: ci,
-                    });
+                if let Some(o) = disaggregated_option(
+                    &d,
+                    pp,
+                    class,
+                    (rules.headroom, facility),
+                    &candidate,
+                    pi,
+                    ci,
+                ) {
+                    options.push(o);
                 }
                 let best =
                     d.max_throughput_within(pp, isl, osl, Some(class.tpot_s), Some(class.ttft_s));
@@ -732,54 +722,46 @@ pub(crate) fn phase(
     })
 }
 
-/// A disaggregated option's unit, priced.
-struct SplitUnit<'a> {
-    layout: String,
-    chips: u32,
-    capacity_tok_s: f64,
-    concurrency: f64,
-    ttft_s: f64,
-    tpot_s: f64,
-    mw: f64,
-    usd_per_hour: f64,
-    decode: Deployment<'a>,
-    decode_engine: EngineConfig,
-    decode_replicas: u32,
-    prefill: PrefillUnit<'a>,
-}
-
-/// The best disaggregated unit of `q` within `class`'s targets, in units of two, four or
-/// eight of `replica`'s chips (the aggregated replica), by output tokens per second per chip
-/// used; `None` where no split meets the targets or a pool has no power figure or price.
+/// The best disaggregated unit for `class` beside the aggregated `replica`, in units of two,
+/// four or eight of its chips, by output tokens per second per chip used, as an option whose
+/// candidate `base` gives the names; `None` where no split meets the targets or a pool has no
+/// power figure or price.
 fn disaggregated_option<'a>(
-    q: &Query<'a>,
     replica: &Deployment<'a>,
     pp: &Params,
     class: &ClassM,
-    headroom: f64,
-    facility: f64,
-) -> Option<SplitUnit<'a>> {
+    (headroom, facility): (f64, f64),
+    base: &dyn Fn(String, u32) -> Candidate,
+    provider: usize,
+    class_index: usize,
+) -> Option<Opt<'a>> {
     let unit = replica.layout.replica_chips();
+    // The prefill pool is sized by its queue, so its mean TTFT sits at the limit it is given:
+    // a percentile target is held as a mean at the ratio of mean to p99 TTFT measured in
+    // MLPerf server runs ([`Params::server_mean_ttft_frac`]), or the queue's tail would miss
+    // it.
+    let ttft = if class.percentile > 0.5 {
+        class.ttft_s * pp.server_mean_ttft_frac
+    } else {
+        class.ttft_s
+    };
     let split = [2u32, 4, 8]
         .into_iter()
         .filter_map(|k| {
-            // The prefill pool is sized by its queue, so its mean TTFT sits at the limit it is
-            // given: a percentile target is held as a mean at the ratio of mean to p99 TTFT
-            // measured in MLPerf server runs ([`Params::server_mean_ttft_frac`]), or the
-            // queue's tail would miss it.
-            let ttft = if class.percentile > 0.5 {
-                class.ttft_s * pp.server_mean_ttft_frac
-            } else {
-                class.ttft_s
-            };
-            let dq = Query {
+            let q = Query {
                 chips: Some(unit.checked_mul(k)?),
                 precision: Some(replica.weights),
                 kv_precision: Some(replica.kv),
+                tpot_limit: Some(class.tpot_s),
                 ttft_limit: Some(ttft),
-                ..q.clone()
+                ..Query::new(
+                    replica.model,
+                    replica.system,
+                    f64::from(class.isl),
+                    f64::from(class.osl),
+                )
             };
-            disaggregated(&dq, pp).ok().flatten()
+            disaggregated(&q, pp).ok().flatten()
         })
         .max_by(|a, b| {
             let per = |s: &switchyard_perf::Disaggregated| {
@@ -798,46 +780,43 @@ fn disaggregated_option<'a>(
             replica.weights,
         )
         .ok()
-        .map(|mut d| {
-            d.kv = replica.kv;
-            d
-        })
+        .map(|d| d.with_kv(Some(replica.kv)))
     };
     let (decode, prefill) = (pool(split.decode.layout)?, pool(split.prefill.layout)?);
     let cap = split.throughput_tok_s * headroom;
+    let layout = format!(
+        "{} x {} prefill + {} x {} decode",
+        split.prefill.replicas, split.prefill.layout, split.decode.replicas, split.decode.layout
+    );
+    let mut o = Opt {
+        out: Candidate {
+            disaggregated: true,
+            capacity_tok_s: cap,
+            concurrency: split.decode.concurrency * f64::from(split.decode.replicas) * headroom,
+            ttft_s: split.ttft_s,
+            tpot_s: split.tpot_s,
+            ..base(layout, split.chips_used)
+        },
+        engine: EngineConfig::for_deployment(&decode, pp),
+        per_unit: split.decode.replicas,
+        prefill: Some(PrefillUnit {
+            engine: EngineConfig::for_deployment(&prefill, pp),
+            replicas: split.prefill.replicas,
+            same_domain: split.chips_used <= replica.system.scale_up(),
+            deployment: prefill,
+        }),
+        deployment: decode,
+        provider,
+        class: class_index,
+    };
     let (mut watts, mut usd) = (0.0, 0.0);
-    for (d, n) in [
-        (&decode, split.decode.replicas),
-        (&prefill, split.prefill.replicas),
-    ] {
+    for (d, n) in o.pools() {
         let mut d = d.clone();
         d.layout.dp = n;
         watts += d.full_power_w(pp)?;
         usd += d.economics_at(pp, cap, 1.0).usd_per_hour?;
     }
-    Some(SplitUnit {
-        layout: format!(
-            "{} x {} prefill + {} x {} decode",
-            split.prefill.replicas,
-            split.prefill.layout,
-            split.decode.replicas,
-            split.decode.layout
-        ),
-        chips: split.chips_used,
-        capacity_tok_s: cap,
-        concurrency: split.decode.concurrency * f64::from(split.decode.replicas) * headroom,
-        ttft_s: split.ttft_s,
-        tpot_s: split.tpot_s,
-        mw: watts / 1e6 * facility,
-        usd_per_hour: usd,
-        decode_engine: EngineConfig::for_deployment(&decode, pp),
-        decode_replicas: split.decode.replicas,
-        prefill: PrefillUnit {
-            engine: EngineConfig::for_deployment(&prefill, pp),
-            replicas: split.prefill.replicas,
-            same_domain: split.chips_used <= replica.system.scale_up(),
-            deployment: prefill,
-        },
-        decode,
-    })
+    o.out.mw = watts / 1e6 * facility;
+    o.out.usd_per_hour = usd;
+    Some(o)
 }

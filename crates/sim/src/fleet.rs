@@ -439,6 +439,11 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
 }
 
 impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
+    /// Provider `p`'s pools: its own, then its prefill pool if it has one.
+    fn pools_of(&self, p: usize) -> impl Iterator<Item = usize> + use<F> {
+        [Some(p), self.prefill_of[p]].into_iter().flatten()
+    }
+
     fn push(&mut self, t: f64, kind: Kind) {
         self.seq += 1;
         self.heap.push(Ev {
@@ -548,21 +553,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             r.dispatched_at = self.now;
             r.fallback = r.attempts > 1;
             // A disaggregated provider takes the prompt on its prefill pool, for the first
-            // token only, once it knows the whole request fits where it will decode.
+            // token only (the router sent it here knowing the whole request fits where it
+            // will decode).
             let (q, output) = match self.prefill_of[p] {
                 Some(q) => (q, 1),
                 None => (p, r.a.output),
             };
-            if q != p
-                && self.scn.providers[p]
-                    .target
-                    .max_context
-                    .is_some_and(|m| r.a.prompt.saturating_add(r.a.output) > m)
-            {
-                self.router.abandoned(p);
-                self.end(k, Some(reason::TOO_LONG));
-                return;
-            }
             // A disaggregated provider with no decode replica up refuses the request too: its
             // prompt would produce a first token with nowhere to decode the rest.
             let refuses =
@@ -763,7 +759,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         match self.scn.failures[i] {
             Failure::Outage { provider: p, .. } => {
                 // The count lives on the provider's own pool; a prefill pool goes with it.
-                let pools: Vec<usize> = std::iter::once(p).chain(self.prefill_of[p]).collect();
+                let pools: Vec<usize> = self.pools_of(p).collect();
                 let pool = &mut self.pools[p];
                 if starts {
                     pool.outages += 1;
@@ -817,7 +813,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 factor,
                 ..
             } => {
-                for q in std::iter::once(p).chain(self.prefill_of[p]) {
+                for q in self.pools_of(p) {
                     let pool = &mut self.pools[q];
                     if starts {
                         pool.slows.push((i, factor));
@@ -958,29 +954,17 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             }
             let mut g = c.group(&self.scn.providers[p].name, end);
             // A disaggregated provider's figures cover both its pools.
-            let own: Vec<&Pool<'a>> = std::iter::once(p)
-                .chain(self.prefill_of[p])
-                .map(|q| &self.pools[q])
-                .collect();
+            let own: Vec<&Pool<'a>> = self.pools_of(p).map(|q| &self.pools[q]).collect();
             let busy: f64 = own.iter().flat_map(|q| &q.slots).map(|s| s.busy_s).sum();
             let slots: usize = own.iter().map(|q| q.slots.len()).sum();
             let util = busy / (slots.max(1) as f64 * end);
             g.utilization = Some(util);
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
             if g.throughput_tok_s > 0.0 {
-                let provider = &self.scn.providers[p];
-                let pools = std::iter::once((&provider.deployment, provider.replicas, &own[0]))
-                    .chain(
-                        provider
-                            .prefill
-                            .iter()
-                            .zip(own.get(1))
-                            .map(|(pp, q)| (&pp.deployment, pp.replicas, q)),
-                    );
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
-                for (d, replicas, q) in pools {
-                    let mut d = d.clone();
-                    d.layout.dp = replicas;
+                for q in own.iter().filter(|q| !q.slots.is_empty()) {
+                    let mut d = q.slots[0].engine.physics().deployment.clone();
+                    d.layout.dp = q.slots.len() as u32;
                     let busy: f64 = q.slots.iter().map(|s| s.busy_s).sum();
                     let u = busy / (q.slots.len().max(1) as f64 * end);
                     let e = d.economics_at(self.params, g.throughput_tok_s, u);

@@ -532,23 +532,6 @@ impl ScenarioFile {
             let engine = engine_of(&mut d, "system")?;
             let priors = d.router_priors(params, isl, osl, tpot_limit);
             let per_replica = priors.concurrency.min(f64::from(engine.max_batch)).max(1.0);
-            let usd = s.usd_per_mtok.or_else(|| {
-                let mut pool = d.clone();
-                pool.layout.dp = s.replicas;
-                let op = pool.max_throughput(params, isl, osl, tpot_limit);
-                pool.economics(params, &op, 1.0).usd_per_mtok
-            });
-            let mut target = Target {
-                name: s.name.clone(),
-                weight: s.weight,
-                usd_per_mtok: usd.unwrap_or(0.0),
-                priority: s.priority,
-                classes: s.classes.clone(),
-                ttft_s: priors.ttft_s,
-                tpot_s: priors.tpot_s,
-                capacity: per_replica * f64::from(s.replicas),
-                max_context: Some(engine.max_context()),
-            };
             let prefill = match s.prefill_replicas {
                 None => {
                     for (field, set) in [
@@ -569,23 +552,18 @@ impl ScenarioFile {
                         .map(str::parse::<Layout>)
                         .transpose()
                         .map_err(|e| err("prefill_layout", e.to_string()))?;
-                    let q = Query {
-                        chips: s.prefill_chips,
-                        precision,
-                        kv_precision,
-                        layout: layout.map(|l| Layout { dp: 1, ..l }),
-                        ..Query::new(model, system, isl, osl)
-                    };
-                    let mut pd = best_deployment(&q, params, Objective::Latency).map_err(|e| {
-                        err(
-                            if s.prefill_layout.is_some() {
-                                "prefill_layout"
-                            } else {
-                                "prefill_chips"
-                            },
-                            e.to_string(),
-                        )
-                    })?;
+                    let mut pd = d
+                        .prefill_partner(params, s.prefill_chips, layout, (isl, osl))
+                        .map_err(|e| {
+                            err(
+                                if s.prefill_layout.is_some() {
+                                    "prefill_layout"
+                                } else {
+                                    "prefill_chips"
+                                },
+                                e.to_string(),
+                            )
+                        })?;
                     let pe = engine_of(&mut pd, "prefill_chips")?;
                     let chips = n
                         .saturating_mul(pd.layout.replica_chips())
@@ -598,27 +576,40 @@ impl ScenarioFile {
                     })
                 }
             };
-            if let Some(pp) = &prefill {
-                // A request must fit where its prompt runs and where it decodes.
-                target.max_context = Some(engine.max_context().min(pp.engine.max_context()));
-                // Every token also passes through the prefill pool, which the price covers.
-                if s.usd_per_mtok.is_none() {
-                    let mut pool = d.clone();
-                    pool.layout.dp = s.replicas;
-                    let op = pool.max_throughput(params, isl, osl, tpot_limit);
-                    let mut pre = pp.deployment.clone();
-                    pre.layout.dp = pp.replicas;
-                    let both = pool
-                        .economics(params, &op, 1.0)
-                        .usd_per_mtok
-                        .zip(
+            // Every token passes through both pools of a disaggregated provider, and the price
+            // covers both.
+            let usd = s.usd_per_mtok.or_else(|| {
+                let mut pool = d.clone();
+                pool.layout.dp = s.replicas;
+                let op = pool.max_throughput(params, isl, osl, tpot_limit);
+                let own = pool.economics(params, &op, 1.0).usd_per_mtok;
+                match &prefill {
+                    None => own,
+                    Some(pp) => {
+                        let mut pre = pp.deployment.clone();
+                        pre.layout.dp = pp.replicas;
+                        own.zip(
                             pre.economics_at(params, op.throughput_tok_s, 1.0)
                                 .usd_per_mtok,
                         )
-                        .map(|(a, b)| a + b);
-                    target.usd_per_mtok = both.unwrap_or(0.0);
+                        .map(|(a, b)| a + b)
+                    }
                 }
-            }
+            });
+            let target = Target {
+                name: s.name.clone(),
+                weight: s.weight,
+                usd_per_mtok: usd.unwrap_or(0.0),
+                priority: s.priority,
+                classes: s.classes.clone(),
+                ttft_s: priors.ttft_s,
+                tpot_s: priors.tpot_s,
+                capacity: per_replica * f64::from(s.replicas),
+                // A request must fit where its prompt runs and where it decodes.
+                max_context: Some(prefill.as_ref().map_or(engine.max_context(), |pp| {
+                    engine.max_context().min(pp.engine.max_context())
+                })),
+            };
             providers.push(Provider {
                 name: s.name.clone(),
                 deployment: d,

@@ -989,16 +989,13 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
         }
     }
     if matches!(a.what, Some(Listing::Params)) {
-        let defaults = Params::default().values();
-        for ((name, v), (_, d)) in p.values().into_iter().zip(defaults) {
-            let text = Params::toml_value(&name, v);
+        for ((name, v, text), (_, d, default)) in
+            p.entries().into_iter().zip(Params::default().entries())
+        {
             if v.to_bits() == d.to_bits() {
                 out!("{name} = {text}");
             } else {
-                out!(
-                    "{name} = {text}  # default {}",
-                    Params::toml_value(&name, d)
-                );
+                out!("{name} = {text}  # default {default}");
             }
         }
     }
