@@ -65,20 +65,21 @@ impl FromStr for Layout {
     /// Parses `tp8`, `pp4`, `tp2-pp2`, `tp4-dp2`, `tp2pp2`, `ep8`, `tp2-ep4`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut layout = Layout::replica(1, 1);
+        let mut named: Vec<&str> = Vec::new();
         let mut rest = s.trim().to_ascii_lowercase();
         if rest.is_empty() {
             return Err("empty layout".into());
         }
         while !rest.is_empty() {
             rest = rest.trim_start_matches(['-', 'x', '*']).to_string();
-            let (key, slot) = if let Some(r) = rest.strip_prefix("tp") {
-                (r.to_string(), &mut layout.tp)
+            let (part, key, slot) = if let Some(r) = rest.strip_prefix("tp") {
+                ("tp", r.to_string(), &mut layout.tp)
             } else if let Some(r) = rest.strip_prefix("pp") {
-                (r.to_string(), &mut layout.pp)
+                ("pp", r.to_string(), &mut layout.pp)
             } else if let Some(r) = rest.strip_prefix("dp") {
-                (r.to_string(), &mut layout.dp)
+                ("dp", r.to_string(), &mut layout.dp)
             } else if let Some(r) = rest.strip_prefix("ep") {
-                (r.to_string(), &mut layout.ep)
+                ("ep", r.to_string(), &mut layout.ep)
             } else {
                 return Err(format!(
                     "layout `{s}`: expected parts like tp8, pp4, ep8, dp2 (joined by `-`)"
@@ -91,6 +92,11 @@ impl FromStr for Layout {
             if n == 0 {
                 return Err(format!("layout `{s}`: degrees must be at least 1"));
             }
+            // `tp8-tp4` is a typo, not a layout: which of the two was meant is unknowable.
+            if named.contains(&part) {
+                return Err(format!("layout `{s}`: {part} is given twice"));
+            }
+            named.push(part);
             *slot = n;
             rest = key[digits.len()..].to_string();
         }
@@ -312,6 +318,21 @@ impl<'a> Deployment<'a> {
                 return Err(bad(format!(
                     "{} has only {} attention heads to split",
                     model.id, model.heads
+                )));
+            }
+            // Engines shard attention by whole heads and refuse an uneven split (vLLM checks
+            // that the tensor-parallel size divides the head count).
+            SystemKind::Gpu | SystemKind::Rdu if !model.heads.is_multiple_of(layout.tp) => {
+                let fits: Vec<String> = (1..=layout.tp)
+                    .filter(|t| model.heads.is_multiple_of(*t) && t.is_power_of_two())
+                    .map(|t| format!("tp{t}"))
+                    .collect();
+                return Err(bad(format!(
+                    "{} has {} attention heads, which tp{} does not split evenly; {} do",
+                    model.id,
+                    model.heads,
+                    layout.tp,
+                    fits.join(", ")
                 )));
             }
             _ => {}

@@ -137,7 +137,9 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
     let tps: Vec<u32> = match system.kind {
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
         SystemKind::Gpu | SystemKind::Rdu => {
-            powers_of_two_upto(system.scale_up().min(model.heads).min(chips)).collect()
+            powers_of_two_upto(system.scale_up().min(model.heads).min(chips))
+                .filter(|tp| model.heads.is_multiple_of(*tp))
+                .collect()
         }
     };
     // Expert-parallel layouts are modelled when asked for, not searched: the model's costs
@@ -237,12 +239,24 @@ pub(crate) fn fitting_deployments<'a>(
     let chips = match (q.chips, q.layout) {
         (Some(n), _) => n,
         (None, Some(l)) => l.chips(),
-        (None, None) => default_chips(q, precision, p).ok_or_else(|| {
-            too_small(
-                0,
-                "no layout of up to 65,536 chips holds the weights".into(),
-            )
-        })?,
+        // Where no count holds a sequence of the query's lengths but some holds the weights,
+        // the fewest that hold the weights: the search below then says how long a sequence
+        // fits there.
+        (None, None) => match default_chips(q, precision, p) {
+            Some(n) => n,
+            None => Query {
+                isl: 1.0,
+                osl: 0.0,
+                ..*q
+            }
+            .fewest_chips(precision, p)
+            .ok_or_else(|| {
+                too_small(
+                    0,
+                    "no layout of up to 65,536 chips holds the weights".into(),
+                )
+            })?,
+        },
     };
     if chips == 0 {
         return Err(PerfError::BadInput(
@@ -268,12 +282,18 @@ pub(crate) fn fitting_deployments<'a>(
     };
     let mut out = Vec::new();
     let mut first_err = None;
+    // The most tokens one sequence may hold on a layout that holds the weights but not a
+    // sequence of the query's lengths.
+    let mut longest: Option<u64> = None;
     for l in candidates {
         match Deployment::new(q.model, q.system, l, precision) {
             Ok(d) => {
                 let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
                 if fits(&d, p, q.isl, q.osl) {
                     out.push(d);
+                } else if d.memory(p).fits {
+                    let n = longest_sequence(&d, p, q.isl + q.osl);
+                    longest = Some(longest.map_or(n, |m| m.max(n)));
                 }
             }
             Err(e) => {
@@ -284,6 +304,23 @@ pub(crate) fn fitting_deployments<'a>(
     match (out.is_empty(), first_err) {
         (false, _) => Ok(out),
         (true, Some(e)) if q.layout.is_some() => Err(e),
+        (true, _) if longest.is_some() => {
+            let remedy = match q.fewest_chips(precision, p) {
+                Some(n) if n > chips => format!("{n} {} hold one", unit_name(q.system.kind, n)),
+                _ => "no layout of up to 65,536 chips holds one: shorten the prompt or the output"
+                    .into(),
+            };
+            Err(PerfError::ContextTooLong {
+                model: q.model.id.clone(),
+                system: q.system.id.clone(),
+                precision: precision.to_string(),
+                chips,
+                // Lengths are checked finite and at least 1 by every caller's input checks.
+                tokens: (q.isl + q.osl).round() as u64,
+                longest: longest.unwrap_or(0),
+                remedy,
+            })
+        }
         (true, _) => {
             let per_chip = q.system.weight_memory_bytes() / 1e9;
             let weights = q.model.total_params_b * precision.bytes();
@@ -293,6 +330,25 @@ pub(crate) fn fitting_deployments<'a>(
             ))
         }
     }
+}
+
+/// The most tokens, below `tokens`, that one sequence's KV cache may hold on `d` (0 when
+/// not even one fits), found by bisection: a sequence's KV cache grows with its length.
+fn longest_sequence(d: &Deployment<'_>, p: &Params, tokens: f64) -> u64 {
+    let holds = |n: f64| d.max_sequences(p, n) >= 1.0;
+    if !holds(1.0) {
+        return 0;
+    }
+    let (mut lo, mut hi) = (1.0_f64, tokens.max(1.0));
+    while hi - lo > 1.0 {
+        let mid = ((lo + hi) / 2.0).floor();
+        if holds(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo as u64
 }
 
 /// The best deployment for `q` under `objective`.

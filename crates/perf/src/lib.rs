@@ -58,6 +58,17 @@ pub enum PerfError {
         min_chips: u32,
         unit: &'static str,
     },
+    /// The weights fit, but not the KV cache of one sequence of the lengths asked for.
+    #[error("{model} at {precision} on {chips} x {system} holds the weights but not the KV cache of one sequence of {tokens} tokens (at most {longest} fit); {remedy}")]
+    ContextTooLong {
+        model: String,
+        system: String,
+        precision: String,
+        chips: u32,
+        tokens: u64,
+        longest: u64,
+        remedy: String,
+    },
     /// The system cannot run this precision at all.
     #[error("{system} has no {precision} support and no wider format to fall back to")]
     NoPrecision { system: String, precision: String },

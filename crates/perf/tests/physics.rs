@@ -161,6 +161,49 @@ fn sambanova_weights_beyond_hbm_stream_from_its_ddr_tier() {
     assert!(best_deployment(&q, &p, Objective::Latency).is_err());
 }
 
+fn p() -> Params {
+    Params::default()
+}
+
+/// A sequence too long for the chips' KV room is refused as such, not as weights that do
+/// not fit, and the longest length the error names is the longest that fits.
+#[test]
+fn a_context_too_long_names_the_longest_that_fits() {
+    let cat = cat();
+    let p = p();
+    let mut q = query(&cat, "llama-3.1-70b", "h100-sxm", Some(8));
+    q.isl = 5e6;
+    let longest = match best_deployment(&q, &p, Objective::Latency).expect_err("too long") {
+        PerfError::ContextTooLong {
+            longest, remedy, ..
+        } => {
+            // More chips hold it: the remedy says how many.
+            assert!(remedy.contains("chips hold one"), "{remedy}");
+            longest
+        }
+        other => panic!("expected ContextTooLong, got {other}"),
+    };
+    let at = |tokens: u64| {
+        let mut q = query(&cat, "llama-3.1-70b", "h100-sxm", Some(8));
+        q.isl = tokens as f64 - q.osl;
+        best_deployment(&q, &p, Objective::Latency).is_ok()
+    };
+    assert!(at(longest), "{longest} should fit");
+    assert!(!at(longest + 2), "{} should not fit", longest + 2);
+    // With no chip count and no count long enough, the fewest chips that hold the weights
+    // are tried, and the error says no count would do.
+    let mut q = query(&cat, "llama-3.1-70b", "h100-sxm", None);
+    q.isl = 1e12;
+    let err = best_deployment(&q, &p, Objective::Latency).expect_err("far too long");
+    assert!(
+        matches!(err, PerfError::ContextTooLong { chips, .. } if chips < 16)
+            && err
+                .to_string()
+                .contains("no layout of up to 65,536 chips holds one"),
+        "{err}"
+    );
+}
+
 #[test]
 fn impossible_layouts_are_refused_with_a_reason() {
     let cat = cat();
@@ -178,6 +221,26 @@ fn impossible_layouts_are_refused_with_a_reason() {
         .is_ok_and(|l| l.tp == 4 && l.pp == 2));
     assert!("tq4".parse::<Layout>().is_err());
     assert!("tp0".parse::<Layout>().is_err());
+    // A degree named twice is a typo whose meaning cannot be guessed.
+    let twice = "tp8-tp4".parse::<Layout>().expect_err("tp twice");
+    assert!(twice.contains("tp is given twice"), "{twice}");
+    // Attention is sharded by whole heads: 64 heads split over 2 or 4, not 3; 28 not over 8.
+    let err = Deployment::new(m, gpu, Layout::replica(3, 1), Precision::Bf16)
+        .expect_err("tp3 of 64 heads");
+    assert!(err.to_string().contains("tp1, tp2 do"), "{err}");
+    let qwen = cat.model("qwen2.5-7b").expect("m");
+    assert_eq!(qwen.heads % 8, 4);
+    assert!(Deployment::new(qwen, gpu, Layout::replica(8, 1), Precision::Bf16).is_err());
+    // ... and the search offers only even splits.
+    for objective in [Objective::Latency, Objective::Throughput] {
+        let d = best_deployment(
+            &query(&cat, "qwen2.5-7b", "h100-sxm", Some(8)),
+            &p(),
+            objective,
+        )
+        .expect("fits");
+        assert_eq!(qwen.heads % d.layout.tp, 0, "{}", d.layout);
+    }
     // Expert parallelism needs experts, a GPU, enough experts, and each group's tensor
     // parallelism inside the fast fabric; the groups may span several domains.
     let ep = |s: &str| s.parse::<Layout>().expect("layout");
