@@ -109,19 +109,21 @@ impl FromStr for Layout {
 pub struct Speculative {
     /// Mean tokens emitted per target step (accepted drafts plus the target's own token).
     pub tokens_per_step: f64,
-    /// Draft cost per target step, as a fraction of a target step.
+    /// Cost of one cycle's drafting (all its drafted tokens), as a fraction of a target step.
     pub draft_cost: f64,
 }
 
 impl Speculative {
-    /// From an acceptance rate `a` per drafted token and a draft length `k`: the expected
-    /// tokens per step is (1 − a^(k+1)) / (1 − a) (Leviathan et al., eq. 1,
-    /// <https://arxiv.org/abs/2211.17192>).
-    pub fn from_acceptance(a: f64, k: u32, draft_cost: f64) -> Self {
+    /// From an acceptance rate `a` per drafted token, a draft length `k` and the cost of
+    /// drafting one token as a fraction of a target step: the expected tokens per step is
+    /// (1 − a^(k+1)) / (1 − a), and the cycle's drafting costs `k` times the token's cost
+    /// (Leviathan et al., eqs. 1 and 2, <https://arxiv.org/abs/2211.17192>). Drafting more
+    /// tokens than the acceptance rate rewards therefore slows decoding down.
+    pub fn from_acceptance(a: f64, k: u32, token_cost: f64) -> Self {
         let a = a.clamp(0.0, 0.999);
         Speculative {
-            tokens_per_step: (1.0 - a.powi(k as i32 + 1)) / (1.0 - a),
-            draft_cost,
+            tokens_per_step: (1.0 - a.powi(k.min(1 << 16) as i32 + 1)) / (1.0 - a),
+            draft_cost: f64::from(k) * token_cost,
         }
     }
 }

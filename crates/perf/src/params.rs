@@ -164,8 +164,12 @@ pub struct Params {
     /// A plain chain of 4-5 drafts at 70-80% acceptance gives about 3 (Leviathan et al.,
     /// <https://arxiv.org/abs/2211.17192>, eq. 1).
     pub spec_tokens_per_step: f64,
-    /// Cost of the draft model per target step, as a fraction of a target step.
-    pub spec_draft_cost: f64,
+    /// Cost of drafting one token, as a fraction of a target step: a cycle that drafts `k`
+    /// tokens costs `k` times this on top of its verifying step (Leviathan et al., eq. 2's
+    /// `c`). Assumed: a sixteenth, so a cycle of four drafts costs a quarter of a step; the
+    /// small draft models and one-layer draft heads of that paper and of EAGLE cost a few
+    /// hundredths of the target per token.
+    pub spec_draft_token_cost: f64,
     /// p99 time-per-output-token limit of a `server` row whose model has no MLPerf workload
     /// in the catalog, in seconds: 200 ms, MLPerf's limit for its Llama 2 70B and Mixtral
     /// server scenarios (<https://github.com/mlcommons/inference_policies/blob/master/inference_rules.adoc>).
@@ -236,7 +240,7 @@ impl Default for Params {
             capacity_kv_reserve: 0.10,
 
             spec_tokens_per_step: 4.0,
-            spec_draft_cost: 0.25,
+            spec_draft_token_cost: 0.0625,
             server_tpot_s: 0.200,
             server_mean_tpot_frac: 0.73,
             server_mean_ttft_frac: 0.45,
@@ -324,7 +328,7 @@ const RANGES: &[(&str, Range)] = &[
     ("rdu_bw_eff", Range::Fraction),
     ("capacity_kv_reserve", Range::BelowOne),
     ("spec_tokens_per_step", Range::AtLeastOne),
-    ("spec_draft_cost", Range::NonNegative),
+    ("spec_draft_token_cost", Range::NonNegative),
     ("server_tpot_s", Range::Positive),
     ("server_mean_tpot_frac", Range::Fraction),
     ("server_mean_ttft_frac", Range::Fraction),

@@ -867,7 +867,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         "yes" | "y" | "on" | "true" | "mtp" | "eagle" | "eagle2" | "eagle-2" | "eagle3"
         | "eagle-3" | "medusa" | "draft" | "specdec" | "speculative" => Some(Speculative {
             tokens_per_step: p.spec_tokens_per_step,
-            draft_cost: p.spec_draft_cost,
+            // A cycle drafts at least as many tokens as it accepts.
+            draft_cost: p.spec_tokens_per_step * p.spec_draft_token_cost,
         }),
         "" | "none" | "no" | "n" | "off" | "false" | "unknown" | "n/a" | "-" => None,
         _ => {

@@ -472,6 +472,21 @@ fn speculative_decoding_speeds_a_latency_bound_wafer() {
     );
     let s = Speculative::from_acceptance(0.0, 4, 0.1);
     assert!((s.tokens_per_step - 1.0).abs() < 1e-9);
+    // Each drafted token costs its share: past what the acceptance rate rewards, longer
+    // drafts slow decoding (at 0.8, the 32nd draft is accepted with odds 0.8^32 < 0.1%).
+    let speed = |k: u32| {
+        plain
+            .clone()
+            .with_speculative(Some(Speculative::from_acceptance(
+                0.8,
+                k,
+                p.spec_draft_token_cost,
+            )))
+            .at_concurrency(&p, 1.0, 1024.0, 512.0)
+            .user_tok_s
+    };
+    assert!(speed(4) > speed(32), "{} against {}", speed(4), speed(32));
+    assert!(speed(4) > speed(1), "{} against {}", speed(4), speed(1));
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub struct Workload {
     /// Speculative decoding with this acceptance rate per drafted token (e.g. 0.8).
     #[arg(long, value_name = "RATE")]
     speculative: Option<f64>,
-    /// Tokens drafted per step with --speculative.
+    /// Tokens drafted per step with --speculative; each costs `spec_draft_token_cost` of a
+    /// target step (see `switchyard catalog params`).
     #[arg(long, default_value_t = 4)]
     draft_len: u32,
     /// Limit on time per output token for the peak-throughput search, in ms.
@@ -95,6 +96,11 @@ impl Workload {
             if !(0.0..1.0).contains(&a) {
                 return Err(usage(
                     "--speculative takes an acceptance rate from 0 to below 1, e.g. 0.8",
+                ));
+            }
+            if self.draft_len == 0 {
+                return Err(usage(
+                    "--draft-len must be at least 1: a cycle that drafts nothing is not speculative decoding",
                 ));
             }
         }
@@ -160,7 +166,7 @@ impl Workload {
             osl,
             speculative: self
                 .speculative
-                .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_cost)),
+                .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_token_cost)),
             tpot_limit,
             ttft_limit,
         })
