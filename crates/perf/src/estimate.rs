@@ -326,10 +326,28 @@ pub(crate) fn fitting_deployments<'a>(
             let weights = q.model.total_params_b * precision.bytes();
             Err(too_small(
                 chips,
-                format!("weights take {weights:.0} GB against {per_chip:.0} GB per chip"),
+                format!(
+                    "weights take {} GB against {} GB per {}",
+                    gigabytes(weights),
+                    gigabytes(per_chip),
+                    unit_name(q.system.kind, 1)
+                ),
             ))
         }
     }
+}
+
+/// `gb` gigabytes to three significant figures, so that an LPU's 0.23 GB does not print
+/// as 0.
+fn gigabytes(gb: f64) -> String {
+    let decimals = if gb >= 100.0 {
+        0
+    } else if gb >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{gb:.decimals$}")
 }
 
 /// The most tokens, below `tokens`, that one sequence's KV cache may hold on `d` (0 when
