@@ -91,7 +91,9 @@ pub struct Params {
     /// activations counted at 16 bits both ways, 50 times a dispatch and combine at 64 and 256
     /// H800s within 8% of DeepEP's (a test checks it).
     pub network_gb_s: f64,
-    /// Latency to pass activations between two pipeline stages on GPUs, in seconds.
+    /// Latency to pass activations between two pipeline stages on GPUs, in seconds: a small
+    /// point-to-point send and the wait for it. Assumed, of the size of one all-reduce's
+    /// latency; no published row isolates it.
     pub gpu_stage_hop_s: f64,
     /// Fraction of HBM that may hold weights, activations and KV cache (the rest is runtime,
     /// CUDA graphs and fragmentation; vLLM's `gpu_memory_utilization` defaults to 0.9).
@@ -101,7 +103,7 @@ pub struct Params {
     /// pipeline splits into one micro-batch per stage; with expert parallelism each group is
     /// an engine of its own, with this limit each.
     pub max_batch: u32,
-    /// Activation workspace per chip, in bytes, reserved on top of weights and KV.
+    /// Activation workspace per chip, in bytes, reserved on top of weights and KV. Assumed.
     pub activation_bytes: f64,
 
     // ---- Wafer-scale engines -------------------------------------------------------------
@@ -136,7 +138,8 @@ pub struct Params {
     /// (system I/O over 100 GbE links and the SwarmX fabric). Fitted.
     pub wafer_link_s: f64,
     /// Fraction of wafer SRAM that can hold weights and KV cache; the rest holds code,
-    /// activations and routing buffers.
+    /// activations and routing buffers. Assumed; with it, 70B at 16 bits needs four CS-3s
+    /// and 8B one, as Cerebras deploys them.
     pub wafer_sram_usable: f64,
 
     // ---- SRAM chips (Groq LPU) and dataflow units (SambaNova RDU) --------------------------
@@ -144,13 +147,18 @@ pub struct Params {
     /// Groq per-user speeds.
     pub lpu_layer_s: f64,
     /// Latency of one chip-to-chip crossing on the LPU fabric, paid once per chip a layer spans.
+    /// Fitted with [`Params::lpu_layer_s`] to the Groq per-user speeds
+    /// (`switchyard calibrate --only lpu_layer_s,lpu_chip_hop_s` leaves both where they are).
     pub lpu_chip_hop_s: f64,
-    /// Fraction of LPU SRAM usable for weights.
+    /// Fraction of LPU SRAM usable for weights. Assumed, as for GPU memory; it sets how many
+    /// chips a model needs, which Groq does not publish per model.
     pub lpu_sram_usable: f64,
     /// Fixed latency of one layer on an RDU, in seconds (a fused dataflow kernel per layer).
     /// Fitted to the SambaNova per-user speeds.
     pub rdu_layer_s: f64,
-    /// Fraction of an RDU's HBM bandwidth reached when streaming weights.
+    /// Fraction of an RDU's HBM bandwidth reached when streaming weights. Fitted with
+    /// [`Params::rdu_layer_s`] to the SambaNova per-user speeds (`switchyard calibrate --only
+    /// rdu_layer_s,rdu_bw_eff` leaves it where it is).
     pub rdu_bw_eff: f64,
     /// Fraction of the main memory kept for the KV cache when weights overflow into a
     /// capacity tier (SambaNova's DDR): the layers that stream from the slow tier are the
