@@ -185,8 +185,51 @@ impl Model {
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("field `id` must not be empty".into());
+        }
         if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 {
             return Err("fields `layers`, `hidden`, `heads` and `kv_heads` must be above 0".into());
+        }
+        let sizes = [
+            ("head_dim", self.head_dim),
+            ("ffn_hidden", self.ffn_hidden),
+            ("vocab", self.vocab),
+        ];
+        if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("field `{field}` must be above 0"));
+        }
+        if self.max_context == 0 {
+            return Err("field `max_context` must be above 0".into());
+        }
+        // Key-value heads are shared by whole groups of query heads.
+        if self.kv_heads > self.heads || !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(format!(
+                "field `kv_heads` ({}) must divide `heads` ({}): each key-value head serves a whole group of query heads",
+                self.kv_heads, self.heads
+            ));
+        }
+        let optional = [
+            ("experts", self.experts),
+            ("experts_per_token", self.experts_per_token),
+            ("moe_layers", self.moe_layers),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_rope_dim", self.qk_rope_dim),
+            ("sliding_window", self.sliding_window),
+            ("global_every", self.global_every),
+        ];
+        if let Some((field, _)) = optional.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(format!("field `{field}` must be above 0 where given"));
+        }
+        if let (Some(e), Some(k)) = (self.experts, self.experts_per_token) {
+            if k > e {
+                return Err(format!(
+                    "field `experts_per_token` ({k}) must be at most `experts` ({e})"
+                ));
+            }
+        }
+        if self.moe_layers.is_some_and(|l| l > self.layers) {
+            return Err("field `moe_layers` must be at most `layers`".into());
         }
         if !(self.active_params_b > 0.0 && self.active_params_b <= self.total_params_b) {
             return Err(

@@ -270,6 +270,75 @@ impl System {
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("field `id` must not be empty".into());
+        }
+        // Every figure is a finite amount: none is negative, and those that scale a rate or
+        // a power must be above 0 where given (a zero or negative one would give negative or
+        // infinite times, energies and capacities downstream).
+        let at_least_zero = [
+            ("memory_gb", Some(self.memory_gb)),
+            ("memory_bw_tb_s", Some(self.memory_bw_tb_s)),
+            ("sram_gb", Some(self.sram_gb)),
+            ("sram_bw_tb_s", Some(self.sram_bw_tb_s)),
+        ];
+        let above_zero = [
+            ("interconnect_gb_s", self.interconnect_gb_s),
+            ("chip_power_w", self.chip_power_w),
+            ("system_power_kw", self.system_power_kw),
+            ("dense_tflops.bf16", self.dense_tflops.bf16),
+            ("dense_tflops.fp8", self.dense_tflops.fp8),
+            ("dense_tflops.int8", self.dense_tflops.int8),
+            ("dense_tflops.fp4", self.dense_tflops.fp4),
+        ];
+        for (field, v) in at_least_zero {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(format!(
+                    "field `{field}` must be a finite number, 0 or more"
+                ));
+            }
+        }
+        for (field, v) in above_zero {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!("field `{field}` must be a finite number above 0"));
+            }
+        }
+        if self.scale_up_chips == Some(0) {
+            return Err("field `scale_up_chips` must be at least 1".into());
+        }
+        if let Some(m) = &self.mesh {
+            let mesh = [
+                ("mesh.clock_ghz", m.clock_ghz),
+                ("mesh.sram_per_core_kb", m.sram_per_core_kb),
+                ("mesh.fmac_per_cycle", m.fmac_per_cycle),
+            ];
+            if let Some((field, _)) = mesh.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+                return Err(format!("field `{field}` must be a finite number above 0"));
+            }
+            if m.cores_x == 0 || m.cores_y == 0 {
+                return Err("fields `mesh.cores_x` and `mesh.cores_y` must be at least 1".into());
+            }
+        }
+        if let Some(p) = &self.price {
+            let price = [
+                ("price.capex_usd_per_system", p.capex_usd_per_system, 0.0),
+                (
+                    "price.rent_usd_per_chip_hour",
+                    p.rent_usd_per_chip_hour,
+                    0.0,
+                ),
+            ];
+            for (field, v, _) in price {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    return Err(format!(
+                        "field `{field}` must be a finite number, 0 or more"
+                    ));
+                }
+            }
+            if p.life_years.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err("field `price.life_years` must be a finite number above 0".into());
+            }
+        }
         if self.chips_per_system == 0 {
             return Err("field `chips_per_system` must be at least 1".into());
         }

@@ -256,6 +256,78 @@ fn a_bad_file_names_its_line_and_field() {
     let lpu = measured("memory_read_bw_tb_s = 2.7\nsources = [\"https://m\"]\n")
         .replace("\"gpu\"", "\"lpu\"");
     refused(&mut cat, &lpu, "l.toml", &["`w`", "gpu"]);
+    // Figures that would give negative or infinite times, energies or capacities.
+    let nan = "nan";
+    for (from, to, field) in [
+        (
+            "dense_tflops = { bf16 = 1000.0,",
+            "dense_tflops = { bf16 = -1.0,",
+            "dense_tflops.bf16",
+        ),
+        (
+            "memory_bw_tb_s = 3.0",
+            &*format!("memory_bw_tb_s = {nan}"),
+            "memory_bw_tb_s",
+        ),
+        ("memory_gb = 80.0", "memory_gb = 1e400", "memory_gb"),
+        (
+            "chips_per_system = 8",
+            "chips_per_system = 8\nsystem_power_kw = -10.2",
+            "system_power_kw",
+        ),
+        (
+            "id = \"w\"",
+            "id = \"w\"\nchip_power_w = nan",
+            "chip_power_w",
+        ),
+    ] {
+        let bad = chip.replace(from, to);
+        assert_ne!(bad, chip, "{from}");
+        if to.contains("1e400") {
+            // TOML reads 1e400 as infinity or refuses it; either way the file is refused.
+            assert!(cat.clone().extend_from_toml(&bad, "n.toml").is_err());
+        } else {
+            refused(&mut cat, &bad, "n.toml", &["`w`", field]);
+        }
+    }
+    refused(
+        &mut cat,
+        &chip.replace("id = \"w\"", "id = \" \""),
+        "e.toml",
+        &["id"],
+    );
+    // Model shapes: key-value heads must group the query heads; sizes must be above 0.
+    let dense = moe
+        .replace("experts = 8\nexperts_per_token = 2\n", "")
+        .replace(
+            "total_params_b = 50.0\nactive_params_b = 1.0",
+            "total_params_b = 7.0\nactive_params_b = 7.0",
+        );
+    assert!(cat.clone().extend_from_toml(&dense, "d.toml").is_ok());
+    refused(
+        &mut cat,
+        &dense.replace("kv_heads = 8", "kv_heads = 64"),
+        "k.toml",
+        &["`moe`", "kv_heads"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("kv_heads = 8", "kv_heads = 12"),
+        "k.toml",
+        &["`moe`", "kv_heads"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("head_dim = 128", "head_dim = 0"),
+        "h.toml",
+        &["`moe`", "head_dim"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("max_context = 4096", "max_context = 0"),
+        "c.toml",
+        &["`moe`", "max_context"],
+    );
     // A good entry ahead of a bad one in the same file is not kept either.
     let pair = format!("{chip}{semantic}");
     refused(&mut cat, &pair, "p.toml", &["`y`", "chips_per_system"]);

@@ -225,15 +225,15 @@ pub(crate) fn fitting_deployments<'a>(
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
     let too_small = |chips: u32, why: String| {
-        let min = q.fewest_chips(precision, p).unwrap_or(0);
+        let min = q.fewest_chips(precision, p);
         PerfError::DoesNotFit {
-            model: q.model.id.clone(),
-            system: q.system.id.clone(),
-            precision: precision.to_string(),
-            chips,
+            deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
             why,
-            min_chips: min,
-            unit: unit_name(q.system.kind, min),
+            min_chips: min.unwrap_or(0),
+            needs: match min {
+                Some(n) => format!("it needs at least {n} {}", unit_name(q.system.kind, n)),
+                None => "no count up to 65,536 holds it".into(),
+            },
         }
     };
     let chips = match (q.chips, q.layout) {
@@ -311,9 +311,7 @@ pub(crate) fn fitting_deployments<'a>(
                     .into(),
             };
             Err(PerfError::ContextTooLong {
-                model: q.model.id.clone(),
-                system: q.system.id.clone(),
-                precision: precision.to_string(),
+                deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
                 chips,
                 // Lengths are checked finite and at least 1 by every caller's input checks.
                 tokens: (q.isl + q.osl).round() as u64,

@@ -48,22 +48,22 @@ pub enum PerfError {
         why: String,
     },
     /// The model does not fit in the memory of the chips given.
-    #[error("{model} at {precision} does not fit on {chips} x {system}: {why}; it needs at least {min_chips} {unit}")]
+    #[error("{deployment} does not fit: {why}; {needs}")]
     DoesNotFit {
-        model: String,
-        system: String,
-        precision: String,
-        chips: u32,
+        /// The model, precision, chips and system, e.g. `llama-3.1-70b at bf16 on 3 x cs3`.
+        deployment: String,
         why: String,
+        /// The fewest chips (wafers) that hold it; 0 when no count up to 65,536 does.
         min_chips: u32,
-        unit: &'static str,
+        /// What would fit, in words.
+        needs: String,
     },
     /// The weights fit, but not the KV cache of one sequence of the lengths asked for.
-    #[error("{model} at {precision} on {chips} x {system} holds the weights but not the KV cache of one sequence of {tokens} tokens (at most {longest} fit); {remedy}")]
+    #[error("{deployment} holds the weights but not the KV cache of one sequence of {tokens} tokens (at most {longest} fit); {remedy}")]
     ContextTooLong {
-        model: String,
-        system: String,
-        precision: String,
+        /// The model, precision, chips and system.
+        deployment: String,
+        /// Chips (wafers) tried.
         chips: u32,
         tokens: u64,
         longest: u64,

@@ -503,18 +503,7 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         "minimum",
         "peak",
         "percentile",
-        "minute",
-        "minutes",
     ];
-    if let Some(w) = words
-        .iter()
-        .find(|w| percentile(w) || statistic.contains(w))
-    {
-        return Err(format!(
-            "metric `{}`: the model predicts means, and rates per second, not `{w}`",
-            name.trim()
-        ));
-    }
     // Rates per unit of power or money, and energy and cost, are outputs of the model but not
     // what `validate` scores: published figures of them rest on bases (facility or chip
     // power, rent or purchase) that a row does not state.
@@ -555,6 +544,98 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             name.trim()
         ));
     }
+    // What each rate is counted per: the word right after a `/` (`tok/s/gpu`) or after the
+    // word `per` (`tokens_per_second_per_gpu`, `ms per output token`, skipping the words
+    // that only qualify the token). A `/` followed by a space is "with" (`w/ spec`).
+    let mut per: Vec<&str> = lower
+        .match_indices('/')
+        .filter_map(|(at, _)| {
+            let rest = &lower[at + 1..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect();
+    for (i, w) in words.iter().enumerate() {
+        if *w == "per" {
+            if let Some(next) = words[i + 1..]
+                .iter()
+                .find(|n| !["output", "generated", "decode", "decoded", "each", "one"].contains(n))
+            {
+                per.push(next);
+            }
+        }
+    }
+    // Seconds in one unit of a rate's time, where a rate is counted per unit of time.
+    let time_unit = |w: &str| -> Option<f64> {
+        match w {
+            "s" | "sec" | "secs" | "second" | "seconds" => Some(1.0),
+            "ms" | "msec" => Some(1e-3),
+            "min" | "mins" | "minute" | "minutes" => Some(60.0),
+            "h" | "hr" | "hrs" | "hour" | "hours" => Some(3600.0),
+            _ => None,
+        }
+    };
+    // `min` after a `/` or `per` is minutes, elsewhere the minimum.
+    if let Some(w) = words.iter().find(|w| {
+        percentile(w) || (statistic.contains(w) && !(per.contains(w) && time_unit(w).is_some()))
+    }) {
+        return Err(format!(
+            "metric `{}`: the model predicts means, not `{w}`",
+            name.trim()
+        ));
+    }
+    let per_time: Option<f64> = per.iter().find_map(|w| time_unit(w));
+    let per_token = per.iter().any(|w| ["token", "tokens", "tok"].contains(w));
+    let per_prompt_token = per.iter().any(|w| ["input", "prompt"].contains(w));
+    // A time per token is the time between output tokens (`s/token`, `ms per output
+    // token`); per prompt token it is not modelled.
+    let prefill_words = has("prefill") || has("first") || has("input") || has("prompt");
+    if (per_prompt_token || (per_token && prefill_words)) && per_time.is_none() {
+        return Err(not_modelled());
+    }
+    if per_token && per_time.is_none() {
+        let unit = words.iter().find_map(|w| time_unit(w));
+        return match unit {
+            Some(s) if s < 60.0 => Ok((Metric::Tpot, 1.0 / s)),
+            _ => Err(format!(
+                "metric `{}`: a time per token is read in ms or s",
+                name.trim()
+            )),
+        };
+    }
+    // A rate per anything but time, a user or request, or a chip has no base the row states.
+    let subjects = [
+        "user",
+        "users",
+        "request",
+        "requests",
+        "req",
+        "gpu",
+        "gpus",
+        "chip",
+        "chips",
+        "device",
+        "devices",
+        "accelerator",
+        "accelerators",
+        "wafer",
+        "wafers",
+        "card",
+        "cards",
+    ];
+    if let Some(w) = per
+        .iter()
+        .find(|w| time_unit(w).is_none() && !subjects.contains(w))
+    {
+        return Err(format!(
+            "metric `{}`: a rate per `{w}` is not read; state it per chip (GPU, wafer) or for the whole deployment, with the count in `count`",
+            name.trim()
+        ));
+    }
+    // A rate counted per unit of time other than the second: predicted per second, scaled.
+    let time_scale = per_time.unwrap_or(1.0);
     let latency = |m: Metric| -> Result<(Metric, f64), String> {
         if has("ms") {
             Ok((m, 1000.0))
@@ -570,32 +651,51 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     if has("ttft") || (has("first") && has("token")) {
         return latency(Metric::Ttft);
     }
-    if has("e2el") || has("e2e") || (has("end") && has("to")) || (has("request") && has("latency"))
+    let tokens = has("tok") || has("tokens") || has("token") || has("tps");
+    // `End-to-end throughput (tok/s)` is a throughput measured end to end, not a latency.
+    let token_rate = tokens && per_time.is_some();
+    if !token_rate
+        && (has("e2el")
+            || has("e2e")
+            || (has("end") && has("to"))
+            || (has("request") && has("latency")))
     {
         return latency(Metric::EndToEnd);
     }
     if has("tpot") || has("itl") || has("inter") || (has("time") && has("per") && has("output")) {
         return latency(Metric::Tpot);
     }
-    let tokens = has("tok") || has("tokens") || has("token") || has("tps");
-    let rate = has("s") || has("sec") || has("second") || has("throughput") || has("tps");
-    let per_chip = ["gpu", "chip", "device", "accelerator", "wafer"]
-        .iter()
-        .any(|w| has(w));
+    let rate = per_time.is_some()
+        || has("s")
+        || has("sec")
+        || has("second")
+        || has("throughput")
+        || has("tps");
+    let per_chip = [
+        "gpu",
+        "gpus",
+        "chip",
+        "device",
+        "accelerator",
+        "wafer",
+        "card",
+    ]
+    .iter()
+    .any(|w| has(w));
     // `prefill tok/s` is said of one prompt's speed and of a deployment's prompt throughput;
     // only a name that says which is read.
     if has("prefill") {
         return if !rate {
             Err(not_modelled())
         } else if has("user") || has("request") || has("speed") {
-            Ok((Metric::PrefillSpeed, 1.0))
+            Ok((Metric::PrefillSpeed, time_scale))
         } else if has("input") || has("prompt") {
             Ok((
                 Metric::Throughput {
                     kind: Tokens::Input,
                     per_chip,
                 },
-                1.0,
+                time_scale,
             ))
         } else {
             Err(format!(
@@ -606,15 +706,18 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     }
     if (has("req") || has("request") || has("requests")) && !tokens {
         return if rate {
-            Ok((Metric::Requests, 1.0))
+            Ok((Metric::Requests, time_scale))
         } else {
             Err(not_modelled())
         };
     }
     // Tokens per second of one request (LLMPerf's `request_output_throughput_token_per_s`)
     // is what its user sees.
-    if has("user") || has("interactivity") || has("speed") || has("request") {
-        return Ok((Metric::UserSpeed, 1.0));
+    let per_user = per
+        .iter()
+        .any(|w| ["user", "users", "request", "requests", "req"].contains(w));
+    if per_user || has("user") || has("interactivity") || has("speed") || has("request") {
+        return Ok((Metric::UserSpeed, time_scale));
     }
     if tokens || has("throughput") {
         // A count of tokens is not a rate.
@@ -630,7 +733,7 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         } else {
             Tokens::Output
         };
-        return Ok((Metric::Throughput { kind, per_chip }, 1.0));
+        return Ok((Metric::Throughput { kind, per_chip }, time_scale));
     }
     Err(not_modelled())
 }

@@ -1135,6 +1135,16 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "tok/s/MW",
         "tokens/s/W",
         "output tokens per second w/ spec",
+        "s/token",
+        "latency (ms per output token)",
+        "End-to-end throughput (tok/s)",
+        "throughput (tok/hour)",
+        "tok/ms",
+        "Output tok/s per node",
+        "tokens per second per H100",
+        "tok/s/req",
+        "tok/s/card",
+        "prefill time per token (ms)",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -1165,10 +1175,10 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(13) - v(9)).abs() < 1e-9 * v(9));
     // Prompt tokens: 1,000 for every 200 output tokens.
     assert!((v(14) - thr * 5.0).abs() < 1e-9 * thr);
-    // A count of tokens, a spread and a rate per minute are not predicted.
+    // A count of tokens and a spread are not predicted; a rate per minute is a rate.
     assert!(why(15).contains("not modelled"), "{}", why(15));
     assert!(why(16).contains("std"), "{}", why(16));
-    assert!(why(17).contains("min"), "{}", why(17));
+    assert!((v(17) - v(3) * 60.0).abs() < 1e-9 * v(17));
     // A prompt's prefill speed is its 1,000 tokens over its TTFT; a prefill rate that does
     // not say whose is refused, as are rates per watt and energy.
     assert!((v(18) - 1000.0 / ttft).abs() < 1e-9 * v(18));
@@ -1180,6 +1190,22 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!(why(24).contains("per watt"), "{}", why(24));
     // `w/` is "with", not a watt.
     assert!((v(25) - thr).abs() < 1e-9 * thr);
+    // A time per token is the time between output tokens, in its own unit.
+    assert!((v(26) - tpot).abs() < 1e-9 * tpot, "{}", v(26));
+    assert!((v(27) - v(6)).abs() < 1e-9 * v(6));
+    // A throughput measured end to end is a throughput, not a latency.
+    assert!((v(28) - thr).abs() < 1e-9 * thr);
+    // Rates per hour and per millisecond are rates per second, scaled.
+    assert!((v(29) - thr * 3600.0).abs() < 1e-9 * v(29));
+    assert!((v(30) - thr / 1000.0).abs() < 1e-9 * thr);
+    // A rate per node or per named chip has a base the row does not state.
+    assert!(why(31).contains("per `node`"), "{}", why(31));
+    assert!(why(32).contains("per `h100`"), "{}", why(32));
+    // Per request is what its user sees; per card is per chip.
+    assert!((v(33) - v(9)).abs() < 1e-9 * v(9));
+    assert!((v(34) - thr / 8.0).abs() < 1e-9 * thr);
+    // A prompt's time per token is not modelled.
+    assert!(why(35).contains("not modelled"), "{}", why(35));
 }
 
 #[test]
