@@ -322,9 +322,9 @@ impl<'a> Deployment<'a> {
                     model.id, model.heads
                 )));
             }
-            // Engines shard attention by whole heads and refuse an uneven split (vLLM checks
-            // that the tensor-parallel size divides the head count).
-            SystemKind::Gpu | SystemKind::Rdu if !model.heads.is_multiple_of(layout.tp) => {
+            // GPU engines shard attention by whole heads and refuse an uneven split (vLLM
+            // checks that the tensor-parallel size divides the head count).
+            SystemKind::Gpu if !model.heads.is_multiple_of(layout.tp) => {
                 let fits: Vec<String> = (1..=layout.tp)
                     .filter(|t| model.heads.is_multiple_of(*t) && t.is_power_of_two())
                     .map(|t| format!("tp{t}"))
@@ -385,10 +385,14 @@ impl<'a> Deployment<'a> {
     /// the replica's sequences. GQA/MHA heads split over tensor-parallel chips until each
     /// holds one KV head; an MLA latent is shared by all heads, so every tensor-parallel chip
     /// holds all of it; stages hold their layers; an expert-parallel group holds only its
-    /// own sequences.
+    /// own sequences. An RDU's tensor-parallel sockets split the sequences instead (each
+    /// holds whole caches of its own): with a DeepSeek-R1 latent on every socket, one rack
+    /// of SN40L would carry 3,250 tok/s at 256 users against the 4,500 SambaNova measured
+    /// (`sn40l-deepseek-throughput` in `reference/points.csv`); split, 4,520.
     pub fn kv_share_per_chip(&self) -> f64 {
-        let tp_split = match self.model.attention {
-            AttentionKind::Mla => 1.0,
+        let tp_split = match (self.system.kind, self.model.attention) {
+            (SystemKind::Rdu, _) => f64::from(self.layout.tp),
+            (_, AttentionKind::Mla) => 1.0,
             _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
         };
         1.0 / (tp_split * f64::from(self.layout.pp) * f64::from(self.layout.ep))

@@ -138,7 +138,7 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
         SystemKind::Gpu | SystemKind::Rdu => {
             powers_of_two_upto(system.scale_up().min(model.heads).min(chips))
-                .filter(|tp| model.heads.is_multiple_of(*tp))
+                .filter(|tp| system.kind != SystemKind::Gpu || model.heads.is_multiple_of(*tp))
                 .collect()
         }
     };

@@ -15,21 +15,28 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let chips = f64::from(d.layout.replica_chips());
     let layers = f64::from(d.model.layers);
     let tokens = batch * q;
-    let flops = tokens * d.token_flops(ctx) / chips;
-    let compute = flops / (gpu::peak(d) * p.gpu_decode_flops_eff);
-    let (fixed, memory) = match d.system.kind {
+    let flops = tokens * d.token_flops(ctx);
+    let (fixed, memory, compute) = match d.system.kind {
         SystemKind::Lpu => {
             let per_layer_chips = (chips / layers).max(1.0);
             (
                 layers * (p.lpu_layer_s + p.lpu_chip_hop_s * per_layer_chips),
                 0.0,
+                flops / chips / (gpu::peak(d) * p.gpu_decode_flops_eff),
             )
         }
         _ => {
+            // A token passes the pipeline's stages one after another, each streaming its
+            // layers' share over its own tensor-parallel group: the step moves the whole
+            // model's bytes through one stage's `tp` sockets, however many stages there are.
+            let tp = f64::from(d.layout.tp);
             let weights = (d.model.dense_params() + d.model.touched_expert_params(tokens))
                 * d.weights.bytes()
-                / chips;
-            let kv = batch * d.model.kv_bytes(ctx, d.kv) / chips;
+                / tp;
+            let kv = batch
+                * d.model.kv_bytes(ctx, d.kv)
+                * d.kv_share_per_chip()
+                * f64::from(d.layout.pp);
             // The share of the weights held in the capacity tier streams from there, over
             // its own channels, while the rest and the KV cache stream from HBM.
             // Only a system with a capacity tier can spill; the rest skip the fit.
@@ -45,7 +52,11 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
                 .system
                 .capacity_memory_bw_tb_s
                 .map_or(0.0, |bw| spilled / (bw * 1e12 * p.rdu_bw_eff));
-            (layers * p.rdu_layer_s, hbm.max(slow))
+            (
+                layers * p.rdu_layer_s,
+                hbm.max(slow),
+                flops / tp / (gpu::peak(d) * p.gpu_decode_flops_eff),
+            )
         }
     };
     let time = fixed + memory.max(compute);
@@ -60,7 +71,12 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 }
 
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
-    let chips = f64::from(d.layout.replica_chips());
+    // An RDU pipeline's stages run one after another for a prompt, as for a token; an LPU's
+    // chips all work on it.
+    let chips = match d.system.kind {
+        SystemKind::Lpu => f64::from(d.layout.replica_chips()),
+        _ => f64::from(d.layout.tp),
+    };
     let flops = prompts.tokens * d.token_flops(prompts.ctx);
     // One pass over the layers reading the KV up to the end of the longest chunk.
     let end = prompts.ctx + prompts.longest / 2.0;

@@ -122,6 +122,32 @@ fn fit_edge_cases() {
     assert!(d.memory(&p).fits);
 }
 
+/// An RDU pipeline's stages run one after another for a token, as a GPU's do: splitting
+/// the same sockets into stages instead of a tensor-parallel group slows a lone request,
+/// and more stages on more sockets do not speed it.
+#[test]
+fn rdu_pipeline_stages_do_not_speed_one_request() {
+    let cat = cat();
+    let p = Params::default();
+    let decode = |layout: &str| {
+        deployment(&cat, "llama-3.1-405b", "sn40l", layout, Precision::Bf16)
+            .decode_step(&p, 1.0, 1000.0)
+            .time
+    };
+    let tp16 = decode("tp16");
+    assert!(decode("tp4-pp4") > 2.0 * tp16);
+    assert!(decode("pp16") > 8.0 * tp16);
+    assert!(decode("tp16-pp4") >= tp16 * 0.999);
+    // The search puts a rack's sockets in one tensor-parallel group.
+    let d = best_deployment(
+        &query(&cat, "llama-3.1-405b", "sn40l", Some(16)),
+        &p,
+        Objective::Latency,
+    )
+    .expect("fits");
+    assert_eq!((d.layout.tp, d.layout.pp), (16, 1));
+}
+
 #[test]
 fn sambanova_weights_beyond_hbm_stream_from_its_ddr_tier() {
     let cat = cat();
@@ -142,14 +168,14 @@ fn sambanova_weights_beyond_hbm_stream_from_its_ddr_tier() {
     let q = Query::new(&huge, cat.system("sn40l").expect("s"), 1024.0, 512.0);
     let d = best_deployment(&q, &p, Objective::Latency).expect("default");
     assert_eq!((d.layout.chips(), d.memory(&p).spilled_per_chip), (64, 0.0));
-    let rack = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp16", Precision::Bf16);
+    let rack = deployment(&cat, "llama-3.1-405b", "sn40l", "tp16", Precision::Bf16);
     let m = rack.memory(&p);
     assert!(
         m.fits && m.spilled_per_chip < 0.02 * m.weights_per_chip,
         "{m:?}"
     );
     // On 8 sockets the overflow, and a tenth of HBM kept for the KV cache, goes to DDR.
-    let half = deployment(&cat, "llama-3.1-405b", "sn40l", "tp1-pp8", Precision::Bf16);
+    let half = deployment(&cat, "llama-3.1-405b", "sn40l", "tp8", Precision::Bf16);
     let m = half.memory(&p);
     let overflow = m.weights_per_chip - (m.usable_per_chip - m.activations_per_chip);
     assert!(m.fits && m.spilled_per_chip > overflow, "{m:?}");
