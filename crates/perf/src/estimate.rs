@@ -380,7 +380,13 @@ pub fn best_deployment<'a>(
     let mut best: Option<(f64, Deployment<'a>)> = None;
     for d in fitting_deployments(q, p)? {
         let score = match objective {
-            Objective::Latency => d.at_concurrency(p, q.concurrency, q.isl, q.osl).user_tok_s,
+            // A user's tokens per second over its whole stay, waiting for a place included:
+            // a layout whose KV cache holds fewer of the requests does not win by decoding
+            // the few it runs faster.
+            Objective::Latency => {
+                let op = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
+                op.throughput_tok_s / op.concurrency
+            }
             // A layout that meets the limits beats any that does not.
             Objective::Throughput => match q.peak(&d, p) {
                 (op, true) => op.throughput_tok_s,

@@ -104,10 +104,20 @@ impl Deployment<'_> {
     /// the `c` requests of a replica, and each request needs `isl` prompt tokens of prefill
     /// per `osl` output tokens, so a step also carries c·isl/osl prompt tokens from the
     /// others (Agrawal et al., Sarathi-Serve, <https://arxiv.org/abs/2403.02310>).
+    ///
+    /// A replica runs at most the requests its KV cache holds and its engine batches
+    /// ([`Deployment::max_sequences`], [`Deployment::batch_limit`]); the rest of a closed
+    /// loop wait for a place, which adds to their time to first token: by Little's law, with
+    /// `r` running and `c` in the loop, `(c − r)` waits of `osl · tpot / r` each.
     pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
         let dp = f64::from(self.layout.dp);
-        let c = (concurrency / dp).max(1.0);
+        let asked = (concurrency / dp).max(1.0);
         let osl = osl.max(1.0);
+        let places = self
+            .max_sequences(p, isl + osl)
+            .min(self.batch_limit(p))
+            .max(1.0);
+        let c = asked.min(places);
         let step = self.decode_step(p, c, isl + osl / 2.0);
         let others = (c - 1.0).max(0.0);
         let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
@@ -131,9 +141,10 @@ impl Deployment<'_> {
         } else {
             self.prefill(p, isl)
         };
+        let wait = (asked - c) * osl * tpot / c;
         Operating {
-            concurrency: c * dp,
-            ttft_s: ttft,
+            concurrency: asked * dp,
+            ttft_s: ttft + wait,
             tpot_s: tpot,
             user_tok_s: 1.0 / tpot,
             throughput_tok_s: c * dp / tpot,

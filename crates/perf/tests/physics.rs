@@ -515,6 +515,30 @@ fn speculative_decoding_speeds_a_latency_bound_wafer() {
     assert!(speed(4) > speed(1), "{} against {}", speed(4), speed(1));
 }
 
+/// Requests beyond what a replica's KV cache holds wait for a place: throughput stops at
+/// the peak and the wait lands in the time to first token.
+#[test]
+fn requests_beyond_the_kv_cache_wait_rather_than_run() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16);
+    let (isl, osl) = (1024.0, 512.0);
+    let cap = d.max_sequences(&p, isl + osl);
+    let full = d.at_concurrency(&p, cap, isl, osl);
+    let over = d.at_concurrency(&p, 4.0 * cap, isl, osl);
+    let peak = d.max_throughput(&p, isl, osl, None);
+    assert!(over.throughput_tok_s <= peak.throughput_tok_s * (1.0 + 1e-9));
+    assert!((over.throughput_tok_s - full.throughput_tok_s).abs() < 1e-9 * full.throughput_tok_s);
+    assert!((over.tpot_s - full.tpot_s).abs() < 1e-12);
+    // Three in four wait: each waits out three rounds of the running requests' outputs.
+    let wait = over.ttft_s - full.ttft_s;
+    assert!(
+        (wait - 3.0 * osl * full.tpot_s).abs() < 1e-6 * wait,
+        "{wait}"
+    );
+    assert!((over.concurrency - 4.0 * cap).abs() < 1e-9);
+}
+
 #[test]
 fn throughput_limit_is_respected_and_costs_are_positive() {
     let cat = cat();

@@ -304,6 +304,17 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         e.at.concurrency, q.isl, q.osl
     );
     let _ = writeln!(s, "  TTFT            {:.3} s", e.at.ttft_s);
+    // Requests beyond what the replicas hold wait for a place; their wait is in the TTFT.
+    let running = e.at.throughput_tok_s * e.at.tpot_s;
+    if running < e.at.concurrency - 0.5 {
+        let _ = writeln!(
+            s,
+            "  waiting         {:.0} of the {:.0} requests wait for a place (each replica runs at most {:.0}); the wait is in the TTFT",
+            e.at.concurrency - running,
+            e.at.concurrency,
+            running / f64::from(e.layout.dp)
+        );
+    }
     let _ = writeln!(
         s,
         "  per-user speed  {:.1} tok/s (TPOT {:.2} ms, bound by {})",
