@@ -111,6 +111,8 @@ pub struct Speculative {
     pub tokens_per_step: f64,
     /// Cost of one cycle's drafting (all its drafted tokens), as a fraction of a target step.
     pub draft_cost: f64,
+    /// Tokens the target's verifying step processes per sequence: the drafts and its own.
+    pub verified: f64,
 }
 
 impl Speculative {
@@ -124,6 +126,7 @@ impl Speculative {
         Speculative {
             tokens_per_step: (1.0 - a.powi(k.min(1 << 16) as i32 + 1)) / (1.0 - a),
             draft_cost: f64::from(k) * token_cost,
+            verified: f64::from(k) + 1.0,
         }
     }
 }
@@ -486,7 +489,7 @@ impl<'a> Deployment<'a> {
     pub fn decode_step(&self, p: &Params, batch: f64, ctx: f64) -> Step {
         let batch = batch.max(1.0);
         let (q, overhead) = match self.speculative {
-            Some(s) => (s.tokens_per_step + 1.0, 1.0 + s.draft_cost),
+            Some(s) => (s.verified.max(1.0), 1.0 + s.draft_cost),
             None => (1.0, 1.0),
         };
         let step = match self.system.kind {

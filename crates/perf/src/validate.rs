@@ -970,8 +970,10 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         "yes" | "y" | "on" | "true" | "mtp" | "eagle" | "eagle2" | "eagle-2" | "eagle3"
         | "eagle-3" | "medusa" | "draft" | "specdec" | "speculative" => Some(Speculative {
             tokens_per_step: p.spec_tokens_per_step,
-            // A cycle drafts at least as many tokens as it accepts.
+            // A cycle drafts at least as many tokens as it accepts, and its target verifies
+            // those and one of its own.
             draft_cost: p.spec_tokens_per_step * p.spec_draft_token_cost,
+            verified: p.spec_tokens_per_step + 1.0,
         }),
         "" | "none" | "no" | "n" | "off" | "false" | "unknown" | "n/a" | "-" => None,
         _ => {

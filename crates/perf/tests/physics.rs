@@ -513,6 +513,23 @@ fn speculative_decoding_speeds_a_latency_bound_wafer() {
     };
     assert!(speed(4) > speed(32), "{} against {}", speed(4), speed(32));
     assert!(speed(4) > speed(1), "{} against {}", speed(4), speed(1));
+    // The target verifies every draft: on a GPU busy with arithmetic, a verify step of nine
+    // tokens per sequence costs more than one of two, whatever the drafts' odds.
+    let gpu = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Fp8);
+    let verify = |k: u32| {
+        let s = Speculative::from_acceptance(0.5, k, 0.0);
+        gpu.clone()
+            .with_speculative(Some(s))
+            .decode_step(&p, 256.0, 2000.0)
+            .time
+            * s.tokens_per_step
+    };
+    assert!(
+        verify(8) > 2.0 * verify(1),
+        "{} against {}",
+        verify(8),
+        verify(1)
+    );
 }
 
 /// Requests beyond what a replica's KV cache holds wait for a place: throughput stops at
