@@ -9,10 +9,10 @@
 //! (latency) constraint of WaferLLM's PLMR device model (He et al., OSDI 2025,
 //! <https://arxiv.org/abs/2502.04563>), with one hop per cycle per wavelet
 //! (<https://sdk.cerebras.net/computing-with-cerebras>). Inside a phase each core of the
-//! region streams its slice of the layer's weights from its own SRAM once per step and applies
-//! it to every token of the step: the step's work is the larger of that read (independent of
-//! the token count) and the arithmetic (proportional to it), a roofline per core rather than
-//! per wafer. The whole wafer's SRAM bandwidth never applies to one token, because the layers
+//! region streams its slice of the layer's weights, and of the sequences' KV cache, from its own
+//! SRAM once per step and applies it to every token of the step: the step's work is the larger
+//! of that read (the weights' part independent of the token count) and the arithmetic
+//! (proportional to it), a roofline per core rather than per wafer. The whole wafer's SRAM bandwidth never applies to one token, because the layers
 //! run one after another, each on its own region.
 
 use crate::{Bound, Deployment, Params, Step};
@@ -26,7 +26,8 @@ struct Pass {
     read_bound: bool,
 }
 
-fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
+/// One pass of `tokens` tokens of `seqs` sequences at context `ctx` over a wafer's layers.
+fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pass {
     let Some(mesh) = d.system.mesh.as_ref() else {
         return Pass {
             mesh: f64::INFINITY,
@@ -48,8 +49,12 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
     let weight_bytes_per_layer = (d.model.dense_params() + d.model.touched_expert_params(tokens))
         * d.weights.bytes()
         / layers;
+    // Attention reads each sequence's KV cache, which sits in the SRAM of the layer's
+    // region beside its weights, once per step.
+    let kv_bytes_per_layer = seqs * d.model.kv_bytes(ctx, d.kv) / layers;
     let core_bw = d.system.sram_bw_tb_s * 1e12 / mesh.cores();
-    let read = per_wafer * weight_bytes_per_layer / (region * core_bw * p.wafer_sram_read_eff);
+    let read = per_wafer * (weight_bytes_per_layer + kv_bytes_per_layer)
+        / (region * core_bw * p.wafer_sram_read_eff);
     let compute = arithmetic.max(read);
     Pass {
         mesh: mesh_latency,
@@ -65,7 +70,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, ctx: f64) -> Pass {
 pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
     let pp = f64::from(d.layout.pp);
     let micro = (batch / pp).max(1.0);
-    let s = pass(d, p, micro * q, ctx);
+    let s = pass(d, p, micro * q, micro, ctx);
     let time = pp * (s.mesh + s.compute + s.links);
     let bound = if s.links > s.mesh.max(s.compute) {
         Bound::Interconnect
@@ -83,7 +88,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
 /// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
     let pp = f64::from(d.layout.pp);
-    let first = pass(d, p, 1.0, ctx);
+    let first = pass(d, p, 1.0, 1.0, ctx);
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };

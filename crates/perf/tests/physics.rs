@@ -482,6 +482,18 @@ fn decode_pays_a_fixed_time_per_layer_and_prefill_does_not() {
     }
 }
 
+/// A wafer's attention reads each sequence's KV cache from its layers' SRAM: a long
+/// context costs a decode step something, where the weights alone would not see it.
+#[test]
+fn a_wafer_step_reads_the_kv_cache() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "llama-3.1-70b", "cs3", "pp4", Precision::Bf16);
+    let short = d.decode_step(&p, 1.0, 1.0).time;
+    let long = d.decode_step(&p, 1.0, 25_000.0).time;
+    assert!(long > short * 1.01, "{long} against {short}");
+}
+
 #[test]
 fn speculative_decoding_speeds_a_latency_bound_wafer() {
     let cat = cat();
