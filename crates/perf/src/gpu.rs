@@ -196,10 +196,18 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     // The busiest group runs at least one sequence.
     let micro = (batch / (pp * ep)).max(1.0) * ep;
     let tokens = micro * q;
+    // The experts see the micro-batch's real tokens: at a batch below `ep` the other groups
+    // are idle, not carrying a sequence each.
+    let expert_tokens = (batch / pp).max(1.0) * q;
     let group = f64::from(d.layout.tp) * pp;
     let bw = read_bw(d, p);
-    let [dense, experts] =
-        weight_kernels(d, bw, (tokens / ep, tokens), group, p.gpu_decode_flops_eff);
+    let [dense, experts] = weight_kernels(
+        d,
+        bw,
+        (tokens / ep, expert_tokens),
+        group,
+        p.gpu_decode_flops_eff,
+    );
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
         kv_bytes / bw,

@@ -1137,6 +1137,28 @@ fn the_frontier_runs_from_the_fastest_user_to_the_peak_throughput() {
     ));
 }
 
+/// Below one sequence per expert-parallel group, the idle groups route nothing: a lone
+/// request's experts are its own eight, not eight groups' worth.
+#[test]
+fn an_expert_parallel_step_routes_only_the_tokens_it_has() {
+    let cat = cat();
+    let p = Params::default();
+    let ep = deployment(&cat, "deepseek-r1", "h200", "ep8", Precision::Fp8);
+    let step = |b: f64| ep.decode_step(&p, b, 2000.0).time;
+    assert!(
+        step(2.0) > step(1.0) * 1.03,
+        "{} against {}",
+        step(2.0),
+        step(1.0)
+    );
+    assert!(
+        step(8.0) > step(4.0) * 1.03,
+        "{} against {}",
+        step(8.0),
+        step(4.0)
+    );
+}
+
 #[test]
 fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
     let cat = cat();
