@@ -38,12 +38,20 @@ impl Layout {
 
     /// Chips in one replica.
     pub fn replica_chips(&self) -> u32 {
-        self.tp * self.pp * self.ep
+        self.tp.saturating_mul(self.pp).saturating_mul(self.ep)
     }
 
     /// Chips in the whole deployment.
     pub fn chips(&self) -> u32 {
-        self.replica_chips() * self.dp
+        self.replica_chips().saturating_mul(self.dp)
+    }
+
+    /// Chips in the whole deployment, or `None` when the degrees multiply past `u32`.
+    fn checked_chips(&self) -> Option<u32> {
+        self.tp
+            .checked_mul(self.pp)?
+            .checked_mul(self.ep)?
+            .checked_mul(self.dp)
     }
 }
 
@@ -99,6 +107,12 @@ impl FromStr for Layout {
             named.push(part);
             *slot = n;
             rest = key[digits.len()..].to_string();
+        }
+        if layout.checked_chips().is_none() {
+            return Err(format!(
+                "layout `{s}`: its degrees multiply to more than {} chips",
+                u32::MAX
+            ));
         }
         Ok(layout)
     }
@@ -267,6 +281,11 @@ impl<'a> Deployment<'a> {
         };
         if layout.tp == 0 || layout.pp == 0 || layout.ep == 0 || layout.dp == 0 {
             return Err(bad("every degree must be at least 1".into()));
+        }
+        if layout.checked_chips().is_none() {
+            return Err(bad(
+                "its degrees multiply past the chips that can be counted".into(),
+            ));
         }
         if layout.ep > 1 {
             let experts = model.experts.unwrap_or(0);

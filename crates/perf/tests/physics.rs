@@ -248,6 +248,8 @@ fn impossible_layouts_are_refused_with_a_reason() {
     assert!("tq4".parse::<Layout>().is_err());
     assert!("tp0".parse::<Layout>().is_err());
     // A degree named twice is a typo whose meaning cannot be guessed.
+    let huge = "tp2-dp2147483649".parse::<Layout>().expect_err("overflows");
+    assert!(huge.contains("multiply"), "{huge}");
     let twice = "tp8-tp4".parse::<Layout>().expect_err("tp twice");
     assert!(twice.contains("tp is given twice"), "{twice}");
     // Attention is sharded by whole heads: 64 heads split over 2 or 4, not 3; 28 not over 8.
