@@ -58,6 +58,12 @@ pub struct EngineConfig {
     /// Groups that each keep their own sequences' KV in an equal share of the blocks: the
     /// expert-parallel groups (0 is read as 1).
     pub groups: u32,
+    /// Window of the model's local attention layers, in tokens (0: every layer is global).
+    /// A block holds `block_tokens` tokens of every layer; past the window, a local layer
+    /// keeps no more, so a sequence's blocks grow only by its global layers' share.
+    pub window: u32,
+    /// Share of a token's KV cache held by global layers (1 without local layers).
+    pub global_share: f64,
 }
 
 impl EngineConfig {
@@ -75,18 +81,52 @@ impl EngineConfig {
         let blocks = (kv_tokens / f64::from(Self::BLOCK_TOKENS)).floor();
         // Saturating float-to-int conversion; a replica never needs more than 2^32 blocks.
         let kv_blocks = blocks.clamp(0.0, f64::from(u32::MAX)) as u32;
+        let layers = f64::from(d.model.layers.max(1));
+        let global = d.model.global_layers().min(layers);
+        let local = global < layers;
         EngineConfig {
             max_batch: p.max_batch.max(1).saturating_mul(d.layout.ep.max(1)),
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
             groups: d.layout.ep.max(1),
+            window: if local {
+                d.model.sliding_window.unwrap_or(0)
+            } else {
+                0
+            },
+            global_share: if local { global / layers } else { 1.0 },
         }
     }
 
     /// Longest request, prompt plus output tokens, the KV cache can hold.
     pub fn max_context(&self) -> u32 {
-        self.seq_blocks().saturating_mul(self.block_tokens)
+        let room = self.seq_blocks().saturating_mul(self.block_tokens);
+        if !self.windowed() || room <= self.window {
+            return room;
+        }
+        // Past the window only the global layers' share grows.
+        let beyond = f64::from(room - self.window) / self.global_share.max(1e-9);
+        (f64::from(self.window) + beyond)
+            .floor()
+            .min(f64::from(u32::MAX)) as u32
+    }
+
+    /// Whether some layers attend only within a window.
+    fn windowed(&self) -> bool {
+        self.window > 0 && self.global_share < 1.0
+    }
+
+    /// Full-context token equivalents of `tokens` tokens of context: each global layer holds
+    /// all of them, each local layer at most its window (as the performance model's
+    /// `Model::kv_bytes` counts them).
+    fn kv_units(&self, tokens: u32) -> u32 {
+        if !self.windowed() || tokens <= self.window {
+            return tokens;
+        }
+        let g = self.global_share.clamp(0.0, 1.0);
+        let units = g * f64::from(tokens) + (1.0 - g) * f64::from(self.window);
+        units.ceil().min(f64::from(u32::MAX)) as u32
     }
 
     /// Groups, at least one.
@@ -105,7 +145,7 @@ impl EngineConfig {
 
     /// Blocks that `tokens` tokens of context occupy.
     pub fn blocks_for(&self, tokens: u32) -> u32 {
-        tokens.div_ceil(self.block_tokens.max(1))
+        self.kv_units(tokens).div_ceil(self.block_tokens.max(1))
     }
 }
 
@@ -326,7 +366,6 @@ impl<S: StepTime> Replica<S> {
         if self.in_step {
             return None;
         }
-        let block = self.config.block_tokens.max(1);
         let mut budget = self.config.token_budget;
         let mut preempted = false;
         let mut i = 0;
@@ -341,7 +380,7 @@ impl<S: StepTime> Replica<S> {
                 i += 1;
                 continue;
             }
-            let need = (s.kv + want).div_ceil(block).saturating_sub(s.blocks);
+            let need = self.config.blocks_for(s.kv + want).saturating_sub(s.blocks);
             let g = s.group;
             // Free blocks of its group by preempting that group's latest admitted sequences
             // until this sequence's next tokens fit, preempting itself if it is the last.
@@ -398,9 +437,10 @@ impl<S: StepTime> Replica<S> {
             // does), so a long prompt admitted in chunks cannot be starved of the blocks for
             // its later chunks by requests admitted after it. A request that arrives prefilled
             // also takes the block its first decode writes into.
-            let need = (front.kv + want)
-                .div_ceil(block)
-                .max(front.target.div_ceil(block));
+            let need = self
+                .config
+                .blocks_for(front.kv + want)
+                .max(self.config.blocks_for(front.target));
             // The group with the most free blocks, the first of equals, among those with room
             // in their own batch (each group is an engine with an equal share of the limit).
             let Some((g, _)) = self

@@ -21,6 +21,8 @@ fn config(max_batch: u32, budget: u32, blocks: u32) -> EngineConfig {
         block_tokens: 16,
         kv_blocks: blocks,
         groups: 1,
+        window: 0,
+        global_share: 1.0,
     }
 }
 
@@ -248,6 +250,51 @@ fn step_times_come_from_the_performance_model() {
     r.finish_step(&mut sink);
     let t = r.start_step(&mut sink).expect("a step");
     assert!((t - d.decode_step(&p, 1.0, 1000.0).time).abs() < 1e-12);
+}
+
+/// A model with sliding-window layers holds in the engine what the performance model
+/// says it holds: past the window only the global layers' share grows, in both.
+#[test]
+fn a_windowed_model_holds_what_the_performance_model_says() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("gemma-3-27b").expect("model"),
+        cat.system("h100-sxm").expect("system"),
+        Layout::replica(1, 1),
+        Precision::Bf16,
+    )
+    .expect("deployment");
+    let cfg = EngineConfig::for_deployment(&d, &p);
+    assert!(cfg.window > 0 && cfg.global_share < 0.5, "{cfg:?}");
+    // The longest request the engine takes is the longest the model fits, within a block
+    // (16 tokens of every layer, which past the window are 16 / global share tokens).
+    let longest = f64::from(cfg.max_context());
+    let slack = 2.0 * 16.0 / cfg.global_share;
+    assert!(d.max_sequences(&p, longest - slack) >= 1.0, "{longest}");
+    assert!(d.max_sequences(&p, longest + slack) < 1.0, "{longest}");
+    assert!(longest > 2.0 * d.memory(&p).kv_tokens_per_replica);
+    // Requests of 20,000 tokens: as many are admitted at once as the model says fit.
+    let ctx = 20_000u32;
+    let fits = d.max_sequences(&p, f64::from(ctx));
+    // A budget that takes every prompt at once, so only the blocks limit admission.
+    let wide = EngineConfig {
+        token_budget: 1 << 30,
+        ..cfg
+    };
+    let mut r = Replica::new(Unit, wide);
+    for id in 0..(fits as u64 + 5) {
+        r.submit(Request {
+            id,
+            prompt: ctx - 1,
+            output: 1,
+        })
+        .expect("fits alone");
+    }
+    let mut sink = |_| {};
+    r.start_step(&mut sink).expect("a step");
+    let admitted = r.running() as f64;
+    assert!((admitted - fits).abs() <= 1.0, "{admitted} against {fits}");
 }
 
 #[test]
