@@ -293,9 +293,16 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
             m.spilled_per_chip / 1e9
         );
     }
+    // With local layers a sequence past the window holds fewer than its tokens' worth.
+    let window = match q.model.sliding_window {
+        Some(w) if q.model.global_layers() < f64::from(q.model.layers) => {
+            format!(" (tokens of every layer; local layers keep at most {w})")
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         s,
-        "KV capacity     {:.0} tokens per replica; {:.0} requests of {}+{} tokens",
+        "KV capacity     {:.0} tokens per replica{window}; {:.0} requests of {}+{} tokens",
         m.kv_tokens_per_replica, e.max_concurrency_per_replica, q.isl, q.osl
     );
     let _ = writeln!(
