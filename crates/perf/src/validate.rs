@@ -838,6 +838,8 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
             out.group = Some(g);
             out.layout = layout;
         }
+        // The line finds the row where its id does not (a blank or repeated id).
+        Err(why) if row.line > 0 => out.predicted = Err(format!("line {}: {why}", row.line)),
         Err(why) => out.predicted = Err(why),
     }
     out
@@ -1133,10 +1135,28 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers = reader
+    // Column names are read in any case and spacing (`ID`, ` Hardware `).
+    let headers: csv::StringRecord = reader
         .headers()
         .map_err(|e| format!("line 1: {e}"))?
-        .clone();
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    for needed in ["id", "hardware", "model", "metric", "value"] {
+        if !headers.iter().any(|h| h == needed) {
+            let seen: Vec<&str> = headers.iter().collect();
+            let hint = if seen.len() == 1 && seen[0].contains([';', '\t']) {
+                " (the file is not comma-separated)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "line 1: the header has no column `{needed}`{hint}; it has: {}",
+                seen.join(", ")
+            ));
+        }
+    }
+    reader.set_headers(headers.clone());
     // The line from a record's byte offset: the reader's own line count is not always the
     // record's line. The offset may sit on the line ending before the record (a CRLF's `\n`,
     // blank lines), so it first moves past those.

@@ -23,8 +23,7 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
     let mut cat = Catalog::builtin().context("built-in catalog")?;
     if let Some(path) = extra {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        let text = read_text(path)?;
         cat.extend_from_toml(&text, &path.display().to_string())
             .map_err(usage)?;
     }
@@ -642,12 +641,23 @@ pub struct ValidateArgs {
 
 /// A points file by path, or the built-in copy of `reference/points.csv`: its name for
 /// reports and its rows.
+/// A file's text; a byte that is not UTF-8 is named by its line.
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count();
+        usage(format!(
+            "{}: line {line}: not UTF-8 text (byte {:#04x}); save the file as UTF-8",
+            path.display(),
+            e.as_bytes()[at]
+        ))
+    })
+}
+
 fn read_points(path: Option<&Path>) -> Result<(String, Vec<validate::Point>)> {
     let (name, text) = match path {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?,
-        ),
+        Some(path) => (path.display().to_string(), read_text(path)?),
         None => (
             "built-in reference/points.csv".to_string(),
             BUILTIN_POINTS.to_string(),
@@ -662,8 +672,7 @@ pub fn load_params(path: Option<&Path>) -> Result<Params> {
     match path {
         None => Ok(Params::default()),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            let text = read_text(path)?;
             Params::from_toml(&text, &path.display().to_string()).map_err(usage)
         }
     }
@@ -811,7 +820,7 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
 
 /// Runs `validate`.
 pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
-    let (_, rows) = read_points(a.points.as_deref())?;
+    let (name, rows) = read_points(a.points.as_deref())?;
     let (outcomes, summary) = validate::run(cat, p, &rows);
     if a.json {
         let v = serde_json::json!({
@@ -823,6 +832,12 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             "summary": summary,
         });
         out!("{}", serde_json::to_string_pretty(&v)?);
+        if summary.n == 0 {
+            return Err(usage(format!(
+                "{name}: none of its {} rows could be modelled",
+                summary.skipped
+            )));
+        }
         return Ok(());
     }
     out!(
@@ -866,6 +881,12 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             mape,
             n
         );
+    }
+    if summary.n == 0 {
+        return Err(usage(format!(
+            "{name}: none of its {} rows could be modelled, so there is no MAPE to give",
+            summary.skipped
+        )));
     }
     out!(
         "MAPE {:.1}% over {} points, {} skipped",

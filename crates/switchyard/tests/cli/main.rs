@@ -364,13 +364,48 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
     // A value that is not a number skips its row, naming the line and column.
     let odd = temp_file("odd.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,n/a\n");
     let o = run(&["validate", "--points", odd.to_str().expect("path")]);
-    let (out, _) = text(&o);
-    assert!(o.status.success());
+    let (out, err) = text(&o);
     assert!(
-        out.contains("skipped: line 2, field `value`: `n/a`")
-            && out.contains("0 points, 1 skipped"),
+        out.contains("skipped: line 2, field `value`: `n/a`"),
         "{out}"
     );
+    // With no row modelled there is no MAPE: the skipped rows are listed, and it fails.
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("none of its 1 rows could be modelled") && !out.contains("MAPE"),
+        "{err}"
+    );
+    for empty in ["", "id,hardware,count,model,metric,value\n"] {
+        let f = temp_file("empty.csv", empty);
+        let o = run(&["validate", "--points", f.to_str().expect("path")]);
+        assert_eq!(o.status.code(), Some(2), "{empty:?}");
+    }
+    // Column names in capitals are read; a file split by semicolons is named as such on
+    // its header's line.
+    let caps = temp_file("caps.csv", "ID,HARDWARE,COUNT,MODEL,PRECISION,PARALLEL,SPECULATIVE,CONCURRENCY,ISL,OSL,METRIC,VALUE\nx,cs3,1,llama-3.1-8b,bf16,,none,,,,decode_tok_s_per_user,1800\n");
+    prints(
+        &["validate", "--points", caps.to_str().expect("path")],
+        &["over 1 points, 0 skipped"],
+    );
+    let semi = temp_file(
+        "semi.csv",
+        "id;hardware;model;metric;value\nx;cs3;llama-3.1-8b;decode_tok_s_per_user;1800\n",
+    );
+    let o = run(&["validate", "--points", semi.to_str().expect("path")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("line 1") && err.contains("not comma-separated"),
+        "{err}"
+    );
+    // A byte that is not UTF-8 is named by its line.
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    let latin = dir.join("latin.csv");
+    std::fs::write(&latin, b"id,hardware,model,metric,value\nx,cs3,llama-3.1-8b,decode_tok_s_per_user,1800\ny,cs3,caf\xe9,decode_tok_s_per_user,1\n").expect("write");
+    let o = run(&["validate", "--points", latin.to_str().expect("path")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("latin.csv: line 3: not UTF-8"), "{err}");
     // A file whose rows do not fit its header stops with the file and line.
     let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1,2\n");
     let o = run(&["validate", "--points", bad.to_str().expect("path")]);
