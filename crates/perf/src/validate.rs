@@ -374,11 +374,34 @@ pub fn scenario_limits(w: Option<&Workload>, scenario: Scenario, p: &Params) -> 
 /// when they start to (`SLO p99 TTFT`) but cannot be read, so that a garbled interactive
 /// limit does not fall back to the looser server one.
 fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
+    // A p99 TTFT without `SLO` before it is a measurement, not a limit.
     const OPENING: &str = "slo p99 ttft";
-    let t = notes.to_ascii_lowercase();
-    let Some(at) = t.find(OPENING) else {
+    // Punctuation and spacing between words do not matter (`SLO: p99 TTFT`, `SLO p99-TTFT`);
+    // the number separators `/`, `,`, `;` and `.` are kept. Every character maps to one, so
+    // positions in `t` are positions in `notes`.
+    let t: String = notes
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "/,;.".contains(c) {
+                c.to_ascii_lowercase()
+            } else if c.is_ascii() {
+                ' '
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let squeezed = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some(at) = t
+        .match_indices("slo")
+        .map(|(i, _)| i)
+        .find(|&i| squeezed(&t[i..]).starts_with(OPENING))
+    else {
         return Ok(None);
     };
+    // `t` has one ASCII byte per character of `notes`: the limits start at this character.
+    let from = t[..at].chars().count();
+    let t = format!("{}{}", &t[..at], squeezed(&t[at..]));
     // A number and its unit word, and how much of `text` they take.
     let seconds = |text: &str| -> Option<(f64, usize)> {
         let lead = text.len() - text.trim_start().len();
@@ -412,7 +435,7 @@ fn stated_slo(notes: &str) -> Result<Option<(f64, f64)>, String> {
         Some((ttft, tpot))
     };
     read().map(Some).ok_or_else(|| {
-        let quoted: String = notes[at..].chars().take(48).collect();
+        let quoted: String = notes.chars().skip(from).take(48).collect();
         format!(
             "notes `{}` state latency limits that cannot be read (write `SLO p99 TTFT 450 ms / TPOT 40 ms`)",
             quoted.trim()
@@ -900,11 +923,13 @@ fn sized(name: &str) -> bool {
 
 /// [`system_of`] for one run of a name.
 fn system_in<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
+    let lower = cell.to_ascii_lowercase();
     let whole = match cat.system(cell) {
-        Ok(s) => return Ok((s, None)),
+        // A name of a whole system as sold (`GB200 NVL72`, `DGX H100`, `SambaRack`) states
+        // its chips; a chip's name (`GB200`, `H100`) leaves the count to the `count` column.
+        Ok(s) => return Ok((s, names_whole_system(&lower).then_some(s.chips_per_system))),
         Err(e) => e.to_string(),
     };
-    let lower = cell.to_ascii_lowercase();
     // (count, name, whether the count comes first)
     let split = |a: &str, b: &str| -> Option<(u32, String, bool)> {
         let (a, b) = (a.trim(), b.trim());
@@ -944,6 +969,17 @@ fn system_in<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
             Some((s, Some(chips)))
         })
         .ok_or(whole)
+}
+
+/// Whether a hardware name names a whole system rather than its chip: a DGX or HGX, a
+/// rack, or an NVLink domain with its size (`NVL72`, `nvl8`; `H200 NVL` is a card).
+fn names_whole_system(lower: &str) -> bool {
+    let nvl_n = lower.match_indices("nvl").any(|(at, _)| {
+        lower[at + 3..]
+            .trim_start_matches(['-', ' '])
+            .starts_with(|c: char| c.is_ascii_digit())
+    });
+    nvl_n || ["dgx", "hgx", "rack"].iter().any(|w| lower.contains(w))
 }
 
 fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, String), String> {

@@ -726,7 +726,9 @@ fn a_run_judged_under_the_limits_its_notes_state() {
          offline,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,SLO p99 TTFT 450 ms / TPOT 40 ms\n\
          plain,b200,8,llama-2-70b,fp4,,none,offline,,,throughput_tok_s,1,x,x,x,x\n\
          mean,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 2 s. Mean TPOT 150 ms\n\
-         spelled,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 0.45 sec; p99 TPOT 40 ms\n"
+         spelled,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,SLO p99 TTFT 0.45 sec; p99 TPOT 40 ms\n\
+         colon,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,\"Résumé — SLO: p99-TTFT 450 ms / TPOT 40 ms\"\n\
+         measured,b200,8,llama-2-70b,fp4,,none,server,,,tpot_ms,1,x,x,x,\"p99 TTFT 450 ms, mean TPOT 40 ms\"\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -757,6 +759,9 @@ fn a_run_judged_under_the_limits_its_notes_state() {
         v(9),
         v(1)
     );
+    assert!((v(10) - v(1)).abs() < 1e-9 * v(1), "{}", v(10));
+    // A p99 TTFT without `SLO` is a measurement: the scenario's limits apply.
+    assert!((v(11) - v(0)).abs() < 1e-9 * v(0), "{}", v(11));
     // An offline run has no latency limits, whatever its notes say.
     assert!(
         (v(6) - v(7)).abs() < 1e-9 * v(7),
@@ -1053,6 +1058,31 @@ fn mlperf_system_names_give_the_system_and_its_chips() {
         .as_ref()
         .expect_err("two counts");
     assert!(why.contains("two chip counts"), "{why}");
+}
+
+/// A hardware cell naming a whole system as sold states its chips; a chip's name leaves the
+/// count to the default.
+#[test]
+fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
+    let cat = cat();
+    let header =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
+    let row =
+        |hw: &str| format!("r,{hw},,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\n");
+    let cells = ["GB200 NVL72", "GB200", "H200 NVL", "DGX H100"];
+    let text: String = std::iter::once(header.to_string())
+        .chain(cells.iter().map(|c| row(c)))
+        .collect();
+    let (out, _) = run(
+        &cat,
+        &Params::default(),
+        &parse_points(&text).expect("rows"),
+    );
+    let chips: Vec<&str> = out
+        .iter()
+        .map(|o| o.layout.split('x').next().unwrap_or(""))
+        .collect();
+    assert_eq!(chips, ["72", "8", "8", "8"], "{out:?}");
 }
 
 #[test]
