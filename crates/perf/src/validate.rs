@@ -764,7 +764,8 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
 /// The layout a `parallel` cell fixes, if any. Published cells count expert parallelism
 /// within the chips the other degrees already count (TensorRT-LLM's `--tp 8 --ep 8` is
 /// eight GPUs), where [`Layout::ep`] multiplies them, so `ep` parts (`ep`, `ep8`, `tp8-ep8`)
-/// are dropped and what remains is read as `tp`/`pp`/`dp` degrees.
+/// are dropped and what remains is read as `tp`/`pp`/`dp` degrees; except that equal `dp`
+/// and `ep` degrees alone (`dp8-ep8`) are attention data parallelism, the model's `ep8`.
 fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
     // Degrees as words (`tensor parallel 8`), a degree after `=` or a space (`TP=8`), and
     // replicas as a count after `x` (`TP2 x 4`) are read as the short forms.
@@ -778,6 +779,10 @@ fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
         for sep in [" ", "-", "_", ""] {
             words = words.replace(&format!("{long}{sep}parallel"), short);
         }
+    }
+    // `DP-attention 8` and `attention DP 8` are data parallelism of attention.
+    for w in ["attention", "attn"] {
+        words = words.replace(w, " ");
     }
     // Parts are separated by punctuation or written together (`tp8ep8`): a letter after a
     // digit starts a new part.
@@ -826,6 +831,22 @@ fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
                 joined.push(parts[i].clone());
                 i += 1;
             }
+        }
+    }
+    // Attention data parallelism over the expert-parallel chips (SGLang's `--dp 8
+    // --enable-dp-attention --ep 8`, written `dp8-ep8` or `dp-attention 8, ep8`) is the
+    // model's `ep` layout: each group serves its own sequences, the experts spread over all.
+    let degree = |prefix: &str| {
+        joined
+            .iter()
+            .find_map(|p| p.strip_prefix(prefix)?.parse::<u32>().ok())
+    };
+    if let (Some(dp), Some(ep)) = (degree("dp"), degree("ep")) {
+        let others = joined
+            .iter()
+            .any(|p| p.starts_with("tp") && p != "tp1" || p.starts_with("pp") && p != "pp1");
+        if dp == ep && !others {
+            return format!("ep{ep}").parse().map(Some);
         }
     }
     let kept: Vec<String> = joined

@@ -924,7 +924,9 @@ fn parallel_cells_drop_expert_parallel_parts_and_keep_the_rest() {
         "{header}ep,h200,8,deepseek-r1,fp8,ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
          tpep,h200,8,deepseek-r1,fp8,tp8ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
          spaced,h200,8,llama-3.1-70b,fp8,tp4 pp2,none,1,1000,100,decode_tok_s_per_user,1,x,x,x,x\n\
-         bad,h200,8,llama-3.1-70b,fp8,tq4,none,1,1000,100,decode_tok_s_per_user,1,x,x,x,x\n"
+         bad,h200,8,llama-3.1-70b,fp8,tq4,none,1,1000,100,decode_tok_s_per_user,1,x,x,x,x\n\
+         dpep,h200,8,deepseek-r1,fp8,dp8-ep8,none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n\
+         dpattn,h200,8,deepseek-r1,fp8,\"DP-attention 8, EP 8\",none,64,1000,1000,throughput_tok_s,1,x,x,x,x\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &Params::default(), &rows);
@@ -933,6 +935,19 @@ fn parallel_cells_drop_expert_parallel_parts_and_keep_the_rest() {
     assert!(out[2].layout.contains("tp4-pp2"), "{}", out[2].layout);
     let why = out[3].predicted.as_ref().expect_err("bad layout");
     assert!(why.contains("tq4"), "{why}");
+    // Attention data parallelism beside expert parallelism is the model's `ep` layout.
+    assert!(
+        out[4].layout.contains("ep8"),
+        "{} {:?}",
+        out[4].layout,
+        out[4].predicted
+    );
+    assert!(
+        out[5].layout.contains("ep8"),
+        "{} {:?}",
+        out[5].layout,
+        out[5].predicted
+    );
 }
 
 #[test]

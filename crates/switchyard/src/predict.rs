@@ -73,15 +73,19 @@ pub struct Workload {
 
 impl Workload {
     fn check(&self) -> Result<()> {
-        if !(self.concurrency >= 1.0 && self.concurrency.is_finite()) {
-            return Err(usage("--concurrency must be at least 1"));
+        // Bounds far beyond any deployment keep every figure finite.
+        const MOST: f64 = 1e9;
+        if !(1.0..=MOST).contains(&self.concurrency) {
+            return Err(usage("--concurrency must be from 1 to 1,000,000,000"));
         }
         if [self.isl, self.osl]
             .into_iter()
             .flatten()
-            .any(|v| !(v >= 1.0 && v.is_finite()))
+            .any(|v| !(1.0..=MOST).contains(&v))
         {
-            return Err(usage("--isl and --osl must be at least 1"));
+            return Err(usage(
+                "--isl and --osl must be from 1 to 1,000,000,000 tokens",
+            ));
         }
         for (flag, v) in [
             ("--tpot-limit-ms", self.tpot_limit_ms),
@@ -304,6 +308,13 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         "KV capacity     {:.0} tokens per replica{window}; {:.0} requests of {}+{} tokens",
         m.kv_tokens_per_replica, e.max_concurrency_per_replica, q.isl, q.osl
     );
+    if q.isl + q.osl > q.model.max_context as f64 {
+        let _ = writeln!(
+            s,
+            "note            {}+{} tokens exceed {}'s {}-token context: served only with its positions extended (RoPE scaling)",
+            q.isl, q.osl, q.model.id, q.model.max_context
+        );
+    }
     let _ = writeln!(
         s,
         "at concurrency {} (isl {}, osl {}):",

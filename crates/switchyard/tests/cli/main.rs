@@ -57,6 +57,24 @@ fn estimate_reports_layout_fit_and_figures() {
             "per million tokens",
         ],
     );
+    // Lengths past the model's context window are estimated with a note that says so.
+    let out = prints(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h200",
+            "--isl",
+            "200000",
+        ],
+        &["exceed llama-3.1-8b's 131072-token context"],
+    );
+    let plain = prints(
+        &["estimate", "--model", "llama-3.1-8b", "--hardware", "h200"],
+        &["TTFT"],
+    );
+    assert!(out.contains("note") && !plain.contains("note"));
 }
 
 #[test]
@@ -290,6 +308,16 @@ fn bad_input_is_one_clear_line_and_status_two() {
             "use pp",
         ),
         (est8(&["--concurrency", "0"]), "--concurrency"),
+        (est8(&["--concurrency", "1e308"]), "1,000,000,000"),
+        (est8(&["--layout", "tp8-tp4"]), "tp is given twice"),
+        (
+            est8(&["--speculative", "0.8", "--draft-len", "0"]),
+            "--draft-len",
+        ),
+        (
+            est8(&["--chips", "8", "--isl", "50000000"]),
+            "holds the weights but not the KV cache",
+        ),
         (est8(&["--ttft-limit-ms", "0"]), "--ttft-limit-ms"),
         (
             est8(&["--workload", "mlperf-nothing"]),
