@@ -407,17 +407,27 @@ impl<'a> Deployment<'a> {
     /// the replica's sequences. GQA/MHA heads split over tensor-parallel chips until each
     /// holds one KV head; an MLA latent is shared by all heads, so every tensor-parallel chip
     /// holds all of it; stages hold their layers; an expert-parallel group holds only its
-    /// own sequences. An RDU's tensor-parallel sockets split the sequences instead (each
-    /// holds whole caches of its own): with a DeepSeek-R1 latent on every socket, one rack
-    /// of SN40L would carry 3,250 tok/s at 256 users against the 4,500 SambaNova measured
-    /// (`sn40l-deepseek-throughput` in `reference/points.csv`); split, 4,520.
+    /// own sequences. An RDU's tensor-parallel sockets split the sequences instead, each
+    /// socket holding whole caches of its own ([`Deployment::kv_groups`]): with a
+    /// DeepSeek-R1 latent on every socket, one rack of SN40L would carry 3,250 tok/s at 256
+    /// users against the 4,500 SambaNova measured (`sn40l-deepseek-throughput` in
+    /// `reference/points.csv`); split, 4,520.
     pub fn kv_share_per_chip(&self) -> f64 {
         let tp_split = match (self.system.kind, self.model.attention) {
-            (SystemKind::Rdu, _) => f64::from(self.layout.tp),
+            (SystemKind::Rdu, _) => 1.0,
             (_, AttentionKind::Mla) => 1.0,
             _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
         };
         1.0 / (tp_split * f64::from(self.layout.pp) * f64::from(self.layout.ep))
+    }
+
+    /// Groups of a replica's chips that each hold whole sequences' KV caches, in pools of
+    /// their own: the expert-parallel groups on GPUs, the tensor-parallel sockets of an RDU.
+    pub fn kv_groups(&self) -> u32 {
+        match self.system.kind {
+            SystemKind::Rdu => self.layout.tp.max(1),
+            _ => self.layout.ep.max(1),
+        }
     }
 
     /// Weight bytes per chip: the dense part over one stage's tensor-parallel group (each
@@ -475,14 +485,19 @@ impl<'a> Deployment<'a> {
             0.0
         };
         let free = usable - (weights - spilled) - activations;
+        // Per chip of one group; an RDU's sockets each hold their own tokens.
         let per_token = self.model.kv_bytes(1.0, self.kv) * self.kv_share_per_chip();
+        let pools = match self.system.kind {
+            SystemKind::Rdu => f64::from(self.kv_groups()),
+            _ => 1.0,
+        };
         Memory {
             usable_per_chip: usable,
             weights_per_chip: weights,
             spilled_per_chip: spilled,
             activations_per_chip: activations,
             kv_free_per_chip: free,
-            kv_tokens_per_replica: (free / per_token).max(0.0),
+            kv_tokens_per_replica: (free / per_token).max(0.0) * pools,
             fits: free > 0.0,
         }
     }
@@ -499,7 +514,7 @@ impl<'a> Deployment<'a> {
         let per_group = (m.kv_free_per_chip / self.kv_per_sequence(ctx))
             .max(0.0)
             .floor();
-        per_group * f64::from(self.layout.ep)
+        per_group * f64::from(self.kv_groups())
     }
 
     /// One decode step of a replica running `batch` sequences at mean context `ctx`: the

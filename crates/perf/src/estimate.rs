@@ -307,7 +307,12 @@ pub(crate) fn fitting_deployments<'a>(
         (true, _) if longest.is_some() => {
             let remedy = match q.fewest_chips(precision, p) {
                 Some(n) if n > chips => format!("{n} {} hold one", unit_name(q.system.kind, n)),
-                _ => "no layout of up to 65,536 chips holds one: shorten the prompt or the output"
+                // Only the layout asked for is short of room.
+                Some(_) => format!(
+                    "another layout of these {chips} {} holds one (leave out the layout to find it)",
+                    unit_name(q.system.kind, chips)
+                ),
+                None => "no layout of up to 65,536 chips holds one: shorten the prompt or the output"
                     .into(),
             };
             Err(PerfError::ContextTooLong {

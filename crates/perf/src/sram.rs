@@ -33,7 +33,8 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
             let weights = (d.model.dense_params() + d.model.touched_expert_params(tokens))
                 * d.weights.bytes()
                 / tp;
-            let kv = batch
+            // The busiest socket's sequences, each whole on it, stage after stage.
+            let kv = (batch / tp).ceil()
                 * d.model.kv_bytes(ctx, d.kv)
                 * d.kv_share_per_chip()
                 * f64::from(d.layout.pp);

@@ -567,26 +567,54 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             name.trim()
         ));
     }
-    // What each rate is counted per: the word right after a `/` (`tok/s/gpu`) or after the
-    // word `per` (`tokens_per_second_per_gpu`, `ms per output token`, skipping the words
-    // that only qualify the token). A `/` followed by a space is "with" (`w/ spec`).
-    let mut per: Vec<&str> = lower
-        .match_indices('/')
-        .filter_map(|(at, _)| {
-            let rest = &lower[at + 1..];
-            let end = rest
-                .find(|c: char| !c.is_ascii_alphanumeric())
-                .unwrap_or(rest.len());
-            (end > 0).then(|| &rest[..end])
-        })
-        .collect();
+    // What each rate is counted per: the first word after a `/` (`tok/s/gpu`, `ms/output
+    // token`) or after the word `per` (`tokens_per_second_per_gpu`, `ms per output token`),
+    // past the words that only qualify a token. A `/` followed by a space is "with" (`w/
+    // spec`). A qualifier `input` or `prompt` there makes it a prompt token.
+    const QUALIFIERS: [&str; 6] = ["output", "generated", "decode", "decoded", "each", "one"];
+    let mut per: Vec<&str> = Vec::new();
+    let mut per_prompt_token = false;
+    let mut denominator = |after: &[&'_ str]| -> Option<usize> {
+        let mut i = 0;
+        while let Some(w) = after.get(i) {
+            if ["input", "prompt"].contains(w) {
+                per_prompt_token = true;
+            } else if !QUALIFIERS.contains(w) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    };
+    for (at, _) in lower.match_indices('/') {
+        let rest = &lower[at + 1..];
+        if !rest.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        // The words of the rest of this part of the name, up to a bracket or another `/`.
+        let part = rest
+            .split(['/', '(', ')', '[', ']', ',', ';'])
+            .next()
+            .unwrap_or("");
+        let after: Vec<&str> = part
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if let Some(i) = denominator(&after) {
+            per.push(after[i]);
+        }
+    }
+    // `per 8 GPUs` counts per group of chips, like `per node`.
+    let mut per_count: Option<&str> = None;
     for (i, w) in words.iter().enumerate() {
         if *w == "per" {
-            if let Some(next) = words[i + 1..]
-                .iter()
-                .find(|n| !["output", "generated", "decode", "decoded", "each", "one"].contains(n))
-            {
-                per.push(next);
+            if let Some(j) = denominator(&words[i + 1..]) {
+                let d = words[i + 1 + j];
+                if d.starts_with(|c: char| c.is_ascii_digit()) {
+                    per_count = Some(d);
+                } else {
+                    per.push(d);
+                }
             }
         }
     }
@@ -611,7 +639,6 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     }
     let per_time: Option<f64> = per.iter().find_map(|w| time_unit(w));
     let per_token = per.iter().any(|w| ["token", "tokens", "tok"].contains(w));
-    let per_prompt_token = per.iter().any(|w| ["input", "prompt"].contains(w));
     // A time per token is the time between output tokens (`s/token`, `ms per output
     // token`); per prompt token it is not modelled.
     let prefill_words = has("prefill") || has("first") || has("input") || has("prompt");
@@ -628,30 +655,40 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             )),
         };
     }
-    // A rate per anything but time, a user or request, or a chip has no base the row states.
-    let subjects = [
-        "user",
-        "users",
-        "request",
-        "requests",
-        "req",
-        "gpu",
-        "gpus",
-        "chip",
-        "chips",
-        "device",
-        "devices",
-        "accelerator",
-        "accelerators",
-        "wafer",
-        "wafers",
-        "card",
-        "cards",
+    // A rate per a group of chips (a node, a server, a named chip) has a base the row does
+    // not state; other words after a `/` (`1k/1k`, `w/o`) are not denominators.
+    let groups = [
+        "node",
+        "nodes",
+        "server",
+        "servers",
+        "replica",
+        "replicas",
+        "instance",
+        "instances",
+        "system",
+        "systems",
+        "rack",
+        "racks",
+        "dgx",
+        "hgx",
+        "socket",
+        "sockets",
     ];
-    if let Some(w) = per
-        .iter()
-        .find(|w| time_unit(w).is_none() && !subjects.contains(w))
-    {
+    // A chip's name: a few letters, then digits (`h100`, `mi300x`, `gb200`).
+    let chip_name = |w: &str| {
+        let letters = w.chars().take_while(char::is_ascii_alphabetic).count();
+        let digits = w[letters..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
+        (1..=3).contains(&letters) && digits >= 2 && w.len() - letters - digits <= 2
+    };
+    if let Some(w) = per_count.or_else(|| {
+        per.iter()
+            .find(|w| groups.contains(w) || chip_name(w))
+            .copied()
+    }) {
         return Err(format!(
             "metric `{}`: a rate per `{w}` is not read; state it per chip (GPU, wafer) or for the whole deployment, with the count in `count`",
             name.trim()
@@ -896,8 +933,17 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
 /// system; runs of one length that name different systems name none.
 fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
     let cell = cell.trim();
+    // A name of a whole system as sold (`GB200 NVL72`, `DGX H100`) states its chips where
+    // nothing in the cell counts them; a chip's name (`GB200`, `H100`) leaves the count to
+    // the `count` column.
+    let implied = |found: (&'a System, Option<u32>)| match found {
+        (s, None) if names_whole_system(&cell.to_ascii_lowercase()) => {
+            (s, Some(s.chips_per_system))
+        }
+        other => other,
+    };
     let whole = match system_in(cat, cell) {
-        Ok(found) => return Ok(found),
+        Ok(found) => return Ok(implied(found)),
         Err(e) => e,
     };
     let parts: Vec<&str> = cell.split('_').filter(|p| !p.trim().is_empty()).collect();
@@ -926,7 +972,7 @@ fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32
         // A run that states a count says more than one that does not.
         found.sort_by_key(|(_, n)| n.is_none());
         if let Some(first) = found.into_iter().next() {
-            return Ok(first);
+            return Ok(implied(first));
         }
     }
     Err(whole)
@@ -946,9 +992,7 @@ fn sized(name: &str) -> bool {
 fn system_in<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
     let lower = cell.to_ascii_lowercase();
     let whole = match cat.system(cell) {
-        // A name of a whole system as sold (`GB200 NVL72`, `DGX H100`, `SambaRack`) states
-        // its chips; a chip's name (`GB200`, `H100`) leaves the count to the `count` column.
-        Ok(s) => return Ok((s, names_whole_system(&lower).then_some(s.chips_per_system))),
+        Ok(s) => return Ok((s, None)),
         Err(e) => e.to_string(),
     };
     // (count, name, whether the count comes first)

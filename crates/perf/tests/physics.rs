@@ -146,6 +146,23 @@ fn rdu_pipeline_stages_do_not_speed_one_request() {
     )
     .expect("fits");
     assert_eq!((d.layout.tp, d.layout.pp), (16, 1));
+    // Each socket holds whole sequences: one sequence longer than a socket's room does not
+    // fit a tensor-parallel group however many sockets it has, and does fit across stages.
+    let tp16 = deployment(&cat, "llama-3.1-70b", "sn40l", "tp16", Precision::Bf16);
+    let staged = deployment(&cat, "llama-3.1-70b", "sn40l", "tp4-pp4", Precision::Bf16);
+    assert!(tp16.max_sequences(&p, 400_000.0) < 1.0);
+    assert!(staged.max_sequences(&p, 400_000.0) >= 1.0);
+    let mut q = query(&cat, "llama-3.1-70b", "sn40l", Some(16));
+    q.isl = 400_000.0;
+    q.layout = Some(Layout::replica(16, 1));
+    let err = best_deployment(&q, &p, Objective::Latency).expect_err("tp16 lacks room");
+    assert!(
+        err.to_string().contains("another layout of these 16 chips"),
+        "{err}"
+    );
+    q.layout = None;
+    let d = best_deployment(&q, &p, Objective::Latency).expect("fits");
+    assert!(d.layout.pp > 1, "{}", d.layout);
 }
 
 #[test]
@@ -1084,7 +1101,15 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
         "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
     let row =
         |hw: &str| format!("r,{hw},,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\n");
-    let cells = ["GB200 NVL72", "GB200", "H200 NVL", "DGX H100"];
+    let cells = [
+        "GB200 NVL72",
+        "GB200",
+        "H200 NVL",
+        "GB200-NVL72_TRT",
+        // A count stated beside a whole system's name is the count.
+        "DGX-B200_B200-SXM-180GBx1_TRT",
+        "2x GB200 NVL72",
+    ];
     let text: String = std::iter::once(header.to_string())
         .chain(cells.iter().map(|c| row(c)))
         .collect();
@@ -1097,7 +1122,7 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
         .iter()
         .map(|o| o.layout.split('x').next().unwrap_or(""))
         .collect();
-    assert_eq!(chips, ["72", "8", "8", "8"], "{out:?}");
+    assert_eq!(chips, ["72", "8", "8", "72", "1", "144"], "{out:?}");
 }
 
 #[test]
@@ -1293,6 +1318,11 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "tok/s/req",
         "tok/s/card",
         "prefill time per token (ms)",
+        "TPOT (ms/output token)",
+        "tok/s (w/o spec)",
+        "Input/Output token throughput (tok/s)",
+        "TTFT (ms) @ 1k/1k",
+        "throughput (tok/s) per 8 GPUs",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -1354,6 +1384,14 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(34) - thr / 8.0).abs() < 1e-9 * thr);
     // A prompt's time per token is not modelled.
     assert!(why(35).contains("not modelled"), "{}", why(35));
+    // Words after a `/` that are no base of a rate are read past: a qualified token, `w/o`,
+    // prompt and output lengths.
+    assert!((v(36) - v(6)).abs() < 1e-9 * v(6));
+    assert!((v(37) - thr).abs() < 1e-9 * thr);
+    assert!((v(38) - v(2)).abs() < 1e-9 * v(2));
+    assert!((v(39) - v(5)).abs() < 1e-9 * v(5));
+    // Per a number of chips is per a group, like per node.
+    assert!(why(40).contains("per `8`"), "{}", why(40));
 }
 
 #[test]

@@ -89,7 +89,7 @@ impl EngineConfig {
             token_budget: Self::TOKEN_BUDGET,
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
-            groups: d.layout.ep.max(1),
+            groups: d.kv_groups(),
             window: if local {
                 d.model.sliding_window.unwrap_or(0)
             } else {
