@@ -569,7 +569,7 @@ impl<'a> Deployment<'a> {
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
-            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, p.gpu_prefill_flops_eff);
+            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, gpu::prefill_eff(self, p));
         }
         let flops = self.token_flops(isl / 2.0);
         match self.system.kind {

@@ -33,14 +33,17 @@ pub struct Params {
     ///
     /// The catalog's measured matrix rates (large cuBLASLt/hipBLASLt products reach 0.47 of
     /// the FP8 peak on MI300X, 0.67-0.70 on H200 and H100, 0.58 at FP8 and 0.76 at FP4 on
-    /// GB200, 0.82 at FP16 on A100) are not applied per chip. Tried as each chip's share of
+    /// GB200, 0.82 at FP16 on A100) are not applied per chip to decode, whose products are
+    /// skinny (they scale prefill: see [`Params::gpu_prefill_flops_eff`]). Tried as each chip's share of
     /// its datasheet peak, with chips of one compute die held to one share as physics asks
     /// (MI325X with MI300X, B200 with GB200), and these efficiencies refitted on top, they
     /// gave 32.7% on `points.csv` and 32.7% on the 29 rows `heldout.csv` then held, against
     /// 31.9% and 31.3% with one share for every chip in the same setup. A product's rate depends on the library version as much as
     /// on the chip, and the MI300X figure is from an older ROCm than the MI325X results.
     pub gpu_decode_flops_eff: f64,
-    /// Fraction of datasheet dense peak FLOP/s reached by prefill. Chosen with the decode
+    /// Fraction of datasheet dense peak FLOP/s reached by prefill on H100; a chip with a
+    /// measured large-GEMM rate in the catalog scales it by its measured share over H100's
+    /// (prefill's products are of the measured shape). Chosen with the decode
     /// figure as the pair with the lowest MAPE on `reference/points.csv` over a grid (decode
     /// 0.24-0.38, prefill 0.32-0.44, by 0.02), with the measured read bandwidths in use:
     /// 0.32 and 0.40 give 31.8%, and the surface is flat within 0.2 points from 0.26 to 0.34.

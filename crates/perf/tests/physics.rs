@@ -671,7 +671,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 32.0, "MAPE {}", s.mape);
+    assert!(s.mape < 31.0, "MAPE {}", s.mape);
 }
 
 #[test]
@@ -1123,6 +1123,35 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
         .map(|o| o.layout.split('x').next().unwrap_or(""))
         .collect();
     assert_eq!(chips, ["72", "8", "8", "72", "1", "144"], "{out:?}");
+}
+
+/// Prefill runs large matrix products, the shape the catalog's GEMM measurements time: a
+/// chip measured above H100's share of its peak prefills faster than its datasheet alone
+/// says, one measured below it slower.
+#[test]
+fn prefill_follows_the_measured_matrix_rate() {
+    let cat = cat();
+    let p = Params::default();
+    let model = cat.model("llama-3.1-8b").expect("m");
+    let ratio = |system: &str, precision: Precision| {
+        let measured = cat.system(system).expect("s");
+        // The same chip with its measured stream but no measured matrix rate.
+        let mut bare = measured.clone();
+        if let Some(m) = bare.measured.as_mut() {
+            m.gemm_tflops = switchyard_catalog::DenseTflops::default();
+        }
+        let time = |s: &switchyard_catalog::System| {
+            Deployment::new(model, s, Layout::replica(1, 1), precision)
+                .expect("d")
+                .prefill(&p, 8192.0)
+        };
+        time(measured) / time(&bare)
+    };
+    let a100 = ratio("a100-sxm", Precision::Bf16);
+    let mi300x = ratio("mi300x", Precision::Fp8);
+    assert!(a100 < 0.92 && a100 > 0.8, "{a100}");
+    assert!(mi300x > 1.3, "{mi300x}");
+    assert!((ratio("h100-sxm", Precision::Fp8) - 1.0).abs() < 1e-9);
 }
 
 #[test]
