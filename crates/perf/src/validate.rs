@@ -764,7 +764,15 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             ))
         };
     }
-    if (has("req") || has("request") || has("requests")) && !tokens {
+    // Queries and samples are MLPerf's and load tools' words for requests (`QPS`,
+    // `Completed samples per second`).
+    let queries = ["query", "queries", "sample", "samples"]
+        .iter()
+        .any(|w| has(w));
+    if has("qps") && !tokens {
+        return Ok((Metric::Requests, 1.0));
+    }
+    if (has("req") || has("request") || has("requests") || queries) && !tokens {
         return if rate {
             Ok((Metric::Requests, time_scale))
         } else {

@@ -1352,6 +1352,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "Input/Output token throughput (tok/s)",
         "TTFT (ms) @ 1k/1k",
         "throughput (tok/s) per 8 GPUs",
+        "QPS",
+        "Completed samples per second",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -1421,6 +1423,9 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(39) - v(5)).abs() < 1e-9 * v(5));
     // Per a number of chips is per a group, like per node.
     assert!(why(40).contains("per `8`"), "{}", why(40));
+    // Queries and samples are requests.
+    assert!((v(41) - v(3)).abs() < 1e-9 * v(3));
+    assert!((v(42) - v(3)).abs() < 1e-9 * v(3));
 }
 
 #[test]
