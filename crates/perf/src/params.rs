@@ -284,9 +284,15 @@ enum Range {
     AtLeastOne,
 }
 
+/// The largest value any parameter takes: far above every default (the largest, the
+/// activation workspace, is 2·10^9 bytes), low enough that every figure computed from the
+/// parameters stays finite.
+const MOST: f64 = 1e12;
+
 impl Range {
     fn admits(self, v: f64) -> bool {
         v.is_finite()
+            && v <= MOST
             && match self {
                 Range::Fraction => v > 0.0 && v <= 1.0,
                 Range::Share => (0.0..=1.0).contains(&v),
@@ -302,9 +308,9 @@ impl Range {
             Range::Fraction => "above 0 and at most 1",
             Range::Share => "from 0 to 1",
             Range::BelowOne => "from 0 to below 1",
-            Range::NonNegative => "0 or more",
-            Range::Positive => "above 0",
-            Range::AtLeastOne => "at least 1",
+            Range::NonNegative => "from 0 to 10^12",
+            Range::Positive => "above 0 and at most 10^12",
+            Range::AtLeastOne => "from 1 to 10^12",
         }
     }
 }
@@ -366,7 +372,7 @@ pub enum ParamsError {
         message: String,
     },
     /// A value is outside what the physics admits.
-    #[error("{origin}: line {line}, field `{field}`: {value} is out of range: it must be {range}")]
+    #[error("{origin}: line {line}, field `{field}`: {} is out of range: it must be {range}", shown(*.value))]
     OutOfRange {
         /// Where the text came from (a path).
         origin: String,
@@ -379,6 +385,15 @@ pub enum ParamsError {
         /// The range it must be in.
         range: &'static str,
     },
+}
+
+/// A value as a person would write it: huge and tiny ones in exponent form.
+fn shown(v: f64) -> String {
+    if v != 0.0 && !(1e-4..1e9).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
 }
 
 impl Params {
@@ -538,5 +553,8 @@ mod tests {
         assert!(Params::from_toml("lpu_layer_s = 0.0", "p").is_err());
         assert!(Params::from_toml("capacity_kv_reserve = 1.0", "p").is_err());
         assert!(Params::from_toml("pue = nan", "p").is_err());
+        // Values beyond any physics are refused before they make figures infinite.
+        let e = Params::from_toml("pue = 1e308", "p").expect_err("refused");
+        assert!(e.to_string().contains("1e308 is out of range"), "{e}");
     }
 }
