@@ -6,9 +6,11 @@
 //! than from when the task woke, so timer slack does not add up over a long generation.
 //! Faults (an error rate, latency spikes, an outage window) make it fail on purpose.
 //!
-//! A disaggregated pool runs each prompt on a prefill replica, which streams the first token;
-//! after the KV transfer time the performance model gives, the request moves, its stream with
-//! it, to the decode replica with the fewest requests, as in the simulator.
+//! A disaggregated pool runs each prompt on a prefill replica; after the KV transfer time the
+//! performance model gives, the request moves, its stream with it, to the decode replica with
+//! the fewest requests, as in the simulator. Its first token, made by the prefill pass,
+//! reaches the client with the cache (as engines that stream from the decode side deliver
+//! it), so its time to first token includes the transfer, as the performance model counts it.
 
 use crate::config::Faults;
 use std::collections::HashMap;
@@ -355,7 +357,16 @@ async fn drive(r: Arc<EmuReplica>) {
         let mut moving = Vec::new();
         engine.finish_step(&mut |e| match e {
             Event::FirstToken(id) | Event::Token(id) => {
-                if let Some(st) = streams.get(&id) {
+                // A prompt that moves on to a decode replica reaches its client with its cache,
+                // as engines that stream from the decode side deliver it: its first token goes
+                // out when the hand-off lands.
+                let moves = matches!(e, Event::FirstToken(_))
+                    && streams.get(&id).is_some_and(|st| {
+                        st.handoff
+                            .as_ref()
+                            .is_some_and(|(_, output, _)| *output > 1)
+                    });
+                if let Some(st) = streams.get(&id).filter(|_| !moves) {
                     let _ = st.tx.send(EmuEvent::Token);
                 }
             }
@@ -425,6 +436,8 @@ async fn hand_off(
         {
             return;
         }
+        // The first token, made on the prefill replica, arrives with the cache.
+        let _ = tx.send(EmuEvent::Token);
         s.streams.insert(id, Stream { tx, handoff: None });
         here.replica = Arc::clone(&replica);
         here.id = id;

@@ -96,13 +96,18 @@ impl Deployment<'_> {
     /// prompt to another replica: each chip that holds it sends its share over its own link,
     /// the fast fabric when both replicas sit in one scale-up domain (`same_domain`), else
     /// the network ([`Params::network_gb_s`]). With expert parallelism a prompt's KV lives in
-    /// one group, so only that group's chips send it.
+    /// one group, so only that group's chips send it; on an RDU it lives on one socket of
+    /// each stage ([`Deployment::kv_groups`]), which sends it alone.
     pub fn kv_send_s(&self, p: &Params, tokens: f64, same_domain: bool) -> f64 {
         let per_chip_gb_s = match self.system.interconnect_gb_s {
             Some(fabric) if same_domain => fabric * p.fabric_eff,
             _ => p.network_gb_s,
         };
-        let senders = f64::from(self.layout.tp * self.layout.pp);
+        let holders = match self.system.kind {
+            switchyard_catalog::SystemKind::Rdu => self.layout.pp,
+            _ => self.layout.tp * self.layout.pp,
+        };
+        let senders = f64::from(holders);
         self.model.kv_bytes(tokens, self.kv) / (senders * per_chip_gb_s * 1e9)
     }
 }

@@ -163,6 +163,11 @@ fn rdu_pipeline_stages_do_not_speed_one_request() {
     q.layout = None;
     let d = best_deployment(&q, &p, Objective::Latency).expect("fits");
     assert!(d.layout.pp > 1, "{}", d.layout);
+    // A prompt's cache leaves from the one socket per stage that holds it.
+    let send = |d: &Deployment<'_>| d.kv_send_s(&p, 8000.0, false);
+    let one = deployment(&cat, "llama-3.1-70b", "sn40l", "tp1", Precision::Bf16);
+    assert!((send(&tp16) - send(&one)).abs() < 1e-12 * send(&one));
+    assert!((send(&staged) * 4.0 - send(&one)).abs() < 1e-9 * send(&one));
 }
 
 #[test]

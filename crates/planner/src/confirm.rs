@@ -224,7 +224,7 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
             let d = class.demand[k];
             // An empty sum of floats is -0.0; a share is never below zero.
             let share = if d > 0.0 {
-                (cap / d).clamp(0.0, 1.0)
+                (cap / d).clamp(0.0, 1.0) + 0.0
             } else {
                 1.0
             };

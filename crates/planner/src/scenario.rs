@@ -182,6 +182,9 @@ pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usi
         .map_or(first, |i| first + i)
 }
 
+/// A field, its value if set, the test it must pass, and what the test asks, in words.
+type Check = (&'static str, Option<f64>, fn(f64) -> bool, &'static str);
+
 impl PlanFile {
     /// Parses and checks a scenario; `origin` names the file in errors.
     ///
@@ -246,6 +249,39 @@ impl PlanFile {
                     format!("provider `{}` offers no system", s.name),
                 ));
             }
+            // Overrides of the catalog's prices and the facility's PUE hold to the ranges the
+            // catalog and the parameters file hold them to: a negative price would make buying
+            // more cheaper, a zero life an infinite cost, a PUE under 1 free power.
+            let checks: [Check; 4] = [
+                ("pue", s.pue, |v| (1.0..=10.0).contains(&v), "from 1 to 10"),
+                (
+                    "capex_usd_per_system",
+                    s.capex_usd_per_system,
+                    |v| v >= 0.0 && v.is_finite(),
+                    "a finite price, 0 or more",
+                ),
+                (
+                    "rent_usd_per_chip_hour",
+                    s.rent_usd_per_chip_hour,
+                    |v| v >= 0.0 && v.is_finite(),
+                    "a finite price, 0 or more",
+                ),
+                (
+                    "life_years",
+                    s.life_years,
+                    |v| v > 0.0 && v.is_finite(),
+                    "a finite number of years above 0",
+                ),
+            ];
+            for (field, v, ok, says) in checks {
+                if v.is_some_and(|v| !ok(v)) {
+                    return Err(err(
+                        &p.span(),
+                        field,
+                        format!("provider `{}`: must be {says}", s.name),
+                    ));
+                }
+            }
         }
         for c in &f.classes {
             let s = c.get_ref();
@@ -302,6 +338,20 @@ impl PlanFile {
                 &(0..0),
                 "rules.headroom",
                 "a share above 0 and at most 1".into(),
+            ));
+        }
+        if !(r.confirm_s > 0.0 && r.confirm_s.is_finite()) {
+            return Err(err(
+                &(0..0),
+                "rules.confirm_s",
+                "a finite number of simulated seconds above 0".into(),
+            ));
+        }
+        if !(r.tolerance >= 0.0 && r.tolerance.is_finite()) {
+            return Err(err(
+                &(0..0),
+                "rules.tolerance",
+                "a finite share, 0 or more".into(),
             ));
         }
         Ok(f)

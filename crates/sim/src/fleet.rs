@@ -624,9 +624,20 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         self.reqs[k as usize].in_prefill = false;
         let n = pool.slots[s].engine.outstanding() as u32;
         pool.tree.set(s, n);
-        if !pool.slots[s].busy {
+        let idle = !pool.slots[s].busy;
+        // The first token arrives with the cache.
+        self.first_token(p, k);
+        if idle {
             self.start(p, s);
         }
+    }
+
+    /// Request `k`'s first token reaches its client from provider `p`.
+    fn first_token(&mut self, p: usize, k: u32) {
+        let r = &mut self.reqs[k as usize];
+        r.first_at = Some(self.now);
+        let seen = self.now - r.dispatched_at;
+        self.router.first_token(p, seen);
     }
 
     fn start(&mut self, p: usize, s: usize) {
@@ -694,12 +705,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         r.queue_s = Some(self.now - r.a.at);
                     }
                 }
-                Event::FirstToken(k) => {
-                    let r = &mut self.reqs[k as usize];
-                    r.first_at = Some(self.now);
-                    let seen = self.now - r.dispatched_at;
-                    self.router.first_token(p, seen);
-                }
+                // A prompt that moves on to a decode pool reaches its client with its cache
+                // (see `transferred`), as engines that stream from the decode side deliver it
+                // and as the performance model's disaggregated TTFT counts it.
+                Event::FirstToken(k) if q != p && self.reqs[k as usize].a.output > 1 => {}
+                Event::FirstToken(k) => self.first_token(p, k as u32),
                 Event::Finished(k) if q != p && self.reqs[k as usize].a.output > 1 => {
                     // The prompt is done: its KV cache leaves for the decode pool.
                     let prompt = f64::from(self.reqs[k as usize].a.prompt);

@@ -399,6 +399,17 @@ impl ScenarioFile {
                 switchyard_catalog::line_at(text, span.start)
             ),
         };
+        if let Some(d) = self.duration_s {
+            if !(d > 0.0 && d.is_finite()) {
+                // The line that sets it, for the message; the top-level key has no span.
+                let at = key_offset(text, "duration_s");
+                return Err(fail(
+                    at..at,
+                    "duration_s",
+                    "must be a finite number of seconds above 0".into(),
+                ));
+            }
+        }
         let wspan = self.workload.span();
         let w = self.workload.get_ref();
         let trace = trace.unwrap_or_default();
@@ -474,6 +485,18 @@ impl ScenarioFile {
                 .map(str::parse::<Layout>)
                 .transpose()
                 .map_err(|e| err("layout", e.to_string()))?;
+            // A layout is one replica's split; how many replicas there are is `replicas`.
+            if let Some(l) = layout.filter(|l| l.dp > 1) {
+                return Err(err(
+                    "layout",
+                    format!(
+                        "it has {} data-parallel replicas; write one replica's split (`{}`) and `replicas = {}`",
+                        l.dp,
+                        Layout { dp: 1, ..l },
+                        l.dp
+                    ),
+                ));
+            }
             if s.replicas == 0 {
                 return Err(err("replicas", "must be at least 1".into()));
             }
@@ -552,6 +575,17 @@ impl ScenarioFile {
                         .map(str::parse::<Layout>)
                         .transpose()
                         .map_err(|e| err("prefill_layout", e.to_string()))?;
+                    if let Some(l) = layout.filter(|l| l.dp > 1) {
+                        return Err(err(
+                            "prefill_layout",
+                            format!(
+                                "it has {} data-parallel replicas; write one replica's split (`{}`) and `prefill_replicas = {}`",
+                                l.dp,
+                                Layout { dp: 1, ..l },
+                                l.dp
+                            ),
+                        ));
+                    }
                     let mut pd = d
                         .prefill_partner(params, s.prefill_chips, layout, (isl, osl))
                         .map_err(|e| {
@@ -671,8 +705,10 @@ impl ScenarioFile {
                     let factor = f
                         .factor
                         .ok_or_else(|| err("factor", "a slowdown needs a factor".into()))?;
-                    if factor.is_nan() || factor <= 0.0 {
-                        return Err(err("factor", "must be positive".into()));
+                    // A step a thousand times slower is an outage in all but name; past
+                    // that the run's time bins grow without bound.
+                    if !(factor > 0.0 && factor <= 1000.0) {
+                        return Err(err("factor", "must be above 0 and at most 1000".into()));
                     }
                     Failure::Slowdown {
                         provider,
@@ -764,8 +800,10 @@ impl ScenarioFile {
                     "gamma" => {
                         let cv =
                             a.cv.ok_or(("arrival.cv", "a gamma process needs `cv`".to_string()))?;
-                        if cv.is_nan() || cv <= 0.0 {
-                            return Err(("arrival.cv", "must be positive".into()));
+                        // Beyond 100 a gamma process is a few bursts with nothing between,
+                        // and an infinite one never draws a gap.
+                        if !(cv > 0.0 && cv <= 100.0) {
+                            return Err(("arrival.cv", "must be above 0 and at most 100".into()));
                         }
                         Arrivals::Gamma { rate, cv }
                     }
@@ -774,10 +812,17 @@ impl ScenarioFile {
                         if !(0.0..=1.0).contains(&swing) {
                             return Err(("arrival.swing", "must be between 0 and 1".into()));
                         }
+                        let period_s = a.period_s.unwrap_or(86_400.0);
+                        if !(period_s > 0.0 && period_s.is_finite()) {
+                            return Err((
+                                "arrival.period_s",
+                                "must be a finite number of seconds above 0".into(),
+                            ));
+                        }
                         Arrivals::Diurnal {
                             rate,
                             swing,
-                            period_s: a.period_s.unwrap_or(86_400.0),
+                            period_s,
                         }
                     }
                     other => {
@@ -843,4 +888,19 @@ impl ScenarioFile {
             horizon_s: self.duration_s,
         })
     }
+}
+
+/// Byte offset of the line that sets top-level `key` in a scenario's text (0 if none does).
+fn key_offset(text: &str, key: &str) -> usize {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return at;
+        }
+        at += line.len();
+    }
+    0
 }

@@ -580,16 +580,21 @@ fn a_disaggregated_provider_prefills_on_one_pool_and_decodes_on_the_other() {
     let split = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"pd\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 3\nprefill_replicas = 1\nprefill_chips = 1\n";
     let joint = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"agg\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n";
 
-    // Alone, a request's first token comes from the prefill pass, and the rest from decode
-    // steps on another replica after its KV cache has moved.
+    // Alone, a request's first token comes from the prefill pass and reaches its client
+    // with the KV cache on another replica, as the performance model's disaggregated TTFT
+    // counts it; the rest come from decode steps there.
     let scn = resolve(&format!("{split}{}", workload(0.05, 40)), &cat, &p, false).expect("ok");
     let (s, _) = run(&scn, &p);
     assert_eq!(s.completed, 40);
     let pre = scn.providers[0].prefill.as_ref().expect("a prefill pool");
-    let ttft = pre.deployment.prefill(&p, 4000.0);
-    let got = s.fleet.ttft_s.p50.expect("ttft");
-    assert!((got / ttft - 1.0).abs() < 0.05, "{got} against {ttft}");
+    let pass = pre.deployment.prefill(&p, 4000.0);
     let send = pre.deployment.kv_send_s(&p, 4000.0, pre.same_domain);
+    let got = s.fleet.ttft_s.p50.expect("ttft");
+    assert!(
+        (got - (pass + send)).abs() < 0.1 * send,
+        "{got} against {pass} + {send}"
+    );
+    let ttft = pass;
     let step = scn.providers[0]
         .deployment
         .decode_step(&p, 1.0, 4100.0)

@@ -698,6 +698,40 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         err.contains("line 1") && err.contains("arrived_at"),
         "{err}"
     );
+    // Values that would hang the run or exhaust memory are refused with their field.
+    let base = "model = \"llama-3.1-8b\"\nduration_s = 10\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
+    let slow = format!("{base}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nfactor = inf\nstart_s = 1.0\nend_s = 2.0\n");
+    for (toml, field) in [
+        (
+            base.replace("duration_s = 10", "duration_s = nan"),
+            "duration_s",
+        ),
+        (
+            base.replace(
+                "process = \"poisson\"",
+                "process = \"diurnal\", period_s = 0.0",
+            ),
+            "period_s",
+        ),
+        (
+            base.replace("process = \"poisson\"", "process = \"gamma\", cv = inf"),
+            "cv",
+        ),
+        (slow, "factor"),
+        (
+            base.replace(
+                "system = \"h100-sxm\"",
+                "system = \"h100-sxm\"\nlayout = \"tp1-dp4\"",
+            ),
+            "replicas = 4",
+        ),
+    ] {
+        let path = temp_file("odd-scenario.toml", &toml);
+        let o = run(&["simulate", "--scenario", path.to_str().expect("utf-8")]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(field), "{toml}: {err}");
+    }
 }
 
 #[test]
@@ -744,6 +778,20 @@ fn plan_rejects_bad_input_with_one_line() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--mw-is"), "{err}");
+    // Values the solver or the confirming simulation cannot work with are refused with
+    // their field, not run: a negative life made buying more cheaper, a NaN run hung.
+    let plan = include_str!("../../../../scenarios/plan-750mw.toml");
+    for (from, to, field) in [
+        ("life_years = 5.0", "life_years = -5.0", "life_years"),
+        ("confirm_s = 20", "confirm_s = nan", "confirm_s"),
+    ] {
+        assert!(plan.contains(from), "{from}");
+        let path = temp_file("odd-plan.toml", &plan.replacen(from, to, 1));
+        let o = run(&["plan", "--scenario", path.to_str().expect("utf-8")]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(field), "{to}: {err}");
+    }
     let path = temp_file("bad-plan.toml", "[[phase]]\nname = \"p\"\n[[provider]]\nname = \"x\"\nsystems = [\"h100-sxm\"]\nmw = \"lots\"\n");
     let o = run(&["plan", "--scenario", path.to_str().expect("utf-8")]);
     let (_, err) = text(&o);
