@@ -15,8 +15,9 @@
 //! A disaggregated provider has two pools: a request's prompt runs on a replica of its
 //! prefill pool, which produces the first token; its KV cache then moves, in the time the
 //! performance model gives, to the decode replica with the fewest requests, which produces
-//! the rest. Outages and slow-downs of the provider hit both pools; a replica failure names a
-//! decode replica.
+//! the rest. The first token reaches the client with the cache, so a request lost during the
+//! move has sent nothing and is retried. Outages and slow-downs of the provider hit both
+//! pools; a replica failure names a decode replica.
 
 use crate::scenario::{Failure, Scenario};
 use crate::stats::{Bin, FailureCount, Group, Histogram, Little, Record, Summary};
@@ -596,7 +597,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     }
 
     /// Request `k`'s KV cache has reached its provider's decode pool: it joins the replica
-    /// with the fewest requests there, or, with the pool down, is lost after its first token.
+    /// with the fewest requests there, its first token reaching the client; or, with the pool
+    /// down, it is lost before any token has reached the client, and retried.
     fn transferred(&mut self, k: u32) {
         let r = self.reqs[k as usize];
         let p = r.provider as usize;
