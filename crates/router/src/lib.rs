@@ -120,7 +120,8 @@ impl Target {
         }
     }
 
-    fn takes(&self, class: Option<&str>) -> bool {
+    /// Whether this target serves requests of `class` (every class when it names none).
+    pub fn takes(&self, class: Option<&str>) -> bool {
         self.classes.is_empty() || class.is_some_and(|c| self.classes.iter().any(|x| x == c))
     }
 

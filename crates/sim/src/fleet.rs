@@ -538,10 +538,19 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 prompt_tokens: Some(r.a.prompt),
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
-                let why = if r.attempts == 0 {
-                    reason::NO_PROVIDER
-                } else {
+                // A class some provider serves, whose request none of them can hold, is too
+                // long rather than unserved.
+                let served = self
+                    .router
+                    .targets()
+                    .iter()
+                    .any(|t| t.takes(Some(class.name.as_str())));
+                let why = if r.attempts > 0 {
                     reason::DOWN
+                } else if served {
+                    reason::TOO_LONG
+                } else {
+                    reason::NO_PROVIDER
                 };
                 self.end(k, Some(why));
                 return;

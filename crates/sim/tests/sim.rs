@@ -705,3 +705,27 @@ start_s = 10
         assert_eq!(l.split(',').nth(3), Some(""), "{l}");
     }
 }
+
+/// A request no replica of the providers serving its class can hold fails as too long, not
+/// as a class nobody serves.
+#[test]
+fn a_request_longer_than_any_cache_fails_as_too_long() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    // Prompts of a median 100k tokens, the longest beyond the 411k one H100 holds for 8B.
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n\
+                [workload]\nrequests = 100\narrival = { process = \"poisson\", rate = 0.1 }\n\
+                prompt = { dist = \"lognormal\", median = 100000, sigma = 1.5 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
+    let (s, _) = run(&resolve(text, &cat, &p, false).expect("ok"), &p);
+    assert!(
+        s.failed > 0 && s.completed > 0,
+        "{} {}",
+        s.failed,
+        s.completed
+    );
+    assert!(
+        s.failures.iter().all(|f| f.reason.contains("exceed")),
+        "{:?}",
+        s.failures
+    );
+}
