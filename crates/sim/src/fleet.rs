@@ -818,7 +818,15 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 if starts {
                     slot.failures += 1;
                     if slot.failures == 1 && !outage {
-                        for k in self.take_down(p, s) {
+                        let lost = self.take_down(p, s);
+                        // The provider's other replicas still serve: a request that had sent
+                        // nothing may be retried there, as a client retries a provider whose
+                        // load balancer moves it to a healthy replica.
+                        let others = self.pools[p].tree.best().is_some();
+                        for k in lost {
+                            if others {
+                                self.reqs[k as usize].tried &= !(1u64 << p.min(63));
+                            }
                             self.lost(k as u32);
                         }
                     }

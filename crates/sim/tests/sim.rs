@@ -729,3 +729,26 @@ fn a_request_longer_than_any_cache_fails_as_too_long() {
         s.failures
     );
 }
+
+/// When one replica of a provider fails, the requests it held that had sent nothing are
+/// retried on the provider's other replicas, not failed as if the whole provider were down.
+#[test]
+fn a_replica_failure_retries_on_the_providers_other_replicas() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n\
+                [workload]\nrequests = 800\narrival = { process = \"poisson\", rate = 100.0 }\n\
+                prompt = { dist = \"fixed\", tokens = 1000 }\noutput = { dist = \"fixed\", tokens = 200 }\n\
+                [[failure]]\nkind = \"replica\"\nprovider = \"a\"\nreplica = 0\nstart_s = 5\n";
+    let (s, _) = run(&resolve(text, &cat, &p, false).expect("ok"), &p);
+    assert_eq!(s.completed + s.failed, 800);
+    // Only requests already streaming when the replica failed are lost.
+    assert!(s.failed > 0, "the failure hit nothing");
+    assert!(
+        s.failures
+            .iter()
+            .all(|f| f.reason.contains("after the first token")),
+        "{:?}",
+        s.failures
+    );
+}
