@@ -539,7 +539,8 @@ impl ScenarioFile {
                 if let Some(b) = s.token_budget {
                     engine.token_budget = b.max(1);
                 }
-                if engine.kv_blocks == 0 {
+                // Each group's pool must hold a block: a sequence lives in one group.
+                if engine.max_context() == 0 {
                     return Err(err(
                         field,
                         format!(
