@@ -450,6 +450,27 @@ pub fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Byte offset of the first line in `text[span]` that sets `key` (`key = …`, the key bare or
+/// quoted), for error messages about a value the TOML reader kept no span for; `None` when
+/// no line there does.
+pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option<usize> {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let keys = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
+    let mut at = start;
+    for line in text[start..end].split_inclusive('\n') {
+        let l = line.trim_start();
+        if keys.iter().any(|k| {
+            l.strip_prefix(k.as_str())
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        }) {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}
+
 /// A TOML parse error as one line naming the line, column and field at fault, so that every
 /// TOML reader in the workspace reports its errors the same way.
 pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {

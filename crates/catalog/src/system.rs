@@ -219,15 +219,17 @@ impl System {
     /// runs in, else the mean share of the precisions measured. For reference: the model's
     /// FLOP efficiencies are shares of the datasheet peak (see `switchyard-perf`'s `Params`).
     pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
-        let shares = self.gemm_shares(self.measured.as_ref()?);
+        // Called for every prefill the performance model times: no allocation.
+        let m = self.measured.as_ref()?;
         let (_, runs_in) = self.flops(p)?;
-        shares
-            .iter()
+        self.gemm_shares(m)
             .find(|(q, _)| *q == runs_in)
-            .map(|(_, f)| *f)
+            .map(|(_, f)| f)
             .or_else(|| {
-                (!shares.is_empty())
-                    .then(|| shares.iter().map(|(_, f)| f).sum::<f64>() / shares.len() as f64)
+                let (sum, n) = self
+                    .gemm_shares(m)
+                    .fold((0.0, 0u32), |(s, n), (_, f)| (s + f, n + 1));
+                (n > 0).then(|| sum / f64::from(n))
             })
     }
 
@@ -245,14 +247,11 @@ impl System {
 
     /// Each measured matrix rate of `m` as a share of this chip's datasheet peak at its
     /// precision (a precision the chip has no peak of its own for is left out).
-    fn gemm_shares(&self, m: &Measured) -> Vec<(Precision, f64)> {
-        m.gemm_tflops
-            .entries()
-            .filter_map(|(q, measured)| {
-                let (peak, runs_in) = self.flops(q)?;
-                (runs_in == q).then(|| (q, measured * 1e12 / peak))
-            })
-            .collect()
+    fn gemm_shares<'s>(&'s self, m: &'s Measured) -> impl Iterator<Item = (Precision, f64)> + 's {
+        m.gemm_tflops.entries().filter_map(|(q, measured)| {
+            let (peak, runs_in) = self.flops(q)?;
+            (runs_in == q).then(|| (q, measured * 1e12 / peak))
+        })
     }
 
     /// Chips joined by the fast fabric.
@@ -379,9 +378,8 @@ impl System {
             }
             // A measurement above the datasheet peak is a typo, not a faster chip; one at a
             // precision the chip has no peak for cannot be read as a share.
-            let shares = self.gemm_shares(m);
-            if shares.len() != m.gemm_tflops.entries().count()
-                || shares.iter().any(|(_, f)| !(*f > 0.0 && *f <= 1.0))
+            if self.gemm_shares(m).count() != m.gemm_tflops.entries().count()
+                || self.gemm_shares(m).any(|(_, f)| !(f > 0.0 && f <= 1.0))
             {
                 return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
             }

@@ -413,12 +413,13 @@ impl<'a> Deployment<'a> {
     /// users against the 4,500 SambaNova measured (`sn40l-deepseek-throughput` in
     /// `reference/points.csv`); split, 4,520.
     pub fn kv_share_per_chip(&self) -> f64 {
-        let tp_split = match (self.system.kind, self.model.attention) {
-            (SystemKind::Rdu, _) => 1.0,
-            (_, AttentionKind::Mla) => 1.0,
+        // Chips of a stage across which one sequence's cache is split, and groups of them
+        // that each hold their own sequences.
+        let split = match (self.system.kind, self.model.attention) {
+            (SystemKind::Rdu, _) | (_, AttentionKind::Mla) => 1.0,
             _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
         };
-        1.0 / (tp_split * f64::from(self.layout.pp) * f64::from(self.layout.ep))
+        1.0 / (split * f64::from(self.layout.pp) * f64::from(self.kv_groups()))
     }
 
     /// Groups of a replica's chips that each hold whole sequences' KV caches, in pools of
@@ -457,7 +458,7 @@ impl<'a> Deployment<'a> {
     fn kv_per_sequence(&self, ctx: f64) -> f64 {
         self.model.kv_bytes(ctx.max(1.0), self.kv)
             * self.kv_share_per_chip()
-            * f64::from(self.layout.ep)
+            * f64::from(self.kv_groups())
     }
 
     fn memory_with(&self, p: &Params, tier: bool) -> Memory {
@@ -485,19 +486,14 @@ impl<'a> Deployment<'a> {
             0.0
         };
         let free = usable - (weights - spilled) - activations;
-        // Per chip of one group; an RDU's sockets each hold their own tokens.
         let per_token = self.model.kv_bytes(1.0, self.kv) * self.kv_share_per_chip();
-        let pools = match self.system.kind {
-            SystemKind::Rdu => f64::from(self.kv_groups()),
-            _ => 1.0,
-        };
         Memory {
             usable_per_chip: usable,
             weights_per_chip: weights,
             spilled_per_chip: spilled,
             activations_per_chip: activations,
             kv_free_per_chip: free,
-            kv_tokens_per_replica: (free / per_token).max(0.0) * pools,
+            kv_tokens_per_replica: (free / per_token).max(0.0),
             fits: free > 0.0,
         }
     }

@@ -272,12 +272,13 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let pp = f64::from(d.layout.pp);
     let groups = f64::from(prompts.count.clamp(1, d.layout.ep.max(1)));
     let per_group = (n / groups).max(prompts.longest).min(n);
-    let kernels: f64 = weight_kernels(d, read_bw(d, p), (per_group, n), tp, prefill_eff(d, p))
+    let eff = prefill_eff(d, p);
+    let kernels: f64 = weight_kernels(d, read_bw(d, p), (per_group, n), tp, eff)
         .iter()
         .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
         .sum();
     kernels
-        + attention_time(d, per_group, prompts.ctx, tp, prefill_eff(d, p))
+        + attention_time(d, per_group, prompts.ctx, tp, eff)
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))
         + all_to_all_time(d, p, per_group, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s

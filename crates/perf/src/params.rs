@@ -463,20 +463,8 @@ impl Params {
 /// The line of `text` that sets `field` (`field = ...`, the key bare or quoted), or 0 where
 /// none does.
 fn line_setting(text: &str, field: &str) -> usize {
-    let keys = [
-        field.to_string(),
-        format!("\"{field}\""),
-        format!("'{field}'"),
-    ];
-    text.lines()
-        .position(|l| {
-            keys.iter().any(|k| {
-                l.trim_start()
-                    .strip_prefix(k.as_str())
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-        })
-        .map_or(0, |i| i + 1)
+    switchyard_catalog::key_offset(text, 0..text.len(), field)
+        .map_or(0, |at| switchyard_catalog::line_at(text, at))
 }
 
 #[cfg(test)]

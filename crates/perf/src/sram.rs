@@ -34,10 +34,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
                 * d.weights.bytes()
                 / tp;
             // The busiest socket's sequences, each whole on it, stage after stage.
-            let kv = (batch / tp).ceil()
-                * d.model.kv_bytes(ctx, d.kv)
-                * d.kv_share_per_chip()
-                * f64::from(d.layout.pp);
+            let kv = (batch / tp).ceil() * d.model.kv_bytes(ctx, d.kv);
             // The share of the weights held in the capacity tier streams from there, over
             // its own channels, while the rest and the KV cache stream from HBM.
             // Only a system with a capacity tier can spill; the rest skip the fit.

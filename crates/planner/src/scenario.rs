@@ -168,18 +168,9 @@ pub struct WhatIf {
 
 /// The line where `field` is set inside the table at `span`, or the table's first line.
 pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usize {
-    let start = span.start.min(text.len());
-    let end = span.end.clamp(start, text.len());
-    let first = switchyard_catalog::line_at(text, start);
     let key = field.rsplit('.').next().unwrap_or(field);
-    text[start..end]
-        .lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        })
-        .map_or(first, |i| first + i)
+    let at = switchyard_catalog::key_offset(text, span.clone(), key).unwrap_or(span.start);
+    switchyard_catalog::line_at(text, at)
 }
 
 /// A field, its value if set, the test it must pass, and what the test asks, in words.

@@ -402,7 +402,8 @@ impl ScenarioFile {
         if let Some(d) = self.duration_s {
             if !(d > 0.0 && d.is_finite()) {
                 // The line that sets it, for the message; the top-level key has no span.
-                let at = key_offset(text, "duration_s");
+                let at =
+                    switchyard_catalog::key_offset(text, 0..text.len(), "duration_s").unwrap_or(0);
                 return Err(fail(
                     at..at,
                     "duration_s",
@@ -479,24 +480,29 @@ impl ScenarioFile {
                 .map_err(|e: switchyard_catalog::UnknownPrecision| {
                     err("kv_precision", e.to_string())
                 })?;
-            let layout = s
-                .layout
-                .as_deref()
-                .map(str::parse::<Layout>)
-                .transpose()
-                .map_err(|e| err("layout", e.to_string()))?;
-            // A layout is one replica's split; how many replicas there are is `replicas`.
-            if let Some(l) = layout.filter(|l| l.dp > 1) {
-                return Err(err(
-                    "layout",
-                    format!(
-                        "it has {} data-parallel replicas; write one replica's split (`{}`) and `replicas = {}`",
-                        l.dp,
-                        Layout { dp: 1, ..l },
-                        l.dp
-                    ),
-                ));
-            }
+            // A layout is one replica's split; how many replicas there are is `count`.
+            let replica_layout = |cell: Option<&str>, field: &str, count: &str| {
+                let Some(l) = cell
+                    .map(str::parse::<Layout>)
+                    .transpose()
+                    .map_err(|e| err(field, e))?
+                else {
+                    return Ok(None);
+                };
+                if l.dp > 1 {
+                    return Err(err(
+                        field,
+                        format!(
+                            "it has {} data-parallel replicas; write one replica's split (`{}`) and `{count} = {}`",
+                            l.dp,
+                            Layout { dp: 1, ..l },
+                            l.dp
+                        ),
+                    ));
+                }
+                Ok(Some(l))
+            };
+            let layout = replica_layout(s.layout.as_deref(), "layout", "replicas")?;
             if s.replicas == 0 {
                 return Err(err("replicas", "must be at least 1".into()));
             }
@@ -570,23 +576,11 @@ impl ScenarioFile {
                 }
                 Some(0) => return Err(err("prefill_replicas", "must be at least 1".into())),
                 Some(n) => {
-                    let layout = s
-                        .prefill_layout
-                        .as_deref()
-                        .map(str::parse::<Layout>)
-                        .transpose()
-                        .map_err(|e| err("prefill_layout", e.to_string()))?;
-                    if let Some(l) = layout.filter(|l| l.dp > 1) {
-                        return Err(err(
-                            "prefill_layout",
-                            format!(
-                                "it has {} data-parallel replicas; write one replica's split (`{}`) and `prefill_replicas = {}`",
-                                l.dp,
-                                Layout { dp: 1, ..l },
-                                l.dp
-                            ),
-                        ));
-                    }
+                    let layout = replica_layout(
+                        s.prefill_layout.as_deref(),
+                        "prefill_layout",
+                        "prefill_replicas",
+                    )?;
                     let mut pd = d
                         .prefill_partner(params, s.prefill_chips, layout, (isl, osl))
                         .map_err(|e| {
@@ -889,19 +883,4 @@ impl ScenarioFile {
             horizon_s: self.duration_s,
         })
     }
-}
-
-/// Byte offset of the line that sets top-level `key` in a scenario's text (0 if none does).
-fn key_offset(text: &str, key: &str) -> usize {
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start();
-        if t.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return at;
-        }
-        at += line.len();
-    }
-    0
 }
