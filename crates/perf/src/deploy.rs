@@ -453,8 +453,8 @@ impl<'a> Deployment<'a> {
         m.fits && m.kv_free_per_chip >= self.kv_per_sequence(ctx)
     }
 
-    /// KV bytes per chip of one sequence of `ctx` tokens: each expert-parallel group holds
-    /// its own sequences whole.
+    /// KV bytes per chip of one sequence of `ctx` tokens on the chips that hold it: each of
+    /// the [`Deployment::kv_groups`] holds its own sequences whole.
     fn kv_per_sequence(&self, ctx: f64) -> f64 {
         self.model.kv_bytes(ctx.max(1.0), self.kv)
             * self.kv_share_per_chip()
