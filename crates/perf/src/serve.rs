@@ -98,7 +98,8 @@ impl Deployment<'_> {
         }
     }
 
-    /// Steady state at `concurrency` requests in flight (spread evenly over the replicas).
+    /// Steady state at `concurrency` requests in flight (spread evenly over the replicas;
+    /// with fewer requests than replicas, the others stand idle).
     ///
     /// Continuous batching with chunked prefill: every step decodes one token for each of
     /// the `c` requests of a replica, and each request needs `isl` prompt tokens of prefill
@@ -112,6 +113,8 @@ impl Deployment<'_> {
     pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
         let dp = f64::from(self.layout.dp);
         let asked = (concurrency / dp).max(1.0);
+        // Replicas with a request: every one, or as many as there are requests.
+        let busy = concurrency / asked;
         let osl = osl.max(1.0);
         let places = self
             .max_sequences(p, isl + osl)
@@ -143,11 +146,11 @@ impl Deployment<'_> {
         };
         let wait = (asked - c) * osl * tpot / c;
         Operating {
-            concurrency: asked * dp,
+            concurrency: asked * busy,
             ttft_s: ttft + wait,
             tpot_s: tpot,
             user_tok_s: 1.0 / tpot,
-            throughput_tok_s: c * dp / tpot,
+            throughput_tok_s: c * busy / tpot,
             bound: step.bound,
         }
     }

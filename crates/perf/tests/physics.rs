@@ -592,6 +592,28 @@ fn requests_beyond_the_kv_cache_wait_rather_than_run() {
     assert!((over.concurrency - 4.0 * cap).abs() < 1e-9);
 }
 
+/// With fewer requests than replicas, the spare replicas stand idle: one request on two
+/// replicas is one request's throughput, not two.
+#[test]
+fn fewer_requests_than_replicas_leave_replicas_idle() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-dp2", Precision::Bf16);
+    for c in [1.0, 2.0, 6.0] {
+        let op = d.at_concurrency(&p, c, 1024.0, 512.0);
+        assert!(
+            (op.concurrency - c).abs() < 1e-12,
+            "{c}: {}",
+            op.concurrency
+        );
+        let expected = c * op.user_tok_s;
+        assert!(
+            (op.throughput_tok_s - expected).abs() < 1e-9 * expected,
+            "{c}: {} against {expected}",
+            op.throughput_tok_s
+        );
+    }
+}
 #[test]
 fn throughput_limit_is_respected_and_costs_are_positive() {
     let cat = cat();
