@@ -331,7 +331,10 @@ impl<'a> Deployment<'a> {
                     layout.tp * layout.pp
                 )));
             }
-            SystemKind::Gpu | SystemKind::Rdu if layout.tp > system.scale_up() => {
+            // A GPU group may reach past its fast fabric, paying the network in every
+            // all-reduce (see `gpu::allreduce_time`); an RDU's dataflow is modelled within one
+            // node's links only.
+            SystemKind::Rdu if layout.tp > system.scale_up() => {
                 return Err(bad(format!(
                     "tensor parallelism beyond the {}-chip fast fabric; use tp{} or less and pp for more chips",
                     system.scale_up(),

@@ -136,10 +136,12 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
     }
     let tps: Vec<u32> = match system.kind {
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
-        SystemKind::Gpu | SystemKind::Rdu => {
-            powers_of_two_upto(system.scale_up().min(model.heads).min(chips))
-                .filter(|tp| system.kind != SystemKind::Gpu || model.heads.is_multiple_of(*tp))
-                .collect()
+        // A GPU's tensor parallelism may span scale-up domains; an RDU's stays in one.
+        SystemKind::Gpu => powers_of_two_upto(model.heads.min(chips))
+            .filter(|tp| model.heads.is_multiple_of(*tp))
+            .collect(),
+        SystemKind::Rdu => {
+            powers_of_two_upto(system.scale_up().min(model.heads).min(chips)).collect()
         }
     };
     // Expert-parallel layouts are modelled when asked for, not searched: the model's costs

@@ -17,6 +17,12 @@ const ACT_BYTES: f64 = 2.0;
 
 /// Time of the tensor-parallel all-reduces of one pass over `layers` layers carrying
 /// `tokens` token activations: two per layer (after attention and after the MLP).
+///
+/// A group wider than the scale-up domain (tp16 over two eight-GPU nodes, tp8 over a PCIe
+/// server's bridged pairs) reduces hierarchically, as NCCL does: a reduce-scatter and an
+/// all-gather inside each domain over the fast fabric, and between them an all-reduce across
+/// the `m` domains of each chip's 1/g shard over the network, which moves 2(m−1)/m of the
+/// shard per chip and adds the network's latency.
 pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
     let tp = f64::from(d.layout.tp);
     if tp <= 1.0 {
@@ -24,7 +30,16 @@ pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers
     }
     let link = d.system.interconnect_gb_s.unwrap_or(100.0) * 1e9 * p.fabric_eff;
     let bytes = tokens * f64::from(d.model.hidden) * ACT_BYTES;
-    2.0 * layers * (p.allreduce_latency_s + 2.0 * (tp - 1.0) / tp * bytes / link)
+    // Chips of the group in one domain, and domains the group spans.
+    let g = tp.min(f64::from(d.system.scale_up()));
+    let m = tp / g;
+    let inside = p.allreduce_latency_s + 2.0 * (g - 1.0) / g * bytes / link;
+    let across = if m > 1.0 {
+        p.network_allreduce_latency_s + 2.0 * (m - 1.0) / m * (bytes / g) / (p.network_gb_s * 1e9)
+    } else {
+        0.0
+    };
+    2.0 * layers * (inside + across)
 }
 
 /// Time of the all-to-all exchanges of expert parallelism over `layers` mixture-of-experts

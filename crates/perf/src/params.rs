@@ -93,7 +93,19 @@ pub struct Params {
     /// kernels reach 39-46 GB/s of such a NIC (<https://github.com/deepseek-ai/DeepEP>); with
     /// activations counted at 16 bits both ways, 50 times a dispatch and combine at 64 and 256
     /// H800s within 8% of DeepEP's (a test checks it).
+    ///
+    /// On a PCIe server, beyond the cards its bridges join, the link is the card's PCIe 5.0
+    /// x16 slot: 32 GT/s on each of 16 lanes, about 63 GB/s a direction
+    /// (<https://pcisig.com/pci-express-50-specification-now-available>), of the same size, so
+    /// this figure stands for it too.
     pub network_gb_s: f64,
+    /// Latency of one tensor-parallel all-reduce whose group spans several scale-up domains,
+    /// paid on top of the in-domain latency ([`Params::allreduce_latency_s`]) for the step
+    /// across the network: an 8-byte NCCL all-reduce between two nodes of A100s over HDR
+    /// InfiniBand takes 19-20 us (<https://github.com/NVIDIA/nccl-tests/issues/150>), and
+    /// NCCL's own cost model puts a 4 KB one between H100 nodes at 26 us
+    /// (<https://github.com/NVIDIA/nccl/issues/1453>). Not fitted.
+    pub network_allreduce_latency_s: f64,
     /// Latency to pass activations between two pipeline stages on GPUs, in seconds: a small
     /// point-to-point send and the wait for it. Assumed, of the size of one all-reduce's
     /// latency; no published row isolates it.
@@ -229,6 +241,7 @@ impl Default for Params {
             allreduce_latency_s: 10.0e-6,
             fabric_eff: 0.29,
             network_gb_s: 50.0,
+            network_allreduce_latency_s: 20.0e-6,
             gpu_stage_hop_s: 20.0e-6,
             gpu_mem_usable: 0.90,
             max_batch: 2048,
@@ -325,6 +338,7 @@ const RANGES: &[(&str, Range)] = &[
     ("allreduce_latency_s", Range::NonNegative),
     ("fabric_eff", Range::Fraction),
     ("network_gb_s", Range::Positive),
+    ("network_allreduce_latency_s", Range::NonNegative),
     ("gpu_stage_hop_s", Range::NonNegative),
     ("gpu_mem_usable", Range::Fraction),
     ("max_batch", Range::AtLeastOne),

@@ -261,9 +261,16 @@ fn impossible_layouts_are_refused_with_a_reason() {
         .expect_err("tp on a wafer");
     assert!(err.to_string().contains("pp4"), "{err}");
     let gpu = cat.system("h100-sxm").expect("s");
-    let err = Deployment::new(m, gpu, Layout::replica(16, 1), Precision::Bf16)
-        .expect_err("tp16 over NVLink");
-    assert!(err.to_string().contains("tp8"), "{err}");
+    // A tensor-parallel group may span nodes, but not split a head.
+    assert!(Deployment::new(m, gpu, Layout::replica(16, 1), Precision::Bf16).is_ok());
+    let err = Deployment::new(m, gpu, Layout::replica(128, 1), Precision::Bf16)
+        .expect_err("tp128 of 64 heads");
+    assert!(err.to_string().contains("64 attention heads"), "{err}");
+    // An RDU's tensor parallelism stays inside its node's links.
+    let rdu = cat.system("sn40l").expect("s");
+    let err = Deployment::new(m, rdu, Layout::replica(32, 1), Precision::Bf16)
+        .expect_err("tp32 over two SambaRacks");
+    assert!(err.to_string().contains("tp16"), "{err}");
     assert!("tp4-pp2"
         .parse::<Layout>()
         .is_ok_and(|l| l.tp == 4 && l.pp == 2));
@@ -318,6 +325,44 @@ fn impossible_layouts_are_refused_with_a_reason() {
     let l = ep("tp2-ep4-pp2");
     assert_eq!((l.tp, l.ep, l.pp, l.replica_chips()), (2, 4, 2, 16));
     assert_eq!(l.to_string().parse::<Layout>(), Ok(l));
+}
+
+/// A tensor-parallel group wider than the fast fabric reduces across the network at every
+/// all-reduce: at batch 1, two per layer, each its latency more than inside one domain
+/// (the bytes of one token's activation cross in well under a microsecond).
+#[test]
+fn tensor_parallelism_across_nodes_pays_the_network_in_every_all_reduce() {
+    let cat = cat();
+    let p = Params::default();
+    let m = cat.model("llama-3.1-405b").expect("m");
+    let two_nodes = cat.system("h100-sxm").expect("s");
+    let one_domain = switchyard_catalog::System {
+        scale_up_chips: Some(16),
+        ..two_nodes.clone()
+    };
+    let step = |s: &switchyard_catalog::System| {
+        Deployment::new(m, s, Layout::replica(16, 1), Precision::Fp8)
+            .expect("fits")
+            .decode_step(&p, 1.0, 1024.0)
+            .time
+    };
+    let extra = step(two_nodes) - step(&one_domain);
+    let latency = 2.0 * f64::from(m.layers) * p.network_allreduce_latency_s;
+    assert!(
+        extra > latency && extra < latency * 1.05,
+        "{extra} against {latency}"
+    );
+    // At batch 1 the halved weight stream still beats the network's latency: tp16 over two
+    // nodes serves one user faster than tp8-pp2, whose stages run one after the other.
+    let pipelined = Deployment::new(m, two_nodes, "tp8-pp2".parse().expect("l"), Precision::Fp8)
+        .expect("fits")
+        .decode_step(&p, 1.0, 1024.0)
+        .time;
+    assert!(
+        step(two_nodes) < pipelined,
+        "{} against {pipelined}",
+        step(two_nodes)
+    );
 }
 
 #[test]
