@@ -105,6 +105,9 @@ pub struct Estimate {
     pub memory: Memory,
     /// Requests one replica can hold in its KV cache at the query's lengths.
     pub max_concurrency_per_replica: f64,
+    /// Sequences one replica's engine batches at most ([`Params::max_batch`] per
+    /// expert-parallel group); above it, requests wait even where the KV cache has room.
+    pub batch_limit_per_replica: f64,
     /// Serving at the query's concurrency.
     pub at: Operating,
     /// Energy and cost at the query's concurrency.
@@ -226,6 +229,18 @@ pub(crate) fn fitting_deployments<'a>(
     p: &Params,
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
+    // A 4-bit floating-point KV cache is read by attention kernels in the chip's own FP4
+    // format (NVFP4 on Blackwell); an integer one is dequantised in software, on any chip.
+    if q.kv_precision == Some(Precision::Fp4)
+        && q.system
+            .flops(Precision::Fp4)
+            .is_none_or(|(_, native)| native != Precision::Fp4)
+    {
+        return Err(PerfError::BadInput(format!(
+            "{} has no FP4 format for a KV cache; use --kv-precision fp8 or int4",
+            q.system.id
+        )));
+    }
     let too_small = |chips: u32, why: String| {
         let min = q.fewest_chips(precision, p);
         PerfError::DoesNotFit {
@@ -287,10 +302,14 @@ pub(crate) fn fitting_deployments<'a>(
     // The most tokens one sequence may hold on a layout that holds the weights but not a
     // sequence of the query's lengths.
     let mut longest: Option<u64> = None;
+    // What one chip leaves the weights once its reserve and workspace are set aside.
+    let mut room: Option<f64> = None;
     for l in candidates {
         match Deployment::new(q.model, q.system, l, precision) {
             Ok(d) => {
                 let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
+                let m = d.memory(p);
+                room.get_or_insert(m.usable_per_chip - m.activations_per_chip);
                 if fits(&d, p, q.isl, q.osl) {
                     out.push(d);
                 } else if d.memory(p).fits {
@@ -329,15 +348,24 @@ pub(crate) fn fitting_deployments<'a>(
         (true, _) => {
             let per_chip = q.system.weight_memory_bytes() / 1e9;
             let weights = q.model.total_params_b * precision.bytes();
-            Err(too_small(
-                chips,
-                format!(
-                    "weights take {} GB against {} GB per {}",
+            let unit = unit_name(q.system.kind, 1);
+            let why = match room {
+                // The room left once the runtime's reserve and the workspace are set aside.
+                Some(r) => format!(
+                    "weights take {} GB against {} GB of room on {chips} x {} ({} GB of each {unit}'s {} GB is left for weights and KV cache)",
+                    gigabytes(weights),
+                    gigabytes(r / 1e9 * f64::from(chips)),
+                    q.system.id,
+                    gigabytes(r / 1e9),
+                    gigabytes(per_chip),
+                ),
+                None => format!(
+                    "weights take {} GB against {} GB per {unit}",
                     gigabytes(weights),
                     gigabytes(per_chip),
-                    unit_name(q.system.kind, 1)
                 ),
-            ))
+            };
+            Err(too_small(chips, why))
         }
     }
 }
@@ -532,6 +560,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         kv_precision: d.kv,
         memory: d.memory(p),
         max_concurrency_per_replica: d.max_sequences(p, q.isl + q.osl),
+        batch_limit_per_replica: d.batch_limit(p),
         at_economics: d.economics(p, &at, util(&at)),
         peak_economics: d.economics(p, &peak, 1.0),
         at,

@@ -57,9 +57,9 @@ pub struct Workload {
     #[arg(long, value_name = "RATE")]
     speculative: Option<f64>,
     /// Tokens drafted per step with --speculative; each costs `spec_draft_token_cost` of a
-    /// target step (see `switchyard catalog params`).
-    #[arg(long, default_value_t = 4)]
-    draft_len: u32,
+    /// target step (see `switchyard catalog params`) [default: 4].
+    #[arg(long)]
+    draft_len: Option<u32>,
     /// Limit on time per output token for the peak-throughput search, in ms.
     #[arg(long, value_name = "MS")]
     tpot_limit_ms: Option<f64>,
@@ -92,8 +92,13 @@ impl Workload {
             ("--ttft-limit-ms", self.ttft_limit_ms),
         ] {
             if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
-                return Err(usage(format!("{flag} must be above 0")));
+                return Err(usage(format!("{flag} must be a finite number above 0")));
             }
+        }
+        if self.draft_len.is_some() && self.speculative.is_none() {
+            return Err(usage(
+                "--draft-len sets speculative decoding's drafts: give --speculative RATE with it",
+            ));
         }
         if let Some(a) = self.speculative {
             if !(0.0..1.0).contains(&a) {
@@ -101,7 +106,7 @@ impl Workload {
                     "--speculative takes an acceptance rate from 0 to below 1, e.g. 0.8",
                 ));
             }
-            if self.draft_len == 0 {
+            if self.draft_len == Some(0) {
                 return Err(usage(
                     "--draft-len must be at least 1: a cycle that drafts nothing is not speculative decoding",
                 ));
@@ -167,9 +172,13 @@ impl Workload {
             concurrency: self.concurrency,
             isl,
             osl,
-            speculative: self
-                .speculative
-                .map(|a| Speculative::from_acceptance(a, self.draft_len, p.spec_draft_token_cost)),
+            speculative: self.speculative.map(|a| {
+                Speculative::from_acceptance(
+                    a,
+                    self.draft_len.unwrap_or(4),
+                    p.spec_draft_token_cost,
+                )
+            }),
             tpot_limit,
             ttft_limit,
         })
@@ -185,7 +194,8 @@ pub struct EstimateArgs {
     /// System id (see `switchyard catalog systems`).
     #[arg(long)]
     hardware: String,
-    /// Chips (wafers for wafer-scale systems); default: the fewest that fit.
+    /// Chips (wafers for wafer-scale systems); default: the fewest that fit, on GPUs in
+    /// whole nodes of up to 8.
     #[arg(long)]
     chips: Option<u32>,
     /// Layout, e.g. tp8, pp4, tp4-pp2, or ep8 for a mixture of experts (default: the best
@@ -303,9 +313,17 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         }
         _ => String::new(),
     };
+    let batched = if e.max_concurrency_per_replica > e.batch_limit_per_replica {
+        format!(
+            ", of which the engine batches at most {:.0}",
+            e.batch_limit_per_replica
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "KV capacity     {:.0} tokens per replica{window}; {:.0} requests of {}+{} tokens",
+        "KV capacity     {:.0} tokens per replica{window}; {:.0} requests of {}+{} tokens{batched}",
         m.kv_tokens_per_replica, e.max_concurrency_per_replica, q.isl, q.osl
     );
     if q.isl + q.osl > q.model.max_context as f64 {
@@ -422,6 +440,16 @@ fn render_frontier(f: &Frontier, q: &Query<'_>) -> String {
         s,
         "each row: a layout at a load that no other beats on both tok/s/user and tok/s; J/token and $/Mtok with the chips busy that load's share of the layout's peak"
     );
+    if q.layout.is_none()
+        && q.model.is_moe()
+        && q.system.kind == switchyard_catalog::SystemKind::Gpu
+    {
+        let _ = writeln!(
+            s,
+            "layouts searched: tensor and pipeline parallel; give --layout ep{chips} (or tp2-ep{}) for expert parallelism",
+            (chips / 2).max(1)
+        );
+    }
     s
 }
 
@@ -593,7 +621,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     }
     let (isl, osl, tpot_limit, ttft_limit) = a.workload.resolve(cat, p, &model)?;
     out!(
-        "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit",
+        "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
     );
     out!(
@@ -631,7 +659,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     }
     let within =
         limits_text(tpot_limit, ttft_limit).map_or(String::new(), |l| format!(" within {l}"));
-    out!("peak = highest throughput the KV cache allows{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    out!("peak = highest throughput the KV cache and the engine's batch limit allow{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     out!(
         "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh",
         p.life_years, p.usd_per_kwh

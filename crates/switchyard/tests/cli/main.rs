@@ -45,7 +45,7 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn estimate_reports_layout_fit_and_figures() {
-    prints(
+    let wafers = prints(
         &["estimate", "--model", "llama-3.1-70b", "--hardware", "cs3"],
         &[
             "4 x cs3",
@@ -75,6 +75,20 @@ fn estimate_reports_layout_fit_and_figures() {
         &["TTFT"],
     );
     assert!(out.contains("note") && !plain.contains("note"));
+    // Where the KV cache holds more requests than the engine batches, both limits are named.
+    prints(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.2-1b",
+            "--hardware",
+            "b200",
+            "--layout",
+            "tp8",
+        ],
+        &["of which the engine batches at most 2048"],
+    );
+    assert!(!wafers.contains("the engine batches"));
 }
 
 #[test]
@@ -221,6 +235,10 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
     // A frontier spans the loads: a fixed one is refused, not ignored.
     let o = run(&joined(&base, &["--concurrency", "4"]));
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    // A mixture of experts' frontier says which layouts it did not search, and how to ask.
+    let (out, _) = text(&run(&h100_node("mixtral-8x7b", &["--frontier"])));
+    assert!(out.contains("give --layout ep8"), "{out}");
+    assert!(!text(&run(&base)).0.contains("--layout ep"));
 }
 
 #[test]
@@ -319,6 +337,26 @@ fn bad_input_is_one_clear_line_and_status_two() {
             "holds the weights but not the KV cache",
         ),
         (est8(&["--ttft-limit-ms", "0"]), "--ttft-limit-ms"),
+        (est8(&["--tpot-limit-ms", "inf"]), "finite number above 0"),
+        (est8(&["--draft-len", "3"]), "give --speculative"),
+        (
+            est8(&["--kv-precision", "fp4"]),
+            "h100-sxm has no FP4 format for a KV cache",
+        ),
+        (
+            vec![
+                "estimate",
+                "--model",
+                "llama-3.1-70b",
+                "--hardware",
+                "h100-sxm",
+                "--precision",
+                "fp8",
+                "--layout",
+                "tp1",
+            ],
+            "weights take 70.6 GB against 70.0 GB of room on 1 x h100-sxm",
+        ),
         (
             est8(&["--workload", "mlperf-nothing"]),
             "unknown workload `mlperf-nothing`; known: mlperf-llama2-70b",
