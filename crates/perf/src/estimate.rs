@@ -420,7 +420,7 @@ pub fn best_deployment<'a>(
             // the few it runs faster.
             Objective::Latency => {
                 let op = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
-                op.throughput_tok_s / op.concurrency
+                op.user_tok_s * op.running / op.concurrency
             }
             // A layout that meets the limits beats any that does not.
             Objective::Throughput => match q.peak(&d, p) {

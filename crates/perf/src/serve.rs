@@ -11,6 +11,8 @@ use serde::Serialize;
 pub struct Operating {
     /// Requests in flight across the whole deployment.
     pub concurrency: f64,
+    /// Of those, the requests holding a place in a replica's batch; the rest wait for one.
+    pub running: f64,
     /// Time to first token in seconds.
     pub ttft_s: f64,
     /// Time per output token in seconds, including the decode steps slowed by other
@@ -145,12 +147,18 @@ impl Deployment<'_> {
             self.prefill(p, isl)
         };
         let wait = (asked - c) * osl * tpot / c;
+        // The replica's time per token it yields: every running request's prompt is its
+        // work, the user's own included, which a user's TPOT does not see (its prompt came
+        // before its first token). With one request alone this is its prefill spread over
+        // its output, so a lone long prompt does not look like free throughput.
+        let per_token = tpot + isl / osl * self.prefill_token_cost(p, isl);
         Operating {
             concurrency: asked * busy,
+            running: c * busy,
             ttft_s: ttft + wait,
             tpot_s: tpot,
             user_tok_s: 1.0 / tpot,
-            throughput_tok_s: c * busy / tpot,
+            throughput_tok_s: c * busy / per_token,
             bound: step.bound,
         }
     }

@@ -638,20 +638,25 @@ fn requests_beyond_the_kv_cache_wait_rather_than_run() {
 }
 
 /// With fewer requests than replicas, the spare replicas stand idle: one request on two
-/// replicas is one request's throughput, not two.
+/// replicas is one replica's throughput, not two.
 #[test]
 fn fewer_requests_than_replicas_leave_replicas_idle() {
     let cat = cat();
     let p = Params::default();
-    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-dp2", Precision::Bf16);
-    for c in [1.0, 2.0, 6.0] {
-        let op = d.at_concurrency(&p, c, 1024.0, 512.0);
+    let two = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-dp2", Precision::Bf16);
+    let one = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16);
+    for (c, per_replica, replicas) in [(1.0, 1.0, 1.0), (2.0, 1.0, 2.0), (6.0, 3.0, 2.0)] {
+        let op = two.at_concurrency(&p, c, 1024.0, 512.0);
         assert!(
             (op.concurrency - c).abs() < 1e-12,
             "{c}: {}",
             op.concurrency
         );
-        let expected = c * op.user_tok_s;
+        assert!((op.running - c).abs() < 1e-12, "{c}: {}", op.running);
+        let expected = replicas
+            * one
+                .at_concurrency(&p, per_replica, 1024.0, 512.0)
+                .throughput_tok_s;
         assert!(
             (op.throughput_tok_s - expected).abs() < 1e-9 * expected,
             "{c}: {} against {expected}",
@@ -659,6 +664,28 @@ fn fewer_requests_than_replicas_leave_replicas_idle() {
         );
     }
 }
+
+/// A replica's throughput pays for every prompt it serves, its users' own included: one
+/// request with a long prompt yields its output over its prefill and decode together, and a
+/// second request in flight raises the throughput rather than lowering it.
+#[test]
+fn throughput_pays_for_every_prompt() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16);
+    let (isl, osl) = (65_536.0, 512.0);
+    let lone = d.at_concurrency(&p, 1.0, isl, osl);
+    // Its output over its prefill and its decode, within a step's rounding.
+    let whole = osl / (lone.ttft_s + osl * lone.tpot_s);
+    assert!(
+        (lone.throughput_tok_s - whole).abs() < 0.02 * whole,
+        "{} against {whole}",
+        lone.throughput_tok_s
+    );
+    let pair = d.at_concurrency(&p, 2.0, isl, osl);
+    assert!(pair.throughput_tok_s > lone.throughput_tok_s);
+}
+
 #[test]
 fn throughput_limit_is_respected_and_costs_are_positive() {
     let cat = cat();

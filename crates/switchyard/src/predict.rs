@@ -340,7 +340,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(s, "  TTFT            {:.3} s", e.at.ttft_s);
     // Requests beyond what the replicas hold wait for a place; their wait is in the TTFT.
-    let running = e.at.throughput_tok_s * e.at.tpot_s;
+    let running = e.at.running;
     if running < e.at.concurrency - 0.5 {
         let _ = writeln!(
             s,
