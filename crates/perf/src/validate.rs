@@ -47,6 +47,9 @@
 //!   (`SLO p99 TTFT 450 ms / TPOT 40 ms`, in `ms` or `s`); those are the run's own and come
 //!   before the catalog's (a `server` row that ran under the interactive limits is judged
 //!   under them); other notes are not read;
+//! - a time to first token on a wafer-scale, LPU or RDU system (and so an end-to-end
+//!   latency or prompt speed) is the engine's plus [`Params::cloud_ttft_s`]: those systems
+//!   are reached through their makers' clouds, and their published TTFTs time the API;
 //! - other blank lengths take the default input and output lengths; `1k` is 1,024 tokens;
 //! - a load may be written `64`, `bs64`, `batch 64`, `c=64` or `64 users`; a concurrency or
 //!   length that cannot be read skips the row with the reason, never a default;
@@ -1212,12 +1215,15 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     } else {
         e.at
     };
+    // The path from a client through a maker's cloud to the engine, which the engine's TTFT
+    // leaves out.
+    let ttft = op.ttft_s + if is_gpu { 0.0 } else { p.cloud_ttft_s };
     let value = match metric {
         Metric::UserSpeed => op.user_tok_s,
-        Metric::Ttft => op.ttft_s,
+        Metric::Ttft => ttft,
         Metric::Tpot => op.tpot_s,
-        Metric::EndToEnd => op.ttft_s + (osl - 1.0).max(0.0) * op.tpot_s,
-        Metric::PrefillSpeed => isl / op.ttft_s,
+        Metric::EndToEnd => ttft + (osl - 1.0).max(0.0) * op.tpot_s,
+        Metric::PrefillSpeed => isl / ttft,
         Metric::Requests => op.throughput_tok_s / osl.max(1.0),
         Metric::Throughput { kind, per_chip } => {
             let tokens = match kind {

@@ -27,6 +27,16 @@ struct Pass {
 }
 
 /// One pass of `tokens` tokens of `seqs` sequences at context `ctx` over a wafer's layers.
+///
+/// Each layer's region is a stage of a pipeline inside the wafer, as the wafers are stages of
+/// one across wafers: the sequences split into as many sub-batches as there are layers on the
+/// wafer (or sequences, if fewer), which follow one another through the regions, so every
+/// region works on one sub-batch while the others are elsewhere (the micro-batching of GPipe,
+/// Huang et al., <https://arxiv.org/abs/1811.06965>). A sub-batch's token still crosses every
+/// layer in turn, each layer costing its phases' latency and the larger of its weight read
+/// and its arithmetic for that sub-batch; with no more sub-batches than layers, the last
+/// one's token is back at the first layer when the first one's next token arrives, so the
+/// step is one sub-batch's trip. A lone sequence is one sub-batch: batch 1 is unchanged.
 fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pass {
     let Some(mesh) = d.system.mesh.as_ref() else {
         return Pass {
@@ -44,6 +54,9 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
     let side = region.sqrt();
     let phase = p.wafer_phase_s + p.wafer_hop_s * side;
     let mesh_latency = per_wafer * p.wafer_phases_per_layer * phase;
+    // Sub-batches in flight on the wafer, and the tokens and sequences of each.
+    let groups = seqs.min(per_wafer).max(1.0);
+    let (tokens, seqs) = (tokens / groups, seqs / groups);
     let flops_per_layer = tokens * d.token_flops(ctx) / layers;
     let arithmetic = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
     let weight_bytes_per_layer = (d.model.dense_params() + d.model.touched_expert_params(tokens))
