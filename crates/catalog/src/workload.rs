@@ -22,6 +22,11 @@ pub struct Workload {
     pub isl: Option<f64>,
     /// Mean output length, in tokens, where known.
     pub osl: Option<f64>,
+    /// Spread of the output lengths: their standard deviation over their mean, where known.
+    /// The sequences decoding at any moment are caught part-way through outputs that are
+    /// the longer for being caught, so the spread sets their mean context.
+    #[serde(default)]
+    pub osl_cv: Option<f64>,
     /// The server scenario's limit on the 99th-percentile time to first token, in ms.
     pub server_ttft_ms: Option<f64>,
     /// The server scenario's limit on the 99th-percentile time per output token, in ms.
@@ -50,6 +55,10 @@ impl Workload {
             if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
                 return Err(format!("field `{name}` must be a finite number above 0"));
             }
+        }
+        // Far beyond any dataset's; keeps every derived length finite.
+        if self.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
+            return Err("field `osl_cv` must be a number from 0 to 100".into());
         }
         if self.suite.trim().is_empty() {
             return Err("field `suite` must not be empty".into());

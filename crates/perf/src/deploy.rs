@@ -260,6 +260,9 @@ pub struct Deployment<'a> {
     pub kv: Precision,
     /// Speculative decoding, off by default.
     pub speculative: Option<Speculative>,
+    /// Spread of the load's output lengths, their standard deviation over their mean, for
+    /// the operating-point formulas (0, the default: every output the same length).
+    pub osl_cv: f64,
 }
 
 impl<'a> Deployment<'a> {
@@ -382,7 +385,27 @@ impl<'a> Deployment<'a> {
             weights,
             kv,
             speculative: None,
+            osl_cv: 0.0,
         })
+    }
+
+    /// The same deployment serving outputs whose lengths spread by `cv` (standard deviation
+    /// over mean).
+    #[must_use]
+    pub fn with_osl_cv(mut self, cv: f64) -> Self {
+        self.osl_cv = cv;
+        self
+    }
+
+    /// Mean context of the sequences decoding at any moment, for requests of `isl` prompt
+    /// tokens and `osl` output tokens on average. A sequence is caught at a point spread
+    /// evenly over its output, and holds a place for as long as its output runs, so the
+    /// sequences caught are the longer ones: a length L is caught in proportion to L, and
+    /// their mean position is E[L²]/(2E[L]) = osl·(1 + cv²)/2 (the length-biased sampling of
+    /// renewal theory; Kleinrock, Queueing Systems vol. 1, 1975, §5.2). With outputs all
+    /// alike that is half the output; with MLPerf DeepSeek-R1's (cv 1.11) 1.12 outputs.
+    pub fn decode_ctx(&self, isl: f64, osl: f64) -> f64 {
+        isl + osl * (1.0 + self.osl_cv * self.osl_cv) / 2.0
     }
 
     /// The same deployment with its KV cache stored at `kv` (unchanged when `None`).

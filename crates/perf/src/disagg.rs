@@ -155,7 +155,7 @@ fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRa
     let osl = q.osl.max(1.0);
     d.replica_loads(p, q.isl + osl)
         .map(|c| {
-            let tpot_s = d.decode_step(p, c, q.isl + osl / 2.0).time;
+            let tpot_s = d.decode_step(p, c, d.decode_ctx(q.isl, osl)).time;
             DecodeRate {
                 layout: d.layout,
                 concurrency: c,
@@ -303,7 +303,10 @@ fn pool_rates(q: &Query<'_>, p: &Params, precision: Precision, chips: u32) -> Po
         let Ok(d) = Deployment::new(q.model, q.system, l, precision) else {
             continue;
         };
-        let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
+        let d = d
+            .with_speculative(q.speculative)
+            .with_kv(q.kv_precision)
+            .with_osl_cv(q.osl_cv);
         if !d.fits_main_memory(p, q.isl + q.osl) {
             continue;
         }

@@ -28,8 +28,10 @@ pub struct Query<'a> {
     pub concurrency: f64,
     /// Prompt tokens per request.
     pub isl: f64,
-    /// Output tokens per request.
+    /// Output tokens per request, on average.
     pub osl: f64,
+    /// Spread of the output lengths: standard deviation over mean (0: all alike).
+    pub osl_cv: f64,
     /// Speculative decoding.
     pub speculative: Option<Speculative>,
     /// Time-per-output-token limit for the peak-throughput search, in seconds.
@@ -52,6 +54,7 @@ impl<'a> Query<'a> {
             concurrency: 1.0,
             isl,
             osl,
+            osl_cv: 0.0,
             speculative: None,
             tpot_limit: None,
             ttft_limit: None,
@@ -307,7 +310,10 @@ pub(crate) fn fitting_deployments<'a>(
     for l in candidates {
         match Deployment::new(q.model, q.system, l, precision) {
             Ok(d) => {
-                let d = d.with_speculative(q.speculative).with_kv(q.kv_precision);
+                let d = d
+                    .with_speculative(q.speculative)
+                    .with_kv(q.kv_precision)
+                    .with_osl_cv(q.osl_cv);
                 let m = d.memory(p);
                 room.get_or_insert(m.usable_per_chip - m.activations_per_chip);
                 if fits(&d, p, q.isl, q.osl) {

@@ -123,7 +123,7 @@ impl Deployment<'_> {
             .min(self.batch_limit(p))
             .max(1.0);
         let c = asked.min(places);
-        let step = self.decode_step(p, c, isl + osl / 2.0);
+        let step = self.decode_step(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
         let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
         let tpot = step.time + prompt_share;

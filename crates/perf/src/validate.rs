@@ -1192,6 +1192,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
         concurrency,
         isl,
         osl,
+        // A run on a benchmark's dataset has its outputs' spread.
+        osl_cv: workload.and_then(|w| w.osl_cv).unwrap_or(0.0),
         speculative,
         tpot_limit,
         ttft_limit,

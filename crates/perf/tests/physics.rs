@@ -49,6 +49,7 @@ fn mlperf_llama2_h100<'a>(cat: &'a Catalog, p: &Params, server: bool) -> Query<'
     Query {
         chips: Some(8),
         precision: Some(Precision::Fp8),
+        osl_cv: w.osl_cv.expect("spread"),
         tpot_limit: server.then_some(0.200 * p.server_mean_tpot_frac),
         ttft_limit: server.then_some(2.0 * p.server_mean_ttft_frac),
         ..Query::new(
@@ -591,10 +592,16 @@ fn a_cloud_ttft_adds_the_path_to_the_engine() {
     };
     let ttft = |p: &Params| {
         let (o, _) = run(&cat, p, &rows);
-        (o[0].predicted.clone().expect("wafer"), o[1].predicted.clone().expect("gpu"))
+        (
+            o[0].predicted.clone().expect("wafer"),
+            o[1].predicted.clone().expect("gpu"),
+        )
     };
     let ((w1, g1), (w0, g0)) = (ttft(&with), ttft(&without));
-    assert!((w1 - w0 - with.cloud_ttft_s).abs() < 1e-12, "{w1} against {w0}");
+    assert!(
+        (w1 - w0 - with.cloud_ttft_s).abs() < 1e-12,
+        "{w1} against {w0}"
+    );
     assert!(w0 < 0.02, "the engine's own prefill of 1,024 tokens: {w0}");
     assert_eq!(g1, g0);
 }
@@ -800,7 +807,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 32.1, "MAPE {}", s.mape);
+    assert!(s.mape < 30.4, "MAPE {}", s.mape);
 }
 
 #[test]
@@ -818,7 +825,36 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 31.0, "MAPE {}", s.mape);
+    assert!(s.mape < 27.7, "MAPE {}", s.mape);
+}
+
+/// The sequences decoding at a moment are caught part-way through their outputs, the long
+/// ones more often: with spread outputs their mean context is longer, so a step reads more
+/// KV cache and a deployment yields fewer tokens per second than with outputs all alike.
+#[test]
+fn spread_outputs_lengthen_the_context_a_step_reads() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "deepseek-r1", "b200", "tp8", Precision::Fp4);
+    let (isl, osl) = (800.0, 3886.0);
+    assert!((d.decode_ctx(isl, osl) - (isl + osl / 2.0)).abs() < 1e-9);
+    // An exponential spread (cv 1) puts the mean position at a whole output.
+    let spread = d.clone().with_osl_cv(1.0);
+    assert!((spread.decode_ctx(isl, osl) - (isl + osl)).abs() < 1e-9);
+    let alike = d.at_concurrency(&p, 256.0, isl, osl);
+    let varied = spread.at_concurrency(&p, 256.0, isl, osl);
+    assert!(
+        varied.tpot_s > alike.tpot_s * 1.05,
+        "{} against {}",
+        varied.tpot_s,
+        alike.tpot_s
+    );
+    assert!(varied.throughput_tok_s < alike.throughput_tok_s);
+    // A benchmark run on a dataset takes the dataset's spread.
+    let w = cat
+        .suite_workload("mlperf", "deepseek-r1")
+        .expect("workload");
+    assert!(w.osl_cv.is_some_and(|cv| cv > 1.0));
 }
 
 #[test]

@@ -53,6 +53,12 @@ pub struct Workload {
     /// and its server scenario's latency limits for the peak-throughput search.
     #[arg(long, value_name = "ID")]
     workload: Option<String>,
+    /// Spread of the output lengths, their standard deviation over their mean: 0 for
+    /// outputs all alike (a benchmark tool's fixed lengths), about 0.8 for chat and 1.1 for
+    /// reasoning; the sequences decoding at a moment are the longer ones, so a spread lengthens
+    /// their mean context [default: 0, or the workload's].
+    #[arg(long, value_name = "CV")]
+    osl_cv: Option<f64>,
     /// Speculative decoding with this acceptance rate per drafted token (e.g. 0.8).
     #[arg(long, value_name = "RATE")]
     speculative: Option<f64>,
@@ -69,6 +75,15 @@ pub struct Workload {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// A query's lengths and latency limits once the flags and the workload are read.
+struct Resolved {
+    isl: f64,
+    osl: f64,
+    osl_cv: f64,
+    tpot_limit: Option<f64>,
+    ttft_limit: Option<f64>,
 }
 
 impl Workload {
@@ -95,6 +110,9 @@ impl Workload {
                 return Err(usage(format!("{flag} must be a finite number above 0")));
             }
         }
+        if self.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
+            return Err(usage("--osl-cv must be from 0 to 100"));
+        }
         if self.draft_len.is_some() && self.speculative.is_none() {
             return Err(usage(
                 "--draft-len sets speculative decoding's drafts: give --speculative RATE with it",
@@ -117,12 +135,7 @@ impl Workload {
 
     /// Prompt and output lengths and the TPOT and TTFT limits in seconds for `model`: the
     /// flags where given, else the workload's, else the defaults.
-    fn resolve(
-        &self,
-        cat: &Catalog,
-        p: &Params,
-        model: &str,
-    ) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
+    fn resolve(&self, cat: &Catalog, p: &Params, model: &str) -> Result<Resolved> {
         let w = match &self.workload {
             None => None,
             Some(id) => Some(cat.workload(id).map_err(usage)?),
@@ -137,6 +150,7 @@ impl Workload {
         }
         let isl = self.isl.or(w.and_then(|w| w.isl)).unwrap_or(1024.0);
         let osl = self.osl.or(w.and_then(|w| w.osl)).unwrap_or(512.0);
+        let osl_cv = self.osl_cv.or(w.and_then(|w| w.osl_cv)).unwrap_or(0.0);
         let (tpot, ttft) = match w {
             Some(w) => {
                 let (tpot, ttft) =
@@ -145,12 +159,13 @@ impl Workload {
             }
             None => (None, None),
         };
-        Ok((
+        Ok(Resolved {
             isl,
             osl,
-            self.tpot_limit_ms.map(|ms| ms / 1000.0).or(tpot),
-            self.ttft_limit_ms.map(|ms| ms / 1000.0).or(ttft),
-        ))
+            osl_cv,
+            tpot_limit: self.tpot_limit_ms.map(|ms| ms / 1000.0).or(tpot),
+            ttft_limit: self.ttft_limit_ms.map(|ms| ms / 1000.0).or(ttft),
+        })
     }
 
     fn query<'a>(
@@ -160,7 +175,13 @@ impl Workload {
         model: &str,
         hardware: &str,
     ) -> Result<Query<'a>> {
-        let (isl, osl, tpot_limit, ttft_limit) = self.resolve(cat, p, model)?;
+        let Resolved {
+            isl,
+            osl,
+            osl_cv,
+            tpot_limit,
+            ttft_limit,
+        } = self.resolve(cat, p, model)?;
         Ok(Query {
             model: cat.model(model).map_err(usage)?,
             system: cat.system(hardware).map_err(usage)?,
@@ -172,6 +193,7 @@ impl Workload {
             concurrency: self.concurrency,
             isl,
             osl,
+            osl_cv,
             speculative: self.speculative.map(|a| {
                 Speculative::from_acceptance(
                     a,
@@ -619,7 +641,13 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let (isl, osl, tpot_limit, ttft_limit) = a.workload.resolve(cat, p, &model)?;
+    let Resolved {
+        isl,
+        osl,
+        tpot_limit,
+        ttft_limit,
+        ..
+    } = a.workload.resolve(cat, p, &model)?;
     out!(
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
