@@ -1075,12 +1075,13 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
     }
     if matches!(a.what, None | Some(Listing::Workloads)) {
         out!(
-            "{:<22} {:<7} {:<16} {:>8} {:>8} {:>15} {:>15}",
+            "{:<22} {:<7} {:<16} {:>8} {:>8} {:>6} {:>15} {:>15}",
             "workload",
             "suite",
             "model",
             "isl",
             "osl",
+            "osl cv",
             "server TTFT/TPOT",
             "interactive"
         );
@@ -1088,12 +1089,13 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
             let pair = |a: Option<f64>, b: Option<f64>| format!("{}/{} ms", f(a), f(b));
             out!(
-                "{:<22} {:<7} {:<16} {:>8} {:>8} {:>15} {:>15}",
+                "{:<22} {:<7} {:<16} {:>8} {:>8} {:>6} {:>15} {:>15}",
                 w.id,
                 w.suite,
                 w.model,
                 w.isl.map_or("-".to_string(), |x| format!("{x:.1}")),
                 w.osl.map_or("-".to_string(), |x| format!("{x:.1}")),
+                w.osl_cv.map_or("-".to_string(), |x| format!("{x:.2}")),
                 pair(w.server_ttft_ms, w.server_tpot_ms),
                 pair(w.interactive_ttft_ms, w.interactive_tpot_ms)
             );
