@@ -401,7 +401,7 @@ impl<'a> Deployment<'a> {
     /// tokens and `osl` output tokens on average. A sequence is caught at a point spread
     /// evenly over its output, and holds a place for as long as its output runs, so the
     /// sequences caught are the longer ones: a length L is caught in proportion to L, and
-    /// their mean position is E[L²]/(2E[L]) = osl·(1 + cv²)/2 (the length-biased sampling of
+    /// their mean position is `E[L²]/(2E[L])` = osl·(1 + cv²)/2 (the length-biased sampling of
     /// renewal theory; Kleinrock, Queueing Systems vol. 1, 1975, §5.2). With outputs all
     /// alike that is half the output; with MLPerf DeepSeek-R1's (cv 1.11) 1.12 outputs.
     pub fn decode_ctx(&self, isl: f64, osl: f64) -> f64 {
