@@ -351,7 +351,7 @@ impl Gateway {
                                     .decode_step(
                                         params,
                                         priors.concurrency.max(1.0),
-                                        isl + osl / 2.0,
+                                        dep.decode_ctx(isl, osl),
                                     )
                                     .time;
                             }

@@ -408,6 +408,13 @@ impl<'a> Deployment<'a> {
         isl + osl * (1.0 + self.osl_cv * self.osl_cv) / 2.0
     }
 
+    /// Tokens of KV cache a place in the batch is sized for: a whole request of mean lengths,
+    /// or, where outputs spread so widely (cv above 1) that the sequences caught decoding hold
+    /// more than that on average, what they hold.
+    pub fn kv_ctx(&self, isl: f64, osl: f64) -> f64 {
+        (isl + osl).max(self.decode_ctx(isl, osl))
+    }
+
     /// The same deployment with its KV cache stored at `kv` (unchanged when `None`).
     #[must_use]
     pub fn with_kv(mut self, kv: Option<Precision>) -> Self {
@@ -587,11 +594,13 @@ impl<'a> Deployment<'a> {
 
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
-    /// whole replica working on it.
+    /// whole replica working on it, and on GPUs its activation's share of the exchanges
+    /// between chips, as a prompt pass pays them.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
-            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, gpu::prefill_eff(self, p));
+            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, gpu::prefill_eff(self, p))
+                + gpu::exchange_per_token(self, p) / f64::from(self.layout.pp);
         }
         let flops = self.token_flops(isl / 2.0);
         match self.system.kind {

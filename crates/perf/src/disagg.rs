@@ -153,7 +153,7 @@ const PREFILL_RATE_SLACK: f64 = 0.02;
 /// the TPOT limit, its steps carrying no prompt chunks; `None` when one request alone misses it.
 fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRate> {
     let osl = q.osl.max(1.0);
-    d.replica_loads(p, q.isl + osl)
+    d.replica_loads(p, d.kv_ctx(q.isl, osl))
         .map(|c| {
             let tpot_s = d.decode_step(p, c, d.decode_ctx(q.isl, osl)).time;
             DecodeRate {

@@ -241,7 +241,7 @@ pub(crate) fn fitting_deployments<'a>(
             .is_none_or(|(_, native)| native != Precision::Fp4)
     {
         return Err(PerfError::BadInput(format!(
-            "{} has no FP4 format for a KV cache; use --kv-precision fp8 or int4",
+            "{} has no FP4 format for a KV cache; store it in fp8 or int4",
             q.system.id
         )));
     }
@@ -566,7 +566,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         precision: d.weights,
         kv_precision: d.kv,
         memory: d.memory(p),
-        max_concurrency_per_replica: d.max_sequences(p, q.isl + q.osl),
+        max_concurrency_per_replica: d.max_sequences(p, d.kv_ctx(q.isl, q.osl)),
         batch_limit_per_replica: d.batch_limit(p),
         at_economics: d.economics(p, &at, util(&at)),
         peak_economics: d.economics(p, &peak, 1.0),

@@ -300,6 +300,16 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
         + p.gpu_step_overhead_s
 }
 
+/// Exchange time per prompt token when prompts ride in chunks beside decodes: the bytes of
+/// one token's activation through every all-reduce and all-to-all of a pass. The exchanges'
+/// fixed latencies are the step's, paid once for all its tokens.
+pub(crate) fn exchange_per_token(d: &Deployment<'_>, p: &Params) -> f64 {
+    let layers = f64::from(d.model.layers);
+    let moe = moe_layers(d);
+    (allreduce_time(d, p, 1.0, layers) - allreduce_time(d, p, 0.0, layers))
+        + (all_to_all_time(d, p, 1.0, moe) - all_to_all_time(d, p, 0.0, moe))
+}
+
 /// Layers with routed experts.
 fn moe_layers(d: &Deployment<'_>) -> f64 {
     if d.model.is_moe() {

@@ -4,10 +4,10 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 25.4% there and 23.0% on `reference/heldout.csv` (against 30.3% and 27.6%),
-//! but reaches it with values that contradict measurements: a read bandwidth of 0.67 of the
+//! free, scores 25.6% there and 23.0% on `reference/heldout.csv` (against 28.9% and 26.3%),
+//! but reaches it with values that contradict measurements: a read bandwidth of 0.72 of the
 //! datasheet on the chips that have no measured one (those that do measure 0.75-0.95), a
-//! 91 us all-reduce (measured: 6-20 us; see [`Params::allreduce_latency_s`]) and a 0.1 ms
+//! 62 us all-reduce (measured: 6-20 us; see [`Params::allreduce_latency_s`]) and a 0.1 ms
 //! engine step. The values
 //! below were chosen with it, each within what its own evidence allows, not copied from it.
 //! Nothing in the model looks up a data point: the same formulas serve every system and model.
@@ -49,8 +49,9 @@ pub struct Params {
     /// 0.24-0.38, prefill 0.32-0.44, by 0.02), with the measured read bandwidths in use:
     /// 0.32 and 0.40 give 31.8%, and the surface is flat within 0.2 points from 0.26 to 0.34.
     /// Rechecked once decode read the length-biased context of spread outputs
-    /// ([`crate::Deployment::decode_ctx`]): decode 0.30-0.38 by prefill 0.38-0.44 give
-    /// 30.1-30.9% on `points.csv`, 0.32 and 0.40 30.3%, so they stay.
+    /// ([`crate::Deployment::decode_ctx`]) and chunked prompts paid their exchanges: decode
+    /// 0.30-0.38 by prefill 0.38-0.44 give 28.7-29.4% on `points.csv`, 0.32 and 0.40 28.9%,
+    /// so they stay.
     pub gpu_prefill_flops_eff: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.

@@ -111,7 +111,8 @@ impl Deployment<'_> {
     /// A replica runs at most the requests its KV cache holds and its engine batches
     /// ([`Deployment::max_sequences`], [`Deployment::batch_limit`]); the rest of a closed
     /// loop wait for a place, which adds to their time to first token: by Little's law, with
-    /// `r` running and `c` in the loop, `(c − r)` waits of `osl · tpot / r` each.
+    /// `r` running and `c` in the loop, `(c − r)` waits of `osl · t / r` each, `t` being the
+    /// replica's time per token it yields.
     pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
         let dp = f64::from(self.layout.dp);
         let asked = (concurrency / dp).max(1.0);
@@ -119,7 +120,7 @@ impl Deployment<'_> {
         let busy = concurrency / asked;
         let osl = osl.max(1.0);
         let places = self
-            .max_sequences(p, isl + osl)
+            .max_sequences(p, self.kv_ctx(isl, osl))
             .min(self.batch_limit(p))
             .max(1.0);
         let c = asked.min(places);
@@ -146,12 +147,13 @@ impl Deployment<'_> {
         } else {
             self.prefill(p, isl)
         };
-        let wait = (asked - c) * osl * tpot / c;
         // The replica's time per token it yields: every running request's prompt is its
         // work, the user's own included, which a user's TPOT does not see (its prompt came
         // before its first token). With one request alone this is its prefill spread over
         // its output, so a lone long prompt does not look like free throughput.
         let per_token = tpot + isl / osl * self.prefill_token_cost(p, isl);
+        // A place frees every osl·per_token/c; each waiting request waits out its turn.
+        let wait = (asked - c) * osl * per_token / c;
         Operating {
             concurrency: asked * busy,
             running: c * busy,
@@ -228,7 +230,7 @@ impl Deployment<'_> {
         osl: f64,
     ) -> impl Iterator<Item = Operating> + 's {
         let dp = f64::from(self.layout.dp);
-        self.replica_loads(p, isl + osl)
+        self.replica_loads(p, self.kv_ctx(isl, osl))
             .map(move |c| self.at_concurrency(p, c * dp, isl, osl))
     }
 

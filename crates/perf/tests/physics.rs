@@ -683,11 +683,19 @@ fn requests_beyond_the_kv_cache_wait_rather_than_run() {
     assert!(over.throughput_tok_s <= peak.throughput_tok_s * (1.0 + 1e-9));
     assert!((over.throughput_tok_s - full.throughput_tok_s).abs() < 1e-9 * full.throughput_tok_s);
     assert!((over.tpot_s - full.tpot_s).abs() < 1e-12);
-    // Three in four wait: each waits out three rounds of the running requests' outputs.
+    // Three in four wait: each waits out three rounds of the running requests, a round
+    // being a whole request's output at the replica's rate (Little's law over the loop:
+    // the requests in it over the requests completed per second).
     let wait = over.ttft_s - full.ttft_s;
+    let round = full.running * osl / full.throughput_tok_s;
+    assert!((wait - 3.0 * round).abs() < 1e-6 * wait, "{wait}");
+    let completed = over.throughput_tok_s / osl;
+    let stay = over.ttft_s + (osl - 1.0) * over.tpot_s;
     assert!(
-        (wait - 3.0 * osl * full.tpot_s).abs() < 1e-6 * wait,
-        "{wait}"
+        (completed * stay - over.concurrency).abs() < 0.02 * over.concurrency,
+        "{} against {}",
+        completed * stay,
+        over.concurrency
     );
     assert!((over.concurrency - 4.0 * cap).abs() < 1e-9);
 }
@@ -807,7 +815,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 30.4, "MAPE {}", s.mape);
+    assert!(s.mape < 29.0, "MAPE {}", s.mape);
 }
 
 #[test]
@@ -825,7 +833,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 27.7, "MAPE {}", s.mape);
+    assert!(s.mape < 26.4, "MAPE {}", s.mape);
 }
 
 /// The sequences decoding at a moment are caught part-way through their outputs, the long
@@ -1665,7 +1673,7 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
         agg.peak.throughput_tok_s
     );
     let loose = Query {
-        tpot_limit: Some(0.050),
+        tpot_limit: Some(0.120),
         ..q.clone()
     };
     let l = switchyard_perf::disaggregated(&loose, &p)

@@ -466,11 +466,25 @@ fn render_frontier(f: &Frontier, q: &Query<'_>) -> String {
         && q.model.is_moe()
         && q.system.kind == switchyard_catalog::SystemKind::Gpu
     {
-        let _ = writeln!(
-            s,
-            "layouts searched: tensor and pipeline parallel; give --layout ep{chips} (or tp2-ep{}) for expert parallelism",
-            (chips / 2).max(1)
-        );
+        // Offer only expert-parallel layouts these chips can host.
+        let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
+        let hosts = |l: &str| {
+            l.parse::<Layout>().is_ok_and(|l| {
+                l.ep > 1
+                    && switchyard_perf::Deployment::new(q.model, q.system, l, precision).is_ok()
+            })
+        };
+        let offer: Vec<String> = [format!("ep{chips}"), format!("tp2-ep{}", chips / 2)]
+            .into_iter()
+            .filter(|l| hosts(l))
+            .map(|l| format!("--layout {l}"))
+            .collect();
+        let how = if offer.is_empty() {
+            format!("no expert-parallel layout of {chips} chips spreads its experts evenly")
+        } else {
+            format!("for expert parallelism give {}", offer.join(" or "))
+        };
+        let _ = writeln!(s, "layouts searched: tensor and pipeline parallel; {how}");
     }
     s
 }

@@ -237,7 +237,26 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     // A mixture of experts' frontier says which layouts it did not search, and how to ask.
     let (out, _) = text(&run(&h100_node("mixtral-8x7b", &["--frontier"])));
-    assert!(out.contains("give --layout ep8"), "{out}");
+    assert!(
+        out.contains("give --layout ep8 or --layout tp2-ep4"),
+        "{out}"
+    );
+    // ... and offers no layout the chips cannot host: Mixtral's 8 experts do not spread
+    // over 16.
+    let (out, _) = text(&run(&[
+        "estimate",
+        "--model",
+        "mixtral-8x7b",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "16",
+        "--frontier",
+    ]));
+    assert!(
+        out.contains("no expert-parallel layout of 16 chips"),
+        "{out}"
+    );
     assert!(!text(&run(&base)).0.contains("--layout ep"));
 }
 
@@ -342,7 +361,7 @@ fn bad_input_is_one_clear_line_and_status_two() {
         (est8(&["--osl-cv", "101"]), "--osl-cv must be from 0 to 100"),
         (
             est8(&["--kv-precision", "fp4"]),
-            "h100-sxm has no FP4 format for a KV cache",
+            "h100-sxm has no FP4 format for a KV cache; store it in fp8 or int4",
         ),
         (
             vec![
