@@ -328,6 +328,28 @@ fn impossible_layouts_are_refused_with_a_reason() {
     assert_eq!(l.to_string().parse::<Layout>(), Ok(l));
 }
 
+/// A prompt riding a decode step in chunks pays its activation's share of the all-reduces,
+/// as a whole prompt pass does: on a PCIe server, a group reaching across the bridged pairs
+/// costs a chunked prompt token more than the same chips split into pipeline stages.
+#[test]
+fn chunked_prompts_pay_for_the_exchanges() {
+    let cat = cat();
+    let p = Params::default();
+    let across = deployment(&cat, "llama-3.1-70b", "h100-pcie", "tp8", Precision::Fp8);
+    let staged = deployment(
+        &cat,
+        "llama-3.1-70b",
+        "h100-pcie",
+        "tp2-pp4",
+        Precision::Fp8,
+    );
+    let (a, s) = (
+        across.prefill_token_cost(&p, 8192.0),
+        staged.prefill_token_cost(&p, 8192.0),
+    );
+    assert!(a > 1.5 * s, "{a} against {s}");
+}
+
 /// A tensor-parallel group wider than the fast fabric reduces across the network at every
 /// all-reduce: at batch 1, two per layer, each its latency more than inside one domain
 /// (the bytes of one token's activation cross in well under a microsecond).
