@@ -136,8 +136,13 @@ pub struct ClassSpec {
     /// Output tokens per request (default: the workload's mean).
     #[serde(default)]
     pub osl: Option<u32>,
+    /// Spread of the output lengths, their standard deviation over their mean (default: the
+    /// workload's, else 0: every output `osl` tokens).
+    #[serde(default)]
+    pub osl_cv: Option<f64>,
     /// A benchmark workload of the catalog (`switchyard catalog workloads`) whose mean lengths
-    /// stand for this class's requests where `isl` or `osl` is not given.
+    /// (and output spread) stand for this class's requests where `isl`, `osl` (or `osl_cv`)
+    /// is not given.
     #[serde(default)]
     pub workload: Option<String>,
     /// Time-to-first-token target, ms.
@@ -299,6 +304,16 @@ impl PlanFile {
                     &c.span(),
                     "percentile",
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
+                ));
+            }
+            if s.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
+                return Err(err(
+                    &c.span(),
+                    "osl_cv",
+                    format!(
+                        "class `{}`: a spread from 0 (outputs all alike) to 100",
+                        s.name
+                    ),
                 ));
             }
             if (s.isl.is_none() || s.osl.is_none()) && s.workload.is_none() {

@@ -74,6 +74,8 @@ pub(crate) struct ClassM {
     pub name: String,
     pub isl: u32,
     pub osl: u32,
+    /// Spread of the output lengths (standard deviation over mean).
+    pub osl_cv: f64,
     pub ttft_s: f64,
     pub tpot_s: f64,
     pub percentile: f64,
@@ -150,9 +152,13 @@ pub(crate) fn systems_on_offer(
     Ok(out)
 }
 
-/// A class's prompt and output lengths: its own where given, else its workload's means
-/// (rounded to whole tokens). Errors name the field at fault.
-fn class_lengths(c: &ClassSpec, catalog: &Catalog) -> Result<(u32, u32), (&'static str, String)> {
+/// A class's prompt and output lengths and its outputs' spread: its own where given, else
+/// its workload's (means rounded to whole tokens; no spread without either). Errors name the
+/// field at fault.
+fn class_lengths(
+    c: &ClassSpec,
+    catalog: &Catalog,
+) -> Result<(u32, u32, f64), (&'static str, String)> {
     let w = match &c.workload {
         None => None,
         Some(id) => {
@@ -184,6 +190,7 @@ fn class_lengths(c: &ClassSpec, catalog: &Catalog) -> Result<(u32, u32), (&'stat
     Ok((
         mean(c.isl, "isl", |w| w.isl)?,
         mean(c.osl, "osl", |w| w.osl)?,
+        c.osl_cv.or(w.and_then(|w| w.osl_cv)).unwrap_or(0.0),
     ))
 }
 
@@ -204,7 +211,7 @@ impl<'a> Model<'a> {
             .iter()
             .map(|cs| {
                 let c = cs.get_ref();
-                let (isl, osl) =
+                let (isl, osl, osl_cv) =
                     class_lengths(c, catalog).map_err(|(field, m)| PlanError::Scenario {
                         origin: origin.to_string(),
                         message: format!(
@@ -217,6 +224,7 @@ impl<'a> Model<'a> {
                     name: c.name.clone(),
                     isl,
                     osl,
+                    osl_cv,
                     ttft_s: c.ttft_ms / 1000.0,
                     tpot_s: c.tpot_ms / 1000.0,
                     percentile: c.percentile,
@@ -269,6 +277,7 @@ impl<'a> Model<'a> {
                 let (isl, osl) = (f64::from(class.isl), f64::from(class.osl));
                 let q = Query {
                     tpot_limit: Some(class.tpot_s),
+                    osl_cv: class.osl_cv,
                     ..Query::new(model, system, isl, osl)
                 };
                 let mut d = match best_deployment(&q, pp, Objective::Throughput) {
@@ -754,6 +763,7 @@ fn disaggregated_option<'a>(
                 kv_precision: Some(replica.kv),
                 tpot_limit: Some(class.tpot_s),
                 ttft_limit: Some(ttft),
+                osl_cv: class.osl_cv,
                 ..Query::new(
                     replica.model,
                     replica.system,

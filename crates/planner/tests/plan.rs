@@ -277,6 +277,37 @@ fn bad_scenarios_name_the_line_and_field() {
             "unknown workload `mlperf-none`",
         ],
     );
+    check(
+        &good.replace("osl = 200\n", "osl = 200\nosl_cv = -1\n"),
+        &["line 23", "field `osl_cv`", "from 0"],
+    );
+}
+
+/// Spread outputs keep longer contexts in the batch: the same class with its outputs spread
+/// (cv 1.5) gets less from each replica than with outputs all alike, and the confirming
+/// simulation draws spread outputs too and still meets the targets.
+#[test]
+fn spread_outputs_cost_capacity() {
+    let good = small(2.0, 200_000.0, 0.0, 5.0);
+    let spread = good.replace("osl = 200\n", "osl = 200\nosl_cv = 1.5\n");
+    let a = run(&good, &WhatIf::default()).expect("plans");
+    let b = run(&spread, &WhatIf::default()).expect("plans");
+    let per_replica = |p: &Plan| {
+        p.options
+            .iter()
+            .filter(|o| !o.disaggregated)
+            .map(|o| o.capacity_tok_s)
+            .fold(0.0_f64, f64::max)
+    };
+    assert!(
+        per_replica(&b) < per_replica(&a),
+        "{} against {}",
+        per_replica(&b),
+        per_replica(&a)
+    );
+    for ph in &b.phases {
+        assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    }
 }
 
 #[test]
@@ -293,7 +324,7 @@ fn a_class_may_take_its_lengths_from_a_benchmark_workload() {
         );
     let stated = good
         .replace("isl = 1000", "isl = 871")
-        .replace("osl = 200", "osl = 82");
+        .replace("osl = 200", "osl = 82\nosl_cv = 0.448");
     let a = run(&by_workload, &WhatIf::default()).expect("plans");
     let b = run(&stated, &WhatIf::default()).expect("plans");
     // The workload's means (870.7 in, 81.6 out, rounded) plan exactly as the same numbers do.
