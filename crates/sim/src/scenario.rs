@@ -434,6 +434,7 @@ impl ScenarioFile {
             .workload_spec(w, &trace, &classes, over)
             .map_err(|(f, m)| fail(wspan.clone(), f, m))?;
         let (isl, osl) = workload.mean_lengths(&trace);
+        let osl_cv = workload.output_cv(&trace);
         if self.providers.len() > 64 {
             return Err(fail(
                 self.providers[64].span(),
@@ -522,6 +523,7 @@ impl ScenarioFile {
                 kv_precision,
                 layout: layout.map(|l| Layout { dp: 1, ..l }),
                 tpot_limit,
+                osl_cv,
                 ..Query::new(model, system, isl, osl)
             };
             let d = best_deployment(&q, params, Objective::Throughput).map_err(|e| {

@@ -287,6 +287,32 @@ impl Lengths {
     }
 }
 
+impl Lengths {
+    /// Spread of the lengths drawn: their standard deviation over their mean (0 for fixed
+    /// lengths, 1 for exponential ones).
+    pub fn cv(&self, trace: &[TraceRow], column: fn(&TraceRow) -> u32) -> f64 {
+        match self {
+            Lengths::Fixed(_) => 0.0,
+            Lengths::Exponential(_) => 1.0,
+            Lengths::LogNormal { sigma, .. } => ((sigma * sigma).exp() - 1.0).sqrt(),
+            Lengths::Empirical(v) => cv_of(v.iter().copied()),
+            Lengths::FromTrace => cv_of(trace.iter().map(column)),
+        }
+    }
+}
+
+fn cv_of(v: impl Iterator<Item = u32> + Clone) -> f64 {
+    let (n, sum) = v
+        .clone()
+        .fold((0u64, 0.0), |(n, s), x| (n + 1, s + f64::from(x)));
+    if n == 0 || sum <= 0.0 {
+        return 0.0;
+    }
+    let mean = sum / n as f64;
+    let var = v.map(|x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n as f64;
+    var.sqrt() / mean
+}
+
 fn mean_of(v: impl ExactSizeIterator<Item = u32>) -> f64 {
     let n = v.len();
     if n == 0 {
@@ -335,6 +361,11 @@ impl WorkloadSpec {
             self.prompt.mean(trace, |r| r.prompt),
             self.output.mean(trace, |r| r.output),
         )
+    }
+
+    /// Spread of the output lengths over `trace`: standard deviation over mean.
+    pub fn output_cv(&self, trace: &[TraceRow]) -> f64 {
+        self.output.cv(trace, |r| r.output)
     }
 }
 

@@ -752,3 +752,23 @@ fn a_replica_failure_retries_on_the_providers_other_replicas() {
         s.failures
     );
 }
+
+/// The spread a workload's outputs are drawn with, which the performance model's choice of
+/// layout and the router's priors read.
+#[test]
+fn lengths_know_their_spread() {
+    use switchyard_sim::Lengths;
+    let none: &[switchyard_sim::TraceRow] = &[];
+    let out = |r: &switchyard_sim::TraceRow| r.output;
+    assert_eq!(Lengths::Fixed(200).cv(none, out), 0.0);
+    assert_eq!(Lengths::Exponential(200.0).cv(none, out), 1.0);
+    let sigma = 0.8_f64;
+    let ln = Lengths::LogNormal {
+        median: 100.0,
+        sigma,
+    };
+    assert!((ln.cv(none, out) - ((sigma * sigma).exp() - 1.0).sqrt()).abs() < 1e-12);
+    // 1 and 3: mean 2, standard deviation 1.
+    assert!((Lengths::Empirical(vec![1, 3]).cv(none, out) - 0.5).abs() < 1e-12);
+    assert_eq!(Lengths::Empirical(Vec::new()).cv(none, out), 0.0);
+}
