@@ -57,8 +57,8 @@ impl Workload {
             }
         }
         // Far beyond any dataset's; keeps every derived length finite.
-        if self.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
-            return Err("field `osl_cv` must be a number from 0 to 100".into());
+        if self.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+            return Err("field `osl_cv` must be a number from 0 to 10".into());
         }
         if self.suite.trim().is_empty() {
             return Err("field `suite` must not be empty".into());

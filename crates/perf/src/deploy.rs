@@ -405,7 +405,10 @@ impl<'a> Deployment<'a> {
     /// renewal theory; Kleinrock, Queueing Systems vol. 1, 1975, §5.2). With outputs all
     /// alike that is half the output; with MLPerf DeepSeek-R1's (cv 1.11) 1.12 outputs.
     pub fn decode_ctx(&self, isl: f64, osl: f64) -> f64 {
-        isl + osl * (1.0 + self.osl_cv * self.osl_cv) / 2.0
+        let biased = isl + osl * (1.0 + self.osl_cv * self.osl_cv) / 2.0;
+        // No sequence holds more than the model's window (or the request's own length, where
+        // that is longer): a spread so wide that the mean would pass it is cut there.
+        biased.min((isl + osl).max(self.model.max_context as f64))
     }
 
     /// Tokens of KV cache a place in the batch is sized for: a whole request of mean lengths,
@@ -599,8 +602,11 @@ impl<'a> Deployment<'a> {
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
+            // The exchanges are one group's for its own tokens: stages and expert-parallel
+            // groups each carry their share of the prompts at once.
+            let parallel = f64::from(self.layout.pp * self.layout.ep.max(1));
             return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, gpu::prefill_eff(self, p))
-                + gpu::exchange_per_token(self, p) / f64::from(self.layout.pp);
+                + gpu::exchange_per_token(self, p) / parallel;
         }
         let flops = self.token_flops(isl / 2.0);
         match self.system.kind {

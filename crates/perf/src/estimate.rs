@@ -108,6 +108,9 @@ pub struct Estimate {
     pub memory: Memory,
     /// Requests one replica can hold in its KV cache at the query's lengths.
     pub max_concurrency_per_replica: f64,
+    /// Tokens of KV cache a request in the batch holds on average: its mean lengths, or more
+    /// where its outputs spread past cv 1 ([`crate::Deployment::kv_ctx`]).
+    pub kv_tokens_per_request: f64,
     /// Sequences one replica's engine batches at most ([`Params::max_batch`] per
     /// expert-parallel group); above it, requests wait even where the KV cache has room.
     pub batch_limit_per_replica: f64,
@@ -567,6 +570,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         kv_precision: d.kv,
         memory: d.memory(p),
         max_concurrency_per_replica: d.max_sequences(p, d.kv_ctx(q.isl, q.osl)),
+        kv_tokens_per_request: d.kv_ctx(q.isl, q.osl),
         batch_limit_per_replica: d.batch_limit(p),
         at_economics: d.economics(p, &at, util(&at)),
         peak_economics: d.economics(p, &peak, 1.0),

@@ -350,6 +350,19 @@ fn chunked_prompts_pay_for_the_exchanges() {
     assert!(a > 1.5 * s, "{a} against {s}");
 }
 
+/// Expert-parallel groups carry their own prompts at once: a prompt token riding a decode
+/// step costs the replica no more than its share of a pass over one prompt per group.
+#[test]
+fn expert_parallel_groups_share_the_chunked_prompts() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "deepseek-r1", "h100-sxm", "ep16", Precision::Fp8);
+    let isl = 8192.0;
+    let chunked = d.prefill_token_cost(&p, isl);
+    let pass = d.prefill_prompts(&p, &switchyard_perf::Prompts::equal(16, isl)) / (16.0 * isl);
+    assert!(chunked < 1.2 * pass, "{chunked} against {pass}");
+}
+
 /// A tensor-parallel group wider than the fast fabric reduces across the network at every
 /// all-reduce: at batch 1, two per layer, each its latency more than inside one domain
 /// (the bytes of one token's activation cross in well under a microsecond).
@@ -697,7 +710,9 @@ fn requests_beyond_the_kv_cache_wait_rather_than_run() {
     let cat = cat();
     let p = Params::default();
     let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16);
-    let (isl, osl) = (1024.0, 512.0);
+    // Long prompts make the replica's time per token it yields (prompts included) far
+    // longer than a user's TPOT, so a wait counted in TPOTs would show.
+    let (isl, osl) = (16_384.0, 128.0);
     let cap = d.max_sequences(&p, isl + osl);
     let full = d.at_concurrency(&p, cap, isl, osl);
     let over = d.at_concurrency(&p, 4.0 * cap, isl, osl);
@@ -714,7 +729,7 @@ fn requests_beyond_the_kv_cache_wait_rather_than_run() {
     let completed = over.throughput_tok_s / osl;
     let stay = over.ttft_s + (osl - 1.0) * over.tpot_s;
     assert!(
-        (completed * stay - over.concurrency).abs() < 0.02 * over.concurrency,
+        (completed * stay - over.concurrency).abs() < 0.05 * over.concurrency,
         "{} against {}",
         completed * stay,
         over.concurrency

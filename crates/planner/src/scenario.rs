@@ -306,12 +306,12 @@ impl PlanFile {
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
                 ));
             }
-            if s.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
+            if s.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
                 return Err(err(
                     &c.span(),
                     "osl_cv",
                     format!(
-                        "class `{}`: a spread from 0 (outputs all alike) to 100",
+                        "class `{}`: a spread from 0 (outputs all alike) to 10",
                         s.name
                     ),
                 ));

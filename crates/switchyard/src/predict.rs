@@ -110,8 +110,8 @@ impl Workload {
                 return Err(usage(format!("{flag} must be a finite number above 0")));
             }
         }
-        if self.osl_cv.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
-            return Err(usage("--osl-cv must be from 0 to 100"));
+        if self.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+            return Err(usage("--osl-cv must be from 0 to 10"));
         }
         if self.draft_len.is_some() && self.speculative.is_none() {
             return Err(usage(
@@ -343,10 +343,20 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     } else {
         String::new()
     };
+    // Spread outputs past cv 1 leave the sequences caught decoding holding more than a
+    // request of mean lengths; the count is of those.
+    let held = if e.kv_tokens_per_request > q.isl + q.osl {
+        format!(
+            "requests holding {:.0} tokens on average (outputs spread, cv {})",
+            e.kv_tokens_per_request, q.osl_cv
+        )
+    } else {
+        format!("requests of {}+{} tokens", q.isl, q.osl)
+    };
     let _ = writeln!(
         s,
-        "KV capacity     {:.0} tokens per replica{window}; {:.0} requests of {}+{} tokens{batched}",
-        m.kv_tokens_per_replica, e.max_concurrency_per_replica, q.isl, q.osl
+        "KV capacity     {:.0} tokens per replica{window}; {:.0} {held}{batched}",
+        m.kv_tokens_per_replica, e.max_concurrency_per_replica
     );
     if q.isl + q.osl > q.model.max_context as f64 {
         let _ = writeln!(

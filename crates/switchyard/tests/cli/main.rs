@@ -358,7 +358,7 @@ fn bad_input_is_one_clear_line_and_status_two() {
         (est8(&["--ttft-limit-ms", "0"]), "--ttft-limit-ms"),
         (est8(&["--tpot-limit-ms", "inf"]), "finite number above 0"),
         (est8(&["--draft-len", "3"]), "give --speculative"),
-        (est8(&["--osl-cv", "101"]), "--osl-cv must be from 0 to 100"),
+        (est8(&["--osl-cv", "11"]), "--osl-cv must be from 0 to 10"),
         (
             est8(&["--kv-precision", "fp4"]),
             "h100-sxm has no FP4 format for a KV cache; store it in fp8 or int4",
