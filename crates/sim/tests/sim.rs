@@ -772,3 +772,60 @@ fn lengths_know_their_spread() {
     assert!((Lengths::Empirical(vec![1, 3]).cv(none, out) - 0.5).abs() < 1e-12);
     assert_eq!(Lengths::Empirical(Vec::new()).cv(none, out), 0.0);
 }
+
+/// The performance model's steady state agrees with the simulator's replica engine on one
+/// replica under a Poisson load, outputs alike and spread alike: the model's mean context of
+/// the sequences caught decoding, isl + osl(1 + cv²)/2, is what the engine's steps read.
+#[test]
+fn the_model_and_the_engine_agree_on_spread_outputs() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    for (out, cv) in [
+        (r#"{ dist = "exponential", mean = 500 }"#, 1.0),
+        (r#"{ dist = "fixed", tokens = 500 }"#, 0.0),
+    ] {
+        let text = format!(
+            r#"
+model = "llama-3.1-8b"
+seed = 3
+[[provider]]
+name = "q"
+system = "h100-sxm"
+chips = 1
+[workload]
+requests = 20000
+arrival = {{ process = "poisson", rate = 6.5 }}
+prompt = {{ dist = "fixed", tokens = 1000 }}
+output = {out}
+"#
+        );
+        let scn = resolve(&text, &cat, &p, false).expect("resolves");
+        let (sum, _) = run(&scn, &p);
+        let sim_tpot = sum.fleet.tpot_s.mean.expect("tpot");
+        let d = scn.providers[0].deployment.clone();
+        // The model at the load the simulation held on average.
+        let at = |cv: f64| {
+            d.clone()
+                .with_osl_cv(cv)
+                .at_concurrency(&p, sum.little.mean_in_system, 1000.0, 500.0)
+        };
+        let (model, other) = (at(cv), at(1.0 - cv));
+        let off = |v: f64, want: f64| (v - want).abs() / want;
+        assert!(
+            off(model.tpot_s, sim_tpot) < 0.03,
+            "{out}: {} against {sim_tpot}",
+            model.tpot_s
+        );
+        assert!(
+            off(model.throughput_tok_s, sum.fleet.throughput_tok_s) < 0.03,
+            "{out}: {} against {}",
+            model.throughput_tok_s,
+            sum.fleet.throughput_tok_s
+        );
+        // The other spread misses by more.
+        assert!(
+            off(other.tpot_s, sim_tpot) > off(model.tpot_s, sim_tpot),
+            "{out}"
+        );
+    }
+}
