@@ -51,7 +51,9 @@ macro_rules! knob {
 /// and all of their peak, and latencies between a tenth and ten times their calibrated value
 /// (the wafer and SRAM-machine latencies, which are fitted, a wider span). The serving
 /// assumptions, memory shares and energy prices are not fitted: they are stated, not
-/// measured through throughput.
+/// measured through throughput. Nor is a wafer's prompt efficiency: the only wafer TTFTs
+/// published time a cloud API, whose path is `cloud_ttft_s`, and fitted to them it sank to
+/// a fortieth of the arithmetic the cores reach.
 pub const KNOBS: &[Knob] = &[
     knob!(gpu_bw_eff, 0.5, 1.0),
     knob!(gpu_decode_flops_eff, 0.1, 1.0),
@@ -63,12 +65,13 @@ pub const KNOBS: &[Knob] = &[
     knob!(wafer_phase_s, 1e-8, 2e-5),
     knob!(wafer_hop_s, 1e-11, 1e-7),
     knob!(wafer_sram_read_eff, 0.01, 1.0),
-    knob!(wafer_prefill_eff, 0.001, 1.0),
     knob!(wafer_link_s, 1e-7, 5e-4),
     knob!(lpu_layer_s, 1e-6, 1e-4),
     knob!(lpu_chip_hop_s, 1e-8, 2e-5),
     knob!(rdu_layer_s, 1e-7, 1e-4),
     knob!(rdu_bw_eff, 0.1, 1.0),
+    // The path through a maker's cloud that a published TTFT of its system includes.
+    knob!(cloud_ttft_s, 1e-3, 2.0),
 ];
 
 /// The factors one coordinate step tries, coarse to fine on both sides.

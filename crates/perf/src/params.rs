@@ -4,7 +4,7 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 25.6% there and 23.0% on `reference/heldout.csv` (against 28.9% and 26.3%),
+//! free, scores 25.7% there and 23.0% on `reference/heldout.csv` (against 28.9% and 26.3%),
 //! but reaches it with values that contradict measurements: a read bandwidth of 0.72 of the
 //! datasheet on the chips that have no measured one (those that do measure 0.75-0.95), a
 //! 62 us all-reduce (measured: 6-20 us; see [`Params::allreduce_latency_s`]) and a 0.1 ms
