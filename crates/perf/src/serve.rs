@@ -126,7 +126,9 @@ impl Deployment<'_> {
         let c = asked.min(places);
         let step = self.decode_step(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
-        let prompt_share = others * isl / osl * self.prefill_token_cost(p, isl);
+        // Each request's prompt, spread over its output tokens.
+        let own_prompt = isl / osl * self.prefill_token_cost(p, isl);
+        let prompt_share = others * own_prompt;
         let tpot = step.time + prompt_share;
         // Under load a prompt arrives while a step is running and waits out the rest of it
         // (half a step on average, steps being of near-constant length; with fewer than one
@@ -151,7 +153,7 @@ impl Deployment<'_> {
         // work, the user's own included, which a user's TPOT does not see (its prompt came
         // before its first token). With one request alone this is its prefill spread over
         // its output, so a lone long prompt does not look like free throughput.
-        let per_token = tpot + isl / osl * self.prefill_token_cost(p, isl);
+        let per_token = tpot + own_prompt;
         // A place frees every osl·per_token/c; each waiting request waits out its turn.
         let wait = (asked - c) * osl * per_token / c;
         Operating {
