@@ -223,7 +223,7 @@ pub struct Params {
     /// model's TTFT is the engine's; `validate` adds this to a published TTFT of a wafer-scale,
     /// LPU or RDU system, which is reached only as its maker's cloud service and measured at
     /// that API. Fitted to the two Cerebras TTFT rows of `reference/points.csv` (0.17 s for
-    /// Llama 3.3 70B, 0.24 s for Llama 3.1 405B: the engine's part is 6-7 ms of each).
+    /// Llama 3.3 70B, 0.24 s for Llama 3.1 405B: the engine's part is 5-6 ms of each).
     pub cloud_ttft_s: f64,
     /// Input length assumed when a row gives none.
     pub default_isl: u32,
