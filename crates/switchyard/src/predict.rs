@@ -365,9 +365,14 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
             q.isl, q.osl, q.model.id, q.model.max_context
         );
     }
+    let spread = if q.osl_cv > 0.0 {
+        format!(", osl cv {}", q.osl_cv)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "at concurrency {} (isl {}, osl {}):",
+        "at concurrency {} (isl {}, osl {}{spread}):",
         e.at.concurrency, q.isl, q.osl
     );
     let _ = writeln!(s, "  TTFT            {:.3} s", e.at.ttft_s);

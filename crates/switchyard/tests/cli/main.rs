@@ -102,7 +102,8 @@ fn estimate_takes_a_benchmark_workload() {
     let o = run(&args(&[]));
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("isl 222.3, osl 294.45"), "{out}");
+    // The dataset's mean lengths and the spread of its outputs.
+    assert!(out.contains("isl 222.3, osl 294.45, osl cv 0.787"), "{out}");
     // The server scenario's p99 limits (200 ms, 2 s) stand as limits on the means.
     assert!(
         out.contains("within          TPOT 146.0 ms, TTFT 0.900 s (means)"),
@@ -113,9 +114,12 @@ fn estimate_takes_a_benchmark_workload() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(
-        out.contains("isl 100, osl 294.45") && out.contains("TPOT 50.0 ms"),
+        out.contains("isl 100, osl 294.45, osl cv 0.787") && out.contains("TPOT 50.0 ms"),
         "{out}"
     );
+    // --osl-cv wins too: outputs all alike.
+    let (out, _) = text(&run(&args(&["--osl-cv", "0"])));
+    assert!(out.contains("isl 222.3, osl 294.45):"), "{out}");
     // A limit no load can meet is said to be missed, not claimed as met.
     let o = run(&args(&["--ttft-limit-ms", "0.001"]));
     let (out, err) = text(&o);
