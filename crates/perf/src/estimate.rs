@@ -171,10 +171,6 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
     out
 }
 
-fn fits(d: &Deployment<'_>, p: &Params, isl: f64, osl: f64) -> bool {
-    d.memory(p).fits && d.max_sequences(p, isl + osl) >= 1.0
-}
-
 /// The fewest chips (wafers) on which some layout fits in main memory, at lengths `isl` +
 /// `osl`: a capacity tier holds weights only on a chip count the user fixes.
 pub fn min_chips(
@@ -320,9 +316,9 @@ pub(crate) fn fitting_deployments<'a>(
                     .with_osl_cv(q.osl_cv);
                 let m = d.memory(p);
                 room.get_or_insert(m.usable_per_chip - m.activations_per_chip);
-                if fits(&d, p, q.isl, q.osl) {
+                if m.fits && d.max_sequences(p, q.isl + q.osl) >= 1.0 {
                     out.push(d);
-                } else if d.memory(p).fits {
+                } else if m.fits {
                     let n = longest_sequence(&d, p, q.isl + q.osl);
                     longest = Some(longest.map_or(n, |m| m.max(n)));
                 }

@@ -15,54 +15,92 @@ use crate::{Bound, Deployment, Params, Prompts, Step};
 /// Bytes per activation value passed between chips (activations stay 16-bit).
 const ACT_BYTES: f64 = 2.0;
 
-/// Time of the tensor-parallel all-reduces of one pass over `layers` layers carrying
-/// `tokens` token activations: two per layer (after attention and after the MLP).
+/// One layer's exchange between chips: a latency paid once, and a time per token carried.
+#[derive(Clone, Copy)]
+struct Exchange {
+    latency: f64,
+    per_token: f64,
+}
+
+impl Exchange {
+    const NONE: Exchange = Exchange {
+        latency: 0.0,
+        per_token: 0.0,
+    };
+
+    /// Two exchanges per layer (out and back, or after attention and after the MLP) over
+    /// `layers` layers carrying `tokens` tokens.
+    fn time(self, tokens: f64, layers: f64) -> f64 {
+        2.0 * layers * (self.latency + tokens * self.per_token)
+    }
+}
+
+/// The tensor-parallel all-reduce of one token's activation, two per layer (after attention
+/// and after the MLP).
 ///
 /// A group wider than the scale-up domain (tp16 over two eight-GPU nodes, tp8 over a PCIe
 /// server's bridged pairs) reduces hierarchically, as NCCL does: a reduce-scatter and an
 /// all-gather inside each domain over the fast fabric, and between them an all-reduce across
 /// the `m` domains of each chip's 1/g shard over the network, which moves 2(m−1)/m of the
 /// shard per chip and adds the network's latency.
-pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
+fn allreduce(d: &Deployment<'_>, p: &Params) -> Exchange {
     let tp = f64::from(d.layout.tp);
     if tp <= 1.0 {
-        return 0.0;
+        return Exchange::NONE;
     }
     let link = d.system.interconnect_gb_s.unwrap_or(100.0) * 1e9 * p.fabric_eff;
-    let bytes = tokens * f64::from(d.model.hidden) * ACT_BYTES;
+    let bytes = f64::from(d.model.hidden) * ACT_BYTES;
     // Chips of the group in one domain, and domains the group spans.
     let g = tp.min(f64::from(d.system.scale_up()));
     let m = tp / g;
-    let inside = p.allreduce_latency_s + 2.0 * (g - 1.0) / g * bytes / link;
-    let across = if m > 1.0 {
-        p.network_allreduce_latency_s + 2.0 * (m - 1.0) / m * (bytes / g) / (p.network_gb_s * 1e9)
-    } else {
-        0.0
+    let inside = Exchange {
+        latency: p.allreduce_latency_s,
+        per_token: 2.0 * (g - 1.0) / g * bytes / link,
     };
-    2.0 * layers * (inside + across)
+    if m <= 1.0 {
+        return inside;
+    }
+    Exchange {
+        latency: inside.latency + p.network_allreduce_latency_s,
+        per_token: inside.per_token + 2.0 * (m - 1.0) / m * (bytes / g) / (p.network_gb_s * 1e9),
+    }
 }
 
-/// Time of the all-to-all exchanges of expert parallelism over `layers` mixture-of-experts
-/// layers, for `tokens` tokens of one expert-parallel group: each token's activation goes
-/// to the groups holding its `k` experts and the results come back (dispatch and combine),
-/// each chip of the group sending its 1/tp share, spread evenly over the `ep` groups. The
-/// share bound for groups in the chip's own scale-up domain crosses the fast fabric; the rest,
-/// when the groups span several domains (wide expert parallelism), crosses the network at
-/// [`Params::network_gb_s`] per chip, the two at once.
-pub(crate) fn all_to_all_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
+/// Time of the tensor-parallel all-reduces of one pass over `layers` layers carrying
+/// `tokens` token activations (see [`allreduce`]).
+pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
+    allreduce(d, p).time(tokens, layers)
+}
+
+/// The expert-parallel all-to-all of one token of one expert-parallel group: each token's
+/// activation goes to the groups holding its `k` experts and the results come back (dispatch
+/// and combine), each chip of the group sending its 1/tp share, spread evenly over the `ep`
+/// groups. The share bound for groups in the chip's own scale-up domain crosses the fast
+/// fabric; the rest, when the groups span several domains (wide expert parallelism), crosses
+/// the network at [`Params::network_gb_s`] per chip, the two at once.
+fn all_to_all(d: &Deployment<'_>, p: &Params) -> Exchange {
     let ep = f64::from(d.layout.ep);
     if ep <= 1.0 {
-        return 0.0;
+        return Exchange::NONE;
     }
     let tp = f64::from(d.layout.tp);
     let k = f64::from(d.model.experts_per_token.unwrap_or(1));
     let link = d.system.interconnect_gb_s.unwrap_or(100.0) * 1e9 * p.fabric_eff;
-    let bytes = tokens / tp * k * f64::from(d.model.hidden) * ACT_BYTES;
+    let bytes = k * f64::from(d.model.hidden) * ACT_BYTES / tp;
     // Groups that share the chip's scale-up domain, its own included.
     let near = (f64::from(d.system.scale_up()) / tp).floor().clamp(1.0, ep);
     let fabric = bytes * (near - 1.0) / ep / link;
     let network = bytes * (ep - near) / ep / (p.network_gb_s * 1e9);
-    2.0 * layers * (p.allreduce_latency_s + fabric.max(network))
+    Exchange {
+        latency: p.allreduce_latency_s,
+        per_token: fabric.max(network),
+    }
+}
+
+/// Time of the all-to-all exchanges of expert parallelism over `layers` mixture-of-experts
+/// layers, for `tokens` tokens of one expert-parallel group (see [`all_to_all`]).
+pub(crate) fn all_to_all_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers: f64) -> f64 {
+    all_to_all(d, p).time(tokens, layers)
 }
 
 /// How much more than its even share the busiest of `ep` expert-parallel groups receives
@@ -304,10 +342,8 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
 /// one token's activation through every all-reduce and all-to-all of a pass. The exchanges'
 /// fixed latencies are the step's, paid once for all its tokens.
 pub(crate) fn exchange_per_token(d: &Deployment<'_>, p: &Params) -> f64 {
-    let layers = f64::from(d.model.layers);
-    let moe = moe_layers(d);
-    (allreduce_time(d, p, 1.0, layers) - allreduce_time(d, p, 0.0, layers))
-        + (all_to_all_time(d, p, 1.0, moe) - all_to_all_time(d, p, 0.0, moe))
+    2.0 * (f64::from(d.model.layers) * allreduce(d, p).per_token
+        + moe_layers(d) * all_to_all(d, p).per_token)
 }
 
 /// Layers with routed experts.

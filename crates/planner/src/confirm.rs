@@ -15,19 +15,6 @@ use switchyard_sim::{
     simulate, Arrivals, Class, Lengths, PrefillPool, Provider, RunOptions, Scenario, WorkloadSpec,
 };
 
-/// Output lengths of mean `osl` spread by `cv`: log-normal, whose mean is its median times
-/// exp(σ²/2) and whose squared spread is exp(σ²) − 1; all alike without a spread.
-fn output_lengths(osl: u32, cv: f64) -> Lengths {
-    if cv <= 0.0 {
-        return Lengths::Fixed(osl);
-    }
-    let sigma2 = (1.0 + cv * cv).ln();
-    Lengths::LogNormal {
-        median: f64::from(osl) / (sigma2 / 2.0).exp(),
-        sigma: sigma2.sqrt(),
-    }
-}
-
 /// Simulates options `chosen` (option index, replicas) of class `c` at `demand` output
 /// tokens/s; returns (percentile TTFT, percentile TPOT, goodput).
 fn run(
@@ -95,7 +82,7 @@ fn run(
         workload: WorkloadSpec {
             arrivals: Arrivals::Poisson { rate },
             prompt: Lengths::Fixed(class.isl),
-            output: output_lengths(class.osl, class.osl_cv),
+            output: Lengths::spread(class.osl, class.osl_cv),
             class_shares: vec![1.0],
             max_requests: None,
             horizon_s: Some(m.rules.confirm_s),

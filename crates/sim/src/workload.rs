@@ -285,9 +285,7 @@ impl Lengths {
             Lengths::FromTrace => mean_of(trace.iter().map(column)),
         }
     }
-}
 
-impl Lengths {
     /// Spread of the lengths drawn: their standard deviation over their mean (0 for fixed
     /// lengths, 1 for exponential ones).
     pub fn cv(&self, trace: &[TraceRow], column: fn(&TraceRow) -> u32) -> f64 {
@@ -299,16 +297,32 @@ impl Lengths {
             Lengths::FromTrace => cv_of(trace.iter().map(column)),
         }
     }
+
+    /// Lengths of mean `mean` spread by `cv`, the inverse of [`Lengths::mean`] and
+    /// [`Lengths::cv`]: log-normal, whose mean is its median times exp(σ²/2) and whose
+    /// squared spread is exp(σ²) − 1; all alike without a spread.
+    pub fn spread(mean: u32, cv: f64) -> Lengths {
+        if cv <= 0.0 {
+            return Lengths::Fixed(mean);
+        }
+        let sigma2 = (1.0 + cv * cv).ln();
+        Lengths::LogNormal {
+            median: f64::from(mean) / (sigma2 / 2.0).exp(),
+            sigma: sigma2.sqrt(),
+        }
+    }
 }
 
-fn cv_of(v: impl Iterator<Item = u32> + Clone) -> f64 {
-    let (n, sum) = v
-        .clone()
-        .fold((0u64, 0.0), |(n, s), x| (n + 1, s + f64::from(x)));
-    if n == 0 || sum <= 0.0 {
+/// Population standard deviation over mean (0 for no lengths, or none above 0).
+fn cv_of(v: impl ExactSizeIterator<Item = u32> + Clone) -> f64 {
+    let n = v.len();
+    if n == 0 {
         return 0.0;
     }
-    let mean = sum / n as f64;
+    let mean = mean_of(v.clone());
+    if mean <= 0.0 {
+        return 0.0;
+    }
     let var = v.map(|x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n as f64;
     var.sqrt() / mean
 }
