@@ -311,14 +311,6 @@ impl<'a> Deployment<'a> {
                     layout.tp * layout.ep
                 )));
             }
-            // Groups may span several scale-up domains (their all-to-all then crosses the
-            // network), but one group's tensor parallelism stays inside one.
-            if layout.tp > system.scale_up() {
-                return Err(bad(format!(
-                    "tensor parallelism within an expert-parallel group beyond the {}-chip fast fabric",
-                    system.scale_up()
-                )));
-            }
         }
         if layout.pp > model.layers {
             return Err(bad(format!(

@@ -77,7 +77,8 @@ pub(crate) fn allreduce_time(d: &Deployment<'_>, p: &Params, tokens: f64, layers
 /// and combine), each chip of the group sending its 1/tp share, spread evenly over the `ep`
 /// groups. The share bound for groups in the chip's own scale-up domain crosses the fast
 /// fabric; the rest, when the groups span several domains (wide expert parallelism), crosses
-/// the network at [`Params::network_gb_s`] per chip, the two at once.
+/// the network at [`Params::network_gb_s`] per chip, the two at once. A group wider than a
+/// domain shares none with another group, so all of its exchange crosses the network.
 fn all_to_all(d: &Deployment<'_>, p: &Params) -> Exchange {
     let ep = f64::from(d.layout.ep);
     if ep <= 1.0 {
