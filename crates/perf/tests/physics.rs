@@ -362,67 +362,65 @@ fn expert_parallel_groups_share_the_chunked_prompts() {
     assert!(chunked < 1.2 * pass, "{chunked} against {pass}");
 }
 
-/// A tensor-parallel group wider than the fast fabric reduces across the network at every
-/// all-reduce: at batch 1, two per layer, each its latency more than inside one domain
-/// (the bytes of one token's activation cross in well under a microsecond).
-#[test]
-fn tensor_parallelism_across_nodes_pays_the_network_in_every_all_reduce() {
+/// How much longer a batch-1 decode step of `model` in `layout` on H100 takes than on the
+/// same chips with a 16-chip fast fabric, against the network's all-reduce latency paid
+/// twice per layer.
+fn cost_of_crossing_nodes(model: &str, layout: &str) -> (f64, f64) {
     let cat = cat();
     let p = Params::default();
-    let m = cat.model("llama-3.1-405b").expect("m");
-    let two_nodes = cat.system("h100-sxm").expect("s");
-    let one_domain = switchyard_catalog::System {
-        scale_up_chips: Some(16),
-        ..two_nodes.clone()
-    };
-    let step = |s: &switchyard_catalog::System| {
-        Deployment::new(m, s, Layout::replica(16, 1), Precision::Fp8)
-            .expect("fits")
-            .decode_step(&p, 1.0, 1024.0)
-            .time
-    };
-    let extra = step(two_nodes) - step(&one_domain);
-    let latency = 2.0 * f64::from(m.layers) * p.network_allreduce_latency_s;
-    assert!(
-        extra > latency && extra < latency * 1.05,
-        "{extra} against {latency}"
-    );
-    // At batch 1 the halved weight stream still beats the network's latency: tp16 over two
-    // nodes serves one user faster than tp8-pp2, whose stages run one after the other.
-    let pipelined = Deployment::new(m, two_nodes, "tp8-pp2".parse().expect("l"), Precision::Fp8)
-        .expect("fits")
-        .decode_step(&p, 1.0, 1024.0)
-        .time;
-    assert!(
-        step(two_nodes) < pipelined,
-        "{} against {pipelined}",
-        step(two_nodes)
-    );
-}
-
-/// An expert-parallel group whose tensor parallelism spans two nodes reduces across the
-/// network like any wider group, and its all-to-all, all bound for other domains, crosses it
-/// too: at batch 1 the step costs the network's all-reduce latency more than the same
-/// layout inside one domain would, and the exchange with the other group no less.
-#[test]
-fn an_expert_parallel_group_may_span_nodes_and_pays_the_network() {
-    let cat = cat();
-    let p = Params::default();
-    let m = cat.model("deepseek-r1").expect("m");
+    let m = cat.model(model).expect("m");
     let nodes = cat.system("h100-sxm").expect("s");
     let one_domain = switchyard_catalog::System {
         scale_up_chips: Some(16),
         ..nodes.clone()
     };
-    let layout: Layout = "tp16-ep2".parse().expect("layout");
+    let layout: Layout = layout.parse().expect("layout");
     let step = |s: &switchyard_catalog::System| {
         Deployment::new(m, s, layout, Precision::Fp8)
             .expect("a group may span nodes")
             .decode_step(&p, 1.0, 1024.0)
             .time
     };
-    let extra = step(nodes) - step(&one_domain);
-    let latency = 2.0 * f64::from(m.layers) * p.network_allreduce_latency_s;
+    (
+        step(nodes) - step(&one_domain),
+        2.0 * f64::from(m.layers) * p.network_allreduce_latency_s,
+    )
+}
+
+/// A tensor-parallel group wider than the fast fabric reduces across the network at every
+/// all-reduce: at batch 1, two per layer, each its latency more than inside one domain
+/// (the bytes of one token's activation cross in well under a microsecond).
+#[test]
+fn tensor_parallelism_across_nodes_pays_the_network_in_every_all_reduce() {
+    let (extra, latency) = cost_of_crossing_nodes("llama-3.1-405b", "tp16");
+    assert!(
+        extra > latency && extra < latency * 1.05,
+        "{extra} against {latency}"
+    );
+    // At batch 1 the halved weight stream still beats the network's latency: tp16 over two
+    // nodes serves one user faster than tp8-pp2, whose stages run one after the other.
+    let cat = cat();
+    let p = Params::default();
+    let step = |l: &str| {
+        deployment(&cat, "llama-3.1-405b", "h100-sxm", l, Precision::Fp8)
+            .decode_step(&p, 1.0, 1024.0)
+            .time
+    };
+    assert!(
+        step("tp16") < step("tp8-pp2"),
+        "{} against {}",
+        step("tp16"),
+        step("tp8-pp2")
+    );
+}
+
+/// An expert-parallel group whose tensor parallelism spans two nodes reduces across the
+/// network like any wider group: at batch 1 the step costs the network's all-reduce latency
+/// more than the same layout inside one domain would. Its all-to-all goes to groups in
+/// other domains either way.
+#[test]
+fn an_expert_parallel_group_may_span_nodes_and_pays_the_network() {
+    let (extra, latency) = cost_of_crossing_nodes("deepseek-r1", "tp16-ep2");
     assert!(
         extra > latency && extra < latency * 1.05,
         "{extra} against {latency}"
