@@ -178,13 +178,15 @@ pub(crate) fn arithmetic_time(
 /// its `group_chips` chips for its `group_tokens` tokens, and the routed experts, spread
 /// over the `ep` groups' chips, which see `expert_tokens` tokens from all of them. The
 /// expert kernel streams every expert some token chose while each expert multiplies only
-/// its k/E share of the tokens, and waits for the busiest group.
+/// its k/E share of the tokens, but at least a whole tile of `tile` rows each (see
+/// [`Params::gpu_expert_tile_tokens`]), and waits for the busiest group.
 fn weight_kernels(
     d: &Deployment<'_>,
     bw: f64,
     (group_tokens, expert_tokens): (f64, f64),
     group_chips: f64,
     eff: f64,
+    tile: f64,
 ) -> [(f64, f64); 2] {
     let m = d.model;
     let ep = f64::from(d.layout.ep);
@@ -206,7 +208,10 @@ fn weight_kernels(
         ),
         (
             stream(touched, group_chips * ep),
-            matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest,
+            // Each touched expert's rows, padded to whole tiles: no fewer than one tile
+            // of every expert some token chose.
+            (matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest)
+                .max(matmul_time(d, touched, tile, group_chips * ep, eff)),
         ),
     ]
 }
@@ -261,6 +266,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
         (tokens / ep, expert_tokens),
         group,
         p.gpu_decode_flops_eff,
+        p.gpu_expert_tile_tokens,
     );
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
@@ -327,10 +333,17 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let groups = f64::from(prompts.count.clamp(1, d.layout.ep.max(1)));
     let per_group = (n / groups).max(prompts.longest).min(n);
     let eff = prefill_eff(d, p);
-    let kernels: f64 = weight_kernels(d, read_bw(d, p), (per_group, n), tp, eff)
-        .iter()
-        .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
-        .sum();
+    let kernels: f64 = weight_kernels(
+        d,
+        read_bw(d, p),
+        (per_group, n),
+        tp,
+        eff,
+        p.gpu_expert_tile_tokens,
+    )
+    .iter()
+    .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
+    .sum();
     kernels
         + attention_time(d, per_group, prompts.ctx, tp, eff)
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))

@@ -628,10 +628,11 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
         v["peak"]["throughput_tok_s"].as_f64().expect("peak")
     };
     assert!(speed(&["--params", fitted_s]) > speed(&[]) * 1.05);
-    let listed = prints(
-        &["--params", fitted_s, "catalog", "params"],
-        &["# default 0.32"],
+    let default = format!(
+        "# default {}",
+        switchyard_perf::Params::default().gpu_decode_flops_eff
     );
+    let listed = prints(&["--params", fitted_s, "catalog", "params"], &[&default]);
     assert!(listed.contains("max_batch = 2048\n"), "{listed}");
     // A bad file or knob is one line naming what is wrong.
     let bad = temp_file("bad.toml", "# mine\ngpu_prefill_flops_eff = 1.5\n");
