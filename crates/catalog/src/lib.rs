@@ -110,23 +110,52 @@ impl Catalog {
             origin: origin.to_string(),
             message: toml_error_line(text, &e),
         })?;
-        let invalid = |id: &str, message: String| CatalogError::Invalid {
-            origin: origin.to_string(),
+        // The line of the field at fault where the message names one, else of the entry's
+        // id.
+        let invalid = |kind: &str, id: &str, message: String| CatalogError::Invalid {
+            origin: match entry_line(text, kind, id, named_field(&message)) {
+                Some(line) => format!("{origin}: line {line}"),
+                None => origin.to_string(),
+            },
             id: id.to_string(),
             message,
         };
+        for (kind, mut ids) in [
+            (
+                "system",
+                file.system
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+            ("model", file.model.iter().map(|m| m.id.as_str()).collect()),
+        ] {
+            ids.sort_unstable();
+            if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+                return Err(invalid(
+                    kind,
+                    pair[0],
+                    format!("a second `[[{kind}]]` entry with this id in the same file"),
+                ));
+            }
+        }
         for s in file.system {
-            s.check().map_err(|m| invalid(&s.id, m))?;
+            s.check().map_err(|m| invalid("system", &s.id, m))?;
+            alias_clash(&self.systems, &s.id, &s.aliases, |x| (&x.id, &x.aliases))
+                .map_err(|m| invalid("system", &s.id, m))?;
             upsert(&mut self.systems, s, |x| x.id.as_str());
         }
         for m in file.model {
-            m.check().map_err(|e| invalid(&m.id, e))?;
+            m.check().map_err(|e| invalid("model", &m.id, e))?;
+            alias_clash(&self.models, &m.id, &m.aliases, |x| (&x.id, &x.aliases))
+                .map_err(|e| invalid("model", &m.id, e))?;
             upsert(&mut self.models, m, |x| x.id.as_str());
         }
         for w in file.workload {
-            w.check().map_err(|e| invalid(&w.id, e))?;
+            w.check().map_err(|e| invalid("workload", &w.id, e))?;
             if !self.models.iter().any(|m| m.id == w.model) {
                 return Err(invalid(
+                    "workload",
                     &w.id,
                     format!("field `model`: unknown model `{}`", w.model),
                 ));
@@ -217,6 +246,70 @@ impl Catalog {
             }
         })
     }
+}
+
+/// The field a check's message names first (`field \`memory_gb\` must ...`), if any.
+fn named_field(message: &str) -> Option<&str> {
+    let rest = &message[message.find("field `")? + "field `".len()..];
+    rest.split('`').next()
+}
+
+/// The line of `text` (from 1) where the `[[kind]]` entry with this id sets `field` (a
+/// dotted name is looked up by its last part, as a sub-table writes it), else where it sets
+/// its id; `None` where the text holds no such entry in that plain form.
+fn entry_line(text: &str, kind: &str, id: &str, field: Option<&str>) -> Option<usize> {
+    let key_of = |line: &str| {
+        line.split_once('=')
+            .map(|(k, v)| (k.trim().trim_matches('"').to_string(), v.trim().to_string()))
+    };
+    let header = format!("[[{kind}]]");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = None;
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        if t.starts_with("[[") {
+            start = (t == header).then_some(i);
+            continue;
+        }
+        let Some(block) = start else { continue };
+        if !key_of(t).is_some_and(|(k, v)| k == "id" && v.trim_matches('"') == id) {
+            continue;
+        }
+        let end = lines[block + 1..]
+            .iter()
+            .position(|l| l.trim().starts_with("[["))
+            .map_or(lines.len(), |n| block + 1 + n);
+        let wanted = field.map(|f| f.rsplit('.').next().unwrap_or(f));
+        let at = wanted.and_then(|f| {
+            (block + 1..end).find(|&j| key_of(lines[j].trim()).is_some_and(|(k, _)| k == f))
+        });
+        return Some(at.unwrap_or(i) + 1);
+    }
+    None
+}
+
+/// Refuses an alias of a new entry (`id`, `aliases`) that already names another entry of
+/// `items`, by its id or one of its aliases, as written in any case: two entries answering
+/// to one name would leave that name naming neither.
+fn alias_clash<T>(
+    items: &[T],
+    id: &str,
+    aliases: &[String],
+    names: impl Fn(&T) -> (&String, &Vec<String>),
+) -> Result<(), String> {
+    for alias in aliases {
+        let want = spelled(alias);
+        let taken = items.iter().map(&names).find(|(other, others)| {
+            other.as_str() != id
+                && (spelled(other) == want || others.iter().any(|a| spelled(a) == want))
+        });
+        if let Some((other, _)) = taken {
+            return Err(format!(
+                "field `aliases`: `{alias}` already names `{other}`; choose another alias"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The entry of `items` with this id, or the list of ids that exist.

@@ -231,6 +231,13 @@ impl Model {
         if self.moe_layers.is_some_and(|l| l > self.layers) {
             return Err("field `moe_layers` must be at most `layers`".into());
         }
+        // Up to a million billion parameters: a larger figure is a typo, and an infinite one
+        // would make every time infinite.
+        if !(self.total_params_b > 0.0 && self.total_params_b <= 1e6) {
+            return Err(
+                "field `total_params_b` must be above 0 and at most 10^6 (billions)".into(),
+            );
+        }
         if !(self.active_params_b > 0.0 && self.active_params_b <= self.total_params_b) {
             return Err(
                 "field `active_params_b` must be above 0 and at most `total_params_b`".into(),

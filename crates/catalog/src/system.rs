@@ -274,6 +274,8 @@ impl System {
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {
+        const FIGURE_LEAST: f64 = 1e-6;
+        const FIGURE_MOST: f64 = 1e9;
         if self.id.trim().is_empty() {
             return Err("field `id` must not be empty".into());
         }
@@ -295,16 +297,21 @@ impl System {
             ("dense_tflops.int8", self.dense_tflops.int8),
             ("dense_tflops.fp4", self.dense_tflops.fp4),
         ];
+        // Figures beyond any hardware (1e308 GB, 1e-300 TB/s) are refused as typos before
+        // they make times, capacities or energies infinite.
+        let sane = |v: f64| v == 0.0 || (FIGURE_LEAST..=FIGURE_MOST).contains(&v);
         for (field, v) in at_least_zero {
-            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && sane(v))) {
                 return Err(format!(
-                    "field `{field}` must be a finite number, 0 or more"
+                    "field `{field}` must be 0 or a number from 10^-6 to 10^9"
                 ));
             }
         }
         for (field, v) in above_zero {
-            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(format!("field `{field}` must be a finite number above 0"));
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0 && sane(v))) {
+                return Err(format!(
+                    "field `{field}` must be a number from 10^-6 to 10^9"
+                ));
             }
         }
         if self.scale_up_chips == Some(0) {
@@ -348,6 +355,13 @@ impl System {
         }
         if self.memory_gb <= 0.0 && self.sram_gb <= 0.0 {
             return Err("needs `memory_gb` or `sram_gb` above 0 to hold weights".into());
+        }
+        // A GPU's weights and KV cache live in its HBM: its on-chip SRAM is a cache.
+        if self.kind == SystemKind::Gpu && self.memory_gb <= 0.0 {
+            return Err(
+                "field `memory_gb` must be above 0 on a `gpu` system: its HBM holds the weights"
+                    .into(),
+            );
         }
         if self.memory_gb > 0.0 && self.memory_bw_tb_s <= 0.0 {
             return Err("field `memory_bw_tb_s` must be above 0 when `memory_gb` is".into());

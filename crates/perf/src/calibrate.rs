@@ -120,6 +120,8 @@ pub fn select(only: Option<&[String]>) -> Result<Vec<&'static Knob>, String> {
     let mut chosen = Vec::new();
     for n in names {
         match KNOBS.iter().find(|k| k.name == n.trim()) {
+            // A name given twice is one parameter to move.
+            Some(k) if chosen.iter().any(|c: &&Knob| c.name == k.name) => {}
             Some(k) => chosen.push(k),
             None => {
                 return Err(format!(
@@ -280,6 +282,8 @@ mod tests {
                 k.hi
             );
         }
+        let twice = ["wafer_phase_s".to_string(), "wafer_phase_s".to_string()];
+        assert_eq!(select(Some(&twice)).expect("valid").len(), 1);
         let e = select(Some(&["gpu_speed".to_string()])).expect_err("refused");
         assert!(
             e.contains("gpu_speed") && e.contains("gpu_decode_flops_eff"),

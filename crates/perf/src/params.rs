@@ -344,10 +344,16 @@ enum Range {
 /// parameters stays finite.
 const MOST: f64 = 1e12;
 
+/// The smallest value above zero any parameter takes: far below every default (the
+/// smallest, the wafer's hop, is 4.2·10^-10 s), high enough that no figure computed from
+/// the parameters overflows (an efficiency of 10^-300 would).
+const LEAST: f64 = 1e-12;
+
 impl Range {
     fn admits(self, v: f64) -> bool {
         v.is_finite()
             && v <= MOST
+            && (v == 0.0 || v.abs() >= LEAST)
             && match self {
                 Range::Fraction => v > 0.0 && v <= 1.0,
                 Range::Share => (0.0..=1.0).contains(&v),
@@ -360,11 +366,11 @@ impl Range {
 
     fn says(self) -> &'static str {
         match self {
-            Range::Fraction => "above 0 and at most 1",
-            Range::Share => "from 0 to 1",
-            Range::BelowOne => "from 0 to below 1",
-            Range::NonNegative => "from 0 to 10^12",
-            Range::Positive => "above 0 and at most 10^12",
+            Range::Fraction => "from 10^-12 to 1",
+            Range::Share => "0, or from 10^-12 to 1",
+            Range::BelowOne => "0, or from 10^-12 to below 1",
+            Range::NonNegative => "0, or from 10^-12 to 10^12",
+            Range::Positive => "from 10^-12 to 10^12",
             Range::AtLeastOne => "from 1 to 10^12",
         }
     }
@@ -585,7 +591,7 @@ mod tests {
         let e = Params::from_toml("pue = 1.2\nfabric_eff = 1.5\n", "p.toml").expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "p.toml: line 2, field `fabric_eff`: 1.5 is out of range: it must be above 0 and at most 1"
+            "p.toml: line 2, field `fabric_eff`: 1.5 is out of range: it must be from 10^-12 to 1"
         );
         let e = Params::from_toml("max_batch = \"many\"\n", "p.toml").expect_err("refused");
         assert!(e.to_string().contains("line 1"), "{e}");
@@ -602,5 +608,14 @@ mod tests {
         // Values beyond any physics are refused before they make figures infinite.
         let e = Params::from_toml("pue = 1e308", "p").expect_err("refused");
         assert!(e.to_string().contains("1e308 is out of range"), "{e}");
+        // ... and so are values so near zero that figures divided by them overflow.
+        for tiny in [
+            "gpu_bw_eff = 5e-324",
+            "gpu_bw_eff = 1e-300",
+            "wafer_hop_s = 1e-300",
+        ] {
+            assert!(Params::from_toml(tiny, "p").is_err(), "{tiny}");
+        }
+        assert!(Params::from_toml("wafer_hop_s = 0.0", "p").is_ok());
     }
 }

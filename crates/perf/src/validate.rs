@@ -2,6 +2,11 @@
 //! columns of `reference/points.csv`) and score the model by mean absolute percentage error.
 //!
 //! Reading rules, applied to every row alike (no row is looked up by id):
+//! - the columns are those of `reference/points.csv` ([`COLUMNS`], in any case and order;
+//!   `id`, `hardware`, `model`, `metric` and `value` are required): a column by another name
+//!   is refused with the known name nearest to it, rather than its values lost; a row with
+//!   more or fewer fields than the header is skipped naming its line, and a line of blanks
+//!   is no row;
 //! - `hardware` and `model` take catalog ids, aliases or published names (`NVIDIA H200`,
 //!   `H100 SXM5 80GB`, `meta-llama/Llama-3.3-70B-Instruct`); a hardware cell may state the
 //!   chip count too (`8xH100`, `H100 x 8`), used when `count` is blank, and may be an MLPerf
@@ -61,7 +66,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_catalog::{Precision, System, Workload};
 
 /// One published measurement, in the columns of `points.csv`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Point {
     /// Row id.
     pub id: String,
@@ -101,6 +106,61 @@ pub struct Point {
     /// The file line the row starts on (set by [`parse_points`]).
     #[serde(skip)]
     pub line: usize,
+    /// Why the line could not be read as a row (set by [`parse_points`]): it is reported as
+    /// skipped, and the other rows are still scored.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
+}
+
+/// The columns a points file may have: those of `reference/points.csv`. A column by any
+/// other name is refused rather than ignored, so that a misspelt `concurrency` does not
+/// quietly leave every row without its load.
+pub const COLUMNS: [&str; 16] = [
+    "id",
+    "hardware",
+    "count",
+    "model",
+    "precision",
+    "parallel",
+    "speculative",
+    "concurrency",
+    "isl",
+    "osl",
+    "metric",
+    "value",
+    "source_kind",
+    "source_url",
+    "date",
+    "notes",
+];
+
+/// The known column nearest to `name` in spelling, where one is near: at most two letters
+/// added, dropped or changed, or one name the start of the other.
+fn nearest_column(name: &str) -> Option<&'static str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (row[j + 1] + 1)
+                    .min(row[j] + 1)
+                    .min(diagonal + usize::from(ca != *cb));
+                diagonal = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    COLUMNS
+        .iter()
+        .map(|c| (distance(name, c), *c))
+        .filter(|(d, c)| {
+            *d <= 2 || (name.len() >= 3 && (c.starts_with(name) || name.starts_with(c)))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 impl Point {
@@ -124,10 +184,12 @@ impl Point {
         if let Some(r) = t.strip_suffix('+') {
             t = r.trim().to_string();
         }
+        // A normal number: zero, subnormals (1e-320) and infinities leave no error to
+        // measure against.
         match without_thousands(&t).parse::<f64>() {
-            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Ok(v) if v.is_normal() && v > 0.0 => Ok(v),
             _ => Err(format!(
-                "line {}, field `value`: `{raw}` is not a number above zero",
+                "line {}, field `value`: `{raw}` is not a number above zero that an error can be measured against",
                 self.line
             )),
         }
@@ -917,6 +979,10 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
         predicted: Err(String::new()),
         layout: String::new(),
     };
+    if let Some(why) = &row.unreadable {
+        out.predicted = Err(format!("line {}: {why}", row.line));
+        return out;
+    }
     match row.published() {
         Ok(v) => out.published = v,
         Err(why) => {
@@ -1249,8 +1315,15 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
 /// # Errors
 /// The line and field at fault.
 pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
+    if text.trim_start_matches('\u{feff}').trim().is_empty() {
+        return Err(format!(
+            "line 1: the file is empty; its first line names the columns: {}",
+            COLUMNS.join(",")
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
+        .flexible(true)
         .from_reader(text.as_bytes());
     // Column names are read in any case and spacing (`ID`, ` Hardware `).
     let headers: csv::StringRecord = reader
@@ -1273,6 +1346,24 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             ));
         }
     }
+    // An unnamed column (a trailing comma) holds nothing that could be read, so it is let
+    // be; a named one must be a known column, and only once.
+    for (i, h) in headers.iter().enumerate() {
+        if h.is_empty() {
+            continue;
+        }
+        if !COLUMNS.contains(&h) {
+            let hint =
+                nearest_column(h).map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));
+            return Err(format!(
+                "line 1: column `{h}` is not one a points file has{hint}; the columns are {}",
+                COLUMNS.join(", ")
+            ));
+        }
+        if headers.iter().take(i).any(|earlier| earlier == h) {
+            return Err(format!("line 1: column `{h}` is named twice"));
+        }
+    }
     reader.set_headers(headers.clone());
     // The line from a record's byte offset: the reader's own line count is not always the
     // record's line. The offset may sit on the line ending before the record (a CRLF's `\n`,
@@ -1287,10 +1378,10 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         }
         1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<Point> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
-        let fallback = rows.len() + 2;
+        let fallback = rows.last().map_or(2, |r| r.line + 1);
         let read = reader.read_record(&mut record).map_err(|e| {
             let line = e.position().map_or(fallback, &line_of);
             format!("line {line}: {e}")
@@ -1298,22 +1389,39 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         if !read {
             break;
         }
+        // A line of blanks (spaces, or only commas) is no row.
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
         let line = record.position().map_or(fallback, &line_of);
-        let mut row: Point = record
-            .deserialize(Some(&headers))
-            .map_err(|e| match e.kind() {
-                csv::ErrorKind::Deserialize { err, .. } => {
-                    match err
-                        .field()
-                        .and_then(|f| headers.get(usize::try_from(f).ok()?))
-                    {
-                        Some(field) => format!("line {line}, field `{field}`: {}", err.kind()),
-                        None => format!("line {line}, {}", err.kind()),
-                    }
+        let unreadable = |why: String| Point {
+            id: record.get(0).unwrap_or_default().to_string(),
+            line,
+            unreadable: Some(why),
+            ..Point::default()
+        };
+        let row = if record.len() == headers.len() {
+            match record.deserialize::<Point>(Some(&headers)) {
+                // A blank or repeated id is let be: the reports name each row's line.
+                Ok(mut row) => {
+                    row.line = line;
+                    row
                 }
-                _ => format!("line {line}: {e}"),
-            })?;
-        row.line = line;
+                Err(e) => unreadable(e.to_string()),
+            }
+        } else if record.len() < headers.len() && record.iter().any(|f| f.contains('\n')) {
+            // An unclosed quote swallows the rest of the file into one field: the rows after
+            // it cannot be told apart, so the file is refused rather than half-read.
+            return Err(format!(
+                "line {line}: a double quote on this line is never closed, so the lines after it read as one field; close it"
+            ));
+        } else {
+            unreadable(format!(
+                "{} fields where the header names {}; a field that holds a comma needs double quotes",
+                record.len(),
+                headers.len()
+            ))
+        };
         rows.push(row);
     }
     Ok(rows)

@@ -1146,7 +1146,16 @@ fn a_bad_points_file_names_the_line() {
     .expect("grouped");
     let values: Vec<f64> = rows.iter().map(|r| r.published().expect("value")).collect();
     assert_eq!(values, [101_527.0, 1_234_567.0, 2600.0, 250.0, 250.0]);
-    for bad in ["21,80.5", "0,125", "1,234.5,6", "0", "-5", "NaN", "inf"] {
+    for bad in [
+        "21,80.5",
+        "0,125",
+        "1,234.5,6",
+        "0",
+        "-5",
+        "NaN",
+        "inf",
+        "1e-320",
+    ] {
         let rows =
             parse_points(&format!("{header}\na,b200,8,x,,,,,,,m,\"{bad}\"\n")).expect("rows");
         let why = rows[0].published().expect_err(bad);
@@ -1162,9 +1171,35 @@ fn a_bad_points_file_names_the_line() {
     .expect("rows");
     let why = rows[1].published().expect_err("bad");
     assert!(why.starts_with("line 4, field `value`"), "{why}");
-    // A row that breaks the file's shape still stops the file, naming its line.
-    let err = parse_points(&format!("{header}\na,b,8,m,,,,,,,t,5,extra\n")).expect_err("shape");
-    assert!(err.starts_with("line 2"), "{err}");
+    // A row of the wrong shape is skipped, naming its line, and the rows around it are
+    // still scored; a line of blanks is no row at all.
+    let good = "cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1800";
+    let out = reasons(&format!(
+        "{header}\na,{good}\nb,b,8,m,,,,,,,t,5,extra\n   \n,,,\nc,{good}\n"
+    ));
+    assert_eq!(out.len(), 3);
+    let why = out[1].as_ref().expect_err("skipped");
+    assert!(
+        why.starts_with("line 3: 13 fields where the header names 12"),
+        "{why}"
+    );
+    assert!(out[0].is_ok() && out[2].is_ok());
+    // A column by another name is refused, not ignored: a misspelt `concurrency` would
+    // leave every row without its load.
+    let err = parse_points(&format!("{header},concurency\na,{good},1\n")).expect_err("column");
+    assert!(
+        err.starts_with("line 1: column `concurency`")
+            && err.contains("did you mean `concurrency`?"),
+        "{err}"
+    );
+    let err = parse_points(&format!("{header},value\n")).expect_err("twice");
+    assert!(err.contains("`value` is named twice"), "{err}");
+    // A quote never closed swallows the rest of the file: refused, naming where it opens.
+    let err =
+        parse_points(&format!("{header}\na,{good}\nb,cs3,\"1,x\nc,{good}\n")).expect_err("quote");
+    assert!(err.starts_with("line 3: a double quote"), "{err}");
+    let err = parse_points("").expect_err("empty");
+    assert!(err.contains("the file is empty"), "{err}");
 }
 
 fn deployments(cat: &Catalog) -> Vec<Deployment<'_>> {

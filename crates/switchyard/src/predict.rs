@@ -837,8 +837,31 @@ fn summary_lines(
     v
 }
 
+/// Whether two paths name one file (an `--out` that would overwrite an input).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Runs `calibrate`.
 pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
+    if let Some(out) = &a.out {
+        let inputs = [
+            ("--points", a.points.as_deref()),
+            ("--check", a.check.as_deref()),
+        ];
+        if let Some((flag, _)) = inputs
+            .iter()
+            .find(|(_, input)| input.is_some_and(|i| same_file(out, i)))
+        {
+            return Err(usage(format!(
+                "--out {} is the {flag} file: writing the parameters there would replace its measurements; name another file",
+                out.display()
+            )));
+        }
+    }
     let (name, rows) = read_points(a.points.as_deref())?;
     let knobs = switchyard_perf::calibrate::select(a.only.as_deref()).map_err(usage)?;
     let c = switchyard_perf::calibrate::calibrate(cat, p, &rows, &knobs)
@@ -848,6 +871,13 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
         Some(path) => {
             let (check_name, check_rows) = read_points(Some(path))?;
             let (_, before) = validate::run(cat, p, &check_rows);
+            if before.n == 0 {
+                return Err(usage(format!(
+                    "{check_name}: none of its {} rows could be modelled, so it checks nothing (`switchyard validate --points {}` says why)",
+                    before.skipped,
+                    path.display()
+                )));
+            }
             let (_, after) = validate::run(cat, &c.params, &check_rows);
             Some((check_name, before, after))
         }
@@ -895,6 +925,12 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
         let cell = |x: Scored| x.map_or("-".to_string(), |(m, n)| format!("{m:.1}% over {n}"));
         for (label, b, a) in summary_lines(before, after) {
             out!("  {label:<46} {:>16} -> {}", cell(b), cell(a));
+        }
+        if before.skipped > 0 {
+            out!(
+                "  {} rows skipped before the fit (`switchyard validate` lists them with the reasons)",
+                before.skipped
+            );
         }
         if after.n < before.n {
             out!(

@@ -496,12 +496,25 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("latin.csv: line 3: not UTF-8"), "{err}");
-    // A file whose rows do not fit its header stops with the file and line.
-    let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1,2\n");
-    let o = run(&["validate", "--points", bad.to_str().expect("path")]);
+    // A row that does not fit its header is skipped with its line, and the rest scored.
+    let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1,2\ny,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1800\n");
+    prints(
+        &["validate", "--points", bad.to_str().expect("path")],
+        &[
+            "skipped: line 2: 13 fields where the header names 12",
+            "over 1 points, 1 skipped",
+        ],
+    );
+    // A misspelt column is refused on the header's line, with the name it may have meant.
+    let typo = temp_file("typo.csv", "id,hardware,model,metric,value,concurrencyx\ny,cs3,llama-3.1-8b,decode_tok_s_per_user,1800,1\n");
+    let o = run(&["validate", "--points", typo.to_str().expect("path")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("bad.csv") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("typo.csv: line 1: column `concurrencyx`")
+            && err.contains("did you mean `concurrency`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -656,6 +669,38 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         err.contains("`speed` is not a parameter") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // The fitted file never replaces the measurements it was fitted to or checked on.
+    let kept = std::fs::read_to_string(&mine).expect("measurements");
+    for args in [
+        vec!["calibrate", "--points", mine_s, "--out", mine_s],
+        vec!["calibrate", "--check", mine_s, "--out", mine_s],
+    ] {
+        let o = run(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(err.contains("would replace its measurements"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&mine).expect("measurements"), kept);
+    // A held-out file none of whose rows can be modelled checks nothing.
+    let none = temp_file(
+        "none.csv",
+        &format!(
+            "{header}c,h100-sxm,8,no-such-model,fp8,,none,64,2048,512,throughput_tok_s,1,test,,,\n"
+        ),
+    );
+    let o = run(&[
+        "calibrate",
+        "--points",
+        mine_s,
+        "--check",
+        none.to_str().expect("path"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("none.csv: none of its 1 rows could be modelled"),
         "{err}"
     );
 }
