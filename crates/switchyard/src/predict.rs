@@ -760,6 +760,11 @@ fn read_points(path: Option<&Path>) -> Result<(String, Vec<validate::Point>)> {
         ),
     };
     let rows = validate::parse_points(&text).map_err(|e| usage(format!("{name}: {e}")))?;
+    if rows.is_empty() {
+        return Err(usage(format!(
+            "{name}: no rows under its header; add one measurement per line"
+        )));
+    }
     Ok((name, rows))
 }
 

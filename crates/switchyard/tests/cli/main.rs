@@ -465,10 +465,18 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
         err.contains("none of its 1 rows could be modelled") && !out.contains("MAPE"),
         "{err}"
     );
-    for empty in ["", "id,hardware,count,model,metric,value\n"] {
+    for (empty, says) in [
+        ("", "the file is empty"),
+        (
+            "id,hardware,count,model,metric,value\n",
+            "no rows under its header",
+        ),
+    ] {
         let f = temp_file("empty.csv", empty);
         let o = run(&["validate", "--points", f.to_str().expect("path")]);
+        let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{empty:?}");
+        assert!(err.contains(says) && out.is_empty(), "{err}");
     }
     // Column names in capitals are read; a file split by semicolons is named as such on
     // its header's line.
