@@ -178,8 +178,9 @@ pub(crate) fn arithmetic_time(
 /// its `group_chips` chips for its `group_tokens` tokens, and the routed experts, spread
 /// over the `ep` groups' chips, which see `expert_tokens` tokens from all of them. The
 /// expert kernel streams every expert some token chose while each expert multiplies only
-/// its k/E share of the tokens, but at least a whole tile of `tile` rows each (see
-/// [`Params::gpu_expert_tile_tokens`]), and waits for the busiest group.
+/// its k/E share of the tokens, but at least a whole tile of `tile` rows each, or of all
+/// the step's tokens where they are fewer (see [`Params::gpu_expert_tile_tokens`]), and
+/// waits for the busiest group.
 fn weight_kernels(
     d: &Deployment<'_>,
     bw: f64,
@@ -210,8 +211,9 @@ fn weight_kernels(
             stream(touched, group_chips * ep),
             // Each touched expert's rows, padded to whole tiles: no fewer than one tile
             // of every expert some token chose.
-            (matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest)
-                .max(matmul_time(d, touched, tile, group_chips * ep, eff)),
+            (matmul_time(d, routed, expert_tokens, group_chips * ep, eff) * busiest).max(
+                matmul_time(d, touched, tile.min(expert_tokens), group_chips * ep, eff),
+            ),
         ),
     ]
 }

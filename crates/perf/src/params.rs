@@ -4,7 +4,7 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 26.0% there and 21.6% on `reference/heldout.csv` (against 27.2% and 22.5%),
+//! free, scores 26.0% there and 21.7% on `reference/heldout.csv` (against 27.2% and 22.9%),
 //! but reaches it with values that contradict measurements: a 40 us all-reduce (measured:
 //! 6-20 us; see [`Params::allreduce_latency_s`]), a 0.1 ms engine step beside a 102 us
 //! launch cost per layer, two and a half times the one chosen. The values
@@ -53,8 +53,9 @@ pub struct Params {
     /// ([`crate::Deployment::decode_ctx`]) and chunked prompts paid their exchanges: decode
     /// 0.30-0.38 by prefill 0.38-0.44 give 28.7-29.4% on `points.csv`, 0.32 and 0.40 28.9%,
     /// so they stay. Once the experts' products were padded to whole tiles
-    /// ([`Params::gpu_expert_tile_tokens`]), decode 0.36-0.42 by prefill 0.36-0.42 gave
-    /// 27.1-27.8%; decode rose to 0.40 (27.2%) and prefill stayed.
+    /// ([`Params::gpu_expert_tile_tokens`]), decode 0.36-0.42 by prefill 0.38-0.42 gave
+    /// 27.1-27.5%; decode rose to 0.40 (27.2%; 27.1% with prefill at 0.38, within the
+    /// surface's noise) and prefill stayed.
     pub gpu_prefill_flops_eff: f64,
     /// Rows of the tile in which a mixture-of-experts layer's grouped matrix product runs
     /// each expert's tokens: an expert given fewer tokens than a tile still costs a whole
@@ -64,18 +65,19 @@ pub struct Params {
     /// GEMMs"), and vLLM's fused kernel pads each expert's tokens to its block size before
     /// the product (`moe_align_block_size`,
     /// <https://github.com/vllm-project/vllm/blob/main/vllm/model_executor/layers/fused_moe/moe_align_block_size.py>).
-    /// Dense projections are left alone: their rows are the whole batch, and at small
-    /// batches engines switch to kernels with narrow tiles.
+    /// A tile spans no more rows than the step has tokens: engines pick their kernels by the
+    /// step's token count, so a lone sequence's experts pay for its one token. Dense
+    /// projections are left alone: their rows are the whole batch.
     ///
     /// 128 rows is the M block of a Hopper product across two warpgroups of 64 and of a
     /// Blackwell single-SM tensor-core product. Compared on `reference/points.csv` at the
     /// efficiencies of the time (decode 0.32): 0 (no padding) 28.9%, 16 28.8%, 32 28.5%,
-    /// 64 28.4%, 96 and 128 28.0%, 256 28.7%; on `reference/heldout.csv` 26.3, 26.0, 25.7,
-    /// 25.2, 24.6, 23.9 and 24.5%. A fine-grained model sends
-    /// each expert few tokens in a decode step (DeepSeek-R1 at 1,000 sequences: about 30
-    /// each of its 256), so its experts' products at a server's batch cost several times
-    /// their arithmetic; the MLPerf DeepSeek-R1 server runs on eight B200s and on an NVL72
-    /// rack fall from +34% and +41% of their published throughput to +5% and +12%.
+    /// 64 28.4%, 96 and 128 28.0%, 256 28.6%; on `reference/heldout.csv` 26.3, 26.0, 25.8,
+    /// 25.5, 24.9, 24.4 and 25.3%. A fine-grained model sends each expert few tokens in a
+    /// decode step (DeepSeek-R1 at 1,000 sequences: about 30 each of its 256), so at a
+    /// server's batch its experts' products cost several times their arithmetic: the MLPerf
+    /// DeepSeek-R1 server runs on eight B200s and on an NVL72 rack go from +34% and +41% of
+    /// their published throughput to +5% and +12%.
     pub gpu_expert_tile_tokens: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
