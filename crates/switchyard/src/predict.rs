@@ -960,7 +960,7 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     let (name, rows) = read_points(a.points.as_deref())?;
     let (outcomes, summary) = validate::run(cat, p, &rows);
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "points": outcomes.iter().map(|o| serde_json::json!({
                 "id": o.id, "metric": o.metric, "group": o.group, "published": o.published,
                 "predicted": o.predicted.as_ref().ok(), "skipped": o.predicted.as_ref().err(),
@@ -968,6 +968,10 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             })).collect::<Vec<_>>(),
             "summary": summary,
         });
+        // No modelled row, no error to average: not a perfect 0%.
+        if summary.n == 0 {
+            v["summary"]["mape"] = serde_json::Value::Null;
+        }
         out!("{}", serde_json::to_string_pretty(&v)?);
         if summary.n == 0 {
             return Err(usage(format!(

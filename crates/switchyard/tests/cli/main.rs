@@ -465,6 +465,18 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
         err.contains("none of its 1 rows could be modelled") && !out.contains("MAPE"),
         "{err}"
     );
+    let o = run(&[
+        "validate",
+        "--points",
+        odd.to_str().expect("path"),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(
+        v["summary"]["mape"].is_null() && v["summary"]["n"] == 0,
+        "{v}"
+    );
     for (empty, says) in [
         ("", "the file is empty"),
         (
