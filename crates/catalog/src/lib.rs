@@ -112,14 +112,19 @@ impl Catalog {
         })?;
         // The line of the field at fault where the message names one, else of the entry's
         // id.
-        let invalid = |kind: &str, id: &str, message: String| CatalogError::Invalid {
-            origin: match entry_line(text, kind, id, named_field(&message)) {
-                Some(line) => format!("{origin}: line {line}"),
-                None => origin.to_string(),
-            },
-            id: id.to_string(),
-            message,
+        // A second entry of one id is named by the second's line.
+        let at = |kind: &str, id: &str, message: String, last: bool| {
+            let lines = entry_lines(text, kind, id, named_field(&message));
+            CatalogError::Invalid {
+                origin: match if last { lines.last() } else { lines.first() } {
+                    Some(line) => format!("{origin}: line {line}"),
+                    None => origin.to_string(),
+                },
+                id: id.to_string(),
+                message,
+            }
         };
+        let invalid = |kind: &str, id: &str, message: String| at(kind, id, message, false);
         for (kind, mut ids) in [
             (
                 "system",
@@ -129,28 +134,35 @@ impl Catalog {
                     .collect::<Vec<_>>(),
             ),
             ("model", file.model.iter().map(|m| m.id.as_str()).collect()),
+            (
+                "workload",
+                file.workload.iter().map(|w| w.id.as_str()).collect(),
+            ),
         ] {
             ids.sort_unstable();
             if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
-                return Err(invalid(
+                return Err(at(
                     kind,
                     pair[0],
                     format!("a second `[[{kind}]]` entry with this id in the same file"),
+                    true,
                 ));
             }
         }
+        let system_ids: Vec<String> = file.system.iter().map(|s| s.id.clone()).collect();
         for s in file.system {
             s.check().map_err(|m| invalid("system", &s.id, m))?;
-            alias_clash(&self.systems, &s.id, &s.aliases, |x| (&x.id, &x.aliases))
-                .map_err(|m| invalid("system", &s.id, m))?;
             upsert(&mut self.systems, s, |x| x.id.as_str());
         }
+        name_clash(&self.systems, &system_ids, |x| (&x.id, &x.aliases))
+            .map_err(|(id, m)| invalid("system", &id, m))?;
+        let model_ids: Vec<String> = file.model.iter().map(|m| m.id.clone()).collect();
         for m in file.model {
             m.check().map_err(|e| invalid("model", &m.id, e))?;
-            alias_clash(&self.models, &m.id, &m.aliases, |x| (&x.id, &x.aliases))
-                .map_err(|e| invalid("model", &m.id, e))?;
             upsert(&mut self.models, m, |x| x.id.as_str());
         }
+        name_clash(&self.models, &model_ids, |x| (&x.id, &x.aliases))
+            .map_err(|(id, m)| invalid("model", &id, m))?;
         for w in file.workload {
             w.check().map_err(|e| invalid("workload", &w.id, e))?;
             if !self.models.iter().any(|m| m.id == w.model) {
@@ -254,59 +266,99 @@ fn named_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-/// The line of `text` (from 1) where the `[[kind]]` entry with this id sets `field` (a
-/// dotted name is looked up by its last part, as a sub-table writes it), else where it sets
-/// its id; `None` where the text holds no such entry in that plain form.
-fn entry_line(text: &str, kind: &str, id: &str, field: Option<&str>) -> Option<usize> {
+/// The lines of `text` (from 1), one per `[[kind]]` entry with this id, where it sets
+/// `field` (a dotted name by its table's key where an inline table sets it, else by its
+/// last part, as a sub-table writes it), else where it sets its id. An entry whose id the
+/// text writes in some other form is not found.
+fn entry_lines(text: &str, kind: &str, id: &str, field: Option<&str>) -> Vec<usize> {
+    // A `key = value` line's key and value, without quotes or a trailing comment.
     let key_of = |line: &str| {
-        line.split_once('=')
-            .map(|(k, v)| (k.trim().trim_matches('"').to_string(), v.trim().to_string()))
+        let (k, v) = line.split_once('=')?;
+        let v = v.trim();
+        let v = match v.chars().next() {
+            Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or_default(),
+            _ => v.split('#').next().unwrap_or_default().trim(),
+        };
+        Some((
+            k.trim().trim_matches(['"', '\'']).to_string(),
+            v.to_string(),
+        ))
     };
     let header = format!("[[{kind}]]");
     let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
     let mut start = None;
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
         if t.starts_with("[[") {
-            start = (t == header).then_some(i);
+            start = (t.split('#').next().unwrap_or_default().trim() == header).then_some(i);
             continue;
         }
         let Some(block) = start else { continue };
-        if !key_of(t).is_some_and(|(k, v)| k == "id" && v.trim_matches('"') == id) {
+        if !key_of(t).is_some_and(|(k, v)| k == "id" && v == id) {
             continue;
         }
         let end = lines[block + 1..]
             .iter()
             .position(|l| l.trim().starts_with("[["))
             .map_or(lines.len(), |n| block + 1 + n);
-        let wanted = field.map(|f| f.rsplit('.').next().unwrap_or(f));
-        let at = wanted.and_then(|f| {
-            (block + 1..end).find(|&j| key_of(lines[j].trim()).is_some_and(|(k, _)| k == f))
+        let sets = |key: &str| {
+            (block + 1..end).find(|&j| key_of(lines[j].trim()).is_some_and(|(k, _)| k == key))
+        };
+        let at = field.and_then(|f| {
+            let (table, last) = (
+                f.split('.').next().unwrap_or(f),
+                f.rsplit('.').next().unwrap_or(f),
+            );
+            sets(table).or_else(|| sets(last))
         });
-        return Some(at.unwrap_or(i) + 1);
+        found.push(at.unwrap_or(i) + 1);
     }
-    None
+    found
 }
 
-/// Refuses an alias of a new entry (`id`, `aliases`) that already names another entry of
-/// `items`, by its id or one of its aliases, as written in any case: two entries answering
-/// to one name would leave that name naming neither.
-fn alias_clash<T>(
+/// Refuses a name (id or alias, as written in any case) that two entries of `items` answer
+/// to, once a file's entries (`added`, by id) are in: such a name would name neither. The
+/// entry blamed is the file's, the later one where both are; the error is its id and what
+/// to change.
+fn name_clash<T>(
     items: &[T],
-    id: &str,
-    aliases: &[String],
+    added: &[String],
     names: impl Fn(&T) -> (&String, &Vec<String>),
-) -> Result<(), String> {
-    for alias in aliases {
-        let want = spelled(alias);
-        let taken = items.iter().map(&names).find(|(other, others)| {
-            other.as_str() != id
-                && (spelled(other) == want || others.iter().any(|a| spelled(a) == want))
-        });
-        if let Some((other, _)) = taken {
-            return Err(format!(
-                "field `aliases`: `{alias}` already names `{other}`; choose another alias"
-            ));
+) -> Result<(), (String, String)> {
+    let mut owners: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let (id, aliases) = names(item);
+        let own = std::iter::once((id, "id")).chain(aliases.iter().map(|a| (a, "aliases")));
+        for (name, field) in own {
+            match owners.get(&spelled(name)) {
+                Some(&j) if j != i => {
+                    let other = names(&items[j]).0;
+                    // Blame the file's entry; of two from the file, the later one.
+                    let (blamed, owner, field) = if added.contains(id) {
+                        (id, other, field)
+                    } else {
+                        let (_, other_aliases) = names(&items[j]);
+                        let field = if spelled(other) == spelled(name)
+                            || !other_aliases.iter().any(|a| spelled(a) == spelled(name))
+                        {
+                            "id"
+                        } else {
+                            "aliases"
+                        };
+                        (other, id, field)
+                    };
+                    let what = if field == "id" { "id" } else { "alias" };
+                    return Err((
+                        blamed.clone(),
+                        format!("field `{field}`: `{name}` already names `{owner}`; choose another {what}"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    owners.insert(spelled(name), i);
+                }
+            }
         }
     }
     Ok(())

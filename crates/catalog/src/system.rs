@@ -296,6 +296,8 @@ impl System {
             ("dense_tflops.fp8", self.dense_tflops.fp8),
             ("dense_tflops.int8", self.dense_tflops.int8),
             ("dense_tflops.fp4", self.dense_tflops.fp4),
+            ("capacity_memory_gb", self.capacity_memory_gb),
+            ("capacity_memory_bw_tb_s", self.capacity_memory_bw_tb_s),
         ];
         // Figures beyond any hardware (1e308 GB, 1e-300 TB/s) are refused as typos before
         // they make times, capacities or energies infinite.
@@ -323,8 +325,13 @@ impl System {
                 ("mesh.sram_per_core_kb", m.sram_per_core_kb),
                 ("mesh.fmac_per_cycle", m.fmac_per_cycle),
             ];
-            if let Some((field, _)) = mesh.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
-                return Err(format!("field `{field}` must be a finite number above 0"));
+            if let Some((field, _)) = mesh
+                .iter()
+                .find(|(_, v)| !(v.is_finite() && *v > 0.0 && sane(*v)))
+            {
+                return Err(format!(
+                    "field `{field}` must be a number from 10^-6 to 10^9"
+                ));
             }
             if m.cores_x == 0 || m.cores_y == 0 {
                 return Err("fields `mesh.cores_x` and `mesh.cores_y` must be at least 1".into());
@@ -340,14 +347,16 @@ impl System {
                 ),
             ];
             for (field, v, _) in price {
-                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && sane(v))) {
                     return Err(format!(
-                        "field `{field}` must be a finite number, 0 or more"
+                        "field `{field}` must be 0 or a number from 10^-6 to 10^9"
                     ));
                 }
             }
-            if p.life_years.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err("field `price.life_years` must be a finite number above 0".into());
+            if p.life_years
+                .is_some_and(|v| !(v.is_finite() && v > 0.0 && sane(v)))
+            {
+                return Err("field `price.life_years` must be a number from 10^-6 to 10^9".into());
             }
         }
         if self.chips_per_system == 0 {
@@ -392,13 +401,18 @@ impl System {
             }
             // A measurement above the datasheet peak is a typo, not a faster chip; one at a
             // precision the chip has no peak for cannot be read as a share.
+            // A share below a millionth of the peak is a typo in the units, not a chip.
             if self.gemm_shares(m).count() != m.gemm_tflops.entries().count()
-                || self.gemm_shares(m).any(|(_, f)| !(f > 0.0 && f <= 1.0))
+                || self
+                    .gemm_shares(m)
+                    .any(|(_, f)| !(FIGURE_LEAST..=1.0).contains(&f))
             {
                 return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
             }
             if m.memory_read_bw_tb_s.is_some()
-                && !self.read_share(m).is_some_and(|f| f > 0.0 && f <= 1.0)
+                && !self
+                    .read_share(m)
+                    .is_some_and(|f| (FIGURE_LEAST..=1.0).contains(&f))
             {
                 return Err("field `measured.memory_read_bw_tb_s` must be above 0 and at most `memory_bw_tb_s`".into());
             }

@@ -217,7 +217,31 @@ sources = ["https://example.org/acme"]
         &mut cat,
         &format!("{}{}", chip("twin", "twin-a"), chip("twin", "twin-b")),
         "user.toml",
-        &["`twin`", "a second `[[system]]` entry with this id"],
+        &[
+            "user.toml: line 13: entry `twin`",
+            "a second `[[system]]` entry with this id",
+        ],
+    );
+    // An id that is already another entry's name is refused too, whichever comes first.
+    refused(
+        &mut cat,
+        &chip("WSE-3", "my-wafer"),
+        "user.toml",
+        &["field `id`: `WSE-3` already names `cs3`"],
+    );
+    refused(
+        &mut cat,
+        &format!("{}{}", chip("chip-a", "chip-b"), chip("chip-b", "chip-c")),
+        "user.toml",
+        &["`chip-b` already names `chip-a`"],
+    );
+    // An error in an inline table names the table's line.
+    let inline = chip("odd", "odd-one").replace("{ bf16 = 100.0 }", "{ bf16 = 1e12 }");
+    refused(
+        &mut cat,
+        &inline,
+        "user.toml",
+        &["user.toml: line 9: entry `odd`", "dense_tflops.bf16"],
     );
 }
 
@@ -255,6 +279,17 @@ fn a_bad_file_names_its_line_and_field() {
         tier,
         "t.toml",
         &["`z`", "capacity_memory_bw_tb_s"],
+    );
+    // Two workloads of one id in one file are refused.
+    let workload = |id: &str| {
+        format!("[[workload]]\nid = \"{id}\"\nsuite = \"s\"\nmodel = \"llama-3.1-8b\"\nsources = [\"https://a\"]\n")
+    };
+    let twice = format!("{}{}", workload("w1"), workload("w1"));
+    refused(
+        &mut cat,
+        &twice,
+        "w.toml",
+        &["`w1`", "a second `[[workload]]`"],
     );
     // A GPU holds its weights in HBM, and no figure may be beyond any hardware.
     let gpu_base = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_bw_tb_s = 1.0\ndense_tflops = { bf16 = 100.0 }\nchips_per_system = 1\nsources = [\"https://a\"]\n";

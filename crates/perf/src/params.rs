@@ -77,7 +77,7 @@ pub struct Params {
     /// decode step (DeepSeek-R1 at 1,000 sequences: about 30 each of its 256), so at a
     /// server's batch its experts' products cost several times their arithmetic: the MLPerf
     /// DeepSeek-R1 server runs on eight B200s and on an NVL72 rack go from +34% and +41% of
-    /// their published throughput to +5% and +12%.
+    /// their published throughput to +7% and +14% (with the decode efficiency refitted).
     pub gpu_expert_tile_tokens: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.

@@ -135,7 +135,8 @@ pub const COLUMNS: [&str; 16] = [
 ];
 
 /// The known column nearest to `name` in spelling, where one is near: at most two letters
-/// added, dropped or changed, or one name the start of the other.
+/// added, dropped or changed, or one name the start of the other, for names of three
+/// letters or more.
 fn nearest_column(name: &str) -> Option<&'static str> {
     let distance = |a: &str, b: &str| {
         let b: Vec<char> = b.chars().collect();
@@ -157,7 +158,8 @@ fn nearest_column(name: &str) -> Option<&'static str> {
         .iter()
         .map(|c| (distance(name, c), *c))
         .filter(|(d, c)| {
-            *d <= 2 || (name.len() >= 3 && (c.starts_with(name) || name.starts_with(c)))
+            // A name of a letter or two is near everything short; it gets no guess.
+            name.len() >= 3 && (*d <= 2 || c.starts_with(name) || name.starts_with(c))
         })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -1321,17 +1323,38 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             COLUMNS.join(",")
         ));
     }
+    // A quote never closed swallows the rest of the file into one field, whatever column
+    // it opens in: the rows after it cannot be told apart, so the file is refused rather
+    // than half-read.
+    if let Some(line) = unclosed_quote(text) {
+        return Err(format!(
+            "line {line}: a double quote on this line is never closed, so the lines after it read as one field; close it"
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(text.as_bytes());
     // Column names are read in any case and spacing (`ID`, ` Hardware `).
-    let headers: csv::StringRecord = reader
+    let mut headers: csv::StringRecord = reader
         .headers()
         .map_err(|e| format!("line 1: {e}"))?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
+    // Trailing commas after the last name add unnamed columns that hold nothing; any other
+    // unnamed column would hold values that no rule reads.
+    let width = (0..headers.len())
+        .rfind(|&i| !headers[i].is_empty())
+        .map_or(0, |i| i + 1);
+    headers.truncate(width);
+    if let Some(i) = headers.iter().position(str::is_empty) {
+        return Err(format!(
+            "line 1: column {} has no name; name it (the columns are {}) or remove it",
+            i + 1,
+            COLUMNS.join(", ")
+        ));
+    }
     for needed in ["id", "hardware", "model", "metric", "value"] {
         if !headers.iter().any(|h| h == needed) {
             let seen: Vec<&str> = headers.iter().collect();
@@ -1346,12 +1369,8 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             ));
         }
     }
-    // An unnamed column (a trailing comma) holds nothing that could be read, so it is let
-    // be; a named one must be a known column, and only once.
+    // A named column must be a known one, and only once.
     for (i, h) in headers.iter().enumerate() {
-        if h.is_empty() {
-            continue;
-        }
         if !COLUMNS.contains(&h) {
             let hint =
                 nearest_column(h).map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));
@@ -1364,6 +1383,7 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             return Err(format!("line 1: column `{h}` is named twice"));
         }
     }
+    let id_column = headers.iter().position(|h| h == "id").unwrap_or(0);
     reader.set_headers(headers.clone());
     // The line from a record's byte offset: the reader's own line count is not always the
     // record's line. The offset may sit on the line ending before the record (a CRLF's `\n`,
@@ -1394,37 +1414,64 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             continue;
         }
         let line = record.position().map_or(fallback, &line_of);
-        let unreadable = |why: String| Point {
-            id: record.get(0).unwrap_or_default().to_string(),
-            line,
-            unreadable: Some(why),
-            ..Point::default()
-        };
-        let row = if record.len() == headers.len() {
-            match record.deserialize::<Point>(Some(&headers)) {
+        // Fields past the header's named columns may be there only as trailing commas.
+        let extra_filled = record.iter().skip(width).any(|f| !f.is_empty());
+        let row = if record.len() >= width && !extra_filled {
+            let fields: csv::StringRecord = record.iter().take(width).collect();
+            match fields.deserialize::<Point>(Some(&headers)) {
                 // A blank or repeated id is let be: the reports name each row's line.
                 Ok(mut row) => {
                     row.line = line;
                     row
                 }
-                Err(e) => unreadable(e.to_string()),
+                Err(e) => unreadable(&record, id_column, line, e.to_string()),
             }
-        } else if record.len() < headers.len() && record.iter().any(|f| f.contains('\n')) {
-            // An unclosed quote swallows the rest of the file into one field: the rows after
-            // it cannot be told apart, so the file is refused rather than half-read.
-            return Err(format!(
-                "line {line}: a double quote on this line is never closed, so the lines after it read as one field; close it"
-            ));
         } else {
-            unreadable(format!(
-                "{} fields where the header names {}; a field that holds a comma needs double quotes",
-                record.len(),
-                headers.len()
-            ))
+            let filled = (0..record.len())
+                .rfind(|&i| !record[i].is_empty())
+                .map_or(0, |i| i + 1);
+            unreadable(
+                &record,
+                id_column,
+                line,
+                format!(
+                    "{} fields where the header names {width}; a field that holds a comma needs double quotes",
+                    filled.max(record.len().min(width))
+                ),
+            )
         };
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// A row of `record` that could not be read, with its id where the id column holds one.
+fn unreadable(record: &csv::StringRecord, id_column: usize, line: usize, why: String) -> Point {
+    Point {
+        id: record.get(id_column).unwrap_or_default().to_string(),
+        line,
+        unreadable: Some(why),
+        ..Point::default()
+    }
+}
+
+/// The line on which a double quote opens that is never closed, if one is. Inside a quoted
+/// field a doubled quote stands for one, so counting every quote as a toggle reads it right.
+fn unclosed_quote(text: &str) -> Option<usize> {
+    let (mut open, mut line, mut opened) = (false, 1, 1);
+    for b in text.bytes() {
+        match b {
+            b'"' => {
+                open = !open;
+                if open {
+                    opened = line;
+                }
+            }
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    open.then_some(opened)
 }
 
 /// Predicts every row and summarises.

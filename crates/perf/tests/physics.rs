@@ -1194,10 +1194,41 @@ fn a_bad_points_file_names_the_line() {
     );
     let err = parse_points(&format!("{header},value\n")).expect_err("twice");
     assert!(err.contains("`value` is named twice"), "{err}");
-    // A quote never closed swallows the rest of the file: refused, naming where it opens.
+    // A quote never closed swallows the rest of the file, in whatever column it opens:
+    // refused, naming where it opens.
+    for open in [
+        "b,cs3,\"1,x",
+        "b,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,\"18",
+    ] {
+        let err = parse_points(&format!("{header}\na,{good}\n{open}\nc,{good}\nd,{good}\n"))
+            .expect_err("quote");
+        assert!(err.starts_with("line 3: a double quote"), "{err}");
+    }
+    // A quoted field may hold a line break; a short row that has one is skipped like any
+    // short row, and the next row's line is still right.
+    let out = reasons(&format!(
+        "{header}\na,cs3,1,llama-3.1-8b,,,,,,,\"two\nlines\"\nc,{good}\n"
+    ));
+    let why = out[0].as_ref().expect_err("short");
+    assert!(
+        why.starts_with("line 2: 11 fields where the header names 12"),
+        "{why}"
+    );
+    assert!(out[1].is_ok());
+    // Trailing commas after the header's last name add nothing; an unnamed column between
+    // named ones is refused, since its values would be read by nothing.
+    let rows = parse_points(&format!("{header},\na,{good}\nb,{good},\n")).expect("trailing");
+    assert!(rows.iter().all(|r| r.unreadable.is_none()), "{rows:?}");
     let err =
-        parse_points(&format!("{header}\na,{good}\nb,cs3,\"1,x\nc,{good}\n")).expect_err("quote");
-    assert!(err.starts_with("line 3: a double quote"), "{err}");
+        parse_points("id,hardware,,model,metric,value\na,cs3,64,m,t,1\n").expect_err("unnamed");
+    assert!(err.starts_with("line 1: column 3 has no name"), "{err}");
+    // A skipped row is named by its id wherever the id column stands.
+    let rows =
+        parse_points("hardware,id,model,metric,value\ncs3,mine,m,t,1,extra\n").expect("rows");
+    assert_eq!(
+        (rows[0].id.as_str(), rows[0].unreadable.is_some()),
+        ("mine", true)
+    );
     let err = parse_points("").expect_err("empty");
     assert!(err.contains("the file is empty"), "{err}");
 }

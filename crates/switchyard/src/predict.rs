@@ -869,9 +869,9 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
     }
     let (name, rows) = read_points(a.points.as_deref())?;
     let knobs = switchyard_perf::calibrate::select(a.only.as_deref()).map_err(usage)?;
-    let c = switchyard_perf::calibrate::calibrate(cat, p, &rows, &knobs)
-        .map_err(|e| usage(format!("{name}: {e}")))?;
-    let check = match &a.check {
+    // The held-out file is read and scored before the fit, so that one it cannot use is
+    // refused before the search's minutes are spent.
+    let held_out = match &a.check {
         None => None,
         Some(path) => {
             let (check_name, check_rows) = read_points(Some(path))?;
@@ -883,10 +883,15 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
                     path.display()
                 )));
             }
-            let (_, after) = validate::run(cat, &c.params, &check_rows);
-            Some((check_name, before, after))
+            Some((check_name, check_rows, before))
         }
     };
+    let c = switchyard_perf::calibrate::calibrate(cat, p, &rows, &knobs)
+        .map_err(|e| usage(format!("{name}: {e}")))?;
+    let check = held_out.map(|(check_name, check_rows, before)| {
+        let (_, after) = validate::run(cat, &c.params, &check_rows);
+        (check_name, before, after)
+    });
     let file = format!(
         "# Model parameters fitted by `switchyard calibrate` to {name}: {} rows, MAPE {:.1}% before, {:.1}% after.\n\
          # Parameters not named here keep their calibrated defaults. Use with --params.\n{}",
@@ -933,7 +938,7 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
         }
         if before.skipped > 0 {
             out!(
-                "  {} rows skipped before the fit (`switchyard validate` lists them with the reasons)",
+                "  {} rows skipped (`switchyard validate --points` on the file lists them with the reasons)",
                 before.skipped
             );
         }
