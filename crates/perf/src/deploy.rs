@@ -590,7 +590,9 @@ impl<'a> Deployment<'a> {
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
     /// whole replica working on it, and on GPUs its activation's share of the exchanges
-    /// between chips, as a prompt pass pays them.
+    /// between chips, as a prompt pass pays them. The experts' tiles
+    /// ([`Params::gpu_expert_tile_tokens`]) are the decode step's to pay: a chunk of
+    /// hundreds of prompt tokens fills its experts' tiles.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
