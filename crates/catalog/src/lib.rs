@@ -619,7 +619,7 @@ pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option
 /// A TOML parse error as one line naming the line, column and field at fault, so that every
 /// TOML reader in the workspace reports its errors the same way.
 pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().replace('\n', " ");
+    let msg = plain_types(&e.message().trim().replace('\n', " "));
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -636,6 +636,23 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
         }
         None => msg,
     }
+}
+
+/// A deserializer's message with Rust's integer type names put in words: `expected u32`
+/// says nothing to someone editing a TOML file.
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (ty, words) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("usize", "a whole number of 0 or more"),
+        ("f64", "a number"),
+    ] {
+        out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));
+    }
+    out
 }
 
 fn join_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {

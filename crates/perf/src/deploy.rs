@@ -94,9 +94,13 @@ impl FromStr for Layout {
                 ));
             };
             let digits: String = key.chars().take_while(char::is_ascii_digit).collect();
-            let n: u32 = digits
-                .parse()
-                .map_err(|_| format!("layout `{s}`: a number must follow tp, pp, ep or dp"))?;
+            let n: u32 = digits.parse().map_err(|_| {
+                if digits.is_empty() {
+                    format!("layout `{s}`: a number must follow tp, pp, ep or dp")
+                } else {
+                    format!("layout `{s}`: {part}{digits} is more chips than any layout spans")
+                }
+            })?;
             if n == 0 {
                 return Err(format!("layout `{s}`: degrees must be at least 1"));
             }

@@ -619,5 +619,12 @@ mod tests {
             assert!(Params::from_toml(tiny, "p").is_err(), "{tiny}");
         }
         assert!(Params::from_toml("wafer_hop_s = 0.0", "p").is_ok());
+        // A whole-number field says so in words, not in Rust's type names.
+        let e = Params::from_toml("max_batch = 5000000000", "p").expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("expected a whole number from 0 to 4294967295"),
+            "{e}"
+        );
     }
 }

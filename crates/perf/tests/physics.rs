@@ -325,6 +325,12 @@ fn impossible_layouts_are_refused_with_a_reason() {
     let l = ep("tp2-ep4-pp2");
     assert_eq!((l.tp, l.ep, l.pp, l.replica_chips()), (2, 4, 2, 16));
     assert_eq!(l.to_string().parse::<Layout>(), Ok(l));
+    let e = "tp99999999999999999999"
+        .parse::<Layout>()
+        .expect_err("too wide");
+    assert!(e.contains("more chips than any layout spans"), "{e}");
+    let e = "tp-pp2".parse::<Layout>().expect_err("no number");
+    assert!(e.contains("a number must follow"), "{e}");
 }
 
 /// A prompt riding a decode step in chunks pays its activation's share of the all-reduces,
