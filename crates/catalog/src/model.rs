@@ -197,7 +197,13 @@ impl Model {
             ("vocab", self.vocab),
         ];
         if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("field `{field}` must be above 0"));
+            // `vocab` may be left out of the file, which reads as 0.
+            let missing = if *field == "vocab" {
+                " (it is missing or 0)"
+            } else {
+                ""
+            };
+            return Err(format!("field `{field}` must be above 0{missing}"));
         }
         if self.max_context == 0 {
             return Err("field `max_context` must be above 0".into());
