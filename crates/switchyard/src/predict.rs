@@ -853,6 +853,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Runs `calibrate`.
 pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
     if let Some(out) = &a.out {
+        // Parameters are TOML; a `.csv` there is a measurements file named by mistake (the
+        // built-in points' own copy in a checkout among them).
+        if out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            return Err(usage(format!(
+                "--out {} names a CSV file, where measurements live; the parameters are written as TOML (e.g. --out fitted.toml)",
+                out.display()
+            )));
+        }
         let inputs = [
             ("--points", a.points.as_deref()),
             ("--check", a.check.as_deref()),

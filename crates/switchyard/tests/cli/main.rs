@@ -693,15 +693,25 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
     );
     // The fitted file never replaces the measurements it was fitted to or checked on.
     let kept = std::fs::read_to_string(&mine).expect("measurements");
-    for args in [
-        vec!["calibrate", "--points", mine_s, "--out", mine_s],
-        vec!["calibrate", "--check", mine_s, "--out", mine_s],
+    let txt = temp_file("mine.txt", &kept);
+    let txt_s = txt.to_str().expect("path");
+    for (args, says) in [
+        (
+            vec!["calibrate", "--points", txt_s, "--out", txt_s],
+            "is the --points file",
+        ),
+        (
+            vec!["calibrate", "--check", txt_s, "--out", txt_s],
+            "is the --check file",
+        ),
+        (vec!["calibrate", "--out", mine_s], "names a CSV file"),
     ] {
         let o = run(&args);
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(err.contains("would replace its measurements"), "{err}");
+        assert!(err.contains(says), "{err}");
     }
+    assert_eq!(std::fs::read_to_string(&txt).expect("measurements"), kept);
     assert_eq!(std::fs::read_to_string(&mine).expect("measurements"), kept);
     // A held-out file none of whose rows can be modelled checks nothing.
     let none = temp_file(
