@@ -271,50 +271,45 @@ fn named_field(message: &str) -> Option<&str> {
 /// last part, as a sub-table writes it), else where it sets its id. An entry whose id the
 /// text writes in some other form is not found.
 fn entry_lines(text: &str, kind: &str, id: &str, field: Option<&str>) -> Vec<usize> {
-    // A `key = value` line's key and value, without quotes or a trailing comment.
-    let key_of = |line: &str| {
-        let (k, v) = line.split_once('=')?;
-        let v = v.trim();
-        let v = match v.chars().next() {
-            Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or_default(),
-            _ => v.split('#').next().unwrap_or_default().trim(),
-        };
-        Some((
-            k.trim().trim_matches(['"', '\'']).to_string(),
-            v.to_string(),
-        ))
-    };
+    // The byte range of each `[[kind]]` entry: from its header to the next one.
     let header = format!("[[{kind}]]");
-    let lines: Vec<&str> = text.lines().collect();
-    let mut found = Vec::new();
-    let mut start = None;
-    for (i, line) in lines.iter().enumerate() {
+    let mut blocks = Vec::new();
+    let mut open: Option<usize> = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
         let t = line.trim();
         if t.starts_with("[[") {
-            start = (t.split('#').next().unwrap_or_default().trim() == header).then_some(i);
-            continue;
+            if let Some(start) = open.take() {
+                blocks.push(start..at);
+            }
+            if t.split('#').next().unwrap_or_default().trim() == header {
+                open = Some(at + line.len());
+            }
         }
-        let Some(block) = start else { continue };
-        if !key_of(t).is_some_and(|(k, v)| k == "id" && v == id) {
-            continue;
-        }
-        let end = lines[block + 1..]
-            .iter()
-            .position(|l| l.trim().starts_with("[["))
-            .map_or(lines.len(), |n| block + 1 + n);
-        let sets = |key: &str| {
-            (block + 1..end).find(|&j| key_of(lines[j].trim()).is_some_and(|(k, _)| k == key))
-        };
-        let at = field.and_then(|f| {
-            let (table, last) = (
-                f.split('.').next().unwrap_or(f),
-                f.rsplit('.').next().unwrap_or(f),
-            );
-            sets(table).or_else(|| sets(last))
-        });
-        found.push(at.unwrap_or(i) + 1);
+        at += line.len();
     }
-    found
+    blocks.extend(open.map(|start| start..text.len()));
+    // The value a `key = value` line sets, without its quotes or a trailing comment.
+    let value_at = |offset: usize| {
+        let line = text[offset..].lines().next().unwrap_or_default();
+        let v = line.split_once('=').map_or("", |(_, v)| v.trim());
+        match v.chars().next() {
+            Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or_default(),
+            _ => v.split('#').next().unwrap_or_default().trim(),
+        }
+    };
+    blocks
+        .into_iter()
+        .filter_map(|block| {
+            let id_at = key_offset(text, block.clone(), "id").filter(|&o| value_at(o) == id)?;
+            let field_at = field.and_then(|f| {
+                let table = f.split('.').next().unwrap_or(f);
+                let last = f.rsplit('.').next().unwrap_or(f);
+                key_offset(text, block.clone(), table).or_else(|| key_offset(text, block, last))
+            });
+            Some(line_at(text, field_at.unwrap_or(id_at)))
+        })
+        .collect()
 }
 
 /// Refuses a name (id or alias, as written in any case) that two entries of `items` answer
@@ -326,37 +321,31 @@ fn name_clash<T>(
     added: &[String],
     names: impl Fn(&T) -> (&String, &Vec<String>),
 ) -> Result<(), (String, String)> {
-    let mut owners: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Each name as spelled, with the entry that answers to it and the field that gives it.
+    let mut owners: std::collections::HashMap<String, (usize, &str)> =
+        std::collections::HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let (id, aliases) = names(item);
         let own = std::iter::once((id, "id")).chain(aliases.iter().map(|a| (a, "aliases")));
         for (name, field) in own {
             match owners.get(&spelled(name)) {
-                Some(&j) if j != i => {
+                None => {
+                    owners.insert(spelled(name), (i, field));
+                }
+                Some(&(j, _)) if j == i => {}
+                Some(&(j, earlier_field)) => {
                     let other = names(&items[j]).0;
                     // Blame the file's entry; of two from the file, the later one.
                     let (blamed, owner, field) = if added.contains(id) {
                         (id, other, field)
                     } else {
-                        let (_, other_aliases) = names(&items[j]);
-                        let field = if spelled(other) == spelled(name)
-                            || !other_aliases.iter().any(|a| spelled(a) == spelled(name))
-                        {
-                            "id"
-                        } else {
-                            "aliases"
-                        };
-                        (other, id, field)
+                        (other, id, earlier_field)
                     };
                     let what = if field == "id" { "id" } else { "alias" };
                     return Err((
                         blamed.clone(),
                         format!("field `{field}`: `{name}` already names `{owner}`; choose another {what}"),
                     ));
-                }
-                Some(_) => {}
-                None => {
-                    owners.insert(spelled(name), i);
                 }
             }
         }

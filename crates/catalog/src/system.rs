@@ -301,16 +301,16 @@ impl System {
         ];
         // Figures beyond any hardware (1e308 GB, 1e-300 TB/s) are refused as typos before
         // they make times, capacities or energies infinite.
-        let sane = |v: f64| v == 0.0 || (FIGURE_LEAST..=FIGURE_MOST).contains(&v);
+        let figure = |v: f64| (FIGURE_LEAST..=FIGURE_MOST).contains(&v);
         for (field, v) in at_least_zero {
-            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && sane(v))) {
+            if v.is_some_and(|v| !(v == 0.0 || figure(v))) {
                 return Err(format!(
                     "field `{field}` must be 0 or a number from 10^-6 to 10^9"
                 ));
             }
         }
         for (field, v) in above_zero {
-            if v.is_some_and(|v| !(v.is_finite() && v > 0.0 && sane(v))) {
+            if v.is_some_and(|v| !figure(v)) {
                 return Err(format!(
                     "field `{field}` must be a number from 10^-6 to 10^9"
                 ));
@@ -325,10 +325,7 @@ impl System {
                 ("mesh.sram_per_core_kb", m.sram_per_core_kb),
                 ("mesh.fmac_per_cycle", m.fmac_per_cycle),
             ];
-            if let Some((field, _)) = mesh
-                .iter()
-                .find(|(_, v)| !(v.is_finite() && *v > 0.0 && sane(*v)))
-            {
+            if let Some((field, _)) = mesh.iter().find(|(_, v)| !figure(*v)) {
                 return Err(format!(
                     "field `{field}` must be a number from 10^-6 to 10^9"
                 ));
@@ -347,15 +344,13 @@ impl System {
                 ),
             ];
             for (field, v, _) in price {
-                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && sane(v))) {
+                if v.is_some_and(|v| !(v == 0.0 || figure(v))) {
                     return Err(format!(
                         "field `{field}` must be 0 or a number from 10^-6 to 10^9"
                     ));
                 }
             }
-            if p.life_years
-                .is_some_and(|v| !(v.is_finite() && v > 0.0 && sane(v)))
-            {
+            if p.life_years.is_some_and(|v| !figure(v)) {
                 return Err("field `price.life_years` must be a number from 10^-6 to 10^9".into());
             }
         }

@@ -1427,16 +1427,20 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
                 Err(e) => unreadable(&record, id_column, line, e.to_string()),
             }
         } else {
-            let filled = (0..record.len())
-                .rfind(|&i| !record[i].is_empty())
-                .map_or(0, |i| i + 1);
+            // A long row's fields up to its last filled one: empty ones after it are commas.
+            let fields = if record.len() < width {
+                record.len()
+            } else {
+                (0..record.len())
+                    .rfind(|&i| !record[i].is_empty())
+                    .map_or(0, |i| i + 1)
+            };
             unreadable(
                 &record,
                 id_column,
                 line,
                 format!(
-                    "{} fields where the header names {width}; a field that holds a comma needs double quotes",
-                    filled.max(record.len().min(width))
+                    "{fields} fields where the header names {width}; a field that holds a comma needs double quotes"
                 ),
             )
         };
