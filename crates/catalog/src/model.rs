@@ -164,7 +164,7 @@ impl Model {
         self.attended_tokens(ctx) * self.kv_values_per_token_layer() * kv.bytes()
     }
 
-    /// Attention FLOPs (scores and weighted sum) for one new token at position `ctx`:
+    /// Attention FLOPs (scores and weighted sum) for one decoded token at position `ctx`:
     /// 2·2·heads·head_dim per attended token per layer.
     pub fn attention_flops(&self, ctx: f64) -> f64 {
         let width = match self.attention {
@@ -177,6 +177,25 @@ impl Model {
             _ => f64::from(self.head_dim),
         };
         4.0 * f64::from(self.heads) * width * self.attended_tokens(ctx)
+    }
+
+    /// Attention FLOPs for one prompt token at position `ctx`. Engines run a prompt's MLA in
+    /// its decompressed form, the latent expanded into per-head keys and values, because
+    /// when as many queries as keys attend it is the form with less arithmetic (vLLM's MLA
+    /// backends: "compute friendly" for prefill, "data-movement friendly" for decode,
+    /// <https://github.com/vllm-project/vllm/blob/main/vllm/v1/attention/backends/mla/common.py>):
+    /// scores over `head_dim` (the no-rope part and the rope part) and the weighted sum over
+    /// value heads of `head_dim - qk_rope_dim` (DeepSeek-V3 and Kimi K2: 192 and 128, against
+    /// 576 and 512 absorbed). Other attention is the same in both passes.
+    pub fn prompt_attention_flops(&self, ctx: f64) -> f64 {
+        match self.attention {
+            AttentionKind::Mla => {
+                let qk = f64::from(self.head_dim);
+                let v = (qk - f64::from(self.qk_rope_dim.unwrap_or(64))).max(1.0);
+                2.0 * f64::from(self.heads) * (qk + v) * self.attended_tokens(ctx)
+            }
+            _ => self.attention_flops(ctx),
+        }
     }
 
     /// The weight precision used when none is asked for.

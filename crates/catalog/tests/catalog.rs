@@ -151,6 +151,29 @@ fn kv_sizes_follow_the_attention_kind() {
 }
 
 #[test]
+fn attention_arithmetic_follows_the_pass() {
+    let cat = Catalog::builtin().expect("catalog");
+    // DeepSeek decodes in the latent space: 2 x 128 heads x (576 + 512) per attended token
+    // per layer; a prompt attends with decompressed heads, 2 x 128 x (192 + 128).
+    let d = cat.model("deepseek-r1").expect("model");
+    assert_eq!(
+        d.attention_flops(1000.0),
+        2.0 * 128.0 * 1088.0 * 61.0 * 1000.0
+    );
+    assert_eq!(
+        d.prompt_attention_flops(1000.0),
+        2.0 * 128.0 * 320.0 * 61.0 * 1000.0
+    );
+    // Grouped-query attention is the same in both passes: 4 x 64 heads x 128 x 80 layers.
+    let l = cat.model("llama-3.1-70b").expect("model");
+    assert_eq!(
+        l.attention_flops(1000.0),
+        4.0 * 64.0 * 128.0 * 80.0 * 1000.0
+    );
+    assert_eq!(l.prompt_attention_flops(1000.0), l.attention_flops(1000.0));
+}
+
+#[test]
 fn a_user_file_adds_and_replaces_entries() {
     let mut cat = Catalog::builtin().expect("catalog");
     let text = r#"

@@ -591,6 +591,13 @@ impl<'a> Deployment<'a> {
         2.0 * self.model.active_params_b * 1e9 + self.model.attention_flops(ctx)
     }
 
+    /// FLOPs of one prompt token's forward pass at context position `ctx`: as
+    /// [`Deployment::token_flops`], with attention in the form a prompt runs it
+    /// ([`switchyard_catalog::Model::prompt_attention_flops`]).
+    pub fn prompt_token_flops(&self, ctx: f64) -> f64 {
+        2.0 * self.model.active_params_b * 1e9 + self.model.prompt_attention_flops(ctx)
+    }
+
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
     /// whole replica working on it, and on GPUs its activation's share of the exchanges
@@ -603,10 +610,15 @@ impl<'a> Deployment<'a> {
             // The exchanges are one group's for its own tokens: stages and expert-parallel
             // groups each carry their share of the prompts at once.
             let parallel = f64::from(self.layout.pp * self.layout.ep.max(1));
-            return gpu::arithmetic_time(self, 1.0, isl / 2.0, chips, gpu::prefill_eff(self, p))
-                + gpu::exchange_per_token(self, p) / parallel;
+            return gpu::prompt_arithmetic_time(
+                self,
+                1.0,
+                isl / 2.0,
+                chips,
+                gpu::prefill_eff(self, p),
+            ) + gpu::exchange_per_token(self, p) / parallel;
         }
-        let flops = self.token_flops(isl / 2.0);
+        let flops = self.prompt_token_flops(isl / 2.0);
         match self.system.kind {
             SystemKind::Wafer => {
                 let mesh = self

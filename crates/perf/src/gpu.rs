@@ -154,22 +154,29 @@ fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
     matmul_time(d, d.model.active_params_b * 1e9, tokens, chips, eff)
 }
 
-/// Seconds of attention arithmetic for `tokens` tokens at context position `ctx` on one chip
-/// of `chips`, at the KV cache's rate and efficiency `eff`.
+/// Seconds of attention arithmetic for `tokens` decoded tokens at context position `ctx` on
+/// one chip of `chips`, at the KV cache's rate and efficiency `eff`.
 fn attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
     tokens * d.model.attention_flops(ctx) / (chips * attention_peak(d) * eff)
 }
 
-/// Seconds of arithmetic, at efficiency `eff`, for `tokens` tokens at context position `ctx`
-/// on one chip of `chips`: projections at the weights' rate, attention at the KV cache's.
-pub(crate) fn arithmetic_time(
+/// As [`attention_time`], for prompt tokens, whose attention may run in another form
+/// ([`switchyard_catalog::Model::prompt_attention_flops`]).
+fn prompt_attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
+    tokens * d.model.prompt_attention_flops(ctx) / (chips * attention_peak(d) * eff)
+}
+
+/// Seconds of arithmetic, at efficiency `eff`, for `tokens` prompt tokens at context
+/// position `ctx` on one chip of `chips`: projections at the weights' rate, attention at the
+/// KV cache's.
+pub(crate) fn prompt_arithmetic_time(
     d: &Deployment<'_>,
     tokens: f64,
     ctx: f64,
     chips: f64,
     eff: f64,
 ) -> f64 {
-    linear_time(d, tokens, chips, eff) + attention_time(d, tokens, ctx, chips, eff)
+    linear_time(d, tokens, chips, eff) + prompt_attention_time(d, tokens, ctx, chips, eff)
 }
 
 /// The weight kernels of one pass, per chip, each as (seconds streaming its weights at `bw`
@@ -347,7 +354,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
     .sum();
     kernels
-        + attention_time(d, per_group, prompts.ctx, tp, eff)
+        + prompt_attention_time(d, per_group, prompts.ctx, tp, eff)
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))
         + all_to_all_time(d, p, per_group, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s

@@ -105,7 +105,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let flops = n * d.token_flops(ctx) / pp;
+    let flops = n * d.prompt_token_flops(ctx) / pp;
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
     pp * (first.mesh + first.links) + stream
 }

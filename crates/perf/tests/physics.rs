@@ -912,7 +912,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 27.3, "MAPE {}", s.mape);
+    assert!(s.mape < 27.2, "MAPE {}", s.mape);
 }
 
 #[test]
