@@ -99,6 +99,11 @@ pub struct Point {
     pub metric: String,
     /// The published value as written; [`Point::published`] reads it.
     pub value: String,
+    /// Where the figure comes from (`mlperf`, `vendor`, `third-party`, `paper`): rows are
+    /// also scored per kind, since an audited benchmark and a vendor's claim are not
+    /// measured alike.
+    #[serde(default)]
+    pub source_kind: String,
     /// Free text; a latency limit stated here (`SLO p99 TTFT 450 ms / TPOT 40 ms`) is the
     /// run's own and overrides its scenario's.
     #[serde(default)]
@@ -296,6 +301,9 @@ pub struct Summary {
     pub skipped: usize,
     /// MAPE and row count per group.
     pub groups: Vec<(Group, f64, usize)>,
+    /// MAPE and row count per kind of source (the `source_kind` column, `unstated` where
+    /// blank), in alphabetical order.
+    pub sources: Vec<(String, f64, usize)>,
 }
 
 /// A chip count, possibly with its unit (`8`, `8 GPUs`, `4 wafers`, `16 sockets`, `8x`), or a
@@ -1504,11 +1512,28 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
             (!v.is_empty()).then(|| (*g, mean(&v), v.len()))
         })
         .collect();
+    let mut by_kind: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (row, o) in rows.iter().zip(&outcomes) {
+        if let (Some(_), Some(e)) = (o.group, o.error_pct()) {
+            let kind = match row.source_kind.trim() {
+                "" => "unstated".to_string(),
+                k => k.to_ascii_lowercase(),
+            };
+            by_kind.entry(kind).or_default().push(e.abs());
+        }
+    }
     let summary = Summary {
         mape: mean(&all),
         n: all.len(),
         skipped: outcomes.len() - all.len(),
         groups,
+        sources: by_kind
+            .into_iter()
+            .map(|(k, v)| {
+                let m = mean(&v);
+                (k, m, v.len())
+            })
+            .collect(),
     };
     (outcomes, summary)
 }

@@ -916,6 +916,26 @@ fn validation_runs_every_reference_row() {
 }
 
 #[test]
+fn rows_are_also_scored_by_the_kind_of_their_source() {
+    let text = "id,hardware,count,model,precision,metric,value,source_kind
+a,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,50,MLPerf
+b,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,200,mlperf
+c,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,vendor
+d,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,
+e,nowhere,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,vendor
+";
+    let rows = parse_points(text).expect("points");
+    let (outcomes, s) = run(&cat(), &Params::default(), &rows);
+    let err = |i: usize| outcomes[i].error_pct().expect("modelled").abs();
+    // Kinds are read in any case, a blank one is `unstated`, and a skipped row counts in none.
+    let kinds: Vec<(&str, usize)> = s.sources.iter().map(|(k, _, n)| (k.as_str(), *n)).collect();
+    assert_eq!(kinds, [("mlperf", 2), ("unstated", 1), ("vendor", 1)]);
+    assert!((s.sources[0].1 - (err(0) + err(1)) / 2.0).abs() < 1e-9);
+    assert!((s.sources[2].1 - err(2)).abs() < 1e-9);
+    assert_eq!(s.sources.iter().map(|(_, _, n)| n).sum::<usize>(), s.n);
+}
+
+#[test]
 fn the_held_out_measurements_are_all_modelled() {
     let rows = parse_points(include_str!("../../../reference/heldout.csv")).expect("points");
     assert_eq!(rows.len(), 48);

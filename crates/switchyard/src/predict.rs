@@ -1039,6 +1039,12 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             n
         );
     }
+    // Per kind of source, where the file has more than one kind.
+    if summary.sources.len() > 1 {
+        for (kind, mape, n) in &summary.sources {
+            out!("source {kind:<39} MAPE {mape:.1}% over {n} points");
+        }
+    }
     if summary.n == 0 {
         return Err(usage(format!(
             "{name}: none of its {} rows could be modelled, so there is no MAPE to give",

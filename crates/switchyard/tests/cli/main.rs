@@ -435,6 +435,12 @@ fn validate_ends_with_the_summary_line() {
         "{last}"
     );
     assert!(out.contains("skipped: "));
+    // The audited benchmark rows are scored on their own, before the overall line.
+    let mlperf = out
+        .lines()
+        .position(|l| l.starts_with("source mlperf ") && l.contains("% over "))
+        .expect("a line for the MLPerf rows");
+    assert!(mlperf < out.lines().count() - 1);
 }
 
 #[test]
