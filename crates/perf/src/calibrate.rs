@@ -4,9 +4,13 @@
 //! The same formulas serve every system, so what a calibration moves are the efficiencies
 //! and latencies of [`Params`], each within the range its physics allows ([`KNOBS`]); no
 //! value is attached to a data point. The search is coordinate descent with multiplicative
-//! steps, deterministic and a few thousand predictions long. It minimises the mean of the
-//! per-group MAPEs plus half the overall MAPE, so that a group with few rows (a handful of
-//! wafer-scale speeds beside fifty GPU throughputs) still counts. A step that would change
+//! steps: each knob in turn takes the best of its steps, rounds repeat until none helps, and
+//! then the steps shrink, twice. It is deterministic and a few thousand predictions long.
+//! Taking the best step rather than the first that helps, and refining, brought the fit of
+//! every parameter to `reference/points.csv` from 26.0% to 25.9% there and from 21.6% to
+//! 20.9% on `reference/heldout.csv`, in twice the predictions (1,517 against 762).
+//! It minimises the mean of the per-group MAPEs plus half the overall MAPE, so that a group
+//! with few rows (a handful of wafer-scale speeds beside fifty GPU throughputs) still counts. A step that would change
 //! which rows can be modelled is refused: a fit must not improve its score by losing rows.
 
 use crate::validate::{self, Point, Summary};
@@ -77,8 +81,13 @@ pub const KNOBS: &[Knob] = &[
 /// The factors one coordinate step tries, coarse to fine on both sides.
 const STEPS: [f64; 8] = [0.5, 0.7, 0.85, 0.93, 1.07, 1.18, 1.4, 2.0];
 
-/// Rounds over every knob at most; a round that improves nothing ends the search sooner.
+/// Rounds over every knob at one scale of steps at most; a round that improves nothing ends
+/// that scale sooner.
 const MAX_ROUNDS: usize = 8;
+
+/// Scales of steps: [`STEPS`] first, then each finer one the square root of the one before
+/// (0.5 becomes 0.71, then 0.84), so that a value the coarse steps straddle is approached.
+const SCALES: u32 = 3;
 
 /// One parameter a calibration moved.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -156,33 +165,45 @@ pub fn calibrate(
     let mut best = before.clone();
     let mut score = objective(&best);
     let mut evaluations = 1;
-    for _ in 0..MAX_ROUNDS {
-        let mut improved = false;
-        for k in knobs {
-            // A starting value outside the knob's range widens it rather than jumping.
-            let (lo, hi) = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
-            for f in STEPS {
-                let mut trial = p.clone();
-                let v = (k.field)(&mut trial);
-                let next = (*v * f).clamp(lo, hi);
-                if next == *v {
-                    continue;
+    for scale in 0..SCALES {
+        let steps = STEPS.map(|f| f.powf(0.5f64.powi(scale as i32)));
+        for _ in 0..MAX_ROUNDS {
+            let mut improved = false;
+            for k in knobs {
+                // A starting value outside the knob's range widens it rather than jumping.
+                let (lo, hi) = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
+                // Every step of the knob is tried from where it stands and the best taken,
+                // so a coarse step that helps a little does not shut out a finer one that
+                // helps more.
+                let mut pick: Option<(f64, Params, Summary)> = None;
+                for f in steps {
+                    let mut trial = p.clone();
+                    let v = (k.field)(&mut trial);
+                    let next = (*v * f).clamp(lo, hi);
+                    if next == *v {
+                        continue;
+                    }
+                    *v = next;
+                    let (_, s) = validate::run(cat, &trial, rows);
+                    evaluations += 1;
+                    let o = objective(&s);
+                    let bar = pick.as_ref().map_or(score, |(b, _, _)| *b);
+                    // Relative and absolute slack keep rounding noise from counting as
+                    // progress.
+                    if s.n == before.n && o < bar - 1e-9 * bar.max(1.0) {
+                        pick = Some((o, trial, s));
+                    }
                 }
-                *v = next;
-                let (_, s) = validate::run(cat, &trial, rows);
-                evaluations += 1;
-                // Relative and absolute slack keep rounding noise from counting as progress.
-                let o = objective(&s);
-                if s.n == before.n && o < score - 1e-9 * score.max(1.0) {
+                if let Some((o, trial, s)) = pick {
                     score = o;
                     best = s;
                     p = trial;
                     improved = true;
                 }
             }
-        }
-        if !improved {
-            break;
+            if !improved {
+                break;
+            }
         }
     }
     let moved = KNOBS
@@ -242,17 +263,33 @@ mod tests {
         .expect("valid");
         let c = calibrate(&cat, &Params::default(), &rows, &knobs).expect("valid");
         assert!(c.before.mape > 5.0, "{}", c.before.mape);
-        assert!(c.after.mape < 1.5, "{}", c.after.mape);
+        assert!(c.after.mape < 0.3, "{}", c.after.mape);
         let got = c.params.gpu_decode_flops_eff;
-        assert!((got - 0.55).abs() < 0.03, "{got}");
+        assert!((got - 0.55).abs() < 0.01, "{got}");
         let got = c.params.gpu_prefill_flops_eff;
-        assert!((got - 0.6).abs() < 0.06, "{got}");
+        assert!((got - 0.6).abs() < 0.02, "{got}");
         assert_eq!(c.moved.len(), 2, "{:?}", c.moved);
         // Nothing outside the knobs moved.
         let mut rest = c.params.clone();
         rest.gpu_decode_flops_eff = Params::default().gpu_decode_flops_eff;
         rest.gpu_prefill_flops_eff = Params::default().gpu_prefill_flops_eff;
         assert_eq!(rest, Params::default());
+    }
+
+    /// A value between two of the coarse steps (0.4 × 1.035 lies between 0.4 and 0.4 × 1.07)
+    /// is reached by the finer ones.
+    #[test]
+    fn finer_steps_reach_a_value_the_coarse_ones_straddle() {
+        let cat = Catalog::builtin().expect("valid");
+        let truth = Params {
+            gpu_decode_flops_eff: 0.414,
+            ..Params::default()
+        };
+        let rows = synthetic(&cat, &truth);
+        let knobs = select(Some(&["gpu_decode_flops_eff".to_string()])).expect("valid");
+        let c = calibrate(&cat, &Params::default(), &rows, &knobs).expect("valid");
+        let got = c.params.gpu_decode_flops_eff;
+        assert!((got - 0.414).abs() < 0.004, "{got}");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 26.0% there and 21.7% on `reference/heldout.csv` (against 27.2% and 22.9%),
-//! but reaches it with values that contradict measurements: a 40 us all-reduce (measured:
-//! 6-20 us; see [`Params::allreduce_latency_s`]), a 0.1 ms engine step beside a 102 us
+//! free, scores 25.9% there and 20.9% on `reference/heldout.csv` (against 27.1% and 22.9%),
+//! but reaches it with values that contradict measurements: a 30 us all-reduce (measured:
+//! 6-20 us; see [`Params::allreduce_latency_s`]), a 0.1 ms engine step beside a 96 us
 //! launch cost per layer, two and a half times the one chosen. The values
 //! below were chosen with it, each within what its own evidence allows, not copied from it.
 //! Nothing in the model looks up a data point: the same formulas serve every system and model.
