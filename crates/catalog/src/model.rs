@@ -165,7 +165,8 @@ impl Model {
     }
 
     /// Attention FLOPs (scores and weighted sum) for one decoded token at position `ctx`:
-    /// 2·2·heads·head_dim per attended token per layer.
+    /// 2·2·heads·head_dim per attended token per layer; for MLA, 2·heads·(the latent and
+    /// rope widths the scores span + the latent width the sum spans).
     pub fn attention_flops(&self, ctx: f64) -> f64 {
         let width = match self.attention {
             // Absorbed MLA attends in the latent space: scores over latent+rope, output over
@@ -191,7 +192,7 @@ impl Model {
         match self.attention {
             AttentionKind::Mla => {
                 let qk = f64::from(self.head_dim);
-                let v = (qk - f64::from(self.qk_rope_dim.unwrap_or(64))).max(1.0);
+                let v = qk - f64::from(self.qk_rope_dim.unwrap_or(64));
                 2.0 * f64::from(self.heads) * (qk + v) * self.attended_tokens(ctx)
             }
             _ => self.attention_flops(ctx),
@@ -245,6 +246,15 @@ impl Model {
         ];
         if let Some((field, _)) = optional.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("field `{field}` must be above 0 where given"));
+        }
+        // A prompt's MLA splits each query-key head into its no-rope and rope parts, and
+        // its value heads are the no-rope part (see `prompt_attention_flops`).
+        if self.attention == AttentionKind::Mla && self.head_dim <= self.qk_rope_dim.unwrap_or(64) {
+            return Err(format!(
+                "field `head_dim` ({}) of an MLA model must exceed `qk_rope_dim` ({}): it is the query-key head, its no-rope part and its rope part together",
+                self.head_dim,
+                self.qk_rope_dim.unwrap_or(64)
+            ));
         }
         if let (Some(e), Some(k)) = (self.experts, self.experts_per_token) {
             if k > e {

@@ -344,6 +344,16 @@ fn a_bad_file_names_its_line_and_field() {
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
     refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);
+    // An MLA query-key head holds its rope part and more.
+    let mla = "[[model]]\nid = \"mla\"\nfamily = \"f\"\ntotal_params_b = 16.0\nactive_params_b = 16.0\nlayers = 27\nhidden = 2048\nheads = 16\nkv_heads = 16\nhead_dim = 64\nffn_hidden = 10944\nvocab = 102400\nmax_context = 4096\nattention = \"mla\"\nkv_lora_rank = 512\nqk_rope_dim = 64\nsources = [\"https://a\"]\n";
+    refused(
+        &mut cat,
+        mla,
+        "mla.toml",
+        &["`mla`", "head_dim", "qk_rope_dim"],
+    );
+    cat.extend_from_toml(&mla.replace("head_dim = 64", "head_dim = 192"), "mla.toml")
+        .expect("a head wider than its rope part");
     // A measurement above the datasheet, or without its source, is refused.
     let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");

@@ -154,7 +154,14 @@ pub fn calibrate(
     rows: &[Point],
     knobs: &[&Knob],
 ) -> Result<Calibration, String> {
-    let (_, before) = validate::run(cat, start, rows);
+    let (outcomes, before) = validate::run(cat, start, rows);
+    // Which rows the start models: a step must keep exactly these, not merely as many.
+    let modelled = |o: &[validate::Outcome]| -> Vec<bool> {
+        o.iter()
+            .map(|o| o.group.is_some() && o.error_pct().is_some())
+            .collect()
+    };
+    let kept = modelled(&outcomes);
     if before.n == 0 {
         return Err(format!(
             "none of the {} rows can be modelled, so there is nothing to fit to",
@@ -184,13 +191,13 @@ pub fn calibrate(
                         continue;
                     }
                     *v = next;
-                    let (_, s) = validate::run(cat, &trial, rows);
+                    let (outcomes, s) = validate::run(cat, &trial, rows);
                     evaluations += 1;
                     let o = objective(&s);
                     let bar = pick.as_ref().map_or(score, |(b, _, _)| *b);
                     // Relative and absolute slack keep rounding noise from counting as
                     // progress.
-                    if s.n == before.n && o < bar - 1e-9 * bar.max(1.0) {
+                    if o < bar - 1e-9 * bar.max(1.0) && modelled(&outcomes) == kept {
                         pick = Some((o, trial, s));
                     }
                 }

@@ -441,9 +441,9 @@ impl<'a> Deployment<'a> {
     /// holds all of it; stages hold their layers; an expert-parallel group holds only its
     /// own sequences. An RDU's tensor-parallel sockets split the sequences instead, each
     /// socket holding whole caches of its own ([`Deployment::kv_groups`]): with a
-    /// DeepSeek-R1 latent on every socket, one rack of SN40L would carry 3,250 tok/s at 256
+    /// DeepSeek-R1 latent on every socket, one rack of SN40L would carry 2,540 tok/s at 256
     /// users against the 4,500 SambaNova measured (`sn40l-deepseek-throughput` in
-    /// `reference/points.csv`); split, 4,520.
+    /// `reference/points.csv`); split, 4,580.
     pub fn kv_share_per_chip(&self) -> f64 {
         // Chips of a stage across which one sequence's cache is split, and groups of them
         // that each hold their own sequences.
@@ -600,8 +600,11 @@ impl<'a> Deployment<'a> {
 
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
-    /// whole replica working on it, and on GPUs its activation's share of the exchanges
-    /// between chips, as a prompt pass pays them. The experts' tiles
+    /// whole replica working on it (MLA attention in its decompressed form; re-expanding the
+    /// earlier chunks' cached latents into keys and values, which a later chunk needs, is
+    /// left out: for DeepSeek-V3 it is 2·512·256·128 FLOPs, 34 M, per cached token per layer,
+    /// some 5% of the products of a 2,048-token chunk at 4,096 tokens of context), and on
+    /// GPUs its activation's share of the exchanges between chips, as a prompt pass pays them. The experts' tiles
     /// ([`Params::gpu_expert_tile_tokens`]) are the decode step's to pay: a chunk of
     /// hundreds of prompt tokens fills its experts' tiles.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {

@@ -301,8 +301,9 @@ pub struct Summary {
     pub skipped: usize,
     /// MAPE and row count per group.
     pub groups: Vec<(Group, f64, usize)>,
-    /// MAPE and row count per kind of source (the `source_kind` column, `unstated` where
-    /// blank), in alphabetical order.
+    /// MAPE and row count per kind of source (the `source_kind` column, read in any case
+    /// with spaces, hyphens and underscores alike; `unstated` where blank), in alphabetical
+    /// order. Only modelled rows count.
     pub sources: Vec<(String, f64, usize)>,
 }
 
@@ -1515,9 +1516,15 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
     let mut by_kind: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for (row, o) in rows.iter().zip(&outcomes) {
         if let (Some(_), Some(e)) = (o.group, o.error_pct()) {
+            // `Third party`, `third_party` and `third-party` are one kind.
             let kind = match row.source_kind.trim() {
                 "" => "unstated".to_string(),
-                k => k.to_ascii_lowercase(),
+                k => k
+                    .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>()
+                    .join("-"),
             };
             by_kind.entry(kind).or_default().push(e.abs());
         }
