@@ -42,6 +42,20 @@ pub struct Params {
     /// gave 32.7% on `points.csv` and 32.7% on the 29 rows `heldout.csv` then held, against
     /// 31.9% and 31.3% with one share for every chip in the same setup. A product's rate depends on the library version as much as
     /// on the chip, and the MI300X figure is from an older ROCm than the MI325X results.
+    /// Retried with the FP8 share standing for every precision (FP4 products of serving
+    /// size fall far shorter of their peak than large ones: below), decode 0.45-0.60 on
+    /// top, same-die chips held to one share: 26.2-26.6% on `points.csv` but 23.6-24.7% on
+    /// `heldout.csv`, against 27.1% and 22.9%. Without the same-die rule (B200 and MI325X,
+    /// having no measurement of their own, at H100's share) it gave 25.9% and 22.2%, a gain
+    /// that rests on treating one die two ways, so it was not taken either.
+    ///
+    /// Products of decode size, measured alone, bracket the 0.40: DeepGEMM's FP8 products on
+    /// H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at 512-1,024
+    /// rows (<https://github.com/deepseek-ai/DeepGEMM>, README of February 2025), while FP4
+    /// products on B200, the better of DeepGEMM's and cuBLASLt's, reach 0.04 at 128 rows and
+    /// 0.16-0.23 at 512-1,024 rows against 0.44-0.63 at 4,096-8,192
+    /// (<https://github.com/deepseek-ai/DeepGEMM/pull/348>). The engines behind the
+    /// published rows run their own kernels, so no one of these is taken for a chip.
     pub gpu_decode_flops_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s reached by prefill on H100; a chip with a
     /// measured large-GEMM rate in the catalog scales it by its measured share over H100's
