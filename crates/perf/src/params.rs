@@ -53,7 +53,7 @@ pub struct Params {
     /// H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at 512-1,024
     /// rows (<https://github.com/deepseek-ai/DeepGEMM>, README of February 2025), while FP4
     /// products on B200, the better of DeepGEMM's and cuBLASLt's, reach 0.04 at 128 rows and
-    /// 0.16-0.23 at 512-1,024 rows against 0.44-0.63 at 4,096-8,192
+    /// 0.16-0.23 at 512-1,024 rows against 0.59-0.63 at 4,096-8,192
     /// (<https://github.com/deepseek-ai/DeepGEMM/pull/348>). The engines behind the
     /// published rows run their own kernels, so no one of these is taken for a chip.
     pub gpu_decode_flops_eff: f64,
