@@ -581,8 +581,14 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         ),
     ] {
         if solve(m, k, a, installed)?.is_some() {
+            // Two rules at once take the plural.
+            let (binds, it) = if label.ends_with("together") {
+                ("bind", "them")
+            } else {
+                ("binds", "it")
+            };
             return Ok(format!(
-                "phase {phase}: {label} binds: without it the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%)",
+                "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%)",
                 m.rules.n_minus_1 * 100.0,
                 m.rules.max_share * 100.0
             ));

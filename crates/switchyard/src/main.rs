@@ -27,7 +27,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
 struct Cli {
-    /// A TOML file of extra `[[system]]` and `[[model]]` entries (same id replaces built-in).
+    /// A TOML file of extra `[[system]]`, `[[model]]` and `[[workload]]` entries (same id
+    /// replaces built-in).
     #[arg(long, global = true, value_name = "FILE")]
     catalog: Option<std::path::PathBuf>,
     /// A TOML file of model parameters (efficiencies, latencies) that replace the calibrated
@@ -84,7 +85,15 @@ fn main() -> ExitCode {
             Command::Estimate(a) => predict::estimate(&cat, &p, &a),
             Command::Compare(a) => predict::compare(&cat, &p, &a),
             Command::Validate(a) => predict::validate(&cat, &p, &a),
-            Command::Calibrate(a) => predict::calibrate(&cat, &p, &a),
+            Command::Calibrate(a) => predict::calibrate(
+                &cat,
+                &p,
+                &a,
+                [
+                    ("--catalog", cli.catalog.as_deref()),
+                    ("--params", cli.params.as_deref()),
+                ],
+            ),
             Command::Catalog(a) => predict::catalog(&cat, &p, &a),
             Command::Simulate(a) => simulate::simulate(&cat, &p, &a),
             Command::Serve(a) => serve::serve(cat, p, &a),

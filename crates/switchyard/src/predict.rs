@@ -851,7 +851,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Runs `calibrate`.
-pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
+/// Runs `calibrate`. `globals` are the files the global options read (`--catalog`,
+/// `--params`), which `--out` may not overwrite either.
+pub fn calibrate(
+    cat: &Catalog,
+    p: &Params,
+    a: &CalibrateArgs,
+    globals: [(&str, Option<&Path>); 2],
+) -> Result<()> {
     if let Some(out) = &a.out {
         // Parameters are TOML; a `.csv` there is a measurements file named by mistake (the
         // built-in points' own copy in a checkout among them).
@@ -870,10 +877,11 @@ pub fn calibrate(cat: &Catalog, p: &Params, a: &CalibrateArgs) -> Result<()> {
         ];
         if let Some((flag, _)) = inputs
             .iter()
+            .chain(&globals)
             .find(|(_, input)| input.is_some_and(|i| same_file(out, i)))
         {
             return Err(usage(format!(
-                "--out {} is the {flag} file: writing the parameters there would replace its measurements; name another file",
+                "--out {} is the {flag} file this run reads: writing the parameters there would replace it; name another file",
                 out.display()
             )));
         }
@@ -1132,7 +1140,7 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
             }
             if let Some(m) = &s.measured {
                 out!(
-                    "{:<10}   measured: read stream {}, matrix product (for reference) {}; {}",
+                    "{:<10}   measured: read stream {}, matrix product (scales prefill) {}; {}",
                     "",
                     m.memory_read_bw_tb_s.map_or("n/a".into(), |b| format!(
                         "{b:.2} TB/s ({:.2} of peak, used by the model)",

@@ -703,7 +703,36 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
     let kept = std::fs::read_to_string(&mine).expect("measurements");
     let txt = temp_file("mine.txt", &kept);
     let txt_s = txt.to_str().expect("path");
+    // Nor the parameters or catalog the run reads.
+    let prm = temp_file("start.toml", "gpu_bw_eff = 0.9\n");
+    let prm_s = prm.to_str().expect("path");
+    let cat = temp_file("extra.toml", "# no entries\n");
+    let cat_s = cat.to_str().expect("path");
     for (args, says) in [
+        (
+            vec![
+                "--params",
+                prm_s,
+                "calibrate",
+                "--points",
+                mine_s,
+                "--out",
+                prm_s,
+            ],
+            "is the --params file this run reads",
+        ),
+        (
+            vec![
+                "--catalog",
+                cat_s,
+                "calibrate",
+                "--points",
+                mine_s,
+                "--out",
+                cat_s,
+            ],
+            "is the --catalog file this run reads",
+        ),
         (
             vec!["calibrate", "--points", txt_s, "--out", txt_s],
             "is the --points file",
@@ -720,6 +749,14 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
         assert!(err.contains(says), "{err}");
     }
     assert_eq!(std::fs::read_to_string(&txt).expect("measurements"), kept);
+    assert_eq!(
+        std::fs::read_to_string(&prm).expect("parameters"),
+        "gpu_bw_eff = 0.9\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cat).expect("catalog"),
+        "# no entries\n"
+    );
     assert_eq!(std::fs::read_to_string(&mine).expect("measurements"), kept);
     // A held-out file none of whose rows can be modelled checks nothing.
     let none = temp_file(
