@@ -14,7 +14,7 @@ mod workload;
 pub use model::{AttentionKind, Model};
 pub use precision::{Precision, UnknownPrecision};
 pub use system::{DenseTflops, Measured, Price, System, SystemKind, WaferMesh};
-pub use workload::Workload;
+pub use workload::{Workload, OSL_CV_RANGE};
 
 use serde::Deserialize;
 
@@ -111,8 +111,7 @@ impl Catalog {
             message: toml_error_line(text, &e),
         })?;
         // The line of the field at fault where the message names one, else of the entry's
-        // id.
-        // A second entry of one id is named by the second's line.
+        // id; a second entry of one id is named by the second's line (`last`).
         let at = |kind: &str, id: &str, message: String, last: bool| {
             let lines = entry_lines(text, kind, id, named_field(&message));
             CatalogError::Invalid {
@@ -125,22 +124,17 @@ impl Catalog {
             }
         };
         let invalid = |kind: &str, id: &str, message: String| at(kind, id, message, false);
-        for (kind, mut ids) in [
-            (
-                "system",
-                file.system
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            ("model", file.model.iter().map(|m| m.id.as_str()).collect()),
-            (
-                "workload",
-                file.workload.iter().map(|w| w.id.as_str()).collect(),
-            ),
+        let system_ids: Vec<String> = file.system.iter().map(|s| s.id.clone()).collect();
+        let model_ids: Vec<String> = file.model.iter().map(|m| m.id.clone()).collect();
+        let workload_ids: Vec<String> = file.workload.iter().map(|w| w.id.clone()).collect();
+        for (kind, ids) in [
+            ("system", &system_ids),
+            ("model", &model_ids),
+            ("workload", &workload_ids),
         ] {
-            ids.sort_unstable();
-            if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
+            let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|p| p[0] == p[1]) {
                 return Err(at(
                     kind,
                     pair[0],
@@ -149,14 +143,12 @@ impl Catalog {
                 ));
             }
         }
-        let system_ids: Vec<String> = file.system.iter().map(|s| s.id.clone()).collect();
         for s in file.system {
             s.check().map_err(|m| invalid("system", &s.id, m))?;
             upsert(&mut self.systems, s, |x| x.id.as_str());
         }
         name_clash(&self.systems, &system_ids, |x| (&x.id, &x.aliases))
             .map_err(|(id, m)| invalid("system", &id, m))?;
-        let model_ids: Vec<String> = file.model.iter().map(|m| m.id.clone()).collect();
         for m in file.model {
             m.check().map_err(|e| invalid("model", &m.id, e))?;
             upsert(&mut self.models, m, |x| x.id.as_str());

@@ -8,6 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The output-length spreads (standard deviation over mean) a workload, a query or a
+/// planned class may state: 0 for outputs all alike, up to 10, well past any published
+/// dataset's (MLPerf DeepSeek-R1's 1.11 is the widest in the catalog).
+pub const OSL_CV_RANGE: std::ops::RangeInclusive<f64> = 0.0..=10.0;
+
 /// One benchmark workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +62,7 @@ impl Workload {
             }
         }
         // Far beyond any dataset's; keeps every derived length finite.
-        if self.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+        if self.osl_cv.is_some_and(|v| !OSL_CV_RANGE.contains(&v)) {
             return Err("field `osl_cv` must be a number from 0 to 10".into());
         }
         if self.suite.trim().is_empty() {

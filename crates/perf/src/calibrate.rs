@@ -147,6 +147,55 @@ pub fn select(only: Option<&[String]>) -> Result<Vec<&'static Knob>, String> {
     Ok(chosen)
 }
 
+/// Which rows an outcome set models: a step must keep exactly the start's, not merely as
+/// many.
+fn modelled(outcomes: &[validate::Outcome]) -> Vec<bool> {
+    outcomes.iter().map(|o| o.scored().is_some()).collect()
+}
+
+/// The rows a search fits to, and which of them the start models.
+struct Search<'a> {
+    cat: &'a Catalog,
+    rows: &'a [Point],
+    kept: Vec<bool>,
+}
+
+impl Search<'_> {
+    /// Every step of knob `k` from where it stands in `p`, within `(lo, hi)`, and the best
+    /// of them that beats `score` (with the predictions it made). Taking the best rather
+    /// than the first that helps keeps a coarse step that helps a little from shutting out
+    /// a finer one that helps more.
+    fn best_step(
+        &self,
+        p: &Params,
+        k: &Knob,
+        (lo, hi): (f64, f64),
+        steps: &[f64],
+        score: f64,
+    ) -> (Option<(f64, Params, Summary)>, usize) {
+        let mut pick: Option<(f64, Params, Summary)> = None;
+        let mut tried = 0;
+        for f in steps {
+            let mut trial = p.clone();
+            let v = (k.field)(&mut trial);
+            let next = (*v * f).clamp(lo, hi);
+            if next == *v {
+                continue;
+            }
+            *v = next;
+            let (outcomes, s) = validate::run(self.cat, &trial, self.rows);
+            tried += 1;
+            let o = objective(&s);
+            let bar = pick.as_ref().map_or(score, |(b, _, _)| *b);
+            // Relative and absolute slack keep rounding noise from counting as progress.
+            if o < bar - 1e-9 * bar.max(1.0) && modelled(&outcomes) == self.kept {
+                pick = Some((o, trial, s));
+            }
+        }
+        (pick, tried)
+    }
+}
+
 /// Fits `knobs`, starting from `start`, to `rows`. Fails when no row can be modelled.
 pub fn calibrate(
     cat: &Catalog,
@@ -155,19 +204,17 @@ pub fn calibrate(
     knobs: &[&Knob],
 ) -> Result<Calibration, String> {
     let (outcomes, before) = validate::run(cat, start, rows);
-    // Which rows the start models: a step must keep exactly these, not merely as many.
-    let modelled = |o: &[validate::Outcome]| -> Vec<bool> {
-        o.iter()
-            .map(|o| o.group.is_some() && o.error_pct().is_some())
-            .collect()
-    };
-    let kept = modelled(&outcomes);
     if before.n == 0 {
         return Err(format!(
             "none of the {} rows can be modelled, so there is nothing to fit to",
             rows.len()
         ));
     }
+    let search = Search {
+        cat,
+        rows,
+        kept: modelled(&outcomes),
+    };
     let mut p = start.clone();
     let mut best = before.clone();
     let mut score = objective(&best);
@@ -178,29 +225,9 @@ pub fn calibrate(
             let mut improved = false;
             for k in knobs {
                 // A starting value outside the knob's range widens it rather than jumping.
-                let (lo, hi) = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
-                // Every step of the knob is tried from where it stands and the best taken,
-                // so a coarse step that helps a little does not shut out a finer one that
-                // helps more.
-                let mut pick: Option<(f64, Params, Summary)> = None;
-                for f in steps {
-                    let mut trial = p.clone();
-                    let v = (k.field)(&mut trial);
-                    let next = (*v * f).clamp(lo, hi);
-                    if next == *v {
-                        continue;
-                    }
-                    *v = next;
-                    let (outcomes, s) = validate::run(cat, &trial, rows);
-                    evaluations += 1;
-                    let o = objective(&s);
-                    let bar = pick.as_ref().map_or(score, |(b, _, _)| *b);
-                    // Relative and absolute slack keep rounding noise from counting as
-                    // progress.
-                    if o < bar - 1e-9 * bar.max(1.0) && modelled(&outcomes) == kept {
-                        pick = Some((o, trial, s));
-                    }
-                }
+                let range = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
+                let (pick, tried) = search.best_step(&p, k, range, &steps, score);
+                evaluations += tried;
                 if let Some((o, trial, s)) = pick {
                     score = o;
                     best = s;

@@ -604,9 +604,9 @@ impl<'a> Deployment<'a> {
     /// earlier chunks' cached latents into keys and values, which a later chunk needs, is
     /// left out: for DeepSeek-V3 it is 2·512·256·128 FLOPs, 34 M, per cached token per layer,
     /// some 5% of the products of a 2,048-token chunk at 4,096 tokens of context), and on
-    /// GPUs its activation's share of the exchanges between chips, as a prompt pass pays them. The experts' tiles
-    /// ([`Params::gpu_expert_tile_tokens`]) are the decode step's to pay: a chunk of
-    /// hundreds of prompt tokens fills its experts' tiles.
+    /// GPUs its activation's share of the exchanges between chips, as a prompt pass pays
+    /// them. The experts' tiles ([`Params::gpu_expert_tile_tokens`]) are the decode step's to
+    /// pay: a chunk of hundreds of prompt tokens fills its experts' tiles.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {

@@ -154,16 +154,12 @@ fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
     matmul_time(d, d.model.active_params_b * 1e9, tokens, chips, eff)
 }
 
-/// Seconds of attention arithmetic for `tokens` decoded tokens at context position `ctx` on
-/// one chip of `chips`, at the KV cache's rate and efficiency `eff`.
-fn attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
-    tokens * d.model.attention_flops(ctx) / (chips * attention_peak(d) * eff)
-}
-
-/// As [`attention_time`], for prompt tokens, whose attention may run in another form
-/// ([`switchyard_catalog::Model::prompt_attention_flops`]).
-fn prompt_attention_time(d: &Deployment<'_>, tokens: f64, ctx: f64, chips: f64, eff: f64) -> f64 {
-    tokens * d.model.prompt_attention_flops(ctx) / (chips * attention_peak(d) * eff)
+/// Seconds of attention arithmetic, `flops` of it, on one chip of `chips`, at the KV
+/// cache's rate and efficiency `eff`. A decoded token's FLOPs are
+/// [`switchyard_catalog::Model::attention_flops`], a prompt token's
+/// [`switchyard_catalog::Model::prompt_attention_flops`] (MLA runs in another form there).
+fn attention_time(d: &Deployment<'_>, flops: f64, chips: f64, eff: f64) -> f64 {
+    flops / (chips * attention_peak(d) * eff)
 }
 
 /// Seconds of arithmetic, at efficiency `eff`, for `tokens` prompt tokens at context
@@ -176,7 +172,8 @@ pub(crate) fn prompt_arithmetic_time(
     chips: f64,
     eff: f64,
 ) -> f64 {
-    linear_time(d, tokens, chips, eff) + prompt_attention_time(d, tokens, ctx, chips, eff)
+    linear_time(d, tokens, chips, eff)
+        + attention_time(d, tokens * d.model.prompt_attention_flops(ctx), chips, eff)
 }
 
 /// The weight kernels of one pass, per chip, each as (seconds streaming its weights at `bw`
@@ -280,7 +277,12 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
         kv_bytes / bw,
-        attention_time(d, tokens, ctx, chips, p.gpu_decode_flops_eff),
+        attention_time(
+            d,
+            tokens * d.model.attention_flops(ctx),
+            chips,
+            p.gpu_decode_flops_eff,
+        ),
     );
     // The step's bound is the kind of kernel time that dominates.
     let (mut mem, mut comp) = (0.0, 0.0);
@@ -354,7 +356,12 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
     .sum();
     kernels
-        + prompt_attention_time(d, per_group, prompts.ctx, tp, eff)
+        + attention_time(
+            d,
+            per_group * d.model.prompt_attention_flops(prompts.ctx),
+            tp,
+            eff,
+        )
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))
         + all_to_all_time(d, p, per_group, moe_layers(d))
         + (pp - 1.0) * p.gpu_stage_hop_s

@@ -288,6 +288,20 @@ impl Outcome {
             .ok()
             .map(|p| (p - self.published) / self.published * 100.0)
     }
+
+    /// The row's group and absolute error in percent, where it was modelled: what the
+    /// summary averages.
+    pub fn scored(&self) -> Option<(Group, f64)> {
+        Some((self.group?, self.error_pct()?.abs()))
+    }
+}
+
+/// Fields of `r` up to its last that is not empty: trailing empty fields (a trailing comma)
+/// are not columns.
+fn filled_width(r: &csv::StringRecord) -> usize {
+    (0..r.len())
+        .rfind(|&i| !r[i].is_empty())
+        .map_or(0, |i| i + 1)
 }
 
 /// Summary over all rows.
@@ -1353,9 +1367,7 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         .collect();
     // Trailing commas after the last name add unnamed columns that hold nothing; any other
     // unnamed column would hold values that no rule reads.
-    let width = (0..headers.len())
-        .rfind(|&i| !headers[i].is_empty())
-        .map_or(0, |i| i + 1);
+    let width = filled_width(&headers);
     headers.truncate(width);
     if let Some(i) = headers.iter().position(str::is_empty) {
         return Err(format!(
@@ -1440,9 +1452,7 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             let fields = if record.len() < width {
                 record.len()
             } else {
-                (0..record.len())
-                    .rfind(|&i| !record[i].is_empty())
-                    .map_or(0, |i| i + 1)
+                filled_width(&record)
             };
             unreadable(
                 &record,
@@ -1490,10 +1500,7 @@ fn unclosed_quote(text: &str) -> Option<usize> {
 /// Predicts every row and summarises.
 pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary) {
     let outcomes: Vec<Outcome> = rows.iter().map(|r| predict(cat, p, r)).collect();
-    let errs: Vec<(Group, f64)> = outcomes
-        .iter()
-        .filter_map(|o| Some((o.group?, o.error_pct()?.abs())))
-        .collect();
+    let errs: Vec<(Group, f64)> = outcomes.iter().filter_map(Outcome::scored).collect();
     let mean = |v: &[f64]| {
         if v.is_empty() {
             0.0
@@ -1515,7 +1522,7 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
         .collect();
     let mut by_kind: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for (row, o) in rows.iter().zip(&outcomes) {
-        if let (Some(_), Some(e)) = (o.group, o.error_pct()) {
+        if let Some((_, e)) = o.scored() {
             // `Third party`, `third_party` and `third-party` are one kind.
             let kind = match row.source_kind.trim() {
                 "" => "unstated".to_string(),
@@ -1526,7 +1533,7 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
                     .collect::<Vec<_>>()
                     .join("-"),
             };
-            by_kind.entry(kind).or_default().push(e.abs());
+            by_kind.entry(kind).or_default().push(e);
         }
     }
     let summary = Summary {

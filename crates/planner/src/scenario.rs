@@ -306,7 +306,9 @@ impl PlanFile {
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
                 ));
             }
-            if s.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+            if s.osl_cv
+                .is_some_and(|v| !switchyard_catalog::OSL_CV_RANGE.contains(&v))
+            {
                 return Err(err(
                     &c.span(),
                     "osl_cv",

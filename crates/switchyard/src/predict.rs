@@ -110,7 +110,10 @@ impl Workload {
                 return Err(usage(format!("{flag} must be a finite number above 0")));
             }
         }
-        if self.osl_cv.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+        if self
+            .osl_cv
+            .is_some_and(|v| !switchyard_catalog::OSL_CV_RANGE.contains(&v))
+        {
             return Err(usage("--osl-cv must be from 0 to 10"));
         }
         if self.draft_len.is_some() && self.speculative.is_none() {
