@@ -149,6 +149,8 @@ impl Catalog {
         }
         name_clash(&self.systems, &system_ids, |x| (&x.id, &x.aliases))
             .map_err(|(id, m)| invalid("system", &id, m))?;
+        lend_matrix_shares(&mut self.systems, &system_ids)
+            .map_err(|(id, m)| invalid("system", &id, m))?;
         for m in file.model {
             m.check().map_err(|e| invalid("model", &m.id, e))?;
             upsert(&mut self.models, m, |x| x.id.as_str());
@@ -563,6 +565,51 @@ fn memory_sizes(name: &str) -> (String, Vec<f64>) {
 }
 
 /// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.
+/// Fills in every system's [`System::borrowed_matrix_share`] from the system its
+/// `matrix_share_from` names (by id or alias), after each file, since a later file may
+/// replace the lender. An entry of the file just read (`added`) must name another system
+/// with a measured matrix rate of its own, and have none itself. An earlier entry whose
+/// lender a later file replaced with an unmeasured one borrows nothing: the user replaced
+/// the lender, not the borrower.
+fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (String, String)> {
+    let field = "field `matrix_share_from`";
+    let named = |x: &System, name: &str| {
+        spelled(&x.id) == spelled(name) || x.aliases.iter().any(|a| spelled(a) == spelled(name))
+    };
+    let shares: Vec<Option<f64>> = systems
+        .iter()
+        .map(|s| {
+            let Some(from) = &s.matrix_share_from else {
+                return Ok(None);
+            };
+            let lender = systems.iter().find(|x| named(x, from));
+            if !added.contains(&s.id) {
+                return Ok(lender.and_then(System::own_matrix_share));
+            }
+            let refuse = |m: String| Err((s.id.clone(), format!("{field}: {m}")));
+            match lender {
+                None => refuse(format!("unknown system `{from}`")),
+                Some(l) if l.id == s.id => refuse("a system cannot lend its share to itself".into()),
+                Some(_) if s.own_matrix_share().is_some() => refuse(format!(
+                    "`{}` has a measured matrix rate of its own, which the model uses; drop one of the two",
+                    s.id
+                )),
+                Some(l) => match l.own_matrix_share() {
+                    Some(share) => Ok(Some(share)),
+                    None => refuse(format!(
+                        "`{}` has no measured matrix rate of its own to lend (`[system.measured]` `gemm_tflops`)",
+                        l.id
+                    )),
+                },
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    for (s, share) in systems.iter_mut().zip(shares) {
+        s.borrowed_matrix_share = share;
+    }
+    Ok(())
+}
+
 fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
     match list.iter().position(|x| id(x) == id(&item)) {
         Some(i) => list[i] = item,

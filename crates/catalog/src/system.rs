@@ -179,6 +179,18 @@ pub struct System {
     pub price: Option<Price>,
     /// Measured bandwidth and matrix rate, where published.
     pub measured: Option<Measured>,
+    /// Another system whose chip is this one's silicon, and whose measured matrix share
+    /// ([`System::matrix_share`]) stands for this one's, which has none: for two systems
+    /// whose datasheet peaks already differ by what sets them apart (B200 at 1,000 W is
+    /// rated 4.5 PFLOP/s dense at FP8, the same die in GB200 at 1,200 W 5.0), so that a share
+    /// of the peak carries from one to the other. Not for a chip rated at the same peak under
+    /// another power limit (MI325X at 1,000 W against MI300X at 750 W): what the lower limit
+    /// lets a product reach says nothing of the higher one.
+    pub matrix_share_from: Option<String>,
+    /// The measured matrix share of the `matrix_share_from` system, which the catalog fills
+    /// in whenever it reads a file (it is not read from one).
+    #[serde(skip)]
+    pub borrowed_matrix_share: Option<f64>,
     /// Where the hardware figures come from.
     pub sources: Vec<String>,
     /// What is derived, uncertain or assumed.
@@ -216,10 +228,9 @@ impl System {
 
     /// The share of its datasheet peak that a large matrix product with operands in `p`
     /// reaches on this chip, where measured: the measurement at the precision the product
-    /// runs in, else the mean share of the precisions measured. For reference: the model's
-    /// FLOP efficiencies are shares of the datasheet peak (see `switchyard-perf`'s `Params`).
+    /// runs in, else the mean share of the precisions measured. What the performance model
+    /// uses is [`System::matrix_share`].
     pub fn gemm_fraction(&self, p: Precision) -> Option<f64> {
-        // Called for every prefill the performance model times: no allocation.
         let m = self.measured.as_ref()?;
         let (_, runs_in) = self.flops(p)?;
         self.gemm_shares(m)
@@ -231,6 +242,27 @@ impl System {
                     .fold((0.0, 0u32), |(s, n), (_, f)| (s + f, n + 1));
                 (n > 0).then(|| sum / f64::from(n))
             })
+    }
+
+    /// The share of its datasheet peak that a large matrix product reaches on this chip: its
+    /// measured share at FP8, or where FP8 was not measured the mean of the precisions that
+    /// were (A100 at 16 bits); for a chip measured at none, that of its
+    /// [`System::matrix_share_from`] system. The performance model runs every precision's
+    /// products at this one share of their own peak (its `switchyard-perf` `gpu` module says
+    /// why FP8's).
+    pub fn matrix_share(&self) -> Option<f64> {
+        self.own_matrix_share().or(self.borrowed_matrix_share)
+    }
+
+    /// [`System::matrix_share`] from this chip's own measurements alone.
+    pub(crate) fn own_matrix_share(&self) -> Option<f64> {
+        let m = self.measured.as_ref()?;
+        // The performance model asks for every matrix product it times: FP8 first, directly.
+        if let (Some(got), Some(peak)) = (m.gemm_tflops.fp8, self.dense_tflops.fp8) {
+            return Some(got / peak);
+        }
+        // An FP8 product on a chip without FP8 runs at 16 bits, so A100 takes that share.
+        self.gemm_fraction(Precision::Fp8)
     }
 
     /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.

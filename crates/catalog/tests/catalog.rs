@@ -471,6 +471,69 @@ fn measured_figures_give_the_achieved_shares() {
     assert!(b300.gemm_fraction(Precision::Fp8).is_none() && b300.read_bw_fraction().is_none());
 }
 
+/// A chip's matrix share is its FP8 measurement, else its other measurements', else the
+/// one its `matrix_share_from` system measured; the lending is checked where it is written.
+#[test]
+fn a_system_borrows_the_matrix_share_of_its_die() {
+    let mut cat = Catalog::builtin().expect("catalog");
+    let share = |cat: &Catalog, id: &str| cat.system(id).expect(id).matrix_share();
+    let fp8 = |id: &str| cat.system(id).expect(id).gemm_fraction(Precision::Fp8);
+    // Own measurements: FP8 where measured (GB200's FP4 figure is not its share), 16-bit
+    // on A100, which has no FP8.
+    let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+        _ => false,
+    };
+    assert!(close(share(&cat, "h100-sxm"), fp8("h100-sxm")));
+    assert!(close(share(&cat, "gb200"), Some(2906.9 / 5000.0)));
+    let a100 = share(&cat, "a100-sxm").expect("a100");
+    assert_eq!(
+        Some(a100),
+        cat.system("a100-sxm")
+            .expect("a")
+            .gemm_fraction(Precision::Bf16)
+    );
+    // Borrowed: B200 from GB200; MI325X borrows nothing; B300 has no one to borrow from.
+    assert_eq!(share(&cat, "b200"), share(&cat, "gb200"));
+    assert_eq!(share(&cat, "h100-pcie"), share(&cat, "h100-sxm"));
+    assert_eq!(share(&cat, "mi325x"), None);
+    assert_eq!(share(&cat, "b300"), None);
+    let chip = |id: &str, extra: &str| {
+        format!("[[system]]\nid = \"{id}\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 24.0\nmemory_bw_tb_s = 1.0\ndense_tflops = {{ bf16 = 50.0, fp8 = 100.0 }}\nchips_per_system = 1\n{extra}\nsources = [\"https://example.org\"]\n")
+    };
+    // A new chip may borrow by alias; the borrowed share follows the lender.
+    cat.extend_from_toml(&chip("twin", "matrix_share_from = \"h100\""), "t.toml")
+        .expect("borrows");
+    assert_eq!(share(&cat, "twin"), share(&cat, "h100-sxm"));
+    let field = "matrix_share_from";
+    refused(
+        &mut cat,
+        &chip("u", "matrix_share_from = \"nope\""),
+        "u.toml",
+        &["`u`", field, "unknown system `nope`"],
+    );
+    refused(
+        &mut cat,
+        &chip("v", "matrix_share_from = \"v\""),
+        "v.toml",
+        &["`v`", field, "itself"],
+    );
+    refused(
+        &mut cat,
+        &chip("w", "matrix_share_from = \"mi325x\""),
+        "w.toml",
+        &["`w`", field, "`mi325x` has no measured"],
+    );
+    let own = format!("{}\n[system.measured]\ngemm_tflops = {{ fp8 = 60.0 }}\nsources = [\"https://example.org\"]\n", chip("x", "matrix_share_from = \"h100-sxm\""));
+    refused(&mut cat, &own, "x.toml", &["`x`", field, "of its own"]);
+    // Replacing a lender with an unmeasured chip leaves the earlier borrowers without a
+    // share rather than refusing the file: they were not what it changed.
+    cat.extend_from_toml(&chip("h100-sxm", ""), "r.toml")
+        .expect("replaces the lender");
+    assert_eq!(share(&cat, "h100-pcie"), None);
+    assert_eq!(share(&cat, "twin"), None);
+}
+
 #[test]
 fn every_model_is_found_by_its_id_written_with_hyphens_moved() {
     let cat = Catalog::builtin().expect("catalog");

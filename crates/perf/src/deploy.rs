@@ -443,7 +443,8 @@ impl<'a> Deployment<'a> {
     /// socket holding whole caches of its own ([`Deployment::kv_groups`]): with a
     /// DeepSeek-R1 latent on every socket, one rack of SN40L would carry 2,540 tok/s at 256
     /// users against the 4,500 SambaNova measured (`sn40l-deepseek-throughput` in
-    /// `reference/points.csv`); split, 4,580.
+    /// `reference/points.csv`); split, 4,580 (both with the FLOP efficiencies at 0.40; split,
+    /// 4,670 at today's 0.45).
     pub fn kv_share_per_chip(&self) -> f64 {
         // Chips of a stage across which one sequence's cache is split, and groups of them
         // that each hold their own sequences.
@@ -618,7 +619,7 @@ impl<'a> Deployment<'a> {
                 1.0,
                 isl / 2.0,
                 chips,
-                gpu::prefill_eff(self, p),
+                p.gpu_prefill_flops_eff,
             ) + gpu::exchange_per_token(self, p) / parallel;
         }
         let flops = self.prompt_token_flops(isl / 2.0);
@@ -631,7 +632,7 @@ impl<'a> Deployment<'a> {
                     .map_or(1.0, |m| m.cores() * m.core_flops());
                 flops / (chips * mesh * p.wafer_prefill_eff)
             }
-            _ => flops / (chips * gpu::peak(self) * p.gpu_prefill_flops_eff),
+            _ => flops / (chips * gpu::achieved(self, gpu::peak(self), p.gpu_prefill_flops_eff)),
         }
     }
 }

@@ -29,6 +29,7 @@ pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,
 };
+pub use gpu::matrix_scale;
 pub use params::{Params, ParamsError};
 pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};

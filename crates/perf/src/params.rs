@@ -4,10 +4,11 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 25.9% there and 20.9% on `reference/heldout.csv` (against 27.1% and 22.9%),
+//! free, scores 24.6% there and 19.9% on `reference/heldout.csv` (against 25.1% and 20.7%),
 //! but reaches it with values that contradict measurements: a 30 us all-reduce (measured:
-//! 6-20 us; see [`Params::allreduce_latency_s`]), a 0.1 ms engine step beside a 96 us
-//! launch cost per layer, two and a half times the one chosen. The values
+//! 6-20 us; see [`Params::allreduce_latency_s`]) and a 63 us launch cost per layer, half as
+//! much again as the one chosen, which would put 8 x H100 further below the per-user speed
+//! published for it (see [`Params::gpu_layer_overhead_s`]). The values
 //! below were chosen with it, each within what its own evidence allows, not copied from it.
 //! Nothing in the model looks up a data point: the same formulas serve every system and model.
 //!
@@ -28,48 +29,43 @@ pub struct Params {
     /// H100 0.95, H200 0.95, MI300X 0.75; catalog `measured`). Where a chip has its own
     /// measurement, that is used instead. Not fitted.
     pub gpu_bw_eff: f64,
-    /// Fraction of datasheet dense peak FLOP/s reached by the batched matrix products of
-    /// decode. Fitted (see [`Params::gpu_prefill_flops_eff`]): 0.32 until the experts'
-    /// products paid for whole tiles ([`Params::gpu_expert_tile_tokens`]), which had let
-    /// the fine-grained mixtures of experts run cheap enough to hold it down; 0.40 since.
+    /// Fraction of datasheet dense peak FLOP/s that the batched matrix products of decode
+    /// reach on H100; every chip scales it by its measured large-product share over H100's
+    /// (`gpu::achieved`: MI300X 0.67x, B200 and GB200 0.83x, A100 1.17x). Chosen with
+    /// [`Params::gpu_prefill_flops_eff`] as one value for both: over decode and prefill each
+    /// 0.40-0.50, one value of 0.44-0.46 gives 25.0-25.1% on `reference/points.csv` and
+    /// 20.7-21.0% on `reference/heldout.csv`, and no split does better on both (decode 0.42
+    /// by prefill 0.48: 25.3% and 20.5%; 0.50 by 0.45: 25.3% and 20.8%).
     ///
-    /// The catalog's measured matrix rates (large cuBLASLt/hipBLASLt products reach 0.47 of
-    /// the FP8 peak on MI300X, 0.67-0.70 on H200 and H100, 0.58 at FP8 and 0.76 at FP4 on
-    /// GB200, 0.82 at FP16 on A100) are not applied per chip to decode, whose products are
-    /// skinny (they scale prefill: see [`Params::gpu_prefill_flops_eff`]). Tried as each chip's share of
-    /// its datasheet peak, with chips of one compute die held to one share as physics asks
-    /// (MI325X with MI300X, B200 with GB200), and these efficiencies refitted on top, they
-    /// gave 32.7% on `points.csv` and 32.7% on the 29 rows `heldout.csv` then held, against
-    /// 31.9% and 31.3% with one share for every chip in the same setup. A product's rate depends on the library version as much as
-    /// on the chip, and the MI300X figure is from an older ROCm than the MI325X results.
-    /// Retried with the FP8 share standing for every precision (FP4 products of serving
-    /// size fall far shorter of their peak than large ones: below), decode 0.45-0.60 on
-    /// top, same-die chips held to one share: 26.2-26.6% on `points.csv` but 23.6-24.7% on
-    /// `heldout.csv`, against 27.1% and 22.9%. Without the same-die rule (B200 and MI325X,
-    /// having no measurement of their own, at H100's share) it gave 25.9% and 22.2%, a gain
-    /// that rests on treating one die two ways, so it was not taken either.
+    /// History: 0.32, then 0.40 once the experts' products paid for whole tiles
+    /// ([`Params::gpu_expert_tile_tokens`]), both with the measured share applied to prefill
+    /// alone, on the grounds that decode's products are skinnier than the measured ones. That
+    /// left the Hopper runs 15-40% under their published throughput while the Blackwell and
+    /// AMD runs fit (27.1% and 22.9%). Applying the share to decode too, at 0.45, gives
+    /// 25.1% and 20.7%. Two alternatives were measured beside it: MI325X held to MI300X's
+    /// share as well (0.475: 25.6% and 21.5%), and B200 left at H100's share rather than
+    /// GB200's (0.45: 26.1% and 21.9%); the catalog says why the one borrows and the other
+    /// does not (`matrix_share_from`). Before the share was FP8's for every precision, each
+    /// chip's own per-precision shares scaled decode and gave 32.7% against 31.9%.
     ///
-    /// Products of decode size, measured alone, bracket the 0.40: DeepGEMM's FP8 products on
-    /// H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at 512-1,024
-    /// rows (<https://github.com/deepseek-ai/DeepGEMM>, README of February 2025), while FP4
-    /// products on B200, the better of DeepGEMM's and cuBLASLt's, reach 0.04 at 128 rows and
-    /// 0.16-0.23 at 512-1,024 rows against 0.59-0.63 at 4,096-8,192
-    /// (<https://github.com/deepseek-ai/DeepGEMM/pull/348>). The engines behind the
-    /// published rows run their own kernels, so no one of these is taken for a chip.
+    /// Products of decode size, measured alone, bracket the figure: DeepGEMM's FP8 products
+    /// on H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at
+    /// 512-1,024 rows (<https://github.com/deepseek-ai/DeepGEMM>, README of February 2025),
+    /// while FP4 products on B200, the better of DeepGEMM's and cuBLASLt's, reach 0.04 at 128
+    /// rows and 0.16-0.23 at 512-1,024 rows against 0.59-0.63 at 4,096-8,192
+    /// (<https://github.com/deepseek-ai/DeepGEMM/pull/348>). That shortfall is why FP4
+    /// products are given FP8's measured share, not the 0.76 GB200 reaches with large FP4
+    /// products. The engines behind the published rows run their own kernels, so no one of
+    /// these figures is taken for a chip.
     pub gpu_decode_flops_eff: f64,
-    /// Fraction of datasheet dense peak FLOP/s reached by prefill on H100; a chip with a
-    /// measured large-GEMM rate in the catalog scales it by its measured share over H100's
-    /// (prefill's products are of the measured shape). Chosen with the decode
-    /// figure as the pair with the lowest MAPE on `reference/points.csv` over a grid (decode
-    /// 0.24-0.38, prefill 0.32-0.44, by 0.02), with the measured read bandwidths in use:
-    /// 0.32 and 0.40 give 31.8%, and the surface is flat within 0.2 points from 0.26 to 0.34.
-    /// Rechecked once decode read the length-biased context of spread outputs
-    /// ([`crate::Deployment::decode_ctx`]) and chunked prompts paid their exchanges: decode
-    /// 0.30-0.38 by prefill 0.38-0.44 give 28.7-29.4% on `points.csv`, 0.32 and 0.40 28.9%,
-    /// so they stay. Once the experts' products were padded to whole tiles
-    /// ([`Params::gpu_expert_tile_tokens`]), decode 0.36-0.42 by prefill 0.38-0.42 gave
-    /// 27.1-27.5%; decode rose to 0.40 (27.2%; 27.1% with prefill at 0.38, within the
-    /// surface's noise) and prefill stayed.
+    /// Fraction of datasheet dense peak FLOP/s that prefill's matrix products reach on H100,
+    /// scaled on other chips as [`Params::gpu_decode_flops_eff`] is, and chosen with it.
+    /// History: 0.40 from 2024 until decode took the measured share as well. A grid over the
+    /// two at the time (decode 0.24-0.38, prefill 0.32-0.44, by 0.02) gave 0.32 and 0.40 at
+    /// 31.8% on `reference/points.csv`; once decode read the length-biased context of spread
+    /// outputs ([`crate::Deployment::decode_ctx`]) and chunked prompts paid their exchanges,
+    /// 0.30-0.38 by 0.38-0.44 gave 28.7-29.4%; once the experts' products were padded to
+    /// whole tiles, 0.36-0.42 by 0.38-0.42 gave 27.1-27.5%.
     pub gpu_prefill_flops_eff: f64,
     /// Rows of the tile in which a mixture-of-experts layer's grouped matrix product runs
     /// each expert's tokens: an expert given fewer tokens than a tile still costs a whole
@@ -290,8 +286,8 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             gpu_bw_eff: 0.90,
-            gpu_decode_flops_eff: 0.40,
-            gpu_prefill_flops_eff: 0.40,
+            gpu_decode_flops_eff: 0.45,
+            gpu_prefill_flops_eff: 0.45,
             gpu_expert_tile_tokens: 128.0,
             gpu_step_overhead_s: 2.0e-3,
             gpu_layer_overhead_s: 40.0e-6,

@@ -1141,15 +1141,26 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                     pr.sources.join(" ")
                 );
             }
+            if let (Some(from), Some(share)) = (&s.matrix_share_from, s.borrowed_matrix_share) {
+                out!(
+                    "{:<10}   matrix share {share:.2} of peak, measured on {from} (the same die): the model's FLOP efficiencies, stated on H100, take x{:.2} here",
+                    "",
+                    switchyard_perf::matrix_scale(s)
+                );
+            }
             if let Some(m) = &s.measured {
                 out!(
-                    "{:<10}   measured: read stream {}, matrix product (scales prefill) {}; {}",
+                    "{:<10}   measured: read stream {}, matrix product {}{}; {}",
                     "",
                     m.memory_read_bw_tb_s.map_or("n/a".into(), |b| format!(
                         "{b:.2} TB/s ({:.2} of peak, used by the model)",
                         s.read_bw_fraction().unwrap_or(0.0)
                     )),
                     gemm_text(s, &m.gemm_tflops),
+                    s.matrix_share().map_or(String::new(), |_| format!(
+                        "; the model's FLOP efficiencies, stated on H100, take x{:.2} here at every precision",
+                        switchyard_perf::matrix_scale(s)
+                    )),
                     m.sources.join(" ")
                 );
             }
