@@ -564,7 +564,6 @@ fn memory_sizes(name: &str) -> (String, Vec<f64>) {
     }
 }
 
-/// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.
 /// Fills in every system's [`System::borrowed_matrix_share`] from the system its
 /// `matrix_share_from` names (by id or alias), after each file, since a later file may
 /// replace the lender. An entry of the file just read (`added`) must name another system
@@ -594,9 +593,13 @@ fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (S
                     "`{}` has a measured matrix rate of its own, which the model uses; drop one of the two",
                     s.id
                 )),
-                Some(l) => match l.own_matrix_share() {
-                    Some(share) => Ok(Some(share)),
-                    None => refuse(format!(
+                Some(l) => match (l.own_matrix_share(), &l.matrix_share_from) {
+                    (Some(share), _) => Ok(Some(share)),
+                    (None, Some(further)) => refuse(format!(
+                        "`{}` borrows its own share from `{further}`; name that system instead",
+                        l.id
+                    )),
+                    (None, None) => refuse(format!(
                         "`{}` has no measured matrix rate of its own to lend (`[system.measured]` `gemm_tflops`)",
                         l.id
                     )),
@@ -610,6 +613,7 @@ fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (S
     Ok(())
 }
 
+/// Replaces the entry with the same id, or appends: a user's entry overrides a built-in one.
 fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
     match list.iter().position(|x| id(x) == id(&item)) {
         Some(i) => list[i] = item,

@@ -184,8 +184,9 @@ pub struct System {
     /// whose datasheet peaks already differ by what sets them apart (B200 at 1,000 W is
     /// rated 4.5 PFLOP/s dense at FP8, the same die in GB200 at 1,200 W 5.0), so that a share
     /// of the peak carries from one to the other. Not for a chip rated at the same peak under
-    /// another power limit (MI325X at 1,000 W against MI300X at 750 W): what the lower limit
-    /// lets a product reach says nothing of the higher one.
+    /// another power limit (MI325X at 1,000 W against MI300X at 750 W), nor for one whose
+    /// lower peak counts fewer units or a lower clock but not the throttling of a tight power
+    /// limit (H100 PCIe at 350 W): the lender's share bounds such a chip from one side only.
     pub matrix_share_from: Option<String>,
     /// The measured matrix share of the `matrix_share_from` system, which the catalog fills
     /// in whenever it reads a file (it is not read from one).
@@ -245,8 +246,9 @@ impl System {
     }
 
     /// The share of its datasheet peak that a large matrix product reaches on this chip: its
-    /// measured share at FP8, or where FP8 was not measured the mean of the precisions that
-    /// were (A100 at 16 bits); for a chip measured at none, that of its
+    /// measured share at FP8, else at INT8, else at 16 bits (A100), never at four bits, whose
+    /// large products reach a share that products of serving size do not; for a chip
+    /// measured at none of these, that of its
     /// [`System::matrix_share_from`] system. The performance model runs every precision's
     /// products at this one share of their own peak (its `switchyard-perf` `gpu` module says
     /// why FP8's).
@@ -256,13 +258,18 @@ impl System {
 
     /// [`System::matrix_share`] from this chip's own measurements alone.
     pub(crate) fn own_matrix_share(&self) -> Option<f64> {
-        let m = self.measured.as_ref()?;
-        // The performance model asks for every matrix product it times: FP8 first, directly.
-        if let (Some(got), Some(peak)) = (m.gemm_tflops.fp8, self.dense_tflops.fp8) {
-            return Some(got / peak);
-        }
-        // An FP8 product on a chip without FP8 runs at 16 bits, so A100 takes that share.
-        self.gemm_fraction(Precision::Fp8)
+        // The performance model asks for every matrix product it times: plain field reads.
+        let (got, peak) = (&self.measured.as_ref()?.gemm_tflops, &self.dense_tflops);
+        [
+            (got.fp8, peak.fp8),
+            (got.int8, peak.int8),
+            (got.bf16, peak.bf16),
+        ]
+        .into_iter()
+        .find_map(|pair| match pair {
+            (Some(got), Some(peak)) => Some(got / peak),
+            _ => None,
+        })
     }
 
     /// The share of its datasheet memory bandwidth that a read stream reaches, where measured.

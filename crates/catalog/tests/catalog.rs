@@ -471,67 +471,69 @@ fn measured_figures_give_the_achieved_shares() {
     assert!(b300.gemm_fraction(Precision::Fp8).is_none() && b300.read_bw_fraction().is_none());
 }
 
-/// A chip's matrix share is its FP8 measurement, else its other measurements', else the
-/// one its `matrix_share_from` system measured; the lending is checked where it is written.
+/// A chip's matrix share is its FP8 measurement, else its 16-bit one, never its FP4 one,
+/// else the one its `matrix_share_from` system measured; the lending is checked where it
+/// is written, and a borrower follows its lender when a later file replaces it.
 #[test]
 fn a_system_borrows_the_matrix_share_of_its_die() {
     let mut cat = Catalog::builtin().expect("catalog");
     let share = |cat: &Catalog, id: &str| cat.system(id).expect(id).matrix_share();
-    let fp8 = |id: &str| cat.system(id).expect(id).gemm_fraction(Precision::Fp8);
+    let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
     // Own measurements: FP8 where measured (GB200's FP4 figure is not its share), 16-bit
     // on A100, which has no FP8.
-    let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => (a - b).abs() < 1e-12,
-        _ => false,
-    };
-    assert!(close(share(&cat, "h100-sxm"), fp8("h100-sxm")));
-    assert!(close(share(&cat, "gb200"), Some(2906.9 / 5000.0)));
-    let a100 = share(&cat, "a100-sxm").expect("a100");
-    assert_eq!(
-        Some(a100),
-        cat.system("a100-sxm")
-            .expect("a")
-            .gemm_fraction(Precision::Bf16)
-    );
-    // Borrowed: B200 from GB200; MI325X borrows nothing; B300 has no one to borrow from.
+    assert!(close(share(&cat, "h100-sxm"), 1382.2 / 1979.0));
+    assert!(close(share(&cat, "gb200"), 2906.9 / 5000.0));
+    assert!(close(share(&cat, "a100-sxm"), 256.5 / 312.0));
+    // Borrowed: B200 from GB200. MI325X, H100 PCIe and B300 borrow nothing.
     assert_eq!(share(&cat, "b200"), share(&cat, "gb200"));
-    assert_eq!(share(&cat, "h100-pcie"), share(&cat, "h100-sxm"));
-    assert_eq!(share(&cat, "mi325x"), None);
-    assert_eq!(share(&cat, "b300"), None);
+    for none in ["mi325x", "h100-pcie", "b300"] {
+        assert_eq!(share(&cat, none), None, "{none}");
+    }
     let chip = |id: &str, extra: &str| {
-        format!("[[system]]\nid = \"{id}\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 24.0\nmemory_bw_tb_s = 1.0\ndense_tflops = {{ bf16 = 50.0, fp8 = 100.0 }}\nchips_per_system = 1\n{extra}\nsources = [\"https://example.org\"]\n")
+        format!("[[system]]\nid = \"{id}\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 24.0\nmemory_bw_tb_s = 1.0\ndense_tflops = {{ bf16 = 50.0, fp8 = 100.0, fp4 = 200.0 }}\nchips_per_system = 1\n{extra}\nsources = [\"https://example.org\"]\n")
     };
-    // A new chip may borrow by alias; the borrowed share follows the lender.
+    let measured = |gemm: &str| {
+        format!("\n[system.measured]\ngemm_tflops = {{ {gemm} }}\nsources = [\"https://example.org\"]\n")
+    };
+    // Measured at FP4 alone, a chip has no share: large FP4 products are not its measure.
+    let fp4 = format!("{}{}", chip("fp4-only", ""), measured("fp4 = 150.0"));
+    cat.extend_from_toml(&fp4, "f.toml").expect("adds");
+    assert_eq!(share(&cat, "fp4-only"), None);
+    // A new chip may borrow by alias.
     cat.extend_from_toml(&chip("twin", "matrix_share_from = \"h100\""), "t.toml")
         .expect("borrows");
     assert_eq!(share(&cat, "twin"), share(&cat, "h100-sxm"));
     let field = "matrix_share_from";
-    refused(
-        &mut cat,
-        &chip("u", "matrix_share_from = \"nope\""),
-        "u.toml",
-        &["`u`", field, "unknown system `nope`"],
+    for (id, from, says) in [
+        ("u", "nope", "unknown system `nope`"),
+        ("v", "v", "itself"),
+        ("w", "mi325x", "`mi325x` has no measured"),
+        ("y", "b200", "`b200` borrows its own share from `gb200`"),
+    ] {
+        let text = chip(id, &format!("matrix_share_from = \"{from}\""));
+        refused(
+            &mut cat,
+            &text,
+            "u.toml",
+            &[&format!("`{id}`"), field, says],
+        );
+    }
+    let own = format!(
+        "{}{}",
+        chip("x", "matrix_share_from = \"h100-sxm\""),
+        measured("fp8 = 60.0")
     );
-    refused(
-        &mut cat,
-        &chip("v", "matrix_share_from = \"v\""),
-        "v.toml",
-        &["`v`", field, "itself"],
-    );
-    refused(
-        &mut cat,
-        &chip("w", "matrix_share_from = \"mi325x\""),
-        "w.toml",
-        &["`w`", field, "`mi325x` has no measured"],
-    );
-    let own = format!("{}\n[system.measured]\ngemm_tflops = {{ fp8 = 60.0 }}\nsources = [\"https://example.org\"]\n", chip("x", "matrix_share_from = \"h100-sxm\""));
     refused(&mut cat, &own, "x.toml", &["`x`", field, "of its own"]);
-    // Replacing a lender with an unmeasured chip leaves the earlier borrowers without a
-    // share rather than refusing the file: they were not what it changed.
-    cat.extend_from_toml(&chip("h100-sxm", ""), "r.toml")
+    // A later file that replaces the lender moves its borrowers with it: to its new
+    // measurement, or, unmeasured, to none, rather than refusing the file, since the
+    // borrowers were not what it changed.
+    let lender = |extra: &str| format!("{}{extra}", chip("gb200", ""));
+    cat.extend_from_toml(&lender(&measured("fp8 = 50.0")), "r.toml")
         .expect("replaces the lender");
-    assert_eq!(share(&cat, "h100-pcie"), None);
-    assert_eq!(share(&cat, "twin"), None);
+    assert!(close(share(&cat, "b200"), 0.5));
+    cat.extend_from_toml(&lender(""), "r.toml")
+        .expect("replaces the lender");
+    assert_eq!(share(&cat, "b200"), None);
 }
 
 #[test]

@@ -30,8 +30,9 @@ pub struct Params {
     /// measurement, that is used instead. Not fitted.
     pub gpu_bw_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s that the batched matrix products of decode
-    /// reach on H100; every chip scales it by its measured large-product share over H100's
-    /// (`gpu::achieved`: MI300X 0.67x, B200 and GB200 0.83x, A100 1.17x). Chosen with
+    /// reach on H100; every GPU scales it by its measured large-product share over H100's
+    /// (`gpu::achieved`: MI300X 0.67x, B200 and GB200 0.83x, A100 1.18x). The LPU's and
+    /// RDU's arithmetic takes it too, unscaled (they have no measurement). Chosen with
     /// [`Params::gpu_prefill_flops_eff`] as one value for both: over decode and prefill each
     /// 0.40-0.50, one value of 0.44-0.46 gives 25.0-25.1% on `reference/points.csv` and
     /// 20.7-21.0% on `reference/heldout.csv`, and no split does better on both (decode 0.42
@@ -44,8 +45,12 @@ pub struct Params {
     /// AMD runs fit (27.1% and 22.9%). Applying the share to decode too, at 0.45, gives
     /// 25.1% and 20.7%. Two alternatives were measured beside it: MI325X held to MI300X's
     /// share as well (0.475: 25.6% and 21.5%), and B200 left at H100's share rather than
-    /// GB200's (0.45: 26.1% and 21.9%); the catalog says why the one borrows and the other
-    /// does not (`matrix_share_from`). Before the share was FP8's for every precision, each
+    /// GB200's (0.45: 26.1% and 21.9%). B200 borrows because its die is GB200's and its
+    /// lower datasheet peaks carry its lower power limit (`matrix_share_from`). MI325X does
+    /// not, a choice the fit made and these reasons allow without proving: MI300X's share
+    /// was taken at 750 W on ROCm 6.2, MI325X runs at 1,000 W under the same datasheet peaks,
+    /// and its MLPerf results come from later ROCm releases, so MI300X's share is at most a
+    /// lower bound for it; without a measurement it takes H100's, as every unmeasured chip. Before the share was FP8's for every precision, each
     /// chip's own per-precision shares scaled decode and gave 32.7% against 31.9%.
     ///
     /// Products of decode size, measured alone, bracket the figure: DeepGEMM's FP8 products

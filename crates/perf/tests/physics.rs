@@ -602,7 +602,8 @@ fn a_step_pays_for_the_expert_stream_and_the_dense_arithmetic_both() {
     let d = Deployment::new(m, s, Layout::replica(1, 1), Precision::Fp4).expect("d");
     let tokens = 2048.0;
     let bw = s.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
-    let (peak, _) = s.flops(Precision::Fp4).expect("fp4 peak");
+    // The datasheet peak, at B200's share of it (borrowed from GB200) over H100's.
+    let peak = s.flops(Precision::Fp4).expect("fp4 peak").0 * switchyard_perf::matrix_scale(s);
     let expert_stream = m.touched_expert_params(tokens) * Precision::Fp4.bytes() / bw;
     let dense_arithmetic = 2.0 * tokens * (m.active_params_b * 1e9 - m.routed_active_params())
         / (peak * p.gpu_decode_flops_eff);
@@ -1567,10 +1568,11 @@ fn matrix_products_follow_the_measured_share() {
     };
     let (a100_prefill, a100_decode) = ratios("a100-sxm", Precision::Bf16);
     assert!(a100_prefill < 0.92 && a100_prefill > 0.8, "{a100_prefill}");
-    assert!(a100_decode < 0.95, "{a100_decode}");
+    assert!(a100_decode < 0.95 && a100_decode > 0.8, "{a100_decode}");
+    // Scaled once: MI300X's products take 1.49 times as long, its steps a little less.
     let (mi300x_prefill, mi300x_decode) = ratios("mi300x", Precision::Fp8);
     assert!(
-        mi300x_prefill > 1.3 && mi300x_decode > 1.2,
+        (1.3..1.5).contains(&mi300x_prefill) && (1.2..1.5).contains(&mi300x_decode),
         "{mi300x_prefill} {mi300x_decode}"
     );
     for unscaled in ["h100-sxm", "mi325x"] {

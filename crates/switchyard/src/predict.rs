@@ -1141,12 +1141,19 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                     pr.sources.join(" ")
                 );
             }
-            if let (Some(from), Some(share)) = (&s.matrix_share_from, s.borrowed_matrix_share) {
-                out!(
-                    "{:<10}   matrix share {share:.2} of peak, measured on {from} (the same die): the model's FLOP efficiencies, stated on H100, take x{:.2} here",
-                    "",
-                    switchyard_perf::matrix_scale(s)
-                );
+            if let Some(from) = &s.matrix_share_from {
+                let lender = cat.system(from).map_or(from.as_str(), |l| l.id.as_str());
+                match s.borrowed_matrix_share {
+                    Some(share) => out!(
+                        "{:<10}   matrix share {share:.2} of peak, measured on {lender} (the same die): the model's FLOP efficiencies, stated on H100, take x{:.2} here",
+                        "",
+                        switchyard_perf::matrix_scale(s)
+                    ),
+                    None => out!(
+                        "{:<10}   matrix share from {lender}, which has no measured matrix rate now: the model takes H100's share",
+                        ""
+                    ),
+                }
             }
             if let Some(m) = &s.measured {
                 out!(
@@ -1157,7 +1164,7 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                         s.read_bw_fraction().unwrap_or(0.0)
                     )),
                     gemm_text(s, &m.gemm_tflops),
-                    s.matrix_share().map_or(String::new(), |_| format!(
+                    m.gemm_tflops.entries().next().map_or(String::new(), |_| format!(
                         "; the model's FLOP efficiencies, stated on H100, take x{:.2} here at every precision",
                         switchyard_perf::matrix_scale(s)
                     )),

@@ -551,6 +551,17 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(out.contains("cs3") && out.contains("sources: https://"));
+    // B200's matrix share is GB200's, and the listing says so.
+    let b200 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("b200 "))
+        .take_while(|l| l.starts_with("b200 ") || l.starts_with(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        b200.contains("matrix share 0.58 of peak, measured on gb200") && b200.contains("x0.83"),
+        "{b200}"
+    );
     let o = run(&["catalog", "workloads"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
