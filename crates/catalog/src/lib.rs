@@ -567,9 +567,10 @@ fn memory_sizes(name: &str) -> (String, Vec<f64>) {
 /// Fills in every system's [`System::borrowed_matrix_share`] from the system its
 /// `matrix_share_from` names (by id or alias), after each file, since a later file may
 /// replace the lender. An entry of the file just read (`added`) must name another system
-/// with a measured matrix rate of its own, and have none itself. An earlier entry whose
-/// lender a later file replaced with an unmeasured one borrows nothing: the user replaced
-/// the lender, not the borrower.
+/// with a measured matrix share of its own, and have none itself. An earlier entry follows
+/// its lender as a later file left it: to the lender's new measurement, through the lender
+/// to the system it now borrows from, or, with nothing to follow, to no share at all. The
+/// user replaced the lender, not the borrower, so none of these refuses the file.
 fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (String, String)> {
     let field = "field `matrix_share_from`";
     let named = |x: &System, name: &str| {
@@ -583,7 +584,20 @@ fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (S
             };
             let lender = systems.iter().find(|x| named(x, from));
             if !added.contains(&s.id) {
-                return Ok(lender.and_then(System::own_matrix_share));
+                // Lender after lender, each step by name, until one has a share of its own;
+                // no further than there are systems, which a loop of names would exceed.
+                let mut at = lender;
+                for _ in 0..systems.len() {
+                    let Some(l) = at else { break };
+                    if let Some(share) = l.own_matrix_share() {
+                        return Ok(Some(share));
+                    }
+                    at = l
+                        .matrix_share_from
+                        .as_deref()
+                        .and_then(|next| systems.iter().find(|x| named(x, next)));
+                }
+                return Ok(None);
             }
             let refuse = |m: String| Err((s.id.clone(), format!("{field}: {m}")));
             match lender {
@@ -600,7 +614,7 @@ fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (S
                         l.id
                     )),
                     (None, None) => refuse(format!(
-                        "`{}` has no measured matrix rate of its own to lend (`[system.measured]` `gemm_tflops`)",
+                        "`{}` has no measured matrix rate of its own to lend (`[system.measured]` `gemm_tflops` at fp8, int8 or bf16; an fp4 rate is not a share)",
                         l.id
                     )),
                 },

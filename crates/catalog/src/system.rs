@@ -180,13 +180,15 @@ pub struct System {
     /// Measured bandwidth and matrix rate, where published.
     pub measured: Option<Measured>,
     /// Another system whose chip is this one's silicon, and whose measured matrix share
-    /// ([`System::matrix_share`]) stands for this one's, which has none: for two systems
-    /// whose datasheet peaks already differ by what sets them apart (B200 at 1,000 W is
-    /// rated 4.5 PFLOP/s dense at FP8, the same die in GB200 at 1,200 W 5.0), so that a share
-    /// of the peak carries from one to the other. Not for a chip rated at the same peak under
-    /// another power limit (MI325X at 1,000 W against MI300X at 750 W), nor for one whose
-    /// lower peak counts fewer units or a lower clock but not the throttling of a tight power
-    /// limit (H100 PCIe at 350 W): the lender's share bounds such a chip from one side only.
+    /// ([`System::matrix_share`]) stands for this one's, which has none: the closest
+    /// measurement there is, for a chip whose own datasheet peaks already carry what sets
+    /// the two apart (B200 at 1,000 W is rated 4.5 PFLOP/s dense at FP8, the same die in
+    /// GB200 at 1,200 W 5.0). Where a tight power limit throttles the chip below the clock
+    /// its datasheet counts (H100 PCIe at 350 W), the borrowed share is an upper bound.
+    /// MI325X, rated at MI300X's peaks under a higher power limit (1,000 W against 750 W)
+    /// and published on later software, does not borrow MI300X's: that share would be a
+    /// lower bound, and the published rows fit better without it (the `switchyard-perf`
+    /// `Params::gpu_decode_flops_eff` documentation gives the figures).
     pub matrix_share_from: Option<String>,
     /// The measured matrix share of the `matrix_share_from` system, which the catalog fills
     /// in whenever it reads a file (it is not read from one).
@@ -257,7 +259,7 @@ impl System {
     }
 
     /// [`System::matrix_share`] from this chip's own measurements alone.
-    pub(crate) fn own_matrix_share(&self) -> Option<f64> {
+    pub fn own_matrix_share(&self) -> Option<f64> {
         // The performance model asks for every matrix product it times: plain field reads.
         let (got, peak) = (&self.measured.as_ref()?.gemm_tflops, &self.dense_tflops);
         [

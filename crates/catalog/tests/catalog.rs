@@ -471,9 +471,10 @@ fn measured_figures_give_the_achieved_shares() {
     assert!(b300.gemm_fraction(Precision::Fp8).is_none() && b300.read_bw_fraction().is_none());
 }
 
-/// A chip's matrix share is its FP8 measurement, else its 16-bit one, never its FP4 one,
-/// else the one its `matrix_share_from` system measured; the lending is checked where it
-/// is written, and a borrower follows its lender when a later file replaces it.
+/// A chip's matrix share is its FP8 measurement, else its INT8 one, else its 16-bit one,
+/// never its FP4 one, else the one its `matrix_share_from` system measured; the lending is
+/// checked where it is written, and a borrower follows its lender when a later file
+/// replaces it.
 #[test]
 fn a_system_borrows_the_matrix_share_of_its_die() {
     let mut cat = Catalog::builtin().expect("catalog");
@@ -484,9 +485,16 @@ fn a_system_borrows_the_matrix_share_of_its_die() {
     assert!(close(share(&cat, "h100-sxm"), 1382.2 / 1979.0));
     assert!(close(share(&cat, "gb200"), 2906.9 / 5000.0));
     assert!(close(share(&cat, "a100-sxm"), 256.5 / 312.0));
-    // Borrowed: B200 from GB200. MI325X, H100 PCIe and B300 borrow nothing.
-    assert_eq!(share(&cat, "b200"), share(&cat, "gb200"));
-    for none in ["mi325x", "h100-pcie", "b300"] {
+    // Borrowed: B200 from GB200, the PCIe and NVL cards from their SXM parts. MI325X and
+    // B300 borrow nothing.
+    for (borrower, lender) in [
+        ("b200", "gb200"),
+        ("h100-pcie", "h100-sxm"),
+        ("h200-nvl", "h200"),
+    ] {
+        assert_eq!(share(&cat, borrower), share(&cat, lender), "{borrower}");
+    }
+    for none in ["mi325x", "b300"] {
         assert_eq!(share(&cat, none), None, "{none}");
     }
     let chip = |id: &str, extra: &str| {
@@ -496,9 +504,17 @@ fn a_system_borrows_the_matrix_share_of_its_die() {
         format!("\n[system.measured]\ngemm_tflops = {{ {gemm} }}\nsources = [\"https://example.org\"]\n")
     };
     // Measured at FP4 alone, a chip has no share: large FP4 products are not its measure.
+    // Measured at INT8 and 16 bits, it takes INT8's.
     let fp4 = format!("{}{}", chip("fp4-only", ""), measured("fp4 = 150.0"));
     cat.extend_from_toml(&fp4, "f.toml").expect("adds");
     assert_eq!(share(&cat, "fp4-only"), None);
+    let int8 = format!(
+        "{}{}",
+        chip("int8", "").replace("fp4 = 200.0", "int8 = 100.0"),
+        measured("int8 = 80.0, bf16 = 30.0")
+    );
+    cat.extend_from_toml(&int8, "i.toml").expect("adds");
+    assert!(close(share(&cat, "int8"), 0.8));
     // A new chip may borrow by alias.
     cat.extend_from_toml(&chip("twin", "matrix_share_from = \"h100\""), "t.toml")
         .expect("borrows");
@@ -525,12 +541,16 @@ fn a_system_borrows_the_matrix_share_of_its_die() {
     );
     refused(&mut cat, &own, "x.toml", &["`x`", field, "of its own"]);
     // A later file that replaces the lender moves its borrowers with it: to its new
-    // measurement, or, unmeasured, to none, rather than refusing the file, since the
-    // borrowers were not what it changed.
+    // measurement, through it to the system it now borrows from, or, with nothing to
+    // follow, to none, rather than refusing the file, since the borrowers were not what it
+    // changed.
     let lender = |extra: &str| format!("{}{extra}", chip("gb200", ""));
     cat.extend_from_toml(&lender(&measured("fp8 = 50.0")), "r.toml")
         .expect("replaces the lender");
     assert!(close(share(&cat, "b200"), 0.5));
+    cat.extend_from_toml(&lender("matrix_share_from = \"h200\""), "r.toml")
+        .expect("replaces the lender");
+    assert_eq!(share(&cat, "b200"), share(&cat, "h200"));
     cat.extend_from_toml(&lender(""), "r.toml")
         .expect("replaces the lender");
     assert_eq!(share(&cat, "b200"), None);

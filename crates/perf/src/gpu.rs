@@ -132,7 +132,8 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// are stated on H100; a chip whose large products were measured
 /// ([`switchyard_catalog::System::matrix_share`]) reaches its measured share over H100's
 /// times as much of its own peak (A100 1.18×, H200 0.96×, B200 and GB200 0.83×, MI300X
-/// 0.67×), at every precision, and a chip never measured H100's share. Never above the
+/// 0.67×), at every precision, and a chip with neither a measurement nor a lender
+/// (`matrix_share_from`) H100's share. Never above the
 /// peak. An efficiency may take a chip past its measured large product: the efficiencies
 /// are fitted, and absorb what timing a kernel as its stream plus its arithmetic
 /// ([`kernel_time`]) overstates for a product that overlaps them, so a user's `calibrate`
@@ -147,10 +148,11 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// Scaled, with one efficiency of 0.45 for both, `reference/points.csv` went from 27.1% to
 /// 25.1% and `reference/heldout.csv` from 22.9% to 20.7% (0.44-0.46 give 25.0-25.1% and
 /// 20.7-21.0%); the MLPerf rows from 17.6% and 16.6% to 13.9% and 15.0%. The cost is
-/// borne by the H100 rows of TensorRT-LLM's 2023 tables and of one dashboard, already
-/// 53-73% over their published throughput and now 63-82% over.
+/// borne by the three multi-GPU H100 rows of TensorRT-LLM's 2023 tables and one dashboard
+/// row, already 53-73% over their published throughput and now 63-82% over.
 ///
-/// The share is FP8's for every precision. GB200's FP4 product reaches 0.76 of its FP4
+/// One share, FP8's where measured, serves every precision. GB200's FP4 product reaches
+/// 0.76 of its FP4
 /// peak at 16,384 rows, but products of serving size fall far shorter
 /// ([`Params::gpu_decode_flops_eff`]), and the published FP4 runs refuse the higher share:
 /// with GB200's and B200's FP4 products at it, 27.6% and 23.7% at best (efficiencies

@@ -49,9 +49,11 @@ pub struct Params {
     /// lower datasheet peaks carry its lower power limit (`matrix_share_from`). MI325X does
     /// not, a choice the fit made and these reasons allow without proving: MI300X's share
     /// was taken at 750 W on ROCm 6.2, MI325X runs at 1,000 W under the same datasheet peaks,
-    /// and its MLPerf results come from later ROCm releases, so MI300X's share is at most a
-    /// lower bound for it; without a measurement it takes H100's, as every unmeasured chip. Before the share was FP8's for every precision, each
-    /// chip's own per-precision shares scaled decode and gave 32.7% against 31.9%.
+    /// and its MLPerf results come from later ROCm releases, so MI300X's share is only a
+    /// lower bound for it; it takes H100's, as every chip with neither a measurement nor a
+    /// lender. Earlier, when the model scored 31.9% on `points.csv`, each chip's own
+    /// per-precision shares were tried on decode and gave 32.7%; FP4's own share, retried
+    /// now, is worse too (`gpu::achieved`).
     ///
     /// Products of decode size, measured alone, bracket the figure: DeepGEMM's FP8 products
     /// on H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at

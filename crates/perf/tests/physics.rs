@@ -602,7 +602,7 @@ fn a_step_pays_for_the_expert_stream_and_the_dense_arithmetic_both() {
     let d = Deployment::new(m, s, Layout::replica(1, 1), Precision::Fp4).expect("d");
     let tokens = 2048.0;
     let bw = s.memory_bw_tb_s * 1e12 * p.gpu_bw_eff;
-    // The datasheet peak, at B200's share of it (borrowed from GB200) over H100's.
+    // The FP4 peak times B200's borrowed share (GB200's) over H100's.
     let peak = s.flops(Precision::Fp4).expect("fp4 peak").0 * switchyard_perf::matrix_scale(s);
     let expert_stream = m.touched_expert_params(tokens) * Precision::Fp4.bytes() / bw;
     let dense_arithmetic = 2.0 * tokens * (m.active_params_b * 1e9 - m.routed_active_params())
@@ -1587,7 +1587,10 @@ fn matrix_products_follow_the_measured_share() {
         ratios("gb200", Precision::Fp4),
         ratios("b200", Precision::Fp4),
     );
-    assert!(b200.0 > 1.1 && b200.1 > 1.05, "{b200:?}");
+    assert!(
+        (1.1..1.3).contains(&b200.0) && (1.05..1.3).contains(&b200.1),
+        "{b200:?}"
+    );
     assert!((gb200.0 - b200.0).abs() < 0.02, "{gb200:?} {b200:?}");
 }
 

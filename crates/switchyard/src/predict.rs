@@ -1142,15 +1142,20 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                 );
             }
             if let Some(from) = &s.matrix_share_from {
-                let lender = cat.system(from).map_or(from.as_str(), |l| l.id.as_str());
+                let lender = cat.system(from).ok();
+                let (how, lender) = match lender {
+                    Some(l) if l.own_matrix_share().is_some() => ("measured on", l.id.as_str()),
+                    Some(l) => ("borrowed through", l.id.as_str()),
+                    None => ("from", from.as_str()),
+                };
                 match s.borrowed_matrix_share {
                     Some(share) => out!(
-                        "{:<10}   matrix share {share:.2} of peak, measured on {lender} (the same die): the model's FLOP efficiencies, stated on H100, take x{:.2} here",
+                        "{:<10}   matrix share {share:.2} of peak, {how} {lender} (the same die): the model's FLOP efficiencies, stated on H100, take x{:.2} here",
                         "",
                         switchyard_perf::matrix_scale(s)
                     ),
                     None => out!(
-                        "{:<10}   matrix share from {lender}, which has no measured matrix rate now: the model takes H100's share",
+                        "{:<10}   matrix share from {lender}, which has none to lend now (no fp8, int8 or bf16 matrix rate of its own or borrowed): the model takes H100's share",
                         ""
                     ),
                 }
@@ -1164,10 +1169,16 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                         s.read_bw_fraction().unwrap_or(0.0)
                     )),
                     gemm_text(s, &m.gemm_tflops),
-                    m.gemm_tflops.entries().next().map_or(String::new(), |_| format!(
-                        "; the model's FLOP efficiencies, stated on H100, take x{:.2} here at every precision",
-                        switchyard_perf::matrix_scale(s)
-                    )),
+                    match (s.own_matrix_share(), m.gemm_tflops.entries().next()) {
+                        (Some(_), _) => format!(
+                            "; the model's FLOP efficiencies, stated on H100, take x{:.2} here at every precision",
+                            switchyard_perf::matrix_scale(s)
+                        ),
+                        (None, Some(_)) => {
+                            "; these give the model no share (fp4 is not one, nor a precision without a datasheet peak)".into()
+                        }
+                        (None, None) => String::new(),
+                    },
                     m.sources.join(" ")
                 );
             }

@@ -551,15 +551,49 @@ fn catalog_lists_sources_and_takes_a_user_file() {
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(out.contains("cs3") && out.contains("sources: https://"));
+    // A system's lines in a listing: its own and the indented ones under it.
+    let entry = |out: &str, id: &str| {
+        out.lines()
+            .skip_while(|l| !l.starts_with(&format!("{id} ")))
+            .take_while(|l| l.starts_with(&format!("{id} ")) || l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     // B200's matrix share is GB200's, and the listing says so.
-    let b200 = out
-        .lines()
-        .skip_while(|l| !l.starts_with("b200 "))
-        .take_while(|l| l.starts_with("b200 ") || l.starts_with(' '))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let b200 = entry(&out, "b200");
     assert!(
         b200.contains("matrix share 0.58 of peak, measured on gb200") && b200.contains("x0.83"),
+        "{b200}"
+    );
+    // A borrower named by alias is listed with its lender's id; a lender replaced by an
+    // unmeasured chip leaves its borrowers at H100's share, and the listing says that too.
+    let chip = |id: &str, extra: &str| {
+        format!("[[system]]\nid = \"{id}\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 24.0\nmemory_bw_tb_s = 1.0\ndense_tflops = {{ bf16 = 50.0, fp8 = 100.0 }}\nchips_per_system = 1\n{extra}sources = [\"https://example.org\"]\n")
+    };
+    let user = temp_file(
+        "lenders.toml",
+        &format!(
+            "{}{}",
+            chip("twin", "matrix_share_from = \"h100\"\n"),
+            chip("gb200", "")
+        ),
+    );
+    let o = run(&[
+        "--catalog",
+        user.to_str().expect("path"),
+        "catalog",
+        "systems",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let twin = entry(&out, "twin");
+    assert!(
+        twin.contains("measured on h100-sxm") && twin.contains("x1.00"),
+        "{twin}"
+    );
+    let b200 = entry(&out, "b200");
+    assert!(
+        b200.contains("which has none to lend now") && b200.contains("H100's share"),
         "{b200}"
     );
     let o = run(&["catalog", "workloads"]);
