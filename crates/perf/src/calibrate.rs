@@ -10,7 +10,10 @@
 //! every parameter to `reference/points.csv` from 26.0% to 25.9% there and from 21.6% to
 //! 20.9% on `reference/heldout.csv`, in twice the predictions (1,517 against 762), from the
 //! defaults of the time; from today's it reaches 24.6% and 19.9% (the header of
-//! `params.rs` says with what values).
+//! `params.rs` says with what values). Started instead from four other points (the FLOP
+//! efficiencies at 0.3-0.6, latencies, bandwidth share, fabric share and expert tile moved
+//! up to twofold; `switchyard calibrate --params start.toml`), it ends at 24.6-24.9% and
+//! 19.9-20.8%: a local search, but not what holds the fit back.
 //! It minimises the mean of the per-group MAPEs plus half the overall MAPE, so that a group
 //! with few rows (a handful of wafer-scale speeds beside fifty GPU throughputs) still counts. A step that would change
 //! which rows can be modelled is refused: a fit must not improve its score by losing rows.
