@@ -250,10 +250,9 @@ impl System {
     /// The share of its datasheet peak that a large matrix product reaches on this chip: its
     /// measured share at FP8, else at INT8, else at 16 bits (A100), never at four bits, whose
     /// large products reach a share that products of serving size do not; for a chip
-    /// measured at none of these, that of its
-    /// [`System::matrix_share_from`] system. The performance model runs every precision's
-    /// products at this one share of their own peak (its `switchyard-perf` `gpu` module says
-    /// why FP8's).
+    /// measured at none of these, that of its [`System::matrix_share_from`] system. The
+    /// performance model runs every precision's products at this one share of their own peak
+    /// (its `switchyard-perf` `gpu` module says why FP8's).
     pub fn matrix_share(&self) -> Option<f64> {
         self.own_matrix_share().or(self.borrowed_matrix_share)
     }

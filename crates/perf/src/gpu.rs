@@ -133,11 +133,10 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// ([`switchyard_catalog::System::matrix_share`]) reaches its measured share over H100's
 /// times as much of its own peak (A100 1.18×, H200 0.96×, B200 and GB200 0.83×, MI300X
 /// 0.67×), at every precision, and a chip with neither a measurement nor a lender
-/// (`matrix_share_from`) H100's share. Never above the
-/// peak. An efficiency may take a chip past its measured large product: the efficiencies
-/// are fitted, and absorb what timing a kernel as its stream plus its arithmetic
-/// ([`kernel_time`]) overstates for a product that overlaps them, so a user's `calibrate`
-/// may need them that high.
+/// (`matrix_share_from`) H100's share. Never above the peak. An efficiency may take a chip
+/// past its measured large product: the efficiencies are fitted, and absorb what timing a
+/// kernel as its stream plus its arithmetic ([`kernel_time`]) overstates for a product
+/// that overlaps them, so a user's `calibrate` may need them that high.
 ///
 /// Why the measured share scales decode as well as prefill is the published runs, not the
 /// shapes of the products: decode's are skinnier than the measured ones, and their
@@ -152,8 +151,7 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// row, already 53-73% over their published throughput and now 63-82% over.
 ///
 /// One share, FP8's where measured, serves every precision. GB200's FP4 product reaches
-/// 0.76 of its FP4
-/// peak at 16,384 rows, but products of serving size fall far shorter
+/// 0.76 of its FP4 peak at 16,384 rows, but products of serving size fall far shorter
 /// ([`Params::gpu_decode_flops_eff`]), and the published FP4 runs refuse the higher share:
 /// with GB200's and B200's FP4 products at it, 27.6% and 23.7% at best (efficiencies
 /// 0.35-0.45).
