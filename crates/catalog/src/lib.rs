@@ -573,31 +573,22 @@ fn memory_sizes(name: &str) -> (String, Vec<f64>) {
 /// user replaced the lender, not the borrower, so none of these refuses the file.
 fn lend_matrix_shares(systems: &mut [System], added: &[String]) -> Result<(), (String, String)> {
     let field = "field `matrix_share_from`";
-    let named = |x: &System, name: &str| {
-        spelled(&x.id) == spelled(name) || x.aliases.iter().any(|a| spelled(a) == spelled(name))
-    };
+    let find = |name: &str| systems.iter().find(|x| named_exactly(x, name));
     let shares: Vec<Option<f64>> = systems
         .iter()
         .map(|s| {
             let Some(from) = &s.matrix_share_from else {
                 return Ok(None);
             };
-            let lender = systems.iter().find(|x| named(x, from));
+            let lender = find(from);
             if !added.contains(&s.id) {
-                // Lender after lender, each step by name, until one has a share of its own;
-                // no further than there are systems, which a loop of names would exceed.
-                let mut at = lender;
-                for _ in 0..systems.len() {
-                    let Some(l) = at else { break };
-                    if let Some(share) = l.own_matrix_share() {
-                        return Ok(Some(share));
-                    }
-                    at = l
-                        .matrix_share_from
-                        .as_deref()
-                        .and_then(|next| systems.iter().find(|x| named(x, next)));
-                }
-                return Ok(None);
+                // Lender after lender until one has a share of its own; no further than
+                // there are systems, which a loop of names would exceed.
+                return Ok(std::iter::successors(lender, |l| {
+                    l.matrix_share_from.as_deref().and_then(find)
+                })
+                .take(systems.len())
+                .find_map(System::own_matrix_share));
             }
             let refuse = |m: String| Err((s.id.clone(), format!("{field}: {m}")));
             match lender {

@@ -63,7 +63,10 @@ impl Workload {
         }
         // Far beyond any dataset's; keeps every derived length finite.
         if self.osl_cv.is_some_and(|v| !OSL_CV_RANGE.contains(&v)) {
-            return Err("field `osl_cv` must be a number from 0 to 10".into());
+            return Err(format!(
+                "field `osl_cv` must be a number from 0 to {}",
+                OSL_CV_RANGE.end()
+            ));
         }
         if self.suite.trim().is_empty() {
             return Err("field `suite` must not be empty".into());

@@ -315,8 +315,8 @@ mod tests {
         assert_eq!(rest, Params::default());
     }
 
-    /// A value between two of the coarse steps (0.4 × 1.035 lies between 0.4 and 0.4 × 1.07)
-    /// is reached by the finer ones.
+    /// A value between two of the coarse steps (0.414 lies between 0.45 × 0.85 and
+    /// 0.45 × 0.93) is reached by the finer ones.
     #[test]
     fn finer_steps_reach_a_value_the_coarse_ones_straddle() {
         let cat = Catalog::builtin().expect("valid");

@@ -632,7 +632,7 @@ impl<'a> Deployment<'a> {
                     .map_or(1.0, |m| m.cores() * m.core_flops());
                 flops / (chips * mesh * p.wafer_prefill_eff)
             }
-            _ => flops / (chips * gpu::achieved(self, gpu::peak(self), p.gpu_prefill_flops_eff)),
+            _ => flops / (chips * gpu::weight_rate(self, p.gpu_prefill_flops_eff)),
         }
     }
 }

@@ -118,7 +118,7 @@ fn expert_imbalance(ep: f64, assignments: f64) -> f64 {
 }
 
 /// Datasheet peak FLOP/s per chip for the deployment's weights.
-pub(crate) fn peak(d: &Deployment<'_>) -> f64 {
+fn peak(d: &Deployment<'_>) -> f64 {
     d.system.flops(d.weights).map_or(1e12, |(f, _)| f)
 }
 
@@ -155,8 +155,14 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// ([`Params::gpu_decode_flops_eff`]), and the published FP4 runs refuse the higher share:
 /// with GB200's and B200's FP4 products at it, 27.6% and 23.7% at best (efficiencies
 /// 0.35-0.45).
-pub(crate) fn achieved(d: &Deployment<'_>, peak: f64, eff: f64) -> f64 {
+fn achieved(d: &Deployment<'_>, peak: f64, eff: f64) -> f64 {
     peak * (eff * matrix_scale(d.system)).min(1.0)
+}
+
+/// FLOP/s the products of the deployment's weights reach per chip at efficiency `eff`
+/// ([`achieved`] at the weights' datasheet peak).
+pub(crate) fn weight_rate(d: &Deployment<'_>, eff: f64) -> f64 {
+    achieved(d, peak(d), eff)
 }
 
 /// What the FLOP efficiencies, stated on H100, are multiplied by on `system`: its measured
@@ -188,7 +194,7 @@ pub(crate) fn attention_peak(d: &Deployment<'_>) -> f64 {
 
 /// Seconds of matrix arithmetic (two FLOPs per parameter per token) over `params`
 /// parameters for `tokens` tokens on one chip of `chips`, each reaching `rate` FLOP/s
-/// (from [`achieved`], which callers take once for all their products).
+/// (from [`weight_rate`], which callers take once for all their products).
 fn matmul_time(params: f64, tokens: f64, chips: f64, rate: f64) -> f64 {
     tokens * 2.0 * params / (chips * rate)
 }
@@ -199,7 +205,7 @@ fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
         d.model.active_params_b * 1e9,
         tokens,
         chips,
-        achieved(d, peak(d), eff),
+        weight_rate(d, eff),
     )
 }
 
@@ -244,7 +250,7 @@ fn weight_kernels(
 ) -> [(f64, f64); 2] {
     let m = d.model;
     let ep = f64::from(d.layout.ep);
-    let rate = achieved(d, peak(d), eff);
+    let rate = weight_rate(d, eff);
     let stream = |params: f64, chips: f64| params * d.weights.bytes() / chips / bw;
     let routed = m.routed_active_params();
     let k = f64::from(m.experts_per_token.unwrap_or(1));

@@ -31,7 +31,7 @@ pub struct Params {
     pub gpu_bw_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s that the batched matrix products of decode
     /// reach on H100; every GPU scales it by its measured large-product share over H100's
-    /// (`gpu::achieved`: MI300X 0.67x, B200 and GB200 0.83x, A100 1.18x). The LPU's and
+    /// (`gpu::weight_rate`: MI300X 0.67x, B200 and GB200 0.83x, A100 1.18x). The LPU's and
     /// RDU's arithmetic takes it too, unscaled (they have no measurement). Chosen with
     /// [`Params::gpu_prefill_flops_eff`] as one value for both: over decode and prefill each
     /// 0.40-0.50, one value of 0.44-0.46 gives 25.0-25.1% on `reference/points.csv` and
@@ -53,7 +53,7 @@ pub struct Params {
     /// lower bound for it; it takes H100's, as every chip with neither a measurement nor a
     /// lender. Earlier, when the model scored 31.9% on `points.csv`, each chip's own
     /// per-precision shares were tried on decode and gave 32.7%; FP4's own share, retried
-    /// now, is worse too (`gpu::achieved`).
+    /// now, is worse too (the `gpu` module).
     ///
     /// Products of decode size, measured alone, bracket the figure: DeepGEMM's FP8 products
     /// on H800 reach 0.27 of the peak at 128 rows (4,096 by 7,168) and 0.46-0.62 at

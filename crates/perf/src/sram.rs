@@ -22,7 +22,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
             (
                 layers * (p.lpu_layer_s + p.lpu_chip_hop_s * per_layer_chips),
                 0.0,
-                flops / chips / gpu::achieved(d, gpu::peak(d), p.gpu_decode_flops_eff),
+                flops / chips / gpu::weight_rate(d, p.gpu_decode_flops_eff),
             )
         }
         _ => {
@@ -53,7 +53,7 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
             (
                 layers * p.rdu_layer_s,
                 hbm.max(slow),
-                flops / tp / gpu::achieved(d, gpu::peak(d), p.gpu_decode_flops_eff),
+                flops / tp / gpu::weight_rate(d, p.gpu_decode_flops_eff),
             )
         }
     };
@@ -79,5 +79,5 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     // One pass over the layers reading the KV up to the end of the longest chunk.
     let end = prompts.ctx + prompts.longest / 2.0;
     decode_step(d, p, 1.0, 1.0, end).time
-        + flops / (chips * gpu::achieved(d, gpu::peak(d), p.gpu_prefill_flops_eff))
+        + flops / (chips * gpu::weight_rate(d, p.gpu_prefill_flops_eff))
 }

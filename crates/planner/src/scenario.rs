@@ -313,8 +313,9 @@ impl PlanFile {
                     &c.span(),
                     "osl_cv",
                     format!(
-                        "class `{}`: a spread from 0 (outputs all alike) to 10",
-                        s.name
+                        "class `{}`: a spread from 0 (outputs all alike) to {}",
+                        s.name,
+                        switchyard_catalog::OSL_CV_RANGE.end()
                     ),
                 ));
             }

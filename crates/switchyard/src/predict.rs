@@ -114,7 +114,10 @@ impl Workload {
             .osl_cv
             .is_some_and(|v| !switchyard_catalog::OSL_CV_RANGE.contains(&v))
         {
-            return Err(usage("--osl-cv must be from 0 to 10"));
+            return Err(usage(format!(
+                "--osl-cv must be from 0 to {}",
+                switchyard_catalog::OSL_CV_RANGE.end()
+            )));
         }
         if self.draft_len.is_some() && self.speculative.is_none() {
             return Err(usage(
@@ -853,7 +856,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Runs `calibrate`.
 /// Runs `calibrate`. `globals` are the files the global options read (`--catalog`,
 /// `--params`), which `--out` may not overwrite either.
 pub fn calibrate(
