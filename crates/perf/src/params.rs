@@ -480,6 +480,50 @@ fn shown(v: f64) -> String {
 }
 
 impl Params {
+    /// The same parameters with the hardware at its best: every efficiency at the chip's
+    /// datasheet figure (the matrix products at the datasheet peak of every chip, whatever
+    /// its measured share; HBM, SRAM, fabric and the dataflow unit's streams at full rate),
+    /// every fixed latency and overhead at zero (launches, all-reduce and stage latencies,
+    /// the wafer's phases, hops and links, the LPU's and RDU's per-layer latencies, the path
+    /// through a maker's cloud) and no padding of the experts' products to whole tiles.
+    ///
+    /// What is not an efficiency or a latency stays as it is: memory shares, the batch limit,
+    /// the network's bandwidth per chip, the serving assumptions (lengths, scenario limits,
+    /// speculative decoding) and the economics. A catalog measurement of a chip's read
+    /// bandwidth still applies: it is the most that chip was measured to stream. A speed or
+    /// throughput predicted with these parameters is therefore one that no calibration of
+    /// the efficiencies and latencies can exceed, and a time one it cannot undercut; a
+    /// published value beyond it needs something the row does not state (speculative
+    /// decoding, a narrower precision, more chips) or faster hardware than the catalog's.
+    pub fn ideal(&self) -> Params {
+        Params {
+            gpu_bw_eff: 1.0,
+            // Past every chip's measured share: the products reach the datasheet peak,
+            // where `gpu::achieved` caps them.
+            gpu_decode_flops_eff: MOST,
+            gpu_prefill_flops_eff: MOST,
+            gpu_expert_tile_tokens: 0.0,
+            gpu_step_overhead_s: 0.0,
+            gpu_layer_overhead_s: 0.0,
+            allreduce_latency_s: 0.0,
+            fabric_eff: 1.0,
+            network_allreduce_latency_s: 0.0,
+            gpu_stage_hop_s: 0.0,
+            wafer_phase_s: 0.0,
+            wafer_hop_s: 0.0,
+            wafer_sram_read_eff: 1.0,
+            wafer_core_eff: 1.0,
+            wafer_prefill_eff: 1.0,
+            wafer_link_s: 0.0,
+            lpu_layer_s: 0.0,
+            lpu_chip_hop_s: 0.0,
+            rdu_layer_s: 0.0,
+            rdu_bw_eff: 1.0,
+            cloud_ttft_s: 0.0,
+            ..self.clone()
+        }
+    }
+
     /// Every parameter as (name, value, the value as a parameters file writes it), in name
     /// order, through its serialized form so that no field can be missed and integer fields
     /// stay integers.

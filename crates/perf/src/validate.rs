@@ -60,6 +60,12 @@
 //!   length that cannot be read skips the row with the reason, never a default;
 //! - a per-chip throughput row with neither a count nor a concurrency is skipped: nothing in
 //!   it says where on the throughput-latency curve it was measured.
+//!
+//! Beside its prediction, a row may be checked against its hardware at its best
+//! ([`beyond_hardware`]): predicted again with every efficiency at its datasheet figure and
+//! every fixed latency at zero ([`Params::ideal`]), a published speed above that, or a time
+//! below it, is one no calibration reaches, and its error at that bound is a floor under the
+//! MAPE ([`floor`]).
 
 use crate::{estimate, Catalog, Layout, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
@@ -278,6 +284,27 @@ pub struct Outcome {
     pub predicted: Result<f64, String>,
     /// Layout used, for the report.
     pub layout: String,
+    /// Which way the hardware at its best bounds the row's value, where it does
+    /// ([`ceilings`]).
+    pub limit: Option<Limit>,
+}
+
+/// Which way the hardware bounds a row's value: with every efficiency and latency at its
+/// best ([`Params::ideal`]), a speed or a throughput can only rise and a time only fall.
+///
+/// Only a row whose operating point the hardware does not move has such a bound: a speed,
+/// a throughput (at a stated load, or the peak, within a scenario's limits or without), or
+/// a time at a stated load. A time measured at a scenario's or a peak's load is not bounded:
+/// faster hardware runs that scenario at a heavier load, whose times may be longer. Nor is
+/// a row with speculative decoding: how many tokens a step accepts is an assumption about
+/// the draft, not the hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Limit {
+    /// The value is at most the hardware's best (speeds, throughputs).
+    AtMost,
+    /// The value is at least the hardware's best (times).
+    AtLeast,
 }
 
 impl Outcome {
@@ -1003,6 +1030,7 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
         published: f64::NAN,
         predicted: Err(String::new()),
         layout: String::new(),
+        limit: None,
     };
     if let Some(why) = &row.unreadable {
         out.predicted = Err(format!("line {}: {why}", row.line));
@@ -1016,10 +1044,16 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
         }
     }
     match predict_inner(cat, p, row) {
-        Ok((v, g, layout)) => {
-            out.predicted = Ok(v);
-            out.group = Some(g);
+        Ok(Predicted {
+            value,
+            group,
+            layout,
+            limit,
+        }) => {
+            out.predicted = Ok(value);
+            out.group = Some(group);
             out.layout = layout;
+            out.limit = limit;
         }
         // The line finds the row where its id does not (a blank or repeated id).
         Err(why) if row.line > 0 => out.predicted = Err(format!("line {}: {why}", row.line)),
@@ -1149,7 +1183,15 @@ fn names_whole_system(lower: &str) -> bool {
     nvl_n || ["dgx", "hgx", "rack"].iter().any(|w| lower.contains(w))
 }
 
-fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, String), String> {
+/// A modelled row: its value, group, deployment and bound ([`Outcome`]).
+struct Predicted {
+    value: f64,
+    group: Group,
+    layout: String,
+    limit: Option<Limit>,
+}
+
+fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<Predicted, String> {
     let (system, stated_chips) = system_of(cat, &row.hardware)?;
     let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
     let precision = match row.precision.trim() {
@@ -1303,11 +1345,8 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
     let e = estimate(&q, p, objective).map_err(|e| e.to_string())?;
     // A scenario row's latency, too, is the latency at that run's load.
     let peak_row = conc.is_empty() || peak_load || scenario.is_some();
-    let op = if peak_row && objective == Objective::Throughput {
-        e.peak
-    } else {
-        e.at
-    };
+    let at_peak = peak_row && objective == Objective::Throughput;
+    let op = if at_peak { e.peak } else { e.at };
     // The path from a client through a maker's cloud to the engine, which the engine's TTFT
     // leaves out.
     let ttft = op.ttft_s + if is_gpu { 0.0 } else { p.cloud_ttft_s };
@@ -1328,11 +1367,20 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<(f64, Group, 
             op.throughput_tok_s * tokens / chips
         }
     } * scale;
-    Ok((
+    let limit = match metric {
+        _ if q.speculative.is_some() => None,
+        Metric::Requests | Metric::Throughput { .. } => Some(Limit::AtMost),
+        // A speed of one request is a time's inverse: bounded only at a load the row fixes.
+        _ if at_peak => None,
+        Metric::UserSpeed | Metric::PrefillSpeed => Some(Limit::AtMost),
+        Metric::Ttft | Metric::Tpot | Metric::EndToEnd => Some(Limit::AtLeast),
+    };
+    Ok(Predicted {
         value,
         group,
-        format!("{}x{} {}", e.chips, e.system, e.layout),
-    ))
+        layout: format!("{}x{} {}", e.chips, e.system, e.layout),
+        limit,
+    })
 }
 
 /// Parses a points file.
@@ -1495,6 +1543,85 @@ fn unclosed_quote(text: &str) -> Option<usize> {
         }
     }
     open.then_some(opened)
+}
+
+/// A row whose published value lies beyond what its hardware allows at its best.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Beyond {
+    /// The row's index among the rows given.
+    pub row: usize,
+    /// The row predicted with [`Params::ideal`]: the most a speed or throughput can be, the
+    /// least a time can be, on the row's deployment.
+    pub ceiling: f64,
+    /// The row's error at that value, in percent of the published value: the least error
+    /// that any efficiencies and latencies leave it.
+    pub floor_pct: f64,
+}
+
+/// The rows of `outcomes` (from [`run`] on `rows` with `p`) whose published value lies
+/// beyond their hardware at its best: above the speed or throughput [`Params::ideal`]
+/// predicts, or below its time. Only rows with a [`Limit`] are checked. Such a row's error
+/// is out of reach of calibration; it points at something the row leaves unstated.
+pub fn beyond_hardware(
+    cat: &Catalog,
+    p: &Params,
+    rows: &[Point],
+    outcomes: &[Outcome],
+) -> Vec<Beyond> {
+    let ideal = p.ideal();
+    rows.iter()
+        .zip(outcomes)
+        .enumerate()
+        .filter_map(|(i, (row, o))| {
+            let limit = o.limit?;
+            o.predicted.as_ref().ok()?;
+            let ceiling = *predict(cat, &ideal, row).predicted.as_ref().ok()?;
+            // Rounding of the published figure is not a contradiction.
+            let slack = 1e-6 * ceiling.abs();
+            let beyond = match limit {
+                Limit::AtMost => o.published > ceiling + slack,
+                Limit::AtLeast => o.published < ceiling - slack,
+            };
+            beyond.then(|| Beyond {
+                row: i,
+                ceiling,
+                floor_pct: ((ceiling - o.published) / o.published * 100.0).abs(),
+            })
+        })
+        .collect()
+}
+
+/// The share of the MAPE that rows beyond their hardware carry even at its best: their
+/// floors summed over all modelled rows, as a MAPE, overall and per group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Floor {
+    /// Over all modelled rows.
+    pub mape: f64,
+    /// Per group with a row beyond its hardware: the floor over the group's modelled rows,
+    /// and how many of them lie beyond.
+    pub groups: Vec<(Group, f64, usize)>,
+}
+
+/// The [`Floor`] of `beyond` (from [`beyond_hardware`]) under `summary` (from [`run`] on the
+/// same outcomes).
+pub fn floor(outcomes: &[Outcome], summary: &Summary, beyond: &[Beyond]) -> Floor {
+    let share = |sum: f64, n: usize| if n == 0 { 0.0 } else { sum / n as f64 };
+    let groups = summary
+        .groups
+        .iter()
+        .filter_map(|&(g, _, n)| {
+            let mine: Vec<f64> = beyond
+                .iter()
+                .filter(|b| outcomes.get(b.row).and_then(|o| o.group) == Some(g))
+                .map(|b| b.floor_pct)
+                .collect();
+            (!mine.is_empty()).then(|| (g, share(mine.iter().sum(), n), mine.len()))
+        })
+        .collect();
+    Floor {
+        mape: share(beyond.iter().map(|b| b.floor_pct).sum(), summary.n),
+        groups,
+    }
 }
 
 /// Predicts every row and summarises.

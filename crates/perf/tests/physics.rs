@@ -1,7 +1,7 @@
 //! Properties of the performance model that must hold whatever the fitted values.
 
 use proptest::prelude::*;
-use switchyard_perf::validate::{parse_points, run};
+use switchyard_perf::validate::{beyond_hardware, floor, parse_points, run, Limit};
 use switchyard_perf::{
     best_deployment, estimate, frontier, Bound, Catalog, CostBasis, Deployment, Layout, Objective,
     Params, PerfError, Precision, Query, Speculative,
@@ -992,6 +992,114 @@ fn the_held_out_measurements_are_all_modelled() {
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
     assert!(s.mape < 20.8, "MAPE {}", s.mape);
+}
+
+/// The hardware at its best bounds every row that has a limit: over both reference files,
+/// no calibrated prediction is faster than the ideal one, and a row is beyond its hardware
+/// exactly when its published value is past the ideal prediction.
+#[test]
+fn the_hardware_at_its_best_bounds_every_limited_row() {
+    let cat = cat();
+    let p = Params::default();
+    let ideal = p.ideal();
+    for text in [
+        include_str!("../../../reference/points.csv"),
+        include_str!("../../../reference/heldout.csv"),
+    ] {
+        let rows = parse_points(text).expect("points");
+        let (outcomes, _) = run(&cat, &p, &rows);
+        let (best, _) = run(&cat, &ideal, &rows);
+        let beyond = beyond_hardware(&cat, &p, &rows, &outcomes);
+        let mut limited = 0;
+        for (i, (o, b)) in outcomes.iter().zip(&best).enumerate() {
+            let (Some(limit), Ok(v), Ok(c)) = (o.limit, &o.predicted, &b.predicted) else {
+                continue;
+            };
+            limited += 1;
+            let flagged = beyond.iter().find(|x| x.row == i);
+            match limit {
+                Limit::AtMost => {
+                    assert!(c >= v, "{}: ideal {c} under calibrated {v}", o.id);
+                    assert_eq!(
+                        flagged.is_some(),
+                        o.published > *c * (1.0 + 1e-6),
+                        "{}",
+                        o.id
+                    );
+                }
+                Limit::AtLeast => {
+                    assert!(c <= v, "{}: ideal {c} over calibrated {v}", o.id);
+                    assert_eq!(
+                        flagged.is_some(),
+                        o.published < *c * (1.0 - 1e-6),
+                        "{}",
+                        o.id
+                    );
+                }
+            }
+            if let Some(x) = flagged {
+                assert_eq!(x.ceiling.to_bits(), c.to_bits());
+            }
+        }
+        // Most rows have a limit: every throughput, and the speeds and times at a stated load.
+        assert!(
+            limited * 10 >= outcomes.len() * 8,
+            "{limited} of {}",
+            outcomes.len()
+        );
+    }
+}
+
+/// A row past what its hardware streams at full bandwidth is flagged with that bound, and
+/// its floor is carried into its group's and the whole file's MAPE. SambaNova's 16-socket
+/// rack moves Llama 3.1 405B's 810 GB of 16-bit weights, 1/16 on each socket, at 1.6 TB/s a
+/// socket: 31.6 tokens/s at most for one user without speculative decoding, against the 129
+/// published. Speculative decoding lifts the bound, and a run's latency at a scenario's load
+/// has none.
+#[test]
+fn a_row_beyond_its_hardware_is_flagged_with_its_floor() {
+    let text = "id,hardware,count,model,precision,speculative,concurrency,metric,value
+fast,sn40l,16,llama-3.1-405b,bf16,unknown,1,decode_tok_s_per_user,129
+slow,sn40l,16,llama-3.1-405b,bf16,unknown,1,decode_tok_s_per_user,10
+draft,sn40l,16,llama-3.1-405b,bf16,yes,1,decode_tok_s_per_user,129
+quick,h100-sxm,8,llama-2-70b,fp8,none,1,ttft_s,0.001
+server,h100-sxm,8,llama-2-70b,fp8,unknown,server,tpot_ms,1
+";
+    let cat = cat();
+    let p = Params::default();
+    let rows = parse_points(text).expect("points");
+    let (outcomes, s) = run(&cat, &p, &rows);
+    assert_eq!(s.n, 5);
+    let limits: Vec<Option<Limit>> = outcomes.iter().map(|o| o.limit).collect();
+    assert_eq!(
+        limits,
+        [
+            Some(Limit::AtMost),
+            Some(Limit::AtMost),
+            None,
+            Some(Limit::AtLeast),
+            None
+        ]
+    );
+    let beyond = beyond_hardware(&cat, &p, &rows, &outcomes);
+    let flagged: Vec<usize> = beyond.iter().map(|b| b.row).collect();
+    assert_eq!(flagged, [0, 3]);
+    let stream = 810e9 / 16.0 / 1.6e12;
+    let ceiling = beyond[0].ceiling;
+    assert!((ceiling * stream - 1.0).abs() < 0.02, "{ceiling} tok/s");
+    assert!((beyond[0].floor_pct - (129.0 - ceiling) / 129.0 * 100.0).abs() < 1e-9);
+    let f = floor(&outcomes, &s, &beyond);
+    let total = beyond[0].floor_pct + beyond[1].floor_pct;
+    assert!((f.mape - total / 5.0).abs() < 1e-9);
+    // The SambaNova rows are three of the file's five; the H100 rows two.
+    let sram = f
+        .groups
+        .iter()
+        .find(|(g, _, _)| g.name().starts_with("SRAM"))
+        .expect("group");
+    assert_eq!(sram.2, 1);
+    assert!((sram.1 - beyond[0].floor_pct / 3.0).abs() < 1e-9);
+    assert!(f.mape <= s.mape);
 }
 
 /// The sequences decoding at a moment are caught part-way through their outputs, the long

@@ -818,6 +818,20 @@ fn short(v: f64) -> String {
     }
 }
 
+/// A published or predicted figure to four significant digits, without trailing zeros.
+fn figure(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 /// A group's MAPE and rows, where it has rows.
 type Scored = Option<(f64, usize)>;
 
@@ -988,14 +1002,19 @@ pub fn calibrate(
 pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     let (name, rows) = read_points(a.points.as_deref())?;
     let (outcomes, summary) = validate::run(cat, p, &rows);
+    let beyond = validate::beyond_hardware(cat, p, &rows, &outcomes);
+    let floor = validate::floor(&outcomes, &summary, &beyond);
     if a.json {
+        let ceiling = |i: usize| beyond.iter().find(|b| b.row == i).map(|b| b.ceiling);
         let mut v = serde_json::json!({
-            "points": outcomes.iter().map(|o| serde_json::json!({
+            "points": outcomes.iter().enumerate().map(|(i, o)| serde_json::json!({
                 "id": o.id, "metric": o.metric, "group": o.group, "published": o.published,
                 "predicted": o.predicted.as_ref().ok(), "skipped": o.predicted.as_ref().err(),
                 "error_pct": o.error_pct(), "layout": o.layout,
+                "beyond_hardware": ceiling(i),
             })).collect::<Vec<_>>(),
             "summary": summary,
+            "floor": floor,
         });
         // No modelled row, no error to average: not a perfect 0%.
         if summary.n == 0 {
@@ -1044,9 +1063,34 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             ),
         }
     }
-    for (g, mape, n) in &summary.groups {
+    for b in &beyond {
+        let o = &outcomes[b.row];
+        let side = match o.limit {
+            Some(validate::Limit::AtLeast) => "below",
+            _ => "above",
+        };
         out!(
-            "group {:<40} MAPE {:.1}% over {} points",
+            "beyond the hardware: {} publishes {}, {side} the {} of its deployment at its best (datasheet rates, no fixed latency): at least {:.1}% off",
+            o.id,
+            figure(o.published),
+            figure(b.ceiling),
+            b.floor_pct
+        );
+    }
+    for (g, mape, n) in &summary.groups {
+        let reach =
+            floor
+                .groups
+                .iter()
+                .find(|(h, _, _)| h == g)
+                .map_or(String::new(), |(_, f, k)| {
+                    format!(
+                        " ({f:.1}% of it from {k} row{} beyond the hardware)",
+                        if *k == 1 { "" } else { "s" }
+                    )
+                });
+        out!(
+            "group {:<40} MAPE {:.1}% over {} points{reach}",
             Group::name(*g),
             mape,
             n
@@ -1063,6 +1107,14 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             "{name}: none of its {} rows could be modelled, so there is no MAPE to give",
             summary.skipped
         )));
+    }
+    if !beyond.is_empty() {
+        out!(
+            "beyond the hardware: {} row{}, {:.1}% of the MAPE that no efficiency or latency can remove",
+            beyond.len(),
+            if beyond.len() == 1 { "" } else { "s" },
+            floor.mape
+        );
     }
     out!(
         "MAPE {:.1}% over {} points, {} skipped",

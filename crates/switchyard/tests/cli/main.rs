@@ -443,6 +443,55 @@ fn validate_ends_with_the_summary_line() {
     );
 }
 
+/// A row past what its hardware can do at its best is named with that bound, and the share
+/// of the MAPE that such rows carry is given beside the group's and before the summary line;
+/// JSON carries the bound per row and the floor.
+#[test]
+fn validate_names_rows_beyond_their_hardware() {
+    let f = temp_file(
+        "beyond.csv",
+        "id,hardware,count,model,precision,speculative,concurrency,metric,value\n\
+         fast,sn40l,16,llama-3.1-405b,bf16,unknown,1,decode_tok_s_per_user,129\n\
+         fine,sn40l,16,llama-3.1-405b,bf16,unknown,1,decode_tok_s_per_user,15\n",
+    );
+    let path = f.to_str().expect("path");
+    let o = run(&["validate", "--points", path]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    let named: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("beyond the hardware: "))
+        .collect();
+    assert_eq!(named.len(), 2, "{out}");
+    assert!(
+        named[0].contains("fast publishes 129, above the 31.") && named[0].contains("% off"),
+        "{out}"
+    );
+    assert!(named[1].contains(": 1 row,"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("group SRAM") && l.contains("from 1 row beyond the hardware)")),
+        "{out}"
+    );
+    assert!(out
+        .trim_end()
+        .lines()
+        .last()
+        .expect("line")
+        .starts_with("MAPE "));
+    let o = run(&["validate", "--points", path, "--json"]);
+    let (out, _) = text(&o);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let ceiling = v["points"][0]["beyond_hardware"].as_f64().expect("bound");
+    assert!((31.0..32.5).contains(&ceiling), "{ceiling}");
+    assert!(v["points"][1]["beyond_hardware"].is_null());
+    let floor = v["floor"]["mape"].as_f64().expect("floor");
+    assert!(
+        (floor - (129.0 - ceiling) / 129.0 * 100.0 / 2.0).abs() < 1e-6,
+        "{floor}"
+    );
+}
+
 #[test]
 fn validate_reads_a_user_file_and_names_bad_lines() {
     let good = temp_file(
