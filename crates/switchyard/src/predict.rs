@@ -956,6 +956,13 @@ pub fn calibrate(
         c.after.skipped,
         c.evaluations
     );
+    if !c.beyond.is_empty() {
+        let ids: Vec<&str> = c.beyond.iter().map(|b| rows[b.row].id.as_str()).collect();
+        out!(
+            "left out of the fit, beyond their hardware at its best (no efficiency or latency reaches them; `switchyard validate` gives the bounds): {}",
+            ids.join(", ")
+        );
+    }
     if c.moved.is_empty() {
         out!("no parameter moved: the starting values fit these points best");
     } else {

@@ -490,6 +490,18 @@ fn validate_names_rows_beyond_their_hardware() {
         (floor - (129.0 - ceiling) / 129.0 * 100.0 / 2.0).abs() < 1e-6,
         "{floor}"
     );
+    // A calibration leaves that row out of its fit and says so.
+    let out = prints(
+        &["calibrate", "--points", path, "--only", "rdu_bw_eff"],
+        &["before -> after"],
+    );
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("left out of the fit, beyond their hardware")
+                && l.ends_with(": fast")
+        ),
+        "{out}"
+    );
 }
 
 #[test]
