@@ -285,7 +285,7 @@ pub struct Outcome {
     /// Layout used, for the report.
     pub layout: String,
     /// Which way the hardware at its best bounds the row's value, where it does
-    /// ([`ceilings`]).
+    /// ([`beyond_hardware`]).
     pub limit: Option<Limit>,
 }
 
