@@ -444,7 +444,7 @@ impl<'a> Deployment<'a> {
     /// DeepSeek-R1 latent on every socket, one rack of SN40L would carry 2,540 tok/s at 256
     /// users against the 4,500 SambaNova measured (`sn40l-deepseek-throughput` in
     /// `reference/points.csv`); split, 4,580 (both with the FLOP efficiencies at 0.40; split,
-    /// 4,670 at today's 0.45).
+    /// 4,480 with today's parameters).
     pub fn kv_share_per_chip(&self) -> f64 {
         // Chips of a stage across which one sequence's cache is split, and groups of them
         // that each hold their own sequences.

@@ -292,12 +292,15 @@ pub struct Outcome {
 /// Which way the hardware bounds a row's value: with every efficiency and latency at its
 /// best ([`Params::ideal`]), a speed or a throughput can only rise and a time only fall.
 ///
-/// Only a row whose operating point the hardware does not move has such a bound: a speed,
-/// a throughput (at a stated load, or the peak, within a scenario's limits or without), or
-/// a time at a stated load. A time measured at a scenario's or a peak's load is not bounded:
-/// faster hardware runs that scenario at a heavier load, whose times may be longer. Nor is
-/// a row with speculative decoding: how many tokens a step accepts is an assumption about
-/// the draft, not the hardware.
+/// Bounded are a throughput (at a stated load, or the peak, within a scenario's limits or
+/// without; the bound drops a TTFT limit, which faster decoding can tighten), a user's
+/// speed and time per output token at a stated load, and a lone request's time to first
+/// token, end-to-end time and prompt speed. Not bounded: a request's speed or times at a
+/// scenario's or a peak's load (faster hardware runs that scenario at a heavier load,
+/// whose times may be longer); a first token under load (it queues behind other prompts,
+/// the longer the faster decode leaves room for them); and any row with speculative
+/// decoding (how many tokens a step accepts is an assumption about the draft, not the
+/// hardware). Each bound is over every layout the search weighs, ranked as it ranks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Limit {
@@ -1023,6 +1026,18 @@ fn layout_of(cell: &str) -> Result<Option<Layout>, String> {
 
 /// Predicts one row.
 pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
+    predict_as(cat, p, row, Purpose::Prediction)
+}
+
+/// What a prediction is for: the row's own, or its bound with the hardware at its best,
+/// which drops a scenario's TTFT limit (see [`beyond_hardware`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Prediction,
+    Bound,
+}
+
+fn predict_as(cat: &Catalog, p: &Params, row: &Point, purpose: Purpose) -> Outcome {
     let mut out = Outcome {
         id: row.id.clone(),
         metric: row.metric.clone(),
@@ -1043,7 +1058,7 @@ pub fn predict(cat: &Catalog, p: &Params, row: &Point) -> Outcome {
             return out;
         }
     }
-    match predict_inner(cat, p, row) {
+    match predict_inner(cat, p, row, purpose) {
         Ok(Predicted {
             value,
             group,
@@ -1191,7 +1206,12 @@ struct Predicted {
     limit: Option<Limit>,
 }
 
-fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<Predicted, String> {
+fn predict_inner(
+    cat: &Catalog,
+    p: &Params,
+    row: &Point,
+    purpose: Purpose,
+) -> Result<Predicted, String> {
     let (system, stated_chips) = system_of(cat, &row.hardware)?;
     let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
     let precision = match row.precision.trim() {
@@ -1314,6 +1334,10 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<Predicted, St
         }
         (None, _) => (None, None),
     };
+    // A faster step gives prompts a larger share of each step, so they queue longer, and a
+    // TTFT limit binds at a lighter load: the bound on a scenario's throughput holds its
+    // TPOT limit alone, which only widens the loads it may take.
+    let ttft_limit = ttft_limit.filter(|_| purpose == Purpose::Prediction);
     let concurrency = stated.unwrap_or(1.0);
     let q = Query {
         model,
@@ -1370,10 +1394,15 @@ fn predict_inner(cat: &Catalog, p: &Params, row: &Point) -> Result<Predicted, St
     let limit = match metric {
         _ if q.speculative.is_some() => None,
         Metric::Requests | Metric::Throughput { .. } => Some(Limit::AtMost),
-        // A speed of one request is a time's inverse: bounded only at a load the row fixes.
+        // A request's speed and time are bounded only at a load the row fixes.
         _ if at_peak => None,
-        Metric::UserSpeed | Metric::PrefillSpeed => Some(Limit::AtMost),
-        Metric::Ttft | Metric::Tpot | Metric::EndToEnd => Some(Limit::AtLeast),
+        Metric::UserSpeed => Some(Limit::AtMost),
+        Metric::Tpot => Some(Limit::AtLeast),
+        // With other requests in flight a prompt queues behind theirs, the longer the faster
+        // decode runs (see `Deployment::at_concurrency`): a first token is bounded alone.
+        _ if concurrency > 1.0 => None,
+        Metric::PrefillSpeed => Some(Limit::AtMost),
+        Metric::Ttft | Metric::EndToEnd => Some(Limit::AtLeast),
     };
     Ok(Predicted {
         value,
@@ -1552,7 +1581,7 @@ pub struct Beyond {
     pub row: usize,
     /// The row predicted with [`Params::ideal`]: the most a speed or throughput can be, the
     /// least a time can be, on the row's deployment.
-    pub ceiling: f64,
+    pub bound: f64,
     /// The row's error at that value, in percent of the published value: the least error
     /// that any efficiencies and latencies leave it.
     pub floor_pct: f64,
@@ -1568,25 +1597,39 @@ pub fn beyond_hardware(
     rows: &[Point],
     outcomes: &[Outcome],
 ) -> Vec<Beyond> {
-    let ideal = p.ideal();
-    rows.iter()
+    bounds(cat, p, rows, outcomes)
+        .into_iter()
         .zip(outcomes)
         .enumerate()
-        .filter_map(|(i, (row, o))| {
-            let limit = o.limit?;
-            o.predicted.as_ref().ok()?;
-            let ceiling = *predict(cat, &ideal, row).predicted.as_ref().ok()?;
-            // Rounding of the published figure is not a contradiction.
-            let slack = 1e-6 * ceiling.abs();
+        .filter_map(|(i, (bound, o))| {
+            let (bound, limit) = (bound?, o.limit?);
+            // The layout search keeps ties within 0.01% (`estimate`), and a published figure
+            // is rounded: a row that close to its bound is not past it.
+            let slack = 1e-4 * bound.abs();
             let beyond = match limit {
-                Limit::AtMost => o.published > ceiling + slack,
-                Limit::AtLeast => o.published < ceiling - slack,
+                Limit::AtMost => o.published > bound + slack,
+                Limit::AtLeast => o.published < bound - slack,
             };
             beyond.then(|| Beyond {
                 row: i,
-                ceiling,
-                floor_pct: ((ceiling - o.published) / o.published * 100.0).abs(),
+                bound,
+                floor_pct: ((bound - o.published) / o.published * 100.0).abs(),
             })
+        })
+        .collect()
+}
+
+/// Each row's bound with its hardware at its best: its prediction with [`Params::ideal`]
+/// (a scenario's throughput within its TPOT limit alone), where the row has a [`Limit`] and
+/// `outcomes` (from [`run`] on `rows` with `p`) models it; `None` elsewhere.
+pub fn bounds(cat: &Catalog, p: &Params, rows: &[Point], outcomes: &[Outcome]) -> Vec<Option<f64>> {
+    let ideal = p.ideal();
+    rows.iter()
+        .zip(outcomes)
+        .map(|(row, o)| {
+            o.limit?;
+            o.predicted.as_ref().ok()?;
+            predict_as(cat, &ideal, row, Purpose::Bound).predicted.ok()
         })
         .collect()
 }

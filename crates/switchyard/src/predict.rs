@@ -931,9 +931,13 @@ pub fn calibrate(
         (check_name, before, after)
     });
     let file = format!(
-        "# Model parameters fitted by `switchyard calibrate` to {name}: {} rows, MAPE {:.1}% before, {:.1}% after.\n\
+        "# Model parameters fitted by `switchyard calibrate` to {name}: {} rows{}, MAPE {:.1}% before, {:.1}% after.\n\
          # Parameters not named here keep their calibrated defaults. Use with --params.\n{}",
         c.after.n,
+        match c.beyond.len() {
+            0 => String::new(),
+            k => format!(" ({k} beyond their hardware left out of the fit)"),
+        },
         c.before.mape,
         c.after.mape,
         c.params.diff_toml(&Params::default())
@@ -1012,13 +1016,18 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     let beyond = validate::beyond_hardware(cat, p, &rows, &outcomes);
     let floor = validate::floor(&outcomes, &summary, &beyond);
     if a.json {
-        let ceiling = |i: usize| beyond.iter().find(|b| b.row == i).map(|b| b.ceiling);
+        let past = |i: usize| {
+            beyond
+                .iter()
+                .find(|b| b.row == i)
+                .map(|b| serde_json::json!({"bound": b.bound, "floor_pct": b.floor_pct}))
+        };
         let mut v = serde_json::json!({
             "points": outcomes.iter().enumerate().map(|(i, o)| serde_json::json!({
                 "id": o.id, "metric": o.metric, "group": o.group, "published": o.published,
                 "predicted": o.predicted.as_ref().ok(), "skipped": o.predicted.as_ref().err(),
                 "error_pct": o.error_pct(), "layout": o.layout,
-                "beyond_hardware": ceiling(i),
+                "limit": o.limit, "beyond_hardware": past(i),
             })).collect::<Vec<_>>(),
             "summary": summary,
             "floor": floor,
@@ -1072,15 +1081,15 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     }
     for b in &beyond {
         let o = &outcomes[b.row];
-        let side = match o.limit {
-            Some(validate::Limit::AtLeast) => "below",
-            _ => "above",
+        let (side, reach) = match o.limit {
+            Some(validate::Limit::AtLeast) => ("below", "least its deployment takes"),
+            _ => ("above", "most its deployment reaches"),
         };
         out!(
-            "beyond the hardware: {} publishes {}, {side} the {} of its deployment at its best (datasheet rates, no fixed latency): at least {:.1}% off",
+            "beyond the hardware: {} publishes {}, {side} {}, the {reach} at datasheet rates with no fixed latency: at least {:.1}% off",
             o.id,
             figure(o.published),
-            figure(b.ceiling),
+            figure(b.bound),
             b.floor_pct
         );
     }
@@ -1092,7 +1101,7 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
                 .find(|(h, _, _)| h == g)
                 .map_or(String::new(), |(_, f, k)| {
                     format!(
-                        " ({f:.1}% of it from {k} row{} beyond the hardware)",
+                        " ({f:.1} points of it from {k} row{} beyond the hardware)",
                         if *k == 1 { "" } else { "s" }
                     )
                 });
@@ -1117,10 +1126,11 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     }
     if !beyond.is_empty() {
         out!(
-            "beyond the hardware: {} row{}, {:.1}% of the MAPE that no efficiency or latency can remove",
+            "beyond the hardware: {} row{}, {:.1} of the {:.1} MAPE points, which no efficiency or latency can remove",
             beyond.len(),
             if beyond.len() == 1 { "" } else { "s" },
-            floor.mape
+            floor.mape,
+            summary.mape
         );
     }
     out!(

@@ -464,13 +464,16 @@ fn validate_names_rows_beyond_their_hardware() {
         .collect();
     assert_eq!(named.len(), 2, "{out}");
     assert!(
-        named[0].contains("fast publishes 129, above the 31.") && named[0].contains("% off"),
+        named[0].contains("fast publishes 129, above 31.") && named[0].contains("% off"),
         "{out}"
     );
-    assert!(named[1].contains(": 1 row,"), "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("group SRAM") && l.contains("from 1 row beyond the hardware)")),
+        named[1].contains(": 1 row, ") && named[1].contains(" MAPE points"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("group SRAM")
+            && l.contains("points of it from 1 row beyond the hardware)")),
         "{out}"
     );
     assert!(out
@@ -482,12 +485,15 @@ fn validate_names_rows_beyond_their_hardware() {
     let o = run(&["validate", "--points", path, "--json"]);
     let (out, _) = text(&o);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    let ceiling = v["points"][0]["beyond_hardware"].as_f64().expect("bound");
-    assert!((31.0..32.5).contains(&ceiling), "{ceiling}");
+    let bound = v["points"][0]["beyond_hardware"]["bound"]
+        .as_f64()
+        .expect("bound");
+    assert!((31.0..32.5).contains(&bound), "{bound}");
+    assert_eq!(v["points"][0]["limit"], "at-most");
     assert!(v["points"][1]["beyond_hardware"].is_null());
     let floor = v["floor"]["mape"].as_f64().expect("floor");
     assert!(
-        (floor - (129.0 - ceiling) / 129.0 * 100.0 / 2.0).abs() < 1e-6,
+        (floor - (129.0 - bound) / 129.0 * 100.0 / 2.0).abs() < 1e-6,
         "{floor}"
     );
     // A calibration leaves that row out of its fit and says so.
