@@ -393,7 +393,8 @@ fn by_name<'a, T>(
 /// A name as a comparison key: lower case, no organisation prefix, `-` for `_` and spaces.
 /// For systems also without a maker's name, an SXM form or an HBM generation, and without
 /// hyphens (memory sizes are checked apart, against the entry). For models also without a leading `meta-` and trailing `-instruct`, `-chat`,
-/// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`), an
+/// `-hf`, `-it`, a serving tier (`-instant`, `-versatile`), a number format (`-fp8`) or
+/// quantiser (`-AWQ-INT4`, `-GPTQ-Int8`), an
 /// MLPerf accuracy target or suite (`llama2-70b-99.9`, `llama3.1-8b-edge`), a
 /// release revision (`-v0.1`) or a four-digit date (`-0528`), and read as tokens (see
 /// [`model_tokens`]); a bare `-v3` is part of the name.
@@ -469,6 +470,15 @@ fn normalized(name: &str, model_names: bool) -> String {
             "-fp4",
             "-nvfp4",
             "-bf16",
+            "-mxfp4",
+            "-int8",
+            "-int4",
+            "-w8a8",
+            "-w4a16",
+            "-w8a16",
+            // A quantiser's name (`-AWQ-INT4`, `-GPTQ-Int8`).
+            "-awq",
+            "-gptq",
             // How a quantised checkpoint's scales were chosen (`-FP8-dynamic`).
             "-dynamic",
             // MLPerf's benchmark names: an accuracy target and the edge suite.

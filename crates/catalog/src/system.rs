@@ -224,7 +224,9 @@ impl System {
                 (t.fp8, Precision::Fp8),
                 (t.bf16, Precision::Bf16),
             ],
-            Precision::Bf16 | Precision::Fp16 => &[(t.bf16, Precision::Bf16)],
+            Precision::Bf16 | Precision::Fp16 | Precision::W4a16 | Precision::W8a16 => {
+                &[(t.bf16, Precision::Bf16)]
+            }
         };
         order.iter().find_map(|(v, q)| v.map(|tf| (tf * 1e12, *q)))
     }

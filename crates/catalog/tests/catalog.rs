@@ -740,11 +740,69 @@ fn precisions_parse_and_size() {
         assert_eq!(alias.parse::<Precision>().expect(alias), p);
     }
     assert!("fp3".parse::<Precision>().is_err());
-    // Weight-only 4-bit formats compute in 16 bits, which no one precision describes.
-    assert!("w4a16".parse::<Precision>().is_err());
-    assert!("int4-awq".parse::<Precision>().is_err());
-    assert!("INT4 (AWQ)".parse::<Precision>().is_err());
+    // Weight-only formats, as quantisers and engines name them: stored narrow, multiplied in
+    // 16 bits; W4A8 is int4 multiplied in 8 bits.
+    for (alias, p) in [
+        ("w4a16", Precision::W4a16),
+        ("AWQ", Precision::W4a16),
+        ("gptq", Precision::W4a16),
+        ("int4-awq", Precision::W4a16),
+        ("INT4 (AWQ)", Precision::W4a16),
+        ("W4A16_GPTQ", Precision::W4a16),
+        ("GPTQ-Int8", Precision::W8a16),
+        ("int8 (weight-only)", Precision::W8a16),
+        ("W8A16", Precision::W8a16),
+        ("w4a8", Precision::Int4),
+        ("W4A8_AWQ", Precision::Int4),
+    ] {
+        assert_eq!(alias.parse::<Precision>().expect(alias), p, "{alias}");
+    }
+    for p in [Precision::W4a16, Precision::W8a16] {
+        assert!(p.weight_only());
+        assert_eq!(p.name().parse::<Precision>().expect("own name"), p);
+    }
+    assert!(Precision::ALL.iter().filter(|p| p.weight_only()).count() == 2);
+    assert!("fp4-awq".parse::<Precision>().is_err());
     assert!("8-bit".parse::<Precision>().is_err());
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);
+    assert_eq!(Precision::W4a16.bytes(), Precision::Int4.bytes());
+    assert_eq!(Precision::W8a16.bytes(), Precision::Int8.bytes());
+    // A quantised checkpoint's name says its format and still names its model.
+    assert_eq!(
+        Precision::in_model_name("hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"),
+        Some(Precision::W4a16)
+    );
+    assert_eq!(
+        Precision::in_model_name("Qwen/Qwen2.5-72B-Instruct-GPTQ-Int8"),
+        Some(Precision::W8a16)
+    );
+    assert_eq!(Precision::in_model_name("Llama-3.1-8B-Instruct"), None);
+    let cat = Catalog::builtin().expect("catalog");
+    for name in [
+        "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
+        "meta-llama/Llama-3.1-70B-Instruct-W8A8",
+    ] {
+        assert_eq!(cat.model(name).expect(name).id, "llama-3.1-70b");
+    }
+}
+
+/// A weight-only format streams its narrow weights and multiplies at the chip's 16-bit rate,
+/// wherever the chip has narrower formats.
+#[test]
+fn weight_only_formats_multiply_in_sixteen_bits() {
+    let cat = Catalog::builtin().expect("catalog");
+    for id in ["h100-sxm", "b200", "mi300x", "a100-sxm", "sn40l"] {
+        let s = cat.system(id).expect(id);
+        let bf16 = s.flops(Precision::Bf16).expect("16-bit");
+        for p in [Precision::W4a16, Precision::W8a16] {
+            assert_eq!(s.flops(p), Some(bf16), "{id} {p}");
+        }
+    }
+    // Int4 multiplies in the narrowest format the chip has.
+    let h100 = cat.system("h100-sxm").expect("h100");
+    assert_eq!(
+        h100.flops(Precision::Int4).map(|(_, q)| q),
+        Some(Precision::Fp8)
+    );
 }

@@ -369,11 +369,15 @@ impl<'a> Deployment<'a> {
                 precision: weights.to_string(),
             });
         }
-        let kv = if weights.bytes() < 2.0 && system.dense_tflops.fp8.is_some() {
-            Precision::Fp8
-        } else {
-            Precision::Bf16
-        };
+        // Weight-only formats keep their activations, and so the keys and values, in 16
+        // bits, as the engines that serve them do (vLLM's `kv_cache_dtype` auto).
+        let kv =
+            if weights.bytes() < 2.0 && !weights.weight_only() && system.dense_tflops.fp8.is_some()
+            {
+                Precision::Fp8
+            } else {
+                Precision::Bf16
+            };
         Ok(Deployment {
             model,
             system,

@@ -232,6 +232,11 @@ pub(crate) fn fitting_deployments<'a>(
     p: &Params,
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
+    if let Some(kv) = q.kv_precision.filter(|kv| kv.weight_only()) {
+        return Err(PerfError::BadInput(format!(
+            "{kv} stores weights only, its products in 16 bits; store the KV cache in bf16, fp8, int8, fp4 or int4"
+        )));
+    }
     // A 4-bit floating-point KV cache is read by attention kernels in the chip's own FP4
     // format (NVFP4 on Blackwell); an integer one is dequantised in software, on any chip.
     if q.kv_precision == Some(Precision::Fp4)

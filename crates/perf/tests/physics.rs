@@ -994,6 +994,48 @@ fn the_held_out_measurements_are_all_modelled() {
     assert!(s.mape < 20.8, "MAPE {}", s.mape);
 }
 
+/// Weight-only quantisation (AWQ, GPTQ) halves or quarters the bytes a step streams but
+/// multiplies at the 16-bit rate: at batch 1 it decodes as fast as the same bytes stored for
+/// narrower products (int4 on H100 multiplies in FP8, W4A8), and at a large batch, bound by
+/// its arithmetic, it falls behind them and behind FP8. Its KV cache stays in 16 bits.
+#[test]
+fn weight_only_weights_stream_narrow_and_multiply_wide() {
+    let cat = cat();
+    let p = Params::default();
+    let at = |precision| deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", precision);
+    let (w4, int4, fp8, bf16) = (
+        at(Precision::W4a16),
+        at(Precision::Int4),
+        at(Precision::Fp8),
+        at(Precision::Bf16),
+    );
+    assert_eq!(w4.kv, Precision::Bf16);
+    assert_eq!(at(Precision::W8a16).kv, Precision::Bf16);
+    assert_eq!(int4.kv, Precision::Fp8);
+    let step = |d: &Deployment<'_>, batch: f64| d.decode_step(&p, batch, 1024.0).time;
+    // Batch 1: the same weight bytes, a near-equal step, well under FP8's and 16 bits'.
+    let (a, b) = (
+        step(&w4.clone().with_kv(Some(Precision::Fp8)), 1.0),
+        step(&int4, 1.0),
+    );
+    assert!((a / b - 1.0).abs() < 0.02, "{a} against {b}");
+    assert!(a < step(&fp8, 1.0) && step(&fp8, 1.0) < step(&bf16, 1.0));
+    // A large batch of short contexts is arithmetic: 16-bit products take longer than FP8's.
+    let short = |d: &Deployment<'_>| d.decode_step(&p, 1024.0, 64.0).time;
+    let w4_fp8_kv = w4.clone().with_kv(Some(Precision::Fp8));
+    assert!(
+        short(&w4_fp8_kv) > short(&fp8) * 1.3,
+        "{} against {}",
+        short(&w4_fp8_kv),
+        short(&fp8)
+    );
+    assert!(short(&w4_fp8_kv) > short(&int4));
+    // A prompt is arithmetic too: prefill at the 16-bit rate, as slow as 16-bit weights' less
+    // their stream.
+    assert!(w4.prefill(&p, 8192.0) > fp8.prefill(&p, 8192.0) * 1.3);
+    assert!(w4.prefill(&p, 8192.0) <= bf16.prefill(&p, 8192.0));
+}
+
 /// Rows of many shapes for the bound's checks: speeds, times and throughputs, alone and
 /// under load, at a peak and in MLPerf's scenarios, on every kind of system, dense and MoE,
 /// beside both reference files.

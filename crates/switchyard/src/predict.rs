@@ -33,11 +33,12 @@ pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
 /// Options shared by `estimate` and `compare`.
 #[derive(Debug, Args)]
 pub struct Workload {
-    /// Weight precision: bf16, fp16, fp8, int8, fp4, int4 (default: the model's own).
+    /// Weight precision: bf16, fp16, fp8, int8, fp4, int4, or weights only in w4a16 (awq,
+    /// gptq) or w8a16, multiplied in 16 bits (default: the model's own).
     #[arg(long)]
     precision: Option<Precision>,
-    /// KV-cache precision, the same names (default: fp8 with weights narrower than 16 bits
-    /// on chips that compute in fp8, else bf16).
+    /// KV-cache precision: bf16, fp16, fp8, int8, fp4, int4 (default: fp8 with weights
+    /// narrower than 16 bits, not weight-only, on chips that compute in fp8, else bf16).
     #[arg(long, value_name = "PRECISION")]
     kv_precision: Option<Precision>,
     /// Requests in flight.

@@ -393,6 +393,10 @@ fn bad_input_is_one_clear_line_and_status_two() {
             vec!["validate", "--points", "/nonexistent/points.csv"],
             "/nonexistent/points.csv",
         ),
+        (
+            est8(&["--precision", "awq", "--kv-precision", "gptq"]),
+            "w4a16 stores weights only, its products in 16 bits; store the KV cache in bf16",
+        ),
     ] {
         let o = run(&args);
         let (_, err) = text(&o);
