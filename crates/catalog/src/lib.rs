@@ -474,6 +474,7 @@ fn normalized(name: &str, model_names: bool) -> String {
             "-int8",
             "-int4",
             "-w8a8",
+            "-w4a8",
             "-w4a16",
             "-w8a16",
             // A quantiser's name (`-AWQ-INT4`, `-GPTQ-Int8`).

@@ -19,38 +19,46 @@ pub enum Precision {
     /// 4-bit floating point (NVFP4 / MXFP4), block-scaled.
     Fp4,
     /// 4-bit integer, group-scaled, multiplied in the chip's narrowest format that takes it
-    /// (FP4 or FP8 on chips that have them: W4A8).
+    /// (FP4 on Blackwell and MI355X, FP8 on Hopper and MI300X).
     Int4,
+    /// 4-bit integer weights multiplied in 8 bits (W4A8: FP8 where the chip has it, else
+    /// INT8).
+    W4a8,
     /// 4-bit integer weights multiplied in 16 bits (AWQ, GPTQ): the kernel dequantises each
     /// tile of weights as it streams it (Marlin, <https://arxiv.org/abs/2408.11743>), so a
     /// step reads a quarter of the 16-bit bytes and computes at the 16-bit rate.
     W4a16,
-    /// 8-bit integer weights multiplied in 16 bits (weight-only INT8).
+    /// 8-bit weights (integer or FP8) multiplied in 16 bits (weight-only INT8, FP8 Marlin).
     W8a16,
 }
 
 impl Precision {
     /// Every precision, for listings.
-    pub const ALL: [Precision; 8] = [
+    pub const ALL: [Precision; 9] = [
         Precision::Bf16,
         Precision::Fp16,
         Precision::Fp8,
         Precision::Int8,
         Precision::Fp4,
         Precision::Int4,
+        Precision::W4a8,
         Precision::W4a16,
         Precision::W8a16,
     ];
 
     /// Bytes per stored value, including block-scale overhead for the 4-bit formats
     /// (one 8-bit scale per 16 or 32 values: NVFP4 and MXFP4 layouts, see
-    /// <https://www.opencompute.org/documents/ocp-microscaling-formats-mx-v1-0-spec-final-pdf>;
-    /// AWQ's and GPTQ's 16-bit scale and zero per group of 128 are the same 1/32 of a byte).
+    /// <https://www.opencompute.org/documents/ocp-microscaling-formats-mx-v1-0-spec-final-pdf>).
+    /// The integer 4-bit formats take the same: AWQ's and GPTQ's 16-bit scale and 4-bit zero
+    /// per group of 128 are 1/26 of a byte a value, a 16-bit scale per group of 32 (Kimi's
+    /// INT4 experts) 1/16, and 1/32 lies between the common group sizes.
     pub fn bytes(self) -> f64 {
         match self {
             Precision::Bf16 | Precision::Fp16 => 2.0,
             Precision::Fp8 | Precision::Int8 | Precision::W8a16 => 1.0,
-            Precision::Fp4 | Precision::Int4 | Precision::W4a16 => 0.5 + 1.0 / 32.0,
+            Precision::Fp4 | Precision::Int4 | Precision::W4a8 | Precision::W4a16 => {
+                0.5 + 1.0 / 32.0
+            }
         }
     }
 
@@ -69,6 +77,7 @@ impl Precision {
             Precision::Int8 => "int8",
             Precision::Fp4 => "fp4",
             Precision::Int4 => "int4",
+            Precision::W4a8 => "w4a8",
             Precision::W4a16 => "w4a16",
             Precision::W8a16 => "w8a16",
         }
@@ -84,61 +93,109 @@ impl fmt::Display for Precision {
 /// The error for a precision name that is not known.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown precision `{0}`; known: bf16, fp16, fp8, int8, fp4, int4, and the weight-only w4a16 (awq, gptq) and w8a16"
+    "unknown precision `{0}`; known: bf16, fp16, fp8, int8, fp4, int4, w4a8, and the weight-only w4a16 (awq, gptq) and w8a16"
 )]
 pub struct UnknownPrecision(pub String);
 
 impl FromStr for Precision {
     type Err = UnknownPrecision;
     /// A format's name in any case, with `_` or spaces for `-` (`fp8_e4m3fn`) and a note in
-    /// brackets after it (`FP8 (E4M3)`). The weight-only schemes are named as quantisers
-    /// and engines name them: `w4a16`, `awq`, `gptq`, `int4-awq` (TensorRT-LLM),
-    /// `INT4 (GPTQ)`, `w8a16`, `int8 (weight-only)`; `w4a8` (and `w4a8-awq`) is `int4`,
-    /// multiplied in 8 bits.
+    /// brackets after it (`FP8 (E4M3)`); or a quantisation scheme as quantisers and engines
+    /// name it: `w4a8` (`W4A8_AWQ`); weight-only `w4a16` (`awq`, `gptq`, `int4-awq`, `INT4
+    /// (GPTQ)`, `GPTQ 4-bit`) and `w8a16` (`GPTQ (Int8)`, `int8 (weight-only)`, `fp8
+    /// (weight-only)`); `nvfp4-awq` is FP4.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
-        let (head, note) = lower.split_once('(').unwrap_or((&lower, ""));
-        let cleaned = head.trim().replace([' ', '_'], "-");
-        // A scheme named in the name or its note (`int4-awq`, `INT4 (GPTQ)`) keeps the
-        // weights at the width named and multiplies in 16 bits.
-        let whole = format!("{cleaned} {note}");
-        let weight_only = ["awq", "gptq", "weight-only", "weight only", "-wo"]
-            .iter()
-            .any(|w| whole.contains(w));
-        if weight_only && !whole.contains("w4a8") {
-            let head = cleaned
-                .split('-')
-                .find(|part| !["awq", "gptq", "weight", "only", "wo"].contains(part))
-                .unwrap_or("int4");
-            return match head {
-                "int4" | "i4" | "w4a16" | "4-bit" => Ok(Precision::W4a16),
-                "int8" | "i8" | "w8a16" | "8-bit" => Ok(Precision::W8a16),
-                _ => Err(UnknownPrecision(s.to_string())),
-            };
+        let words = scheme_words(&lower);
+        if let Some(scheme) = Precision::in_scheme(&words) {
+            return scheme.map_err(|()| UnknownPrecision(s.to_string()));
         }
-        let cleaned = cleaned
-            .trim_end_matches("-awq")
-            .trim_end_matches("-gptq")
-            .to_string();
-        let named = |n: &str| {
-            Some(match n {
-                "bf16" | "bfloat16" => Precision::Bf16,
-                "fp16" | "f16" | "float16" | "half" | "16-bit" => Precision::Fp16,
-                "fp8" | "f8" | "float8" | "fp8-e4m3" | "fp8-e4m3fn" | "float8-e4m3fn" | "e4m3"
-                | "fp8-e5m2" | "e5m2" | "mxfp8" | "w8a8-fp8" | "fp8-dynamic" => Precision::Fp8,
-                "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
-                "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
-                "int4" | "i4" | "w4a8" => Precision::Int4,
-                "w4a16" => Precision::W4a16,
-                "w8a16" => Precision::W8a16,
-                _ => return None,
-            })
+        let (head, _) = lower.split_once('(').unwrap_or((&lower, ""));
+        let cleaned = head.trim().replace([' ', '_'], "-");
+        let named = match cleaned.as_str() {
+            "bf16" | "bfloat16" => Precision::Bf16,
+            "fp16" | "f16" | "float16" | "half" | "16-bit" => Precision::Fp16,
+            "fp8" | "f8" | "float8" | "fp8-e4m3" | "fp8-e4m3fn" | "float8-e4m3fn" | "e4m3"
+            | "fp8-e5m2" | "e5m2" | "mxfp8" | "w8a8-fp8" | "fp8-dynamic" => Precision::Fp8,
+            "int8" | "i8" | "w8a8" | "w8a8-int8" => Precision::Int8,
+            "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
+            "int4" | "i4" => Precision::Int4,
+            _ => return Err(UnknownPrecision(s.to_string())),
         };
-        named(&cleaned).ok_or_else(|| UnknownPrecision(s.to_string()))
+        Ok(named)
     }
 }
 
+/// The words of a format's or a checkpoint's name: split at `-`, `_`, spaces, commas,
+/// brackets and slashes, `4 bit` joined as `4bit`.
+fn scheme_words(lower: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for w in lower
+        .split(['-', '_', ' ', ',', '(', ')', '/'])
+        .filter(|w| !w.is_empty())
+    {
+        match (words.last_mut(), w) {
+            (Some(last), "bit") if last == "4" || last == "8" => last.push_str("bit"),
+            (Some(last), "only") if last == "weight" => last.push_str("only"),
+            _ => words.push(w.to_string()),
+        }
+    }
+    words
+}
+
+/// The width a word names, for a scheme: 4- or 8-bit integers, FP8, FP4.
+#[derive(Clone, Copy, PartialEq)]
+enum Width {
+    Int4,
+    Eight,
+    Fp4,
+    Sixteen,
+}
+
+fn width_of(word: &str) -> Option<Width> {
+    Some(match word {
+        "int4" | "i4" | "4bit" | "w4a16" | "uint4" => Width::Int4,
+        "int8" | "i8" | "8bit" | "w8a16" | "fp8" | "float8" | "e4m3" => Width::Eight,
+        "fp4" | "nvfp4" | "mxfp4" => Width::Fp4,
+        "bf16" | "fp16" | "bfloat16" | "float16" | "16bit" => Width::Sixteen,
+        _ => return None,
+    })
+}
+
 impl Precision {
+    /// A quantisation scheme named by its `words` ([`scheme_words`]): `None` when they name
+    /// none, `Some(Err)` when they name one without a width it can take.
+    ///
+    /// - `w4a8` (`W4A8_AWQ`, `INT4 (W4A8)`): 4-bit weights multiplied in 8 bits.
+    /// - A weight-only scheme (`awq`, `gptq`, `weight-only`, `wo`, `w4a16`, `w8a16`) keeps the
+    ///   width it names in 16-bit products: `w4a16` for 4-bit integers (`int4-awq`, `INT4
+    ///   (GPTQ)`, `GPTQ 4-bit`, and a bare `awq` or `gptq`, which are 4-bit unless they say
+    ///   otherwise), `w8a16` for 8 bits (`GPTQ (Int8)`, `int8 (weight-only)`, `fp8
+    ///   (weight-only)`: FP8 weights in 16-bit products stream and multiply alike).
+    /// - AWQ beside FP4 (`nvfp4-awq`, ModelOpt's) names how the FP4 scales were chosen: FP4;
+    ///   FP4 said to be weight-only is `w4a16`.
+    /// - A weight-only word beside 16 bits, or alone (`weight-only`), names no format.
+    fn in_scheme(words: &[String]) -> Option<Result<Precision, ()>> {
+        let has = |w: &str| words.iter().any(|x| x == w);
+        if has("w4a8") {
+            return Some(Ok(Precision::W4a8));
+        }
+        let quantiser = has("awq") || has("gptq");
+        let only = has("weightonly") || has("wo") || has("w4a16") || has("w8a16");
+        if !(quantiser || only) {
+            return None;
+        }
+        let width = words.iter().find_map(|w| width_of(w));
+        Some(match width {
+            Some(Width::Int4) => Ok(Precision::W4a16),
+            Some(Width::Eight) => Ok(Precision::W8a16),
+            Some(Width::Fp4) if only => Ok(Precision::W4a16),
+            Some(Width::Fp4) => Ok(Precision::Fp4),
+            None if quantiser => Ok(Precision::W4a16),
+            Some(Width::Sixteen) | None => Err(()),
+        })
+    }
+
     /// The number format a published model name ends with, if any: `DeepSeek-R1-FP4`,
     /// `Llama-3.1-405B-Instruct-FP8`. A name that says its format is that format's checkpoint.
     pub fn in_model_name(name: &str) -> Option<Precision> {
@@ -148,18 +205,21 @@ impl Precision {
         if last.eq_ignore_ascii_case("dynamic") {
             last = parts.next()?;
         }
-        let lower = name.to_ascii_lowercase();
-        // `-AWQ`, `-GPTQ-Int4`, `-GPTQ-Int8`: a weight-only checkpoint, of the width named.
-        if ["awq", "gptq"].iter().any(|w| lower.contains(w)) {
-            return Some(if last.eq_ignore_ascii_case("int8") {
-                Precision::W8a16
-            } else {
-                Precision::W4a16
-            });
+        // `-AWQ`, `-GPTQ-Int4`, `-W8A16-GPTQ`, `-W4A8-AWQ`: a quantised checkpoint, read from
+        // the name's own words (not its organisation's).
+        let own = name
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        if let Some(scheme) = Precision::in_scheme(&scheme_words(&own)) {
+            return scheme.ok();
         }
         match last.to_ascii_lowercase().as_str() {
-            "fp8" | "fp4" | "nvfp4" | "mxfp4" | "bf16" | "fp16" | "int8" | "int4" | "w8a8"
-            | "w4a16" | "w8a16" => last.parse().ok(),
+            "fp8" | "fp4" | "nvfp4" | "mxfp4" | "bf16" | "fp16" | "int8" | "int4" | "w8a8" => {
+                last.parse().ok()
+            }
             _ => None,
         }
     }

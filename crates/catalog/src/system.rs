@@ -214,7 +214,7 @@ impl System {
                 (t.int8, Precision::Int8),
                 (t.bf16, Precision::Bf16),
             ],
-            Precision::Fp8 => &[
+            Precision::Fp8 | Precision::W4a8 => &[
                 (t.fp8, Precision::Fp8),
                 (t.int8, Precision::Int8),
                 (t.bf16, Precision::Bf16),

@@ -752,18 +752,34 @@ fn precisions_parse_and_size() {
         ("GPTQ-Int8", Precision::W8a16),
         ("int8 (weight-only)", Precision::W8a16),
         ("W8A16", Precision::W8a16),
-        ("w4a8", Precision::Int4),
-        ("W4A8_AWQ", Precision::Int4),
+        ("INT4 (W4A16)", Precision::W4a16),
+        ("INT8 (W8A16)", Precision::W8a16),
+        ("GPTQ (Int8)", Precision::W8a16),
+        ("AWQ (int8)", Precision::W8a16),
+        ("int8 (weight_only)", Precision::W8a16),
+        ("int8 (wo)", Precision::W8a16),
+        ("GPTQ 4-bit", Precision::W4a16),
+        ("gptq-4bit", Precision::W4a16),
+        ("awq-int4", Precision::W4a16),
+        ("fp8 (weight-only)", Precision::W8a16),
+        ("fp4 (weight-only)", Precision::W4a16),
+        ("nvfp4-awq", Precision::Fp4),
+        ("w4a8", Precision::W4a8),
+        ("W4A8_AWQ", Precision::W4a8),
+        ("Int4 (W4A8)", Precision::W4a8),
+        ("int4", Precision::Int4),
+        ("w8a8-fp8", Precision::Fp8),
     ] {
         assert_eq!(alias.parse::<Precision>().expect(alias), p, "{alias}");
     }
-    for p in [Precision::W4a16, Precision::W8a16] {
-        assert!(p.weight_only());
+    for p in Precision::ALL {
         assert_eq!(p.name().parse::<Precision>().expect("own name"), p);
     }
-    assert!(Precision::ALL.iter().filter(|p| p.weight_only()).count() == 2);
-    assert!("fp4-awq".parse::<Precision>().is_err());
-    assert!("8-bit".parse::<Precision>().is_err());
+    assert_eq!(Precision::ALL.iter().filter(|p| p.weight_only()).count(), 2);
+    // A weight-only word with no width it can take names no format.
+    for bad in ["weight-only", "bf16 (weight-only)", "8-bit", "two"] {
+        assert!(bad.parse::<Precision>().is_err(), "{bad}");
+    }
     assert_eq!(Precision::Bf16.bytes(), 2.0);
     assert!(Precision::Fp4.bytes() > 0.5 && Precision::Fp4.bytes() < 0.6);
     assert_eq!(Precision::W4a16.bytes(), Precision::Int4.bytes());
@@ -773,17 +789,33 @@ fn precisions_parse_and_size() {
         Precision::in_model_name("hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"),
         Some(Precision::W4a16)
     );
-    assert_eq!(
-        Precision::in_model_name("Qwen/Qwen2.5-72B-Instruct-GPTQ-Int8"),
-        Some(Precision::W8a16)
-    );
-    assert_eq!(Precision::in_model_name("Llama-3.1-8B-Instruct"), None);
-    let cat = Catalog::builtin().expect("catalog");
-    for name in [
-        "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
-        "meta-llama/Llama-3.1-70B-Instruct-W8A8",
+    for (name, p) in [
+        (
+            "Qwen/Qwen2.5-72B-Instruct-GPTQ-Int8",
+            Some(Precision::W8a16),
+        ),
+        ("org/Model-8B-GPTQ-W8A16", Some(Precision::W8a16)),
+        ("org/Model-8B-W8A16-GPTQ", Some(Precision::W8a16)),
+        ("org/Model-8B-Int8-AWQ", Some(Precision::W8a16)),
+        ("org/Model-8B-W4A8-AWQ", Some(Precision::W4a8)),
+        ("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", Some(Precision::W4a16)),
+        ("Llama-3.1-8B-Instruct", None),
+        // An organisation's name is not the checkpoint's format.
+        ("awq-lab/Llama-3.1-8B-Instruct", None),
     ] {
-        assert_eq!(cat.model(name).expect(name).id, "llama-3.1-70b");
+        assert_eq!(Precision::in_model_name(name), p, "{name}");
+    }
+    let cat = Catalog::builtin().expect("catalog");
+    for (name, id) in [
+        (
+            "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
+            "llama-3.1-70b",
+        ),
+        ("meta-llama/Llama-3.1-70B-Instruct-W8A8", "llama-3.1-70b"),
+        ("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", "qwen2.5-7b"),
+        ("org/Qwen3-32B-W4A8-AWQ", "qwen3-32b"),
+    ] {
+        assert_eq!(cat.model(name).expect(name).id, id);
     }
 }
 
@@ -799,10 +831,16 @@ fn weight_only_formats_multiply_in_sixteen_bits() {
             assert_eq!(s.flops(p), Some(bf16), "{id} {p}");
         }
     }
-    // Int4 multiplies in the narrowest format the chip has.
+    // Int4 multiplies in the narrowest format the chip has, W4A8 in eight bits.
     let h100 = cat.system("h100-sxm").expect("h100");
     assert_eq!(
         h100.flops(Precision::Int4).map(|(_, q)| q),
         Some(Precision::Fp8)
     );
+    let b200 = cat.system("b200").expect("b200");
+    assert_eq!(
+        b200.flops(Precision::Int4).map(|(_, q)| q),
+        Some(Precision::Fp4)
+    );
+    assert_eq!(b200.flops(Precision::W4a8), b200.flops(Precision::Fp8));
 }

@@ -23,7 +23,8 @@
 //!   the search choose;
 //! - a blank precision takes the model's own, except on a GPU throughput row, where it takes
 //!   the narrowest floating-point format the GPU multiplies natively (FP4 on Blackwell, FP8
-//!   on Hopper and CDNA 3) when that is narrower: a throughput submission quantises to the
+//!   on Hopper and CDNA 3) when that is narrower, or as narrow as a weight-only own format
+//!   (whose products run in 16 bits): a throughput submission quantises to the
 //!   fastest format that keeps accuracy (MLPerf's closed division allows it within 99% or
 //!   99.9% of the reference accuracy);
 //! - metrics are `decode_tok_s_per_user`, `ttft_s`, `tpot_ms`, `throughput_tok_s` and
@@ -1300,7 +1301,11 @@ fn predict_inner(
             [Precision::Fp4, Precision::Fp8]
                 .into_iter()
                 .find(|&f| system.flops(f).is_some_and(|(_, native)| native == f))
-                .filter(|f| f.bytes() < own.bytes())
+                // A weight-only model's own format multiplies in 16 bits: a format of its size
+                // that multiplies natively is the faster run of the same bytes.
+                .filter(|f| {
+                    f.bytes() < own.bytes() || (own.weight_only() && f.bytes() <= own.bytes())
+                })
                 .or(Some(own))
         }
         given => given,

@@ -1036,6 +1036,26 @@ fn weight_only_weights_stream_narrow_and_multiply_wide() {
     assert!(w4.prefill(&p, 8192.0) <= bf16.prefill(&p, 8192.0));
 }
 
+/// A throughput row that leaves the precision blank runs the narrowest format the GPU
+/// multiplies natively; for a model whose own weights are weight-only 4-bit, FP4 of the same
+/// size on Blackwell, while Hopper, whose narrowest is wider, keeps the model's own.
+#[test]
+fn a_blank_precision_runs_a_weight_only_model_in_fp4_where_the_chip_has_it() {
+    let text = "id,hardware,count,model,precision,concurrency,isl,osl,metric,value
+a,b200,8,kimi-k2.6,,64,1024,1024,throughput_tok_s,1
+b,b200,8,kimi-k2.6,fp4,64,1024,1024,throughput_tok_s,1
+c,b200,8,kimi-k2.6,w4a16,64,1024,1024,throughput_tok_s,1
+d,h200,8,kimi-k2.6,,64,1024,1024,throughput_tok_s,1
+e,h200,8,kimi-k2.6,w4a16,64,1024,1024,throughput_tok_s,1
+";
+    let rows = parse_points(text).expect("points");
+    let (o, _) = run(&cat(), &Params::default(), &rows);
+    let v = |i: usize| *o[i].predicted.as_ref().expect("modelled");
+    assert_eq!(v(0).to_bits(), v(1).to_bits());
+    assert!(v(0) > v(2), "fp4 {} against w4a16 {}", v(0), v(2));
+    assert_eq!(v(3).to_bits(), v(4).to_bits());
+}
+
 /// Rows of many shapes for the bound's checks: speeds, times and throughputs, alone and
 /// under load, at a peak and in MLPerf's scenarios, on every kind of system, dense and MoE,
 /// beside both reference files.

@@ -33,8 +33,9 @@ pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
 /// Options shared by `estimate` and `compare`.
 #[derive(Debug, Args)]
 pub struct Workload {
-    /// Weight precision: bf16, fp16, fp8, int8, fp4, int4, or weights only in w4a16 (awq,
-    /// gptq) or w8a16, multiplied in 16 bits (default: the model's own).
+    /// Weight precision: bf16, fp16, fp8, int8, fp4, int4, w4a8 (4-bit weights multiplied in
+    /// 8 bits), or weights only in w4a16 (awq, gptq) or w8a16, multiplied in 16 bits
+    /// (default: the model's own).
     #[arg(long)]
     precision: Option<Precision>,
     /// KV-cache precision: bf16, fp16, fp8, int8, fp4, int4 (default: fp8 with weights
