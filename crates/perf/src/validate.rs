@@ -285,6 +285,8 @@ pub struct Outcome {
     pub predicted: Result<f64, String>,
     /// Layout used, for the report.
     pub layout: String,
+    /// The system's catalog id, where the row was modelled.
+    pub system: Option<String>,
     /// Which way the hardware at its best bounds the row's value, where it does
     /// ([`beyond_hardware`]).
     pub limit: Option<Limit>,
@@ -350,6 +352,9 @@ pub struct Summary {
     /// with spaces, hyphens and underscores alike; `unstated` where blank), in alphabetical
     /// order. Only modelled rows count.
     pub sources: Vec<(String, f64, usize)>,
+    /// MAPE and row count per system (its catalog id), in alphabetical order: where the
+    /// model errs by hardware. Only modelled rows count.
+    pub systems: Vec<(String, f64, usize)>,
 }
 
 /// A chip count, possibly with its unit (`8`, `8 GPUs`, `4 wafers`, `16 sockets`, `8x`), or a
@@ -1046,6 +1051,7 @@ fn predict_as(cat: &Catalog, p: &Params, row: &Point, purpose: Purpose) -> Outco
         published: f64::NAN,
         predicted: Err(String::new()),
         layout: String::new(),
+        system: None,
         limit: None,
     };
     if let Some(why) = &row.unreadable {
@@ -1064,11 +1070,13 @@ fn predict_as(cat: &Catalog, p: &Params, row: &Point, purpose: Purpose) -> Outco
             value,
             group,
             layout,
+            system,
             limit,
         }) => {
             out.predicted = Ok(value);
             out.group = Some(group);
             out.layout = layout;
+            out.system = Some(system);
             out.limit = limit;
         }
         // The line finds the row where its id does not (a blank or repeated id).
@@ -1204,6 +1212,7 @@ struct Predicted {
     value: f64,
     group: Group,
     layout: String,
+    system: String,
     limit: Option<Limit>,
 }
 
@@ -1413,6 +1422,7 @@ fn predict_inner(
         value,
         group,
         layout: format!("{}x{} {}", e.chips, e.system, e.layout),
+        system: e.system.clone(),
         limit,
     })
 }
@@ -1695,6 +1705,21 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
             (!v.is_empty()).then(|| (*g, mean(&v), v.len()))
         })
         .collect();
+    // Each key's MAPE and row count, in the map's (alphabetical) order.
+    let per_key = |m: std::collections::BTreeMap<String, Vec<f64>>| {
+        m.into_iter()
+            .map(|(k, v)| {
+                let m = mean(&v);
+                (k, m, v.len())
+            })
+            .collect()
+    };
+    let mut by_system: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for o in &outcomes {
+        if let (Some((_, e)), Some(system)) = (o.scored(), &o.system) {
+            by_system.entry(system.clone()).or_default().push(e);
+        }
+    }
     let mut by_kind: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for (row, o) in rows.iter().zip(&outcomes) {
         if let Some((_, e)) = o.scored() {
@@ -1716,13 +1741,8 @@ pub fn run(cat: &Catalog, p: &Params, rows: &[Point]) -> (Vec<Outcome>, Summary)
         n: all.len(),
         skipped: outcomes.len() - all.len(),
         groups,
-        sources: by_kind
-            .into_iter()
-            .map(|(k, v)| {
-                let m = mean(&v);
-                (k, m, v.len())
-            })
-            .collect(),
+        sources: per_key(by_kind),
+        systems: per_key(by_system),
     };
     (outcomes, summary)
 }

@@ -961,7 +961,7 @@ fn rows_are_also_scored_by_the_kind_of_their_source() {
     let text = "id,hardware,count,model,precision,metric,value,source_kind
 a,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,50,MLPerf
 b,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,200,mlperf
-c,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,Third party
+c,NVIDIA H100 SXM5 80GB,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,Third party
 d,h100-sxm,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,
 e,nowhere,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,vendor
 ";
@@ -974,6 +974,12 @@ e,nowhere,8,llama-3.1-70b,fp8,decode_tok_s_per_user,100,vendor
     assert!((s.sources[0].1 - (err(0) + err(1)) / 2.0).abs() < 1e-9);
     assert!((s.sources[1].1 - err(2)).abs() < 1e-9);
     assert_eq!(s.sources.iter().map(|(_, _, n)| n).sum::<usize>(), s.n);
+    // Per system too, by catalog id whatever the cell's spelling: all four modelled rows
+    // ran on H100.
+    assert_eq!(s.systems.len(), 1);
+    assert_eq!(s.systems[0].0, "h100-sxm");
+    assert_eq!(s.systems[0].2, 4);
+    assert!((s.systems[0].1 - s.mape).abs() < 1e-9);
 }
 
 #[test]

@@ -1120,6 +1120,12 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
             out!("source {kind:<39} MAPE {mape:.1}% over {n} points");
         }
     }
+    // Per system, where the file has more than one.
+    if summary.systems.len() > 1 {
+        for (system, mape, n) in &summary.systems {
+            out!("system {system:<39} MAPE {mape:.1}% over {n} points");
+        }
+    }
     if summary.n == 0 {
         return Err(usage(format!(
             "{name}: none of its {} rows could be modelled, so there is no MAPE to give",

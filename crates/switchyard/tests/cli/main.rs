@@ -439,10 +439,15 @@ fn validate_ends_with_the_summary_line() {
         "{last}"
     );
     assert!(out.contains("skipped: "));
-    // The audited benchmark rows are scored on their own.
+    // The audited benchmark rows are scored on their own, and each system's.
     assert!(
         out.lines()
             .any(|l| l.starts_with("source mlperf ") && l.contains("% over ")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("system h100-sxm ") && l.contains("% over ")),
         "{out}"
     );
 }
