@@ -1590,10 +1590,12 @@ fn unclosed_quote(text: &str) -> Option<usize> {
 }
 
 /// A row whose published value lies beyond what its hardware allows at its best.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Beyond {
     /// The row's index among the rows given.
     pub row: usize,
+    /// The row's id.
+    pub id: String,
     /// The row predicted with [`Params::ideal`]: the most a speed or throughput can be, the
     /// least a time can be, on the row's deployment.
     pub bound: f64,
@@ -1627,6 +1629,7 @@ pub fn beyond_hardware(
             };
             beyond.then(|| Beyond {
                 row: i,
+                id: o.id.clone(),
                 bound,
                 floor_pct: ((bound - o.published) / o.published * 100.0).abs(),
             })

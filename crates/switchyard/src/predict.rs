@@ -963,7 +963,7 @@ pub fn calibrate(
         c.evaluations
     );
     if !c.beyond.is_empty() {
-        let ids: Vec<&str> = c.beyond.iter().map(|b| rows[b.row].id.as_str()).collect();
+        let ids: Vec<&str> = c.beyond.iter().map(|b| b.id.as_str()).collect();
         out!(
             "left out of the fit, beyond their hardware at its best (no efficiency or latency reaches them; `switchyard validate` gives the bounds): {}",
             ids.join(", ")
