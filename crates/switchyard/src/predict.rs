@@ -286,10 +286,44 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         return Ok(());
     }
     let e = switchyard_perf::estimate(&q, p, Objective::Latency).map_err(perf_err)?;
+    // The layout chosen is the fastest for one user; where another layout of the same chips
+    // carries clearly more at its peak, within the same limits, say which.
+    let busier = match q.layout {
+        Some(_) => None,
+        None => switchyard_perf::estimate(
+            &Query {
+                chips: Some(e.chips),
+                ..q.clone()
+            },
+            p,
+            Objective::Throughput,
+        )
+        .ok()
+        .filter(|b| {
+            b.layout != e.layout
+                && (b.peak_meets_limits || !e.peak_meets_limits)
+                && b.peak.throughput_tok_s > e.peak.throughput_tok_s * 1.05
+        }),
+    };
     if a.workload.json {
-        out!("{}", serde_json::to_string_pretty(&e)?);
+        let mut v = serde_json::to_value(&e)?;
+        if let Some(b) = &busier {
+            v["busiest_layout"] = serde_json::json!({
+                "layout": b.layout, "peak": b.peak, "peak_meets_limits": b.peak_meets_limits,
+            });
+        }
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         out!("{}", render_estimate(&e, &q).trim_end());
+        if let Some(b) = busier {
+            out!(
+                "  busiest layout  {} carries {:.0} tok/s at its peak on the same chips (TPOT {:.1} ms): --layout {} for its figures",
+                b.layout,
+                b.peak.throughput_tok_s,
+                b.peak.tpot_s * 1000.0,
+                b.layout
+            );
+        }
     }
     Ok(())
 }

@@ -264,6 +264,56 @@ fn estimate_draws_the_throughput_interactivity_frontier() {
     assert!(!text(&run(&base)).0.contains("--layout ep"));
 }
 
+/// The layout `estimate` picks is the fastest for one user; where another of the same chips
+/// carries clearly more at its peak, it is named with that peak, and JSON carries it. A
+/// layout the user gives is not second-guessed.
+#[test]
+fn estimate_names_a_busier_layout_of_the_same_chips() {
+    let base = h100_node("llama-3.1-8b", &[]);
+    let (out, err) = text(&run(&base));
+    assert!(out.contains("layout tp8-pp1"), "{out}{err}");
+    let peak = |line: &str, after: &str| -> f64 {
+        line.split(after)
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .expect("a figure")
+    };
+    let own = peak(
+        out.lines()
+            .find(|l| l.starts_with("peak throughput"))
+            .expect("peak"),
+        "peak throughput",
+    );
+    let hint = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("busiest layout"))
+        .expect("a busier layout is named");
+    let layout = hint.split_whitespace().nth(2).expect("layout");
+    assert!(peak(hint, " carries") > own * 1.05, "{hint}");
+    // Its own figures agree with the hint.
+    let mut given: Vec<&str> = base.clone();
+    given.extend(["--layout", layout]);
+    let (out, _) = text(&run(&given));
+    let theirs = peak(
+        out.lines()
+            .find(|l| l.starts_with("peak throughput"))
+            .expect("peak"),
+        "peak throughput",
+    );
+    assert!(
+        (theirs - peak(hint, " carries")).abs() < 1.0,
+        "{theirs} {hint}"
+    );
+    assert!(!out.contains("busiest layout"), "{out}");
+    let o = run(&joined(&base, &["--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["busiest_layout"]["layout"]["tp"], 1);
+    assert!(v["busiest_layout"]["peak"]["throughput_tok_s"]
+        .as_f64()
+        .is_some_and(|t| t > own * 1.05));
+}
+
 #[test]
 fn estimate_splits_prefill_and_decode_on_request() {
     let base = h100_node(
