@@ -229,6 +229,21 @@ pub struct Step {
     pub bound: Bound,
 }
 
+/// One part of a decode step's time: where the time between two tokens goes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepPart {
+    /// What the time is spent on.
+    pub part: &'static str,
+    /// Seconds of it per token a sequence yields.
+    pub seconds: f64,
+}
+
+impl StepPart {
+    pub(crate) const fn new(part: &'static str, seconds: f64) -> Self {
+        StepPart { part, seconds }
+    }
+}
+
 /// Memory use per chip (per wafer) of a deployment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
@@ -560,9 +575,12 @@ impl<'a> Deployment<'a> {
             None => (1.0, 1.0),
         };
         let step = match self.system.kind {
-            SystemKind::Gpu => gpu::decode_step(self, p, batch, q, ctx),
-            SystemKind::Wafer => wafer::decode_step(self, p, batch, q, ctx),
-            SystemKind::Lpu | SystemKind::Rdu => sram::decode_step(self, p, batch, q, ctx),
+            // Each kind's step comes with its parts; the step functions are inlined here, the
+            // simulator's inner loop, so that the parts dropped cost nothing (not inlined,
+            // building them made an H100 step 1.3x slower).
+            SystemKind::Gpu => gpu::decode_step(self, p, batch, q, ctx).0,
+            SystemKind::Wafer => wafer::decode_step(self, p, batch, q, ctx).0,
+            SystemKind::Lpu | SystemKind::Rdu => sram::decode_step(self, p, batch, q, ctx).0,
         };
         match self.speculative {
             Some(s) => Step {
@@ -571,6 +589,36 @@ impl<'a> Deployment<'a> {
             },
             None => step,
         }
+    }
+
+    /// Where the time of [`Deployment::decode_step`] goes: its parts, which add up to it,
+    /// those of no time left out. The physics of each kind of system reports its own parts
+    /// (a GPU's kernels as their streams and their arithmetic, its exchanges, launches and
+    /// overheads; a wafer's mesh reductions, core work and links; an LPU's or RDU's layer
+    /// latencies and the larger of its stream and arithmetic).
+    pub fn step_parts(&self, p: &Params, batch: f64, ctx: f64) -> Vec<StepPart> {
+        let batch = batch.max(1.0);
+        let (q, overhead) = match self.speculative {
+            Some(s) => (s.verified.max(1.0), 1.0 + s.draft_cost),
+            None => (1.0, 1.0),
+        };
+        let parts: Vec<StepPart> = match self.system.kind {
+            SystemKind::Gpu => gpu::decode_step(self, p, batch, q, ctx).1.to_vec(),
+            SystemKind::Wafer => wafer::decode_step(self, p, batch, q, ctx).1.to_vec(),
+            SystemKind::Lpu | SystemKind::Rdu => {
+                sram::decode_step(self, p, batch, q, ctx).1.to_vec()
+            }
+        };
+        // Speculative decoding spreads a step, and its drafting, over the tokens it accepts.
+        let per_token = match self.speculative {
+            Some(s) => overhead / s.tokens_per_step,
+            None => 1.0,
+        };
+        parts
+            .into_iter()
+            .filter(|x| x.seconds > 0.0)
+            .map(|x| StepPart::new(x.part, x.seconds * per_token))
+            .collect()
     }
 
     /// Time for one replica to prefill `tokens` prompt tokens of a single request alone.

@@ -3,6 +3,7 @@
 
 use crate::{
     unit_name, Deployment, Economics, Layout, Memory, Operating, Params, PerfError, Speculative,
+    StepPart,
 };
 use serde::Serialize;
 use switchyard_catalog::{Model, Precision, System, SystemKind};
@@ -116,6 +117,9 @@ pub struct Estimate {
     pub batch_limit_per_replica: f64,
     /// Serving at the query's concurrency.
     pub at: Operating,
+    /// Where a user's time per output token goes at the query's concurrency: the parts of
+    /// `at.tpot_s` ([`Deployment::tpot_parts`]).
+    pub at_parts: Vec<StepPart>,
     /// Energy and cost at the query's concurrency.
     pub at_economics: Economics,
     /// Serving at the highest throughput within the TPOT and TTFT limits, if any; when no
@@ -575,6 +579,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         batch_limit_per_replica: d.batch_limit(p),
         at_economics: d.economics(p, &at, util(&at)),
         peak_economics: d.economics(p, &peak, 1.0),
+        at_parts: d.tpot_parts(p, q.concurrency, q.isl, q.osl),
         at,
         peak,
         peak_meets_limits,

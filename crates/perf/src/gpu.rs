@@ -10,7 +10,7 @@
 //! A ring all-reduce of `n` bytes over `t` chips moves 2(t−1)/t·n bytes per chip
 //! (Patarasuk and Yuan, JPDC 2009) after a fixed latency.
 
-use crate::{Bound, Deployment, Params, Prompts, Step};
+use crate::{Bound, Deployment, Params, Prompts, Step, StepPart};
 
 /// Bytes per activation value passed between chips (activations stay 16-bit).
 const ACT_BYTES: f64 = 2.0;
@@ -306,7 +306,18 @@ pub(crate) fn kernel_time(bytes_s: f64, arithmetic_s: f64) -> f64 {
 /// kind of kernel time that dominates: keeping the experts apart is what lets a step whose
 /// dense projections are bound by arithmetic still be reported as bound by the expert
 /// weights it streams.
-pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
+///
+/// With the step come its parts, which add up to its time: each kernel's stream and
+/// arithmetic over every stage, the exchanges, the launches, the hops between stages and
+/// the step's fixed overhead.
+#[inline(always)] // see `Deployment::decode_step`
+pub(crate) fn decode_step(
+    d: &Deployment<'_>,
+    p: &Params,
+    batch: f64,
+    q: f64,
+    ctx: f64,
+) -> (Step, [StepPart; 10]) {
     let pp = f64::from(d.layout.pp);
     let ep = f64::from(d.layout.ep);
     let chips = f64::from(d.layout.replica_chips());
@@ -363,7 +374,21 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     } else {
         Bound::MemoryBandwidth
     };
-    Step { time, bound }
+    // A kernel's time is its stream plus its arithmetic (`kernel_time`), so the two parts
+    // of each add up to it.
+    let parts = [
+        StepPart::new("dense weights, stream", pp * dense.0),
+        StepPart::new("dense weights, arithmetic", pp * dense.1),
+        StepPart::new("expert weights, stream", pp * experts.0),
+        StepPart::new("expert weights, arithmetic", pp * experts.1),
+        StepPart::new("KV cache, stream", pp * attention.0),
+        StepPart::new("attention, arithmetic", pp * attention.1),
+        StepPart::new("exchanges between chips", pp * comm),
+        StepPart::new("kernel launches", launches),
+        StepPart::new("hops between stages", (pp - 1.0) * p.gpu_stage_hop_s),
+        StepPart::new("step overhead", p.gpu_step_overhead_s),
+    ];
+    (Step { time, bound }, parts)
 }
 
 /// A pass of prompt tokens only. Pipeline stages run one after another, so the pass takes

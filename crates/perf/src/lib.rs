@@ -24,7 +24,9 @@ mod sram;
 pub mod validate;
 mod wafer;
 
-pub use deploy::{unit_name, Bound, Deployment, Layout, Memory, Prompts, Speculative, Step};
+pub use deploy::{
+    unit_name, Bound, Deployment, Layout, Memory, Prompts, Speculative, Step, StepPart,
+};
 pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,

@@ -2,7 +2,7 @@
 //! at a concurrency under continuous batching, the best throughput under a latency limit,
 //! and energy and cost per token.
 
-use crate::{Bound, Deployment, Params, Prompts};
+use crate::{Bound, Deployment, Params, Prompts, StepPart};
 use serde::Serialize;
 
 /// The deployment serving a steady closed-loop load of `concurrency` requests, each with
@@ -114,16 +114,11 @@ impl Deployment<'_> {
     /// `r` running and `c` in the loop, `(c − r)` waits of `osl · t / r` each, `t` being the
     /// replica's time per token it yields.
     pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
-        let dp = f64::from(self.layout.dp);
-        let asked = (concurrency / dp).max(1.0);
+        let asked = self.asked_per_replica(concurrency);
         // Replicas with a request: every one, or as many as there are requests.
         let busy = concurrency / asked;
         let osl = osl.max(1.0);
-        let places = self
-            .max_sequences(p, self.kv_ctx(isl, osl))
-            .min(self.batch_limit(p))
-            .max(1.0);
-        let c = asked.min(places);
+        let c = self.running_per_replica(p, concurrency, isl, osl);
         let step = self.decode_step(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
         // Each request's prompt, spread over its output tokens.
@@ -165,6 +160,37 @@ impl Deployment<'_> {
             throughput_tok_s: c * busy / per_token,
             bound: step.bound,
         }
+    }
+
+    /// Requests each replica is asked to serve at `concurrency` in flight: an even share, and
+    /// at least one.
+    fn asked_per_replica(&self, concurrency: f64) -> f64 {
+        (concurrency / f64::from(self.layout.dp)).max(1.0)
+    }
+
+    /// Requests each replica runs at `concurrency` in flight: its share, as far as its KV
+    /// cache and its engine's batch hold them (the rest wait; see [`Self::at_concurrency`]).
+    fn running_per_replica(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> f64 {
+        let osl = osl.max(1.0);
+        let places = self
+            .max_sequences(p, self.kv_ctx(isl, osl))
+            .min(self.batch_limit(p))
+            .max(1.0);
+        self.asked_per_replica(concurrency).min(places)
+    }
+
+    /// Where a user's time per output token goes at `concurrency` in flight: the decode
+    /// step's parts ([`Deployment::step_parts`]) and the other requests' prompts that ride in
+    /// its steps (chunked prefill); they add up to [`Self::at_concurrency`]'s TPOT.
+    pub fn tpot_parts(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Vec<StepPart> {
+        let osl = osl.max(1.0);
+        let c = self.running_per_replica(p, concurrency, isl, osl);
+        let mut parts = self.step_parts(p, c, self.decode_ctx(isl, osl));
+        let others = (c - 1.0).max(0.0) * isl / osl * self.prefill_token_cost(p, isl);
+        if others > 0.0 {
+            parts.push(StepPart::new("other requests' prompts", others));
+        }
+        parts
     }
 
     /// The highest throughput whose time per output token stays within `tpot_limit` (none:

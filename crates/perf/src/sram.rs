@@ -8,10 +8,20 @@
 //! weights beyond HBM sit in the DDR capacity tier and stream from there at its far lower
 //! bandwidth (Prabhakar et al., "SambaNova SN40L", <https://arxiv.org/abs/2405.07518>).
 
-use crate::{gpu, Bound, Deployment, Params, Prompts, Step};
+use crate::{gpu, Bound, Deployment, Params, Prompts, Step, StepPart};
 use switchyard_catalog::SystemKind;
 
-pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
+/// One decode step of `batch` sequences each verifying `q` tokens at mean context `ctx`,
+/// with its parts, which add up to its time: the fixed per-layer latencies, and the larger
+/// of the stream and the arithmetic (the other overlaps it).
+#[inline(always)] // see `Deployment::decode_step`
+pub(crate) fn decode_step(
+    d: &Deployment<'_>,
+    p: &Params,
+    batch: f64,
+    q: f64,
+    ctx: f64,
+) -> (Step, [StepPart; 2]) {
     let chips = f64::from(d.layout.replica_chips());
     let layers = f64::from(d.model.layers);
     let tokens = batch * q;
@@ -65,7 +75,15 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     } else {
         Bound::MemoryBandwidth
     };
-    Step { time, bound }
+    let work = if compute > memory {
+        StepPart::new("arithmetic", compute)
+    } else {
+        StepPart::new("weights and KV, stream", memory)
+    };
+    (
+        Step { time, bound },
+        [StepPart::new("per-layer latency", fixed), work],
+    )
 }
 
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
@@ -78,6 +96,6 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let flops = prompts.tokens * d.prompt_token_flops(prompts.ctx);
     // One pass over the layers reading the KV up to the end of the longest chunk.
     let end = prompts.ctx + prompts.longest / 2.0;
-    decode_step(d, p, 1.0, 1.0, end).time
+    decode_step(d, p, 1.0, 1.0, end).0.time
         + flops / (chips * gpu::weight_rate(d, p.gpu_prefill_flops_eff))
 }

@@ -15,7 +15,7 @@
 //! (proportional to it), a roofline per core rather than per wafer. The whole wafer's SRAM bandwidth never applies to one token, because the layers
 //! run one after another, each on its own region.
 
-use crate::{Bound, Deployment, Params, Step};
+use crate::{Bound, Deployment, Params, Step, StepPart};
 
 /// The parts of one token's pass, per wafer stage.
 struct Pass {
@@ -80,7 +80,17 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
 /// One decode step of a pipeline of `pp` wafers running `batch` sequences: `pp` micro-batches
 /// keep the wafers busy; a token crosses every wafer and the link after it (the last link
 /// returns it to the host that samples the next token).
-pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ctx: f64) -> Step {
+///
+/// With the step come its parts, which add up to its time: the mesh's reductions, the
+/// cores' reads or arithmetic, and the links between wafers, over every wafer.
+#[inline(always)] // see `Deployment::decode_step`
+pub(crate) fn decode_step(
+    d: &Deployment<'_>,
+    p: &Params,
+    batch: f64,
+    q: f64,
+    ctx: f64,
+) -> (Step, [StepPart; 3]) {
     let pp = f64::from(d.layout.pp);
     let micro = (batch / pp).max(1.0);
     let s = pass(d, p, micro * q, micro, ctx);
@@ -94,7 +104,17 @@ pub(crate) fn decode_step(d: &Deployment<'_>, p: &Params, batch: f64, q: f64, ct
     } else {
         Bound::MeshLatency
     };
-    Step { time, bound }
+    let core = if s.read_bound {
+        "cores' weight and KV reads"
+    } else {
+        "cores' arithmetic"
+    };
+    let parts = [
+        StepPart::new("mesh reductions", pp * s.mesh),
+        StepPart::new(core, pp * s.compute),
+        StepPart::new("links between wafers", pp * s.links),
+    ];
+    (Step { time, bound }, parts)
 }
 
 /// Prefill of `n` tokens: the prompt streams through the layer pipeline, so the slowest

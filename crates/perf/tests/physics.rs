@@ -1062,6 +1062,53 @@ e,h200,8,kimi-k2.6,w4a16,64,1024,1024,throughput_tok_s,1
     assert_eq!(v(3).to_bits(), v(4).to_bits());
 }
 
+/// A step's parts add up to the step, on every kind of system, with and without speculative
+/// decoding, and a user's TPOT parts (the step's and the other requests' prompts) to the
+/// TPOT at that load; no part is negative.
+#[test]
+fn the_parts_of_a_step_add_up_to_it() {
+    let cat = cat();
+    let p = Params::default();
+    let spec = Speculative::from_acceptance(0.8, 4, p.spec_draft_token_cost);
+    let cases = [
+        ("llama-3.1-70b", "h100-sxm", "tp8", Precision::Fp8),
+        ("llama-3.1-70b", "h100-sxm", "tp2-pp4", Precision::Fp8),
+        ("deepseek-r1", "b200", "ep8", Precision::Fp8),
+        ("mixtral-8x7b", "mi300x", "tp2-ep4", Precision::Fp8),
+        ("llama-3.1-70b", "cs3", "pp4", Precision::Bf16),
+        ("llama-3.1-8b", "groq-lpu", "tp3-pp27", Precision::Fp8),
+        ("llama-3.1-70b", "sn40l", "tp16", Precision::Bf16),
+    ];
+    for (model, system, layout, precision) in cases {
+        for s in [None, Some(spec)] {
+            let d = deployment(&cat, model, system, layout, precision).with_speculative(s);
+            for (batch, ctx) in [(1.0, 1024.0), (64.0, 4096.0)] {
+                let step = d.decode_step(&p, batch, ctx).time;
+                let parts = d.step_parts(&p, batch, ctx);
+                let sum: f64 = parts.iter().map(|x| x.seconds).sum();
+                assert!(
+                    (sum / step - 1.0).abs() < 1e-9,
+                    "{model} on {system} {layout} at {batch}: {sum} against {step}"
+                );
+                assert!(parts.iter().all(|x| x.seconds > 0.0));
+            }
+            for concurrency in [1.0, 16.0, 100_000.0] {
+                let op = d.at_concurrency(&p, concurrency, 2048.0, 256.0);
+                let sum: f64 = d
+                    .tpot_parts(&p, concurrency, 2048.0, 256.0)
+                    .iter()
+                    .map(|x| x.seconds)
+                    .sum();
+                assert!(
+                    (sum / op.tpot_s - 1.0).abs() < 1e-9,
+                    "{model} on {system} {layout} at {concurrency}: {sum} against {}",
+                    op.tpot_s
+                );
+            }
+        }
+    }
+}
+
 /// Rows of many shapes for the bound's checks: speeds, times and throughputs, alone and
 /// under load, at a peak and in MLPerf's scenarios, on every kind of system, dense and MoE,
 /// beside both reference files.

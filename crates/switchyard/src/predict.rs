@@ -436,6 +436,23 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         e.at.tpot_s * 1000.0,
         e.at.bound.name()
     );
+    // Where the TPOT goes, largest first, each part in ms; parts under 5 us are left to JSON.
+    let mut parts: Vec<_> = e
+        .at_parts
+        .iter()
+        .filter(|x| x.seconds >= 5e-6)
+        .copied()
+        .collect();
+    parts.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let _ = writeln!(
+        s,
+        "  TPOT parts      {}",
+        parts
+            .iter()
+            .map(|x| format!("{} {:.2} ms", x.part, x.seconds * 1000.0))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let _ = writeln!(s, "  throughput      {:.1} tok/s", e.at.throughput_tok_s);
     let _ = writeln!(
         s,

@@ -89,6 +89,47 @@ fn estimate_reports_layout_fit_and_figures() {
         &["of which the engine batches at most 2048"],
     );
     assert!(!wafers.contains("the engine batches"));
+    // The TPOT is broken into where it goes, and the parts add up to it.
+    let tpot = |out: &str| -> f64 {
+        out.split("(TPOT ")
+            .nth(1)
+            .and_then(|t| t.split(" ms").next())
+            .and_then(|t| t.parse().ok())
+            .expect("TPOT")
+    };
+    let parts = |out: &str| -> Vec<(String, f64)> {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("TPOT parts"))
+            .expect("parts");
+        line.trim_start()
+            .trim_start_matches("TPOT parts")
+            .split("; ")
+            .map(|p| {
+                let (name, ms) = p
+                    .trim()
+                    .rsplit_once(' ')
+                    .expect("part")
+                    .0
+                    .rsplit_once(' ')
+                    .expect("part");
+                (name.to_string(), ms.parse().expect("ms"))
+            })
+            .collect()
+    };
+    for out in [&wafers, &plain] {
+        let sum: f64 = parts(out).iter().map(|(_, ms)| ms).sum();
+        // Each part is rounded to 0.01 ms, and parts under 5 us are left out.
+        assert!((sum - tpot(out)).abs() < 0.05, "{out}");
+    }
+    assert!(
+        parts(&wafers).iter().any(|(n, _)| n == "mesh reductions"),
+        "{wafers}"
+    );
+    assert!(
+        parts(&plain).iter().any(|(n, _)| n == "kernel launches"),
+        "{plain}"
+    );
 }
 
 #[test]
