@@ -14,7 +14,7 @@ use switchyard_catalog::SystemKind;
 /// One decode step of `batch` sequences each verifying `q` tokens at mean context `ctx`,
 /// with its parts, which add up to its time: the fixed per-layer latencies, and the larger
 /// of the stream and the arithmetic (the other overlaps it).
-#[inline(always)] // see `Deployment::decode_step`
+#[inline] // see `Deployment::decode_step`
 pub(crate) fn decode_step(
     d: &Deployment<'_>,
     p: &Params,

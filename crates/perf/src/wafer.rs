@@ -83,7 +83,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
 ///
 /// With the step come its parts, which add up to its time: the mesh's reductions, the
 /// cores' reads or arithmetic, and the links between wafers, over every wafer.
-#[inline(always)] // see `Deployment::decode_step`
+#[inline] // see `Deployment::decode_step`
 pub(crate) fn decode_step(
     d: &Deployment<'_>,
     p: &Params,
