@@ -28,36 +28,57 @@ fn bench_on(
     bencher.bench(|| f(&d, &p));
 }
 
+/// Times one decode step of Llama 3.1 70B on `system` with `layout` at `precision`, for a
+/// batch of `batch` at 1,500 tokens of context.
+fn decode_step_of(
+    bencher: divan::Bencher<'_, '_>,
+    system: &str,
+    layout: Layout,
+    precision: Precision,
+    batch: f64,
+) {
+    bench_on(
+        bencher,
+        "llama-3.1-70b",
+        system,
+        layout,
+        precision,
+        |d, p| {
+            d.decode_step(p, divan::black_box(batch), divan::black_box(1500.0))
+                .time
+        },
+    );
+}
+
 /// One decode-step time for 70B on an 8-GPU node (the simulator's hot call); the
 /// baseline for the other figures.
 #[divan::bench]
 fn decode_step_h100(bencher: divan::Bencher<'_, '_>) {
-    bench_on(
+    decode_step_of(
         bencher,
-        "llama-3.1-70b",
         "h100-sxm",
         Layout::replica(8, 1),
         Precision::Fp8,
-        |d, p| {
-            d.decode_step(p, divan::black_box(64.0), divan::black_box(1500.0))
-                .time
-        },
+        64.0,
     );
 }
 
 /// One decode-step time on a pipeline of four CS-3 wafers.
 #[divan::bench]
 fn decode_step_cs3(bencher: divan::Bencher<'_, '_>) {
-    bench_on(
+    decode_step_of(bencher, "cs3", Layout::replica(1, 4), Precision::Bf16, 4.0);
+}
+
+/// One decode-step time on a SambaNova rack (the RDU physics, including its memory fit for
+/// the capacity tier).
+#[divan::bench]
+fn decode_step_sn40l(bencher: divan::Bencher<'_, '_>) {
+    decode_step_of(
         bencher,
-        "llama-3.1-70b",
-        "cs3",
-        Layout::replica(1, 4),
+        "sn40l",
+        Layout::replica(16, 1),
         Precision::Bf16,
-        |d, p| {
-            d.decode_step(p, divan::black_box(4.0), divan::black_box(1500.0))
-                .time
-        },
+        4.0,
     );
 }
 

@@ -570,10 +570,7 @@ impl<'a> Deployment<'a> {
     /// tokens per step and divides the step among the tokens it accepts.
     pub fn decode_step(&self, p: &Params, batch: f64, ctx: f64) -> Step {
         let batch = batch.max(1.0);
-        let (q, overhead) = match self.speculative {
-            Some(s) => (s.verified.max(1.0), 1.0 + s.draft_cost),
-            None => (1.0, 1.0),
-        };
+        let (q, overhead) = self.verifying();
         let step = match self.system.kind {
             // Each kind's step comes with its parts, which this, the simulator's inner loop,
             // drops. The GPU step is always inlined here, so that its ten parts cost nothing
@@ -597,14 +594,12 @@ impl<'a> Deployment<'a> {
     /// those of no time left out. The physics of each kind of system reports its own parts
     /// (a GPU's kernels as their streams and their arithmetic, its exchanges, launches and
     /// overheads; a wafer's mesh reductions, core work and links; an LPU's or RDU's layer
-    /// latencies and the larger of its stream and arithmetic).
+    /// latencies and the larger of its stream and arithmetic), with speculative decoding's
+    /// drafting apart; each is per token a sequence yields, in the physics' order.
     pub fn step_parts(&self, p: &Params, batch: f64, ctx: f64) -> Vec<StepPart> {
         let batch = batch.max(1.0);
-        let (q, overhead) = match self.speculative {
-            Some(s) => (s.verified.max(1.0), 1.0 + s.draft_cost),
-            None => (1.0, 1.0),
-        };
-        let parts: Vec<StepPart> = match self.system.kind {
+        let (q, overhead) = self.verifying();
+        let mut parts: Vec<StepPart> = match self.system.kind {
             SystemKind::Gpu => gpu::decode_step(self, p, batch, q, ctx).1.to_vec(),
             SystemKind::Wafer => wafer::decode_step(self, p, batch, q, ctx).1.to_vec(),
             SystemKind::Lpu | SystemKind::Rdu => {
@@ -612,15 +607,23 @@ impl<'a> Deployment<'a> {
             }
         };
         // Speculative decoding spreads a step, and its drafting, over the tokens it accepts.
-        let per_token = match self.speculative {
-            Some(s) => overhead / s.tokens_per_step,
-            None => 1.0,
-        };
+        let tokens = self.speculative.map_or(1.0, |s| s.tokens_per_step);
+        let step: f64 = parts.iter().map(|x| x.seconds).sum();
+        parts.push(StepPart::new("drafting", step * (overhead - 1.0)));
         parts
             .into_iter()
             .filter(|x| x.seconds > 0.0)
-            .map(|x| StepPart::new(x.part, x.seconds * per_token))
+            .map(|x| StepPart::new(x.part, x.seconds / tokens))
             .collect()
+    }
+
+    /// Tokens each sequence's step verifies, and the step's cost with its drafting as a
+    /// multiple of the step alone: one and one without speculative decoding.
+    fn verifying(&self) -> (f64, f64) {
+        match self.speculative {
+            Some(s) => (s.verified.max(1.0), 1.0 + s.draft_cost),
+            None => (1.0, 1.0),
+        }
     }
 
     /// Time for one replica to prefill `tokens` prompt tokens of a single request alone.

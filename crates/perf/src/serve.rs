@@ -121,8 +121,7 @@ impl Deployment<'_> {
         let c = self.running_per_replica(p, concurrency, isl, osl);
         let step = self.decode_step(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
-        // Each request's prompt, spread over its output tokens.
-        let own_prompt = isl / osl * self.prefill_token_cost(p, isl);
+        let own_prompt = self.own_prompt(p, isl, osl);
         let prompt_share = others * own_prompt;
         let tpot = step.time + prompt_share;
         // Under load a prompt arrives while a step is running and waits out the rest of it
@@ -186,11 +185,17 @@ impl Deployment<'_> {
         let osl = osl.max(1.0);
         let c = self.running_per_replica(p, concurrency, isl, osl);
         let mut parts = self.step_parts(p, c, self.decode_ctx(isl, osl));
-        let others = (c - 1.0).max(0.0) * isl / osl * self.prefill_token_cost(p, isl);
+        let others = (c - 1.0).max(0.0) * self.own_prompt(p, isl, osl);
         if others > 0.0 {
             parts.push(StepPart::new("other requests' prompts", others));
         }
         parts
+    }
+
+    /// A request's prompt work spread over its output tokens: what each other request in
+    /// flight adds to a step (chunked prefill).
+    fn own_prompt(&self, p: &Params, isl: f64, osl: f64) -> f64 {
+        isl / osl.max(1.0) * self.prefill_token_cost(p, isl)
     }
 
     /// The highest throughput whose time per output token stays within `tpot_limit` (none:

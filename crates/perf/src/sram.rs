@@ -26,13 +26,17 @@ pub(crate) fn decode_step(
     let layers = f64::from(d.model.layers);
     let tokens = batch * q;
     let flops = tokens * d.token_flops(ctx);
-    let (fixed, memory, compute) = match d.system.kind {
+    // The fixed latency, the stream and the arithmetic, and what the stream and the fixed
+    // latency are called in the step's parts.
+    let (fixed, memory, compute, stream, latency) = match d.system.kind {
         SystemKind::Lpu => {
             let per_layer_chips = (chips / layers).max(1.0);
             (
                 layers * (p.lpu_layer_s + p.lpu_chip_hop_s * per_layer_chips),
                 0.0,
                 flops / chips / gpu::weight_rate(d, p.gpu_decode_flops_eff),
+                "weights and KV, stream",
+                "per-layer latency and chip hops",
             )
         }
         _ => {
@@ -64,6 +68,12 @@ pub(crate) fn decode_step(
                 layers * p.rdu_layer_s,
                 hbm.max(slow),
                 flops / tp / gpu::weight_rate(d, p.gpu_decode_flops_eff),
+                if slow > hbm {
+                    "weights in the capacity tier (DDR), stream"
+                } else {
+                    "weights and KV, stream"
+                },
+                "per-layer latency",
             )
         }
     };
@@ -78,12 +88,9 @@ pub(crate) fn decode_step(
     let work = if compute > memory {
         StepPart::new("arithmetic", compute)
     } else {
-        StepPart::new("weights and KV, stream", memory)
+        StepPart::new(stream, memory)
     };
-    (
-        Step { time, bound },
-        [StepPart::new("per-layer latency", fixed), work],
-    )
+    (Step { time, bound }, [StepPart::new(latency, fixed), work])
 }
 
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {

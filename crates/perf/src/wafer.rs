@@ -112,7 +112,7 @@ pub(crate) fn decode_step(
     let parts = [
         StepPart::new("mesh reductions", pp * s.mesh),
         StepPart::new(core, pp * s.compute),
-        StepPart::new("links between wafers", pp * s.links),
+        StepPart::new("links (between wafers and back to the host)", pp * s.links),
     ];
     (Step { time, bound }, parts)
 }

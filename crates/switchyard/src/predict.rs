@@ -301,7 +301,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         .ok()
         .filter(|b| {
             b.layout != e.layout
-                && (b.peak_meets_limits || !e.peak_meets_limits)
+                && b.peak_meets_limits
                 && b.peak.throughput_tok_s > e.peak.throughput_tok_s * 1.05
         }),
     };

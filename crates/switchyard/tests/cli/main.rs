@@ -122,10 +122,12 @@ fn estimate_reports_layout_fit_and_figures() {
         // Each part is rounded to 0.01 ms, and parts under 5 us are left out.
         assert!((sum - tpot(out)).abs() < 0.05, "{out}");
     }
-    assert!(
-        parts(&wafers).iter().any(|(n, _)| n == "mesh reductions"),
-        "{wafers}"
-    );
+    for part in [
+        "mesh reductions",
+        "links (between wafers and back to the host)",
+    ] {
+        assert!(parts(&wafers).iter().any(|(n, _)| n == part), "{wafers}");
+    }
     assert!(
         parts(&plain).iter().any(|(n, _)| n == "kernel launches"),
         "{plain}"
@@ -346,6 +348,10 @@ fn estimate_names_a_busier_layout_of_the_same_chips() {
         (theirs - peak(hint, " carries")).abs() < 1.0,
         "{theirs} {hint}"
     );
+    assert!(!out.contains("busiest layout"), "{out}");
+    // Only a layout that meets the limits is named: under a TPOT no layout reaches, none.
+    let (out, _) = text(&run(&joined(&base, &["--tpot-limit-ms", "1"])));
+    assert!(out.contains("limits not met"), "{out}");
     assert!(!out.contains("busiest layout"), "{out}");
     let o = run(&joined(&base, &["--json"]));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
