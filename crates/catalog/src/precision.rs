@@ -112,7 +112,7 @@ impl FromStr for Precision {
         }
         let (head, _) = lower.split_once('(').unwrap_or((&lower, ""));
         let cleaned = head.trim().replace([' ', '_'], "-");
-        let named = match cleaned.as_str() {
+        Ok(match cleaned.as_str() {
             "bf16" | "bfloat16" => Precision::Bf16,
             "fp16" | "f16" | "float16" | "half" | "16-bit" => Precision::Fp16,
             "fp8" | "f8" | "float8" | "fp8-e4m3" | "fp8-e4m3fn" | "float8-e4m3fn" | "e4m3"
@@ -121,8 +121,7 @@ impl FromStr for Precision {
             "fp4" | "nvfp4" | "mxfp4" | "e2m1" => Precision::Fp4,
             "int4" | "i4" => Precision::Int4,
             _ => return Err(UnknownPrecision(s.to_string())),
-        };
-        Ok(named)
+        })
     }
 }
 
@@ -199,12 +198,6 @@ impl Precision {
     /// The number format a published model name ends with, if any: `DeepSeek-R1-FP4`,
     /// `Llama-3.1-405B-Instruct-FP8`. A name that says its format is that format's checkpoint.
     pub fn in_model_name(name: &str) -> Option<Precision> {
-        // `-FP8-dynamic` names how the scales were chosen after the format.
-        let mut parts = name.trim().rsplit(['-', '_', ' ', '/']);
-        let mut last = parts.next()?;
-        if last.eq_ignore_ascii_case("dynamic") {
-            last = parts.next()?;
-        }
         // `-AWQ`, `-GPTQ-Int4`, `-W8A16-GPTQ`, `-W4A8-AWQ`: a quantised checkpoint, read from
         // the name's own words (not its organisation's).
         let own = name
@@ -215,6 +208,12 @@ impl Precision {
             .to_ascii_lowercase();
         if let Some(scheme) = Precision::in_scheme(&scheme_words(&own)) {
             return scheme.ok();
+        }
+        // `-FP8-dynamic` names how the scales were chosen after the format.
+        let mut parts = name.trim().rsplit(['-', '_', ' ', '/']);
+        let mut last = parts.next()?;
+        if last.eq_ignore_ascii_case("dynamic") {
+            last = parts.next()?;
         }
         match last.to_ascii_lowercase().as_str() {
             "fp8" | "fp4" | "nvfp4" | "mxfp4" | "bf16" | "fp16" | "int8" | "int4" | "w8a8" => {

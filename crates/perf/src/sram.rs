@@ -11,6 +11,9 @@
 use crate::{gpu, Bound, Deployment, Params, Prompts, Step, StepPart};
 use switchyard_catalog::SystemKind;
 
+/// What the stream of weights and KV cache from main memory is called in a step's parts.
+const STREAM: &str = "weights and KV, stream";
+
 /// One decode step of `batch` sequences each verifying `q` tokens at mean context `ctx`,
 /// with its parts, which add up to its time: the fixed per-layer latencies, and the larger
 /// of the stream and the arithmetic (the other overlaps it).
@@ -35,7 +38,7 @@ pub(crate) fn decode_step(
                 layers * (p.lpu_layer_s + p.lpu_chip_hop_s * per_layer_chips),
                 0.0,
                 flops / chips / gpu::weight_rate(d, p.gpu_decode_flops_eff),
-                "weights and KV, stream",
+                STREAM,
                 "per-layer latency and chip hops",
             )
         }
@@ -71,7 +74,7 @@ pub(crate) fn decode_step(
                 if slow > hbm {
                     "weights in the capacity tier (DDR), stream"
                 } else {
-                    "weights and KV, stream"
+                    STREAM
                 },
                 "per-layer latency",
             )

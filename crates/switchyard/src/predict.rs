@@ -1069,18 +1069,16 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     let beyond = validate::beyond_hardware(cat, p, &rows, &outcomes);
     let floor = validate::floor(&outcomes, &summary, &beyond);
     if a.json {
-        let past = |i: usize| {
-            beyond
-                .iter()
-                .find(|b| b.row == i)
-                .map(|b| serde_json::json!({"bound": b.bound, "floor_pct": b.floor_pct}))
-        };
+        let mut past = vec![None; outcomes.len()];
+        for b in &beyond {
+            past[b.row] = Some(serde_json::json!({"bound": b.bound, "floor_pct": b.floor_pct}));
+        }
         let mut v = serde_json::json!({
             "points": outcomes.iter().enumerate().map(|(i, o)| serde_json::json!({
                 "id": o.id, "metric": o.metric, "group": o.group, "published": o.published,
                 "predicted": o.predicted.as_ref().ok(), "skipped": o.predicted.as_ref().err(),
                 "error_pct": o.error_pct(), "layout": o.layout,
-                "limit": o.limit, "beyond_hardware": past(i),
+                "limit": o.limit, "beyond_hardware": past[i],
             })).collect::<Vec<_>>(),
             "summary": summary,
             "floor": floor,
