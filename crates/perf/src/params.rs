@@ -66,6 +66,16 @@ pub struct Params {
     /// products are given FP8's measured share, not the 0.76 GB200 reaches with large FP4
     /// products. The engines behind the published rows run their own kernels, so no one of
     /// these figures is taken for a chip.
+    ///
+    /// Measured on one H200 (`bench/gpu/README.md`), the products of Llama 3.1 8B's layers
+    /// and of 70B's split eight ways take 0.46-0.64 of the time this efficiency gives them
+    /// at 256 rows and more, and the physics' whole decode step at batch 256-512 is 13-22%
+    /// longer than a plain engine's (a test checks the physics stays within 35% of every
+    /// step measured). Timing the products as measured (the smooth larger of stream and
+    /// arithmetic, at 0.70 on H100 for decode and prefill) scores 45.3% and 53.7% on the two
+    /// files, and a fit
+    /// with that form takes this efficiency back to 0.41: the published serving rows carry
+    /// costs a bare step does not, and this efficiency is where the model carries them.
     pub gpu_decode_flops_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s that prefill's matrix products reach on H100,
     /// scaled on other chips as [`Params::gpu_decode_flops_eff`] is, and chosen with it.
@@ -75,6 +85,11 @@ pub struct Params {
     /// outputs ([`crate::Deployment::decode_ctx`]) and chunked prompts paid their exchanges,
     /// 0.30-0.38 by 0.38-0.44 gave 28.7-29.4%; once the experts' products were padded to
     /// whole tiles, 0.36-0.42 by 0.38-0.42 gave 27.1-27.5%.
+    ///
+    /// A plain PyTorch engine's whole prefill pass of a Llama 3.1 8B-shaped model on one
+    /// H200 runs at 0.53 of the bf16 datasheet peak (512-8,192 tokens: `bench/gpu/README.md`),
+    /// where this efficiency gives the physics' pass 1.3-1.5 times its time; at 0.55 the
+    /// published rows score 26.0% and 22.9%, so it stays where they put it.
     pub gpu_prefill_flops_eff: f64,
     /// Rows of the tile in which a mixture-of-experts layer's grouped matrix product runs
     /// each expert's tokens: an expert given fewer tokens than a tile still costs a whole
@@ -97,6 +112,13 @@ pub struct Params {
     /// server's batch its experts' products cost several times their arithmetic: the MLPerf
     /// DeepSeek-R1 server runs on eight B200s and on an NVL72 rack go from +34% and +41% of
     /// their published throughput to +7% and +14% (with the decode efficiency refitted).
+    ///
+    /// PyTorch's grouped products over DeepSeek-V3's experts on one H200, at 2 and 8 rows an
+    /// expert, took about what their stream plus their arithmetic at the measured peak takes
+    /// with each expert padded to 64 rows (`bench/gpu/README.md`), 20-25% less than padded to
+    /// 128; but the same kernels stream a lone row's experts at under 0.8 of the read rate, a
+    /// cost per expert that padding and a slow stream both explain, and the engines behind the
+    /// published rows run kernels of their own. The tile stays as the published rows chose it.
     pub gpu_expert_tile_tokens: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
@@ -115,6 +137,12 @@ pub struct Params {
     /// 120 µs: `points.csv` 34.1, 33.5, 33.2, 32.6, 31.8%; `heldout.csv` 37.5, 34.6, 32.5,
     /// 29.6, 28.3%), which would take H100 further under that figure. The fitted
     /// per-layer latencies of the LPU (36 µs) and RDU (31 µs) are of the same size.
+    ///
+    /// Measured on one H200 at batch 1, with each step replayed from a CUDA graph
+    /// (`bench/gpu/README.md`), a Llama 3.1 8B layer's four products take 18-24 µs more than
+    /// their weights' stream, and each of the layer's other small kernels 2.35 µs: an
+    /// engine that fuses those into about eight spends about 40 µs a layer beyond its
+    /// streams (a test keeps this value within what the measured steps spent).
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds. The
     /// one-shot kernels inference engines use take 6-13 us on 8 x H100 for small messages,
