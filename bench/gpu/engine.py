@@ -16,7 +16,12 @@ which moves the same bytes and does the same arithmetic as trained ones). It mea
   the step captured in one CUDA graph) at batches 1-512 and contexts 1k-8k, and the number
   of kernels a step launches; the same steps split into the weights' products and the rest,
   with bf16 and FP8 weights;
-* whole prefill passes of the same model, 512-8,192 tokens.
+* whole prefill passes of the same model, 512-8,192 tokens;
+* decode steps and prefill passes of a Llama 3.1 70B-shaped model with FP8 weights, which
+  fits one H200.
+
+`PARTS=ceilings,kernels,products,experts,llama8b,llama70b` picks the parts to run (default:
+all).
 
 Each figure is the median of timed graph replays after warm-ups, with weights rotated
 through copies larger than the L2 cache so that no product reads cached weights.
@@ -300,26 +305,29 @@ if SMOKE:
 class Model:
     """Random weights in Llama's shapes; layer weights fused as engines fuse them."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, fp8=False):
         self.c = c = cfg
         h, d = c["hidden"], c["head_dim"]
         qkv = (c["heads"] + 2 * c["kv_heads"]) * d
+        # FP8 weights are drawn a matrix at a time, so that a model too large for the card
+        # in 16 bits (70B) never stands whole in them.
+        mat = (lambda *shape: rnd(*shape).to(FP8)) if fp8 else rnd
         self.layers = [
             dict(
                 n1=torch.ones(h, device=DEV, dtype=BF16),
-                qkv=rnd(qkv, h),
-                o=rnd(h, c["heads"] * d),
+                qkv=mat(qkv, h),
+                o=mat(h, c["heads"] * d),
                 n2=torch.ones(h, device=DEV, dtype=BF16),
-                gu=rnd(2 * c["ffn"], h),
-                down=rnd(h, c["ffn"]),
+                gu=mat(2 * c["ffn"], h),
+                down=mat(h, c["ffn"]),
             )
             for _ in range(c["layers"])
         ]
         self.norm = torch.ones(h, device=DEV, dtype=BF16)
         self.embed = rnd(c["vocab"], h)
-        self.head = rnd(c["vocab"], h)
-        self.weight_bytes = 2 * sum(t.numel() for l in self.layers for t in l.values())
-        self.weight_bytes += 2 * self.head.numel()
+        self.head = mat(c["vocab"], h)
+        self.weight_bytes = sum(t.numel() * t.element_size() for l in self.layers for t in l.values())
+        self.weight_bytes += self.head.numel() * self.head.element_size()
 
     @staticmethod
     def rms(x, w):
@@ -332,6 +340,24 @@ class Model:
         half = x.shape[-1] // 2
         rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rot * sin
+
+
+ONE = None
+
+
+def linear(x, w):
+    """x times w transposed; an FP8 weight multiplies x cast to FP8 (per-tensor scales of
+    one), padded to the 16 rows the FP8 product needs, as engines pad a small batch."""
+    global ONE
+    if w.dtype != FP8:
+        return x @ w.t()
+    if ONE is None:
+        ONE = torch.ones((), device=DEV)
+    rows = x.shape[0]
+    if rows % 16:
+        x = F.pad(x, (0, 0, 0, 16 - rows % 16))
+    y = torch._scaled_mm(x.to(FP8), w.t(), scale_a=ONE, scale_b=ONE, out_dtype=BF16)
+    return y[:rows] if rows % 16 else y
 
 
 def rope_table(pos, d):
@@ -431,10 +457,8 @@ class Decode:
                 self.outs[key] = rnd(x.shape[0], w.shape[0])
             return self.outs[key]
         if self.fp8 is not None:
-            return torch._scaled_mm(
-                x.to(FP8), self.fp8[id(w)].t(), scale_a=self.one, scale_b=self.one, out_dtype=BF16
-            )
-        return x @ w.t()
+            return linear(x, self.fp8[id(w)])
+        return linear(x, w)
 
     def products(self):
         m, c, b = self.m, self.m.c, self.batch
@@ -486,10 +510,10 @@ def count_kernels(fn):
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def decode(m, attend):
+def decode(m, attend, model="llama-3.1-8b-shape", dtype="bf16", cases=None):
     c = m.c
     kv_token = 2 * c["layers"] * c["kv_heads"] * c["head_dim"] * 2
-    cases = [
+    cases = cases or [
         (1, 1024), (1, 8192), (8, 2048), (32, 2048), (64, 1024), (64, 4096),
         (128, 2048), (256, 1024), (256, 2048), (512, 1024),
     ]
@@ -510,7 +534,7 @@ def decode(m, attend):
             t = timed([dec.step], iters=8)
             kernels = count_kernels(dec.step) if b == 1 and L == 1024 else None
             record(
-                "decode", model="llama-3.1-8b-shape", dtype="bf16", batch=b, ctx=L, s=t,
+                "decode", model=model, dtype=dtype, batch=b, ctx=L, s=t,
                 weight_bytes=m.weight_bytes, kv_bytes=b * L * kv_token,
                 attention=attend.__name__, kernels=kernels,
             )
@@ -556,10 +580,10 @@ def decomposition(m, attend):
                 torch.cuda.empty_cache()
 
 
-def prefill(m):
+def prefill(m, model="llama-3.1-8b-shape", dtype="bf16", cases=None):
     c = m.c
     hd, nq, nkv = c["head_dim"], c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
-    cases = [512, 2048, 8192] if not SMOKE else [32]
+    cases = (cases or [512, 2048, 8192]) if not SMOKE else [32]
 
     def run(toks, n):
         x = m.embed[toks]
@@ -568,18 +592,18 @@ def prefill(m):
         cos, sin = cos[None, None], sin[None, None]
         for l in m.layers:
             h = Model.rms(x, l["n1"])
-            qkv = h @ l["qkv"].t()
+            qkv = linear(h, l["qkv"])
             q = qkv[:, :nq].view(n, c["heads"], hd).transpose(0, 1)[None]
             k = qkv[:, nq : nq + nkv].view(n, c["kv_heads"], hd).transpose(0, 1)[None]
             v = qkv[:, nq + nkv :].view(n, c["kv_heads"], hd).transpose(0, 1)[None]
             q, k = Model.rope(q, cos, sin), Model.rope(k, cos, sin)
             a = attend(q, k, v, causal=True)
             a = a[0].transpose(0, 1).reshape(n, nq)
-            x = x + a @ l["o"].t()
+            x = x + linear(a, l["o"])
             h = Model.rms(x, l["n2"])
-            g, u = (h @ l["gu"].t()).chunk(2, dim=-1)
-            x = x + (F.silu(g) * u) @ l["down"].t()
-        return Model.rms(x[-1:], m.norm) @ m.head.t()
+            g, u = linear(h, l["gu"]).chunk(2, dim=-1)
+            x = x + linear(F.silu(g) * u, l["down"])
+        return linear(Model.rms(x[-1:], m.norm), m.head)
 
     attend = attend_sdpa
     try:
@@ -598,11 +622,24 @@ def prefill(m):
         try:
             t = timed([lambda: run(toks, n)], iters=5)
             record(
-                "prefill", model="llama-3.1-8b-shape", dtype="bf16", tokens=n, s=t,
+                "prefill", model=model, dtype=dtype, tokens=n, s=t,
                 weight_bytes=m.weight_bytes, attention=attend.__name__,
             )
         except Exception as e:  # noqa: BLE001
             record("prefill", tokens=n, error=str(e)[:200])
+
+
+# Llama 3.1 70B (https://huggingface.co/meta-llama/Llama-3.1-70B/blob/main/config.json), whose
+# FP8 weights (70 GB) fit one H200 with room for a KV cache.
+CFG70 = dict(layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128, ffn=28672, vocab=128256)
+
+
+def llama70b(attend):
+    """Decode steps and prefill passes of a Llama 3.1 70B-shaped model in FP8 on one GPU."""
+    m = Model(CFG70, fp8=True)
+    name = "llama-3.1-70b-shape"
+    decode(m, attend, name, "fp8", [(1, 1024), (1, 8192), (16, 2048), (64, 2048), (128, 1024), (256, 512)])
+    prefill(m, name, "fp8", [512, 2048])
 
 
 def main():
@@ -610,15 +647,29 @@ def main():
     if DEV == "cuda":
         p = torch.cuda.get_device_properties(0)
         results["gpu"] = {"name": p.name, "sms": p.multi_processor_count, "memory": p.total_memory}
-    for part in [ceilings, small_kernels, products, experts]:
-        part()
+    # PARTS=a,b runs only those parts (default: all): ceilings, kernels, products, experts,
+    # llama8b (decode steps, their split, prefill), llama70b.
+    parts = set(filter(None, os.environ.get("PARTS", "").split(","))) or {
+        "ceilings", "kernels", "products", "experts", "llama8b", "llama70b",
+    }
+    for name, part in [
+        ("ceilings", ceilings), ("kernels", small_kernels), ("products", products), ("experts", experts)
+    ]:
+        if name in parts:
+            part()
+            if DEV == "cuda":
+                torch.cuda.empty_cache()
+    attend = attention()
+    if "llama8b" in parts:
+        m = Model(CFG)
+        decode(m, attend)
+        decomposition(m, attend)
+        prefill(m)
+        del m
         if DEV == "cuda":
             torch.cuda.empty_cache()
-    attend = attention()
-    m = Model(CFG)
-    decode(m, attend)
-    decomposition(m, attend)
-    prefill(m)
+    if "llama70b" in parts and FP8 is not None and DEV == "cuda":
+        llama70b(attend)
     results["seconds"] = elapsed()
     save()
     print(f"done in {elapsed():.0f} s", file=sys.stderr)

@@ -549,25 +549,55 @@ mod tests {
         .expect("deployment")
     }
 
+    /// Decode steps of a model in Llama 3.1 70B's shapes with FP8 weights (per-tensor
+    /// scales, a batch padded to 16 rows for the FP8 product) and a bf16 KV cache, on one
+    /// H200, by the same engine (`bench/gpu/h200-2026-11-29-4.json`, one run): batch,
+    /// context and the step's median seconds.
+    const H200_LLAMA70B_FP8_STEPS: [(f64, f64, f64); 6] = [
+        (1.0, 1024.0, 24.678e-3),
+        (1.0, 8192.0, 28.220e-3),
+        (16.0, 2048.0, 29.306e-3),
+        (64.0, 2048.0, 39.705e-3),
+        (128.0, 1024.0, 41.354e-3),
+        (256.0, 512.0, 56.660e-3),
+    ];
+
     /// The physics' decode step, less the engine's fixed step overhead (scheduling and
     /// sampling on the host, which a replayed graph does not do), against the steps
     /// measured on an H200. The plain engine launches about three times the small kernels
-    /// a fused one does, so at small batches it is slower than the physics (by 25-30% at
-    /// batches 1-8); at large ones its products run at up to twice the speed that the
+    /// a fused one does, so at small batches it is slower than the physics (by 19-31% at
+    /// batches 1-16); at large ones its products run at up to twice the speed that the
     /// physics' decode efficiency gives them, which it fits to published serving rows, so
-    /// the physics' step is the longer (by 13-22% at batches 256-512). Within 35% either way
-    /// at every batch and context measured.
+    /// the physics' step is the longer (by 6-25% at batches 128-512). Within 35% either
+    /// way at every batch and context measured, for 8B in bf16 and 70B in FP8.
     #[test]
     fn a_decode_step_takes_about_what_one_h200_took() {
         let cat = Catalog::builtin().expect("catalog");
         let p = Params::default();
-        let d = h200_llama8b(&cat);
-        for (batch, ctx, runs) in H200_LLAMA8B_STEPS {
+        let llama8b = h200_llama8b(&cat);
+        let llama70b = Deployment::new(
+            cat.model("llama-3.1-70b").expect("model"),
+            cat.system("h200").expect("system"),
+            Layout::replica(1, 1),
+            Precision::Fp8,
+        )
+        .expect("deployment")
+        .with_kv(Some(Precision::Bf16));
+        let steps = H200_LLAMA8B_STEPS
+            .iter()
+            .map(|&(batch, ctx, runs)| (&llama8b, batch, ctx, mean(runs)))
+            .chain(
+                H200_LLAMA70B_FP8_STEPS
+                    .iter()
+                    .map(|&(batch, ctx, s)| (&llama70b, batch, ctx, s)),
+            );
+        for (d, batch, ctx, measured) in steps {
             let model = d.decode_step(&p, batch, ctx).time - p.gpu_step_overhead_s;
-            let ratio = model / mean(runs);
+            let ratio = model / measured;
             assert!(
                 (0.65..=1.35).contains(&ratio),
-                "batch {batch}, context {ctx}: {model} s, {ratio} of the measured step"
+                "{}, batch {batch}, context {ctx}: {model} s, {ratio} of the measured step",
+                d.model.id
             );
         }
     }
