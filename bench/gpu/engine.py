@@ -20,8 +20,10 @@ which moves the same bytes and does the same arithmetic as trained ones). It mea
 * decode steps and prefill passes of a Llama 3.1 70B-shaped model with FP8 weights, which
   fits one H200.
 
-`PARTS=ceilings,kernels,products,experts,llama8b,llama70b` picks the parts to run (default:
-all).
+* the 8B-shaped decode steps with the work between products fused by the PyTorch compiler.
+
+`PARTS=ceilings,kernels,products,experts,llama8b,llama70b,fused` picks the parts to run
+(default: all).
 
 Each figure is the median of timed graph replays after warm-ups, with weights rotated
 through copies larger than the L2 cache so that no product reads cached weights.
@@ -472,12 +474,16 @@ class Decode:
             self.lin(self.ins[c["ffn"]], l["down"])
         self.lin(self.ins[c["hidden"]], m.head)
 
+    def embed(self):
+        """The step's input: each sequence's last token, and the rotary table at its place."""
+        x = self.m.embed[self.tok]
+        cos, sin = rope_table(self.pos, self.m.c["head_dim"])
+        return x, cos[:, None, None, :], sin[:, None, None, :]
+
     def step(self):
         m, c = self.m, self.m.c
         b, hd = self.batch, c["head_dim"]
-        x = m.embed[self.tok]
-        cos, sin = rope_table(self.pos, hd)
-        cos, sin = cos[:, None, None, :], sin[:, None, None, :]
+        x, cos, sin = self.embed()
         nq, nkv = c["heads"] * hd, c["kv_heads"] * hd
         for i, l in enumerate(m.layers):
             h = Model.rms(x, l["n1"])
@@ -495,6 +501,75 @@ class Decode:
             x = x + self.lin(F.silu(g) * u, l["down"])
         logits = self.lin(Model.rms(x, m.norm), m.head)
         self.tok.copy_(logits.argmax(-1))
+
+
+class Fused(Decode):
+    """The same step with the work between products fused by the PyTorch compiler, as
+    serving engines fuse it: one compiled piece before attention (norm, projection, rotary
+    embedding) and one after (projection, residual, norm, gated activation, projection,
+    residual); the cache write and attention run as they are."""
+
+    def __init__(self, m, batch, ctx, attend):
+        super().__init__(m, batch, ctx, attend)
+        c = m.c
+        hd, heads, kvh = c["head_dim"], c["heads"], c["kv_heads"]
+        nq, nkv = heads * hd, kvh * hd
+
+        def before(x, n1, w, cos, sin):
+            b = x.shape[0]
+            qkv = linear(Model.rms(x, n1), w)
+            q = qkv[:, :nq].view(b, heads, 1, hd)
+            k = qkv[:, nq : nq + nkv].view(b, kvh, 1, hd)
+            v = qkv[:, nq + nkv :].view(b, kvh, 1, hd)
+            return Model.rope(q, cos, sin), Model.rope(k, cos, sin), v
+
+        def after(x, a, o, n2, gu, down):
+            x = x + linear(a, o)
+            g, u = linear(Model.rms(x, n2), gu).chunk(2, dim=-1)
+            return x + linear(F.silu(g) * u, down)
+
+        opts = dict(fullgraph=True, dynamic=False)
+        self.before = torch.compile(before, **opts)
+        self.after = torch.compile(after, **opts)
+
+    def step(self):
+        m, c = self.m, self.m.c
+        b, hd = self.batch, c["head_dim"]
+        x, cos, sin = self.embed()
+        for i, l in enumerate(m.layers):
+            q, k, v = self.before(x, l["n1"], l["qkv"], cos, sin)
+            self.kc[i].index_copy_(2, self.slot, k)
+            self.vc[i].index_copy_(2, self.slot, v)
+            a = self.attend(q, self.kc[i], self.vc[i]).reshape(b, c["heads"] * hd)
+            x = self.after(x, a, l["o"], l["n2"], l["gu"], l["down"])
+        logits = linear(Model.rms(x, m.norm), m.head)
+        self.tok.copy_(logits.argmax(-1))
+
+
+def fused(attend):
+    """Decode steps of the 8B-shaped model with the work between products fused."""
+    m = Model(CFG)
+    cases = [(1, 1024), (64, 2048), (256, 1024)] if not SMOKE else [(1, 64)]
+    for b, L in cases:
+        if elapsed() > BUDGET_S * 0.9:
+            record("skipped", what=f"fused b={b}", why="time")
+            return
+        try:
+            t0 = time.monotonic()
+            dec = Fused(m, b, L, attend)
+            dec.step()
+            sync()
+            compile_s = time.monotonic() - t0
+            t = timed([dec.step], iters=8)
+            record(
+                "fused", model="llama-3.1-8b-shape", dtype="bf16", batch=b, ctx=L, s=t,
+                weight_bytes=m.weight_bytes, kernels=count_kernels(dec.step), compile_s=compile_s,
+            )
+            del dec
+        except Exception as e:  # noqa: BLE001
+            record("fused", batch=b, ctx=L, error=str(e)[:400])
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
 
 
 def count_kernels(fn):
@@ -648,9 +723,9 @@ def main():
         p = torch.cuda.get_device_properties(0)
         results["gpu"] = {"name": p.name, "sms": p.multi_processor_count, "memory": p.total_memory}
     # PARTS=a,b runs only those parts (default: all): ceilings, kernels, products, experts,
-    # llama8b (decode steps, their split, prefill), llama70b.
+    # llama8b (decode steps, their split, prefill), llama70b, fused.
     parts = set(filter(None, os.environ.get("PARTS", "").split(","))) or {
-        "ceilings", "kernels", "products", "experts", "llama8b", "llama70b",
+        "ceilings", "kernels", "products", "experts", "llama8b", "llama70b", "fused",
     }
     for name, part in [
         ("ceilings", ceilings), ("kernels", small_kernels), ("products", products), ("experts", experts)
@@ -670,6 +745,8 @@ def main():
             torch.cuda.empty_cache()
     if "llama70b" in parts and FP8 is not None and DEV == "cuda":
         llama70b(attend)
+    if "fused" in parts:
+        fused(attend)
     results["seconds"] = elapsed()
     save()
     print(f"done in {elapsed():.0f} s", file=sys.stderr)

@@ -602,6 +602,24 @@ mod tests {
         }
     }
 
+    /// A lone sequence's step of the 8B-shaped model with the work between its products
+    /// fused by the PyTorch compiler, as serving engines fuse it (about 18 kernels a layer
+    /// against the plain engine's 41; `bench/gpu/h200-2026-11-29-5.json`, `fused`): 4.96 ms
+    /// at context 1,024, 43-45 us a layer beyond streaming the weights at the 4.19-4.27 TB/s
+    /// read on these machines. The physics, less its host overhead, gives 4.86 ms: its 40 us
+    /// a layer of launches and 2 us of KV-cache stream and arithmetic. Within 10%.
+    #[test]
+    fn a_lone_sequences_step_takes_what_a_fused_engine_took() {
+        let cat = Catalog::builtin().expect("catalog");
+        let p = Params::default();
+        let model = h200_llama8b(&cat).decode_step(&p, 1.0, 1024.0).time - p.gpu_step_overhead_s;
+        let ratio = model / 4.9644e-3;
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "{model} s, {ratio} of the measured step"
+        );
+    }
+
     /// The KV cache's stream against PyTorch's flash-decoding attention over one layer's
     /// cache on the same H200s: batch, context and the median seconds on each machine.
     /// At these batches the kernel streams the cache at 4.2-4.4 TB/s, against the 4.57 of

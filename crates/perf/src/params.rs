@@ -68,14 +68,14 @@ pub struct Params {
     /// these figures is taken for a chip.
     ///
     /// Measured on one H200 (`bench/gpu/README.md`), the products of Llama 3.1 8B's layers
-    /// and of 70B's split eight ways take 0.46-0.64 of the time this efficiency gives them
-    /// at 256 rows and more, and the physics' whole decode step at batch 256-512 is 13-22%
-    /// longer than a plain engine's (a test checks the physics stays within 35% of every
-    /// step measured). Timing the products as measured (the smooth larger of stream and
-    /// arithmetic, at 0.70 on H100 for decode and prefill) scores 45.3% and 53.7% on the two
-    /// files, and a fit
-    /// with that form takes this efficiency back to 0.41: the published serving rows carry
-    /// costs a bare step does not, and this efficiency is where the model carries them.
+    /// and of 70B's split eight ways (all but its smallest, the attention projections) take
+    /// 0.47-0.61 of the time this efficiency gives them at 512 rows and more, and the
+    /// physics' whole decode step is 6-25% longer than a plain engine's at batches 128-512
+    /// (a test keeps it within 35% of every step measured). Timing the products as measured
+    /// (the smooth larger of stream and arithmetic, at 0.70 on H100 for decode and prefill)
+    /// scores 45.3% and 53.7% on the two files, and a fit with that form takes this
+    /// efficiency back to 0.41: the published serving rows carry costs a bare step does not,
+    /// and this efficiency is where the model carries them.
     pub gpu_decode_flops_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s that prefill's matrix products reach on H100,
     /// scaled on other chips as [`Params::gpu_decode_flops_eff`] is, and chosen with it.
@@ -140,9 +140,10 @@ pub struct Params {
     ///
     /// Measured on one H200 at batch 1, with each step replayed from a CUDA graph
     /// (`bench/gpu/README.md`), a Llama 3.1 8B layer's four products take 18-24 µs more than
-    /// their weights' stream, and each of the layer's other small kernels 2.35 µs: an
-    /// engine that fuses those into about eight spends about 40 µs a layer beyond its
-    /// streams (a test keeps this value within what the measured steps spent).
+    /// their weights' stream, and each of the layer's other small kernels 2.35 µs. With the
+    /// work between the products fused by the PyTorch compiler (about 18 kernels a layer),
+    /// a lone sequence's step spends 43-45 µs a layer beyond streaming its weights, and the
+    /// physics' step is within 2% of it (tests keep both).
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds. The
     /// one-shot kernels inference engines use take 6-13 us on 8 x H100 for small messages,
