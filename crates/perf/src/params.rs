@@ -74,8 +74,11 @@ pub struct Params {
     /// (a test keeps it within 35% of every step measured). Timing the products as measured
     /// (the smooth larger of stream and arithmetic, at 0.70 on H100 for decode and prefill)
     /// scores 45.3% and 53.7% on the two files, and a fit with that form takes this
-    /// efficiency back to 0.41: the published serving rows carry costs a bare step does not,
-    /// and this efficiency is where the model carries them.
+    /// efficiency back to 0.41. With a host cost per sequence per step fitted beside it
+    /// (19 µs; this efficiency then 0.66), 25.2-25.3% and 19.4-19.6%: better held out,
+    /// worse fitted, and worst for TensorRT-LLM's small models at thousands of sequences,
+    /// whose C++ runtime pays no such cost. The published serving rows carry costs a bare
+    /// step does not, and this efficiency is where the model carries them.
     pub gpu_decode_flops_eff: f64,
     /// Fraction of datasheet dense peak FLOP/s that prefill's matrix products reach on H100,
     /// scaled on other chips as [`Params::gpu_decode_flops_eff`] is, and chosen with it.
