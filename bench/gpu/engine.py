@@ -18,18 +18,18 @@ which moves the same bytes and does the same arithmetic as trained ones). It mea
   with bf16 and FP8 weights;
 * whole prefill passes of the same model, 512-8,192 tokens;
 * decode steps and prefill passes of a Llama 3.1 70B-shaped model with FP8 weights, which
-  fits one H200.
-
+  fits one H200;
 * the 8B-shaped decode steps with the work between products fused by the PyTorch compiler.
 
 `PARTS=ceilings,kernels,products,experts,llama8b,llama70b,fused` picks the parts to run
-(default: all).
+(default: all). FP8 parts run only on GPUs with FP8 products (compute capability 8.9 on).
 
-Each figure is the median of timed graph replays after warm-ups, with weights rotated
-through copies larger than the L2 cache so that no product reads cached weights.
+Each figure is the median of timed graph replays after warm-ups, with the weights of the
+product measurements rotated through copies larger than the L2 cache, so that no product
+reads cached weights.
 
     python3 bench/gpu/engine.py            # writes $OUT/engine.json (or ./engine.json)
-    SMOKE=1 python3 bench/gpu/engine.py    # tiny shapes, on the CPU if there is no GPU
+    SMOKE=1 python3 bench/gpu/engine.py    # tiny shapes of the 8B parts (the CPU if no GPU)
 
 `bench/gpu/README.md` gives the results of 2026-11-29 on an H200 and sets them beside the
 physics; the tests in `crates/perf/src/gpu.rs` check the physics against them.
@@ -52,6 +52,8 @@ BUDGET_S = float(os.environ.get("BUDGET_S", "330"))
 START = time.monotonic()
 BF16 = torch.bfloat16
 FP8 = getattr(torch, "float8_e4m3fn", None)
+if DEV == "cuda" and torch.cuda.get_device_capability() < (8, 9):
+    FP8 = None  # no FP8 products before Ada and Hopper
 L2_BYTES = 60e6 if DEV == "cuda" else 1e6
 
 results = {"device": DEV, "smoke": SMOKE, "torch": torch.__version__, "rows": []}
@@ -127,11 +129,13 @@ def timed(calls, iters=10, graph=True):
 
 
 def rnd(*shape, dtype=BF16, scale=0.02):
-    return (torch.randn(*shape, device=DEV, dtype=torch.float32) * scale).to(dtype)
+    """Normal values drawn straight into `dtype`, with no 32-bit copy of a large tensor."""
+    return torch.empty(*shape, device=DEV, dtype=dtype).normal_(0.0, scale)
 
 
 def copies(nbytes):
-    """How many copies of a weight of `nbytes` put four L2 caches' worth between reuses."""
+    """How many copies of a weight of `nbytes` put four L2 caches' worth between reuses, at
+    most 16 (for the smallest weights, about two caches' worth)."""
     return max(2, min(16, math.ceil(4 * L2_BYTES / max(nbytes, 1))))
 
 
@@ -721,12 +725,17 @@ def main():
     torch.manual_seed(0)
     if DEV == "cuda":
         p = torch.cuda.get_device_properties(0)
-        results["gpu"] = {"name": p.name, "sms": p.multi_processor_count, "memory": p.total_memory}
+        results["gpu"] = {
+            "name": p.name, "sms": p.multi_processor_count, "memory": p.total_memory,
+            "capability": list(torch.cuda.get_device_capability()), "cuda": torch.version.cuda,
+        }
     # PARTS=a,b runs only those parts (default: all): ceilings, kernels, products, experts,
     # llama8b (decode steps, their split, prefill), llama70b, fused.
     parts = set(filter(None, os.environ.get("PARTS", "").split(","))) or {
         "ceilings", "kernels", "products", "experts", "llama8b", "llama70b", "fused",
     }
+    if SMOKE:
+        parts -= {"experts", "llama70b"}  # full-size shapes only
     for name, part in [
         ("ceilings", ceilings), ("kernels", small_kernels), ("products", products), ("experts", experts)
     ]:

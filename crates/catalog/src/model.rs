@@ -48,6 +48,11 @@ pub struct Model {
     /// Vocabulary size.
     #[serde(default)]
     pub vocab: u32,
+    /// The output head reuses the input embedding table (`tie_word_embeddings` in the
+    /// model's `config.json`). Left out, the two are separate tables, as in every model
+    /// above a few billion parameters carried here.
+    #[serde(default)]
+    pub tied_embeddings: bool,
     /// Routed experts per MoE layer (absent for dense models).
     pub experts: Option<u32>,
     /// Routed experts chosen per token.
@@ -104,6 +109,29 @@ impl Model {
     /// experts, embeddings and head).
     pub fn dense_params(&self) -> f64 {
         (self.total_params_b * 1e9 - self.routed_expert_params()).max(0.0)
+    }
+
+    /// Parameters of the input embedding table that a forward pass only gathers rows of (one
+    /// per token) rather than multiplying or streaming whole: the table, unless the output
+    /// head reuses it, in which case the head streams it once and multiplies by it.
+    pub fn gathered_params(&self) -> f64 {
+        if self.tied_embeddings {
+            0.0
+        } else {
+            f64::from(self.vocab) * f64::from(self.hidden)
+        }
+    }
+
+    /// Parameters every token multiplies by and a step streams whole: the dense parameters
+    /// less the embedding table it only gathers from ([`Model::gathered_params`]).
+    pub fn streamed_dense_params(&self) -> f64 {
+        (self.dense_params() - self.gathered_params()).max(0.0)
+    }
+
+    /// Parameters one token multiplies by: the active ones less the embedding table it only
+    /// gathers from.
+    pub fn computed_params(&self) -> f64 {
+        (self.active_params_b * 1e9 - self.gathered_params()).max(0.0)
     }
 
     /// Routed-expert parameters one token uses: `experts_per_token` of the `experts` in each

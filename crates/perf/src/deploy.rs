@@ -644,16 +644,18 @@ impl<'a> Deployment<'a> {
 
     /// FLOPs of one token's forward pass at context position `ctx`: two per active
     /// parameter (one multiply-accumulate) plus attention over the context (Kaplan et al.,
-    /// <https://arxiv.org/abs/2001.08361>, table 1).
+    /// <https://arxiv.org/abs/2001.08361>, table 1), the input embedding table left out: a
+    /// token gathers its row of it and multiplies by none
+    /// ([`switchyard_catalog::Model::computed_params`]).
     pub fn token_flops(&self, ctx: f64) -> f64 {
-        2.0 * self.model.active_params_b * 1e9 + self.model.attention_flops(ctx)
+        2.0 * self.model.computed_params() + self.model.attention_flops(ctx)
     }
 
     /// FLOPs of one prompt token's forward pass at context position `ctx`: as
     /// [`Deployment::token_flops`], with attention in the form a prompt runs it
     /// ([`switchyard_catalog::Model::prompt_attention_flops`]).
     pub fn prompt_token_flops(&self, ctx: f64) -> f64 {
-        2.0 * self.model.active_params_b * 1e9 + self.model.prompt_attention_flops(ctx)
+        2.0 * self.model.computed_params() + self.model.prompt_attention_flops(ctx)
     }
 
     /// Replica time per prompt token when prefill is batched into busy decode steps

@@ -145,7 +145,7 @@ const REFERENCE_GEMM_SHARE: f64 = 1382.2 / 1979.0;
 /// under-predicted 15-40% while the Blackwell and AMD runs fit, and the measurements are
 /// what tell those chips apart: H100 reaches 0.70 of its FP8 peak, GB200 0.58, MI300X 0.47.
 /// Scaled, with one efficiency of 0.45 for both, `reference/points.csv` went from 27.1% to
-/// 25.1% and `reference/heldout.csv` from 22.9% to 20.7% (0.44-0.46 give 25.0-25.1% and
+/// 25.1% and `reference/heldout.csv` from 22.9% to 20.7% (0.44-0.46 gave 25.0-25.1% and
 /// 20.7-21.0%); the MLPerf rows from 17.6% and 16.6% to 13.9% and 15.0%. The cost is
 /// borne by the three multi-GPU H100 rows of TensorRT-LLM's 2023 tables and one dashboard
 /// row, already 53-73% over their published throughput and now 63-82% over.
@@ -199,10 +199,11 @@ fn matmul_time(params: f64, tokens: f64, chips: f64, rate: f64) -> f64 {
     tokens * 2.0 * params / (chips * rate)
 }
 
-/// Seconds of projection arithmetic over every active parameter, at efficiency `eff`.
+/// Seconds of projection arithmetic over every active parameter a token multiplies by, at
+/// efficiency `eff`.
 fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
     matmul_time(
-        d.model.active_params_b * 1e9,
+        d.model.computed_params(),
         tokens,
         chips,
         weight_rate(d, eff),
@@ -258,9 +259,9 @@ fn weight_kernels(
     let touched = (m.touched_expert_params(expert_tokens) * busiest).min(m.routed_expert_params());
     [
         (
-            stream(m.dense_params(), group_chips),
+            stream(m.streamed_dense_params(), group_chips),
             matmul_time(
-                (m.active_params_b * 1e9 - routed).max(0.0),
+                (m.computed_params() - routed).max(0.0),
                 group_tokens,
                 group_chips,
                 rate,
@@ -292,8 +293,8 @@ fn weight_kernels(
 /// verifies several tokens a step).
 ///
 /// Isolated products measured on one H200 overlap better than this: from 512 rows on, the
-/// smooth maximum with n = 2 at the measured peak matches the larger ones within 10-22%
-/// (`bench/gpu/README.md`). With the fitted efficiency, the sum stands for an engine's
+/// smooth maximum with n = 2 at the measured peak matches the larger ones within 16% in
+/// bf16 and 28% in FP8 (`bench/gpu/README.md`). With the fitted efficiency, the sum stands for an engine's
 /// whole step, not for one product (see [`Params::gpu_decode_flops_eff`]).
 pub(crate) fn kernel_time(bytes_s: f64, arithmetic_s: f64) -> f64 {
     bytes_s + arithmetic_s
@@ -451,7 +452,7 @@ fn moe_layers(d: &Deployment<'_>) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{all_to_all_time, allreduce_time, expert_imbalance};
+    use super::{all_to_all_time, allreduce_time, expert_imbalance, read_bw};
     use crate::{Catalog, Deployment, Layout, Params, Precision};
 
     /// One all-reduce of Llama 70B's decode at batch 96 on 8 x H100 against a measurement:
@@ -516,6 +517,40 @@ mod tests {
             last = f;
         }
     }
+    /// A step streams every weight it multiplies by, and of the input embedding table only
+    /// the rows it gathers, which the stream leaves out; a head that reuses the table streams
+    /// it once, whole.
+    #[test]
+    fn a_step_streams_the_embedding_table_only_as_the_head() {
+        let cat = Catalog::builtin().expect("catalog");
+        let p = Params::default();
+        for (id, tied) in [("llama-3.1-8b", false), ("llama-3.2-1b", true)] {
+            let d = Deployment::new(
+                cat.model(id).expect("model"),
+                cat.system("h200").expect("system"),
+                Layout::replica(1, 1),
+                Precision::Bf16,
+            )
+            .expect("deployment");
+            let m = d.model;
+            assert_eq!(m.tied_embeddings, tied, "{id}");
+            let table = f64::from(m.vocab) * f64::from(m.hidden);
+            let whole = m.total_params_b * 1e9;
+            let streamed = if tied { whole } else { whole - table };
+            let part = d
+                .step_parts(&p, 1.0, 1024.0)
+                .iter()
+                .find(|x| x.part == "dense weights, stream")
+                .expect("a stream part")
+                .seconds;
+            let expected = streamed * 2.0 / read_bw(&d, &p);
+            assert!(
+                (part / expected - 1.0).abs() < 1e-9,
+                "{id}: {part} against {expected}"
+            );
+        }
+    }
+
     /// Decode steps of a model in Llama 3.1 8B's shapes (random bf16 weights, one H200,
     /// every sequence at one context), each captured in one CUDA graph and timed by
     /// `bench/gpu/engine.py` on three machines on 2026-11-29 (`bench/gpu/h200-2026-11-29-*.json`):
@@ -564,12 +599,12 @@ mod tests {
 
     /// The physics' decode step, less the engine's fixed step overhead (scheduling and
     /// sampling on the host, which a replayed graph does not do), against the steps
-    /// measured on an H200. The plain engine launches about three times the small kernels
-    /// a fused one does, so at small batches it is slower than the physics (by 19-31% at
-    /// batches 1-16); at large ones its products run at up to twice the speed that the
+    /// measured on an H200. The plain engine launches about twice the small kernels a fused
+    /// one does, so at small batches the physics' step is the shorter (by 17-30% at batches
+    /// 1-16); at large ones the engine's products run at up to twice the speed that the
     /// physics' decode efficiency gives them, which it fits to published serving rows, so
-    /// the physics' step is the longer (by 6-25% at batches 128-512). Within 35% either
-    /// way at every batch and context measured, for 8B in bf16 and 70B in FP8.
+    /// the physics' step is the longer (by 5-25% at batches 128-512). Within 35% either way
+    /// at every batch and context measured, for 8B in bf16 and 70B in FP8.
     #[test]
     fn a_decode_step_takes_about_what_one_h200_took() {
         let cat = Catalog::builtin().expect("catalog");
@@ -605,9 +640,11 @@ mod tests {
     /// A lone sequence's step of the 8B-shaped model with the work between its products
     /// fused by the PyTorch compiler, as serving engines fuse it (about 18 kernels a layer
     /// against the plain engine's 41; `bench/gpu/h200-2026-11-29-5.json`, `fused`): 4.96 ms
-    /// at context 1,024, 43-45 us a layer beyond streaming the weights at the 4.19-4.27 TB/s
-    /// read on these machines. The physics, less its host overhead, gives 4.86 ms: its 40 us
-    /// a layer of launches and 2 us of KV-cache stream and arithmetic. Within 10%.
+    /// at context 1,024, 52 us a layer beyond streaming its 15.0 GB of weights at the
+    /// 4.57 TB/s the catalog streams an H200 at. The physics, less its host overhead, gives
+    /// 4.95 ms: its 50 us a layer of launches, 1 us of KV-cache stream and attention and
+    /// 1 us of the products' arithmetic. A small batch's step moved by up to 10% within one
+    /// run (`bench/gpu/README.md`); within 10%.
     #[test]
     fn a_lone_sequences_step_takes_what_a_fused_engine_took() {
         let cat = Catalog::builtin().expect("catalog");
@@ -659,9 +696,9 @@ mod tests {
     /// 4.38 ms, 0.58 and 0.78 ms more than their 15.0 GB take at the 4.19 and 4.17 TB/s the
     /// same runs read at: 18-24 us a layer that no engine avoids with these kernels. The
     /// plain engine's 35 other kernels a layer took 2.61 and 2.63 ms (82 us a layer, 2.35 us
-    /// each). An engine that fuses them into about eight (two norms with their residual
-    /// adds, rotary embedding with the cache write, attention, the gated activation) spends
-    /// about 21 + 8 x 2.35 = 40 us.
+    /// each). The fixed cost lies between the two bounds: above what the products alone
+    /// spend, below what the plain engine spends on everything (the fused engine's own
+    /// figure is the test above).
     #[test]
     fn a_layers_fixed_cost_lies_within_what_one_h200_spent() {
         let layers = 32.0;

@@ -59,7 +59,8 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
     let (tokens, seqs) = (tokens / groups, seqs / groups);
     let flops_per_layer = tokens * d.token_flops(ctx) / layers;
     let arithmetic = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
-    let weight_bytes_per_layer = (d.model.dense_params() + d.model.touched_expert_params(tokens))
+    let weight_bytes_per_layer = (d.model.streamed_dense_params()
+        + d.model.touched_expert_params(tokens))
         * d.weights.bytes()
         / layers;
     // Attention reads each sequence's KV cache, which sits in the SRAM of the layer's
