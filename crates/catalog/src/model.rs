@@ -49,8 +49,8 @@ pub struct Model {
     #[serde(default)]
     pub vocab: u32,
     /// The output head reuses the input embedding table (`tie_word_embeddings` in the
-    /// model's `config.json`). Left out, the two are separate tables, as in every model
-    /// above a few billion parameters carried here.
+    /// model's `config.json`). Left out, the two are separate tables, as in the models above
+    /// a few billion parameters carried here (Falcon 180B's was not checked).
     #[serde(default)]
     pub tied_embeddings: bool,
     /// Routed experts per MoE layer (absent for dense models).
