@@ -553,7 +553,7 @@ class Fused(Decode):
 def fused(attend):
     """Decode steps of the 8B-shaped model with the work between products fused."""
     m = Model(CFG)
-    cases = [(1, 1024), (64, 2048), (256, 1024)] if not SMOKE else [(1, 64)]
+    cases = [(1, 1024), (1, 8192), (8, 2048), (64, 2048), (256, 1024)] if not SMOKE else [(1, 64)]
     for b, L in cases:
         if elapsed() > BUDGET_S * 0.9:
             record("skipped", what=f"fused b={b}", why="time")

@@ -141,13 +141,15 @@ pub struct Params {
     /// so launch-bound is what a small step is. Prefill is left out: its kernels run long
     /// enough for the next launches to hide behind them.
     ///
-    /// 50 µs is what one H200 measured (`bench/gpu/README.md`). With the work between the
+    /// 50 µs is what H200s measured (`bench/gpu/README.md`). With the work between the
     /// products fused by the PyTorch compiler (about 18 kernels a layer) and the step
-    /// replayed from a CUDA graph, a lone sequence of a Llama 3.1 8B-shaped model took
-    /// 4.96 ms a token: 52 µs a layer beyond streaming its 15.0 GB of weights at the 4.57 TB/s
-    /// the catalog streams an H200 at, of which the KV cache's stream and attention's
-    /// arithmetic take about 1 µs. At 50 µs the physics' step is within 1% of it (a test
-    /// keeps it within 10%). In the plain engine the same layer's four products took 18-24 µs
+    /// replayed from a CUDA graph, a lone sequence of a Llama 3.1 8B-shaped model took 4.96
+    /// and 5.38 ms a token on two machines: 52 and 66 µs a layer beyond streaming its 15.0 GB
+    /// of weights at the 4.57 TB/s the catalog streams an H200 at, of which the KV cache's
+    /// stream and attention's arithmetic take about 1 µs. 50 µs sits near the lower figure,
+    /// as serving engines' own fused kernels are at least as tight as the compiler's; the
+    /// physics' small-batch steps then come to 0.93-0.96 of the fused engine's (a test keeps
+    /// them within 10%). In the plain engine the same layer's four products took 18-24 µs
     /// more than their stream and each of its other small kernels 2.35 µs.
     ///
     /// History: 40 µs until then, chosen on published rows (at 40 µs, 8xH100 served Llama
@@ -155,9 +157,9 @@ pub struct Params {
     /// the best H100 cloud, `cs3-llama31-70b-launch` in `points.csv`; at 50 µs, 96). When 40
     /// was chosen, before the measured peaks of the catalog were used, both MAPEs fell
     /// further with larger values (0, 20, 40, 80, 120 µs: `points.csv` 34.1, 33.5, 33.2,
-    /// 32.6, 31.8%; `heldout.csv` 37.5, 34.6, 32.5, 29.6, 28.3%). Today 35, 40, 45 and 50 µs
-    /// give 24.9, 24.7, 24.7 and 24.7% on `points.csv` and 20.8, 20.5, 20.3 and 20.1% on
-    /// `heldout.csv`. The fitted per-layer latencies of the LPU (37 µs) and RDU (31 µs) are
+    /// 32.6, 31.8%; `heldout.csv` 37.5, 34.6, 32.5, 29.6, 28.3%). Today 35, 40, 45, 50, 55 and
+    /// 60 µs give 24.9, 24.7, 24.7, 24.7, 24.8 and 24.8% on `points.csv` and 20.8, 20.5, 20.3,
+    /// 20.1, 20.1 and 20.2% on `heldout.csv`. The fitted per-layer latencies of the LPU (37 µs) and RDU (31 µs) are
     /// of the same size.
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds. The
