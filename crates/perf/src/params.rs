@@ -159,8 +159,8 @@ pub struct Params {
     /// further with larger values (0, 20, 40, 80, 120 µs: `points.csv` 34.1, 33.5, 33.2,
     /// 32.6, 31.8%; `heldout.csv` 37.5, 34.6, 32.5, 29.6, 28.3%). Today 35, 40, 45, 50, 55 and
     /// 60 µs give 24.9, 24.7, 24.7, 24.7, 24.8 and 24.8% on `points.csv` and 20.8, 20.5, 20.3,
-    /// 20.1, 20.1 and 20.2% on `heldout.csv`. The fitted per-layer latencies of the LPU (37 µs) and RDU (31 µs) are
-    /// of the same size.
+    /// 20.1, 20.1 and 20.2% on `heldout.csv`. The fitted per-layer latencies of the LPU
+    /// (37 µs) and RDU (31 µs) are of the same size.
     pub gpu_layer_overhead_s: f64,
     /// Latency of one tensor-parallel all-reduce inside the fast fabric, in seconds. The
     /// one-shot kernels inference engines use take 6-13 us on 8 x H100 for small messages,
