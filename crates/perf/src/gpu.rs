@@ -294,8 +294,8 @@ fn weight_kernels(
 ///
 /// Isolated products measured on one H200 overlap better than this: from 512 rows on, the
 /// smooth maximum with n = 2 at the measured peak matches the larger ones within 16% in
-/// bf16 and 28% in FP8 (`bench/gpu/README.md`). With the fitted efficiency, the sum stands for an engine's
-/// whole step, not for one product (see [`Params::gpu_decode_flops_eff`]).
+/// bf16 and 28% in FP8 (`bench/gpu/README.md`). With the fitted efficiency, the sum stands
+/// for an engine's whole step, not for one product (see [`Params::gpu_decode_flops_eff`]).
 pub(crate) fn kernel_time(bytes_s: f64, arithmetic_s: f64) -> f64 {
     bytes_s + arithmetic_s
 }
