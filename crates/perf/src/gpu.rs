@@ -517,6 +517,7 @@ mod tests {
             last = f;
         }
     }
+
     /// A step streams every weight it multiplies by, and of the input embedding table only
     /// the rows it gathers, which the stream leaves out; a head that reuses the table streams
     /// it once, whole.
@@ -525,13 +526,7 @@ mod tests {
         let cat = Catalog::builtin().expect("catalog");
         let p = Params::default();
         for (id, tied) in [("llama-3.1-8b", false), ("llama-3.2-1b", true)] {
-            let d = Deployment::new(
-                cat.model(id).expect("model"),
-                cat.system("h200").expect("system"),
-                Layout::replica(1, 1),
-                Precision::Bf16,
-            )
-            .expect("deployment");
+            let d = on_one_h200(&cat, id, Precision::Bf16);
             let m = d.model;
             assert_eq!(m.tied_embeddings, tied, "{id}");
             let table = f64::from(m.vocab) * f64::from(m.hidden);
@@ -570,18 +565,26 @@ mod tests {
         (512.0, 1024.0, [31.8578e-3, 32.7673e-3, 32.6810e-3]),
     ];
 
-    fn mean(runs: [f64; 3]) -> f64 {
-        runs.iter().sum::<f64>() / 3.0
+    /// The mean of one figure's runs.
+    fn mean(runs: &[f64]) -> f64 {
+        runs.iter().sum::<f64>() / runs.len() as f64
+    }
+
+    /// `model` on one H200 at `weights`, its KV cache in bf16 as the measured engine keeps
+    /// it.
+    fn on_one_h200<'a>(cat: &'a Catalog, model: &str, weights: Precision) -> Deployment<'a> {
+        Deployment::new(
+            cat.model(model).expect("model"),
+            cat.system("h200").expect("system"),
+            Layout::replica(1, 1),
+            weights,
+        )
+        .expect("deployment")
+        .with_kv(Some(Precision::Bf16))
     }
 
     fn h200_llama8b(cat: &Catalog) -> Deployment<'_> {
-        Deployment::new(
-            cat.model("llama-3.1-8b").expect("model"),
-            cat.system("h200").expect("system"),
-            Layout::replica(1, 1),
-            Precision::Bf16,
-        )
-        .expect("deployment")
+        on_one_h200(cat, "llama-3.1-8b", Precision::Bf16)
     }
 
     /// Decode steps of a model in Llama 3.1 70B's shapes with FP8 weights (per-tensor
@@ -610,17 +613,10 @@ mod tests {
         let cat = Catalog::builtin().expect("catalog");
         let p = Params::default();
         let llama8b = h200_llama8b(&cat);
-        let llama70b = Deployment::new(
-            cat.model("llama-3.1-70b").expect("model"),
-            cat.system("h200").expect("system"),
-            Layout::replica(1, 1),
-            Precision::Fp8,
-        )
-        .expect("deployment")
-        .with_kv(Some(Precision::Bf16));
+        let llama70b = on_one_h200(&cat, "llama-3.1-70b", Precision::Fp8);
         let steps = H200_LLAMA8B_STEPS
             .iter()
-            .map(|&(batch, ctx, runs)| (&llama8b, batch, ctx, mean(runs)))
+            .map(|&(batch, ctx, runs)| (&llama8b, batch, ctx, mean(&runs)))
             .chain(
                 H200_LLAMA70B_FP8_STEPS
                     .iter()
@@ -657,7 +653,7 @@ mod tests {
             (1.0, 8192.0, vec![5.5691e-3]),
             (8.0, 2048.0, vec![5.9181e-3]),
         ] {
-            let measured = runs.iter().sum::<f64>() / runs.len() as f64;
+            let measured = mean(&runs);
             let model = d.decode_step(&p, batch, ctx).time - p.gpu_step_overhead_s;
             let ratio = model / measured;
             assert!(
@@ -690,7 +686,7 @@ mod tests {
                 .expect("a KV cache part")
                 .seconds
                 / layers;
-            let ratio = stream / mean(runs);
+            let ratio = stream / mean(&runs);
             assert!(
                 (0.88..=1.05).contains(&ratio),
                 "batch {batch}, context {ctx}: {stream} s a layer, {ratio} of the measured"
