@@ -55,7 +55,8 @@ pub struct Candidate {
     pub systems: f64,
     /// Output tokens per second one replica serves within the class's targets, after headroom.
     pub capacity_tok_s: f64,
-    /// Requests in flight per replica at that capacity.
+    /// Requests in flight per replica (or unit) at that capacity, from arrival to the last
+    /// token (Little's law: the request rate times the time a request spends).
     pub concurrency: f64,
     /// Predicted TTFT and TPOT at that load, seconds.
     pub ttft_s: f64,

@@ -808,7 +808,13 @@ fn disaggregated_option<'a>(
         out: Candidate {
             disaggregated: true,
             capacity_tok_s: cap,
-            concurrency: split.decode.concurrency * f64::from(split.decode.replicas) * headroom,
+            // Requests in flight at that rate (Little's law): those waiting for and in a
+            // prefill pass as well as those decoding. The decode pool's own load is the wrong
+            // figure where the prefill pool sets the rate, and it leaves out the first token's
+            // wait, so a balancer weighing providers by it would misjudge this unit.
+            concurrency: split.requests_per_s
+                * (split.ttft_s + f64::from(class.osl.saturating_sub(1)) * split.tpot_s)
+                * headroom,
             ttft_s: split.ttft_s,
             tpot_s: split.tpot_s,
             ..base(layout, split.chips_used)

@@ -415,6 +415,17 @@ demand_tok_s = [100000.0]
         .iter()
         .find(|o| !o.disaggregated)
         .expect("an aggregated option");
+    // Each option's requests in flight are those of its rate by Little's law, from arrival
+    // through the first token to the last: the balancer of the confirming simulation weighs
+    // providers by them, and a disaggregated unit's decode load alone would misstate it.
+    for o in &p.options {
+        let rate = o.capacity_tok_s / 512.0;
+        let in_flight = rate * (o.ttft_s + 511.0 * o.tpot_s);
+        assert!(
+            (o.concurrency / in_flight - 1.0).abs() < 0.02,
+            "{o:?}: {in_flight} in flight"
+        );
+    }
     let split = offered[0];
     // The split carries more per dollar here, so the plan buys it, and the simulation of the
     // units (their prefill pools included) meets the targets.
