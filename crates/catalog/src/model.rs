@@ -128,6 +128,12 @@ impl Model {
         (self.dense_params() - self.gathered_params()).max(0.0)
     }
 
+    /// Parameters of the output head, which turns a position's hidden state into logits
+    /// over the vocabulary (the embedding table itself where the head reuses it).
+    pub fn head_params(&self) -> f64 {
+        f64::from(self.vocab) * f64::from(self.hidden)
+    }
+
     /// Parameters one token multiplies by: the active ones less the embedding table it only
     /// gathers from.
     pub fn computed_params(&self) -> f64 {

@@ -9,7 +9,7 @@
 //! Taking the best step rather than the first that helps, and refining, brought the fit of
 //! every parameter to `reference/points.csv` from 26.0% to 25.9% there and from 21.6% to
 //! 20.9% on `reference/heldout.csv`, in twice the predictions (1,517 against 762), from the
-//! defaults of the time; from today's it reaches 24.4% and 20.0% (the header of
+//! defaults of the time; from today's it reaches 24.5% and 19.6% (the header of
 //! `params.rs` says with what values). Started instead from four other points (the FLOP
 //! efficiencies at 0.3-0.6, latencies, bandwidth share, fabric share and expert tile moved
 //! up to twofold; `switchyard calibrate --params start.toml`), it ended at 24.6-24.9% and

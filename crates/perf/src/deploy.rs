@@ -637,7 +637,7 @@ impl<'a> Deployment<'a> {
     pub fn prefill_prompts(&self, p: &Params, prompts: &Prompts) -> f64 {
         match self.system.kind {
             SystemKind::Gpu => gpu::prefill(self, p, prompts),
-            SystemKind::Wafer => wafer::prefill(self, p, prompts.tokens, prompts.ctx),
+            SystemKind::Wafer => wafer::prefill(self, p, prompts),
             SystemKind::Lpu | SystemKind::Rdu => sram::prefill(self, p, prompts),
         }
     }
@@ -653,9 +653,20 @@ impl<'a> Deployment<'a> {
 
     /// FLOPs of one prompt token's forward pass at context position `ctx`: as
     /// [`Deployment::token_flops`], with attention in the form a prompt runs it
-    /// ([`switchyard_catalog::Model::prompt_attention_flops`]).
+    /// ([`switchyard_catalog::Model::prompt_attention_flops`]) and without the output head:
+    /// engines turn only a prompt's last position into logits, the one a token is sampled
+    /// from (vLLM's `logits_indices`, TensorRT-LLM's `gather_context_logits` off by
+    /// default), so the head runs once a prompt ([`Deployment::prompt_flops`]).
     pub fn prompt_token_flops(&self, ctx: f64) -> f64 {
-        2.0 * self.model.computed_params() + self.model.prompt_attention_flops(ctx)
+        2.0 * (self.model.computed_params() - self.model.head_params()).max(0.0)
+            + self.model.prompt_attention_flops(ctx)
+    }
+
+    /// FLOPs of a pass over `prompts`: each token's ([`Deployment::prompt_token_flops`])
+    /// and the output head once a prompt.
+    pub fn prompt_flops(&self, prompts: &Prompts) -> f64 {
+        prompts.tokens * self.prompt_token_flops(prompts.ctx)
+            + f64::from(prompts.count.max(1)) * 2.0 * self.model.head_params()
     }
 
     /// Replica time per prompt token when prefill is batched into busy decode steps
@@ -676,12 +687,15 @@ impl<'a> Deployment<'a> {
             return gpu::prompt_arithmetic_time(
                 self,
                 1.0,
+                isl.max(1.0).recip(),
                 isl / 2.0,
                 chips,
                 p.gpu_prefill_flops_eff,
             ) + gpu::exchange_per_token(self, p) / parallel;
         }
-        let flops = self.prompt_token_flops(isl / 2.0);
+        // A token's share of its prompt's head.
+        let flops =
+            self.prompt_token_flops(isl / 2.0) + 2.0 * self.model.head_params() / isl.max(1.0);
         match self.system.kind {
             SystemKind::Wafer => {
                 let mesh = self

@@ -199,15 +199,18 @@ fn matmul_time(params: f64, tokens: f64, chips: f64, rate: f64) -> f64 {
     tokens * 2.0 * params / (chips * rate)
 }
 
-/// Seconds of projection arithmetic over every active parameter a token multiplies by, at
-/// efficiency `eff`.
-fn linear_time(d: &Deployment<'_>, tokens: f64, chips: f64, eff: f64) -> f64 {
+/// Seconds of projection arithmetic for `tokens` prompt tokens of `prompts` prompts, at
+/// efficiency `eff`: every parameter a token multiplies by, the output head once a prompt
+/// ([`Deployment::prompt_token_flops`] says why).
+fn linear_time(d: &Deployment<'_>, tokens: f64, prompts: f64, chips: f64, eff: f64) -> f64 {
+    let rate = weight_rate(d, eff);
+    let head = d.model.head_params();
     matmul_time(
-        d.model.computed_params(),
+        (d.model.computed_params() - head).max(0.0),
         tokens,
         chips,
-        weight_rate(d, eff),
-    )
+        rate,
+    ) + matmul_time(head, prompts, chips, rate)
 }
 
 /// Seconds of attention arithmetic, `flops` of it, on one chip of `chips`, at the KV
@@ -218,17 +221,18 @@ fn attention_time(d: &Deployment<'_>, flops: f64, chips: f64, eff: f64) -> f64 {
     flops / (chips * achieved(d, attention_peak(d), eff))
 }
 
-/// Seconds of arithmetic, at efficiency `eff`, for `tokens` prompt tokens at context
-/// position `ctx` on one chip of `chips`: projections at the weights' rate, attention at the
-/// KV cache's.
+/// Seconds of arithmetic, at efficiency `eff`, for `tokens` prompt tokens of `prompts`
+/// prompts at context position `ctx` on one chip of `chips`: projections at the weights'
+/// rate, attention at the KV cache's.
 pub(crate) fn prompt_arithmetic_time(
     d: &Deployment<'_>,
     tokens: f64,
+    prompts: f64,
     ctx: f64,
     chips: f64,
     eff: f64,
 ) -> f64 {
-    linear_time(d, tokens, chips, eff)
+    linear_time(d, tokens, prompts, chips, eff)
         + attention_time(d, tokens * d.model.prompt_attention_flops(ctx), chips, eff)
 }
 
@@ -409,17 +413,27 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let groups = f64::from(prompts.count.clamp(1, d.layout.ep.max(1)));
     let per_group = (n / groups).max(prompts.longest).min(n);
     let eff = p.gpu_prefill_flops_eff;
-    let kernels: f64 = weight_kernels(
+    let [dense, experts] = weight_kernels(
         d,
         read_bw(d, p),
         (per_group, n),
         tp,
         eff,
         p.gpu_expert_tile_tokens,
-    )
-    .iter()
-    .map(|(bytes, arithmetic)| kernel_time(*bytes, *arithmetic))
-    .sum();
+    );
+    // The output head runs for each prompt's last position only (see
+    // `Deployment::prompt_token_flops`), not for all of the busiest group's tokens.
+    let group_prompts = (f64::from(prompts.count.max(1)) / groups)
+        .max(1.0)
+        .min(per_group);
+    let head_skipped = matmul_time(
+        d.model.head_params(),
+        per_group - group_prompts,
+        tp,
+        weight_rate(d, eff),
+    );
+    let kernels =
+        kernel_time(dense.0, (dense.1 - head_skipped).max(0.0)) + kernel_time(experts.0, experts.1);
     kernels
         + attention_time(
             d,

@@ -103,7 +103,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
         SystemKind::Lpu => f64::from(d.layout.replica_chips()),
         _ => f64::from(d.layout.tp),
     };
-    let flops = prompts.tokens * d.prompt_token_flops(prompts.ctx);
+    let flops = d.prompt_flops(prompts);
     // One pass over the layers reading the KV up to the end of the longest chunk.
     let end = prompts.ctx + prompts.longest / 2.0;
     decode_step(d, p, 1.0, 1.0, end).0.time

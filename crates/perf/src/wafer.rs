@@ -15,7 +15,7 @@
 //! (proportional to it), a roofline per core rather than per wafer. The whole wafer's SRAM bandwidth never applies to one token, because the layers
 //! run one after another, each on its own region.
 
-use crate::{Bound, Deployment, Params, Step, StepPart};
+use crate::{Bound, Deployment, Params, Prompts, Step, StepPart};
 
 /// The parts of one token's pass, per wafer stage.
 struct Pass {
@@ -118,15 +118,15 @@ pub(crate) fn decode_step(
     (Step { time, bound }, parts)
 }
 
-/// Prefill of `n` tokens: the prompt streams through the layer pipeline, so the slowest
+/// Prefill of `prompts`: they stream through the layer pipeline, so the slowest
 /// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
-pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, n: f64, ctx: f64) -> f64 {
+pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
     let pp = f64::from(d.layout.pp);
-    let first = pass(d, p, 1.0, 1.0, ctx);
+    let first = pass(d, p, 1.0, 1.0, prompts.ctx);
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let flops = n * d.prompt_token_flops(ctx) / pp;
+    let flops = d.prompt_flops(prompts) / pp;
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
     pp * (first.mesh + first.links) + stream
 }

@@ -913,7 +913,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 24.8, "MAPE {}", s.mape);
+    assert!(s.mape < 24.7, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a
@@ -997,7 +997,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 20.2, "MAPE {}", s.mape);
+    assert!(s.mape < 20.1, "MAPE {}", s.mape);
 }
 
 /// Weight-only quantisation (AWQ, GPTQ) halves or quarters the bytes a step streams but
@@ -2140,15 +2140,28 @@ fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
     let one = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 1, 4096.0));
     let eight = ep.prefill_prompts(&p, &switchyard_perf::Prompts::equal(8, 512.0));
     assert!(eight < 0.8 * one, "{eight} against {one}");
-    // More prompts than groups spread no further.
+    // More prompts than groups spread no further: the same tokens cost the same, but for
+    // the output head, which each prompt runs once, for its last position.
     let many = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 64, 512.0));
-    assert!((many - eight).abs() < 1e-12);
+    let heads = |d: &Deployment<'_>, count: f64| {
+        let rate = d.system.flops(Precision::Fp8).expect("fp8 rate").0;
+        count * 2.0 * d.model.head_params() / rate
+    };
+    assert!(many > eight, "{many} against {eight}");
+    assert!(
+        many - eight < heads(&ep, 7.0) * 10.0,
+        "{many} against {eight}: more than seven more heads"
+    );
     // A long chunk among short ones holds its group: no faster than that chunk alone.
     let skewed = ep.prefill_prompts(&p, &prompts(4096.0, 256.0, 8, 3600.0));
     assert!(skewed > eight * 1.5, "{skewed} against {eight}");
     let tp_one = tp.prefill_prompts(&p, &prompts(4096.0, 256.0, 1, 4096.0));
     let tp_eight = tp.prefill_prompts(&p, &switchyard_perf::Prompts::equal(8, 512.0));
-    assert!((tp_eight - tp_one).abs() < 1e-12);
+    assert!(tp_eight > tp_one, "{tp_eight} against {tp_one}");
+    assert!(
+        tp_eight - tp_one < heads(&tp, 7.0) * 10.0,
+        "{tp_eight} against {tp_one}: more than seven more heads"
+    );
     // Short prompts attend over less than one long one of the same tokens.
     assert!(tp_one < tp.prefill(&p, 4096.0));
     // The engine's step carries the prompt count and mean position through.

@@ -624,9 +624,11 @@ fn a_disaggregated_provider_prefills_on_one_pool_and_decodes_on_the_other() {
     );
 
     // An outage of the provider takes both pools down; a second provider takes the prompts
-    // that had not yet produced a token, and nothing goes unaccounted for.
+    // that had not yet produced a token, and nothing goes unaccounted for. Round robin
+    // keeps offering the split provider its turn, so some prompt meets the outage whether or
+    // not one is in its prefill pool when it starts.
     let outage = format!(
-        "{split}[[provider]]\nname = \"spare\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n{}\
+        "{split}[router]\npolicy = \"round-robin\"\n[[provider]]\nname = \"spare\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n{}\
          [[failure]]\nkind = \"outage\"\nprovider = \"pd\"\nstart_s = 100\nend_s = 200\n",
         workload(5.0, 600)
     );
