@@ -133,13 +133,18 @@ impl Deployment<'_> {
         // process) and the replica spending a share rho of its time on prompts, the mean
         // wait of an M/D/1 queue is rho/(2(1-rho)) of a prompt's service time
         // (Pollaczek-Khinchine with zero service variance; Kleinrock, Queueing Systems
-        // vol. 1, 1975, eq. 5.73), the service being the prompt's own work.
+        // vol. 1, 1975, eq. 5.73), the service being the prompt's own work. That queue is
+        // an open one; the loop holds only `others` other requests, so no prompt waits for
+        // more than their prompts, which bounds the wait where prompts are most of the work
+        // (long prompts, short outputs), the M/D/1 wait growing without bound as rho nears 1.
         let ttft = if others > 0.0 {
             let rho = (prompt_share / tpot).min(0.999);
             // The prompt's own work: its pass less what a one-token pass costs (the weight
             // stream and the fixed overheads, which the step pays anyway).
             let own = (self.prefill(p, isl) - self.prefill(p, 1.0)).max(0.0);
-            others.min(1.0) * tpot / 2.0 + (step.time + own).max(tpot) + md1_wait(own, rho)
+            others.min(1.0) * tpot / 2.0
+                + (step.time + own).max(tpot)
+                + md1_wait(own, rho).min(others * own)
         } else {
             self.prefill(p, isl)
         };

@@ -1571,6 +1571,15 @@ fn prompts_queue_longer_as_load_grows() {
     }
     // Long prompts at high load wait several prefill times, not one.
     assert!(last > 2.0 * lone, "{last} against {lone}");
+    // But a closed loop of c requests holds only c − 1 other prompts to wait for: with
+    // prompts nearly all the work (8,000 in, 8 out), the wait stays within theirs and the
+    // prompt's own pass and steps, where an open queue's would grow without bound.
+    for c in [4.0, 16.0, 64.0] {
+        let op = d.at_concurrency(&p, c, 8000.0, 8.0);
+        let bound = c * lone + 2.0 * op.tpot_s;
+        assert!(op.ttft_s <= bound, "c {c}: {} against {bound}", op.ttft_s);
+        assert!(op.ttft_s > (c - 1.0) * 0.5 * lone, "c {c}: {}", op.ttft_s);
+    }
     // Short prompts under load still wait out the running step and ride a whole one. The
     // MLPerf v4.1 Llama 2 70B server run on 8×H100 published a mean TTFT of 276 ms at a mean
     // TPOT of 155 ms; the model at that run's operating point (its workload, limits and the
