@@ -505,6 +505,11 @@ impl<'a> Deployment<'a> {
         m.fits && m.kv_free_per_chip >= self.kv_per_sequence(ctx)
     }
 
+    /// Whether the weights and the workspace fit in main memory alone, with no capacity tier.
+    pub(crate) fn holds_weights(&self, p: &Params) -> bool {
+        self.memory_with(p, false).fits
+    }
+
     /// KV bytes per chip of one sequence of `ctx` tokens on the chips that hold it: each of
     /// the [`Deployment::kv_groups`] holds its own sequences whole.
     fn kv_per_sequence(&self, ctx: f64) -> f64 {

@@ -185,20 +185,45 @@ pub fn min_chips(
     isl: f64,
     osl: f64,
 ) -> Option<u32> {
-    let mut n = 1;
-    while n <= 65_536 {
-        let ok = layouts(model, system, n).into_iter().any(|l| {
+    // Whether some single-replica layout of `n` chips holds the weights and, with `ctx`,
+    // one sequence of that many tokens.
+    let fits = |n: u32, ctx: Option<f64>| {
+        layouts(model, system, n).into_iter().any(|l| {
             Deployment::new(model, system, l, precision)
                 .map(|d| d.with_kv(kv))
-                .is_ok_and(|d| l.dp == 1 && d.fits_main_memory(p, isl + osl))
-        });
-        if ok {
-            return Some(n);
+                .is_ok_and(|d| {
+                    l.dp == 1
+                        && match ctx {
+                            Some(ctx) => d.fits_main_memory(p, ctx),
+                            None => d.holds_weights(p),
+                        }
+                })
+        })
+    };
+    // The first count that passes `ok`, growing linearly while small, then geometrically
+    // (SRAM machines need hundreds of chips), with the counts skipped before it tried one by
+    // one.
+    let first = |from: u32, ok: &dyn Fn(u32) -> bool| {
+        let (mut last, mut n) = (from.saturating_sub(1), from.max(1));
+        while n <= 65_536 {
+            if ok(n) {
+                return (last + 1..n).find(|&m| ok(m)).or(Some(n));
+            }
+            last = n;
+            n = if n < 64 { n + 1 } else { n + n / 8 };
         }
-        // Grow linearly while small, then geometrically: SRAM machines need hundreds of chips.
-        n = if n < 64 { n + 1 } else { n + n / 8 };
-    }
-    None
+        None
+    };
+    // Room for the weights grows with the count, but room for a sequence's KV cache depends
+    // on how the count factors into stages and chips per stage (an LPU's splits over no more
+    // chips per stage than the model has KV heads): 3,944 LPUs hold Llama 3.1 405B and a
+    // sequence where 4,282 do not. So the search starts where the weights fit and tries every
+    // count from there.
+    let weights = first(1, &|n| fits(n, None))?;
+    let whole = first(weights, &|n| fits(n, Some(isl + osl)))?;
+    (weights..whole)
+        .find(|&n| fits(n, Some(isl + osl)))
+        .or(Some(whole))
 }
 
 /// The chip count used when none is given: for GPUs and RDUs the system's natural unit (up to

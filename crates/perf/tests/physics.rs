@@ -91,6 +91,37 @@ fn wafers_needed_for_llama_bf16() {
     }
 }
 
+/// The fewest chips is the fewest: whether a count holds a model and a sequence depends on
+/// how it factors into stages and chips per stage, not on its size alone, so the search
+/// cannot stop at the first of a coarse series of counts that fits.
+#[test]
+fn the_fewest_chips_that_fit_are_the_fewest() {
+    let cat = cat();
+    let p = Params::default();
+    let chips = |n: Option<u32>| {
+        best_deployment(
+            &query(&cat, "llama-3.1-405b", "groq-lpu", n),
+            &p,
+            Objective::Latency,
+        )
+        .map(|d| d.layout.chips())
+    };
+    let fewest = chips(None).expect("fits");
+    // 3,944 LPUs (34 chips in each of 116 stages) hold it.
+    assert_eq!(chips(Some(3944)).expect("3,944 fit"), 3944);
+    assert!(fewest <= 3944, "{fewest}");
+    for n in fewest.saturating_sub(100)..fewest {
+        match chips(Some(n)) {
+            Err(PerfError::DoesNotFit { min_chips, .. }) => assert_eq!(min_chips, fewest),
+            // The weights fit, a sequence's KV cache does not.
+            Err(PerfError::ContextTooLong { remedy, .. }) => {
+                assert_eq!(remedy, format!("{fewest} chips hold one"));
+            }
+            other => panic!("{n} chips: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn fit_edge_cases() {
     let cat = cat();
