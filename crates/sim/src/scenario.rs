@@ -15,6 +15,9 @@ use switchyard_replica::EngineConfig;
 use switchyard_router::{Health, Policy, Target};
 use toml::Spanned;
 
+/// The most replicas one pool may have: each is simulated on its own, and a million of them
+/// already hold about 300 MB; far more would exhaust memory rather than say what is wrong.
+pub const MAX_REPLICAS: u32 = 1_000_000;
 /// A scenario file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -507,6 +510,15 @@ impl ScenarioFile {
             if s.replicas == 0 {
                 return Err(err("replicas", "must be at least 1".into()));
             }
+            if s.replicas > MAX_REPLICAS {
+                return Err(err(
+                    "replicas",
+                    format!(
+                        "{} is more than the {MAX_REPLICAS} a provider's pool may have",
+                        s.replicas
+                    ),
+                ));
+            }
             for c in &s.classes {
                 if !classes.iter().any(|k| &k.name == c) {
                     return Err(err("classes", format!("no [[class]] named `{c}`")));
@@ -577,6 +589,12 @@ impl ScenarioFile {
                     None
                 }
                 Some(0) => return Err(err("prefill_replicas", "must be at least 1".into())),
+                Some(n) if n > MAX_REPLICAS => {
+                    return Err(err(
+                        "prefill_replicas",
+                        format!("{n} is more than the {MAX_REPLICAS} a provider's pool may have"),
+                    ))
+                }
                 Some(n) => {
                     let layout = replica_layout(
                         s.prefill_layout.as_deref(),

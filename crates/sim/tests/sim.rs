@@ -452,6 +452,15 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
         &["line 2", "kv_precision", "fp3"],
     );
+    // A pool too large to simulate is refused, not left to exhaust memory.
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nreplicas = 100000000"),
+        &["line 2", "replicas", "1000000"],
+    );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nprefill_replicas = 100000000"),
+        &["line 2", "prefill_replicas", "1000000"],
+    );
     check(&format!("warmup_s = -1\n{good}"), &["line 1", "warmup_s"]);
     check(
         &format!("duration_s = 10\nwarmup_s = 20\n{good}"),

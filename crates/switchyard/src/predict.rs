@@ -13,6 +13,10 @@ use switchyard_perf::{
 
 /// The repository's copy of the published measurements, compiled in so that `validate`
 /// needs nothing outside the binary.
+/// The most tokens `--draft-len` may draft a cycle: speculative decoding methods draft a
+/// few to a few tens, and past that a cycle only grows longer.
+const MAX_DRAFT_LEN: u32 = 64;
+
 const BUILTIN_POINTS: &str = include_str!("../../../reference/points.csv");
 
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
@@ -136,6 +140,11 @@ impl Workload {
                 return Err(usage(
                     "--draft-len must be at least 1: a cycle that drafts nothing is not speculative decoding",
                 ));
+            }
+            if self.draft_len.is_some_and(|k| k > MAX_DRAFT_LEN) {
+                return Err(usage(format!(
+                    "--draft-len takes at most {MAX_DRAFT_LEN} tokens a cycle: drafts past the first rejection are wasted, and at an acceptance rate below 1 a cycle rarely keeps more than a handful"
+                )));
             }
         }
         Ok(())
@@ -718,6 +727,17 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
             switchyard_perf::estimate(&q, p, Objective::Latency),
         ));
     }
+    // Nothing to compare: the one line says why for each system asked.
+    if rows.iter().all(|(_, r)| r.is_err()) {
+        let why: Vec<String> = rows
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+            .collect();
+        return Err(usage(format!(
+            "{model} runs on none of the systems asked ({})",
+            why.join("; ")
+        )));
+    }
     if a.workload.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -754,28 +774,43 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "J/token",
         "$/Mtok"
     );
+    let mut missed = false;
     for (id, r) in rows {
         match r {
-            Ok(e) => out!(
-                "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>11.0} {:>10.0} {:>9} {:>13}",
-                id,
-                e.chips,
-                e.layout.to_string(),
-                e.precision.name(),
-                e.at.ttft_s * 1000.0,
-                e.at.user_tok_s,
-                e.at.bound.name(),
-                e.peak.throughput_tok_s,
-                e.peak.throughput_tok_s / f64::from(e.chips),
-                opt(e.peak_economics.joules_per_token, 3),
-                cost(&e.peak_economics)
-            ),
+            Ok(e) => {
+                // A system no load of which meets the limits is shown at one request per
+                // replica, marked, rather than passed off as within them.
+                let mark = if e.peak_meets_limits { " " } else { "*" };
+                missed |= !e.peak_meets_limits;
+                out!(
+                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>10.0}{mark} {:>10.0} {:>9} {:>13}",
+                    id,
+                    e.chips,
+                    e.layout.to_string(),
+                    e.precision.name(),
+                    e.at.ttft_s * 1000.0,
+                    e.at.user_tok_s,
+                    e.at.bound.name(),
+                    e.peak.throughput_tok_s,
+                    e.peak.throughput_tok_s / f64::from(e.chips),
+                    opt(e.peak_economics.joules_per_token, 3),
+                    cost(&e.peak_economics)
+                );
+            }
             Err(err) => out!("{id:<10} -- {err}"),
         }
     }
-    let within =
-        limits_text(tpot_limit, ttft_limit).map_or(String::new(), |l| format!(" within {l}"));
+    let limits = limits_text(tpot_limit, ttft_limit);
+    let within = limits
+        .as_ref()
+        .map_or(String::new(), |l| format!(" within {l}"));
     out!("peak = highest throughput the KV cache and the engine's batch limit allow{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    if missed {
+        out!(
+            "* no load meets {}: the peak shown is one request per replica",
+            limits.unwrap_or_default()
+        );
+    }
     out!(
         "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh",
         p.life_years, p.usd_per_kwh

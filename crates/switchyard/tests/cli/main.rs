@@ -453,6 +453,10 @@ fn bad_input_is_one_clear_line_and_status_two() {
             "--draft-len",
         ),
         (
+            est8(&["--speculative", "0.8", "--draft-len", "1000000"]),
+            "--draft-len takes at most 64",
+        ),
+        (
             est8(&["--chips", "8", "--isl", "50000000"]),
             "holds the weights but not the KV cache",
         ),
@@ -491,6 +495,18 @@ fn bad_input_is_one_clear_line_and_status_two() {
             "/nonexistent/points.csv",
         ),
         (
+            vec![
+                "compare",
+                "--model",
+                "llama-3.1-70b",
+                "--hardware",
+                "h100-sxm",
+                "--kv-precision",
+                "fp4",
+            ],
+            "runs on none of the systems asked (h100-sxm: h100-sxm has no FP4 format",
+        ),
+        (
             est8(&["--precision", "awq", "--kv-precision", "gptq"]),
             "w4a16 stores weights only, its products in 16 bits; store the KV cache in bf16",
         ),
@@ -523,6 +539,29 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     assert!(speed("h100-sxm") < 150.0);
     assert!(out.contains("mesh-latency") || out.contains("compute"));
     assert!(out.contains("memory-bw"));
+    assert!(!out.contains("no load meets"), "{out}");
+
+    // A system whose every load misses the limits is marked, not passed off as within them.
+    let out = prints(
+        &[
+            "compare",
+            "--model",
+            "llama-3.1-70b",
+            "--hardware",
+            "h100-sxm,cs3",
+            "--tpot-limit-ms",
+            "10",
+        ],
+        &["* no load meets TPOT 10.0 ms"],
+    );
+    let row = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .expect("row")
+            .to_string()
+    };
+    assert!(row("h100-sxm").contains('*'), "{out}");
+    assert!(!row("cs3").contains('*'), "{out}");
 }
 
 #[test]
