@@ -164,10 +164,12 @@ impl Model {
         layers * touched * self.expert_params()
     }
 
-    /// Layers whose attention spans the whole context.
+    /// Layers whose attention spans the whole context: the last of every `global_every`,
+    /// so a remainder of layers past the last whole group is local (Gemma 3 27B's 62 layers
+    /// in groups of six have ten global ones, layers 6, 12, ..., 60).
     pub fn global_layers(&self) -> f64 {
         match (self.sliding_window, self.global_every) {
-            (Some(_), Some(n)) if n > 0 => (f64::from(self.layers) / f64::from(n)).ceil(),
+            (Some(_), Some(n)) if n > 0 => (f64::from(self.layers) / f64::from(n)).floor(),
             _ => f64::from(self.layers),
         }
     }

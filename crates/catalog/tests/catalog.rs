@@ -844,3 +844,18 @@ fn weight_only_formats_multiply_in_sixteen_bits() {
     );
     assert_eq!(b200.flops(Precision::W4a8), b200.flops(Precision::Fp8));
 }
+
+/// Of every `global_every` layers the last attends globally: a remainder past the last
+/// whole group is local.
+#[test]
+fn global_layers_follow_the_published_patterns() {
+    let cat = Catalog::builtin().expect("catalog");
+    let global = |id: &str| cat.model(id).expect("model").global_layers();
+    // Gemma 3 27B: layers 6, 12, ..., 60 of 62.
+    assert_eq!(global("gemma-3-27b"), 10.0);
+    // Llama 4 Scout: one in four of 48; gpt-oss-120b: one in two of 36.
+    assert_eq!(global("llama-4-scout"), 12.0);
+    assert_eq!(global("gpt-oss-120b"), 18.0);
+    // A model with no local layers has every layer global.
+    assert_eq!(global("llama-3.1-8b"), 32.0);
+}

@@ -54,9 +54,8 @@ pub struct Disaggregated {
     pub decode: DecodePool,
     /// Time to move one prompt's KV cache from a prefill replica to a decode replica, s.
     pub kv_transfer_s: f64,
-    /// Time to first token, in seconds: half a pass waiting for the running one, the wait
-    /// behind the prompts queued ahead (M/D/1 at the pool's busy share), its own pass, and
-    /// the KV transfer.
+    /// Time to first token, in seconds: the wait for the running pass and the prompts queued
+    /// ahead (M/D/1 at the pool's busy share), its own pass, and the KV transfer.
     pub ttft_s: f64,
     /// Time per output token, in seconds: one decode step.
     pub tpot_s: f64,
@@ -77,7 +76,7 @@ struct PrefillRate {
     batch: f64,
     pass_s: f64,
     transfer_s: f64,
-    /// Time to first token before any queue: half a running pass, its own, the transfer.
+    /// Time to first token before any queue: its own pass and the transfer.
     ttft_s: f64,
     rate: f64,
 }
@@ -125,7 +124,9 @@ fn prefill_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>, chips: u32) -> Op
         // Whole prompts, each at its own positions; with expert parallelism they spread over
         // the groups.
         let pass_s = d.prefill_prompts(p, &Prompts::equal(prompts, q.isl));
-        let ttft_s = 1.5 * pass_s + transfer_s;
+        // The wait for a running pass is the queue's (the M/D/1 wait holds the rest of the
+        // pass in service), added where the pool's load is known.
+        let ttft_s = pass_s + transfer_s;
         if q.ttft_limit.is_none_or(|l| ttft_s <= l) {
             within.push(PrefillRate {
                 layout: d.layout,

@@ -2360,6 +2360,12 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
     let used = d.prefill.layout.replica_chips() * d.prefill.replicas
         + d.decode.layout.replica_chips() * d.decode.replicas;
     assert!(used == d.chips_used && used <= 32, "{d:?}");
+    // The first token comes after the prompt's own pass, the transfer, and the M/D/1 wait at
+    // the pool's busy share, which already holds the rest of a running pass.
+    let busy = d.prefill.busy;
+    let wait = d.prefill.pass_s * busy / (2.0 * (1.0 - busy));
+    let want = d.prefill.pass_s + d.kv_transfer_s + wait;
+    assert!((d.ttft_s / want - 1.0).abs() < 1e-9, "{d:?}: {want}");
     // The pools' figures are the step physics' own: a pass of the batch of prompts, and a
     // decode step of the decode replica's requests with no prompt chunks in it.
     let m = cat.model("llama-3.1-70b").expect("m");
