@@ -548,6 +548,25 @@ impl ScenarioFile {
                     e.to_string(),
                 )
             })?;
+            // `chips` are one replica's: a layout that splits them into several replicas would
+            // leave all but one idle, so the user is told how to ask for either.
+            if s.layout.is_none() && s.chips.is_some() && d.layout.dp > 1 {
+                let one = Layout { dp: 1, ..d.layout };
+                return Err(err(
+                    "chips",
+                    format!(
+                        "the best layout of {} chips for {} is {}, {} replicas of {}; write `chips = {}` and `replicas = {}`, or give one replica's `layout` of {} chips",
+                        d.layout.chips(),
+                        model.id,
+                        d.layout,
+                        d.layout.dp,
+                        one,
+                        one.chips(),
+                        s.replicas.saturating_mul(d.layout.dp),
+                        d.layout.chips()
+                    ),
+                ));
+            }
             // One replica's engine, with the provider's limits; `field` is blamed when the
             // weights leave no room for a KV cache.
             let engine_of = |d: &mut Deployment<'a>, field: &str| {

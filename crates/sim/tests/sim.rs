@@ -452,6 +452,16 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
         &["line 2", "kv_precision", "fp3"],
     );
+    // A replica's chips that the best layout would split into several replicas are refused,
+    // not left idle.
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nchips = 2"),
+        &[
+            "line 2",
+            "field `chips`",
+            "write `chips = 1` and `replicas = 2`",
+        ],
+    );
     // A pool too large to simulate is refused, not left to exhaust memory.
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nreplicas = 100000000"),
