@@ -84,6 +84,9 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
         line,
         message,
     };
+    // A byte-order mark, which spreadsheet programs write, is not part of the first column's
+    // name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with('{') {
         return parse_json_lines(text, origin);
     }

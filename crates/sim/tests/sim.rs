@@ -480,6 +480,13 @@ fn bad_scenarios_name_the_line_and_field() {
 
 #[test]
 fn bad_traces_name_the_line_and_field() {
+    // A byte-order mark before the header is not part of its first column's name.
+    let rows = parse_trace(
+        "\u{feff}arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n",
+        "bom.csv",
+    )
+    .expect("a trace with a byte-order mark");
+    assert_eq!(rows.len(), 1);
     let e = parse_trace(
         "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,x,5\n",
         "t.csv",
