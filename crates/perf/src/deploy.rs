@@ -698,9 +698,8 @@ impl<'a> Deployment<'a> {
                 p.gpu_prefill_flops_eff,
             ) + gpu::exchange_per_token(self, p) / parallel;
         }
-        // A token's share of its prompt's head.
-        let flops =
-            self.prompt_token_flops(isl / 2.0) + 2.0 * self.model.head_params() / isl.max(1.0);
+        // A token's share of its prompt's work, the head's included.
+        let flops = self.prompt_flops(&Prompts::one(isl)) / isl.max(1.0);
         match self.system.kind {
             SystemKind::Wafer => {
                 let mesh = self

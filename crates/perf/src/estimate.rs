@@ -200,14 +200,14 @@ pub fn min_chips(
                 })
         })
     };
-    // The first count that passes `ok`, growing linearly while small, then geometrically
-    // (SRAM machines need hundreds of chips), with the counts skipped before it tried one by
-    // one.
-    let first = |from: u32, ok: &dyn Fn(u32) -> bool| {
+    // The first count of a series from `from` that passes `ok`, with the last one before it
+    // that was tried: the series grows linearly while small, then geometrically (SRAM
+    // machines need hundreds of chips).
+    let bracket = |from: u32, ok: &dyn Fn(u32) -> bool| {
         let (mut last, mut n) = (from.saturating_sub(1), from.max(1));
         while n <= 65_536 {
             if ok(n) {
-                return (last + 1..n).find(|&m| ok(m)).or(Some(n));
+                return Some((last, n));
             }
             last = n;
             n = if n < 64 { n + 1 } else { n + n / 8 };
@@ -217,13 +217,14 @@ pub fn min_chips(
     // Room for the weights grows with the count, but room for a sequence's KV cache depends
     // on how the count factors into stages and chips per stage (an LPU's splits over no more
     // chips per stage than the model has KV heads): 3,944 LPUs hold Llama 3.1 405B and a
-    // sequence where 4,282 do not. So the search starts where the weights fit and tries every
-    // count from there.
-    let weights = first(1, &|n| fits(n, None))?;
-    let whole = first(weights, &|n| fits(n, Some(isl + osl)))?;
-    (weights..whole)
-        .find(|&n| fits(n, Some(isl + osl)))
-        .or(Some(whole))
+    // sequence where 4,282 do not. So the search finds where the weights first fit and tries
+    // every count from there.
+    let weights_fit = |n: u32| fits(n, None);
+    let whole_fits = |n: u32| fits(n, Some(isl + osl));
+    let (last, n) = bracket(1, &weights_fit)?;
+    let weights = (last + 1..n).find(|&m| weights_fit(m)).unwrap_or(n);
+    let (_, whole) = bracket(weights, &whole_fits)?;
+    (weights..whole).find(|&m| whole_fits(m)).or(Some(whole))
 }
 
 /// The chip count used when none is given: for GPUs and RDUs the system's natural unit (up to
