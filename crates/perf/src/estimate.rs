@@ -279,17 +279,20 @@ pub(crate) fn fitting_deployments<'a>(
             q.system.id
         )));
     }
-    let too_small = |chips: u32, why: String| {
-        let min = q.fewest_chips(precision, p);
-        PerfError::DoesNotFit {
-            deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
-            why,
-            min_chips: min.unwrap_or(0),
-            needs: match min {
-                Some(n) => format!("it needs at least {n} {}", unit_name(q.system.kind, n)),
-                None => "no count up to 65,536 holds it".into(),
-            },
-        }
+    let too_small = |chips: u32, why: String, min: Option<u32>| PerfError::DoesNotFit {
+        deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
+        why,
+        min_chips: min.unwrap_or(0),
+        needs: match min {
+            Some(n) if n < chips => {
+                format!(
+                    "the fewest that hold it are {n} {}",
+                    unit_name(q.system.kind, n)
+                )
+            }
+            Some(n) => format!("it needs at least {n} {}", unit_name(q.system.kind, n)),
+            None => "no count up to 65,536 holds it".into(),
+        },
     };
     let chips = match (q.chips, q.layout) {
         (Some(n), _) => n,
@@ -309,6 +312,7 @@ pub(crate) fn fitting_deployments<'a>(
                 too_small(
                     0,
                     "no layout of up to 65,536 chips holds the weights".into(),
+                    None,
                 )
             })?,
         },
@@ -342,9 +346,12 @@ pub(crate) fn fitting_deployments<'a>(
     let mut longest: Option<u64> = None;
     // What one chip leaves the weights once its reserve and workspace are set aside.
     let mut room: Option<f64> = None;
+    // The most chips one replica of these layouts has.
+    let mut widest = 0;
     for l in candidates {
         match Deployment::new(q.model, q.system, l, precision) {
             Ok(d) => {
+                widest = widest.max(l.replica_chips());
                 let d = d
                     .with_speculative(q.speculative)
                     .with_kv(q.kv_precision)
@@ -367,12 +374,29 @@ pub(crate) fn fitting_deployments<'a>(
         (false, _) => Ok(out),
         (true, Some(e)) if q.layout.is_some() => Err(e),
         (true, _) if longest.is_some() => {
+            // Whether some layout of these chips holds a sequence of the query's lengths:
+            // fewer chips may hold one while this count, prime say, has no layout that does.
+            let another_holds = q.layout.is_some()
+                && fitting_deployments(
+                    &Query {
+                        chips: Some(chips),
+                        layout: None,
+                        ..*q
+                    },
+                    p,
+                )
+                .is_ok();
             let remedy = match q.fewest_chips(precision, p) {
                 Some(n) if n > chips => format!("{n} {} hold one", unit_name(q.system.kind, n)),
                 // Only the layout asked for is short of room.
-                Some(_) => format!(
+                Some(_) if another_holds => format!(
                     "another layout of these {chips} {} holds one (leave out the layout to find it)",
                     unit_name(q.system.kind, chips)
+                ),
+                Some(n) => format!(
+                    "no layout of these {chips} {} holds one, but {n} {} do",
+                    unit_name(q.system.kind, chips),
+                    unit_name(q.system.kind, n)
                 ),
                 None => "no layout of up to 65,536 chips holds one: shorten the prompt or the output"
                     .into(),
@@ -390,7 +414,34 @@ pub(crate) fn fitting_deployments<'a>(
             let per_chip = q.system.weight_memory_bytes() / 1e9;
             let weights = q.model.total_params_b * precision.bytes();
             let unit = unit_name(q.system.kind, 1);
+            let min = q.fewest_chips(precision, p);
             let why = match room {
+                // Fewer chips hold it, but this count splits only into replicas too small for
+                // the weights (a prime count, or more stages than layers): say so, and name
+                // the next count that holds it, rather than a total room that looks ample.
+                Some(r) if widest < chips && min.is_some_and(|m| m <= chips) => {
+                    let up = (chips + 1..=chips.saturating_add(64)).find(|&n| {
+                        fitting_deployments(
+                            &Query {
+                                chips: Some(n),
+                                layout: None,
+                                ..*q
+                            },
+                            p,
+                        )
+                        .is_ok()
+                    });
+                    format!(
+                        "its layouts split {chips} {} into replicas of at most {widest}, whose {} GB of room cannot hold {} GB of weights{}",
+                        unit_name(q.system.kind, chips),
+                        gigabytes(r / 1e9 * f64::from(widest)),
+                        gigabytes(weights),
+                        up.map_or(String::new(), |n| format!(
+                            "; {n} {} hold it",
+                            unit_name(q.system.kind, n)
+                        )),
+                    )
+                }
                 // The room left once the runtime's reserve and the workspace are set aside.
                 Some(r) => format!(
                     "weights take {} GB against {} GB of room on {chips} x {} ({} GB of each {unit}'s {} GB is left for weights and KV cache)",
@@ -406,7 +457,7 @@ pub(crate) fn fitting_deployments<'a>(
                     gigabytes(per_chip),
                 ),
             };
-            Err(too_small(chips, why))
+            Err(too_small(chips, why, min))
         }
     }
 }

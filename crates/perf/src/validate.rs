@@ -630,7 +630,16 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         .filter(|w| !w.is_empty())
         .collect();
     let has = |w: &str| words.contains(&w);
-    let not_modelled = || format!("metric `{}` is not modelled", name.trim());
+    let not_modelled = || {
+        format!(
+            "metric `{}` is not modelled; modelled are means or medians of per-user speed \
+             (`decode_tok_s_per_user`), TTFT (`ttft_s`, `ttft_ms`), time per output token \
+             (`tpot_ms`), end-to-end latency (`e2e_s`), prefill speed, throughput of output, \
+             prompt or all tokens in all or per chip (`throughput_tok_s`, \
+             `throughput_tok_s_per_chip`) and requests per second",
+            name.trim()
+        )
+    };
     // Only means (or medians, which the model does not tell apart) are predicted: spreads,
     // extremes and percentiles are not, nor rates per minute.
     let percentile = |w: &str| {

@@ -122,6 +122,31 @@ fn the_fewest_chips_that_fit_are_the_fewest() {
     }
 }
 
+/// A count above the fewest that has no layout holding the model (a prime one, say) is
+/// refused with what is true of it, not with a remedy it already meets.
+#[test]
+fn a_count_with_no_layout_that_fits_says_so() {
+    let cat = cat();
+    let p = Params::default();
+    let err = |model: &str, system: &str, n: u32| {
+        best_deployment(&query(&cat, model, system, Some(n)), &p, Objective::Latency)
+            .expect_err("no layout fits")
+            .to_string()
+    };
+    // 127 H100s: 126 layers cannot make 127 stages, 128 heads no tp127; what is left is 127
+    // one-chip replicas.
+    let e = err("llama-3.1-405b", "h100-sxm", 127);
+    assert!(
+        e.contains("replicas of at most 1") && e.contains("128 chips hold it"),
+        "{e}"
+    );
+    assert!(!e.contains("needs at least"), "{e}");
+    // 691 LPUs (a prime) hold the weights but, as one tensor-parallel stage, no sequence.
+    let e = err("llama-3.1-70b", "groq-lpu", 691);
+    assert!(e.contains("no layout of these 691 chips holds one"), "{e}");
+    assert!(!e.contains("leave out the layout"), "{e}");
+}
+
 #[test]
 fn fit_edge_cases() {
     let cat = cat();
@@ -2267,6 +2292,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "throughput (tok/s) per 8 GPUs",
         "QPS",
         "Completed samples per second",
+        "e2e_s",
+        "ttft_ms",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2339,6 +2366,14 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     // Queries and samples are requests.
     assert!((v(41) - v(3)).abs() < 1e-9 * v(3));
     assert!((v(42) - v(3)).abs() < 1e-9 * v(3));
+    // The names the refusal offers are read.
+    assert!((v(43) - v(8) / 1000.0).abs() < 1e-9 * v(43));
+    assert!((v(44) - v(5)).abs() < 1e-9 * v(5));
+    assert!(
+        why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
+        "{}",
+        why(15)
+    );
 }
 
 #[test]

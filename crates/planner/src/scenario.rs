@@ -248,7 +248,13 @@ impl PlanFile {
             // Overrides of the catalog's prices and the facility's PUE hold to the ranges the
             // catalog and the parameters file hold them to: a negative price would make buying
             // more cheaper, a zero life an infinite cost, a PUE under 1 free power.
-            let checks: [Check; 4] = [
+            let checks: [Check; 5] = [
+                (
+                    "max_share",
+                    s.max_share,
+                    |v| (0.0..=1.0).contains(&v),
+                    "a share between 0 and 1",
+                ),
                 ("pue", s.pue, |v| (1.0..=10.0).contains(&v), "from 1 to 10"),
                 (
                     "capex_usd_per_system",
@@ -326,12 +332,61 @@ impl PlanFile {
                     format!("class `{}`: give `isl` and `osl`, or a `workload`", s.name),
                 ));
             }
-            if s.ttft_ms <= 0.0 || s.tpot_ms <= 0.0 || s.isl == Some(0) || s.osl == Some(0) {
-                return Err(err(
-                    &c.span(),
-                    "ttft_ms",
-                    format!("class `{}`: targets and lengths must be positive", s.name),
-                ));
+            for (field, v) in [("ttft_ms", s.ttft_ms), ("tpot_ms", s.tpot_ms)] {
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(err(
+                        &c.span(),
+                        field,
+                        format!(
+                            "class `{}`: a finite number of milliseconds above 0",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+            for (field, v) in [("isl", s.isl), ("osl", s.osl)] {
+                if v == Some(0) {
+                    return Err(err(
+                        &c.span(),
+                        field,
+                        format!("class `{}`: at least 1 token", s.name),
+                    ));
+                }
+            }
+        }
+        // Reports, `--lose` and the confirming simulation find entries by name.
+        let names = [
+            (
+                "phase",
+                f.phases
+                    .iter()
+                    .map(|p| (p.span(), &p.get_ref().name))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "provider",
+                f.providers
+                    .iter()
+                    .map(|p| (p.span(), &p.get_ref().name))
+                    .collect(),
+            ),
+            (
+                "class",
+                f.classes
+                    .iter()
+                    .map(|c| (c.span(), &c.get_ref().name))
+                    .collect(),
+            ),
+        ];
+        for (what, list) in &names {
+            for (i, (span, name)) in list.iter().enumerate() {
+                if list[..i].iter().any(|(_, n)| n == name) {
+                    return Err(err(
+                        span,
+                        "name",
+                        format!("two of the [[{what}]] entries are named `{name}`"),
+                    ));
+                }
             }
         }
         let r = f.rules;

@@ -281,6 +281,31 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("osl = 200\n", "osl = 200\nosl_cv = -1\n"),
         &["line 23", "field `osl_cv`", "from 0"],
     );
+    // A target that is not a number is named, not planned against.
+    check(
+        &good.replace("ttft_ms = 2000", "ttft_ms = nan"),
+        &["line 23", "field `ttft_ms`"],
+    );
+    check(
+        &good.replace("tpot_ms = 50", "tpot_ms = -1"),
+        &["line 24", "field `tpot_ms`"],
+    );
+    // The field at fault is the one blamed.
+    check(
+        &good.replace("isl = 1000", "isl = 0"),
+        &["line 21", "field `isl`", "at least 1 token"],
+    );
+    check(
+        &good.replace("name = \"b\"", "name = \"a\""),
+        &["line 14", "field `name`", "[[provider]]", "`a`"],
+    );
+    check(
+        &good.replace(
+            "rent_usd_per_chip_hour = 2.0",
+            "rent_usd_per_chip_hour = 2.0\nmax_share = 1.5",
+        ),
+        &["line 13", "field `max_share`"],
+    );
 }
 
 /// Spread outputs keep longer contexts in the batch: the same class with its outputs spread

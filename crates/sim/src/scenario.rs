@@ -51,7 +51,7 @@ pub struct ScenarioFile {
     pub workload: Spanned<WorkloadSection>,
     /// Traffic classes with their latency targets.
     #[serde(default, rename = "class")]
-    pub classes: Vec<ClassSection>,
+    pub classes: Vec<Spanned<ClassSection>>,
     /// Outages, replica failures and slow-downs.
     #[serde(default, rename = "failure")]
     pub failures: Vec<Spanned<FailureSection>>,
@@ -379,6 +379,77 @@ impl ScenarioFile {
         })
     }
 
+    /// Checks the numbers that serde only types: shares, weights, prices and targets must be
+    /// finite and of the right sign, and names unique, so that a typo is named rather than
+    /// turned into a NaN that routes every request to one provider or none.
+    fn check_numbers(
+        &self,
+        text: &str,
+        fail: &dyn Fn(Range<usize>, &str, String) -> SimError,
+    ) -> Result<(), SimError> {
+        let finite_at_least_0 = |v: f64| v.is_finite() && v >= 0.0;
+        let finite_above_0 = |v: f64| v.is_finite() && v > 0.0;
+        for (i, sc) in self.classes.iter().enumerate() {
+            let c = sc.get_ref();
+            let err =
+                |field: &str, m: &str| fail(sc.span(), field, format!("class `{}`: {m}", c.name));
+            if self.classes[..i].iter().any(|o| o.get_ref().name == c.name) {
+                return Err(err("name", "two classes have this name"));
+            }
+            if !finite_at_least_0(c.share) {
+                return Err(err("share", "must be a finite share, 0 or more"));
+            }
+            for (field, v) in [("ttft_ms", c.ttft_ms), ("tpot_ms", c.tpot_ms)] {
+                if v.is_some_and(|v| !finite_above_0(v)) {
+                    return Err(err(
+                        field,
+                        "must be a finite number of milliseconds above 0",
+                    ));
+                }
+            }
+        }
+        if !self.classes.is_empty() && self.classes.iter().all(|c| c.get_ref().share == 0.0) {
+            return Err(fail(
+                self.classes[0].span(),
+                "share",
+                "every class has a share of 0, so no request would arrive".into(),
+            ));
+        }
+        for sp in &self.providers {
+            let s = sp.get_ref();
+            let err = |field: &str, m: &str| {
+                fail(sp.span(), field, format!("provider `{}`: {m}", s.name))
+            };
+            if !finite_at_least_0(s.weight) {
+                return Err(err("weight", "must be a finite share, 0 or more"));
+            }
+            if s.usd_per_mtok.is_some_and(|v| !finite_at_least_0(v)) {
+                return Err(err("usd_per_mtok", "must be a finite price, 0 or more"));
+            }
+        }
+        if self.router.policy == Policy::Weighted
+            && !self.providers.is_empty()
+            && self.providers.iter().all(|p| p.get_ref().weight == 0.0)
+        {
+            let at = self.providers[0].span();
+            return Err(fail(
+                at,
+                "weight",
+                "under the weighted policy every provider has a weight of 0, so none would be sent a request".into(),
+            ));
+        }
+        if !finite_at_least_0(self.router.cooldown_s) {
+            // The router table keeps no span; the line that sets the key stands for it.
+            let at = switchyard_catalog::key_offset(text, 0..text.len(), "cooldown_s").unwrap_or(0);
+            return Err(fail(
+                at..at,
+                "router.cooldown_s",
+                "must be a finite number of seconds, 0 or more".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolves the file against the catalog. `trace` holds the rows of the file's trace
     /// (the caller reads it) or of a trace given on the command line; `text` is the file's
     /// text, for line numbers.
@@ -414,6 +485,7 @@ impl ScenarioFile {
                 ));
             }
         }
+        self.check_numbers(text, &fail)?;
         let wspan = self.workload.span();
         let w = self.workload.get_ref();
         let trace = trace.unwrap_or_default();
@@ -426,6 +498,7 @@ impl ScenarioFile {
         } else {
             self.classes
                 .iter()
+                .map(Spanned::get_ref)
                 .map(|c| Class {
                     name: c.name.clone(),
                     ttft_s: c.ttft_ms.map(|v| v / 1000.0),
@@ -794,7 +867,7 @@ impl ScenarioFile {
             policy: self.router.policy,
             health: Health {
                 eject_after: self.router.eject_after.max(1),
-                cooldown_s: self.router.cooldown_s.max(0.0),
+                cooldown_s: self.router.cooldown_s,
             },
             max_attempts: self.router.max_attempts,
             classes,
@@ -916,7 +989,7 @@ impl ScenarioFile {
             class_shares: classes
                 .iter()
                 .enumerate()
-                .map(|(i, _)| self.classes.get(i).map_or(1.0, |c| c.share.max(0.0)))
+                .map(|(i, _)| self.classes.get(i).map_or(1.0, |c| c.get_ref().share))
                 .collect(),
             max_requests: over.requests.or(w.requests),
             horizon_s: self.duration_s,

@@ -476,6 +476,49 @@ fn bad_scenarios_name_the_line_and_field() {
         &format!("duration_s = 10\nwarmup_s = 20\n{good}"),
         &["line 2", "warmup_s", "duration_s"],
     );
+    // Numbers serde only types: a NaN or negative share, weight, price or target is named,
+    // not turned into a routing that sends every request one way.
+    let classed = format!("{good}[[class]]\nname = \"chat\"\nshare = 1.0\nttft_ms = 500\n");
+    resolve(&classed, &cat, &p, false).expect("the classed base is good");
+    check(
+        &classed.replace("share = 1.0", "share = nan"),
+        &["line 10", "field `share`", "class `chat`"],
+    );
+    check(
+        &classed.replace("share = 1.0", "share = -1.0"),
+        &["line 10", "field `share`"],
+    );
+    check(
+        &classed.replace("share = 1.0", "share = 0.0"),
+        &["share", "no request"],
+    );
+    check(
+        &classed.replace("ttft_ms = 500", "ttft_ms = -5"),
+        &["line 10", "field `ttft_ms`"],
+    );
+    check(
+        &format!("{classed}[[class]]\nname = \"chat\"\n"),
+        &["line 14", "field `name`", "two classes"],
+    );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nweight = nan"),
+        &["line 2", "field `weight`"],
+    );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nusd_per_mtok = -0.5"),
+        &["line 2", "field `usd_per_mtok`"],
+    );
+    check(
+        &format!(
+            "{}[router]\npolicy = \"weighted\"\n",
+            good.replace("name = \"a\"", "name = \"a\"\nweight = 0.0")
+        ),
+        &["field `weight`", "weighted"],
+    );
+    check(
+        &format!("{good}[router]\ncooldown_s = nan\n"),
+        &["line 11", "router.cooldown_s"],
+    );
 }
 
 #[test]

@@ -72,6 +72,21 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Creates the folder an `--out` names; a path that is a file is the user's mistake (status
+/// 2, named), not a failure of the machine.
+pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!(
+            "--out {}: is a file; give a folder for {holds}",
+            dir.display()
+        ))
+        .into());
+    }
+    anyhow::Context::with_context(std::fs::create_dir_all(dir), || {
+        format!("creating {}", dir.display())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

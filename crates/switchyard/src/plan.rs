@@ -69,7 +69,7 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
     };
     let p = run_plan(&file, &text, &origin, cat, params, &what_if)
         .map_err(|e| UsageError(e.to_string()))?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    crate::make_out_dir(&a.out, "plan.json and plan.html")?;
     let json = serde_json::to_string_pretty(&p)?;
     let json_path = a.out.join("plan.json");
     std::fs::write(&json_path, format!("{json}\n"))

@@ -32,7 +32,8 @@ pub struct SimulateArgs {
     /// Scenario file (TOML); without it, the built-in wafer-scale against GPU scenario.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// Replay this CSV trace instead of the scenario's.
+    /// Replay this CSV trace instead of the scenario's workload: its arrival times and lengths
+    /// replace the scenario's trace, arrival process and length distributions.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Speed up arrivals by this factor (trace times divided, synthetic rates multiplied).
@@ -42,7 +43,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Stop after this many requests.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Folder for requests.csv, summary.json and report.html.
     #[arg(long, value_name = "DIR", default_value = "sim-out")]
@@ -84,7 +85,15 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
             None,
         ),
     };
-    let file = ScenarioFile::parse(&text, &origin).map_err(usage)?;
+    let mut file = ScenarioFile::parse(&text, &origin).map_err(usage)?;
+    if a.trace.is_some() {
+        // The trace given on the command line is replayed as it is: a synthetic process or
+        // length distribution left in place would silently keep it from being used.
+        let w = file.workload.get_mut();
+        w.arrival = None;
+        w.prompt = None;
+        w.output = None;
+    }
     let trace_rows = match (&a.trace, &file.workload.get_ref().trace) {
         (Some(p), _) => Some(parse_trace(&read(p)?, &p.display().to_string()).map_err(usage)?),
         (None, Some(rel)) => {
@@ -118,7 +127,7 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
     let scn = file
         .resolve(&text, &origin, cat, params, trace_rows, &over)
         .map_err(usage)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    crate::make_out_dir(&a.out, "requests.csv, summary.json and report.html")?;
     let csv_path = a.out.join("requests.csv");
     let mut csv = if a.no_csv {
         None

@@ -1174,6 +1174,50 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
     }
 }
 
+/// A trace given on the command line is replayed, arrival times and lengths, even where the
+/// scenario writes a synthetic workload; and arguments that cannot make a run are refused.
+#[test]
+fn simulate_replays_the_trace_it_is_given() {
+    let scenario = temp_file(
+        "synthetic.toml",
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n",
+    );
+    let trace = temp_file(
+        "three.csv",
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,123,45\n0.5,123,45\n1.0,123,45\n",
+    );
+    let dir = out_dir("replay");
+    let o = run(&[
+        "simulate",
+        "--scenario",
+        scenario.to_str().expect("utf-8"),
+        "--trace",
+        trace.to_str().expect("utf-8"),
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let csv = std::fs::read_to_string(dir.join("requests.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    for r in rows {
+        let cells: Vec<&str> = r.split(',').collect();
+        assert_eq!((cells[5], cells[6]), ("123", "45"), "{r}");
+    }
+    let o = run(&["simulate", "--requests", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    let o = run(&[
+        "simulate",
+        "--requests",
+        "5",
+        "--out",
+        trace.to_str().expect("utf-8"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a file"), "{err}");
+}
+
 #[test]
 fn plan_runs_the_builtin_scenario_and_writes_its_reports() {
     let dir = std::env::temp_dir().join(format!("switchyard-plan-{}", std::process::id()));
