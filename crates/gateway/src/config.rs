@@ -145,6 +145,8 @@ pub struct ProviderSection {
     #[serde(default = "one")]
     pub replicas: u32,
     /// Chips (or wafers) per replica of an `emulated` provider (default: the fewest that fit).
+    /// Where a model's best layout splits them into several model replicas, as a small model
+    /// on an 8-GPU server, each runs as an engine of its own.
     #[serde(default)]
     pub chips: Option<u32>,
     /// Faults an `emulated` provider injects, for tests and drills.

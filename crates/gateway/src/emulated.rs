@@ -123,6 +123,8 @@ pub struct EmuPool {
     replicas: Vec<Arc<EmuReplica>>,
     /// Prefill replicas, when the pool is disaggregated; requests start there.
     prefill: Vec<Arc<EmuReplica>>,
+    /// One replica's layout, such as `tp1-pp2`, for the health report.
+    layout: String,
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
@@ -230,6 +232,7 @@ impl EmuPool {
         faults: Faults,
         prefill: Option<PrefillSpec>,
     ) -> Arc<Self> {
+        let layout = physics.deployment.layout.to_string();
         let replicas = spawn_replicas(&physics, config, replicas, None);
         let prefill = match prefill {
             None => Vec::new(),
@@ -245,6 +248,7 @@ impl EmuPool {
         Arc::new(EmuPool {
             replicas,
             prefill,
+            layout,
             faults,
             started: Instant::now(),
             draws: Mutex::new(0x5EED),
@@ -258,6 +262,11 @@ impl EmuPool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         switchyard_router::unit(switchyard_router::splitmix64(&mut g))
+    }
+
+    /// The engines it runs, decode (or whole-request) and prefill, and one replica's layout.
+    pub fn engines(&self) -> (usize, usize, &str) {
+        (self.replicas.len(), self.prefill.len(), &self.layout)
     }
 
     /// Whether the provider is inside its outage window now.

@@ -305,13 +305,17 @@ impl Gateway {
                             };
                             let mut dep = best_deployment(&q, params, Objective::Throughput)
                                 .map_err(|e| err("system", e.to_string()))?;
+                            // A server's chips that the best layout splits into several
+                            // model replicas (a small model on an 8-GPU server) run as that many
+                            // engines, so that none of them sits idle.
+                            let engines = p.replicas.saturating_mul(dep.layout.dp);
                             dep.layout.dp = 1;
                             let engine = EngineConfig::for_deployment(&dep, params);
                             let priors = dep.router_priors(params, isl, osl, None);
                             let predicted = Target {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
-                                capacity: priors.concurrency * f64::from(p.replicas),
+                                capacity: priors.concurrency * f64::from(engines),
                                 max_context: Some(engine.max_context()),
                                 ..target.clone()
                             };
@@ -323,7 +327,7 @@ impl Gateway {
                                         .map_err(|e| err("prefill_chips", e.to_string()))?;
                                     let chips =
                                         n.saturating_mul(pd.layout.replica_chips()).saturating_add(
-                                            p.replicas.saturating_mul(dep.layout.replica_chips()),
+                                            engines.saturating_mul(dep.layout.replica_chips()),
                                         );
                                     Some(PrefillSpec {
                                         config: EngineConfig::for_deployment(&pd, params),
@@ -365,7 +369,7 @@ impl Gateway {
                                     params,
                                 },
                                 engine,
-                                p.replicas,
+                                engines,
                                 p.faults,
                                 prefill,
                             );

@@ -145,8 +145,15 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                 .enumerate()
                 .map(|(i, d)| {
                     let o = r.observed(i);
-                    json!({"provider": d.provider, "ejected": r.is_ejected(i, now),
-                           "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures})
+                    let mut j = json!({"provider": d.provider, "ejected": r.is_ejected(i, now),
+                           "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures});
+                    if let crate::Backend::Emulated(pool) = &d.backend {
+                        let (engines, prefill, layout) = pool.engines();
+                        j["engines"] = json!(engines);
+                        j["prefill_engines"] = json!(prefill);
+                        j["layout"] = json!(layout);
+                    }
+                    j
                 })
                 .collect();
             (m.name.clone(), json!(deps))

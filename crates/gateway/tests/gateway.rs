@@ -595,6 +595,35 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     );
 }
 
+/// A server's chips that a small model's best layout splits into several replicas all serve:
+/// each runs as an engine of its own, and `/health` says how many and of which layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chips_a_layout_splits_run_as_several_engines() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", "").replace("chips = 1", "chips = 16\nreplicas = 2"),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let health = reqwest::get(url.replace("/v1", "/health"))
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    let dep = &health["models"]["m"][0];
+    let engines = dep["engines"].as_u64().expect("engines");
+    let layout: switchyard_perf::Layout = dep["layout"]
+        .as_str()
+        .expect("layout")
+        .parse()
+        .expect("a layout");
+    assert_eq!(layout.dp, 1, "{dep}");
+    assert!(engines > 2, "16 chips of an 8B model split: {dep}");
+    assert_eq!(engines * u64::from(layout.chips()), 2 * 16, "{dep}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_may_speak_http2_without_tls() {
     let text = format!(
