@@ -28,6 +28,17 @@ async fn start(text: &str) -> (String, Arc<Gateway>) {
     (format!("http://{addr}/v1"), gw)
 }
 
+/// The gateway's `/health` report.
+async fn health(url: &str) -> serde_json::Value {
+    let body = reqwest::get(url.replace("/v1", "/health"))
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&body).expect("json")
+}
+
 /// A two-token chat request for `model` carrying one extra header.
 async fn chat_with_header(
     client: &reqwest::Client,
@@ -400,13 +411,7 @@ async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
         assert!(r.is_err(), "the client gives up first");
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let health = reqwest::get(url.replace("/v1", "/health"))
-        .await
-        .expect("health")
-        .text()
-        .await
-        .expect("body");
-    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    let health = health(&url).await;
     assert_eq!(health["models"]["m"][0]["requests"], 2, "{health}");
     assert_eq!(health["models"]["m"][0]["in_flight"], 0, "{health}");
     assert_eq!(health["models"]["m"][0]["failures"], 0, "{health}");
@@ -605,13 +610,7 @@ async fn chips_a_layout_splits_run_as_several_engines() {
         model("m", &[("gpu", "")])
     );
     let (url, _gw) = start(&text).await;
-    let health = reqwest::get(url.replace("/v1", "/health"))
-        .await
-        .expect("health")
-        .text()
-        .await
-        .expect("body");
-    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
+    let health = health(&url).await;
     let dep = &health["models"]["m"][0];
     let engines = dep["engines"].as_u64().expect("engines");
     let layout: switchyard_perf::Layout = dep["layout"]
