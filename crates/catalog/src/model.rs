@@ -78,6 +78,12 @@ pub struct Model {
     pub max_context: u64,
     /// The precision its weights are published in, where not 16-bit.
     pub native_precision: Option<Precision>,
+    /// Where the published weights mix precisions: the one that every weight outside the
+    /// routed experts (attention, router, embedding, head) keeps at `native_precision`, as
+    /// gpt-oss ships its experts in MXFP4 and the rest in BF16. Quantised to any other
+    /// precision, the whole model takes that one.
+    #[serde(default)]
+    pub dense_precision: Option<Precision>,
     /// Where the shapes come from.
     pub sources: Vec<String>,
     /// Caveats.
@@ -240,6 +246,21 @@ impl Model {
         self.native_precision.unwrap_or(Precision::Bf16)
     }
 
+    /// Bytes per weight outside the routed experts when the weights are stored at
+    /// `weights`: [`Model::dense_precision`]'s at the native precision, else `weights`'.
+    pub fn dense_bytes(&self, weights: Precision) -> f64 {
+        match self.dense_precision {
+            Some(d) if Some(weights) == self.native_precision => d.bytes().max(weights.bytes()),
+            _ => weights.bytes(),
+        }
+    }
+
+    /// Bytes of all the weights stored at `weights`.
+    pub fn weight_bytes(&self, weights: Precision) -> f64 {
+        let routed = self.routed_expert_params();
+        self.dense_params() * self.dense_bytes(weights) + routed * weights.bytes()
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.id.trim().is_empty() {
             return Err("field `id` must not be empty".into());
@@ -282,6 +303,15 @@ impl Model {
         ];
         if let Some((field, _)) = optional.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("field `{field}` must be above 0 where given"));
+        }
+        // The latent's width sets the KV cache's size: no default stands in for it.
+        if self.attention == AttentionKind::Mla
+            && (self.kv_lora_rank.is_none() || self.qk_rope_dim.is_none())
+        {
+            return Err(
+                "an MLA model needs `kv_lora_rank` and `qk_rope_dim` (512 and 64 for DeepSeek-V3)"
+                    .into(),
+            );
         }
         // A prompt's MLA splits each query-key head into its no-rope and rope parts, and
         // its value heads are the no-rope part (see `prompt_attention_flops`).

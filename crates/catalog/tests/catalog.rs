@@ -132,6 +132,18 @@ fn moe_split_matches_published_totals() {
     assert!(m.touched_expert_params(1e6) > 0.99 * m.routed_expert_params());
     let dense = cat.model("llama-3.1-70b").expect("model");
     assert_eq!(dense.routed_expert_params(), 0.0);
+    assert_eq!(
+        dense.weight_bytes(Precision::Fp8),
+        dense.total_params_b * 1e9
+    );
+    // gpt-oss-120b ships its experts in MXFP4 and the rest in BF16, a checkpoint of about
+    // 65 GB (https://huggingface.co/openai/gpt-oss-120b/tree/main). Quantised to FP8,
+    // every weight is FP8.
+    let oss = cat.model("gpt-oss-120b").expect("model");
+    let native = oss.weight_bytes(Precision::Fp4) / 1e9;
+    assert!((63.0..67.0).contains(&native), "{native} GB");
+    assert!(native > oss.total_params_b * Precision::Fp4.bytes() + 2.5);
+    assert_eq!(oss.weight_bytes(Precision::Fp8), oss.total_params_b * 1e9);
 }
 
 #[test]
@@ -354,6 +366,15 @@ fn a_bad_file_names_its_line_and_field() {
     );
     cat.extend_from_toml(&mla.replace("head_dim = 64", "head_dim = 192"), "mla.toml")
         .expect("a head wider than its rope part");
+    // The latent's width sizes the cache: an MLA model without it is refused, not given
+    // DeepSeek-V3's.
+    refused(
+        &mut cat,
+        &mla.replace("head_dim = 64", "head_dim = 192")
+            .replace("kv_lora_rank = 512\n", ""),
+        "mla.toml",
+        &["`mla`", "kv_lora_rank"],
+    );
     // A measurement above the datasheet, or without its source, is refused.
     let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");

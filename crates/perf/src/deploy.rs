@@ -451,7 +451,12 @@ impl<'a> Deployment<'a> {
 
     /// Total weight bytes of the model at the deployment's precision.
     pub fn weight_bytes(&self) -> f64 {
-        self.model.total_params_b * 1e9 * self.weights.bytes()
+        self.model.weight_bytes(self.weights)
+    }
+
+    /// Bytes per weight outside the routed experts ([`Model::dense_bytes`]).
+    pub fn dense_bytes(&self) -> f64 {
+        self.model.dense_bytes(self.weights)
     }
 
     /// Fraction of one sequence's KV cache that one chip of a replica holds, averaged over
@@ -490,7 +495,8 @@ impl<'a> Deployment<'a> {
         let group = f64::from(self.layout.tp * self.layout.pp);
         let routed = self.model.routed_expert_params();
         let dense = self.model.total_params_b * 1e9 - routed;
-        (dense / group + routed / (group * f64::from(self.layout.ep))) * self.weights.bytes()
+        dense / group * self.dense_bytes()
+            + routed / (group * f64::from(self.layout.ep)) * self.weights.bytes()
     }
 
     /// Memory use per chip and how much KV cache fits.
@@ -708,6 +714,12 @@ impl<'a> Deployment<'a> {
                     .as_ref()
                     .map_or(1.0, |m| m.cores() * m.core_flops());
                 flops / (chips * mesh * p.wafer_prefill_eff)
+            }
+            // An RDU's stages run one after another, for a prompt as for a token
+            // (`sram::prefill`): one stage's tensor-parallel sockets do the work.
+            SystemKind::Rdu => {
+                flops
+                    / (f64::from(self.layout.tp) * gpu::weight_rate(self, p.gpu_prefill_flops_eff))
             }
             _ => flops / (chips * gpu::weight_rate(self, p.gpu_prefill_flops_eff)),
         }

@@ -412,7 +412,7 @@ pub(crate) fn fitting_deployments<'a>(
         }
         (true, _) => {
             let per_chip = q.system.weight_memory_bytes() / 1e9;
-            let weights = q.model.total_params_b * precision.bytes();
+            let weights = q.model.weight_bytes(precision) / 1e9;
             let unit = unit_name(q.system.kind, 1);
             let min = q.fewest_chips(precision, p);
             let why = match room {

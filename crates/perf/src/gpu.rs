@@ -256,14 +256,14 @@ fn weight_kernels(
     let m = d.model;
     let ep = f64::from(d.layout.ep);
     let rate = weight_rate(d, eff);
-    let stream = |params: f64, chips: f64| params * d.weights.bytes() / chips / bw;
+    let stream = |params: f64, bytes: f64, chips: f64| params * bytes / chips / bw;
     let routed = m.routed_active_params();
     let k = f64::from(m.experts_per_token.unwrap_or(1));
     let busiest = expert_imbalance(ep, expert_tokens * k);
     let touched = (m.touched_expert_params(expert_tokens) * busiest).min(m.routed_expert_params());
     [
         (
-            stream(m.streamed_dense_params(), group_chips),
+            stream(m.streamed_dense_params(), d.dense_bytes(), group_chips),
             matmul_time(
                 (m.computed_params() - routed).max(0.0),
                 group_tokens,
@@ -272,7 +272,7 @@ fn weight_kernels(
             ),
         ),
         (
-            stream(touched, group_chips * ep),
+            stream(touched, d.weights.bytes(), group_chips * ep),
             // Each touched expert's rows, padded to whole tiles: no fewer than one tile
             // of every expert some token chose.
             (matmul_time(routed, expert_tokens, group_chips * ep, rate) * busiest).max(
@@ -443,6 +443,9 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
         )
         + allreduce_time(d, p, per_group, f64::from(d.model.layers))
         + all_to_all_time(d, p, per_group, moe_layers(d))
+        // A pass launches every layer's kernels, as a decode step does: a one-token prompt
+        // is no faster than a step of one sequence.
+        + f64::from(d.model.layers) * p.gpu_layer_overhead_s
         + (pp - 1.0) * p.gpu_stage_hop_s
         + p.gpu_step_overhead_s
 }

@@ -134,13 +134,16 @@ pub struct Params {
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
     pub gpu_step_overhead_s: f64,
-    /// Fixed time per layer of every decode step, in seconds: a layer runs a dozen or more
+    /// Fixed time per layer of every pass, in seconds: a layer runs a dozen or more
     /// kernels (norms, projections, rotary embedding, attention, activation, routing), and
     /// each costs a few microseconds however little work it does, even replayed from a CUDA
     /// graph. TensorRT-LLM measured CUDA graphs alone speeding batch-1 DeepSeek-R1 decoding
     /// 7.22x on 8xB200 (<https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/blogs/tech_blog/blog2_DeepSeek_R1_MTP_Implementation_and_Optimization.md>),
-    /// so launch-bound is what a small step is. Prefill is left out: its kernels run long
-    /// enough for the next launches to hide behind them.
+    /// so launch-bound is what a small step is. A prompt's pass runs the same kernels and
+    /// pays it too, so that a short prompt takes no less than a decode step of one sequence;
+    /// on a long prompt it is a few percent (4 ms of a 2,048-token Llama 3.1 70B pass).
+    /// Left out of prefill, as it was until then, `points.csv` and `heldout.csv` scored the
+    /// same to a tenth of a point.
     ///
     /// 50 µs is what H200s measured (`bench/gpu/README.md`). With the work between the
     /// products fused by the PyTorch compiler (about 18 kernels a layer) and the step

@@ -47,8 +47,8 @@ pub(crate) fn decode_step(
             // layers' share over its own tensor-parallel group: the step moves the whole
             // model's bytes through one stage's `tp` sockets, however many stages there are.
             let tp = f64::from(d.layout.tp);
-            let weights = (d.model.streamed_dense_params() + d.model.touched_expert_params(tokens))
-                * d.weights.bytes()
+            let weights = (d.model.streamed_dense_params() * d.dense_bytes()
+                + d.model.touched_expert_params(tokens) * d.weights.bytes())
                 / tp;
             // The busiest socket's sequences, each whole on it, stage after stage.
             let kv = (batch / tp).ceil() * d.model.kv_bytes(ctx, d.kv);

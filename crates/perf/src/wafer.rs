@@ -59,9 +59,8 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
     let (tokens, seqs) = (tokens / groups, seqs / groups);
     let flops_per_layer = tokens * d.token_flops(ctx) / layers;
     let arithmetic = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
-    let weight_bytes_per_layer = (d.model.streamed_dense_params()
-        + d.model.touched_expert_params(tokens))
-        * d.weights.bytes()
+    let weight_bytes_per_layer = (d.model.streamed_dense_params() * d.dense_bytes()
+        + d.model.touched_expert_params(tokens) * d.weights.bytes())
         / layers;
     // Attention reads each sequence's KV cache, which sits in the SRAM of the layer's
     // region beside its weights, once per step.
@@ -120,6 +119,8 @@ pub(crate) fn decode_step(
 
 /// Prefill of `prompts`: they stream through the layer pipeline, so the slowest
 /// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
+/// Each layer's cores read their weights at least once for the pass, so a short prompt
+/// takes no less than one token's trip through every wafer, a decode step of one sequence.
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
     let pp = f64::from(d.layout.pp);
     let first = pass(d, p, 1.0, 1.0, prompts.ctx);
@@ -128,5 +129,5 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     };
     let flops = d.prompt_flops(prompts) / pp;
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
-    pp * (first.mesh + first.links) + stream
+    pp * (first.mesh + first.links) + stream.max(pp * first.compute)
 }

@@ -195,6 +195,13 @@ fn rdu_pipeline_stages_do_not_speed_one_request() {
     assert!(decode("tp4-pp4") > 2.0 * tp16);
     assert!(decode("pp16") > 8.0 * tp16);
     assert!(decode("tp16-pp4") >= tp16 * 0.999);
+    // Nor do they share a prompt's arithmetic, whole or in chunks beside decodes.
+    let chunk = |layout: &str| {
+        deployment(&cat, "llama-3.1-405b", "sn40l", layout, Precision::Bf16)
+            .prefill_token_cost(&p, 4096.0)
+    };
+    assert!((chunk("tp4-pp4") / chunk("tp4") - 1.0).abs() < 1e-9);
+    assert!(chunk("tp16") < chunk("tp4-pp4") / 3.9);
     // The search puts a rack's sockets in one tensor-parallel group.
     let d = best_deployment(
         &query(&cat, "llama-3.1-405b", "sn40l", Some(16)),
@@ -679,7 +686,7 @@ fn a_step_pays_for_the_expert_stream_and_the_dense_arithmetic_both() {
 }
 
 #[test]
-fn decode_pays_a_fixed_time_per_layer_and_prefill_does_not() {
+fn every_pass_pays_a_fixed_time_per_layer() {
     let cat = cat();
     let p = Params::default();
     let none = Params {
@@ -700,7 +707,12 @@ fn decode_pays_a_fixed_time_per_layer_and_prefill_does_not() {
             (extra - 80.0 * p.gpu_layer_overhead_s).abs() < 1e-12,
             "{layout}: {extra}"
         );
-        assert!((d.prefill(&p, 2048.0) - d.prefill(&none, 2048.0)).abs() < 1e-15);
+        // A prompt's pass runs the same kernels.
+        let extra = d.prefill(&p, 2048.0) - d.prefill(&none, 2048.0);
+        assert!(
+            (extra - 80.0 * p.gpu_layer_overhead_s).abs() < 1e-12,
+            "{layout}: {extra}"
+        );
     }
 }
 
@@ -1798,6 +1810,26 @@ fn deployments(cat: &Catalog) -> Vec<Deployment<'_>> {
     .into_iter()
     .map(|(m, s, l, p)| deployment(cat, m, s, l, p))
     .collect()
+}
+
+/// A one-token prompt is one sequence's pass through every layer: no faster than a decode
+/// step of one sequence, whose launches, exchanges and fixed costs it pays too (it reads
+/// no KV cache, which at one token of context is a rounding error).
+#[test]
+fn a_one_token_prompt_takes_no_less_than_a_step_of_one() {
+    let cat = cat();
+    let p = Params::default();
+    for d in deployments(&cat) {
+        let prompt = d.prefill(&p, 1.0);
+        let step = d.decode_step(&p, 1.0, 1.0).time;
+        assert!(
+            prompt >= step * 0.999,
+            "{} on {} {}: a 1-token prompt {prompt} s against a step {step} s",
+            d.model.id,
+            d.system.id,
+            d.layout
+        );
+    }
 }
 
 proptest! {
