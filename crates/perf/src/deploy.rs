@@ -488,15 +488,38 @@ impl<'a> Deployment<'a> {
         }
     }
 
-    /// Weight bytes per chip: the dense part over one stage's tensor-parallel group (each
-    /// expert-parallel group holds its own copy), the routed experts over all of a stage's
-    /// chips.
+    /// Weight bytes per chip of the fullest pipeline stage: the dense part over the stage's
+    /// tensor-parallel group (each expert-parallel group holds its own copy), the routed
+    /// experts over all of the stage's chips.
+    ///
+    /// Stages hold whole layers, so the fullest holds `ceil(layers / pp)` of them; the first
+    /// also holds the embedding table and the last the output head (both, with a tied head,
+    /// hold a copy of the one table), so the fullest holds the larger of the two beside its
+    /// layers, as vLLM and TensorRT-LLM split a pipeline. An LPU spreads a model over its
+    /// chips by its compiler's static schedule, and Cerebras does not publish how it splits
+    /// a model over wafers: their shares stay even. (Whole layers a wafer would put Llama 3.1
+    /// 405B on 26 wafers, against the 19-22 that observers estimate, and move `points.csv`
+    /// from 24.7 to 24.8%.)
     pub fn weights_per_chip(&self) -> f64 {
-        let group = f64::from(self.layout.tp * self.layout.pp);
+        let tp = f64::from(self.layout.tp);
+        let pp = self.layout.pp.max(1);
+        let ep = f64::from(self.layout.ep);
         let routed = self.model.routed_expert_params();
-        let dense = self.model.total_params_b * 1e9 - routed;
-        dense / group * self.dense_bytes()
-            + routed / (group * f64::from(self.layout.ep)) * self.weights.bytes()
+        let dense = self.model.dense_params();
+        if pp == 1 || matches!(self.system.kind, SystemKind::Lpu | SystemKind::Wafer) {
+            let group = tp * f64::from(pp);
+            return dense / group * self.dense_bytes()
+                + routed / (group * ep) * self.weights.bytes();
+        }
+        let layers = f64::from(self.model.layers);
+        let stage_layers = f64::from(self.model.layers.div_ceil(pp).min(self.model.layers));
+        // The embedding table and the head are the same size, and counted once in the
+        // parameters when tied.
+        let head = self.model.head_params();
+        let ends = self.model.gathered_params() + head;
+        let per_layer = (dense - ends).max(0.0) / layers;
+        (stage_layers * per_layer + head) / tp * self.dense_bytes()
+            + routed * stage_layers / layers / (tp * ep) * self.weights.bytes()
     }
 
     /// Memory use per chip and how much KV cache fits.

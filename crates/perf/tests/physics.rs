@@ -122,6 +122,36 @@ fn the_fewest_chips_that_fit_are_the_fewest() {
     }
 }
 
+/// A GPU pipeline's stages hold whole layers, and its end stages the embedding table or the
+/// head: the fullest stage, not an even share, must fit. An LPU's chips share evenly.
+#[test]
+fn the_fullest_pipeline_stage_sets_the_weights_per_chip() {
+    let cat = cat();
+    let d = deployment(
+        &cat,
+        "llama-3.1-70b",
+        "h100-sxm",
+        "tp1-pp3",
+        Precision::Bf16,
+    );
+    let m = d.model;
+    let head = m.head_params();
+    let per_layer = (m.dense_params() - 2.0 * head) / 80.0;
+    let fullest = (27.0 * per_layer + head) * 2.0;
+    assert!((d.weights_per_chip() / fullest - 1.0).abs() < 1e-9);
+    assert!(d.weights_per_chip() > d.weight_bytes() / 3.0 * 1.01);
+    let one = deployment(&cat, "llama-3.1-70b", "h100-sxm", "tp2", Precision::Bf16);
+    assert!((one.weights_per_chip() * 2.0 / one.weight_bytes() - 1.0).abs() < 1e-12);
+    let lpu = deployment(
+        &cat,
+        "llama-3.1-8b",
+        "groq-lpu",
+        "tp3-pp27",
+        Precision::Bf16,
+    );
+    assert!((lpu.weights_per_chip() * 81.0 / lpu.weight_bytes() - 1.0).abs() < 1e-12);
+}
+
 /// A count above the fewest that has no layout holding the model (a prime one, say) is
 /// refused with what is true of it, not with a remedy it already meets.
 #[test]
