@@ -991,11 +991,25 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
-                for q in own.iter().filter(|q| !q.slots.is_empty()) {
+                let (isl, osl) = self.scn.workload.mean_lengths(&self.scn.trace);
+                for (i, q) in own.iter().enumerate().filter(|(_, q)| !q.slots.is_empty()) {
                     let mut d = q.slots[0].engine.physics().deployment.clone();
                     d.layout.dp = q.slots.len() as u32;
                     let busy: f64 = q.slots.iter().map(|s| s.busy_s).sum();
-                    let u = busy / (q.slots.len().max(1) as f64 * end);
+                    let busy = busy / (q.slots.len().max(1) as f64 * end);
+                    // Power scales from idle to full with the share of the pool's peak
+                    // throughput in use, as `estimate` has it: a replica stepping a small
+                    // batch all the time is busy, but draws little more than idle power. A
+                    // prefill pool's passes are long, compute-bound ones, and its busy time
+                    // stands for its load.
+                    let u = if i == 0 {
+                        let peak = d
+                            .max_throughput(self.params, isl, osl, None)
+                            .throughput_tok_s;
+                        busy.min(g.throughput_tok_s / peak.max(f64::MIN_POSITIVE))
+                    } else {
+                        busy
+                    };
                     let e = d.economics_at(self.params, g.throughput_tok_s, u);
                     joules = joules.zip(e.joules_per_token).map(|(a, b)| a + b);
                     usd = usd.zip(e.usd_per_mtok).map(|(a, b)| a + b);

@@ -900,3 +900,39 @@ output = {out}
         );
     }
 }
+
+/// A replica kept busy by one request at a time draws the power `estimate` gives at a
+/// concurrency of one, not full power: power follows the share of the pool's peak
+/// throughput in use, in the simulator as in the estimate.
+#[test]
+fn energy_per_token_follows_the_estimate_at_the_same_load() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let q = switchyard_perf::Query {
+        chips: Some(1),
+        concurrency: 1.0,
+        ..switchyard_perf::Query::new(
+            cat.model("llama-3.1-8b").expect("model"),
+            cat.system("h100-sxm").expect("system"),
+            1024.0,
+            256.0,
+        )
+    };
+    let est =
+        switchyard_perf::estimate(&q, &p, switchyard_perf::Objective::Latency).expect("estimate");
+    let e2e = est.at.ttft_s + 255.0 * est.at.tpot_s;
+    // Arrivals almost evenly spaced, each a little after the last one ends.
+    let text = format!(
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 200\narrival = {{ process = \"gamma\", rate = {}, cv = 0.01 }}\nprompt = {{ dist = \"fixed\", tokens = 1024 }}\noutput = {{ dist = \"fixed\", tokens = 256 }}\n",
+        0.97 / e2e
+    );
+    let scn = resolve(&text, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let sim = s.providers[0].joules_per_token.expect("joules");
+    let want = est.at_economics.joules_per_token.expect("joules");
+    // The simulated replica idles 3% of the time, and so makes 3% fewer tokens a second.
+    assert!(
+        (sim / want - 1.0).abs() < 0.1,
+        "simulated {sim} J/token against the estimate's {want}"
+    );
+}
