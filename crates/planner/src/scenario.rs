@@ -84,7 +84,8 @@ pub enum MwIs {
 pub struct Phase {
     /// Name, such as a year.
     pub name: String,
-    /// When it starts (free text, for reports).
+    /// When it starts, for reports: free text, or a calendar date (`YYYY-MM-DD`) that must
+    /// be a real one.
     #[serde(default)]
     pub date: Option<String>,
 }
@@ -160,6 +161,33 @@ fn p90() -> f64 {
     0.9
 }
 
+/// Why `text`, written as a calendar date (`YYYY-MM-DD`), is none; `None` when it is one or
+/// is free text of another shape (`2027 H1`).
+fn bad_iso_date(text: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = text.trim().split('-').collect();
+    let [y, m, d] = parts[..] else { return None };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let num = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<u32>().ok())?
+    };
+    let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
+        return None;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Some("has no month 1 to 12"),
+    };
+    (d == 0 || d > days).then_some("has no such day in its month")
+}
+
 /// Changes asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct WhatIf {
@@ -205,6 +233,17 @@ impl PlanFile {
                 "phase",
                 "a scenario needs at least one [[phase]]".into(),
             ));
+        }
+        for ph in &f.phases {
+            if let Some(d) = &ph.get_ref().date {
+                if let Some(why) = bad_iso_date(d) {
+                    return Err(err(
+                        &ph.span(),
+                        "date",
+                        format!("phase `{}`: `{d}` {why}", ph.get_ref().name),
+                    ));
+                }
+            }
         }
         for p in &f.providers {
             let s = p.get_ref();

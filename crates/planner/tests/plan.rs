@@ -306,6 +306,25 @@ fn bad_scenarios_name_the_line_and_field() {
         ),
         &["line 13", "field `max_share`"],
     );
+    // A date written as one must be a real one; other free text is a label.
+    check(
+        &good.replace("name = \"p1\"", "name = \"p1\"\ndate = \"2026-13-45\""),
+        &["line 8", "field `date`", "month"],
+    );
+    check(
+        &good.replace("name = \"p1\"", "name = \"p1\"\ndate = \"2027-02-29\""),
+        &["line 8", "field `date`", "day"],
+    );
+    for date in ["2028-02-29", "2027 H1"] {
+        run(
+            &good.replace(
+                "name = \"p1\"",
+                &format!("name = \"p1\"\ndate = \"{date}\""),
+            ),
+            &WhatIf::default(),
+        )
+        .expect(date);
+    }
 }
 
 /// Spread outputs keep longer contexts in the batch: the same class with its outputs spread
