@@ -304,6 +304,18 @@ impl Model {
         if let Some((field, _)) = optional.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("field `{field}` must be above 0 where given"));
         }
+        // A mixed checkpoint keeps its other weights wider than its experts' native format.
+        if let Some(d) = self.dense_precision {
+            match self.native_precision {
+                None => return Err("field `dense_precision` needs `native_precision`, the experts' format it differs from".into()),
+                Some(n) if d.bytes() <= n.bytes() => {
+                    return Err(format!(
+                        "field `dense_precision` ({d}) must be wider than `native_precision` ({n}); where they are the same, leave it out"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         // The latent's width sets the KV cache's size: no default stands in for it.
         if self.attention == AttentionKind::Mla
             && (self.kv_lora_rank.is_none() || self.qk_rope_dim.is_none())

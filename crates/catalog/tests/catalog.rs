@@ -366,6 +366,23 @@ fn a_bad_file_names_its_line_and_field() {
     );
     cat.extend_from_toml(&mla.replace("head_dim = 64", "head_dim = 192"), "mla.toml")
         .expect("a head wider than its rope part");
+    // A mixed checkpoint's other weights are wider than its native format, which it names.
+    let mixed = mla.replace("head_dim = 64", "head_dim = 192");
+    refused(
+        &mut cat,
+        &mixed.replace("attention = ", "dense_precision = \"bf16\"\nattention = "),
+        "mix.toml",
+        &["`mla`", "dense_precision", "native_precision"],
+    );
+    refused(
+        &mut cat,
+        &mixed.replace(
+            "attention = ",
+            "native_precision = \"fp8\"\ndense_precision = \"fp4\"\nattention = ",
+        ),
+        "mix.toml",
+        &["`mla`", "dense_precision", "wider"],
+    );
     // The latent's width sizes the cache: an MLA model without it is refused, not given
     // DeepSeek-V3's.
     refused(

@@ -144,9 +144,11 @@ pub struct ProviderSection {
     /// Replicas per model of an `emulated` provider.
     #[serde(default = "one")]
     pub replicas: u32,
-    /// Chips (or wafers) per replica of an `emulated` provider (default: the fewest that fit).
-    /// Where a model's best layout splits them into several model replicas, as a small model
-    /// on an 8-GPU server, each runs as an engine of its own.
+    /// Chips (or wafers) per replica of an `emulated` provider (default: one model replica of
+    /// the best layout of a server's chips, up to 8 GPUs or an RDU rack, or of the fewest
+    /// wafers or LPUs that fit; one engine a replica). Where a model's best layout splits them into several model
+    /// replicas, as a small model on an 8-GPU server, each runs as an engine of its own, as in
+    /// `simulate`.
     #[serde(default)]
     pub chips: Option<u32>,
     /// Faults an `emulated` provider injects, for tests and drills.
@@ -301,6 +303,17 @@ impl Config {
                     }
                     if s.prefill_replicas == Some(0) {
                         return Err(err("prefill_replicas", "must be at least 1".into()));
+                    }
+                    for (field, n) in [
+                        ("replicas", Some(s.replicas)),
+                        ("prefill_replicas", s.prefill_replicas),
+                    ] {
+                        if n.is_some_and(|n| n > crate::MAX_ENGINES) {
+                            return Err(err(
+                                field,
+                                format!("at most {} engines per emulated pool", crate::MAX_ENGINES),
+                            ));
+                        }
                     }
                     if s.prefill_chips.is_some() && s.prefill_replicas.is_none() {
                         return Err(err("prefill_chips", "needs prefill_replicas".into()));

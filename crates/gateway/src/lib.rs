@@ -30,6 +30,10 @@ use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
 use switchyard_replica::{EngineConfig, Physics};
 use switchyard_router::{Router, Target};
 
+/// The most engines one emulated pool may run: each is a task with its own batch and KV
+/// cache, and far more would exhaust memory before serving a request.
+pub const MAX_ENGINES: u32 = 10_000;
+
 /// Errors building or running the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -307,8 +311,24 @@ impl Gateway {
                                 .map_err(|e| err("system", e.to_string()))?;
                             // A server's chips that the best layout splits into several
                             // model replicas (a small model on an 8-GPU server) run as that many
-                            // engines, so that none of them sits idle.
-                            let engines = p.replicas.saturating_mul(dep.layout.dp);
+                            // engines, so that none of them sits idle, as `simulate` runs them.
+                            // Without `chips`, a replica is the fewest chips that fit.
+                            let engines = if p.chips.is_some() {
+                                u64::from(p.replicas) * u64::from(dep.layout.dp)
+                            } else {
+                                u64::from(p.replicas)
+                            };
+                            if engines > u64::from(MAX_ENGINES) {
+                                return Err(err(
+                                    "replicas",
+                                    format!(
+                                        "{engines} engines of {upstream} ({} replicas, each of {}), more than the {MAX_ENGINES} an emulated pool may run",
+                                        p.replicas,
+                                        dep.layout
+                                    ),
+                                ));
+                            }
+                            let engines = engines as u32;
                             dep.layout.dp = 1;
                             let engine = EngineConfig::for_deployment(&dep, params);
                             let priors = dep.router_priors(params, isl, osl, None);

@@ -605,12 +605,17 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chips_a_layout_splits_run_as_several_engines() {
     let text = format!(
-        "{}{}",
+        "{}{}{}{}",
         emulated("gpu", "h100-sxm", "").replace("chips = 1", "chips = 16\nreplicas = 2"),
-        model("m", &[("gpu", "")])
+        emulated("few", "h200", "").replace("chips = 1", "replicas = 3"),
+        model("m", &[("gpu", "")]),
+        model("n", &[("few", "")])
     );
     let (url, _gw) = start(&text).await;
     let health = health(&url).await;
+    // Without `chips`, each replica is one engine.
+    let few = &health["models"]["n"][0];
+    assert_eq!(few["engines"], 3, "{few}");
     let dep = &health["models"]["m"][0];
     let engines = dep["engines"].as_u64().expect("engines");
     let layout: switchyard_perf::Layout = dep["layout"]
@@ -621,6 +626,38 @@ async fn chips_a_layout_splits_run_as_several_engines() {
     assert_eq!(layout.dp, 1, "{dep}");
     assert!(engines > 2, "16 chips of an 8B model split: {dep}");
     assert_eq!(engines * u64::from(layout.chips()), 2 * 16, "{dep}");
+}
+
+/// Pools too large to run are refused with their field, not left to exhaust memory.
+#[test]
+fn emulated_pools_have_a_size_limit() {
+    let (cat, params) = statics();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _g = rt.enter();
+    let base = format!(
+        "{}{}",
+        emulated("gpu", "h200", ""),
+        model("m", &[("gpu", "")])
+    );
+    let refuse = |text: &str, needles: &[&str]| {
+        let e = match Config::parse(text, "g.toml") {
+            Err(e) => e.to_string(),
+            Ok(cfg) => Gateway::new(&cfg, text, "g.toml", cat, params)
+                .expect_err("refused")
+                .to_string(),
+        };
+        for n in needles {
+            assert!(e.contains(n), "`{n}` missing from {e}");
+        }
+    };
+    refuse(
+        &base.replace("chips = 1", "chips = 60000\nreplicas = 1000"),
+        &["field `replicas`", "10000"],
+    );
+    refuse(
+        &base.replace("chips = 1", "chips = 1\nreplicas = 20000"),
+        &["field `replicas`", "10000"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

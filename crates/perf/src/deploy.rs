@@ -476,7 +476,19 @@ impl<'a> Deployment<'a> {
             (SystemKind::Rdu, _) | (_, AttentionKind::Mla) => 1.0,
             _ => f64::from(self.layout.tp.min(self.model.kv_heads)),
         };
-        1.0 / (split * f64::from(self.layout.pp) * f64::from(self.kv_groups()))
+        self.stage_share() / (split * f64::from(self.kv_groups()))
+    }
+
+    /// The share of the model's layers that the fullest pipeline stage holds: whole layers,
+    /// `ceil(layers / pp)` of them, on GPUs and RDUs; an even `1 / pp` on wafers and LPUs
+    /// (see [`Deployment::weights_per_chip`]).
+    pub fn stage_share(&self) -> f64 {
+        let pp = self.layout.pp.max(1);
+        if matches!(self.system.kind, SystemKind::Lpu | SystemKind::Wafer) {
+            return 1.0 / f64::from(pp);
+        }
+        let layers = self.model.layers.max(1);
+        f64::from(layers.div_ceil(pp).min(layers)) / f64::from(layers)
     }
 
     /// Groups of a replica's chips that each hold whole sequences' KV caches, in pools of
@@ -511,15 +523,17 @@ impl<'a> Deployment<'a> {
             return dense / group * self.dense_bytes()
                 + routed / (group * ep) * self.weights.bytes();
         }
-        let layers = f64::from(self.model.layers);
-        let stage_layers = f64::from(self.model.layers.div_ceil(pp).min(self.model.layers));
         // The embedding table and the head are the same size, and counted once in the
         // parameters when tied.
         let head = self.model.head_params();
         let ends = self.model.gathered_params() + head;
-        let per_layer = (dense - ends).max(0.0) / layers;
-        (stage_layers * per_layer + head) / tp * self.dense_bytes()
-            + routed * stage_layers / layers / (tp * ep) * self.weights.bytes()
+        let stage_layers = self.model.layers.div_ceil(pp).min(self.model.layers);
+        // The stage with the most mixture-of-experts layers holds as many as it has layers,
+        // or its even share of them rounded up, whichever is fewer.
+        let moe = self.model.moe_layers.unwrap_or(self.model.layers).max(1);
+        let moe_share = f64::from(moe.div_ceil(pp).min(stage_layers)) / f64::from(moe);
+        ((dense - ends).max(0.0) * self.stage_share() + head) / tp * self.dense_bytes()
+            + routed * moe_share / (tp * ep) * self.weights.bytes()
     }
 
     /// Memory use per chip and how much KV cache fits.
@@ -705,7 +719,8 @@ impl<'a> Deployment<'a> {
 
     /// Replica time per prompt token when prefill is batched into busy decode steps
     /// (chunked prefill): the compute the token needs at the prefill efficiency, with the
-    /// whole replica working on it (MLA attention in its decompressed form; re-expanding the
+    /// whole replica working on it, or on an RDU one stage's sockets, as its stages run one
+    /// after another (MLA attention in its decompressed form; re-expanding the
     /// earlier chunks' cached latents into keys and values, which a later chunk needs, is
     /// left out: for DeepSeek-V3 it is 2·512·256·128 FLOPs, 34 M, per cached token per layer,
     /// some 5% of the products of a 2,048-token chunk at 4,096 tokens of context), and on

@@ -344,20 +344,23 @@ pub(crate) fn fitting_deployments<'a>(
     // The most tokens one sequence may hold on a layout that holds the weights but not a
     // sequence of the query's lengths.
     let mut longest: Option<u64> = None;
-    // What one chip leaves the weights once its reserve and workspace are set aside.
-    let mut room: Option<f64> = None;
-    // The most chips one replica of these layouts has.
-    let mut widest = 0;
+    // The layout that comes closest to holding the weights: its weights in main memory per
+    // chip (its fullest stage's) and the room one chip leaves them once its reserve and
+    // workspace are set aside.
+    let mut closest: Option<(Layout, f64, f64)> = None;
     for l in candidates {
         match Deployment::new(q.model, q.system, l, precision) {
             Ok(d) => {
-                widest = widest.max(l.replica_chips());
                 let d = d
                     .with_speculative(q.speculative)
                     .with_kv(q.kv_precision)
                     .with_osl_cv(q.osl_cv);
                 let m = d.memory(p);
-                room.get_or_insert(m.usable_per_chip - m.activations_per_chip);
+                let need = m.weights_per_chip - m.spilled_per_chip;
+                let room = m.usable_per_chip - m.activations_per_chip;
+                if closest.is_none_or(|(_, n, r)| need / room < n / r) {
+                    closest = Some((l, need, room));
+                }
                 if m.fits && d.max_sequences(p, q.isl + q.osl) >= 1.0 {
                     out.push(d);
                 } else if m.fits {
@@ -370,22 +373,26 @@ pub(crate) fn fitting_deployments<'a>(
             }
         }
     }
+    // Whether, when the query fixes a layout, another layout of these chips would do.
+    let another_holds = || {
+        q.layout.is_some()
+            && fitting_deployments(
+                &Query {
+                    chips: Some(chips),
+                    layout: None,
+                    ..*q
+                },
+                p,
+            )
+            .is_ok()
+    };
     match (out.is_empty(), first_err) {
         (false, _) => Ok(out),
         (true, Some(e)) if q.layout.is_some() => Err(e),
         (true, _) if longest.is_some() => {
-            // Whether some layout of these chips holds a sequence of the query's lengths:
-            // fewer chips may hold one while this count, prime say, has no layout that does.
-            let another_holds = q.layout.is_some()
-                && fitting_deployments(
-                    &Query {
-                        chips: Some(chips),
-                        layout: None,
-                        ..*q
-                    },
-                    p,
-                )
-                .is_ok();
+            // Fewer chips may hold a sequence while this count, prime say, has no layout
+            // that does.
+            let another_holds = another_holds();
             let remedy = match q.fewest_chips(precision, p) {
                 Some(n) if n > chips => format!("{n} {} hold one", unit_name(q.system.kind, n)),
                 // Only the layout asked for is short of room.
@@ -412,51 +419,52 @@ pub(crate) fn fitting_deployments<'a>(
         }
         (true, _) => {
             let per_chip = q.system.weight_memory_bytes() / 1e9;
-            let weights = q.model.weight_bytes(precision) / 1e9;
             let unit = unit_name(q.system.kind, 1);
             let min = q.fewest_chips(precision, p);
-            let why = match room {
-                // Fewer chips hold it, but this count splits only into replicas too small for
-                // the weights (a prime count, or more stages than layers): say so, and name
-                // the next count that holds it, rather than a total room that looks ample.
-                Some(r) if widest < chips && min.is_some_and(|m| m <= chips) => {
-                    let up = (chips + 1..=chips.saturating_add(64)).find(|&n| {
-                        fitting_deployments(
-                            &Query {
-                                chips: Some(n),
-                                layout: None,
-                                ..*q
-                            },
-                            p,
-                        )
-                        .is_ok()
-                    });
-                    format!(
-                        "its layouts split {chips} {} into replicas of at most {widest}, whose {} GB of room cannot hold {} GB of weights{}",
-                        unit_name(q.system.kind, chips),
-                        gigabytes(r / 1e9 * f64::from(widest)),
-                        gigabytes(weights),
-                        up.map_or(String::new(), |n| format!(
-                            "; {n} {} hold it",
-                            unit_name(q.system.kind, n)
-                        )),
-                    )
-                }
-                // The room left once the runtime's reserve and the workspace are set aside.
-                Some(r) => format!(
-                    "weights take {} GB against {} GB of room on {chips} x {} ({} GB of each {unit}'s {} GB is left for weights and KV cache)",
-                    gigabytes(weights),
-                    gigabytes(r / 1e9 * f64::from(chips)),
-                    q.system.id,
-                    gigabytes(r / 1e9),
+            let mut why = match closest {
+                // The layout nearest to fitting, by its own fullest chip: a total room that
+                // looks ample says nothing of a pipeline's fullest stage or of a count that
+                // splits only into small replicas.
+                Some((l, need, room)) => format!(
+                    "{} {l}, needs {} GB of weights on each {unit}{}, where each {unit} leaves {} GB of its {} GB for weights and KV cache",
+                    if q.layout.is_some() { "its layout," } else { "its closest layout," },
+                    gigabytes(need / 1e9),
+                    if l.pp > 1 && matches!(q.system.kind, SystemKind::Gpu | SystemKind::Rdu) {
+                        " of its fullest stage"
+                    } else {
+                        ""
+                    },
+                    gigabytes(room / 1e9),
                     gigabytes(per_chip),
                 ),
                 None => format!(
                     "weights take {} GB against {} GB per {unit}",
-                    gigabytes(weights),
+                    gigabytes(q.model.weight_bytes(precision) / 1e9),
                     gigabytes(per_chip),
                 ),
             };
+            if another_holds() {
+                why += &format!(
+                    "; another layout of these {chips} {} holds it (leave out the layout to find it)",
+                    unit_name(q.system.kind, chips)
+                );
+            } else if min.is_some_and(|m| m <= chips) {
+                // Fewer chips hold it, but not this count: name the next one that does.
+                let up = (chips + 1..=chips.saturating_add(64)).find(|&n| {
+                    fitting_deployments(
+                        &Query {
+                            chips: Some(n),
+                            layout: None,
+                            ..*q
+                        },
+                        p,
+                    )
+                    .is_ok()
+                });
+                if let Some(n) = up {
+                    why += &format!("; {n} {} hold it", unit_name(q.system.kind, n));
+                }
+            }
             Err(too_small(chips, why, min))
         }
     }

@@ -320,9 +320,10 @@ impl Deployment<'_> {
         self.economics_at(p, op.throughput_tok_s, utilisation)
     }
 
-    /// Energy and cost of producing `throughput_tok_s` output tokens per second while the
-    /// chips are busy a fraction `utilisation` of the time; the simulator calls this with the
-    /// throughput and busy time it measured.
+    /// Energy and cost of producing `throughput_tok_s` output tokens per second at
+    /// `utilisation`, the share of full power above idle the chips draw; the simulator calls
+    /// this with the throughput it measured and, as `utilisation`, the share of the pool's
+    /// peak throughput in use (no more than its busy time), or a prefill pool's busy time.
     pub fn economics_at(&self, p: &Params, throughput_tok_s: f64, utilisation: f64) -> Economics {
         let u = utilisation.clamp(0.0, 1.0);
         let power = self

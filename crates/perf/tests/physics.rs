@@ -140,6 +140,15 @@ fn the_fullest_pipeline_stage_sets_the_weights_per_chip() {
     let fullest = (27.0 * per_layer + head) * 2.0;
     assert!((d.weights_per_chip() / fullest - 1.0).abs() < 1e-9);
     assert!(d.weights_per_chip() > d.weight_bytes() / 3.0 * 1.01);
+    // Its chips hold the KV cache of their 27 layers.
+    assert!((d.kv_share_per_chip() - 27.0 / 80.0).abs() < 1e-12);
+    // DeepSeek-R1's fullest of two stages holds 29 of its 58 expert layers.
+    let r1 = deployment(&cat, "deepseek-r1", "h200", "tp8-pp2", Precision::Fp8);
+    let experts = r1.model.routed_expert_params() * 29.0 / 58.0 / 8.0;
+    let dense = ((r1.model.dense_params() - 2.0 * r1.model.head_params()) * 31.0 / 61.0
+        + r1.model.head_params())
+        / 8.0;
+    assert!((r1.weights_per_chip() / (experts + dense) - 1.0).abs() < 1e-9);
     let one = deployment(&cat, "llama-3.1-70b", "h100-sxm", "tp2", Precision::Bf16);
     assert!((one.weights_per_chip() * 2.0 / one.weight_bytes() - 1.0).abs() < 1e-12);
     let lpu = deployment(
@@ -167,10 +176,30 @@ fn a_count_with_no_layout_that_fits_says_so() {
     // one-chip replicas.
     let e = err("llama-3.1-405b", "h100-sxm", 127);
     assert!(
-        e.contains("replicas of at most 1") && e.contains("128 chips hold it"),
+        e.contains("tp1-pp1-dp127, needs 812 GB") && e.contains("128 chips hold it"),
         "{e}"
     );
     assert!(!e.contains("needs at least"), "{e}");
+    // A pipeline is judged by its fullest stage: 405B on 23 L40S as 23 stages of 6 or 5
+    // layers overflows, though the weights are less than the chips' room together.
+    let e = err("llama-3.1-405b", "l40s", 23);
+    assert!(
+        e.contains("tp1-pp23, needs")
+            && e.contains("of its fullest stage")
+            && e.contains("24 chips hold it"),
+        "{e}"
+    );
+    // A fixed layout that fails is told apart from the chips, which another layout fits.
+    let mut q = query(&cat, "llama-3.1-405b", "h100-sxm", Some(16));
+    q.layout = Some(Layout::replica(2, 1));
+    let e = best_deployment(&q, &p, Objective::Latency)
+        .expect_err("tp2 replicas are too small")
+        .to_string();
+    assert!(
+        e.contains("another layout of these 16 chips holds it"),
+        "{e}"
+    );
+    assert!(!e.contains("17 chips"), "{e}");
     // 691 LPUs (a prime) hold the weights but, as one tensor-parallel stage, no sequence.
     let e = err("llama-3.1-70b", "groq-lpu", 691);
     assert!(e.contains("no layout of these 691 chips holds one"), "{e}");
@@ -1010,8 +1039,10 @@ fn validation_runs_every_reference_row() {
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
-    // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 24.7, "MAPE {}", s.mape);
+    // A ratchet, not the goal: the error must not grow past today's level. (24.71: a
+    // pipeline's fullest stage holding whole layers, and their KV cache, costs 0.01 of a
+    // point on DeepSeek-R1 and Llama 3.1 405B rows.)
+    assert!(s.mape < 24.71, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a

@@ -587,10 +587,22 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             } else {
                 ("binds", "it")
             };
+            // Providers' own caps on their share, where they differ from the rules'.
+            let own: Vec<String> = m
+                .providers
+                .iter()
+                .filter(|p| p.max_share != m.rules.max_share)
+                .map(|p| format!("`{}` {:.0}%", p.name, p.max_share * 100.0))
+                .collect();
             return Ok(format!(
-                "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%)",
+                "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%{})",
                 m.rules.n_minus_1 * 100.0,
-                m.rules.max_share * 100.0
+                m.rules.max_share * 100.0,
+                if own.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and of one provider {}", own.join(", "))
+                }
             ));
         }
     }

@@ -208,6 +208,22 @@ fn an_infeasible_rule_is_named() {
     let p = run(&small(2.0, 100_000.0, 0.5, 0.0), &WhatIf::default()).expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(why.contains("N-1"), "{why}");
+    // A provider's own cap on its share is named with the rule it tightens.
+    let text = small(2.0, 100_000.0, 0.0, 5.0)
+        .replace(
+            "mw = [5.0]\nrent_usd_per_chip_hour = 2.0\n",
+            "mw = [0.01]\nrent_usd_per_chip_hour = 2.0\n",
+        )
+        .replace(
+            "rent_usd_per_chip_hour = 2\n[[class]]",
+            "rent_usd_per_chip_hour = 2\nmax_share = 0.0\n[[class]]",
+        );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("largest-share") && why.contains("`b` 0%"),
+        "{why}"
+    );
     // A target nothing can meet names the class.
     let text = small(2.0, 100_000.0, 0.0, 5.0).replace("tpot_ms = 50", "tpot_ms = 0.5");
     let p = run(&text, &WhatIf::default()).expect("plans");

@@ -18,6 +18,14 @@ use toml::Spanned;
 /// The most replicas one pool may have: each is simulated on its own, and a million of them
 /// already hold about 300 MB; far more would exhaust memory rather than say what is wrong.
 pub const MAX_REPLICAS: u32 = 1_000_000;
+/// The largest mean (or median) of a drawn length: ten million tokens, past any model's
+/// context; larger ones, or infinite ones, would only make every request one that fits
+/// nowhere, drawn without end.
+pub const MAX_MEAN_TOKENS: f64 = 1e7;
+/// The widest lognormal spread of lengths, σ of ln(tokens): at 10 the middle 95% of draws
+/// span a factor of 10^17.
+pub const MAX_SIGMA: f64 = 10.0;
+
 /// A scenario file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,7 +105,11 @@ pub struct ProviderSection {
     /// Replicas in the pool.
     #[serde(default = "one")]
     pub replicas: u32,
-    /// Chips (or wafers) per replica (default: the fewest that fit).
+    /// Chips (or wafers) per replica (default: one model replica of the best layout of a
+    /// server's chips, up to 8 GPUs or an RDU rack, or of the fewest wafers or LPUs that
+    /// fit). Where the best layout
+    /// of them is several model replicas (a small model on an 8-GPU server), each runs as a
+    /// replica of the pool: `replicas` then counts servers of `chips` chips.
     #[serde(default)]
     pub chips: Option<u32>,
     /// Layout of one replica, such as `tp8` or `pp4`.
@@ -621,25 +633,26 @@ impl ScenarioFile {
                     e.to_string(),
                 )
             })?;
-            // `chips` are one replica's: a layout that splits them into several replicas would
-            // leave all but one idle, so the user is told how to ask for either.
-            if s.layout.is_none() && s.chips.is_some() && d.layout.dp > 1 {
-                let one = Layout { dp: 1, ..d.layout };
+            // `chips` are one server's: where the best layout splits them into several model
+            // replicas (a small model on an 8-GPU server), each runs as a replica of the pool,
+            // as the gateway's emulated providers run them, so that none sits idle.
+            let replicas = if s.layout.is_none() && s.chips.is_some() {
+                u64::from(s.replicas) * u64::from(d.layout.dp)
+            } else {
+                u64::from(s.replicas)
+            };
+            if replicas > u64::from(MAX_REPLICAS) {
                 return Err(err(
-                    "chips",
+                    "replicas",
                     format!(
-                        "the best layout of {} chips for {} is {}, {} replicas of {}; write `chips = {}` and `replicas = {}`, or give one replica's `layout` of {} chips",
+                        "{} replicas of {} chips make {replicas} model replicas of {}, more than the {MAX_REPLICAS} a provider's pool may have",
+                        s.replicas,
                         d.layout.chips(),
-                        model.id,
-                        d.layout,
-                        d.layout.dp,
-                        one,
-                        one.chips(),
-                        s.replicas.saturating_mul(d.layout.dp),
-                        d.layout.chips()
+                        Layout { dp: 1, ..d.layout },
                     ),
                 ));
             }
+            let replicas = replicas as u32;
             // One replica's engine, with the provider's limits; `field` is blamed when the
             // weights leave no room for a KV cache.
             let engine_of = |d: &mut Deployment<'a>, field: &str| {
@@ -708,7 +721,7 @@ impl ScenarioFile {
                     let pe = engine_of(&mut pd, "prefill_chips")?;
                     let chips = n
                         .saturating_mul(pd.layout.replica_chips())
-                        .saturating_add(s.replicas.saturating_mul(d.layout.replica_chips()));
+                        .saturating_add(replicas.saturating_mul(d.layout.replica_chips()));
                     Some(PrefillPool {
                         same_domain: chips <= system.scale_up(),
                         deployment: pd,
@@ -721,7 +734,7 @@ impl ScenarioFile {
             // covers both.
             let usd = s.usd_per_mtok.or_else(|| {
                 let mut pool = d.clone();
-                pool.layout.dp = s.replicas;
+                pool.layout.dp = replicas;
                 let op = pool.max_throughput(params, isl, osl, tpot_limit);
                 let own = pool.economics(params, &op, 1.0).usd_per_mtok;
                 match &prefill {
@@ -745,7 +758,7 @@ impl ScenarioFile {
                 classes: s.classes.clone(),
                 ttft_s: priors.ttft_s,
                 tpot_s: priors.tpot_s,
-                capacity: per_replica * f64::from(s.replicas),
+                capacity: per_replica * f64::from(replicas),
                 // A request must fit where its prompt runs and where it decodes.
                 max_context: Some(prefill.as_ref().map_or(engine.max_context(), |pp| {
                     engine.max_context().min(pp.engine.max_context())
@@ -754,7 +767,7 @@ impl ScenarioFile {
             providers.push(Provider {
                 name: s.name.clone(),
                 deployment: d,
-                replicas: s.replicas,
+                replicas,
                 engine,
                 target,
                 prefill,
@@ -886,6 +899,9 @@ impl ScenarioFile {
         over: &Overrides,
     ) -> Result<WorkloadSpec, (&'static str, String)> {
         let has_trace = !trace.is_empty();
+        if !(w.rate_x > 0.0 && w.rate_x.is_finite()) {
+            return Err(("rate_x", "must be a positive factor".into()));
+        }
         let arrivals = match &w.arrival {
             None if has_trace => Arrivals::Trace {
                 rate_x: over.rate_x.unwrap_or(w.rate_x),
@@ -964,14 +980,17 @@ impl ScenarioFile {
                         .ok_or((field, "`fixed` needs `tokens` of at least 1".to_string())),
                     "exponential" => l
                         .mean
-                        .filter(|&m| m >= 1.0)
+                        .filter(|m| (1.0..=MAX_MEAN_TOKENS).contains(m))
                         .map(Lengths::Exponential)
-                        .ok_or((field, "`exponential` needs a `mean` of at least 1".to_string())),
+                        .ok_or((field, format!("`exponential` needs a `mean` from 1 to {MAX_MEAN_TOKENS}"))),
                     "lognormal" => match (l.median, l.sigma) {
-                        (Some(median), Some(sigma)) if median >= 1.0 && sigma >= 0.0 => {
+                        (Some(median), Some(sigma))
+                            if (1.0..=MAX_MEAN_TOKENS).contains(&median)
+                                && (0.0..=MAX_SIGMA).contains(&sigma) =>
+                        {
                             Ok(Lengths::LogNormal { median, sigma })
                         }
-                        _ => Err((field, "`lognormal` needs `median` ≥ 1 and `sigma` ≥ 0".to_string())),
+                        _ => Err((field, format!("`lognormal` needs a `median` from 1 to {MAX_MEAN_TOKENS} and a `sigma` from 0 to {MAX_SIGMA}"))),
                     },
                     "trace" if has_trace => Ok(Lengths::Empirical(trace.iter().map(col).collect())),
                     "trace" => Err((field, "`trace` lengths need a trace".to_string())),

@@ -452,15 +452,25 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
         &["line 2", "kv_precision", "fp3"],
     );
-    // A replica's chips that the best layout would split into several replicas are refused,
-    // not left idle.
+    // A server's chips that the best layout splits into several replicas all serve, each
+    // as a replica of the pool.
+    let split = resolve(
+        &good.replace("name = \"a\"", "name = \"a\"\nchips = 2\nreplicas = 3"),
+        &cat,
+        &p,
+        false,
+    )
+    .expect("two chips of an 8B model");
+    let pool = &split.providers[0];
+    assert_eq!(pool.deployment.layout.dp, 1);
+    assert_eq!(pool.replicas * pool.deployment.layout.chips(), 3 * 2);
+    assert!(pool.replicas > 3, "{}", pool.deployment.layout);
     check(
-        &good.replace("name = \"a\"", "name = \"a\"\nchips = 2"),
-        &[
-            "line 2",
-            "field `chips`",
-            "write `chips = 1` and `replicas = 2`",
-        ],
+        &good.replace(
+            "name = \"a\"",
+            "name = \"a\"\nchips = 2\nreplicas = 1000000",
+        ),
+        &["line 2", "field `replicas`", "1000000"],
     );
     // A pool too large to simulate is refused, not left to exhaust memory.
     check(
@@ -476,6 +486,26 @@ fn bad_scenarios_name_the_line_and_field() {
         &format!("duration_s = 10\nwarmup_s = 20\n{good}"),
         &["line 2", "warmup_s", "duration_s"],
     );
+    // Lengths drawn from distributions with no end would hang the run.
+    for (from, to, needles) in [
+        (
+            "output = { dist = \"fixed\", tokens = 10 }",
+            "output = { dist = \"exponential\", mean = inf }",
+            ["line 5", "output", "`mean` from 1"],
+        ),
+        (
+            "prompt = { dist = \"fixed\", tokens = 10 }",
+            "prompt = { dist = \"lognormal\", median = 100, sigma = 1e300 }",
+            ["line 5", "prompt", "`sigma` from 0"],
+        ),
+        (
+            "requests = 10",
+            "requests = 10\nrate_x = nan",
+            ["line 5", "rate_x", "positive"],
+        ),
+    ] {
+        check(&good.replace(from, to), &needles);
+    }
     // Numbers serde only types: a NaN or negative share, weight, price or target is named,
     // not turned into a routing that sends every request one way.
     let classed = format!("{good}[[class]]\nname = \"chat\"\nshare = 1.0\nttft_ms = 500\n");

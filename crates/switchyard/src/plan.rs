@@ -67,9 +67,10 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
         demand_x: a.demand_x,
         mw_is,
     };
+    // The folder first: a plan takes seconds, and a file in its place would waste them.
+    crate::make_out_dir(&a.out, "plan.json and plan.html")?;
     let p = run_plan(&file, &text, &origin, cat, params, &what_if)
         .map_err(|e| UsageError(e.to_string()))?;
-    crate::make_out_dir(&a.out, "plan.json and plan.html")?;
     let json = serde_json::to_string_pretty(&p)?;
     let json_path = a.out.join("plan.json");
     std::fs::write(&json_path, format!("{json}\n"))

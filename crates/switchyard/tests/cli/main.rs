@@ -480,7 +480,7 @@ fn bad_input_is_one_clear_line_and_status_two() {
                 "--layout",
                 "tp1",
             ],
-            "weights take 70.6 GB against 70.0 GB of room on 1 x h100-sxm",
+            "its layout, tp1-pp1, needs 70.6 GB of weights on each chip, where each chip leaves 70.0 GB of its 80.0 GB",
         ),
         (
             est8(&["--workload", "mlperf-nothing"]),
