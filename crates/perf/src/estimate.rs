@@ -75,6 +75,21 @@ impl<'a> Query<'a> {
         )
     }
 
+    /// Whether some layout of `n` chips holds the model and one sequence of the query's
+    /// lengths, as [`fitting_deployments`] asks, without building the message of a refusal:
+    /// a refusal searches counts near its own, and must not recurse into more searches.
+    fn count_fits(&self, n: u32, precision: Precision, p: &Params) -> bool {
+        layouts(self.model, self.system, n).into_iter().any(|l| {
+            Deployment::new(self.model, self.system, l, precision).is_ok_and(|d| {
+                let d = d
+                    .with_speculative(self.speculative)
+                    .with_kv(self.kv_precision)
+                    .with_osl_cv(self.osl_cv);
+                d.memory(p).fits && d.max_sequences(p, self.isl + self.osl) >= 1.0
+            })
+        })
+    }
+
     /// The peak of `d` within the query's limits, and whether it meets them.
     fn peak(&self, d: &Deployment<'_>, p: &Params) -> (Operating, bool) {
         d.peak_within(p, self.isl, self.osl, self.tpot_limit, self.ttft_limit)
@@ -374,18 +389,7 @@ pub(crate) fn fitting_deployments<'a>(
         }
     }
     // Whether, when the query fixes a layout, another layout of these chips would do.
-    let another_holds = || {
-        q.layout.is_some()
-            && fitting_deployments(
-                &Query {
-                    chips: Some(chips),
-                    layout: None,
-                    ..*q
-                },
-                p,
-            )
-            .is_ok()
-    };
+    let another_holds = || q.layout.is_some() && q.count_fits(chips, precision, p);
     match (out.is_empty(), first_err) {
         (false, _) => Ok(out),
         (true, Some(e)) if q.layout.is_some() => Err(e),
@@ -450,17 +454,8 @@ pub(crate) fn fitting_deployments<'a>(
                 );
             } else if min.is_some_and(|m| m <= chips) {
                 // Fewer chips hold it, but not this count: name the next one that does.
-                let up = (chips + 1..=chips.saturating_add(64)).find(|&n| {
-                    fitting_deployments(
-                        &Query {
-                            chips: Some(n),
-                            layout: None,
-                            ..*q
-                        },
-                        p,
-                    )
-                    .is_ok()
-                });
+                let up =
+                    (chips + 1..=chips.saturating_add(64)).find(|&n| q.count_fits(n, precision, p));
                 if let Some(n) = up {
                     why += &format!("; {n} {} hold it", unit_name(q.system.kind, n));
                 }
