@@ -44,8 +44,11 @@ pub struct ApiRequest {
     /// `n`.
     pub n: u32,
     /// Prompt tokens, estimated at four characters per token (the rule of thumb OpenAI
-    /// documents for English text) plus a few per chat message for its framing.
+    /// documents for English text) plus a few per chat message for its framing; a token id
+    /// is one. All of a batch's prompts together.
     pub prompt_tokens: u32,
+    /// Prompts in the request: more than one for a completions batch.
+    pub prompts: u32,
 }
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -139,6 +142,25 @@ impl ApiError {
         }
     }
 
+    /// 400 for a request longer than every deployment of its model holds: its prompt alone
+    /// (`param` the prompt's field) or with the output it asks for (`max_tokens`).
+    pub fn context_too_long(model: &str, tokens: u64, limit: u32, param: &str) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "The maximum context length of `{model}` here is {limit} tokens; the request needs {tokens} (its prompt{}). Shorten the prompt or ask for fewer tokens.",
+                if param == "max_tokens" {
+                    " and `max_tokens`"
+                } else {
+                    ""
+                }
+            ),
+            kind: "invalid_request_error",
+            param: Some(param.to_string()),
+            code: Some("context_length_exceeded"),
+        }
+    }
+
     /// 503 when every deployment tried failed, naming them and why.
     pub fn all_failed(model: &str, tried: &[String]) -> Self {
         ApiError {
@@ -192,6 +214,41 @@ fn positive(body: &Value, field: &str) -> Result<Option<u32>, ApiError> {
     }
 }
 
+/// The roles a chat message may have.
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// A completions prompt's count of prompts and their tokens: text at four characters a
+/// token, token ids one each; a batch is an array of texts or of arrays of ids. `None` for
+/// any other shape.
+fn prompt_size(p: &Value) -> Option<(usize, usize)> {
+    let ids = |a: &[Value]| a.iter().all(Value::is_u64).then_some(a.len());
+    match p {
+        Value::String(s) => Some((1, s.chars().count().div_ceil(4))),
+        Value::Array(a) if a.is_empty() => None,
+        Value::Array(a) => {
+            if let Some(n) = ids(a) {
+                return Some((1, n));
+            }
+            a.iter()
+                .map(|x| match x {
+                    Value::String(s) => Some(s.chars().count().div_ceil(4)),
+                    Value::Array(t) if !t.is_empty() => ids(t),
+                    _ => None,
+                })
+                .sum::<Option<usize>>()
+                .map(|t| (a.len(), t))
+        }
+        _ => None,
+    }
+}
+
 fn text_len(v: &Value) -> usize {
     match v {
         Value::String(s) => s.chars().count(),
@@ -226,7 +283,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ))
         }
     };
-    let prompt_chars = match endpoint {
+    let (prompts, prompt_tokens) = match endpoint {
         Endpoint::Chat => {
             let msgs = obj
                 .get("messages")
@@ -239,23 +296,45 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
                     ApiError::invalid("`messages` must be a non-empty array.", Some("messages"))
                 })?;
             for (i, m) in msgs.iter().enumerate() {
-                if m.get("role").and_then(Value::as_str).is_none() {
+                match m.get("role").and_then(Value::as_str) {
+                    Some(r) if ROLES.contains(&r) => {}
+                    Some(r) => {
+                        return Err(ApiError::invalid(
+                            format!(
+                                "`messages[{i}].role` is `{r}`; it must be one of {}.",
+                                ROLES.join(", ")
+                            ),
+                            Some(&format!("messages[{i}].role")),
+                        ))
+                    }
+                    None => {
+                        return Err(ApiError::invalid(
+                            format!("`messages[{i}].role` must be a string."),
+                            Some(&format!("messages[{i}].role")),
+                        ))
+                    }
+                }
+                // Text, an array of content parts, or nothing (an assistant's tool calls).
+                if !matches!(
+                    m.get("content"),
+                    None | Some(Value::Null | Value::String(_) | Value::Array(_))
+                ) {
                     return Err(ApiError::invalid(
-                        format!("`messages[{i}].role` must be a string."),
-                        Some(&format!("messages[{i}].role")),
+                        format!("`messages[{i}].content` must be a string or an array of content parts."),
+                        Some(&format!("messages[{i}].content")),
                     ));
                 }
             }
-            text_len(&Value::Array(msgs.clone())) + 16 * msgs.len()
+            let chars = text_len(&Value::Array(msgs.clone())) + 16 * msgs.len();
+            (1, chars.div_ceil(4))
         }
         Endpoint::Completions => match obj.get("prompt") {
-            Some(p @ (Value::String(_) | Value::Array(_))) => text_len(p),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "`prompt` must be a string or an array.",
+            Some(p) => prompt_size(p).ok_or_else(|| {
+                ApiError::invalid(
+                    "`prompt` must be a string, an array of strings, an array of token ids, or an array of arrays of token ids.",
                     Some("prompt"),
-                ))
-            }
+                )
+            })?,
             None => {
                 return Err(ApiError::invalid(
                     "Missing required parameter: 'prompt'.",
@@ -264,6 +343,19 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             }
         },
     };
+    for field in [
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+    ] {
+        if !matches!(obj.get(field), None | Some(Value::Null | Value::Number(_))) {
+            return Err(ApiError::invalid(
+                format!("`{field}` must be a number."),
+                Some(field),
+            ));
+        }
+    }
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -290,7 +382,8 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
         include_usage,
         max_tokens,
         n,
-        prompt_tokens: (prompt_chars.div_ceil(4)).clamp(1, u32::MAX as usize) as u32,
+        prompts: u32::try_from(prompts).unwrap_or(u32::MAX),
+        prompt_tokens: prompt_tokens.clamp(1, u32::MAX as usize) as u32,
         body,
     })
 }

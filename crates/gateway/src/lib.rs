@@ -336,7 +336,13 @@ impl Gateway {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
                                 capacity: priors.concurrency * f64::from(engines),
-                                max_context: Some(engine.max_context()),
+                                // What the engine's KV cache holds, and no more than the
+                                // model accepts.
+                                max_context: Some(
+                                    engine
+                                        .max_context()
+                                        .min(u32::try_from(model.max_context).unwrap_or(u32::MAX)),
+                                ),
                                 ..target.clone()
                             };
                             let prefill = match p.prefill_replicas {

@@ -189,6 +189,12 @@ async fn attempt(
                     Some("n"),
                 )));
             }
+            if req.prompts > 1 {
+                return Err(client_error(&ApiError::invalid(
+                    "Emulated providers answer one prompt a request; send a batch's prompts one by one.",
+                    Some("prompt"),
+                )));
+            }
             let output = req.max_tokens.unwrap_or(EMULATED_DEFAULT_TOKENS);
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
@@ -403,6 +409,31 @@ pub(crate) async fn handle(
         crate::metrics::unanswered(&req.model, "client_error");
         return ApiError::model_not_found(&req.model).into_response();
     };
+    // A request longer than every deployment holds is the client's to shorten: refused at
+    // once, it counts against no provider. A deployment with no known limit (an outside
+    // server) holds any; its own answer says.
+    let limit = route
+        .router()
+        .targets()
+        .iter()
+        .map(|t| t.max_context)
+        .try_fold(0u32, |m, c| c.map(|c| m.max(c)));
+    if let Some(limit) = limit {
+        let prompt = u64::from(req.prompt_tokens);
+        let whole = prompt + u64::from(req.max_tokens.unwrap_or(0));
+        if whole > u64::from(limit) {
+            crate::metrics::unanswered(&req.model, "client_error");
+            let param = if prompt > u64::from(limit) {
+                match ep {
+                    Endpoint::Chat => "messages",
+                    Endpoint::Completions => "prompt",
+                }
+            } else {
+                "max_tokens"
+            };
+            return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
+        }
+    }
     if let Ok(mut b) = gw.budget.lock() {
         b.deposit();
     }

@@ -711,3 +711,121 @@ async fn a_disaggregated_emulated_provider_prefills_then_decodes_elsewhere_at_th
         "decode took {measured:.4} s, predicted {predicted:.4} s"
     );
 }
+
+/// POSTs `body` to `path` and returns the status and the JSON answer.
+async fn post_json(url: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A request longer than any deployment holds is the client's error, answered at once
+/// with OpenAI's `context_length_exceeded`, and counts against no provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h200", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    // llama-3.1-8b accepts 131,072 tokens; 600,000 characters are about 150,000.
+    let long = "x".repeat(600_000);
+    for _ in 0..4 {
+        let (status, body) = post_json(
+            &url,
+            "/chat/completions",
+            &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{long}"}}]}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+        assert_eq!(body["error"]["param"], "messages", "{body}");
+    }
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2000000}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "max_tokens", "{body}");
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
+    assert_eq!(h["models"]["m"][0]["ejected"], false, "{h}");
+}
+
+/// Request bodies are checked as OpenAI checks them, and a prompt of token ids counts a
+/// token an id.
+#[test]
+fn request_fields_are_checked_and_token_ids_counted() {
+    use switchyard_gateway::api::{parse, Endpoint};
+    let chat = |extra: &str, message: &str| {
+        parse(
+            Endpoint::Chat,
+            format!(r#"{{"model":"m","messages":[{message}]{extra}}}"#).as_bytes(),
+        )
+    };
+    let ok = r#"{"role":"user","content":"hi"}"#;
+    chat("", ok).expect("a plain message");
+    chat("", r#"{"role":"assistant","content":null,"tool_calls":[]}"#).expect("tool calls");
+    for (extra, message, param) in [
+        (
+            "",
+            r#"{"role":"wizard","content":"hi"}"#,
+            "messages[0].role",
+        ),
+        ("", r#"{"role":"user","content":42}"#, "messages[0].content"),
+        (r#","temperature":"hot""#, ok, "temperature"),
+    ] {
+        let e = chat(extra, message).expect_err("refused");
+        assert_eq!(e.status, 400);
+        assert_eq!(e.param.as_deref(), Some(param), "{}", e.message);
+    }
+    let completion = |prompt: &str| {
+        parse(
+            Endpoint::Completions,
+            format!(r#"{{"model":"m","prompt":{prompt}}}"#).as_bytes(),
+        )
+    };
+    let ids: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    let one = completion(&format!("[{}]", ids.join(","))).expect("token ids");
+    assert_eq!((one.prompts, one.prompt_tokens), (1, 1000));
+    let two = completion("[[1,2,3],[4,5,6,7]]").expect("a batch of ids");
+    assert_eq!((two.prompts, two.prompt_tokens), (2, 7));
+    let texts = completion(r#"["abcdefgh","abcd"]"#).expect("a batch of texts");
+    assert_eq!((texts.prompts, texts.prompt_tokens), (2, 3));
+    for bad in ["[]", "[1,\"a\"]", "[[]]", "{}", "7"] {
+        let e = completion(bad).expect_err(bad);
+        assert_eq!(e.param.as_deref(), Some("prompt"), "{bad}");
+    }
+}
+
+/// An emulated provider answers one prompt a request: a batch is refused as `n` > 1 is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_provider_refuses_a_batch_of_prompts() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, body) = post_json(
+        &url,
+        "/completions",
+        r#"{"model":"m","prompt":["a","b"],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "prompt", "{body}");
+}
