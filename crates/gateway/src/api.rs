@@ -161,6 +161,28 @@ impl ApiError {
         }
     }
 
+    /// 408 for a request body that did not arrive in time.
+    pub fn body_timeout(ms: u64) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!("The request body did not arrive within {ms} ms."),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_timeout"),
+        }
+    }
+
+    /// 405 for a known path asked with a method it does not take.
+    pub fn wrong_method(method: &str, path: &str) -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{path} does not take {method}; see the `Allow` header."),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("method_not_allowed"),
+        }
+    }
+
     /// 503 when every deployment tried failed, naming them and why.
     pub fn all_failed(model: &str, tried: &[String]) -> Self {
         ApiError {

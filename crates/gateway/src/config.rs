@@ -89,6 +89,9 @@ pub struct Timeouts {
     pub first_token_ms: u64,
     /// The whole request.
     pub total_ms: u64,
+    /// A client's request body arriving, from its headers: a client that stalls mid-body is
+    /// answered 408 rather than holding its connection open.
+    pub body_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -97,6 +100,7 @@ impl Default for Timeouts {
             connect_ms: 2_000,
             first_token_ms: 30_000,
             total_ms: 600_000,
+            body_ms: 30_000,
         }
     }
 }
@@ -251,11 +255,15 @@ pub(crate) struct Origin<'t> {
 }
 
 impl Origin<'_> {
+    /// An error about `field` of the table at `span`: the line that sets the field, or the
+    /// table's first line where none does.
     pub(crate) fn error(&self, span: Range<usize>, field: &str, message: String) -> GatewayError {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let at = switchyard_catalog::key_offset(self.text, span.clone(), key).unwrap_or(span.start);
         GatewayError::Config(format!(
             "{}: line {}, field `{field}`: {message}",
             self.name,
-            switchyard_catalog::line_at(self.text, span.start)
+            switchyard_catalog::line_at(self.text, at)
         ))
     }
 }
@@ -274,10 +282,21 @@ impl Config {
         })?;
         let o = Origin { text, name: origin };
         let mut names: Vec<&str> = Vec::new();
-        for p in &c.providers {
+        for (i, p) in c.providers.iter().enumerate() {
             let s = p.get_ref();
-            let err =
-                |f: &str, m: String| o.error(p.span(), f, format!("provider `{}`: {m}", s.name));
+            // A provider's span ends before its `faults` table: the field is looked for up to
+            // the next provider.
+            let end = c
+                .providers
+                .get(i + 1)
+                .map_or(text.len(), |n| n.span().start);
+            let err = |f: &str, m: String| {
+                o.error(
+                    p.span().start..end,
+                    f,
+                    format!("provider `{}`: {m}", s.name),
+                )
+            };
             if names.contains(&s.name.as_str()) {
                 return Err(err("name", "two providers have this name".into()));
             }
@@ -327,6 +346,25 @@ impl Config {
                             return Err(err(field, format!("{v} is not a share between 0 and 1")));
                         }
                     }
+                    if let Some(a) = f.outage_start_s {
+                        if !(a >= 0.0 && a.is_finite()) {
+                            return Err(err(
+                                "faults.outage_start_s",
+                                "must be a finite time of at least 0".into(),
+                            ));
+                        }
+                        if f.outage_end_s.is_some_and(|b| b.is_nan() || b <= a) {
+                            return Err(err(
+                                "faults.outage_end_s",
+                                "must come after outage_start_s".into(),
+                            ));
+                        }
+                    } else if f.outage_end_s.is_some() {
+                        return Err(err(
+                            "faults.outage_end_s",
+                            "an outage needs its outage_start_s".into(),
+                        ));
+                    }
                 }
                 other => {
                     return Err(err(
@@ -337,10 +375,14 @@ impl Config {
             }
         }
         let mut models: Vec<&str> = Vec::new();
-        for m in &c.models {
+        for (i, m) in c.models.iter().enumerate() {
             let s = m.get_ref();
-            let err =
-                |f: &str, msg: String| o.error(m.span(), f, format!("model `{}`: {msg}", s.name));
+            // A model's span ends before its deployments' tables: the field is looked for up
+            // to the next model.
+            let end = c.models.get(i + 1).map_or(text.len(), |n| n.span().start);
+            let err = |f: &str, msg: String| {
+                o.error(m.span().start..end, f, format!("model `{}`: {msg}", s.name))
+            };
             if models.contains(&s.name.as_str()) {
                 return Err(err("name", "two models have this name".into()));
             }
@@ -358,6 +400,57 @@ impl Config {
                         format!("no provider named `{}`", d.provider),
                     ));
                 }
+                // Numbers a typo would turn into a router that sends nothing, or everything,
+                // one way.
+                let checks: [(&str, Option<f64>, bool, &str); 5] = [
+                    (
+                        "deployment.weight",
+                        Some(d.weight),
+                        false,
+                        "a finite share, 0 or more",
+                    ),
+                    (
+                        "deployment.usd_per_mtok",
+                        d.usd_per_mtok,
+                        false,
+                        "a finite price, 0 or more",
+                    ),
+                    (
+                        "deployment.ttft_ms",
+                        d.ttft_ms,
+                        true,
+                        "a finite time above 0",
+                    ),
+                    (
+                        "deployment.tpot_ms",
+                        d.tpot_ms,
+                        true,
+                        "a finite time above 0",
+                    ),
+                    (
+                        "deployment.capacity",
+                        d.capacity,
+                        true,
+                        "a finite count above 0",
+                    ),
+                ];
+                for (field, v, positive, says) in checks {
+                    if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && (!positive || v > 0.0))) {
+                        return Err(err(field, format!("must be {says}")));
+                    }
+                }
+                if d.max_context == Some(0) {
+                    return Err(err(
+                        "deployment.max_context",
+                        "must be at least 1 token".into(),
+                    ));
+                }
+            }
+            if s.policy == Policy::Weighted && s.deployments.iter().all(|d| d.weight == 0.0) {
+                return Err(err(
+                    "deployment.weight",
+                    "under the weighted policy every deployment has a weight of 0, so none would be sent a request".into(),
+                ));
             }
         }
         if c.models.is_empty() {
@@ -365,10 +458,51 @@ impl Config {
                 "{origin}: no [[model]]: clients would have nothing to ask for"
             )));
         }
+        // The top-level tables keep no span: the line that sets the key stands for them.
+        let top = |field: &str, message: &str| o.error(0..text.len(), field, message.into());
         if c.retries.max_attempts == 0 {
-            return Err(GatewayError::Config(format!(
-                "{origin}: field `retries.max_attempts`: must be at least 1"
-            )));
+            return Err(top("retries.max_attempts", "must be at least 1"));
+        }
+        let r = c.retries;
+        for (field, v) in [
+            ("retries.budget_ratio", r.budget_ratio),
+            ("retries.min_per_s", r.min_per_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(top(field, "must be a finite number, 0 or more"));
+            }
+        }
+        if !(c.health.cooldown_s.is_finite() && c.health.cooldown_s >= 0.0) {
+            return Err(top(
+                "health.cooldown_s",
+                "must be a finite number of seconds, 0 or more",
+            ));
+        }
+        let t = c.timeouts;
+        for (field, v) in [
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.first_token_ms", t.first_token_ms),
+            ("timeouts.total_ms", t.total_ms),
+            ("timeouts.body_ms", t.body_ms),
+        ] {
+            if v == 0 {
+                return Err(top(
+                    field,
+                    "must be at least 1 ms: at 0 every request times out",
+                ));
+            }
+        }
+        if t.first_token_ms > t.total_ms {
+            return Err(top(
+                "timeouts.first_token_ms",
+                "must be at most `total_ms`, which would end the request first",
+            ));
+        }
+        if c.server.max_body_bytes < 1024 {
+            return Err(top(
+                "server.max_body_bytes",
+                "must be at least 1024: smaller, no chat request fits",
+            ));
         }
         Ok(c)
     }

@@ -307,8 +307,10 @@ impl Gateway {
                                 chips: p.chips,
                                 ..Query::new(model, system, isl, osl)
                             };
+                            // The chips asked for, where they are what fails.
+                            let at_fault = if p.chips.is_some() { "chips" } else { "system" };
                             let mut dep = best_deployment(&q, params, Objective::Throughput)
-                                .map_err(|e| err("system", e.to_string()))?;
+                                .map_err(|e| err(at_fault, e.to_string()))?;
                             // A server's chips that the best layout splits into several
                             // model replicas (a small model on an 8-GPU server) run as that many
                             // engines, so that none of them sits idle, as `simulate` runs them.
@@ -320,7 +322,7 @@ impl Gateway {
                             };
                             if engines > u64::from(MAX_ENGINES) {
                                 return Err(err(
-                                    "replicas",
+                                    if dep.layout.dp > 1 { "chips" } else { "replicas" },
                                     format!(
                                         "{engines} engines of {upstream} ({} replicas, each of {}), more than the {MAX_ENGINES} an emulated pool may run",
                                         p.replicas,

@@ -22,9 +22,11 @@ pub const CLASS_HEADER: &str = "x-switchyard-class";
 pub const TTFT_HEADER: &str = "x-switchyard-ttft-ms";
 
 async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, gw.max_body)
-        .await
-        .map_err(|_| ApiError::too_large(gw.max_body))
+    let limit = std::time::Duration::from_millis(gw.timeouts.body_ms);
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, gw.max_body)).await {
+        Ok(read) => read.map_err(|_| ApiError::too_large(gw.max_body)),
+        Err(_) => Err(ApiError::body_timeout(gw.timeouts.body_ms)),
+    }
 }
 
 fn class_of(h: &HeaderMap) -> Option<String> {
@@ -177,6 +179,10 @@ async fn metrics() -> Response {
     }
 }
 
+async fn wrong_method(req: Request) -> Response {
+    ApiError::wrong_method(req.method().as_str(), req.uri().path()).into_response()
+}
+
 async fn not_found(req: Request) -> Response {
     ApiError::no_route(req.uri().path()).into_response()
 }
@@ -190,6 +196,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(gw)
 }
 

@@ -96,12 +96,63 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
     );
     check(
         &ok.replace("kind = \"emulated\"", "kind = \"grpc\""),
-        &["g.toml", "line 1", "field `kind`", "grpc"],
+        &["g.toml", "line 3", "field `kind`", "grpc"],
     );
     check(
         &ok.replace("provider = \"a\"\nupstream", "provider = \"b\"\nupstream"),
-        &["line 8", "no provider named `b`"],
+        &["line 12", "no provider named `b`"],
     );
+    // Values that would leave the gateway refusing or timing out every request, or routing
+    // by a NaN, are named with their line.
+    for (from, to, needles) in [
+        (
+            "chips = 1\n",
+            "chips = 1\nreplicas = 0\n",
+            ["line 6", "field `replicas`"],
+        ),
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"llama-3.1-8b\"\nweight = -5\n",
+            ["line 14", "field `deployment.weight`"],
+        ),
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"llama-3.1-8b\"\nusd_per_mtok = nan\n",
+            ["line 14", "field `deployment.usd_per_mtok`"],
+        ),
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"llama-3.1-8b\"\nmax_context = 0\n",
+            ["line 14", "field `deployment.max_context`"],
+        ),
+        (
+            "[provider.faults]\n",
+            "[provider.faults]\noutage_start_s = 60\noutage_end_s = 30\n",
+            ["line 8", "field `faults.outage_end_s`"],
+        ),
+    ] {
+        check(&ok.replace(from, to), &needles);
+    }
+    for (table, needles) in [
+        (
+            "[timeouts]\nfirst_token_ms = 0\n",
+            ["line 2", "timeouts.first_token_ms"],
+        ),
+        (
+            "[server]\nmax_body_bytes = 0\n",
+            ["line 2", "server.max_body_bytes"],
+        ),
+        (
+            "[retries]\nmax_attempts = 0\n",
+            ["line 2", "retries.max_attempts"],
+        ),
+        (
+            "[health]\ncooldown_s = -1.0\n",
+            ["line 2", "health.cooldown_s"],
+        ),
+    ] {
+        check(&format!("{table}{ok}"), &needles);
+    }
     check(
         &ok.replace("chips = 1", "chips = \"one\""),
         &["line 5", "chips"],
@@ -580,7 +631,7 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_UNSET_VARIABLE\"\n",
         &[
             "g.toml",
-            "line 15",
+            "line 17",
             "key_env",
             "SWITCHYARD_TEST_UNSET_VARIABLE",
         ],
@@ -588,15 +639,15 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     std::env::set_var("SWITCHYARD_TEST_KEY_C", "secret-c");
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nrequests_per_minute = 0\n",
-        &["line 15", "requests_per_minute"],
+        &["line 18", "requests_per_minute"],
     );
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\ntokens_per_minute = 0.5\n",
-        &["line 15", "tokens_per_minute"],
+        &["line 18", "tokens_per_minute"],
     );
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nmodels = [\"other\"]\n",
-        &["line 15", "models", "other"],
+        &["line 18", "models", "other"],
     );
 }
 
@@ -652,8 +703,9 @@ fn emulated_pools_have_a_size_limit() {
     };
     refuse(
         &base.replace("chips = 1", "chips = 60000\nreplicas = 1000"),
-        &["field `replicas`", "10000"],
+        &["field `chips`", "10000"],
     );
+    refuse(&base.replace("chips = 1", "chips = 0"), &["field `chips`"]);
     refuse(
         &base.replace("chips = 1", "chips = 1\nreplicas = 20000"),
         &["field `replicas`", "10000"],
@@ -828,4 +880,71 @@ async fn an_emulated_provider_refuses_a_batch_of_prompts() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "prompt", "{body}");
+}
+
+/// A known path asked with the wrong method answers 405 with OpenAI's error object and the
+/// methods it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_gets_an_error_object() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/chat/completions", "POST"),
+        (reqwest::Method::DELETE, "/models", "GET"),
+    ] {
+        let r = client
+            .request(method, format!("{url}{path}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 405);
+        let allowed = r
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(allowed.contains(allow), "{allowed}");
+        let body: serde_json::Value =
+            serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    }
+}
+
+/// A client that stalls halfway through its request body is answered 408 once the body's
+/// time is up, rather than holding its connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = format!(
+        "[timeouts]\nbody_ms = 200\n{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut answer))
+        .await
+        .expect("answered before the test's own limit")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("request_timeout"), "{head}");
 }

@@ -417,7 +417,7 @@ fn a_bad_config_names_the_file_line_and_field() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("bad-gateway.toml") && err.contains("line 1") && err.contains("field `kind`"),
+        err.contains("bad-gateway.toml") && err.contains("line 3") && err.contains("field `kind`"),
         "{err}"
     );
 }
