@@ -265,8 +265,15 @@ impl Model {
         if self.id.trim().is_empty() {
             return Err("field `id` must not be empty".into());
         }
-        if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 {
-            return Err("fields `layers`, `hidden`, `heads` and `kv_heads` must be above 0".into());
+        for (field, v) in [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+        ] {
+            if v == 0 {
+                return Err(format!("field `{field}` must be above 0"));
+            }
         }
         let sizes = [
             ("head_dim", self.head_dim),

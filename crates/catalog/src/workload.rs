@@ -61,6 +61,14 @@ impl Workload {
                 return Err(format!("field `{name}` must be a finite number above 0"));
             }
         }
+        // Token counts as the command line takes them, up to a billion.
+        for (name, v) in [("isl", self.isl), ("osl", self.osl)] {
+            if v.is_some_and(|v| !(1.0..=1e9).contains(&v)) {
+                return Err(format!(
+                    "field `{name}` must be from 1 to 1,000,000,000 tokens"
+                ));
+            }
+        }
         // Far beyond any dataset's; keeps every derived length finite.
         if self.osl_cv.is_some_and(|v| !OSL_CV_RANGE.contains(&v)) {
             return Err(format!(

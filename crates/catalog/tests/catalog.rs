@@ -99,6 +99,15 @@ fn a_workload_must_name_a_known_model_and_sane_lengths() {
         .expect_err("negative isl")
         .to_string();
     assert!(msg.contains("isl"), "{msg}");
+    let huge = negative.replace("isl = -1.0", "isl = 1e30");
+    let msg = cat
+        .extend_from_toml(&huge, "w.toml")
+        .expect_err("a typo's length")
+        .to_string();
+    assert!(
+        msg.contains("isl") && msg.contains("1,000,000,000"),
+        "{msg}"
+    );
     let good = "[[workload]]\nid = \"mine\"\nsuite = \"s\"\nmodel = \"llama-2-70b\"\nisl = 100.0\nosl = 50.0\nsources = [\"https://a\"]\n";
     cat.extend_from_toml(good, "w.toml").expect("good workload");
     assert_eq!(
@@ -366,6 +375,14 @@ fn a_bad_file_names_its_line_and_field() {
     );
     cat.extend_from_toml(&mla.replace("head_dim = 64", "head_dim = 192"), "mla.toml")
         .expect("a head wider than its rope part");
+    // A zero shape is named on its own line.
+    refused(
+        &mut cat,
+        &mla.replace("head_dim = 64", "head_dim = 192")
+            .replace("layers = 27", "layers = 0"),
+        "zero.toml",
+        &["zero.toml: line 6", "`mla`", "field `layers`"],
+    );
     // A mixed checkpoint's other weights are wider than its native format, which it names.
     let mixed = mla.replace("head_dim = 64", "head_dim = 192");
     refused(

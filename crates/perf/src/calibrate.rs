@@ -216,8 +216,13 @@ pub fn calibrate(
 ) -> Result<Calibration, String> {
     let (outcomes, before) = validate::run(cat, start, rows);
     if before.n == 0 {
+        // The first row's reason, as `validate` gives it, so that the user need not ask.
+        let first = outcomes
+            .iter()
+            .find_map(|o| o.predicted.as_ref().err())
+            .map_or(String::new(), |why| format!(" (first: {why})"));
         return Err(format!(
-            "none of the {} rows can be modelled, so there is nothing to fit to",
+            "none of the {} rows can be modelled, so there is nothing to fit to{first}",
             rows.len()
         ));
     }
@@ -453,6 +458,9 @@ mod tests {
             &select(None).expect("valid"),
         )
         .expect_err("refused");
-        assert!(e.contains("none of the 1 rows"), "{e}");
+        assert!(
+            e.contains("none of the 1 rows") && e.contains("(first: line"),
+            "{e}"
+        );
     }
 }

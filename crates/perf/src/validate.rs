@@ -404,6 +404,9 @@ const PEAK_LOADS: [&str; 11] = [
 /// A token length: a number, or thousands of tokens written `1k`, `8K` (1,024 each, as
 /// benchmark names such as "1k/1k" mean); blank is `None`, anything else an error naming
 /// the column.
+/// The largest token count or concurrency a row may state.
+const MAX_ROW_COUNT: f64 = 1e9;
+
 fn length_of(cell: &str, column: &str) -> Result<Option<f64>, String> {
     let t = cell.trim().to_ascii_lowercase();
     if t.is_empty() {
@@ -414,9 +417,14 @@ fn length_of(cell: &str, column: &str) -> Result<Option<f64>, String> {
         Some(k) => k.trim().parse::<f64>().map(|k| k * 1024.0),
         None => t.parse::<f64>(),
     };
+    // Up to a billion tokens, as the command line takes: past that a count is a typo, and
+    // would pass through the integer casts of the engine as their largest value.
     match v {
-        Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
-        _ => Err(format!("{column} `{}` is not a token count", cell.trim())),
+        Ok(v) if (1.0..=MAX_ROW_COUNT).contains(&v) => Ok(Some(v)),
+        _ => Err(format!(
+            "{column} `{}` is not a token count from 1 to 1,000,000,000",
+            cell.trim()
+        )),
     }
 }
 
@@ -462,7 +470,7 @@ fn concurrency_of(cell: &str) -> Result<Option<f64>, String> {
         }
     }
     match without_thousands(rest.trim()).parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 1.0 => Ok(Some(v)),
+        Ok(v) if (1.0..=MAX_ROW_COUNT).contains(&v) => Ok(Some(v)),
         _ => Err(format!(
             "concurrency `{}` is neither a number of requests nor offline, server, interactive or a peak (max, saturation)",
             cell.trim()

@@ -2639,3 +2639,26 @@ proptest! {
         }
     }
 }
+
+/// A row's token counts and load hold to the command line's range: a count past a billion
+/// is a typo, skipped with its reason, not a request the engine's integers saturate on.
+#[test]
+fn rows_with_counts_past_a_billion_are_skipped() {
+    let cat = cat();
+    let p = Params::default();
+    let text =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n\
+        a,h100-sxm,8,llama-3.1-70b,fp8,tp8,none,32,99999999999999999999999,200,throughput_tok_s,1\n\
+        b,h100-sxm,8,llama-3.1-70b,fp8,tp8,none,99999999999,1000,200,throughput_tok_s,1\n\
+        c,h100-sxm,8,llama-3.1-70b,fp8,tp8,none,32,1000,200,throughput_tok_s,1\n";
+    let rows = parse_points(text).expect("rows");
+    let (out, _) = run(&cat, &p, &rows);
+    let why = |i: usize| out[i].predicted.as_ref().expect_err("skipped").clone();
+    assert!(
+        why(0).contains("isl") && why(0).contains("1,000,000,000"),
+        "{}",
+        why(0)
+    );
+    assert!(why(1).contains("concurrency"), "{}", why(1));
+    assert!(out[2].predicted.is_ok());
+}
