@@ -4,7 +4,7 @@
 use crate::scenario::{line_of_field, ClassSpec, MwIs, PlanFile, Rules, WhatIf};
 use crate::{Buy, Candidate, ClassOutcome, PhasePlan, PlanError, ProviderUse};
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
-use switchyard_catalog::Workload;
+use switchyard_catalog::{SystemKind, Workload};
 use switchyard_perf::{
     best_deployment, disaggregated, Catalog, Deployment, Objective, Params, Query, System,
 };
@@ -288,7 +288,6 @@ impl<'a> Model<'a> {
                     }
                 };
                 d.layout.dp = 1;
-                let engine = EngineConfig::for_deployment(&d, pp);
                 let facility = if mw_is == MwIs::Facility { pp.pue } else { 1.0 };
                 let candidate = |layout: String, chips: u32| Candidate {
                     provider: spec.name.clone(),
@@ -318,47 +317,88 @@ impl<'a> Model<'a> {
                 ) {
                     options.push(o);
                 }
-                let best =
-                    d.max_throughput_within(pp, isl, osl, Some(class.tpot_s), Some(class.ttft_s));
-                let Some(op) = best else {
-                    let one = d.at_concurrency(pp, 1.0, isl, osl);
-                    rejected.push(format!(
-                        "{tag}: misses the targets even alone (TTFT {:.0} ms against {:.0}, TPOT {:.1} ms against {:.1})",
-                        one.ttft_s * 1e3, class.ttft_s * 1e3, one.tpot_s * 1e3, class.tpot_s * 1e3
-                    ));
-                    continue;
-                };
-                let cap = op.throughput_tok_s * rules.headroom;
-                let Some(watts) = d.full_power_w(pp) else {
-                    rejected.push(format!("{tag}: no power figure for {}", system.id));
-                    continue;
-                };
-                let mw = watts / 1e6 * facility;
-                let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
-                    rejected.push(format!(
-                        "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
-                        system.id
-                    ));
-                    continue;
-                };
-                let chips = d.layout.replica_chips();
-                options.push(Opt {
-                    out: Candidate {
-                        capacity_tok_s: cap,
-                        concurrency: op.concurrency * rules.headroom,
-                        ttft_s: op.ttft_s,
-                        tpot_s: op.tpot_s,
-                        mw,
-                        usd_per_hour: usd,
-                        ..candidate(d.layout.to_string(), chips)
-                    },
-                    deployment: d,
-                    engine,
-                    per_unit: 1,
-                    prefill: None,
-                    provider: pi,
-                    class: ci,
-                });
+                // A wafer or LPU replica of more than the fewest chips that fit leaves room
+                // for more sequences' KV caches beside the same weights, and can carry far more
+                // per chip (Llama 3.3 70B on 16 CS-3s against 4: about seven times as much a
+                // wafer under a 40 ms TPOT): those counts are options too.
+                let mut replicas = vec![d.clone()];
+                if matches!(system.kind, SystemKind::Wafer | SystemKind::Lpu) {
+                    let fewest = d.layout.replica_chips();
+                    for k in [2, 4, 8] {
+                        let Some(n) = fewest.checked_mul(k) else {
+                            break;
+                        };
+                        let q = Query {
+                            chips: Some(n),
+                            ..q
+                        };
+                        if let Ok(mut more) = best_deployment(&q, pp, Objective::Throughput) {
+                            more.layout.dp = 1;
+                            if replicas
+                                .iter()
+                                .all(|r| r.layout.replica_chips() != more.layout.replica_chips())
+                            {
+                                replicas.push(more);
+                            }
+                        }
+                    }
+                }
+                for (i, d) in replicas.into_iter().enumerate() {
+                    let engine = EngineConfig::for_deployment(&d, pp);
+                    let best = d.max_throughput_within(
+                        pp,
+                        isl,
+                        osl,
+                        Some(class.tpot_s),
+                        Some(class.ttft_s),
+                    );
+                    let Some(op) = best else {
+                        let one = d.at_concurrency(pp, 1.0, isl, osl);
+                        // A larger replica that misses is no news: the fewest's verdict stands.
+                        if i == 0 {
+                            rejected.push(format!(
+                                "{tag}: misses the targets even alone (TTFT {:.0} ms against {:.0}, TPOT {:.1} ms against {:.1})",
+                                one.ttft_s * 1e3, class.ttft_s * 1e3, one.tpot_s * 1e3, class.tpot_s * 1e3
+                            ));
+                        }
+                        continue;
+                    };
+                    let cap = op.throughput_tok_s * rules.headroom;
+                    let Some(watts) = d.full_power_w(pp) else {
+                        if i == 0 {
+                            rejected.push(format!("{tag}: no power figure for {}", system.id));
+                        }
+                        continue;
+                    };
+                    let mw = watts / 1e6 * facility;
+                    let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
+                        if i == 0 {
+                            rejected.push(format!(
+                                "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
+                                system.id
+                            ));
+                        }
+                        continue;
+                    };
+                    let chips = d.layout.replica_chips();
+                    options.push(Opt {
+                        out: Candidate {
+                            capacity_tok_s: cap,
+                            concurrency: op.concurrency * rules.headroom,
+                            ttft_s: op.ttft_s,
+                            tpot_s: op.tpot_s,
+                            mw,
+                            usd_per_hour: usd,
+                            ..candidate(d.layout.to_string(), chips)
+                        },
+                        deployment: d,
+                        engine,
+                        per_unit: 1,
+                        prefill: None,
+                        provider: pi,
+                        class: ci,
+                    });
+                }
             }
         }
         Ok(Model {

@@ -1,7 +1,7 @@
 //! The planner on the example scenario and on small scenarios that isolate one behaviour.
 
 use switchyard_perf::{Catalog, Params};
-use switchyard_planner::{plan, Plan, PlanError, PlanFile, WhatIf};
+use switchyard_planner::{plan, Candidate, Plan, PlanError, PlanFile, WhatIf};
 
 const EXAMPLE: &str = include_str!("../../../scenarios/plan-750mw.toml");
 
@@ -503,4 +503,52 @@ demand_tok_s = [100000.0]
     let c = &ph.classes[0];
     assert!(c.confirmed, "{c:?}");
     assert!(c.sim_tpot_s.is_some_and(|t| t <= 0.022 * 1.1), "{c:?}");
+}
+
+/// A wafer replica of more wafers than the fewest that fit holds more sequences' KV caches
+/// beside the same weights: the planner weighs such replicas too, and buys them where they
+/// carry more a wafer.
+#[test]
+fn wafer_replicas_larger_than_the_fewest_are_options() {
+    let text = r#"
+[[phase]]
+name = "y1"
+[[provider]]
+name = "cerebras"
+systems = ["cs3"]
+mw = [100.0]
+capex_usd_per_system = 2500000.0
+[[class]]
+name = "chat"
+model = "llama-3.3-70b"
+isl = 1500
+osl = 400
+ttft_ms = 2000
+tpot_ms = 40
+demand_tok_s = [1.0e6]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    let aggregated: Vec<&Candidate> = p.options.iter().filter(|o| !o.disaggregated).collect();
+    let per_wafer = |o: &Candidate| o.capacity_tok_s / f64::from(o.chips);
+    let fewest = aggregated
+        .iter()
+        .min_by_key(|o| o.chips)
+        .expect("an option");
+    assert_eq!(fewest.chips, 4);
+    let best = aggregated
+        .iter()
+        .max_by(|a, b| per_wafer(a).total_cmp(&per_wafer(b)))
+        .expect("an option");
+    assert!(best.chips > 4, "{}", best.layout);
+    assert!(per_wafer(best) > 3.0 * per_wafer(fewest));
+    // What is bought carries at least what the best aggregated replica carries a wafer.
+    let bought: u32 = p.phases[0].buys.iter().map(|b| b.systems).sum();
+    assert!(
+        f64::from(bought) * per_wafer(best) >= 1.0e6 * 0.99,
+        "{bought} wafers"
+    );
+    assert!(
+        f64::from(bought) <= 1.0e6 / per_wafer(best) * 1.05 + 16.0,
+        "{bought} wafers"
+    );
 }
