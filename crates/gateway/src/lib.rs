@@ -250,7 +250,8 @@ impl Gateway {
                 let mut target = Target {
                     name: p.name.clone(),
                     weight: d.weight,
-                    usd_per_mtok: d.usd_per_mtok.unwrap_or(0.0),
+                    // A deployment with no price ranks last under the cost policy.
+                    usd_per_mtok: d.usd_per_mtok.unwrap_or(f64::INFINITY),
                     priority: d.priority,
                     classes: d.classes.clone(),
                     ttft_s: d.ttft_ms.unwrap_or(0.0) / 1000.0,

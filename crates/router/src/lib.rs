@@ -87,7 +87,8 @@ pub struct Target {
     pub name: String,
     /// Share for the weighted policy.
     pub weight: f64,
-    /// Price for the cost policy, USD per million output tokens.
+    /// Price for the cost policy, USD per million output tokens; infinite where unknown, so
+    /// that an unpriced target ranks last rather than first.
     pub usd_per_mtok: f64,
     /// Preference for the priority policy: lower goes first.
     pub priority: u32,

@@ -1077,6 +1077,28 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             scenario: self.scn.name.clone(),
             seed: self.scn.seed,
             policy: self.scn.policy.name().to_string(),
+            deployments: self
+                .scn
+                .providers
+                .iter()
+                .map(|p| {
+                    let pool = |n: u32, d: &Deployment<'_>| {
+                        format!(
+                            "{n} x {} on {} ({} weights, {} KV cache)",
+                            d.layout, d.system.id, d.weights, d.kv
+                        )
+                    };
+                    let own = pool(p.replicas, &p.deployment);
+                    match &p.prefill {
+                        None => format!("{}: {own}", p.name),
+                        Some(pp) => format!(
+                            "{}: decode {own}; prefill {}",
+                            p.name,
+                            pool(pp.replicas, &pp.deployment)
+                        ),
+                    }
+                })
+                .collect(),
             arrivals: self.arrivals,
             completed: fleet.completed,
             failed: fleet.failed,

@@ -753,7 +753,8 @@ impl ScenarioFile {
             let target = Target {
                 name: s.name.clone(),
                 weight: s.weight,
-                usd_per_mtok: usd.unwrap_or(0.0),
+                // A pool with no price ranks last under the cost policy, not first.
+                usd_per_mtok: usd.unwrap_or(f64::INFINITY),
                 priority: s.priority,
                 classes: s.classes.clone(),
                 ttft_s: priors.ttft_s,

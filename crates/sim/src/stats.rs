@@ -247,6 +247,9 @@ pub struct Summary {
     pub seed: u64,
     /// Routing policy.
     pub policy: String,
+    /// What each provider runs, in scenario order: its replicas, their layout, system and
+    /// precisions (and its prefill pool's), as the performance model chose them.
+    pub deployments: Vec<String>,
     /// Arrivals.
     pub arrivals: u64,
     /// Completed requests.

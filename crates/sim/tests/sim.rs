@@ -966,3 +966,16 @@ fn energy_per_token_follows_the_estimate_at_the_same_load() {
         "simulated {sim} J/token against the estimate's {want}"
     );
 }
+
+/// Under the cost policy a pool with no price (no catalog price, none in the scenario) ranks
+/// last, not first as if it were free.
+#[test]
+fn an_unpriced_pool_ranks_last_under_the_cost_policy() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[router]\npolicy = \"cost\"\n[[provider]]\nname = \"wafer\"\nsystem = \"cs3\"\n[[provider]]\nname = \"gpu\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 50\narrival = { process = \"poisson\", rate = 0.5 }\nprompt = { dist = \"fixed\", tokens = 100 }\noutput = { dist = \"fixed\", tokens = 20 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    assert!(scn.providers[0].target.usd_per_mtok.is_infinite());
+    let (s, _) = run(&scn, &p);
+    assert_eq!(s.providers[1].requests, 50, "{:?}", s.providers);
+}

@@ -246,6 +246,9 @@ fn print_summary(s: &Summary) {
         s.policy,
         s.seed
     );
+    for d in &s.deployments {
+        out!("  {d}");
+    }
     out!("latencies in ms; goodput = share of requests within their class's TTFT and TPOT targets");
     out!("");
     let mut providers: Vec<&Group> = s.providers.iter().collect();
