@@ -239,7 +239,8 @@ mod reason {
     pub const NO_PROVIDER: &str = "no provider takes its class";
     pub const DOWN: &str = "every provider tried was down";
     pub const MID_STREAM: &str = "provider failed after the first token";
-    pub const TOO_LONG: &str = "prompt and output exceed the replica's KV cache";
+    pub const TOO_LONG: &str =
+        "prompt and output exceed the replica's KV cache or the model's context";
 }
 
 /// Latency histograms of the run, for charts: TTFT and end-to-end per provider.
@@ -618,7 +619,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             pool.tree.best()
         };
         let Some(s) = slot else {
-            self.lost(k);
+            self.lost(k, true);
             return;
         };
         let req = Request {
@@ -741,10 +742,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     }
 
     /// A provider or replica failed under request `k`: retry it elsewhere if no token has
-    /// reached the client yet.
-    fn lost(&mut self, k: u32) {
+    /// reached the client yet. `blame` tells the router's health check of the failure.
+    fn lost(&mut self, k: u32, blame: bool) {
         let r = self.reqs[k as usize];
-        self.router.failed(r.provider as usize, self.now);
+        if blame {
+            self.router.failed(r.provider as usize, self.now);
+        }
         if r.first_at.is_some() {
             self.end(k, Some(reason::MID_STREAM));
         } else if r.attempts >= self.scn.max_attempts {
@@ -789,7 +792,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                             for s in 0..self.pools[q].slots.len() {
                                 if self.pools[q].slots[s].failures == 0 {
                                     for k in self.take_down(q, s) {
-                                        self.lost(k as u32);
+                                        self.lost(k as u32, true);
                                     }
                                 }
                             }
@@ -823,11 +826,17 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         // nothing may be retried there, as a client retries a provider whose
                         // load balancer moves it to a healthy replica.
                         let others = self.pools[p].tree.best().is_some();
+                        // One replica going down is one failure to the provider's health
+                        // check, however many requests it held: a balancer in front of the
+                        // pool sees one sick backend, not a sick provider.
+                        if !lost.is_empty() {
+                            self.router.failed(p, self.now);
+                        }
                         for k in lost {
                             if others {
                                 self.reqs[k as usize].tried &= !(1u64 << p.min(63));
                             }
-                            self.lost(k as u32);
+                            self.lost(k as u32, false);
                         }
                     }
                 } else {

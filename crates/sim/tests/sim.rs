@@ -979,3 +979,31 @@ fn an_unpriced_pool_ranks_last_under_the_cost_policy() {
     let (s, _) = run(&scn, &p);
     assert_eq!(s.providers[1].requests, 50, "{:?}", s.providers);
 }
+
+/// One replica going down is one failure to its provider's health check, however many
+/// requests it held: the provider's other replicas go on serving, not ejected with it.
+#[test]
+fn a_replica_failure_does_not_eject_its_provider() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\nduration_s = 60\n[router]\npolicy = \"least-outstanding\"\neject_after = 3\ncooldown_s = 1000\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n[[provider]]\nname = \"b\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 4\n[workload]\narrival = { process = \"poisson\", rate = 10 }\nprompt = { dist = \"fixed\", tokens = 1000 }\noutput = { dist = \"fixed\", tokens = 300 }\n[[failure]]\nkind = \"replica\"\nprovider = \"a\"\nreplica = 0\nstart_s = 20\nend_s = 25\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let share = s.providers[0].requests as f64 / s.arrivals as f64;
+    assert!(share > 0.4, "provider a took {share} of the requests");
+}
+
+/// A request longer than the model's context is refused, as a serving engine refuses it,
+/// even where the KV cache would hold it.
+#[test]
+fn a_request_past_the_models_context_is_refused() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    // Llama 3 8B accepts 8,192 tokens; an H200 holds far more of its KV cache.
+    let text = "model = \"llama-3-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h200\"\nchips = 1\n[workload]\nrequests = 4\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 9000 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    assert!(scn.providers[0].engine.max_context() > 9010);
+    let (s, _) = run(&scn, &p);
+    assert_eq!(s.failed, 4);
+    assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
+}
