@@ -659,14 +659,45 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             .fold(f64::INFINITY, f64::min);
         let mw = best * class.demand[k];
         need += mw;
-        parts.push(format!("`{}` {:.1} MW", class.name, mw));
+        parts.push(format!("`{}` {} MW", class.name, megawatts(mw)));
     }
     let have: f64 = m.providers.iter().map(|p| p.mw[k]).sum();
+    if need <= have {
+        // Enough power in all, but replicas come whole: the smallest takes more than is on
+        // offer where it would go.
+        let smallest = m
+            .options
+            .iter()
+            .map(|o| o.out.mw)
+            .fold(f64::INFINITY, f64::min);
+        return Ok(format!(
+            "phase {phase}: not enough power: providers offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas come whole and the smallest takes {} MW",
+            megawatts(have),
+            megawatts(need),
+            megawatts(smallest)
+        ));
+    }
     Ok(format!(
-        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {need:.1} MW ({}), providers offer {have:.1} MW; short by {:.1} MW or more",
+        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {} MW ({}), providers offer {} MW; short by {} MW or more",
+        megawatts(need),
         parts.join(", "),
-        (need - have).max(0.0)
+        megawatts(have),
+        megawatts(need - have)
     ))
+}
+
+/// Megawatts to three significant figures, so that a small shortfall does not print as 0.0.
+fn megawatts(mw: f64) -> String {
+    let decimals = if mw >= 100.0 {
+        0
+    } else if mw >= 10.0 {
+        1
+    } else if mw >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{mw:.decimals$}")
 }
 
 /// Plans phase `k`.

@@ -208,6 +208,17 @@ fn an_infeasible_rule_is_named() {
     let p = run(&small(2.0, 100_000.0, 0.5, 0.0), &WhatIf::default()).expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(why.contains("N-1"), "{why}");
+    // A shortfall of a few kilowatts is told in kilowatts' worth of digits, not as 0.0 MW.
+    let p = run(
+        &small(2.0, 100_000.0, 0.0, 0.01).replace("mw = [5.0]", "mw = [0.01]"),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("not enough power") && !why.contains(" 0.0 MW"),
+        "{why}"
+    );
     // A provider's own cap on its share is named with the rule it tightens.
     let text = small(2.0, 100_000.0, 0.0, 5.0)
         .replace(

@@ -86,7 +86,8 @@ impl EngineConfig {
         let local = global < layers;
         EngineConfig {
             max_batch: p.max_batch.max(1).saturating_mul(d.layout.ep.max(1)),
-            token_budget: Self::TOKEN_BUDGET,
+            // Each expert-parallel group schedules its own sequences, as with the batch limit.
+            token_budget: Self::TOKEN_BUDGET.saturating_mul(d.layout.ep.max(1)),
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
             groups: d.kv_groups(),

@@ -313,6 +313,10 @@ fn expert_parallel_groups_each_hold_their_own_sequences() {
     // the replica's cache, and one just past it is refused.
     assert_eq!(cfg.group_blocks(), cfg.kv_blocks / 8);
     assert_eq!(cfg.max_context(), cfg.kv_blocks / 8 * cfg.block_tokens);
+    // Each group schedules its own: the batch limit and the tokens a step takes are eight
+    // groups' worth.
+    assert_eq!(cfg.max_batch, p.max_batch * 8);
+    assert_eq!(cfg.token_budget, EngineConfig::TOKEN_BUDGET * 8);
     let mut r = Replica::new(
         Physics {
             deployment: d.clone(),

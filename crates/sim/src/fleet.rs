@@ -969,10 +969,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     Failure::Replica { provider, .. } => ("replica failure", provider),
                     Failure::Slowdown { provider, .. } => ("slowdown", provider),
                 };
+                // A window that outlasts the run ends with it.
                 let name = format!(
                     "{what} of {} ({a:.0}-{} s)",
                     self.scn.providers[p].name,
-                    if b.is_finite() {
+                    if b.is_finite() && *b < end {
                         format!("{b:.0}")
                     } else {
                         "end".into()

@@ -50,7 +50,11 @@ pub fn group_table(groups: &[&Group]) -> Table {
                 g.requests.to_string(),
                 g.completed.to_string(),
                 g.failed.to_string(),
-                format!("{:.1}", g.goodput * 100.0),
+                if g.requests == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", g.goodput * 100.0)
+                },
                 g.fallbacks_in.to_string(),
             ];
             row.extend(latency_cells(&g.ttft_s));

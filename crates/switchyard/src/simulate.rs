@@ -215,12 +215,17 @@ fn print_groups(title: &str, groups: &[&Group]) {
     );
     for g in groups {
         out!(
-            "  {:<34} {:>8} {:>7} {:>8} {:>7.1}% {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>8} {:>8} {:>8}",
+            "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>8} {:>8} {:>8}",
             g.name,
             g.requests,
             g.failed,
             g.fallbacks_in,
-            g.goodput * 100.0,
+            // No request, no share of them.
+            if g.requests == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", g.goodput * 100.0)
+            },
             ms(g.ttft_s.p50),
             ms(g.ttft_s.p99),
             ms1(g.tpot_s.p50),
