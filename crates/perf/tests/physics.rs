@@ -1039,10 +1039,8 @@ fn validation_runs_every_reference_row() {
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
-    // A ratchet, not the goal: the error must not grow past today's level. (24.71: a
-    // pipeline's fullest stage holding whole layers, and their KV cache, costs 0.01 of a
-    // point on DeepSeek-R1 and Llama 3.1 405B rows.)
-    assert!(s.mape < 24.71, "MAPE {}", s.mape);
+    // A ratchet, not the goal: the error must not grow past today's level.
+    assert!(s.mape < 24.65, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a
@@ -1126,7 +1124,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 20.1, "MAPE {}", s.mape);
+    assert!(s.mape < 20.03, "MAPE {}", s.mape);
 }
 
 /// Weight-only quantisation (AWQ, GPTQ) halves or quarters the bytes a step streams but
@@ -2661,4 +2659,38 @@ fn rows_with_counts_past_a_billion_are_skipped() {
     );
     assert!(why(1).contains("concurrency"), "{}", why(1));
     assert!(out[2].predicted.is_ok());
+}
+
+/// Throughput within a small margin of the best is no reason to serve every request more
+/// slowly: among layouts within 2% of the best peak, the search takes the one fastest for a
+/// lone request.
+#[test]
+fn a_near_tie_in_throughput_goes_to_the_faster_layout() {
+    let cat = cat();
+    let p = Params::default();
+    let mut q = query(&cat, "llama-3.1-70b", "h100-sxm", Some(8));
+    q.isl = 1000.0;
+    q.osl = 200.0;
+    q.tpot_limit = Some(0.05);
+    let d = best_deployment(&q, &p, Objective::Throughput).expect("fits");
+    let peak = |d: &Deployment<'_>| q_peak(d, &p, &q);
+    let lone = |d: &Deployment<'_>| d.at_concurrency(&p, 1.0, q.isl, q.osl).user_tok_s;
+    for l in ["tp8", "tp4-pp2", "tp2-pp4", "tp1-pp8"] {
+        let other = deployment(&cat, "llama-3.1-70b", "h100-sxm", l, Precision::Bf16);
+        // Nothing carries more than 2% above the choice, and nothing that carries as much
+        // serves a lone request faster.
+        assert!(peak(&other) <= peak(&d) * 1.02 + 1e-9, "{l}");
+        if peak(&other) >= peak(&d) / 1.02 {
+            assert!(
+                lone(&other) <= lone(&d) * 1.0001,
+                "{l} is faster than {}",
+                d.layout
+            );
+        }
+    }
+}
+
+fn q_peak(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> f64 {
+    d.max_throughput(p, q.isl, q.osl, q.tpot_limit)
+        .throughput_tok_s
 }
