@@ -2,8 +2,9 @@
 //! each provider, the rest of the fleet at the N-1 share of demand.
 //!
 //! Fleets larger than `rules.confirm_replicas` replicas are simulated scaled down: every pool
-//! keeps its share of replicas (at least one, or one disaggregated unit) and demand shrinks with
-//! capacity, so each replica sees
+//! keeps its share of replicas (at least one, or one disaggregated unit, the fleet scaled less,
+//! up to four times `confirm_replicas`, where that one would swell the pool's share) and demand
+//! shrinks with capacity, so each replica sees
 //! the load the plan gives it. Pools of independent replicas behind a balancer behave alike at
 //! any size for the same per-replica load, and smaller pools smooth bursts less, so the
 //! check errs on the safe side.
@@ -33,7 +34,8 @@ fn run(
     if total == 0 || demand <= 0.0 {
         return None;
     }
-    let scale = (f64::from(m.rules.confirm_replicas) / f64::from(total)).min(1.0);
+    let units: Vec<u32> = chosen.iter().map(|&(_, n)| n).collect();
+    let scale = sim_scale(&units, total, m.rules.confirm_replicas);
     let mut providers = Vec::new();
     let (mut cap_full, mut cap_sim) = (0.0, 0.0);
     for &(i, n) in chosen {
@@ -101,6 +103,22 @@ fn run(
             .unwrap_or(0.0),
         s.fleet.goodput,
     ))
+}
+
+/// The share of each pool's `units` a confirming simulation runs, for a fleet of `total`
+/// replicas and a budget of `confirm` replicas. Every pool keeps at least one unit; where
+/// that would swell the smallest pool's share of the fleet (one disaggregated unit beside
+/// hundreds of replicas), the fleet is scaled less, so that the smallest keeps its
+/// proportion, up to four times the budget.
+fn sim_scale(units: &[u32], total: u32, confirm: u32) -> f64 {
+    let mut scale = (f64::from(confirm) / f64::from(total.max(1))).min(1.0);
+    if let Some(fewest) = units.iter().copied().filter(|&n| n > 0).min() {
+        let keep_mix = (1.0 / f64::from(fewest)).min(1.0);
+        if keep_mix > scale && f64::from(total) * keep_mix <= 4.0 * f64::from(confirm) {
+            scale = keep_mix;
+        }
+    }
+    scale
 }
 
 /// One confirming simulation.
@@ -243,4 +261,22 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
     }
     ph.n_minus_1 = table;
     sims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim_scale;
+
+    #[test]
+    fn a_scaled_fleet_keeps_its_smallest_pool_in_proportion_where_the_budget_allows() {
+        // 22 units of 5 replicas beside 477 replicas, a budget of 24: scaled by 1/22, the
+        // unit is one of 23 pools' worth, as in the plan, not one of 24 replicas' worth.
+        let s = sim_scale(&[22, 477], 22 * 5 + 477, 24);
+        assert!((s - 1.0 / 22.0).abs() < 1e-12, "{s}");
+        // Past four times the budget, the budget wins and the unit is kept at one.
+        let s = sim_scale(&[2, 5000], 2 * 5 + 5000, 24);
+        assert!((s - 24.0 / 5010.0).abs() < 1e-12, "{s}");
+        // A fleet within the budget runs whole.
+        assert_eq!(sim_scale(&[3, 4], 7, 24), 1.0);
+    }
 }
