@@ -4,10 +4,10 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 24.5% there and 19.6% on `reference/heldout.csv` (against 24.7% and 20.0%),
-//! with values each near its own evidence: decode efficiency 0.47, 2.9 ms a step, 42 us a
-//! layer, an 18 us all-reduce at 0.28 of the fabric, and small moves of the wafer's hop,
-//! read share and link and the RDU's layer latency. A tenth of a point on the fitted rows
+//! free, scores 24.4% there and 20.0% on `reference/heldout.csv` (against 24.6% and 20.0%),
+//! with values each near its own evidence: decode efficiency 0.46, 1.3 ms a step, a 20 us
+//! all-reduce at 0.26 of the fabric, and small moves of the wafer's hop, read share and link
+//! and the RDU's layer latency and bandwidth share. A tenth of a point on the fitted rows
 //! does not move values chosen on measurements of their own. Earlier optima contradicted
 //! measurements: before the input embedding table left the stream and the output head ran
 //! once a prompt, 24.6% and 20.4% took a 42 us all-reduce and a 54 us launch cost. The
