@@ -273,6 +273,21 @@ impl<'a> Model<'a> {
                         c.name
                     ),
                 })?;
+                // A serving engine refuses a request past the model's context.
+                if u64::from(class.isl) + u64::from(class.osl) > model.max_context {
+                    return Err(PlanError::Scenario {
+                        origin: origin.to_string(),
+                        message: format!(
+                            "line {}, field `isl`: class `{}`: {} + {} tokens exceed the {}-token context of `{}`",
+                            line_of_field(text, &cs.span(), "isl"),
+                            c.name,
+                            class.isl,
+                            class.osl,
+                            model.max_context,
+                            model.id
+                        ),
+                    });
+                }
                 let tag = format!("{} {} for {}", spec.name, system.id, c.name);
                 let (isl, osl) = (f64::from(class.isl), f64::from(class.osl));
                 let q = Query {
@@ -343,6 +358,9 @@ impl<'a> Model<'a> {
                         }
                     }
                 }
+                // The fewest chips' verdict, told only where no larger replica is an option.
+                let mut miss: Option<String> = None;
+                let mut offered = false;
                 for (i, d) in replicas.into_iter().enumerate() {
                     let engine = EngineConfig::for_deployment(&d, pp);
                     let best = d.max_throughput_within(
@@ -356,7 +374,7 @@ impl<'a> Model<'a> {
                         let one = d.at_concurrency(pp, 1.0, isl, osl);
                         // A larger replica that misses is no news: the fewest's verdict stands.
                         if i == 0 {
-                            rejected.push(format!(
+                            miss = Some(format!(
                                 "{tag}: misses the targets even alone (TTFT {:.0} ms against {:.0}, TPOT {:.1} ms against {:.1})",
                                 one.ttft_s * 1e3, class.ttft_s * 1e3, one.tpot_s * 1e3, class.tpot_s * 1e3
                             ));
@@ -366,14 +384,14 @@ impl<'a> Model<'a> {
                     let cap = op.throughput_tok_s * rules.headroom;
                     let Some(watts) = d.full_power_w(pp) else {
                         if i == 0 {
-                            rejected.push(format!("{tag}: no power figure for {}", system.id));
+                            miss = Some(format!("{tag}: no power figure for {}", system.id));
                         }
                         continue;
                     };
                     let mw = watts / 1e6 * facility;
                     let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
                         if i == 0 {
-                            rejected.push(format!(
+                            miss = Some(format!(
                                 "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
                                 system.id
                             ));
@@ -381,6 +399,7 @@ impl<'a> Model<'a> {
                         continue;
                     };
                     let chips = d.layout.replica_chips();
+                    offered = true;
                     options.push(Opt {
                         out: Candidate {
                             capacity_tok_s: cap,
@@ -398,6 +417,9 @@ impl<'a> Model<'a> {
                         provider: pi,
                         class: ci,
                     });
+                }
+                if !offered {
+                    rejected.extend(miss);
                 }
             }
         }
@@ -661,7 +683,14 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         need += mw;
         parts.push(format!("`{}` {} MW", class.name, megawatts(mw)));
     }
-    let have: f64 = m.providers.iter().map(|p| p.mw[k]).sum();
+    // Only providers with an option for some class can lend their power.
+    let have: f64 = m
+        .providers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| m.options.iter().any(|o| o.provider == *i))
+        .map(|(_, p)| p.mw[k])
+        .sum();
     if need <= have {
         // Enough power in all, but replicas come whole: the smallest takes more than is on
         // offer where it would go.
@@ -671,14 +700,14 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             .map(|o| o.out.mw)
             .fold(f64::INFINITY, f64::min);
         return Ok(format!(
-            "phase {phase}: not enough power: providers offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas come whole and the smallest takes {} MW",
+            "phase {phase}: not enough power: the providers with an option offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas come whole and the smallest takes {} MW",
             megawatts(have),
             megawatts(need),
             megawatts(smallest)
         ));
     }
     Ok(format!(
-        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {} MW ({}), providers offer {} MW; short by {} MW or more",
+        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {} MW ({}), the providers with an option offer {} MW; short by {} MW or more",
         megawatts(need),
         parts.join(", "),
         megawatts(have),

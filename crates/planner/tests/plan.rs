@@ -333,6 +333,11 @@ fn bad_scenarios_name_the_line_and_field() {
         ),
         &["line 13", "field `max_share`"],
     );
+    // A class longer than its model's context is refused: no engine would serve it.
+    check(
+        &good.replace("isl = 1000", "isl = 200000"),
+        &["line 21", "field `isl`", "131072-token context"],
+    );
     // A date written as one must be a real one; other free text is a label.
     check(
         &good.replace("name = \"p1\"", "name = \"p1\"\ndate = \"2026-13-45\""),
@@ -561,5 +566,69 @@ demand_tok_s = [1.0e6]
     assert!(
         f64::from(bought) <= 1.0e6 / per_wafer(best) * 1.05 + 16.0,
         "{bought} wafers"
+    );
+}
+
+/// The verdicts on what cannot serve a class hold of the plan: a wafer system whose fewest
+/// wafers miss a TTFT target, where more wafers meet it, is not listed as missing it; and a
+/// power shortfall counts only the power of providers that can serve.
+#[test]
+fn what_cannot_serve_is_told_of_the_plan_as_made() {
+    let long = r#"
+[rules]
+confirm_s = 10
+[[phase]]
+name = "p1"
+[[provider]]
+name = "cerebras"
+systems = ["cs3"]
+mw = [50.0]
+capex_usd_per_system = 2500000.0
+[[class]]
+name = "long"
+model = "llama-3.3-70b"
+isl = 32000
+osl = 200
+ttft_ms = 100
+tpot_ms = 50
+percentile = 0.5
+demand_tok_s = [1.0e5]
+"#;
+    let p = run(long, &WhatIf::default()).expect("plans");
+    assert!(p.phases[0].infeasible.is_none());
+    assert!(
+        p.rejected.iter().all(|r| !r.contains("misses the targets")),
+        "{:?}",
+        p.rejected
+    );
+    let short = r#"
+[rules]
+confirm_s = 5
+[[phase]]
+name = "p1"
+[[provider]]
+name = "wafer"
+systems = ["cs3"]
+mw = [1.0]
+capex_usd_per_system = 2500000.0
+[[provider]]
+name = "gpu"
+systems = ["h200"]
+mw = [1000.0]
+[[class]]
+name = "fast"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 1000
+tpot_ms = 3
+percentile = 0.5
+demand_tok_s = [5.0e6]
+"#;
+    let p = run(short, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("offer 1.00 MW") && why.contains("short by"),
+        "{why}"
     );
 }

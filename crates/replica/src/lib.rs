@@ -367,11 +367,17 @@ impl<S: StepTime> Replica<S> {
         if self.in_step {
             return None;
         }
-        let mut budget = self.config.token_budget;
+        // Each group schedules its own sequences within its share of the step's tokens, as
+        // each expert-parallel rank's scheduler does: one group's long prompt does not take
+        // the others' budget.
+        let groups = self.free_blocks.len().max(1);
+        let share = (self.config.token_budget / groups as u32).max(1);
+        let mut budgets = vec![share; groups];
         let mut preempted = false;
         let mut i = 0;
         while i < self.running.len() {
             let s = self.running[i];
+            let budget = budgets[s.group];
             let want = if s.decoding() {
                 1
             } else {
@@ -406,10 +412,9 @@ impl<S: StepTime> Replica<S> {
             s.blocks += need;
             self.free_blocks[g] -= need;
             s.chunk = want;
-            budget -= want;
+            budgets[g] -= want;
             i += 1;
         }
-        let groups = self.free_blocks.len().max(1);
         let per_group = (self.config.max_batch as usize).div_ceil(groups);
         // Sequences running in each group (one group: the batch limit above is its own).
         let mut in_group = (groups > 1).then(|| {
@@ -423,36 +428,48 @@ impl<S: StepTime> Replica<S> {
         // would only take the blocks back from the sequences that just lost theirs.
         // An empty batch admits regardless, or the engine would stall with work queued.
         while (!preempted || self.running.is_empty())
-            && budget > 0
+            && budgets.iter().any(|&b| b > 0)
             && self.running.len() < self.config.max_batch as usize
         {
             let Some(front) = self.waiting.front() else {
                 break;
             };
-            let want = if front.decoding() {
-                1
-            } else {
-                front.target.min(budget)
+            let want_in = |budget: u32| {
+                if front.decoding() {
+                    1
+                } else {
+                    front.target.min(budget)
+                }
             };
             // The whole prompt's blocks are taken at admission (as vLLM's block manager
             // does), so a long prompt admitted in chunks cannot be starved of the blocks for
             // its later chunks by requests admitted after it. A request that arrives prefilled
             // also takes the block its first decode writes into.
-            let need = self
-                .config
-                .blocks_for(front.kv + want)
-                .max(self.config.blocks_for(front.target));
+            let need_of = |want: u32| {
+                self.config
+                    .blocks_for(front.kv + want)
+                    .max(self.config.blocks_for(front.target))
+            };
+            // The most a group's budget could make it need.
+            let need = need_of(want_in(share));
             // The group with the most free blocks, the first of equals, among those with room
-            // in their own batch (each group is an engine with an equal share of the limit).
+            // in their own batch and tokens left in their own budget (each group is an engine
+            // with an equal share of the limits).
             let Some((g, _)) = self
                 .free_blocks
                 .iter()
                 .enumerate()
-                .filter(|(g, f)| **f >= need && in_group.as_ref().is_none_or(|n| n[*g] < per_group))
+                .filter(|(g, f)| {
+                    **f >= need
+                        && budgets[*g] > 0
+                        && in_group.as_ref().is_none_or(|n| n[*g] < per_group)
+                })
                 .max_by_key(|(g, f)| (**f, std::cmp::Reverse(*g)))
             else {
                 break;
             };
+            let want = want_in(budgets[g]);
+            let need = need_of(want);
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
             };
@@ -463,7 +480,7 @@ impl<S: StepTime> Replica<S> {
             s.group = g;
             s.chunk = want;
             self.free_blocks[g] -= need;
-            budget -= want;
+            budgets[g] -= want;
             if !s.scheduled {
                 s.scheduled = true;
                 sink(Event::Scheduled(s.id));

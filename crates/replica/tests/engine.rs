@@ -503,3 +503,32 @@ fn a_prefilled_request_takes_the_block_its_first_decode_writes() {
     r.start_step(&mut |_| {}).expect("a step");
     assert_eq!(r.used_blocks(), 3);
 }
+
+/// Each group schedules within its own share of a step's tokens: one group's long prompt
+/// takes its share, and the prompts of the other groups run beside it in the same step.
+#[test]
+fn each_group_keeps_its_share_of_a_steps_tokens() {
+    let cfg = EngineConfig {
+        groups: 4,
+        ..config(64, 400, 4000)
+    };
+    let mut r = Replica::new(Unit, cfg);
+    r.submit(Request {
+        id: 0,
+        prompt: 1000,
+        output: 2,
+    })
+    .expect("fits");
+    for id in 1..4 {
+        r.submit(Request {
+            id,
+            prompt: 50,
+            output: 2,
+        })
+        .expect("fits");
+    }
+    r.start_step(&mut |_| {}).expect("a step");
+    r.finish_step(&mut |_| {});
+    // A quarter of 400 for the long prompt's group, and the three short prompts whole.
+    assert_eq!(r.counters().tokens_prefilled, 100 + 3 * 50);
+}

@@ -745,8 +745,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     /// reached the client yet. `blame` tells the router's health check of the failure.
     fn lost(&mut self, k: u32, blame: bool) {
         let r = self.reqs[k as usize];
+        // Either way the request leaves the provider's count of those in flight.
         if blame {
             self.router.failed(r.provider as usize, self.now);
+        } else {
+            self.router.abandoned(r.provider as usize);
         }
         if r.first_at.is_some() {
             self.end(k, Some(reason::MID_STREAM));
@@ -829,14 +832,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         // One replica going down is one failure to the provider's health
                         // check, however many requests it held: a balancer in front of the
                         // pool sees one sick backend, not a sick provider.
-                        if !lost.is_empty() {
-                            self.router.failed(p, self.now);
-                        }
-                        for k in lost {
+                        for (j, k) in lost.into_iter().enumerate() {
                             if others {
                                 self.reqs[k as usize].tried &= !(1u64 << p.min(63));
                             }
-                            self.lost(k as u32, false);
+                            self.lost(k as u32, j == 0);
                         }
                     }
                 } else {

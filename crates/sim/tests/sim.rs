@@ -1007,3 +1007,17 @@ fn a_request_past_the_models_context_is_refused() {
     assert_eq!(s.failed, 4);
     assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
 }
+
+/// The requests a failed replica held leave its provider's count of requests in flight,
+/// blamed or not: a balancer by requests in flight treats the provider as before once the
+/// replica is back.
+#[test]
+fn a_replica_failure_leaves_no_requests_counted_in_flight() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\nduration_s = 300\n[router]\npolicy = \"least-outstanding\"\neject_after = 100000\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[[provider]]\nname = \"b\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[workload]\narrival = { process = \"poisson\", rate = 10.0 }\nprompt = { dist = \"fixed\", tokens = 1000 }\noutput = { dist = \"fixed\", tokens = 300 }\n[[failure]]\nkind = \"replica\"\nprovider = \"a\"\nreplica = 0\nstart_s = 20\nend_s = 25\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let share = s.providers[0].requests as f64 / s.arrivals as f64;
+    assert!(share > 0.47, "provider a took {share} of the requests");
+}

@@ -285,7 +285,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
             chips: split.map(|d| d.chips).or(q.chips),
             ..q.clone()
         };
-        let agg = switchyard_perf::estimate(&same, p, Objective::Throughput).map_err(perf_err)?;
+        let agg = switchyard_perf::estimate(&same, p, Objective::Peak).map_err(perf_err)?;
         if a.workload.json {
             let v = serde_json::json!({ "disaggregated": split, "aggregated": agg });
             out!("{}", serde_json::to_string_pretty(&v)?);
@@ -305,7 +305,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
                 ..q.clone()
             },
             p,
-            Objective::Throughput,
+            Objective::Peak,
         )
         .ok()
         .filter(|b| {
