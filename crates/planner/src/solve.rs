@@ -504,7 +504,15 @@ fn relaxed(
     let vars: Vec<_> = m
         .options
         .iter()
-        .map(|o| pb.add_var(o.out.usd_per_hour, (0.0, f64::INFINITY)))
+        // Where options cost the same a system (the systems kept from an earlier phase, say),
+        // the smaller unit is the one that rounding up overshoots least: a millionth of the
+        // cost per system in a unit tips the balance, and nothing else.
+        .map(|o| {
+            pb.add_var(
+                o.out.usd_per_hour * (1.0 + 1e-6 * o.out.systems),
+                (0.0, f64::INFINITY),
+            )
+        })
         .collect();
     let used = |i: usize| support.is_some_and(|s| s[i]);
     let rules = m.rules;

@@ -632,3 +632,50 @@ demand_tok_s = [5.0e6]
         "{why}"
     );
 }
+
+/// Systems kept from an earlier phase are kept, not rounded up into more: when demand falls,
+/// a phase holds what it had, in whole replicas of the smallest unit that holds them.
+#[test]
+fn falling_demand_keeps_what_was_installed_without_buying_more() {
+    let text = r#"
+[rules]
+n_minus_1 = 0.5
+confirm_s = 5
+[[phase]]
+name = "y1"
+[[phase]]
+name = "y2"
+[[provider]]
+name = "a"
+systems = ["h100-sxm"]
+mw = [50.0, 50.0]
+[[provider]]
+name = "b"
+systems = ["h200"]
+mw = [50.0, 50.0]
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 1000
+tpot_ms = 30
+percentile = 0.99
+demand_tok_s = [1.0e6, 1.0e4]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    let systems = |k: usize| -> Vec<u32> {
+        ["a", "b"]
+            .iter()
+            .map(|name| {
+                p.phases[k]
+                    .buys
+                    .iter()
+                    .filter(|b| p.options[b.option].provider == *name)
+                    .map(|b| b.systems)
+                    .sum()
+            })
+            .collect()
+    };
+    assert_eq!(systems(1), systems(0));
+}
