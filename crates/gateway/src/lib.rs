@@ -74,6 +74,9 @@ pub(crate) struct ModelRoute {
     pub name: String,
     pub router: Mutex<Router>,
     pub deployments: Vec<Deployment>,
+    /// The longest request, prompt plus output tokens, some deployment holds; `None` where
+    /// one has no known limit (an outside server, whose own answer says).
+    pub max_context: Option<u32>,
 }
 
 impl ModelRoute {
@@ -315,7 +318,8 @@ impl Gateway {
                             // A server's chips that the best layout splits into several
                             // model replicas (a small model on an 8-GPU server) run as that many
                             // engines, so that none of them sits idle, as `simulate` runs them.
-                            // Without `chips`, a replica is the fewest chips that fit.
+                            // Without `chips`, each replica is one model replica of the best
+                            // layout.
                             let engines = if p.chips.is_some() {
                                 u64::from(p.replicas) * u64::from(dep.layout.dp)
                             } else {
@@ -339,13 +343,7 @@ impl Gateway {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
                                 capacity: priors.concurrency * f64::from(engines),
-                                // What the engine's KV cache holds, and no more than the
-                                // model accepts.
-                                max_context: Some(
-                                    engine
-                                        .max_context()
-                                        .min(u32::try_from(model.max_context).unwrap_or(u32::MAX)),
-                                ),
+                                max_context: Some(engine.longest_request()),
                                 ..target.clone()
                             };
                             let prefill = match p.prefill_replicas {
@@ -374,7 +372,7 @@ impl Gateway {
                                 // A request must fit where its prompt runs and where it decodes.
                                 predicted.max_context = predicted
                                     .max_context
-                                    .map(|m| m.min(spec.config.max_context()));
+                                    .map(|m| m.min(spec.config.longest_request()));
                                 // Its first token comes from a prefill pass, and the rest from
                                 // decode steps that carry no prompts.
                                 let pd = &spec.physics.deployment;
@@ -419,6 +417,10 @@ impl Gateway {
                 ms.name.clone(),
                 ModelRoute {
                     name: ms.name.clone(),
+                    max_context: targets
+                        .iter()
+                        .map(|t| t.max_context)
+                        .try_fold(0u32, |m, c| c.map(|c| m.max(c))),
                     router: Mutex::new(Router::new(ms.policy, targets, config.health, 0)),
                     deployments,
                 },

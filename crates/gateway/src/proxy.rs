@@ -410,15 +410,8 @@ pub(crate) async fn handle(
         return ApiError::model_not_found(&req.model).into_response();
     };
     // A request longer than every deployment holds is the client's to shorten: refused at
-    // once, it counts against no provider. A deployment with no known limit (an outside
-    // server) holds any; its own answer says.
-    let limit = route
-        .router()
-        .targets()
-        .iter()
-        .map(|t| t.max_context)
-        .try_fold(0u32, |m, c| c.map(|c| m.max(c)));
-    if let Some(limit) = limit {
+    // once, it counts against no provider.
+    if let Some(limit) = route.max_context {
         let prompt = u64::from(req.prompt_tokens);
         let whole = prompt + u64::from(req.max_tokens.unwrap_or(0));
         if whole > u64::from(limit) {

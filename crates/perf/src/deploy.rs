@@ -459,6 +459,13 @@ impl<'a> Deployment<'a> {
         self.model.dense_bytes(self.weights)
     }
 
+    /// Weight bytes a pass of `tokens` tokens streams, over all chips: the dense weights (the
+    /// embedding table only gathered from) and the experts the tokens touch.
+    pub(crate) fn streamed_weight_bytes(&self, tokens: f64) -> f64 {
+        self.model.streamed_dense_params() * self.dense_bytes()
+            + self.model.touched_expert_params(tokens) * self.weights.bytes()
+    }
+
     /// Fraction of one sequence's KV cache that one chip of a replica holds, averaged over
     /// the replica's sequences. GQA/MHA heads split over tensor-parallel chips until each
     /// holds one KV head; an MLA latent is shared by all heads, so every tensor-parallel chip
@@ -484,11 +491,17 @@ impl<'a> Deployment<'a> {
     /// (see [`Deployment::weights_per_chip`]).
     pub fn stage_share(&self) -> f64 {
         let pp = self.layout.pp.max(1);
-        if matches!(self.system.kind, SystemKind::Lpu | SystemKind::Wafer) {
+        if !self.whole_layer_stages() {
             return 1.0 / f64::from(pp);
         }
         let layers = self.model.layers.max(1);
         f64::from(layers.div_ceil(pp).min(layers)) / f64::from(layers)
+    }
+
+    /// Whether pipeline stages hold whole layers, the first the embedding table and the last
+    /// the head (GPUs and RDUs, as their engines split a pipeline), rather than even shares.
+    fn whole_layer_stages(&self) -> bool {
+        !matches!(self.system.kind, SystemKind::Lpu | SystemKind::Wafer)
     }
 
     /// Groups of a replica's chips that each hold whole sequences' KV caches, in pools of
@@ -518,7 +531,7 @@ impl<'a> Deployment<'a> {
         let ep = f64::from(self.layout.ep);
         let routed = self.model.routed_expert_params();
         let dense = self.model.dense_params();
-        if pp == 1 || matches!(self.system.kind, SystemKind::Lpu | SystemKind::Wafer) {
+        if pp == 1 || !self.whole_layer_stages() {
             let group = tp * f64::from(pp);
             return dense / group * self.dense_bytes()
                 + routed / (group * ep) * self.weights.bytes();

@@ -80,14 +80,24 @@ impl<'a> Query<'a> {
     /// a refusal searches counts near its own, and must not recurse into more searches.
     fn count_fits(&self, n: u32, precision: Precision, p: &Params) -> bool {
         layouts(self.model, self.system, n).into_iter().any(|l| {
-            Deployment::new(self.model, self.system, l, precision).is_ok_and(|d| {
-                let d = d
-                    .with_speculative(self.speculative)
-                    .with_kv(self.kv_precision)
-                    .with_osl_cv(self.osl_cv);
-                d.memory(p).fits && d.max_sequences(p, self.isl + self.osl) >= 1.0
-            })
+            self.deployment(l, precision)
+                .is_ok_and(|d| d.memory(p).fits && self.holds_one(&d, p))
         })
+    }
+
+    /// The query's model on layout `l` at `precision`, with its speculation, KV precision and
+    /// output spread.
+    fn deployment(&self, l: Layout, precision: Precision) -> Result<Deployment<'a>, PerfError> {
+        Deployment::new(self.model, self.system, l, precision).map(|d| {
+            d.with_speculative(self.speculative)
+                .with_kv(self.kv_precision)
+                .with_osl_cv(self.osl_cv)
+        })
+    }
+
+    /// Whether `d` holds one sequence of the query's lengths.
+    fn holds_one(&self, d: &Deployment<'_>, p: &Params) -> bool {
+        d.max_sequences(p, self.isl + self.osl) >= 1.0
     }
 
     /// The peak of `d` within the query's limits, and whether it meets them.
@@ -368,19 +378,15 @@ pub(crate) fn fitting_deployments<'a>(
     // workspace are set aside.
     let mut closest: Option<(Layout, f64, f64)> = None;
     for l in candidates {
-        match Deployment::new(q.model, q.system, l, precision) {
+        match q.deployment(l, precision) {
             Ok(d) => {
-                let d = d
-                    .with_speculative(q.speculative)
-                    .with_kv(q.kv_precision)
-                    .with_osl_cv(q.osl_cv);
                 let m = d.memory(p);
                 let need = m.weights_per_chip - m.spilled_per_chip;
                 let room = m.usable_per_chip - m.activations_per_chip;
                 if closest.is_none_or(|(_, n, r)| need / room < n / r) {
                     closest = Some((l, need, room));
                 }
-                if m.fits && d.max_sequences(p, q.isl + q.osl) >= 1.0 {
+                if m.fits && q.holds_one(&d, p) {
                     out.push(d);
                 } else if m.fits {
                     let n = longest_sequence(&d, p, q.isl + q.osl);
@@ -529,37 +535,30 @@ pub fn best_deployment<'a>(
         };
         scored.push((score, d));
     }
-    let top = scored
-        .iter()
-        .map(|(s, _)| *s)
-        .fold(f64::NEG_INFINITY, f64::max);
-    // Throughput within a small margin of the best is no reason to serve every request more
-    // slowly: among those layouts, the one that serves a lone request fastest (on 8 H100s,
-    // Llama 3.1 70B as tp4-pp2 carries 0.4% more than tp8 at its peak and takes 43% longer
-    // a token alone). Latency scores are taken as they are.
-    let margin = match objective {
-        Objective::Latency | Objective::Peak => 1.0001,
-        Objective::Throughput => 1.0 + THROUGHPUT_TIE,
-    };
-    let lone = |d: &Deployment<'_>| d.at_concurrency(p, 1.0, q.isl, q.osl).user_tok_s;
-    let pick = scored
-        .into_iter()
-        .filter(|(s, _)| *s * margin >= top)
-        .map(|(s, d)| (s, lone(&d), d))
-        .reduce(|a, b| {
-            let better = match objective {
-                Objective::Latency | Objective::Peak => b.0 > a.0,
-                Objective::Throughput => b.1 > a.1 * 1.0001,
-            };
-            if better {
-                b
-            } else {
-                a
-            }
-        });
     // `fitting_deployments` returns at least one deployment or an error.
-    pick.map(|(_, _, d)| d)
-        .ok_or_else(|| PerfError::BadInput("no deployment to choose from".into()))
+    let pick = match objective {
+        Objective::Latency | Objective::Peak => scored
+            .into_iter()
+            .reduce(|a, b| if b.0 > a.0 { b } else { a })
+            .map(|(_, d)| d),
+        // Throughput within a small margin of the best is no reason to serve every request
+        // more slowly: among those layouts, the one that serves a lone request fastest (on 8
+        // H100s, Llama 3.1 70B as tp4-pp2 carries 0.4% more than tp8 at its peak and takes
+        // 43% longer a token alone).
+        Objective::Throughput => {
+            let top = scored
+                .iter()
+                .map(|(s, _)| *s)
+                .fold(f64::NEG_INFINITY, f64::max);
+            scored
+                .into_iter()
+                .filter(|(s, _)| *s * (1.0 + THROUGHPUT_TIE) >= top)
+                .map(|(_, d)| (d.at_concurrency(p, 1.0, q.isl, q.osl).user_tok_s, d))
+                .reduce(|a, b| if b.0 > a.0 * 1.0001 { b } else { a })
+                .map(|(_, d)| d)
+        }
+    };
+    pick.ok_or_else(|| PerfError::BadInput("no deployment to choose from".into()))
 }
 
 /// How far below the best peak throughput a layout may carry and still be chosen for serving

@@ -47,9 +47,7 @@ pub(crate) fn decode_step(
             // layers' share over its own tensor-parallel group: the step moves the whole
             // model's bytes through one stage's `tp` sockets, however many stages there are.
             let tp = f64::from(d.layout.tp);
-            let weights = (d.model.streamed_dense_params() * d.dense_bytes()
-                + d.model.touched_expert_params(tokens) * d.weights.bytes())
-                / tp;
+            let weights = d.streamed_weight_bytes(tokens) / tp;
             // The busiest socket's sequences, each whole on it, stage after stage.
             let kv = (batch / tp).ceil() * d.model.kv_bytes(ctx, d.kv);
             // The share of the weights held in the capacity tier streams from there, over

@@ -59,9 +59,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
     let (tokens, seqs) = (tokens / groups, seqs / groups);
     let flops_per_layer = tokens * d.token_flops(ctx) / layers;
     let arithmetic = per_wafer * flops_per_layer / (region * mesh.core_flops() * p.wafer_core_eff);
-    let weight_bytes_per_layer = (d.model.streamed_dense_params() * d.dense_bytes()
-        + d.model.touched_expert_params(tokens) * d.weights.bytes())
-        / layers;
+    let weight_bytes_per_layer = d.streamed_weight_bytes(tokens) / layers;
     // Attention reads each sequence's KV cache, which sits in the SRAM of the layer's
     // region beside its weights, once per step.
     let kv_bytes_per_layer = seqs * d.model.kv_bytes(ctx, d.kv) / layers;

@@ -49,14 +49,9 @@ fn run(
         t.tpot_s = o.out.tpot_s;
         // A request must fit where its prompt runs and where it decodes, as the simulator's
         // own providers say.
-        t.max_context = Some(
-            o.prefill
-                .as_ref()
-                .map_or(o.engine.max_context(), |p| {
-                    o.engine.max_context().min(p.engine.max_context())
-                })
-                .min(u32::try_from(o.deployment.model.max_context).unwrap_or(u32::MAX)),
-        );
+        t.max_context = Some(o.prefill.as_ref().map_or(o.engine.longest_request(), |p| {
+            o.engine.longest_request().min(p.engine.longest_request())
+        }));
         // A disaggregated unit brings its prefill pool, scaled with it.
         providers.push(Provider {
             name: t.name.clone(),

@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub window: u32,
     /// Share of a token's KV cache held by global layers (1 without local layers).
     pub global_share: f64,
+    /// Longest request the model accepts, prompt plus output tokens, as a serving engine
+    /// refuses a longer one ([`EngineConfig::longest_request`]).
+    pub context: u32,
 }
 
 impl EngineConfig {
@@ -97,7 +100,14 @@ impl EngineConfig {
                 0
             },
             global_share: if local { global / layers } else { 1.0 },
+            context: u32::try_from(d.model.max_context).unwrap_or(u32::MAX),
         }
+    }
+
+    /// Longest request the replica serves, prompt plus output tokens: what its KV cache
+    /// holds ([`EngineConfig::max_context`]), within the model's context.
+    pub fn longest_request(&self) -> u32 {
+        self.max_context().min(self.context)
     }
 
     /// Longest request, prompt plus output tokens, the KV cache can hold.

@@ -23,6 +23,7 @@ fn config(max_batch: u32, budget: u32, blocks: u32) -> EngineConfig {
         groups: 1,
         window: 0,
         global_share: 1.0,
+        context: u32::MAX,
     }
 }
 

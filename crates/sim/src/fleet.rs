@@ -986,6 +986,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let np = self.scn.providers.len();
         let mut providers = Vec::new();
         let mut dist = Distributions::default();
+        // The lengths each pool's peak throughput is taken at, for its power.
+        let (isl, osl) = self.scn.workload.mean_lengths(&self.scn.trace);
         for p in 0..np {
             let mut c = Cell::default();
             for k in 0..nc {
@@ -1001,7 +1003,6 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
-                let (isl, osl) = self.scn.workload.mean_lengths(&self.scn.trace);
                 for (i, q) in own.iter().enumerate().filter(|(_, q)| !q.slots.is_empty()) {
                     let mut d = q.slots[0].engine.physics().deployment.clone();
                     d.layout.dp = q.slots.len() as u32;

@@ -760,16 +760,10 @@ impl ScenarioFile {
                 ttft_s: priors.ttft_s,
                 tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(replicas),
-                // A request must fit where its prompt runs and where it decodes, and within
-                // the model's context, as a serving engine refuses a longer one.
-                max_context: Some(
-                    prefill
-                        .as_ref()
-                        .map_or(engine.max_context(), |pp| {
-                            engine.max_context().min(pp.engine.max_context())
-                        })
-                        .min(u32::try_from(model.max_context).unwrap_or(u32::MAX)),
-                ),
+                // A request must fit where its prompt runs and where it decodes.
+                max_context: Some(prefill.as_ref().map_or(engine.longest_request(), |pp| {
+                    engine.longest_request().min(pp.engine.longest_request())
+                })),
             };
             providers.push(Provider {
                 name: s.name.clone(),
