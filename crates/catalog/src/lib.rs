@@ -644,18 +644,25 @@ pub fn line_at(text: &str, offset: usize) -> usize {
 }
 
 /// Byte offset of the first line in `text[span]` that sets `key` (`key = …`, the key bare or
-/// quoted), for error messages about a value the TOML reader kept no span for; `None` when
-/// no line there does.
+/// quoted, on its own, after a dotted prefix such as `faults.key`, or inside an inline table
+/// such as `faults = { key = … }`), for error messages about a value the TOML reader kept no
+/// span for; `None` when no line there does.
 pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option<usize> {
     let start = span.start.min(text.len());
     let end = span.end.clamp(start, text.len());
     let keys = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
+    // `key` at byte `i` of `line` is a key being set: nothing, `{`, `,` or `.` before it, `=`
+    // after it.
+    let sets = |line: &str, i: usize, k: &str| {
+        let before = line[..i].trim_end();
+        (before.is_empty() || before.ends_with(['{', ',', '.']))
+            && line[i + k.len()..].trim_start().starts_with('=')
+    };
     let mut at = start;
     for line in text[start..end].split_inclusive('\n') {
-        let l = line.trim_start();
         if keys.iter().any(|k| {
-            l.strip_prefix(k.as_str())
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            line.match_indices(k.as_str())
+                .any(|(i, _)| sets(line, i, k))
         }) {
             return Some(at);
         }

@@ -41,6 +41,14 @@ pub struct ApiRequest {
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u32>,
+    /// Which of the two fields set [`ApiRequest::max_tokens`], for errors about it.
+    pub max_tokens_param: &'static str,
+    /// Stop sequences (`stop`), as a string or a list.
+    pub stop: Vec<String>,
+    /// A feature the request asks for that only a real model can give (log-probabilities,
+    /// a forced tool call, structured output, an echoed prompt), as (field, what): an
+    /// emulated provider, which writes filler text, refuses it rather than ignore it.
+    pub needs_model: Option<(&'static str, &'static str)>,
     /// `n`.
     pub n: u32,
     /// Prompt tokens, estimated at four characters per token (the rule of thumb OpenAI
@@ -143,16 +151,17 @@ impl ApiError {
     }
 
     /// 400 for a request longer than every deployment of its model holds: its prompt alone
-    /// (`param` the prompt's field) or with the output it asks for (`max_tokens`).
+    /// (`param` the prompt's field) or with the output it asks for (`max_tokens` or
+    /// `max_completion_tokens`).
     pub fn context_too_long(model: &str, tokens: u64, limit: u32, param: &str) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!(
                 "The maximum context length of `{model}` here is {limit} tokens; the request needs {tokens} (its prompt{}). Shorten the prompt or ask for fewer tokens.",
-                if param == "max_tokens" {
-                    " and `max_tokens`"
+                if param.starts_with("max_") {
+                    format!(" and `{param}`")
                 } else {
-                    ""
+                    String::new()
                 }
             ),
             kind: "invalid_request_error",
@@ -225,14 +234,109 @@ fn positive(body: &Value, field: &str) -> Result<Option<u32>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n >= 1)
-            .map(|n| Some(n.min(u64::from(u32::MAX)) as u32))
+            .map(Some)
             .ok_or_else(|| {
                 ApiError::invalid(
-                    format!("`{field}` must be an integer of at least 1, not {v}"),
+                    format!(
+                        "`{field}` must be an integer from 1 to {}, not {v}.",
+                        u32::MAX
+                    ),
                     Some(field),
                 )
             }),
+    }
+}
+
+/// Checks that `field`, where set, is a number within `lo..=hi` (OpenAI's ranges).
+fn in_range(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    lo: f64,
+    hi: f64,
+) -> Result<(), ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|x| (lo..=hi).contains(&x)) => Ok(()),
+        Some(v) => Err(ApiError::invalid(
+            format!("`{field}` must be a number from {lo} to {hi}, not {v}."),
+            Some(field),
+        )),
+    }
+}
+
+/// The stop sequences of `stop`: a string, or an array of strings.
+fn stop_sequences(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "`stop` must be a string or an array of strings.",
+            Some("stop"),
+        )
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The first feature `obj` asks for that needs a real model's output, as (field, what).
+fn needs_model(
+    endpoint: Endpoint,
+    obj: &serde_json::Map<String, Value>,
+) -> Option<(&'static str, &'static str)> {
+    let truthy = |f: &str| match obj.get(f) {
+        Some(Value::Bool(b)) => *b,
+        // Completions' `logprobs` counts the alternatives to return; 0 still asks for the
+        // chosen tokens' own.
+        Some(Value::Number(_)) => true,
+        _ => false,
+    };
+    if truthy("logprobs")
+        || obj
+            .get("top_logprobs")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n > 0)
+    {
+        return Some(("logprobs", "log-probabilities"));
+    }
+    if endpoint == Endpoint::Completions && truthy("echo") {
+        return Some(("echo", "the prompt echoed back"));
+    }
+    if obj
+        .get("best_of")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Some(("best_of", "a best of several completions"));
+    }
+    if obj
+        .get("suffix")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Some(("suffix", "an insertion before a suffix"));
+    }
+    // `auto` and `none` leave the model free to answer in text, which filler text is.
+    match obj.get("tool_choice") {
+        Some(Value::String(c)) if c == "required" => return Some(("tool_choice", "a tool call")),
+        Some(Value::Object(_)) => return Some(("tool_choice", "a tool call")),
+        _ => {}
+    }
+    match obj
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some("json_object" | "json_schema") => {
+            Some(("response_format", "structured (JSON) output"))
+        }
+        _ => None,
     }
 }
 
@@ -365,15 +469,51 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             }
         },
     };
-    for field in [
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
+    for (field, lo, hi) in [
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
     ] {
-        if !matches!(obj.get(field), None | Some(Value::Null | Value::Number(_))) {
+        in_range(obj, field, lo, hi)?;
+    }
+    let stop = stop_sequences(obj.get("stop"))?;
+    // Fields whose shape an upstream would refuse: refused here the same way for every
+    // provider, emulated ones included.
+    for (field, ok, says) in [
+        (
+            "tools",
+            matches!(obj.get("tools"), None | Some(Value::Null | Value::Array(_))),
+            "an array of tools",
+        ),
+        (
+            "stream_options",
+            matches!(
+                obj.get("stream_options"),
+                None | Some(Value::Null | Value::Object(_))
+            ),
+            "an object",
+        ),
+        (
+            "response_format",
+            matches!(
+                obj.get("response_format"),
+                None | Some(Value::Null | Value::Object(_))
+            ),
+            "an object",
+        ),
+        (
+            "tool_choice",
+            matches!(
+                obj.get("tool_choice"),
+                None | Some(Value::Null | Value::String(_) | Value::Object(_))
+            ),
+            "a string or an object",
+        ),
+    ] {
+        if !ok {
             return Err(ApiError::invalid(
-                format!("`{field}` must be a number."),
+                format!("`{field}` must be {says}."),
                 Some(field),
             ));
         }
@@ -388,14 +528,22 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ))
         }
     };
-    let include_usage = obj
+    let include_usage = match obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let max_tokens = match positive(&body, "max_completion_tokens")? {
-        Some(n) => Some(n),
-        None => positive(&body, "max_tokens")?,
+    {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`stream_options.include_usage` must be a boolean.",
+                Some("stream_options.include_usage"),
+            ))
+        }
+    };
+    let (max_tokens, max_tokens_param) = match positive(&body, "max_completion_tokens")? {
+        Some(n) => (Some(n), "max_completion_tokens"),
+        None => (positive(&body, "max_tokens")?, "max_tokens"),
     };
     let n = positive(&body, "n")?.unwrap_or(1);
     Ok(ApiRequest {
@@ -403,6 +551,9 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
         stream,
         include_usage,
         max_tokens,
+        max_tokens_param,
+        stop,
+        needs_model: needs_model(endpoint, obj),
         n,
         prompts: u32::try_from(prompts).unwrap_or(u32::MAX),
         prompt_tokens: prompt_tokens.clamp(1, u32::MAX as usize) as u32,

@@ -31,7 +31,7 @@ pub struct Config {
     #[serde(default)]
     pub health: Health,
     /// Providers.
-    #[serde(rename = "provider")]
+    #[serde(default, rename = "provider")]
     pub providers: Vec<Spanned<ProviderSection>>,
     /// Public models.
     #[serde(rename = "model")]
@@ -199,7 +199,7 @@ pub struct ModelSection {
     pub policy: Policy,
     /// Where the model is served.
     #[serde(rename = "deployment")]
-    pub deployments: Vec<DeploymentSection>,
+    pub deployments: Vec<Spanned<DeploymentSection>>,
 }
 
 fn latency() -> Policy {
@@ -281,6 +281,11 @@ impl Config {
             ))
         })?;
         let o = Origin { text, name: origin };
+        if c.providers.is_empty() {
+            return Err(GatewayError::Config(format!(
+                "{origin}: no [[provider]]: deployments would have nowhere to run"
+            )));
+        }
         let mut names: Vec<&str> = Vec::new();
         for (i, p) in c.providers.iter().enumerate() {
             let s = p.get_ref();
@@ -393,7 +398,12 @@ impl Config {
                     "a model needs at least one [[model.deployment]]".into(),
                 ));
             }
-            for d in &s.deployments {
+            for ds in &s.deployments {
+                let d = ds.get_ref();
+                // A deployment's own fields are looked for in its own table.
+                let err = |f: &str, msg: String| {
+                    o.error(ds.span(), f, format!("model `{}`: {msg}", s.name))
+                };
                 if !names.contains(&d.provider.as_str()) {
                     return Err(err(
                         "deployment.provider",
@@ -446,7 +456,9 @@ impl Config {
                     ));
                 }
             }
-            if s.policy == Policy::Weighted && s.deployments.iter().all(|d| d.weight == 0.0) {
+            if s.policy == Policy::Weighted
+                && s.deployments.iter().all(|d| d.get_ref().weight == 0.0)
+            {
                 return Err(err(
                     "deployment.weight",
                     "under the weighted policy every deployment has a weight of 0, so none would be sent a request".into(),
@@ -496,6 +508,18 @@ impl Config {
             return Err(top(
                 "timeouts.first_token_ms",
                 "must be at most `total_ms`, which would end the request first",
+            ));
+        }
+        // A listening address is `host:port`; caught here, it names its line, not only the
+        // failure to bind.
+        let listen = &c.server.listen;
+        let port_ok = listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(top(
+                "server.listen",
+                &format!("`{listen}` is not `host:port` with a port from 0 to 65535"),
             ));
         }
         if c.server.max_body_bytes < 1024 {

@@ -125,6 +125,8 @@ pub struct EmuPool {
     prefill: Vec<Arc<EmuReplica>>,
     /// One replica's layout, such as `tp1-pp2`, for the health report.
     layout: String,
+    /// See [`EmuPool::longest_request`].
+    longest: u32,
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
@@ -233,6 +235,9 @@ impl EmuPool {
         prefill: Option<PrefillSpec>,
     ) -> Arc<Self> {
         let layout = physics.deployment.layout.to_string();
+        let longest = prefill.as_ref().map_or(config.longest_request(), |p| {
+            config.longest_request().min(p.config.longest_request())
+        });
         let replicas = spawn_replicas(&physics, config, replicas, None);
         let prefill = match prefill {
             None => Vec::new(),
@@ -249,6 +254,7 @@ impl EmuPool {
             replicas,
             prefill,
             layout,
+            longest,
             faults,
             started: Instant::now(),
             draws: Mutex::new(0x5EED),
@@ -267,6 +273,13 @@ impl EmuPool {
     /// The engines it runs, decode (or whole-request) and prefill, and one replica's layout.
     pub fn engines(&self) -> (usize, usize, &str) {
         (self.replicas.len(), self.prefill.len(), &self.layout)
+    }
+
+    /// The longest request, prompt plus output tokens, the pool serves: what one sequence's
+    /// KV cache may hold within the model's context, where its prompt runs and where it
+    /// decodes.
+    pub fn longest_request(&self) -> u32 {
+        self.longest
     }
 
     /// Whether the provider is inside its outage window now.

@@ -151,6 +151,9 @@ pub struct Gateway {
     pub(crate) started: Instant,
     pub(crate) created_unix: u64,
     pub(crate) listen: String,
+    /// Seconds a client is told to wait when every deployment failed: the health cooldown
+    /// after which an ejected deployment is tried again.
+    pub(crate) retry_after_s: u64,
 }
 
 /// The client keys of `config`, their secrets read from the environment.
@@ -236,14 +239,15 @@ impl Gateway {
             let ms = m.get_ref();
             let mut deployments = Vec::new();
             let mut targets = Vec::new();
-            for d in &ms.deployments {
+            for ds in &ms.deployments {
+                let d = ds.get_ref();
                 let Some(ps) = config
                     .providers
                     .iter()
                     .find(|p| p.get_ref().name == d.provider)
                 else {
                     return Err(o.error(
-                        m.span(),
+                        ds.span(),
                         "deployment.provider",
                         format!("no provider named `{}`", d.provider),
                     ));
@@ -300,7 +304,7 @@ impl Gateway {
                                 o.error(ps.span(), f, format!("provider `{}`: {e}", p.name))
                             };
                             let model = catalog.model(&upstream).map_err(|e| {
-                                o.error(m.span(), "deployment.upstream_model", e.to_string())
+                                o.error(ds.span(), "deployment.upstream_model", e.to_string())
                             })?;
                             let system = catalog
                                 .system(p.system.as_deref().unwrap_or_default())
@@ -443,6 +447,7 @@ impl Gateway {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             listen: config.server.listen.clone(),
+            retry_after_s: config.health.cooldown_s.ceil().clamp(1.0, 3600.0) as u64,
         }))
     }
 

@@ -5,7 +5,10 @@
 //! Prometheus way (dots as underscores, unit suffix); the rest are the gateway's own and carry
 //! the `switchyard_` prefix. Labels: `model` (the public name) and `provider`.
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -56,9 +59,45 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TPOT.into()), &TPOT_BUCKETS))
                 .ok()?;
-            b.install_recorder().ok()
+            let h = b.install_recorder().ok()?;
+            describe();
+            Some(h)
         })
         .as_ref()
+}
+
+/// The `# HELP` line of every metric, from the same words as the names' own docs.
+fn describe() {
+    describe_histogram!(TTFT, Unit::Seconds, "Time to first token.");
+    describe_histogram!(
+        TPOT,
+        Unit::Seconds,
+        "Time per output token after the first."
+    );
+    describe_histogram!(DURATION, Unit::Seconds, "Whole request duration.");
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by outcome: ok, client_error, failed, cancelled, unauthorized, rate_limited."
+    );
+    describe_counter!(
+        ERRORS,
+        "Attempts on a deployment that failed (connect error, 429, 5xx, timeout, broken stream)."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests in flight per deployment.");
+    describe_counter!(FALLBACKS, "Retries on another deployment after a failure.");
+    describe_counter!(
+        EJECTIONS,
+        "Times a deployment was ejected by passive health checks."
+    );
+    describe_counter!(TOKENS, "Tokens, by type (input, output).");
+    describe_counter!(
+        KEY_REQUESTS,
+        "Requests per client key, by outcome: admitted or rate_limited."
+    );
+    describe_counter!(
+        KEY_TOKENS,
+        "Tokens per client key, by type (input, output)."
+    );
 }
 
 /// The metrics of one deployment, resolved once so that a request pays no label

@@ -24,8 +24,12 @@ use std::time::{Duration, Instant};
 use switchyard_router::Ask;
 use tokio::time::timeout;
 
-/// Tokens an emulated provider writes when the request sets no limit.
-const EMULATED_DEFAULT_TOKENS: u32 = 128;
+/// Tokens an emulated provider writes for a chat request that sets no limit (or fewer, where
+/// the context leaves less room: the output then ends for its length).
+const EMULATED_CHAT_TOKENS: u32 = 128;
+/// Tokens an emulated provider writes for a completions request that sets no limit:
+/// OpenAI's default `max_tokens` on that endpoint, which vLLM keeps.
+const EMULATED_COMPLETION_TOKENS: u32 = 16;
 
 /// The words an emulated provider writes, one per token, so that nobody mistakes its output
 /// for a model's.
@@ -53,8 +57,9 @@ enum Started {
     /// A stream whose first events are in hand: framed SSE events from an emulated
     /// provider, data payloads from an HTTP one.
     Stream(Vec<Bytes>, Relay),
-    /// A whole answer.
-    Full(StatusCode, Bytes, u64),
+    /// A whole answer, its output tokens, and its prompt tokens where the provider counted
+    /// them.
+    Full(StatusCode, Bytes, u64, Option<u64>),
 }
 
 enum Failure {
@@ -62,6 +67,10 @@ enum Failure {
     Retry(String),
     /// The request's own fault, answered as the upstream answered it.
     Client(StatusCode, Bytes),
+    /// A request this deployment cannot serve (an emulated provider asked for log-probabilities,
+    /// a prompt longer than its KV cache holds) that another may: tried elsewhere without
+    /// blame, and answered with this error if no deployment serves it.
+    Unsuitable(ApiError),
 }
 
 /// Emulated answers in OpenAI's shapes.
@@ -75,15 +84,52 @@ struct EmuFormat {
     output: u32,
     sent: u32,
     limited: bool,
+    /// Where a stop sequence cut the text: its length in bytes before the sequence.
+    cut: Option<usize>,
+    /// Bytes of the filler text written so far, cut or not.
+    at: usize,
+}
+
+/// Where filler text of `tokens` words first holds one of `stops`: the words written until
+/// the first sequence is complete (a model stops at the token that completes one), and the
+/// length of the text before it, which is all the client sees. The filler repeats every
+/// [`FILLER`]'s length of words, so a sequence that occurs at all is complete within two
+/// rounds and its own length.
+fn stop_point(stops: &[String], tokens: u32) -> Option<(u32, usize)> {
+    let longest = stops.iter().map(String::len).max()?;
+    let words = u32::try_from(2 * FILLER.len() + longest)
+        .unwrap_or(u32::MAX)
+        .min(tokens);
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    for i in 0..words {
+        text.push_str(FILLER[i as usize % FILLER.len()]);
+        ends.push(text.len());
+    }
+    let (start, end) = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()).map(|a| (a, a + s.len())))
+        .min_by_key(|&(a, e)| (e, a))?;
+    let written = ends.iter().position(|&e| e >= end)? + 1;
+    Some((u32::try_from(written).unwrap_or(u32::MAX), start))
 }
 
 impl EmuFormat {
-    fn word(&self) -> &'static str {
-        FILLER[self.sent as usize % FILLER.len()]
+    /// The next word's text as the client sees it: nothing past a stop sequence.
+    fn piece(&mut self) -> &'static str {
+        let word = FILLER[self.sent as usize % FILLER.len()];
+        let start = self.at;
+        self.at += word.len();
+        match self.cut {
+            // The filler is ASCII, so every byte offset is a character boundary.
+            Some(c) => &word[..c.saturating_sub(start).min(word.len())],
+            None => word,
+        }
     }
 
     fn chunk(&mut self) -> Bytes {
-        let word = self.word();
+        let word = self.piece();
         let v = match self.endpoint {
             Endpoint::Chat => {
                 let delta = if self.sent == 0 {
@@ -104,7 +150,9 @@ impl EmuFormat {
     }
 
     fn finish_reason(&self) -> &'static str {
-        if self.limited {
+        if self.cut.is_some() {
+            "stop"
+        } else if self.limited {
             "length"
         } else {
             "stop"
@@ -142,10 +190,11 @@ impl EmuFormat {
     }
 
     fn full(&mut self) -> Bytes {
-        let text: String = (0..self.output)
-            .map(|i| FILLER[i as usize % FILLER.len()])
-            .collect();
-        self.sent = self.output;
+        let mut text = String::new();
+        for _ in 0..self.output {
+            text.push_str(self.piece());
+            self.sent += 1;
+        }
         let v = match self.endpoint {
             Endpoint::Chat => {
                 json!({"id": self.id, "object": "chat.completion", "created": self.created,
@@ -167,8 +216,32 @@ fn error_event(message: &str) -> Bytes {
     sse::event(v.to_string().as_bytes())
 }
 
-fn client_error(e: &ApiError) -> Failure {
-    Failure::Client(e.status, Bytes::from(e.body().to_string()))
+/// Whether a streamed chunk carries output: text, reasoning or a tool call in one of its
+/// choices. Role-only, finish and usage chunks do not.
+fn carries_output(v: &Value) -> bool {
+    let filled = |x: &Value| match x {
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => false,
+    };
+    v["choices"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            let d = &c["delta"];
+            filled(&c["text"])
+                || filled(&d["content"])
+                || filled(&d["reasoning_content"])
+                || filled(&d["tool_calls"])
+        })
+    })
+}
+
+/// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
+fn usage_of(v: &Value) -> Option<(Option<u64>, u64)> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    Some((
+        u["prompt_tokens"].as_u64(),
+        u["completion_tokens"].as_u64()?,
+    ))
 }
 
 async fn attempt(
@@ -184,18 +257,54 @@ async fn attempt(
     match &d.backend {
         Backend::Emulated(pool) => {
             if req.n > 1 {
-                return Err(client_error(&ApiError::invalid(
+                return Err(Failure::Unsuitable(ApiError::invalid(
                     "Emulated providers answer with one choice; `n` must be 1.",
                     Some("n"),
                 )));
             }
             if req.prompts > 1 {
-                return Err(client_error(&ApiError::invalid(
+                return Err(Failure::Unsuitable(ApiError::invalid(
                     "Emulated providers answer one prompt a request; send a batch's prompts one by one.",
                     Some("prompt"),
                 )));
             }
-            let output = req.max_tokens.unwrap_or(EMULATED_DEFAULT_TOKENS);
+            if let Some((field, what)) = req.needs_model {
+                return Err(Failure::Unsuitable(ApiError::invalid(
+                    format!("Emulated providers write filler text and cannot give {what}; leave `{field}` unset, or serve this model from a real provider."),
+                    Some(field),
+                )));
+            }
+            let prompt_param = match ep {
+                Endpoint::Chat => "messages",
+                Endpoint::Completions => "prompt",
+            };
+            // As vLLM does, a request with no limit writes at most what its context leaves.
+            let longest = pool.longest_request();
+            let room = longest.saturating_sub(req.prompt_tokens);
+            // Completions' default is a limit the answer runs into; chat's is the length of
+            // an answer that ends of itself, unless its context ends it first.
+            let (asked, limited) = match (req.max_tokens, ep) {
+                (Some(m), _) => (m, true),
+                (None, Endpoint::Completions) => (EMULATED_COMPLETION_TOKENS.min(room), true),
+                (None, Endpoint::Chat) => {
+                    (EMULATED_CHAT_TOKENS.min(room), room < EMULATED_CHAT_TOKENS)
+                }
+            };
+            if room == 0 || asked > room {
+                let param = if room == 0 {
+                    prompt_param
+                } else {
+                    req.max_tokens_param
+                };
+                return Err(Failure::Unsuitable(ApiError::context_too_long(
+                    &req.model,
+                    u64::from(req.prompt_tokens) + u64::from(asked.max(1)),
+                    longest,
+                    param,
+                )));
+            }
+            let stop = stop_point(&req.stop, asked);
+            let output = stop.map_or(asked, |(n, _)| n);
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
             let started = timeout(first, async {
@@ -212,10 +321,13 @@ async fn attempt(
                     )))
                 }
                 Ok(Err(EmuError::TooLong(m))) => {
-                    return Err(client_error(&ApiError::invalid(
-                        format!("The request is too long for this model's context: {m}."),
-                        Some("messages"),
-                    )))
+                    return Err(Failure::Unsuitable(ApiError {
+                        code: Some("context_length_exceeded"),
+                        ..ApiError::invalid(
+                            format!("The request is too long for this deployment's KV cache: {m}."),
+                            Some(prompt_param),
+                        )
+                    }))
                 }
                 Ok(Err(other)) => return Err(Failure::Retry(other.to_string())),
                 Ok(Ok((_, None))) => return Err(Failure::Retry("the replica stopped".into())),
@@ -237,7 +349,9 @@ async fn attempt(
                 prompt_tokens: req.prompt_tokens,
                 output,
                 sent: 0,
-                limited: req.max_tokens.is_some(),
+                limited,
+                cut: stop.map(|(_, c)| c),
+                at: 0,
             };
             if req.stream {
                 let first = vec![fmt.chunk()];
@@ -252,7 +366,12 @@ async fn attempt(
                 false
             };
             match timeout(total, rest).await {
-                Ok(true) => Ok(Started::Full(StatusCode::OK, fmt.full(), u64::from(output))),
+                Ok(true) => Ok(Started::Full(
+                    StatusCode::OK,
+                    fmt.full(),
+                    u64::from(output),
+                    None,
+                )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
                 Err(_) => Err(Failure::Retry(format!(
                     "not done within {} ms",
@@ -303,6 +422,19 @@ async fn attempt(
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 return Err(Failure::Retry(format!("HTTP {}", status.as_u16())));
             }
+            // The gateway's own credentials or model name refused: the deployment is
+            // misconfigured, not the client's request, so another deployment is tried and the
+            // client is never told its key is wrong.
+            let misconfigured = match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    Some("the provider refused this gateway's credentials")
+                }
+                StatusCode::NOT_FOUND => Some("the provider does not serve this model at this URL"),
+                _ => None,
+            };
+            if let Some(why) = misconfigured {
+                return Err(Failure::Retry(format!("HTTP {}: {why}", status.as_u16())));
+            }
             if !status.is_success() {
                 let b = resp.bytes().await.unwrap_or_default();
                 return Err(Failure::Client(status, b));
@@ -319,11 +451,15 @@ async fn attempt(
                         )))
                     }
                 };
-                let tokens = serde_json::from_slice::<Value>(&b)
+                let usage = serde_json::from_slice::<Value>(&b)
                     .ok()
-                    .and_then(|v| v["usage"]["completion_tokens"].as_u64())
-                    .unwrap_or(0);
-                return Ok(Started::Full(status, b, tokens));
+                    .and_then(|v| usage_of(&v));
+                return Ok(Started::Full(
+                    status,
+                    b,
+                    usage.map_or(0, |u| u.1),
+                    usage.and_then(|u| u.0),
+                ));
             }
             let mut stream = resp.bytes_stream().boxed();
             let mut reader = SseReader::default();
@@ -422,7 +558,7 @@ pub(crate) async fn handle(
                     Endpoint::Completions => "prompt",
                 }
             } else {
-                "max_tokens"
+                req.max_tokens_param
             };
             return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
         }
@@ -433,6 +569,10 @@ pub(crate) async fn handle(
     let seq = gw.started.elapsed().as_nanos() as u64;
     let mut tried: Vec<usize> = Vec::new();
     let mut why: Vec<String> = Vec::new();
+    // The first refusal of a deployment that cannot serve the request, and how many refused.
+    let mut unsuitable: (Option<ApiError>, usize) = (None, 0);
+    // A move after such a refusal retries nothing that failed, so it spends no budget.
+    let mut free_move = false;
     while (tried.len() as u32) < gw.max_attempts {
         let ask = Ask {
             class: class.as_deref(),
@@ -445,7 +585,10 @@ pub(crate) async fn handle(
             break;
         };
         // A retry spends from the budget only when there is somewhere to send it.
-        if !tried.is_empty() && !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false) {
+        if !tried.is_empty()
+            && !std::mem::take(&mut free_move)
+            && !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false)
+        {
             why.push("retry budget exhausted".into());
             break;
         }
@@ -462,23 +605,21 @@ pub(crate) async fn handle(
             route,
             i,
             armed: true,
+            since: t_start,
         };
         let t0 = Instant::now();
         match attempt(&gw, d, ep, &req, &body, seq).await {
-            Ok(Started::Full(status, bytes, tokens)) => {
+            Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
                 // does not feed the router's TTFT average.
                 route.router().succeeded(i, None);
                 d.labels.ended();
-                d.labels.finished(
-                    "ok",
-                    t_start.elapsed().as_secs_f64(),
-                    u64::from(req.prompt_tokens),
-                    tokens,
-                );
+                let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
+                d.labels
+                    .finished("ok", t_start.elapsed().as_secs_f64(), prompt, tokens);
                 if let Some(k) = &key {
-                    k.charge(u64::from(req.prompt_tokens), tokens, Instant::now());
+                    k.charge(prompt, tokens, Instant::now());
                 }
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
@@ -525,6 +666,15 @@ pub(crate) async fn handle(
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
             }
+            Err(Failure::Unsuitable(e)) => {
+                guard.armed = false;
+                route.router().abandoned(i);
+                d.labels.ended();
+                why.push(format!("{}: {}", d.provider, e.message));
+                unsuitable.1 += 1;
+                unsuitable.0.get_or_insert(e);
+                free_move = true;
+            }
             Err(Failure::Retry(reason)) => {
                 guard.armed = false;
                 let ejected = route.router().failed(i, gw.now_s());
@@ -535,8 +685,22 @@ pub(crate) async fn handle(
             }
         }
     }
+    // Refused by every deployment tried for what the request asks, not for a fault: the
+    // client's to change, answered with the first refusal.
+    if let (Some(e), n) = unsuitable {
+        if n == tried.len() {
+            crate::metrics::unanswered(&req.model, "client_error");
+            return e.into_response();
+        }
+    }
     crate::metrics::unanswered(&req.model, "failed");
-    ApiError::all_failed(&route.name, &why).into_response()
+    let mut r = ApiError::all_failed(&route.name, &why).into_response();
+    // An ejected deployment is tried again after the health cooldown.
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(gw.retry_after_s),
+    );
+    r
 }
 
 /// A request in flight on deployment `i` whose outcome is not known yet. Dropped armed (the
@@ -545,6 +709,8 @@ struct InFlight<'g> {
     route: &'g ModelRoute,
     i: usize,
     armed: bool,
+    /// When the request arrived, for its duration.
+    since: Instant,
 }
 
 impl Drop for InFlight<'_> {
@@ -553,7 +719,8 @@ impl Drop for InFlight<'_> {
             self.route.router().abandoned(self.i);
             if let Some(d) = self.route.deployments.get(self.i) {
                 d.labels.ended();
-                d.labels.finished("cancelled", 0.0, 0, 0);
+                d.labels
+                    .finished("cancelled", self.since.elapsed().as_secs_f64(), 0, 0);
             }
         }
     }
@@ -571,6 +738,8 @@ struct Relayer {
     first_at: Instant,
     prompt_tokens: u32,
     tokens: u64,
+    /// The provider's own count, (prompt, output), from a usage chunk.
+    usage: Option<(Option<u64>, u64)>,
     finished: bool,
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
@@ -601,6 +770,7 @@ impl Relayer {
             first_at: Instant::now(),
             prompt_tokens,
             tokens: 0,
+            usage: None,
             finished: false,
             key,
         };
@@ -611,6 +781,15 @@ impl Relayer {
             r.queue.extend(first);
         }
         r
+    }
+
+    /// Output and prompt tokens: the provider's count where it sent one, else the chunks
+    /// with output and the gateway's estimate of the prompt.
+    fn counts(&self) -> (u64, u64) {
+        match self.usage {
+            Some((prompt, output)) => (output, prompt.unwrap_or(u64::from(self.prompt_tokens))),
+            None => (self.tokens, u64::from(self.prompt_tokens)),
+        }
     }
 
     fn deployment(&self) -> Option<(&ModelRoute, &Deployment)> {
@@ -631,7 +810,16 @@ impl Relayer {
                 self.queue.push_back(sse::event(&p));
                 self.finish(Err("the provider sent an error event".into()));
             } else {
-                self.tokens += 1;
+                // A chunk with output counts a token (a provider may send several in one,
+                // which its usage chunk then corrects); role, finish and usage chunks none.
+                if let Ok(v) = serde_json::from_slice::<Value>(&p) {
+                    if carries_output(&v) {
+                        self.tokens += 1;
+                    }
+                    if let Some(u) = usage_of(&v) {
+                        self.usage = Some(u);
+                    }
+                }
                 self.queue.push_back(sse::event(&p));
             }
         }
@@ -682,7 +870,7 @@ impl Relayer {
     fn finish(&mut self, outcome: Result<(), String>) {
         self.finished = true;
         let elapsed = self.t_start.elapsed().as_secs_f64();
-        let (tokens, prompt) = (self.tokens, u64::from(self.prompt_tokens));
+        let (tokens, prompt) = self.counts();
         if let Some(k) = &self.key {
             k.charge(prompt, tokens, Instant::now());
         }
@@ -726,18 +914,14 @@ impl Drop for Relayer {
         if self.finished {
             return;
         }
+        let (tokens, prompt) = self.counts();
         if let Some(k) = &self.key {
-            k.charge(u64::from(self.prompt_tokens), self.tokens, Instant::now());
+            k.charge(prompt, tokens, Instant::now());
         }
         let elapsed = self.t_start.elapsed().as_secs_f64();
         if let Some((route, d)) = self.deployment() {
             route.router().abandoned(self.i);
-            d.labels.finished(
-                "cancelled",
-                elapsed,
-                u64::from(self.prompt_tokens),
-                self.tokens,
-            );
+            d.labels.finished("cancelled", elapsed, prompt, tokens);
             d.labels.ended();
         }
     }

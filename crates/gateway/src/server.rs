@@ -119,6 +119,11 @@ async fn legacy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     completions(gw, Endpoint::Completions, req).await
 }
 
+/// A model as `/v1/models` describes it.
+fn model_object(gw: &Gateway, id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": gw.created_unix, "owned_by": "switchyard"})
+}
+
 async fn models(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> Response {
     // Listing the models spends none of a key's request rate, but needs a key all the same.
     let key = match key_of(&gw, &h) {
@@ -129,9 +134,27 @@ async fn models(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> Response {
         .models
         .keys()
         .filter(|m| key.as_ref().is_none_or(|k| k.allows(m)))
-        .map(|m| json!({"id": m, "object": "model", "created": gw.created_unix, "owned_by": "switchyard"}))
+        .map(|m| model_object(&gw, m))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: one model, as the list shows it; an id may hold slashes
+/// (`meta-llama/Llama-3.1-8B-Instruct`).
+async fn model(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    h: HeaderMap,
+) -> Response {
+    let key = match key_of(&gw, &h) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    if gw.models.contains_key(&id) && key.as_ref().is_none_or(|k| k.allows(&id)) {
+        axum::Json(model_object(&gw, &id)).into_response()
+    } else {
+        ApiError::model_not_found(&id).into_response()
+    }
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {
@@ -154,6 +177,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                         j["engines"] = json!(engines);
                         j["prefill_engines"] = json!(prefill);
                         j["layout"] = json!(layout);
+                        j["longest_request"] = json!(pool.longest_request());
                     }
                     j
                 })
@@ -193,6 +217,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(legacy))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

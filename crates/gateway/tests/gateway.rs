@@ -168,6 +168,34 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
         "[[provider]]\nname = \"x\"\nkind = \"openai\"\n[[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"x\"\n",
         &["line 1", "base_url"],
     );
+    // A field of a model's second deployment is found in that deployment's table, not the
+    // first's; a field of an inline table on its own line.
+    let two = format!(
+        "{}{}{}",
+        emulated("a", "h100-sxm", ""),
+        emulated("b", "h100-sxm", ""),
+        model("m", &[("a", "weight = 1"), ("b", "weight = -1")])
+    );
+    check(&two, &["line 25", "field `deployment.weight`"]);
+    check(
+        &two.replace("provider = \"b\"\nupstream", "provider = \"zz\"\nupstream"),
+        &["line 23", "no provider named `zz`"],
+    );
+    check(
+        &ok.replace(
+            "[provider.faults]\n",
+            "faults = { spike_rate = 0.5, error_rate = 2.0 }\n",
+        ),
+        &["line 6", "field `faults.error_rate`"],
+    );
+    check(
+        &format!("{}\n", model("m", &[("a", "")])),
+        &["g.toml", "no [[provider]]"],
+    );
+    check(
+        &format!("[server]\nlisten = \"localhost:99999\"\n{ok}"),
+        &["line 2", "field `server.listen`", "localhost:99999"],
+    );
 }
 
 #[test]
@@ -804,14 +832,19 @@ async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
         assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
         assert_eq!(body["error"]["param"], "messages", "{body}");
     }
-    let (status, body) = post_json(
-        &url,
-        "/chat/completions",
-        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2000000}"#,
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["param"], "max_tokens", "{body}");
+    // The output's field is named as the client spelled it.
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let (status, body) = post_json(
+            &url,
+            "/chat/completions",
+            &format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"{field}":2000000}}"#
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
+    }
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
     assert_eq!(h["models"]["m"][0]["ejected"], false, "{h}");
@@ -947,4 +980,326 @@ async fn a_stalled_request_body_times_out() {
     let head = String::from_utf8_lossy(&answer[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("request_timeout"), "{head}");
+}
+
+/// A prompt of `n` token ids for `/completions`.
+fn ids(n: u32) -> String {
+    let v: Vec<String> = (0..n).map(|i| (i % 1000).to_string()).collect();
+    format!("[{}]", v.join(","))
+}
+
+/// A request that one deployment's KV cache cannot hold goes to another without blaming the
+/// first, and a request that sets no limit writes what its context leaves, as vLLM does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_long_for_one_deployment_goes_to_another() {
+    let text = "[[provider]]\nname = \"wafer\"\nkind = \"emulated\"\nsystem = \"cs3\"\n\
+        [[provider]]\nname = \"gpu\"\nkind = \"emulated\"\nsystem = \"h200\"\n\
+        [[model]]\nname = \"m\"\npolicy = \"priority\"\n\
+        [[model.deployment]]\nprovider = \"wafer\"\nupstream_model = \"llama-3.1-70b\"\npriority = 0\n\
+        [[model.deployment]]\nprovider = \"gpu\"\nupstream_model = \"llama-3.1-70b\"\npriority = 1\n";
+    let (url, _gw) = start(text).await;
+    let h = health(&url).await;
+    let wafer = h["models"]["m"][0]["longest_request"]
+        .as_u64()
+        .expect("longest") as u32;
+    let gpu = h["models"]["m"][1]["longest_request"]
+        .as_u64()
+        .expect("longest") as u32;
+    assert!(wafer + 1000 < gpu, "{h}");
+    // No limit: the wafer writes the 10 tokens its cache leaves, and says the output ended
+    // for its length.
+    let (status, body) = post_json(
+        &url,
+        "/completions",
+        &format!(r#"{{"model":"m","prompt":{}}}"#, ids(wafer - 10)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 10, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    // A limit the wafer cannot hold: the GPU serves it.
+    let (status, body) = post_json(
+        &url,
+        "/completions",
+        &format!(
+            r#"{{"model":"m","prompt":{},"max_tokens":100}}"#,
+            ids(wafer - 10)
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 100, "{body}");
+    let h = health(&url).await;
+    let deps = &h["models"]["m"];
+    assert_eq!(deps[0]["failures"], 0, "{h}");
+    assert_eq!(deps[0]["ejected"], false, "{h}");
+    assert_eq!(deps[1]["requests"], 1, "{h}");
+    // Completions without a limit write OpenAI's default of 16.
+    let (_, body) = post_json(&url, "/completions", r#"{"model":"m","prompt":"hi"}"#).await;
+    assert_eq!(body["usage"]["completion_tokens"], 16, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+}
+
+/// Text of a chat answer, streamed or whole, with its finish reason and usage.
+async fn chat_text(url: &str, extra: &str, stream: bool) -> (String, String, u64) {
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"stream_options":{{"include_usage":{stream}}}{extra}}}"#
+    );
+    if !stream {
+        let (status, v) = post_json(url, "/chat/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        return (
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .expect("text")
+                .to_string(),
+            v["choices"][0]["finish_reason"]
+                .as_str()
+                .expect("finish")
+                .to_string(),
+            v["usage"]["completion_tokens"].as_u64().expect("usage"),
+        );
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    let (mut text, mut finish, mut used) = (String::new(), String::new(), 0);
+    let mut reader = SseReader::default();
+    let mut bytes = r.bytes_stream();
+    while let Some(Ok(chunk)) = bytes.next().await {
+        for p in reader.feed(&chunk) {
+            if p.as_ref() == b"[DONE]" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&p).expect("json");
+            if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(c);
+            }
+            if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+                finish = f.to_string();
+            }
+            if let Some(u) = v["usage"]["completion_tokens"].as_u64() {
+                used = u;
+            }
+        }
+    }
+    (text, finish, used)
+}
+
+/// An emulated provider stops where a stop sequence begins, streamed or not, having written
+/// the tokens up to the one that completes it; a feature only a model can give is refused,
+/// and out-of-range sampling values are refused for every provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    for stream in [false, true] {
+        let (text, finish, used) = chat_text(
+            &url,
+            r#","stop":["nothing here","output"],"max_tokens":50"#,
+            stream,
+        )
+        .await;
+        assert_eq!(text, "This is emulated ", "stream {stream}");
+        assert_eq!(finish, "stop", "stream {stream}");
+        assert_eq!(used, 4, "stream {stream}");
+        let (text, finish, used) = chat_text(&url, r#","max_tokens":3"#, stream).await;
+        assert_eq!(text, "This is emulated ", "stream {stream}");
+        assert_eq!((finish.as_str(), used), ("length", 3), "stream {stream}");
+    }
+    for (extra, param) in [
+        (r#","logprobs":true"#, "logprobs"),
+        (
+            r#","response_format":{"type":"json_object"}"#,
+            "response_format",
+        ),
+        (r#","tools":[],"tool_choice":"required""#, "tool_choice"),
+        (r#","temperature":5"#, "temperature"),
+        (r#","stop":5"#, "stop"),
+        (r#","tools":"x""#, "tools"),
+        (r#","max_tokens":99999999999"#, "max_tokens"),
+    ] {
+        let (status, body) = post_json(
+            &url,
+            "/chat/completions",
+            &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#),
+        )
+        .await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["param"], param, "{extra}: {body}");
+    }
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
+}
+
+/// An upstream that streams a role chunk, `n` content chunks, a finish chunk and a usage
+/// chunk that counts `usage` tokens; and answers 401 for any model called `locked`.
+async fn streaming_upstream(n: usize, usage: u64) -> String {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |body: String| async move {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["model"] == "locked" {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"error":{"message":"bad key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+                )
+                    .into_response();
+            }
+            let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
+            };
+            let mut out = chunk(serde_json::json!({"role": "assistant", "content": ""}), serde_json::Value::Null);
+            for _ in 0..n {
+                out += &chunk(serde_json::json!({"content": "ab"}), serde_json::Value::Null);
+            }
+            out += &chunk(serde_json::json!({}), serde_json::json!("stop"));
+            out += &format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": usage, "total_tokens": 7 + usage}})
+            );
+            ([("content-type", "text/event-stream")], out).into_response()
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// The value of the metric line that starts with `prefix`.
+async fn metric(url: &str, prefix: &str) -> Option<f64> {
+    let text = reqwest::get(url.replace("/v1", "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Tokens streamed from an OpenAI-compatible provider are its usage chunk's count, not the
+/// chunks relayed; a provider that refuses the gateway's credentials is failed over, and
+/// the client is never told its own key is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_usage_counts_and_refused_credentials_fail_over() {
+    let up = streaming_upstream(3, 5).await;
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"counted\"\n[[model.deployment]]\nprovider = \"up\"\n\
+         [[model]]\nname = \"locked-first\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"up\"\nupstream_model = \"locked\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"up\"\nupstream_model = \"open\"\npriority = 1\n\
+         [[model]]\nname = \"locked-only\"\n[[model.deployment]]\nprovider = \"up\"\nupstream_model = \"locked\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let stream = |model: &str| {
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"stream":true,"stream_options":{{"include_usage":true}}}}"#
+        )
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(stream("counted"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    r.text().await.expect("stream");
+    let out = metric(
+        &url,
+        r#"switchyard_tokens_total{model="counted",provider="up",type="output"}"#,
+    )
+    .await;
+    assert_eq!(out, Some(5.0));
+    let input = metric(
+        &url,
+        r#"switchyard_tokens_total{model="counted",provider="up",type="input"}"#,
+    )
+    .await;
+    assert_eq!(input, Some(7.0));
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(stream("locked-first"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"locked-only","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("credentials")),
+        "{body}"
+    );
+}
+
+/// One model can be looked up by its id, slashes and all, and every metric has its help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_retrieved_by_id_and_metrics_have_help() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("org/m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let got: serde_json::Value = serde_json::from_str(
+        &reqwest::get(format!("{url}/models/org/m"))
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(got["id"], "org/m", "{got}");
+    assert_eq!(got["object"], "model", "{got}");
+    let r = reqwest::get(format!("{url}/models/nope"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    chat_with_header(&reqwest::Client::new(), &url, "org/m", ("x-a", "b")).await;
+    let text = reqwest::get(url.replace("/v1", "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for name in [
+        "gen_ai_server_time_to_first_token_seconds",
+        "switchyard_requests_total",
+        "switchyard_tokens_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no help: {text}"
+        );
+    }
 }

@@ -142,8 +142,12 @@ impl Deployment<'_> {
             // The prompt's own work: its pass less what a one-token pass costs (the weight
             // stream and the fixed overheads, which the step pays anyway).
             let own = (self.prefill(p, isl) - self.prefill(p, 1.0)).max(0.0);
-            others.min(1.0) * tpot / 2.0
-                + (step.time + own).max(tpot)
+            // Speculative decoding's step (drafting and verifying) yields several tokens,
+            // and `step` and `tpot` are per token: the prompt waits out and rides a whole
+            // step, not a token's share of one.
+            let k = self.speculative.map_or(1.0, |s| s.tokens_per_step);
+            others.min(1.0) * tpot * k / 2.0
+                + (step.time * k + own).max(tpot * k)
                 + md1_wait(own, rho).min(others * own)
         } else {
             self.prefill(p, isl)

@@ -1698,6 +1698,26 @@ fn prompts_queue_longer_as_load_grows() {
     }
     // Long prompts at high load wait several prefill times, not one.
     assert!(last > 2.0 * lone, "{last} against {lone}");
+    // With speculative decoding too: a prompt rides a whole draft-and-verify step, so a
+    // second user never brings the first token sooner than a lone prompt's pass.
+    for (model, system, layout) in [
+        ("llama-3.1-70b", "h100-sxm", "tp8"),
+        ("llama-3.1-70b", "cs3", "pp4"),
+        ("llama-3.2-1b", "h100-sxm", "tp1"),
+    ] {
+        let d = deployment(&cat, model, system, layout, Precision::Bf16)
+            .with_speculative(Some(Speculative::from_acceptance(0.8, 4, 0.0625)));
+        let lone = d.at_concurrency(&p, 1.0, 1024.0, 512.0).ttft_s;
+        let mut last = lone;
+        for c in [2.0, 4.0, 16.0] {
+            let ttft = d.at_concurrency(&p, c, 1024.0, 512.0).ttft_s;
+            assert!(
+                ttft >= last,
+                "{model} on {system}, c {c}: {ttft} after {last}"
+            );
+            last = ttft;
+        }
+    }
     // But a closed loop of c requests holds only c − 1 other prompts to wait for: with
     // prompts nearly all the work (8,000 in, 8 out), the wait stays within theirs and the
     // prompt's own pass and steps, where an open queue's would grow without bound.
