@@ -168,13 +168,24 @@ fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
 pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     let mut out = Vec::new();
     if system.kind == SystemKind::Lpu {
-        // An LPU model spans many chips per layer on a flat, statically scheduled fabric: one
-        // replica over all chips, layers split into as many stages as divide evenly.
-        let pp = (1..=chips.min(model.layers))
-            .rev()
-            .find(|pp| chips.is_multiple_of(*pp))
-            .unwrap_or(1);
-        return vec![Layout::replica(chips / pp, pp)];
+        // An LPU model spans many chips per layer on a flat, statically scheduled fabric: a
+        // replica takes its chips whole, layers split into as many stages as divide evenly.
+        // The chips may hold one replica or several alike, so that more chips than one
+        // replica needs serve more users rather than spread one thinner.
+        let replica = |n: u32| {
+            let pp = (1..=n.min(model.layers))
+                .rev()
+                .find(|pp| n.is_multiple_of(*pp))
+                .unwrap_or(1);
+            Layout::replica(n / pp, pp)
+        };
+        return (1..=chips)
+            .filter(|dp| chips.is_multiple_of(*dp))
+            .map(|dp| Layout {
+                dp,
+                ..replica(chips / dp)
+            })
+            .collect();
     }
     let tps: Vec<u32> = match system.kind {
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
@@ -286,6 +297,37 @@ fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32>
 /// # Errors
 /// A layout the system cannot host, or a model that does not fit (naming the fewest chips
 /// that would).
+/// Why no count of the query's system holds its model: a chip whose workspace leaves
+/// nothing for weights (no count helps), or weights beyond the largest count searched.
+fn nowhere(q: &Query<'_>, precision: Precision, p: &Params) -> PerfError {
+    let unit = unit_name(q.system.kind, 2);
+    let deployment = format!("{} at {precision} on {}", q.model.id, q.system.id);
+    let one = q
+        .deployment(Layout::replica(1, 1), precision)
+        .map(|d| d.memory(p));
+    match one {
+        Ok(m) if m.activations_per_chip >= m.usable_per_chip => PerfError::DoesNotFit {
+            deployment,
+            why: format!(
+                "each of its {unit} keeps {} GB of workspace (the parameters' `activation_bytes`) out of the {} GB it may use, which leaves nothing for weights",
+                gigabytes(m.activations_per_chip / 1e9),
+                gigabytes(m.usable_per_chip / 1e9),
+            ),
+            min_chips: 0,
+            needs: "no count of them helps; check the parameters and the system's memory".into(),
+        },
+        _ => PerfError::DoesNotFit {
+            deployment,
+            why: format!(
+                "its weights take {} GB",
+                gigabytes(q.model.weight_bytes(precision) / 1e9)
+            ),
+            min_chips: 0,
+            needs: format!("no layout of up to 65,536 {unit} holds them"),
+        },
+    }
+}
+
 pub(crate) fn fitting_deployments<'a>(
     q: &Query<'a>,
     p: &Params,
@@ -337,13 +379,7 @@ pub(crate) fn fitting_deployments<'a>(
                 ..*q
             }
             .fewest_chips(precision, p)
-            .ok_or_else(|| {
-                too_small(
-                    0,
-                    "no layout of up to 65,536 chips holds the weights".into(),
-                    None,
-                )
-            })?,
+            .ok_or_else(|| nowhere(q, precision, p))?,
         },
     };
     if chips == 0 {
@@ -434,7 +470,10 @@ pub(crate) fn fitting_deployments<'a>(
         (true, _) => {
             let per_chip = q.system.weight_memory_bytes() / 1e9;
             let unit = unit_name(q.system.kind, 1);
-            let min = q.fewest_chips(precision, p);
+            let Some(min) = q.fewest_chips(precision, p) else {
+                return Err(nowhere(q, precision, p));
+            };
+            let min = Some(min);
             let mut why = match closest {
                 // The layout nearest to fitting, by its own fullest chip: a total room that
                 // looks ample says nothing of a pipeline's fullest stage or of a count that

@@ -699,8 +699,8 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     });
     if per_power
         || [
-            "watt", "watts", "megawatt", "joule", "joules", "usd", "dollar", "dollars", "cost",
-            "price", "mtok",
+            "watt", "watts", "megawatt", "joule", "joules", "j", "kj", "wh", "usd", "dollar",
+            "dollars", "cost", "price", "mtok",
         ]
         .iter()
         .any(|w| has(w))

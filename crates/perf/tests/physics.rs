@@ -674,6 +674,9 @@ fn more_chips_never_slow_batch_one() {
         ("llama-3.1-70b", "cs3", vec![4, 5, 8]),
         ("deepseek-r1", "b200", vec![8, 16]),
         ("llama-3.1-70b", "sn40l", vec![8, 16]),
+        // Twice an LPU replica's chips hold two replicas, not one spread thinner.
+        ("llama-3.1-8b", "groq-lpu", vec![80, 160, 240]),
+        ("llama-3.1-70b", "groq-lpu", vec![688, 1376]),
     ] {
         let mut last = 0.0;
         for n in counts {
@@ -2405,6 +2408,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "Completed samples per second",
         "e2e_s",
         "ttft_ms",
+        "J/token",
+        "Wh per 1k tokens",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2480,6 +2485,9 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     // The names the refusal offers are read.
     assert!((v(43) - v(8) / 1000.0).abs() < 1e-9 * v(43));
     assert!((v(44) - v(5)).abs() < 1e-9 * v(5));
+    // Energy in joules or watt-hours, by their symbols.
+    assert!(why(45).contains("energy"), "{}", why(45));
+    assert!(why(46).contains("energy"), "{}", why(46));
     assert!(
         why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
         "{}",

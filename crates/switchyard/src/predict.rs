@@ -47,13 +47,13 @@ pub struct Workload {
     #[arg(long, value_name = "PRECISION")]
     kv_precision: Option<Precision>,
     /// Requests in flight.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     concurrency: f64,
     /// Prompt tokens per request [default: 1024, or the workload's mean].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     isl: Option<f64>,
     /// Output tokens per request [default: 512, or the workload's mean].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     osl: Option<f64>,
     /// A benchmark workload (see `switchyard catalog workloads`): its dataset's mean lengths,
     /// and its server scenario's latency limits for the peak-throughput search.
@@ -63,20 +63,20 @@ pub struct Workload {
     /// outputs all alike (a benchmark tool's fixed lengths), about 0.8 for chat and 1.1 for
     /// reasoning; the sequences decoding at a moment are the longer ones, so a spread lengthens
     /// their mean context [default: 0, or the workload's].
-    #[arg(long, value_name = "CV")]
+    #[arg(long, value_name = "CV", allow_negative_numbers = true)]
     osl_cv: Option<f64>,
     /// Speculative decoding with this acceptance rate per drafted token (e.g. 0.8).
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true)]
     speculative: Option<f64>,
     /// Tokens drafted per step with --speculative; each costs `spec_draft_token_cost` of a
     /// target step (see `switchyard catalog params`) [default: 4].
     #[arg(long)]
     draft_len: Option<u32>,
     /// Limit on time per output token for the peak-throughput search, in ms.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     tpot_limit_ms: Option<f64>,
     /// Limit on time to first token for the peak-throughput search, in ms.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     ttft_limit_ms: Option<f64>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -262,6 +262,10 @@ fn perf_err(e: PerfError) -> anyhow::Error {
 /// Runs `estimate`.
 pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
+    // The fit search goes no further, and no deployment comes near.
+    if a.chips.is_some_and(|n| !(1..=65_536).contains(&n)) {
+        return Err(usage("--chips must be from 1 to 65,536"));
+    }
     let mut q = a.workload.query(cat, p, &a.model, &a.hardware)?;
     q.chips = a.chips;
     q.layout = match &a.layout {
@@ -335,6 +339,19 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A rate with the decimals its size needs, so that an LPU rack's 0.34 tok/s a chip or a
+/// long prompt's few tokens a second do not print as 0: whole above 100, else three
+/// significant figures.
+fn figures(v: f64) -> String {
+    let digits = if v >= 100.0 || v == 0.0 {
+        0
+    } else {
+        // 2 below 10, 1 below 100, more for smaller values.
+        (2.0 - v.log10().floor()).clamp(0.0, 9.0) as usize
+    };
+    format!("{v:.digits$}")
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -475,8 +492,8 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "peak throughput  {:.0} tok/s at concurrency {:.0} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
-        e.peak.throughput_tok_s,
+        "peak throughput  {} tok/s at concurrency {:.0} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
+        figures(e.peak.throughput_tok_s),
         e.peak.concurrency,
         e.peak.tpot_s * 1000.0,
         e.peak.ttft_s,
@@ -714,11 +731,20 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         (None, None) => "llama-3.1-70b".to_string(),
     };
     cat.model(&model).map_err(usage)?;
-    let ids: Vec<String> = if a.hardware.is_empty() {
+    // Systems by their catalog ids, each once however it was spelled; an unknown one keeps
+    // its spelling for its error.
+    let mut ids: Vec<String> = Vec::new();
+    let asked = if a.hardware.is_empty() {
         cat.systems().iter().map(|s| s.id.clone()).collect()
     } else {
         a.hardware.clone()
     };
+    for h in asked {
+        let id = cat.system(&h).map_or(h, |s| s.id.clone());
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
     let mut rows = Vec::new();
     for id in &ids {
         let q = a.workload.query(cat, p, &model, id)?;
@@ -783,7 +809,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                 let mark = if e.peak_meets_limits { " " } else { "*" };
                 missed |= !e.peak_meets_limits;
                 out!(
-                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>10.0}{mark} {:>10.0} {:>9} {:>13}",
+                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>10.0}{mark} {:>10} {:>9} {:>13}",
                     id,
                     e.chips,
                     e.layout.to_string(),
@@ -792,7 +818,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     e.at.user_tok_s,
                     e.at.bound.name(),
                     e.peak.throughput_tok_s,
-                    e.peak.throughput_tok_s / f64::from(e.chips),
+                    figures(e.peak.throughput_tok_s / f64::from(e.chips)),
                     opt(e.peak_economics.joules_per_token, 3),
                     cost(&e.peak_economics)
                 );

@@ -510,6 +510,14 @@ fn bad_input_is_one_clear_line_and_status_two() {
             est8(&["--precision", "awq", "--kv-precision", "gptq"]),
             "w4a16 stores weights only, its products in 16 bits; store the KV cache in bf16",
         ),
+        // A negative number is the flag's own range error, not the parser's.
+        (
+            est8(&["--speculative", "-0.1"]),
+            "--speculative takes an acceptance rate",
+        ),
+        (est8(&["--concurrency", "-1"]), "--concurrency must be from 1"),
+        (est8(&["--tpot-limit-ms", "-5"]), "finite number above 0"),
+        (est8(&["--chips", "4294967295"]), "--chips must be from 1 to 65,536"),
     ] {
         let o = run(&args);
         let (_, err) = text(&o);
@@ -517,6 +525,29 @@ fn bad_input_is_one_clear_line_and_status_two() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(!err.contains("panicked"));
+    }
+    // A workspace larger than a chip: no count helps, and the line says why, not "0 x".
+    let params = temp_file("huge-workspace.toml", "activation_bytes = 1e12\n");
+    let params = params.to_str().expect("path");
+    for chips in [None, Some("8")] {
+        let mut args = vec![
+            "--params",
+            params,
+            "estimate",
+            "--model",
+            "gpt-oss-120b",
+            "--hardware",
+            "h100",
+        ];
+        args.extend(chips.map(|c| ["--chips", c]).into_iter().flatten());
+        let o = run(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("workspace") && err.contains("no count of them helps"),
+            "{err}"
+        );
+        assert!(!err.contains(" 0 x "), "{err}");
     }
 }
 
@@ -562,6 +593,39 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     };
     assert!(row("h100-sxm").contains('*'), "{out}");
     assert!(!row("cs3").contains('*'), "{out}");
+
+    // Systems are named by their catalog ids, each once however spelled; a rack of LPUs'
+    // throughput a chip is under one token a second and is not printed as 0.
+    let out = prints(
+        &[
+            "compare",
+            "--model",
+            "llama-3.1-70b",
+            "--hardware",
+            "H100 SXM5 80GB,h100-sxm,groq-lpu",
+        ],
+        &["h100-sxm "],
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("h100-sxm ")).count(),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains("H100 SXM5"), "{out}");
+    let per_chip: f64 = row_of(&out, "groq-lpu")
+        .split_whitespace()
+        .nth(8)
+        .and_then(|v| v.parse().ok())
+        .expect("peak/chip column");
+    assert!(per_chip > 0.0 && per_chip < 10.0, "{out}");
+}
+
+/// The line of `out` that starts with system `id`.
+fn row_of(out: &str, id: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .expect("row")
+        .to_string()
 }
 
 #[test]
