@@ -124,6 +124,10 @@ pub struct Calibration {
     /// The rows left out of the fit because they lie beyond their hardware at its best
     /// ([`validate::beyond_hardware`]); `before` and `after` still score them.
     pub beyond: Vec<validate::Beyond>,
+    /// Knobs searched that no prediction of the fitted rows depends on, from one end of
+    /// their range to the other (a GPU whose catalog bandwidth is a measurement takes no
+    /// `gpu_bw_eff`): they did not move because they cannot, not because they fit.
+    pub inert: Vec<&'static str>,
 }
 
 /// What the search minimises (see the module header).
@@ -288,6 +292,26 @@ pub fn calibrate(
             })
         })
         .collect();
+    let predictions = |q: &Params| -> Vec<Option<u64>> {
+        validate::run(cat, q, &fitted)
+            .0
+            .iter()
+            .map(|o| o.predicted.as_ref().ok().map(|v| v.to_bits()))
+            .collect()
+    };
+    let fitted_now = predictions(&p);
+    let inert = knobs
+        .iter()
+        .filter(|k| (k.read)(&p).to_bits() == (k.read)(start).to_bits())
+        .filter(|k| {
+            [k.lo, k.hi].iter().all(|&end| {
+                let mut trial = p.clone();
+                *(k.field)(&mut trial) = end;
+                predictions(&trial) == fitted_now
+            })
+        })
+        .map(|k| k.name)
+        .collect();
     if !beyond.is_empty() {
         best = validate::run(cat, &p, rows).1;
     }
@@ -298,6 +322,7 @@ pub fn calibrate(
         moved,
         evaluations,
         beyond,
+        inert,
     })
 }
 

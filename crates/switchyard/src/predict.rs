@@ -1081,7 +1081,15 @@ pub fn calibrate(
             ids.join(", ")
         );
     }
-    if c.moved.is_empty() {
+    if !c.inert.is_empty() {
+        out!(
+            "no prediction of these points depends on {}: left where it was",
+            c.inert.join(", ")
+        );
+    }
+    if c.moved.is_empty() && c.inert.len() == knobs.len() {
+        // Said above: nothing could move.
+    } else if c.moved.is_empty() {
         out!("no parameter moved: the starting values fit these points best");
     } else {
         out!("{:<24} {:>12} {:>12}", "parameter", "before", "after");
