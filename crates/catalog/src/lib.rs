@@ -671,6 +671,39 @@ pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option
     None
 }
 
+/// The byte range of the top-level table `[name]` in `text`, from its header to the next
+/// header, for errors about a key of a table the TOML reader kept no span for.
+pub fn table_span(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let header = format!("[{name}]");
+    let mut at = 0;
+    let mut start = None;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_start();
+        match start {
+            None if l.starts_with(&header) => start = Some(at),
+            Some(s) if l.starts_with('[') => return Some(s..at),
+            _ => {}
+        }
+        at += line.len();
+    }
+    start.map(|s| s..text.len())
+}
+
+/// Byte offset of the line that sets `field` (its last dotted part the key) within `span`,
+/// else the span's start. A span that is empty or the whole text, for a field of a
+/// top-level table (`router.max_attempts`), is narrowed to that table, so that a key of the
+/// same name elsewhere is not taken for it.
+pub fn field_offset(text: &str, span: std::ops::Range<usize>, field: &str) -> usize {
+    let key = field.rsplit('.').next().unwrap_or(field);
+    let whole = span.is_empty() || (span.start == 0 && span.end >= text.len());
+    let span = match field.split_once('.') {
+        Some((table, _)) if whole => table_span(text, table).unwrap_or(0..text.len()),
+        _ if span.is_empty() => 0..text.len(),
+        _ => span,
+    };
+    key_offset(text, span.clone(), key).unwrap_or(span.start)
+}
+
 /// A TOML parse error as one line naming the line, column and field at fault, so that every
 /// TOML reader in the workspace reports its errors the same way.
 pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {

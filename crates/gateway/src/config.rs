@@ -258,8 +258,7 @@ impl Origin<'_> {
     /// An error about `field` of the table at `span`: the line that sets the field, or the
     /// table's first line where none does.
     pub(crate) fn error(&self, span: Range<usize>, field: &str, message: String) -> GatewayError {
-        let key = field.rsplit('.').next().unwrap_or(field);
-        let at = switchyard_catalog::key_offset(self.text, span.clone(), key).unwrap_or(span.start);
+        let at = switchyard_catalog::field_offset(self.text, span, field);
         GatewayError::Config(format!(
             "{}: line {}, field `{field}`: {message}",
             self.name,
@@ -474,6 +473,12 @@ impl Config {
         let top = |field: &str, message: &str| o.error(0..text.len(), field, message.into());
         if c.retries.max_attempts == 0 {
             return Err(top("retries.max_attempts", "must be at least 1"));
+        }
+        if c.health.eject_after == 0 {
+            return Err(top(
+                "health.eject_after",
+                "must be at least 1 consecutive failure",
+            ));
         }
         let r = c.retries;
         for (field, v) in [

@@ -15,6 +15,7 @@ mod scenario;
 mod solve;
 
 pub use scenario::{ClassSpec, MwIs, Phase, PlanFile, ProviderSpec, Rules, WhatIf};
+pub use solve::megawatts;
 
 use serde::Serialize;
 

@@ -102,8 +102,8 @@ pub fn html(p: &Plan) -> String {
                 .map(|u| {
                     vec![
                         u.provider.clone(),
-                        format!("{:.1}", u.mw_used),
-                        format!("{:.1}", u.mw_available),
+                        crate::megawatts(u.mw_used),
+                        crate::megawatts(u.mw_available),
                         u.systems
                             .iter()
                             .map(|(s, n)| format!("{n} × {s}"))

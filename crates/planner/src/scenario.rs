@@ -201,9 +201,10 @@ pub struct WhatIf {
 
 /// The line where `field` is set inside the table at `span`, or the table's first line.
 pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usize {
-    let key = field.rsplit('.').next().unwrap_or(field);
-    let at = switchyard_catalog::key_offset(text, span.clone(), key).unwrap_or(span.start);
-    switchyard_catalog::line_at(text, at)
+    switchyard_catalog::line_at(
+        text,
+        switchyard_catalog::field_offset(text, span.clone(), field),
+    )
 }
 
 /// A field, its value if set, the test it must pass, and what the test asks, in words.
@@ -429,11 +430,19 @@ impl PlanFile {
             }
         }
         let r = f.rules;
-        if !(0.0..=1.0).contains(&r.max_share) || !(0.0..=1.0).contains(&r.n_minus_1) {
+        for (field, v) in [
+            ("rules.max_share", r.max_share),
+            ("rules.n_minus_1", r.n_minus_1),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(err(&(0..0), field, "a share between 0 and 1".into()));
+            }
+        }
+        if r.confirm_replicas == 0 {
             return Err(err(
                 &(0..0),
-                "rules",
-                "max_share and n_minus_1 are shares between 0 and 1".into(),
+                "rules.confirm_replicas",
+                "at least 1 replica a simulated pool".into(),
             ));
         }
         if !(r.headroom > 0.0 && r.headroom <= 1.0) {

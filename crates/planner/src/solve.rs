@@ -543,15 +543,27 @@ fn relaxed(
             }
         }
         if a.share {
+            // A provider's share of the class's capacity, not of its demand: systems kept
+            // from an earlier phase may stand as surplus when demand falls, so long as no
+            // provider's part of what stands grows past its cap. Rounding up adds at most one
+            // unit of each kind the provider buys to its side, and only more to the whole.
+            let all = of_class(&|_| true);
             for (p, prov) in m.providers.iter().enumerate() {
                 if prov.max_share < 1.0 {
-                    let terms = of_class(&|x| x == p);
-                    let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
-                    pb.add_constraint(
-                        expr(&terms),
-                        ComparisonOp::Le,
-                        (prov.max_share * d - slack).max(0.0),
-                    );
+                    let mine = |i: usize| m.options[i].provider == p;
+                    let slack: f64 = all
+                        .iter()
+                        .filter(|t| mine(t.0) && used(t.0))
+                        .map(|t| t.2)
+                        .sum();
+                    let terms: Vec<(microlp::Variable, f64)> = all
+                        .iter()
+                        .map(|&(i, v, c)| {
+                            let own = if mine(i) { c } else { 0.0 };
+                            (v, own - prov.max_share * c)
+                        })
+                        .collect();
+                    pb.add_constraint(terms, ComparisonOp::Le, -slack);
                 }
             }
         }
@@ -567,7 +579,21 @@ fn relaxed(
         if terms.is_empty() {
             continue;
         }
-        let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
+        // Rounding up adds at most one replica of each kind bought, and rounding its
+        // systems up to whole ones at most one system more: a whole system draws its power.
+        let slack: f64 = terms
+            .iter()
+            .filter(|t| used(t.0))
+            .map(|t| {
+                let o = &m.options[t.0].out;
+                let whole = if o.systems.fract() > 1e-9 {
+                    o.mw / o.systems
+                } else {
+                    0.0
+                };
+                t.2 + whole
+            })
+            .sum();
         let expr: Vec<(microlp::Variable, f64)> = terms.iter().map(|&(_, v, w)| (v, w)).collect();
         let cap = if a.power {
             (prov.mw[k] - slack).max(0.0)
@@ -723,8 +749,9 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     ))
 }
 
-/// Megawatts to three significant figures, so that a small shortfall does not print as 0.0.
-fn megawatts(mw: f64) -> String {
+/// Megawatts to three significant figures, so that a small shortfall, or a small plan's
+/// power, does not print as 0.0.
+pub fn megawatts(mw: f64) -> String {
     let decimals = if mw >= 100.0 {
         0
     } else if mw >= 10.0 {
@@ -774,7 +801,8 @@ pub(crate) fn phase(
             let mut mw = 0.0;
             for b in buys.iter().filter(|b| m.options[b.option].provider == p) {
                 let o = &m.options[b.option].out;
-                mw += o.mw * f64::from(b.replicas);
+                // The whole systems bought draw their power, however many replicas use them.
+                mw += o.mw / o.systems * f64::from(b.systems);
                 match systems.iter_mut().find(|(s, _)| s == &o.system) {
                     Some(e) => e.1 += b.systems,
                     None => systems.push((o.system.clone(), b.systems)),

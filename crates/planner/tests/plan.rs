@@ -637,7 +637,18 @@ demand_tok_s = [5.0e6]
 /// a phase holds what it had, in whole replicas of the smallest unit that holds them.
 #[test]
 fn falling_demand_keeps_what_was_installed_without_buying_more() {
-    let text = r#"
+    // With and without a cap on each provider's share, which counts what stands, not what
+    // demand needs: the systems kept may stand as surplus.
+    for share in ["1.0", "0.75"] {
+        let text = FALLING.replace(
+            "n_minus_1 = 0.5",
+            &format!("n_minus_1 = 0.5\nmax_share = {share}"),
+        );
+        falls_and_keeps(&text);
+    }
+}
+
+const FALLING: &str = r#"
 [rules]
 n_minus_1 = 0.5
 confirm_s = 5
@@ -663,7 +674,10 @@ tpot_ms = 30
 percentile = 0.99
 demand_tok_s = [1.0e6, 1.0e4]
 "#;
+
+fn falls_and_keeps(text: &str) {
     let p = run(text, &WhatIf::default()).expect("plans");
+    assert!(p.phases.iter().all(|ph| ph.infeasible.is_none()), "{text}");
     let systems = |k: usize| -> Vec<u32> {
         ["a", "b"]
             .iter()
@@ -678,4 +692,66 @@ demand_tok_s = [1.0e6, 1.0e4]
             .collect()
     };
     assert_eq!(systems(1), systems(0));
+}
+
+/// The power a provider's systems draw is that of the whole systems bought, and it stays
+/// within the provider's megawatts even where a replica takes part of a rack and the
+/// provider's power binds.
+#[test]
+fn whole_racks_stay_within_the_power_on_offer() {
+    let text = |mw: f64| {
+        format!(
+            r#"
+[rules]
+confirm_s = 2
+confirm_replicas = 4
+[[phase]]
+name = "p"
+[[provider]]
+name = "racks"
+systems = ["gb300"]
+mw = [{mw}]
+rent_usd_per_chip_hour = 1.0
+[[provider]]
+name = "other"
+systems = ["h100-sxm"]
+mw = [1000.0]
+rent_usd_per_chip_hour = 10.0
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 2000
+tpot_ms = 50
+demand_tok_s = [5.0e7]
+"#
+        )
+    };
+    // A first plan for one rack's megawatts.
+    let first = run(&text(2.0), &WhatIf::default()).expect("plans");
+    let o = first.phases[0]
+        .buys
+        .iter()
+        .map(|b| &first.options[b.option])
+        .find(|o| o.provider == "racks")
+        .expect("racks bought");
+    assert!(
+        o.systems.fract() > 0.0,
+        "a replica takes part of a rack: {o:?}"
+    );
+    let rack = o.mw / o.systems;
+    // Power for thirty racks and a half: the cheap racks take all of it, and replicas that
+    // fill the half rack would need the whole of the thirty-first.
+    let p = run(&text(30.5 * rack), &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    let u = &ph.providers[0];
+    let racks: u32 = u.systems.iter().map(|(_, n)| n).sum();
+    assert!(racks >= 29, "{u:?}");
+    assert!(
+        (u.mw_used - f64::from(racks) * rack).abs() < 1e-9 * u.mw_used,
+        "{u:?}"
+    );
+    assert!(u.mw_used <= u.mw_available, "{u:?}");
 }

@@ -396,7 +396,6 @@ impl ScenarioFile {
     /// turned into a NaN that routes every request to one provider or none.
     fn check_numbers(
         &self,
-        text: &str,
         fail: &dyn Fn(Range<usize>, &str, String) -> SimError,
     ) -> Result<(), SimError> {
         let finite_at_least_0 = |v: f64| v.is_finite() && v >= 0.0;
@@ -451,10 +450,8 @@ impl ScenarioFile {
             ));
         }
         if !finite_at_least_0(self.router.cooldown_s) {
-            // The router table keeps no span; the line that sets the key stands for it.
-            let at = switchyard_catalog::key_offset(text, 0..text.len(), "cooldown_s").unwrap_or(0);
             return Err(fail(
-                at..at,
+                0..0,
                 "router.cooldown_s",
                 "must be a finite number of seconds, 0 or more".into(),
             ));
@@ -478,26 +475,28 @@ impl ScenarioFile {
         trace: Option<Vec<TraceRow>>,
         over: &Overrides,
     ) -> Result<Scenario<'a>, SimError> {
+        // The line that sets the field within the table at `span` (a top-level table's, where
+        // the span is empty), else the table's first line.
         let fail = |span: Range<usize>, field: &str, message: String| SimError::Scenario {
             origin: origin.to_string(),
             message: format!(
                 "line {}, field `{field}`: {message}",
-                switchyard_catalog::line_at(text, span.start)
+                switchyard_catalog::line_at(
+                    text,
+                    switchyard_catalog::field_offset(text, span, field)
+                )
             ),
         };
         if let Some(d) = self.duration_s {
             if !(d > 0.0 && d.is_finite()) {
-                // The line that sets it, for the message; the top-level key has no span.
-                let at =
-                    switchyard_catalog::key_offset(text, 0..text.len(), "duration_s").unwrap_or(0);
                 return Err(fail(
-                    at..at,
+                    0..0,
                     "duration_s",
                     "must be a finite number of seconds above 0".into(),
                 ));
             }
         }
-        self.check_numbers(text, &fail)?;
+        self.check_numbers(&fail)?;
         let wspan = self.workload.span();
         let w = self.workload.get_ref();
         let trace = trace.unwrap_or_default();
@@ -520,7 +519,7 @@ impl ScenarioFile {
         };
         let workload = self
             .workload_spec(w, &trace, &classes, over)
-            .map_err(|(f, m)| fail(wspan.clone(), f, m))?;
+            .map_err(|(f, m)| fail(wspan.clone(), &format!("workload.{f}"), m))?;
         let (isl, osl) = workload.mean_lengths(&trace);
         let osl_cv = workload.output_cv(&trace);
         if self.providers.len() > 64 {
@@ -546,6 +545,12 @@ impl ScenarioFile {
             };
             if providers.iter().any(|p: &Provider<'_>| p.name == s.name) {
                 return Err(err("name", "two providers have this name".into()));
+            }
+            // An engine that batches nothing would run nothing: refused, not raised to 1.
+            for (field, v) in [("max_batch", s.max_batch), ("token_budget", s.token_budget)] {
+                if v == Some(0) {
+                    return Err(err(field, "must be at least 1".into()));
+                }
             }
             let model_id = s
                 .model
@@ -659,10 +664,10 @@ impl ScenarioFile {
                 d.layout.dp = 1;
                 let mut engine = EngineConfig::for_deployment(d, params);
                 if let Some(b) = s.max_batch {
-                    engine.max_batch = b.max(1);
+                    engine.max_batch = b;
                 }
                 if let Some(b) = s.token_budget {
-                    engine.token_budget = b.max(1);
+                    engine.token_budget = b;
                 }
                 // Each group's pool must hold a block: a sequence lives in one group.
                 if engine.max_context() == 0 {
@@ -846,12 +851,13 @@ impl ScenarioFile {
                 }
             });
         }
-        if self.router.max_attempts == 0 {
-            return Err(fail(
-                0..0,
-                "router.max_attempts",
-                "must be at least 1".into(),
-            ));
+        for (field, v) in [
+            ("router.max_attempts", self.router.max_attempts),
+            ("router.eject_after", self.router.eject_after),
+        ] {
+            if v == 0 {
+                return Err(fail(0..0, field, "must be at least 1".into()));
+            }
         }
         let warmup_s = match &self.warmup_s {
             None => None,
@@ -880,7 +886,7 @@ impl ScenarioFile {
             providers,
             policy: self.router.policy,
             health: Health {
-                eject_after: self.router.eject_after.max(1),
+                eject_after: self.router.eject_after,
                 cooldown_s: self.router.cooldown_s,
             },
             max_attempts: self.router.max_attempts,
@@ -962,6 +968,16 @@ impl ScenarioFile {
             if !(rate_x > 0.0 && rate_x.is_finite()) {
                 return Err(("rate_x", "must be a positive factor".into()));
             }
+        }
+        // A process draws arrivals for ever: something must end the run.
+        if !matches!(arrivals, Arrivals::Trace { .. })
+            && over.requests.or(w.requests).is_none()
+            && self.duration_s.is_none()
+        {
+            return Err((
+                "requests",
+                "an `arrival` process never ends by itself: give the workload's `requests`, the scenario's `duration_s`, or --requests".into(),
+            ));
         }
         let lengths = |l: &Option<LengthSection>,
                        field: &'static str,

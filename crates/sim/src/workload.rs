@@ -138,11 +138,11 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
                 t - *origin_s.get_or_insert(t)
             }
         };
-        if !arrival.is_finite() || arrival < last {
+        if !arrival.is_finite() || arrival < last || arrival < 0.0 {
             return Err(err(
                 n,
                 format!(
-                    "field `{}`: times must be finite and non-decreasing",
+                    "field `{}`: times must be finite, at least 0 and non-decreasing",
                     cols[a]
                 ),
             ));
@@ -184,10 +184,10 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
         }
         let r: JsonRow = serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?;
         let at = r.timestamp / 1000.0;
-        if !at.is_finite() || at < last {
+        if !at.is_finite() || at < last || at < 0.0 {
             return Err(err(
                 n,
-                "field `timestamp`: times must be finite and non-decreasing".into(),
+                "field `timestamp`: times must be finite, at least 0 and non-decreasing".into(),
             ));
         }
         last = at;

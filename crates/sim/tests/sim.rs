@@ -406,6 +406,7 @@ fn workloads_have_the_rates_and_shapes_they_claim() {
 
 #[test]
 fn bad_scenarios_name_the_line_and_field() {
+    // Each error names the line that sets the field at fault, within its table.
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
     let check = |text: &str, needles: &[&str]| {
@@ -418,7 +419,7 @@ fn bad_scenarios_name_the_line_and_field() {
     resolve(good, &cat, &p, false).expect("the base is good");
     check(
         &good.replace("system = \"h100-sxm\"", "system = \"h900\""),
-        &["test.toml", "line 2", "field `system`", "h900"],
+        &["test.toml", "line 4", "field `system`", "h900"],
     );
     check(
         &good.replace("requests = 10", "requests = \"ten\""),
@@ -430,27 +431,27 @@ fn bad_scenarios_name_the_line_and_field() {
     );
     check(
         &good.replace("\"poisson\"", "\"hawkes\""),
-        &["line 5", "arrival.process", "hawkes"],
+        &["line 7", "arrival.process", "hawkes"],
     );
     check(
         &format!(
             "{good}[[failure]]\nkind = \"outage\"\nprovider = \"b\"\nstart_s = 1\nend_s = 2\n"
         ),
-        &["line 10", "field `provider`", "no provider named `b`"],
+        &["line 12", "field `provider`", "no provider named `b`"],
     );
     check(
         &format!(
             "{good}[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 5\nend_s = 2\n"
         ),
-        &["line 10", "end_s"],
+        &["line 14", "end_s"],
     );
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nlayout = \"tp3x\""),
-        &["line 2", "layout"],
+        &["line 4", "layout"],
     );
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
-        &["line 2", "kv_precision", "fp3"],
+        &["line 4", "kv_precision", "fp3"],
     );
     // A server's chips that the best layout splits into several replicas all serve, each
     // as a replica of the pool.
@@ -470,16 +471,16 @@ fn bad_scenarios_name_the_line_and_field() {
             "name = \"a\"",
             "name = \"a\"\nchips = 2\nreplicas = 1000000",
         ),
-        &["line 2", "field `replicas`", "1000000"],
+        &["line 5", "field `replicas`", "1000000"],
     );
     // A pool too large to simulate is refused, not left to exhaust memory.
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nreplicas = 100000000"),
-        &["line 2", "replicas", "1000000"],
+        &["line 4", "replicas", "1000000"],
     );
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nprefill_replicas = 100000000"),
-        &["line 2", "prefill_replicas", "1000000"],
+        &["line 4", "prefill_replicas", "1000000"],
     );
     check(&format!("warmup_s = -1\n{good}"), &["line 1", "warmup_s"]);
     check(
@@ -491,17 +492,17 @@ fn bad_scenarios_name_the_line_and_field() {
         (
             "output = { dist = \"fixed\", tokens = 10 }",
             "output = { dist = \"exponential\", mean = inf }",
-            ["line 5", "output", "`mean` from 1"],
+            ["line 9", "output", "`mean` from 1"],
         ),
         (
             "prompt = { dist = \"fixed\", tokens = 10 }",
             "prompt = { dist = \"lognormal\", median = 100, sigma = 1e300 }",
-            ["line 5", "prompt", "`sigma` from 0"],
+            ["line 8", "prompt", "`sigma` from 0"],
         ),
         (
             "requests = 10",
             "requests = 10\nrate_x = nan",
-            ["line 5", "rate_x", "positive"],
+            ["line 7", "rate_x", "positive"],
         ),
     ] {
         check(&good.replace(from, to), &needles);
@@ -512,11 +513,11 @@ fn bad_scenarios_name_the_line_and_field() {
     resolve(&classed, &cat, &p, false).expect("the classed base is good");
     check(
         &classed.replace("share = 1.0", "share = nan"),
-        &["line 10", "field `share`", "class `chat`"],
+        &["line 12", "field `share`", "class `chat`"],
     );
     check(
         &classed.replace("share = 1.0", "share = -1.0"),
-        &["line 10", "field `share`"],
+        &["line 12", "field `share`"],
     );
     check(
         &classed.replace("share = 1.0", "share = 0.0"),
@@ -524,19 +525,19 @@ fn bad_scenarios_name_the_line_and_field() {
     );
     check(
         &classed.replace("ttft_ms = 500", "ttft_ms = -5"),
-        &["line 10", "field `ttft_ms`"],
+        &["line 13", "field `ttft_ms`"],
     );
     check(
         &format!("{classed}[[class]]\nname = \"chat\"\n"),
-        &["line 14", "field `name`", "two classes"],
+        &["line 15", "field `name`", "two classes"],
     );
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nweight = nan"),
-        &["line 2", "field `weight`"],
+        &["line 4", "field `weight`"],
     );
     check(
         &good.replace("name = \"a\"", "name = \"a\"\nusd_per_mtok = -0.5"),
-        &["line 2", "field `usd_per_mtok`"],
+        &["line 4", "field `usd_per_mtok`"],
     );
     check(
         &format!(

@@ -118,10 +118,10 @@ fn print_plan(p: &Plan) {
                 .map(|(s, n)| format!("{n} x {s}"))
                 .collect();
             out!(
-                "  {:<16} {:>9.1} {:>9.1}  {}",
+                "  {:<16} {:>9} {:>9}  {}",
                 u.provider,
-                u.mw_used,
-                u.mw_available,
+                switchyard_planner::megawatts(u.mw_used),
+                switchyard_planner::megawatts(u.mw_available),
                 systems.join(", ")
             );
         }

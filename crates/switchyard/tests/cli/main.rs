@@ -1185,14 +1185,14 @@ fn simulate_outputs_are_byte_identical_for_a_seed() {
 fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
     let path = temp_file(
         "bad-scenario.toml",
-        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"tpu-v9\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n",
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"tpu-v9\"\n[workload]\nrequests = 5\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n",
     );
     let o = run(&["simulate", "--scenario", path.to_str().expect("utf-8")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("bad-scenario.toml"), "{err}");
     assert!(
-        err.contains("line 2") && err.contains("field `system`"),
+        err.contains("line 4") && err.contains("field `system`"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -1242,6 +1242,39 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
         assert!(err.contains(field), "{toml}: {err}");
+    }
+    // A process with nothing to end it, and limits of 0 that would run nothing, are refused
+    // at the line that sets them (a top-level table's key in its own table).
+    for (toml, needle) in [
+        (
+            base.replace("duration_s = 10\n", ""),
+            "line 5, field `workload.requests`",
+        ),
+        (
+            format!("{base}[router]\npolicy = \"latency\"\neject_after = 0\n"),
+            "line 12, field `router.eject_after`",
+        ),
+        (
+            format!("{base}[router]\nmax_attempts = 0\n"),
+            "line 11, field `router.max_attempts`",
+        ),
+        (
+            base.replace(
+                "system = \"h100-sxm\"",
+                "system = \"h100-sxm\"\nmax_batch = 0",
+            ),
+            "line 6, field `max_batch`",
+        ),
+        (
+            base.replace("rate = 1.0", "rate = -1.0"),
+            "line 7, field `workload.arrival.rate`",
+        ),
+    ] {
+        let path = temp_file("zero-scenario.toml", &toml);
+        let o = run(&["simulate", "--scenario", path.to_str().expect("utf-8")]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(needle), "{toml}: {err}");
     }
 }
 
