@@ -542,30 +542,29 @@ fn relaxed(
                 );
             }
         }
-        if a.share {
-            // A provider's share of the class's capacity, not of its demand: systems kept
-            // from an earlier phase may stand as surplus when demand falls, so long as no
-            // provider's part of what stands grows past its cap. Rounding up adds at most one
-            // unit of each kind the provider buys to its side, and only more to the whole.
-            let all = of_class(&|_| true);
+        if a.share && m.providers.iter().any(|p| p.max_share < 1.0) {
+            // The share a provider carries, not the capacity it holds: the class's demand
+            // must split among the providers with none carrying more than its cap and each
+            // within its capacity. Capacity beyond that may stand (systems kept from an
+            // earlier phase when demand falls, power committed and paid for), so long as the
+            // others could carry the rest. Rounding up only adds capacity, so the split
+            // found still holds after it.
+            let mut carried = Vec::new();
             for (p, prov) in m.providers.iter().enumerate() {
-                if prov.max_share < 1.0 {
-                    let mine = |i: usize| m.options[i].provider == p;
-                    let slack: f64 = all
-                        .iter()
-                        .filter(|t| mine(t.0) && used(t.0))
-                        .map(|t| t.2)
-                        .sum();
-                    let terms: Vec<(microlp::Variable, f64)> = all
-                        .iter()
-                        .map(|&(i, v, c)| {
-                            let own = if mine(i) { c } else { 0.0 };
-                            (v, own - prov.max_share * c)
-                        })
-                        .collect();
-                    pb.add_constraint(terms, ComparisonOp::Le, -slack);
+                let terms = of_class(&|x| x == p);
+                if terms.is_empty() {
+                    continue;
                 }
+                let t = pb.add_var(0.0, (0.0, prov.max_share.min(1.0) * d));
+                let mut within = expr(&terms);
+                for term in &mut within {
+                    term.1 = -term.1;
+                }
+                within.push((t, 1.0));
+                pb.add_constraint(within, ComparisonOp::Le, 0.0);
+                carried.push((t, 1.0));
             }
+            pb.add_constraint(carried, ComparisonOp::Ge, d);
         }
     }
     for (p, prov) in m.providers.iter().enumerate() {
