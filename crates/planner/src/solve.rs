@@ -477,18 +477,64 @@ fn solve(
     a: Apply,
     installed: &Installed,
 ) -> Result<Option<Vec<u32>>, PlanError> {
-    let Some(first) = relaxed(m, k, a, None, installed)? else {
+    let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
+        return Ok(None);
+    };
+    // Where rounding up a coarse unit costs much (six tenths of a 32-wafer unit become a
+    // whole one, where one 16-wafer replica would do), the problem is solved again with
+    // that unit held to what rounding down leaves, and the cheaper whole plan kept. Only
+    // round-ups worth a hundredth of the plan's cost are tried, the costliest first.
+    let cost = |n: &[u32]| -> f64 {
+        n.iter()
+            .zip(&m.options)
+            .map(|(&n, o)| f64::from(n) * o.out.usd_per_hour)
+            .sum()
+    };
+    let mut best = (cost(&whole), whole);
+    let mut tries: Vec<(usize, f64)> = x
+        .iter()
+        .zip(&best.1)
+        .enumerate()
+        .map(|(i, (&v, &n))| (i, (f64::from(n) - v) * m.options[i].out.usd_per_hour))
+        .filter(|&(_, extra)| extra > 0.01 * best.0)
+        .collect();
+    tries.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (i, _) in tries.into_iter().take(4) {
+        let cap = [(i, (x[i] - 1e-7).floor().max(0.0))];
+        if let Some((_, other)) = rounded(m, k, a, installed, &cap)? {
+            let c = cost(&other);
+            if c < best.0 * (1.0 - 1e-9) {
+                best = (c, other);
+            }
+        }
+    }
+    Ok(Some(best.1))
+}
+
+/// Counts per option: as the linear relaxation has them, and rounded up to whole units.
+type Counts = (Vec<f64>, Vec<u32>);
+
+/// The linear relaxation with option counts held to `caps` (option, most units), then every
+/// count rounded up.
+fn rounded(
+    m: &Model<'_>,
+    k: usize,
+    a: Apply,
+    installed: &Installed,
+    caps: &[(usize, f64)],
+) -> Result<Option<Counts>, PlanError> {
+    let Some(first) = relaxed(m, k, a, None, installed, caps)? else {
         return Ok(None);
     };
     let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
-    let Some(x) = relaxed(m, k, a, Some(&support), installed)? else {
+    let Some(x) = relaxed(m, k, a, Some(&support), installed, caps)? else {
         return Ok(None);
     };
-    Ok(Some(
-        x.iter()
-            .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
-            .collect(),
-    ))
+    let whole = x
+        .iter()
+        .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
+        .collect();
+    Ok(Some((x, whole)))
 }
 
 /// The linear relaxation; with `support`, upper bounds leave room for rounding up each
@@ -499,6 +545,7 @@ fn relaxed(
     a: Apply,
     support: Option<&[bool]>,
     installed: &Installed,
+    caps: &[(usize, f64)],
 ) -> Result<Option<Vec<f64>>, PlanError> {
     let mut pb = Problem::new(OptimizationDirection::Minimize);
     let vars: Vec<_> = m
@@ -507,10 +554,15 @@ fn relaxed(
         // Where options cost the same a system (the systems kept from an earlier phase, say),
         // the smaller unit is the one that rounding up overshoots least: a millionth of the
         // cost per system in a unit tips the balance, and nothing else.
-        .map(|o| {
+        .enumerate()
+        .map(|(i, o)| {
+            let most = caps
+                .iter()
+                .find(|c| c.0 == i)
+                .map_or(f64::INFINITY, |c| c.1);
             pb.add_var(
                 o.out.usd_per_hour * (1.0 + 1e-6 * o.out.systems),
-                (0.0, f64::INFINITY),
+                (0.0, most),
             )
         })
         .collect();

@@ -755,3 +755,38 @@ demand_tok_s = [5.0e7]
     );
     assert!(u.mw_used <= u.mw_available, "{u:?}");
 }
+
+/// Rounding a fraction of a coarse unit up to a whole one is not taken where a whole smaller
+/// unit meets the demand for less: six tenths of a 32-wafer disaggregated unit would be
+/// bought whole, where one 16-wafer replica carries the demand at half the systems.
+#[test]
+fn rounding_up_takes_the_cheaper_whole_unit() {
+    let text = r#"
+[rules]
+max_share = 1.0
+confirm_s = 5
+[[phase]]
+name = "a"
+[[provider]]
+name = "cb"
+systems = ["cs3"]
+mw = [5.0]
+capex_usd_per_system = 2500000.0
+[[class]]
+name = "long"
+model = "llama-3.1-70b"
+isl = 20000
+osl = 2000
+osl_cv = 2.0
+ttft_ms = 5000
+tpot_ms = 20
+percentile = 0.9
+demand_tok_s = [20000.0]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    let systems: u32 = ph.buys.iter().map(|b| b.systems).sum();
+    assert!(systems <= 16, "{systems} systems: {:?}", ph.buys);
+    assert!(ph.classes[0].capacity_tok_s >= 20000.0);
+}
