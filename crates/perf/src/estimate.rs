@@ -458,6 +458,15 @@ pub(crate) fn fitting_deployments<'a>(
                 None => "no layout of up to 65,536 chips holds one: shorten the prompt or the output"
                     .into(),
             };
+            // More chips hold a sequence the model itself refuses: say so.
+            let remedy = if q.isl + q.osl > q.model.max_context as f64 {
+                format!(
+                    "{remedy}, though {} takes at most {} tokens a request",
+                    q.model.id, q.model.max_context
+                )
+            } else {
+                remedy
+            };
             Err(PerfError::ContextTooLong {
                 deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
                 chips,

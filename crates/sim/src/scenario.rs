@@ -619,6 +619,10 @@ impl ScenarioFile {
                 .filter(|c| s.classes.is_empty() || s.classes.contains(&c.name))
                 .filter_map(|c| c.tpot_s)
                 .min_by(f64::total_cmp);
+            // A mean past the model's context comes of requests the model refuses one by
+            // one: the layout is chosen for the longest it takes, in the same proportions.
+            let within = (model.max_context as f64 / (isl + osl)).min(1.0);
+            let (isl, osl) = ((isl * within).max(1.0), (osl * within).max(1.0));
             let q = Query {
                 chips: s.chips,
                 precision,

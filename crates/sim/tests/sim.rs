@@ -1009,6 +1009,34 @@ fn a_request_past_the_models_context_is_refused() {
     assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
 }
 
+/// A trace whose mean request is longer than the model takes (one request of ten million
+/// tokens among short ones) is replayed, the long one refused, rather than refused whole for
+/// a mean no request has.
+#[test]
+fn a_trace_mean_past_the_context_still_replays() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
+    let rows = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10000000,10\n1,100,10\n2,100,10\n",
+        "long.csv",
+    )
+    .expect("trace");
+    let file = ScenarioFile::parse(text, "test.toml").expect("parses");
+    let scn = file
+        .resolve(
+            text,
+            "test.toml",
+            &cat,
+            &p,
+            Some(rows),
+            &Overrides::default(),
+        )
+        .expect("resolves");
+    let (s, _) = run(&scn, &p);
+    assert_eq!((s.completed, s.failed), (2, 1));
+}
+
 /// The requests a failed replica held leave its provider's count of requests in flight,
 /// blamed or not: a balancer by requests in flight treats the provider as before once the
 /// replica is back.

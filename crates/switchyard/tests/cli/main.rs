@@ -460,6 +460,10 @@ fn bad_input_is_one_clear_line_and_status_two() {
             est8(&["--chips", "8", "--isl", "50000000"]),
             "holds the weights but not the KV cache",
         ),
+        (
+            est8(&["--chips", "1", "--isl", "3000000"]),
+            "though llama-3.1-8b takes at most 131072 tokens a request",
+        ),
         (est8(&["--ttft-limit-ms", "0"]), "--ttft-limit-ms"),
         (est8(&["--tpot-limit-ms", "inf"]), "finite number above 0"),
         (est8(&["--draft-len", "3"]), "give --speculative"),
