@@ -227,6 +227,7 @@ impl Cell {
                 0.0
             },
             utilization: None,
+            load: None,
             preemptions: None,
             joules_per_token: None,
             usd_per_mtok: None,
@@ -1001,6 +1002,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let util = busy / (slots.max(1) as f64 * end);
             g.utilization = Some(util);
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
+            g.load = Some(0.0);
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
                 for (i, q) in own.iter().enumerate().filter(|(_, q)| !q.slots.is_empty()) {
@@ -1017,7 +1019,9 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         let peak = d
                             .max_throughput(self.params, isl, osl, None)
                             .throughput_tok_s;
-                        busy.min(g.throughput_tok_s / peak.max(f64::MIN_POSITIVE))
+                        let load = g.throughput_tok_s / peak.max(f64::MIN_POSITIVE);
+                        g.load = Some(load);
+                        busy.min(load)
                     } else {
                         busy
                     };

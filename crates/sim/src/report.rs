@@ -38,6 +38,7 @@ pub fn group_table(groups: &[&Group]) -> Table {
         "E2E p99",
         "tok/s",
         "util %",
+        "load %",
         "preempt",
         "J/tok",
         "$/Mtok",
@@ -62,6 +63,7 @@ pub fn group_table(groups: &[&Group]) -> Table {
             row.extend(latency_cells(&g.e2e_s));
             row.push(format!("{:.0}", g.throughput_tok_s));
             row.push(opt(g.utilization.map(|u| u * 100.0), 1));
+            row.push(opt(g.load.map(|u| u * 100.0), 1));
             row.push(g.preemptions.map_or_else(|| "–".into(), |n| n.to_string()));
             row.push(opt(g.joules_per_token, 3));
             row.push(opt(g.usd_per_mtok, 3));

@@ -180,8 +180,13 @@ pub struct Group {
     pub output_tokens: u64,
     /// Output tokens per second over the run.
     pub throughput_tok_s: f64,
-    /// Share of replica time spent in steps (providers only).
+    /// Share of replica time spent in steps (providers only): busy, however small the
+    /// batch each step carries.
     pub utilization: Option<f64>,
+    /// Output tokens per second over the pool's peak throughput at the run's mean lengths,
+    /// as `estimate` gives it (providers only; a disaggregated provider's decode pool): the
+    /// share of what it could carry that it carries, which sets its power.
+    pub load: Option<f64>,
     /// KV-cache preemptions (providers only).
     pub preemptions: Option<u64>,
     /// Facility energy per output token, J (providers only; needs a power figure).

@@ -1050,3 +1050,22 @@ fn a_replica_failure_leaves_no_requests_counted_in_flight() {
     let share = s.providers[0].requests as f64 / s.arrivals as f64;
     assert!(share > 0.47, "provider a took {share} of the requests");
 }
+
+/// A replica stepping a small batch all the time is busy, but carries a small share of its
+/// peak: `utilization` counts the first, `load` the second.
+#[test]
+fn load_is_the_share_of_peak_throughput_carried() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 400\narrival = { process = \"poisson\", rate = 2.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 200 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let g = &s.providers[0];
+    let (util, load) = (g.utilization.expect("util"), g.load.expect("load"));
+    let peak = scn.providers[0]
+        .deployment
+        .max_throughput(&p, 500.0, 200.0, None)
+        .throughput_tok_s;
+    assert!((load - g.throughput_tok_s / peak).abs() < 1e-9, "{load}");
+    assert!(load < 0.5 * util, "load {load}, util {util}");
+}
