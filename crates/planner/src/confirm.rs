@@ -7,24 +7,35 @@
 //! shrinks with capacity, so each replica sees
 //! the load the plan gives it. Pools of independent replicas behind a balancer behave alike at
 //! any size for the same per-replica load, and smaller pools smooth bursts less, so the
-//! check errs on the safe side.
+//! check errs on the safe side. A pool kept at one replica beside hundreds still takes more
+//! of the simulated traffic than the plan gives it, so the percentiles weigh each pool's
+//! latencies by its share of the plan's capacity, not of the simulated requests. A class is
+//! confirmed when those percentiles are within the targets and no request failed.
 
 use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
 use switchyard_router::{Health, Policy, Target};
 use switchyard_sim::{
-    simulate, Arrivals, Class, Lengths, PrefillPool, Provider, RunOptions, Scenario, WorkloadSpec,
+    simulate, Arrivals, Class, Histogram, Lengths, PrefillPool, Provider, RunOptions, Scenario,
+    WorkloadSpec,
 };
 
+/// What one confirming simulation found.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    /// TTFT and TPOT at the class's percentile, each pool weighed by its share of the
+    /// plan's capacity.
+    ttft_s: f64,
+    tpot_s: f64,
+    /// Share of requests within both targets.
+    goodput: f64,
+    /// Requests that failed (refused, none finished).
+    failed: u64,
+}
+
 /// Simulates options `chosen` (option index, replicas) of class `c` at `demand` output
-/// tokens/s; returns (percentile TTFT, percentile TPOT, goodput).
-fn run(
-    m: &Model<'_>,
-    c: usize,
-    chosen: &[(usize, u32)],
-    demand: f64,
-    seed: u64,
-) -> Option<(f64, f64, f64)> {
+/// tokens/s.
+fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64) -> Option<Found> {
     let class = &m.classes[c];
     // Scaled by replicas, not units: a disaggregated unit holds several.
     let total: u32 = chosen
@@ -38,9 +49,12 @@ fn run(
     let scale = sim_scale(&units, total, m.rules.confirm_replicas);
     let mut providers = Vec::new();
     let (mut cap_full, mut cap_sim) = (0.0, 0.0);
+    // Each pool's capacity in the plan, for its weight in the percentiles.
+    let mut planned = Vec::new();
     for &(i, n) in chosen {
         let o = &m.options[i];
         let r = ((f64::from(n) * scale).round() as u32).max(1);
+        planned.push(o.out.capacity_tok_s * f64::from(n));
         cap_full += o.out.capacity_tok_s * f64::from(n);
         cap_sim += o.out.capacity_tok_s * f64::from(r);
         let mut t = Target::named(&format!("{}/{}", o.out.provider, o.out.system));
@@ -95,14 +109,18 @@ fn run(
     let params = &m.providers[m.options[chosen[0].0].provider].params;
     let (s, d) = simulate(&scn, params, RunOptions { bins: 10 }, |_| {}, &mut |_| {});
     let q = class.percentile;
-    Some((
-        d.class_ttft.first()?.quantile(q)?,
-        d.class_tpot
-            .first()
-            .and_then(|h| h.quantile(q))
-            .unwrap_or(0.0),
-        s.fleet.goodput,
-    ))
+    // A pool the scaling kept at one replica beside hundreds takes more of the simulated
+    // traffic than of the plan's: each pool's latencies count at its share of the plan.
+    let mix = |per: &[Histogram]| -> Option<f64> {
+        let parts: Vec<(&Histogram, f64)> = per.iter().zip(planned.iter().copied()).collect();
+        Histogram::mixture_quantile(&parts, q)
+    };
+    Some(Found {
+        ttft_s: mix(&d.ttft)?,
+        tpot_s: mix(&d.tpot).unwrap_or(0.0),
+        goodput: s.fleet.goodput,
+        failed: s.fleet.failed,
+    })
 }
 
 /// The share of each pool's `units` a confirming simulation runs, for a fleet of `total`
@@ -131,7 +149,7 @@ struct Job {
 
 /// Runs `jobs` on every core; results come back in job order, so the plan does not depend
 /// on which thread ran what.
-fn run_all(m: &Model<'_>, jobs: &[Job]) -> Vec<Option<(f64, f64, f64)>> {
+fn run_all(m: &Model<'_>, jobs: &[Job]) -> Vec<Option<Found>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(jobs.len().max(1));
@@ -181,8 +199,9 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
             .map(|b| (b.option, b.replicas))
             .collect()
     };
-    let ok = |class: &crate::solve::ClassM, r: (f64, f64, f64)| {
-        r.0 <= class.ttft_s * tol && r.1 <= class.tpot_s * tol
+    // Within the targets, and no request refused or lost.
+    let ok = |class: &crate::solve::ClassM, r: Found| {
+        r.ttft_s <= class.ttft_s * tol && r.tpot_s <= class.tpot_s * tol && r.failed == 0
     };
     // Peak demand on each class's fleet, then each provider's loss at the N-1 share. A
     // provider that serves nothing of a class leaves that class's fleet as it was, so its loss
@@ -222,9 +241,9 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
         let class = &m.classes[c];
         match results[c] {
             Some(r) => {
-                co.sim_ttft_s = Some(r.0);
-                co.sim_tpot_s = Some(r.1);
-                co.sim_goodput = Some(r.2);
+                co.sim_ttft_s = Some(r.ttft_s);
+                co.sim_tpot_s = Some(r.tpot_s);
+                co.sim_goodput = Some(r.goodput);
                 co.confirmed = ok(class, r);
             }
             None => co.confirmed = class.demand[k] <= 0.0,

@@ -251,6 +251,8 @@ pub struct Distributions {
     pub ttft: Vec<Histogram>,
     /// Per provider: end-to-end latency.
     pub e2e: Vec<Histogram>,
+    /// Per provider: time per output token.
+    pub tpot: Vec<Histogram>,
     /// Per class: time to first token.
     pub class_ttft: Vec<Histogram>,
     /// Per class: time per output token.
@@ -1034,6 +1036,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             }
             dist.ttft.push(c.ttft.clone());
             dist.e2e.push(c.e2e.clone());
+            dist.tpot.push(c.tpot.clone());
             providers.push(g);
         }
         let mut classes = Vec::new();

@@ -111,6 +111,39 @@ impl Histogram {
         Some(self.max)
     }
 
+    /// The `q` quantile of a mixture of distributions, each weighed by its share of the
+    /// whole (the weights need not sum to 1; empty parts and parts of no weight are left
+    /// out), within 1%; `None` when nothing is left. A pool simulated at a size out of
+    /// proportion to the fleet it stands for counts at the fleet's proportion.
+    pub fn mixture_quantile(parts: &[(&Histogram, f64)], q: f64) -> Option<f64> {
+        let parts: Vec<(&Histogram, f64)> = parts
+            .iter()
+            .copied()
+            .filter(|(h, w)| h.n > 0 && *w > 0.0 && w.is_finite())
+            .collect();
+        let total: f64 = parts.iter().map(|(_, w)| w).sum();
+        if parts.is_empty() {
+            return None;
+        }
+        let lo = parts
+            .iter()
+            .map(|(h, _)| h.min)
+            .fold(f64::INFINITY, f64::min);
+        let hi = parts.iter().map(|(h, _)| h.max).fold(0.0, f64::max);
+        let q = q.clamp(0.0, 1.0);
+        let mut seen = 0.0;
+        for b in 0..BUCKETS {
+            seen += parts
+                .iter()
+                .map(|(h, w)| f64::from(h.counts[b]) / h.n as f64 * w / total)
+                .sum::<f64>();
+            if seen >= q * (1.0 - 1e-12) {
+                return Some(centre(b).clamp(lo, hi));
+            }
+        }
+        Some(hi)
+    }
+
     /// The distribution as (value, cumulative fraction) points, one per non-empty bucket.
     pub fn cdf(&self) -> Vec<(f64, f64)> {
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 
 use switchyard_perf::{Batch, Catalog, Params};
 use switchyard_sim::{
-    parse_trace, simulate, Arrivals, Lengths, Overrides, Record, RunOptions, Scenario,
+    parse_trace, simulate, Arrivals, Histogram, Lengths, Overrides, Record, RunOptions, Scenario,
     ScenarioFile, SimError, Summary, Workload, WorkloadSpec,
 };
 
@@ -1068,4 +1068,33 @@ fn load_is_the_share_of_peak_throughput_carried() {
         .throughput_tok_s;
     assert!((load - g.throughput_tok_s / peak).abs() < 1e-9, "{load}");
     assert!(load < 0.5 * util, "load {load}, util {util}");
+}
+
+/// A mixture's quantile weighs each part by its given share, not by how many values it
+/// holds: one pool's ten requests stand for half the fleet when that pool is half of it.
+#[test]
+fn a_mixture_weighs_each_part_by_its_share() {
+    let (mut fast, mut slow) = (Histogram::default(), Histogram::default());
+    for _ in 0..1000 {
+        fast.record(0.001);
+    }
+    for _ in 0..10 {
+        slow.record(0.100);
+    }
+    let near = |x: f64, want: f64| (x / want - 1.0).abs() < 0.011;
+    let half = Histogram::mixture_quantile(&[(&fast, 1.0), (&slow, 1.0)], 0.75).expect("q");
+    assert!(near(half, 0.100), "{half}");
+    let mut merged = fast.clone();
+    merged.merge(&slow);
+    assert!(near(merged.quantile(0.75).expect("q"), 0.001));
+    // By count, the mixture is the merge.
+    let by_count = Histogram::mixture_quantile(&[(&fast, 1000.0), (&slow, 10.0)], 0.75).expect("q");
+    assert!(near(by_count, 0.001), "{by_count}");
+    // Parts of no weight, or empty, are left out.
+    let only = Histogram::mixture_quantile(&[(&fast, 0.0), (&slow, 1.0)], 0.1).expect("q");
+    assert!(near(only, 0.100), "{only}");
+    assert_eq!(
+        Histogram::mixture_quantile(&[(&Histogram::default(), 1.0)], 0.5),
+        None
+    );
 }
