@@ -103,7 +103,8 @@ pub struct ClassOutcome {
     pub demand_tok_s: f64,
     /// Planned capacity within targets, output tokens per second.
     pub capacity_tok_s: f64,
-    /// Capacity over demand, minus one.
+    /// Capacity over demand, minus one: the surplus beyond what the rules' headroom already
+    /// keeps (capacity counts replicas at that share of their peak).
     pub headroom: f64,
     /// Replicas, those of both pools of disaggregated units counted.
     pub replicas: u32,

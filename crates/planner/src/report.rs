@@ -118,7 +118,7 @@ pub fn html(p: &Plan) -> String {
                 "class",
                 "demand tok/s",
                 "capacity tok/s",
-                "headroom %",
+                "surplus %",
                 "replicas",
                 "sim TTFT ms",
                 "sim TPOT ms",

@@ -130,7 +130,7 @@ fn print_plan(p: &Plan) {
             "class",
             "demand t/s",
             "capacity",
-            "headroom",
+            "surplus",
             "replicas",
             "pct",
             "sim TTFT",
