@@ -3,7 +3,9 @@
 //! Each replica is a task that asks the engine for its next step, sleeps for the step's
 //! duration (as the performance model predicts it), and hands the tokens of the finished step
 //! to the requests' streams. Deadlines accumulate from the previous step's deadline rather
-//! than from when the task woke, so timer slack does not add up over a long generation.
+//! than from when the task woke, so timer slack does not add up over a long generation, and
+//! steps shorter than a few milliseconds sleep on a finer clock than tokio's (see `clock`), so
+//! their tokens do not leave in pairs.
 //! Faults (an error rate, latency spikes, an outage window) make it fail on purpose.
 //!
 //! A disaggregated pool runs each prompt on a prefill replica; after the KV transfer time the
@@ -369,9 +371,15 @@ async fn drive(r: Arc<EmuReplica>) {
             continue;
         };
         // Keep to the schedule unless far behind it (a stalled runtime), then restart it.
-        deadline =
-            deadline.max(Instant::now() - Duration::from_millis(5)) + Duration::from_secs_f64(dt);
-        tokio::time::sleep_until(deadline).await;
+        let dt = Duration::from_secs_f64(dt);
+        deadline = deadline.max(Instant::now() - Duration::from_millis(5)) + dt;
+        // Steps shorter than a few milliseconds (a wafer's) sleep on a finer clock than
+        // tokio's millisecond ticks, so that each token leaves at its own time.
+        if dt < crate::clock::FINE_BELOW {
+            crate::clock::sleep_until(deadline).await;
+        } else {
+            tokio::time::sleep_until(deadline).await;
+        }
         let mut s = r.lock();
         let Shared {
             engine, streams, ..

@@ -10,6 +10,7 @@
 //! Only this crate knows HTTP; it prints nothing (logs go through `tracing`).
 
 pub mod api;
+mod clock;
 pub mod config;
 pub mod emulated;
 pub mod keys;

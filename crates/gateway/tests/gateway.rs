@@ -289,6 +289,37 @@ async fn emulated_tokens_come_at_the_pace_the_performance_model_predicts() {
     );
 }
 
+/// A wafer's sub-millisecond steps each send their token at its own time: the median gap
+/// between tokens is a step, not the few microseconds between two tokens sent together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_millisecond_steps_send_their_tokens_one_by_one() {
+    let text = format!(
+        "{}{}",
+        emulated("wafer", "cs3", ""),
+        model("m", &[("wafer", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let (cat, p) = statics();
+    let q = Query::new(
+        cat.model("llama-3.1-8b").expect("model"),
+        cat.system("cs3").expect("system"),
+        f64::from(p.default_isl),
+        f64::from(p.default_osl),
+    );
+    let d = best_deployment(&q, p, Objective::Throughput).expect("deployment");
+    let step = d.decode_step(p, 1.0, 100.0).time;
+    assert!(step < 1e-3, "a sub-millisecond step: {step}");
+    let (times, _) = token_times(&url, 400).await;
+    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    // Loose, for a busy machine: sent in pairs, the median is some microseconds.
+    assert!(
+        median > 0.3 * step,
+        "median gap {median} s against a step of {step} s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_faults_fail_over_and_name_what_was_tried() {
     let text = format!(
