@@ -341,6 +341,33 @@ impl Model {
                 self.qk_rope_dim.unwrap_or(64)
             ));
         }
+        // Fields that describe a part the model does not have are mistakes, not defaults.
+        if self.experts.is_none() {
+            if let Some((field, _)) = [
+                ("experts_per_token", self.experts_per_token),
+                ("moe_layers", self.moe_layers),
+            ]
+            .iter()
+            .find(|(_, v)| v.is_some())
+            {
+                return Err(format!(
+                    "field `{field}` describes a mixture of experts, but the model gives no `experts`"
+                ));
+            }
+        }
+        if self.attention != AttentionKind::Mla {
+            if let Some((field, _)) = [
+                ("kv_lora_rank", self.kv_lora_rank),
+                ("qk_rope_dim", self.qk_rope_dim),
+            ]
+            .iter()
+            .find(|(_, v)| v.is_some())
+            {
+                return Err(format!(
+                    "field `{field}` belongs to multi-head latent attention; set `attention = \"mla\"` or leave it out"
+                ));
+            }
+        }
         if let (Some(e), Some(k)) = (self.experts, self.experts_per_token) {
             if k > e {
                 return Err(format!(
@@ -357,6 +384,21 @@ impl Model {
             return Err(
                 "field `total_params_b` must be above 0 and at most 10^6 (billions)".into(),
             );
+        }
+        // The embedding table and half of each layer's query and output projections are a
+        // floor no real model is under (a typo of units, billions read as units, is not).
+        let floor = f64::from(self.vocab) * f64::from(self.hidden)
+            + f64::from(self.layers)
+                * f64::from(self.hidden)
+                * f64::from(self.heads)
+                * f64::from(self.head_dim)
+                * 0.5;
+        if self.total_params_b * 1e9 < floor {
+            return Err(format!(
+                "field `total_params_b` ({}) is below the {:.2} billion parameters that the embedding table and attention of these shapes hold alone",
+                self.total_params_b,
+                floor / 1e9
+            ));
         }
         if !(self.active_params_b > 0.0 && self.active_params_b <= self.total_params_b) {
             return Err(

@@ -409,6 +409,35 @@ fn a_bad_file_names_its_line_and_field() {
         "mla.toml",
         &["`mla`", "kv_lora_rank"],
     );
+    // Fields of parts the model lacks, and a parameter count its shapes cannot fit in, are
+    // mistakes, not silently ignored.
+    let dense = mixed.replace(
+        "attention = \"mla\"\nkv_lora_rank = 512\nqk_rope_dim = 64\n",
+        "attention = \"gqa\"\n",
+    );
+    cat.extend_from_toml(&dense, "dense.toml")
+        .expect("a dense GQA model");
+    refused(
+        &mut cat,
+        &dense.replace("attention = ", "experts_per_token = 2\nattention = "),
+        "dense.toml",
+        &["`mla`", "experts_per_token", "experts"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("attention = ", "kv_lora_rank = 512\nattention = "),
+        "dense.toml",
+        &["`mla`", "kv_lora_rank", "latent"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace(
+            "total_params_b = 16.0\nactive_params_b = 16.0",
+            "total_params_b = 0.001\nactive_params_b = 0.001",
+        ),
+        "dense.toml",
+        &["`mla`", "total_params_b", "billion"],
+    );
     // A measurement above the datasheet, or without its source, is refused.
     let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");
