@@ -328,6 +328,10 @@ fn needs_model(
         Some(Value::Object(_)) => return Some(("tool_choice", "a tool call")),
         _ => {}
     }
+    // The legacy form: `function_call` naming a function forces a call of it.
+    if matches!(obj.get("function_call"), Some(Value::Object(_))) {
+        return Some(("function_call", "a function call"));
+    }
     match obj
         .get("response_format")
         .and_then(|f| f.get("type"))

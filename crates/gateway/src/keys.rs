@@ -133,7 +133,8 @@ impl Key {
         self.tokens_in.increment(input);
         self.tokens_out.increment(output);
         if let Some(tpm) = self.tokens_per_minute {
-            let spent = (input + output) as f64;
+            // Counts come from providers' usage too: no sum of two may overflow.
+            let spent = input.saturating_add(output) as f64;
             // Taking with no threshold always succeeds and may leave the bucket in debt.
             let _ = lock(&self.tokens).take(tpm, now, f64::NEG_INFINITY, spent);
         }

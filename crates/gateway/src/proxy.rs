@@ -27,6 +27,9 @@ use tokio::time::timeout;
 /// Tokens an emulated provider writes for a chat request that sets no limit (or fewer, where
 /// the context leaves less room: the output then ends for its length).
 const EMULATED_CHAT_TOKENS: u32 = 128;
+/// Stop sequences an emulated provider takes: OpenAI's limit.
+const MAX_STOPS: usize = 4;
+
 /// Tokens an emulated provider writes for a completions request that sets no limit:
 /// OpenAI's default `max_tokens` on that endpoint, which vLLM keeps.
 const EMULATED_COMPLETION_TOKENS: u32 = 16;
@@ -94,10 +97,11 @@ struct EmuFormat {
 /// the first sequence is complete (a model stops at the token that completes one), and the
 /// length of the text before it, which is all the client sees. The filler repeats every
 /// [`FILLER`]'s length of words, so a sequence that occurs at all is complete within two
-/// rounds and its own length.
+/// rounds and as many words more as it could span (its length over the shortest word's, 3
+/// bytes).
 fn stop_point(stops: &[String], tokens: u32) -> Option<(u32, usize)> {
     let longest = stops.iter().map(String::len).max()?;
-    let words = u32::try_from(2 * FILLER.len() + longest)
+    let words = u32::try_from(2 * FILLER.len() + longest.div_ceil(3) + 1)
         .unwrap_or(u32::MAX)
         .min(tokens);
     let mut text = String::new();
@@ -128,8 +132,14 @@ impl EmuFormat {
         }
     }
 
-    fn chunk(&mut self) -> Bytes {
+    /// The next token's chunk; `None` for a token past a stop sequence's start, which sends
+    /// nothing (the first chunk, which carries the role, is always sent).
+    fn chunk(&mut self) -> Option<Bytes> {
         let word = self.piece();
+        if word.is_empty() && self.sent > 0 {
+            self.sent += 1;
+            return None;
+        }
         let v = match self.endpoint {
             Endpoint::Chat => {
                 let delta = if self.sent == 0 {
@@ -146,7 +156,7 @@ impl EmuFormat {
             }
         };
         self.sent += 1;
-        sse::event(v.to_string().as_bytes())
+        Some(sse::event(v.to_string().as_bytes()))
     }
 
     fn finish_reason(&self) -> &'static str {
@@ -216,23 +226,61 @@ fn error_event(message: &str) -> Bytes {
     sse::event(v.to_string().as_bytes())
 }
 
-/// Whether a streamed chunk carries output: text, reasoning or a tool call in one of its
-/// choices. Role-only, finish and usage chunks do not.
-fn carries_output(v: &Value) -> bool {
-    let filled = |x: &Value| match x {
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        _ => false,
-    };
-    v["choices"].as_array().is_some_and(|cs| {
-        cs.iter().any(|c| {
-            let d = &c["delta"];
-            filled(&c["text"])
-                || filled(&d["content"])
-                || filled(&d["reasoning_content"])
-                || filled(&d["tool_calls"])
+/// What the relay reads of a streamed chunk, borrowed from its bytes (each token's chunk
+/// passes here, so no map of it is built): its choices' output and its usage.
+#[derive(serde::Deserialize)]
+struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageView {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl ChunkView<'_> {
+    /// Whether the chunk carries output: text, reasoning or a tool call in one of its
+    /// choices. Role-only, finish and usage chunks do not.
+    fn carries_output(&self) -> bool {
+        let filled =
+            |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        self.choices.iter().any(|c| {
+            filled(&c.text)
+                || c.delta.as_ref().is_some_and(|d| {
+                    filled(&d.content)
+                        || filled(&d.reasoning_content)
+                        || d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                })
         })
-    })
+    }
+
+    /// The provider's (prompt, completion) count, if the chunk has one.
+    fn usage(&self) -> Option<(Option<u64>, u64)> {
+        let u = self.usage.as_ref()?;
+        Some((u.prompt_tokens, u.completion_tokens?))
+    }
 }
 
 /// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
@@ -266,6 +314,13 @@ async fn attempt(
                 return Err(Failure::Unsuitable(ApiError::invalid(
                     "Emulated providers answer one prompt a request; send a batch's prompts one by one.",
                     Some("prompt"),
+                )));
+            }
+            // OpenAI's own limit, which also bounds the search for them.
+            if req.stop.len() > MAX_STOPS {
+                return Err(Failure::Unsuitable(ApiError::invalid(
+                    format!("Emulated providers take at most {MAX_STOPS} stop sequences, as OpenAI does."),
+                    Some("stop"),
                 )));
             }
             if let Some((field, what)) = req.needs_model {
@@ -354,7 +409,7 @@ async fn attempt(
                 at: 0,
             };
             if req.stream {
-                let first = vec![fmt.chunk()];
+                let first: Vec<Bytes> = fmt.chunk().into_iter().collect();
                 return Ok(Started::Stream(first, Relay::Emu(s, fmt)));
             }
             let rest = async {
@@ -571,9 +626,13 @@ pub(crate) async fn handle(
     let mut why: Vec<String> = Vec::new();
     // The first refusal of a deployment that cannot serve the request, and how many refused.
     let mut unsuitable: (Option<ApiError>, usize) = (None, 0);
-    // A move after such a refusal retries nothing that failed, so it spends no budget.
+    // A move after such a refusal retries nothing that failed: it spends no budget, counts
+    // no attempt and no fallback.
     let mut free_move = false;
-    while (tried.len() as u32) < gw.max_attempts {
+    // Attempts a deployment took on; those that refused the request as unsuitable are not
+    // among them. Every pass excludes the deployments tried, so the loop ends.
+    let mut attempts = 0u32;
+    while attempts < gw.max_attempts {
         let ask = Ask {
             class: class.as_deref(),
             output_tokens: req.max_tokens,
@@ -585,15 +644,16 @@ pub(crate) async fn handle(
             break;
         };
         // A retry spends from the budget only when there is somewhere to send it.
+        let moved = std::mem::take(&mut free_move);
         if !tried.is_empty()
-            && !std::mem::take(&mut free_move)
+            && !moved
             && !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false)
         {
             why.push("retry budget exhausted".into());
             break;
         }
         route.router().dispatched(i);
-        if let Some(&prev) = tried.last() {
+        if let Some(&prev) = tried.last().filter(|_| !moved) {
             route.deployments[prev].labels.fallback();
         }
         tried.push(i);
@@ -682,6 +742,7 @@ pub(crate) async fn handle(
                 d.labels.error(ejected);
                 tracing::warn!(model = %req.model, provider = %d.provider, reason = %reason, "deployment failed; trying the next");
                 why.push(format!("{}: {reason}", d.provider));
+                attempts += 1;
             }
         }
     }
@@ -812,11 +873,11 @@ impl Relayer {
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
-                if let Ok(v) = serde_json::from_slice::<Value>(&p) {
-                    if carries_output(&v) {
+                if let Ok(v) = serde_json::from_slice::<ChunkView<'_>>(&p) {
+                    if v.carries_output() {
                         self.tokens += 1;
                     }
-                    if let Some(u) = usage_of(&v) {
+                    if let Some(u) = v.usage() {
                         self.usage = Some(u);
                     }
                 }
@@ -841,7 +902,7 @@ impl Relayer {
                 Relay::Emu(s, fmt) => match timeout(left, s.next()).await {
                     Ok(Some(EmuEvent::Token)) => {
                         self.tokens += 1;
-                        self.queue.push_back(fmt.chunk());
+                        self.queue.extend(fmt.chunk());
                     }
                     Ok(Some(EmuEvent::Done)) => {
                         self.queue.extend(fmt.ending());

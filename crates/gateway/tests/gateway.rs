@@ -1152,6 +1152,11 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
             "response_format",
         ),
         (r#","tools":[],"tool_choice":"required""#, "tool_choice"),
+        (
+            r#","functions":[{"name":"f","parameters":{}}],"function_call":{"name":"f"}"#,
+            "function_call",
+        ),
+        (r#","stop":["a","b","c","d","e"]"#, "stop"),
         (r#","temperature":5"#, "temperature"),
         (r#","stop":5"#, "stop"),
         (r#","tools":"x""#, "tools"),
@@ -1333,4 +1338,26 @@ async fn a_model_is_retrieved_by_id_and_metrics_have_help() {
             "{name} has no help: {text}"
         );
     }
+}
+
+/// A request an emulated deployment refuses for a feature only a model gives goes to a real
+/// one, even where the gateway makes one attempt: the refusal was no attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_a_feature_is_no_attempt() {
+    let up = echo_upstream().await;
+    let text = format!(
+        "[retries]\nmax_attempts = 1\n{}[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n[[model]]\nname = \"m\"\npolicy = \"priority\"\n[[model.deployment]]\nprovider = \"gpu\"\nupstream_model = \"llama-3.1-8b\"\npriority = 0\n[[model.deployment]]\nprovider = \"up\"\npriority = 1\n",
+        emulated("gpu", "h100-sxm", "")
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "echo", "{body}");
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
 }

@@ -10,7 +10,7 @@
 //! TPOT limits: the comparison AIConfigurator draws between aggregated and disaggregated
 //! serving. Every time comes from the same step physics as aggregated serving.
 
-use crate::estimate::{fitting_deployments, layouts};
+use crate::estimate::{fitting_deployments, replica_layouts};
 use crate::serve::{md1_max_busy, md1_wait};
 use crate::{unit_name, Deployment, Layout, Params, PerfError, Precision, Prompts, Query};
 use serde::Serialize;
@@ -287,12 +287,27 @@ struct Pools {
 
 fn pool_rates(q: &Query<'_>, p: &Params, precision: Precision, chips: u32) -> Pools {
     // A fixed layout is the replica of both pools; otherwise every replica of up to all the
-    // chips that holds the model.
+    // chips that holds the model. An LPU replica takes hundreds of chips, tens of thousands
+    // of sizes on a large fleet: every size up to twice the fewest that hold the model,
+    // then sizes 2% apart.
+    let sizes: Vec<u32> = match (q.system.kind, q.fewest_chips(precision, p)) {
+        (switchyard_catalog::SystemKind::Lpu, Some(n)) => {
+            let mut sizes: Vec<u32> = (n..=n.saturating_mul(2).min(chips)).collect();
+            let mut k = f64::from(n) * 2.0;
+            while k * 1.02 <= f64::from(chips) {
+                k *= 1.02;
+                sizes.push(k.round() as u32);
+            }
+            sizes.dedup();
+            sizes
+        }
+        _ => (1..=chips).collect(),
+    };
     let replicas: Vec<Layout> = match q.layout {
         Some(l) => vec![Layout { dp: 1, ..l }],
-        None => (1..=chips)
-            .flat_map(|k| layouts(q.model, q.system, k))
-            .filter(|l| l.dp == 1)
+        None => sizes
+            .into_iter()
+            .flat_map(|k| replica_layouts(q.model, q.system, k))
             .collect(),
     };
     let mut pools = Pools {

@@ -64,7 +64,7 @@ impl<'a> Query<'a> {
 
     /// The fewest chips on which the model fits at `precision` and the query's lengths (see
     /// [`min_chips`]).
-    fn fewest_chips(&self, precision: Precision, p: &Params) -> Option<u32> {
+    pub(crate) fn fewest_chips(&self, precision: Precision, p: &Params) -> Option<u32> {
         min_chips(
             self.model,
             self.system,
@@ -165,6 +165,27 @@ fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
 }
 
 /// Every layout of exactly `chips` chips that the system can host.
+/// An LPU replica of `n` chips: its layers split into as many stages as divide evenly.
+fn lpu_replica(model: &Model, n: u32) -> Layout {
+    let pp = (1..=n.min(model.layers))
+        .rev()
+        .find(|pp| n.is_multiple_of(*pp))
+        .unwrap_or(1);
+    Layout::replica(n / pp, pp)
+}
+
+/// The layouts of one model replica on exactly `chips` chips (`dp` 1), as [`layouts`] has
+/// them, without the data-parallel ones.
+pub(crate) fn replica_layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
+    if system.kind == SystemKind::Lpu {
+        return vec![lpu_replica(model, chips)];
+    }
+    layouts(model, system, chips)
+        .into_iter()
+        .filter(|l| l.dp == 1)
+        .collect()
+}
+
 pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     let mut out = Vec::new();
     if system.kind == SystemKind::Lpu {
@@ -172,20 +193,24 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
         // replica takes its chips whole, layers split into as many stages as divide evenly.
         // The chips may hold one replica or several alike, so that more chips than one
         // replica needs serve more users rather than spread one thinner.
-        let replica = |n: u32| {
-            let pp = (1..=n.min(model.layers))
-                .rev()
-                .find(|pp| n.is_multiple_of(*pp))
-                .unwrap_or(1);
-            Layout::replica(n / pp, pp)
-        };
-        return (1..=chips)
-            .filter(|dp| chips.is_multiple_of(*dp))
-            .map(|dp| Layout {
-                dp,
-                ..replica(chips / dp)
-            })
-            .collect();
+        // Divisors in pairs up to the square root: a rack of 65,536 chips has few.
+        let mut out: Vec<Layout> = Vec::new();
+        let mut d = 1;
+        while d * d <= chips {
+            if chips.is_multiple_of(d) {
+                for dp in [d, chips / d] {
+                    if out.iter().all(|l| l.dp != dp) {
+                        out.push(Layout {
+                            dp,
+                            ..lpu_replica(model, chips / dp)
+                        });
+                    }
+                }
+            }
+            d += 1;
+        }
+        out.sort_by_key(|l| l.dp);
+        return out;
     }
     let tps: Vec<u32> = match system.kind {
         SystemKind::Wafer | SystemKind::Lpu => vec![1],
@@ -228,15 +253,12 @@ pub fn min_chips(
     // Whether some single-replica layout of `n` chips holds the weights and, with `ctx`,
     // one sequence of that many tokens.
     let fits = |n: u32, ctx: Option<f64>| {
-        layouts(model, system, n).into_iter().any(|l| {
+        replica_layouts(model, system, n).into_iter().any(|l| {
             Deployment::new(model, system, l, precision)
                 .map(|d| d.with_kv(kv))
-                .is_ok_and(|d| {
-                    l.dp == 1
-                        && match ctx {
-                            Some(ctx) => d.fits_main_memory(p, ctx),
-                            None => d.holds_weights(p),
-                        }
+                .is_ok_and(|d| match ctx {
+                    Some(ctx) => d.fits_main_memory(p, ctx),
+                    None => d.holds_weights(p),
                 })
         })
     };

@@ -29,7 +29,8 @@ struct Found {
     tpot_s: f64,
     /// Share of requests within both targets.
     goodput: f64,
-    /// Requests that failed (refused, none finished).
+    /// Requests that failed for want of capacity (a provider down or none to take them);
+    /// those longer than any replica holds are not counted.
     failed: u64,
 }
 
@@ -119,7 +120,15 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         ttft_s: mix(&d.ttft)?,
         tpot_s: mix(&d.tpot).unwrap_or(0.0),
         goodput: s.fleet.goodput,
-        failed: s.fleet.failed,
+        // Requests whose drawn output runs past what a replica holds are refused as an
+        // engine refuses them, however much capacity there is: not the plan's failure.
+        failed: s.fleet.failed.saturating_sub(
+            s.failures
+                .iter()
+                .filter(|f| f.reason == switchyard_sim::reason::TOO_LONG)
+                .map(|f| f.count)
+                .sum::<u64>(),
+        ),
     })
 }
 

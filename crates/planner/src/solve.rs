@@ -466,11 +466,15 @@ pub(crate) type Installed = std::collections::BTreeMap<(usize, String), u32>;
 ///
 /// Fleets run to thousands of replicas, where branch and bound over integers is slow and
 /// buys nothing: the linear relaxation is solved with `microlp` and every count rounded up.
-/// Rounding up only adds capacity, so demand and N-1 stay met. The upper-bound rules (power,
-/// largest share) are tightened by one replica of each kind the first solution buys, and the
-/// problem solved again, so that they still hold after rounding; a power commitment is met
-/// to within that same margin. The cost is at most one replica per kind bought above the
-/// true optimum.
+/// Rounding up only adds capacity, so demand and N-1 stay met. The power limit is tightened
+/// by one replica of each kind the first solution buys, and the problem solved again, so
+/// that it still holds after rounding; where whole systems (a rack a replica takes part of)
+/// still draw more than a provider offers, its limit is tightened by the excess and the
+/// problem solved again (see [`rounded`]). A power commitment is met to within that margin.
+/// Where rounding a coarse unit up costs much (six tenths of a 20-wafer replica become a
+/// whole one, where one 5-wafer replica would do), the problem is solved again with that
+/// unit held to what rounding down leaves, and again from the cheaper plan found, keeping
+/// the cheapest whole plan.
 fn solve(
     m: &Model<'_>,
     k: usize,
@@ -480,42 +484,108 @@ fn solve(
     let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
         return Ok(None);
     };
-    // Where rounding up a coarse unit costs much (six tenths of a 32-wafer unit become a
-    // whole one, where one 16-wafer replica would do), the problem is solved again with
-    // that unit held to what rounding down leaves, and the cheaper whole plan kept. Only
-    // round-ups worth a hundredth of the plan's cost are tried, the costliest first.
     let cost = |n: &[u32]| -> f64 {
         n.iter()
-            .zip(&m.options)
-            .map(|(&n, o)| f64::from(n) * o.out.usd_per_hour)
+            .enumerate()
+            .map(|(i, &n)| bought_usd(m, i, n))
             .sum()
     };
-    let mut best = (cost(&whole), whole);
-    let mut tries: Vec<(usize, f64)> = x
-        .iter()
-        .zip(&best.1)
-        .enumerate()
-        .map(|(i, (&v, &n))| (i, (f64::from(n) - v) * m.options[i].out.usd_per_hour))
-        .filter(|&(_, extra)| extra > 0.01 * best.0)
-        .collect();
-    tries.sort_by(|a, b| b.1.total_cmp(&a.1));
-    for (i, _) in tries.into_iter().take(4) {
-        let cap = [(i, (x[i] - 1e-7).floor().max(0.0))];
-        if let Some((_, other)) = rounded(m, k, a, installed, &cap)? {
-            let c = cost(&other);
-            if c < best.0 * (1.0 - 1e-9) {
-                best = (c, other);
+    // Round-ups of a plan worth a hundredth of its cost, the costliest first.
+    let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
+        let mut r: Vec<(usize, f64)> = x
+            .iter()
+            .zip(whole)
+            .enumerate()
+            .map(|(i, (&v, &n))| (i, bought_usd(m, i, n) - v * m.options[i].out.usd_per_hour))
+            .filter(|&(_, extra)| extra > 0.01 * total)
+            .collect();
+        r.sort_by(|a, b| b.1.total_cmp(&a.1));
+        r.into_iter().map(|(i, _)| i).collect()
+    };
+    let floor = |v: f64| (v - 1e-7).floor().max(0.0);
+    let mut best = Trial {
+        cost: cost(&whole),
+        whole,
+        relaxed: x,
+        holds: Vec::new(),
+    };
+    for _ in 0..REPAIR_ROUNDS {
+        let mut found: Option<Trial> = None;
+        for i in round_ups(&best.whole, &best.relaxed, best.cost)
+            .into_iter()
+            .take(4)
+        {
+            let mut caps: Vec<(usize, f64)> =
+                best.holds.iter().copied().filter(|c| c.0 != i).collect();
+            caps.push((i, floor(best.relaxed[i])));
+            // Held down, the unit may give way to one costlier still (a disaggregated
+            // unit for a 20-wafer replica, where a 10-wafer one would do): hold that one
+            // down too, a few deep.
+            for _ in 0..4 {
+                let Some((x, other)) = rounded(m, k, a, installed, &caps)? else {
+                    break;
+                };
+                let c = cost(&other);
+                let bar = found.as_ref().map_or(best.cost, |f| f.cost);
+                if c < bar * (1.0 - 1e-9) {
+                    found = Some(Trial {
+                        cost: c,
+                        whole: other,
+                        relaxed: x,
+                        holds: caps,
+                    });
+                    break;
+                }
+                let next = round_ups(&other, &x, c)
+                    .into_iter()
+                    .find(|j| caps.iter().all(|h| h.0 != *j));
+                match next {
+                    Some(j) => caps.push((j, floor(x[j]))),
+                    None => break,
+                }
             }
         }
+        match found {
+            Some(f) => best = f,
+            None => break,
+        }
     }
-    Ok(Some(best.1))
+    Ok(Some(best.whole))
+}
+
+/// A whole plan [`solve`]'s repair found: its cost an hour, its whole and relaxed counts,
+/// and the counts held down to find it.
+struct Trial {
+    cost: f64,
+    whole: Vec<u32>,
+    relaxed: Vec<f64>,
+    holds: Vec<(usize, f64)>,
+}
+
+/// Rounds of [`solve`]'s repair of costly round-ups.
+const REPAIR_ROUNDS: usize = 6;
+
+/// What `n` units of option `i` cost an hour as bought: whole systems, a rack a replica
+/// takes part of paid whole.
+pub(crate) fn bought_usd(m: &Model<'_>, i: usize, n: u32) -> f64 {
+    let o = &m.options[i].out;
+    o.usd_per_hour / o.systems * f64::from(whole_systems(o, n))
+}
+
+/// The whole systems `n` units of option `o` occupy.
+pub(crate) fn whole_systems(o: &Candidate, n: u32) -> u32 {
+    (f64::from(n) * o.systems - 1e-9)
+        .ceil()
+        .clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// Counts per option: as the linear relaxation has them, and rounded up to whole units.
 type Counts = (Vec<f64>, Vec<u32>);
 
 /// The linear relaxation with option counts held to `caps` (option, most units), then every
-/// count rounded up.
+/// count rounded up. Where the whole systems of the rounded counts draw more than a
+/// provider's megawatts, its limit in the relaxation is lowered by the excess and the
+/// problem solved again, a few times at most.
 fn rounded(
     m: &Model<'_>,
     k: usize,
@@ -523,18 +593,52 @@ fn rounded(
     installed: &Installed,
     caps: &[(usize, f64)],
 ) -> Result<Option<Counts>, PlanError> {
-    let Some(first) = relaxed(m, k, a, None, installed, caps)? else {
-        return Ok(None);
-    };
-    let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
-    let Some(x) = relaxed(m, k, a, Some(&support), installed, caps)? else {
-        return Ok(None);
-    };
-    let whole = x
-        .iter()
-        .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
-        .collect();
-    Ok(Some((x, whole)))
+    let mut held = vec![0.0; m.providers.len()];
+    for _ in 0..8 {
+        let Some(first) = relaxed(m, k, a, None, installed, caps, &held)? else {
+            return Ok(None);
+        };
+        let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
+        let Some(x) = relaxed(m, k, a, Some(&support), installed, caps, &held)? else {
+            return Ok(None);
+        };
+        let whole: Vec<u32> = x
+            .iter()
+            .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
+            .collect();
+        if !a.power {
+            return Ok(Some((x, whole)));
+        }
+        let mut over = false;
+        for (p, prov) in m.providers.iter().enumerate() {
+            let mine: Vec<(usize, &Opt<'_>)> = m
+                .options
+                .iter()
+                .enumerate()
+                .filter(|(i, o)| o.provider == p && whole[*i] > 0)
+                .collect();
+            let drawn: f64 = mine
+                .iter()
+                .map(|(i, o)| {
+                    o.out.mw / o.out.systems * f64::from(whole_systems(&o.out, whole[*i]))
+                })
+                .sum();
+            if drawn > prov.mw[k] * (1.0 + 1e-12) {
+                // At least a whole system of the largest kind in use, so that each pass
+                // frees one and the passes are few.
+                let system = mine
+                    .iter()
+                    .map(|(_, o)| o.out.mw / o.out.systems)
+                    .fold(0.0, f64::max);
+                held[p] += (drawn - prov.mw[k]).max(system);
+                over = true;
+            }
+        }
+        if !over {
+            return Ok(Some((x, whole)));
+        }
+    }
+    Ok(None)
 }
 
 /// The linear relaxation; with `support`, upper bounds leave room for rounding up each
@@ -546,6 +650,7 @@ fn relaxed(
     support: Option<&[bool]>,
     installed: &Installed,
     caps: &[(usize, f64)],
+    held: &[f64],
 ) -> Result<Option<Vec<f64>>, PlanError> {
     let mut pb = Problem::new(OptimizationDirection::Minimize);
     let vars: Vec<_> = m
@@ -630,24 +735,12 @@ fn relaxed(
         if terms.is_empty() {
             continue;
         }
-        // Rounding up adds at most one replica of each kind bought, and rounding its
-        // systems up to whole ones at most one system more: a whole system draws its power.
-        let slack: f64 = terms
-            .iter()
-            .filter(|t| used(t.0))
-            .map(|t| {
-                let o = &m.options[t.0].out;
-                let whole = if o.systems.fract() > 1e-9 {
-                    o.mw / o.systems
-                } else {
-                    0.0
-                };
-                t.2 + whole
-            })
-            .sum();
+        // Rounding up adds at most one replica of each kind bought; what whole systems add
+        // beyond that, `rounded` holds back.
+        let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
         let expr: Vec<(microlp::Variable, f64)> = terms.iter().map(|&(_, v, w)| (v, w)).collect();
         let cap = if a.power {
-            (prov.mw[k] - slack).max(0.0)
+            (prov.mw[k] - slack - held[p]).max(0.0)
         } else {
             f64::INFINITY
         };
@@ -777,15 +870,15 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         .map(|(_, p)| p.mw[k])
         .sum();
     if need <= have {
-        // Enough power in all, but replicas come whole: the smallest takes more than is on
-        // offer where it would go.
+        // Enough power in all, but replicas come whole, and so do the systems they take
+        // part of: the smallest whole step takes more than is on offer where it would go.
         let smallest = m
             .options
             .iter()
-            .map(|o| o.out.mw)
+            .map(|o| o.out.mw.max(o.out.mw / o.out.systems))
             .fold(f64::INFINITY, f64::min);
         return Ok(format!(
-            "phase {phase}: not enough power: the providers with an option offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas come whole and the smallest takes {} MW",
+            "phase {phase}: not enough power: the providers with an option offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas and the systems they take come whole, and the smallest step takes {} MW",
             megawatts(have),
             megawatts(need),
             megawatts(smallest)
@@ -840,7 +933,7 @@ pub(crate) fn phase(
         .map(|(i, &n)| Buy {
             option: i,
             replicas: n,
-            systems: (f64::from(n) * m.options[i].out.systems).ceil() as u32,
+            systems: whole_systems(&m.options[i].out, n),
         })
         .collect();
     let providers = m
@@ -883,7 +976,7 @@ pub(crate) fn phase(
             let d = class.demand[k];
             let usd: f64 = mine
                 .iter()
-                .map(|b| m.options[b.option].out.usd_per_hour * f64::from(b.replicas))
+                .map(|b| bought_usd(m, b.option, b.replicas))
                 .sum();
             // Energy at the load peak demand puts on each option.
             let load = if cap > 0.0 { d / cap } else { 0.0 };
@@ -926,7 +1019,7 @@ pub(crate) fn phase(
         phase: m.phases[k].clone(),
         usd_per_hour: buys
             .iter()
-            .map(|b| m.options[b.option].out.usd_per_hour * f64::from(b.replicas))
+            .map(|b| bought_usd(m, b.option, b.replicas))
             .sum(),
         buys,
         providers,

@@ -694,38 +694,41 @@ fn falls_and_keeps(text: &str) {
     assert_eq!(systems(1), systems(0));
 }
 
+/// A one-phase scenario of `rules` (lines of `[rules]`), `providers` (whole
+/// `[[provider]]` tables) and one class on `model` with its lengths and targets (`class`,
+/// lines of `[[class]]`) at `demand` tokens a second.
+fn one_phase(rules: &str, providers: &str, model: &str, class: &str, demand: f64) -> String {
+    format!(
+        "[rules]\n{rules}\n[[phase]]\nname = \"p1\"\n{providers}\n[[class]]\nname = \"c\"\nmodel = \"{model}\"\n{class}\ndemand_tok_s = [{demand:?}]\n"
+    )
+}
+
+/// A provider table.
+fn provider(name: &str, system: &str, mw: f64, extra: &str) -> String {
+    format!("[[provider]]\nname = \"{name}\"\nsystems = [\"{system}\"]\nmw = [{mw:?}]\n{extra}\n")
+}
+
+/// The whole systems a phase buys.
+fn systems_bought(p: &Plan) -> u32 {
+    p.phases[0].buys.iter().map(|b| b.systems).sum()
+}
+
 /// The power a provider's systems draw is that of the whole systems bought, and it stays
 /// within the provider's megawatts even where a replica takes part of a rack and the
 /// provider's power binds.
 #[test]
 fn whole_racks_stay_within_the_power_on_offer() {
     let text = |mw: f64| {
-        format!(
-            r#"
-[rules]
-confirm_s = 2
-confirm_replicas = 4
-[[phase]]
-name = "p"
-[[provider]]
-name = "racks"
-systems = ["gb300"]
-mw = [{mw}]
-rent_usd_per_chip_hour = 1.0
-[[provider]]
-name = "other"
-systems = ["h100-sxm"]
-mw = [1000.0]
-rent_usd_per_chip_hour = 10.0
-[[class]]
-name = "chat"
-model = "llama-3.1-8b"
-isl = 1000
-osl = 200
-ttft_ms = 2000
-tpot_ms = 50
-demand_tok_s = [5.0e7]
-"#
+        one_phase(
+            "confirm_s = 2\nconfirm_replicas = 4",
+            &format!(
+                "{}{}",
+                provider("racks", "gb300", mw, "rent_usd_per_chip_hour = 1.0"),
+                provider("other", "h100-sxm", 1000.0, "rent_usd_per_chip_hour = 10.0")
+            ),
+            "llama-3.1-8b",
+            "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50",
+            5.0e7,
         )
     };
     // A first plan for one rack's megawatts.
@@ -758,35 +761,90 @@ demand_tok_s = [5.0e7]
 
 /// Rounding a fraction of a coarse unit up to a whole one is not taken where a whole smaller
 /// unit meets the demand for less: six tenths of a 32-wafer disaggregated unit would be
-/// bought whole, where one 16-wafer replica carries the demand at half the systems.
+/// bought whole, where one 16-wafer replica carries the demand at half the systems; and
+/// where holding a unit down brings a coarser one still, that is held down too.
 #[test]
 fn rounding_up_takes_the_cheaper_whole_unit() {
-    let text = r#"
-[rules]
-max_share = 1.0
-confirm_s = 5
-[[phase]]
-name = "a"
-[[provider]]
-name = "cb"
-systems = ["cs3"]
-mw = [5.0]
-capex_usd_per_system = 2500000.0
-[[class]]
-name = "long"
-model = "llama-3.1-70b"
-isl = 20000
-osl = 2000
-osl_cv = 2.0
-ttft_ms = 5000
-tpot_ms = 20
-percentile = 0.9
-demand_tok_s = [20000.0]
-"#;
-    let p = run(text, &WhatIf::default()).expect("plans");
+    let wafers = provider("cb", "cs3", 5.0, "capex_usd_per_system = 2500000.0");
+    for (class, demand, most) in [
+        (
+            "isl = 20000\nosl = 2000\nosl_cv = 2.0\nttft_ms = 5000\ntpot_ms = 20\npercentile = 0.9",
+            2.0e4,
+            16,
+        ),
+        // A thousand tokens a second of 32k prompts take one 5-wafer replica, not 20
+        // wafers; sixteen thousand a 20-wafer replica and a 5-wafer one.
+        (
+            "isl = 32000\nosl = 1000\nttft_ms = 3000\ntpot_ms = 20\npercentile = 0.99",
+            1.0e3,
+            5,
+        ),
+        (
+            "isl = 32000\nosl = 1000\nttft_ms = 3000\ntpot_ms = 20\npercentile = 0.99",
+            1.6e4,
+            25,
+        ),
+    ] {
+        let text = one_phase(
+            "max_share = 1.0\nconfirm_s = 5",
+            &wafers,
+            "llama-3.1-70b",
+            class,
+            demand,
+        );
+        let p = run(&text, &WhatIf::default()).expect("plans");
+        let ph = &p.phases[0];
+        assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+        let systems = systems_bought(&p);
+        assert!(
+            systems <= most,
+            "{demand}: {systems} systems: {:?}",
+            ph.buys
+        );
+        assert!(ph.classes[0].capacity_tok_s >= demand);
+    }
+}
+
+/// Whole racks are what the power limit and a commitment count: three GB300 racks that
+/// fit in 0.5 MW are planned there (not refused for the rack rounding adds to the linear
+/// plan's share), and a commitment of 0.4 MW buys the third rack.
+#[test]
+fn whole_racks_fit_the_power_and_meet_a_commitment() {
+    let text = |mw: f64, extra: &str, demand: f64| {
+        one_phase(
+            "max_share = 1.0\nconfirm_s = 5\nconfirm_replicas = 12",
+            &provider("nv", "gb300", mw, extra),
+            "llama-3.3-70b",
+            "isl = 1500\nosl = 400\nttft_ms = 2000\ntpot_ms = 40\npercentile = 0.99",
+            demand,
+        )
+    };
+    let p = run(&text(0.5, "", 1.2e5), &WhatIf::default()).expect("plans");
     let ph = &p.phases[0];
     assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
-    let systems: u32 = ph.buys.iter().map(|b| b.systems).sum();
-    assert!(systems <= 16, "{systems} systems: {:?}", ph.buys);
-    assert!(ph.classes[0].capacity_tok_s >= 20000.0);
+    let u = &ph.providers[0];
+    assert!(u.mw_used <= u.mw_available, "{u:?}");
+    let p = run(
+        &text(0.6, "committed_mw = [0.4]", 5.0e4),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let u = &p.phases[0].providers[0];
+    assert!(u.mw_used >= 0.4 && u.mw_used <= 0.6, "{u:?}");
+}
+
+/// A class whose drawn outputs sometimes run past what a replica holds is confirmed on its
+/// latencies: those requests are refused as any engine refuses them, whatever the capacity.
+#[test]
+fn requests_longer_than_a_replica_holds_do_not_unconfirm_a_plan() {
+    let text = one_phase(
+        "max_share = 1.0\nconfirm_s = 60",
+        &provider("gpu", "h200", 10.0, "rent_usd_per_chip_hour = 3.0"),
+        "llama-3.1-8b",
+        "isl = 100000\nosl = 2000\nosl_cv = 1.5\nttft_ms = 30000\ntpot_ms = 100\npercentile = 0.5",
+        2.0e4,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let c = &p.phases[0].classes[0];
+    assert!(c.confirmed, "{c:?}");
 }

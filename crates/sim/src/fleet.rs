@@ -235,11 +235,15 @@ impl Cell {
     }
 }
 
-/// Reasons a request fails, as they appear in reports.
-mod reason {
+pub mod reason {
+    //! Reasons a request fails, as they appear in reports, for callers that tell them apart.
+    /// No provider takes the request's class.
     pub const NO_PROVIDER: &str = "no provider takes its class";
+    /// Every provider tried was down.
     pub const DOWN: &str = "every provider tried was down";
+    /// A provider failed mid-stream.
     pub const MID_STREAM: &str = "provider failed after the first token";
+    /// The request is longer than any replica or the model takes.
     pub const TOO_LONG: &str =
         "prompt and output exceed the replica's KV cache or the model's context";
 }
@@ -989,7 +993,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let np = self.scn.providers.len();
         let mut providers = Vec::new();
         let mut dist = Distributions::default();
-        // The lengths each pool's peak throughput is taken at, for its power.
+        // The lengths each pool's peak throughput is taken at, for its power, where it
+        // served nothing.
         let (isl, osl) = self.scn.workload.mean_lengths(&self.scn.trace);
         for p in 0..np {
             let mut c = Cell::default();
@@ -1018,6 +1023,17 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     // prefill pool's passes are long, compute-bound ones, and its busy time
                     // stands for its load.
                     let u = if i == 0 {
+                        // At the mean lengths of the requests this provider served, where
+                        // it served any: the workload's mean may owe to requests refused.
+                        let (isl, osl) = if g.completed > 0 {
+                            let n = g.completed as f64;
+                            (
+                                g.prompt_tokens as f64 / n,
+                                (g.output_tokens as f64 / n).max(1.0),
+                            )
+                        } else {
+                            crate::scenario::within_context(d.model, isl, osl)
+                        };
                         let peak = d
                             .max_throughput(self.params, isl, osl, None)
                             .throughput_tok_s;

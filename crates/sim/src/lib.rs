@@ -14,7 +14,7 @@ mod scenario;
 mod stats;
 mod workload;
 
-pub use fleet::{simulate, Distributions, RunOptions};
+pub use fleet::{reason, simulate, Distributions, RunOptions};
 pub use rng::Rng;
 pub use scenario::{
     ArrivalSection, Class, ClassSection, Failure, FailureSection, LengthSection, Overrides,

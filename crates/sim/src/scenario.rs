@@ -619,10 +619,7 @@ impl ScenarioFile {
                 .filter(|c| s.classes.is_empty() || s.classes.contains(&c.name))
                 .filter_map(|c| c.tpot_s)
                 .min_by(f64::total_cmp);
-            // A mean past the model's context comes of requests the model refuses one by
-            // one: the layout is chosen for the longest it takes, in the same proportions.
-            let within = (model.max_context as f64 / (isl + osl)).min(1.0);
-            let (isl, osl) = ((isl * within).max(1.0), (osl * within).max(1.0));
+            let (isl, osl) = within_context(model, isl, osl);
             let q = Query {
                 chips: s.chips,
                 precision,
@@ -973,6 +970,12 @@ impl ScenarioFile {
                 return Err(("rate_x", "must be a positive factor".into()));
             }
         }
+        if over.requests.or(w.requests) == Some(0) {
+            return Err((
+                "requests",
+                "must be at least 1: a run of no requests shows nothing".into(),
+            ));
+        }
         // A process draws arrivals for ever: something must end the run.
         if !matches!(arrivals, Arrivals::Trace { .. })
             && over.requests.or(w.requests).is_none()
@@ -1035,4 +1038,12 @@ impl ScenarioFile {
             horizon_s: self.duration_s,
         })
     }
+}
+
+/// Mean lengths `isl` and `osl` as a layout is chosen for them: a mean past the model's
+/// context comes of requests the model refuses one by one, so the longest it takes stands
+/// for it, in the same proportions.
+pub(crate) fn within_context(model: &switchyard_catalog::Model, isl: f64, osl: f64) -> (f64, f64) {
+    let within = (model.max_context as f64 / (isl + osl)).min(1.0);
+    ((isl * within).max(1.0), (osl * within).max(1.0))
 }

@@ -216,8 +216,8 @@ pub struct Group {
     /// Share of replica time spent in steps (providers only): busy, however small the
     /// batch each step carries.
     pub utilization: Option<f64>,
-    /// Output tokens per second over the pool's peak throughput at the run's mean lengths,
-    /// as `estimate` gives it (providers only; a disaggregated provider's decode pool): the
+    /// Output tokens per second over the pool's peak throughput at the mean lengths of the
+    /// requests it served, as `estimate` gives it (providers only; a disaggregated provider's decode pool): the
     /// share of what it could carry that it carries, which sets its power.
     pub load: Option<f64>,
     /// KV-cache preemptions (providers only).

@@ -1035,6 +1035,9 @@ fn a_trace_mean_past_the_context_still_replays() {
         .expect("resolves");
     let (s, _) = run(&scn, &p);
     assert_eq!((s.completed, s.failed), (2, 1));
+    // Its load is taken against the peak at the lengths the model takes, as its layout is.
+    let load = s.providers[0].load.expect("load");
+    assert!(load < 0.5, "load {load}");
 }
 
 /// The requests a failed replica held leave its provider's count of requests in flight,

@@ -19,7 +19,7 @@ pub struct PlanArgs {
     #[arg(long, value_name = "PROVIDER")]
     lose: Option<String>,
     /// Multiply every class's demand.
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     demand_x: Option<f64>,
     /// Read every provider's megawatts as IT load or facility power.
     #[arg(long, value_name = "it|facility")]

@@ -37,7 +37,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Speed up arrivals by this factor (trace times divided, synthetic rates multiplied).
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     rate_x: Option<f64>,
     /// Seed of every random draw.
     #[arg(long)]
