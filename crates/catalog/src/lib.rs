@@ -652,17 +652,19 @@ pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option
     let end = span.end.clamp(start, text.len());
     let keys = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
     // `key` at byte `i` of `line` is a key being set: nothing, `{`, `,` or `.` before it, `=`
-    // after it.
-    let sets = |line: &str, i: usize, k: &str| {
+    // after it, and neither inside a string nor past a comment's `#`.
+    let sets = |line: &str, code: &[bool], i: usize, k: &str| {
         let before = line[..i].trim_end();
-        (before.is_empty() || before.ends_with(['{', ',', '.']))
+        code.get(i).copied().unwrap_or(false)
+            && (before.is_empty() || before.ends_with(['{', ',', '.']))
             && line[i + k.len()..].trim_start().starts_with('=')
     };
     let mut at = start;
     for line in text[start..end].split_inclusive('\n') {
+        let code = code_bytes(line);
         if keys.iter().any(|k| {
             line.match_indices(k.as_str())
-                .any(|(i, _)| sets(line, i, k))
+                .any(|(i, _)| sets(line, &code, i, k))
         }) {
             return Some(at);
         }
@@ -671,22 +673,70 @@ pub fn key_offset(text: &str, span: std::ops::Range<usize>, key: &str) -> Option
     None
 }
 
+/// For each byte of a TOML line, whether it is code: not inside a string and not in a
+/// comment. A string's opening quote counts as code, so that a quoted key, which
+/// [`key_offset`] looks for with its quotes, is found.
+fn code_bytes(line: &str) -> Vec<bool> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    for &b in line.as_bytes() {
+        let opens = quote.is_none() && !comment && (b == b'"' || b == b'\'');
+        if quote.is_none() && !comment && b == b'#' {
+            comment = true;
+        }
+        out.push(!comment && (quote.is_none() || opens));
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if q == b'"' && b == b'\\' {
+                    escaped = true;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None if opens => quote = Some(b),
+            None => {}
+        }
+    }
+    out
+}
+
 /// The byte range of the top-level table `[name]` in `text`, from its header to the next
 /// header, for errors about a key of a table the TOML reader kept no span for.
 pub fn table_span(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
-    let header = format!("[{name}]");
     let mut at = 0;
     let mut start = None;
     for line in text.split_inclusive('\n') {
-        let l = line.trim_start();
-        match start {
-            None if l.starts_with(&header) => start = Some(at),
-            Some(s) if l.starts_with('[') => return Some(s..at),
+        match (start, header_of(line)) {
+            (None, Some(h)) if h == name => start = Some(at),
+            (Some(s), Some(_)) => return Some(s..at),
             _ => {}
         }
         at += line.len();
     }
     start.map(|s| s..text.len())
+}
+
+/// The table a TOML line opens (`[name]`, `[[name]]`, spaces inside the brackets allowed),
+/// or `None` for any other line: a line of a multi-line array starting with `[` holds a
+/// comma, a quote or a number where a header holds a name.
+fn header_of(line: &str) -> Option<String> {
+    let code = line.split('#').next().unwrap_or("").trim();
+    let inner = code
+        .strip_prefix("[[")
+        .and_then(|c| c.strip_suffix("]]"))
+        .or_else(|| code.strip_prefix('[').and_then(|c| c.strip_suffix(']')))?;
+    let name: String = inner
+        .split('.')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(".");
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    (name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && name.chars().all(bare))
+        .then_some(name)
 }
 
 /// Byte offset of the line that sets `field` (its last dotted part the key) within `span`,

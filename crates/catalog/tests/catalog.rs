@@ -943,3 +943,33 @@ fn global_layers_follow_the_published_patterns() {
     // A model with no local layers has every layer global.
     assert_eq!(global("llama-3.1-8b"), 32.0);
 }
+
+/// The line that sets a field is found where the key is set, in an inline table too, and
+/// not in a string, a comment or another table of the same key.
+#[test]
+fn the_line_of_a_field_is_where_its_key_is_set() {
+    use switchyard_catalog::{field_offset, line_at};
+    let text = "\
+name = \"a, cooldown_s = 1\"   # cooldown_s = 2
+[server]
+listen = \"x\"
+hosts = [
+  [\"a\", \"b\"],
+]
+cooldown_s = 3
+[ router ]
+# cooldown_s = 4
+faults = { spike_rate = 0.5, error_rate = 2.0 }
+cooldown_s = 5
+";
+    let line =
+        |span: std::ops::Range<usize>, field: &str| line_at(text, field_offset(text, span, field));
+    // The top-level `[ router ]` table, spaces and all, past a comment that names the key.
+    assert_eq!(line(0..0, "router.cooldown_s"), 11);
+    // A key of a table whose multi-line array has a line that starts with `[`.
+    assert_eq!(line(0..0, "server.cooldown_s"), 7);
+    // Inside an inline table.
+    assert_eq!(line(0..text.len(), "faults.error_rate"), 10);
+    // A key named only in a string or a comment is not set there.
+    assert_eq!(line(0..text.len(), "cooldown_s"), 7);
+}

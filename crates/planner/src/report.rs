@@ -140,7 +140,7 @@ pub fn html(p: &Plan) -> String {
                         c.class.clone(),
                         format!("{:.0}", c.demand_tok_s),
                         format!("{:.0}", c.capacity_tok_s),
-                        format!("{:.1}", c.headroom * 100.0),
+                        format!("{:.1}", c.surplus * 100.0),
                         c.replicas.to_string(),
                         format!("p{}", (c.percentile * 100.0).round()),
                         ms(c.sim_ttft_s),

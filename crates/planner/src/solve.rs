@@ -996,7 +996,7 @@ pub(crate) fn phase(
                 class: class.name.clone(),
                 demand_tok_s: d,
                 capacity_tok_s: cap,
-                headroom: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
+                surplus: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
                 replicas: mine
                     .iter()
                     .map(|b| b.replicas * m.options[b.option].replicas_per_unit())

@@ -148,7 +148,7 @@ fn print_plan(p: &Plan) {
                 c.class,
                 c.demand_tok_s,
                 c.capacity_tok_s,
-                c.headroom * 100.0,
+                c.surplus * 100.0,
                 c.replicas,
                 format!("p{}", (c.percentile * 100.0).round()),
                 ms(c.sim_ttft_s, 0),
