@@ -152,8 +152,8 @@ pub struct Gateway {
     pub(crate) started: Instant,
     pub(crate) created_unix: u64,
     pub(crate) listen: String,
-    /// Seconds a client is told to wait when every deployment failed: the health cooldown
-    /// after which an ejected deployment is tried again.
+    /// The longest a client is told to wait when every deployment failed: the health
+    /// cooldown after which an ejected deployment is tried again.
     pub(crate) retry_after_s: u64,
 }
 

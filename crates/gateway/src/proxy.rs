@@ -221,6 +221,84 @@ impl EmuFormat {
     }
 }
 
+/// An emulated answer's length: the tokens asked for, whether reaching them ends it for its
+/// length, and the field a prompt that does not fit is blamed on.
+struct Sized {
+    asked: u32,
+    limited: bool,
+    prompt_param: &'static str,
+}
+
+/// What an emulated provider would write for `req`, or why it cannot serve it: a feature
+/// only a model gives, or a request past what its KV cache holds. Known before the request
+/// is sent, so that another deployment takes it without this one counting an attempt.
+fn sized(
+    pool: &crate::emulated::EmuPool,
+    ep: Endpoint,
+    req: &ApiRequest,
+) -> Result<Sized, ApiError> {
+    if req.n > 1 {
+        return Err(ApiError::invalid(
+            "Emulated providers answer with one choice; `n` must be 1.",
+            Some("n"),
+        ));
+    }
+    if req.prompts > 1 {
+        return Err(ApiError::invalid(
+            "Emulated providers answer one prompt a request; send a batch's prompts one by one.",
+            Some("prompt"),
+        ));
+    }
+    // OpenAI's own limit, which also bounds the search for them.
+    if req.stop.len() > MAX_STOPS {
+        return Err(ApiError::invalid(
+            format!("Emulated providers take at most {MAX_STOPS} stop sequences, as OpenAI does."),
+            Some("stop"),
+        ));
+    }
+    if let Some((field, what)) = req.needs_model {
+        return Err(ApiError::invalid(
+            format!("Emulated providers write filler text and cannot give {what}; leave `{field}` unset, or serve this model from a real provider."),
+            Some(field),
+        ));
+    }
+    let prompt_param = match ep {
+        Endpoint::Chat => "messages",
+        Endpoint::Completions => "prompt",
+    };
+    // As vLLM does, a request with no limit writes at most what its context leaves.
+    let longest = pool.longest_request();
+    let room = longest.saturating_sub(req.prompt_tokens);
+    // Completions' default is a limit the answer runs into; chat's is the length of an
+    // answer that ends of itself, unless its context ends it first.
+    let (asked, limited) = match (req.max_tokens, ep) {
+        (Some(m), _) => (m, true),
+        (None, Endpoint::Completions) => (EMULATED_COMPLETION_TOKENS.min(room), true),
+        (None, Endpoint::Chat) => (EMULATED_CHAT_TOKENS.min(room), room < EMULATED_CHAT_TOKENS),
+    };
+    if room == 0 {
+        return Err(ApiError::context_too_long(
+            &req.model,
+            u64::from(req.prompt_tokens),
+            longest,
+            prompt_param,
+        ));
+    }
+    if asked > room {
+        return Err(ApiError::context_too_long(
+            &req.model,
+            u64::from(req.prompt_tokens) + u64::from(asked),
+            longest,
+            req.max_tokens_param,
+        ));
+    }
+    Ok(Sized {
+        asked,
+        limited,
+        prompt_param,
+    })
+}
+
 fn error_event(message: &str) -> Bytes {
     let v = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_failed"}});
     sse::event(v.to_string().as_bytes())
@@ -304,60 +382,11 @@ async fn attempt(
     let total = Duration::from_millis(gw.timeouts.total_ms);
     match &d.backend {
         Backend::Emulated(pool) => {
-            if req.n > 1 {
-                return Err(Failure::Unsuitable(ApiError::invalid(
-                    "Emulated providers answer with one choice; `n` must be 1.",
-                    Some("n"),
-                )));
-            }
-            if req.prompts > 1 {
-                return Err(Failure::Unsuitable(ApiError::invalid(
-                    "Emulated providers answer one prompt a request; send a batch's prompts one by one.",
-                    Some("prompt"),
-                )));
-            }
-            // OpenAI's own limit, which also bounds the search for them.
-            if req.stop.len() > MAX_STOPS {
-                return Err(Failure::Unsuitable(ApiError::invalid(
-                    format!("Emulated providers take at most {MAX_STOPS} stop sequences, as OpenAI does."),
-                    Some("stop"),
-                )));
-            }
-            if let Some((field, what)) = req.needs_model {
-                return Err(Failure::Unsuitable(ApiError::invalid(
-                    format!("Emulated providers write filler text and cannot give {what}; leave `{field}` unset, or serve this model from a real provider."),
-                    Some(field),
-                )));
-            }
-            let prompt_param = match ep {
-                Endpoint::Chat => "messages",
-                Endpoint::Completions => "prompt",
-            };
-            // As vLLM does, a request with no limit writes at most what its context leaves.
-            let longest = pool.longest_request();
-            let room = longest.saturating_sub(req.prompt_tokens);
-            // Completions' default is a limit the answer runs into; chat's is the length of
-            // an answer that ends of itself, unless its context ends it first.
-            let (asked, limited) = match (req.max_tokens, ep) {
-                (Some(m), _) => (m, true),
-                (None, Endpoint::Completions) => (EMULATED_COMPLETION_TOKENS.min(room), true),
-                (None, Endpoint::Chat) => {
-                    (EMULATED_CHAT_TOKENS.min(room), room < EMULATED_CHAT_TOKENS)
-                }
-            };
-            if room == 0 || asked > room {
-                let param = if room == 0 {
-                    prompt_param
-                } else {
-                    req.max_tokens_param
-                };
-                return Err(Failure::Unsuitable(ApiError::context_too_long(
-                    &req.model,
-                    u64::from(req.prompt_tokens) + u64::from(asked.max(1)),
-                    longest,
-                    param,
-                )));
-            }
+            let Sized {
+                asked,
+                limited,
+                prompt_param,
+            } = sized(pool, ep, req).map_err(Failure::Unsuitable)?;
             let stop = stop_point(&req.stop, asked);
             let output = stop.map_or(asked, |(n, _)| n);
             // One deadline covers admission (where an injected spike waits) and the first
@@ -643,6 +672,19 @@ pub(crate) async fn handle(
         let Some(i) = route.router().pick(gw.now_s(), &ask) else {
             break;
         };
+        let d = &route.deployments[i];
+        // A deployment that cannot serve the request says so before it is sent: no
+        // attempt, no budget, nothing counted against it.
+        if let Backend::Emulated(pool) = &d.backend {
+            if let Err(e) = sized(pool, ep, &req) {
+                tried.push(i);
+                why.push(format!("{}: {}", d.provider, e.message));
+                unsuitable.1 += 1;
+                unsuitable.0.get_or_insert(e);
+                free_move = true;
+                continue;
+            }
+        }
         // A retry spends from the budget only when there is somewhere to send it.
         let moved = std::mem::take(&mut free_move);
         if !tried.is_empty()
@@ -657,7 +699,6 @@ pub(crate) async fn handle(
             route.deployments[prev].labels.fallback();
         }
         tried.push(i);
-        let d = &route.deployments[i];
         d.labels.started();
         // If the client leaves while the attempt is under way, the handler is dropped here;
         // the guard then returns the in-flight slot.
@@ -756,11 +797,14 @@ pub(crate) async fn handle(
     }
     crate::metrics::unanswered(&req.model, "failed");
     let mut r = ApiError::all_failed(&route.name, &why).into_response();
-    // An ejected deployment is tried again after the health cooldown.
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from(gw.retry_after_s),
-    );
+    // When the first ejected deployment is tried again, else a second: the failures were
+    // of the moment.
+    let wait = route
+        .router()
+        .back_in(gw.now_s())
+        .map_or(1, |s| (s.ceil() as u64).clamp(1, gw.retry_after_s));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
     r
 }
 

@@ -329,13 +329,24 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
         model("m", &[("broken", "priority = 0"), ("down", "priority = 1")])
     );
     let (url, _gw) = start(&text).await;
-    let r = reqwest::Client::new()
-        .post(format!("{url}/chat/completions"))
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#)
-        .send()
-        .await
-        .expect("sent");
+    let ask = || async {
+        reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#)
+            .send()
+            .await
+            .expect("sent")
+    };
+    let r = ask().await;
     assert_eq!(r.status(), 503);
+    let retry = |r: &reqwest::Response| -> u64 {
+        r.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("retry-after")
+    };
+    // Nothing ejected yet: try again at once.
+    assert_eq!(retry(&r), 1);
     let body = r.text().await.expect("body");
     assert!(body.contains("all_deployments_failed"), "{body}");
     assert!(
@@ -343,6 +354,15 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
             && body.contains("down: emulated provider unavailable"),
         "{body}"
     );
+    // Ejected after three failures in a row: try again when the first is back, within the
+    // 30 s cooldown.
+    let mut last = 0;
+    for _ in 0..3 {
+        let r = ask().await;
+        assert_eq!(r.status(), 503);
+        last = retry(&r);
+    }
+    assert!((20..=30).contains(&last), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1359,5 +1379,8 @@ async fn a_refusal_for_a_feature_is_no_attempt() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], "echo", "{body}");
     let h = health(&url).await;
+    // Refused before it was sent: nothing counted against the emulated deployment.
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
+    assert_eq!(h["models"]["m"][0]["requests"], 0, "{h}");
+    assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
 }

@@ -243,6 +243,16 @@ impl Router {
         self.seen[i].ejected_until > now
     }
 
+    /// Seconds from `now` until the first ejected target is tried again, or `None` when
+    /// none is ejected.
+    pub fn back_in(&self, now: f64) -> Option<f64> {
+        self.seen
+            .iter()
+            .map(|s| s.ejected_until - now)
+            .filter(|&t| t > 0.0)
+            .min_by(f64::total_cmp)
+    }
+
     /// The target for a request, or `None` when no target takes its class or every one was
     /// already tried.
     pub fn pick(&mut self, now: f64, ask: &Ask<'_>) -> Option<usize> {
