@@ -309,7 +309,7 @@ fn error_event(message: &str) -> Bytes {
 #[derive(serde::Deserialize)]
 struct ChunkView<'a> {
     #[serde(default, borrow)]
-    choices: Vec<ChoiceView<'a>>,
+    choices: Option<Vec<ChoiceView<'a>>>,
     #[serde(default)]
     usage: Option<UsageView>,
 }
@@ -344,7 +344,7 @@ impl ChunkView<'_> {
     fn carries_output(&self) -> bool {
         let filled =
             |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
-        self.choices.iter().any(|c| {
+        self.choices.iter().flatten().any(|c| {
             filled(&c.text)
                 || c.delta.as_ref().is_some_and(|d| {
                     filled(&d.content)
@@ -359,6 +359,25 @@ impl ChunkView<'_> {
         let u = self.usage.as_ref()?;
         Some((u.prompt_tokens, u.completion_tokens?))
     }
+}
+
+/// [`ChunkView::carries_output`] for a chunk of a shape the view does not take (content as
+/// an array of parts, a null choice): any non-empty text, reasoning or tool call.
+fn value_carries_output(v: &Value) -> bool {
+    let filled = |x: &Value| match x {
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => false,
+    };
+    v["choices"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            let d = &c["delta"];
+            filled(&c["text"])
+                || filled(&d["content"])
+                || filled(&d["reasoning_content"])
+                || filled(&d["tool_calls"])
+        })
+    })
 }
 
 /// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
@@ -655,9 +674,9 @@ pub(crate) async fn handle(
     let mut why: Vec<String> = Vec::new();
     // The first refusal of a deployment that cannot serve the request, and how many refused.
     let mut unsuitable: (Option<ApiError>, usize) = (None, 0);
-    // A move after such a refusal retries nothing that failed: it spends no budget, counts
-    // no attempt and no fallback.
-    let mut free_move = false;
+    // The deployment whose failure the next attempt retries: a retry spends from the budget
+    // and counts a fallback on it. A move past a refusal retries nothing.
+    let mut last_failed: Option<usize> = None;
     // Attempts a deployment took on; those that refused the request as unsuitable are not
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
@@ -681,23 +700,18 @@ pub(crate) async fn handle(
                 why.push(format!("{}: {}", d.provider, e.message));
                 unsuitable.1 += 1;
                 unsuitable.0.get_or_insert(e);
-                free_move = true;
                 continue;
             }
         }
         // A retry spends from the budget only when there is somewhere to send it.
-        let moved = std::mem::take(&mut free_move);
-        if !tried.is_empty()
-            && !moved
-            && !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false)
-        {
-            why.push("retry budget exhausted".into());
-            break;
-        }
-        route.router().dispatched(i);
-        if let Some(&prev) = tried.last().filter(|_| !moved) {
+        if let Some(prev) = last_failed.take() {
+            if !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false) {
+                why.push("retry budget exhausted".into());
+                break;
+            }
             route.deployments[prev].labels.fallback();
         }
+        route.router().dispatched(i);
         tried.push(i);
         d.labels.started();
         // If the client leaves while the attempt is under way, the handler is dropped here;
@@ -774,7 +788,6 @@ pub(crate) async fn handle(
                 why.push(format!("{}: {}", d.provider, e.message));
                 unsuitable.1 += 1;
                 unsuitable.0.get_or_insert(e);
-                free_move = true;
             }
             Err(Failure::Retry(reason)) => {
                 guard.armed = false;
@@ -784,6 +797,7 @@ pub(crate) async fn handle(
                 tracing::warn!(model = %req.model, provider = %d.provider, reason = %reason, "deployment failed; trying the next");
                 why.push(format!("{}: {reason}", d.provider));
                 attempts += 1;
+                last_failed = Some(i);
             }
         }
     }
@@ -917,13 +931,17 @@ impl Relayer {
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
-                if let Ok(v) = serde_json::from_slice::<ChunkView<'_>>(&p) {
-                    if v.carries_output() {
-                        self.tokens += 1;
-                    }
-                    if let Some(u) = v.usage() {
-                        self.usage = Some(u);
-                    }
+                let (output, usage) = match serde_json::from_slice::<ChunkView<'_>>(&p) {
+                    Ok(v) => (v.carries_output(), v.usage()),
+                    // A shape the view does not take is read whole, once.
+                    Err(_) => serde_json::from_slice::<Value>(&p)
+                        .map_or((false, None), |v| (value_carries_output(&v), usage_of(&v))),
+                };
+                if output {
+                    self.tokens += 1;
+                }
+                if let Some(u) = usage {
+                    self.usage = Some(u);
                 }
                 self.queue.push_back(sse::event(&p));
             }

@@ -1196,7 +1196,8 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
 }
 
 /// An upstream that streams a role chunk, `n` content chunks, a finish chunk and a usage
-/// chunk that counts `usage` tokens; and answers 401 for any model called `locked`.
+/// chunk that counts `usage` tokens (its `choices` null, as some servers send it); and
+/// answers 401 for any model called `locked`.
 async fn streaming_upstream(n: usize, usage: u64) -> String {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
@@ -1226,7 +1227,7 @@ async fn streaming_upstream(n: usize, usage: u64) -> String {
             out += &chunk(serde_json::json!({}), serde_json::json!("stop"));
             out += &format!(
                 "data: {}\n\ndata: [DONE]\n\n",
-                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": [],
+                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": null,
                     "usage": {"prompt_tokens": 7, "completion_tokens": usage, "total_tokens": 7 + usage}})
             );
             ([("content-type", "text/event-stream")], out).into_response()
@@ -1383,4 +1384,45 @@ async fn a_refusal_for_a_feature_is_no_attempt() {
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
     assert_eq!(h["models"]["m"][0]["requests"], 0, "{h}");
     assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
+}
+
+/// A retry spends from the retry budget even when a refusal stands between the failed
+/// deployment and the next: with the budget spent, a failure is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_between_a_failure_and_a_retry_does_not_spare_the_budget() {
+    let up = echo_upstream().await;
+    // A port nothing listens on: connections are refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let text = format!(
+        "[retries]\nbudget_ratio = 0.0\nmin_per_s = 0.0\n\
+         [[provider]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://{dead}/v1\"\n\
+         {}[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"m\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"dead\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"gpu\"\nupstream_model = \"llama-3.1-8b\"\npriority = 1\n\
+         [[model.deployment]]\nprovider = \"up\"\npriority = 2\n",
+        emulated("gpu", "h100-sxm", "")
+    );
+    let (url, _gw) = start(&text).await;
+    let ask = || {
+        post_json(
+            &url,
+            "/chat/completions",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
+        )
+    };
+    // The bucket's one starting token pays the first retry; the second has none.
+    let (status, body) = ask().await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ask().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("retry budget exhausted")),
+        "{body}"
+    );
 }

@@ -10,7 +10,8 @@
 //! check errs on the safe side. A pool kept at one replica beside hundreds still takes more
 //! of the simulated traffic than the plan gives it, so the percentiles weigh each pool's
 //! latencies by its share of the plan's capacity, not of the simulated requests. A class is
-//! confirmed when those percentiles are within the targets and no request failed.
+//! confirmed when those percentiles are within the targets and no request failed, those
+//! longer than the model's context apart (where every pool holds that much).
 
 use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
@@ -30,7 +31,7 @@ struct Found {
     /// Share of requests within both targets.
     goodput: f64,
     /// Requests that failed for want of capacity (a provider down or none to take them);
-    /// those longer than any replica holds are not counted.
+    /// those longer than the model's context are not counted.
     failed: u64,
 }
 
@@ -108,6 +109,11 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         warmup_s: None,
     };
     let params = &m.providers[m.options[chosen[0].0].provider].params;
+    let context = m.options[chosen[0].0].deployment.model.max_context;
+    let whole_context = scn
+        .providers
+        .iter()
+        .all(|p| p.target.max_context.is_none_or(|c| u64::from(c) >= context));
     let (s, d) = simulate(&scn, params, RunOptions { bins: 10 }, |_| {}, &mut |_| {});
     let q = class.percentile;
     // A pool the scaling kept at one replica beside hundreds takes more of the simulated
@@ -120,15 +126,19 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         ttft_s: mix(&d.ttft)?,
         tpot_s: mix(&d.tpot).unwrap_or(0.0),
         goodput: s.fleet.goodput,
-        // Requests whose drawn output runs past what a replica holds are refused as an
+        // Requests whose drawn output runs past the model's context are refused as an
         // engine refuses them, however much capacity there is: not the plan's failure.
-        failed: s.fleet.failed.saturating_sub(
+        // Where some pool holds less than the context, a refusal there may be the plan's
+        // (the pool that held long requests lost), so every refusal counts.
+        failed: s.fleet.failed.saturating_sub(if whole_context {
             s.failures
                 .iter()
                 .filter(|f| f.reason == switchyard_sim::reason::TOO_LONG)
                 .map(|f| f.count)
-                .sum::<u64>(),
-        ),
+                .sum::<u64>()
+        } else {
+            0
+        }),
     })
 }
 

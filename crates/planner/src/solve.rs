@@ -466,11 +466,9 @@ pub(crate) type Installed = std::collections::BTreeMap<(usize, String), u32>;
 ///
 /// Fleets run to thousands of replicas, where branch and bound over integers is slow and
 /// buys nothing: the linear relaxation is solved with `microlp` and every count rounded up.
-/// Rounding up only adds capacity, so demand and N-1 stay met. The power limit is tightened
-/// by one replica of each kind the first solution buys, and the problem solved again, so
-/// that it still holds after rounding; where whole systems (a rack a replica takes part of)
-/// still draw more than a provider offers, its limit is tightened by the excess and the
-/// problem solved again (see [`rounded`]). A power commitment is met to within that margin.
+/// Rounding up only adds capacity, so demand and N-1 stay met. Where the whole replicas and
+/// whole systems (a rack a replica takes part of) then draw more than a provider offers,
+/// its limit is lowered by the excess and the problem solved again (see [`rounded`]).
 /// Where rounding a coarse unit up costs much (six tenths of a 20-wafer replica become a
 /// whole one, where one 5-wafer replica would do), the problem is solved again with that
 /// unit held to what rounding down leaves, and again from the cheaper plan found, keeping
@@ -594,12 +592,9 @@ fn rounded(
     caps: &[(usize, f64)],
 ) -> Result<Option<Counts>, PlanError> {
     let mut held = vec![0.0; m.providers.len()];
-    for _ in 0..8 {
-        let Some(first) = relaxed(m, k, a, None, installed, caps, &held)? else {
-            return Ok(None);
-        };
-        let support: Vec<bool> = first.iter().map(|&x| x > 1e-9).collect();
-        let Some(x) = relaxed(m, k, a, Some(&support), installed, caps, &held)? else {
+    let mut caps = caps.to_vec();
+    for _ in 0..16 {
+        let Some(x) = relaxed(m, k, a, installed, &caps, &held)? else {
             return Ok(None);
         };
         let whole: Vec<u32> = x
@@ -611,27 +606,43 @@ fn rounded(
         }
         let mut over = false;
         for (p, prov) in m.providers.iter().enumerate() {
-            let mine: Vec<(usize, &Opt<'_>)> = m
+            // Each option's power as bought, and what rounding added to it.
+            let mine: Vec<(usize, f64, f64)> = m
                 .options
                 .iter()
                 .enumerate()
                 .filter(|(i, o)| o.provider == p && whole[*i] > 0)
-                .collect();
-            let drawn: f64 = mine
-                .iter()
                 .map(|(i, o)| {
-                    o.out.mw / o.out.systems * f64::from(whole_systems(&o.out, whole[*i]))
+                    let per_system = o.out.mw / o.out.systems;
+                    let bought = per_system * f64::from(whole_systems(&o.out, whole[i]));
+                    (i, bought, bought - x[i] * o.out.mw)
                 })
-                .sum();
-            if drawn > prov.mw[k] * (1.0 + 1e-12) {
-                // At least a whole system of the largest kind in use, so that each pass
-                // frees one and the passes are few.
-                let system = mine
-                    .iter()
-                    .map(|(_, o)| o.out.mw / o.out.systems)
-                    .fold(0.0, f64::max);
-                held[p] += (drawn - prov.mw[k]).max(system);
-                over = true;
+                .collect();
+            let drawn: f64 = mine.iter().map(|t| t.1).sum();
+            let excess = drawn - prov.mw[k];
+            if excess <= prov.mw[k] * 1e-12 {
+                continue;
+            }
+            over = true;
+            // Where one option's rounding up is the excess (a fraction of a coarse replica
+            // made whole), that option is held to what rounding down leaves, and others
+            // fill in; else the provider's limit is lowered by the excess, by at least a
+            // whole system of the largest kind in use, so that the passes are few.
+            let worst = mine
+                .iter()
+                .filter(|t| caps.iter().all(|c| c.0 != t.0))
+                .max_by(|a, b| a.2.total_cmp(&b.2));
+            match worst {
+                Some(&(i, _, added)) if added >= excess => {
+                    caps.push((i, (x[i] - 1e-7).floor().max(0.0)));
+                }
+                _ => {
+                    let system = mine
+                        .iter()
+                        .map(|t| m.options[t.0].out.mw / m.options[t.0].out.systems)
+                        .fold(0.0, f64::max);
+                    held[p] += excess.max(system);
+                }
             }
         }
         if !over {
@@ -641,13 +652,11 @@ fn rounded(
     Ok(None)
 }
 
-/// The linear relaxation; with `support`, upper bounds leave room for rounding up each
-/// option in it.
+/// The linear relaxation, each provider's power limit lowered by `held`.
 fn relaxed(
     m: &Model<'_>,
     k: usize,
     a: Apply,
-    support: Option<&[bool]>,
     installed: &Installed,
     caps: &[(usize, f64)],
     held: &[f64],
@@ -671,7 +680,6 @@ fn relaxed(
             )
         })
         .collect();
-    let used = |i: usize| support.is_some_and(|s| s[i]);
     let rules = m.rules;
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
@@ -735,12 +743,10 @@ fn relaxed(
         if terms.is_empty() {
             continue;
         }
-        // Rounding up adds at most one replica of each kind bought; what whole systems add
-        // beyond that, `rounded` holds back.
-        let slack: f64 = terms.iter().filter(|t| used(t.0)).map(|t| t.2).sum();
+        // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
         let expr: Vec<(microlp::Variable, f64)> = terms.iter().map(|&(_, v, w)| (v, w)).collect();
         let cap = if a.power {
-            (prov.mw[k] - slack - held[p]).max(0.0)
+            (prov.mw[k] - held[p]).max(0.0)
         } else {
             f64::INFINITY
         };

@@ -803,6 +803,22 @@ fn rounding_up_takes_the_cheaper_whole_unit() {
         );
         assert!(ph.classes[0].capacity_tok_s >= demand);
     }
+    // With little more power than those 25 wafers draw, they are still planned: no margin
+    // of a whole coarse replica is held back before rounding.
+    let text = one_phase(
+        "max_share = 1.0\nconfirm_s = 5",
+        &provider("cb", "cs3", 0.7, "capex_usd_per_system = 2500000.0"),
+        "llama-3.1-70b",
+        "isl = 32000\nosl = 1000\nttft_ms = 3000\ntpot_ms = 20\npercentile = 0.99",
+        1.6e4,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    assert!(
+        p.phases[0].infeasible.is_none(),
+        "{:?}",
+        p.phases[0].infeasible
+    );
+    assert!(systems_bought(&p) <= 25, "{:?}", p.phases[0].buys);
 }
 
 /// Whole racks are what the power limit and a commitment count: three GB300 racks that
