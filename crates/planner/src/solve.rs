@@ -624,16 +624,21 @@ fn rounded(
                 continue;
             }
             over = true;
-            // Where one option's rounding up is the excess (a fraction of a coarse replica
-            // made whole), that option is held to what rounding down leaves, and others
-            // fill in; else the provider's limit is lowered by the excess, by at least a
-            // whole system of the largest kind in use, so that the passes are few.
+            // Where one option's rounding up is the excess and its unit a large share of the
+            // provider's power (a fraction of a coarse replica made whole), that option is
+            // held to what rounding down leaves, and others fill in; else the provider's
+            // limit is lowered by the excess, by at least a whole system of the largest
+            // kind in use, so that the passes are few.
             let worst = mine
                 .iter()
                 .filter(|t| caps.iter().all(|c| c.0 != t.0))
                 .max_by(|a, b| a.2.total_cmp(&b.2));
+            let coarse = |i: usize| {
+                let o = &m.options[i].out;
+                o.mw.max(o.mw / o.systems) >= 0.1 * prov.mw[k]
+            };
             match worst {
-                Some(&(i, _, added)) if added >= excess => {
+                Some(&(i, _, added)) if added >= excess && coarse(i) => {
                     caps.push((i, (x[i] - 1e-7).floor().max(0.0)));
                 }
                 _ => {
@@ -796,42 +801,51 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     if !why.is_empty() {
         return Ok(format!("phase {phase}: {}", why.join("; ")));
     }
-    let all = Apply::ALL;
-    for (label, a) in [
-        (
-            "keeping the systems installed in earlier phases",
-            Apply { keep: false, ..all },
-        ),
-        (
-            "a power commitment",
-            Apply {
-                commit: false,
-                ..all
-            },
-        ),
-        ("the N-1 rule", Apply { n1: false, ..all }),
-        (
-            "the largest-share rule",
-            Apply {
-                share: false,
-                ..all
-            },
-        ),
-        (
-            "the N-1 and largest-share rules together",
-            Apply {
-                n1: false,
-                share: false,
-                ..all
-            },
-        ),
-    ] {
-        if solve(m, k, a, installed)?.is_some() {
-            // Two rules at once take the plural.
-            let (binds, it) = if label.ends_with("together") {
-                ("bind", "them")
-            } else {
-                ("binds", "it")
+    // The fewest rules whose removal lets the demand fit: each alone, then two together,
+    // and so on; only rules that ask something of this phase are tried.
+    const RULES: [&str; 4] = [
+        "keeping the systems installed in earlier phases",
+        "a power commitment",
+        "the N-1 rule",
+        "the largest-share rule",
+    ];
+    let asks = [
+        m.rules.keep_installed && installed.values().any(|&n| n > 0),
+        m.providers.iter().any(|p| p.committed[k] > 0.0),
+        m.rules.n_minus_1 > 0.0,
+        m.providers.iter().any(|p| p.max_share < 1.0),
+    ];
+    let active: Vec<usize> = (0..RULES.len()).filter(|&r| asks[r]).collect();
+    for size in 1..=active.len() {
+        for set in 0u32..(1 << active.len()) {
+            if set.count_ones() as usize != size {
+                continue;
+            }
+            let mut a = Apply::ALL;
+            let mut labels = Vec::new();
+            for (bit, &r) in active.iter().enumerate() {
+                if set & (1 << bit) != 0 {
+                    match r {
+                        0 => a.keep = false,
+                        1 => a.commit = false,
+                        2 => a.n1 = false,
+                        _ => a.share = false,
+                    }
+                    labels.push(RULES[r]);
+                }
+            }
+            if solve(m, k, a, installed)?.is_none() {
+                continue;
+            }
+            // Several rules at once take the plural.
+            let (label, binds, it) = match labels.as_slice() {
+                [one] => ((*one).to_string(), "binds", "it"),
+                [rest @ .., last] => (
+                    format!("{} and {last} together", rest.join(", ")),
+                    "bind",
+                    "them",
+                ),
+                [] => continue,
             };
             // Providers' own caps on their share, where they differ from the rules'.
             let own: Vec<String> = m

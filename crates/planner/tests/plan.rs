@@ -235,6 +235,36 @@ fn an_infeasible_rule_is_named() {
         why.contains("largest-share") && why.contains("`b` 0%"),
         "{why}"
     );
+    // One provider under N-1 and a largest share below 1: both rules bind together, and a
+    // commitment of all its power is no obstacle once they are gone.
+    let one = one_phase(
+        "n_minus_1 = 0.5\nmax_share = 0.75\nconfirm_s = 2",
+        &provider(
+            "w",
+            "cs3",
+            250.0,
+            "committed_mw = [250.0]\ncapex_usd_per_system = 2500000.0",
+        ),
+        "gpt-oss-120b",
+        "isl = 4000\nosl = 800\nttft_ms = 1000\ntpot_ms = 6.5\npercentile = 0.99",
+        4.0e7,
+    );
+    let p = run(&one, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("the N-1 rule and the largest-share rule together bind"),
+        "{why}"
+    );
+    let p = run(
+        &one.replace(
+            "n_minus_1 = 0.5\nmax_share = 0.75",
+            "n_minus_1 = 0.0\nmax_share = 1.0",
+        ),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let u = &p.phases[0].providers[0];
+    assert!(u.mw_used >= 249.0 && u.mw_used <= 250.0, "{u:?}");
     // A target nothing can meet names the class.
     let text = small(2.0, 100_000.0, 0.0, 5.0).replace("tpot_ms = 50", "tpot_ms = 0.5");
     let p = run(&text, &WhatIf::default()).expect("plans");

@@ -1109,7 +1109,7 @@ pub fn calibrate(
         }
         if before.skipped > 0 {
             out!(
-                "  {} rows skipped (`switchyard validate --points` on the file lists them with the reasons)",
+                "  {} rows skipped (`switchyard validate`, with `--points` and the file where one was given, lists them with the reasons)",
                 before.skipped
             );
         }

@@ -32,7 +32,7 @@ pub struct SimulateArgs {
     /// Scenario file (TOML); without it, the built-in wafer-scale against GPU scenario.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// Replay this CSV trace instead of the scenario's workload: its arrival times and lengths
+    /// Replay this trace (CSV, or Mooncake JSON lines) instead of the scenario's workload: its arrival times and lengths
     /// replace the scenario's trace, arrival process and length distributions.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
