@@ -426,7 +426,21 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
                     ApiError::invalid("`messages` must be a non-empty array.", Some("messages"))
                 })?;
             for (i, m) in msgs.iter().enumerate() {
+                if !m.is_object() {
+                    return Err(ApiError::invalid(
+                        format!("`messages[{i}]` must be an object with a `role`."),
+                        Some(&format!("messages[{i}]")),
+                    ));
+                }
                 match m.get("role").and_then(Value::as_str) {
+                    // Only an assistant's message may leave its content out (for its tool
+                    // calls).
+                    Some(r) if r != "assistant" && matches!(m.get("content"), None | Some(Value::Null)) => {
+                        return Err(ApiError::invalid(
+                            format!("`messages[{i}].content` is required for a `{r}` message."),
+                            Some(&format!("messages[{i}].content")),
+                        ))
+                    }
                     Some(r) if ROLES.contains(&r) => {}
                     Some(r) => {
                         return Err(ApiError::invalid(
@@ -532,6 +546,26 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ))
         }
     };
+    // As OpenAI has it, stream options go with a stream.
+    if !stream && !matches!(obj.get("stream_options"), None | Some(Value::Null)) {
+        return Err(ApiError::invalid(
+            "`stream_options` is only allowed when `stream` is true.",
+            Some("stream_options"),
+        ));
+    }
+    // A bias is added to a token's logit, from -100 (banned) to 100 (forced).
+    if let Some(bias) = obj.get("logit_bias").filter(|v| !v.is_null()) {
+        let ok = bias.as_object().is_some_and(|b| {
+            b.values()
+                .all(|v| v.as_f64().is_some_and(|x| (-100.0..=100.0).contains(&x)))
+        });
+        if !ok {
+            return Err(ApiError::invalid(
+                "`logit_bias` must map token ids to numbers from -100 to 100.",
+                Some("logit_bias"),
+            ));
+        }
+    }
     let include_usage = match obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))

@@ -36,6 +36,9 @@ pub const TOKENS: &str = "switchyard_tokens_total";
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 /// Tokens per client key, by `key` and `type` (`input`, `output`).
 pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
+/// The `model` label of requests for a model the gateway does not serve (or the key may not
+/// use), whatever name they sent: one label, not one per name.
+pub const UNKNOWN_MODEL: &str = "unknown";
 
 /// Bucket bounds for time to first token and request duration: 5 ms to 2 minutes.
 const LATENCY_BUCKETS: [f64; 16] = [

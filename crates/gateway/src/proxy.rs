@@ -645,7 +645,8 @@ pub(crate) async fn handle(
         .get(&req.model)
         .filter(|_| key.as_ref().is_none_or(|k| k.allows(&req.model)));
     let Some(route) = route else {
-        crate::metrics::unanswered(&req.model, "client_error");
+        // Under one label: a label per name a client sends would grow without bound.
+        crate::metrics::unanswered(crate::metrics::UNKNOWN_MODEL, "client_error");
         return ApiError::model_not_found(&req.model).into_response();
     };
     // A request longer than every deployment holds is the client's to shorten: refused at

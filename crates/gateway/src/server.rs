@@ -24,7 +24,19 @@ pub const TTFT_HEADER: &str = "x-switchyard-ttft-ms";
 async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, ApiError> {
     let limit = std::time::Duration::from_millis(gw.timeouts.body_ms);
     match tokio::time::timeout(limit, axum::body::to_bytes(body, gw.max_body)).await {
-        Ok(read) => read.map_err(|_| ApiError::too_large(gw.max_body)),
+        Ok(Ok(b)) => Ok(b),
+        // Over the limit, or a body that could not be read (a chunk of a broken size).
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                Err(ApiError::too_large(gw.max_body))
+            } else {
+                Err(ApiError::invalid(
+                    format!("The request body could not be read: {inner}."),
+                    None,
+                ))
+            }
+        }
         Err(_) => Err(ApiError::body_timeout(gw.timeouts.body_ms)),
     }
 }
@@ -140,21 +152,46 @@ async fn models(State(gw): State<Arc<Gateway>>, h: HeaderMap) -> Response {
 }
 
 /// `GET /v1/models/{id}`: one model, as the list shows it; an id may hold slashes
-/// (`meta-llama/Llama-3.1-8B-Instruct`).
-async fn model(
-    State(gw): State<Arc<Gateway>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    h: HeaderMap,
-) -> Response {
+/// (`meta-llama/Llama-3.1-8B-Instruct`) and percent-escapes. The id is read from the path
+/// here, after the key is checked, so that one that is not UTF-8 is answered as any unknown
+/// model is.
+async fn model(State(gw): State<Arc<Gateway>>, uri: axum::http::Uri, h: HeaderMap) -> Response {
     let key = match key_of(&gw, &h) {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
+    let raw = uri.path().strip_prefix("/v1/models/").unwrap_or_default();
+    let id = percent_decoded(raw).unwrap_or_else(|| raw.to_string());
     if gw.models.contains_key(&id) && key.as_ref().is_none_or(|k| k.allows(&id)) {
         axum::Json(model_object(&gw, &id)).into_response()
     } else {
         ApiError::model_not_found(&id).into_response()
     }
+}
+
+/// `s` with its `%XX` escapes decoded, or `None` where they make no UTF-8 text.
+fn percent_decoded(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {

@@ -922,6 +922,8 @@ fn request_fields_are_checked_and_token_ids_counted() {
             "messages[0].role",
         ),
         ("", r#"{"role":"user","content":42}"#, "messages[0].content"),
+        ("", r#"{"role":"user"}"#, "messages[0].content"),
+        ("", r#""hi""#, "messages[0]"),
         (r#","temperature":"hot""#, ok, "temperature"),
     ] {
         let e = chat(extra, message).expect_err("refused");
@@ -1031,6 +1033,22 @@ async fn a_stalled_request_body_times_out() {
     let head = String::from_utf8_lossy(&answer[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("request_timeout"), "{head}");
+    // A chunked body with a chunk size that is no number is broken, not too large.
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    )
+    .await
+    .expect("write");
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut answer))
+        .await
+        .expect("answered before the test's own limit")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("invalid_request_error"), "{head}");
 }
 
 /// A prompt of `n` token ids for `/completions`.
@@ -1093,8 +1111,13 @@ async fn a_request_too_long_for_one_deployment_goes_to_another() {
 
 /// Text of a chat answer, streamed or whole, with its finish reason and usage.
 async fn chat_text(url: &str, extra: &str, stream: bool) -> (String, String, u64) {
+    let options = if stream {
+        r#","stream_options":{"include_usage":true}"#
+    } else {
+        ""
+    };
     let body = format!(
-        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"stream_options":{{"include_usage":{stream}}}{extra}}}"#
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}{options}{extra}}}"#
     );
     if !stream {
         let (status, v) = post_json(url, "/chat/completions", &body).await;
@@ -1181,6 +1204,11 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
         (r#","stop":5"#, "stop"),
         (r#","tools":"x""#, "tools"),
         (r#","max_tokens":99999999999"#, "max_tokens"),
+        (
+            r#","stream_options":{"include_usage":true}"#,
+            "stream_options",
+        ),
+        (r#","logit_bias":{"42":500}"#, "logit_bias"),
     ] {
         let (status, body) = post_json(
             &url,
@@ -1336,6 +1364,18 @@ async fn a_model_is_retrieved_by_id_and_metrics_have_help() {
     .expect("json");
     assert_eq!(got["id"], "org/m", "{got}");
     assert_eq!(got["object"], "model", "{got}");
+    // Percent-escapes are read, and an id that is not UTF-8 is an unknown model.
+    let status = |path: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::get(format!("{url}/models/{path}"))
+                .await
+                .expect("get")
+                .status()
+        }
+    };
+    assert_eq!(status("org%2Fm").await, 200);
+    assert_eq!(status("%ff%fe").await, 404);
     let r = reqwest::get(format!("{url}/models/nope"))
         .await
         .expect("get");
@@ -1343,6 +1383,14 @@ async fn a_model_is_retrieved_by_id_and_metrics_have_help() {
     let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
     assert_eq!(v["error"]["code"], "model_not_found", "{v}");
     chat_with_header(&reqwest::Client::new(), &url, "org/m", ("x-a", "b")).await;
+    // A model the gateway does not serve is counted under one label, not its own name.
+    chat_with_header(
+        &reqwest::Client::new(),
+        &url,
+        "no-such-model-77",
+        ("x-a", "b"),
+    )
+    .await;
     let text = reqwest::get(url.replace("/v1", "/metrics"))
         .await
         .expect("metrics")
@@ -1359,6 +1407,8 @@ async fn a_model_is_retrieved_by_id_and_metrics_have_help() {
             "{name} has no help: {text}"
         );
     }
+    assert!(!text.contains("no-such-model-77"), "{text}");
+    assert!(text.contains("model=\"unknown\""), "{text}");
 }
 
 /// A request an emulated deployment refuses for a feature only a model gives goes to a real

@@ -235,6 +235,9 @@ impl Cell {
     }
 }
 
+/// The most time bins a run keeps; past it they merge in pairs into bins twice as wide.
+const MAX_BINS: usize = 1000;
+
 pub mod reason {
     //! Reasons a request fails, as they appear in reports, for callers that tell them apart.
     /// No provider takes the request's class.
@@ -467,6 +470,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         self.area += self.in_system as f64 * (t - self.last_t);
         self.last_t = t;
         self.now = t;
+        // A run that overruns its horizon many times (arrivals all at once, a drain far
+        // longer than the arrivals) keeps its bins few: past a cap, they pair up into bins
+        // twice as wide.
+        while t >= self.bin_s * MAX_BINS as f64 {
+            self.widen_bins();
+        }
         while (self.bins.len() as f64) * self.bin_s <= t {
             if let Some(b) = self.bins.last_mut() {
                 b.queued = self
@@ -490,6 +499,31 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 fallbacks: vec![0; self.scn.providers.len()],
                 ttft_sum: 0.0,
             });
+        }
+    }
+
+    /// Doubles the bins' width, each pair of bins merged into one.
+    fn widen_bins(&mut self) {
+        self.bin_s *= 2.0;
+        let old = std::mem::take(&mut self.bins);
+        let mut it = old.into_iter();
+        while let Some(mut a) = it.next() {
+            if let Some(b) = it.next() {
+                a.arrivals += b.arrivals;
+                a.completed += b.completed;
+                a.failed += b.failed;
+                for (x, y) in a.tokens.iter_mut().zip(&b.tokens) {
+                    *x += y;
+                }
+                for (x, y) in a.fallbacks.iter_mut().zip(&b.fallbacks) {
+                    *x += y;
+                }
+                a.ttft_sum += b.ttft_sum;
+                // Counts at the end of the bin are the later one's.
+                a.queued = b.queued;
+                a.in_system = b.in_system;
+            }
+            self.bins.push(a);
         }
     }
 

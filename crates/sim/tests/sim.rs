@@ -1012,16 +1012,12 @@ fn a_request_past_the_models_context_is_refused() {
 /// A trace whose mean request is longer than the model takes (one request of ten million
 /// tokens among short ones) is replayed, the long one refused, rather than refused whole for
 /// a mean no request has.
-#[test]
-fn a_trace_mean_past_the_context_still_replays() {
+/// Replays the trace `csv` (its header and rows) on one H100 serving Llama 3.1 8B.
+fn replay_on_one_h100(csv: &str) -> Summary {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
     let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
-    let rows = parse_trace(
-        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10000000,10\n1,100,10\n2,100,10\n",
-        "long.csv",
-    )
-    .expect("trace");
+    let rows = parse_trace(csv, "trace.csv").expect("trace");
     let file = ScenarioFile::parse(text, "test.toml").expect("parses");
     let scn = file
         .resolve(
@@ -1033,7 +1029,14 @@ fn a_trace_mean_past_the_context_still_replays() {
             &Overrides::default(),
         )
         .expect("resolves");
-    let (s, _) = run(&scn, &p);
+    run(&scn, &p).0
+}
+
+#[test]
+fn a_trace_mean_past_the_context_still_replays() {
+    let s = replay_on_one_h100(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10000000,10\n1,100,10\n2,100,10\n",
+    );
     assert_eq!((s.completed, s.failed), (2, 1));
     // Its load is taken against the peak at the lengths the model takes, as its layout is.
     let load = s.providers[0].load.expect("load");
@@ -1100,4 +1103,21 @@ fn a_mixture_weighs_each_part_by_its_share() {
         Histogram::mixture_quantile(&[(&Histogram::default(), 1.0)], 0.5),
         None
     );
+}
+
+/// A run that overruns its arrivals' span many times over (every request at once) keeps its
+/// time bins few and their counts whole.
+#[test]
+fn bins_stay_few_when_the_run_overruns_its_arrivals() {
+    let mut csv = String::from("arrived_at,num_prefill_tokens,num_decode_tokens\n");
+    for _ in 0..300 {
+        csv.push_str("0.0,1000,200\n");
+    }
+    let s = replay_on_one_h100(&csv);
+    assert_eq!(s.completed, 300);
+    assert!(s.bins.len() <= 1000, "{} bins", s.bins.len());
+    let done: u64 = s.bins.iter().map(|b| b.completed).sum();
+    assert_eq!(done, 300);
+    let arrived: u64 = s.bins.iter().map(|b| b.arrivals).sum();
+    assert_eq!(arrived, 300);
 }

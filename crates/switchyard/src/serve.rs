@@ -40,7 +40,10 @@ pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
     let catalog: &'static Catalog = Box::leak(Box::new(cat));
     let params: &'static Params = Box::leak(Box::new(params));
     let rt = match a.workers {
-        Some(0) => return Err(UsageError("--workers must be at least 1".into()).into()),
+        // Far beyond any core count; more threads only exhaust memory.
+        Some(n) if !(1..=1024).contains(&n) => {
+            return Err(UsageError("--workers must be from 1 to 1,024".into()).into())
+        }
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),

@@ -421,3 +421,20 @@ fn a_bad_config_names_the_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_worker_count_past_any_machine_is_refused() {
+    for n in ["0", "100000"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", n])
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{n}: {err}");
+        assert!(
+            err.contains("--workers must be from 1 to 1,024"),
+            "{n}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{n}: {err}");
+    }
+}
