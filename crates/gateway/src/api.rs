@@ -52,8 +52,8 @@ pub struct ApiRequest {
     /// `n`.
     pub n: u32,
     /// Prompt tokens, estimated at four characters per token (the rule of thumb OpenAI
-    /// documents for English text) plus a few per chat message for its framing; a token id
-    /// is one. All of a batch's prompts together.
+    /// documents for English text) plus a few per chat message for its framing, and a
+    /// fixed count per image; a token id is one. All of a batch's prompts together.
     pub prompt_tokens: u32,
     /// Prompts in the request: more than one for a completions batch.
     pub prompts: u32,
@@ -388,6 +388,39 @@ fn text_len(v: &Value) -> usize {
     }
 }
 
+/// Tokens an image in a chat message stands for: OpenAI's count for a high-detail image of
+/// 1024 x 1024 (four 512-pixel tiles at 170 tokens each, and 85 more;
+/// <https://platform.openai.com/docs/guides/images-vision>). Its data URL's base64 text is no
+/// measure of it.
+const IMAGE_TOKENS: usize = 765;
+
+/// A chat request's prompt tokens: each message's text at four characters a token, a few
+/// for its framing, and [`IMAGE_TOKENS`] for each image part, whose bytes are not text (an
+/// audio part counts as much, a stand-in: its length is not known without decoding it).
+fn chat_prompt_tokens(msgs: &[Value]) -> usize {
+    let mut chars = 16 * msgs.len();
+    let mut tokens = 0;
+    for m in msgs {
+        let Some(o) = m.as_object() else { continue };
+        for (k, v) in o {
+            match (k.as_str(), v) {
+                ("content", Value::Array(parts)) => {
+                    for part in parts {
+                        match part.get("type").and_then(Value::as_str) {
+                            Some("image_url" | "input_image" | "input_audio") => {
+                                tokens += IMAGE_TOKENS;
+                            }
+                            _ => chars += text_len(part),
+                        }
+                    }
+                }
+                _ => chars += text_len(v),
+            }
+        }
+    }
+    tokens + chars.div_ceil(4)
+}
+
 /// Validates a request body for `endpoint`.
 ///
 /// # Errors
@@ -469,8 +502,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
                     ));
                 }
             }
-            let chars = text_len(&Value::Array(msgs.clone())) + 16 * msgs.len();
-            (1, chars.div_ceil(4))
+            (1, chat_prompt_tokens(msgs))
         }
         Endpoint::Completions => match obj.get("prompt") {
             Some(p) => prompt_size(p).ok_or_else(|| {

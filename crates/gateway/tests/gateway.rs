@@ -936,6 +936,20 @@ fn request_fields_are_checked_and_token_ids_counted() {
             format!(r#"{{"model":"m","prompt":{prompt}}}"#).as_bytes(),
         )
     };
+    // An image counts as OpenAI counts a high-detail one, not as its base64 text.
+    let data = "A".repeat(3_000_000);
+    let image = chat(
+        "",
+        &format!(
+            r#"{{"role":"user","content":[{{"type":"text","text":"what is this?"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{data}"}}}}]}}"#
+        ),
+    )
+    .expect("an image part");
+    assert!(
+        (765..800).contains(&image.prompt_tokens),
+        "{}",
+        image.prompt_tokens
+    );
     let ids: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
     let one = completion(&format!("[{}]", ids.join(","))).expect("token ids");
     assert_eq!((one.prompts, one.prompt_tokens), (1, 1000));
