@@ -54,11 +54,14 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
             )
         }
     };
+    // A million times either way is far past any forecast's error; beyond it demand rounds
+    // to no replica, or to more than any catalog holds.
     if let Some(x) = a.demand_x {
-        if !(x > 0.0 && x.is_finite()) {
-            return Err(
-                UsageError(format!("--demand-x must be a positive factor, not {x}")).into(),
-            );
+        if !(1e-6..=1e6).contains(&x) {
+            return Err(UsageError(format!(
+                "--demand-x must be a factor from 0.000001 to 1,000,000, not {x}"
+            ))
+            .into());
         }
     }
     let file = PlanFile::parse(&text, &origin).map_err(|e| UsageError(e.to_string()))?;

@@ -66,10 +66,12 @@ fn read(path: &Path) -> Result<String> {
 
 /// Runs `simulate`.
 pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> {
+    // A million times either way: beyond it a trace's times lose their precision, or its
+    // requests all arrive at once.
     if let Some(x) = a.rate_x {
-        if !(x > 0.0 && x.is_finite()) {
+        if !(1e-6..=1e6).contains(&x) {
             return Err(usage(format!(
-                "--rate-x must be a positive factor, not {x}"
+                "--rate-x must be a factor from 0.000001 to 1,000,000, not {x}"
             )));
         }
     }

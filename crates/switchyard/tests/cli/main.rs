@@ -1370,6 +1370,18 @@ fn plan_rejects_bad_input_with_one_line() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--mw-is"), "{err}");
+    // Factors past a million either way, where demand rounds to nothing or times lose
+    // their precision, are refused.
+    for args in [
+        ["plan", "--demand-x", "1e-9"],
+        ["plan", "--demand-x", "1e300"],
+        ["simulate", "--rate-x", "1e-15"],
+    ] {
+        let o = run(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("1,000,000"), "{args:?}: {err}");
+    }
     // Values the solver or the confirming simulation cannot work with are refused with
     // their field, not run: a negative life made buying more cheaper, a NaN run hung.
     let plan = include_str!("../../../../scenarios/plan-750mw.toml");
