@@ -92,6 +92,9 @@ pub struct Timeouts {
     /// A client's request body arriving, from its headers: a client that stalls mid-body is
     /// answered 408 rather than holding its connection open.
     pub body_ms: u64,
+    /// A client's request headers arriving, from their first byte: a client that trickles
+    /// them (slowloris) has its connection closed.
+    pub header_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -101,6 +104,7 @@ impl Default for Timeouts {
             first_token_ms: 30_000,
             total_ms: 600_000,
             body_ms: 30_000,
+            header_ms: 30_000,
         }
     }
 }
@@ -501,6 +505,7 @@ impl Config {
             ("timeouts.first_token_ms", t.first_token_ms),
             ("timeouts.total_ms", t.total_ms),
             ("timeouts.body_ms", t.body_ms),
+            ("timeouts.header_ms", t.header_ms),
         ] {
             if v == 0 {
                 return Err(top(

@@ -262,8 +262,10 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// Serves until `shutdown` resolves. Small streamed writes go out at once (TCP_NODELAY), so
-/// no token waits for a delayed acknowledgement.
+/// Serves until `shutdown` resolves, then lets the requests in flight finish. Small streamed
+/// writes go out at once (TCP_NODELAY), so no token waits for a delayed acknowledgement; a
+/// connection whose request headers do not arrive within `timeouts.header_ms` is closed
+/// (axum's own server leaves it open).
 ///
 /// # Errors
 /// The listener failed.
@@ -272,12 +274,55 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
     let _ = crate::metrics::handle();
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let headers = std::time::Duration::from_millis(gw.timeouts.header_ms);
+    let app = app(gw);
+    // Connections watch `stop_rx`, which the shutdown closes by dropping its sender; each
+    // holds a `done` receiver until it ends, so that the shutdown can wait for them all.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors or a connection reset before it was taken: the
+                // listener is fine; wait a little rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(gw))
-        .with_graceful_shutdown(shutdown)
-        .await
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(headers);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(stop_rx);
+    drop(stop_tx);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
 }

@@ -1490,3 +1490,40 @@ async fn a_refusal_between_a_failure_and_a_retry_does_not_spare_the_budget() {
         "{body}"
     );
 }
+
+/// A client that trickles its request headers has its connection closed after
+/// `timeouts.header_ms`, rather than holding it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_never_end_close_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = format!(
+        "[timeouts]\nheader_ms = 200\n{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 4096];
+    // Closed (or answered) well before the test's own limit; an open connection would
+    // leave the read waiting.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut total = 0;
+        loop {
+            match s.read(&mut answer[total..]).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection stayed open");
+}
