@@ -249,6 +249,18 @@ fn positive(body: &Value, field: &str) -> Result<Option<u32>, ApiError> {
     }
 }
 
+/// The boolean `field` holds: false where it is left out or null.
+fn boolean(v: Option<&Value>, field: &str) -> Result<bool, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid(
+            format!("`{field}` must be a boolean."),
+            Some(field),
+        )),
+    }
+}
+
 /// Checks that `field`, where set, is a number within `lo..=hi` (OpenAI's ranges).
 fn in_range(
     obj: &serde_json::Map<String, Value>,
@@ -568,16 +580,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ));
         }
     }
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`stream` must be a boolean.",
-                Some("stream"),
-            ))
-        }
-    };
+    let stream = boolean(obj.get("stream"), "stream")?;
     // As OpenAI has it, stream options go with a stream.
     if !stream && !matches!(obj.get("stream_options"), None | Some(Value::Null)) {
         return Err(ApiError::invalid(
@@ -598,19 +601,11 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ));
         }
     }
-    let include_usage = match obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-    {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`stream_options.include_usage` must be a boolean.",
-                Some("stream_options.include_usage"),
-            ))
-        }
-    };
+    let include_usage = boolean(
+        obj.get("stream_options")
+            .and_then(|o| o.get("include_usage")),
+        "stream_options.include_usage",
+    )?;
     let (max_tokens, max_tokens_param) = match positive(&body, "max_completion_tokens")? {
         Some(n) => (Some(n), "max_completion_tokens"),
         None => (positive(&body, "max_tokens")?, "max_tokens"),

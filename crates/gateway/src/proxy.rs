@@ -299,71 +299,28 @@ fn sized(
     })
 }
 
+/// Notes that `provider` refused the request as one it cannot serve: the first refusal is
+/// kept to answer with, and every one is counted and named.
+fn refused(
+    unsuitable: &mut (Option<ApiError>, usize),
+    why: &mut Vec<String>,
+    provider: &str,
+    e: ApiError,
+) {
+    why.push(format!("{provider}: {}", e.message));
+    unsuitable.1 += 1;
+    unsuitable.0.get_or_insert(e);
+}
+
 fn error_event(message: &str) -> Bytes {
     let v = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_failed"}});
     sse::event(v.to_string().as_bytes())
 }
 
-/// What the relay reads of a streamed chunk, borrowed from its bytes (each token's chunk
-/// passes here, so no map of it is built): its choices' output and its usage.
-#[derive(serde::Deserialize)]
-struct ChunkView<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Vec<ChoiceView<'a>>>,
-    #[serde(default)]
-    usage: Option<UsageView>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChoiceView<'a> {
-    #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    delta: Option<DeltaView<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct DeltaView<'a> {
-    #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
-}
-
-#[derive(serde::Deserialize)]
-struct UsageView {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-}
-
-impl ChunkView<'_> {
-    /// Whether the chunk carries output: text, reasoning or a tool call in one of its
-    /// choices. Role-only, finish and usage chunks do not.
-    fn carries_output(&self) -> bool {
-        let filled =
-            |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
-        self.choices.iter().flatten().any(|c| {
-            filled(&c.text)
-                || c.delta.as_ref().is_some_and(|d| {
-                    filled(&d.content)
-                        || filled(&d.reasoning_content)
-                        || d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
-                })
-        })
-    }
-
-    /// The provider's (prompt, completion) count, if the chunk has one.
-    fn usage(&self) -> Option<(Option<u64>, u64)> {
-        let u = self.usage.as_ref()?;
-        Some((u.prompt_tokens, u.completion_tokens?))
-    }
-}
-
-/// [`ChunkView::carries_output`] for a chunk of a shape the view does not take (content as
-/// an array of parts, a null choice): any non-empty text, reasoning or tool call.
-fn value_carries_output(v: &Value) -> bool {
+/// Whether a streamed chunk carries output: text, reasoning or a tool call in one of its
+/// choices (content as a string or an array of parts). Role-only, finish and usage chunks
+/// do not.
+fn carries_output(v: &Value) -> bool {
     let filled = |x: &Value| match x {
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
@@ -396,16 +353,21 @@ async fn attempt(
     req: &ApiRequest,
     raw: &Bytes,
     seq: u64,
+    emu: Option<Sized>,
 ) -> Result<Started, Failure> {
     let first = Duration::from_millis(gw.timeouts.first_token_ms);
     let total = Duration::from_millis(gw.timeouts.total_ms);
     match &d.backend {
         Backend::Emulated(pool) => {
+            // Sized before the request was sent (see `handle`).
             let Sized {
                 asked,
                 limited,
                 prompt_param,
-            } = sized(pool, ep, req).map_err(Failure::Unsuitable)?;
+            } = match emu {
+                Some(s) => s,
+                None => sized(pool, ep, req).map_err(Failure::Unsuitable)?,
+            };
             let stop = stop_point(&req.stop, asked);
             let output = stop.map_or(asked, |(n, _)| n);
             // One deadline covers admission (where an injected spike waits) and the first
@@ -695,15 +657,17 @@ pub(crate) async fn handle(
         let d = &route.deployments[i];
         // A deployment that cannot serve the request says so before it is sent: no
         // attempt, no budget, nothing counted against it.
-        if let Backend::Emulated(pool) = &d.backend {
-            if let Err(e) = sized(pool, ep, &req) {
-                tried.push(i);
-                why.push(format!("{}: {}", d.provider, e.message));
-                unsuitable.1 += 1;
-                unsuitable.0.get_or_insert(e);
-                continue;
-            }
-        }
+        let emu = match &d.backend {
+            Backend::Emulated(pool) => match sized(pool, ep, &req) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tried.push(i);
+                    refused(&mut unsuitable, &mut why, &d.provider, e);
+                    continue;
+                }
+            },
+            Backend::OpenAi { .. } => None,
+        };
         // A retry spends from the budget only when there is somewhere to send it.
         if let Some(prev) = last_failed.take() {
             if !gw.budget.lock().map(|mut b| b.withdraw()).unwrap_or(false) {
@@ -724,7 +688,7 @@ pub(crate) async fn handle(
             since: t_start,
         };
         let t0 = Instant::now();
-        match attempt(&gw, d, ep, &req, &body, seq).await {
+        match attempt(&gw, d, ep, &req, &body, seq, emu).await {
             Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
@@ -786,9 +750,7 @@ pub(crate) async fn handle(
                 guard.armed = false;
                 route.router().abandoned(i);
                 d.labels.ended();
-                why.push(format!("{}: {}", d.provider, e.message));
-                unsuitable.1 += 1;
-                unsuitable.0.get_or_insert(e);
+                refused(&mut unsuitable, &mut why, &d.provider, e);
             }
             Err(Failure::Retry(reason)) => {
                 guard.armed = false;
@@ -932,12 +894,8 @@ impl Relayer {
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
-                let (output, usage) = match serde_json::from_slice::<ChunkView<'_>>(&p) {
-                    Ok(v) => (v.carries_output(), v.usage()),
-                    // A shape the view does not take is read whole, once.
-                    Err(_) => serde_json::from_slice::<Value>(&p)
-                        .map_or((false, None), |v| (value_carries_output(&v), usage_of(&v))),
-                };
+                let (output, usage) = serde_json::from_slice::<Value>(&p)
+                    .map_or((false, None), |v| (carries_output(&v), usage_of(&v)));
                 if output {
                     self.tokens += 1;
                 }

@@ -161,37 +161,14 @@ async fn model(State(gw): State<Arc<Gateway>>, uri: axum::http::Uri, h: HeaderMa
         Err(e) => return e.into_response(),
     };
     let raw = uri.path().strip_prefix("/v1/models/").unwrap_or_default();
-    let id = percent_decoded(raw).unwrap_or_else(|| raw.to_string());
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_or_else(|_| raw.to_string(), |id| id.into_owned());
     if gw.models.contains_key(&id) && key.as_ref().is_none_or(|k| k.allows(&id)) {
         axum::Json(model_object(&gw, &id)).into_response()
     } else {
         ApiError::model_not_found(&id).into_response()
     }
-}
-
-/// `s` with its `%XX` escapes decoded, or `None` where they make no UTF-8 text.
-fn percent_decoded(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {

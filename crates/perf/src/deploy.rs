@@ -668,7 +668,7 @@ impl<'a> Deployment<'a> {
             }
         };
         // Speculative decoding spreads a step, and its drafting, over the tokens it accepts.
-        let tokens = self.speculative.map_or(1.0, |s| s.tokens_per_step);
+        let tokens = self.tokens_per_step();
         let step: f64 = parts.iter().map(|x| x.seconds).sum();
         parts.push(StepPart::new("drafting", step * (overhead - 1.0)));
         parts
@@ -676,6 +676,12 @@ impl<'a> Deployment<'a> {
             .filter(|x| x.seconds > 0.0)
             .map(|x| StepPart::new(x.part, x.seconds / tokens))
             .collect()
+    }
+
+    /// Tokens a sequence receives per decode step: those speculative decoding accepts, else
+    /// one.
+    pub fn tokens_per_step(&self) -> f64 {
+        self.speculative.map_or(1.0, |s| s.tokens_per_step)
     }
 
     /// Tokens each sequence's step verifies, and the step's cost with its drafting as a

@@ -145,7 +145,7 @@ impl Deployment<'_> {
             // Speculative decoding's step (drafting and verifying) yields several tokens,
             // and `step` and `tpot` are per token: the prompt waits out and rides a whole
             // step, not a token's share of one.
-            let k = self.speculative.map_or(1.0, |s| s.tokens_per_step);
+            let k = self.tokens_per_step();
             others.min(1.0) * tpot * k / 2.0
                 + (step.time * k + own).max(tpot * k)
                 + md1_wait(own, rho).min(others * own)

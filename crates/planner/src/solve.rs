@@ -570,6 +570,11 @@ pub(crate) fn bought_usd(m: &Model<'_>, i: usize, n: u32) -> f64 {
     o.usd_per_hour / o.systems * f64::from(whole_systems(o, n))
 }
 
+/// The megawatts `n` units of option `o` draw as bought: their whole systems'.
+pub(crate) fn bought_mw(o: &Candidate, n: u32) -> f64 {
+    o.mw / o.systems * f64::from(whole_systems(o, n))
+}
+
 /// The whole systems `n` units of option `o` occupy.
 pub(crate) fn whole_systems(o: &Candidate, n: u32) -> u32 {
     (f64::from(n) * o.systems - 1e-9)
@@ -613,8 +618,7 @@ fn rounded(
                 .enumerate()
                 .filter(|(i, o)| o.provider == p && whole[*i] > 0)
                 .map(|(i, o)| {
-                    let per_system = o.out.mw / o.out.systems;
-                    let bought = per_system * f64::from(whole_systems(&o.out, whole[i]));
+                    let bought = bought_mw(&o.out, whole[i]);
                     (i, bought, bought - x[i] * o.out.mw)
                 })
                 .collect();
@@ -966,7 +970,7 @@ pub(crate) fn phase(
             for b in buys.iter().filter(|b| m.options[b.option].provider == p) {
                 let o = &m.options[b.option].out;
                 // The whole systems bought draw their power, however many replicas use them.
-                mw += o.mw / o.systems * f64::from(b.systems);
+                mw += bought_mw(o, b.replicas);
                 match systems.iter_mut().find(|(s, _)| s == &o.system) {
                     Some(e) => e.1 += b.systems,
                     None => systems.push((o.system.clone(), b.systems)),
