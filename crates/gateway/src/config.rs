@@ -92,8 +92,9 @@ pub struct Timeouts {
     /// A client's request body arriving, from its headers: a client that stalls mid-body is
     /// answered 408 rather than holding its connection open.
     pub body_ms: u64,
-    /// A client's request headers arriving, from their first byte: a client that trickles
-    /// them (slowloris) has its connection closed.
+    /// A client's request headers arriving, from when the connection waits for them: a
+    /// client that trickles them (slowloris), or leaves a kept-alive connection idle, has it
+    /// closed.
     pub header_ms: u64,
 }
 

@@ -242,7 +242,9 @@ pub fn app(gw: Arc<Gateway>) -> Router {
 /// Serves until `shutdown` resolves, then lets the requests in flight finish. Small streamed
 /// writes go out at once (TCP_NODELAY), so no token waits for a delayed acknowledgement; a
 /// connection whose request headers do not arrive within `timeouts.header_ms` is closed
-/// (axum's own server leaves it open).
+/// (axum's own server leaves it open), as is a kept-alive one idle that long: hyper starts
+/// the timer when it waits for a request's head, which on a kept-alive connection is as soon
+/// as the previous answer is sent.
 ///
 /// # Errors
 /// The listener failed.

@@ -1491,11 +1491,29 @@ async fn a_refusal_between_a_failure_and_a_retry_does_not_spare_the_budget() {
     );
 }
 
-/// A client that trickles its request headers has its connection closed after
-/// `timeouts.header_ms`, rather than holding it for ever.
+/// Reads `s` into `answer` until the gateway closes it, or `None` after ten seconds: an
+/// open connection would leave the read waiting.
+async fn until_closed(s: &mut tokio::net::TcpStream, answer: &mut [u8]) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut total = 0;
+        loop {
+            match s.read(&mut answer[total..]).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// A client that trickles its request headers, or sends no further request on a kept-alive
+/// connection, has its connection closed after `timeouts.header_ms`, rather than holding it
+/// for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_never_end_close_the_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let text = format!(
         "[timeouts]\nheader_ms = 200\n{}{}",
         emulated("gpu", "h100-sxm", ""),
@@ -1513,17 +1531,19 @@ async fn headers_that_never_end_close_the_connection() {
         .await
         .expect("write");
     let mut answer = vec![0u8; 4096];
-    // Closed (or answered) well before the test's own limit; an open connection would
-    // leave the read waiting.
-    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut total = 0;
-        loop {
-            match s.read(&mut answer[total..]).await {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the connection stayed open");
+    // Closed (or answered) well before the test's own limit.
+    let read = until_closed(&mut s, &mut answer).await;
+    assert!(read.is_some(), "the connection stayed open");
+    // So does a kept-alive connection that sends nothing after its answer: an idle client
+    // holds no connection for ever either.
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let read = until_closed(&mut s, &mut answer).await;
+    let total = read.expect("the idle connection stayed open");
+    let got = String::from_utf8_lossy(&answer[..total]);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }

@@ -698,17 +698,20 @@ pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Frontier, PerfError> {
     let deployments = fitting_deployments(q, p)?;
     let chips = deployments.first().map_or(0, |d| d.layout.chips());
     // Every load within the limits, with its deployment and that deployment's peak.
+    // The peak is the deployment's whatever the limits: the chips' power follows the load
+    // they carry, not how much of it a latency limit allows.
     let mut all: Vec<(usize, Operating, f64)> = Vec::new();
     for (i, d) in deployments.iter().enumerate() {
-        let ops: Vec<Operating> = d
-            .loads(p, q.isl, q.osl)
-            .filter(|op| op.within(q.tpot_limit, q.ttft_limit))
-            .collect();
+        let ops: Vec<Operating> = d.loads(p, q.isl, q.osl).collect();
         let peak = ops
             .iter()
             .map(|op| op.throughput_tok_s)
             .fold(f64::MIN_POSITIVE, f64::max);
-        all.extend(ops.into_iter().map(|op| (i, op, peak)));
+        all.extend(
+            ops.into_iter()
+                .filter(|op| op.within(q.tpot_limit, q.ttft_limit))
+                .map(|op| (i, op, peak)),
+        );
     }
     // Fastest first; among equal speeds the higher throughput first. A point stays when it
     // carries more than every faster point.
@@ -748,7 +751,10 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
     let d = best_deployment(q, p, objective)?;
     let at = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
     let (peak, peak_meets_limits) = q.peak(&d, p);
-    let util = |op: &Operating| op.throughput_tok_s / peak.throughput_tok_s.max(f64::MIN_POSITIVE);
+    // Power follows the share of the deployment's own peak in use: a latency limit that
+    // holds the load down does not make the same load cost more.
+    let most = d.max_throughput(p, q.isl, q.osl, None).throughput_tok_s;
+    let util = |op: &Operating| op.throughput_tok_s / most.max(f64::MIN_POSITIVE);
     Ok(Estimate {
         model: q.model.id.clone(),
         system: q.system.id.clone(),
@@ -761,7 +767,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         kv_tokens_per_request: d.kv_ctx(q.isl, q.osl),
         batch_limit_per_replica: d.batch_limit(p),
         at_economics: d.economics(p, &at, util(&at)),
-        peak_economics: d.economics(p, &peak, 1.0),
+        peak_economics: d.economics(p, &peak, util(&peak)),
         at_parts: d.tpot_parts(p, q.concurrency, q.isl, q.osl),
         at,
         peak,

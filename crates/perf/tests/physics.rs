@@ -2269,6 +2269,36 @@ fn the_frontier_runs_from_the_fastest_user_to_the_peak_throughput() {
     let within = estimate(&limited, &p, Objective::Throughput).expect("estimate");
     let top = g[g.len() - 1].op.throughput_tok_s;
     assert!((top - within.peak.throughput_tok_s).abs() < 1e-9 * top);
+    // A limit changes which loads are offered, not what a load costs: the same layout at the
+    // same load draws the same power with or without it, and the limited peak draws less
+    // than the unlimited one.
+    let same = g
+        .iter()
+        .find_map(|x| {
+            f.iter()
+                .find(|y| y.layout == x.layout && y.op.concurrency == x.op.concurrency)
+                .map(|y| (x, y))
+        })
+        .expect("a point on both frontiers");
+    let (a, b) = (joules(&same.0.economics), joules(&same.1.economics));
+    assert!((a - b).abs() < 1e-9 * b, "{a} against {b}");
+    let power = |e: &switchyard_perf::Economics| e.power_w.expect("power known");
+    assert!(power(&within.peak_economics) < power(&peak.peak_economics));
+    let lone = Query {
+        concurrency: 1.0,
+        ..q.clone()
+    };
+    let lone_limited = Query {
+        tpot_limit: Some(0.030),
+        ..lone.clone()
+    };
+    let (a, b) = (
+        estimate(&lone, &p, Objective::Latency).expect("estimate"),
+        estimate(&lone_limited, &p, Objective::Latency).expect("estimate"),
+    );
+    assert_eq!(a.layout, b.layout);
+    let (a, b) = (power(&a.at_economics), power(&b.at_economics));
+    assert!((a - b).abs() < 1e-9 * b, "{a} against {b}");
     // A model that does not fit is the same error as for an estimate.
     let big = query(&cat, "llama-3.1-405b", "h100-sxm", Some(2));
     assert!(matches!(

@@ -15,6 +15,7 @@ macro_rules! out {
     }};
 }
 
+mod input;
 mod plan;
 mod predict;
 mod serve;

@@ -1,6 +1,7 @@
 //! `switchyard plan`: reads a planning scenario, plans every phase, confirms it by
 //! simulation, prints the plan and writes its JSON and HTML.
 
+use crate::input::{read_text, Kind};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -35,10 +36,7 @@ pub struct PlanArgs {
 /// Runs `plan`.
 pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
     let (text, origin) = match &a.scenario {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
-            p.display().to_string(),
-        ),
+        Some(p) => (read_text(p, Kind::Settings)?, p.display().to_string()),
         None => (
             DEFAULT_SCENARIO.to_string(),
             "scenarios/plan-750mw.toml".to_string(),

@@ -1,5 +1,6 @@
 //! The prediction commands: `estimate`, `compare`, `validate` and `catalog`.
 
+use crate::input::{read_text, Kind};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -27,7 +28,7 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
     let mut cat = Catalog::builtin().context("built-in catalog")?;
     if let Some(path) = extra {
-        let text = read_text(path)?;
+        let text = read_text(path, Kind::Settings)?;
         cat.extend_from_toml(&text, &path.display().to_string())
             .map_err(usage)?;
     }
@@ -857,23 +858,9 @@ pub struct ValidateArgs {
 
 /// A points file by path, or the built-in copy of `reference/points.csv`: its name for
 /// reports and its rows.
-/// A file's text; a byte that is not UTF-8 is named by its line.
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count();
-        usage(format!(
-            "{}: line {line}: not UTF-8 text (byte {:#04x}); save the file as UTF-8",
-            path.display(),
-            e.as_bytes()[at]
-        ))
-    })
-}
-
 fn read_points(path: Option<&Path>) -> Result<(String, Vec<validate::Point>)> {
     let (name, text) = match path {
-        Some(path) => (path.display().to_string(), read_text(path)?),
+        Some(path) => (path.display().to_string(), read_text(path, Kind::Points)?),
         None => (
             "built-in reference/points.csv".to_string(),
             BUILTIN_POINTS.to_string(),
@@ -893,7 +880,7 @@ pub fn load_params(path: Option<&Path>) -> Result<Params> {
     match path {
         None => Ok(Params::default()),
         Some(path) => {
-            let text = read_text(path)?;
+            let text = read_text(path, Kind::Settings)?;
             Params::from_toml(&text, &path.display().to_string()).map_err(usage)
         }
     }

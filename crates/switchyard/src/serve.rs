@@ -1,5 +1,6 @@
 //! `switchyard serve`: the OpenAI-compatible gateway.
 
+use crate::input::{read_text, Kind};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -26,10 +27,7 @@ pub struct ServeArgs {
 /// Runs `serve` until interrupted.
 pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
     let (text, origin) = match &a.config {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
-            p.display().to_string(),
-        ),
+        Some(p) => (read_text(p, Kind::Settings)?, p.display().to_string()),
         None => (
             DEFAULT_CONFIG.to_string(),
             "built-in gateway configuration".to_string(),

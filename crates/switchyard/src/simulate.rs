@@ -1,6 +1,7 @@
 //! `switchyard simulate`: reads a scenario and its trace, runs the simulator, prints the
 //! summary and writes the per-request CSV, the JSON summary and the HTML report.
 
+use crate::input::{read_text, Kind};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -60,10 +61,6 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     UsageError(e.to_string()).into()
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))
-}
-
 /// Runs `simulate`.
 pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> {
     // A million times either way: beyond it a trace's times lose their precision, or its
@@ -77,7 +74,7 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
     }
     let (text, origin, dir) = match &a.scenario {
         Some(p) => (
-            read(p)?,
+            read_text(p, Kind::Settings)?,
             p.display().to_string(),
             p.parent().map(Path::to_path_buf),
         ),
@@ -97,12 +94,14 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         w.output = None;
     }
     let trace_rows = match (&a.trace, &file.workload.get_ref().trace) {
-        (Some(p), _) => Some(parse_trace(&read(p)?, &p.display().to_string()).map_err(usage)?),
+        (Some(p), _) => Some(
+            parse_trace(&read_text(p, Kind::Trace)?, &p.display().to_string()).map_err(usage)?,
+        ),
         (None, Some(rel)) => {
             let (body, name) = match &dir {
                 Some(d) => {
                     let path = d.join(rel);
-                    (read(&path)?, path.display().to_string())
+                    (read_text(&path, Kind::Trace)?, path.display().to_string())
                 }
                 None => {
                     let base = Path::new(rel)

@@ -804,6 +804,24 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("latin.csv: line 3: not UTF-8"), "{err}");
+    // So is one in a scenario, which the simulator reads the same way.
+    let latin = dir.join("latin.toml");
+    std::fs::write(&latin, b"name = \"caf\xe9\"\n").expect("write");
+    let o = run(&["simulate", "--scenario", latin.to_str().expect("path")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("latin.toml: line 1: not UTF-8"), "{err}");
+    // A path to an endless stream is refused once it outgrows any real file of its kind,
+    // before it fills memory.
+    if std::path::Path::new("/dev/zero").exists() {
+        let o = run(&["--catalog", "/dev/zero", "catalog"]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            err.contains("/dev/zero: larger than 64 MiB, the most a settings file may hold"),
+            "{err}"
+        );
+    }
     // A row that does not fit its header is skipped with its line, and the rest scored.
     let bad = temp_file("bad.csv", "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\nx,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1,2\ny,cs3,1,llama-3.1-8b,,,,,,,decode_tok_s_per_user,1800\n");
     prints(
