@@ -15,7 +15,7 @@ mod scenario;
 mod solve;
 
 pub use scenario::{ClassSpec, MwIs, Phase, PlanFile, ProviderSpec, Rules, WhatIf};
-pub use solve::megawatts;
+pub use solve::{megawatts, percentile_name};
 
 use serde::Serialize;
 

@@ -63,7 +63,7 @@ pub fn html(p: &Plan) -> String {
             &Axis::linear("MW"),
             &mw,
         );
-        let by_class: [(&str, &str, ClassFigure); 4] = [
+        let by_class: [(&str, &str, ClassFigure); 2] = [
             ("Peak demand by class (output tokens/s)", "tokens/s", |c| {
                 c.demand_tok_s
             }),
@@ -72,19 +72,35 @@ pub fn html(p: &Plan) -> String {
                 "tokens/s",
                 |c| c.capacity_tok_s,
             ),
+        ];
+        for (title, unit, f) in by_class {
+            charts += &stacked_bars(title, &cats, &Axis::linear(unit), &per_class(&f));
+        }
+        // A rate per token does not add up over classes: the fleet's is their mean weighted
+        // by the tokens each class is served.
+        let per_token: [(&str, &str, ClassFigure); 2] = [
             (
-                "Cost per million output tokens by class (USD, stacked)",
+                "Cost per million output tokens, all classes (USD)",
                 "USD per million tokens",
                 |c| c.usd_per_mtok,
             ),
             (
-                "Energy per output token by class (J, stacked)",
+                "Energy per output token, all classes (J)",
                 "joules per token",
                 |c| c.joules_per_token,
             ),
         ];
-        for (title, unit, f) in by_class {
-            charts += &stacked_bars(title, &cats, &Axis::linear(unit), &per_class(&f));
+        for (title, unit, f) in per_token {
+            let fleet = over_phases(&phases, &["all classes".to_string()], |ph, _| {
+                let served: f64 = ph.classes.iter().map(|c| c.demand_tok_s).sum();
+                let weighted: f64 = ph.classes.iter().map(|c| f(c) * c.demand_tok_s).sum();
+                if served > 0.0 {
+                    weighted / served
+                } else {
+                    0.0
+                }
+            });
+            charts += &stacked_bars(title, &cats, &Axis::linear(unit), &fleet);
         }
         sections.push(Section {
             heading: "Over the phases".into(),
@@ -120,6 +136,7 @@ pub fn html(p: &Plan) -> String {
                 "capacity tok/s",
                 "surplus %",
                 "replicas",
+                "target at",
                 "sim TTFT ms",
                 "sim TPOT ms",
                 "goodput %",
@@ -142,7 +159,7 @@ pub fn html(p: &Plan) -> String {
                         format!("{:.0}", c.capacity_tok_s),
                         format!("{:.1}", c.surplus * 100.0),
                         c.replicas.to_string(),
-                        format!("p{}", (c.percentile * 100.0).round()),
+                        crate::percentile_name(c.percentile),
                         ms(c.sim_ttft_s),
                         ms(c.sim_tpot_s),
                         c.sim_goodput

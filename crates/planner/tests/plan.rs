@@ -894,3 +894,27 @@ fn requests_longer_than_a_replica_holds_do_not_unconfirm_a_plan() {
     let c = &p.phases[0].classes[0];
     assert!(c.confirmed, "{c:?}");
 }
+
+/// A p99 TTFT target is met at the tail, not on average: replicas are loaded only until
+/// their mean TTFT leaves room for the queue's tail, so the confirming simulation holds the
+/// percentile.
+#[test]
+fn a_p99_ttft_target_holds_in_the_confirming_simulation() {
+    let text = one_phase(
+        "n_minus_1 = 0.0\nconfirm_s = 10\nconfirm_replicas = 16",
+        &provider("b", "b200", 10.0, ""),
+        "llama-3.3-70b",
+        "isl = 8000\nosl = 400\nttft_ms = 600\ntpot_ms = 40\npercentile = 0.99",
+        20_000.0,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    let c = &ph.classes[0];
+    assert!(c.confirmed, "{c:?}");
+    assert!(c.sim_ttft_s.is_some_and(|t| t <= 0.600), "{c:?}");
+    // Each option offered runs at a mean TTFT well inside the target.
+    for o in &p.options {
+        assert!(o.ttft_s <= 0.600 * 0.5, "{o:?}");
+    }
+}

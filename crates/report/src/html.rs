@@ -8,7 +8,7 @@ use crate::escape;
 pub struct Table {
     /// Column headings.
     pub headers: Vec<String>,
-    /// Rows of cells; a row may be shorter or longer than the headers, it is drawn as given.
+    /// Rows of cells, one under each heading.
     pub rows: Vec<Vec<String>>,
 }
 
@@ -30,6 +30,15 @@ pub fn table(t: &Table) -> String {
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for row in &t.rows {
+        // A row of another width than its headings shifts every cell after the gap under
+        // the wrong heading.
+        debug_assert_eq!(
+            row.len(),
+            t.headers.len(),
+            "{:?} under {:?}",
+            row,
+            t.headers
+        );
         out.push_str("<tr>");
         for cell in row {
             let class = if numeric(cell) { " class=\"num\"" } else { "" };

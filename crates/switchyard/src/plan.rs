@@ -151,7 +151,7 @@ fn print_plan(p: &Plan) {
                 c.capacity_tok_s,
                 c.surplus * 100.0,
                 c.replicas,
-                format!("p{}", (c.percentile * 100.0).round()),
+                switchyard_planner::percentile_name(c.percentile),
                 ms(c.sim_ttft_s, 0),
                 ms(c.sim_tpot_s, 1),
                 if c.confirmed { "yes" } else { "NO" },
