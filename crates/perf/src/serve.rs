@@ -239,6 +239,18 @@ impl Deployment<'_> {
         }
     }
 
+    /// The highest output throughput of the deployment's replicas as a decode pool beside a
+    /// separate prefill pool: their steps carry no prompts, so they carry more than
+    /// [`Self::max_throughput`], which has each replica also run its requests' prompts.
+    pub fn decode_peak(&self, p: &Params, isl: f64, osl: f64) -> f64 {
+        let osl = osl.max(1.0);
+        let ctx = self.decode_ctx(isl, osl);
+        self.replica_loads(p, self.kv_ctx(isl, osl))
+            .map(|c| c / self.decode_step(p, c, ctx).time)
+            .fold(0.0, f64::max)
+            * f64::from(self.layout.dp)
+    }
+
     /// The highest throughput at which both the time per output token and the time to first
     /// token stay within their limits (none: no limit), or `None` when even one request per
     /// replica misses them. Concurrency is searched in steps of a quarter up to what the KV

@@ -81,6 +81,7 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
                 engine: p.engine,
                 same_domain: p.same_domain,
             }),
+            usd_per_mtok: None,
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);

@@ -1068,9 +1068,13 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         } else {
                             crate::scenario::within_context(d.model, isl, osl)
                         };
-                        let peak = d
-                            .max_throughput(self.params, isl, osl, None)
-                            .throughput_tok_s;
+                        // A decode pool beside a prefill pool runs no prompts.
+                        let peak = if own.len() > 1 {
+                            d.decode_peak(self.params, isl, osl)
+                        } else {
+                            d.max_throughput(self.params, isl, osl, None)
+                                .throughput_tok_s
+                        };
                         let load = g.throughput_tok_s / peak.max(f64::MIN_POSITIVE);
                         g.load = Some(load);
                         busy.min(load)
@@ -1083,6 +1087,10 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 }
                 g.joules_per_token = joules;
                 g.usd_per_mtok = usd;
+            }
+            // A price the scenario states is what the provider charges, whatever it served.
+            if let Some(price) = self.scn.providers[p].usd_per_mtok {
+                g.usd_per_mtok = Some(price);
             }
             dist.ttft.push(c.ttft.clone());
             dist.e2e.push(c.e2e.clone());

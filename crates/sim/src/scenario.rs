@@ -168,7 +168,8 @@ pub struct WorkloadSection {
     /// A CSV trace to replay, relative to the scenario file.
     #[serde(default)]
     pub trace: Option<String>,
-    /// Speed-up of the trace's arrival times.
+    /// Speed-up of the arrivals: a trace's times are divided by it, a synthetic process's
+    /// rate multiplied.
     #[serde(default = "unit")]
     pub rate_x: f64,
     /// Most requests to produce.
@@ -325,6 +326,9 @@ pub struct Provider<'a> {
     /// A separate prefill pool, when the provider serves disaggregated; the pool above then
     /// only decodes.
     pub prefill: Option<PrefillPool<'a>>,
+    /// The price the scenario states, USD per million output tokens, which the reports give
+    /// in place of the one the catalog's price implies.
+    pub usd_per_mtok: Option<f64>,
 }
 
 /// The prefill pool of a disaggregated provider.
@@ -778,6 +782,7 @@ impl ScenarioFile {
                 engine,
                 target,
                 prefill,
+                usd_per_mtok: s.usd_per_mtok,
             });
         }
         let mut failures = Vec::new();
@@ -911,6 +916,12 @@ impl ScenarioFile {
             return Err(("rate_x", "must be a positive factor".into()));
         }
         let arrivals = match &w.arrival {
+            None if trace.iter().any(|r| r.arrival_s.is_nan()) => {
+                return Err((
+                    "arrival",
+                    "the trace holds lengths only, no arrival times: give an `arrival` process to draw them".into(),
+                ))
+            }
             None if has_trace => Arrivals::Trace {
                 rate_x: over.rate_x.unwrap_or(w.rate_x),
             },
@@ -921,8 +932,9 @@ impl ScenarioFile {
                 ))
             }
             Some(a) => {
-                // Synthetic rates scale with --rate-x too.
-                let rate = a.rate * over.rate_x.unwrap_or(1.0);
+                // Synthetic rates scale with the speed-up too, the command line's over the
+                // file's.
+                let rate = a.rate * over.rate_x.unwrap_or(w.rate_x);
                 if !(rate > 0.0 && rate.is_finite()) {
                     return Err(("arrival.rate", "must be a positive rate".into()));
                 }
@@ -986,15 +998,11 @@ impl ScenarioFile {
                 "an `arrival` process never ends by itself: give the workload's `requests`, the scenario's `duration_s`, or --requests".into(),
             ));
         }
-        let lengths = |l: &Option<LengthSection>,
-                       field: &'static str,
-                       col: fn(&TraceRow) -> u32| {
+        let lengths = |l: &Option<LengthSection>, field: &'static str| {
             match l {
-                None if has_trace => Ok(if matches!(arrivals, Arrivals::Trace { .. }) {
-                    Lengths::FromTrace
-                } else {
-                    Lengths::Empirical(trace.iter().map(col).collect())
-                }),
+                // A replay takes each arriving row's lengths; a synthetic process draws
+                // whole rows, prompt and output together.
+                None if has_trace => Ok(Lengths::FromTrace),
                 None => Err((field, "give a length distribution or a trace".to_string())),
                 Some(l) => match l.dist.as_str() {
                     "fixed" => l
@@ -1016,7 +1024,7 @@ impl ScenarioFile {
                         }
                         _ => Err((field, format!("`lognormal` needs a `median` from 1 to {MAX_MEAN_TOKENS} and a `sigma` from 0 to {MAX_SIGMA}"))),
                     },
-                    "trace" if has_trace => Ok(Lengths::Empirical(trace.iter().map(col).collect())),
+                    "trace" if has_trace => Ok(Lengths::FromTrace),
                     "trace" => Err((field, "`trace` lengths need a trace".to_string())),
                     other => Err((
                         field,
@@ -1026,8 +1034,8 @@ impl ScenarioFile {
             }
         };
         Ok(WorkloadSpec {
-            prompt: lengths(&w.prompt, "prompt", |r| r.prompt)?,
-            output: lengths(&w.output, "output", |r| r.output)?,
+            prompt: lengths(&w.prompt, "prompt")?,
+            output: lengths(&w.output, "output")?,
             arrivals,
             class_shares: classes
                 .iter()

@@ -12,7 +12,7 @@ use crate::SimError;
 /// One row of a request trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TraceRow {
-    /// Seconds from the start of the trace.
+    /// Seconds from the trace's first request; NaN where the trace holds lengths only.
     pub arrival_s: f64,
     /// Prompt tokens.
     pub prompt: u32,
@@ -70,10 +70,13 @@ struct JsonRow {
     output_length: f64,
 }
 
-/// Parses a request trace: CSV with a header naming the arrival time (seconds from the start,
-/// or a wall-clock `TIMESTAMP` as in the Azure LLM inference traces, taken relative to the
-/// first row), prompt and output token columns; or JSON lines with `timestamp` (ms),
-/// `input_length` and `output_length` as in the Mooncake traces. `origin` names the file in
+/// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
+/// wall-clock `TIMESTAMP` as in the Azure LLM inference traces), prompt and output token
+/// columns; or JSON lines with `timestamp` (ms), `input_length` and `output_length` as in the
+/// Mooncake traces. Times are taken from the first row's, so that a trace cut from the middle
+/// of a longer one starts at once rather than after an idle stretch that would thin every
+/// rate. A CSV without an arrival column holds lengths only (as Vidur's length traces do):
+/// its rows' times are NaN, for a synthetic process to draw. `origin` names the file in
 /// errors, which give the line and field.
 ///
 /// # Errors
@@ -106,7 +109,8 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
             )
         })
     };
-    let (a, p, o) = (find(&ARRIVAL)?, find(&PROMPT)?, find(&OUTPUT)?);
+    let (p, o) = (find(&PROMPT)?, find(&OUTPUT)?);
+    let a = cols.iter().position(|c| ARRIVAL.contains(c));
     let mut rows = Vec::new();
     let mut last = f64::NEG_INFINITY;
     let mut origin_s: Option<f64> = None;
@@ -122,32 +126,35 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
                 .copied()
                 .ok_or_else(|| err(n, format!("field `{}` is missing", cols[k])))
         };
-        let raw = get(a)?;
-        let arrival: f64 = match raw.parse::<f64>() {
-            Ok(v) => v,
-            Err(_) => {
-                let t = wall_clock_s(raw).ok_or_else(|| {
-                    err(
+        let arrival = match a {
+            None => f64::NAN,
+            Some(a) => {
+                let raw = get(a)?;
+                let t = match raw.parse::<f64>() {
+                    Ok(v) => v,
+                    Err(_) => wall_clock_s(raw).ok_or_else(|| {
+                        err(
+                            n,
+                            format!(
+                                "field `{}`: `{raw}` is neither seconds nor a YYYY-MM-DD HH:MM:SS time",
+                                cols[a]
+                            ),
+                        )
+                    })?,
+                };
+                if !t.is_finite() || t < last || t < 0.0 {
+                    return Err(err(
                         n,
                         format!(
-                            "field `{}`: `{raw}` is neither seconds nor a YYYY-MM-DD HH:MM:SS time",
+                            "field `{}`: times must be finite, at least 0 and non-decreasing",
                             cols[a]
                         ),
-                    )
-                })?;
+                    ));
+                }
+                last = t;
                 t - *origin_s.get_or_insert(t)
             }
         };
-        if !arrival.is_finite() || arrival < last || arrival < 0.0 {
-            return Err(err(
-                n,
-                format!(
-                    "field `{}`: times must be finite, at least 0 and non-decreasing",
-                    cols[a]
-                ),
-            ));
-        }
-        last = arrival;
         let tokens = |k: usize| -> Result<u32, SimError> {
             let v: f64 = get(k)?
                 .parse()
@@ -176,6 +183,7 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
         message,
     };
     let mut rows = Vec::new();
+    let mut first: Option<f64> = None;
     let mut last = f64::NEG_INFINITY;
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -200,7 +208,7 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
             }
         }
         rows.push(TraceRow {
-            arrival_s: at,
+            arrival_s: at - *first.get_or_insert(at),
             prompt: (r.input_length.round() as u32).max(1),
             output: (r.output_length.round() as u32).max(1),
         });
@@ -260,7 +268,9 @@ pub enum Lengths {
     },
     /// Drawn uniformly from a list of observed lengths.
     Empirical(Vec<u32>),
-    /// The length recorded on the trace row (trace replay only).
+    /// The length recorded on a trace row: the arriving row in a replay; under a synthetic
+    /// process a row drawn at random, the prompt and the output of one request together, so
+    /// that the trace's pairing of long prompts with their outputs survives.
     FromTrace,
 }
 
@@ -529,6 +539,13 @@ impl Iterator for Workload {
         if at > self.horizon_s {
             return None;
         }
+        let row = row.or_else(|| {
+            let from_trace = |l: &Lengths| matches!(l, Lengths::FromTrace);
+            (from_trace(&self.prompt) || from_trace(&self.output))
+                .then(|| self.trace.len())
+                .filter(|&n| n > 0)
+                .map(|n| self.trace[self.rng_len.below(n)])
+        });
         self.produced += 1;
         let prompt = self.prompt.draw(&mut self.rng_len, row.map(|r| r.prompt));
         let output = self.output.draw(&mut self.rng_len, row.map(|r| r.output));

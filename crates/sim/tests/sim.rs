@@ -581,7 +581,63 @@ fn bad_traces_name_the_line_and_field() {
     let e = parse_trace("time,in,out\n", "t.csv")
         .expect_err("bad")
         .to_string();
-    assert!(e.contains("line 1") && e.contains("arrived_at"), "{e}");
+    assert!(
+        e.contains("line 1") && e.contains("num_prefill_tokens"),
+        "{e}"
+    );
+    // Times count from the first request's, however late in the day it came.
+    let rows = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n3600.0,10,5\n3601.5,10,5\n",
+        "late.csv",
+    )
+    .expect("a late trace");
+    assert_eq!((rows[0].arrival_s, rows[1].arrival_s), (0.0, 1.5));
+    let rows = parse_trace(
+        "{\"timestamp\": 7000, \"input_length\": 10, \"output_length\": 5}\n{\"timestamp\": 8500, \"input_length\": 10, \"output_length\": 5}\n",
+        "late.jsonl",
+    )
+    .expect("a late trace");
+    assert_eq!((rows[0].arrival_s, rows[1].arrival_s), (0.0, 1.5));
+}
+
+/// A trace of lengths only, as Vidur's length traces are, gives a synthetic process its
+/// requests' lengths; replaying it, with no times to replay, is refused with what to add.
+#[test]
+fn a_trace_of_lengths_only_serves_a_synthetic_process() {
+    let lengths = "num_prefill_tokens,num_decode_tokens,num_total_tokens\n3772,54,3826\n2015,156,2171\n900,40,940\n";
+    let rows = parse_trace(lengths, "arxiv.csv").expect("lengths only");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.arrival_s.is_nan()));
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let base = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 50\n";
+    let resolve_with = |text: &str| {
+        ScenarioFile::parse(text, "test.toml")
+            .expect("parses")
+            .resolve(
+                text,
+                "test.toml",
+                &cat,
+                &p,
+                Some(rows.clone()),
+                &Overrides::default(),
+            )
+    };
+    let e = resolve_with(base).expect_err("no times").to_string();
+    assert!(e.contains("arrival") && e.contains("lengths only"), "{e}");
+    let text = format!("{base}arrival = {{ process = \"poisson\", rate = 2.0 }}\n");
+    let scn = resolve_with(&text).expect("a process draws the times");
+    let (s, csv) = run(&scn, &p);
+    assert_eq!(s.completed, 50);
+    // Every request is one of the trace's three.
+    for line in csv.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let pair = (f[5], f[6]);
+        assert!(
+            [("3772", "54"), ("2015", "156"), ("900", "40")].contains(&pair),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -1074,6 +1130,106 @@ fn load_is_the_share_of_peak_throughput_carried() {
         .throughput_tok_s;
     assert!((load - g.throughput_tok_s / peak).abs() < 1e-9, "{load}");
     assert!(load < 0.5 * util, "load {load}, util {util}");
+}
+
+/// A decode pool beside a prefill pool runs no prompts: its load is the share of its own
+/// peak as such, which a saturated pool reaches but does not pass, however long the prompts
+/// the prefill pool takes off it.
+#[test]
+fn a_decode_pools_load_is_against_its_peak_without_prompts() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"pd\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 1\nprefill_replicas = 16\nprefill_chips = 1\n[workload]\nrequests = 4000\narrival = { process = \"poisson\", rate = 80.0 }\nprompt = { dist = \"fixed\", tokens = 8000 }\noutput = { dist = \"fixed\", tokens = 300 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let g = &s.providers[0];
+    let load = g.load.expect("load");
+    assert!(load > 0.8 && load < 1.1, "load {load}");
+}
+
+/// A price the scenario states is what the reports give for the provider, for a system the
+/// catalog prices and for one it does not.
+#[test]
+fn a_stated_price_is_the_reported_cost() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[router]\npolicy = \"round-robin\"\n[[provider]]\nname = \"gpu\"\nsystem = \"h100-sxm\"\nchips = 1\nusd_per_mtok = 0.6\n[[provider]]\nname = \"wafer\"\nsystem = \"cs3\"\nusd_per_mtok = 0.25\n[[provider]]\nname = \"catalog\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 300\narrival = { process = \"poisson\", rate = 5.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 100 }\n";
+    let (s, _) = run(&resolve(text, &cat, &p, false).expect("scenario"), &p);
+    assert_eq!(s.providers[0].usd_per_mtok, Some(0.6));
+    assert_eq!(s.providers[1].usd_per_mtok, Some(0.25));
+    // Without one, the catalog's rent through the model: some other figure.
+    let own = s.providers[2]
+        .usd_per_mtok
+        .expect("the catalog prices an H100");
+    assert!(own > 0.0 && own != 0.6, "{own}");
+}
+
+/// The file's `rate_x` speeds up a synthetic process as `--rate-x` does, and the command
+/// line's wins over it.
+#[test]
+fn a_files_rate_x_speeds_up_synthetic_arrivals() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 10\nrate_x = 4.0\narrival = { process = \"poisson\", rate = 2.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 100 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    assert!(
+        matches!(scn.workload.arrivals, Arrivals::Poisson { rate } if rate == 8.0),
+        "{:?}",
+        scn.workload.arrivals
+    );
+    let file = ScenarioFile::parse(text, "test.toml").expect("parses");
+    let over = Overrides {
+        rate_x: Some(0.5),
+        ..Overrides::default()
+    };
+    let scn = file
+        .resolve(text, "test.toml", &cat, &p, None, &over)
+        .expect("scenario");
+    assert!(
+        matches!(scn.workload.arrivals, Arrivals::Poisson { rate } if rate == 1.0),
+        "{:?}",
+        scn.workload.arrivals
+    );
+}
+
+/// Under a synthetic process, lengths taken from a trace come a row at a time: each request's
+/// prompt and output are one recorded request's, so a trace whose long prompts bring short
+/// answers keeps that pairing.
+#[test]
+fn trace_lengths_under_a_synthetic_process_keep_each_rows_pair() {
+    let rows: Vec<switchyard_sim::TraceRow> = (1..=20)
+        .map(|i| switchyard_sim::TraceRow {
+            arrival_s: f64::from(i),
+            prompt: 1000 * i,
+            output: 21 - i,
+        })
+        .collect();
+    let spec = WorkloadSpec {
+        arrivals: Arrivals::Poisson { rate: 5.0 },
+        prompt: Lengths::FromTrace,
+        output: Lengths::FromTrace,
+        class_shares: vec![1.0],
+        max_requests: Some(2000),
+        horizon_s: None,
+    };
+    let w: Vec<_> = Workload::new(spec, rows, 7).collect();
+    assert_eq!(w.len(), 2000);
+    assert!(
+        w.iter().all(|a| a.prompt == 1000 * (21 - a.output)),
+        "a pair no row holds"
+    );
+    // Every row is drawn, not only the first.
+    let mut seen: Vec<u32> = w.iter().map(|a| a.output).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 20);
+    // A scenario that names the trace's lengths under a process draws them so.
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 10\narrival = { process = \"poisson\", rate = 2.0 }\nprompt = { dist = \"trace\" }\n";
+    let scn = resolve(text, &cat, &p, true).expect("scenario");
+    assert_eq!(scn.workload.prompt, Lengths::FromTrace);
+    assert_eq!(scn.workload.output, Lengths::FromTrace);
 }
 
 /// A mixture's quantile weighs each part by its given share, not by how many values it

@@ -85,18 +85,22 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         ),
     };
     let mut file = ScenarioFile::parse(&text, &origin).map_err(usage)?;
-    if a.trace.is_some() {
-        // The trace given on the command line is replayed as it is: a synthetic process or
-        // length distribution left in place would silently keep it from being used.
-        let w = file.workload.get_mut();
-        w.arrival = None;
-        w.prompt = None;
-        w.output = None;
-    }
     let trace_rows = match (&a.trace, &file.workload.get_ref().trace) {
-        (Some(p), _) => Some(
-            parse_trace(&read_text(p, Kind::Trace)?, &p.display().to_string()).map_err(usage)?,
-        ),
+        (Some(p), _) => {
+            let rows = parse_trace(&read_text(p, Kind::Trace)?, &p.display().to_string())
+                .map_err(usage)?;
+            // The trace given on the command line is used as it is: a length distribution
+            // left in place would silently keep it from being used, and so would a
+            // synthetic process where it has times of its own. One with lengths only takes
+            // its times from the scenario's process.
+            let w = file.workload.get_mut();
+            if rows.iter().all(|r| !r.arrival_s.is_nan()) {
+                w.arrival = None;
+            }
+            w.prompt = None;
+            w.output = None;
+            Some(rows)
+        }
         (None, Some(rel)) => {
             let (body, name) = match &dir {
                 Some(d) => {

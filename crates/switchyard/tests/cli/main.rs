@@ -1228,7 +1228,36 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("line 1") && err.contains("arrived_at"),
+        err.contains("line 1") && err.contains("num_prefill_tokens"),
+        "{err}"
+    );
+    // A trace of lengths only takes its times from the scenario's process, and without one
+    // says so.
+    let lengths = temp_file(
+        "lengths.csv",
+        "num_prefill_tokens,num_decode_tokens\n700,30\n1200,80\n",
+    );
+    let process = temp_file("process.toml", "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 20\narrival = { process = \"poisson\", rate = 2.0 }\n");
+    let out_dir = std::env::temp_dir().join(format!("switchyard-cli-len-{}", std::process::id()));
+    let o = run(&[
+        "simulate",
+        "--scenario",
+        process.to_str().expect("utf-8"),
+        "--trace",
+        lengths.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(summary["completed"], 20, "{out}");
+    let o = run(&["simulate", "--trace", lengths.to_str().expect("utf-8")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lengths only") && err.contains("arrival"),
         "{err}"
     );
     // Values that would hang the run or exhaust memory are refused with their field.
