@@ -354,9 +354,12 @@ impl Gateway {
                             let prefill = match p.prefill_replicas {
                                 None => None,
                                 Some(n) => {
-                                    let pd = dep
+                                    let mut pd = dep
                                         .prefill_partner(params, p.prefill_chips, None, (isl, osl))
                                         .map_err(|e| err("prefill_chips", e.to_string()))?;
+                                    // Prefill chips the layout splits run as several replicas.
+                                    let n = n.saturating_mul(pd.layout.dp);
+                                    pd.layout.dp = 1;
                                     let chips =
                                         n.saturating_mul(pd.layout.replica_chips()).saturating_add(
                                             engines.saturating_mul(dep.layout.replica_chips()),

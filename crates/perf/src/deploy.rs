@@ -364,7 +364,9 @@ impl<'a> Deployment<'a> {
             // GPU engines shard attention by whole heads and refuse an uneven split (vLLM
             // checks that the tensor-parallel size divides the head count).
             SystemKind::Gpu if !model.heads.is_multiple_of(layout.tp) => {
-                let fits: Vec<String> = (1..=layout.tp)
+                // Every even split within the fast fabric, wider ones too: the narrower
+                // splits may not hold the weights.
+                let fits: Vec<String> = (1..=system.scale_up().max(layout.tp))
                     .filter(|t| model.heads.is_multiple_of(*t) && t.is_power_of_two())
                     .map(|t| format!("tp{t}"))
                     .collect();

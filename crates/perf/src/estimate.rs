@@ -639,6 +639,8 @@ impl<'a> Deployment<'a> {
     /// A prefill replica to pair with this (decode) replica in disaggregated serving: the
     /// same model, system and precisions, with `layout` where given, else the layout fastest
     /// for one request on `chips` (default: the fewest that fit requests of `isl` + `osl`).
+    /// Its `dp` is the replicas `chips` split into with that layout (`tp2` on eight chips:
+    /// four).
     ///
     /// # Errors
     /// As [`best_deployment`].
@@ -656,9 +658,7 @@ impl<'a> Deployment<'a> {
             layout: layout.map(|l| Layout { dp: 1, ..l }),
             ..Query::new(self.model, self.system, isl, osl)
         };
-        let mut d = best_deployment(&q, p, Objective::Latency)?;
-        d.layout.dp = 1;
-        Ok(d)
+        best_deployment(&q, p, Objective::Latency)
     }
 }
 

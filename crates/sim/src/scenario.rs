@@ -643,10 +643,11 @@ impl ScenarioFile {
                     e.to_string(),
                 )
             })?;
-            // `chips` are one server's: where the best layout splits them into several model
-            // replicas (a small model on an 8-GPU server), each runs as a replica of the pool,
-            // as the gateway's emulated providers run them, so that none sits idle.
-            let replicas = if s.layout.is_none() && s.chips.is_some() {
+            // `chips` are one server's: where the layout, best or given, splits them into
+            // several model replicas (a small model on an 8-GPU server, `tp4` on eight), each
+            // runs as a replica of the pool, as the gateway's emulated providers run them and
+            // as `estimate` counts them, so that none sits idle.
+            let replicas = if s.chips.is_some() {
                 u64::from(s.replicas) * u64::from(d.layout.dp)
             } else {
                 u64::from(s.replicas)
@@ -728,6 +729,15 @@ impl ScenarioFile {
                                 e.to_string(),
                             )
                         })?;
+                    // As above: prefill chips that the layout splits run as several replicas.
+                    let n = u64::from(n) * u64::from(pd.layout.dp);
+                    if n > u64::from(MAX_REPLICAS) {
+                        return Err(err(
+                            "prefill_replicas",
+                            format!("{n} prefill replicas are more than the {MAX_REPLICAS} a provider's pool may have"),
+                        ));
+                    }
+                    let n = n as u32;
                     let pe = engine_of(&mut pd, "prefill_chips")?;
                     let chips = n
                         .saturating_mul(pd.layout.replica_chips())

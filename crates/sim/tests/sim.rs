@@ -1232,6 +1232,21 @@ fn trace_lengths_under_a_synthetic_process_keep_each_rows_pair() {
     assert_eq!(scn.workload.output, Lengths::FromTrace);
 }
 
+/// Chips that a given layout splits into several model replicas run as that many replicas,
+/// as `estimate` counts them (`--chips 8 --layout tp4` is tp4-pp1-dp2), for the decode pool
+/// and for a prefill pool alike: none sits idle.
+#[test]
+fn chips_a_given_layout_splits_run_as_several_replicas() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-70b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nprecision = \"fp8\"\nchips = 8\nlayout = \"tp4\"\nreplicas = 2\nprefill_replicas = 1\nprefill_chips = 8\nprefill_layout = \"tp2\"\n[workload]\nrequests = 10\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 50 }\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let pr = &scn.providers[0];
+    assert_eq!((pr.replicas, pr.deployment.layout.chips()), (4, 4));
+    let pre = pr.prefill.as_ref().expect("a prefill pool");
+    assert_eq!((pre.replicas, pre.deployment.layout.chips()), (4, 2));
+}
+
 /// A mixture's quantile weighs each part by its given share, not by how many values it
 /// holds: one pool's ten requests stand for half the fleet when that pool is half of it.
 #[test]
