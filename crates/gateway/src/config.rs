@@ -233,10 +233,12 @@ pub struct DeploymentSection {
     /// Traffic classes this deployment takes (default: all).
     #[serde(default)]
     pub classes: Vec<String>,
-    /// Expected time to first token before any is observed, ms (emulated: predicted).
+    /// Expected time to first token before any is observed, ms (emulated: predicted;
+    /// otherwise unstated, a typical cloud's 500 ms).
     #[serde(default)]
     pub ttft_ms: Option<f64>,
-    /// Expected time per output token before any is observed, ms (emulated: predicted).
+    /// Expected time per output token before any is observed, ms (emulated: predicted;
+    /// otherwise unstated, a typical cloud's 20 ms).
     #[serde(default)]
     pub tpot_ms: Option<f64>,
     /// Requests it serves at once before queueing (emulated: predicted).

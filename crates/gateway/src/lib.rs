@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
 use switchyard_replica::{EngineConfig, Physics};
-use switchyard_router::{Router, Target};
+use switchyard_router::{Router, Target, UNSTATED_TPOT_S, UNSTATED_TTFT_S};
 
 /// The most engines one emulated pool may run: each is a task with its own batch and KV
 /// cache, and far more would exhaust memory before serving a request.
@@ -262,8 +262,10 @@ impl Gateway {
                     usd_per_mtok: d.usd_per_mtok.unwrap_or(f64::INFINITY),
                     priority: d.priority,
                     classes: d.classes.clone(),
-                    ttft_s: d.ttft_ms.unwrap_or(0.0) / 1000.0,
-                    tpot_s: d.tpot_ms.unwrap_or(0.0) / 1000.0,
+                    // Unstated, a typical cloud's until observed: a zero would draw every
+                    // request, however loaded the deployment.
+                    ttft_s: d.ttft_ms.map_or(UNSTATED_TTFT_S, |ms| ms / 1000.0),
+                    tpot_s: d.tpot_ms.map_or(UNSTATED_TPOT_S, |ms| ms / 1000.0),
                     capacity: d.capacity.unwrap_or(64.0),
                     max_context: d.max_context,
                 };

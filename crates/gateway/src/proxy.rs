@@ -692,8 +692,10 @@ pub(crate) async fn handle(
             Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
-                // does not feed the router's TTFT average.
-                route.router().succeeded(i, None);
+                // does not feed the router's TTFT average, but its time per token does.
+                route
+                    .router()
+                    .answered(i, t0.elapsed().as_secs_f64(), tokens);
                 d.labels.ended();
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels

@@ -170,6 +170,9 @@ pub struct Observed {
     pub ttft_s: Option<f64>,
     /// Moving average of observed time per output token, seconds.
     pub tpot_s: Option<f64>,
+    /// Moving average of a whole (not streamed) answer's seconds per output token, its wait
+    /// for the first token included: all a target shows of its speed when it answers whole.
+    pub answer_s_per_token: Option<f64>,
     consecutive_failures: u32,
     ejected_until: f64,
 }
@@ -180,6 +183,15 @@ const EWMA_ALPHA: f64 = 0.1;
 
 /// Output tokens assumed when a request does not say how many it wants.
 const DEFAULT_OUTPUT_TOKENS: f64 = 256.0;
+
+/// Time to first token assumed of a target that states no prediction, until it is observed:
+/// a GPU cloud's at a moderate prompt. A zero in its place would make the target look
+/// infinitely fast, however loaded, and draw every request to it.
+pub const UNSTATED_TTFT_S: f64 = 0.5;
+
+/// Time per output token assumed of a target that states no prediction, until it is
+/// observed: a GPU cloud's at a moderate load (50 tokens a second).
+pub const UNSTATED_TPOT_S: f64 = 0.02;
 
 /// What a request asks of the router.
 #[derive(Debug, Clone, Copy, Default)]
@@ -349,9 +361,11 @@ impl Router {
     pub fn expected_latency(&self, i: usize, n: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        let ttft = s.ttft_s.unwrap_or(t.ttft_s);
-        let tpot = s.tpot_s.unwrap_or(t.tpot_s);
-        let service = ttft + n * tpot;
+        let service = match (s.ttft_s, s.tpot_s, s.answer_s_per_token) {
+            // Only whole answers seen: their time per token, the first token's wait in it.
+            (None, None, Some(per_token)) => n * per_token,
+            (ttft, tpot, _) => ttft.unwrap_or(t.ttft_s) + n * tpot.unwrap_or(t.tpot_s),
+        };
         service * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
     }
 
@@ -384,6 +398,18 @@ impl Router {
         s.consecutive_failures = 0;
         if let Some(t) = tpot_s {
             s.tpot_s = Some(ewma(s.tpot_s, t));
+        }
+    }
+
+    /// A request on target `i` ended well with a whole (not streamed) answer of `tokens`
+    /// output tokens after `seconds`: it says nothing of when the first token was ready, but
+    /// how long the answer took per token.
+    pub fn answered(&mut self, i: usize, seconds: f64, tokens: u64) {
+        self.succeeded(i, None);
+        let s = &mut self.seen[i];
+        let per_token = seconds / tokens.max(1) as f64;
+        if per_token.is_finite() && per_token >= 0.0 {
+            s.answer_s_per_token = Some(ewma(s.answer_s_per_token, per_token));
         }
     }
 

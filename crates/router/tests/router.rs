@@ -1,6 +1,6 @@
 //! Routing policies and passive health.
 
-use switchyard_router::{Ask, Health, Policy, Router, Target};
+use switchyard_router::{Ask, Health, Policy, Router, Target, UNSTATED_TPOT_S, UNSTATED_TTFT_S};
 
 fn target(name: &str, f: impl FnOnce(&mut Target)) -> Target {
     let mut t = Target::named(name);
@@ -97,6 +97,46 @@ fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
         r2.first_token(0, 10.0);
     }
     assert_eq!(r2.pick(0.0, &ask), Some(1));
+}
+
+/// Targets that state no prediction and answer whole (not streamed): the latency policy
+/// still spreads requests by load, and learns from the answers' times which is slower.
+#[test]
+fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
+    let unstated = |name: &str| {
+        target(name, |t| {
+            t.ttft_s = UNSTATED_TTFT_S;
+            t.tpot_s = UNSTATED_TPOT_S;
+            t.capacity = 64.0;
+        })
+    };
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![unstated("a"), unstated("b")],
+        Health::default(),
+        1,
+    );
+    let mut counts = [0; 2];
+    for _ in 0..40 {
+        let i = r.pick(0.0, &Ask::default()).expect("a target");
+        r.dispatched(i);
+        counts[i] += 1;
+    }
+    assert_eq!(counts, [20, 20]);
+    // `a` answers 100 tokens in 3 s, `b` in 0.3 s: once seen, `b` takes the new requests.
+    for _ in 0..20 {
+        r.answered(0, 3.0, 100);
+        r.answered(1, 0.3, 100);
+    }
+    let picks: Vec<usize> = (0..10)
+        .map(|_| {
+            let i = r.pick(0.0, &Ask::default()).expect("a target");
+            r.dispatched(i);
+            i
+        })
+        .collect();
+    assert!(picks.iter().all(|&i| i == 1), "{picks:?}");
+    assert_eq!(r.observed(0).outstanding, 0);
 }
 
 #[test]
