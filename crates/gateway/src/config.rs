@@ -85,9 +85,10 @@ impl Default for Server {
 pub struct Timeouts {
     /// Establishing a connection to a provider.
     pub connect_ms: u64,
-    /// From sending a request to its first token (or, not streaming, its headers).
+    /// From sending a request to its first token of output (not a role-only or empty
+    /// chunk), or, not streaming, its headers; past it the next deployment is tried.
     pub first_token_ms: u64,
-    /// The whole request.
+    /// The whole request, from its arrival, every attempt in it: retries share it.
     pub total_ms: u64,
     /// A client's request body arriving, from its headers: a client that stalls mid-body is
     /// answered 408 rather than holding its connection open.

@@ -346,6 +346,9 @@ fn usage_of(v: &Value) -> Option<(Option<u64>, u64)> {
     ))
 }
 
+// The request's parts as the handler holds them; a struct to carry them would only be
+// unpacked again here.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
     d: &Deployment,
@@ -354,9 +357,13 @@ async fn attempt(
     raw: &Bytes,
     seq: u64,
     emu: Option<Sized>,
+    deadline: Instant,
 ) -> Result<Started, Failure> {
-    let first = Duration::from_millis(gw.timeouts.first_token_ms);
-    let total = Duration::from_millis(gw.timeouts.total_ms);
+    // `total_ms` bounds the whole request, every attempt in it: what an attempt may take is
+    // what is left of it.
+    let total = deadline.saturating_duration_since(Instant::now());
+    let first = Duration::from_millis(gw.timeouts.first_token_ms).min(total);
+    let total_ms = gw.timeouts.total_ms;
     match &d.backend {
         Backend::Emulated(pool) => {
             // Sized before the request was sent (see `handle`).
@@ -439,8 +446,7 @@ async fn attempt(
                 )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
                 Err(_) => Err(Failure::Retry(format!(
-                    "not done within {} ms",
-                    total.as_millis()
+                    "not done within the request's {total_ms} ms"
                 ))),
             }
         }
@@ -511,8 +517,7 @@ async fn attempt(
                     Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
                     Err(_) => {
                         return Err(Failure::Retry(format!(
-                            "not done within {} ms",
-                            total.as_millis()
+                            "not done within the request's {total_ms} ms"
                         )))
                     }
                 };
@@ -528,6 +533,10 @@ async fn attempt(
             }
             let mut stream = resp.bytes_stream().boxed();
             let mut reader = SseReader::default();
+            // The stream starts for the client with its first token, not with its first
+            // event: a provider that sends the role chunk and then stalls is retried like
+            // one that sends nothing. The events before it are held and go out with it.
+            let mut held: Vec<Bytes> = Vec::new();
             loop {
                 let left = first.saturating_sub(t0.elapsed());
                 match timeout(left, stream.next()).await {
@@ -539,21 +548,36 @@ async fn attempt(
                     }
                     Ok(None) => {
                         return Err(Failure::Retry(
-                            "the stream ended before its first event".into(),
+                            "the stream ended before its first token".into(),
                         ))
                     }
                     Ok(Some(Err(e))) => return Err(Failure::Retry(without_url(&e))),
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
-                        if payloads.is_empty() {
-                            continue;
-                        }
-                        if payloads[0].starts_with(b"{\"error\"") {
+                        if held.is_empty()
+                            && payloads
+                                .first()
+                                .is_some_and(|p| p.starts_with(b"{\"error\""))
+                        {
                             return Err(Failure::Retry(
                                 "the stream began with an error event".into(),
                             ));
                         }
-                        return Ok(Started::Stream(payloads, Relay::Http(stream, reader)));
+                        // Output, or the end of an answer with none (a stop at once): either
+                        // way the provider has answered.
+                        let answered = payloads.iter().any(|p| {
+                            p.as_ref() == b"[DONE]"
+                                || serde_json::from_slice::<Value>(p).is_ok_and(|v| {
+                                    carries_output(&v)
+                                        || v["choices"].as_array().is_some_and(|cs| {
+                                            cs.iter().any(|c| !c["finish_reason"].is_null())
+                                        })
+                                })
+                        });
+                        held.extend(payloads);
+                        if answered {
+                            return Ok(Started::Stream(held, Relay::Http(stream, reader)));
+                        }
                     }
                 }
             }
@@ -643,7 +667,15 @@ pub(crate) async fn handle(
     // Attempts a deployment took on; those that refused the request as unsuitable are not
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
+    let deadline = t_start + Duration::from_millis(gw.timeouts.total_ms);
     while attempts < gw.max_attempts {
+        if Instant::now() >= deadline {
+            why.push(format!(
+                "no time left of the request's {} ms (timeouts.total_ms)",
+                gw.timeouts.total_ms
+            ));
+            break;
+        }
         let ask = Ask {
             class: class.as_deref(),
             output_tokens: req.max_tokens,
@@ -688,7 +720,7 @@ pub(crate) async fn handle(
             since: t_start,
         };
         let t0 = Instant::now();
-        match attempt(&gw, d, ep, &req, &body, seq, emu).await {
+        match attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await {
             Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
@@ -718,7 +750,6 @@ pub(crate) async fn handle(
                     i,
                     relay,
                     first,
-                    t0,
                     t_start,
                     req.prompt_tokens,
                     key.clone(),
@@ -817,7 +848,6 @@ struct Relayer {
     i: usize,
     relay: Relay,
     queue: VecDeque<Bytes>,
-    t0: Instant,
     t_start: Instant,
     first_at: Instant,
     prompt_tokens: u32,
@@ -837,7 +867,6 @@ impl Relayer {
         i: usize,
         relay: Relay,
         first: Vec<Bytes>,
-        t0: Instant,
         t_start: Instant,
         prompt_tokens: u32,
         key: Option<Arc<crate::keys::Key>>,
@@ -849,7 +878,6 @@ impl Relayer {
             i,
             relay,
             queue: VecDeque::new(),
-            t0,
             t_start,
             first_at: Instant::now(),
             prompt_tokens,
@@ -918,9 +946,10 @@ impl Relayer {
             if self.finished {
                 return None;
             }
+            // The whole request's limit, from when it arrived, its earlier attempts included.
             let total = Duration::from_millis(self.gw.timeouts.total_ms);
-            let left = total.saturating_sub(self.t0.elapsed());
-            let late = || format!("not done within {} ms", total.as_millis());
+            let left = total.saturating_sub(self.t_start.elapsed());
+            let late = || format!("not done within the request's {} ms", total.as_millis());
             match &mut self.relay {
                 Relay::Emu(s, fmt) => match timeout(left, s.next()).await {
                     Ok(Some(EmuEvent::Token)) => {

@@ -1547,3 +1547,89 @@ async fn headers_that_never_end_close_the_connection() {
     let got = String::from_utf8_lossy(&answer[..total]);
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }
+
+/// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
+/// then nothing; `slow` answers whole after 1.5 s.
+async fn misbehaving_upstream() -> String {
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: String| async move {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["model"] == "slow" {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}))
+                    .into_response();
+            }
+            let role = format!(
+                "data: {}\n\n",
+                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
+            );
+            let body = futures_util::StreamExt::chain(
+                futures_util::stream::once(async move {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(role))
+                }),
+                futures_util::stream::pending(),
+            );
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// A provider that streams its role chunk and then stalls has sent no first token: it is
+/// failed over like one that sends nothing. And `total_ms` bounds the whole request, not
+/// each attempt: three slow deployments do not make the client wait three times over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() {
+    let bad = misbehaving_upstream().await;
+    let good = streaming_upstream(2, 2).await;
+    let text = format!(
+        "[timeouts]\nfirst_token_ms = 300\ntotal_ms = 1000\n\
+         [[provider]]\nname = \"bad\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n\
+         [[provider]]\nname = \"good\"\nkind = \"openai\"\nbase_url = \"{good}\"\n\
+         [[model]]\nname = \"stalls\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"role-then-stall\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"good\"\nupstream_model = \"open\"\npriority = 1\n\
+         [[model]]\nname = \"slow\"\npolicy = \"round-robin\"\n\
+         [[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"stalls","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), r.text())
+        .await
+        .expect("the stream ends")
+        .expect("body");
+    assert!(body.contains("\"ab\"") && body.contains("[DONE]"), "{body}");
+    let t = std::time::Instant::now();
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"slow","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    let took = t.elapsed().as_secs_f64();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        took < 1.4,
+        "{took} s for a request of total_ms 1000: {body}"
+    );
+}
