@@ -402,6 +402,16 @@ async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
 
 /// An OpenAI-compatible upstream that answers with the request body it received, as the
 /// content of a chat completion, so a test can see what the gateway forwarded.
+/// Serves `app` on a loopback port as an upstream; its `/v1` base URL.
+async fn serve_upstream(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/v1")
+}
+
 async fn echo_upstream() -> String {
     use axum::routing::post;
     let app = axum::Router::new().route(
@@ -413,12 +423,7 @@ async fn echo_upstream() -> String {
             axum::Json(v)
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}/v1")
+    serve_upstream(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1275,12 +1280,7 @@ async fn streaming_upstream(n: usize, usage: u64) -> String {
             ([("content-type", "text/event-stream")], out).into_response()
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}/v1")
+    serve_upstream(app).await
 }
 
 /// The value of the metric line that starts with `prefix`.
@@ -1581,12 +1581,7 @@ async fn misbehaving_upstream() -> String {
                 .into_response()
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}/v1")
+    serve_upstream(app).await
 }
 
 /// A provider that streams its role chunk and then stalls has sent no first token: it is
