@@ -299,6 +299,9 @@ pub async fn serve(
             drop(done);
         });
     }
+    // New connections are refused from here, as a load balancer expects of a server that is
+    // going away, rather than accepted into a backlog no one will serve.
+    drop(listener);
     drop(stop_rx);
     drop(stop_tx);
     drop(done_rx);

@@ -1568,12 +1568,10 @@ async fn misbehaving_upstream() -> String {
                 serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
             );
-            let body = futures_util::StreamExt::chain(
-                futures_util::stream::once(async move {
-                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(role))
-                }),
-                futures_util::stream::pending(),
-            );
+            let body = futures_util::stream::once(async move {
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(role))
+            })
+            .chain(futures_util::stream::pending());
             (
                 [("content-type", "text/event-stream")],
                 axum::body::Body::from_stream(body),
@@ -1614,7 +1612,7 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         .expect("the stream ends")
         .expect("body");
     assert!(body.contains("\"ab\"") && body.contains("[DONE]"), "{body}");
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     let (status, body) = post_json(
         &url,
         "/chat/completions",
@@ -1627,4 +1625,50 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         took < 1.4,
         "{took} s for a request of total_ms 1000: {body}"
     );
+}
+
+/// Once shutdown begins, new connections are refused while the requests in flight finish:
+/// a load balancer sees the server go, rather than a port that takes connections and never
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_connections_and_finishes_the_streams_in_flight() {
+    let (cat, params) = statics();
+    // 400 tokens from an emulated H100 take seconds: the stream is in flight at shutdown.
+    let text = format!(
+        "{}{}",
+        emulated("w", "h100-sxm", ""),
+        model("m", &[("w", "")])
+    );
+    let cfg = Config::parse(&text, "test.toml").expect("config");
+    let gw = Gateway::new(&cfg, &text, "test.toml", cat, params).expect("gateway");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(l, gw, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{addr}/v1");
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":400}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    stop.send(()).expect("stop");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a new connection was accepted after shutdown began"
+    );
+    // The stream in flight still ends properly, and then the server does.
+    let body = r.text().await.expect("body");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("the server ends")
+        .expect("joined")
+        .expect("served");
 }

@@ -542,7 +542,7 @@ impl Iterator for Workload {
         let row = row.or_else(|| {
             let from_trace = |l: &Lengths| matches!(l, Lengths::FromTrace);
             (from_trace(&self.prompt) || from_trace(&self.output))
-                .then(|| self.trace.len())
+                .then_some(self.trace.len())
                 .filter(|&n| n > 0)
                 .map(|n| self.trace[self.rng_len.below(n)])
         });

@@ -69,8 +69,17 @@ pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
             "switchyard gateway on http://{local}/v1 serving {}",
             gw.model_names().join(", ")
         );
+        // The first interrupt stops taking connections and lets the requests in flight
+        // finish; a second one does not wait for them.
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
+            eprintln!(
+                "shutting down: finishing the requests in flight (interrupt again to stop now)"
+            );
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
         };
         run_server(listener, gw, shutdown).await?;
         Ok(())
