@@ -192,6 +192,25 @@ impl ApiError {
         }
     }
 
+    /// 400 for a request whose traffic class (or lack of one) no deployment of the model
+    /// takes, naming the classes that are served.
+    pub fn class_not_served(model: &str, class: Option<&str>, served: &[&str]) -> Self {
+        let asked = match class {
+            Some(c) => format!("requests of class `{c}`"),
+            None => "requests without a class".to_string(),
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "No deployment of `{model}` serves {asked}; send the header `x-switchyard-class` with one of: {}.",
+                served.join(", ")
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("class_not_served"),
+        }
+    }
+
     /// 503 when every deployment tried failed, naming them and why.
     pub fn all_failed(model: &str, tried: &[String]) -> Self {
         ApiError {

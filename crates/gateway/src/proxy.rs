@@ -653,6 +653,23 @@ pub(crate) async fn handle(
             return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
         }
     }
+    // A class no deployment takes is the client's (or the configuration's) to change, not
+    // an outage to retry.
+    {
+        let router = route.router();
+        let targets = router.targets();
+        if !targets.iter().any(|t| t.takes(class.as_deref())) {
+            let mut served: Vec<&str> = targets
+                .iter()
+                .flat_map(|t| t.classes.iter().map(String::as_str))
+                .collect();
+            served.sort_unstable();
+            served.dedup();
+            crate::metrics::unanswered(&req.model, "client_error");
+            return ApiError::class_not_served(&req.model, class.as_deref(), &served)
+                .into_response();
+        }
+    }
     if let Ok(mut b) = gw.budget.lock() {
         b.deposit();
     }

@@ -398,10 +398,24 @@ async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
     assert_eq!(deps[0]["provider"], "wafer");
     assert_eq!(deps[0]["requests"], 2, "{health}");
     assert_eq!(deps[1]["requests"], 1, "{health}");
+    // A class no deployment takes is the client's to change: 400 naming the classes
+    // served, not 503 as if the model were down.
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "class_not_served", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("without a class") && m.contains("batch")),
+        "{body}"
+    );
 }
 
-/// An OpenAI-compatible upstream that answers with the request body it received, as the
-/// content of a chat completion, so a test can see what the gateway forwarded.
 /// Serves `app` on a loopback port as an upstream; its `/v1` base URL.
 async fn serve_upstream(app: axum::Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -412,6 +426,8 @@ async fn serve_upstream(app: axum::Router) -> String {
     format!("http://{addr}/v1")
 }
 
+/// An OpenAI-compatible upstream that answers with the request body it received, as the
+/// content of a chat completion, so a test can see what the gateway forwarded.
 async fn echo_upstream() -> String {
     use axum::routing::post;
     let app = axum::Router::new().route(
