@@ -452,6 +452,18 @@ fn chat_prompt_tokens(msgs: &[Value]) -> usize {
     tokens + chars.div_ceil(4)
 }
 
+/// Tokens of the schemas a chat request sends beside its messages (`tools`, the older
+/// `functions`, a `response_format` schema): the model reads them as text, rendered into its
+/// prompt, so they count as their JSON does, at four characters a token. Left out, a request
+/// could carry any amount of prompt past a key's token limit.
+fn schema_tokens(obj: &serde_json::Map<String, Value>) -> usize {
+    ["tools", "functions", "response_format"]
+        .iter()
+        .filter_map(|k| obj.get(*k))
+        .map(|v| v.to_string().len().div_ceil(4))
+        .sum()
+}
+
 /// Validates a request body for `endpoint`.
 ///
 /// # Errors
@@ -533,7 +545,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
                     ));
                 }
             }
-            (1, chat_prompt_tokens(msgs))
+            (1, chat_prompt_tokens(msgs) + schema_tokens(obj))
         }
         Endpoint::Completions => match obj.get("prompt") {
             Some(p) => prompt_size(p).ok_or_else(|| {

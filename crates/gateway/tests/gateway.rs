@@ -971,6 +971,19 @@ fn request_fields_are_checked_and_token_ids_counted() {
         "{}",
         image.prompt_tokens
     );
+    // Tool schemas are prompt the model reads: 40,000 characters of them count as about
+    // 10,000 tokens, not as nothing.
+    let plain = chat("", r#"{"role":"user","content":"hi"}"#).expect("plain");
+    let described = "d".repeat(40_000);
+    let tooled = chat(
+        &format!(
+            r#","tools":[{{"type":"function","function":{{"name":"f","description":"{described}","parameters":{{"type":"object"}}}}}}]"#
+        ),
+        r#"{"role":"user","content":"hi"}"#,
+    )
+    .expect("a request with tools");
+    let added = tooled.prompt_tokens - plain.prompt_tokens;
+    assert!((10_000..10_100).contains(&added), "{added}");
     let ids: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
     let one = completion(&format!("[{}]", ids.join(","))).expect("token ids");
     assert_eq!((one.prompts, one.prompt_tokens), (1, 1000));
