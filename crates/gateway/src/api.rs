@@ -126,6 +126,20 @@ impl ApiError {
         }
     }
 
+    /// 429 when every deployment tried answered that it is over its rate.
+    pub fn providers_busy(model: &str, tried: &[String], retry_after_s: u64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Every deployment of `{model}` that was tried is over its rate limit ({}). Try again in {retry_after_s} s.",
+                tried.join("; ")
+            ),
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
     /// 413 for a body over the limit.
     pub fn too_large(limit: usize) -> Self {
         ApiError {

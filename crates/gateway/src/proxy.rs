@@ -68,6 +68,10 @@ enum Started {
 enum Failure {
     /// Worth another deployment.
     Retry(String),
+    /// The provider is over its rate (HTTP 429), with the seconds its `Retry-After` asks:
+    /// worth another deployment, and where every one is, the client is told to slow down
+    /// rather than that the model is down.
+    Busy(String, Option<u64>),
     /// The request's own fault, answered as the upstream answered it.
     Client(StatusCode, Bytes),
     /// A request this deployment cannot serve (an emulated provider asked for log-probabilities,
@@ -490,7 +494,15 @@ async fn attempt(
             };
             let status =
                 StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                return Err(Failure::Busy("HTTP 429".into(), after));
+            }
+            if status.is_server_error() {
                 return Err(Failure::Retry(format!("HTTP {}", status.as_u16())));
             }
             // The gateway's own credentials or model name refused: the deployment is
@@ -684,6 +696,8 @@ pub(crate) async fn handle(
     // Attempts a deployment took on; those that refused the request as unsuitable are not
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
+    // Attempts refused as over the provider's rate, and the shortest wait they asked for.
+    let mut busy: (u32, Option<u64>) = (0, None);
     let deadline = t_start + Duration::from_millis(gw.timeouts.total_ms);
     while attempts < gw.max_attempts {
         if Instant::now() >= deadline {
@@ -737,7 +751,16 @@ pub(crate) async fn handle(
             since: t_start,
         };
         let t0 = Instant::now();
-        match attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await {
+        // A provider over its rate is failed over as any other failure; it is counted so
+        // that, where every provider is, the client is told to slow down.
+        let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await;
+        if let Err(Failure::Busy(_, after)) = &outcome {
+            busy.0 += 1;
+            if let Some(a) = *after {
+                busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
+            }
+        }
+        match outcome {
             Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
                 // A whole answer says nothing about when its first token was ready, so it
@@ -802,7 +825,7 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 refused(&mut unsuitable, &mut why, &d.provider, e);
             }
-            Err(Failure::Retry(reason)) => {
+            Err(Failure::Retry(reason) | Failure::Busy(reason, _)) => {
                 guard.armed = false;
                 let ejected = route.router().failed(i, gw.now_s());
                 d.labels.ended();
@@ -823,6 +846,15 @@ pub(crate) async fn handle(
         }
     }
     crate::metrics::unanswered(&req.model, "failed");
+    // Every provider tried is over its rate: the client is to slow down, for as long as the
+    // soonest of them asked.
+    if attempts > 0 && busy.0 == attempts {
+        let wait = busy.1.unwrap_or(1).clamp(1, gw.retry_after_s);
+        let mut r = ApiError::providers_busy(&route.name, &why, wait).into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        return r;
+    }
     let mut r = ApiError::all_failed(&route.name, &why).into_response();
     // When the first ejected deployment is tried again, else a second: the failures were
     // of the moment.

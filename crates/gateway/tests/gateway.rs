@@ -1578,7 +1578,8 @@ async fn headers_that_never_end_close_the_connection() {
 }
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
-/// then nothing; `slow` answers whole after 1.5 s.
+/// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
+/// after 7 s).
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1586,6 +1587,14 @@ async fn misbehaving_upstream() -> String {
         "/v1/chat/completions",
         post(|body: String| async move {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["model"] == "busy" {
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "7")],
+                    r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
+                )
+                    .into_response();
+            }
             if v["model"] == "slow" {
                 tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
@@ -1654,6 +1663,32 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         took < 1.4,
         "{took} s for a request of total_ms 1000: {body}"
     );
+}
+
+/// Where every deployment is over its rate, the client is told to slow down (429, with the
+/// wait the providers asked for), not that the model is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_over_their_rate_answer_429_with_their_wait() {
+    let up = misbehaving_upstream().await;
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"busy\"\n[[model.deployment]]\nprovider = \"up\"\n[[model.deployment]]\nprovider = \"up\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"busy","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
 }
 
 /// Once shutdown begins, new connections are refused while the requests in flight finish:
