@@ -90,6 +90,11 @@ pub struct Timeouts {
     pub first_token_ms: u64,
     /// The whole request, from its arrival, every attempt in it: retries share it.
     pub total_ms: u64,
+    /// One attempt at a whole (not streamed) answer, whose headers come only with its last
+    /// token, so `first_token_ms` cannot tell a stuck provider from a long answer; past it
+    /// the next deployment is tried. Unset: what is left of `total_ms` (a stuck provider
+    /// then takes the whole request, as Envoy's per-try timeout does unset).
+    pub attempt_ms: Option<u64>,
     /// A client's request body arriving, from its headers: a client that stalls mid-body is
     /// answered 408 rather than holding its connection open.
     pub body_ms: u64,
@@ -105,6 +110,7 @@ impl Default for Timeouts {
             connect_ms: 2_000,
             first_token_ms: 30_000,
             total_ms: 600_000,
+            attempt_ms: None,
             body_ms: 30_000,
             header_ms: 30_000,
         }
@@ -508,6 +514,7 @@ impl Config {
             ("timeouts.connect_ms", t.connect_ms),
             ("timeouts.first_token_ms", t.first_token_ms),
             ("timeouts.total_ms", t.total_ms),
+            ("timeouts.attempt_ms", t.attempt_ms.unwrap_or(1)),
             ("timeouts.body_ms", t.body_ms),
             ("timeouts.header_ms", t.header_ms),
         ] {

@@ -365,9 +365,15 @@ async fn attempt(
 ) -> Result<Started, Failure> {
     // `total_ms` bounds the whole request, every attempt in it: what an attempt may take is
     // what is left of it.
-    let total = deadline.saturating_duration_since(Instant::now());
+    let t0 = Instant::now();
+    let total = deadline.saturating_duration_since(t0);
     let first = Duration::from_millis(gw.timeouts.first_token_ms).min(total);
-    let total_ms = gw.timeouts.total_ms;
+    // A whole answer's attempt: its own limit where one is set, within the request's.
+    let whole = gw
+        .timeouts
+        .attempt_ms
+        .map_or(total, |ms| Duration::from_millis(ms).min(total));
+    let late = || Failure::Retry(format!("no whole answer within {} ms", whole.as_millis()));
     match &d.backend {
         Backend::Emulated(pool) => {
             // Sized before the request was sent (see `handle`).
@@ -441,7 +447,8 @@ async fn attempt(
                 }
                 false
             };
-            match timeout(total, rest).await {
+            let left = whole.saturating_sub(t0.elapsed());
+            match timeout(left, rest).await {
                 Ok(true) => Ok(Started::Full(
                     StatusCode::OK,
                     fmt.full(),
@@ -449,9 +456,7 @@ async fn attempt(
                     None,
                 )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
-                Err(_) => Err(Failure::Retry(format!(
-                    "not done within the request's {total_ms} ms"
-                ))),
+                Err(_) => Err(late()),
             }
         }
         Backend::OpenAi {
@@ -480,8 +485,7 @@ async fn attempt(
             if let Some(k) = api_key {
                 rb = rb.bearer_auth(k);
             }
-            let wait = if req.stream { first } else { total };
-            let t0 = Instant::now();
+            let wait = if req.stream { first } else { whole };
             let resp = match timeout(wait, rb.send()).await {
                 Err(_) => {
                     return Err(Failure::Retry(format!(
@@ -523,15 +527,11 @@ async fn attempt(
                 return Err(Failure::Client(status, b));
             }
             if !req.stream {
-                let left = total.saturating_sub(t0.elapsed());
+                let left = wait.saturating_sub(t0.elapsed());
                 let b = match timeout(left, resp.bytes()).await {
                     Ok(Ok(b)) => b,
                     Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
-                    Err(_) => {
-                        return Err(Failure::Retry(format!(
-                            "not done within the request's {total_ms} ms"
-                        )))
-                    }
+                    Err(_) => return Err(late()),
                 };
                 let usage = serde_json::from_slice::<Value>(&b)
                     .ok()

@@ -300,25 +300,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         return Ok(());
     }
     let e = switchyard_perf::estimate(&q, p, Objective::Latency).map_err(perf_err)?;
-    // The layout chosen is the fastest for one user; where another layout of the same chips
-    // carries clearly more at its peak, within the same limits, say which.
-    let busier = match q.layout {
-        Some(_) => None,
-        None => switchyard_perf::estimate(
-            &Query {
-                chips: Some(e.chips),
-                ..q.clone()
-            },
-            p,
-            Objective::Peak,
-        )
-        .ok()
-        .filter(|b| {
-            b.layout != e.layout
-                && b.peak_meets_limits
-                && b.peak.throughput_tok_s > e.peak.throughput_tok_s * 1.05
-        }),
-    };
+    let busier = busier(&q, p, &e);
     if a.workload.json {
         let mut v = serde_json::to_value(&e)?;
         if let Some(b) = &busier {
@@ -340,6 +322,28 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The layout chosen for `e` is the fastest for one user; where another layout of the same
+/// chips carries clearly more (5%) at its peak, within the same limits, that one's estimate.
+fn busier(q: &Query<'_>, p: &Params, e: &Estimate) -> Option<Estimate> {
+    if q.layout.is_some() {
+        return None;
+    }
+    switchyard_perf::estimate(
+        &Query {
+            chips: Some(e.chips),
+            ..q.clone()
+        },
+        p,
+        Objective::Peak,
+    )
+    .ok()
+    .filter(|b| {
+        b.layout != e.layout
+            && b.peak_meets_limits
+            && b.peak.throughput_tok_s > e.peak.throughput_tok_s * 1.05
+    })
 }
 
 /// A rate with the decimals its size needs, so that an LPU rack's 0.34 tok/s a chip or a
@@ -746,13 +750,15 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
             ids.push(id);
         }
     }
+    // Each system's fastest layout for a user, and the layout of the same chips that carries
+    // clearly more at its peak where there is one: the peak columns are the busier's, as a
+    // fleet would run the chips for throughput.
     let mut rows = Vec::new();
     for id in &ids {
         let q = a.workload.query(cat, p, &model, id)?;
-        rows.push((
-            id.clone(),
-            switchyard_perf::estimate(&q, p, Objective::Latency),
-        ));
+        let e = switchyard_perf::estimate(&q, p, Objective::Latency);
+        let busy = e.as_ref().ok().and_then(|e| busier(&q, p, e));
+        rows.push((id.clone(), e.map(|e| (e, busy))));
     }
     // Nothing to compare: the one line says why for each system asked.
     if rows.iter().all(|(_, r)| r.is_err()) {
@@ -769,7 +775,17 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(id, r)| match r {
-                Ok(e) => serde_json::to_value(e).unwrap_or_default(),
+                Ok((e, busy)) => {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    if let Some(b) = busy {
+                        v["busiest_layout"] = serde_json::json!({
+                            "layout": b.layout, "peak": b.peak,
+                            "peak_meets_limits": b.peak_meets_limits,
+                            "peak_economics": b.peak_economics,
+                        });
+                    }
+                    v
+                }
                 Err(err) => serde_json::json!({ "system": id, "error": err.to_string() }),
             })
             .collect();
@@ -788,7 +804,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         model, a.workload.concurrency
     );
     out!(
-        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:>11} {:>10} {:>9} {:>13}",
+        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:<14} {:>11} {:>10} {:>9} {:>13}",
         "system",
         "chips",
         "layout",
@@ -796,6 +812,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "TTFT ms",
         "tok/s/user",
         "bound",
+        "peak layout",
         "peak tok/s",
         "peak/chip",
         "J/token",
@@ -804,13 +821,14 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     let mut missed = false;
     for (id, r) in rows {
         match r {
-            Ok(e) => {
+            Ok((e, busy)) => {
+                let top = busy.as_ref().unwrap_or(&e);
                 // A system no load of which meets the limits is shown at one request per
                 // replica, marked, rather than passed off as within them.
-                let mark = if e.peak_meets_limits { " " } else { "*" };
-                missed |= !e.peak_meets_limits;
+                let mark = if top.peak_meets_limits { " " } else { "*" };
+                missed |= !top.peak_meets_limits;
                 out!(
-                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:>10.0}{mark} {:>10} {:>9} {:>13}",
+                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>10} {:>9} {:>13}",
                     id,
                     e.chips,
                     e.layout.to_string(),
@@ -818,10 +836,11 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     e.at.ttft_s * 1000.0,
                     e.at.user_tok_s,
                     e.at.bound.name(),
-                    e.peak.throughput_tok_s,
-                    figures(e.peak.throughput_tok_s / f64::from(e.chips)),
-                    opt(e.peak_economics.joules_per_token, 3),
-                    cost(&e.peak_economics)
+                    top.layout.to_string(),
+                    top.peak.throughput_tok_s,
+                    figures(top.peak.throughput_tok_s / f64::from(e.chips)),
+                    opt(top.peak_economics.joules_per_token, 3),
+                    cost(&top.peak_economics)
                 );
             }
             Err(err) => out!("{id:<10} -- {err}"),
@@ -831,7 +850,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     let within = limits
         .as_ref()
         .map_or(String::new(), |l| format!(" within {l}"));
-    out!("peak = highest throughput the KV cache and the engine's batch limit allow{within}; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
+    out!("peak = highest throughput the KV cache and the engine's batch limit allow{within}, at the layout of the same chips that carries the most where it carries over 5% more than the fastest; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     if missed {
         out!(
             "* no load meets {}: the peak shown is one request per replica",

@@ -618,10 +618,35 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     assert!(!out.contains("H100 SXM5"), "{out}");
     let per_chip: f64 = row_of(&out, "groq-lpu")
         .split_whitespace()
-        .nth(8)
+        .nth(9)
         .and_then(|v| v.parse().ok())
         .expect("peak/chip column");
     assert!(per_chip > 0.0 && per_chip < 10.0, "{out}");
+    // The peak is the busiest layout's on the same chips, named, never below the fastest
+    // layout's own.
+    let h100 = row_of(&out, "h100-sxm");
+    let cols: Vec<&str> = h100.split_whitespace().collect();
+    let shown: f64 = cols[8].parse().expect("peak tok/s column");
+    let o = run(&[
+        "estimate",
+        "--model",
+        "llama-3.1-70b",
+        "--hardware",
+        "h100-sxm",
+        "--chips",
+        "8",
+        "--layout",
+        cols[2],
+        "--json",
+    ]);
+    let (json, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let own = v["peak"]["throughput_tok_s"].as_f64().expect("peak");
+    assert!(shown >= own * 0.999, "{shown} against {own}: {h100}");
+    if cols[7] != cols[2] {
+        assert!(shown > own * 1.05, "{shown} against {own}: {h100}");
+    }
 }
 
 /// The line of `out` that starts with system `id`.

@@ -250,7 +250,8 @@ fn every_request_succeeds_while_a_healthy_provider_remains() {
             r#"
 [timeouts]
 first_token_ms = 800
-total_ms = 2000
+attempt_ms = 800
+total_ms = 4000
 [retries]
 max_attempts = 4
 [[provider]]
