@@ -171,6 +171,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Keeps one basis of price on every system, so that all are costed alike: `rent` keeps
+    /// the rental rates and drops purchase prices, otherwise the reverse. A system without a
+    /// price of that basis is left without one, rather than costed on the other.
+    pub fn price_on(&mut self, rent: bool) {
+        for s in &mut self.systems {
+            if let Some(p) = s.price.as_mut() {
+                if rent {
+                    p.capex_usd_per_system = None;
+                } else {
+                    p.rent_usd_per_chip_hour = None;
+                }
+            }
+        }
+    }
+
     /// All systems, in catalog order.
     pub fn systems(&self) -> &[System] {
         &self.systems

@@ -82,6 +82,32 @@ pub struct Workload {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Cost every system on one basis: `rent`, the published hourly rate; `owned`, the
+    /// purchase over its life plus electricity [default: the rent where one is published,
+    /// else the purchase].
+    #[arg(long, value_enum)]
+    cost: Option<CostBasisArg>,
+}
+
+/// The basis `--cost` names.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CostBasisArg {
+    Rent,
+    Owned,
+}
+
+impl Workload {
+    /// `cat`, with one basis of price where `--cost` names one.
+    fn priced<'c>(&self, cat: &'c Catalog) -> std::borrow::Cow<'c, Catalog> {
+        match self.cost {
+            None => std::borrow::Cow::Borrowed(cat),
+            Some(basis) => {
+                let mut c = cat.clone();
+                c.price_on(matches!(basis, CostBasisArg::Rent));
+                std::borrow::Cow::Owned(c)
+            }
+        }
+    }
 }
 
 /// A query's lengths and latency limits once the flags and the workload are read.
@@ -263,6 +289,8 @@ fn perf_err(e: PerfError) -> anyhow::Error {
 /// Runs `estimate`.
 pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
+    let priced = a.workload.priced(cat);
+    let cat: &Catalog = &priced;
     // The fit search goes no further, and no deployment comes near.
     if a.chips.is_some_and(|n| !(1..=65_536).contains(&n)) {
         return Err(usage("--chips must be from 1 to 65,536"));
@@ -730,6 +758,8 @@ pub struct CompareArgs {
 /// Runs `compare`.
 pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     a.workload.check()?;
+    let priced = a.workload.priced(cat);
+    let cat: &Catalog = &priced;
     let model = match (&a.model, &a.workload.workload) {
         (Some(m), _) => m.clone(),
         (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
@@ -858,8 +888,13 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         );
     }
     out!(
-        "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh",
-        p.life_years, p.usd_per_kwh
+        "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh{}",
+        p.life_years,
+        p.usd_per_kwh,
+        match a.workload.cost {
+            None => "; --cost rent or --cost owned costs every system alike",
+            Some(_) => "",
+        }
     );
     Ok(())
 }

@@ -647,6 +647,37 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     if cols[7] != cols[2] {
         assert!(shown > own * 1.05, "{shown} against {own}: {h100}");
     }
+    // `--cost` costs every system on one basis: owned, each at its purchase; rented, a
+    // system with no published rate has no cost rather than its purchase's.
+    let owned = prints(
+        &[
+            "compare",
+            "--model",
+            "llama-3.1-70b",
+            "--hardware",
+            "gb200,gb300",
+            "--cost",
+            "owned",
+        ],
+        &["gb200 "],
+    );
+    for id in ["gb200", "gb300"] {
+        assert!(row_of(&owned, id).ends_with("owned"), "{owned}");
+    }
+    let rent = prints(
+        &[
+            "compare",
+            "--model",
+            "llama-3.1-70b",
+            "--hardware",
+            "gb200,gb300",
+            "--cost",
+            "rent",
+        ],
+        &["gb200 "],
+    );
+    assert!(row_of(&rent, "gb200").ends_with("rent"), "{rent}");
+    assert!(row_of(&rent, "gb300").ends_with("n/a"), "{rent}");
 }
 
 /// The line of `out` that starts with system `id`.
