@@ -2754,3 +2754,18 @@ fn q_peak(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> f64 {
     d.max_throughput(p, q.isl, q.osl, q.tpot_limit)
         .throughput_tok_s
 }
+
+/// INT8 weights multiply at a chip's INT8 rate where its datasheet gives one: on an A100,
+/// which has no FP8, an INT8 prompt pass runs well ahead of weight-only 8-bit (W8A16), whose
+/// products are 16-bit.
+#[test]
+fn int8_multiplies_at_the_int8_rate() {
+    let cat = cat();
+    let p = Params::default();
+    let a100 = cat.system("a100-sxm").expect("a100");
+    assert_eq!(a100.dense_tflops.int8, Some(624.0));
+    let at = |precision| deployment(&cat, "llama-3.1-8b", "a100-sxm", "tp1", precision);
+    let (int8, w8a16) = (at(Precision::Int8), at(Precision::W8a16));
+    let (a, b) = (int8.prefill(&p, 8192.0), w8a16.prefill(&p, 8192.0));
+    assert!(a < 0.7 * b, "int8 {a} s against w8a16 {b} s");
+}
