@@ -214,7 +214,13 @@ impl System {
                 (t.int8, Precision::Int8),
                 (t.bf16, Precision::Bf16),
             ],
-            Precision::Fp8 | Precision::W4a8 => &[
+            // A floating-point format does not multiply on integer units: without FP8, FP8
+            // weights are widened to 16 bits (weight-only, as Ampere's Marlin kernels run
+            // them).
+            Precision::Fp8 => &[(t.fp8, Precision::Fp8), (t.bf16, Precision::Bf16)],
+            // 4-bit integer weights multiplied in 8 bits, FP8 or INT8 (QServe's W4A8 on INT8
+            // tensor cores).
+            Precision::W4a8 => &[
                 (t.fp8, Precision::Fp8),
                 (t.int8, Precision::Int8),
                 (t.bf16, Precision::Bf16),
