@@ -336,7 +336,13 @@ pub struct Params {
     /// Power at idle as a fraction of full-load power (GPU servers idle at roughly a third
     /// of nameplate; assumption).
     pub idle_power_frac: f64,
-    /// Host, fan and network overhead on chip power where a system's power is not published.
+    /// A server's power over its chips' where the server's is not published: host CPUs,
+    /// memory, fans, network and power conversion, at the same nameplate basis as the
+    /// systems that publish theirs, so that energy per token compares across systems. The
+    /// median of the catalog's 8-chip servers that publish both (DGX A100 6.5 kW over
+    /// 8 × 400 W: 2.03; DGX H100 and H200 10.2 kW over 8 × 700 W: 1.82; DGX B200 14.3 kW over
+    /// 8 × 1,000 W: 1.79; HGX B300 14.5 kW over 8 × 1,100 W: 1.65). A nameplate is a
+    /// maximum: DGX H100 draws 6.5-8.5 kW of its 10.2 under load.
     pub host_overhead: f64,
     /// Power usage effectiveness of the facility: 1.10 for a modern liquid-cooled AI
     /// datacentre (<https://research-viewer.pages.dev/orbital-ai-datacenters-3/pages/terrestrial-pue/>).
@@ -392,7 +398,7 @@ impl Default for Params {
             default_osl: 512,
 
             idle_power_frac: 0.35,
-            host_overhead: 1.35,
+            host_overhead: 1.8,
             pue: 1.10,
             usd_per_kwh: 0.08,
             life_years: 5.0,
