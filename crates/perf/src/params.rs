@@ -4,7 +4,7 @@
 //! achieves), a latency, or an operating assumption. Each says what it was fitted to or where
 //! it comes from. [`crate::calibrate`] refits them to published points within physical
 //! bounds (`switchyard calibrate`). Its optimum on `reference/points.csv`, all parameters
-//! free, scores 24.4% there and 20.0% on `reference/heldout.csv` (against 24.6% and 20.0%),
+//! free, scores 24.5% there and 20.0% on `reference/heldout.csv` (against 24.8% and 20.0%),
 //! with values each near its own evidence: decode efficiency 0.46, 1.3 ms a step, a 20 us
 //! all-reduce at 0.26 of the fabric, and small moves of the wafer's hop, read share and link
 //! and the RDU's layer latency and bandwidth share. A tenth of a point on the fitted rows
