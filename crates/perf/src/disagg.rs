@@ -11,7 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, replica_layouts};
-use crate::serve::{md1_max_busy, md1_wait};
+use crate::serve::{mdc_max_busy, mdc_wait};
 use crate::{unit_name, Deployment, Layout, Params, PerfError, Precision, Prompts, Query};
 use serde::Serialize;
 
@@ -207,18 +207,23 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
     let mut best: Option<Split<'_>> = None;
     for pr in &prefills {
         let kp = pr.layout.replica_chips();
-        // The most of its capacity the prefill pool may be busy: the share whose queue still
-        // keeps the first token within the limit (the M/D/1 wait of aggregated serving),
-        // or PREFILL_MAX_BUSY without one.
-        let busy = match q.ttft_limit {
-            None => PREFILL_MAX_BUSY,
+        // The most of its capacity a pool of `x` prefill replicas may be busy: the share
+        // whose queue (M/D/c: a prompt goes to whichever replica is free) still keeps the
+        // first token within the limit, or PREFILL_MAX_BUSY without one.
+        let slack = match q.ttft_limit {
+            None => None,
             Some(l) => {
                 let slack = (l - pr.ttft_s) / pr.pass_s;
                 if slack <= 0.0 {
                     continue;
                 }
-                md1_max_busy(slack)
+                Some(slack)
             }
+        };
+        let busy = |x: u32| {
+            slack.map_or(PREFILL_MAX_BUSY, |s| {
+                mdc_max_busy(s, x).min(PREFILL_MAX_BUSY)
+            })
         };
         for dr in &decodes {
             let kd = dr.layout.replica_chips();
@@ -229,7 +234,7 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
                 .map(|left| left / kd)
                 .filter(|y| *y >= 1)
             {
-                let rate = (f64::from(x) * pr.rate * busy).min(f64::from(y) * dr.rate);
+                let rate = (f64::from(x) * pr.rate * busy(x)).min(f64::from(y) * dr.rate);
                 let used = x * kp + y * kd;
                 let better = best.as_ref().is_none_or(|b| {
                     rate > b.rate * (1.0 + 1e-9) || (rate > b.rate * (1.0 - 1e-9) && used < b.used)
@@ -267,7 +272,7 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
                 concurrency: b.decode.concurrency,
             },
             kv_transfer_s: b.prefill.transfer_s,
-            ttft_s: b.prefill.ttft_s + md1_wait(b.prefill.pass_s, rho),
+            ttft_s: b.prefill.ttft_s + mdc_wait(b.prefill.pass_s, rho, b.x),
             tpot_s: b.decode.tpot_s,
             user_tok_s: 1.0 / b.decode.tpot_s,
             requests_per_s: b.rate,
@@ -344,9 +349,11 @@ struct Split<'r> {
     y: u32,
 }
 
-/// The busiest a prefill pool is planned at when no TTFT limit says otherwise: at nine
-/// tenths a request waits 4.5 passes on average for the ones ahead of it (M/D/1), a queue
-/// that stays finite; at full load it would not.
+/// The busiest a prefill pool is planned at, and all it is without a TTFT limit: at nine
+/// tenths one replica's prompt waits 4.5 passes on average for the ones ahead of it
+/// (M/D/1), a queue that stays finite; at full load it would not. A pool's mean wait is
+/// shorter, but a burst of arrivals or a drifting rate swamps a pool run nearer full: a
+/// limit never plans it busier.
 const PREFILL_MAX_BUSY: f64 = 0.9;
 
 #[cfg(test)]

@@ -33,10 +33,38 @@ pub(crate) fn md1_wait(service_s: f64, rho: f64) -> f64 {
     service_s * rho / (2.0 * (1.0 - rho))
 }
 
-/// The busiest an M/D/1 server may be for its mean wait to stay within `slack` services:
-/// the inverse of [`md1_wait`], 2·slack/(1 + 2·slack).
-pub(crate) fn md1_max_busy(slack: f64) -> f64 {
-    2.0 * slack / (1.0 + 2.0 * slack)
+/// Mean wait in an M/D/c queue, in seconds: `servers` alike, each busy a share `rho` of its
+/// time, jobs of `service_s` going to whichever is free (a pool of prefill replicas behind a
+/// least-loaded router). Half the M/M/c wait, Erlang's C(c, c·rho)·service/(c(1−rho)): the
+/// (1 + Cs²)/2 scaling of the M/M/c wait to service of coefficient of variation Cs, here 0
+/// (Cosmetatos 1976; Tijms, A First Course in Stochastic Models, 2003, eq. 5.4.5). With one
+/// server it is [`md1_wait`] exactly.
+pub(crate) fn mdc_wait(service_s: f64, rho: f64, servers: u32) -> f64 {
+    let c = f64::from(servers.max(1));
+    let a = c * rho;
+    // Erlang's B by its recursion, then C from B.
+    let mut b = 1.0;
+    for k in 1..=servers.max(1) {
+        b = a * b / (f64::from(k) + a * b);
+    }
+    let erlang_c = c * b / (c - a * (1.0 - b));
+    0.5 * erlang_c * service_s / (c * (1.0 - rho))
+}
+
+/// The busiest the servers of an M/D/c queue may be for its mean wait to stay within `slack`
+/// services: the inverse of [`mdc_wait`] in `rho`, by bisection (the wait grows with
+/// `rho`); with one server, 2·slack/(1 + 2·slack).
+pub(crate) fn mdc_max_busy(slack: f64, servers: u32) -> f64 {
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if mdc_wait(1.0, mid, servers) <= slack {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 impl Operating {
@@ -421,5 +449,28 @@ impl CostBasis {
             CostBasis::Rent => "rent",
             CostBasis::Owned => "owned",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{md1_wait, mdc_max_busy, mdc_wait};
+
+    #[test]
+    fn one_server_is_m_d_1_and_more_servers_wait_less() {
+        for rho in [0.1, 0.5, 0.9] {
+            assert!((mdc_wait(2.0, rho, 1) - md1_wait(2.0, rho)).abs() < 1e-12);
+        }
+        // Two servers at half load: Erlang's C is 1/3, the M/M/2 wait 1/3 of a service, and
+        // the M/D/2 wait half of it.
+        assert!((mdc_wait(1.0, 0.5, 2) - 1.0 / 6.0).abs() < 1e-12);
+        // At the same load per server, a pool queues less than one server does.
+        assert!(mdc_wait(1.0, 0.9, 10) < 0.2 * mdc_wait(1.0, 0.9, 1));
+        // The busiest load for a wait is the inverse of the wait.
+        for c in [1, 3, 10] {
+            let rho = mdc_max_busy(0.7, c);
+            assert!((mdc_wait(1.0, rho, c) - 0.7).abs() < 1e-6, "{c}: {rho}");
+        }
+        assert!((mdc_max_busy(0.7, 1) - 1.4 / 2.4).abs() < 1e-9);
     }
 }

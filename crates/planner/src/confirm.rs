@@ -17,8 +17,8 @@ use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
 use switchyard_router::{Health, Policy, Target};
 use switchyard_sim::{
-    simulate, Arrivals, Class, Histogram, Lengths, PrefillPool, Provider, RunOptions, Scenario,
-    WorkloadSpec,
+    simulate, Arrivals, Class, Histogram, Lengths, PrefillPool, Provider, Record, RunOptions,
+    Scenario, WorkloadSpec,
 };
 
 /// What one confirming simulation found.
@@ -85,6 +85,20 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);
+    // A fleet reaches its steady state once its first requests have run their course: until
+    // then no replica holds its share of decoding requests, and a router weighing requests
+    // in flight heaps prompts on the pools that look empty (a disaggregated unit's prefill
+    // queue). The figures are taken from the requests that arrive after one request's
+    // lifetime, the longest of the pools' (at most `confirm_s`), and the run lasts that much
+    // longer.
+    let warm = chosen
+        .iter()
+        .map(|&(i, _)| {
+            let o = &m.options[i].out;
+            o.ttft_s + f64::from(class.osl) * o.tpot_s
+        })
+        .fold(0.0, f64::max)
+        .min(m.rules.confirm_s);
     let scn = Scenario {
         name: class.name.clone(),
         seed,
@@ -104,7 +118,7 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
             output: Lengths::spread(class.osl, class.osl_cv),
             class_shares: vec![1.0],
             max_requests: None,
-            horizon_s: Some(m.rules.confirm_s),
+            horizon_s: Some(m.rules.confirm_s + warm),
         },
         trace: Vec::new(),
         warmup_s: None,
@@ -115,7 +129,36 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         .providers
         .iter()
         .all(|p| p.target.max_context.is_none_or(|c| u64::from(c) >= context));
-    let (s, d) = simulate(&scn, params, RunOptions { bins: 10 }, |_| {}, &mut |_| {});
+    let names: Vec<String> = scn.providers.iter().map(|p| p.name.clone()).collect();
+    let n = names.len();
+    let (mut ttft, mut tpot) = (vec![Histogram::default(); n], vec![Histogram::default(); n]);
+    let (mut settled, mut within) = (0u64, 0u64);
+    let (s, _) = simulate(
+        &scn,
+        params,
+        RunOptions { bins: 10 },
+        |r: &Record<'_>| {
+            if r.arrival_s < warm || r.failure.is_some() {
+                return;
+            }
+            let Some(k) = names.iter().position(|x| x == r.provider) else {
+                return;
+            };
+            settled += 1;
+            if let Some(t) = r.ttft_s {
+                ttft[k].record(t);
+            }
+            if let Some(t) = r.tpot_s {
+                tpot[k].record(t);
+            }
+            if r.ttft_s.is_some_and(|t| t <= class.ttft_s)
+                && r.tpot_s.is_none_or(|t| t <= class.tpot_s)
+            {
+                within += 1;
+            }
+        },
+        &mut |_| {},
+    );
     let q = class.percentile;
     // A pool the scaling kept at one replica beside hundreds takes more of the simulated
     // traffic than of the plan's: each pool's latencies count at its share of the plan.
@@ -124,9 +167,13 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         Histogram::mixture_quantile(&parts, q)
     };
     Some(Found {
-        ttft_s: mix(&d.ttft)?,
-        tpot_s: mix(&d.tpot).unwrap_or(0.0),
-        goodput: s.fleet.goodput,
+        ttft_s: mix(&ttft)?,
+        tpot_s: mix(&tpot).unwrap_or(0.0),
+        goodput: if settled > 0 {
+            within as f64 / settled as f64
+        } else {
+            0.0
+        },
         // Requests whose drawn output runs past the model's context are refused as an
         // engine refuses them, however much capacity there is: not the plan's failure.
         // Where some pool holds less than the context, a refusal there may be the plan's
