@@ -77,7 +77,9 @@ pub struct Buy {
     pub option: usize,
     /// Replicas bought, or units for a disaggregated option.
     pub replicas: u32,
-    /// Whole systems they occupy.
+    /// Whole systems they would occupy alone; replicas of other buys on the same provider's
+    /// systems of the same kind share a rack or a server with them, and the provider's
+    /// [`ProviderUse::systems`] counts the systems bought once.
     pub systems: u32,
 }
 

@@ -496,12 +496,7 @@ fn solve(
     let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
         return Ok(None);
     };
-    let cost = |n: &[u32]| -> f64 {
-        n.iter()
-            .enumerate()
-            .map(|(i, &n)| bought_usd(m, i, n))
-            .sum()
-    };
+    let cost = |n: &[u32]| -> f64 { plan_usd(m, n) };
     // Round-ups of a plan worth a hundredth of its cost, the costliest first.
     let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
         let mut r: Vec<(usize, f64)> = x
@@ -584,9 +579,52 @@ pub(crate) fn bought_usd(m: &Model<'_>, i: usize, n: u32) -> f64 {
     o.usd_per_hour / o.systems * f64::from(whole_systems(o, n))
 }
 
-/// The megawatts `n` units of option `o` draw as bought: their whole systems'.
-pub(crate) fn bought_mw(o: &Candidate, n: u32) -> f64 {
-    o.mw / o.systems * f64::from(whole_systems(o, n))
+/// The systems of one kind one provider's options occupy together.
+pub(crate) struct Shared {
+    pub provider: usize,
+    pub system: String,
+    /// The options' shares of a system, summed.
+    pub fraction: f64,
+    /// The whole systems those shares take: replicas of different classes or layouts share
+    /// a rack or a server, so the shares are summed before rounding up.
+    pub whole: u32,
+    pub usd_per_system: f64,
+    pub mw_per_system: f64,
+}
+
+/// The systems `counts` (units per option) occupy, by provider and kind of system.
+pub(crate) fn shared(m: &Model<'_>, counts: &[u32]) -> Vec<Shared> {
+    let mut out: Vec<Shared> = Vec::new();
+    for (i, &n) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let o = &m.options[i];
+        let share = f64::from(n) * o.out.systems;
+        match out
+            .iter_mut()
+            .find(|s| s.provider == o.provider && s.system == o.out.system)
+        {
+            Some(s) => s.fraction += share,
+            None => out.push(Shared {
+                provider: o.provider,
+                system: o.out.system.clone(),
+                fraction: share,
+                whole: 0,
+                usd_per_system: o.out.usd_per_hour / o.out.systems,
+                mw_per_system: o.out.mw / o.out.systems,
+            }),
+        }
+    }
+    for s in &mut out {
+        s.whole = (s.fraction - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
+    }
+    out
+}
+
+/// What `counts` cost an hour as bought: the whole systems they share.
+pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32]) -> f64 {
+    shared(m, counts)
+        .iter()
+        .map(|s| f64::from(s.whole) * s.usd_per_system)
+        .sum()
 }
 
 /// The whole systems `n` units of option `o` occupy.
@@ -625,18 +663,24 @@ fn rounded(
         }
         let mut over = false;
         for (p, prov) in m.providers.iter().enumerate() {
-            // Each option's power as bought, and what rounding added to it.
+            // Each option's power were it bought alone, and what rounding added to it; the
+            // provider draws its whole systems' power, shared among its options.
             let mine: Vec<(usize, f64, f64)> = m
                 .options
                 .iter()
                 .enumerate()
                 .filter(|(i, o)| o.provider == p && whole[*i] > 0)
                 .map(|(i, o)| {
-                    let bought = bought_mw(&o.out, whole[i]);
-                    (i, bought, bought - x[i] * o.out.mw)
+                    let alone =
+                        o.out.mw / o.out.systems * f64::from(whole_systems(&o.out, whole[i]));
+                    (i, alone, alone - x[i] * o.out.mw)
                 })
                 .collect();
-            let drawn: f64 = mine.iter().map(|t| t.1).sum();
+            let drawn: f64 = shared(m, &whole)
+                .iter()
+                .filter(|s| s.provider == p)
+                .map(|s| f64::from(s.whole) * s.mw_per_system)
+                .sum();
             let excess = drawn - prov.mw[k];
             if excess <= prov.mw[k] * 1e-12 {
                 continue;
@@ -984,6 +1028,9 @@ pub(crate) fn phase(
             systems: whole_systems(&m.options[i].out, n),
         })
         .collect();
+    // The whole systems bought draw their power, however many replicas of whichever classes
+    // share them.
+    let pools = shared(m, &x);
     let providers = m
         .providers
         .iter()
@@ -991,14 +1038,9 @@ pub(crate) fn phase(
         .map(|(p, prov)| {
             let mut systems: Vec<(String, u32)> = Vec::new();
             let mut mw = 0.0;
-            for b in buys.iter().filter(|b| m.options[b.option].provider == p) {
-                let o = &m.options[b.option].out;
-                // The whole systems bought draw their power, however many replicas use them.
-                mw += bought_mw(o, b.replicas);
-                match systems.iter_mut().find(|(s, _)| s == &o.system) {
-                    Some(e) => e.1 += b.systems,
-                    None => systems.push((o.system.clone(), b.systems)),
-                }
+            for s in pools.iter().filter(|s| s.provider == p) {
+                mw += f64::from(s.whole) * s.mw_per_system;
+                systems.push((s.system.clone(), s.whole));
             }
             ProviderUse {
                 provider: prov.name.clone(),
@@ -1022,9 +1064,20 @@ pub(crate) fn phase(
                 .map(|b| m.options[b.option].out.capacity_tok_s * f64::from(b.replicas))
                 .sum();
             let d = class.demand[k];
+            // Each class pays its share of the whole systems it shares with others.
             let usd: f64 = mine
                 .iter()
-                .map(|b| bought_usd(m, b.option, b.replicas))
+                .map(|b| {
+                    let o = &m.options[b.option];
+                    let share = f64::from(b.replicas) * o.out.systems;
+                    pools
+                        .iter()
+                        .find(|s| s.provider == o.provider && s.system == o.out.system)
+                        .map_or(0.0, |s| {
+                            f64::from(s.whole) * s.usd_per_system * share
+                                / s.fraction.max(f64::MIN_POSITIVE)
+                        })
+                })
                 .sum();
             // Energy at the load peak demand puts on each option.
             let load = if cap > 0.0 { d / cap } else { 0.0 };
@@ -1065,10 +1118,7 @@ pub(crate) fn phase(
         .collect();
     Ok(PhasePlan {
         phase: m.phases[k].clone(),
-        usd_per_hour: buys
-            .iter()
-            .map(|b| bought_usd(m, b.option, b.replicas))
-            .sum(),
+        usd_per_hour: plan_usd(m, &x),
         buys,
         providers,
         classes,

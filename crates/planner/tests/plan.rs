@@ -923,3 +923,58 @@ fn a_p99_ttft_target_holds_in_the_confirming_simulation() {
         assert!(o.ttft_s <= 0.600 * 0.5, "{o:?}");
     }
 }
+
+/// Replicas of different classes share a rack: three small classes on GB300 NVL72 buy one
+/// rack between them, not a rack each, and fit a provider whose power holds one rack.
+#[test]
+fn classes_share_whole_racks() {
+    let classes = |mw: f64| {
+        let mut text = format!(
+            "[rules]\nconfirm_s = 10\nconfirm_replicas = 16\n[[phase]]\nname = \"p1\"\n{}",
+            provider("b", "gb300", mw, "")
+        );
+        for (name, model) in [
+            ("c1", "llama-3.3-70b"),
+            ("c2", "gpt-oss-120b"),
+            ("c3", "llama-3.1-8b"),
+        ] {
+            text += &format!(
+                "[[class]]\nname = \"{name}\"\nmodel = \"{model}\"\nisl = 1500\nosl = 400\nttft_ms = 2000\ntpot_ms = 40\ndemand_tok_s = [5000.0]\n"
+            );
+        }
+        text
+    };
+    let p = run(&classes(5.0), &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    let racks: u32 = ph.providers[0].systems.iter().map(|(_, n)| n).sum();
+    assert_eq!(racks, 1, "{:?}", ph.providers);
+    // The plan's cost is one rack's, shared by the classes in proportion.
+    let rack = p
+        .options
+        .iter()
+        .find(|o| o.system == "gb300")
+        .expect("an option");
+    let per_rack = rack.usd_per_hour / rack.systems;
+    assert!(
+        (ph.usd_per_hour - per_rack).abs() < 1e-6 * per_rack,
+        "{} against {per_rack}",
+        ph.usd_per_hour
+    );
+    let classes_usd: f64 = ph
+        .classes
+        .iter()
+        .map(|c| c.usd_per_mtok * c.demand_tok_s * 3600.0 / 1e6)
+        .sum();
+    assert!(
+        (classes_usd - ph.usd_per_hour).abs() < 1e-6 * per_rack,
+        "{classes_usd}"
+    );
+    // A provider with the power of one rack (0.149 MW) holds the three classes.
+    let p = run(&classes(0.2), &WhatIf::default()).expect("plans");
+    assert!(
+        p.phases[0].infeasible.is_none(),
+        "{:?}",
+        p.phases[0].infeasible
+    );
+}
