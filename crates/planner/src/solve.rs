@@ -198,6 +198,10 @@ fn class_lengths(
     ))
 }
 
+/// The most output tokens a second a class may ask of a plan: a hundred billion, where a
+/// replica carries a few hundred at least, keeps every count of replicas within 32 bits.
+const MAX_DEMAND_TOK_S: f64 = 1e11;
+
 impl<'a> Model<'a> {
     pub(crate) fn build(
         file: &PlanFile,
@@ -224,6 +228,19 @@ impl<'a> Model<'a> {
                             c.name
                         ),
                     })?;
+                // Beyond it a plan's replica counts outgrow their integers; the world's
+                // whole output is orders of magnitude below it.
+                if c.demand_tok_s.iter().any(|d| d * x > MAX_DEMAND_TOK_S) {
+                    return Err(PlanError::Scenario {
+                        origin: origin.to_string(),
+                        message: format!(
+                            "line {}, field `demand_tok_s`: class `{}`: more than {MAX_DEMAND_TOK_S:e} output tokens a second{}, beyond any fleet's; scale the demand down",
+                            line_of_field(text, &cs.span(), "demand_tok_s"),
+                            c.name,
+                            if x == 1.0 { String::new() } else { format!(" at --demand-x {x}") }
+                        ),
+                    });
+                }
                 Ok(ClassM {
                     name: c.name.clone(),
                     isl,
@@ -808,6 +825,11 @@ fn relaxed(
             .map(|(i, o)| (i, vars[i], o.out.mw))
             .collect();
         if terms.is_empty() {
+            // Power committed where nothing on offer can use it cannot be met: the plan says
+            // so rather than leave it unspent without a word.
+            if a.commit && prov.committed[k] > 0.0 {
+                return Ok(None);
+            }
             continue;
         }
         // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
@@ -857,6 +879,15 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             why.push(format!(
                 "class `{}`: no system on offer meets TTFT {:.0} ms and TPOT {:.1} ms (see the rejected options)",
                 class.name, class.ttft_s * 1e3, class.tpot_s * 1e3
+            ));
+        }
+    }
+    for (p, prov) in m.providers.iter().enumerate() {
+        if prov.committed[k] > 0.0 && !m.options.iter().any(|o| o.provider == p) {
+            why.push(format!(
+                "provider `{}` commits {} MW, but none of its systems can serve a class (see the rejected options)",
+                prov.name,
+                megawatts(prov.committed[k])
             ));
         }
     }
@@ -1098,10 +1129,12 @@ pub(crate) fn phase(
                 demand_tok_s: d,
                 capacity_tok_s: cap,
                 surplus: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
-                replicas: mine
-                    .iter()
-                    .map(|b| b.replicas * m.options[b.option].replicas_per_unit())
-                    .sum(),
+                replicas: mine.iter().fold(0u32, |n, b| {
+                    n.saturating_add(
+                        b.replicas
+                            .saturating_mul(m.options[b.option].replicas_per_unit()),
+                    )
+                }),
                 percentile: class.percentile,
                 sim_ttft_s: None,
                 sim_tpot_s: None,

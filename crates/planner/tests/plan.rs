@@ -318,6 +318,21 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("isl = 1000\nosl = 200\n", ""),
         &["line 18", "isl", "or a `workload`"],
     );
+    // Demand beyond any fleet would overflow the replica counts: refused with its line.
+    check(
+        &good.replace("demand_tok_s = [1000]", "demand_tok_s = [1e13]"),
+        &["line 25", "field `demand_tok_s`", "beyond any fleet"],
+    );
+    let e = run(
+        &good,
+        &WhatIf {
+            demand_x: Some(1e9),
+            ..WhatIf::default()
+        },
+    )
+    .expect_err("too much")
+    .to_string();
+    assert!(e.contains("at --demand-x 1000000000"), "{e}");
     check(
         &good.replace("isl = 1000\n", "workload = \"mlperf-llama2-70b\"\n"),
         &[
@@ -976,5 +991,28 @@ fn classes_share_whole_racks() {
         p.phases[0].infeasible.is_none(),
         "{:?}",
         p.phases[0].infeasible
+    );
+}
+
+/// Power committed where none of a provider's systems can serve is a commitment the plan
+/// cannot keep: the phase says so, naming the provider, rather than leave it unspent.
+#[test]
+fn a_commitment_nothing_can_use_is_told() {
+    let text = one_phase(
+        "n_minus_1 = 0.0\nconfirm_s = 10\nconfirm_replicas = 8",
+        &format!(
+            "{}{}",
+            provider("a", "h100-sxm", 5.0, "rent_usd_per_chip_hour = 2.0"),
+            provider("c", "wse2-chip", 5.0, "committed_mw = [5.0]")
+        ),
+        "llama-3.1-8b",
+        "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50",
+        10_000.0,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("provider `c` commits 5.00 MW") && why.contains("rejected"),
+        "{why}"
     );
 }
