@@ -17,13 +17,16 @@ pub struct PlanFile {
     #[serde(default)]
     pub rules: Rules,
     /// The phases, in order.
-    #[serde(rename = "phase")]
+    // Missing, it is refused below with what to add, not as a field missing from line 1.
+    #[serde(rename = "phase", default)]
     pub phases: Vec<Spanned<Phase>>,
     /// The providers.
-    #[serde(rename = "provider")]
+    // Missing, it is refused below with what to add, not as a field missing from line 1.
+    #[serde(rename = "provider", default)]
     pub providers: Vec<Spanned<ProviderSpec>>,
     /// The traffic classes.
-    #[serde(rename = "class")]
+    // Missing, it is refused below with what to add, not as a field missing from line 1.
+    #[serde(rename = "class", default)]
     pub classes: Vec<Spanned<ClassSpec>>,
 }
 
@@ -227,14 +230,34 @@ impl PlanFile {
                 line_of_field(text, span, field)
             ),
         };
-        let n = f.phases.len();
-        if n == 0 {
-            return Err(err(
-                &(0..0),
+        // A table the file lacks has no line: the message says what to add.
+        for (table, count, what) in [
+            (
                 "phase",
-                "a scenario needs at least one [[phase]]".into(),
-            ));
+                f.phases.len(),
+                "a period with its own megawatts and demand",
+            ),
+            (
+                "provider",
+                f.providers.len(),
+                "who offers which systems and megawatts",
+            ),
+            (
+                "class",
+                f.classes.len(),
+                "traffic with its model, targets and demand",
+            ),
+        ] {
+            if count == 0 {
+                return Err(PlanError::Scenario {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "no [[{table}]] table: a scenario needs at least one ({what})"
+                    ),
+                });
+            }
         }
+        let n = f.phases.len();
         for ph in &f.phases {
             if let Some(d) = &ph.get_ref().date {
                 if let Some(why) = bad_iso_date(d) {

@@ -318,6 +318,9 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("isl = 1000\nosl = 200\n", ""),
         &["line 18", "isl", "or a `workload`"],
     );
+    // A table the file lacks is named, with what it holds, not blamed on line 1.
+    let no_class = good[..good.find("[[class]]").expect("a class")].to_string();
+    check(&no_class, &["no [[class]] table", "at least one"]);
     // Demand beyond any fleet would overflow the replica counts: refused with its line.
     check(
         &good.replace("demand_tok_s = [1000]", "demand_tok_s = [1e13]"),

@@ -389,10 +389,29 @@ impl ScenarioFile {
     /// # Errors
     /// [`SimError::Scenario`] naming the line, column and field.
     pub fn parse(text: &str, origin: &str) -> Result<Self, SimError> {
-        toml::from_str(text).map_err(|e| SimError::Scenario {
+        let fail = |message: String| SimError::Scenario {
             origin: origin.to_string(),
-            message: switchyard_catalog::toml_error_line(text, &e),
-        })
+            message,
+        };
+        // A table the file lacks has no line; the deserializer would blame the first one.
+        if let Ok(top) = text.parse::<toml::Table>() {
+            for (table, needs) in [
+                (
+                    "[[provider]]",
+                    "at least one (a pool of replicas on a catalog system)",
+                ),
+                (
+                    "[workload]",
+                    "one (a trace, or an arrival process with its lengths)",
+                ),
+            ] {
+                let key = table.trim_matches(|c| c == '[' || c == ']');
+                if !top.contains_key(key) {
+                    return Err(fail(format!("no {table} table: a scenario needs {needs}")));
+                }
+            }
+        }
+        toml::from_str(text).map_err(|e| fail(switchyard_catalog::toml_error_line(text, &e)))
     }
 
     /// Checks the numbers that serde only types: shares, weights, prices and targets must be

@@ -417,6 +417,15 @@ fn bad_scenarios_name_the_line_and_field() {
     };
     let good = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\nrequests = 10\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
     resolve(good, &cat, &p, false).expect("the base is good");
+    // A table the file lacks is named, with what it holds, not blamed on line 1.
+    check(
+        &good[good.find("[workload]").expect("workload")..],
+        &["test.toml", "no [[provider]] table"],
+    );
+    check(
+        &good[..good.find("[workload]").expect("workload")],
+        &["no [workload] table", "arrival process"],
+    );
     check(
         &good.replace("system = \"h100-sxm\"", "system = \"h900\""),
         &["test.toml", "line 4", "field `system`", "h900"],
