@@ -983,6 +983,41 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         .map(|(_, p)| p.mw[k])
         .sum();
     if need <= have {
+        // Enough power in all, but each provider's own megawatts may bind: the most a class
+        // could get is every provider's power at that provider's most power-efficient
+        // option for it.
+        let mut short = Vec::new();
+        for (c, class) in m.classes.iter().enumerate() {
+            let mut most = 0.0;
+            let mut each = Vec::new();
+            for (p, prov) in m.providers.iter().enumerate() {
+                let per_mw = m
+                    .options
+                    .iter()
+                    .filter(|o| o.class == c && o.provider == p)
+                    .map(|o| o.out.capacity_tok_s / o.out.mw)
+                    .fold(0.0, f64::max);
+                if per_mw > 0.0 {
+                    most += per_mw * prov.mw[k];
+                    each.push(format!("`{}` {:.0}", prov.name, per_mw * prov.mw[k]));
+                }
+            }
+            if most < class.demand[k] {
+                short.push(format!(
+                    "class `{}` needs {:.0} tok/s, and each provider's megawatts carry at most {} at its most power-efficient option for it ({:.0} in all)",
+                    class.name,
+                    class.demand[k],
+                    each.join(", "),
+                    most
+                ));
+            }
+        }
+        if !short.is_empty() {
+            return Ok(format!(
+                "phase {phase}: not enough power where it is needed: {}",
+                short.join("; ")
+            ));
+        }
         // Enough power in all, but replicas come whole, and so do the systems they take
         // part of: the smallest whole step takes more than is on offer where it would go.
         let smallest = m

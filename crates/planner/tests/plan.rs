@@ -997,25 +997,74 @@ fn classes_share_whole_racks() {
     );
 }
 
+/// One phase of `rules`, two providers and a Llama 3.1 8B class (1,000 in, 200 out, TTFT
+/// within 2 s, TPOT 50 ms, and `extra` lines) at `demand`.
+fn eight_b(rules: &str, providers: [String; 2], extra: &str, demand: f64) -> String {
+    one_phase(
+        rules,
+        &providers.concat(),
+        "llama-3.1-8b",
+        &format!("isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50{extra}"),
+        demand,
+    )
+}
+
 /// Power committed where none of a provider's systems can serve is a commitment the plan
 /// cannot keep: the phase says so, naming the provider, rather than leave it unspent.
 #[test]
 fn a_commitment_nothing_can_use_is_told() {
-    let text = one_phase(
+    let text = eight_b(
         "n_minus_1 = 0.0\nconfirm_s = 10\nconfirm_replicas = 8",
-        &format!(
-            "{}{}",
+        [
             provider("a", "h100-sxm", 5.0, "rent_usd_per_chip_hour = 2.0"),
-            provider("c", "wse2-chip", 5.0, "committed_mw = [5.0]")
-        ),
-        "llama-3.1-8b",
-        "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50",
+            provider("c", "wse2-chip", 5.0, "committed_mw = [5.0]"),
+        ],
+        "",
         10_000.0,
     );
     let p = run(&text, &WhatIf::default()).expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
         why.contains("provider `c` commits 5.00 MW") && why.contains("rejected"),
+        "{why}"
+    );
+}
+
+/// Where the power on offer would do in all but each provider's own megawatts bind (the
+/// efficient systems' provider is small), the reason names each provider's most, not the
+/// rounding of whole replicas.
+#[test]
+fn power_short_where_it_is_needed_is_told_per_provider() {
+    let text = |demand: f64| {
+        eight_b(
+            "n_minus_1 = 0.0\nmax_share = 1.0\nconfirm_s = 10\nconfirm_replicas = 8",
+            [
+                provider("fast", "b200", 1.0, ""),
+                provider("slow", "a100-sxm", 1.0, ""),
+            ],
+            "\npercentile = 0.5",
+            demand,
+        )
+    };
+    let small = run(&text(1000.0), &WhatIf::default()).expect("plans");
+    let per_mw = |system: &str| {
+        small
+            .options
+            .iter()
+            .filter(|o| o.system == system)
+            .map(|o| o.capacity_tok_s / o.mw)
+            .fold(0.0, f64::max)
+    };
+    let (fast, slow) = (per_mw("b200"), per_mw("a100-sxm"));
+    assert!(fast > 1.5 * slow, "{fast} against {slow}");
+    // Demand the fast provider's power would carry one and a half times over: under two
+    // megawatts at its efficiency, beyond both providers' own.
+    let demand = 1.5 * fast;
+    assert!(demand > fast + slow);
+    let p = run(&text(demand), &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("where it is needed") && why.contains("`fast`") && why.contains("`slow`"),
         "{why}"
     );
 }
