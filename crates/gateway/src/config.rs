@@ -154,6 +154,12 @@ pub struct ProviderSection {
     /// Environment variable holding an `openai` provider's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Whether an `openai` provider is asked for a usage chunk on streams whose client asked
+    /// none (`stream_options.include_usage`), so that tokens are counted as the provider
+    /// counts them; the client is not sent it. False for a provider that refuses
+    /// `stream_options`: its streams are then counted a content chunk a token.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
     /// Catalog system of an `emulated` provider.
     #[serde(default)]
     pub system: Option<String>,
@@ -181,6 +187,10 @@ pub struct ProviderSection {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Faults of an emulated provider.

@@ -55,6 +55,8 @@ pub(crate) enum Backend {
         chat_url: reqwest::Url,
         completions_url: reqwest::Url,
         api_key: Option<String>,
+        /// Ask for a usage chunk on every stream (see `ProviderSection::stream_usage`).
+        stream_usage: bool,
     },
     /// An emulated pool.
     Emulated(Arc<EmuPool>),
@@ -292,6 +294,7 @@ impl Gateway {
                             chat_url: url(api::Endpoint::Chat.path())?,
                             completions_url: url(api::Endpoint::Completions.path())?,
                             api_key,
+                            stream_usage: p.stream_usage,
                         }
                     }
                     _ => {

@@ -53,7 +53,9 @@ const FILLER: [&str; 12] = [
 
 enum Relay {
     Emu(EmuStream, EmuFormat),
-    Http(BoxStream<'static, reqwest::Result<Bytes>>, SseReader),
+    /// A provider's stream, its reader, and whether its usage chunk is the gateway's only
+    /// (asked for on the client's behalf, not sent on).
+    Http(BoxStream<'static, reqwest::Result<Bytes>>, SseReader, bool),
 }
 
 enum Started {
@@ -463,14 +465,29 @@ async fn attempt(
             chat_url,
             completions_url,
             api_key,
+            stream_usage,
         } => {
+            // A stream whose client asked no usage chunk asks the provider for one all the
+            // same, to count its tokens as the provider does; the client is not sent it.
+            let hide_usage = *stream_usage && req.stream && !req.include_usage;
             // The client's bytes go on unchanged unless the provider knows the model by
-            // another name.
-            let bytes = if d.upstream_model == req.model {
+            // another name, or is asked for usage.
+            let bytes = if d.upstream_model == req.model && !hide_usage {
                 raw.clone()
             } else {
                 let mut body = req.body.clone();
                 body["model"] = Value::String(d.upstream_model.clone());
+                if hide_usage {
+                    match body
+                        .get_mut("stream_options")
+                        .and_then(Value::as_object_mut)
+                    {
+                        Some(o) => {
+                            o.insert("include_usage".into(), Value::Bool(true));
+                        }
+                        None => body["stream_options"] = json!({"include_usage": true}),
+                    }
+                }
                 Bytes::from(body.to_string())
             };
             let url = match ep {
@@ -588,7 +605,10 @@ async fn attempt(
                         });
                         held.extend(payloads);
                         if answered {
-                            return Ok(Started::Stream(held, Relay::Http(stream, reader)));
+                            return Ok(Started::Stream(
+                                held,
+                                Relay::Http(stream, reader, hide_usage),
+                            ));
                         }
                     }
                 }
@@ -906,6 +926,8 @@ struct Relayer {
     finished: bool,
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
+    /// The provider's usage chunk was asked for the gateway's count, not the client's.
+    hide_usage: bool,
 }
 
 impl Relayer {
@@ -921,6 +943,7 @@ impl Relayer {
         key: Option<Arc<crate::keys::Key>>,
     ) -> Self {
         let http = matches!(relay, Relay::Http(..));
+        let hide_usage = matches!(relay, Relay::Http(_, _, true));
         let mut r = Relayer {
             gw,
             model,
@@ -934,6 +957,7 @@ impl Relayer {
             usage: None,
             finished: false,
             key,
+            hide_usage,
         };
         if http {
             r.absorb(first);
@@ -973,15 +997,32 @@ impl Relayer {
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
-                let (output, usage) = serde_json::from_slice::<Value>(&p)
-                    .map_or((false, None), |v| (carries_output(&v), usage_of(&v)));
+                let value = serde_json::from_slice::<Value>(&p).ok();
+                let (output, usage) = value
+                    .as_ref()
+                    .map_or((false, None), |v| (carries_output(v), usage_of(v)));
                 if output {
                     self.tokens += 1;
                 }
                 if let Some(u) = usage {
                     self.usage = Some(u);
                 }
-                self.queue.push_back(sse::event(&p));
+                match value {
+                    // A usage the client did not ask for is the gateway's: a chunk of usage
+                    // alone is dropped, one with more in it loses its usage.
+                    Some(mut v) if self.hide_usage && usage.is_some() => {
+                        let finishing = v["choices"]
+                            .as_array()
+                            .is_some_and(|cs| cs.iter().any(|c| !c["finish_reason"].is_null()));
+                        if output || finishing {
+                            if let Some(o) = v.as_object_mut() {
+                                o.remove("usage");
+                            }
+                            self.queue.push_back(sse::event(v.to_string().as_bytes()));
+                        }
+                    }
+                    _ => self.queue.push_back(sse::event(&p)),
+                }
             }
         }
     }
@@ -1012,7 +1053,7 @@ impl Relayer {
                     Ok(None) => self.finish(Err("the replica stopped".into())),
                     Err(_) => self.finish(Err(late())),
                 },
-                Relay::Http(stream, reader) => match timeout(left, stream.next()).await {
+                Relay::Http(stream, reader, _) => match timeout(left, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
                         self.absorb(payloads);

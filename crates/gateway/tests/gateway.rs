@@ -1301,11 +1301,15 @@ async fn streaming_upstream(n: usize, usage: u64) -> String {
                 out += &chunk(serde_json::json!({"content": "ab"}), serde_json::Value::Null);
             }
             out += &chunk(serde_json::json!({}), serde_json::json!("stop"));
-            out += &format!(
-                "data: {}\n\ndata: [DONE]\n\n",
-                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": null,
-                    "usage": {"prompt_tokens": 7, "completion_tokens": usage, "total_tokens": 7 + usage}})
-            );
+            // As OpenAI's API, a usage chunk only where the request asks for one.
+            if v["stream_options"]["include_usage"] == true {
+                out += &format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": [],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": usage, "total_tokens": 7 + usage}})
+                );
+            }
+            out += "data: [DONE]\n\n";
             ([("content-type", "text/event-stream")], out).into_response()
         }),
     );
@@ -1365,6 +1369,24 @@ async fn upstream_usage_counts_and_refused_credentials_fail_over() {
     )
     .await;
     assert_eq!(input, Some(7.0));
+    // A client that asks for no usage chunk gets none, but its tokens are still the
+    // provider's count, which the gateway asked for on its behalf.
+    let plain = r#"{"model":"counted","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(plain)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("stream");
+    assert!(!body.contains("usage") && body.contains("[DONE]"), "{body}");
+    let out = metric(
+        &url,
+        r#"switchyard_tokens_total{model="counted",provider="up",type="output"}"#,
+    )
+    .await;
+    assert_eq!(out, Some(10.0));
     let r = reqwest::Client::new()
         .post(format!("{url}/chat/completions"))
         .body(stream("locked-first"))
