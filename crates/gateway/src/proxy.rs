@@ -323,22 +323,23 @@ fn error_event(message: &str) -> Bytes {
     sse::event(v.to_string().as_bytes())
 }
 
-/// Whether a streamed chunk carries output: text, reasoning or a tool call in one of its
-/// choices (content as a string or an array of parts). Role-only, finish and usage chunks
-/// do not.
+/// Whether a streamed chunk carries output: in one of its choices, a completion's text or
+/// anything in a chat delta but its role (content as a string or an array of parts,
+/// reasoning under any of the names servers give it, tool and function calls, a refusal).
+/// Role-only, empty, finish and usage chunks do not.
 fn carries_output(v: &Value) -> bool {
     let filled = |x: &Value| match x {
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
         _ => false,
     };
     v["choices"].as_array().is_some_and(|cs| {
         cs.iter().any(|c| {
-            let d = &c["delta"];
             filled(&c["text"])
-                || filled(&d["content"])
-                || filled(&d["reasoning_content"])
-                || filled(&d["tool_calls"])
+                || c["delta"]
+                    .as_object()
+                    .is_some_and(|d| d.iter().any(|(k, x)| k != "role" && filled(x)))
         })
     })
 }

@@ -1601,7 +1601,7 @@ async fn headers_that_never_end_close_the_connection() {
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
-/// after 7 s).
+/// after 7 s); `reasons` streams reasoning at once and its answer 600 ms later.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1623,11 +1623,32 @@ async fn misbehaving_upstream() -> String {
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
-            let role = format!(
-                "data: {}\n\n",
-                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
-            );
+            let chunk = |delta: serde_json::Value| {
+                format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+                )
+            };
+            let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
+            if v["model"] == "reasons" {
+                // Reasoning at once, under the name newer vLLM gives it; its answer late.
+                let parts = [
+                    (0, role),
+                    (0, chunk(serde_json::json!({"reasoning": "think "}))),
+                    (600, chunk(serde_json::json!({"content": "ok"}))),
+                    (0, "data: [DONE]\n\n".to_string()),
+                ];
+                let body = futures_util::stream::iter(parts).then(|(ms, text)| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
+                });
+                return (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
+            }
             let body = futures_util::stream::once(async move {
                 Ok::<_, std::convert::Infallible>(bytes::Bytes::from(role))
             })
@@ -1656,6 +1677,9 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
          [[model]]\nname = \"stalls\"\npolicy = \"priority\"\n\
          [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"role-then-stall\"\npriority = 0\n\
          [[model.deployment]]\nprovider = \"good\"\nupstream_model = \"open\"\npriority = 1\n\
+         [[model]]\nname = \"thinks\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"reasons\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"good\"\nupstream_model = \"open\"\npriority = 1\n\
          [[model]]\nname = \"slow\"\npolicy = \"round-robin\"\n\
          [[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n"
     );
@@ -1672,6 +1696,20 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         .expect("the stream ends")
         .expect("body");
     assert!(body.contains("\"ab\"") && body.contains("[DONE]"), "{body}");
+    // Reasoning is output, whatever the server calls it: the stream starts with it and is
+    // not failed over while the answer is still to come.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"thinks","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("think") && body.contains("\"ok\"") && !body.contains("\"ab\""),
+        "{body}"
+    );
     let t = Instant::now();
     let (status, body) = post_json(
         &url,
