@@ -344,6 +344,34 @@ fn carries_output(v: &Value) -> bool {
     })
 }
 
+/// Output tokens of a whole answer by its text: every choice's message content, reasoning
+/// and tool calls (or a completion's text), at four characters a token.
+fn answer_tokens(v: &Value) -> u64 {
+    let chars: usize = v["choices"].as_array().map_or(0, |cs| {
+        cs.iter()
+            .map(|c| {
+                let m = &c["message"];
+                [
+                    &c["text"],
+                    &m["content"],
+                    &m["reasoning_content"],
+                    &m["reasoning"],
+                ]
+                .iter()
+                .filter_map(|x| x.as_str())
+                .map(|t| t.chars().count())
+                .sum::<usize>()
+                    + if m["tool_calls"].is_array() {
+                        m["tool_calls"].to_string().len()
+                    } else {
+                        0
+                    }
+            })
+            .sum()
+    });
+    chars.div_ceil(4) as u64
+}
+
 /// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
 fn usage_of(v: &Value) -> Option<(Option<u64>, u64)> {
     let u = v.get("usage").filter(|u| u.is_object())?;
@@ -551,15 +579,12 @@ async fn attempt(
                     Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
                     Err(_) => return Err(late()),
                 };
-                let usage = serde_json::from_slice::<Value>(&b)
-                    .ok()
-                    .and_then(|v| usage_of(&v));
-                return Ok(Started::Full(
-                    status,
-                    b,
-                    usage.map_or(0, |u| u.1),
-                    usage.and_then(|u| u.0),
-                ));
+                let v = serde_json::from_slice::<Value>(&b).ok();
+                let usage = v.as_ref().and_then(usage_of);
+                // Without the provider's count, the answer's text at four characters a token,
+                // as a prompt is counted.
+                let tokens = usage.map_or_else(|| v.as_ref().map_or(0, answer_tokens), |u| u.1);
+                return Ok(Started::Full(status, b, tokens, usage.and_then(|u| u.0)));
             }
             let mut stream = resp.bytes_stream().boxed();
             let mut reader = SseReader::default();

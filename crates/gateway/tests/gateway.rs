@@ -1601,7 +1601,8 @@ async fn headers_that_never_end_close_the_connection() {
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
-/// after 7 s); `reasons` streams reasoning at once and its answer 600 ms later.
+/// after 7 s); `reasons` streams reasoning at once and its answer 600 ms later; `plain`
+/// answers 12 characters whole, with no usage.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1615,6 +1616,11 @@ async fn misbehaving_upstream() -> String {
                     [("retry-after", "7")],
                     r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
                 )
+                    .into_response();
+            }
+            if v["model"] == "plain" {
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "plain",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "abcdefghijkl"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
             if v["model"] == "slow" {
@@ -1728,7 +1734,7 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
 /// Where every deployment is over its rate, the client is told to slow down (429, with the
 /// wait the providers asked for), not that the model is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn providers_over_their_rate_answer_429_with_their_wait() {
+async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text() {
     let up = misbehaving_upstream().await;
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
@@ -1749,6 +1755,25 @@ async fn providers_over_their_rate_answer_429_with_their_wait() {
     let body: serde_json::Value =
         serde_json::from_str(&r.text().await.expect("body")).expect("json");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    // A whole answer without the provider's usage counts its text, four characters a token.
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"plain\"\n[[model.deployment]]\nprovider = \"up\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, _) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"plain","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let out = metric(
+        &url,
+        r#"switchyard_tokens_total{model="plain",provider="up",type="output"}"#,
+    )
+    .await;
+    assert_eq!(out, Some(3.0));
 }
 
 /// Once shutdown begins, new connections are refused while the requests in flight finish:

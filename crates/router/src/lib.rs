@@ -170,9 +170,6 @@ pub struct Observed {
     pub ttft_s: Option<f64>,
     /// Moving average of observed time per output token, seconds.
     pub tpot_s: Option<f64>,
-    /// Moving average of a whole (not streamed) answer's seconds per output token, its wait
-    /// for the first token included: all a target shows of its speed when it answers whole.
-    pub answer_s_per_token: Option<f64>,
     consecutive_failures: u32,
     ejected_until: f64,
 }
@@ -361,11 +358,7 @@ impl Router {
     pub fn expected_latency(&self, i: usize, n: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        let service = match (s.ttft_s, s.tpot_s, s.answer_s_per_token) {
-            // Only whole answers seen: their time per token, the first token's wait in it.
-            (None, None, Some(per_token)) => n * per_token,
-            (ttft, tpot, _) => ttft.unwrap_or(t.ttft_s) + n * tpot.unwrap_or(t.tpot_s),
-        };
+        let service = s.ttft_s.unwrap_or(t.ttft_s) + n * s.tpot_s.unwrap_or(t.tpot_s);
         service * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
     }
 
@@ -402,15 +395,18 @@ impl Router {
     }
 
     /// A request on target `i` ended well with a whole (not streamed) answer of `tokens`
-    /// output tokens after `seconds`: it says nothing of when the first token was ready, but
-    /// how long the answer took per token.
+    /// output tokens after `seconds`. It says nothing of when the first token was ready: the
+    /// time past the expected first token, over the tokens after it, is the time per token
+    /// it shows. An answer whose tokens are not known (no `usage`) teaches nothing.
     pub fn answered(&mut self, i: usize, seconds: f64, tokens: u64) {
         self.succeeded(i, None);
-        let s = &mut self.seen[i];
-        let per_token = seconds / tokens.max(1) as f64;
-        if per_token.is_finite() && per_token >= 0.0 {
-            s.answer_s_per_token = Some(ewma(s.answer_s_per_token, per_token));
+        if tokens == 0 || !seconds.is_finite() {
+            return;
         }
+        let ttft = self.seen[i].ttft_s.unwrap_or(self.targets[i].ttft_s);
+        let s = &mut self.seen[i];
+        let per_token = ((seconds - ttft) / tokens.saturating_sub(1).max(1) as f64).max(0.0);
+        s.tpot_s = Some(ewma(s.tpot_s, per_token));
     }
 
     /// A request on target `i` failed at `now` (connect error, 429, 5xx, timeout). Returns

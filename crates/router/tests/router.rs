@@ -137,6 +137,29 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
         .collect();
     assert!(picks.iter().all(|&i| i == 1), "{picks:?}");
     assert_eq!(r.observed(0).outstanding, 0);
+    // What is learnt is a time per token past the expected first token, not the whole
+    // answer's time spread over its tokens: a target of short, quick answers is not taken
+    // for slower than one of long answers. An answer of unknown length teaches nothing.
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![unstated("short"), unstated("long")],
+        Health::default(),
+        1,
+    );
+    for _ in 0..20 {
+        r.dispatched(0);
+        r.answered(0, 0.6, 10);
+        r.dispatched(1);
+        r.answered(1, 2.5, 100);
+    }
+    let before = r.observed(1).tpot_s;
+    r.dispatched(1);
+    r.answered(1, 30.0, 0);
+    assert_eq!(r.observed(1).tpot_s, before);
+    let tpot = |i: usize| r.observed(i).tpot_s.expect("learnt");
+    assert!(tpot(0) < tpot(1), "{} against {}", tpot(0), tpot(1));
+    assert!((tpot(1) - 2.0 / 99.0).abs() < 1e-3, "{}", tpot(1));
+    assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
 }
 
 #[test]
