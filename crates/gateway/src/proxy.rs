@@ -76,6 +76,9 @@ enum Failure {
     Busy(String, Option<u64>),
     /// The request's own fault, answered as the upstream answered it.
     Client(StatusCode, Bytes),
+    /// The request's own time ran out during an attempt given less than its own limit: not
+    /// the deployment's fault, and no time is left to try another.
+    Late(String),
     /// A request this deployment cannot serve (an emulated provider asked for log-probabilities,
     /// a prompt longer than its KV cache holds) that another may: tried elsewhere without
     /// blame, and answered with this error if no deployment serves it.
@@ -404,7 +407,19 @@ async fn attempt(
         .timeouts
         .attempt_ms
         .map_or(total, |ms| Duration::from_millis(ms).min(total));
-    let late = || Failure::Retry(format!("no whole answer within {} ms", whole.as_millis()));
+    // A limit cut short by the request's deadline fires on the request, not the deployment:
+    // the attempt is not blamed.
+    let timed_out = |limit: Duration, own: u64, what: &str| {
+        let message = format!("{what} within {} ms", limit.as_millis());
+        if limit.as_secs_f64() < 0.99 * own as f64 / 1000.0 {
+            Failure::Late(format!("{message} (all the request's total_ms left)"))
+        } else {
+            Failure::Retry(message)
+        }
+    };
+    let first_own = gw.timeouts.first_token_ms;
+    let whole_own = gw.timeouts.attempt_ms.unwrap_or(gw.timeouts.total_ms);
+    let late = || timed_out(whole, whole_own, "no whole answer");
     match &d.backend {
         Backend::Emulated(pool) => {
             // Sized before the request was sent (see `handle`).
@@ -427,12 +442,7 @@ async fn attempt(
             })
             .await;
             let mut s = match started {
-                Err(_) => {
-                    return Err(Failure::Retry(format!(
-                        "no first token within {} ms",
-                        first.as_millis()
-                    )))
-                }
+                Err(_) => return Err(timed_out(first, first_own, "no first token")),
                 Ok(Err(EmuError::TooLong(m))) => {
                     return Err(Failure::Unsuitable(ApiError {
                         code: Some("context_length_exceeded"),
@@ -531,14 +541,13 @@ async fn attempt(
             if let Some(k) = api_key {
                 rb = rb.bearer_auth(k);
             }
-            let wait = if req.stream { first } else { whole };
+            let (wait, own) = if req.stream {
+                (first, first_own)
+            } else {
+                (whole, whole_own)
+            };
             let resp = match timeout(wait, rb.send()).await {
-                Err(_) => {
-                    return Err(Failure::Retry(format!(
-                        "no response within {} ms",
-                        wait.as_millis()
-                    )))
-                }
+                Err(_) => return Err(timed_out(wait, own, "no response")),
                 Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
                 Ok(Ok(r)) => r,
             };
@@ -595,12 +604,7 @@ async fn attempt(
             loop {
                 let left = first.saturating_sub(t0.elapsed());
                 match timeout(left, stream.next()).await {
-                    Err(_) => {
-                        return Err(Failure::Retry(format!(
-                            "no first token within {} ms",
-                            first.as_millis()
-                        )))
-                    }
+                    Err(_) => return Err(timed_out(first, first_own, "no first token")),
                     Ok(None) => {
                         return Err(Failure::Retry(
                             "the stream ended before its first token".into(),
@@ -870,6 +874,13 @@ pub(crate) async fn handle(
                 route.router().abandoned(i);
                 d.labels.ended();
                 refused(&mut unsuitable, &mut why, &d.provider, e);
+            }
+            Err(Failure::Late(reason)) => {
+                guard.armed = false;
+                route.router().abandoned(i);
+                d.labels.ended();
+                why.push(format!("{}: {reason}", d.provider));
+                break;
             }
             Err(Failure::Retry(reason) | Failure::Busy(reason, _)) => {
                 guard.armed = false;

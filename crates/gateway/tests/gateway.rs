@@ -1601,7 +1601,7 @@ async fn headers_that_never_end_close_the_connection() {
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
-/// after 7 s); `reasons` streams reasoning at once and its answer 600 ms later; `plain`
+/// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
@@ -1638,9 +1638,9 @@ async fn misbehaving_upstream() -> String {
             };
             let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
             if v["model"] == "reasons" {
-                // Reasoning at once, under the name newer vLLM gives it; its answer late.
+                // Reasoning soon, under the name newer vLLM gives it; its answer late.
                 let parts = [
-                    (0, role),
+                    (100, role),
                     (0, chunk(serde_json::json!({"reasoning": "think "}))),
                     (600, chunk(serde_json::json!({"content": "ok"}))),
                     (0, "data: [DONE]\n\n".to_string()),
@@ -1729,6 +1729,34 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         took < 1.4,
         "{took} s for a request of total_ms 1000: {body}"
     );
+}
+
+/// An attempt that the request's own deadline cuts short is not the deployment's failure:
+/// a healthy deployment tried with too little of `total_ms` left is not ejected for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_cut_short_by_the_requests_deadline_is_not_blamed() {
+    let up = misbehaving_upstream().await;
+    let text = format!(
+        "[timeouts]\nfirst_token_ms = 950\ntotal_ms = 1000\n\
+         [[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"m\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"up\"\nupstream_model = \"role-then-stall\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"up\"\nupstream_model = \"reasons\"\npriority = 1\n"
+    );
+    let (url, _gw) = start(&text).await;
+    for _ in 0..3 {
+        let (status, body) = post_json(
+            &url,
+            "/chat/completions",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+    }
+    let h = health(&url).await;
+    let deps = h["models"]["m"].as_array().expect("deployments");
+    assert_eq!(deps[0]["failures"], 3, "{h}");
+    assert_eq!(deps[1]["failures"], 0, "{h}");
 }
 
 /// Where every deployment is over its rate, the client is told to slow down (429, with the

@@ -59,7 +59,14 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         planned.push(o.out.capacity_tok_s * f64::from(n));
         cap_full += o.out.capacity_tok_s * f64::from(n);
         cap_sim += o.out.capacity_tok_s * f64::from(r);
-        let mut t = Target::named(&format!("{}/{}", o.out.provider, o.out.system));
+        // Named uniquely, as the records are told apart by name: two options of one class
+        // may run on one provider's systems of one kind (units and whole replicas).
+        let mut t = Target::named(&format!(
+            "{}/{}/{}",
+            o.out.provider,
+            o.out.system,
+            providers.len()
+        ));
         t.capacity = o.out.concurrency.max(1.0) * f64::from(r);
         t.ttft_s = o.out.ttft_s;
         t.tpot_s = o.out.tpot_s;
@@ -138,7 +145,15 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
         params,
         RunOptions { bins: 10 },
         |r: &Record<'_>| {
-            if r.arrival_s < warm || r.failure.is_some() {
+            if r.arrival_s < warm {
+                return;
+            }
+            // A failed request is one not served well, unless it is longer than the model's
+            // context, which no plan could serve (counted only where every pool holds it).
+            if let Some(why) = r.failure {
+                if !(whole_context && why == switchyard_sim::reason::TOO_LONG) {
+                    settled += 1;
+                }
                 return;
             }
             let Some(k) = names.iter().position(|x| x == r.provider) else {

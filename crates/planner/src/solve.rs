@@ -1197,15 +1197,19 @@ pub(crate) fn phase(
 
 /// The mean time to first token a replica may run at for `class`: the model predicts means,
 /// and a replica loaded until its mean TTFT sits at the target has a tail of prompts queued
-/// behind others far past it. A percentile target is held as a mean at the ratio of mean to
-/// p99 TTFT measured in MLPerf server runs ([`Params::server_mean_ttft_frac`]); a median one
-/// as it is.
+/// behind others far past it. A p99 target is held as a mean at the ratio of mean to p99
+/// TTFT measured in MLPerf server runs ([`Params::server_mean_ttft_frac`]); another
+/// percentile q at that ratio scaled as an exponential tail scales, by ln 100 / ln(1/(1−q))
+/// (p95: 0.69 of the target, p99.9: 0.30), and never above the target itself (a median).
 fn mean_ttft_limit(class: &ClassM, pp: &Params) -> f64 {
-    if class.percentile > 0.5 {
-        class.ttft_s * pp.server_mean_ttft_frac
+    let q = class.percentile.clamp(0.0, 0.999_999);
+    let tail = (1.0 / (1.0 - q)).ln();
+    let ratio = if tail > 0.0 {
+        (pp.server_mean_ttft_frac * 100f64.ln() / tail).min(1.0)
     } else {
-        class.ttft_s
-    }
+        1.0
+    };
+    class.ttft_s * ratio
 }
 
 /// The best disaggregated unit for `class` beside the aggregated `replica`, in units of two,
@@ -1284,9 +1288,18 @@ fn disaggregated_option<'a>(
         },
         engine: EngineConfig::for_deployment(&decode, pp),
         per_unit: split.decode.replicas,
-        // The split is chosen for the targets; its pools are sized to them, and the rate it
-        // completes is the most they carry together.
-        peak_tok_s: split.throughput_tok_s,
+        // The most the unit's pools carry together whatever the targets: the prefill pool
+        // always busy, the decode pool at its own peak.
+        peak_tok_s: {
+            let osl = f64::from(class.osl.max(1));
+            let prompts = f64::from(split.prefill.replicas) * split.prefill.batch
+                / split.prefill.pass_s.max(f64::MIN_POSITIVE);
+            let mut pool = decode.clone();
+            pool.layout.dp = split.decode.replicas;
+            (prompts * osl)
+                .min(pool.decode_peak(pp, f64::from(class.isl), osl))
+                .max(split.throughput_tok_s)
+        },
         prefill: Some(PrefillUnit {
             engine: EngineConfig::for_deployment(&prefill, pp),
             replicas: split.prefill.replicas,
@@ -1307,4 +1320,37 @@ fn disaggregated_option<'a>(
     o.out.mw = watts / 1e6 * facility;
     o.out.usd_per_hour = usd;
     Some(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mean_ttft_limit, ClassM, Params};
+
+    #[test]
+    fn a_percentile_target_is_held_as_a_mean_that_its_tail_keeps_within() {
+        let p = Params::default();
+        let at = |percentile: f64| {
+            let class = ClassM {
+                name: "c".into(),
+                isl: 1000,
+                osl: 100,
+                osl_cv: 0.0,
+                ttft_s: 1.0,
+                tpot_s: 0.05,
+                percentile,
+                demand: vec![1.0],
+            };
+            mean_ttft_limit(&class, &p)
+        };
+        // p99 at the measured ratio, a median as it is, and the rest between, the stricter
+        // the higher the percentile.
+        assert!((at(0.99) - p.server_mean_ttft_frac).abs() < 1e-12);
+        assert_eq!(at(0.5), 1.0);
+        assert!((at(0.95) - 0.45 * 100f64.ln() / 20f64.ln()).abs() < 1e-9);
+        let qs = [0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0];
+        for w in qs.windows(2) {
+            assert!(at(w[1]) <= at(w[0]), "{w:?}");
+        }
+        assert!(at(1.0) > 0.0);
+    }
 }
