@@ -363,7 +363,17 @@ impl Gateway {
                                         .prefill_partner(params, p.prefill_chips, None, (isl, osl))
                                         .map_err(|e| err("prefill_chips", e.to_string()))?;
                                     // Prefill chips the layout splits run as several replicas.
-                                    let n = n.saturating_mul(pd.layout.dp);
+                                    let split = u64::from(n) * u64::from(pd.layout.dp);
+                                    if split > u64::from(MAX_ENGINES) {
+                                        return Err(err(
+                                            "prefill_chips",
+                                            format!(
+                                                "{split} prefill engines of {upstream} ({n} replicas, each of {}), more than the {MAX_ENGINES} an emulated pool may run",
+                                                pd.layout
+                                            ),
+                                        ));
+                                    }
+                                    let n = split as u32;
                                     pd.layout.dp = 1;
                                     let chips =
                                         n.saturating_mul(pd.layout.replica_chips()).saturating_add(

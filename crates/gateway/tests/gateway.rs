@@ -810,6 +810,14 @@ fn emulated_pools_have_a_size_limit() {
         &base.replace("chips = 1", "chips = 1\nreplicas = 20000"),
         &["field `replicas`", "10000"],
     );
+    // So is a prefill pool whose chips the layout splits into many engines.
+    refuse(
+        &base.replace(
+            "chips = 1",
+            "chips = 1\nprefill_replicas = 10000\nprefill_chips = 72",
+        ),
+        &["field `prefill_chips`", "prefill engines", "10000"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,9 @@ use crate::UsageError;
 use std::io::Read as _;
 use std::path::Path;
 
+/// The most read from a stream (a pipe, a device) of any kind.
+const STREAM_LIMIT: u64 = 256 << 20;
+
 /// What a file is for, which sets the most it may hold.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Kind {
@@ -45,16 +48,36 @@ impl Kind {
 pub(crate) fn read_text(path: &Path, kind: Kind) -> anyhow::Result<String> {
     let usage = |e: String| anyhow::Error::new(UsageError(format!("{}: {e}", path.display())));
     let file = std::fs::File::open(path).map_err(|e| usage(e.to_string()))?;
-    let limit = kind.limit();
+    // A file's size is known before a byte is read; a stream's (a pipe, a device) is not,
+    // and it is read to at most a quarter of a gibibyte, so that a mistaken device costs
+    // no more memory than that.
+    let limit = match file.metadata() {
+        Ok(m) if m.is_file() => kind.limit(),
+        _ => kind.limit().min(STREAM_LIMIT),
+    };
+    if let Ok(m) = file.metadata() {
+        if m.is_file() && m.len() > limit {
+            return Err(usage(format!(
+                "{} MiB, more than the {} MiB a {} may hold; is this the file you meant?",
+                m.len() >> 20,
+                limit >> 20,
+                kind.noun()
+            )));
+        }
+    }
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| usage(e.to_string()))?;
     if bytes.len() as u64 > limit {
+        let most = if limit < kind.limit() {
+            "the most read from a stream".to_string()
+        } else {
+            format!("the most a {} may hold", kind.noun())
+        };
         return Err(usage(format!(
-            "larger than {} MiB, the most a {} may hold; is this the file you meant?",
-            limit >> 20,
-            kind.noun()
+            "larger than {} MiB, {most}; is this the file you meant?",
+            limit >> 20
         )));
     }
     String::from_utf8(bytes).map_err(|e| {

@@ -869,6 +869,19 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
     assert!(err.contains("latin.toml: line 1: not UTF-8"), "{err}");
     // A path to an endless stream is refused once it outgrows any real file of its kind,
     // before it fills memory.
+    // A file larger than any of its kind is refused by its size, before a byte is read.
+    let huge = dir.join("huge.csv");
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(5 << 30))
+        .expect("a sparse file");
+    let o = run(&["simulate", "--trace", huge.to_str().expect("path")]);
+    let (_, err) = text(&o);
+    let _ = std::fs::remove_file(&huge);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("5120 MiB, more than the 4096 MiB a trace may hold"),
+        "{err}"
+    );
     if std::path::Path::new("/dev/zero").exists() {
         let o = run(&["--catalog", "/dev/zero", "catalog"]);
         let (_, err) = text(&o);
