@@ -671,6 +671,23 @@ fn rounded(
         let Some(x) = relaxed(m, k, a, installed, &caps, &held)? else {
             return Ok(None);
         };
+        // Counts past 32 bits are a demand no fleet of these systems holds (replicas of a
+        // fraction of a token a second each): said so, rather than clamped into a plan below
+        // its demand.
+        if let Some(i) = x.iter().position(|&v| v >= f64::from(u32::MAX)) {
+            let o = &m.options[i];
+            return Err(PlanError::Scenario {
+                origin: "the scenario".into(),
+                message: format!(
+                    "class `{}` would need more than {} replicas of {} on {} ({:.3} tok/s each): its demand is beyond any fleet of them",
+                    m.classes[o.class].name,
+                    u32::MAX,
+                    o.out.layout,
+                    o.out.system,
+                    o.out.capacity_tok_s
+                ),
+            });
+        }
         let whole: Vec<u32> = x
             .iter()
             .map(|&v| (v - 1e-7).ceil().clamp(0.0, f64::from(u32::MAX)) as u32)

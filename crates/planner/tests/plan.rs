@@ -1068,3 +1068,21 @@ fn power_short_where_it_is_needed_is_told_per_provider() {
         "{why}"
     );
 }
+
+/// A demand that would take more replicas than a count holds (100,000-token prompts for one
+/// token each, a tenth of a token a second a replica) is refused, not clamped into a plan
+/// below its demand.
+#[test]
+fn a_demand_beyond_any_fleet_is_refused() {
+    let text = one_phase(
+        "n_minus_1 = 0.0",
+        &provider("a", "h100-sxm", 1.0e12, "rent_usd_per_chip_hour = 1.0"),
+        "llama-3.1-8b",
+        "isl = 100000\nosl = 1\nttft_ms = 60000\ntpot_ms = 1000\npercentile = 0.5",
+        1.0e10,
+    );
+    let e = run(&text, &WhatIf::default())
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("beyond any fleet"), "{e}");
+}
