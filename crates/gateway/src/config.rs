@@ -535,6 +535,12 @@ impl Config {
                 ));
             }
         }
+        if t.attempt_ms.is_some_and(|a| a > t.total_ms) {
+            return Err(top(
+                "timeouts.attempt_ms",
+                "must be at most `total_ms`, which would end the request first",
+            ));
+        }
         if t.first_token_ms > t.total_ms {
             return Err(top(
                 "timeouts.first_token_ms",

@@ -347,32 +347,37 @@ fn carries_output(v: &Value) -> bool {
     })
 }
 
-/// Output tokens of a whole answer by its text: every choice's message content, reasoning
-/// and tool calls (or a completion's text), at four characters a token.
+/// Output tokens of a whole answer by its text, at four characters a token: in every
+/// choice a completion's text or everything in the message but its role (content as a
+/// string or as parts, reasoning under any name, a refusal), tool and function calls by
+/// their JSON.
 fn answer_tokens(v: &Value) -> u64 {
-    let chars: usize = v["choices"].as_array().map_or(0, |cs| {
+    fn chars(x: &Value) -> usize {
+        match x {
+            Value::String(s) => s.chars().count(),
+            // Content parts count their text; anything else in a list, its own.
+            Value::Array(a) => a
+                .iter()
+                .map(|e| e.get("text").map_or_else(|| chars(e), chars))
+                .sum(),
+            Value::Object(_) => x.to_string().chars().count(),
+            _ => 0,
+        }
+    }
+    let total: usize = v["choices"].as_array().map_or(0, |cs| {
         cs.iter()
             .map(|c| {
-                let m = &c["message"];
-                [
-                    &c["text"],
-                    &m["content"],
-                    &m["reasoning_content"],
-                    &m["reasoning"],
-                ]
-                .iter()
-                .filter_map(|x| x.as_str())
-                .map(|t| t.chars().count())
-                .sum::<usize>()
-                    + if m["tool_calls"].is_array() {
-                        m["tool_calls"].to_string().len()
-                    } else {
-                        0
-                    }
+                chars(&c["text"])
+                    + c["message"].as_object().map_or(0, |m| {
+                        m.iter()
+                            .filter(|(k, _)| k.as_str() != "role")
+                            .map(|(_, x)| chars(x))
+                            .sum()
+                    })
             })
             .sum()
     });
-    chars.div_ceil(4) as u64
+    total.div_ceil(4) as u64
 }
 
 /// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
@@ -411,7 +416,10 @@ async fn attempt(
     // the attempt is not blamed.
     let timed_out = |limit: Duration, own: u64, what: &str| {
         let message = format!("{what} within {} ms", limit.as_millis());
-        if limit.as_secs_f64() < 0.99 * own as f64 / 1000.0 {
+        // Its own limit, as the request's allows it at the most; cut to less than half of
+        // that, the deadline, not the deployment, decided.
+        let own = own.min(gw.timeouts.total_ms);
+        if limit.as_secs_f64() < 0.5 * own as f64 / 1000.0 {
             Failure::Late(format!("{message} (all the request's total_ms left)"))
         } else {
             Failure::Retry(message)

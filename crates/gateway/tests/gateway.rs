@@ -139,6 +139,10 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
             ["line 2", "timeouts.first_token_ms"],
         ),
         (
+            "[timeouts]\ntotal_ms = 1000\nattempt_ms = 2000\n",
+            ["line 3", "timeouts.attempt_ms"],
+        ),
+        (
             "[server]\nmax_body_bytes = 0\n",
             ["line 2", "server.max_body_bytes"],
         ),
@@ -1610,7 +1614,7 @@ async fn headers_that_never_end_close_the_connection() {
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
-/// answers 12 characters whole, with no usage.
+/// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1624,6 +1628,11 @@ async fn misbehaving_upstream() -> String {
                     [("retry-after", "7")],
                     r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
                 )
+                    .into_response();
+            }
+            if v["model"] == "refuses" {
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "refuses",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": "I can't help with that"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
             if v["model"] == "plain" {
@@ -1794,7 +1803,8 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     // A whole answer without the provider's usage counts its text, four characters a token.
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
-         [[model]]\nname = \"plain\"\n[[model.deployment]]\nprovider = \"up\"\n"
+         [[model]]\nname = \"plain\"\n[[model.deployment]]\nprovider = \"up\"\n\
+         [[model]]\nname = \"refuses\"\n[[model.deployment]]\nprovider = \"up\"\n"
     );
     let (url, _gw) = start(&text).await;
     let (status, _) = post_json(
@@ -1810,6 +1820,20 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     )
     .await;
     assert_eq!(out, Some(3.0));
+    // A refusal is the answer's text too.
+    let (status, _) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"refuses","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let out = metric(
+        &url,
+        r#"switchyard_tokens_total{model="refuses",provider="up",type="output"}"#,
+    )
+    .await;
+    assert_eq!(out, Some(6.0));
 }
 
 /// Once shutdown begins, new connections are refused while the requests in flight finish:

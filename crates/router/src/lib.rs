@@ -397,15 +397,19 @@ impl Router {
     /// A request on target `i` ended well with a whole (not streamed) answer of `tokens`
     /// output tokens after `seconds`. It says nothing of when the first token was ready: the
     /// time past the expected first token, over the tokens after it, is the time per token
-    /// it shows. An answer whose tokens are not known (no `usage`) teaches nothing.
+    /// it shows. An answer of fewer than two tokens (or of unknown length) teaches nothing.
     pub fn answered(&mut self, i: usize, seconds: f64, tokens: u64) {
         self.succeeded(i, None);
-        if tokens == 0 || !seconds.is_finite() {
+        // One token has no time after the first to learn from.
+        if tokens < 2 || !seconds.is_finite() {
             return;
         }
         let ttft = self.seen[i].ttft_s.unwrap_or(self.targets[i].ttft_s);
+        // An answer quicker than its expected first token says the tokens were quick, not
+        // free: no less than a twentieth of the expected time per token.
+        let floor = 0.05 * self.seen[i].tpot_s.unwrap_or(self.targets[i].tpot_s);
         let s = &mut self.seen[i];
-        let per_token = ((seconds - ttft) / tokens.saturating_sub(1).max(1) as f64).max(0.0);
+        let per_token = ((seconds - ttft) / (tokens - 1) as f64).max(floor);
         s.tpot_s = Some(ewma(s.tpot_s, per_token));
     }
 

@@ -155,6 +155,9 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
     let before = r.observed(1).tpot_s;
     r.dispatched(1);
     r.answered(1, 30.0, 0);
+    // Nor does one of a single token, which has no time after its first.
+    r.dispatched(1);
+    r.answered(1, 30.0, 1);
     assert_eq!(r.observed(1).tpot_s, before);
     let tpot = |i: usize| r.observed(i).tpot_s.expect("learnt");
     assert!(tpot(0) < tpot(1), "{} against {}", tpot(0), tpot(1));

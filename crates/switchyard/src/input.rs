@@ -2,7 +2,9 @@
 //!
 //! A size limit keeps a mistaken path (`/dev/zero`, a disk image, a log that grew for a
 //! year) from filling memory before any parser can object; the limits sit far above any
-//! real file of the kind, so they never refuse one.
+//! real file of the kind, so they never refuse one. A stream (a pipe, `/dev/stdin`, a
+//! device) has no size to check first and is read to at most 256 MiB: a larger trace is
+//! given as a file.
 
 use crate::UsageError;
 use std::io::Read as _;
@@ -59,7 +61,7 @@ pub(crate) fn read_text(path: &Path, kind: Kind) -> anyhow::Result<String> {
         if m.is_file() && m.len() > limit {
             return Err(usage(format!(
                 "{} MiB, more than the {} MiB a {} may hold; is this the file you meant?",
-                m.len() >> 20,
+                m.len().div_ceil(1 << 20),
                 limit >> 20,
                 kind.noun()
             )));
