@@ -1807,33 +1807,22 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
          [[model]]\nname = \"refuses\"\n[[model.deployment]]\nprovider = \"up\"\n"
     );
     let (url, _gw) = start(&text).await;
-    let (status, _) = post_json(
-        &url,
-        "/chat/completions",
-        r#"{"model":"plain","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let out = metric(
-        &url,
-        r#"switchyard_tokens_total{model="plain",provider="up",type="output"}"#,
-    )
-    .await;
-    assert_eq!(out, Some(3.0));
+    let counted = |model: &'static str| {
+        let url = url.clone();
+        async move {
+            let body =
+                format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+            let (status, _) = post_json(&url, "/chat/completions", &body).await;
+            assert_eq!(status, 200);
+            let line = format!(
+                r#"switchyard_tokens_total{{model="{model}",provider="up",type="output"}}"#
+            );
+            metric(&url, &line).await
+        }
+    };
+    assert_eq!(counted("plain").await, Some(3.0));
     // A refusal is the answer's text too.
-    let (status, _) = post_json(
-        &url,
-        "/chat/completions",
-        r#"{"model":"refuses","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let out = metric(
-        &url,
-        r#"switchyard_tokens_total{model="refuses",provider="up",type="output"}"#,
-    )
-    .await;
-    assert_eq!(out, Some(6.0));
+    assert_eq!(counted("refuses").await, Some(6.0));
 }
 
 /// Once shutdown begins, new connections are refused while the requests in flight finish:
