@@ -347,6 +347,13 @@ fn carries_output(v: &Value) -> bool {
     })
 }
 
+/// Whether a chunk ends one of its choices (a finish reason).
+fn finishes(v: &Value) -> bool {
+    v["choices"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| !c["finish_reason"].is_null()))
+}
+
 /// Output tokens of a whole answer by its text, at four characters a token: in every
 /// choice a completion's text or everything in the message but its role (content as a
 /// string or as parts, reasoning under any name, a refusal), tool and function calls by
@@ -634,12 +641,8 @@ async fn attempt(
                         // way the provider has answered.
                         let answered = payloads.iter().any(|p| {
                             p.as_ref() == b"[DONE]"
-                                || serde_json::from_slice::<Value>(p).is_ok_and(|v| {
-                                    carries_output(&v)
-                                        || v["choices"].as_array().is_some_and(|cs| {
-                                            cs.iter().any(|c| !c["finish_reason"].is_null())
-                                        })
-                                })
+                                || serde_json::from_slice::<Value>(p)
+                                    .is_ok_and(|v| carries_output(&v) || finishes(&v))
                         });
                         held.extend(payloads);
                         if answered {
@@ -971,8 +974,6 @@ struct Relayer {
     finished: bool,
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
-    /// The provider's usage chunk was asked for the gateway's count, not the client's.
-    hide_usage: bool,
 }
 
 impl Relayer {
@@ -988,7 +989,6 @@ impl Relayer {
         key: Option<Arc<crate::keys::Key>>,
     ) -> Self {
         let http = matches!(relay, Relay::Http(..));
-        let hide_usage = matches!(relay, Relay::Http(_, _, true));
         let mut r = Relayer {
             gw,
             model,
@@ -1002,7 +1002,6 @@ impl Relayer {
             usage: None,
             finished: false,
             key,
-            hide_usage,
         };
         if http {
             r.absorb(first);
@@ -1029,6 +1028,8 @@ impl Relayer {
 
     /// Queues an HTTP provider's data payloads, noticing the end and error events.
     fn absorb(&mut self, payloads: Vec<Bytes>) {
+        // The provider's usage chunk was asked for the gateway's count, not the client's.
+        let hide_usage = matches!(self.relay, Relay::Http(_, _, true));
         for p in payloads {
             if self.finished {
                 return;
@@ -1055,11 +1056,8 @@ impl Relayer {
                 match value {
                     // A usage the client did not ask for is the gateway's: a chunk of usage
                     // alone is dropped, one with more in it loses its usage.
-                    Some(mut v) if self.hide_usage && usage.is_some() => {
-                        let finishing = v["choices"]
-                            .as_array()
-                            .is_some_and(|cs| cs.iter().any(|c| !c["finish_reason"].is_null()));
-                        if output || finishing {
+                    Some(mut v) if hide_usage && usage.is_some() => {
+                        if output || finishes(&v) {
                             if let Some(o) = v.as_object_mut() {
                                 o.remove("usage");
                             }

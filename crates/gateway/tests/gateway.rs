@@ -1062,24 +1062,31 @@ async fn a_wrong_method_gets_an_error_object() {
     }
 }
 
+/// A gateway of one emulated H100 with `timeouts` (lines of `[timeouts]`), and a bare TCP
+/// connection to it: its stream, its address, and the gateway.
+async fn raw_connection(timeouts: &str) -> (tokio::net::TcpStream, String, Arc<Gateway>) {
+    let text = format!(
+        "[timeouts]\n{timeouts}\n{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, gw) = start(&text).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    (s, addr, gw)
+}
+
 /// A client that stalls halfway through its request body is answered 408 once the body's
 /// time is up, rather than holding its connection open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let text = format!(
-        "[timeouts]\nbody_ms = 200\n{}{}",
-        emulated("gpu", "h100-sxm", ""),
-        model("m", &[("gpu", "")])
-    );
-    let (url, _gw) = start(&text).await;
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/v1")
-        .to_string();
-    let mut s = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
+    let (mut s, addr, _gw) = raw_connection("body_ms = 200").await;
     s.write_all(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
     )
@@ -1577,19 +1584,7 @@ async fn until_closed(s: &mut tokio::net::TcpStream, answer: &mut [u8]) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_never_end_close_the_connection() {
     use tokio::io::AsyncWriteExt;
-    let text = format!(
-        "[timeouts]\nheader_ms = 200\n{}{}",
-        emulated("gpu", "h100-sxm", ""),
-        model("m", &[("gpu", "")])
-    );
-    let (url, _gw) = start(&text).await;
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/v1")
-        .to_string();
-    let mut s = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
+    let (mut s, addr, _gw) = raw_connection("header_ms = 200").await;
     s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n")
         .await
         .expect("write");

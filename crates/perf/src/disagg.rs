@@ -154,15 +154,12 @@ const PREFILL_RATE_SLACK: f64 = 0.02;
 /// the TPOT limit, its steps carrying no prompt chunks; `None` when one request alone misses it.
 fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRate> {
     let osl = q.osl.max(1.0);
-    d.replica_loads(p, d.kv_ctx(q.isl, osl))
-        .map(|c| {
-            let tpot_s = d.decode_step(p, c, d.decode_ctx(q.isl, osl)).time;
-            DecodeRate {
-                layout: d.layout,
-                concurrency: c,
-                tpot_s,
-                rate: c / (tpot_s * osl),
-            }
+    d.decode_loads(p, q.isl, osl)
+        .map(|(c, tpot_s)| DecodeRate {
+            layout: d.layout,
+            concurrency: c,
+            tpot_s,
+            rate: c / (tpot_s * osl),
         })
         .filter(|r| q.tpot_limit.is_none_or(|l| r.tpot_s <= l))
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
@@ -220,11 +217,14 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
                 Some(slack)
             }
         };
-        let busy = |x: u32| {
-            slack.map_or(PREFILL_MAX_BUSY, |s| {
-                mdc_max_busy(s, x).min(PREFILL_MAX_BUSY)
+        // Once for each pool size the chips allow, not again for every decode layout.
+        let busy: Vec<f64> = (1..=chips / kp)
+            .map(|x| {
+                slack.map_or(PREFILL_MAX_BUSY, |s| {
+                    mdc_max_busy(s, x).min(PREFILL_MAX_BUSY)
+                })
             })
-        };
+            .collect();
         for dr in &decodes {
             let kd = dr.layout.replica_chips();
             let mut x = 1_u32;
@@ -234,7 +234,8 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
                 .map(|left| left / kd)
                 .filter(|y| *y >= 1)
             {
-                let rate = (f64::from(x) * pr.rate * busy(x)).min(f64::from(y) * dr.rate);
+                let rate =
+                    (f64::from(x) * pr.rate * busy[x as usize - 1]).min(f64::from(y) * dr.rate);
                 let used = x * kp + y * kd;
                 let better = best.as_ref().is_none_or(|b| {
                     rate > b.rate * (1.0 + 1e-9) || (rate > b.rate * (1.0 - 1e-9) && used < b.used)

@@ -753,7 +753,11 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
     let (peak, peak_meets_limits) = q.peak(&d, p);
     // Power follows the share of the deployment's own peak in use: a latency limit that
     // holds the load down does not make the same load cost more.
-    let most = d.max_throughput(p, q.isl, q.osl, None).throughput_tok_s;
+    let most = if q.tpot_limit.is_none() && q.ttft_limit.is_none() {
+        peak.throughput_tok_s
+    } else {
+        d.max_throughput(p, q.isl, q.osl, None).throughput_tok_s
+    };
     let util = |op: &Operating| op.throughput_tok_s / most.max(f64::MIN_POSITIVE);
     Ok(Estimate {
         model: q.model.id.clone(),

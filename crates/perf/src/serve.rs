@@ -271,12 +271,24 @@ impl Deployment<'_> {
     /// separate prefill pool: their steps carry no prompts, so they carry more than
     /// [`Self::max_throughput`], which has each replica also run its requests' prompts.
     pub fn decode_peak(&self, p: &Params, isl: f64, osl: f64) -> f64 {
+        self.decode_loads(p, isl, osl)
+            .map(|(c, step)| c / step)
+            .fold(0.0, f64::max)
+            * f64::from(self.layout.dp)
+    }
+
+    /// One replica's decode steps with no prompt in them, at every load the searches try
+    /// ([`Self::replica_loads`]): the requests decoding and the step's time.
+    pub(crate) fn decode_loads<'s>(
+        &'s self,
+        p: &'s Params,
+        isl: f64,
+        osl: f64,
+    ) -> impl Iterator<Item = (f64, f64)> + 's {
         let osl = osl.max(1.0);
         let ctx = self.decode_ctx(isl, osl);
         self.replica_loads(p, self.kv_ctx(isl, osl))
-            .map(|c| c / self.decode_step(p, c, ctx).time)
-            .fold(0.0, f64::max)
-            * f64::from(self.layout.dp)
+            .map(move |c| (c, self.decode_step(p, c, ctx).time))
     }
 
     /// The highest throughput at which both the time per output token and the time to first

@@ -166,9 +166,7 @@ fn run(m: &Model<'_>, c: usize, chosen: &[(usize, u32)], demand: f64, seed: u64)
             if let Some(t) = r.tpot_s {
                 tpot[k].record(t);
             }
-            if r.ttft_s.is_some_and(|t| t <= class.ttft_s)
-                && r.tpot_s.is_none_or(|t| t <= class.tpot_s)
-            {
+            if scn.classes[0].meets(r.ttft_s, r.tpot_s) {
                 within += 1;
             }
         },

@@ -214,32 +214,34 @@ impl<'a> Model<'a> {
     ) -> Result<Self, PlanError> {
         let rules = file.rules;
         let x = what_if.demand_x.unwrap_or(1.0);
+        // A class's field at fault, by its line.
+        let class_err =
+            |cs: &toml::Spanned<ClassSpec>, field: &str, m: String| PlanError::Scenario {
+                origin: origin.to_string(),
+                message: format!(
+                    "line {}, field `{field}`: class `{}`: {m}",
+                    line_of_field(text, &cs.span(), field),
+                    cs.get_ref().name
+                ),
+            };
         let classes: Vec<ClassM> = file
             .classes
             .iter()
             .map(|cs| {
                 let c = cs.get_ref();
                 let (isl, osl, osl_cv) =
-                    class_lengths(c, catalog).map_err(|(field, m)| PlanError::Scenario {
-                        origin: origin.to_string(),
-                        message: format!(
-                            "line {}, field `{field}`: class `{}`: {m}",
-                            line_of_field(text, &cs.span(), field),
-                            c.name
-                        ),
-                    })?;
+                    class_lengths(c, catalog).map_err(|(field, m)| class_err(cs, field, m))?;
                 // Beyond it a plan's replica counts outgrow their integers; the world's
                 // whole output is orders of magnitude below it.
                 if c.demand_tok_s.iter().any(|d| d * x > MAX_DEMAND_TOK_S) {
-                    return Err(PlanError::Scenario {
-                        origin: origin.to_string(),
-                        message: format!(
-                            "line {}, field `demand_tok_s`: class `{}`: more than {MAX_DEMAND_TOK_S:e} output tokens a second{}, beyond any fleet's; scale the demand down",
-                            line_of_field(text, &cs.span(), "demand_tok_s"),
-                            c.name,
+                    return Err(class_err(
+                        cs,
+                        "demand_tok_s",
+                        format!(
+                            "more than {MAX_DEMAND_TOK_S:e} output tokens a second{}, beyond any fleet's; scale the demand down",
                             if x == 1.0 { String::new() } else { format!(" at --demand-x {x}") }
                         ),
-                    });
+                    ));
                 }
                 Ok(ClassM {
                     name: c.name.clone(),
@@ -286,28 +288,19 @@ impl<'a> Model<'a> {
             for (ci, cs) in file.classes.iter().enumerate() {
                 let c = cs.get_ref();
                 let class = &classes[ci];
-                let model = catalog.model(&c.model).map_err(|e| PlanError::Scenario {
-                    origin: origin.to_string(),
-                    message: format!(
-                        "line {}, field `model`: class `{}`: {e}",
-                        line_of_field(text, &cs.span(), "model"),
-                        c.name
-                    ),
-                })?;
+                let model = catalog
+                    .model(&c.model)
+                    .map_err(|e| class_err(cs, "model", e.to_string()))?;
                 // A serving engine refuses a request past the model's context.
                 if u64::from(class.isl) + u64::from(class.osl) > model.max_context {
-                    return Err(PlanError::Scenario {
-                        origin: origin.to_string(),
-                        message: format!(
-                            "line {}, field `isl`: class `{}`: {} + {} tokens exceed the {}-token context of `{}`",
-                            line_of_field(text, &cs.span(), "isl"),
-                            c.name,
-                            class.isl,
-                            class.osl,
-                            model.max_context,
-                            model.id
+                    return Err(class_err(
+                        cs,
+                        "isl",
+                        format!(
+                            "{} + {} tokens exceed the {}-token context of `{}`",
+                            class.isl, class.osl, model.max_context, model.id
                         ),
-                    });
+                    ));
                 }
                 let tag = format!("{} {} for {}", spec.name, system.id, c.name);
                 let (isl, osl) = (f64::from(class.isl), f64::from(class.osl));
@@ -382,20 +375,15 @@ impl<'a> Model<'a> {
                 // The fewest chips' verdict, told only where no larger replica is an option.
                 let mut miss: Option<String> = None;
                 let mut offered = false;
+                let mean = mean_ttft_limit(class, pp);
                 for (i, d) in replicas.into_iter().enumerate() {
                     let engine = EngineConfig::for_deployment(&d, pp);
-                    let best = d.max_throughput_within(
-                        pp,
-                        isl,
-                        osl,
-                        Some(class.tpot_s),
-                        Some(mean_ttft_limit(class, pp)),
-                    );
+                    let best =
+                        d.max_throughput_within(pp, isl, osl, Some(class.tpot_s), Some(mean));
                     let Some(op) = best else {
                         let one = d.at_concurrency(pp, 1.0, isl, osl);
                         // A larger replica that misses is no news: the fewest's verdict stands.
                         if i == 0 {
-                            let mean = mean_ttft_limit(class, pp);
                             let held = if mean < class.ttft_s {
                                 format!(
                                     " (a mean that keeps the tail within {:.0})",
@@ -631,24 +619,32 @@ pub(crate) fn shared(m: &Model<'_>, counts: &[u32]) -> Vec<Shared> {
         }
     }
     for s in &mut out {
-        s.whole = (s.fraction - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
+        s.whole = whole_of(s.fraction);
     }
     out
 }
 
-/// What `counts` cost an hour as bought: the whole systems they share.
-pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32]) -> f64 {
-    shared(m, counts)
+/// What systems shared as `pools` cost an hour: each whole one.
+fn pools_usd(pools: &[Shared]) -> f64 {
+    pools
         .iter()
         .map(|s| f64::from(s.whole) * s.usd_per_system)
         .sum()
 }
 
+/// What `counts` cost an hour as bought: the whole systems they share.
+pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32]) -> f64 {
+    pools_usd(&shared(m, counts))
+}
+
 /// The whole systems `n` units of option `o` occupy.
 pub(crate) fn whole_systems(o: &Candidate, n: u32) -> u32 {
-    (f64::from(n) * o.systems - 1e-9)
-        .ceil()
-        .clamp(0.0, f64::from(u32::MAX)) as u32
+    whole_of(f64::from(n) * o.systems)
+}
+
+/// The whole systems a share of systems takes (a hair over a whole number is that number).
+fn whole_of(systems: f64) -> u32 {
+    (systems - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// Counts per option: as the linear relaxation has them, and rounded up to whole units.
@@ -696,6 +692,7 @@ fn rounded(
             return Ok(Some((x, whole)));
         }
         let mut over = false;
+        let pools = shared(m, &whole);
         for (p, prov) in m.providers.iter().enumerate() {
             // Each option's power were it bought alone, and what rounding added to it; the
             // provider draws its whole systems' power, shared among its options.
@@ -710,7 +707,7 @@ fn rounded(
                     (i, alone, alone - x[i] * o.out.mw)
                 })
                 .collect();
-            let drawn: f64 = shared(m, &whole)
+            let drawn: f64 = pools
                 .iter()
                 .filter(|s| s.provider == p)
                 .map(|s| f64::from(s.whole) * s.mw_per_system)
@@ -978,16 +975,19 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     }
     // Power: the megawatts each class needs at the most power-efficient option, against
     // what is on offer.
+    // Output tokens a second a megawatt carries at class `c`'s most power-efficient option,
+    // of one provider or of any.
+    let per_mw = |c: usize, p: Option<usize>| {
+        m.options
+            .iter()
+            .filter(|o| o.class == c && p.is_none_or(|p| o.provider == p))
+            .map(|o| o.out.capacity_tok_s / o.out.mw)
+            .fold(0.0, f64::max)
+    };
     let mut need = 0.0;
     let mut parts = Vec::new();
     for (c, class) in m.classes.iter().enumerate() {
-        let best = m
-            .options
-            .iter()
-            .filter(|o| o.class == c)
-            .map(|o| o.out.mw / o.out.capacity_tok_s)
-            .fold(f64::INFINITY, f64::min);
-        let mw = best * class.demand[k];
+        let mw = class.demand[k] / per_mw(c, None);
         need += mw;
         parts.push(format!("`{}` {} MW", class.name, megawatts(mw)));
     }
@@ -1008,15 +1008,11 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             let mut most = 0.0;
             let mut each = Vec::new();
             for (p, prov) in m.providers.iter().enumerate() {
-                let per_mw = m
-                    .options
-                    .iter()
-                    .filter(|o| o.class == c && o.provider == p)
-                    .map(|o| o.out.capacity_tok_s / o.out.mw)
-                    .fold(0.0, f64::max);
-                if per_mw > 0.0 {
-                    most += per_mw * prov.mw[k];
-                    each.push(format!("`{}` {:.0}", prov.name, per_mw * prov.mw[k]));
+                let rate = per_mw(c, Some(p));
+                if rate > 0.0 {
+                    let carried = rate * prov.mw[k];
+                    most += carried;
+                    each.push(format!("`{}` {carried:.0}", prov.name));
                 }
             }
             if most < class.demand[k] {
@@ -1203,7 +1199,7 @@ pub(crate) fn phase(
         .collect();
     Ok(PhasePlan {
         phase: m.phases[k].clone(),
-        usd_per_hour: plan_usd(m, &x),
+        usd_per_hour: pools_usd(&pools),
         buys,
         providers,
         classes,

@@ -919,9 +919,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let ttft = r.first_at.map(|f| f - r.a.at);
         let tpot = r.tpot_at(self.now).filter(|_| why.is_none());
         let nc = self.scn.classes.len();
-        let good = why.is_none()
-            && class.ttft_s.is_none_or(|l| ttft.is_some_and(|t| t <= l))
-            && class.tpot_s.is_none_or(|l| tpot.is_none_or(|t| t <= l));
+        let good = why.is_none() && class.meets(ttft, tpot);
         let record = |cell: &mut Cell| match why {
             None => {
                 cell.completed += 1;

@@ -274,6 +274,15 @@ pub struct Class {
     pub tpot_s: Option<f64>,
 }
 
+impl Class {
+    /// Whether a completed request's first token (`None`: it had none) and time per output
+    /// token (`None`: one token, none to time) meet the class's targets: the goodput rule.
+    pub fn meets(&self, ttft_s: Option<f64>, tpot_s: Option<f64>) -> bool {
+        self.ttft_s.is_none_or(|l| ttft_s.is_some_and(|t| t <= l))
+            && self.tpot_s.is_none_or(|l| tpot_s.is_none_or(|t| t <= l))
+    }
+}
+
 /// A failure in the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Failure {
@@ -393,8 +402,12 @@ impl ScenarioFile {
             origin: origin.to_string(),
             message,
         };
-        // A table the file lacks has no line; the deserializer would blame the first one.
-        if let Ok(top) = text.parse::<toml::Table>() {
+        toml::from_str(text).map_err(|e| {
+            // A table the file lacks has no line; the deserializer would blame the first one.
+            // Only a file refused is read again to tell.
+            let Ok(top) = text.parse::<toml::Table>() else {
+                return fail(switchyard_catalog::toml_error_line(text, &e));
+            };
             for (table, needs) in [
                 (
                     "[[provider]]",
@@ -407,11 +420,11 @@ impl ScenarioFile {
             ] {
                 let key = table.trim_matches(|c| c == '[' || c == ']');
                 if !top.contains_key(key) {
-                    return Err(fail(format!("no {table} table: a scenario needs {needs}")));
+                    return fail(format!("no {table} table: a scenario needs {needs}"));
                 }
             }
-        }
-        toml::from_str(text).map_err(|e| fail(switchyard_catalog::toml_error_line(text, &e)))
+            fail(switchyard_catalog::toml_error_line(text, &e))
+        })
     }
 
     /// Checks the numbers that serde only types: shares, weights, prices and targets must be

@@ -34,6 +34,13 @@ fn run(scn: &Scenario<'_>, params: &Params) -> (Summary, String) {
     (s, csv)
 }
 
+/// The summary of `text`, a scenario without a trace, run on the built-in catalog.
+fn simulated(text: &str) -> Summary {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    run(&resolve(text, &cat, &p, false).expect("scenario"), &p).0
+}
+
 /// A single replica serving one request at a time: a single-server FIFO queue.
 fn single_server(rate: f64, output: &str) -> String {
     format!(
@@ -1146,13 +1153,9 @@ fn load_is_the_share_of_peak_throughput_carried() {
 /// the prefill pool takes off it.
 #[test]
 fn a_decode_pools_load_is_against_its_peak_without_prompts() {
-    let cat = Catalog::builtin().expect("catalog");
-    let p = Params::default();
     let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"pd\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 1\nprefill_replicas = 16\nprefill_chips = 1\n[workload]\nrequests = 4000\narrival = { process = \"poisson\", rate = 80.0 }\nprompt = { dist = \"fixed\", tokens = 8000 }\noutput = { dist = \"fixed\", tokens = 300 }\n";
-    let scn = resolve(text, &cat, &p, false).expect("scenario");
-    let (s, _) = run(&scn, &p);
-    let g = &s.providers[0];
-    let load = g.load.expect("load");
+    let s = simulated(text);
+    let load = s.providers[0].load.expect("load");
     assert!(load > 0.8 && load < 1.1, "load {load}");
 }
 
@@ -1160,10 +1163,8 @@ fn a_decode_pools_load_is_against_its_peak_without_prompts() {
 /// catalog prices and for one it does not.
 #[test]
 fn a_stated_price_is_the_reported_cost() {
-    let cat = Catalog::builtin().expect("catalog");
-    let p = Params::default();
     let text = "model = \"llama-3.1-8b\"\n[router]\npolicy = \"round-robin\"\n[[provider]]\nname = \"gpu\"\nsystem = \"h100-sxm\"\nchips = 1\nusd_per_mtok = 0.6\n[[provider]]\nname = \"wafer\"\nsystem = \"cs3\"\nusd_per_mtok = 0.25\n[[provider]]\nname = \"catalog\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 300\narrival = { process = \"poisson\", rate = 5.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 100 }\n";
-    let (s, _) = run(&resolve(text, &cat, &p, false).expect("scenario"), &p);
+    let s = simulated(text);
     assert_eq!(s.providers[0].usd_per_mtok, Some(0.6));
     assert_eq!(s.providers[1].usd_per_mtok, Some(0.25));
     // Without one, the catalog's rent through the model: some other figure.

@@ -54,19 +54,17 @@ pub(crate) fn read_text(path: &Path, kind: Kind) -> anyhow::Result<String> {
     // and it is read to at most a quarter of a gibibyte, so that a mistaken device costs
     // no more memory than that.
     let limit = match file.metadata() {
-        Ok(m) if m.is_file() => kind.limit(),
-        _ => kind.limit().min(STREAM_LIMIT),
-    };
-    if let Ok(m) = file.metadata() {
-        if m.is_file() && m.len() > limit {
+        Ok(m) if m.is_file() && m.len() > kind.limit() => {
             return Err(usage(format!(
                 "{} MiB, more than the {} MiB a {} may hold; is this the file you meant?",
                 m.len().div_ceil(1 << 20),
-                limit >> 20,
+                kind.limit() >> 20,
                 kind.noun()
             )));
         }
-    }
+        Ok(m) if m.is_file() => kind.limit(),
+        _ => kind.limit().min(STREAM_LIMIT),
+    };
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)

@@ -36,6 +36,15 @@ fn prints(args: &[&str], needles: &[&str]) -> String {
     out
 }
 
+/// Runs `args`, which must be refused as the user's mistake (status 2) with `needle` in the
+/// one line on standard error.
+fn refused(args: &[&str], needle: &str) {
+    let o = run(args);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{err}");
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -863,32 +872,26 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
     // So is one in a scenario, which the simulator reads the same way.
     let latin = dir.join("latin.toml");
     std::fs::write(&latin, b"name = \"caf\xe9\"\n").expect("write");
-    let o = run(&["simulate", "--scenario", latin.to_str().expect("path")]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("latin.toml: line 1: not UTF-8"), "{err}");
-    // A path to an endless stream is refused once it outgrows any real file of its kind,
-    // before it fills memory.
+    refused(
+        &["simulate", "--scenario", latin.to_str().expect("path")],
+        "latin.toml: line 1: not UTF-8",
+    );
     // A file larger than any of its kind is refused by its size, before a byte is read.
     let huge = dir.join("huge.csv");
     std::fs::File::create(&huge)
         .and_then(|f| f.set_len(5 << 30))
         .expect("a sparse file");
-    let o = run(&["simulate", "--trace", huge.to_str().expect("path")]);
-    let (_, err) = text(&o);
-    let _ = std::fs::remove_file(&huge);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        err.contains("5120 MiB, more than the 4096 MiB a trace may hold"),
-        "{err}"
+    refused(
+        &["simulate", "--trace", huge.to_str().expect("path")],
+        "5120 MiB, more than the 4096 MiB a trace may hold",
     );
+    let _ = std::fs::remove_file(&huge);
+    // A path to an endless stream is refused once it outgrows any real file of its kind,
+    // before it fills memory.
     if std::path::Path::new("/dev/zero").exists() {
-        let o = run(&["--catalog", "/dev/zero", "catalog"]);
-        let (_, err) = text(&o);
-        assert_eq!(o.status.code(), Some(2));
-        assert!(
-            err.contains("/dev/zero: larger than 64 MiB, the most a settings file may hold"),
-            "{err}"
+        refused(
+            &["--catalog", "/dev/zero", "catalog"],
+            "/dev/zero: larger than 64 MiB, the most a settings file may hold",
         );
     }
     // A row that does not fit its header is skipped with its line, and the rest scored.
@@ -1307,27 +1310,25 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         "num_prefill_tokens,num_decode_tokens\n700,30\n1200,80\n",
     );
     let process = temp_file("process.toml", "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nrequests = 20\narrival = { process = \"poisson\", rate = 2.0 }\n");
-    let out_dir = std::env::temp_dir().join(format!("switchyard-cli-len-{}", std::process::id()));
-    let o = run(&[
-        "simulate",
-        "--scenario",
-        process.to_str().expect("utf-8"),
-        "--trace",
-        lengths.to_str().expect("utf-8"),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--json",
-    ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let dir = out_dir("lengths");
+    let out = prints(
+        &[
+            "simulate",
+            "--scenario",
+            process.to_str().expect("utf-8"),
+            "--trace",
+            lengths.to_str().expect("utf-8"),
+            "--out",
+            dir.to_str().expect("utf-8"),
+            "--json",
+        ],
+        &[],
+    );
     let summary: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(summary["completed"], 20, "{out}");
-    let o = run(&["simulate", "--trace", lengths.to_str().expect("utf-8")]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("lengths only") && err.contains("arrival"),
-        "{err}"
+    refused(
+        &["simulate", "--trace", lengths.to_str().expect("utf-8")],
+        "lengths only, no arrival times",
     );
     // Values that would hang the run or exhaust memory are refused with their field.
     let base = "model = \"llama-3.1-8b\"\nduration_s = 10\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
