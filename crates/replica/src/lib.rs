@@ -17,7 +17,10 @@
 //! tokens it had produced (vLLM's recompute policy). With expert parallelism the replica's
 //! groups each serve their own sequences (attention data parallelism), so the cache is one
 //! pool of blocks per group: a request joins the group with the most free blocks, and a
-//! sequence that needs a block takes it from its own group, preempting only there.
+//! sequence that needs a block takes it from its own group, preempting only there. A prompt
+//! chunk that rides a decode step through a pipeline comes out of its last stage after the
+//! step ([`StepTime::chunk_lag`]): its sequence sits out the steps until then, while the
+//! others go on decoding.
 
 use std::collections::VecDeque;
 use switchyard_perf::{Batch, Deployment, Params};
@@ -27,6 +30,13 @@ use switchyard_perf::{Batch, Deployment, Params};
 pub trait StepTime {
     /// Seconds one step of `batch` takes.
     fn step_time(&self, batch: &Batch) -> f64;
+
+    /// Seconds after the end of a step of `batch` that a prompt chunk of `chunk` tokens in
+    /// it is done (a pipeline's later stages still work on it); its sequence waits that
+    /// long before its next chunk or its token. None by default.
+    fn chunk_lag(&self, _batch: &Batch, _chunk: u32) -> f64 {
+        0.0
+    }
 }
 
 /// The performance model as a step-time source: a one-replica deployment and its parameters.
@@ -41,6 +51,10 @@ pub struct Physics<'a> {
 impl StepTime for Physics<'_> {
     fn step_time(&self, batch: &Batch) -> f64 {
         self.deployment.step_time(self.params, batch)
+    }
+
+    fn chunk_lag(&self, batch: &Batch, chunk: u32) -> f64 {
+        self.deployment.chunk_lag(self.params, batch, chunk)
     }
 }
 
@@ -227,6 +241,13 @@ struct Seq {
     group: usize,
     /// Tokens this sequence processes in the current step (0: not in the step).
     chunk: u32,
+    /// Seconds past the current step's end that its chunk is done (see
+    /// [`StepTime::chunk_lag`]).
+    lag: f64,
+    /// Seconds still to wait for its last chunk, out of the steps; it joins none meanwhile.
+    hold: f64,
+    /// Whether that chunk ended its (re)fill, so that a token comes out when the wait ends.
+    due: bool,
     scheduled: bool,
 }
 
@@ -315,6 +336,9 @@ impl<S: StepTime> Replica<S> {
             blocks: 0,
             group: 0,
             chunk: 0,
+            lag: 0.0,
+            hold: 0.0,
+            due: false,
             scheduled: false,
         });
         Ok(())
@@ -387,6 +411,10 @@ impl<S: StepTime> Replica<S> {
         let mut i = 0;
         while i < self.running.len() {
             let s = self.running[i];
+            if s.hold > 0.0 {
+                i += 1;
+                continue;
+            }
             let budget = budgets[s.group];
             let want = if s.decoding() {
                 1
@@ -511,7 +539,16 @@ impl<S: StepTime> Replica<S> {
             }
         }
         if batch.decode_seqs == 0 && batch.prefill_tokens == 0 {
-            return None;
+            // Only chunks still in a pipeline: the replica waits for the first to come out.
+            let wait = self
+                .running
+                .iter()
+                .map(|s| s.hold)
+                .filter(|&h| h > 0.0)
+                .min_by(f64::total_cmp)?;
+            self.in_step = true;
+            self.step_s = wait;
+            return Some(wait);
         }
         if batch.decode_seqs > 0 {
             batch.decode_ctx = decode_ctx / f64::from(batch.decode_seqs);
@@ -520,6 +557,13 @@ impl<S: StepTime> Replica<S> {
             batch.prefill_ctx = prefill_pos / f64::from(batch.prefill_tokens);
         }
         let t = self.physics.step_time(&batch).max(0.0);
+        for s in self
+            .running
+            .iter_mut()
+            .filter(|s| s.chunk > 0 && !s.decoding())
+        {
+            s.lag = self.physics.chunk_lag(&batch, s.chunk).max(0.0);
+        }
         self.in_step = true;
         self.step_s = t;
         Some(t)
@@ -537,20 +581,9 @@ impl<S: StepTime> Replica<S> {
         self.counters.busy_s += self.step_s;
         let mut freed = vec![0; self.free_blocks.len()];
         let counters = &mut self.counters;
-        self.running.retain_mut(|s| {
-            if s.chunk == 0 {
-                return true;
-            }
-            let chunk = std::mem::take(&mut s.chunk);
-            let was_decoding = s.decoding();
-            s.kv += chunk;
-            if !was_decoding {
-                counters.tokens_prefilled += u64::from(chunk);
-                if s.kv < s.target {
-                    return true;
-                }
-            }
-            // A decode step, or the step that completes a (re)fill, produces one token.
+        let step_s = self.step_s;
+        // A token for `s`; whether it stays in the engine.
+        let mut produce = |s: &mut Seq| {
             s.generated += 1;
             counters.tokens_out += 1;
             if s.generated == 1 {
@@ -564,7 +597,42 @@ impl<S: StepTime> Replica<S> {
                 return false;
             }
             true
+        };
+        let mut prefilled = 0;
+        self.running.retain_mut(|s| {
+            if s.chunk == 0 {
+                if s.hold > 0.0 {
+                    // A step's time is never exact in floating point: a wait of the
+                    // remaining hold ends it.
+                    s.hold -= step_s;
+                    if s.hold <= 1e-9 * step_s.max(1e-9) {
+                        s.hold = 0.0;
+                        if std::mem::take(&mut s.due) {
+                            return produce(s);
+                        }
+                    }
+                }
+                return true;
+            }
+            let chunk = std::mem::take(&mut s.chunk);
+            let lag = std::mem::take(&mut s.lag);
+            let was_decoding = s.decoding();
+            s.kv += chunk;
+            if !was_decoding {
+                prefilled += u64::from(chunk);
+                if lag > 0.0 {
+                    s.hold = lag;
+                    s.due = s.kv >= s.target;
+                    return true;
+                }
+                if s.kv < s.target {
+                    return true;
+                }
+            }
+            // A decode step, or the step that completes a (re)fill, produces one token.
+            produce(s)
         });
+        self.counters.tokens_prefilled += prefilled;
         for (f, d) in self.free_blocks.iter_mut().zip(freed) {
             *f += d;
         }
@@ -603,6 +671,9 @@ impl<S: StepTime> Replica<S> {
         self.counters.preemptions += 1;
         s.blocks = 0;
         s.chunk = 0;
+        s.lag = 0.0;
+        s.hold = 0.0;
+        s.due = false;
         s.kv = 0;
         // Recompute the prompt and every token produced so far; the pass that finishes
         // produces the next token.

@@ -533,3 +533,73 @@ fn each_group_keeps_its_share_of_a_steps_tokens() {
     // A quarter of 400 for the long prompt's group, and the three short prompts whole.
     assert_eq!(r.counters().tokens_prefilled, 100 + 3 * 50);
 }
+
+/// Steps of one second whose prompt chunks, beside decodes, come out of a pipeline
+/// `lag` seconds after the step ends.
+struct Lagging {
+    lag: f64,
+}
+
+impl StepTime for Lagging {
+    fn step_time(&self, _: &Batch) -> f64 {
+        1.0
+    }
+
+    fn chunk_lag(&self, b: &Batch, _chunk: u32) -> f64 {
+        if b.decode_seqs > 0 {
+            self.lag
+        } else {
+            0.0
+        }
+    }
+}
+
+#[test]
+fn a_chunk_that_lags_its_step_holds_its_sequence_back() {
+    let mut r = Replica::new(Lagging { lag: 2.5 }, config(8, 1000, 10_000));
+    let ask = |id, prompt, output| Request { id, prompt, output };
+    r.submit(ask(1, 10, 10)).expect("fits");
+    // The first step prefills request 1 alone; request 2 joins the next beside its decode.
+    let mut ev = Vec::new();
+    let first = r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    r.submit(ask(2, 1500, 2)).expect("fits");
+    let rest = run(&mut r);
+    let at = |e| first + time_of(&rest, e);
+    let first_token = at(Event::FirstToken(2));
+    // Two chunks of 1000 and 500 tokens, each a step plus a lag of 2.5 s that ends on the
+    // first step boundary at or after it: 1 + (1 + 3) + (1 + 3).
+    assert_eq!(first_token, 9.0, "{rest:?}");
+    // Request 1 decodes every step meanwhile: its tokens never wait for the lagging chunk.
+    let decoded_by_9 = rest
+        .iter()
+        .filter(|(t, e)| first + t <= 9.0 && matches!(e, Event::Token(1)))
+        .count();
+    assert_eq!(decoded_by_9, 8);
+}
+
+#[test]
+fn a_chunk_lagging_with_nothing_else_to_run_waits_out_its_lag() {
+    let mut r = Replica::new(Lagging { lag: 2.5 }, config(8, 1000, 10_000));
+    r.submit(Request {
+        id: 1,
+        prompt: 10,
+        output: 3,
+    })
+    .expect("fits");
+    let mut ev = Vec::new();
+    let first = r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    r.submit(Request {
+        id: 2,
+        prompt: 100,
+        output: 1,
+    })
+    .expect("fits");
+    let rest = run(&mut r);
+    // Request 2 rides step 2 beside request 1's decode (ends at 2), request 1 finishes in
+    // step 3 (ends at 3), and with nothing left to run the engine waits the last 0.5 s.
+    assert_eq!(first + time_of(&rest, Event::Finished(1)), 3.0);
+    assert_eq!(first + time_of(&rest, Event::FirstToken(2)), 4.5);
+    assert_eq!(r.running(), 0);
+}

@@ -1302,3 +1302,56 @@ fn bins_stay_few_when_the_run_overruns_its_arrivals() {
     let arrived: u64 = s.bins.iter().map(|b| b.arrivals).sum();
     assert_eq!(arrived, 300);
 }
+
+/// Each request's time to first token, replaying trace `csv` on one replica of Llama 3.1
+/// 70B in FP8 over eight H100s laid out as `layout`.
+fn first_tokens_on_h100s(layout: &str, csv: &str) -> Vec<f64> {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = format!(
+        "model = \"llama-3.1-70b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 8\nprecision = \"fp8\"\nlayout = \"{layout}\"\n[workload]\n"
+    );
+    let rows = parse_trace(csv, "trace.csv").expect("trace");
+    let scn = ScenarioFile::parse(&text, "test.toml")
+        .expect("parses")
+        .resolve(
+            &text,
+            "test.toml",
+            &cat,
+            &p,
+            Some(rows),
+            &Overrides::default(),
+        )
+        .expect("resolves");
+    let mut ttft = Vec::new();
+    simulate(
+        &scn,
+        &p,
+        RunOptions::default(),
+        |r: &Record<'_>| ttft.push((r.id, r.ttft_s.expect("first token"))),
+        &mut |_| {},
+    );
+    ttft.sort_by_key(|t| t.0);
+    ttft.into_iter().map(|t| t.1).collect()
+}
+
+#[test]
+fn a_prompt_beside_decodes_still_passes_every_pipeline_stage() {
+    // A long prompt alone, and the same prompt arriving while another request decodes.
+    for layout in ["tp2-pp4", "tp1-pp8", "tp8-pp1"] {
+        let alone = first_tokens_on_h100s(
+            layout,
+            "arrived_at,num_prefill_tokens,num_decode_tokens\n0,4000,10\n",
+        )[0];
+        let busy = first_tokens_on_h100s(
+            layout,
+            "arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,2000\n5,4000,10\n",
+        )[1];
+        // Beside the decodes it waits out part of a step and rides one: no faster than
+        // alone, and slower by no more than a few steps of the other request.
+        assert!(
+            busy >= alone && busy < alone + 0.2,
+            "{layout}: {busy} s beside a decoding request, {alone} s alone"
+        );
+    }
+}
