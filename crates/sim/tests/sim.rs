@@ -1089,19 +1089,16 @@ fn replay_on_one_h100(csv: &str) -> Summary {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
     let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
+    run(&replaying(text, csv, &cat, &p), &p).0
+}
+
+/// Scenario `text` (whose workload states no arrivals) replaying trace `csv`.
+fn replaying<'a>(text: &str, csv: &str, cat: &'a Catalog, p: &Params) -> Scenario<'a> {
     let rows = parse_trace(csv, "trace.csv").expect("trace");
-    let file = ScenarioFile::parse(text, "test.toml").expect("parses");
-    let scn = file
-        .resolve(
-            text,
-            "test.toml",
-            &cat,
-            &p,
-            Some(rows),
-            &Overrides::default(),
-        )
-        .expect("resolves");
-    run(&scn, &p).0
+    ScenarioFile::parse(text, "test.toml")
+        .expect("parses")
+        .resolve(text, "test.toml", cat, p, Some(rows), &Overrides::default())
+        .expect("resolves")
 }
 
 #[test]
@@ -1311,18 +1308,7 @@ fn first_tokens_on_h100s(layout: &str, csv: &str) -> Vec<f64> {
     let text = format!(
         "model = \"llama-3.1-70b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 8\nprecision = \"fp8\"\nlayout = \"{layout}\"\n[workload]\n"
     );
-    let rows = parse_trace(csv, "trace.csv").expect("trace");
-    let scn = ScenarioFile::parse(&text, "test.toml")
-        .expect("parses")
-        .resolve(
-            &text,
-            "test.toml",
-            &cat,
-            &p,
-            Some(rows),
-            &Overrides::default(),
-        )
-        .expect("resolves");
+    let scn = replaying(&text, csv, &cat, &p);
     let mut ttft = Vec::new();
     simulate(
         &scn,
