@@ -244,7 +244,9 @@ pub fn app(gw: Arc<Gateway>) -> Router {
 /// connection whose request headers do not arrive within `timeouts.header_ms` is closed
 /// (axum's own server leaves it open), as is a kept-alive one idle that long: hyper starts
 /// the timer when it waits for a request's head, which on a kept-alive connection is as soon
-/// as the previous answer is sent.
+/// as the previous answer is sent. A new connection's first byte is awaited here for as
+/// long, since hyper's timer starts only once it has one (it reads the first bytes to tell
+/// HTTP/1 from HTTP/2): a client that connects and sends nothing holds no descriptor.
 ///
 /// # Errors
 /// The listener failed.
@@ -282,6 +284,16 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            // A byte, or the end of the connection, which hyper then reads.
+            let arrived = tokio::select! {
+                r = tokio::time::timeout(headers, tcp.peek(&mut first)) => matches!(r, Ok(Ok(_))),
+                _ = stop.changed() => false,
+            };
+            if !arrived {
+                drop(done);
+                return;
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()

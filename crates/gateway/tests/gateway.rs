@@ -1578,9 +1578,9 @@ async fn until_closed(s: &mut tokio::net::TcpStream, answer: &mut [u8]) -> Optio
     .ok()
 }
 
-/// A client that trickles its request headers, or sends no further request on a kept-alive
-/// connection, has its connection closed after `timeouts.header_ms`, rather than holding it
-/// for ever.
+/// A client that trickles its request headers, sends nothing at all, or sends no further
+/// request on a kept-alive connection, has its connection closed after `timeouts.header_ms`,
+/// rather than holding it for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_never_end_close_the_connection() {
     use tokio::io::AsyncWriteExt;
@@ -1604,6 +1604,16 @@ async fn headers_that_never_end_close_the_connection() {
     let total = read.expect("the idle connection stayed open");
     let got = String::from_utf8_lossy(&answer[..total]);
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // A connection that never sends a byte is closed too: idle sockets would otherwise hold
+    // the gateway's descriptors until it can accept no one.
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    assert_eq!(
+        until_closed(&mut s, &mut answer).await,
+        Some(0),
+        "the silent connection stayed open"
+    );
 }
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
