@@ -86,7 +86,10 @@ pub struct Timeouts {
     /// Establishing a connection to a provider.
     pub connect_ms: u64,
     /// From sending a request to its first token of output (not a role-only or empty
-    /// chunk), or, not streaming, its headers; past it the next deployment is tried.
+    /// chunk), or, not streaming, its headers; past it the next deployment is tried. An
+    /// emulated deployment's stream has this beyond its prompt's own pass as the physics
+    /// times it (a long prompt is no fault of its deployment), and its whole answers
+    /// `attempt_ms`, as any provider's.
     pub first_token_ms: u64,
     /// The whole request, from its arrival, every attempt in it: retries share it.
     pub total_ms: u64,

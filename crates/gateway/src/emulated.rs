@@ -129,6 +129,8 @@ pub struct EmuPool {
     layout: String,
     /// See [`EmuPool::longest_request`].
     longest: u32,
+    /// A replica where prompts run (the prefill pool's, when there is one).
+    prompts: Physics<'static>,
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
@@ -241,6 +243,7 @@ impl EmuPool {
             config.longest_request().min(p.config.longest_request())
         });
         let replicas = spawn_replicas(&physics, config, replicas, None);
+        let prompts = prefill.as_ref().map_or(physics, |p| p.physics.clone());
         let prefill = match prefill {
             None => Vec::new(),
             Some(spec) => {
@@ -257,6 +260,7 @@ impl EmuPool {
             prefill,
             layout,
             longest,
+            prompts,
             faults,
             started: Instant::now(),
             draws: Mutex::new(0x5EED),
@@ -282,6 +286,14 @@ impl EmuPool {
     /// decodes.
     pub fn longest_request(&self) -> u32 {
         self.longest
+    }
+
+    /// Seconds a prompt of `tokens` tokens takes alone, in one pass where prompts run: what
+    /// its first token needs at the least, however idle the pool.
+    pub fn prompt_s(&self, tokens: u32) -> f64 {
+        self.prompts
+            .deployment
+            .prefill(self.prompts.params, f64::from(tokens))
     }
 
     /// Whether the provider is inside its outage window now.

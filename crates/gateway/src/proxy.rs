@@ -448,16 +448,27 @@ async fn attempt(
             };
             let stop = stop_point(&req.stop, asked);
             let output = stop.map_or(asked, |(n, _)| n);
+            // A stream's first token may take `first_token_ms` beyond its prompt's own pass,
+            // which is the prompt's length and no fault of the deployment (a 100k-token
+            // prompt takes half a minute on eight GPUs); a whole answer has its own limit
+            // from the start, as with any provider.
+            let (limit, own, what) = if req.stream {
+                let pass_ms = (pool.prompt_s(req.prompt_tokens) * 1000.0).ceil();
+                let own = first_own.saturating_add(pass_ms.min(u64::MAX as f64) as u64);
+                (Duration::from_millis(own).min(total), own, "no first token")
+            } else {
+                (whole, whole_own, "no whole answer")
+            };
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
-            let started = timeout(first, async {
+            let started = timeout(limit, async {
                 let mut s = pool.submit(req.prompt_tokens, output).await?;
                 let e = s.next().await;
                 Ok::<_, EmuError>((s, e))
             })
             .await;
             let mut s = match started {
-                Err(_) => return Err(timed_out(first, first_own, "no first token")),
+                Err(_) => return Err(timed_out(limit, own, what)),
                 Ok(Err(EmuError::TooLong(m))) => {
                     return Err(Failure::Unsuitable(ApiError {
                         code: Some("context_length_exceeded"),

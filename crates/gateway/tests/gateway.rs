@@ -1875,3 +1875,28 @@ async fn shutdown_refuses_new_connections_and_finishes_the_streams_in_flight() {
         .expect("joined")
         .expect("served");
 }
+
+/// An emulated deployment's first token may take `first_token_ms` beyond its prompt's own
+/// pass: a long prompt is served, streamed or whole, not failed as the deployment's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_is_not_a_late_first_token() {
+    let text = format!(
+        "[timeouts]\nfirst_token_ms = 100\n{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    // About 8,000 tokens at four characters a token: some 0.35 s of prefill on one H100.
+    let prompt = "abcd".repeat(8000);
+    for stream in [true, false] {
+        let (status, body) = post_json(
+            &url,
+            "/completions",
+            &format!(r#"{{"model":"m","prompt":"{prompt}","max_tokens":2,"stream":{stream}}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "stream {stream}: {body}");
+    }
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
+}
