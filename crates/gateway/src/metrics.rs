@@ -18,8 +18,9 @@ pub const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
 pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
 /// Whole request duration, seconds (`gen_ai.server.request.duration`).
 pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
-/// Requests answered, by `outcome`: `ok`, `client_error`, `failed` and `cancelled` for those a
-/// deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
+/// Requests answered, by `outcome`: `ok`, `client_error`, `failed`, `timed_out` (a stream
+/// cut by the request's `total_ms`, not held against its deployment) and `cancelled` for
+/// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
 pub const REQUESTS: &str = "switchyard_requests_total";
 /// Attempts on a deployment that failed (connect error, 429, 5xx, timeout, broken stream).
 pub const ERRORS: &str = "switchyard_upstream_errors_total";

@@ -1047,10 +1047,10 @@ impl Relayer {
             }
             if p.as_ref() == b"[DONE]" {
                 self.queue.push_back(Bytes::from_static(sse::DONE));
-                self.finish(Ok(()));
+                self.finish(Ended::Done);
             } else if p.starts_with(b"{\"error\"") {
                 self.queue.push_back(sse::event(&p));
-                self.finish(Err("the provider sent an error event".into()));
+                self.finish(Ended::Failed("the provider sent an error event".into()));
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
@@ -1093,7 +1093,12 @@ impl Relayer {
             // The whole request's limit, from when it arrived, its earlier attempts included.
             let total = Duration::from_millis(self.gw.timeouts.total_ms);
             let left = total.saturating_sub(self.t_start.elapsed());
-            let late = || format!("not done within the request's {} ms", total.as_millis());
+            let late = || {
+                Ended::Late(format!(
+                    "not done within the request's {} ms",
+                    total.as_millis()
+                ))
+            };
             match &mut self.relay {
                 Relay::Emu(s, fmt) => match timeout(left, s.next()).await {
                     Ok(Some(EmuEvent::Token)) => {
@@ -1102,29 +1107,29 @@ impl Relayer {
                     }
                     Ok(Some(EmuEvent::Done)) => {
                         self.queue.extend(fmt.ending());
-                        self.finish(Ok(()));
+                        self.finish(Ended::Done);
                     }
-                    Ok(None) => self.finish(Err("the replica stopped".into())),
-                    Err(_) => self.finish(Err(late())),
+                    Ok(None) => self.finish(Ended::Failed("the replica stopped".into())),
+                    Err(_) => self.finish(late()),
                 },
                 Relay::Http(stream, reader, _) => match timeout(left, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
                         self.absorb(payloads);
                     }
-                    Ok(Some(Err(e))) => self.finish(Err(without_url(&e))),
-                    Ok(None) => {
-                        self.finish(Err("the provider closed the stream before [DONE]".into()));
-                    }
-                    Err(_) => self.finish(Err(late())),
+                    Ok(Some(Err(e))) => self.finish(Ended::Failed(without_url(&e))),
+                    Ok(None) => self.finish(Ended::Failed(
+                        "the provider closed the stream before [DONE]".into(),
+                    )),
+                    Err(_) => self.finish(late()),
                 },
             }
         }
     }
 
-    /// Ends the stream: records the outcome, and on failure queues the error event that
-    /// tells the client its stream broke.
-    fn finish(&mut self, outcome: Result<(), String>) {
+    /// Ends the stream: records the outcome, and unless it is done queues the error event
+    /// that tells the client its stream broke.
+    fn finish(&mut self, outcome: Ended) {
         self.finished = true;
         let elapsed = self.t_start.elapsed().as_secs_f64();
         let (tokens, prompt) = self.counts();
@@ -1137,7 +1142,7 @@ impl Relayer {
         };
         let mut r = route.router();
         let event = match outcome {
-            Ok(()) => {
+            Ended::Done => {
                 let tpot = (tokens > 1)
                     .then(|| self.first_at.elapsed().as_secs_f64() / (tokens - 1) as f64);
                 r.succeeded(self.i, tpot);
@@ -1148,7 +1153,7 @@ impl Relayer {
                 d.labels.finished("ok", elapsed, prompt, tokens);
                 None
             }
-            Err(why) => {
+            Ended::Failed(why) => {
                 let ejected = r.failed(self.i, now);
                 drop(r);
                 d.labels.error(ejected);
@@ -1159,10 +1164,32 @@ impl Relayer {
                     d.provider
                 )))
             }
+            // The gateway's own limit on the request, which a long answer from a healthy
+            // deployment reaches: nothing to hold against the deployment.
+            Ended::Late(why) => {
+                r.abandoned(self.i);
+                drop(r);
+                tracing::warn!(model = %self.model, provider = %d.provider, reason = %why, "stream cut by the request's limit");
+                d.labels.finished("timed_out", elapsed, prompt, tokens);
+                Some(error_event(&format!(
+                    "the stream from {} was cut: {why}",
+                    d.provider
+                )))
+            }
         };
         d.labels.ended();
         self.queue.extend(event);
     }
+}
+
+/// How a stream that reached its client ended.
+enum Ended {
+    /// With the provider's end.
+    Done,
+    /// The deployment failed it.
+    Failed(String),
+    /// The request's `total_ms` ran out first.
+    Late(String),
 }
 
 impl Drop for Relayer {

@@ -1900,3 +1900,32 @@ async fn a_long_prompt_is_not_a_late_first_token() {
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
 }
+
+/// A stream that outlasts the request's `total_ms` is cut with an error event, and the
+/// deployment, which was answering all along, is not blamed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_total_ms_is_not_the_deployments_failure() {
+    let text = format!(
+        "[timeouts]\nfirst_token_ms = 200\ntotal_ms = 300\n[health]\neject_after = 1\n{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    // 2,000 tokens at some 7 ms each: far past 300 ms.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2000,"stream":true}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("within the request's 300 ms") && !body.contains("[DONE]"),
+        "{body}"
+    );
+    let h = health(&url).await;
+    let d = &h["models"]["m"][0];
+    assert_eq!(d["failures"], 0, "{h}");
+    assert_eq!(d["ejected"], false, "{h}");
+}
