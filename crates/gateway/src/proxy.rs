@@ -614,11 +614,21 @@ async fn attempt(
                     Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
                     Err(_) => return Err(late()),
                 };
-                let v = serde_json::from_slice::<Value>(&b).ok();
-                let usage = v.as_ref().and_then(usage_of);
+                // An answer that is no JSON object (an ingress's HTML page at a wrong URL)
+                // would reach the client as JSON and break its SDK: the deployment failed.
+                let Some(v) = serde_json::from_slice::<Value>(&b)
+                    .ok()
+                    .filter(Value::is_object)
+                else {
+                    return Err(Failure::Retry(format!(
+                        "HTTP {} with a body that is not a JSON object",
+                        status.as_u16()
+                    )));
+                };
+                let usage = usage_of(&v);
                 // Without the provider's count, the answer's text at four characters a token,
                 // as a prompt is counted.
-                let tokens = usage.map_or_else(|| v.as_ref().map_or(0, answer_tokens), |u| u.1);
+                let tokens = usage.map_or_else(|| answer_tokens(&v), |u| u.1);
                 return Ok(Started::Full(status, b, tokens, usage.and_then(|u| u.0)));
             }
             let mut stream = resp.bytes_stream().boxed();

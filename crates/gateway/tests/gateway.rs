@@ -1619,7 +1619,8 @@ async fn headers_that_never_end_close_the_connection() {
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
-/// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none.
+/// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
+/// a web page with status 200.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1638,6 +1639,13 @@ async fn misbehaving_upstream() -> String {
             if v["model"] == "refuses" {
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "refuses",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": "I can't help with that"}, "finish_reason": "stop"}]}))
+                    .into_response();
+            }
+            if v["model"] == "html" {
+                return (
+                    [("content-type", "text/html")],
+                    "<html>oops</html>",
+                )
                     .into_response();
             }
             if v["model"] == "plain" {
@@ -1928,4 +1936,29 @@ async fn a_stream_cut_by_total_ms_is_not_the_deployments_failure() {
     let d = &h["models"]["m"][0];
     assert_eq!(d["failures"], 0, "{h}");
     assert_eq!(d["ejected"], false, "{h}");
+}
+
+/// A 200 whose body is no JSON object (an ingress's page at a wrong URL) is the deployment's
+/// failure: the request goes to the next one, and the client never sees the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answer_that_is_not_json_fails_over() {
+    let bad = misbehaving_upstream().await;
+    let text = format!(
+        "[[provider]]\nname = \"bad\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n{}\
+         [[model]]\nname = \"m\"\npolicy = \"priority\"\n\
+         [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"html\"\npriority = 0\n\
+         [[model.deployment]]\nprovider = \"gpu\"\nupstream_model = \"llama-3.1-8b\"\npriority = 1\n",
+        emulated("gpu", "h100-sxm", "")
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, body) = post_json(
+        &url,
+        "/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["failures"], 1, "{h}");
 }
