@@ -203,8 +203,17 @@ pub fn plan(
     let mut phases = Vec::new();
     let mut sims = 0;
     let mut installed = solve::Installed::new();
+    // Units of each option the phase before ran, where it had a plan.
+    let mut before: Option<Vec<u32>> = None;
     for k in 0..model.phases.len() {
-        let mut ph = solve::phase(&model, k, &installed)?;
+        let mut ph = solve::phase(&model, k, &installed, before.as_deref())?;
+        before = ph.infeasible.is_none().then(|| {
+            let mut units = vec![0; model.options.len()];
+            for b in &ph.buys {
+                units[b.option] = b.replicas;
+            }
+            units
+        });
         for (p, u) in ph.providers.iter().enumerate() {
             for (system, n) in &u.systems {
                 let e = installed.entry((p, system.clone())).or_insert(0);

@@ -4,6 +4,7 @@
 use crate::scenario::{line_of_field, ClassSpec, MwIs, PlanFile, Rules, WhatIf};
 use crate::{Buy, Candidate, ClassOutcome, PhasePlan, PlanError, ProviderUse};
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use std::collections::BTreeMap;
 use switchyard_catalog::{SystemKind, Workload};
 use switchyard_perf::{
     best_deployment, disaggregated, Catalog, Deployment, Objective, Params, Query, System,
@@ -479,7 +480,7 @@ impl Apply {
 }
 
 /// Systems installed before a phase, by (provider index, system id).
-pub(crate) type Installed = std::collections::BTreeMap<(usize, String), u32>;
+pub(crate) type Installed = BTreeMap<(usize, String), u32>;
 
 /// Replica counts per option, or `None` when infeasible.
 ///
@@ -497,11 +498,12 @@ fn solve(
     k: usize,
     a: Apply,
     installed: &Installed,
+    before: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, PlanError> {
     let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
         return Ok(None);
     };
-    let cost = |n: &[u32]| -> f64 { plan_usd(m, n) };
+    let cost = |n: &[u32]| -> f64 { plan_usd(m, n, kept(m, a, installed)) };
     // Round-ups of a plan worth a hundredth of its cost, the costliest first.
     let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
         let mut r: Vec<(usize, f64)> = x
@@ -562,6 +564,20 @@ fn solve(
             None => break,
         }
     }
+    // The phase before's plan, where it still holds, costs what it cost: a phase that asks
+    // no more is planned for no more, whatever rounding this phase's relaxation met.
+    if let Some(before) = before {
+        let caps: Vec<(usize, f64)> = before
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i, f64::from(n)))
+            .collect();
+        if let Some((_, whole)) = rounded(m, k, a, installed, &caps)? {
+            if cost(&whole) < best.cost {
+                return Ok(Some(whole));
+            }
+        }
+    }
     Ok(Some(best.whole))
 }
 
@@ -597,12 +613,12 @@ pub(crate) struct Shared {
     pub mw_per_system: f64,
 }
 
-/// The systems `counts` (units per option) occupy, by provider and kind of system.
-pub(crate) fn shared(m: &Model<'_>, counts: &[u32]) -> Vec<Shared> {
+/// The systems `counts` (units per option) occupy, by provider and kind of system, and
+/// those `kept` from earlier phases, which stay whether or not a replica uses them.
+pub(crate) fn shared(m: &Model<'_>, counts: &[u32], kept: &Installed) -> Vec<Shared> {
     let mut out: Vec<Shared> = Vec::new();
-    for (i, &n) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+    let mut add = |i: usize, share: f64| {
         let o = &m.options[i];
-        let share = f64::from(n) * o.out.systems;
         match out
             .iter_mut()
             .find(|s| s.provider == o.provider && s.system == o.out.system)
@@ -617,11 +633,38 @@ pub(crate) fn shared(m: &Model<'_>, counts: &[u32]) -> Vec<Shared> {
                 mw_per_system: o.out.mw / o.out.systems,
             }),
         }
+    };
+    for (i, &n) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+        add(i, f64::from(n) * m.options[i].out.systems);
+    }
+    // A kind kept but now idle is priced and powered as any option on it is.
+    for (p, system) in kept.iter().filter(|(_, &n)| n > 0).map(|(g, _)| g) {
+        if let Some(i) = m
+            .options
+            .iter()
+            .position(|o| o.provider == *p && &o.out.system == system)
+        {
+            add(i, 0.0);
+        }
     }
     for s in &mut out {
-        s.whole = whole_of(s.fraction);
+        let floor = kept
+            .get(&(s.provider, s.system.clone()))
+            .copied()
+            .unwrap_or(0);
+        s.whole = whole_of(s.fraction).max(floor);
     }
     out
+}
+
+/// The systems kept from earlier phases that the rules in force keep: `installed`, or none.
+fn kept<'a>(m: &Model<'_>, a: Apply, installed: &'a Installed) -> &'a Installed {
+    static NONE: Installed = Installed::new();
+    if a.keep && m.rules.keep_installed {
+        installed
+    } else {
+        &NONE
+    }
 }
 
 /// What systems shared as `pools` cost an hour: each whole one.
@@ -632,9 +675,9 @@ fn pools_usd(pools: &[Shared]) -> f64 {
         .sum()
 }
 
-/// What `counts` cost an hour as bought: the whole systems they share.
-pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32]) -> f64 {
-    pools_usd(&shared(m, counts))
+/// What `counts` cost an hour as bought: the whole systems they share, and those `kept`.
+pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32], kept: &Installed) -> f64 {
+    pools_usd(&shared(m, counts, kept))
 }
 
 /// The whole systems `n` units of option `o` occupy.
@@ -662,9 +705,13 @@ fn rounded(
     caps: &[(usize, f64)],
 ) -> Result<Option<Counts>, PlanError> {
     let mut held = vec![0.0; m.providers.len()];
+    // Systems of each kind kept from earlier phases left unoccupied in the relaxation, for
+    // its counts' rounding up to take.
+    let mut rooms = BTreeMap::new();
+    let kept = kept(m, a, installed);
     let mut caps = caps.to_vec();
     for _ in 0..16 {
-        let Some(x) = relaxed(m, k, a, installed, &caps, &held)? else {
+        let Some(x) = relaxed(m, k, a, installed, &caps, (&held, &rooms))? else {
             return Ok(None);
         };
         // Counts past 32 bits are a demand no fleet of these systems holds (replicas of a
@@ -692,7 +739,7 @@ fn rounded(
             return Ok(Some((x, whole)));
         }
         let mut over = false;
-        let pools = shared(m, &whole);
+        let pools = shared(m, &whole, kept);
         for (p, prov) in m.providers.iter().enumerate() {
             // Each option's power were it bought alone, and what rounding added to it; the
             // provider draws its whole systems' power, shared among its options.
@@ -717,6 +764,31 @@ fn rounded(
                 continue;
             }
             over = true;
+            // Kept systems are held whole, and a lower limit would put them out of reach:
+            // where rounding up occupied more of them than the relaxation did, it leaves that
+            // much room the next time.
+            let mut roomed = false;
+            for s in pools.iter().filter(|s| s.provider == p) {
+                let g = (p, s.system.clone());
+                if kept.get(&g).is_none_or(|&n| n == 0) {
+                    continue;
+                }
+                let relaxed_share: f64 = m
+                    .options
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.provider == p && o.out.system == s.system)
+                    .map(|(i, o)| x[i] * o.out.systems)
+                    .sum();
+                let added = f64::from(whole_of(s.fraction)) - relaxed_share;
+                if added > 1e-9 {
+                    *rooms.entry(g).or_insert(0.0) += added;
+                    roomed = true;
+                }
+            }
+            if roomed {
+                continue;
+            }
             // Where one option's rounding up is the excess and its unit a large share of the
             // provider's power (a fraction of a coarse replica made whole), that option is
             // held to what rounding down leaves, and others fill in; else the provider's
@@ -750,16 +822,25 @@ fn rounded(
     Ok(None)
 }
 
-/// The linear relaxation, each provider's power limit lowered by `held`.
+/// The linear relaxation, each provider's power limit lowered by `held` and each kind of
+/// kept system left `rooms` systems unoccupied.
 fn relaxed(
     m: &Model<'_>,
     k: usize,
     a: Apply,
     installed: &Installed,
     caps: &[(usize, f64)],
-    held: &[f64],
+    (held, rooms): (&[f64], &BTreeMap<(usize, String), f64>),
 ) -> Result<Option<Vec<f64>>, PlanError> {
     let mut pb = Problem::new(OptimizationDirection::Minimize);
+    let kept = kept(m, a, installed);
+    // Whether option `i` runs on a kind of system kept from an earlier phase, whose systems
+    // are paid and powered whole below (`held_systems`), used or not.
+    let on_kept = |i: usize| {
+        let o = &m.options[i];
+        kept.get(&(o.provider, o.out.system.clone()))
+            .is_some_and(|&n| n > 0)
+    };
     let vars: Vec<_> = m
         .options
         .iter()
@@ -772,12 +853,31 @@ fn relaxed(
                 .iter()
                 .find(|c| c.0 == i)
                 .map_or(f64::INFINITY, |c| c.1);
-            pb.add_var(
-                o.out.usd_per_hour * (1.0 + 1e-6 * o.out.systems),
-                (0.0, most),
-            )
+            let usd = if on_kept(i) { 0.0 } else { o.out.usd_per_hour };
+            pb.add_var(usd + o.out.usd_per_hour * 1e-6 * o.out.systems, (0.0, most))
         })
         .collect();
+    // The systems held of each kind kept: at least those kept, at least those its options
+    // occupy; each costs and draws a whole system's.
+    let mut held_systems: Vec<(usize, microlp::Variable, f64, f64)> = Vec::new();
+    for ((p, system), &n) in kept.iter().filter(|(_, &n)| n > 0) {
+        let mine: Vec<usize> = (0..m.options.len())
+            .filter(|&i| m.options[i].provider == *p && &m.options[i].out.system == system)
+            .collect();
+        let Some(&first) = mine.first() else {
+            continue;
+        };
+        let o = &m.options[first].out;
+        let h = pb.add_var(o.usd_per_hour / o.systems, (f64::from(n), f64::INFINITY));
+        let mut occupied: Vec<(microlp::Variable, f64)> = mine
+            .iter()
+            .map(|&i| (vars[i], m.options[i].out.systems))
+            .collect();
+        occupied.push((h, -1.0));
+        let room = rooms.get(&(*p, system.clone())).copied().unwrap_or(0.0);
+        pb.add_constraint(occupied, ComparisonOp::Le, -room);
+        held_systems.push((*p, h, o.mw / o.systems, room));
+    }
     let rules = m.rules;
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
@@ -831,14 +931,17 @@ fn relaxed(
         }
     }
     for (p, prov) in m.providers.iter().enumerate() {
-        let terms: Vec<(usize, microlp::Variable, f64)> = m
+        // The power the options use, which a commitment asks for, and the power drawn,
+        // within the limit: the options on kept systems draw theirs through the systems
+        // held, idle ones included.
+        let used: Vec<(microlp::Variable, f64)> = m
             .options
             .iter()
             .enumerate()
             .filter(|(_, o)| o.provider == p)
-            .map(|(i, o)| (i, vars[i], o.out.mw))
+            .map(|(i, o)| (vars[i], o.out.mw))
             .collect();
-        if terms.is_empty() {
+        if used.is_empty() {
             // Power committed where nothing on offer can use it cannot be met: the plan says
             // so rather than leave it unspent without a word.
             if a.commit && prov.committed[k] > 0.0 {
@@ -846,32 +949,36 @@ fn relaxed(
             }
             continue;
         }
+        let drawn: Vec<(microlp::Variable, f64)> = m
+            .options
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| o.provider == p && !on_kept(*i))
+            .map(|(i, o)| (vars[i], o.out.mw))
+            .chain(
+                held_systems
+                    .iter()
+                    .filter(|h| h.0 == p)
+                    .map(|&(_, h, mw, _)| (h, mw)),
+            )
+            .collect();
         // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
-        let expr: Vec<(microlp::Variable, f64)> = terms.iter().map(|&(_, v, w)| (v, w)).collect();
         let cap = if a.power {
             (prov.mw[k] - held[p]).max(0.0)
         } else {
             f64::INFINITY
         };
+        // Room left on kept systems for rounding up is power the commitment gets back.
+        let room_mw: f64 = held_systems
+            .iter()
+            .filter(|h| h.0 == p)
+            .map(|h| h.3 * h.2)
+            .sum();
         if a.commit && prov.committed[k] > 0.0 {
-            pb.add_constraint(expr.clone(), ComparisonOp::Ge, prov.committed[k].min(cap));
+            pb.add_constraint(used, ComparisonOp::Ge, prov.committed[k].min(cap - room_mw));
         }
         if a.power {
-            pb.add_constraint(expr, ComparisonOp::Le, cap);
-        }
-    }
-    if a.keep && m.rules.keep_installed {
-        for ((p, system), &n) in installed {
-            let terms: Vec<(microlp::Variable, f64)> = m
-                .options
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| o.provider == *p && &o.out.system == system)
-                .map(|(i, o)| (vars[i], o.out.systems))
-                .collect();
-            if n > 0 && !terms.is_empty() {
-                pb.add_constraint(terms, ComparisonOp::Ge, f64::from(n));
-            }
+            pb.add_constraint(drawn, ComparisonOp::Le, cap);
         }
     }
     match pb.solve() {
@@ -941,7 +1048,7 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                     labels.push(RULES[r]);
                 }
             }
-            if solve(m, k, a, installed)?.is_none() {
+            if solve(m, k, a, installed, None)?.is_none() {
                 continue;
             }
             // Several rules at once take the plural.
@@ -961,14 +1068,49 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                 .filter(|p| p.max_share != m.rules.max_share)
                 .map(|p| format!("`{}` {:.0}%", p.name, p.max_share * 100.0))
                 .collect();
+            // Systems kept from earlier phases that draw more than their provider now offers:
+            // an earlier phase's plan, made without this one's, filled power this one lacks.
+            let over: Vec<String> = if a.keep {
+                Vec::new()
+            } else {
+                m.providers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(p, prov)| {
+                        let kept_mw: f64 = installed
+                            .iter()
+                            .filter(|((q, _), _)| *q == p)
+                            .filter_map(|((_, system), &n)| {
+                                let o = m.options.iter().find(|o| {
+                                    o.provider == p && &o.out.system == system
+                                })?;
+                                Some(f64::from(n) * o.out.mw / o.out.systems)
+                            })
+                            .sum();
+                        (kept_mw > prov.mw[k] * (1.0 + 1e-9)).then(|| {
+                            format!(
+                                "`{}` keeps {} MW of systems from earlier phases and offers {} MW here",
+                                prov.name,
+                                megawatts(kept_mw),
+                                megawatts(prov.mw[k])
+                            )
+                        })
+                    })
+                    .collect()
+            };
             return Ok(format!(
-                "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%{})",
+                "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%{}){}",
                 m.rules.n_minus_1 * 100.0,
                 m.rules.max_share * 100.0,
                 if own.is_empty() {
                     String::new()
                 } else {
                     format!(", and of one provider {}", own.join(", "))
+                },
+                if over.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} (earlier phases are planned without looking ahead: give that provider no more in an earlier phase than it keeps offering, or set keep_installed = false)", over.join("; "))
                 }
             ));
         }
@@ -1084,9 +1226,10 @@ pub(crate) fn phase(
     m: &Model<'_>,
     k: usize,
     installed: &Installed,
+    before: Option<&[u32]>,
 ) -> Result<PhasePlan, PlanError> {
     let all = Apply::ALL;
-    let Some(x) = solve(m, k, all, installed)? else {
+    let Some(x) = solve(m, k, all, installed, before)? else {
         return Ok(PhasePlan {
             phase: m.phases[k].clone(),
             buys: Vec::new(),
@@ -1109,7 +1252,7 @@ pub(crate) fn phase(
         .collect();
     // The whole systems bought draw their power, however many replicas of whichever classes
     // share them.
-    let pools = shared(m, &x);
+    let pools = shared(m, &x, kept(m, all, installed));
     let providers = m
         .providers
         .iter()

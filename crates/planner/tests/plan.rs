@@ -687,7 +687,7 @@ demand_tok_s = [5.0e6]
 }
 
 /// Systems kept from an earlier phase are kept, not rounded up into more: when demand falls,
-/// a phase holds what it had, in whole replicas of the smallest unit that holds them.
+/// a phase holds what it had, and runs what the demand needs on it.
 #[test]
 fn falling_demand_keeps_what_was_installed_without_buying_more() {
     // With and without a cap on each provider's share, which counts what stands, not what
@@ -731,7 +731,15 @@ demand_tok_s = [1.0e6, 1.0e4]
 fn falls_and_keeps(text: &str) {
     let p = run(text, &WhatIf::default()).expect("plans");
     assert!(p.phases.iter().all(|ph| ph.infeasible.is_none()), "{text}");
-    let systems = |k: usize| -> Vec<u32> {
+    // The systems each provider holds, and those its replicas occupy.
+    let held = |k: usize| -> Vec<u32> {
+        p.phases[k]
+            .providers
+            .iter()
+            .map(|u| u.systems.iter().map(|s| s.1).sum())
+            .collect()
+    };
+    let occupied = |k: usize| -> Vec<u32> {
         ["a", "b"]
             .iter()
             .map(|name| {
@@ -744,7 +752,14 @@ fn falls_and_keeps(text: &str) {
             })
             .collect()
     };
-    assert_eq!(systems(1), systems(0));
+    assert_eq!(held(1), held(0));
+    // A hundredth of the demand runs on fewer of them; the rest stand idle.
+    assert!(
+        occupied(1).iter().sum::<u32>() < occupied(0).iter().sum::<u32>(),
+        "{:?} then {:?}",
+        occupied(0),
+        occupied(1)
+    );
 }
 
 /// A one-phase scenario of `rules` (lines of `[rules]`), `providers` (whole
@@ -1085,4 +1100,54 @@ fn a_demand_beyond_any_fleet_is_refused() {
         .expect_err("refused")
         .to_string();
     assert!(e.contains("beyond any fleet"), "{e}");
+}
+
+/// A phase that asks what the one before it asked has that plan at least: the systems kept
+/// from it fill a provider's power to the last system, and rounding the next plan's
+/// replicas up must not put them out of reach.
+#[test]
+fn a_phase_like_the_one_before_is_planned_too() {
+    let text = r#"
+[rules]
+n_minus_1 = 0.0
+confirm_s = 5
+confirm_replicas = 4
+[[phase]]
+name = "y1"
+[[phase]]
+name = "y2"
+[[provider]]
+name = "cheap"
+systems = ["h100-sxm"]
+mw = [1.0, 1.0]
+rent_usd_per_chip_hour = 1.0
+[[provider]]
+name = "dear"
+systems = ["h200"]
+mw = [100.0, 100.0]
+rent_usd_per_chip_hour = 10.0
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 2000
+tpot_ms = 50
+demand_tok_s = [3.0e6, 3.0e6]
+[[class]]
+name = "long"
+model = "llama-3.1-8b"
+isl = 7000
+osl = 300
+ttft_ms = 3000
+tpot_ms = 40
+demand_tok_s = [1.0e6, 1.0e6]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    for ph in &p.phases {
+        assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+        // The cheap provider is filled.
+        assert!(ph.providers[0].mw_used > 0.95, "{:?}", ph.providers[0]);
+    }
+    assert!(p.phases[1].usd_per_hour <= p.phases[0].usd_per_hour * 1.0001);
 }

@@ -174,6 +174,27 @@ fn print_plan(p: &Plan) {
                 o.chips
             );
         }
+        // Systems kept from an earlier phase stay, whether or not a replica runs on them.
+        for u in &ph.providers {
+            for (system, held) in &u.systems {
+                let occupied: f64 = ph
+                    .buys
+                    .iter()
+                    .map(|b| (&p.options[b.option], b.replicas))
+                    .filter(|(o, _)| o.provider == u.provider && &o.system == system)
+                    .map(|(o, n)| f64::from(n) * o.systems)
+                    .sum();
+                let idle = f64::from(*held) - (occupied - 1e-9).ceil();
+                if idle >= 1.0 {
+                    out!(
+                        "    {:<16} {:>6} x {:<7} kept from an earlier phase, idle",
+                        u.provider,
+                        idle,
+                        system
+                    );
+                }
+            }
+        }
         out!("  N-1 (share of each class the rest serves within target; simulated at the N-1 share):");
         for n in &ph.n_minus_1 {
             let cells: Vec<String> = n
