@@ -1151,3 +1151,20 @@ demand_tok_s = [1.0e6, 1.0e6]
     }
     assert!(p.phases[1].usd_per_hour <= p.phases[0].usd_per_hour * 1.0001);
 }
+
+/// A class of very little demand is still confirmed by simulation: its run lasts long
+/// enough for some requests to arrive (40 tok/s of 200-token answers is one a fifth of a
+/// second, four within a five-second run less its warm-up).
+#[test]
+fn a_class_of_little_demand_is_confirmed_on_enough_requests() {
+    let text = one_phase(
+        "n_minus_1 = 0.0\nconfirm_s = 5",
+        &provider("a", "h100-sxm", 1.0, "rent_usd_per_chip_hour = 2.0"),
+        "llama-3.1-8b",
+        "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50\npercentile = 0.99",
+        40.0,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let c = &p.phases[0].classes[0];
+    assert!(c.confirmed && c.sim_ttft_s.is_some(), "{c:?}");
+}

@@ -81,13 +81,50 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
         .with_context(|| format!("writing {}", html_path.display()))?;
     if a.json {
         out!("{json}");
-        return Ok(());
+    } else {
+        print_plan(&p);
+        out!("");
+        out!("plan JSON:   {}", json_path.display());
+        out!("HTML report: {}", html_path.display());
     }
-    print_plan(&p);
-    out!("");
-    out!("plan JSON:   {}", json_path.display());
-    out!("HTML report: {}", html_path.display());
-    Ok(())
+    // A plan that does not hold fails the command, so that a script can tell it from one
+    // that does; its files are written all the same.
+    let unmet = unmet(&p);
+    if unmet.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "the plan does not hold: {}",
+            unmet.join("; ")
+        ))
+    }
+}
+
+/// What a plan leaves unmet: phases without a plan, classes their simulation did not
+/// confirm, and losses of a provider the rest would not ride out.
+fn unmet(p: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for ph in &p.phases {
+        if ph.infeasible.is_some() {
+            out.push(format!("phase {} has no plan", ph.phase));
+            continue;
+        }
+        for c in ph.classes.iter().filter(|c| !c.confirmed) {
+            out.push(format!(
+                "phase {}: class `{}` not confirmed by simulation",
+                ph.phase, c.class
+            ));
+        }
+        for n in &ph.n_minus_1 {
+            for (c, _, _) in n.classes.iter().filter(|(_, _, ok)| !ok) {
+                out.push(format!(
+                    "phase {}: class `{c}` fails without `{}`",
+                    ph.phase, n.lost
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn print_plan(p: &Plan) {

@@ -1481,6 +1481,29 @@ fn plan_runs_the_builtin_scenario_and_writes_its_reports() {
     assert!(!out.contains("amd-cloud"), "{out}");
 }
 
+/// A plan that does not hold (no system meets a 1 ms TPOT) exits 1, saying why, with its
+/// reports written all the same.
+#[test]
+fn a_plan_that_does_not_hold_fails_the_command() {
+    let plan = include_str!("../../../../scenarios/plan-750mw.toml");
+    let from = "tpot_ms = 6.5";
+    assert!(plan.contains(from), "{from}");
+    let path = temp_file("tight-plan.toml", &plan.replacen(from, "tpot_ms = 1.0", 1));
+    let dir = std::env::temp_dir().join(format!("switchyard-tight-{}", std::process::id()));
+    let o = run(&[
+        "plan",
+        "--scenario",
+        path.to_str().expect("utf-8"),
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.contains("NO PLAN"), "{out}");
+    assert!(err.contains("phase 2026 has no plan"), "{err}");
+    assert!(dir.join("plan.json").exists());
+}
+
 #[test]
 fn plan_rejects_bad_input_with_one_line() {
     let o = run(&["plan", "--mw-is", "grid"]);
