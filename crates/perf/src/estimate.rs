@@ -283,29 +283,48 @@ pub fn min_chips(
     // every count from there.
     let weights_fit = |n: u32| fits(n, None);
     let whole_fits = |n: u32| fits(n, Some(isl + osl));
-    let (last, n) = bracket(1, &weights_fit)?;
-    let weights = (last + 1..n).find(|&m| weights_fit(m)).unwrap_or(n);
+    let (_, n) = bracket(1, &weights_fit)?;
+    // Whether a count holds the weights depends on how it factors, not only on its size
+    // (592 H100s hold a 20T-parameter model as tp16-pp37 where 582 and 654 hold it no way),
+    // so the series may pass over counts that fit: every count is tried from the fewest
+    // that could hold the weights split perfectly.
+    let lower = Deployment::new(model, system, Layout::replica(1, 1), precision)
+        .map(|d| d.memory(p))
+        .ok()
+        .filter(|m| m.usable_per_chip > 0.0)
+        .map_or(1, |m| {
+            (m.weights_per_chip / m.usable_per_chip)
+                .floor()
+                .clamp(1.0, f64::from(n)) as u32
+        });
+    let weights = (lower..n).find(|&m| weights_fit(m)).unwrap_or(n);
     let (_, whole) = bracket(weights, &whole_fits)?;
     (weights..whole).find(|&m| whole_fits(m)).or(Some(whole))
 }
 
-/// The chip count used when none is given: for GPUs and RDUs the system's natural unit (up to
-/// 8 GPUs, or one rack of RDUs), doubled until the model fits; for wafers and LPUs the fewest
-/// that fit.
+/// Past this many GPUs the default count stops looking for whole nodes that hold the model.
+const MAX_DEFAULT_CHIPS: u32 = 65_536;
+
+/// The chip count used when none is given: for GPUs the fewest whole nodes (up to 8 GPUs)
+/// that hold the model; for RDUs one rack, doubled until the model fits; for wafers and
+/// LPUs the fewest that fit.
 fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32> {
     let need = q.fewest_chips(precision, p)?;
     Some(match q.system.kind {
-        SystemKind::Gpu | SystemKind::Rdu => {
-            let mut n = q
-                .system
-                .chips_per_system
-                .min(if q.system.kind == SystemKind::Gpu {
-                    8
-                } else {
-                    u32::MAX
-                });
+        // Whole nodes of up to 8 GPUs, the fewest that hold the model (three nodes, where
+        // the model needs 20 GPUs).
+        SystemKind::Gpu => {
+            let node = q.system.chips_per_system.clamp(1, 8);
+            let mut n = need.div_ceil(node).saturating_mul(node);
+            while !q.count_fits(n, precision, p) && n < MAX_DEFAULT_CHIPS {
+                n = n.saturating_add(node);
+            }
+            n
+        }
+        SystemKind::Rdu => {
+            let mut n = q.system.chips_per_system.max(1);
             while n < need {
-                n *= 2;
+                n = n.saturating_mul(2);
             }
             n
         }

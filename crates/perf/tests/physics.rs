@@ -122,6 +122,84 @@ fn the_fewest_chips_that_fit_are_the_fewest() {
     }
 }
 
+/// With no count given, GPUs come in the fewest whole nodes that hold the model (three
+/// eight-GPU nodes, not four, where 24 GPUs hold it), and a count that does not hold it
+/// names the fewest that do, however the counts between factor.
+#[test]
+fn the_default_gpus_are_the_fewest_whole_nodes_and_the_fewest_named_are_the_fewest() {
+    let cat = cat();
+    let p = Params::default();
+    let chips = |model: &str, system: &str, n: Option<u32>, precision: Option<Precision>| {
+        let q = Query {
+            precision,
+            ..query(&cat, model, system, n)
+        };
+        estimate(&q, &p, Objective::Latency).map(|e| e.chips)
+    };
+    for (model, system, precision) in [
+        ("deepseek-r1", "h100-sxm", Some(Precision::Bf16)),
+        ("llama-3.1-405b", "l40s", None),
+        ("llama-3.1-70b", "h100-sxm", None),
+    ] {
+        let first = (1..=64)
+            .find(|&n| chips(model, system, Some(n), precision).is_ok())
+            .expect("some count fits");
+        let default = chips(model, system, None, precision).expect("fits");
+        assert_eq!(default, first.div_ceil(8) * 8, "{model} on {system}");
+        match chips(model, system, Some(1), precision) {
+            Err(PerfError::DoesNotFit { min_chips, .. }) => {
+                assert_eq!(min_chips, first, "{model} on {system}");
+            }
+            other => panic!("{model} on one {system}: {other:?}"),
+        }
+    }
+}
+
+/// Whether a count holds a model depends on how it factors: 592 H100s hold a dense model of
+/// 400 wide layers as tp16-pp37 where 582 and 654 hold it no way, and the fewest named is
+/// 592, not the first of a coarse series past it.
+#[test]
+fn the_fewest_chips_are_found_between_counts_that_factor_badly() {
+    let mut cat = cat();
+    cat.extend_from_toml(
+        r#"
+[[model]]
+id = "wide"
+family = "test"
+total_params_b = 20000
+active_params_b = 20000
+layers = 400
+hidden = 32768
+heads = 256
+kv_heads = 8
+head_dim = 128
+ffn_hidden = 131072
+vocab = 128256
+max_context = 131072
+attention = "gqa"
+sources = ["https://example.com"]
+"#,
+        "test.toml",
+    )
+    .expect("model");
+    let p = Params::default();
+    let fit = |n: u32| {
+        best_deployment(
+            &query(&cat, "wide", "h100-sxm", Some(n)),
+            &p,
+            Objective::Latency,
+        )
+    };
+    assert!(fit(592).is_ok());
+    match fit(576) {
+        Err(PerfError::DoesNotFit { min_chips, .. }) => {
+            assert!(min_chips <= 592, "{min_chips}");
+            assert!(fit(min_chips).is_ok(), "{min_chips}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A GPU pipeline's stages hold whole layers, and its end stages the embedding table or the
 /// head: the fullest stage, not an even share, must fit. An LPU's chips share evenly.
 #[test]
