@@ -731,6 +731,12 @@ pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Frontier, PerfError> {
                 .filter(|op| op.within(q.tpot_limit, q.ttft_limit))
                 .map(|op| (i, op, peak)),
         );
+        // Under a limit, the load where it binds, which the steps pass over.
+        if q.tpot_limit.is_some() || q.ttft_limit.is_some() {
+            if let Some(op) = d.max_throughput_within(p, q.isl, q.osl, q.tpot_limit, q.ttft_limit) {
+                all.push((i, op, peak));
+            }
+        }
     }
     // Fastest first; among equal speeds the higher throughput first. A point stays when it
     // carries more than every faster point.
