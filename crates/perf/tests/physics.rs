@@ -2858,3 +2858,33 @@ fn int8_multiplies_at_the_int8_rate() {
     let (a, b) = (int8.prefill(&p, 8192.0), w8a16.prefill(&p, 8192.0));
     assert!(a < 0.7 * b, "int8 {a} s against w8a16 {b} s");
 }
+
+/// The peak within a latency limit is at the load where the limit binds: one more request
+/// a replica would miss it, not a step of a quarter more.
+#[test]
+fn the_peak_within_a_limit_is_where_the_limit_binds() {
+    let cat = cat();
+    let p = Params::default();
+    for (model, system, chips, tpot) in [
+        ("llama-3.1-70b", "sn40l", 16, 0.020),
+        ("llama-3.1-70b", "h100-sxm", 8, 0.030),
+        ("llama-3.1-8b", "h200", 1, 0.015),
+    ] {
+        let q = Query {
+            tpot_limit: Some(tpot),
+            ..query(&cat, model, system, Some(chips))
+        };
+        let e = estimate(&q, &p, Objective::Throughput).expect("estimate");
+        let d = best_deployment(&q, &p, Objective::Throughput).expect("deployment");
+        let dp = f64::from(d.layout.dp);
+        let c = e.peak.concurrency / dp;
+        assert!(e.peak.tpot_s <= tpot, "{model} on {system}");
+        let more = d.at_concurrency(&p, (c + 1.0) * dp, q.isl, q.osl);
+        assert!(
+            more.tpot_s > tpot,
+            "{model} on {system}: {} requests a replica meet {tpot} s at {} s",
+            c + 1.0,
+            more.tpot_s
+        );
+    }
+}
