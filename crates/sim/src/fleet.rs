@@ -179,6 +179,8 @@ struct Cell {
     completed: u64,
     failed: u64,
     good: u64,
+    /// Requests of a class with a target, completed or failed.
+    judged: u64,
     fallbacks_in: u64,
     queue: Histogram,
     ttft: Histogram,
@@ -193,6 +195,7 @@ impl Cell {
         self.completed += o.completed;
         self.failed += o.failed;
         self.good += o.good;
+        self.judged += o.judged;
         self.fallbacks_in += o.fallbacks_in;
         self.queue.merge(&o.queue);
         self.ttft.merge(&o.ttft);
@@ -209,11 +212,8 @@ impl Cell {
             requests,
             completed: self.completed,
             failed: self.failed,
-            goodput: if requests > 0 {
-                self.good as f64 / requests as f64
-            } else {
-                0.0
-            },
+            // Without a target no request is judged: nothing to report.
+            goodput: (self.judged > 0).then(|| self.good as f64 / requests as f64),
             fallbacks_in: self.fallbacks_in,
             queue_s: self.queue.summary(),
             ttft_s: self.ttft.summary(),
@@ -920,6 +920,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let tpot = r.tpot_at(self.now).filter(|_| why.is_none());
         let nc = self.scn.classes.len();
         let good = why.is_none() && class.meets(ttft, tpot);
+        let judged = u64::from(class.ttft_s.is_some() || class.tpot_s.is_some());
         let record = |cell: &mut Cell| match why {
             None => {
                 cell.completed += 1;
@@ -934,9 +935,13 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 cell.prompt_tokens += u64::from(r.a.prompt);
                 cell.output_tokens += u64::from(r.a.output);
                 cell.good += u64::from(good);
+                cell.judged += judged;
                 cell.fallbacks_in += u64::from(r.fallback);
             }
-            Some(_) => cell.failed += 1,
+            Some(_) => {
+                cell.failed += 1;
+                cell.judged += judged;
+            }
         };
         record(match provider {
             Some(p) => &mut self.cells[p * nc + r.a.class],

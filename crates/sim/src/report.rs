@@ -51,11 +51,8 @@ pub fn group_table(groups: &[&Group]) -> Table {
                 g.requests.to_string(),
                 g.completed.to_string(),
                 g.failed.to_string(),
-                if g.requests == 0 {
-                    "-".to_string()
-                } else {
-                    format!("{:.1}", g.goodput * 100.0)
-                },
+                g.goodput
+                    .map_or_else(|| "-".to_string(), |v| format!("{:.1}", v * 100.0)),
                 g.fallbacks_in.to_string(),
             ];
             row.extend(latency_cells(&g.ttft_s));

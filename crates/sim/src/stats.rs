@@ -195,8 +195,9 @@ pub struct Group {
     pub completed: u64,
     /// Requests failed.
     pub failed: u64,
-    /// Share of requests that completed within both their class's targets.
-    pub goodput: f64,
+    /// Share of requests that completed within both their class's targets; `None` where
+    /// none of them had a class with a target.
+    pub goodput: Option<f64>,
     /// Requests that reached this provider after failing elsewhere.
     pub fallbacks_in: u64,
     /// Time from arrival to the first batch that took the request.
@@ -352,6 +353,16 @@ pub struct Record<'a> {
     pub e2e_s: f64,
 }
 
+/// A text field as CSV writes it (RFC 4180): quoted, its quotes doubled, where it holds a
+/// comma, a quote or a line break (a provider named `gpu, east`); else as it is.
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
 impl Record<'_> {
     /// The CSV header matching [`Record::write_csv`].
     pub const CSV_HEADER: &'static str =
@@ -365,8 +376,8 @@ impl Record<'_> {
             out,
             "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{:.6}",
             self.id,
-            self.class,
-            self.provider,
+            csv_field(self.class),
+            csv_field(self.provider),
             self.replica.map(|r| r.to_string()).unwrap_or_default(),
             self.arrival_s,
             self.prompt,
@@ -377,7 +388,7 @@ impl Record<'_> {
             } else {
                 "ok"
             },
-            self.failure.unwrap_or(""),
+            csv_field(self.failure.unwrap_or("")),
             opt(self.queue_s),
             opt(self.ttft_s),
             opt(self.tpot_s),

@@ -70,14 +70,25 @@ struct JsonRow {
     output_length: f64,
 }
 
+/// A trace's field without the quotes CSV writers and spreadsheet programs may put around
+/// it.
+fn unquote(f: &str) -> &str {
+    let f = f.trim();
+    f.strip_prefix('"')
+        .and_then(|g| g.strip_suffix('"'))
+        .unwrap_or(f)
+        .trim()
+}
+
 /// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
 /// wall-clock `TIMESTAMP` as in the Azure LLM inference traces), prompt and output token
 /// columns; or JSON lines with `timestamp` (ms), `input_length` and `output_length` as in the
 /// Mooncake traces. Times are taken from the first row's, so that a trace cut from the middle
 /// of a longer one starts at once rather than after an idle stretch that would thin every
 /// rate. A CSV without an arrival column holds lengths only (as Vidur's length traces do):
-/// its rows' times are NaN, for a synthetic process to draw. `origin` names the file in
-/// errors, which give the line and field.
+/// its rows' times are NaN, for a synthetic process to draw. Fields may be quoted. A row of
+/// no prompt or no output tokens runs as one of one token, as an engine needs one to start
+/// and one to answer. `origin` names the file in errors, which give the line and field.
 ///
 /// # Errors
 /// [`SimError::Trace`] naming the line and field of the first bad value.
@@ -97,7 +108,7 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
     let Some((_, header)) = lines.next() else {
         return Err(err(1, "the file is empty".into()));
     };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let cols: Vec<&str> = header.split(',').map(unquote).collect();
     let find = |names: &[&str; 4]| {
         cols.iter().position(|c| names.contains(c)).ok_or_else(|| {
             err(
@@ -119,7 +130,7 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let fields: Vec<&str> = line.split(',').map(unquote).collect();
         let get = |k: usize| {
             fields
                 .get(k)

@@ -191,7 +191,8 @@ fn littles_law_holds_on_the_per_request_records() {
         "L {l} against λW {}",
         lambda * w
     );
-    assert!(sum.fleet.goodput > 0.5 && sum.fleet.goodput <= 1.0);
+    let goodput = sum.fleet.goodput.expect("its classes set targets");
+    assert!(goodput > 0.5 && goodput <= 1.0);
     assert!(sum.providers.iter().all(|g| g.requests > 0));
 }
 
@@ -1340,4 +1341,33 @@ fn a_prompt_beside_decodes_still_passes_every_pipeline_stage() {
             "{layout}: {busy} s beside a decoding request, {alone} s alone"
         );
     }
+}
+
+/// Names with commas or quotes are quoted in the per-request CSV, as RFC 4180 writes them,
+/// and a trace whose fields are quoted is read.
+#[test]
+fn csv_fields_are_quoted_out_and_read_in() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"gpu, \\\"east\\\"\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
+    let scn = replaying(
+        text,
+        "\"arrived_at\",\"num_prefill_tokens\",\"num_decode_tokens\"\n\"0\",\"100\",\"4\"\n",
+        &cat,
+        &p,
+    );
+    let (s, csv) = run(&scn, &p);
+    assert_eq!(s.completed, 1);
+    assert!(csv.contains(",\"gpu, \"\"east\"\"\","), "{csv}");
+}
+
+/// Without a target, no request is judged: goodput is not reported as a share of none.
+#[test]
+fn goodput_without_targets_is_not_reported() {
+    let s = simulated(
+        &single_server(1.0, "{ dist = \"fixed\", tokens = 4 }").replace("1000000", "100"),
+    );
+    assert_eq!(s.completed, 100);
+    assert_eq!(s.fleet.goodput, None);
+    assert!(s.providers.iter().all(|g| g.goodput.is_none()));
 }

@@ -105,7 +105,14 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
             let (body, name) = match &dir {
                 Some(d) => {
                     let path = d.join(rel);
-                    (read_text(&path, Kind::Trace)?, path.display().to_string())
+                    // The scenario's line that names the trace, with the file it resolved to.
+                    let at = switchyard_catalog::key_offset(&text, file.workload.span(), "trace")
+                        .map_or_else(String::new, |o| {
+                            format!("line {}: ", switchyard_catalog::line_at(&text, o))
+                        });
+                    let body = read_text(&path, Kind::Trace)
+                        .map_err(|e| usage(format!("{origin}: {at}field `trace`: {e:#}")))?;
+                    (body, path.display().to_string())
                 }
                 None => {
                     let base = Path::new(rel)
@@ -225,12 +232,9 @@ fn print_groups(title: &str, groups: &[&Group]) {
             g.requests,
             g.failed,
             g.fallbacks_in,
-            // No request, no share of them.
-            if g.requests == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.1}%", g.goodput * 100.0)
-            },
+            // No request with a target, no share of them.
+            g.goodput
+                .map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0)),
             ms(g.ttft_s.p50),
             ms(g.ttft_s.p99),
             ms1(g.tpot_s.p50),
@@ -260,7 +264,7 @@ fn print_summary(s: &Summary) {
     for d in &s.deployments {
         out!("  {d}");
     }
-    out!("latencies in ms; goodput = share of requests within their class's TTFT and TPOT targets");
+    out!("latencies in ms; goodput = share of requests within their class's TTFT and TPOT targets (- where no class sets one)");
     out!("");
     let mut providers: Vec<&Group> = s.providers.iter().collect();
     providers.push(&s.fleet);

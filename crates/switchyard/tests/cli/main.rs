@@ -1290,6 +1290,19 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // A trace the scenario names but that is not there: the scenario's line and field.
+    let missing = temp_file(
+        "missing-trace.toml",
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\ntrace = \"no-such-trace.csv\"\n",
+    );
+    let o = run(&["simulate", "--scenario", missing.to_str().expect("utf-8")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("missing-trace.toml: line 6: field `trace`")
+            && err.contains("no-such-trace.csv"),
+        "{err}"
+    );
     let o = run(&[
         "simulate",
         "--trace",
