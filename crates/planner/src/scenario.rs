@@ -30,6 +30,14 @@ pub struct PlanFile {
     pub classes: Vec<Spanned<ClassSpec>>,
 }
 
+/// The longest confirming simulation a scenario may ask for, in simulated seconds: ten
+/// minutes of peak traffic, where a few minutes settle any percentile the rules judge.
+pub const MAX_CONFIRM_S: f64 = 600.0;
+
+/// The most replicas a confirming simulation may run a class on: a fleet that large already
+/// smooths its bursts as the plan's does.
+pub const MAX_CONFIRM_REPLICAS: u32 = 2000;
+
 /// `[rules]`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,10 +54,12 @@ pub struct Rules {
     pub tolerance: f64,
     /// Whether providers' megawatts are `it` load or `facility` power, unless a provider says.
     pub mw_is: MwIs,
-    /// Seconds of peak traffic each confirming simulation replays.
+    /// Seconds of peak traffic each confirming simulation replays (at most
+    /// [`MAX_CONFIRM_S`]).
     pub confirm_s: f64,
-    /// Most replicas a confirming simulation runs per class; larger fleets are simulated
-    /// scaled down, pools and demand alike.
+    /// Most replicas a confirming simulation runs per class (at most
+    /// [`MAX_CONFIRM_REPLICAS`]); larger fleets are simulated scaled down, pools and demand
+    /// alike.
     pub confirm_replicas: u32,
     /// Systems bought in one phase stay in the next: each phase keeps at least as many of
     /// each system from each provider as the phase before.
@@ -461,11 +471,13 @@ impl PlanFile {
                 return Err(err(&(0..0), field, "a share between 0 and 1".into()));
             }
         }
-        if r.confirm_replicas == 0 {
+        // A confirming simulation's time grows with its replicas and seconds, and several
+        // run a phase: past these a plan would take hours.
+        if !(1..=MAX_CONFIRM_REPLICAS).contains(&r.confirm_replicas) {
             return Err(err(
                 &(0..0),
                 "rules.confirm_replicas",
-                "at least 1 replica a simulated pool".into(),
+                format!("from 1 to {MAX_CONFIRM_REPLICAS} replicas a simulated class"),
             ));
         }
         if !(r.headroom > 0.0 && r.headroom <= 1.0) {
@@ -475,11 +487,11 @@ impl PlanFile {
                 "a share above 0 and at most 1".into(),
             ));
         }
-        if !(r.confirm_s > 0.0 && r.confirm_s.is_finite()) {
+        if !(r.confirm_s > 0.0 && r.confirm_s <= MAX_CONFIRM_S) {
             return Err(err(
                 &(0..0),
                 "rules.confirm_s",
-                "a finite number of simulated seconds above 0".into(),
+                format!("simulated seconds above 0 and at most {MAX_CONFIRM_S}"),
             ));
         }
         if !(r.tolerance >= 0.0 && r.tolerance.is_finite()) {

@@ -381,6 +381,15 @@ fn bad_scenarios_name_the_line_and_field() {
         ),
         &["line 13", "field `max_share`"],
     );
+    // Confirming simulations that would run for days are refused with their field.
+    check(
+        &good.replace("confirm_s = 10", "confirm_s = 100000000"),
+        &["line 4", "field `rules.confirm_s`", "at most 600"],
+    );
+    check(
+        &good.replace("confirm_replicas = 8", "confirm_replicas = 4000000000"),
+        &["line 5", "field `rules.confirm_replicas`", "2000"],
+    );
     // A class longer than its model's context is refused: no engine would serve it.
     check(
         &good.replace("isl = 1000", "isl = 200000"),

@@ -954,8 +954,13 @@ impl ScenarioFile {
         over: &Overrides,
     ) -> Result<WorkloadSpec, (&'static str, String)> {
         let has_trace = !trace.is_empty();
-        if !(w.rate_x > 0.0 && w.rate_x.is_finite()) {
-            return Err(("rate_x", "must be a positive factor".into()));
+        // A million times either way, as on the command line: beyond it a trace's times
+        // lose their precision, or a run's clock outlives any number it prints.
+        if !(1e-6..=1e6).contains(&w.rate_x) {
+            return Err((
+                "rate_x",
+                "must be a factor from 0.000001 to 1,000,000".into(),
+            ));
         }
         let arrivals = match &w.arrival {
             None if trace.iter().any(|r| r.arrival_s.is_nan()) => {
@@ -977,8 +982,15 @@ impl ScenarioFile {
                 // Synthetic rates scale with the speed-up too, the command line's over the
                 // file's.
                 let rate = a.rate * over.rate_x.unwrap_or(w.rate_x);
-                if !(rate > 0.0 && rate.is_finite()) {
-                    return Err(("arrival.rate", "must be a positive rate".into()));
+                // One request in eleven days to a billion a second: past either end the
+                // run's times lose their precision (1e-300 a second printed a 300-digit
+                // duration and zero latencies).
+                if !(1e-6..=1e9).contains(&rate) {
+                    return Err((
+                        "arrival.rate",
+                        "must be from 0.000001 to 1,000,000,000 requests a second (after rate_x)"
+                            .into(),
+                    ));
                 }
                 match a.process.as_str() {
                     "poisson" => Arrivals::Poisson { rate },

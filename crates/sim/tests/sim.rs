@@ -519,7 +519,17 @@ fn bad_scenarios_name_the_line_and_field() {
         (
             "requests = 10",
             "requests = 10\nrate_x = nan",
-            ["line 7", "rate_x", "positive"],
+            ["line 7", "rate_x", "0.000001 to 1,000,000"],
+        ),
+        (
+            "requests = 10",
+            "requests = 10\nrate_x = 1e9",
+            ["line 7", "rate_x", "0.000001 to 1,000,000"],
+        ),
+        (
+            "rate = 1.0",
+            "rate = 1e-300",
+            ["line 7", "arrival.rate", "requests a second"],
         ),
     ] {
         check(&good.replace(from, to), &needles);
