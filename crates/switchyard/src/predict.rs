@@ -50,10 +50,10 @@ pub struct Workload {
     /// Requests in flight.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     concurrency: f64,
-    /// Prompt tokens per request [default: 1024, or the workload's mean].
+    /// Prompt tokens per request [default: the workload's mean, else `default_isl` of the parameters, 1024].
     #[arg(long, allow_negative_numbers = true)]
     isl: Option<f64>,
-    /// Output tokens per request [default: 512, or the workload's mean].
+    /// Output tokens per request [default: the workload's mean, else `default_osl` of the parameters, 512].
     #[arg(long, allow_negative_numbers = true)]
     osl: Option<f64>,
     /// A benchmark workload (see `switchyard catalog workloads`): its dataset's mean lengths,
@@ -192,8 +192,15 @@ impl Workload {
                 w.id, w.model, w.model
             )));
         }
-        let isl = self.isl.or(w.and_then(|w| w.isl)).unwrap_or(1024.0);
-        let osl = self.osl.or(w.and_then(|w| w.osl)).unwrap_or(512.0);
+        // The parameters' default lengths (1,024 and 512 unless a `--params` file says).
+        let isl = self
+            .isl
+            .or(w.and_then(|w| w.isl))
+            .unwrap_or(f64::from(p.default_isl));
+        let osl = self
+            .osl
+            .or(w.and_then(|w| w.osl))
+            .unwrap_or(f64::from(p.default_osl));
         let osl_cv = self.osl_cv.or(w.and_then(|w| w.osl_cv)).unwrap_or(0.0);
         let (tpot, ttft) = match w {
             Some(w) => {
@@ -1068,6 +1075,24 @@ pub fn calibrate(
         None => None,
         Some(path) => {
             let (check_name, check_rows) = read_points(Some(path))?;
+            // A row the fit sees checks nothing about rows it does not: the held-out score of
+            // the fitted file itself would read as a perfect generalisation.
+            let fitted: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.id.as_str()).collect();
+            let shared: Vec<&str> = check_rows
+                .iter()
+                .map(|r| r.id.as_str())
+                .filter(|id| fitted.contains(id))
+                .collect();
+            if !shared.is_empty() {
+                return Err(usage(format!(
+                    "{check_name}: {} of its {} rows are also in {name}, which the fit sees ({}{}); a held-out check needs rows left out of the fit",
+                    shared.len(),
+                    check_rows.len(),
+                    shared[..shared.len().min(3)].join(", "),
+                    if shared.len() > 3 { ", ..." } else { "" }
+                )));
+            }
             let (_, before) = validate::run(cat, p, &check_rows);
             if before.n == 0 {
                 return Err(usage(format!(

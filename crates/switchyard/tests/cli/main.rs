@@ -1038,6 +1038,11 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
     );
     let file = std::fs::read_to_string(&fitted).expect("written");
     assert!(file.contains("gpu_decode_flops_eff = "), "{file}");
+    // The fitted file is no held-out check of itself.
+    let o = run(&["calibrate", "--points", mine_s, "--check", mine_s]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("2 of its 2 rows are also in"), "{err}");
     // An H100's catalog bandwidth is a measurement, which `gpu_bw_eff` does not scale: the
     // search says so rather than that its starting value fits best.
     let inert = prints(
@@ -1558,4 +1563,28 @@ fn plan_rejects_bad_input_with_one_line() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A parameters file's default lengths are the lengths estimate and compare take when no
+/// flag or workload gives them.
+#[test]
+fn a_parameters_files_default_lengths_apply() {
+    let params = temp_file("lengths.toml", "default_isl = 4096\ndefault_osl = 128\n");
+    let p = params.to_str().expect("utf-8");
+    prints(
+        &[
+            "--params",
+            p,
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+        ],
+        &["isl 4096, osl 128"],
+    );
+    prints(
+        &["--params", p, "compare", "--model", "llama-3.1-8b"],
+        &["4096 in / 128 out tokens"],
+    );
 }
