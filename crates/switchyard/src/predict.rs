@@ -841,7 +841,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         model, a.workload.concurrency
     );
     out!(
-        "{:<10} {:>6} {:<14} {:>5} {:>9} {:>10} {:<13} {:<14} {:>11} {:>10} {:>9} {:>13}",
+        "{:<10} {:>6} {:<14} {:>5} {:>9}  {:>10} {:<13} {:<14} {:>11} {:>10} {:>9} {:>13}",
         "system",
         "chips",
         "layout",
@@ -855,7 +855,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "J/token",
         "$/Mtok"
     );
-    let mut missed = false;
+    let (mut missed, mut queued) = (false, false);
     for (id, r) in rows {
         match r {
             Ok((e, busy)) => {
@@ -864,13 +864,18 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                 // replica, marked, rather than passed off as within them.
                 let mark = if top.peak_meets_limits { " " } else { "*" };
                 missed |= !top.peak_meets_limits;
+                // Chips sized for the model hold fewer requests than asked: the rest wait,
+                // and their wait is in the TTFT, marked.
+                let waits = e.at.running < e.at.concurrency * (1.0 - 1e-9);
+                queued |= waits;
                 out!(
-                    "{:<10} {:>6} {:<14} {:>5} {:>9.1} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>10} {:>9} {:>13}",
+                    "{:<10} {:>6} {:<14} {:>5} {:>9.1}{} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>10} {:>9} {:>13}",
                     id,
                     e.chips,
                     e.layout.to_string(),
                     e.precision.name(),
                     e.at.ttft_s * 1000.0,
+                    if waits { "+" } else { " " },
                     e.at.user_tok_s,
                     e.at.bound.name(),
                     top.layout.to_string(),
@@ -893,6 +898,9 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
             "* no load meets {}: the peak shown is one request per replica",
             limits.unwrap_or_default()
         );
+    }
+    if queued {
+        out!("+ the KV cache of these chips holds fewer requests than the concurrency: the rest wait, and the TTFT counts the wait (`estimate --chips` sizes a system for them)");
     }
     out!(
         "$/Mtok: rent = the published hourly rate per chip (power included); owned = purchase price over the system's life ({} years where the catalog gives none) plus electricity at ${}/kWh{}",

@@ -585,6 +585,26 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     assert!(out.contains("memory-bw"));
     assert!(!out.contains("no load meets"), "{out}");
 
+    assert!(!out.contains("+ the KV cache"), "{out}");
+    // Chips sized for the model that hold fewer requests than asked are marked: their
+    // TTFT is mostly the wait.
+    let out = prints(
+        &[
+            "compare",
+            "--model",
+            "deepseek-r1",
+            "--hardware",
+            "cs3,b200",
+            "--concurrency",
+            "32",
+        ],
+        &["+ the KV cache of these chips holds fewer requests"],
+    );
+    let row = |id: &str| out.lines().find(|l| l.starts_with(id)).expect("row");
+    assert!(
+        row("cs3 ").contains('+') && !row("b200 ").contains('+'),
+        "{out}"
+    );
     // A system whose every load misses the limits is marked, not passed off as within them.
     let out = prints(
         &[
