@@ -68,6 +68,9 @@ pub struct Candidate {
     /// USD per hour per replica at full load: the rent, or the amortised purchase plus
     /// electricity.
     pub usd_per_hour: f64,
+    /// Which of the two `usd_per_hour` is: a provider's systems without a published rate
+    /// are costed as bought, beside others rented.
+    pub cost_basis: Option<switchyard_perf::CostBasis>,
 }
 
 /// One bought option in a phase.

@@ -1,7 +1,7 @@
 //! The HTML report of a plan: megawatts by provider over the phases, capacity against
 //! demand, cost and energy per token, the purchases, and the N-1 table.
 
-use crate::Plan;
+use crate::{Candidate, Plan};
 use switchyard_report::{escape, page, stacked_bars, table, Axis, Section, Series, Table};
 
 /// One figure of a class in a phase, charted over the phases.
@@ -184,6 +184,7 @@ pub fn html(p: &Plan) -> String {
                 "class",
                 "replicas (units)",
                 "chips each",
+                "$/h each",
             ]
             .map(String::from)
             .to_vec(),
@@ -204,6 +205,7 @@ pub fn html(p: &Plan) -> String {
                             b.replicas.to_string()
                         },
                         o.chips.to_string(),
+                        usd_each(o),
                     ]
                 })
                 .collect(),
@@ -253,7 +255,7 @@ pub fn html(p: &Plan) -> String {
         });
     }
     let subtitle = format!(
-        "largest share per provider {:.0}%, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity; {} confirming simulations",
+        "no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
@@ -264,4 +266,13 @@ pub fn html(p: &Plan) -> String {
         &subtitle,
         &sections,
     )
+}
+
+/// What one replica or unit of option `o` costs an hour, and on which basis (`rent` or
+/// `owned`: a provider's systems without a published rate are costed as bought).
+pub fn usd_each(o: &Candidate) -> String {
+    match o.cost_basis {
+        Some(b) => format!("{:.2} {}", o.usd_per_hour, b.name()),
+        None => format!("{:.2}", o.usd_per_hour),
+    }
 }

@@ -357,6 +357,18 @@ impl PlanFile {
                     ));
                 }
             }
+            // Rent replaces the purchase whenever both are known: one given beside the
+            // other would be ignored.
+            if s.capex_usd_per_system.is_some() && s.rent_usd_per_chip_hour.is_some() {
+                return Err(err(
+                    &p.span(),
+                    "rent_usd_per_chip_hour",
+                    format!(
+                        "provider `{}`: give capex_usd_per_system (bought) or rent_usd_per_chip_hour (rented), not both",
+                        s.name
+                    ),
+                ));
+            }
         }
         for c in &f.classes {
             let s = c.get_ref();

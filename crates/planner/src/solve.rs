@@ -333,6 +333,7 @@ impl<'a> Model<'a> {
                     tpot_s: 0.0,
                     mw: 0.0,
                     usd_per_hour: 0.0,
+                    cost_basis: None,
                 };
                 // Disaggregated prefill and decode, in units of two, four or eight of the
                 // aggregated replica's chips: the unit that carries the most per chip.
@@ -408,7 +409,8 @@ impl<'a> Model<'a> {
                         continue;
                     };
                     let mw = watts / 1e6 * facility;
-                    let Some(usd) = d.economics_at(pp, cap, 1.0).usd_per_hour else {
+                    let economics = d.economics_at(pp, cap, 1.0);
+                    let Some(usd) = economics.usd_per_hour else {
                         if i == 0 {
                             miss = Some(format!(
                                 "{tag}: no price for {}; give the provider capex_usd_per_system or rent_usd_per_chip_hour",
@@ -427,6 +429,7 @@ impl<'a> Model<'a> {
                             tpot_s: op.tpot_s,
                             mw,
                             usd_per_hour: usd,
+                            cost_basis: economics.cost_basis,
                             ..candidate(d.layout.to_string(), chips)
                         },
                         peak_tok_s: d.max_throughput(pp, isl, osl, None).throughput_tok_s,
@@ -1466,15 +1469,18 @@ fn disaggregated_option<'a>(
         provider,
         class: class_index,
     };
-    let (mut watts, mut usd) = (0.0, 0.0);
+    let (mut watts, mut usd, mut basis) = (0.0, 0.0, None);
     for (d, n) in o.pools() {
         let mut d = d.clone();
         d.layout.dp = n;
         watts += d.full_power_w(pp)?;
-        usd += d.economics_at(pp, cap, 1.0).usd_per_hour?;
+        let economics = d.economics_at(pp, cap, 1.0);
+        usd += economics.usd_per_hour?;
+        basis = economics.cost_basis;
     }
     o.out.mw = watts / 1e6 * facility;
     o.out.usd_per_hour = usd;
+    o.out.cost_basis = basis;
     Some(o)
 }
 

@@ -381,6 +381,14 @@ fn bad_scenarios_name_the_line_and_field() {
         ),
         &["line 13", "field `max_share`"],
     );
+    // Two prices for one provider, one of which would be ignored.
+    check(
+        &good.replace(
+            "rent_usd_per_chip_hour = 2.0",
+            "rent_usd_per_chip_hour = 2.0\ncapex_usd_per_system = 250000.0",
+        ),
+        &["line 12", "field `rent_usd_per_chip_hour`", "not both"],
+    );
     // Confirming simulations that would run for days are refused with their field.
     check(
         &good.replace("confirm_s = 10", "confirm_s = 100000000"),

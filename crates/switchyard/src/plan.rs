@@ -130,7 +130,7 @@ fn unmet(p: &Plan) -> Vec<String> {
 fn print_plan(p: &Plan) {
     out!("{}", p.scenario);
     out!(
-        "rules: largest share per provider {:.0}%, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity; {} confirming simulations",
+        "rules: no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
@@ -200,7 +200,7 @@ fn print_plan(p: &Plan) {
         for b in &ph.buys {
             let o = &p.options[b.option];
             out!(
-                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chips)",
+                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chips, ${:.2} an hour each{})",
                 o.provider,
                 b.systems,
                 o.system,
@@ -208,7 +208,10 @@ fn print_plan(p: &Plan) {
                 o.class,
                 b.replicas,
                 if o.disaggregated { "units" } else { "replicas" },
-                o.chips
+                o.chips,
+                o.usd_per_hour,
+                o.cost_basis
+                    .map_or_else(String::new, |b| format!(", {}", b.name()))
             );
         }
         // Systems kept from an earlier phase stay, whether or not a replica runs on them.

@@ -1493,6 +1493,9 @@ fn plan_runs_the_builtin_scenario_and_writes_its_reports() {
         "cerebras",
         "N-1",
         "confirmed",
+        // Each option's price says whether it is rented or bought.
+        "an hour each",
+        " owned)",
     ] {
         assert!(out.contains(needle), "missing {needle} in\n{out}");
     }
