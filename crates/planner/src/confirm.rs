@@ -320,7 +320,7 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
         let mut row = Vec::new();
         for (c, class) in m.classes.iter().enumerate() {
             let rest = of_class(c, Some(q));
-            let kept = m.rules.n_minus_1 * class.demand[k];
+            let kept = class.n_minus_1 * class.demand[k];
             if kept > 0.0 && rest.len() != of_class(c, None).len() {
                 row.push(Some(jobs.len()));
                 jobs.push(Job {
@@ -389,7 +389,7 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
                 Some(j) => results[j].is_some_and(|r| ok(class, r)),
                 // Nothing lost: the class's own peak simulation stands, at more demand than
                 // the N-1 share.
-                None => m.rules.n_minus_1 * d <= 0.0 || ph.classes[c].confirmed,
+                None => class.n_minus_1 * d <= 0.0 || ph.classes[c].confirmed,
             };
             rows.push((class.name.clone(), share, confirmed));
         }

@@ -168,6 +168,14 @@ pub struct ClassSpec {
     pub percentile: f64,
     /// Output tokens per second at peak, per phase.
     pub demand_tok_s: Vec<f64>,
+    /// This class's own N-1 share, in place of the rules' (0 for a class that only one
+    /// provider's systems can serve, such as one whose TPOT only wafer-scale meets).
+    #[serde(default)]
+    pub n_minus_1: Option<f64>,
+    /// This class's own cap on the share of its demand one provider carries, in place of
+    /// the rules' and the providers'.
+    #[serde(default)]
+    pub max_share: Option<f64>,
 }
 
 fn p90() -> f64 {
@@ -396,6 +404,15 @@ impl PlanFile {
                     "percentile",
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
                 ));
+            }
+            for (field, v) in [("n_minus_1", s.n_minus_1), ("max_share", s.max_share)] {
+                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    return Err(err(
+                        &c.span(),
+                        field,
+                        format!("class `{}`: a share between 0 and 1", s.name),
+                    ));
+                }
             }
             if s.osl_cv
                 .is_some_and(|v| !switchyard_catalog::OSL_CV_RANGE.contains(&v))

@@ -85,6 +85,18 @@ pub(crate) struct ClassM {
     pub tpot_s: f64,
     pub percentile: f64,
     pub demand: Vec<f64>,
+    /// The share of demand the rest must carry without any one provider: the class's own,
+    /// else the rules'.
+    pub n_minus_1: f64,
+    /// The class's own cap on one provider's share, over the rules' and the providers'.
+    pub max_share: Option<f64>,
+}
+
+impl ClassM {
+    /// The most of this class's demand provider `p` may be needed to carry, as a share.
+    pub fn cap(&self, p: &ProviderM) -> f64 {
+        self.max_share.unwrap_or(p.max_share).min(1.0)
+    }
 }
 
 /// Everything the solver and the confirming simulations need.
@@ -253,6 +265,8 @@ impl<'a> Model<'a> {
                     tpot_s: c.tpot_ms / 1000.0,
                     percentile: c.percentile,
                     demand: c.demand_tok_s.iter().map(|d| d * x).collect(),
+                    n_minus_1: c.n_minus_1.unwrap_or(file.rules.n_minus_1),
+                    max_share: c.max_share,
                 })
             })
             .collect::<Result<_, PlanError>>()?;
@@ -881,7 +895,6 @@ fn relaxed(
         pb.add_constraint(occupied, ComparisonOp::Le, -room);
         held_systems.push((*p, h, o.mw / o.systems, room));
     }
-    let rules = m.rules;
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
         if d <= 0.0 {
@@ -899,16 +912,16 @@ fn relaxed(
             t.iter().map(|&(_, v, c)| (v, c)).collect()
         };
         pb.add_constraint(expr(&of_class(&|_| true)), ComparisonOp::Ge, d);
-        if a.n1 && rules.n_minus_1 > 0.0 {
+        if a.n1 && class.n_minus_1 > 0.0 {
             for q in 0..m.providers.len() {
                 pb.add_constraint(
                     expr(&of_class(&|p| p != q)),
                     ComparisonOp::Ge,
-                    rules.n_minus_1 * d,
+                    class.n_minus_1 * d,
                 );
             }
         }
-        if a.share && m.providers.iter().any(|p| p.max_share < 1.0) {
+        if a.share && m.providers.iter().any(|p| class.cap(p) < 1.0) {
             // The share a provider carries, not the capacity it holds: the class's demand
             // must split among the providers with none carrying more than its cap and each
             // within its capacity. Capacity beyond that may stand (systems kept from an
@@ -921,7 +934,7 @@ fn relaxed(
                 if terms.is_empty() {
                     continue;
                 }
-                let t = pb.add_var(0.0, (0.0, prov.max_share.min(1.0) * d));
+                let t = pb.add_var(0.0, (0.0, class.cap(prov) * d));
                 let mut within = expr(&terms);
                 for term in &mut within {
                     term.1 = -term.1;
@@ -1006,6 +1019,42 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             ));
         }
     }
+    // A class only one provider can serve cannot spread over several, as the N-1 and
+    // largest-share rules ask of it.
+    for (c, class) in m.classes.iter().enumerate() {
+        if class.demand[k] <= 0.0 {
+            continue;
+        }
+        let mut serving: Vec<usize> = m
+            .options
+            .iter()
+            .filter(|o| o.class == c)
+            .map(|o| o.provider)
+            .collect();
+        serving.sort_unstable();
+        serving.dedup();
+        if let [only] = serving[..] {
+            let prov = &m.providers[only];
+            let rules: Vec<&str> = [
+                (class.n_minus_1 > 0.0).then_some("the N-1 rule"),
+                (class.cap(prov) < 1.0).then_some("the largest-share rule"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !rules.is_empty() {
+                why.push(format!(
+                    "class `{}`: only `{}` offers a system that meets TTFT {:.0} ms and TPOT {:.1} ms, and {} ask{} for another (see the rejected options; `n_minus_1 = 0` and `max_share = 1` in the class let it rest on one provider)",
+                    class.name,
+                    prov.name,
+                    class.ttft_s * 1e3,
+                    class.tpot_s * 1e3,
+                    rules.join(" and "),
+                    if rules.len() == 1 { "s" } else { "" }
+                ));
+            }
+        }
+    }
     for (p, prov) in m.providers.iter().enumerate() {
         if prov.committed[k] > 0.0 && !m.options.iter().any(|o| o.provider == p) {
             why.push(format!(
@@ -1029,8 +1078,10 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     let asks = [
         m.rules.keep_installed && installed.values().any(|&n| n > 0),
         m.providers.iter().any(|p| p.committed[k] > 0.0),
-        m.rules.n_minus_1 > 0.0,
-        m.providers.iter().any(|p| p.max_share < 1.0),
+        m.classes.iter().any(|c| c.n_minus_1 > 0.0),
+        m.classes
+            .iter()
+            .any(|c| m.providers.iter().any(|p| c.cap(p) < 1.0)),
     ];
     let active: Vec<usize> = (0..RULES.len()).filter(|&r| asks[r]).collect();
     for size in 1..=active.len() {
@@ -1501,6 +1552,8 @@ mod tests {
                 tpot_s: 0.05,
                 percentile,
                 demand: vec![1.0],
+                n_minus_1: 0.0,
+                max_share: None,
             };
             mean_ttft_limit(&class, &p)
         };

@@ -235,8 +235,8 @@ fn an_infeasible_rule_is_named() {
         why.contains("largest-share") && why.contains("`b` 0%"),
         "{why}"
     );
-    // One provider under N-1 and a largest share below 1: both rules bind together, and a
-    // commitment of all its power is no obstacle once they are gone.
+    // One provider under N-1 and a largest share below 1: both rules ask for a second, and
+    // a commitment of all its power is no obstacle once they are gone.
     let one = one_phase(
         "n_minus_1 = 0.5\nmax_share = 0.75\nconfirm_s = 2",
         &provider(
@@ -252,7 +252,8 @@ fn an_infeasible_rule_is_named() {
     let p = run(&one, &WhatIf::default()).expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
-        why.contains("the N-1 rule and the largest-share rule together bind"),
+        why.contains("only `w` offers")
+            && why.contains("the N-1 rule and the largest-share rule ask for another"),
         "{why}"
     );
     let p = run(
@@ -1184,4 +1185,43 @@ fn a_class_of_little_demand_is_confirmed_on_enough_requests() {
     let p = run(&text, &WhatIf::default()).expect("plans");
     let c = &p.phases[0].classes[0];
     assert!(c.confirmed && c.sim_ttft_s.is_some(), "{c:?}");
+}
+
+/// A class only one provider's systems can serve (a TPOT only wafer-scale meets) is named
+/// when the N-1 and largest-share rules ask for a second provider, and may rest on that one
+/// provider by its own `n_minus_1` and `max_share`, the rules holding for the rest.
+#[test]
+fn a_class_only_one_provider_serves_is_named_and_may_rest_on_it() {
+    let class = |name: &str, tpot_ms: f64, own: &str| {
+        format!("[[class]]\nname = \"{name}\"\nmodel = \"llama-3.1-8b\"\nisl = 1000\nosl = 200\nttft_ms = 1000\ntpot_ms = {tpot_ms}\npercentile = 0.5\ndemand_tok_s = [1.0e5]\n{own}\n")
+    };
+    let text = |own: &str| {
+        format!(
+            "[rules]\nn_minus_1 = 0.5\nmax_share = 0.75\nconfirm_s = 5\nconfirm_replicas = 8\n[[phase]]\nname = \"p1\"\n{}{}{}{}",
+            provider("wafer", "cs3", 5.0, "capex_usd_per_system = 2500000.0"),
+            provider("gpu", "h100-sxm", 50.0, "rent_usd_per_chip_hour = 2.0"),
+            class("fast", 3.0, own),
+            class("chat", 50.0, "")
+        )
+    };
+    let p = run(&text(""), &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("class `fast`: only `wafer`") && why.contains("N-1 rule"),
+        "{why}"
+    );
+    let p = run(
+        &text("n_minus_1 = 0.0\nmax_share = 1.0"),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    // The chat class still rides out the loss of either provider.
+    let chat: Vec<f64> = ph
+        .n_minus_1
+        .iter()
+        .map(|n| n.classes.iter().find(|c| c.0 == "chat").expect("chat").1)
+        .collect();
+    assert!(chat.iter().all(|&s| s >= 0.5 - 1e-9), "{chat:?}");
 }
