@@ -68,6 +68,23 @@ impl Precision {
         matches!(self, Precision::W4a16 | Precision::W8a16)
     }
 
+    /// A KV cache's format from its name: a format that stores values, not a scheme that
+    /// says what weights multiply in (`w4a8`, `w4a16`), which is refused with the formats a
+    /// cache takes.
+    ///
+    /// # Errors
+    /// The name is no format, or a weight scheme.
+    pub fn kv_from_str(s: &str) -> Result<Precision, String> {
+        const KNOWN: &str = "bf16, fp16, fp8, int8, fp4, int4";
+        match s.parse::<Precision>() {
+            Ok(p) if p.weight_only() || p == Precision::W4a8 => Err(format!(
+                "`{s}` is a scheme for weights; a KV cache is stored in {KNOWN}"
+            )),
+            Ok(p) => Ok(p),
+            Err(_) => Err(format!("unknown KV-cache format `{s}`; known: {KNOWN}")),
+        }
+    }
+
     /// The lower-case name used on the command line and in files.
     pub fn name(self) -> &'static str {
         match self {

@@ -605,11 +605,9 @@ impl ScenarioFile {
             let kv_precision = s
                 .kv_precision
                 .as_deref()
-                .map(str::parse)
+                .map(switchyard_catalog::Precision::kv_from_str)
                 .transpose()
-                .map_err(|e: switchyard_catalog::UnknownPrecision| {
-                    err("kv_precision", e.to_string())
-                })?;
+                .map_err(|e| err("kv_precision", e))?;
             // A layout is one replica's split; how many replicas there are is `count`.
             let replica_layout = |cell: Option<&str>, field: &str, count: &str| {
                 let Some(l) = cell

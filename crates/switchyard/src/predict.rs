@@ -239,7 +239,11 @@ impl Workload {
             chips: None,
             // A model named with its number format (`…-FP8`) is that checkpoint.
             precision: self.precision.or(Precision::in_model_name(model)),
-            kv_precision: self.kv_precision,
+            // A weight scheme names no format for a cache: one line saying so.
+            kv_precision: self
+                .kv_precision
+                .map(|kv| Precision::kv_from_str(kv.name()).map_err(usage))
+                .transpose()?,
             layout: None,
             concurrency: self.concurrency,
             isl,
@@ -407,6 +411,19 @@ fn cost(e: &switchyard_perf::Economics) -> String {
     }
 }
 
+/// The wider format `system` multiplies weights of `precision` in, where it has no units
+/// for that format itself (FP4 weights on an H100 multiply in FP8); `None` where it has, or
+/// where the format's name says what it multiplies in (`w4a8`, weight-only `w4a16`).
+fn widened(system: &switchyard_perf::System, precision: Precision) -> Option<Precision> {
+    if precision.weight_only() || precision == Precision::W4a8 {
+        return None;
+    }
+    system
+        .flops(precision)
+        .map(|(_, native)| native)
+        .filter(|&n| n != precision)
+}
+
 fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let unit = unit_name(q.system.kind, 1);
     let m = &e.memory;
@@ -418,8 +435,15 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "precision       {} weights, {} KV cache",
-        e.precision, e.kv_precision
+        "precision       {} weights{}, {} KV cache",
+        e.precision,
+        widened(q.system, e.precision).map_or_else(String::new, |n| format!(
+            " (multiplied in {}: {} has no {} units)",
+            n.name(),
+            q.system.id,
+            e.precision.name()
+        )),
+        e.kv_precision
     );
     let _ = writeln!(
         s,
@@ -855,7 +879,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "J/token",
         "$/Mtok"
     );
-    let (mut missed, mut queued) = (false, false);
+    let (mut missed, mut queued, mut wide) = (false, false, false);
     for (id, r) in rows {
         match r {
             Ok((e, busy)) => {
@@ -868,12 +892,18 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                 // and their wait is in the TTFT, marked.
                 let waits = e.at.running < e.at.concurrency * (1.0 - 1e-9);
                 queued |= waits;
+                // Weights in a format the chip has no units for multiply in a wider one.
+                let widens = cat
+                    .system(&id)
+                    .is_ok_and(|sys| widened(sys, e.precision).is_some());
+                wide |= widens;
+                let prec = format!("{}{}", e.precision.name(), if widens { "^" } else { "" });
                 out!(
                     "{:<10} {:>6} {:<14} {:>5} {:>9.1}{} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>10} {:>9} {:>13}",
                     id,
                     e.chips,
                     e.layout.to_string(),
-                    e.precision.name(),
+                    prec,
                     e.at.ttft_s * 1000.0,
                     if waits { "+" } else { " " },
                     e.at.user_tok_s,
@@ -898,6 +928,9 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
             "* no load meets {}: the peak shown is one request per replica",
             limits.unwrap_or_default()
         );
+    }
+    if wide {
+        out!("^ the chip has no units for this format: its weights multiply in a wider one (estimate names it)");
     }
     if queued {
         out!("+ the KV cache of these chips holds fewer requests than the concurrency: the rest wait, and the TTFT counts the wait (`estimate --chips` sizes a system for them)");

@@ -12,6 +12,14 @@ fn run(args: &[&str]) -> Output {
 }
 
 /// Writes `contents` to a fresh file named `name` under the system temp folder.
+/// The line of a comparison table for system `id`.
+fn row<'a>(table: &'a str, id: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .expect("a row for the system")
+}
+
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
@@ -521,7 +529,7 @@ fn bad_input_is_one_clear_line_and_status_two() {
         ),
         (
             est8(&["--precision", "awq", "--kv-precision", "gptq"]),
-            "w4a16 stores weights only, its products in 16 bits; store the KV cache in bf16",
+            "`w4a16` is a scheme for weights; a KV cache is stored in bf16",
         ),
         // A negative number is the flag's own range error, not the parser's.
         (
@@ -600,9 +608,8 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
         ],
         &["+ the KV cache of these chips holds fewer requests"],
     );
-    let row = |id: &str| out.lines().find(|l| l.starts_with(id)).expect("row");
     assert!(
-        row("cs3 ").contains('+') && !row("b200 ").contains('+'),
+        row(&out, "cs3").contains('+') && !row(&out, "b200").contains('+'),
         "{out}"
     );
     // A system whose every load misses the limits is marked, not passed off as within them.
@@ -618,14 +625,8 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
         ],
         &["* no load meets TPOT 10.0 ms"],
     );
-    let row = |id: &str| {
-        out.lines()
-            .find(|l| l.starts_with(&format!("{id} ")))
-            .expect("row")
-            .to_string()
-    };
-    assert!(row("h100-sxm").contains('*'), "{out}");
-    assert!(!row("cs3").contains('*'), "{out}");
+    assert!(row(&out, "h100-sxm").contains('*'), "{out}");
+    assert!(!row(&out, "cs3").contains('*'), "{out}");
 
     // Systems are named by their catalog ids, each once however spelled; a rack of LPUs'
     // throughput a chip is under one token a second and is not printed as 0.
@@ -1610,4 +1611,40 @@ fn a_parameters_files_default_lengths_apply() {
         &["--params", p, "compare", "--model", "llama-3.1-8b"],
         &["4096 in / 128 out tokens"],
     );
+}
+
+/// Weights in a format the chip has no units for are said to multiply in the wider one it
+/// has, and a weight scheme is no KV-cache format.
+#[test]
+fn formats_a_chip_lacks_are_named_and_weight_schemes_are_no_kv_format() {
+    prints(
+        &"estimate --model llama-3.1-70b --hardware h100-sxm --precision fp4"
+            .split(' ')
+            .collect::<Vec<_>>(),
+        &["fp4 weights (multiplied in fp8: h100-sxm has no fp4 units)"],
+    );
+    let out = prints(
+        &"compare --model llama-3.1-70b --hardware h100-sxm,b200 --precision fp4"
+            .split(' ')
+            .collect::<Vec<_>>(),
+        &["^ the chip has no units for this format"],
+    );
+    assert!(
+        row(&out, "h100-sxm").contains("fp4^") && !row(&out, "b200").contains("fp4^"),
+        "{out}"
+    );
+    for kv in ["w4a8", "w4a16"] {
+        let o = run(&[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--kv-precision",
+            kv,
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("is a scheme for weights"), "{err}");
+    }
 }
