@@ -12,7 +12,9 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-/// Time to first token, seconds (`gen_ai.server.time_to_first_token`).
+/// Time to first token, seconds (`gen_ai.server.time_to_first_token`), from the request's
+/// arrival at the gateway: attempts that failed over before the deployment that answered
+/// are in it.
 pub const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
 /// Time per output token after the first, seconds (`gen_ai.server.time_per_output_token`).
 pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";

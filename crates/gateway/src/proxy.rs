@@ -840,6 +840,10 @@ pub(crate) async fn handle(
             busy.0 += 1;
             if let Some(a) = *after {
                 busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
+                // The provider asked for a pause: the next requests go elsewhere meanwhile,
+                // as LiteLLM's cool-down sends them.
+                #[allow(clippy::cast_precision_loss)]
+                route.router().rest(i, gw.now_s(), a as f64);
             }
         }
         match outcome {
@@ -863,9 +867,11 @@ pub(crate) async fn handle(
             Ok(Started::Stream(first, relay)) => {
                 // From here the relay owns the slot and ends it.
                 guard.armed = false;
+                // The router learns the deployment's own time; the metric is the client's,
+                // from the request's arrival, failed attempts before this one included.
                 let ttft = t0.elapsed().as_secs_f64();
                 route.router().first_token(i, ttft);
-                d.labels.ttft(ttft);
+                d.labels.ttft(t_start.elapsed().as_secs_f64());
                 let relayer = Relayer::new(
                     Arc::clone(&gw),
                     req.model.clone(),

@@ -173,11 +173,17 @@ async fn model(State(gw): State<Arc<Gateway>>, uri: axum::http::Uri, h: HeaderMa
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     let now = gw.now_s();
+    // Models every deployment of which is ejected: the gateway answers them 503 until one
+    // is back.
+    let mut down = Vec::new();
     let models: serde_json::Map<String, serde_json::Value> = gw
         .models
         .values()
         .map(|m| {
             let r = m.router();
+            if (0..m.deployments.len()).all(|i| r.is_ejected(i, now)) {
+                down.push(m.name.clone());
+            }
             let deps: Vec<_> = m
                 .deployments
                 .iter()
@@ -199,7 +205,9 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
             (m.name.clone(), json!(deps))
         })
         .collect();
-    axum::Json(json!({"status": "ok", "models": models})).into_response()
+    // The gateway itself is up either way (200): "degraded" names what it cannot serve.
+    let status = if down.is_empty() { "ok" } else { "degraded" };
+    axum::Json(json!({"status": status, "unavailable": down, "models": models})).into_response()
 }
 
 async fn metrics() -> Response {

@@ -351,6 +351,7 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
     };
     // Nothing ejected yet: try again at once.
     assert_eq!(retry(&r), 1);
+    assert_eq!(health(&url).await["status"], "ok");
     let body = r.text().await.expect("body");
     assert!(body.contains("all_deployments_failed"), "{body}");
     assert!(
@@ -367,6 +368,11 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
         last = retry(&r);
     }
     assert!((20..=30).contains(&last), "{last}");
+    // With every deployment of the model ejected, the health report says the gateway
+    // cannot serve it.
+    let h = health(&url).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["unavailable"][0], "m", "{h}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1616,6 +1622,16 @@ async fn headers_that_never_end_close_the_connection() {
     );
 }
 
+/// Model `m` tried first on upstream `up` as `upstream_model`, then on an emulated H100.
+fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
+    format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n{}{}\
+         [[model.deployment]]\nprovider = \"up\"\nupstream_model = \"{upstream_model}\"\npriority = 0\n",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "priority = 1")]),
+    )
+}
+
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
@@ -1813,6 +1829,15 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let body: serde_json::Value =
         serde_json::from_str(&r.text().await.expect("body")).expect("json");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    // A deployment that asked for a pause is passed over until it ends: the second request
+    // goes straight to the other deployment.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "busy")).await;
+    let ask = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    assert_eq!(post_json(&url, "/chat/completions", ask).await.0, 200);
+    assert_eq!(post_json(&url, "/chat/completions", ask).await.0, 200);
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
+    assert_eq!(h["models"]["m"][0]["requests"], 2, "{h}");
     // A whole answer without the provider's usage counts its text, four characters a token.
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
@@ -1942,15 +1967,7 @@ async fn a_stream_cut_by_total_ms_is_not_the_deployments_failure() {
 /// failure: the request goes to the next one, and the client never sees the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_answer_that_is_not_json_fails_over() {
-    let bad = misbehaving_upstream().await;
-    let text = format!(
-        "[[provider]]\nname = \"bad\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n{}\
-         [[model]]\nname = \"m\"\npolicy = \"priority\"\n\
-         [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"html\"\npriority = 0\n\
-         [[model.deployment]]\nprovider = \"gpu\"\nupstream_model = \"llama-3.1-8b\"\npriority = 1\n",
-        emulated("gpu", "h100-sxm", "")
-    );
-    let (url, _gw) = start(&text).await;
+    let (url, _gw) = start(&upstream_then_gpu(&misbehaving_upstream().await, "html")).await;
     let (status, body) = post_json(
         &url,
         "/chat/completions",
@@ -1960,5 +1977,5 @@ async fn a_whole_answer_that_is_not_json_fails_over() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion", "{body}");
     let h = health(&url).await;
-    assert_eq!(h["models"]["m"][0]["failures"], 1, "{h}");
+    assert_eq!(h["models"]["m"][1]["failures"], 1, "{h}");
 }

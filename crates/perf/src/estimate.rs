@@ -440,8 +440,17 @@ pub(crate) fn fitting_deployments<'a>(
             return Err(PerfError::BadLayout {
                 layout: l.to_string(),
                 system: q.system.id.clone(),
-                why: format!("it uses {} chips but {chips} were given", l.chips()),
-            })
+                why: if l.dp == 1 {
+                    // Replicas of it fill the chips only where their count is a multiple.
+                    format!(
+                        "a replica of it uses {} chips, and {chips} are no whole number of replicas; give a multiple of {} chips",
+                        l.replica_chips(),
+                        l.replica_chips()
+                    )
+                } else {
+                    format!("it uses {} chips but {chips} were given", l.chips())
+                },
+            });
         }
         None => layouts(q.model, q.system, chips),
     };

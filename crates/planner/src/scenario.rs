@@ -55,10 +55,10 @@ pub struct Rules {
     /// Whether providers' megawatts are `it` load or `facility` power, unless a provider says.
     pub mw_is: MwIs,
     /// Seconds of peak traffic each confirming simulation replays (at most
-    /// [`MAX_CONFIRM_S`]).
+    /// `MAX_CONFIRM_S`).
     pub confirm_s: f64,
     /// Most replicas a confirming simulation runs per class (at most
-    /// [`MAX_CONFIRM_REPLICAS`]); larger fleets are simulated scaled down, pools and demand
+    /// `MAX_CONFIRM_REPLICAS`); larger fleets are simulated scaled down, pools and demand
     /// alike.
     pub confirm_replicas: u32,
     /// Systems bought in one phase stay in the next: each phase keeps at least as many of

@@ -435,6 +435,15 @@ impl Router {
         false
     }
 
+    /// Target `i` asked to be left alone for `seconds` (an HTTP 429's `Retry-After`): it is
+    /// passed over as an ejected one is until then, at most the health's cool-down, without
+    /// counting as an ejection.
+    pub fn rest(&mut self, i: usize, now: f64, seconds: f64) {
+        let until = now + seconds.clamp(0.0, self.health.cooldown_s);
+        let s = &mut self.seen[i];
+        s.ejected_until = s.ejected_until.max(until);
+    }
+
     /// A request on target `i` ended without a verdict on the target (the client left).
     pub fn abandoned(&mut self, i: usize) {
         let s = &mut self.seen[i];

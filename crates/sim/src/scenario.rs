@@ -462,6 +462,25 @@ impl ScenarioFile {
                 "every class has a share of 0, so no request would arrive".into(),
             ));
         }
+        // A class with traffic that every provider's own list leaves out would fail every
+        // request of it, found only when the run ends.
+        for sc in &self.classes {
+            let c = sc.get_ref();
+            let served = self.providers.iter().any(|p| {
+                let list = &p.get_ref().classes;
+                list.is_empty() || list.contains(&c.name)
+            });
+            if c.share > 0.0 && !served {
+                return Err(fail(
+                    sc.span(),
+                    "name",
+                    format!(
+                        "class `{}`: no provider serves it (each names the classes it serves, and none names this one); add it to a provider's `classes`",
+                        c.name
+                    ),
+                ));
+            }
+        }
         for sp in &self.providers {
             let s = sp.get_ref();
             let err = |field: &str, m: &str| {
@@ -1085,9 +1104,22 @@ impl ScenarioFile {
                 },
             }
         };
+        let (prompt, output) = (lengths(&w.prompt, "prompt")?, lengths(&w.output, "output")?);
+        // A trace whose times a process replaces and whose lengths two distributions replace
+        // would be read and used for nothing.
+        if has_trace
+            && !matches!(arrivals, Arrivals::Trace { .. })
+            && !matches!(prompt, Lengths::FromTrace)
+            && !matches!(output, Lengths::FromTrace)
+        {
+            return Err((
+                "trace",
+                "an `arrival` process and both length distributions leave nothing of the trace to use: drop the trace, or a distribution (or set its `dist = \"trace\"`)".into(),
+            ));
+        }
         Ok(WorkloadSpec {
-            prompt: lengths(&w.prompt, "prompt")?,
-            output: lengths(&w.output, "output")?,
+            prompt,
+            output,
             arrivals,
             class_shares: classes
                 .iter()

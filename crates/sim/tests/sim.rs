@@ -546,6 +546,19 @@ fn bad_scenarios_name_the_line_and_field() {
         &classed.replace("share = 1.0", "share = -1.0"),
         &["line 12", "field `share`"],
     );
+    // A trace a process and two distributions leave nothing of.
+    let e = resolve(good, &cat, &p, true)
+        .expect_err("the trace would be unused")
+        .to_string();
+    assert!(e.contains("nothing of the trace to use"), "{e}");
+    // A class every provider's own list leaves out.
+    check(
+        &format!("{classed}[[class]]\nname = \"batch\"\n").replace(
+            "system = \"h100-sxm\"\n",
+            "system = \"h100-sxm\"\nclasses = [\"batch\"]\n",
+        ),
+        &["line 12", "class `chat`", "no provider serves it"],
+    );
     check(
         &classed.replace("share = 1.0", "share = 0.0"),
         &["share", "no request"],
