@@ -128,22 +128,24 @@ impl Deployment<'_> {
         }
     }
 
-    /// Seconds after the end of step `b` (one that decodes) that a prompt chunk of `chunk`
-    /// tokens riding it comes out of a GPU pipeline's last stage.
+    /// Seconds after the end of step `b` (one that decodes) that the prompt chunks riding it
+    /// come out of a GPU pipeline's last stage.
     ///
-    /// The step charges every sequence the chunk's share of the replica's work
+    /// The step charges every sequence the chunks' share of the replica's work
     /// ([`Deployment::prefill_token_cost`], all the stages working at once), which is what
-    /// the chunk takes from the others. The chunk itself passes the `pp` stages one after
-    /// another, each holding a share of the layers on its own `tp` chips, as a prompt alone
-    /// does ([`Deployment::prefill`]): it comes out `pp − 1` shares later, and its next
-    /// chunk or first token waits for it. A wafer streams a prompt's tokens through its
-    /// stages and an LPU's or RDU's prompt is timed as it passes them, so neither lags.
-    pub fn chunk_lag(&self, p: &Params, b: &Batch, chunk: u32) -> f64 {
-        if b.decode_seqs == 0 || chunk == 0 || self.system.kind != crate::SystemKind::Gpu {
+    /// they take from the others. The chunks themselves pass the `pp` stages together, one
+    /// stage after another, each stage holding a share of the layers on its own `tp` chips,
+    /// as prompts alone do ([`Deployment::prefill_prompts`]): they come out `pp − 1` shares
+    /// later, and each one's next chunk or first token waits for them. A wafer streams a
+    /// prompt's tokens through its stages and an LPU's or RDU's prompt is timed as it passes
+    /// them, so neither lags.
+    pub fn prompt_lag(&self, p: &Params, b: &Batch) -> f64 {
+        if b.decode_seqs == 0 || b.prefill_tokens == 0 || self.system.kind != crate::SystemKind::Gpu
+        {
             return 0.0;
         }
         let stages = f64::from(self.layout.pp.max(1)) - 1.0;
-        stages * f64::from(chunk) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
+        stages * f64::from(b.prefill_tokens) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
     }
 
     /// Steady state at `concurrency` requests in flight (spread evenly over the replicas;

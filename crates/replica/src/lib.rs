@@ -19,7 +19,7 @@
 //! pool of blocks per group: a request joins the group with the most free blocks, and a
 //! sequence that needs a block takes it from its own group, preempting only there. A prompt
 //! chunk that rides a decode step through a pipeline comes out of its last stage after the
-//! step ([`StepTime::chunk_lag`]): its sequence sits out the steps until then, while the
+//! step ([`StepTime::prompt_lag`]): its sequence sits out the steps until then, while the
 //! others go on decoding.
 
 use std::collections::VecDeque;
@@ -31,10 +31,10 @@ pub trait StepTime {
     /// Seconds one step of `batch` takes.
     fn step_time(&self, batch: &Batch) -> f64;
 
-    /// Seconds after the end of a step of `batch` that a prompt chunk of `chunk` tokens in
-    /// it is done (a pipeline's later stages still work on it); its sequence waits that
-    /// long before its next chunk or its token. None by default.
-    fn chunk_lag(&self, _batch: &Batch, _chunk: u32) -> f64 {
+    /// Seconds after the end of a step of `batch` that its prompt chunks are done (a
+    /// pipeline's later stages still work on them); their sequences wait that long before
+    /// their next chunk or their token. None by default.
+    fn prompt_lag(&self, _batch: &Batch) -> f64 {
         0.0
     }
 }
@@ -53,8 +53,8 @@ impl StepTime for Physics<'_> {
         self.deployment.step_time(self.params, batch)
     }
 
-    fn chunk_lag(&self, batch: &Batch, chunk: u32) -> f64 {
-        self.deployment.chunk_lag(self.params, batch, chunk)
+    fn prompt_lag(&self, batch: &Batch) -> f64 {
+        self.deployment.prompt_lag(self.params, batch)
     }
 }
 
@@ -242,7 +242,7 @@ struct Seq {
     /// Tokens this sequence processes in the current step (0: not in the step).
     chunk: u32,
     /// Seconds past the current step's end that its chunk is done (see
-    /// [`StepTime::chunk_lag`]).
+    /// [`StepTime::prompt_lag`]).
     lag: f64,
     /// Seconds still to wait for its last chunk, out of the steps; it joins none meanwhile.
     hold: f64,
@@ -557,12 +557,13 @@ impl<S: StepTime> Replica<S> {
             batch.prefill_ctx = prefill_pos / f64::from(batch.prefill_tokens);
         }
         let t = self.physics.step_time(&batch).max(0.0);
+        let lag = self.physics.prompt_lag(&batch).max(0.0);
         for s in self
             .running
             .iter_mut()
             .filter(|s| s.chunk > 0 && !s.decoding())
         {
-            s.lag = self.physics.chunk_lag(&batch, s.chunk).max(0.0);
+            s.lag = lag;
         }
         self.in_step = true;
         self.step_s = t;

@@ -545,7 +545,7 @@ impl StepTime for Lagging {
         1.0
     }
 
-    fn chunk_lag(&self, b: &Batch, _chunk: u32) -> f64 {
+    fn prompt_lag(&self, b: &Batch) -> f64 {
         if b.decode_seqs > 0 {
             self.lag
         } else {

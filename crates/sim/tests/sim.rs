@@ -1363,6 +1363,18 @@ fn a_prompt_beside_decodes_still_passes_every_pipeline_stage() {
             busy >= alone && busy < alone + 0.2,
             "{layout}: {busy} s beside a decoding request, {alone} s alone"
         );
+        // Several prompts in one step pass the stages together: beside a decode, none is
+        // out sooner than the same prompts after a request that has finished.
+        let four = "0.1,2000,10\n".repeat(4);
+        let header = "arrived_at,num_prefill_tokens,num_decode_tokens\n";
+        let after = first_tokens_on_h100s(layout, &format!("{header}0,8000,1\n{four}"));
+        let beside = first_tokens_on_h100s(layout, &format!("{header}0,8000,300\n{four}"));
+        for (b, a) in beside[1..].iter().zip(&after[1..]) {
+            assert!(
+                b >= &(a * 0.999),
+                "{layout}: {b} s beside a decode, {a} s after one"
+            );
+        }
     }
 }
 
