@@ -91,6 +91,10 @@ pub struct Timeouts {
     /// times it (a long prompt is no fault of its deployment), and its whole answers
     /// `attempt_ms`, as any provider's.
     pub first_token_ms: u64,
+    /// The longest a stream may go without an event once its first token is out: past it the
+    /// deployment has stalled (it hangs mid-answer), and the stream ends as its failure,
+    /// where the request's own `total_ms` blames no one.
+    pub stall_ms: u64,
     /// The whole request, from its arrival, every attempt in it: retries share it.
     pub total_ms: u64,
     /// One attempt at a whole (not streamed) answer, whose headers come only with its last
@@ -112,6 +116,7 @@ impl Default for Timeouts {
         Timeouts {
             connect_ms: 2_000,
             first_token_ms: 30_000,
+            stall_ms: 30_000,
             total_ms: 600_000,
             attempt_ms: None,
             body_ms: 30_000,
@@ -526,6 +531,7 @@ impl Config {
         for (field, v) in [
             ("timeouts.connect_ms", t.connect_ms),
             ("timeouts.first_token_ms", t.first_token_ms),
+            ("timeouts.stall_ms", t.stall_ms),
             ("timeouts.total_ms", t.total_ms),
             ("timeouts.attempt_ms", t.attempt_ms.unwrap_or(1)),
             ("timeouts.body_ms", t.body_ms),

@@ -18,7 +18,8 @@ use crate::config::Faults;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_replica::{EngineConfig, Event, Physics, Replica, Request};
+use switchyard_perf::Batch;
+use switchyard_replica::{EngineConfig, Event, Physics, Replica, Request, StepTime};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -129,8 +130,9 @@ pub struct EmuPool {
     layout: String,
     /// See [`EmuPool::longest_request`].
     longest: u32,
-    /// A replica where prompts run (the prefill pool's, when there is one).
-    prompts: Physics<'static>,
+    /// A replica where prompts run (the prefill pool's, when there is one), and the most
+    /// prompt tokens its engine takes a step.
+    prompts: (Physics<'static>, u32),
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
@@ -243,7 +245,11 @@ impl EmuPool {
             config.longest_request().min(p.config.longest_request())
         });
         let replicas = spawn_replicas(&physics, config, replicas, None);
-        let prompts = prefill.as_ref().map_or(physics, |p| p.physics.clone());
+        let prompts = prefill
+            .as_ref()
+            .map_or((physics, config.token_budget), |p| {
+                (p.physics.clone(), p.config.token_budget)
+            });
         let prefill = match prefill {
             None => Vec::new(),
             Some(spec) => {
@@ -288,12 +294,24 @@ impl EmuPool {
         self.longest
     }
 
-    /// Seconds a prompt of `tokens` tokens takes alone, in one pass where prompts run: what
-    /// its first token needs at the least, however idle the pool.
+    /// Seconds a prompt of `tokens` tokens takes alone where prompts run, in the chunks its
+    /// engine takes a step: what its first token needs at the least, however idle the pool.
     pub fn prompt_s(&self, tokens: u32) -> f64 {
-        self.prompts
-            .deployment
-            .prefill(self.prompts.params, f64::from(tokens))
+        let (physics, budget) = &self.prompts;
+        let budget = (*budget).max(1);
+        let (mut done, mut s) = (0u32, 0.0);
+        while done < tokens.max(1) {
+            let chunk = budget.min(tokens.max(1) - done);
+            s += physics.step_time(&Batch {
+                prefill_tokens: chunk,
+                prefill_ctx: f64::from(done) + f64::from(chunk) / 2.0,
+                prefill_seqs: 1,
+                prefill_longest: chunk,
+                ..Batch::default()
+            });
+            done += chunk;
+        }
+        s
     }
 
     /// Whether the provider is inside its outage window now.

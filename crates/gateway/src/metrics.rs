@@ -24,6 +24,8 @@ pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
 /// cut by the request's `total_ms`, not held against its deployment) and `cancelled` for
 /// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
 pub const REQUESTS: &str = "switchyard_requests_total";
+/// The `outcome` labels of [`REQUESTS`] for the requests a deployment took.
+pub const OUTCOMES: [&str; 5] = ["ok", "client_error", "failed", "timed_out", "cancelled"];
 /// Attempts on a deployment that failed (connect error, 429, 5xx, timeout, broken stream).
 pub const ERRORS: &str = "switchyard_upstream_errors_total";
 /// Requests in flight per deployment.
@@ -117,7 +119,7 @@ pub struct Labels {
     errors: Counter,
     ejections: Counter,
     fallbacks: Counter,
-    outcomes: [(&'static str, Counter); 4],
+    outcomes: [(&'static str, Counter); OUTCOMES.len()],
     tokens_in: Counter,
     tokens_out: Counter,
 }
@@ -142,8 +144,7 @@ impl Labels {
             errors: counter!(ERRORS, &l),
             ejections: counter!(EJECTIONS, &l),
             fallbacks: counter!(FALLBACKS, &l),
-            outcomes: ["ok", "client_error", "failed", "cancelled"]
-                .map(|o| (o, counter!(REQUESTS, &with("outcome", o)))),
+            outcomes: OUTCOMES.map(|o| (o, counter!(REQUESTS, &with("outcome", o)))),
             tokens_in: counter!(TOKENS, &with("type", "input")),
             tokens_out: counter!(TOKENS, &with("type", "output")),
         }
@@ -186,7 +187,9 @@ impl Labels {
     /// `s` seconds, with its token counts.
     pub fn finished(&self, outcome: &'static str, s: f64, input: u64, output: u64) {
         self.duration.record(s);
-        if let Some((_, c)) = self.outcomes.iter().find(|(o, _)| *o == outcome) {
+        let counted = self.outcomes.iter().find(|(o, _)| *o == outcome);
+        debug_assert!(counted.is_some(), "outcome `{outcome}` is not in OUTCOMES");
+        if let Some((_, c)) = counted {
             c.increment(1);
         }
         self.tokens_in.increment(input);

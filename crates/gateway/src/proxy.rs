@@ -1106,17 +1106,26 @@ impl Relayer {
             if self.finished {
                 return None;
             }
-            // The whole request's limit, from when it arrived, its earlier attempts included.
+            // The whole request's limit, from when it arrived, its earlier attempts included,
+            // and the longest a stream may go silent (`stall_ms`), past which the deployment
+            // has stalled: a provider that hangs after its first token is its failure, where
+            // the request's own limit is not.
             let total = Duration::from_millis(self.gw.timeouts.total_ms);
+            let gap = Duration::from_millis(self.gw.timeouts.stall_ms);
             let left = total.saturating_sub(self.t_start.elapsed());
+            let wait = left.min(gap);
             let late = || {
-                Ended::Late(format!(
-                    "not done within the request's {} ms",
-                    total.as_millis()
-                ))
+                if gap < left {
+                    Ended::Failed(format!("no output for {} ms", gap.as_millis()))
+                } else {
+                    Ended::Late(format!(
+                        "not done within the request's {} ms",
+                        total.as_millis()
+                    ))
+                }
             };
             match &mut self.relay {
-                Relay::Emu(s, fmt) => match timeout(left, s.next()).await {
+                Relay::Emu(s, fmt) => match timeout(wait, s.next()).await {
                     Ok(Some(EmuEvent::Token)) => {
                         self.tokens += 1;
                         self.queue.extend(fmt.chunk());
@@ -1128,7 +1137,7 @@ impl Relayer {
                     Ok(None) => self.finish(Ended::Failed("the replica stopped".into())),
                     Err(_) => self.finish(late()),
                 },
-                Relay::Http(stream, reader, _) => match timeout(left, stream.next()).await {
+                Relay::Http(stream, reader, _) => match timeout(wait, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
                         self.absorb(payloads);

@@ -1622,6 +1622,21 @@ async fn headers_that_never_end_close_the_connection() {
     );
 }
 
+/// The whole body of a streamed chat request for `model` saying "hi".
+async fn streamed_text(url: &str, model: &str) -> String {
+    reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"stream":true}}"#
+        ))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// Model `m` tried first on upstream `up` as `upstream_model`, then on an emulated H100.
 fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
     format!(
@@ -1633,7 +1648,7 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 }
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
-/// then nothing; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
+/// then nothing, `one-then-stall` the role chunk and one token; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
 /// a web page with status 200.
@@ -1701,8 +1716,15 @@ async fn misbehaving_upstream() -> String {
                 )
                     .into_response();
             }
+            // The role chunk, with a first token where the model is `one-then-stall`, and then
+            // nothing.
+            let first = if v["model"] == "one-then-stall" {
+                format!("{role}{}", chunk(serde_json::json!({"content": "ab"})))
+            } else {
+                role
+            };
             let body = futures_util::stream::once(async move {
-                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(role))
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(first))
             })
             .chain(futures_util::stream::pending());
             (
@@ -1838,6 +1860,9 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
     assert_eq!(h["models"]["m"][0]["requests"], 2, "{h}");
+    // A pause asked for is no ejection, and the model is still served.
+    assert_eq!(h["models"]["m"][1]["ejected"], false, "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
     // A whole answer without the provider's usage counts its text, four characters a token.
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
@@ -1932,6 +1957,28 @@ async fn a_long_prompt_is_not_a_late_first_token() {
     }
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
+}
+
+/// A stream that goes silent after its first token has stalled: it ends with an error
+/// event after `stall_ms`, well within the request's limit, as the deployment's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_silent_after_its_first_token_fails_its_deployment() {
+    let up = misbehaving_upstream().await;
+    let text = format!(
+        "[timeouts]\nstall_ms = 300\nfirst_token_ms = 5000\ntotal_ms = 10000\n[health]\neject_after = 1\n{}",
+        upstream_then_gpu(&up, "one-then-stall")
+    );
+    let (url, _gw) = start(&text).await;
+    // The stalling deployment is the first tried: the emulated one takes priority 1.
+    let t = Instant::now();
+    let body = streamed_text(&url, "m").await;
+    assert!(
+        body.contains("\"ab\"") && body.contains("no output for 300 ms"),
+        "{body}"
+    );
+    assert!(t.elapsed().as_secs_f64() < 3.0);
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["ejected"], true, "{h}");
 }
 
 /// A stream that outlasts the request's `total_ms` is cut with an error event, and the

@@ -172,6 +172,9 @@ pub struct Observed {
     pub tpot_s: Option<f64>,
     consecutive_failures: u32,
     ejected_until: f64,
+    /// Until when the target asked to be left alone (a 429's `Retry-After`): passed over as
+    /// an ejected one, without being one.
+    resting_until: f64,
 }
 
 /// Weight of the newest observation in the moving averages: about the last ten requests
@@ -252,14 +255,18 @@ impl Router {
         self.seen[i].ejected_until > now
     }
 
-    /// Seconds from `now` until the first ejected target is tried again, or `None` when
-    /// none is ejected.
+    /// Seconds from `now` until the first ejected or resting target is tried again, or
+    /// `None` when none is.
     pub fn back_in(&self, now: f64) -> Option<f64> {
-        self.seen
-            .iter()
-            .map(|s| s.ejected_until - now)
+        (0..self.seen.len())
+            .map(|i| self.back_at(i) - now)
             .filter(|&t| t > 0.0)
             .min_by(f64::total_cmp)
+    }
+
+    /// When target `i` is tried again: the end of its ejection or of its rest.
+    fn back_at(&self, i: usize) -> f64 {
+        self.seen[i].ejected_until.max(self.seen[i].resting_until)
     }
 
     /// The target for a request, or `None` when no target takes its class or every one was
@@ -275,7 +282,7 @@ impl Router {
         };
         let mut pool: Vec<usize> = (0..self.targets.len())
             .filter(eligible)
-            .filter(|&i| !self.is_ejected(i, now))
+            .filter(|&i| self.back_at(i) <= now)
             .collect();
         if let Some(limit) = ask.ttft_target_s {
             let meets: Vec<usize> = pool
@@ -290,11 +297,9 @@ impl Router {
         if pool.is_empty() {
             pool = (0..self.targets.len()).filter(eligible).collect();
             // Panic routing: the one whose cool-down ends first.
-            return pool.into_iter().min_by(|&a, &b| {
-                self.seen[a]
-                    .ejected_until
-                    .total_cmp(&self.seen[b].ejected_until)
-            });
+            return pool
+                .into_iter()
+                .min_by(|&a, &b| self.back_at(a).total_cmp(&self.back_at(b)));
         }
         let load =
             |i: usize| f64::from(self.seen[i].outstanding) / self.targets[i].capacity.max(1e-9);
@@ -441,7 +446,7 @@ impl Router {
     pub fn rest(&mut self, i: usize, now: f64, seconds: f64) {
         let until = now + seconds.clamp(0.0, self.health.cooldown_s);
         let s = &mut self.seen[i];
-        s.ejected_until = s.ejected_until.max(until);
+        s.resting_until = s.resting_until.max(until);
     }
 
     /// A request on target `i` ended without a verdict on the target (the client left).
