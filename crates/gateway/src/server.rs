@@ -247,14 +247,35 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until a new connection's first bytes tell HTTP/1 from HTTP/2 (a byte that starts no
+/// HTTP/2 preface, the whole preface, or the connection's end), which hyper reads with no
+/// timer of its own: a client that sends nothing, or part of the preface, would hold its
+/// descriptor for ever.
+async fn told_apart(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || n == buf.len() || !H2_PREFACE.starts_with(&buf[..n]) {
+            return Ok(());
+        }
+        // Part of the preface: the rest is a few packets away, and a peek would return the
+        // same bytes at once, so look again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets the requests in flight finish. Small streamed
 /// writes go out at once (TCP_NODELAY), so no token waits for a delayed acknowledgement; a
 /// connection whose request headers do not arrive within `timeouts.header_ms` is closed
 /// (axum's own server leaves it open), as is a kept-alive one idle that long: hyper starts
 /// the timer when it waits for a request's head, which on a kept-alive connection is as soon
-/// as the previous answer is sent. A new connection's first byte is awaited here for as
-/// long, since hyper's timer starts only once it has one (it reads the first bytes to tell
-/// HTTP/1 from HTTP/2): a client that connects and sends nothing holds no descriptor.
+/// as the previous answer is sent. A new connection's first bytes are awaited here for as
+/// long, since hyper's timer starts only once they tell HTTP/1 from HTTP/2 ([`told_apart`]):
+/// a client that connects and sends nothing, or part of the HTTP/2 preface, holds no
+/// descriptor; an HTTP/2 one that stops answering pings for as long is closed too.
 ///
 /// # Errors
 /// The listener failed.
@@ -292,10 +313,8 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
-            let mut first = [0u8; 1];
-            // A byte, or the end of the connection, which hyper then reads.
             let arrived = tokio::select! {
-                r = tokio::time::timeout(headers, tcp.peek(&mut first)) => matches!(r, Ok(Ok(_))),
+                r = tokio::time::timeout(headers, told_apart(&tcp)) => matches!(r, Ok(Ok(()))),
                 _ = stop.changed() => false,
             };
             if !arrived {
@@ -307,6 +326,12 @@ pub async fn serve(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(headers);
+            // An HTTP/2 client that stops answering pings is gone: its connection closes.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(headers)
+                .keep_alive_timeout(headers);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

@@ -1620,6 +1620,24 @@ async fn headers_that_never_end_close_the_connection() {
         Some(0),
         "the silent connection stayed open"
     );
+    // Nor does one that sends part of the HTTP/2 preface, the whole of it, or the whole
+    // of it and its settings, and then nothing: it never answers the server's pings.
+    let settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    for sent in [
+        b"PRI * HTTP/2.0\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice(), settings].concat(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(&sent).await.expect("write");
+        assert!(
+            until_closed(&mut s, &mut answer).await.is_some(),
+            "{} bytes of HTTP/2 and then silence kept the connection open",
+            sent.len()
+        );
+    }
 }
 
 /// The whole body of a streamed chat request for `model` saying "hi".
