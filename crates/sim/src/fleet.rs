@@ -212,8 +212,8 @@ impl Cell {
             requests,
             completed: self.completed,
             failed: self.failed,
-            // Without a target no request is judged: nothing to report.
-            goodput: (self.judged > 0).then(|| self.good as f64 / requests as f64),
+            // Of the requests whose class sets a target; without one, none is judged.
+            goodput: (self.judged > 0).then(|| self.good as f64 / self.judged as f64),
             fallbacks_in: self.fallbacks_in,
             queue_s: self.queue.summary(),
             ttft_s: self.ttft.summary(),
@@ -919,8 +919,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let ttft = r.first_at.map(|f| f - r.a.at);
         let tpot = r.tpot_at(self.now).filter(|_| why.is_none());
         let nc = self.scn.classes.len();
-        let good = why.is_none() && class.meets(ttft, tpot);
         let judged = u64::from(class.ttft_s.is_some() || class.tpot_s.is_some());
+        let good = judged == 1 && why.is_none() && class.meets(ttft, tpot);
         let record = |cell: &mut Cell| match why {
             None => {
                 cell.completed += 1;

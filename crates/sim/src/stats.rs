@@ -195,8 +195,8 @@ pub struct Group {
     pub completed: u64,
     /// Requests failed.
     pub failed: u64,
-    /// Share of requests that completed within both their class's targets; `None` where
-    /// none of them had a class with a target.
+    /// Share of the requests whose class sets a target that completed within both its
+    /// targets; `None` where no request's class sets one.
     pub goodput: Option<f64>,
     /// Requests that reached this provider after failing elsewhere.
     pub fallbacks_in: u64,

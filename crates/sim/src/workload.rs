@@ -70,14 +70,30 @@ struct JsonRow {
     output_length: f64,
 }
 
-/// A trace's field without the quotes CSV writers and spreadsheet programs may put around
-/// it.
-fn unquote(f: &str) -> &str {
-    let f = f.trim();
-    f.strip_prefix('"')
-        .and_then(|g| g.strip_suffix('"'))
-        .unwrap_or(f)
-        .trim()
+/// A trace line's fields, read as CSV writes them (RFC 4180, one line a row): a field in
+/// double quotes may hold commas and doubled quotes; spaces around a field are dropped.
+fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if quoted => quoted = false,
+            '"' if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut field).trim().to_string()),
+            _ => field.push(c),
+        }
+    }
+    out.push(field.trim().to_string());
+    out
 }
 
 /// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
@@ -108,7 +124,8 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
     let Some((_, header)) = lines.next() else {
         return Err(err(1, "the file is empty".into()));
     };
-    let cols: Vec<&str> = header.split(',').map(unquote).collect();
+    let names = fields(header);
+    let cols: Vec<&str> = names.iter().map(String::as_str).collect();
     let find = |names: &[&str; 4]| {
         cols.iter().position(|c| names.contains(c)).ok_or_else(|| {
             err(
@@ -130,7 +147,8 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(unquote).collect();
+        let row = fields(line);
+        let fields: Vec<&str> = row.iter().map(String::as_str).collect();
         let get = |k: usize| {
             fields
                 .get(k)

@@ -1394,6 +1394,24 @@ fn csv_fields_are_quoted_out_and_read_in() {
     let (s, csv) = run(&scn, &p);
     assert_eq!(s.completed, 1);
     assert!(csv.contains(",\"gpu, \"\"east\"\"\","), "{csv}");
+    // The per-request file replays as a trace, its quoted name whole.
+    let rows = parse_trace(&format!("{}\n{csv}", Record::CSV_HEADER), "requests.csv")
+        .expect("its own records replay");
+    assert_eq!((rows[0].prompt, rows[0].output), (100, 4));
+}
+
+/// Goodput is the share of the requests that have a target meeting it: a class without one
+/// does not dilute it (a target no request meets gives 0 for the class and the fleet alike).
+#[test]
+fn goodput_counts_only_requests_with_a_target() {
+    let text = single_server(1.0, "{ dist = \"fixed\", tokens = 4 }").replace("1000000", "200")
+        + "[[class]]\nname = \"tgt\"\nshare = 0.5\nttft_ms = 0.001\n[[class]]\nname = \"free\"\nshare = 0.5\n";
+    let s = simulated(&text);
+    assert_eq!(s.completed, 200);
+    let class = |n: &str| s.classes.iter().find(|g| g.name == n).expect("class");
+    assert_eq!(class("tgt").goodput, Some(0.0));
+    assert_eq!(class("free").goodput, None);
+    assert_eq!(s.fleet.goodput, Some(0.0));
 }
 
 /// Without a target, no request is judged: goodput is not reported as a share of none.

@@ -264,7 +264,7 @@ fn print_summary(s: &Summary) {
     for d in &s.deployments {
         out!("  {d}");
     }
-    out!("latencies in ms; goodput = share of requests within their class's TTFT and TPOT targets (- where no class sets one)");
+    out!("latencies in ms; goodput = share of the requests with TTFT or TPOT targets that meet them (- where no class sets one)");
     out!("");
     let mut providers: Vec<&Group> = s.providers.iter().collect();
     providers.push(&s.fleet);
