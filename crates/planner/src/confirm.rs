@@ -339,16 +339,20 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
     let mut results = run_all(m, &jobs);
     let mut sims = results.iter().filter(|r| r.is_some()).count() as u32;
     for _ in 0..CONFIRM_DOUBLINGS {
+        // Doubled no further than the most a scenario may ask for.
+        let most = crate::scenario::MAX_CONFIRM_REPLICAS;
         let again: Vec<usize> = (0..jobs.len())
             .filter(|&j| {
-                results[j].is_some_and(|r| !ok(&m.classes[jobs[j].class], r)) && jobs[j].scaled(m)
+                results[j].is_some_and(|r| !ok(&m.classes[jobs[j].class], r))
+                    && jobs[j].scaled(m)
+                    && jobs[j].budget < most
             })
             .collect();
         if again.is_empty() {
             break;
         }
         for &j in &again {
-            jobs[j].budget = jobs[j].budget.saturating_mul(2);
+            jobs[j].budget = jobs[j].budget.saturating_mul(2).min(most);
         }
         let rerun: Vec<Job> = again.iter().map(|&j| jobs[j].clone()).collect();
         let found = run_all(m, &rerun);

@@ -152,10 +152,26 @@ pub struct PhasePlan {
     pub classes: Vec<ClassOutcome>,
     /// N-1 checks.
     pub n_minus_1: Vec<NMinus1>,
-    /// Total USD per hour.
+    /// Systems kept from earlier phases that no replica uses: paid and powered, and charged
+    /// to no class.
+    pub kept_idle: Vec<KeptIdle>,
+    /// Total USD per hour, the idle kept systems' included.
     pub usd_per_hour: f64,
     /// Why the phase could not be planned, if it could not.
     pub infeasible: Option<String>,
+}
+
+/// Systems of one kind a provider keeps from an earlier phase with no replica on them.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptIdle {
+    /// Provider name.
+    pub provider: String,
+    /// System id.
+    pub system: String,
+    /// Whole systems idle.
+    pub systems: u32,
+    /// What they cost an hour.
+    pub usd_per_hour: f64,
 }
 
 /// The whole plan.
@@ -176,7 +192,7 @@ pub struct Plan {
 }
 
 /// The rules as applied, for the report.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RulesOut {
     /// Largest share per provider.
     pub max_share: f64,
@@ -186,6 +202,25 @@ pub struct RulesOut {
     pub headroom: f64,
     /// Tolerance.
     pub tolerance: f64,
+    /// Classes with rules of their own: (class, its N-1 share, its largest share where it
+    /// sets one).
+    pub by_class: Vec<(String, f64, Option<f64>)>,
+}
+
+impl RulesOut {
+    /// The classes' own rules in words (`chat: N-1 0%, largest share 100%`), or nothing.
+    pub fn by_class_text(&self) -> String {
+        self.by_class
+            .iter()
+            .map(|(c, n1, share)| {
+                let share = share.map_or_else(String::new, |s| {
+                    format!(", largest share {:.0}%", s * 100.0)
+                });
+                format!("{c}: N-1 {:.0}%{share}", n1 * 100.0)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Plans a scenario: solve every phase, then confirm it by simulation.
@@ -235,6 +270,12 @@ pub fn plan(
             n_minus_1: model.rules.n_minus_1,
             headroom: model.rules.headroom,
             tolerance: model.rules.tolerance,
+            by_class: model
+                .classes
+                .iter()
+                .filter(|c| c.n_minus_1 != model.rules.n_minus_1 || c.max_share.is_some())
+                .map(|c| (c.name.clone(), c.n_minus_1, c.max_share))
+                .collect(),
         },
         options: model.options.iter().map(|o| o.out.clone()).collect(),
         rejected: model.rejected.clone(),

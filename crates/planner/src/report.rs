@@ -208,6 +208,19 @@ pub fn html(p: &Plan) -> String {
                         usd_each(o),
                     ]
                 })
+                // Systems kept from an earlier phase that no replica uses.
+                .chain(ph.kept_idle.iter().map(|k| {
+                    vec![
+                        k.provider.clone(),
+                        k.systems.to_string(),
+                        k.system.clone(),
+                        "kept, idle".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        format!("{:.2} in all", k.usd_per_hour),
+                    ]
+                }))
                 .collect(),
         });
         let mut headers = vec!["without".to_string()];
@@ -255,10 +268,14 @@ pub fn html(p: &Plan) -> String {
         });
     }
     let subtitle = format!(
-        "no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity; {} confirming simulations",
+        "no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity{}; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
+        match p.rules.by_class_text() {
+            t if t.is_empty() => t,
+            t => format!(" (classes' own: {t})"),
+        },
         p.simulations
     );
     page(

@@ -583,19 +583,74 @@ fn solve(
     }
     // The phase before's plan, where it still holds, costs what it cost: a phase that asks
     // no more is planned for no more, whatever rounding this phase's relaxation met.
-    if let Some(before) = before {
-        let caps: Vec<(usize, f64)> = before
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (i, f64::from(n)))
-            .collect();
-        if let Some((_, whole)) = rounded(m, k, a, installed, &caps)? {
-            if cost(&whole) < best.cost {
-                return Ok(Some(whole));
-            }
+    if let Some(before) = before.filter(|b| holds(m, k, a, installed, b)) {
+        if cost(before) < best.cost {
+            return Ok(Some(before.to_vec()));
         }
     }
     Ok(Some(best.whole))
+}
+
+/// Whether whole `counts` meet phase `k` under the rules `a` applies: each class's demand,
+/// its N-1 share and its split within the largest shares, and each provider's power with
+/// the systems kept. A commitment no greater than the phase before's is met as that phase's
+/// plan met it (rounding to whole systems may leave a few kilowatts of it); a greater one
+/// must be used whole.
+fn holds(m: &Model<'_>, k: usize, a: Apply, installed: &Installed, counts: &[u32]) -> bool {
+    let carried = |c: usize, keep: &dyn Fn(usize) -> bool| -> f64 {
+        m.options
+            .iter()
+            .zip(counts)
+            .filter(|(o, _)| o.class == c && keep(o.provider))
+            .map(|(o, &n)| o.out.capacity_tok_s * f64::from(n))
+            .sum()
+    };
+    let enough = |have: f64, need: f64| have >= need * (1.0 - 1e-9);
+    for (c, class) in m.classes.iter().enumerate() {
+        let d = class.demand[k];
+        if d <= 0.0 {
+            continue;
+        }
+        if !enough(carried(c, &|_| true), d) {
+            return false;
+        }
+        if a.n1
+            && class.n_minus_1 > 0.0
+            && (0..m.providers.len()).any(|q| !enough(carried(c, &|p| p != q), class.n_minus_1 * d))
+        {
+            return false;
+        }
+        if a.share {
+            let most: f64 = m
+                .providers
+                .iter()
+                .enumerate()
+                .map(|(p, prov)| carried(c, &|x| x == p).min(class.cap(prov) * d))
+                .sum();
+            if !enough(most, d) {
+                return false;
+            }
+        }
+    }
+    let pools = shared(m, counts, kept(m, a, installed));
+    m.providers.iter().enumerate().all(|(p, prov)| {
+        let drawn: f64 = pools
+            .iter()
+            .filter(|s| s.provider == p)
+            .map(|s| f64::from(s.whole) * s.mw_per_system)
+            .sum();
+        let used: f64 = m
+            .options
+            .iter()
+            .zip(counts)
+            .filter(|(o, _)| o.provider == p)
+            .map(|(o, &n)| o.out.mw * f64::from(n))
+            .sum();
+        let committed = prov.committed[k];
+        let as_before = k > 0 && committed <= prov.committed[k - 1];
+        (!a.power || drawn <= prov.mw[k] * (1.0 + 1e-12))
+            && (!a.commit || committed <= 0.0 || as_before || used >= committed.min(prov.mw[k]))
+    })
 }
 
 /// A whole plan [`solve`]'s repair found: its cost an hour, its whole and relaxed counts,
@@ -1290,6 +1345,7 @@ pub(crate) fn phase(
             providers: Vec::new(),
             classes: Vec::new(),
             n_minus_1: Vec::new(),
+            kept_idle: Vec::new(),
             usd_per_hour: 0.0,
             infeasible: Some(explain(m, k, installed)?),
         });
@@ -1346,11 +1402,12 @@ pub(crate) fn phase(
                 .map(|b| {
                     let o = &m.options[b.option];
                     let share = f64::from(b.replicas) * o.out.systems;
+                    // The whole systems the replicas occupy, not those kept idle.
                     pools
                         .iter()
                         .find(|s| s.provider == o.provider && s.system == o.out.system)
                         .map_or(0.0, |s| {
-                            f64::from(s.whole) * s.usd_per_system * share
+                            f64::from(whole_of(s.fraction)) * s.usd_per_system * share
                                 / s.fraction.max(f64::MIN_POSITIVE)
                         })
                 })
@@ -1394,6 +1451,19 @@ pub(crate) fn phase(
             }
         })
         .collect();
+    let kept_idle = pools
+        .iter()
+        .filter(|s| s.whole > whole_of(s.fraction))
+        .map(|s| {
+            let idle = s.whole - whole_of(s.fraction);
+            crate::KeptIdle {
+                provider: m.providers[s.provider].name.clone(),
+                system: s.system.clone(),
+                systems: idle,
+                usd_per_hour: f64::from(idle) * s.usd_per_system,
+            }
+        })
+        .collect();
     Ok(PhasePlan {
         phase: m.phases[k].clone(),
         usd_per_hour: pools_usd(&pools),
@@ -1401,6 +1471,7 @@ pub(crate) fn phase(
         providers,
         classes,
         n_minus_1: Vec::new(),
+        kept_idle,
         infeasible: None,
     })
 }

@@ -778,6 +778,24 @@ fn falls_and_keeps(text: &str) {
         occupied(0),
         occupied(1)
     );
+    // The idle ones are listed, and with the classes' charges they make the phase's cost.
+    let ph = &p.phases[1];
+    let idle: u32 = ph.kept_idle.iter().map(|k| k.systems).sum();
+    assert_eq!(
+        idle,
+        held(1).iter().sum::<u32>() - occupied(1).iter().sum::<u32>()
+    );
+    let charged: f64 = ph
+        .classes
+        .iter()
+        .map(|c| c.usd_per_mtok * c.demand_tok_s * 3600.0 / 1e6)
+        .sum::<f64>()
+        + ph.kept_idle.iter().map(|k| k.usd_per_hour).sum::<f64>();
+    assert!(
+        (charged / ph.usd_per_hour - 1.0).abs() < 1e-6,
+        "{charged} against {}",
+        ph.usd_per_hour
+    );
 }
 
 /// A one-phase scenario of `rules` (lines of `[rules]`), `providers` (whole
@@ -1161,13 +1179,21 @@ ttft_ms = 3000
 tpot_ms = 40
 demand_tok_s = [1.0e6, 1.0e6]
 "#;
-    let p = run(text, &WhatIf::default()).expect("plans");
-    for ph in &p.phases {
-        assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
-        // The cheap provider is filled.
-        assert!(ph.providers[0].mw_used > 0.95, "{:?}", ph.providers[0]);
+    // And with all of the cheap provider's power committed, take-or-pay, as the phase
+    // before's plan used it.
+    let committed = text.replace(
+        "mw = [1.0, 1.0]\n",
+        "mw = [1.0, 1.0]\ncommitted_mw = [1.0, 1.0]\n",
+    );
+    for text in [text, committed.as_str()] {
+        let p = run(text, &WhatIf::default()).expect("plans");
+        for ph in &p.phases {
+            assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+            // The cheap provider is filled.
+            assert!(ph.providers[0].mw_used > 0.95, "{:?}", ph.providers[0]);
+        }
+        assert!(p.phases[1].usd_per_hour <= p.phases[0].usd_per_hour * (1.0 + 1e-9));
     }
-    assert!(p.phases[1].usd_per_hour <= p.phases[0].usd_per_hour * 1.0001);
 }
 
 /// A class of very little demand is still confirmed by simulation: its run lasts long
@@ -1217,6 +1243,8 @@ fn a_class_only_one_provider_serves_is_named_and_may_rest_on_it() {
     .expect("plans");
     let ph = &p.phases[0];
     assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
+    // The report's rules say which class has its own.
+    assert_eq!(p.rules.by_class_text(), "fast: N-1 0%, largest share 100%");
     // The chat class still rides out the loss of either provider.
     let chat: Vec<f64> = ph
         .n_minus_1

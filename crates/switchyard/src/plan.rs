@@ -130,10 +130,14 @@ fn unmet(p: &Plan) -> Vec<String> {
 fn print_plan(p: &Plan) {
     out!("{}", p.scenario);
     out!(
-        "rules: no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity; {} confirming simulations",
+        "rules: no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity{}; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
+        match p.rules.by_class_text() {
+            t if t.is_empty() => t,
+            t => format!(" (classes' own: {t})"),
+        },
         p.simulations
     );
     for ph in &p.phases {
@@ -215,25 +219,14 @@ fn print_plan(p: &Plan) {
             );
         }
         // Systems kept from an earlier phase stay, whether or not a replica runs on them.
-        for u in &ph.providers {
-            for (system, held) in &u.systems {
-                let occupied: f64 = ph
-                    .buys
-                    .iter()
-                    .map(|b| (&p.options[b.option], b.replicas))
-                    .filter(|(o, _)| o.provider == u.provider && &o.system == system)
-                    .map(|(o, n)| f64::from(n) * o.systems)
-                    .sum();
-                let idle = f64::from(*held) - (occupied - 1e-9).ceil();
-                if idle >= 1.0 {
-                    out!(
-                        "    {:<16} {:>6} x {:<7} kept from an earlier phase, idle",
-                        u.provider,
-                        idle,
-                        system
-                    );
-                }
-            }
+        for idle in &ph.kept_idle {
+            out!(
+                "    {:<16} {:>6} x {:<7} kept from an earlier phase, idle (${:.2} an hour, charged to no class)",
+                idle.provider,
+                idle.systems,
+                idle.system,
+                idle.usd_per_hour
+            );
         }
         out!("  N-1 (share of each class the rest serves within target; simulated at the N-1 share):");
         for n in &ph.n_minus_1 {
