@@ -273,7 +273,7 @@ async fn told_apart(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
 /// (axum's own server leaves it open), as is a kept-alive one idle that long: hyper starts
 /// the timer when it waits for a request's head, which on a kept-alive connection is as soon
 /// as the previous answer is sent. A new connection's first bytes are awaited here for as
-/// long, since hyper's timer starts only once they tell HTTP/1 from HTTP/2 ([`told_apart`]):
+/// long, since hyper's timer starts only once they tell HTTP/1 from HTTP/2 (`told_apart`):
 /// a client that connects and sends nothing, or part of the HTTP/2 preface, holds no
 /// descriptor; an HTTP/2 one that stops answering pings for as long is closed too.
 ///
