@@ -658,6 +658,45 @@ pub fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The lines of a text at byte offsets given mostly in order, as a CSV reader's records come:
+/// each offset's 1-based line, counted on from the last one asked, so that a file of many
+/// rows is read in one pass, not one pass a row. The reader's own line count is not always
+/// a record's line, and its offset may sit on the line ending before the record (a CRLF's
+/// `\n`, the blank lines it skips), so an offset first moves past those.
+#[derive(Debug, Clone)]
+pub struct Lines<'t> {
+    bytes: &'t [u8],
+    /// The last offset counted to, and its line.
+    at: usize,
+    line: usize,
+}
+
+impl<'t> Lines<'t> {
+    /// Lines of `text`, none counted yet.
+    pub fn new(text: &'t str) -> Self {
+        Lines {
+            bytes: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the record that starts at or after byte `offset`.
+    pub fn of_byte(&mut self, offset: u64) -> usize {
+        let b = self.bytes;
+        let mut at = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+        while at < b.len() && matches!(b[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at < self.at {
+            (self.at, self.line) = (0, 1);
+        }
+        self.line += b[self.at..at].iter().filter(|&&c| c == b'\n').count();
+        self.at = at;
+        self.line
+    }
+}
+
 /// Byte offset of the first line in `text[span]` that sets `key` (`key = …`, the key bare or
 /// quoted, on its own, after a dotted prefix such as `faults.key`, or inside an inline table
 /// such as `faults = { key = … }`), for error messages about a value the TOML reader kept no

@@ -32,6 +32,9 @@ pub enum Precision {
     W8a16,
 }
 
+/// The formats a KV cache is stored in.
+const KV_FORMATS: &str = "bf16, fp16, fp8, int8, fp4, int4";
+
 impl Precision {
     /// Every precision, for listings.
     pub const ALL: [Precision; 9] = [
@@ -75,13 +78,23 @@ impl Precision {
     /// # Errors
     /// The name is no format, or a weight scheme.
     pub fn kv_from_str(s: &str) -> Result<Precision, String> {
-        const KNOWN: &str = "bf16, fp16, fp8, int8, fp4, int4";
-        match s.parse::<Precision>() {
-            Ok(p) if p.weight_only() || p == Precision::W4a8 => Err(format!(
-                "`{s}` is a scheme for weights; a KV cache is stored in {KNOWN}"
-            )),
-            Ok(p) => Ok(p),
-            Err(_) => Err(format!("unknown KV-cache format `{s}`; known: {KNOWN}")),
+        s.parse::<Precision>()
+            .map_err(|_| format!("unknown KV-cache format `{s}`; known: {KV_FORMATS}"))?
+            .for_kv()
+    }
+
+    /// This format as a KV cache's, or why a weight scheme (`w4a8`, `w4a16`) is none.
+    ///
+    /// # Errors
+    /// The format says what weights multiply in, not how values are stored.
+    pub fn for_kv(self) -> Result<Precision, String> {
+        if self.weight_only() || self == Precision::W4a8 {
+            Err(format!(
+                "`{}` is a scheme for weights; a KV cache is stored in {KV_FORMATS}",
+                self.name()
+            ))
+        } else {
+            Ok(self)
         }
     }
 

@@ -1114,7 +1114,7 @@ impl Relayer {
             let gap = Duration::from_millis(self.gw.timeouts.stall_ms);
             let left = total.saturating_sub(self.t_start.elapsed());
             let wait = left.min(gap);
-            let late = || {
+            let expired = || {
                 if gap < left {
                     Ended::Failed(format!("no output for {} ms", gap.as_millis()))
                 } else {
@@ -1135,7 +1135,7 @@ impl Relayer {
                         self.finish(Ended::Done);
                     }
                     Ok(None) => self.finish(Ended::Failed("the replica stopped".into())),
-                    Err(_) => self.finish(late()),
+                    Err(_) => self.finish(expired()),
                 },
                 Relay::Http(stream, reader, _) => match timeout(wait, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
@@ -1146,7 +1146,7 @@ impl Relayer {
                     Ok(None) => self.finish(Ended::Failed(
                         "the provider closed the stream before [DONE]".into(),
                     )),
-                    Err(_) => self.finish(late()),
+                    Err(_) => self.finish(expired()),
                 },
             }
         }

@@ -410,9 +410,8 @@ async fn a_class_header_routes_to_the_deployments_that_take_the_class() {
     assert_eq!(deps[1]["requests"], 1, "{health}");
     // A class no deployment takes is the client's to change: 400 naming the classes
     // served, not 503 as if the model were down.
-    let (status, body) = post_json(
+    let (status, body) = chat_json(
         &url,
-        "/chat/completions",
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
     )
     .await;
@@ -883,6 +882,11 @@ async fn a_disaggregated_emulated_provider_prefills_then_decodes_elsewhere_at_th
 }
 
 /// POSTs `body` to `path` and returns the status and the JSON answer.
+/// A chat request's status and JSON answer.
+async fn chat_json(url: &str, body: &str) -> (u16, serde_json::Value) {
+    post_json(url, "/chat/completions", body).await
+}
+
 async fn post_json(url: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
         .post(format!("{url}{path}"))
@@ -912,9 +916,8 @@ async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
     // llama-3.1-8b accepts 131,072 tokens; 600,000 characters are about 150,000.
     let long = "x".repeat(600_000);
     for _ in 0..4 {
-        let (status, body) = post_json(
+        let (status, body) = chat_json(
             &url,
-            "/chat/completions",
             &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{long}"}}]}}"#),
         )
         .await;
@@ -924,9 +927,8 @@ async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
     }
     // The output's field is named as the client spelled it.
     for field in ["max_tokens", "max_completion_tokens"] {
-        let (status, body) = post_json(
+        let (status, body) = chat_json(
             &url,
-            "/chat/completions",
             &format!(
                 r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"{field}":2000000}}"#
             ),
@@ -1193,7 +1195,7 @@ async fn chat_text(url: &str, extra: &str, stream: bool) -> (String, String, u64
         r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}{options}{extra}}}"#
     );
     if !stream {
-        let (status, v) = post_json(url, "/chat/completions", &body).await;
+        let (status, v) = chat_json(url, &body).await;
         assert_eq!(status, 200, "{v}");
         return (
             v["choices"][0]["message"]["content"]
@@ -1283,9 +1285,8 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
         ),
         (r#","logit_bias":{"42":500}"#, "logit_bias"),
     ] {
-        let (status, body) = post_json(
+        let (status, body) = chat_json(
             &url,
-            "/chat/completions",
             &format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#),
         )
         .await;
@@ -1419,9 +1420,8 @@ async fn upstream_usage_counts_and_refused_credentials_fail_over() {
         .await
         .expect("sent");
     assert_eq!(r.status(), 200);
-    let (status, body) = post_json(
+    let (status, body) = chat_json(
         &url,
-        "/chat/completions",
         r#"{"model":"locked-only","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
@@ -1511,9 +1511,8 @@ async fn a_refusal_for_a_feature_is_no_attempt() {
         emulated("gpu", "h100-sxm", "")
     );
     let (url, _gw) = start(&text).await;
-    let (status, body) = post_json(
+    let (status, body) = chat_json(
         &url,
-        "/chat/completions",
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
     )
     .await;
@@ -1548,9 +1547,8 @@ async fn a_refusal_between_a_failure_and_a_retry_does_not_spare_the_budget() {
     );
     let (url, _gw) = start(&text).await;
     let ask = || {
-        post_json(
+        chat_json(
             &url,
-            "/chat/completions",
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true}"#,
         )
     };
@@ -1803,9 +1801,8 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         "{body}"
     );
     let t = Instant::now();
-    let (status, body) = post_json(
+    let (status, body) = chat_json(
         &url,
-        "/chat/completions",
         r#"{"model":"slow","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
@@ -1831,9 +1828,8 @@ async fn an_attempt_cut_short_by_the_requests_deadline_is_not_blamed() {
     );
     let (url, _gw) = start(&text).await;
     for _ in 0..3 {
-        let (status, body) = post_json(
+        let (status, body) = chat_json(
             &url,
-            "/chat/completions",
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
         )
         .await;
@@ -1873,8 +1869,8 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     // goes straight to the other deployment.
     let (url, _gw) = start(&upstream_then_gpu(&up, "busy")).await;
     let ask = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
-    assert_eq!(post_json(&url, "/chat/completions", ask).await.0, 200);
-    assert_eq!(post_json(&url, "/chat/completions", ask).await.0, 200);
+    assert_eq!(chat_json(&url, ask).await.0, 200);
+    assert_eq!(chat_json(&url, ask).await.0, 200);
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
     assert_eq!(h["models"]["m"][0]["requests"], 2, "{h}");
@@ -1893,7 +1889,7 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
         async move {
             let body =
                 format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
-            let (status, _) = post_json(&url, "/chat/completions", &body).await;
+            let (status, _) = chat_json(&url, &body).await;
             assert_eq!(status, 200);
             let line = format!(
                 r#"switchyard_tokens_total{{model="{model}",provider="up",type="output"}}"#
@@ -2033,9 +2029,8 @@ async fn a_stream_cut_by_total_ms_is_not_the_deployments_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_answer_that_is_not_json_fails_over() {
     let (url, _gw) = start(&upstream_then_gpu(&misbehaving_upstream().await, "html")).await;
-    let (status, body) = post_json(
+    let (status, body) = chat_json(
         &url,
-        "/chat/completions",
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
     )
     .await;

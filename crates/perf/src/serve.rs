@@ -325,27 +325,24 @@ impl Deployment<'_> {
     ) -> Option<Operating> {
         let dp = f64::from(self.layout.dp);
         let mut best: Option<Operating> = None;
-        // The load per replica of the best so far, and the next load tried after it, where
-        // that one missed the limits.
-        let (mut at, mut beyond) = (0.0, None);
+        // The next load tried after the best so far, where that one missed the limits.
+        let mut beyond = None;
         for op in self.loads(p, isl, osl) {
-            let c = op.concurrency / dp;
             if op.within(tpot_limit, ttft_limit) {
                 if best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
                     best = Some(op);
-                    at = c;
                     beyond = None;
                 }
-            } else if best.is_some() && beyond.is_none() && c > at {
-                beyond = Some(c);
+            } else if beyond.is_none() && best.is_some_and(|b| op.concurrency > b.concurrency) {
+                beyond = Some(op.concurrency / dp);
             }
         }
         // The steps of a quarter pass over loads within the limits (91 requests a replica
         // where 75 were found, 12% more throughput): between the best and the next load,
         // which missed them, the limit is found by bisection, the times growing with the
         // load.
-        if let Some(mut hi) = beyond {
-            let mut lo = at;
+        if let (Some(mut hi), Some(b)) = (beyond, best) {
+            let mut lo = b.concurrency / dp;
             while hi - lo > 1.0 {
                 let mid = ((lo + hi) / 2.0).floor();
                 let op = self.at_concurrency(p, mid * dp, isl, osl);

@@ -1515,43 +1515,13 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     }
     let id_column = headers.iter().position(|h| h == "id").unwrap_or(0);
     reader.set_headers(headers.clone());
-    // The line from a record's byte offset: the reader's own line count is not always the
-    // record's line. The offset may sit on the line ending before the record (a CRLF's `\n`,
-    // blank lines), so it first moves past those.
-    let bytes = text.as_bytes();
-    let start_of = |pos: &csv::Position| {
-        let mut at = usize::try_from(pos.byte())
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
-            at += 1;
-        }
-        at
-    };
-    let line_of = |pos: &csv::Position| {
-        1 + bytes[..start_of(pos)]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-    };
-    // Records come in order: the lines are counted on from the last record's, so that a
-    // file of many rows is read in one pass, not one pass a row.
-    let mut counted = (0usize, 1usize);
-    let mut next_line = |pos: &csv::Position| {
-        let at = start_of(pos);
-        if at < counted.0 {
-            counted = (0, 1);
-        }
-        counted.1 += bytes[counted.0..at].iter().filter(|b| **b == b'\n').count();
-        counted.0 = at;
-        counted.1
-    };
+    let mut lines = switchyard_catalog::Lines::new(text);
     let mut rows: Vec<Point> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let fallback = rows.last().map_or(2, |r| r.line + 1);
         let read = reader.read_record(&mut record).map_err(|e| {
-            let line = e.position().map_or(fallback, &line_of);
+            let line = e.position().map_or(fallback, |p| lines.of_byte(p.byte()));
             format!("line {line}: {e}")
         })?;
         if !read {
@@ -1561,7 +1531,9 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         if record.iter().all(str::is_empty) {
             continue;
         }
-        let line = record.position().map_or(fallback, &mut next_line);
+        let line = record
+            .position()
+            .map_or(fallback, |p| lines.of_byte(p.byte()));
         // Fields past the header's named columns may be there only as trailing commas.
         let extra_filled = record.iter().skip(width).any(|f| !f.is_empty());
         let row = if record.len() >= width && !extra_filled {

@@ -41,16 +41,10 @@ struct Found {
 fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
     let (c, chosen, demand, seed) = (job.class, &job.chosen, job.demand, job.seed);
     let class = &m.classes[c];
-    // Scaled by replicas, not units: a disaggregated unit holds several.
-    let total: u32 = chosen
-        .iter()
-        .map(|&(i, n)| n.saturating_mul(m.options[i].replicas_per_unit()))
-        .sum();
-    if total == 0 || demand <= 0.0 {
+    if job.replicas(m) == 0 || demand <= 0.0 {
         return None;
     }
-    let units: Vec<u32> = chosen.iter().map(|&(_, n)| n).collect();
-    let scale = sim_scale(&units, total, job.budget);
+    let scale = job.scale(m);
     let mut providers = Vec::new();
     let (mut cap_full, mut cap_sim) = (0.0, 0.0);
     // Each pool's capacity in the plan, for its weight in the percentiles.
@@ -239,15 +233,18 @@ struct Job {
 }
 
 impl Job {
-    /// Whether it runs the fleet scaled down.
-    fn scaled(&self, m: &Model<'_>) -> bool {
-        let units: Vec<u32> = self.chosen.iter().map(|&(_, n)| n).collect();
-        let total: u32 = self
-            .chosen
+    /// Replicas of the fleet it simulates, not units: a disaggregated unit holds several.
+    fn replicas(&self, m: &Model<'_>) -> u32 {
+        self.chosen
             .iter()
             .map(|&(i, n)| n.saturating_mul(m.options[i].replicas_per_unit()))
-            .sum();
-        sim_scale(&units, total, self.budget) < 1.0
+            .sum()
+    }
+
+    /// The share of each pool it runs (see [`sim_scale`]).
+    fn scale(&self, m: &Model<'_>) -> f64 {
+        let units: Vec<u32> = self.chosen.iter().map(|&(_, n)| n).collect();
+        sim_scale(&units, self.replicas(m), self.budget)
     }
 }
 
@@ -344,7 +341,7 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
         let again: Vec<usize> = (0..jobs.len())
             .filter(|&j| {
                 results[j].is_some_and(|r| !ok(&m.classes[jobs[j].class], r))
-                    && jobs[j].scaled(m)
+                    && jobs[j].scale(m) < 1.0
                     && jobs[j].budget < most
             })
             .collect();

@@ -634,11 +634,7 @@ fn holds(m: &Model<'_>, k: usize, a: Apply, installed: &Installed, counts: &[u32
     }
     let pools = shared(m, counts, kept(m, a, installed));
     m.providers.iter().enumerate().all(|(p, prov)| {
-        let drawn: f64 = pools
-            .iter()
-            .filter(|s| s.provider == p)
-            .map(|s| f64::from(s.whole) * s.mw_per_system)
-            .sum();
+        let drawn = drawn_mw(&pools, p);
         let used: f64 = m
             .options
             .iter()
@@ -747,6 +743,15 @@ fn pools_usd(pools: &[Shared]) -> f64 {
         .sum()
 }
 
+/// The megawatts provider `p`'s whole systems in `pools` draw (0, not a float sum's −0,
+/// where there are none).
+fn drawn_mw(pools: &[Shared], p: usize) -> f64 {
+    pools
+        .iter()
+        .filter(|s| s.provider == p)
+        .fold(0.0, |mw, s| mw + f64::from(s.whole) * s.mw_per_system)
+}
+
 /// What `counts` cost an hour as bought: the whole systems they share, and those `kept`.
 pub(crate) fn plan_usd(m: &Model<'_>, counts: &[u32], kept: &Installed) -> f64 {
     pools_usd(&shared(m, counts, kept))
@@ -826,12 +831,7 @@ fn rounded(
                     (i, alone, alone - x[i] * o.out.mw)
                 })
                 .collect();
-            let drawn: f64 = pools
-                .iter()
-                .filter(|s| s.provider == p)
-                .map(|s| f64::from(s.whole) * s.mw_per_system)
-                .sum();
-            let excess = drawn - prov.mw[k];
+            let excess = drawn_mw(&pools, p) - prov.mw[k];
             if excess <= prov.mw[k] * 1e-12 {
                 continue;
             }
@@ -894,6 +894,16 @@ fn rounded(
     Ok(None)
 }
 
+/// The systems of one kind a provider keeps, as the relaxation holds them: a variable of at
+/// least the count kept and at least what the options occupy of them, less `room` left for
+/// rounding up.
+struct KeptVar {
+    provider: usize,
+    systems: microlp::Variable,
+    mw_per_system: f64,
+    room: f64,
+}
+
 /// The linear relaxation, each provider's power limit lowered by `held` and each kind of
 /// kept system left `rooms` systems unoccupied.
 fn relaxed(
@@ -907,7 +917,7 @@ fn relaxed(
     let mut pb = Problem::new(OptimizationDirection::Minimize);
     let kept = kept(m, a, installed);
     // Whether option `i` runs on a kind of system kept from an earlier phase, whose systems
-    // are paid and powered whole below (`held_systems`), used or not.
+    // are paid and powered whole below (`kept_vars`), used or not.
     let on_kept = |i: usize| {
         let o = &m.options[i];
         kept.get(&(o.provider, o.out.system.clone()))
@@ -931,7 +941,7 @@ fn relaxed(
         .collect();
     // The systems held of each kind kept: at least those kept, at least those its options
     // occupy; each costs and draws a whole system's.
-    let mut held_systems: Vec<(usize, microlp::Variable, f64, f64)> = Vec::new();
+    let mut kept_vars: Vec<KeptVar> = Vec::new();
     for ((p, system), &n) in kept.iter().filter(|(_, &n)| n > 0) {
         let mine: Vec<usize> = (0..m.options.len())
             .filter(|&i| m.options[i].provider == *p && &m.options[i].out.system == system)
@@ -948,7 +958,12 @@ fn relaxed(
         occupied.push((h, -1.0));
         let room = rooms.get(&(*p, system.clone())).copied().unwrap_or(0.0);
         pb.add_constraint(occupied, ComparisonOp::Le, -room);
-        held_systems.push((*p, h, o.mw / o.systems, room));
+        kept_vars.push(KeptVar {
+            provider: *p,
+            systems: h,
+            mw_per_system: o.mw / o.systems,
+            room,
+        });
     }
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
@@ -1027,10 +1042,10 @@ fn relaxed(
             .filter(|(i, o)| o.provider == p && !on_kept(*i))
             .map(|(i, o)| (vars[i], o.out.mw))
             .chain(
-                held_systems
+                kept_vars
                     .iter()
-                    .filter(|h| h.0 == p)
-                    .map(|&(_, h, mw, _)| (h, mw)),
+                    .filter(|v| v.provider == p)
+                    .map(|v| (v.systems, v.mw_per_system)),
             )
             .collect();
         // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
@@ -1040,10 +1055,10 @@ fn relaxed(
             f64::INFINITY
         };
         // Room left on kept systems for rounding up is power the commitment gets back.
-        let room_mw: f64 = held_systems
+        let room_mw: f64 = kept_vars
             .iter()
-            .filter(|h| h.0 == p)
-            .map(|h| h.3 * h.2)
+            .filter(|v| v.provider == p)
+            .map(|v| v.room * v.mw_per_system)
             .sum();
         if a.commit && prov.committed[k] > 0.0 {
             pb.add_constraint(used, ComparisonOp::Ge, prov.committed[k].min(cap - room_mw));
@@ -1182,20 +1197,13 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             let over: Vec<String> = if a.keep {
                 Vec::new()
             } else {
+                // The kept systems alone, with no replica on them.
+                let kept_pools = shared(m, &vec![0; m.options.len()], installed);
                 m.providers
                     .iter()
                     .enumerate()
                     .filter_map(|(p, prov)| {
-                        let kept_mw: f64 = installed
-                            .iter()
-                            .filter(|((q, _), _)| *q == p)
-                            .filter_map(|((_, system), &n)| {
-                                let o = m.options.iter().find(|o| {
-                                    o.provider == p && &o.out.system == system
-                                })?;
-                                Some(f64::from(n) * o.out.mw / o.out.systems)
-                            })
-                            .sum();
+                        let kept_mw = drawn_mw(&kept_pools, p);
                         (kept_mw > prov.mw[k] * (1.0 + 1e-9)).then(|| {
                             format!(
                                 "`{}` keeps {} MW of systems from earlier phases and offers {} MW here",
@@ -1368,15 +1376,14 @@ pub(crate) fn phase(
         .iter()
         .enumerate()
         .map(|(p, prov)| {
-            let mut systems: Vec<(String, u32)> = Vec::new();
-            let mut mw = 0.0;
-            for s in pools.iter().filter(|s| s.provider == p) {
-                mw += f64::from(s.whole) * s.mw_per_system;
-                systems.push((s.system.clone(), s.whole));
-            }
+            let systems: Vec<(String, u32)> = pools
+                .iter()
+                .filter(|s| s.provider == p)
+                .map(|s| (s.system.clone(), s.whole))
+                .collect();
             ProviderUse {
                 provider: prov.name.clone(),
-                mw_used: mw,
+                mw_used: drawn_mw(&pools, p),
                 mw_available: prov.mw[k],
                 systems,
             }

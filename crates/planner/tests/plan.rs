@@ -807,9 +807,36 @@ fn one_phase(rules: &str, providers: &str, model: &str, class: &str, demand: f64
     )
 }
 
-/// A provider table.
+/// A provider table for one phase.
 fn provider(name: &str, system: &str, mw: f64, extra: &str) -> String {
-    format!("[[provider]]\nname = \"{name}\"\nsystems = [\"{system}\"]\nmw = [{mw:?}]\n{extra}\n")
+    provider_in(name, system, &[mw], extra)
+}
+
+/// A provider table with megawatts `mw` per phase.
+fn provider_in(name: &str, system: &str, mw: &[f64], extra: &str) -> String {
+    format!("[[provider]]\nname = \"{name}\"\nsystems = [\"{system}\"]\nmw = {mw:?}\n{extra}\n")
+}
+
+/// `[[phase]]` tables of these names.
+fn phases(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[phase]]\nname = \"{n}\"\n"))
+        .collect()
+}
+
+/// A `[[class]]` of Llama 3.1 8B: its prompt and output lengths, its TTFT and TPOT targets
+/// in ms, its demand per phase, and `extra` lines.
+fn class_8b(
+    name: &str,
+    (isl, osl): (u32, u32),
+    (ttft_ms, tpot_ms): (f64, f64),
+    demand: &[f64],
+    extra: &str,
+) -> String {
+    format!(
+        "[[class]]\nname = \"{name}\"\nmodel = \"llama-3.1-8b\"\nisl = {isl}\nosl = {osl}\nttft_ms = {ttft_ms}\ntpot_ms = {tpot_ms}\ndemand_tok_s = {demand:?}\n{extra}\n"
+    )
 }
 
 /// The whole systems a phase buys.
@@ -1143,49 +1170,31 @@ fn a_demand_beyond_any_fleet_is_refused() {
 /// replicas up must not put them out of reach.
 #[test]
 fn a_phase_like_the_one_before_is_planned_too() {
-    let text = r#"
-[rules]
-n_minus_1 = 0.0
-confirm_s = 5
-confirm_replicas = 4
-[[phase]]
-name = "y1"
-[[phase]]
-name = "y2"
-[[provider]]
-name = "cheap"
-systems = ["h100-sxm"]
-mw = [1.0, 1.0]
-rent_usd_per_chip_hour = 1.0
-[[provider]]
-name = "dear"
-systems = ["h200"]
-mw = [100.0, 100.0]
-rent_usd_per_chip_hour = 10.0
-[[class]]
-name = "chat"
-model = "llama-3.1-8b"
-isl = 1000
-osl = 200
-ttft_ms = 2000
-tpot_ms = 50
-demand_tok_s = [3.0e6, 3.0e6]
-[[class]]
-name = "long"
-model = "llama-3.1-8b"
-isl = 7000
-osl = 300
-ttft_ms = 3000
-tpot_ms = 40
-demand_tok_s = [1.0e6, 1.0e6]
-"#;
+    let text = format!(
+        "[rules]\nn_minus_1 = 0.0\nconfirm_s = 5\nconfirm_replicas = 4\n{}{}{}{}{}",
+        phases(&["y1", "y2"]),
+        provider_in(
+            "cheap",
+            "h100-sxm",
+            &[1.0, 1.0],
+            "rent_usd_per_chip_hour = 1.0"
+        ),
+        provider_in(
+            "dear",
+            "h200",
+            &[100.0, 100.0],
+            "rent_usd_per_chip_hour = 10.0"
+        ),
+        class_8b("chat", (1000, 200), (2000.0, 50.0), &[3.0e6, 3.0e6], ""),
+        class_8b("long", (7000, 300), (3000.0, 40.0), &[1.0e6, 1.0e6], ""),
+    );
     // And with all of the cheap provider's power committed, take-or-pay, as the phase
     // before's plan used it.
     let committed = text.replace(
         "mw = [1.0, 1.0]\n",
         "mw = [1.0, 1.0]\ncommitted_mw = [1.0, 1.0]\n",
     );
-    for text in [text, committed.as_str()] {
+    for text in [text.as_str(), committed.as_str()] {
         let p = run(text, &WhatIf::default()).expect("plans");
         for ph in &p.phases {
             assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
@@ -1219,11 +1228,18 @@ fn a_class_of_little_demand_is_confirmed_on_enough_requests() {
 #[test]
 fn a_class_only_one_provider_serves_is_named_and_may_rest_on_it() {
     let class = |name: &str, tpot_ms: f64, own: &str| {
-        format!("[[class]]\nname = \"{name}\"\nmodel = \"llama-3.1-8b\"\nisl = 1000\nosl = 200\nttft_ms = 1000\ntpot_ms = {tpot_ms}\npercentile = 0.5\ndemand_tok_s = [1.0e5]\n{own}\n")
+        class_8b(
+            name,
+            (1000, 200),
+            (1000.0, tpot_ms),
+            &[1.0e5],
+            &format!("percentile = 0.5\n{own}"),
+        )
     };
     let text = |own: &str| {
         format!(
-            "[rules]\nn_minus_1 = 0.5\nmax_share = 0.75\nconfirm_s = 5\nconfirm_replicas = 8\n[[phase]]\nname = \"p1\"\n{}{}{}{}",
+            "[rules]\nn_minus_1 = 0.5\nmax_share = 0.75\nconfirm_s = 5\nconfirm_replicas = 8\n{}{}{}{}{}",
+            phases(&["p1"]),
             provider("wafer", "cs3", 5.0, "capex_usd_per_system = 2500000.0"),
             provider("gpu", "h100-sxm", 50.0, "rent_usd_per_chip_hour = 2.0"),
             class("fast", 3.0, own),

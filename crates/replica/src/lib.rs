@@ -241,13 +241,10 @@ struct Seq {
     group: usize,
     /// Tokens this sequence processes in the current step (0: not in the step).
     chunk: u32,
-    /// Seconds past the current step's end that its chunk is done (see
-    /// [`StepTime::prompt_lag`]).
-    lag: f64,
-    /// Seconds still to wait for its last chunk, out of the steps; it joins none meanwhile.
+    /// Seconds still to wait for its last prompt chunk to leave a pipeline (see
+    /// [`StepTime::prompt_lag`]), out of the steps; it joins none meanwhile, and where that
+    /// chunk ended its (re)fill its token comes out when the wait ends.
     hold: f64,
-    /// Whether that chunk ended its (re)fill, so that a token comes out when the wait ends.
-    due: bool,
     scheduled: bool,
 }
 
@@ -283,6 +280,8 @@ pub struct Replica<S> {
     free_blocks: Vec<u32>,
     in_step: bool,
     step_s: f64,
+    /// Seconds past the step under way that its prompt chunks are done.
+    step_lag: f64,
     counters: Counters,
 }
 
@@ -297,6 +296,7 @@ impl<S: StepTime> Replica<S> {
             free_blocks: vec![config.group_blocks(); config.group_count() as usize],
             in_step: false,
             step_s: 0.0,
+            step_lag: 0.0,
             counters: Counters::default(),
         }
     }
@@ -336,9 +336,7 @@ impl<S: StepTime> Replica<S> {
             blocks: 0,
             group: 0,
             chunk: 0,
-            lag: 0.0,
             hold: 0.0,
-            due: false,
             scheduled: false,
         });
         Ok(())
@@ -548,6 +546,7 @@ impl<S: StepTime> Replica<S> {
                 .min_by(f64::total_cmp)?;
             self.in_step = true;
             self.step_s = wait;
+            self.step_lag = 0.0;
             return Some(wait);
         }
         if batch.decode_seqs > 0 {
@@ -557,14 +556,7 @@ impl<S: StepTime> Replica<S> {
             batch.prefill_ctx = prefill_pos / f64::from(batch.prefill_tokens);
         }
         let t = self.physics.step_time(&batch).max(0.0);
-        let lag = self.physics.prompt_lag(&batch).max(0.0);
-        for s in self
-            .running
-            .iter_mut()
-            .filter(|s| s.chunk > 0 && !s.decoding())
-        {
-            s.lag = lag;
-        }
+        self.step_lag = self.physics.prompt_lag(&batch).max(0.0);
         self.in_step = true;
         self.step_s = t;
         Some(t)
@@ -582,7 +574,7 @@ impl<S: StepTime> Replica<S> {
         self.counters.busy_s += self.step_s;
         let mut freed = vec![0; self.free_blocks.len()];
         let counters = &mut self.counters;
-        let step_s = self.step_s;
+        let (step_s, lag) = (self.step_s, self.step_lag);
         // A token for `s`; whether it stays in the engine.
         let mut produce = |s: &mut Seq| {
             s.generated += 1;
@@ -608,7 +600,7 @@ impl<S: StepTime> Replica<S> {
                     s.hold -= step_s;
                     if s.hold <= 1e-9 * step_s.max(1e-9) {
                         s.hold = 0.0;
-                        if std::mem::take(&mut s.due) {
+                        if s.decoding() {
                             return produce(s);
                         }
                     }
@@ -616,14 +608,12 @@ impl<S: StepTime> Replica<S> {
                 return true;
             }
             let chunk = std::mem::take(&mut s.chunk);
-            let lag = std::mem::take(&mut s.lag);
             let was_decoding = s.decoding();
             s.kv += chunk;
             if !was_decoding {
                 prefilled += u64::from(chunk);
                 if lag > 0.0 {
                     s.hold = lag;
-                    s.due = s.kv >= s.target;
                     return true;
                 }
                 if s.kv < s.target {
@@ -672,9 +662,7 @@ impl<S: StepTime> Replica<S> {
         self.counters.preemptions += 1;
         s.blocks = 0;
         s.chunk = 0;
-        s.lag = 0.0;
         s.hold = 0.0;
-        s.due = false;
         s.kv = 0;
         // Recompute the prompt and every token produced so far; the pass that finishes
         // produces the next token.

@@ -919,8 +919,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let ttft = r.first_at.map(|f| f - r.a.at);
         let tpot = r.tpot_at(self.now).filter(|_| why.is_none());
         let nc = self.scn.classes.len();
-        let judged = u64::from(class.ttft_s.is_some() || class.tpot_s.is_some());
-        let good = judged == 1 && why.is_none() && class.meets(ttft, tpot);
+        let judged = u64::from(class.has_target());
+        let good = class.has_target() && why.is_none() && class.meets(ttft, tpot);
         let record = |cell: &mut Cell| match why {
             None => {
                 cell.completed += 1;

@@ -275,6 +275,11 @@ pub struct Class {
 }
 
 impl Class {
+    /// Whether it sets a target, so that its requests count toward goodput.
+    pub fn has_target(&self) -> bool {
+        self.ttft_s.is_some() || self.tpot_s.is_some()
+    }
+
     /// Whether a completed request's first token (`None`: it had none) and time per output
     /// token (`None`: one token, none to time) meet the class's targets: the goodput rule.
     pub fn meets(&self, ttft_s: Option<f64>, tpot_s: Option<f64>) -> bool {

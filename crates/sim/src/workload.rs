@@ -70,32 +70,6 @@ struct JsonRow {
     output_length: f64,
 }
 
-/// A trace line's fields, read as CSV writes them (RFC 4180, one line a row): a field in
-/// double quotes may hold commas and doubled quotes; spaces around a field are dropped.
-fn fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            '"' if quoted => quoted = false,
-            '"' if field.trim().is_empty() => {
-                field.clear();
-                quoted = true;
-            }
-            ',' if !quoted => out.push(std::mem::take(&mut field).trim().to_string()),
-            _ => field.push(c),
-        }
-    }
-    out.push(field.trim().to_string());
-    out
-}
-
 /// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
 /// wall-clock `TIMESTAMP` as in the Azure LLM inference traces), prompt and output token
 /// columns; or JSON lines with `timestamp` (ms), `input_length` and `output_length` as in the
@@ -120,12 +94,23 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
     if text.trim_start().starts_with('{') {
         return parse_json_lines(text, origin);
     }
-    let mut lines = text.lines().enumerate();
-    let Some((_, header)) = lines.next() else {
-        return Err(err(1, "the file is empty".into()));
+    // Read as CSV writes it (RFC 4180): a quoted field may hold commas and doubled quotes.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    // A record's line from its first byte (see `Lines`).
+    let mut lines = switchyard_catalog::Lines::new(text);
+    let mut line_of = |p: Option<&csv::Position>| p.map_or(1, |p| lines.of_byte(p.byte()));
+    let mut records = reader.records();
+    let names = match records.next() {
+        None => return Err(err(1, "the file is empty".into())),
+        Some(Err(e)) => return Err(err(line_of(e.position()), e.to_string())),
+        Some(Ok(r)) => r,
     };
-    let names = fields(header);
-    let cols: Vec<&str> = names.iter().map(String::as_str).collect();
+    let header = text.lines().next().unwrap_or_default();
+    let cols: Vec<&str> = names.iter().collect();
     let find = |names: &[&str; 4]| {
         cols.iter().position(|c| names.contains(c)).ok_or_else(|| {
             err(
@@ -142,13 +127,14 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
     let mut rows = Vec::new();
     let mut last = f64::NEG_INFINITY;
     let mut origin_s: Option<f64> = None;
-    for (i, line) in lines {
-        let n = i + 1;
-        if line.trim().is_empty() {
+    for record in records {
+        let record = record.map_err(|e| err(line_of(e.position()), e.to_string()))?;
+        let n = line_of(record.position());
+        // A line of blanks is no row.
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let row = fields(line);
-        let fields: Vec<&str> = row.iter().map(String::as_str).collect();
+        let fields: Vec<&str> = record.iter().collect();
         let get = |k: usize| {
             fields
                 .get(k)

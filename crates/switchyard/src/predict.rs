@@ -242,7 +242,7 @@ impl Workload {
             // A weight scheme names no format for a cache: one line saying so.
             kv_precision: self
                 .kv_precision
-                .map(|kv| Precision::kv_from_str(kv.name()).map_err(usage))
+                .map(|kv| kv.for_kv().map_err(usage))
                 .transpose()?,
             layout: None,
             concurrency: self.concurrency,
