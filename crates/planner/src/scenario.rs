@@ -377,6 +377,16 @@ impl PlanFile {
                     ),
                 ));
             }
+            if s.life_years.is_some() && s.rent_usd_per_chip_hour.is_some() {
+                return Err(err(
+                    &p.span(),
+                    "life_years",
+                    format!(
+                        "provider `{}`: life_years spreads a purchase over its life; rent has none",
+                        s.name
+                    ),
+                ));
+            }
         }
         for c in &f.classes {
             let s = c.get_ref();

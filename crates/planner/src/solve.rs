@@ -162,6 +162,27 @@ pub(crate) fn systems_on_offer(
                 }
                 price.notes = format!("price set by the planning scenario for provider {}", p.name);
                 s.price = Some(price);
+            } else if let Some(life) = p.life_years {
+                // A life alone spreads the catalog's purchase price, which must then be the
+                // price charged (rent, where the catalog has one, is charged before it).
+                match s.price.as_mut() {
+                    Some(price)
+                        if price.capex_usd_per_system.is_some()
+                            && price.rent_usd_per_chip_hour.is_none() =>
+                    {
+                        price.life_years = Some(life);
+                    }
+                    _ => {
+                        return Err(PlanError::Scenario {
+                            origin: origin.to_string(),
+                            message: format!(
+                                "line {}, field `life_years`: provider `{}`: `{id}` is charged by the hour in the catalog, or has no purchase price, so a life changes nothing; give capex_usd_per_system to buy it",
+                                line_of_field(text, &sp.span(), "life_years"),
+                                p.name
+                            ),
+                        });
+                    }
+                }
             }
             out.push((i, s));
         }
@@ -509,7 +530,8 @@ pub(crate) type Installed = BTreeMap<(usize, String), u32>;
 /// Where rounding a coarse unit up costs much (six tenths of a 20-wafer replica become a
 /// whole one, where one 5-wafer replica would do), the problem is solved again with that
 /// unit held to what rounding down leaves, and again from the cheaper plan found, keeping
-/// the cheapest whole plan.
+/// the cheapest whole plan. From that plan a branch and bound over whole units and whole
+/// systems ([`exact`]) looks for a cheaper one, and for one at all where rounding found none.
 fn solve(
     m: &Model<'_>,
     k: usize,
@@ -517,10 +539,12 @@ fn solve(
     installed: &Installed,
     before: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, PlanError> {
-    let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
-        return Ok(None);
-    };
     let cost = |n: &[u32]| -> f64 { plan_usd(m, n, kept(m, a, installed)) };
+    let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
+        // Rounding found no whole plan within the limits it lowered; the search over whole
+        // units may still find one, which must then keep every rule.
+        return Ok(exact(m, k, a, installed, None)?.filter(|n| holds(m, k, a, installed, n)));
+    };
     // Round-ups of a plan worth a hundredth of its cost, the costliest first.
     let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
         let mut r: Vec<(usize, f64)> = x
@@ -581,6 +605,16 @@ fn solve(
             None => break,
         }
     }
+    // The search over whole units, from the cheapest rounding found: where it finds a
+    // plan that keeps every rule and costs less, or the rounding does not keep them (a
+    // demand of a thousandth of a token a second rounds to no replica), that one.
+    if let Some(n) = exact(m, k, a, installed, Some(&best.whole))? {
+        let cheaper = cost(&n) < best.cost * (1.0 - 1e-9);
+        if (cheaper || !holds(m, k, a, installed, &best.whole)) && holds(m, k, a, installed, &n) {
+            best.cost = cost(&n);
+            best.whole = n;
+        }
+    }
     // The phase before's plan, where it still holds, costs what it cost: a phase that asks
     // no more is planned for no more, whatever rounding this phase's relaxation met.
     if let Some(before) = before.filter(|b| holds(m, k, a, installed, b)) {
@@ -635,13 +669,7 @@ fn holds(m: &Model<'_>, k: usize, a: Apply, installed: &Installed, counts: &[u32
     let pools = shared(m, counts, kept(m, a, installed));
     m.providers.iter().enumerate().all(|(p, prov)| {
         let drawn = drawn_mw(&pools, p);
-        let used: f64 = m
-            .options
-            .iter()
-            .zip(counts)
-            .filter(|(o, _)| o.provider == p)
-            .map(|(o, &n)| o.out.mw * f64::from(n))
-            .sum();
+        let used = used_mw(m, counts, p);
         let committed = prov.committed[k];
         let as_before = k > 0 && committed <= prov.committed[k - 1];
         (!a.power || drawn <= prov.mw[k] * (1.0 + 1e-12))
@@ -750,6 +778,31 @@ fn drawn_mw(pools: &[Shared], p: usize) -> f64 {
         .iter()
         .filter(|s| s.provider == p)
         .fold(0.0, |mw, s| mw + f64::from(s.whole) * s.mw_per_system)
+}
+
+/// The megawatts provider `p`'s options use at `counts` units each (its replicas' own
+/// power, not the whole systems they take).
+fn used_mw(m: &Model<'_>, counts: &[u32], p: usize) -> f64 {
+    m.options
+        .iter()
+        .zip(counts)
+        .filter(|(o, _)| o.provider == p)
+        .map(|(o, &n)| o.out.mw * f64::from(n))
+        .sum()
+}
+
+/// The same as terms of a linear programme over one variable per option.
+fn power_terms(
+    m: &Model<'_>,
+    vars: &[microlp::Variable],
+    p: usize,
+) -> Vec<(microlp::Variable, f64)> {
+    m.options
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.provider == p)
+        .map(|(i, o)| (vars[i], o.out.mw))
+        .collect()
 }
 
 /// What `counts` cost an hour as bought: the whole systems they share, and those `kept`.
@@ -965,6 +1018,185 @@ fn relaxed(
             room,
         });
     }
+    class_rules(&mut pb, m, k, a, &vars);
+    for (p, prov) in m.providers.iter().enumerate() {
+        // The power the options use, which a commitment asks for, and the power drawn,
+        // within the limit: the options on kept systems draw theirs through the systems
+        // held, idle ones included.
+        let used = power_terms(m, &vars, p);
+        if used.is_empty() {
+            // Power committed where nothing on offer can use it cannot be met: the plan says
+            // so rather than leave it unspent without a word.
+            if a.commit && prov.committed[k] > 0.0 {
+                return Ok(None);
+            }
+            continue;
+        }
+        let drawn: Vec<(microlp::Variable, f64)> = m
+            .options
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| o.provider == p && !on_kept(*i))
+            .map(|(i, o)| (vars[i], o.out.mw))
+            .chain(
+                kept_vars
+                    .iter()
+                    .filter(|v| v.provider == p)
+                    .map(|v| (v.systems, v.mw_per_system)),
+            )
+            .collect();
+        // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
+        let cap = if a.power {
+            (prov.mw[k] - held[p]).max(0.0)
+        } else {
+            f64::INFINITY
+        };
+        // Room left on kept systems for rounding up is power the commitment gets back.
+        let room_mw: f64 = kept_vars
+            .iter()
+            .filter(|v| v.provider == p)
+            .map(|v| v.room * v.mw_per_system)
+            .sum();
+        if a.commit && prov.committed[k] > 0.0 {
+            pb.add_constraint(used, ComparisonOp::Ge, prov.committed[k].min(cap - room_mw));
+        }
+        if a.power {
+            pb.add_constraint(drawn, ComparisonOp::Le, cap);
+        }
+    }
+    match pb.solve() {
+        Ok(outcome) => Ok(outcome
+            .solution()
+            .map(|s| vars.iter().map(|&v| s.var_value(v)).collect())),
+        Err(microlp::Error::Infeasible) => Ok(None),
+        Err(e) => Err(PlanError::Solver(e.to_string())),
+    }
+}
+
+/// Branch-and-bound nodes [`exact`] may solve. A node is one linear programme warm-started
+/// from its parent's; a count, not a clock, so that a plan is the same on any machine.
+const EXACT_NODES: u64 = 2_000;
+
+/// The cheapest whole plan of phase `k` under the rules `a` applies, by branch and bound
+/// over whole units and the whole systems of each kind each provider's units share (the
+/// cost the plan is charged), from `start` (a whole plan found by rounding) where there is
+/// one; `None` where none is found within [`EXACT_NODES`].
+///
+/// The relaxation's rounding (see [`solve`]) cannot see that a unit rounded up leaves
+/// another unneeded, or that a second provider's offer makes its repair run out of depth;
+/// this search can, and as it starts from the rounded plan it never returns a costlier one.
+/// A commitment is held to what `start` used of it where that is less: rounding may leave a
+/// few kilowatts of it unspent, and the search is to find no worse, not to fail.
+fn exact(
+    m: &Model<'_>,
+    k: usize,
+    a: Apply,
+    installed: &Installed,
+    start: Option<&[u32]>,
+) -> Result<Option<Vec<u32>>, PlanError> {
+    let kept = kept(m, a, installed);
+    let mut pb = Problem::new(OptimizationDirection::Minimize);
+    // As in the relaxation, a millionth of a unit's cost prefers the smaller of two units
+    // that cost the same.
+    let vars: Vec<_> = m
+        .options
+        .iter()
+        .map(|o| pb.add_integer_var(o.out.usd_per_hour * 1e-6 * o.out.systems, (0, i32::MAX)))
+        .collect();
+    // Whole systems of each kind each provider's options share, at least those kept.
+    let mut pools: Vec<(usize, String, microlp::Variable, f64)> = Vec::new();
+    for o in &m.options {
+        if pools
+            .iter()
+            .any(|g| g.0 == o.provider && g.1 == o.out.system)
+        {
+            continue;
+        }
+        let floor = kept
+            .get(&(o.provider, o.out.system.clone()))
+            .copied()
+            .unwrap_or(0);
+        let s = pb.add_integer_var(
+            o.out.usd_per_hour / o.out.systems,
+            (i32::try_from(floor).unwrap_or(i32::MAX), i32::MAX),
+        );
+        let occupied: Vec<(microlp::Variable, f64)> = m
+            .options
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.provider == o.provider && x.out.system == o.out.system)
+            .map(|(i, x)| (vars[i], x.out.systems))
+            .chain(std::iter::once((s, -1.0)))
+            .collect();
+        // A hair over a whole number of systems is that number, as `whole_of` has it.
+        pb.add_constraint(occupied, ComparisonOp::Le, 1e-9);
+        pools.push((
+            o.provider,
+            o.out.system.clone(),
+            s,
+            o.out.mw / o.out.systems,
+        ));
+    }
+    class_rules(&mut pb, m, k, a, &vars);
+    for (p, prov) in m.providers.iter().enumerate() {
+        let used = power_terms(m, &vars, p);
+        let committed = prov.committed[k];
+        let as_before = k > 0 && committed <= prov.committed[k - 1];
+        if a.commit && committed > 0.0 && !as_before {
+            if used.is_empty() {
+                return Ok(None);
+            }
+            let floor = start.map_or(f64::INFINITY, |s| used_mw(m, s, p));
+            pb.add_constraint(used, ComparisonOp::Ge, committed.min(prov.mw[k]).min(floor));
+        }
+        if a.power {
+            let drawn: Vec<(microlp::Variable, f64)> = pools
+                .iter()
+                .filter(|g| g.0 == p)
+                .map(|g| (g.2, g.3))
+                .collect();
+            if !drawn.is_empty() {
+                pb.add_constraint(drawn, ComparisonOp::Le, prov.mw[k]);
+            }
+        }
+    }
+    let warm_start = start
+        .filter(|s| s.iter().all(|&n| i32::try_from(n).is_ok()))
+        .map(|s| {
+            let whole = shared(m, s, kept);
+            let mut hint: Vec<(microlp::Variable, f64)> = vars
+                .iter()
+                .zip(s)
+                .map(|(&v, &n)| (v, f64::from(n)))
+                .collect();
+            for g in &pools {
+                let n = whole
+                    .iter()
+                    .find(|w| w.provider == g.0 && w.system == g.1)
+                    .map_or(0, |w| w.whole);
+                hint.push((g.2, f64::from(n)));
+            }
+            hint
+        });
+    let mut options = microlp::SolveOptions::default();
+    options.node_limit = Some(EXACT_NODES);
+    options.mip_gap = 1e-6;
+    options.warm_start = warm_start;
+    match pb.solve_with(options) {
+        Ok(outcome) => Ok(outcome.solution().map(|s| {
+            vars.iter()
+                .map(|&v| s.var_value(v).round().clamp(0.0, f64::from(u32::MAX)) as u32)
+                .collect()
+        })),
+        Err(microlp::Error::Infeasible) => Ok(None),
+        Err(e) => Err(PlanError::Solver(e.to_string())),
+    }
+}
+
+/// The rules of phase `k` on the classes, over one variable per option (its units): each
+/// class's demand, its share without any one provider, and its split within the largest
+/// shares.
+fn class_rules(pb: &mut Problem, m: &Model<'_>, k: usize, a: Apply, vars: &[microlp::Variable]) {
     for (c, class) in m.classes.iter().enumerate() {
         let d = class.demand[k];
         if d <= 0.0 {
@@ -1015,64 +1247,6 @@ fn relaxed(
             }
             pb.add_constraint(carried, ComparisonOp::Ge, d);
         }
-    }
-    for (p, prov) in m.providers.iter().enumerate() {
-        // The power the options use, which a commitment asks for, and the power drawn,
-        // within the limit: the options on kept systems draw theirs through the systems
-        // held, idle ones included.
-        let used: Vec<(microlp::Variable, f64)> = m
-            .options
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.provider == p)
-            .map(|(i, o)| (vars[i], o.out.mw))
-            .collect();
-        if used.is_empty() {
-            // Power committed where nothing on offer can use it cannot be met: the plan says
-            // so rather than leave it unspent without a word.
-            if a.commit && prov.committed[k] > 0.0 {
-                return Ok(None);
-            }
-            continue;
-        }
-        let drawn: Vec<(microlp::Variable, f64)> = m
-            .options
-            .iter()
-            .enumerate()
-            .filter(|(i, o)| o.provider == p && !on_kept(*i))
-            .map(|(i, o)| (vars[i], o.out.mw))
-            .chain(
-                kept_vars
-                    .iter()
-                    .filter(|v| v.provider == p)
-                    .map(|v| (v.systems, v.mw_per_system)),
-            )
-            .collect();
-        // What rounding up to whole replicas and whole systems adds, `rounded` holds back.
-        let cap = if a.power {
-            (prov.mw[k] - held[p]).max(0.0)
-        } else {
-            f64::INFINITY
-        };
-        // Room left on kept systems for rounding up is power the commitment gets back.
-        let room_mw: f64 = kept_vars
-            .iter()
-            .filter(|v| v.provider == p)
-            .map(|v| v.room * v.mw_per_system)
-            .sum();
-        if a.commit && prov.committed[k] > 0.0 {
-            pb.add_constraint(used, ComparisonOp::Ge, prov.committed[k].min(cap - room_mw));
-        }
-        if a.power {
-            pb.add_constraint(drawn, ComparisonOp::Le, cap);
-        }
-    }
-    match pb.solve() {
-        Ok(outcome) => Ok(outcome
-            .solution()
-            .map(|s| vars.iter().map(|&v| s.var_value(v)).collect())),
-        Err(microlp::Error::Infeasible) => Ok(None),
-        Err(e) => Err(PlanError::Solver(e.to_string())),
     }
 }
 
@@ -1315,12 +1489,10 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
 
 /// A percentile as a target names it: `p50`, `p99`, `p99.9`.
 pub fn percentile_name(percentile: f64) -> String {
-    let p = (percentile * 1000.0).round() / 10.0;
-    if p.fract() == 0.0 {
-        format!("p{p:.0}")
-    } else {
-        format!("p{p:.1}")
-    }
+    // To nine decimals, trailing zeros dropped: p99.9999999 is not p100.
+    let p = format!("{:.9}", percentile * 100.0);
+    let p = p.trim_end_matches('0').trim_end_matches('.');
+    format!("p{p}")
 }
 
 /// Megawatts to three significant figures, so that a small shortfall, or a small plan's
@@ -1398,10 +1570,10 @@ pub(crate) fn phase(
                 .iter()
                 .filter(|b| m.options[b.option].class == c)
                 .collect();
-            let cap: f64 = mine
-                .iter()
-                .map(|b| m.options[b.option].out.capacity_tok_s * f64::from(b.replicas))
-                .sum();
+            // Folded from 0, not summed: an empty sum of floats is −0, printed as such.
+            let cap: f64 = mine.iter().fold(0.0, |t, b| {
+                t + m.options[b.option].out.capacity_tok_s * f64::from(b.replicas)
+            });
             let d = class.demand[k];
             // Each class pays its share of the whole systems it shares with others.
             let usd: f64 = mine
@@ -1615,7 +1787,19 @@ fn disaggregated_option<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::{mean_ttft_limit, ClassM, Params};
+    use super::{mean_ttft_limit, percentile_name, ClassM, Params};
+
+    #[test]
+    fn a_percentile_is_named_as_written() {
+        let names: Vec<String> = [0.5, 0.99, 0.999, 0.9999, 0.999999999, 1e-9]
+            .into_iter()
+            .map(percentile_name)
+            .collect();
+        assert_eq!(
+            names,
+            ["p50", "p99", "p99.9", "p99.99", "p99.9999999", "p0.0000001"]
+        );
+    }
 
     #[test]
     fn a_percentile_target_is_held_as_a_mean_that_its_tail_keeps_within() {
