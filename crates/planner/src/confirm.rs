@@ -18,8 +18,8 @@ use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
 use switchyard_router::{Health, Policy, Target};
 use switchyard_sim::{
-    simulate, Arrivals, Class, Histogram, Lengths, PrefillPool, Provider, Record, RunOptions,
-    Scenario, WorkloadSpec,
+    simulate, Arrivals, Class, Histogram, Lengths, MaxTokens, PrefillPool, Provider, Record,
+    RunOptions, Scenario, WorkloadSpec,
 };
 
 /// What one confirming simulation found.
@@ -109,6 +109,7 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         policy: Policy::LeastOutstanding,
         health: Health::default(),
         max_attempts: 1,
+        max_tokens: MaxTokens::Output,
         classes: vec![Class {
             name: class.name.clone(),
             ttft_s: Some(class.ttft_s),

@@ -103,8 +103,9 @@ impl EngineConfig {
         let local = global < layers;
         EngineConfig {
             max_batch: p.max_batch.max(1).saturating_mul(d.layout.ep.max(1)),
-            // Each expert-parallel group schedules its own sequences, as with the batch limit.
-            token_budget: Self::TOKEN_BUDGET.saturating_mul(d.layout.ep.max(1)),
+            // Each group that holds sequences of its own (an expert-parallel group, an RDU's
+            // socket) prefills its own prompts: a budget each, as the model prices a chunk.
+            token_budget: Self::TOKEN_BUDGET.saturating_mul(d.kv_groups()),
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
             groups: d.kv_groups(),

@@ -253,6 +253,43 @@ fn step_times_come_from_the_performance_model() {
     assert!((t - d.decode_step(&p, 1.0, 1000.0).time).abs() < 1e-12);
 }
 
+/// An RDU's sockets each hold sequences of their own, and each prefills its own prompts:
+/// a prompt the size of the model's chunk is one step on a 16-socket replica, as the
+/// model prices it, not sixteen steps of a sixteenth of the budget.
+#[test]
+fn an_rdu_socket_prefills_a_whole_chunk_in_one_step() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let d = Deployment::new(
+        cat.model("llama-3.1-8b").expect("model"),
+        cat.system("sn40l").expect("system"),
+        Layout::replica(16, 1),
+        Precision::Bf16,
+    )
+    .expect("deployment");
+    let cfg = EngineConfig::for_deployment(&d, &p);
+    let mut r = Replica::new(
+        Physics {
+            deployment: d.clone(),
+            params: &p,
+        },
+        cfg,
+    );
+    r.submit(Request {
+        id: 0,
+        prompt: EngineConfig::TOKEN_BUDGET,
+        output: 3,
+    })
+    .expect("fits");
+    let mut sink = |_| {};
+    let t = r.start_step(&mut sink).expect("a step");
+    let whole = d.prefill(&p, f64::from(EngineConfig::TOKEN_BUDGET));
+    assert!(
+        (t - whole).abs() < 1e-12,
+        "first step {t} s, the whole prompt {whole} s"
+    );
+}
+
 /// A model with sliding-window layers holds in the engine what the performance model
 /// says it holds: past the window only the global layers' share grows, in both.
 #[test]

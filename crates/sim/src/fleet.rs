@@ -574,7 +574,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             // A class asks for its TTFT target, as a gateway request can with a header.
             let ask = Ask {
                 class: Some(class.name.as_str()),
-                output_tokens: Some(r.a.output),
+                output_tokens: self.scn.max_tokens.of(r.a.output),
                 exclude: &self.exclude,
                 ttft_target_s: class.ttft_s,
                 prompt_tokens: Some(r.a.prompt),

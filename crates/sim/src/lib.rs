@@ -17,8 +17,9 @@ mod workload;
 pub use fleet::{reason, simulate, Distributions, RunOptions};
 pub use rng::Rng;
 pub use scenario::{
-    ArrivalSection, Class, ClassSection, Failure, FailureSection, LengthSection, Overrides,
-    PrefillPool, Provider, ProviderSection, RouterSection, Scenario, ScenarioFile, WorkloadSection,
+    ArrivalSection, Class, ClassSection, Failure, FailureSection, LengthSection, MaxTokens,
+    Overrides, PrefillPool, Provider, ProviderSection, RouterSection, Scenario, ScenarioFile,
+    WorkloadSection,
 };
 pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, Summary};
 pub use workload::{parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec};

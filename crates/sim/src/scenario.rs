@@ -10,7 +10,9 @@ use crate::workload::{Arrivals, Lengths, TraceRow, WorkloadSpec};
 use crate::SimError;
 use serde::Deserialize;
 use std::ops::Range;
-use switchyard_perf::{best_deployment, Catalog, Deployment, Layout, Objective, Params, Query};
+use switchyard_perf::{
+    best_deployment, Catalog, Deployment, Layout, Objective, Params, PerfError, Query,
+};
 use switchyard_replica::EngineConfig;
 use switchyard_router::{Health, Policy, Target};
 use toml::Spanned;
@@ -77,6 +79,8 @@ pub struct RouterSection {
     pub eject_after: u32,
     /// Seconds an ejected provider is left alone.
     pub cooldown_s: f64,
+    /// What each request states as `max_tokens`.
+    pub max_tokens: MaxTokens,
 }
 
 impl Default for RouterSection {
@@ -87,6 +91,54 @@ impl Default for RouterSection {
             max_attempts: 3,
             eject_after: h.eject_after,
             cooldown_s: h.cooldown_s,
+            max_tokens: MaxTokens::Output,
+        }
+    }
+}
+
+/// What each simulated request states as `max_tokens`, which the router reads as it reads a
+/// gateway request's: the latency policy weighs the tokens to come by it, and a provider
+/// whose context cannot hold the prompt and that many is passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxTokens {
+    /// Its own output length, as benchmark clients send it (`"output"`).
+    #[default]
+    Output,
+    /// None (`"none"`), as most chat clients: the router assumes what it assumes of a
+    /// gateway request without one.
+    Unstated,
+    /// The same for every request (a number of tokens).
+    Fixed(u32),
+}
+
+impl MaxTokens {
+    /// What a request of `output` tokens states.
+    pub fn of(self, output: u32) -> Option<u32> {
+        match self {
+            MaxTokens::Output => Some(output),
+            MaxTokens::Unstated => None,
+            MaxTokens::Fixed(n) => Some(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxTokens {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Tokens(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "output" => Ok(MaxTokens::Output),
+            Raw::Word(w) if w == "none" => Ok(MaxTokens::Unstated),
+            Raw::Tokens(n) if (1..=i64::from(u32::MAX)).contains(&n) => {
+                Ok(MaxTokens::Fixed(n as u32))
+            }
+            _ => Err(serde::de::Error::custom(
+                "`max_tokens` is \"output\" (each request's own), \"none\" or a number of tokens of at least 1",
+            )),
         }
     }
 }
@@ -374,6 +426,8 @@ pub struct Scenario<'a> {
     pub health: Health,
     /// Tries per request.
     pub max_attempts: u32,
+    /// What each request states as `max_tokens`.
+    pub max_tokens: MaxTokens,
     /// Traffic classes (at least one).
     pub classes: Vec<Class>,
     /// Failures.
@@ -687,15 +741,29 @@ impl ScenarioFile {
                 osl_cv,
                 ..Query::new(model, system, isl, osl)
             };
-            let d = best_deployment(&q, params, Objective::Throughput).map_err(|e| {
-                err(
-                    if s.layout.is_some() {
-                        "layout"
-                    } else {
-                        "system"
-                    },
-                    e.to_string(),
-                )
+            // A pool whose KV cache holds the weights but not a sequence of the mean lengths
+            // still takes the shorter requests (the router sends it none it cannot hold): its
+            // layout is chosen at the longest lengths it holds, in the same proportion.
+            let d = match best_deployment(&q, params, Objective::Throughput) {
+                Err(PerfError::ContextTooLong {
+                    tokens, longest, ..
+                }) if longest >= 2 => {
+                    let scale = longest as f64 / tokens as f64;
+                    let isl = (q.isl * scale).floor().max(1.0);
+                    let osl = (longest as f64 - isl).max(1.0);
+                    best_deployment(&Query { isl, osl, ..q }, params, Objective::Throughput)
+                }
+                other => other,
+            }
+            .map_err(|e| {
+                let field = if s.layout.is_some() {
+                    "layout"
+                } else if s.chips.is_some() {
+                    "chips"
+                } else {
+                    "system"
+                };
+                err(field, e.to_string())
             })?;
             // `chips` are one server's: where the layout, best or given, splits them into
             // several model replicas (a small model on an 8-GPU server, `tp4` on eight), each
@@ -960,6 +1028,7 @@ impl ScenarioFile {
                 cooldown_s: self.router.cooldown_s,
             },
             max_attempts: self.router.max_attempts,
+            max_tokens: self.router.max_tokens,
             classes,
             failures,
             workload,

@@ -167,28 +167,50 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
                     ));
                 }
                 last = t;
-                t - *origin_s.get_or_insert(t)
+                let at = t - *origin_s.get_or_insert(t);
+                within_span(at).map_err(|m| err(n, format!("field `{}`: {m}", cols[a])))?
             }
         };
         let tokens = |k: usize| -> Result<u32, SimError> {
             let v: f64 = get(k)?
                 .parse()
                 .map_err(|_| err(n, format!("field `{}`: not a number", cols[k])))?;
-            if !(0.0..=1e9).contains(&v) {
-                return Err(err(n, format!("field `{}`: {v} is out of range", cols[k])));
-            }
-            Ok(v.round() as u32)
+            token_count(v).map_err(|m| err(n, format!("field `{}`: {m}", cols[k])))
         };
         rows.push(TraceRow {
             arrival_s: arrival,
-            prompt: tokens(p)?.max(1),
-            output: tokens(o)?.max(1),
+            prompt: tokens(p)?,
+            output: tokens(o)?,
         });
     }
     if rows.is_empty() {
         return Err(err(1, "the trace has no requests".into()));
     }
     Ok(rows)
+}
+
+/// A trace's token count: a whole number from 1 to 10^9, as a request has (a request of
+/// no tokens, or of half a token, is a trace's mistake, not one to round away unsaid).
+fn token_count(v: f64) -> Result<u32, String> {
+    if v.fract() == 0.0 && (1.0..=1e9).contains(&v) {
+        Ok(v as u32)
+    } else {
+        Err(format!(
+            "{v} is not a whole number of tokens from 1 to 10^9"
+        ))
+    }
+}
+
+/// A request's arrival after the trace's first, within 10^9 s (31 years): the bound the
+/// synthetic rates keep, past which durations print as hundreds of digits.
+fn within_span(at: f64) -> Result<f64, String> {
+    if at <= 1e9 {
+        Ok(at)
+    } else {
+        Err(format!(
+            "{at} s after the first request is past 10^9 s (31 years)"
+        ))
+    }
 }
 
 fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> {
@@ -214,18 +236,15 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
             ));
         }
         last = at;
-        for (field, v) in [
-            ("input_length", r.input_length),
-            ("output_length", r.output_length),
-        ] {
-            if !(0.0..=1e9).contains(&v) {
-                return Err(err(n, format!("field `{field}`: {v} is out of range")));
-            }
-        }
+        let count = |field: &str, v: f64| {
+            token_count(v).map_err(|m| err(n, format!("field `{field}`: {m}")))
+        };
+        let arrival_s = within_span(at - *first.get_or_insert(at))
+            .map_err(|m| err(n, format!("field `timestamp`: {m}")))?;
         rows.push(TraceRow {
-            arrival_s: at - *first.get_or_insert(at),
-            prompt: (r.input_length.round() as u32).max(1),
-            output: (r.output_length.round() as u32).max(1),
+            arrival_s,
+            prompt: count("input_length", r.input_length)?,
+            output: count("output_length", r.output_length)?,
         });
     }
     if rows.is_empty() {

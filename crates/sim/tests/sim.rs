@@ -3,8 +3,8 @@
 
 use switchyard_perf::{Batch, Catalog, Params};
 use switchyard_sim::{
-    parse_trace, simulate, Arrivals, Histogram, Lengths, Overrides, Record, RunOptions, Scenario,
-    ScenarioFile, SimError, Summary, Workload, WorkloadSpec,
+    parse_trace, simulate, Arrivals, Histogram, Lengths, MaxTokens, Overrides, Record, RunOptions,
+    Scenario, ScenarioFile, SimError, Summary, Workload, WorkloadSpec,
 };
 
 const CONV: &str = include_str!("../../../traces/splitwise_conv.csv");
@@ -425,6 +425,20 @@ fn bad_scenarios_name_the_line_and_field() {
     };
     let good = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\nrequests = 10\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
     resolve(good, &cat, &p, false).expect("the base is good");
+    // What requests state as max_tokens: each its own output, none, or a number.
+    for (value, want) in [
+        ("\"output\"", MaxTokens::Output),
+        ("\"none\"", MaxTokens::Unstated),
+        ("300", MaxTokens::Fixed(300)),
+    ] {
+        let text = format!("{good}[router]\nmax_tokens = {value}\n");
+        let scn = resolve(&text, &cat, &p, false).expect("max_tokens");
+        assert_eq!(scn.max_tokens, want);
+    }
+    check(
+        &format!("{good}[router]\nmax_tokens = 0\n"),
+        &["line 11", "max_tokens", "\"none\""],
+    );
     // A table the file lacks is named, with what it holds, not blamed on line 1.
     check(
         &good[good.find("[workload]").expect("workload")..],
@@ -638,6 +652,28 @@ fn bad_traces_name_the_line_and_field() {
     )
     .expect("a late trace");
     assert_eq!((rows[0].arrival_s, rows[1].arrival_s), (0.0, 1.5));
+    // Lengths are whole tokens, at least one; arrivals within 10^9 s of the first.
+    for (row, field) in [
+        ("0,0,5", "num_prefill_tokens"),
+        ("0,10,0", "num_decode_tokens"),
+        ("0,10.5,5", "num_prefill_tokens"),
+        ("1e300,10,5", "arrived_at"),
+    ] {
+        let e = parse_trace(
+            &format!("arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n{row}\n"),
+            "t.csv",
+        )
+        .expect_err(row)
+        .to_string();
+        assert!(e.contains("line 3") && e.contains(field), "{row}: {e}");
+    }
+    let e = parse_trace(
+        "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 0.5}\n",
+        "t.jsonl",
+    )
+    .expect_err("half a token")
+    .to_string();
+    assert!(e.contains("line 1") && e.contains("output_length"), "{e}");
 }
 
 /// A trace of lengths only, as Vidur's length traces are, gives a synthetic process its
@@ -1105,9 +1141,6 @@ fn a_request_past_the_models_context_is_refused() {
     assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
 }
 
-/// A trace whose mean request is longer than the model takes (one request of ten million
-/// tokens among short ones) is replayed, the long one refused, rather than refused whole for
-/// a mean no request has.
 /// Replays the trace `csv` (its header and rows) on one H100 serving Llama 3.1 8B.
 fn replay_on_one_h100(csv: &str) -> Summary {
     let cat = Catalog::builtin().expect("catalog");
@@ -1125,6 +1158,9 @@ fn replaying<'a>(text: &str, csv: &str, cat: &'a Catalog, p: &Params) -> Scenari
         .expect("resolves")
 }
 
+/// A trace whose mean request is longer than the model takes (one request of ten million
+/// tokens among short ones) is replayed, the long one refused, rather than refused whole for
+/// a mean no request has.
 #[test]
 fn a_trace_mean_past_the_context_still_replays() {
     let s = replay_on_one_h100(
@@ -1134,6 +1170,30 @@ fn a_trace_mean_past_the_context_still_replays() {
     // Its load is taken against the peak at the lengths the model takes, as its layout is.
     let load = s.providers[0].load.expect("load");
     assert!(load < 0.5, "load {load}");
+}
+
+/// A wafer pool whose KV cache holds the trace's short requests but not one of its mean
+/// length (a 120,000-token prompt among 1,000-token ones) serves the short ones beside a GPU
+/// pool that takes the long one, rather than being refused.
+#[test]
+fn a_pool_that_holds_less_than_the_mean_request_takes_the_shorter_ones() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-70b\"\n[[provider]]\nname = \"cs3\"\nsystem = \"cs3\"\nchips = 4\n[[provider]]\nname = \"h100\"\nsystem = \"h100-sxm\"\nchips = 8\n[workload]\n";
+    let csv = "arrived_at,num_prefill_tokens,num_decode_tokens\n0,1000,100\n1,1000,100\n2,1000,100\n3,120000,100\n";
+    let s = run(&replaying(text, csv, &cat, &p), &p).0;
+    assert_eq!((s.completed, s.failed), (4, 0));
+    let served = |name: &str| {
+        s.providers
+            .iter()
+            .find(|g| g.name == name)
+            .map_or(0, |g| g.completed)
+    };
+    assert!(
+        served("cs3") >= 1 && served("h100") >= 1,
+        "{:?}",
+        s.providers
+    );
 }
 
 /// The requests a failed replica held leave its provider's count of requests in flight,

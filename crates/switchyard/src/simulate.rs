@@ -142,6 +142,14 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
     crate::make_out_dir(&a.out, "requests.csv, summary.json and report.html")?;
     let csv_path = a.out.join("requests.csv");
     let mut csv = if a.no_csv {
+        // A requests.csv of an earlier run would sit beside this run's summary as if it
+        // were this run's.
+        match std::fs::remove_file(&csv_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", csv_path.display()));
+            }
+            _ => {}
+        }
         None
     } else {
         let f = std::fs::File::create(&csv_path)

@@ -1263,6 +1263,17 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
     let html = std::fs::read_to_string(dir.join("report.html")).expect("html");
     assert!(html.contains("<svg") && html.contains("Time to first token"));
     assert!(!html.contains("<script"));
+    // A run without the per-request file leaves none of an earlier run beside its summary.
+    let o = run(&[
+        "simulate",
+        "--requests",
+        "20",
+        "--no-csv",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(!dir.join("requests.csv").exists());
 }
 
 #[test]
