@@ -219,75 +219,55 @@ fn drain_and_cancel_free_everything() {
     assert_eq!(r.start_step(&mut sink), None);
 }
 
+/// Step times are the model's: a prompt's step is its prefill, the next a decode step. An
+/// RDU's sockets each hold sequences of their own and each prefills its own prompts, so a
+/// prompt the size of the engine's chunk is one step on a 16-socket replica, as the model
+/// prices it, not sixteen steps of a sixteenth of the budget.
 #[test]
 fn step_times_come_from_the_performance_model() {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
-    let d = Deployment::new(
-        cat.model("llama-3.1-8b").expect("model"),
-        cat.system("h100-sxm").expect("system"),
-        Layout::replica(1, 1),
-        Precision::Bf16,
-    )
-    .expect("deployment");
-    let cfg = EngineConfig::for_deployment(&d, &p);
-    assert!(cfg.kv_blocks > 1000);
-    let mut r = Replica::new(
-        Physics {
-            deployment: d.clone(),
-            params: &p,
-        },
-        cfg,
-    );
-    r.submit(Request {
-        id: 0,
-        prompt: 1000,
-        output: 3,
-    })
-    .expect("fits");
-    let mut sink = |_| {};
-    let t = r.start_step(&mut sink).expect("a step");
-    assert!((t - d.prefill(&p, 1000.0)).abs() < 1e-12);
-    r.finish_step(&mut sink);
-    let t = r.start_step(&mut sink).expect("a step");
-    assert!((t - d.decode_step(&p, 1.0, 1000.0).time).abs() < 1e-12);
-}
-
-/// An RDU's sockets each hold sequences of their own, and each prefills its own prompts:
-/// a prompt the size of the model's chunk is one step on a 16-socket replica, as the
-/// model prices it, not sixteen steps of a sixteenth of the budget.
-#[test]
-fn an_rdu_socket_prefills_a_whole_chunk_in_one_step() {
-    let cat = Catalog::builtin().expect("catalog");
-    let p = Params::default();
-    let d = Deployment::new(
-        cat.model("llama-3.1-8b").expect("model"),
-        cat.system("sn40l").expect("system"),
-        Layout::replica(16, 1),
-        Precision::Bf16,
-    )
-    .expect("deployment");
-    let cfg = EngineConfig::for_deployment(&d, &p);
-    let mut r = Replica::new(
-        Physics {
-            deployment: d.clone(),
-            params: &p,
-        },
-        cfg,
-    );
-    r.submit(Request {
-        id: 0,
-        prompt: EngineConfig::TOKEN_BUDGET,
-        output: 3,
-    })
-    .expect("fits");
-    let mut sink = |_| {};
-    let t = r.start_step(&mut sink).expect("a step");
-    let whole = d.prefill(&p, f64::from(EngineConfig::TOKEN_BUDGET));
-    assert!(
-        (t - whole).abs() < 1e-12,
-        "first step {t} s, the whole prompt {whole} s"
-    );
+    for (system, tp, prompt) in [
+        ("h100-sxm", 1, 1000),
+        ("sn40l", 16, EngineConfig::TOKEN_BUDGET),
+    ] {
+        let d = Deployment::new(
+            cat.model("llama-3.1-8b").expect("model"),
+            cat.system(system).expect("system"),
+            Layout::replica(tp, 1),
+            Precision::Bf16,
+        )
+        .expect("deployment");
+        let cfg = EngineConfig::for_deployment(&d, &p);
+        assert!(cfg.kv_blocks > 1000);
+        let mut r = Replica::new(
+            Physics {
+                deployment: d.clone(),
+                params: &p,
+            },
+            cfg,
+        );
+        r.submit(Request {
+            id: 0,
+            prompt,
+            output: 3,
+        })
+        .expect("fits");
+        let mut sink = |_| {};
+        let t = r.start_step(&mut sink).expect("a step");
+        let whole = d.prefill(&p, f64::from(prompt));
+        assert!(
+            (t - whole).abs() < 1e-12,
+            "{system}: first step {t} s, the prompt {whole} s"
+        );
+        r.finish_step(&mut sink);
+        let t = r.start_step(&mut sink).expect("a step");
+        let ctx = f64::from(prompt);
+        assert!(
+            (t - d.decode_step(&p, 1.0, ctx).time).abs() < 1e-12,
+            "{system}"
+        );
+    }
 }
 
 /// A model with sliding-window layers holds in the engine what the performance model
