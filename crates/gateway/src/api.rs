@@ -86,6 +86,30 @@ impl ApiError {
         }
     }
 
+    /// A provider's refusal of the request (a 4xx) whose body is not an error object in
+    /// OpenAI's shape: its status, and its body, or the start of it, as the message.
+    pub fn upstream_refused(status: StatusCode, body: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(body);
+        let text: String = text.trim().chars().take(500).collect();
+        ApiError {
+            status,
+            message: if text.is_empty() {
+                format!(
+                    "The provider refused the request with HTTP {}.",
+                    status.as_u16()
+                )
+            } else {
+                format!(
+                    "The provider refused the request with HTTP {}: {text}",
+                    status.as_u16()
+                )
+            },
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("upstream_refused"),
+        }
+    }
+
     /// 404 for a model the gateway does not serve.
     pub fn model_not_found(model: &str) -> Self {
         ApiError {
@@ -240,6 +264,20 @@ impl ApiError {
             kind: "api_error",
             param: None,
             code: Some("all_deployments_failed"),
+        }
+    }
+
+    /// 504: the request's `total_ms` ran out before an answer; no deployment is blamed.
+    pub fn timed_out(model: &str, why: &[String]) -> Self {
+        ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: format!(
+                "The request to `{model}` ran out of its time: {}.",
+                why.join("; ")
+            ),
+            kind: "api_error",
+            param: None,
+            code: Some("timeout"),
         }
     }
 

@@ -77,9 +77,6 @@ pub(crate) struct ModelRoute {
     pub name: String,
     pub router: Mutex<Router>,
     pub deployments: Vec<Deployment>,
-    /// The longest request, prompt plus output tokens, some deployment holds; `None` where
-    /// one has no known limit (an outside server, whose own answer says).
-    pub max_context: Option<u32>,
 }
 
 impl ModelRoute {
@@ -440,10 +437,6 @@ impl Gateway {
                 ms.name.clone(),
                 ModelRoute {
                     name: ms.name.clone(),
-                    max_context: targets
-                        .iter()
-                        .map(|t| t.max_context)
-                        .try_fold(0u32, |m, c| c.map(|c| m.max(c))),
                     router: Mutex::new(Router::new(ms.policy, targets, config.health, 0)),
                     deployments,
                 },

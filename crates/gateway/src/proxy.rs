@@ -433,8 +433,17 @@ async fn attempt(
         }
     };
     let first_own = gw.timeouts.first_token_ms;
-    let whole_own = gw.timeouts.attempt_ms.unwrap_or(gw.timeouts.total_ms);
-    let late = || timed_out(whole, whole_own, "no whole answer");
+    // A whole answer without an attempt limit of its own has the request's: running out of
+    // it is the request's time spent (a long answer asked within a short total), not the
+    // deployment's fault.
+    let whole_late = |limit: Duration, what: &str| match gw.timeouts.attempt_ms {
+        Some(own) => timed_out(limit, own, what),
+        None => Failure::Late(format!(
+            "{what} within {} ms (the request's total_ms)",
+            limit.as_millis()
+        )),
+    };
+    let late = || whole_late(whole, "no whole answer");
     match &d.backend {
         Backend::Emulated(pool) => {
             // Sized before the request was sent (see `handle`).
@@ -455,9 +464,13 @@ async fn attempt(
             let (limit, own, what) = if req.stream {
                 let pass_ms = (pool.prompt_s(req.prompt_tokens) * 1000.0).ceil();
                 let own = first_own.saturating_add(pass_ms.min(u64::MAX as f64) as u64);
-                (Duration::from_millis(own).min(total), own, "no first token")
+                (
+                    Duration::from_millis(own).min(total),
+                    Some(own),
+                    "no first token",
+                )
             } else {
-                (whole, whole_own, "no whole answer")
+                (whole, None, "no whole answer")
             };
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
@@ -468,7 +481,12 @@ async fn attempt(
             })
             .await;
             let mut s = match started {
-                Err(_) => return Err(timed_out(limit, own, what)),
+                Err(_) => {
+                    return Err(match own {
+                        Some(own) => timed_out(limit, own, what),
+                        None => whole_late(limit, what),
+                    })
+                }
                 Ok(Err(EmuError::TooLong(m))) => {
                     return Err(Failure::Unsuitable(ApiError {
                         code: Some("context_length_exceeded"),
@@ -567,13 +585,10 @@ async fn attempt(
             if let Some(k) = api_key {
                 rb = rb.bearer_auth(k);
             }
-            let (wait, own) = if req.stream {
-                (first, first_own)
-            } else {
-                (whole, whole_own)
-            };
+            let wait = if req.stream { first } else { whole };
             let resp = match timeout(wait, rb.send()).await {
-                Err(_) => return Err(timed_out(wait, own, "no response")),
+                Err(_) if req.stream => return Err(timed_out(wait, first_own, "no response")),
+                Err(_) => return Err(whole_late(wait, "no response")),
                 Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
                 Ok(Ok(r)) => r,
             };
@@ -584,7 +599,7 @@ async fn attempt(
                     .headers()
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                    .and_then(|v| retry_after_s(v, std::time::SystemTime::now()));
                 return Err(Failure::Busy("HTTP 429".into(), after));
             }
             if status.is_server_error() {
@@ -604,8 +619,18 @@ async fn attempt(
                 return Err(Failure::Retry(format!("HTTP {}: {why}", status.as_u16())));
             }
             if !status.is_success() {
-                let b = resp.bytes().await.unwrap_or_default();
-                return Err(Failure::Client(status, b));
+                // The body of a refusal is small and read within the first-token allowance: a
+                // provider that stalls it has failed, not left the client waiting without end.
+                let left = first.saturating_sub(t0.elapsed());
+                return match timeout(left, resp.bytes()).await {
+                    Ok(Ok(b)) => Err(Failure::Client(status, b)),
+                    Ok(Err(e)) => Err(Failure::Retry(without_url(&e))),
+                    Err(_) => Err(Failure::Retry(format!(
+                        "HTTP {} with a body not sent within {} ms",
+                        status.as_u16(),
+                        left.as_millis()
+                    ))),
+                };
             }
             if !req.stream {
                 let left = wait.saturating_sub(t0.elapsed());
@@ -625,6 +650,14 @@ async fn attempt(
                         status.as_u16()
                     )));
                 };
+                // An error object sent with a success status is the deployment's failure,
+                // not an answer.
+                if v.get("error").is_some_and(|e| !e.is_null()) && v.get("choices").is_none() {
+                    return Err(Failure::Retry(format!(
+                        "HTTP {} with an error object for a body",
+                        status.as_u16()
+                    )));
+                }
                 let usage = usage_of(&v);
                 // Without the provider's count, the answer's text at four characters a token,
                 // as a prompt is counted.
@@ -649,13 +682,11 @@ async fn attempt(
                     Ok(Some(Err(e))) => return Err(Failure::Retry(without_url(&e))),
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
-                        if held.is_empty()
-                            && payloads
-                                .first()
-                                .is_some_and(|p| p.starts_with(b"{\"error\""))
-                        {
+                        // No output has gone to the client yet: an error event now is the
+                        // deployment's failure, worth another.
+                        if payloads.iter().any(|p| sse::is_error(p)) {
                             return Err(Failure::Retry(
-                                "the stream began with an error event".into(),
+                                "the stream sent an error event before its first token".into(),
                             ));
                         }
                         // Output, or the end of an answer with none (a stop at once): either
@@ -677,6 +708,19 @@ async fn attempt(
             }
         }
     }
+}
+
+/// The seconds a `Retry-After` value asks for at `now`: a count of seconds, or an HTTP date
+/// (RFC 9110, section 10.2.3), a date past being none.
+fn retry_after_s(v: &str, now: std::time::SystemTime) -> Option<u64> {
+    let v = v.trim();
+    v.parse::<u64>().ok().or_else(|| {
+        let at = httpdate::parse_http_date(v).ok()?;
+        Some(
+            at.duration_since(now)
+                .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+        )
+    })
 }
 
 /// A reqwest error without the URL (which may carry a key in its query).
@@ -729,9 +773,32 @@ pub(crate) async fn handle(
         crate::metrics::unanswered(crate::metrics::UNKNOWN_MODEL, "client_error");
         return ApiError::model_not_found(&req.model).into_response();
     };
-    // A request longer than every deployment holds is the client's to shorten: refused at
-    // once, it counts against no provider.
-    if let Some(limit) = route.max_context {
+    // A class no deployment takes is the client's (or the configuration's) to change, not
+    // an outage to retry. The longest request the deployments that take it hold, where each
+    // states one.
+    let limit = {
+        let router = route.router();
+        let targets = router.targets();
+        if !targets.iter().any(|t| t.takes(class.as_deref())) {
+            let mut served: Vec<&str> = targets
+                .iter()
+                .flat_map(|t| t.classes.iter().map(String::as_str))
+                .collect();
+            served.sort_unstable();
+            served.dedup();
+            crate::metrics::unanswered(&req.model, "client_error");
+            return ApiError::class_not_served(&req.model, class.as_deref(), &served)
+                .into_response();
+        }
+        targets
+            .iter()
+            .filter(|t| t.takes(class.as_deref()))
+            .map(|t| t.max_context)
+            .try_fold(0u32, |m, c| c.map(|c| m.max(c)))
+    };
+    // A request longer than every deployment of its class holds is the client's to shorten:
+    // refused at once, it counts against no provider.
+    if let Some(limit) = limit {
         let prompt = u64::from(req.prompt_tokens);
         let whole = prompt + u64::from(req.max_tokens.unwrap_or(0));
         if whole > u64::from(limit) {
@@ -745,23 +812,6 @@ pub(crate) async fn handle(
                 req.max_tokens_param
             };
             return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
-        }
-    }
-    // A class no deployment takes is the client's (or the configuration's) to change, not
-    // an outage to retry.
-    {
-        let router = route.router();
-        let targets = router.targets();
-        if !targets.iter().any(|t| t.takes(class.as_deref())) {
-            let mut served: Vec<&str> = targets
-                .iter()
-                .flat_map(|t| t.classes.iter().map(String::as_str))
-                .collect();
-            served.sort_unstable();
-            served.dedup();
-            crate::metrics::unanswered(&req.model, "client_error");
-            return ApiError::class_not_served(&req.model, class.as_deref(), &served)
-                .into_response();
         }
     }
     if let Ok(mut b) = gw.budget.lock() {
@@ -778,6 +828,7 @@ pub(crate) async fn handle(
     // Attempts a deployment took on; those that refused the request as unsuitable are not
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
+    let mut late = false;
     // Attempts refused as over the provider's rate, and the shortest wait they asked for.
     let mut busy: (u32, Option<u64>) = (0, None);
     let deadline = t_start + Duration::from_millis(gw.timeouts.total_ms);
@@ -904,6 +955,13 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 d.labels
                     .finished("client_error", t_start.elapsed().as_secs_f64(), 0, 0);
+                // A refusal in OpenAI's shape goes on as the provider wrote it; any other
+                // (a framework's `{"detail": ...}`, a page) is put in that shape.
+                let openai = serde_json::from_slice::<Value>(&bytes)
+                    .is_ok_and(|v| v.get("error").is_some_and(Value::is_object));
+                if !openai {
+                    return ApiError::upstream_refused(status, &bytes).into_response();
+                }
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
             }
@@ -918,6 +976,7 @@ pub(crate) async fn handle(
                 route.router().abandoned(i);
                 d.labels.ended();
                 why.push(format!("{}: {reason}", d.provider));
+                late = true;
                 break;
             }
             Err(Failure::Retry(reason) | Failure::Busy(reason, _)) => {
@@ -940,11 +999,19 @@ pub(crate) async fn handle(
             return e.into_response();
         }
     }
+    // The request's time ran out in an attempt that was not at fault: a timeout, not a
+    // failure of the model.
+    if late {
+        crate::metrics::unanswered(&req.model, "timed_out");
+        return ApiError::timed_out(&route.name, &why).into_response();
+    }
     crate::metrics::unanswered(&req.model, "failed");
-    // Every provider tried is over its rate: the client is to slow down, for as long as the
-    // soonest of them asked.
-    if attempts > 0 && busy.0 == attempts {
-        let wait = busy.1.unwrap_or(1).clamp(1, gw.retry_after_s);
+    // Every provider tried is over its rate, or none was tried for resting at its own
+    // request: the client is to slow down, for as long as the soonest of them asked.
+    let resting = route.router().rest_left(gw.now_s());
+    if (attempts > 0 && busy.0 == attempts) || (attempts == 0 && resting.is_some()) {
+        let asked = busy.1.or(resting.map(|s| s.ceil() as u64));
+        let wait = asked.unwrap_or(1).clamp(1, gw.retry_after_s);
         let mut r = ApiError::providers_busy(&route.name, &why, wait).into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
@@ -999,6 +1066,8 @@ struct Relayer {
     /// The provider's own count, (prompt, output), from a usage chunk.
     usage: Option<(Option<u64>, u64)>,
     finished: bool,
+    /// Whether a chunk has finished the answer (a `finish_reason` in it).
+    answered: bool,
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
 }
@@ -1028,6 +1097,7 @@ impl Relayer {
             tokens: 0,
             usage: None,
             finished: false,
+            answered: false,
             key,
         };
         if http {
@@ -1064,7 +1134,7 @@ impl Relayer {
             if p.as_ref() == b"[DONE]" {
                 self.queue.push_back(Bytes::from_static(sse::DONE));
                 self.finish(Ended::Done);
-            } else if p.starts_with(b"{\"error\"") {
+            } else if sse::is_error(&p) {
                 self.queue.push_back(sse::event(&p));
                 self.finish(Ended::Failed("the provider sent an error event".into()));
             } else {
@@ -1079,6 +1149,9 @@ impl Relayer {
                 }
                 if let Some(u) = usage {
                     self.usage = Some(u);
+                }
+                if value.as_ref().is_some_and(finishes) {
+                    self.answered = true;
                 }
                 match value {
                     // A usage the client did not ask for is the gateway's: a chunk of usage
@@ -1143,6 +1216,12 @@ impl Relayer {
                         self.absorb(payloads);
                     }
                     Ok(Some(Err(e))) => self.finish(Ended::Failed(without_url(&e))),
+                    // An answer that has finished is whole without the `[DONE]` some servers
+                    // leave out: the client gets it, and the deployment is not blamed.
+                    Ok(None) if self.answered => {
+                        self.queue.push_back(Bytes::from_static(sse::DONE));
+                        self.finish(Ended::Done);
+                    }
                     Ok(None) => self.finish(Ended::Failed(
                         "the provider closed the stream before [DONE]".into(),
                     )),
@@ -1233,5 +1312,24 @@ impl Drop for Relayer {
             d.labels.finished("cancelled", elapsed, prompt, tokens);
             d.labels.ended();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_s;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after_s(" 7 ", now), Some(7));
+        // Wed, 21 Oct 2015 07:28:00 GMT is 1,445,412,480 s after the epoch.
+        assert_eq!(
+            retry_after_s("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(retry_after_s("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(0));
+        assert_eq!(retry_after_s("soon", now), None);
     }
 }

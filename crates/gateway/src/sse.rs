@@ -50,13 +50,24 @@ impl SseReader {
     }
 }
 
-/// One SSE event carrying `payload`.
+/// One SSE event carrying `payload`: a `data:` line for each of its lines, as the reader
+/// joined them, so that a payload an upstream split over lines reaches the client whole.
 pub fn event(payload: &[u8]) -> Bytes {
     let mut b = Vec::with_capacity(payload.len() + 8);
-    b.extend_from_slice(b"data: ");
-    b.extend_from_slice(payload);
-    b.extend_from_slice(b"\n\n");
+    for line in payload.split(|&c| c == b'\n') {
+        b.extend_from_slice(b"data: ");
+        b.extend_from_slice(line);
+        b.push(b'\n');
+    }
+    b.push(b'\n');
     Bytes::from(b)
+}
+
+/// Whether a payload is an error event (`{"error": ...}`, however spaced).
+pub fn is_error(payload: &[u8]) -> bool {
+    payload.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Value>(payload)
+            .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
 }
 
 /// The end-of-stream marker OpenAI clients wait for.

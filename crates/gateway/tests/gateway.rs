@@ -940,6 +940,28 @@ async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][0]["failures"], 0, "{h}");
     assert_eq!(h["models"]["m"][0]["ejected"], false, "{h}");
+    // The limit is that of the deployments that take the request's class: a long context
+    // elsewhere, for another class, does not make it a failure to retry.
+    let text = format!(
+        "{}{}{}",
+        emulated("gpu", "h200", ""),
+        emulated("small", "h200", ""),
+        model(
+            "m",
+            &[
+                ("gpu", "classes = [\"interactive\"]"),
+                ("small", "max_context = 1000")
+            ]
+        )
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, body) = chat_json(
+        &url,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
 }
 
 /// Request bodies are checked as OpenAI checks them, and a prompt of token ids counts a
@@ -1667,7 +1689,11 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// then nothing, `one-then-stall` the role chunk and one token; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
-/// a web page with status 200.
+/// a web page with status 200; `error-200` an error object with status 200;
+/// `stalled-refusal` a 400 whose body stalls; `unprocessable` a 422 in another framework's
+/// shape; `spaced-error` streams an error event written
+/// `{ "error"`; `no-done` streams an answer that finishes without `[DONE]`; `split-lines`
+/// one whose token event comes over two `data:` lines.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1700,6 +1726,30 @@ async fn misbehaving_upstream() -> String {
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "abcdefghijkl"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
+            if v["model"] == "error-200" {
+                return axum::Json(serde_json::json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}))
+                    .into_response();
+            }
+            if v["model"] == "unprocessable" {
+                return (
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(serde_json::json!({"detail": "unprocessable"})),
+                )
+                    .into_response();
+            }
+            if v["model"] == "stalled-refusal" {
+                // A 400 that promises 100 bytes, sends 16 and then nothing.
+                let body = futures_util::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"error\": {\"mes"))
+                })
+                .chain(futures_util::stream::pending());
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "application/json"), ("content-length", "100")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
+            }
             if v["model"] == "slow" {
                 tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
@@ -1714,6 +1764,28 @@ async fn misbehaving_upstream() -> String {
                 )
             };
             let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
+            if v["model"] == "spaced-error" {
+                let body = "data: { \"error\": {\"message\": \"busy\", \"type\": \"server_error\"}}\n\n";
+                return ([("content-type", "text/event-stream")], body).into_response();
+            }
+            if v["model"] == "no-done" || v["model"] == "split-lines" {
+                // An answer that finishes and closes without `[DONE]`; or one whose token
+                // event is split over two `data:` lines.
+                let token = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                    "choices": [{"index": 0, "delta": {"content": "ab"}, "finish_reason": null}]})
+                .to_string();
+                let token = if v["model"] == "split-lines" {
+                    let (a, b) = token.split_at(token.find("\"choices\"").unwrap_or(0));
+                    format!("data: {a}\ndata: {b}\n\n")
+                } else {
+                    format!("data: {token}\n\n")
+                };
+                let stop = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                let end = if v["model"] == "no-done" { "" } else { "data: [DONE]\n\n" };
+                let body = format!("{role}{token}data: {stop}\n\n{end}");
+                return ([("content-type", "text/event-stream")], body).into_response();
+            }
             if v["model"] == "reasons" {
                 // Reasoning soon, under the name newer vLLM gives it; its answer late.
                 let parts = [
@@ -1807,7 +1879,10 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
     )
     .await;
     let took = t.elapsed().as_secs_f64();
-    assert_eq!(status, 503, "{body}");
+    // A whole answer with no attempt limit of its own has the request's: past it, the
+    // request has timed out (504), no deployment having failed.
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
     assert!(
         took < 1.4,
         "{took} s for a request of total_ms 1000: {body}"
@@ -1833,7 +1908,8 @@ async fn an_attempt_cut_short_by_the_requests_deadline_is_not_blamed() {
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
         )
         .await;
-        assert_eq!(status, 503, "{body}");
+        // The request ran out of its time on the second: a timeout, not an outage.
+        assert_eq!(status, 504, "{body}");
     }
     let h = health(&url).await;
     let deps = h["models"]["m"].as_array().expect("deployments");
@@ -1865,6 +1941,25 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let body: serde_json::Value =
         serde_json::from_str(&r.text().await.expect("body")).expect("json");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    // Both now rest: the next request is told to slow down without either being asked.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"busy","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a retry-after");
+    assert!((1..=7).contains(&wait), "{wait}");
+    let h = health(&url).await;
+    for d in h["models"]["busy"].as_array().expect("deployments") {
+        assert_eq!(d["requests"], 1, "{h}");
+    }
     // A deployment that asked for a pause is passed over until it ends: the second request
     // goes straight to the other deployment.
     let (url, _gw) = start(&upstream_then_gpu(&up, "busy")).await;
@@ -2018,6 +2113,17 @@ async fn a_stream_cut_by_total_ms_is_not_the_deployments_failure() {
         body.contains("within the request's 300 ms") && !body.contains("[DONE]"),
         "{body}"
     );
+    // So is a whole answer that the request's total_ms cuts: a timeout (504), twice, and
+    // the deployment still not ejected.
+    for _ in 0..2 {
+        let (status, body) = chat_json(
+            &url,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2000}"#,
+        )
+        .await;
+        assert_eq!(status, 504, "{body}");
+        assert_eq!(body["error"]["code"], "timeout", "{body}");
+    }
     let h = health(&url).await;
     let d = &h["models"]["m"][0];
     assert_eq!(d["failures"], 0, "{h}");
@@ -2038,4 +2144,84 @@ async fn a_whole_answer_that_is_not_json_fails_over() {
     assert_eq!(body["object"], "chat.completion", "{body}");
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["failures"], 1, "{h}");
+}
+
+/// What an upstream sends in a shape it should not is still read for what it is: an error
+/// object with status 200, an error event however spaced and a refusal whose body stalls fail
+/// over; an answer that finishes without `[DONE]` is whole; an event over two `data:` lines
+/// reaches the client as one it can parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_shapes_are_read_for_what_they_are() {
+    let up = misbehaving_upstream().await;
+    for (upstream, stream) in [
+        ("error-200", false),
+        ("stalled-refusal", false),
+        ("spaced-error", true),
+    ] {
+        let text = format!(
+            "[timeouts]\nfirst_token_ms = 1000\n{}",
+            upstream_then_gpu(&up, upstream)
+        );
+        let (url, _gw) = start(&text).await;
+        let t = Instant::now();
+        let r = reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .body(format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":2,"stream":{stream}}}"#
+            ))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 200, "{upstream}");
+        let body = r.text().await.expect("body");
+        assert!(t.elapsed().as_secs_f64() < 3.0, "{upstream}: {body}");
+        assert!(
+            !body.contains("overloaded") && !body.contains("busy"),
+            "{upstream}: {body}"
+        );
+        let h = health(&url).await;
+        assert_eq!(h["models"]["m"][1]["failures"], 1, "{upstream}: {h}");
+    }
+    // A refusal not in OpenAI's shape reaches the client in it, with the provider's status.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "unprocessable")).await;
+    let (status, body) = chat_json(
+        &url,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_refused", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unprocessable")),
+        "{body}"
+    );
+    for upstream in ["no-done", "split-lines"] {
+        let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
+        let r = reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+            .send()
+            .await
+            .expect("sent");
+        let body = r.text().await.expect("body");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{upstream}: {body}");
+        assert!(!body.contains("error"), "{upstream}: {body}");
+        // Every event is one JSON document or the end marker.
+        for event in body.split("\n\n").filter(|e| !e.is_empty()) {
+            let data: String = event
+                .lines()
+                .map(|l| l.strip_prefix("data: ").expect("a data line"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                data == "[DONE]" || serde_json::from_str::<serde_json::Value>(&data).is_ok(),
+                "{upstream}: {event}"
+            );
+        }
+        assert!(body.contains("\"ab\""), "{upstream}: {body}");
+        let h = health(&url).await;
+        assert_eq!(h["models"]["m"][1]["failures"], 0, "{upstream}: {h}");
+    }
 }

@@ -264,6 +264,16 @@ impl Router {
             .min_by(f64::total_cmp)
     }
 
+    /// Seconds from `now` until the first target resting at its own request is asked
+    /// again, or `None` when none is resting.
+    pub fn rest_left(&self, now: f64) -> Option<f64> {
+        self.seen
+            .iter()
+            .map(|s| s.resting_until - now)
+            .filter(|&t| t > 0.0)
+            .min_by(f64::total_cmp)
+    }
+
     /// When target `i` is tried again: the end of its ejection or of its rest.
     fn back_at(&self, i: usize) -> f64 {
         self.seen[i].ejected_until.max(self.seen[i].resting_until)
@@ -295,10 +305,13 @@ impl Router {
             }
         }
         if pool.is_empty() {
-            pool = (0..self.targets.len()).filter(eligible).collect();
-            // Panic routing: the one whose cool-down ends first.
-            return pool
-                .into_iter()
+            // Panic routing, where every eligible target is ejected: the one whose cool-down
+            // ends first, so that a provider that has recovered is found at once rather than
+            // a model refused for what was only an inference from failures. A target resting
+            // at its own request (a 429's `Retry-After`) is not asked before its rest ends.
+            return (0..self.targets.len())
+                .filter(eligible)
+                .filter(|&i| self.seen[i].resting_until <= now)
                 .min_by(|&a, &b| self.back_at(a).total_cmp(&self.back_at(b)));
         }
         let load =

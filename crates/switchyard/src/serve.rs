@@ -69,19 +69,36 @@ pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
             "switchyard gateway on http://{local}/v1 serving {}",
             gw.model_names().join(", ")
         );
-        // The first interrupt stops taking connections and lets the requests in flight
-        // finish; a second one does not wait for them.
+        // The first interrupt or termination (what container runtimes and service managers
+        // send) stops taking connections and lets the requests in flight finish; a second
+        // one does not wait for them.
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
             eprintln!(
                 "shutting down: finishing the requests in flight (interrupt again to stop now)"
             );
             tokio::spawn(async {
-                let _ = tokio::signal::ctrl_c().await;
+                stop_signal().await;
                 std::process::exit(130);
             });
         };
         run_server(listener, gw, shutdown).await?;
         Ok(())
     })
+}
+
+/// The next SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

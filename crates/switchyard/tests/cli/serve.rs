@@ -84,6 +84,35 @@ fn chat(model: &str, stream: bool, max_tokens: u32) -> String {
     )
 }
 
+/// A stream of `max_tokens` from Llama 3.1 70B through the gateway at `addr`, read until its
+/// first three events: the connection, and the bytes read.
+fn stream_begun(addr: &str, max_tokens: u32) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = chat("llama-3.1-70b", true, max_tokens);
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start_t = Instant::now();
+    while String::from_utf8_lossy(&seen).matches("data: ").count() < 3 {
+        let n = s.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+        assert!(start_t.elapsed() < Duration::from_secs(20));
+    }
+    (s, seen)
+}
+
 fn python() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let py = root.join(".venv/bin/python");
@@ -368,29 +397,7 @@ provider = "victim"
         ),
     );
     let gw = start(Some(&front));
-    let mut s = TcpStream::connect(&gw.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let body = chat("llama-3.1-70b", true, 2000);
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let start_t = Instant::now();
-    while String::from_utf8_lossy(&seen).matches("data: ").count() < 3 {
-        let n = s.read(&mut buf).expect("read");
-        assert!(
-            n > 0,
-            "stream ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-        assert!(start_t.elapsed() < Duration::from_secs(20));
-    }
+    let (mut s, seen) = stream_begun(&gw.addr, 2000);
     victim.child.kill().expect("kill the provider");
     let _ = victim.child.wait();
     let mut rest = Vec::new();
@@ -438,4 +445,26 @@ fn a_worker_count_past_any_machine_is_refused() {
         );
         assert_eq!(err.trim().lines().count(), 1, "{n}: {err}");
     }
+}
+
+/// SIGTERM, as container runtimes and service managers stop a service, drains as Ctrl-C
+/// does: the stream in flight runs to its end, then the gateway exits.
+#[cfg(unix)]
+#[test]
+fn a_termination_signal_lets_the_streams_in_flight_finish() {
+    let mut gw = start(None);
+    let (mut s, seen) = stream_begun(&gw.addr, 400);
+    let pid = gw.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let all = String::from_utf8_lossy(&seen).to_string() + &String::from_utf8_lossy(&rest);
+    assert!(all.contains("[DONE]"), "the stream was cut: {all}");
+    assert!(!all.contains("\"error\""), "{all}");
+    let status = gw.child.wait().expect("the gateway exits");
+    assert!(status.success(), "{status:?}");
 }
