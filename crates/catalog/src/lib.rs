@@ -148,6 +148,9 @@ impl Catalog {
             upsert(&mut self.systems, s, |x| x.id.as_str());
         }
         name_clash(&self.systems, &system_ids, |x| (&x.id, &x.aliases))
+            .and_then(|()| {
+                published_clash(&self.systems, &system_ids, false, |x| (&x.id, &x.aliases))
+            })
             .map_err(|(id, m)| invalid("system", &id, m))?;
         lend_matrix_shares(&mut self.systems, &system_ids)
             .map_err(|(id, m)| invalid("system", &id, m))?;
@@ -156,6 +159,7 @@ impl Catalog {
             upsert(&mut self.models, m, |x| x.id.as_str());
         }
         name_clash(&self.models, &model_ids, |x| (&x.id, &x.aliases))
+            .and_then(|()| published_clash(&self.models, &model_ids, true, |x| (&x.id, &x.aliases)))
             .map_err(|(id, m)| invalid("model", &id, m))?;
         for w in file.workload {
             w.check().map_err(|e| invalid("workload", &w.id, e))?;
@@ -356,6 +360,42 @@ fn name_clash<T>(
                         format!("field `{field}`: `{name}` already names `{owner}`; choose another {what}"),
                     ));
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an alias of a file's entry (`added`, by id) that reads, as published names are
+/// read, as another entry's name (`NVIDIA H200` on a new system, where the built-in `h200`
+/// answers to it): spelled exactly, the alias would win and silently move that name, and the
+/// rows and requests that use it, to the new entry.
+fn published_clash<T>(
+    items: &[T],
+    added: &[String],
+    model_names: bool,
+    names: impl Fn(&T) -> (&String, &Vec<String>),
+) -> Result<(), (String, String)> {
+    let key = |n: &str| normalized(n, model_names);
+    for (i, item) in items.iter().enumerate() {
+        let (id, aliases) = names(item);
+        if !added.contains(id) {
+            continue;
+        }
+        for alias in aliases {
+            let want = key(alias);
+            let other = items.iter().enumerate().find(|(j, x)| {
+                let (other_id, other_aliases) = names(x);
+                *j != i && (key(other_id) == want || other_aliases.iter().any(|a| key(a) == want))
+            });
+            if let Some((_, x)) = other {
+                return Err((
+                    id.clone(),
+                    format!(
+                        "field `aliases`: `{alias}` reads as a name of `{}`; choose another alias",
+                        names(x).0
+                    ),
+                ));
             }
         }
     }

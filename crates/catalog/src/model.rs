@@ -73,6 +73,7 @@ pub struct Model {
     /// Window of the local (sliding or chunked) attention layers, in tokens.
     pub sliding_window: Option<u32>,
     /// One layer in every `global_every` attends to the whole context; the others are local.
+    /// Without it, a `sliding_window` makes every layer local.
     pub global_every: Option<u32>,
     /// Longest context the model accepts.
     pub max_context: u64,
@@ -172,11 +173,13 @@ impl Model {
 
     /// Layers whose attention spans the whole context: the last of every `global_every`,
     /// so a remainder of layers past the last whole group is local (Gemma 3 27B's 62 layers
-    /// in groups of six have ten global ones, layers 6, 12, ..., 60).
+    /// in groups of six have ten global ones, layers 6, 12, ..., 60); with a window and no
+    /// `global_every`, none (every layer local, as Mistral 7B v0.1).
     pub fn global_layers(&self) -> f64 {
         match (self.sliding_window, self.global_every) {
             (Some(_), Some(n)) if n > 0 => (f64::from(self.layers) / f64::from(n)).floor(),
-            _ => f64::from(self.layers),
+            (Some(_), _) => 0.0,
+            (None, _) => f64::from(self.layers),
         }
     }
 
@@ -310,6 +313,9 @@ impl Model {
         ];
         if let Some((field, _)) = optional.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("field `{field}` must be above 0 where given"));
+        }
+        if self.global_every.is_some() && self.sliding_window.is_none() {
+            return Err("field `global_every` needs `sliding_window`, the window the other layers attend within".into());
         }
         // A mixed checkpoint keeps its other weights wider than its experts' native format.
         if let Some(d) = self.dense_precision {

@@ -246,6 +246,15 @@ sources = ["https://example.org/acme"]
         "user.toml",
         &["`H100 SXM` already names `h100-sxm`"],
     );
+    // So is an alias that reads, as published names are read, as another's name: spelled
+    // exactly it would win, and move `NVIDIA H200` from the built-in to the new entry.
+    refused(
+        &mut cat,
+        &chip("my-chip-2", "NVIDIA H200"),
+        "user.toml",
+        &["line 3", "`NVIDIA H200` reads as a name of `h200`"],
+    );
+    assert_eq!(cat.system("NVIDIA H200").expect("published").id, "h200");
     let two = format!(
         "{}{}",
         chip("rtx-4090", "ada"),
@@ -942,6 +951,26 @@ fn global_layers_follow_the_published_patterns() {
     assert_eq!(global("gpt-oss-120b"), 18.0);
     // A model with no local layers has every layer global.
     assert_eq!(global("llama-3.1-8b"), 32.0);
+    // A window without `global_every` is on every layer (Mistral 7B v0.1); `global_every`
+    // without a window is refused, naming the field.
+    let mut cat = cat.clone();
+    let mistral = |extra: &str| {
+        format!("[[model]]\nid = \"mistral-7b-v0.1\"\nfamily = \"mistral\"\ntotal_params_b = 7.2\nactive_params_b = 7.2\nlayers = 32\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 32768\nattention = \"gqa\"\n{extra}sources = [\"https://huggingface.co/mistralai/Mistral-7B-v0.1\"]\n")
+    };
+    cat.extend_from_toml(&mistral("sliding_window = 4096\n"), "user.toml")
+        .expect("extends");
+    assert_eq!(
+        cat.model("mistral-7b-v0.1").expect("model").global_layers(),
+        0.0
+    );
+    let e = cat
+        .extend_from_toml(&mistral("global_every = 4\n"), "user.toml")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("global_every") && e.contains("sliding_window"),
+        "{e}"
+    );
 }
 
 /// The line that sets a field is found where the key is set, in an inline table too, and

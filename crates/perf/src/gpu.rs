@@ -42,7 +42,10 @@ impl Exchange {
 /// server's bridged pairs) reduces hierarchically, as NCCL does: a reduce-scatter and an
 /// all-gather inside each domain over the fast fabric, and between them an all-reduce across
 /// the `m` domains of each chip's 1/g shard over the network, which moves 2(m−1)/m of the
-/// shard per chip and adds the network's latency.
+/// shard per chip and adds the network's latency. A decode step's shards are a few
+/// kilobytes, which NCCL reduces over its double binary trees, whose latency grows with the
+/// logarithm of the nodes (<https://developer.nvidia.com/blog/massively-scale-deep-learning-training-nccl-2-4/>):
+/// the two-node latency ([`Params::network_allreduce_latency_s`]) times log2(m).
 fn allreduce(d: &Deployment<'_>, p: &Params) -> Exchange {
     let tp = f64::from(d.layout.tp);
     if tp <= 1.0 {
@@ -61,7 +64,7 @@ fn allreduce(d: &Deployment<'_>, p: &Params) -> Exchange {
         return inside;
     }
     Exchange {
-        latency: inside.latency + p.network_allreduce_latency_s,
+        latency: inside.latency + p.network_allreduce_latency_s * m.log2(),
         per_token: inside.per_token + 2.0 * (m - 1.0) / m * (bytes / g) / (p.network_gb_s * 1e9),
     }
 }

@@ -316,6 +316,28 @@ fn fit_edge_cases() {
     assert!(d.memory(&p).fits);
 }
 
+/// A tensor-parallel group wider than two nodes pays the network's latency once per
+/// doubling of them (NCCL's trees): over four nodes and over eight it is slower at batch 1
+/// than within one, and the default layout of 32 GPUs keeps each group in its node.
+#[test]
+fn tensor_parallelism_across_many_nodes_pays_the_networks_latency() {
+    let cat = cat();
+    let p = Params::default();
+    let h100 = |layout: &str| {
+        deployment(&cat, "llama-3.1-70b", "h100-sxm", layout, Precision::Bf16)
+            .decode_step(&p, 1.0, 1000.0)
+            .time
+    };
+    assert!(h100("tp32") > h100("tp8") && h100("tp64") > h100("tp32"));
+    let d = best_deployment(
+        &query(&cat, "llama-3.1-70b", "h100-sxm", Some(32)),
+        &p,
+        Objective::Latency,
+    )
+    .expect("fits");
+    assert!(d.layout.tp <= 8, "{}", d.layout);
+}
+
 /// An RDU pipeline's stages run one after another for a token, as a GPU's do: splitting
 /// the same sockets into stages instead of a tensor-parallel group slows a lone request,
 /// and more stages on more sockets do not speed it.

@@ -88,7 +88,24 @@ pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result
     })
 }
 
+/// A global option given both before and after the command: clap keeps the later one and
+/// drops the other without a word, so the user is told instead.
+fn given_twice() -> Option<&'static str> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    ["--catalog", "--params"].into_iter().find(|flag| {
+        let prefix = format!("{flag}=");
+        args.iter()
+            .filter(|a| a.as_str() == *flag || a.starts_with(&prefix))
+            .count()
+            > 1
+    })
+}
+
 fn main() -> ExitCode {
+    if let Some(flag) = given_twice() {
+        eprintln!("error: {flag} is given twice (before and after the command); give it once");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

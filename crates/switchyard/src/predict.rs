@@ -202,11 +202,13 @@ impl Workload {
             .or(w.and_then(|w| w.osl))
             .unwrap_or(f64::from(p.default_osl));
         let osl_cv = self.osl_cv.or(w.and_then(|w| w.osl_cv)).unwrap_or(0.0);
+        // The limits the workload's server scenario states, as the means they stand for; a
+        // workload that states none (a user's, of lengths only) imposes none.
         let (tpot, ttft) = match w {
             Some(w) => {
                 let (tpot, ttft) =
                     validate::scenario_limits(Some(w), validate::Scenario::Server, p);
-                (Some(tpot), ttft)
+                (w.server_tpot_ms.map(|_| tpot), ttft)
             }
             None => (None, None),
         };
@@ -411,11 +413,12 @@ fn cost(e: &switchyard_perf::Economics) -> String {
     }
 }
 
-/// The wider format `system` multiplies weights of `precision` in, where it has no units
-/// for that format itself (FP4 weights on an H100 multiply in FP8); `None` where it has, or
-/// where the format's name says what it multiplies in (`w4a8`, weight-only `w4a16`).
+/// The wider format `system` multiplies weights of `precision` in, where the catalog gives
+/// it no rate for that format itself (FP4 weights on an H100 multiply in FP8); `None` where
+/// it gives one, where the format's name says what it multiplies in (`w4a8`, weight-only
+/// `w4a16`), or for FP16, which tensor units multiply at the BF16 rate.
 fn widened(system: &switchyard_perf::System, precision: Precision) -> Option<Precision> {
-    if precision.weight_only() || precision == Precision::W4a8 {
+    if precision.weight_only() || matches!(precision, Precision::W4a8 | Precision::Fp16) {
         return None;
     }
     system
@@ -438,7 +441,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         "precision       {} weights{}, {} KV cache",
         e.precision,
         widened(q.system, e.precision).map_or_else(String::new, |n| format!(
-            " (multiplied in {}: {} has no {} units)",
+            " (multiplied in {}: the catalog gives {} no {} rate)",
             n.name(),
             q.system.id,
             e.precision.name()
@@ -930,7 +933,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         );
     }
     if wide {
-        out!("^ the chip has no units for this format: its weights multiply in a wider one (estimate names it)");
+        out!("^ the catalog gives the chip no rate for this format: its weights multiply in a wider one (estimate names it)");
     }
     if queued {
         out!("+ the KV cache of these chips holds fewer requests than the concurrency: the rest wait, and the TTFT counts the wait (`estimate --chips` sizes a system for them)");

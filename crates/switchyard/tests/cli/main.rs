@@ -189,6 +189,28 @@ fn estimate_takes_a_benchmark_workload() {
     assert!(o.status.success(), "{err}");
     assert!(out.starts_with("llama-2-70b at concurrency"), "{out}");
     assert!(out.contains("within TPOT 146.0 ms"), "{out}");
+    // A workload of lengths only states no limits, and the peak is sought within none.
+    let user = temp_file(
+        "lengths-only.toml",
+        "[[workload]]\nid = \"mine\"\nsuite = \"own\"\nmodel = \"llama-3.1-8b\"\nosl = 100\nsources = [\"https://example.org\"]\n",
+    );
+    let o = run(&[
+        "--catalog",
+        user.to_str().expect("utf-8"),
+        "estimate",
+        "--hardware",
+        "h100-sxm",
+        "--model",
+        "llama-3.1-8b",
+        "--workload",
+        "mine",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("peak throughput") && !out.contains("within TPOT"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -457,6 +479,10 @@ fn bad_input_is_one_clear_line_and_status_two() {
         (est8(&["--concurrency", "0"]), "--concurrency"),
         (est8(&["--concurrency", "1e308"]), "1,000,000,000"),
         (est8(&["--layout", "tp8-tp4"]), "tp is given twice"),
+        (
+            joined(&["--params", "a.toml"], &est8(&["--params=b.toml"])),
+            "--params is given twice (before and after the command)",
+        ),
         (
             est8(&["--speculative", "0.8", "--draft-len", "0"]),
             "--draft-len",
@@ -1624,18 +1650,26 @@ fn formats_a_chip_lacks_are_named_and_weight_schemes_are_no_kv_format() {
         &"estimate --model llama-3.1-70b --hardware h100-sxm --precision fp4"
             .split(' ')
             .collect::<Vec<_>>(),
-        &["fp4 weights (multiplied in fp8: h100-sxm has no fp4 units)"],
+        &["fp4 weights (multiplied in fp8: the catalog gives h100-sxm no fp4 rate)"],
     );
     let out = prints(
         &"compare --model llama-3.1-70b --hardware h100-sxm,b200 --precision fp4"
             .split(' ')
             .collect::<Vec<_>>(),
-        &["^ the chip has no units for this format"],
+        &["^ the catalog gives the chip no rate for this format"],
     );
     assert!(
         row_of(&out, "h100-sxm").contains("fp4^") && !row_of(&out, "b200").contains("fp4^"),
         "{out}"
     );
+    // FP16 multiplies at the BF16 rate: nothing is widened, nothing said.
+    let out = prints(
+        &"estimate --model llama-3.1-8b --hardware h100-sxm --precision fp16"
+            .split(' ')
+            .collect::<Vec<_>>(),
+        &["fp16 weights"],
+    );
+    assert!(!out.contains("multiplied in"), "{out}");
     for kv in ["w4a8", "w4a16"] {
         refused(
             &[
