@@ -630,7 +630,7 @@ impl Metric {
 /// latency names its unit (`ms` or `s`); a throughput that says neither output nor total
 /// counts output tokens, and a count of tokens that is no rate is refused; a mean, median
 /// or p50 is the model's mean, and other percentiles, spreads, extremes and rates per
-/// minute are refused.
+/// minute are refused. A latency in microseconds is `us`.
 fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     let lower = name.trim().to_ascii_lowercase();
     let words: Vec<&str> = lower
@@ -842,11 +842,13 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     let latency = |m: Metric| -> Result<(Metric, f64), String> {
         if has("ms") {
             Ok((m, 1000.0))
+        } else if has("us") {
+            Ok((m, 1e6))
         } else if has("s") || has("sec") || has("secs") || has("seconds") {
             Ok((m, 1.0))
         } else {
             Err(format!(
-                "metric `{}` does not name its unit (ms or s)",
+                "metric `{}` does not name its unit (s, ms or us)",
                 name.trim()
             ))
         }

@@ -2542,6 +2542,7 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "ttft_ms",
         "J/token",
         "Wh per 1k tokens",
+        "ttft_us",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2620,6 +2621,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     // Energy in joules or watt-hours, by their symbols.
     assert!(why(45).contains("energy"), "{}", why(45));
     assert!(why(46).contains("energy"), "{}", why(46));
+    // Microseconds are `us`.
+    assert!((v(47) - v(44) * 1000.0).abs() < 1e-9 * v(47));
     assert!(
         why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
         "{}",
