@@ -154,10 +154,16 @@ impl ApiError {
     pub fn providers_busy(model: &str, tried: &[String], retry_after_s: u64) -> Self {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!(
-                "Every deployment of `{model}` that was tried is over its rate limit ({}). Try again in {retry_after_s} s.",
-                tried.join("; ")
-            ),
+            message: if tried.is_empty() {
+                format!(
+                    "Every deployment of `{model}` is resting after asking to slow down (HTTP 429). Try again in {retry_after_s} s."
+                )
+            } else {
+                format!(
+                    "Every deployment of `{model}` that was tried is over its rate limit ({}). Try again in {retry_after_s} s.",
+                    tried.join("; ")
+                )
+            },
             kind: "rate_limit_error",
             param: None,
             code: Some("rate_limit_exceeded"),

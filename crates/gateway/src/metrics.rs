@@ -20,8 +20,8 @@ pub const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
 pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
 /// Whole request duration, seconds (`gen_ai.server.request.duration`).
 pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
-/// Requests answered, by `outcome`: `ok`, `client_error`, `failed`, `timed_out` (a stream
-/// cut by the request's `total_ms`, not held against its deployment) and `cancelled` for
+/// Requests answered, by `outcome`: `ok`, `client_error`, `failed`, `timed_out` (the
+/// request's `total_ms` ran out) and `cancelled` for
 /// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
 pub const REQUESTS: &str = "switchyard_requests_total";
 /// The `outcome` labels of [`REQUESTS`] for the requests a deployment took.
@@ -85,7 +85,7 @@ fn describe() {
     describe_histogram!(DURATION, Unit::Seconds, "Whole request duration.");
     describe_counter!(
         REQUESTS,
-        "Requests answered, by outcome: ok, client_error, failed, cancelled, unauthorized, rate_limited."
+        "Requests answered, by outcome: ok, client_error, failed, timed_out, cancelled, unauthorized, rate_limited."
     );
     describe_counter!(
         ERRORS,

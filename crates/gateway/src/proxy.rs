@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -433,16 +434,11 @@ async fn attempt(
         }
     };
     let first_own = gw.timeouts.first_token_ms;
-    // A whole answer without an attempt limit of its own has the request's: running out of
-    // it is the request's time spent (a long answer asked within a short total), not the
-    // deployment's fault.
-    let whole_late = |limit: Duration, what: &str| match gw.timeouts.attempt_ms {
-        Some(own) => timed_out(limit, own, what),
-        None => Failure::Late(format!(
-            "{what} within {} ms (the request's total_ms)",
-            limit.as_millis()
-        )),
-    };
+    // A whole answer that never comes is the deployment's failure, whether its limit is its
+    // own (`attempt_ms`) or the request's: a provider that hangs must be ejected. (The
+    // client is told its request timed out, 504, when the request's time is gone.)
+    let whole_own = gw.timeouts.attempt_ms.unwrap_or(gw.timeouts.total_ms);
+    let whole_late = |limit: Duration, what: &str| timed_out(limit, whole_own, what);
     let late = || whole_late(whole, "no whole answer");
     match &d.backend {
         Backend::Emulated(pool) => {
@@ -464,13 +460,9 @@ async fn attempt(
             let (limit, own, what) = if req.stream {
                 let pass_ms = (pool.prompt_s(req.prompt_tokens) * 1000.0).ceil();
                 let own = first_own.saturating_add(pass_ms.min(u64::MAX as f64) as u64);
-                (
-                    Duration::from_millis(own).min(total),
-                    Some(own),
-                    "no first token",
-                )
+                (Duration::from_millis(own).min(total), own, "no first token")
             } else {
-                (whole, None, "no whole answer")
+                (whole, whole_own, "no whole answer")
             };
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
@@ -481,12 +473,7 @@ async fn attempt(
             })
             .await;
             let mut s = match started {
-                Err(_) => {
-                    return Err(match own {
-                        Some(own) => timed_out(limit, own, what),
-                        None => whole_late(limit, what),
-                    })
-                }
+                Err(_) => return Err(timed_out(limit, own, what)),
                 Ok(Err(EmuError::TooLong(m))) => {
                     return Err(Failure::Unsuitable(ApiError {
                         code: Some("context_length_exceeded"),
@@ -524,16 +511,19 @@ async fn attempt(
                 let first: Vec<Bytes> = fmt.chunk().into_iter().collect();
                 return Ok(Started::Stream(first, Relay::Emu(s, fmt)));
             }
+            let mut decoded = 0u32;
             let rest = async {
                 while let Some(e) = s.next().await {
-                    if e == EmuEvent::Done {
-                        return true;
+                    match e {
+                        EmuEvent::Done => return true,
+                        EmuEvent::Token => decoded += 1,
                     }
                 }
                 false
             };
             let left = whole.saturating_sub(t0.elapsed());
-            match timeout(left, rest).await {
+            let ended = timeout(left, rest).await;
+            match ended {
                 Ok(true) => Ok(Started::Full(
                     StatusCode::OK,
                     fmt.full(),
@@ -541,6 +531,14 @@ async fn attempt(
                     None,
                 )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
+                // A replica still decoding when the request's own time ran out was answering
+                // (the answer asked for is longer than the time allowed): not its fault.
+                Err(_) if decoded > 0 && gw.timeouts.attempt_ms.is_none() => {
+                    Err(Failure::Late(format!(
+                        "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
+                        whole.as_millis()
+                    )))
+                }
                 Err(_) => Err(late()),
             }
         }
@@ -619,9 +617,10 @@ async fn attempt(
                 return Err(Failure::Retry(format!("HTTP {}: {why}", status.as_u16())));
             }
             if !status.is_success() {
-                // The body of a refusal is small and read within the first-token allowance: a
-                // provider that stalls it has failed, not left the client waiting without end.
-                let left = first.saturating_sub(t0.elapsed());
+                // The body of a refusal is small and read within a first-token allowance from
+                // its headers, inside the request's time: a provider that stalls it has
+                // failed, not left the client waiting without end.
+                let left = first.min(total.saturating_sub(t0.elapsed()));
                 return match timeout(left, resp.bytes()).await {
                     Ok(Ok(b)) => Err(Failure::Client(status, b)),
                     Ok(Err(e)) => Err(Failure::Retry(without_url(&e))),
@@ -652,7 +651,7 @@ async fn attempt(
                 };
                 // An error object sent with a success status is the deployment's failure,
                 // not an answer.
-                if v.get("error").is_some_and(|e| !e.is_null()) && v.get("choices").is_none() {
+                if sse::is_error_object(&v) {
                     return Err(Failure::Retry(format!(
                         "HTTP {} with an error object for a body",
                         status.as_u16()
@@ -959,6 +958,7 @@ pub(crate) async fn handle(
                 // (a framework's `{"detail": ...}`, a page) is put in that shape.
                 let openai = serde_json::from_slice::<Value>(&bytes)
                     .is_ok_and(|v| v.get("error").is_some_and(Value::is_object));
+                // (A message alone, `{"error": "..."}`, is put in the shape too.)
                 if !openai {
                     return ApiError::upstream_refused(status, &bytes).into_response();
                 }
@@ -975,6 +975,8 @@ pub(crate) async fn handle(
                 guard.armed = false;
                 route.router().abandoned(i);
                 d.labels.ended();
+                d.labels
+                    .finished("timed_out", t_start.elapsed().as_secs_f64(), 0, 0);
                 why.push(format!("{}: {reason}", d.provider));
                 late = true;
                 break;
@@ -999,16 +1001,19 @@ pub(crate) async fn handle(
             return e.into_response();
         }
     }
-    // The request's time ran out in an attempt that was not at fault: a timeout, not a
-    // failure of the model.
-    if late {
-        crate::metrics::unanswered(&req.model, "timed_out");
+    // The request's time ran out: a timeout, not a failure of the model, whether the last
+    // attempt was at fault or not.
+    if late || Instant::now() >= deadline {
+        // A late attempt counted its deployment's `timed_out` above.
+        if !late {
+            crate::metrics::unanswered(&req.model, "timed_out");
+        }
         return ApiError::timed_out(&route.name, &why).into_response();
     }
     crate::metrics::unanswered(&req.model, "failed");
     // Every provider tried is over its rate, or none was tried for resting at its own
     // request: the client is to slow down, for as long as the soonest of them asked.
-    let resting = route.router().rest_left(gw.now_s());
+    let resting = route.router().rest_left(gw.now_s(), class.as_deref());
     if (attempts > 0 && busy.0 == attempts) || (attempts == 0 && resting.is_some()) {
         let asked = busy.1.or(resting.map(|s| s.ceil() as u64));
         let wait = asked.unwrap_or(1).clamp(1, gw.retry_after_s);
@@ -1066,8 +1071,10 @@ struct Relayer {
     /// The provider's own count, (prompt, output), from a usage chunk.
     usage: Option<(Option<u64>, u64)>,
     finished: bool,
-    /// Whether a chunk has finished the answer (a `finish_reason` in it).
-    answered: bool,
+    /// The choices seen (by index) and those a `finish_reason` has ended: the answer is
+    /// whole when every choice seen has ended (`n` of them where the client asked for more
+    /// than one).
+    choices: (BTreeSet<u64>, BTreeSet<u64>),
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
 }
@@ -1097,7 +1104,7 @@ impl Relayer {
             tokens: 0,
             usage: None,
             finished: false,
-            answered: false,
+            choices: (BTreeSet::new(), BTreeSet::new()),
             key,
         };
         if http {
@@ -1121,6 +1128,12 @@ impl Relayer {
     fn deployment(&self) -> Option<(&ModelRoute, &Deployment)> {
         let route = self.gw.models.get(&self.model)?;
         Some((route, route.deployments.get(self.i)?))
+    }
+
+    /// Whether every choice seen has finished, at least one having been seen.
+    fn answered(&self) -> bool {
+        let (seen, ended) = &self.choices;
+        !seen.is_empty() && seen == ended
     }
 
     /// Queues an HTTP provider's data payloads, noticing the end and error events.
@@ -1150,8 +1163,17 @@ impl Relayer {
                 if let Some(u) = usage {
                     self.usage = Some(u);
                 }
-                if value.as_ref().is_some_and(finishes) {
-                    self.answered = true;
+                for c in value
+                    .as_ref()
+                    .and_then(|v| v["choices"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let i = c["index"].as_u64().unwrap_or(0);
+                    self.choices.0.insert(i);
+                    if !c["finish_reason"].is_null() {
+                        self.choices.1.insert(i);
+                    }
                 }
                 match value {
                     // A usage the client did not ask for is the gateway's: a chunk of usage
@@ -1218,7 +1240,7 @@ impl Relayer {
                     Ok(Some(Err(e))) => self.finish(Ended::Failed(without_url(&e))),
                     // An answer that has finished is whole without the `[DONE]` some servers
                     // leave out: the client gets it, and the deployment is not blamed.
-                    Ok(None) if self.answered => {
+                    Ok(None) if self.answered() => {
                         self.queue.push_back(Bytes::from_static(sse::DONE));
                         self.finish(Ended::Done);
                     }

@@ -63,11 +63,22 @@ pub fn event(payload: &[u8]) -> Bytes {
     Bytes::from(b)
 }
 
-/// Whether a payload is an error event (`{"error": ...}`, however spaced).
+/// Whether a payload is an error event: an object whose `error` is an object or a message,
+/// with no `choices` (however spaced; a chunk that carries `"error": false` beside its
+/// choices is a chunk).
 pub fn is_error(payload: &[u8]) -> bool {
     payload.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{')
-        && serde_json::from_slice::<serde_json::Value>(payload)
-            .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
+        && serde_json::from_slice::<serde_json::Value>(payload).is_ok_and(|v| is_error_object(&v))
+}
+
+/// Whether a JSON body is an error object (see [`is_error`]).
+pub fn is_error_object(v: &serde_json::Value) -> bool {
+    let error = match v.get("error") {
+        Some(serde_json::Value::Object(_)) => true,
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        _ => false,
+    };
+    error && v.get("choices").is_none()
 }
 
 /// The end-of-stream marker OpenAI clients wait for.

@@ -488,6 +488,17 @@ async fn every_request_field_reaches_the_upstream_as_sent() {
     let mut want = sent.clone();
     want["model"] = serde_json::json!("private-name");
     assert_eq!(got, want);
+    // A body rebuilt to rename the model keeps every object's keys in the client's order: a
+    // schema's properties are generated in that order (reasoning before the answer).
+    let body = r#"{"model":"public","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}}}}}}"#;
+    let (_, reply) = chat_json(&url, body).await;
+    let echoed = reply["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("echo");
+    assert!(
+        echoed.find("reasoning").expect("reasoning") < echoed.find("answer").expect("answer"),
+        "{echoed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1693,7 +1704,8 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// `stalled-refusal` a 400 whose body stalls; `unprocessable` a 422 in another framework's
 /// shape; `spaced-error` streams an error event written
 /// `{ "error"`; `no-done` streams an answer that finishes without `[DONE]`; `split-lines`
-/// one whose token event comes over two `data:` lines.
+/// one whose token event comes over two `data:` lines; `error-false` chunks that carry
+/// `"error": false`; `two-choices-cut` two choices, the second cut off.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1766,6 +1778,32 @@ async fn misbehaving_upstream() -> String {
             let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
             if v["model"] == "spaced-error" {
                 let body = "data: { \"error\": {\"message\": \"busy\", \"type\": \"server_error\"}}\n\n";
+                return ([("content-type", "text/event-stream")], body).into_response();
+            }
+            if v["model"] == "error-false" || v["model"] == "two-choices-cut" {
+                // Chunks that carry `"error": false` beside their choices; or two choices of
+                // which the first finishes and the second is cut off.
+                let chunk = |i: u64, delta: serde_json::Value, finish: serde_json::Value| {
+                    format!(
+                        "data: {}\n\n",
+                        serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                            "choices": [{"index": i, "delta": delta, "finish_reason": finish}], "error": false})
+                    )
+                };
+                let body = if v["model"] == "error-false" {
+                    format!(
+                        "{}{}data: [DONE]\n\n",
+                        chunk(0, serde_json::json!({"content": "ab"}), serde_json::Value::Null),
+                        chunk(0, serde_json::json!({}), serde_json::json!("stop"))
+                    )
+                } else {
+                    format!(
+                        "{}{}{}",
+                        chunk(0, serde_json::json!({"content": "ab"}), serde_json::Value::Null),
+                        chunk(0, serde_json::json!({}), serde_json::json!("stop")),
+                        chunk(1, serde_json::json!({"content": "c"}), serde_json::Value::Null)
+                    )
+                };
                 return ([("content-type", "text/event-stream")], body).into_response();
             }
             if v["model"] == "no-done" || v["model"] == "split-lines" {
@@ -1883,6 +1921,16 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
     // request has timed out (504), no deployment having failed.
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "timeout", "{body}");
+    // The deployment that had the request's whole time and sent nothing is blamed: one that
+    // hangs is ejected in the end, whatever its answers' kind.
+    let h = health(&url).await;
+    let failures: u64 = h["models"]["slow"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .filter_map(|d| d["failures"].as_u64())
+        .sum();
+    assert_eq!(failures, 1, "{h}");
     assert!(
         took < 1.4,
         "{took} s for a request of total_ms 1000: {body}"
@@ -1955,7 +2003,7 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .expect("a retry-after");
-    assert!((1..=7).contains(&wait), "{wait}");
+    assert!((6..=7).contains(&wait), "{wait}");
     let h = health(&url).await;
     for d in h["models"]["busy"].as_array().expect("deployments") {
         assert_eq!(d["requests"], 1, "{h}");
@@ -2197,7 +2245,20 @@ async fn upstream_shapes_are_read_for_what_they_are() {
             .is_some_and(|m| m.contains("unprocessable")),
         "{body}"
     );
-    for upstream in ["no-done", "split-lines"] {
+    // A second choice cut off after the first finished is a broken stream, not a whole one.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "two-choices-cut")).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2,"stream":true}"#)
+        .send()
+        .await
+        .expect("sent");
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("upstream_failed") && !body.contains("data: [DONE]"),
+        "{body}"
+    );
+    for upstream in ["no-done", "split-lines", "error-false"] {
         let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
         let r = reqwest::Client::new()
             .post(format!("{url}/chat/completions"))
@@ -2207,7 +2268,7 @@ async fn upstream_shapes_are_read_for_what_they_are() {
             .expect("sent");
         let body = r.text().await.expect("body");
         assert!(body.ends_with("data: [DONE]\n\n"), "{upstream}: {body}");
-        assert!(!body.contains("error"), "{upstream}: {body}");
+        assert!(!body.contains("upstream_failed"), "{upstream}: {body}");
         // Every event is one JSON document or the end marker.
         for event in body.split("\n\n").filter(|e| !e.is_empty()) {
             let data: String = event

@@ -264,12 +264,14 @@ impl Router {
             .min_by(f64::total_cmp)
     }
 
-    /// Seconds from `now` until the first target resting at its own request is asked
-    /// again, or `None` when none is resting.
-    pub fn rest_left(&self, now: f64) -> Option<f64> {
+    /// Seconds from `now` until the first target of `class` resting at its own request is
+    /// asked again, or `None` when none is resting.
+    pub fn rest_left(&self, now: f64, class: Option<&str>) -> Option<f64> {
         self.seen
             .iter()
-            .map(|s| s.resting_until - now)
+            .zip(&self.targets)
+            .filter(|(_, t)| t.takes(class))
+            .map(|(s, _)| s.resting_until - now)
             .filter(|&t| t > 0.0)
             .min_by(f64::total_cmp)
     }
@@ -279,8 +281,8 @@ impl Router {
         self.seen[i].ejected_until.max(self.seen[i].resting_until)
     }
 
-    /// The target for a request, or `None` when no target takes its class or every one was
-    /// already tried.
+    /// The target for a request, or `None` when no target takes its class, every one was
+    /// already tried, or every one left is resting at its own request.
     pub fn pick(&mut self, now: f64, ask: &Ask<'_>) -> Option<usize> {
         let tokens = ask
             .prompt_tokens
