@@ -543,7 +543,8 @@ fn solve(
     let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
         // Rounding found no whole plan within the limits it lowered; the search over whole
         // units may still find one, which must then keep every rule.
-        return Ok(exact(m, k, a, installed, None)?.filter(|n| holds(m, k, a, installed, n)));
+        return Ok(exact(m, k, a, installed, None, EXACT_NODES_TO_FIND)?
+            .filter(|n| holds(m, k, a, installed, n)));
     };
     // Round-ups of a plan worth a hundredth of its cost, the costliest first.
     let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
@@ -607,13 +608,23 @@ fn solve(
     }
     // The search over whole units, from the cheapest rounding found: where it finds a
     // plan that keeps every rule and costs less, or the rounding does not keep them (a
-    // demand of a thousandth of a token a second rounds to no replica), that one.
-    if let Some(n) = exact(m, k, a, installed, Some(&best.whole))? {
-        let cheaper = cost(&n) < best.cost * (1.0 - 1e-9);
-        if (cheaper || !holds(m, k, a, installed, &best.whole)) && holds(m, k, a, installed, &n) {
+    // demand of a thousandth of a token a second rounds to no replica; a commitment the
+    // lowered limits let go), that one. A plan that keeps them all or none.
+    let rounded_holds = holds(m, k, a, installed, &best.whole);
+    let nodes = if rounded_holds {
+        EXACT_NODES
+    } else {
+        EXACT_NODES_TO_FIND
+    };
+    let found = exact(m, k, a, installed, Some(&best.whole), nodes)?
+        .filter(|n| holds(m, k, a, installed, n));
+    match found {
+        Some(n) if !rounded_holds || cost(&n) < best.cost * (1.0 - 1e-9) => {
             best.cost = cost(&n);
             best.whole = n;
         }
+        None if !rounded_holds => return Ok(None),
+        _ => {}
     }
     // The phase before's plan, where it still holds, costs what it cost: a phase that asks
     // no more is planned for no more, whatever rounding this phase's relaxation met.
@@ -627,9 +638,8 @@ fn solve(
 
 /// Whether whole `counts` meet phase `k` under the rules `a` applies: each class's demand,
 /// its N-1 share and its split within the largest shares, and each provider's power with
-/// the systems kept. A commitment no greater than the phase before's is met as that phase's
-/// plan met it (rounding to whole systems may leave a few kilowatts of it); a greater one
-/// must be used whole.
+/// the systems kept. A commitment is met to within one unit of each kind bought from its
+/// provider ([`commit_slack`]).
 fn holds(m: &Model<'_>, k: usize, a: Apply, installed: &Installed, counts: &[u32]) -> bool {
     let carried = |c: usize, keep: &dyn Fn(usize) -> bool| -> f64 {
         m.options
@@ -671,9 +681,10 @@ fn holds(m: &Model<'_>, k: usize, a: Apply, installed: &Installed, counts: &[u32
         let drawn = drawn_mw(&pools, p);
         let used = used_mw(m, counts, p);
         let committed = prov.committed[k];
-        let as_before = k > 0 && committed <= prov.committed[k - 1];
         (!a.power || drawn <= prov.mw[k] * (1.0 + 1e-12))
-            && (!a.commit || committed <= 0.0 || as_before || used >= committed.min(prov.mw[k]))
+            && (!a.commit
+                || committed <= 0.0
+                || used >= commit_target(m, p, k) * (1.0 - 1e-9) - commit_slack(m, counts, p))
     })
 }
 
@@ -778,6 +789,54 @@ fn drawn_mw(pools: &[Shared], p: usize) -> f64 {
         .iter()
         .filter(|s| s.provider == p)
         .fold(0.0, |mw, s| mw + f64::from(s.whole) * s.mw_per_system)
+}
+
+/// The commitment a provider's whole units may fall short of: one unit of each kind bought
+/// from it, as the README states the rule (whole units need not add up to it, and rounding
+/// to them under a power limit may leave a little of it).
+fn commit_slack(m: &Model<'_>, counts: &[u32], p: usize) -> f64 {
+    m.options
+        .iter()
+        .zip(counts)
+        .filter(|(o, &n)| o.provider == p && n > 0)
+        .map(|(o, _)| o.out.mw)
+        .sum()
+}
+
+/// The power of provider `p`'s commitment in phase `k` that whole systems can use: the
+/// commitment, within its limit, and no more than the whole systems of its smallest kind
+/// that fit in that limit (a commitment of all of a provider's power where its servers come
+/// in steps of 11 kW cannot be used to the watt).
+fn commit_target(m: &Model<'_>, p: usize, k: usize) -> f64 {
+    let prov = &m.providers[p];
+    let within = prov.committed[k].min(prov.mw[k]);
+    let system = m
+        .options
+        .iter()
+        .filter(|o| o.provider == p)
+        .map(|o| o.out.mw / o.out.systems.max(f64::MIN_POSITIVE))
+        .fold(f64::INFINITY, f64::min);
+    if !system.is_finite() || system <= 0.0 {
+        return within;
+    }
+    let whole = (prov.mw[k] * (1.0 + 1e-12) / system).floor() * system;
+    within.min(whole)
+}
+
+/// The least unit provider `p` offers: the commitment [`exact`] asks to within, which keeps
+/// what it finds within [`commit_slack`] of any plan that buys at all.
+fn least_unit(m: &Model<'_>, p: usize) -> f64 {
+    let least = m
+        .options
+        .iter()
+        .filter(|o| o.provider == p)
+        .map(|o| o.out.mw)
+        .fold(f64::INFINITY, f64::min);
+    if least.is_finite() {
+        least
+    } else {
+        0.0
+    }
 }
 
 /// The megawatts provider `p`'s options use at `counts` units each (its replicas' own
@@ -1069,6 +1128,9 @@ fn relaxed(
             .solution()
             .map(|s| vars.iter().map(|&v| s.var_value(v)).collect())),
         Err(microlp::Error::Infeasible) => Ok(None),
+        // A numerical failure of the simplex on a degenerate problem (a singular basis) is
+        // no finding about the fleet: rounding gives way to the search over whole units.
+        Err(microlp::Error::InternalError(_)) => Ok(None),
         Err(e) => Err(PlanError::Solver(e.to_string())),
     }
 }
@@ -1077,6 +1139,10 @@ fn relaxed(
 /// from its parent's; a count, not a clock, so that a plan is the same on any machine.
 const EXACT_NODES: u64 = 2_000;
 
+/// Nodes of the search where rounding found no plan that keeps every rule: it must then find
+/// one, not only a cheaper one, and a phase without a plan costs more than the time.
+const EXACT_NODES_TO_FIND: u64 = 20_000;
+
 /// The cheapest whole plan of phase `k` under the rules `a` applies, by branch and bound
 /// over whole units and the whole systems of each kind each provider's units share (the
 /// cost the plan is charged), from `start` (a whole plan found by rounding) where there is
@@ -1084,15 +1150,16 @@ const EXACT_NODES: u64 = 2_000;
 ///
 /// The relaxation's rounding (see [`solve`]) cannot see that a unit rounded up leaves
 /// another unneeded, or that a second provider's offer makes its repair run out of depth;
-/// this search can, and as it starts from the rounded plan it never returns a costlier one.
-/// A commitment is held to what `start` used of it where that is less: rounding may leave a
-/// few kilowatts of it unspent, and the search is to find no worse, not to fail.
+/// this search can; its caller keeps the cheaper of the two, and only a plan that keeps
+/// every rule. A solver that fails on a degenerate problem finds nothing here rather than
+/// failing the plan.
 fn exact(
     m: &Model<'_>,
     k: usize,
     a: Apply,
     installed: &Installed,
     start: Option<&[u32]>,
+    nodes: u64,
 ) -> Result<Option<Vec<u32>>, PlanError> {
     let kept = kept(m, a, installed);
     let mut pb = Problem::new(OptimizationDirection::Minimize);
@@ -1141,13 +1208,18 @@ fn exact(
     for (p, prov) in m.providers.iter().enumerate() {
         let used = power_terms(m, &vars, p);
         let committed = prov.committed[k];
-        let as_before = k > 0 && committed <= prov.committed[k - 1];
-        if a.commit && committed > 0.0 && !as_before {
+        if a.commit && committed > 0.0 {
             if used.is_empty() {
                 return Ok(None);
             }
-            let floor = start.map_or(f64::INFINITY, |s| used_mw(m, s, p));
-            pb.add_constraint(used, ComparisonOp::Ge, committed.min(prov.mw[k]).min(floor));
+            // Within its least unit: `holds` asks it within one unit of each kind bought,
+            // which a linear programme cannot say, and which this never lets through less
+            // than.
+            pb.add_constraint(
+                used,
+                ComparisonOp::Ge,
+                commit_target(m, p, k) - least_unit(m, p),
+            );
         }
         if a.power {
             let drawn: Vec<(microlp::Variable, f64)> = pools
@@ -1179,8 +1251,8 @@ fn exact(
             hint
         });
     let mut options = microlp::SolveOptions::default();
-    options.node_limit = Some(EXACT_NODES);
-    options.mip_gap = 1e-6;
+    options.node_limit = Some(nodes);
+    options.mip_gap = 1e-9;
     options.warm_start = warm_start;
     match pb.solve_with(options) {
         Ok(outcome) => Ok(outcome.solution().map(|s| {
@@ -1188,8 +1260,7 @@ fn exact(
                 .map(|&v| s.var_value(v).round().clamp(0.0, f64::from(u32::MAX)) as u32)
                 .collect()
         })),
-        Err(microlp::Error::Infeasible) => Ok(None),
-        Err(e) => Err(PlanError::Solver(e.to_string())),
+        Err(_) => Ok(None),
     }
 }
 

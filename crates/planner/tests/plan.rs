@@ -1411,3 +1411,103 @@ fn a_life_alone_spreads_the_catalogs_purchase_price() {
         "1 year {one:.2} $/h, the catalog's life {five:.2} $/h"
     );
 }
+
+/// A take-or-pay commitment holds in every phase that makes it, a repeated one as much as a
+/// rising one (a second phase like the first once used none of it), and where whole systems
+/// can meet it on a rack-scale system, the plan uses the rack (a rack committed whole was
+/// left idle for cheaper servers elsewhere).
+#[test]
+fn a_commitment_is_used_in_every_phase_that_makes_it() {
+    let repeated = r#"
+[rules]
+confirm_s = 3
+keep_installed = false
+[[phase]]
+name = "y1"
+[[phase]]
+name = "y2"
+[[provider]]
+name = "a"
+systems = ["mi300x"]
+mw = [0.6, 0.6]
+[[provider]]
+name = "b"
+systems = ["mi300x"]
+mw = [0.1, 0.1]
+committed_mw = [0.09, 0.09]
+[[class]]
+name = "c0"
+model = "gpt-oss-120b"
+isl = 500
+osl = 400
+ttft_ms = 1000
+tpot_ms = 40
+percentile = 0.99
+demand_tok_s = [2000.0, 2000.0]
+"#;
+    let used = |p: &Plan, k: usize, name: &str| {
+        p.phases[k]
+            .providers
+            .iter()
+            .find(|u| u.provider == name)
+            .map_or(0.0, |u| u.mw_used)
+    };
+    let p = run(repeated, &WhatIf::default()).expect("plans");
+    for k in 0..2 {
+        assert!(
+            p.phases[k].infeasible.is_none(),
+            "{:?}",
+            p.phases[k].infeasible
+        );
+        assert!(
+            used(&p, k, "b") >= 0.08,
+            "phase {k}: {} MW of 0.09",
+            used(&p, k, "b")
+        );
+    }
+    let rack = r#"
+[rules]
+confirm_s = 3
+mw_is = "it"
+[[phase]]
+name = "p0"
+[[provider]]
+name = "rack"
+systems = ["gb200"]
+mw = [0.12]
+committed_mw = [0.12]
+[[provider]]
+name = "other"
+systems = ["mi300x"]
+mw = [0.6]
+[[class]]
+name = "c0"
+model = "gpt-oss-120b"
+isl = 500
+osl = 400
+ttft_ms = 1000
+tpot_ms = 60
+percentile = 0.99
+demand_tok_s = [2000.0]
+[[class]]
+name = "c1"
+model = "gpt-oss-120b"
+isl = 1500
+osl = 200
+ttft_ms = 2000
+tpot_ms = 25
+percentile = 0.99
+demand_tok_s = [3000.0]
+"#;
+    let p = run(rack, &WhatIf::default()).expect("plans");
+    assert!(
+        p.phases[0].infeasible.is_none(),
+        "{:?}",
+        p.phases[0].infeasible
+    );
+    assert!(
+        used(&p, 0, "rack") >= 0.11,
+        "{} MW of 0.12",
+        used(&p, 0, "rack")
+    );
+}
