@@ -277,9 +277,18 @@ impl Gateway {
                             None => None,
                         };
                         let base = p.base_url.clone().unwrap_or_default();
+                        // The endpoint's path goes before a query the URL carries (Azure's
+                        // `?api-version=...`), not into it.
+                        let (base, query) = base
+                            .split_once('?')
+                            .map_or((base.as_str(), None), |(b, q)| (b, Some(q)));
                         let base = base.trim_end_matches('/');
                         let url = |path: &str| {
-                            reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| {
+                            let full = match query {
+                                Some(q) => format!("{base}{path}?{q}"),
+                                None => format!("{base}{path}"),
+                            };
+                            reqwest::Url::parse(&full).map_err(|e| {
                                 o.error(
                                     ps.span(),
                                     "base_url",

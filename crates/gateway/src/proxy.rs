@@ -828,6 +828,8 @@ pub(crate) async fn handle(
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
     let mut late = false;
+    // Deployments that failed for a fault of the moment since every one was last tried.
+    let mut failed_here: Vec<usize> = Vec::new();
     // Attempts refused as over the provider's rate, and the shortest wait they asked for.
     let mut busy: (u32, Option<u64>) = (0, None);
     let deadline = t_start + Duration::from_millis(gw.timeouts.total_ms);
@@ -846,8 +848,18 @@ pub(crate) async fn handle(
             ttft_target_s,
             prompt_tokens: Some(req.prompt_tokens),
         };
-        let Some(i) = route.router().pick(gw.now_s(), &ask) else {
-            break;
+        let picked = route.router().pick(gw.now_s(), &ask);
+        let Some(i) = picked else {
+            // Every deployment has been tried: those that failed for a fault of the moment
+            // (not a rate limit, not a refusal of the request) are tried again while
+            // attempts remain, as a client's own retries would (one deployment and
+            // `max_attempts = 3` is three tries).
+            if failed_here.is_empty() {
+                break;
+            }
+            tried.retain(|t| !failed_here.contains(t));
+            failed_here.clear();
+            continue;
         };
         let d = &route.deployments[i];
         // A deployment that cannot serve the request says so before it is sent: no
@@ -981,7 +993,13 @@ pub(crate) async fn handle(
                 late = true;
                 break;
             }
-            Err(Failure::Retry(reason) | Failure::Busy(reason, _)) => {
+            Err(failure @ (Failure::Retry(_) | Failure::Busy(..))) => {
+                if matches!(failure, Failure::Retry(_)) {
+                    failed_here.push(i);
+                }
+                let (Failure::Retry(reason) | Failure::Busy(reason, _)) = failure else {
+                    unreachable!("matched above")
+                };
                 guard.armed = false;
                 let ejected = route.router().failed(i, gw.now_s());
                 d.labels.ended();

@@ -499,6 +499,17 @@ async fn every_request_field_reaches_the_upstream_as_sent() {
         echoed.find("reasoning").expect("reasoning") < echoed.find("answer").expect("answer"),
         "{echoed}"
     );
+    // A base URL with a query (Azure's api-version) keeps it after the endpoint's path.
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}?api-version=2024-06-01\"\n[[model]]\nname = \"public\"\n[[model.deployment]]\nprovider = \"up\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let (status, body) = chat_json(
+        &url,
+        r#"{"model":"public","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1700,7 +1711,8 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// then nothing, `one-then-stall` the role chunk and one token; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
 /// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
-/// a web page with status 200; `error-200` an error object with status 200;
+/// a web page with status 200; `error-200` an error object with status 200; `flaky` fails
+/// every other request (503), the first included;
 /// `stalled-refusal` a 400 whose body stalls; `unprocessable` a 422 in another framework's
 /// shape; `spaced-error` streams an error event written
 /// `{ "error"`; `no-done` streams an answer that finishes without `[DONE]`; `split-lines`
@@ -1736,6 +1748,16 @@ async fn misbehaving_upstream() -> String {
             if v["model"] == "plain" {
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "plain",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "abcdefghijkl"}, "finish_reason": "stop"}]}))
+                    .into_response();
+            }
+            if v["model"] == "flaky" {
+                // Every other request fails, starting with the first.
+                static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                if CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+                }
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "flaky",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
             if v["model"] == "error-200" {
@@ -2229,6 +2251,20 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         );
         let h = health(&url).await;
         assert_eq!(h["models"]["m"][1]["failures"], 1, "{upstream}: {h}");
+    }
+    // A model of one deployment is tried again after a failure of the moment, as
+    // `max_attempts` allows: a lone vLLM's passing 503 does not reach the client.
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n[[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"up\"\nupstream_model = \"flaky\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    for _ in 0..3 {
+        let (status, body) = chat_json(
+            &url,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
     }
     // A refusal not in OpenAI's shape reaches the client in it, with the provider's status.
     let (url, _gw) = start(&upstream_then_gpu(&up, "unprocessable")).await;
