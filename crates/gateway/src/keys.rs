@@ -6,9 +6,11 @@
 //! environment variables so that configuration files hold none. Each limit is a bucket that
 //! holds a minute's allowance and refills continuously, so a key may burst up to its
 //! per-minute limit and then spends at its average rate. Requests are charged when they are
-//! admitted; tokens (prompt and output) when the request ends, since only then are they known,
-//! so a key may overshoot its token limit by what its requests in flight use, and is then
-//! refused until the debt is repaid.
+//! admitted. Tokens (prompt and output) are held when a request is admitted, its prompt and
+//! `max_tokens` as far as they are known ([`Key::hold`]), and a key in debt is refused; when
+//! the request ends the hold is given back and what it spent is charged. A burst of requests
+//! that each ask more than is left is so refused after the first, and a key overshoots its
+//! limit by at most one request's tokens beyond what it holds.
 
 use crate::api::ApiError;
 use metrics::Counter;
@@ -138,6 +140,46 @@ impl Key {
             // Taking with no threshold always succeeds and may leave the bucket in debt.
             let _ = lock(&self.tokens).take(tpm, now, f64::NEG_INFINITY, spent);
         }
+    }
+}
+
+/// Tokens held against a key's allowance for a request in flight; given back when dropped,
+/// as the request ends (what it spent is charged then, by [`Key::charge`]).
+#[derive(Debug)]
+pub struct Held {
+    key: Arc<Key>,
+    tokens: f64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(tpm) = self.key.tokens_per_minute {
+            let mut b = lock(&self.key.tokens);
+            b.level = (b.level + self.tokens).min(tpm);
+        }
+    }
+}
+
+impl Key {
+    /// Holds `tokens` (a request's prompt and the output it may ask) against the key's
+    /// allowance at `now`, if it owes none: the limit that refuses and the whole seconds
+    /// until it would admit otherwise.
+    pub fn hold(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Held, (Limit, u64)> {
+        let Some(tpm) = self.tokens_per_minute else {
+            return Ok(Held {
+                key: Arc::clone(self),
+                tokens: 0.0,
+            });
+        };
+        let amount = tokens as f64;
+        lock(&self.tokens)
+            .take(tpm, now, 0.0, amount)
+            .map_err(|s| (Limit::Tokens, s))
+            .inspect_err(|_| self.limited.increment(1))?;
+        Ok(Held {
+            key: Arc::clone(self),
+            tokens: amount,
+        })
     }
 }
 

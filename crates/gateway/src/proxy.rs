@@ -813,6 +813,17 @@ pub(crate) async fn handle(
             return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
         }
     }
+    // The tokens the request may spend are held against its key's allowance while it runs.
+    let held = match &key {
+        Some(k) => {
+            let tokens = u64::from(req.prompt_tokens) + u64::from(req.max_tokens.unwrap_or(0));
+            match k.hold(tokens, Instant::now()) {
+                Ok(h) => Some(h),
+                Err(refusal) => return crate::server::over_limit(k, refusal),
+            }
+        }
+        None => None,
+    };
     if let Ok(mut b) = gw.budget.lock() {
         b.deposit();
     }
@@ -943,6 +954,7 @@ pub(crate) async fn handle(
                     t_start,
                     req.prompt_tokens,
                     key.clone(),
+                    held,
                 );
                 // The relay runs inside the response body: each chunk the client's
                 // connection asks for pulls the next from the provider, with no task or
@@ -1095,6 +1107,9 @@ struct Relayer {
     choices: (BTreeSet<u64>, BTreeSet<u64>),
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
+    /// The tokens held against that key while the stream runs, given back when it is
+    /// dropped (after `finish` has charged what it spent).
+    _held: Option<crate::keys::Held>,
 }
 
 impl Relayer {
@@ -1108,6 +1123,7 @@ impl Relayer {
         t_start: Instant,
         prompt_tokens: u32,
         key: Option<Arc<crate::keys::Key>>,
+        held: Option<crate::keys::Held>,
     ) -> Self {
         let http = matches!(relay, Relay::Http(..));
         let mut r = Relayer {
@@ -1124,6 +1140,7 @@ impl Relayer {
             finished: false,
             choices: (BTreeSet::new(), BTreeSet::new()),
             key,
+            _held: held,
         };
         if http {
             r.absorb(first);

@@ -83,19 +83,22 @@ fn admit(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, Box<Response>>
     };
     match key.admit(Instant::now()) {
         Ok(()) => Ok(Some(key)),
-        Err((limit, wait_s)) => {
-            crate::metrics::unanswered("-", "rate_limited");
-            let (what, per_minute) = match limit {
-                Limit::Requests => ("requests", key.requests_per_minute),
-                Limit::Tokens => ("tokens", key.tokens_per_minute),
-            };
-            let mut r = ApiError::rate_limited(&key.name, what, per_minute.unwrap_or(0.0), wait_s)
-                .into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait_s));
-            Err(Box::new(r))
-        }
+        Err(refusal) => Err(Box::new(over_limit(&key, refusal))),
     }
+}
+
+/// The 429 for a key over one of its limits, with the seconds until it would admit.
+pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64)) -> Response {
+    crate::metrics::unanswered("-", "rate_limited");
+    let (what, per_minute) = match limit {
+        Limit::Requests => ("requests", key.requests_per_minute),
+        Limit::Tokens => ("tokens", key.tokens_per_minute),
+    };
+    let mut r =
+        ApiError::rate_limited(&key.name, what, per_minute.unwrap_or(0.0), wait_s).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(wait_s));
+    r
 }
 
 async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {

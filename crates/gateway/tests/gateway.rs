@@ -738,6 +738,38 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
     assert_eq!(body["error"]["type"], "tokens", "{body}");
 }
 
+/// A burst of requests is held to the tokens per minute as it arrives, not as it ends: each
+/// holds its prompt and `max_tokens` while it runs, so thirty at once of 100 tokens each on
+/// a key of 1,000 a minute admit ten or eleven, where all thirty once ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_held_to_the_tokens_per_minute_as_it_arrives() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_B", "secret-b");
+    let keys =
+        "[[key]]\nname = \"bursty\"\nkey_env = \"SWITCHYARD_TEST_KEY_B\"\ntokens_per_minute = 1000\n";
+    let text = format!(
+        "{}{}{keys}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let asks = (0..30).map(|_| {
+        client
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth("secret-b")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#)
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("sent").status().as_u16())
+        .collect();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert!((9..=11).contains(&ok) && ok + limited == 30, "{statuses:?}");
+}
+
 #[test]
 fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     let (cat, params) = statics();
