@@ -1785,7 +1785,10 @@ async fn misbehaving_upstream() -> String {
             if v["model"] == "flaky" {
                 // Every other request fails, starting with the first.
                 static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                if CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                if CALLS
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    .is_multiple_of(2)
+                {
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
                 }
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "flaky",
