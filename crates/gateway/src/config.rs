@@ -337,6 +337,33 @@ impl Config {
                 return Err(err("name", "two providers have this name".into()));
             }
             names.push(&s.name);
+            // A field of the other kind of provider would be read by nothing: a fault drill
+            // set on an outside provider would inject nothing without a word.
+            let given = |field: &str| {
+                switchyard_catalog::key_offset(text, p.span().start..end, field).is_some()
+            };
+            let (other, fields): (&str, &[&str]) = match s.kind.as_str() {
+                "openai" => (
+                    "emulated",
+                    &[
+                        "system",
+                        "replicas",
+                        "chips",
+                        "faults",
+                        "prefill_replicas",
+                        "prefill_chips",
+                    ],
+                ),
+                _ => ("openai", &["base_url", "api_key_env", "stream_usage"]),
+            };
+            if let Some(f) = fields.iter().find(|f| given(f)) {
+                if matches!(s.kind.as_str(), "openai" | "emulated") {
+                    return Err(err(
+                        f,
+                        format!("applies to `{other}` providers, not to `{}` ones", s.kind),
+                    ));
+                }
+            }
             match s.kind.as_str() {
                 "openai" => {
                     let url = s.base_url.as_deref().ok_or_else(|| {
@@ -485,6 +512,19 @@ impl Config {
                         "deployment.max_context",
                         "must be at least 1 token".into(),
                     ));
+                }
+                // An empty name would be sent to the provider, or name no class.
+                if d.upstream_model
+                    .as_deref()
+                    .is_some_and(|m| m.trim().is_empty())
+                {
+                    return Err(err(
+                        "deployment.upstream_model",
+                        "is empty; leave it out to send the public name".into(),
+                    ));
+                }
+                if d.classes.iter().any(|c| c.trim().is_empty()) {
+                    return Err(err("deployment.classes", "a class name is empty".into()));
                 }
             }
             if s.policy == Policy::Weighted

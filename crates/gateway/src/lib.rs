@@ -169,6 +169,12 @@ fn client_keys(
         let k = ks.get_ref();
         let err =
             |field: &str, m: String| o.error(ks.span(), field, format!("key `{}`: {m}", k.name));
+        if k.name.trim().is_empty() {
+            return Err(err(
+                "name",
+                "is empty; errors and metrics name the key by it".into(),
+            ));
+        }
         if !names.insert(k.name.clone()) {
             return Err(err("name", "two keys have this name".into()));
         }
@@ -271,9 +277,14 @@ impl Gateway {
                 let backend = match p.kind.as_str() {
                     "openai" => {
                         let api_key = match &p.api_key_env {
-                            Some(var) => Some(std::env::var(var).map_err(|_| {
-                                o.error(ps.span(), "api_key_env", format!("provider `{}`: the environment variable `{var}` is not set", p.name))
-                            })?),
+                            Some(var) => Some(
+                                std::env::var(var)
+                                    .ok()
+                                    .filter(|k| !k.trim().is_empty())
+                                    .ok_or_else(|| {
+                                        o.error(ps.span(), "api_key_env", format!("provider `{}`: the environment variable `{var}` is not set, or empty", p.name))
+                                    })?,
+                            ),
                             None => None,
                         };
                         let base = p.base_url.clone().unwrap_or_default();

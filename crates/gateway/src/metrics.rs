@@ -45,9 +45,11 @@ pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
 /// use), whatever name they sent: one label, not one per name.
 pub const UNKNOWN_MODEL: &str = "unknown";
 
-/// Bucket bounds for time to first token and request duration: 5 ms to 2 minutes.
-const LATENCY_BUCKETS: [f64; 16] = [
+/// Bucket bounds for time to first token and request duration: 5 ms to 10 minutes, the
+/// default `total_ms` (a long answer's stream runs for minutes).
+const LATENCY_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0,
 ];
 /// Bucket bounds for time per output token: 0.5 ms (wafer-scale) to 1 s.
 const TPOT_BUCKETS: [f64; 14] = [

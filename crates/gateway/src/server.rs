@@ -193,7 +193,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                 .enumerate()
                 .map(|(i, d)| {
                     let o = r.observed(i);
-                    let mut j = json!({"provider": d.provider, "ejected": r.is_ejected(i, now),
+                    let mut j = json!({"provider": d.provider, "upstream_model": d.upstream_model, "ejected": r.is_ejected(i, now),
                            "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures});
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();

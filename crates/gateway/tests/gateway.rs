@@ -130,6 +130,22 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
             "[provider.faults]\noutage_start_s = 60\noutage_end_s = 30\n",
             ["line 8", "field `faults.outage_end_s`"],
         ),
+        // A field of the other kind of provider, or an empty name, would be read by nothing.
+        (
+            "chips = 1\n",
+            "chips = 1\nbase_url = \"http://x/v1\"\n",
+            ["line 6", "field `base_url`"],
+        ),
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"\"\n",
+            ["line 13", "field `deployment.upstream_model`"],
+        ),
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"llama-3.1-8b\"\nclasses = [\"\"]\n",
+            ["line 14", "field `deployment.classes`"],
+        ),
     ] {
         check(&ok.replace(from, to), &needles);
     }
