@@ -141,6 +141,8 @@ pub(crate) fn systems_on_offer(
         if what_if.lose.as_deref() == Some(p.name.as_str()) {
             continue;
         }
+        // Whether a life given alone spread some system's purchase price.
+        let mut lived = false;
         for id in &p.systems {
             let mut s = catalog
                 .system(id)
@@ -163,28 +165,27 @@ pub(crate) fn systems_on_offer(
                 price.notes = format!("price set by the planning scenario for provider {}", p.name);
                 s.price = Some(price);
             } else if let Some(life) = p.life_years {
-                // A life alone spreads the catalog's purchase price, which must then be the
-                // price charged (rent, where the catalog has one, is charged before it).
-                match s.price.as_mut() {
-                    Some(price)
-                        if price.capex_usd_per_system.is_some()
-                            && price.rent_usd_per_chip_hour.is_none() =>
-                    {
-                        price.life_years = Some(life);
-                    }
-                    _ => {
-                        return Err(PlanError::Scenario {
-                            origin: origin.to_string(),
-                            message: format!(
-                                "line {}, field `life_years`: provider `{}`: `{id}` is charged by the hour in the catalog, or has no purchase price, so a life changes nothing; give capex_usd_per_system to buy it",
-                                line_of_field(text, &sp.span(), "life_years"),
-                                p.name
-                            ),
-                        });
-                    }
+                // A life alone spreads the catalog's purchase price, where that is the price
+                // charged (rent, where the catalog has one, is charged before it).
+                if let Some(price) = s.price.as_mut().filter(|pr| {
+                    pr.capex_usd_per_system.is_some() && pr.rent_usd_per_chip_hour.is_none()
+                }) {
+                    price.life_years = Some(life);
+                    lived = true;
                 }
             }
             out.push((i, s));
+        }
+        let alone = p.capex_usd_per_system.is_none() && p.rent_usd_per_chip_hour.is_none();
+        if alone && p.life_years.is_some() && !lived {
+            return Err(PlanError::Scenario {
+                origin: origin.to_string(),
+                message: format!(
+                    "line {}, field `life_years`: provider `{}`: none of its systems has a purchase price in the catalog that is charged (they are rented by the hour, or unpriced), so a life changes nothing; give capex_usd_per_system to buy them",
+                    line_of_field(text, &sp.span(), "life_years"),
+                    p.name
+                ),
+            });
         }
     }
     Ok(out)
