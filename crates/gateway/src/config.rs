@@ -339,8 +339,16 @@ impl Config {
             names.push(&s.name);
             // A field of the other kind of provider would be read by nothing: a fault drill
             // set on an outside provider would inject nothing without a word.
-            let given = |field: &str| {
-                switchyard_catalog::key_offset(text, p.span().start..end, field).is_some()
+            // Set as parsed, or, for a field with a default, written in the provider's text.
+            let given = |field: &str| match field {
+                "system" => s.system.is_some(),
+                "chips" => s.chips.is_some(),
+                "faults" => s.faults != Faults::default(),
+                "prefill_replicas" => s.prefill_replicas.is_some(),
+                "prefill_chips" => s.prefill_chips.is_some(),
+                "base_url" => s.base_url.is_some(),
+                "api_key_env" => s.api_key_env.is_some(),
+                _ => switchyard_catalog::key_offset(text, p.span().start..end, field).is_some(),
             };
             let (other, fields): (&str, &[&str]) = match s.kind.as_str() {
                 "openai" => (

@@ -71,6 +71,9 @@ enum Started {
 enum Failure {
     /// Worth another deployment.
     Retry(String),
+    /// A fault of the moment (a 5xx, a connection or a body that broke): worth another
+    /// deployment, and the same one again once every one has been tried.
+    Again(String),
     /// The provider is over its rate (HTTP 429), with the seconds its `Retry-After` asks:
     /// worth another deployment, and where every one is, the client is told to slow down
     /// rather than that the model is down.
@@ -587,7 +590,7 @@ async fn attempt(
             let resp = match timeout(wait, rb.send()).await {
                 Err(_) if req.stream => return Err(timed_out(wait, first_own, "no response")),
                 Err(_) => return Err(whole_late(wait, "no response")),
-                Ok(Err(e)) => return Err(Failure::Retry(without_url(&e))),
+                Ok(Err(e)) => return Err(Failure::Again(without_url(&e))),
                 Ok(Ok(r)) => r,
             };
             let status =
@@ -601,7 +604,7 @@ async fn attempt(
                 return Err(Failure::Busy("HTTP 429".into(), after));
             }
             if status.is_server_error() {
-                return Err(Failure::Retry(format!("HTTP {}", status.as_u16())));
+                return Err(Failure::Again(format!("HTTP {}", status.as_u16())));
             }
             // The gateway's own credentials or model name refused: the deployment is
             // misconfigured, not the client's request, so another deployment is tried and the
@@ -816,7 +819,8 @@ pub(crate) async fn handle(
     // The tokens the request may spend are held against its key's allowance while it runs.
     let held = match &key {
         Some(k) => {
-            let tokens = u64::from(req.prompt_tokens) + u64::from(req.max_tokens.unwrap_or(0));
+            let tokens = u64::from(req.prompt_tokens)
+                + u64::from(req.n.max(1)) * u64::from(req.max_tokens.unwrap_or(0));
             match k.hold(tokens, Instant::now()) {
                 Ok(h) => Some(h),
                 Err(refusal) => return crate::server::over_limit(k, refusal),
@@ -839,8 +843,10 @@ pub(crate) async fn handle(
     // among them. Every pass excludes the deployments tried, so the loop ends.
     let mut attempts = 0u32;
     let mut late = false;
-    // Deployments that failed for a fault of the moment since every one was last tried.
+    // Deployments that failed for a fault of the moment since every one was last tried, and
+    // those this request has counted a failure against.
     let mut failed_here: Vec<usize> = Vec::new();
+    let mut struck: Vec<usize> = Vec::new();
     // Attempts refused as over the provider's rate, and the shortest wait they asked for.
     let mut busy: (u32, Option<u64>) = (0, None);
     let deadline = t_start + Duration::from_millis(gw.timeouts.total_ms);
@@ -892,7 +898,10 @@ pub(crate) async fn handle(
                 why.push("retry budget exhausted".into());
                 break;
             }
-            route.deployments[prev].labels.fallback();
+            // Retried elsewhere: a fallback from the one that failed, not a try again.
+            if prev != i {
+                route.deployments[prev].labels.fallback();
+            }
         }
         route.router().dispatched(i);
         tried.push(i);
@@ -1005,15 +1014,24 @@ pub(crate) async fn handle(
                 late = true;
                 break;
             }
-            Err(failure @ (Failure::Retry(_) | Failure::Busy(..))) => {
-                if matches!(failure, Failure::Retry(_)) {
+            Err(failure @ (Failure::Retry(_) | Failure::Again(_) | Failure::Busy(..))) => {
+                if matches!(failure, Failure::Again(_)) {
                     failed_here.push(i);
                 }
-                let (Failure::Retry(reason) | Failure::Busy(reason, _)) = failure else {
+                let (Failure::Retry(reason) | Failure::Again(reason) | Failure::Busy(reason, _)) =
+                    failure
+                else {
                     unreachable!("matched above")
                 };
                 guard.armed = false;
-                let ejected = route.router().failed(i, gw.now_s());
+                // One strike against a deployment per request: its tries again within the
+                // same request are not more evidence that it is down.
+                let ejected = if struck.contains(&i) {
+                    false
+                } else {
+                    struck.push(i);
+                    route.router().failed(i, gw.now_s())
+                };
                 d.labels.ended();
                 d.labels.error(ejected);
                 tracing::warn!(model = %req.model, provider = %d.provider, reason = %reason, "deployment failed; trying the next");

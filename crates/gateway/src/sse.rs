@@ -63,9 +63,9 @@ pub fn event(payload: &[u8]) -> Bytes {
     Bytes::from(b)
 }
 
-/// Whether a payload is an error event: an object whose `error` is an object or a message,
-/// with no `choices` (however spaced; a chunk that carries `"error": false` beside its
-/// choices is a chunk).
+/// Whether a payload is an error event: an object whose `error` is an object or a message
+/// (however spaced, and beside choices too, as OpenRouter sends one mid-stream), or whose
+/// choice finished for an `error`; a chunk that carries `"error": false` is a chunk.
 pub fn is_error(payload: &[u8]) -> bool {
     payload.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{')
         && serde_json::from_slice::<serde_json::Value>(payload).is_ok_and(|v| is_error_object(&v))
@@ -78,7 +78,10 @@ pub fn is_error_object(v: &serde_json::Value) -> bool {
         Some(serde_json::Value::String(s)) => !s.is_empty(),
         _ => false,
     };
-    error && v.get("choices").is_none()
+    error
+        || v["choices"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["finish_reason"] == "error"))
 }
 
 /// The end-of-stream marker OpenAI clients wait for.

@@ -137,6 +137,11 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
             ["line 6", "field `base_url`"],
         ),
         (
+            "kind = \"emulated\"\nsystem = \"h100-sxm\"\nchips = 1\n[provider.faults]\n",
+            "kind = \"openai\"\nbase_url = \"http://x/v1\"\n[provider.faults]\nerror_rate = 0.5\n",
+            ["field `faults`", "applies to `emulated` providers"],
+        ),
+        (
             "upstream_model = \"llama-3.1-8b\"\n",
             "upstream_model = \"\"\n",
             ["line 13", "field `deployment.upstream_model`"],
@@ -235,6 +240,29 @@ fn the_sse_reader_handles_split_lines_comments_and_multi_line_data() {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();
     assert_eq!(got, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
+    // An error event is an error object or message, beside choices too (OpenRouter's
+    // mid-stream error), or a choice finished for an error; `"error": false` is no error.
+    use switchyard_gateway::sse::is_error;
+    for (payload, error) in [
+        (r#"{"error":{"message":"x"}}"#, true),
+        (r#"{ "error" : "overloaded" }"#, true),
+        (
+            r#"{"error":{"code":"server_error"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#,
+            true,
+        ),
+        (
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}"#,
+            true,
+        ),
+        (
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"error":false}"#,
+            false,
+        ),
+        (r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, false),
+        (r#"{"error":null,"choices":[]}"#, false),
+    ] {
+        assert_eq!(is_error(payload.as_bytes()), error, "{payload}");
+    }
 }
 
 /// The replica the gateway emulates for Llama 3.1 8B on one H100.

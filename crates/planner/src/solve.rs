@@ -541,11 +541,19 @@ fn solve(
     before: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, PlanError> {
     let cost = |n: &[u32]| -> f64 { plan_usd(m, n, kept(m, a, installed)) };
+    // The phase before's plan, where it still keeps every rule: what a phase without a plan
+    // of its own falls back to, and what a costlier one gives way to.
+    let before = before.filter(|b| holds(m, k, a, installed, b));
     let Some((x, whole)) = rounded(m, k, a, installed, &[])? else {
         // Rounding found no whole plan within the limits it lowered; the search over whole
         // units may still find one, which must then keep every rule.
-        return Ok(exact(m, k, a, installed, None, EXACT_NODES_TO_FIND)?
-            .filter(|n| holds(m, k, a, installed, n)));
+        let found = exact(m, k, a, installed, None, EXACT_NODES_TO_FIND)?
+            .filter(|n| holds(m, k, a, installed, n));
+        return Ok(match (found, before) {
+            (Some(n), Some(b)) if cost(b) < cost(&n) => Some(b.to_vec()),
+            (Some(n), _) => Some(n),
+            (None, b) => b.map(<[u32]>::to_vec),
+        });
     };
     // Round-ups of a plan worth a hundredth of its cost, the costliest first.
     let round_ups = |whole: &[u32], x: &[f64], total: f64| -> Vec<usize> {
@@ -624,12 +632,12 @@ fn solve(
             best.cost = cost(&n);
             best.whole = n;
         }
-        None if !rounded_holds => return Ok(None),
+        None if !rounded_holds => return Ok(before.map(<[u32]>::to_vec)),
         _ => {}
     }
     // The phase before's plan, where it still holds, costs what it cost: a phase that asks
     // no more is planned for no more, whatever rounding this phase's relaxation met.
-    if let Some(before) = before.filter(|b| holds(m, k, a, installed, b)) {
+    if let Some(before) = before {
         if cost(before) < best.cost {
             return Ok(Some(before.to_vec()));
         }
@@ -1216,10 +1224,14 @@ fn exact(
             // Within its least unit: `holds` asks it within one unit of each kind bought,
             // which a linear programme cannot say, and which this never lets through less
             // than.
+            // A hair more than `holds` needs (999 thousandths of the unit, not all of it),
+            // so that the solver's tolerance never leaves it short, and never nothing where
+            // the commitment is smaller than the unit.
+            let target = commit_target(m, p, k);
             pb.add_constraint(
                 used,
                 ComparisonOp::Ge,
-                commit_target(m, p, k) - least_unit(m, p),
+                (target - 0.999 * least_unit(m, p)).max(target * 1e-3),
             );
         }
         if a.power {

@@ -1510,4 +1510,28 @@ demand_tok_s = [3000.0]
         "{} MW of 0.12",
         used(&p, 0, "rack")
     );
+    // A commitment of less than two servers where no class asks anything is met by buying
+    // a server's worth of replicas (it once had no plan: the search bought nothing).
+    let idle = repeated
+        .replace(
+            "mw = [0.1, 0.1]\ncommitted_mw = [0.09, 0.09]",
+            "mw = [0.02, 0.02]\ncommitted_mw = [0.018, 0.018]",
+        )
+        .replace(
+            "demand_tok_s = [2000.0, 2000.0]",
+            "demand_tok_s = [0.0, 0.0]",
+        );
+    let p = run(&idle, &WhatIf::default()).expect("plans");
+    for k in 0..2 {
+        assert!(
+            p.phases[k].infeasible.is_none(),
+            "{:?}",
+            p.phases[k].infeasible
+        );
+        assert!(
+            used(&p, k, "b") >= 0.011,
+            "phase {k}: {} MW",
+            used(&p, k, "b")
+        );
+    }
 }
