@@ -450,7 +450,7 @@ impl System {
                     .gemm_shares(m)
                     .any(|(_, f)| !(FIGURE_LEAST..=1.0).contains(&f))
             {
-                return Err("each `measured.gemm_tflops` figure must be above 0 and at most the chip's dense peak at that precision".into());
+                return Err("field `measured.gemm_tflops`: each figure must be above 0 and at most the chip's dense peak at its precision, which `dense_tflops` must give".into());
             }
             if m.memory_read_bw_tb_s.is_some()
                 && !self
