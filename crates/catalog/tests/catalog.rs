@@ -452,7 +452,12 @@ fn a_bad_file_names_its_line_and_field() {
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");
     let fast = measured("gemm_tflops = { fp8 = 2100.0 }\nsources = [\"https://m\"]\n");
     // Named at the line that sets it, inside the entry's `measured` table.
-    refused(&mut cat, &fast, "f.toml", &["line 12", "`w`", "gemm_tflops"]);
+    refused(
+        &mut cat,
+        &fast,
+        "f.toml",
+        &["line 12", "`w`", "gemm_tflops"],
+    );
     let stream = measured("memory_read_bw_tb_s = 3.5\nsources = [\"https://m\"]\n");
     refused(&mut cat, &stream, "b.toml", &["`w`", "memory_read_bw_tb_s"]);
     let unsourced = measured("memory_read_bw_tb_s = 2.7\n");
