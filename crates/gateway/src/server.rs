@@ -163,7 +163,11 @@ async fn model(State(gw): State<Arc<Gateway>>, uri: axum::http::Uri, h: HeaderMa
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let raw = uri.path().strip_prefix("/v1/models/").unwrap_or_default();
+    let path = uri.path();
+    let raw = path
+        .strip_prefix("/v1/models/")
+        .or_else(|| path.strip_prefix("/models/"))
+        .unwrap_or_default();
     let id = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_or_else(|_| raw.to_string(), |id| id.into_owned());
@@ -243,6 +247,12 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", post(legacy))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
+        // The same without `/v1`, for clients whose base URL is the server's root (LiteLLM's
+        // proxy answers both).
+        .route("/chat/completions", post(chat))
+        .route("/completions", post(legacy))
+        .route("/models", get(models))
+        .route("/models/{*id}", get(model))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -1188,6 +1188,25 @@ async fn a_wrong_method_gets_an_error_object() {
             serde_json::from_str(&r.text().await.expect("body")).expect("json");
         assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     }
+    // The same endpoints answer without `/v1`, for clients whose base URL is the root.
+    let root = url.trim_end_matches("/v1");
+    assert_ne!(root, url);
+    let (status, body) = chat_json(
+        root,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = client
+        .get(format!("{root}/models/m"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    let models: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(models["id"], "m", "{models}");
 }
 
 /// A gateway of one emulated H100 with `timeouts` (lines of `[timeouts]`), and a bare TCP
