@@ -1015,6 +1015,25 @@ impl ScenarioFile {
                         "must end before `duration_s`".into(),
                     ));
                 }
+                // A replay ends with its last arrival (of those it takes): a warm-up past it
+                // would leave nothing to report after it.
+                if let Arrivals::Trace { rate_x } = workload.arrivals {
+                    let taken = workload
+                        .max_requests
+                        .map_or(trace.len(), |n| trace.len().min(n as usize));
+                    let last = trace[..taken]
+                        .iter()
+                        .map(|r| r.arrival_s / rate_x)
+                        .filter(|t| t.is_finite())
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    if self.duration_s.is_none() && last.is_finite() && v >= last {
+                        return Err(fail(
+                            w.span(),
+                            "warmup_s",
+                            format!("must end before the trace's last arrival, at {last:.1} s"),
+                        ));
+                    }
+                }
                 Some(v)
             }
         };

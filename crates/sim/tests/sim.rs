@@ -1172,6 +1172,35 @@ fn a_trace_mean_past_the_context_still_replays() {
     assert!(load < 0.5, "load {load}");
 }
 
+/// A warm-up past a replay's last arrival would leave nothing after it: refused, naming it.
+#[test]
+fn a_warm_up_past_the_traces_end_is_refused() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "warmup_s = 10\nmodel = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
+    let rows = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n2,100,10\n",
+        "trace.csv",
+    )
+    .expect("trace");
+    let e = ScenarioFile::parse(text, "test.toml")
+        .expect("parses")
+        .resolve(
+            text,
+            "test.toml",
+            &cat,
+            &p,
+            Some(rows),
+            &Overrides::default(),
+        )
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("line 1") && e.contains("warmup_s") && e.contains("2.0 s"),
+        "{e}"
+    );
+}
+
 /// A wafer pool whose KV cache holds the trace's short requests but not one of its mean
 /// length (a 120,000-token prompt among 1,000-token ones) serves the short ones beside a GPU
 /// pool that takes the long one, rather than being refused.
