@@ -376,17 +376,16 @@ fn published_clash<T>(
     model_names: bool,
     names: impl Fn(&T) -> (&String, &Vec<String>),
 ) -> Result<(), (String, String)> {
-    let key = |n: &str| normalized(n, model_names);
     for (i, item) in items.iter().enumerate() {
         let (id, aliases) = names(item);
         if !added.contains(id) {
             continue;
         }
         for alias in aliases {
-            let want = key(alias);
-            let other = items.iter().enumerate().find(|(j, x)| {
+            let want = normalized(alias, model_names);
+            let other = items.iter().enumerate().find(|&(j, x)| {
                 let (other_id, other_aliases) = names(x);
-                *j != i && (key(other_id) == want || other_aliases.iter().any(|a| key(a) == want))
+                j != i && answers_loosely(other_id, other_aliases, &want, model_names)
             });
             if let Some((_, x)) = other {
                 return Err((
@@ -400,6 +399,13 @@ fn published_clash<T>(
         }
     }
     Ok(())
+}
+
+/// Whether an entry of this id and these aliases answers to a name whose comparison key
+/// ([`normalized`]) is `want`.
+fn answers_loosely(id: &str, aliases: &[String], want: &str, model_names: bool) -> bool {
+    normalized(id, model_names) == want
+        || aliases.iter().any(|a| normalized(a, model_names) == want)
 }
 
 /// The entry of `items` with this id, or the list of ids that exist.
@@ -434,11 +440,10 @@ fn by_name<'a, T>(
     if let (Some(x), None) = (same.next(), same.next()) {
         return Ok(x);
     }
-    let key = |n: &str| normalized(n, model_names);
-    let want = key(name);
+    let want = normalized(name, model_names);
     let mut found = items
         .iter()
-        .filter(|x| key(id(x)) == want || aliases(x).iter().any(|a| key(a) == want));
+        .filter(|x| answers_loosely(id(x), aliases(x), &want, model_names));
     match (found.next(), found.next()) {
         (Some(x), None) => Ok(x),
         _ => Err(join_ids(items.iter().map(|x| id(x).as_str()))),

@@ -441,8 +441,7 @@ async fn attempt(
     // own (`attempt_ms`) or the request's: a provider that hangs must be ejected. (The
     // client is told its request timed out, 504, when the request's time is gone.)
     let whole_own = gw.timeouts.attempt_ms.unwrap_or(gw.timeouts.total_ms);
-    let whole_late = |limit: Duration, what: &str| timed_out(limit, whole_own, what);
-    let late = || whole_late(whole, "no whole answer");
+    let late = || timed_out(whole, whole_own, "no whole answer");
     match &d.backend {
         Backend::Emulated(pool) => {
             // Sized before the request was sent (see `handle`).
@@ -586,10 +585,13 @@ async fn attempt(
             if let Some(k) = api_key {
                 rb = rb.bearer_auth(k);
             }
-            let wait = if req.stream { first } else { whole };
+            let (wait, own) = if req.stream {
+                (first, first_own)
+            } else {
+                (whole, whole_own)
+            };
             let resp = match timeout(wait, rb.send()).await {
-                Err(_) if req.stream => return Err(timed_out(wait, first_own, "no response")),
-                Err(_) => return Err(whole_late(wait, "no response")),
+                Err(_) => return Err(timed_out(wait, own, "no response")),
                 Ok(Err(e)) => return Err(Failure::Again(without_url(&e))),
                 Ok(Ok(r)) => r,
             };
@@ -684,20 +686,24 @@ async fn attempt(
                     Ok(Some(Err(e))) => return Err(Failure::Retry(without_url(&e))),
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
+                        let values: Vec<Option<Value>> = payloads
+                            .iter()
+                            .map(|p| serde_json::from_slice::<Value>(p).ok())
+                            .collect();
                         // No output has gone to the client yet: an error event now is the
                         // deployment's failure, worth another.
-                        if payloads.iter().any(|p| sse::is_error(p)) {
+                        if values.iter().flatten().any(sse::is_error_object) {
                             return Err(Failure::Retry(
                                 "the stream sent an error event before its first token".into(),
                             ));
                         }
                         // Output, or the end of an answer with none (a stop at once): either
                         // way the provider has answered.
-                        let answered = payloads.iter().any(|p| {
-                            p.as_ref() == b"[DONE]"
-                                || serde_json::from_slice::<Value>(p)
-                                    .is_ok_and(|v| carries_output(&v) || finishes(&v))
-                        });
+                        let answered = payloads.iter().any(|p| p.as_ref() == b"[DONE]")
+                            || values
+                                .iter()
+                                .flatten()
+                                .any(|v| carries_output(v) || finishes(v));
                         held.extend(payloads);
                         if answered {
                             return Ok(Started::Stream(
@@ -928,6 +934,10 @@ pub(crate) async fn handle(
                 route.router().rest(i, gw.now_s(), a as f64);
             }
         }
+        // A fault of the moment: the deployment may be tried again in this request.
+        if matches!(outcome, Err(Failure::Again(_))) {
+            failed_here.push(i);
+        }
         match outcome {
             Ok(Started::Full(status, bytes, tokens, counted)) => {
                 guard.armed = false;
@@ -1014,15 +1024,7 @@ pub(crate) async fn handle(
                 late = true;
                 break;
             }
-            Err(failure @ (Failure::Retry(_) | Failure::Again(_) | Failure::Busy(..))) => {
-                if matches!(failure, Failure::Again(_)) {
-                    failed_here.push(i);
-                }
-                let (Failure::Retry(reason) | Failure::Again(reason) | Failure::Busy(reason, _)) =
-                    failure
-                else {
-                    unreachable!("matched above")
-                };
+            Err(Failure::Retry(reason) | Failure::Again(reason) | Failure::Busy(reason, _)) => {
                 guard.armed = false;
                 // One strike against a deployment per request: its tries again within the
                 // same request are not more evidence that it is down.
@@ -1200,13 +1202,16 @@ impl Relayer {
             if p.as_ref() == b"[DONE]" {
                 self.queue.push_back(Bytes::from_static(sse::DONE));
                 self.finish(Ended::Done);
-            } else if sse::is_error(&p) {
+                continue;
+            }
+            // Each payload is read once, for an error, its output, usage and choices.
+            let value = serde_json::from_slice::<Value>(&p).ok();
+            if value.as_ref().is_some_and(sse::is_error_object) {
                 self.queue.push_back(sse::event(&p));
                 self.finish(Ended::Failed("the provider sent an error event".into()));
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.
-                let value = serde_json::from_slice::<Value>(&p).ok();
                 let (output, usage) = value
                     .as_ref()
                     .map_or((false, None), |v| (carries_output(v), usage_of(v)));

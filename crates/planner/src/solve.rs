@@ -800,15 +800,21 @@ fn drawn_mw(pools: &[Shared], p: usize) -> f64 {
         .fold(0.0, |mw, s| mw + f64::from(s.whole) * s.mw_per_system)
 }
 
+/// Provider `p`'s options, with their indices.
+fn offered<'m, 'a>(m: &'m Model<'a>, p: usize) -> impl Iterator<Item = (usize, &'m Opt<'a>)> {
+    m.options
+        .iter()
+        .enumerate()
+        .filter(move |(_, o)| o.provider == p)
+}
+
 /// The commitment a provider's whole units may fall short of: one unit of each kind bought
 /// from it, as the README states the rule (whole units need not add up to it, and rounding
 /// to them under a power limit may leave a little of it).
 fn commit_slack(m: &Model<'_>, counts: &[u32], p: usize) -> f64 {
-    m.options
-        .iter()
-        .zip(counts)
-        .filter(|(o, &n)| o.provider == p && n > 0)
-        .map(|(o, _)| o.out.mw)
+    offered(m, p)
+        .filter(|&(i, _)| counts[i] > 0)
+        .map(|(_, o)| o.out.mw)
         .sum()
 }
 
@@ -819,43 +825,29 @@ fn commit_slack(m: &Model<'_>, counts: &[u32], p: usize) -> f64 {
 fn commit_target(m: &Model<'_>, p: usize, k: usize) -> f64 {
     let prov = &m.providers[p];
     let within = prov.committed[k].min(prov.mw[k]);
-    let system = m
-        .options
-        .iter()
-        .filter(|o| o.provider == p)
-        .map(|o| o.out.mw / o.out.systems.max(f64::MIN_POSITIVE))
-        .fold(f64::INFINITY, f64::min);
-    if !system.is_finite() || system <= 0.0 {
-        return within;
+    let system = offered(m, p)
+        .map(|(_, o)| o.out.mw / o.out.systems.max(f64::MIN_POSITIVE))
+        .min_by(f64::total_cmp);
+    match system.filter(|&s| s > 0.0 && s.is_finite()) {
+        Some(system) => within.min((prov.mw[k] * (1.0 + 1e-12) / system).floor() * system),
+        None => within,
     }
-    let whole = (prov.mw[k] * (1.0 + 1e-12) / system).floor() * system;
-    within.min(whole)
 }
 
 /// The least unit provider `p` offers: the commitment [`exact`] asks to within, which keeps
 /// what it finds within [`commit_slack`] of any plan that buys at all.
 fn least_unit(m: &Model<'_>, p: usize) -> f64 {
-    let least = m
-        .options
-        .iter()
-        .filter(|o| o.provider == p)
-        .map(|o| o.out.mw)
-        .fold(f64::INFINITY, f64::min);
-    if least.is_finite() {
-        least
-    } else {
-        0.0
-    }
+    offered(m, p)
+        .map(|(_, o)| o.out.mw)
+        .min_by(f64::total_cmp)
+        .unwrap_or(0.0)
 }
 
 /// The megawatts provider `p`'s options use at `counts` units each (its replicas' own
 /// power, not the whole systems they take).
 fn used_mw(m: &Model<'_>, counts: &[u32], p: usize) -> f64 {
-    m.options
-        .iter()
-        .zip(counts)
-        .filter(|(o, _)| o.provider == p)
-        .map(|(o, &n)| o.out.mw * f64::from(n))
+    offered(m, p)
+        .map(|(i, o)| o.out.mw * f64::from(counts[i]))
         .sum()
 }
 
@@ -865,12 +857,7 @@ fn power_terms(
     vars: &[microlp::Variable],
     p: usize,
 ) -> Vec<(microlp::Variable, f64)> {
-    m.options
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.provider == p)
-        .map(|(i, o)| (vars[i], o.out.mw))
-        .collect()
+    offered(m, p).map(|(i, o)| (vars[i], o.out.mw)).collect()
 }
 
 /// What `counts` cost an hour as bought: the whole systems they share, and those `kept`.
@@ -1155,7 +1142,8 @@ const EXACT_NODES_TO_FIND: u64 = 20_000;
 /// The cheapest whole plan of phase `k` under the rules `a` applies, by branch and bound
 /// over whole units and the whole systems of each kind each provider's units share (the
 /// cost the plan is charged), from `start` (a whole plan found by rounding) where there is
-/// one; `None` where none is found within [`EXACT_NODES`].
+/// one; `None` where none is found within `nodes` ([`EXACT_NODES`], or
+/// [`EXACT_NODES_TO_FIND`] where rounding found no plan that keeps every rule).
 ///
 /// The relaxation's rounding (see [`solve`]) cannot see that a unit rounded up leaves
 /// another unneeded, or that a second provider's offer makes its repair run out of depth;

@@ -1151,11 +1151,20 @@ fn replay_on_one_h100(csv: &str) -> Summary {
 
 /// Scenario `text` (whose workload states no arrivals) replaying trace `csv`.
 fn replaying<'a>(text: &str, csv: &str, cat: &'a Catalog, p: &Params) -> Scenario<'a> {
+    resolve_replay(text, csv, cat, p).expect("resolves")
+}
+
+/// Scenario `text` resolved to replay trace `csv`, or why it cannot.
+fn resolve_replay<'a>(
+    text: &str,
+    csv: &str,
+    cat: &'a Catalog,
+    p: &Params,
+) -> Result<Scenario<'a>, SimError> {
     let rows = parse_trace(csv, "trace.csv").expect("trace");
     ScenarioFile::parse(text, "test.toml")
         .expect("parses")
         .resolve(text, "test.toml", cat, p, Some(rows), &Overrides::default())
-        .expect("resolves")
 }
 
 /// A trace whose mean request is longer than the model takes (one request of ten million
@@ -1178,21 +1187,8 @@ fn a_warm_up_past_the_traces_end_is_refused() {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
     let text = "warmup_s = 10\nmodel = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
-    let rows = parse_trace(
-        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n2,100,10\n",
-        "trace.csv",
-    )
-    .expect("trace");
-    let e = ScenarioFile::parse(text, "test.toml")
-        .expect("parses")
-        .resolve(
-            text,
-            "test.toml",
-            &cat,
-            &p,
-            Some(rows),
-            &Overrides::default(),
-        )
+    let csv = "arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n2,100,10\n";
+    let e = resolve_replay(text, csv, &cat, &p)
         .expect_err("refused")
         .to_string();
     assert!(
