@@ -245,16 +245,16 @@ pub(crate) fn prompt_arithmetic_time(
 /// its `group_chips` chips for its `group_tokens` tokens, and the routed experts, spread
 /// over the `ep` groups' chips, which see `expert_tokens` tokens from all of them. The
 /// expert kernel streams every expert some token chose while each expert multiplies only
-/// its k/E share of the tokens, but at least a whole tile of `tile` rows each, or of all
-/// the step's tokens where they are fewer (see [`Params::gpu_expert_tile_tokens`]), and
-/// waits for the busiest group.
+/// its k/E share of the tokens, padded to a tile of at most `tile` rows, and to no more
+/// than `pad` times the rows it gets (see [`Params::gpu_expert_tile_tokens`] and
+/// [`Params::gpu_expert_pad`]), and waits for the busiest group.
 fn weight_kernels(
     d: &Deployment<'_>,
     bw: f64,
     (group_tokens, expert_tokens): (f64, f64),
     group_chips: f64,
     eff: f64,
-    tile: f64,
+    (tile, pad): (f64, f64),
 ) -> [(f64, f64); 2] {
     let m = d.model;
     let ep = f64::from(d.layout.ep);
@@ -263,7 +263,14 @@ fn weight_kernels(
     let routed = m.routed_active_params();
     let k = f64::from(m.experts_per_token.unwrap_or(1));
     let busiest = expert_imbalance(ep, expert_tokens * k);
-    let touched = (m.touched_expert_params(expert_tokens) * busiest).min(m.routed_expert_params());
+    let reached = m.touched_expert_params(expert_tokens);
+    let touched = (reached * busiest).min(m.routed_expert_params());
+    // The rows a touched expert gets on average: k per token over the experts reached.
+    let rows = if reached > 0.0 {
+        m.routed_active_params() * expert_tokens / reached
+    } else {
+        0.0
+    };
     [
         (
             stream(m.streamed_dense_params(), d.dense_bytes(), group_chips),
@@ -276,10 +283,10 @@ fn weight_kernels(
         ),
         (
             stream(touched, d.weights.bytes(), group_chips * ep),
-            // Each touched expert's rows, padded to whole tiles: no fewer than one tile
-            // of every expert some token chose.
+            // Each touched expert's rows, padded to its tile: a touched expert costs
+            // `pad` times its rows of arithmetic, up to a whole tile.
             (matmul_time(routed, expert_tokens, group_chips * ep, rate) * busiest).max(
-                matmul_time(touched, tile.min(expert_tokens), group_chips * ep, rate),
+                matmul_time(touched, tile.min(pad * rows), group_chips * ep, rate),
             ),
         ),
     ]
@@ -351,7 +358,7 @@ pub(crate) fn decode_step(
         (tokens / ep, expert_tokens),
         group,
         p.gpu_decode_flops_eff,
-        p.gpu_expert_tile_tokens,
+        (p.gpu_expert_tile_tokens, p.gpu_expert_pad),
     );
     let kv_bytes = micro * d.model.kv_bytes(ctx, d.kv) * d.kv_share_per_chip();
     let attention = (
@@ -422,7 +429,7 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
         (per_group, n),
         tp,
         eff,
-        p.gpu_expert_tile_tokens,
+        (p.gpu_expert_tile_tokens, p.gpu_expert_pad),
     );
     // The output head runs for each prompt's last position only (see
     // `Deployment::prompt_token_flops`), not for all of the busiest group's tokens.

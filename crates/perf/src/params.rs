@@ -111,9 +111,9 @@ pub struct Params {
     /// GEMMs"), and vLLM's fused kernel pads each expert's tokens to its block size before
     /// the product (`moe_align_block_size`,
     /// <https://github.com/vllm-project/vllm/blob/main/vllm/model_executor/layers/fused_moe/moe_align_block_size.py>).
-    /// A tile spans no more rows than the step has tokens: engines pick their kernels by the
-    /// step's token count, so a lone sequence's experts pay for its one token. Dense
-    /// projections are left alone: their rows are the whole batch.
+    /// Engines pick smaller blocks for fewer rows, down to vLLM's 16, so an expert pays at
+    /// most [`Params::gpu_expert_pad`] times the rows it gets. Dense projections are left
+    /// alone: their rows are the whole batch.
     ///
     /// 128 rows is the M block of a Hopper product across two warpgroups of 64 and of a
     /// Blackwell single-SM tensor-core product. Compared on `reference/points.csv` at the
@@ -132,6 +132,24 @@ pub struct Params {
     /// cost per expert that padding and a slow stream both explain, and the engines behind the
     /// published rows run kernels of their own. The tile stays as the published rows chose it.
     pub gpu_expert_tile_tokens: f64,
+    /// The most a touched expert's rows are padded, as a multiple of the rows it gets,
+    /// short of a whole tile ([`Params::gpu_expert_tile_tokens`]): a lone token's experts
+    /// cost 16 rows each, vLLM's smallest block, and an expert given 8 rows or more pays
+    /// a whole tile of 128. The grouped kernel's arithmetic per token therefore never rises
+    /// with the batch, and a step of twice the sequences never costs more than two steps.
+    ///
+    /// Until it was set the tile spanned no more rows than the step had tokens, so a
+    /// touched expert paid for every token of a step short of a tile, and the arithmetic
+    /// per token rose with the batch up to 128 tokens a step: Kimi K2.6 on four H200 NVL in
+    /// two stages carried 1,300 tok/s at 48 sequences and 1,146 at 256, where the padded
+    /// tiles cost more than the experts' weights take to stream. Against
+    /// `reference/points.csv` and `reference/heldout.csv`: that rule 25.0% and 20.3%; this
+    /// one at 8 25.2% and 20.8%, at 16 24.9% and 20.4%, at 24 25.0% and 20.2%. Padding to a
+    /// whole tile whatever the rows, with the padded arithmetic hidden under the weights'
+    /// stream where it is shorter, scored 25.0% and 19.2% at a tile of 320 rows, but made a
+    /// lone sequence's experts pay for 320 rows each (Kimi K2.6 above at 16 sequences: 205
+    /// tok/s against 1,044).
+    pub gpu_expert_pad: f64,
     /// Fixed time per engine step (scheduling, sampling, kernel launches), in seconds.
     /// Fitted to the batch-1 rows.
     pub gpu_step_overhead_s: f64,
@@ -362,6 +380,7 @@ impl Default for Params {
             gpu_decode_flops_eff: 0.45,
             gpu_prefill_flops_eff: 0.45,
             gpu_expert_tile_tokens: 128.0,
+            gpu_expert_pad: 16.0,
             gpu_step_overhead_s: 2.0e-3,
             gpu_layer_overhead_s: 50.0e-6,
             allreduce_latency_s: 10.0e-6,
@@ -467,6 +486,7 @@ const RANGES: &[(&str, Range)] = &[
     ("gpu_decode_flops_eff", Range::Fraction),
     ("gpu_prefill_flops_eff", Range::Fraction),
     ("gpu_expert_tile_tokens", Range::NonNegative),
+    ("gpu_expert_pad", Range::NonNegative),
     ("gpu_step_overhead_s", Range::NonNegative),
     ("gpu_layer_overhead_s", Range::NonNegative),
     ("allreduce_latency_s", Range::NonNegative),
