@@ -605,7 +605,9 @@ async fn attempt(
                     .and_then(|v| retry_after_s(v, std::time::SystemTime::now()));
                 return Err(Failure::Busy("HTTP 429".into(), after));
             }
-            if status.is_server_error() {
+            // A 408 is the provider's own timeout, a failure of the moment as a 5xx is (the
+            // OpenAI SDK retries both).
+            if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
                 return Err(Failure::Again(format!("HTTP {}", status.as_u16())));
             }
             // The gateway's own credentials or model name refused: the deployment is
@@ -666,6 +668,15 @@ async fn attempt(
                 // Without the provider's count, the answer's text at four characters a token,
                 // as a prompt is counted.
                 let tokens = usage.map_or_else(|| answer_tokens(&v), |u| u.1);
+                // An answer without usage gets the gateway's count, as SDK code reads it.
+                let b = if usage.is_none() {
+                    let mut v = v;
+                    let prompt = u64::from(req.prompt_tokens);
+                    v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens});
+                    Bytes::from(v.to_string())
+                } else {
+                    b
+                };
                 return Ok(Started::Full(status, b, tokens, usage.and_then(|u| u.0)));
             }
             let mut stream = resp.bytes_stream().boxed();
@@ -685,26 +696,35 @@ async fn attempt(
                     }
                     Ok(Some(Err(e))) => return Err(Failure::Retry(without_url(&e))),
                     Ok(Some(Ok(chunk))) => {
-                        let payloads = reader.feed(&chunk);
-                        let values: Vec<Option<Value>> = payloads
-                            .iter()
-                            .map(|p| serde_json::from_slice::<Value>(p).ok())
-                            .collect();
-                        // No output has gone to the client yet: an error event now is the
-                        // deployment's failure, worth another.
-                        if values.iter().flatten().any(sse::is_error_object) {
-                            return Err(Failure::Retry(
-                                "the stream sent an error event before its first token".into(),
-                            ));
+                        // Read in order up to the first that answers: output, or the end of
+                        // an answer with none (a stop at once). Before it no output has gone
+                        // to the client: an error event is the deployment's failure, worth
+                        // another, and so is an event that is not JSON, which would break
+                        // the client's SDK. The rest go with it, for the relay to read.
+                        let mut answered = false;
+                        for p in reader.feed(&chunk) {
+                            if !answered {
+                                let done = p.as_ref() == b"[DONE]";
+                                let value = serde_json::from_slice::<Value>(&p).ok();
+                                match &value {
+                                    Some(v) if sse::is_error_object(v) => {
+                                        return Err(Failure::Retry(
+                                            "the stream sent an error event before its first token"
+                                                .into(),
+                                        ))
+                                    }
+                                    None if !done => {
+                                        return Err(Failure::Retry(
+                                            "the stream sent an event that is not JSON".into(),
+                                        ))
+                                    }
+                                    _ => {}
+                                }
+                                answered = done
+                                    || value.is_some_and(|v| carries_output(&v) || finishes(&v));
+                            }
+                            held.push(p);
                         }
-                        // Output, or the end of an answer with none (a stop at once): either
-                        // way the provider has answered.
-                        let answered = payloads.iter().any(|p| p.as_ref() == b"[DONE]")
-                            || values
-                                .iter()
-                                .flatten()
-                                .any(|v| carries_output(v) || finishes(v));
-                        held.extend(payloads);
                         if answered {
                             return Ok(Started::Stream(
                                 held,
@@ -1027,8 +1047,10 @@ pub(crate) async fn handle(
             Err(Failure::Retry(reason) | Failure::Again(reason) | Failure::Busy(reason, _)) => {
                 guard.armed = false;
                 // One strike against a deployment per request: its tries again within the
-                // same request are not more evidence that it is down.
+                // same request are not more evidence that it is down, but they end its
+                // request all the same.
                 let ejected = if struck.contains(&i) {
+                    route.router().abandoned(i);
                     false
                 } else {
                     struck.push(i);
@@ -1206,9 +1228,20 @@ impl Relayer {
             }
             // Each payload is read once, for an error, its output, usage and choices.
             let value = serde_json::from_slice::<Value>(&p).ok();
-            if value.as_ref().is_some_and(sse::is_error_object) {
-                self.queue.push_back(sse::event(&p));
-                self.finish(Ended::Failed("the provider sent an error event".into()));
+            // The client gets one error event, the gateway's, in OpenAI's shape, with the
+            // provider's message in it; an event that is not JSON is not passed on.
+            if let Some(v) = value.as_ref().filter(|v| sse::is_error_object(v)) {
+                let message = v["error"]["message"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .unwrap_or("no message");
+                self.finish(Ended::Failed(format!(
+                    "the provider sent an error event: {message}"
+                )));
+            } else if value.is_none() {
+                self.finish(Ended::Failed(
+                    "the provider sent an event that is not JSON".into(),
+                ));
             } else {
                 // A chunk with output counts a token (a provider may send several in one,
                 // which its usage chunk then corrects); role, finish and usage chunks none.

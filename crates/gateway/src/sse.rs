@@ -1,7 +1,7 @@
 //! Server-sent events: reading an upstream's `data:` payloads and writing ours.
 //!
 //! The reader follows the event-stream rules of the HTML standard that OpenAI-compatible
-//! servers use: lines end in LF, CR or CRLF; `data:` lines of one event join with newlines; a
+//! servers use: a leading byte order mark is dropped; lines end in LF, CR or CRLF; `data:` lines of one event join with newlines; a
 //! blank line ends the event; lines starting with `:` are comments (keep-alives).
 
 use bytes::{Bytes, BytesMut};
@@ -12,12 +12,28 @@ pub struct SseReader {
     buf: BytesMut,
     data: Vec<u8>,
     has_data: bool,
+    /// Whether the stream's start has been looked at for a byte order mark.
+    started: bool,
 }
+
+/// UTF-8's byte order mark, which a stream may start with and the standard drops.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseReader {
     /// Feeds bytes; returns the payloads of the events they complete.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         self.buf.extend_from_slice(chunk);
+        // One byte order mark at the very start of the stream is dropped, whatever chunks
+        // it comes in (the HTML standard's event-stream parsing).
+        if !self.started {
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return Vec::new();
+            }
+            if self.buf.starts_with(BOM) {
+                let _ = self.buf.split_to(BOM.len());
+            }
+            self.started = true;
+        }
         let mut out = Vec::new();
         while let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             // A CR at the very end may be the first half of a CRLF: wait for more.

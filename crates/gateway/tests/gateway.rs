@@ -240,6 +240,12 @@ fn the_sse_reader_handles_split_lines_comments_and_multi_line_data() {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();
     assert_eq!(got, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
+    // A byte order mark at the start of a stream is dropped, even split over chunks; one
+    // later is data.
+    let mut r = SseReader::default();
+    let mut got = r.feed(b"\xEF\xBB");
+    got.extend(r.feed(b"\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\ndata: c\n\n"));
+    assert_eq!(got, vec![&b"a"[..], b"c"]);
     // An error event is an error object or message, beside choices too (OpenRouter's
     // mid-stream error), or a choice finished for an error; `"error": false` is no error.
     use switchyard_gateway::sse::is_error;
@@ -1812,7 +1818,9 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// shape; `spaced-error` streams an error event written
 /// `{ "error"`; `no-done` streams an answer that finishes without `[DONE]`; `split-lines`
 /// one whose token event comes over two `data:` lines; `error-false` chunks that carry
-/// `"error": false`; `two-choices-cut` two choices, the second cut off.
+/// `"error": false`; `two-choices-cut` two choices, the second cut off; `timeout-408` a
+/// 408; `not-json` streams an event that is not JSON before its first token, and
+/// `not-json-mid` and `error-mid` one that is not JSON and an error event after it.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1858,6 +1866,9 @@ async fn misbehaving_upstream() -> String {
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}))
                     .into_response();
             }
+            if v["model"] == "timeout-408" {
+                return (axum::http::StatusCode::REQUEST_TIMEOUT, "timed out").into_response();
+            }
             if v["model"] == "error-200" {
                 return axum::Json(serde_json::json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}))
                     .into_response();
@@ -1896,6 +1907,20 @@ async fn misbehaving_upstream() -> String {
                 )
             };
             let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
+            if ["not-json", "not-json-mid", "error-mid"].contains(&v["model"].as_str().unwrap_or("")) {
+                let token = chunk(serde_json::json!({"content": "ab"}));
+                let bad = if v["model"] == "error-mid" {
+                    "data: {\"error\":{\"message\":\"overloaded mid\",\"type\":\"server_error\"}}\n\n"
+                } else {
+                    "data: {not json\n\n"
+                };
+                let body = if v["model"] == "not-json" {
+                    format!("{role}{bad}{token}data: [DONE]\n\n")
+                } else {
+                    format!("{role}{token}{bad}{token}data: [DONE]\n\n")
+                };
+                return ([("content-type", "text/event-stream")], body).into_response();
+            }
             if v["model"] == "spaced-error" {
                 let body = "data: { \"error\": {\"message\": \"busy\", \"type\": \"server_error\"}}\n\n";
                 return ([("content-type", "text/event-stream")], body).into_response();
@@ -2152,8 +2177,19 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
         async move {
             let body =
                 format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
-            let (status, _) = chat_json(&url, &body).await;
+            let (status, answer) = chat_json(&url, &body).await;
             assert_eq!(status, 200);
+            // The client gets that count as the answer's usage.
+            let u = &answer["usage"];
+            assert_eq!(
+                u["total_tokens"].as_u64(),
+                Some(
+                    u["prompt_tokens"].as_u64().unwrap_or(0)
+                        + u["completion_tokens"].as_u64().unwrap_or(0)
+                ),
+                "{answer}"
+            );
+            assert!(u["prompt_tokens"].as_u64() > Some(0), "{answer}");
             let line = format!(
                 r#"switchyard_tokens_total{{model="{model}",provider="up",type="output"}}"#
             );
@@ -2161,6 +2197,12 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
         }
     };
     assert_eq!(counted("plain").await, Some(3.0));
+    let (_, answer) = chat_json(
+        &url,
+        r#"{"model":"plain","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(answer["usage"]["completion_tokens"], 3, "{answer}");
     // A refusal is the answer's text too.
     assert_eq!(counted("refuses").await, Some(6.0));
 }
@@ -2324,7 +2366,9 @@ async fn upstream_shapes_are_read_for_what_they_are() {
     for (upstream, stream) in [
         ("error-200", false),
         ("stalled-refusal", false),
+        ("timeout-408", false),
         ("spaced-error", true),
+        ("not-json", true),
     ] {
         let text = format!(
             "[timeouts]\nfirst_token_ms = 1000\n{}",
@@ -2363,6 +2407,33 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
+    }
+    // Its second try ended its first request on it: nothing is left in flight.
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][0]["in_flight"], 0, "{h}");
+    // After its first token, a stream's event that is not JSON or an error event ends it
+    // with one error event, the gateway's, naming the provider's fault; neither is passed on.
+    for upstream in ["not-json-mid", "error-mid"] {
+        let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
+        let r = reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+            .send()
+            .await
+            .expect("sent");
+        let body = r.text().await.expect("body");
+        assert!(
+            !body.contains("not json") && !body.contains("server_error"),
+            "{upstream}: {body}"
+        );
+        assert_eq!(body.matches("\"error\"").count(), 1, "{upstream}: {body}");
+        assert!(body.contains("upstream_failed"), "{upstream}: {body}");
+        assert!(!body.contains("[DONE]"), "{upstream}: {body}");
+        if upstream == "error-mid" {
+            assert!(body.contains("overloaded mid"), "{body}");
+        }
+        let h = health(&url).await;
+        assert_eq!(h["models"]["m"][1]["failures"], 1, "{upstream}: {h}");
     }
     // A refusal not in OpenAI's shape reaches the client in it, with the provider's status.
     let (url, _gw) = start(&upstream_then_gpu(&up, "unprocessable")).await;
