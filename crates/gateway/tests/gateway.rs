@@ -2415,13 +2415,7 @@ async fn upstream_shapes_are_read_for_what_they_are() {
     // with one error event, the gateway's, naming the provider's fault; neither is passed on.
     for upstream in ["not-json-mid", "error-mid"] {
         let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
-        let r = reqwest::Client::new()
-            .post(format!("{url}/chat/completions"))
-            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
-            .send()
-            .await
-            .expect("sent");
-        let body = r.text().await.expect("body");
+        let body = streamed_text(&url, "m").await;
         assert!(
             !body.contains("not json") && !body.contains("server_error"),
             "{upstream}: {body}"
@@ -2465,13 +2459,7 @@ async fn upstream_shapes_are_read_for_what_they_are() {
     );
     for upstream in ["no-done", "split-lines", "error-false"] {
         let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
-        let r = reqwest::Client::new()
-            .post(format!("{url}/chat/completions"))
-            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
-            .send()
-            .await
-            .expect("sent");
-        let body = r.text().await.expect("body");
+        let body = streamed_text(&url, "m").await;
         assert!(body.ends_with("data: [DONE]\n\n"), "{upstream}: {body}");
         assert!(!body.contains("upstream_failed"), "{upstream}: {body}");
         // Every event is one JSON document or the end marker.
