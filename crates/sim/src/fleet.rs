@@ -533,6 +533,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     }
 
     fn arrive(&mut self, a: Arrival) {
+        // A request that states a `max_tokens` stops there, as an engine stops it.
+        let a = Arrival {
+            output: self.scn.max_tokens.cap(a.output),
+            ..a
+        };
         let id = self.arrivals;
         self.arrivals += 1;
         self.in_system += 1;
@@ -597,8 +602,21 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 self.end(k, Some(why));
                 return;
             };
+            // An engine decodes no further than the model's context (vLLM's
+            // `max_model_len`), and refuses a prompt that leaves no room for a token: the
+            // router has already passed over a provider too short for what the request
+            // states, which leaves those that state no `max_tokens`.
+            let context = self.pools[p]
+                .slots
+                .first()
+                .map_or(u32::MAX, |s| s.engine.config().context);
+            if self.reqs[k as usize].a.prompt >= context {
+                self.end(k, Some(reason::TOO_LONG));
+                return;
+            }
             self.router.dispatched(p);
             let r = &mut self.reqs[k as usize];
+            r.a.output = r.a.output.min(context - r.a.prompt);
             r.attempts += 1;
             r.tried |= 1u64 << p.min(63);
             r.provider = p as u32;

@@ -112,6 +112,14 @@ pub enum MaxTokens {
 }
 
 impl MaxTokens {
+    /// The output tokens a request of `output` tokens gets: no more than it states.
+    pub fn cap(self, output: u32) -> u32 {
+        match self {
+            MaxTokens::Fixed(n) => output.min(n),
+            _ => output,
+        }
+    }
+
     /// What a request of `output` tokens states.
     pub fn of(self, output: u32) -> Option<u32> {
         match self {

@@ -1141,6 +1141,27 @@ fn a_request_past_the_models_context_is_refused() {
     assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
 }
 
+/// A request that states a `max_tokens` stops there; one that states none stops at the
+/// model's context, as vLLM stops it at `max_model_len`.
+#[test]
+fn an_output_stops_at_its_max_tokens_and_at_the_context() {
+    let run_with = |max_tokens: &str, prompt: u32, output: u32| {
+        simulated(&format!(
+            "model = \"llama-3-8b\"\n[router]\nmax_tokens = {max_tokens}\n[[provider]]\nname = \"a\"\nsystem = \"h200\"\nchips = 1\n[workload]\nrequests = 3\narrival = {{ process = \"poisson\", rate = 0.1 }}\nprompt = {{ dist = \"fixed\", tokens = {prompt} }}\noutput = {{ dist = \"fixed\", tokens = {output} }}\n"
+        ))
+    };
+    let s = run_with("64", 100, 500);
+    assert_eq!((s.completed, s.providers[0].output_tokens), (3, 3 * 64));
+    // Llama 3 8B takes 8,192 tokens.
+    let s = run_with("\"none\"", 8000, 500);
+    assert_eq!((s.completed, s.providers[0].output_tokens), (3, 3 * 192));
+    let s = run_with("\"none\"", 8192, 10);
+    assert_eq!((s.completed, s.failed), (0, 3));
+    // Stated, a request past the context is passed over by the router: refused.
+    let s = run_with("\"output\"", 8000, 500);
+    assert_eq!((s.completed, s.failed), (0, 3));
+}
+
 /// Replays the trace `csv` (its header and rows) on one H100 serving Llama 3.1 8B.
 fn replay_on_one_h100(csv: &str) -> Summary {
     let cat = Catalog::builtin().expect("catalog");
