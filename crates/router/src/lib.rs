@@ -217,7 +217,10 @@ pub struct Router {
     targets: Vec<Target>,
     seen: Vec<Observed>,
     health: Health,
-    next: usize,
+    /// Round-robin's next target for each class asked (`None`: requests of no class): a
+    /// turn of one class is not taken from another's, so each class's targets share its
+    /// requests evenly whichever other classes they serve.
+    next: Vec<(Option<String>, usize)>,
     rng: u64,
 }
 
@@ -230,7 +233,7 @@ impl Router {
             targets,
             seen: vec![Observed::default(); n],
             health,
-            next: 0,
+            next: Vec::new(),
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -327,10 +330,21 @@ impl Router {
         let chosen = match self.policy {
             Policy::RoundRobin => {
                 let n = self.targets.len();
-                let start = self.next;
+                let c = match self
+                    .next
+                    .iter()
+                    .position(|(c, _)| c.as_deref() == ask.class)
+                {
+                    Some(c) => c,
+                    None => {
+                        self.next.push((ask.class.map(str::to_string), 0));
+                        self.next.len() - 1
+                    }
+                };
+                let start = self.next[c].1;
                 let pick = (0..n).map(|k| (start + k) % n).find(|i| pool.contains(i));
                 if let Some(i) = pick {
-                    self.next = (i + 1) % n;
+                    self.next[c].1 = (i + 1) % n;
                 }
                 pick
             }

@@ -44,6 +44,31 @@ fn round_robin_cycles_and_skips_excluded_targets() {
     assert_eq!(r.pick(0.0, &all), None);
 }
 
+/// Each class takes its own turns: a class served by two targets splits its requests
+/// evenly, however another class served by one of them interleaves with it.
+#[test]
+fn round_robin_turns_are_each_classs_own() {
+    let targets = vec![
+        target("gold-only", |t| t.classes = vec!["gold".into()]),
+        target("any", |_| {}),
+    ];
+    let mut r = Router::new(Policy::RoundRobin, targets, Health::default(), 1);
+    let mut gold = [0; 2];
+    for _ in 0..100 {
+        for class in ["gold", "silver"] {
+            let ask = Ask {
+                class: Some(class),
+                ..Ask::default()
+            };
+            let i = r.pick(0.0, &ask).expect("a target");
+            if class == "gold" {
+                gold[i] += 1;
+            }
+        }
+    }
+    assert_eq!(gold, [50, 50]);
+}
+
 #[test]
 fn least_outstanding_weighs_load_by_capacity() {
     let targets = vec![
