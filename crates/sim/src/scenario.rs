@@ -20,6 +20,9 @@ use toml::Spanned;
 /// The most replicas one pool may have: each is simulated on its own, and a million of them
 /// already hold about 300 MB; far more would exhaust memory rather than say what is wrong.
 pub const MAX_REPLICAS: u32 = 1_000_000;
+/// Most requests a synthetic process is expected to bring in one run: a billion, hours of
+/// simulation at the engine's pace.
+pub const MAX_REQUESTS: f64 = 1e9;
 /// The largest mean (or median) of a drawn length: ten million tokens, past any model's
 /// context; larger ones, or infinite ones, would only make every request one that fits
 /// nowhere, drawn without end.
@@ -1042,6 +1045,21 @@ impl ScenarioFile {
                         ));
                     }
                 }
+                // A process's requests arrive over about requests / rate seconds.
+                if let (Some(rate), Some(n), None) = (
+                    workload.arrivals.mean_rate(),
+                    workload.max_requests,
+                    self.duration_s,
+                ) {
+                    let end = n as f64 / rate;
+                    if v >= end {
+                        return Err(fail(
+                            w.span(),
+                            "warmup_s",
+                            format!("must end before the last arrival, expected at about {end:.1} s ({n} requests at {rate} a second)"),
+                        ));
+                    }
+                }
                 Some(v)
             }
         };
@@ -1169,6 +1187,31 @@ impl ScenarioFile {
                 "requests",
                 "an `arrival` process never ends by itself: give the workload's `requests`, the scenario's `duration_s`, or --requests".into(),
             ));
+        }
+        // A process's mean rate over a long run ends it after about rate x duration_s
+        // requests: past what a run can simulate, it would run for hours holding them all.
+        if let Some(rate) = arrivals.mean_rate() {
+            let by_time = self.duration_s.map_or(f64::INFINITY, |d| rate * d);
+            let by_count = over
+                .requests
+                .or(w.requests)
+                .map_or(f64::INFINITY, |n| n as f64);
+            if by_time.min(by_count) > MAX_REQUESTS {
+                let (field, what) = if by_time < by_count {
+                    (
+                        "arrival.rate",
+                        format!(
+                            "{rate} requests a second for `duration_s` bring about {by_time:.2e}"
+                        ),
+                    )
+                } else {
+                    ("requests", format!("{by_count:.2e} requests are"))
+                };
+                return Err((
+                    field,
+                    format!("{what}, past the {MAX_REQUESTS:.0e} a run simulates: lower the rate, `duration_s` or `requests`"),
+                ));
+            }
         }
         let lengths = |l: &Option<LengthSection>, field: &'static str| {
             match l {

@@ -47,12 +47,24 @@ fn wall_clock_s(v: &str) -> Option<f64> {
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
     );
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=month_days).contains(&day) {
         return None;
     }
     let mut t = time.trim_end_matches('Z').split(':');
-    let (h, min): (f64, f64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let (h, min): (u8, u8) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
     let sec: f64 = t.next()?.parse().ok()?;
+    // A leap second is 60.x.
+    if t.next().is_some() || h > 23 || min > 59 || !(0.0..61.0).contains(&sec) {
+        return None;
+    }
+    let (h, min) = (f64::from(h), f64::from(min));
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -76,9 +88,10 @@ struct JsonRow {
 /// Mooncake traces. Times are taken from the first row's, so that a trace cut from the middle
 /// of a longer one starts at once rather than after an idle stretch that would thin every
 /// rate. A CSV without an arrival column holds lengths only (as Vidur's length traces do):
-/// its rows' times are NaN, for a synthetic process to draw. Fields may be quoted. A row of
-/// no prompt or no output tokens runs as one of one token, as an engine needs one to start
-/// and one to answer. `origin` names the file in errors, which give the line and field.
+/// its rows' times are NaN, for a synthetic process to draw. Fields may be quoted. Token
+/// counts are whole numbers from 1 (an engine needs a token to start and one to answer), so
+/// a row of none is refused with its line. `origin` names the file in errors, which give
+/// the line and field.
 ///
 /// # Errors
 /// [`SimError::Trace`] naming the line and field of the first bad value.
@@ -284,6 +297,18 @@ pub enum Arrivals {
         /// Speed-up factor.
         rate_x: f64,
     },
+}
+
+impl Arrivals {
+    /// A process's mean requests per second; `None` for a replay, whose times are its own.
+    pub fn mean_rate(&self) -> Option<f64> {
+        match *self {
+            Arrivals::Poisson { rate }
+            | Arrivals::Gamma { rate, .. }
+            | Arrivals::Diurnal { rate, .. } => Some(rate),
+            Arrivals::Trace { .. } => None,
+        }
+    }
 }
 
 /// A distribution of token counts.

@@ -785,9 +785,31 @@ fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
         rows[2].arrival_s
     );
     assert_eq!((rows[1].prompt, rows[1].output), (396, 109));
-    let bad = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\nyesterday,1,1\n";
-    let e = parse_trace(bad, "azure.csv").expect_err("bad").to_string();
-    assert!(e.contains("line 3") && e.contains("TIMESTAMP"), "{e}");
+    // A time that is no time of the calendar or the clock is named with its line.
+    for when in [
+        "yesterday",
+        "2023-11-16 25:99:04.03",
+        "2023-02-31 00:00:01",
+        "2023-11-16 18:-1:04",
+        "2023-11-16 18:17:61",
+    ] {
+        let bad = format!(
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\n{when},1,1\n"
+        );
+        let e = parse_trace(&bad, "azure.csv").expect_err("bad").to_string();
+        assert!(
+            e.contains("line 3") && e.contains("TIMESTAMP") && !e.contains("decreasing"),
+            "{when}: {e}"
+        );
+    }
+    // 2024 was a leap year.
+    let leap = "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-02-28 23:59:59,1,1\n2024-02-29 00:00:01,1,1\n";
+    let rows = parse_trace(leap, "azure.csv").expect("a leap day");
+    assert!(
+        (rows[1].arrival_s - 2.0).abs() < 1e-9,
+        "{}",
+        rows[1].arrival_s
+    );
     let mooncake = "{\"timestamp\": 0, \"input_length\": 6758, \"output_length\": 500, \"hash_ids\": [0, 1]}\n{\"timestamp\": 1500, \"input_length\": 7322, \"output_length\": 490, \"hash_ids\": [0]}\n";
     let rows = parse_trace(mooncake, "m.jsonl").expect("mooncake");
     assert_eq!(rows.len(), 2);
@@ -1200,6 +1222,44 @@ fn a_trace_mean_past_the_context_still_replays() {
     // Its load is taken against the peak at the lengths the model takes, as its layout is.
     let load = s.providers[0].load.expect("load");
     assert!(load < 0.5, "load {load}");
+}
+
+/// A warm-up past a process's expected last arrival, and a process that would bring more
+/// requests than a run simulates, are refused with their lines.
+#[test]
+fn a_warm_up_past_a_processs_end_and_endless_arrivals_are_refused() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let base = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\nprompt = { dist = \"fixed\", tokens = 100 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
+    let refused = |head: &str, tail: &str| {
+        resolve(&format!("{head}{base}{tail}"), &cat, &p, false)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = refused(
+        "warmup_s = 1000\n",
+        "requests = 50\narrival = { process = \"poisson\", rate = 1.0 }\n",
+    );
+    assert!(
+        e.contains("line 1") && e.contains("warmup_s") && e.contains("50.0 s"),
+        "{e}"
+    );
+    let e = refused(
+        "duration_s = 3600\n",
+        "arrival = { process = \"poisson\", rate = 1e9 }\n",
+    );
+    assert!(
+        e.contains("line 10") && e.contains("arrival.rate") && e.contains("3.60e12"),
+        "{e}"
+    );
+    // Within the bound, the same run resolves.
+    resolve(
+        &format!("warmup_s = 10\n{base}requests = 50\narrival = {{ process = \"poisson\", rate = 1.0 }}\n"),
+        &cat,
+        &p,
+        false,
+    )
+    .expect("resolves");
 }
 
 /// A warm-up past a replay's last arrival would leave nothing after it: refused, naming it.

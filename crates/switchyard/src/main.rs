@@ -73,8 +73,8 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Creates the folder an `--out` names; a path that is a file is the user's mistake (status
-/// 2, named), not a failure of the machine.
+/// Creates the folder an `--out` names; a path that is a file, or where no folder can be
+/// made (no permission, a read-only place), is the user's to change (status 2, named).
 pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!(
@@ -83,8 +83,12 @@ pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result
         ))
         .into());
     }
-    anyhow::Context::with_context(std::fs::create_dir_all(dir), || {
-        format!("creating {}", dir.display())
+    std::fs::create_dir_all(dir).map_err(|e| {
+        UsageError(format!(
+            "--out {}: cannot create the folder ({e}); give one where {holds} can be written",
+            dir.display()
+        ))
+        .into()
     })
 }
 

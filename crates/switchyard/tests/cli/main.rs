@@ -1509,6 +1509,18 @@ fn simulate_replays_the_trace_it_is_given() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("is a file"), "{err}");
+    // A folder under a file cannot be made: the user's to change, named.
+    let under = trace.join("out");
+    let o = run(&[
+        "simulate",
+        "--requests",
+        "5",
+        "--out",
+        under.to_str().expect("utf-8"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot create the folder"), "{err}");
 }
 
 #[test]
