@@ -1499,28 +1499,23 @@ fn simulate_replays_the_trace_it_is_given() {
     }
     let o = run(&["simulate", "--requests", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
-    let o = run(&[
-        "simulate",
-        "--requests",
-        "5",
-        "--out",
-        trace.to_str().expect("utf-8"),
-    ]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("is a file"), "{err}");
-    // A folder under a file cannot be made: the user's to change, named.
-    let under = trace.join("out");
-    let o = run(&[
-        "simulate",
-        "--requests",
-        "5",
-        "--out",
-        under.to_str().expect("utf-8"),
-    ]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot create the folder"), "{err}");
+    // A file, or a folder under a file, cannot be the output folder: the user's to change,
+    // named.
+    for (out, says) in [
+        (trace.clone(), "is a file"),
+        (trace.join("out"), "cannot create the folder"),
+    ] {
+        let o = run(&[
+            "simulate",
+            "--requests",
+            "5",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 #[test]
