@@ -1506,23 +1506,33 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         .sum();
     if need <= have {
         // Enough power in all, but each provider's own megawatts may bind: the most a class
-        // could get is every provider's power at that provider's most power-efficient
-        // option for it.
+        // could get is every provider's power spent on whole systems of its best option
+        // for it, as many whole replicas as they hold.
+        let whole_carried = |c: usize, p: usize, mw: f64| {
+            m.options
+                .iter()
+                .filter(|o| o.class == c && o.provider == p && o.out.mw > 0.0)
+                .map(|o| {
+                    let per_system = o.out.mw / o.out.systems;
+                    let systems = (mw / per_system * (1.0 + 1e-9)).floor();
+                    let replicas = (systems / o.out.systems * (1.0 + 1e-9)).floor();
+                    replicas * o.out.capacity_tok_s
+                })
+                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+        };
         let mut short = Vec::new();
         for (c, class) in m.classes.iter().enumerate() {
             let mut most = 0.0;
             let mut each = Vec::new();
             for (p, prov) in m.providers.iter().enumerate() {
-                let rate = per_mw(c, Some(p));
-                if rate > 0.0 {
-                    let carried = rate * prov.mw[k];
+                if let Some(carried) = whole_carried(c, p, prov.mw[k]) {
                     most += carried;
                     each.push(format!("`{}` {carried:.0}", prov.name));
                 }
             }
             if most < class.demand[k] {
                 short.push(format!(
-                    "class `{}` needs {:.0} tok/s, and each provider's megawatts carry at most {} at its most power-efficient option for it ({:.0} in all)",
+                    "class `{}` needs {:.0} tok/s, and each provider's megawatts carry at most {} in whole systems of its best option for it ({:.0} in all)",
                     class.name,
                     class.demand[k],
                     each.join(", "),

@@ -202,6 +202,40 @@ fn losing_a_provider_replans_or_says_what_breaks() {
     assert!(e.to_string().contains("no provider named `zz`"), "{e}");
 }
 
+/// Where each provider's megawatts bind, what they carry is told in whole systems: whole
+/// replicas of a provider's options, not its power times a rate.
+#[test]
+fn power_short_where_needed_counts_whole_systems() {
+    let text = one_phase(
+        "max_share = 1.0\nn_minus_1 = 0.0\nmw_is = \"facility\"\nconfirm_s = 10\nconfirm_replicas = 8",
+        &format!(
+            "{}{}",
+            provider("a", "h200", 0.05, ""),
+            provider("b", "b200", 0.02, "")
+        ),
+        "llama-3.1-8b",
+        "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 50\npercentile = 0.5",
+        200_000.0,
+    );
+    let p = run(&text, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(why.contains("where it is needed"), "{why}");
+    for name in ["a", "b"] {
+        let said: f64 = why
+            .split(&format!("`{name}` "))
+            .nth(1)
+            .and_then(|r| r.split([',', ' ']).next())
+            .and_then(|n| n.parse().ok())
+            .expect("a figure");
+        // Some option of the provider carries that in whole replicas.
+        let whole = p.options.iter().filter(|o| o.provider == name).any(|o| {
+            let n = said / o.capacity_tok_s;
+            n >= 1.0 && (n - n.round()).abs() * o.capacity_tok_s < 1.0
+        });
+        assert!(whole, "{name}: {said} in {why}");
+    }
+}
+
 #[test]
 fn an_infeasible_rule_is_named() {
     // One provider with power, the other with none: N-1 at 50% cannot hold.
