@@ -150,6 +150,20 @@ impl ApiError {
         }
     }
 
+    /// 429 for a request that asks more tokens than its key's whole minute allows (OpenAI's
+    /// "Request too large"): no wait admits it, so no `Retry-After` comes with it.
+    pub fn request_too_large(key: &str, asked: u64, per_minute: f64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Request too large for key `{key}`: {asked} tokens (the prompt and n x max_tokens) against its limit of {per_minute} tokens per minute. Lower max_tokens or the prompt."
+            ),
+            kind: "tokens",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
     /// 429 when every deployment tried answered that it is over its rate.
     pub fn providers_busy(model: &str, tried: &[String], retry_after_s: u64) -> Self {
         ApiError {

@@ -847,6 +847,12 @@ pub(crate) async fn handle(
         Some(k) => {
             let tokens = u64::from(req.prompt_tokens)
                 + u64::from(req.n.max(1)) * u64::from(req.max_tokens.unwrap_or(0));
+            // More than the whole minute allows is never admitted: refused at once, not
+            // let into a minute's debt.
+            if let Some(tpm) = k.tokens_per_minute.filter(|&tpm| tokens as f64 > tpm) {
+                crate::metrics::unanswered("-", "rate_limited");
+                return ApiError::request_too_large(&k.name, tokens, tpm).into_response();
+            }
             match k.hold(tokens, Instant::now()) {
                 Ok(h) => Some(h),
                 Err(refusal) => return crate::server::over_limit(k, refusal),

@@ -774,6 +774,25 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
             ))
             .send()
     };
+    // A request asking more than the whole minute allows is refused at once, as too large,
+    // with no wait that would admit it, and spends nothing.
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth("secret-t")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_none());
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Request too large")),
+        "{body}"
+    );
     // The first request is admitted with a full minute's allowance and spends 40 output
     // tokens and its prompt; a streamed one is charged the same way when its stream ends.
     let r = ask(true).await.expect("sent");
