@@ -375,7 +375,7 @@ pub(crate) fn fitting_deployments<'a>(
 ) -> Result<Vec<Deployment<'a>>, PerfError> {
     let precision = q.precision.unwrap_or_else(|| q.model.default_precision());
     if let Some(kv) = q.kv_precision.filter(|kv| kv.weight_only()) {
-        return Err(PerfError::BadInput(format!(
+        return Err(PerfError::BadKvPrecision(format!(
             "{kv} stores weights only, its products in 16 bits; store the KV cache in bf16, fp8, int8, fp4 or int4"
         )));
     }
@@ -386,7 +386,7 @@ pub(crate) fn fitting_deployments<'a>(
             .flops(Precision::Fp4)
             .is_none_or(|(_, native)| native != Precision::Fp4)
     {
-        return Err(PerfError::BadInput(format!(
+        return Err(PerfError::BadKvPrecision(format!(
             "{} has no FP4 format for a KV cache; store it in fp8 or int4",
             q.system.id
         )));

@@ -75,6 +75,9 @@ pub enum PerfError {
     /// The system cannot run this precision at all.
     #[error("{system} has no {precision} support and no wider format to fall back to")]
     NoPrecision { system: String, precision: String },
+    /// The KV cache's precision is one the system cannot store it in.
+    #[error("{0}")]
+    BadKvPrecision(String),
     /// An input value is out of range.
     #[error("{0}")]
     BadInput(String),

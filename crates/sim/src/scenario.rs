@@ -767,7 +767,11 @@ impl ScenarioFile {
                 other => other,
             }
             .map_err(|e| {
-                let field = if s.layout.is_some() {
+                let field = if matches!(e, PerfError::BadKvPrecision(_)) {
+                    "kv_precision"
+                } else if matches!(e, PerfError::NoPrecision { .. }) {
+                    "precision"
+                } else if s.layout.is_some() {
                     "layout"
                 } else if s.chips.is_some() {
                     "chips"

@@ -221,7 +221,7 @@ fn within_span(at: f64) -> Result<f64, String> {
         Ok(at)
     } else {
         Err(format!(
-            "{at} s after the first request is past 10^9 s (31 years)"
+            "{at:.3e} s after the first request is past 10^9 s (31 years)"
         ))
     }
 }
@@ -240,7 +240,13 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
         if line.trim().is_empty() {
             continue;
         }
-        let r: JsonRow = serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?;
+        // The line is the file's; serde's own position is within it, a column.
+        let r: JsonRow = serde_json::from_str(line).map_err(|e| {
+            let message = e.to_string();
+            let place = format!(" at line {} column {}", e.line(), e.column());
+            let message = message.strip_suffix(&place).unwrap_or(&message);
+            err(n, format!("{message} (column {})", e.column()))
+        })?;
         let at = r.timestamp / 1000.0;
         if !at.is_finite() || at < last || at < 0.0 {
             return Err(err(

@@ -484,6 +484,15 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nkv_precision = \"fp3\""),
         &["line 4", "kv_precision", "fp3"],
     );
+    // A format the system cannot keep a KV cache in is the KV precision's fault, not the
+    // chips'.
+    check(
+        &good.replace(
+            "name = \"a\"",
+            "name = \"a\"\nchips = 1\nkv_precision = \"fp4\"",
+        ),
+        &["line 5", "field `kv_precision`", "FP4"],
+    );
     // A server's chips that the best layout splits into several replicas all serve, each
     // as a replica of the pool.
     let split = resolve(
@@ -819,6 +828,25 @@ fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
         .expect_err("bad")
         .to_string();
     assert!(e.contains("line 1") && e.contains("input_length"), "{e}");
+    // The file's line, and only the file's: serde's position within it is a column.
+    let e = parse_trace(
+        "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5}\n{\"timestamp\": 1, \"input_length\": 5}\n",
+        "m.jsonl",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(
+        e.contains("line 2") && !e.contains("line 1") && e.contains("column"),
+        "{e}"
+    );
+    // A time far past the first is told in a few digits.
+    let e = parse_trace(
+        "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5}\n{\"timestamp\": 5e300, \"input_length\": 5, \"output_length\": 5}\n",
+        "m.jsonl",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(e.contains("line 2") && e.len() < 200, "{e}");
 }
 
 #[test]
