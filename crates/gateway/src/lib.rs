@@ -273,6 +273,9 @@ impl Gateway {
                     tpot_s: d.tpot_ms.map_or(UNSTATED_TPOT_S, |ms| ms / 1000.0),
                     capacity: d.capacity.unwrap_or(64.0),
                     max_context: d.max_context,
+                    // An outside provider's prefill rate is not known: its queue is counted
+                    // in requests.
+                    prefill_tok_s: 0.0,
                 };
                 let backend = match p.kind.as_str() {
                     "openai" => {
@@ -370,6 +373,7 @@ impl Gateway {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
                                 capacity: priors.concurrency * f64::from(engines),
+                                prefill_tok_s: priors.prefill_tok_s * f64::from(engines),
                                 max_context: Some(engine.longest_request()),
                                 ..target.clone()
                             };
@@ -416,8 +420,11 @@ impl Gateway {
                                 // Its first token comes from a prefill pass, and the rest from
                                 // decode steps that carry no prompts.
                                 let pd = &spec.physics.deployment;
-                                predicted.ttft_s = pd.prefill(params, isl)
-                                    + pd.kv_send_s(params, isl, spec.same_domain);
+                                let own = pd.prefill(params, isl);
+                                predicted.ttft_s =
+                                    own + pd.kv_send_s(params, isl, spec.same_domain);
+                                predicted.prefill_tok_s =
+                                    isl.max(1.0) / own.max(1e-12) * f64::from(spec.replicas);
                                 predicted.tpot_s = dep
                                     .decode_step(
                                         params,

@@ -935,7 +935,9 @@ pub(crate) async fn handle(
                 route.deployments[prev].labels.fallback();
             }
         }
-        route.router().dispatched(i);
+        route
+            .router()
+            .dispatched_prompt(i, gw.now_s(), req.prompt_tokens);
         tried.push(i);
         d.labels.started();
         // If the client leaves while the attempt is under way, the handler is dropped here;

@@ -384,7 +384,8 @@ impl Deployment<'_> {
     }
 
     /// What a router is told of one replica before it has observed anything: time to first
-    /// token of a lone `isl`-token prompt, time per output token of a lone request, and the
+    /// token of a lone `isl`-token prompt (and the prompt tokens a second that makes), time
+    /// per output token of a lone request, and the
     /// requests in flight at the peak throughput under `tpot_limit` (at least one).
     pub fn router_priors(
         &self,
@@ -393,8 +394,10 @@ impl Deployment<'_> {
         osl: f64,
         tpot_limit: Option<f64>,
     ) -> RouterPriors {
+        let ttft_s = self.prefill(p, isl);
         RouterPriors {
-            ttft_s: self.prefill(p, isl),
+            ttft_s,
+            prefill_tok_s: isl.max(1.0) / ttft_s.max(1e-12),
             tpot_s: self.at_concurrency(p, 1.0, isl, osl).tpot_s,
             concurrency: self
                 .max_throughput(p, isl, osl, tpot_limit)
@@ -464,6 +467,8 @@ impl Deployment<'_> {
 pub struct RouterPriors {
     /// Time to first token of a lone request, seconds.
     pub ttft_s: f64,
+    /// Prompt tokens a second one replica prefills, one prompt after another.
+    pub prefill_tok_s: f64,
     /// Time per output token of a lone request, seconds.
     pub tpot_s: f64,
     /// Requests in flight at the peak throughput under the TPOT limit.

@@ -102,6 +102,10 @@ pub struct Target {
     pub capacity: f64,
     /// Longest request (prompt plus output tokens) the target can hold; `None` is no limit.
     pub max_context: Option<u32>,
+    /// Prompt tokens a second the target prefills, all its replicas together, where known
+    /// (0 where not): the prompts sent to it queue for that rate, and a new request's first
+    /// token waits for those ahead of it.
+    pub prefill_tok_s: f64,
 }
 
 impl Target {
@@ -118,6 +122,7 @@ impl Target {
             tpot_s: 0.0,
             capacity: 1.0,
             max_context: None,
+            prefill_tok_s: 0.0,
         }
     }
 
@@ -175,6 +180,10 @@ pub struct Observed {
     /// Until when the target asked to be left alone (a 429's `Retry-After`): passed over as
     /// an ejected one, without being one.
     resting_until: f64,
+    /// Prompt tokens sent to the target and not yet prefilled, at `backlog_at`: each
+    /// request's prompt joins it, and it drains at the target's prefill rate.
+    backlog: f64,
+    backlog_at: f64,
 }
 
 /// Weight of the newest observation in the moving averages: about the last ten requests
@@ -303,7 +312,7 @@ impl Router {
             let meets: Vec<usize> = pool
                 .iter()
                 .copied()
-                .filter(|&i| self.expected_ttft(i) <= limit)
+                .filter(|&i| self.expected_ttft(i, now) <= limit)
                 .collect();
             if !meets.is_empty() {
                 pool = meets;
@@ -351,7 +360,7 @@ impl Router {
             Policy::LeastOutstanding => by(&load, &pool),
             Policy::Latency => {
                 let n = ask.output_tokens.map_or(DEFAULT_OUTPUT_TOKENS, f64::from);
-                let cost = |i: usize| self.expected_latency(i, n);
+                let cost = |i: usize| self.expected_latency(i, n, now);
                 by(&cost, &pool)
             }
             Policy::Weighted => {
@@ -383,25 +392,55 @@ impl Router {
         chosen
     }
 
-    /// Expected seconds until the last of `n` output tokens on target `i`: time to first token
-    /// plus output time (observed, else predicted), stretched by the target's load. Each
-    /// request in flight takes a share 1/capacity of the target, and a step slows as its
-    /// batch fills, so the estimate grows by that share per request; past capacity the
-    /// same term is the wait for a slot. Growing smoothly with load spreads requests over
-    /// targets of similar speed instead of herding onto the single fastest one.
-    pub fn expected_latency(&self, i: usize, n: f64) -> f64 {
+    /// Expected seconds until the last of `n` output tokens on target `i` at `now`: time to
+    /// first token ([`Router::expected_ttft`]) plus output time (observed, else predicted),
+    /// stretched by the target's load. Each request in flight takes a share 1/capacity of
+    /// the target, and a step slows as its batch fills, so the estimate grows by that share
+    /// per request; past capacity the same term is the wait for a slot. Growing smoothly
+    /// with load spreads requests over targets of similar speed instead of herding onto the
+    /// single fastest one.
+    pub fn expected_latency(&self, i: usize, n: f64, now: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        let service = s.ttft_s.unwrap_or(t.ttft_s) + n * s.tpot_s.unwrap_or(t.tpot_s);
-        service * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
+        self.expected_ttft(i, now)
+            + n * s.tpot_s.unwrap_or(t.tpot_s)
+                * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
     }
 
-    /// Expected time to first token on target `i` for a new request: observed (else
-    /// predicted), stretched by load as in [`Router::expected_latency`].
-    pub fn expected_ttft(&self, i: usize) -> f64 {
+    /// Expected time to first token on target `i` for a request sent at `now`: observed
+    /// (else predicted), and behind the prompts queued ahead of it where the target's
+    /// prefill rate is known, else stretched by its load as in
+    /// [`Router::expected_latency`]. Counted in requests, a queue of long prompts looks
+    /// short on a target whose KV cache holds many: sent a trace of 10,000-token prompts, a
+    /// fast pool drew nearly every request while its first tokens waited seconds and a
+    /// slower pool beside it idled.
+    pub fn expected_ttft(&self, i: usize, now: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
+        let base = s.ttft_s.unwrap_or(t.ttft_s);
+        if t.prefill_tok_s > 0.0 {
+            base + self.backlog(i, now) / t.prefill_tok_s
+        } else {
+            base * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
+        }
+    }
+
+    /// Prompt tokens queued on target `i` at `now`: what was sent, drained at its prefill
+    /// rate since.
+    fn backlog(&self, i: usize, now: f64) -> f64 {
+        let s = &self.seen[i];
+        let drained = (now - s.backlog_at).max(0.0) * self.targets[i].prefill_tok_s;
+        (s.backlog - drained).max(0.0)
+    }
+
+    /// A request of `prompt_tokens` went to target `i` at `now`: as
+    /// [`Router::dispatched`], and its prompt joins the target's queue.
+    pub fn dispatched_prompt(&mut self, i: usize, now: f64, prompt_tokens: u32) {
+        let queued = self.backlog(i, now) + f64::from(prompt_tokens);
+        let s = &mut self.seen[i];
+        s.backlog = queued;
+        s.backlog_at = now;
+        self.dispatched(i);
     }
 
     /// A request went to target `i`.

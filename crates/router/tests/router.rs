@@ -69,6 +69,58 @@ fn round_robin_turns_are_each_classs_own() {
     assert_eq!(gold, [50, 50]);
 }
 
+/// Long prompts queue for a target's prefill rate: the latency policy sends some of a burst
+/// of them to a slower target rather than all to the faster one, whose KV cache holds them
+/// all; counted in requests alone, the queue looks empty. Once the queue drains, the faster
+/// target is first again.
+#[test]
+fn the_latency_policy_sees_long_prompts_queue() {
+    let targets = |rates: (f64, f64)| {
+        vec![
+            target("fast", |t| {
+                t.ttft_s = 0.5;
+                t.tpot_s = 0.01;
+                t.capacity = 64.0;
+                t.prefill_tok_s = rates.0;
+            }),
+            target("slow", |t| {
+                t.ttft_s = 1.5;
+                t.tpot_s = 0.02;
+                t.capacity = 16.0;
+                t.prefill_tok_s = rates.1;
+            }),
+        ]
+    };
+    let ask = Ask {
+        prompt_tokens: Some(10_000),
+        output_tokens: Some(10),
+        ..Ask::default()
+    };
+    let burst = |r: &mut Router| {
+        let mut counts = [0; 2];
+        for _ in 0..10 {
+            let i = r.pick(0.0, &ask).expect("a target");
+            r.dispatched_prompt(i, 0.0, 10_000);
+            counts[i] += 1;
+        }
+        counts
+    };
+    let mut queued = Router::new(
+        Policy::Latency,
+        targets((20_000.0, 7_000.0)),
+        Health::default(),
+        1,
+    );
+    let counts = burst(&mut queued);
+    assert!(counts[1] >= 2 && counts[0] > counts[1], "{counts:?}");
+    // Ten seconds on, both queues have drained.
+    assert_eq!(queued.pick(10.0, &ask), Some(0));
+    // Without prefill rates, the queue is counted in requests and every one goes to the
+    // faster target.
+    let mut counted = Router::new(Policy::Latency, targets((0.0, 0.0)), Health::default(), 1);
+    assert_eq!(burst(&mut counted), [10, 0]);
+}
+
 #[test]
 fn least_outstanding_weighs_load_by_capacity() {
     let targets = vec![

@@ -614,7 +614,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 self.end(k, Some(reason::TOO_LONG));
                 return;
             }
-            self.router.dispatched(p);
+            self.router
+                .dispatched_prompt(p, self.now, self.reqs[k as usize].a.prompt);
             let r = &mut self.reqs[k as usize];
             r.a.output = r.a.output.min(context - r.a.prompt);
             r.attempts += 1;

@@ -917,6 +917,14 @@ impl ScenarioFile {
                 ttft_s: priors.ttft_s,
                 tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(replicas),
+                // Prompts queue for the pool that prefills them.
+                prefill_tok_s: prefill.as_ref().map_or(
+                    priors.prefill_tok_s * f64::from(replicas),
+                    |pp| {
+                        let own = pp.deployment.prefill(params, isl);
+                        isl.max(1.0) / own.max(1e-12) * f64::from(pp.replicas)
+                    },
+                ),
                 // A request must fit where its prompt runs and where it decodes.
                 max_context: Some(prefill.as_ref().map_or(engine.longest_request(), |pp| {
                     engine.longest_request().min(pp.engine.longest_request())
