@@ -106,6 +106,10 @@ pub struct Moved {
     pub from: f64,
     /// Its value after.
     pub to: f64,
+    /// The end of its range it stopped at, `"bottom"` or `"top"`, where it did: the
+    /// rows pull it past what the physics allows, so they likely carry something else
+    /// (another software era, a feature the rows leave unstated).
+    pub at_end: Option<&'static str>,
 }
 
 /// The result of a calibration.
@@ -117,6 +121,9 @@ pub struct Calibration {
     pub before: Summary,
     /// The points as the fitted parameters predict them.
     pub after: Summary,
+    /// What the search minimised, before and after: the mean of the groups' MAPEs plus
+    /// half the overall MAPE, over the rows fitted to.
+    pub objective: (f64, f64),
     /// The parameters that moved, in [`KNOBS`] order.
     pub moved: Vec<Moved>,
     /// Predictions of the whole set the search made.
@@ -259,6 +266,7 @@ pub fn calibrate(
     };
     let mut p = start.clone();
     let mut score = objective(&best);
+    let first = score;
     let mut evaluations = 1;
     for scale in 0..SCALES {
         let steps = STEPS.map(|f| f.powf(0.5f64.powi(scale as i32)));
@@ -285,10 +293,18 @@ pub fn calibrate(
         .iter()
         .filter_map(|k| {
             let (from, to) = ((k.read)(start), (k.read)(&p));
+            let (lo, hi) = (k.lo.min(from), k.hi.max(from));
             (from.to_bits() != to.to_bits()).then_some(Moved {
                 name: k.name,
                 from,
                 to,
+                at_end: if to <= lo {
+                    Some("bottom")
+                } else if to >= hi {
+                    Some("top")
+                } else {
+                    None
+                },
             })
         })
         .collect();
@@ -318,6 +334,7 @@ pub fn calibrate(
     Ok(Calibration {
         params: p,
         before,
+        objective: (first, score),
         after: best,
         moved,
         evaluations,

@@ -1089,6 +1089,28 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
         &["no prediction of these points depends on gpu_bw_eff"],
     );
     assert!(!inert.contains("fit these points best"), "{inert}");
+    // Rows far slower than any efficiency in its range makes them pin it at the range's
+    // end, and the output says so, with what the search minimised.
+    let slow = temp_file(
+        "slow.csv",
+        &format!(
+            "{header}{},{},test,,,\n{},{},test,,,\n",
+            rows[0],
+            predicted[0] * 0.05,
+            rows[1],
+            predicted[1] * 0.05
+        ),
+    );
+    prints(
+        &[
+            "calibrate",
+            "--points",
+            slow.to_str().expect("path"),
+            "--only",
+            "gpu_decode_flops_eff",
+        ],
+        &["at the bottom of the range it may move in", "minimised:"],
+    );
     // Only what moved is written, each a parameter `--only` named.
     let set: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(!set.is_empty() && set.len() <= 2, "{file}");
