@@ -161,6 +161,11 @@ impl Drop for Held {
 }
 
 impl Key {
+    /// Counts a request refused outright, as too large for the key's whole minute.
+    pub(crate) fn refused_too_large(&self) {
+        self.limited.increment(1);
+    }
+
     /// Holds `tokens` (a request's prompt and the output it may ask) against the key's
     /// allowance at `now`, if it owes none: the limit that refuses and the whole seconds
     /// until it would admit otherwise.

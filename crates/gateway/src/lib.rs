@@ -324,6 +324,7 @@ impl Gateway {
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
                             target.max_context = d.max_context.or(predicted.max_context);
+                            target.prefill_tok_s = predicted.prefill_tok_s;
                             Backend::Emulated(Arc::clone(pool))
                         } else {
                             let err = |f: &str, e: String| {
@@ -420,11 +421,13 @@ impl Gateway {
                                 // Its first token comes from a prefill pass, and the rest from
                                 // decode steps that carry no prompts.
                                 let pd = &spec.physics.deployment;
-                                let own = pd.prefill(params, isl);
-                                predicted.ttft_s =
-                                    own + pd.kv_send_s(params, isl, spec.same_domain);
-                                predicted.prefill_tok_s =
-                                    isl.max(1.0) / own.max(1e-12) * f64::from(spec.replicas);
+                                (predicted.ttft_s, predicted.prefill_tok_s) = pd
+                                    .prefill_pool_priors(
+                                        params,
+                                        isl,
+                                        spec.replicas,
+                                        spec.same_domain,
+                                    );
                                 predicted.tpot_s = dep
                                     .decode_step(
                                         params,
@@ -437,6 +440,7 @@ impl Gateway {
                             target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
                             target.max_context = d.max_context.or(predicted.max_context);
+                            target.prefill_tok_s = predicted.prefill_tok_s;
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,

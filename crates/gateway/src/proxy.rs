@@ -696,33 +696,31 @@ async fn attempt(
                     }
                     Ok(Some(Err(e))) => return Err(Failure::Retry(without_url(&e))),
                     Ok(Some(Ok(chunk))) => {
-                        // Read in order up to the first that answers: output, or the end of
-                        // an answer with none (a stop at once). Before it no output has gone
-                        // to the client: an error event is the deployment's failure, worth
-                        // another, and so is an event that is not JSON, which would break
-                        // the client's SDK. The rest go with it, for the relay to read.
+                        // Nothing has gone to the client until this chunk's events are
+                        // all read: an error event among them is the deployment's failure,
+                        // worth another, and so is an event that is not JSON, which would
+                        // break the client's SDK. Output, or the end of an answer with none
+                        // (a stop at once), means the provider has answered.
                         let mut answered = false;
                         for p in reader.feed(&chunk) {
-                            if !answered {
-                                let done = p.as_ref() == b"[DONE]";
-                                let value = serde_json::from_slice::<Value>(&p).ok();
-                                match &value {
-                                    Some(v) if sse::is_error_object(v) => {
-                                        return Err(Failure::Retry(
-                                            "the stream sent an error event before its first token"
-                                                .into(),
-                                        ))
-                                    }
-                                    None if !done => {
-                                        return Err(Failure::Retry(
-                                            "the stream sent an event that is not JSON".into(),
-                                        ))
-                                    }
-                                    _ => {}
+                            let done = p.as_ref() == b"[DONE]";
+                            let value = serde_json::from_slice::<Value>(&p).ok();
+                            match &value {
+                                Some(v) if sse::is_error_object(v) => {
+                                    return Err(Failure::Retry(
+                                        "the stream sent an error event before its first token"
+                                            .into(),
+                                    ))
                                 }
-                                answered = done
-                                    || value.is_some_and(|v| carries_output(&v) || finishes(&v));
+                                None if !done => {
+                                    return Err(Failure::Retry(
+                                        "the stream sent an event that is not JSON".into(),
+                                    ))
+                                }
+                                _ => {}
                             }
+                            answered |=
+                                done || value.is_some_and(|v| carries_output(&v) || finishes(&v));
                             held.push(p);
                         }
                         if answered {
@@ -850,7 +848,8 @@ pub(crate) async fn handle(
             // More than the whole minute allows is never admitted: refused at once, not
             // let into a minute's debt.
             if let Some(tpm) = k.tokens_per_minute.filter(|&tpm| tokens as f64 > tpm) {
-                crate::metrics::unanswered("-", "rate_limited");
+                k.refused_too_large();
+                crate::metrics::unanswered(&req.model, "rate_limited");
                 return ApiError::request_too_large(&k.name, tokens, tpm).into_response();
             }
             match k.hold(tokens, Instant::now()) {

@@ -205,6 +205,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                         j["prefill_engines"] = json!(prefill);
                         j["layout"] = json!(layout);
                         j["longest_request"] = json!(pool.longest_request());
+                        // The rate its queued prompts drain at, as the router expects it.
+                        j["prefill_tok_s"] = json!(r.targets()[i].prefill_tok_s.round());
                     }
                     j
                 })

@@ -48,10 +48,13 @@ impl SseReader {
             let line = self.buf.split_to(end + skip);
             let line = &line[..end];
             if line.is_empty() {
-                if self.has_data {
+                // An event of empty data (a keep-alive written `data:`) is not dispatched,
+                // as the HTML standard has it.
+                if self.has_data && !self.data.is_empty() {
                     out.push(Bytes::from(std::mem::take(&mut self.data)));
-                    self.has_data = false;
                 }
+                self.data.clear();
+                self.has_data = false;
             } else if let Some(rest) = line.strip_prefix(b"data:") {
                 let rest = rest.strip_prefix(b" ").unwrap_or(rest);
                 if self.has_data {

@@ -246,6 +246,11 @@ fn the_sse_reader_handles_split_lines_comments_and_multi_line_data() {
     let mut got = r.feed(b"\xEF\xBB");
     got.extend(r.feed(b"\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\ndata: c\n\n"));
     assert_eq!(got, vec![&b"a"[..], b"c"]);
+    // An event of empty data is not dispatched.
+    assert_eq!(
+        SseReader::default().feed(b"data:\n\ndata: x\n\n"),
+        vec![&b"x"[..]]
+    );
     // An error event is an error object or message, beside choices too (OpenRouter's
     // mid-stream error), or a choice finished for an error; `"error": false` is no error.
     use switchyard_gateway::sse::is_error;
@@ -895,11 +900,11 @@ async fn chips_a_layout_splits_run_as_several_engines() {
         model("n", &[("few", "")])
     );
     let (url, _gw) = start(&text).await;
-    let health = health(&url).await;
+    let h = health(&url).await;
     // Without `chips`, each replica is one engine.
-    let few = &health["models"]["n"][0];
+    let few = &h["models"]["n"][0];
     assert_eq!(few["engines"], 3, "{few}");
-    let dep = &health["models"]["m"][0];
+    let dep = &h["models"]["m"][0];
     let engines = dep["engines"].as_u64().expect("engines");
     let layout: switchyard_perf::Layout = dep["layout"]
         .as_str()
@@ -909,6 +914,18 @@ async fn chips_a_layout_splits_run_as_several_engines() {
     assert_eq!(layout.dp, 1, "{dep}");
     assert!(engines > 2, "16 chips of an 8B model split: {dep}");
     assert_eq!(engines * u64::from(layout.chips()), 2 * 16, "{dep}");
+    // The router expects prompts to drain at every engine's prefill rate together: three
+    // H200 engines prefill three times what one does.
+    let rate = |d: &serde_json::Value| d["prefill_tok_s"].as_f64().expect("a prefill rate");
+    let one = format!(
+        "{}{}",
+        emulated("one", "h200", ""),
+        model("n", &[("one", "")])
+    );
+    let (url1, _gw1) = start(&one).await;
+    let single = rate(&health(&url1).await["models"]["n"][0]);
+    assert!(single > 0.0);
+    assert!((rate(few) / single - 3.0).abs() < 0.01, "{few}: {single}");
 }
 
 /// Pools too large to run are refused with their field, not left to exhaust memory.
@@ -1839,7 +1856,9 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// one whose token event comes over two `data:` lines; `error-false` chunks that carry
 /// `"error": false`; `two-choices-cut` two choices, the second cut off; `timeout-408` a
 /// 408; `not-json` streams an event that is not JSON before its first token, and
-/// `not-json-mid` and `error-mid` one that is not JSON and an error event after it.
+/// `not-json-after` one after its first token in the same read, and `not-json-mid` and
+/// `error-mid` one that is not JSON and an error event in a later read; each sends an empty
+/// event too, a keep-alive.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1926,19 +1945,32 @@ async fn misbehaving_upstream() -> String {
                 )
             };
             let role = chunk(serde_json::json!({"role": "assistant", "content": ""}));
-            if ["not-json", "not-json-mid", "error-mid"].contains(&v["model"].as_str().unwrap_or("")) {
+            let model = v["model"].as_str().unwrap_or("");
+            if ["not-json", "not-json-after", "not-json-mid", "error-mid"].contains(&model) {
                 let token = chunk(serde_json::json!({"content": "ab"}));
-                let bad = if v["model"] == "error-mid" {
+                let bad = if model == "error-mid" {
                     "data: {\"error\":{\"message\":\"overloaded mid\",\"type\":\"server_error\"}}\n\n"
                 } else {
                     "data: {not json\n\n"
                 };
-                let body = if v["model"] == "not-json" {
-                    format!("{role}{bad}{token}data: [DONE]\n\n")
-                } else {
-                    format!("{role}{token}{bad}{token}data: [DONE]\n\n")
+                // An empty event, a keep-alive, is no fault.
+                let parts = match model {
+                    "not-json" => vec![format!("data:\n\n{role}{bad}{token}data: [DONE]\n\n")],
+                    "not-json-after" => vec![format!("{role}{token}{bad}{token}data: [DONE]\n\n")],
+                    // The fault comes after the first token has gone to the client.
+                    _ => vec![format!("{role}data:\n\n{token}"), format!("{bad}{token}data: [DONE]\n\n")],
                 };
-                return ([("content-type", "text/event-stream")], body).into_response();
+                let body = futures_util::stream::iter(parts.into_iter().enumerate()).then(|(i, text)| async move {
+                    if i > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
+                });
+                return (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
             }
             if v["model"] == "spaced-error" {
                 let body = "data: { \"error\": {\"message\": \"busy\", \"type\": \"server_error\"}}\n\n";
@@ -2388,6 +2420,7 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         ("timeout-408", false),
         ("spaced-error", true),
         ("not-json", true),
+        ("not-json-after", true),
     ] {
         let text = format!(
             "[timeouts]\nfirst_token_ms = 1000\n{}",

@@ -406,6 +406,24 @@ impl Deployment<'_> {
         }
     }
 
+    /// What a router is told of a disaggregated provider's prompts, run on `replicas` of
+    /// this deployment as its prefill pool: the first token of a lone `isl`-token prompt,
+    /// its pass and its KV cache's move to the decode pool (within the scale-up domain when
+    /// `same_domain`), and the prompt tokens a second the pool prefills.
+    pub fn prefill_pool_priors(
+        &self,
+        p: &Params,
+        isl: f64,
+        replicas: u32,
+        same_domain: bool,
+    ) -> (f64, f64) {
+        let own = self.prefill(p, isl);
+        (
+            own + self.kv_send_s(p, isl, same_domain),
+            isl.max(1.0) / own.max(1e-12) * f64::from(replicas),
+        )
+    }
+
     /// Power drawn by the deployment's chips at full load, in W, from the system's published
     /// power (or its chips' power with host overhead).
     pub fn full_power_w(&self, p: &Params) -> Option<f64> {

@@ -226,9 +226,9 @@ pub struct Router {
     targets: Vec<Target>,
     seen: Vec<Observed>,
     health: Health,
-    /// Round-robin's next target for each class asked (`None`: requests of no class): a
-    /// turn of one class is not taken from another's, so each class's targets share its
-    /// requests evenly whichever other classes they serve.
+    /// Round-robin's next target for each class some target names (`None`: requests of any
+    /// other class, or of none): a turn of one class is not taken from another's, so each
+    /// class's targets share its requests evenly whichever other classes they serve.
     next: Vec<(Option<String>, usize)>,
     rng: u64,
 }
@@ -339,14 +339,17 @@ impl Router {
         let chosen = match self.policy {
             Policy::RoundRobin => {
                 let n = self.targets.len();
-                let c = match self
-                    .next
-                    .iter()
-                    .position(|(c, _)| c.as_deref() == ask.class)
-                {
+                // A class no target names (any a client may write) takes the turns of
+                // requests of no class: the cursors stay as many as the classes configured.
+                let class = ask.class.filter(|c| {
+                    self.targets
+                        .iter()
+                        .any(|t| t.classes.iter().any(|x| x == c))
+                });
+                let c = match self.next.iter().position(|(c, _)| c.as_deref() == class) {
                     Some(c) => c,
                     None => {
-                        self.next.push((ask.class.map(str::to_string), 0));
+                        self.next.push((class.map(str::to_string), 0));
                         self.next.len() - 1
                     }
                 };
@@ -408,21 +411,21 @@ impl Router {
     }
 
     /// Expected time to first token on target `i` for a request sent at `now`: observed
-    /// (else predicted), and behind the prompts queued ahead of it where the target's
-    /// prefill rate is known, else stretched by its load as in
-    /// [`Router::expected_latency`]. Counted in requests, a queue of long prompts looks
-    /// short on a target whose KV cache holds many: sent a trace of 10,000-token prompts, a
-    /// fast pool drew nearly every request while its first tokens waited seconds and a
-    /// slower pool beside it idled.
+    /// (else predicted), stretched by its load as in [`Router::expected_latency`], and
+    /// behind the prompts queued ahead of it where the target's prefill rate is known.
+    /// Counted in requests alone, a queue of long prompts looks short on a target whose KV
+    /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
+    /// request while its first tokens waited seconds and a slower pool beside it idled.
     pub fn expected_ttft(&self, i: usize, now: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        let base = s.ttft_s.unwrap_or(t.ttft_s);
-        if t.prefill_tok_s > 0.0 {
-            base + self.backlog(i, now) / t.prefill_tok_s
+        let load = f64::from(s.outstanding) / t.capacity.max(1e-9);
+        let queued = if t.prefill_tok_s > 0.0 {
+            self.backlog(i, now) / t.prefill_tok_s
         } else {
-            base * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
-        }
+            0.0
+        };
+        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + load) + queued
     }
 
     /// Prompt tokens queued on target `i` at `now`: what was sent, drained at its prefill

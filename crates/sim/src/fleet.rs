@@ -602,14 +602,15 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 self.end(k, Some(why));
                 return;
             };
-            // An engine decodes no further than the model's context (vLLM's
-            // `max_model_len`), and refuses a prompt that leaves no room for a token: the
-            // router has already passed over a provider too short for what the request
-            // states, which leaves those that state no `max_tokens`.
+            // An engine decodes no further than the longest request it holds, the model's
+            // context or its KV cache's room for one sequence (vLLM's `max_model_len`), and
+            // refuses a prompt that leaves no room for a token: the router has already
+            // passed over a provider too short for what the request states, which leaves
+            // those that state no `max_tokens`.
             let context = self.pools[p]
                 .slots
                 .first()
-                .map_or(u32::MAX, |s| s.engine.config().context);
+                .map_or(u32::MAX, |s| s.engine.config().longest_request());
             if self.reqs[k as usize].a.prompt >= context {
                 self.end(k, Some(reason::TOO_LONG));
                 return;

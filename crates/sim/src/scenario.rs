@@ -907,6 +907,15 @@ impl ScenarioFile {
                     }
                 }
             });
+            // A disaggregated provider's first token comes from its prefill pool, after the
+            // KV cache's move, and its prompts queue for that pool (as the gateway has it).
+            let (ttft_s, prefill_tok_s) = prefill.as_ref().map_or(
+                (priors.ttft_s, priors.prefill_tok_s * f64::from(replicas)),
+                |pp| {
+                    pp.deployment
+                        .prefill_pool_priors(params, isl, pp.replicas, pp.same_domain)
+                },
+            );
             let target = Target {
                 name: s.name.clone(),
                 weight: s.weight,
@@ -914,17 +923,10 @@ impl ScenarioFile {
                 usd_per_mtok: usd.unwrap_or(f64::INFINITY),
                 priority: s.priority,
                 classes: s.classes.clone(),
-                ttft_s: priors.ttft_s,
+                ttft_s,
                 tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(replicas),
-                // Prompts queue for the pool that prefills them.
-                prefill_tok_s: prefill.as_ref().map_or(
-                    priors.prefill_tok_s * f64::from(replicas),
-                    |pp| {
-                        let own = pp.deployment.prefill(params, isl);
-                        isl.max(1.0) / own.max(1e-12) * f64::from(pp.replicas)
-                    },
-                ),
+                prefill_tok_s,
                 // A request must fit where its prompt runs and where it decodes.
                 max_context: Some(prefill.as_ref().map_or(engine.longest_request(), |pp| {
                     engine.longest_request().min(pp.engine.longest_request())
