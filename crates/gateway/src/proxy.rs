@@ -668,14 +668,20 @@ async fn attempt(
                 // Without the provider's count, the answer's text at four characters a token,
                 // as a prompt is counted.
                 let tokens = usage.map_or_else(|| answer_tokens(&v), |u| u.1);
-                // An answer without usage gets the gateway's count, as SDK code reads it.
-                let b = if usage.is_none() {
+                // An answer without usage, or with part of it, gets the gateway's count of
+                // what is missing, as SDK code reads all three.
+                let complete = ["prompt_tokens", "completion_tokens", "total_tokens"]
+                    .iter()
+                    .all(|k| v["usage"][k].is_u64());
+                let b = if complete {
+                    b
+                } else {
                     let mut v = v;
-                    let prompt = u64::from(req.prompt_tokens);
+                    let prompt = usage
+                        .and_then(|u| u.0)
+                        .unwrap_or(u64::from(req.prompt_tokens));
                     v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens});
                     Bytes::from(v.to_string())
-                } else {
-                    b
                 };
                 return Ok(Started::Full(status, b, tokens, usage.and_then(|u| u.0)));
             }
@@ -704,7 +710,11 @@ async fn attempt(
                         let mut answered = false;
                         for p in reader.feed(&chunk) {
                             let done = p.as_ref() == b"[DONE]";
-                            let value = serde_json::from_slice::<Value>(&p).ok();
+                            // A chunk is a JSON object: a number, string, array or null in
+                            // its place breaks the client's SDK as text that is no JSON does.
+                            let value = serde_json::from_slice::<Value>(&p)
+                                .ok()
+                                .filter(Value::is_object);
                             match &value {
                                 Some(v) if sse::is_error_object(v) => {
                                     return Err(Failure::Retry(
@@ -714,7 +724,7 @@ async fn attempt(
                                 }
                                 None if !done => {
                                     return Err(Failure::Retry(
-                                        "the stream sent an event that is not JSON".into(),
+                                        "the stream sent an event that is not a JSON object".into(),
                                     ))
                                 }
                                 _ => {}
@@ -1234,9 +1244,11 @@ impl Relayer {
                 continue;
             }
             // Each payload is read once, for an error, its output, usage and choices.
-            let value = serde_json::from_slice::<Value>(&p).ok();
+            let value = serde_json::from_slice::<Value>(&p)
+                .ok()
+                .filter(Value::is_object);
             // The client gets one error event, the gateway's, in OpenAI's shape, with the
-            // provider's message in it; an event that is not JSON is not passed on.
+            // provider's message in it; an event that is not a JSON object is not passed on.
             if let Some(v) = value.as_ref().filter(|v| sse::is_error_object(v)) {
                 let message = v["error"]["message"]
                     .as_str()
@@ -1247,7 +1259,7 @@ impl Relayer {
                 )));
             } else if value.is_none() {
                 self.finish(Ended::Failed(
-                    "the provider sent an event that is not JSON".into(),
+                    "the provider sent an event that is not a JSON object".into(),
                 ));
             } else {
                 // A chunk with output counts a token (a provider may send several in one,

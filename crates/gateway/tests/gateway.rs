@@ -1857,8 +1857,8 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// `"error": false`; `two-choices-cut` two choices, the second cut off; `timeout-408` a
 /// 408; `not-json` streams an event that is not JSON before its first token, and
 /// `not-json-after` one after its first token in the same read, and `not-json-mid` and
-/// `error-mid` one that is not JSON and an error event in a later read; each sends an empty
-/// event too, a keep-alive.
+/// `error-mid` a number for a chunk and an error event in a later read; each sends an empty
+/// event too, a keep-alive; `usage-partial` answers whole with a usage of its output alone.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1884,6 +1884,12 @@ async fn misbehaving_upstream() -> String {
                     [("content-type", "text/html")],
                     "<html>oops</html>",
                 )
+                    .into_response();
+            }
+            if v["model"] == "usage-partial" {
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "usage-partial",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "abc"}, "finish_reason": "stop"}],
+                    "usage": {"completion_tokens": 3}}))
                     .into_response();
             }
             if v["model"] == "plain" {
@@ -1948,10 +1954,11 @@ async fn misbehaving_upstream() -> String {
             let model = v["model"].as_str().unwrap_or("");
             if ["not-json", "not-json-after", "not-json-mid", "error-mid"].contains(&model) {
                 let token = chunk(serde_json::json!({"content": "ab"}));
-                let bad = if model == "error-mid" {
-                    "data: {\"error\":{\"message\":\"overloaded mid\",\"type\":\"server_error\"}}\n\n"
-                } else {
-                    "data: {not json\n\n"
+                let bad = match model {
+                    "error-mid" => "data: {\"error\":{\"message\":\"overloaded mid\",\"type\":\"server_error\"}}\n\n",
+                    // JSON, but no object: no chunk either.
+                    "not-json-mid" => "data: 42\n\n",
+                    _ => "data: {not json\n\n",
                 };
                 // An empty event, a keep-alive, is no fault.
                 let parts = match model {
@@ -2254,6 +2261,25 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     )
     .await;
     assert_eq!(answer["usage"]["completion_tokens"], 3, "{answer}");
+    // A usage of the output alone is completed with the prompt's count and the total.
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"usage-partial\"\n[[model.deployment]]\nprovider = \"up\"\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let (_, answer) = chat_json(
+        &url,
+        r#"{"model":"usage-partial","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    let u = &answer["usage"];
+    assert_eq!(u["completion_tokens"], 3, "{answer}");
+    assert!(u["prompt_tokens"].as_u64() > Some(0), "{answer}");
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(3 + u["prompt_tokens"].as_u64().unwrap_or(0)),
+        "{answer}"
+    );
     // A refusal is the answer's text too.
     assert_eq!(counted("refuses").await, Some(6.0));
 }
@@ -2463,13 +2489,13 @@ async fn upstream_shapes_are_read_for_what_they_are() {
     // Its second try ended its first request on it: nothing is left in flight.
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][0]["in_flight"], 0, "{h}");
-    // After its first token, a stream's event that is not JSON or an error event ends it
+    // After its first token, a stream's event that is no JSON object or an error event ends it
     // with one error event, the gateway's, naming the provider's fault; neither is passed on.
     for upstream in ["not-json-mid", "error-mid"] {
         let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
         let body = streamed_text(&url, "m").await;
         assert!(
-            !body.contains("not json") && !body.contains("server_error"),
+            !body.contains("data: 42") && !body.contains("server_error"),
             "{upstream}: {body}"
         );
         assert_eq!(body.matches("\"error\"").count(), 1, "{upstream}: {body}");

@@ -20,9 +20,11 @@ use toml::Spanned;
 /// The most replicas one pool may have: each is simulated on its own, and a million of them
 /// already hold about 300 MB; far more would exhaust memory rather than say what is wrong.
 pub const MAX_REPLICAS: u32 = 1_000_000;
-/// Most requests a synthetic process is expected to bring in one run: a billion, hours of
-/// simulation at the engine's pace.
-pub const MAX_REQUESTS: f64 = 1e9;
+/// Most requests a synthetic process is expected to bring in one run: fifty million. A
+/// request waiting for a replica holds about 150 bytes, so an overloaded run of them all
+/// queued takes some 7.5 GB, within an ordinary machine's memory, where a billion would
+/// exhaust it.
+pub const MAX_REQUESTS: f64 = 5e7;
 /// The largest mean (or median) of a drawn length: ten million tokens, past any model's
 /// context; larger ones, or infinite ones, would only make every request one that fits
 /// nowhere, drawn without end.

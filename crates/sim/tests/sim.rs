@@ -1280,6 +1280,14 @@ fn a_warm_up_past_a_processs_end_and_endless_arrivals_are_refused() {
         e.contains("line 10") && e.contains("arrival.rate") && e.contains("3.60e12"),
         "{e}"
     );
+    let e = refused(
+        "",
+        "requests = 60000000\narrival = { process = \"poisson\", rate = 1.0 }\n",
+    );
+    assert!(
+        e.contains("`workload.requests`") && e.contains("6.00e7"),
+        "{e}"
+    );
     // Within the bound, the same run resolves.
     resolve(
         &format!("warmup_s = 10\n{base}requests = 50\narrival = {{ process = \"poisson\", rate = 1.0 }}\n"),
