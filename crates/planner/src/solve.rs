@@ -1480,19 +1480,18 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
     }
     // Power: the megawatts each class needs at the most power-efficient option, against
     // what is on offer.
-    // Output tokens a second a megawatt carries at class `c`'s most power-efficient option,
-    // of one provider or of any.
-    let per_mw = |c: usize, p: Option<usize>| {
+    // Output tokens a second a megawatt carries at class `c`'s most power-efficient option.
+    let per_mw = |c: usize| {
         m.options
             .iter()
-            .filter(|o| o.class == c && p.is_none_or(|p| o.provider == p))
+            .filter(|o| o.class == c)
             .map(|o| o.out.capacity_tok_s / o.out.mw)
             .fold(0.0, f64::max)
     };
     let mut need = 0.0;
     let mut parts = Vec::new();
     for (c, class) in m.classes.iter().enumerate() {
-        let mw = class.demand[k] / per_mw(c, None);
+        let mw = class.demand[k] / per_mw(c);
         need += mw;
         parts.push(format!("`{}` {} MW", class.name, megawatts(mw)));
     }
