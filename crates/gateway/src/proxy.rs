@@ -351,6 +351,37 @@ fn carries_output(v: &Value) -> bool {
     })
 }
 
+/// One data payload of a provider's stream, read once.
+enum Event {
+    /// `[DONE]`.
+    Done,
+    /// An error event (see [`sse::is_error_object`]), with the provider's message.
+    Error(String),
+    /// Not a JSON object (text, a number, null): no chunk a client's SDK can read.
+    Malformed,
+    /// A chunk.
+    Chunk(Value),
+}
+
+/// Reads one data payload of a provider's stream.
+fn read_event(p: &[u8]) -> Event {
+    if p == b"[DONE]" {
+        return Event::Done;
+    }
+    match serde_json::from_slice::<Value>(p) {
+        Ok(v) if !v.is_object() => Event::Malformed,
+        Ok(v) if sse::is_error_object(&v) => Event::Error(
+            v["error"]["message"]
+                .as_str()
+                .or(v["error"].as_str())
+                .unwrap_or("no message")
+                .to_string(),
+        ),
+        Ok(v) => Event::Chunk(v),
+        Err(_) => Event::Malformed,
+    }
+}
+
 /// Whether a chunk ends one of its choices (a finish reason).
 fn finishes(v: &Value) -> bool {
     v["choices"]
@@ -709,28 +740,21 @@ async fn attempt(
                         // (a stop at once), means the provider has answered.
                         let mut answered = false;
                         for p in reader.feed(&chunk) {
-                            let done = p.as_ref() == b"[DONE]";
-                            // A chunk is a JSON object: a number, string, array or null in
-                            // its place breaks the client's SDK as text that is no JSON does.
-                            let value = serde_json::from_slice::<Value>(&p)
-                                .ok()
-                                .filter(Value::is_object);
-                            match &value {
-                                Some(v) if sse::is_error_object(v) => {
+                            answered |= match read_event(&p) {
+                                Event::Error(_) => {
                                     return Err(Failure::Retry(
                                         "the stream sent an error event before its first token"
                                             .into(),
                                     ))
                                 }
-                                None if !done => {
+                                Event::Malformed => {
                                     return Err(Failure::Retry(
                                         "the stream sent an event that is not a JSON object".into(),
                                     ))
                                 }
-                                _ => {}
-                            }
-                            answered |=
-                                done || value.is_some_and(|v| carries_output(&v) || finishes(&v));
+                                Event::Done => true,
+                                Event::Chunk(v) => carries_output(&v) || finishes(&v),
+                            };
                             held.push(p);
                         }
                         if answered {
@@ -1238,66 +1262,55 @@ impl Relayer {
             if self.finished {
                 return;
             }
-            if p.as_ref() == b"[DONE]" {
-                self.queue.push_back(Bytes::from_static(sse::DONE));
-                self.finish(Ended::Done);
-                continue;
-            }
-            // Each payload is read once, for an error, its output, usage and choices.
-            let value = serde_json::from_slice::<Value>(&p)
-                .ok()
-                .filter(Value::is_object);
             // The client gets one error event, the gateway's, in OpenAI's shape, with the
             // provider's message in it; an event that is not a JSON object is not passed on.
-            if let Some(v) = value.as_ref().filter(|v| sse::is_error_object(v)) {
-                let message = v["error"]["message"]
-                    .as_str()
-                    .or(v["error"].as_str())
-                    .unwrap_or("no message");
-                self.finish(Ended::Failed(format!(
-                    "the provider sent an error event: {message}"
-                )));
-            } else if value.is_none() {
-                self.finish(Ended::Failed(
-                    "the provider sent an event that is not a JSON object".into(),
-                ));
+            let mut v = match read_event(&p) {
+                Event::Done => {
+                    self.queue.push_back(Bytes::from_static(sse::DONE));
+                    self.finish(Ended::Done);
+                    continue;
+                }
+                Event::Error(message) => {
+                    self.finish(Ended::Failed(format!(
+                        "the provider sent an error event: {message}"
+                    )));
+                    continue;
+                }
+                Event::Malformed => {
+                    self.finish(Ended::Failed(
+                        "the provider sent an event that is not a JSON object".into(),
+                    ));
+                    continue;
+                }
+                Event::Chunk(v) => v,
+            };
+            // A chunk with output counts a token (a provider may send several in one, which
+            // its usage chunk then corrects); role, finish and usage chunks none.
+            let (output, usage) = (carries_output(&v), usage_of(&v));
+            if output {
+                self.tokens += 1;
+            }
+            if let Some(u) = usage {
+                self.usage = Some(u);
+            }
+            for c in v["choices"].as_array().into_iter().flatten() {
+                let i = c["index"].as_u64().unwrap_or(0);
+                self.choices.0.insert(i);
+                if !c["finish_reason"].is_null() {
+                    self.choices.1.insert(i);
+                }
+            }
+            // A usage the client did not ask for is the gateway's: a chunk of usage alone is
+            // dropped, one with more in it loses its usage.
+            if hide_usage && usage.is_some() {
+                if output || finishes(&v) {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("usage");
+                    }
+                    self.queue.push_back(sse::event(v.to_string().as_bytes()));
+                }
             } else {
-                // A chunk with output counts a token (a provider may send several in one,
-                // which its usage chunk then corrects); role, finish and usage chunks none.
-                let (output, usage) = value
-                    .as_ref()
-                    .map_or((false, None), |v| (carries_output(v), usage_of(v)));
-                if output {
-                    self.tokens += 1;
-                }
-                if let Some(u) = usage {
-                    self.usage = Some(u);
-                }
-                for c in value
-                    .as_ref()
-                    .and_then(|v| v["choices"].as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    let i = c["index"].as_u64().unwrap_or(0);
-                    self.choices.0.insert(i);
-                    if !c["finish_reason"].is_null() {
-                        self.choices.1.insert(i);
-                    }
-                }
-                match value {
-                    // A usage the client did not ask for is the gateway's: a chunk of usage
-                    // alone is dropped, one with more in it loses its usage.
-                    Some(mut v) if hide_usage && usage.is_some() => {
-                        if output || finishes(&v) {
-                            if let Some(o) = v.as_object_mut() {
-                                o.remove("usage");
-                            }
-                            self.queue.push_back(sse::event(v.to_string().as_bytes()));
-                        }
-                    }
-                    _ => self.queue.push_back(sse::event(&p)),
-                }
+                self.queue.push_back(sse::event(&p));
             }
         }
     }

@@ -397,7 +397,7 @@ impl Deployment<'_> {
         let ttft_s = self.prefill(p, isl);
         RouterPriors {
             ttft_s,
-            prefill_tok_s: isl.max(1.0) / ttft_s.max(1e-12),
+            prefill_tok_s: prompt_rate(isl, ttft_s),
             tpot_s: self.at_concurrency(p, 1.0, isl, osl).tpot_s,
             concurrency: self
                 .max_throughput(p, isl, osl, tpot_limit)
@@ -420,7 +420,7 @@ impl Deployment<'_> {
         let own = self.prefill(p, isl);
         (
             own + self.kv_send_s(p, isl, same_domain),
-            isl.max(1.0) / own.max(1e-12) * f64::from(replicas),
+            prompt_rate(isl, own) * f64::from(replicas),
         )
     }
 
@@ -478,6 +478,11 @@ impl Deployment<'_> {
             cost_basis: priced.map(|(_, b)| b),
         }
     }
+}
+
+/// Prompt tokens a second of an `isl`-token prompt prefilled in `seconds`.
+fn prompt_rate(isl: f64, seconds: f64) -> f64 {
+    isl.max(1.0) / seconds.max(1e-12)
 }
 
 /// A deployment's predicted latency and capacity, as [`Deployment::router_priors`] gives them.

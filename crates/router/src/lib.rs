@@ -328,8 +328,7 @@ impl Router {
                 .filter(|&i| self.seen[i].resting_until <= now)
                 .min_by(|&a, &b| self.back_at(a).total_cmp(&self.back_at(b)));
         }
-        let load =
-            |i: usize| f64::from(self.seen[i].outstanding) / self.targets[i].capacity.max(1e-9);
+        let load = |i: usize| self.load(i);
         let spare = |i: usize| f64::from(self.seen[i].outstanding) < self.targets[i].capacity;
         let by = |key: &dyn Fn(usize) -> f64, pool: &[usize]| {
             pool.iter()
@@ -405,9 +404,12 @@ impl Router {
     pub fn expected_latency(&self, i: usize, n: f64, now: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        self.expected_ttft(i, now)
-            + n * s.tpot_s.unwrap_or(t.tpot_s)
-                * (1.0 + f64::from(s.outstanding) / t.capacity.max(1e-9))
+        self.expected_ttft(i, now) + n * s.tpot_s.unwrap_or(t.tpot_s) * (1.0 + self.load(i))
+    }
+
+    /// Requests in flight on target `i` over its capacity.
+    fn load(&self, i: usize) -> f64 {
+        f64::from(self.seen[i].outstanding) / self.targets[i].capacity.max(1e-9)
     }
 
     /// Expected time to first token on target `i` for a request sent at `now`: observed
@@ -419,13 +421,12 @@ impl Router {
     pub fn expected_ttft(&self, i: usize, now: f64) -> f64 {
         let t = &self.targets[i];
         let s = &self.seen[i];
-        let load = f64::from(s.outstanding) / t.capacity.max(1e-9);
         let queued = if t.prefill_tok_s > 0.0 {
             self.backlog(i, now) / t.prefill_tok_s
         } else {
             0.0
         };
-        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + load) + queued
+        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + self.load(i)) + queued
     }
 
     /// Prompt tokens queued on target `i` at `now`: what was sent, drained at its prefill

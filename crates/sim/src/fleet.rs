@@ -607,10 +607,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             // refuses a prompt that leaves no room for a token: the router has already
             // passed over a provider too short for what the request states, which leaves
             // those that state no `max_tokens`.
-            let context = self.pools[p]
-                .slots
-                .first()
-                .map_or(u32::MAX, |s| s.engine.config().longest_request());
+            let context = self.scn.providers[p].engine.longest_request();
             if self.reqs[k as usize].a.prompt >= context {
                 self.end(k, Some(reason::TOO_LONG));
                 return;
