@@ -1508,16 +1508,15 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         // could get is every provider's power spent on whole systems of its best option
         // for it, as many whole replicas as they hold.
         let whole_carried = |c: usize, p: usize, mw: f64| {
-            m.options
-                .iter()
-                .filter(|o| o.class == c && o.provider == p && o.out.mw > 0.0)
-                .map(|o| {
+            offered(m, p)
+                .filter(|(_, o)| o.class == c && o.out.mw > 0.0)
+                .map(|(_, o)| {
                     let per_system = o.out.mw / o.out.systems;
                     let systems = (mw / per_system * (1.0 + 1e-9)).floor();
                     let replicas = (systems / o.out.systems * (1.0 + 1e-9)).floor();
                     replicas * o.out.capacity_tok_s
                 })
-                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+                .max_by(f64::total_cmp)
         };
         let mut short = Vec::new();
         for (c, class) in m.classes.iter().enumerate() {
