@@ -36,6 +36,15 @@ pub struct Knob {
     read: fn(&Params) -> f64,
 }
 
+impl Knob {
+    /// The range the search moves the knob in from `start`: a starting value outside its
+    /// range widens it rather than jumping.
+    fn range(&self, start: &Params) -> (f64, f64) {
+        let v = (self.read)(start);
+        (self.lo.min(v), self.hi.max(v))
+    }
+}
+
 impl std::fmt::Debug for Knob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Knob")
@@ -273,9 +282,7 @@ pub fn calibrate(
         for _ in 0..MAX_ROUNDS {
             let mut improved = false;
             for k in knobs {
-                // A starting value outside the knob's range widens it rather than jumping.
-                let range = (k.lo.min((k.read)(start)), k.hi.max((k.read)(start)));
-                let (pick, tried) = search.best_step(&p, k, range, &steps, score);
+                let (pick, tried) = search.best_step(&p, k, k.range(start), &steps, score);
                 evaluations += tried;
                 if let Some((o, trial, s)) = pick {
                     score = o;
@@ -293,7 +300,7 @@ pub fn calibrate(
         .iter()
         .filter_map(|k| {
             let (from, to) = ((k.read)(start), (k.read)(&p));
-            let (lo, hi) = (k.lo.min(from), k.hi.max(from));
+            let (lo, hi) = k.range(start);
             (from.to_bits() != to.to_bits()).then_some(Moved {
                 name: k.name,
                 from,
