@@ -2,8 +2,8 @@
 //! command line, the planner and the validation use.
 
 use crate::{
-    unit_name, Deployment, Economics, Layout, Memory, Operating, Params, PerfError, Speculative,
-    StepPart,
+    unit_name, Arrivals, Deployment, Economics, Layout, Memory, Operating, Params, PerfError,
+    Speculative, StepPart,
 };
 use serde::Serialize;
 use switchyard_catalog::{Model, Precision, System, SystemKind};
@@ -718,7 +718,8 @@ pub struct Frontier {
 /// within the query's TPOT and TTFT limits that no other point beats on both per-user speed
 /// and throughput, sorted from the fastest per-user speed to the highest throughput. This is
 /// the curve InferenceMAX and AIConfigurator plot (throughput per GPU against tokens per
-/// second per user). Empty when no load meets the limits.
+/// second per user). Under a TTFT limit the requests arrive at random, else in a closed
+/// loop ([`crate::Arrivals::under`]). Empty when no load meets the limits.
 ///
 /// # Errors
 /// As [`best_deployment`].
@@ -730,7 +731,9 @@ pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Frontier, PerfError> {
     // they carry, not how much of it a latency limit allows.
     let mut all: Vec<(usize, Operating, f64)> = Vec::new();
     for (i, d) in deployments.iter().enumerate() {
-        let ops: Vec<Operating> = d.loads(p, q.isl, q.osl).collect();
+        let ops: Vec<Operating> = d
+            .loads(p, q.isl, q.osl, Arrivals::under(q.ttft_limit))
+            .collect();
         let peak = ops
             .iter()
             .map(|op| op.throughput_tok_s)

@@ -33,7 +33,7 @@ pub use estimate::{
 };
 pub use gpu::matrix_scale;
 pub use params::{Params, ParamsError};
-pub use serve::{Batch, CostBasis, Economics, Operating, RouterPriors};
+pub use serve::{Arrivals, Batch, CostBasis, Economics, Operating, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};
 
 /// Errors from building or estimating a deployment. Each message says what is wrong and

@@ -75,6 +75,29 @@ impl Operating {
     }
 }
 
+/// How the requests of an operating point arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// A closed loop: each request leaves its place to the next (a benchmark tool's
+    /// concurrency, a batch job, MLPerf's offline scenario).
+    Closed,
+    /// At random, a Poisson stream (users; MLPerf's server scenario): prompts bunch up and
+    /// wait for one another.
+    Random,
+}
+
+impl Arrivals {
+    /// Under a limit on the time to first token the load is a stream of users, whom the
+    /// limit promises a first token; without one, a closed loop.
+    pub fn under(ttft_limit: Option<f64>) -> Self {
+        if ttft_limit.is_some() {
+            Arrivals::Random
+        } else {
+            Arrivals::Closed
+        }
+    }
+}
+
 /// The work of one engine step of one replica under continuous batching: every running
 /// sequence past its prompt decodes one token, and prompt chunks ride along.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -162,6 +185,24 @@ impl Deployment<'_> {
     /// `r` running and `c` in the loop, `(c − r)` waits of `osl · t / r` each, `t` being the
     /// replica's time per token it yields.
     pub fn at_concurrency(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> Operating {
+        self.operating(p, concurrency, isl, osl, Arrivals::Closed)
+    }
+
+    /// As [`Self::at_concurrency`], the requests arriving as `arrivals` say.
+    ///
+    /// Arriving at random (a Poisson stream at the operating point's rate), a prompt also
+    /// waits for the prompts that came just before it, which a closed loop spaces out: with
+    /// the replica spending a share rho of its time on prompts, the mean wait of an M/D/1
+    /// queue is rho/(2(1−rho)) of a prompt's own work ([`md1_wait`]). The requests in
+    /// flight are then more than those running, by the rate times that wait (Little's law).
+    pub fn operating(
+        &self,
+        p: &Params,
+        concurrency: f64,
+        isl: f64,
+        osl: f64,
+        arrivals: Arrivals,
+    ) -> Operating {
         let asked = self.asked_per_replica(concurrency);
         // Replicas with a request: every one, or as many as there are requests.
         let busy = concurrency / asked;
@@ -172,45 +213,40 @@ impl Deployment<'_> {
         let own_prompt = self.own_prompt(p, isl, osl);
         let prompt_share = others * own_prompt;
         let tpot = step.time + prompt_share;
-        // Under load a prompt arrives while a step is running and waits out the rest of it
-        // (half a step on average, steps being of near-constant length; with fewer than one
-        // other request in flight the replica is busy only that share of the time). It then
-        // rides a step that carries its prompt tokens beside the others' decodes: at least
-        // a whole time per output token. It also waits for the prompts ahead of it: with
-        // arrivals spread at random (MLPerf's server scenario draws them from a Poisson
-        // process) and the replica spending a share rho of its time on prompts, the mean
-        // wait of an M/D/1 queue is rho/(2(1-rho)) of a prompt's service time
-        // (Pollaczek-Khinchine with zero service variance; Kleinrock, Queueing Systems
-        // vol. 1, 1975, eq. 5.73), the service being the prompt's own work. That queue is
-        // an open one; the loop holds only `others` other requests, so no prompt waits for
-        // more than their prompts, which bounds the wait where prompts are most of the work
-        // (long prompts, short outputs), the M/D/1 wait growing without bound as rho nears 1.
+        // A running request's first token comes a step and its own prompt's chunks
+        // (`osl · own_prompt`, its whole prompt) after it finds a place: the step it rides
+        // carries the others' chunks already. Never sooner than its pass alone; and a
+        // speculative step (drafting and verifying), of which `tpot` is a token's share,
+        // yields the prompt only its one token. Alone, a prompt is one pass.
+        // Then, by Little's law, the replica's `c` running requests are its request rate
+        // times a request's life, the first token and `osl − 1` more at `tpot`: the replica
+        // yields a token every `life / osl · 1/c`, which pays for every prompt it serves (a
+        // lone long prompt is not free throughput), and the figures hold together whatever
+        // the lengths (one output token, a prompt all the work).
+        let alone = self.prefill(p, isl);
         let ttft = if others > 0.0 {
-            let rho = (prompt_share / tpot).min(0.999);
-            // The prompt's own work: its pass less what a one-token pass costs (the weight
-            // stream and the fixed overheads, which the step pays anyway).
-            let own = (self.prefill(p, isl) - self.prefill(p, 1.0)).max(0.0);
-            // Speculative decoding's step (drafting and verifying) yields several tokens,
-            // and `step` and `tpot` are per token: the prompt waits out and rides a whole
-            // step, not a token's share of one.
-            let k = self.tokens_per_step();
-            others.min(1.0) * tpot * k / 2.0
-                + (step.time * k + own).max(tpot * k)
-                + md1_wait(own, rho).min(others * own)
+            (tpot * self.tokens_per_step() + osl * own_prompt).max(alone)
         } else {
-            self.prefill(p, isl)
+            alone
         };
-        // The replica's time per token it yields: every running request's prompt is its
-        // work, the user's own included, which a user's TPOT does not see (its prompt came
-        // before its first token). With one request alone this is its prefill spread over
-        // its output, so a lone long prompt does not look like free throughput.
-        let per_token = tpot + own_prompt;
+        let per_token = (ttft + (osl - 1.0) * tpot) / osl;
         // A place frees every osl·per_token/c; each waiting request waits out its turn.
         let wait = (asked - c) * osl * per_token / c;
+        // Requests a second of one replica.
+        let rate = c / per_token / osl;
+        let queued = match arrivals {
+            Arrivals::Closed => 0.0,
+            Arrivals::Random => {
+                // The prompt's own work as a job: its pass less what a one-token pass costs
+                // (the weight stream and the fixed overheads, which the step pays anyway).
+                let own = (alone - self.prefill(p, 1.0)).max(0.0);
+                md1_wait(own, (rate * own).min(0.999))
+            }
+        };
         Operating {
-            concurrency: asked * busy,
+            concurrency: (asked + rate * queued) * busy,
             running: c * busy,
-            ttft_s: ttft + wait,
+            ttft_s: ttft + wait + queued,
             tpot_s: tpot,
             user_tok_s: 1.0 / tpot,
             throughput_tok_s: c * busy / per_token,
@@ -313,8 +349,10 @@ impl Deployment<'_> {
 
     /// The highest throughput at which both the time per output token and the time to first
     /// token stay within their limits (none: no limit), or `None` when even one request per
-    /// replica misses them. Concurrency is searched in steps of a quarter up to what the KV
-    /// cache and the engine's batch limit allow, then to the request where a limit binds.
+    /// replica misses them; under a TTFT limit the requests arrive at random, else in a
+    /// closed loop ([`Arrivals::under`]). Concurrency is searched in steps of a quarter up to
+    /// what the KV cache and the engine's batch limit allow, then to the request where a
+    /// limit binds.
     pub fn max_throughput_within(
         &self,
         p: &Params,
@@ -324,53 +362,57 @@ impl Deployment<'_> {
         ttft_limit: Option<f64>,
     ) -> Option<Operating> {
         let dp = f64::from(self.layout.dp);
-        let mut best: Option<Operating> = None;
+        let arrivals = Arrivals::under(ttft_limit);
+        let at = |c: f64| self.operating(p, c * dp, isl, osl, arrivals);
+        // The best so far and its requests running a replica.
+        let mut best: Option<(Operating, f64)> = None;
         // The next load tried after the best so far, where that one missed the limits.
         let mut beyond = None;
-        for op in self.loads(p, isl, osl) {
+        for c in self.replica_loads(p, self.kv_ctx(isl, osl.max(1.0))) {
+            let op = at(c);
             if op.within(tpot_limit, ttft_limit) {
-                if best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
-                    best = Some(op);
+                if best.is_none_or(|(b, _)| op.throughput_tok_s > b.throughput_tok_s) {
+                    best = Some((op, c));
                     beyond = None;
                 }
-            } else if beyond.is_none() && best.is_some_and(|b| op.concurrency > b.concurrency) {
-                beyond = Some(op.concurrency / dp);
+            } else if beyond.is_none() && best.is_some_and(|(_, b)| c > b) {
+                beyond = Some(c);
             }
         }
         // The steps of a quarter pass over loads within the limits (91 requests a replica
         // where 75 were found, 12% more throughput): between the best and the next load,
         // which missed them, the limit is found by bisection, the times growing with the
         // load.
-        if let (Some(mut hi), Some(b)) = (beyond, best) {
-            let mut lo = b.concurrency / dp;
+        if let (Some(mut hi), Some((_, mut lo))) = (beyond, best) {
             while hi - lo > 1.0 {
                 let mid = ((lo + hi) / 2.0).floor();
-                let op = self.at_concurrency(p, mid * dp, isl, osl);
+                let op = at(mid);
                 if op.within(tpot_limit, ttft_limit) {
                     lo = mid;
-                    if best.is_none_or(|b| op.throughput_tok_s > b.throughput_tok_s) {
-                        best = Some(op);
+                    if best.is_none_or(|(b, _)| op.throughput_tok_s > b.throughput_tok_s) {
+                        best = Some((op, mid));
                     }
                 } else {
                     hi = mid;
                 }
             }
         }
-        best
+        best.map(|(op, _)| op)
     }
 
-    /// The deployment at every load the searches try: from one request per replica, in
-    /// steps of a quarter (rounded up), to what the KV cache and the engine's batch limit
-    /// allow.
+    /// The deployment at every load the searches try, the requests arriving as `arrivals`
+    /// say: from one request per replica, in steps of a quarter (rounded up), to what the
+    /// KV cache and the engine's batch limit allow.
     pub fn loads<'s>(
         &'s self,
         p: &'s Params,
         isl: f64,
         osl: f64,
+        arrivals: Arrivals,
     ) -> impl Iterator<Item = Operating> + 's {
         let dp = f64::from(self.layout.dp);
         self.replica_loads(p, self.kv_ctx(isl, osl))
-            .map(move |c| self.at_concurrency(p, c * dp, isl, osl))
+            .map(move |c| self.operating(p, c * dp, isl, osl, arrivals))
     }
 
     /// The requests in flight on one replica that the searches try: from one, in steps of

@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use switchyard_perf::validate::{beyond_hardware, bounds, floor, parse_points, run, Limit, Point};
 use switchyard_perf::{
-    best_deployment, estimate, frontier, Bound, Catalog, CostBasis, Deployment, Layout, Objective,
-    Params, PerfError, Precision, Query, Speculative,
+    best_deployment, estimate, frontier, Arrivals, Bound, Catalog, CostBasis, Deployment, Layout,
+    Objective, Params, PerfError, Precision, Query, Speculative,
 };
 
 /// A deployment of a built-in model on a built-in system, for tests that need one.
@@ -1181,7 +1181,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 25.0, "MAPE {}", s.mape);
+    assert!(s.mape < 24.85, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a
@@ -1265,7 +1265,7 @@ fn the_held_out_measurements_are_all_modelled() {
     }
     assert_eq!(s.skipped, 0);
     // A ratchet on measurements no parameter was fitted to.
-    assert!(s.mape < 20.5, "MAPE {}", s.mape);
+    assert!(s.mape < 19.7, "MAPE {}", s.mape);
 }
 
 /// Weight-only quantisation (AWQ, GPTQ) halves or quarters the bytes a step streams but
@@ -1859,14 +1859,50 @@ fn prompts_queue_longer_as_load_grows() {
             last = ttft;
         }
     }
-    // But a closed loop of c requests holds only c − 1 other prompts to wait for: with
-    // prompts nearly all the work (8,000 in, 8 out), the wait stays within theirs and the
-    // prompt's own pass and steps, where an open queue's would grow without bound.
-    for c in [4.0, 16.0, 64.0] {
-        let op = d.at_concurrency(&p, c, 8000.0, 8.0);
-        let bound = c * lone + 2.0 * op.tpot_s;
-        assert!(op.ttft_s <= bound, "c {c}: {} against {bound}", op.ttft_s);
-        assert!(op.ttft_s > (c - 1.0) * 0.5 * lone, "c {c}: {}", op.ttft_s);
+    // A closed loop of c requests obeys Little's law whatever the lengths: the requests in
+    // flight are the request rate times a request's life (its first token, then osl − 1
+    // more at its TPOT), with one output token, a prompt nearly all the work, requests
+    // waiting for a place in the KV cache, or speculative decoding.
+    for (model, system, layout, spec) in [
+        ("llama-3.1-70b", "h100-sxm", "tp8", false),
+        ("llama-3.1-70b", "h100-sxm", "tp8", true),
+        ("llama-3.1-70b", "h100-sxm", "tp4-pp2", false),
+        ("llama-3.1-70b", "cs3", "pp4", false),
+        ("llama-3.1-70b", "cs3", "pp4", true),
+        ("llama-3.1-8b", "h100-sxm", "tp1-pp1-dp8", false),
+        ("mixtral-8x7b", "h200", "ep2", false),
+    ] {
+        let d = deployment(&cat, model, system, layout, Precision::Bf16)
+            .with_speculative(spec.then(|| Speculative::from_acceptance(0.8, 4, 0.0625)));
+        for (isl, osl) in [
+            (1024.0, 1.0),
+            (8000.0, 8.0),
+            (1024.0, 512.0),
+            (100_000.0, 2.0),
+        ] {
+            for c in [1.0, 3.0, 4.0, 64.0, 5000.0] {
+                let closed = d.at_concurrency(&p, c, isl, osl);
+                let random = d.operating(&p, c, isl, osl, Arrivals::Random);
+                for op in [closed, random] {
+                    let life = op.ttft_s + (osl - 1.0) * op.tpot_s;
+                    let held = op.throughput_tok_s / osl * life;
+                    assert!(
+                        (held - op.concurrency).abs() < 1e-6 * op.concurrency,
+                        "{model} on {system} {layout} (speculative {spec}), {isl}+{osl} at \
+                         {c}: {held} in flight by Little's law, not {}",
+                        op.concurrency
+                    );
+                    assert!(op.ttft_s >= d.prefill(&p, isl) * (1.0 - 1e-12));
+                }
+                // At random the same requests running serve as many tokens, and prompts
+                // that bunch up wait longer.
+                assert!(
+                    (random.throughput_tok_s - closed.throughput_tok_s).abs()
+                        < 1e-9 * closed.throughput_tok_s
+                );
+                assert!(random.ttft_s >= closed.ttft_s && random.concurrency >= c.max(1.0));
+            }
+        }
     }
     // Short prompts under load still wait out the running step and ride a whole one. The
     // MLPerf v4.1 Llama 2 70B server run on 8×H100 published a mean TTFT of 276 ms at a mean
