@@ -171,9 +171,11 @@ pub struct Observed {
     pub failures: u64,
     /// Times the target was ejected.
     pub ejections: u64,
-    /// Moving average of observed time to first token, seconds.
+    /// Moving average of the observed time to first token, seconds, each observation taken
+    /// back to an idle target's by the load it was made under (see [`Router::first_token`]).
     pub ttft_s: Option<f64>,
-    /// Moving average of observed time per output token, seconds.
+    /// Moving average of the observed time per output token, seconds, taken back to an idle
+    /// target's as `ttft_s` is.
     pub tpot_s: Option<f64>,
     consecutive_failures: u32,
     ejected_until: f64,
@@ -455,19 +457,29 @@ impl Router {
     }
 
     /// Target `i` produced the first token after `ttft_s`.
+    ///
+    /// The router learns what the target takes idle: an expectation stretches it by the
+    /// load of the moment ([`Router::expected_latency`]), so an observation made under load
+    /// is taken back by the load it was made under (the requests in flight, this one
+    /// included). Learned as measured, a burst's slow answers would stay in the average after
+    /// the burst and be stretched again by any later load; the latency policy then kept
+    /// sending every request to a pool twelve times slower, the fast one idle and never
+    /// asked again, so never seen to be fast.
     pub fn first_token(&mut self, i: usize, ttft_s: f64) {
+        let idle = ttft_s / (1.0 + self.load(i));
         let s = &mut self.seen[i];
-        s.ttft_s = Some(ewma(s.ttft_s, ttft_s));
+        s.ttft_s = Some(ewma(s.ttft_s, idle));
     }
 
     /// A request on target `i` ended well; `tpot_s` is its time per output token, when it
-    /// produced more than one.
+    /// produced more than one (taken back to an idle target's as in [`Router::first_token`]).
     pub fn succeeded(&mut self, i: usize, tpot_s: Option<f64>) {
+        let stretch = 1.0 + self.load(i);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
         if let Some(t) = tpot_s {
-            s.tpot_s = Some(ewma(s.tpot_s, t));
+            s.tpot_s = Some(ewma(s.tpot_s, t / stretch));
         }
     }
 
@@ -476,17 +488,19 @@ impl Router {
     /// time past the expected first token, over the tokens after it, is the time per token
     /// it shows. An answer of fewer than two tokens (or of unknown length) teaches nothing.
     pub fn answered(&mut self, i: usize, seconds: f64, tokens: u64) {
+        // The load it ran under, this request included, as in `succeeded`.
+        let stretch = 1.0 + self.load(i);
         self.succeeded(i, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {
             return;
         }
-        let ttft = self.seen[i].ttft_s.unwrap_or(self.targets[i].ttft_s);
+        let ttft = self.seen[i].ttft_s.unwrap_or(self.targets[i].ttft_s) * stretch;
         // An answer quicker than its expected first token says the tokens were quick, not
         // free: no less than a twentieth of the expected time per token.
         let floor = 0.05 * self.seen[i].tpot_s.unwrap_or(self.targets[i].tpot_s);
         let s = &mut self.seen[i];
-        let per_token = ((seconds - ttft) / (tokens - 1) as f64).max(floor);
+        let per_token = ((seconds - ttft) / (tokens - 1) as f64 / stretch).max(floor);
         s.tpot_s = Some(ewma(s.tpot_s, per_token));
     }
 

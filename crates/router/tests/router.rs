@@ -176,6 +176,42 @@ fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
     assert_eq!(r2.pick(0.0, &ask), Some(1));
 }
 
+/// What is learned under a burst is taken back to an idle target's: once the burst has
+/// drained, the fast target wins again, where learned as measured its slow answers would
+/// have kept every request on the slower target (which, never asked, never showed it).
+#[test]
+fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
+    let targets = vec![
+        target("wafer", |t| {
+            t.ttft_s = 0.005;
+            t.tpot_s = 0.002;
+            t.capacity = 4.0;
+        }),
+        target("gpu", |t| {
+            t.ttft_s = 0.025;
+            t.tpot_s = 0.022;
+            t.capacity = 64.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
+    // A burst of 32 on the wafer: 8 times its capacity, each answer 9 times as slow.
+    for _ in 0..32 {
+        r.dispatched(0);
+    }
+    for k in 0..32 {
+        let load = f64::from(32 - k) / 4.0;
+        r.first_token(0, 0.005 * (1.0 + load));
+        r.succeeded(0, Some(0.002 * (1.0 + load)));
+    }
+    let learned = r.observed(0).tpot_s.expect("learned");
+    assert!((learned - 0.002).abs() < 1e-9, "{learned}");
+    let ask = Ask {
+        output_tokens: Some(200),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &ask), Some(0));
+}
+
 /// Targets that state no prediction and answer whole (not streamed): the latency policy
 /// still spreads requests by load, and learns from the answers' times which is slower.
 #[test]
