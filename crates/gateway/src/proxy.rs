@@ -989,12 +989,15 @@ pub(crate) async fn handle(
             busy.0 += 1;
             if let Some(a) = *after {
                 busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
-                // The provider asked for a pause: the next requests go elsewhere meanwhile,
-                // as LiteLLM's cool-down sends them.
-                #[allow(clippy::cast_precision_loss)]
-                route.router().rest(i, gw.now_s(), a as f64);
             }
+            // The provider asked for a pause (for its `Retry-After`, else a second): the
+            // next requests go elsewhere meanwhile, as LiteLLM's cool-down sends them.
+            #[allow(clippy::cast_precision_loss)]
+            route
+                .router()
+                .rest(i, gw.now_s(), after.map_or(1.0, |a| a as f64));
         }
+        let rate_limited = matches!(outcome, Err(Failure::Busy(..)));
         // A fault of the moment: the deployment may be tried again in this request.
         if matches!(outcome, Err(Failure::Again(_))) {
             failed_here.push(i);
@@ -1089,8 +1092,10 @@ pub(crate) async fn handle(
                 guard.armed = false;
                 // One strike against a deployment per request: its tries again within the
                 // same request are not more evidence that it is down, but they end its
-                // request all the same.
-                let ejected = if struck.contains(&i) {
+                // request all the same. A 429 is none: the provider is up and said how long
+                // to rest it, which the rest above keeps; two short ones ejected it for the
+                // whole cool-down.
+                let ejected = if rate_limited || struck.contains(&i) {
                     route.router().abandoned(i);
                     false
                 } else {

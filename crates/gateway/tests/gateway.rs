@@ -1846,7 +1846,7 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing, `one-then-stall` the role chunk and one token; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
-/// after 7 s); `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
+/// after 7 s), `busy-now` too, for no time; `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
 /// a web page with status 200; `error-200` an error object with status 200; `flaky` fails
 /// every other request (503), the first included;
@@ -1866,10 +1866,11 @@ async fn misbehaving_upstream() -> String {
         "/v1/chat/completions",
         post(|body: String| async move {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if v["model"] == "busy" {
+            if v["model"] == "busy" || v["model"] == "busy-now" {
+                let after = if v["model"] == "busy" { "7" } else { "0" };
                 return (
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    [("retry-after", "7")],
+                    [("retry-after", after)],
                     r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
                 )
                     .into_response();
@@ -2223,6 +2224,18 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     // A pause asked for is no ejection, and the model is still served.
     assert_eq!(h["models"]["m"][1]["ejected"], false, "{h}");
     assert_eq!(h["status"], "ok", "{h}");
+    // Nor are many: a provider over its rate is up, however often it says so.
+    let (url, _gw) = start(&format!(
+        "[health]\neject_after = 2\n{}",
+        upstream_then_gpu(&up, "busy-now")
+    ))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(chat_json(&url, ask).await.0, 200);
+    }
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["requests"], 4, "{h}");
+    assert_eq!(h["models"]["m"][1]["ejected"], false, "{h}");
     // A whole answer without the provider's usage counts its text, four characters a token.
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
