@@ -4,15 +4,15 @@
 //! Fleets larger than `rules.confirm_replicas` replicas are simulated scaled down: every pool
 //! keeps its share of replicas (at least one, or one disaggregated unit, the fleet scaled less,
 //! up to four times `confirm_replicas`, where that one would swell the pool's share) and demand
-//! shrinks with capacity, so each replica sees
-//! the load the plan gives it. Pools of independent replicas behind a balancer behave alike at
-//! any size for the same per-replica load, and smaller pools smooth bursts less, so the
-//! check errs on the safe side; one that fails runs again at twice the replicas
-//! ([`CONFIRM_DOUBLINGS`]), lest the scaling alone fail it. A pool kept at one replica beside hundreds still takes more
-//! of the simulated traffic than the plan gives it, so the percentiles weigh each pool's
-//! latencies by its share of the plan's capacity, not of the simulated requests. A class is
-//! confirmed when those percentiles are within the targets and no request failed, those
-//! longer than the model's context apart (where every pool holds that much).
+//! shrinks with capacity. The requests are drawn to the pools by the plan's split, each in
+//! proportion to its capacity as simulated, so each replica sees the load the plan gives it
+//! whatever the rounding. Pools of independent replicas behave alike at any size for the
+//! same per-replica load, and smaller pools smooth bursts less, so the check errs on the safe
+//! side; one that fails runs again at twice the replicas ([`CONFIRM_DOUBLINGS`]), lest the
+//! scaling alone fail it. The percentiles weigh each pool's latencies by its share of the
+//! plan's capacity. A class is confirmed when those percentiles are within the targets, every
+//! pool served requests, and no request failed, those longer than the model's context apart
+//! (where every pool holds that much).
 
 use crate::solve::Model;
 use crate::{NMinus1, PhasePlan};
@@ -34,6 +34,9 @@ struct Found {
     /// Requests that failed for want of capacity (a provider down or none to take them);
     /// those longer than the model's context are not counted.
     failed: u64,
+    /// Whether some pool served no request after the warm-up, so that its share of the
+    /// plan went unchecked.
+    silent: bool,
 }
 
 /// Simulates `job`'s options (option index, replicas) of its class at its demand in output
@@ -64,6 +67,10 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
             providers.len()
         ));
         t.capacity = o.out.concurrency.max(1.0) * f64::from(r);
+        // Each pool draws its share of the plan's traffic, in proportion to its capacity as
+        // simulated, so that each replica sees the load the plan gives it, whatever the
+        // rounding of the scaled fleet (see `policy` below).
+        t.weight = o.out.capacity_tok_s * f64::from(r);
         t.ttft_s = o.out.ttft_s;
         t.tpot_s = o.out.tpot_s;
         // A request must fit where its prompt runs and where it decodes, as the simulator's
@@ -102,18 +109,24 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         })
         .fold(0.0, f64::max)
         .min(m.rules.confirm_s);
+    // The plan is what is confirmed, so its split of the traffic is what is simulated: drawn
+    // by weight, not left to a balancer, which sent a fast pool kept at one replica 90% of
+    // the requests where the plan gave it 41%, and whose first-token target (the class's,
+    // as a request asks for it) shut a slower pool out for good once its early prompts had
+    // queued; the percentiles then spoke for the fast pool alone.
     let scn = Scenario {
         name: class.name.clone(),
         seed,
         providers,
-        policy: Policy::LeastOutstanding,
+        policy: Policy::Weighted,
         health: Health::default(),
         max_attempts: 1,
         max_tokens: MaxTokens::Output,
+        // The targets are checked below, not asked of the router.
         classes: vec![Class {
             name: class.name.clone(),
-            ttft_s: Some(class.ttft_s),
-            tpot_s: Some(class.tpot_s),
+            ttft_s: None,
+            tpot_s: None,
         }],
         failures: Vec::new(),
         workload: WorkloadSpec {
@@ -135,6 +148,11 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         .providers
         .iter()
         .all(|p| p.target.max_context.is_none_or(|c| u64::from(c) >= context));
+    let targets = Class {
+        name: class.name.clone(),
+        ttft_s: Some(class.ttft_s),
+        tpot_s: Some(class.tpot_s),
+    };
     let names: Vec<String> = scn.providers.iter().map(|p| p.name.clone()).collect();
     let n = names.len();
     let (mut ttft, mut tpot) = (vec![Histogram::default(); n], vec![Histogram::default(); n]);
@@ -165,7 +183,7 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
             if let Some(t) = r.tpot_s {
                 tpot[k].record(t);
             }
-            if scn.classes[0].meets(r.ttft_s, r.tpot_s) {
+            if targets.meets(r.ttft_s, r.tpot_s) {
                 within += 1;
             }
         },
@@ -178,7 +196,10 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         let parts: Vec<(&Histogram, f64)> = per.iter().zip(planned.iter().copied()).collect();
         Histogram::mixture_quantile(&parts, q)
     };
+    // A pool that served no request after the warm-up says nothing of its latencies, and the
+    // mixture would leave it out: the others' would speak for its share of the plan.
     Some(Found {
+        silent: ttft.iter().any(|h| h.count() == 0),
         ttft_s: mix(&ttft)?,
         tpot_s: mix(&tpot).unwrap_or(0.0),
         goodput: if settled > 0 {
@@ -298,7 +319,10 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
     };
     // Within the targets, and no request refused or lost.
     let ok = |class: &crate::solve::ClassM, r: Found| {
-        r.ttft_s <= class.ttft_s * tol && r.tpot_s <= class.tpot_s * tol && r.failed == 0
+        r.ttft_s <= class.ttft_s * tol
+            && r.tpot_s <= class.tpot_s * tol
+            && r.failed == 0
+            && !r.silent
     };
     // Peak demand on each class's fleet, then each provider's loss at the N-1 share. A
     // provider that serves nothing of a class leaves that class's fleet as it was, so its loss

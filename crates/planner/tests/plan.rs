@@ -1569,3 +1569,66 @@ demand_tok_s = [3000.0]
         );
     }
 }
+
+/// The confirming simulation checks the plan's split of the traffic: where a fast pool kept
+/// at one replica stands beside slower ones that carry most of the capacity, the class's
+/// simulated percentiles are the slower pools' too, not the fast pool's alone (which a
+/// balancer sending it nearly every request made them: p99 TPOT 4.7 ms where the pools
+/// carrying most of the plan take 28 ms a token and more).
+#[test]
+fn the_confirming_simulation_follows_the_plans_split() {
+    let text = r#"
+[rules]
+max_share = 0.6
+n_minus_1 = 0.4
+headroom = 0.8
+tolerance = 0.1
+confirm_s = 20
+confirm_replicas = 24
+[[phase]]
+name = "p1"
+[[provider]]
+name = "cer"
+systems = ["cs3"]
+mw = [100.0]
+capex_usd_per_system = 2500000.0
+life_years = 5.0
+[[provider]]
+name = "amd"
+systems = ["mi355x"]
+mw = [100.0]
+[[class]]
+name = "chat"
+model = "llama-3.3-70b"
+isl = 1500
+osl = 400
+ttft_ms = 1000
+tpot_ms = 40
+percentile = 0.99
+demand_tok_s = [1.0e6]
+"#;
+    let p = run(text, &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    let c = &ph.classes[0];
+    // The capacity each pool carries in the plan, and its predicted time per token.
+    let pools: Vec<(f64, f64)> = ph
+        .buys
+        .iter()
+        .map(|b| {
+            let o = &p.options[b.option];
+            (o.capacity_tok_s * f64::from(b.replicas), o.tpot_s)
+        })
+        .collect();
+    let total: f64 = pools.iter().map(|(cap, _)| cap).sum();
+    // Pools beyond the percentile's tail: their latencies must show in it.
+    let slowest = pools
+        .iter()
+        .filter(|(cap, _)| *cap > 0.05 * total)
+        .map(|(_, tpot)| *tpot)
+        .fold(0.0, f64::max);
+    let sim = c.sim_tpot_s.expect("simulated");
+    assert!(
+        slowest > 0.02 && sim > 0.5 * slowest,
+        "simulated p99 TPOT {sim} s against the slowest large pool's {slowest} s: {pools:?}"
+    );
+}
