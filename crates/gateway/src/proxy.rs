@@ -325,8 +325,9 @@ fn refused(
     unsuitable.0.get_or_insert(e);
 }
 
-fn error_event(message: &str) -> Bytes {
-    let v = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_failed"}});
+fn error_event(message: &str, code: &str) -> Bytes {
+    let v =
+        json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}});
     sse::event(v.to_string().as_bytes())
 }
 
@@ -648,6 +649,10 @@ async fn attempt(
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     Some("the provider refused this gateway's credentials")
                 }
+                // The gateway's account with the provider is out of credit, not the client's.
+                StatusCode::PAYMENT_REQUIRED => {
+                    Some("the provider wants payment on this gateway's account")
+                }
                 StatusCode::NOT_FOUND => Some("the provider does not serve this model at this URL"),
                 _ => None,
             };
@@ -692,6 +697,14 @@ async fn attempt(
                 if sse::is_error_object(&v) {
                     return Err(Failure::Retry(format!(
                         "HTTP {} with an error object for a body",
+                        status.as_u16()
+                    )));
+                }
+                // Nor is an object without choices (a framework's `{"detail": ...}`): the
+                // client's SDK would take it for an answer with nothing in it.
+                if !v.get("choices").is_some_and(Value::is_array) {
+                    return Err(Failure::Retry(format!(
+                        "HTTP {} with a body that has no choices",
                         status.as_u16()
                     )));
                 }
@@ -756,6 +769,12 @@ async fn attempt(
                                 Event::Chunk(v) => carries_output(&v) || finishes(&v),
                             };
                             held.push(p);
+                        }
+                        if reader.overflowed() {
+                            return Err(Failure::Retry(format!(
+                                "the stream sent an event of over {} bytes",
+                                sse::MAX_EVENT_BYTES
+                            )));
                         }
                         if answered {
                             return Ok(Started::Stream(
@@ -943,6 +962,9 @@ pub(crate) async fn handle(
             failed_here.clear();
             continue;
         };
+        // Every deployment is ejected and this one's cool-down ends first (panic routing):
+        // one try, lest each request ask every provider that is down, `max_attempts` in all.
+        let panic = route.router().is_ejected(i, gw.now_s());
         let d = &route.deployments[i];
         // A deployment that cannot serve the request says so before it is sent: no
         // attempt, no budget, nothing counted against it.
@@ -973,15 +995,17 @@ pub(crate) async fn handle(
             .dispatched_prompt(i, gw.now_s(), req.prompt_tokens);
         tried.push(i);
         d.labels.started();
+        // The deployment's figures (its TTFT, its requests' durations) are its own, from
+        // this attempt: a fallback's are not charged the time the failed one took.
+        let t0 = Instant::now();
         // If the client leaves while the attempt is under way, the handler is dropped here;
         // the guard then returns the in-flight slot.
         let mut guard = InFlight {
             route,
             i,
             armed: true,
-            since: t_start,
+            since: t0,
         };
-        let t0 = Instant::now();
         // A provider over its rate is failed over as any other failure; it is counted so
         // that, where every provider is, the client is told to slow down.
         let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await;
@@ -1013,7 +1037,7 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels
-                    .finished("ok", t_start.elapsed().as_secs_f64(), prompt, tokens);
+                    .finished("ok", t0.elapsed().as_secs_f64(), prompt, tokens);
                 if let Some(k) = &key {
                     k.charge(prompt, tokens, Instant::now());
                 }
@@ -1023,19 +1047,17 @@ pub(crate) async fn handle(
             Ok(Started::Stream(first, relay)) => {
                 // From here the relay owns the slot and ends it.
                 guard.armed = false;
-                // The router learns the deployment's own time; the metric is the client's,
-                // from the request's arrival, failed attempts before this one included.
                 let ttft = t0.elapsed().as_secs_f64();
                 route.router().first_token(i, ttft);
-                d.labels.ttft(t_start.elapsed().as_secs_f64());
+                d.labels.ttft(ttft);
                 let relayer = Relayer::new(
                     Arc::clone(&gw),
                     req.model.clone(),
                     i,
                     relay,
                     first,
-                    t_start,
-                    req.prompt_tokens,
+                    (t_start, t0),
+                    (req.prompt_tokens, req.include_usage),
                     key.clone(),
                     held,
                 );
@@ -1060,7 +1082,7 @@ pub(crate) async fn handle(
                 route.router().abandoned(i);
                 d.labels.ended();
                 d.labels
-                    .finished("client_error", t_start.elapsed().as_secs_f64(), 0, 0);
+                    .finished("client_error", t0.elapsed().as_secs_f64(), 0, 0);
                 // A refusal in OpenAI's shape goes on as the provider wrote it; any other
                 // (a framework's `{"detail": ...}`, a page) is put in that shape.
                 let openai = serde_json::from_slice::<Value>(&bytes)
@@ -1083,7 +1105,7 @@ pub(crate) async fn handle(
                 route.router().abandoned(i);
                 d.labels.ended();
                 d.labels
-                    .finished("timed_out", t_start.elapsed().as_secs_f64(), 0, 0);
+                    .finished("timed_out", t0.elapsed().as_secs_f64(), 0, 0);
                 why.push(format!("{}: {reason}", d.provider));
                 late = true;
                 break;
@@ -1108,6 +1130,9 @@ pub(crate) async fn handle(
                 why.push(format!("{}: {reason}", d.provider));
                 attempts += 1;
                 last_failed = Some(i);
+                if panic {
+                    break;
+                }
             }
         }
     }
@@ -1182,9 +1207,18 @@ struct Relayer {
     i: usize,
     relay: Relay,
     queue: VecDeque<Bytes>,
+    /// When the request arrived (its `total_ms` runs from then) and when this attempt
+    /// began (the deployment's durations run from then).
     t_start: Instant,
+    attempt_at: Instant,
     first_at: Instant,
     prompt_tokens: u32,
+    /// Whether the client asked for a usage chunk (`stream_options.include_usage`), which
+    /// the gateway writes where the provider sent none.
+    client_usage: bool,
+    /// The identity of the provider's chunks (`id`, `object`, `created`, `model`), for
+    /// that usage chunk.
+    shape: Option<Value>,
     tokens: u64,
     /// The provider's own count, (prompt, output), from a usage chunk.
     usage: Option<(Option<u64>, u64)>,
@@ -1208,8 +1242,8 @@ impl Relayer {
         i: usize,
         relay: Relay,
         first: Vec<Bytes>,
-        t_start: Instant,
-        prompt_tokens: u32,
+        (t_start, attempt_at): (Instant, Instant),
+        (prompt_tokens, client_usage): (u32, bool),
         key: Option<Arc<crate::keys::Key>>,
         held: Option<crate::keys::Held>,
     ) -> Self {
@@ -1221,8 +1255,11 @@ impl Relayer {
             relay,
             queue: VecDeque::new(),
             t_start,
+            attempt_at,
             first_at: Instant::now(),
             prompt_tokens,
+            client_usage,
+            shape: None,
             tokens: 0,
             usage: None,
             finished: false,
@@ -1298,6 +1335,15 @@ impl Relayer {
             if let Some(u) = usage {
                 self.usage = Some(u);
             }
+            if self.shape.is_none() {
+                let mut shape = serde_json::Map::new();
+                for k in ["id", "object", "created", "model"] {
+                    if let Some(x) = v.get(k) {
+                        shape.insert(k.into(), x.clone());
+                    }
+                }
+                self.shape = Some(Value::Object(shape));
+            }
             for c in v["choices"].as_array().into_iter().flatten() {
                 let i = c["index"].as_u64().unwrap_or(0);
                 self.choices.0.insert(i);
@@ -1363,15 +1409,24 @@ impl Relayer {
                 Relay::Http(stream, reader, _) => match timeout(wait, stream.next()).await {
                     Ok(Some(Ok(chunk))) => {
                         let payloads = reader.feed(&chunk);
+                        let overflowed = reader.overflowed();
                         self.absorb(payloads);
+                        if overflowed && !self.finished {
+                            self.finish(Ended::Failed(format!(
+                                "the provider sent an event of over {} bytes",
+                                sse::MAX_EVENT_BYTES
+                            )));
+                        }
                     }
-                    Ok(Some(Err(e))) => self.finish(Ended::Failed(without_url(&e))),
                     // An answer that has finished is whole without the `[DONE]` some servers
-                    // leave out: the client gets it, and the deployment is not blamed.
-                    Ok(None) if self.answered() => {
+                    // leave out, and whatever breaks after it (a connection cut before the
+                    // body's last chunk): the client gets it, and the deployment is not
+                    // blamed.
+                    Ok(None | Some(Err(_))) if self.answered() => {
                         self.queue.push_back(Bytes::from_static(sse::DONE));
                         self.finish(Ended::Done);
                     }
+                    Ok(Some(Err(e))) => self.finish(Ended::Failed(without_url(&e))),
                     Ok(None) => self.finish(Ended::Failed(
                         "the provider closed the stream before [DONE]".into(),
                     )),
@@ -1385,10 +1440,28 @@ impl Relayer {
     /// that tells the client its stream broke.
     fn finish(&mut self, outcome: Ended) {
         self.finished = true;
-        let elapsed = self.t_start.elapsed().as_secs_f64();
+        let elapsed = self.attempt_at.elapsed().as_secs_f64();
         let (tokens, prompt) = self.counts();
         if let Some(k) = &self.key {
             k.charge(prompt, tokens, Instant::now());
+        }
+        // A client that asked for a usage chunk gets one, the gateway's count, where the
+        // provider sent none: before the `[DONE]` that ends the stream.
+        if matches!(outcome, Ended::Done)
+            && self.client_usage
+            && self.usage.is_none()
+            && matches!(self.relay, Relay::Http(..))
+        {
+            let mut v = self.shape.clone().unwrap_or_else(|| json!({}));
+            v["choices"] = json!([]);
+            v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens});
+            let chunk = sse::event(v.to_string().as_bytes());
+            let at = self
+                .queue
+                .iter()
+                .rposition(|b| b.as_ref() == sse::DONE)
+                .unwrap_or(self.queue.len());
+            self.queue.insert(at, chunk);
         }
         let now = self.gw.now_s();
         let Some((route, d)) = self.deployment() else {
@@ -1413,10 +1486,10 @@ impl Relayer {
                 d.labels.error(ejected);
                 tracing::warn!(model = %self.model, provider = %d.provider, reason = %why, "stream failed after its first token");
                 d.labels.finished("failed", elapsed, prompt, tokens);
-                Some(error_event(&format!(
-                    "{} failed mid-stream: {why}",
-                    d.provider
-                )))
+                Some(error_event(
+                    &format!("{} failed mid-stream: {why}", d.provider),
+                    "upstream_failed",
+                ))
             }
             // The gateway's own limit on the request, which a long answer from a healthy
             // deployment reaches: nothing to hold against the deployment.
@@ -1425,10 +1498,10 @@ impl Relayer {
                 drop(r);
                 tracing::warn!(model = %self.model, provider = %d.provider, reason = %why, "stream cut by the request's limit");
                 d.labels.finished("timed_out", elapsed, prompt, tokens);
-                Some(error_event(&format!(
-                    "the stream from {} was cut: {why}",
-                    d.provider
-                )))
+                Some(error_event(
+                    &format!("the stream from {} was cut: {why}", d.provider),
+                    "timeout",
+                ))
             }
         };
         d.labels.ended();
@@ -1456,7 +1529,7 @@ impl Drop for Relayer {
         if let Some(k) = &self.key {
             k.charge(prompt, tokens, Instant::now());
         }
-        let elapsed = self.t_start.elapsed().as_secs_f64();
+        let elapsed = self.attempt_at.elapsed().as_secs_f64();
         if let Some((route, d)) = self.deployment() {
             route.router().abandoned(self.i);
             d.labels.finished("cancelled", elapsed, prompt, tokens);

@@ -10,11 +10,20 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Default)]
 pub struct SseReader {
     buf: BytesMut,
+    /// Bytes at the start of `buf` already looked through for a line's end, and found
+    /// without one: a long line that comes in many chunks is read once, not once a chunk.
+    scanned: usize,
     data: Vec<u8>,
     has_data: bool,
     /// Whether the stream's start has been looked at for a byte order mark.
     started: bool,
+    /// Whether an event grew past [`MAX_EVENT_BYTES`]; the reader then reads no more.
+    overflow: bool,
 }
+
+/// The largest event the reader holds, in bytes: a chunk of an answer is a few hundred, and
+/// a stream that never ends its event would otherwise grow without bound.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// UTF-8's byte order mark, which a stream may start with and the standard drops.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -22,6 +31,9 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 impl SseReader {
     /// Feeds bytes; returns the payloads of the events they complete.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+        if self.overflow {
+            return Vec::new();
+        }
         self.buf.extend_from_slice(chunk);
         // One byte order mark at the very start of the stream is dropped, whatever chunks
         // it comes in (the HTML standard's event-stream parsing).
@@ -35,11 +47,21 @@ impl SseReader {
             self.started = true;
         }
         let mut out = Vec::new();
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+        loop {
+            let Some(end) = self.buf[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .map(|p| p + self.scanned)
+            else {
+                self.scanned = self.buf.len();
+                break;
+            };
             // A CR at the very end may be the first half of a CRLF: wait for more.
             if self.buf[end] == b'\r' && end + 1 == self.buf.len() {
+                self.scanned = end;
                 break;
             }
+            self.scanned = 0;
             let skip = if self.buf[end] == b'\r' && self.buf.get(end + 1) == Some(&b'\n') {
                 2
             } else {
@@ -65,7 +87,18 @@ impl SseReader {
             }
             // Other fields (event, id, retry) and comments carry nothing we forward.
         }
+        if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
+            self.overflow = true;
+            self.buf = BytesMut::new();
+            self.data = Vec::new();
+        }
         out
+    }
+
+    /// Whether an event grew past [`MAX_EVENT_BYTES`]: the stream is broken, and nothing
+    /// more is read from it.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
     }
 }
 

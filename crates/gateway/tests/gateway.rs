@@ -1858,7 +1858,10 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// 408; `not-json` streams an event that is not JSON before its first token, and
 /// `not-json-after` one after its first token in the same read, and `not-json-mid` and
 /// `error-mid` a number for a chunk and an error event in a later read; each sends an empty
-/// event too, a keep-alive; `usage-partial` answers whole with a usage of its output alone.
+/// event too, a keep-alive; `usage-partial` answers whole with a usage of its output alone;
+/// `no-choices` answers 200 with an object without choices, `payment` 402;
+/// `finished-then-cut` streams a finished answer and breaks the connection;
+/// `huge-event` streams an event that grows by a mebibyte every 20 ms and never ends.
 async fn misbehaving_upstream() -> String {
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -1909,6 +1912,16 @@ async fn misbehaving_upstream() -> String {
                 }
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "flaky",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}))
+                    .into_response();
+            }
+            if v["model"] == "no-choices" {
+                return axum::Json(serde_json::json!({"detail": "something odd"})).into_response();
+            }
+            if v["model"] == "payment" {
+                return (
+                    axum::http::StatusCode::PAYMENT_REQUIRED,
+                    axum::Json(serde_json::json!({"error": {"message": "out of credit", "type": "billing", "param": null, "code": null}})),
+                )
                     .into_response();
             }
             if v["model"] == "timeout-408" {
@@ -2027,6 +2040,32 @@ async fn misbehaving_upstream() -> String {
                 let end = if v["model"] == "no-done" { "" } else { "data: [DONE]\n\n" };
                 let body = format!("{role}{token}data: {stop}\n\n{end}");
                 return ([("content-type", "text/event-stream")], body).into_response();
+            }
+            if v["model"] == "finished-then-cut" || v["model"] == "huge-event" {
+                // An answer that finishes, after which the connection breaks before the
+                // body's end; or an event that never ends, a mebibyte at a time.
+                let token = chunk(serde_json::json!({"content": "ab"}));
+                let stop = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                let parts: Vec<Result<bytes::Bytes, std::io::Error>> = if v["model"] == "huge-event" {
+                    std::iter::once(Ok(bytes::Bytes::from(format!("{role}data: {{\"x\": \""))))
+                        .chain((0..20).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 1 << 20]))))
+                        .collect()
+                } else {
+                    vec![
+                        Ok(bytes::Bytes::from(format!("{role}{token}data: {stop}\n\n"))),
+                        Err(std::io::Error::other("cut")),
+                    ]
+                };
+                let body = futures_util::stream::iter(parts).then(|p| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    p
+                });
+                return (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+                    .into_response();
             }
             if v["model"] == "reasons" {
                 // Reasoning soon, under the name newer vLLM gives it; its answer late.
@@ -2569,4 +2608,105 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         let h = health(&url).await;
         assert_eq!(h["models"]["m"][1]["failures"], 0, "{upstream}: {h}");
     }
+}
+
+/// What a provider sends that is no answer fails over (a 200 without choices, a 402 about
+/// the gateway's own account, an event that never ends); a finished answer whose connection
+/// breaks after it is whole; a client that asked for usage gets the gateway's count where
+/// the provider's stream has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_answers_fail_over_and_finished_streams_stay_whole() {
+    let up = misbehaving_upstream().await;
+    let ask = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    for upstream in ["no-choices", "payment"] {
+        let (url, _gw) = start(&upstream_then_gpu(&up, upstream)).await;
+        let (status, body) = chat_json(&url, ask).await;
+        assert_eq!(status, 200, "{upstream}: {body}");
+        assert!(body["choices"].is_array(), "{upstream}: {body}");
+        let h = health(&url).await;
+        assert_eq!(h["models"]["m"][1]["failures"], 1, "{upstream}: {h}");
+        assert_eq!(h["models"]["m"][0]["requests"], 1, "{upstream}: {h}");
+    }
+    let (url, _gw) = start(&upstream_then_gpu(&up, "huge-event")).await;
+    let body = streamed_text(&url, "m").await;
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "{}",
+        &body[..body.len().min(300)]
+    );
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["failures"], 1, "{h}");
+    assert_eq!(h["models"]["m"][0]["requests"], 1, "{h}");
+    let (url, _gw) = start(&upstream_then_gpu(&up, "finished-then-cut")).await;
+    let body = streamed_text(&url, "m").await;
+    assert!(
+        body.ends_with("data: [DONE]\n\n") && !body.contains("upstream_failed"),
+        "{body}"
+    );
+    assert!(body.contains("\"ab\""), "{body}");
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["failures"], 0, "{h}");
+    // A stream without the provider's usage, to a client that asked for it.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "no-done")).await;
+    let body = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{body}");
+    let usage: serde_json::Value =
+        serde_json::from_str(events[events.len() - 2].trim_start_matches("data: ")).expect("json");
+    assert_eq!(usage["usage"]["completion_tokens"], 1, "{body}");
+    assert!(usage["usage"]["prompt_tokens"].as_u64() > Some(0), "{body}");
+    assert_eq!(usage["choices"], serde_json::json!([]), "{body}");
+    assert_eq!(usage["object"], "chat.completion.chunk", "{body}");
+}
+
+/// Where every deployment is ejected, a request tries only the one whose cool-down ends
+/// first, once: providers that are down are not asked `max_attempts` times a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_deployment_ejected_a_request_tries_once() {
+    // Ports nothing listens on: connections are refused.
+    let dead = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let text = format!(
+        "[health]\neject_after = 1\ncooldown_s = 60\n\
+         [[provider]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\
+         [[provider]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\
+         [[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"a\"\n[[model.deployment]]\nprovider = \"b\"\n",
+        dead(),
+        dead()
+    );
+    let (url, _gw) = start(&text).await;
+    let ask = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let tries = |h: &serde_json::Value| -> u64 {
+        h["models"]["m"]
+            .as_array()
+            .expect("deployments")
+            .iter()
+            .map(|d| d["requests"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(chat_json(&url, ask).await.0, 503);
+    let before = tries(&health(&url).await);
+    let h = health(&url).await;
+    assert!(
+        h["models"]["m"]
+            .as_array()
+            .expect("deployments")
+            .iter()
+            .all(|d| d["ejected"] == true),
+        "{h}"
+    );
+    for _ in 0..3 {
+        assert_eq!(chat_json(&url, ask).await.0, 503);
+    }
+    assert_eq!(tries(&health(&url).await), before + 3);
 }
