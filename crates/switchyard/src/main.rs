@@ -2,18 +2,32 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::print_literal)]
 
-/// Prints a line to standard output; a closed pipe (`switchyard compare | head`) ends the
-/// process quietly instead of panicking.
+/// Prints a line to standard output. Once a reader has closed the pipe (`switchyard compare
+/// | head`) nothing more is printed, and the command runs on to its own exit status (a plan
+/// that does not hold still exits 1).
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
+        if !crate::STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    crate::STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }};
 }
+
+/// Prints to standard error, a closed one being no reason to panic (`eprint!` would).
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// Whether standard output's reader has gone (see `out!`).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 mod input;
 mod plan;
@@ -107,7 +121,7 @@ fn given_twice() -> Option<&'static str> {
 
 fn main() -> ExitCode {
     if let Some(flag) = given_twice() {
-        eprintln!("error: {flag} is given twice (before and after the command); give it once");
+        err!("error: {flag} is given twice (before and after the command); give it once\n");
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
@@ -140,11 +154,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {e}");
+            err!("error: {e}\n");
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err!("error: {e:#}\n");
             ExitCode::FAILURE
         }
     }

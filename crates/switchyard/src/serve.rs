@@ -74,9 +74,7 @@ pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
         // one does not wait for them.
         let shutdown = async {
             stop_signal().await;
-            eprintln!(
-                "shutting down: finishing the requests in flight (interrupt again to stop now)"
-            );
+            err!("shutting down: finishing the requests in flight (interrupt again to stop now)\n");
             tokio::spawn(async {
                 stop_signal().await;
                 std::process::exit(130);

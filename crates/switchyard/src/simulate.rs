@@ -179,13 +179,13 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         if pct != last {
             last = pct;
             let filled = (pct / 4) as usize;
-            eprint!(
+            err!(
                 "\r[{}{}] {pct:>3}% of arrivals",
                 "#".repeat(filled),
                 " ".repeat(25 - filled.min(25))
             );
             if pct >= 100 {
-                eprintln!();
+                err!("\n");
             }
         }
     };

@@ -1602,6 +1602,18 @@ fn a_plan_that_does_not_hold_fails_the_command() {
     assert!(out.contains("NO PLAN"), "{out}");
     assert!(err.contains("phase 2026 has no plan"), "{err}");
     assert!(dir.join("plan.json").exists());
+    // Read by no one (`switchyard plan | head -1`, its reader gone), it still exits 1: a
+    // closed pipe neither panics nor passes for success.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["plan", "--scenario", path.to_str().expect("utf-8"), "--out"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert_eq!(child.wait().expect("waits").code(), Some(1));
 }
 
 #[test]
