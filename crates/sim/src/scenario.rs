@@ -290,6 +290,37 @@ pub struct LengthSection {
     pub sigma: Option<f64>,
 }
 
+impl LengthSection {
+    /// Its optional fields, each with whether it is given.
+    fn given(&self) -> [(&'static str, bool); 4] {
+        [
+            ("tokens", self.tokens.is_some()),
+            ("mean", self.mean.is_some()),
+            ("median", self.median.is_some()),
+            ("sigma", self.sigma.is_some()),
+        ]
+    }
+
+    /// The fields its distribution reads (an unknown one: any, for its own error).
+    fn takes(&self) -> &'static [&'static str] {
+        match self.dist.as_str() {
+            "fixed" => &["tokens"],
+            "exponential" => &["mean"],
+            "lognormal" => &["median", "sigma"],
+            "trace" => &[],
+            _ => &["tokens", "mean", "median", "sigma"],
+        }
+    }
+}
+
+/// The first of the fields `given` that is not among those a kind `takes`.
+fn stray(given: &[(&'static str, bool)], takes: &[&str]) -> Option<&'static str> {
+    given
+        .iter()
+        .find(|(f, set)| *set && !takes.contains(f))
+        .map(|(f, _)| *f)
+}
+
 /// `[[class]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -963,6 +994,33 @@ impl ScenarioFile {
                     None => Err(err("end_s", format!("a `{}` failure needs an end", f.kind))),
                 }
             };
+            // A field the kind does not read is a mistake to say, not to drop: a slowdown
+            // given a replica slowed the whole provider.
+            let takes: &[&str] = match f.kind.as_str() {
+                "outage" => &[],
+                "replica" => &["replica"],
+                "slowdown" => &["factor"],
+                _ => &["replica", "factor"],
+            };
+            if let Some(field) = stray(
+                &[
+                    ("replica", f.replica.is_some()),
+                    ("factor", f.factor.is_some()),
+                ],
+                takes,
+            ) {
+                return Err(err(
+                    field,
+                    format!(
+                        "a `{}` failure does not take `{field}` ({})",
+                        f.kind,
+                        match field {
+                            "replica" => "only `replica` failures name one",
+                            _ => "only a `slowdown` has one",
+                        }
+                    ),
+                ));
+            }
             failures.push(match f.kind.as_str() {
                 "outage" => Failure::Outage {
                     provider,
@@ -1144,6 +1202,32 @@ impl ScenarioFile {
                             .into(),
                     ));
                 }
+                let takes: &[&str] = match a.process.as_str() {
+                    "poisson" => &[],
+                    "gamma" => &["cv"],
+                    "diurnal" => &["swing", "period_s"],
+                    _ => &["cv", "swing", "period_s"],
+                };
+                if let Some(field) = stray(
+                    &[
+                        ("cv", a.cv.is_some()),
+                        ("swing", a.swing.is_some()),
+                        ("period_s", a.period_s.is_some()),
+                    ],
+                    takes,
+                ) {
+                    return Err((
+                        match field {
+                            "cv" => "arrival.cv",
+                            "swing" => "arrival.swing",
+                            _ => "arrival.period_s",
+                        },
+                        format!(
+                            "a `{}` process does not take `{field}` (`gamma` takes `cv`, `diurnal` `swing` and `period_s`)",
+                            a.process
+                        ),
+                    ));
+                }
                 match a.process.as_str() {
                     "poisson" => Arrivals::Poisson { rate },
                     "gamma" => {
@@ -1235,6 +1319,13 @@ impl ScenarioFile {
                 // whole rows, prompt and output together.
                 None if has_trace => Ok(Lengths::FromTrace),
                 None => Err((field, "give a length distribution or a trace".to_string())),
+                Some(l) if let Some(f) = stray(&l.given(), l.takes()) => Err((
+                    field,
+                    format!(
+                        "`{}` does not take `{f}` (`fixed` takes `tokens`, `exponential` `mean`, `lognormal` `median` and `sigma`)",
+                        l.dist
+                    ),
+                )),
                 Some(l) => match l.dist.as_str() {
                     "fixed" => l
                         .tokens

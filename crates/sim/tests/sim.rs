@@ -613,6 +613,27 @@ fn bad_scenarios_name_the_line_and_field() {
         &format!("{good}[router]\ncooldown_s = nan\n"),
         &["line 11", "router.cooldown_s"],
     );
+    // A field the kind at hand does not read is named, not dropped.
+    check(
+        &good.replace("rate = 1.0", "rate = 1.0, cv = 5"),
+        &[
+            "line 7",
+            "arrival.cv",
+            "`poisson` process does not take `cv`",
+        ],
+    );
+    check(
+        &good.replace("tokens = 10 }\noutput", "tokens = 10, sigma = 3 }\noutput"),
+        &["line 8", "prompt", "`fixed` does not take `sigma`"],
+    );
+    check(
+        &format!("{good}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nreplica = 0\nstart_s = 1\nend_s = 2\nfactor = 2\n"),
+        &["line 13", "field `replica`", "`slowdown` failure does not take `replica`"],
+    );
+    check(
+        &format!("{good}[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 1\nend_s = 2\nfactor = 3\n"),
+        &["field `factor`", "only a `slowdown`"],
+    );
 }
 
 #[test]
