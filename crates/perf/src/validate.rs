@@ -70,6 +70,7 @@
 
 use crate::{estimate, Catalog, Layout, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 use switchyard_catalog::{Precision, System, Workload};
 
 /// One published measurement, in the columns of `points.csv`.
@@ -768,9 +769,25 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
             "ms" | "msec" => Some(1e-3),
             "min" | "mins" | "minute" | "minutes" => Some(60.0),
             "h" | "hr" | "hrs" | "hour" | "hours" => Some(3600.0),
+            "d" | "day" | "days" => Some(86_400.0),
             _ => None,
         }
     };
+    // A name in words joined by `_` puts a rate's time right after what it counts
+    // (`throughput_tok_s`, `tok_h`, `req_min`): read as if after a `/`, where it was read as
+    // a rate per second whatever it said.
+    for pair in words.windows(2) {
+        let counts = [
+            "tok", "tokens", "token", "req", "request", "requests", "queries", "samples",
+        ];
+        if counts.contains(&pair[0])
+            && time_unit(pair[1]).is_some()
+            && lower.contains(&format!("{}_{}", pair[0], pair[1]))
+            && !per.contains(&pair[1])
+        {
+            per.push(pair[1]);
+        }
+    }
     // `min` after a `/` or `per` is minutes, elsewhere the minimum.
     if let Some(w) = words.iter().find(|w| {
         percentile(w) || (statistic.contains(w) && !(per.contains(w) && time_unit(w).is_some()))
@@ -1437,10 +1454,26 @@ fn predict_inner(
         Metric::PrefillSpeed => Some(Limit::AtMost),
         Metric::Ttft | Metric::EndToEnd => Some(Limit::AtLeast),
     };
+    // What the row leaves unstated and the prediction assumes is said beside the layout.
+    let mut label = format!("{}x{} {}", e.chips, e.system, e.layout);
+    if let Some(s) = q.speculative {
+        let _ = write!(
+            label,
+            ", speculative at {:.1} tokens a step",
+            s.tokens_per_step
+        );
+    }
+    if scenario.is_some() && slo.is_none() && workload.is_none() {
+        let _ = write!(
+            label,
+            ", {isl:.0}+{osl:.0} tokens and a mean TPOT within {:.0} ms assumed",
+            tpot_limit.unwrap_or(0.0) * 1000.0
+        );
+    }
     Ok(Predicted {
         value,
         group,
-        layout: format!("{}x{} {}", e.chips, e.system, e.layout),
+        layout: label,
         system: e.system.clone(),
         limit,
     })

@@ -2199,6 +2199,13 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
     assert!((v(0) - v(2)).abs() < 1e-9 && (v(1) - v(2)).abs() < 1e-9);
     assert!((v(3) - v(4)).abs() < 1e-9 * v(4));
     assert!((v(5) - v(6)).abs() < 1e-9 * v(6));
+    // What a row leaves unstated and the prediction assumes is said beside its layout.
+    assert!(
+        out[5].layout.contains("speculative at 4.0 tokens a step"),
+        "{}",
+        out[5].layout
+    );
+    assert!(!out[2].layout.contains("speculative"), "{}", out[2].layout);
     // Loads and lengths as benchmark names write them; what cannot be read is refused, not
     // read as a default.
     assert!((v(7) - v(8)).abs() < 1e-9 * v(8) && (v(9) - v(8)).abs() < 1e-9 * v(8));
@@ -2615,6 +2622,10 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "J/token",
         "Wh per 1k tokens",
         "ttft_us",
+        "throughput_tok_h",
+        "throughput_tok_ms",
+        "throughput_tok_min",
+        "req_min",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2695,6 +2706,11 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!(why(46).contains("energy"), "{}", why(46));
     // Microseconds are `us`.
     assert!((v(47) - v(44) * 1000.0).abs() < 1e-9 * v(47));
+    // Names in words joined by `_` put the rate's time after what it counts.
+    assert!((v(48) - thr * 3600.0).abs() < 1e-9 * v(48));
+    assert!((v(49) - thr / 1000.0).abs() < 1e-9 * thr);
+    assert!((v(50) - thr * 60.0).abs() < 1e-9 * v(50));
+    assert!((v(51) - v(3) * 60.0).abs() < 1e-9 * v(51));
     assert!(
         why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
         "{}",
