@@ -158,6 +158,9 @@ pub struct Estimate {
     pub peak_meets_limits: bool,
     /// Energy and cost at peak throughput.
     pub peak_economics: Economics,
+    /// Whether a request's prompt and output run past the model's context: served only with
+    /// its positions extended (RoPE scaling), which the figures do not price.
+    pub beyond_context: bool,
 }
 
 fn powers_of_two_upto(n: u32) -> impl Iterator<Item = u32> {
@@ -813,5 +816,6 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         at,
         peak,
         peak_meets_limits,
+        beyond_context: q.isl + q.osl > q.model.max_context as f64,
     })
 }

@@ -345,9 +345,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     if a.workload.json {
         let mut v = serde_json::to_value(&e)?;
         if let Some(b) = &busier {
-            v["busiest_layout"] = serde_json::json!({
-                "layout": b.layout, "peak": b.peak, "peak_meets_limits": b.peak_meets_limits,
-            });
+            v["busiest_layout"] = busiest_json(b);
         }
         out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -363,6 +361,14 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `busiest_layout` of a JSON estimate: the layout that carries more, at its peak.
+fn busiest_json(b: &Estimate) -> serde_json::Value {
+    serde_json::json!({
+        "layout": b.layout, "peak": b.peak, "peak_meets_limits": b.peak_meets_limits,
+        "peak_economics": b.peak_economics,
+    })
 }
 
 /// The layout chosen for `e` is the fastest for one user; where another layout of the same
@@ -493,7 +499,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         "KV capacity     {:.0} tokens per replica{window}; {:.0} {held}{batched}",
         m.kv_tokens_per_replica, e.max_concurrency_per_replica
     );
-    if q.isl + q.osl > q.model.max_context as f64 {
+    if e.beyond_context {
         let _ = writeln!(
             s,
             "note            {}+{} tokens exceed {}'s {}-token context: served only with its positions extended (RoPE scaling)",
@@ -842,11 +848,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                 Ok((e, busy)) => {
                     let mut v = serde_json::to_value(e).unwrap_or_default();
                     if let Some(b) = busy {
-                        v["busiest_layout"] = serde_json::json!({
-                            "layout": b.layout, "peak": b.peak,
-                            "peak_meets_limits": b.peak_meets_limits,
-                            "peak_economics": b.peak_economics,
-                        });
+                        v["busiest_layout"] = busiest_json(b);
                     }
                     v
                 }
@@ -867,6 +869,12 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
     );
+    let context = cat.model(&model).map_err(usage)?.max_context;
+    if isl + osl > context as f64 {
+        out!(
+            "note: {isl}+{osl} tokens exceed {model}'s {context}-token context: served only with its positions extended (RoPE scaling)"
+        );
+    }
     out!(
         "{:<10} {:>6} {:<14} {:>5} {:>9}  {:>10} {:<13} {:<14} {:>11} {:>10} {:>9} {:>13}",
         "system",

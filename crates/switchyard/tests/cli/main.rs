@@ -84,6 +84,34 @@ fn estimate_reports_layout_fit_and_figures() {
         &["TTFT"],
     );
     assert!(out.contains("note") && !plain.contains("note"));
+    // ... in JSON too, and in the side-by-side view.
+    let long = [
+        "--model",
+        "llama-3.1-8b",
+        "--hardware",
+        "h200",
+        "--isl",
+        "200000",
+    ];
+    prints(
+        &joined(&["estimate", "--json"], &long),
+        &["\"beyond_context\": true"],
+    );
+    prints(
+        &joined(&["compare"], &long),
+        &["note: 200000+512 tokens exceed llama-3.1-8b's 131072-token context"],
+    );
+    prints(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h200",
+            "--json",
+        ],
+        &["\"beyond_context\": false"],
+    );
     // Where the KV cache holds more requests than the engine batches, both limits are named.
     prints(
         &[
