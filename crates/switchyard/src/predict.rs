@@ -876,7 +876,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         );
     }
     out!(
-        "{:<10} {:>6} {:<14} {:>5} {:>9}  {:>10} {:<13} {:<14} {:>11} {:>10} {:>9} {:>13}",
+        "{:<10} {:>6} {:<14} {:>5} {:>9}  {:>10} {:<13} {:<14} {:>11} {:>8} {:>10} {:>9} {:>13}",
         "system",
         "chips",
         "layout",
@@ -886,11 +886,12 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "bound",
         "peak layout",
         "peak tok/s",
+        "at load",
         "peak/chip",
         "J/token",
         "$/Mtok"
     );
-    let (mut missed, mut queued, mut wide) = (false, false, false);
+    let (mut missed, mut queued, mut wide, mut full) = (false, false, false, false);
     for (id, r) in rows {
         match r {
             Ok((e, busy)) => {
@@ -909,8 +910,19 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     .is_ok_and(|sys| widened(sys, e.precision).is_some());
                 wide |= widens;
                 let prec = format!("{}{}", e.precision.name(), if widens { "^" } else { "" });
+                // The requests in flight at the peak, marked where they are all the KV cache
+                // holds: chips sized for the weights may leave it little room.
+                let kv_most = top.max_concurrency_per_replica * f64::from(top.layout.dp);
+                let kv_bound = top.max_concurrency_per_replica < top.batch_limit_per_replica
+                    && top.peak.running >= kv_most * (1.0 - 1e-9);
+                full |= kv_bound;
+                let load = format!(
+                    "{:.0}{}",
+                    top.peak.concurrency,
+                    if kv_bound { " kv" } else { "" }
+                );
                 out!(
-                    "{:<10} {:>6} {:<14} {:>5} {:>9.1}{} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>10} {:>9} {:>13}",
+                    "{:<10} {:>6} {:<14} {:>5} {:>9.1}{} {:>10.1} {:<13} {:<14} {:>10.0}{mark} {:>8} {:>10} {:>9} {:>13}",
                     id,
                     e.chips,
                     e.layout.to_string(),
@@ -921,6 +933,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     e.at.bound.name(),
                     top.layout.to_string(),
                     top.peak.throughput_tok_s,
+                    load,
                     figures(top.peak.throughput_tok_s / f64::from(e.chips)),
                     opt(top.peak_economics.joules_per_token, 3),
                     cost(&top.peak_economics)
@@ -939,6 +952,9 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
             "* no load meets {}: the peak shown is one request per replica",
             limits.unwrap_or_default()
         );
+    }
+    if full {
+        out!("kv: the peak is at the most requests the KV cache holds: the fewest chips that fit the weights may leave it little room, and more chips may carry more per chip (`estimate --chips`)");
     }
     if wide {
         out!("^ the catalog gives the chip no rate for this format: its weights multiply in a wider one (estimate names it)");

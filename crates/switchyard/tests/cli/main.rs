@@ -640,6 +640,10 @@ fn compare_lists_wafer_and_gpu_side_by_side() {
     assert!(!out.contains("no load meets"), "{out}");
 
     assert!(!out.contains("+ the KV cache"), "{out}");
+    // A peak at all the requests the KV cache holds is marked: four CS-3s hold little of it.
+    let cs3 = out.lines().find(|l| l.starts_with("cs3 ")).expect("row");
+    assert!(cs3.contains(" kv "), "{cs3}");
+    assert!(out.contains("kv: the peak is at the most requests the KV cache holds"));
     // Chips sized for the model that hold fewer requests than asked are marked: their
     // TTFT is mostly the wait.
     let out = prints(
