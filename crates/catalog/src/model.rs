@@ -380,6 +380,26 @@ impl Model {
                     "field `experts_per_token` ({k}) must be at most `experts` ({e})"
                 ));
             }
+            // A token that skips some experts uses fewer parameters than the model holds.
+            if k < e && self.active_params_b >= self.total_params_b {
+                return Err(format!(
+                    "field `active_params_b` ({}) must be below `total_params_b` ({}): a token uses {k} of the {e} experts",
+                    self.active_params_b, self.total_params_b
+                ));
+            }
+        }
+        if self.shared_experts.is_some() && self.experts.is_none() {
+            return Err(
+                "field `shared_experts` describes a mixture of experts, but the model gives no `experts`"
+                    .into(),
+            );
+        }
+        // Multi-head attention has a key-value head for every query head; fewer is GQA.
+        if self.attention == AttentionKind::Mha && self.kv_heads != self.heads {
+            return Err(format!(
+                "field `kv_heads` ({}) must equal `heads` ({}) with `attention = \"mha\"`; fewer key-value heads is `gqa`",
+                self.kv_heads, self.heads
+            ));
         }
         if self.moe_layers.is_some_and(|l| l > self.layers) {
             return Err("field `moe_layers` must be at most `layers`".into());

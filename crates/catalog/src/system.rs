@@ -411,9 +411,20 @@ impl System {
         // A GPU's weights and KV cache live in its HBM: its on-chip SRAM is a cache.
         if self.kind == SystemKind::Gpu && self.memory_gb <= 0.0 {
             return Err(
-                "field `memory_gb` must be above 0 on a `gpu` system: its HBM holds the weights"
+                "field `memory_gb` must be above 0 on a `gpu` system (it is missing or 0): its HBM holds the weights"
                     .into(),
             );
+        }
+        // A system at full load draws at least what its chips do: a smaller figure is a
+        // typo that would price its energy near nothing.
+        if let (Some(kw), Some(w)) = (self.system_power_kw, self.chip_power_w) {
+            let chips = f64::from(self.chips_per_system) * w / 1000.0;
+            if kw < chips {
+                return Err(format!(
+                    "field `system_power_kw` ({kw}) is below what its chips draw alone ({} x {w} W = {chips} kW)",
+                    self.chips_per_system
+                ));
+            }
         }
         if self.memory_gb > 0.0 && self.memory_bw_tb_s <= 0.0 {
             return Err("field `memory_bw_tb_s` must be above 0 when `memory_gb` is".into());

@@ -541,6 +541,39 @@ fn a_bad_file_names_its_line_and_field() {
         "c.toml",
         &["`moe`", "max_context"],
     );
+    // Figures that contradict one another: a system drawing less than its chips, a mixture
+    // of experts whose token uses all it holds, shared experts without routed ones,
+    // multi-head attention with fewer key-value heads.
+    refused(
+        &mut cat,
+        &chip.replace(
+            "chips_per_system = 8",
+            "chips_per_system = 8\nchip_power_w = 700.0\nsystem_power_kw = 0.001",
+        ),
+        "p.toml",
+        &["`w`", "system_power_kw", "8 x 700 W"],
+    );
+    refused(
+        &mut cat,
+        &moe.replace(
+            "total_params_b = 50.0\nactive_params_b = 1.0",
+            "total_params_b = 50.0\nactive_params_b = 50.0",
+        ),
+        "a.toml",
+        &["`moe`", "active_params_b", "2 of the 8 experts"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("vocab = 32000", "vocab = 32000\nshared_experts = 100"),
+        "s.toml",
+        &["`moe`", "shared_experts"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("attention = \"gqa\"", "attention = \"mha\""),
+        "m.toml",
+        &["`moe`", "kv_heads", "gqa"],
+    );
     // A good entry ahead of a bad one in the same file is not kept either.
     let pair = format!("{chip}{semantic}");
     refused(&mut cat, &pair, "p.toml", &["`y`", "chips_per_system"]);
