@@ -124,7 +124,29 @@ fn main() -> ExitCode {
         err!("error: {flag} is given twice (before and after the command); give it once\n");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    // A mistake on the command line is one line, as every other error is: clap's own
+    // message, without the usage and the tip to try --help after it.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and the version are not errors, and a bare command shows its help.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            err!("{} (see --help)\n", said.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO)

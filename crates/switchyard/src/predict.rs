@@ -273,9 +273,10 @@ pub struct EstimateArgs {
     /// System id (see `switchyard catalog systems`).
     #[arg(long)]
     hardware: String,
-    /// Chips (wafers for wafer-scale systems); default: the fewest that fit, on GPUs in
-    /// whole nodes of up to 8.
-    #[arg(long)]
+    /// Chips (wafers for wafer-scale systems), 1 to 65,536; default: the fewest that fit, on
+    /// GPUs in whole nodes of up to 8.
+    // The fit search goes no further, and no deployment comes near.
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     chips: Option<u32>,
     /// Layout, e.g. tp8, pp4, tp4-pp2, or ep8 for a mixture of experts (default: the best
     /// tp/pp split for per-user speed).
@@ -304,10 +305,6 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
     let priced = a.workload.priced(cat);
     let cat: &Catalog = &priced;
-    // The fit search goes no further, and no deployment comes near.
-    if a.chips.is_some_and(|n| !(1..=65_536).contains(&n)) {
-        return Err(usage("--chips must be from 1 to 65,536"));
-    }
     let mut q = a.workload.query(cat, p, &a.model, &a.hardware)?;
     q.chips = a.chips;
     q.layout = match &a.layout {

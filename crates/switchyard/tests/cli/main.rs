@@ -584,7 +584,14 @@ fn bad_input_is_one_clear_line_and_status_two() {
         ),
         (est8(&["--concurrency", "-1"]), "--concurrency must be from 1"),
         (est8(&["--tpot-limit-ms", "-5"]), "finite number above 0"),
-        (est8(&["--chips", "4294967295"]), "--chips must be from 1 to 65,536"),
+        (est8(&["--chips", "4294967295"]), "4294967295 is not in 1..=65536"),
+        (est8(&["--chips", "-1"]), "-1 is not in 1..=65536"),
+        // The parser's own errors are one line too, without its usage.
+        (est8(&["--chip", "8"]), "unexpected argument '--chip'"),
+        (
+            vec!["estimate", "--model", "llama-3.1-8b"],
+            "required arguments were not provided: --hardware",
+        ),
     ] {
         let o = run(&args);
         let (_, err) = text(&o);
