@@ -314,7 +314,15 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     if a.frontier {
         let f = switchyard_perf::frontier(&q, p).map_err(perf_err)?;
         if a.workload.json {
-            out!("{}", serde_json::to_string_pretty(&f)?);
+            // What the text's heading says, beside the points.
+            let mut v = serde_json::to_value(&f)?;
+            v["model"] = q.model.id.clone().into();
+            v["system"] = q.system.id.clone().into();
+            v["isl"] = q.isl.into();
+            v["osl"] = q.osl.into();
+            v["tpot_limit_s"] = q.tpot_limit.into();
+            v["ttft_limit_s"] = q.ttft_limit.into();
+            out!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             out!("{}", render_frontier(&f, &q).trim_end());
         }
@@ -1046,9 +1054,23 @@ fn short(v: f64) -> String {
 }
 
 /// A published or predicted figure to four significant digits, without trailing zeros.
+/// A published or predicted value in `validate`'s table: four decimals, or in powers of ten
+/// where that would run to more digits than a column holds.
+fn cell(v: f64) -> String {
+    if v == 0.0 || (1e-4..1e12).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
 fn figure(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return v.to_string();
+    }
+    // Past a trillion, or below a millionth, in powers of ten: 1e300 is not 301 digits.
+    if !(1e-6..1e12).contains(&v.abs()) {
+        return format!("{v:.3e}");
     }
     let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
     let text = format!("{v:.decimals$}");
@@ -1321,12 +1343,19 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
     for o in &outcomes {
         match &o.predicted {
             Ok(v) => out!(
-                "{:<46} {:<27} {:>12.4} {:>12.4} {:>+8.1}  {}",
+                "{:<46} {:<27} {:>12} {:>12} {:>8}  {}",
                 o.id,
                 o.metric,
-                o.published,
-                v,
-                o.error_pct().unwrap_or(0.0),
+                cell(o.published),
+                cell(*v),
+                {
+                    let e = o.error_pct().unwrap_or(0.0);
+                    if e.abs() < 1e7 {
+                        format!("{e:+.1}")
+                    } else {
+                        format!("{e:+.2e}")
+                    }
+                },
                 o.layout
             ),
             Err(why) => out!(
@@ -1334,7 +1363,7 @@ pub fn validate(cat: &Catalog, p: &Params, a: &ValidateArgs) -> Result<()> {
                 o.id,
                 o.metric,
                 if o.published.is_finite() {
-                    format!("{:.4}", o.published)
+                    cell(o.published)
                 } else {
                     "-".to_string()
                 },
