@@ -193,8 +193,9 @@ impl Deployment<'_> {
     /// Arriving at random (a Poisson stream at the operating point's rate), a prompt also
     /// waits for the prompts that came just before it, which a closed loop spaces out: with
     /// the replica spending a share rho of its time on prompts, the mean wait of an M/D/1
-    /// queue is rho/(2(1−rho)) of a prompt's own work (Pollaczek-Khinchine; Kleinrock, Queueing Systems vol. 1, eq. 5.73). The requests in
-    /// flight are then more than those running, by the rate times that wait (Little's law).
+    /// queue is rho/(2(1−rho)) of a prompt's own work (Pollaczek-Khinchine; Kleinrock,
+    /// Queueing Systems vol. 1, eq. 5.73). The requests in flight are then more than those
+    /// running, by the rate times that wait (Little's law).
     pub fn operating(
         &self,
         p: &Params,
