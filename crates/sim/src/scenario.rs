@@ -1319,14 +1319,17 @@ impl ScenarioFile {
                 // whole rows, prompt and output together.
                 None if has_trace => Ok(Lengths::FromTrace),
                 None => Err((field, "give a length distribution or a trace".to_string())),
-                Some(l) if let Some(f) = stray(&l.given(), l.takes()) => Err((
-                    field,
-                    format!(
-                        "`{}` does not take `{f}` (`fixed` takes `tokens`, `exponential` `mean`, `lognormal` `median` and `sigma`)",
-                        l.dist
-                    ),
-                )),
-                Some(l) => match l.dist.as_str() {
+                Some(l) => {
+                    if let Some(f) = stray(&l.given(), l.takes()) {
+                        return Err((
+                            field,
+                            format!(
+                                "`{}` does not take `{f}` (`fixed` takes `tokens`, `exponential` `mean`, `lognormal` `median` and `sigma`)",
+                                l.dist
+                            ),
+                        ));
+                    }
+                    match l.dist.as_str() {
                     "fixed" => l
                         .tokens
                         .filter(|&t| t > 0)
@@ -1352,7 +1355,8 @@ impl ScenarioFile {
                         field,
                         format!("unknown distribution `{other}`; known: fixed, exponential, lognormal, trace"),
                     )),
-                },
+                    }
+                }
             }
         };
         let (prompt, output) = (lengths(&w.prompt, "prompt")?, lengths(&w.output, "output")?);
