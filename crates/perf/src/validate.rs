@@ -775,14 +775,16 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
     };
     // A name in words joined by `_` puts a rate's time right after what it counts
     // (`throughput_tok_s`, `tok_h`, `req_min`): read as if after a `/`, where it was read as
-    // a rate per second whatever it said.
-    for pair in words.windows(2) {
-        let counts = [
-            "tok", "tokens", "token", "req", "request", "requests", "queries", "samples",
-        ];
-        if counts.contains(&pair[0])
+    // a rate per second whatever it said. Not where what is counted is itself counted per
+    // (`time_per_token_ms` is a time per token, in ms).
+    const COUNTED: [&str; 8] = [
+        "tok", "tokens", "token", "req", "request", "requests", "queries", "samples",
+    ];
+    for (i, pair) in words.windows(2).enumerate() {
+        if COUNTED.contains(&pair[0])
             && time_unit(pair[1]).is_some()
-            && lower.contains(&format!("{}_{}", pair[0], pair[1]))
+            && (i == 0 || words[i - 1] != "per")
+            && lower.contains(&[pair[0], pair[1]].join("_"))
             && !per.contains(&pair[1])
         {
             per.push(pair[1]);

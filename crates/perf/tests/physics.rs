@@ -2626,6 +2626,7 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "throughput_tok_ms",
         "throughput_tok_min",
         "req_min",
+        "time_per_token_ms",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2711,6 +2712,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(49) - thr / 1000.0).abs() < 1e-9 * thr);
     assert!((v(50) - thr * 60.0).abs() < 1e-9 * v(50));
     assert!((v(51) - v(3) * 60.0).abs() < 1e-9 * v(51));
+    // ... but a time per token stays one.
+    assert!((v(52) - v(6)).abs() < 1e-9 * v(6));
     assert!(
         why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
         "{}",
