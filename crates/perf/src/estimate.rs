@@ -152,7 +152,7 @@ pub struct Estimate {
     /// Energy and cost at the query's concurrency.
     pub at_economics: Economics,
     /// Serving at the highest throughput within the TPOT and TTFT limits, if any; when no
-    /// load meets them, at one request per replica (see `peak_meets_limits`).
+    /// load meets them, at the lightest load the search tries (see `peak_meets_limits`).
     pub peak: Operating,
     /// Whether `peak` meets the query's limits.
     pub peak_meets_limits: bool,
@@ -736,6 +736,7 @@ pub fn frontier(q: &Query<'_>, p: &Params) -> Result<Frontier, PerfError> {
     for (i, d) in deployments.iter().enumerate() {
         let ops: Vec<Operating> = d
             .loads(p, q.isl, q.osl, Arrivals::under(q.ttft_limit))
+            .map(|(_, op)| op)
             .collect();
         let peak = ops
             .iter()

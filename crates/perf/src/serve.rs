@@ -2,14 +2,15 @@
 //! at a concurrency under continuous batching, the best throughput under a latency limit,
 //! and energy and cost per token.
 
-use crate::{Bound, Deployment, Params, Prompts, StepPart};
+use crate::{Bound, Deployment, Params, Prompts, Speculative, StepPart};
 use serde::Serialize;
 
-/// The deployment serving a steady closed-loop load of `concurrency` requests, each with
-/// `isl` prompt tokens and `osl` output tokens.
+/// The deployment serving a steady load of `concurrency` requests in flight, each with
+/// `isl` prompt tokens and `osl` output tokens, in a closed loop or arriving at random
+/// ([`Arrivals`]); by Little's law, the request rate times a request's life.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Operating {
-    /// Requests in flight across the whole deployment.
+    /// Requests in flight across the whole deployment, those waiting included.
     pub concurrency: f64,
     /// Of those, the requests holding a place in a replica's batch; the rest wait for one.
     pub running: f64,
@@ -204,6 +205,24 @@ impl Deployment<'_> {
         osl: f64,
         arrivals: Arrivals,
     ) -> Operating {
+        // Speculation yields tokens after the first, which the prompt's pass makes, and never
+        // more a step than there are left: with outputs of a token or two it only drafts.
+        if let Some(s) = self.speculative {
+            let most = osl.max(1.0) - 1.0;
+            if s.tokens_per_step > most.max(1.0) {
+                let capped = (most > 1.0).then_some(Speculative {
+                    tokens_per_step: most,
+                    ..s
+                });
+                return self.clone().with_speculative(capped).operating(
+                    p,
+                    concurrency,
+                    isl,
+                    osl,
+                    arrivals,
+                );
+            }
+        }
         let asked = self.asked_per_replica(concurrency);
         // Replicas with a request: every one, or as many as there are requests.
         let busy = concurrency / asked;
@@ -233,19 +252,36 @@ impl Deployment<'_> {
         let per_token = (ttft + (osl - 1.0) * tpot) / osl;
         // A place frees every osl·per_token/c; each waiting request waits out its turn.
         let wait = (asked - c) * osl * per_token / c;
-        // Requests a second of one replica.
-        let rate = c / per_token / osl;
+        // Requests a second of the deployment.
+        let rate = c * busy / per_token / osl;
         let queued = match arrivals {
             Arrivals::Closed => 0.0,
             Arrivals::Random => {
-                // The prompt's own work as a job: its pass less what a one-token pass costs
-                // (the weight stream and the fixed overheads, which the step pays anyway).
-                let own = (alone - self.prefill(p, 1.0)).max(0.0);
-                md1_wait(own, (rate * own).min(0.999))
+                // Arriving at random, the requests spread over every replica, which a load
+                // lighter than one a replica leaves idle part of the time. A prompt waits
+                // for those that came just before it (M/D/1). The replica spends the share
+                // rho of its time on prompts that their chunks cost in its steps (`rate x
+                // isl x cost`, below one at any load a closed loop holds); a prompt ahead
+                // holds a stage for its pass less what a one-token pass costs (the weight
+                // stream and the fixed overheads, which the steps pay anyway), over the
+                // pipeline's stages, each of which takes the next prompt as it hands one on.
+                // And it waits for a place, the replica's places each held for a request's
+                // life (M/D/c): a place busy all the time is a queue without end.
+                let dp = f64::from(self.layout.dp);
+                let rho = rate / dp * osl * own_prompt;
+                let job = (alone - self.prefill(p, 1.0)).max(0.0) / f64::from(self.layout.pp);
+                let places = self.places(p, isl, osl);
+                let life = ttft + (osl - 1.0) * tpot;
+                md1_wait(job, rho.min(0.999))
+                    + mdc_wait(
+                        life,
+                        (rate / dp * life / places).min(0.999),
+                        places.floor() as u32,
+                    )
             }
         };
         Operating {
-            concurrency: (asked + rate * queued) * busy,
+            concurrency: asked * busy + rate * queued,
             running: c * busy,
             ttft_s: ttft + wait + queued,
             tpot_s: tpot,
@@ -264,12 +300,15 @@ impl Deployment<'_> {
     /// Requests each replica runs at `concurrency` in flight: its share, as far as its KV
     /// cache and its engine's batch hold them (the rest wait; see [`Self::at_concurrency`]).
     fn running_per_replica(&self, p: &Params, concurrency: f64, isl: f64, osl: f64) -> f64 {
-        let osl = osl.max(1.0);
-        let places = self
-            .max_sequences(p, self.kv_ctx(isl, osl))
+        self.asked_per_replica(concurrency)
+            .min(self.places(p, isl, osl))
+    }
+
+    /// Requests one replica runs at once: what its KV cache holds and its engine batches.
+    fn places(&self, p: &Params, isl: f64, osl: f64) -> f64 {
+        self.max_sequences(p, self.kv_ctx(isl, osl.max(1.0)))
             .min(self.batch_limit(p))
-            .max(1.0);
-        self.asked_per_replica(concurrency).min(places)
+            .max(1.0)
     }
 
     /// Where a user's time per output token goes at `concurrency` in flight: the decode
@@ -305,8 +344,8 @@ impl Deployment<'_> {
         self.peak_within(p, isl, osl, tpot_limit, None).0
     }
 
-    /// The highest throughput within both limits and `true`; when even one request per
-    /// replica misses them, that lightest load and `false`.
+    /// The highest throughput within both limits and `true`; when even the lightest load
+    /// the search tries misses them, that load and `false`.
     pub fn peak_within(
         &self,
         p: &Params,
@@ -317,10 +356,16 @@ impl Deployment<'_> {
     ) -> (Operating, bool) {
         match self.max_throughput_within(p, isl, osl, tpot_limit, ttft_limit) {
             Some(op) => (op, true),
-            None => (
-                self.at_concurrency(p, f64::from(self.layout.dp), isl, osl),
-                false,
-            ),
+            None => {
+                let arrivals = Arrivals::under(ttft_limit);
+                let lightest = self.loads(p, isl, osl, arrivals).next().map(|(_, op)| op);
+                (
+                    lightest.unwrap_or_else(|| {
+                        self.operating(p, f64::from(self.layout.dp), isl, osl, arrivals)
+                    }),
+                    false,
+                )
+            }
         }
     }
 
@@ -364,13 +409,11 @@ impl Deployment<'_> {
     ) -> Option<Operating> {
         let dp = f64::from(self.layout.dp);
         let arrivals = Arrivals::under(ttft_limit);
-        let at = |c: f64| self.operating(p, c * dp, isl, osl, arrivals);
         // The best so far and its requests running a replica.
         let mut best: Option<(Operating, f64)> = None;
         // The next load tried after the best so far, where that one missed the limits.
         let mut beyond = None;
-        for c in self.replica_loads(p, self.kv_ctx(isl, osl.max(1.0))) {
-            let op = at(c);
+        for (c, op) in self.loads(p, isl, osl, arrivals) {
             if op.within(tpot_limit, ttft_limit) {
                 if best.is_none_or(|(b, _)| op.throughput_tok_s > b.throughput_tok_s) {
                     best = Some((op, c));
@@ -387,7 +430,7 @@ impl Deployment<'_> {
         if let (Some(mut hi), Some((_, mut lo))) = (beyond, best) {
             while hi - lo > 1.0 {
                 let mid = ((lo + hi) / 2.0).floor();
-                let op = at(mid);
+                let op = self.operating(p, mid * dp, isl, osl, arrivals);
                 if op.within(tpot_limit, ttft_limit) {
                     lo = mid;
                     if best.is_none_or(|(b, _)| op.throughput_tok_s > b.throughput_tok_s) {
@@ -402,18 +445,28 @@ impl Deployment<'_> {
     }
 
     /// The deployment at every load the searches try, the requests arriving as `arrivals`
-    /// say: from one request per replica, in steps of a quarter (rounded up), to what the
-    /// KV cache and the engine's batch limit allow.
+    /// say, with the requests running a replica: from one request per replica, in steps of
+    /// a quarter (rounded up), to what the KV cache and the engine's batch limit allow.
+    /// Arriving at random they may be fewer: one running a replica keeps it busy all the
+    /// time, which where prompts are most of the work is a queue at its limit, so lighter
+    /// loads come first, a replica idle part of the time.
     pub fn loads<'s>(
         &'s self,
         p: &'s Params,
         isl: f64,
         osl: f64,
         arrivals: Arrivals,
-    ) -> impl Iterator<Item = Operating> + 's {
+    ) -> impl Iterator<Item = (f64, Operating)> + 's {
         let dp = f64::from(self.layout.dp);
-        self.replica_loads(p, self.kv_ctx(isl, osl))
-            .map(move |c| self.operating(p, c * dp, isl, osl, arrivals))
+        let lighter: &[f64] = match arrivals {
+            Arrivals::Closed => &[],
+            Arrivals::Random => &[0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7],
+        };
+        lighter
+            .iter()
+            .copied()
+            .chain(self.replica_loads(p, self.kv_ctx(isl, osl.max(1.0))))
+            .map(move |c| (c, self.operating(p, c * dp, isl, osl, arrivals)))
     }
 
     /// The requests in flight on one replica that the searches try: from one, in steps of

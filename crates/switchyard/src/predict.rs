@@ -570,9 +570,9 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "peak throughput  {} tok/s at concurrency {:.0} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
+        "peak throughput  {} tok/s at concurrency {} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
         figures(e.peak.throughput_tok_s),
-        e.peak.concurrency,
+        figures(e.peak.concurrency),
         e.peak.tpot_s * 1000.0,
         e.peak.ttft_s,
         opt(e.peak_economics.joules_per_token, 3),
@@ -584,7 +584,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         } else {
             let _ = writeln!(
                 s,
-                "  limits not met  even one request per replica misses {l}"
+                "  limits not met  even the lightest load tried misses {l}"
             );
         }
     }
@@ -623,9 +623,9 @@ fn render_frontier(f: &Frontier, q: &Query<'_>) -> String {
     for f in points {
         let _ = writeln!(
             s,
-            "{:<15} {:>11.0} {:>10.1} {:>9.2} {:>9.1} {:>11.0} {:>10.1} {:<14} {:>9} {:>14}",
+            "{:<15} {:>11} {:>10.1} {:>9.2} {:>9.1} {:>11.0} {:>10.1} {:<14} {:>9} {:>14}",
             f.layout.to_string(),
-            f.op.concurrency,
+            figures(f.op.concurrency),
             f.op.user_tok_s,
             f.op.tpot_s * 1000.0,
             f.op.ttft_s * 1000.0,
@@ -922,8 +922,8 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     && top.peak.running >= kv_most * (1.0 - 1e-9);
                 full |= kv_bound;
                 let load = format!(
-                    "{:.0}{}",
-                    top.peak.concurrency,
+                    "{}{}",
+                    figures(top.peak.concurrency),
                     if kv_bound { " kv" } else { "" }
                 );
                 out!(
@@ -954,7 +954,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     out!("peak = highest throughput the KV cache and the engine's batch limit allow{within}, at the layout of the same chips that carries the most where it carries over 5% more than the fastest; J/token and $/Mtok at peak, facility power (PUE {})", p.pue);
     if missed {
         out!(
-            "* no load meets {}: the peak shown is one request per replica",
+            "* no load meets {}: the peak shown is the lightest load tried",
             limits.unwrap_or_default()
         );
     }
