@@ -990,7 +990,7 @@ pub(crate) async fn handle(
                 route.deployments[prev].labels.fallback();
             }
         }
-        route
+        let ahead = route
             .router()
             .dispatched_prompt(i, gw.now_s(), req.prompt_tokens);
         tried.push(i);
@@ -1033,7 +1033,7 @@ pub(crate) async fn handle(
                 // does not feed the router's TTFT average, but its time per token does.
                 route
                     .router()
-                    .answered(i, t0.elapsed().as_secs_f64(), tokens);
+                    .answered(i, gw.now_s(), t0.elapsed().as_secs_f64(), tokens);
                 d.labels.ended();
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels
@@ -1048,7 +1048,7 @@ pub(crate) async fn handle(
                 // From here the relay owns the slot and ends it.
                 guard.armed = false;
                 let ttft = t0.elapsed().as_secs_f64();
-                route.router().first_token(i, ttft);
+                route.router().first_token(i, gw.now_s(), ttft, ahead);
                 d.labels.ttft(ttft);
                 let relayer = Relayer::new(
                     Arc::clone(&gw),
@@ -1472,7 +1472,7 @@ impl Relayer {
             Ended::Done => {
                 let tpot = (tokens > 1)
                     .then(|| self.first_at.elapsed().as_secs_f64() / (tokens - 1) as f64);
-                r.succeeded(self.i, tpot);
+                r.succeeded(self.i, now, tpot);
                 drop(r);
                 if let Some(t) = tpot {
                     d.labels.tpot(t);

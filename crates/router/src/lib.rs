@@ -177,6 +177,9 @@ pub struct Observed {
     /// Moving average of the observed time per output token, seconds, taken back to an idle
     /// target's as `ttft_s` is.
     pub tpot_s: Option<f64>,
+    /// When `ttft_s` and `tpot_s` were last observed: they fade back towards the target's
+    /// prediction as they age (see [`LEARNED_HALF_LIFE_S`]).
+    seen_at: f64,
     consecutive_failures: u32,
     ejected_until: f64,
     /// Until when the target asked to be left alone (a 429's `Retry-After`): passed over as
@@ -191,6 +194,13 @@ pub struct Observed {
 /// Weight of the newest observation in the moving averages: about the last ten requests
 /// count, so a slowing provider shows within seconds at production rates.
 const EWMA_ALPHA: f64 = 0.1;
+
+/// Seconds over which what the router learned of a target counts half as much against its
+/// prediction, no newer observation coming. A target seen slow (a burst queued on it) that
+/// the latency policy then passes over sends no answer to correct it: without fading it
+/// would be passed over for good; fading, it is tried again within a minute or two, and a
+/// target still slow is seen so again at once.
+pub const LEARNED_HALF_LIFE_S: f64 = 30.0;
 
 /// Output tokens assumed when a request does not say how many it wants.
 const DEFAULT_OUTPUT_TOKENS: f64 = 256.0;
@@ -404,14 +414,31 @@ impl Router {
     /// with load spreads requests over targets of similar speed instead of herding onto the
     /// single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64) -> f64 {
-        let t = &self.targets[i];
-        let s = &self.seen[i];
-        self.expected_ttft(i, now) + n * s.tpot_s.unwrap_or(t.tpot_s) * (1.0 + self.load(i))
+        let (_, tpot) = self.learned(i, now);
+        self.expected_ttft(i, now) + n * tpot * (1.0 + self.load(i))
     }
 
     /// Requests in flight on target `i` over its capacity.
     fn load(&self, i: usize) -> f64 {
         f64::from(self.seen[i].outstanding) / self.targets[i].capacity.max(1e-9)
+    }
+
+    /// The load an answer from target `i` was made under: the other requests in flight
+    /// beside it, as the expectation it is compared with counted those before it was sent.
+    fn load_beside(&self, i: usize) -> f64 {
+        f64::from(self.seen[i].outstanding.saturating_sub(1)) / self.targets[i].capacity.max(1e-9)
+    }
+
+    /// What the router expects of target `i` idle at `now`, time to first token and time per
+    /// output token: what it learned, faded towards the prediction as it ages
+    /// ([`LEARNED_HALF_LIFE_S`]), else the prediction.
+    fn learned(&self, i: usize, now: f64) -> (f64, f64) {
+        let (t, s) = (&self.targets[i], &self.seen[i]);
+        let kept = 0.5_f64.powf((now - s.seen_at).max(0.0) / LEARNED_HALF_LIFE_S);
+        let fade = |seen: Option<f64>, predicted: f64| {
+            seen.map_or(predicted, |x| predicted + kept * (x - predicted))
+        };
+        (fade(s.ttft_s, t.ttft_s), fade(s.tpot_s, t.tpot_s))
     }
 
     /// Expected time to first token on target `i` for a request sent at `now`: observed
@@ -421,14 +448,18 @@ impl Router {
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
     /// request while its first tokens waited seconds and a slower pool beside it idled.
     pub fn expected_ttft(&self, i: usize, now: f64) -> f64 {
-        let t = &self.targets[i];
-        let s = &self.seen[i];
-        let queued = if t.prefill_tok_s > 0.0 {
-            self.backlog(i, now) / t.prefill_tok_s
+        self.learned(i, now).0 * (1.0 + self.load(i)) + self.queued_s(i, now)
+    }
+
+    /// Seconds the prompts queued on target `i` at `now` take to drain, where its prefill
+    /// rate is known (else none).
+    fn queued_s(&self, i: usize, now: f64) -> f64 {
+        let rate = self.targets[i].prefill_tok_s;
+        if rate > 0.0 {
+            self.backlog(i, now) / rate
         } else {
             0.0
-        };
-        s.ttft_s.unwrap_or(t.ttft_s) * (1.0 + self.load(i)) + queued
+        }
     }
 
     /// Prompt tokens queued on target `i` at `now`: what was sent, drained at its prefill
@@ -440,13 +471,17 @@ impl Router {
     }
 
     /// A request of `prompt_tokens` went to target `i` at `now`: as
-    /// [`Router::dispatched`], and its prompt joins the target's queue.
-    pub fn dispatched_prompt(&mut self, i: usize, now: f64, prompt_tokens: u32) {
+    /// [`Router::dispatched`], and its prompt joins the target's queue. Returns the seconds
+    /// of prompts the router expected ahead of it, which its first token's time is to be
+    /// told with ([`Router::first_token`]).
+    pub fn dispatched_prompt(&mut self, i: usize, now: f64, prompt_tokens: u32) -> f64 {
+        let ahead = self.queued_s(i, now);
         let queued = self.backlog(i, now) + f64::from(prompt_tokens);
         let s = &mut self.seen[i];
         s.backlog = queued;
         s.backlog_at = now;
         self.dispatched(i);
+        ahead
     }
 
     /// A request went to target `i`.
@@ -456,52 +491,64 @@ impl Router {
         s.requests += 1;
     }
 
-    /// Target `i` produced the first token after `ttft_s`.
+    /// Target `i` produced, at `now`, a first token `ttft_s` after its request was sent,
+    /// `queued_s` of which the router expected for the prompts ahead of it
+    /// ([`Router::dispatched_prompt`]; 0 where it kept no count).
     ///
     /// The router learns what the target takes idle: an expectation stretches it by the
-    /// load of the moment ([`Router::expected_latency`]), so an observation made under load
-    /// is taken back by the load it was made under (the requests in flight, this one
-    /// included). Learned as measured, a burst's slow answers would stay in the average after
-    /// the burst and be stretched again by any later load; the latency policy then kept
-    /// sending every request to a pool twelve times slower, the fast one idle and never
-    /// asked again, so never seen to be fast.
-    pub fn first_token(&mut self, i: usize, ttft_s: f64) {
-        let idle = ttft_s / (1.0 + self.load(i));
+    /// load of the moment and adds the prompts queued ([`Router::expected_ttft`]), so an
+    /// observation made under load is taken back by the load beside it and the queue it was
+    /// expected to wait for. Learned as measured, a burst's slow answers would stay in the
+    /// average after the burst and be stretched again by any later load; the latency policy
+    /// then kept sending every request to a pool twelve times slower, the fast one idle and
+    /// never asked again, so never seen to be fast.
+    pub fn first_token(&mut self, i: usize, now: f64, ttft_s: f64, queued_s: f64) {
+        // An answer quicker than the queue expected ahead of it says the queue was short, not
+        // that the target takes no time.
+        let own = (ttft_s - queued_s).max(0.05 * ttft_s);
+        let idle = own / (1.0 + self.load_beside(i));
+        let (old, _) = self.learned(i, now);
         let s = &mut self.seen[i];
-        s.ttft_s = Some(ewma(s.ttft_s, idle));
+        s.ttft_s = Some(ewma(s.ttft_s.map(|_| old), idle));
+        s.seen_at = now;
     }
 
-    /// A request on target `i` ended well; `tpot_s` is its time per output token, when it
-    /// produced more than one (taken back to an idle target's as in [`Router::first_token`]).
-    pub fn succeeded(&mut self, i: usize, tpot_s: Option<f64>) {
-        let stretch = 1.0 + self.load(i);
+    /// A request on target `i` ended well at `now`; `tpot_s` is its time per output token,
+    /// when it produced more than one (taken back to an idle target's as in
+    /// [`Router::first_token`]).
+    pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
+        let stretch = 1.0 + self.load_beside(i);
+        let (_, old) = self.learned(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
         if let Some(t) = tpot_s {
-            s.tpot_s = Some(ewma(s.tpot_s, t / stretch));
+            s.tpot_s = Some(ewma(s.tpot_s.map(|_| old), t / stretch));
+            s.seen_at = now;
         }
     }
 
-    /// A request on target `i` ended well with a whole (not streamed) answer of `tokens`
-    /// output tokens after `seconds`. It says nothing of when the first token was ready: the
-    /// time past the expected first token, over the tokens after it, is the time per token
-    /// it shows. An answer of fewer than two tokens (or of unknown length) teaches nothing.
-    pub fn answered(&mut self, i: usize, seconds: f64, tokens: u64) {
-        // The load it ran under, this request included, as in `succeeded`.
-        let stretch = 1.0 + self.load(i);
-        self.succeeded(i, None);
+    /// A request on target `i` ended well at `now` with a whole (not streamed) answer of
+    /// `tokens` output tokens after `seconds`. It says nothing of when the first token was
+    /// ready: the time past the expected first token, over the tokens after it, is the time
+    /// per token it shows. An answer of fewer than two tokens (or of unknown length) teaches
+    /// nothing.
+    pub fn answered(&mut self, i: usize, now: f64, seconds: f64, tokens: u64) {
+        // The load it ran under, as in `succeeded`.
+        let stretch = 1.0 + self.load_beside(i);
+        let (ttft, tpot) = self.learned(i, now);
+        self.succeeded(i, now, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {
             return;
         }
-        let ttft = self.seen[i].ttft_s.unwrap_or(self.targets[i].ttft_s) * stretch;
         // An answer quicker than its expected first token says the tokens were quick, not
         // free: no less than a twentieth of the expected time per token.
-        let floor = 0.05 * self.seen[i].tpot_s.unwrap_or(self.targets[i].tpot_s);
+        let per_token =
+            ((seconds - ttft * stretch) / (tokens - 1) as f64 / stretch).max(0.05 * tpot);
         let s = &mut self.seen[i];
-        let per_token = ((seconds - ttft) / (tokens - 1) as f64 / stretch).max(floor);
-        s.tpot_s = Some(ewma(s.tpot_s, per_token));
+        s.tpot_s = Some(ewma(s.tpot_s.map(|_| tpot), per_token));
+        s.seen_at = now;
     }
 
     /// A request on target `i` failed at `now` (connect error, 429, 5xx, timeout). Returns

@@ -171,7 +171,7 @@ fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
     // Observed latency replaces the prediction: a wafer seen to be slow loses its lead.
     let mut r2 = Router::new(Policy::Latency, r.targets().to_vec(), Health::default(), 1);
     for _ in 0..50 {
-        r2.first_token(0, 10.0);
+        r2.first_token(0, 0.0, 10.0, 0.0);
     }
     assert_eq!(r2.pick(0.0, &ask), Some(1));
 }
@@ -199,9 +199,10 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
         r.dispatched(0);
     }
     for k in 0..32 {
-        let load = f64::from(32 - k) / 4.0;
-        r.first_token(0, 0.005 * (1.0 + load));
-        r.succeeded(0, Some(0.002 * (1.0 + load)));
+        // The other requests in flight beside the one answering.
+        let load = f64::from(31 - k) / 4.0;
+        r.first_token(0, 1.0, 0.005 * (1.0 + load), 0.0);
+        r.succeeded(0, 1.0, Some(0.002 * (1.0 + load)));
     }
     let learned = r.observed(0).tpot_s.expect("learned");
     assert!((learned - 0.002).abs() < 1e-9, "{learned}");
@@ -209,7 +210,47 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
         output_tokens: Some(200),
         ..Ask::default()
     };
-    assert_eq!(r.pick(0.0, &ask), Some(0));
+    assert_eq!(r.pick(1.0, &ask), Some(0));
+    // A lone request is its target's time itself; and the prompts the router expected ahead
+    // of it are the queue's, not the target's.
+    let mut lone = Router::new(Policy::Latency, r.targets().to_vec(), Health::default(), 1);
+    lone.dispatched(0);
+    lone.first_token(0, 0.0, 0.5, 0.4);
+    let learned = lone.observed(0).ttft_s.expect("learned");
+    assert!((learned - 0.1).abs() < 1e-9, "{learned}");
+}
+
+/// What was learned fades back to the prediction as it ages: a target seen slow, which the
+/// latency policy then passes over and so never sees again, is tried again a few minutes
+/// on (and learned anew from its answer).
+#[test]
+fn what_is_learned_fades_back_to_the_prediction() {
+    let targets = vec![
+        target("wafer", |t| {
+            t.ttft_s = 0.005;
+            t.tpot_s = 0.002;
+            t.capacity = 16.0;
+        }),
+        target("gpu", |t| {
+            t.ttft_s = 0.025;
+            t.tpot_s = 0.022;
+            t.capacity = 64.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
+    for _ in 0..20 {
+        r.dispatched(0);
+        r.first_token(0, 0.0, 1.0, 0.0);
+        r.succeeded(0, 0.0, Some(0.1));
+    }
+    let ask = Ask {
+        output_tokens: Some(200),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(1.0, &ask), Some(1));
+    assert_eq!(r.pick(300.0, &ask), Some(0));
+    // What it learned stays as it was, for the record; only the expectation fades.
+    assert!(r.observed(0).tpot_s.is_some_and(|t| t > 0.09));
 }
 
 /// Targets that state no prediction and answer whole (not streamed): the latency policy
@@ -238,8 +279,8 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
     assert_eq!(counts, [20, 20]);
     // `a` answers 100 tokens in 3 s, `b` in 0.3 s: once seen, `b` takes the new requests.
     for _ in 0..20 {
-        r.answered(0, 3.0, 100);
-        r.answered(1, 0.3, 100);
+        r.answered(0, 0.0, 3.0, 100);
+        r.answered(1, 0.0, 0.3, 100);
     }
     let picks: Vec<usize> = (0..10)
         .map(|_| {
@@ -261,16 +302,16 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
     );
     for _ in 0..20 {
         r.dispatched(0);
-        r.answered(0, 0.6, 10);
+        r.answered(0, 0.0, 0.6, 10);
         r.dispatched(1);
-        r.answered(1, 2.5, 100);
+        r.answered(1, 0.0, 2.5, 100);
     }
     let before = r.observed(1).tpot_s;
     r.dispatched(1);
-    r.answered(1, 30.0, 0);
+    r.answered(1, 0.0, 30.0, 0);
     // Nor does one of a single token, which has no time after its first.
     r.dispatched(1);
-    r.answered(1, 30.0, 1);
+    r.answered(1, 0.0, 30.0, 1);
     assert_eq!(r.observed(1).tpot_s, before);
     let tpot = |i: usize| r.observed(i).tpot_s.expect("learnt");
     assert!(tpot(0) < tpot(1), "{} against {}", tpot(0), tpot(1));
@@ -371,7 +412,7 @@ fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
     r.dispatched(1);
     r.failed(1, 50.0);
     r.dispatched(1);
-    r.succeeded(1, Some(0.01));
+    r.succeeded(1, 50.0, Some(0.01));
     r.dispatched(1);
     assert!(!r.failed(1, 50.0));
     // With every target ejected, the one back soonest still gets the request.

@@ -157,6 +157,8 @@ struct Req {
     provider: u32,
     slot: u32,
     dispatched_at: f64,
+    /// Seconds of prompts the router expected ahead of it when it was sent.
+    ahead_s: f64,
     queue_s: Option<f64>,
     first_at: Option<f64>,
     fallback: bool,
@@ -550,6 +552,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             provider: u32::MAX,
             slot: u32::MAX,
             dispatched_at: self.now,
+            ahead_s: 0.0,
             queue_s: None,
             first_at: None,
             fallback: false,
@@ -612,9 +615,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 self.end(k, Some(reason::TOO_LONG));
                 return;
             }
-            self.router
+            let ahead = self
+                .router
                 .dispatched_prompt(p, self.now, self.reqs[k as usize].a.prompt);
             let r = &mut self.reqs[k as usize];
+            r.ahead_s = ahead;
             r.a.output = r.a.output.min(context - r.a.prompt);
             r.attempts += 1;
             r.tried |= 1u64 << p.min(63);
@@ -707,7 +712,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let r = &mut self.reqs[k as usize];
         r.first_at = Some(self.now);
         let seen = self.now - r.dispatched_at;
-        self.router.first_token(p, seen);
+        self.router.first_token(p, self.now, seen, r.ahead_s);
     }
 
     fn start(&mut self, p: usize, s: usize) {
@@ -790,7 +795,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 }
                 Event::Finished(k) => {
                     let tpot = self.reqs[k as usize].tpot_at(self.now);
-                    self.router.succeeded(p, tpot);
+                    self.router.succeeded(p, self.now, tpot);
                     self.end(k as u32, None);
                 }
                 Event::Preempted(_) => self.pools[q].preemptions += 1,
