@@ -12,17 +12,20 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-/// Time to first token, seconds (`gen_ai.server.time_to_first_token`), from the request's
-/// arrival at the gateway: attempts that failed over before the deployment that answered
-/// are in it.
+/// Time to first token, seconds (`gen_ai.server.time_to_first_token`), the deployment's
+/// own: from the attempt it served, not the request's arrival, so that a fallback is not
+/// charged the time a failed deployment took before it.
 pub const TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
 /// Time per output token after the first, seconds (`gen_ai.server.time_per_output_token`).
 pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
-/// Whole request duration, seconds (`gen_ai.server.request.duration`).
+/// Whole request duration, seconds (`gen_ai.server.request.duration`), on the deployment
+/// that ended it, from its own attempt.
 pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
 /// Requests answered, by `outcome`: `ok`, `client_error`, `failed`, `timed_out` (the
 /// request's `total_ms` ran out) and `cancelled` for
-/// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check refused.
+/// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check
+/// refused, and `rate_limited` too where every provider was over its rate. `model` is `-`
+/// for a request refused before its body was read.
 pub const REQUESTS: &str = "switchyard_requests_total";
 /// The `outcome` labels of [`REQUESTS`] for the requests a deployment took.
 pub const OUTCOMES: [&str; 5] = ["ok", "client_error", "failed", "timed_out", "cancelled"];
@@ -78,13 +81,21 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// The `# HELP` line of every metric, from the same words as the names' own docs.
 fn describe() {
-    describe_histogram!(TTFT, Unit::Seconds, "Time to first token.");
+    describe_histogram!(
+        TTFT,
+        Unit::Seconds,
+        "Time to first token, from the deployment's own attempt."
+    );
     describe_histogram!(
         TPOT,
         Unit::Seconds,
         "Time per output token after the first."
     );
-    describe_histogram!(DURATION, Unit::Seconds, "Whole request duration.");
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Whole request duration, from the deployment's own attempt."
+    );
     describe_counter!(
         REQUESTS,
         "Requests answered, by outcome: ok, client_error, failed, timed_out, cancelled, unauthorized, rate_limited."

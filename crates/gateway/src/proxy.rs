@@ -896,8 +896,11 @@ pub(crate) async fn handle(
     // The tokens the request may spend are held against its key's allowance while it runs.
     let held = match &key {
         Some(k) => {
+            // Every prompt of a batch gets its `n` answers of up to `max_tokens`.
             let tokens = u64::from(req.prompt_tokens)
-                + u64::from(req.n.max(1)) * u64::from(req.max_tokens.unwrap_or(0));
+                + u64::from(req.prompts.max(1))
+                    * u64::from(req.n.max(1))
+                    * u64::from(req.max_tokens.unwrap_or(0));
             // More than the whole minute allows is never admitted: refused at once, not
             // let into a minute's debt.
             if let Some(tpm) = k.tokens_per_minute.filter(|&tpm| tokens as f64 > tpm) {
@@ -907,7 +910,7 @@ pub(crate) async fn handle(
             }
             match k.hold(tokens, Instant::now()) {
                 Ok(h) => Some(h),
-                Err(refusal) => return crate::server::over_limit(k, refusal),
+                Err(refusal) => return crate::server::over_limit(k, refusal, &req.model),
             }
         }
         None => None,
@@ -964,7 +967,11 @@ pub(crate) async fn handle(
         };
         // Every deployment is ejected and this one's cool-down ends first (panic routing):
         // one try, lest each request ask every provider that is down, `max_attempts` in all.
-        let panic = route.router().is_ejected(i, gw.now_s());
+        // Not where one that is not ejected failed this request and may be tried again.
+        let panic = {
+            let (r, now) = (route.router(), gw.now_s());
+            (0..route.deployments.len()).all(|j| r.is_ejected(j, now))
+        };
         let d = &route.deployments[i];
         // A deployment that cannot serve the request says so before it is sent: no
         // attempt, no budget, nothing counted against it.
@@ -1057,7 +1064,11 @@ pub(crate) async fn handle(
                     relay,
                     first,
                     (t_start, t0),
-                    (req.prompt_tokens, req.include_usage),
+                    (
+                        req.prompt_tokens,
+                        req.include_usage,
+                        req.prompts.max(1) as usize * req.n.max(1) as usize,
+                    ),
                     key.clone(),
                     held,
                 );
@@ -1153,11 +1164,11 @@ pub(crate) async fn handle(
         }
         return ApiError::timed_out(&route.name, &why).into_response();
     }
-    crate::metrics::unanswered(&req.model, "failed");
     // Every provider tried is over its rate, or none was tried for resting at its own
     // request: the client is to slow down, for as long as the soonest of them asked.
     let resting = route.router().rest_left(gw.now_s(), class.as_deref());
     if (attempts > 0 && busy.0 == attempts) || (attempts == 0 && resting.is_some()) {
+        crate::metrics::unanswered(&req.model, "rate_limited");
         let asked = busy.1.or(resting.map(|s| s.ceil() as u64));
         let wait = asked.unwrap_or(1).clamp(1, gw.retry_after_s);
         let mut r = ApiError::providers_busy(&route.name, &why, wait).into_response();
@@ -1165,6 +1176,7 @@ pub(crate) async fn handle(
             .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
         return r;
     }
+    crate::metrics::unanswered(&req.model, "failed");
     let mut r = ApiError::all_failed(&route.name, &why).into_response();
     // When the first ejected deployment is tried again, else a second: the failures were
     // of the moment.
@@ -1224,9 +1236,10 @@ struct Relayer {
     usage: Option<(Option<u64>, u64)>,
     finished: bool,
     /// The choices seen (by index) and those a `finish_reason` has ended: the answer is
-    /// whole when every choice seen has ended (`n` of them where the client asked for more
-    /// than one).
+    /// whole when every choice seen has ended, `choices_asked` of them at least.
     choices: (BTreeSet<u64>, BTreeSet<u64>),
+    /// Choices the client asked for: `n` for each prompt of a batch.
+    choices_asked: usize,
     /// The client key the stream's tokens are charged to, if any.
     key: Option<Arc<crate::keys::Key>>,
     /// The tokens held against that key while the stream runs, given back when it is
@@ -1243,7 +1256,7 @@ impl Relayer {
         relay: Relay,
         first: Vec<Bytes>,
         (t_start, attempt_at): (Instant, Instant),
-        (prompt_tokens, client_usage): (u32, bool),
+        (prompt_tokens, client_usage, choices_asked): (u32, bool, usize),
         key: Option<Arc<crate::keys::Key>>,
         held: Option<crate::keys::Held>,
     ) -> Self {
@@ -1260,6 +1273,7 @@ impl Relayer {
             prompt_tokens,
             client_usage,
             shape: None,
+            choices_asked,
             tokens: 0,
             usage: None,
             finished: false,
@@ -1290,10 +1304,10 @@ impl Relayer {
         Some((route, route.deployments.get(self.i)?))
     }
 
-    /// Whether every choice seen has finished, at least one having been seen.
+    /// Whether every choice seen has finished, as many as were asked for having been seen.
     fn answered(&self) -> bool {
         let (seen, ended) = &self.choices;
-        !seen.is_empty() && seen == ended
+        seen.len() >= self.choices_asked.max(1) && seen == ended
     }
 
     /// Queues an HTTP provider's data payloads, noticing the end and error events.

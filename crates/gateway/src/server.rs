@@ -83,13 +83,14 @@ fn admit(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, Box<Response>>
     };
     match key.admit(Instant::now()) {
         Ok(()) => Ok(Some(key)),
-        Err(refusal) => Err(Box::new(over_limit(&key, refusal))),
+        Err(refusal) => Err(Box::new(over_limit(&key, refusal, "-"))),
     }
 }
 
-/// The 429 for a key over one of its limits, with the seconds until it would admit.
-pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64)) -> Response {
-    crate::metrics::unanswered("-", "rate_limited");
+/// The 429 for a key over one of its limits, with the seconds until it would admit; `model`
+/// labels the metric (`-` before the request's body is read).
+pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64), model: &str) -> Response {
+    crate::metrics::unanswered(model, "rate_limited");
     let (what, per_minute) = match limit {
         Limit::Requests => ("requests", key.requests_per_minute),
         Limit::Tokens => ("tokens", key.tokens_per_minute),

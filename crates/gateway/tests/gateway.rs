@@ -798,6 +798,16 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
             .is_some_and(|m| m.contains("Request too large")),
         "{body}"
     );
+    // So is a batch of prompts whose answers together ask more: each prompt gets its own.
+    let r = client
+        .post(format!("{url}/completions"))
+        .bearer_auth("secret-t")
+        .body(r#"{"model":"m","prompt":["hi","there"],"max_tokens":40}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_none());
     // The first request is admitted with a full minute's allowance and spends 40 output
     // tokens and its prompt; a streamed one is charged the same way when its stream ends.
     let r = ask(true).await.expect("sent");
@@ -2251,6 +2261,12 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     for d in h["models"]["busy"].as_array().expect("deployments") {
         assert_eq!(d["requests"], 1, "{h}");
     }
+    // Both answers count as the client's rate limit, not as the model failing.
+    let line = |outcome: &str| {
+        format!(r#"switchyard_requests_total{{model="busy",provider="none",outcome="{outcome}"}}"#)
+    };
+    assert_eq!(metric(&url, &line("rate_limited")).await, Some(2.0));
+    assert_eq!(metric(&url, &line("failed")).await, None);
     // A deployment that asked for a pause is passed over until it ends: the second request
     // goes straight to the other deployment.
     let (url, _gw) = start(&upstream_then_gpu(&up, "busy")).await;
@@ -2646,6 +2662,20 @@ async fn non_answers_fail_over_and_finished_streams_stay_whole() {
     assert!(body.contains("\"ab\""), "{body}");
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["failures"], 0, "{h}");
+    // With two choices asked for, one finished is not the whole answer.
+    let body = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"n":2}"#)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        body.contains("upstream_failed") && !body.contains("data: [DONE]"),
+        "{body}"
+    );
     // A stream without the provider's usage, to a client that asked for it.
     let (url, _gw) = start(&upstream_then_gpu(&up, "no-done")).await;
     let body = reqwest::Client::new()
