@@ -1012,7 +1012,7 @@ impl ScenarioFile {
                 return Err(err(
                     field,
                     format!(
-                        "a `{}` failure does not take `{field}` ({})",
+                        "a failure of kind `{}` does not take `{field}` ({})",
                         f.kind,
                         match field {
                             "replica" => "only `replica` failures name one",
@@ -1127,10 +1127,24 @@ impl ScenarioFile {
                 ) {
                     let end = n as f64 / rate;
                     if v >= end {
+                        // The command line may have shortened the run the file describes.
+                        let given: Vec<&str> = [
+                            (over.requests.is_some(), "--requests"),
+                            (over.rate_x.is_some(), "--rate-x"),
+                        ]
+                        .iter()
+                        .filter(|(set, _)| *set)
+                        .map(|(_, flag)| *flag)
+                        .collect();
+                        let by = if given.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", as {} set it", given.join(" and "))
+                        };
                         return Err(fail(
                             w.span(),
                             "warmup_s",
-                            format!("must end before the last arrival, expected at about {end:.1} s ({n} requests at {rate} a second)"),
+                            format!("must end before the last arrival, expected at about {end:.1} s ({n} requests at {rate} a second{by})"),
                         ));
                     }
                 }

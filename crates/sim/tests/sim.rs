@@ -628,7 +628,7 @@ fn bad_scenarios_name_the_line_and_field() {
     );
     check(
         &format!("{good}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nreplica = 0\nstart_s = 1\nend_s = 2\nfactor = 2\n"),
-        &["line 13", "field `replica`", "`slowdown` failure does not take `replica`"],
+        &["line 13", "field `replica`", "a failure of kind `slowdown` does not take `replica`"],
     );
     check(
         &format!("{good}[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 1\nend_s = 2\nfactor = 3\n"),

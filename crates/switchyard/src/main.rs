@@ -143,7 +143,15 @@ fn main() -> ExitCode {
                 .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
                 .filter(|l| !l.is_empty())
                 .collect();
-            err!("{} (see --help)\n", said.join(" "));
+            // Lines after one ending in `:` continue it; others (a tip) are their own clause.
+            let mut line = String::new();
+            for l in said {
+                if !line.is_empty() {
+                    line.push_str(if line.ends_with(':') { " " } else { "; " });
+                }
+                line.push_str(l);
+            }
+            err!("{line} (see --help)\n");
             return ExitCode::from(2);
         }
     };
