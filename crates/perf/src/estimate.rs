@@ -621,12 +621,14 @@ pub fn best_deployment<'a>(
     let mut scored: Vec<(f64, Deployment<'a>)> = Vec::new();
     for d in fitting_deployments(q, p)? {
         let score = match objective {
-            // A user's tokens per second over its whole stay, waiting for a place included:
-            // a layout whose KV cache holds fewer of the requests does not win by decoding
-            // the few it runs faster.
+            // A user's tokens per second over its whole stay, its first token (waiting for a
+            // place included) and the rest: a layout whose KV cache holds fewer of the
+            // requests does not win by decoding the few it runs faster, nor one that decodes
+            // faster where the prompt is most of the wait (one output token: by its TTFT).
             Objective::Latency => {
                 let op = d.at_concurrency(p, q.concurrency, q.isl, q.osl);
-                op.user_tok_s * op.running / op.concurrency
+                let osl = q.osl.max(1.0);
+                osl / (op.ttft_s + (osl - 1.0) * op.tpot_s)
             }
             // A layout that meets the limits beats any that does not.
             Objective::Throughput | Objective::Peak => match q.peak(&d, p) {

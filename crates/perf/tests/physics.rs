@@ -3031,3 +3031,41 @@ fn the_peak_within_a_limit_is_where_the_limit_binds() {
         );
     }
 }
+
+/// The layout fastest for a user is the one that serves its whole request soonest: with one
+/// output token that is the first token's time, not a time per token that no token takes
+/// (16 SN40Ls at 192 requests of 2,000 prompt tokens took tp2-dp8, which streams weights
+/// from DDR, 12.2 s to a first token where tp16 takes 11.7).
+#[test]
+fn the_fastest_layout_serves_the_whole_request_soonest() {
+    let cat = cat();
+    let p = Params::default();
+    for osl in [1.0, 512.0] {
+        let q = Query {
+            concurrency: 192.0,
+            ..Query::new(
+                cat.model("llama-3.1-70b").expect("model"),
+                cat.system("sn40l").expect("system"),
+                2000.0,
+                osl,
+            )
+        };
+        let life = |e: &switchyard_perf::Estimate| e.at.ttft_s + (osl - 1.0) * e.at.tpot_s;
+        let best = estimate(&q, &p, Objective::Latency).expect("estimate");
+        for layout in ["tp16", "tp2-dp8", "tp4-dp4", "tp8-dp2"] {
+            let fixed = Query {
+                layout: Some(layout.parse().expect("layout")),
+                ..q.clone()
+            };
+            if let Ok(e) = estimate(&fixed, &p, Objective::Latency) {
+                assert!(
+                    life(&best) <= life(&e) * (1.0 + 1e-9),
+                    "osl {osl}: {} ({}) against {layout} ({})",
+                    best.layout,
+                    life(&best),
+                    life(&e)
+                );
+            }
+        }
+    }
+}
