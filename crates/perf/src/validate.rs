@@ -1465,12 +1465,26 @@ fn predict_inner(
             s.tokens_per_step
         );
     }
-    if scenario.is_some() && slo.is_none() && workload.is_none() {
-        let _ = write!(
-            label,
-            ", {isl:.0}+{osl:.0} tokens and a mean TPOT within {:.0} ms assumed",
+    // A scenario row whose lengths neither it nor a workload states, or whose TPOT limit
+    // neither its notes nor the workload's scenario does.
+    let mut assumed = Vec::new();
+    let unstated = |cell: &str| cell.trim().is_empty();
+    if scenario.is_some() && workload.is_none() && (unstated(&row.isl) || unstated(&row.osl)) {
+        assumed.push(format!("{isl:.0}+{osl:.0} tokens"));
+    }
+    let tpot_stated = slo.is_some()
+        || workload.is_some_and(|w| match scenario {
+            Some(Scenario::Interactive) => w.interactive_tpot_ms.is_some(),
+            _ => w.server_tpot_ms.is_some(),
+        });
+    if scenario.is_some() && !tpot_stated {
+        assumed.push(format!(
+            "a mean TPOT within {:.0} ms",
             tpot_limit.unwrap_or(0.0) * 1000.0
-        );
+        ));
+    }
+    if !assumed.is_empty() {
+        let _ = write!(label, ", {} assumed", assumed.join(" and "));
     }
     Ok(Predicted {
         value,

@@ -3069,3 +3069,37 @@ fn the_fastest_layout_serves_the_whole_request_soonest() {
         }
     }
 }
+
+/// A row's deployment says what the prediction assumes that the row leaves unstated: the
+/// lengths and TPOT limit of a server run whose model has no benchmark workload, and only
+/// what is missing.
+#[test]
+fn a_rows_assumptions_are_said_beside_its_layout() {
+    let cat = cat();
+    let header =
+        "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
+    let text = format!(
+        "{header}a,h100-sxm,8,llama-3.1-70b,fp8,,,server,,,throughput_tok_s,1\n\
+         b,h100-sxm,8,llama-3.1-70b,fp8,,,server,2000,200,throughput_tok_s,1\n\
+         c,h100-sxm,8,llama-2-70b,fp8,,,server,,,throughput_tok_s,1\n"
+    );
+    let rows = parse_points(&text).expect("rows");
+    let (out, _) = run(&cat, &Params::default(), &rows);
+    assert!(
+        out[0]
+            .layout
+            .contains("1024+512 tokens and a mean TPOT within"),
+        "{}",
+        out[0].layout
+    );
+    assert!(
+        out[1]
+            .layout
+            .ends_with(", a mean TPOT within 146 ms assumed")
+            && !out[1].layout.contains("tokens"),
+        "{}",
+        out[1].layout
+    );
+    // MLPerf's workload states Llama 2 70B's lengths and limits.
+    assert!(!out[2].layout.contains("assumed"), "{}", out[2].layout);
+}
