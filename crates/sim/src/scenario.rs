@@ -1218,27 +1218,24 @@ impl ScenarioFile {
                 }
                 let takes: &[&str] = match a.process.as_str() {
                     "poisson" => &[],
-                    "gamma" => &["cv"],
-                    "diurnal" => &["swing", "period_s"],
-                    _ => &["cv", "swing", "period_s"],
+                    "gamma" => &["arrival.cv"],
+                    "diurnal" => &["arrival.swing", "arrival.period_s"],
+                    _ => &["arrival.cv", "arrival.swing", "arrival.period_s"],
                 };
                 if let Some(field) = stray(
                     &[
-                        ("cv", a.cv.is_some()),
-                        ("swing", a.swing.is_some()),
-                        ("period_s", a.period_s.is_some()),
+                        ("arrival.cv", a.cv.is_some()),
+                        ("arrival.swing", a.swing.is_some()),
+                        ("arrival.period_s", a.period_s.is_some()),
                     ],
                     takes,
                 ) {
                     return Err((
-                        match field {
-                            "cv" => "arrival.cv",
-                            "swing" => "arrival.swing",
-                            _ => "arrival.period_s",
-                        },
+                        field,
                         format!(
-                            "a `{}` process does not take `{field}` (`gamma` takes `cv`, `diurnal` `swing` and `period_s`)",
-                            a.process
+                            "a `{}` process does not take `{}` (`gamma` takes `cv`, `diurnal` `swing` and `period_s`)",
+                            a.process,
+                            field.trim_start_matches("arrival.")
                         ),
                     ));
                 }

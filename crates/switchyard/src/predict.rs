@@ -810,7 +810,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
         (None, None) => "llama-3.1-70b".to_string(),
     };
-    cat.model(&model).map_err(usage)?;
+    let context = cat.model(&model).map_err(usage)?.max_context;
     // Systems by their catalog ids, each once however it was spelled; an unknown one keeps
     // its spelling for its error.
     let mut ids: Vec<String> = Vec::new();
@@ -874,7 +874,6 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
     );
-    let context = cat.model(&model).map_err(usage)?.max_context;
     if isl + osl > context as f64 {
         out!(
             "note: {isl}+{osl} tokens exceed {model}'s {context}-token context: served only with its positions extended (RoPE scaling)"
