@@ -1856,7 +1856,7 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 
 /// An upstream that misbehaves by model name: `role-then-stall` streams the role chunk and
 /// then nothing, `one-then-stall` the role chunk and one token; `slow` answers whole after 1.5 s; `busy` is over its rate (429, retry
-/// after 7 s), `busy-now` too, for no time; `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
+/// after 7 s), `busy-now` too, for no time, and `busy-bare` without a `Retry-After`; `reasons` streams reasoning after 100 ms and its answer 600 ms later; `plain`
 /// answers 12 characters whole, with no usage; `refuses` a refusal of 22, with none; `html`
 /// a web page with status 200; `error-200` an error object with status 200; `flaky` fails
 /// every other request (503), the first included;
@@ -1922,6 +1922,13 @@ async fn misbehaving_upstream() -> String {
                 }
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "flaky",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}))
+                    .into_response();
+            }
+            if v["model"] == "busy-bare" {
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
+                )
                     .into_response();
             }
             if v["model"] == "no-choices" {
@@ -2291,6 +2298,14 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["requests"], 4, "{h}");
     assert_eq!(h["models"]["m"][1]["ejected"], false, "{h}");
+    // A 429 that asks no time rests its deployment for a second.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "busy-bare")).await;
+    assert_eq!(chat_json(&url, ask).await.0, 200);
+    assert_eq!(chat_json(&url, ask).await.0, 200);
+    assert_eq!(health(&url).await["models"]["m"][1]["requests"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(chat_json(&url, ask).await.0, 200);
+    assert_eq!(health(&url).await["models"]["m"][1]["requests"], 2);
     // A whole answer without the provider's usage counts its text, four characters a token.
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
