@@ -57,12 +57,15 @@ pub struct Disaggregated {
     /// Time to first token, in seconds: the wait for the running pass and the prompts queued
     /// ahead (M/D/1 at the pool's busy share), its own pass, and the KV transfer.
     pub ttft_s: f64,
-    /// Time per output token, in seconds: one decode step.
+    /// Time per output token, in seconds: one decode step at the load the rate gives.
     pub tpot_s: f64,
     /// Output tokens per second seen by one user.
     pub user_tok_s: f64,
     /// Requests completed per second, the smaller of the two pools' rates.
     pub requests_per_s: f64,
+    /// Whether the prefill pool sets the rate (the decode pool could carry more, and runs
+    /// lighter); else the decode pool does, at its best load.
+    pub prefill_bound: bool,
     /// Output tokens per second of the whole deployment.
     pub throughput_tok_s: f64,
     /// Output tokens per second per chip the query has.
@@ -165,6 +168,40 @@ fn decode_rate(d: &Deployment<'_>, p: &Params, q: &Query<'_>) -> Option<DecodeRa
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
 }
 
+/// Requests decoding on a replica of `d`, and their time per output token, where it
+/// completes `rate` requests a second, at most `best`'s: a pool the prefill pool feeds more
+/// slowly runs lighter and faster. By Little's law the requests decoding are the rate times
+/// a request's output time, found by bisection (a step's time grows with its batch); below
+/// one request all the time, one, idle part of it.
+fn decode_at_rate(
+    d: &Deployment<'_>,
+    p: &Params,
+    q: &Query<'_>,
+    best: &DecodeRate,
+    rate: f64,
+) -> (f64, f64) {
+    let osl = q.osl.max(1.0);
+    if rate >= best.rate * (1.0 - 1e-12) {
+        return (best.concurrency, best.tpot_s);
+    }
+    let ctx = d.decode_ctx(q.isl, osl);
+    let step = |c: f64| d.decode_step(p, c, ctx).time;
+    let lone = step(1.0);
+    if rate <= 1.0 / (lone * osl) {
+        return (rate * lone * osl, lone);
+    }
+    let (mut lo, mut hi) = (1.0, best.concurrency);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if mid / (step(mid) * osl) < rate {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (hi, step(hi))
+}
+
 /// The split of the query's chips into a prefill pool and a decode pool, each of identical
 /// replicas with a layout of its own, that completes the most requests per second while
 /// the time to first token and the time per output token stay within the query's limits.
@@ -257,6 +294,12 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
     Ok(best.map(|b| {
         let throughput = b.rate * q.osl.max(1.0);
         let rho = b.rate / (f64::from(b.x) * b.prefill.rate);
+        // The decode pool at the rate the split carries, which the prefill pool may hold
+        // below the decode pool's best.
+        let (decoding, tpot_s) = pool_deployment(q, precision, b.decode.layout)
+            .map_or((b.decode.concurrency, b.decode.tpot_s), |d| {
+                decode_at_rate(&d, p, q, b.decode, b.rate / f64::from(b.y))
+            });
         Disaggregated {
             chips,
             chips_used: b.used,
@@ -270,13 +313,14 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
             decode: DecodePool {
                 layout: b.decode.layout,
                 replicas: b.y,
-                concurrency: b.decode.concurrency,
+                concurrency: decoding,
             },
             kv_transfer_s: b.prefill.transfer_s,
             ttft_s: b.prefill.ttft_s + mdc_wait(b.prefill.pass_s, rho, b.x),
-            tpot_s: b.decode.tpot_s,
-            user_tok_s: 1.0 / b.decode.tpot_s,
+            tpot_s,
+            user_tok_s: 1.0 / tpot_s,
             requests_per_s: b.rate,
+            prefill_bound: b.rate < f64::from(b.y) * b.decode.rate * (1.0 - 1e-9),
             throughput_tok_s: throughput,
             throughput_per_chip: throughput / f64::from(chips),
         }
@@ -322,13 +366,9 @@ fn pool_rates(q: &Query<'_>, p: &Params, precision: Precision, chips: u32) -> Po
         smallest: None,
     };
     for l in replicas {
-        let Ok(d) = Deployment::new(q.model, q.system, l, precision) else {
+        let Some(d) = pool_deployment(q, precision, l) else {
             continue;
         };
-        let d = d
-            .with_speculative(q.speculative)
-            .with_kv(q.kv_precision)
-            .with_osl_cv(q.osl_cv);
         if !d.fits_main_memory(p, q.isl + q.osl) {
             continue;
         }
@@ -338,6 +378,22 @@ fn pool_rates(q: &Query<'_>, p: &Params, precision: Precision, chips: u32) -> Po
         pools.decodes.extend(decode_rate(&d, p, q));
     }
     pools
+}
+
+/// A replica of either pool with `layout`, served as the query asks (speculation, KV
+/// format, output spread); `None` where the system cannot host the layout.
+fn pool_deployment<'a>(
+    q: &Query<'a>,
+    precision: Precision,
+    layout: Layout,
+) -> Option<Deployment<'a>> {
+    Some(
+        Deployment::new(q.model, q.system, layout, precision)
+            .ok()?
+            .with_speculative(q.speculative)
+            .with_kv(q.kv_precision)
+            .with_osl_cv(q.osl_cv),
+    )
 }
 
 /// A candidate split: `x` prefill replicas and `y` decode replicas and the rate they carry.

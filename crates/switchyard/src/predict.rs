@@ -702,11 +702,11 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             );
             let _ = writeln!(
                 s,
-                "decode       {} x {} ({}), {:.0} requests each",
+                "decode       {} x {} ({}), {} requests each",
                 d.decode.replicas,
                 d.decode.layout,
                 chips(&d.decode.layout, d.decode.replicas),
-                d.decode.concurrency
+                figures(d.decode.concurrency)
             );
             let _ = writeln!(
                 s,
@@ -730,6 +730,15 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
                 d.chips_used,
                 d.chips,
                 unit_name(q.system.kind, d.chips)
+            );
+            let _ = writeln!(
+                s,
+                "set by       {}",
+                if d.prefill_bound {
+                    "the prefill pool: its prompts queue for whole passes, which the TTFT limit (or a 90% ceiling) holds it to; the decode pool runs lighter"
+                } else {
+                    "the decode pool, at the most requests its KV cache, batch limit and the TPOT limit allow"
+                }
             );
         }
     }
