@@ -178,8 +178,11 @@ pub struct Observed {
     /// target's as `ttft_s` is.
     pub tpot_s: Option<f64>,
     /// When `ttft_s` and `tpot_s` were last observed: they fade back towards the target's
-    /// prediction as they age (see [`LEARNED_HALF_LIFE_S`]).
+    /// prediction, or the best they have been where that is better, as they age (see
+    /// [`LEARNED_HALF_LIFE_S`]).
     seen_at: f64,
+    /// The least `ttft_s` and `tpot_s` have been.
+    best: (Option<f64>, Option<f64>),
     consecutive_failures: u32,
     ejected_until: f64,
     /// Until when the target asked to be left alone (a 429's `Retry-After`): passed over as
@@ -213,6 +216,16 @@ pub const UNSTATED_TTFT_S: f64 = 0.5;
 /// Time per output token assumed of a target that states no prediction, until it is
 /// observed: a GPU cloud's at a moderate load (50 tokens a second).
 pub const UNSTATED_TPOT_S: f64 = 0.02;
+
+/// What the router expected of a target as it sent it a request, which the request's first
+/// token is told with ([`Router::first_token`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sent {
+    /// Seconds of prompts queued ahead of it, where the target's prefill rate is known.
+    pub queued_s: f64,
+    /// Requests in flight on the target before it, over its capacity.
+    pub load: f64,
+}
 
 /// What a request asks of the router.
 #[derive(Debug, Clone, Copy, Default)]
@@ -435,10 +448,18 @@ impl Router {
     fn learned(&self, i: usize, now: f64) -> (f64, f64) {
         let (t, s) = (&self.targets[i], &self.seen[i]);
         let kept = 0.5_f64.powf((now - s.seen_at).max(0.0) / LEARNED_HALF_LIFE_S);
-        let fade = |seen: Option<f64>, predicted: f64| {
-            seen.map_or(predicted, |x| predicted + kept * (x - predicted))
+        // Back towards the prediction, or the best seen where that is better: a target that
+        // states no prediction is taken for a typical cloud's, which one seen faster than
+        // that, and then slow for a while, would never be tried again beside another that
+        // beats the typical.
+        let fade = |seen: Option<f64>, best: Option<f64>, predicted: f64| {
+            let home = best.map_or(predicted, |b| b.min(predicted));
+            seen.map_or(predicted, |x| home + kept * (x - home))
         };
-        (fade(s.ttft_s, t.ttft_s), fade(s.tpot_s, t.tpot_s))
+        (
+            fade(s.ttft_s, s.best.0, t.ttft_s),
+            fade(s.tpot_s, s.best.1, t.tpot_s),
+        )
     }
 
     /// Expected time to first token on target `i` for a request sent at `now`: observed
@@ -471,17 +492,20 @@ impl Router {
     }
 
     /// A request of `prompt_tokens` went to target `i` at `now`: as
-    /// [`Router::dispatched`], and its prompt joins the target's queue. Returns the seconds
-    /// of prompts the router expected ahead of it, which its first token's time is to be
+    /// [`Router::dispatched`], and its prompt joins the target's queue. Returns what the
+    /// router expected of the target as it sent it, which its first token's time is to be
     /// told with ([`Router::first_token`]).
-    pub fn dispatched_prompt(&mut self, i: usize, now: f64, prompt_tokens: u32) -> f64 {
-        let ahead = self.queued_s(i, now);
+    pub fn dispatched_prompt(&mut self, i: usize, now: f64, prompt_tokens: u32) -> Sent {
+        let sent = Sent {
+            queued_s: self.queued_s(i, now),
+            load: self.load(i),
+        };
         let queued = self.backlog(i, now) + f64::from(prompt_tokens);
         let s = &mut self.seen[i];
         s.backlog = queued;
         s.backlog_at = now;
         self.dispatched(i);
-        ahead
+        sent
     }
 
     /// A request went to target `i`.
@@ -491,25 +515,31 @@ impl Router {
         s.requests += 1;
     }
 
-    /// Target `i` produced, at `now`, a first token `ttft_s` after its request was sent,
-    /// `queued_s` of which the router expected for the prompts ahead of it
-    /// ([`Router::dispatched_prompt`]; 0 where it kept no count).
+    /// Target `i` produced, at `now`, a first token `ttft_s` after its request was `sent`
+    /// ([`Router::dispatched_prompt`]; `Sent::default()` where it kept no count).
     ///
     /// The router learns what the target takes idle: an expectation stretches it by the
-    /// load of the moment and adds the prompts queued ([`Router::expected_ttft`]), so an
-    /// observation made under load is taken back by the load beside it and the queue it was
-    /// expected to wait for. Learned as measured, a burst's slow answers would stay in the
-    /// average after the burst and be stretched again by any later load; the latency policy
-    /// then kept sending every request to a pool twelve times slower, the fast one idle and
-    /// never asked again, so never seen to be fast.
-    pub fn first_token(&mut self, i: usize, now: f64, ttft_s: f64, queued_s: f64) {
+    /// load as the request is sent and adds the prompts queued ([`Router::expected_ttft`]),
+    /// so an observation is taken back by the same. A request sent to a target already at
+    /// its capacity waited for a place, which the expectation prices in its time per token
+    /// ([`Router::expected_latency`]): its first token teaches nothing of the target's.
+    /// Learned as measured, a burst's slow answers would stay in the average after the
+    /// burst and be stretched again by any later load; the latency policy then kept sending
+    /// every request to a pool twelve times slower, the fast one idle and never asked
+    /// again, so never seen to be fast.
+    pub fn first_token(&mut self, i: usize, now: f64, ttft_s: f64, sent: Sent) {
+        if sent.load >= 1.0 {
+            return;
+        }
         // An answer quicker than the queue expected ahead of it says the queue was short, not
         // that the target takes no time.
-        let own = (ttft_s - queued_s).max(0.05 * ttft_s);
-        let idle = own / (1.0 + self.load_beside(i));
+        let own = (ttft_s - sent.queued_s).max(0.05 * ttft_s);
+        let idle = own / (1.0 + sent.load);
         let (old, _) = self.learned(i, now);
         let s = &mut self.seen[i];
-        s.ttft_s = Some(ewma(s.ttft_s.map(|_| old), idle));
+        let x = ewma(s.ttft_s.map(|_| old), idle);
+        s.ttft_s = Some(x);
+        s.best.0 = Some(s.best.0.map_or(x, |b| b.min(x)));
         s.seen_at = now;
     }
 
@@ -523,7 +553,9 @@ impl Router {
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
         if let Some(t) = tpot_s {
-            s.tpot_s = Some(ewma(s.tpot_s.map(|_| old), t / stretch));
+            let x = ewma(s.tpot_s.map(|_| old), t / stretch);
+            s.tpot_s = Some(x);
+            s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
             s.seen_at = now;
         }
     }
@@ -547,7 +579,9 @@ impl Router {
         let per_token =
             ((seconds - ttft * stretch) / (tokens - 1) as f64 / stretch).max(0.05 * tpot);
         let s = &mut self.seen[i];
-        s.tpot_s = Some(ewma(s.tpot_s.map(|_| tpot), per_token));
+        let x = ewma(s.tpot_s.map(|_| tpot), per_token);
+        s.tpot_s = Some(x);
+        s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
         s.seen_at = now;
     }
 

@@ -1,6 +1,8 @@
 //! Routing policies and passive health.
 
-use switchyard_router::{Ask, Health, Policy, Router, Target, UNSTATED_TPOT_S, UNSTATED_TTFT_S};
+use switchyard_router::{
+    Ask, Health, Policy, Router, Sent, Target, UNSTATED_TPOT_S, UNSTATED_TTFT_S,
+};
 
 fn target(name: &str, f: impl FnOnce(&mut Target)) -> Target {
     let mut t = Target::named(name);
@@ -171,7 +173,7 @@ fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
     // Observed latency replaces the prediction: a wafer seen to be slow loses its lead.
     let mut r2 = Router::new(Policy::Latency, r.targets().to_vec(), Health::default(), 1);
     for _ in 0..50 {
-        r2.first_token(0, 0.0, 10.0, 0.0);
+        r2.first_token(0, 0.0, 10.0, Sent::default());
     }
     assert_eq!(r2.pick(0.0, &ask), Some(1));
 }
@@ -199,11 +201,23 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
         r.dispatched(0);
     }
     for k in 0..32 {
-        // The other requests in flight beside the one answering.
+        // The other requests in flight beside the one answering; the first four were sent
+        // within its capacity, the rest waited for a place.
         let load = f64::from(31 - k) / 4.0;
-        r.first_token(0, 1.0, 0.005 * (1.0 + load), 0.0);
+        let sent = Sent {
+            queued_s: 0.0,
+            load: f64::from(k.min(31)) / 4.0,
+        };
+        r.first_token(
+            0,
+            1.0,
+            0.005 * (1.0 + sent.load) + 0.1 * f64::from(k / 4),
+            sent,
+        );
         r.succeeded(0, 1.0, Some(0.002 * (1.0 + load)));
     }
+    let learned = r.observed(0).ttft_s.expect("learned");
+    assert!((learned - 0.005).abs() < 1e-9, "{learned}");
     let learned = r.observed(0).tpot_s.expect("learned");
     assert!((learned - 0.002).abs() < 1e-9, "{learned}");
     let ask = Ask {
@@ -215,7 +229,15 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
     // of it are the queue's, not the target's.
     let mut lone = Router::new(Policy::Latency, r.targets().to_vec(), Health::default(), 1);
     lone.dispatched(0);
-    lone.first_token(0, 0.0, 0.5, 0.4);
+    lone.first_token(
+        0,
+        0.0,
+        0.5,
+        Sent {
+            queued_s: 0.4,
+            load: 0.0,
+        },
+    );
     let learned = lone.observed(0).ttft_s.expect("learned");
     assert!((learned - 0.1).abs() < 1e-9, "{learned}");
 }
@@ -240,7 +262,7 @@ fn what_is_learned_fades_back_to_the_prediction() {
     let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
     for _ in 0..20 {
         r.dispatched(0);
-        r.first_token(0, 0.0, 1.0, 0.0);
+        r.first_token(0, 0.0, 1.0, Sent::default());
         r.succeeded(0, 0.0, Some(0.1));
     }
     let ask = Ask {
@@ -251,6 +273,35 @@ fn what_is_learned_fades_back_to_the_prediction() {
     assert_eq!(r.pick(300.0, &ask), Some(0));
     // What it learned stays as it was, for the record; only the expectation fades.
     assert!(r.observed(0).tpot_s.is_some_and(|t| t > 0.09));
+    // A target that states no prediction fades back to the best it has been, not to a
+    // typical cloud's: seen fast, then slow for a while, it is tried again beside one that
+    // beats the typical but not its best.
+    let unstated = |name: &str| {
+        target(name, |t| {
+            t.ttft_s = UNSTATED_TTFT_S;
+            t.tpot_s = UNSTATED_TPOT_S;
+            t.capacity = 64.0;
+        })
+    };
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![unstated("a"), unstated("b")],
+        Health::default(),
+        1,
+    );
+    let teach = |r: &mut Router, i: usize, now: f64, ttft: f64, tpot: f64| {
+        for _ in 0..30 {
+            r.dispatched(i);
+            r.first_token(i, now, ttft, Sent::default());
+            r.succeeded(i, now, Some(tpot));
+        }
+    };
+    teach(&mut r, 0, 0.0, 0.05, 0.001);
+    teach(&mut r, 0, 10.0, 3.0, 0.5);
+    teach(&mut r, 1, 20.0, 0.25, 0.01);
+    assert_eq!(r.pick(20.0, &ask), Some(1));
+    teach(&mut r, 1, 200.0, 0.25, 0.01);
+    assert_eq!(r.pick(200.0, &ask), Some(0));
 }
 
 /// Targets that state no prediction and answer whole (not streamed): the latency policy

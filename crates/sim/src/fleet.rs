@@ -26,7 +26,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use switchyard_perf::{Deployment, Params};
 use switchyard_replica::{Event, Physics, Replica, Request};
-use switchyard_router::{Ask, Router};
+use switchyard_router::{Ask, Router, Sent};
 
 /// Options of a run that are not part of the scenario.
 #[derive(Debug, Clone, Copy)]
@@ -157,8 +157,8 @@ struct Req {
     provider: u32,
     slot: u32,
     dispatched_at: f64,
-    /// Seconds of prompts the router expected ahead of it when it was sent.
-    ahead_s: f64,
+    /// What the router expected of its provider when it was sent.
+    sent: Sent,
     queue_s: Option<f64>,
     first_at: Option<f64>,
     fallback: bool,
@@ -552,7 +552,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             provider: u32::MAX,
             slot: u32::MAX,
             dispatched_at: self.now,
-            ahead_s: 0.0,
+            sent: Sent::default(),
             queue_s: None,
             first_at: None,
             fallback: false,
@@ -619,7 +619,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 .router
                 .dispatched_prompt(p, self.now, self.reqs[k as usize].a.prompt);
             let r = &mut self.reqs[k as usize];
-            r.ahead_s = ahead;
+            r.sent = ahead;
             r.a.output = r.a.output.min(context - r.a.prompt);
             r.attempts += 1;
             r.tried |= 1u64 << p.min(63);
@@ -712,7 +712,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let r = &mut self.reqs[k as usize];
         r.first_at = Some(self.now);
         let seen = self.now - r.dispatched_at;
-        self.router.first_token(p, self.now, seen, r.ahead_s);
+        self.router.first_token(p, self.now, seen, r.sent);
     }
 
     fn start(&mut self, p: usize, s: usize) {
