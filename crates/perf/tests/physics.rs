@@ -1181,7 +1181,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 25.25, "MAPE {}", s.mape);
+    assert!(s.mape < 25.05, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a
