@@ -1016,7 +1016,7 @@ pub(crate) async fn handle(
         // A provider over its rate is failed over as any other failure; it is counted so
         // that, where every provider is, the client is told to slow down.
         let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await;
-        if let Err(Failure::Busy(_, after)) = &outcome {
+        let rate_limited = if let Err(Failure::Busy(_, after)) = &outcome {
             busy.0 += 1;
             if let Some(a) = *after {
                 busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
@@ -1027,8 +1027,10 @@ pub(crate) async fn handle(
             route
                 .router()
                 .rest(i, gw.now_s(), after.map_or(1.0, |a| a as f64));
-        }
-        let rate_limited = matches!(outcome, Err(Failure::Busy(..)));
+            true
+        } else {
+            false
+        };
         // A fault of the moment: the deployment may be tried again in this request.
         if matches!(outcome, Err(Failure::Again(_))) {
             failed_here.push(i);

@@ -1831,11 +1831,20 @@ async fn headers_that_never_end_close_the_connection() {
 
 /// The whole body of a streamed chat request for `model` saying "hi".
 async fn streamed_text(url: &str, model: &str) -> String {
+    posted_text(
+        url,
+        &format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"stream":true}}"#
+        ),
+    )
+    .await
+}
+
+/// The whole text of the answer to a chat request of `body`.
+async fn posted_text(url: &str, body: &str) -> String {
     reqwest::Client::new()
         .post(format!("{url}/chat/completions"))
-        .body(format!(
-            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"stream":true}}"#
-        ))
+        .body(body.to_string())
         .send()
         .await
         .expect("sent")
@@ -2678,30 +2687,22 @@ async fn non_answers_fail_over_and_finished_streams_stay_whole() {
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["failures"], 0, "{h}");
     // With two choices asked for, one finished is not the whole answer.
-    let body = reqwest::Client::new()
-        .post(format!("{url}/chat/completions"))
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"n":2}"#)
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
+    let body = posted_text(
+        &url,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"n":2}"#,
+    )
+    .await;
     assert!(
         body.contains("upstream_failed") && !body.contains("data: [DONE]"),
         "{body}"
     );
     // A stream without the provider's usage, to a client that asked for it.
     let (url, _gw) = start(&upstream_then_gpu(&up, "no-done")).await;
-    let body = reqwest::Client::new()
-        .post(format!("{url}/chat/completions"))
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#)
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
+    let body = posted_text(
+        &url,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+    )
+    .await;
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.last(), Some(&"data: [DONE]"), "{body}");
     let usage: serde_json::Value =

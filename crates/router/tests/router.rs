@@ -178,23 +178,28 @@ fn latency_prefers_the_fast_target_until_its_queue_costs_more() {
     assert_eq!(r2.pick(0.0, &ask), Some(1));
 }
 
-/// What is learned under a burst is taken back to an idle target's: once the burst has
-/// drained, the fast target wins again, where learned as measured its slow answers would
-/// have kept every request on the slower target (which, never asked, never showed it).
-#[test]
-fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
-    let targets = vec![
+/// A fast wafer pool of `wafer_capacity` requests beside a slower GPU pool of 64.
+fn wafer_and_gpu(wafer_capacity: f64) -> Vec<Target> {
+    vec![
         target("wafer", |t| {
             t.ttft_s = 0.005;
             t.tpot_s = 0.002;
-            t.capacity = 4.0;
+            t.capacity = wafer_capacity;
         }),
         target("gpu", |t| {
             t.ttft_s = 0.025;
             t.tpot_s = 0.022;
             t.capacity = 64.0;
         }),
-    ];
+    ]
+}
+
+/// What is learned under a burst is taken back to an idle target's: once the burst has
+/// drained, the fast target wins again, where learned as measured its slow answers would
+/// have kept every request on the slower target (which, never asked, never showed it).
+#[test]
+fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
+    let targets = wafer_and_gpu(4.0);
     let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
     // A burst of 32 on the wafer: 8 times its capacity, each answer 9 times as slow.
     for _ in 0..32 {
@@ -247,18 +252,7 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
 /// on (and learned anew from its answer).
 #[test]
 fn what_is_learned_fades_back_to_the_prediction() {
-    let targets = vec![
-        target("wafer", |t| {
-            t.ttft_s = 0.005;
-            t.tpot_s = 0.002;
-            t.capacity = 16.0;
-        }),
-        target("gpu", |t| {
-            t.ttft_s = 0.025;
-            t.tpot_s = 0.022;
-            t.capacity = 64.0;
-        }),
-    ];
+    let targets = wafer_and_gpu(16.0);
     let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
     for _ in 0..20 {
         r.dispatched(0);
