@@ -276,6 +276,7 @@ impl Gateway {
                     // An outside provider's prefill rate is not known: its queue is counted
                     // in requests.
                     prefill_tok_s: 0.0,
+                    ttft_prompt_tokens: 0.0,
                 };
                 let backend = match p.kind.as_str() {
                     "openai" => {
@@ -325,6 +326,7 @@ impl Gateway {
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
                             target.max_context = d.max_context.or(predicted.max_context);
                             target.prefill_tok_s = predicted.prefill_tok_s;
+                            target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
                             Backend::Emulated(Arc::clone(pool))
                         } else {
                             let err = |f: &str, e: String| {
@@ -375,6 +377,7 @@ impl Gateway {
                                 tpot_s: priors.tpot_s,
                                 capacity: priors.concurrency * f64::from(engines),
                                 prefill_tok_s: priors.prefill_tok_s * f64::from(engines),
+                                ttft_prompt_tokens: isl,
                                 max_context: Some(engine.longest_request()),
                                 ..target.clone()
                             };
@@ -441,6 +444,7 @@ impl Gateway {
                             target.capacity = d.capacity.unwrap_or(predicted.capacity);
                             target.max_context = d.max_context.or(predicted.max_context);
                             target.prefill_tok_s = predicted.prefill_tok_s;
+                            target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,

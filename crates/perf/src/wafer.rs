@@ -26,7 +26,8 @@ struct Pass {
     read_bound: bool,
 }
 
-/// One pass of `tokens` tokens of `seqs` sequences at context `ctx` over a wafer's layers.
+/// One pass of `tokens` tokens of `seqs` sequences at context `ctx` over a wafer holding
+/// `per_wafer` layers.
 ///
 /// Each layer's region is a stage of a pipeline inside the wafer, as the wafers are stages of
 /// one across wafers: the sequences split into as many sub-batches as there are layers on the
@@ -37,7 +38,7 @@ struct Pass {
 /// and its arithmetic for that sub-batch; with no more sub-batches than layers, the last
 /// one's token is back at the first layer when the first one's next token arrives, so the
 /// step is one sub-batch's trip. A lone sequence is one sub-batch: batch 1 is unchanged.
-fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pass {
+fn pass(d: &Deployment<'_>, p: &Params, per_wafer: f64, tokens: f64, seqs: f64, ctx: f64) -> Pass {
     let Some(mesh) = d.system.mesh.as_ref() else {
         return Pass {
             mesh: f64::INFINITY,
@@ -46,9 +47,7 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
             read_bound: false,
         };
     };
-    let pp = f64::from(d.layout.pp);
     let layers = f64::from(d.model.layers);
-    let per_wafer = (layers / pp).ceil();
     // The layers on a wafer share its cores evenly; each layer's region is a square patch.
     let region = mesh.cores() / per_wafer;
     let side = region.sqrt();
@@ -75,9 +74,31 @@ fn pass(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> Pas
     }
 }
 
-/// One decode step of a pipeline of `pp` wafers running `batch` sequences: `pp` micro-batches
-/// keep the wafers busy; a token crosses every wafer and the link after it (the last link
-/// returns it to the host that samples the next token).
+/// The wafers of a pipeline as (wafers, layers on each): the layers split as evenly as
+/// they go, so some wafers may hold one layer more than the rest. The fuller wafers come
+/// first; the second entry holds no wafers when the split is even.
+fn stages(d: &Deployment<'_>) -> [(f64, f64); 2] {
+    let (layers, pp) = (d.model.layers, d.layout.pp.max(1));
+    let (fewer, fuller) = (layers / pp, layers % pp);
+    if fuller == 0 {
+        [(f64::from(pp), f64::from(fewer)), (0.0, 0.0)]
+    } else {
+        [
+            (f64::from(fuller), f64::from(fewer + 1)),
+            (f64::from(pp - fuller), f64::from(fewer)),
+        ]
+    }
+}
+
+/// One decode step of a pipeline of `pp` wafers running `batch` sequences: up to `pp`
+/// micro-batches keep the wafers busy; a token crosses every wafer and the link after it
+/// (the last link returns it to the host that samples the next token).
+///
+/// A micro-batch's next token waits for its trip through every stage, and the fullest
+/// wafer serves every micro-batch in turn: the step is the longer of the trip (the sum of
+/// the stages) and the fullest stage's time for each micro-batch in flight. An even split
+/// makes both the same once the pipeline is full; where the layers do not divide, a lone
+/// sequence pays each wafer's own layers, not the fullest wafer's on every wafer.
 ///
 /// With the step come its parts, which add up to its time: the mesh's reductions, the
 /// cores' reads or arithmetic, and the links between wafers, over every wafer.
@@ -91,13 +112,35 @@ pub(crate) fn decode_step(
 ) -> (Step, [StepPart; 3]) {
     let pp = f64::from(d.layout.pp);
     let micro = (batch / pp).max(1.0);
-    let s = pass(d, p, micro * q, micro, ctx);
-    let time = pp * (s.mesh + s.compute + s.links);
-    let bound = if s.links > s.mesh.max(s.compute) {
+    let in_flight = batch.clamp(1.0, pp);
+    let [(fuller, most), (rest, fewer)] = stages(d);
+    let s = pass(d, p, most, micro * q, micro, ctx);
+    let trip = if rest > 0.0 {
+        let t = pass(d, p, fewer, micro * q, micro, ctx);
+        [
+            fuller * s.mesh + rest * t.mesh,
+            fuller * s.compute + rest * t.compute,
+            fuller * s.links + rest * t.links,
+        ]
+    } else {
+        [pp * s.mesh, pp * s.compute, pp * s.links]
+    };
+    let fullest = [
+        in_flight * s.mesh,
+        in_flight * s.compute,
+        in_flight * s.links,
+    ];
+    let [mesh, compute, links] = if fullest.iter().sum::<f64>() > trip.iter().sum::<f64>() {
+        fullest
+    } else {
+        trip
+    };
+    let time = mesh + compute + links;
+    let bound = if links > mesh.max(compute) {
         Bound::Interconnect
-    } else if s.compute > s.mesh && s.read_bound {
+    } else if compute > mesh && s.read_bound {
         Bound::MemoryBandwidth
-    } else if s.compute > s.mesh {
+    } else if compute > mesh {
         Bound::Compute
     } else {
         Bound::MeshLatency
@@ -108,24 +151,32 @@ pub(crate) fn decode_step(
         "cores' arithmetic"
     };
     let parts = [
-        StepPart::new("mesh reductions", pp * s.mesh),
-        StepPart::new(core, pp * s.compute),
-        StepPart::new("links (between wafers and back to the host)", pp * s.links),
+        StepPart::new("mesh reductions", mesh),
+        StepPart::new(core, compute),
+        StepPart::new("links (between wafers and back to the host)", links),
     ];
     (Step { time, bound }, parts)
 }
 
 /// Prefill of `prompts`: they stream through the layer pipeline, so the slowest
-/// stage's arithmetic sets the rate, at the prefill efficiency, after one token's latency.
-/// Each layer's cores read their weights at least once for the pass, so a short prompt
-/// takes no less than one token's trip through every wafer, a decode step of one sequence.
+/// stage's arithmetic (the fullest wafer's) sets the rate, at the prefill efficiency, after
+/// one token's latency. Each layer's cores read their weights at least once for the pass, so
+/// a short prompt takes no less than one token's trip through every wafer, a decode step of
+/// one sequence.
 pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 {
-    let pp = f64::from(d.layout.pp);
-    let first = pass(d, p, 1.0, 1.0, prompts.ctx);
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let flops = d.prompt_flops(prompts) / pp;
+    let (mut latency, mut reads) = (0.0, 0.0);
+    for (wafers, layers) in stages(d) {
+        if wafers > 0.0 {
+            let first = pass(d, p, layers, 1.0, 1.0, prompts.ctx);
+            latency += wafers * (first.mesh + first.links);
+            reads += wafers * first.compute;
+        }
+    }
+    let most = stages(d)[0].1;
+    let flops = d.prompt_flops(prompts) * most / f64::from(d.model.layers);
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
-    pp * (first.mesh + first.links) + stream.max(pp * first.compute)
+    latency + stream.max(reads)
 }

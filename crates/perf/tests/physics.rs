@@ -938,6 +938,42 @@ fn a_wafer_pipelines_sequences_through_its_layer_regions() {
     );
 }
 
+/// Where a pipeline's wafers do not divide the layers, a lone token pays each wafer's own
+/// layers and the links between them, not the fullest wafer's layers on every wafer
+/// (Llama 3.1 70B's 80 layers on 24 wafers are 96 layer-times that way); a full
+/// pipeline is paced by the fullest wafer, which serves every micro-batch in turn.
+#[test]
+fn an_uneven_wafer_pipeline_costs_a_lone_token_its_own_layers() {
+    let cat = cat();
+    let p = Params::default();
+    let step = |pp: u32, batch: f64| {
+        let d = deployment(
+            &cat,
+            "llama-3.1-70b",
+            "cs3",
+            &format!("pp{pp}"),
+            Precision::Bf16,
+        );
+        d.decode_step(&p, batch, 1024.0).time
+    };
+    let even = step(20, 1.0);
+    for pp in 21..=27 {
+        let lone = step(pp, 1.0);
+        let links = f64::from(pp - 20) * p.wafer_link_s;
+        assert!(
+            lone <= (even + links) * 1.03,
+            "pp{pp}: {lone} against pp20's {even} and {links} of links"
+        );
+    }
+    // Full: 24 micro-batches each pass the fullest wafer (4 layers) once a step; the
+    // step is no shorter than 24 of its stages, which a 4-layer pp20 stage times 24/20 is.
+    let full = step(24, 24.0 * 8.0);
+    let even_full = step(20, 20.0 * 8.0);
+    assert!(
+        full >= even_full * 24.0 / 20.0 * 0.97,
+        "{full} against {even_full}"
+    );
+}
 /// A published TTFT of a system reached only through its maker's cloud is the engine's plus
 /// the cloud's path; a GPU's is the engine's alone.
 #[test]
@@ -1181,7 +1217,7 @@ fn validation_runs_every_reference_row() {
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
     // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 25.05, "MAPE {}", s.mape);
+    assert!(s.mape < 24.95, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a

@@ -371,9 +371,9 @@ impl<'a> Model<'a> {
                     usd_per_hour: 0.0,
                     cost_basis: None,
                 };
-                // Disaggregated prefill and decode, in units of two, four or eight of the
-                // aggregated replica's chips: the unit that carries the most per chip.
-                if let Some(o) = disaggregated_option(
+                // Disaggregated prefill and decode, in units of two to sixteen of the
+                // aggregated replica's chips.
+                options.extend(disaggregated_options(
                     &d,
                     pp,
                     class,
@@ -381,9 +381,7 @@ impl<'a> Model<'a> {
                     &candidate,
                     pi,
                     ci,
-                ) {
-                    options.push(o);
-                }
+                ));
                 // A wafer or LPU replica of more than the fewest chips that fit leaves room
                 // for more sequences' KV caches beside the same weights, and can carry far more
                 // per chip (Llama 3.3 70B on 16 CS-3s against 4: about seven times as much a
@@ -1752,11 +1750,14 @@ fn mean_ttft_limit(class: &ClassM, pp: &Params) -> f64 {
     class.ttft_s * ratio
 }
 
-/// The best disaggregated unit for `class` beside the aggregated `replica`, in units of two,
-/// four or eight of its chips, by output tokens per second per chip used, as an option whose
-/// candidate `base` gives the names; `None` where no split meets the targets or a pool has no
-/// power figure or price.
-fn disaggregated_option<'a>(
+/// The disaggregated units for `class` beside the aggregated `replica`, of its chips doubled
+/// up to sixteen times them or 128 chips, as options whose candidate `base` gives the names: each the
+/// split that carries the most within the targets on its chips, kept where it carries more
+/// per chip used than every smaller one (a larger unit that carries no more a chip only
+/// buys in coarser steps); none where no split meets the targets or a pool has no power
+/// figure or price. Every unit kept is offered, not only the one that carries the most per
+/// chip: the cheapest plan may buy a finer one, which rounds less.
+fn disaggregated_options<'a>(
     replica: &Deployment<'a>,
     pp: &Params,
     class: &ClassM,
@@ -1764,14 +1765,24 @@ fn disaggregated_option<'a>(
     base: &dyn Fn(String, u32) -> Candidate,
     provider: usize,
     class_index: usize,
-) -> Option<Opt<'a>> {
-    let unit = replica.layout.replica_chips();
+) -> Vec<Opt<'a>> {
     let ttft = mean_ttft_limit(class, pp);
-    let split = [2u32, 4, 8]
+    // The replica's chips doubled, up to sixteen times them or 128 chips, whichever is more:
+    // the units must not shrink as the targets loosen and the replica with them. A
+    // one-chip replica's best unit may pair an eight-chip decode group with a prompt chip or
+    // a few, which eight chips cannot hold; bounded to eight of the replica's chips, a 7.25 ms
+    // TPOT target bought gpt-oss-120b on MI355X at twice the cost of a 7 ms one, whose
+    // eight-chip replica reached them.
+    let unit = replica.layout.replica_chips();
+    let most = unit.saturating_mul(16).max(128);
+    let chips: Vec<u32> = std::iter::successors(unit.checked_mul(2), |n| n.checked_mul(2))
+        .take_while(|&n| n <= most)
+        .collect();
+    let mut splits: Vec<switchyard_perf::Disaggregated> = chips
         .into_iter()
-        .filter_map(|k| {
+        .filter_map(|n| {
             let q = Query {
-                chips: Some(unit.checked_mul(k)?),
+                chips: Some(n),
                 precision: Some(replica.weights),
                 kv_precision: Some(replica.kv),
                 tpot_limit: Some(class.tpot_s),
@@ -1786,83 +1797,91 @@ fn disaggregated_option<'a>(
             };
             disaggregated(&q, pp).ok().flatten()
         })
-        .max_by(|a, b| {
-            let per = |s: &switchyard_perf::Disaggregated| {
-                s.throughput_tok_s / f64::from(s.chips_used.max(1))
-            };
-            // Ties go to the smaller unit, which buys in finer steps.
-            per(a)
-                .total_cmp(&per(b))
-                .then(b.chips_used.cmp(&a.chips_used))
-        })?;
-    let pool = |layout: switchyard_perf::Layout| {
-        Deployment::new(
-            replica.model,
-            replica.system,
-            switchyard_perf::Layout { dp: 1, ..layout },
-            replica.weights,
-        )
-        .ok()
-        .map(|d| d.with_kv(Some(replica.kv)))
+        .collect();
+    splits.sort_by_key(|s| s.chips_used);
+    let per =
+        |s: &switchyard_perf::Disaggregated| s.throughput_tok_s / f64::from(s.chips_used.max(1));
+    let mut best = 0.0;
+    splits.retain(|s| {
+        let keep = per(s) > best;
+        best = f64::max(best, per(s));
+        keep
+    });
+    // A split's option; none where a pool cannot be built or has no power figure or price.
+    let option = |split: &switchyard_perf::Disaggregated| -> Option<Opt<'a>> {
+        let pool = |layout: switchyard_perf::Layout| {
+            Deployment::new(
+                replica.model,
+                replica.system,
+                switchyard_perf::Layout { dp: 1, ..layout },
+                replica.weights,
+            )
+            .ok()
+            .map(|d| d.with_kv(Some(replica.kv)))
+        };
+        let (decode, prefill) = (pool(split.decode.layout)?, pool(split.prefill.layout)?);
+        let cap = split.throughput_tok_s * headroom;
+        let layout = format!(
+            "{} x {} prefill + {} x {} decode",
+            split.prefill.replicas,
+            split.prefill.layout,
+            split.decode.replicas,
+            split.decode.layout
+        );
+        let mut o = Opt {
+            out: Candidate {
+                disaggregated: true,
+                capacity_tok_s: cap,
+                // Requests in flight at that rate (Little's law): those waiting for and in a
+                // prefill pass as well as those decoding. The decode pool's own load is the wrong
+                // figure where the prefill pool sets the rate, and it leaves out the first token's
+                // wait, so a balancer weighing providers by it would misjudge this unit.
+                concurrency: split.requests_per_s
+                    * (split.ttft_s + f64::from(class.osl.saturating_sub(1)) * split.tpot_s)
+                    * headroom,
+                ttft_s: split.ttft_s,
+                tpot_s: split.tpot_s,
+                ..base(layout, split.chips_used)
+            },
+            engine: EngineConfig::for_deployment(&decode, pp),
+            per_unit: split.decode.replicas,
+            // The most the unit's pools carry together whatever the targets: the prefill pool
+            // always busy, the decode pool at its own peak.
+            peak_tok_s: {
+                let osl = f64::from(class.osl.max(1));
+                let prompts = f64::from(split.prefill.replicas) * split.prefill.batch
+                    / split.prefill.pass_s.max(f64::MIN_POSITIVE);
+                let mut pool = decode.clone();
+                pool.layout.dp = split.decode.replicas;
+                (prompts * osl)
+                    .min(pool.decode_peak(pp, f64::from(class.isl), osl))
+                    .max(split.throughput_tok_s)
+            },
+            prefill: Some(PrefillUnit {
+                engine: EngineConfig::for_deployment(&prefill, pp),
+                replicas: split.prefill.replicas,
+                same_domain: split.chips_used <= replica.system.scale_up(),
+                deployment: prefill,
+            }),
+            deployment: decode,
+            provider,
+            class: class_index,
+        };
+        let (mut watts, mut usd, mut basis) = (0.0, 0.0, None);
+        for (d, n) in o.pools() {
+            let mut d = d.clone();
+            d.layout.dp = n;
+            watts += d.full_power_w(pp)?;
+            let economics = d.economics_at(pp, cap, 1.0);
+            usd += economics.usd_per_hour?;
+            basis = economics.cost_basis;
+        }
+        o.out.mw = watts / 1e6 * facility;
+        o.out.usd_per_hour = usd;
+        o.out.cost_basis = basis;
+        Some(o)
     };
-    let (decode, prefill) = (pool(split.decode.layout)?, pool(split.prefill.layout)?);
-    let cap = split.throughput_tok_s * headroom;
-    let layout = format!(
-        "{} x {} prefill + {} x {} decode",
-        split.prefill.replicas, split.prefill.layout, split.decode.replicas, split.decode.layout
-    );
-    let mut o = Opt {
-        out: Candidate {
-            disaggregated: true,
-            capacity_tok_s: cap,
-            // Requests in flight at that rate (Little's law): those waiting for and in a
-            // prefill pass as well as those decoding. The decode pool's own load is the wrong
-            // figure where the prefill pool sets the rate, and it leaves out the first token's
-            // wait, so a balancer weighing providers by it would misjudge this unit.
-            concurrency: split.requests_per_s
-                * (split.ttft_s + f64::from(class.osl.saturating_sub(1)) * split.tpot_s)
-                * headroom,
-            ttft_s: split.ttft_s,
-            tpot_s: split.tpot_s,
-            ..base(layout, split.chips_used)
-        },
-        engine: EngineConfig::for_deployment(&decode, pp),
-        per_unit: split.decode.replicas,
-        // The most the unit's pools carry together whatever the targets: the prefill pool
-        // always busy, the decode pool at its own peak.
-        peak_tok_s: {
-            let osl = f64::from(class.osl.max(1));
-            let prompts = f64::from(split.prefill.replicas) * split.prefill.batch
-                / split.prefill.pass_s.max(f64::MIN_POSITIVE);
-            let mut pool = decode.clone();
-            pool.layout.dp = split.decode.replicas;
-            (prompts * osl)
-                .min(pool.decode_peak(pp, f64::from(class.isl), osl))
-                .max(split.throughput_tok_s)
-        },
-        prefill: Some(PrefillUnit {
-            engine: EngineConfig::for_deployment(&prefill, pp),
-            replicas: split.prefill.replicas,
-            same_domain: split.chips_used <= replica.system.scale_up(),
-            deployment: prefill,
-        }),
-        deployment: decode,
-        provider,
-        class: class_index,
-    };
-    let (mut watts, mut usd, mut basis) = (0.0, 0.0, None);
-    for (d, n) in o.pools() {
-        let mut d = d.clone();
-        d.layout.dp = n;
-        watts += d.full_power_w(pp)?;
-        let economics = d.economics_at(pp, cap, 1.0);
-        usd += economics.usd_per_hour?;
-        basis = economics.cost_basis;
-    }
-    o.out.mw = watts / 1e6 * facility;
-    o.out.usd_per_hour = usd;
-    o.out.cost_basis = basis;
-    Some(o)
+    splits.iter().filter_map(option).collect()
 }
 
 #[cfg(test)]

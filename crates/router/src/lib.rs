@@ -94,7 +94,8 @@ pub struct Target {
     pub priority: u32,
     /// Traffic classes the target takes; empty takes every class.
     pub classes: Vec<String>,
-    /// Predicted time to first token when lightly loaded, in seconds.
+    /// Predicted time to first token when lightly loaded, in seconds, of a prompt of
+    /// [`Target::ttft_prompt_tokens`] where that is known.
     pub ttft_s: f64,
     /// Predicted time per output token, in seconds.
     pub tpot_s: f64,
@@ -106,6 +107,13 @@ pub struct Target {
     /// (0 where not): the prompts sent to it queue for that rate, and a new request's first
     /// token waits for those ahead of it.
     pub prefill_tok_s: f64,
+    /// The prompt length [`Target::ttft_s`] is for, where known (0 where not): a longer
+    /// prompt's first token is expected to take as much longer as its length over this, a
+    /// prompt's pass being as long as its tokens where it fills the chips' arithmetic, and a
+    /// shorter prompt's as long as this one's (its pass no shorter than one step). Without
+    /// it, a 125,000-token prompt was expected to start as soon on a GPU engine as a
+    /// 1,000-token one, and went there after one answer from a wafer 22 times faster.
+    pub ttft_prompt_tokens: f64,
 }
 
 impl Target {
@@ -123,6 +131,7 @@ impl Target {
             capacity: 1.0,
             max_context: None,
             prefill_tok_s: 0.0,
+            ttft_prompt_tokens: 0.0,
         }
     }
 
@@ -225,6 +234,8 @@ pub struct Sent {
     pub queued_s: f64,
     /// Requests in flight on the target before it, over its capacity.
     pub load: f64,
+    /// Its prompt's tokens (0 where not known).
+    pub prompt_tokens: u32,
 }
 
 /// What a request asks of the router.
@@ -337,7 +348,7 @@ impl Router {
             let meets: Vec<usize> = pool
                 .iter()
                 .copied()
-                .filter(|&i| self.expected_ttft(i, now) <= limit)
+                .filter(|&i| self.expected_ttft(i, now, ask.prompt_tokens) <= limit)
                 .collect();
             if !meets.is_empty() {
                 pool = meets;
@@ -387,7 +398,7 @@ impl Router {
             Policy::LeastOutstanding => by(&load, &pool),
             Policy::Latency => {
                 let n = ask.output_tokens.map_or(DEFAULT_OUTPUT_TOKENS, f64::from);
-                let cost = |i: usize| self.expected_latency(i, n, now);
+                let cost = |i: usize| self.expected_latency(i, n, now, ask.prompt_tokens);
                 by(&cost, &pool)
             }
             Policy::Weighted => {
@@ -419,16 +430,17 @@ impl Router {
         chosen
     }
 
-    /// Expected seconds until the last of `n` output tokens on target `i` at `now`: time to
-    /// first token ([`Router::expected_ttft`]) plus output time (observed, else predicted),
+    /// Expected seconds until the last of `n` output tokens of a request of `prompt_tokens`
+    /// (where known) on target `i` at `now`: time to first token ([`Router::expected_ttft`])
+    /// plus output time (observed, else predicted),
     /// stretched by the target's load. Each request in flight takes a share 1/capacity of
     /// the target, and a step slows as its batch fills, so the estimate grows by that share
     /// per request; past capacity the same term is the wait for a slot. Growing smoothly
     /// with load spreads requests over targets of similar speed instead of herding onto the
     /// single fastest one.
-    pub fn expected_latency(&self, i: usize, n: f64, now: f64) -> f64 {
+    pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
         let (_, tpot) = self.learned(i, now);
-        self.expected_ttft(i, now) + n * tpot * (1.0 + self.load(i))
+        self.expected_ttft(i, now, prompt_tokens) + n * tpot * (1.0 + self.load(i))
     }
 
     /// Requests in flight on target `i` over its capacity.
@@ -462,14 +474,28 @@ impl Router {
         )
     }
 
-    /// Expected time to first token on target `i` for a request sent at `now`: observed
-    /// (else predicted), stretched by its load as in [`Router::expected_latency`], and
-    /// behind the prompts queued ahead of it where the target's prefill rate is known.
+    /// Expected time to first token on target `i` for a request of `prompt_tokens` (where
+    /// known) sent at `now`: observed (else predicted), taken to the prompt's length
+    /// ([`Target::ttft_prompt_tokens`]), stretched by its load as in
+    /// [`Router::expected_latency`], and behind the prompts queued ahead of it where the
+    /// target's prefill rate is known.
     /// Counted in requests alone, a queue of long prompts looks short on a target whose KV
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
     /// request while its first tokens waited seconds and a slower pool beside it idled.
-    pub fn expected_ttft(&self, i: usize, now: f64) -> f64 {
-        self.learned(i, now).0 * (1.0 + self.load(i)) + self.queued_s(i, now)
+    pub fn expected_ttft(&self, i: usize, now: f64, prompt_tokens: Option<u32>) -> f64 {
+        self.learned(i, now).0 * self.prompt_scale(i, prompt_tokens) * (1.0 + self.load(i))
+            + self.queued_s(i, now)
+    }
+
+    /// How many times longer a first token of `prompt_tokens` takes on target `i` than one
+    /// of the prompt its TTFT is for (see [`Target::ttft_prompt_tokens`]); one where either
+    /// length is unknown.
+    fn prompt_scale(&self, i: usize, prompt_tokens: Option<u32>) -> f64 {
+        let at = self.targets[i].ttft_prompt_tokens;
+        match prompt_tokens {
+            Some(n) if at > 0.0 => (f64::from(n) / at).max(1.0),
+            _ => 1.0,
+        }
     }
 
     /// Seconds the prompts queued on target `i` at `now` take to drain, where its prefill
@@ -499,6 +525,7 @@ impl Router {
         let sent = Sent {
             queued_s: self.queued_s(i, now),
             load: self.load(i),
+            prompt_tokens,
         };
         let queued = self.backlog(i, now) + f64::from(prompt_tokens);
         let s = &mut self.seen[i];
@@ -518,8 +545,9 @@ impl Router {
     /// Target `i` produced, at `now`, a first token `ttft_s` after its request was `sent`
     /// ([`Router::dispatched_prompt`]; `Sent::default()` where it kept no count).
     ///
-    /// The router learns what the target takes idle: an expectation stretches it by the
-    /// load as the request is sent and adds the prompts queued ([`Router::expected_ttft`]),
+    /// The router learns what the target takes idle: an expectation takes it to the prompt's
+    /// length, stretches it by the load as the request is sent and adds the prompts queued
+    /// ([`Router::expected_ttft`]),
     /// so an observation is taken back by the same. A request sent to a target already at
     /// its capacity waited for a place, which the expectation prices in its time per token
     /// ([`Router::expected_latency`]): its first token teaches nothing of the target's.
@@ -534,7 +562,7 @@ impl Router {
         // An answer quicker than the queue expected ahead of it says the queue was short, not
         // that the target takes no time.
         let own = (ttft_s - sent.queued_s).max(0.05 * ttft_s);
-        let idle = own / (1.0 + sent.load);
+        let idle = own / (1.0 + sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
         let (old, _) = self.learned(i, now);
         let s = &mut self.seen[i];
         let x = ewma(s.ttft_s.map(|_| old), idle);

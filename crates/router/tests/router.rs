@@ -212,6 +212,7 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
         let sent = Sent {
             queued_s: 0.0,
             load: f64::from(k.min(31)) / 4.0,
+            prompt_tokens: 0,
         };
         r.first_token(
             0,
@@ -241,10 +242,50 @@ fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
         Sent {
             queued_s: 0.4,
             load: 0.0,
+            prompt_tokens: 0,
         },
     );
     let learned = lone.observed(0).ttft_s.expect("learned");
     assert!((learned - 0.1).abs() < 1e-9, "{learned}");
+}
+
+/// A first token is expected to take as much longer as its prompt is than the one its
+/// target's TTFT is for: after a 125,000-token prompt took 0.6 s on the wafer (its 5 ms for
+/// 1,024 tokens, 122 times over), the next one goes there again, not to the GPU, whose 25 ms
+/// for 1,024 tokens is three seconds for it; a short prompt is expected at the TTFT stated.
+#[test]
+fn a_long_prompt_is_expected_to_take_as_much_longer() {
+    let targets: Vec<Target> = wafer_and_gpu(16.0)
+        .into_iter()
+        .map(|mut t| {
+            t.ttft_prompt_tokens = 1024.0;
+            t
+        })
+        .collect();
+    let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
+    let long = Ask {
+        output_tokens: Some(5),
+        prompt_tokens: Some(125_000),
+        ..Ask::default()
+    };
+    for _ in 0..3 {
+        let i = r.pick(0.0, &long).expect("a target");
+        assert_eq!(i, 0, "{:?}", r.observed(0));
+        let sent = r.dispatched_prompt(i, 0.0, 125_000);
+        r.first_token(i, 0.0, 0.6, sent);
+        r.succeeded(i, 0.0, Some(0.002));
+    }
+    // What it learned is the wafer's for the prompt its TTFT is for.
+    let learned = r.observed(0).ttft_s.expect("learned");
+    assert!(
+        (learned - 0.6 * 1024.0 / 125_000.0).abs() < 1e-3,
+        "{learned}"
+    );
+    let scale = 125_000.0 / 1024.0;
+    let gpu = r.expected_ttft(1, 0.0, Some(125_000));
+    assert!((gpu - 0.025 * scale).abs() < 1e-9, "{gpu}");
+    assert!((r.expected_ttft(1, 0.0, Some(100)) - 0.025).abs() < 1e-12);
+    assert!((r.expected_ttft(1, 0.0, None) - 0.025).abs() < 1e-12);
 }
 
 /// What was learned fades back to the prediction as it ages: a target seen slow, which the

@@ -265,7 +265,7 @@ pub fn html(s: &Summary, d: &Distributions) -> String {
     sections.push(Section {
         heading: "Checks".into(),
         html: format!(
-            "<p>Arrivals {} = completed {} + failed {}. Little's law: mean in system {:.3} against arrival rate × mean time in system = {:.3} × {:.3} = {:.3}.</p>",
+            "<p>Bookkeeping: arrivals {} = completed {} + failed {}. Little's law over the whole run, draining included: mean in system (the running count) {:.3} against arrival rate × mean time in system (each request's own) = {:.3} × {:.3} = {:.3}.</p>",
             s.arrivals,
             s.completed,
             s.failed,

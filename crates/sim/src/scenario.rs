@@ -960,6 +960,7 @@ impl ScenarioFile {
                 tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(replicas),
                 prefill_tok_s,
+                ttft_prompt_tokens: isl,
                 // A request must fit where its prompt runs and where it decodes.
                 max_context: Some(prefill.as_ref().map_or(engine.longest_request(), |pp| {
                     engine.longest_request().min(pp.engine.longest_request())

@@ -230,12 +230,18 @@ pub struct Group {
     pub usd_per_mtok: Option<f64>,
 }
 
-/// Little's law on the run's own outputs: L = λW.
+/// Little's law on the run's own outputs, L = λW, over the whole run (from the first
+/// arrival's time to the last request's end, the system empty at both): the requests in the
+/// system, counted up at each arrival and down at each end and averaged over time, against
+/// each request's own time from arrival to end. Over a run that starts and ends empty the
+/// two agree exactly when the bookkeeping is sound, so this checks the simulator's events
+/// (a request that never ends, or ends twice, breaks it), not the fleet's performance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Little {
-    /// Arrivals per second over the run.
+    /// Arrivals per second over the whole run, its draining included (not the offered rate
+    /// while requests arrive: see the time bins for that).
     pub arrival_rate: f64,
-    /// Time-averaged requests in the system (arrived, not yet ended).
+    /// Time-averaged requests in the system (arrived, not yet ended), from the running count.
     pub mean_in_system: f64,
     /// Mean time from arrival to the end (completion or failure).
     pub mean_time_in_system: f64,
