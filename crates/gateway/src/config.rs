@@ -333,6 +333,12 @@ impl Config {
                     format!("provider `{}`: {m}", s.name),
                 )
             };
+            if s.name.trim().is_empty() {
+                return Err(err(
+                    "name",
+                    "is empty: deployments, errors and metrics name the provider by it".into(),
+                ));
+            }
             if names.contains(&s.name.as_str()) {
                 return Err(err("name", "two providers have this name".into()));
             }
@@ -454,6 +460,12 @@ impl Config {
             let err = |f: &str, msg: String| {
                 o.error(m.span().start..end, f, format!("model `{}`: {msg}", s.name))
             };
+            if s.name.trim().is_empty() {
+                return Err(err(
+                    "name",
+                    "is empty: clients ask for a model by it".into(),
+                ));
+            }
             if models.contains(&s.name.as_str()) {
                 return Err(err("name", "two models have this name".into()));
             }
@@ -534,6 +546,16 @@ impl Config {
                 if d.classes.iter().any(|c| c.trim().is_empty()) {
                     return Err(err("deployment.classes", "a class name is empty".into()));
                 }
+                // Left out, every class; written empty, it would read as none and take every one.
+                if d.classes.is_empty()
+                    && switchyard_catalog::key_offset(text, ds.span(), "classes").is_some()
+                {
+                    return Err(err(
+                        "deployment.classes",
+                        "is empty, which would take every class; leave it out for every class"
+                            .into(),
+                    ));
+                }
             }
             if s.policy == Policy::Weighted
                 && s.deployments.iter().all(|d| d.get_ref().weight == 0.0)
@@ -598,6 +620,15 @@ impl Config {
                 "must be at most `total_ms`, which would end the request first",
             ));
         }
+        // Unset, the first token's limit is the default or the whole request's, whichever
+        // is shorter: `total_ms = 2000` alone is no contradiction of the user's.
+        let mut c = c;
+        if t.first_token_ms > t.total_ms
+            && switchyard_catalog::key_offset(text, 0..text.len(), "first_token_ms").is_none()
+        {
+            c.timeouts.first_token_ms = t.total_ms;
+        }
+        let t = c.timeouts;
         if t.first_token_ms > t.total_ms {
             return Err(top(
                 "timeouts.first_token_ms",

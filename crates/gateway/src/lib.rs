@@ -191,6 +191,15 @@ fn client_keys(
         if !secrets.insert(secret.clone()) {
             return Err(err("key_env", "another key has the same secret".into()));
         }
+        // Left out, every model; written empty, it would read as none and admit every one.
+        if k.models.is_empty()
+            && switchyard_catalog::key_offset(o.text, ks.span(), "models").is_some()
+        {
+            return Err(err(
+                "models",
+                "is empty, which would admit every model; leave it out for every model".into(),
+            ));
+        }
         if let Some(m) = k.models.iter().find(|m| !models.contains_key(*m)) {
             return Err(err("models", format!("no [[model]] named `{m}`")));
         }

@@ -517,6 +517,9 @@ async fn attempt(
                         )
                     }))
                 }
+                // An injected error stands for a 5xx: a fault of the moment, tried again
+                // as one is.
+                Ok(Err(e @ EmuError::Injected)) => return Err(Failure::Again(e.to_string())),
                 Ok(Err(other)) => return Err(Failure::Retry(other.to_string())),
                 Ok(Ok((_, None))) => return Err(Failure::Retry("the replica stopped".into())),
                 Ok(Ok((s, Some(_)))) => s,

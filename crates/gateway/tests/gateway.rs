@@ -151,6 +151,22 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
             "upstream_model = \"llama-3.1-8b\"\nclasses = [\"\"]\n",
             ["line 14", "field `deployment.classes`"],
         ),
+        // An empty list would read as none and take every class; an empty name names nothing.
+        (
+            "upstream_model = \"llama-3.1-8b\"\n",
+            "upstream_model = \"llama-3.1-8b\"\nclasses = []\n",
+            ["line 14", "would take every class"],
+        ),
+        (
+            "name = \"m\"\n",
+            "name = \"\"\n",
+            ["field `name`", "clients ask for a model by it"],
+        ),
+        (
+            "name = \"a\"\n",
+            "name = \"\"\n",
+            ["field `name`", "name the provider by it"],
+        ),
     ] {
         check(&ok.replace(from, to), &needles);
     }
@@ -220,6 +236,15 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
     check(
         &format!("[server]\nlisten = \"localhost:99999\"\n{ok}"),
         &["line 2", "field `server.listen`", "localhost:99999"],
+    );
+    // A whole request's limit alone shortens the first token's default to it; written
+    // longer, the first token's limit contradicts it.
+    let c = Config::parse(&format!("[timeouts]\ntotal_ms = 2000\n{ok}"), "g.toml")
+        .expect("a total alone");
+    assert_eq!(c.timeouts.first_token_ms, 2000);
+    check(
+        &format!("[timeouts]\ntotal_ms = 2000\nfirst_token_ms = 3000\n{ok}"),
+        &["timeouts.first_token_ms", "at most `total_ms`"],
     );
 }
 
@@ -428,6 +453,34 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
     let h = health(&url).await;
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["unavailable"][0], "m", "{h}");
+}
+
+/// An injected error stands for a 5xx: tried again, as a real provider's 500 is, so a lone
+/// deployment failing half its requests answers most of them within three attempts (seven
+/// in eight), not half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_error_is_tried_again_as_a_5xx_is() {
+    let text = format!(
+        "[health]\neject_after = 1000\n{}{}",
+        emulated("flaky", "h100-sxm", "error_rate = 0.5"),
+        model("m", &[("flaky", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let mut ok = 0;
+    for _ in 0..60 {
+        let r = client
+            .post(format!("{url}/chat/completions"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+            .send()
+            .await
+            .expect("sent");
+        if r.status() == 200 {
+            ok += 1;
+        }
+    }
+    // Seven in eight of 60 is 52.5; half would be 30.
+    assert!(ok >= 42, "{ok} of 60 answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,6 +732,17 @@ async fn client_keys_authenticate_limit_models_and_rate() {
         emulated("gpu", "h100-sxm", ""),
         model("small", &[("gpu", "")]),
         model("big", &[("gpu", "")])
+    );
+    // A key's empty list of models would admit every one: refused, naming the field.
+    let (cat, params) = statics();
+    let empty = text.replace("models = [\"small\"]", "models = []");
+    let cfg = Config::parse(&empty, "k.toml").expect("parses");
+    let err = Gateway::new(&cfg, &empty, "k.toml", cat, params)
+        .expect_err("an empty list refused")
+        .to_string();
+    assert!(
+        err.contains("field `models`") && err.contains("leave it out"),
+        "{err}"
     );
     let (url, gw) = start(&text).await;
     assert!(gw.requires_keys());
