@@ -742,6 +742,24 @@ impl<'t> Lines<'t> {
     }
 }
 
+/// Checks a `sources` list: at least one entry, each a web address (`http://` or
+/// `https://`), since every figure in the catalog must say where it comes from and a reader
+/// must be able to follow it. `field` names the list in the error.
+pub(crate) fn check_sources(field: &str, sources: &[String]) -> Result<(), String> {
+    if sources.is_empty() {
+        return Err(format!("field `{field}` must name at least one URL"));
+    }
+    match sources
+        .iter()
+        .find(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(' '))
+    {
+        Some(u) => Err(format!(
+            "field `{field}`: `{u}` is not a web address (http:// or https://, no spaces)"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Byte offset of the first line in `text[span]` that sets `key` (`key = …`, the key bare or
 /// quoted, on its own, after a dotted prefix such as `faults.key`, or inside an inline table
 /// such as `faults = { key = … }`), for error messages about a value the TOML reader kept no

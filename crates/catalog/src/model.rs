@@ -440,9 +440,7 @@ impl Model {
         if self.routed_active_params() > self.active_params_b * 1e9 * 1.02 {
             return Err("the experts a token uses (moe_layers x experts_per_token x 3 x hidden x ffn_hidden) exceed `active_params_b`".into());
         }
-        if self.sources.is_empty() {
-            return Err("field `sources` must name at least one URL".into());
-        }
+        crate::check_sources("sources", &self.sources)?;
         Ok(())
     }
 }

@@ -383,6 +383,7 @@ impl System {
             }
         }
         if let Some(p) = &self.price {
+            crate::check_sources("price.sources", &p.sources)?;
             let price = [
                 ("price.capex_usd_per_system", p.capex_usd_per_system, 0.0),
                 (
@@ -443,16 +444,12 @@ impl System {
         if self.kind == SystemKind::Wafer && self.mesh.is_none() {
             return Err("a wafer-scale system needs a `mesh` table".into());
         }
-        if self.sources.is_empty() {
-            return Err("field `sources` must name at least one URL".into());
-        }
+        crate::check_sources("sources", &self.sources)?;
         if let Some(m) = &self.measured {
             if self.kind != SystemKind::Gpu {
                 return Err("a `measured` table is read only for `gpu` systems".into());
             }
-            if m.sources.is_empty() {
-                return Err("table `measured` must name its `sources`".into());
-            }
+            crate::check_sources("measured.sources", &m.sources)?;
             // A measurement above the datasheet peak is a typo, not a faster chip; one at a
             // precision the chip has no peak for cannot be read as a share.
             // A share below a millionth of the peak is a typo in the units, not a chip.

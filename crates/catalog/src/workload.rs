@@ -79,9 +79,7 @@ impl Workload {
         if self.suite.trim().is_empty() {
             return Err("field `suite` must not be empty".into());
         }
-        if self.sources.is_empty() {
-            return Err("field `sources` must name at least one URL".into());
-        }
+        crate::check_sources("sources", &self.sources)?;
         Ok(())
     }
 }

@@ -288,6 +288,29 @@ sources = ["https://example.org/acme"]
         "user.toml",
         &["`chip-b` already names `chip-a`"],
     );
+    // Every source is a web address, a price's as much as the system's; a price with none
+    // says nothing of where it comes from.
+    refused(
+        &mut cat,
+        &chip("no-url", "no-url-1").replace("https://example.org", "not a url"),
+        "user.toml",
+        &[
+            "entry `no-url`",
+            "field `sources`: `not a url` is not a web address",
+        ],
+    );
+    refused(
+        &mut cat,
+        &format!(
+            "{}[system.price]\nrent_usd_per_chip_hour = 2.0\n",
+            chip("unsourced", "unsourced-1")
+        ),
+        "user.toml",
+        &[
+            "entry `unsourced`",
+            "field `price.sources` must name at least one URL",
+        ],
+    );
     // An error in an inline table names the table's line.
     let inline = chip("odd", "odd-one").replace("{ bf16 = 100.0 }", "{ bf16 = 1e12 }");
     refused(

@@ -582,9 +582,13 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         if e.peak_meets_limits {
             let _ = writeln!(s, "  within          {l}");
         } else {
+            // The limits the lightest load misses, not those it meets.
+            let tpot = q.tpot_limit.filter(|&t| e.peak.tpot_s > t);
+            let ttft = q.ttft_limit.filter(|&t| e.peak.ttft_s > t);
+            let missed = limits_text(tpot, ttft).unwrap_or(l);
             let _ = writeln!(
                 s,
-                "  limits not met  even the lightest load tried misses {l}"
+                "  limits not met  even the lightest load tried misses {missed}"
             );
         }
     }
@@ -1504,10 +1508,24 @@ pub fn catalog(cat: &Catalog, p: &Params, a: &CatalogArgs) -> Result<()> {
                 f(s.dense_tflops.bf16),
                 f(s.dense_tflops.fp8),
                 s.chips_per_system,
-                s.system_power_kw.map_or("-".into(), |k| format!("{k:.1}")),
+                match (s.system_power_kw, s.chip_power_w) {
+                    (Some(k), _) => format!("{k:.1}"),
+                    (None, Some(w)) => format!(
+                        "{:.1}*",
+                        w * p.host_overhead * f64::from(s.chips_per_system) / 1e3
+                    ),
+                    (None, None) => "-".into(),
+                },
                 s.system
             );
             out!("{:<10}   sources: {}", "", s.sources.join(" "));
+            if let (None, Some(w)) = (s.system_power_kw, s.chip_power_w) {
+                out!(
+                    "{:<10}   * power: no system figure published; energy, power and megawatts take its chips' {w:.0} W x {} (`host_overhead`, the host's share) each",
+                    "",
+                    p.host_overhead
+                );
+            }
             if let Some(pr) = &s.price {
                 out!(
                     "{:<10}   price: capex {} per system, rent {} per chip-hour; {}",

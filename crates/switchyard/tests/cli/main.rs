@@ -205,6 +205,15 @@ fn estimate_takes_a_benchmark_workload() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("limits not met"), "{out}");
+    // Only the limit missed is named: the workload's TPOT limit is met.
+    let missed = out
+        .lines()
+        .find(|l| l.contains("limits not met"))
+        .expect("the line");
+    assert!(
+        missed.contains("TTFT") && !missed.contains("TPOT"),
+        "{missed}"
+    );
     // compare takes the workload's model when none is named.
     let o = run(&[
         "compare",
@@ -1007,6 +1016,13 @@ fn catalog_lists_sources_and_takes_a_user_file() {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    // A system with no published power shows the figure the model takes, marked as such:
+    // eight MI300Xs at 750 W with the host's share.
+    let mi300x = entry(&out, "mi300x");
+    assert!(
+        mi300x.contains(" 10.8* ") && mi300x.contains("no system figure published"),
+        "{mi300x}"
+    );
     // B200's matrix share is GB200's, and the listing says so.
     let b200 = entry(&out, "b200");
     assert!(
