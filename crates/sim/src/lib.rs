@@ -22,7 +22,9 @@ pub use scenario::{
     WorkloadSection,
 };
 pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, Summary};
-pub use workload::{parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec};
+pub use workload::{
+    parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec, ARRIVAL,
+};
 
 /// Errors in a scenario or a trace. Each names the file, the line and the field.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,8 @@ pub struct TraceRow {
 
 /// Column names accepted for each field: the splitwise/Vidur format, then the Azure LLM
 /// inference trace's own (wall-clock `TIMESTAMP`).
-const ARRIVAL: [&str; 4] = ["arrived_at", "arrival_s", "timestamp_s", "TIMESTAMP"];
+/// The names a CSV trace's arrival-time column may have (seconds, or a wall-clock time).
+pub const ARRIVAL: [&str; 4] = ["arrived_at", "arrival_s", "timestamp_s", "TIMESTAMP"];
 const PROMPT: [&str; 4] = [
     "num_prefill_tokens",
     "prompt_tokens",

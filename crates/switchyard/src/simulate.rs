@@ -96,6 +96,13 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
             let w = file.workload.get_mut();
             if rows.iter().all(|r| !r.arrival_s.is_nan()) {
                 w.arrival = None;
+            } else if w.arrival.is_none() {
+                // The scenario replays its own trace's times: nothing draws this one's.
+                return Err(usage(format!(
+                    "{}: line 1: the trace holds lengths only, no arrival column ({}); give a --scenario whose workload has an `arrival` process to draw the times",
+                    p.display(),
+                    switchyard_sim::ARRIVAL.join(", ")
+                )));
             }
             w.prompt = None;
             w.output = None;
