@@ -305,7 +305,7 @@ impl Config {
     /// # Errors
     /// [`GatewayError::Config`] naming the line, column and field.
     pub fn parse(text: &str, origin: &str) -> Result<Self, GatewayError> {
-        let c: Config = toml::from_str(text).map_err(|e| {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
             GatewayError::Config(format!(
                 "{origin}: {}",
                 switchyard_catalog::toml_error_line(text, &e)
@@ -622,7 +622,6 @@ impl Config {
         }
         // Unset, the first token's limit is the default or the whole request's, whichever
         // is shorter: `total_ms = 2000` alone is no contradiction of the user's.
-        let mut c = c;
         if t.first_token_ms > t.total_ms
             && switchyard_catalog::key_offset(text, 0..text.len(), "first_token_ms").is_none()
         {

@@ -329,15 +329,9 @@ impl Gateway {
                     }
                     _ => {
                         let key = (p.name.clone(), upstream.clone());
-                        if let Some((pool, predicted)) = pools.get(&key) {
-                            target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
-                            target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
-                            target.capacity = d.capacity.unwrap_or(predicted.capacity);
-                            target.max_context = d.max_context.or(predicted.max_context);
-                            target.prefill_tok_s = predicted.prefill_tok_s;
-                            target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
-                            Backend::Emulated(Arc::clone(pool))
-                        } else {
+                        // One pool per provider and model, its prediction shared by every
+                        // deployment on it; a deployment's own figures come first.
+                        if !pools.contains_key(&key) {
                             let err = |f: &str, e: String| {
                                 o.error(ps.span(), f, format!("provider `{}`: {e}", p.name))
                             };
@@ -448,12 +442,6 @@ impl Gateway {
                                     )
                                     .time;
                             }
-                            target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
-                            target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
-                            target.capacity = d.capacity.unwrap_or(predicted.capacity);
-                            target.max_context = d.max_context.or(predicted.max_context);
-                            target.prefill_tok_s = predicted.prefill_tok_s;
-                            target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,
@@ -464,9 +452,16 @@ impl Gateway {
                                 p.faults,
                                 prefill,
                             );
-                            pools.insert(key, (Arc::clone(&pool), predicted));
-                            Backend::Emulated(pool)
+                            pools.insert(key.clone(), (pool, predicted));
                         }
+                        let (pool, predicted) = &pools[&key];
+                        target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
+                        target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
+                        target.capacity = d.capacity.unwrap_or(predicted.capacity);
+                        target.max_context = d.max_context.or(predicted.max_context);
+                        target.prefill_tok_s = predicted.prefill_tok_s;
+                        target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
+                        Backend::Emulated(Arc::clone(pool))
                     }
                 };
                 targets.push(target);

@@ -90,6 +90,22 @@ fn stages(d: &Deployment<'_>) -> [(f64, f64); 2] {
     }
 }
 
+/// One token's trip through every wafer of the pipeline, for `tokens` tokens of `seqs`
+/// sequences at context `ctx` on each: the fullest wafer's pass, and the mesh, core and link
+/// times summed over the wafers, each wafer at its own layers.
+fn trip(d: &Deployment<'_>, p: &Params, tokens: f64, seqs: f64, ctx: f64) -> (Pass, [f64; 3]) {
+    let [(fuller, most), (rest, fewer)] = stages(d);
+    let s = pass(d, p, most, tokens, seqs, ctx);
+    let mut sum = [fuller * s.mesh, fuller * s.compute, fuller * s.links];
+    if rest > 0.0 {
+        let t = pass(d, p, fewer, tokens, seqs, ctx);
+        for (x, y) in sum.iter_mut().zip([t.mesh, t.compute, t.links]) {
+            *x += rest * y;
+        }
+    }
+    (s, sum)
+}
+
 /// One decode step of a pipeline of `pp` wafers running `batch` sequences: up to `pp`
 /// micro-batches keep the wafers busy; a token crosses every wafer and the link after it
 /// (the last link returns it to the host that samples the next token).
@@ -113,18 +129,7 @@ pub(crate) fn decode_step(
     let pp = f64::from(d.layout.pp);
     let micro = (batch / pp).max(1.0);
     let in_flight = batch.clamp(1.0, pp);
-    let [(fuller, most), (rest, fewer)] = stages(d);
-    let s = pass(d, p, most, micro * q, micro, ctx);
-    let trip = if rest > 0.0 {
-        let t = pass(d, p, fewer, micro * q, micro, ctx);
-        [
-            fuller * s.mesh + rest * t.mesh,
-            fuller * s.compute + rest * t.compute,
-            fuller * s.links + rest * t.links,
-        ]
-    } else {
-        [pp * s.mesh, pp * s.compute, pp * s.links]
-    };
+    let (s, trip) = trip(d, p, micro * q, micro, ctx);
     let fullest = [
         in_flight * s.mesh,
         in_flight * s.compute,
@@ -167,16 +172,9 @@ pub(crate) fn prefill(d: &Deployment<'_>, p: &Params, prompts: &Prompts) -> f64 
     let Some(mesh) = d.system.mesh.as_ref() else {
         return f64::INFINITY;
     };
-    let (mut latency, mut reads) = (0.0, 0.0);
-    for (wafers, layers) in stages(d) {
-        if wafers > 0.0 {
-            let first = pass(d, p, layers, 1.0, 1.0, prompts.ctx);
-            latency += wafers * (first.mesh + first.links);
-            reads += wafers * first.compute;
-        }
-    }
+    let (_, [mesh_s, reads, links]) = trip(d, p, 1.0, 1.0, prompts.ctx);
     let most = stages(d)[0].1;
     let flops = d.prompt_flops(prompts) * most / f64::from(d.model.layers);
     let stream = flops / (mesh.cores() * mesh.core_flops() * p.wafer_prefill_eff);
-    latency + stream.max(reads)
+    mesh_s + links + stream.max(reads)
 }

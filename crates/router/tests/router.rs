@@ -10,6 +10,15 @@ fn target(name: &str, f: impl FnOnce(&mut Target)) -> Target {
     t
 }
 
+/// A target that states no prediction: a typical cloud's figures until observed.
+fn unstated(name: &str) -> Target {
+    target(name, |t| {
+        t.ttft_s = UNSTATED_TTFT_S;
+        t.tpot_s = UNSTATED_TPOT_S;
+        t.capacity = 64.0;
+    })
+}
+
 fn three() -> Vec<Target> {
     vec![
         target("a", |_| {}),
@@ -311,13 +320,6 @@ fn what_is_learned_fades_back_to_the_prediction() {
     // A target that states no prediction fades back to the best it has been, not to a
     // typical cloud's: seen fast, then slow for a while, it is tried again beside one that
     // beats the typical but not its best.
-    let unstated = |name: &str| {
-        target(name, |t| {
-            t.ttft_s = UNSTATED_TTFT_S;
-            t.tpot_s = UNSTATED_TPOT_S;
-            t.capacity = 64.0;
-        })
-    };
     let mut r = Router::new(
         Policy::Latency,
         vec![unstated("a"), unstated("b")],
@@ -343,13 +345,6 @@ fn what_is_learned_fades_back_to_the_prediction() {
 /// still spreads requests by load, and learns from the answers' times which is slower.
 #[test]
 fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
-    let unstated = |name: &str| {
-        target(name, |t| {
-            t.ttft_s = UNSTATED_TTFT_S;
-            t.tpot_s = UNSTATED_TPOT_S;
-            t.capacity = 64.0;
-        })
-    };
     let mut r = Router::new(
         Policy::Latency,
         vec![unstated("a"), unstated("b")],
