@@ -161,6 +161,45 @@ pub struct PhasePlan {
     pub infeasible: Option<String>,
 }
 
+impl PhasePlan {
+    /// USD per million output tokens over every class at peak demand: the phase's whole
+    /// cost an hour, idle kept systems included, over the tokens its demand asks for. `None`
+    /// where the phase has no demand.
+    #[must_use]
+    pub fn usd_per_mtok(&self) -> Option<f64> {
+        let served: f64 = self.classes.iter().map(|c| c.demand_tok_s).sum();
+        (served > 0.0).then(|| self.usd_per_hour / (served * 3600.0) * 1e6)
+    }
+
+    /// The phase's cost in words, for reports: `$606,384 an hour ($1,200 of it for idle kept
+    /// systems), $1.296 per million output tokens over all classes at peak demand`.
+    #[must_use]
+    pub fn cost_text(&self) -> String {
+        let idle: f64 = self.kept_idle.iter().map(|k| k.usd_per_hour).sum();
+        let mut text = format!("${} an hour", whole_dollars(self.usd_per_hour));
+        if idle > 0.0 {
+            text += &format!(" (${} of it for idle kept systems)", whole_dollars(idle));
+        }
+        if let Some(u) = self.usd_per_mtok() {
+            text += &format!(", ${u:.3} per million output tokens over all classes at peak demand");
+        }
+        text
+    }
+}
+
+/// Whole dollars with their thousands marked: `1,214,902`.
+fn whole_dollars(usd: f64) -> String {
+    let digits = format!("{:.0}", usd.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Systems of one kind a provider keeps from an earlier phase with no replica on them.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeptIdle {

@@ -76,32 +76,37 @@ pub fn html(p: &Plan) -> String {
         for (title, unit, f) in by_class {
             charts += &stacked_bars(title, &cats, &Axis::linear(unit), &per_class(&f));
         }
-        // A rate per token does not add up over classes: the fleet's is their mean weighted
-        // by the tokens each class is served.
-        let per_token: [(&str, &str, ClassFigure); 2] = [
-            (
-                "Cost per million output tokens, all classes (USD)",
-                "USD per million tokens",
-                |c| c.usd_per_mtok,
-            ),
-            (
-                "Energy per output token, all classes (J)",
-                "joules per token",
-                |c| c.joules_per_token,
-            ),
-        ];
-        for (title, unit, f) in per_token {
-            let fleet = over_phases(&phases, &["all classes".to_string()], |ph, _| {
-                let served: f64 = ph.classes.iter().map(|c| c.demand_tok_s).sum();
-                let weighted: f64 = ph.classes.iter().map(|c| f(c) * c.demand_tok_s).sum();
-                if served > 0.0 {
-                    weighted / served
-                } else {
-                    0.0
-                }
-            });
-            charts += &stacked_bars(title, &cats, &Axis::linear(unit), &fleet);
-        }
+        // The fleet's cost a token is the phase's whole cost, idle kept systems included,
+        // over the tokens of every class.
+        let all = ["all classes".to_string()];
+        let cost = over_phases(&phases, &all, |ph, _| ph.usd_per_mtok().unwrap_or(0.0));
+        charts += &stacked_bars(
+            "Cost per million output tokens, all classes, idle kept systems included (USD)",
+            &cats,
+            &Axis::linear("USD per million tokens"),
+            &cost,
+        );
+        // A rate per token does not add up over classes: the fleet's energy a token is their
+        // mean weighted by the tokens each class is served.
+        let energy = over_phases(&phases, &all, |ph, _| {
+            let served: f64 = ph.classes.iter().map(|c| c.demand_tok_s).sum();
+            let weighted: f64 = ph
+                .classes
+                .iter()
+                .map(|c| c.joules_per_token * c.demand_tok_s)
+                .sum();
+            if served > 0.0 {
+                weighted / served
+            } else {
+                0.0
+            }
+        });
+        charts += &stacked_bars(
+            "Energy per output token, all classes (J)",
+            &cats,
+            &Axis::linear("joules per token"),
+            &energy,
+        );
         sections.push(Section {
             heading: "Over the phases".into(),
             html: charts,
@@ -223,6 +228,7 @@ pub fn html(p: &Plan) -> String {
                 }))
                 .collect(),
         });
+        html += &format!("<p>Cost: {}.</p>", escape(&ph.cost_text()));
         let mut headers = vec!["without".to_string()];
         headers.extend(
             ph.n_minus_1

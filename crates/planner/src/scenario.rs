@@ -276,6 +276,8 @@ impl PlanFile {
             }
         }
         let n = f.phases.len();
+        // The calendar date of the latest phase before, to hold the phases in order.
+        let mut last: Option<(&str, &str)> = None;
         for ph in &f.phases {
             if let Some(d) = &ph.get_ref().date {
                 if let Some(why) = bad_iso_date(d) {
@@ -284,6 +286,23 @@ impl PlanFile {
                         "date",
                         format!("phase `{}`: `{d}` {why}", ph.get_ref().name),
                     ));
+                }
+                // Zero-padded calendar dates sort as text; free text has no order.
+                if d.trim().len() == 10 && d.trim().as_bytes()[4] == b'-' {
+                    if let Some((name, before)) = last {
+                        if d.trim() < before {
+                            return Err(err(
+                                &ph.span(),
+                                "date",
+                                format!(
+                                    "phase `{}` starts {} before phase `{name}` ({before}), which comes first: phases are listed in order",
+                                    ph.get_ref().name,
+                                    d.trim()
+                                ),
+                            ));
+                        }
+                    }
+                    last = Some((&ph.get_ref().name, d.trim()));
                 }
             }
         }
@@ -326,6 +345,7 @@ impl PlanFile {
                     format!("provider `{}` offers no system", s.name),
                 ));
             }
+
             // Overrides of the catalog's prices and the facility's PUE hold to the ranges the
             // catalog and the parameters file hold them to: a negative price would make buying
             // more cheaper, a zero life an infinite cost, a PUE under 1 free power.
@@ -492,6 +512,13 @@ impl PlanFile {
         ];
         for (what, list) in &names {
             for (i, (span, name)) in list.iter().enumerate() {
+                if name.trim().is_empty() {
+                    return Err(err(
+                        span,
+                        "name",
+                        format!("a [[{what}]] entry has an empty name: reports and `--lose` find it by name"),
+                    ));
+                }
                 if list[..i].iter().any(|(_, n)| n == name) {
                     return Err(err(
                         span,

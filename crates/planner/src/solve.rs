@@ -155,6 +155,21 @@ pub(crate) fn systems_on_offer(
                     ),
                 })?
                 .clone();
+            // Two names of one system (an id and its alias) would offer it twice.
+            if out
+                .iter()
+                .any(|(f, o): &(usize, System)| *f == i && o.id == s.id)
+            {
+                return Err(PlanError::Scenario {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "line {}, field `systems`: provider `{}` lists `{}` twice (the second time as `{id}`)",
+                        line_of_field(text, &sp.span(), "systems"),
+                        p.name,
+                        s.id
+                    ),
+                });
+            }
             if p.capex_usd_per_system.is_some() || p.rent_usd_per_chip_hour.is_some() {
                 let mut price = s.price.clone().unwrap_or_default();
                 price.capex_usd_per_system = p.capex_usd_per_system;
@@ -373,6 +388,7 @@ impl<'a> Model<'a> {
                 };
                 // Disaggregated prefill and decode, in units of two to sixteen of the
                 // aggregated replica's chips.
+                let before = options.len();
                 options.extend(disaggregated_options(
                     &d,
                     pp,
@@ -382,6 +398,7 @@ impl<'a> Model<'a> {
                     pi,
                     ci,
                 ));
+                let split_offered = options.len() > before;
                 // A wafer or LPU replica of more than the fewest chips that fit leaves room
                 // for more sequences' KV caches beside the same weights, and can carry far more
                 // per chip (Llama 3.3 70B on 16 CS-3s against 4: about seven times as much a
@@ -429,8 +446,15 @@ impl<'a> Model<'a> {
                                 String::new()
                             };
                             miss = Some(format!(
-                                "{tag}: misses the targets even alone (mean TTFT {:.0} ms against {:.0}{held}, TPOT {:.1} ms against {:.1})",
-                                one.ttft_s * 1e3, mean * 1e3, one.tpot_s * 1e3, class.tpot_s * 1e3
+                                "{tag}: misses the targets even alone: {} on {} chip{} takes a mean TTFT of {:.0} ms against {:.0}{held} and a TPOT of {:.1} ms against {:.1}{}",
+                                d.layout,
+                                d.layout.replica_chips(),
+                                if d.layout.replica_chips() == 1 { "" } else { "s" },
+                                one.ttft_s * 1e3,
+                                mean * 1e3,
+                                one.tpot_s * 1e3,
+                                class.tpot_s * 1e3,
+                                fastest_on_a_system(&q, pp, &d)
                             ));
                         }
                         continue;
@@ -475,7 +499,9 @@ impl<'a> Model<'a> {
                         class: ci,
                     });
                 }
-                if !offered {
+                // A split into prefill and decode pools that serves the class is an option
+                // of this system: the aggregated replica's miss is no reason to reject it.
+                if !offered && !split_offered {
                     rejected.extend(miss);
                 }
             }
@@ -493,6 +519,34 @@ impl<'a> Model<'a> {
             rejected,
         })
     }
+}
+
+/// Where one system holds more chips than the replica `d` that missed a class's targets,
+/// what the layout fastest for a lone request on the whole system takes: the miss of the
+/// fewest chips does not show how far the system as a whole falls short.
+fn fastest_on_a_system(q: &Query<'_>, p: &Params, d: &Deployment<'_>) -> String {
+    let per_system = q.system.chips_per_system.max(1);
+    if per_system <= d.layout.replica_chips() {
+        return String::new();
+    }
+    let whole = Query {
+        chips: Some(per_system),
+        concurrency: 1.0,
+        tpot_limit: None,
+        ttft_limit: None,
+        ..*q
+    };
+    let Ok(f) = best_deployment(&whole, p, Objective::Latency) else {
+        return String::new();
+    };
+    let one = f.at_concurrency(p, 1.0, q.isl, q.osl);
+    format!(
+        "; the fastest on one whole system, {} on {} chips, takes a TTFT of {:.0} ms and a TPOT of {:.1} ms",
+        f.layout,
+        f.layout.replica_chips(),
+        one.ttft_s * 1e3,
+        one.tpot_s * 1e3
+    )
 }
 
 /// Which rules a solve applies (dropping some tells which one binds).
@@ -1347,6 +1401,48 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             .collect();
         serving.sort_unstable();
         serving.dedup();
+        if serving.is_empty() {
+            // Told above: nothing on offer meets its targets.
+            continue;
+        }
+        // Only a provider with power in this phase can carry any of the demand.
+        let idle: Vec<String> = serving
+            .iter()
+            .filter(|&&p| m.providers[p].mw[k] <= 0.0)
+            .map(|&p| format!("`{}`", m.providers[p].name))
+            .collect();
+        serving.retain(|&p| m.providers[p].mw[k] > 0.0);
+        if serving.is_empty() {
+            why.push(format!(
+                "class `{}`: the providers with a system that meets its targets ({}) offer no power in this phase",
+                class.name,
+                idle.join(", ")
+            ));
+            continue;
+        }
+        // The caps on the shares of the providers that can carry it leave some of it to none.
+        let caps: f64 = serving.iter().map(|&p| class.cap(&m.providers[p])).sum();
+        if serving.len() > 1 && caps < 1.0 - 1e-9 {
+            let each: Vec<String> = serving
+                .iter()
+                .map(|&p| {
+                    let prov = &m.providers[p];
+                    format!("`{}` {:.0}%", prov.name, class.cap(prov) * 100.0)
+                })
+                .collect();
+            why.push(format!(
+                "class `{}`: the largest-share rule lets the providers that can serve it carry at most {} of its demand, {:.0}% together{}",
+                class.name,
+                each.join(", "),
+                caps * 100.0,
+                if idle.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} offer{} no power in this phase)", idle.join(", "), if idle.len() == 1 { "s" } else { "" })
+                }
+            ));
+            continue;
+        }
         if let [only] = serving[..] {
             let prov = &m.providers[only];
             let rules: Vec<&str> = [
@@ -1358,11 +1454,16 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             .collect();
             if !rules.is_empty() {
                 why.push(format!(
-                    "class `{}`: only `{}` offers a system that meets TTFT {:.0} ms and TPOT {:.1} ms, and {} ask{} for another (see the rejected options; `n_minus_1 = 0` and `max_share = 1` in the class let it rest on one provider)",
+                    "class `{}`: only `{}` offers a system that meets TTFT {:.0} ms and TPOT {:.1} ms{}, and {} ask{} for another (see the rejected options; `n_minus_1 = 0` and `max_share = 1` in the class let it rest on one provider)",
                     class.name,
                     prov.name,
                     class.ttft_s * 1e3,
                     class.tpot_s * 1e3,
+                    if idle.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and power in this phase ({} no power)", idle.join(", "))
+                    },
                     rules.join(" and "),
                     if rules.len() == 1 { "s" } else { "" }
                 ));

@@ -269,6 +269,28 @@ fn an_infeasible_rule_is_named() {
         why.contains("largest-share") && why.contains("`b` 0%"),
         "{why}"
     );
+    // Caps on the shares of the only providers that can serve a class that leave part of it
+    // to none are named with the caps, not as the rules' 100%.
+    let capped = small(2.0, 100_000.0, 0.0, 5.0)
+        .replace("tpot_ms = 50\n", "tpot_ms = 50\nmax_share = 0.4\n");
+    let p = run(&capped, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("at most `a` 40%, `b` 40% of its demand, 80% together"),
+        "{why}"
+    );
+    // A provider with no power in the phase is no second provider.
+    let p = run(
+        &small(2.0, 100_000.0, 0.0, 0.0)
+            .replace("tpot_ms = 50\n", "tpot_ms = 50\nmax_share = 0.75\n"),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("only `a` offers") && why.contains("(`b` no power)"),
+        "{why}"
+    );
     // One provider under N-1 and a largest share below 1: both rules ask for a second, and
     // a commitment of all its power is no obstacle once they are gone.
     let one = one_phase(
@@ -348,6 +370,35 @@ fn bad_scenarios_name_the_line_and_field() {
     check(
         &good.replace("[rules]", "[rules]\nspeed = 3"),
         &["line 3", "speed"],
+    );
+    check(
+        &good.replace(
+            "systems = [\"h100-sxm\"]\nmw = [5.0]",
+            "systems = [\"h100-sxm\", \"h100\"]\nmw = [5.0]",
+        ),
+        &[
+            "line 10",
+            "field `systems`",
+            "lists `h100-sxm` twice (the second time as `h100`)",
+        ],
+    );
+    check(
+        &good.replace("name = \"b\"", "name = \" \""),
+        &["line 14", "field `name`", "empty name"],
+    );
+    let dated = good.replace(
+        "name = \"p1\"\n",
+        "name = \"p1\"\ndate = \"2027-07-01\"\n[[phase]]\nname = \"p2\"\ndate = \"2027-01-01\"\n",
+    )
+    .replace("mw = [5.0]", "mw = [5.0, 5.0]")
+    .replace("demand_tok_s = [1000]", "demand_tok_s = [1000, 1000]");
+    check(
+        &dated,
+        &[
+            "line 11",
+            "field `date`",
+            "phase `p2` starts 2027-01-01 before phase `p1`",
+        ],
     );
     check(
         &good.replace("isl = 1000\nosl = 200\n", ""),
@@ -749,6 +800,31 @@ demand_tok_s = [5.0e6]
         why.contains("offer 1.00 MW") && why.contains("short by"),
         "{why}"
     );
+    // A GPU replica of the fewest chips that misses is told with how close the fastest
+    // layout of a whole system comes: eight chips of tensor parallelism cut Llama 3.1 8B's
+    // lone token on H200 well below a single chip's.
+    let p = run(
+        &short.replace("tpot_ms = 3", "tpot_ms = 1"),
+        &WhatIf::default(),
+    )
+    .expect("plans");
+    let told = p
+        .rejected
+        .iter()
+        .find(|r| r.starts_with("gpu h200 for fast: misses the targets even alone"))
+        .unwrap_or_else(|| panic!("{:?}", p.rejected));
+    // The TPOTs told, the fewest chips' first, the whole system's last.
+    let tpots: Vec<f64> = told
+        .split("TPOT of ")
+        .skip(1)
+        .filter_map(|t| t.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(told.contains("tp1-pp1 on 1 chip takes"), "{told}");
+    assert!(told.contains("tp8-pp1 on 8 chips"), "{told}");
+    assert!(
+        tpots.len() == 2 && tpots[1] < tpots[0] && tpots[1] > 1.0,
+        "{told}"
+    );
 }
 
 /// Systems kept from an earlier phase are kept, not rounded up into more: when demand falls,
@@ -842,6 +918,25 @@ fn falls_and_keeps(text: &str) {
         (charged / ph.usd_per_hour - 1.0).abs() < 1e-6,
         "{charged} against {}",
         ph.usd_per_hour
+    );
+    // The fleet's cost a token counts the idle systems: above the classes' own.
+    let served: f64 = ph.classes.iter().map(|c| c.demand_tok_s).sum();
+    let classes_own: f64 = ph
+        .classes
+        .iter()
+        .map(|c| c.usd_per_mtok * c.demand_tok_s)
+        .sum::<f64>()
+        / served;
+    let fleet = ph.usd_per_mtok().expect("demand");
+    assert!(
+        fleet > classes_own * 1.01
+            && (fleet * served * 3600.0 / 1e6 / ph.usd_per_hour - 1.0).abs() < 1e-9,
+        "{fleet} against the classes' {classes_own}"
+    );
+    assert!(
+        ph.cost_text().contains("of it for idle kept systems"),
+        "{}",
+        ph.cost_text()
     );
 }
 

@@ -204,15 +204,21 @@ fn print_plan(p: &Plan) {
         for b in &ph.buys {
             let o = &p.options[b.option];
             out!(
-                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chips, ${:.2} an hour each{})",
+                "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chip{}, ${:.2} an hour each{})",
                 o.provider,
                 b.systems,
                 o.system,
                 o.layout,
                 o.class,
                 b.replicas,
-                if o.disaggregated { "units" } else { "replicas" },
+                match (o.disaggregated, b.replicas) {
+                    (true, 1) => "unit",
+                    (true, _) => "units",
+                    (false, 1) => "replica",
+                    (false, _) => "replicas",
+                },
                 o.chips,
+                if o.chips == 1 { "" } else { "s" },
                 o.usd_per_hour,
                 o.cost_basis
                     .map_or_else(String::new, |b| format!(", {}", b.name()))
@@ -228,6 +234,7 @@ fn print_plan(p: &Plan) {
                 idle.usd_per_hour
             );
         }
+        out!("  cost: {}", ph.cost_text());
         out!("  N-1 (share of each class the rest serves within target; simulated at the N-1 share):");
         for n in &ph.n_minus_1 {
             let cells: Vec<String> = n
