@@ -1031,20 +1031,23 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             .zip(&self.scn.failures)
             .map(|((a, b, cell), f)| {
                 let (what, p) = match *f {
-                    Failure::Outage { provider, .. } => ("outage", provider),
-                    Failure::Replica { provider, .. } => ("replica failure", provider),
-                    Failure::Slowdown { provider, .. } => ("slowdown", provider),
+                    Failure::Outage { provider, .. } => ("outage".to_string(), provider),
+                    // Two replicas of one provider failing at once are two windows.
+                    Failure::Replica {
+                        provider, replica, ..
+                    } => (format!("failure of replica {replica}"), provider),
+                    Failure::Slowdown { provider, .. } => ("slowdown".to_string(), provider),
                 };
-                // A window that outlasts the run ends with it.
-                let name = format!(
-                    "{what} of {} ({a:.0}-{} s)",
-                    self.scn.providers[p].name,
-                    if b.is_finite() && *b < end {
-                        format!("{b:.0}")
-                    } else {
-                        "end".into()
-                    }
-                );
+                // A window that outlasts the run ends with it; one that starts after the
+                // last request left saw none of them.
+                let when = if *a >= end {
+                    format!("from {a:.0} s, after the run's end at {end:.0} s")
+                } else if b.is_finite() && *b < end {
+                    format!("{a:.0}-{b:.0} s")
+                } else {
+                    format!("{a:.0} s to the end")
+                };
+                let name = format!("{what} of {} ({when})", self.scn.providers[p].name);
                 cell.group(&name, (b.min(end) - a).max(1e-9))
             })
             .collect();

@@ -192,9 +192,9 @@ pub struct ProviderSection {
     /// Preference under the priority policy: lower first.
     #[serde(default)]
     pub priority: u32,
-    /// Classes this provider takes (default: all).
+    /// Classes this provider takes (default, left out: all).
     #[serde(default)]
-    pub classes: Vec<String>,
+    pub classes: Option<Vec<String>>,
     /// Price for the cost policy and reports, USD per million output tokens (default: the
     /// catalog's price through the performance model).
     #[serde(default)]
@@ -565,13 +565,29 @@ impl ScenarioFile {
                 "every class has a share of 0, so no request would arrive".into(),
             ));
         }
+        // An empty list reads as a provider that takes nothing, which a provider left in a
+        // scenario is not; leaving the field out takes every class.
+        for sp in &self.providers {
+            if sp.get_ref().classes.as_ref().is_some_and(Vec::is_empty) {
+                return Err(fail(
+                    sp.span(),
+                    "classes",
+                    format!(
+                        "provider `{}`: an empty list; name the classes it takes, or leave `classes` out for all",
+                        sp.get_ref().name
+                    ),
+                ));
+            }
+        }
         // A class with traffic that every provider's own list leaves out would fail every
         // request of it, found only when the run ends.
         for sc in &self.classes {
             let c = sc.get_ref();
             let served = self.providers.iter().any(|p| {
-                let list = &p.get_ref().classes;
-                list.is_empty() || list.contains(&c.name)
+                p.get_ref()
+                    .classes
+                    .as_ref()
+                    .is_none_or(|list| list.contains(&c.name))
             });
             if c.share > 0.0 && !served {
                 return Err(fail(
@@ -765,14 +781,14 @@ impl ScenarioFile {
                     ),
                 ));
             }
-            for c in &s.classes {
+            for c in s.classes.iter().flatten() {
                 if !classes.iter().any(|k| &k.name == c) {
                     return Err(err("classes", format!("no [[class]] named `{c}`")));
                 }
             }
             let tpot_limit = classes
                 .iter()
-                .filter(|c| s.classes.is_empty() || s.classes.contains(&c.name))
+                .filter(|c| s.classes.as_ref().is_none_or(|list| list.contains(&c.name)))
                 .filter_map(|c| c.tpot_s)
                 .min_by(f64::total_cmp);
             let (isl, osl) = within_context(model, isl, osl);
@@ -955,7 +971,7 @@ impl ScenarioFile {
                 // A pool with no price ranks last under the cost policy, not first.
                 usd_per_mtok: usd.unwrap_or(f64::INFINITY),
                 priority: s.priority,
-                classes: s.classes.clone(),
+                classes: s.classes.clone().unwrap_or_default(),
                 ttft_s,
                 tpot_s: priors.tpot_s,
                 capacity: per_replica * f64::from(replicas),
@@ -987,6 +1003,15 @@ impl ScenarioFile {
                 .ok_or_else(|| err("provider", format!("no provider named `{}`", f.provider)))?;
             if f.start_s.is_nan() || f.start_s < 0.0 {
                 return Err(err("start_s", "must be a time of at least 0".into()));
+            }
+            // A failure the run never reaches changes nothing it reports.
+            if let Some(d) = self.duration_s {
+                if f.start_s >= d {
+                    return Err(err(
+                        "start_s",
+                        format!("must come before the run ends at `duration_s` = {d} s"),
+                    ));
+                }
             }
             let need_end = || -> Result<f64, SimError> {
                 match f.end_s {

@@ -343,7 +343,9 @@ pub struct Record<'a> {
     pub arrival_s: f64,
     /// Prompt tokens.
     pub prompt: u32,
-    /// Output tokens asked for.
+    /// Output tokens asked for, within the request's `max_tokens` and the context of the
+    /// provider that took it: what a completed request produced, and what a failed one
+    /// asked for (its failure says why it got none or fewer).
     pub output: u32,
     /// Tries, the first included.
     pub attempts: u32,

@@ -136,6 +136,20 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
             )
         })
     };
+    // Two columns of one meaning leave which to read to chance.
+    for names in [&ARRIVAL, &PROMPT, &OUTPUT] {
+        let named: Vec<&str> = cols.iter().copied().filter(|c| names.contains(c)).collect();
+        if named.len() > 1 {
+            return Err(err(
+                1,
+                format!(
+                    "header `{header}` has {} columns of one meaning ({}): keep one",
+                    named.len(),
+                    named.join(", ")
+                ),
+            ));
+        }
+    }
     let (p, o) = (find(&PROMPT)?, find(&OUTPUT)?);
     let a = cols.iter().position(|c| ARRIVAL.contains(c));
     let mut rows = Vec::new();
@@ -149,6 +163,18 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
             continue;
         }
         let fields: Vec<&str> = record.iter().collect();
+        // A value past the header's columns belongs to none: a comma too many shifts the
+        // row's meaning.
+        if fields.len() > cols.len() && fields[cols.len()..].iter().any(|f| !f.is_empty()) {
+            return Err(err(
+                n,
+                format!(
+                    "{} fields where the header names {} columns",
+                    fields.len(),
+                    cols.len()
+                ),
+            ));
+        }
         let get = |k: usize| {
             fields
                 .get(k)

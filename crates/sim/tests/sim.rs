@@ -527,6 +527,15 @@ fn bad_scenarios_name_the_line_and_field() {
         &format!("duration_s = 10\nwarmup_s = 20\n{good}"),
         &["line 2", "warmup_s", "duration_s"],
     );
+    check(
+        &good.replace("name = \"a\"", "name = \"a\"\nclasses = []"),
+        &["line 4", "field `classes`", "empty list"],
+    );
+    // A failure the run never reaches is a mistake to say.
+    check(
+        &format!("duration_s = 10\n{good}\n[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 10\nend_s = 20\n"),
+        &["start_s", "before the run ends", "duration_s"],
+    );
     // Lengths drawn from distributions with no end would hang the run.
     for (from, to, needles) in [
         (
@@ -667,6 +676,33 @@ fn bad_traces_name_the_line_and_field() {
         .to_string();
     assert!(
         e.contains("line 1") && e.contains("num_prefill_tokens"),
+        "{e}"
+    );
+    // A row with a value past the header's columns, and a header with two columns of one
+    // meaning, are refused; a trailing comma is not a value.
+    let e = parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,10,5,7\n",
+        "t.csv",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("4 fields where the header names 3"),
+        "{e}"
+    );
+    parse_trace(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5,\n",
+        "t.csv",
+    )
+    .expect("a trailing comma");
+    let e = parse_trace(
+        "arrived_at,timestamp_s,num_prefill_tokens,num_decode_tokens\n0,5,10,5\n",
+        "t.csv",
+    )
+    .expect_err("bad")
+    .to_string();
+    assert!(
+        e.contains("line 1") && e.contains("arrived_at, timestamp_s"),
         "{e}"
     );
     // Times count from the first request's, however late in the day it came.
@@ -1195,6 +1231,21 @@ fn a_replica_failure_does_not_eject_its_provider() {
     let (s, _) = run(&scn, &p);
     let share = s.providers[0].requests as f64 / s.arrivals as f64;
     assert!(share > 0.4, "provider a took {share} of the requests");
+    // Two replicas failing at once are two windows, told apart by replica; one that
+    // outlasts the run ends with it.
+    let two = format!(
+        "{text}[[failure]]\nkind = \"replica\"\nprovider = \"a\"\nreplica = 1\nstart_s = 20\n"
+    );
+    let scn = resolve(&two, &cat, &p, false).expect("scenario");
+    let (s, _) = run(&scn, &p);
+    let names: Vec<&str> = s.failure_windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "failure of replica 0 of a (20-25 s)",
+            "failure of replica 1 of a (20 s to the end)"
+        ]
+    );
 }
 
 /// A request longer than the model's context is refused, as a serving engine refuses it,
