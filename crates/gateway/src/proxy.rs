@@ -896,7 +896,8 @@ pub(crate) async fn handle(
             return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
         }
     }
-    // The tokens the request may spend are held against its key's allowance while it runs.
+    // The request is admitted against its key's allowances, and the tokens it may spend are
+    // held while it runs.
     let held = match &key {
         Some(k) => {
             // Every prompt of a batch gets its `n` answers of up to `max_tokens`.
@@ -911,7 +912,7 @@ pub(crate) async fn handle(
                 crate::metrics::unanswered(&req.model, "rate_limited");
                 return ApiError::request_too_large(&k.name, tokens, tpm).into_response();
             }
-            match k.hold(tokens, Instant::now()) {
+            match k.admit(tokens, Instant::now()) {
                 Ok(h) => Some(h),
                 Err(refusal) => return crate::server::over_limit(k, refusal, &req.model),
             }
@@ -1099,16 +1100,15 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 d.labels
                     .finished("client_error", t0.elapsed().as_secs_f64(), 0, 0);
-                // A refusal in OpenAI's shape goes on as the provider wrote it; any other
-                // (a framework's `{"detail": ...}`, a page) is put in that shape.
-                let openai = serde_json::from_slice::<Value>(&bytes)
-                    .is_ok_and(|v| v.get("error").is_some_and(Value::is_object));
-                // (A message alone, `{"error": "..."}`, is put in the shape too.)
-                if !openai {
+                // A refusal in OpenAI's shape goes on as the provider wrote it, with the
+                // fields of that shape it left out added (a `type`, and `param` and `code`
+                // as null), so that a client reads every refusal alike; any other (a
+                // framework's `{"detail": ...}`, a page, a message alone as
+                // `{"error": "..."}`) is put in that shape.
+                let Some(v) = openai_error(&bytes) else {
                     return ApiError::upstream_refused(status, &bytes).into_response();
-                }
-                return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
-                    .into_response();
+                };
+                return (status, axum::Json(v)).into_response();
             }
             Err(Failure::Unsuitable(e)) => {
                 guard.armed = false;
@@ -1215,6 +1215,22 @@ impl Drop for InFlight<'_> {
             }
         }
     }
+}
+
+/// A provider's refusal `body` in OpenAI's shape, an `error` object with a string `message`,
+/// completed with the fields it leaves out: `type` (`invalid_request_error`, as OpenAI
+/// types a refused request), `param` and `code` (null). `None` for any other body.
+fn openai_error(body: &[u8]) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get_mut("error")?.as_object_mut()?;
+    if !e.get("message").is_some_and(Value::is_string) {
+        return None;
+    }
+    e.entry("type")
+        .or_insert_with(|| Value::from("invalid_request_error"));
+    e.entry("param").or_insert(Value::Null);
+    e.entry("code").or_insert(Value::Null);
+    Some(v)
 }
 
 /// A started stream, relayed chunk by chunk to the client, with its accounting.

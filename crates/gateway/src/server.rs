@@ -13,7 +13,6 @@ use axum::Router;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::TcpListener;
 
 /// The header a request may use to name its traffic class.
@@ -75,20 +74,8 @@ fn key_of(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
     })
 }
 
-/// The request's key, authenticated and charged one request of its rate, or the response
-/// that refuses it.
-fn admit(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, Box<Response>> {
-    let Some(key) = key_of(gw, h).map_err(|e| Box::new(e.into_response()))? else {
-        return Ok(None);
-    };
-    match key.admit(Instant::now()) {
-        Ok(()) => Ok(Some(key)),
-        Err(refusal) => Err(Box::new(over_limit(&key, refusal, "-"))),
-    }
-}
-
 /// The 429 for a key over one of its limits, with the seconds until it would admit; `model`
-/// labels the metric (`-` before the request's body is read).
+/// labels the metric.
 pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64), model: &str) -> Response {
     crate::metrics::unanswered(model, "rate_limited");
     let (what, per_minute) = match limit {
@@ -112,9 +99,12 @@ async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     if declared.is_some_and(|n| n > gw.max_body as u64) {
         return ApiError::too_large(gw.max_body).into_response();
     }
-    let key = match admit(&gw, req.headers()) {
+    // The key is known before the body is read; its allowances are spent once the body says
+    // what the request asks (a request too large for the key's whole minute is refused
+    // outright, without a wait to retry after).
+    let key = match key_of(&gw, req.headers()) {
         Ok(k) => k,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     let class = class_of(req.headers());
     let ttft = match ttft_target_of(req.headers()) {

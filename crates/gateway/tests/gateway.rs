@@ -884,6 +884,23 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
     let (wait, body) = refused(ask(false).await.expect("sent")).await;
     assert!(wait >= 1, "{wait}");
     assert_eq!(body["error"]["type"], "tokens", "{body}");
+    // In debt, a request larger than the whole minute is still told so, with no wait that
+    // would admit it.
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth("secret-t")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_none());
+    // Each request counts once, admitted or limited: two admitted, four refused.
+    let line = |outcome: &str| {
+        format!(r#"switchyard_key_requests_total{{key="thrifty",outcome="{outcome}"}}"#)
+    };
+    assert_eq!(metric(&url, &line("admitted")).await, Some(2.0));
+    assert_eq!(metric(&url, &line("rate_limited")).await, Some(4.0));
 }
 
 /// A burst of requests is held to the tokens per minute as it arrives, not as it ends: each
@@ -1934,7 +1951,7 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// a web page with status 200; `error-200` an error object with status 200; `flaky` fails
 /// every other request (503), the first included;
 /// `stalled-refusal` a 400 whose body stalls; `unprocessable` a 422 in another framework's
-/// shape; `spaced-error` streams an error event written
+/// shape; `bare-413` a 413 in OpenAI's shape with only a message; `spaced-error` streams an error event written
 /// `{ "error"`; `no-done` streams an answer that finishes without `[DONE]`; `split-lines`
 /// one whose token event comes over two `data:` lines; `error-false` chunks that carry
 /// `"error": false`; `two-choices-cut` two choices, the second cut off; `timeout-408` a
@@ -2019,6 +2036,13 @@ async fn misbehaving_upstream() -> String {
             }
             if v["model"] == "error-200" {
                 return axum::Json(serde_json::json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}))
+                    .into_response();
+            }
+            if v["model"] == "bare-413" {
+                return (
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    axum::Json(serde_json::json!({"error": {"message": "too big"}})),
+                )
                     .into_response();
             }
             if v["model"] == "unprocessable" {
@@ -2678,6 +2702,18 @@ async fn upstream_shapes_are_read_for_what_they_are() {
             .is_some_and(|m| m.contains("unprocessable")),
         "{body}"
     );
+    // One in OpenAI's shape that leaves fields out reaches the client with them.
+    let (url, _gw) = start(&upstream_then_gpu(&up, "bare-413")).await;
+    let (status, body) = chat_json(
+        &url,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["message"], "too big", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let e = body["error"].as_object().expect("an object");
+    assert!(e["param"].is_null() && e["code"].is_null(), "{body}");
     // A second choice cut off after the first finished is a broken stream, not a whole one.
     let (url, _gw) = start(&upstream_then_gpu(&up, "two-choices-cut")).await;
     let r = reqwest::Client::new()
