@@ -845,23 +845,26 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
     };
     // A request asking more than the whole minute allows is refused at once, as too large,
     // with no wait that would admit it, and spends nothing.
-    let r = client
-        .post(format!("{url}/chat/completions"))
-        .bearer_auth("secret-t")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(r.status(), 429);
-    assert!(r.headers().get("retry-after").is_none());
-    let body: serde_json::Value =
-        serde_json::from_str(&r.text().await.expect("body")).expect("json");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("Request too large")),
-        "{body}"
-    );
+    let too_large = || async {
+        let r = client
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth("secret-t")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().get("retry-after").is_none());
+        let body: serde_json::Value =
+            serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Request too large")),
+            "{body}"
+        );
+    };
+    too_large().await;
     // So is a batch of prompts whose answers together ask more: each prompt gets its own.
     let r = client
         .post(format!("{url}/completions"))
@@ -886,15 +889,7 @@ async fn a_key_over_its_tokens_per_minute_waits_until_the_debt_is_repaid() {
     assert_eq!(body["error"]["type"], "tokens", "{body}");
     // In debt, a request larger than the whole minute is still told so, with no wait that
     // would admit it.
-    let r = client
-        .post(format!("{url}/chat/completions"))
-        .bearer_auth("secret-t")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(r.status(), 429);
-    assert!(r.headers().get("retry-after").is_none());
+    too_large().await;
     // Each request counts once, admitted or limited: two admitted, four refused.
     let line = |outcome: &str| {
         format!(r#"switchyard_key_requests_total{{key="thrifty",outcome="{outcome}"}}"#)
