@@ -5,10 +5,10 @@
 //! is. With keys, every request must carry `Authorization: Bearer <key>`; the secrets come from
 //! environment variables so that configuration files hold none. Each limit is a bucket that
 //! holds a minute's allowance and refills continuously, so a key may burst up to its
-//! per-minute limit and then spends at its average rate. Requests are charged when they are
-//! admitted, once their body is read. Tokens (prompt and output) are held when a request is
-//! admitted, its prompt and `max_tokens` as far as they are known ([`Key::admit`]), and a key
-//! in debt is refused; when
+//! per-minute limit and then spends at its average rate. Requests are charged as they arrive,
+//! before their body is read ([`Key::arrive`]). Tokens (prompt and output) are held when a
+//! request is admitted, once its body says what it asks: its prompt and `max_tokens` as far as
+//! they are known ([`Key::admit`]), and a key in debt is refused; when
 //! the request ends the hold is given back and what it spent is charged. A burst of requests
 //! that each ask more than is left is so refused after the first, and a key overshoots its
 //! limit by at most one request's tokens beyond what it holds.
@@ -146,36 +146,36 @@ impl Key {
         self.limited.increment(1);
     }
 
-    /// Admits one request at `now` that may spend `tokens` (its prompt and the output it
-    /// may ask): the key must owe no tokens, and one request is taken from its allowance
-    /// and `tokens` held against its tokens' until the request ends. Otherwise the limit
-    /// that refuses and the whole seconds until it would admit; a refused request takes
-    /// nothing from either allowance.
-    pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Held, (Limit, u64)> {
-        let amount = if self.tokens_per_minute.is_some() {
-            tokens as f64
-        } else {
-            0.0
-        };
-        // Tokens before requests, always in that order: the tokens' lock is held while a
-        // request is taken, so that a refusal of either leaves both as they were.
-        let mut tokens_bucket = lock(&self.tokens);
-        let refused = |limit: Limit, s: u64| {
-            self.limited.increment(1);
-            (limit, s)
-        };
-        if let Some(tpm) = self.tokens_per_minute {
-            tokens_bucket
-                .take(tpm, now, 0.0, 0.0)
-                .map_err(|s| refused(Limit::Tokens, s))?;
-        }
+    /// Takes one request from the key's allowance at `now`, as the request arrives: every
+    /// request the key sends counts, whatever its body turns out to ask. Otherwise the
+    /// whole seconds until it would take one.
+    pub fn arrive(&self, now: Instant) -> Result<(), (Limit, u64)> {
         if let Some(rpm) = self.requests_per_minute {
             lock(&self.requests)
                 .take(rpm, now, 1.0, 1.0)
-                .map_err(|s| refused(Limit::Requests, s))?;
+                .map_err(|s| (Limit::Requests, s))
+                .inspect_err(|_| self.limited.increment(1))?;
         }
-        tokens_bucket.level -= amount;
-        drop(tokens_bucket);
+        Ok(())
+    }
+
+    /// Admits a request that arrived ([`Key::arrive`]) and may spend `tokens` (its prompt
+    /// and the output it may ask), once its body says so: the key must owe no tokens, and
+    /// `tokens` are held against its allowance until the request ends. Otherwise the whole
+    /// seconds until it would admit.
+    pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Held, (Limit, u64)> {
+        let Some(tpm) = self.tokens_per_minute else {
+            self.accepted.increment(1);
+            return Ok(Held {
+                key: Arc::clone(self),
+                tokens: 0.0,
+            });
+        };
+        let amount = tokens as f64;
+        lock(&self.tokens)
+            .take(tpm, now, 0.0, amount)
+            .map_err(|s| (Limit::Tokens, s))
+            .inspect_err(|_| self.limited.increment(1))?;
         self.accepted.increment(1);
         Ok(Held {
             key: Arc::clone(self),

@@ -40,7 +40,9 @@ pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them.
 pub const TOKENS: &str = "switchyard_tokens_total";
 /// Requests per client key, by `key` (its name) and `outcome`: `admitted` past the key's limits
-/// (the request may still be refused for its body or model), or `rate_limited`.
+/// once its body is read (it may still fail at a provider), or `rate_limited`, over its rate
+/// on arrival or its tokens once its body is read. A request refused for its body or its
+/// model counts in neither.
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 /// Tokens per client key, by `key` and `type` (`input`, `output`).
 pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";

@@ -13,6 +13,7 @@ use axum::Router;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
 
 /// The header a request may use to name its traffic class.
@@ -75,7 +76,7 @@ fn key_of(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
 }
 
 /// The 429 for a key over one of its limits, with the seconds until it would admit; `model`
-/// labels the metric.
+/// labels the metric (`-` before the request's body is read).
 pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64), model: &str) -> Response {
     crate::metrics::unanswered(model, "rate_limited");
     let (what, per_minute) = match limit {
@@ -99,13 +100,18 @@ async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     if declared.is_some_and(|n| n > gw.max_body as u64) {
         return ApiError::too_large(gw.max_body).into_response();
     }
-    // The key is known before the body is read; its allowances are spent once the body says
-    // what the request asks (a request too large for the key's whole minute is refused
-    // outright, without a wait to retry after).
+    // The key is known, and charged a request of its rate, before the body is read; its
+    // tokens are held once the body says what the request asks (a request too large for
+    // the key's whole minute is refused outright, without a wait to retry after).
     let key = match key_of(&gw, req.headers()) {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
+    if let Some(k) = &key {
+        if let Err(refusal) = k.arrive(Instant::now()) {
+            return over_limit(k, refusal, "-");
+        }
+    }
     let class = class_of(req.headers());
     let ttft = match ttft_target_of(req.headers()) {
         Ok(t) => t,

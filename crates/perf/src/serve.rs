@@ -428,14 +428,15 @@ impl Deployment<'_> {
         // where 75 were found, 12% more throughput): between the best and the next load,
         // which missed them, the limit is found by bisection, the times growing with the
         // load.
-        // Arriving at random, where a replica's places are few, the load that binds lies
-        // between whole requests: it is found to a fiftieth.
-        let step: f64 = match arrivals {
+        // In a closed loop the load is whole requests, and the last that meets the limits is
+        // found. Arriving at random, where a replica's places are few, the load that binds
+        // lies between whole requests: it is found to a fiftieth of a request or 2%.
+        let close_enough = |lo: f64| match arrivals {
             Arrivals::Closed => 1.0,
-            Arrivals::Random => 0.02,
+            Arrivals::Random => 0.02_f64.max(0.02 * lo),
         };
         if let (Some(mut hi), Some((_, mut lo))) = (beyond, best) {
-            while hi - lo > step.max(0.02 * lo) {
+            while hi - lo > close_enough(lo) {
                 let mid = match arrivals {
                     Arrivals::Closed => ((lo + hi) / 2.0).floor(),
                     Arrivals::Random => (lo + hi) / 2.0,

@@ -1172,6 +1172,37 @@ fn throughput_limit_is_respected_and_costs_are_positive() {
     assert!(econ.usd_per_mtok.is_some_and(|c| c > 0.0));
 }
 
+/// The peak within a TPOT limit, in a closed loop, is the last whole request that meets it:
+/// one more request either misses the limit or carries no more.
+#[test]
+fn the_peak_within_a_tpot_limit_leaves_no_request_out() {
+    let cat = cat();
+    let p = Params::default();
+    for d in deployments(&cat) {
+        let (isl, osl) = (1024.0, 256.0);
+        let lone = d.at_concurrency(&p, 1.0, isl, osl).tpot_s;
+        for times in [1.5, 3.0, 6.0] {
+            let limit = Some(lone * times);
+            let best = d
+                .max_throughput_within(&p, isl, osl, limit, None)
+                .expect("a lone request meets it");
+            let next = d.at_concurrency(&p, best.concurrency + 1.0, isl, osl);
+            assert!(
+                !(next.within(limit, None) && next.throughput_tok_s > best.throughput_tok_s),
+                "{} on {}: {} requests carry {:.1} tok/s within TPOT {:.2} ms, {} carry {:.1} at {:.2} ms",
+                d.model.id,
+                d.system.id,
+                best.concurrency,
+                best.throughput_tok_s,
+                lone * times * 1e3,
+                best.concurrency + 1.0,
+                next.throughput_tok_s,
+                next.tpot_s * 1e3
+            );
+        }
+    }
+}
+
 #[test]
 fn a_rented_system_pays_its_rate_and_an_owned_one_its_purchase_and_power() {
     let cat = cat();

@@ -267,9 +267,9 @@ impl Workload {
 /// `switchyard estimate`.
 #[derive(Debug, Args)]
 pub struct EstimateArgs {
-    /// Model id (see `switchyard catalog models`).
-    #[arg(long)]
-    model: String,
+    /// Model id (see `switchyard catalog models`) [default: the workload's model].
+    #[arg(long, required_unless_present = "workload")]
+    model: Option<String>,
     /// System id (see `switchyard catalog systems`).
     #[arg(long)]
     hardware: String,
@@ -305,7 +305,13 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
     let priced = a.workload.priced(cat);
     let cat: &Catalog = &priced;
-    let mut q = a.workload.query(cat, p, &a.model, &a.hardware)?;
+    let model = match (&a.model, &a.workload.workload) {
+        (Some(m), _) => m.clone(),
+        (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
+        // Clap asks for one or the other.
+        (None, None) => return Err(usage("give --model, or a --workload that names one")),
+    };
+    let mut q = a.workload.query(cat, p, &model, &a.hardware)?;
     q.chips = a.chips;
     q.layout = match &a.layout {
         Some(s) => Some(s.parse::<Layout>().map_err(usage)?),
@@ -356,11 +362,17 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     } else {
         out!("{}", render_estimate(&e, &q).trim_end());
         if let Some(b) = busier {
+            // A request of one output token has no TPOT; its wait is the TTFT.
+            let (what, ms) = if q.osl <= 1.0 {
+                ("TTFT", b.peak.ttft_s)
+            } else {
+                ("TPOT", b.peak.tpot_s)
+            };
             out!(
-                "  busiest layout  {} carries {:.0} tok/s at its peak on the same chips (TPOT {:.1} ms): --layout {} for its figures",
+                "  busiest layout  {} carries {:.0} tok/s at its peak on the same chips ({what} {:.1} ms): --layout {} for its figures",
                 b.layout,
                 b.peak.throughput_tok_s,
-                b.peak.tpot_s * 1000.0,
+                ms * 1000.0,
                 b.layout
             );
         }
@@ -533,30 +545,40 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
             running / f64::from(e.layout.dp)
         );
     }
-    let _ = writeln!(
-        s,
-        "  per-user speed  {:.1} tok/s (TPOT {:.2} ms, bound by {})",
-        e.at.user_tok_s,
-        e.at.tpot_s * 1000.0,
-        e.at.bound.name()
-    );
-    // Where the TPOT goes, largest first, each part in ms; parts under 5 us are left to JSON.
-    let mut parts: Vec<_> = e
-        .at_parts
-        .iter()
-        .filter(|x| x.seconds >= 5e-6)
-        .copied()
-        .collect();
-    parts.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-    let _ = writeln!(
-        s,
-        "  TPOT parts      {}",
-        parts
+    // A request of one output token has no token after its first: no TPOT to tell.
+    let one_token = q.osl <= 1.0;
+    if one_token {
+        let _ = writeln!(
+            s,
+            "  per-user speed  - (one output token: its time is the TTFT, with no token after it)"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "  per-user speed  {:.1} tok/s (TPOT {:.2} ms, bound by {})",
+            e.at.user_tok_s,
+            e.at.tpot_s * 1000.0,
+            e.at.bound.name()
+        );
+        // Where the TPOT goes, largest first, each part in ms; parts under 5 us are left
+        // to JSON.
+        let mut parts: Vec<_> = e
+            .at_parts
             .iter()
-            .map(|x| format!("{} {:.2} ms", x.part, x.seconds * 1000.0))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+            .filter(|x| x.seconds >= 5e-6)
+            .copied()
+            .collect();
+        parts.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let _ = writeln!(
+            s,
+            "  TPOT parts      {}",
+            parts
+                .iter()
+                .map(|x| format!("{} {:.2} ms", x.part, x.seconds * 1000.0))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     let _ = writeln!(s, "  throughput      {:.1} tok/s", e.at.throughput_tok_s);
     let _ = writeln!(
         s,
@@ -570,10 +592,14 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "peak throughput  {} tok/s at concurrency {} (TPOT {:.1} ms, TTFT {:.3} s, {} J/token, ${} per million tokens)",
+        "peak throughput  {} tok/s at concurrency {} ({}TTFT {:.3} s, {} J/token, ${} per million tokens)",
         figures(e.peak.throughput_tok_s),
         figures(e.peak.concurrency),
-        e.peak.tpot_s * 1000.0,
+        if one_token {
+            String::new()
+        } else {
+            format!("TPOT {:.1} ms, ", e.peak.tpot_s * 1000.0)
+        },
         e.peak.ttft_s,
         opt(e.peak_economics.joules_per_token, 3),
         cost(&e.peak_economics)

@@ -84,6 +84,20 @@ fn estimate_reports_layout_fit_and_figures() {
         &["TTFT"],
     );
     assert!(out.contains("note") && !plain.contains("note"));
+    // One output token has no time per output token to tell.
+    let one = prints(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--osl",
+            "1",
+        ],
+        &["TTFT", "one output token"],
+    );
+    assert!(plain.contains("TPOT") && !one.contains("TPOT"), "{one}");
     // ... in JSON too, and in the side-by-side view.
     let long = [
         "--model",
@@ -184,6 +198,17 @@ fn estimate_takes_a_benchmark_workload() {
     assert!(o.status.success(), "{err}");
     // The dataset's mean lengths and the spread of its outputs.
     assert!(out.contains("isl 222.3, osl 294.45, osl cv 0.787"), "{out}");
+    // The workload names its model: --model may be left out.
+    let o = run(&[
+        "estimate",
+        "--hardware",
+        "h100-sxm",
+        "--workload",
+        "mlperf-llama2-70b",
+    ]);
+    let (alone, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(alone.starts_with("llama-2-70b on "), "{alone}");
     // The server scenario's p99 limits (200 ms, 2 s) stand as limits on the means.
     assert!(
         out.contains("within          TPOT 146.0 ms, TTFT 0.900 s (means)"),
