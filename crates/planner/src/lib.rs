@@ -171,19 +171,53 @@ impl PhasePlan {
         (served > 0.0).then(|| self.usd_per_hour / (served * 3600.0) * 1e6)
     }
 
-    /// The phase's cost in words, for reports: `$606,384 an hour ($1,200 of it for idle kept
-    /// systems), $1.296 per million output tokens over all classes at peak demand`.
+    /// The phase's cost in words, for reports: `$606,384 an hour (of it, $1,200 for idle kept
+    /// systems and $7 for the chips left over in systems the replicas fill in part), $1.296 per
+    /// million output tokens over all classes at peak demand`. `options` are the plan's, which
+    /// the buys index: what the buys cost is the rest.
     #[must_use]
-    pub fn cost_text(&self) -> String {
+    pub fn cost_text(&self, options: &[Candidate]) -> String {
         let idle: f64 = self.kept_idle.iter().map(|k| k.usd_per_hour).sum();
+        let bought: f64 = self
+            .buys
+            .iter()
+            .map(|b| f64::from(b.replicas) * options[b.option].usd_per_hour)
+            .sum();
+        // Systems come whole: the chips the replicas leave in them are paid for too.
+        let spare = self.usd_per_hour - idle - bought;
         let mut text = format!("${} an hour", whole_dollars(self.usd_per_hour));
+        let mut of_it = Vec::new();
         if idle > 0.0 {
-            text += &format!(" (${} of it for idle kept systems)", whole_dollars(idle));
+            of_it.push(format!("${} for idle kept systems", whole_dollars(idle)));
+        }
+        if spare >= 0.5 {
+            of_it.push(format!(
+                "${} for the chips left over in systems the replicas fill in part",
+                whole_dollars(spare)
+            ));
+        }
+        if !of_it.is_empty() {
+            text += &format!(" (of it, {})", of_it.join(" and "));
         }
         if let Some(u) = self.usd_per_mtok() {
             text += &format!(", ${u:.3} per million output tokens over all classes at peak demand");
         }
         text
+    }
+}
+
+impl Buy {
+    /// The systems this buy's replicas fill, in words: whole (`12`), or to two decimals
+    /// where they share a system with other buys on the same provider (`2.5`), whose
+    /// provider's count ([`ProviderUse::systems`]) is the whole systems they fill together.
+    #[must_use]
+    pub fn systems_text(&self, options: &[Candidate]) -> String {
+        let share = f64::from(self.replicas) * options[self.option].systems;
+        if (share - share.round()).abs() < 1e-6 {
+            format!("{share:.0}")
+        } else {
+            format!("{share:.2}")
+        }
     }
 }
 
@@ -244,19 +278,27 @@ pub struct RulesOut {
     /// Classes with rules of their own: (class, its N-1 share, its largest share where it
     /// sets one).
     pub by_class: Vec<(String, f64, Option<f64>)>,
+    /// Providers with a largest share of their own: (provider, its largest share).
+    pub by_provider: Vec<(String, f64)>,
 }
 
 impl RulesOut {
-    /// The classes' own rules in words (`chat: N-1 0%, largest share 100%`), or nothing.
-    pub fn by_class_text(&self) -> String {
+    /// The classes' and providers' own rules in words (`class chat: N-1 0%, largest share
+    /// 100%; provider a: largest share 50%`), or nothing.
+    pub fn own_text(&self) -> String {
         self.by_class
             .iter()
             .map(|(c, n1, share)| {
                 let share = share.map_or_else(String::new, |s| {
                     format!(", largest share {:.0}%", s * 100.0)
                 });
-                format!("{c}: N-1 {:.0}%{share}", n1 * 100.0)
+                format!("class {c}: N-1 {:.0}%{share}", n1 * 100.0)
             })
+            .chain(
+                self.by_provider
+                    .iter()
+                    .map(|(p, share)| format!("provider {p}: largest share {:.0}%", share * 100.0)),
+            )
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -314,6 +356,12 @@ pub fn plan(
                 .iter()
                 .filter(|c| c.n_minus_1 != model.rules.n_minus_1 || c.max_share.is_some())
                 .map(|c| (c.name.clone(), c.n_minus_1, c.max_share))
+                .collect(),
+            by_provider: model
+                .providers
+                .iter()
+                .filter(|p| p.max_share != model.rules.max_share)
+                .map(|p| (p.name.clone(), p.max_share))
                 .collect(),
         },
         options: model.options.iter().map(|o| o.out.clone()).collect(),

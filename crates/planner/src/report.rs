@@ -200,7 +200,7 @@ pub fn html(p: &Plan) -> String {
                     let o = &p.options[b.option];
                     vec![
                         o.provider.clone(),
-                        b.systems.to_string(),
+                        b.systems_text(&p.options),
                         o.system.clone(),
                         o.layout.clone(),
                         o.class.clone(),
@@ -228,7 +228,7 @@ pub fn html(p: &Plan) -> String {
                 }))
                 .collect(),
         });
-        html += &format!("<p>Cost: {}.</p>", escape(&ph.cost_text()));
+        html += &format!("<p>Cost: {}.</p>", escape(&ph.cost_text(&p.options)));
         let mut headers = vec!["without".to_string()];
         headers.extend(
             ph.n_minus_1
@@ -278,9 +278,9 @@ pub fn html(p: &Plan) -> String {
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
-        match p.rules.by_class_text() {
+        match p.rules.own_text() {
             t if t.is_empty() => t,
-            t => format!(" (classes' own: {t})"),
+            t => format!(" (own rules: {t})"),
         },
         p.simulations
     );

@@ -97,9 +97,10 @@ pub enum MwIs {
 pub struct Phase {
     /// Name, such as a year.
     pub name: String,
-    /// When it starts, for reports: free text, or a calendar date (`YYYY-MM-DD`) that must
-    /// be a real one.
-    #[serde(default)]
+    /// When it starts, for reports: free text (`2027 H1`), or a calendar date, as text
+    /// (`"2027-07-01"`) or a TOML date (`2027-07-01`), that must be a real one and written
+    /// `YYYY-MM-DD`.
+    #[serde(default, deserialize_with = "text_or_date")]
     pub date: Option<String>,
 }
 
@@ -182,22 +183,38 @@ fn p90() -> f64 {
     0.9
 }
 
+/// A phase's date as text, whether the file writes it as a string or as a TOML date.
+fn text_or_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Date(toml::value::Datetime),
+    }
+    Ok(Some(match Raw::deserialize(d)? {
+        Raw::Text(t) => t,
+        Raw::Date(t) => t.to_string(),
+    }))
+}
+
 /// Why `text`, written as a calendar date (`YYYY-MM-DD`), is none; `None` when it is one or
-/// is free text of another shape (`2027 H1`).
+/// is free text of another shape (`2027 H1`). Empty text, and three numbers joined by
+/// dashes but not padded (`2026-1-1`), are refused: they order as no date does.
 fn bad_iso_date(text: &str) -> Option<&'static str> {
+    if text.trim().is_empty() {
+        return Some("is empty: leave `date` out, or give one");
+    }
     let parts: Vec<&str> = text.trim().split('-').collect();
     let [y, m, d] = parts[..] else { return None };
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
     let num = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse::<u32>().ok())?
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u32>().ok())?
     };
     let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
         return None;
     };
+    if parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
+        return Some("is not written YYYY-MM-DD (four digits, two and two)");
+    }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,

@@ -521,6 +521,16 @@ impl<'a> Model<'a> {
     }
 }
 
+/// The least power provider `p` can put to use: the whole step of its options (for class
+/// `c`, or any) that draws least, a whole system, or a whole replica where one spans several.
+/// Infinite where it has no option.
+fn smallest_step(m: &Model<'_>, p: usize, c: Option<usize>) -> f64 {
+    offered(m, p)
+        .filter(|(_, o)| c.is_none_or(|c| o.class == c))
+        .map(|(_, o)| o.out.mw.max(o.out.mw / o.out.systems))
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Where one system holds more chips than the replica `d` that missed a class's targets,
 /// what the layout fastest for a lone request on the whole system takes: the miss of the
 /// fewest chips does not show how far the system as a whole falls short.
@@ -1405,16 +1415,18 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             // Told above: nothing on offer meets its targets.
             continue;
         }
-        // Only a provider with power in this phase can carry any of the demand.
+        // Only a provider with power in this phase for a whole step of an option (a system,
+        // or a replica spanning several) can carry any of the demand.
+        let fits = |p: usize| smallest_step(m, p, Some(c)) <= m.providers[p].mw[k] * (1.0 + 1e-9);
         let idle: Vec<String> = serving
             .iter()
-            .filter(|&&p| m.providers[p].mw[k] <= 0.0)
+            .filter(|&&p| !fits(p))
             .map(|&p| format!("`{}`", m.providers[p].name))
             .collect();
-        serving.retain(|&p| m.providers[p].mw[k] > 0.0);
+        serving.retain(|&p| fits(p));
         if serving.is_empty() {
             why.push(format!(
-                "class `{}`: the providers with a system that meets its targets ({}) offer no power in this phase",
+                "class `{}`: the providers with a system that can serve it ({}) offer too little power in this phase for one of them",
                 class.name,
                 idle.join(", ")
             ));
@@ -1438,23 +1450,37 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                 if idle.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({} offer{} no power in this phase)", idle.join(", "), if idle.len() == 1 { "s" } else { "" })
+                    format!(" ({} offer{} too little power in this phase for one of its systems)", idle.join(", "), if idle.len() == 1 { "s" } else { "" })
                 }
             ));
             continue;
         }
         if let [only] = serving[..] {
             let prov = &m.providers[only];
-            let rules: Vec<&str> = [
-                (class.n_minus_1 > 0.0).then_some("the N-1 rule"),
-                (class.cap(prov) < 1.0).then_some("the largest-share rule"),
+            let rules: Vec<String> = [
+                (class.n_minus_1 > 0.0).then(|| "the N-1 rule".to_string()),
+                (class.cap(prov) < 1.0).then(|| {
+                    format!(
+                        "the largest-share rule (`{}` {:.0}%)",
+                        prov.name,
+                        class.cap(prov) * 100.0
+                    )
+                }),
             ]
             .into_iter()
             .flatten()
             .collect();
             if !rules.is_empty() {
+                // Why the others' systems cannot serve it, as the rejected options say.
+                let tag = format!(" for {}: ", class.name);
+                let others: Vec<&str> = m
+                    .rejected
+                    .iter()
+                    .filter(|r| r.contains(&tag) && !r.starts_with(&format!("{} ", prov.name)))
+                    .map(String::as_str)
+                    .collect();
                 why.push(format!(
-                    "class `{}`: only `{}` offers a system that meets TTFT {:.0} ms and TPOT {:.1} ms{}, and {} ask{} for another (see the rejected options; `n_minus_1 = 0` and `max_share = 1` in the class let it rest on one provider)",
+                    "class `{}`: only `{}` offers a system that can serve it within TTFT {:.0} ms and TPOT {:.1} ms{}{}, and {} ask{} for another (`n_minus_1 = 0` and `max_share = 1` in the class let it rest on one provider)",
                     class.name,
                     prov.name,
                     class.ttft_s * 1e3,
@@ -1462,7 +1488,12 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                     if idle.is_empty() {
                         String::new()
                     } else {
-                        format!(" and power in this phase ({} no power)", idle.join(", "))
+                        format!(" and the power in this phase for one ({} too little)", idle.join(", "))
+                    },
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the others: {})", others.join("; "))
                     },
                     rules.join(" and "),
                     if rules.len() == 1 { "s" } else { "" }
@@ -1594,14 +1625,31 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
         need += mw;
         parts.push(format!("`{}` {} MW", class.name, megawatts(mw)));
     }
-    // Only providers with an option for some class can lend their power.
-    let have: f64 = m
-        .providers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| m.options.iter().any(|o| o.provider == *i))
-        .map(|(_, p)| p.mw[k])
-        .sum();
+    // Only providers with power for a whole step of some option can lend it; the rest are
+    // named, as more power elsewhere would not use theirs.
+    let mut have = 0.0;
+    let mut unusable = Vec::new();
+    for (p, prov) in m.providers.iter().enumerate() {
+        let step = smallest_step(m, p, None);
+        if !step.is_finite() || prov.mw[k] <= 0.0 {
+            continue;
+        }
+        if step <= prov.mw[k] * (1.0 + 1e-9) {
+            have += prov.mw[k];
+        } else {
+            unusable.push(format!(
+                "`{}` offers {} MW, less than the {} MW its smallest whole system or replica draws",
+                prov.name,
+                megawatts(prov.mw[k]),
+                megawatts(step)
+            ));
+        }
+    }
+    let unusable = if unusable.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", unusable.join("; "))
+    };
     if need <= have {
         // Enough power in all, but each provider's own megawatts may bind: the most a class
         // could get is every provider's power spent on whole systems of its best option
@@ -1651,14 +1699,14 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             .map(|o| o.out.mw.max(o.out.mw / o.out.systems))
             .fold(f64::INFINITY, f64::min);
         return Ok(format!(
-            "phase {phase}: not enough power: the providers with an option offer {} MW, and the classes' demand needs {} MW at the most power-efficient options, but replicas and the systems they take come whole, and the smallest step takes {} MW",
+            "phase {phase}: not enough power: the providers with an option offer {} MW{unusable}, and the classes' demand needs {} MW at the most power-efficient options, but replicas and the systems they take come whole, and the smallest step takes {} MW",
             megawatts(have),
             megawatts(need),
             megawatts(smallest)
         ));
     }
     Ok(format!(
-        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {} MW ({}), the providers with an option offer {} MW; short by {} MW or more",
+        "phase {phase}: not enough power: at the most power-efficient options the classes need at least {} MW ({}), the providers with an option offer {} MW{unusable}; short by {} MW or more",
         megawatts(need),
         parts.join(", "),
         megawatts(have),

@@ -244,7 +244,7 @@ fn an_infeasible_rule_is_named() {
     assert!(why.contains("N-1"), "{why}");
     // A shortfall of a few kilowatts is told in kilowatts' worth of digits, not as 0.0 MW.
     let p = run(
-        &small(2.0, 100_000.0, 0.0, 0.01).replace("mw = [5.0]", "mw = [0.01]"),
+        &small(2.0, 100_000.0, 0.0, 0.02).replace("mw = [5.0]", "mw = [0.02]"),
         &WhatIf::default(),
     )
     .expect("plans");
@@ -269,6 +269,8 @@ fn an_infeasible_rule_is_named() {
         why.contains("largest-share") && why.contains("`b` 0%"),
         "{why}"
     );
+    // ... and in the rules the report states.
+    assert_eq!(p.rules.own_text(), "provider b: largest share 0%");
     // Caps on the shares of the only providers that can serve a class that leave part of it
     // to none are named with the caps, not as the rules' 100%.
     let capped = small(2.0, 100_000.0, 0.0, 5.0)
@@ -288,7 +290,44 @@ fn an_infeasible_rule_is_named() {
     .expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
-        why.contains("only `a` offers") && why.contains("(`b` no power)"),
+        why.contains("only `a` offers") && why.contains("(`b` too little)"),
+        "{why}"
+    );
+    // Power too little for one of a provider's systems is no power: it is named with what a
+    // step of its takes, and not counted among what is on offer.
+    let lpu = one_phase(
+        "",
+        &format!(
+            "{}{}",
+            provider("a", "groq-lpu", 1.0, "rent_usd_per_chip_hour = 1.0"),
+            provider("b", "b200", 1.0, "")
+        ),
+        "llama-3.1-405b",
+        "isl = 1000\nosl = 200\nttft_ms = 5000\ntpot_ms = 100",
+        1.0e6,
+    );
+    let p = run(&lpu, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("offer 1.00 MW (`a` offers 1.00 MW, less than the"),
+        "{why}"
+    );
+    // A provider whose system cannot serve a class is told with why, where another can.
+    let unpriced = one_phase(
+        "max_share = 0.75",
+        &format!(
+            "{}{}",
+            provider("cer", "cs3", 10.0, ""),
+            provider("gpu", "h200", 10.0, "")
+        ),
+        "llama-3.1-70b",
+        "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 40",
+        1.0e5,
+    );
+    let p = run(&unpriced, &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("only `gpu` offers") && why.contains("(the others: cer cs3 for c: no price"),
         "{why}"
     );
     // One provider under N-1 and a largest share below 1: both rules ask for a second, and
@@ -309,7 +348,7 @@ fn an_infeasible_rule_is_named() {
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
         why.contains("only `w` offers")
-            && why.contains("the N-1 rule and the largest-share rule ask for another"),
+            && why.contains("the N-1 rule and the largest-share rule (`w` 75%) ask for another"),
         "{why}"
     );
     let p = run(
@@ -400,6 +439,18 @@ fn bad_scenarios_name_the_line_and_field() {
             "phase `p2` starts 2027-01-01 before phase `p1`",
         ],
     );
+    check(
+        &dated.replace("\"2027-01-01\"", "\"2027-1-1\""),
+        &["line 11", "field `date`", "not written YYYY-MM-DD"],
+    );
+    // A TOML date reads as its text.
+    run(
+        &dated
+            .replace("\"2027-01-01\"", "2028-01-01")
+            .replace("mw = [5]", "mw = [5, 5]"),
+        &WhatIf::default(),
+    )
+    .expect("a TOML date");
     check(
         &good.replace("isl = 1000\nosl = 200\n", ""),
         &["line 18", "isl", "or a `workload`"],
@@ -934,9 +985,9 @@ fn falls_and_keeps(text: &str) {
         "{fleet} against the classes' {classes_own}"
     );
     assert!(
-        ph.cost_text().contains("of it for idle kept systems"),
+        ph.cost_text(&p.options).contains("for idle kept systems"),
         "{}",
-        ph.cost_text()
+        ph.cost_text(&p.options)
     );
 }
 
@@ -1403,7 +1454,7 @@ fn a_class_only_one_provider_serves_is_named_and_may_rest_on_it() {
     let ph = &p.phases[0];
     assert!(ph.infeasible.is_none(), "{:?}", ph.infeasible);
     // The report's rules say which class has its own.
-    assert_eq!(p.rules.by_class_text(), "fast: N-1 0%, largest share 100%");
+    assert_eq!(p.rules.own_text(), "class fast: N-1 0%, largest share 100%");
     // The chat class still rides out the loss of either provider.
     let chat: Vec<f64> = ph
         .n_minus_1
@@ -1758,4 +1809,21 @@ fn a_looser_target_costs_no_more() {
         loose <= tight * 1.001,
         "7.25 ms: ${loose}/h against 7 ms: ${tight}/h"
     );
+}
+
+/// A phase's cost is its buys', its idle kept systems' and the chips its replicas leave in
+/// the systems they fill in part: one H100 replica of eight in a server pays for the server.
+#[test]
+fn the_cost_line_says_what_the_buys_leave_out() {
+    let p = run(&small(2.0, 1000.0, 0.0, 5.0), &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    let bought: f64 = ph
+        .buys
+        .iter()
+        .map(|b| f64::from(b.replicas) * p.options[b.option].usd_per_hour)
+        .sum();
+    assert!(ph.usd_per_hour > bought, "{} {bought}", ph.usd_per_hour);
+    let text = ph.cost_text(&p.options);
+    let spare = format!("${:.0} for the chips left over", ph.usd_per_hour - bought);
+    assert!(text.contains(&spare), "{text}");
 }

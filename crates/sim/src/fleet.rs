@@ -1048,7 +1048,21 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     format!("{a:.0} s to the end")
                 };
                 let name = format!("{what} of {} ({when})", self.scn.providers[p].name);
-                cell.group(&name, (b.min(end) - a).max(1e-9))
+                let to = b.min(end);
+                let mut g = cell.group(&name, (to - a).max(1e-9));
+                // The window's requests stream most of their tokens after it: its tok/s is
+                // what the fleet produced within it, from the time bins, a bin that straddles
+                // an edge counted for its share inside.
+                let produced: f64 = self
+                    .bins
+                    .iter()
+                    .map(|bin| {
+                        let inside = (bin.start_s + self.bin_s).min(to) - bin.start_s.max(*a);
+                        bin.tokens.iter().sum::<u64>() as f64 * (inside / self.bin_s).max(0.0)
+                    })
+                    .sum();
+                g.throughput_tok_s = if to > *a { produced / (to - a) } else { 0.0 };
+                g
             })
             .collect();
         let nc = self.scn.classes.len();

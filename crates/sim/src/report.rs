@@ -17,6 +17,14 @@ fn latency_cells(q: &Quantiles) -> [String; 3] {
     [ms(q.p50), ms(q.p90), ms(q.p99)]
 }
 
+/// A goodput share as a percentage to one decimal, rounded down: a share short of all
+/// (99.95%) never reads as every request meeting its targets.
+pub fn goodput_percent(share: f64) -> String {
+    // The nudge keeps a share that is a whole tenth (0.999) from flooring a tenth below it
+    // for the binary fraction it is stored as.
+    format!("{:.1}", (share * 1000.0 + 1e-6).floor() / 10.0)
+}
+
 /// The rows of a group table: counts, goodput, TTFT/TPOT/E2E percentiles in ms,
 /// throughput, and the provider-only columns.
 pub fn group_table(groups: &[&Group]) -> Table {
@@ -51,8 +59,7 @@ pub fn group_table(groups: &[&Group]) -> Table {
                 g.requests.to_string(),
                 g.completed.to_string(),
                 g.failed.to_string(),
-                g.goodput
-                    .map_or_else(|| "-".to_string(), |v| format!("{:.1}", v * 100.0)),
+                g.goodput.map_or_else(|| "-".to_string(), goodput_percent),
                 g.fallbacks_in.to_string(),
             ];
             row.extend(latency_cells(&g.ttft_s));

@@ -546,6 +546,9 @@ impl ScenarioFile {
             if self.classes[..i].iter().any(|o| o.get_ref().name == c.name) {
                 return Err(err("name", "two classes have this name"));
             }
+            if c.name.trim().is_empty() {
+                return Err(err("name", "a class needs a name"));
+            }
             if !finite_at_least_0(c.share) {
                 return Err(err("share", "must be a finite share, 0 or more"));
             }
@@ -719,6 +722,14 @@ impl ScenarioFile {
             };
             if providers.iter().any(|p: &Provider<'_>| p.name == s.name) {
                 return Err(err("name", "two providers have this name".into()));
+            }
+            // Reports find a provider by name beside the whole fleet's row, and a request no
+            // provider took has an empty one.
+            if s.name.trim().is_empty() || s.name == "fleet" {
+                return Err(err(
+                    "name",
+                    "a provider needs a name of its own: not empty, and not `fleet`, the whole fleet's row".into(),
+                ));
             }
             // An engine that batches nothing would run nothing: refused, not raised to 1.
             for (field, v) in [("max_batch", s.max_batch), ("token_budget", s.token_budget)] {
@@ -1081,9 +1092,13 @@ impl ScenarioFile {
                         .factor
                         .ok_or_else(|| err("factor", "a slowdown needs a factor".into()))?;
                     // A step a thousand times slower is an outage in all but name; past
-                    // that the run's time bins grow without bound.
-                    if !(factor > 0.0 && factor <= 1000.0) {
-                        return Err(err("factor", "must be above 0 and at most 1000".into()));
+                    // that the run's time bins grow without bound. Below 1 the hardware
+                    // would run faster than the physics allows.
+                    if !(1.0..=1000.0).contains(&factor) {
+                        return Err(err(
+                            "factor",
+                            "must be from 1 (no slower) to 1000: a slowdown cannot make the hardware faster".into(),
+                        ));
                     }
                     Failure::Slowdown {
                         provider,

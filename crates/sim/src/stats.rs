@@ -212,7 +212,8 @@ pub struct Group {
     pub prompt_tokens: u64,
     /// Output tokens of completed requests.
     pub output_tokens: u64,
-    /// Output tokens per second over the run.
+    /// Output tokens per second over the run; for a failure window, those the whole fleet
+    /// produced within the window (its requests' own stream on past it).
     pub throughput_tok_s: f64,
     /// Share of replica time spent in steps (providers only): busy, however small the
     /// batch each step carries.

@@ -531,6 +531,16 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("name = \"a\"", "name = \"a\"\nclasses = []"),
         &["line 4", "field `classes`", "empty list"],
     );
+    check(
+        &format!("{good}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nstart_s = 1\nend_s = 2\nfactor = 0.5\n"),
+        &["field `factor`", "cannot make the hardware faster"],
+    );
+    for name in ["", "fleet"] {
+        check(
+            &good.replace("name = \"a\"", &format!("name = \"{name}\"")),
+            &["line 3", "field `name`", "a name of its own"],
+        );
+    }
     // A failure the run never reaches is a mistake to say.
     check(
         &format!("duration_s = 10\n{good}\n[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 10\nend_s = 20\n"),
@@ -1697,4 +1707,29 @@ fn goodput_without_targets_is_not_reported() {
     assert_eq!(s.completed, 100);
     assert_eq!(s.fleet.goodput, None);
     assert!(s.providers.iter().all(|g| g.goodput.is_none()));
+}
+
+/// A failure window's tok/s is what the fleet produced within it, not the tokens its
+/// requests stream on long after it over its length; its goodput never rounds up to all.
+#[test]
+fn a_window_counts_the_tokens_produced_within_it() {
+    let s = simulated(
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[workload]\nrequests = 300\narrival = { process = \"poisson\", rate = 10.0 }\nprompt = { dist = \"fixed\", tokens = 1000 }\noutput = { dist = \"fixed\", tokens = 2000 }\n[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nfactor = 1.01\nstart_s = 10\nend_s = 11\n",
+    );
+    let w = &s.failure_windows[0];
+    let peak_bin = s
+        .bins
+        .iter()
+        .map(|b| b.tokens.iter().sum::<u64>() as f64 / s.bin_s)
+        .fold(0.0, f64::max);
+    assert!(
+        w.throughput_tok_s > 0.0 && w.throughput_tok_s <= peak_bin * 1.01,
+        "the window's {} tok/s against the busiest bin's {peak_bin}",
+        w.throughput_tok_s
+    );
+    use switchyard_sim::report::goodput_percent;
+    assert_eq!(
+        [0.99951, 0.999, 1.0, 0.5, 0.0].map(goodput_percent),
+        ["99.9", "99.9", "100.0", "50.0", "0.0"]
+    );
 }

@@ -134,9 +134,9 @@ fn print_plan(p: &Plan) {
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
-        match p.rules.by_class_text() {
+        match p.rules.own_text() {
             t if t.is_empty() => t,
-            t => format!(" (classes' own: {t})"),
+            t => format!(" (own rules: {t})"),
         },
         p.simulations
     );
@@ -206,7 +206,7 @@ fn print_plan(p: &Plan) {
             out!(
                 "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chip{}, ${:.2} an hour each{})",
                 o.provider,
-                b.systems,
+                b.systems_text(&p.options),
                 o.system,
                 o.layout,
                 o.class,
@@ -234,7 +234,7 @@ fn print_plan(p: &Plan) {
                 idle.usd_per_hour
             );
         }
-        out!("  cost: {}", ph.cost_text());
+        out!("  cost: {}", ph.cost_text(&p.options));
         out!("  N-1 (share of each class the rest serves within target; simulated at the N-1 share):");
         for n in &ph.n_minus_1 {
             let cells: Vec<String> = n

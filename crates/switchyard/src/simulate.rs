@@ -248,8 +248,10 @@ fn print_groups(title: &str, groups: &[&Group]) {
             g.failed,
             g.fallbacks_in,
             // No request with a target, no share of them.
-            g.goodput
-                .map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0)),
+            g.goodput.map_or_else(
+                || "-".to_string(),
+                |v| format!("{}%", report::goodput_percent(v))
+            ),
             ms(g.ttft_s.p50),
             ms(g.ttft_s.p99),
             ms1(g.tpot_s.p50),
