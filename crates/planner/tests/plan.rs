@@ -293,39 +293,48 @@ fn an_infeasible_rule_is_named() {
         why.contains("only `a` offers") && why.contains("(`b` too little)"),
         "{why}"
     );
+    // Why one phase of a scenario of two providers and one class cannot be planned.
+    let why_not = |rules: &str,
+                   (a, b): ((&str, &str, &str), (&str, &str)),
+                   model: &str,
+                   class: &str,
+                   demand: f64| {
+        let providers = format!(
+            "{}{}",
+            provider(a.0, a.1, 1.0, a.2),
+            provider(b.0, b.1, 1.0, "")
+        );
+        let p = run(
+            &one_phase(rules, &providers, model, class, demand),
+            &WhatIf::default(),
+        )
+        .expect("plans");
+        p.phases[0].infeasible.clone().expect("infeasible")
+    };
     // Power too little for one of a provider's systems is no power: it is named with what a
     // step of its takes, and not counted among what is on offer.
-    let lpu = one_phase(
+    let why = why_not(
         "",
-        &format!(
-            "{}{}",
-            provider("a", "groq-lpu", 1.0, "rent_usd_per_chip_hour = 1.0"),
-            provider("b", "b200", 1.0, "")
+        (
+            ("a", "groq-lpu", "rent_usd_per_chip_hour = 1.0"),
+            ("b", "b200"),
         ),
         "llama-3.1-405b",
         "isl = 1000\nosl = 200\nttft_ms = 5000\ntpot_ms = 100",
         1.0e6,
     );
-    let p = run(&lpu, &WhatIf::default()).expect("plans");
-    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
         why.contains("offer 1.00 MW (`a` offers 1.00 MW, less than the"),
         "{why}"
     );
     // A provider whose system cannot serve a class is told with why, where another can.
-    let unpriced = one_phase(
+    let why = why_not(
         "max_share = 0.75",
-        &format!(
-            "{}{}",
-            provider("cer", "cs3", 10.0, ""),
-            provider("gpu", "h200", 10.0, "")
-        ),
+        (("cer", "cs3", ""), ("gpu", "h200")),
         "llama-3.1-70b",
         "isl = 1000\nosl = 200\nttft_ms = 2000\ntpot_ms = 40",
-        1.0e5,
+        1.0e4,
     );
-    let p = run(&unpriced, &WhatIf::default()).expect("plans");
-    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
         why.contains("only `gpu` offers") && why.contains("(the others: cer cs3 for c: no price"),
         "{why}"
