@@ -143,11 +143,6 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         warmup_s: None,
     };
     let params = &m.providers[m.options[chosen[0].0].provider].params;
-    let context = m.options[chosen[0].0].deployment.model.max_context;
-    let whole_context = scn
-        .providers
-        .iter()
-        .all(|p| p.target.max_context.is_none_or(|c| u64::from(c) >= context));
     let targets = Class {
         name: class.name.clone(),
         ttft_s: Some(class.ttft_s),
@@ -166,9 +161,9 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
                 return;
             }
             // A failed request is one not served well, unless it is longer than the model's
-            // context, which no plan could serve (counted only where every pool holds it).
+            // context, which no plan could serve.
             if let Some(why) = r.failure {
-                if !(whole_context && why == switchyard_sim::reason::TOO_LONG) {
+                if why != switchyard_sim::reason::PAST_CONTEXT {
                     settled += 1;
                 }
                 return;
@@ -208,18 +203,15 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
             0.0
         },
         // Requests whose drawn output runs past the model's context are refused as an
-        // engine refuses them, however much capacity there is: not the plan's failure.
-        // Where some pool holds less than the context, a refusal there may be the plan's
-        // (the pool that held long requests lost), so every refusal counts.
-        failed: s.fleet.failed.saturating_sub(if whole_context {
+        // engine refuses them, however much capacity there is: not the plan's failure. One
+        // past what a pool's KV cache holds is the plan's.
+        failed: s.fleet.failed.saturating_sub(
             s.failures
                 .iter()
-                .filter(|f| f.reason == switchyard_sim::reason::TOO_LONG)
+                .filter(|f| f.reason == switchyard_sim::reason::PAST_CONTEXT)
                 .map(|f| f.count)
-                .sum::<u64>()
-        } else {
-            0
-        }),
+                .sum::<u64>(),
+        ),
     })
 }
 

@@ -248,9 +248,11 @@ pub mod reason {
     pub const DOWN: &str = "every provider tried was down";
     /// A provider failed mid-stream.
     pub const MID_STREAM: &str = "provider failed after the first token";
-    /// The request is longer than any replica or the model takes.
-    pub const TOO_LONG: &str =
-        "prompt and output exceed the replica's KV cache or the model's context";
+    /// The request is longer than the model's context: refused as an engine refuses it,
+    /// however much capacity there is.
+    pub const PAST_CONTEXT: &str = "prompt and output exceed the model's context";
+    /// The request fits the model's context but not one replica's KV cache.
+    pub const PAST_KV: &str = "prompt and output exceed what a replica's KV cache holds";
 }
 
 /// Latency histograms of the run, for charts: TTFT and end-to-end per provider.
@@ -590,17 +592,26 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let Some(p) = self.router.pick(self.now, &ask) else {
                 // A class some provider serves, whose request none of them can hold, is too
                 // long rather than unserved.
-                let served = self
+                // Past the context of every model that serves it, or within one of them but
+                // past what its replicas' KV caches hold.
+                let contexts: Vec<u32> = self
                     .router
                     .targets()
                     .iter()
-                    .any(|t| t.takes(Some(class.name.as_str())));
+                    .zip(&self.scn.providers)
+                    .filter(|(t, _)| t.takes(Some(class.name.as_str())))
+                    .map(|(_, p)| p.engine.context)
+                    .collect();
+                let asked = u64::from(r.a.prompt)
+                    + u64::from(self.scn.max_tokens.of(r.a.output).unwrap_or(1));
                 let why = if r.attempts > 0 {
                     reason::DOWN
-                } else if served {
-                    reason::TOO_LONG
-                } else {
+                } else if contexts.is_empty() {
                     reason::NO_PROVIDER
+                } else if contexts.iter().all(|&c| asked > u64::from(c)) {
+                    reason::PAST_CONTEXT
+                } else {
+                    reason::PAST_KV
                 };
                 self.end(k, Some(why));
                 return;
@@ -610,9 +621,15 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             // refuses a prompt that leaves no room for a token: the router has already
             // passed over a provider too short for what the request states, which leaves
             // those that state no `max_tokens`.
-            let context = self.scn.providers[p].engine.longest_request();
+            let engine = &self.scn.providers[p].engine;
+            let context = engine.longest_request();
             if self.reqs[k as usize].a.prompt >= context {
-                self.end(k, Some(reason::TOO_LONG));
+                let why = if self.reqs[k as usize].a.prompt >= engine.context {
+                    reason::PAST_CONTEXT
+                } else {
+                    reason::PAST_KV
+                };
+                self.end(k, Some(why));
                 return;
             }
             let ahead = self
@@ -657,7 +674,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             r.in_prefill = q != p;
             if pool.slots[s].engine.submit(req).is_err() {
                 self.router.abandoned(p);
-                self.end(k, Some(reason::TOO_LONG));
+                self.end(k, Some(reason::PAST_KV));
                 return;
             }
             let n = pool.slots[s].engine.outstanding() as u32;
@@ -692,7 +709,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         };
         if pool.slots[s].engine.submit_prefilled(req).is_err() {
             self.router.abandoned(p);
-            self.end(k, Some(reason::TOO_LONG));
+            self.end(k, Some(reason::PAST_KV));
             return;
         }
         self.reqs[k as usize].slot = s as u32;

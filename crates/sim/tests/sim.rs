@@ -1270,7 +1270,22 @@ fn a_request_past_the_models_context_is_refused() {
     assert!(scn.providers[0].engine.max_context() > 9010);
     let (s, _) = run(&scn, &p);
     assert_eq!(s.failed, 4);
-    assert!(s.failures[0].reason.contains("context"), "{:?}", s.failures);
+    assert_eq!(
+        s.failures[0].reason,
+        switchyard_sim::reason::PAST_CONTEXT,
+        "{:?}",
+        s.failures
+    );
+    // One within the context but past what a replica's KV cache holds is told as that:
+    // Llama 3.1 70B on four CS-3s leaves room for about 25,000 tokens.
+    let s = simulated("model = \"llama-3.1-70b\"\n[[provider]]\nname = \"a\"\nsystem = \"cs3\"\nchips = 4\n[workload]\nrequests = 4\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 30000 }\noutput = { dist = \"fixed\", tokens = 10 }\n");
+    assert_eq!(s.failed, 4);
+    assert_eq!(
+        s.failures[0].reason,
+        switchyard_sim::reason::PAST_KV,
+        "{:?}",
+        s.failures
+    );
 }
 
 /// A request that states a `max_tokens` stops there; one that states none stops at the
