@@ -352,6 +352,81 @@ fn boolean(v: Option<&Value>, field: &str) -> Result<bool, ApiError> {
     }
 }
 
+impl ApiRequest {
+    /// The most tokens the request may spend, as a key's limit holds it: its prompt, and for
+    /// every prompt of a batch its `n` answers of up to `max_tokens` (or its `best_of`
+    /// where that asks more to choose them from). The count stops at the most a u64 holds
+    /// rather than wrapping to a small one.
+    pub fn tokens_asked(&self) -> u64 {
+        let best_of = self
+            .body
+            .get("best_of")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        u64::from(self.prompts.max(1))
+            .saturating_mul(u64::from(self.n.max(1)).max(best_of))
+            .saturating_mul(u64::from(self.max_tokens.unwrap_or(0)))
+            .saturating_add(u64::from(self.prompt_tokens))
+    }
+}
+
+/// Checks message `i` of a chat beyond its role and content's type, as OpenAI does: an
+/// assistant's message without content carries tool calls, a tool's message names the call it
+/// answers, a `name` is text, and an array of content parts is not empty and each part is an
+/// object of a `type`, a text part with its `text`.
+fn message_shape(i: usize, m: &Value) -> Result<(), ApiError> {
+    let bad = |field: &str, says: &str| {
+        let param = format!("messages[{i}]{field}");
+        Err(ApiError::invalid(
+            format!("`{param}` {says}."),
+            Some(&param),
+        ))
+    };
+    let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+    let content = m.get("content").filter(|c| !c.is_null());
+    let calls = m.get("tool_calls").is_some_and(Value::is_array);
+    if role == "assistant" && content.is_none() && !calls {
+        return bad(
+            ".content",
+            "is required for an `assistant` message without `tool_calls`",
+        );
+    }
+    if role == "tool" && !m.get("tool_call_id").is_some_and(Value::is_string) {
+        return bad(
+            ".tool_call_id",
+            "is required for a `tool` message: the id of the call it answers",
+        );
+    }
+    if m.get("name")
+        .is_some_and(|n| !n.is_null() && !n.is_string())
+    {
+        return bad(".name", "must be a string");
+    }
+    if let Some(parts) = content.and_then(Value::as_array) {
+        if parts.is_empty() {
+            return bad(
+                ".content",
+                "is an empty array; give at least one content part",
+            );
+        }
+        for (j, part) in parts.iter().enumerate() {
+            let Some(kind) = part.get("type").and_then(Value::as_str) else {
+                return bad(
+                    &format!(".content[{j}]"),
+                    "must be an object with a string `type`",
+                );
+            };
+            if kind == "text" && !part.get("text").is_some_and(Value::is_string) {
+                return bad(
+                    &format!(".content[{j}].text"),
+                    "is required for a `text` part, as a string",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `field`, where set, is a number within `lo..=hi` (OpenAI's ranges).
 fn in_range(
     obj: &serde_json::Map<String, Value>,
@@ -616,6 +691,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
                         Some(&format!("messages[{i}].content")),
                     ));
                 }
+                message_shape(i, m)?;
             }
             (1, chat_prompt_tokens(msgs) + schema_tokens(obj))
         }
@@ -683,6 +759,40 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ));
         }
     }
+    // Scalars of the wrong type, which an upstream would refuse.
+    for (field, ok, says) in [
+        (
+            "seed",
+            obj.get("seed")
+                .is_none_or(|v| v.is_null() || v.is_i64() || v.is_u64()),
+            "an integer",
+        ),
+        (
+            "user",
+            obj.get("user").is_none_or(|v| v.is_null() || v.is_string()),
+            "a string",
+        ),
+    ] {
+        if !ok {
+            return Err(ApiError::invalid(
+                format!("`{field}` must be {says}."),
+                Some(field),
+            ));
+        }
+    }
+    boolean(obj.get("parallel_tool_calls"), "parallel_tool_calls")?;
+    // A tool choice other than none asks for a tool: with none to choose, OpenAI refuses it.
+    let choice = obj.get("tool_choice").filter(|v| !v.is_null());
+    let no_tools = obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if choice.is_some_and(|c| c.as_str() != Some("none")) && no_tools {
+        return Err(ApiError::invalid(
+            "`tool_choice` is only allowed when `tools` are specified.",
+            Some("tool_choice"),
+        ));
+    }
     let stream = boolean(obj.get("stream"), "stream")?;
     // As OpenAI has it, stream options go with a stream.
     if !stream && !matches!(obj.get("stream_options"), None | Some(Value::Null)) {
@@ -691,11 +801,14 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             Some("stream_options"),
         ));
     }
-    // A bias is added to a token's logit, from -100 (banned) to 100 (forced).
+    // A bias is added to a token's logit, from -100 (banned) to 100 (forced); its keys are
+    // token ids.
     if let Some(bias) = obj.get("logit_bias").filter(|v| !v.is_null()) {
         let ok = bias.as_object().is_some_and(|b| {
-            b.values()
-                .all(|v| v.as_f64().is_some_and(|x| (-100.0..=100.0).contains(&x)))
+            b.iter().all(|(k, v)| {
+                k.parse::<u32>().is_ok()
+                    && v.as_f64().is_some_and(|x| (-100.0..=100.0).contains(&x))
+            })
         });
         if !ok {
             return Err(ApiError::invalid(

@@ -900,11 +900,7 @@ pub(crate) async fn handle(
     // held while it runs.
     let held = match &key {
         Some(k) => {
-            // Every prompt of a batch gets its `n` answers of up to `max_tokens`.
-            let tokens = u64::from(req.prompt_tokens)
-                + u64::from(req.prompts.max(1))
-                    * u64::from(req.n.max(1))
-                    * u64::from(req.max_tokens.unwrap_or(0));
+            let tokens = req.tokens_asked();
             // More than the whole minute allows is never admitted: refused at once, not
             // let into a minute's debt.
             if let Some(tpm) = k.tokens_per_minute.filter(|&tpm| tokens as f64 > tpm) {

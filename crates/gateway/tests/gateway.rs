@@ -1214,6 +1214,33 @@ fn request_fields_are_checked_and_token_ids_counted() {
         ("", r#"{"role":"user"}"#, "messages[0].content"),
         ("", r#""hi""#, "messages[0]"),
         (r#","temperature":"hot""#, ok, "temperature"),
+        ("", r#"{"role":"assistant"}"#, "messages[0].content"),
+        (
+            "",
+            r#"{"role":"tool","content":"x"}"#,
+            "messages[0].tool_call_id",
+        ),
+        ("", r#"{"role":"user","content":[]}"#, "messages[0].content"),
+        (
+            "",
+            r#"{"role":"user","content":[5]}"#,
+            "messages[0].content[0]",
+        ),
+        (
+            "",
+            r#"{"role":"user","content":[{"type":"text"}]}"#,
+            "messages[0].content[0].text",
+        ),
+        (
+            "",
+            r#"{"role":"user","content":"hi","name":5}"#,
+            "messages[0].name",
+        ),
+        (r#","seed":"x""#, ok, "seed"),
+        (r#","user":5"#, ok, "user"),
+        (r#","parallel_tool_calls":"x""#, ok, "parallel_tool_calls"),
+        (r#","logit_bias":{"abc":1}"#, ok, "logit_bias"),
+        (r#","tool_choice":"auto""#, ok, "tool_choice"),
     ] {
         let e = chat(extra, message).expect_err("refused");
         assert_eq!(e.status, 400);
@@ -1257,6 +1284,19 @@ fn request_fields_are_checked_and_token_ids_counted() {
     assert_eq!((one.prompts, one.prompt_tokens), (1, 1000));
     let two = completion("[[1,2,3],[4,5,6,7]]").expect("a batch of ids");
     assert_eq!((two.prompts, two.prompt_tokens), (2, 7));
+    // What a request may spend: each prompt's answers, `best_of` of them where more, and a
+    // count too large for a u64 held at its most, not wrapped to a small one.
+    let asks = |extra: &str| {
+        parse(
+            Endpoint::Completions,
+            format!(r#"{{"model":"m","prompt":[[1],[2],[3],[4]]{extra}}}"#).as_bytes(),
+        )
+        .expect("parses")
+        .tokens_asked()
+    };
+    assert_eq!(asks(r#","max_tokens":10,"n":2"#), 4 + 4 * 2 * 10);
+    assert_eq!(asks(r#","max_tokens":10,"best_of":3"#), 4 + 4 * 3 * 10);
+    assert_eq!(asks(r#","max_tokens":2147483648,"n":2147483648"#), u64::MAX);
     let texts = completion(r#"["abcdefgh","abcd"]"#).expect("a batch of texts");
     assert_eq!((texts.prompts, texts.prompt_tokens), (2, 3));
     for bad in ["[]", "[1,\"a\"]", "[[]]", "{}", "7"] {
