@@ -1042,7 +1042,7 @@ pub(crate) async fn handle(
                 // does not feed the router's TTFT average, but its time per token does.
                 route
                     .router()
-                    .answered(i, gw.now_s(), t0.elapsed().as_secs_f64(), tokens);
+                    .answered(i, gw.now_s(), t0.elapsed().as_secs_f64(), tokens, ahead);
                 d.labels.ended();
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels

@@ -186,10 +186,13 @@ pub struct Observed {
     /// Moving average of the observed time per output token, seconds, taken back to an idle
     /// target's as `ttft_s` is.
     pub tpot_s: Option<f64>,
-    /// When `ttft_s` and `tpot_s` were last observed: they fade back towards the target's
-    /// prediction, or the best they have been where that is better, as they age (see
-    /// [`LEARNED_HALF_LIFE_S`]).
-    seen_at: f64,
+    /// When `ttft_s` and `tpot_s` were each last observed: they fade back towards the
+    /// target's prediction, or the best they have been where that is better, as they age
+    /// (see [`LEARNED_HALF_LIFE_S`]). Each keeps its own time: with one for both, the first
+    /// tokens of the few requests sent to a target seen slow restarted the fade of its time
+    /// per token, which no answer then corrected, and it stayed passed over for 300 s after
+    /// a slowdown ended.
+    seen_at: (f64, f64),
     /// The least `ttft_s` and `tpot_s` have been.
     best: (Option<f64>, Option<f64>),
     consecutive_failures: u32,
@@ -459,19 +462,28 @@ impl Router {
     /// ([`LEARNED_HALF_LIFE_S`]), else the prediction.
     fn learned(&self, i: usize, now: f64) -> (f64, f64) {
         let (t, s) = (&self.targets[i], &self.seen[i]);
-        let kept = 0.5_f64.powf((now - s.seen_at).max(0.0) / LEARNED_HALF_LIFE_S);
+        let (kept_ttft, kept_tpot) = self.kept(i, now);
         // Back towards the prediction, or the best seen where that is better: a target that
         // states no prediction is taken for a typical cloud's, which one seen faster than
         // that, and then slow for a while, would never be tried again beside another that
         // beats the typical.
-        let fade = |seen: Option<f64>, best: Option<f64>, predicted: f64| {
+        let fade = |seen: Option<f64>, best: Option<f64>, predicted: f64, kept: f64| {
             let home = best.map_or(predicted, |b| b.min(predicted));
             seen.map_or(predicted, |x| home + kept * (x - home))
         };
         (
-            fade(s.ttft_s, s.best.0, t.ttft_s),
-            fade(s.tpot_s, s.best.1, t.tpot_s),
+            fade(s.ttft_s, s.best.0, t.ttft_s, kept_ttft),
+            fade(s.tpot_s, s.best.1, t.tpot_s, kept_tpot),
         )
+    }
+
+    /// The shares of what the router learned of target `i`'s time to first token and time
+    /// per output token that still count at `now`: half for every [`LEARNED_HALF_LIFE_S`]
+    /// since each was last observed.
+    fn kept(&self, i: usize, now: f64) -> (f64, f64) {
+        let (ttft, tpot) = self.seen[i].seen_at;
+        let kept = |at: f64| 0.5_f64.powf((now - at).max(0.0) / LEARNED_HALF_LIFE_S);
+        (kept(ttft), kept(tpot))
     }
 
     /// Expected time to first token on target `i` for a request of `prompt_tokens` (where
@@ -564,11 +576,12 @@ impl Router {
         let own = (ttft_s - sent.queued_s).max(0.05 * ttft_s);
         let idle = own / (1.0 + sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
         let (old, _) = self.learned(i, now);
+        let (kept, _) = self.kept(i, now);
         let s = &mut self.seen[i];
-        let x = ewma(s.ttft_s.map(|_| old), idle);
+        let x = ewma(s.ttft_s.map(|_| old), idle, kept);
         s.ttft_s = Some(x);
         s.best.0 = Some(s.best.0.map_or(x, |b| b.min(x)));
-        s.seen_at = now;
+        s.seen_at.0 = now;
     }
 
     /// A request on target `i` ended well at `now`; `tpot_s` is its time per output token,
@@ -577,26 +590,34 @@ impl Router {
     pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
         let stretch = 1.0 + self.load_beside(i);
         let (_, old) = self.learned(i, now);
+        let (_, kept) = self.kept(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
         if let Some(t) = tpot_s {
-            let x = ewma(s.tpot_s.map(|_| old), t / stretch);
+            let x = ewma(s.tpot_s.map(|_| old), t / stretch, kept);
             s.tpot_s = Some(x);
             s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
-            s.seen_at = now;
+            s.seen_at.1 = now;
         }
     }
 
     /// A request on target `i` ended well at `now` with a whole (not streamed) answer of
-    /// `tokens` output tokens after `seconds`. It says nothing of when the first token was
-    /// ready: the time past the expected first token, over the tokens after it, is the time
-    /// per token it shows. An answer of fewer than two tokens (or of unknown length) teaches
-    /// nothing.
-    pub fn answered(&mut self, i: usize, now: f64, seconds: f64, tokens: u64) {
+    /// `tokens` output tokens after `seconds`, having been `sent` as
+    /// [`Router::dispatched_prompt`] said. It says nothing of when the first token was
+    /// ready: the time past the expected first token (for its prompt's length, behind the
+    /// prompts queued ahead of it), over the tokens after it, is the time per token it
+    /// shows. An answer of fewer than two tokens (or of unknown length) teaches nothing.
+    /// Taken past a first token expected for a typical prompt, a long prompt's prefill was
+    /// charged to its few tokens: after one 131,000-token prompt answered in 0.7 s with 7
+    /// tokens, a target looked ten times slower a token and the next such request went to
+    /// one 20 times slower.
+    pub fn answered(&mut self, i: usize, now: f64, seconds: f64, tokens: u64, sent: Sent) {
         // The load it ran under, as in `succeeded`.
         let stretch = 1.0 + self.load_beside(i);
         let (ttft, tpot) = self.learned(i, now);
+        let (_, kept) = self.kept(i, now);
+        let first = sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * stretch;
         self.succeeded(i, now, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {
@@ -604,13 +625,12 @@ impl Router {
         }
         // An answer quicker than its expected first token says the tokens were quick, not
         // free: no less than a twentieth of the expected time per token.
-        let per_token =
-            ((seconds - ttft * stretch) / (tokens - 1) as f64 / stretch).max(0.05 * tpot);
+        let per_token = ((seconds - first) / (tokens - 1) as f64 / stretch).max(0.05 * tpot);
         let s = &mut self.seen[i];
-        let x = ewma(s.tpot_s.map(|_| tpot), per_token);
+        let x = ewma(s.tpot_s.map(|_| tpot), per_token, kept);
         s.tpot_s = Some(x);
         s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
-        s.seen_at = now;
+        s.seen_at.1 = now;
     }
 
     /// A request on target `i` failed at `now` (connect error, 429, 5xx, timeout). Returns
@@ -672,9 +692,17 @@ pub fn unit(bits: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn ewma(old: Option<f64>, x: f64) -> f64 {
+/// The moving average `old` (already faded by its age) with observation `x`, where `kept`
+/// of what was learned still counts: the old average's weight shrinks as it ages, so that
+/// an observation after a long silence, the fresher evidence, counts for more than one
+/// among many. Observed again at once, the newest weighs [`EWMA_ALPHA`]; a half-life
+/// later, over half.
+fn ewma(old: Option<f64>, x: f64, kept: f64) -> f64 {
     match old {
-        Some(o) => o + EWMA_ALPHA * (x - o),
+        Some(o) => {
+            let weight = (1.0 - EWMA_ALPHA) * kept.clamp(0.0, 1.0);
+            weight * o + (1.0 - weight) * x
+        }
         None => x,
     }
 }

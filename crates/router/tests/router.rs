@@ -360,8 +360,8 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
     assert_eq!(counts, [20, 20]);
     // `a` answers 100 tokens in 3 s, `b` in 0.3 s: once seen, `b` takes the new requests.
     for _ in 0..20 {
-        r.answered(0, 0.0, 3.0, 100);
-        r.answered(1, 0.0, 0.3, 100);
+        r.answered(0, 0.0, 3.0, 100, Sent::default());
+        r.answered(1, 0.0, 0.3, 100, Sent::default());
     }
     let picks: Vec<usize> = (0..10)
         .map(|_| {
@@ -383,20 +383,37 @@ fn latency_learns_from_whole_answers_and_spreads_unstated_targets() {
     );
     for _ in 0..20 {
         r.dispatched(0);
-        r.answered(0, 0.0, 0.6, 10);
+        r.answered(0, 0.0, 0.6, 10, Sent::default());
         r.dispatched(1);
-        r.answered(1, 0.0, 2.5, 100);
+        r.answered(1, 0.0, 2.5, 100, Sent::default());
     }
     let before = r.observed(1).tpot_s;
     r.dispatched(1);
-    r.answered(1, 0.0, 30.0, 0);
+    r.answered(1, 0.0, 30.0, 0, Sent::default());
     // Nor does one of a single token, which has no time after its first.
     r.dispatched(1);
-    r.answered(1, 0.0, 30.0, 1);
+    r.answered(1, 0.0, 30.0, 1, Sent::default());
     assert_eq!(r.observed(1).tpot_s, before);
     let tpot = |i: usize| r.observed(i).tpot_s.expect("learnt");
     assert!(tpot(0) < tpot(1), "{} against {}", tpot(0), tpot(1));
     assert!((tpot(1) - 2.0 / 99.0).abs() < 1e-3, "{}", tpot(1));
+    // A long prompt's whole answer is taken past the first token expected of its length:
+    // 131,000 tokens at 50 ms a thousand, then 6 tokens at 2 ms, teach 2 ms a token.
+    let mut long = Router::new(
+        Policy::Latency,
+        vec![target("w", |t| {
+            t.ttft_s = 0.05;
+            t.tpot_s = 0.002;
+            t.capacity = 16.0;
+            t.ttft_prompt_tokens = 1000.0;
+        })],
+        Health::default(),
+        1,
+    );
+    let sent = long.dispatched_prompt(0, 0.0, 131_000);
+    long.answered(0, 0.0, 0.05 * 131.0 + 6.0 * 0.002, 7, sent);
+    let learnt = long.observed(0).tpot_s.expect("learnt");
+    assert!((learnt - 0.002).abs() < 2e-4, "{learnt}");
     assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
 }
 

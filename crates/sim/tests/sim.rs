@@ -1748,3 +1748,29 @@ fn a_window_counts_the_tokens_produced_within_it() {
         ["99.9", "99.9", "100.0", "50.0", "0.0"]
     );
 }
+
+/// Under the latency policy a provider slowed ten times for 200 s is passed over while slow
+/// and takes its share again soon after: its first tokens, fast once more, do not restart
+/// the fade of the slow time per token it was seen at, which no answer then corrects.
+#[test]
+fn a_provider_slowed_for_a_while_takes_its_share_again_soon_after() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let text = "model = \"llama-3.1-8b\"\nseed = 1\n[router]\npolicy = \"latency\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[[provider]]\nname = \"b\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[workload]\nrequests = 6000\narrival = { process = \"poisson\", rate = 10.0 }\nprompt = { dist = \"lognormal\", median = 1000, sigma = 0.8 }\noutput = { dist = \"lognormal\", median = 200, sigma = 0.8 }\n[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nfactor = 10\nstart_s = 200\nend_s = 400\n";
+    let scn = resolve(text, &cat, &p, false).expect("scenario");
+    let (_, csv) = run(&scn, &p);
+    // Requests that arrived from 400 s to 500 s, and those of them `a` served.
+    let (mut all, mut on_a) = (0u32, 0u32);
+    for line in csv.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let at: f64 = f[4].parse().expect("arrival");
+        if (400.0..500.0).contains(&at) {
+            all += 1;
+            on_a += u32::from(f[2] == "a");
+        }
+    }
+    assert!(
+        all > 800 && f64::from(on_a) > 0.1 * f64::from(all),
+        "`a` served {on_a} of the {all} requests of the 100 s after its slowdown"
+    );
+}
