@@ -1219,8 +1219,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 .map(|p| {
                     let pool = |n: u32, d: &Deployment<'_>| {
                         format!(
-                            "{n} x {} on {} ({} weights, {} KV cache)",
-                            d.layout, d.system.id, d.weights, d.kv
+                            "{n} x {} {} on {} ({} weights, {} KV cache)",
+                            d.model.id, d.layout, d.system.id, d.weights, d.kv
                         )
                     };
                     let own = pool(p.replicas, &p.deployment);
@@ -1234,6 +1234,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     }
                 })
                 .collect(),
+            targets: self.scn.classes.clone(),
             arrivals: self.arrivals,
             completed: fleet.completed,
             failed: fleet.failed,

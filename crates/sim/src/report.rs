@@ -3,7 +3,9 @@
 
 use crate::fleet::Distributions;
 use crate::stats::{Bin, Group, Quantiles, Summary};
-use switchyard_report::{line_chart, page, step_chart, table, Axis, Section, Series, Table};
+use switchyard_report::{
+    escape, line_chart, page, step_chart, table, Axis, Section, Series, Table,
+};
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", x * 1000.0))
@@ -15,6 +17,26 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 fn latency_cells(q: &Quantiles) -> [String; 3] {
     [ms(q.p50), ms(q.p90), ms(q.p99)]
+}
+
+/// The classes' targets in words (`chat: TTFT 2000 ms, TPOT 50 ms; batch: none`).
+pub fn targets_text(classes: &[crate::Class]) -> String {
+    classes
+        .iter()
+        .map(|c| {
+            let parts: Vec<String> = [("TTFT", c.ttft_s), ("TPOT", c.tpot_s)]
+                .iter()
+                .filter_map(|(what, v)| v.map(|v| format!("{what} {} ms", (v * 1e6).round() / 1e3)))
+                .collect();
+            let parts = if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(", ")
+            };
+            format!("{}: {parts}", c.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A goodput share as a percentage to one decimal, rounded down: a share short of all
@@ -101,7 +123,17 @@ fn per_provider_rate(s: &Summary, counts: impl Fn(&Bin) -> &Vec<u64>) -> Vec<Ser
 
 /// The whole report page.
 pub fn html(s: &Summary, d: &Distributions) -> String {
-    let mut sections = Vec::new();
+    let mut sections = vec![Section {
+        heading: "Deployments".into(),
+        html: format!(
+            "<ul>{}</ul><p>Targets: {}.</p>",
+            s.deployments
+                .iter()
+                .map(|d| format!("<li>{}</li>", escape(d)))
+                .collect::<String>(),
+            escape(&targets_text(&s.targets))
+        ),
+    }];
     let mut groups: Vec<&Group> = s.providers.iter().collect();
     groups.push(&s.fleet);
     sections.push(Section {

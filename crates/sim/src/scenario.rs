@@ -360,7 +360,7 @@ pub struct FailureSection {
 }
 
 /// A traffic class with its targets.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Class {
     /// Name.
     pub name: String,

@@ -293,9 +293,11 @@ pub struct Summary {
     pub seed: u64,
     /// Routing policy.
     pub policy: String,
-    /// What each provider runs, in scenario order: its replicas, their layout, system and
-    /// precisions (and its prefill pool's), as the performance model chose them.
+    /// What each provider runs, in scenario order: its replicas, their model, layout,
+    /// system and precisions (and its prefill pool's), as the performance model chose them.
     pub deployments: Vec<String>,
+    /// The traffic classes with their targets, which goodput is judged by.
+    pub targets: Vec<crate::Class>,
     /// Arrivals.
     pub arrivals: u64,
     /// Completed requests.

@@ -281,6 +281,7 @@ fn print_summary(s: &Summary) {
     for d in &s.deployments {
         out!("  {d}");
     }
+    out!("targets: {}", report::targets_text(&s.targets));
     out!("latencies in ms; goodput = share of the requests with TTFT or TPOT targets that meet them (- where no class sets one)");
     out!("");
     let mut providers: Vec<&Group> = s.providers.iter().collect();

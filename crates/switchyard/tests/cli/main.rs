@@ -1377,6 +1377,8 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
         "h100",
         "interactive",
         "goodput",
+        "1 x llama-3.1-70b tp1-pp4 on cs3",
+        "targets: interactive: TTFT 1000 ms, TPOT 20 ms",
     ] {
         assert!(out.contains(needle), "missing {needle} in\n{out}");
     }
@@ -1388,8 +1390,11 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
             .expect("valid JSON");
     assert_eq!(json["arrivals"], 2000);
     assert_eq!(json["providers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["targets"][0]["name"], "interactive");
+    assert_eq!(json["targets"][0]["tpot_s"], 0.02);
     let html = std::fs::read_to_string(dir.join("report.html")).expect("html");
     assert!(html.contains("<svg") && html.contains("Time to first token"));
+    assert!(html.contains("Deployments") && html.contains("llama-3.1-70b tp1-pp4 on cs3"));
     assert!(!html.contains("<script"));
     // A run without the per-request file leaves none of an earlier run beside its summary.
     let o = run(&[
