@@ -1141,8 +1141,8 @@ impl ScenarioFile {
                         "must end before `duration_s`".into(),
                     ));
                 }
-                // A replay ends with its last arrival (of those it takes): a warm-up past it
-                // would leave nothing to report after it.
+                // A replay ends with its last arrival (of those it takes), however long the
+                // run: a warm-up past it would leave nothing to report after it.
                 if let Arrivals::Trace { rate_x } = workload.arrivals {
                     let taken = workload
                         .max_requests
@@ -1152,7 +1152,7 @@ impl ScenarioFile {
                         .map(|r| r.arrival_s / rate_x)
                         .filter(|t| t.is_finite())
                         .fold(f64::NEG_INFINITY, f64::max);
-                    if self.duration_s.is_none() && last.is_finite() && v >= last {
+                    if last.is_finite() && v >= last {
                         return Err(fail(
                             w.span(),
                             "warmup_s",
@@ -1160,12 +1160,11 @@ impl ScenarioFile {
                         ));
                     }
                 }
-                // A process's requests arrive over about requests / rate seconds.
-                if let (Some(rate), Some(n), None) = (
-                    workload.arrivals.mean_rate(),
-                    workload.max_requests,
-                    self.duration_s,
-                ) {
+                // A process's requests arrive over about requests / rate seconds, whatever
+                // longer `duration_s` the run is given.
+                if let (Some(rate), Some(n)) =
+                    (workload.arrivals.mean_rate(), workload.max_requests)
+                {
                     let end = n as f64 / rate;
                     if v >= end {
                         // The command line may have shortened the run the file describes.

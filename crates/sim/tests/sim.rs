@@ -1361,14 +1361,17 @@ fn a_warm_up_past_a_processs_end_and_endless_arrivals_are_refused() {
             .expect_err("refused")
             .to_string()
     };
-    let e = refused(
-        "warmup_s = 1000\n",
-        "requests = 50\narrival = { process = \"poisson\", rate = 1.0 }\n",
-    );
-    assert!(
-        e.contains("line 1") && e.contains("warmup_s") && e.contains("50.0 s"),
-        "{e}"
-    );
+    for head in ["warmup_s = 1000\n", "warmup_s = 1000\nduration_s = 2000\n"] {
+        // A longer `duration_s` brings no more requests.
+        let e = refused(
+            head,
+            "requests = 50\narrival = { process = \"poisson\", rate = 1.0 }\n",
+        );
+        assert!(
+            e.contains("line 1") && e.contains("warmup_s") && e.contains("50.0 s"),
+            "{e}"
+        );
+    }
     let e = refused(
         "duration_s = 3600\n",
         "arrival = { process = \"poisson\", rate = 1e9 }\n",
@@ -1402,13 +1405,13 @@ fn a_warm_up_past_the_traces_end_is_refused() {
     let p = Params::default();
     let text = "warmup_s = 10\nmodel = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n[workload]\n";
     let csv = "arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n2,100,10\n";
-    let e = resolve_replay(text, csv, &cat, &p)
-        .expect_err("refused")
-        .to_string();
-    assert!(
-        e.contains("line 1") && e.contains("warmup_s") && e.contains("2.0 s"),
-        "{e}"
-    );
+    // However long the run is given.
+    for text in [text.to_string(), format!("duration_s = 20\n{text}")] {
+        let e = resolve_replay(&text, csv, &cat, &p)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("warmup_s") && e.contains("2.0 s"), "{e}");
+    }
 }
 
 /// A wafer pool whose KV cache holds the trace's short requests but not one of its mean
