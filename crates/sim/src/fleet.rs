@@ -1127,12 +1127,16 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                         } else {
                             crate::scenario::within_context(d.model, isl, osl)
                         };
+                        // The peak of the engine as the scenario configured it: one that
+                        // batches fewer sequences than the physics' engine carries less
+                        // (batching one, a pool queued for hours showed a load of 3%).
+                        let mut pp = self.params.clone();
+                        pp.max_batch = pp.max_batch.min(q.slots[0].engine.config().max_batch);
                         // A decode pool beside a prefill pool runs no prompts.
                         let peak = if own.len() > 1 {
-                            d.decode_peak(self.params, isl, osl)
+                            d.decode_peak(&pp, isl, osl)
                         } else {
-                            d.max_throughput(self.params, isl, osl, None)
-                                .throughput_tok_s
+                            d.max_throughput(&pp, isl, osl, None).throughput_tok_s
                         };
                         let load = g.throughput_tok_s / peak.max(f64::MIN_POSITIVE);
                         g.load = Some(load);

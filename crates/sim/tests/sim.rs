@@ -1777,3 +1777,12 @@ fn a_provider_slowed_for_a_while_takes_its_share_again_soon_after() {
         "`a` served {on_a} of the {all} requests of the 100 s after its slowdown"
     );
 }
+
+/// A pool's load is its share of the peak of the engine as the scenario configured it: one
+/// that batches a single sequence, queued far past its capacity, is fully loaded.
+#[test]
+fn the_load_counts_the_engines_own_batch_limit() {
+    let s = simulated("model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\nmax_batch = 1\n[workload]\nrequests = 400\narrival = { process = \"poisson\", rate = 10.0 }\nprompt = { dist = \"fixed\", tokens = 1000 }\noutput = { dist = \"fixed\", tokens = 200 }\n");
+    let load = s.providers[0].load.expect("a load");
+    assert!(load > 0.9, "{load}");
+}
