@@ -1568,6 +1568,8 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     reader.set_headers(headers.clone());
     let mut lines = switchyard_catalog::Lines::new(text);
     let mut rows: Vec<Point> = Vec::new();
+    // Each row read, field for field, with its line.
+    let mut seen: Vec<(Vec<String>, usize)> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let fallback = rows.last().map_or(2, |r| r.line + 1);
@@ -1590,10 +1592,26 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         let row = if record.len() >= width && !extra_filled {
             let fields: csv::StringRecord = record.iter().take(width).collect();
             match fields.deserialize::<Point>(Some(&headers)) {
-                // A blank or repeated id is let be: the reports name each row's line.
+                // A blank or repeated id is let be: the reports name each row's line, and one
+                // run may give several rows. A row that repeats an earlier one field for
+                // field would score one measurement twice.
                 Ok(mut row) => {
                     row.line = line;
-                    row
+                    let key: Vec<String> = fields.iter().map(str::to_string).collect();
+                    match seen.iter().find(|(k, _)| *k == key) {
+                        Some((_, first)) => unreadable(
+                            &record,
+                            id_column,
+                            line,
+                            format!(
+                                "repeats line {first} field for field: each measurement is scored once"
+                            ),
+                        ),
+                        None => {
+                            seen.push((key, line));
+                            row
+                        }
+                    }
                 }
                 Err(e) => unreadable(&record, id_column, line, e.to_string()),
             }

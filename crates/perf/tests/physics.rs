@@ -2164,6 +2164,18 @@ fn a_bad_points_file_names_the_line() {
     );
     let err = parse_points("").expect_err("empty");
     assert!(err.contains("the file is empty"), "{err}");
+    // A row that repeats an earlier one field for field would score one measurement twice:
+    // it is refused, naming the first's line; a repeated id with other figures is let be.
+    let rows = parse_points(
+        "id,hardware,model,metric,value\nr1,cs3,llama-3.1-8b,decode_tok_s_per_user,1800\nr1,cs3,llama-3.1-8b,decode_tok_s_per_user,1800\nr1,cs3,llama-3.1-8b,decode_tok_s_per_user,1700\n",
+    )
+    .expect("points");
+    let why: Vec<Option<&str>> = rows.iter().map(|r| r.unreadable.as_deref()).collect();
+    assert!(why[0].is_none() && why[2].is_none(), "{why:?}");
+    assert!(
+        why[1].is_some_and(|w| w.contains("repeats line 2 field for field")),
+        "{why:?}"
+    );
 }
 
 fn deployments(cat: &Catalog) -> Vec<Deployment<'_>> {
@@ -2408,7 +2420,7 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
     let header =
         "id,hardware,count,model,precision,parallel,speculative,concurrency,isl,osl,metric,value\n";
     let row =
-        |hw: &str| format!("r,{hw},,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\n");
+        |hw: &str| format!("{hw},{hw},,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\n");
     let cells = [
         "GB200 NVL72",
         "GB200",

@@ -259,7 +259,8 @@ pub struct Bin {
     pub completed: u64,
     /// Requests failed in the bin.
     pub failed: u64,
-    /// Output tokens per provider in the bin.
+    /// Output tokens per provider produced in the bin, those of requests that later failed
+    /// included (the providers' `output_tokens` count completed requests' alone).
     pub tokens: Vec<u64>,
     /// Requests waiting in replica queues at the end of the bin.
     pub queued: u64,
