@@ -11,7 +11,7 @@
 //! serving. Every time comes from the same step physics as aggregated serving.
 
 use crate::estimate::{fitting_deployments, replica_layouts};
-use crate::serve::{mdc_max_busy, mdc_wait};
+use crate::serve::{mdc_max_busy, mdc_wait, Economics};
 use crate::{unit_name, Deployment, Layout, Params, PerfError, Precision, Prompts, Query};
 use serde::Serialize;
 
@@ -70,6 +70,11 @@ pub struct Disaggregated {
     pub throughput_tok_s: f64,
     /// Output tokens per second per chip the query has.
     pub throughput_per_chip: f64,
+    /// Energy and cost of the two pools at this throughput, each pool's chips drawing power
+    /// at its share of what it can carry (the prefill pool its busy share, the decode pool
+    /// the split's rate over its best within the limits), as [`Deployment::economics_at`]
+    /// has it for one pool.
+    pub economics: Economics,
 }
 
 /// One replica layout's best prefill rate within the TTFT limit.
@@ -300,7 +305,38 @@ pub fn disaggregated(q: &Query<'_>, p: &Params) -> Result<Option<Disaggregated>,
             .map_or((b.decode.concurrency, b.decode.tpot_s), |d| {
                 decode_at_rate(&d, p, q, b.decode, b.rate / f64::from(b.y))
             });
+        // Each pool as a deployment of its replicas, at the share of its capacity in use.
+        let pools = [
+            (b.prefill.layout, b.x, rho),
+            (
+                b.decode.layout,
+                b.y,
+                b.rate / (f64::from(b.y) * b.decode.rate).max(f64::MIN_POSITIVE),
+            ),
+        ];
+        let parts: Vec<Economics> = pools
+            .iter()
+            .filter_map(|&(layout, n, used)| {
+                let mut d = pool_deployment(q, precision, layout)?;
+                d.layout.dp = n;
+                Some(d.economics_at(p, throughput, used))
+            })
+            .collect();
+        let sum = |f: fn(&Economics) -> Option<f64>| -> Option<f64> {
+            (parts.len() == pools.len())
+                .then(|| parts.iter().map(f).sum::<Option<f64>>())
+                .flatten()
+        };
+        let (power_w, usd_per_hour) = (sum(|e| e.power_w), sum(|e| e.usd_per_hour));
+        let economics = Economics {
+            power_w,
+            joules_per_token: power_w.map(|w| w * p.pue / throughput),
+            usd_per_hour,
+            usd_per_mtok: usd_per_hour.map(|h| h / (throughput * 3600.0) * 1e6),
+            cost_basis: parts.first().and_then(|e| e.cost_basis),
+        };
         Disaggregated {
+            economics,
             chips,
             chips_used: b.used,
             prefill: PrefillPool {

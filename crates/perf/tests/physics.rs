@@ -2865,6 +2865,25 @@ fn disaggregated_serving_keeps_its_limits_and_helps_long_prompts_under_a_tight_t
     let used = d.prefill.layout.replica_chips() * d.prefill.replicas
         + d.decode.layout.replica_chips() * d.decode.replicas;
     assert!(used == d.chips_used && used <= 32, "{d:?}");
+    // The split costs its pools' chips at H100's published rent, over its throughput, and
+    // draws between their idle and full power.
+    let h100 = cat.system("h100-sxm").expect("h100");
+    let rent = h100
+        .price
+        .as_ref()
+        .and_then(|pr| pr.rent_usd_per_chip_hour)
+        .expect("a rent");
+    let want = f64::from(used) * rent / (d.throughput_tok_s * 3600.0) * 1e6;
+    let got = d.economics.usd_per_mtok.expect("a price");
+    assert!((got / want - 1.0).abs() < 1e-9, "{got} against {want}");
+    let j = d.economics.joules_per_token.expect("power");
+    let per_chip_w =
+        h100.system_power_kw.expect("a power figure") * 1e3 / f64::from(h100.chips_per_system);
+    let full = f64::from(used) * per_chip_w * p.pue / d.throughput_tok_s;
+    assert!(
+        j > p.idle_power_frac * full && j <= full * (1.0 + 1e-9),
+        "{j} J/token against {full} at full power"
+    );
     // The first token comes after the prompt's own pass, the transfer, and the wait of an
     // M/D/c queue at the pool's busy share (a prompt goes to whichever replica is free):
     // half the M/M/c wait, Erlang's C over c(1 - rho) passes, C from its sum.

@@ -763,6 +763,12 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
             );
             let _ = writeln!(
                 s,
+                "energy       {} J/token; cost ${} per million tokens",
+                opt(d.economics.joules_per_token, 3),
+                cost(&d.economics)
+            );
+            let _ = writeln!(
+                s,
                 "set by       {}",
                 if d.prefill_bound {
                     "the prefill pool: its prompts queue for whole passes, which the TTFT limit (or a 90% ceiling) holds it to; the decode pool runs lighter"
@@ -779,13 +785,15 @@ fn render_disagg(split: Option<&Disaggregated>, agg: &Estimate, q: &Query<'_>) -
     };
     let _ = writeln!(
         s,
-        "aggregated   {:.0} tok/s ({:.1} per {}) at {}, TTFT {:.3} s, TPOT {:.2} ms{verdict}",
+        "aggregated   {:.0} tok/s ({:.1} per {}) at {}, TTFT {:.3} s, TPOT {:.2} ms, {} J/token, ${} per million tokens{verdict}",
         agg.peak.throughput_tok_s,
         agg.peak.throughput_tok_s / f64::from(agg.chips),
         unit_name(q.system.kind, 1),
         agg.layout,
         agg.peak.ttft_s,
-        agg.peak.tpot_s * 1000.0
+        agg.peak.tpot_s * 1000.0,
+        opt(agg.peak_economics.joules_per_token, 3),
+        cost(&agg.peak_economics)
     );
     s
 }
