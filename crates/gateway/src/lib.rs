@@ -178,16 +178,25 @@ fn client_keys(
         if !names.insert(k.name.clone()) {
             return Err(err("name", "two keys have this name".into()));
         }
-        let secret = std::env::var(&k.key_env)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                err(
+        let secret = match std::env::var(&k.key_env) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            // An empty secret would let a request with an empty bearer token in.
+            Ok(_) => {
+                return Err(err(
+                    "key_env",
+                    format!(
+                        "the environment variable `{}` is set but empty: give it the key's secret",
+                        k.key_env
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(err(
                     "key_env",
                     format!("the environment variable `{}` is not set", k.key_env),
-                )
-            })?;
+                ))
+            }
+        };
         if !secrets.insert(secret.clone()) {
             return Err(err("key_env", "another key has the same secret".into()));
         }

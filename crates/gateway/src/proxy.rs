@@ -841,7 +841,13 @@ pub(crate) async fn handle(
     let req = match crate::api::parse(ep, &body) {
         Ok(r) => r,
         Err(e) => {
-            crate::metrics::unanswered("-", "client_error");
+            // Under the model the body names where the gateway serves it (one label per
+            // served model, however many names clients send), else `-`.
+            let named = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("model")?.as_str().map(str::to_string))
+                .filter(|m| gw.models.contains_key(m));
+            crate::metrics::unanswered(named.as_deref().unwrap_or("-"), "client_error");
             return e.into_response();
         }
     };

@@ -959,6 +959,11 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
             "SWITCHYARD_TEST_UNSET_VARIABLE",
         ],
     );
+    std::env::set_var("SWITCHYARD_TEST_KEY_EMPTY", " ");
+    check(
+        "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_EMPTY\"\n",
+        &["line 17", "key_env", "is set but empty"],
+    );
     std::env::set_var("SWITCHYARD_TEST_KEY_C", "secret-c");
     check(
         "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_C\"\nrequests_per_minute = 0\n",
@@ -2890,4 +2895,33 @@ async fn with_every_deployment_ejected_a_request_tries_once() {
         assert_eq!(chat_json(&url, ask).await.0, 503);
     }
     assert_eq!(tries(&health(&url).await), before + 3);
+}
+
+/// A request refused for its body counts under the model it names where the gateway serves
+/// that model, and under `-` where it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_counts_under_the_model_it_names() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("labelled", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    for name in ["labelled", "no-such-model"] {
+        let (status, _) = chat_json(
+            &url,
+            &format!(
+                r#"{{"model":"{name}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":0}}"#
+            ),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+    let line = |m: &str| {
+        format!(
+            r#"switchyard_requests_total{{model="{m}",provider="none",outcome="client_error"}}"#
+        )
+    };
+    assert_eq!(metric(&url, &line("labelled")).await, Some(1.0));
+    assert!(metric(&url, &line("no-such-model")).await.is_none());
 }
