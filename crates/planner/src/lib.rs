@@ -326,6 +326,10 @@ pub fn plan(
     let mut before: Option<Vec<u32>> = None;
     for k in 0..model.phases.len() {
         let mut ph = solve::phase(&model, k, &installed, before.as_deref())?;
+        // A provider left out on the command line is no fault of the scenario's: said so.
+        if let (Some(why), Some(lost)) = (ph.infeasible.as_mut(), what_if.lose.as_deref()) {
+            why.push_str(&format!(" (planned without `{lost}`, as --lose asks)"));
+        }
         before = ph.infeasible.is_none().then(|| {
             let mut units = vec![0; model.options.len()];
             for b in &ph.buys {

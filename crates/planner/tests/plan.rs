@@ -187,7 +187,9 @@ fn losing_a_provider_replans_or_says_what_breaks() {
     .expect("plans");
     let why = p.phases[0].infeasible.as_deref().expect("infeasible");
     assert!(
-        why.contains("not enough power") && why.contains("short by"),
+        why.contains("not enough power")
+            && why.contains("short by")
+            && why.ends_with("(planned without `b`, as --lose asks)"),
         "{why}"
     );
     // An unknown provider is the user's mistake.
