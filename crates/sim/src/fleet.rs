@@ -591,9 +591,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
                 // A class some provider serves, whose request none of them can hold, is too
-                // long rather than unserved.
-                // Past the context of every model that serves it, or within one of them but
-                // past what its replicas' KV caches hold.
+                // long rather than unserved: past the context of every model that serves it,
+                // or within one but past what its replicas' KV caches hold.
                 let contexts: Vec<u32> = self
                     .router
                     .targets()
