@@ -711,10 +711,10 @@ async fn attempt(
                         status.as_u16()
                     )));
                 }
-                let usage = usage_of(&v);
-                // Without the provider's count, the answer's text at four characters a token,
-                // as a prompt is counted.
-                let tokens = usage.map_or_else(|| answer_tokens(&v), |u| u.1);
+                // The provider's counts where it gives them, each on its own; without one,
+                // the answer's text (or the prompt) at four characters a token.
+                let counted = v["usage"]["prompt_tokens"].as_u64();
+                let tokens = usage_of(&v).map_or_else(|| answer_tokens(&v), |u| u.1);
                 // An answer without usage, or with part of it, gets the gateway's count of
                 // what is missing, as SDK code reads all three.
                 let complete = ["prompt_tokens", "completion_tokens", "total_tokens"]
@@ -724,13 +724,11 @@ async fn attempt(
                     b
                 } else {
                     let mut v = v;
-                    let prompt = usage
-                        .and_then(|u| u.0)
-                        .unwrap_or(u64::from(req.prompt_tokens));
-                    v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens});
+                    let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
+                    v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt.saturating_add(tokens)});
                     Bytes::from(v.to_string())
                 };
-                return Ok(Started::Full(status, b, tokens, usage.and_then(|u| u.0)));
+                return Ok(Started::Full(status, b, tokens, counted));
             }
             let mut stream = resp.bytes_stream().boxed();
             let mut reader = SseReader::default();

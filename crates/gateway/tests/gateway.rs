@@ -1998,7 +1998,8 @@ fn upstream_then_gpu(up: &str, upstream_model: &str) -> String {
 /// 408; `not-json` streams an event that is not JSON before its first token, and
 /// `not-json-after` one after its first token in the same read, and `not-json-mid` and
 /// `error-mid` a number for a chunk and an error event in a later read; each sends an empty
-/// event too, a keep-alive; `usage-partial` answers whole with a usage of its output alone;
+/// event too, a keep-alive; `usage-partial` answers whole with a usage of its output alone,
+/// `usage-prompt` with one of its prompt alone;
 /// `no-choices` answers 200 with an object without choices, `payment` 402;
 /// `finished-then-cut` streams a finished answer and breaks the connection;
 /// `huge-event` streams an event that grows by a mebibyte every 20 ms and never ends.
@@ -2028,6 +2029,12 @@ async fn misbehaving_upstream() -> String {
                     [("content-type", "text/html")],
                     "<html>oops</html>",
                 )
+                    .into_response();
+            }
+            if v["model"] == "usage-prompt" {
+                return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "usage-prompt",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "abcdefgh"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 11}}))
                     .into_response();
             }
             if v["model"] == "usage-partial" {
@@ -2498,6 +2505,28 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     assert_eq!(
         u["total_tokens"].as_u64(),
         Some(3 + u["prompt_tokens"].as_u64().unwrap_or(0)),
+        "{answer}"
+    );
+    // A usage of the prompt alone keeps the provider's count, and the output is counted.
+    let text = text.replace("usage-partial", "usage-prompt");
+    let (url, _gw) = start(&text).await;
+    let (_, answer) = chat_json(
+        &url,
+        r#"{"model":"usage-prompt","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    let u = &answer["usage"];
+    assert_eq!(
+        (
+            &u["prompt_tokens"],
+            &u["completion_tokens"],
+            &u["total_tokens"]
+        ),
+        (
+            &serde_json::json!(11),
+            &serde_json::json!(2),
+            &serde_json::json!(13)
+        ),
         "{answer}"
     );
     // A refusal is the answer's text too.
