@@ -2488,46 +2488,39 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     )
     .await;
     assert_eq!(answer["usage"]["completion_tokens"], 3, "{answer}");
+    // The answer's usage, through a gateway whose one model is the upstream's `name`.
+    let usage = |name: &'static str| {
+        let up = up.clone();
+        async move {
+            let text = format!(
+                "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+                 [[model]]\nname = \"{name}\"\n[[model.deployment]]\nprovider = \"up\"\n"
+            );
+            let (url, _gw) = start(&text).await;
+            let ask =
+                format!(r#"{{"model":"{name}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+            chat_json(&url, &ask).await.1["usage"].clone()
+        }
+    };
     // A usage of the output alone is completed with the prompt's count and the total.
-    let text = format!(
-        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
-         [[model]]\nname = \"usage-partial\"\n[[model.deployment]]\nprovider = \"up\"\n"
-    );
-    let (url, _gw) = start(&text).await;
-    let (_, answer) = chat_json(
-        &url,
-        r#"{"model":"usage-partial","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    let u = &answer["usage"];
-    assert_eq!(u["completion_tokens"], 3, "{answer}");
-    assert!(u["prompt_tokens"].as_u64() > Some(0), "{answer}");
+    let u = usage("usage-partial").await;
+    assert_eq!(u["completion_tokens"], 3, "{u}");
+    assert!(u["prompt_tokens"].as_u64() > Some(0), "{u}");
     assert_eq!(
         u["total_tokens"].as_u64(),
         Some(3 + u["prompt_tokens"].as_u64().unwrap_or(0)),
-        "{answer}"
+        "{u}"
     );
     // A usage of the prompt alone keeps the provider's count, and the output is counted.
-    let text = text.replace("usage-partial", "usage-prompt");
-    let (url, _gw) = start(&text).await;
-    let (_, answer) = chat_json(
-        &url,
-        r#"{"model":"usage-prompt","messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    let u = &answer["usage"];
+    let u = usage("usage-prompt").await;
     assert_eq!(
-        (
+        [
             &u["prompt_tokens"],
             &u["completion_tokens"],
             &u["total_tokens"]
-        ),
-        (
-            &serde_json::json!(11),
-            &serde_json::json!(2),
-            &serde_json::json!(13)
-        ),
-        "{answer}"
+        ],
+        [11, 2, 13],
+        "{u}"
     );
     // A refusal is the answer's text too.
     assert_eq!(counted("refuses").await, Some(6.0));
