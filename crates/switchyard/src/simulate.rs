@@ -146,6 +146,25 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
     let scn = file
         .resolve(&text, &origin, cat, params, trace_rows, &over)
         .map_err(usage)?;
+    // The cost policy ranks a provider without a price last, after every priced one: said,
+    // since it may then serve nothing.
+    if scn.policy.name() == "cost" {
+        let unpriced: Vec<&str> = scn
+            .providers
+            .iter()
+            .filter(|p| !p.target.usd_per_mtok.is_finite())
+            .map(|p| p.name.as_str())
+            .collect();
+        if !unpriced.is_empty() {
+            err!(
+                "note: {} {} no price, so the cost policy sends {} only what the priced providers cannot take; give `usd_per_mtok` to rank {}\n",
+                unpriced.join(", "),
+                if unpriced.len() == 1 { "has" } else { "have" },
+                if unpriced.len() == 1 { "it" } else { "them" },
+                if unpriced.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
     crate::make_out_dir(&a.out, "requests.csv, summary.json and report.html")?;
     let csv_path = a.out.join("requests.csv");
     let mut csv = if a.no_csv {

@@ -1816,3 +1816,29 @@ fn formats_a_chip_lacks_are_named_and_weight_schemes_are_no_kv_format() {
         );
     }
 }
+
+/// Under the cost policy a provider without a price is ranked after every priced one, and
+/// the run says so.
+#[test]
+fn simulate_notes_an_unpriced_provider_under_the_cost_policy() {
+    let path = temp_file(
+        "cost-policy.toml",
+        "model = \"llama-3.1-70b\"\n[router]\npolicy = \"cost\"\n[[provider]]\nname = \"wafer\"\nsystem = \"cs3\"\nchips = 4\n[[provider]]\nname = \"gpu\"\nsystem = \"h100-sxm\"\nchips = 8\n[workload]\nrequests = 20\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 100 }\noutput = { dist = \"fixed\", tokens = 10 }\n",
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-cost-{}", std::process::id()));
+    let o = run(&[
+        "simulate",
+        "--scenario",
+        path.to_str().expect("utf-8"),
+        "--no-csv",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("note: wafer has no price, so the cost policy sends it only what the priced providers cannot take"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
