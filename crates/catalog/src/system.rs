@@ -378,8 +378,10 @@ impl System {
                     "field `{field}` must be a number from 10^-6 to 10^9"
                 ));
             }
-            if m.cores_x == 0 || m.cores_y == 0 {
-                return Err("fields `mesh.cores_x` and `mesh.cores_y` must be at least 1".into());
+            for (field, v) in [("mesh.cores_x", m.cores_x), ("mesh.cores_y", m.cores_y)] {
+                if v == 0 {
+                    return Err(format!("field `{field}` must be at least 1"));
+                }
             }
         }
         if let Some(p) = &self.price {
@@ -441,8 +443,37 @@ impl System {
         if self.flops(Precision::Bf16).is_none() && self.kind != SystemKind::Wafer {
             return Err("field `dense_tflops` needs at least a `bf16` figure".into());
         }
-        if self.kind == SystemKind::Wafer && self.mesh.is_none() {
-            return Err("a wafer-scale system needs a `mesh` table".into());
+        if self.kind == SystemKind::Wafer {
+            let Some(m) = &self.mesh else {
+                return Err("a wafer-scale system needs a `mesh` table".into());
+            };
+            // A wafer's weights and KV cache live in its cores' SRAM, read at its bandwidth:
+            // without one, every time is infinite.
+            for (field, v) in [
+                ("sram_gb", self.sram_gb),
+                ("sram_bw_tb_s", self.sram_bw_tb_s),
+            ] {
+                if v <= 0.0 {
+                    return Err(format!(
+                        "field `{field}` must be above 0 on a `wafer` system: its SRAM holds and feeds the weights"
+                    ));
+                }
+            }
+            // The physics streams nothing from memory off the wafer: a figure for it would
+            // be counted as room for weights and read at the SRAM's speed.
+            if self.memory_gb > 0.0 || self.memory_bw_tb_s > 0.0 {
+                return Err("field `memory_gb` must be 0 on a `wafer` system (with `memory_bw_tb_s`): off-wafer memory is not modelled, its weights and KV cache live in SRAM".into());
+            }
+            // The SRAM is the cores': a figure far from their count times each one's is a
+            // typo in one of them (WSE-3: 762 x 1,172 cores of 48 KB, 42.9 GB, against 44).
+            let cores_gb =
+                f64::from(m.cores_x) * f64::from(m.cores_y) * m.sram_per_core_kb * 1e3 / 1e9;
+            if !(0.5 * cores_gb..=1.25 * cores_gb).contains(&self.sram_gb) {
+                return Err(format!(
+                    "field `sram_gb` ({}) is far from what the mesh's cores hold ({} x {} cores of {} KB: {cores_gb:.1} GB); the two must agree within a quarter",
+                    self.sram_gb, m.cores_x, m.cores_y, m.sram_per_core_kb
+                ));
+            }
         }
         crate::check_sources("sources", &self.sources)?;
         if let Some(m) = &self.measured {

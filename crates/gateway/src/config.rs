@@ -181,6 +181,11 @@ pub struct ProviderSection {
     /// `simulate`.
     #[serde(default)]
     pub chips: Option<u32>,
+    /// One replica's layout on an `emulated` provider (`tp8`, `tp4-pp2`, `ep8`), as a
+    /// simulation scenario's provider takes it (default: the layout that carries the most on
+    /// its chips, which may split them into several replicas).
+    #[serde(default)]
+    pub layout: Option<String>,
     /// Faults an `emulated` provider injects, for tests and drills.
     #[serde(default)]
     pub faults: Faults,
@@ -349,6 +354,7 @@ impl Config {
             let given = |field: &str| match field {
                 "system" => s.system.is_some(),
                 "chips" => s.chips.is_some(),
+                "layout" => s.layout.is_some(),
                 "faults" => s.faults != Faults::default(),
                 "prefill_replicas" => s.prefill_replicas.is_some(),
                 "prefill_chips" => s.prefill_chips.is_some(),
@@ -363,6 +369,7 @@ impl Config {
                         "system",
                         "replicas",
                         "chips",
+                        "layout",
                         "faults",
                         "prefill_replicas",
                         "prefill_chips",

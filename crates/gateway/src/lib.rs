@@ -352,12 +352,40 @@ impl Gateway {
                                 .map_err(|e| err("system", e.to_string()))?;
                             let (isl, osl) =
                                 (f64::from(params.default_isl), f64::from(params.default_osl));
+                            // One replica's split, where the provider gives it.
+                            let layout = match p.layout.as_deref() {
+                                None => None,
+                                Some(l) => {
+                                    let l = l
+                                        .parse::<switchyard_perf::Layout>()
+                                        .map_err(|e| err("layout", e.to_string()))?;
+                                    if l.dp > 1 {
+                                        return Err(err(
+                                            "layout",
+                                            format!(
+                                                "it has {} data-parallel replicas; write one replica's split (`{}`) and `replicas = {}`",
+                                                l.dp,
+                                                switchyard_perf::Layout { dp: 1, ..l },
+                                                l.dp
+                                            ),
+                                        ));
+                                    }
+                                    Some(l)
+                                }
+                            };
                             let q = Query {
                                 chips: p.chips,
+                                layout,
                                 ..Query::new(model, system, isl, osl)
                             };
-                            // The chips asked for, where they are what fails.
-                            let at_fault = if p.chips.is_some() { "chips" } else { "system" };
+                            // The layout or chips asked for, where they are what fails.
+                            let at_fault = if p.layout.is_some() {
+                                "layout"
+                            } else if p.chips.is_some() {
+                                "chips"
+                            } else {
+                                "system"
+                            };
                             let mut dep = best_deployment(&q, params, Objective::Throughput)
                                 .map_err(|e| err(at_fault, e.to_string()))?;
                             // A server's chips that the best layout splits into several

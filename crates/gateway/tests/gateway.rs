@@ -1017,6 +1017,19 @@ async fn chips_a_layout_splits_run_as_several_engines() {
     let single = rate(&health(&url1).await["models"]["n"][0]);
     assert!(single > 0.0);
     assert!((rate(few) / single - 3.0).abs() < 0.01, "{few}: {single}");
+    // A layout given keeps the chips one replica: eight H200s as one tp8 engine.
+    let whole = format!(
+        "{}{}",
+        emulated("wide", "h200", "").replace("chips = 1", "chips = 8\nlayout = \"tp8\""),
+        model("w", &[("wide", "")])
+    );
+    let (url8, _gw8) = start(&whole).await;
+    let dep = &health(&url8).await["models"]["w"][0];
+    assert_eq!(
+        (&dep["engines"], &dep["layout"]),
+        (&serde_json::json!(1), &serde_json::json!("tp8-pp1")),
+        "{dep}"
+    );
 }
 
 /// Pools too large to run are refused with their field, not left to exhaust memory.
@@ -1057,6 +1070,15 @@ fn emulated_pools_have_a_size_limit() {
             "chips = 1\nprefill_replicas = 10000\nprefill_chips = 72",
         ),
         &["field `prefill_chips`", "prefill engines", "10000"],
+    );
+    // A layout is one replica's split, and one the chips can host.
+    refuse(
+        &base.replace("chips = 1", "chips = 8\nlayout = \"tp2-dp4\""),
+        &["line 6", "field `layout`", "`replicas = 4`"],
+    );
+    refuse(
+        &base.replace("chips = 1", "layout = \"tp3\""),
+        &["field `layout`"],
     );
 }
 
