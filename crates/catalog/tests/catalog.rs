@@ -356,6 +356,40 @@ fn a_bad_file_names_its_line_and_field() {
         "t.toml",
         &["`z`", "capacity_memory_bw_tb_s"],
     );
+    // A wafer's SRAM holds and feeds its weights: it needs a size and a bandwidth, agrees
+    // with its cores, and has no off-wafer memory the physics would read at SRAM speed.
+    let wafer = |extra: &str| {
+        format!("[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"wafer\"\nsystem = \"s\"\nchips_per_system = 1\nsram_gb = 44.0\nsram_bw_tb_s = 21000.0\n{extra}sources = [\"https://a\"]\n[system.mesh]\ncores_x = 762\ncores_y = 1172\nclock_ghz = 1.1\nsram_per_core_kb = 48.0\nfmac_per_cycle = 8.0\nsources = [\"https://a\"]\n")
+    };
+    let mut ok = Catalog::builtin().expect("catalog");
+    ok.extend_from_toml(&wafer(""), "w.toml")
+        .expect("a wafer as the CS-3");
+    for (from, to, field) in [
+        (
+            "sram_bw_tb_s = 21000.0",
+            "sram_bw_tb_s = 0.0",
+            "sram_bw_tb_s",
+        ),
+        ("sram_gb = 44.0", "sram_gb = 88.0", "sram_gb"),
+        (
+            "sram_gb = 44.0",
+            "sram_gb = 44.0\nmemory_gb = 1200.0\nmemory_bw_tb_s = 0.15",
+            "memory_gb",
+        ),
+    ] {
+        refused(
+            &mut cat,
+            &wafer("").replace(from, to),
+            "w.toml",
+            &["`w`", &format!("field `{field}`")],
+        );
+    }
+    refused(
+        &mut cat,
+        &wafer("").replace("cores_x = 762", "cores_x = 0"),
+        "w.toml",
+        &["line 11", "field `mesh.cores_x`"],
+    );
     // Two workloads of one id in one file are refused.
     let workload = |id: &str| {
         format!("[[workload]]\nid = \"{id}\"\nsuite = \"s\"\nmodel = \"llama-3.1-8b\"\nsources = [\"https://a\"]\n")
