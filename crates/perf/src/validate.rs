@@ -1124,21 +1124,22 @@ fn predict_as(cat: &Catalog, p: &Params, row: &Point, purpose: Purpose) -> Outco
     out
 }
 
-/// The system a `hardware` cell names, and a chip count it states in the same cell
-/// (`8xH100`, `H100x8`, `8 x H100`) when the name alone is not one. A name in MLPerf's
+/// The system a `hardware` cell names, a chip count it states in the same cell (`8xH100`,
+/// `H100x8`, `8 x H100`) or its name implies (`DGX H100`), and whether the cell counts them
+/// outright. A name in MLPerf's
 /// style, parts joined by `_` (`H200-SXM-141GBx8_TRT`, `8xMI300X_2xEPYC_9575F`,
 /// `GB200-NVL72_GB200-186GB_aarch64x72`), is read from the longest run of parts that names a
 /// system; runs of one length that name different systems name none.
-fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>), String> {
+fn system_of<'a>(cat: &'a Catalog, cell: &str) -> Result<(&'a System, Option<u32>, bool), String> {
     let cell = cell.trim();
     // A name of a whole system as sold (`GB200 NVL72`, `DGX H100`) states its chips where
     // nothing in the cell counts them; a chip's name (`GB200`, `H100`) leaves the count to
-    // the `count` column.
+    // the `count` column. The flag says whether the cell counts them outright (`x8`).
     let implied = |found: (&'a System, Option<u32>)| match found {
         (s, None) if names_whole_system(&cell.to_ascii_lowercase()) => {
-            (s, Some(s.chips_per_system))
+            (s, Some(s.chips_per_system), false)
         }
-        other => other,
+        (s, n) => (s, n, n.is_some()),
     };
     let whole = match system_in(cat, cell) {
         Ok(found) => return Ok(implied(found)),
@@ -1260,7 +1261,7 @@ fn predict_inner(
     row: &Point,
     purpose: Purpose,
 ) -> Result<Predicted, String> {
-    let (system, stated_chips) = system_of(cat, &row.hardware)?;
+    let (system, stated_chips, counted_in_cell) = system_of(cat, &row.hardware)?;
     let model = cat.model(row.model.trim()).map_err(|e| e.to_string())?;
     let precision = match row.precision.trim() {
         "" => Precision::in_model_name(&row.model),
@@ -1280,6 +1281,17 @@ fn predict_inner(
             )
             })?),
         };
+    // A count the hardware cell states and another in the `count` column: one is wrong, and
+    // which is not for the model to guess.
+    if let (Some(named), Some(counted), true) = (stated_chips, chips, counted_in_cell) {
+        if named != counted {
+            return Err(format!(
+                "hardware `{}` names {named} chips and count `{}` {counted}: give one, or the same in both",
+                row.hardware.trim(),
+                row.count.trim()
+            ));
+        }
+    }
     let layout = layout_of(&row.parallel)?;
     let speculative = match row.speculative.trim().to_ascii_lowercase().as_str() {
         "yes" | "y" | "on" | "true" | "mtp" | "eagle" | "eagle2" | "eagle-2" | "eagle3"

@@ -2443,6 +2443,25 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
         .map(|o| o.layout.split('x').next().unwrap_or(""))
         .collect();
     assert_eq!(chips, ["72", "8", "8", "72", "1", "144"], "{out:?}");
+    // A count column that contradicts a count the cell states is refused; one beside a
+    // whole system's name counts its chips across systems.
+    let rows = format!(
+        "{header}a,H200-SXM-141GBx8_TRT,1,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\nb,DGX H100,16,llama-3.1-70b,fp8,,none,64,1024,1024,throughput_tok_s,1\n"
+    );
+    let (out, _) = run(
+        &cat,
+        &Params::default(),
+        &parse_points(&rows).expect("rows"),
+    );
+    assert!(
+        out[0]
+            .predicted
+            .as_ref()
+            .is_err_and(|e| e.contains("names 8 chips and count `1` 1")),
+        "{:?}",
+        out[0].predicted
+    );
+    assert!(out[1].layout.starts_with("16x"), "{:?}", out[1]);
 }
 
 /// Matrix products run at the chip's measured share of its peak over H100's, in a prompt

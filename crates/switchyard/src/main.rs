@@ -106,8 +106,8 @@ pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result
     })
 }
 
-/// A global option given both before and after the command: clap keeps the later one and
-/// drops the other without a word, so the user is told instead.
+/// A global option given more than once, before or after the command: clap keeps the last
+/// one and drops the others without a word, so the user is told instead.
 fn given_twice() -> Option<&'static str> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     ["--catalog", "--params"].into_iter().find(|flag| {
@@ -121,7 +121,7 @@ fn given_twice() -> Option<&'static str> {
 
 fn main() -> ExitCode {
     if let Some(flag) = given_twice() {
-        err!("error: {flag} is given twice (before and after the command); give it once\n");
+        err!("error: {flag} is given more than once; give it once (one file: put every entry in it)\n");
         return ExitCode::from(2);
     }
     // A mistake on the command line is one line, as every other error is: clap's own

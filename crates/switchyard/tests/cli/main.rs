@@ -543,7 +543,7 @@ fn bad_input_is_one_clear_line_and_status_two() {
         (est8(&["--layout", "tp8-tp4"]), "tp is given twice"),
         (
             joined(&["--params", "a.toml"], &est8(&["--params=b.toml"])),
-            "--params is given twice (before and after the command)",
+            "--params is given more than once",
         ),
         (
             est8(&["--speculative", "0.8", "--draft-len", "0"]),
