@@ -393,7 +393,12 @@ impl Router {
                 };
                 let start = self.next[c].1;
                 let pick = (0..n).map(|k| (start + k) % n).find(|i| pool.contains(i));
-                if let Some(i) = pick {
+                // A request's first try takes the turn; a retry of one (targets excluded)
+                // goes to the next target without taking another, so that the request after
+                // it still starts on the target after the first one it tried: were retries to
+                // take turns, every request would start on a failing target that sits just
+                // before a healthy one.
+                if let (Some(i), true) = (pick, ask.exclude.is_empty()) {
                     self.next[c].1 = (i + 1) % n;
                 }
                 pick

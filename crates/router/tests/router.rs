@@ -53,6 +53,22 @@ fn round_robin_cycles_and_skips_excluded_targets() {
         ..Ask::default()
     };
     assert_eq!(r.pick(0.0, &all), None);
+    // A retry takes no turn: with `a` failing every first try, requests still start on
+    // `a`, `b`, `c` in turn, not all on `a`.
+    let mut r = Router::new(Policy::RoundRobin, three(), Health::default(), 1);
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let i = r.pick(0.0, &Ask::default()).expect("a target");
+        first.push(i);
+        if i == 0 {
+            let retry = Ask {
+                exclude: &[0],
+                ..Ask::default()
+            };
+            assert_eq!(r.pick(0.0, &retry), Some(1));
+        }
+    }
+    assert_eq!(first, [0, 1, 2]);
 }
 
 /// Each class takes its own turns: a class served by two targets splits its requests
