@@ -455,6 +455,32 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
 }
 
 impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
+    /// Provider `p`'s pools' economics at idle, each pool a deployment of its replicas.
+    fn idle_economics(&self, p: usize) -> Vec<switchyard_perf::Economics> {
+        self.pools_of(p)
+            .map(|q| &self.pools[q])
+            .filter(|q| !q.slots.is_empty())
+            .map(|q| {
+                let mut d = q.slots[0].engine.physics().deployment.clone();
+                d.layout.dp = q.slots.len() as u32;
+                d.economics_at(self.params, 1.0, 0.0)
+            })
+            .collect()
+    }
+
+    /// Facility watts provider `p` draws serving nothing; `None` without a power figure.
+    fn idle_watts(&self, p: usize) -> Option<f64> {
+        self.idle_economics(p)
+            .iter()
+            .map(|e| e.power_w.map(|w| w * self.params.pue))
+            .sum()
+    }
+
+    /// What provider `p` costs an hour serving nothing; `None` without a price.
+    fn idle_usd_per_hour(&self, p: usize) -> Option<f64> {
+        self.idle_economics(p).iter().map(|e| e.usd_per_hour).sum()
+    }
+
     /// Provider `p`'s pools: its own, then its prefill pool if it has one.
     fn pools_of(&self, p: usize) -> impl Iterator<Item = usize> + use<F> {
         [Some(p), self.prefill_of[p]].into_iter().flatten()
@@ -1088,6 +1114,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         // The lengths each pool's peak throughput is taken at, for its power, where it
         // served nothing.
         let (isl, osl) = self.scn.workload.mean_lengths(&self.scn.trace);
+        let (mut fleet_watts, mut fleet_usd_h) = (Some(0.0_f64), Some(0.0_f64));
         for p in 0..np {
             let mut c = Cell::default();
             for k in 0..nc {
@@ -1154,6 +1181,22 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             if let Some(price) = self.scn.providers[p].usd_per_mtok {
                 g.usd_per_mtok = Some(price);
             }
+            // The fleet's power and spend an hour: a provider that served draws what its
+            // figures per token say; one that served nothing draws idle power and, owned or
+            // rented by the hour, costs its hours (priced by the token, nothing).
+            let (watts, usd_h) = if g.throughput_tok_s > 0.0 {
+                (
+                    g.joules_per_token.map(|j| j * g.throughput_tok_s),
+                    g.usd_per_mtok
+                        .map(|u| u * g.throughput_tok_s * 3600.0 / 1e6),
+                )
+            } else if self.scn.providers[p].usd_per_mtok.is_some() {
+                (self.idle_watts(p), Some(0.0))
+            } else {
+                (self.idle_watts(p), self.idle_usd_per_hour(p))
+            };
+            fleet_watts = fleet_watts.zip(watts).map(|(a, b)| a + b);
+            fleet_usd_h = fleet_usd_h.zip(usd_h).map(|(a, b)| a + b);
             dist.ttft.push(c.ttft.clone());
             dist.e2e.push(c.e2e.clone());
             dist.tpot.push(c.tpot.clone());
@@ -1195,6 +1238,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             .sum();
         let slots: usize = self.pools.iter().map(|p| p.slots.len()).sum();
         fleet_g.utilization = Some(busy / (slots.max(1) as f64 * end));
+        if fleet_g.throughput_tok_s > 0.0 {
+            fleet_g.joules_per_token = fleet_watts.map(|w| w / fleet_g.throughput_tok_s);
+            fleet_g.usd_per_mtok =
+                fleet_usd_h.map(|h| h / (fleet_g.throughput_tok_s * 3600.0) * 1e6);
+        }
         fleet_g.preemptions = Some(self.pools.iter().map(|p| p.preemptions).sum());
         let steps = self
             .pools

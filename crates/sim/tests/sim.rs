@@ -1786,3 +1786,25 @@ fn the_load_counts_the_engines_own_batch_limit() {
     let load = s.providers[0].load.expect("a load");
     assert!(load > 0.9, "{load}");
 }
+
+/// The fleet's energy and cost a token are its providers' power and spend an hour over the
+/// tokens it produced, a provider that served nothing drawing its idle power and costing its
+/// hours.
+#[test]
+fn the_fleets_energy_and_cost_count_every_provider() {
+    let base = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nclasses = [\"x\"]\n[[provider]]\nname = \"b\"\nsystem = \"h100-sxm\"\nchips = 1\nclasses = [\"y\"]\n[workload]\nrequests = 200\narrival = { process = \"poisson\", rate = 5.0 }\nprompt = { dist = \"fixed\", tokens = 500 }\noutput = { dist = \"fixed\", tokens = 100 }\n[[class]]\nname = \"x\"\nshare = 1\n[[class]]\nname = \"y\"\nshare = 0\n";
+    let s = simulated(base);
+    let (a, b, fleet) = (&s.providers[0], &s.providers[1], &s.fleet);
+    assert_eq!(b.output_tokens, 0);
+    let ja = a.joules_per_token.expect("a's energy");
+    let jf = fleet.joules_per_token.expect("the fleet's energy");
+    let ua = a.usd_per_mtok.expect("a's cost");
+    let uf = fleet.usd_per_mtok.expect("the fleet's cost");
+    // Two rented H100s where one served: the fleet pays both hours for a's tokens.
+    assert!(
+        (uf / ua - 2.0).abs() < 1e-6,
+        "{uf} against {ua}: two chips' rent over one's tokens"
+    );
+    // And b's idle power on top of a's.
+    assert!(jf > ja * 1.1 && jf < ja * 2.0, "{jf} against {ja}");
+}
