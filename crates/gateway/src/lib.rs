@@ -353,26 +353,12 @@ impl Gateway {
                             let (isl, osl) =
                                 (f64::from(params.default_isl), f64::from(params.default_osl));
                             // One replica's split, where the provider gives it.
-                            let layout = match p.layout.as_deref() {
-                                None => None,
-                                Some(l) => {
-                                    let l = l
-                                        .parse::<switchyard_perf::Layout>()
-                                        .map_err(|e| err("layout", e.to_string()))?;
-                                    if l.dp > 1 {
-                                        return Err(err(
-                                            "layout",
-                                            format!(
-                                                "it has {} data-parallel replicas; write one replica's split (`{}`) and `replicas = {}`",
-                                                l.dp,
-                                                switchyard_perf::Layout { dp: 1, ..l },
-                                                l.dp
-                                            ),
-                                        ));
-                                    }
-                                    Some(l)
-                                }
-                            };
+                            let layout = p
+                                .layout
+                                .as_deref()
+                                .map(|l| switchyard_perf::Layout::one_replica(l, "replicas"))
+                                .transpose()
+                                .map_err(|e| err("layout", e))?;
                             let q = Query {
                                 chips: p.chips,
                                 layout,

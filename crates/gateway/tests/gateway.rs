@@ -2771,13 +2771,20 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         let h = health(&url).await;
         assert_eq!(h["models"]["m"][1]["failures"], 1, "{upstream}: {h}");
     }
+    // The answer through a gateway whose first deployment is the upstream's `name`.
+    let answer = |name: &'static str| {
+        let up = up.clone();
+        async move {
+            let (url, _gw) = start(&upstream_then_gpu(&up, name)).await;
+            chat_json(
+                &url,
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+            )
+            .await
+        }
+    };
     // A refusal not in OpenAI's shape reaches the client in it, with the provider's status.
-    let (url, _gw) = start(&upstream_then_gpu(&up, "unprocessable")).await;
-    let (status, body) = chat_json(
-        &url,
-        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
-    )
-    .await;
+    let (status, body) = answer("unprocessable").await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "upstream_refused", "{body}");
     assert!(
@@ -2787,12 +2794,7 @@ async fn upstream_shapes_are_read_for_what_they_are() {
         "{body}"
     );
     // One in OpenAI's shape that leaves fields out reaches the client with them.
-    let (url, _gw) = start(&upstream_then_gpu(&up, "bare-413")).await;
-    let (status, body) = chat_json(
-        &url,
-        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
-    )
-    .await;
+    let (status, body) = answer("bare-413").await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["message"], "too big", "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");

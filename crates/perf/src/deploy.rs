@@ -36,6 +36,25 @@ impl Layout {
         }
     }
 
+    /// One replica's split as a configuration file writes it (`tp8`, `tp4-pp2`), its count
+    /// of replicas given beside it in the field named `count`.
+    ///
+    /// # Errors
+    /// What [`Layout::from_str`] refuses, and a layout of several data-parallel replicas,
+    /// with how to write it.
+    pub fn one_replica(text: &str, count: &str) -> Result<Self, String> {
+        let l: Layout = text.parse()?;
+        if l.dp > 1 {
+            return Err(format!(
+                "it has {} data-parallel replicas; write one replica's split (`{}`) and `{count} = {}`",
+                l.dp,
+                Layout { dp: 1, ..l },
+                l.dp
+            ));
+        }
+        Ok(l)
+    }
+
     /// Chips in one replica.
     pub fn replica_chips(&self) -> u32 {
         self.tp.saturating_mul(self.pp).saturating_mul(self.ep)

@@ -1581,7 +1581,7 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
     let mut lines = switchyard_catalog::Lines::new(text);
     let mut rows: Vec<Point> = Vec::new();
     // Each row read, field for field, with its line.
-    let mut seen: Vec<(Vec<String>, usize)> = Vec::new();
+    let mut seen: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
     let mut record = csv::StringRecord::new();
     loop {
         let fallback = rows.last().map_or(2, |r| r.line + 1);
@@ -1610,8 +1610,8 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
                 Ok(mut row) => {
                     row.line = line;
                     let key: Vec<String> = fields.iter().map(str::to_string).collect();
-                    match seen.iter().find(|(k, _)| *k == key) {
-                        Some((_, first)) => unreadable(
+                    match seen.get(&key) {
+                        Some(first) => unreadable(
                             &record,
                             id_column,
                             line,
@@ -1620,7 +1620,7 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
                             ),
                         ),
                         None => {
-                            seen.push((key, line));
+                            seen.insert(key, line);
                             row
                         }
                     }

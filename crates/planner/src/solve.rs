@@ -521,6 +521,20 @@ impl<'a> Model<'a> {
     }
 }
 
+/// A list's part of a message: nothing where the list is empty, else `say` of its items
+/// joined by `sep`.
+fn aside<T: AsRef<str>>(list: &[T], sep: &str, say: impl FnOnce(String) -> String) -> String {
+    if list.is_empty() {
+        String::new()
+    } else {
+        say(list
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(sep))
+    }
+}
+
 /// The least power provider `p` can put to use: the whole step of its options (for class
 /// `c`, or any) that draws least, a whole system, or a whole replica where one spans several.
 /// Infinite where it has no option.
@@ -1447,11 +1461,10 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                 class.name,
                 each.join(", "),
                 caps * 100.0,
-                if idle.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({} offer{} too little power in this phase for one of its systems)", idle.join(", "), if idle.len() == 1 { "s" } else { "" })
-                }
+                aside(&idle, ", ", |l| format!(
+                    " ({l} offer{} too little power in this phase for one of its systems)",
+                    if idle.len() == 1 { "s" } else { "" }
+                ))
             ));
             continue;
         }
@@ -1485,16 +1498,10 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                     prov.name,
                     class.ttft_s * 1e3,
                     class.tpot_s * 1e3,
-                    if idle.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" and the power in this phase for one ({} too little)", idle.join(", "))
-                    },
-                    if others.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (the others: {})", others.join("; "))
-                    },
+                    aside(&idle, ", ", |l| format!(
+                        " and the power in this phase for one ({l} too little)"
+                    )),
+                    aside(&others, "; ", |l| format!(" (the others: {l})")),
                     rules.join(" and "),
                     if rules.len() == 1 { "s" } else { "" }
                 ));
@@ -1595,16 +1602,8 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                 "phase {phase}: {label} {binds}: without {it} the demand fits in the power on offer (N-1 share {:.0}%, largest share {:.0}%{}){}",
                 m.rules.n_minus_1 * 100.0,
                 m.rules.max_share * 100.0,
-                if own.is_empty() {
-                    String::new()
-                } else {
-                    format!(", and of one provider {}", own.join(", "))
-                },
-                if over.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} (earlier phases are planned without looking ahead: give that provider no more in an earlier phase than it keeps offering, or set keep_installed = false)", over.join("; "))
-                }
+                aside(&own, ", ", |l| format!(", and of one provider {l}")),
+                aside(&over, "; ", |l| format!("; {l} (earlier phases are planned without looking ahead: give that provider no more in an earlier phase than it keeps offering, or set keep_installed = false)"))
             ));
         }
     }
@@ -1645,11 +1644,7 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
             ));
         }
     }
-    let unusable = if unusable.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", unusable.join("; "))
-    };
+    let unusable = aside(&unusable, "; ", |l| format!(" ({l})"));
     if need <= have {
         // Enough power in all, but each provider's own megawatts may bind: the most a class
         // could get is every provider's power spent on whole systems of its best option

@@ -466,8 +466,16 @@ impl Router {
     /// output token: what it learned, faded towards the prediction as it ages
     /// ([`LEARNED_HALF_LIFE_S`]), else the prediction.
     fn learned(&self, i: usize, now: f64) -> (f64, f64) {
+        self.aged(i, now).0
+    }
+
+    /// What [`Router::learned`] gives, with the shares of what was learned of each that
+    /// still count at `now`: half for every [`LEARNED_HALF_LIFE_S`] since each was last
+    /// observed.
+    fn aged(&self, i: usize, now: f64) -> ((f64, f64), (f64, f64)) {
         let (t, s) = (&self.targets[i], &self.seen[i]);
-        let (kept_ttft, kept_tpot) = self.kept(i, now);
+        let kept = |at: f64| 0.5_f64.powf((now - at).max(0.0) / LEARNED_HALF_LIFE_S);
+        let (kept_ttft, kept_tpot) = (kept(s.seen_at.0), kept(s.seen_at.1));
         // Back towards the prediction, or the best seen where that is better: a target that
         // states no prediction is taken for a typical cloud's, which one seen faster than
         // that, and then slow for a while, would never be tried again beside another that
@@ -477,18 +485,12 @@ impl Router {
             seen.map_or(predicted, |x| home + kept * (x - home))
         };
         (
-            fade(s.ttft_s, s.best.0, t.ttft_s, kept_ttft),
-            fade(s.tpot_s, s.best.1, t.tpot_s, kept_tpot),
+            (
+                fade(s.ttft_s, s.best.0, t.ttft_s, kept_ttft),
+                fade(s.tpot_s, s.best.1, t.tpot_s, kept_tpot),
+            ),
+            (kept_ttft, kept_tpot),
         )
-    }
-
-    /// The shares of what the router learned of target `i`'s time to first token and time
-    /// per output token that still count at `now`: half for every [`LEARNED_HALF_LIFE_S`]
-    /// since each was last observed.
-    fn kept(&self, i: usize, now: f64) -> (f64, f64) {
-        let (ttft, tpot) = self.seen[i].seen_at;
-        let kept = |at: f64| 0.5_f64.powf((now - at).max(0.0) / LEARNED_HALF_LIFE_S);
-        (kept(ttft), kept(tpot))
     }
 
     /// Expected time to first token on target `i` for a request of `prompt_tokens` (where
@@ -580,8 +582,7 @@ impl Router {
         // that the target takes no time.
         let own = (ttft_s - sent.queued_s).max(0.05 * ttft_s);
         let idle = own / (1.0 + sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
-        let (old, _) = self.learned(i, now);
-        let (kept, _) = self.kept(i, now);
+        let ((old, _), (kept, _)) = self.aged(i, now);
         let s = &mut self.seen[i];
         let x = ewma(s.ttft_s.map(|_| old), idle, kept);
         s.ttft_s = Some(x);
@@ -594,8 +595,7 @@ impl Router {
     /// [`Router::first_token`]).
     pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
         let stretch = 1.0 + self.load_beside(i);
-        let (_, old) = self.learned(i, now);
-        let (_, kept) = self.kept(i, now);
+        let ((_, old), (_, kept)) = self.aged(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
@@ -620,8 +620,7 @@ impl Router {
     pub fn answered(&mut self, i: usize, now: f64, seconds: f64, tokens: u64, sent: Sent) {
         // The load it ran under, as in `succeeded`.
         let stretch = 1.0 + self.load_beside(i);
-        let (ttft, tpot) = self.learned(i, now);
-        let (_, kept) = self.kept(i, now);
+        let ((ttft, tpot), (_, kept)) = self.aged(i, now);
         let first = sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * stretch;
         self.succeeded(i, now, None);
         // One token has no time after the first to learn from.

@@ -148,6 +148,15 @@ struct Pool<'a> {
     preemptions: u64,
 }
 
+impl<'a> Pool<'a> {
+    /// The pool as one deployment of all its replicas, for its power and cost.
+    fn deployment(&self) -> Deployment<'a> {
+        let mut d = self.slots[0].engine.physics().deployment.clone();
+        d.layout.dp = self.slots.len() as u32;
+        d
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Req {
     id: u64,
@@ -455,30 +464,21 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
 }
 
 impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
-    /// Provider `p`'s pools' economics at idle, each pool a deployment of its replicas.
-    fn idle_economics(&self, p: usize) -> Vec<switchyard_perf::Economics> {
-        self.pools_of(p)
+    /// What provider `p` draws serving nothing: facility watts (`None` without a power
+    /// figure) and USD an hour (`None` without a price).
+    fn idle_draw(&self, p: usize) -> (Option<f64>, Option<f64>) {
+        let idle: Vec<switchyard_perf::Economics> = self
+            .pools_of(p)
             .map(|q| &self.pools[q])
             .filter(|q| !q.slots.is_empty())
-            .map(|q| {
-                let mut d = q.slots[0].engine.physics().deployment.clone();
-                d.layout.dp = q.slots.len() as u32;
-                d.economics_at(self.params, 1.0, 0.0)
-            })
-            .collect()
-    }
-
-    /// Facility watts provider `p` draws serving nothing; `None` without a power figure.
-    fn idle_watts(&self, p: usize) -> Option<f64> {
-        self.idle_economics(p)
-            .iter()
-            .map(|e| e.power_w.map(|w| w * self.params.pue))
-            .sum()
-    }
-
-    /// What provider `p` costs an hour serving nothing; `None` without a price.
-    fn idle_usd_per_hour(&self, p: usize) -> Option<f64> {
-        self.idle_economics(p).iter().map(|e| e.usd_per_hour).sum()
+            .map(|q| q.deployment().economics_at(self.params, 1.0, 0.0))
+            .collect();
+        (
+            idle.iter()
+                .map(|e| e.power_w.map(|w| w * self.params.pue))
+                .sum(),
+            idle.iter().map(|e| e.usd_per_hour).sum(),
+        )
     }
 
     /// Provider `p`'s pools: its own, then its prefill pool if it has one.
@@ -1132,8 +1132,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
                 for (i, q) in own.iter().enumerate().filter(|(_, q)| !q.slots.is_empty()) {
-                    let mut d = q.slots[0].engine.physics().deployment.clone();
-                    d.layout.dp = q.slots.len() as u32;
+                    let d = q.deployment();
                     let busy: f64 = q.slots.iter().map(|s| s.busy_s).sum();
                     let busy = busy / (q.slots.len().max(1) as f64 * end);
                     // Power scales from idle to full with the share of the pool's peak
@@ -1190,10 +1189,10 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     g.usd_per_mtok
                         .map(|u| u * g.throughput_tok_s * 3600.0 / 1e6),
                 )
-            } else if self.scn.providers[p].usd_per_mtok.is_some() {
-                (self.idle_watts(p), Some(0.0))
             } else {
-                (self.idle_watts(p), self.idle_usd_per_hour(p))
+                let (watts, usd_h) = self.idle_draw(p);
+                let priced_by_token = self.scn.providers[p].usd_per_mtok.is_some();
+                (watts, if priced_by_token { Some(0.0) } else { usd_h })
             };
             fleet_watts = fleet_watts.zip(watts).map(|(a, b)| a + b);
             fleet_usd_h = fleet_usd_h.zip(usd_h).map(|(a, b)| a + b);

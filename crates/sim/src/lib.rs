@@ -22,6 +22,8 @@ pub use scenario::{
     WorkloadSection,
 };
 pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, Summary};
+/// The routing policies a scenario names, from the router the gateway shares.
+pub use switchyard_router::Policy;
 pub use workload::{
     parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec, ARRIVAL,
 };

@@ -218,6 +218,15 @@ pub struct ProviderSection {
     pub prefill_layout: Option<String>,
 }
 
+impl ProviderSection {
+    /// Whether the provider takes requests of `class`: every class where it names none.
+    fn takes(&self, class: &str) -> bool {
+        self.classes
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|c| c == class))
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -586,12 +595,7 @@ impl ScenarioFile {
         // request of it, found only when the run ends.
         for sc in &self.classes {
             let c = sc.get_ref();
-            let served = self.providers.iter().any(|p| {
-                p.get_ref()
-                    .classes
-                    .as_ref()
-                    .is_none_or(|list| list.contains(&c.name))
-            });
+            let served = self.providers.iter().any(|p| p.get_ref().takes(&c.name));
             if c.share > 0.0 && !served {
                 return Err(fail(
                     sc.span(),
@@ -759,25 +763,9 @@ impl ScenarioFile {
                 .map_err(|e| err("kv_precision", e))?;
             // A layout is one replica's split; how many replicas there are is `count`.
             let replica_layout = |cell: Option<&str>, field: &str, count: &str| {
-                let Some(l) = cell
-                    .map(str::parse::<Layout>)
+                cell.map(|l| Layout::one_replica(l, count))
                     .transpose()
-                    .map_err(|e| err(field, e))?
-                else {
-                    return Ok(None);
-                };
-                if l.dp > 1 {
-                    return Err(err(
-                        field,
-                        format!(
-                            "it has {} data-parallel replicas; write one replica's split (`{}`) and `{count} = {}`",
-                            l.dp,
-                            Layout { dp: 1, ..l },
-                            l.dp
-                        ),
-                    ));
-                }
-                Ok(Some(l))
+                    .map_err(|e| err(field, e))
             };
             let layout = replica_layout(s.layout.as_deref(), "layout", "replicas")?;
             if s.replicas == 0 {
@@ -799,7 +787,7 @@ impl ScenarioFile {
             }
             let tpot_limit = classes
                 .iter()
-                .filter(|c| s.classes.as_ref().is_none_or(|list| list.contains(&c.name)))
+                .filter(|c| s.takes(&c.name))
                 .filter_map(|c| c.tpot_s)
                 .min_by(f64::total_cmp);
             let (isl, osl) = within_context(model, isl, osl);

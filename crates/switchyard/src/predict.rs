@@ -120,6 +120,15 @@ struct Resolved {
 }
 
 impl Workload {
+    /// The model a command runs: the one `--model` gives, else the workload's, else none.
+    fn model(&self, cat: &Catalog, given: Option<&String>) -> Result<Option<String>> {
+        Ok(match (given, &self.workload) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(id)) => Some(cat.workload(id).map_err(usage)?.model.clone()),
+            (None, None) => None,
+        })
+    }
+
     fn check(&self) -> Result<()> {
         // Bounds far beyond any deployment keep every figure finite.
         const MOST: f64 = 1e9;
@@ -305,12 +314,11 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
     a.workload.check()?;
     let priced = a.workload.priced(cat);
     let cat: &Catalog = &priced;
-    let model = match (&a.model, &a.workload.workload) {
-        (Some(m), _) => m.clone(),
-        (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
-        // Clap asks for one or the other.
-        (None, None) => return Err(usage("give --model, or a --workload that names one")),
-    };
+    // Clap asks for one or the other.
+    let model = a
+        .workload
+        .model(cat, a.model.as_ref())?
+        .ok_or_else(|| usage("give --model, or a --workload that names one"))?;
     let mut q = a.workload.query(cat, p, &model, &a.hardware)?;
     q.chips = a.chips;
     q.layout = match &a.layout {
@@ -852,11 +860,10 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     a.workload.check()?;
     let priced = a.workload.priced(cat);
     let cat: &Catalog = &priced;
-    let model = match (&a.model, &a.workload.workload) {
-        (Some(m), _) => m.clone(),
-        (None, Some(id)) => cat.workload(id).map_err(usage)?.model.clone(),
-        (None, None) => "llama-3.1-70b".to_string(),
-    };
+    let model = a
+        .workload
+        .model(cat, a.model.as_ref())?
+        .unwrap_or_else(|| "llama-3.1-70b".to_string());
     let context = cat.model(&model).map_err(usage)?.max_context;
     // Systems by their catalog ids, each once however it was spelled; an unknown one keeps
     // its spelling for its error.

@@ -148,7 +148,7 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         .map_err(usage)?;
     // The cost policy ranks a provider without a price last, after every priced one: said,
     // since it may then serve nothing.
-    if scn.policy.name() == "cost" {
+    if scn.policy == switchyard_sim::Policy::Cost {
         let unpriced: Vec<&str> = scn
             .providers
             .iter()
