@@ -43,9 +43,10 @@ use std::process::ExitCode;
 #[command(name = "switchyard", version, about)]
 struct Cli {
     /// A TOML file of extra `[[system]]`, `[[model]]` and `[[workload]]` entries (same id
-    /// replaces built-in).
+    /// replaces built-in); give it again for more files, read in order, a later file's entry
+    /// replacing an earlier one's of the same id.
     #[arg(long, global = true, value_name = "FILE")]
-    catalog: Option<std::path::PathBuf>,
+    catalog: Vec<std::path::PathBuf>,
     /// A TOML file of model parameters (efficiencies, latencies) that replace the calibrated
     /// defaults, as `switchyard calibrate` writes.
     #[arg(long, global = true, value_name = "FILE")]
@@ -106,11 +107,12 @@ pub(crate) fn make_out_dir(dir: &std::path::Path, holds: &str) -> anyhow::Result
     })
 }
 
-/// A global option given more than once, before or after the command: clap keeps the last
-/// one and drops the others without a word, so the user is told instead.
+/// `--params` given more than once, before or after the command: clap keeps the last one and
+/// drops the others without a word, so the user is told instead (parameters files do not
+/// add up, unlike `--catalog` files).
 fn given_twice() -> Option<&'static str> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    ["--catalog", "--params"].into_iter().find(|flag| {
+    ["--params"].into_iter().find(|flag| {
         let prefix = format!("{flag}=");
         args.iter()
             .filter(|a| a.as_str() == *flag || a.starts_with(&prefix))
@@ -121,7 +123,7 @@ fn given_twice() -> Option<&'static str> {
 
 fn main() -> ExitCode {
     if let Some(flag) = given_twice() {
-        err!("error: {flag} is given more than once; give it once (one file: put every entry in it)\n");
+        err!("error: {flag} is given more than once; give it once (one file: put every value in it)\n");
         return ExitCode::from(2);
     }
     // A mistake on the command line is one line, as every other error is: clap's own
@@ -160,7 +162,7 @@ fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .init();
-    let result = predict::load_catalog(cli.catalog.as_deref()).and_then(|cat| {
+    let result = predict::load_catalog(&cli.catalog).and_then(|cat| {
         let p = predict::load_params(cli.params.as_deref())?;
         match cli.command {
             Command::Estimate(a) => predict::estimate(&cat, &p, &a),
@@ -170,10 +172,11 @@ fn main() -> ExitCode {
                 &cat,
                 &p,
                 &a,
-                [
-                    ("--catalog", cli.catalog.as_deref()),
-                    ("--params", cli.params.as_deref()),
-                ],
+                cli.catalog
+                    .iter()
+                    .map(|f| ("--catalog", f.as_path()))
+                    .chain(cli.params.as_deref().map(|f| ("--params", f)))
+                    .collect(),
             ),
             Command::Catalog(a) => predict::catalog(&cat, &p, &a),
             Command::Simulate(a) => simulate::simulate(&cat, &p, &a),

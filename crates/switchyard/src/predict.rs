@@ -24,10 +24,10 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UsageError(e.to_string()))
 }
 
-/// The built-in catalog, extended by the user's file if one is given.
-pub fn load_catalog(extra: Option<&Path>) -> Result<Catalog> {
+/// The built-in catalog, extended by the user's files in the order given.
+pub fn load_catalog(extra: &[std::path::PathBuf]) -> Result<Catalog> {
     let mut cat = Catalog::builtin().context("built-in catalog")?;
-    if let Some(path) = extra {
+    for path in extra {
         let text = read_text(path, Kind::Settings)?;
         cat.extend_from_toml(&text, &path.display().to_string())
             .map_err(usage)?;
@@ -1178,7 +1178,7 @@ pub fn calibrate(
     cat: &Catalog,
     p: &Params,
     a: &CalibrateArgs,
-    globals: [(&str, Option<&Path>); 2],
+    globals: Vec<(&str, &Path)>,
 ) -> Result<()> {
     if let Some(out) = &a.out {
         // Parameters are TOML; a `.csv` there is a measurements file named by mistake (the
@@ -1197,9 +1197,10 @@ pub fn calibrate(
             ("--check", a.check.as_deref()),
         ];
         if let Some((flag, _)) = inputs
-            .iter()
-            .chain(&globals)
-            .find(|(_, input)| input.is_some_and(|i| same_file(out, i)))
+            .into_iter()
+            .filter_map(|(flag, input)| Some((flag, input?)))
+            .chain(globals)
+            .find(|(_, input)| same_file(out, input))
         {
             return Err(usage(format!(
                 "--out {} is the {flag} file this run reads: writing the parameters there would replace it; name another file",

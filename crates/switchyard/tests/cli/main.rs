@@ -1085,6 +1085,28 @@ fn catalog_lists_sources_and_takes_a_user_file() {
         b200.contains("which has none to lend now") && b200.contains("H100's share"),
         "{b200}"
     );
+    // Files add up in order: a second file's chip beside the first's, and its entry of an
+    // id the first gave replaces that one (twin no longer borrows H100's measurement).
+    let more = temp_file(
+        "more.toml",
+        &format!("{}{}", chip("third", ""), chip("twin", "")),
+    );
+    let o = run(&[
+        "--catalog",
+        user.to_str().expect("path"),
+        "catalog",
+        "--catalog",
+        more.to_str().expect("path"),
+        "systems",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!entry(&out, "third").is_empty(), "{out}");
+    let twin = entry(&out, "twin");
+    assert!(
+        !twin.is_empty() && !twin.contains("measured on h100-sxm"),
+        "{twin}"
+    );
     let o = run(&["catalog", "workloads"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
