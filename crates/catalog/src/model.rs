@@ -264,6 +264,21 @@ impl Model {
         self.dense_params() * self.dense_bytes(weights) + routed * weights.bytes()
     }
 
+    /// The fewest and the most parameters a dense model of these shapes holds: the
+    /// embedding table once (tied to the head) or twice, each layer's query, key, value and
+    /// output projections, and its feed-forward block of two matrices (Falcon's) or three
+    /// (gated, Llama's); norms and biases left out.
+    fn dense_shape_params(&self) -> (f64, f64) {
+        let (h, layers) = (f64::from(self.hidden), f64::from(self.layers));
+        let table = f64::from(self.vocab) * h;
+        let attention = 2.0 * h * f64::from(self.head_dim) * f64::from(self.heads + self.kv_heads);
+        let ffn = h * f64::from(self.ffn_hidden);
+        (
+            table + layers * (attention + 2.0 * ffn),
+            2.0 * table + layers * (attention + 3.0 * ffn),
+        )
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.id.trim().is_empty() {
             return Err("field `id` must not be empty".into());
@@ -430,6 +445,28 @@ impl Model {
             return Err(
                 "field `active_params_b` must be above 0 and at most `total_params_b`".into(),
             );
+        }
+        // A dense model's count follows from its shapes, and the model takes the count for
+        // its weights: Llama 8B's shapes declared as 70 billion streamed 70 billion a step
+        // while its KV cache and attention were 8B's. Multi-head latent attention's
+        // projections are not in these fields, so only other attention is checked.
+        if !self.is_moe() && self.attention != AttentionKind::Mla {
+            let (least, most) = self.dense_shape_params();
+            if !(0.9 * least..=1.1 * most).contains(&(self.total_params_b * 1e9)) {
+                return Err(format!(
+                    "field `total_params_b` ({}) is outside the {:.2} to {:.2} billion parameters these shapes hold (the embedding table, tied or not, each layer's attention and a feed-forward block of two or three matrices, a tenth either way): one of them is wrong",
+                    self.total_params_b,
+                    least / 1e9,
+                    most / 1e9
+                ));
+            }
+            // Every token of a dense model goes through every parameter.
+            if self.active_params_b < 0.99 * self.total_params_b {
+                return Err(format!(
+                    "field `active_params_b` ({}) must equal `total_params_b` ({}) in a dense model, whose every token uses every parameter (a model with experts gives `experts`)",
+                    self.active_params_b, self.total_params_b
+                ));
+            }
         }
         if self.is_moe() && self.experts_per_token.is_none() {
             return Err("a model with `experts` needs `experts_per_token`".into());

@@ -477,12 +477,31 @@ fn a_bad_file_names_its_line_and_field() {
     );
     // Fields of parts the model lacks, and a parameter count its shapes cannot fit in, are
     // mistakes, not silently ignored.
-    let dense = mixed.replace(
-        "attention = \"mla\"\nkv_lora_rank = 512\nqk_rope_dim = 64\n",
-        "attention = \"gqa\"\n",
-    );
+    let dense = mixed
+        .replace(
+            "attention = \"mla\"\nkv_lora_rank = 512\nqk_rope_dim = 64\n",
+            "attention = \"gqa\"\n",
+        )
+        .replace(
+            "total_params_b = 16.0\nactive_params_b = 16.0",
+            "total_params_b = 2.5\nactive_params_b = 2.5",
+        );
     cat.extend_from_toml(&dense, "dense.toml")
         .expect("a dense GQA model");
+    // A dense model's count is what its shapes hold (2.1 to 2.9 billion here), and every
+    // token uses all of it.
+    refused(
+        &mut cat,
+        &dense.replace("= 2.5", "= 16.0"),
+        "dense.toml",
+        &["`mla`", "total_params_b", "2.10 to 2.91 billion"],
+    );
+    refused(
+        &mut cat,
+        &dense.replace("active_params_b = 2.5", "active_params_b = 1.0"),
+        "dense.toml",
+        &["`mla`", "active_params_b", "dense"],
+    );
     refused(
         &mut cat,
         &dense.replace("attention = ", "experts_per_token = 2\nattention = "),
@@ -498,7 +517,7 @@ fn a_bad_file_names_its_line_and_field() {
     refused(
         &mut cat,
         &dense.replace(
-            "total_params_b = 16.0\nactive_params_b = 16.0",
+            "total_params_b = 2.5\nactive_params_b = 2.5",
             "total_params_b = 0.001\nactive_params_b = 0.001",
         ),
         "dense.toml",
@@ -571,7 +590,7 @@ fn a_bad_file_names_its_line_and_field() {
         .replace("experts = 8\nexperts_per_token = 2\n", "")
         .replace(
             "total_params_b = 50.0\nactive_params_b = 1.0",
-            "total_params_b = 7.0\nactive_params_b = 7.0",
+            "total_params_b = 2.0\nactive_params_b = 2.0",
         );
     assert!(cat.clone().extend_from_toml(&dense, "d.toml").is_ok());
     refused(
