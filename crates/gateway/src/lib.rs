@@ -289,6 +289,7 @@ impl Gateway {
                     // request, however loaded the deployment.
                     ttft_s: d.ttft_ms.map_or(UNSTATED_TTFT_S, |ms| ms / 1000.0),
                     tpot_s: d.tpot_ms.map_or(UNSTATED_TPOT_S, |ms| ms / 1000.0),
+                    tpot_full_s: 0.0,
                     capacity: d.capacity.unwrap_or(64.0),
                     max_context: d.max_context,
                     // An outside provider's prefill rate is not known: its queue is counted
@@ -401,6 +402,7 @@ impl Gateway {
                             let predicted = Target {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
+                                tpot_full_s: priors.tpot_full_s,
                                 capacity: priors.concurrency * f64::from(engines),
                                 prefill_tok_s: priors.prefill_tok_s * f64::from(engines),
                                 ttft_prompt_tokens: isl,

@@ -502,14 +502,14 @@ impl Deployment<'_> {
         tpot_limit: Option<f64>,
     ) -> RouterPriors {
         let ttft_s = self.prefill(p, isl);
+        let full = self.max_throughput(p, isl, osl, tpot_limit);
+        let tpot_s = self.at_concurrency(p, 1.0, isl, osl).tpot_s;
         RouterPriors {
             ttft_s,
             prefill_tok_s: prompt_rate(isl, ttft_s),
-            tpot_s: self.at_concurrency(p, 1.0, isl, osl).tpot_s,
-            concurrency: self
-                .max_throughput(p, isl, osl, tpot_limit)
-                .concurrency
-                .max(1.0),
+            tpot_s,
+            tpot_full_s: full.tpot_s.max(tpot_s),
+            concurrency: full.concurrency.max(1.0),
         }
     }
 
@@ -601,6 +601,8 @@ pub struct RouterPriors {
     pub prefill_tok_s: f64,
     /// Time per output token of a lone request, seconds.
     pub tpot_s: f64,
+    /// Time per output token at the peak throughput under the TPOT limit, seconds.
+    pub tpot_full_s: f64,
     /// Requests in flight at the peak throughput under the TPOT limit.
     pub concurrency: f64,
 }

@@ -99,6 +99,14 @@ pub struct Target {
     pub ttft_s: f64,
     /// Predicted time per output token, in seconds.
     pub tpot_s: f64,
+    /// Predicted time per output token with [`Target::capacity`] requests in flight, in
+    /// seconds, where known (0 where not: taken as twice [`Target::tpot_s`]). How much a
+    /// full batch slows each token differs tenfold between systems (a step that streams
+    /// its weights for a lone request barely notices a second, one that fills the chips'
+    /// arithmetic doubles), and a router that thought every target twice as slow full as
+    /// idle sent a B200 pool beside an H100 one more than it could serve within the TPOT
+    /// the H100s kept.
+    pub tpot_full_s: f64,
     /// Requests the target serves concurrently before they start to queue.
     pub capacity: f64,
     /// Longest request (prompt plus output tokens) the target can hold; `None` is no limit.
@@ -128,6 +136,7 @@ impl Target {
             classes: Vec::new(),
             ttft_s: 0.0,
             tpot_s: 0.0,
+            tpot_full_s: 0.0,
             capacity: 1.0,
             max_context: None,
             prefill_tok_s: 0.0,
@@ -440,15 +449,32 @@ impl Router {
 
     /// Expected seconds until the last of `n` output tokens of a request of `prompt_tokens`
     /// (where known) on target `i` at `now`: time to first token ([`Router::expected_ttft`])
-    /// plus output time (observed, else predicted),
-    /// stretched by the target's load. Each request in flight takes a share 1/capacity of
-    /// the target, and a step slows as its batch fills, so the estimate grows by that share
-    /// per request; past capacity the same term is the wait for a slot. Growing smoothly
-    /// with load spreads requests over targets of similar speed instead of herding onto the
-    /// single fastest one.
+    /// plus output time (observed, else predicted), stretched by the target's load
+    /// ([`Router::tpot_stretch`]). Growing smoothly with load spreads requests over targets
+    /// of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
         let (_, tpot) = self.learned(i, now);
-        self.expected_ttft(i, now, prompt_tokens) + n * tpot * (1.0 + self.load(i))
+        self.expected_ttft(i, now, prompt_tokens) + n * tpot * self.tpot_stretch(i, self.load(i))
+    }
+
+    /// How many times its idle time per token target `i` takes at `load` (requests in
+    /// flight over its capacity). A decode step grows about linearly with its batch, each
+    /// sequence adding its KV cache's reads and its share of the arithmetic to the weights'
+    /// fixed stream, so from one at idle to the target's full-over-idle ratio
+    /// ([`Target::tpot_full_s`]) at capacity. Past capacity a request also waits for a
+    /// place: each capacity's worth ahead of it is one more life at full.
+    fn tpot_stretch(&self, i: usize, load: f64) -> f64 {
+        let t = &self.targets[i];
+        let full = if t.tpot_full_s > 0.0 && t.tpot_s > 0.0 {
+            (t.tpot_full_s / t.tpot_s).max(1.0)
+        } else {
+            2.0
+        };
+        if load <= 1.0 {
+            1.0 + load * (full - 1.0)
+        } else {
+            full * load
+        }
     }
 
     /// Requests in flight on target `i` over its capacity.
@@ -594,7 +620,7 @@ impl Router {
     /// when it produced more than one (taken back to an idle target's as in
     /// [`Router::first_token`]).
     pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
-        let stretch = 1.0 + self.load_beside(i);
+        let stretch = self.tpot_stretch(i, self.load_beside(i).min(1.0));
         let ((_, old), (_, kept)) = self.aged(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
@@ -618,10 +644,13 @@ impl Router {
     /// tokens, a target looked ten times slower a token and the next such request went to
     /// one 20 times slower.
     pub fn answered(&mut self, i: usize, now: f64, seconds: f64, tokens: u64, sent: Sent) {
-        // The load it ran under, as in `succeeded`.
-        let stretch = 1.0 + self.load_beside(i);
+        // The load it ran under, as in `succeeded`; a first token's stretch is the load's own
+        // (see `expected_ttft`).
+        let beside = self.load_beside(i);
+        let stretch = self.tpot_stretch(i, beside.min(1.0));
         let ((ttft, tpot), (_, kept)) = self.aged(i, now);
-        let first = sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * stretch;
+        let first =
+            sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * (1.0 + beside);
         self.succeeded(i, now, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {

@@ -219,21 +219,73 @@ fn wafer_and_gpu(wafer_capacity: f64) -> Vec<Target> {
     ]
 }
 
+/// A target's tokens slow as its batch fills by as much as its prediction at capacity says:
+/// at 80% of their capacities, a pool whose full batch makes its tokens ten times as slow as
+/// alone (B200's at Llama 8B, 5 ms to 50) is slower than one they slow six-fold (H100's, 8
+/// to 50) at half, though faster idle; a router that took every target as twice as slow full
+/// as idle kept sending the B200s more than they could serve within the H100s' TPOT.
+#[test]
+fn latency_counts_how_much_a_full_batch_slows_each_target() {
+    let pool = |name: &str, idle: f64| {
+        target(name, |t| {
+            t.ttft_s = 0.05;
+            t.tpot_s = idle;
+            t.tpot_full_s = 0.05;
+            t.capacity = 100.0;
+        })
+    };
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![pool("b200", 0.005), pool("h100", 0.008)],
+        Health::default(),
+        1,
+    );
+    let ask = Ask {
+        output_tokens: Some(250),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &ask), Some(0), "idle, the faster");
+    for _ in 0..80 {
+        r.dispatched(0);
+    }
+    for _ in 0..50 {
+        r.dispatched(1);
+    }
+    assert_eq!(r.pick(0.0, &ask), Some(1));
+    let (b200, h100) = (
+        r.expected_latency(0, 250.0, 0.0, None),
+        r.expected_latency(1, 250.0, 0.0, None),
+    );
+    // 250 tokens at 5 + 0.8 x 45 ms and at 8 + 0.5 x 42 ms, after 0.05 s x (1 + load).
+    assert!((b200 - (0.09 + 250.0 * 0.041)).abs() < 1e-9, "{b200}");
+    assert!((h100 - (0.075 + 250.0 * 0.029)).abs() < 1e-9, "{h100}");
+    // Past capacity, a request waits a life at full for each capacity's worth ahead of it.
+    for _ in 0..70 {
+        r.dispatched(0);
+    }
+    let b200 = r.expected_latency(0, 250.0, 0.0, None);
+    assert!((b200 - (0.125 + 250.0 * 0.05 * 1.5)).abs() < 1e-9, "{b200}");
+}
+
 /// What is learned under a burst is taken back to an idle target's: once the burst has
 /// drained, the fast target wins again, where learned as measured its slow answers would
 /// have kept every request on the slower target (which, never asked, never showed it).
 #[test]
 fn latency_learns_an_idle_targets_speed_from_answers_under_load() {
-    let targets = wafer_and_gpu(4.0);
+    let mut targets = wafer_and_gpu(4.0);
+    // A full batch makes the wafer's tokens three times as slow.
+    targets[0].tpot_full_s = 0.006;
     let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
-    // A burst of 32 on the wafer: 8 times its capacity, each answer 9 times as slow.
+    // A burst of 32 on the wafer: 8 times its capacity, its first tokens up to 9 times as
+    // slow; a running request's tokens no slower than a full batch makes them, however many
+    // wait for a place.
     for _ in 0..32 {
         r.dispatched(0);
     }
     for k in 0..32 {
         // The other requests in flight beside the one answering; the first four were sent
         // within its capacity, the rest waited for a place.
-        let load = f64::from(31 - k) / 4.0;
+        let load = (f64::from(31 - k) / 4.0).min(1.0) * 2.0;
         let sent = Sent {
             queued_s: 0.0,
             load: f64::from(k.min(31)) / 4.0,

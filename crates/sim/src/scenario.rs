@@ -877,6 +877,12 @@ impl ScenarioFile {
             let engine = engine_of(&mut d, "system")?;
             let priors = d.router_priors(params, isl, osl, tpot_limit);
             let per_replica = priors.concurrency.min(f64::from(engine.max_batch)).max(1.0);
+            // An engine that batches fewer than the peak's requests is full at its own batch.
+            let tpot_full_s = if per_replica < priors.concurrency {
+                d.at_concurrency(params, per_replica, isl, osl).tpot_s
+            } else {
+                priors.tpot_full_s
+            };
             let prefill = match s.prefill_replicas {
                 None => {
                     for (field, set) in [
@@ -973,6 +979,7 @@ impl ScenarioFile {
                 classes: s.classes.clone().unwrap_or_default(),
                 ttft_s,
                 tpot_s: priors.tpot_s,
+                tpot_full_s,
                 capacity: per_replica * f64::from(replicas),
                 prefill_tok_s,
                 ttft_prompt_tokens: isl,
