@@ -270,7 +270,7 @@ pub fn min_chips(
     // machines need hundreds of chips).
     let bracket = |from: u32, ok: &dyn Fn(u32) -> bool| {
         let (mut last, mut n) = (from.saturating_sub(1), from.max(1));
-        while n <= 65_536 {
+        while n <= MAX_CHIPS {
             if ok(n) {
                 return Some((last, n));
             }
@@ -305,8 +305,9 @@ pub fn min_chips(
     (weights..whole).find(|&m| whole_fits(m)).or(Some(whole))
 }
 
-/// Past this many GPUs the default count stops looking for whole nodes that hold the model.
-const MAX_DEFAULT_CHIPS: u32 = 65_536;
+/// The most chips a deployment may have: the fit searches go no further, and no deployment
+/// comes near (NVIDIA's largest NVLink domain is 576 GPUs, a Cerebras cluster 2,048 wafers).
+pub const MAX_CHIPS: u32 = 65_536;
 
 /// The chip count used when none is given: for GPUs the fewest whole nodes (up to 8 GPUs)
 /// that hold the model; for RDUs one rack, doubled until the model fits; for wafers and
@@ -319,7 +320,7 @@ fn default_chips(q: &Query<'_>, precision: Precision, p: &Params) -> Option<u32>
         SystemKind::Gpu => {
             let node = q.system.chips_per_system.clamp(1, 8);
             let mut n = need.div_ceil(node).saturating_mul(node);
-            while !q.count_fits(n, precision, p) && n < MAX_DEFAULT_CHIPS {
+            while !q.count_fits(n, precision, p) && n < MAX_CHIPS {
                 n = n.saturating_add(node);
             }
             n

@@ -30,6 +30,7 @@ pub use deploy::{
 pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{
     best_deployment, estimate, frontier, Estimate, Frontier, FrontierPoint, Objective, Query,
+    MAX_CHIPS,
 };
 pub use gpu::matrix_scale;
 pub use params::{Params, ParamsError};

@@ -1281,6 +1281,12 @@ fn predict_inner(
             )
             })?),
         };
+    if let Some(n) = chips.filter(|&n| n > crate::MAX_CHIPS) {
+        return Err(format!(
+            "{n} chips, more than the {} a deployment may have",
+            crate::MAX_CHIPS
+        ));
+    }
     // A count the hardware cell states and another in the `count` column: one is wrong, and
     // which is not for the model to guess.
     if let (Some(named), Some(counted), true) = (stated_chips, chips, counted_in_cell) {

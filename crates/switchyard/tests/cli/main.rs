@@ -955,6 +955,15 @@ fn validate_reads_a_user_file_and_names_bad_lines() {
         assert_eq!(o.status.code(), Some(2), "{empty:?}");
         assert!(err.contains(says) && out.is_empty(), "{err}");
     }
+    // A count past what a deployment may have is skipped, not searched for minutes.
+    let huge = temp_file("huge.csv", "id,hardware,count,model,metric,value\nx,h100-sxm,99999999,llama-3.1-8b,decode_tok_s_per_user,120\ny,cs3,1,llama-3.1-8b,decode_tok_s_per_user,1800\n");
+    prints(
+        &["validate", "--points", huge.to_str().expect("path")],
+        &[
+            "skipped: line 2: 99999999 chips, more than the 65536",
+            "1 skipped",
+        ],
+    );
     // Column names in capitals are read; a file split by semicolons is named as such on
     // its header's line.
     let caps = temp_file("caps.csv", "ID,HARDWARE,COUNT,MODEL,PRECISION,PARALLEL,SPECULATIVE,CONCURRENCY,ISL,OSL,METRIC,VALUE\nx,cs3,1,llama-3.1-8b,bf16,,none,,,,decode_tok_s_per_user,1800\n");
