@@ -206,6 +206,9 @@ pub struct Observed {
     best: (Option<f64>, Option<f64>),
     consecutive_failures: u32,
     ejected_until: f64,
+    /// A request went to the target while it was ejected (panic routing): its success ends
+    /// the ejection, the target shown to answer again.
+    probed: bool,
     /// Until when the target asked to be left alone (a 429's `Retry-After`): passed over as
     /// an ejected one, without being one.
     resting_until: f64,
@@ -371,10 +374,14 @@ impl Router {
             // ends first, so that a provider that has recovered is found at once rather than
             // a model refused for what was only an inference from failures. A target resting
             // at its own request (a 429's `Retry-After`) is not asked before its rest ends.
-            return (0..self.targets.len())
+            let chosen = (0..self.targets.len())
                 .filter(eligible)
                 .filter(|&i| self.seen[i].resting_until <= now)
                 .min_by(|&a, &b| self.back_at(a).total_cmp(&self.back_at(b)));
+            if let Some(i) = chosen {
+                self.seen[i].probed |= self.is_ejected(i, now);
+            }
+            return chosen;
         }
         let load = |i: usize| self.load(i);
         let spare = |i: usize| f64::from(self.seen[i].outstanding) < self.targets[i].capacity;
@@ -618,13 +625,21 @@ impl Router {
 
     /// A request on target `i` ended well at `now`; `tpot_s` is its time per output token,
     /// when it produced more than one (taken back to an idle target's as in
-    /// [`Router::first_token`]).
+    /// [`Router::first_token`]). An ejected target sent a request since it was ejected (panic
+    /// routing) is back in service: a readiness probe reading the gateway's `/health` saw a
+    /// model down for the rest of its cool-down while it answered every request.
     pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
         let stretch = self.tpot_stretch(i, self.load_beside(i).min(1.0));
         let ((_, old), (_, kept)) = self.aged(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
         s.consecutive_failures = 0;
+        // A target that answers a request sent while it was ejected is back; without a
+        // request sent since, an answer is one sent before its failures and proves less.
+        if s.probed && s.ejected_until > now {
+            s.ejected_until = now;
+            s.probed = false;
+        }
         if let Some(t) = tpot_s {
             let x = ewma(s.tpot_s.map(|_| old), t / stretch, kept);
             s.tpot_s = Some(x);
@@ -681,6 +696,7 @@ impl Router {
         s.consecutive_failures += 1;
         if s.consecutive_failures >= health.eject_after && s.ejected_until <= now {
             s.ejected_until = now + health.cooldown_s;
+            s.probed = false;
             s.ejections += 1;
             s.consecutive_failures = 0;
             return true;

@@ -589,6 +589,15 @@ fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
         }
     }
     assert_eq!(r.pick(110.0, &Ask::default()), Some(0));
+    // An answer to a request sent before the failures proves little; one to the request
+    // panic routing sent ends the ejection, the target answering again.
+    r.dispatched(1);
+    r.dispatched(0);
+    r.succeeded(1, 110.5, None);
+    assert!(r.is_ejected(1, 111.0));
+    r.succeeded(0, 111.0, None);
+    assert!(!r.is_ejected(0, 111.0) && r.is_ejected(2, 111.0));
+    assert_eq!(r.pick(111.0, &Ask::default()), Some(0));
 }
 
 #[test]
