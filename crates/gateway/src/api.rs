@@ -599,6 +599,53 @@ fn chat_prompt_tokens(msgs: &[Value]) -> usize {
     tokens + chars.div_ceil(4)
 }
 
+/// Each of a chat request's `tools` as OpenAI takes one: an object whose `type` is
+/// `function` (or `custom`) with a table of that name naming the tool; OpenAI refuses the
+/// others, naming the element and field at fault as `param`.
+fn tool_shapes(tools: Option<&Value>) -> Result<(), ApiError> {
+    let Some(Value::Array(tools)) = tools else {
+        return Ok(());
+    };
+    for (k, tool) in tools.iter().enumerate() {
+        let Some(tool) = tool.as_object() else {
+            return Err(ApiError::invalid(
+                format!("Invalid type for 'tools[{k}]': expected an object."),
+                Some(&format!("tools[{k}]")),
+            ));
+        };
+        let kind = match tool.get("type") {
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: 'tools[{k}].type'."),
+                    Some(&format!("tools[{k}].type")),
+                ))
+            }
+            Some(Value::String(t)) if t == "function" || t == "custom" => t.as_str(),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!(
+                        "Invalid value: {other}. Supported values are: 'function' and 'custom'."
+                    ),
+                    Some(&format!("tools[{k}].type")),
+                ))
+            }
+        };
+        let Some(table) = tool.get(kind).and_then(Value::as_object) else {
+            return Err(ApiError::invalid(
+                format!("Missing required parameter: 'tools[{k}].{kind}'."),
+                Some(&format!("tools[{k}].{kind}")),
+            ));
+        };
+        if !table.get("name").is_some_and(Value::is_string) {
+            return Err(ApiError::invalid(
+                format!("Missing required parameter: 'tools[{k}].{kind}.name'."),
+                Some(&format!("tools[{k}].{kind}.name")),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Tokens of the schemas a chat request sends beside its messages (`tools`, the older
 /// `functions`, a `response_format` schema): the model reads them as text, rendered into its
 /// prompt, so they count as their JSON does, at four characters a token. Left out, a request
@@ -759,6 +806,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ApiRequest, ApiError> {
             ));
         }
     }
+    tool_shapes(obj.get("tools"))?;
     // Scalars of the wrong type, which an upstream would refuse.
     for (field, ok, says) in [
         (

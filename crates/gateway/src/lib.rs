@@ -154,6 +154,11 @@ pub struct Gateway {
     /// The longest a client is told to wait when every deployment failed: the health
     /// cooldown after which an ejected deployment is tried again.
     pub(crate) retry_after_s: u64,
+    /// Requests answered, which numbers each answer's `x-request-id`.
+    pub(crate) answered: std::sync::atomic::AtomicU64,
+    /// Drawn at start from the clock, so that two runs of the gateway name no two answers
+    /// alike.
+    pub(crate) id_salt: u64,
 }
 
 /// The client keys of `config`, their secrets read from the environment.
@@ -524,6 +529,12 @@ impl Gateway {
                 .map_or(0, |d| d.as_secs()),
             listen: config.server.listen.clone(),
             retry_after_s: config.health.cooldown_s.ceil().clamp(1.0, 3600.0) as u64,
+            answered: std::sync::atomic::AtomicU64::new(0),
+            id_salt: switchyard_router::splitmix64(
+                &mut (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)),
+            ),
         }))
     }
 

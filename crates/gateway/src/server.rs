@@ -239,6 +239,31 @@ async fn not_found(req: Request) -> Response {
     ApiError::no_route(req.uri().path()).into_response()
 }
 
+/// Every answer carries an `x-request-id`, as OpenAI's do (its SDKs keep it as a response's
+/// `_request_id`, for logs and support): the client's own where it sent one of printable
+/// ASCII up to 128 bytes, else a new one, unique to this run of the gateway.
+async fn request_id(
+    State(gw): State<Arc<Gateway>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let theirs = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+        .cloned();
+    let mut res = next.run(req).await;
+    let id = theirs.unwrap_or_else(|| {
+        let n = gw
+            .answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        axum::http::HeaderValue::from_str(&format!("req_{:016x}{n:08x}", gw.id_salt))
+            .expect("hex digits are a header value")
+    });
+    res.headers_mut().insert("x-request-id", id);
+    res
+}
+
 /// The gateway's routes.
 pub fn app(gw: Arc<Gateway>) -> Router {
     Router::new()
@@ -256,6 +281,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), request_id))
         .with_state(gw)
 }
 

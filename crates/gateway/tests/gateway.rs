@@ -1612,6 +1612,16 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
         (r#","temperature":5"#, "temperature"),
         (r#","stop":5"#, "stop"),
         (r#","tools":"x""#, "tools"),
+        (r#","tools":[{"type":"function"}]"#, "tools[0].function"),
+        (
+            r#","tools":[{"type":"function","function":{"name":"f"}},{"type":"web"}]"#,
+            "tools[1].type",
+        ),
+        (
+            r#","tools":[{"type":"function","function":{"parameters":{}}}]"#,
+            "tools[0].function.name",
+        ),
+        (r#","tools":[1]"#, "tools[0]"),
         (r#","max_tokens":99999999999"#, "max_tokens"),
         (
             r#","stream_options":{"include_usage":true}"#,
@@ -2970,4 +2980,50 @@ async fn a_refused_body_counts_under_the_model_it_names() {
     };
     assert_eq!(metric(&url, &line("labelled")).await, Some(1.0));
     assert!(metric(&url, &line("no-such-model")).await.is_none());
+}
+
+/// Every answer names itself in `x-request-id`, as OpenAI's do, refusals and unknown routes
+/// too; each its own, or the client's where it sent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id() {
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let id_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let body = r#"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut seen = std::collections::HashSet::new();
+    for (path, body) in [
+        ("/v1/chat/completions", body),
+        ("/v1/chat/completions", body),
+        ("/v1/chat/completions", "{"),
+        ("/v1/nowhere", body),
+    ] {
+        let r = client
+            .post(format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        let id = id_of(&r).unwrap_or_else(|| panic!("{path} {body}: no x-request-id"));
+        assert!(id.starts_with("req_") && seen.insert(id.clone()), "{id}");
+    }
+    let r = client
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "mine-42")
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(id_of(&r).as_deref(), Some("mine-42"));
 }

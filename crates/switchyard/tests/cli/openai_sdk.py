@@ -28,7 +28,10 @@ if sys.argv[2:] == ["keys"]:
         raise AssertionError("a model outside the key's list must fail")
     except openai.NotFoundError as e:
         assert e.status_code == 404, e
-    assert team.chat.completions.create(**ask).choices[0].message.content
+    answer = team.chat.completions.create(**ask)
+    assert answer.choices[0].message.content
+    # The SDK keeps the answer's x-request-id, as it does OpenAI's.
+    assert (answer._request_id or "").startswith("req_"), answer._request_id
     try:
         team.chat.completions.create(**ask)
         raise AssertionError("a third request within the minute must be refused")
