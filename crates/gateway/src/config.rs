@@ -221,6 +221,11 @@ pub struct Faults {
     pub outage_start_s: Option<f64>,
     /// End of the outage.
     pub outage_end_s: Option<f64>,
+    /// Seed of the draws that pick the requests that fail or spike: a seed draws the same
+    /// ones on every start; left out, one is taken from the clock, so that each start draws
+    /// its own (a fixed one made the first eight requests of every start spike at a rate of
+    /// one half).
+    pub seed: Option<u64>,
 }
 
 /// `[[model]]`.

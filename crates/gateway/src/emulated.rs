@@ -269,11 +269,15 @@ impl EmuPool {
             prompts,
             faults,
             started: Instant::now(),
-            draws: Mutex::new(0x5EED),
+            draws: Mutex::new(faults.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0x5EED, |d| d.as_nanos() as u64)
+            })),
         })
     }
 
-    /// A uniform draw in [0, 1) for fault injection (SplitMix64; repeatable per process).
+    /// A uniform draw in [0, 1) for fault injection (SplitMix64; repeatable for a seed).
     fn draw(&self) -> f64 {
         let mut g = self
             .draws

@@ -462,7 +462,7 @@ async fn injected_faults_fail_over_and_name_what_was_tried() {
 async fn an_injected_error_is_tried_again_as_a_5xx_is() {
     let text = format!(
         "[health]\neject_after = 1000\n{}{}",
-        emulated("flaky", "h100-sxm", "error_rate = 0.5"),
+        emulated("flaky", "h100-sxm", "error_rate = 0.5\nseed = 7"),
         model("m", &[("flaky", "")])
     );
     let (url, _gw) = start(&text).await;
