@@ -15,7 +15,7 @@ mod scenario;
 mod solve;
 
 pub use scenario::{ClassSpec, MwIs, Phase, PlanFile, ProviderSpec, Rules, WhatIf};
-pub use solve::{megawatts, percentile_name};
+pub use solve::{megawatts, percentile_name, served_percent};
 
 use serde::Serialize;
 
@@ -127,6 +127,21 @@ pub struct ClassOutcome {
     pub usd_per_mtok: f64,
     /// Facility joules per output token at peak.
     pub joules_per_token: f64,
+}
+
+impl ClassOutcome {
+    /// Its dollars per million and joules per output token to three decimals, or `-` each
+    /// where the class asks for no tokens in the phase: a token that is not made has no cost.
+    pub fn per_token_text(&self) -> (String, String) {
+        if self.demand_tok_s > 0.0 {
+            (
+                format!("{:.3}", self.usd_per_mtok),
+                format!("{:.3}", self.joules_per_token),
+            )
+        } else {
+            ("-".into(), "-".into())
+        }
+    }
 }
 
 /// Losing one provider in one phase.

@@ -158,6 +158,7 @@ pub fn html(p: &Plan) -> String {
                     let ms = |v: Option<f64>| {
                         v.map_or_else(|| "–".into(), |x| format!("{:.1}", x * 1000.0))
                     };
+                    let (usd, joules) = c.per_token_text();
                     vec![
                         c.class.clone(),
                         format!("{:.0}", c.demand_tok_s),
@@ -174,8 +175,8 @@ pub fn html(p: &Plan) -> String {
                         } else {
                             "NO".into()
                         },
-                        format!("{:.3}", c.usd_per_mtok),
-                        format!("{:.3}", c.joules_per_token),
+                        usd,
+                        joules,
                     ]
                 })
                 .collect(),
@@ -250,7 +251,11 @@ pub fn html(p: &Plan) -> String {
                 .map(|n| {
                     let mut row = vec![n.lost.clone()];
                     row.extend(n.classes.iter().map(|(_, s, ok)| {
-                        format!("{:.0}% {}", s * 100.0, if *ok { "ok" } else { "FAILS" })
+                        format!(
+                            "{} {}",
+                            crate::served_percent(*s),
+                            if *ok { "ok" } else { "FAILS" }
+                        )
                     }));
                     row
                 })

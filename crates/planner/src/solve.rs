@@ -1717,6 +1717,13 @@ pub fn percentile_name(percentile: f64) -> String {
     format!("p{p}")
 }
 
+/// A share served as a whole percent, rounded down: 99.5% of a class kept is not all of it
+/// (it printed as 100% ok); all of it is 100%.
+pub fn served_percent(share: f64) -> String {
+    // A share computed as a ratio of sums may fall a hair short of a whole percent.
+    format!("{:.0}%", (share * 100.0 + 1e-9).floor())
+}
+
 /// Megawatts to three significant figures, so that a small shortfall, or a small plan's
 /// power, does not print as 0.0.
 pub fn megawatts(mw: f64) -> String {

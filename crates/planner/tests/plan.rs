@@ -1838,3 +1838,22 @@ fn the_cost_line_says_what_the_buys_leave_out() {
     let spare = format!("${:.0} for the chips left over", ph.usd_per_hour - bought);
     assert!(text.contains(&spare), "{text}");
 }
+
+/// A class that asks for no tokens has no cost or energy a token, and a share of a class
+/// kept reads as no more than it is: 99.5% is not all of it.
+#[test]
+fn no_demand_has_no_cost_a_token_and_shares_round_down() {
+    let p = run(&small(2.0, 0.0, 0.5, 5.0), &WhatIf::default()).expect("plan");
+    let c = &p.phases[0].classes[0];
+    assert_eq!(c.replicas, 0);
+    assert_eq!(c.per_token_text(), ("-".to_string(), "-".to_string()));
+    let p = run(&small(2.0, 5000.0, 0.5, 5.0), &WhatIf::default()).expect("plan");
+    let (usd, joules) = p.phases[0].classes[0].per_token_text();
+    assert!(usd.parse::<f64>().is_ok_and(|x| x > 0.0), "{usd}");
+    assert!(joules.parse::<f64>().is_ok_and(|x| x > 0.0), "{joules}");
+    use switchyard_planner::served_percent;
+    assert_eq!(
+        [0.9954, 1.0, 0.29, 0.5, 0.0].map(served_percent),
+        ["99%", "100%", "29%", "50%", "0%"]
+    );
+}

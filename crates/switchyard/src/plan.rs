@@ -39,7 +39,7 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
         Some(p) => (read_text(p, Kind::Settings)?, p.display().to_string()),
         None => (
             DEFAULT_SCENARIO.to_string(),
-            "scenarios/plan-750mw.toml".to_string(),
+            "the built-in scenario (scenarios/plan-750mw.toml in the source)".to_string(),
         ),
     };
     let mw_is = match a.mw_is.as_deref() {
@@ -185,8 +185,9 @@ fn print_plan(p: &Plan) {
             let ms = |v: Option<f64>, d: usize| {
                 v.map_or_else(|| "-".into(), |x| format!("{:.d$} ms", x * 1000.0))
             };
+            let (usd, joules) = c.per_token_text();
             out!(
-                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>5} {:>10} {:>10} {:>9} {:>8.3} {:>7.3}",
+                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>5} {:>10} {:>10} {:>9} {:>8} {:>7}",
                 c.class,
                 c.demand_tok_s,
                 c.capacity_tok_s,
@@ -196,8 +197,8 @@ fn print_plan(p: &Plan) {
                 ms(c.sim_ttft_s, 0),
                 ms(c.sim_tpot_s, 1),
                 if c.confirmed { "yes" } else { "NO" },
-                c.usd_per_mtok,
-                c.joules_per_token
+                usd,
+                joules
             );
         }
         out!("  buys:");
@@ -242,8 +243,8 @@ fn print_plan(p: &Plan) {
                 .iter()
                 .map(|(c, share, ok)| {
                     format!(
-                        "{c} {:.0}% {}",
-                        share * 100.0,
+                        "{c} {} {}",
+                        switchyard_planner::served_percent(*share),
                         if *ok { "ok" } else { "FAILS" }
                     )
                 })
