@@ -244,6 +244,13 @@ pub struct Params {
     /// pipeline splits into one micro-batch per stage; with expert parallelism each group is
     /// an engine of its own, with this limit each.
     pub max_batch: u32,
+    /// Most tokens one engine step carries, prompt chunks and one a decoding sequence: vLLM's
+    /// `max_num_batched_tokens`, which its OpenAI server sets to 8,192 on GPUs of 70 GiB or
+    /// more (`_set_default_args` in
+    /// <https://github.com/vllm-project/vllm/blob/main/vllm/engine/arg_utils.py>). With
+    /// expert parallelism, each group's. A prefill replica of a disaggregated deployment
+    /// passes as many whole prompts at once as fit in it (one, where a prompt is longer).
+    pub token_budget: u32,
     /// Activation workspace per chip, in bytes, reserved on top of weights and KV. Assumed.
     pub activation_bytes: f64,
 
@@ -399,6 +406,7 @@ impl Default for Params {
             gpu_stage_hop_s: 20.0e-6,
             gpu_mem_usable: 0.90,
             max_batch: 2048,
+            token_budget: 8192,
             activation_bytes: 2.0e9,
 
             wafer_phases_per_layer: 5.0,
@@ -505,6 +513,7 @@ const RANGES: &[(&str, Range)] = &[
     ("gpu_stage_hop_s", Range::NonNegative),
     ("gpu_mem_usable", Range::Fraction),
     ("max_batch", Range::AtLeastOne),
+    ("token_budget", Range::AtLeastOne),
     ("activation_bytes", Range::NonNegative),
     ("wafer_phases_per_layer", Range::Positive),
     ("wafer_phase_s", Range::NonNegative),
@@ -701,7 +710,7 @@ mod tests {
         for n in &names {
             assert!(RANGES.iter().any(|(r, _)| r == n), "no range for {n}");
         }
-        for i in ["max_batch", "default_isl", "default_osl"] {
+        for i in ["max_batch", "token_budget", "default_isl", "default_osl"] {
             assert!(
                 entries
                     .iter()

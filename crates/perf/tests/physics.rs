@@ -3060,6 +3060,9 @@ proptest! {
             prop_assert!(q.tpot_limit.is_none_or(|l| d.tpot_s <= l));
             prop_assert!(q.ttft_limit.is_none_or(|l| d.ttft_s <= l * (1.0 + 1e-9)));
             prop_assert!(d.prefill.busy > 0.0 && d.prefill.busy < 1.0);
+            // A pass is one engine step: as many whole prompts as its tokens hold, or one.
+            let step = f64::from(p.token_budget) * f64::from(d.prefill.layout.ep.max(1));
+            prop_assert!(d.prefill.batch == 1.0 || d.prefill.batch * isl <= step);
             let decode_cap = f64::from(d.decode.replicas) * d.decode.concurrency / (d.tpot_s * osl);
             prop_assert!(d.requests_per_s <= decode_cap * (1.0 + 1e-9));
         }

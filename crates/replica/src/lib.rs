@@ -87,10 +87,6 @@ impl EngineConfig {
     /// Block size of 16 tokens, vLLM's default, which keeps internal fragmentation under one
     /// block per sequence.
     pub const BLOCK_TOKENS: u32 = 16;
-    /// Tokens per step: large enough that a typical prompt is prefilled in one or two steps,
-    /// small enough that a long prompt does not stall decoding for long.
-    pub const TOKEN_BUDGET: u32 = 8192;
-
     /// Limits for one replica of `d`: the KV cache is what the performance model says fits
     /// after the weights; the batch limit is the engine's, whatever the pipeline depth.
     pub fn for_deployment(d: &Deployment<'_>, p: &Params) -> Self {
@@ -105,7 +101,7 @@ impl EngineConfig {
             max_batch: p.max_batch.max(1).saturating_mul(d.layout.ep.max(1)),
             // Each group that holds sequences of its own (an expert-parallel group, an RDU's
             // socket) prefills its own prompts: a budget each, as the model prices a chunk.
-            token_budget: Self::TOKEN_BUDGET.saturating_mul(d.kv_groups()),
+            token_budget: p.token_budget.max(1).saturating_mul(d.kv_groups()),
             block_tokens: Self::BLOCK_TOKENS,
             kv_blocks,
             groups: d.kv_groups(),

@@ -227,10 +227,7 @@ fn drain_and_cancel_free_everything() {
 fn step_times_come_from_the_performance_model() {
     let cat = Catalog::builtin().expect("catalog");
     let p = Params::default();
-    for (system, tp, prompt) in [
-        ("h100-sxm", 1, 1000),
-        ("sn40l", 16, EngineConfig::TOKEN_BUDGET),
-    ] {
+    for (system, tp, prompt) in [("h100-sxm", 1, 1000), ("sn40l", 16, p.token_budget)] {
         let d = Deployment::new(
             cat.model("llama-3.1-8b").expect("model"),
             cat.system(system).expect("system"),
@@ -334,7 +331,7 @@ fn expert_parallel_groups_each_hold_their_own_sequences() {
     // Each group schedules its own: the batch limit and the tokens a step takes are eight
     // groups' worth.
     assert_eq!(cfg.max_batch, p.max_batch * 8);
-    assert_eq!(cfg.token_budget, EngineConfig::TOKEN_BUDGET * 8);
+    assert_eq!(cfg.token_budget, p.token_budget * 8);
     let mut r = Replica::new(
         Physics {
             deployment: d.clone(),
