@@ -243,9 +243,23 @@ impl Deployment<'_> {
         // yields a token every `life / osl · 1/c`, which pays for every prompt it serves (a
         // lone long prompt is not free throughput), and the figures hold together whatever
         // the lengths (one output token, a prompt all the work).
+        // On a GPU pipeline the prompt's chunks also come out of the last stage `pp − 1`
+        // shares after the step that carries them, and each next chunk, and the first token,
+        // waits for them ([`Deployment::prompt_lag`]): the whole prompt passes every stage
+        // in turn, so its chunks take as long as a pass of all the stages, not a share of
+        // the replica. Left out, a pipeline's first token came no later under any load.
         let alone = self.prefill(p, isl);
+        let lag = self.prompt_lag(
+            p,
+            &Batch {
+                decode_seqs: 1,
+                prefill_tokens: 1,
+                prefill_ctx: isl / 2.0,
+                ..Batch::default()
+            },
+        ) * isl;
         let ttft = if others > 0.0 {
-            (tpot * self.tokens_per_step() + osl * own_prompt).max(alone)
+            (tpot * self.tokens_per_step() + osl * own_prompt + lag).max(alone)
         } else {
             alone
         };

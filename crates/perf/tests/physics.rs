@@ -3242,3 +3242,26 @@ fn a_rows_assumptions_are_said_beside_its_layout() {
     // MLPerf's workload states Llama 2 70B's lengths and limits.
     assert!(!out[2].layout.contains("assumed"), "{}", out[2].layout);
 }
+
+/// A pipeline's first token waits for its prompt's chunks to pass every stage, however many
+/// requests share the steps: it comes later as the load grows, as a tensor-parallel one's
+/// does, never sooner than the prompt's pass alone; it stayed at the lone pass's (68 ms for
+/// Llama 3.1 70B at FP8 on 8 H100s as tp4-pp2) from one request to 290.
+#[test]
+fn a_pipelines_first_token_comes_later_under_load() {
+    let cat = cat();
+    let p = Params::default();
+    for layout in ["tp4-pp2", "pp8", "tp8"] {
+        let d = deployment(&cat, "llama-3.1-70b", "h100-sxm", layout, Precision::Fp8);
+        let ttft = |c: f64| d.at_concurrency(&p, c, 1024.0, 512.0).ttft_s;
+        let alone = d.prefill(&p, 1024.0);
+        assert!((ttft(1.0) - alone).abs() < 1e-12, "{layout}");
+        assert!(ttft(50.0) >= alone, "{layout}");
+        assert!(
+            ttft(290.0) > 1.05 * ttft(1.0),
+            "{layout}: {} against {}",
+            ttft(290.0),
+            ttft(1.0)
+        );
+    }
+}
