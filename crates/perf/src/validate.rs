@@ -949,6 +949,13 @@ fn metric_of(name: &str) -> Result<(Metric, f64), String> {
         .iter()
         .any(|w| ["user", "users", "request", "requests", "req"].contains(w));
     if per_user || has("user") || has("interactivity") || has("speed") || has("request") {
+        // `speed` alone says neither what it counts nor over what time.
+        if !(tokens || rate) {
+            return Err(format!(
+                "metric `{}` does not name its unit: output tokens a second of one user (tok/s/user)",
+                name.trim()
+            ));
+        }
         return Ok((Metric::UserSpeed, time_scale));
     }
     if tokens || has("throughput") {

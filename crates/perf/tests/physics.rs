@@ -2771,6 +2771,8 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
         "throughput_tok_min",
         "req_min",
         "time_per_token_ms",
+        "speed",
+        "Output Speed (tokens/s)",
     ];
     let text: String = std::iter::once(header.to_string())
         .chain(metrics.iter().map(|m| row(m)))
@@ -2858,6 +2860,9 @@ fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     assert!((v(51) - v(3) * 60.0).abs() < 1e-9 * v(51));
     // ... but a time per token stays one.
     assert!((v(52) - v(6)).abs() < 1e-9 * v(6));
+    // A speed is one user's, in the unit it names.
+    assert!(why(53).contains("unit"), "{}", why(53));
+    assert!((v(54) - v(9)).abs() < 1e-9 * v(9));
     assert!(
         why(15).contains("`decode_tok_s_per_user`") && why(15).contains("`e2e_s`"),
         "{}",

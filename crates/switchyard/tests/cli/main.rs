@@ -505,6 +505,11 @@ fn bad_input_is_one_clear_line_and_status_two() {
             extra,
         )
     };
+    // A limit no load meets is told in figures that show it, not rounded to nothing.
+    prints(
+        &est8(&["--chips", "1", "--tpot-limit-ms", "0.001"]),
+        &["misses TPOT 0.00100 ms"],
+    );
     for (args, needle) in [
         (
             vec!["estimate", "--model", "llama-9", "--hardware", "cs3"],
@@ -1188,6 +1193,33 @@ fn calibrate_writes_a_parameters_file_that_the_other_commands_take() {
     );
     let file = std::fs::read_to_string(&fitted).expect("written");
     assert!(file.contains("gpu_decode_flops_eff = "), "{file}");
+    // Held-out rows the defaults predict exactly are predicted worse after a fit to rows
+    // 30% above them, which the run says.
+    let exact = temp_file(
+        "exact.csv",
+        &format!(
+            "{header}c{},{},test,,,\nd{},{},test,,,\n",
+            &rows[0][1..],
+            predicted[0],
+            &rows[1][1..],
+            predicted[1]
+        ),
+    );
+    prints(
+        &[
+            "calibrate",
+            "--points",
+            mine_s,
+            "--only",
+            "gpu_decode_flops_eff,gpu_prefill_flops_eff",
+            "--check",
+            exact.to_str().expect("path"),
+        ],
+        &[
+            "note: the fit predicts",
+            "exact.csv worse than before (0.0% ->",
+        ],
+    );
     // The fitted file is no held-out check of itself.
     refused(
         &["calibrate", "--points", mine_s, "--check", mine_s],
