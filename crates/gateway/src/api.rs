@@ -197,6 +197,21 @@ impl ApiError {
         }
     }
 
+    /// 415 for a body in an encoding the gateway does not read (`Content-Encoding: gzip`):
+    /// read as it came, it was refused as JSON that is not valid, which sent the client
+    /// looking in the wrong place.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "The request body is encoded as `{encoding}`, which this gateway does not read; send it unencoded."
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_content_encoding"),
+        }
+    }
+
     /// 404 for an unknown path.
     pub fn no_route(path: &str) -> Self {
         ApiError {

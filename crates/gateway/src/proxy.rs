@@ -63,9 +63,18 @@ enum Started {
     /// A stream whose first events are in hand: framed SSE events from an emulated
     /// provider, data payloads from an HTTP one.
     Stream(Vec<Bytes>, Relay),
-    /// A whole answer, its output tokens, and its prompt tokens where the provider counted
-    /// them.
-    Full(StatusCode, Bytes, u64, Option<u64>),
+    /// A whole answer, its output tokens, its prompt tokens where the provider counted
+    /// them, and when its tokens came where the gateway saw them ([`Timed`]).
+    Full(StatusCode, Bytes, u64, Option<u64>, Option<Timed>),
+}
+
+/// When a whole answer's tokens came, seen by the gateway (an emulated provider's, whose
+/// tokens it makes): its first token after the attempt began, and the time per token after
+/// it where there are more. An upstream's whole answer shows neither.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    ttft_s: f64,
+    tpot_s: Option<f64>,
 }
 
 enum Failure {
@@ -524,6 +533,7 @@ async fn attempt(
                 Ok(Ok((_, None))) => return Err(Failure::Retry("the replica stopped".into())),
                 Ok(Ok((s, Some(_)))) => s,
             };
+            let ttft_s = t0.elapsed().as_secs_f64();
             let mut fmt = EmuFormat {
                 id: format!(
                     "{}-emu-{seq}",
@@ -566,6 +576,12 @@ async fn attempt(
                     fmt.full(),
                     u64::from(output),
                     None,
+                    Some(Timed {
+                        ttft_s,
+                        tpot_s: (output > 1).then(|| {
+                            (t0.elapsed().as_secs_f64() - ttft_s) / f64::from(output - 1)
+                        }),
+                    }),
                 )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
                 // A replica still decoding when the request's own time ran out was answering
@@ -728,7 +744,7 @@ async fn attempt(
                     v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt.saturating_add(tokens)});
                     Bytes::from(v.to_string())
                 };
-                return Ok(Started::Full(status, b, tokens, counted));
+                return Ok(Started::Full(status, b, tokens, counted, None));
             }
             let mut stream = resp.bytes_stream().boxed();
             let mut reader = SseReader::default();
@@ -1040,13 +1056,32 @@ pub(crate) async fn handle(
             failed_here.push(i);
         }
         match outcome {
-            Ok(Started::Full(status, bytes, tokens, counted)) => {
+            Ok(Started::Full(status, bytes, tokens, counted, timed)) => {
                 guard.armed = false;
-                // A whole answer says nothing about when its first token was ready, so it
-                // does not feed the router's TTFT average, but its time per token does.
-                route
-                    .router()
-                    .answered(i, gw.now_s(), t0.elapsed().as_secs_f64(), tokens, ahead);
+                match timed {
+                    // Tokens the gateway saw come are told as a stream's are, to the router
+                    // and the TTFT and TPOT histograms.
+                    Some(Timed { ttft_s, tpot_s }) => {
+                        let mut r = route.router();
+                        r.first_token(i, gw.now_s(), ttft_s, ahead);
+                        r.succeeded(i, gw.now_s(), tpot_s);
+                        drop(r);
+                        d.labels.ttft(ttft_s);
+                        if let Some(t) = tpot_s {
+                            d.labels.tpot(t);
+                        }
+                    }
+                    // An upstream's whole answer says nothing about when its first token was
+                    // ready, so it does not feed the router's TTFT average, but its time per
+                    // token does.
+                    None => route.router().answered(
+                        i,
+                        gw.now_s(),
+                        t0.elapsed().as_secs_f64(),
+                        tokens,
+                        ahead,
+                    ),
+                }
                 d.labels.ended();
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels

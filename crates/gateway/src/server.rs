@@ -100,6 +100,14 @@ async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
     if declared.is_some_and(|n| n > gw.max_body as u64) {
         return ApiError::too_large(gw.max_body).into_response();
     }
+    if let Some(encoding) = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim())
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return ApiError::unsupported_encoding(encoding).into_response();
+    }
     // The key is known, and charged a request of its rate, before the body is read; its
     // tokens are held once the body says what the request asks (a request too large for
     // the key's whole minute is refused outright, without a wait to retry after).

@@ -3001,11 +3001,11 @@ async fn every_answer_carries_a_request_id() {
     };
     let body = r#"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut seen = std::collections::HashSet::new();
-    for (path, body) in [
-        ("/v1/chat/completions", body),
-        ("/v1/chat/completions", body),
-        ("/v1/chat/completions", "{"),
-        ("/v1/nowhere", body),
+    for (path, body, status) in [
+        ("/chat/completions", body, 200),
+        ("/chat/completions", body, 200),
+        ("/chat/completions", "{", 400),
+        ("/nowhere", body, 404),
     ] {
         let r = client
             .post(format!("{url}{path}"))
@@ -3014,11 +3014,12 @@ async fn every_answer_carries_a_request_id() {
             .send()
             .await
             .expect("sent");
+        assert_eq!(r.status(), status, "{path} {body}");
         let id = id_of(&r).unwrap_or_else(|| panic!("{path} {body}: no x-request-id"));
         assert!(id.starts_with("req_") && seen.insert(id.clone()), "{id}");
     }
     let r = client
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}/chat/completions"))
         .header("content-type", "application/json")
         .header("x-request-id", "mine-42")
         .body(body)
@@ -3026,4 +3027,53 @@ async fn every_answer_carries_a_request_id() {
         .await
         .expect("sent");
     assert_eq!(id_of(&r).as_deref(), Some("mine-42"));
+    // A body in an encoding the gateway does not read is told as such, not as bad JSON.
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f_u8, 0x8b, 8, 0])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 415);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(v["error"]["code"], "unsupported_content_encoding", "{v}");
+}
+
+/// An emulated provider's whole (unstreamed) answer feeds the TTFT and TPOT histograms as a
+/// stream does: the gateway makes its tokens, so it sees when they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_whole_answer_is_timed_as_a_stream_is() {
+    let text = format!(
+        "{}{}",
+        emulated("timedgpu", "h100-sxm", ""),
+        model("timed-whole", &[("timedgpu", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    for _ in 0..2 {
+        let (status, body) = chat_json(
+            &url,
+            r#"{"model":"timed-whole","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let text = reqwest::get(url.replace("/v1", "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for name in [
+        "gen_ai_server_time_to_first_token_seconds_count",
+        "gen_ai_server_time_per_output_token_seconds_count",
+    ] {
+        let count = text
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("model=\"timed-whole\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(count, Some(2.0), "{name}: {text}");
+    }
 }
