@@ -464,13 +464,14 @@ impl Gateway {
                                         spec.replicas,
                                         spec.same_domain,
                                     );
-                                predicted.tpot_s = dep
-                                    .decode_step(
-                                        params,
-                                        priors.concurrency.max(1.0),
-                                        dep.decode_ctx(isl, osl),
-                                    )
-                                    .time;
+                                // A lone request's tokens, and the pool full at its own
+                                // peak, as a simulated decode pool is told.
+                                predicted.tpot_s =
+                                    dep.decode_step(params, 1.0, dep.decode_ctx(isl, osl)).time;
+                                let (full, tpot_full_s) =
+                                    dep.decode_pool_priors(params, isl, osl, None);
+                                predicted.tpot_full_s = tpot_full_s;
+                                predicted.capacity = full * f64::from(engines);
                             }
                             let pool = EmuPool::start(
                                 Physics {

@@ -842,13 +842,20 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
+/// The latency targets a request asks for in headers, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Targets {
+    pub(crate) ttft: Option<f64>,
+    pub(crate) tpot: Option<f64>,
+}
+
 /// Handles one completion request.
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     ep: Endpoint,
     key: Option<Arc<crate::keys::Key>>,
     class: Option<String>,
-    ttft_target_s: Option<f64>,
+    targets: Targets,
     body: Bytes,
 ) -> Response {
     let t_start = Instant::now();
@@ -969,7 +976,8 @@ pub(crate) async fn handle(
             class: class.as_deref(),
             output_tokens: req.max_tokens,
             exclude: &tried,
-            ttft_target_s,
+            ttft_target_s: targets.ttft,
+            tpot_target_s: targets.tpot,
             prompt_tokens: Some(req.prompt_tokens),
         };
         let picked = route.router().pick(gw.now_s(), &ask);

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 pub const CLASS_HEADER: &str = "x-switchyard-class";
 /// The header a request may use to ask for a time to first token, in milliseconds.
 pub const TTFT_HEADER: &str = "x-switchyard-ttft-ms";
+/// The header a request may use to ask for a time per output token, in milliseconds.
+pub const TPOT_HEADER: &str = "x-switchyard-tpot-ms";
 
 async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, ApiError> {
     let limit = std::time::Duration::from_millis(gw.timeouts.body_ms);
@@ -47,8 +49,9 @@ fn class_of(h: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn ttft_target_of(h: &HeaderMap) -> Result<Option<f64>, ApiError> {
-    let Some(v) = h.get(TTFT_HEADER) else {
+/// The latency target a request asks for in header `name`, in seconds.
+fn target_of(h: &HeaderMap, name: &str) -> Result<Option<f64>, ApiError> {
+    let Some(v) = h.get(name) else {
         return Ok(None);
     };
     v.to_str()
@@ -58,7 +61,7 @@ fn ttft_target_of(h: &HeaderMap) -> Result<Option<f64>, ApiError> {
         .map(|ms| Some(ms / 1000.0))
         .ok_or_else(|| {
             ApiError::invalid(
-                format!("The `{TTFT_HEADER}` header must be a positive number of milliseconds."),
+                format!("The `{name}` header must be a positive number of milliseconds."),
                 None,
             )
         })
@@ -121,12 +124,15 @@ async fn completions(gw: Arc<Gateway>, ep: Endpoint, req: Request) -> Response {
         }
     }
     let class = class_of(req.headers());
-    let ttft = match ttft_target_of(req.headers()) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
+    let targets = match (
+        target_of(req.headers(), TTFT_HEADER),
+        target_of(req.headers(), TPOT_HEADER),
+    ) {
+        (Ok(ttft), Ok(tpot)) => proxy::Targets { ttft, tpot },
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     match read_body(&gw, req.into_body()).await {
-        Ok(b) => proxy::handle(gw, ep, key, class, ttft, b).await,
+        Ok(b) => proxy::handle(gw, ep, key, class, targets, b).await,
         Err(e) => e.into_response(),
     }
 }

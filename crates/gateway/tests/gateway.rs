@@ -678,6 +678,33 @@ async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
     assert_eq!(health["models"]["m"][0]["requests"], 0, "{health}");
 }
 
+/// A time-per-token header prefers the deployments expected to meet it, as a TTFT header
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpot_header_prefers_deployments_expected_to_meet_it() {
+    let text = format!(
+        "{}{}{}",
+        emulated("a", "h100-sxm", ""),
+        emulated("b", "h100-sxm", ""),
+        model(
+            "m",
+            &[
+                ("a", "priority = 0\ntpot_ms = 90"),
+                ("b", "priority = 1\ntpot_ms = 5")
+            ]
+        )
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let r = chat_with_header(&client, &url, "m", ("x-switchyard-tpot-ms", "20")).await;
+    assert_eq!(r.status(), 200);
+    let bad = chat_with_header(&client, &url, "m", ("x-switchyard-tpot-ms", "-3")).await;
+    assert_eq!(bad.status(), 400);
+    let h = health(&url).await;
+    assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
+    assert_eq!(h["models"]["m"][0]["requests"], 0, "{h}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
     let text = format!(

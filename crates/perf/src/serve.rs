@@ -164,12 +164,20 @@ impl Deployment<'_> {
     /// prompt's tokens through its stages and an LPU's or RDU's prompt is timed as it passes
     /// them, so neither lags.
     pub fn prompt_lag(&self, p: &Params, b: &Batch) -> f64 {
-        if b.decode_seqs == 0 || b.prefill_tokens == 0 || self.system.kind != crate::SystemKind::Gpu
-        {
+        if b.decode_seqs == 0 {
+            return 0.0;
+        }
+        self.chunk_lag(p, f64::from(b.prefill_tokens), 2.0 * b.prefill_ctx)
+    }
+
+    /// The lag of [`Deployment::prompt_lag`] for `tokens` prompt tokens of prompts of `isl`
+    /// tokens riding decode steps: none but on a GPU pipeline.
+    fn chunk_lag(&self, p: &Params, tokens: f64, isl: f64) -> f64 {
+        if tokens <= 0.0 || self.system.kind != crate::SystemKind::Gpu {
             return 0.0;
         }
         let stages = f64::from(self.layout.pp.max(1)) - 1.0;
-        stages * f64::from(b.prefill_tokens) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
+        stages * tokens * self.prefill_token_cost(p, isl)
     }
 
     /// Steady state at `concurrency` requests in flight (spread evenly over the replicas;
@@ -249,15 +257,7 @@ impl Deployment<'_> {
         // in turn, so its chunks take as long as a pass of all the stages, not a share of
         // the replica. Left out, a pipeline's first token came no later under any load.
         let alone = self.prefill(p, isl);
-        let lag = self.prompt_lag(
-            p,
-            &Batch {
-                decode_seqs: 1,
-                prefill_tokens: 1,
-                prefill_ctx: isl / 2.0,
-                ..Batch::default()
-            },
-        ) * isl;
+        let lag = self.chunk_lag(p, isl, isl);
         let ttft = if others > 0.0 {
             (tpot * self.tokens_per_step() + osl * own_prompt + lag).max(alone)
         } else {
@@ -392,6 +392,30 @@ impl Deployment<'_> {
             .map(|(c, step)| c / step)
             .fold(0.0, f64::max)
             * f64::from(self.layout.dp)
+    }
+
+    /// What a router is told of one replica of the deployment as a decode pool beside a
+    /// separate prefill pool: the requests it decodes at its peak within `tpot_limit` (none:
+    /// no limit) and their time per output token, its steps carrying no prompts. Rated as
+    /// a replica that also runs its prompts ([`Self::router_priors`]), a decode pool whose
+    /// tokens came at 25 ms under a 40 ms target was held full at half its load, its first
+    /// tokens expected seconds late, and requests went to a slower replica beside it.
+    pub fn decode_pool_priors(
+        &self,
+        p: &Params,
+        isl: f64,
+        osl: f64,
+        tpot_limit: Option<f64>,
+    ) -> (f64, f64) {
+        self.decode_loads(p, isl, osl)
+            .filter(|&(_, step)| tpot_limit.is_none_or(|l| step <= l))
+            .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
+            .unwrap_or_else(|| {
+                (
+                    1.0,
+                    self.decode_step(p, 1.0, self.decode_ctx(isl, osl)).time,
+                )
+            })
     }
 
     /// One replica's decode steps with no prompt in them, at every load the searches try

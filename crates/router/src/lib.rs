@@ -262,9 +262,14 @@ pub struct Ask<'a> {
     pub output_tokens: Option<u32>,
     /// Targets already tried for this request.
     pub exclude: &'a [usize],
-    /// A time-to-first-token target in seconds: targets expected to meet it are preferred;
-    /// when none is, every eligible target stays in play.
+    /// A time-to-first-token target in seconds: targets expected to meet it, and the TPOT
+    /// target where there is one, are preferred; when none is, every eligible target stays
+    /// in play.
     pub ttft_target_s: Option<f64>,
+    /// A time-per-output-token target in seconds, preferred as the TTFT target is: a
+    /// replica that also prefills, its tokens slowed by other prompts' chunks past the
+    /// target, took requests beside a disaggregated pool well within it.
+    pub tpot_target_s: Option<f64>,
     /// Prompt tokens, when known: targets whose context cannot hold the prompt and the output
     /// are not eligible.
     pub prompt_tokens: Option<u32>,
@@ -350,6 +355,7 @@ impl Router {
         let tokens = ask
             .prompt_tokens
             .map(|p| p.saturating_add(ask.output_tokens.unwrap_or(0)));
+        let n = ask.output_tokens.map_or(DEFAULT_OUTPUT_TOKENS, f64::from);
         let eligible = |i: &usize| {
             !ask.exclude.contains(i)
                 && self.targets[*i].takes(ask.class)
@@ -359,11 +365,17 @@ impl Router {
             .filter(eligible)
             .filter(|&i| self.back_at(i) <= now)
             .collect();
-        if let Some(limit) = ask.ttft_target_s {
+        if ask.ttft_target_s.is_some() || ask.tpot_target_s.is_some() {
             let meets: Vec<usize> = pool
                 .iter()
                 .copied()
-                .filter(|&i| self.expected_ttft(i, now, ask.prompt_tokens) <= limit)
+                .filter(|&i| {
+                    ask.ttft_target_s
+                        .is_none_or(|l| self.expected_ttft(i, now, ask.prompt_tokens, n) <= l)
+                        && ask
+                            .tpot_target_s
+                            .is_none_or(|l| self.expected_tpot(i, now) <= l)
+                })
                 .collect();
             if !meets.is_empty() {
                 pool = meets;
@@ -421,7 +433,6 @@ impl Router {
             }
             Policy::LeastOutstanding => by(&load, &pool),
             Policy::Latency => {
-                let n = ask.output_tokens.map_or(DEFAULT_OUTPUT_TOKENS, f64::from);
                 let cost = |i: usize| self.expected_latency(i, n, now, ask.prompt_tokens);
                 by(&cost, &pool)
             }
@@ -460,16 +471,21 @@ impl Router {
     /// ([`Router::tpot_stretch`]). Growing smoothly with load spreads requests over targets
     /// of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
-        let (_, tpot) = self.learned(i, now);
-        self.expected_ttft(i, now, prompt_tokens) + n * tpot * self.tpot_stretch(i, self.load(i))
+        self.expected_ttft(i, now, prompt_tokens, n) + n * self.expected_tpot(i, now)
+    }
+
+    /// Expected time per output token on target `i` for a request sent at `now`: observed
+    /// (else predicted), stretched by its load ([`Router::tpot_stretch`]).
+    pub fn expected_tpot(&self, i: usize, now: f64) -> f64 {
+        self.learned(i, now).1 * self.tpot_stretch(i, self.load(i))
     }
 
     /// How many times its idle time per token target `i` takes at `load` (requests in
     /// flight over its capacity). A decode step grows about linearly with its batch, each
     /// sequence adding its KV cache's reads and its share of the arithmetic to the weights'
     /// fixed stream, so from one at idle to the target's full-over-idle ratio
-    /// ([`Target::tpot_full_s`]) at capacity. Past capacity a request also waits for a
-    /// place: each capacity's worth ahead of it is one more life at full.
+    /// ([`Target::tpot_full_s`]) at capacity, and no further: past capacity the requests
+    /// wait for a place ([`Router::place_wait`]) rather than batch.
     fn tpot_stretch(&self, i: usize, load: f64) -> f64 {
         let t = &self.targets[i];
         let full = if t.tpot_full_s > 0.0 && t.tpot_s > 0.0 {
@@ -477,11 +493,22 @@ impl Router {
         } else {
             2.0
         };
-        if load <= 1.0 {
-            1.0 + load * (full - 1.0)
-        } else {
-            full * load
+        1.0 + load.clamp(0.0, 1.0) * (full - 1.0)
+    }
+
+    /// Seconds a request sent to target `i` at `now` waits for a place, the target past its
+    /// capacity: each capacity's worth of requests ahead of it is one more life of `n`
+    /// tokens at a full batch's time per token. A first token comes after it: counted only
+    /// in the time to the last token, a wafer pool that holds few requests (whose tokens a
+    /// full batch barely slows) kept its first tokens expected within a 1 s target while
+    /// they waited seconds for a place, and took nearly every request beside idle GPUs.
+    fn place_wait(&self, i: usize, now: f64, n: f64) -> f64 {
+        let ahead = self.load(i) - 1.0;
+        if ahead <= 0.0 {
+            return 0.0;
         }
+        let (_, tpot) = self.learned(i, now);
+        ahead * n * tpot * self.tpot_stretch(i, 1.0)
     }
 
     /// Requests in flight on target `i` over its capacity.
@@ -527,16 +554,18 @@ impl Router {
     }
 
     /// Expected time to first token on target `i` for a request of `prompt_tokens` (where
-    /// known) sent at `now`: observed (else predicted), taken to the prompt's length
-    /// ([`Target::ttft_prompt_tokens`]), stretched by its load as in
-    /// [`Router::expected_latency`], and behind the prompts queued ahead of it where the
-    /// target's prefill rate is known.
+    /// known) and `n` output tokens sent at `now`: observed (else predicted), taken to the
+    /// prompt's length ([`Target::ttft_prompt_tokens`]), stretched by its load, behind the
+    /// prompts queued ahead of it where the target's prefill rate is known, and after the
+    /// wait for a place past its capacity ([`Router::place_wait`], requests ahead taken to
+    /// be of the same length).
     /// Counted in requests alone, a queue of long prompts looks short on a target whose KV
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
     /// request while its first tokens waited seconds and a slower pool beside it idled.
-    pub fn expected_ttft(&self, i: usize, now: f64, prompt_tokens: Option<u32>) -> f64 {
+    pub fn expected_ttft(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> f64 {
         self.learned(i, now).0 * self.prompt_scale(i, prompt_tokens) * (1.0 + self.load(i))
             + self.queued_s(i, now)
+            + self.place_wait(i, now, n)
     }
 
     /// How many times longer a first token of `prompt_tokens` takes on target `i` than one
@@ -629,7 +658,7 @@ impl Router {
     /// routing) is back in service: a readiness probe reading the gateway's `/health` saw a
     /// model down for the rest of its cool-down while it answered every request.
     pub fn succeeded(&mut self, i: usize, now: f64, tpot_s: Option<f64>) {
-        let stretch = self.tpot_stretch(i, self.load_beside(i).min(1.0));
+        let stretch = self.tpot_stretch(i, self.load_beside(i));
         let ((_, old), (_, kept)) = self.aged(i, now);
         let s = &mut self.seen[i];
         s.outstanding = s.outstanding.saturating_sub(1);
@@ -662,7 +691,7 @@ impl Router {
         // The load it ran under, as in `succeeded`; a first token's stretch is the load's own
         // (see `expected_ttft`).
         let beside = self.load_beside(i);
-        let stretch = self.tpot_stretch(i, beside.min(1.0));
+        let stretch = self.tpot_stretch(i, beside);
         let ((ttft, tpot), (_, kept)) = self.aged(i, now);
         let first =
             sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * (1.0 + beside);

@@ -359,10 +359,10 @@ fn a_long_prompt_is_expected_to_take_as_much_longer() {
         "{learned}"
     );
     let scale = 125_000.0 / 1024.0;
-    let gpu = r.expected_ttft(1, 0.0, Some(125_000));
+    let gpu = r.expected_ttft(1, 0.0, Some(125_000), 256.0);
     assert!((gpu - 0.025 * scale).abs() < 1e-9, "{gpu}");
-    assert!((r.expected_ttft(1, 0.0, Some(100)) - 0.025).abs() < 1e-12);
-    assert!((r.expected_ttft(1, 0.0, None) - 0.025).abs() < 1e-12);
+    assert!((r.expected_ttft(1, 0.0, Some(100), 256.0) - 0.025).abs() < 1e-12);
+    assert!((r.expected_ttft(1, 0.0, None, 256.0) - 0.025).abs() < 1e-12);
 }
 
 /// What was learned fades back to the prediction as it ages: a target seen slow, which the
@@ -676,4 +676,80 @@ fn a_request_too_long_for_a_target_goes_where_it_fits() {
         ..long
     };
     assert_eq!(r.pick(0.0, &only_wafer), None);
+}
+
+/// A target past its capacity makes a new request wait for a place before its first token:
+/// a wafer pool holding four requests with forty in flight, its tokens half a millisecond
+/// each, is expected to start one in about 1.4 s, past a 1 s target, and the request goes to
+/// the GPU pool, though the wafer would still finish it sooner. Counted only in the time to
+/// the last token, the wafer pool kept every request while its first tokens waited seconds.
+#[test]
+fn a_target_past_capacity_waits_for_a_place_before_its_first_token() {
+    let targets = vec![
+        target("wafer", |t| {
+            t.ttft_s = 0.005;
+            t.tpot_s = 0.0005;
+            t.tpot_full_s = 0.0006;
+            t.capacity = 4.0;
+        }),
+        target("gpu", |t| {
+            t.ttft_s = 0.025;
+            t.tpot_s = 0.022;
+            t.capacity = 64.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Latency, targets, Health::default(), 1);
+    for _ in 0..40 {
+        r.dispatched(0);
+    }
+    let wafer = r.expected_ttft(0, 0.0, None, 256.0);
+    // 5 ms x 11, then nine capacities' worth of lives of 256 tokens at 0.6 ms.
+    assert!(
+        (wafer - (0.055 + 9.0 * 256.0 * 0.0006)).abs() < 1e-9,
+        "{wafer}"
+    );
+    let ask = Ask {
+        output_tokens: Some(256),
+        ..Ask::default()
+    };
+    assert_eq!(
+        r.pick(0.0, &ask),
+        Some(0),
+        "the last token sooner on the wafer"
+    );
+    let urgent = Ask {
+        ttft_target_s: Some(1.0),
+        ..ask
+    };
+    assert_eq!(r.pick(0.0, &urgent), Some(1));
+}
+
+/// A TPOT target prefers the targets expected to meet it, as a TTFT target does.
+#[test]
+fn a_tpot_target_prefers_targets_expected_to_meet_it() {
+    let targets = vec![
+        target("slow-tokens", |t| {
+            t.priority = 0;
+            t.tpot_s = 0.05;
+            t.capacity = 100.0;
+        }),
+        target("fast-tokens", |t| {
+            t.priority = 1;
+            t.tpot_s = 0.02;
+            t.capacity = 100.0;
+        }),
+    ];
+    let mut r = Router::new(Policy::Priority, targets, Health::default(), 1);
+    assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
+    let tight = Ask {
+        tpot_target_s: Some(0.03),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &tight), Some(1));
+    // None meets it: the policy chooses among them all.
+    let impossible = Ask {
+        tpot_target_s: Some(0.001),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &impossible), Some(0));
 }

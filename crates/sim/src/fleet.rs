@@ -607,12 +607,14 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             self.exclude
                 .extend((0..self.pools.len()).filter(|&i| i < 64 && r.tried & (1 << i) != 0));
             let class = &self.scn.classes[r.a.class];
-            // A class asks for its TTFT target, as a gateway request can with a header.
+            // A class asks for its TTFT and TPOT targets, as a gateway request can with
+            // headers.
             let ask = Ask {
                 class: Some(class.name.as_str()),
                 output_tokens: self.scn.max_tokens.of(r.a.output),
                 exclude: &self.exclude,
                 ttft_target_s: class.ttft_s,
+                tpot_target_s: class.tpot_s,
                 prompt_tokens: Some(r.a.prompt),
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
