@@ -645,64 +645,47 @@ async fn the_retry_budget_stops_retries_from_multiplying_an_outage() {
     assert!(body.contains("retry budget exhausted"), "{body}");
 }
 
+/// A first-token or time-per-token header prefers the deployments expected to meet it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ttft_header_prefers_deployments_expected_to_meet_it() {
-    let text = format!(
-        "{}{}{}",
-        emulated("a", "h100-sxm", ""),
-        emulated("b", "h100-sxm", ""),
-        model(
-            "m",
-            &[
-                ("a", "priority = 0\nttft_ms = 900"),
-                ("b", "priority = 1\nttft_ms = 50")
-            ]
-        )
-    );
-    let (url, _gw) = start(&text).await;
-    let client = reqwest::Client::new();
-    let r = chat_with_header(&client, &url, "m", ("x-switchyard-ttft-ms", "100")).await;
-    assert_eq!(r.status(), 200);
-    let bad = chat_with_header(&client, &url, "m", ("x-switchyard-ttft-ms", "soon")).await;
-    assert_eq!(bad.status(), 400);
-    let health = client
-        .get(url.replace("/v1", "/health"))
-        .send()
-        .await
-        .expect("health")
-        .text()
-        .await
-        .expect("body");
-    let health: serde_json::Value = serde_json::from_str(&health).expect("json");
-    assert_eq!(health["models"]["m"][1]["requests"], 1, "{health}");
-    assert_eq!(health["models"]["m"][0]["requests"], 0, "{health}");
-}
-
-/// A time-per-token header prefers the deployments expected to meet it, as a TTFT header
-/// does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tpot_header_prefers_deployments_expected_to_meet_it() {
-    let text = format!(
-        "{}{}{}",
-        emulated("a", "h100-sxm", ""),
-        emulated("b", "h100-sxm", ""),
-        model(
-            "m",
-            &[
-                ("a", "priority = 0\ntpot_ms = 90"),
-                ("b", "priority = 1\ntpot_ms = 5")
-            ]
-        )
-    );
-    let (url, _gw) = start(&text).await;
-    let client = reqwest::Client::new();
-    let r = chat_with_header(&client, &url, "m", ("x-switchyard-tpot-ms", "20")).await;
-    assert_eq!(r.status(), 200);
-    let bad = chat_with_header(&client, &url, "m", ("x-switchyard-tpot-ms", "-3")).await;
-    assert_eq!(bad.status(), 400);
-    let h = health(&url).await;
-    assert_eq!(h["models"]["m"][1]["requests"], 1, "{h}");
-    assert_eq!(h["models"]["m"][0]["requests"], 0, "{h}");
+async fn a_latency_header_prefers_deployments_expected_to_meet_it() {
+    for (header, slow, fast, asked, bad) in [
+        (
+            "x-switchyard-ttft-ms",
+            "ttft_ms = 900",
+            "ttft_ms = 50",
+            "100",
+            "soon",
+        ),
+        (
+            "x-switchyard-tpot-ms",
+            "tpot_ms = 90",
+            "tpot_ms = 5",
+            "20",
+            "-3",
+        ),
+    ] {
+        let text = format!(
+            "{}{}{}",
+            emulated("a", "h100-sxm", ""),
+            emulated("b", "h100-sxm", ""),
+            model(
+                "m",
+                &[
+                    ("a", &format!("priority = 0\n{slow}")),
+                    ("b", &format!("priority = 1\n{fast}"))
+                ]
+            )
+        );
+        let (url, _gw) = start(&text).await;
+        let client = reqwest::Client::new();
+        let r = chat_with_header(&client, &url, "m", (header, asked)).await;
+        assert_eq!(r.status(), 200, "{header}");
+        let refused = chat_with_header(&client, &url, "m", (header, bad)).await;
+        assert_eq!(refused.status(), 400, "{header}");
+        let h = health(&url).await;
+        assert_eq!(h["models"]["m"][1]["requests"], 1, "{header}: {h}");
+        assert_eq!(h["models"]["m"][0]["requests"], 0, "{header}: {h}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

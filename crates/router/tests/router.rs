@@ -600,33 +600,47 @@ fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
     assert_eq!(r.pick(111.0, &Ask::default()), Some(0));
 }
 
+/// A TTFT or TPOT target prefers the targets expected to meet it; one nobody can meet
+/// leaves the policy to choose.
 #[test]
-fn a_ttft_target_prefers_targets_expected_to_meet_it() {
-    let targets = vec![
-        target("cheap-slow", |t| {
-            t.usd_per_mtok = 0.2;
-            t.ttft_s = 2.0;
-            t.capacity = 100.0;
-        }),
-        target("dear-fast", |t| {
-            t.usd_per_mtok = 1.0;
-            t.ttft_s = 0.2;
-            t.capacity = 100.0;
-        }),
-    ];
-    let mut r = Router::new(Policy::Cost, targets, Health::default(), 1);
-    assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
-    let urgent = Ask {
-        ttft_target_s: Some(0.5),
+fn a_latency_target_prefers_targets_expected_to_meet_it() {
+    let ttft = |s: f64| Ask {
+        ttft_target_s: Some(s),
         ..Ask::default()
     };
-    assert_eq!(r.pick(0.0, &urgent), Some(1));
-    // A target nobody can meet leaves the policy to choose.
-    let impossible = Ask {
-        ttft_target_s: Some(0.01),
+    let tpot = |s: f64| Ask {
+        tpot_target_s: Some(s),
         ..Ask::default()
     };
-    assert_eq!(r.pick(0.0, &impossible), Some(0));
+    for (set, asked, impossible) in [
+        (
+            (|t: &mut Target, v: f64| t.ttft_s = v) as fn(&mut Target, f64),
+            ttft(0.5),
+            ttft(0.01),
+        ),
+        (
+            |t: &mut Target, v: f64| t.tpot_s = v / 10.0,
+            tpot(0.05),
+            tpot(0.001),
+        ),
+    ] {
+        let targets = vec![
+            target("cheap-slow", |t| {
+                t.usd_per_mtok = 0.2;
+                t.capacity = 100.0;
+                set(t, 2.0);
+            }),
+            target("dear-fast", |t| {
+                t.usd_per_mtok = 1.0;
+                t.capacity = 100.0;
+                set(t, 0.2);
+            }),
+        ];
+        let mut r = Router::new(Policy::Cost, targets, Health::default(), 1);
+        assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
+        assert_eq!(r.pick(0.0, &asked), Some(1));
+        assert_eq!(r.pick(0.0, &impossible), Some(0));
+    }
 }
 
 #[test]
@@ -722,34 +736,4 @@ fn a_target_past_capacity_waits_for_a_place_before_its_first_token() {
         ..ask
     };
     assert_eq!(r.pick(0.0, &urgent), Some(1));
-}
-
-/// A TPOT target prefers the targets expected to meet it, as a TTFT target does.
-#[test]
-fn a_tpot_target_prefers_targets_expected_to_meet_it() {
-    let targets = vec![
-        target("slow-tokens", |t| {
-            t.priority = 0;
-            t.tpot_s = 0.05;
-            t.capacity = 100.0;
-        }),
-        target("fast-tokens", |t| {
-            t.priority = 1;
-            t.tpot_s = 0.02;
-            t.capacity = 100.0;
-        }),
-    ];
-    let mut r = Router::new(Policy::Priority, targets, Health::default(), 1);
-    assert_eq!(r.pick(0.0, &Ask::default()), Some(0));
-    let tight = Ask {
-        tpot_target_s: Some(0.03),
-        ..Ask::default()
-    };
-    assert_eq!(r.pick(0.0, &tight), Some(1));
-    // None meets it: the policy chooses among them all.
-    let impossible = Ask {
-        tpot_target_s: Some(0.001),
-        ..Ask::default()
-    };
-    assert_eq!(r.pick(0.0, &impossible), Some(0));
 }
