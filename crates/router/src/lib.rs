@@ -468,14 +468,14 @@ impl Router {
     /// Expected seconds until the last of `n` output tokens of a request of `prompt_tokens`
     /// (where known) on target `i` at `now`: time to first token ([`Router::expected_ttft`])
     /// plus output time (observed, else predicted), stretched by the target's load
-    /// ([`Router::tpot_stretch`]). Growing smoothly with load spreads requests over targets
+    /// (`tpot_stretch`). Growing smoothly with load spreads requests over targets
     /// of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
         self.expected_ttft(i, now, prompt_tokens, n) + n * self.expected_tpot(i, now)
     }
 
     /// Expected time per output token on target `i` for a request sent at `now`: observed
-    /// (else predicted), stretched by its load ([`Router::tpot_stretch`]).
+    /// (else predicted), stretched by its load (`tpot_stretch`).
     pub fn expected_tpot(&self, i: usize, now: f64) -> f64 {
         self.learned(i, now).1 * self.tpot_stretch(i, self.load(i))
     }
@@ -485,7 +485,7 @@ impl Router {
     /// sequence adding its KV cache's reads and its share of the arithmetic to the weights'
     /// fixed stream, so from one at idle to the target's full-over-idle ratio
     /// ([`Target::tpot_full_s`]) at capacity, and no further: past capacity the requests
-    /// wait for a place ([`Router::place_wait`]) rather than batch.
+    /// wait for a place (`place_wait`) rather than batch.
     fn tpot_stretch(&self, i: usize, load: f64) -> f64 {
         let t = &self.targets[i];
         let full = if t.tpot_full_s > 0.0 && t.tpot_s > 0.0 {
@@ -557,7 +557,7 @@ impl Router {
     /// known) and `n` output tokens sent at `now`: observed (else predicted), taken to the
     /// prompt's length ([`Target::ttft_prompt_tokens`]), stretched by its load, behind the
     /// prompts queued ahead of it where the target's prefill rate is known, and after the
-    /// wait for a place past its capacity ([`Router::place_wait`], requests ahead taken to
+    /// wait for a place past its capacity (`place_wait`, requests ahead taken to
     /// be of the same length).
     /// Counted in requests alone, a queue of long prompts looks short on a target whose KV
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
