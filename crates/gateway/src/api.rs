@@ -621,6 +621,12 @@ fn tool_shapes(tools: Option<&Value>) -> Result<(), ApiError> {
     let Some(Value::Array(tools)) = tools else {
         return Ok(());
     };
+    if tools.is_empty() {
+        return Err(ApiError::invalid(
+            "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            Some("tools"),
+        ));
+    }
     for (k, tool) in tools.iter().enumerate() {
         let Some(tool) = tool.as_object() else {
             return Err(ApiError::invalid(
@@ -651,11 +657,69 @@ fn tool_shapes(tools: Option<&Value>) -> Result<(), ApiError> {
                 Some(&format!("tools[{k}].{kind}")),
             ));
         };
-        if !table.get("name").is_some_and(Value::is_string) {
-            return Err(ApiError::invalid(
-                format!("Missing required parameter: 'tools[{k}].{kind}.name'."),
-                Some(&format!("tools[{k}].{kind}.name")),
-            ));
+        let at = |field: &str| format!("tools[{k}].{kind}.{field}");
+        match table.get("name") {
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at("name")),
+                    Some(&at("name")),
+                ))
+            }
+            Some(Value::String(name)) => {
+                // OpenAI's pattern for a tool's name: what a model can write back in a call.
+                let ok = (1..=64).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "Invalid '{}': string does not match pattern. Expected a string of 1 to 64 letters, digits, underscores and dashes.",
+                            at("name")
+                        ),
+                        Some(&at("name")),
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("Invalid type for '{}': expected a string.", at("name")),
+                    Some(&at("name")),
+                ))
+            }
+        }
+        for (field, ok, says) in [
+            (
+                "parameters",
+                matches!(
+                    table.get("parameters"),
+                    None | Some(Value::Null | Value::Object(_))
+                ),
+                "an object",
+            ),
+            (
+                "strict",
+                matches!(
+                    table.get("strict"),
+                    None | Some(Value::Null | Value::Bool(_))
+                ),
+                "a boolean",
+            ),
+            (
+                "description",
+                matches!(
+                    table.get("description"),
+                    None | Some(Value::Null | Value::String(_))
+                ),
+                "a string",
+            ),
+        ] {
+            if !ok {
+                return Err(ApiError::invalid(
+                    format!("Invalid type for '{}': expected {says}.", at(field)),
+                    Some(&at(field)),
+                ));
+            }
         }
     }
     Ok(())

@@ -1613,7 +1613,8 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
             r#","response_format":{"type":"json_object"}"#,
             "response_format",
         ),
-        (r#","tools":[],"tool_choice":"required""#, "tool_choice"),
+        (r#","tools":[],"tool_choice":"required""#, "tools"),
+        (r#","tool_choice":"required""#, "tool_choice"),
         (
             r#","functions":[{"name":"f","parameters":{}}],"function_call":{"name":"f"}"#,
             "function_call",
@@ -1632,6 +1633,22 @@ async fn emulated_answers_honour_stop_and_refuse_what_needs_a_model() {
             "tools[0].function.name",
         ),
         (r#","tools":[1]"#, "tools[0]"),
+        (
+            r#","tools":[{"type":"function","function":{"name":"f","parameters":"x"}}]"#,
+            "tools[0].function.parameters",
+        ),
+        (
+            r#","tools":[{"type":"function","function":{"name":"get weather!"}}]"#,
+            "tools[0].function.name",
+        ),
+        (
+            r#","tools":[{"type":"function","function":{"name":5}}]"#,
+            "tools[0].function.name",
+        ),
+        (
+            r#","tools":[{"type":"function","function":{"name":"f","strict":"yes"}}]"#,
+            "tools[0].function.strict",
+        ),
         (r#","max_tokens":99999999999"#, "max_tokens"),
         (
             r#","stream_options":{"include_usage":true}"#,

@@ -718,8 +718,16 @@ impl Router {
         s.outstanding = s.outstanding.saturating_sub(1);
         s.failures += 1;
         // Failures while ejected (requests already in flight, panic routing) do not count
-        // towards the next ejection: a target back from its cool-down gets a fresh run.
+        // towards the next ejection: a target back from its cool-down gets a fresh run. But
+        // a request panic routing sent it that fails starts its cool-down again, so the next
+        // goes to another ejected target: kept at the one whose cool-down ended first, every
+        // request of a model whose deployments were all ejected went to one that still
+        // failed, while another had recovered.
         if s.ejected_until > now {
+            if s.probed {
+                s.ejected_until = now + health.cooldown_s;
+                s.probed = false;
+            }
             return false;
         }
         s.consecutive_failures += 1;

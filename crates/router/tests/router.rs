@@ -737,3 +737,30 @@ fn a_target_past_capacity_waits_for_a_place_before_its_first_token() {
     };
     assert_eq!(r.pick(0.0, &urgent), Some(1));
 }
+
+/// Where every target is ejected, a request panic routing sent that fails starts its
+/// target's cool-down again, so the next goes to another: one that has recovered is found
+/// within a request or two, and back in service once it answers. Kept at the target whose
+/// cool-down ended first, every request went to one that still failed.
+#[test]
+fn a_failed_panic_try_sends_the_next_to_another_ejected_target() {
+    let health = Health {
+        eject_after: 1,
+        cooldown_s: 20.0,
+    };
+    let mut r = Router::new(Policy::Priority, three(), health, 1);
+    for (i, t) in [(0, 0.0), (1, 1.0), (2, 2.0)] {
+        r.dispatched(i);
+        assert!(r.failed(i, t));
+    }
+    assert_eq!(r.pick(5.0, &Ask::default()), Some(0));
+    r.dispatched(0);
+    assert!(!r.failed(0, 5.5));
+    assert!(r.is_ejected(0, 21.0), "its cool-down starts again");
+    assert_eq!(r.pick(6.0, &Ask::default()), Some(1));
+    r.dispatched(1);
+    r.succeeded(1, 6.5, None);
+    assert!(!r.is_ejected(1, 7.0));
+    assert_eq!(r.pick(7.0, &Ask::default()), Some(1));
+    assert_eq!(r.observed(0).ejections, 1);
+}
