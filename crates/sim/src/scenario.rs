@@ -785,18 +785,11 @@ impl ScenarioFile {
                     return Err(err("classes", format!("no [[class]] named `{c}`")));
                 }
             }
-            // A class's TPOT target is each request's; a pool at the load whose mean TPOT
-            // is the target leaves half its requests past it, so it is full where the mean is
-            // the share of a per-request limit that MLPerf's server runs keep
-            // ([`Params::server_mean_tpot_frac`]): rated at the target itself, the cheapest
-            // pool under the cost policy took every request of a light load at a mean TPOT of
-            // 49 ms against 50, and two in three missed it.
             let tpot_limit = classes
                 .iter()
                 .filter(|c| s.takes(&c.name))
                 .filter_map(|c| c.tpot_s)
-                .min_by(f64::total_cmp)
-                .map(|t| t * params.server_mean_tpot_frac);
+                .min_by(f64::total_cmp);
             let (isl, osl) = within_context(model, isl, osl);
             let q = Query {
                 chips: s.chips,
