@@ -295,6 +295,7 @@ impl Gateway {
                     ttft_s: d.ttft_ms.map_or(UNSTATED_TTFT_S, |ms| ms / 1000.0),
                     tpot_s: d.tpot_ms.map_or(UNSTATED_TPOT_S, |ms| ms / 1000.0),
                     tpot_full_s: 0.0,
+                    disaggregated: false,
                     capacity: d.capacity.unwrap_or(64.0),
                     max_context: d.max_context,
                     // An outside provider's prefill rate is not known: its queue is counted
@@ -472,6 +473,7 @@ impl Gateway {
                                     dep.decode_pool_priors(params, isl, osl, None);
                                 predicted.tpot_full_s = tpot_full_s;
                                 predicted.capacity = full * f64::from(engines);
+                                predicted.disaggregated = true;
                             }
                             let pool = EmuPool::start(
                                 Physics {
@@ -488,6 +490,10 @@ impl Gateway {
                         let (pool, predicted) = &pools[&key];
                         target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                         target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
+                        // A stated TPOT keeps the model's ratio of full to idle.
+                        target.tpot_full_s = predicted.tpot_full_s * target.tpot_s
+                            / predicted.tpot_s.max(f64::MIN_POSITIVE);
+                        target.disaggregated = predicted.disaggregated;
                         target.capacity = d.capacity.unwrap_or(predicted.capacity);
                         target.max_context = d.max_context.or(predicted.max_context);
                         target.prefill_tok_s = predicted.prefill_tok_s;

@@ -216,8 +216,16 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                         j["prefill_engines"] = json!(prefill);
                         j["layout"] = json!(layout);
                         j["longest_request"] = json!(pool.longest_request());
-                        // The rate its queued prompts drain at, as the router expects it.
-                        j["prefill_tok_s"] = json!(r.targets()[i].prefill_tok_s.round());
+                        // The rate its queued prompts drain at, its time per token idle and
+                        // full, and the requests it holds before they queue, as the router
+                        // expects them.
+                        let t = &r.targets()[i];
+                        let ms = |s: f64| (s * 1e5).round() / 100.0;
+                        j["prefill_tok_s"] = json!(t.prefill_tok_s.round());
+                        j["tpot_ms"] = json!(ms(t.tpot_s));
+                        j["tpot_full_ms"] = json!(ms(t.tpot_full_s));
+                        j["capacity"] = json!(t.capacity.round());
+                        j["disaggregated"] = json!(t.disaggregated);
                     }
                     j
                 })

@@ -989,6 +989,31 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     );
 }
 
+/// `/health` shows what the router expects of an emulated pool: its time per token idle and
+/// at capacity, the requests it holds before they queue, and whether its prompts run on a
+/// pool of their own (whose first tokens do not wait for the requests decoding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_what_the_router_expects_of_an_emulated_pool() {
+    let text = format!(
+        "{}{}{}",
+        emulated("agg", "h100-sxm", ""),
+        emulated("split", "h100-sxm", "").replace("chips = 1", "chips = 1\nprefill_replicas = 1"),
+        model("m", &[("agg", ""), ("split", "")])
+    );
+    let (url, _gw) = start(&text).await;
+    let h = health(&url).await;
+    for (k, split) in [(0, false), (1, true)] {
+        let d = &h["models"]["m"][k];
+        assert_eq!(d["disaggregated"], split, "{d}");
+        let (idle, full) = (
+            d["tpot_ms"].as_f64().expect("tpot"),
+            d["tpot_full_ms"].as_f64().expect("tpot at capacity"),
+        );
+        assert!(idle > 0.0 && full > 2.0 * idle, "{d}");
+        assert!(d["capacity"].as_f64().expect("capacity") > 1.0, "{d}");
+    }
+}
+
 /// A server's chips that a small model's best layout splits into several replicas all serve:
 /// each runs as an engine of its own, and `/health` says how many and of which layout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,12 @@ pub struct Target {
     /// idle sent a B200 pool beside an H100 one more than it could serve within the TPOT
     /// the H100s kept.
     pub tpot_full_s: f64,
+    /// Its prompts run on replicas of their own (disaggregated serving): its first token
+    /// waits for the prompts queued ahead of it there, not for the requests decoding, so it
+    /// does not stretch with their load. Stretched as an aggregated replica's, a B200 unit's
+    /// first tokens were expected past a 100 ms target under load while they came in 64 ms,
+    /// and a wafer pool half of whose first tokens missed it took the requests.
+    pub disaggregated: bool,
     /// Requests the target serves concurrently before they start to queue.
     pub capacity: f64,
     /// Longest request (prompt plus output tokens) the target can hold; `None` is no limit.
@@ -137,6 +143,7 @@ impl Target {
             ttft_s: 0.0,
             tpot_s: 0.0,
             tpot_full_s: 0.0,
+            disaggregated: false,
             capacity: 1.0,
             max_context: None,
             prefill_tok_s: 0.0,
@@ -480,6 +487,18 @@ impl Router {
         self.learned(i, now).1 * self.tpot_stretch(i, self.load(i))
     }
 
+    /// How many times its idle time to first token target `i` takes at `load` (requests in
+    /// flight over its capacity): a prompt's chunks share the steps with the requests
+    /// decoding, so one more for each capacity's worth; a disaggregated target's prompts run
+    /// apart from them ([`Target::disaggregated`]).
+    fn ttft_stretch(&self, i: usize, load: f64) -> f64 {
+        if self.targets[i].disaggregated {
+            1.0
+        } else {
+            1.0 + load
+        }
+    }
+
     /// How many times its idle time per token target `i` takes at `load` (requests in
     /// flight over its capacity). A decode step grows about linearly with its batch, each
     /// sequence adding its KV cache's reads and its share of the arithmetic to the weights'
@@ -563,7 +582,9 @@ impl Router {
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
     /// request while its first tokens waited seconds and a slower pool beside it idled.
     pub fn expected_ttft(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> f64 {
-        self.learned(i, now).0 * self.prompt_scale(i, prompt_tokens) * (1.0 + self.load(i))
+        self.learned(i, now).0
+            * self.prompt_scale(i, prompt_tokens)
+            * self.ttft_stretch(i, self.load(i))
             + self.queued_s(i, now)
             + self.place_wait(i, now, n)
     }
@@ -643,7 +664,8 @@ impl Router {
         // An answer quicker than the queue expected ahead of it says the queue was short, not
         // that the target takes no time.
         let own = (ttft_s - sent.queued_s).max(0.05 * ttft_s);
-        let idle = own / (1.0 + sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
+        let idle =
+            own / self.ttft_stretch(i, sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
         let ((old, _), (kept, _)) = self.aged(i, now);
         let s = &mut self.seen[i];
         let x = ewma(s.ttft_s.map(|_| old), idle, kept);
@@ -693,8 +715,8 @@ impl Router {
         let beside = self.load_beside(i);
         let stretch = self.tpot_stretch(i, beside);
         let ((ttft, tpot), (_, kept)) = self.aged(i, now);
-        let first =
-            sent.queued_s + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * (1.0 + beside);
+        let first = sent.queued_s
+            + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * self.ttft_stretch(i, beside);
         self.succeeded(i, now, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {

@@ -764,3 +764,45 @@ fn a_failed_panic_try_sends_the_next_to_another_ejected_target() {
     assert_eq!(r.pick(7.0, &Ask::default()), Some(1));
     assert_eq!(r.observed(0).ejections, 1);
 }
+
+/// A disaggregated target's first token waits for the prompts ahead of it on its prefill
+/// pool, not for the requests decoding: its expected TTFT does not stretch with their load,
+/// where an aggregated one's does, and what it learns of it is not shrunk by that load.
+#[test]
+fn a_disaggregated_targets_first_token_does_not_stretch_with_its_decode_load() {
+    let pool = |name: &str, disaggregated: bool| {
+        target(name, |t| {
+            t.ttft_s = 0.06;
+            t.tpot_s = 0.01;
+            t.capacity = 100.0;
+            t.disaggregated = disaggregated;
+        })
+    };
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![pool("agg", false), pool("split", true)],
+        Health::default(),
+        1,
+    );
+    for _ in 0..80 {
+        r.dispatched(0);
+        r.dispatched(1);
+    }
+    let agg = r.expected_ttft(0, 0.0, None, 200.0);
+    let split = r.expected_ttft(1, 0.0, None, 200.0);
+    assert!((agg - 0.06 * 1.8).abs() < 1e-12, "{agg}");
+    assert!((split - 0.06).abs() < 1e-12, "{split}");
+    let urgent = Ask {
+        ttft_target_s: Some(0.1),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &urgent), Some(1));
+    // A first token of 64 ms under that load teaches 64 ms of it.
+    let sent = Sent {
+        load: 0.8,
+        ..Sent::default()
+    };
+    r.first_token(1, 0.0, 0.064, sent);
+    let learned = r.observed(1).ttft_s.expect("learned");
+    assert!((learned - 0.064).abs() < 1e-12, "{learned}");
+}

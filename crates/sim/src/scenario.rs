@@ -987,6 +987,7 @@ impl ScenarioFile {
                 ttft_s,
                 tpot_s: priors.tpot_s,
                 tpot_full_s,
+                disaggregated: prefill.is_some(),
                 capacity: per_replica * f64::from(replicas),
                 prefill_tok_s,
                 ttft_prompt_tokens: isl,
