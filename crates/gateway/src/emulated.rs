@@ -269,11 +269,7 @@ impl EmuPool {
             prompts,
             faults,
             started: Instant::now(),
-            draws: Mutex::new(faults.seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0x5EED, |d| d.as_nanos() as u64)
-            })),
+            draws: Mutex::new(faults.seed.unwrap_or_else(crate::clock_seed)),
         })
     }
 

@@ -161,6 +161,13 @@ pub struct Gateway {
     pub(crate) id_salt: u64,
 }
 
+/// A seed from the clock, different on every start: nanoseconds since the Unix epoch.
+pub(crate) fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5EED, |d| d.as_nanos() as u64)
+}
+
 /// The client keys of `config`, their secrets read from the environment.
 fn client_keys(
     config: &Config,
@@ -404,7 +411,8 @@ impl Gateway {
                             let engines = engines as u32;
                             dep.layout.dp = 1;
                             let engine = EngineConfig::for_deployment(&dep, params);
-                            let priors = dep.router_priors(params, isl, osl, None);
+                            let disaggregated = p.prefill_replicas.is_some();
+                            let priors = dep.router_priors(params, isl, osl, None, disaggregated);
                             let predicted = Target {
                                 ttft_s: priors.ttft_s,
                                 tpot_s: priors.tpot_s,
@@ -413,6 +421,7 @@ impl Gateway {
                                 prefill_tok_s: priors.prefill_tok_s * f64::from(engines),
                                 ttft_prompt_tokens: isl,
                                 max_context: Some(engine.longest_request()),
+                                disaggregated,
                                 ..target.clone()
                             };
                             let prefill = match p.prefill_replicas {
@@ -465,15 +474,6 @@ impl Gateway {
                                         spec.replicas,
                                         spec.same_domain,
                                     );
-                                // A lone request's tokens, and the pool full at its own
-                                // peak, as a simulated decode pool is told.
-                                predicted.tpot_s =
-                                    dep.decode_step(params, 1.0, dep.decode_ctx(isl, osl)).time;
-                                let (full, tpot_full_s) =
-                                    dep.decode_pool_priors(params, isl, osl, None);
-                                predicted.tpot_full_s = tpot_full_s;
-                                predicted.capacity = full * f64::from(engines);
-                                predicted.disaggregated = true;
                             }
                             let pool = EmuPool::start(
                                 Physics {
@@ -537,11 +537,7 @@ impl Gateway {
             listen: config.server.listen.clone(),
             retry_after_s: config.health.cooldown_s.ceil().clamp(1.0, 3600.0) as u64,
             answered: std::sync::atomic::AtomicU64::new(0),
-            id_salt: switchyard_router::splitmix64(
-                &mut (std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)),
-            ),
+            id_salt: switchyard_router::splitmix64(&mut clock_seed()),
         }))
     }
 

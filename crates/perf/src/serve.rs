@@ -394,30 +394,6 @@ impl Deployment<'_> {
             * f64::from(self.layout.dp)
     }
 
-    /// What a router is told of one replica of the deployment as a decode pool beside a
-    /// separate prefill pool: the requests it decodes at its peak within `tpot_limit` (none:
-    /// no limit) and their time per output token, its steps carrying no prompts. Rated as
-    /// a replica that also runs its prompts ([`Self::router_priors`]), a decode pool whose
-    /// tokens came at 25 ms under a 40 ms target was held full at half its load, its first
-    /// tokens expected seconds late, and requests went to a slower replica beside it.
-    pub fn decode_pool_priors(
-        &self,
-        p: &Params,
-        isl: f64,
-        osl: f64,
-        tpot_limit: Option<f64>,
-    ) -> (f64, f64) {
-        self.decode_loads(p, isl, osl)
-            .filter(|&(_, step)| tpot_limit.is_none_or(|l| step <= l))
-            .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
-            .unwrap_or_else(|| {
-                (
-                    1.0,
-                    self.decode_step(p, 1.0, self.decode_ctx(isl, osl)).time,
-                )
-            })
-    }
-
     /// One replica's decode steps with no prompt in them, at every load the searches try
     /// ([`Self::replica_loads`]): the requests decoding and the step's time.
     pub(crate) fn decode_loads<'s>(
@@ -530,24 +506,38 @@ impl Deployment<'_> {
 
     /// What a router is told of one replica before it has observed anything: time to first
     /// token of a lone `isl`-token prompt (and the prompt tokens a second that makes), time
-    /// per output token of a lone request, and the
-    /// requests in flight at the peak throughput under `tpot_limit` (at least one).
+    /// per output token of a lone request, and the requests in flight at the peak throughput
+    /// under `tpot_limit` (at least one) with their time per token.
+    ///
+    /// As a `decode_only` replica, beside a separate prefill pool, its peak is that of steps
+    /// that carry no prompts. Rated as a replica that also runs its prompts, a decode pool
+    /// whose tokens came at 25 ms under a 40 ms target was held full at half its load, its
+    /// first tokens expected seconds late, and requests went to a slower replica beside it.
     pub fn router_priors(
         &self,
         p: &Params,
         isl: f64,
         osl: f64,
         tpot_limit: Option<f64>,
+        decode_only: bool,
     ) -> RouterPriors {
         let ttft_s = self.prefill(p, isl);
-        let full = self.max_throughput(p, isl, osl, tpot_limit);
         let tpot_s = self.at_concurrency(p, 1.0, isl, osl).tpot_s;
+        let (concurrency, tpot_full_s) = if decode_only {
+            self.decode_loads(p, isl, osl)
+                .filter(|&(_, step)| tpot_limit.is_none_or(|l| step <= l))
+                .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
+                .unwrap_or((1.0, tpot_s))
+        } else {
+            let full = self.max_throughput(p, isl, osl, tpot_limit);
+            (full.concurrency, full.tpot_s)
+        };
         RouterPriors {
             ttft_s,
             prefill_tok_s: prompt_rate(isl, ttft_s),
             tpot_s,
-            tpot_full_s: full.tpot_s.max(tpot_s),
-            concurrency: full.concurrency.max(1.0),
+            tpot_full_s: tpot_full_s.max(tpot_s),
+            concurrency: concurrency.max(1.0),
         }
     }
 

@@ -372,16 +372,26 @@ impl Router {
             .filter(eligible)
             .filter(|&i| self.back_at(i) <= now)
             .collect();
+        // What each target is expected to take for this request, where a target or the
+        // policy asks: its first token and its time per token.
+        let expected: Vec<(f64, f64)> = if ask.ttft_target_s.is_some()
+            || ask.tpot_target_s.is_some()
+            || self.policy == Policy::Latency
+        {
+            (0..self.targets.len())
+                .map(|i| self.expect(i, now, ask.prompt_tokens, n))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if ask.ttft_target_s.is_some() || ask.tpot_target_s.is_some() {
             let meets: Vec<usize> = pool
                 .iter()
                 .copied()
                 .filter(|&i| {
-                    ask.ttft_target_s
-                        .is_none_or(|l| self.expected_ttft(i, now, ask.prompt_tokens, n) <= l)
-                        && ask
-                            .tpot_target_s
-                            .is_none_or(|l| self.expected_tpot(i, now) <= l)
+                    let (ttft, tpot) = expected[i];
+                    ask.ttft_target_s.is_none_or(|l| ttft <= l)
+                        && ask.tpot_target_s.is_none_or(|l| tpot <= l)
                 })
                 .collect();
             if !meets.is_empty() {
@@ -440,7 +450,7 @@ impl Router {
             }
             Policy::LeastOutstanding => by(&load, &pool),
             Policy::Latency => {
-                let cost = |i: usize| self.expected_latency(i, n, now, ask.prompt_tokens);
+                let cost = |i: usize| expected[i].0 + n * expected[i].1;
                 by(&cost, &pool)
             }
             Policy::Weighted => {
@@ -478,13 +488,35 @@ impl Router {
     /// (`tpot_stretch`). Growing smoothly with load spreads requests over targets
     /// of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
-        self.expected_ttft(i, now, prompt_tokens, n) + n * self.expected_tpot(i, now)
+        let (ttft, tpot) = self.expect(i, now, prompt_tokens, n);
+        ttft + n * tpot
     }
 
     /// Expected time per output token on target `i` for a request sent at `now`: observed
     /// (else predicted), stretched by its load (`tpot_stretch`).
     pub fn expected_tpot(&self, i: usize, now: f64) -> f64 {
-        self.learned(i, now).1 * self.tpot_stretch(i, self.load(i))
+        self.expect(i, now, None, 0.0).1
+    }
+
+    /// [`Router::expected_ttft`] and [`Router::expected_tpot`] together, from one reading
+    /// of what was learned. Past capacity a request waits for a place: each capacity's worth
+    /// of requests ahead of it is one more life of `n` tokens at a full batch's time per
+    /// token, which its time per token then is. A first token comes after that wait:
+    /// counted only in the time to the last token, a wafer pool that holds few requests
+    /// (whose tokens a full batch barely slows) kept its first tokens expected within a 1 s
+    /// target while they waited seconds for a place, and took nearly every request beside
+    /// idle GPUs.
+    fn expect(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> (f64, f64) {
+        let (ttft, tpot) = self.learned(i, now);
+        let load = self.load(i);
+        let tpot = tpot * self.tpot_stretch(i, load);
+        let place_wait = (load - 1.0).max(0.0) * n * tpot;
+        (
+            ttft * self.prompt_scale(i, prompt_tokens) * self.ttft_stretch(i, load)
+                + self.queued_s(i, now)
+                + place_wait,
+            tpot,
+        )
     }
 
     /// How many times its idle time to first token target `i` takes at `load` (requests in
@@ -504,7 +536,7 @@ impl Router {
     /// sequence adding its KV cache's reads and its share of the arithmetic to the weights'
     /// fixed stream, so from one at idle to the target's full-over-idle ratio
     /// ([`Target::tpot_full_s`]) at capacity, and no further: past capacity the requests
-    /// wait for a place (`place_wait`) rather than batch.
+    /// wait for a place (`expect`) rather than batch.
     fn tpot_stretch(&self, i: usize, load: f64) -> f64 {
         let t = &self.targets[i];
         let full = if t.tpot_full_s > 0.0 && t.tpot_s > 0.0 {
@@ -513,21 +545,6 @@ impl Router {
             2.0
         };
         1.0 + load.clamp(0.0, 1.0) * (full - 1.0)
-    }
-
-    /// Seconds a request sent to target `i` at `now` waits for a place, the target past its
-    /// capacity: each capacity's worth of requests ahead of it is one more life of `n`
-    /// tokens at a full batch's time per token. A first token comes after it: counted only
-    /// in the time to the last token, a wafer pool that holds few requests (whose tokens a
-    /// full batch barely slows) kept its first tokens expected within a 1 s target while
-    /// they waited seconds for a place, and took nearly every request beside idle GPUs.
-    fn place_wait(&self, i: usize, now: f64, n: f64) -> f64 {
-        let ahead = self.load(i) - 1.0;
-        if ahead <= 0.0 {
-            return 0.0;
-        }
-        let (_, tpot) = self.learned(i, now);
-        ahead * n * tpot * self.tpot_stretch(i, 1.0)
     }
 
     /// Requests in flight on target `i` over its capacity.
@@ -576,17 +593,13 @@ impl Router {
     /// known) and `n` output tokens sent at `now`: observed (else predicted), taken to the
     /// prompt's length ([`Target::ttft_prompt_tokens`]), stretched by its load, behind the
     /// prompts queued ahead of it where the target's prefill rate is known, and after the
-    /// wait for a place past its capacity (`place_wait`, requests ahead taken to
+    /// wait for a place past its capacity (`expect`, requests ahead taken to
     /// be of the same length).
     /// Counted in requests alone, a queue of long prompts looks short on a target whose KV
     /// cache holds many: sent a trace of 10,000-token prompts, a fast pool drew nearly every
     /// request while its first tokens waited seconds and a slower pool beside it idled.
     pub fn expected_ttft(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> f64 {
-        self.learned(i, now).0
-            * self.prompt_scale(i, prompt_tokens)
-            * self.ttft_stretch(i, self.load(i))
-            + self.queued_s(i, now)
-            + self.place_wait(i, now, n)
+        self.expect(i, now, prompt_tokens, n).0
     }
 
     /// How many times longer a first token of `prompt_tokens` takes on target `i` than one

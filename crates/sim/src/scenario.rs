@@ -875,20 +875,16 @@ impl ScenarioFile {
             };
             let mut d = d;
             let engine = engine_of(&mut d, "system")?;
-            let priors = d.router_priors(params, isl, osl, tpot_limit);
             // A decode pool beside a prefill pool is full at its own peak, its steps carrying
             // no prompts.
-            let (full, tpot_at_full) = if s.prefill_replicas.is_some() {
-                d.decode_pool_priors(params, isl, osl, tpot_limit)
-            } else {
-                (priors.concurrency, priors.tpot_full_s)
-            };
-            let per_replica = full.min(f64::from(engine.max_batch)).max(1.0);
+            let disaggregated = s.prefill_replicas.is_some();
+            let priors = d.router_priors(params, isl, osl, tpot_limit, disaggregated);
+            let per_replica = priors.concurrency.min(f64::from(engine.max_batch)).max(1.0);
             // An engine that batches fewer than the peak's requests is full at its own batch.
-            let tpot_full_s = if per_replica < full && s.prefill_replicas.is_none() {
+            let tpot_full_s = if per_replica < priors.concurrency && !disaggregated {
                 d.at_concurrency(params, per_replica, isl, osl).tpot_s
             } else {
-                tpot_at_full
+                priors.tpot_full_s
             };
             let prefill = match s.prefill_replicas {
                 None => {
