@@ -208,8 +208,12 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                 .enumerate()
                 .map(|(i, d)| {
                     let o = r.observed(i);
+                    let ms = |s: f64| (s * 1e5).round() / 100.0;
+                    // What the router learned of it, taken back to idle (before it fades).
                     let mut j = json!({"provider": d.provider, "upstream_model": d.upstream_model, "ejected": r.is_ejected(i, now),
-                           "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures});
+                           "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures,
+                           "learned_ttft_ms": o.ttft_s.map(ms), "learned_tpot_ms": o.tpot_s.map(ms),
+                           "tpot_spread_ms": ms(o.tpot_dev_s)});
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();
                         j["engines"] = json!(engines);
@@ -220,7 +224,6 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                         // full, and the requests it holds before they queue, as the router
                         // expects them.
                         let t = &r.targets()[i];
-                        let ms = |s: f64| (s * 1e5).round() / 100.0;
                         j["prefill_tok_s"] = json!(t.prefill_tok_s.round());
                         j["tpot_ms"] = json!(ms(t.tpot_s));
                         j["tpot_full_ms"] = json!(ms(t.tpot_full_s));

@@ -202,6 +202,11 @@ pub struct Observed {
     /// Moving average of the observed time per output token, seconds, taken back to an idle
     /// target's as `ttft_s` is.
     pub tpot_s: Option<f64>,
+    /// Moving average of how far each observed time per output token (taken back to an idle
+    /// target's) lay from `tpot_s` before it, seconds: the spread of one request's time per
+    /// token about the average, as TCP keeps its round trip's (Jacobson, "Congestion
+    /// Avoidance and Control", SIGCOMM 1988; RFC 6298). It fades with `tpot_s`.
+    pub tpot_dev_s: f64,
     /// When `ttft_s` and `tpot_s` were each last observed: they fade back towards the
     /// target's prediction, or the best they have been where that is better, as they age
     /// (see [`LEARNED_HALF_LIFE_S`]). Each keeps its own time: with one for both, the first
@@ -225,6 +230,22 @@ pub struct Observed {
     backlog_at: f64,
 }
 
+impl Observed {
+    /// Learns an idle time per token `x` seen at `now`, where `old` is what was expected
+    /// before it (learned and faded, else predicted) and `kept` the share of what was
+    /// learned that still counts. The spread starts at none: a first answer's distance from
+    /// the prediction is the prediction's error, not the answers' spread.
+    fn learn_tpot(&mut self, old: f64, x: f64, kept: f64, now: f64) {
+        if self.tpot_s.is_some() {
+            self.tpot_dev_s = ewma(Some(kept * self.tpot_dev_s), (x - old).abs(), kept);
+        }
+        let x = ewma(self.tpot_s.map(|_| old), x, kept);
+        self.tpot_s = Some(x);
+        self.best.1 = Some(self.best.1.map_or(x, |b| b.min(x)));
+        self.seen_at.1 = now;
+    }
+}
+
 /// Weight of the newest observation in the moving averages: about the last ten requests
 /// count, so a slowing provider shows within seconds at production rates.
 const EWMA_ALPHA: f64 = 0.1;
@@ -235,6 +256,13 @@ const EWMA_ALPHA: f64 = 0.1;
 /// would be passed over for good; fading, it is tried again within a minute or two, and a
 /// target still slow is seen so again at once.
 pub const LEARNED_HALF_LIFE_S: f64 = 30.0;
+
+/// How many spreads ([`Observed::tpot_dev_s`]) past its expected time per token a target is
+/// taken to keep a request's within a TPOT target: with a normal spread, the mean plus twice
+/// its mean absolute deviation (0.8 of a standard deviation) is about its 95th percentile.
+/// Held to the mean alone, a pool the cost policy filled to the load whose mean TPOT was a
+/// 50 ms class target let a third of its requests miss it.
+const TPOT_SPREADS: f64 = 2.0;
 
 /// Output tokens assumed when a request does not say how many it wants.
 const DEFAULT_OUTPUT_TOKENS: f64 = 256.0;
@@ -373,8 +401,8 @@ impl Router {
             .filter(|&i| self.back_at(i) <= now)
             .collect();
         // What each target is expected to take for this request, where a target or the
-        // policy asks: its first token and its time per token.
-        let expected: Vec<(f64, f64)> = if ask.ttft_target_s.is_some()
+        // policy asks: its first token, its time per token and the spread of that.
+        let expected: Vec<(f64, f64, f64)> = if ask.ttft_target_s.is_some()
             || ask.tpot_target_s.is_some()
             || self.policy == Policy::Latency
         {
@@ -389,9 +417,11 @@ impl Router {
                 .iter()
                 .copied()
                 .filter(|&i| {
-                    let (ttft, tpot) = expected[i];
+                    let (ttft, tpot, spread) = expected[i];
                     ask.ttft_target_s.is_none_or(|l| ttft <= l)
-                        && ask.tpot_target_s.is_none_or(|l| tpot <= l)
+                        && ask
+                            .tpot_target_s
+                            .is_none_or(|l| tpot + TPOT_SPREADS * spread <= l)
                 })
                 .collect();
             if !meets.is_empty() {
@@ -488,7 +518,7 @@ impl Router {
     /// (`tpot_stretch`). Growing smoothly with load spreads requests over targets
     /// of similar speed instead of herding onto the single fastest one.
     pub fn expected_latency(&self, i: usize, n: f64, now: f64, prompt_tokens: Option<u32>) -> f64 {
-        let (ttft, tpot) = self.expect(i, now, prompt_tokens, n);
+        let (ttft, tpot, _) = self.expect(i, now, prompt_tokens, n);
         ttft + n * tpot
     }
 
@@ -499,23 +529,26 @@ impl Router {
     }
 
     /// [`Router::expected_ttft`] and [`Router::expected_tpot`] together, from one reading
-    /// of what was learned. Past capacity a request waits for a place: each capacity's worth
+    /// of what was learned, with the spread of the time per token
+    /// ([`Observed::tpot_dev_s`], stretched as the time is). Past capacity a request waits for a place: each capacity's worth
     /// of requests ahead of it is one more life of `n` tokens at a full batch's time per
     /// token, which its time per token then is. A first token comes after that wait:
     /// counted only in the time to the last token, a wafer pool that holds few requests
     /// (whose tokens a full batch barely slows) kept its first tokens expected within a 1 s
     /// target while they waited seconds for a place, and took nearly every request beside
     /// idle GPUs.
-    fn expect(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> (f64, f64) {
-        let (ttft, tpot) = self.learned(i, now);
+    fn expect(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> (f64, f64, f64) {
+        let ((ttft, tpot), (_, kept_tpot)) = self.aged(i, now);
         let load = self.load(i);
-        let tpot = tpot * self.tpot_stretch(i, load);
+        let stretch = self.tpot_stretch(i, load);
+        let tpot = tpot * stretch;
         let place_wait = (load - 1.0).max(0.0) * n * tpot;
         (
             ttft * self.prompt_scale(i, prompt_tokens) * self.ttft_stretch(i, load)
                 + self.queued_s(i, now)
                 + place_wait,
             tpot,
+            kept_tpot * self.seen[i].tpot_dev_s * stretch,
         )
     }
 
@@ -559,15 +592,9 @@ impl Router {
     }
 
     /// What the router expects of target `i` idle at `now`, time to first token and time per
-    /// output token: what it learned, faded towards the prediction as it ages
-    /// ([`LEARNED_HALF_LIFE_S`]), else the prediction.
-    fn learned(&self, i: usize, now: f64) -> (f64, f64) {
-        self.aged(i, now).0
-    }
-
-    /// What [`Router::learned`] gives, with the shares of what was learned of each that
-    /// still count at `now`: half for every [`LEARNED_HALF_LIFE_S`] since each was last
-    /// observed.
+    /// output token: what it learned, faded towards the prediction as it ages, else the
+    /// prediction; with the shares of what was learned of each that still count at `now`:
+    /// half for every [`LEARNED_HALF_LIFE_S`] since each was last observed.
     fn aged(&self, i: usize, now: f64) -> ((f64, f64), (f64, f64)) {
         let (t, s) = (&self.targets[i], &self.seen[i]);
         let kept = |at: f64| 0.5_f64.powf((now - at).max(0.0) / LEARNED_HALF_LIFE_S);
@@ -705,10 +732,7 @@ impl Router {
             s.probed = false;
         }
         if let Some(t) = tpot_s {
-            let x = ewma(s.tpot_s.map(|_| old), t / stretch, kept);
-            s.tpot_s = Some(x);
-            s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
-            s.seen_at.1 = now;
+            s.learn_tpot(old, t / stretch, kept, now);
         }
     }
 
@@ -738,11 +762,7 @@ impl Router {
         // An answer quicker than its expected first token says the tokens were quick, not
         // free: no less than a twentieth of the expected time per token.
         let per_token = ((seconds - first) / (tokens - 1) as f64 / stretch).max(0.05 * tpot);
-        let s = &mut self.seen[i];
-        let x = ewma(s.tpot_s.map(|_| tpot), per_token, kept);
-        s.tpot_s = Some(x);
-        s.best.1 = Some(s.best.1.map_or(x, |b| b.min(x)));
-        s.seen_at.1 = now;
+        self.seen[i].learn_tpot(tpot, per_token, kept, now);
     }
 
     /// A request on target `i` failed at `now` (connect error, 429, 5xx, timeout). Returns

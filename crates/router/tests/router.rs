@@ -643,6 +643,50 @@ fn a_latency_target_prefers_targets_expected_to_meet_it() {
     }
 }
 
+/// Answers that spread widely about their mean are taken to miss a TPOT target the mean
+/// alone keeps; steady answers of the same mean are not; the spread fades as what was
+/// learned does.
+#[test]
+fn a_tpot_target_counts_how_widely_a_targets_answers_spread() {
+    let ask = Ask {
+        tpot_target_s: Some(0.05),
+        ..Ask::default()
+    };
+    let learned = |answers: &[f64]| {
+        let targets = vec![
+            target("cheap", |t| {
+                t.usd_per_mtok = 0.5;
+                t.capacity = 100.0;
+                t.tpot_s = 0.04;
+            }),
+            target("dear", |t| {
+                t.usd_per_mtok = 2.0;
+                t.capacity = 100.0;
+                t.tpot_s = 0.01;
+            }),
+        ];
+        let mut r = Router::new(Policy::Cost, targets, Health::default(), 1);
+        for (k, &x) in answers.iter().enumerate() {
+            r.dispatched(0);
+            r.succeeded(0, k as f64 * 0.01, Some(x));
+        }
+        r
+    };
+    let mut steady = learned(&[0.04; 40]);
+    assert_eq!(steady.pick(0.4, &ask), Some(0));
+    assert_eq!(steady.observed(0).tpot_dev_s, 0.0);
+    let spread: Vec<f64> = (0..40)
+        .map(|k| if k % 2 == 0 { 0.025 } else { 0.055 })
+        .collect();
+    let mut wide = learned(&spread);
+    let mean = wide.observed(0).tpot_s.expect("learned");
+    assert!((mean - 0.04).abs() < 0.003, "mean {mean}");
+    assert!(wide.observed(0).tpot_dev_s > 0.01);
+    assert_eq!(wide.pick(0.4, &ask), Some(1));
+    assert_eq!(wide.pick(0.4, &Ask::default()), Some(0));
+    assert_eq!(wide.pick(600.0, &ask), Some(0));
+}
+
 #[test]
 fn failures_while_ejected_do_not_count_towards_the_next_ejection() {
     let mut r = Router::new(Policy::Priority, three(), Health::default(), 1);
