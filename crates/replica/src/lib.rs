@@ -21,8 +21,17 @@
 //! chunk that rides a decode step through a pipeline comes out of its last stage after the
 //! step ([`StepTime::prompt_lag`]): its sequence sits out the steps until then, while the
 //! others go on decoding.
+//!
+//! A request may name its prompt's prefix as a chain of block hashes ([`Prefix`], as the
+//! Mooncake traces give them): the KV cache of prompts served before stays in the blocks
+//! they freed until those are needed, and a new prompt that begins with cached blocks
+//! prefills only the rest (vLLM's automatic prefix caching; SGLang's radix cache). The
+//! cached blocks are the least recently used to go. A sequence that finds its prefix keeps
+//! its own copy of those blocks, where vLLM shares them, so the engine errs towards too
+//! little room rather than too much.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use switchyard_perf::{Batch, Deployment, Params};
 
 /// The source of step times. The performance model implements it through [`Physics`];
@@ -182,6 +191,75 @@ pub struct Request {
     pub output: u32,
 }
 
+/// A prompt's prefix as a chain of block hashes: hash `k` stands for the prompt's tokens
+/// `k * block_tokens` up to the next block's start (the last may be shorter), and equal
+/// hashes at the same place mean equal tokens up to the end of that block, as a radix cache
+/// keys them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    /// The block hashes, first block first.
+    pub hashes: Arc<[u64]>,
+    /// Tokens each hash stands for (512 in the Mooncake traces).
+    pub block_tokens: u32,
+}
+
+/// The KV cache of prompts that have left a group's running batch, by prefix block hash,
+/// held in that group's free blocks until they are needed.
+#[derive(Debug, Clone, Default)]
+struct PrefixCache {
+    /// Each cached hash: when last used, and the engine blocks it holds.
+    entries: HashMap<u64, (u64, u32)>,
+    /// Cached hashes from least to most recently used.
+    by_use: BTreeMap<u64, u64>,
+    /// Engine blocks held by the entries.
+    blocks: u32,
+    clock: u64,
+}
+
+impl PrefixCache {
+    /// How many of `hashes`, from the first, are cached; those are marked used.
+    fn hit(&mut self, hashes: &[u64]) -> usize {
+        let n = hashes
+            .iter()
+            .take_while(|h| self.entries.contains_key(h))
+            .count();
+        for h in &hashes[..n] {
+            self.touch(*h, None);
+        }
+        n
+    }
+
+    /// Caches `hash`, holding `blocks` engine blocks, as just used.
+    fn touch(&mut self, hash: u64, blocks: Option<u32>) {
+        self.clock += 1;
+        let clock = self.clock;
+        match self.entries.get_mut(&hash) {
+            Some(e) => {
+                self.by_use.remove(&e.0);
+                e.0 = clock;
+            }
+            None => {
+                let Some(b) = blocks else { return };
+                self.entries.insert(hash, (clock, b));
+                self.blocks += b;
+            }
+        }
+        self.by_use.insert(clock, hash);
+    }
+
+    /// Drops the least recently used entries until they hold at most `room` blocks.
+    fn trim(&mut self, room: u32) {
+        while self.blocks > room {
+            let Some((_, h)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some((_, b)) = self.entries.remove(&h) {
+                self.blocks -= b;
+            }
+        }
+    }
+}
+
 /// What happened to a request during a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -264,6 +342,8 @@ pub struct Counters {
     pub tokens_out: u64,
     /// Prompt tokens prefilled, including recomputation.
     pub tokens_prefilled: u64,
+    /// Prompt tokens found in the prefix cache at admission, not prefilled.
+    pub tokens_cached: u64,
 }
 
 /// One replica: a queue, a running batch and a paged KV cache.
@@ -275,6 +355,10 @@ pub struct Replica<S> {
     running: Vec<Seq>,
     /// Free blocks of each group's pool.
     free_blocks: Vec<u32>,
+    /// Each group's cache of prompts' prefixes, held in its free blocks.
+    caches: Vec<PrefixCache>,
+    /// The prefix of each request in the engine that named one.
+    prefixes: HashMap<u64, Prefix>,
     in_step: bool,
     step_s: f64,
     /// Seconds past the step under way that its prompt chunks are done.
@@ -291,6 +375,8 @@ impl<S: StepTime> Replica<S> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             free_blocks: vec![config.group_blocks(); config.group_count() as usize],
+            caches: vec![PrefixCache::default(); config.group_count() as usize],
+            prefixes: HashMap::new(),
             in_step: false,
             step_s: 0.0,
             step_lag: 0.0,
@@ -336,6 +422,20 @@ impl<S: StepTime> Replica<S> {
             hold: 0.0,
             scheduled: false,
         });
+        Ok(())
+    }
+
+    /// Queues a request whose prompt begins with `prefix`: at admission, the blocks of it
+    /// still cached are not prefilled again (the last prompt token always is, for its
+    /// logits), and once the request ends its prompt's blocks join the cache.
+    ///
+    /// # Errors
+    /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
+    pub fn submit_prefixed(&mut self, r: Request, prefix: Prefix) -> Result<(), Refusal> {
+        self.submit(r)?;
+        if !prefix.hashes.is_empty() && prefix.block_tokens > 0 {
+            self.prefixes.insert(r.id, prefix);
+        }
         Ok(())
     }
 
@@ -501,10 +601,26 @@ impl<S: StepTime> Replica<S> {
             else {
                 break;
             };
-            let want = want_in(budgets[g]);
-            let need = need_of(want);
+            let need = need_of(want_in(budgets[g]));
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
+            };
+            // What is cached of its prompt is in place without a pass: its blocks are held
+            // as the whole prompt's are, so the need above stands.
+            if s.kv == 0 && !s.decoding() {
+                if let Some(p) = self.prefixes.get(&s.id) {
+                    let cache = &mut self.caches[g];
+                    cache.trim(self.free_blocks[g]);
+                    let found = cache.hit(&p.hashes) as u64 * u64::from(p.block_tokens);
+                    let found = found.min(u64::from(s.prompt - 1)) as u32;
+                    s.kv = found;
+                    self.counters.tokens_cached += u64::from(found);
+                }
+            }
+            let want = if s.decoding() {
+                1
+            } else {
+                (s.target - s.kv).min(budgets[g])
             };
             if let Some(n) = in_group.as_mut() {
                 n[g] += 1;
@@ -519,6 +635,10 @@ impl<S: StepTime> Replica<S> {
                 sink(Event::Scheduled(s.id));
             }
             self.running.push(s);
+        }
+        // The blocks taken this step are no longer free to hold cached prefixes.
+        for (cache, &free) in self.caches.iter_mut().zip(&self.free_blocks) {
+            cache.trim(free);
         }
         let mut batch = Batch::default();
         let (mut decode_ctx, mut prefill_pos) = (0.0, 0.0);
@@ -570,6 +690,7 @@ impl<S: StepTime> Replica<S> {
         self.counters.steps += 1;
         self.counters.busy_s += self.step_s;
         let mut freed = vec![0; self.free_blocks.len()];
+        let mut ended = Vec::new();
         let counters = &mut self.counters;
         let (step_s, lag) = (self.step_s, self.step_lag);
         // A token for `s`; whether it stays in the engine.
@@ -584,6 +705,7 @@ impl<S: StepTime> Replica<S> {
             if s.generated >= s.output {
                 sink(Event::Finished(s.id));
                 freed[s.group] += s.blocks;
+                ended.push((s.id, s.group, s.prompt));
                 return false;
             }
             true
@@ -624,6 +746,23 @@ impl<S: StepTime> Replica<S> {
         for (f, d) in self.free_blocks.iter_mut().zip(freed) {
             *f += d;
         }
+        // An ended request's prompt stays cached in the blocks it freed.
+        for (id, g, prompt) in ended {
+            let Some(p) = self.prefixes.remove(&id) else {
+                continue;
+            };
+            let cache = &mut self.caches[g];
+            let mut left = prompt;
+            for &h in p.hashes.iter() {
+                if left == 0 {
+                    break;
+                }
+                let tokens = left.min(p.block_tokens);
+                left -= tokens;
+                cache.touch(h, Some(self.config.blocks_for(tokens)));
+            }
+            cache.trim(self.free_blocks[g]);
+        }
     }
 
     /// Takes every request out of the engine, as when the replica fails, and returns their
@@ -636,12 +775,16 @@ impl<S: StepTime> Replica<S> {
             .map(|s| s.id)
             .collect();
         self.free_blocks = vec![self.config.group_blocks(); self.config.group_count() as usize];
+        // A failed replica's memory is lost with it.
+        self.caches = vec![PrefixCache::default(); self.config.group_count() as usize];
+        self.prefixes.clear();
         self.in_step = false;
         ids
     }
 
     /// Removes one request (its client went away). Returns whether it was here.
     pub fn cancel(&mut self, id: u64) -> bool {
+        self.prefixes.remove(&id);
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
             let s = self.running.remove(i);
             self.free_blocks[s.group] += s.blocks;

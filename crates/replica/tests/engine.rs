@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use switchyard_perf::{Batch, Catalog, Deployment, Layout, Params, Precision};
-use switchyard_replica::{EngineConfig, Event, Physics, Refusal, Replica, Request, StepTime};
+use switchyard_replica::{
+    EngineConfig, Event, Physics, Prefix, Refusal, Replica, Request, StepTime,
+};
 
 #[derive(Debug, Clone, Default)]
 struct Unit;
@@ -616,4 +618,107 @@ fn a_chunk_lagging_with_nothing_else_to_run_waits_out_its_lag() {
     assert_eq!(first + time_of(&rest, Event::Finished(1)), 3.0);
     assert_eq!(first + time_of(&rest, Event::FirstToken(2)), 4.5);
     assert_eq!(r.running(), 0);
+}
+
+/// A step takes a second per thousand prompt tokens it prefills, and a tenth of a second.
+#[derive(Debug, Clone, Default)]
+struct PerToken;
+
+impl StepTime for PerToken {
+    fn step_time(&self, b: &Batch) -> f64 {
+        0.1 + f64::from(b.prefill_tokens) / 1000.0
+    }
+}
+
+fn prefix(hashes: &[u64]) -> Prefix {
+    Prefix {
+        hashes: hashes.into(),
+        block_tokens: 512,
+    }
+}
+
+fn ask(id: u64, prompt: u32, output: u32) -> Request {
+    Request { id, prompt, output }
+}
+
+/// A prompt that begins with blocks an ended request left cached prefills only the rest,
+/// its first token the sooner; the last prompt token is always computed.
+#[test]
+fn a_cached_prefix_is_not_prefilled_again() {
+    let mut warm = Replica::new(PerToken, config(8, 8192, 10_000));
+    warm.submit_prefixed(ask(1, 1024, 4), prefix(&[7, 8]))
+        .expect("fits");
+    run(&mut warm);
+    assert_eq!(warm.counters().tokens_prefilled, 1024);
+    warm.submit_prefixed(ask(2, 1500, 4), prefix(&[7, 8, 9]))
+        .expect("fits");
+    let ev = run(&mut warm);
+    assert_eq!(warm.counters().tokens_cached, 1024);
+    assert_eq!(warm.counters().tokens_prefilled, 1024 + 476);
+    let mut cold = Replica::new(PerToken, config(8, 8192, 10_000));
+    cold.submit_prefixed(ask(2, 1500, 4), prefix(&[7, 8, 9]))
+        .expect("fits");
+    let cold_ev = run(&mut cold);
+    let (hot, not) = (
+        time_of(&ev, Event::FirstToken(2)),
+        time_of(&cold_ev, Event::FirstToken(2)),
+    );
+    assert!(
+        (hot - 0.576).abs() < 1e-9 && (not - 1.6).abs() < 1e-9,
+        "{hot} {not}"
+    );
+    // Another chain (a different first block) finds nothing; the same prompt again finds
+    // all but its last token.
+    warm.submit_prefixed(ask(3, 1024, 1), prefix(&[6, 8]))
+        .expect("fits");
+    run(&mut warm);
+    assert_eq!(warm.counters().tokens_cached, 1024);
+    warm.submit_prefixed(ask(4, 1024, 1), prefix(&[7, 8]))
+        .expect("fits");
+    run(&mut warm);
+    assert_eq!(warm.counters().tokens_cached, 1024 + 1023);
+    // A request without a prefix neither finds nor leaves one.
+    warm.submit(ask(5, 1024, 1)).expect("fits");
+    run(&mut warm);
+    assert_eq!(warm.counters().tokens_cached, 2047);
+}
+
+/// Cached prefixes live in free blocks: a running request that needs them takes them, the
+/// least recently used first, and a failed replica loses them all.
+#[test]
+fn cached_prefixes_give_way_to_running_requests() {
+    // 100 blocks of 16 tokens; a 512-token prefix block holds 32 of them.
+    let fresh = || {
+        let mut r = Replica::new(PerToken, config(8, 8192, 100));
+        r.submit_prefixed(ask(1, 512, 1), prefix(&[1]))
+            .expect("fits");
+        r.submit_prefixed(ask(2, 512, 1), prefix(&[2]))
+            .expect("fits");
+        run(&mut r);
+        // Prefix 1 used again, so prefix 2 is the older.
+        r.submit_prefixed(ask(3, 512, 1), prefix(&[1]))
+            .expect("fits");
+        run(&mut r);
+        assert_eq!(r.counters().tokens_cached, 511);
+        r
+    };
+    // Another prompt of 1,000 tokens takes 63 of the 100 blocks: the 37 left hold one
+    // cached prefix block but not two, and the older goes.
+    let mut r = fresh();
+    r.submit(ask(4, 1000, 2)).expect("fits");
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.submit_prefixed(ask(5, 513, 1), prefix(&[1, 9]))
+        .expect("fits");
+    r.submit_prefixed(ask(6, 513, 1), prefix(&[2, 9]))
+        .expect("fits");
+    r.finish_step(&mut |e| ev.push(e));
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 511 + 512);
+    let mut r = fresh();
+    r.drain();
+    r.submit_prefixed(ask(7, 513, 1), prefix(&[1, 9]))
+        .expect("fits");
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 511);
 }
