@@ -92,6 +92,8 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
                 same_domain: p.same_domain,
             }),
             usd_per_mtok: None,
+            // The planned classes' prompts name no prefixes.
+            prefix_caching: true,
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);

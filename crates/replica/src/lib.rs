@@ -359,6 +359,8 @@ pub struct Replica<S> {
     caches: Vec<PrefixCache>,
     /// The prefix of each request in the engine that named one.
     prefixes: HashMap<u64, Prefix>,
+    /// Tokens the waiting requests have still to put in the KV cache.
+    queued_tokens: u64,
     in_step: bool,
     step_s: f64,
     /// Seconds past the step under way that its prompt chunks are done.
@@ -377,6 +379,7 @@ impl<S: StepTime> Replica<S> {
             free_blocks: vec![config.group_blocks(); config.group_count() as usize],
             caches: vec![PrefixCache::default(); config.group_count() as usize],
             prefixes: HashMap::new(),
+            queued_tokens: 0,
             in_step: false,
             step_s: 0.0,
             step_lag: 0.0,
@@ -409,6 +412,7 @@ impl<S: StepTime> Replica<S> {
             });
         }
         let prompt = r.prompt.max(1);
+        self.queued_tokens += u64::from(prompt);
         self.waiting.push_back(Seq {
             id: r.id,
             prompt,
@@ -450,6 +454,7 @@ impl<S: StepTime> Replica<S> {
     pub fn submit_prefilled(&mut self, r: Request) -> Result<(), Refusal> {
         self.submit(r)?;
         if let Some(s) = self.waiting.back_mut() {
+            self.queued_tokens -= u64::from(s.target);
             s.kv = s.target;
             s.generated = 1;
             // Its queueing was counted where it was prefilled.
@@ -482,6 +487,33 @@ impl<S: StepTime> Replica<S> {
     pub fn used_blocks(&self) -> u32 {
         let pools = self.config.group_blocks() * self.config.group_count();
         pools - self.free_blocks.iter().sum::<u32>()
+    }
+
+    /// Tokens the engine holds or has yet to take in: the KV cache in use (in whole blocks)
+    /// and what the waiting requests have still to prefill. A balancer weighs a replica's
+    /// load by it against the prompt tokens a request would prefill there.
+    pub fn backlog_tokens(&self) -> u64 {
+        u64::from(self.used_blocks()) * u64::from(self.config.block_tokens) + self.queued_tokens
+    }
+
+    /// Tokens of a `prompt`-token prompt that begins with `prefix` this replica's prefix
+    /// cache holds now (in whichever group holds most), as admission would find them were
+    /// the request admitted at once: the last prompt token is never among them.
+    pub fn cached_tokens(&self, prefix: &Prefix, prompt: u32) -> u32 {
+        let blocks = self
+            .caches
+            .iter()
+            .map(|c| {
+                prefix
+                    .hashes
+                    .iter()
+                    .take_while(|h| c.entries.contains_key(h))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let tokens = blocks as u64 * u64::from(prefix.block_tokens);
+        tokens.min(u64::from(prompt.saturating_sub(1))) as u32
     }
 
     /// Counters since the engine was made.
@@ -605,9 +637,10 @@ impl<S: StepTime> Replica<S> {
             let Some(mut s) = self.waiting.pop_front() else {
                 break;
             };
+            self.queued_tokens -= u64::from(s.target - s.kv);
             // What is cached of its prompt is in place without a pass: its blocks are held
             // as the whole prompt's are, so the need above stands.
-            if s.kv == 0 && !s.decoding() {
+            if s.kv == 0 && !s.decoding() && !self.prefixes.is_empty() {
                 if let Some(p) = self.prefixes.get(&s.id) {
                     let cache = &mut self.caches[g];
                     cache.trim(self.free_blocks[g]);
@@ -690,7 +723,9 @@ impl<S: StepTime> Replica<S> {
         self.counters.steps += 1;
         self.counters.busy_s += self.step_s;
         let mut freed = vec![0; self.free_blocks.len()];
+        // Requests that ended with a prefix to cache (none, without a prefix in the engine).
         let mut ended = Vec::new();
+        let caching = !self.prefixes.is_empty();
         let counters = &mut self.counters;
         let (step_s, lag) = (self.step_s, self.step_lag);
         // A token for `s`; whether it stays in the engine.
@@ -705,7 +740,9 @@ impl<S: StepTime> Replica<S> {
             if s.generated >= s.output {
                 sink(Event::Finished(s.id));
                 freed[s.group] += s.blocks;
-                ended.push((s.id, s.group, s.prompt));
+                if caching {
+                    ended.push((s.id, s.group, s.prompt));
+                }
                 return false;
             }
             true
@@ -778,6 +815,7 @@ impl<S: StepTime> Replica<S> {
         // A failed replica's memory is lost with it.
         self.caches = vec![PrefixCache::default(); self.config.group_count() as usize];
         self.prefixes.clear();
+        self.queued_tokens = 0;
         self.in_step = false;
         ids
     }
@@ -791,7 +829,9 @@ impl<S: StepTime> Replica<S> {
             return true;
         }
         if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
-            self.waiting.remove(i);
+            if let Some(s) = self.waiting.remove(i) {
+                self.queued_tokens -= u64::from(s.target - s.kv);
+            }
             return true;
         }
         false
@@ -808,6 +848,7 @@ impl<S: StepTime> Replica<S> {
         // produces the next token.
         s.target = s.prompt + s.generated;
         sink(Event::Preempted(s.id));
+        self.queued_tokens += u64::from(s.target);
         self.waiting.push_front(s);
     }
 }

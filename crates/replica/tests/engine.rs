@@ -650,9 +650,16 @@ fn a_cached_prefix_is_not_prefilled_again() {
         .expect("fits");
     run(&mut warm);
     assert_eq!(warm.counters().tokens_prefilled, 1024);
+    // What a balancer sees of it: the prefix held, and nothing in hand.
+    assert_eq!(warm.cached_tokens(&prefix(&[7, 8, 9]), 1500), 1024);
+    assert_eq!(warm.cached_tokens(&prefix(&[7, 8]), 1024), 1023);
+    assert_eq!(warm.cached_tokens(&prefix(&[6, 8]), 1024), 0);
+    assert_eq!(warm.backlog_tokens(), 0);
     warm.submit_prefixed(ask(2, 1500, 4), prefix(&[7, 8, 9]))
         .expect("fits");
+    assert_eq!(warm.backlog_tokens(), 1500);
     let ev = run(&mut warm);
+    assert_eq!(warm.backlog_tokens(), 0);
     assert_eq!(warm.counters().tokens_cached, 1024);
     assert_eq!(warm.counters().tokens_prefilled, 1024 + 476);
     let mut cold = Replica::new(PerToken, config(8, 8192, 10_000));

@@ -21,11 +21,11 @@
 
 use crate::scenario::{Failure, Scenario};
 use crate::stats::{Bin, FailureCount, Group, Histogram, Little, Record, Summary};
-use crate::workload::{Arrival, Workload};
+use crate::workload::{Arrival, Workload, PREFIX_BLOCK_TOKENS};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use switchyard_perf::{Deployment, Params};
-use switchyard_replica::{Event, Physics, Replica, Request};
+use switchyard_replica::{Event, Physics, Prefix, Replica, Request};
 use switchyard_router::{Ask, Router, Sent};
 
 /// Options of a run that are not part of the scenario.
@@ -149,6 +149,27 @@ struct Pool<'a> {
 }
 
 impl<'a> Pool<'a> {
+    /// The replica for a prompt of `prompt` tokens that begins with `prefix`: the one up
+    /// with the fewest tokens to get through before it is done with the prompt, what it
+    /// would prefill of the prompt (all but what its prefix cache holds) and its backlog
+    /// (the KV cache in use and the prompts waiting), as KV-cache-aware balancers weigh
+    /// a replica's cached prefix against its load (NVIDIA Dynamo's KV router, llm-d's
+    /// prefix-cache scorer); ties go to the fewer requests. Sent to the least loaded, a
+    /// conversation's next turn finds its earlier turns only on the replica that served
+    /// them.
+    fn prefix_aware(&self, prefix: &Prefix, prompt: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.up)
+            .min_by_key(|(i, s)| {
+                let e = &s.engine;
+                let own = u64::from(prompt - e.cached_tokens(prefix, prompt));
+                (own + e.backlog_tokens(), e.outstanding(), *i)
+            })
+            .map(|(i, _)| i)
+    }
+
     /// The pool as one deployment of all its replicas, for its power and cost.
     fn deployment(&self) -> Deployment<'a> {
         let mut d = self.slots[0].engine.physics().deployment.clone();
@@ -240,6 +261,7 @@ impl Cell {
             utilization: None,
             load: None,
             preemptions: None,
+            prefix_hit: None,
             joules_per_token: None,
             usd_per_mtok: None,
         }
@@ -681,8 +703,21 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             // prompt would produce a first token with nowhere to decode the rest.
             let refuses =
                 self.pools[p].outages > 0 || (q != p && self.pools[p].tree.best().is_none());
+            // Where its prompt runs, a replica finds what it cached of the prompt's prefix.
+            let prefix =
+                r.a.trace_row
+                    .filter(|_| self.scn.providers[p].prefix_caching)
+                    .and_then(|i| self.scn.trace[i as usize].prefix.clone())
+                    .map(|hashes| Prefix {
+                        hashes,
+                        block_tokens: PREFIX_BLOCK_TOKENS,
+                    });
             let pool = &mut self.pools[q];
-            let slot = if refuses { None } else { pool.tree.best() };
+            let slot = match &prefix {
+                _ if refuses => None,
+                Some(px) => pool.prefix_aware(px, r.a.prompt),
+                None => pool.tree.best(),
+            };
             let Some(s) = slot else {
                 // Connection refused: the gateway sees it at once and falls back.
                 self.router.failed(p, self.now);
@@ -699,7 +734,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             };
             r.slot = s as u32;
             r.in_prefill = q != p;
-            if pool.slots[s].engine.submit(req).is_err() {
+            let submitted = match prefix {
+                Some(px) => pool.slots[s].engine.submit_prefixed(req, px),
+                None => pool.slots[s].engine.submit(req),
+            };
+            if submitted.is_err() {
                 self.router.abandoned(p);
                 self.end(k, Some(reason::PAST_KV));
                 return;
@@ -749,6 +788,24 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         if idle {
             self.start(p, s);
         }
+    }
+
+    /// The share of the prompt tokens `pools` took in that their prefix caches held, where
+    /// the trace names prompts' prefixes.
+    fn prefix_hit<'p>(&self, pools: impl Iterator<Item = &'p Pool<'a>>) -> Option<f64>
+    where
+        'a: 'p,
+    {
+        if !self.scn.trace.iter().any(|r| r.prefix.is_some()) {
+            return None;
+        }
+        let (cached, computed) = pools
+            .flat_map(|q| &q.slots)
+            .map(|s| s.engine.counters())
+            .fold((0, 0), |(c, p), n| {
+                (c + n.tokens_cached, p + n.tokens_prefilled)
+            });
+        Some(cached as f64 / (cached + computed).max(1) as f64)
     }
 
     /// Request `k`'s first token reaches its client from provider `p`.
@@ -1130,6 +1187,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let util = busy / (slots.max(1) as f64 * end);
             g.utilization = Some(util);
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
+            g.prefix_hit = self.prefix_hit(own.iter().copied());
             g.load = Some(0.0);
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
@@ -1245,6 +1303,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 fleet_usd_h.map(|h| h / (fleet_g.throughput_tok_s * 3600.0) * 1e6);
         }
         fleet_g.preemptions = Some(self.pools.iter().map(|p| p.preemptions).sum());
+        fleet_g.prefix_hit = self.prefix_hit(self.pools.iter());
         let steps = self
             .pools
             .iter()

@@ -26,6 +26,7 @@ pub use stats::{Bin, FailureCount, Group, Histogram, Little, Quantiles, Record, 
 pub use switchyard_router::Policy;
 pub use workload::{
     parse_trace, Arrival, Arrivals, Lengths, TraceRow, Workload, WorkloadSpec, ARRIVAL,
+    PREFIX_BLOCK_TOKENS,
 };
 
 /// Errors in a scenario or a trace. Each names the file, the line and the field.

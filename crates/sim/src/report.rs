@@ -70,6 +70,7 @@ pub fn group_table(groups: &[&Group]) -> Table {
         "util %",
         "load %",
         "preempt",
+        "prefix hit %",
         "J/tok",
         "$/Mtok",
     ];
@@ -91,6 +92,7 @@ pub fn group_table(groups: &[&Group]) -> Table {
             row.push(opt(g.utilization.map(|u| u * 100.0), 1));
             row.push(opt(g.load.map(|u| u * 100.0), 1));
             row.push(g.preemptions.map_or_else(|| "–".into(), |n| n.to_string()));
+            row.push(opt(g.prefix_hit.map(|h| h * 100.0), 1));
             row.push(opt(g.joules_per_token, 3));
             row.push(opt(g.usd_per_mtok, 3));
             row

@@ -205,6 +205,11 @@ pub struct ProviderSection {
     /// Engine tokens per step.
     #[serde(default)]
     pub token_budget: Option<u32>,
+    /// Whether replicas keep the KV cache of prompts they have served for prompts that begin
+    /// the same way (automatic prefix caching, on by default as in vLLM and SGLang); it
+    /// matters where the trace names prompts' prefixes (Mooncake's `hash_ids`).
+    #[serde(default = "yes")]
+    pub prefix_caching: bool,
     /// Replicas of a separate prefill pool (disaggregated serving): prompts run there, their
     /// KV caches move to the pool above, which then only decodes (default: none, each replica
     /// does both).
@@ -229,6 +234,10 @@ impl ProviderSection {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn unit() -> f64 {
@@ -448,6 +457,8 @@ pub struct Provider<'a> {
     /// The price the scenario states, USD per million output tokens, which the reports give
     /// in place of the one the catalog's price implies.
     pub usd_per_mtok: Option<f64>,
+    /// Whether its replicas cache prompts' prefixes ([`ProviderSection::prefix_caching`]).
+    pub prefix_caching: bool,
 }
 
 /// The prefill pool of a disaggregated provider.
@@ -1000,6 +1011,7 @@ impl ScenarioFile {
                 target,
                 prefill,
                 usd_per_mtok: s.usd_per_mtok,
+                prefix_caching: s.prefix_caching,
             });
         }
         let mut failures = Vec::new();

@@ -224,6 +224,9 @@ pub struct Group {
     pub load: Option<f64>,
     /// KV-cache preemptions (providers only).
     pub preemptions: Option<u64>,
+    /// Share of the prompt tokens its replicas took in that their prefix caches held, not
+    /// prefilled again (providers and the fleet, where the trace names prompts' prefixes).
+    pub prefix_hit: Option<f64>,
     /// Facility energy per output token, J (providers only; needs a power figure).
     pub joules_per_token: Option<f64>,
     /// Cost per million output tokens, USD: the rent, or the amortised purchase plus

@@ -8,9 +8,14 @@
 
 use crate::rng::Rng;
 use crate::SimError;
+use std::sync::Arc;
+
+/// Tokens each prefix block hash of a Mooncake trace stands for (`hash_ids`; Qin et al.,
+/// "Mooncake", FAST 2025, whose traces hash prompts in blocks of 512 tokens).
+pub const PREFIX_BLOCK_TOKENS: u32 = 512;
 
 /// One row of a request trace.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceRow {
     /// Seconds from the trace's first request; NaN where the trace holds lengths only.
     pub arrival_s: f64,
@@ -18,6 +23,10 @@ pub struct TraceRow {
     pub prompt: u32,
     /// Output tokens.
     pub output: u32,
+    /// The prompt's prefix as hashes of its blocks of [`PREFIX_BLOCK_TOKENS`], where the
+    /// trace gives them (Mooncake's `hash_ids`): equal hashes in the same place mean the same
+    /// tokens up to the end of that block, which a replica's prefix cache serves again.
+    pub prefix: Option<Arc<[u64]>>,
 }
 
 /// Column names accepted for each field: the splitwise/Vidur format, then the Azure LLM
@@ -81,6 +90,8 @@ struct JsonRow {
     timestamp: f64,
     input_length: f64,
     output_length: f64,
+    #[serde(default)]
+    hash_ids: Option<Vec<u64>>,
 }
 
 /// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
@@ -221,6 +232,7 @@ pub fn parse_trace(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError> 
             arrival_s: arrival,
             prompt: tokens(p)?,
             output: tokens(o)?,
+            prefix: None,
         });
     }
     if rows.is_empty() {
@@ -291,6 +303,7 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
             arrival_s,
             prompt: count("input_length", r.input_length)?,
             output: count("output_length", r.output_length)?,
+            prefix: r.hash_ids.filter(|h| !h.is_empty()).map(Arc::from),
         });
     }
     if rows.is_empty() {
@@ -451,6 +464,9 @@ pub struct Arrival {
     pub output: u32,
     /// Index of its traffic class.
     pub class: usize,
+    /// The trace row it replays, where that row names its prompt's prefix
+    /// ([`TraceRow::prefix`]) and the request keeps the row's prompt.
+    pub trace_row: Option<u32>,
 }
 
 /// What a workload draws from. Arrivals stop after `max_requests` requests or at `horizon_s`
@@ -596,10 +612,15 @@ impl Iterator for Workload {
         if self.produced >= self.max_requests {
             return None;
         }
+        let mut trace_row = None;
         let (at, row) = match self.arrivals {
             Arrivals::Trace { rate_x } => {
-                let row = *self.trace.get(self.produced as usize)?;
-                (row.arrival_s / rate_x, Some(row))
+                let i = self.produced as usize;
+                let row = self.trace.get(i)?;
+                if row.prefix.is_some() && matches!(self.prompt, Lengths::FromTrace) {
+                    trace_row = u32::try_from(i).ok();
+                }
+                (row.arrival_s / rate_x, Some((row.prompt, row.output)))
             }
             Arrivals::Poisson { rate } => {
                 self.clock += self.rng_time.exponential(1.0 / rate);
@@ -636,17 +657,21 @@ impl Iterator for Workload {
             (from_trace(&self.prompt) || from_trace(&self.output))
                 .then_some(self.trace.len())
                 .filter(|&n| n > 0)
-                .map(|n| self.trace[self.rng_len.below(n)])
+                .map(|n| {
+                    let r = &self.trace[self.rng_len.below(n)];
+                    (r.prompt, r.output)
+                })
         });
         self.produced += 1;
-        let prompt = self.prompt.draw(&mut self.rng_len, row.map(|r| r.prompt));
-        let output = self.output.draw(&mut self.rng_len, row.map(|r| r.output));
+        let prompt = self.prompt.draw(&mut self.rng_len, row.map(|r| r.0));
+        let output = self.output.draw(&mut self.rng_len, row.map(|r| r.1));
         let class = self.class();
         Some(Arrival {
             at,
             prompt,
             output,
             class,
+            trace_row,
         })
     }
 }

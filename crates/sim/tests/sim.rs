@@ -10,6 +10,8 @@ use switchyard_sim::{
 const CONV: &str = include_str!("../../../traces/splitwise_conv.csv");
 const WAFER_VS_GPU: &str = include_str!("../../../scenarios/wafer-vs-gpu.toml");
 const OUTAGE: &str = include_str!("../../../scenarios/outage.toml");
+const PREFIX_CACHE: &str = include_str!("../../../scenarios/prefix-cache.toml");
+const MOONCAKE: &str = include_str!("../../../traces/mooncake_conversation.jsonl");
 
 fn resolve<'a>(
     text: &str,
@@ -1535,6 +1537,7 @@ fn trace_lengths_under_a_synthetic_process_keep_each_rows_pair() {
             arrival_s: f64::from(i),
             prompt: 1000 * i,
             output: 21 - i,
+            prefix: None,
         })
         .collect();
     let spec = WorkloadSpec {
@@ -1828,4 +1831,110 @@ fn the_latency_policy_rates_a_disaggregated_pool_by_its_decode_peak() {
     let s = simulated("model = \"llama-3.1-70b\"\nseed = 1\n[router]\npolicy = \"latency\"\n[[provider]]\nname = \"disagg\"\nsystem = \"mi300x\"\nchips = 8\nlayout = \"tp8\"\nprefill_replicas = 21\nprefill_chips = 1\n[[provider]]\nname = \"agg\"\nsystem = \"mi300x\"\nchips = 8\nlayout = \"tp8\"\n[workload]\narrival = { process = \"poisson\", rate = 30.0 }\nprompt = { dist = \"fixed\", tokens = 1500 }\noutput = { dist = \"lognormal\", median = 195, sigma = 0.703 }\nrequests = 3000\n[[class]]\nname = \"chat\"\nshare = 1.0\nttft_ms = 2000\ntpot_ms = 40\n");
     let goodput = s.fleet.goodput.expect("targets");
     assert!(goodput > 0.95, "{goodput}");
+}
+
+/// The summary of scenario `text` replaying trace `rows`, on the built-in catalog.
+fn replayed(text: &str, rows: Vec<switchyard_sim::TraceRow>) -> Summary {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let file = ScenarioFile::parse(text, "test.toml").expect("parses");
+    let scn = file
+        .resolve(
+            text,
+            "test.toml",
+            &cat,
+            &p,
+            Some(rows),
+            &Overrides::default(),
+        )
+        .expect("scenario");
+    run(&scn, &p).0
+}
+
+/// A trace that names prompts' prefixes: every prompt begins with one 4,096-token system
+/// prompt (eight blocks of 512) and ends in 512 tokens of its own, each arriving after the
+/// one before has ended. A replica that caches prefixes prefills the system prompt once, so
+/// most prompt tokens are found cached and first tokens come sooner; with caching off, none
+/// is.
+#[test]
+fn a_replica_serves_cached_prefixes_from_a_trace_that_names_them() {
+    let mut trace = String::new();
+    for i in 0..200u64 {
+        let own = 1000 + i;
+        trace.push_str(&format!(
+            "{{\"timestamp\": {}, \"input_length\": 4608, \"output_length\": 50, \"hash_ids\": [0, 1, 2, 3, 4, 5, 6, 7, {own}]}}\n",
+            i * 2000
+        ));
+    }
+    let rows = parse_trace(&trace, "shared.jsonl").expect("trace");
+    assert_eq!(rows[3].prefix.as_deref().map(<[u64]>::len), Some(9));
+    let run_with = |caching: bool| {
+        let text = format!(
+            "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nprefix_caching = {caching}\n[workload]\ntrace = \"shared.jsonl\"\n"
+        );
+        replayed(&text, rows.clone())
+    };
+    let (on, off) = (run_with(true), run_with(false));
+    let hit = on.providers[0].prefix_hit.expect("a share");
+    // The first prompt finds nothing; each later one finds its 4,096 shared tokens.
+    let share = 199.0 * 4096.0 / (200.0 * 4608.0);
+    assert!((hit - share).abs() < 1e-9, "hit {hit} against {share}");
+    assert_eq!(off.providers[0].prefix_hit, Some(0.0));
+    let (fast, slow) = (
+        on.fleet.ttft_s.mean.expect("ttft"),
+        off.fleet.ttft_s.mean.expect("ttft"),
+    );
+    assert!(fast < 0.5 * slow, "TTFT {fast} cached against {slow}");
+    // A trace that names no prefixes reports no share.
+    assert_eq!(
+        simulated(&single_server(1.0, "{ dist = \"fixed\", tokens = 2 }"))
+            .fleet
+            .prefix_hit,
+        None
+    );
+}
+
+/// A pool sends a prompt to the replica whose prefix cache holds its beginning where that
+/// leaves less to do than the least loaded: two prompts arrive together and go one to each
+/// of two replicas; a later prompt that begins as the second did goes where the second
+/// went, though both replicas are idle by then.
+#[test]
+fn a_pool_sends_a_prompt_where_its_prefix_is_cached() {
+    let line = |ms: u64, hashes: &str| {
+        format!("{{\"timestamp\": {ms}, \"input_length\": 4608, \"output_length\": 20, \"hash_ids\": [{hashes}]}}\n")
+    };
+    let trace = [
+        line(0, "0, 1, 2, 3, 4, 5, 6, 7, 100"),
+        line(0, "50, 51, 52, 53, 54, 55, 56, 57, 101"),
+        line(10_000, "50, 51, 52, 53, 54, 55, 56, 57, 102"),
+    ]
+    .concat();
+    let rows = parse_trace(&trace, "turns.jsonl").expect("trace");
+    let text = "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[workload]\ntrace = \"turns.jsonl\"\n";
+    let hit = replayed(text, rows).fleet.prefix_hit.expect("a share");
+    let share = 4096.0 / (3.0 * 4608.0);
+    assert!((hit - share).abs() < 1e-9, "hit {hit} against {share}");
+}
+
+/// The shipped prefix-caching scenario on the shipped Mooncake trace: turned off, nothing is
+/// found cached; on, a share well short of the 37% of prompt tokens that repeat a block seen
+/// before (a cache of every block ever seen), and the first tokens come sooner.
+#[test]
+fn the_shipped_mooncake_scenario_finds_prefixes_cached() {
+    let rows = parse_trace(MOONCAKE, "mooncake_conversation.jsonl").expect("trace");
+    assert_eq!(rows.len(), 12_031);
+    let on = replayed(PREFIX_CACHE, rows.clone()).fleet;
+    let off = replayed(
+        &PREFIX_CACHE.replace("prefix_caching = true", "prefix_caching = false"),
+        rows,
+    )
+    .fleet;
+    let hit = on.prefix_hit.expect("a share");
+    assert!(hit > 0.05 && hit < 0.37, "hit {hit}");
+    assert_eq!(off.prefix_hit, Some(0.0));
+    let (fast, slow) = (
+        on.ttft_s.mean.expect("ttft"),
+        off.ttft_s.mean.expect("ttft"),
+    );
+    assert!(fast < slow, "TTFT {fast} cached against {slow}");
 }

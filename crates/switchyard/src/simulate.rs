@@ -255,13 +255,13 @@ fn ms1(v: Option<f64>) -> String {
 fn print_groups(title: &str, groups: &[&Group]) {
     out!("{title}");
     out!(
-        "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
         "name", "requests", "failed", "fallback", "goodput", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
-        "E2E p99", "tok/s", "util", "load", "preempt", "J/tok", "$/Mtok"
+        "E2E p99", "tok/s", "util", "load", "preempt", "cached", "J/tok", "$/Mtok"
     );
     for g in groups {
         out!(
-            "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>6} {:>8} {:>8} {:>8}",
+            "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
             g.name,
             g.requests,
             g.failed,
@@ -280,6 +280,7 @@ fn print_groups(title: &str, groups: &[&Group]) {
             g.utilization.map_or_else(|| "-".into(), |u| format!("{:.0}%", u * 100.0)),
             g.load.map_or_else(|| "-".into(), |u| format!("{:.0}%", u * 100.0)),
             g.preemptions.map_or_else(|| "-".into(), |n| n.to_string()),
+            g.prefix_hit.map_or_else(|| "-".into(), |h| format!("{:.0}%", h * 100.0)),
             g.joules_per_token.map_or_else(|| "-".into(), |j| format!("{j:.2}")),
             g.usd_per_mtok.map_or_else(|| "-".into(), |c| format!("{c:.2}")),
         );
