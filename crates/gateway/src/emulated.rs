@@ -13,13 +13,20 @@
 //! the fewest requests, as in the simulator. Its first token, made by the prefill pass,
 //! reaches the client with the cache (as engines that stream from the decode side deliver
 //! it), so its time to first token includes the transfer, as the performance model counts it.
+//!
+//! A prompt's text is hashed in blocks ([`prompt_prefix`]), so that a replica's prefix cache
+//! serves again what a conversation's earlier turns left there, and a prompt goes to the
+//! replica with the fewest tokens to get through before it is done with it, as in the
+//! simulator.
 
 use crate::config::Faults;
+use serde_json::Value;
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_perf::Batch;
-use switchyard_replica::{EngineConfig, Event, Physics, Replica, Request, StepTime};
+use switchyard_replica::{EngineConfig, Event, Physics, Prefix, Replica, Request, StepTime};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -217,6 +224,64 @@ fn spawn_replicas(
         .collect()
 }
 
+/// Tokens a prefix block of a prompt stands for: vLLM's KV-cache block.
+const PREFIX_BLOCK_TOKENS: u32 = 16;
+
+/// A prompt's prefix as a chain of hashes of its text as sent, in blocks of 16 tokens
+/// (vLLM's KV-cache block) at the four bytes a token the gateway counts prompts by: a chat
+/// request's messages one after another, or a completion's prompt. Each hash covers its
+/// block and every block before it, so two prompts share a run of hashes exactly as far as
+/// their texts agree, block for block. The last, partial block is left out, as an engine
+/// caches only full blocks. `None` for a batch of prompts, or a prompt shorter than a block.
+pub fn prompt_prefix(body: &Value) -> Option<Prefix> {
+    let mut text = Vec::new();
+    match (body.get("messages"), body.get("prompt")) {
+        (Some(Value::Array(messages)), _) => {
+            for m in messages {
+                serde_json::to_writer(&mut text, m).ok()?;
+            }
+        }
+        (_, Some(Value::Array(batch))) if batch.len() > 1 && !batch[0].is_number() => return None,
+        (_, Some(prompt)) => serde_json::to_writer(&mut text, prompt).ok()?,
+        _ => return None,
+    }
+    let mut chain = 0u64;
+    let hashes: Vec<u64> = text
+        .chunks_exact(4 * PREFIX_BLOCK_TOKENS as usize)
+        .map(|block| {
+            let mut h = DefaultHasher::new();
+            chain.hash(&mut h);
+            block.hash(&mut h);
+            chain = h.finish();
+            chain
+        })
+        .collect();
+    (!hashes.is_empty()).then(|| Prefix {
+        hashes: hashes.into(),
+        block_tokens: PREFIX_BLOCK_TOKENS,
+    })
+}
+
+/// The replica with the fewest tokens to get through before it is done with a prompt of
+/// `prompt` tokens that begins with `prefix` (its cached prefix counted off), the fewer
+/// requests among equals.
+fn by_prefix(
+    replicas: &[Arc<EmuReplica>],
+    prefix: &Prefix,
+    prompt: u32,
+) -> Option<Arc<EmuReplica>> {
+    replicas
+        .iter()
+        .min_by_key(|r| {
+            let s = r.lock();
+            (
+                s.engine.tokens_before_done(prefix, prompt),
+                s.engine.outstanding(),
+            )
+        })
+        .cloned()
+}
+
 /// The replica with the fewest requests.
 fn least_loaded(replicas: &[Arc<EmuReplica>]) -> Option<Arc<EmuReplica>> {
     replicas
@@ -287,6 +352,21 @@ impl EmuPool {
         (self.replicas.len(), self.prefill.len(), &self.layout)
     }
 
+    /// Prompt tokens its engines took in where prompts run, found in their prefix caches and
+    /// prefilled, since the pool started.
+    pub fn prompt_tokens(&self) -> (u64, u64) {
+        let first = if self.prefill.is_empty() {
+            &self.replicas
+        } else {
+            &self.prefill
+        };
+        first.iter().fold((0, 0), |(cached, prefilled), r| {
+            let s = r.lock();
+            let c = s.engine.counters();
+            (cached + c.tokens_cached, prefilled + c.tokens_prefilled)
+        })
+    }
+
     /// The longest request, prompt plus output tokens, the pool serves: what one sequence's
     /// KV cache may hold within the model's context, where its prompt runs and where it
     /// decodes.
@@ -324,12 +404,19 @@ impl EmuPool {
         }
     }
 
-    /// Starts a request of `prompt` tokens asking for `output` tokens on the least-loaded
-    /// replica.
+    /// Starts a request of `prompt` tokens asking for `output` tokens: on the replica with
+    /// the fewest tokens to get through before it is done with the prompt where it names its
+    /// `prefix` ([`prompt_prefix`]), whose prefix cache then serves what it holds of it; on
+    /// the least-loaded replica otherwise.
     ///
     /// # Errors
     /// An injected fault, the outage window, or a request too long for the KV cache.
-    pub async fn submit(&self, prompt: u32, output: u32) -> Result<EmuStream, EmuError> {
+    pub async fn submit(
+        &self,
+        prompt: u32,
+        output: u32,
+        prefix: Option<Prefix>,
+    ) -> Result<EmuStream, EmuError> {
         if self.in_outage() {
             return Err(EmuError::Outage);
         }
@@ -357,7 +444,11 @@ impl EmuPool {
         } else {
             &self.replicas
         };
-        let replica = least_loaded(first).ok_or(EmuError::Outage)?;
+        let replica = match &prefix {
+            Some(px) => by_prefix(first, px, prompt),
+            None => least_loaded(first),
+        }
+        .ok_or(EmuError::Outage)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut s = replica.lock();
         let id = s.fresh_id();
@@ -371,13 +462,16 @@ impl EmuPool {
         } else {
             (output, None)
         };
-        s.engine
-            .submit(Request {
-                id,
-                prompt,
-                output: asked,
-            })
-            .map_err(|e| EmuError::TooLong(e.to_string()))?;
+        let req = Request {
+            id,
+            prompt,
+            output: asked,
+        };
+        match prefix {
+            Some(px) => s.engine.submit_prefixed(req, px),
+            None => s.engine.submit(req),
+        }
+        .map_err(|e| EmuError::TooLong(e.to_string()))?;
         s.streams.insert(id, Stream { tx, handoff });
         drop(s);
         replica.wake.notify_one();
@@ -507,13 +601,14 @@ async fn hand_off(
 
 #[cfg(test)]
 mod tests {
-    use super::{EmuEvent, EmuPool, PrefillSpec};
+    use super::{prompt_prefix, EmuEvent, EmuPool, EmuStream, PrefillSpec};
     use crate::config::Faults;
+    use serde_json::json;
     use switchyard_perf::{Catalog, Layout, Params, Precision};
     use switchyard_replica::{EngineConfig, Physics};
 
-    /// A disaggregated pool of one prefill and one decode replica of Llama 3.1 8B on an H100.
-    fn split() -> std::sync::Arc<EmuPool> {
+    /// One replica of Llama 3.1 8B on an H100, and its engine limits.
+    fn h100() -> (Physics<'static>, EngineConfig) {
         let cat: &'static Catalog = Box::leak(Box::new(Catalog::builtin().expect("catalog")));
         let params: &'static Params = Box::leak(Box::new(Params::default()));
         let physics = Physics {
@@ -527,6 +622,95 @@ mod tests {
             params,
         };
         let config = EngineConfig::for_deployment(&physics.deployment, params);
+        (physics, config)
+    }
+
+    async fn drain(mut s: EmuStream) -> u32 {
+        let mut tokens = 0;
+        while let Some(e) = s.next().await {
+            match e {
+                EmuEvent::Token => tokens += 1,
+                EmuEvent::Done => break,
+            }
+        }
+        tokens
+    }
+
+    /// Two chats share hashes as far as their texts agree, block for block; a batch of
+    /// prompts, or a prompt shorter than a block, names none.
+    #[test]
+    fn prompts_share_prefix_hashes_as_far_as_their_texts_agree() {
+        let system = "You are a careful assistant. ".repeat(40);
+        let first = json!({"messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "What is a wafer?"}]});
+        let second = json!({"messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "What is a wafer?"},
+            {"role": "assistant", "content": "A disc of silicon."},
+            {"role": "user", "content": "And a reticle?"}]});
+        let a = prompt_prefix(&first).expect("a prefix");
+        let b = prompt_prefix(&second).expect("a prefix");
+        assert_eq!(a.block_tokens, 16);
+        let shared = a
+            .hashes
+            .iter()
+            .zip(b.hashes.iter())
+            .take_while(|(x, y)| x == y);
+        // The first chat's text is whole blocks but for its last; the second goes on.
+        assert_eq!(shared.count(), a.hashes.len());
+        assert!(b.hashes.len() > a.hashes.len());
+        let other = json!({"messages": [{"role": "system", "content": format!("!{system}")}]});
+        let c = prompt_prefix(&other).expect("a prefix");
+        assert_ne!(c.hashes[0], a.hashes[0]);
+        assert!(prompt_prefix(&json!({"prompt": ["one", "two"]})).is_none());
+        assert!(prompt_prefix(&json!({"prompt": "short"})).is_none());
+        assert!(prompt_prefix(&json!({"prompt": system})).is_some());
+    }
+
+    /// A conversation's next turn goes to the replica that served its first, though the
+    /// other is as idle by then (and first in line), and prefills only what that one does
+    /// not hold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conversations_next_turn_finds_its_first_cached() {
+        let (physics, config) = h100();
+        let pool = EmuPool::start(physics, config, 2, Faults::default(), None);
+        let turn = |n: usize| {
+            let mut messages = vec![json!({"role": "system", "content": "y".repeat(8000)})];
+            messages
+                .extend((0..n).map(|k| json!({"role": "user", "content": format!("turn {k}")})));
+            prompt_prefix(&json!({ "messages": messages }))
+        };
+        let counters = |i: usize| pool.replicas[i].lock().engine.counters().to_owned();
+        // A long answer keeps replica 0 busy while the first turn goes to replica 1.
+        let mut long = pool.submit(1000, 20_000, None).await.expect("starts");
+        assert_eq!(long.next().await, Some(EmuEvent::Token));
+        assert_eq!(
+            drain(pool.submit(2010, 2, turn(1)).await.expect("starts")).await,
+            2
+        );
+        assert_eq!(counters(1).tokens_prefilled, 2010);
+        drop(long);
+        for _ in 0..100 {
+            if pool.replicas[0].lock().engine.outstanding() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.replicas[0].lock().engine.outstanding(), 0);
+        assert_eq!(
+            drain(pool.submit(2020, 2, turn(2)).await.expect("starts")).await,
+            2
+        );
+        let (zero, one) = (counters(0), counters(1));
+        assert_eq!(one.tokens_cached, 2016, "{one:?}");
+        assert_eq!(one.tokens_prefilled, 2010 + 2020 - 2016);
+        assert_eq!((zero.tokens_cached, zero.tokens_prefilled), (0, 1000));
+    }
+
+    /// A disaggregated pool of one prefill and one decode replica of Llama 3.1 8B on an H100.
+    fn split() -> std::sync::Arc<EmuPool> {
+        let (physics, config) = h100();
         EmuPool::start(
             physics.clone(),
             config,
@@ -544,15 +728,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_prompt_runs_on_the_prefill_replica_and_the_rest_on_the_decode_replica() {
         let pool = split();
-        let mut s = pool.submit(500, 5).await.expect("starts");
-        let mut tokens = 0;
-        while let Some(e) = s.next().await {
-            match e {
-                EmuEvent::Token => tokens += 1,
-                EmuEvent::Done => break,
-            }
-        }
-        assert_eq!(tokens, 5);
+        let s = pool.submit(500, 5, None).await.expect("starts");
+        assert_eq!(drain(s).await, 5);
         let pre = pool.prefill[0].lock().engine.counters().to_owned();
         let dec = pool.replicas[0].lock().engine.counters().to_owned();
         assert_eq!((pre.tokens_prefilled, pre.tokens_out), (500, 1));
@@ -562,7 +739,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_leaves_during_the_move_costs_the_decode_replica_nothing_more() {
         let pool = split();
-        let mut s = pool.submit(4000, 200).await.expect("starts");
+        let mut s = pool.submit(4000, 200, None).await.expect("starts");
         assert_eq!(s.next().await, Some(EmuEvent::Token));
         drop(s);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;

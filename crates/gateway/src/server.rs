@@ -220,6 +220,10 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                         j["prefill_engines"] = json!(prefill);
                         j["layout"] = json!(layout);
                         j["longest_request"] = json!(pool.longest_request());
+                        // Prompt tokens found in the engines' prefix caches and prefilled.
+                        let (cached, prefilled) = pool.prompt_tokens();
+                        j["prompt_tokens_cached"] = json!(cached);
+                        j["prompt_tokens_prefilled"] = json!(prefilled);
                         // The rate its queued prompts drain at, its time per token idle and
                         // full, and the requests it holds before they queue, as the router
                         // expects them.

@@ -516,6 +516,18 @@ impl<S: StepTime> Replica<S> {
         tokens.min(u64::from(prompt.saturating_sub(1))) as u32
     }
 
+    /// Tokens the replica has to get through before it is done with a prompt of `prompt`
+    /// tokens that begins with `prefix`: its backlog ([`Replica::backlog_tokens`]) and what
+    /// it would prefill of the prompt, all but what its prefix cache holds. A balancer that
+    /// sends each prompt where this is least weighs a replica's cached prefix against its
+    /// load, as KV-cache-aware balancers do (NVIDIA Dynamo's KV router, llm-d's prefix-cache
+    /// scorer): sent to the least loaded, a conversation's next turn finds its earlier turns
+    /// only on the replica that served them.
+    pub fn tokens_before_done(&self, prefix: &Prefix, prompt: u32) -> u64 {
+        let own = prompt.max(1) - self.cached_tokens(prefix, prompt.max(1));
+        u64::from(own) + self.backlog_tokens()
+    }
+
     /// Counters since the engine was made.
     pub fn counters(&self) -> &Counters {
         &self.counters

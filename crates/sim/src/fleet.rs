@@ -149,14 +149,9 @@ struct Pool<'a> {
 }
 
 impl<'a> Pool<'a> {
-    /// The replica for a prompt of `prompt` tokens that begins with `prefix`: the one up
-    /// with the fewest tokens to get through before it is done with the prompt, what it
-    /// would prefill of the prompt (all but what its prefix cache holds) and its backlog
-    /// (the KV cache in use and the prompts waiting), as KV-cache-aware balancers weigh
-    /// a replica's cached prefix against its load (NVIDIA Dynamo's KV router, llm-d's
-    /// prefix-cache scorer); ties go to the fewer requests. Sent to the least loaded, a
-    /// conversation's next turn finds its earlier turns only on the replica that served
-    /// them.
+    /// The replica up for a prompt of `prompt` tokens that begins with `prefix`: the one
+    /// with the fewest tokens to get through before it is done with it
+    /// ([`Replica::tokens_before_done`]); ties go to the fewer requests.
     fn prefix_aware(&self, prefix: &Prefix, prompt: u32) -> Option<usize> {
         self.slots
             .iter()
@@ -164,8 +159,7 @@ impl<'a> Pool<'a> {
             .filter(|(_, s)| s.up)
             .min_by_key(|(i, s)| {
                 let e = &s.engine;
-                let own = u64::from(prompt - e.cached_tokens(prefix, prompt));
-                (own + e.backlog_tokens(), e.outstanding(), *i)
+                (e.tokens_before_done(prefix, prompt), e.outstanding(), *i)
             })
             .map(|(i, _)| i)
     }
