@@ -196,6 +196,10 @@ pub struct ProviderSection {
     /// Chips per prefill replica (default: the fewest that fit).
     #[serde(default)]
     pub prefill_chips: Option<u32>,
+    /// Whether an `emulated` provider's engines cache prompts' prefixes (on by default, as
+    /// in vLLM and SGLang).
+    #[serde(default = "yes")]
+    pub prefix_caching: bool,
 }
 
 fn one() -> u32 {
@@ -378,6 +382,7 @@ impl Config {
                         "faults",
                         "prefill_replicas",
                         "prefill_chips",
+                        "prefix_caching",
                     ],
                 ),
                 _ => ("openai", &["base_url", "api_key_env", "stream_usage"]),

@@ -143,6 +143,8 @@ pub struct EmuPool {
     faults: Faults,
     started: Instant,
     draws: Mutex<u64>,
+    /// Whether its engines cache prompts' prefixes.
+    prefix_caching: bool,
 }
 
 impl std::fmt::Debug for EmuPool {
@@ -229,7 +231,7 @@ const PREFIX_BLOCK_TOKENS: u32 = 16;
 
 /// A prompt's prefix as a chain of hashes of its text as sent, in blocks of 16 tokens
 /// (vLLM's KV-cache block) at the four bytes a token the gateway counts prompts by: a chat
-/// request's messages one after another, or a completion's prompt. Each hash covers its
+/// request's tools and then its messages one after another, or a completion's prompt. Each hash covers its
 /// block and every block before it, so two prompts share a run of hashes exactly as far as
 /// their texts agree, block for block. The last, partial block is left out, as an engine
 /// caches only full blocks. `None` for a batch of prompts, or a prompt shorter than a block.
@@ -237,6 +239,10 @@ pub fn prompt_prefix(body: &Value) -> Option<Prefix> {
     let mut text = Vec::new();
     match (body.get("messages"), body.get("prompt")) {
         (Some(Value::Array(messages)), _) => {
+            // Chat templates put the tools first, ahead of the conversation.
+            if let Some(tools) = body.get("tools") {
+                serde_json::to_writer(&mut text, tools).ok()?;
+            }
             for m in messages {
                 serde_json::to_writer(&mut text, m).ok()?;
             }
@@ -297,13 +303,15 @@ fn least_loaded(replicas: &[Arc<EmuReplica>]) -> Option<Arc<EmuReplica>> {
 
 impl EmuPool {
     /// Starts `replicas` replica tasks on the current tokio runtime, and with `prefill` a
-    /// prefill pool before them (disaggregated serving: the replicas then only decode).
+    /// prefill pool before them (disaggregated serving: the replicas then only decode); with
+    /// `prefix_caching`, their engines cache prompts' prefixes.
     pub fn start(
         physics: Physics<'static>,
         config: EngineConfig,
         replicas: u32,
         faults: Faults,
         prefill: Option<PrefillSpec>,
+        prefix_caching: bool,
     ) -> Arc<Self> {
         let layout = physics.deployment.layout.to_string();
         let longest = prefill.as_ref().map_or(config.longest_request(), |p| {
@@ -335,7 +343,14 @@ impl EmuPool {
             faults,
             started: Instant::now(),
             draws: Mutex::new(faults.seed.unwrap_or_else(crate::clock_seed)),
+            prefix_caching,
         })
+    }
+
+    /// Whether its engines cache prompts' prefixes: without, a request's prefix is not
+    /// worth hashing.
+    pub fn caches_prefixes(&self) -> bool {
+        self.prefix_caching
     }
 
     /// A uniform draw in [0, 1) for fault injection (SplitMix64; repeatable for a seed).
@@ -444,6 +459,7 @@ impl EmuPool {
         } else {
             &self.replicas
         };
+        let prefix = prefix.filter(|_| self.prefix_caching);
         let replica = match &prefix {
             Some(px) => by_prefix(first, px, prompt),
             None => least_loaded(first),
@@ -663,6 +679,16 @@ mod tests {
         let other = json!({"messages": [{"role": "system", "content": format!("!{system}")}]});
         let c = prompt_prefix(&other).expect("a prefix");
         assert_ne!(c.hashes[0], a.hashes[0]);
+        // Tools come first: the same tools before a new conversation share their blocks.
+        let tools = json!([{"type": "function", "function": {"name": "lookup", "description": "d".repeat(300)}}]);
+        let with = |content: &str| {
+            prompt_prefix(
+                &json!({"tools": tools, "messages": [{"role": "user", "content": content}]}),
+            )
+            .expect("a prefix")
+        };
+        let (x, y) = (with("first question"), with("second question"));
+        assert_eq!(x.hashes[..4], y.hashes[..4]);
         assert!(prompt_prefix(&json!({"prompt": ["one", "two"]})).is_none());
         assert!(prompt_prefix(&json!({"prompt": "short"})).is_none());
         assert!(prompt_prefix(&json!({"prompt": system})).is_some());
@@ -674,7 +700,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_conversations_next_turn_finds_its_first_cached() {
         let (physics, config) = h100();
-        let pool = EmuPool::start(physics, config, 2, Faults::default(), None);
+        let pool = EmuPool::start(physics, config, 2, Faults::default(), None, true);
         let turn = |n: usize| {
             let mut messages = vec![json!({"role": "system", "content": "y".repeat(8000)})];
             messages
@@ -722,6 +748,7 @@ mod tests {
                 replicas: 1,
                 same_domain: true,
             }),
+            true,
         )
     }
 

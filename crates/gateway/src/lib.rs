@@ -484,6 +484,7 @@ impl Gateway {
                                 engines,
                                 p.faults,
                                 prefill,
+                                p.prefix_caching,
                             );
                             pools.insert(key.clone(), (pool, predicted));
                         }

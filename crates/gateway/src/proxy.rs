@@ -510,7 +510,10 @@ async fn attempt(
             // One deadline covers admission (where an injected spike waits) and the first
             // token, as it would for a real provider.
             let started = timeout(limit, async {
-                let prefix = crate::emulated::prompt_prefix(&req.body);
+                let prefix = pool
+                    .caches_prefixes()
+                    .then(|| crate::emulated::prompt_prefix(&req.body))
+                    .flatten();
                 let mut s = pool.submit(req.prompt_tokens, output, prefix).await?;
                 let e = s.next().await;
                 Ok::<_, EmuError>((s, e))

@@ -213,7 +213,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                     let mut j = json!({"provider": d.provider, "upstream_model": d.upstream_model, "ejected": r.is_ejected(i, now),
                            "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures,
                            "learned_ttft_ms": o.ttft_s.map(ms), "learned_tpot_ms": o.tpot_s.map(ms),
-                           "tpot_spread_ms": ms(o.tpot_dev_s)});
+                           "tpot_spread_ms": o.tpot_s.map(|_| ms(o.tpot_dev_s))});
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();
                         j["engines"] = json!(engines);

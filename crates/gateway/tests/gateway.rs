@@ -1016,57 +1016,77 @@ async fn health_shows_what_the_router_expects_of_an_emulated_pool() {
 
 /// A conversation's second turn, sent to an emulated pool of two engines, goes to the engine
 /// that served its first and finds the first turn's text in its prefix cache, which `/health`
-/// counts; a request whose text shares nothing finds nothing.
+/// counts; a request whose text shares nothing finds nothing, and a provider with
+/// `prefix_caching = false` finds nothing at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emulated_pool_serves_a_conversations_earlier_turns_from_its_prefix_cache() {
-    let text = format!(
-        "{}{}",
-        emulated("gpu", "h100-sxm", "").replace("chips = 1", "chips = 1\nreplicas = 2"),
-        model("m", &[("gpu", "")])
-    );
-    let (url, _gw) = start(&text).await;
-    let client = reqwest::Client::new();
-    let system = serde_json::json!({"role": "system", "content": "Answer briefly. ".repeat(300)});
-    let user = |s: &str| serde_json::json!({"role": "user", "content": s});
-    let send = |messages: Vec<serde_json::Value>| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let r = client
-                .post(format!("{url}/chat/completions"))
-                .header("content-type", "application/json")
-                .body(
-                    serde_json::json!({"model": "m", "max_tokens": 2, "messages": messages})
-                        .to_string(),
-                )
-                .send()
-                .await
-                .expect("sent");
-            assert_eq!(r.status(), 200);
+    for caching in [true, false] {
+        let text = format!(
+            "{}{}",
+            emulated("gpu", "h100-sxm", "").replace(
+                "chips = 1",
+                &format!("chips = 1\nreplicas = 2\nprefix_caching = {caching}")
+            ),
+            model("m", &[("gpu", "")])
+        );
+        let (url, _gw) = start(&text).await;
+        let client = reqwest::Client::new();
+        let system =
+            serde_json::json!({"role": "system", "content": "Answer briefly. ".repeat(300)});
+        let user = |s: &str| serde_json::json!({"role": "user", "content": s});
+        let send = |messages: Vec<serde_json::Value>| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let body = serde_json::json!({"model": "m", "max_tokens": 2, "messages": messages});
+                let r = client
+                    .post(format!("{url}/chat/completions"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(r.status(), 200);
+            }
+        };
+        let tokens = |h: &serde_json::Value| {
+            let d = &h["models"]["m"][0];
+            (
+                d["prompt_tokens_cached"].as_u64().expect("cached"),
+                d["prompt_tokens_prefilled"].as_u64().expect("prefilled"),
+            )
+        };
+        send(vec![user(&"Something else entirely. ".repeat(300))]).await;
+        assert_eq!(tokens(&health(&url).await).0, 0);
+        send(vec![system.clone(), user("What is a wafer?")]).await;
+        assert_eq!(tokens(&health(&url).await).0, 0);
+        send(vec![
+            system,
+            user("What is a wafer?"),
+            serde_json::json!({"role": "assistant", "content": "A disc of silicon."}),
+            user("And a reticle?"),
+        ])
+        .await;
+        // The first turn's 4,800 characters of system prompt are 1,200 tokens or so.
+        let (cached, prefilled) = tokens(&health(&url).await);
+        if caching {
+            assert!(cached >= 1_150, "cached {cached}, prefilled {prefilled}");
+        } else {
+            assert_eq!(cached, 0, "prefilled {prefilled}");
         }
-    };
-    let tokens = |h: &serde_json::Value| {
-        let d = &h["models"]["m"][0];
-        (
-            d["prompt_tokens_cached"].as_u64().expect("cached"),
-            d["prompt_tokens_prefilled"].as_u64().expect("prefilled"),
-        )
-    };
-    send(vec![user(&"Something else entirely. ".repeat(300))]).await;
-    assert_eq!(tokens(&health(&url).await).0, 0);
-    send(vec![system.clone(), user("What is a wafer?")]).await;
-    let (cached, _) = tokens(&health(&url).await);
-    assert_eq!(cached, 0);
-    send(vec![
-        system,
-        user("What is a wafer?"),
-        serde_json::json!({"role": "assistant", "content": "A disc of silicon."}),
-        user("And a reticle?"),
-    ])
-    .await;
-    // The first turn's 4,800 characters of system prompt are 1,200 tokens or so.
-    let (cached, prefilled) = tokens(&health(&url).await);
-    assert!(cached >= 1_150, "cached {cached}, prefilled {prefilled}");
+    }
+    // Only an emulated provider has engines to cache in.
+    let text = format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nprefix_caching = false\n{}",
+        model("m", &[("up", "")])
+    );
+    let e = Config::parse(&text, "g.toml")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("prefix_caching") && e.contains("emulated"),
+        "{e}"
+    );
 }
 
 /// A server's chips that a small model's best layout splits into several replicas all serve:

@@ -23,12 +23,11 @@
 //! others go on decoding.
 //!
 //! A request may name its prompt's prefix as a chain of block hashes ([`Prefix`], as the
-//! Mooncake traces give them): the KV cache of prompts served before stays in the blocks
-//! they freed until those are needed, and a new prompt that begins with cached blocks
-//! prefills only the rest (vLLM's automatic prefix caching; SGLang's radix cache). The
-//! cached blocks are the least recently used to go. A sequence that finds its prefix keeps
-//! its own copy of those blocks, where vLLM shares them, so the engine errs towards too
-//! little room rather than too much.
+//! Mooncake traces give them), and the engine caches prefixes as vLLM's automatic prefix
+//! caching and SGLang's radix cache do: once a prompt is prefilled its blocks are published
+//! under their hashes, and a prompt that begins with published blocks shares them, prefilling
+//! only the rest. A block held by no running sequence stays cached in the free pool until a
+//! sequence needs the room, the least recently used first.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -203,58 +202,89 @@ pub struct Prefix {
     pub block_tokens: u32,
 }
 
-/// The KV cache of prompts that have left a group's running batch, by prefix block hash,
-/// held in that group's free blocks until they are needed.
+/// One published prefix block of a group's KV cache.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Engine blocks it holds.
+    blocks: u32,
+    /// Running sequences that share it; with none it is evictable, its blocks free.
+    refs: u32,
+    /// When it last became evictable, its key in [`PrefixCache::idle`].
+    since: u64,
+}
+
+/// A group's published prefix blocks, by hash. Blocks shared by running sequences are in
+/// use; the others sit in the group's free blocks and go, least recently released first,
+/// when the free blocks no longer hold them.
 #[derive(Debug, Clone, Default)]
 struct PrefixCache {
-    /// Each cached hash: when last used, and the engine blocks it holds.
-    entries: HashMap<u64, (u64, u32)>,
-    /// Cached hashes from least to most recently used.
-    by_use: BTreeMap<u64, u64>,
-    /// Engine blocks held by the entries.
-    blocks: u32,
+    entries: HashMap<u64, Entry>,
+    /// Evictable entries, least recently released first.
+    idle: BTreeMap<u64, u64>,
+    /// Engine blocks of the evictable entries.
+    idle_blocks: u32,
     clock: u64,
 }
 
 impl PrefixCache {
-    /// How many of `hashes`, from the first, are cached; those are marked used.
-    fn hit(&mut self, hashes: &[u64]) -> usize {
-        let n = hashes
+    /// How many of `hashes`, from the first, are published.
+    fn found(&self, hashes: &[u64]) -> usize {
+        hashes
             .iter()
             .take_while(|h| self.entries.contains_key(h))
-            .count();
-        for h in &hashes[..n] {
-            self.touch(*h, None);
-        }
-        n
+            .count()
     }
 
-    /// Caches `hash`, holding `blocks` engine blocks, as just used.
-    fn touch(&mut self, hash: u64, blocks: Option<u32>) {
+    /// A running sequence shares the published block `hash`: returns its blocks, and
+    /// whether they were free (an evictable block now in use again).
+    fn share(&mut self, hash: u64) -> Option<(u32, bool)> {
+        let e = self.entries.get_mut(&hash)?;
+        let was_idle = e.refs == 0;
+        if was_idle {
+            self.idle.remove(&e.since);
+            self.idle_blocks -= e.blocks;
+        }
+        e.refs += 1;
+        Some((e.blocks, was_idle))
+    }
+
+    /// Publishes `hash`, holding `blocks` blocks, shared by the one sequence that made it.
+    fn publish(&mut self, hash: u64, blocks: u32) {
+        self.entries.insert(
+            hash,
+            Entry {
+                blocks,
+                refs: 1,
+                since: 0,
+            },
+        );
+    }
+
+    /// A running sequence no longer shares `hash`: returns the blocks that became free.
+    fn release(&mut self, hash: u64) -> u32 {
+        let Some(e) = self.entries.get_mut(&hash) else {
+            return 0;
+        };
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs > 0 {
+            return 0;
+        }
         self.clock += 1;
-        let clock = self.clock;
-        match self.entries.get_mut(&hash) {
-            Some(e) => {
-                self.by_use.remove(&e.0);
-                e.0 = clock;
-            }
-            None => {
-                let Some(b) = blocks else { return };
-                self.entries.insert(hash, (clock, b));
-                self.blocks += b;
-            }
-        }
-        self.by_use.insert(clock, hash);
+        e.since = self.clock;
+        self.idle.insert(self.clock, hash);
+        self.idle_blocks += e.blocks;
+        e.blocks
     }
 
-    /// Drops the least recently used entries until they hold at most `room` blocks.
+    /// Drops evictable entries, least recently released first, until they hold at most
+    /// `room` blocks.
     fn trim(&mut self, room: u32) {
-        while self.blocks > room {
-            let Some((_, h)) = self.by_use.pop_first() else {
+        while self.idle_blocks > room {
+            let Some((_, h)) = self.idle.pop_first() else {
                 break;
             };
-            if let Some((_, b)) = self.entries.remove(&h) {
-                self.blocks -= b;
+            if let Some(e) = self.entries.remove(&h) {
+                self.idle_blocks -= e.blocks;
             }
         }
     }
@@ -321,6 +351,10 @@ struct Seq {
     /// chunk ended its (re)fill its token comes out when the wait ends.
     hold: f64,
     scheduled: bool,
+    /// Leading hashes of its prefix whose published blocks it shares.
+    held: u32,
+    /// Blocks of those (not among `blocks`, which are its own).
+    shared: u32,
 }
 
 impl Seq {
@@ -425,13 +459,15 @@ impl<S: StepTime> Replica<S> {
             chunk: 0,
             hold: 0.0,
             scheduled: false,
+            held: 0,
+            shared: 0,
         });
         Ok(())
     }
 
-    /// Queues a request whose prompt begins with `prefix`: at admission, the blocks of it
-    /// still cached are not prefilled again (the last prompt token always is, for its
-    /// logits), and once the request ends its prompt's blocks join the cache.
+    /// Queues a request whose prompt begins with `prefix`: at admission it shares the
+    /// blocks of it that are published, which it does not prefill (the last prompt token it
+    /// always does, for its logits), and once its prompt is prefilled it publishes the rest.
     ///
     /// # Errors
     /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
@@ -496,20 +532,14 @@ impl<S: StepTime> Replica<S> {
         u64::from(self.used_blocks()) * u64::from(self.config.block_tokens) + self.queued_tokens
     }
 
-    /// Tokens of a `prompt`-token prompt that begins with `prefix` this replica's prefix
-    /// cache holds now (in whichever group holds most), as admission would find them were
-    /// the request admitted at once: the last prompt token is never among them.
+    /// Tokens of a `prompt`-token prompt that begins with `prefix` this replica has published
+    /// (in whichever group holds most), as admission would find them were the request
+    /// admitted at once: the last prompt token is never among them.
     pub fn cached_tokens(&self, prefix: &Prefix, prompt: u32) -> u32 {
         let blocks = self
             .caches
             .iter()
-            .map(|c| {
-                prefix
-                    .hashes
-                    .iter()
-                    .take_while(|h| c.entries.contains_key(h))
-                    .count()
-            })
+            .map(|c| c.found(&prefix.hashes))
             .max()
             .unwrap_or(0);
         let tokens = blocks as u64 * u64::from(prefix.block_tokens);
@@ -564,7 +594,10 @@ impl<S: StepTime> Replica<S> {
                 i += 1;
                 continue;
             }
-            let need = self.config.blocks_for(s.kv + want).saturating_sub(s.blocks);
+            let need = self
+                .config
+                .blocks_for(s.kv + want)
+                .saturating_sub(s.blocks + s.shared);
             let g = s.group;
             // Free blocks of its group by preempting that group's latest admitted sequences
             // until this sequence's next tokens fit, preempting itself if it is the last.
@@ -591,6 +624,10 @@ impl<S: StepTime> Replica<S> {
             s.chunk = want;
             budgets[g] -= want;
             i += 1;
+        }
+        // The blocks the running sequences took are no longer free to hold cached prefixes.
+        for (cache, &free) in self.caches.iter_mut().zip(&self.free_blocks) {
+            cache.trim(free);
         }
         let per_group = (self.config.max_batch as usize).div_ceil(groups);
         // Sequences running in each group (one group: the batch limit above is its own).
@@ -650,18 +687,28 @@ impl<S: StepTime> Replica<S> {
                 break;
             };
             self.queued_tokens -= u64::from(s.target - s.kv);
-            // What is cached of its prompt is in place without a pass: its blocks are held
-            // as the whole prompt's are, so the need above stands.
+            // It shares what is published of its prompt, without a pass and without blocks
+            // of its own for it; blocks that sat free are in use again.
             if s.kv == 0 && !s.decoding() && !self.prefixes.is_empty() {
                 if let Some(p) = self.prefixes.get(&s.id) {
                     let cache = &mut self.caches[g];
-                    cache.trim(self.free_blocks[g]);
-                    let found = cache.hit(&p.hashes) as u64 * u64::from(p.block_tokens);
+                    let n = cache.found(&p.hashes);
+                    for &h in &p.hashes[..n] {
+                        if let Some((b, was_free)) = cache.share(h) {
+                            s.shared += b;
+                            if was_free {
+                                self.free_blocks[g] -= b;
+                            }
+                        }
+                    }
+                    s.held = n as u32;
+                    let found = n as u64 * u64::from(p.block_tokens);
                     let found = found.min(u64::from(s.prompt - 1)) as u32;
                     s.kv = found;
                     self.counters.tokens_cached += u64::from(found);
                 }
             }
+            let need = need.saturating_sub(s.shared);
             let want = if s.decoding() {
                 1
             } else {
@@ -674,16 +721,13 @@ impl<S: StepTime> Replica<S> {
             s.group = g;
             s.chunk = want;
             self.free_blocks[g] -= need;
+            self.caches[g].trim(self.free_blocks[g]);
             budgets[g] -= want;
             if !s.scheduled {
                 s.scheduled = true;
                 sink(Event::Scheduled(s.id));
             }
             self.running.push(s);
-        }
-        // The blocks taken this step are no longer free to hold cached prefixes.
-        for (cache, &free) in self.caches.iter_mut().zip(&self.free_blocks) {
-            cache.trim(free);
         }
         let mut batch = Batch::default();
         let (mut decode_ctx, mut prefill_pos) = (0.0, 0.0);
@@ -734,12 +778,17 @@ impl<S: StepTime> Replica<S> {
         self.in_step = false;
         self.counters.steps += 1;
         self.counters.busy_s += self.step_s;
-        let mut freed = vec![0; self.free_blocks.len()];
-        // Requests that ended with a prefix to cache (none, without a prefix in the engine).
+        let groups = self.free_blocks.len();
+        let mut freed = vec![0; groups];
+        // Blocks that sat free and are shared again, and own blocks a sequence gave up for
+        // the same blocks already published, by group.
+        let (mut taken, mut given) = (vec![0; groups], vec![0; groups]);
+        // Requests that ended sharing published blocks (none, without a prefix in the engine).
         let mut ended = Vec::new();
         let caching = !self.prefixes.is_empty();
         let counters = &mut self.counters;
         let (step_s, lag) = (self.step_s, self.step_lag);
+        let (caches, prefixes, config) = (&mut self.caches, &self.prefixes, &self.config);
         // A token for `s`; whether it stays in the engine.
         let mut produce = |s: &mut Seq| {
             s.generated += 1;
@@ -753,7 +802,7 @@ impl<S: StepTime> Replica<S> {
                 sink(Event::Finished(s.id));
                 freed[s.group] += s.blocks;
                 if caching {
-                    ended.push((s.id, s.group, s.prompt));
+                    ended.push((s.id, s.group, s.held));
                 }
                 return false;
             }
@@ -780,6 +829,14 @@ impl<S: StepTime> Replica<S> {
             s.kv += chunk;
             if !was_decoding {
                 prefilled += u64::from(chunk);
+                if caching && s.decoding() {
+                    if let Some(p) = prefixes.get(&s.id) {
+                        let g = s.group;
+                        let (t, gv) = publish(&mut caches[g], config, p, s);
+                        taken[g] += t;
+                        given[g] += gv;
+                    }
+                }
                 if lag > 0.0 {
                     s.hold = lag;
                     return true;
@@ -792,25 +849,20 @@ impl<S: StepTime> Replica<S> {
             produce(s)
         });
         self.counters.tokens_prefilled += prefilled;
-        for (f, d) in self.free_blocks.iter_mut().zip(freed) {
-            *f += d;
+        for (g, f) in self.free_blocks.iter_mut().enumerate() {
+            // What was taken sat among the free blocks, so this stays whole.
+            *f = *f + freed[g] + given[g] - taken[g];
         }
-        // An ended request's prompt stays cached in the blocks it freed.
-        for (id, g, prompt) in ended {
-            let Some(p) = self.prefixes.remove(&id) else {
-                continue;
-            };
-            let cache = &mut self.caches[g];
-            let mut left = prompt;
-            for &h in p.hashes.iter() {
-                if left == 0 {
-                    break;
+        // An ended request's shared blocks are free, and stay cached until needed.
+        for (id, g, held) in ended {
+            if let Some(p) = self.prefixes.remove(&id) {
+                for &h in &p.hashes[..held as usize] {
+                    self.free_blocks[g] += self.caches[g].release(h);
                 }
-                let tokens = left.min(p.block_tokens);
-                left -= tokens;
-                cache.touch(h, Some(self.config.blocks_for(tokens)));
             }
-            cache.trim(self.free_blocks[g]);
+        }
+        for (cache, &free) in self.caches.iter_mut().zip(&self.free_blocks) {
+            cache.trim(free);
         }
     }
 
@@ -834,12 +886,15 @@ impl<S: StepTime> Replica<S> {
 
     /// Removes one request (its client went away). Returns whether it was here.
     pub fn cancel(&mut self, id: u64) -> bool {
-        self.prefixes.remove(&id);
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
-            let s = self.running.remove(i);
+            let mut s = self.running.remove(i);
             self.free_blocks[s.group] += s.blocks;
+            // What it published stays cached.
+            self.unshare(&mut s);
+            self.prefixes.remove(&id);
             return true;
         }
+        self.prefixes.remove(&id);
         if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
             if let Some(s) = self.waiting.remove(i) {
                 self.queued_tokens -= u64::from(s.target - s.kv);
@@ -849,8 +904,23 @@ impl<S: StepTime> Replica<S> {
         false
     }
 
+    /// `s` no longer shares the published blocks it did: those it was the last to share are
+    /// free, and stay cached until needed.
+    fn unshare(&mut self, s: &mut Seq) {
+        if let Some(p) = self.prefixes.get(&s.id) {
+            let g = s.group;
+            for &h in &p.hashes[..s.held as usize] {
+                self.free_blocks[g] += self.caches[g].release(h);
+            }
+            self.caches[g].trim(self.free_blocks[g]);
+        }
+        s.held = 0;
+        s.shared = 0;
+    }
+
     fn requeue(&mut self, mut s: Seq, sink: &mut impl FnMut(Event)) {
         self.free_blocks[s.group] += s.blocks;
+        self.unshare(&mut s);
         self.counters.preemptions += 1;
         s.blocks = 0;
         s.chunk = 0;
@@ -863,4 +933,41 @@ impl<S: StepTime> Replica<S> {
         self.queued_tokens += u64::from(s.target);
         self.waiting.push_front(s);
     }
+}
+
+/// Publishes the blocks of `s`'s prompt past those it shares, its prompt now prefilled:
+/// each goes into `cache` under its hash, shared by `s` and no longer its own; where the
+/// same block was published meanwhile (another sequence with the same prefix), `s` shares
+/// that one and gives up its own copy. Returns the blocks that sat free and are shared again,
+/// and the blocks `s` gave up.
+fn publish(cache: &mut PrefixCache, config: &EngineConfig, p: &Prefix, s: &mut Seq) -> (u32, u32) {
+    let (mut taken, mut given) = (0, 0);
+    let bt = u64::from(p.block_tokens);
+    for &h in &p.hashes[s.held as usize..] {
+        let start = u64::from(s.held) * bt;
+        if start >= u64::from(s.prompt) {
+            break;
+        }
+        let end = (start + bt).min(u64::from(s.prompt)) as u32;
+        let own = config
+            .blocks_for(end)
+            .saturating_sub(config.blocks_for(start as u32))
+            .min(s.blocks);
+        s.blocks -= own;
+        match cache.share(h) {
+            Some((b, was_free)) => {
+                given += own;
+                if was_free {
+                    taken += b;
+                }
+                s.shared += b;
+            }
+            None => {
+                cache.publish(h, own);
+                s.shared += own;
+            }
+        }
+        s.held += 1;
+    }
+    (taken, given)
 }

@@ -729,3 +729,106 @@ fn cached_prefixes_give_way_to_running_requests() {
     run(&mut r);
     assert_eq!(r.counters().tokens_cached, 511);
 }
+
+/// Blocks are published once a prompt is prefilled, not when its request ends: a prompt
+/// that arrives while the first is still decoding shares them, and holds no copy of its
+/// own; a request whose client left leaves what it published cached.
+#[test]
+fn a_prefix_is_shared_while_its_request_still_runs() {
+    let mut r = Replica::new(PerToken, config(8, 8192, 10_000));
+    r.submit_prefixed(ask(1, 1024, 100), prefix(&[7, 8]))
+        .expect("fits");
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    // Prefilled: its 1,024 tokens in 64 blocks, published.
+    assert_eq!(r.used_blocks(), 64);
+    r.submit_prefixed(ask(2, 1500, 100), prefix(&[7, 8, 9]))
+        .expect("fits");
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    assert_eq!(r.counters().tokens_cached, 1024);
+    assert_eq!(r.counters().tokens_prefilled, 1024 + 476);
+    // The shared 64, a block for the first's next token, and the second's own 30 for the
+    // 476 tokens past them.
+    assert_eq!(r.used_blocks(), 64 + 1 + 30);
+    r.cancel(1);
+    r.cancel(2);
+    assert_eq!(r.used_blocks(), 0);
+    r.submit_prefixed(ask(3, 1500, 1), prefix(&[7, 8, 9]))
+        .expect("fits");
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 1024 + 1499);
+}
+
+/// Two prompts alike admitted together both prefill in full; the second to publish shares
+/// the first's blocks and gives up its copy.
+#[test]
+fn prompts_alike_prefilled_together_keep_one_copy() {
+    let mut r = Replica::new(PerToken, config(8, 8192, 10_000));
+    for id in [1, 2] {
+        r.submit_prefixed(ask(id, 1024, 100), prefix(&[7, 8]))
+            .expect("fits");
+    }
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    // Each took its own 64 blocks for the prompt.
+    assert_eq!(r.used_blocks(), 128);
+    r.finish_step(&mut |e| ev.push(e));
+    assert_eq!(r.counters().tokens_cached, 0);
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    // One shared copy of 64 blocks and a block each for their tokens.
+    assert_eq!(r.used_blocks(), 64 + 2);
+    run(&mut r);
+    assert_eq!(r.used_blocks(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Prompts that share prefixes, in a cache small enough to preempt and evict, some of
+    /// them cancelled on the way: every request not cancelled completes exactly once, no
+    /// prompt token is both found and prefilled beyond what recomputation adds, and the
+    /// cache ends with no block in use.
+    #[test]
+    fn shared_prefixes_keep_the_cache_whole(
+        reqs in prop::collection::vec((1u32..600, 1u32..40, 0u64..3, 0u8..12), 1..30),
+        blocks in 80u32..400,
+        batch in 1u32..12,
+        budget in 64u32..1024,
+    ) {
+        let mut r = Replica::new(Unit, config(batch, budget, blocks));
+        let mut accepted = Vec::new();
+        for (id, &(prompt, output, root, cancel)) in reqs.iter().enumerate() {
+            let req = Request { id: id as u64, prompt, output };
+            // Prompts of one root are prefixes of one another: blocks of 64 tokens.
+            let hashes: Vec<u64> = (0..u64::from(prompt.div_ceil(64))).map(|k| root * 1000 + k).collect();
+            let px = Prefix { hashes: hashes.into(), block_tokens: 64 };
+            if r.submit_prefixed(req, px).is_ok() {
+                accepted.push((req, cancel));
+            }
+        }
+        let mut ev = Vec::new();
+        let mut step = 0u8;
+        while r.start_step(&mut |e| ev.push(e)).is_some() {
+            r.finish_step(&mut |e| ev.push(e));
+            step = step.saturating_add(1);
+            for (req, cancel) in &accepted {
+                if *cancel == step {
+                    r.cancel(req.id);
+                }
+            }
+            prop_assert!(r.used_blocks() <= blocks);
+        }
+        for (req, cancel) in &accepted {
+            let finished = ev.iter().filter(|e| **e == Event::Finished(req.id)).count();
+            prop_assert!(finished <= 1);
+            if *cancel == 0 || *cancel > step {
+                prop_assert_eq!(finished, 1);
+            }
+        }
+        prop_assert_eq!(r.used_blocks(), 0);
+        prop_assert_eq!(r.outstanding(), 0);
+        prop_assert_eq!(r.backlog_tokens(), 0);
+    }
+}

@@ -84,14 +84,42 @@ fn wall_clock_s(v: &str) -> Option<f64> {
     Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
 }
 
-/// One line of a Mooncake-style JSON-lines trace (timestamps in milliseconds).
+/// One line of a Mooncake-style JSON-lines trace (timestamps in milliseconds). Each field
+/// is read as any JSON value and checked here, so that a wrong one is named.
 #[derive(Debug, serde::Deserialize)]
 struct JsonRow {
-    timestamp: f64,
-    input_length: f64,
-    output_length: f64,
+    timestamp: serde_json::Value,
+    input_length: serde_json::Value,
+    output_length: serde_json::Value,
     #[serde(default)]
-    hash_ids: Option<Vec<u64>>,
+    hash_ids: serde_json::Value,
+}
+
+/// A JSON trace field that must be a number.
+fn number(field: &str, v: &serde_json::Value) -> Result<f64, String> {
+    v.as_f64()
+        .ok_or_else(|| format!("field `{field}`: {v} is not a number"))
+}
+
+/// A row's `hash_ids`: absent, null or a list of whole numbers from 0 to 2^64 − 1.
+fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
+    let list = match v {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Array(list) => list,
+        _ => return Err(format!("field `hash_ids`: {v} is not a list of block ids")),
+    };
+    let ids = list
+        .iter()
+        .enumerate()
+        .map(|(k, x)| {
+            x.as_u64().ok_or_else(|| {
+                format!(
+                    "field `hash_ids`: element {k}, {x}, is not a whole number from 0 to 2^64 - 1"
+                )
+            })
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    Ok((!ids.is_empty()).then(|| Arc::from(ids)))
 }
 
 /// Parses a request trace: CSV with a header naming the arrival time (seconds, or a
@@ -286,7 +314,8 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
             let message = message.strip_suffix(&place).unwrap_or(&message);
             err(n, format!("{message} (column {})", e.column()))
         })?;
-        let at = r.timestamp / 1000.0;
+        let field = |m: String| err(n, m);
+        let at = number("timestamp", &r.timestamp).map_err(field)? / 1000.0;
         if !at.is_finite() || at < last || at < 0.0 {
             return Err(err(
                 n,
@@ -301,9 +330,15 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
             .map_err(|m| err(n, format!("field `timestamp`: {m}")))?;
         rows.push(TraceRow {
             arrival_s,
-            prompt: count("input_length", r.input_length)?,
-            output: count("output_length", r.output_length)?,
-            prefix: r.hash_ids.filter(|h| !h.is_empty()).map(Arc::from),
+            prompt: count(
+                "input_length",
+                number("input_length", &r.input_length).map_err(field)?,
+            )?,
+            output: count(
+                "output_length",
+                number("output_length", &r.output_length).map_err(field)?,
+            )?,
+            prefix: hash_ids(&r.hash_ids).map_err(field)?,
         });
     }
     if rows.is_empty() {

@@ -916,6 +916,41 @@ fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
     .expect_err("bad")
     .to_string();
     assert!(e.contains("line 2") && e.len() < 200, "{e}");
+    // A field of the wrong kind is named, and so is a block id that is no id.
+    for (row, field) in [
+        (
+            "\"timestamp\": 0, \"input_length\": \"100\", \"output_length\": 5",
+            "`input_length`",
+        ),
+        (
+            "\"timestamp\": null, \"input_length\": 5, \"output_length\": 5",
+            "`timestamp`",
+        ),
+        (
+            "\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": [0, -1]",
+            "`hash_ids`: element 1",
+        ),
+        (
+            "\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": [1.5]",
+            "`hash_ids`: element 0",
+        ),
+        (
+            "\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": 7",
+            "`hash_ids`",
+        ),
+    ] {
+        let e = parse_trace(&format!("{{{row}}}\n"), "m.jsonl")
+            .expect_err("bad")
+            .to_string();
+        assert!(e.contains("line 1") && e.contains(field), "{e}");
+    }
+    let rows = parse_trace(
+        "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": null}\n{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": [18446744073709551615]}\n",
+        "m.jsonl",
+    )
+    .expect("ids");
+    assert_eq!(rows[0].prefix, None);
+    assert_eq!(rows[1].prefix.as_deref(), Some(&[u64::MAX][..]));
 }
 
 #[test]
