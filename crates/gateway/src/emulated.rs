@@ -23,6 +23,7 @@ use crate::config::Faults;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_perf::Batch;
@@ -68,6 +69,8 @@ struct Place {
 /// A request's stream, and what a prefill replica needs to hand it on.
 struct Stream {
     tx: mpsc::UnboundedSender<EmuEvent>,
+    /// Prompt tokens its engine found published, shared with its [`EmuStream`].
+    cached: Arc<AtomicU32>,
     /// Prompt and output tokens, and the stream's location, for a request that moves to a
     /// decode replica after its first token.
     handoff: Option<(u32, u32, Location)>,
@@ -163,6 +166,7 @@ pub struct EmuStream {
     rx: mpsc::UnboundedReceiver<EmuEvent>,
     at: Location,
     done: bool,
+    cached: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for EmuReplica {
@@ -179,6 +183,12 @@ impl EmuStream {
             self.done = true;
         }
         e
+    }
+
+    /// Prompt tokens its engine found in its prefix cache, which it did not prefill (known
+    /// by its first token).
+    pub fn cached_tokens(&self) -> u32 {
+        self.cached.load(Ordering::Relaxed)
     }
 }
 
@@ -488,13 +498,22 @@ impl EmuPool {
             None => s.engine.submit(req),
         }
         .map_err(|e| EmuError::TooLong(e.to_string()))?;
-        s.streams.insert(id, Stream { tx, handoff });
+        let cached = Arc::new(AtomicU32::new(0));
+        s.streams.insert(
+            id,
+            Stream {
+                tx,
+                cached: Arc::clone(&cached),
+                handoff,
+            },
+        );
         drop(s);
         replica.wake.notify_one();
         Ok(EmuStream {
             rx,
             at,
             done: false,
+            cached,
         })
     }
 }
@@ -504,7 +523,19 @@ impl EmuPool {
 async fn drive(r: Arc<EmuReplica>) {
     let mut deadline = Instant::now();
     loop {
-        let step = { r.lock().engine.start_step(&mut |_| {}) };
+        let step = {
+            let mut s = r.lock();
+            let Shared {
+                engine, streams, ..
+            } = &mut *s;
+            engine.start_step(&mut |e| {
+                if let Event::Cached(id, n) = e {
+                    if let Some(st) = streams.get(&id) {
+                        st.cached.store(n, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
         let Some(dt) = step else {
             r.wake.notified().await;
             deadline = Instant::now();
@@ -544,7 +575,7 @@ async fn drive(r: Arc<EmuReplica>) {
                 if let Some(st) = streams.remove(&id) {
                     match st.handoff {
                         Some((prompt, output, at)) if output > 1 => {
-                            moving.push((st.tx, prompt, output, at));
+                            moving.push((st.tx, st.cached, prompt, output, at));
                         }
                         _ => {
                             let _ = st.tx.send(EmuEvent::Done);
@@ -552,13 +583,23 @@ async fn drive(r: Arc<EmuReplica>) {
                     }
                 }
             }
-            Event::Scheduled(_) | Event::Preempted(_) => {}
+            Event::Scheduled(_) | Event::Preempted(_) | Event::Cached(..) => {}
         });
         drop(s);
-        for (tx, prompt, output, at) in moving {
+        for (tx, cached, prompt, output, at) in moving {
             match &r.decode {
                 Some(stage) => {
-                    tokio::spawn(hand_off(Arc::clone(stage), tx, prompt, output, at));
+                    tokio::spawn(hand_off(
+                        Arc::clone(stage),
+                        Stream {
+                            tx,
+                            cached,
+                            handoff: None,
+                        },
+                        prompt,
+                        output,
+                        at,
+                    ));
                 }
                 // Only prefill replicas hand requests on; anything else ends here.
                 None => {
@@ -573,13 +614,7 @@ async fn drive(r: Arc<EmuReplica>) {
 /// crossed over; its stream follows. A stream its client dropped in the meantime goes no
 /// further, and one no decode replica can take ends without its last event, as a broken
 /// upstream stream would.
-async fn hand_off(
-    stage: Arc<DecodeStage>,
-    tx: mpsc::UnboundedSender<EmuEvent>,
-    prompt: u32,
-    output: u32,
-    at: Location,
-) {
+async fn hand_off(stage: Arc<DecodeStage>, stream: Stream, prompt: u32, output: u32, at: Location) {
     let send_s = stage.prefill.deployment.kv_send_s(
         stage.prefill.params,
         f64::from(prompt),
@@ -607,8 +642,8 @@ async fn hand_off(
             return;
         }
         // The first token, made on the prefill replica, arrives with the cache.
-        let _ = tx.send(EmuEvent::Token);
-        s.streams.insert(id, Stream { tx, handoff: None });
+        let _ = stream.tx.send(EmuEvent::Token);
+        s.streams.insert(id, stream);
         here.replica = Arc::clone(&replica);
         here.id = id;
     }

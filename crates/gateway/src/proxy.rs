@@ -75,6 +75,8 @@ enum Started {
 struct Timed {
     ttft_s: f64,
     tpot_s: Option<f64>,
+    /// Prompt tokens the engine found cached, which its first token did not wait for.
+    cached: u32,
 }
 
 enum Failure {
@@ -106,6 +108,8 @@ struct EmuFormat {
     endpoint: Endpoint,
     include_usage: bool,
     prompt_tokens: u32,
+    /// Prompt tokens the engine found in its prefix cache.
+    cached_tokens: u32,
     output: u32,
     sent: u32,
     limited: bool,
@@ -113,6 +117,16 @@ struct EmuFormat {
     cut: Option<usize>,
     /// Bytes of the filler text written so far, cut or not.
     at: usize,
+}
+
+/// What the router expected as it sent a request, told with the prompt its engine
+/// prefilled: a prompt found nearly all in the prefix cache, counted whole, taught the router
+/// a first token many times quicker than a prompt of that length takes.
+fn prefilled(ahead: switchyard_router::Sent, cached: u32) -> switchyard_router::Sent {
+    switchyard_router::Sent {
+        prompt_tokens: ahead.prompt_tokens.saturating_sub(cached).max(1),
+        ..ahead
+    }
 }
 
 /// Where filler text of `tokens` words first holds one of `stops`: the words written until
@@ -191,9 +205,12 @@ impl EmuFormat {
         }
     }
 
+    /// OpenAI's usage object, with the prompt tokens served from the prefix cache as
+    /// `prompt_tokens_details.cached_tokens` (as OpenAI and vLLM report them).
     fn usage(&self) -> Value {
         json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.sent,
-               "total_tokens": self.prompt_tokens + self.sent})
+               "total_tokens": self.prompt_tokens + self.sent,
+               "prompt_tokens_details": {"cached_tokens": self.cached_tokens}})
     }
 
     fn ending(&self) -> Vec<Bytes> {
@@ -552,6 +569,7 @@ async fn attempt(
                 endpoint: ep,
                 include_usage: req.include_usage,
                 prompt_tokens: req.prompt_tokens,
+                cached_tokens: s.cached_tokens().min(req.prompt_tokens),
                 output,
                 sent: 0,
                 limited,
@@ -585,6 +603,7 @@ async fn attempt(
                         tpot_s: (output > 1).then(|| {
                             (t0.elapsed().as_secs_f64() - ttft_s) / f64::from(output - 1)
                         }),
+                        cached: fmt.cached_tokens,
                     }),
                 )),
                 Ok(false) => Err(Failure::Retry("the replica stopped".into())),
@@ -1073,9 +1092,13 @@ pub(crate) async fn handle(
                 match timed {
                     // Tokens the gateway saw come are told as a stream's are, to the router
                     // and the TTFT and TPOT histograms.
-                    Some(Timed { ttft_s, tpot_s }) => {
+                    Some(Timed {
+                        ttft_s,
+                        tpot_s,
+                        cached,
+                    }) => {
                         let mut r = route.router();
-                        r.first_token(i, gw.now_s(), ttft_s, ahead);
+                        r.first_token(i, gw.now_s(), ttft_s, prefilled(ahead, cached));
                         r.succeeded(i, gw.now_s(), tpot_s);
                         drop(r);
                         d.labels.ttft(ttft_s);
@@ -1108,7 +1131,13 @@ pub(crate) async fn handle(
                 // From here the relay owns the slot and ends it.
                 guard.armed = false;
                 let ttft = t0.elapsed().as_secs_f64();
-                route.router().first_token(i, gw.now_s(), ttft, ahead);
+                let cached = match &relay {
+                    Relay::Emu(_, fmt) => fmt.cached_tokens,
+                    Relay::Http(..) => 0,
+                };
+                route
+                    .router()
+                    .first_token(i, gw.now_s(), ttft, prefilled(ahead, cached));
                 d.labels.ttft(ttft);
                 let relayer = Relayer::new(
                     Arc::clone(&gw),

@@ -1047,6 +1047,11 @@ async fn an_emulated_pool_serves_a_conversations_earlier_turns_from_its_prefix_c
                     .await
                     .expect("sent");
                 assert_eq!(r.status(), 200);
+                let v: serde_json::Value =
+                    serde_json::from_str(&r.text().await.expect("body")).expect("json");
+                v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .expect("cached tokens in the usage")
             }
         };
         let tokens = |h: &serde_json::Value| {
@@ -1056,19 +1061,27 @@ async fn an_emulated_pool_serves_a_conversations_earlier_turns_from_its_prefix_c
                 d["prompt_tokens_prefilled"].as_u64().expect("prefilled"),
             )
         };
-        send(vec![user(&"Something else entirely. ".repeat(300))]).await;
+        assert_eq!(
+            send(vec![user(&"Something else entirely. ".repeat(300))]).await,
+            0
+        );
         assert_eq!(tokens(&health(&url).await).0, 0);
-        send(vec![system.clone(), user("What is a wafer?")]).await;
+        assert_eq!(
+            send(vec![system.clone(), user("What is a wafer?")]).await,
+            0
+        );
         assert_eq!(tokens(&health(&url).await).0, 0);
-        send(vec![
+        let told = send(vec![
             system,
             user("What is a wafer?"),
             serde_json::json!({"role": "assistant", "content": "A disc of silicon."}),
             user("And a reticle?"),
         ])
         .await;
-        // The first turn's 4,800 characters of system prompt are 1,200 tokens or so.
+        // The first turn's 4,800 characters of system prompt are 1,200 tokens or so; the
+        // answer's usage tells the client as many as /health counts.
         let (cached, prefilled) = tokens(&health(&url).await);
+        assert_eq!(told, cached);
         if caching {
             assert!(cached >= 1_150, "cached {cached}, prefilled {prefilled}");
         } else {

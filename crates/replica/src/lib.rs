@@ -303,6 +303,9 @@ pub enum Event {
     Finished(u64),
     /// The request lost its KV cache to make room and went back to the queue.
     Preempted(u64),
+    /// The request was admitted sharing this many tokens of its prompt already published
+    /// (see [`Replica::submit_prefixed`]), which it does not prefill.
+    Cached(u64, u32),
 }
 
 /// Why the engine refused a request.
@@ -706,6 +709,9 @@ impl<S: StepTime> Replica<S> {
                     let found = found.min(u64::from(s.prompt - 1)) as u32;
                     s.kv = found;
                     self.counters.tokens_cached += u64::from(found);
+                    if found > 0 {
+                        sink(Event::Cached(s.id, found));
+                    }
                 }
             }
             let need = need.saturating_sub(s.shared);

@@ -188,6 +188,8 @@ struct Req {
     fallback: bool,
     /// Whether `slot` is a replica of a disaggregated provider's prefill pool.
     in_prefill: bool,
+    /// Prompt tokens its replica found published, which it did not prefill.
+    cached: u32,
 }
 
 impl Req {
@@ -601,6 +603,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             first_at: None,
             fallback: false,
             in_prefill: false,
+            cached: 0,
         };
         let k = match self.free.pop() {
             Some(k) => {
@@ -686,6 +689,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             r.provider = p as u32;
             r.dispatched_at = self.now;
             r.fallback = r.attempts > 1;
+            r.cached = 0;
             // A disaggregated provider takes the prompt on its prefill pool, for the first
             // token only (the router sent it here knowing the whole request fits where it
             // will decode).
@@ -807,7 +811,14 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let r = &mut self.reqs[k as usize];
         r.first_at = Some(self.now);
         let seen = self.now - r.dispatched_at;
-        self.router.first_token(p, self.now, seen, r.sent);
+        // The router learns from the prompt its replica prefilled: counted whole, a prompt
+        // found nearly all cached taught it a first token many times quicker than any
+        // prompt of that length takes.
+        let sent = Sent {
+            prompt_tokens: r.sent.prompt_tokens.saturating_sub(r.cached).max(1),
+            ..r.sent
+        };
+        self.router.first_token(p, self.now, seen, sent);
     }
 
     fn start(&mut self, p: usize, s: usize) {
@@ -894,6 +905,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     self.end(k as u32, None);
                 }
                 Event::Preempted(_) => self.pools[q].preemptions += 1,
+                Event::Cached(k, n) => self.reqs[k as usize].cached = n,
                 Event::Token(_) => {}
             }
         }

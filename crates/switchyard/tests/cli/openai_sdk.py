@@ -60,6 +60,16 @@ assert r.choices[0].finish_reason == "length", r
 assert r.usage.completion_tokens == 12, r.usage
 assert r.usage.prompt_tokens > 0, r.usage
 
+# A conversation's next turn finds its first in the engines' prefix cache, and the usage
+# says how much of the prompt was served from it, as OpenAI's does.
+history = [{"role": "system", "content": "Be brief. " * 400}, {"role": "user", "content": "Hi."}]
+first = client.chat.completions.create(model="llama-3.1-8b", messages=history, max_tokens=2)
+assert first.usage.prompt_tokens_details.cached_tokens == 0, first.usage
+history += [{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye."}]
+second = client.chat.completions.create(model="llama-3.1-8b", messages=history, max_tokens=2)
+cached = second.usage.prompt_tokens_details.cached_tokens
+assert 900 < cached < second.usage.prompt_tokens, second.usage
+
 # Chat completion, streaming, with the usage chunk.
 chunks = list(
     client.chat.completions.create(
