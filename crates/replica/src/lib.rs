@@ -303,8 +303,8 @@ pub enum Event {
     Finished(u64),
     /// The request lost its KV cache to make room and went back to the queue.
     Preempted(u64),
-    /// The request was admitted sharing this many tokens of its prompt already published
-    /// (see [`Replica::submit_prefixed`]), which it does not prefill.
+    /// A request that names its prefix was admitted sharing this many tokens of its prompt
+    /// already published (see [`Replica::submit_prefixed`]), which it does not prefill.
     Cached(u64, u32),
 }
 
@@ -709,9 +709,7 @@ impl<S: StepTime> Replica<S> {
                     let found = found.min(u64::from(s.prompt - 1)) as u32;
                     s.kv = found;
                     self.counters.tokens_cached += u64::from(found);
-                    if found > 0 {
-                        sink(Event::Cached(s.id, found));
-                    }
+                    sink(Event::Cached(s.id, found));
                 }
             }
             let need = need.saturating_sub(s.shared);

@@ -530,9 +530,9 @@ impl Router {
 
     /// [`Router::expected_ttft`] and [`Router::expected_tpot`] together, from one reading
     /// of what was learned, with the spread of the time per token
-    /// ([`Observed::tpot_dev_s`], stretched as the time is). Past capacity a request waits for a place: each capacity's worth
-    /// of requests ahead of it is one more life of `n` tokens at a full batch's time per
-    /// token, which its time per token then is. A first token comes after that wait:
+    /// ([`Observed::tpot_dev_s`], stretched as the time is). Past capacity a request waits
+    /// for a place: each capacity's worth of requests ahead of it is one more life of `n`
+    /// tokens at a full batch's time per token, which its time per token then is. A first token comes after that wait:
     /// counted only in the time to the last token, a wafer pool that holds few requests
     /// (whose tokens a full batch barely slows) kept its first tokens expected within a 1 s
     /// target while they waited seconds for a place, and took nearly every request beside

@@ -216,6 +216,8 @@ struct Cell {
     e2e: Histogram,
     prompt_tokens: u64,
     output_tokens: u64,
+    /// Prompt tokens of completed requests their replicas found cached.
+    cached_tokens: u64,
 }
 
 impl Cell {
@@ -231,6 +233,7 @@ impl Cell {
         self.e2e.merge(&o.e2e);
         self.prompt_tokens += o.prompt_tokens;
         self.output_tokens += o.output_tokens;
+        self.cached_tokens += o.cached_tokens;
     }
 
     fn group(&self, name: &str, duration: f64) -> Group {
@@ -788,22 +791,15 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         }
     }
 
-    /// The share of the prompt tokens `pools` took in that their prefix caches held, where
-    /// the trace names prompts' prefixes.
-    fn prefix_hit<'p>(&self, pools: impl Iterator<Item = &'p Pool<'a>>) -> Option<f64>
-    where
-        'a: 'p,
-    {
-        if !self.scn.trace.iter().any(|r| r.prefix.is_some()) {
-            return None;
+    /// `c` as a report's group named `name` over `duration` seconds, with the share of its
+    /// completed requests' prompt tokens their replicas found cached where the trace names
+    /// prompts' prefixes.
+    fn group_of(&self, c: &Cell, name: &str, duration: f64) -> Group {
+        let mut g = c.group(name, duration);
+        if self.scn.trace.iter().any(|r| r.prefix.is_some()) {
+            g.prefix_hit = Some(c.cached_tokens as f64 / c.prompt_tokens.max(1) as f64);
         }
-        let (cached, computed) = pools
-            .flat_map(|q| &q.slots)
-            .map(|s| s.engine.counters())
-            .fold((0, 0), |(c, p), n| {
-                (c + n.tokens_cached, p + n.tokens_prefilled)
-            });
-        Some(cached as f64 / (cached + computed).max(1) as f64)
+        g
     }
 
     /// Request `k`'s first token reaches its client from provider `p`.
@@ -1062,6 +1058,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 }
                 cell.e2e.record(e2e);
                 cell.prompt_tokens += u64::from(r.a.prompt);
+                cell.cached_tokens += u64::from(r.cached);
                 cell.output_tokens += u64::from(r.a.output);
                 cell.good += u64::from(good);
                 cell.judged += judged;
@@ -1112,6 +1109,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 .filter(|&s| s != u32::MAX && !r.in_prefill),
             arrival_s: r.a.at,
             prompt: r.a.prompt,
+            cached: r.cached,
             output: r.a.output,
             attempts: r.attempts,
             failure: why,
@@ -1156,7 +1154,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 };
                 let name = format!("{what} of {} ({when})", self.scn.providers[p].name);
                 let to = b.min(end);
-                let mut g = cell.group(&name, (to - a).max(1e-9));
+                let mut g = self.group_of(cell, &name, (to - a).max(1e-9));
                 // The window's requests stream most of their tokens after it: its tok/s is
                 // what the fleet produced within it, from the time bins, a bin that straddles
                 // an edge counted for its share inside.
@@ -1185,7 +1183,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             for k in 0..nc {
                 c.merge(&self.cells[p * nc + k]);
             }
-            let mut g = c.group(&self.scn.providers[p].name, end);
+            let mut g = self.group_of(&c, &self.scn.providers[p].name, end);
             // A disaggregated provider's figures cover both its pools.
             let own: Vec<&Pool<'a>> = self.pools_of(p).map(|q| &self.pools[q]).collect();
             let busy: f64 = own.iter().flat_map(|q| &q.slots).map(|s| s.busy_s).sum();
@@ -1193,7 +1191,6 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let util = busy / (slots.max(1) as f64 * end);
             g.utilization = Some(util);
             g.preemptions = Some(own.iter().map(|q| q.preemptions).sum());
-            g.prefix_hit = self.prefix_hit(own.iter().copied());
             g.load = Some(0.0);
             if g.throughput_tok_s > 0.0 {
                 let (mut joules, mut usd) = (Some(0.0), Some(0.0));
@@ -1277,13 +1274,14 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             fleet.merge(&c);
             dist.class_ttft.push(c.ttft.clone());
             dist.class_tpot.push(c.tpot.clone());
-            classes.push(c.group(&self.scn.classes[k].name, end));
+            classes.push(self.group_of(&c, &self.scn.classes[k].name, end));
         }
         let cells = (0..np)
             .map(|p| {
                 (0..nc)
                     .map(|k| {
-                        self.cells[p * nc + k].group(
+                        self.group_of(
+                            &self.cells[p * nc + k],
                             &format!(
                                 "{}/{}",
                                 self.scn.providers[p].name, self.scn.classes[k].name
@@ -1294,7 +1292,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     .collect()
             })
             .collect();
-        let mut fleet_g = fleet.group("fleet", end);
+        let mut fleet_g = self.group_of(&fleet, "fleet", end);
         let busy: f64 = self
             .pools
             .iter()
@@ -1309,7 +1307,6 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 fleet_usd_h.map(|h| h / (fleet_g.throughput_tok_s * 3600.0) * 1e6);
         }
         fleet_g.preemptions = Some(self.pools.iter().map(|p| p.preemptions).sum());
-        fleet_g.prefix_hit = self.prefix_hit(self.pools.iter());
         let steps = self
             .pools
             .iter()
@@ -1372,7 +1369,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             failures,
             failure_windows,
             steady: self.steady.as_ref().map(|(w, cell)| {
-                cell.group(
+                self.group_of(
+                    cell,
                     &format!("arriving from {w:.0} s (after warm-up)"),
                     (end - w).max(1e-9),
                 )

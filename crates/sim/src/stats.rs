@@ -224,8 +224,8 @@ pub struct Group {
     pub load: Option<f64>,
     /// KV-cache preemptions (providers only).
     pub preemptions: Option<u64>,
-    /// Share of the prompt tokens its replicas took in that their prefix caches held, not
-    /// prefilled again (providers and the fleet, where the trace names prompts' prefixes).
+    /// Share of its completed requests' prompt tokens that their replicas found in their
+    /// prefix caches, not prefilled again (where the trace names prompts' prefixes).
     pub prefix_hit: Option<f64>,
     /// Facility energy per output token, J (providers only; needs a power figure).
     pub joules_per_token: Option<f64>,
@@ -350,6 +350,8 @@ pub struct Record<'a> {
     pub arrival_s: f64,
     /// Prompt tokens.
     pub prompt: u32,
+    /// Prompt tokens its replica found in its prefix cache, which it did not prefill.
+    pub cached: u32,
     /// Output tokens asked for, within the request's `max_tokens` and the context of the
     /// provider that took it: what a completed request produced, and what a failed one
     /// asked for (its failure says why it got none or fewer).
@@ -381,7 +383,7 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 impl Record<'_> {
     /// The CSV header matching [`Record::write_csv`].
     pub const CSV_HEADER: &'static str =
-        "id,class,provider,replica,arrival_s,prompt_tokens,output_tokens,attempts,status,reason,queue_s,ttft_s,tpot_s,e2e_s";
+        "id,class,provider,replica,arrival_s,prompt_tokens,output_tokens,attempts,status,reason,queue_s,ttft_s,tpot_s,e2e_s,cached_tokens";
 
     /// Appends the record as one CSV line (with its newline) to `out`.
     pub fn write_csv(&self, out: &mut String) {
@@ -389,7 +391,7 @@ impl Record<'_> {
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{:.6}",
+            "{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{:.6},{}",
             self.id,
             csv_field(self.class),
             csv_field(self.provider),
@@ -407,7 +409,8 @@ impl Record<'_> {
             opt(self.queue_s),
             opt(self.ttft_s),
             opt(self.tpot_s),
-            self.e2e_s
+            self.e2e_s,
+            self.cached
         );
     }
 }

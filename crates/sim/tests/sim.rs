@@ -179,10 +179,21 @@ fn littles_law_holds_on_the_per_request_records() {
     let (sum, csv) = run(&scn, &p);
     assert_eq!(sum.arrivals, 19_366);
     assert_eq!(sum.completed + sum.failed, sum.arrivals);
-    // W from the records themselves (last column), λ from the count and the run's length.
+    // W from the records themselves (their `e2e_s` column), λ from the count and the run's
+    // length.
+    let column = Record::CSV_HEADER
+        .split(',')
+        .position(|c| c == "e2e_s")
+        .expect("an e2e_s column");
     let e2e: Vec<f64> = csv
         .lines()
-        .map(|l| l.rsplit(',').next().expect("e2e").parse().expect("number"))
+        .map(|l| {
+            l.split(',')
+                .nth(column)
+                .expect("e2e")
+                .parse()
+                .expect("number")
+        })
         .collect();
     assert_eq!(e2e.len() as u64, sum.arrivals);
     let w = e2e.iter().sum::<f64>() / e2e.len() as f64;
@@ -1915,6 +1926,7 @@ fn a_replica_serves_cached_prefixes_from_a_trace_that_names_them() {
     let share = 199.0 * 4096.0 / (200.0 * 4608.0);
     assert!((hit - share).abs() < 1e-9, "hit {hit} against {share}");
     assert_eq!(off.providers[0].prefix_hit, Some(0.0));
+    assert_eq!(on.classes[0].prefix_hit, Some(hit));
     let (fast, slow) = (
         on.fleet.ttft_s.mean.expect("ttft"),
         off.fleet.ttft_s.mean.expect("ttft"),
