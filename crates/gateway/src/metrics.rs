@@ -37,7 +37,8 @@ pub const IN_FLIGHT: &str = "switchyard_in_flight_requests";
 pub const FALLBACKS: &str = "switchyard_fallbacks_total";
 /// Times a deployment was ejected by passive health checks.
 pub const EJECTIONS: &str = "switchyard_ejections_total";
-/// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them.
+/// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them, and
+/// `cached`: the input tokens an emulated engine found in its prefix cache.
 pub const TOKENS: &str = "switchyard_tokens_total";
 /// Requests per client key, by `key` (its name) and `outcome`: `admitted` past the key's limits
 /// once its body is read (it may still fail at a provider), or `rate_limited`, over its rate
@@ -112,7 +113,10 @@ fn describe() {
         EJECTIONS,
         "Times a deployment was ejected by passive health checks."
     );
-    describe_counter!(TOKENS, "Tokens, by type (input, output).");
+    describe_counter!(
+        TOKENS,
+        "Tokens, by type (input, output; cached: input found in a prefix cache)."
+    );
     describe_counter!(
         KEY_REQUESTS,
         "Requests per client key, by outcome: admitted or rate_limited."
@@ -137,6 +141,7 @@ pub struct Labels {
     outcomes: [(&'static str, Counter); OUTCOMES.len()],
     tokens_in: Counter,
     tokens_out: Counter,
+    tokens_cached: Counter,
 }
 
 impl Labels {
@@ -162,6 +167,7 @@ impl Labels {
             outcomes: OUTCOMES.map(|o| (o, counter!(REQUESTS, &with("outcome", o)))),
             tokens_in: counter!(TOKENS, &with("type", "input")),
             tokens_out: counter!(TOKENS, &with("type", "output")),
+            tokens_cached: counter!(TOKENS, &with("type", "cached")),
         }
     }
 
@@ -183,6 +189,11 @@ impl Labels {
     /// Time per output token.
     pub fn tpot(&self, s: f64) {
         self.tpot.record(s);
+    }
+
+    /// Input tokens an engine found in its prefix cache for a request.
+    pub fn cached(&self, tokens: u32) {
+        self.tokens_cached.increment(u64::from(tokens));
     }
 
     /// An attempt failed; `ejected` if that ejected the deployment.

@@ -1097,6 +1097,7 @@ pub(crate) async fn handle(
                         tpot_s,
                         cached,
                     }) => {
+                        d.labels.cached(cached);
                         let mut r = route.router();
                         r.first_token(i, gw.now_s(), ttft_s, prefilled(ahead, cached));
                         r.succeeded(i, gw.now_s(), tpot_s);
@@ -1135,6 +1136,7 @@ pub(crate) async fn handle(
                     Relay::Emu(_, fmt) => fmt.cached_tokens,
                     Relay::Http(..) => 0,
                 };
+                d.labels.cached(cached);
                 route
                     .router()
                     .first_token(i, gw.now_s(), ttft, prefilled(ahead, cached));

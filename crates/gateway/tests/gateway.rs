@@ -1084,6 +1084,12 @@ async fn an_emulated_pool_serves_a_conversations_earlier_turns_from_its_prefix_c
         assert_eq!(told, cached);
         if caching {
             assert!(cached >= 1_150, "cached {cached}, prefilled {prefilled}");
+            let counted = metric(
+                &url,
+                r#"switchyard_tokens_total{model="m",provider="gpu",type="cached"}"#,
+            )
+            .await;
+            assert_eq!(counted, Some(cached as f64));
         } else {
             assert_eq!(cached, 0, "prefilled {prefilled}");
         }
