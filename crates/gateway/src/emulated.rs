@@ -239,13 +239,17 @@ fn spawn_replicas(
 /// Tokens a prefix block of a prompt stands for: vLLM's KV-cache block.
 const PREFIX_BLOCK_TOKENS: u32 = 16;
 
-/// A prompt's prefix as a chain of hashes of its text as sent, in blocks of 16 tokens
-/// (vLLM's KV-cache block) at the four bytes a token the gateway counts prompts by: a chat
-/// request's tools and then its messages one after another, or a completion's prompt. Each hash covers its
-/// block and every block before it, so two prompts share a run of hashes exactly as far as
-/// their texts agree, block for block. The last, partial block is left out, as an engine
-/// caches only full blocks. `None` for a batch of prompts, or a prompt shorter than a block.
-pub fn prompt_prefix(body: &Value) -> Option<Prefix> {
+/// A prompt's prefix as a chain of hashes of its text as sent, in blocks of 64 bytes (16
+/// tokens, vLLM's KV-cache block, at the four bytes a token the gateway counts prompts by):
+/// a chat request's tools and then its messages one after another, or a completion's
+/// prompt. Each hash covers its block and every block before it, so two prompts share a run
+/// of hashes exactly as far as their texts agree, block for block. The last, partial block
+/// is left out, as an engine caches only full blocks. A block stands for the tokens its
+/// bytes are of the request's `prompt_tokens`, rounded down: the text as sent carries its
+/// framing (keys, quotes), which the count leaves out, and a block counted at 16 tokens
+/// called a new last message cached. `None` for a batch of prompts, or a prompt shorter
+/// than a block.
+pub fn prompt_prefix(body: &Value, prompt_tokens: u32) -> Option<Prefix> {
     let mut text = Vec::new();
     match (body.get("messages"), body.get("prompt")) {
         (Some(Value::Array(messages)), _) => {
@@ -261,9 +265,12 @@ pub fn prompt_prefix(body: &Value) -> Option<Prefix> {
         (_, Some(prompt)) => serde_json::to_writer(&mut text, prompt).ok()?,
         _ => return None,
     }
+    let block_bytes = 4 * PREFIX_BLOCK_TOKENS as usize;
+    let block_tokens =
+        (u64::from(prompt_tokens) * block_bytes as u64 / text.len().max(1) as u64).max(1);
     let mut chain = 0u64;
     let hashes: Vec<u64> = text
-        .chunks_exact(4 * PREFIX_BLOCK_TOKENS as usize)
+        .chunks_exact(block_bytes)
         .map(|block| {
             let mut h = DefaultHasher::new();
             chain.hash(&mut h);
@@ -274,7 +281,7 @@ pub fn prompt_prefix(body: &Value) -> Option<Prefix> {
         .collect();
     (!hashes.is_empty()).then(|| Prefix {
         hashes: hashes.into(),
-        block_tokens: PREFIX_BLOCK_TOKENS,
+        block_tokens: block_tokens.min(u64::from(PREFIX_BLOCK_TOKENS)) as u32,
     })
 }
 
@@ -700,8 +707,8 @@ mod tests {
             {"role": "user", "content": "What is a wafer?"},
             {"role": "assistant", "content": "A disc of silicon."},
             {"role": "user", "content": "And a reticle?"}]});
-        let a = prompt_prefix(&first).expect("a prefix");
-        let b = prompt_prefix(&second).expect("a prefix");
+        let a = prompt_prefix(&first, u32::MAX).expect("a prefix");
+        let b = prompt_prefix(&second, u32::MAX).expect("a prefix");
         assert_eq!(a.block_tokens, 16);
         let shared = a
             .hashes
@@ -712,21 +719,26 @@ mod tests {
         assert_eq!(shared.count(), a.hashes.len());
         assert!(b.hashes.len() > a.hashes.len());
         let other = json!({"messages": [{"role": "system", "content": format!("!{system}")}]});
-        let c = prompt_prefix(&other).expect("a prefix");
+        let c = prompt_prefix(&other, u32::MAX).expect("a prefix");
         assert_ne!(c.hashes[0], a.hashes[0]);
         // Tools come first: the same tools before a new conversation share their blocks.
         let tools = json!([{"type": "function", "function": {"name": "lookup", "description": "d".repeat(300)}}]);
         let with = |content: &str| {
             prompt_prefix(
                 &json!({"tools": tools, "messages": [{"role": "user", "content": content}]}),
+                u32::MAX,
             )
             .expect("a prefix")
         };
         let (x, y) = (with("first question"), with("second question"));
         assert_eq!(x.hashes[..4], y.hashes[..4]);
-        assert!(prompt_prefix(&json!({"prompt": ["one", "two"]})).is_none());
-        assert!(prompt_prefix(&json!({"prompt": "short"})).is_none());
-        assert!(prompt_prefix(&json!({"prompt": system})).is_some());
+        assert!(prompt_prefix(&json!({"prompt": ["one", "two"]}), 2).is_none());
+        assert!(prompt_prefix(&json!({"prompt": "short"}), 2).is_none());
+        assert!(prompt_prefix(&json!({"prompt": system}), u32::MAX).is_some());
+        // A block stands for its share of the prompt's counted tokens, rounded down: 6,402
+        // bytes counted as 800 tokens make 7 a block.
+        let dense = prompt_prefix(&json!({"prompt": "x".repeat(6400)}), 800).expect("a prefix");
+        assert_eq!((dense.hashes.len(), dense.block_tokens), (100, 7));
     }
 
     /// A conversation's next turn goes to the replica that served its first, though the
@@ -740,7 +752,7 @@ mod tests {
             let mut messages = vec![json!({"role": "system", "content": "y".repeat(8000)})];
             messages
                 .extend((0..n).map(|k| json!({"role": "user", "content": format!("turn {k}")})));
-            prompt_prefix(&json!({ "messages": messages }))
+            prompt_prefix(&json!({ "messages": messages }), u32::MAX)
         };
         let counters = |i: usize| pool.replicas[i].lock().engine.counters().to_owned();
         // A long answer keeps replica 0 busy while the first turn goes to replica 1.
@@ -764,8 +776,9 @@ mod tests {
             2
         );
         let (zero, one) = (counters(0), counters(1));
-        assert_eq!(one.tokens_cached, 2016, "{one:?}");
-        assert_eq!(one.tokens_prefilled, 2010 + 2020 - 2016);
+        // All of the first turn's prompt, its last block as far as that prompt reached.
+        assert_eq!(one.tokens_cached, 2010, "{one:?}");
+        assert_eq!(one.tokens_prefilled, 2010 + 2020 - 2010);
         assert_eq!((zero.tokens_cached, zero.tokens_prefilled), (0, 1000));
     }
 

@@ -529,7 +529,7 @@ async fn attempt(
             let started = timeout(limit, async {
                 let prefix = pool
                     .caches_prefixes()
-                    .then(|| crate::emulated::prompt_prefix(&req.body))
+                    .then(|| crate::emulated::prompt_prefix(&req.body, req.prompt_tokens))
                     .flatten();
                 let mut s = pool.submit(req.prompt_tokens, output, prefix).await?;
                 let e = s.next().await;

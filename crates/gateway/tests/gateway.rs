@@ -1078,12 +1078,13 @@ async fn an_emulated_pool_serves_a_conversations_earlier_turns_from_its_prefix_c
             user("And a reticle?"),
         ])
         .await;
-        // The first turn's 4,800 characters of system prompt are 1,200 tokens or so; the
-        // answer's usage tells the client as many as /health counts.
+        // The first turn's 4,800 characters of system prompt are 1,200 tokens or so, found
+        // at what its text's blocks are of the counted tokens; the answer's usage tells the
+        // client as many as /health counts.
         let (cached, prefilled) = tokens(&health(&url).await);
         assert_eq!(told, cached);
         if caching {
-            assert!(cached >= 1_150, "cached {cached}, prefilled {prefilled}");
+            assert!(cached >= 1_000, "cached {cached}, prefilled {prefilled}");
             let counted = metric(
                 &url,
                 r#"switchyard_tokens_total{model="m",provider="gpu",type="cached"}"#,

@@ -207,6 +207,8 @@ pub struct Prefix {
 struct Entry {
     /// Engine blocks it holds.
     blocks: u32,
+    /// Prompt tokens it holds (its hash's block, or the part of it a prompt reached).
+    tokens: u32,
     /// Running sequences that share it; with none it is evictable, its blocks free.
     refs: u32,
     /// When it last became evictable, its key in [`PrefixCache::idle`].
@@ -227,12 +229,20 @@ struct PrefixCache {
 }
 
 impl PrefixCache {
-    /// How many of `hashes`, from the first, are published.
-    fn found(&self, hashes: &[u64]) -> usize {
-        hashes
-            .iter()
-            .take_while(|h| self.entries.contains_key(h))
-            .count()
+    /// How many of `hashes`, from the first, are published; the prompt tokens they hold;
+    /// and the blocks of those already in use, which a sequence sharing them takes no room
+    /// for (the others it takes out of the free blocks).
+    fn found(&self, hashes: &[u64]) -> (usize, u64, u32) {
+        let (mut n, mut tokens, mut in_use) = (0, 0, 0);
+        for h in hashes {
+            let Some(e) = self.entries.get(h) else { break };
+            n += 1;
+            tokens += u64::from(e.tokens);
+            if e.refs > 0 {
+                in_use += e.blocks;
+            }
+        }
+        (n, tokens, in_use)
     }
 
     /// A running sequence shares the published block `hash`: returns its blocks, and
@@ -248,12 +258,14 @@ impl PrefixCache {
         Some((e.blocks, was_idle))
     }
 
-    /// Publishes `hash`, holding `blocks` blocks, shared by the one sequence that made it.
-    fn publish(&mut self, hash: u64, blocks: u32) {
+    /// Publishes `hash`, holding `tokens` prompt tokens in `blocks` blocks, shared by the one
+    /// sequence that made it.
+    fn publish(&mut self, hash: u64, tokens: u32, blocks: u32) {
         self.entries.insert(
             hash,
             Entry {
                 blocks,
+                tokens,
                 refs: 1,
                 since: 0,
             },
@@ -539,13 +551,12 @@ impl<S: StepTime> Replica<S> {
     /// (in whichever group holds most), as admission would find them were the request
     /// admitted at once: the last prompt token is never among them.
     pub fn cached_tokens(&self, prefix: &Prefix, prompt: u32) -> u32 {
-        let blocks = self
+        let tokens = self
             .caches
             .iter()
-            .map(|c| c.found(&prefix.hashes))
+            .map(|c| c.found(&prefix.hashes).1)
             .max()
             .unwrap_or(0);
-        let tokens = blocks as u64 * u64::from(prefix.block_tokens);
         tokens.min(u64::from(prompt.saturating_sub(1))) as u32
     }
 
@@ -668,6 +679,11 @@ impl<S: StepTime> Replica<S> {
                     .max(self.config.blocks_for(front.target))
             };
             // The most a group's budget could make it need.
+            // What it would share of its prompt already in use in each group takes no room.
+            let in_use = |g: usize| match self.prefixes.get(&front.id) {
+                Some(p) if front.kv == 0 && !front.decoding() => self.caches[g].found(&p.hashes).2,
+                _ => 0,
+            };
             let need = need_of(want_in(share));
             // The group with the most free blocks, the first of equals, among those with room
             // in their own batch and tokens left in their own budget (each group is an engine
@@ -677,7 +693,7 @@ impl<S: StepTime> Replica<S> {
                 .iter()
                 .enumerate()
                 .filter(|(g, f)| {
-                    **f >= need
+                    **f >= need.saturating_sub(in_use(*g))
                         && budgets[*g] > 0
                         && in_group.as_ref().is_none_or(|n| n[*g] < per_group)
                 })
@@ -695,7 +711,7 @@ impl<S: StepTime> Replica<S> {
             if s.kv == 0 && !s.decoding() && !self.prefixes.is_empty() {
                 if let Some(p) = self.prefixes.get(&s.id) {
                     let cache = &mut self.caches[g];
-                    let n = cache.found(&p.hashes);
+                    let (n, tokens, _) = cache.found(&p.hashes);
                     for &h in &p.hashes[..n] {
                         if let Some((b, was_free)) = cache.share(h) {
                             s.shared += b;
@@ -705,8 +721,7 @@ impl<S: StepTime> Replica<S> {
                         }
                     }
                     s.held = n as u32;
-                    let found = n as u64 * u64::from(p.block_tokens);
-                    let found = found.min(u64::from(s.prompt - 1)) as u32;
+                    let found = tokens.min(u64::from(s.prompt - 1)) as u32;
                     s.kv = found;
                     self.counters.tokens_cached += u64::from(found);
                     sink(Event::Cached(s.id, found));
@@ -833,7 +848,8 @@ impl<S: StepTime> Replica<S> {
             s.kv += chunk;
             if !was_decoding {
                 prefilled += u64::from(chunk);
-                if caching && s.decoding() {
+                // Each block of the prompt is published as soon as it is computed.
+                if caching {
                     if let Some(p) = prefixes.get(&s.id) {
                         let g = s.group;
                         let (t, gv) = publish(&mut caches[g], config, p, s);
@@ -860,7 +876,9 @@ impl<S: StepTime> Replica<S> {
         // An ended request's shared blocks are free, and stay cached until needed.
         for (id, g, held) in ended {
             if let Some(p) = self.prefixes.remove(&id) {
-                for &h in &p.hashes[..held as usize] {
+                // The tail first, so that it is the first to go: a prefix cut short still
+                // serves its beginning (vLLM frees a sequence's blocks so too).
+                for &h in p.hashes[..held as usize].iter().rev() {
                     self.free_blocks[g] += self.caches[g].release(h);
                 }
             }
@@ -913,7 +931,7 @@ impl<S: StepTime> Replica<S> {
     fn unshare(&mut self, s: &mut Seq) {
         if let Some(p) = self.prefixes.get(&s.id) {
             let g = s.group;
-            for &h in &p.hashes[..s.held as usize] {
+            for &h in p.hashes[..s.held as usize].iter().rev() {
                 self.free_blocks[g] += self.caches[g].release(h);
             }
             self.caches[g].trim(self.free_blocks[g]);
@@ -939,23 +957,25 @@ impl<S: StepTime> Replica<S> {
     }
 }
 
-/// Publishes the blocks of `s`'s prompt past those it shares, its prompt now prefilled:
-/// each goes into `cache` under its hash, shared by `s` and no longer its own; where the
-/// same block was published meanwhile (another sequence with the same prefix), `s` shares
-/// that one and gives up its own copy. Returns the blocks that sat free and are shared again,
-/// and the blocks `s` gave up.
+/// Publishes the blocks of `s`'s prompt past those it shares that its cache now holds whole
+/// (or to the prompt's end): each goes into `cache` under its hash, shared by `s` and no
+/// longer its own; where the same block was published meanwhile (another sequence with the
+/// same prefix), `s` shares that one and gives up its own copy. Returns the blocks that sat
+/// free and are shared again, and the blocks `s` gave up.
 fn publish(cache: &mut PrefixCache, config: &EngineConfig, p: &Prefix, s: &mut Seq) -> (u32, u32) {
     let (mut taken, mut given) = (0, 0);
     let bt = u64::from(p.block_tokens);
+    let (prompt, kv) = (u64::from(s.prompt), u64::from(s.kv));
     for &h in &p.hashes[s.held as usize..] {
         let start = u64::from(s.held) * bt;
-        if start >= u64::from(s.prompt) {
+        let end = (start + bt).min(prompt);
+        if start >= prompt || end > kv {
             break;
         }
-        let end = (start + bt).min(u64::from(s.prompt)) as u32;
+        let (start, end) = (start as u32, end as u32);
         let own = config
             .blocks_for(end)
-            .saturating_sub(config.blocks_for(start as u32))
+            .saturating_sub(config.blocks_for(start))
             .min(s.blocks);
         s.blocks -= own;
         match cache.share(h) {
@@ -967,7 +987,7 @@ fn publish(cache: &mut PrefixCache, config: &EngineConfig, p: &Prefix, s: &mut S
                 s.shared += b;
             }
             None => {
-                cache.publish(h, own);
+                cache.publish(h, end - start, own);
                 s.shared += own;
             }
         }

@@ -832,3 +832,50 @@ proptest! {
         prop_assert_eq!(r.backlog_tokens(), 0);
     }
 }
+
+/// A prompt that shares blocks already in use needs room only for the rest: with 100
+/// blocks, a second prompt of 69 blocks, 64 of them shared with the one running, joins it
+/// in the 35 blocks left.
+#[test]
+fn sharing_blocks_in_use_needs_room_only_for_the_rest() {
+    let mut r = Replica::new(PerToken, config(8, 8192, 100));
+    r.submit_prefixed(ask(1, 1024, 50), prefix(&[7, 8]))
+        .expect("fits");
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    r.submit_prefixed(ask(2, 1100, 50), prefix(&[7, 8, 9]))
+        .expect("fits");
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    assert_eq!(r.running(), 2);
+    assert_eq!(r.used_blocks(), 64 + 1 + 5);
+}
+
+/// A released prompt's blocks go tail first, so a prefix cut short for room still serves its
+/// beginning; and a block is published as soon as a chunk completes it.
+#[test]
+fn a_prefix_loses_its_tail_first_and_is_published_chunk_by_chunk() {
+    let mut r = Replica::new(PerToken, config(8, 8192, 100));
+    r.submit_prefixed(ask(1, 1536, 1), prefix(&[1, 2, 3]))
+        .expect("fits");
+    run(&mut r);
+    // 35 blocks for another prompt leave room for two of the three cached 32-block entries.
+    r.submit(ask(2, 560, 1)).expect("fits");
+    run(&mut r);
+    r.submit_prefixed(ask(3, 1025, 1), prefix(&[1, 2, 4]))
+        .expect("fits");
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 1024);
+    // Chunks of 512 tokens: the first block of a long prompt is there after its first step.
+    let mut r = Replica::new(PerToken, config(8, 512, 1000));
+    r.submit_prefixed(ask(1, 2048, 1), prefix(&[1, 2, 3, 4]))
+        .expect("fits");
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    r.submit_prefixed(ask(2, 1000, 1), prefix(&[1, 5]))
+        .expect("fits");
+    assert_eq!(r.cached_tokens(&prefix(&[1, 5]), 1000), 512);
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 512);
+}

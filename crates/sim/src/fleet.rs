@@ -796,8 +796,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     /// prompts' prefixes.
     fn group_of(&self, c: &Cell, name: &str, duration: f64) -> Group {
         let mut g = c.group(name, duration);
-        if self.scn.trace.iter().any(|r| r.prefix.is_some()) {
-            g.prefix_hit = Some(c.cached_tokens as f64 / c.prompt_tokens.max(1) as f64);
+        if c.prompt_tokens > 0 && self.scn.trace.iter().any(|r| r.prefix.is_some()) {
+            g.prefix_hit = Some(c.cached_tokens as f64 / c.prompt_tokens as f64);
         }
         g
     }

@@ -101,8 +101,10 @@ fn number(field: &str, v: &serde_json::Value) -> Result<f64, String> {
         .ok_or_else(|| format!("field `{field}`: {v} is not a number"))
 }
 
-/// A row's `hash_ids`: absent, null or a list of whole numbers from 0 to 2^64 − 1.
-fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
+/// A row's `hash_ids`: absent, null or a list of whole numbers from 0 to 2^64 − 1, an id a
+/// block of [`PREFIX_BLOCK_TOKENS`] of a `prompt`-token prompt: no more of them than its
+/// blocks, and none twice (an id names a block and all before it).
+fn hash_ids(v: &serde_json::Value, prompt: u32) -> Result<Option<Arc<[u64]>>, String> {
     let list = match v {
         serde_json::Value::Null => return Ok(None),
         serde_json::Value::Array(list) => list,
@@ -119,6 +121,19 @@ fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
             })
         })
         .collect::<Result<Vec<u64>, String>>()?;
+    let blocks = prompt.div_ceil(PREFIX_BLOCK_TOKENS) as usize;
+    if ids.len() > blocks {
+        return Err(format!(
+            "field `hash_ids`: {} ids for a prompt of {prompt} tokens, {blocks} blocks of {PREFIX_BLOCK_TOKENS}",
+            ids.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((k, id)) = ids.iter().enumerate().find(|(_, id)| !seen.insert(**id)) {
+        return Err(format!(
+            "field `hash_ids`: element {k}, {id}, repeats an id before it (an id names a block and all before it)"
+        ));
+    }
     Ok((!ids.is_empty()).then(|| Arc::from(ids)))
 }
 
@@ -328,17 +343,18 @@ fn parse_json_lines(text: &str, origin: &str) -> Result<Vec<TraceRow>, SimError>
         };
         let arrival_s = within_span(at - *first.get_or_insert(at))
             .map_err(|m| err(n, format!("field `timestamp`: {m}")))?;
+        let prompt = count(
+            "input_length",
+            number("input_length", &r.input_length).map_err(field)?,
+        )?;
         rows.push(TraceRow {
             arrival_s,
-            prompt: count(
-                "input_length",
-                number("input_length", &r.input_length).map_err(field)?,
-            )?,
+            prompt,
             output: count(
                 "output_length",
                 number("output_length", &r.output_length).map_err(field)?,
             )?,
-            prefix: hash_ids(&r.hash_ids).map_err(field)?,
+            prefix: hash_ids(&r.hash_ids, prompt).map_err(field)?,
         });
     }
     if rows.is_empty() {

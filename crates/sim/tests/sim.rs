@@ -949,6 +949,14 @@ fn azure_wall_clock_and_mooncake_json_traces_replay_too() {
             "\"timestamp\": 0, \"input_length\": 5, \"output_length\": 5, \"hash_ids\": 7",
             "`hash_ids`",
         ),
+        (
+            "\"timestamp\": 0, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 2, 3]",
+            "3 ids for a prompt of 600 tokens",
+        ),
+        (
+            "\"timestamp\": 0, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [1, 2, 1]",
+            "element 2, 1, repeats",
+        ),
     ] {
         let e = parse_trace(&format!("{{{row}}}\n"), "m.jsonl")
             .expect_err("bad")
