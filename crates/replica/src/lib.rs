@@ -24,10 +24,11 @@
 //!
 //! A request may name its prompt's prefix as a chain of block hashes ([`Prefix`], as the
 //! Mooncake traces give them), and the engine caches prefixes as vLLM's automatic prefix
-//! caching and SGLang's radix cache do: once a prompt is prefilled its blocks are published
-//! under their hashes, and a prompt that begins with published blocks shares them, prefilling
-//! only the rest. A block held by no running sequence stays cached in the free pool until a
-//! sequence needs the room, the least recently used first.
+//! caching and SGLang's radix cache do: each block of a prompt is published under its hash
+//! as its chunk is prefilled, and a prompt that begins with published blocks shares them,
+//! needing room and a pass only for the rest. A block held by no running sequence stays
+//! cached in the free pool until a sequence needs the room, the least recently used first
+//! and a prompt's tail before its beginning.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
