@@ -504,7 +504,25 @@ impl<S: StepTime> Replica<S> {
     /// # Errors
     /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
     pub fn submit_prefilled(&mut self, r: Request) -> Result<(), Refusal> {
-        self.submit(r)?;
+        self.submit_prefilled_prefixed(r, None)
+    }
+
+    /// [`Replica::submit_prefilled`] for a request whose prompt begins with `prefix`: at
+    /// admission it shares the blocks of it already published here, holding no copy of its
+    /// own for them, and publishes the rest of its cache, as a prefilled sequence holds it
+    /// whole (its prompt's pass was elsewhere, so nothing is counted as found cached).
+    ///
+    /// # Errors
+    /// [`Refusal::TooLong`] when the request could never fit in the KV cache.
+    pub fn submit_prefilled_prefixed(
+        &mut self,
+        r: Request,
+        prefix: Option<Prefix>,
+    ) -> Result<(), Refusal> {
+        match prefix {
+            Some(p) => self.submit_prefixed(r, p)?,
+            None => self.submit(r)?,
+        }
         if let Some(s) = self.waiting.back_mut() {
             self.queued_tokens -= u64::from(s.target);
             s.kv = s.target;
@@ -682,8 +700,8 @@ impl<S: StepTime> Replica<S> {
             // The most a group's budget could make it need.
             // What it would share of its prompt already in use in each group takes no room.
             let in_use = |g: usize| match self.prefixes.get(&front.id) {
-                Some(p) if front.kv == 0 && !front.decoding() => self.caches[g].found(&p.hashes).2,
-                _ => 0,
+                Some(p) => self.caches[g].found(&p.hashes).2,
+                None => 0,
             };
             let need = need_of(want_in(share));
             // The group with the most free blocks, the first of equals, among those with room
@@ -707,9 +725,10 @@ impl<S: StepTime> Replica<S> {
                 break;
             };
             self.queued_tokens -= u64::from(s.target - s.kv);
-            // It shares what is published of its prompt, without a pass and without blocks
-            // of its own for it; blocks that sat free are in use again.
-            if s.kv == 0 && !s.decoding() && !self.prefixes.is_empty() {
+            // It shares what is published of its prompt, without blocks of its own for it
+            // (blocks that sat free are in use again), and, unless its cache arrived with it
+            // (disaggregated serving), without a pass.
+            if !self.prefixes.is_empty() {
                 if let Some(p) = self.prefixes.get(&s.id) {
                     let cache = &mut self.caches[g];
                     let (n, tokens, _) = cache.found(&p.hashes);
@@ -722,10 +741,12 @@ impl<S: StepTime> Replica<S> {
                         }
                     }
                     s.held = n as u32;
-                    let found = tokens.min(u64::from(s.prompt - 1)) as u32;
-                    s.kv = found;
-                    self.counters.tokens_cached += u64::from(found);
-                    sink(Event::Cached(s.id, found));
+                    if !s.decoding() {
+                        let found = tokens.min(u64::from(s.prompt - 1)) as u32;
+                        s.kv = found;
+                        self.counters.tokens_cached += u64::from(found);
+                        sink(Event::Cached(s.id, found));
+                    }
                 }
             }
             let need = need.saturating_sub(s.shared);
@@ -742,6 +763,13 @@ impl<S: StepTime> Replica<S> {
             s.chunk = want;
             self.free_blocks[g] -= need;
             self.caches[g].trim(self.free_blocks[g]);
+            // A cache that arrived whole is published at once.
+            if s.decoding() && !self.prefixes.is_empty() {
+                if let Some(p) = self.prefixes.get(&s.id) {
+                    let (taken, given) = publish(&mut self.caches[g], &self.config, p, &mut s);
+                    self.free_blocks[g] = self.free_blocks[g] + given - taken;
+                }
+            }
             budgets[g] -= want;
             if !s.scheduled {
                 s.scheduled = true;

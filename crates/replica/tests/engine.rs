@@ -879,3 +879,25 @@ fn a_prefix_loses_its_tail_first_and_is_published_chunk_by_chunk() {
     run(&mut r);
     assert_eq!(r.counters().tokens_cached, 512);
 }
+
+/// Requests prefilled elsewhere with one prefix share its blocks where they decode: the
+/// second holds only the block its next token writes into; none counts as found cached,
+/// its prompt's pass having been elsewhere.
+#[test]
+fn prefilled_requests_alike_share_their_prefix_where_they_decode() {
+    let mut r = Replica::new(PerToken, config(8, 8192, 10_000));
+    r.submit_prefilled_prefixed(ask(1, 1024, 10), Some(prefix(&[7, 8])))
+        .expect("fits");
+    let mut ev = Vec::new();
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    r.finish_step(&mut |e| ev.push(e));
+    assert_eq!(r.used_blocks(), 65);
+    r.submit_prefilled_prefixed(ask(2, 1024, 10), Some(prefix(&[7, 8])))
+        .expect("fits");
+    r.start_step(&mut |e| ev.push(e)).expect("a step");
+    assert_eq!(r.used_blocks(), 64 + 1 + 1);
+    r.finish_step(&mut |e| ev.push(e));
+    run(&mut r);
+    assert_eq!(r.counters().tokens_cached, 0);
+    assert_eq!(r.used_blocks(), 0);
+}

@@ -705,14 +705,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             let refuses =
                 self.pools[p].outages > 0 || (q != p && self.pools[p].tree.best().is_none());
             // Where its prompt runs, a replica finds what it cached of the prompt's prefix.
-            let prefix =
-                r.a.trace_row
-                    .filter(|_| self.scn.providers[p].prefix_caching)
-                    .and_then(|i| self.scn.trace[i as usize].prefix.clone())
-                    .map(|hashes| Prefix {
-                        hashes,
-                        block_tokens: PREFIX_BLOCK_TOKENS,
-                    });
+            let prefix = prefix_of(self.scn, p, &r.a);
             let pool = &mut self.pools[q];
             let slot = match &prefix {
                 _ if refuses => None,
@@ -759,11 +752,14 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     fn transferred(&mut self, k: u32) {
         let r = self.reqs[k as usize];
         let p = r.provider as usize;
+        // Its decode replica shares what it holds of the prompt's prefix: the one that holds
+        // most for its load, as where prompts run.
+        let prefix = prefix_of(self.scn, p, &r.a);
         let pool = &mut self.pools[p];
-        let slot = if pool.outages > 0 {
-            None
-        } else {
-            pool.tree.best()
+        let slot = match &prefix {
+            _ if pool.outages > 0 => None,
+            Some(px) => pool.prefix_aware(px, r.a.prompt),
+            None => pool.tree.best(),
         };
         let Some(s) = slot else {
             self.lost(k, true);
@@ -774,7 +770,11 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             prompt: r.a.prompt,
             output: r.a.output,
         };
-        if pool.slots[s].engine.submit_prefilled(req).is_err() {
+        if pool.slots[s]
+            .engine
+            .submit_prefilled_prefixed(req, prefix)
+            .is_err()
+        {
             self.router.abandoned(p);
             self.end(k, Some(reason::PAST_KV));
             return;
@@ -1381,4 +1381,16 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         };
         (summary, dist)
     }
+}
+
+/// The prefix of arrival `a`'s prompt, for provider `p`'s replicas to find cached, where the
+/// trace names it and the provider caches prefixes.
+fn prefix_of(scn: &Scenario<'_>, p: usize, a: &Arrival) -> Option<Prefix> {
+    a.trace_row
+        .filter(|_| scn.providers[p].prefix_caching)
+        .and_then(|i| scn.trace[i as usize].prefix.clone())
+        .map(|hashes| Prefix {
+            hashes,
+            block_tokens: PREFIX_BLOCK_TOKENS,
+        })
 }
