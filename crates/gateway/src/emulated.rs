@@ -287,7 +287,7 @@ pub fn prompt_prefix(body: &Value, prompt_tokens: u32) -> Option<Prefix> {
 
 /// The replica with the fewest tokens to get through before it is done with a prompt of
 /// `prompt` tokens that begins with `prefix` (its cached prefix counted off), the fewer
-/// requests among equals.
+/// requests among equals ([`Replica::balance_key`], as in the simulator).
 fn by_prefix(
     replicas: &[Arc<EmuReplica>],
     prefix: &Prefix,
@@ -295,13 +295,7 @@ fn by_prefix(
 ) -> Option<Arc<EmuReplica>> {
     replicas
         .iter()
-        .min_by_key(|r| {
-            let s = r.lock();
-            (
-                s.engine.tokens_before_done(prefix, prompt),
-                s.engine.outstanding(),
-            )
-        })
+        .min_by_key(|r| r.lock().engine.balance_key(prefix, prompt))
         .cloned()
 }
 

@@ -119,16 +119,6 @@ struct EmuFormat {
     at: usize,
 }
 
-/// What the router expected as it sent a request, told with the prompt its engine
-/// prefilled: a prompt found nearly all in the prefix cache, counted whole, taught the router
-/// a first token many times quicker than a prompt of that length takes.
-fn prefilled(ahead: switchyard_router::Sent, cached: u32) -> switchyard_router::Sent {
-    switchyard_router::Sent {
-        prompt_tokens: ahead.prompt_tokens.saturating_sub(cached).max(1),
-        ..ahead
-    }
-}
-
 /// Where filler text of `tokens` words first holds one of `stops`: the words written until
 /// the first sequence is complete (a model stops at the token that completes one), and the
 /// length of the text before it, which is all the client sees. The filler repeats every
@@ -1099,7 +1089,7 @@ pub(crate) async fn handle(
                     }) => {
                         d.labels.cached(cached);
                         let mut r = route.router();
-                        r.first_token(i, gw.now_s(), ttft_s, prefilled(ahead, cached));
+                        r.first_token(i, gw.now_s(), ttft_s, ahead.prefilled(cached));
                         r.succeeded(i, gw.now_s(), tpot_s);
                         drop(r);
                         d.labels.ttft(ttft_s);
@@ -1139,7 +1129,7 @@ pub(crate) async fn handle(
                 d.labels.cached(cached);
                 route
                     .router()
-                    .first_token(i, gw.now_s(), ttft, prefilled(ahead, cached));
+                    .first_token(i, gw.now_s(), ttft, ahead.prefilled(cached));
                 d.labels.ttft(ttft);
                 let relayer = Relayer::new(
                     Arc::clone(&gw),

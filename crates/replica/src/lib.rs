@@ -273,6 +273,13 @@ impl PrefixCache {
         );
     }
 
+    /// A running sequence no longer shares the blocks of `hashes`: returns the blocks that
+    /// became free. The tail goes first, so that it is the first to go: a prefix cut short
+    /// still serves its beginning (vLLM frees a sequence's blocks so too).
+    fn release_all(&mut self, hashes: &[u64]) -> u32 {
+        hashes.iter().rev().map(|&h| self.release(h)).sum()
+    }
+
     /// A running sequence no longer shares `hash`: returns the blocks that became free.
     fn release(&mut self, hash: u64) -> u32 {
         let Some(e) = self.entries.get_mut(&hash) else {
@@ -591,6 +598,13 @@ impl<S: StepTime> Replica<S> {
         u64::from(own) + self.backlog_tokens()
     }
 
+    /// What a balancer sends a prompt of `prompt` tokens beginning with `prefix` to the
+    /// replica with the least of: [`Replica::tokens_before_done`], the fewer requests
+    /// among equals. The simulator's pools and the emulated provider's choose by it alike.
+    pub fn balance_key(&self, prefix: &Prefix, prompt: u32) -> (u64, usize) {
+        (self.tokens_before_done(prefix, prompt), self.outstanding())
+    }
+
     /// Counters since the engine was made.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -697,12 +711,12 @@ impl<S: StepTime> Replica<S> {
                     .blocks_for(front.kv + want)
                     .max(self.config.blocks_for(front.target))
             };
-            // The most a group's budget could make it need.
             // What it would share of its prompt already in use in each group takes no room.
             let in_use = |g: usize| match self.prefixes.get(&front.id) {
                 Some(p) => self.caches[g].found(&p.hashes).2,
                 None => 0,
             };
+            // The most a group's budget could make it need.
             let need = need_of(want_in(share));
             // The group with the most free blocks, the first of equals, among those with room
             // in their own batch and tokens left in their own budget (each group is an engine
@@ -905,11 +919,7 @@ impl<S: StepTime> Replica<S> {
         // An ended request's shared blocks are free, and stay cached until needed.
         for (id, g, held) in ended {
             if let Some(p) = self.prefixes.remove(&id) {
-                // The tail first, so that it is the first to go: a prefix cut short still
-                // serves its beginning (vLLM frees a sequence's blocks so too).
-                for &h in p.hashes[..held as usize].iter().rev() {
-                    self.free_blocks[g] += self.caches[g].release(h);
-                }
+                self.free_blocks[g] += self.caches[g].release_all(&p.hashes[..held as usize]);
             }
         }
         for (cache, &free) in self.caches.iter_mut().zip(&self.free_blocks) {
@@ -960,9 +970,7 @@ impl<S: StepTime> Replica<S> {
     fn unshare(&mut self, s: &mut Seq) {
         if let Some(p) = self.prefixes.get(&s.id) {
             let g = s.group;
-            for &h in p.hashes[..s.held as usize].iter().rev() {
-                self.free_blocks[g] += self.caches[g].release(h);
-            }
+            self.free_blocks[g] += self.caches[g].release_all(&p.hashes[..s.held as usize]);
             self.caches[g].trim(self.free_blocks[g]);
         }
         s.held = 0;

@@ -150,17 +150,14 @@ struct Pool<'a> {
 
 impl<'a> Pool<'a> {
     /// The replica up for a prompt of `prompt` tokens that begins with `prefix`: the one
-    /// with the fewest tokens to get through before it is done with it
-    /// ([`Replica::tokens_before_done`]); ties go to the fewer requests.
+    /// with the fewest tokens to get through before it is done with it, the fewer requests
+    /// among equals ([`Replica::balance_key`]).
     fn prefix_aware(&self, prefix: &Prefix, prompt: u32) -> Option<usize> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.up)
-            .min_by_key(|(i, s)| {
-                let e = &s.engine;
-                (e.tokens_before_done(prefix, prompt), e.outstanding(), *i)
-            })
+            .min_by_key(|(i, s)| (s.engine.balance_key(prefix, prompt), *i))
             .map(|(i, _)| i)
     }
 
@@ -302,6 +299,8 @@ pub struct Distributions {
 
 struct Sim<'s, 'a, F> {
     scn: &'s Scenario<'a>,
+    /// Whether the trace names prompts' prefixes, so that reports give a share found cached.
+    prefixed: bool,
     params: &'a Params,
     now: f64,
     seq: u64,
@@ -396,6 +395,7 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
     let nc = scn.classes.len();
     let mut sim = Sim {
         scn,
+        prefixed: scn.trace.iter().any(|r| r.prefix.is_some()),
         params,
         now: 0.0,
         seq: 0,
@@ -796,7 +796,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
     /// prompts' prefixes.
     fn group_of(&self, c: &Cell, name: &str, duration: f64) -> Group {
         let mut g = c.group(name, duration);
-        if c.prompt_tokens > 0 && self.scn.trace.iter().any(|r| r.prefix.is_some()) {
+        if c.prompt_tokens > 0 && self.prefixed {
             g.prefix_hit = Some(c.cached_tokens as f64 / c.prompt_tokens as f64);
         }
         g
@@ -807,14 +807,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         let r = &mut self.reqs[k as usize];
         r.first_at = Some(self.now);
         let seen = self.now - r.dispatched_at;
-        // The router learns from the prompt its replica prefilled: counted whole, a prompt
-        // found nearly all cached taught it a first token many times quicker than any
-        // prompt of that length takes.
-        let sent = Sent {
-            prompt_tokens: r.sent.prompt_tokens.saturating_sub(r.cached).max(1),
-            ..r.sent
-        };
-        self.router.first_token(p, self.now, seen, sent);
+        self.router
+            .first_token(p, self.now, seen, r.sent.prefilled(r.cached));
     }
 
     fn start(&mut self, p: usize, s: usize) {
