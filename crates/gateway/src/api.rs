@@ -136,9 +136,10 @@ impl ApiError {
     pub fn rate_limited(
         key: &str,
         what: &'static str,
-        per_minute: f64,
+        per_minute: Option<f64>,
         retry_after_s: u64,
     ) -> Self {
+        let per_minute = per_minute.unwrap_or(0.0);
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!(
@@ -147,6 +148,21 @@ impl ApiError {
             kind: what,
             param: None,
             code: Some("rate_limit_exceeded"),
+        }
+    }
+
+    /// 429 for a key that has spent more than its dollars a day allow (OpenAI's
+    /// `insufficient_quota`), with the seconds until the refill has paid the debt back.
+    pub fn insufficient_quota(key: &str, usd_per_day: Option<f64>, retry_after_s: u64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Key `{key}` has spent its ${:.2} a day. Try again in {retry_after_s} s.",
+                usd_per_day.unwrap_or(0.0)
+            ),
+            kind: "insufficient_quota",
+            param: None,
+            code: Some("insufficient_quota"),
         }
     }
 

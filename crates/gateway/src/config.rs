@@ -58,6 +58,9 @@ pub struct KeySection {
     /// Prompt and output tokens per minute (default: no limit).
     #[serde(default)]
     pub tokens_per_minute: Option<f64>,
+    /// Dollars a day it may spend at the deployments' prices (default: no limit).
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
 }
 
 /// `[server]`.
@@ -263,9 +266,16 @@ pub struct DeploymentSection {
     /// Share under the weighted policy.
     #[serde(default = "unit")]
     pub weight: f64,
-    /// Price for the cost policy, USD per million output tokens.
+    /// Price of a million output tokens, in USD: the cost policy ranks by it, and a
+    /// client key's spending is charged it (emulated: the pool's own cost, from its system's
+    /// price, where the catalog has one).
     #[serde(default)]
     pub usd_per_mtok: Option<f64>,
+    /// Price of a million prompt tokens, in USD, charged to a client key's spending beside
+    /// [`DeploymentSection::usd_per_mtok`] (default: none, the prompts' cost taken as priced
+    /// into the output's, as an emulated pool's is).
+    #[serde(default)]
+    pub input_usd_per_mtok: Option<f64>,
     /// Preference under the priority policy: lower first.
     #[serde(default)]
     pub priority: u32,
@@ -507,7 +517,7 @@ impl Config {
                 }
                 // Numbers a typo would turn into a router that sends nothing, or everything,
                 // one way.
-                let checks: [(&str, Option<f64>, bool, &str); 5] = [
+                let checks: [(&str, Option<f64>, bool, &str); 6] = [
                     (
                         "deployment.weight",
                         Some(d.weight),
@@ -517,6 +527,12 @@ impl Config {
                     (
                         "deployment.usd_per_mtok",
                         d.usd_per_mtok,
+                        false,
+                        "a finite price, 0 or more",
+                    ),
+                    (
+                        "deployment.input_usd_per_mtok",
+                        d.input_usd_per_mtok,
                         false,
                         "a finite price, 0 or more",
                     ),

@@ -1,5 +1,5 @@
 //! Client keys: who may call the gateway, which public models each key may use, and how many
-//! requests and tokens per minute it may spend.
+//! requests and tokens a minute and dollars a day it may spend.
 //!
 //! With no `[[key]]` in the configuration the gateway is open, as a local development server
 //! is. With keys, every request must carry `Authorization: Bearer <key>`; the secrets come from
@@ -12,9 +12,16 @@
 //! the request ends the hold is given back and what it spent is charged. A burst of requests
 //! that each ask more than is left is so refused after the first, and a key overshoots its
 //! limit by at most one request's tokens beyond what it holds.
+//!
+//! Dollars are a third allowance, a day's (LiteLLM's `max_budget` over a `budget_duration`,
+//! refilled continuously rather than reset): each request is charged its tokens at the
+//! prices of the deployment that served it, when it ends, and a key in debt is refused
+//! (OpenAI's `insufficient_quota`) until the refill has paid it back. What a request will
+//! cost is not known before a deployment is chosen, so a key overshoots its day by at most
+//! the requests it has in flight. The allowances live in memory: a restart refills them.
 
 use crate::api::ApiError;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,15 +37,23 @@ pub struct Key {
     pub requests_per_minute: Option<f64>,
     /// Tokens (prompt and output) per minute, if limited.
     pub tokens_per_minute: Option<f64>,
+    /// Dollars per day, if limited.
+    pub usd_per_day: Option<f64>,
     requests: Mutex<Bucket>,
     tokens: Mutex<Bucket>,
+    dollars: Mutex<Bucket>,
     accepted: Counter,
     limited: Counter,
     tokens_in: Counter,
     tokens_out: Counter,
+    spent: Gauge,
 }
 
-/// An allowance that refills at `per_minute / 60` a second up to `per_minute`.
+/// Seconds in the window of the dollar allowance.
+const DAY_S: f64 = 86_400.0;
+
+/// An allowance for a window of time, which refills continuously at the allowance over
+/// the window, up to the allowance.
 #[derive(Debug)]
 struct Bucket {
     level: f64,
@@ -46,19 +61,26 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(per_minute: Option<f64>) -> Mutex<Self> {
+    fn full(allowance: Option<f64>) -> Mutex<Self> {
         Mutex::new(Bucket {
-            level: per_minute.unwrap_or(0.0),
+            level: allowance.unwrap_or(0.0),
             at: Instant::now(),
         })
     }
 
-    /// Refills for the time since the last look, then takes `amount` if the level is at
-    /// least `need`; otherwise says in how many whole seconds it will be.
-    fn take(&mut self, per_minute: f64, now: Instant, need: f64, amount: f64) -> Result<(), u64> {
-        let per_s = per_minute / 60.0;
+    /// Refills `allowance` a `window_s` seconds for the time since the last look, then takes
+    /// `amount` if the level is at least `need`; otherwise says in how many whole seconds it
+    /// will be.
+    fn take(
+        &mut self,
+        (allowance, window_s): (f64, f64),
+        now: Instant,
+        need: f64,
+        amount: f64,
+    ) -> Result<(), u64> {
+        let per_s = allowance / window_s;
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.level = (self.level + elapsed * per_s).min(per_minute);
+        self.level = (self.level + elapsed * per_s).min(allowance);
         self.at = now;
         if self.level >= need {
             self.level -= amount;
@@ -80,28 +102,38 @@ pub enum Limit {
     Requests,
     /// Tokens per minute.
     Tokens,
+    /// Dollars per day.
+    Dollars,
+}
+
+/// What a key may spend, each `None` where it is not limited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowance {
+    /// Requests per minute.
+    pub requests_per_minute: Option<f64>,
+    /// Prompt and output tokens per minute.
+    pub tokens_per_minute: Option<f64>,
+    /// Dollars per day.
+    pub usd_per_day: Option<f64>,
 }
 
 impl Key {
-    /// A key named `name` that may call `models` (empty: all) at up to `requests_per_minute`
-    /// requests and `tokens_per_minute` tokens.
-    pub fn new(
-        name: &str,
-        models: BTreeSet<String>,
-        requests_per_minute: Option<f64>,
-        tokens_per_minute: Option<f64>,
-    ) -> Self {
+    /// A key named `name` that may call `models` (empty: all) within `allowance`.
+    pub fn new(name: &str, models: BTreeSet<String>, allowance: Allowance) -> Self {
         Key {
             name: name.to_string(),
             models,
-            requests_per_minute,
-            tokens_per_minute,
-            requests: Bucket::full(requests_per_minute),
-            tokens: Bucket::full(tokens_per_minute),
+            requests_per_minute: allowance.requests_per_minute,
+            tokens_per_minute: allowance.tokens_per_minute,
+            usd_per_day: allowance.usd_per_day,
+            requests: Bucket::full(allowance.requests_per_minute),
+            tokens: Bucket::full(allowance.tokens_per_minute),
+            dollars: Bucket::full(allowance.usd_per_day),
             accepted: crate::metrics::key_requests(name, "admitted"),
             limited: crate::metrics::key_requests(name, "rate_limited"),
             tokens_in: crate::metrics::key_tokens(name, "input"),
             tokens_out: crate::metrics::key_tokens(name, "output"),
+            spent: crate::metrics::key_spend(name),
         }
     }
 
@@ -110,15 +142,21 @@ impl Key {
         self.models.is_empty() || self.models.contains(model)
     }
 
-    /// Charges the tokens of a request that ended at `now`.
-    pub fn charge(&self, input: u64, output: u64, now: Instant) {
+    /// Charges the tokens of a request that ended at `now`, and the dollars they cost.
+    pub fn charge(&self, input: u64, output: u64, usd: f64, now: Instant) {
         self.tokens_in.increment(input);
         self.tokens_out.increment(output);
+        // Counts come from providers' usage too: no sum of two may overflow.
+        let spent = input.saturating_add(output) as f64;
+        // Taking with no threshold always succeeds and may leave a bucket in debt.
         if let Some(tpm) = self.tokens_per_minute {
-            // Counts come from providers' usage too: no sum of two may overflow.
-            let spent = input.saturating_add(output) as f64;
-            // Taking with no threshold always succeeds and may leave the bucket in debt.
-            let _ = lock(&self.tokens).take(tpm, now, f64::NEG_INFINITY, spent);
+            let _ = lock(&self.tokens).take((tpm, 60.0), now, f64::NEG_INFINITY, spent);
+        }
+        if usd > 0.0 {
+            self.spent.increment(usd);
+            if let Some(per_day) = self.usd_per_day {
+                let _ = lock(&self.dollars).take((per_day, DAY_S), now, f64::NEG_INFINITY, usd);
+            }
         }
     }
 }
@@ -152,7 +190,7 @@ impl Key {
     pub fn arrive(&self, now: Instant) -> Result<(), (Limit, u64)> {
         if let Some(rpm) = self.requests_per_minute {
             lock(&self.requests)
-                .take(rpm, now, 1.0, 1.0)
+                .take((rpm, 60.0), now, 1.0, 1.0)
                 .map_err(|s| (Limit::Requests, s))
                 .inspect_err(|_| self.limited.increment(1))?;
         }
@@ -160,10 +198,17 @@ impl Key {
     }
 
     /// Admits a request that arrived ([`Key::arrive`]) and may spend `tokens` (its prompt
-    /// and the output it may ask), once its body says so: the key must owe no tokens, and
-    /// `tokens` are held against its allowance until the request ends. Otherwise the whole
-    /// seconds until it would admit.
+    /// and the output it may ask), once its body says so: the key must owe no dollars and no
+    /// tokens, and `tokens` are held against its allowance until the request ends. Otherwise
+    /// the whole seconds until it would admit.
     pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Held, (Limit, u64)> {
+        // Dollars first, which takes nothing: a request refused for them holds no tokens.
+        if let Some(per_day) = self.usd_per_day {
+            lock(&self.dollars)
+                .take((per_day, DAY_S), now, 0.0, 0.0)
+                .map_err(|s| (Limit::Dollars, s))
+                .inspect_err(|_| self.limited.increment(1))?;
+        }
         let Some(tpm) = self.tokens_per_minute else {
             self.accepted.increment(1);
             return Ok(Held {
@@ -173,7 +218,7 @@ impl Key {
         };
         let amount = tokens as f64;
         lock(&self.tokens)
-            .take(tpm, now, 0.0, amount)
+            .take((tpm, 60.0), now, 0.0, amount)
             .map_err(|s| (Limit::Tokens, s))
             .inspect_err(|_| self.limited.increment(1))?;
         self.accepted.increment(1);

@@ -69,6 +69,24 @@ pub(crate) struct Deployment {
     pub upstream_model: String,
     pub backend: Backend,
     pub labels: metrics::Labels,
+    pub prices: Prices,
+}
+
+/// What a deployment's tokens cost, in USD per million; `None` where no price is known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prices {
+    /// Of output tokens (an emulated pool's: its own cost, prompts priced in).
+    pub output: Option<f64>,
+    /// Of prompt tokens.
+    pub input: Option<f64>,
+}
+
+impl Prices {
+    /// Dollars for `input` prompt and `output` output tokens.
+    pub fn cost(&self, input: u64, output: u64) -> f64 {
+        (input as f64 * self.input.unwrap_or(0.0) + output as f64 * self.output.unwrap_or(0.0))
+            / 1e6
+    }
 }
 
 /// A public model: its deployments and the router choosing among them.
@@ -232,13 +250,40 @@ fn client_keys(
                 return Err(err(field, "must be a finite number of at least 1".into()));
             }
         }
+        if k.usd_per_day.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(err(
+                "usd_per_day",
+                "must be a finite number of dollars above 0".into(),
+            ));
+        }
+        // A key with dollars to spend is charged at every deployment it may reach: one with
+        // no price would serve it for nothing, unseen.
+        if k.usd_per_day.is_some() {
+            let unpriced = models
+                .values()
+                .filter(|m| k.models.is_empty() || k.models.contains(&m.name))
+                .flat_map(|m| m.deployments.iter().map(move |d| (m, d)))
+                .find(|(_, d)| d.prices.output.is_none() && d.prices.input.is_none());
+            if let Some((m, d)) = unpriced {
+                return Err(err(
+                    "usd_per_day",
+                    format!(
+                        "the deployment of model `{}` on provider `{}` has no price to charge it: give that deployment `usd_per_mtok`, or give the key `models` that leave it out",
+                        m.name, d.provider
+                    ),
+                ));
+            }
+        }
         out.insert(
             secret,
             keys::Key::new(
                 &k.name,
                 k.models.iter().cloned().collect(),
-                k.requests_per_minute,
-                k.tokens_per_minute,
+                keys::Allowance {
+                    requests_per_minute: k.requests_per_minute,
+                    tokens_per_minute: k.tokens_per_minute,
+                    usd_per_day: k.usd_per_day,
+                },
             ),
         );
     }
@@ -475,6 +520,19 @@ impl Gateway {
                                         spec.same_domain,
                                     );
                             }
+                            // The pool's own cost, where its system has a price: what the
+                            // simulator's cost policy ranks the same pool by.
+                            predicted.usd_per_mtok = dep
+                                .pool_usd_per_mtok(
+                                    params,
+                                    (isl, osl),
+                                    None,
+                                    engines,
+                                    prefill
+                                        .as_ref()
+                                        .map(|spec| (&spec.physics.deployment, spec.replicas)),
+                                )
+                                .unwrap_or(f64::INFINITY);
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,
@@ -499,16 +557,23 @@ impl Gateway {
                         target.max_context = d.max_context.or(predicted.max_context);
                         target.prefill_tok_s = predicted.prefill_tok_s;
                         target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
+                        if d.usd_per_mtok.is_none() {
+                            target.usd_per_mtok = predicted.usd_per_mtok;
+                        }
                         Backend::Emulated(Arc::clone(pool))
                     }
                 };
-                targets.push(target);
                 deployments.push(Deployment {
                     provider: p.name.clone(),
                     upstream_model: upstream,
                     backend,
                     labels: metrics::Labels::new(&ms.name, &p.name),
+                    prices: Prices {
+                        output: Some(target.usd_per_mtok).filter(|x| x.is_finite()),
+                        input: d.input_usd_per_mtok,
+                    },
                 });
+                targets.push(target);
             }
             models.insert(
                 ms.name.clone(),

@@ -47,6 +47,12 @@ pub const TOKENS: &str = "switchyard_tokens_total";
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 /// Tokens per client key, by `key` and `type` (`input`, `output`).
 pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
+/// Dollars spent per client key since the gateway started, by `key`: each request's tokens at
+/// the prices of the deployment that served it. A gauge, as dollars are no whole count; it
+/// only grows.
+pub const KEY_SPEND: &str = "switchyard_key_spend_usd";
+/// Dollars spent per deployment since the gateway started, at its prices.
+pub const SPEND: &str = "switchyard_spend_usd";
 /// The `model` label of requests for a model the gateway does not serve (or the key may not
 /// use), whatever name they sent: one label, not one per name.
 pub const UNKNOWN_MODEL: &str = "unknown";
@@ -125,6 +131,14 @@ fn describe() {
         KEY_TOKENS,
         "Tokens per client key, by type (input, output)."
     );
+    describe_gauge!(
+        KEY_SPEND,
+        "Dollars spent per client key since the gateway started, at the serving deployments' prices."
+    );
+    describe_gauge!(
+        SPEND,
+        "Dollars spent per deployment since the gateway started, at its prices."
+    );
 }
 
 /// The metrics of one deployment, resolved once so that a request pays no label
@@ -142,6 +156,7 @@ pub struct Labels {
     tokens_in: Counter,
     tokens_out: Counter,
     tokens_cached: Counter,
+    spent: Gauge,
 }
 
 impl Labels {
@@ -168,6 +183,7 @@ impl Labels {
             tokens_in: counter!(TOKENS, &with("type", "input")),
             tokens_out: counter!(TOKENS, &with("type", "output")),
             tokens_cached: counter!(TOKENS, &with("type", "cached")),
+            spent: gauge!(SPEND, &l),
         }
     }
 
@@ -207,6 +223,13 @@ impl Labels {
     /// A request was retried elsewhere after failing here.
     pub fn fallback(&self) {
         self.fallbacks.increment(1);
+    }
+
+    /// The tokens of a request cost `usd` at the deployment's prices.
+    pub fn spent(&self, usd: f64) {
+        if usd > 0.0 {
+            self.spent.increment(usd);
+        }
     }
 
     /// A request finished with `outcome` (`ok`, `client_error`, `failed`, `cancelled`) after
@@ -250,4 +273,9 @@ pub fn unanswered(model: &str, outcome: &'static str) {
         ]
     )
     .increment(1);
+}
+
+/// The spending gauge of client key `key`.
+pub fn key_spend(key: &str) -> Gauge {
+    gauge!(KEY_SPEND, &[("key", key.to_string())])
 }

@@ -1112,8 +1112,10 @@ pub(crate) async fn handle(
                 let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels
                     .finished("ok", t0.elapsed().as_secs_f64(), prompt, tokens);
+                let usd = d.prices.cost(prompt, tokens);
+                d.labels.spent(usd);
                 if let Some(k) = &key {
-                    k.charge(prompt, tokens, Instant::now());
+                    k.charge(prompt, tokens, usd, Instant::now());
                 }
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
@@ -1393,6 +1395,19 @@ impl Relayer {
         Some((route, route.deployments.get(self.i)?))
     }
 
+    /// Charges the stream's tokens to its client key and its deployment, at the
+    /// deployment's prices.
+    fn charge(&self, prompt: u64, tokens: u64) {
+        let usd = self.deployment().map_or(0.0, |(_, d)| {
+            let usd = d.prices.cost(prompt, tokens);
+            d.labels.spent(usd);
+            usd
+        });
+        if let Some(k) = &self.key {
+            k.charge(prompt, tokens, usd, Instant::now());
+        }
+    }
+
     /// Whether every choice seen has finished, as many as were asked for having been seen.
     fn answered(&self) -> bool {
         let (seen, ended) = &self.choices;
@@ -1545,9 +1560,7 @@ impl Relayer {
         self.finished = true;
         let elapsed = self.attempt_at.elapsed().as_secs_f64();
         let (tokens, prompt) = self.counts();
-        if let Some(k) = &self.key {
-            k.charge(prompt, tokens, Instant::now());
-        }
+        self.charge(prompt, tokens);
         // A client that asked for a usage chunk gets one, the gateway's count, where the
         // provider sent none: before the `[DONE]` that ends the stream.
         if matches!(outcome, Ended::Done)
@@ -1629,9 +1642,7 @@ impl Drop for Relayer {
             return;
         }
         let (tokens, prompt) = self.counts();
-        if let Some(k) = &self.key {
-            k.charge(prompt, tokens, Instant::now());
-        }
+        self.charge(prompt, tokens);
         let elapsed = self.attempt_at.elapsed().as_secs_f64();
         if let Some((route, d)) = self.deployment() {
             route.router().abandoned(self.i);

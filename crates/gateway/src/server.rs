@@ -82,12 +82,14 @@ fn key_of(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
 /// labels the metric (`-` before the request's body is read).
 pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64), model: &str) -> Response {
     crate::metrics::unanswered(model, "rate_limited");
-    let (what, per_minute) = match limit {
-        Limit::Requests => ("requests", key.requests_per_minute),
-        Limit::Tokens => ("tokens", key.tokens_per_minute),
-    };
-    let mut r =
-        ApiError::rate_limited(&key.name, what, per_minute.unwrap_or(0.0), wait_s).into_response();
+    let mut r = match limit {
+        Limit::Requests => {
+            ApiError::rate_limited(&key.name, "requests", key.requests_per_minute, wait_s)
+        }
+        Limit::Tokens => ApiError::rate_limited(&key.name, "tokens", key.tokens_per_minute, wait_s),
+        Limit::Dollars => ApiError::insufficient_quota(&key.name, key.usd_per_day, wait_s),
+    }
+    .into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(wait_s));
     r
@@ -213,7 +215,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                     let mut j = json!({"provider": d.provider, "upstream_model": d.upstream_model, "ejected": r.is_ejected(i, now),
                            "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures,
                            "learned_ttft_ms": o.ttft_s.map(ms), "learned_tpot_ms": o.tpot_s.map(ms),
-                           "tpot_spread_ms": o.tpot_s.map(|_| ms(o.tpot_dev_s))});
+                           "tpot_spread_ms": o.tpot_s.map(|_| ms(o.tpot_dev_s)),
+                           "usd_per_mtok": d.prices.output, "input_usd_per_mtok": d.prices.input});
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();
                         j["engines"] = json!(engines);

@@ -940,6 +940,160 @@ async fn a_burst_is_held_to_the_tokens_per_minute_as_it_arrives() {
     assert!((9..=11).contains(&ok) && ok + limited == 30, "{statuses:?}");
 }
 
+/// Each request is charged its tokens at the prices of the deployment that served it, whole
+/// or streamed, to its key and to the deployment; a key that has spent its dollars a day is
+/// refused as OpenAI refuses an exhausted quota, until the refill has paid it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_charged_at_the_deployments_prices_and_refused_past_its_dollars_a_day() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_RICH", "secret-rich");
+    std::env::set_var("SWITCHYARD_TEST_KEY_POOR", "secret-poor");
+    // A dollar for each output token and half a dollar for each prompt token: the sums are
+    // exact in any float.
+    let prices = "usd_per_mtok = 1000000\ninput_usd_per_mtok = 500000";
+    let keys = "[[key]]\nname = \"rich\"\nkey_env = \"SWITCHYARD_TEST_KEY_RICH\"\nusd_per_day = 1000000\n\
+                [[key]]\nname = \"poor\"\nkey_env = \"SWITCHYARD_TEST_KEY_POOR\"\nusd_per_day = 10\n";
+    let text = format!(
+        "{}{}{keys}",
+        emulated("gpu", "h100-sxm", ""),
+        model("spender", &[("gpu", prices)])
+    );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let ask = |secret: &'static str, stream: bool| {
+        client
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth(secret)
+            .body(format!(
+                r#"{{"model":"spender","messages":[{{"role":"user","content":"hi"}}],"max_tokens":20,"stream":{stream},"stream_options":{}}}"#,
+                if stream { r#"{"include_usage":true}"# } else { "null" }
+            ))
+            .send()
+    };
+    let cost = |usage: &serde_json::Value| {
+        let n = |f: &str| usage[f].as_f64().expect("count");
+        n("prompt_tokens") * 0.5 + n("completion_tokens")
+    };
+    // A whole answer and a stream, each charged what its usage says at those prices.
+    let r = ask("secret-rich", false).await.expect("sent");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    let whole = cost(&body["usage"]);
+    let r = ask("secret-rich", true).await.expect("sent");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("stream");
+    let usage = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|c| c["usage"].is_object())
+        .map(|c| c["usage"].clone())
+        .expect("usage chunk");
+    let streamed = cost(&usage);
+    assert!(whole >= 20.0 && streamed >= 20.0, "{whole} {streamed}");
+    let spent = metric(&url, r#"switchyard_key_spend_usd{key="rich"}"#).await;
+    assert_eq!(spent, Some(whole + streamed));
+    // The poor key's first request is admitted with its day's $10 and spends more than
+    // that; then it is in debt, and refused until a day's refill has paid back what it owes.
+    let r = ask("secret-poor", false).await.expect("sent");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    let owed = cost(&body["usage"]) - 10.0;
+    let (wait, body) = refused(ask("secret-poor", true).await.expect("sent")).await;
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
+    // The refill is $10 a day, so the debt takes owed / 10 days (less the moments since).
+    let days = wait as f64 / 86_400.0;
+    assert!((days - owed / 10.0).abs() < 0.001, "{wait} s for ${owed}");
+    // Every request at the deployment's prices, whichever key sent it.
+    let deployment = metric(
+        &url,
+        r#"switchyard_spend_usd{model="spender",provider="gpu"}"#,
+    )
+    .await;
+    assert_eq!(deployment, Some(whole + streamed + owed + 10.0));
+    assert_eq!(
+        metric(
+            &url,
+            r#"switchyard_key_requests_total{key="poor",outcome="rate_limited"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+}
+
+/// A key with dollars to spend must find a price at every deployment it may reach; an
+/// emulated pool's own cost is one, where its system has a price.
+#[test]
+fn a_key_with_dollars_needs_a_price_wherever_it_may_go() {
+    let (cat, params) = statics();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _g = rt.enter();
+    std::env::set_var("SWITCHYARD_TEST_KEY_D", "secret-d");
+    let build = |text: &str| {
+        let cfg = Config::parse(text, "g.toml").expect("parses");
+        Gateway::new(&cfg, text, "g.toml", cat, params)
+    };
+    let key = "[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_D\"\nusd_per_day = 5\n";
+    // No price for a CS-3 is public: its pool has none, and the key is refused at the line
+    // of its dollars, naming the deployment.
+    let wafer = format!(
+        "{}{}{}{key}",
+        emulated("wafer", "cs3", ""),
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", ""), ("wafer", "")])
+    );
+    let e = build(&wafer).expect_err("refused").to_string();
+    for n in [
+        "g.toml",
+        "line 29",
+        "usd_per_day",
+        "model `m` on provider `wafer`",
+        "usd_per_mtok",
+    ] {
+        assert!(e.contains(n), "`{n}` missing from {e}");
+    }
+    // Priced there, or left out of the key's models, it is served.
+    build(&wafer.replace(
+        "provider = \"wafer\"\nupstream_model = \"llama-3.1-8b\"\n",
+        "provider = \"wafer\"\nupstream_model = \"llama-3.1-8b\"\nusd_per_mtok = 0.6\n",
+    ))
+    .expect("priced");
+    let gpu_only = format!(
+        "{}{}{}{}",
+        emulated("wafer", "cs3", ""),
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "")]),
+        model("w", &[("wafer", "")])
+    );
+    build(&format!(
+        "{gpu_only}{}",
+        key.replace("usd_per_day", "models = [\"m\"]\nusd_per_day")
+    ))
+    .expect("the key cannot reach the wafer");
+    // An H100 pool's own cost is its price.
+    let r = build(&format!("{gpu_only}{key}"))
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string();
+    assert!(r.contains("model `w` on provider `wafer`"), "{r}");
+    // Dollars must be a positive finite number.
+    for bad in ["0", "-1", "nan", "inf"] {
+        let text = format!(
+            "{}{}{}",
+            emulated("gpu", "h100-sxm", ""),
+            model("m", &[("gpu", "")]),
+            key.replace("usd_per_day = 5", &format!("usd_per_day = {bad}"))
+        );
+        let e = build(&text).map(|_| ()).expect_err("refused").to_string();
+        assert!(
+            e.contains("usd_per_day") && e.contains("above 0"),
+            "{bad}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
     let (cat, params) = statics();
@@ -990,8 +1144,8 @@ fn a_key_without_its_secret_or_with_a_bad_rate_names_the_line_and_field() {
 }
 
 /// `/health` shows what the router expects of an emulated pool: its time per token idle and
-/// at capacity, the requests it holds before they queue, and whether its prompts run on a
-/// pool of their own (whose first tokens do not wait for the requests decoding).
+/// at capacity, the requests it holds before they queue, whether its prompts run on a pool
+/// of their own (whose first tokens do not wait for the requests decoding), and its price.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_shows_what_the_router_expects_of_an_emulated_pool() {
     let text = format!(
@@ -1011,6 +1165,11 @@ async fn health_shows_what_the_router_expects_of_an_emulated_pool() {
         );
         assert!(idle > 0.0 && full > 2.0 * idle, "{d}");
         assert!(d["capacity"].as_f64().expect("capacity") > 1.0, "{d}");
+        // Its own cost, from the H100's rent at the pool's peak, a few cents to a few
+        // dollars a million tokens for an 8B model.
+        let usd = d["usd_per_mtok"].as_f64().expect("priced");
+        assert!((0.01..5.0).contains(&usd), "{d}");
+        assert!(d["input_usd_per_mtok"].is_null(), "{d}");
     }
 }
 

@@ -559,6 +559,36 @@ impl Deployment<'_> {
         )
     }
 
+    /// Dollars per million output tokens of a pool of `replicas` replicas of this deployment
+    /// at its peak throughput within `tpot_limit` (`isl`-token prompts, `osl`-token answers,
+    /// the prompts' work priced in), from its system's rent or purchase and power
+    /// ([`Deployment::economics`]). Where its prompts run on a pool of their own (`prefill`:
+    /// that pool's deployment and replicas), every token passes through both and the price
+    /// covers both. `None` where a system has no price. The simulator's cost policy and an
+    /// emulated provider's price both come from here.
+    pub fn pool_usd_per_mtok(
+        &self,
+        p: &Params,
+        (isl, osl): (f64, f64),
+        tpot_limit: Option<f64>,
+        replicas: u32,
+        prefill: Option<(&Deployment<'_>, u32)>,
+    ) -> Option<f64> {
+        let mut pool = self.clone();
+        pool.layout.dp = replicas;
+        let op = pool.max_throughput(p, isl, osl, tpot_limit);
+        let own = pool.economics(p, &op, 1.0).usd_per_mtok;
+        match prefill {
+            None => own,
+            Some((pd, n)) => {
+                let mut pre = pd.clone();
+                pre.layout.dp = n;
+                own.zip(pre.economics_at(p, op.throughput_tok_s, 1.0).usd_per_mtok)
+                    .map(|(a, b)| a + b)
+            }
+        }
+    }
+
     /// Power drawn by the deployment's chips at full load, in W, from the system's published
     /// power (or its chips' power with host overhead).
     pub fn full_power_w(&self, p: &Params) -> Option<f64> {

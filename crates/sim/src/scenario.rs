@@ -955,25 +955,14 @@ impl ScenarioFile {
                     })
                 }
             };
-            // Every token passes through both pools of a disaggregated provider, and the price
-            // covers both.
             let usd = s.usd_per_mtok.or_else(|| {
-                let mut pool = d.clone();
-                pool.layout.dp = replicas;
-                let op = pool.max_throughput(params, isl, osl, tpot_limit);
-                let own = pool.economics(params, &op, 1.0).usd_per_mtok;
-                match &prefill {
-                    None => own,
-                    Some(pp) => {
-                        let mut pre = pp.deployment.clone();
-                        pre.layout.dp = pp.replicas;
-                        own.zip(
-                            pre.economics_at(params, op.throughput_tok_s, 1.0)
-                                .usd_per_mtok,
-                        )
-                        .map(|(a, b)| a + b)
-                    }
-                }
+                d.pool_usd_per_mtok(
+                    params,
+                    (isl, osl),
+                    tpot_limit,
+                    replicas,
+                    prefill.as_ref().map(|pp| (&pp.deployment, pp.replicas)),
+                )
             });
             // A disaggregated provider's first token comes from its prefill pool, after the
             // KV cache's move, and its prompts queue for that pool (as the gateway has it).
