@@ -241,9 +241,10 @@ const PREFIX_BLOCK_TOKENS: u32 = 16;
 
 /// A prompt's prefix as a chain of hashes of its text as sent, in blocks of 64 bytes (16
 /// tokens, vLLM's KV-cache block, at the four bytes a token the gateway counts prompts by):
-/// a chat request's tools and then its messages one after another, or a completion's
-/// prompt. Each hash covers its block and every block before it, so two prompts share a run
-/// of hashes exactly as far as their texts agree, block for block. The last, partial block
+/// a chat request's tools and then its messages one after another (a list of text parts
+/// as one string, joined by line breaks), or a completion's prompt. Each hash covers its
+/// block and every block before it, so two prompts share a run of hashes exactly as far as
+/// their texts agree, block for block. The last, partial block
 /// is left out, as an engine caches only full blocks. A block stands for the tokens its
 /// bytes are of the request's `prompt_tokens`, rounded down: the text as sent carries its
 /// framing (keys, quotes), which the count leaves out, and a block counted at 16 tokens
@@ -258,7 +259,10 @@ pub fn prompt_prefix(body: &Value, prompt_tokens: u32) -> Option<Prefix> {
                 serde_json::to_writer(&mut text, tools).ok()?;
             }
             for m in messages {
-                serde_json::to_writer(&mut text, m).ok()?;
+                match as_one_text(m) {
+                    Some(m) => serde_json::to_writer(&mut text, &m).ok()?,
+                    None => serde_json::to_writer(&mut text, m).ok()?,
+                }
             }
         }
         (_, Some(Value::Array(batch))) if batch.len() > 1 && !batch[0].is_number() => return None,
@@ -283,6 +287,25 @@ pub fn prompt_prefix(body: &Value, prompt_tokens: u32) -> Option<Prefix> {
         hashes: hashes.into(),
         block_tokens: block_tokens.min(u64::from(PREFIX_BLOCK_TOKENS)) as u32,
     })
+}
+
+/// A message whose content is a list of text parts, with that content as one string: their
+/// texts joined by line breaks, as vLLM renders such a list into a chat template, so that
+/// the same words sent either way are the same prompt. `None` for any other message.
+fn as_one_text(m: &Value) -> Option<Value> {
+    let Some(Value::Array(parts)) = m.get("content") else {
+        return None;
+    };
+    let texts: Vec<&str> = parts
+        .iter()
+        .map(|p| match (p.get("type"), p.get("text")) {
+            (Some(Value::String(t)), Some(Value::String(x))) if t == "text" => Some(x.as_str()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut m = m.clone();
+    m["content"] = Value::String(texts.join("\n"));
+    Some(m)
 }
 
 /// The replica with the fewest tokens to get through before it is done with a prompt of
@@ -726,6 +749,22 @@ mod tests {
         };
         let (x, y) = (with("first question"), with("second question"));
         assert_eq!(x.hashes[..4], y.hashes[..4]);
+        // The same words as a string or as a list of text parts are the same prompt; an
+        // image among the parts makes another.
+        let parts = json!({"messages": [
+            {"role": "system", "content": [{"type": "text", "text": system}]},
+            {"role": "user", "content": [{"type": "text", "text": "What is a wafer?"}]}]});
+        assert_eq!(
+            prompt_prefix(&parts, u32::MAX).expect("a prefix").hashes,
+            a.hashes
+        );
+        let image = json!({"messages": [
+            {"role": "system", "content": [{"type": "text", "text": system},
+                {"type": "image_url", "image_url": {"url": "data:,"}}]}]});
+        assert_ne!(
+            prompt_prefix(&image, u32::MAX).expect("a prefix").hashes[0],
+            a.hashes[0]
+        );
         assert!(prompt_prefix(&json!({"prompt": ["one", "two"]}), 2).is_none());
         assert!(prompt_prefix(&json!({"prompt": "short"}), 2).is_none());
         assert!(prompt_prefix(&json!({"prompt": system}), u32::MAX).is_some());
