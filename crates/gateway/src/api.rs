@@ -404,7 +404,7 @@ impl ApiRequest {
 /// Checks message `i` of a chat beyond its role and content's type, as OpenAI does: an
 /// assistant's message without content carries tool calls, a tool's message names the call it
 /// answers, a `name` is text, and an array of content parts is not empty and each part is an
-/// object of a `type`, a text part with its `text`.
+/// object of a `type`, a text part with its `text` and an image part with its URL.
 fn message_shape(i: usize, m: &Value) -> Result<(), ApiError> {
     let bad = |field: &str, says: &str| {
         let param = format!("messages[{i}]{field}");
@@ -451,6 +451,18 @@ fn message_shape(i: usize, m: &Value) -> Result<(), ApiError> {
                 return bad(
                     &format!(".content[{j}].text"),
                     "is required for a `text` part, as a string",
+                );
+            }
+            // OpenAI's image part is `{"image_url": {"url": ...}}`; vLLM also takes the URL
+            // as a bare string, which is let through for the servers that read it.
+            let image = part.get("image_url");
+            if kind == "image_url"
+                && !image
+                    .is_some_and(|x| x.is_string() || x.get("url").is_some_and(Value::is_string))
+            {
+                return bad(
+                    &format!(".content[{j}].image_url.url"),
+                    "is required for an `image_url` part, as a string (a URL or a data URL)",
                 );
             }
         }

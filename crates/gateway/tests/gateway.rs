@@ -1520,6 +1520,13 @@ fn request_fields_are_checked_and_token_ids_counted() {
     let ok = r#"{"role":"user","content":"hi"}"#;
     chat("", ok).expect("a plain message");
     chat("", r#"{"role":"assistant","content":null,"tool_calls":[]}"#).expect("tool calls");
+    for image in [r#"{"url":"data:,"}"#, r#""https://example.com/a.png""#] {
+        chat(
+            "",
+            &format!(r#"{{"role":"user","content":[{{"type":"image_url","image_url":{image}}}]}}"#),
+        )
+        .expect("an image part, as OpenAI or as vLLM takes it");
+    }
     for (extra, message, param) in [
         (
             "",
@@ -1546,6 +1553,16 @@ fn request_fields_are_checked_and_token_ids_counted() {
             "",
             r#"{"role":"user","content":[{"type":"text"}]}"#,
             "messages[0].content[0].text",
+        ),
+        (
+            "",
+            r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{}}]}"#,
+            "messages[0].content[1].image_url.url",
+        ),
+        (
+            "",
+            r#"{"role":"user","content":[{"type":"image_url"}]}"#,
+            "messages[0].content[0].image_url.url",
         ),
         (
             "",
