@@ -157,7 +157,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!(
-                "Key `{key}` has spent its ${:.2} a day. Try again in {retry_after_s} s.",
+                "Key `{key}` has spent its ${} a day. Try again in {retry_after_s} s.",
                 usd_per_day.unwrap_or(0.0)
             ),
             kind: "insufficient_quota",

@@ -272,10 +272,16 @@ pub struct DeploymentSection {
     #[serde(default)]
     pub usd_per_mtok: Option<f64>,
     /// Price of a million prompt tokens, in USD, charged to a client key's spending beside
-    /// [`DeploymentSection::usd_per_mtok`] (default: none, the prompts' cost taken as priced
-    /// into the output's, as an emulated pool's is).
+    /// [`DeploymentSection::usd_per_mtok`] (default: none where `usd_per_mtok` is given, the
+    /// prompts' cost taken as priced into the output's; emulated without either: the
+    /// prompts' share of the pool's own cost).
     #[serde(default)]
     pub input_usd_per_mtok: Option<f64>,
+    /// Price of a million prompt tokens the provider found in its prefix cache, in USD
+    /// (default: the input price; emulated with the pool's own prices: none, as the engine
+    /// does no work for them).
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
     /// Preference under the priority policy: lower first.
     #[serde(default)]
     pub priority: u32,
@@ -517,7 +523,7 @@ impl Config {
                 }
                 // Numbers a typo would turn into a router that sends nothing, or everything,
                 // one way.
-                let checks: [(&str, Option<f64>, bool, &str); 6] = [
+                let checks: [(&str, Option<f64>, bool, &str); 7] = [
                     (
                         "deployment.weight",
                         Some(d.weight),
@@ -533,6 +539,12 @@ impl Config {
                     (
                         "deployment.input_usd_per_mtok",
                         d.input_usd_per_mtok,
+                        false,
+                        "a finite price, 0 or more",
+                    ),
+                    (
+                        "deployment.cached_input_usd_per_mtok",
+                        d.cached_input_usd_per_mtok,
                         false,
                         "a finite price, 0 or more",
                     ),

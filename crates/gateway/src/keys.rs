@@ -14,11 +14,13 @@
 //! limit by at most one request's tokens beyond what it holds.
 //!
 //! Dollars are a third allowance, a day's (LiteLLM's `max_budget` over a `budget_duration`,
-//! refilled continuously rather than reset): each request is charged its tokens at the
-//! prices of the deployment that served it, when it ends, and a key in debt is refused
-//! (OpenAI's `insufficient_quota`) until the refill has paid it back. What a request will
-//! cost is not known before a deployment is chosen, so a key overshoots its day by at most
-//! the requests it has in flight. The allowances live in memory: a restart refills them.
+//! refilled continuously rather than reset), held and charged as tokens are: a request holds
+//! what its prompt and `max_tokens` would cost at the dearest deployment of its model while
+//! it runs, and is charged its tokens at the prices of the deployment that served it when it
+//! ends. A key that owes dollars is refused (OpenAI's `insufficient_quota`) until the refill
+//! has paid them back; it overshoots its day by at most one request's cost beyond what its
+//! requests hold (a request without `max_tokens` holds its prompt's). The allowances live
+//! in memory: a restart refills them.
 
 use crate::api::ApiError;
 use metrics::{Counter, Gauge};
@@ -44,6 +46,7 @@ pub struct Key {
     dollars: Mutex<Bucket>,
     accepted: Counter,
     limited: Counter,
+    quota_refused: Counter,
     tokens_in: Counter,
     tokens_out: Counter,
     spent: Gauge,
@@ -131,6 +134,7 @@ impl Key {
             dollars: Bucket::full(allowance.usd_per_day),
             accepted: crate::metrics::key_requests(name, "admitted"),
             limited: crate::metrics::key_requests(name, "rate_limited"),
+            quota_refused: crate::metrics::key_requests(name, "insufficient_quota"),
             tokens_in: crate::metrics::key_tokens(name, "input"),
             tokens_out: crate::metrics::key_tokens(name, "output"),
             spent: crate::metrics::key_spend(name),
@@ -167,6 +171,7 @@ impl Key {
 pub struct Held {
     key: Arc<Key>,
     tokens: f64,
+    usd: f64,
 }
 
 impl Drop for Held {
@@ -174,6 +179,10 @@ impl Drop for Held {
         if let Some(tpm) = self.key.tokens_per_minute {
             let mut b = lock(&self.key.tokens);
             b.level = (b.level + self.tokens).min(tpm);
+        }
+        if let Some(per_day) = self.key.usd_per_day {
+            let mut b = lock(&self.key.dollars);
+            b.level = (b.level + self.usd).min(per_day);
         }
     }
 }
@@ -198,34 +207,37 @@ impl Key {
     }
 
     /// Admits a request that arrived ([`Key::arrive`]) and may spend `tokens` (its prompt
-    /// and the output it may ask), once its body says so: the key must owe no dollars and no
-    /// tokens, and `tokens` are held against its allowance until the request ends. Otherwise
-    /// the whole seconds until it would admit.
-    pub fn admit(self: &Arc<Self>, tokens: u64, now: Instant) -> Result<Held, (Limit, u64)> {
-        // Dollars first, which takes nothing: a request refused for them holds no tokens.
+    /// and the output it may ask) costing up to `usd`, once its body says so: the key must
+    /// owe no tokens and no dollars, and both are held against its allowances until the
+    /// request ends. Otherwise the whole seconds until it would admit.
+    pub fn admit(
+        self: &Arc<Self>,
+        (tokens, usd): (u64, f64),
+        now: Instant,
+    ) -> Result<Held, (Limit, u64)> {
+        let mut held = Held {
+            key: Arc::clone(self),
+            tokens: 0.0,
+            usd: 0.0,
+        };
+        if let Some(tpm) = self.tokens_per_minute {
+            let amount = tokens as f64;
+            lock(&self.tokens)
+                .take((tpm, 60.0), now, 0.0, amount)
+                .map_err(|s| (Limit::Tokens, s))
+                .inspect_err(|_| self.limited.increment(1))?;
+            held.tokens = amount;
+        }
+        // Refused for its dollars, the request gives its tokens back as `held` drops.
         if let Some(per_day) = self.usd_per_day {
             lock(&self.dollars)
-                .take((per_day, DAY_S), now, 0.0, 0.0)
+                .take((per_day, DAY_S), now, 0.0, usd)
                 .map_err(|s| (Limit::Dollars, s))
-                .inspect_err(|_| self.limited.increment(1))?;
+                .inspect_err(|_| self.quota_refused.increment(1))?;
+            held.usd = usd;
         }
-        let Some(tpm) = self.tokens_per_minute else {
-            self.accepted.increment(1);
-            return Ok(Held {
-                key: Arc::clone(self),
-                tokens: 0.0,
-            });
-        };
-        let amount = tokens as f64;
-        lock(&self.tokens)
-            .take((tpm, 60.0), now, 0.0, amount)
-            .map_err(|s| (Limit::Tokens, s))
-            .inspect_err(|_| self.limited.increment(1))?;
         self.accepted.increment(1);
-        Ok(Held {
-            key: Arc::clone(self),
-            tokens: amount,
-        })
+        Ok(held)
     }
 }
 

@@ -27,7 +27,7 @@ use emulated::{EmuPool, PrefillSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
+use switchyard_perf::{best_deployment, Catalog, Objective, Params, PoolPrices, Query};
 use switchyard_replica::{EngineConfig, Physics};
 use switchyard_router::{Router, Target, UNSTATED_TPOT_S, UNSTATED_TTFT_S};
 
@@ -75,16 +75,23 @@ pub(crate) struct Deployment {
 /// What a deployment's tokens cost, in USD per million; `None` where no price is known.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Prices {
-    /// Of output tokens (an emulated pool's: its own cost, prompts priced in).
+    /// Of output tokens.
     pub output: Option<f64>,
     /// Of prompt tokens.
     pub input: Option<f64>,
+    /// Of prompt tokens the provider found in its prefix cache.
+    pub cached_input: Option<f64>,
 }
 
 impl Prices {
-    /// Dollars for `input` prompt and `output` output tokens.
-    pub fn cost(&self, input: u64, output: u64) -> f64 {
-        (input as f64 * self.input.unwrap_or(0.0) + output as f64 * self.output.unwrap_or(0.0))
+    /// Dollars for `input` prompt tokens, `cached` of them found in a prefix cache, and
+    /// `output` output tokens.
+    pub fn cost(&self, input: u64, cached: u64, output: u64) -> f64 {
+        let cached = cached.min(input);
+        let per = |n: u64, price: Option<f64>| n as f64 * price.unwrap_or(0.0);
+        (per(input - cached, self.input)
+            + per(cached, self.cached_input)
+            + per(output, self.output))
             / 1e6
     }
 }
@@ -263,7 +270,7 @@ fn client_keys(
                 .values()
                 .filter(|m| k.models.is_empty() || k.models.contains(&m.name))
                 .flat_map(|m| m.deployments.iter().map(move |d| (m, d)))
-                .find(|(_, d)| d.prices.output.is_none() && d.prices.input.is_none());
+                .find(|(_, d)| d.prices.output.is_none());
             if let Some((m, d)) = unpriced {
                 return Err(err(
                     "usd_per_day",
@@ -314,7 +321,10 @@ impl Gateway {
             .pool_max_idle_per_host(1024)
             .build()
             .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))?;
-        let mut pools: BTreeMap<(String, String), (Arc<EmuPool>, Target)> = BTreeMap::new();
+        // One emulated pool per provider and model, with what the router expects of it and
+        // its own prices.
+        type Pool = (Arc<EmuPool>, Target, Option<PoolPrices>);
+        let mut pools: BTreeMap<(String, String), Pool> = BTreeMap::new();
         let mut models = BTreeMap::new();
         for m in &config.models {
             let ms = m.get_ref();
@@ -354,6 +364,11 @@ impl Gateway {
                     // in requests.
                     prefill_tok_s: 0.0,
                     ttft_prompt_tokens: 0.0,
+                };
+                let mut prices = Prices {
+                    output: d.usd_per_mtok,
+                    input: d.input_usd_per_mtok,
+                    cached_input: d.cached_input_usd_per_mtok.or(d.input_usd_per_mtok),
                 };
                 let backend = match p.kind.as_str() {
                     "openai" => {
@@ -522,17 +537,16 @@ impl Gateway {
                             }
                             // The pool's own cost, where its system has a price: what the
                             // simulator's cost policy ranks the same pool by.
-                            predicted.usd_per_mtok = dep
-                                .pool_usd_per_mtok(
-                                    params,
-                                    (isl, osl),
-                                    None,
-                                    engines,
-                                    prefill
-                                        .as_ref()
-                                        .map(|spec| (&spec.physics.deployment, spec.replicas)),
-                                )
-                                .unwrap_or(f64::INFINITY);
+                            let own = dep.pool_prices(
+                                params,
+                                (isl, osl),
+                                None,
+                                engines,
+                                prefill
+                                    .as_ref()
+                                    .map(|spec| (&spec.physics.deployment, spec.replicas)),
+                            );
+                            predicted.usd_per_mtok = own.map_or(f64::INFINITY, |x| x.usd_per_mtok);
                             let pool = EmuPool::start(
                                 Physics {
                                     deployment: dep,
@@ -544,9 +558,9 @@ impl Gateway {
                                 prefill,
                                 p.prefix_caching,
                             );
-                            pools.insert(key.clone(), (pool, predicted));
+                            pools.insert(key.clone(), (pool, predicted, own));
                         }
-                        let (pool, predicted) = &pools[&key];
+                        let (pool, predicted, own) = &pools[&key];
                         target.ttft_s = d.ttft_ms.map_or(predicted.ttft_s, |v| v / 1000.0);
                         target.tpot_s = d.tpot_ms.map_or(predicted.tpot_s, |v| v / 1000.0);
                         // A stated TPOT keeps the model's ratio of full to idle.
@@ -557,8 +571,20 @@ impl Gateway {
                         target.max_context = d.max_context.or(predicted.max_context);
                         target.prefill_tok_s = predicted.prefill_tok_s;
                         target.ttft_prompt_tokens = predicted.ttft_prompt_tokens;
+                        // Unpriced, the pool's own cost: its prompts' share of it by the
+                        // prompt token, the rest by the output token, and nothing for what
+                        // the engine finds cached and does no work for.
                         if d.usd_per_mtok.is_none() {
                             target.usd_per_mtok = predicted.usd_per_mtok;
+                        }
+                        if let (None, None, Some(own)) =
+                            (d.usd_per_mtok, d.input_usd_per_mtok, *own)
+                        {
+                            prices = Prices {
+                                output: Some(own.output_usd_per_mtok),
+                                input: Some(own.input_usd_per_mtok),
+                                cached_input: d.cached_input_usd_per_mtok.or(Some(0.0)),
+                            };
                         }
                         Backend::Emulated(Arc::clone(pool))
                     }
@@ -567,11 +593,12 @@ impl Gateway {
                     provider: p.name.clone(),
                     upstream_model: upstream,
                     backend,
-                    labels: metrics::Labels::new(&ms.name, &p.name),
-                    prices: Prices {
-                        output: Some(target.usd_per_mtok).filter(|x| x.is_finite()),
-                        input: d.input_usd_per_mtok,
-                    },
+                    labels: metrics::Labels::new(
+                        &ms.name,
+                        &p.name,
+                        prices.output.is_some() || prices.input.is_some(),
+                    ),
+                    prices,
                 });
                 targets.push(target);
             }

@@ -23,8 +23,9 @@ pub const TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
 pub const DURATION: &str = "gen_ai_server_request_duration_seconds";
 /// Requests answered, by `outcome`: `ok`, `client_error`, `failed`, `timed_out` (the
 /// request's `total_ms` ran out) and `cancelled` for
-/// those a deployment took; `unauthorized` and `rate_limited` for those a client key's check
-/// refused, and `rate_limited` too where every provider was over its rate. `model` is `-`
+/// those a deployment took; `unauthorized`, `rate_limited` and `insufficient_quota` for those
+/// a client key's check refused, and `rate_limited` too where every provider was over its
+/// rate. `model` is `-`
 /// for a request refused before its body was read.
 pub const REQUESTS: &str = "switchyard_requests_total";
 /// The `outcome` labels of [`REQUESTS`] for the requests a deployment took.
@@ -38,12 +39,13 @@ pub const FALLBACKS: &str = "switchyard_fallbacks_total";
 /// Times a deployment was ejected by passive health checks.
 pub const EJECTIONS: &str = "switchyard_ejections_total";
 /// Tokens, by `type` (`input`, `output`), as `gen_ai.client.token.usage` counts them, and
-/// `cached`: the input tokens an emulated engine found in its prefix cache.
+/// `cached`: the input tokens an emulated engine found in its prefix cache, or a provider's
+/// usage says it did.
 pub const TOKENS: &str = "switchyard_tokens_total";
 /// Requests per client key, by `key` (its name) and `outcome`: `admitted` past the key's limits
-/// once its body is read (it may still fail at a provider), or `rate_limited`, over its rate
-/// on arrival or its tokens once its body is read. A request refused for its body or its
-/// model counts in neither.
+/// once its body is read (it may still fail at a provider), `rate_limited`, over its rate
+/// on arrival or its tokens once its body is read, or `insufficient_quota`, over its
+/// dollars. A request refused for its body or its model counts in none.
 pub const KEY_REQUESTS: &str = "switchyard_key_requests_total";
 /// Tokens per client key, by `key` and `type` (`input`, `output`).
 pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
@@ -51,7 +53,8 @@ pub const KEY_TOKENS: &str = "switchyard_key_tokens_total";
 /// the prices of the deployment that served it. A gauge, as dollars are no whole count; it
 /// only grows.
 pub const KEY_SPEND: &str = "switchyard_key_spend_usd";
-/// Dollars spent per deployment since the gateway started, at its prices.
+/// Dollars spent per deployment since the gateway started, at its prices; absent for a
+/// deployment with no price.
 pub const SPEND: &str = "switchyard_spend_usd";
 /// The `model` label of requests for a model the gateway does not serve (or the key may not
 /// use), whatever name they sent: one label, not one per name.
@@ -107,7 +110,7 @@ fn describe() {
     );
     describe_counter!(
         REQUESTS,
-        "Requests answered, by outcome: ok, client_error, failed, timed_out, cancelled, unauthorized, rate_limited."
+        "Requests answered, by outcome: ok, client_error, failed, timed_out, cancelled, unauthorized, rate_limited, insufficient_quota."
     );
     describe_counter!(
         ERRORS,
@@ -125,7 +128,7 @@ fn describe() {
     );
     describe_counter!(
         KEY_REQUESTS,
-        "Requests per client key, by outcome: admitted or rate_limited."
+        "Requests per client key, by outcome: admitted, rate_limited or insufficient_quota."
     );
     describe_counter!(
         KEY_TOKENS,
@@ -156,12 +159,14 @@ pub struct Labels {
     tokens_in: Counter,
     tokens_out: Counter,
     tokens_cached: Counter,
-    spent: Gauge,
+    /// None for a deployment with no price, whose spending is not known (not none).
+    spent: Option<Gauge>,
 }
 
 impl Labels {
-    /// The handles for (`model`, `provider`). Install the recorder ([`handle`]) first.
-    pub fn new(model: &str, provider: &str) -> Self {
+    /// The handles for (`model`, `provider`), a deployment with a price where `priced`.
+    /// Install the recorder ([`handle`]) first.
+    pub fn new(model: &str, provider: &str, priced: bool) -> Self {
         let l = [
             ("model", model.to_string()),
             ("provider", provider.to_string()),
@@ -183,7 +188,7 @@ impl Labels {
             tokens_in: counter!(TOKENS, &with("type", "input")),
             tokens_out: counter!(TOKENS, &with("type", "output")),
             tokens_cached: counter!(TOKENS, &with("type", "cached")),
-            spent: gauge!(SPEND, &l),
+            spent: priced.then(|| gauge!(SPEND, &l)),
         }
     }
 
@@ -208,8 +213,8 @@ impl Labels {
     }
 
     /// Input tokens an engine found in its prefix cache for a request.
-    pub fn cached(&self, tokens: u32) {
-        self.tokens_cached.increment(u64::from(tokens));
+    pub fn cached(&self, tokens: impl Into<u64>) {
+        self.tokens_cached.increment(tokens.into());
     }
 
     /// An attempt failed; `ejected` if that ejected the deployment.
@@ -227,8 +232,8 @@ impl Labels {
 
     /// The tokens of a request cost `usd` at the deployment's prices.
     pub fn spent(&self, usd: f64) {
-        if usd > 0.0 {
-            self.spent.increment(usd);
+        if let (Some(g), true) = (&self.spent, usd > 0.0) {
+            g.increment(usd);
         }
     }
 

@@ -63,9 +63,16 @@ enum Started {
     /// A stream whose first events are in hand: framed SSE events from an emulated
     /// provider, data payloads from an HTTP one.
     Stream(Vec<Bytes>, Relay),
-    /// A whole answer, its output tokens, its prompt tokens where the provider counted
-    /// them, and when its tokens came where the gateway saw them ([`Timed`]).
-    Full(StatusCode, Bytes, u64, Option<u64>, Option<Timed>),
+    /// A whole answer, its output tokens, its prompt tokens and those found cached where
+    /// the provider counted them, and when its tokens came where the gateway saw them
+    /// ([`Timed`]).
+    Full(
+        StatusCode,
+        Bytes,
+        u64,
+        (Option<u64>, Option<u64>),
+        Option<Timed>,
+    ),
 }
 
 /// When a whole answer's tokens came, seen by the gateway (an emulated provider's, whose
@@ -92,8 +99,9 @@ enum Failure {
     /// The request's own fault, answered as the upstream answered it.
     Client(StatusCode, Bytes),
     /// The request's own time ran out during an attempt given less than its own limit: not
-    /// the deployment's fault, and no time is left to try another.
-    Late(String),
+    /// the deployment's fault, and no time is left to try another. With the output tokens
+    /// it had made by then, where the gateway saw them (else none).
+    Late(String, u64),
     /// A request this deployment cannot serve (an emulated provider asked for log-probabilities,
     /// a prompt longer than its KV cache holds) that another may: tried elsewhere without
     /// blame, and answered with this error if no deployment serves it.
@@ -352,19 +360,26 @@ fn error_event(message: &str, code: &str) -> Bytes {
 /// reasoning under any of the names servers give it, tool and function calls, a refusal).
 /// Role-only, empty, finish and usage chunks do not.
 fn carries_output(v: &Value) -> bool {
+    outputs(v) > 0
+}
+
+/// The choices of a chunk that carry output.
+fn outputs(v: &Value) -> u64 {
     let filled = |x: &Value| match x {
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
         _ => false,
     };
-    v["choices"].as_array().is_some_and(|cs| {
-        cs.iter().any(|c| {
-            filled(&c["text"])
-                || c["delta"]
-                    .as_object()
-                    .is_some_and(|d| d.iter().any(|(k, x)| k != "role" && filled(x)))
-        })
+    v["choices"].as_array().map_or(0, |cs| {
+        cs.iter()
+            .filter(|c| {
+                filled(&c["text"])
+                    || c["delta"]
+                        .as_object()
+                        .is_some_and(|d| d.iter().any(|(k, x)| k != "role" && filled(x)))
+            })
+            .count() as u64
     })
 }
 
@@ -411,6 +426,12 @@ fn finishes(v: &Value) -> bool {
 /// string or as parts, reasoning under any name, a refusal), tool and function calls by
 /// their JSON.
 fn answer_tokens(v: &Value) -> u64 {
+    answer_chars(v, "message").div_ceil(4) as u64
+}
+
+/// Characters of output in an answer's choices: each one's completion text and everything
+/// in its `part` (`message`, or a stream chunk's `delta`) but the role.
+fn answer_chars(v: &Value, part: &str) -> usize {
     fn chars(x: &Value) -> usize {
         match x {
             Value::String(s) => s.chars().count(),
@@ -423,11 +444,11 @@ fn answer_tokens(v: &Value) -> u64 {
             _ => 0,
         }
     }
-    let total: usize = v["choices"].as_array().map_or(0, |cs| {
+    v["choices"].as_array().map_or(0, |cs| {
         cs.iter()
             .map(|c| {
                 chars(&c["text"])
-                    + c["message"].as_object().map_or(0, |m| {
+                    + c[part].as_object().map_or(0, |m| {
                         m.iter()
                             .filter(|(k, _)| k.as_str() != "role")
                             .map(|(_, x)| chars(x))
@@ -435,8 +456,7 @@ fn answer_tokens(v: &Value) -> u64 {
                     })
             })
             .sum()
-    });
-    total.div_ceil(4) as u64
+    })
 }
 
 /// The (prompt, completion) token counts of a provider's `usage` object, if it has one.
@@ -446,6 +466,12 @@ fn usage_of(v: &Value) -> Option<(Option<u64>, u64)> {
         u["prompt_tokens"].as_u64(),
         u["completion_tokens"].as_u64()?,
     ))
+}
+
+/// The prompt tokens a provider's `usage` says it found in its prefix cache
+/// (`prompt_tokens_details.cached_tokens`, as OpenAI, vLLM and SGLang report them).
+fn cached_of(v: &Value) -> Option<u64> {
+    v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64()
 }
 
 // The request's parts as the handler holds them; a struct to carry them would only be
@@ -479,7 +505,7 @@ async fn attempt(
         // that, the deadline, not the deployment, decided.
         let own = own.min(gw.timeouts.total_ms);
         if limit.as_secs_f64() < 0.5 * own as f64 / 1000.0 {
-            Failure::Late(format!("{message} (all the request's total_ms left)"))
+            Failure::Late(format!("{message} (all the request's total_ms left)"), 0)
         } else {
             Failure::Retry(message)
         }
@@ -587,7 +613,7 @@ async fn attempt(
                     StatusCode::OK,
                     fmt.full(),
                     u64::from(output),
-                    None,
+                    (None, None),
                     Some(Timed {
                         ttft_s,
                         tpot_s: (output > 1).then(|| {
@@ -600,10 +626,13 @@ async fn attempt(
                 // A replica still decoding when the request's own time ran out was answering
                 // (the answer asked for is longer than the time allowed): not its fault.
                 Err(_) if decoded > 0 && gw.timeouts.attempt_ms.is_none() => {
-                    Err(Failure::Late(format!(
-                        "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
-                        whole.as_millis()
-                    )))
+                    Err(Failure::Late(
+                        format!(
+                            "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
+                            whole.as_millis()
+                        ),
+                        u64::from(decoded),
+                    ))
                 }
                 Err(_) => Err(late()),
             }
@@ -742,7 +771,7 @@ async fn attempt(
                 }
                 // The provider's counts where it gives them, each on its own; without one,
                 // the answer's text (or the prompt) at four characters a token.
-                let counted = v["usage"]["prompt_tokens"].as_u64();
+                let counted = (v["usage"]["prompt_tokens"].as_u64(), cached_of(&v));
                 let tokens = usage_of(&v).map_or_else(|| answer_tokens(&v), |u| u.1);
                 // An answer without usage, or with part of it, gets the gateway's count of
                 // what is missing, as SDK code reads all three.
@@ -753,7 +782,7 @@ async fn attempt(
                     b
                 } else {
                     let mut v = v;
-                    let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
+                    let prompt = counted.0.unwrap_or(u64::from(req.prompt_tokens));
                     v["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt.saturating_add(tokens)});
                     Bytes::from(v.to_string())
                 };
@@ -948,7 +977,14 @@ pub(crate) async fn handle(
                 crate::metrics::unanswered(&req.model, "rate_limited");
                 return ApiError::request_too_large(&k.name, tokens, tpm).into_response();
             }
-            match k.admit(tokens, Instant::now()) {
+            // The dollars it may spend, at the dearest deployment of the model.
+            let prompt = u64::from(req.prompt_tokens);
+            let usd = route
+                .deployments
+                .iter()
+                .map(|d| d.prices.cost(prompt, 0, tokens - prompt))
+                .fold(0.0, f64::max);
+            match k.admit((tokens, usd), Instant::now()) {
                 Ok(h) => Some(h),
                 Err(refusal) => return crate::server::over_limit(k, refusal, &req.model),
             }
@@ -1053,6 +1089,8 @@ pub(crate) async fn handle(
             i,
             armed: true,
             since: t0,
+            key: key.as_deref(),
+            prompt_tokens: req.prompt_tokens,
         };
         // A provider over its rate is failed over as any other failure; it is counted so
         // that, where every provider is, the client is told to slow down.
@@ -1109,14 +1147,14 @@ pub(crate) async fn handle(
                     ),
                 }
                 d.labels.ended();
-                let prompt = counted.unwrap_or(u64::from(req.prompt_tokens));
+                let prompt = counted.0.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels
                     .finished("ok", t0.elapsed().as_secs_f64(), prompt, tokens);
-                let usd = d.prices.cost(prompt, tokens);
-                d.labels.spent(usd);
-                if let Some(k) = &key {
-                    k.charge(prompt, tokens, usd, Instant::now());
+                let cached = timed.map_or(counted.1.unwrap_or(0), |t| u64::from(t.cached));
+                if timed.is_none() {
+                    d.labels.cached(cached);
                 }
+                charge(d, key.as_deref(), (prompt, cached), tokens);
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
             }
@@ -1186,12 +1224,16 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 refused(&mut unsuitable, &mut why, &d.provider, e);
             }
-            Err(Failure::Late(reason)) => {
+            Err(Failure::Late(reason, decoded)) => {
                 guard.armed = false;
                 route.router().abandoned(i);
                 d.labels.ended();
+                // The deployment took the prompt and made what it made by then: charged as
+                // a stream cut short is.
+                let prompt = u64::from(req.prompt_tokens);
                 d.labels
-                    .finished("timed_out", t0.elapsed().as_secs_f64(), 0, 0);
+                    .finished("timed_out", t0.elapsed().as_secs_f64(), prompt, decoded);
+                charge(d, key.as_deref(), (prompt, 0), decoded);
                 why.push(format!("{}: {reason}", d.provider));
                 late = true;
                 break;
@@ -1272,6 +1314,10 @@ struct InFlight<'g> {
     armed: bool,
     /// When the request arrived, for its duration.
     since: Instant,
+    /// The client key its tokens are charged to, and its prompt's tokens, which the
+    /// deployment took whether or not its answer is read.
+    key: Option<&'g crate::keys::Key>,
+    prompt_tokens: u32,
 }
 
 impl Drop for InFlight<'_> {
@@ -1280,10 +1326,22 @@ impl Drop for InFlight<'_> {
             self.route.router().abandoned(self.i);
             if let Some(d) = self.route.deployments.get(self.i) {
                 d.labels.ended();
+                let prompt = u64::from(self.prompt_tokens);
                 d.labels
-                    .finished("cancelled", self.since.elapsed().as_secs_f64(), 0, 0);
+                    .finished("cancelled", self.since.elapsed().as_secs_f64(), prompt, 0);
+                charge(d, self.key, (prompt, 0), 0);
             }
         }
+    }
+}
+
+/// Charges `prompt` tokens (`.1` of them found cached) and `output` tokens at deployment
+/// `d`'s prices to it and to the client `key`, if any.
+fn charge(d: &Deployment, key: Option<&crate::keys::Key>, prompt: (u64, u64), output: u64) {
+    let usd = d.prices.cost(prompt.0, prompt.1, output);
+    d.labels.spent(usd);
+    if let Some(k) = key {
+        k.charge(prompt.0, output, usd, Instant::now());
     }
 }
 
@@ -1322,9 +1380,13 @@ struct Relayer {
     /// The identity of the provider's chunks (`id`, `object`, `created`, `model`), for
     /// that usage chunk.
     shape: Option<Value>,
+    /// Chunks' choices with output, and the characters of that output.
     tokens: u64,
+    chars: usize,
     /// The provider's own count, (prompt, output), from a usage chunk.
     usage: Option<(Option<u64>, u64)>,
+    /// Prompt tokens the provider found in its prefix cache.
+    cached: u64,
     finished: bool,
     /// The choices seen (by index) and those a `finish_reason` has ended: the answer is
     /// whole when every choice seen has ended, `choices_asked` of them at least.
@@ -1352,6 +1414,10 @@ impl Relayer {
         held: Option<crate::keys::Held>,
     ) -> Self {
         let http = matches!(relay, Relay::Http(..));
+        let cached = match &relay {
+            Relay::Emu(_, fmt) => u64::from(fmt.cached_tokens),
+            Relay::Http(..) => 0,
+        };
         let mut r = Relayer {
             gw,
             model,
@@ -1366,7 +1432,9 @@ impl Relayer {
             shape: None,
             choices_asked,
             tokens: 0,
+            chars: 0,
             usage: None,
+            cached,
             finished: false,
             choices: (BTreeSet::new(), BTreeSet::new()),
             key,
@@ -1381,12 +1449,17 @@ impl Relayer {
         r
     }
 
-    /// Output and prompt tokens: the provider's count where it sent one, else the chunks
-    /// with output and the gateway's estimate of the prompt.
+    /// Output and prompt tokens: the provider's count where it sent one, else the gateway's:
+    /// a token for each choice of a chunk with output, or the output's characters at four a
+    /// token where that is more (a provider that sends several tokens a chunk), and its
+    /// estimate of the prompt.
     fn counts(&self) -> (u64, u64) {
         match self.usage {
             Some((prompt, output)) => (output, prompt.unwrap_or(u64::from(self.prompt_tokens))),
-            None => (self.tokens, u64::from(self.prompt_tokens)),
+            None => (
+                self.tokens.max(self.chars.div_ceil(4) as u64),
+                u64::from(self.prompt_tokens),
+            ),
         }
     }
 
@@ -1398,13 +1471,13 @@ impl Relayer {
     /// Charges the stream's tokens to its client key and its deployment, at the
     /// deployment's prices.
     fn charge(&self, prompt: u64, tokens: u64) {
-        let usd = self.deployment().map_or(0.0, |(_, d)| {
-            let usd = d.prices.cost(prompt, tokens);
-            d.labels.spent(usd);
-            usd
-        });
-        if let Some(k) = &self.key {
-            k.charge(prompt, tokens, usd, Instant::now());
+        match self.deployment() {
+            Some((_, d)) => charge(d, self.key.as_deref(), (prompt, self.cached), tokens),
+            None => {
+                if let Some(k) = &self.key {
+                    k.charge(prompt, tokens, 0.0, Instant::now());
+                }
+            }
         }
     }
 
@@ -1444,14 +1517,21 @@ impl Relayer {
                 }
                 Event::Chunk(v) => v,
             };
-            // A chunk with output counts a token (a provider may send several in one, which
-            // its usage chunk then corrects); role, finish and usage chunks none.
-            let (output, usage) = (carries_output(&v), usage_of(&v));
-            if output {
-                self.tokens += 1;
-            }
+            // Each choice with output in a chunk counts a token, and its characters are
+            // kept (a provider may send several tokens in one, which its usage chunk then
+            // corrects); role, finish and usage chunks count none.
+            let (outputs, usage) = (outputs(&v), usage_of(&v));
+            let output = outputs > 0;
+            self.tokens += outputs;
+            self.chars += answer_chars(&v, "delta");
             if let Some(u) = usage {
                 self.usage = Some(u);
+                if let Some(c) = cached_of(&v) {
+                    self.cached = c;
+                    if let Some((_, d)) = self.deployment() {
+                        d.labels.cached(c);
+                    }
+                }
             }
             if self.shape.is_none() {
                 let mut shape = serde_json::Map::new();

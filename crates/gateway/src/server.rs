@@ -81,7 +81,13 @@ fn key_of(gw: &Gateway, h: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
 /// The 429 for a key over one of its limits, with the seconds until it would admit; `model`
 /// labels the metric (`-` before the request's body is read).
 pub(crate) fn over_limit(key: &Key, (limit, wait_s): (Limit, u64), model: &str) -> Response {
-    crate::metrics::unanswered(model, "rate_limited");
+    crate::metrics::unanswered(
+        model,
+        match limit {
+            Limit::Dollars => "insufficient_quota",
+            Limit::Requests | Limit::Tokens => "rate_limited",
+        },
+    );
     let mut r = match limit {
         Limit::Requests => {
             ApiError::rate_limited(&key.name, "requests", key.requests_per_minute, wait_s)
@@ -216,7 +222,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                            "in_flight": o.outstanding, "requests": o.requests, "failures": o.failures,
                            "learned_ttft_ms": o.ttft_s.map(ms), "learned_tpot_ms": o.tpot_s.map(ms),
                            "tpot_spread_ms": o.tpot_s.map(|_| ms(o.tpot_dev_s)),
-                           "usd_per_mtok": d.prices.output, "input_usd_per_mtok": d.prices.input});
+                           "usd_per_mtok": d.prices.output, "input_usd_per_mtok": d.prices.input,
+                           "cached_input_usd_per_mtok": d.prices.cached_input});
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();
                         j["engines"] = json!(engines);

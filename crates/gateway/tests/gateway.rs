@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use switchyard_gateway::sse::SseReader;
 use switchyard_gateway::{serve, Config, Gateway};
 use switchyard_perf::{best_deployment, Catalog, Objective, Params, Query};
@@ -697,7 +697,7 @@ async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
     );
     let (url, _gw) = start(&text).await;
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(200))
+        .timeout(Duration::from_millis(200))
         .build()
         .expect("client");
     for stream in [false, true] {
@@ -710,7 +710,7 @@ async fn a_client_leaving_before_the_first_byte_frees_its_slot() {
             .await;
         assert!(r.is_err(), "the client gives up first");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let health = health(&url).await;
     assert_eq!(health["models"]["m"][0]["requests"], 2, "{health}");
     assert_eq!(health["models"]["m"][0]["in_flight"], 0, "{health}");
@@ -1013,14 +1013,158 @@ async fn a_key_is_charged_at_the_deployments_prices_and_refused_past_its_dollars
     )
     .await;
     assert_eq!(deployment, Some(whole + streamed + owed + 10.0));
-    assert_eq!(
-        metric(
-            &url,
-            r#"switchyard_key_requests_total{key="poor",outcome="rate_limited"}"#
-        )
-        .await,
-        Some(1.0)
+    // Refused for its dollars, not its rate.
+    for (outcome, n) in [("insufficient_quota", 1.0), ("rate_limited", 0.0)] {
+        let line = format!(r#"switchyard_key_requests_total{{key="poor",outcome="{outcome}"}}"#);
+        assert_eq!(metric(&url, &line).await, Some(n), "{outcome}");
+    }
+}
+
+/// A key's dollars are held while its requests run, as its tokens are: of five requests at
+/// once that each may cost $24 (20 output tokens at $1, a prompt at $0.50 a token), a key of
+/// $30 a day admits two, the second taking it into debt, and refuses the rest at once.
+/// A whole answer cut off by the request's `total_ms`, and one whose client leaves, are
+/// charged their prompt (and what was made by then, where the gateway saw it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_dollars_are_held_while_it_runs_and_cut_off_answers_are_charged() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_HELD", "secret-held");
+    std::env::set_var("SWITCHYARD_TEST_KEY_LATE", "secret-late");
+    let prices = "usd_per_mtok = 1000000\ninput_usd_per_mtok = 500000";
+    let keys = "[[key]]\nname = \"held\"\nkey_env = \"SWITCHYARD_TEST_KEY_HELD\"\nusd_per_day = 30\n\
+                [[key]]\nname = \"late\"\nkey_env = \"SWITCHYARD_TEST_KEY_LATE\"\nusd_per_day = 1000000\n";
+    let text = format!(
+        "[timeouts]\ntotal_ms = 400\n{}{}{keys}",
+        emulated("gpu", "h100-sxm", ""),
+        model("holder", &[("gpu", prices)])
     );
+    let (url, _gw) = start(&text).await;
+    let client = reqwest::Client::new();
+    let ask = |secret: &'static str, max_tokens: u32| {
+        client
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth(secret)
+            .body(format!(
+                r#"{{"model":"holder","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#
+            ))
+            .send()
+    };
+    let statuses: Vec<u16> = futures_util::future::join_all((0..5).map(|_| ask("secret-held", 20)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("sent").status().as_u16())
+        .collect();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(ok, 2, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+    // An answer of 4,000 tokens cannot come whole within 400 ms: a 504, charged its prompt
+    // and the tokens decoded by then.
+    let r = ask("secret-late", 4000).await.expect("sent");
+    assert_eq!(r.status(), 504);
+    let late = metric(&url, r#"switchyard_key_spend_usd{key="late"}"#)
+        .await
+        .expect("charged");
+    assert!(late > 20.0, "{late}");
+    // A client that leaves before its answer is whole is charged its prompt.
+    let gone = tokio::time::timeout(Duration::from_millis(50), ask("secret-late", 4000)).await;
+    assert!(gone.is_err(), "the answer came in 50 ms");
+    let mut after = late;
+    for _ in 0..100 {
+        after = metric(&url, r#"switchyard_key_spend_usd{key="late"}"#)
+            .await
+            .expect("charged");
+        if after > late {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(after > late && after - late < 20.0, "{late} then {after}");
+}
+
+/// A stream from a provider that sends no usage, several tokens to a chunk, is counted at
+/// four characters a token, not a token a chunk; one whose usage says it found prompt tokens
+/// cached is charged those at the cached price, and the metrics count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_without_usage_count_their_text_and_cached_prompts_cost_less() {
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    std::env::set_var("SWITCHYARD_TEST_KEY_TEXT", "secret-text");
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: String| async move {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
+            };
+            // Ten chunks of 40 characters: 100 tokens at four characters a token.
+            let mut out = String::new();
+            for _ in 0..10 {
+                out += &chunk(serde_json::json!({"content": "x".repeat(40)}), serde_json::Value::Null);
+            }
+            out += &chunk(serde_json::json!({}), serde_json::json!("stop"));
+            if v["stream_options"]["include_usage"] == true {
+                out += &format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up", "choices": [],
+                        "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100,
+                                  "prompt_tokens_details": {"cached_tokens": 800}}})
+                );
+            }
+            out += "data: [DONE]\n\n";
+            ([("content-type", "text/event-stream")], out).into_response()
+        }),
+    );
+    let up = serve_upstream(app).await;
+    // A dollar a thousand prompt tokens, a tenth of that cached, a dollar a thousand output.
+    let deployment =
+        "usd_per_mtok = 1000\ninput_usd_per_mtok = 1000\ncached_input_usd_per_mtok = 100\n";
+    let text = format!(
+        "[[provider]]\nname = \"silent\"\nkind = \"openai\"\nbase_url = \"{up}\"\nstream_usage = false\n\
+         [[provider]]\nname = \"telling\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"silent-m\"\n[[model.deployment]]\nprovider = \"silent\"\n{deployment}\
+         [[model]]\nname = \"telling-m\"\n[[model.deployment]]\nprovider = \"telling\"\n{deployment}\
+         [[key]]\nname = \"texts\"\nkey_env = \"SWITCHYARD_TEST_KEY_TEXT\"\nusd_per_day = 1000\n"
+    );
+    let (url, _gw) = start(&text).await;
+    for m in ["silent-m", "telling-m"] {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth("secret-text")
+            .body(format!(
+                r#"{{"model":"{m}","messages":[{{"role":"user","content":"hi"}}],"stream":true}}"#
+            ))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.expect("stream").contains("[DONE]"));
+    }
+    let out = metric(
+        &url,
+        r#"switchyard_tokens_total{model="silent-m",provider="silent",type="output"}"#,
+    )
+    .await;
+    assert_eq!(out, Some(100.0));
+    // 200 prompt tokens at $0.001, 800 cached at $0.0001 and 100 output at $0.001.
+    let spent = metric(
+        &url,
+        r#"switchyard_spend_usd{model="telling-m",provider="telling"}"#,
+    )
+    .await
+    .expect("priced");
+    assert!((spent - 0.38).abs() < 1e-9, "{spent}");
+    let cached = metric(
+        &url,
+        r#"switchyard_tokens_total{model="telling-m",provider="telling",type="cached"}"#,
+    )
+    .await;
+    assert_eq!(cached, Some(800.0));
 }
 
 /// A key with dollars to spend must find a price at every deployment it may reach; an
@@ -1166,10 +1310,14 @@ async fn health_shows_what_the_router_expects_of_an_emulated_pool() {
         assert!(idle > 0.0 && full > 2.0 * idle, "{d}");
         assert!(d["capacity"].as_f64().expect("capacity") > 1.0, "{d}");
         // Its own cost, from the H100's rent at the pool's peak, a few cents to a few
-        // dollars a million tokens for an 8B model.
+        // dollars a million output tokens for an 8B model, and
+        // its prompts' share of it by the prompt token, and nothing for those its engines
+        // find cached, which cost them no work.
         let usd = d["usd_per_mtok"].as_f64().expect("priced");
         assert!((0.01..5.0).contains(&usd), "{d}");
-        assert!(d["input_usd_per_mtok"].is_null(), "{d}");
+        let input = d["input_usd_per_mtok"].as_f64().expect("prompts priced");
+        assert!(input > 0.0, "{d}");
+        assert_eq!(d["cached_input_usd_per_mtok"], 0.0, "{d}");
     }
 }
 
@@ -1741,7 +1889,7 @@ async fn a_stalled_request_body_times_out() {
     .await
     .expect("write");
     let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut answer))
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut answer))
         .await
         .expect("answered before the test's own limit")
         .expect("read");
@@ -1757,7 +1905,7 @@ async fn a_stalled_request_body_times_out() {
     )
     .await
     .expect("write");
-    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut answer))
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut answer))
         .await
         .expect("answered before the test's own limit")
         .expect("read");
@@ -2236,7 +2384,7 @@ async fn a_refusal_between_a_failure_and_a_retry_does_not_spare_the_budget() {
 /// open connection would leave the read waiting.
 async fn until_closed(s: &mut tokio::net::TcpStream, answer: &mut [u8]) -> Option<usize> {
     use tokio::io::AsyncReadExt;
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         let mut total = 0;
         loop {
             match s.read(&mut answer[total..]).await {
@@ -2468,7 +2616,7 @@ async fn misbehaving_upstream() -> String {
                     .into_response();
             }
             if v["model"] == "slow" {
-                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 return axum::Json(serde_json::json!({"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}]}))
                     .into_response();
@@ -2499,7 +2647,7 @@ async fn misbehaving_upstream() -> String {
                 };
                 let body = futures_util::stream::iter(parts.into_iter().enumerate()).then(|(i, text)| async move {
                     if i > 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
                 });
@@ -2574,7 +2722,7 @@ async fn misbehaving_upstream() -> String {
                     ]
                 };
                 let body = futures_util::stream::iter(parts).then(|p| async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     p
                 });
                 return (
@@ -2592,7 +2740,7 @@ async fn misbehaving_upstream() -> String {
                     (0, "data: [DONE]\n\n".to_string()),
                 ];
                 let body = futures_util::stream::iter(parts).then(|(ms, text)| async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
                     Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
                 });
                 return (
@@ -2650,7 +2798,7 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
         .await
         .expect("sent");
     assert_eq!(r.status(), 200);
-    let body = tokio::time::timeout(std::time::Duration::from_secs(5), r.text())
+    let body = tokio::time::timeout(Duration::from_secs(5), r.text())
         .await
         .expect("the stream ends")
         .expect("body");
@@ -2802,7 +2950,7 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     assert_eq!(chat_json(&url, ask).await.0, 200);
     assert_eq!(chat_json(&url, ask).await.0, 200);
     assert_eq!(health(&url).await["models"]["m"][1]["requests"], 1);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(chat_json(&url, ask).await.0, 200);
     assert_eq!(health(&url).await["models"]["m"][1]["requests"], 2);
     // A whole answer without the provider's usage counts its text, four characters a token.
@@ -2912,7 +3060,7 @@ async fn shutdown_refuses_new_connections_and_finishes_the_streams_in_flight() {
         .expect("sent");
     assert_eq!(r.status(), 200);
     stop.send(()).expect("stop");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "a new connection was accepted after shutdown began"
@@ -2920,7 +3068,7 @@ async fn shutdown_refuses_new_connections_and_finishes_the_streams_in_flight() {
     // The stream in flight still ends properly, and then the server does.
     let body = r.text().await.expect("body");
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("the server ends")
         .expect("joined")

@@ -34,7 +34,7 @@ pub use estimate::{
 };
 pub use gpu::matrix_scale;
 pub use params::{Params, ParamsError};
-pub use serve::{Arrivals, Batch, CostBasis, Economics, Operating, RouterPriors};
+pub use serve::{Arrivals, Batch, CostBasis, Economics, Operating, PoolPrices, RouterPriors};
 pub use switchyard_catalog::{Catalog, Model, Precision, System, SystemKind};
 
 /// Errors from building or estimating a deployment. Each message says what is wrong and

@@ -27,6 +27,21 @@ pub struct Operating {
     pub bound: Bound,
 }
 
+/// What a pool's tokens cost ([`Deployment::pool_prices`]), in USD per million.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PoolPrices {
+    /// Of an output token with its share of the prompts' work: the pool's cost over its
+    /// output at the peak.
+    pub usd_per_mtok: f64,
+    /// Of a prompt token: the prompts' share of the pool's cost (their passes' share of a
+    /// replica's time, or the prefill pool's cost) over the prompt tokens.
+    pub input_usd_per_mtok: f64,
+    /// Of an output token alone, the rest of the cost: with the prompt tokens at
+    /// `input_usd_per_mtok`, a request of the lengths priced costs what `usd_per_mtok`
+    /// charges its output.
+    pub output_usd_per_mtok: f64,
+}
+
 /// Mean wait in an M/D/1 queue, in seconds, for a server busy a share `rho` of its time
 /// with each job taking `service_s`: rho/(2(1-rho)) services (Pollaczek-Khinchine with zero
 /// service variance; Kleinrock, Queueing Systems vol. 1, 1975, eq. 5.73).
@@ -559,34 +574,43 @@ impl Deployment<'_> {
         )
     }
 
-    /// Dollars per million output tokens of a pool of `replicas` replicas of this deployment
-    /// at its peak throughput within `tpot_limit` (`isl`-token prompts, `osl`-token answers,
-    /// the prompts' work priced in), from its system's rent or purchase and power
-    /// ([`Deployment::economics`]). Where its prompts run on a pool of their own (`prefill`:
-    /// that pool's deployment and replicas), every token passes through both and the price
-    /// covers both. `None` where a system has no price. The simulator's cost policy and an
-    /// emulated provider's price both come from here.
-    pub fn pool_usd_per_mtok(
+    /// What tokens cost on a pool of `replicas` replicas of this deployment at its peak
+    /// throughput within `tpot_limit` (`isl`-token prompts, `osl`-token answers), from its
+    /// system's rent or purchase and power ([`Deployment::economics`]). Where its prompts run
+    /// on a pool of their own (`prefill`: that pool's deployment and replicas), every token
+    /// passes through both and the prices cover both. `None` where a system has no price.
+    /// The simulator's cost policy and an emulated provider's prices both come from here.
+    pub fn pool_prices(
         &self,
         p: &Params,
         (isl, osl): (f64, f64),
         tpot_limit: Option<f64>,
         replicas: u32,
         prefill: Option<(&Deployment<'_>, u32)>,
-    ) -> Option<f64> {
+    ) -> Option<PoolPrices> {
         let mut pool = self.clone();
         pool.layout.dp = replicas;
         let op = pool.max_throughput(p, isl, osl, tpot_limit);
-        let own = pool.economics(p, &op, 1.0).usd_per_mtok;
-        match prefill {
-            None => own,
+        let own = pool.economics(p, &op, 1.0).usd_per_mtok?;
+        let (blended, prompt_share) = match prefill {
+            // The share of a replica's time its prompts take: each request's prompt pass,
+            // alone, at the requests a second the peak serves each replica.
+            None => {
+                let per_replica_s = op.throughput_tok_s / osl.max(1.0) / f64::from(replicas.max(1));
+                (own, (per_replica_s * self.prefill(p, isl)).clamp(0.0, 1.0))
+            }
             Some((pd, n)) => {
                 let mut pre = pd.clone();
                 pre.layout.dp = n;
-                own.zip(pre.economics_at(p, op.throughput_tok_s, 1.0).usd_per_mtok)
-                    .map(|(a, b)| a + b)
+                let theirs = pre.economics_at(p, op.throughput_tok_s, 1.0).usd_per_mtok?;
+                (own + theirs, theirs / (own + theirs))
             }
-        }
+        };
+        Some(PoolPrices {
+            usd_per_mtok: blended,
+            input_usd_per_mtok: blended * prompt_share * osl / isl.max(1.0),
+            output_usd_per_mtok: blended * (1.0 - prompt_share),
+        })
     }
 
     /// Power drawn by the deployment's chips at full load, in W, from the system's published

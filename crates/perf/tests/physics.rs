@@ -1234,6 +1234,55 @@ fn a_rented_system_pays_its_rate_and_an_owned_one_its_purchase_and_power() {
     assert!((e.usd_per_hour.expect("cost") - (capital + power)).abs() < 1e-9);
 }
 
+/// A pool's price splits into its prompts' share and its output's: a request of the lengths
+/// priced costs the same either way; longer prompts take a larger share; a disaggregated
+/// pool's prompts cost what its prefill pool does; a system with no price has none.
+#[test]
+fn a_pools_price_splits_between_its_prompts_and_its_output() {
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-pp1", Precision::Bf16);
+    let at = |isl: f64, osl: f64| {
+        d.pool_prices(&p, (isl, osl), None, 2, None)
+            .expect("priced")
+    };
+    let short = at(1024.0, 512.0);
+    let blended = |x: &switchyard_perf::PoolPrices, isl: f64, osl: f64| {
+        (isl * x.input_usd_per_mtok + osl * x.output_usd_per_mtok) / osl
+    };
+    assert!(
+        (blended(&short, 1024.0, 512.0) - short.usd_per_mtok).abs() < 1e-9 * short.usd_per_mtok
+    );
+    assert!(short.input_usd_per_mtok > 0.0 && short.output_usd_per_mtok > short.input_usd_per_mtok);
+    // The cost a token of the pool's peak throughput carries, from the H100's rate.
+    let mut pool = d.clone();
+    pool.layout.dp = 2;
+    let op = pool.max_throughput(&p, 1024.0, 512.0, None);
+    let own = pool.economics(&p, &op, 1.0).usd_per_mtok.expect("cost");
+    assert!((short.usd_per_mtok - own).abs() < 1e-12);
+    // Long prompts and short answers: the prompts' share of the cost grows.
+    let long = at(8192.0, 128.0);
+    let share = |x: &switchyard_perf::PoolPrices, isl: f64, osl: f64| {
+        isl * x.input_usd_per_mtok / (osl * x.usd_per_mtok)
+    };
+    assert!(share(&long, 8192.0, 128.0) > share(&short, 1024.0, 512.0));
+    // Disaggregated: the prompts' price is the prefill pool's cost.
+    let pre = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1-pp1", Precision::Bf16);
+    let split = d
+        .pool_prices(&p, (1024.0, 512.0), None, 2, Some((&pre, 1)))
+        .expect("priced");
+    let mut decode = d.clone();
+    decode.layout.dp = 2;
+    let op = decode.max_throughput(&p, 1024.0, 512.0, None);
+    let decode_cost = decode.economics(&p, &op, 1.0).usd_per_mtok.expect("cost");
+    assert!((split.output_usd_per_mtok - decode_cost).abs() < 1e-9);
+    assert!((blended(&split, 1024.0, 512.0) - split.usd_per_mtok).abs() < 1e-9);
+    let wafer = deployment(&cat, "llama-3.1-8b", "cs3", "tp1-pp1", Precision::Bf16);
+    assert!(wafer
+        .pool_prices(&p, (1024.0, 512.0), None, 1, None)
+        .is_none());
+}
+
 #[test]
 fn validation_runs_every_reference_row() {
     let rows = parse_points(include_str!("../../../reference/points.csv")).expect("points");

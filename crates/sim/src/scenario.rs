@@ -956,13 +956,14 @@ impl ScenarioFile {
                 }
             };
             let usd = s.usd_per_mtok.or_else(|| {
-                d.pool_usd_per_mtok(
+                d.pool_prices(
                     params,
                     (isl, osl),
                     tpot_limit,
                     replicas,
                     prefill.as_ref().map(|pp| (&pp.deployment, pp.replicas)),
                 )
+                .map(|x| x.usd_per_mtok)
             });
             // A disaggregated provider's first token comes from its prefill pool, after the
             // KV cache's move, and its prompts queue for that pool (as the gateway has it).
