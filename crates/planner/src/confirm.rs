@@ -23,7 +23,7 @@ use switchyard_sim::{
 };
 
 /// What one confirming simulation found.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Found {
     /// TTFT and TPOT at the class's percentile, each pool weighed by its share of the
     /// plan's capacity.
@@ -34,10 +34,25 @@ struct Found {
     /// Requests that failed for want of capacity (a provider down or none to take them);
     /// those longer than the model's context are not counted.
     failed: u64,
-    /// Whether some pool served no request after the warm-up, so that its share of the
-    /// plan went unchecked.
-    silent: bool,
+    /// The provider of a pool that served no request after the warm-up, so that its share
+    /// of the plan went unchecked.
+    silent: Option<String>,
 }
+
+/// The least share of a simulation's requests a pool draws by weight.
+fn scn_weights_least(providers: &[Provider<'_>]) -> f64 {
+    let total: f64 = providers.iter().map(|p| p.target.weight).sum();
+    providers
+        .iter()
+        .map(|p| p.target.weight / total)
+        .fold(1.0, f64::min)
+        .max(f64::MIN_POSITIVE)
+}
+
+/// Requests a confirming simulation runs long enough for its smallest pool to expect, and
+/// the most requests it runs for that: a pool of a thousandth of the traffic takes 20,000.
+const MIN_POOL_REQUESTS: f64 = 20.0;
+const MAX_REQUESTS: f64 = 1_000_000.0;
 
 /// Simulates `job`'s options (option index, replicas) of its class at its demand in output
 /// tokens/s, scaled down to its budget of replicas.
@@ -97,6 +112,8 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
         });
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);
+    // The smallest pool's share of the requests, drawn by weight.
+    let least = scn_weights_least(&providers);
     // A fleet reaches its steady state once its first requests have run their course: until
     // then no replica holds its share of decoding requests, and a router weighing requests
     // in flight heaps prompts on the pools that look empty (a disaggregated unit's prefill
@@ -138,8 +155,17 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
             class_shares: vec![1.0],
             max_requests: None,
             // A class of little demand runs long enough for its percentiles to rest on some
-            // requests (40 tok/s of 400-token answers is one request in ten seconds).
-            horizon_s: Some(warm + m.rules.confirm_s.max(MIN_REQUESTS / rate)),
+            // requests (40 tok/s of 400-token answers is one request in ten seconds), and a
+            // pool of a small share long enough to serve some (a backup pool that the rules
+            // make carry a quarter of a class beside committed wafers of 800 times the
+            // demand drew none in the run's 200 requests), within a bound on the requests.
+            horizon_s: Some(
+                warm + m
+                    .rules
+                    .confirm_s
+                    .max(MIN_REQUESTS / rate)
+                    .max((MIN_POOL_REQUESTS / least).min(MAX_REQUESTS) / rate),
+            ),
         },
         trace: Vec::new(),
         warmup_s: None,
@@ -196,7 +222,11 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
     // A pool that served no request after the warm-up says nothing of its latencies, and the
     // mixture would leave it out: the others' would speak for its share of the plan.
     Some(Found {
-        silent: ttft.iter().any(|h| h.count() == 0),
+        silent: ttft
+            .iter()
+            .zip(&names)
+            .find(|(h, _)| h.count() == 0)
+            .map(|(_, n)| n.split('/').next().unwrap_or(n).to_string()),
         ttft_s: mix(&ttft)?,
         tpot_s: mix(&tpot).unwrap_or(0.0),
         goodput: if settled > 0 {
@@ -311,13 +341,32 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
             .map(|b| (b.option, b.replicas))
             .collect()
     };
-    // Within the targets, and no request refused or lost.
-    let ok = |class: &crate::solve::ClassM, r: Found| {
-        r.ttft_s <= class.ttft_s * tol
-            && r.tpot_s <= class.tpot_s * tol
-            && r.failed == 0
-            && !r.silent
+    // Within the targets, and no request refused or lost; else why not.
+    let why_not = |class: &crate::solve::ClassM, r: &Found| -> Option<String> {
+        let pct = class.percentile * 100.0;
+        if r.ttft_s > class.ttft_s * tol {
+            Some(format!(
+                "p{pct} TTFT {:.0} ms over its {:.0} ms target",
+                r.ttft_s * 1e3,
+                class.ttft_s * 1e3
+            ))
+        } else if r.tpot_s > class.tpot_s * tol {
+            Some(format!(
+                "p{pct} TPOT {:.1} ms over its {:.1} ms target",
+                r.tpot_s * 1e3,
+                class.tpot_s * 1e3
+            ))
+        } else if r.failed > 0 {
+            Some(format!("{} simulated requests failed", r.failed))
+        } else {
+            r.silent.as_ref().map(|p| {
+                format!(
+                    "the pool on `{p}` served no simulated request, so its share went unchecked"
+                )
+            })
+        }
     };
+    let ok = |class: &crate::solve::ClassM, r: &Found| why_not(class, r).is_none();
     // Peak demand on each class's fleet, then each provider's loss at the N-1 share. A
     // provider that serves nothing of a class leaves that class's fleet as it was, so its loss
     // needs no simulation of its own.
@@ -359,7 +408,9 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
         let most = crate::scenario::MAX_CONFIRM_REPLICAS;
         let again: Vec<usize> = (0..jobs.len())
             .filter(|&j| {
-                results[j].is_some_and(|r| !ok(&m.classes[jobs[j].class], r))
+                results[j]
+                    .as_ref()
+                    .is_some_and(|r| !ok(&m.classes[jobs[j].class], r))
                     && jobs[j].scale(m) < 1.0
                     && jobs[j].budget < most
             })
@@ -379,14 +430,19 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
     }
     for (c, co) in ph.classes.iter_mut().enumerate() {
         let class = &m.classes[c];
-        match results[c] {
+        match &results[c] {
             Some(r) => {
                 co.sim_ttft_s = Some(r.ttft_s);
                 co.sim_tpot_s = Some(r.tpot_s);
                 co.sim_goodput = Some(r.goodput);
-                co.confirmed = ok(class, r);
+                co.unconfirmed = why_not(class, r);
+                co.confirmed = co.unconfirmed.is_none();
             }
-            None => co.confirmed = class.demand[k] <= 0.0,
+            None => {
+                co.confirmed = class.demand[k] <= 0.0;
+                co.unconfirmed =
+                    (!co.confirmed).then(|| "no replica serves it to simulate".to_string());
+            }
         }
     }
     let mut table = Vec::new();
@@ -406,10 +462,11 @@ pub(crate) fn confirm(m: &Model<'_>, k: usize, ph: &mut PhasePlan) -> u32 {
                 1.0
             };
             let confirmed = match n1_jobs[q][c] {
-                Some(j) => results[j].is_some_and(|r| ok(class, r)),
-                // Nothing lost: the class's own peak simulation stands, at more demand than
-                // the N-1 share.
-                None => class.n_minus_1 * d <= 0.0 || ph.classes[c].confirmed,
+                Some(j) => results[j].as_ref().is_some_and(|r| ok(class, r)),
+                // Nothing lost: the fleet is the class's whole one, whose own verdict (at
+                // more demand than the N-1 share) speaks for it; a loss of a provider that
+                // holds none of it is not a failure of the class beside that verdict.
+                None => true,
             };
             rows.push((class.name.clone(), share, confirmed));
         }

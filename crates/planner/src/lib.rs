@@ -123,6 +123,8 @@ pub struct ClassOutcome {
     pub sim_goodput: Option<f64>,
     /// Whether the simulation confirms the targets (within tolerance).
     pub confirmed: bool,
+    /// Why it does not, where it does not.
+    pub unconfirmed: Option<String>,
     /// USD per million output tokens at peak.
     pub usd_per_mtok: f64,
     /// Facility joules per output token at peak.

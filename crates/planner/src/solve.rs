@@ -1849,6 +1849,7 @@ pub(crate) fn phase(
                 sim_ttft_s: None,
                 sim_tpot_s: None,
                 sim_goodput: None,
+                unconfirmed: None,
                 confirmed: false,
                 usd_per_mtok: if d > 0.0 {
                     usd / (d * 3600.0) * 1e6

@@ -1857,3 +1857,56 @@ fn no_demand_has_no_cost_a_token_and_shares_round_down() {
         ["99%", "100%", "29%", "50%", "0%"]
     );
 }
+
+/// A backup pool the rules make carry part of a class, beside committed wafers of hundreds
+/// of times the demand, draws a small share of the confirming simulation's requests: the
+/// run lasts until it has served some, and the plan is confirmed. A provider that holds
+/// nothing of the class is no failure of it when lost.
+#[test]
+fn a_small_backup_pool_is_simulated_and_an_empty_provider_loses_nothing() {
+    let text = |tpot_ms: f64| {
+        format!(
+            r#"
+[rules]
+n_minus_1 = 0.5
+max_share = 0.75
+[[phase]]
+name = "p1"
+[[provider]]
+name = "wafer"
+systems = ["cs3"]
+mw = [60.0]
+committed_mw = [60.0]
+capex_usd_per_system = 2500000.0
+[[provider]]
+name = "amd"
+systems = ["mi355x"]
+mw = [10.0]
+[[provider]]
+name = "spare"
+systems = ["b200"]
+mw = [10.0]
+[[class]]
+name = "code"
+model = "gpt-oss-120b"
+isl = 4000
+osl = 800
+ttft_ms = 1000
+tpot_ms = {tpot_ms}
+percentile = 0.99
+demand_tok_s = [9.0e4]
+"#
+        )
+    };
+    let p = run(&text(6.5), &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(capacity_of(&p, "amd") > 0.0 && capacity_of(&p, "spare") == 0.0);
+    let c = &ph.classes[0];
+    assert!(c.confirmed, "{:?}", c.unconfirmed);
+    let spare = ph
+        .n_minus_1
+        .iter()
+        .find(|n| n.lost == "spare")
+        .expect("row");
+    assert!(spare.classes.iter().all(|(_, _, ok)| *ok));
+}

@@ -111,8 +111,10 @@ fn unmet(p: &Plan) -> Vec<String> {
         }
         for c in ph.classes.iter().filter(|c| !c.confirmed) {
             out.push(format!(
-                "phase {}: class `{}` not confirmed by simulation",
-                ph.phase, c.class
+                "phase {}: class `{}` not confirmed by simulation ({})",
+                ph.phase,
+                c.class,
+                c.unconfirmed.as_deref().unwrap_or("no reason given")
             ));
         }
         for n in &ph.n_minus_1 {
@@ -200,6 +202,11 @@ fn print_plan(p: &Plan) {
                 usd,
                 joules
             );
+        }
+        for c in &ph.classes {
+            if let Some(why) = &c.unconfirmed {
+                out!("  {} not confirmed: {why}", c.class);
+            }
         }
         out!("  buys:");
         for b in &ph.buys {
