@@ -452,12 +452,20 @@ impl PlanFile {
                     format!("class `{}`: a share between 0 and 1, such as 0.9", s.name),
                 ));
             }
-            for (field, v) in [("n_minus_1", s.n_minus_1), ("max_share", s.max_share)] {
-                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            for (field, v, least) in [
+                ("n_minus_1", s.n_minus_1, 0.0),
+                ("max_share", s.max_share, f64::MIN_POSITIVE),
+            ] {
+                if v.is_some_and(|v| !(least..=1.0).contains(&v)) {
+                    let says = if least > 0.0 {
+                        "above 0 and at most 1"
+                    } else {
+                        "between 0 and 1"
+                    };
                     return Err(err(
                         &c.span(),
                         field,
-                        format!("class `{}`: a share between 0 and 1", s.name),
+                        format!("class `{}`: a share {says}", s.name),
                     ));
                 }
             }
@@ -546,13 +554,20 @@ impl PlanFile {
             }
         }
         let r = f.rules;
-        for (field, v) in [
-            ("rules.max_share", r.max_share),
-            ("rules.n_minus_1", r.n_minus_1),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(err(&(0..0), field, "a share between 0 and 1".into()));
-            }
+        // No provider may carry any of a class at a share of none: no plan, ever.
+        if !(r.max_share > 0.0 && r.max_share <= 1.0) {
+            return Err(err(
+                &(0..0),
+                "rules.max_share",
+                "a share above 0 and at most 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&r.n_minus_1) {
+            return Err(err(
+                &(0..0),
+                "rules.n_minus_1",
+                "a share between 0 and 1".into(),
+            ));
         }
         // A confirming simulation's time grows with its replicas and seconds, and several
         // run a phase: past these a plan would take hours.

@@ -542,6 +542,15 @@ fn bad_scenarios_name_the_line_and_field() {
         ),
         &["line 13", "field `max_share`"],
     );
+    // No provider may carry any of a class: no plan could hold, in the rules or a class's.
+    check(
+        &good.replace("tpot_ms = 50", "tpot_ms = 50\nmax_share = 0"),
+        &["field `max_share`", "class `chat`", "above 0"],
+    );
+    check(
+        &good.replace("[rules]\n", "[rules]\nmax_share = 0.0\n"),
+        &["field `rules.max_share`", "above 0"],
+    );
     // Two prices for one provider, one of which would be ignored.
     check(
         &good.replace(
