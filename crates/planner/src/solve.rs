@@ -191,6 +191,27 @@ pub(crate) fn systems_on_offer(
             }
             out.push((i, s));
         }
+        // One purchase price for systems of different sizes (an 8-GPU server and a 72-GPU
+        // rack) would price the rack's chips at a ninth of the server's: a plan that buys
+        // only racks, with nothing said.
+        if p.capex_usd_per_system.is_some() {
+            let mut sizes = out
+                .iter()
+                .filter(|(f, _)| *f == i)
+                .map(|(_, s)| (s.chips_per_system, s.id.as_str()));
+            if let Some((first, a)) = sizes.next() {
+                if let Some((other, b)) = sizes.find(|&(n, _)| n != first) {
+                    return Err(PlanError::Scenario {
+                        origin: origin.to_string(),
+                        message: format!(
+                            "line {}, field `capex_usd_per_system`: provider `{}`: one price for a system of `{a}` ({first} chips) and one of `{b}` ({other} chips); list systems of different sizes under providers of their own, or price them by the chip-hour (rent_usd_per_chip_hour)",
+                            line_of_field(text, &sp.span(), "capex_usd_per_system"),
+                            p.name
+                        ),
+                    });
+                }
+            }
+        }
         let alone = p.capex_usd_per_system.is_none() && p.rent_usd_per_chip_hour.is_none();
         if alone && p.life_years.is_some() && !lived {
             return Err(PlanError::Scenario {

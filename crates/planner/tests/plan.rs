@@ -551,6 +551,23 @@ fn bad_scenarios_name_the_line_and_field() {
         &good.replace("[rules]\n", "[rules]\nmax_share = 0.0\n"),
         &["field `rules.max_share`", "above 0"],
     );
+    // One purchase price for systems of different sizes.
+    check(
+        &good
+            .replace(
+                "systems = [\"h100-sxm\"]\nmw = [5.0]",
+                "systems = [\"h100-sxm\", \"gb200\"]\nmw = [5.0]",
+            )
+            .replace(
+                "rent_usd_per_chip_hour = 2.0\n",
+                "capex_usd_per_system = 300000.0\n",
+            ),
+        &[
+            "field `capex_usd_per_system`",
+            "`h100-sxm` (8 chips)",
+            "`gb200` (72 chips)",
+        ],
+    );
     // Two prices for one provider, one of which would be ignored.
     check(
         &good.replace(
