@@ -84,6 +84,10 @@ pub struct Buy {
     /// systems of the same kind share a rack or a server with them, and the provider's
     /// [`ProviderUse::systems`] counts the systems bought once.
     pub systems: u32,
+    /// The systems its replicas fill, in part where they share one with other buys: the
+    /// shares of a provider's buys of one kind of system add up to the systems of that kind
+    /// in [`ProviderUse::systems`], the last one's partly filled.
+    pub system_share: f64,
 }
 
 /// A provider's use in one phase.
@@ -97,6 +101,9 @@ pub struct ProviderUse {
     pub mw_available: f64,
     /// Systems by catalog id.
     pub systems: Vec<(String, u32)>,
+    /// Of those, the systems no earlier phase installed (all of them in the first phase):
+    /// what the phase buys.
+    pub new_systems: Vec<(String, u32)>,
 }
 
 /// A class's outcome in one phase.
@@ -223,13 +230,38 @@ impl PhasePlan {
     }
 }
 
+impl ProviderUse {
+    /// Its systems in words, each kind as `68 x h100-sxm`, with how many of them are new
+    /// where earlier phases installed some (`68 x h100-sxm (45 new)`); `times` is the sign
+    /// between count and kind.
+    #[must_use]
+    pub fn systems_text(&self, times: &str) -> String {
+        self.systems
+            .iter()
+            .map(|(s, n)| {
+                let new = self
+                    .new_systems
+                    .iter()
+                    .find(|(x, _)| x == s)
+                    .map_or(0, |x| x.1);
+                if new == *n {
+                    format!("{n} {times} {s}")
+                } else {
+                    format!("{n} {times} {s} ({new} new)")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl Buy {
     /// The systems this buy's replicas fill, in words: whole (`12`), or to two decimals
     /// where they share a system with other buys on the same provider (`2.5`), whose
     /// provider's count ([`ProviderUse::systems`]) is the whole systems they fill together.
     #[must_use]
-    pub fn systems_text(&self, options: &[Candidate]) -> String {
-        let share = f64::from(self.replicas) * options[self.option].systems;
+    pub fn systems_text(&self) -> String {
+        let share = self.system_share;
         if (share - share.round()).abs() < 1e-6 {
             format!("{share:.0}")
         } else {
@@ -269,6 +301,9 @@ pub struct KeptIdle {
 pub struct Plan {
     /// Scenario name.
     pub scenario: String,
+    /// What the command line changed of the scenario, in words (`without cerebras`, `demand
+    /// x 2`, `MW as IT power`); empty where nothing.
+    pub what_if: Vec<String>,
     /// The rules applied.
     pub rules: RulesOut,
     /// Every option considered.
@@ -354,7 +389,17 @@ pub fn plan(
             }
             units
         });
-        for (p, u) in ph.providers.iter().enumerate() {
+        for (p, u) in ph.providers.iter_mut().enumerate() {
+            // What this phase adds to the most of each system an earlier phase installed.
+            u.new_systems = u
+                .systems
+                .iter()
+                .map(|(system, n)| {
+                    let had = installed.get(&(p, system.clone())).copied().unwrap_or(0);
+                    (system.clone(), n.saturating_sub(had))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
             for (system, n) in &u.systems {
                 let e = installed.entry((p, system.clone())).or_insert(0);
                 *e = (*e).max(*n);
@@ -367,6 +412,7 @@ pub fn plan(
     }
     Ok(Plan {
         scenario: file.name.clone().unwrap_or_else(|| origin.to_string()),
+        what_if: what_if.words(),
         rules: RulesOut {
             max_share: model.rules.max_share,
             n_minus_1: model.rules.n_minus_1,

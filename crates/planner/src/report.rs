@@ -125,11 +125,7 @@ pub fn html(p: &Plan) -> String {
                         u.provider.clone(),
                         crate::megawatts(u.mw_used),
                         crate::megawatts(u.mw_available),
-                        u.systems
-                            .iter()
-                            .map(|(s, n)| format!("{n} × {s}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        u.systems_text("×"),
                     ]
                 })
                 .collect(),
@@ -201,7 +197,7 @@ pub fn html(p: &Plan) -> String {
                     let o = &p.options[b.option];
                     vec![
                         o.provider.clone(),
-                        b.systems_text(&p.options),
+                        b.systems_text(),
                         o.system.clone(),
                         o.layout.clone(),
                         o.class.clone(),
@@ -279,7 +275,7 @@ pub fn html(p: &Plan) -> String {
         });
     }
     let subtitle = format!(
-        "no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at ≤ {:.0}% of capacity{}; {} confirming simulations",
+        "no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, capacity counts each replica at {:.0}% of its peak{}; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
@@ -289,6 +285,11 @@ pub fn html(p: &Plan) -> String {
         },
         p.simulations
     );
+    let subtitle = if p.what_if.is_empty() {
+        subtitle
+    } else {
+        format!("what if: {}; {subtitle}", p.what_if.join(", "))
+    };
     page(
         &format!("Switchyard capacity plan: {}", p.scenario),
         &subtitle,

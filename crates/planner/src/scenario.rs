@@ -237,6 +237,26 @@ pub struct WhatIf {
     pub mw_is: Option<MwIs>,
 }
 
+impl WhatIf {
+    /// Each change in words, for reports.
+    #[must_use]
+    pub fn words(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.lose {
+            out.push(format!("without {p}"));
+        }
+        if let Some(x) = self.demand_x {
+            out.push(format!("demand x {x}"));
+        }
+        match self.mw_is {
+            Some(MwIs::It) => out.push("MW as IT power".into()),
+            Some(MwIs::Facility) => out.push("MW as facility power".into()),
+            None => {}
+        }
+        out
+    }
+}
+
 /// The line where `field` is set inside the table at `span`, or the table's first line.
 pub(crate) fn line_of_field(text: &str, span: &Range<usize>, field: &str) -> usize {
     switchyard_catalog::line_at(

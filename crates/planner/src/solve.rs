@@ -1788,6 +1788,7 @@ pub(crate) fn phase(
             option: i,
             replicas: n,
             systems: whole_systems(&m.options[i].out, n),
+            system_share: f64::from(n) * m.options[i].out.systems,
         })
         .collect();
     // The whole systems bought draw their power, however many replicas of whichever classes
@@ -1808,6 +1809,8 @@ pub(crate) fn phase(
                 mw_used: drawn_mw(&pools, p),
                 mw_available: prov.mw[k],
                 systems,
+                // Filled in once the phases before are known.
+                new_systems: Vec::new(),
             }
         })
         .collect();

@@ -108,6 +108,56 @@ fn the_example_plans_every_phase_and_simulation_confirms_targets_and_n_minus_1()
         );
     }
     assert!(p.simulations > 0);
+    // Each phase's new systems are those beyond the most an earlier phase installed, and
+    // the buys' shares of systems add up to the systems of their kind not kept idle.
+    let mut most: std::collections::BTreeMap<(String, String), u32> = Default::default();
+    for ph in &p.phases {
+        for u in &ph.providers {
+            for (s, n) in &u.systems {
+                let had = most
+                    .get(&(u.provider.clone(), s.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let new = u
+                    .new_systems
+                    .iter()
+                    .find(|(x, _)| x == s)
+                    .map_or(0, |x| x.1);
+                assert_eq!(
+                    new,
+                    n.saturating_sub(had),
+                    "{} {} {s}",
+                    ph.phase,
+                    u.provider
+                );
+                most.insert((u.provider.clone(), s.clone()), had.max(*n));
+                let shares: f64 = ph
+                    .buys
+                    .iter()
+                    .filter(|b| {
+                        let o = &p.options[b.option];
+                        o.provider == u.provider && &o.system == s
+                    })
+                    .map(|b| b.system_share)
+                    .sum();
+                let idle: u32 = ph
+                    .kept_idle
+                    .iter()
+                    .filter(|k| k.provider == u.provider && &k.system == s)
+                    .map(|k| k.systems)
+                    .sum();
+                let busy = f64::from(n - idle);
+                assert!(
+                    shares <= busy + 1e-9 && shares > busy - 1.0,
+                    "{shares} of {n}"
+                );
+            }
+        }
+    }
+    assert!(p.phases[1..]
+        .iter()
+        .any(|ph| ph.providers.iter().any(|u| u.new_systems != u.systems)));
+    assert!(p.what_if.is_empty());
     // The same scenario gives the same plan.
     let again = run(EXAMPLE, &WhatIf::default()).expect("plans");
     assert_eq!(format!("{:?}", p.phases), format!("{:?}", again.phases));
@@ -174,6 +224,7 @@ fn losing_a_provider_replans_or_says_what_breaks() {
     )
     .expect("plans");
     assert!(p.phases[0].infeasible.is_none());
+    assert_eq!(p.what_if, ["without b"]);
     assert_eq!(capacity_of(&p, "b"), 0.0);
     assert!(capacity_of(&p, "a") >= 100_000.0);
     // Not enough: the phase says how much power is missing.

@@ -131,8 +131,11 @@ fn unmet(p: &Plan) -> Vec<String> {
 
 fn print_plan(p: &Plan) {
     out!("{}", p.scenario);
+    if !p.what_if.is_empty() {
+        out!("what if: {}", p.what_if.join(", "));
+    }
     out!(
-        "rules: no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, replicas at <= {:.0}% of capacity{}; {} confirming simulations",
+        "rules: no provider need carry over {:.0}% of a class, N-1 keeps {:.0}% of each class, capacity counts each replica at {:.0}% of its peak{}; {} confirming simulations",
         p.rules.max_share * 100.0,
         p.rules.n_minus_1 * 100.0,
         p.rules.headroom * 100.0,
@@ -156,17 +159,12 @@ fn print_plan(p: &Plan) {
             "MW avail"
         );
         for u in &ph.providers {
-            let systems: Vec<String> = u
-                .systems
-                .iter()
-                .map(|(s, n)| format!("{n} x {s}"))
-                .collect();
             out!(
                 "  {:<16} {:>9} {:>9}  {}",
                 u.provider,
                 switchyard_planner::megawatts(u.mw_used),
                 switchyard_planner::megawatts(u.mw_available),
-                systems.join(", ")
+                u.systems_text("x")
             );
         }
         out!(
@@ -214,7 +212,7 @@ fn print_plan(p: &Plan) {
             out!(
                 "    {:<16} {:>6} x {:<7} {:<6} for {:<20} ({} {} of {} chip{}, ${:.2} an hour each{})",
                 o.provider,
-                b.systems_text(&p.options),
+                b.systems_text(),
                 o.system,
                 o.layout,
                 o.class,
