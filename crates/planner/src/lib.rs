@@ -369,6 +369,17 @@ pub fn plan(
     params: &switchyard_perf::Params,
     what_if: &WhatIf,
 ) -> Result<Plan, PlanError> {
+    // One basis of price for the catalog's systems, where the command line asks it.
+    let priced;
+    let catalog = match what_if.cost {
+        None => catalog,
+        Some(basis) => {
+            let mut c = catalog.clone();
+            c.price_on(basis == switchyard_perf::CostBasis::Rent);
+            priced = c;
+            &priced
+        }
+    };
     let systems = solve::systems_on_offer(file, text, origin, catalog, what_if)?;
     let model = solve::Model::build(file, text, origin, catalog, &systems, params, what_if)?;
     let mut phases = Vec::new();

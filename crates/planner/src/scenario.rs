@@ -235,6 +235,10 @@ pub struct WhatIf {
     pub demand_x: Option<f64>,
     /// Read every provider's megawatts this way.
     pub mw_is: Option<MwIs>,
+    /// Cost every system the scenario does not price itself on this basis: rented at its
+    /// published hourly rate, or owned (its purchase over its life plus electricity). A
+    /// system without a price of that basis is left without one.
+    pub cost: Option<switchyard_perf::CostBasis>,
 }
 
 impl WhatIf {
@@ -251,6 +255,11 @@ impl WhatIf {
         match self.mw_is {
             Some(MwIs::It) => out.push("MW as IT power".into()),
             Some(MwIs::Facility) => out.push("MW as facility power".into()),
+            None => {}
+        }
+        match self.cost {
+            Some(switchyard_perf::CostBasis::Rent) => out.push("catalog systems rented".into()),
+            Some(switchyard_perf::CostBasis::Owned) => out.push("catalog systems owned".into()),
             None => {}
         }
         out

@@ -1987,3 +1987,32 @@ demand_tok_s = [9.0e4]
         .expect("row");
     assert!(spare.classes.iter().all(|(_, _, ok)| *ok));
 }
+
+/// `--cost` costs the catalog's systems on one basis, a provider's own price standing: an
+/// H100 at its published rent, or at its purchase over five years plus power, which is
+/// cheaper by the hour; the report says which.
+#[test]
+fn one_basis_of_price_for_the_catalogs_systems() {
+    let text = small(2.0, 100_000.0, 0.0, 0.0).replace("rent_usd_per_chip_hour = 2.0\n", "");
+    let cost = |basis| {
+        let p = run(
+            &text,
+            &WhatIf {
+                cost: basis,
+                ..WhatIf::default()
+            },
+        )
+        .expect("plans");
+        (p.phases[0].usd_per_hour, p.what_if)
+    };
+    use switchyard_perf::CostBasis;
+    let (default, none) = cost(None);
+    let (rent, rented) = cost(Some(CostBasis::Rent));
+    let (owned, bought) = cost(Some(CostBasis::Owned));
+    assert!(none.is_empty());
+    assert_eq!(rented, ["catalog systems rented"]);
+    assert_eq!(bought, ["catalog systems owned"]);
+    // The catalog's H100 has both: rent is charged where both are known.
+    assert_eq!(default, rent);
+    assert!(owned < rent, "owned {owned} rent {rent}");
+}

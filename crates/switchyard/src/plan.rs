@@ -25,6 +25,11 @@ pub struct PlanArgs {
     /// Read every provider's megawatts as IT load or facility power.
     #[arg(long, value_name = "it|facility")]
     mw_is: Option<String>,
+    /// Cost every catalog system on one basis: `rent`, the published hourly rate; `owned`,
+    /// the purchase over its life plus electricity [default: the rent where one is
+    /// published, else the purchase]; a provider's own price in the scenario stands.
+    #[arg(long, value_enum)]
+    cost: Option<crate::predict::CostBasisArg>,
     /// Folder for plan.json and plan.html.
     #[arg(long, value_name = "DIR", default_value = "plan-out")]
     out: PathBuf,
@@ -67,6 +72,10 @@ pub fn plan(cat: &Catalog, params: &Params, a: &PlanArgs) -> Result<()> {
         lose: a.lose.clone(),
         demand_x: a.demand_x,
         mw_is,
+        cost: a.cost.map(|c| match c {
+            crate::predict::CostBasisArg::Rent => switchyard_perf::CostBasis::Rent,
+            crate::predict::CostBasisArg::Owned => switchyard_perf::CostBasis::Owned,
+        }),
     };
     // The folder first: a plan takes seconds, and a file in its place would waste them.
     crate::make_out_dir(&a.out, "plan.json and plan.html")?;

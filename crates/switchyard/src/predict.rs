@@ -91,7 +91,7 @@ pub struct Workload {
 
 /// The basis `--cost` names.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum CostBasisArg {
+pub(crate) enum CostBasisArg {
     Rent,
     Owned,
 }
