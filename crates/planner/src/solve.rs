@@ -68,7 +68,12 @@ impl<'a> Opt<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct ProviderM {
     pub name: String,
+    /// Megawatts a phase may draw: those on offer, and where what is installed stays
+    /// (`keep_installed`), no more than any later phase offers, since systems installed now
+    /// would draw them then.
     pub mw: Vec<f64>,
+    /// Megawatts on offer in each phase, as the scenario gives them.
+    pub offered: Vec<f64>,
     pub committed: Vec<f64>,
     pub max_share: f64,
     pub params: Params,
@@ -340,9 +345,17 @@ impl<'a> Model<'a> {
                 pp.pue = pue;
             }
             index[i] = providers.len();
+            // Looking ahead: a phase installs no more than every later phase keeps powering.
+            let mut mw = p.mw.clone();
+            if rules.keep_installed {
+                for k in (0..mw.len().saturating_sub(1)).rev() {
+                    mw[k] = mw[k].min(mw[k + 1]);
+                }
+            }
             providers.push(ProviderM {
                 name: p.name.clone(),
-                mw: p.mw.clone(),
+                offered: p.mw.clone(),
+                mw,
                 committed: p
                     .committed_mw
                     .clone()
@@ -1421,6 +1434,27 @@ fn class_rules(pb: &mut Problem, m: &Model<'_>, k: usize, a: Apply, vars: &[micr
 
 /// Why phase `k` has no plan: classes nothing can serve, then the rule whose removal makes
 /// it feasible, then the power short.
+/// Where phase `k` may draw less from a provider than it offers, because a later phase
+/// offers less and what is installed stays: said, in words, as an aside (empty where none).
+fn looked_ahead(m: &Model<'_>, k: usize) -> String {
+    let capped: Vec<String> = m
+        .providers
+        .iter()
+        .filter(|p| p.mw[k] < p.offered[k])
+        .map(|p| {
+            format!(
+                "`{}` offers {} MW here and {} MW in a later phase",
+                p.name,
+                megawatts(p.offered[k]),
+                megawatts(p.mw[k])
+            )
+        })
+        .collect();
+    aside(&capped, "; ", |l| {
+        format!(" ({l}; systems installed stay, so no more is installed here: keep_installed)")
+    })
+}
+
 fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, PlanError> {
     let phase = &m.phases[k];
     let mut why = Vec::new();
@@ -1624,7 +1658,7 @@ fn explain(m: &Model<'_>, k: usize, installed: &Installed) -> Result<String, Pla
                 m.rules.n_minus_1 * 100.0,
                 m.rules.max_share * 100.0,
                 aside(&own, ", ", |l| format!(", and of one provider {l}")),
-                aside(&over, "; ", |l| format!("; {l} (earlier phases are planned without looking ahead: give that provider no more in an earlier phase than it keeps offering, or set keep_installed = false)"))
+                aside(&over, "; ", |l| format!("; {l} (systems installed in earlier phases stay: set keep_installed = false to release them)"))
             ));
         }
     }
@@ -1777,7 +1811,7 @@ pub(crate) fn phase(
             n_minus_1: Vec::new(),
             kept_idle: Vec::new(),
             usd_per_hour: 0.0,
-            infeasible: Some(explain(m, k, installed)?),
+            infeasible: Some(explain(m, k, installed)? + &looked_ahead(m, k)),
         });
     };
     let buys: Vec<Buy> = x
@@ -1807,7 +1841,7 @@ pub(crate) fn phase(
             ProviderUse {
                 provider: prov.name.clone(),
                 mw_used: drawn_mw(&pools, p),
-                mw_available: prov.mw[k],
+                mw_available: prov.offered[k],
                 systems,
                 // Filled in once the phases before are known.
                 new_systems: Vec::new(),

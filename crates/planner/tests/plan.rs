@@ -2016,3 +2016,63 @@ fn one_basis_of_price_for_the_catalogs_systems() {
     assert_eq!(default, rent);
     assert!(owned < rent, "owned {owned} rent {rent}");
 }
+
+/// Where what is installed stays, a phase installs no more of a provider than later phases
+/// keep offering: an H100 cloud that offers power in the first phase and none in the
+/// second is left out of both, not bought in the first and found over its power in the
+/// second; a phase short of power says why the earlier one installed less.
+#[test]
+fn kept_systems_are_planned_with_later_phases_power_in_view() {
+    let text = |mw_a: &str, demand: &str| {
+        format!(
+            r#"
+[rules]
+n_minus_1 = 0.0
+confirm_s = 10
+confirm_replicas = 8
+[[phase]]
+name = "a"
+[[phase]]
+name = "b"
+[[provider]]
+name = "hopper"
+systems = ["h100-sxm"]
+mw = {mw_a}
+rent_usd_per_chip_hour = 2.0
+[[provider]]
+name = "blackwell"
+systems = ["b200"]
+mw = [10.0, 10.0]
+rent_usd_per_chip_hour = 3.0
+[[class]]
+name = "chat"
+model = "llama-3.1-8b"
+isl = 1000
+osl = 200
+ttft_ms = 2000
+tpot_ms = 40
+demand_tok_s = {demand}
+"#
+        )
+    };
+    let p = run(&text("[10.0, 0.0]", "[1.0e6, 1.0e6]"), &WhatIf::default()).expect("plans");
+    for ph in &p.phases {
+        assert!(ph.infeasible.is_none(), "{}: {:?}", ph.phase, ph.infeasible);
+    }
+    assert_eq!(capacity_of(&p, "hopper"), 0.0);
+    let hopper = &p.phases[0].providers[0];
+    assert_eq!(
+        (hopper.provider.as_str(), hopper.mw_available),
+        ("hopper", 10.0)
+    );
+    // Without the later phase's power cut, the H100s are cheaper and bought.
+    let p = run(&text("[10.0, 10.0]", "[1.0e6, 1.0e6]"), &WhatIf::default()).expect("plans");
+    assert!(capacity_of(&p, "hopper") > 0.0);
+    // More demand than the power kept through both phases: the first phase says why.
+    let p = run(&text("[10.0, 0.0]", "[1.0e8, 1.0]"), &WhatIf::default()).expect("plans");
+    let why = p.phases[0].infeasible.as_deref().expect("infeasible");
+    assert!(
+        why.contains("`hopper` offers 10.0 MW here and 0.000 MW in a later phase"),
+        "{why}"
+    );
+}
