@@ -132,24 +132,19 @@ pub struct ClassOutcome {
     pub confirmed: bool,
     /// Why it does not, where it does not.
     pub unconfirmed: Option<String>,
-    /// USD per million output tokens at peak.
-    pub usd_per_mtok: f64,
-    /// Facility joules per output token at peak.
-    pub joules_per_token: f64,
+    /// USD per million output tokens at peak; none where the class asks for no tokens in
+    /// the phase: a token that is not made has no cost.
+    pub usd_per_mtok: Option<f64>,
+    /// Facility joules per output token at peak; none as the cost.
+    pub joules_per_token: Option<f64>,
 }
 
 impl ClassOutcome {
     /// Its dollars per million and joules per output token to three decimals, or `-` each
-    /// where the class asks for no tokens in the phase: a token that is not made has no cost.
+    /// where the class asks for no tokens in the phase.
     pub fn per_token_text(&self) -> (String, String) {
-        if self.demand_tok_s > 0.0 {
-            (
-                format!("{:.3}", self.usd_per_mtok),
-                format!("{:.3}", self.joules_per_token),
-            )
-        } else {
-            ("-".into(), "-".into())
-        }
+        let text = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
+        (text(self.usd_per_mtok), text(self.joules_per_token))
     }
 }
 

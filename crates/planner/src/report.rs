@@ -93,7 +93,7 @@ pub fn html(p: &Plan) -> String {
             let weighted: f64 = ph
                 .classes
                 .iter()
-                .map(|c| c.joules_per_token * c.demand_tok_s)
+                .map(|c| c.joules_per_token.unwrap_or(0.0) * c.demand_tok_s)
                 .sum();
             if served > 0.0 {
                 weighted / served

@@ -895,10 +895,12 @@ fn kept<'a>(m: &Model<'_>, a: Apply, installed: &'a Installed) -> &'a Installed 
 
 /// What systems shared as `pools` cost an hour: each whole one.
 fn pools_usd(pools: &[Shared]) -> f64 {
+    // 0, not a float sum's -0, where there are none.
     pools
         .iter()
         .map(|s| f64::from(s.whole) * s.usd_per_system)
-        .sum()
+        .sum::<f64>()
+        + 0.0
 }
 
 /// The megawatts provider `p`'s whole systems in `pools` draw (0, not a float sum's −0,
@@ -1909,12 +1911,8 @@ pub(crate) fn phase(
                 sim_goodput: None,
                 unconfirmed: None,
                 confirmed: false,
-                usd_per_mtok: if d > 0.0 {
-                    usd / (d * 3600.0) * 1e6
-                } else {
-                    0.0
-                },
-                joules_per_token: if d > 0.0 { joules / d } else { 0.0 },
+                usd_per_mtok: (d > 0.0).then(|| usd / (d * 3600.0) * 1e6),
+                joules_per_token: (d > 0.0).then(|| joules / d),
             }
         })
         .collect();

@@ -1050,7 +1050,7 @@ fn falls_and_keeps(text: &str) {
     let charged: f64 = ph
         .classes
         .iter()
-        .map(|c| c.usd_per_mtok * c.demand_tok_s * 3600.0 / 1e6)
+        .map(|c| c.usd_per_mtok.unwrap_or(0.0) * c.demand_tok_s * 3600.0 / 1e6)
         .sum::<f64>()
         + ph.kept_idle.iter().map(|k| k.usd_per_hour).sum::<f64>();
     assert!(
@@ -1063,7 +1063,7 @@ fn falls_and_keeps(text: &str) {
     let classes_own: f64 = ph
         .classes
         .iter()
-        .map(|c| c.usd_per_mtok * c.demand_tok_s)
+        .map(|c| c.usd_per_mtok.unwrap_or(0.0) * c.demand_tok_s)
         .sum::<f64>()
         / served;
     let fleet = ph.usd_per_mtok().expect("demand");
@@ -1342,7 +1342,7 @@ fn classes_share_whole_racks() {
     let classes_usd: f64 = ph
         .classes
         .iter()
-        .map(|c| c.usd_per_mtok * c.demand_tok_s * 3600.0 / 1e6)
+        .map(|c| c.usd_per_mtok.unwrap_or(0.0) * c.demand_tok_s * 3600.0 / 1e6)
         .sum();
     assert!(
         (classes_usd - ph.usd_per_hour).abs() < 1e-6 * per_rack,
@@ -2075,4 +2075,17 @@ demand_tok_s = {demand}
         why.contains("`hopper` offers 10.0 MW here and 0.000 MW in a later phase"),
         "{why}"
     );
+}
+
+/// A class that asks for nothing in a phase costs nothing and has no price a token, and a
+/// phase that buys nothing costs 0 an hour, not a float sum's -0.
+#[test]
+fn a_phase_without_demand_costs_nothing_and_prices_no_token() {
+    let p = run(&small(2.0, 0.0, 0.0, 5.0), &WhatIf::default()).expect("plans");
+    let ph = &p.phases[0];
+    assert!(ph.buys.is_empty());
+    assert!(ph.usd_per_hour == 0.0 && ph.usd_per_hour.is_sign_positive());
+    let c = &ph.classes[0];
+    assert_eq!((c.usd_per_mtok, c.joules_per_token), (None, None));
+    assert_eq!(c.per_token_text(), ("-".to_string(), "-".to_string()));
 }
