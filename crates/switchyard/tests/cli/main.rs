@@ -1731,7 +1731,12 @@ fn plan_runs_the_builtin_scenario_and_writes_its_reports() {
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(!out.contains("amd-cloud"), "{out}");
+    // Named as left out, and nowhere else.
+    assert!(
+        out.contains("what if: without amd-cloud, demand x 0.5, MW as IT power"),
+        "{out}"
+    );
+    assert_eq!(out.matches("amd-cloud").count(), 1, "{out}");
 }
 
 /// A plan that does not hold (no system meets a 1 ms TPOT) exits 1, saying why, with its
