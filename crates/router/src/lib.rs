@@ -264,6 +264,10 @@ pub const LEARNED_HALF_LIFE_S: f64 = 30.0;
 /// 50 ms class target let a third of its requests miss it.
 const TPOT_SPREADS: f64 = 2.0;
 
+/// Classes that keep turns of their own under round-robin; the rest share those of requests
+/// of no class, so that the names clients send cannot grow the router without bound.
+const MAX_CURSORS: usize = 64;
+
 /// Output tokens assumed when a request does not say how many it wants.
 const DEFAULT_OUTPUT_TOKENS: f64 = 256.0;
 
@@ -464,19 +468,26 @@ impl Router {
         let chosen = match self.policy {
             Policy::RoundRobin => {
                 let n = self.targets.len();
-                // A class no target names (any a client may write) takes the turns of
-                // requests of no class: the cursors stay as many as the classes configured.
-                let class = ask.class.filter(|c| {
-                    self.targets
-                        .iter()
-                        .any(|t| t.classes.iter().any(|x| x == c))
-                });
-                let c = match self.next.iter().position(|(c, _)| c.as_deref() == class) {
+                // Each class takes its own turns, so that one whose targets only some
+                // targets meet does not skew another's; past `MAX_CURSORS` classes (any a
+                // client may write), a new one takes the turns of requests of no class.
+                let c = match self
+                    .next
+                    .iter()
+                    .position(|(c, _)| c.as_deref() == ask.class)
+                {
                     Some(c) => c,
-                    None => {
-                        self.next.push((class.map(str::to_string), 0));
+                    None if ask.class.is_none() || self.next.len() < MAX_CURSORS => {
+                        self.next.push((ask.class.map(str::to_string), 0));
                         self.next.len() - 1
                     }
+                    None => match self.next.iter().position(|(c, _)| c.is_none()) {
+                        Some(c) => c,
+                        None => {
+                            self.next.push((None, 0));
+                            self.next.len() - 1
+                        }
+                    },
                 };
                 let start = self.next[c].1;
                 let pick = (0..n).map(|k| (start + k) % n).find(|i| pool.contains(i));

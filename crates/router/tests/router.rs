@@ -96,6 +96,37 @@ fn round_robin_turns_are_each_classs_own() {
     assert_eq!(gold, [50, 50]);
 }
 
+/// A class that no target names takes turns of its own too: one whose TPOT target only one
+/// target meets, sent between its requests, does not take their turns.
+#[test]
+fn round_robin_turns_are_a_classs_own_whatever_narrows_another() {
+    let targets = vec![
+        target("fast", |t| t.tpot_s = 0.005),
+        target("slow", |t| t.tpot_s = 0.05),
+    ];
+    let mut r = Router::new(Policy::RoundRobin, targets, Health::default(), 1);
+    let mut loose = [0; 2];
+    for _ in 0..100 {
+        let tight = Ask {
+            class: Some("tight"),
+            tpot_target_s: Some(0.015),
+            ..Ask::default()
+        };
+        assert_eq!(r.pick(0.0, &tight), Some(0));
+        let i = r
+            .pick(
+                0.0,
+                &Ask {
+                    class: Some("loose"),
+                    ..Ask::default()
+                },
+            )
+            .expect("a target");
+        loose[i] += 1;
+    }
+    assert_eq!(loose, [50, 50]);
+}
+
 /// Long prompts queue for a target's prefill rate: the latency policy sends some of a burst
 /// of them to a slower target rather than all to the faster one, whose KV cache holds them
 /// all; counted in requests alone, the queue looks empty. Once the queue drains, the faster

@@ -10,9 +10,7 @@ macro_rules! out {
         use std::io::Write as _;
         if !crate::STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
             if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    crate::STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+                crate::stdout_failed(e);
             }
         }
     }};
@@ -28,6 +26,19 @@ macro_rules! err {
 
 /// Whether standard output's reader has gone (see `out!`).
 static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The first failure to write to standard output other than a closed pipe (a full disk),
+/// which fails the command: its output is not whole.
+static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Standard output failed with `e`: a reader that went away (`head`) ends the output
+/// quietly; anything else is remembered, the output stopped, and the command fails.
+fn stdout_failed(e: std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
+    STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 mod input;
 mod plan;
@@ -184,6 +195,14 @@ fn main() -> ExitCode {
             Command::Plan(a) => plan::plan(&cat, &p, &a),
         }
     });
+    // Whatever standard output still holds, and whether any of it was lost.
+    if let Err(e) = std::io::Write::flush(&mut std::io::stdout()) {
+        stdout_failed(e);
+    }
+    let result = match (result, STDOUT_ERROR.get()) {
+        (Ok(()), Some(e)) => Err(anyhow::anyhow!("writing to standard output: {e}")),
+        (r, _) => r,
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {

@@ -1774,6 +1774,37 @@ fn a_plan_that_does_not_hold_fails_the_command() {
     assert_eq!(child.wait().expect("waits").code(), Some(1));
 }
 
+/// Output that cannot be written (a full disk) fails the command, saying so, where a reader
+/// that went away (`| head`) ends it quietly.
+#[test]
+fn output_that_cannot_be_written_fails_the_command() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return;
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--hardware",
+            "h100-sxm",
+            "--json",
+        ])
+        .stdout(full)
+        .output()
+        .expect("binary runs");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing to standard output"), "{err}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["catalog", "systems"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    drop(child.stdout.take());
+    assert_eq!(child.wait().expect("waits").code(), Some(0));
+}
+
 #[test]
 fn plan_rejects_bad_input_with_one_line() {
     let o = run(&["plan", "--mw-is", "grid"]);
