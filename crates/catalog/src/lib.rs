@@ -901,7 +901,8 @@ fn plain_types(msg: &str) -> String {
         ("u8", "a whole number from 0 to 255"),
         ("u16", "a whole number from 0 to 65535"),
         ("u32", "a whole number from 0 to 4294967295"),
-        ("u64", "a whole number from 0 to 18446744073709551615"),
+        // The most a TOML integer holds (a signed 64-bit one).
+        ("u64", "a whole number from 0 to 9223372036854775807"),
         ("usize", "a whole number of 0 or more"),
         ("f64", "a number"),
     ] {

@@ -1326,9 +1326,16 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 .iter()
                 .map(|p| {
                     let pool = |n: u32, d: &Deployment<'_>| {
+                        // The chips a replica takes, which a provider without `chips`
+                        // leaves to the best layout for its workload.
                         format!(
-                            "{n} x {} {} on {} ({} weights, {} KV cache)",
-                            d.model.id, d.layout, d.system.id, d.weights, d.kv
+                            "{n} x {} {} on {} x {} ({} weights, {} KV cache)",
+                            d.model.id,
+                            d.layout,
+                            d.layout.replica_chips(),
+                            d.system.id,
+                            d.weights,
+                            d.kv
                         )
                     };
                     let own = pool(p.replicas, &p.deployment);

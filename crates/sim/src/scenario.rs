@@ -791,9 +791,12 @@ impl ScenarioFile {
                     ),
                 ));
             }
-            for c in s.classes.iter().flatten() {
+            for (i, c) in s.classes.iter().flatten().enumerate() {
                 if !classes.iter().any(|k| &k.name == c) {
                     return Err(err("classes", format!("no [[class]] named `{c}`")));
+                }
+                if s.classes.iter().flatten().take(i).any(|x| x == c) {
+                    return Err(err("classes", format!("names `{c}` twice")));
                 }
             }
             let tpot_limit = classes
@@ -1029,7 +1032,10 @@ impl ScenarioFile {
                 match f.end_s {
                     Some(e) if e > f.start_s => Ok(e),
                     Some(_) => Err(err("end_s", "must come after start_s".into())),
-                    None => Err(err("end_s", format!("a `{}` failure needs an end", f.kind))),
+                    None => Err(err(
+                        "end_s",
+                        format!("a failure of kind `{}` needs an end", f.kind),
+                    )),
                 }
             };
             // A field the kind does not read is a mistake to say, not to drop: a slowdown

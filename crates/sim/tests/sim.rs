@@ -545,6 +545,13 @@ fn bad_scenarios_name_the_line_and_field() {
         &["line 4", "field `classes`", "empty list"],
     );
     check(
+        &format!(
+            "{}[[class]]\nname = \"c\"\nshare = 1\n",
+            good.replace("name = \"a\"", "name = \"a\"\nclasses = [\"c\", \"c\"]")
+        ),
+        &["line 4", "field `classes`", "names `c` twice"],
+    );
+    check(
         &format!("{good}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nstart_s = 1\nend_s = 2\nfactor = 0.5\n"),
         &["field `factor`", "cannot make the hardware faster"],
     );

@@ -37,13 +37,15 @@ pub struct SimulateArgs {
     /// replace the scenario's trace, arrival process and length distributions.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Speed up arrivals by this factor (trace times divided, synthetic rates multiplied).
+    /// Speed up arrivals by this factor (trace times divided, synthetic rates multiplied),
+    /// in place of the scenario's `rate_x`.
     #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     rate_x: Option<f64>,
     /// Seed of every random draw.
     #[arg(long)]
     seed: Option<u64>,
-    /// Stop after this many requests.
+    /// Run this many requests, in place of the scenario's `requests` (a trace: at most its
+    /// rows).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Folder for requests.csv, summary.json and report.html.
@@ -216,6 +218,14 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         }
     };
     let (summary, dist) = run_sim(&scn, params, RunOptions::default(), sink, &mut progress);
+    // As `requests = 0` is refused: a run in which nothing arrives shows nothing.
+    if summary.arrivals == 0 {
+        return Err(UsageError(format!(
+            "no request arrives in the run of {}: its `duration_s` ends before the first arrival; lengthen it or raise the rate",
+            a.scenario.as_ref().map_or_else(|| "the built-in scenario".to_string(), |p| p.display().to_string())
+        ))
+        .into());
+    }
     if let Some(e) = io_err {
         return Err(e).with_context(|| format!("writing {}", csv_path.display()));
     }

@@ -1440,7 +1440,7 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
         "h100",
         "interactive",
         "goodput",
-        "1 x llama-3.1-70b tp1-pp4 on cs3",
+        "1 x llama-3.1-70b tp1-pp4 on 4 x cs3",
         "targets: interactive: TTFT 1000 ms, TPOT 20 ms",
     ] {
         assert!(out.contains(needle), "missing {needle} in\n{out}");
@@ -1632,6 +1632,11 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         (
             base.replace("rate = 1.0", "rate = -1.0"),
             "line 7, field `workload.arrival.rate`",
+        ),
+        // A run too short for any request to arrive, as one of no requests.
+        (
+            base.replace("duration_s = 10", "duration_s = 0.001"),
+            "no request arrives in the run of",
         ),
     ] {
         let path = temp_file("zero-scenario.toml", &toml);
