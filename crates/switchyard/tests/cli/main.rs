@@ -1457,7 +1457,7 @@ fn simulate_runs_the_builtin_scenario_and_writes_its_reports() {
     assert_eq!(json["targets"][0]["tpot_s"], 0.02);
     let html = std::fs::read_to_string(dir.join("report.html")).expect("html");
     assert!(html.contains("<svg") && html.contains("Time to first token"));
-    assert!(html.contains("Deployments") && html.contains("llama-3.1-70b tp1-pp4 on cs3"));
+    assert!(html.contains("Deployments") && html.contains("llama-3.1-70b tp1-pp4 on 4 x cs3"));
     assert!(!html.contains("<script"));
     // A run without the per-request file leaves none of an earlier run beside its summary.
     let o = run(&[
