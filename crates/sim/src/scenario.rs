@@ -354,6 +354,10 @@ pub struct ClassSection {
     /// Time-per-output-token target in milliseconds.
     #[serde(default)]
     pub tpot_ms: Option<f64>,
+    /// The model its requests ask for, where providers serve more than one (default: the
+    /// one every provider serves).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// `[[failure]]`.
@@ -1007,6 +1011,7 @@ impl ScenarioFile {
                 prefix_caching: s.prefix_caching,
             });
         }
+        self.route_by_model(catalog, &mut providers, &fail)?;
         let mut failures = Vec::new();
         for sf in &self.failures {
             let span = sf.span();
@@ -1215,6 +1220,94 @@ impl ScenarioFile {
             trace,
             warmup_s,
         })
+    }
+
+    /// Where providers serve more than one model, each class names the model its requests
+    /// ask for, and a provider takes only the classes that ask for its own: requests for one
+    /// model are no load for another's replicas. Errors name the class or provider at fault.
+    fn route_by_model(
+        &self,
+        catalog: &Catalog,
+        providers: &mut [Provider<'_>],
+        fail: &dyn Fn(Range<usize>, &str, String) -> SimError,
+    ) -> Result<(), SimError> {
+        // Each class's model, by its catalog id (an alias read as the model it names).
+        let mut asked = Vec::new();
+        for sc in &self.classes {
+            let c = sc.get_ref();
+            let id =
+                match &c.model {
+                    None => None,
+                    Some(m) => Some(catalog.model(m).map(|x| x.id.clone()).map_err(|e| {
+                        fail(sc.span(), "model", format!("class `{}`: {e}", c.name))
+                    })?),
+                };
+            if let Some(id) = &id {
+                if !providers.iter().any(|p| &p.deployment.model.id == id) {
+                    return Err(fail(
+                        sc.span(),
+                        "model",
+                        format!("class `{}`: no provider serves `{id}`", c.name),
+                    ));
+                }
+            }
+            asked.push(id);
+        }
+        let mut served: Vec<(&str, &str)> = Vec::new();
+        for p in providers.iter() {
+            if !served.iter().any(|(m, _)| *m == p.deployment.model.id) {
+                served.push((p.deployment.model.id.as_str(), p.name.as_str()));
+            }
+        }
+        if served.len() < 2 {
+            return Ok(());
+        }
+        let which = served
+            .iter()
+            .map(|(m, p)| format!("`{p}` {m}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.classes.is_empty() {
+            return Err(fail(
+                0..0,
+                "class",
+                format!("providers serve several models ({which}, ...): give [[class]] entries, each with the `model` its requests ask for"),
+            ));
+        }
+        for (sc, id) in self.classes.iter().zip(&asked) {
+            if id.is_none() {
+                return Err(fail(
+                    sc.span(),
+                    "name",
+                    format!(
+                        "class `{}` names no `model`, and providers serve several ({which}, ...): say which its requests ask for",
+                        sc.get_ref().name
+                    ),
+                ));
+            }
+        }
+        for (p, sp) in providers.iter_mut().zip(&self.providers) {
+            let mine: Vec<String> = self
+                .classes
+                .iter()
+                .zip(&asked)
+                .filter(|(_, id)| id.as_deref() == Some(p.deployment.model.id.as_str()))
+                .map(|(c, _)| c.get_ref().name.clone())
+                .filter(|c| p.target.classes.is_empty() || p.target.classes.contains(c))
+                .collect();
+            if mine.is_empty() {
+                return Err(fail(
+                    sp.span(),
+                    "model",
+                    format!(
+                        "provider `{}`: no class it takes asks for `{}`, so it would serve nothing",
+                        p.name, p.deployment.model.id
+                    ),
+                ));
+            }
+            p.target.classes = mine;
+        }
+        Ok(())
     }
 
     fn workload_spec(

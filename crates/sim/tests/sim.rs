@@ -2000,3 +2000,52 @@ fn the_shipped_mooncake_scenario_finds_prefixes_cached() {
     );
     assert!(fast < slow, "TTFT {fast} cached against {slow}");
 }
+
+/// Providers of different models take only the classes that ask for their model, and a
+/// scenario that does not say which model each class asks for is refused, naming the class,
+/// or the provider no class asks for.
+#[test]
+fn providers_of_different_models_serve_the_classes_that_ask_for_them() {
+    let text = |small: &str, big: &str| {
+        format!(
+            "[router]\npolicy = \"round-robin\"\n[[provider]]\nname = \"eight\"\nsystem = \"h100-sxm\"\nchips = 1\nmodel = \"llama-3.1-8b\"\n[[provider]]\nname = \"seventy\"\nsystem = \"h100-sxm\"\nchips = 8\nmodel = \"llama-3.1-70b\"\n[workload]\nrequests = 400\narrival = {{ process = \"poisson\", rate = 4.0 }}\nprompt = {{ dist = \"fixed\", tokens = 500 }}\noutput = {{ dist = \"fixed\", tokens = 50 }}\n[[class]]\nname = \"small\"\nshare = 0.5\n{small}[[class]]\nname = \"big\"\nshare = 0.5\n{big}"
+        )
+    };
+    let s = simulated(&text(
+        "model = \"llama-3.1-8b\"\n",
+        "model = \"llama-3.1-70b\"\n",
+    ));
+    // Cells: providers by classes (small, big).
+    assert_eq!(s.cells[0][1].requests, 0);
+    assert_eq!(s.cells[1][0].requests, 0);
+    assert!(s.cells[0][0].requests > 150 && s.cells[1][1].requests > 150);
+    assert_eq!(s.fleet.failed, 0);
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    let refused = |text: &str| {
+        resolve(text, &cat, &p, false)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = refused(&text("", "model = \"llama-3.1-70b\"\n"));
+    assert!(
+        e.contains("class `small` names no `model`") && e.contains("`seventy` llama-3.1-70b"),
+        "{e}"
+    );
+    let e = refused(&text(
+        "model = \"llama-3.1-70b\"\n",
+        "model = \"llama-3.1-70b\"\n",
+    ));
+    assert!(
+        e.contains("provider `eight`: no class it takes asks for `llama-3.1-8b`"),
+        "{e}"
+    );
+    let e = refused(&text(
+        "model = \"llama-3.1-8b\"\n",
+        "model = \"llama-3.1-405b\"\n",
+    ));
+    assert!(
+        e.contains("field `model`: class `big`: no provider serves `llama-3.1-405b`"),
+        "{e}"
+    );
+}
