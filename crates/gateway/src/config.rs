@@ -305,6 +305,9 @@ pub struct DeploymentSection {
     pub max_context: Option<u32>,
 }
 
+/// The most a price of a million tokens may be: a dollar a token.
+const MAX_USD_PER_MTOK: f64 = 1e6;
+
 fn unit() -> f64 {
     1.0
 }
@@ -571,6 +574,39 @@ impl Config {
                     if v.is_some_and(|v| !(v.is_finite() && v >= 0.0 && (!positive || v > 0.0))) {
                         return Err(err(field, format!("must be {says}")));
                     }
+                }
+                // A dollar a token is past any price; beyond it sums of spending overflow.
+                for (field, v) in [
+                    ("deployment.usd_per_mtok", d.usd_per_mtok),
+                    ("deployment.input_usd_per_mtok", d.input_usd_per_mtok),
+                    (
+                        "deployment.cached_input_usd_per_mtok",
+                        d.cached_input_usd_per_mtok,
+                    ),
+                ] {
+                    if v.is_some_and(|v| v > MAX_USD_PER_MTOK) {
+                        return Err(err(
+                            field,
+                            "must be at most 1000000 (a dollar a token)".into(),
+                        ));
+                    }
+                }
+                // Cached prompt tokens are the input's, found cached: priced apart from it,
+                // never above it.
+                match (d.cached_input_usd_per_mtok, d.input_usd_per_mtok) {
+                    (Some(_), None) => {
+                        return Err(err(
+                            "deployment.cached_input_usd_per_mtok",
+                            "prices cached prompt tokens apart from the others: give input_usd_per_mtok too".into(),
+                        ))
+                    }
+                    (Some(c), Some(i)) if c > i => {
+                        return Err(err(
+                            "deployment.cached_input_usd_per_mtok",
+                            format!("must be at most input_usd_per_mtok ({i}): a prompt found cached costs no more than one prefilled"),
+                        ))
+                    }
+                    _ => {}
                 }
                 if d.max_context == Some(0) {
                     return Err(err(

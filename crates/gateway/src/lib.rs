@@ -257,10 +257,11 @@ fn client_keys(
                 return Err(err(field, "must be a finite number of at least 1".into()));
             }
         }
-        if k.usd_per_day.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        // Below a cent a day, a request's debt takes years to repay.
+        if k.usd_per_day.is_some_and(|r| !((0.01..=1e12).contains(&r))) {
             return Err(err(
                 "usd_per_day",
-                "must be a finite number of dollars above 0".into(),
+                "must be from 0.01 to 1000000000000 dollars".into(),
             ));
         }
         // A key with dollars to spend is charged at every deployment it may reach: one with
@@ -275,7 +276,7 @@ fn client_keys(
                 return Err(err(
                     "usd_per_day",
                     format!(
-                        "the deployment of model `{}` on provider `{}` has no price to charge it: give that deployment `usd_per_mtok`, or give the key `models` that leave it out",
+                        "the deployment of model `{}` on provider `{}` has no output price to charge it: give that deployment `usd_per_mtok` (an emulated one with no price of its own takes its pool's cost, where the catalog prices its system), or give the key `models` that leave it out",
                         m.name, d.provider
                     ),
                 ));

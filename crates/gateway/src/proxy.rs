@@ -92,6 +92,10 @@ enum Failure {
     /// A fault of the moment (a 5xx, a connection or a body that broke): worth another
     /// deployment, and the same one again once every one has been tried.
     Again(String),
+    /// The deployment took the request but gave no answer (or first token) within its
+    /// time: worth another deployment, as [`Failure::Retry`], and its prompt is charged,
+    /// as the deployment worked on it.
+    Slow(String),
     /// The provider is over its rate (HTTP 429), with the seconds its `Retry-After` asks:
     /// worth another deployment, and where every one is, the client is told to slow down
     /// rather than that the model is down.
@@ -486,6 +490,7 @@ async fn attempt(
     seq: u64,
     emu: Option<Sized>,
     deadline: Instant,
+    made: &std::sync::atomic::AtomicU64,
 ) -> Result<Started, Failure> {
     // `total_ms` bounds the whole request, every attempt in it: what an attempt may take is
     // what is left of it.
@@ -507,7 +512,7 @@ async fn attempt(
         if limit.as_secs_f64() < 0.5 * own as f64 / 1000.0 {
             Failure::Late(format!("{message} (all the request's total_ms left)"), 0)
         } else {
-            Failure::Retry(message)
+            Failure::Slow(message)
         }
     };
     let first_own = gw.timeouts.first_token_ms;
@@ -601,7 +606,10 @@ async fn attempt(
                 while let Some(e) = s.next().await {
                     match e {
                         EmuEvent::Done => return true,
-                        EmuEvent::Token => decoded += 1,
+                        EmuEvent::Token => {
+                            decoded += 1;
+                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 false
@@ -1091,10 +1099,11 @@ pub(crate) async fn handle(
             since: t0,
             key: key.as_deref(),
             prompt_tokens: req.prompt_tokens,
+            made: std::sync::atomic::AtomicU64::new(0),
         };
         // A provider over its rate is failed over as any other failure; it is counted so
         // that, where every provider is, the client is told to slow down.
-        let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline).await;
+        let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline, &guard.made).await;
         let rate_limited = if let Err(Failure::Busy(_, after)) = &outcome {
             busy.0 += 1;
             if let Some(a) = *after {
@@ -1110,6 +1119,7 @@ pub(crate) async fn handle(
         } else {
             false
         };
+        let slow = matches!(outcome, Err(Failure::Slow(_)));
         // A fault of the moment: the deployment may be tried again in this request.
         if matches!(outcome, Err(Failure::Again(_))) {
             failed_here.push(i);
@@ -1150,7 +1160,10 @@ pub(crate) async fn handle(
                 let prompt = counted.0.unwrap_or(u64::from(req.prompt_tokens));
                 d.labels
                     .finished("ok", t0.elapsed().as_secs_f64(), prompt, tokens);
-                let cached = timed.map_or(counted.1.unwrap_or(0), |t| u64::from(t.cached));
+                // No more found cached than the prompt holds, whatever a provider says.
+                let cached = timed
+                    .map_or(counted.1.unwrap_or(0), |t| u64::from(t.cached))
+                    .min(prompt);
                 if timed.is_none() {
                     d.labels.cached(cached);
                 }
@@ -1238,8 +1251,16 @@ pub(crate) async fn handle(
                 late = true;
                 break;
             }
-            Err(Failure::Retry(reason) | Failure::Again(reason) | Failure::Busy(reason, _)) => {
+            Err(
+                Failure::Retry(reason)
+                | Failure::Again(reason)
+                | Failure::Busy(reason, _)
+                | Failure::Slow(reason),
+            ) => {
                 guard.armed = false;
+                if slow {
+                    charge(d, key.as_deref(), (u64::from(req.prompt_tokens), 0), 0);
+                }
                 // One strike against a deployment per request: its tries again within the
                 // same request are not more evidence that it is down, but they end its
                 // request all the same. A 429 is none: the provider is up and said how long
@@ -1318,6 +1339,8 @@ struct InFlight<'g> {
     /// deployment took whether or not its answer is read.
     key: Option<&'g crate::keys::Key>,
     prompt_tokens: u32,
+    /// Output tokens the attempt saw made (an emulated engine's whole answer), charged too.
+    made: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for InFlight<'_> {
@@ -1327,9 +1350,14 @@ impl Drop for InFlight<'_> {
             if let Some(d) = self.route.deployments.get(self.i) {
                 d.labels.ended();
                 let prompt = u64::from(self.prompt_tokens);
-                d.labels
-                    .finished("cancelled", self.since.elapsed().as_secs_f64(), prompt, 0);
-                charge(d, self.key, (prompt, 0), 0);
+                let made = self.made.load(std::sync::atomic::Ordering::Relaxed);
+                d.labels.finished(
+                    "cancelled",
+                    self.since.elapsed().as_secs_f64(),
+                    prompt,
+                    made,
+                );
+                charge(d, self.key, (prompt, 0), made);
             }
         }
     }
@@ -1527,6 +1555,8 @@ impl Relayer {
             if let Some(u) = usage {
                 self.usage = Some(u);
                 if let Some(c) = cached_of(&v) {
+                    // No more found cached than the prompt holds, whatever a provider says.
+                    let c = c.min(u.0.unwrap_or(u64::from(self.prompt_tokens)));
                     self.cached = c;
                     if let Some((_, d)) = self.deployment() {
                         d.labels.cached(c);

@@ -1067,9 +1067,12 @@ async fn a_keys_dollars_are_held_while_it_runs_and_cut_off_answers_are_charged()
         .await
         .expect("charged");
     assert!(late > 20.0, "{late}");
-    // A client that leaves before its answer is whole is charged its prompt.
-    let gone = tokio::time::timeout(Duration::from_millis(50), ask("secret-late", 4000)).await;
-    assert!(gone.is_err(), "the answer came in 50 ms");
+    // A client that leaves before its answer is whole is charged its prompt and the tokens
+    // made by then.
+    let made = r#"switchyard_key_tokens_total{key="late",type="output"}"#;
+    let made_before = metric(&url, made).await.expect("counted");
+    let gone = tokio::time::timeout(Duration::from_millis(100), ask("secret-late", 4000)).await;
+    assert!(gone.is_err(), "the answer came in 100 ms");
     let mut after = late;
     for _ in 0..100 {
         after = metric(&url, r#"switchyard_key_spend_usd{key="late"}"#)
@@ -1080,7 +1083,56 @@ async fn a_keys_dollars_are_held_while_it_runs_and_cut_off_answers_are_charged()
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(after > late && after - late < 20.0, "{late} then {after}");
+    let made = metric(&url, made).await.expect("counted") - made_before;
+    assert!(made > 0.0 && made < 4000.0, "{made}");
+    let prompt = after - late - made;
+    assert!(
+        prompt > 0.0 && prompt < 20.0,
+        "{late} then {after}, {made} made"
+    );
+}
+
+/// A whole answer an OpenAI-compatible upstream does not give within the request's
+/// `total_ms` is charged its prompt: the upstream worked on it, and bills for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstreams_unanswered_prompt_is_charged() {
+    use axum::routing::post;
+    std::env::set_var("SWITCHYARD_TEST_KEY_SLOW", "secret-slow");
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "{}"
+        }),
+    );
+    let up = serve_upstream(app).await;
+    let text = format!(
+        "[timeouts]\ntotal_ms = 300\n[[provider]]\nname = \"slow\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"slow\"\nusd_per_mtok = 1000\ninput_usd_per_mtok = 1000000\n\
+         [[key]]\nname = \"slowpoke\"\nkey_env = \"SWITCHYARD_TEST_KEY_SLOW\"\nusd_per_day = 1000\n"
+    );
+    let (url, _gw) = start(&text).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth("secret-slow")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 504);
+    let prompt = metric(
+        &url,
+        r#"switchyard_key_tokens_total{key="slowpoke",type="input"}"#,
+    )
+    .await
+    .expect("counted");
+    let spent = metric(&url, r#"switchyard_key_spend_usd{key="slowpoke"}"#)
+        .await
+        .expect("charged");
+    assert!(
+        prompt > 0.0 && (spent - prompt).abs() < 1e-9,
+        "{prompt} {spent}"
+    );
 }
 
 /// A stream from a provider that sends no usage, several tokens to a chunk, is counted at
@@ -1222,8 +1274,8 @@ fn a_key_with_dollars_needs_a_price_wherever_it_may_go() {
         .expect_err("refused")
         .to_string();
     assert!(r.contains("model `w` on provider `wafer`"), "{r}");
-    // Dollars must be a positive finite number.
-    for bad in ["0", "-1", "nan", "inf"] {
+    // Dollars from a cent to a trillion a day.
+    for bad in ["0", "0.001", "-1", "nan", "inf", "1e13"] {
         let text = format!(
             "{}{}{}",
             emulated("gpu", "h100-sxm", ""),
@@ -1232,9 +1284,33 @@ fn a_key_with_dollars_needs_a_price_wherever_it_may_go() {
         );
         let e = build(&text).map(|_| ()).expect_err("refused").to_string();
         assert!(
-            e.contains("usd_per_day") && e.contains("above 0"),
+            e.contains("usd_per_day") && e.contains("from 0.01"),
             "{bad}: {e}"
         );
+    }
+    // A cached price needs the input price it is apart from, and is no more than it; no
+    // price is past a dollar a token.
+    for (prices, needle) in [
+        (
+            "cached_input_usd_per_mtok = 1",
+            "give input_usd_per_mtok too",
+        ),
+        (
+            "input_usd_per_mtok = 1\ncached_input_usd_per_mtok = 5",
+            "at most input_usd_per_mtok (1)",
+        ),
+        ("usd_per_mtok = 1e308", "at most 1000000"),
+    ] {
+        let text = format!(
+            "{}{}",
+            emulated("gpu", "h100-sxm", ""),
+            model("m", &[("gpu", prices)])
+        );
+        let e = match Config::parse(&text, "g.toml") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{prices}: accepted"),
+        };
+        assert!(e.contains(needle), "{prices}: {e}");
     }
 }
 
