@@ -601,13 +601,12 @@ async fn attempt(
                 let first: Vec<Bytes> = fmt.chunk().into_iter().collect();
                 return Ok(Started::Stream(first, Relay::Emu(s, fmt)));
             }
-            let mut decoded = 0u32;
+            // Tokens decoded are counted where the caller sees them, should it be dropped.
             let rest = async {
                 while let Some(e) = s.next().await {
                     match e {
                         EmuEvent::Done => return true,
                         EmuEvent::Token => {
-                            decoded += 1;
                             made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -616,6 +615,7 @@ async fn attempt(
             };
             let left = whole.saturating_sub(t0.elapsed());
             let ended = timeout(left, rest).await;
+            let decoded = made.load(std::sync::atomic::Ordering::Relaxed);
             match ended {
                 Ok(true) => Ok(Started::Full(
                     StatusCode::OK,
@@ -639,7 +639,7 @@ async fn attempt(
                             "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
                             whole.as_millis()
                         ),
-                        u64::from(decoded),
+                        decoded,
                     ))
                 }
                 Err(_) => Err(late()),
