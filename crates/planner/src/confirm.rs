@@ -40,7 +40,7 @@ struct Found {
 }
 
 /// The least share of a simulation's requests a pool draws by weight.
-fn scn_weights_least(providers: &[Provider<'_>]) -> f64 {
+fn least_share(providers: &[Provider<'_>]) -> f64 {
     let total: f64 = providers.iter().map(|p| p.target.weight).sum();
     providers
         .iter()
@@ -113,7 +113,7 @@ fn run(m: &Model<'_>, job: &Job) -> Option<Found> {
     }
     let rate = demand * (cap_sim / cap_full) / f64::from(class.osl);
     // The smallest pool's share of the requests, drawn by weight.
-    let least = scn_weights_least(&providers);
+    let least = least_share(&providers);
     // A fleet reaches its steady state once its first requests have run their course: until
     // then no replica holds its share of decoding requests, and a router weighing requests
     // in flight heaps prompts on the pools that look empty (a disaggregated unit's prefill
