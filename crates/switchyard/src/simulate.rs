@@ -218,8 +218,13 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         }
     };
     let (summary, dist) = run_sim(&scn, params, RunOptions::default(), sink, &mut progress);
-    // As `requests = 0` is refused: a run in which nothing arrives shows nothing.
+    // As `requests = 0` is refused: a run in which nothing arrives shows nothing, and
+    // leaves no empty requests.csv behind.
     if summary.arrivals == 0 {
+        drop(csv);
+        if !a.no_csv {
+            let _ = std::fs::remove_file(&csv_path);
+        }
         return Err(UsageError(format!(
             "no request arrives in the run of {}: its `duration_s` ends before the first arrival; lengthen it or raise the rate",
             a.scenario.as_ref().map_or_else(|| "the built-in scenario".to_string(), |p| p.display().to_string())

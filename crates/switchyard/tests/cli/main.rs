@@ -1633,11 +1633,6 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
             base.replace("rate = 1.0", "rate = -1.0"),
             "line 7, field `workload.arrival.rate`",
         ),
-        // A run too short for any request to arrive, as one of no requests.
-        (
-            base.replace("duration_s = 10", "duration_s = 0.001"),
-            "no request arrives in the run of",
-        ),
     ] {
         let path = temp_file("zero-scenario.toml", &toml);
         let o = run(&["simulate", "--scenario", path.to_str().expect("utf-8")]);
@@ -1645,6 +1640,24 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         assert_eq!(o.status.code(), Some(2), "{toml}: {err}");
         assert!(err.contains(needle), "{toml}: {err}");
     }
+    // A run too short for any request to arrive is refused as one of no requests, and
+    // leaves no empty requests.csv behind.
+    let path = temp_file(
+        "short-scenario.toml",
+        &base.replace("duration_s = 10", "duration_s = 0.001"),
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-short-{}", std::process::id()));
+    let o = run(&[
+        "simulate",
+        "--scenario",
+        path.to_str().expect("utf-8"),
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no request arrives in the run of"), "{err}");
+    assert!(!dir.join("requests.csv").exists());
 }
 
 /// A trace given on the command line is replayed, arrival times and lengths, even where the
