@@ -52,8 +52,9 @@ pub struct ApiRequest {
     /// `n`.
     pub n: u32,
     /// Prompt tokens, estimated at four characters per token (the rule of thumb OpenAI
-    /// documents for English text) plus a few per chat message for its framing, and a
-    /// fixed count per image; a token id is one. All of a batch's prompts together.
+    /// documents for English text; two of another alphabet, one CJK character or emoji)
+    /// plus a few per chat message for its framing, and a fixed count per image; a token id
+    /// is one. All of a batch's prompts together.
     pub prompt_tokens: u32,
     /// Prompts in the request: more than one for a completions batch.
     pub prompts: u32,
@@ -581,7 +582,7 @@ const ROLES: [&str; 6] = [
 fn prompt_size(p: &Value) -> Option<(usize, usize)> {
     let ids = |a: &[Value]| a.iter().all(Value::is_u64).then_some(a.len());
     match p {
-        Value::String(s) => Some((1, s.chars().count().div_ceil(4))),
+        Value::String(s) => Some((1, quarters(s).div_ceil(4))),
         Value::Array(a) if a.is_empty() => None,
         Value::Array(a) => {
             if let Some(n) = ids(a) {
@@ -589,7 +590,7 @@ fn prompt_size(p: &Value) -> Option<(usize, usize)> {
             }
             a.iter()
                 .map(|x| match x {
-                    Value::String(s) => Some(s.chars().count().div_ceil(4)),
+                    Value::String(s) => Some(quarters(s).div_ceil(4)),
                     Value::Array(t) if !t.is_empty() => ids(t),
                     _ => None,
                 })
@@ -600,9 +601,24 @@ fn prompt_size(p: &Value) -> Option<(usize, usize)> {
     }
 }
 
+/// A text's length in quarters of a token, as tokenizers trained mostly on English split
+/// scripts: a quarter for each character of the Latin alphabets (four a token, OpenAI's rule
+/// of thumb for English), half a token for one of another alphabet (Greek, Cyrillic,
+/// Arabic, the Indic scripts), a whole one for a CJK character or an emoji. Counted at four
+/// characters a token, a Chinese prompt took a quarter of the tokens it is.
+pub(crate) fn quarters(s: &str) -> usize {
+    s.chars()
+        .map(|c| match u32::from(c) {
+            0..=0x036F => 1,
+            0x0370..=0x2E7F => 2,
+            _ => 4,
+        })
+        .sum()
+}
+
 fn text_len(v: &Value) -> usize {
     match v {
-        Value::String(s) => s.chars().count(),
+        Value::String(s) => quarters(s),
         Value::Array(a) => a.iter().map(text_len).sum(),
         Value::Object(o) => o.values().map(text_len).sum(),
         _ => 0,

@@ -425,20 +425,20 @@ fn finishes(v: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| !c["finish_reason"].is_null()))
 }
 
-/// Output tokens of a whole answer by its text, at four characters a token: in every
-/// choice a completion's text or everything in the message but its role (content as a
-/// string or as parts, reasoning under any name, a refusal), tool and function calls by
-/// their JSON.
+/// Output tokens of a whole answer by its text, at four characters a token (more for other
+/// scripts than Latin, [`crate::api::quarters`]): in every choice a completion's text or
+/// everything in the message but its role (content as a string or as parts, reasoning
+/// under any name, a refusal), tool and function calls by their JSON.
 fn answer_tokens(v: &Value) -> u64 {
-    answer_chars(v, "message").div_ceil(4) as u64
+    answer_quarters(v, "message").div_ceil(4) as u64
 }
 
-/// Characters of output in an answer's choices: each one's completion text and everything
-/// in its `part` (`message`, or a stream chunk's `delta`) but the role.
-fn answer_chars(v: &Value, part: &str) -> usize {
+/// Quarters of a token of output in an answer's choices: each one's completion text and
+/// everything in its `part` (`message`, or a stream chunk's `delta`) but the role.
+fn answer_quarters(v: &Value, part: &str) -> usize {
     fn chars(x: &Value) -> usize {
         match x {
-            Value::String(s) => s.chars().count(),
+            Value::String(s) => crate::api::quarters(s),
             // Content parts count their text; anything else in a list, its own.
             Value::Array(a) => a
                 .iter()
@@ -1408,9 +1408,9 @@ struct Relayer {
     /// The identity of the provider's chunks (`id`, `object`, `created`, `model`), for
     /// that usage chunk.
     shape: Option<Value>,
-    /// Chunks' choices with output, and the characters of that output.
+    /// Chunks' choices with output, and that output's length in quarters of a token.
     tokens: u64,
-    chars: usize,
+    quarters: usize,
     /// The provider's own count, (prompt, output), from a usage chunk.
     usage: Option<(Option<u64>, u64)>,
     /// Prompt tokens the provider found in its prefix cache.
@@ -1460,7 +1460,7 @@ impl Relayer {
             shape: None,
             choices_asked,
             tokens: 0,
-            chars: 0,
+            quarters: 0,
             usage: None,
             cached,
             finished: false,
@@ -1485,7 +1485,7 @@ impl Relayer {
         match self.usage {
             Some((prompt, output)) => (output, prompt.unwrap_or(u64::from(self.prompt_tokens))),
             None => (
-                self.tokens.max(self.chars.div_ceil(4) as u64),
+                self.tokens.max(self.quarters.div_ceil(4) as u64),
                 u64::from(self.prompt_tokens),
             ),
         }
@@ -1551,7 +1551,7 @@ impl Relayer {
             let (outputs, usage) = (outputs(&v), usage_of(&v));
             let output = outputs > 0;
             self.tokens += outputs;
-            self.chars += answer_chars(&v, "delta");
+            self.quarters += answer_quarters(&v, "delta");
             if let Some(u) = usage {
                 self.usage = Some(u);
                 if let Some(c) = cached_of(&v) {

@@ -1856,6 +1856,17 @@ fn request_fields_are_checked_and_token_ids_counted() {
     assert_eq!(asks(r#","max_tokens":2147483648,"n":2147483648"#), u64::MAX);
     let texts = completion(r#"["abcdefgh","abcd"]"#).expect("a batch of texts");
     assert_eq!((texts.prompts, texts.prompt_tokens), (2, 3));
+    // Four Latin characters a token; two of another alphabet; one CJK character or emoji.
+    for (text, tokens) in [
+        ("abcdefgh", 2),
+        ("café crème", 3),
+        ("привет мир", 5),
+        ("今天天气很好", 6),
+        ("😀😀😀", 3),
+    ] {
+        let t = completion(&format!("\"{text}\"")).expect("a prompt");
+        assert_eq!(t.prompt_tokens, tokens, "{text}");
+    }
     for bad in ["[]", "[1,\"a\"]", "[[]]", "{}", "7"] {
         let e = completion(bad).expect_err(bad);
         assert_eq!(e.param.as_deref(), Some("prompt"), "{bad}");
