@@ -269,14 +269,20 @@ fn ms1(v: Option<f64>) -> String {
 
 fn print_groups(title: &str, groups: &[&Group]) {
     out!("{title}");
+    // As wide as the longest name (a failure window's names its kind, replica and times),
+    // so that the columns stay aligned.
+    let w = groups
+        .iter()
+        .map(|g| g.name.chars().count())
+        .fold(34, usize::max);
     out!(
-        "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
+        "  {:<w$} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
         "name", "requests", "failed", "fallback", "goodput", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
         "E2E p99", "tok/s", "util", "load", "preempt", "cached", "J/tok", "$/Mtok"
     );
     for g in groups {
         out!(
-            "  {:<34} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
+            "  {:<w$} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>6} {:>6} {:>8} {:>6} {:>8} {:>8}",
             g.name,
             g.requests,
             g.failed,
