@@ -117,7 +117,8 @@ pub struct ClassOutcome {
     pub capacity_tok_s: f64,
     /// Capacity over demand, minus one: the surplus beyond what the rules' headroom already
     /// keeps (capacity counts replicas at that share of their peak).
-    pub surplus: f64,
+    /// None where the class asks for nothing in the phase (any capacity is all surplus).
+    pub surplus: Option<f64>,
     /// Replicas, those of both pools of disaggregated units counted.
     pub replicas: u32,
     /// The class's percentile: the share of requests that must meet both targets.

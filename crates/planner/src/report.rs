@@ -159,7 +159,8 @@ pub fn html(p: &Plan) -> String {
                         c.class.clone(),
                         format!("{:.0}", c.demand_tok_s),
                         format!("{:.0}", c.capacity_tok_s),
-                        format!("{:.1}", c.surplus * 100.0),
+                        c.surplus
+                            .map_or_else(|| "-".into(), |x| format!("{:.1}", x * 100.0)),
                         c.replicas.to_string(),
                         crate::percentile_name(c.percentile),
                         ms(c.sim_ttft_s),

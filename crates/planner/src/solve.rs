@@ -1898,7 +1898,7 @@ pub(crate) fn phase(
                 class: class.name.clone(),
                 demand_tok_s: d,
                 capacity_tok_s: cap,
-                surplus: if d > 0.0 { cap / d - 1.0 } else { 0.0 },
+                surplus: (d > 0.0).then(|| cap / d - 1.0),
                 replicas: mine.iter().fold(0u32, |n, b| {
                     n.saturating_add(
                         b.replicas

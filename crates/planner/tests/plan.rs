@@ -2077,8 +2077,8 @@ demand_tok_s = {demand}
     );
 }
 
-/// A class that asks for nothing in a phase costs nothing and has no price a token, and a
-/// phase that buys nothing costs 0 an hour, not a float sum's -0.
+/// A class that asks for nothing in a phase costs nothing and has no price a token and no
+/// surplus, and a phase that buys nothing costs 0 an hour, not a float sum's -0.
 #[test]
 fn a_phase_without_demand_costs_nothing_and_prices_no_token() {
     let p = run(&small(2.0, 0.0, 0.0, 5.0), &WhatIf::default()).expect("plans");
@@ -2086,6 +2086,9 @@ fn a_phase_without_demand_costs_nothing_and_prices_no_token() {
     assert!(ph.buys.is_empty());
     assert!(ph.usd_per_hour == 0.0 && ph.usd_per_hour.is_sign_positive());
     let c = &ph.classes[0];
-    assert_eq!((c.usd_per_mtok, c.joules_per_token), (None, None));
+    assert_eq!(
+        (c.usd_per_mtok, c.joules_per_token, c.surplus),
+        (None, None, None)
+    );
     assert_eq!(c.per_token_text(), ("-".to_string(), "-".to_string()));
 }

@@ -196,11 +196,12 @@ fn print_plan(p: &Plan) {
             };
             let (usd, joules) = c.per_token_text();
             out!(
-                "  {:<20} {:>11.3e} {:>11.3e} {:>7.0}% {:>8} {:>5} {:>10} {:>10} {:>9} {:>8} {:>7}",
+                "  {:<20} {:>11.3e} {:>11.3e} {:>8} {:>8} {:>5} {:>10} {:>10} {:>9} {:>8} {:>7}",
                 c.class,
                 c.demand_tok_s,
                 c.capacity_tok_s,
-                c.surplus * 100.0,
+                c.surplus
+                    .map_or_else(|| "-".into(), |x| format!("{:.0}%", x * 100.0)),
                 c.replicas,
                 switchyard_planner::percentile_name(c.percentile),
                 ms(c.sim_ttft_s, 0),
