@@ -103,9 +103,8 @@ enum Failure {
     /// The request's own fault, answered as the upstream answered it.
     Client(StatusCode, Bytes),
     /// The request's own time ran out during an attempt given less than its own limit: not
-    /// the deployment's fault, and no time is left to try another. With the output tokens
-    /// it had made by then, where the gateway saw them (else none).
-    Late(String, u64),
+    /// the deployment's fault, and no time is left to try another.
+    Late(String),
     /// A request this deployment cannot serve (an emulated provider asked for log-probabilities,
     /// a prompt longer than its KV cache holds) that another may: tried elsewhere without
     /// blame, and answered with this error if no deployment serves it.
@@ -510,7 +509,7 @@ async fn attempt(
         // that, the deadline, not the deployment, decided.
         let own = own.min(gw.timeouts.total_ms);
         if limit.as_secs_f64() < 0.5 * own as f64 / 1000.0 {
-            Failure::Late(format!("{message} (all the request's total_ms left)"), 0)
+            Failure::Late(format!("{message} (all the request's total_ms left)"))
         } else {
             Failure::Slow(message)
         }
@@ -634,13 +633,10 @@ async fn attempt(
                 // A replica still decoding when the request's own time ran out was answering
                 // (the answer asked for is longer than the time allowed): not its fault.
                 Err(_) if decoded > 0 && gw.timeouts.attempt_ms.is_none() => {
-                    Err(Failure::Late(
-                        format!(
-                            "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
-                            whole.as_millis()
-                        ),
-                        decoded,
-                    ))
+                    Err(Failure::Late(format!(
+                        "no whole answer within {} ms: {decoded} of {output} tokens decoded in the request's total_ms",
+                        whole.as_millis()
+                    )))
                 }
                 Err(_) => Err(late()),
             }
@@ -1135,7 +1131,6 @@ pub(crate) async fn handle(
                         tpot_s,
                         cached,
                     }) => {
-                        d.labels.cached(cached);
                         let mut r = route.router();
                         r.first_token(i, gw.now_s(), ttft_s, ahead.prefilled(cached));
                         r.succeeded(i, gw.now_s(), tpot_s);
@@ -1164,9 +1159,6 @@ pub(crate) async fn handle(
                 let cached = timed
                     .map_or(counted.1.unwrap_or(0), |t| u64::from(t.cached))
                     .min(prompt);
-                if timed.is_none() {
-                    d.labels.cached(cached);
-                }
                 charge(d, key.as_deref(), (prompt, cached), tokens);
                 return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
                     .into_response();
@@ -1179,7 +1171,6 @@ pub(crate) async fn handle(
                     Relay::Emu(_, fmt) => fmt.cached_tokens,
                     Relay::Http(..) => 0,
                 };
-                d.labels.cached(cached);
                 route
                     .router()
                     .first_token(i, gw.now_s(), ttft, ahead.prefilled(cached));
@@ -1237,8 +1228,10 @@ pub(crate) async fn handle(
                 d.labels.ended();
                 refused(&mut unsuitable, &mut why, &d.provider, e);
             }
-            Err(Failure::Late(reason, decoded)) => {
+            Err(Failure::Late(reason)) => {
                 guard.armed = false;
+                // The output tokens it made by then, where the gateway saw them.
+                let decoded = guard.made.load(std::sync::atomic::Ordering::Relaxed);
                 route.router().abandoned(i);
                 d.labels.ended();
                 // The deployment took the prompt and made what it made by then: charged as
@@ -1363,9 +1356,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Charges `prompt` tokens (`.1` of them found cached) and `output` tokens at deployment
-/// `d`'s prices to it and to the client `key`, if any.
+/// Charges `prompt` tokens (`.1` of them found cached, which its metrics count) and `output`
+/// tokens at deployment `d`'s prices to it and to the client `key`, if any: once a request's
+/// attempt on it ends, however it ends.
 fn charge(d: &Deployment, key: Option<&crate::keys::Key>, prompt: (u64, u64), output: u64) {
+    d.labels.cached(prompt.1);
     let usd = d.prices.cost(prompt.0, prompt.1, output);
     d.labels.spent(usd);
     if let Some(k) = key {
@@ -1556,11 +1551,7 @@ impl Relayer {
                 self.usage = Some(u);
                 if let Some(c) = cached_of(&v) {
                     // No more found cached than the prompt holds, whatever a provider says.
-                    let c = c.min(u.0.unwrap_or(u64::from(self.prompt_tokens)));
-                    self.cached = c;
-                    if let Some((_, d)) = self.deployment() {
-                        d.labels.cached(c);
-                    }
+                    self.cached = c.min(u.0.unwrap_or(u64::from(self.prompt_tokens)));
                 }
             }
             if self.shape.is_none() {

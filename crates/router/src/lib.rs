@@ -471,24 +471,19 @@ impl Router {
                 // Each class takes its own turns, so that one whose targets only some
                 // targets meet does not skew another's; past `MAX_CURSORS` classes (any a
                 // client may write), a new one takes the turns of requests of no class.
-                let c = match self
-                    .next
-                    .iter()
-                    .position(|(c, _)| c.as_deref() == ask.class)
-                {
-                    Some(c) => c,
-                    None if ask.class.is_none() || self.next.len() < MAX_CURSORS => {
-                        self.next.push((ask.class.map(str::to_string), 0));
-                        self.next.len() - 1
-                    }
-                    None => match self.next.iter().position(|(c, _)| c.is_none()) {
-                        Some(c) => c,
-                        None => {
-                            self.next.push((None, 0));
-                            self.next.len() - 1
-                        }
-                    },
+                let cursor = |next: &[(Option<String>, usize)], class: Option<&str>| {
+                    next.iter().position(|(c, _)| c.as_deref() == class)
                 };
+                let class =
+                    if cursor(&self.next, ask.class).is_some() || self.next.len() < MAX_CURSORS {
+                        ask.class
+                    } else {
+                        None
+                    };
+                let c = cursor(&self.next, class).unwrap_or_else(|| {
+                    self.next.push((class.map(str::to_string), 0));
+                    self.next.len() - 1
+                });
                 let start = self.next[c].1;
                 let pick = (0..n).map(|k| (start + k) % n).find(|i| pool.contains(i));
                 // A request's first try takes the turn; a retry of one (targets excluded)
