@@ -7,6 +7,11 @@ use std::fmt;
 use std::str::FromStr;
 use switchyard_catalog::{AttentionKind, Model, Precision, System, SystemKind};
 
+/// Tokens per block of a replica's paged KV cache: vLLM's default block size, which keeps
+/// a sequence's unused room under one block. The estimate's capacity and the replica engine
+/// both count in these blocks.
+pub const KV_BLOCK_TOKENS: u32 = 16;
+
 /// How the chips of a deployment are split: `tp` chips share each layer (tensor parallel,
 /// the routed experts of a mixture of experts sliced over the same chips), `pp` groups of
 /// layers run as a pipeline (wafers in a pipeline for wafer-scale engines), `ep` groups of
@@ -579,20 +584,12 @@ impl<'a> Deployment<'a> {
     /// memory alone, with no capacity tier: how many chips a model needs.
     pub(crate) fn fits_main_memory(&self, p: &Params, ctx: f64) -> bool {
         let m = self.memory_with(p, false);
-        m.fits && m.kv_free_per_chip >= self.kv_per_sequence(ctx)
+        m.fits && self.sequences_in(&m, ctx) >= 1.0
     }
 
     /// Whether the weights and the workspace fit in main memory alone, with no capacity tier.
     pub(crate) fn holds_weights(&self, p: &Params) -> bool {
         self.memory_with(p, false).fits
-    }
-
-    /// KV bytes per chip of one sequence of `ctx` tokens on the chips that hold it: each of
-    /// the [`Deployment::kv_groups`] holds its own sequences whole.
-    fn kv_per_sequence(&self, ctx: f64) -> f64 {
-        self.model.kv_bytes(ctx.max(1.0), self.kv)
-            * self.kv_share_per_chip()
-            * f64::from(self.kv_groups())
     }
 
     fn memory_with(&self, p: &Params, tier: bool) -> Memory {
@@ -639,12 +636,29 @@ impl<'a> Deployment<'a> {
     }
 
     /// Sequences of `ctx` tokens whose KV cache fits in one replica at once.
+    ///
+    /// The cache is paged in blocks of [`KV_BLOCK_TOKENS`], as the replica engine keeps it:
+    /// each group's pool holds whole blocks of the replica's, and a sequence takes whole
+    /// blocks, so a request the estimate says fits is one the engine admits.
     pub fn max_sequences(&self, p: &Params, ctx: f64) -> f64 {
-        let m = self.memory(p);
-        let per_group = (m.kv_free_per_chip / self.kv_per_sequence(ctx))
-            .max(0.0)
-            .floor();
-        per_group * f64::from(self.kv_groups())
+        self.sequences_in(&self.memory(p), ctx)
+    }
+
+    /// Sequences of `ctx` tokens that the KV room of `m` holds ([`Deployment::max_sequences`]).
+    fn sequences_in(&self, m: &Memory, ctx: f64) -> f64 {
+        let groups = f64::from(self.kv_groups());
+        let per_token = self.model.kv_bytes(1.0, self.kv);
+        if per_token <= 0.0 {
+            // A model that keeps no KV cache: only the weights can fail to fit.
+            return if m.fits { f64::INFINITY } else { 0.0 };
+        }
+        let block = f64::from(KV_BLOCK_TOKENS);
+        let group_blocks = ((m.kv_tokens_per_replica / block).floor() / groups).floor();
+        // Full-context token equivalents of `ctx` (a local layer holds at most its window);
+        // the tolerance keeps an exact multiple of a block from rounding up to the next.
+        let units = self.model.kv_bytes(ctx.max(1.0), self.kv) / per_token;
+        let seq_blocks = (units * (1.0 - 1e-12) / block).ceil().max(1.0);
+        (group_blocks / seq_blocks).floor() * groups
     }
 
     /// One decode step of a replica running `batch` sequences at mean context `ctx`: the

@@ -26,6 +26,7 @@ mod wafer;
 
 pub use deploy::{
     unit_name, Bound, Deployment, Layout, Memory, Prompts, Speculative, Step, StepPart,
+    KV_BLOCK_TOKENS,
 };
 pub use disagg::{disaggregated, DecodePool, Disaggregated, PrefillPool};
 pub use estimate::{

@@ -93,9 +93,9 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Block size of 16 tokens, vLLM's default, which keeps internal fragmentation under one
-    /// block per sequence.
-    pub const BLOCK_TOKENS: u32 = 16;
+    /// Block size: the performance model's ([`switchyard_perf::KV_BLOCK_TOKENS`]), so that
+    /// what it says fits is what the engine admits.
+    pub const BLOCK_TOKENS: u32 = switchyard_perf::KV_BLOCK_TOKENS;
     /// Limits for one replica of `d`: the KV cache is what the performance model says fits
     /// after the weights; the batch limit is the engine's, whatever the pipeline depth.
     pub fn for_deployment(d: &Deployment<'_>, p: &Params) -> Self {

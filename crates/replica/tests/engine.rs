@@ -314,6 +314,48 @@ fn a_windowed_model_holds_what_the_performance_model_says() {
     assert!((admitted - fits).abs() <= 1.0, "{admitted} against {fits}");
 }
 
+/// The longest request the estimate says fits is, to the token, the longest the engine
+/// admits: both count the cache in whole blocks, per group where groups keep their own.
+#[test]
+fn the_estimate_and_the_engine_agree_on_the_longest_request() {
+    let cat = Catalog::builtin().expect("catalog");
+    let p = Params::default();
+    for (model, system, layout, precision) in [
+        ("llama-3.1-70b", "h100-sxm", "tp4", Precision::Bf16),
+        ("llama-3.1-8b", "a100-sxm", "tp1", Precision::Fp8),
+        ("deepseek-r1", "h200", "ep8", Precision::Fp8),
+        ("llama-3.1-70b", "cs3", "tp1-pp4", Precision::Bf16),
+    ] {
+        let d = Deployment::new(
+            cat.model(model).expect("model"),
+            cat.system(system).expect("system"),
+            layout.parse().expect("layout"),
+            precision,
+        )
+        .expect("deployment");
+        let cfg = EngineConfig::for_deployment(&d, &p);
+        let longest = cfg.max_context();
+        assert!(longest > 1000, "{model} on {system}: {longest}");
+        let at = |tokens: u32| d.max_sequences(&p, f64::from(tokens));
+        assert!(at(longest) >= 1.0, "{model} on {system}: {longest}");
+        assert!(at(longest + 1) < 1.0, "{model} on {system}: {longest}");
+        // The model's own context limit aside, which the engine also enforces.
+        let cfg = EngineConfig {
+            context: u32::MAX,
+            ..cfg
+        };
+        let mut r = Replica::new(Unit, cfg);
+        assert!(
+            r.submit(ask(1, longest - 1, 1)).is_ok(),
+            "{model} on {system}"
+        );
+        assert!(
+            matches!(r.submit(ask(2, longest, 1)), Err(Refusal::TooLong { .. })),
+            "{model} on {system}"
+        );
+    }
+}
+
 #[test]
 fn expert_parallel_groups_each_hold_their_own_sequences() {
     let cat = Catalog::builtin().expect("catalog");
