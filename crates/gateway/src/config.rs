@@ -71,6 +71,11 @@ pub struct Server {
     pub listen: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A file that keeps what is left of each key's dollars a day across restarts (default:
+    /// none, and a restart refills every key). Read at start, written every few seconds
+    /// while keys spend and when the gateway stops; a relative path is from the working
+    /// directory.
+    pub spend_file: Option<String>,
 }
 
 impl Default for Server {
@@ -78,6 +83,7 @@ impl Default for Server {
         Server {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 4 << 20,
+            spend_file: None,
         }
     }
 }

@@ -19,12 +19,15 @@
 //! it runs, and is charged its tokens at the prices of the deployment that served it when it
 //! ends. A key that owes dollars is refused (OpenAI's `insufficient_quota`) until the refill
 //! has paid them back; it overshoots its day by at most one request's cost beyond what its
-//! requests hold (a request without `max_tokens` holds its prompt's). The allowances live
-//! in memory: a restart refills them.
+//! requests hold (a request without `max_tokens` holds its prompt's). The minute allowances
+//! live in memory; what is left of each key's dollars can be kept in a file across restarts
+//! ([`Keys::spend_state`], [`Keys::restore_spend`]).
 
 use crate::api::ApiError;
 use metrics::{Counter, Gauge};
-use std::collections::{BTreeSet, HashMap};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,6 +47,8 @@ pub struct Key {
     requests: Mutex<Bucket>,
     tokens: Mutex<Bucket>,
     dollars: Mutex<Bucket>,
+    /// Bumped whenever the key is charged dollars, so that a saver writes only changes.
+    charges: AtomicU64,
     accepted: Counter,
     limited: Counter,
     quota_refused: Counter,
@@ -61,6 +66,8 @@ const DAY_S: f64 = 86_400.0;
 struct Bucket {
     level: f64,
     at: Instant,
+    /// Taken by requests in flight, which give it back as they end ([`Held`]).
+    held: f64,
 }
 
 impl Bucket {
@@ -68,6 +75,7 @@ impl Bucket {
         Mutex::new(Bucket {
             level: allowance.unwrap_or(0.0),
             at: Instant::now(),
+            held: 0.0,
         })
     }
 
@@ -132,6 +140,7 @@ impl Key {
             requests: Bucket::full(allowance.requests_per_minute),
             tokens: Bucket::full(allowance.tokens_per_minute),
             dollars: Bucket::full(allowance.usd_per_day),
+            charges: AtomicU64::new(0),
             accepted: crate::metrics::key_requests(name, "admitted"),
             limited: crate::metrics::key_requests(name, "rate_limited"),
             quota_refused: crate::metrics::key_requests(name, "insufficient_quota"),
@@ -160,6 +169,7 @@ impl Key {
             self.spent.increment(usd);
             if let Some(per_day) = self.usd_per_day {
                 let _ = lock(&self.dollars).take((per_day, DAY_S), now, f64::NEG_INFINITY, usd);
+                self.charges.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -183,6 +193,7 @@ impl Drop for Held {
         if let Some(per_day) = self.key.usd_per_day {
             let mut b = lock(&self.key.dollars);
             b.level = (b.level + self.usd).min(per_day);
+            b.held -= self.usd;
         }
     }
 }
@@ -230,15 +241,36 @@ impl Key {
         }
         // Refused for its dollars, the request gives its tokens back as `held` drops.
         if let Some(per_day) = self.usd_per_day {
-            lock(&self.dollars)
-                .take((per_day, DAY_S), now, 0.0, usd)
+            let mut b = lock(&self.dollars);
+            b.take((per_day, DAY_S), now, 0.0, usd)
                 .map_err(|s| (Limit::Dollars, s))
                 .inspect_err(|_| self.quota_refused.increment(1))?;
+            b.held += usd;
             held.usd = usd;
         }
         self.accepted.increment(1);
         Ok(held)
     }
+}
+
+/// What is left of each key's dollars at a moment, as a spend file keeps it: by key name
+/// (never its secret), what the key may still spend, negative for a debt. Dollars held by
+/// requests in flight count as left, as those requests end unanswered with a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendState {
+    /// Seconds since the Unix epoch when it was taken.
+    pub saved_at_unix_s: f64,
+    /// By key name.
+    pub keys: BTreeMap<String, KeySpend>,
+}
+
+/// One key's dollars in a [`SpendState`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpend {
+    /// Dollars left of its day's allowance; negative: owed.
+    pub usd_left: f64,
 }
 
 /// Every key, by secret. Its `Debug` output names the keys and never shows a secret.
@@ -259,6 +291,51 @@ impl Keys {
     /// Adds `key` under `secret`.
     pub fn insert(&mut self, secret: String, key: Key) {
         self.by_secret.insert(secret, Arc::new(key));
+    }
+
+    /// Charges in dollars so far, over all keys: unchanged, nothing new to save.
+    pub fn charges(&self) -> u64 {
+        self.by_secret
+            .values()
+            .map(|k| k.charges.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// What is left of each key's dollars at `now`, which is `unix_s` seconds since the
+    /// epoch; keys without a dollar allowance are left out.
+    pub fn spend_state(&self, now: Instant, unix_s: f64) -> SpendState {
+        let keys = self
+            .by_secret
+            .values()
+            .filter_map(|k| {
+                let per_day = k.usd_per_day?;
+                let mut b = lock(&k.dollars);
+                // Brings the refill up to `now`; taking nothing always succeeds.
+                let _ = b.take((per_day, DAY_S), now, f64::NEG_INFINITY, 0.0);
+                let usd_left = (b.level + b.held).min(per_day);
+                Some((k.name.clone(), KeySpend { usd_left }))
+            })
+            .collect();
+        SpendState {
+            saved_at_unix_s: unix_s,
+            keys,
+        }
+    }
+
+    /// Sets each key's dollars to what `state` left it, refilled for the time from when it
+    /// was saved to `unix_s` (at the key's allowance now, up to it). Keys `state` does not
+    /// name start full; names no key has are ignored, as keys removed from the
+    /// configuration.
+    pub fn restore_spend(&self, state: &SpendState, now: Instant, unix_s: f64) {
+        let elapsed = (unix_s - state.saved_at_unix_s).max(0.0);
+        for k in self.by_secret.values() {
+            let (Some(per_day), Some(saved)) = (k.usd_per_day, state.keys.get(&k.name)) else {
+                continue;
+            };
+            let mut b = lock(&k.dollars);
+            b.level = (saved.usd_left + elapsed * per_day / DAY_S).min(per_day);
+            b.at = now;
+        }
     }
 
     /// Whether any key is configured; without keys the gateway is open.

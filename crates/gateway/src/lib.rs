@@ -17,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 mod proxy;
 mod server;
+mod spend;
 pub mod sse;
 
 pub use config::Config;
@@ -184,6 +185,8 @@ pub struct Gateway {
     /// Drawn at start from the clock, so that two runs of the gateway name no two answers
     /// alike.
     pub(crate) id_salt: u64,
+    /// Where what is left of the keys' dollars is kept across restarts, if anywhere.
+    pub(crate) spend: Option<spend::SpendFile>,
 }
 
 /// A seed from the clock, different on every start: nanoseconds since the Unix epoch.
@@ -613,6 +616,30 @@ impl Gateway {
             );
         }
         let keys = client_keys(config, &o, &models)?;
+        let spend = match &config.server.spend_file {
+            None => None,
+            Some(_) if !config.keys.iter().any(|k| k.get_ref().usd_per_day.is_some()) => {
+                return Err(o.error(
+                    0..text.len(),
+                    "spend_file",
+                    "no [[key]] has `usd_per_day`, so the file would keep nothing: give a key dollars a day, or leave the file out".into(),
+                ))
+            }
+            Some(path) => {
+                let f = spend::SpendFile::open(std::path::Path::new(path), &keys)
+                    .map_err(|m| o.error(0..text.len(), "spend_file", m))?;
+                // Written at once, so that a file that cannot be is found at start rather
+                // than after a day of spending.
+                f.save(&keys, true).map_err(|e| {
+                    o.error(
+                        0..text.len(),
+                        "spend_file",
+                        format!("{path}: cannot be written: {e}"),
+                    )
+                })?;
+                Some(f)
+            }
+        };
         Ok(Arc::new(Gateway {
             models,
             keys,
@@ -632,7 +659,21 @@ impl Gateway {
             retry_after_s: config.health.cooldown_s.ceil().clamp(1.0, 3600.0) as u64,
             answered: std::sync::atomic::AtomicU64::new(0),
             id_salt: switchyard_router::splitmix64(&mut clock_seed()),
+            spend,
         }))
+    }
+
+    /// Writes what is left of every key's dollars to the configuration's `spend_file` now,
+    /// as the server does every few seconds while keys spend and when it stops; nothing
+    /// without the file. Returns whether it wrote.
+    ///
+    /// # Errors
+    /// The file could not be written.
+    pub fn save_spend(&self) -> std::io::Result<bool> {
+        match &self.spend {
+            Some(f) => f.save(&self.keys, true),
+            None => Ok(false),
+        }
     }
 
     /// Whether requests must present a client key.

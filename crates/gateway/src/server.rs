@@ -366,7 +366,11 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
     let _ = crate::metrics::handle();
     let headers = std::time::Duration::from_millis(gw.timeouts.header_ms);
-    let app = app(gw);
+    let saver = gw
+        .spend
+        .is_some()
+        .then(|| tokio::spawn(save_spend_every(Arc::clone(&gw))));
+    let app = app(Arc::clone(&gw));
     // Connections watch `stop_rx`, which the shutdown closes by dropping its sender; each
     // holds a `done` receiver until it ends, so that the shutdown can wait for them all.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -428,5 +432,41 @@ pub async fn serve(
     drop(stop_tx);
     drop(done_rx);
     done_tx.closed().await;
+    // Every request has ended and been charged: the last word on the keys' dollars.
+    if let Some(saver) = saver {
+        saver.abort();
+        let _ = saver.await;
+        save_spend_now(&gw, true).await;
+    }
     Ok(())
+}
+
+/// How often the keys' dollars are written while they spend: a crash loses at most this
+/// much of their spending.
+const SPEND_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes the keys' dollars every [`SPEND_SAVE_EVERY`] when they have been charged since.
+async fn save_spend_every(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(SPEND_SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        save_spend_now(&gw, false).await;
+    }
+}
+
+/// One save of the spend file off the runtime's threads; a failure is logged and the next
+/// save tries again, since refusing requests for it would stop serving over a full disk.
+async fn save_spend_now(gw: &Arc<Gateway>, always: bool) {
+    let g = Arc::clone(gw);
+    let saved = tokio::task::spawn_blocking(move || match &g.spend {
+        Some(f) => f
+            .save(&g.keys, always)
+            .map_err(|e| (f.path().display().to_string(), e)),
+        None => Ok(false),
+    })
+    .await;
+    if let Ok(Err((file, e))) = saved {
+        tracing::error!(file = %file, error = %e, "the keys' spending could not be saved");
+    }
 }

@@ -3635,3 +3635,196 @@ async fn an_emulated_whole_answer_is_timed_as_a_stream_is() {
         assert_eq!(count, Some(2.0), "{name}: {text}");
     }
 }
+
+/// A fresh directory under the system's temporary one for a test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("switchyard-gateway-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// With a spend file, what a key has spent of its day outlives the gateway: a key in debt
+/// when the gateway stops is still refused when it starts again, and a key the file does
+/// not name starts full. The file names keys, never their secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_spending_is_kept_across_a_restart() {
+    std::env::set_var("SWITCHYARD_TEST_KEY_KEPT", "secret-kept");
+    std::env::set_var("SWITCHYARD_TEST_KEY_NEW", "secret-new");
+    let dir = scratch("kept");
+    let file = dir.join("spend.json");
+    let prices = "usd_per_mtok = 1000000\ninput_usd_per_mtok = 500000";
+    let key = |name: &str, env: &str| {
+        format!("[[key]]\nname = \"{name}\"\nkey_env = \"{env}\"\nusd_per_day = 10\n")
+    };
+    let base = format!(
+        "[server]\nspend_file = \"{}\"\n{}{}{}",
+        file.display(),
+        emulated("gpu", "h100-sxm", ""),
+        model("spender", &[("gpu", prices)]),
+        key("kept", "SWITCHYARD_TEST_KEY_KEPT"),
+    );
+    let (cat, params) = statics();
+    let run = |text: String| async move {
+        let cfg = Config::parse(&text, "test.toml").expect("config");
+        let gw = Gateway::new(&cfg, &text, "test.toml", cat, params).expect("gateway");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/v1", l.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(l, gw, async {
+            let _ = stopped.await;
+        }));
+        (url, stop, server)
+    };
+    let ask = |url: String, secret: &'static str| async move {
+        reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth(secret)
+            .body(r#"{"model":"spender","messages":[{"role":"user","content":"hi"}],"max_tokens":20}"#)
+            .send()
+            .await
+            .expect("sent")
+    };
+    // The key's day is $10 and its first request costs more: it ends in debt.
+    let (url, stop, server) = run(base.clone()).await;
+    assert_eq!(ask(url.clone(), "secret-kept").await.status(), 200);
+    let (_, body) = refused(ask(url, "secret-kept").await).await;
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    // Stopped, the gateway writes the debt down.
+    stop.send(()).expect("stop");
+    server.await.expect("joined").expect("served");
+    let text = std::fs::read_to_string(&file).expect("spend file");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let left = saved["keys"]["kept"]["usd_left"]
+        .as_f64()
+        .expect("usd_left");
+    assert!(left < 0.0, "{text}");
+    assert!(!text.contains("secret"), "{text}");
+    // Started again, with a second key: the first is still in debt, the new one is full.
+    let again = format!("{base}{}", key("new", "SWITCHYARD_TEST_KEY_NEW"));
+    let (url, stop, server) = run(again).await;
+    let (wait, body) = refused(ask(url.clone(), "secret-kept").await).await;
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    // The debt takes its share of a $10 day to repay, less the moments since it was saved.
+    let days = wait as f64 / 86_400.0;
+    assert!((days - -left / 10.0).abs() < 0.001, "{wait} s for ${left}");
+    assert_eq!(ask(url, "secret-new").await.status(), 200);
+    stop.send(()).expect("stop");
+    server.await.expect("joined").expect("served");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A spend file that cannot be read stops the gateway at start, naming the configuration's
+/// field and the file's line, rather than refill every key; so does one that keeps nothing,
+/// and one that cannot be written.
+#[test]
+fn a_bad_spend_file_stops_the_gateway_at_start() {
+    let (cat, params) = statics();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _g = rt.enter();
+    std::env::set_var("SWITCHYARD_TEST_KEY_SF", "secret-sf");
+    let dir = scratch("bad");
+    let file = dir.join("spend.json");
+    let build = |server: &str, key: &str| {
+        let text = format!(
+            "[server]\n{server}\n{}{}[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_SF\"\n{key}\n",
+            emulated("gpu", "h100-sxm", ""),
+            model("m", &[("gpu", "usd_per_mtok = 1")])
+        );
+        let cfg = Config::parse(&text, "g.toml").expect("parses");
+        Gateway::new(&cfg, &text, "g.toml", cat, params)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let line = format!("spend_file = \"{}\"", file.display());
+    let shown = file.display().to_string();
+    for (content, needles) in [
+        (
+            "{\"saved_at_unix_s\": 1,\n \"keys\": {\"k\": ",
+            vec!["line 2"],
+        ),
+        (
+            "{\"saved_at_unix_s\": 1, \"keys\": {\"k\": {\"usd_left\": 1, \"usd\": 2}}}",
+            vec!["unknown field `usd`"],
+        ),
+    ] {
+        std::fs::write(&file, content).expect("write");
+        let e = build(&line, "usd_per_day = 5").expect_err("refused");
+        for n in ["g.toml", "line 2", "spend_file", &shown]
+            .into_iter()
+            .chain(needles)
+        {
+            assert!(e.contains(n), "`{n}` missing from {e}");
+        }
+    }
+    // A good file is read, and rewritten at start.
+    std::fs::write(&file, "{\"saved_at_unix_s\": 1, \"keys\": {}}").expect("write");
+    build(&line, "usd_per_day = 5").expect("a good file");
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(now["keys"]["k"]["usd_left"], 5.0, "{now}");
+    // No key with dollars: nothing to keep.
+    let e = build(&line, "").expect_err("refused");
+    assert!(e.contains("spend_file") && e.contains("usd_per_day"), "{e}");
+    // A directory that does not exist.
+    let nowhere = format!(
+        "spend_file = \"{}\"",
+        dir.join("no/such/spend.json").display()
+    );
+    let e = build(&nowhere, "usd_per_day = 5").expect_err("refused");
+    assert!(e.contains("cannot be written"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The dollars a spend file keeps: what the key may still spend, with what its requests in
+/// flight hold counted as unspent (they end unanswered with the gateway), refilled on
+/// restore for the time the gateway was down.
+#[test]
+fn the_spend_state_counts_held_dollars_as_left_and_refills_while_down() {
+    use switchyard_gateway::keys::{Allowance, Key, Keys};
+    let keys_with = |name: &str| {
+        let mut keys = Keys::default();
+        keys.insert(
+            format!("secret-{name}"),
+            Key::new(
+                name,
+                Default::default(),
+                Allowance {
+                    usd_per_day: Some(10.0),
+                    ..Allowance::default()
+                },
+            ),
+        );
+        keys
+    };
+    let keys = keys_with("state");
+    let key = keys
+        .authenticate(Some("Bearer secret-state"))
+        .expect("known");
+    let now = Instant::now();
+    let held = key.admit((0, 4.0), now).expect("admitted");
+    let state = keys.spend_state(now, 1000.0);
+    assert_eq!(state.keys["state"].usd_left, 10.0);
+    key.charge(0, 0, 3.0, now);
+    drop(held);
+    let charged = keys.charges();
+    let state = keys.spend_state(now, 1000.0);
+    // A moment's refill at most ($10 a day is 0.1 mUSD a second).
+    assert!(
+        (state.keys["state"].usd_left - 7.0).abs() < 1e-3,
+        "{state:?}"
+    );
+    assert!(charged > 0);
+    // Six hours later a quarter of a day's $10 has come back.
+    let later = keys_with("state");
+    later.restore_spend(&state, Instant::now(), 1000.0 + 6.0 * 3600.0);
+    let back = later.spend_state(Instant::now(), 1000.0 + 6.0 * 3600.0);
+    assert!((back.keys["state"].usd_left - 9.5).abs() < 1e-3, "{back:?}");
+    // Never past the day's allowance.
+    later.restore_spend(&state, Instant::now(), 1000.0 + 86_400.0);
+    let full = later.spend_state(Instant::now(), 1000.0 + 86_400.0);
+    assert_eq!(full.keys["state"].usd_left, 10.0);
+}

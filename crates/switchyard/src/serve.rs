@@ -4,6 +4,7 @@ use crate::input::{read_text, Kind};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 use switchyard_gateway::config::DEFAULT_CONFIG;
 use switchyard_gateway::{serve as run_server, Config, Gateway};
 use switchyard_perf::{Catalog, Params};
@@ -72,11 +73,16 @@ pub fn serve(cat: Catalog, params: Params, a: &ServeArgs) -> Result<()> {
         // The first interrupt or termination (what container runtimes and service managers
         // send) stops taking connections and lets the requests in flight finish; a second
         // one does not wait for them.
-        let shutdown = async {
+        let last = Arc::clone(&gw);
+        let shutdown = async move {
             stop_signal().await;
             err!("shutting down: finishing the requests in flight (interrupt again to stop now)\n");
-            tokio::spawn(async {
+            tokio::spawn(async move {
                 stop_signal().await;
+                // What was spent so far is kept; the requests cut off now are not charged.
+                if let Err(e) = last.save_spend() {
+                    err!("the keys' spending could not be saved: {e}\n");
+                }
                 std::process::exit(130);
             });
         };
