@@ -57,7 +57,9 @@ pub struct Model {
     pub experts: Option<u32>,
     /// Routed experts chosen per token.
     pub experts_per_token: Option<u32>,
-    /// Shared (always-on) experts per MoE layer.
+    /// Shared (always-on) experts per MoE layer, as the model card gives them: a record, not
+    /// an input to the physics, since their parameters are among the dense ones (the total
+    /// less the routed experts, [`Model::dense_params`]) whatever their count.
     pub shared_experts: Option<u32>,
     /// Layers that carry routed experts.
     pub moe_layers: Option<u32>,
@@ -436,9 +438,9 @@ impl Model {
                 * 0.5;
         if self.total_params_b * 1e9 < floor {
             return Err(format!(
-                "field `total_params_b` ({}) is below the {:.2} billion parameters that the embedding table and attention of these shapes hold alone",
+                "field `total_params_b` ({}) is below the {} billion parameters that the embedding table and attention of these shapes hold alone",
                 self.total_params_b,
-                floor / 1e9
+                billions(floor)
             ));
         }
         if !(self.active_params_b > 0.0 && self.active_params_b <= self.total_params_b) {
@@ -454,10 +456,10 @@ impl Model {
             let (least, most) = self.dense_shape_params();
             if !(0.9 * least..=1.1 * most).contains(&(self.total_params_b * 1e9)) {
                 return Err(format!(
-                    "field `total_params_b` ({}) is outside the {:.2} to {:.2} billion parameters these shapes hold (the embedding table, tied or not, each layer's attention and a feed-forward block of two or three matrices, a tenth either way): one of them is wrong",
+                    "field `total_params_b` ({}) is outside the {} to {} billion parameters these shapes hold (the embedding table, tied or not, each layer's attention and a feed-forward block of two or three matrices, a tenth either way): one of them is wrong",
                     self.total_params_b,
-                    least / 1e9,
-                    most / 1e9
+                    billions(least),
+                    billions(most)
                 ));
             }
             // Every token of a dense model goes through every parameter.
@@ -479,5 +481,17 @@ impl Model {
         }
         crate::check_sources("sources", &self.sources)?;
         Ok(())
+    }
+}
+
+/// A count of parameters in billions, to two decimals, or to three significant figures
+/// below 0.1 billion, so that a small model's bounds do not both print as 0.00.
+fn billions(params: f64) -> String {
+    let b = params / 1e9;
+    if b >= 0.1 || b <= 0.0 {
+        format!("{b:.2}")
+    } else {
+        let digits = (2.0 - b.log10().floor()).clamp(0.0, 12.0) as usize;
+        format!("{b:.digits$}")
     }
 }

@@ -327,6 +327,12 @@ impl System {
         if self.id.trim().is_empty() {
             return Err("field `id` must not be empty".into());
         }
+        // Tensor-parallel exchanges within a GPU system run at its fabric's rate: left out,
+        // no rate would be a guess that moves TTFT and throughput threefold unseen. (A
+        // system of one GPU reaches others over the network, `network_gb_s`.)
+        if self.kind == SystemKind::Gpu && self.scale_up() > 1 && self.interconnect_gb_s.is_none() {
+            return Err("field `interconnect_gb_s` is missing: a GPU system of several chips needs their chip-to-chip bandwidth per chip in GB/s (900 for NVLink 4, 64 for PCIe 5 x16)".into());
+        }
         // Every figure is a finite amount: none is negative, and those that scale a rate or
         // a power must be above 0 where given (a zero or negative one would give negative or
         // infinite times, energies and capacities downstream).

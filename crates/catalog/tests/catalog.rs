@@ -207,6 +207,7 @@ memory_gb = 96.0
 memory_bw_tb_s = 4.0
 dense_tflops = { bf16 = 1000.0 }
 chips_per_system = 4
+interconnect_gb_s = 900.0
 sources = ["https://example.org/spec"]
 
 [[system]]
@@ -218,6 +219,7 @@ memory_gb = 48.0
 memory_bw_tb_s = 1.0
 dense_tflops = { bf16 = 200.0 }
 chips_per_system = 2
+interconnect_gb_s = 400.0
 sources = ["https://example.org/acme"]
 "#;
     let before = cat.systems().len();
@@ -425,9 +427,25 @@ fn a_bad_file_names_its_line_and_field() {
     // Only the RDU's physics streams from that tier; a GPU given one is refused.
     let gpu = tier.replace("\"rdu\"", "\"gpu\"").replace(
         "capacity_memory_gb = 1536.0\n",
-        "capacity_memory_gb = 480.0\ncapacity_memory_bw_tb_s = 0.5\n",
+        "capacity_memory_gb = 480.0\ncapacity_memory_bw_tb_s = 0.5\ninterconnect_gb_s = 900.0\n",
     );
     refused(&mut cat, &gpu, "g.toml", &["`z`", "rdu"]);
+    // A GPU system of several chips prices their exchanges at its fabric's rate, which it
+    // must give; a system of one GPU reaches others over the network.
+    let lone = tier
+        .replace("\"rdu\"", "\"gpu\"")
+        .replace("capacity_memory_gb = 1536.0\n", "");
+    refused(
+        &mut cat,
+        &lone,
+        "g.toml",
+        &["g.toml: line 2: entry `z`", "interconnect_gb_s"],
+    );
+    cat.extend_from_toml(
+        &lone.replace("chips_per_system = 16", "chips_per_system = 1"),
+        "g.toml",
+    )
+    .expect("one GPU");
     // A mixture of experts whose chosen experts alone outweigh its active parameters.
     let moe = "[[model]]\nid = \"moe\"\nfamily = \"f\"\ntotal_params_b = 50.0\nactive_params_b = 1.0\nlayers = 10\nhidden = 4096\nheads = 32\nkv_heads = 8\nhead_dim = 128\nffn_hidden = 14336\nvocab = 32000\nmax_context = 4096\nattention = \"gqa\"\nexperts = 8\nexperts_per_token = 2\nsources = [\"https://a\"]\n";
     refused(&mut cat, moe, "moe.toml", &["`moe`", "active_params_b"]);
@@ -524,7 +542,7 @@ fn a_bad_file_names_its_line_and_field() {
         &["`mla`", "total_params_b", "billion"],
     );
     // A measurement above the datasheet, or without its source, is refused.
-    let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n";
+    let chip = "[[system]]\nid = \"w\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 80.0\nmemory_bw_tb_s = 3.0\ndense_tflops = { bf16 = 1000.0, fp8 = 2000.0 }\nchips_per_system = 8\ninterconnect_gb_s = 900.0\nsources = [\"https://a\"]\n";
     let measured = |table: &str| format!("{chip}[system.measured]\n{table}");
     let fast = measured("gemm_tflops = { fp8 = 2100.0 }\nsources = [\"https://m\"]\n");
     // Named at the line that sets it, inside the entry's `measured` table.
@@ -532,7 +550,7 @@ fn a_bad_file_names_its_line_and_field() {
         &mut cat,
         &fast,
         "f.toml",
-        &["line 12", "`w`", "gemm_tflops"],
+        &["line 13", "`w`", "gemm_tflops"],
     );
     let stream = measured("memory_read_bw_tb_s = 3.5\nsources = [\"https://m\"]\n");
     refused(&mut cat, &stream, "b.toml", &["`w`", "memory_read_bw_tb_s"]);
@@ -891,7 +909,7 @@ fn published_names_and_aliases_find_their_entries() {
     // A user's entry named like a loose form of a built-in one is found by its own name.
     let mut mine = cat.clone();
     mine.extend_from_toml(
-        "[[system]]\nid = \"a100-40gb\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 40.0\nmemory_bw_tb_s = 1.6\ndense_tflops = { bf16 = 312.0 }\nchips_per_system = 8\nsources = [\"https://a\"]\n",
+        "[[system]]\nid = \"a100-40gb\"\nvendor = \"v\"\nkind = \"gpu\"\nsystem = \"s\"\nmemory_gb = 40.0\nmemory_bw_tb_s = 1.6\ndense_tflops = { bf16 = 312.0 }\nchips_per_system = 8\ninterconnect_gb_s = 600.0\nsources = [\"https://a\"]\n",
         "mine.toml",
     )
     .expect("entry");

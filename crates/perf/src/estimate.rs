@@ -85,6 +85,52 @@ impl<'a> Query<'a> {
         })
     }
 
+    /// For a layout `asked` whose replica cannot hold the model: the single replicas on the
+    /// fewest chips that do, and the shallowest pipeline of `asked`'s tensor-parallel width
+    /// that does, as layouts to give instead; `None` where none up to 65,536 chips does.
+    fn replicas_that_hold(
+        &self,
+        asked: Layout,
+        precision: Precision,
+        p: &Params,
+    ) -> Option<String> {
+        let min = self.fewest_chips(precision, p)?;
+        let holds = |l: Layout| {
+            self.deployment(l, precision)
+                .is_ok_and(|d| d.memory(p).fits && self.holds_one(&d, p))
+        };
+        let unit = |n: u32| unit_name(self.system.kind, n);
+        let fewest: Vec<Layout> = (min..=min.saturating_add(64))
+            .map(|n| {
+                layouts(self.model, self.system, n)
+                    .into_iter()
+                    .filter(|l| l.dp == 1 && l.chips() == n && holds(*l))
+                    .collect::<Vec<_>>()
+            })
+            .find(|ls| !ls.is_empty())?;
+        let n = fewest[0].chips();
+        let names: Vec<String> = fewest.iter().take(3).map(ToString::to_string).collect();
+        let mut out = format!(
+            "a replica of {asked} cannot hold it; on the fewest {} that do ({n}): --layout {}",
+            unit(2),
+            names.join(" or --layout ")
+        );
+        // The asked width kept, more stages: the change a user of that width looks for.
+        let keep = (asked.pp.max(1) + 1..=self.model.layers)
+            .map(|pp| Layout::replica(asked.tp, pp))
+            .find(|l| holds(*l))
+            .filter(|l| !fewest.contains(l));
+        if let Some(l) = keep {
+            out += &format!(
+                "; keeping tp{}: --layout {l} ({} {})",
+                asked.tp,
+                l.chips(),
+                unit(l.chips())
+            );
+        }
+        Some(out)
+    }
+
     /// The query's model on layout `l` at `precision`, with its speculation, KV precision and
     /// output spread.
     fn deployment(&self, l: Layout, precision: Precision) -> Result<Deployment<'a>, PerfError> {
@@ -130,10 +176,15 @@ pub struct Estimate {
     pub layout: Layout,
     /// Chips (wafers) used.
     pub chips: u32,
+    /// Chips (wafers) of those the query gave that the layout leaves idle: where no layout
+    /// of them all serves better than one of fewer.
+    pub idle_chips: u32,
     /// Weight precision.
     pub precision: Precision,
     /// KV-cache precision.
     pub kv_precision: Precision,
+    /// Speculative decoding, where the query asked for it.
+    pub speculative: Option<Speculative>,
     /// Memory per chip.
     pub memory: Memory,
     /// Requests one replica can hold in its KV cache at the query's lengths.
@@ -215,16 +266,7 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
         out.sort_by_key(|l| l.dp);
         return out;
     }
-    let tps: Vec<u32> = match system.kind {
-        SystemKind::Wafer | SystemKind::Lpu => vec![1],
-        // A GPU's tensor parallelism may span scale-up domains; an RDU's stays in one.
-        SystemKind::Gpu => powers_of_two_upto(model.heads.min(chips))
-            .filter(|tp| model.heads.is_multiple_of(*tp))
-            .collect(),
-        SystemKind::Rdu => {
-            powers_of_two_upto(system.scale_up().min(model.heads).min(chips)).collect()
-        }
-    };
+    let tps = widths(model, system, chips);
     // Expert-parallel layouts are modelled when asked for, not searched: the model's costs
     // for them (all-to-all at the fabric efficiency of an all-reduce, routing spread at
     // random) are optimistic. Searched, they lift the MLPerf DeepSeek-R1 rows on eight GPUs,
@@ -233,6 +275,46 @@ pub(crate) fn layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout>
     for tp in tps {
         for pp in 1..=chips / tp {
             if chips.is_multiple_of(tp * pp) && pp <= model.layers {
+                out.push(Layout {
+                    dp: chips / (tp * pp),
+                    ..Layout::replica(tp, pp)
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The tensor-parallel widths a replica on up to `chips` chips may take.
+fn widths(model: &Model, system: &System, chips: u32) -> Vec<u32> {
+    match system.kind {
+        SystemKind::Wafer | SystemKind::Lpu => vec![1],
+        // A GPU's tensor parallelism may span scale-up domains; an RDU's stays in one.
+        SystemKind::Gpu => powers_of_two_upto(model.heads.min(chips))
+            .filter(|tp| model.heads.is_multiple_of(*tp))
+            .collect(),
+        SystemKind::Rdu => {
+            powers_of_two_upto(system.scale_up().min(model.heads).min(chips)).collect()
+        }
+    }
+}
+
+/// The layouts that may serve on `chips` chips a caller gives: those that use them all
+/// ([`layouts`]), and replicas of up to 8 stages or a power-of-two depth in as many copies as
+/// the chips hold whole, the rest left idle. Nine H100s serve Llama 3.1 70B best as tp8 with
+/// one idle, not as three 3-stage pipelines (a lone request 4x slower, a peak 19% lower),
+/// so more chips never serve worse than fewer. (Every depth with chips idle would cost the
+/// planner's wafer options half again its time for the same plan.) A count the model picks
+/// itself is whole nodes it fills.
+pub(crate) fn serving_layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
+    let mut out = layouts(model, system, chips);
+    if system.kind == SystemKind::Lpu {
+        return out;
+    }
+    for tp in widths(model, system, chips) {
+        for pp in 1..=(chips / tp).min(model.layers) {
+            let idle = !chips.is_multiple_of(tp * pp);
+            if idle && (pp <= 8 || pp.is_power_of_two()) {
                 out.push(Layout {
                     dp: chips / (tp * pp),
                     ..Layout::replica(tp, pp)
@@ -361,15 +443,37 @@ fn nowhere(q: &Query<'_>, precision: Precision, p: &Params) -> PerfError {
             min_chips: 0,
             needs: "no count of them helps; check the parameters and the system's memory".into(),
         },
-        _ => PerfError::DoesNotFit {
-            deployment,
-            why: format!(
-                "its weights take {} GB",
-                gigabytes(q.model.weight_bytes(precision) / 1e9)
-            ),
-            min_chips: 0,
-            needs: format!("no layout of up to 65,536 {unit} holds them"),
-        },
+        _ => {
+            // More chips cannot help once every stage holds one layer, but narrower weights
+            // may: name the widest that fits, and where.
+            let narrower = [Precision::Fp8, Precision::Fp4]
+                .into_iter()
+                .filter(|n| n.bytes() < precision.bytes())
+                .find_map(|n| q.fewest_chips(n, p).map(|c| (n, c)));
+            PerfError::DoesNotFit {
+                deployment,
+                why: format!(
+                    "its weights take {} GB",
+                    gigabytes(q.model.weight_bytes(precision) / 1e9)
+                ),
+                min_chips: 0,
+                needs: match narrower {
+                    Some((n, c)) => format!(
+                        "no layout of up to 65,536 {unit} holds them{}; at {n}, {c} {} do (--precision {n})",
+                        if q.system.kind == SystemKind::Wafer {
+                            format!(
+                                " (a wafer holds at least a layer, and it has {})",
+                                q.model.layers
+                            )
+                        } else {
+                            String::new()
+                        },
+                        unit_name(q.system.kind, c)
+                    ),
+                    None => format!("no layout of up to 65,536 {unit} holds them"),
+                },
+            }
+        }
     }
 }
 
@@ -446,16 +550,23 @@ pub(crate) fn fitting_deployments<'a>(
                 system: q.system.id.clone(),
                 why: if l.dp == 1 {
                     // Replicas of it fill the chips only where their count is a multiple.
+                    let n = l.replica_chips();
                     format!(
-                        "a replica of it uses {} chips, and {chips} are no whole number of replicas; give a multiple of {} chips",
-                        l.replica_chips(),
-                        l.replica_chips()
+                        "a replica of it uses {n} {}, and {chips} {} no whole number of replicas; give a multiple of {n} {}",
+                        unit_name(q.system.kind, n),
+                        if chips == 1 { "is" } else { "are" },
+                        unit_name(q.system.kind, n)
                     )
                 } else {
-                    format!("it uses {} chips but {chips} were given", l.chips())
+                    format!(
+                        "it uses {} {} but {chips} were given",
+                        l.chips(),
+                        unit_name(q.system.kind, l.chips())
+                    )
                 },
             });
         }
+        None if q.chips.is_some() => serving_layouts(q.model, q.system, chips),
         None => layouts(q.model, q.system, chips),
     };
     let mut out = Vec::new();
@@ -522,7 +633,16 @@ pub(crate) fn fitting_deployments<'a>(
                 remedy
             };
             Err(PerfError::ContextTooLong {
-                deployment: format!("{} at {precision} on {chips} x {}", q.model.id, q.system.id),
+                deployment: format!(
+                    "{} at {precision} on {chips} x {}{}",
+                    q.model.id,
+                    q.system.id,
+                    if q.chips.is_none() && q.layout.is_none() {
+                        " (no count given: the fewest that hold the weights)"
+                    } else {
+                        ""
+                    }
+                ),
                 chips,
                 // Lengths are checked finite and at least 1 by every caller's input checks.
                 tokens: (q.isl + q.osl).round() as u64,
@@ -572,7 +692,15 @@ pub(crate) fn fitting_deployments<'a>(
                     why += &format!("; {n} {} hold it", unit_name(q.system.kind, n));
                 }
             }
-            Err(too_small(chips, why, min))
+            let mut e = too_small(chips, why, min);
+            // A fixed layout that cannot hold it: name the replicas that do, as a chip count
+            // alone would fail the layout again.
+            if let (Some(l), PerfError::DoesNotFit { needs, .. }) = (q.layout, &mut e) {
+                if let Some(remedy) = q.replicas_that_hold(l, precision, p) {
+                    *needs = remedy;
+                }
+            }
+            Err(e)
         }
     }
 }
@@ -808,8 +936,10 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         system: q.system.id.clone(),
         layout: d.layout,
         chips: d.layout.chips(),
+        idle_chips: q.chips.map_or(0, |n| n.saturating_sub(d.layout.chips())),
         precision: d.weights,
         kv_precision: d.kv,
+        speculative: d.speculative,
         memory: d.memory(p),
         max_concurrency_per_replica: d.max_sequences(p, d.kv_ctx(q.isl, q.osl)),
         kv_tokens_per_request: d.kv_ctx(q.isl, q.osl),

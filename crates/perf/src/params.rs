@@ -458,6 +458,9 @@ enum Range {
     Positive,
     /// 1 or more (a count, a ratio of at least one).
     AtLeastOne,
+    /// A whole count of tokens or sequences, from 1 to 10^9 (as the command line's
+    /// `--isl` and `--osl` take).
+    Count,
 }
 
 /// The largest value any parameter takes: far above every default (the largest, the
@@ -482,6 +485,7 @@ impl Range {
                 Range::NonNegative => v >= 0.0,
                 Range::Positive => v > 0.0,
                 Range::AtLeastOne => v >= 1.0,
+                Range::Count => (1.0..=1e9).contains(&v) && v.fract() == 0.0,
             }
     }
 
@@ -493,6 +497,7 @@ impl Range {
             Range::NonNegative => "0, or from 10^-12 to 10^12",
             Range::Positive => "from 10^-12 to 10^12",
             Range::AtLeastOne => "from 1 to 10^12",
+            Range::Count => "a whole number from 1 to 1000000000",
         }
     }
 }
@@ -512,8 +517,8 @@ const RANGES: &[(&str, Range)] = &[
     ("network_allreduce_latency_s", Range::NonNegative),
     ("gpu_stage_hop_s", Range::NonNegative),
     ("gpu_mem_usable", Range::Fraction),
-    ("max_batch", Range::AtLeastOne),
-    ("token_budget", Range::AtLeastOne),
+    ("max_batch", Range::Count),
+    ("token_budget", Range::Count),
     ("activation_bytes", Range::NonNegative),
     ("wafer_phases_per_layer", Range::Positive),
     ("wafer_phase_s", Range::NonNegative),
@@ -536,8 +541,8 @@ const RANGES: &[(&str, Range)] = &[
     ("server_mean_tpot_frac", Range::Fraction),
     ("server_mean_ttft_frac", Range::Fraction),
     ("cloud_ttft_s", Range::NonNegative),
-    ("default_isl", Range::AtLeastOne),
-    ("default_osl", Range::AtLeastOne),
+    ("default_isl", Range::Count),
+    ("default_osl", Range::Count),
     ("idle_power_frac", Range::Share),
     ("host_overhead", Range::AtLeastOne),
     ("pue", Range::AtLeastOne),
@@ -664,9 +669,22 @@ impl Params {
     /// Reads a parameters file: the defaults, with the fields the file sets replaced.
     /// `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Params, ParamsError> {
-        let p: Params = toml::from_str(text).map_err(|e| ParamsError::Parse {
-            origin: origin.to_string(),
-            message: switchyard_catalog::toml_error_line(text, &e),
+        let p: Params = toml::from_str(text).map_err(|e| {
+            let mut message = switchyard_catalog::toml_error_line(text, &e);
+            // A whole-number field states its own range, which is narrower than its type's.
+            if RANGES
+                .iter()
+                .any(|(name, r)| *r == Range::Count && message.contains(&format!("field `{name}`")))
+            {
+                message = message.replace(
+                    "expected a whole number from 0 to 4294967295",
+                    &format!("it must be {}", Range::Count.says()),
+                );
+            }
+            ParamsError::Parse {
+                origin: origin.to_string(),
+                message,
+            }
         })?;
         p.check()
             .map_err(|(field, value, range)| ParamsError::OutOfRange {
@@ -788,8 +806,12 @@ mod tests {
         let e = Params::from_toml("max_batch = 5000000000", "p").expect_err("refused");
         assert!(
             e.to_string()
-                .contains("expected a whole number from 0 to 4294967295"),
+                .contains("it must be a whole number from 1 to 1000000000"),
             "{e}"
         );
+        for v in ["0", "1.5", "4294967295"] {
+            let e = Params::from_toml(&format!("default_isl = {v}"), "p").expect_err("refused");
+            assert!(e.to_string().contains("from 1 to 1000000000"), "{v}: {e}");
+        }
     }
 }

@@ -71,7 +71,7 @@
 use crate::{estimate, Catalog, Layout, Objective, Params, Query, Speculative};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use switchyard_catalog::{Precision, System, Workload};
+use switchyard_catalog::{Precision, System, SystemKind, Workload};
 
 /// One published measurement, in the columns of `points.csv`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -365,10 +365,15 @@ fn count_of(cell: &str, system: &System) -> Option<u32> {
     let t = cell.trim().to_ascii_lowercase();
     let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
     let unit = t[digits.len()..].trim();
-    let chips = [
-        "", "x", "gpu", "gpus", "chip", "chips", "wafer", "wafers", "socket", "sockets", "rdu",
-        "rdus", "lpu", "lpus",
-    ];
+    // A unit names the system's own kind of chip: `4 wafers` of an H100 is a mistake in
+    // the row, not four GPUs.
+    let own: &[&str] = match system.kind {
+        SystemKind::Gpu => &["gpu", "gpus"],
+        SystemKind::Wafer => &["wafer", "wafers", "wse", "wses"],
+        SystemKind::Rdu => &["socket", "sockets", "rdu", "rdus"],
+        SystemKind::Lpu => &["lpu", "lpus"],
+    };
+    let chips = ["", "x", "chip", "chips"];
     // A node or server is a system of at most eight chips, a rack one of more (GB200 NVL72,
     // SambaRack): 18 nodes of an NVL72 are not 18 racks.
     let rack_scale = system.chips_per_system > 8;
@@ -378,7 +383,7 @@ fn count_of(cell: &str, system: &System) -> Option<u32> {
         &["system", "systems", "node", "nodes", "server", "servers"]
     };
     let n = digits.parse::<u32>().ok().filter(|n| *n > 0)?;
-    if chips.contains(&unit) {
+    if chips.contains(&unit) || own.contains(&unit) {
         Some(n)
     } else if systems.contains(&unit) {
         n.checked_mul(system.chips_per_system)
@@ -1277,17 +1282,26 @@ fn predict_inner(
                 .map_err(|e: switchyard_catalog::UnknownPrecision| e.to_string())?,
         ),
     };
-    let chips =
-        match row.count.trim() {
-            "" => stated_chips,
-            s => Some(count_of(s, system).ok_or_else(|| {
-                format!(
-                "count `{s}` is not a number of chips (8, 8 GPUs, 4 wafers) or of {} systems ({})",
+    let chips = match row.count.trim() {
+        "" => stated_chips,
+        s => Some(count_of(s, system).ok_or_else(|| {
+            format!(
+                "count `{s}` is not a number of {}'s chips ({}) or of its systems ({})",
                 system.id,
-                if system.chips_per_system > 8 { "2 racks" } else { "2 nodes" }
+                match system.kind {
+                    SystemKind::Gpu => "8, 8 GPUs",
+                    SystemKind::Wafer => "4, 4 wafers",
+                    SystemKind::Rdu => "16, 16 sockets",
+                    SystemKind::Lpu => "64, 64 LPUs",
+                },
+                if system.chips_per_system > 8 {
+                    "2 racks"
+                } else {
+                    "2 nodes"
+                }
             )
-            })?),
-        };
+        })?),
+    };
     if let Some(n) = chips.filter(|&n| n > crate::MAX_CHIPS) {
         return Err(format!(
             "{n} chips, more than the {} a deployment may have",
@@ -1298,10 +1312,15 @@ fn predict_inner(
     // which is not for the model to guess.
     if let (Some(named), Some(counted), true) = (stated_chips, chips, counted_in_cell) {
         if named != counted {
+            let cell = row.count.trim();
             return Err(format!(
-                "hardware `{}` names {named} chips and count `{}` {counted}: give one, or the same in both",
+                "hardware `{}` names {named} chips and count `{cell}`{}: give one, or the same in both",
                 row.hardware.trim(),
-                row.count.trim()
+                if cell == counted.to_string() {
+                    String::new()
+                } else {
+                    format!(" {counted}")
+                }
             ));
         }
     }
@@ -1347,13 +1366,13 @@ fn predict_inner(
         concurrency_of(&row.concurrency)?
     };
     let (metric, scale) = metric_of(&row.metric)?;
-    let is_gpu = system.kind == crate::SystemKind::Gpu;
+    let is_gpu = system.kind == SystemKind::Gpu;
     let (objective, group) = if metric.is_latency() {
         (
             Objective::Latency,
             match system.kind {
-                crate::SystemKind::Gpu => Group::GpuLatency,
-                crate::SystemKind::Wafer => Group::WaferLatency,
+                SystemKind::Gpu => Group::GpuLatency,
+                SystemKind::Wafer => Group::WaferLatency,
                 _ => Group::SramLatency,
             },
         )
@@ -1482,7 +1501,10 @@ fn predict_inner(
         Metric::Ttft | Metric::EndToEnd => Some(Limit::AtLeast),
     };
     // What the row leaves unstated and the prediction assumes is said beside the layout.
-    let mut label = format!("{}x{} {}", e.chips, e.system, e.layout);
+    let mut label = format!("{}x{} {}", e.chips + e.idle_chips, e.system, e.layout);
+    if e.idle_chips > 0 {
+        let _ = write!(label, " ({} idle)", e.idle_chips);
+    }
     if let Some(s) = q.speculative {
         let _ = write!(
             label,

@@ -250,14 +250,19 @@ fn a_count_with_no_layout_that_fits_says_so() {
             .expect_err("no layout fits")
             .to_string()
     };
-    // 127 H100s: 126 layers cannot make 127 stages, 128 heads no tp127; what is left is 127
-    // one-chip replicas.
-    let e = err("llama-3.1-405b", "h100-sxm", 127);
+    // 127 H100s: 126 layers cannot make 127 stages, 128 heads no tp127, and 127 one-chip
+    // replicas hold nothing; replicas that leave chips idle do.
+    let d = best_deployment(
+        &query(&cat, "llama-3.1-405b", "h100-sxm", Some(127)),
+        &p,
+        Objective::Latency,
+    )
+    .expect("replicas with chips idle");
     assert!(
-        e.contains("tp1-pp1-dp127, needs 812 GB") && e.contains("128 chips hold it"),
-        "{e}"
+        d.layout.chips() < 127 && d.layout.chips() > 127 - d.layout.replica_chips(),
+        "{}",
+        d.layout
     );
-    assert!(!e.contains("needs at least"), "{e}");
     // A pipeline is judged by its fullest stage: 405B on 23 L40S as 23 stages of 6 or 5
     // layers overflows, though the weights are less than the chips' room together.
     let e = err("llama-3.1-405b", "l40s", 23);
@@ -809,6 +814,10 @@ fn more_chips_never_slow_batch_one() {
     for (model, system, counts) in [
         ("llama-3.1-8b", "h100-sxm", vec![1, 2, 4, 8]),
         ("llama-3.1-70b", "h200", vec![2, 4, 8, 16]),
+        // Every count, those that split into no good layout included (nine chips: tp8 and
+        // one idle, not three 3-stage pipelines).
+        ("llama-3.1-70b", "h100-sxm", (4..=17).collect()),
+        ("llama-3.1-8b", "a100-sxm", (1..=12).collect()),
         ("llama-3.1-70b", "cs3", vec![4, 5, 8]),
         ("deepseek-r1", "b200", vec![8, 16]),
         ("llama-3.1-70b", "sn40l", vec![8, 16]),
@@ -2365,7 +2374,11 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
          aa,gb200,18 nodes,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
          ab,h100-sxm,1 rack,llama-3.1-70b,fp8,,,max,1024,2048,throughput_tok_s,1\n\
          ac,h100-sxm,8,llama-3.1-70b,fp8,,,saturation,1024,2048,ttft_ms,1\n\
-         ad,h100-sxm,8,llama-3.1-70b,fp8,,,1,1024,2048,ttft_ms,1\n"
+         ad,h100-sxm,8,llama-3.1-70b,fp8,,,1,1024,2048,ttft_ms,1\n\
+         ae,h100-sxm,8 wafers,llama-3.1-70b,fp8,,,1,1000,100,decode_tok_s_per_user,1\n\
+         af,cs3,4 GPUs,llama-3.1-70b,bf16,,,1,1000,100,decode_tok_s_per_user,1\n\
+         ag,cs3,4 wafers,llama-3.1-70b,bf16,,,1,1000,100,decode_tok_s_per_user,1\n\
+         ah,cs3,4,llama-3.1-70b,bf16,,,1,1000,100,decode_tok_s_per_user,1\n"
     );
     let rows = parse_points(&text).expect("rows");
     let (out, _) = run(&cat, &p, &rows);
@@ -2416,6 +2429,10 @@ fn hardware_cells_may_state_the_chip_count_and_scenarios_any_case() {
     assert!(why(27).contains("2 nodes"), "{}", why(27));
     // A latency at a peak load is the peak's, not a lone request's.
     assert!(v(28) > 2.0 * v(29), "{} against {}", v(28), v(29));
+    // A unit of another kind of chip is a mistake in the row, not a count of this one's.
+    assert!(why(30).contains("(8, 8 GPUs)"), "{}", why(30));
+    assert!(why(31).contains("(4, 4 wafers)"), "{}", why(31));
+    assert!((v(32) - v(33)).abs() < 1e-9 * v(33));
 }
 
 #[test]
@@ -2506,7 +2523,7 @@ fn a_whole_system_named_in_the_hardware_cell_counts_its_chips() {
         out[0]
             .predicted
             .as_ref()
-            .is_err_and(|e| e.contains("names 8 chips and count `1` 1")),
+            .is_err_and(|e| e.contains("names 8 chips and count `1`: give one")),
         "{:?}",
         out[0].predicted
     );
@@ -3317,5 +3334,48 @@ fn a_pipelines_first_token_comes_later_under_load() {
             ttft(290.0),
             ttft(1.0)
         );
+    }
+}
+
+/// A fixed layout whose replica cannot hold the model is refused with layouts that do, and
+/// each one it names is one the estimate then runs (a chip count alone would fail the
+/// layout again: tp2 on 3 chips is no whole number of replicas).
+#[test]
+fn a_layout_too_small_names_layouts_that_hold_the_model() {
+    let cat = cat();
+    let p = Params::default();
+    for (model, system, asked, names) in [
+        (
+            "llama-3.1-70b",
+            "h100-sxm",
+            "tp2",
+            &["tp1-pp3", "tp2-pp2"][..],
+        ),
+        ("llama-3.1-70b", "cs3", "pp3", &["tp1-pp4"][..]),
+        ("llama-3.1-405b", "h100-sxm", "tp8", &["tp8-pp2"][..]),
+    ] {
+        let q = Query {
+            layout: Some(asked.parse().expect("layout")),
+            ..query(&cat, model, system, None)
+        };
+        let e = estimate(&q, &p, Objective::Latency)
+            .map(|_| ())
+            .expect_err("too small")
+            .to_string();
+        let named: Vec<&str> = e
+            .split("--layout ")
+            .skip(1)
+            .filter_map(|s| s.split([' ', ';', ')']).next())
+            .collect();
+        for n in names {
+            assert!(named.contains(n), "{n} not in {e}");
+        }
+        for n in named {
+            let q = Query {
+                layout: Some(n.parse().expect("a layout")),
+                ..query(&cat, model, system, None)
+            };
+            estimate(&q, &p, Objective::Latency).unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
     }
 }

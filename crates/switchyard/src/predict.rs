@@ -47,13 +47,13 @@ pub struct Workload {
     /// narrower than 16 bits, not weight-only, on chips that compute in fp8, else bf16).
     #[arg(long, value_name = "PRECISION")]
     kv_precision: Option<Precision>,
-    /// Requests in flight.
+    /// Requests in flight, on average (a fraction is a mean over time).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     concurrency: f64,
-    /// Prompt tokens per request [default: the workload's mean, else `default_isl` of the parameters, 1024].
+    /// Prompt tokens per request, a mean (so a fraction is read as such) [default: the workload's mean, else `default_isl` of the parameters, 1024].
     #[arg(long, allow_negative_numbers = true)]
     isl: Option<f64>,
-    /// Output tokens per request [default: the workload's mean, else `default_osl` of the parameters, 512].
+    /// Output tokens per request, a mean (so a fraction is read as such) [default: the workload's mean, else `default_osl` of the parameters, 512].
     #[arg(long, allow_negative_numbers = true)]
     osl: Option<f64>,
     /// A benchmark workload (see `switchyard catalog workloads`): its dataset's mean lengths,
@@ -430,6 +430,16 @@ fn figures(v: f64) -> String {
     format!("{v:.digits$}")
 }
 
+/// A count that may be a mean: whole as a whole number (`1`, not `1.00`), else to three
+/// significant figures.
+fn count(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        figures(v)
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.digits$}"))
 }
@@ -457,6 +467,16 @@ fn widened(system: &switchyard_perf::System, precision: Precision) -> Option<Pre
         .filter(|&n| n != precision)
 }
 
+/// Speculative decoding in words: what a step verifies and what it yields.
+fn speculation(spec: &Speculative) -> String {
+    format!(
+        "{} drafted tokens verified a step, {:.2} tokens a step on average (drafting costs {:.0}% of a step)",
+        spec.verified - 1.0,
+        spec.tokens_per_step,
+        spec.draft_cost * 100.0
+    )
+}
+
 fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let unit = unit_name(q.system.kind, 1);
     let m = &e.memory;
@@ -466,6 +486,18 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         "{} on {} x {} ({}), layout {}",
         e.model, e.chips, e.system, q.system.system, e.layout
     );
+    if let Some(spec) = e.speculative {
+        let _ = writeln!(s, "speculative     {}", speculation(&spec));
+    }
+    if e.idle_chips > 0 {
+        let given = e.chips + e.idle_chips;
+        let _ = writeln!(
+            s,
+            "idle            {} of the {given} {} given: no layout of all {given} serves a user faster",
+            e.idle_chips,
+            unit_name(q.system.kind, given)
+        );
+    }
     let _ = writeln!(
         s,
         "precision       {} weights{}, {} KV cache",
@@ -517,6 +549,12 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         )
     } else {
         format!("requests of {}+{} tokens", q.isl, q.osl)
+    };
+    // One request, not one requests.
+    let held = if e.max_concurrency_per_replica == 1.0 {
+        held.replacen("requests", "request", 1)
+    } else {
+        held
     };
     let _ = writeln!(
         s,
@@ -601,7 +639,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
         s,
         "peak throughput  {} tok/s at concurrency {} ({}TTFT {:.3} s, {} J/token, ${} per million tokens)",
         figures(e.peak.throughput_tok_s),
-        figures(e.peak.concurrency),
+        count(e.peak.concurrency),
         if one_token {
             String::new()
         } else {
@@ -935,6 +973,12 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
     );
+    if let Some(spec) = a.workload.query(cat, p, &model, &ids[0])?.speculative {
+        out!(
+            "speculative decoding on every system: {}",
+            speculation(&spec)
+        );
+    }
     if isl + osl > context as f64 {
         out!(
             "note: {isl}+{osl} tokens exceed {model}'s {context}-token context: served only with its positions extended (RoPE scaling)"
