@@ -303,9 +303,9 @@ fn widths(model: &Model, system: &System, chips: u32) -> Vec<u32> {
 /// ([`layouts`]), and replicas of up to 8 stages or a power-of-two depth in as many copies as
 /// the chips hold whole, the rest left idle. Nine H100s serve Llama 3.1 70B best as tp8 with
 /// one idle, not as three 3-stage pipelines (a lone request 4x slower, a peak 19% lower),
-/// so more chips never serve worse than fewer. (Every depth with chips idle would cost the
-/// planner's wafer options half again its time for the same plan.) A count the model picks
-/// itself is whole nodes it fills.
+/// so more chips never serve worse than fewer. The depths are bounded so that a large count
+/// stays a small search (72 chips: 11 depths with chips idle, not 72). A count the model
+/// picks itself is whole nodes it fills.
 pub(crate) fn serving_layouts(model: &Model, system: &System, chips: u32) -> Vec<Layout> {
     let mut out = layouts(model, system, chips);
     if system.kind == SystemKind::Lpu {
