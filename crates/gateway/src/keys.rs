@@ -58,7 +58,7 @@ pub struct Key {
 }
 
 /// Seconds in the window of the dollar allowance.
-const DAY_S: f64 = 86_400.0;
+pub(crate) const DAY_S: f64 = 86_400.0;
 
 /// An allowance for a window of time, which refills continuously at the allowance over
 /// the window, up to the allowance.
@@ -261,8 +261,39 @@ impl Key {
 pub struct SpendState {
     /// Seconds since the Unix epoch when it was taken.
     pub saved_at_unix_s: f64,
-    /// By key name.
+    /// By key name, each once.
+    #[serde(deserialize_with = "each_once")]
     pub keys: BTreeMap<String, KeySpend>,
+}
+
+/// A map of keys read from JSON that refuses a key named twice, where a plain map would keep
+/// the last silently.
+fn each_once<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, KeySpend>, D::Error> {
+    struct Once;
+    impl<'de> serde::de::Visitor<'de> for Once {
+        type Value = BTreeMap<String, KeySpend>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of key names")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((name, k)) = m.next_entry::<String, KeySpend>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "key `{name}` is named twice"
+                    )));
+                }
+                out.insert(name, k);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Once)
 }
 
 /// One key's dollars in a [`SpendState`].
@@ -271,6 +302,8 @@ pub struct SpendState {
 pub struct KeySpend {
     /// Dollars left of its day's allowance; negative: owed.
     pub usd_left: f64,
+    /// Its allowance when saved, at which a key no longer configured keeps refilling.
+    pub usd_per_day: f64,
 }
 
 /// Every key, by secret. Its `Debug` output names the keys and never shows a secret.
@@ -313,7 +346,13 @@ impl Keys {
                 // Brings the refill up to `now`; taking nothing always succeeds.
                 let _ = b.take((per_day, DAY_S), now, f64::NEG_INFINITY, 0.0);
                 let usd_left = (b.level + b.held).min(per_day);
-                Some((k.name.clone(), KeySpend { usd_left }))
+                Some((
+                    k.name.clone(),
+                    KeySpend {
+                        usd_left,
+                        usd_per_day: per_day,
+                    },
+                ))
             })
             .collect();
         SpendState {

@@ -625,8 +625,24 @@ impl Gateway {
                     "no [[key]] has `usd_per_day`, so the file would keep nothing: give a key dollars a day, or leave the file out".into(),
                 ))
             }
+            Some(path) if path.trim().is_empty() => {
+                return Err(o.error(
+                    0..text.len(),
+                    "spend_file",
+                    "is empty: name a file, or leave the field out".into(),
+                ))
+            }
             Some(path) => {
-                let f = spend::SpendFile::open(std::path::Path::new(path), &keys)
+                // Relative to the configuration's own file, as a service manager's working
+                // directory is no place to look.
+                let file = std::path::Path::new(origin);
+                let path = match file.parent() {
+                    Some(dir) if file.is_file() && std::path::Path::new(path).is_relative() => {
+                        dir.join(path)
+                    }
+                    _ => std::path::PathBuf::from(path),
+                };
+                let f = spend::SpendFile::open(&path, &keys)
                     .map_err(|m| o.error(0..text.len(), "spend_file", m))?;
                 // Written at once, so that a file that cannot be is found at start rather
                 // than after a day of spending.
@@ -634,7 +650,10 @@ impl Gateway {
                     o.error(
                         0..text.len(),
                         "spend_file",
-                        format!("{path}: cannot be written: {e}"),
+                        format!(
+                            "{}: cannot be written (it is replaced through a file beside it, so its directory must be writable): {e}",
+                            f.path().display()
+                        ),
                     )
                 })?;
                 Some(f)

@@ -432,11 +432,12 @@ pub async fn serve(
     drop(stop_tx);
     drop(done_rx);
     done_tx.closed().await;
-    // Every request has ended and been charged: the last word on the keys' dollars.
+    // Every request has ended and been charged: the last word on the keys' dollars, whose
+    // failure fails the server, so that a service manager sees the spending lost.
     if let Some(saver) = saver {
         saver.abort();
         let _ = saver.await;
-        save_spend_now(&gw, true).await;
+        save_spend_now(&gw, true).await?;
     }
     Ok(())
 }
@@ -451,13 +452,14 @@ async fn save_spend_every(gw: Arc<Gateway>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        save_spend_now(&gw, false).await;
+        // A failure is logged and the next save tries again, since refusing requests for it
+        // would stop serving over a full disk.
+        let _ = save_spend_now(&gw, false).await;
     }
 }
 
-/// One save of the spend file off the runtime's threads; a failure is logged and the next
-/// save tries again, since refusing requests for it would stop serving over a full disk.
-async fn save_spend_now(gw: &Arc<Gateway>, always: bool) {
+/// One save of the spend file off the runtime's threads; a failure is logged and returned.
+async fn save_spend_now(gw: &Arc<Gateway>, always: bool) -> std::io::Result<()> {
     let g = Arc::clone(gw);
     let saved = tokio::task::spawn_blocking(move || match &g.spend {
         Some(f) => f
@@ -465,8 +467,13 @@ async fn save_spend_now(gw: &Arc<Gateway>, always: bool) {
             .map_err(|e| (f.path().display().to_string(), e)),
         None => Ok(false),
     })
-    .await;
-    if let Ok(Err((file, e))) = saved {
+    .await
+    .map_err(std::io::Error::other)?;
+    saved.map(|_| ()).map_err(|(file, e)| {
         tracing::error!(file = %file, error = %e, "the keys' spending could not be saved");
-    }
+        std::io::Error::new(
+            e.kind(),
+            format!("the keys' spending could not be saved to {file}: {e}"),
+        )
+    })
 }

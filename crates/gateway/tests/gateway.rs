@@ -3750,6 +3750,15 @@ fn a_bad_spend_file_stops_the_gateway_at_start() {
             "{\"saved_at_unix_s\": 1, \"keys\": {\"k\": {\"usd_left\": 1, \"usd\": 2}}}",
             vec!["unknown field `usd`"],
         ),
+        (
+            "{\"saved_at_unix_s\": 1, \"keys\": {\"k\": {\"usd_left\": 1, \"usd_per_day\": 5},\n \"k\": {\"usd_left\": 2, \"usd_per_day\": 5}}}",
+            vec!["key `k` is named twice"],
+        ),
+        (
+            "{\"saved_at_unix_s\": 1, \"keys\": {\"k\": {\"usd_left\": -1e20, \"usd_per_day\": 5}}}",
+            vec!["`usd_left` must be from -10^12"],
+        ),
+        ("42", vec!["an object of `saved_at_unix_s` and `keys`"]),
     ] {
         std::fs::write(&file, content).expect("write");
         let e = build(&line, "usd_per_day = 5").expect_err("refused");
@@ -3775,7 +3784,94 @@ fn a_bad_spend_file_stops_the_gateway_at_start() {
         dir.join("no/such/spend.json").display()
     );
     let e = build(&nowhere, "usd_per_day = 5").expect_err("refused");
-    assert!(e.contains("cannot be written"), "{e}");
+    assert!(e.contains("cannot be made"), "{e}");
+    // No file named at all.
+    let e = build("spend_file = \" \"", "usd_per_day = 5").expect_err("refused");
+    assert!(e.contains("spend_file") && e.contains("is empty"), "{e}");
+    // One gateway at a time: a second on the same file is refused while the first runs,
+    // and nothing is left beside the file but its lock.
+    let text = format!(
+        "[server]\n{line}\n{}{}[[key]]\nname = \"k\"\nkey_env = \"SWITCHYARD_TEST_KEY_SF\"\nusd_per_day = 5\n",
+        emulated("gpu", "h100-sxm", ""),
+        model("m", &[("gpu", "usd_per_mtok = 1")])
+    );
+    let cfg = Config::parse(&text, "g.toml").expect("parses");
+    let first = Gateway::new(&cfg, &text, "g.toml", cat, params).expect("the first");
+    let e = build(&line, "usd_per_day = 5").expect_err("refused");
+    assert!(e.contains("another gateway"), "{e}");
+    drop(first);
+    build(&line, "usd_per_day = 5").expect("the first has stopped");
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["spend.json", "spend.json.lock"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A key that one run of the gateway leaves out keeps its debt in the spend file, refilling
+/// at its own rate, and comes back with it; a spend file named by a symbolic link is written
+/// through the link; a relative file is found beside the configuration.
+#[test]
+fn a_spend_file_keeps_keys_left_out_follows_links_and_sits_beside_its_configuration() {
+    let (cat, params) = statics();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _g = rt.enter();
+    std::env::set_var("SWITCHYARD_TEST_KEY_SA", "secret-sa");
+    std::env::set_var("SWITCHYARD_TEST_KEY_SB", "secret-sb");
+    let dir = scratch("kept-out");
+    std::fs::create_dir_all(dir.join("volume")).expect("volume");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(dir.join("volume/real.json"), dir.join("link.json")).expect("link");
+    let key = |name: &str, env: &str| {
+        format!("[[key]]\nname = \"{name}\"\nkey_env = \"{env}\"\nusd_per_day = 10\n")
+    };
+    let config = dir.join("gateway.toml");
+    let run = |keys: &str| {
+        let text = format!(
+            "[server]\nspend_file = \"link.json\"\n{}{}{keys}",
+            emulated("gpu", "h100-sxm", ""),
+            model("m", &[("gpu", "usd_per_mtok = 1")])
+        );
+        std::fs::write(&config, &text).expect("config");
+        let origin = config.display().to_string();
+        let cfg = Config::parse(&text, &origin).expect("parses");
+        Gateway::new(&cfg, &text, &origin, cat, params).expect("gateway")
+    };
+    let both = format!(
+        "{}{}",
+        key("a", "SWITCHYARD_TEST_KEY_SA"),
+        key("b", "SWITCHYARD_TEST_KEY_SB")
+    );
+    let real = dir.join("volume/real.json");
+    let saved = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&real).expect("the link's target"))
+            .expect("json")
+    };
+    // b owes $5 (written by hand: a day's $10 spent and $5 more).
+    let gw = run(&both);
+    drop(gw);
+    let mut state = saved();
+    state["keys"]["b"]["usd_left"] = serde_json::json!(-5.0);
+    std::fs::write(&real, state.to_string()).expect("write");
+    // A run without b keeps b's debt, and the link stays a link.
+    drop(run(&key("a", "SWITCHYARD_TEST_KEY_SA")));
+    let kept = saved();
+    let b = kept["keys"]["b"]["usd_left"].as_f64().expect("b kept");
+    assert!((-5.0..-4.99).contains(&b), "{kept}");
+    assert_eq!(kept["keys"]["b"]["usd_per_day"], 10.0, "{kept}");
+    #[cfg(unix)]
+    assert!(std::fs::symlink_metadata(dir.join("link.json"))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    // b is back in the next run, still in debt.
+    let gw = run(&both);
+    let back = gw.save_spend().map(|_| saved()).expect("saved");
+    let b = back["keys"]["b"]["usd_left"].as_f64().expect("b");
+    assert!((-5.0..-4.99).contains(&b), "{back}");
+    drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
