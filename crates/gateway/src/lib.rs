@@ -646,7 +646,7 @@ impl Gateway {
                     .map_err(|m| o.error(0..text.len(), "spend_file", m))?;
                 // Written at once, so that a file that cannot be is found at start rather
                 // than after a day of spending.
-                f.save(&keys, true).map_err(|e| {
+                f.save(&keys, spend::Save::Now).map_err(|e| {
                     o.error(
                         0..text.len(),
                         "spend_file",
@@ -682,15 +682,15 @@ impl Gateway {
         }))
     }
 
-    /// Writes what is left of every key's dollars to the configuration's `spend_file` now,
-    /// as the server does every few seconds while keys spend and when it stops; nothing
-    /// without the file. Returns whether it wrote.
+    /// Writes what is left of every key's dollars to the configuration's `spend_file` a
+    /// last time, as the server does when it stops, before the process ends: no save starts
+    /// after it. Nothing without the file. Returns whether it wrote.
     ///
     /// # Errors
     /// The file could not be written.
     pub fn save_spend(&self) -> std::io::Result<bool> {
         match &self.spend {
-            Some(f) => f.save(&self.keys, true),
+            Some(f) => f.save(&self.keys, spend::Save::Last),
             None => Ok(false),
         }
     }

@@ -437,7 +437,7 @@ pub async fn serve(
     if let Some(saver) = saver {
         saver.abort();
         let _ = saver.await;
-        save_spend_now(&gw, true).await?;
+        save_spend_now(&gw, crate::spend::Save::Last).await?;
     }
     Ok(())
 }
@@ -454,16 +454,16 @@ async fn save_spend_every(gw: Arc<Gateway>) {
         tick.tick().await;
         // A failure is logged and the next save tries again, since refusing requests for it
         // would stop serving over a full disk.
-        let _ = save_spend_now(&gw, false).await;
+        let _ = save_spend_now(&gw, crate::spend::Save::IfCharged).await;
     }
 }
 
 /// One save of the spend file off the runtime's threads; a failure is logged and returned.
-async fn save_spend_now(gw: &Arc<Gateway>, always: bool) -> std::io::Result<()> {
+async fn save_spend_now(gw: &Arc<Gateway>, when: crate::spend::Save) -> std::io::Result<()> {
     let g = Arc::clone(gw);
     let saved = tokio::task::spawn_blocking(move || match &g.spend {
         Some(f) => f
-            .save(&g.keys, always)
+            .save(&g.keys, when)
             .map_err(|e| (f.path().display().to_string(), e)),
         None => Ok(false),
     })

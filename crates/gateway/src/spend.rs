@@ -44,6 +44,20 @@ struct Saved {
     others: BTreeMap<String, KeySpend>,
     /// When `others` were last refilled.
     others_at: f64,
+    /// The last save is done: the process is ending, and no save may start a file it
+    /// would not finish.
+    closed: bool,
+}
+
+/// When [`SpendFile::save`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Save {
+    /// Where keys were charged since the last save.
+    IfCharged,
+    /// Whatever was charged.
+    Now,
+    /// Now, and never again: the process ends.
+    Last,
 }
 
 impl SpendFile {
@@ -88,21 +102,22 @@ impl SpendFile {
         })
     }
 
-    /// Writes what is left of every key's dollars, unless nothing was charged since the last
-    /// save and `always` is false. Returns whether it wrote.
+    /// Writes what is left of every key's dollars, as `when` says; after the last save,
+    /// nothing. Returns whether it wrote.
     ///
     /// # Errors
     /// The file or its temporary neighbour could not be written, flushed or renamed (the
     /// neighbour is then removed).
-    pub(crate) fn save(&self, keys: &Keys, always: bool) -> std::io::Result<bool> {
+    pub(crate) fn save(&self, keys: &Keys, when: Save) -> std::io::Result<bool> {
         let mut saved = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let charges = keys.charges();
-        if !always && saved.charges == Some(charges) {
+        if saved.closed || (when == Save::IfCharged && saved.charges == Some(charges)) {
             return Ok(false);
         }
+        saved.closed = when == Save::Last;
         let now = unix_now();
         let mut state = keys.spend_state(Instant::now(), now);
         // Keys of other runs refill at their own rate; full, they are as a new key is, and
@@ -135,21 +150,26 @@ impl SpendFile {
     }
 }
 
-/// The file a configured path names: a symbolic link's target, so that a link into a
-/// persistent volume is written through rather than replaced by a file of its own.
+/// The file a configured path names: a symbolic link's target, through every link of a
+/// chain, so that a link into a persistent volume is written through rather than replaced by
+/// a file of its own, and is locked where its target is.
 fn resolve(path: &Path) -> PathBuf {
-    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link {
-        return path.to_path_buf();
-    }
-    std::fs::canonicalize(path).unwrap_or_else(|_| {
-        // A link to a file yet to be made: its target, relative to the link's directory.
-        match std::fs::read_link(path) {
-            Ok(t) if t.is_relative() => path.parent().unwrap_or(Path::new("")).join(t),
-            Ok(t) => t,
-            Err(_) => path.to_path_buf(),
+    // As many links as Linux follows in one path before it gives up (ELOOP).
+    const MOST_LINKS: usize = 40;
+    let mut at = path.to_path_buf();
+    for _ in 0..MOST_LINKS {
+        let is_link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            break;
         }
-    })
+        // The target of a link to a file yet to be made, relative to the link's directory.
+        match std::fs::read_link(&at) {
+            Ok(t) if t.is_relative() => at = at.parent().unwrap_or(Path::new("")).join(t),
+            Ok(t) => at = t,
+            Err(_) => break,
+        }
+    }
+    at
 }
 
 /// Takes the lock beside `path` (`<path>.lock`, kept), which the operating system gives
@@ -185,6 +205,13 @@ fn write_over(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(tmp)?;
     if let Ok(meta) = std::fs::metadata(path) {
         f.set_permissions(meta.permissions())?;
+        // The file keeps its owner where the process may give it (root saving a service
+        // user's file); otherwise that user could not read it back.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+        }
     }
     f.write_all(bytes)?;
     f.sync_all()?;

@@ -3822,8 +3822,13 @@ fn a_spend_file_keeps_keys_left_out_follows_links_and_sits_beside_its_configurat
     std::env::set_var("SWITCHYARD_TEST_KEY_SB", "secret-sb");
     let dir = scratch("kept-out");
     std::fs::create_dir_all(dir.join("volume")).expect("volume");
+    std::fs::create_dir_all(dir.join("sub")).expect("sub");
+    // A chain of two links, the second relative, to a file yet to be made.
     #[cfg(unix)]
-    std::os::unix::fs::symlink(dir.join("volume/real.json"), dir.join("link.json")).expect("link");
+    {
+        std::os::unix::fs::symlink("../volume/real.json", dir.join("sub/l1.json")).expect("link");
+        std::os::unix::fs::symlink(dir.join("sub/l1.json"), dir.join("link.json")).expect("link");
+    }
     let key = |name: &str, env: &str| {
         format!("[[key]]\nname = \"{name}\"\nkey_env = \"{env}\"\nusd_per_day = 10\n")
     };
@@ -3862,15 +3867,23 @@ fn a_spend_file_keeps_keys_left_out_follows_links_and_sits_beside_its_configurat
     assert!((-5.0..-4.99).contains(&b), "{kept}");
     assert_eq!(kept["keys"]["b"]["usd_per_day"], 10.0, "{kept}");
     #[cfg(unix)]
-    assert!(std::fs::symlink_metadata(dir.join("link.json"))
-        .expect("link")
-        .file_type()
-        .is_symlink());
+    for link in ["link.json", "sub/l1.json"] {
+        assert!(
+            std::fs::symlink_metadata(dir.join(link))
+                .expect("link")
+                .file_type()
+                .is_symlink(),
+            "{link}"
+        );
+    }
     // b is back in the next run, still in debt.
     let gw = run(&both);
     let back = gw.save_spend().map(|_| saved()).expect("saved");
     let b = back["keys"]["b"]["usd_left"].as_f64().expect("b");
     assert!((-5.0..-4.99).contains(&b), "{back}");
+    // That save was the last, as the process ends after it: no other starts a file it would
+    // leave half written.
+    assert!(!gw.save_spend().expect("nothing to do"));
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
