@@ -363,8 +363,8 @@ impl Keys {
 
     /// Sets each key's dollars to what `state` left it, refilled for the time from when it
     /// was saved to `unix_s` (at the key's allowance now, up to it). Keys `state` does not
-    /// name start full; names no key has are ignored, as keys removed from the
-    /// configuration.
+    /// name start full; names no key (with dollars) has are left to the caller, which the
+    /// spend file keeps for a later run.
     pub fn restore_spend(&self, state: &SpendState, now: Instant, unix_s: f64) {
         let elapsed = (unix_s - state.saved_at_unix_s).max(0.0);
         for k in self.by_secret.values() {

@@ -283,7 +283,8 @@ pub struct EstimateArgs {
     #[arg(long)]
     hardware: String,
     /// Chips (wafers for wafer-scale systems), 1 to 65,536; default: the fewest that fit, on
-    /// GPUs in whole nodes of up to 8.
+    /// GPUs in whole nodes of up to 8. A count no layout fills well may leave some idle,
+    /// where fewer serve a user faster (said as `idle`).
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(switchyard_perf::MAX_CHIPS)))]
     chips: Option<u32>,
     /// Layout, e.g. tp8, pp4, tp4-pp2, or ep8 for a mixture of experts (default: the best
