@@ -79,10 +79,15 @@ impl<'a> Query<'a> {
     /// lengths, as [`fitting_deployments`] asks, without building the message of a refusal:
     /// a refusal searches counts near its own, and must not recurse into more searches.
     fn count_fits(&self, n: u32, precision: Precision, p: &Params) -> bool {
-        layouts(self.model, self.system, n).into_iter().any(|l| {
-            self.deployment(l, precision)
-                .is_ok_and(|d| d.memory(p).fits && self.holds_one(&d, p))
-        })
+        layouts(self.model, self.system, n)
+            .into_iter()
+            .any(|l| self.layout_holds(l, precision, p))
+    }
+
+    /// Whether layout `l` holds the model and one sequence of the query's lengths.
+    fn layout_holds(&self, l: Layout, precision: Precision, p: &Params) -> bool {
+        self.deployment(l, precision)
+            .is_ok_and(|d| d.memory(p).fits && self.holds_one(&d, p))
     }
 
     /// For a layout `asked` whose replica cannot hold the model: the single replicas on the
@@ -95,16 +100,13 @@ impl<'a> Query<'a> {
         p: &Params,
     ) -> Option<String> {
         let min = self.fewest_chips(precision, p)?;
-        let holds = |l: Layout| {
-            self.deployment(l, precision)
-                .is_ok_and(|d| d.memory(p).fits && self.holds_one(&d, p))
-        };
+        let holds = |l: Layout| self.layout_holds(l, precision, p);
         let unit = |n: u32| unit_name(self.system.kind, n);
         let fewest: Vec<Layout> = (min..=min.saturating_add(64))
             .map(|n| {
-                layouts(self.model, self.system, n)
+                replica_layouts(self.model, self.system, n)
                     .into_iter()
-                    .filter(|l| l.dp == 1 && l.chips() == n && holds(*l))
+                    .filter(|l| holds(*l))
                     .collect::<Vec<_>>()
             })
             .find(|ls| !ls.is_empty())?;

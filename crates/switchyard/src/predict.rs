@@ -543,19 +543,18 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     };
     // Spread outputs past cv 1 leave the sequences caught decoding holding more than a
     // request of mean lengths; the count is of those.
+    let noun = if e.max_concurrency_per_replica == 1.0 {
+        "request"
+    } else {
+        "requests"
+    };
     let held = if e.kv_tokens_per_request > q.isl + q.osl {
         format!(
-            "requests holding {:.0} tokens on average (outputs spread, cv {})",
+            "{noun} holding {:.0} tokens on average (outputs spread, cv {})",
             e.kv_tokens_per_request, q.osl_cv
         )
     } else {
-        format!("requests of {}+{} tokens", q.isl, q.osl)
-    };
-    // One request, not one requests.
-    let held = if e.max_concurrency_per_replica == 1.0 {
-        held.replacen("requests", "request", 1)
-    } else {
-        held
+        format!("{noun} of {}+{} tokens", q.isl, q.osl)
     };
     let _ = writeln!(
         s,
@@ -974,7 +973,11 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
         "{} at concurrency {}, {isl} in / {osl} out tokens; each system at its fastest layout on the fewest chips that fit (GPUs in whole nodes)",
         model, a.workload.concurrency
     );
-    if let Some(spec) = a.workload.query(cat, p, &model, &ids[0])?.speculative {
+    // Every system's query asks the same speculation: the first estimate says which.
+    if let Some(spec) = rows
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok().and_then(|(e, _)| e.speculative))
+    {
         out!(
             "speculative decoding on every system: {}",
             speculation(&spec)
