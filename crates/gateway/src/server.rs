@@ -224,6 +224,12 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                            "tpot_spread_ms": o.tpot_s.map(|_| ms(o.tpot_dev_s)),
                            "usd_per_mtok": d.prices.output, "input_usd_per_mtok": d.prices.input,
                            "cached_input_usd_per_mtok": d.prices.cached_input});
+                    // An upstream's first tokens' growth with their prompts, as learned
+                    // (an emulated pool's is its prediction's).
+                    if !matches!(d.backend, crate::Backend::Emulated(_)) {
+                        j["learned_ttft_ms_per_1k_prompt_tokens"] =
+                            json!(o.ttft_s_per_prompt_token().map(|s| ms(s * 1000.0)));
+                    }
                     if let crate::Backend::Emulated(pool) = &d.backend {
                         let (engines, prefill, layout) = pool.engines();
                         j["engines"] = json!(engines);

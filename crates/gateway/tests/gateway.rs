@@ -2244,6 +2244,69 @@ async fn streaming_upstream(n: usize, usage: u64) -> String {
     serve_upstream(app).await
 }
 
+/// An upstream's first tokens that take longer the longer the prompt are learned so: the
+/// health report shows the milliseconds a thousand prompt tokens add, which the latency
+/// policy expects of a long prompt there; an emulated pool, whose growth its prediction
+/// gives, shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_first_token_growth_with_the_prompt_is_learned() {
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    // 5 ms, and 20 ms more for each 4,000 bytes of request (some 1,000 tokens).
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: String| async move {
+            let ms = 5 + body.len() as u64 * 20 / 4000;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                format!(
+                    "data: {}\n\n",
+                    serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
+            };
+            let out = chunk(serde_json::json!({"role": "assistant", "content": "ab"}), serde_json::Value::Null)
+                + &chunk(serde_json::json!({}), serde_json::json!("stop"))
+                + "data: [DONE]\n\n";
+            ([("content-type", "text/event-stream")], out).into_response()
+        }),
+    );
+    let up = serve_upstream(app).await;
+    let (url, _gw) = start(&upstream_then_gpu(&up, "up")).await;
+    let h = health(&url).await;
+    assert_eq!(
+        h["models"]["m"][1]["learned_ttft_ms_per_1k_prompt_tokens"],
+        serde_json::Value::Null,
+        "{h}"
+    );
+    assert!(
+        h["models"]["m"][0]
+            .get("learned_ttft_ms_per_1k_prompt_tokens")
+            .is_none(),
+        "{h}"
+    );
+    let client = reqwest::Client::new();
+    for k in 0..24 {
+        let words = if k % 2 == 0 { 250 } else { 2500 };
+        let body = serde_json::json!({"model": "m", "stream": true, "max_tokens": 2,
+            "messages": [{"role": "user", "content": "abc ".repeat(words * 4)}]});
+        let r = client
+            .post(format!("{url}/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 200);
+        r.text().await.expect("body");
+    }
+    let h = health(&url).await;
+    let per_1k = h["models"]["m"][1]["learned_ttft_ms_per_1k_prompt_tokens"]
+        .as_f64()
+        .expect("learned");
+    assert!((10.0..40.0).contains(&per_1k), "{h}");
+}
+
 /// The value of the metric line that starts with `prefix`.
 async fn metric(url: &str, prefix: &str) -> Option<f64> {
     let text = reqwest::get(url.replace("/v1", "/metrics"))

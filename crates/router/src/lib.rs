@@ -121,7 +121,9 @@ pub struct Target {
     /// (0 where not): the prompts sent to it queue for that rate, and a new request's first
     /// token waits for those ahead of it.
     pub prefill_tok_s: f64,
-    /// The prompt length [`Target::ttft_s`] is for, where known (0 where not): a longer
+    /// The prompt length [`Target::ttft_s`] is for, where known (0 where not: the router
+    /// then learns from the target's first tokens how they grow with their prompts,
+    /// [`Observed::ttft_s_per_prompt_token`]): a longer
     /// prompt's first token is expected to take as much longer as its length over this, a
     /// prompt's pass being as long as its tokens where it fills the chips' arithmetic, and a
     /// shorter prompt's as long as this one's (its pass no shorter than one step). Without
@@ -228,9 +230,79 @@ pub struct Observed {
     /// request's prompt joins it, and it drains at the target's prefill rate.
     backlog: f64,
     backlog_at: f64,
+    /// How its first tokens grew with their prompts, where no prediction says
+    /// ([`Target::ttft_prompt_tokens`] unknown: an upstream's).
+    prompt: PromptFit,
 }
 
+/// A moving least-squares line through (prompt tokens, idle time to first token) pairs:
+/// exponentially weighted means, variance and covariance, each observation weighing as it
+/// does in the router's moving averages, updated incrementally (Finch, "Incremental
+/// calculation of weighted mean and variance", 2009, section 9). Its slope is the seconds a
+/// prompt token adds to a target's first token. Taken as one figure whatever the prompt, an
+/// upstream's first token was expected as soon for a 100,000-token prompt as for a
+/// 100-token one, and a provider whose long prompts took seconds kept drawing them beside
+/// one that took them in a fraction of that.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct PromptFit {
+    seen: bool,
+    mean_x: f64,
+    mean_y: f64,
+    var_x: f64,
+    cov_xy: f64,
+}
+
+impl PromptFit {
+    /// Learns a first token of `y` seconds (idle) for a prompt of `x` tokens, where `kept`
+    /// of what was learned still counts (as in [`ewma`]).
+    fn learn(&mut self, x: f64, y: f64, kept: f64) {
+        if !self.seen {
+            *self = PromptFit {
+                seen: true,
+                mean_x: x,
+                mean_y: y,
+                var_x: 0.0,
+                cov_xy: 0.0,
+            };
+            return;
+        }
+        let a = 1.0 - (1.0 - EWMA_ALPHA) * kept.clamp(0.0, 1.0);
+        let (dx, dy) = (x - self.mean_x, y - self.mean_y);
+        self.mean_x += a * dx;
+        self.mean_y += a * dy;
+        self.var_x = (1.0 - a) * (self.var_x + a * dx * dx);
+        self.cov_xy = (1.0 - a) * (self.cov_xy + a * dx * dy);
+    }
+
+    /// Seconds a prompt token adds to a first token, where the prompts seen spread widely
+    /// enough to tell ([`PROMPT_SPREAD`]); never below zero, a longer prompt never quicker.
+    fn slope(&self) -> Option<f64> {
+        let spread = self.var_x.sqrt();
+        (spread >= (PROMPT_SPREAD * self.mean_x).max(MIN_PROMPT_SPREAD_TOKENS))
+            .then(|| (self.cov_xy / self.var_x).max(0.0))
+    }
+}
+
+/// How widely, as a share of their mean, the prompts a target was seen with must spread
+/// (standard deviation) before the router takes their first tokens' growth with length as
+/// learned: prompts of nearly one length tell the noise of their times, not a slope.
+const PROMPT_SPREAD: f64 = 0.25;
+
+/// ... and at least this many tokens, for prompts that are all short.
+const MIN_PROMPT_SPREAD_TOKENS: f64 = 64.0;
+
+/// A first token expected of a prompt shorter than those seen is at least this share of
+/// theirs: a line drawn through long prompts' times may cross zero before a short one.
+const SHORTEST_TTFT_SHARE: f64 = 0.1;
+
 impl Observed {
+    /// Seconds a prompt token adds to the target's first token, as learned from its answers
+    /// where no prediction says (an upstream's); `None` until its prompts spread widely
+    /// enough to tell.
+    pub fn ttft_s_per_prompt_token(&self) -> Option<f64> {
+        self.prompt.slope()
+    }
+
     /// Learns an idle time per token `x` seen at `now`, where `old` is what was expected
     /// before it (learned and faded, else predicted) and `kept` the share of what was
     /// learned that still counts. The spread starts at none: a first answer's distance from
@@ -556,13 +628,13 @@ impl Router {
     /// target while they waited seconds for a place, and took nearly every request beside
     /// idle GPUs.
     fn expect(&self, i: usize, now: f64, prompt_tokens: Option<u32>, n: f64) -> (f64, f64, f64) {
-        let ((ttft, tpot), (_, kept_tpot)) = self.aged(i, now);
+        let ((ttft, tpot), (kept_ttft, kept_tpot)) = self.aged(i, now);
         let load = self.load(i);
         let stretch = self.tpot_stretch(i, load);
         let tpot = tpot * stretch;
         let place_wait = (load - 1.0).max(0.0) * n * tpot;
         (
-            ttft * self.prompt_scale(i, prompt_tokens) * self.ttft_stretch(i, load)
+            self.for_prompt(i, ttft, kept_ttft, prompt_tokens) * self.ttft_stretch(i, load)
                 + self.queued_s(i, now)
                 + place_wait,
             tpot,
@@ -658,6 +730,21 @@ impl Router {
         }
     }
 
+    /// Idle seconds to a first token of `prompt_tokens` (where known) on target `i`, whose
+    /// TTFT is `ttft` (learned, `kept` of it still counting, else predicted): scaled from the
+    /// prompt it is for where the target says ([`Router::prompt_scale`]); else along the
+    /// line its answers drew ([`PromptFit`]), the slope fading as what was learned does.
+    fn for_prompt(&self, i: usize, ttft: f64, kept: f64, prompt_tokens: Option<u32>) -> f64 {
+        let fit = &self.seen[i].prompt;
+        match (prompt_tokens, fit.slope()) {
+            (Some(n), Some(slope)) if self.targets[i].ttft_prompt_tokens <= 0.0 => {
+                let along = ttft + kept * slope * (f64::from(n) - fit.mean_x);
+                along.max(SHORTEST_TTFT_SHARE * ttft)
+            }
+            _ => ttft * self.prompt_scale(i, prompt_tokens),
+        }
+    }
+
     /// Seconds the prompts queued on target `i` at `now` take to drain, where its prefill
     /// rate is known (else none).
     fn queued_s(&self, i: usize, now: f64) -> f64 {
@@ -725,7 +812,13 @@ impl Router {
         let idle =
             own / self.ttft_stretch(i, sent.load) / self.prompt_scale(i, Some(sent.prompt_tokens));
         let ((old, _), (kept, _)) = self.aged(i, now);
+        let learns_slope = self.targets[i].ttft_prompt_tokens <= 0.0;
         let s = &mut self.seen[i];
+        // Where no prediction says how first tokens grow with their prompts, their answers
+        // draw the line; the average then stays that of the prompts seen, the line's centre.
+        if learns_slope && sent.prompt_tokens > 0 {
+            s.prompt.learn(f64::from(sent.prompt_tokens), idle, kept);
+        }
         let x = ewma(s.ttft_s.map(|_| old), idle, kept);
         s.ttft_s = Some(x);
         s.best.0 = Some(s.best.0.map_or(x, |b| b.min(x)));
@@ -769,9 +862,10 @@ impl Router {
         // (see `expected_ttft`).
         let beside = self.load_beside(i);
         let stretch = self.tpot_stretch(i, beside);
-        let ((ttft, tpot), (_, kept)) = self.aged(i, now);
+        let ((ttft, tpot), (kept_ttft, kept)) = self.aged(i, now);
         let first = sent.queued_s
-            + ttft * self.prompt_scale(i, Some(sent.prompt_tokens)) * self.ttft_stretch(i, beside);
+            + self.for_prompt(i, ttft, kept_ttft, Some(sent.prompt_tokens))
+                * self.ttft_stretch(i, beside);
         self.succeeded(i, now, None);
         // One token has no time after the first to learn from.
         if tokens < 2 || !seconds.is_finite() {

@@ -396,6 +396,69 @@ fn a_long_prompt_is_expected_to_take_as_much_longer() {
     assert!((r.expected_ttft(1, 0.0, None, 256.0) - 0.025).abs() < 1e-12);
 }
 
+/// Targets that say nothing of how their first tokens grow with the prompt (an upstream's):
+/// the router learns it from their answers, so a long prompt goes to the one whose first
+/// token grows least with it, and a short one to the one quickest to start.
+#[test]
+fn an_upstreams_first_tokens_growth_with_its_prompts_is_learned() {
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![unstated("steep"), unstated("flat")],
+        Health::default(),
+        1,
+    );
+    // "steep" starts in 0.1 s and adds 20 µs a prompt token; "flat" takes 0.6 s whatever
+    // the prompt. Prompts of one length teach no slope.
+    let ttft = |i: usize, n: u32| {
+        if i == 0 {
+            0.1 + 2e-5 * f64::from(n)
+        } else {
+            0.6
+        }
+    };
+    for k in 0..40 {
+        for i in 0..2 {
+            let n = 20_000;
+            let sent = r.dispatched_prompt(i, f64::from(k), n);
+            r.first_token(i, f64::from(k), ttft(i, n), sent);
+            r.succeeded(i, f64::from(k), Some(0.01));
+        }
+    }
+    assert_eq!(r.observed(0).ttft_s_per_prompt_token(), None);
+    for k in 40..80 {
+        for i in 0..2 {
+            let n = if k % 2 == 0 { 1_000 } else { 40_000 };
+            let sent = r.dispatched_prompt(i, f64::from(k), n);
+            r.first_token(i, f64::from(k), ttft(i, n), sent);
+            r.succeeded(i, f64::from(k), Some(0.01));
+        }
+    }
+    let slope = r.observed(0).ttft_s_per_prompt_token().expect("a slope");
+    assert!((slope - 2e-5).abs() < 2e-6, "{slope}");
+    // A flat target's slope is none to speak of.
+    let flat = r
+        .observed(1)
+        .ttft_s_per_prompt_token()
+        .expect("spread seen");
+    assert!(flat.abs() < 1e-9, "{flat}");
+    let now = 80.0;
+    let long = r.expected_ttft(0, now, Some(100_000), 100.0);
+    assert!((long - ttft(0, 100_000)).abs() < 0.15, "{long}");
+    let short = r.expected_ttft(0, now, Some(500), 100.0);
+    assert!((short - ttft(0, 500)).abs() < 0.05, "{short}");
+    let ask = |n: u32| Ask {
+        output_tokens: Some(5),
+        prompt_tokens: Some(n),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(now, &ask(100_000)), Some(1));
+    assert_eq!(r.pick(now, &ask(500)), Some(0));
+    // A slope fades with what was learned: ten minutes on, a long prompt is expected to
+    // start nearly as soon as a short one, as the prediction, which knows no lengths, says.
+    let later = |n| r.expected_ttft(0, now + 600.0, Some(n), 100.0);
+    assert!(later(100_000) - later(500) < 0.01, "{}", later(100_000));
+}
+
 /// What was learned fades back to the prediction as it ages: a target seen slow, which the
 /// latency policy then passes over and so never sees again, is tried again a few minutes
 /// on (and learned anew from its answer).
