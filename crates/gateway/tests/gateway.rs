@@ -2285,20 +2285,12 @@ async fn an_upstreams_first_token_growth_with_the_prompt_is_learned() {
             .is_none(),
         "{h}"
     );
-    let client = reqwest::Client::new();
     for k in 0..24 {
         let words = if k % 2 == 0 { 250 } else { 2500 };
         let body = serde_json::json!({"model": "m", "stream": true, "max_tokens": 2,
             "messages": [{"role": "user", "content": "abc ".repeat(words * 4)}]});
-        let r = client
-            .post(format!("{url}/chat/completions"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(r.status(), 200);
-        r.text().await.expect("body");
+        let (status, _) = post_json(&url, "/chat/completions", &body.to_string()).await;
+        assert_eq!(status, 200);
     }
     let h = health(&url).await;
     let per_1k = h["models"]["m"][1]["learned_ttft_ms_per_1k_prompt_tokens"]
