@@ -319,7 +319,9 @@ struct Sim<'s, 'a, F> {
     exclude: Vec<usize>,
     cells: Vec<Cell>,
     unrouted: Vec<Cell>,
-    windows: Vec<(f64, f64, Cell)>,
+    /// Each failure's window: start, end, the requests arriving in it, and the output
+    /// tokens the fleet made within it.
+    windows: Vec<(f64, f64, Cell, u64)>,
     /// Requests arriving after the warm-up, when the scenario sets one.
     steady: Option<(f64, Cell)>,
     failures: BTreeMap<(usize, &'static str), u64>,
@@ -420,7 +422,7 @@ pub fn simulate<'a, F: FnMut(&Record<'_>)>(
                     }
                     Failure::Replica { start, end, .. } => (start, end.unwrap_or(f64::INFINITY)),
                 };
-                (a, b, Cell::default())
+                (a, b, Cell::default(), 0)
             })
             .collect(),
         steady: scn.warmup_s.map(|w| (w, Cell::default())),
@@ -860,6 +862,12 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
         pool.tree.set(s, n);
         let owner = self.owner[p];
         self.bin().tokens[owner] += made;
+        let now = self.now;
+        for (a, b, _, window_made) in &mut self.windows {
+            if now >= *a && now < *b {
+                *window_made += made;
+            }
+        }
         self.handle(p, &events);
         self.events = events;
         self.start(p, s);
@@ -1067,7 +1075,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             Some(p) => &mut self.cells[p * nc + r.a.class],
             None => &mut self.unrouted[r.a.class],
         });
-        for (a, b, cell) in &mut self.windows {
+        for (a, b, cell, _) in &mut self.windows {
             if r.a.at >= *a && r.a.at < *b {
                 record(cell);
             }
@@ -1128,7 +1136,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
             .windows
             .iter()
             .zip(&self.scn.failures)
-            .map(|((a, b, cell), f)| {
+            .map(|((a, b, cell, made), f)| {
                 let (what, p) = match *f {
                     Failure::Outage { provider, .. } => ("outage".to_string(), provider),
                     // Two replicas of one provider failing at once are two windows.
@@ -1143,6 +1151,8 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                     format!("from {a:.0} s, after the run's end at {end:.0} s")
                 } else if b.is_finite() && *b < end {
                     format!("{a:.0}-{b:.0} s")
+                } else if b.is_finite() {
+                    format!("{a:.0}-{b:.0} s, the run ending at {end:.0} s")
                 } else {
                     format!("{a:.0} s to the end")
                 };
@@ -1150,17 +1160,14 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 let to = b.min(end);
                 let mut g = self.group_of(cell, &name, (to - a).max(1e-9));
                 // The window's requests stream most of their tokens after it: its tok/s is
-                // what the fleet produced within it, from the time bins, a bin that straddles
-                // an edge counted for its share inside.
-                let produced: f64 = self
-                    .bins
-                    .iter()
-                    .map(|bin| {
-                        let inside = (bin.start_s + self.bin_s).min(to) - bin.start_s.max(*a);
-                        bin.tokens.iter().sum::<u64>() as f64 * (inside / self.bin_s).max(0.0)
-                    })
-                    .sum();
-                g.throughput_tok_s = if to > *a { produced / (to - a) } else { 0.0 };
+                // what the fleet produced within it, each step's tokens counted at its end.
+                // Prorated from the time bins, a bin straddling the start of an outage of the
+                // only provider put the tokens made before it inside.
+                g.throughput_tok_s = if to > *a {
+                    *made as f64 / (to - a)
+                } else {
+                    0.0
+                };
                 g
             })
             .collect();

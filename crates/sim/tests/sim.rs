@@ -1791,6 +1791,34 @@ fn goodput_without_targets_is_not_reported() {
     assert!(s.providers.iter().all(|g| g.goodput.is_none()));
 }
 
+/// An outage of the only provider produces nothing within it, though tokens were made in
+/// the time bin it starts in; one that outlasts the run names both ends.
+#[test]
+fn an_outage_of_the_only_provider_shows_no_output_within_it() {
+    let text = |end: u32| {
+        format!("model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\nreplicas = 2\n[workload]\nrequests = 600\narrival = {{ process = \"poisson\", rate = 5.0 }}\nprompt = {{ dist = \"fixed\", tokens = 500 }}\noutput = {{ dist = \"fixed\", tokens = 100 }}\n[[failure]]\nkind = \"outage\"\nprovider = \"a\"\nstart_s = 61.4\nend_s = {end}\n")
+    };
+    let s = simulated(&text(100));
+    let w = &s.failure_windows[0];
+    assert_eq!(w.name, "outage of a (61-100 s)");
+    assert_eq!((w.completed, w.throughput_tok_s), (0, 0.0), "{w:?}");
+    let straddling = s
+        .bins
+        .iter()
+        .find(|b| b.start_s < 61.4 && b.start_s + s.bin_s > 61.4)
+        .expect("a bin");
+    assert!(straddling.tokens[0] > 0, "{straddling:?}");
+    let s = simulated(&text(100_000));
+    let w = &s.failure_windows[0];
+    assert!(
+        w.name
+            .starts_with("outage of a (61-100000 s, the run ending at "),
+        "{}",
+        w.name
+    );
+    assert_eq!(w.throughput_tok_s, 0.0);
+}
+
 /// A failure window's tok/s is what the fleet produced within it, not the tokens its
 /// requests stream on long after it over its length; its goodput never rounds up to all.
 #[test]
