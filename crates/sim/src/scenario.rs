@@ -1243,11 +1243,36 @@ impl ScenarioFile {
                     })?),
                 };
             if let Some(id) = &id {
-                if !providers.iter().any(|p| &p.deployment.model.id == id) {
+                let serving: Vec<&Provider<'_>> = providers
+                    .iter()
+                    .filter(|p| &p.deployment.model.id == id)
+                    .collect();
+                if serving.is_empty() {
                     return Err(fail(
                         sc.span(),
                         "model",
                         format!("class `{}`: no provider serves `{id}`", c.name),
+                    ));
+                }
+                // Served by another model's providers alone, a class with traffic would fail
+                // every request of it, found only when the run ends.
+                let takes = |p: &&Provider<'_>| {
+                    p.target.classes.is_empty() || p.target.classes.contains(&c.name)
+                };
+                if c.share > 0.0 && !serving.iter().any(takes) {
+                    let names: Vec<String> =
+                        serving.iter().map(|p| format!("`{}`", p.name)).collect();
+                    return Err(fail(
+                        sc.span(),
+                        "name",
+                        format!(
+                            "class `{}`: no provider of `{id}` takes it ({} {} the classes {} takes, and none names this one); add it to {} `classes`",
+                            c.name,
+                            names.join(", "),
+                            if names.len() == 1 { "names" } else { "name" },
+                            if names.len() == 1 { "it" } else { "each" },
+                            if names.len() == 1 { "its" } else { "one's" },
+                        ),
                     ));
                 }
             }

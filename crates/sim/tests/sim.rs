@@ -2076,4 +2076,16 @@ fn providers_of_different_models_serve_the_classes_that_ask_for_them() {
         e.contains("field `model`: class `big`: no provider serves `llama-3.1-405b`"),
         "{e}"
     );
+    // A third class asking for the 8B model, which its one provider does not take (the 70B
+    // one, taking every class, serves another model): refused, not failed request by
+    // request.
+    let third = text("model = \"llama-3.1-8b\"\n", "model = \"llama-3.1-70b\"\n").replace(
+        "model = \"llama-3.1-8b\"\n[[provider]]",
+        "model = \"llama-3.1-8b\"\nclasses = [\"small\"]\n[[provider]]",
+    ) + "[[class]]\nname = \"orphan\"\nshare = 0.2\nmodel = \"llama-3.1-8b\"\n";
+    let e = refused(&third);
+    assert!(
+        e.contains("field `name`: class `orphan`: no provider of `llama-3.1-8b` takes it (`eight` names the classes it takes"),
+        "{e}"
+    );
 }
