@@ -62,8 +62,10 @@ pub struct ScenarioFile {
     /// The providers, each a pool of identical replicas.
     #[serde(rename = "provider")]
     pub providers: Vec<Spanned<ProviderSection>>,
-    /// Arrivals and lengths.
-    pub workload: Spanned<WorkloadSection>,
+    /// Arrivals and lengths; a scenario run with a trace of its own (`--trace`) may leave it
+    /// out.
+    #[serde(default)]
+    pub workload: Option<Spanned<WorkloadSection>>,
     /// Traffic classes with their latency targets.
     #[serde(default, rename = "class")]
     pub classes: Vec<Spanned<ClassSection>>,
@@ -245,7 +247,7 @@ fn unit() -> f64 {
 }
 
 /// `[workload]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSection {
     /// A CSV trace to replay, relative to the scenario file.
@@ -535,20 +537,10 @@ impl ScenarioFile {
             let Ok(top) = text.parse::<toml::Table>() else {
                 return fail(switchyard_catalog::toml_error_line(text, &e));
             };
-            for (table, needs) in [
-                (
-                    "[[provider]]",
-                    "at least one (a pool of replicas on a catalog system)",
-                ),
-                (
-                    "[workload]",
-                    "one (a trace, or an arrival process with its lengths)",
-                ),
-            ] {
-                let key = table.trim_matches(|c| c == '[' || c == ']');
-                if !top.contains_key(key) {
-                    return fail(format!("no {table} table: a scenario needs {needs}"));
-                }
+            if !top.contains_key("provider") {
+                return fail(
+                    "no [[provider]] table: a scenario needs at least one (a pool of replicas on a catalog system)".into(),
+                );
             }
             fail(switchyard_catalog::toml_error_line(text, &e))
         })
@@ -693,8 +685,20 @@ impl ScenarioFile {
             }
         }
         self.check_numbers(&fail)?;
-        let wspan = self.workload.span();
-        let w = self.workload.get_ref();
+        // A trace given beside the scenario (`--trace`) is a workload of its own, times and
+        // lengths, and needs no table; without one, the table is the workload.
+        let (wspan, w) = match (&self.workload, &trace) {
+            (Some(w), _) => (w.span(), w.get_ref().clone()),
+            (None, Some(_)) => (0..0, WorkloadSection { rate_x: 1.0, ..WorkloadSection::default() }),
+            // A table the file lacks has no line to name.
+            (None, None) => {
+                return Err(SimError::Scenario {
+                    origin: origin.to_string(),
+                    message: "no [workload] table: a scenario needs one (a trace, or an arrival process with its lengths), or --trace".into(),
+                })
+            }
+        };
+        let w = &w;
         let trace = trace.unwrap_or_default();
         let classes: Vec<Class> = if self.classes.is_empty() {
             vec![Class {

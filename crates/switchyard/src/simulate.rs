@@ -87,7 +87,11 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
         ),
     };
     let mut file = ScenarioFile::parse(&text, &origin).map_err(usage)?;
-    let trace_rows = match (&a.trace, &file.workload.get_ref().trace) {
+    let own_trace = file
+        .workload
+        .as_ref()
+        .and_then(|w| w.get_ref().trace.clone());
+    let trace_rows = match (&a.trace, &own_trace) {
         (Some(p), _) => {
             let rows = parse_trace(&read_text(p, Kind::Trace)?, &p.display().to_string())
                 .map_err(usage)?;
@@ -95,19 +99,25 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
             // left in place would silently keep it from being used, and so would a
             // synthetic process where it has times of its own. One with lengths only takes
             // its times from the scenario's process.
-            let w = file.workload.get_mut();
-            if rows.iter().all(|r| !r.arrival_s.is_nan()) {
-                w.arrival = None;
-            } else if w.arrival.is_none() {
-                // The scenario replays its own trace's times: nothing draws this one's.
+            // A scenario without a workload takes the trace's whole.
+            let mut w = file.workload.as_mut().map(|w| w.get_mut());
+            let timed = rows.iter().all(|r| !r.arrival_s.is_nan());
+            if !timed && w.as_ref().is_none_or(|w| w.arrival.is_none()) {
+                // The scenario replays its own trace's times, or has none: nothing draws
+                // this one's.
                 return Err(usage(format!(
                     "{}: line 1: the trace holds lengths only, no arrival column ({}); give a --scenario whose workload has an `arrival` process to draw the times",
                     p.display(),
                     switchyard_sim::ARRIVAL.join(", ")
                 )));
             }
-            w.prompt = None;
-            w.output = None;
+            if let Some(w) = w.as_deref_mut() {
+                if timed {
+                    w.arrival = None;
+                }
+                w.prompt = None;
+                w.output = None;
+            }
             Some(rows)
         }
         (None, Some(rel)) => {
@@ -115,7 +125,8 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
                 Some(d) => {
                     let path = d.join(rel);
                     // The scenario's line that names the trace, with the file it resolved to.
-                    let at = switchyard_catalog::key_offset(&text, file.workload.span(), "trace")
+                    let span = file.workload.as_ref().map_or(0..0, |w| w.span());
+                    let at = switchyard_catalog::key_offset(&text, span, "trace")
                         .map_or_else(String::new, |o| {
                             format!("line {}: ", switchyard_catalog::line_at(&text, o))
                         });

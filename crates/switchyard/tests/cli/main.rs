@@ -1573,6 +1573,34 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
             lengths.display()
         ),
     );
+    // A scenario of the fleet alone replays a timed trace given beside it, which is its
+    // workload; without one, it is refused for lacking the table.
+    let fleet = temp_file(
+        "fleet-only.toml",
+        "model = \"llama-3.1-8b\"\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\nchips = 1\n",
+    );
+    let timed = temp_file(
+        "timed.csv",
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,700,30\n0.5,1200,80\n",
+    );
+    let out = prints(
+        &[
+            "simulate",
+            "--scenario",
+            fleet.to_str().expect("utf-8"),
+            "--trace",
+            timed.to_str().expect("utf-8"),
+            "--no-csv",
+            "--json",
+        ],
+        &[],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(summary["completed"], 2, "{out}");
+    refused(
+        &["simulate", "--scenario", fleet.to_str().expect("utf-8")],
+        &format!("{}: no [workload] table", fleet.display()),
+    );
     // Values that would hang the run or exhaust memory are refused with their field.
     let base = "model = \"llama-3.1-8b\"\nduration_s = 10\n[[provider]]\nname = \"a\"\nsystem = \"h100-sxm\"\n[workload]\narrival = { process = \"poisson\", rate = 1.0 }\nprompt = { dist = \"fixed\", tokens = 10 }\noutput = { dist = \"fixed\", tokens = 10 }\n";
     let slow = format!("{base}[[failure]]\nkind = \"slowdown\"\nprovider = \"a\"\nfactor = inf\nstart_s = 1.0\nend_s = 2.0\n");
