@@ -856,19 +856,24 @@ fn header_of(line: &str) -> Option<String> {
         .then_some(name)
 }
 
-/// Byte offset of the line that sets `field` (its last dotted part the key) within `span`,
-/// else the span's start. A span that is empty or the whole text, for a field of a
+/// Byte offset of the line that sets `field` (its last dotted part the key, else the
+/// nearest part above it that `span` holds) within `span`, else the span's start. A span that is empty or the whole text, for a field of a
 /// top-level table (`router.max_attempts`), is narrowed to that table, so that a key of the
 /// same name elsewhere is not taken for it.
 pub fn field_offset(text: &str, span: std::ops::Range<usize>, field: &str) -> usize {
-    let key = field.rsplit('.').next().unwrap_or(field);
     let whole = span.is_empty() || (span.start == 0 && span.end >= text.len());
     let span = match field.split_once('.') {
         Some((table, _)) if whole => table_span(text, table).unwrap_or(0..text.len()),
         _ if span.is_empty() => 0..text.len(),
         _ => span,
     };
-    key_offset(text, span.clone(), key).unwrap_or(span.start)
+    // The key, else the nearest key above it that the span holds: a field missing from an
+    // inline table (`arrival = { process = "gamma" }` without its `cv`) is at that table's
+    // line, not at its section's header.
+    field
+        .rsplit('.')
+        .find_map(|key| key_offset(text, span.clone(), key))
+        .unwrap_or(span.start)
 }
 
 /// A TOML parse error as one line naming the line, column and field at fault, so that every
@@ -898,12 +903,17 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
 fn plain_types(msg: &str) -> String {
     let mut out = msg.to_string();
     for (ty, words) in [
-        ("u8", "a whole number from 0 to 255"),
-        ("u16", "a whole number from 0 to 65535"),
-        ("u32", "a whole number from 0 to 4294967295"),
+        // The type's bounds, not the field's: a field that refuses 0 says so once read, so
+        // the words claim no lower bound that a later check contradicts.
+        ("u8", "a whole number, not negative, up to 255"),
+        ("u16", "a whole number, not negative, up to 65535"),
+        ("u32", "a whole number, not negative, up to 4294967295"),
         // The most a TOML integer holds (a signed 64-bit one).
-        ("u64", "a whole number from 0 to 9223372036854775807"),
-        ("usize", "a whole number of 0 or more"),
+        (
+            "u64",
+            "a whole number, not negative, up to 9223372036854775807",
+        ),
+        ("usize", "a whole number, not negative"),
         ("f64", "a number"),
     ] {
         out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));

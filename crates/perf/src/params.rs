@@ -677,7 +677,7 @@ impl Params {
                 .any(|(name, r)| *r == Range::Count && message.contains(&format!("field `{name}`")))
             {
                 message = message.replace(
-                    "expected a whole number from 0 to 4294967295",
+                    "expected a whole number, not negative, up to 4294967295",
                     &format!("it must be {}", Range::Count.says()),
                 );
             }

@@ -40,6 +40,13 @@ pub enum SimError {
         /// Where and what.
         message: String,
     },
+    /// A value given on the command line in place of the scenario's is out of range: the
+    /// flag is at fault, not a line of the file.
+    #[error("{message}")]
+    Override {
+        /// The flag and what is wrong with its value.
+        message: String,
+    },
     /// A trace file is malformed.
     #[error("{origin}: line {line}: {message}")]
     Trace {

@@ -719,7 +719,11 @@ impl ScenarioFile {
         };
         let workload = self
             .workload_spec(w, &trace, &classes, over)
-            .map_err(|(f, m)| fail(wspan.clone(), &format!("workload.{f}"), m))?;
+            .map_err(|(f, m)| match f {
+                // A flag's value, not the file's.
+                "--requests" => SimError::Override { message: m },
+                _ => fail(wspan.clone(), &format!("workload.{f}"), m),
+            })?;
         let (isl, osl) = workload.mean_lengths(&trace);
         let osl_cv = workload.output_cv(&trace);
         if self.providers.len() > 64 {
@@ -1484,8 +1488,13 @@ impl ScenarioFile {
                             "{rate} requests a second for `duration_s` bring about {by_time:.2e}"
                         ),
                     )
+                } else if over.requests.is_some() {
+                    return Err((
+                        "--requests",
+                        format!("--requests {by_count:.2e} is past the {MAX_REQUESTS:.0e} requests a run simulates"),
+                    ));
                 } else {
-                    ("requests", format!("{by_count:.2e} requests are"))
+                    ("requests", format!("{by_count:.2e} requests"))
                 };
                 return Err((
                     field,

@@ -1573,6 +1573,20 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
             lengths.display()
         ),
     );
+    // A --requests past what a run simulates is the flag's fault, not the file's.
+    let o = run(&[
+        "simulate",
+        "--scenario",
+        process.to_str().expect("utf-8"),
+        "--requests",
+        "18446744073709551615",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: --requests 1.84e19 is past the 5e7 requests a run simulates"
+    );
     // A scenario of the fleet alone replays a timed trace given beside it, which is its
     // workload; without one, it is refused for lacking the table.
     let fleet = temp_file(
@@ -1660,6 +1674,19 @@ fn simulate_names_the_file_line_and_field_of_a_bad_scenario() {
         (
             base.replace("rate = 1.0", "rate = -1.0"),
             "line 7, field `workload.arrival.rate`",
+        ),
+        // A key missing from an inline table: the table's line, not its section's.
+        (
+            base.replace("process = \"poisson\"", "process = \"gamma\""),
+            "line 7, field `workload.arrival.cv`: a gamma process needs `cv`",
+        ),
+        // A negative count: the type's bound, claiming no lower one that 0 would break.
+        (
+            base.replace(
+                "system = \"h100-sxm\"",
+                "system = \"h100-sxm\"\nreplicas = -1",
+            ),
+            "line 6, column 12, field `replicas`: invalid value: integer `-1`, expected a whole number, not negative, up to 4294967295",
         ),
     ] {
         let path = temp_file("zero-scenario.toml", &toml);
