@@ -593,11 +593,16 @@ impl Deployment<'_> {
         let op = pool.max_throughput(p, isl, osl, tpot_limit);
         let own = pool.economics(p, &op, 1.0).usd_per_mtok?;
         let (blended, prompt_share) = match prefill {
-            // The share of a replica's time its prompts take: each request's prompt pass,
-            // alone, at the requests a second the peak serves each replica.
+            // The share of a replica's time its prompts take: each request's prompt as the
+            // chunks the peak's steps carry cost it (the whole replica at work on them, as
+            // the operating point counts them), at the requests a second the peak serves
+            // each replica. Counted as a lone prompt's pass, which a pipeline's stages take
+            // one after another while each works on other requests, a two-stage pool's
+            // prompts took all of its time and its output was priced at nothing.
             None => {
                 let per_replica_s = op.throughput_tok_s / osl.max(1.0) / f64::from(replicas.max(1));
-                (own, (per_replica_s * self.prefill(p, isl)).clamp(0.0, 1.0))
+                let prompts = per_replica_s * osl.max(1.0) * self.own_prompt(p, isl, osl);
+                (own, prompts.clamp(0.0, 1.0))
             }
             Some((pd, n)) => {
                 let mut pre = pd.clone();

@@ -1290,6 +1290,22 @@ fn a_pools_price_splits_between_its_prompts_and_its_output() {
     assert!(wafer
         .pool_prices(&p, (1024.0, 512.0), None, 1, None)
         .is_none());
+    // A pipeline's stages work on other requests while a prompt passes them: its prompts
+    // take about the share of its time they take of a tensor-parallel replica of as many
+    // chips, not all of it (where its output was priced at nothing).
+    let prompt_share = |layout: &str| {
+        let d = deployment(&cat, "llama-3.1-70b", "h200", layout, Precision::Bf16);
+        let x = d
+            .pool_prices(&p, (1024.0, 512.0), None, 1, None)
+            .expect("priced");
+        assert!(x.output_usd_per_mtok > 0.0, "{layout}: {x:?}");
+        share(&x, 1024.0, 512.0)
+    };
+    let (tensor, pipeline) = (prompt_share("tp4-pp1"), prompt_share("tp2-pp2"));
+    assert!(
+        pipeline < 0.9 && (pipeline / tensor - 1.0).abs() < 0.5,
+        "tp2-pp2 {pipeline}, tp4 {tensor}"
+    );
 }
 
 #[test]
