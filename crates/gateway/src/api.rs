@@ -240,19 +240,32 @@ impl ApiError {
         }
     }
 
-    /// 400 for a request longer than every deployment of its model holds: its prompt alone
-    /// (`param` the prompt's field) or with the output it asks for (`max_tokens` or
-    /// `max_completion_tokens`).
-    pub fn context_too_long(model: &str, tokens: u64, limit: u32, param: &str) -> Self {
+    /// 400 for a request longer than every deployment of its model holds (`limit`): its
+    /// prompt's tokens and field, and the output's it asks for (`max_tokens` or
+    /// `max_completion_tokens`; 0 where it asks none), each named in the message.
+    pub fn context_too_long(
+        model: &str,
+        limit: u32,
+        (prompt, prompt_param): (u64, &str),
+        (asked, asked_param): (u64, &str),
+    ) -> Self {
+        // The prompt is at fault where it leaves no room for a token of output, as vLLM
+        // names the messages; else the output asked for. The sum is told in its parts.
+        let param = if prompt >= u64::from(limit) {
+            prompt_param
+        } else {
+            asked_param
+        };
+        let asked_part = if asked > 0 {
+            format!(", {asked} in `{asked_param}`")
+        } else {
+            String::new()
+        };
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!(
-                "The maximum context length of `{model}` here is {limit} tokens; the request needs {tokens} (its prompt{}). Shorten the prompt or ask for fewer tokens.",
-                if param.starts_with("max_") {
-                    format!(" and `{param}`")
-                } else {
-                    String::new()
-                }
+                "The maximum context length of `{model}` here is {limit} tokens; the request needs {} ({prompt} in `{prompt_param}`{asked_part}). Shorten the prompt or ask for fewer tokens.",
+                prompt + asked
             ),
             kind: "invalid_request_error",
             param: Some(param.to_string()),

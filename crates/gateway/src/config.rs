@@ -518,12 +518,29 @@ impl Config {
                     "a model needs at least one [[model.deployment]]".into(),
                 ));
             }
-            for ds in &s.deployments {
+            for (j, ds) in s.deployments.iter().enumerate() {
                 let d = ds.get_ref();
                 // A deployment's own fields are looked for in its own table.
                 let err = |f: &str, msg: String| {
                     o.error(ds.span(), f, format!("model `{}`: {msg}", s.name))
                 };
+                // Deployments are told apart by their provider and upstream model in
+                // /health: two of both alike would read as one, and route as two.
+                let upstream = |d: &DeploymentSection| {
+                    d.upstream_model.clone().unwrap_or_else(|| s.name.clone())
+                };
+                if s.deployments[..j].iter().any(|e| {
+                    e.get_ref().provider == d.provider && upstream(e.get_ref()) == upstream(d)
+                }) {
+                    return Err(err(
+                        "deployment.provider",
+                        format!(
+                            "a second deployment of `{}` on `{}`; to deploy it twice, add a second [[provider]] of another name for it",
+                            upstream(d),
+                            d.provider
+                        ),
+                    ));
+                }
                 if !names.contains(&d.provider.as_str()) {
                     return Err(err(
                         "deployment.provider",

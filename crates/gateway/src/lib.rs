@@ -71,6 +71,9 @@ pub(crate) struct Deployment {
     pub backend: Backend,
     pub labels: metrics::Labels,
     pub prices: Prices,
+    /// The longest request (prompt and output) the configuration lets it take, where it
+    /// sets one: an emulated answer with no `max_tokens` stops there.
+    pub max_context: Option<u32>,
 }
 
 /// What a deployment's tokens cost, in USD per million; `None` where no price is known.
@@ -603,6 +606,7 @@ impl Gateway {
                         prices.output.is_some() || prices.input.is_some(),
                     ),
                     prices,
+                    max_context: d.max_context,
                 });
                 targets.push(target);
             }

@@ -274,6 +274,7 @@ struct Sized {
 /// is sent, so that another deployment takes it without this one counting an attempt.
 fn sized(
     pool: &crate::emulated::EmuPool,
+    max_context: Option<u32>,
     ep: Endpoint,
     req: &ApiRequest,
 ) -> Result<Sized, ApiError> {
@@ -306,8 +307,9 @@ fn sized(
         Endpoint::Chat => "messages",
         Endpoint::Completions => "prompt",
     };
-    // As vLLM does, a request with no limit writes at most what its context leaves.
-    let longest = pool.longest_request();
+    // As vLLM does, a request with no limit writes at most what its context leaves: what
+    // the engine's KV cache holds, or the deployment's `max_context` where that is less.
+    let longest = pool.longest_request().min(max_context.unwrap_or(u32::MAX));
     let room = longest.saturating_sub(req.prompt_tokens);
     // Completions' default is a limit the answer runs into; chat's is the length of an
     // answer that ends of itself, unless its context ends it first.
@@ -316,20 +318,13 @@ fn sized(
         (None, Endpoint::Completions) => (EMULATED_COMPLETION_TOKENS.min(room), true),
         (None, Endpoint::Chat) => (EMULATED_CHAT_TOKENS.min(room), room < EMULATED_CHAT_TOKENS),
     };
-    if room == 0 {
+    // The output the client asked for, none where it asked for none.
+    if room == 0 || asked > room {
         return Err(ApiError::context_too_long(
             &req.model,
-            u64::from(req.prompt_tokens),
             longest,
-            prompt_param,
-        ));
-    }
-    if asked > room {
-        return Err(ApiError::context_too_long(
-            &req.model,
-            u64::from(req.prompt_tokens) + u64::from(asked),
-            longest,
-            req.max_tokens_param,
+            (u64::from(req.prompt_tokens), prompt_param),
+            (u64::from(req.max_tokens.unwrap_or(0)), req.max_tokens_param),
         ));
     }
     Ok(Sized {
@@ -529,7 +524,7 @@ async fn attempt(
                 prompt_param,
             } = match emu {
                 Some(s) => s,
-                None => sized(pool, ep, req).map_err(Failure::Unsuitable)?,
+                None => sized(pool, d.max_context, ep, req).map_err(Failure::Unsuitable)?,
             };
             let stop = stop_point(&req.stop, asked);
             let output = stop.map_or(asked, |(n, _)| n);
@@ -955,18 +950,20 @@ pub(crate) async fn handle(
     // refused at once, it counts against no provider.
     if let Some(limit) = limit {
         let prompt = u64::from(req.prompt_tokens);
-        let whole = prompt + u64::from(req.max_tokens.unwrap_or(0));
-        if whole > u64::from(limit) {
+        let asked = u64::from(req.max_tokens.unwrap_or(0));
+        if prompt + asked > u64::from(limit) {
             crate::metrics::unanswered(&req.model, "client_error");
-            let param = if prompt > u64::from(limit) {
-                match ep {
-                    Endpoint::Chat => "messages",
-                    Endpoint::Completions => "prompt",
-                }
-            } else {
-                req.max_tokens_param
+            let prompt_param = match ep {
+                Endpoint::Chat => "messages",
+                Endpoint::Completions => "prompt",
             };
-            return ApiError::context_too_long(&req.model, whole, limit, param).into_response();
+            return ApiError::context_too_long(
+                &req.model,
+                limit,
+                (prompt, prompt_param),
+                (asked, req.max_tokens_param),
+            )
+            .into_response();
         }
     }
     // The request is admitted against its key's allowances, and the tokens it may spend are
@@ -1057,7 +1054,7 @@ pub(crate) async fn handle(
         // A deployment that cannot serve the request says so before it is sent: no
         // attempt, no budget, nothing counted against it.
         let emu = match &d.backend {
-            Backend::Emulated(pool) => match sized(pool, ep, &req) {
+            Backend::Emulated(pool) => match sized(pool, d.max_context, ep, &req) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tried.push(i);

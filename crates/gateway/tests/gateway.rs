@@ -102,6 +102,19 @@ fn the_builtin_configuration_parses_and_bad_ones_name_line_and_field() {
         &ok.replace("provider = \"a\"\nupstream", "provider = \"b\"\nupstream"),
         &["line 12", "no provider named `b`"],
     );
+    // Two deployments of one model on one provider could not be told apart.
+    check(
+        &format!(
+            "{}{}",
+            emulated("a", "h100-sxm", ""),
+            model("m", &[("a", ""), ("a", "weight = 2")])
+        ),
+        &[
+            "line 16",
+            "field `deployment.provider`",
+            "a second deployment of `llama-3.1-8b` on `a`",
+        ],
+    );
     // Values that would leave the gateway refusing or timing out every request, or routing
     // by a NaN, are named with their line.
     for (from, to, needles) in [
@@ -1728,6 +1741,33 @@ async fn requests_past_the_context_are_refused_without_blaming_a_provider() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    // The message counts the prompt and the output asked for apart, as vLLM's does.
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "here is 1000 tokens; the request needs 5006 (6 in `messages`, 5000 in `max_tokens`)"
+        ),
+        "{body}"
+    );
+    // An answer with no `max_tokens` stops where a deployment's `max_context` ends, not
+    // where its engine's KV cache would.
+    let text = format!(
+        "{}{}",
+        emulated("gpu", "h200", ""),
+        model("m", &[("gpu", "max_context = 10")])
+    );
+    let (url, _gw) = start(&text).await;
+    for path in ["/chat/completions", "/completions"] {
+        let body = if path == "/completions" {
+            r#"{"model":"m","prompt":"hi"}"#
+        } else {
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+        };
+        let (status, v) = post_json(&url, path, body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["usage"]["total_tokens"], 10, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    }
 }
 
 /// Request bodies are checked as OpenAI checks them, and a prompt of token ids counts a
@@ -2922,6 +2962,8 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
     let text = format!(
         "[timeouts]\nfirst_token_ms = 300\ntotal_ms = 1000\n\
          [[provider]]\nname = \"bad\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n\
+         [[provider]]\nname = \"bad2\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n\
+         [[provider]]\nname = \"bad3\"\nkind = \"openai\"\nbase_url = \"{bad}\"\n\
          [[provider]]\nname = \"good\"\nkind = \"openai\"\nbase_url = \"{good}\"\n\
          [[model]]\nname = \"stalls\"\npolicy = \"priority\"\n\
          [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"role-then-stall\"\npriority = 0\n\
@@ -2930,7 +2972,7 @@ async fn the_first_token_is_output_and_total_ms_bounds_every_attempt_together() 
          [[model.deployment]]\nprovider = \"bad\"\nupstream_model = \"reasons\"\npriority = 0\n\
          [[model.deployment]]\nprovider = \"good\"\nupstream_model = \"open\"\npriority = 1\n\
          [[model]]\nname = \"slow\"\npolicy = \"round-robin\"\n\
-         [[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad\"\n"
+         [[model.deployment]]\nprovider = \"bad\"\n[[model.deployment]]\nprovider = \"bad2\"\n[[model.deployment]]\nprovider = \"bad3\"\n"
     );
     let (url, _gw) = start(&text).await;
     let r = reqwest::Client::new()
@@ -3021,7 +3063,8 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let up = misbehaving_upstream().await;
     let text = format!(
         "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
-         [[model]]\nname = \"busy\"\n[[model.deployment]]\nprovider = \"up\"\n[[model.deployment]]\nprovider = \"up\"\n"
+         [[provider]]\nname = \"up2\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"busy\"\n[[model.deployment]]\nprovider = \"up\"\n[[model.deployment]]\nprovider = \"up2\"\n"
     );
     let (url, _gw) = start(&text).await;
     let r = reqwest::Client::new()
