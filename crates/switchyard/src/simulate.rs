@@ -100,7 +100,7 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
             // synthetic process where it has times of its own. One with lengths only takes
             // its times from the scenario's process.
             // A scenario without a workload takes the trace's whole.
-            let mut w = file.workload.as_mut().map(|w| w.get_mut());
+            let w = file.workload.as_mut().map(|w| w.get_mut());
             let timed = rows.iter().all(|r| !r.arrival_s.is_nan());
             if !timed && w.as_ref().is_none_or(|w| w.arrival.is_none()) {
                 // The scenario replays its own trace's times, or has none: nothing draws
@@ -111,7 +111,7 @@ pub fn simulate(cat: &Catalog, params: &Params, a: &SimulateArgs) -> Result<()> 
                     switchyard_sim::ARRIVAL.join(", ")
                 )));
             }
-            if let Some(w) = w.as_deref_mut() {
+            if let Some(w) = w {
                 if timed {
                     w.arrival = None;
                 }
