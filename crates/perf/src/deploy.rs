@@ -644,6 +644,21 @@ impl<'a> Deployment<'a> {
         self.sequences_in(&self.memory(p), ctx)
     }
 
+    /// Whole [`KV_BLOCK_TOKENS`] blocks of the KV room of `m` that each of the replica's
+    /// groups holds (each group's pool whole blocks of the replica's, as the engine keeps
+    /// them).
+    fn group_blocks(&self, m: &Memory) -> f64 {
+        let block = f64::from(KV_BLOCK_TOKENS);
+        ((m.kv_tokens_per_replica / block).floor() / f64::from(self.kv_groups())).floor()
+    }
+
+    /// Tokens of context the replica's KV cache holds in whole blocks, as the engine pages
+    /// it: [`Memory::kv_tokens_per_replica`] less what no whole block of a group takes.
+    pub fn kv_tokens_in_blocks(&self, p: &Params) -> f64 {
+        let m = self.memory(p);
+        self.group_blocks(&m) * f64::from(self.kv_groups()) * f64::from(KV_BLOCK_TOKENS)
+    }
+
     /// Sequences of `ctx` tokens that the KV room of `m` holds ([`Deployment::max_sequences`]).
     fn sequences_in(&self, m: &Memory, ctx: f64) -> f64 {
         let groups = f64::from(self.kv_groups());
@@ -653,7 +668,7 @@ impl<'a> Deployment<'a> {
             return if m.fits { f64::INFINITY } else { 0.0 };
         }
         let block = f64::from(KV_BLOCK_TOKENS);
-        let group_blocks = ((m.kv_tokens_per_replica / block).floor() / groups).floor();
+        let group_blocks = self.group_blocks(m);
         // Full-context token equivalents of `ctx` (a local layer holds at most its window);
         // the tolerance keeps an exact multiple of a block from rounding up to the next.
         let units = self.model.kv_bytes(ctx.max(1.0), self.kv) / per_token;

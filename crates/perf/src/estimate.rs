@@ -189,6 +189,9 @@ pub struct Estimate {
     pub speculative: Option<Speculative>,
     /// Memory per chip.
     pub memory: Memory,
+    /// Tokens of context one replica's KV cache holds, in the engine's whole blocks
+    /// ([`crate::Deployment::kv_tokens_in_blocks`]).
+    pub kv_tokens_per_replica: f64,
     /// Requests one replica can hold in its KV cache at the query's lengths.
     pub max_concurrency_per_replica: f64,
     /// Tokens of KV cache a request in the batch holds on average: its mean lengths, or more
@@ -943,6 +946,7 @@ pub fn estimate(q: &Query<'_>, p: &Params, objective: Objective) -> Result<Estim
         kv_precision: d.kv,
         speculative: d.speculative,
         memory: d.memory(p),
+        kv_tokens_per_replica: d.kv_tokens_in_blocks(p),
         max_concurrency_per_replica: d.max_sequences(p, d.kv_ctx(q.isl, q.osl)),
         kv_tokens_per_request: d.kv_ctx(q.isl, q.osl),
         batch_limit_per_replica: d.batch_limit(p),

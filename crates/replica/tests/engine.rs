@@ -336,6 +336,12 @@ fn the_estimate_and_the_engine_agree_on_the_longest_request() {
         let cfg = EngineConfig::for_deployment(&d, &p);
         let longest = cfg.max_context();
         assert!(longest > 1000, "{model} on {system}: {longest}");
+        // The capacity the estimate states is the engine's blocks, every group's.
+        assert_eq!(
+            d.kv_tokens_in_blocks(&p),
+            f64::from(cfg.kv_blocks / cfg.groups * cfg.groups * cfg.block_tokens),
+            "{model} on {system}"
+        );
         let at = |tokens: u32| d.max_sequences(&p, f64::from(tokens));
         assert!(at(longest) >= 1.0, "{model} on {system}: {longest}");
         assert!(at(longest + 1) < 1.0, "{model} on {system}: {longest}");

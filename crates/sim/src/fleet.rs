@@ -25,7 +25,7 @@ use crate::workload::{Arrival, Workload, PREFIX_BLOCK_TOKENS};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use switchyard_perf::{Deployment, Params};
-use switchyard_replica::{Event, Physics, Prefix, Replica, Request};
+use switchyard_replica::{EngineConfig, Event, Physics, Prefix, Replica, Request};
 use switchyard_router::{Ask, Router, Sent};
 
 /// Options of a run that are not part of the scenario.
@@ -1332,26 +1332,29 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 .providers
                 .iter()
                 .map(|p| {
-                    let pool = |n: u32, d: &Deployment<'_>| {
-                        // The chips a replica takes, which a provider without `chips`
-                        // leaves to the best layout for its workload.
+                    // The chips a replica takes, which a provider without `chips` leaves to
+                    // the best layout for its workload; and the longest request its KV cache
+                    // holds, past which requests fail (a pool sized for its mean lengths may
+                    // hold few of its longest).
+                    let pool = |n: u32, d: &Deployment<'_>, e: &EngineConfig| {
                         format!(
-                            "{n} x {} {} on {} x {} ({} weights, {} KV cache)",
+                            "{n} x {} {} on {} x {} ({} weights, {} KV cache; requests of up to {} tokens)",
                             d.model.id,
                             d.layout,
                             d.layout.replica_chips(),
                             d.system.id,
                             d.weights,
-                            d.kv
+                            d.kv,
+                            e.longest_request()
                         )
                     };
-                    let own = pool(p.replicas, &p.deployment);
+                    let own = pool(p.replicas, &p.deployment, &p.engine);
                     match &p.prefill {
                         None => format!("{}: {own}", p.name),
                         Some(pp) => format!(
                             "{}: decode {own}; prefill {}",
                             p.name,
-                            pool(pp.replicas, &pp.deployment)
+                            pool(pp.replicas, &pp.deployment, &pp.engine)
                         ),
                     }
                 })

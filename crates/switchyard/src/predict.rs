@@ -559,7 +559,7 @@ fn render_estimate(e: &Estimate, q: &Query<'_>) -> String {
     let _ = writeln!(
         s,
         "KV capacity     {:.0} tokens per replica{window}; {:.0} {held}{batched}",
-        m.kv_tokens_per_replica, e.max_concurrency_per_replica
+        e.kv_tokens_per_replica, e.max_concurrency_per_replica
     );
     if e.beyond_context {
         let _ = writeln!(
