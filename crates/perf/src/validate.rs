@@ -1583,21 +1583,24 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
             COLUMNS.join(", ")
         ));
     }
-    for needed in ["id", "hardware", "model", "metric", "value"] {
-        if !headers.iter().any(|h| h == needed) {
-            let seen: Vec<&str> = headers.iter().collect();
-            let hint = if seen.len() == 1 && seen[0].contains([';', '\t']) {
-                " (the file is not comma-separated)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "line 1: the header has no column `{needed}`{hint}; it has: {}",
-                seen.join(", ")
-            ));
+    let needed_missing = |hint: &str| {
+        ["id", "hardware", "model", "metric", "value"]
+            .into_iter()
+            .find(|needed| !headers.iter().any(|h| h == *needed))
+            .map(|needed| {
+                format!(
+                    "line 1: the header has no column `{needed}`{hint}; it has: {}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                )
+            })
+    };
+    if headers.len() == 1 && headers[0].contains([';', '\t']) {
+        if let Some(e) = needed_missing(" (the file is not comma-separated)") {
+            return Err(e);
         }
     }
-    // A named column must be a known one, and only once.
+    // A named column must be a known one, and only once: a misspelt one is named with the
+    // column it may have meant, before the column it leaves missing.
     for (i, h) in headers.iter().enumerate() {
         if !COLUMNS.contains(&h) {
             let hint =
@@ -1610,6 +1613,9 @@ pub fn parse_points(text: &str) -> Result<Vec<Point>, String> {
         if headers.iter().take(i).any(|earlier| earlier == h) {
             return Err(format!("line 1: column `{h}` is named twice"));
         }
+    }
+    if let Some(e) = needed_missing("") {
+        return Err(e);
     }
     let id_column = headers.iter().position(|h| h == "id").unwrap_or(0);
     reader.set_headers(headers.clone());

@@ -2199,6 +2199,13 @@ fn a_bad_points_file_names_the_line() {
             && err.contains("did you mean `concurrency`?"),
         "{err}"
     );
+    // A required column misspelt is named with the one it may have meant.
+    let err =
+        parse_points(&format!("{},metrc\n", header.replace(",metric", ""))).expect_err("column");
+    assert!(
+        err.starts_with("line 1: column `metrc`") && err.contains("did you mean `metric`?"),
+        "{err}"
+    );
     let err = parse_points(&format!("{header},value\n")).expect_err("twice");
     assert!(err.contains("`value` is named twice"), "{err}");
     // A quote never closed swallows the rest of the file, in whatever column it opens:

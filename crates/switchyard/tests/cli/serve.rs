@@ -411,6 +411,31 @@ provider = "victim"
     );
 }
 
+/// The README's configuration in full starts as written, with the two variables it says it
+/// needs, and serves both of its deployments.
+#[test]
+fn the_readmes_full_configuration_starts() {
+    let readme = include_str!("../../../../README.md");
+    let start_at = readme
+        .find("A configuration in full follows.")
+        .expect("the section");
+    let block = readme[start_at..]
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its TOML");
+    let path = temp_file("readme-gateway.toml", block);
+    let gw = start_with_env(
+        Some(&path),
+        &[("GPU_CLOUD_KEY", "sk-upstream"), ("TEAM_A_KEY", "sk-team")],
+    );
+    let (status, body) = http(&gw.addr, "GET", "/health", "");
+    assert_eq!(status, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let deployments = h["models"]["llama-3.1-70b"].as_array().expect("the model");
+    assert_eq!(deployments.len(), 2, "{h}");
+}
+
 #[test]
 fn a_bad_config_names_the_file_line_and_field() {
     let bad = temp_file(
