@@ -857,9 +857,10 @@ fn header_of(line: &str) -> Option<String> {
 }
 
 /// Byte offset of the line that sets `field` (its last dotted part the key, else the
-/// nearest part above it that `span` holds) within `span`, else the span's start. A span that is empty or the whole text, for a field of a
-/// top-level table (`router.max_attempts`), is narrowed to that table, so that a key of the
-/// same name elsewhere is not taken for it.
+/// nearest part above it that `span` holds) within `span`, else the span's start. A span
+/// that is empty or the whole text, for a field of a top-level table
+/// (`router.max_attempts`), is narrowed to that table, so that a key of the same name
+/// elsewhere is not taken for it.
 pub fn field_offset(text: &str, span: std::ops::Range<usize>, field: &str) -> usize {
     let whole = span.is_empty() || (span.start == 0 && span.end >= text.len());
     let span = match field.split_once('.') {

@@ -247,7 +247,7 @@ fn unit() -> f64 {
 }
 
 /// `[workload]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSection {
     /// A CSV trace to replay, relative to the scenario file.
@@ -269,6 +269,21 @@ pub struct WorkloadSection {
     /// Output lengths (default: the trace's).
     #[serde(default)]
     pub output: Option<LengthSection>,
+}
+
+/// No table: nothing of its own, the arrivals at their own speed (a trace given beside the
+/// scenario is then the workload).
+impl Default for WorkloadSection {
+    fn default() -> Self {
+        WorkloadSection {
+            trace: None,
+            rate_x: unit(),
+            requests: None,
+            arrival: None,
+            prompt: None,
+            output: None,
+        }
+    }
 }
 
 /// `arrival = { process = "poisson", rate = 5.0 }` and its kin.
@@ -687,9 +702,10 @@ impl ScenarioFile {
         self.check_numbers(&fail)?;
         // A trace given beside the scenario (`--trace`) is a workload of its own, times and
         // lengths, and needs no table; without one, the table is the workload.
+        let none = WorkloadSection::default();
         let (wspan, w) = match (&self.workload, &trace) {
-            (Some(w), _) => (w.span(), w.get_ref().clone()),
-            (None, Some(_)) => (0..0, WorkloadSection { rate_x: 1.0, ..WorkloadSection::default() }),
+            (Some(w), _) => (w.span(), w.get_ref()),
+            (None, Some(_)) => (0..0, &none),
             // A table the file lacks has no line to name.
             (None, None) => {
                 return Err(SimError::Scenario {
@@ -698,7 +714,6 @@ impl ScenarioFile {
                 })
             }
         };
-        let w = &w;
         let trace = trace.unwrap_or_default();
         let classes: Vec<Class> = if self.classes.is_empty() {
             vec![Class {
