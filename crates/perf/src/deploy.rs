@@ -701,6 +701,29 @@ impl<'a> Deployment<'a> {
         }
     }
 
+    /// Seconds a decode step of `batch` sequences takes beyond [`Deployment::decode_step`]
+    /// and the chunked-prefill cost of `chunk` prompt tokens riding it: on a GPU, the routed
+    /// experts those tokens reach beyond the decoding ones' (`gpu::chunk_experts`); nothing
+    /// for a dense model, or where the weights stay on the chips.
+    pub fn chunk_experts(&self, p: &Params, batch: f64, chunk: f64) -> f64 {
+        match self.system.kind {
+            SystemKind::Gpu => {
+                gpu::chunk_experts(self, p, batch.max(1.0), self.verifying().0, chunk)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Seconds the steps that carry a prompt of `isl` tokens beside `batch` sequences
+    /// decoding take beyond its chunked-prefill cost: each of its chunks (the engine's token
+    /// budget, every group's, at most) reaches experts the decoding tokens do not
+    /// ([`Deployment::chunk_experts`]).
+    pub fn prompt_experts(&self, p: &Params, batch: f64, isl: f64) -> f64 {
+        let budget = f64::from(p.token_budget.max(1)) * f64::from(self.kv_groups());
+        let chunks = (isl / budget).ceil().max(1.0);
+        chunks * self.chunk_experts(p, batch, isl / chunks)
+    }
+
     /// Where the time of [`Deployment::decode_step`] goes: its parts, which add up to it,
     /// those of no time left out. The physics of each kind of system reports its own parts
     /// (a GPU's kernels as their streams and their arithmetic, its exchanges, launches and

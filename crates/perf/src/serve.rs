@@ -163,6 +163,7 @@ impl Deployment<'_> {
             (s, n) => {
                 self.decode_step(p, f64::from(s), b.decode_ctx).time
                     + f64::from(n) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
+                    + self.chunk_experts(p, f64::from(s), f64::from(n))
             }
         }
     }
@@ -253,7 +254,10 @@ impl Deployment<'_> {
         let c = self.running_per_replica(p, concurrency, isl, osl);
         let step = self.decode_step(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
-        let own_prompt = self.own_prompt(p, isl, osl);
+        // A prompt's work spread over its request's steps: its chunks' cost, and the experts
+        // they reach beyond the decoding tokens' (a mixture of experts on GPUs), which each
+        // chunk's step streams whole, not spread.
+        let own_prompt = self.own_prompt(p, isl, osl) + self.prompt_experts(p, c, isl) / osl;
         let prompt_share = others * own_prompt;
         let tpot = step.time + prompt_share;
         // A running request's first token comes a step and its own prompt's chunks
@@ -348,9 +352,17 @@ impl Deployment<'_> {
         let osl = osl.max(1.0);
         let c = self.running_per_replica(p, concurrency, isl, osl);
         let mut parts = self.step_parts(p, c, self.decode_ctx(isl, osl));
-        let others = (c - 1.0).max(0.0) * self.own_prompt(p, isl, osl);
-        if others > 0.0 {
-            parts.push(StepPart::new("other requests' prompts", others));
+        let others = (c - 1.0).max(0.0);
+        let prompts = others * self.own_prompt(p, isl, osl);
+        if prompts > 0.0 {
+            parts.push(StepPart::new("other requests' prompts", prompts));
+        }
+        let experts = others * self.prompt_experts(p, c, isl) / osl;
+        if experts > 0.0 {
+            parts.push(StepPart::new(
+                "experts other requests' prompts reach",
+                experts,
+            ));
         }
         parts
     }

@@ -2798,6 +2798,59 @@ fn a_step_of_several_prompts_spreads_over_the_expert_parallel_groups() {
     assert!((ep.step_time(&p, &b) - eight).abs() < 1e-12);
 }
 
+/// A prompt riding a step beside requests decoding never comes out sooner than alone (a
+/// pipeline's after its lag through the stages), and a
+/// first token never comes sooner under load: the step streams the experts the prompt's
+/// tokens reach as a pass of it alone does, with the decoding tokens' own. Charged its
+/// arithmetic alone, a mixture of experts' prompt came out in a third of its lone pass
+/// beside a few sequences decoding.
+#[test]
+fn a_prompt_beside_decoding_sequences_takes_no_less_than_alone() {
+    let cat = cat();
+    let p = Params::default();
+    for (model, system, layout, precision) in [
+        ("gpt-oss-120b", "h100-sxm", "tp1", Precision::Fp4),
+        ("qwen3-30b-a3b", "h100-sxm", "tp1", Precision::Bf16),
+        ("mixtral-8x7b", "h100-sxm", "tp2", Precision::Bf16),
+        ("deepseek-r1", "h200", "tp4-pp2", Precision::Fp8),
+        ("llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16),
+    ] {
+        let d = deployment(&cat, model, system, layout, precision);
+        let alone = d.step_time(
+            &p,
+            &switchyard_perf::Batch {
+                prefill_tokens: 1024,
+                prefill_ctx: 512.0,
+                ..Default::default()
+            },
+        );
+        for decoding in [1, 4, 16, 64] {
+            let b = switchyard_perf::Batch {
+                decode_seqs: decoding,
+                decode_ctx: 1500.0,
+                prefill_tokens: 1024,
+                prefill_ctx: 512.0,
+                ..Default::default()
+            };
+            // A pipeline's chunk comes out of its last stage after its step ends.
+            let beside = d.step_time(&p, &b) + d.prompt_lag(&p, &b);
+            assert!(
+                beside >= alone,
+                "{model} on {system}: {beside} beside {decoding} decoding, {alone} alone"
+            );
+        }
+        let ttft = |c: f64| d.at_concurrency(&p, c, 1024.0, 256.0).ttft_s;
+        for c in [2.0, 8.0, 32.0] {
+            assert!(
+                ttft(c) >= ttft(1.0),
+                "{model} on {system}: TTFT {} at {c}, {} alone",
+                ttft(c),
+                ttft(1.0)
+            );
+        }
+    }
+}
+
 #[test]
 fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     let cat = cat();
