@@ -263,13 +263,14 @@ fn a_count_with_no_layout_that_fits_says_so() {
         "{}",
         d.layout
     );
-    // A pipeline is judged by its fullest stage: 405B on 23 L40S as 23 stages of 6 or 5
-    // layers overflows, though the weights are less than the chips' room together.
-    let e = err("llama-3.1-405b", "l40s", 23);
+    // A pipeline is judged by its fullest stage: 405B on 21 L40S as 21 stages of 6 layers
+    // overflows, though the weights are less than the chips' room together; 22 hold it as
+    // 11 stages of two (23 too, one idle).
+    let e = err("llama-3.1-405b", "l40s", 21);
     assert!(
-        e.contains("tp1-pp23, needs")
+        e.contains("tp1-pp21, needs")
             && e.contains("of its fullest stage")
-            && e.contains("24 chips hold it"),
+            && e.contains("it needs at least 22 chips"),
         "{e}"
     );
     // A fixed layout that fails is told apart from the chips, which another layout fits.
@@ -283,9 +284,15 @@ fn a_count_with_no_layout_that_fits_says_so() {
         "{e}"
     );
     assert!(!e.contains("17 chips"), "{e}");
-    // 691 LPUs (a prime) hold the weights but, as one tensor-parallel stage, no sequence.
-    let e = err("llama-3.1-70b", "groq-lpu", 691);
-    assert!(e.contains("no layout of these 691 chips holds one"), "{e}");
+    // 683 LPUs (a prime) hold the weights but, as one tensor-parallel stage, no sequence,
+    // and no smaller replica with the rest idle holds them; 688 hold one (and so do 691,
+    // three idle).
+    let e = err("llama-3.1-70b", "groq-lpu", 683);
+    assert!(
+        e.contains("holds the weights but not the KV cache of one sequence")
+            && e.contains("688 chips hold one"),
+        "{e}"
+    );
     assert!(!e.contains("leave out the layout"), "{e}");
 }
 
@@ -818,7 +825,11 @@ fn more_chips_never_slow_batch_one() {
         // one idle, not three 3-stage pipelines).
         ("llama-3.1-70b", "h100-sxm", (4..=17).collect()),
         ("llama-3.1-8b", "a100-sxm", (1..=12).collect()),
-        ("llama-3.1-70b", "cs3", vec![4, 5, 8]),
+        // A wafer's every depth, and an LPU replica of every size, may leave the rest idle:
+        // 20 wafers' pipeline beat 16 of 21 to 29, and 80 LPUs' 20 stages any split of 81
+        // to 128.
+        ("llama-3.1-70b", "cs3", (4..=30).collect()),
+        ("llama-3.1-8b", "groq-lpu", (80..=130).step_by(5).collect()),
         ("deepseek-r1", "b200", vec![8, 16]),
         ("llama-3.1-70b", "sn40l", vec![8, 16]),
         // Twice an LPU replica's chips hold two replicas, not one spread thinner.
