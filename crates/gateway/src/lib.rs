@@ -357,6 +357,7 @@ impl Gateway {
                     weight: d.weight,
                     // A deployment with no price ranks last under the cost policy.
                     usd_per_mtok: d.usd_per_mtok.unwrap_or(f64::INFINITY),
+                    input_usd_per_mtok: d.input_usd_per_mtok.unwrap_or(0.0),
                     priority: d.priority,
                     classes: d.classes.clone(),
                     // Unstated, a typical cloud's until observed: a zero would draw every

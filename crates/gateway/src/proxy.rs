@@ -1029,6 +1029,7 @@ pub(crate) async fn handle(
             ttft_target_s: targets.ttft,
             tpot_target_s: targets.tpot,
             prompt_tokens: Some(req.prompt_tokens),
+            again: &failed_here,
         };
         let picked = route.router().pick(gw.now_s(), &ask);
         let Some(i) = picked else {

@@ -694,6 +694,98 @@ fn failures_eject_for_the_cooldown_and_panic_routing_keeps_answering() {
     assert_eq!(r.pick(111.0, &Ask::default()), Some(0));
 }
 
+/// A retry after a healthy target's fault of the moment goes back to it, not to one cooling
+/// down: the caller names it to try again, and the ejected one is neither asked nor its
+/// cool-down restarted.
+#[test]
+fn a_retry_prefers_a_target_in_service_to_an_ejected_one() {
+    let health = Health {
+        eject_after: 3,
+        cooldown_s: 60.0,
+    };
+    let mut r = Router::new(
+        Policy::Priority,
+        vec![target("a", |_| {}), target("b", |t| t.priority = 1)],
+        health,
+        1,
+    );
+    for _ in 0..3 {
+        r.dispatched(0);
+        r.failed(0, 10.0);
+    }
+    assert!(r.is_ejected(0, 20.0));
+    assert_eq!(r.pick(20.0, &Ask::default()), Some(1));
+    r.dispatched(1);
+    r.failed(1, 20.0);
+    // Without b to try again, panic routing wakes a; with it, the caller is told to retry b.
+    let tried = [1];
+    let woken = Ask {
+        exclude: &tried,
+        ..Ask::default()
+    };
+    let retry = Ask {
+        exclude: &tried,
+        again: &tried,
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(20.0, &retry), None);
+    assert_eq!(r.observed(0).requests, 3);
+    assert_eq!(r.pick(20.0, &woken), Some(0));
+}
+
+/// What is learned from answers that come steadily is their average, whatever the
+/// prediction it fades towards between them: a target answering every two seconds in one
+/// second is expected to take one second, not less.
+#[test]
+fn steady_answers_are_learned_as_they_come() {
+    let mut r = Router::new(
+        Policy::Latency,
+        vec![unstated("slow")],
+        Health::default(),
+        1,
+    );
+    for k in 0..60 {
+        let now = 2.0 * f64::from(k);
+        let sent = r.dispatched_prompt(0, now, 100);
+        r.first_token(0, now + 1.0, 1.0, sent);
+        r.succeeded(0, now + 1.0, Some(0.03));
+    }
+    let ttft = r.observed(0).ttft_s.expect("learned");
+    let tpot = r.observed(0).tpot_s.expect("learned");
+    assert!((ttft - 1.0).abs() < 0.005, "{ttft}");
+    assert!((tpot - 0.03).abs() < 0.0002, "{tpot}");
+}
+
+/// The cost policy ranks a request's prompt and output together at each target's prices:
+/// long prompts go where prompt tokens are cheap, short ones where output is.
+#[test]
+fn cost_counts_the_prompt_at_its_own_price() {
+    let mut r = Router::new(
+        Policy::Cost,
+        vec![
+            target("cheap-output", |t| {
+                t.usd_per_mtok = 1.0;
+                t.input_usd_per_mtok = 10.0;
+                t.capacity = 10.0;
+            }),
+            target("cheap-input", |t| {
+                t.usd_per_mtok = 2.0;
+                t.input_usd_per_mtok = 0.1;
+                t.capacity = 10.0;
+            }),
+        ],
+        Health::default(),
+        1,
+    );
+    let ask = |prompt: u32| Ask {
+        output_tokens: Some(10),
+        prompt_tokens: Some(prompt),
+        ..Ask::default()
+    };
+    assert_eq!(r.pick(0.0, &ask(2000)), Some(1));
+    assert_eq!(r.pick(0.0, &ask(0)), Some(0));
+}
+
 /// A TTFT or TPOT target prefers the targets expected to meet it; one nobody can meet
 /// leaves the policy to choose.
 #[test]

@@ -640,6 +640,7 @@ impl<'a, F: FnMut(&Record<'_>)> Sim<'_, 'a, F> {
                 ttft_target_s: class.ttft_s,
                 tpot_target_s: class.tpot_s,
                 prompt_tokens: Some(r.a.prompt),
+                again: &[],
             };
             let Some(p) = self.router.pick(self.now, &ask) else {
                 // A class some provider serves, whose request none of them can hold, is too

@@ -1009,6 +1009,8 @@ impl ScenarioFile {
                 weight: s.weight,
                 // A pool with no price ranks last under the cost policy, not first.
                 usd_per_mtok: usd.unwrap_or(f64::INFINITY),
+                // A pool's price is its output's with its prompts' share in it.
+                input_usd_per_mtok: 0.0,
                 priority: s.priority,
                 classes: s.classes.clone().unwrap_or_default(),
                 ttft_s,
