@@ -1100,9 +1100,10 @@ pub(crate) async fn handle(
         let outcome = attempt(&gw, d, ep, &req, &body, seq, emu, deadline, &guard.made).await;
         let rate_limited = if let Err(Failure::Busy(_, after)) = &outcome {
             busy.0 += 1;
-            if let Some(a) = *after {
-                busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
-            }
+            // One that asked no time rests a second, and the client is told no longer: told
+            // another's 10 s, it waited ten times what the gateway did.
+            let a = after.unwrap_or(1);
+            busy.1 = Some(busy.1.map_or(a, |b: u64| b.min(a)));
             // The provider asked for a pause (for its `Retry-After`, else a second): the
             // next requests go elsewhere meanwhile, as LiteLLM's cool-down sends them.
             #[allow(clippy::cast_precision_loss)]

@@ -3130,6 +3130,26 @@ async fn providers_over_their_rate_answer_429_and_whole_answers_count_their_text
     let h = health(&url).await;
     assert_eq!(h["models"]["m"][1]["requests"], 4, "{h}");
     assert_eq!(h["models"]["m"][1]["ejected"], false, "{h}");
+    // Beside one that asks 7 s, a 429 that asks no time has the client told a second, as
+    // long as the gateway rests it.
+    let (url, _gw) = start(&format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[provider]]\nname = \"up2\"\nkind = \"openai\"\nbase_url = \"{up}\"\n\
+         [[model]]\nname = \"m\"\n[[model.deployment]]\nprovider = \"up\"\nupstream_model = \"busy\"\n\
+         [[model.deployment]]\nprovider = \"up2\"\nupstream_model = \"busy-bare\"\n"
+    ))
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .body(ask)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     // A 429 that asks no time rests its deployment for a second.
     let (url, _gw) = start(&upstream_then_gpu(&up, "busy-bare")).await;
     assert_eq!(chat_json(&url, ask).await.0, 200);
