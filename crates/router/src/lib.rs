@@ -527,19 +527,18 @@ impl Router {
                 pool = meets;
             }
         }
-        // A target this request may try again that is in service comes before any ejected
-        // one: woken for a retry, a deployment cooling down was asked (and, hanging, held the
-        // request until its first-token limit) while a healthy one had failed once, and its
-        // failure started its cool-down again.
-        let again_in_service = ask.again.iter().any(|&i| {
-            self.targets[i].takes(ask.class)
-                && self.targets[i].holds(tokens)
-                && self.back_at(i) <= now
-        });
-        if pool.is_empty() && again_in_service {
-            return None;
-        }
         if pool.is_empty() {
+            // A target this request may try again that is in service comes before any
+            // ejected one: woken for a retry, a deployment cooling down was asked (and,
+            // hanging, held the request until its first-token limit) while a healthy one had
+            // failed once, and its failure started its cool-down again.
+            if ask.again.iter().any(|&i| {
+                self.targets[i].takes(ask.class)
+                    && self.targets[i].holds(tokens)
+                    && self.back_at(i) <= now
+            }) {
+                return None;
+            }
             // Panic routing, where every eligible target is ejected: the one whose cool-down
             // ends first, so that a provider that has recovered is found at once rather than
             // a model refused for what was only an inference from failures. A target resting
