@@ -660,6 +660,9 @@ fn chat_prompt_tokens(msgs: &[Value]) -> usize {
                             Some("image_url" | "input_image" | "input_audio") => {
                                 tokens += IMAGE_TOKENS;
                             }
+                            // A text part's text, as the same text given as a string: its
+                            // `type` is the request's framing, not the model's reading.
+                            Some("text") => chars += text_len(&part["text"]),
                             _ => chars += text_len(part),
                         }
                     }

@@ -1863,6 +1863,18 @@ fn request_fields_are_checked_and_token_ids_counted() {
         "{}",
         image.prompt_tokens
     );
+    // A text part counts as the same text given as a string.
+    let as_part = chat(
+        "",
+        r#"{"role":"user","content":[{"type":"text","text":"what is this? it is the same"}]}"#,
+    )
+    .expect("a text part");
+    let as_string = chat(
+        "",
+        r#"{"role":"user","content":"what is this? it is the same"}"#,
+    )
+    .expect("a string");
+    assert_eq!(as_part.prompt_tokens, as_string.prompt_tokens);
     // Tool schemas are prompt the model reads: 40,000 characters of them count as about
     // 10,000 tokens, not as nothing.
     let plain = chat("", r#"{"role":"user","content":"hi"}"#).expect("plain");
