@@ -19,6 +19,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The request field that carries its prompt: `messages` or `prompt`.
+    pub fn prompt_field(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completions => "prompt",
+        }
+    }
+
     /// The path below the provider's base URL.
     pub fn path(self) -> &'static str {
         match self {

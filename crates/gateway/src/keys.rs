@@ -60,6 +60,12 @@ pub struct Key {
 /// Seconds in the window of the dollar allowance.
 pub(crate) const DAY_S: f64 = 86_400.0;
 
+/// Dollars a key has left `elapsed_s` seconds after it had `usd_left`, refilling at
+/// `per_day` a day up to a whole day's: what a spend file's keys regain while unseen.
+pub(crate) fn refilled(usd_left: f64, elapsed_s: f64, per_day: f64) -> f64 {
+    (usd_left + elapsed_s * per_day / DAY_S).min(per_day)
+}
+
 /// An allowance for a window of time, which refills continuously at the allowance over
 /// the window, up to the allowance.
 #[derive(Debug)]
@@ -372,7 +378,7 @@ impl Keys {
                 continue;
             };
             let mut b = lock(&k.dollars);
-            b.level = (saved.usd_left + elapsed * per_day / DAY_S).min(per_day);
+            b.level = refilled(saved.usd_left, elapsed, per_day);
             b.at = now;
         }
     }

@@ -303,10 +303,7 @@ fn sized(
             Some(field),
         ));
     }
-    let prompt_param = match ep {
-        Endpoint::Chat => "messages",
-        Endpoint::Completions => "prompt",
-    };
+    let prompt_param = ep.prompt_field();
     // As vLLM does, a request with no limit writes at most what its context leaves: what
     // the engine's KV cache holds, or the deployment's `max_context` where that is less.
     let longest = pool.longest_request().min(max_context.unwrap_or(u32::MAX));
@@ -953,14 +950,10 @@ pub(crate) async fn handle(
         let asked = u64::from(req.max_tokens.unwrap_or(0));
         if prompt + asked > u64::from(limit) {
             crate::metrics::unanswered(&req.model, "client_error");
-            let prompt_param = match ep {
-                Endpoint::Chat => "messages",
-                Endpoint::Completions => "prompt",
-            };
             return ApiError::context_too_long(
                 &req.model,
                 limit,
-                (prompt, prompt_param),
+                (prompt, ep.prompt_field()),
                 (asked, req.max_tokens_param),
             )
             .into_response();

@@ -125,8 +125,7 @@ impl SpendFile {
         let elapsed = (now - saved.others_at).max(0.0);
         saved.others_at = now;
         saved.others.retain(|_, k| {
-            k.usd_left =
-                (k.usd_left + elapsed * k.usd_per_day / crate::keys::DAY_S).min(k.usd_per_day);
+            k.usd_left = crate::keys::refilled(k.usd_left, elapsed, k.usd_per_day);
             k.usd_left < k.usd_per_day
         });
         for (name, k) in &saved.others {
