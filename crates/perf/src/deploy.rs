@@ -820,19 +820,27 @@ impl<'a> Deployment<'a> {
     /// them. The experts' tiles ([`Params::gpu_expert_tile_tokens`]) are the decode step's to
     /// pay: a chunk of hundreds of prompt tokens fills its experts' tiles.
     pub fn prefill_token_cost(&self, p: &Params, isl: f64) -> f64 {
+        self.prefill_token_cost_in(p, isl, f64::from(self.layout.ep.max(1)))
+    }
+
+    /// As [`Deployment::prefill_token_cost`], with the prompts of a step in `groups` of a
+    /// replica's expert-parallel groups (1 to `ep`; the rest decode only). Each prompt is
+    /// whole in one group, whose chips alone run its dense projections and attention,
+    /// while the routed experts of every group see its tokens; the step waits for the
+    /// busiest group. So a step carrying one prompt's chunk takes its dense work over one
+    /// group's chips, not the replica's: spread over all of them, an `ep8` replica's
+    /// prompts came out of loaded steps sooner than alone, and its first token did not
+    /// grow with load. Without expert parallelism `groups` is 1 and changes nothing.
+    pub fn prefill_token_cost_in(&self, p: &Params, isl: f64, groups: f64) -> f64 {
         let chips = f64::from(self.layout.replica_chips());
         if self.system.kind == SystemKind::Gpu {
-            // The exchanges are one group's for its own tokens: stages and expert-parallel
-            // groups each carry their share of the prompts at once.
-            let parallel = f64::from(self.layout.pp * self.layout.ep.max(1));
-            return gpu::prompt_arithmetic_time(
-                self,
-                1.0,
-                isl.max(1.0).recip(),
-                isl / 2.0,
-                chips,
-                p.gpu_prefill_flops_eff,
-            ) + gpu::exchange_per_token(self, p) / parallel;
+            let ep = f64::from(self.layout.ep.max(1));
+            let groups = groups.clamp(1.0, ep);
+            // The exchanges are one group's for its own tokens: stages and the groups with
+            // prompts each carry their share of the prompts at once.
+            let parallel = f64::from(self.layout.pp) * groups;
+            return gpu::prompt_token_time(self, p, isl, chips * groups / ep)
+                + gpu::exchange_per_token(self, p) / parallel;
         }
         // A token's share of its prompt's work, the head's included.
         let flops = self.prompt_flops(&Prompts::one(isl)) / isl.max(1.0);

@@ -202,20 +202,6 @@ fn matmul_time(params: f64, tokens: f64, chips: f64, rate: f64) -> f64 {
     tokens * 2.0 * params / (chips * rate)
 }
 
-/// Seconds of projection arithmetic for `tokens` prompt tokens of `prompts` prompts, at
-/// efficiency `eff`: every parameter a token multiplies by, the output head once a prompt
-/// ([`Deployment::prompt_token_flops`] says why).
-fn linear_time(d: &Deployment<'_>, tokens: f64, prompts: f64, chips: f64, eff: f64) -> f64 {
-    let rate = weight_rate(d, eff);
-    let head = d.model.head_params();
-    matmul_time(
-        (d.model.computed_params() - head).max(0.0),
-        tokens,
-        chips,
-        rate,
-    ) + matmul_time(head, prompts, chips, rate)
-}
-
 /// Seconds of attention arithmetic, `flops` of it, on one chip of `chips`, at the KV
 /// cache's rate and efficiency `eff`. A decoded token's FLOPs are
 /// [`switchyard_catalog::Model::attention_flops`], a prompt token's
@@ -224,19 +210,21 @@ fn attention_time(d: &Deployment<'_>, flops: f64, chips: f64, eff: f64) -> f64 {
     flops / (chips * achieved(d, attention_peak(d), eff))
 }
 
-/// Seconds of arithmetic, at efficiency `eff`, for `tokens` prompt tokens of `prompts`
-/// prompts at context position `ctx` on one chip of `chips`: projections at the weights'
-/// rate, attention at the KV cache's.
-pub(crate) fn prompt_arithmetic_time(
-    d: &Deployment<'_>,
-    tokens: f64,
-    prompts: f64,
-    ctx: f64,
-    chips: f64,
-    eff: f64,
-) -> f64 {
-    linear_time(d, tokens, prompts, chips, eff)
-        + attention_time(d, tokens * d.model.prompt_attention_flops(ctx), chips, eff)
+/// Seconds of one prompt token's arithmetic in a prompt of `isl` tokens riding a decode
+/// step, at the prefill efficiency: its dense projections, attention and its share of the
+/// output head on the `dense_chips` chips of the groups holding the step's prompts, its
+/// routed experts over every chip of the replica.
+pub(crate) fn prompt_token_time(d: &Deployment<'_>, p: &Params, isl: f64, dense_chips: f64) -> f64 {
+    let eff = p.gpu_prefill_flops_eff;
+    let chips = f64::from(d.layout.replica_chips());
+    let rate = weight_rate(d, eff);
+    let head = d.model.head_params();
+    let routed = d.model.routed_active_params();
+    let dense = (d.model.computed_params() - head - routed).max(0.0);
+    matmul_time(dense, 1.0, dense_chips, rate)
+        + matmul_time(head, isl.max(1.0).recip(), dense_chips, rate)
+        + matmul_time(routed, 1.0, chips, rate)
+        + attention_time(d, d.model.prompt_attention_flops(isl / 2.0), dense_chips, eff)
 }
 
 /// The weight kernels of one pass, per chip, each as (seconds streaming its weights at `bw`

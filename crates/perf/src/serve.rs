@@ -161,8 +161,17 @@ impl Deployment<'_> {
                 )
             }
             (s, n) => {
+                // Each prompt's chunk is whole in one expert-parallel group: the busiest
+                // group runs an even share of the chunks' tokens or the longest chunk.
+                let tokens = f64::from(n);
+                let longest = match b.prefill_longest {
+                    0 => tokens,
+                    l => f64::from(l.min(n)),
+                };
+                let seqs = f64::from(b.prefill_seqs.clamp(1, self.layout.ep.max(1)));
+                let busiest = (tokens / seqs).max(longest).min(tokens);
                 self.decode_step(p, f64::from(s), b.decode_ctx).time
-                    + f64::from(n) * self.prefill_token_cost(p, 2.0 * b.prefill_ctx)
+                    + tokens * self.prefill_token_cost_in(p, 2.0 * b.prefill_ctx, tokens / busiest)
                     + self.chunk_experts(p, f64::from(s), f64::from(n))
             }
         }
@@ -257,11 +266,11 @@ impl Deployment<'_> {
         // A prompt's work spread over its request's steps: its chunks' cost, and the experts
         // they reach beyond the decoding tokens' (a mixture of experts on GPUs), which each
         // chunk's step streams whole, not spread.
-        let own_prompt = self.own_prompt(p, isl, osl) + self.prompt_experts(p, c, isl) / osl;
+        let own_prompt = self.own_prompt(p, c, isl, osl) + self.prompt_experts(p, c, isl) / osl;
         let prompt_share = others * own_prompt;
         let tpot = step.time + prompt_share;
         // A running request's first token comes a step and its own prompt's chunks
-        // (`osl · own_prompt`, its whole prompt) after it finds a place: the step it rides
+        // ([`Self::own_chunks`], its whole prompt) after it finds a place: the step it rides
         // carries the others' chunks already. Never sooner than its pass alone; and a
         // speculative step (drafting and verifying), of which `tpot` is a token's share,
         // yields the prompt only its one token. Alone, a prompt is one pass.
@@ -278,7 +287,7 @@ impl Deployment<'_> {
         let alone = self.prefill(p, isl);
         let lag = self.chunk_lag(p, isl, isl);
         let ttft = if others > 0.0 {
-            (tpot * self.tokens_per_step() + osl * own_prompt + lag).max(alone)
+            (tpot * self.tokens_per_step() + self.own_chunks(p, c, isl) + lag).max(alone)
         } else {
             alone
         };
@@ -353,7 +362,7 @@ impl Deployment<'_> {
         let c = self.running_per_replica(p, concurrency, isl, osl);
         let mut parts = self.step_parts(p, c, self.decode_ctx(isl, osl));
         let others = (c - 1.0).max(0.0);
-        let prompts = others * self.own_prompt(p, isl, osl);
+        let prompts = others * self.own_prompt(p, c, isl, osl);
         if prompts > 0.0 {
             parts.push(StepPart::new("other requests' prompts", prompts));
         }
@@ -368,9 +377,22 @@ impl Deployment<'_> {
     }
 
     /// A request's prompt work spread over its output tokens: what each other request in
-    /// flight adds to a step (chunked prefill).
-    fn own_prompt(&self, p: &Params, isl: f64, osl: f64) -> f64 {
-        isl / osl.max(1.0) * self.prefill_token_cost(p, isl)
+    /// flight adds to a step (chunked prefill), with `running` requests a replica. With
+    /// expert parallelism a step's prompts fill as many groups as there are of them
+    /// (`running` requests each start one every `osl` tokens), and the step waits for the
+    /// busiest ([`Deployment::prefill_token_cost_in`]).
+    fn own_prompt(&self, p: &Params, running: f64, isl: f64, osl: f64) -> f64 {
+        let osl = osl.max(1.0);
+        let prompts = running * self.tokens_per_step() / osl;
+        isl / osl * self.prefill_token_cost_in(p, isl, prompts)
+    }
+
+    /// What a request's own prompt adds to the steps that carry its chunks, beside
+    /// `running` requests a replica: its whole prompt at the chunked-prefill cost, in one
+    /// expert-parallel group (others' prompts run in the others at the same time), and the
+    /// experts its chunks reach that the decoding tokens do not.
+    fn own_chunks(&self, p: &Params, running: f64, isl: f64) -> f64 {
+        isl * self.prefill_token_cost_in(p, isl, 1.0) + self.prompt_experts(p, running, isl)
     }
 
     /// The highest throughput whose time per output token stays within `tpot_limit` (none:
@@ -613,7 +635,9 @@ impl Deployment<'_> {
             // prompts took all of its time and its output was priced at nothing.
             None => {
                 let per_replica_s = op.throughput_tok_s / osl.max(1.0) / f64::from(replicas.max(1));
-                let prompts = per_replica_s * osl.max(1.0) * self.own_prompt(p, isl, osl);
+                let running = op.running / f64::from(replicas.max(1));
+                let prompts =
+                    per_replica_s * osl.max(1.0) * self.own_prompt(p, running, isl, osl);
                 (own, prompts.clamp(0.0, 1.0))
             }
             Some((pd, n)) => {

@@ -2863,6 +2863,56 @@ fn a_prompt_beside_decoding_sequences_takes_no_less_than_alone() {
 }
 
 #[test]
+fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
+    // Attention data-parallel groups each run their own prompts' dense work: a step that
+    // carries one prompt's chunk waits for that group, and a first token rides a step that
+    // grows with the load. Spread over the replica's chips, an `ep8` replica's first token
+    // stayed at its lone pass whatever the load.
+    let cat = cat();
+    let p = Params::default();
+    let d = deployment(&cat, "qwen3-30b-a3b", "h100-sxm", "ep8", Precision::Bf16);
+    let step = |seqs: u32, longest: u32| {
+        d.step_time(
+            &p,
+            &switchyard_perf::Batch {
+                decode_seqs: 64,
+                decode_ctx: 1500.0,
+                prefill_tokens: 1024,
+                prefill_ctx: 512.0,
+                prefill_seqs: seqs,
+                prefill_longest: longest,
+            },
+        )
+    };
+    let one = step(1, 1024);
+    let spread = step(8, 128);
+    assert!(one > spread, "one prompt {one} s, eight {spread} s");
+    // Without expert parallelism where the chunks run makes no difference.
+    let tp = deployment(&cat, "qwen3-30b-a3b", "h100-sxm", "tp8", Precision::Bf16);
+    let tp_step = |seqs: u32, longest: u32| {
+        tp.step_time(
+            &p,
+            &switchyard_perf::Batch {
+                decode_seqs: 64,
+                decode_ctx: 1500.0,
+                prefill_tokens: 1024,
+                prefill_ctx: 512.0,
+                prefill_seqs: seqs,
+                prefill_longest: longest,
+            },
+        )
+    };
+    assert_eq!(tp_step(1, 1024), tp_step(8, 128));
+    let ttft = |c: f64| d.at_concurrency(&p, c, 1024.0, 512.0).ttft_s;
+    let mut last = ttft(1.0);
+    for c in [64.0, 256.0, 512.0] {
+        let t = ttft(c);
+        assert!(t > last, "TTFT {t} s at {c}, {last} s at the load before");
+        last = t;
+    }
+}
+
+#[test]
 fn benchmark_tool_labels_are_read_as_the_metrics_they_name() {
     let cat = cat();
     let p = Params::default();
