@@ -284,10 +284,11 @@ impl Deployment<'_> {
         // waits for them ([`Deployment::prompt_lag`]): the whole prompt passes every stage
         // in turn, so its chunks take as long as a pass of all the stages, not a share of
         // the replica. Left out, a pipeline's first token came no later under any load.
-        let alone = self.prefill(p, isl);
+        let alone = self.prompt_alone(p, isl);
         let lag = self.chunk_lag(p, isl, isl);
         let ttft = if others > 0.0 {
-            (tpot * self.tokens_per_step() + self.own_chunks(p, c, isl) + lag).max(alone)
+            let steps = self.prompt_steps(p, c, isl, osl);
+            (steps * tpot * self.tokens_per_step() + self.own_chunks(p, c, isl) + lag).max(alone)
         } else {
             alone
         };
@@ -385,6 +386,50 @@ impl Deployment<'_> {
         let osl = osl.max(1.0);
         let prompts = running * self.tokens_per_step() / osl;
         isl / osl * self.prefill_token_cost_in(p, isl, prompts)
+    }
+
+    /// Time of a lone prompt of `isl` tokens on an idle replica: one pass, or where it is
+    /// longer than an engine's step takes ([`Params::token_budget`]), passes of chunks that
+    /// each pay the pass's fixed costs (its weight stream, launches and overheads) again.
+    pub fn prompt_alone(&self, p: &Params, isl: f64) -> f64 {
+        let passes = (isl / f64::from(p.token_budget.max(1))).ceil().max(1.0);
+        self.prefill(p, isl) + (passes - 1.0) * self.prefill(p, 1.0)
+    }
+
+    /// Steps a prompt of `isl` tokens rides beside `running` sequences a replica, each to
+    /// give `osl` tokens: its engine's step carries [`Params::token_budget`] tokens (each
+    /// expert-parallel group's engine its own), one of them each decoding sequence's, and
+    /// the prompt's chunks the rest, as vLLM schedules them. A request spends its prompt's
+    /// `s` steps prefilling and `osl` decoding, so `running · osl / (osl + s)` decode at
+    /// once: the steps are the fewest `s` whose room, the budget less those, holds the
+    /// prompt in `s` chunks (a token a step at the least). With the default budget of
+    /// 8,192 a prompt of up to 6,144 tokens rides one step; with a budget of 64 a 1,024-token
+    /// prompt beside 64 requests rides about a hundred, which the simulator showed and the
+    /// estimate did not.
+    fn prompt_steps(&self, p: &Params, running: f64, isl: f64, osl: f64) -> f64 {
+        let budget = f64::from(p.token_budget.max(1));
+        let per_group = running / f64::from(self.kv_groups());
+        let osl = osl.max(1.0);
+        let held = |s: f64| s * (budget - per_group * osl / (osl + s)).max(1.0) >= isl;
+        let most = isl.ceil().max(1.0);
+        if held(1.0) {
+            return 1.0;
+        }
+        if !held(most) {
+            return most;
+        }
+        // The room grows with the steps (fewer decode at once), so the least that holds
+        // is found by halving.
+        let (mut lo, mut hi) = (1.0_f64, most);
+        while hi - lo > 1.0 {
+            let mid = ((lo + hi) / 2.0).floor();
+            if held(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
     }
 
     /// What a request's own prompt adds to the steps that carry its chunks, beside
@@ -570,7 +615,7 @@ impl Deployment<'_> {
         tpot_limit: Option<f64>,
         decode_only: bool,
     ) -> RouterPriors {
-        let ttft_s = self.prefill(p, isl);
+        let ttft_s = self.prompt_alone(p, isl);
         let tpot_s = self.at_concurrency(p, 1.0, isl, osl).tpot_s;
         let (concurrency, tpot_full_s) = if decode_only {
             self.decode_loads(p, isl, osl)

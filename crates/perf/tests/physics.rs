@@ -1332,8 +1332,10 @@ fn validation_runs_every_reference_row() {
     assert!(s.skipped * 10 <= rows.len(), "{} skipped", s.skipped);
     // The README gives the rows modelled; a change in them must change it too.
     assert_eq!((s.n, s.skipped), (94, 7));
-    // A ratchet, not the goal: the error must not grow past today's level.
-    assert!(s.mape < 24.95, "MAPE {}", s.mape);
+    // A ratchet, not the goal: the error must not grow past today's level. (Prompts
+    // longer than a step's budget passing in chunks, as engines pass them, took it from
+    // 24.94 to 24.96: the Llama 3.1 405B rows' 9,400-token prompts.)
+    assert!(s.mape < 24.97, "MAPE {}", s.mape);
 }
 
 /// A prompt runs MLA decompressed, a decoded token absorbed: against the same model with a
@@ -2910,6 +2912,38 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
         assert!(t > last, "TTFT {t} s at {c}, {last} s at the load before");
         last = t;
     }
+}
+
+#[test]
+fn a_prompt_longer_than_the_step_budget_rides_several_steps() {
+    // vLLM's `max_num_batched_tokens`: a step carries that many tokens, one a decoding
+    // sequence's, so a prompt beyond what is left passes in chunks over several steps,
+    // and alone in several passes that each pay the fixed costs again.
+    let cat = cat();
+    let d = deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16);
+    let wide = Params::default();
+    let narrow = Params {
+        token_budget: 64,
+        ..Params::default()
+    };
+    let at = |p: &Params, c: f64| d.at_concurrency(p, c, 1024.0, 512.0);
+    assert!(
+        at(&narrow, 1.0).ttft_s > at(&wide, 1.0).ttft_s,
+        "alone: {} s in chunks of 64, {} s whole",
+        at(&narrow, 1.0).ttft_s,
+        at(&wide, 1.0).ttft_s
+    );
+    // Beside 64 sequences that take most of each step, the prompt gets the rest: many
+    // steps, each as long as a step of the batch.
+    let (n, w) = (at(&narrow, 64.0), at(&wide, 64.0));
+    assert!(n.ttft_s > 10.0 * w.ttft_s, "{n:?} against {w:?}");
+    assert!(n.ttft_s > 50.0 * n.tpot_s, "{n:?}");
+    // A budget the prompt fits in changes nothing.
+    let roomy = Params {
+        token_budget: 2048,
+        ..Params::default()
+    };
+    assert_eq!(at(&roomy, 64.0).ttft_s, w.ttft_s);
 }
 
 #[test]
