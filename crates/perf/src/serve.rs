@@ -516,6 +516,9 @@ impl Deployment<'_> {
         tpot_limit: Option<f64>,
         ttft_limit: Option<f64>,
     ) -> Option<Operating> {
+        // A request of one output token has no time per output token to keep within a
+        // limit: its time is its first token's.
+        let tpot_limit = tpot_limit.filter(|_| osl > 1.0);
         let dp = f64::from(self.layout.dp);
         let arrivals = Arrivals::under(ttft_limit);
         // The best so far and its requests running a replica.

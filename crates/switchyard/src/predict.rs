@@ -366,6 +366,7 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         if let Some(b) = &busier {
             v["busiest_layout"] = busiest_json(b);
         }
+        no_second_token(&mut v, q.osl);
         out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         out!("{}", render_estimate(&e, &q).trim_end());
@@ -386,6 +387,28 @@ pub fn estimate(cat: &Catalog, p: &Params, a: &EstimateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A JSON estimate of requests of one output token (`osl` at most 1) shows no time per
+/// output token and no speed after the first token, as the text does: `null`, and no
+/// parts. A figure there would be the prompt's time over a token that never comes.
+fn no_second_token(v: &mut serde_json::Value, osl: f64) {
+    if osl > 1.0 {
+        return;
+    }
+    for op in ["at", "peak"] {
+        for field in ["tpot_s", "user_tok_s"] {
+            if let Some(x) = v[op].get_mut(field) {
+                *x = serde_json::Value::Null;
+            }
+            if let Some(x) = v["busiest_layout"]["peak"].get_mut(field) {
+                *x = serde_json::Value::Null;
+            }
+        }
+    }
+    if let Some(parts) = v.get_mut("at_parts") {
+        *parts = serde_json::Value::Array(Vec::new());
+    }
 }
 
 /// The `busiest_layout` of a JSON estimate: the layout that carries more, at its peak.
@@ -928,8 +951,11 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
     // clearly more at its peak where there is one: the peak columns are the busier's, as a
     // fleet would run the chips for throughput.
     let mut rows = Vec::new();
+    // The requests' output length, which every system's query shares.
+    let mut osl = 0.0;
     for id in &ids {
         let q = a.workload.query(cat, p, &model, id)?;
+        osl = q.osl;
         let e = switchyard_perf::estimate(&q, p, Objective::Latency);
         let busy = e.as_ref().ok().and_then(|e| busier(&q, p, e));
         rows.push((id.clone(), e.map(|e| (e, busy))));
@@ -954,6 +980,7 @@ pub fn compare(cat: &Catalog, p: &Params, a: &CompareArgs) -> Result<()> {
                     if let Some(b) = busy {
                         v["busiest_layout"] = busiest_json(b);
                     }
+                    no_second_token(&mut v, osl);
                     v
                 }
                 Err(err) => serde_json::json!({ "system": id, "error": err.to_string() }),

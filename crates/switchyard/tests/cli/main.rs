@@ -492,6 +492,28 @@ fn estimate_splits_prefill_and_decode_on_request() {
 }
 
 #[test]
+fn one_output_token_has_no_time_per_token_to_show_or_limit() {
+    let base = h100_node(
+        "llama-3.1-70b",
+        &["--layout", "tp8", "--concurrency", "32", "--osl", "1"],
+    );
+    let json = |extra: &[&'static str]| {
+        let o = run(&joined(&joined(&base, extra), &["--json"]));
+        assert!(o.status.success(), "{:?}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let v = json(&[]);
+    for op in ["at", "peak"] {
+        assert!(v[op]["tpot_s"].is_null(), "{}", v[op]);
+        assert!(v[op]["user_tok_s"].is_null(), "{}", v[op]);
+        assert!(v[op]["ttft_s"].as_f64().is_some_and(|t| t > 0.0));
+    }
+    // A TPOT limit binds no request that has no second token.
+    let limited = json(&["--tpot-limit-ms", "20"]);
+    assert_eq!(limited["peak"], v["peak"]);
+}
+
+#[test]
 fn bad_input_is_one_clear_line_and_status_two() {
     let est8 = |extra: &[&'static str]| {
         joined(
