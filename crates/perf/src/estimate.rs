@@ -239,9 +239,13 @@ pub(crate) fn replica_layouts(model: &Model, system: &System, chips: u32) -> Vec
     if system.kind == SystemKind::Lpu {
         return vec![lpu_replica(model, chips)];
     }
-    layouts(model, system, chips)
+    // The layouts of `layouts` with one replica: each width whose stages the layers hold,
+    // found without listing the replicated ones (the fit searches try every count up to
+    // 65,536).
+    widths(model, system, chips)
         .into_iter()
-        .filter(|l| l.dp == 1)
+        .filter(|tp| chips.is_multiple_of(*tp) && chips / tp <= model.layers)
+        .map(|tp| Layout::replica(tp, chips / tp))
         .collect()
 }
 
@@ -361,32 +365,14 @@ pub fn min_chips(
                 })
         })
     };
-    // The first count of a series from `from` that passes `ok`, with the last one before it
-    // that was tried: the series grows linearly while small, then geometrically (SRAM
-    // machines need hundreds of chips).
-    let bracket = |from: u32, ok: &dyn Fn(u32) -> bool| {
-        let (mut last, mut n) = (from.saturating_sub(1), from.max(1));
-        while n <= MAX_CHIPS {
-            if ok(n) {
-                return Some((last, n));
-            }
-            last = n;
-            n = if n < 64 { n + 1 } else { n + n / 8 };
-        }
-        None
-    };
-    // Room for the weights grows with the count, but room for a sequence's KV cache depends
-    // on how the count factors into stages and chips per stage (an LPU's splits over no more
-    // chips per stage than the model has KV heads): 3,944 LPUs hold Llama 3.1 405B and a
-    // sequence where 4,282 do not. So the search finds where the weights first fit and tries
-    // every count from there.
-    let weights_fit = |n: u32| fits(n, None);
-    let whole_fits = |n: u32| fits(n, Some(isl + osl));
-    let (_, n) = bracket(1, &weights_fit)?;
     // Whether a count holds the weights depends on how it factors, not only on its size
-    // (592 H100s hold a 20T-parameter model as tp16-pp37 where 582 and 654 hold it no way),
-    // so the series may pass over counts that fit: every count is tried from the fewest
-    // that could hold the weights split perfectly.
+    // (592 H100s hold a 20T-parameter model as tp16-pp37 where 582 and 654 hold it no way;
+    // an 8 GB GPU holds Llama 4 Maverick as tp8-pp24 on 192 and on none of 182 or 204), so
+    // every count is tried, from the fewest that could hold the weights split perfectly.
+    // Room for a sequence's KV cache depends on the factors too (an LPU's splits over no
+    // more chips per stage than the model has KV heads): 3,944 LPUs hold Llama 3.1 405B and
+    // a sequence where 4,282 do not. So the search finds where the weights first fit and
+    // tries every count from there.
     let lower = Deployment::new(model, system, Layout::replica(1, 1), precision)
         .map(|d| d.memory(p))
         .ok()
@@ -394,11 +380,10 @@ pub fn min_chips(
         .map_or(1, |m| {
             (m.weights_per_chip / m.usable_per_chip)
                 .floor()
-                .clamp(1.0, f64::from(n)) as u32
+                .clamp(1.0, f64::from(MAX_CHIPS)) as u32
         });
-    let weights = (lower..n).find(|&m| weights_fit(m)).unwrap_or(n);
-    let (_, whole) = bracket(weights, &whole_fits)?;
-    (weights..whole).find(|&m| whole_fits(m)).or(Some(whole))
+    let weights = (lower..=MAX_CHIPS).find(|&n| fits(n, None))?;
+    (weights..=MAX_CHIPS).find(|&n| fits(n, Some(isl + osl)))
 }
 
 /// The most chips a deployment may have: the fit searches go no further, and no deployment

@@ -198,6 +198,35 @@ sources = ["https://example.com"]
         }
         other => panic!("{other:?}"),
     }
+    // With no count given, the search finds one too, however few of the counts past the
+    // weights' size factor into a layout that holds them: an 8 GB GPU holds Llama 4
+    // Maverick as tp8-pp24 on 192, where a series of counts growing by an eighth tried
+    // none that fits up to 65,536 and refused the model.
+    cat.extend_from_toml(
+        r#"
+[[system]]
+id = "small-gpu"
+vendor = "test"
+kind = "gpu"
+system = "a GPU of 8 GB"
+chips_per_system = 8
+memory_gb = 8
+memory_bw_tb_s = 3.35
+dense_tflops = { bf16 = 989, fp8 = 1979 }
+interconnect_gb_s = 900
+scale_up_chips = 8
+chip_power_w = 700
+sources = ["https://example.com"]
+"#,
+        "test.toml",
+    )
+    .expect("system");
+    let q = Query {
+        precision: Some(Precision::Bf16),
+        ..query(&cat, "llama-4-maverick", "small-gpu", None)
+    };
+    let e = best_deployment(&q, &p, Objective::Latency).expect("a count that fits");
+    assert!(e.layout.chips() <= 192, "{}", e.layout);
 }
 
 /// A GPU pipeline's stages hold whole layers, and its end stages the embedding table or the
