@@ -170,8 +170,13 @@ impl Deployment<'_> {
                 };
                 let seqs = f64::from(b.prefill_seqs.clamp(1, self.layout.ep.max(1)));
                 let busiest = (tokens / seqs).max(longest).min(tokens);
+                let prompts = if n == 0 {
+                    0.0
+                } else {
+                    tokens * self.prefill_token_cost_in(p, 2.0 * b.prefill_ctx, tokens / busiest)
+                };
                 self.decode_step(p, f64::from(s), b.decode_ctx).time
-                    + tokens * self.prefill_token_cost_in(p, 2.0 * b.prefill_ctx, tokens / busiest)
+                    + prompts
                     + self.chunk_experts(p, f64::from(s), f64::from(n))
             }
         }

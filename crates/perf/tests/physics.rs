@@ -2918,6 +2918,18 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
     let one = step(1, 1024);
     let spread = step(8, 128);
     assert!(one > spread, "one prompt {one} s, eight {spread} s");
+    // A step with no prompt in it is the decode step, with expert parallelism or without.
+    for dep in [&d, &deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16)] {
+        let only = dep.step_time(
+            &p,
+            &switchyard_perf::Batch {
+                decode_seqs: 64,
+                decode_ctx: 1500.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(only, dep.decode_step(&p, 64.0, 1500.0).time);
+    }
     // Without expert parallelism where the chunks run makes no difference.
     let tp = deployment(&cat, "qwen3-30b-a3b", "h100-sxm", "tp8", Precision::Bf16);
     let tp_step = |seqs: u32, longest: u32| {
