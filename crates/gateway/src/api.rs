@@ -189,6 +189,20 @@ impl ApiError {
         }
     }
 
+    /// 429 for a request that may cost more than its key's whole day allows: no wait admits
+    /// it, so no `Retry-After` comes with it.
+    pub fn request_too_costly(key: &str, model: &str, usd: f64, per_day: f64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Request too costly for key `{key}`: up to ${usd:.6} (the prompt and n x max_tokens at the dearest deployment of `{model}`) against its budget of ${per_day} a day. Lower max_tokens or the prompt."
+            ),
+            kind: "insufficient_quota",
+            param: None,
+            code: Some("insufficient_quota"),
+        }
+    }
+
     /// 429 when every deployment tried answered that it is over its rate.
     pub fn providers_busy(model: &str, tried: &[String], retry_after_s: u64) -> Self {
         ApiError {

@@ -18,7 +18,8 @@
 //! what its prompt and `max_tokens` would cost at the dearest deployment of its model while
 //! it runs, and is charged its tokens at the prices of the deployment that served it when it
 //! ends. A key that owes dollars is refused (OpenAI's `insufficient_quota`) until the refill
-//! has paid them back; it overshoots its day by at most one request's cost beyond what its
+//! has paid them back, and a request that may cost more than the whole day is refused
+//! outright; the key overshoots its day by at most one request's cost beyond what its
 //! requests hold (a request without `max_tokens` holds its prompt's). The minute allowances
 //! live in memory; what is left of each key's dollars can be kept in a file across restarts
 //! ([`Keys::spend_state`], [`Keys::restore_spend`]).
@@ -208,6 +209,11 @@ impl Key {
     /// Counts a request refused outright, as too large for the key's whole minute.
     pub(crate) fn refused_too_large(&self) {
         self.limited.increment(1);
+    }
+
+    /// Counts a request refused outright, as dearer than the key's whole day.
+    pub(crate) fn refused_too_costly(&self) {
+        self.quota_refused.increment(1);
     }
 
     /// Takes one request from the key's allowance at `now`, as the request arrives: every

@@ -978,6 +978,14 @@ pub(crate) async fn handle(
                 .iter()
                 .map(|d| d.prices.cost(prompt, 0, tokens - prompt))
                 .fold(0.0, f64::max);
+            // Nor one that may cost more than the key's whole day: admitted, it could spend
+            // its day many times over, as a request may ask for a whole context.
+            if let Some(per_day) = k.usd_per_day.filter(|&d| usd > d) {
+                k.refused_too_costly();
+                crate::metrics::unanswered(&req.model, "insufficient_quota");
+                return ApiError::request_too_costly(&k.name, &req.model, usd, per_day)
+                    .into_response();
+            }
             match k.admit((tokens, usd), Instant::now()) {
                 Ok(h) => Some(h),
                 Err(refusal) => return crate::server::over_limit(k, refusal, &req.model),

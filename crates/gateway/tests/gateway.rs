@@ -964,7 +964,7 @@ async fn a_key_is_charged_at_the_deployments_prices_and_refused_past_its_dollars
     // exact in any float.
     let prices = "usd_per_mtok = 1000000\ninput_usd_per_mtok = 500000";
     let keys = "[[key]]\nname = \"rich\"\nkey_env = \"SWITCHYARD_TEST_KEY_RICH\"\nusd_per_day = 1000000\n\
-                [[key]]\nname = \"poor\"\nkey_env = \"SWITCHYARD_TEST_KEY_POOR\"\nusd_per_day = 10\n";
+                [[key]]\nname = \"poor\"\nkey_env = \"SWITCHYARD_TEST_KEY_POOR\"\nusd_per_day = 30\n";
     let text = format!(
         "{}{}{keys}",
         emulated("gpu", "h100-sxm", ""),
@@ -1006,28 +1006,54 @@ async fn a_key_is_charged_at_the_deployments_prices_and_refused_past_its_dollars
     assert!(whole >= 20.0 && streamed >= 20.0, "{whole} {streamed}");
     let spent = metric(&url, r#"switchyard_key_spend_usd{key="rich"}"#).await;
     assert_eq!(spent, Some(whole + streamed));
-    // The poor key's first request is admitted with its day's $10 and spends more than
-    // that; then it is in debt, and refused until a day's refill has paid back what it owes.
-    let r = ask("secret-poor", false).await.expect("sent");
-    assert_eq!(r.status(), 200);
+    // A request that may cost more than the poor key's whole day ($30; 100 output tokens
+    // at $1) is refused at once, with no wait that would admit it, and spends nothing.
+    let r = client
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth("secret-poor")
+        .body(r#"{"model":"spender","messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_none());
     let body: serde_json::Value =
         serde_json::from_str(&r.text().await.expect("body")).expect("json");
-    let owed = cost(&body["usage"]) - 10.0;
+    assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Request too costly") && m.contains("$30 a day")),
+        "{body}"
+    );
+    // The poor key's first request is admitted with its day's $30, the second with what is
+    // left, and together they spend more than the day; then it is in debt, and refused
+    // until a day's refill has paid back what it owes.
+    let mut paid = 0.0;
+    for _ in 0..2 {
+        let r = ask("secret-poor", false).await.expect("sent");
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value =
+            serde_json::from_str(&r.text().await.expect("body")).expect("json");
+        paid += cost(&body["usage"]);
+    }
+    let owed = paid - 30.0;
+    assert!(owed > 0.0, "{paid}");
     let (wait, body) = refused(ask("secret-poor", true).await.expect("sent")).await;
     assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
     assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
-    // The refill is $10 a day, so the debt takes owed / 10 days (less the moments since).
+    // The refill is $30 a day, so the debt takes owed / 30 days (less the moments since).
     let days = wait as f64 / 86_400.0;
-    assert!((days - owed / 10.0).abs() < 0.001, "{wait} s for ${owed}");
+    assert!((days - owed / 30.0).abs() < 0.001, "{wait} s for ${owed}");
     // Every request at the deployment's prices, whichever key sent it.
     let deployment = metric(
         &url,
         r#"switchyard_spend_usd{model="spender",provider="gpu"}"#,
     )
     .await;
-    assert_eq!(deployment, Some(whole + streamed + owed + 10.0));
+    assert_eq!(deployment, Some(whole + streamed + paid));
     // Refused for its dollars, not its rate.
-    for (outcome, n) in [("insufficient_quota", 1.0), ("rate_limited", 0.0)] {
+    for (outcome, n) in [("insufficient_quota", 2.0), ("rate_limited", 0.0)] {
         let line = format!(r#"switchyard_key_requests_total{{key="poor",outcome="{outcome}"}}"#);
         assert_eq!(metric(&url, &line).await, Some(n), "{outcome}");
     }
@@ -3786,7 +3812,7 @@ async fn a_keys_spending_is_kept_across_a_restart() {
     let file = dir.join("spend.json");
     let prices = "usd_per_mtok = 1000000\ninput_usd_per_mtok = 500000";
     let key = |name: &str, env: &str| {
-        format!("[[key]]\nname = \"{name}\"\nkey_env = \"{env}\"\nusd_per_day = 10\n")
+        format!("[[key]]\nname = \"{name}\"\nkey_env = \"{env}\"\nusd_per_day = 30\n")
     };
     let base = format!(
         "[server]\nspend_file = \"{}\"\n{}{}{}",
@@ -3818,9 +3844,11 @@ async fn a_keys_spending_is_kept_across_a_restart() {
             .await
             .expect("sent")
     };
-    // The key's day is $10 and its first request costs more: it ends in debt.
+    // The key's day is $30 and its first two requests cost more: it ends in debt.
     let (url, stop, server) = run(base.clone()).await;
-    assert_eq!(ask(url.clone(), "secret-kept").await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(ask(url.clone(), "secret-kept").await.status(), 200);
+    }
     let (_, body) = refused(ask(url, "secret-kept").await).await;
     assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
     // Stopped, the gateway writes the debt down.
@@ -3838,9 +3866,9 @@ async fn a_keys_spending_is_kept_across_a_restart() {
     let (url, stop, server) = run(again).await;
     let (wait, body) = refused(ask(url.clone(), "secret-kept").await).await;
     assert_eq!(body["error"]["code"], "insufficient_quota", "{body}");
-    // The debt takes its share of a $10 day to repay, less the moments since it was saved.
+    // The debt takes its share of a $30 day to repay, less the moments since it was saved.
     let days = wait as f64 / 86_400.0;
-    assert!((days - -left / 10.0).abs() < 0.001, "{wait} s for ${left}");
+    assert!((days - -left / 30.0).abs() < 0.001, "{wait} s for ${left}");
     assert_eq!(ask(url, "secret-new").await.status(), 200);
     stop.send(()).expect("stop");
     server.await.expect("joined").expect("served");

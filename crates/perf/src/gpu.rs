@@ -224,7 +224,12 @@ pub(crate) fn prompt_token_time(d: &Deployment<'_>, p: &Params, isl: f64, dense_
     matmul_time(dense, 1.0, dense_chips, rate)
         + matmul_time(head, isl.max(1.0).recip(), dense_chips, rate)
         + matmul_time(routed, 1.0, chips, rate)
-        + attention_time(d, d.model.prompt_attention_flops(isl / 2.0), dense_chips, eff)
+        + attention_time(
+            d,
+            d.model.prompt_attention_flops(isl / 2.0),
+            dense_chips,
+            eff,
+        )
 }
 
 /// The weight kernels of one pass, per chip, each as (seconds streaming its weights at `bw`

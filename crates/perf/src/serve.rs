@@ -689,8 +689,7 @@ impl Deployment<'_> {
             None => {
                 let per_replica_s = op.throughput_tok_s / osl.max(1.0) / f64::from(replicas.max(1));
                 let running = op.running / f64::from(replicas.max(1));
-                let prompts =
-                    per_replica_s * osl.max(1.0) * self.own_prompt(p, running, isl, osl);
+                let prompts = per_replica_s * osl.max(1.0) * self.own_prompt(p, running, isl, osl);
                 (own, prompts.clamp(0.0, 1.0))
             }
             Some((pd, n)) => {

@@ -2919,7 +2919,10 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
     let spread = step(8, 128);
     assert!(one > spread, "one prompt {one} s, eight {spread} s");
     // A step with no prompt in it is the decode step, with expert parallelism or without.
-    for dep in [&d, &deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16)] {
+    for dep in [
+        &d,
+        &deployment(&cat, "llama-3.1-8b", "h100-sxm", "tp1", Precision::Bf16),
+    ] {
         let only = dep.step_time(
             &p,
             &switchyard_perf::Batch {
