@@ -2902,7 +2902,7 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
     let cat = cat();
     let p = Params::default();
     let d = deployment(&cat, "qwen3-30b-a3b", "h100-sxm", "ep8", Precision::Bf16);
-    let step = |seqs: u32, longest: u32| {
+    let step_of = |d: &Deployment<'_>, seqs: u32, longest: u32| {
         d.step_time(
             &p,
             &switchyard_perf::Batch {
@@ -2915,8 +2915,8 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
             },
         )
     };
-    let one = step(1, 1024);
-    let spread = step(8, 128);
+    let one = step_of(&d, 1, 1024);
+    let spread = step_of(&d, 8, 128);
     assert!(one > spread, "one prompt {one} s, eight {spread} s");
     // A step with no prompt in it is the decode step, with expert parallelism or without.
     for dep in [
@@ -2935,19 +2935,7 @@ fn an_expert_parallel_prompt_runs_in_one_group_and_waits_for_the_load() {
     }
     // Without expert parallelism where the chunks run makes no difference.
     let tp = deployment(&cat, "qwen3-30b-a3b", "h100-sxm", "tp8", Precision::Bf16);
-    let tp_step = |seqs: u32, longest: u32| {
-        tp.step_time(
-            &p,
-            &switchyard_perf::Batch {
-                decode_seqs: 64,
-                decode_ctx: 1500.0,
-                prefill_tokens: 1024,
-                prefill_ctx: 512.0,
-                prefill_seqs: seqs,
-                prefill_longest: longest,
-            },
-        )
-    };
+    let tp_step = |seqs: u32, longest: u32| step_of(&tp, seqs, longest);
     assert_eq!(tp_step(1, 1024), tp_step(8, 128));
     let ttft = |c: f64| d.at_concurrency(&p, c, 1024.0, 512.0).ttft_s;
     let mut last = ttft(1.0);
